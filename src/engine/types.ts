@@ -1,0 +1,65 @@
+// The one interface every executor of a layer range implements: the in-process engines
+// (reference, ort), and later remote stages reached over the network. A generation loop
+// chains stages without knowing where they run.
+//
+// Rotary convention: weights are in GGUF layout (Q/K rows permuted by the converter), so
+// RoPE rotates adjacent pairs (x[2i], x[2i+1]) — ggml's "normal" mode. HF loaders permute
+// q_proj/k_proj into this layout when they read them.
+
+import type { ModelConfig } from '../model/types.js';
+
+/** Which part of the model a stage runs: decoder layers [start, end), plus optional ends. */
+export interface StageRange {
+  start: number;
+  end: number;
+  /** stage takes token ids and applies the embedding first */
+  embed: boolean;
+  /** stage applies the final norm and LM head and returns logits */
+  head: boolean;
+}
+
+export interface StageInput {
+  sessionId: string;
+  /** absolute position of the first new token; must be <= the session's cached length
+   *  (a smaller value truncates the cache first, which replays and retries rely on) */
+  pos: number;
+  /** number of new tokens in this step */
+  nTokens: number;
+  /** token ids, when range.embed */
+  tokens?: Int32Array;
+  /** hidden states [nTokens, dim] row-major, when !range.embed */
+  hidden?: Float32Array;
+  /** head stages: return logits for every new position instead of only the last */
+  allLogits?: boolean;
+}
+
+export interface StageOutput {
+  /** hidden states [nTokens, dim] when !range.head */
+  hidden?: Float32Array;
+  /** logits [vocab] (last position) or [nTokens, vocab] when allLogits, when range.head */
+  logits?: Float32Array;
+  /** compute time spent in this stage, milliseconds */
+  computeMs: number;
+}
+
+export interface Stage {
+  readonly range: StageRange;
+  readonly config: ModelConfig;
+  /** e.g. 'reference', 'ort-f32', 'ort-q4' — part of the execution profile */
+  readonly profile: string;
+  forward(input: StageInput): Promise<StageOutput>;
+  /** cached length of a session (0 when unknown) */
+  sessionLength(sessionId: string): number;
+  closeSession(sessionId: string): void;
+  dispose(): Promise<void>;
+}
+
+export class EngineError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'bad_input' | 'unknown_session' | 'capacity' | 'internal' = 'internal',
+  ) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
