@@ -1,3 +1,218 @@
-// Placeholder until the 'demo' command lands.
-import type { Command } from 'commander';
-export function register(_program: Command): void {}
+// `odsi demo`: a whole swarm on this machine. Starts N `odsi node` processes on 127.0.0.1,
+// each serving a contiguous share of the layers, joins a gateway to them, runs a prompt
+// through the route and prints the text and a per-token timeline (who ran which layers,
+// compute and transfer ms, slack). --serve keeps swarm + API up.
+
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import { splitLayers } from '../engine/create.js';
+import { modelIdentity } from '../model/identity.js';
+import { openModel } from '../model/load.js';
+import { writeSyntheticGguf } from '../model/synth.js';
+import { createApiServer, type ApiServer } from '../api/server.js';
+import type { TokenTimeline } from '../api/backend.js';
+import { Gateway } from '../gateway/gateway.js';
+import { LocalSwarm } from '../gateway/swarm.js';
+
+interface DemoOptions {
+  model?: string;
+  nodes: number;
+  layers?: string[];
+  prompt: string;
+  maxTokens: number;
+  temperature: number;
+  seed?: number;
+  engine: 'ort' | 'reference';
+  json?: boolean;
+  serve?: boolean;
+  port: number;
+  deadlineMs?: number;
+  routeTimeoutMs: number;
+}
+
+const int = (name: string, min: number) => (v: string): number => {
+  const n = Number(v);
+  if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+  return n;
+};
+
+export function register(program: Command): void {
+  program
+    .command('demo')
+    .description('run a local swarm (N node processes + gateway) and generate through it')
+    .option('-m, --model <path>', "model file or HF directory (default: a synthetic 'tiny' model; its text is meaningless)")
+    .option('--nodes <n>', 'number of node processes', int('--nodes', 1), 3)
+    .option('--layers <a:b...>', 'explicit layer range per node (default: an even split)')
+    .option('-p, --prompt <text>', 'prompt', 'Once upon a time')
+    .option('-n, --max-tokens <n>', 'tokens to generate', int('--max-tokens', 1), 32)
+    .option('-t, --temperature <t>', 'sampling temperature (0 = greedy)', (v) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0 || n > 2) throw new InvalidArgumentError('--temperature must be in [0, 2]');
+      return n;
+    }, 0)
+    .option('-s, --seed <n>', 'sampling seed', int('--seed', 0))
+    .option('--engine <ort|reference>', 'engine of the nodes and the gateway', 'reference')
+    .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', int('--deadline-ms', 1))
+    .option('--route-timeout-ms <n>', 'how long to wait for the swarm to cover every layer', int('--route-timeout-ms', 1), 30_000)
+    .option('--json', 'print one JSON object (text, tokens, prompt_tokens, timeline, nodes)')
+    .option('--serve', 'after the prompt, keep the swarm and an OpenAI-compatible API running')
+    .option('--port <n>', 'API port with --serve (0 = any)', int('--port', 0), 8080)
+    .action(async (o: DemoOptions) => {
+      if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
+      await runDemo(o);
+    });
+}
+
+/** The synthetic model used when no --model is given, written once into the temp dir. */
+export async function demoModelPath(): Promise<string> {
+  const dir = join(tmpdir(), 'odsi-demo');
+  const out = join(dir, 'tiny-f32-seed1.gguf');
+  if (!existsSync(out)) {
+    mkdirSync(dir, { recursive: true });
+    const tmp = `${out}.tmp-${process.pid}`;
+    await writeSyntheticGguf({ shape: 'tiny', dtype: 'f32', seed: 1, out: tmp, progress: false });
+    renameSync(tmp, out); // concurrent demos never see a half-written file
+  }
+  return out;
+}
+
+function parseRanges(specs: string[], nLayers: number): [number, number][] {
+  const ranges = specs.map((s) => {
+    const m = /^(\d+):(\d+)$/.exec(s.trim());
+    if (!m) throw new Error(`--layers expects a:b (e.g. 0:2), got "${s}"`);
+    const r: [number, number] = [Number(m[1]), Number(m[2])];
+    if (r[0] >= r[1] || r[1] > nLayers) throw new Error(`--layers ${s}: need 0 <= a < b <= ${nLayers}`);
+    return r;
+  });
+  return ranges;
+}
+
+async function runDemo(o: DemoOptions): Promise<void> {
+  const log = (s: string) => process.stderr.write(s + '\n');
+  const synthetic = !o.model;
+  const modelPath = o.model ?? (await demoModelPath());
+  const src = openModel(modelPath);
+  const nLayers = src.config.nLayers;
+  const { modelId } = modelIdentity(src); // hashed once here (cached), handed to the nodes
+  src.close();
+  const ranges = o.layers?.length ? parseRanges(o.layers, nLayers) : splitLayers(nLayers, o.nodes);
+  const note = synthetic ? `no --model given: using a synthetic 'tiny' model (${modelPath}); its weights are random, so its text is meaningless` : undefined;
+  if (note) log(`odsi demo: ${note}`);
+  if (!o.json) {
+    log(`odsi demo: starting ${ranges.length} nodes for ${nLayers} layers: ${ranges.map(([a, b]) => `${a}:${b}`).join(' ')}`);
+  }
+
+  let swarm: LocalSwarm | undefined;
+  let gw: Gateway | undefined;
+  let api: ApiServer | undefined;
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      await api?.close().catch(() => undefined);
+      await gw?.close().catch(() => undefined);
+      await swarm?.stop().catch(() => undefined);
+    })());
+  const onSignal = (sig: NodeJS.Signals) => {
+    void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    swarm = await LocalSwarm.start({ model: modelPath, ranges, engine: o.engine, modelId });
+    gw = await Gateway.start({ modelPath, bootstrap: swarm.bootstrap, engine: o.engine, deadlineMs: o.deadlineMs, refreshMs: 5_000 });
+    const route = await gw.waitForRoute(o.routeTimeoutMs);
+    if (!o.json) log(`odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} (estimated ${route.estimatedMs.toFixed(1)} ms/token)`);
+
+    const promptIds = gw.tokenizer.encode(o.prompt, { addBos: gw.addBos });
+    const timeline: TokenTimeline[] = [];
+    const tokens: number[] = [];
+    let text = '';
+    const t0 = performance.now();
+    const it = gw.generate({
+      promptIds,
+      maxTokens: o.maxTokens,
+      sampling: { temperature: o.temperature, seed: o.seed },
+      deadlineMs: o.deadlineMs,
+    });
+    if (!o.json) process.stdout.write(o.prompt);
+    let r = await it.next();
+    while (!r.done) {
+      tokens.push(r.value.id);
+      timeline.push(r.value.timeline);
+      text += r.value.text;
+      if (!o.json) process.stdout.write(r.value.text);
+      r = await it.next();
+    }
+    text += r.value.tailText;
+    if (!o.json) process.stdout.write(r.value.tailText + '\n');
+    const totalMs = performance.now() - t0;
+
+    const nodes = swarm.nodes.map((n) => ({ peerId: n.peerId, addrs: n.addrs, layers: [n.start, n.end], pid: n.pid, engine: n.engine, msPerToken: n.msPerToken }));
+    if (o.json) {
+      process.stdout.write(
+        JSON.stringify({
+          model: gw.model.id,
+          modelId,
+          synthetic,
+          ...(note ? { note } : {}),
+          prompt: o.prompt,
+          text,
+          tokens,
+          prompt_tokens: promptIds,
+          finish_reason: r.value.finishReason,
+          total_ms: round(totalMs),
+          route: route.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] })),
+          timeline,
+          nodes,
+        }) + '\n',
+      );
+    } else {
+      printTimeline(timeline, swarm, gw, totalMs, tokens.length);
+    }
+
+    if (o.serve) {
+      api = createApiServer(gw, { deadlineMs: o.deadlineMs });
+      const url = await api.listen(o.port, '127.0.0.1');
+      const info = { event: 'serving', api: `${url}/v1`, url, model: gw.model.id, gateway: gw.host.addrs(), bootstrap: swarm.bootstrap, nodes };
+      if (o.json) process.stdout.write(JSON.stringify(info) + '\n');
+      else {
+        log(`\nodsi demo: serving an OpenAI-compatible API at ${url}/v1 (model "${gw.model.id}"); Ctrl-C stops everything`);
+        log(`  try: curl ${url}/v1/completions -H 'content-type: application/json' -d '{"model":"${gw.model.id}","prompt":"${o.prompt.replace(/'/g, '')}","max_tokens":20}'`);
+        log(`  swarm bootstrap: ${swarm.bootstrap.join(' ')}`);
+      }
+      await new Promise<never>(() => undefined); // until a signal ends the process
+    }
+  } finally {
+    await cleanup();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+const short = (peerId: string) => `…${peerId.slice(-6)}`;
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+function printTimeline(timeline: TokenTimeline[], swarm: LocalSwarm, gw: Gateway, totalMs: number, n: number): void {
+  const out = (s: string) => process.stdout.write(s + '\n');
+  out('');
+  out('nodes:');
+  for (const [i, nd] of swarm.nodes.entries()) out(`  n${i + 1} ${nd.peerId} layers ${nd.start}:${nd.end} pid ${nd.pid} (${nd.engine}, advertised ${nd.msPerToken.toFixed(2)} ms/token)`);
+  const name = new Map(swarm.nodes.map((nd, i) => [nd.peerId, `n${i + 1}`]));
+  out('');
+  out('per-token timeline (ms): step  token  total | per hop: node[layers] compute / send / slack');
+  for (const t of timeline) {
+    const piece = JSON.stringify(gw.tokenizer.decode([t.token], { atStart: false })).slice(0, 12);
+    const hops = t.hops
+      .filter((h) => h.role === 'layers')
+      .map((h) => `${name.get(h.node) ?? short(h.node)}[${h.start}:${h.end}] ${h.computeMs.toFixed(2)}/${(h.sendMs ?? 0).toFixed(2)}/${h.budgetInMs === undefined || h.budgetInMs < 0 || h.slackMs === undefined ? '-' : h.slackMs.toFixed(1)}`)
+      .join('  ');
+    const local = t.hops.filter((h) => h.role !== 'layers').reduce((a, h) => a + h.computeMs, 0);
+    out(`  ${String(t.step).padStart(4)}  ${piece.padEnd(12)} ${t.stepMs.toFixed(2).padStart(7)} | ${hops}  gateway ${local.toFixed(2)}`);
+  }
+  const decode = timeline.slice(1).reduce((a, t) => a + t.stepMs, 0);
+  out('');
+  out(`${n} tokens in ${totalMs.toFixed(0)} ms (first token after ${(timeline[0] ? totalMs - decode : 0).toFixed(0)} ms; decode ${(n > 1 ? decode / (n - 1) : 0).toFixed(2)} ms/token)`);
+}

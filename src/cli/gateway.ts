@@ -1,3 +1,52 @@
-// Placeholder until the 'gateway' command lands.
-import type { Command } from 'commander';
-export function register(_program: Command): void {}
+// `odsi gateway`: join a swarm and serve the OpenAI-compatible API over it.
+import { Command, InvalidArgumentError } from 'commander';
+import { createApiServer } from '../api/server.js';
+import { Gateway } from '../gateway/gateway.js';
+
+export function register(program: Command): void {
+  program
+    .command('gateway')
+    .description('serve an OpenAI-compatible API backed by a swarm of odsi nodes')
+    .requiredOption('--model <path>', 'model file or HF directory (the gateway loads only tokenizer, embedding and LM head)')
+    .option('--port <n>', 'HTTP port (0 = any free port)', intArg, 8080)
+    .option('--host <addr>', 'HTTP listen address', '127.0.0.1')
+    .option('--bootstrap <multiaddr...>', 'swarm members to join through (with /p2p/<peer id>)', [])
+    .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/0'])
+    .option('--deadline-ms <n>', 'default per-token deadline budget for routes (ms)', intArg)
+    .option('--engine <kind>', 'engine for the embedding/head stages: reference | ort', 'reference')
+    .option('--wait-route-ms <n>', 'wait up to this long for a route over every layer before reporting ready', intArg, 0)
+    .option('--max-concurrent <n>', 'requests generated at once before answering 503', intArg, 64)
+    .action(async (o: { model: string; port: number; host: string; bootstrap: string[]; listen: string[]; deadlineMs?: number; engine: string; waitRouteMs: number; maxConcurrent: number }) => {
+      if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
+      const gw = await Gateway.start({ modelPath: o.model, bootstrap: o.bootstrap, listen: o.listen, deadlineMs: o.deadlineMs, engine: o.engine });
+      const api = createApiServer(gw, { deadlineMs: o.deadlineMs, maxConcurrent: o.maxConcurrent });
+      let stopping = false;
+      const stop = async (code: number) => {
+        if (stopping) return;
+        stopping = true;
+        await api.close().catch(() => undefined);
+        await gw.close().catch(() => undefined);
+        process.exit(code);
+      };
+      process.once('SIGINT', () => void stop(0));
+      process.once('SIGTERM', () => void stop(0));
+      try {
+        if (o.waitRouteMs > 0) await gw.waitForRoute(o.waitRouteMs).catch(() => undefined);
+        const url = await api.listen(o.port, o.host);
+        const st = gw.status();
+        process.stdout.write(
+          JSON.stringify({ event: 'ready', api: `${url}/v1`, url, model: gw.model.id, modelId: gw.modelId, peerId: gw.host.peerId, addrs: gw.host.addrs(), routeReady: st.ready, reason: st.reason }) + '\n',
+        );
+      } catch (e) {
+        await api.close().catch(() => undefined);
+        await gw.close().catch(() => undefined);
+        throw e;
+      }
+    });
+}
+
+function intArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got '${v}'`);
+  return n;
+}

@@ -1,3 +1,116 @@
-// Placeholder until the 'node' command lands.
+// `odsi node`: serve a contiguous range of a model's decoder layers to the swarm.
+// Prints one JSON line on stdout when ready ({event:'ready', peerId, addrs, ...}); logs go to
+// stderr (pino). SIGINT/SIGTERM stop it cleanly.
 import type { Command } from 'commander';
-export function register(_program: Command): void {}
+import { pino } from 'pino';
+import { runNode } from '../node/run.js';
+import { parseLayers } from '../node/placement.js';
+import { openModel } from '../model/load.js';
+import { createFaultInjector } from '../fault/inject.js'; // fault-tolerance
+
+interface NodeCliOptions {
+  model: string;
+  layers: string;
+  listen: string[];
+  bootstrap: string[];
+  identity?: string;
+  dataDir?: string;
+  engine: string;
+  threads?: string;
+  kvBudgetMb: string;
+  announceInterval: string;
+  memoryMb?: string;
+  modelId?: string;
+  idleTimeout: string;
+  benchTokens: string;
+  logLevel: string;
+  fault: string[]; // fault-tolerance
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+function posInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+export function register(program: Command): void {
+  program
+    .command('node')
+    .description('serve a range of decoder layers to the swarm (libp2p, private Kademlia DHT)')
+    .requiredOption('-m, --model <path>', 'GGUF file or Hugging Face model directory')
+    .requiredOption('-l, --layers <a:b|auto>', 'decoder layers [a, b) to serve, or "auto" to fill the weakest coverage')
+    .option('--listen <multiaddr>', 'listen address (repeatable)', collect, [])
+    .option('--bootstrap <multiaddr>', 'peer to join through, with /p2p/<id> (repeatable)', collect, [])
+    .option('--identity <file>', 'node key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent')
+    .option('--data-dir <dir>', 'directory for node state (identity at <dir>/node.key when --identity is not given)')
+    .option('--engine <ort|reference>', 'execution engine', 'reference')
+    .option('--threads <n>', 'engine threads (ort)')
+    .option('--kv-budget-mb <n>', 'memory for KV caches across sessions', '512')
+    .option('--announce-interval <ms>', 'advert refresh interval (adverts expire after 3 intervals)', '30000')
+    .option('--memory-mb <n>', 'weight memory for --layers auto (default: half the free memory)')
+    .option('--model-id <id>', 'trust this model id instead of hashing the model')
+    .option('--idle-timeout <ms>', 'free a session after this long without a step', '300000')
+    .option('--bench-tokens <n>', 'prompt tokens for the start-up compute benchmark (0 = skip)', '8')
+    .option('--log-level <level>', 'pino log level', 'info')
+    // fault-tolerance: test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
+    .option('--fault <spec>', 'inject a fault: crash@N, stall@N or delay:MS (tests only; needs ODSI_ALLOW_FAULTS=1)', collect, [])
+    .action(async (o: NodeCliOptions) => {
+      if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
+      const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));
+      const probe = openModel(o.model);
+      const nLayers = probe.config.nLayers;
+      probe.close();
+      const node = await runNode({
+        model: o.model,
+        layers: parseLayers(o.layers, nLayers),
+        listen: o.listen,
+        bootstrap: o.bootstrap,
+        identityFile: o.identity,
+        dataDir: o.dataDir,
+        engine: o.engine,
+        threads: o.threads ? posInt('--threads', o.threads) : undefined,
+        kvBudgetMb: posInt('--kv-budget-mb', o.kvBudgetMb),
+        announceIntervalMs: posInt('--announce-interval', o.announceInterval),
+        memoryMb: o.memoryMb ? posInt('--memory-mb', o.memoryMb) : undefined,
+        modelId: o.modelId,
+        idleTimeoutMs: posInt('--idle-timeout', o.idleTimeout),
+        benchTokens: Number.isInteger(Number(o.benchTokens)) && Number(o.benchTokens) >= 0 ? Number(o.benchTokens) : posInt('--bench-tokens', o.benchTokens),
+        passphrase: process.env.ODSI_PASSPHRASE,
+        faults: createFaultInjector(o.fault), // fault-tolerance
+        log,
+      });
+      const a = node.advert();
+      process.stdout.write(
+        JSON.stringify({
+          event: 'ready',
+          peerId: node.host.peerId,
+          addrs: node.host.addrs(),
+          modelId: node.modelId,
+          start: a.start,
+          end: a.end,
+          msPerToken: a.msPerToken,
+          prefillMsPerToken: a.prefillMsPerToken,
+          engine: a.engine,
+          pid: process.pid,
+        }) + '\n',
+      );
+      log.info({ peerId: node.host.peerId, addrs: node.host.addrs(), start: a.start, end: a.end }, 'node ready');
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          log.info({ sig }, 'stopping');
+          const force = setTimeout(() => process.exit(1), 5000);
+          force.unref();
+          node.stop().then(resolve, (e: Error) => {
+            log.error({ err: e.message }, 'stop failed');
+            resolve();
+          });
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+      log.flush?.();
+      process.exit(0);
+    });
+}

@@ -14,7 +14,8 @@ import {
 
 export type GgufValue = number | bigint | boolean | string | GgufValue[] | Float32Array | Int32Array;
 
-enum VT {
+/** GGUF metadata value type ids. */
+export enum VT {
   U8 = 0,
   I8,
   U16,
@@ -111,9 +112,18 @@ function readValue(c: HeaderCursor, t: number, path: string): GgufValue {
   }
 }
 
+export { VT as GgufValueType };
+
+/** Stored type of a metadata value (element type too for arrays), so a rewrite keeps it. */
+export interface GgufValueTypeInfo {
+  type: VT;
+  elemType?: VT;
+}
+
 export interface GgufHeader {
   version: number;
   metadata: Map<string, GgufValue>;
+  metadataTypes: Map<string, GgufValueTypeInfo>;
   tensors: Map<string, TensorInfo>;
   dataOffset: number;
   alignment: number;
@@ -131,9 +141,17 @@ export function readGgufHeader(fd: number, path: string): GgufHeader {
   const nTensors = c.count(1 << 20, 'tensor count');
   const nKv = c.count(1 << 20, 'metadata count');
   const metadata = new Map<string, GgufValue>();
+  const metadataTypes = new Map<string, GgufValueTypeInfo>();
   for (let i = 0; i < nKv; i++) {
     const key = c.str();
     const t = c.u32();
+    if (t === VT.ARRAY) {
+      // peek the element type: it is the next u32
+      const save = c.pos;
+      const et = c.u32();
+      c.pos = save;
+      metadataTypes.set(key, { type: t, elemType: et });
+    } else metadataTypes.set(key, { type: t });
     metadata.set(key, readValue(c, t, path));
   }
   const alignment = Number(metadata.get('general.alignment') ?? 32);
@@ -164,7 +182,18 @@ export function readGgufHeader(fd: number, path: string): GgufHeader {
     if (tensors.has(r.name)) throw new ModelFormatError(`duplicate tensor ${r.name}`, path);
     tensors.set(r.name, { name: r.name, shape: r.shape, type: r.type as GgmlType, offset, byteLength });
   }
-  return { version, metadata, tensors, dataOffset, alignment, fileSize: size };
+  return { version, metadata, metadataTypes, tensors, dataOffset, alignment, fileSize: size };
+}
+
+/** shortest decimal that rounds to the same float32 (GGUF stores f32; configs say 1e-5) */
+export function tidyF32(v: number): number {
+  const f = Math.fround(v);
+  if (f !== v) return v;
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(v.toPrecision(p));
+    if (Math.fround(d) === f) return d;
+  }
+  return v;
 }
 
 function num(md: Map<string, GgufValue>, key: string, path: string, dflt?: number): number {
@@ -199,12 +228,24 @@ export function configFromGguf(h: GgufHeader, path: string): ModelConfig {
     headDim,
     vocabSize,
     contextLength: num(md, p + 'context_length', path, 2048),
-    normEps: num(md, p + 'attention.layer_norm_rms_epsilon', path, 1e-5),
-    ropeTheta: num(md, p + 'rope.freq_base', path, 10000),
+    normEps: tidyF32(num(md, p + 'attention.layer_norm_rms_epsilon', path, 1e-5)),
+    ropeTheta: tidyF32(num(md, p + 'rope.freq_base', path, 10000)),
     tiedEmbeddings: !h.tensors.has('output.weight'),
   };
   const st = md.get(p + 'rope.scaling.type');
-  if (st === 'linear') cfg.ropeScaling = { type: 'linear', factor: num(md, p + 'rope.scaling.factor', path) };
+  if (st === 'linear') cfg.ropeScaling = { type: 'linear', factor: tidyF32(num(md, p + 'rope.scaling.factor', path)) };
+  // llama.cpp keeps Llama 3 scaling only as the rope_freqs tensor; odsi's writers also record
+  // the parameters (keys llama.cpp ignores) so the config round-trips.
+  if (md.get('odsi.rope.scaling.type') === 'llama3') {
+    const o = 'odsi.rope.scaling.';
+    cfg.ropeScaling = {
+      type: 'llama3',
+      factor: tidyF32(num(md, o + 'factor', path)),
+      lowFreqFactor: tidyF32(num(md, o + 'low_freq_factor', path)),
+      highFreqFactor: tidyF32(num(md, o + 'high_freq_factor', path)),
+      originalContext: num(md, o + 'original_context_length', path),
+    };
+  }
   validateConfig(cfg, path);
   return cfg;
 }
@@ -296,6 +337,20 @@ export class GgufFile implements WeightSource {
       done += got;
     }
     return out;
+  }
+  *readRawChunks(name: string, chunkBytes = 16 << 20): Iterable<Uint8Array> {
+    const t = this.info(name);
+    for (let done = 0; done < t.byteLength; ) {
+      const n = Math.min(chunkBytes, t.byteLength - done);
+      const buf = new Uint8Array(n);
+      for (let got = 0; got < n; ) {
+        const r = readSync(this.fd, buf, got, n - got, t.offset + done + got);
+        if (r <= 0) throw new ModelFormatError(`tensor ${name}: short read (truncated file?)`, this.path);
+        got += r;
+      }
+      done += n;
+      yield buf;
+    }
   }
   readF32(name: string): Float32Array {
     const t = this.info(name);

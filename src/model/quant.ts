@@ -1,6 +1,7 @@
 // Block layouts of ggml tensor types and dequantization to f32.
 // Layouts follow ggml-common.h; each function reads `n` values from `src` (raw stored bytes).
 
+import { kquantEntries } from './kquants.js';
 import { GgmlType, ModelFormatError } from './types.js';
 
 /** [elements per block, bytes per block] */
@@ -132,3 +133,12 @@ export function dequantize(t: GgmlType, src: Uint8Array, n: number, out = new Fl
 
 /** K-quant and other dequantizers register here (see kquants.ts). */
 export const extraDequantizers = new Map<GgmlType, (src: Uint8Array, n: number, out: Float32Array) => Float32Array>();
+
+// Registered here (not in kquants.ts) so the import cycle resolves in either load order.
+for (const [t, f] of kquantEntries()) extraDequantizers.set(t, f);
+
+const BUILTIN = new Set([GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0]);
+/** true when dequantize() can decode type `t` */
+export function canDequantize(t: GgmlType): boolean {
+  return BUILTIN.has(t) || extraDequantizers.has(t);
+}

@@ -103,6 +103,8 @@ export interface WeightSource {
   readRaw(name: string): Uint8Array;
   /** dequantized values, row-major */
   readF32(name: string): Float32Array;
+  /** raw stored bytes in bounded chunks (hashing multi-GB tensors without holding them) */
+  readRawChunks?(name: string, chunkBytes?: number): Iterable<Uint8Array>;
   close(): void;
 }
 

@@ -1,0 +1,268 @@
+// odsi-ort versus llama.cpp (node-llama-cpp, CPU prebuilt) on synthetic models of real shapes.
+//
+//   node dist/bench/engine.js [--shapes smollm2-135m,llama-3.2-1b] [--weights f32,q4] [--threads 2]
+//                             [--reps N] [--quick] [--attention auto|gqa|std] [--spin] [--out FILE]
+//
+// What is compared: decoder layers only, in both engines. ORT runs one stage over all layers
+// (no embedding, no head: exactly what a node serving the whole range computes); llama.cpp runs
+// the whole model with evaluateWithoutGeneratingNewTokens, which requests no logits, so its
+// output rows (final norm + LM head) are empty and its embedding is a row lookup. Same GGUF
+// file, same thread count, runs interleaved (ORT step, llama.cpp step, ...). Figures are
+// best-of-N with the median beside it: the machine is shared.
+//
+// Decode: ms for one token appended at context 128 / 1024. Prefill: ms for 128 tokens from an
+// empty cache. Bound: bytes a decode step must read (weights as the engine stores them + the
+// fp32 KV cache) ÷ the read bandwidth measured here on the same thread count.
+
+import { existsSync, mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { openModel } from '../src/model/load.js';
+import { SHAPES, writeSyntheticGguf } from '../src/model/synth.js';
+import type { ModelConfig } from '../src/model/types.js';
+import { createOrtStage, type OrtStage } from '../src/engine/ort/index.js';
+import { measureReadBandwidth } from './lib/bandwidth.js';
+import { describeMachine, machineLine } from './lib/machine.js';
+import { writeResult, table } from './lib/results.js';
+import { fmt, stats, type Stats } from './lib/stats.js';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+
+const { values: args } = parseArgs({
+  options: {
+    shapes: { type: 'string', default: 'smollm2-135m,llama-3.2-1b' },
+    weights: { type: 'string', default: 'f32,q4' },
+    threads: { type: 'string' },
+    reps: { type: 'string' },
+    ctx: { type: 'string', default: '128,1024' },
+    quick: { type: 'boolean', default: false },
+    attention: { type: 'string', default: 'auto' },
+    spin: { type: 'boolean', default: false },
+    engines: { type: 'string', default: 'ort,llama' },
+    out: { type: 'string' },
+  },
+});
+
+const quick = args.quick!;
+const shapes = (quick && args.shapes === 'smollm2-135m,llama-3.2-1b' ? 'smollm2-135m' : args.shapes!).split(',');
+const weightsList = args.weights!.split(',') as ('f32' | 'q4')[];
+const threads = Number(args.threads ?? 2);
+const reps = Number(args.reps ?? (quick ? 3 : 7));
+const ctxs = (quick ? '128' : args.ctx!).split(',').map(Number);
+const engines = args.engines!.split(',');
+const PREFILL = 128;
+const outFile = args.out ?? resolve(ROOT, quick ? 'bench/results/engine-quick.json' : 'bench/results/engine.json');
+
+interface Row {
+  shape: string;
+  weights: string;
+  threads: number;
+  attention?: string;
+  decode: Record<string, { ort?: Stats; llama?: Stats; boundMs: number }>;
+  prefill128: { ort?: Stats; llama?: Stats };
+  ortLoad?: { buildMs: number; createMs: number; rssBeforeMiB: number; rssAfterMiB: number };
+  weightBytes: { ort: number; llama: number };
+}
+
+function decoderParams(c: ModelConfig): number {
+  const q = c.nHeads * c.headDim;
+  const kv = c.nKvHeads * c.headDim;
+  return c.nLayers * (c.dim * (q + 2 * kv) + q * c.dim + 3 * c.dim * c.ffnDim);
+}
+const kvBytesPerPos = (c: ModelConfig) => 2 * c.nLayers * c.nKvHeads * c.headDim * 4;
+const rssMiB = () => Math.round(process.memoryUsage().rss / 2 ** 20);
+
+async function ensureModel(shape: string, dtype: 'f32' | 'q4_0'): Promise<string> {
+  const dir = resolve(ROOT, 'bench/tmp');
+  mkdirSync(dir, { recursive: true });
+  const f = resolve(dir, `${shape}-${dtype}.gguf`);
+  if (!existsSync(f)) {
+    console.error(`writing ${f} ...`);
+    await writeSyntheticGguf({ shape, dtype, seed: 1234, out: f });
+  }
+  return f;
+}
+
+/** deterministic hidden states of a plausible scale */
+function hiddenFor(c: ModelConfig, n: number, seed: number): Float32Array {
+  const h = new Float32Array(n * c.dim);
+  for (let i = 0; i < h.length; i++) h[i] = Math.sin((i + 1) * 0.7 + seed) * 0.5;
+  return h;
+}
+
+async function main(): Promise<void> {
+  const machine = describeMachine();
+  console.log(machineLine(machine));
+  const bw = await measureReadBandwidth(threads);
+  console.log(`read bandwidth (ORT ReduceSum, ${threads} threads): ${bw.gbPerS.toFixed(1)} GB/s`);
+
+  type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
+  let llama: Llama | undefined;
+  if (engines.includes('llama')) {
+    const { getLlama } = await import('node-llama-cpp');
+    llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  }
+
+  const rows: Row[] = [];
+  for (const shape of shapes) {
+    if (!SHAPES[shape]) throw new Error(`unknown shape ${shape}`);
+    for (const w of weightsList) {
+      const file = await ensureModel(shape, w === 'q4' ? 'q4_0' : 'f32');
+      const src = openModel(file);
+      const c = src.config;
+      const np = decoderParams(c);
+      const row: Row = {
+        shape,
+        weights: w,
+        threads,
+        decode: {},
+        prefill128: {},
+        weightBytes: { ort: w === 'q4' ? np * (0.5 + 4 / 32) : np * 4, llama: w === 'q4' ? np * (18 / 32) : np * 4 },
+      };
+      console.log(`\n== ${shape} ${w}, ${threads} threads (${(np / 1e6).toFixed(0)} M decoder params) ==`);
+
+      let ort: OrtStage | undefined;
+      if (engines.includes('ort')) {
+        global.gc?.();
+        const before = rssMiB();
+        ort = await createOrtStage(src, { start: 0, end: c.nLayers, embed: false, head: false }, {
+          threads,
+          weights: w,
+          maxContext: 2048,
+          attention: args.attention as 'auto',
+          allowSpinning: args.spin,
+        });
+        global.gc?.();
+        row.attention = ort.attention;
+        row.ortLoad = { buildMs: Math.round(ort.loadInfo.buildMs), createMs: Math.round(ort.loadInfo.createMs), rssBeforeMiB: before, rssAfterMiB: rssMiB() };
+        console.log(`ort: ${ort.attention} attention, build ${row.ortLoad.buildMs} ms, session ${row.ortLoad.createMs} ms, RSS ${before} → ${row.ortLoad.rssAfterMiB} MiB`);
+      }
+      let seq: import('node-llama-cpp').LlamaContextSequence | undefined;
+      let lctx: import('node-llama-cpp').LlamaContext | undefined;
+      let lmodel: import('node-llama-cpp').LlamaModel | undefined;
+      if (llama) {
+        lmodel = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+        lctx = await lmodel.createContext({ contextSize: 2048, threads, batchSize: 512, sequences: 1 });
+        seq = lctx.getSequence();
+      }
+      const toks = (n: number, seed: number) => Array.from({ length: n }, (_, i) => ((i + 1) * 7919 + seed * 104729) % c.vocabSize);
+
+      // prefill: 128 tokens into an empty cache
+      const pre = { ort: [] as number[], llama: [] as number[] };
+      for (let r = -1; r < reps; r++) {
+        if (ort) {
+          const h = hiddenFor(c, PREFILL, r);
+          const t0 = performance.now();
+          await ort.forward({ sessionId: `p${r}`, pos: 0, nTokens: PREFILL, hidden: h });
+          if (r >= 0) pre.ort.push(performance.now() - t0);
+          ort.closeSession(`p${r}`);
+        }
+        if (seq) {
+          await seq.clearHistory();
+          const t = toks(PREFILL, r + 2) as import('node-llama-cpp').Token[];
+          const t0 = performance.now();
+          await seq.evaluateWithoutGeneratingNewTokens(t);
+          if (r >= 0) pre.llama.push(performance.now() - t0);
+        }
+      }
+      row.prefill128 = { ort: ort ? stats(pre.ort) : undefined, llama: seq ? stats(pre.llama) : undefined };
+      console.log(`prefill ${PREFILL}: ort ${fmt(row.prefill128.ort)}  llama.cpp ${fmt(row.prefill128.llama)} ms`);
+
+      for (const ctx of ctxs) {
+        const d = { ort: [] as number[], llama: [] as number[] };
+        if (ort) {
+          for (let p = 0; p < ctx; p += 256) {
+            const n = Math.min(256, ctx - p);
+            await ort.forward({ sessionId: 'd', pos: p, nTokens: n, hidden: hiddenFor(c, n, p) });
+          }
+        }
+        if (seq) {
+          await seq.clearHistory();
+          await seq.evaluateWithoutGeneratingNewTokens(toks(ctx, 3) as import('node-llama-cpp').Token[]);
+        }
+        for (let r = -2; r < reps; r++) {
+          if (ort) {
+            const h = hiddenFor(c, 1, r);
+            const t0 = performance.now();
+            await ort.forward({ sessionId: 'd', pos: ort.sessionLength('d'), nTokens: 1, hidden: h });
+            if (r >= 0) d.ort.push(performance.now() - t0);
+          }
+          if (seq) {
+            const t0 = performance.now();
+            await seq.evaluateWithoutGeneratingNewTokens([((r + 3) * 31) % c.vocabSize] as import('node-llama-cpp').Token[]);
+            if (r >= 0) d.llama.push(performance.now() - t0);
+          }
+        }
+        ort?.closeSession('d');
+        const boundMs = ((row.weightBytes.ort + kvBytesPerPos(c) * ctx) / (bw.gbPerS * 1e9)) * 1000;
+        row.decode[String(ctx)] = { ort: ort ? stats(d.ort) : undefined, llama: seq ? stats(d.llama) : undefined, boundMs };
+        console.log(`decode @${ctx}: ort ${fmt(row.decode[String(ctx)]!.ort)}  llama.cpp ${fmt(row.decode[String(ctx)]!.llama)} ms/token  (bound ${boundMs.toFixed(1)})`);
+      }
+      await ort?.dispose();
+      await lctx?.dispose();
+      await lmodel?.dispose();
+      src.close();
+      rows.push(row);
+    }
+  }
+
+  // summary against the targets
+  const ratio = (a?: Stats, b?: Stats) => (a?.n && b?.n ? a.min / b.min : NaN);
+  const r2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '—');
+  const header = ['shape / weights', 'ort@128', 'llama@128', 'bound', 'ratio', 'ort@1024', 'llama@1024', 'ratio', '1024/128', 'prefill ort', 'prefill llama', 'ratio'];
+  const lines = rows.map((r) => {
+    const a = r.decode['128'];
+    const b = r.decode['1024'];
+    return [
+      `${r.shape} ${r.weights}`,
+      fmt(a?.ort),
+      fmt(a?.llama),
+      a ? a.boundMs.toFixed(1) : '—',
+      r2(ratio(a?.ort, a?.llama)),
+      fmt(b?.ort),
+      fmt(b?.llama),
+      r2(ratio(b?.ort, b?.llama)),
+      r2(ratio(b?.ort, a?.ort)),
+      fmt(r.prefill128.ort, 0),
+      fmt(r.prefill128.llama, 0),
+      r2(ratio(r.prefill128.ort, r.prefill128.llama)),
+    ];
+  });
+  const targets = rows.flatMap((r) => {
+    const a = r.decode['128'];
+    const b = r.decode['1024'];
+    const out: { what: string; value: number; target: number; met: boolean }[] = [];
+    const add = (what: string, value: number, target: number) => Number.isFinite(value) && out.push({ what: `${r.shape} ${r.weights}: ${what}`, value: +value.toFixed(3), target, met: value <= target });
+    if (r.weights === 'f32') {
+      add('decode@128 ort/llama.cpp', ratio(a?.ort, a?.llama), 1.1);
+      add('prefill128 ort/llama.cpp', ratio(r.prefill128.ort, r.prefill128.llama), 0.5);
+    } else add('decode@128 ort/llama.cpp', ratio(a?.ort, a?.llama), 1.3);
+    add('ort decode@1024 / decode@128', ratio(b?.ort, a?.ort), 1.25);
+    return out;
+  });
+  console.log(`\n${machineLine(machine)}; read bandwidth ${bw.gbPerS.toFixed(1)} GB/s on ${threads} threads`);
+  console.log('decoder layers only; decode ms/token and prefill ms (128 tokens): best (median); ratios of bests\n');
+  console.log(table(header, lines));
+  console.log('\ntargets:');
+  for (const t of targets) console.log(`  ${t.met ? 'met   ' : 'MISSED'} ${t.what} = ${t.value} (target ≤ ${t.target})`);
+  writeResult(outFile, {
+    what: 'odsi-ort vs llama.cpp, decoder layers only, synthetic weights; decode ms/token at context N, prefill ms for 128 tokens',
+    machine,
+    threads,
+    reps,
+    readBandwidthGBs: +bw.gbPerS.toFixed(2),
+    options: { attention: args.attention, allowSpinning: args.spin, quick },
+    rows,
+    targets,
+  });
+  console.log(`\nwrote ${outFile}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

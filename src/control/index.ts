@@ -1,0 +1,9 @@
+// Accountability layer: signed records, custody checks, equivocation, tolerance, audits,
+// evidence. One import point for the node, gateway and ledger code.
+export * from './eip712.js';
+export * from './receipts.js';
+export * from './custody.js';
+export * from './equivocation.js';
+export * from './evidence.js';
+export * from './tolerance.js';
+export * from './audit.js';

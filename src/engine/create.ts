@@ -1,0 +1,65 @@
+// Stage factory: one entry point for every in-process engine, plus helpers that split a
+// model into contiguous layer ranges and build a local pipeline of stages.
+
+import type { WeightSource } from '../model/types.js';
+import { createReferenceStage } from './reference.js';
+import { EngineError, type Stage, type StageRange } from './types.js';
+
+export type EngineKind = 'reference' | 'ort';
+
+export interface StageOptions {
+  /** ORT: weight precision of the execution profile (default f32); ignored by 'reference' */
+  weights?: 'f32' | 'q8' | 'q4';
+  /** ORT: intra-op threads; ignored by 'reference' (single-threaded by design) */
+  threads?: number;
+}
+
+export async function createStage(kind: EngineKind, src: WeightSource, range: StageRange, opts: StageOptions = {}): Promise<Stage> {
+  if (kind === 'reference') return createReferenceStage(src, range);
+  if (kind === 'ort') {
+    // loaded lazily: onnxruntime-node is a heavy native module the reference path never needs
+    const spec = './ort/index.js';
+    const mod = (await import(spec)) as { createOrtStage(src: WeightSource, range: StageRange, opts: StageOptions): Promise<Stage> };
+    return mod.createOrtStage(src, range, opts);
+  }
+  throw new EngineError(`unknown engine '${String(kind)}' (expected 'reference' or 'ort')`, 'bad_input');
+}
+
+/**
+ * Balanced contiguous ranges [start, end) covering nLayers in k stages; the first
+ * nLayers % k stages get one extra layer. k may not exceed nLayers.
+ */
+export function splitLayers(nLayers: number, k: number): [number, number][] {
+  if (!Number.isInteger(k) || k < 1) throw new EngineError(`number of stages must be a positive integer, got ${k}`, 'bad_input');
+  if (k > nLayers) throw new EngineError(`cannot split ${nLayers} layers into ${k} stages (at most ${nLayers})`, 'bad_input');
+  const base = Math.floor(nLayers / k);
+  const extra = nLayers % k;
+  const out: [number, number][] = [];
+  let start = 0;
+  for (let i = 0; i < k; i++) {
+    const end = start + base + (i < extra ? 1 : 0);
+    out.push([start, end]);
+    start = end;
+  }
+  return out;
+}
+
+/** k in-process stages covering the whole model: the first embeds, the last applies the head */
+export async function buildLocalPipeline(kind: EngineKind, src: WeightSource, k: number, opts: StageOptions = {}): Promise<Stage[]> {
+  const ranges = splitLayers(src.config.nLayers, k);
+  const stages: Stage[] = [];
+  try {
+    for (let i = 0; i < ranges.length; i++) {
+      const [start, end] = ranges[i];
+      stages.push(await createStage(kind, src, { start, end, embed: i === 0, head: i === ranges.length - 1 }, opts));
+    }
+  } catch (e) {
+    await disposePipeline(stages);
+    throw e;
+  }
+  return stages;
+}
+
+export async function disposePipeline(stages: Stage[]): Promise<void> {
+  await Promise.allSettled(stages.map((s) => s.dispose()));
+}

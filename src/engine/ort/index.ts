@@ -1,0 +1,237 @@
+// ORT engine: a Stage that runs a contiguous range of Llama layers (plus optional embedding
+// and LM head) in onnxruntime-node, with an ONNX graph odsi builds itself (graph.ts).
+// The session lives in a worker thread (worker.ts); this side reads exactly the range's
+// tensors, validates every call, and tracks session lengths so sessionLength() is synchronous.
+
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { ropeInvFreq } from '../../model/rope.js';
+import { ModelFormatError, layerTensorNames, tensorNames as tn, type ModelConfig, type WeightSource } from '../../model/types.js';
+import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from '../types.js';
+import type { AttentionPath } from './graph.js';
+import type { LoadInfo, LoadSpec, StepOut } from './runner.js';
+import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
+import type { WorkerReply, WorkerRequest } from './worker.js';
+
+export interface OrtStageOptions {
+  /** weight precision; default: q4/q8 when every layer weight is stored Q4_0/Q8_0, else f32 */
+  weights?: WeightMode;
+  /** ORT intra-op threads (default: all cores) */
+  threads?: number;
+  /** longest session in positions (default: the model's context length) */
+  maxContext?: number;
+  /**
+   * attention implementation. 'std' (standard ops, any head size) reads a capacity-sized cache
+   * in place and measured faster than 'gqa' at long context (2× at 1024 positions, 4-bit
+   * SmolLM2) and on par at 128, so 'auto' = 'std'. 'gqa' (com.microsoft GroupQueryAttention)
+   * needs head size % 16 == 0.
+   */
+  attention?: 'auto' | AttentionPath;
+  /** MatMulNBits accuracy_level: 4 = int8 activations (fast, default), 1 = fp32 activations */
+  accuracyLevel?: number;
+  /** let ORT's thread pool spin between ops (default false: on a busy 2-core machine spinning
+   *  made 2-thread 4-bit decode 2.5× slower) */
+  allowSpinning?: boolean;
+  /** fp32 linear form (benchmarking): FusedMatMul with transB (default) or MatMul on a transposed copy */
+  f32Linear?: 'fused' | 'matmul';
+}
+
+export interface OrtStage extends Stage {
+  /** graph build and session creation figures of this stage */
+  readonly loadInfo: LoadInfo;
+  readonly attention: AttentionPath;
+}
+
+export async function createOrtStage(src: WeightSource, range: StageRange, opts: OrtStageOptions = {}): Promise<OrtStage> {
+  const c = src.config;
+  checkRange(c, range);
+  const names = neededTensors(src, range);
+  const shapes = expectedShapes(c);
+  const tensors: Record<string, RawTensor> = {};
+  const transfer: ArrayBuffer[] = [];
+  for (const name of names) {
+    const info = src.info(name);
+    const want = shapes(name);
+    if (want && (info.shape.length !== want.length || info.shape.some((d, i) => d !== want[i]))) {
+      throw new ModelFormatError(`tensor ${name} has shape [${info.shape.join(', ')}], expected [${want.join(', ')}]`, src.path);
+    }
+    let data = src.readRaw(name);
+    if (data.byteOffset !== 0 || data.buffer.byteLength !== data.byteLength || data.buffer instanceof SharedArrayBuffer) data = data.slice();
+    transfer.push(data.buffer as ArrayBuffer);
+    tensors[name] = { type: info.type, shape: info.shape, data };
+  }
+  const linearTypes = names.filter((n) => !n.endsWith('norm.weight') && n !== tn.embed).map((n) => src.info(n).type);
+  const mode = opts.weights ?? defaultMode(linearTypes.length ? linearTypes : names.map((n) => src.info(n).type));
+  const path: AttentionPath = opts.attention && opts.attention !== 'auto' ? opts.attention : 'std';
+  if (path === 'gqa' && c.headDim % 16 !== 0) throw new EngineError(`GroupQueryAttention needs a head size that is a multiple of 16 (got ${c.headDim})`, 'bad_input');
+  const maxContext = Math.min(opts.maxContext ?? c.contextLength, c.contextLength);
+  const spec: LoadSpec = {
+    config: c,
+    range: { ...range },
+    mode,
+    path,
+    threads: opts.threads ?? availableParallelism(),
+    maxContext,
+    accuracyLevel: opts.accuracyLevel ?? 4,
+    allowSpinning: opts.allowSpinning ?? false,
+    f32Linear: opts.f32Linear,
+    invFreq: ropeInvFreq(c, src),
+    tensors,
+  };
+  const w = new WorkerClient();
+  try {
+    const info = (await w.call({ type: 'load', id: 0, spec }, transfer)) as LoadInfo;
+    return new OrtStageImpl(w, c, { ...range }, `ort-${mode}`, maxContext, info, path);
+  } catch (e) {
+    await w.terminate();
+    throw e;
+  }
+}
+
+function checkRange(c: ModelConfig, range: StageRange): void {
+  const { start, end } = range;
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > c.nLayers || start > end) {
+    throw new EngineError(`bad layer range [${start}, ${end}) for a model with ${c.nLayers} layers`, 'bad_input');
+  }
+  if (start === end && !range.embed && !range.head) throw new EngineError(`empty layer range [${start}, ${end}) with neither embedding nor head`, 'bad_input');
+}
+
+/** exactly the tensors this range needs: a node never reads the others */
+function neededTensors(src: WeightSource, range: StageRange): string[] {
+  const out: string[] = [];
+  for (let l = range.start; l < range.end; l++) out.push(...layerTensorNames(l));
+  if (range.embed || (range.head && !src.has(tn.output))) out.push(tn.embed);
+  if (range.head) {
+    out.push(tn.outputNorm);
+    if (src.has(tn.output)) out.push(tn.output);
+  }
+  return out;
+}
+
+function expectedShapes(c: ModelConfig): (name: string) => number[] | undefined {
+  const q = c.nHeads * c.headDim;
+  const kv = c.nKvHeads * c.headDim;
+  const byKind: Record<string, number[]> = {
+    attn_norm: [c.dim],
+    attn_q: [q, c.dim],
+    attn_k: [kv, c.dim],
+    attn_v: [kv, c.dim],
+    attn_output: [c.dim, q],
+    ffn_norm: [c.dim],
+    ffn_gate: [c.ffnDim, c.dim],
+    ffn_up: [c.ffnDim, c.dim],
+    ffn_down: [c.dim, c.ffnDim],
+  };
+  return (name) => {
+    if (name === tn.embed || name === tn.output) return [c.vocabSize, c.dim];
+    if (name === tn.outputNorm) return [c.dim];
+    const m = /^blk\.\d+\.(\w+)\.weight$/.exec(name);
+    return m ? byKind[m[1]!] : undefined;
+  };
+}
+
+class WorkerClient {
+  private worker: Worker;
+  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private nextId = 1;
+  private dead?: Error;
+
+  constructor() {
+    this.worker = new Worker(new URL('./worker.js', import.meta.url));
+    this.worker.unref(); // an idle stage never keeps the process alive
+    this.worker.on('message', (r: WorkerReply) => {
+      const p = this.pending.get(r.id);
+      if (!p) return;
+      this.pending.delete(r.id);
+      if (this.pending.size === 0) this.worker.unref();
+      if (r.ok) p.resolve(r.value);
+      else p.reject(new EngineError(r.message, r.code === 'bad_input' || r.code === 'capacity' ? r.code : 'internal'));
+    });
+    const fail = (e: Error) => {
+      this.dead = new EngineError(`ORT worker failed: ${e.message}`, 'internal');
+      for (const p of this.pending.values()) p.reject(this.dead);
+      this.pending.clear();
+    };
+    this.worker.on('error', fail);
+    this.worker.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
+  }
+
+  call(req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<unknown> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.ref();
+      this.worker.postMessage({ ...req, id }, transfer);
+    });
+  }
+
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
+
+class OrtStageImpl implements OrtStage {
+  private lengths = new Map<string, number>();
+  private disposed = false;
+
+  constructor(
+    private w: WorkerClient,
+    readonly config: ModelConfig,
+    readonly range: StageRange,
+    readonly profile: string,
+    private maxContext: number,
+    readonly loadInfo: LoadInfo,
+    readonly attention: AttentionPath,
+  ) {}
+
+  sessionLength(sessionId: string): number {
+    return this.lengths.get(sessionId) ?? 0;
+  }
+
+  closeSession(sessionId: string): void {
+    if (!this.lengths.delete(sessionId) || this.disposed) return;
+    this.w.call({ type: 'close', id: 0, sessionId }).catch(() => {});
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.lengths.clear();
+    await this.w.call({ type: 'dispose', id: 0 }).catch(() => {});
+    await this.w.terminate();
+  }
+
+  async forward(input: StageInput): Promise<StageOutput> {
+    if (this.disposed) throw new EngineError('stage is disposed', 'internal');
+    const c = this.config;
+    const { pos, nTokens: n, sessionId } = input;
+    if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
+    if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
+    if (pos + n > this.maxContext) throw new EngineError(`context overflow: ${pos + n} positions > maximum context ${this.maxContext}`, 'capacity');
+    const len = this.lengths.get(sessionId);
+    if (len === undefined && pos !== 0) throw new EngineError(`unknown session ${sessionId} (first step must start at position 0, got ${pos})`, 'unknown_session');
+    if (len !== undefined && pos > len) throw new EngineError(`position ${pos} is beyond the session's cached length ${len}`, 'bad_input');
+    let tokens: Int32Array | undefined;
+    let hidden: Float32Array | undefined;
+    if (this.range.embed) {
+      if (!input.tokens || input.tokens.length !== n) throw new EngineError(`expected ${n} token ids, got ${input.tokens?.length ?? 'none'}`, 'bad_input');
+      for (const id of input.tokens) if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
+      tokens = Int32Array.from(input.tokens);
+    } else {
+      const h = input.hidden;
+      if (!h || h.length !== n * c.dim) throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
+      hidden = Float32Array.from(h); // our copy travels to the worker (transferred)
+    }
+    const transfer = hidden ? [hidden.buffer] : [tokens!.buffer];
+    const out = (await this.w.call(
+      { type: 'step', id: 0, input: { sessionId, pos, nTokens: n, tokens, hidden, allLogits: input.allLogits } },
+      transfer as ArrayBuffer[],
+    )) as StepOut;
+    this.lengths.set(sessionId, out.length);
+    const res: StageOutput = { computeMs: out.computeMs };
+    if (out.logits) res.logits = out.logits;
+    if (out.hidden) res.hidden = out.hidden;
+    return res;
+  }
+}

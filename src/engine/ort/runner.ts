@@ -1,0 +1,381 @@
+// The ORT side of a stage: builds the graph from raw tensors, owns the InferenceSession and
+// the per-session KV caches, runs forward steps. Runs inside the stage's worker thread
+// (worker.ts); everything here is synchronous with respect to one step.
+
+import { performance } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import ort from 'onnxruntime-node';
+import { dequantize } from '../../model/quant.js';
+import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
+import type { StageRange } from '../types.js';
+import { buildStageGraph, type AttentionPath, type LayerWeightsIn } from './graph.js';
+import { concatRows, prepareLinear, type LinearWeight, type RawTensor, type WeightMode } from './weights.js';
+
+export interface LoadSpec {
+  config: ModelConfig;
+  range: StageRange;
+  mode: WeightMode;
+  path: AttentionPath;
+  threads: number;
+  maxContext: number;
+  accuracyLevel: number;
+  allowSpinning: boolean;
+  f32Linear?: 'fused' | 'matmul';
+  invFreq: Float32Array;
+  /** raw tensors of exactly this range, by canonical name */
+  tensors: Record<string, RawTensor>;
+}
+
+export interface StepIn {
+  sessionId: string;
+  pos: number;
+  nTokens: number;
+  tokens?: Int32Array;
+  hidden?: Float32Array;
+  allLogits?: boolean;
+}
+
+export interface StepOut {
+  hidden?: Float32Array;
+  logits?: Float32Array;
+  computeMs: number;
+  length: number;
+}
+
+export interface LoadInfo {
+  buildMs: number;
+  createMs: number;
+  graphBytes: number;
+  initBytes: number;
+}
+
+/** std-path cache grows in chunks of this many positions (masked slots cost a little compute) */
+const STD_CHUNK = 64;
+
+interface GqaKv {
+  kind: 'gqa';
+  length: number;
+  k: ort.Tensor[];
+  v: ort.Tensor[];
+}
+interface StdKv {
+  kind: 'std';
+  length: number;
+  cap: number;
+  k: Float32Array[]; // [KVH, D, cap]
+  v: Float32Array[]; // [KVH, cap, D]
+}
+type Kv = GqaKv | StdKv;
+
+export class OrtRunner {
+  private session?: ort.InferenceSession;
+  private embedRaw?: RawTensor;
+  private sessions = new Map<string, Kv>();
+  private nLayers: number;
+  readonly info: LoadInfo;
+
+  private constructor(
+    private spec: Omit<LoadSpec, 'tensors'>,
+    info: LoadInfo,
+  ) {
+    this.nLayers = spec.range.end - spec.range.start;
+    this.info = info;
+  }
+
+  static async create(spec: LoadSpec): Promise<OrtRunner> {
+    const { config: c, range, mode, tensors } = spec;
+    const take = (name: string): RawTensor => {
+      const t = tensors[name];
+      if (!t) throw new Error(`tensor ${name} was not loaded`);
+      delete tensors[name]; // let buffers go as soon as they are converted
+      return t;
+    };
+    const f32 = (t: RawTensor) => dequantize(t.type, t.data, t.shape.reduce((a, b) => a * b, 1));
+    const t0 = performance.now();
+    const layers: LayerWeightsIn[] = [];
+    for (let l = range.start; l < range.end; l++) {
+      const lin = (name: string) => prepareLinear(take(name), mode, name);
+      layers.push({
+        attnNorm: f32(take(tn.attnNorm(l))),
+        qkv: concatRows([lin(tn.q(l)), lin(tn.k(l)), lin(tn.v(l))]),
+        o: lin(tn.o(l)),
+        ffnNorm: f32(take(tn.ffnNorm(l))),
+        gateUp: concatRows([lin(tn.gate(l)), lin(tn.up(l))]),
+        down: lin(tn.down(l)),
+      });
+    }
+    const embedRaw = range.embed ? tensors[tn.embed] : undefined;
+    let head: { norm: Float32Array; output: LinearWeight } | undefined;
+    if (range.head) {
+      const outName = tensors[tn.output] ? tn.output : tn.embed;
+      head = { norm: f32(take(tn.outputNorm)), output: prepareLinear(tensors[outName]!, mode, outName) };
+      delete tensors[tn.output];
+    }
+    delete tensors[tn.embed];
+    const info: LoadInfo = { buildMs: 0, createMs: 0, graphBytes: 0, initBytes: 0 };
+    const runner = new OrtRunner(spec, info);
+    runner.embedRaw = embedRaw;
+    if (layers.length > 0 || head) {
+      const enc = buildStageGraph({
+        config: c,
+        path: spec.path,
+        layers,
+        head,
+        invFreq: spec.invFreq,
+        maxContext: spec.maxContext,
+        accuracyLevel: spec.accuracyLevel,
+        f32Linear: spec.f32Linear,
+        // protobuf refuses models above 2 GB: big graphs pass their large initializers as
+        // in-memory external data instead
+        externalThreshold: weightBytes(layers, head) > 1.5e9 ? 1 << 16 : Infinity,
+      });
+      layers.length = 0;
+      head = undefined;
+      const built = enc; // (model bytes + external data)
+      const total = enc.model.byteLength + enc.externalData.reduce((s, e) => s + e.data.byteLength, 0);
+      info.buildMs = performance.now() - t0;
+      info.graphBytes = built.model.byteLength;
+      info.initBytes = total;
+      const t1 = performance.now();
+      const opts: ort.InferenceSession.SessionOptions = {
+        executionProviders: ['cpu'],
+        intraOpNumThreads: spec.threads,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        graphOptimizationLevel: 'all',
+        logSeverityLevel: 3,
+        extra: { 'session.intra_op.allow_spinning': spec.allowSpinning ? '1' : '0', ...extraFromEnv() },
+      };
+      if (built.externalData.length) (opts as { externalData?: unknown }).externalData = built.externalData;
+      runner.session = await ort.InferenceSession.create(built.model, opts);
+      info.createMs = performance.now() - t1;
+      // ORT now holds its own (prepacked) copy: drop ours at once rather than at some later GC
+      enc.model = new Uint8Array(0);
+      enc.externalData.length = 0;
+      collectGarbage();
+    }
+    return runner;
+  }
+
+  sessionLength(id: string): number {
+    return this.sessions.get(id)?.length ?? 0;
+  }
+
+  closeSession(id: string): void {
+    this.sessions.delete(id);
+  }
+
+  async dispose(): Promise<void> {
+    this.sessions.clear();
+    await this.session?.release();
+    this.session = undefined;
+  }
+
+  async step(inp: StepIn): Promise<StepOut> {
+    const c = this.spec.config;
+    const t0 = performance.now();
+    const S = inp.nTokens;
+    let x: Float32Array;
+    if (this.spec.range.embed) x = this.embed(inp.tokens!);
+    else x = inp.hidden!;
+
+    let kv = this.sessions.get(inp.sessionId);
+    if (!kv) {
+      kv = this.spec.path === 'gqa' ? this.newGqa() : { kind: 'std', length: 0, cap: 0, k: [], v: [] };
+      this.sessions.set(inp.sessionId, kv);
+    }
+    if (inp.pos < kv.length) this.truncate(kv, inp.pos);
+
+    if (!this.session) {
+      kv.length = inp.pos + S;
+      return { hidden: x, computeMs: performance.now() - t0, length: kv.length };
+    }
+    const feeds: Record<string, ort.Tensor> = { hidden_in: new ort.Tensor('float32', x, [1, S, c.dim]) };
+    if (this.spec.range.head) feeds.head_start = new ort.Tensor('int64', BigInt64Array.of(BigInt(inp.allLogits ? 0 : S - 1)), [1]);
+    if (this.nLayers > 0) {
+      if (kv.kind === 'gqa') this.gqaFeeds(feeds, kv, inp.pos, S);
+      else this.stdFeeds(feeds, kv, inp.pos, S);
+    }
+    const out = await this.session.run(feeds);
+    if (this.nLayers > 0) {
+      if (kv.kind === 'gqa') {
+        for (let l = 0; l < this.nLayers; l++) {
+          kv.k[l] = out[`present_key_${l}`]!;
+          kv.v[l] = out[`present_value_${l}`]!;
+        }
+      } else this.stdAppend(kv, out, inp.pos, S);
+    }
+    kv.length = inp.pos + S;
+    const res: StepOut = { computeMs: 0, length: kv.length };
+    if (this.spec.range.head) res.logits = out.logits!.data as Float32Array;
+    else res.hidden = out.hidden_out!.data as Float32Array;
+    res.computeMs = performance.now() - t0;
+    return res;
+  }
+
+  private embed(tokens: Int32Array): Float32Array {
+    const c = this.spec.config;
+    const e = this.embedRaw!;
+    const rowBytes = e.data.byteLength / c.vocabSize;
+    const x = new Float32Array(tokens.length * c.dim);
+    for (let i = 0; i < tokens.length; i++) {
+      const id = tokens[i]!;
+      dequantize(e.type, e.data.subarray(id * rowBytes, (id + 1) * rowBytes), c.dim, x.subarray(i * c.dim, (i + 1) * c.dim));
+    }
+    return x;
+  }
+
+  private newGqa(): GqaKv {
+    const c = this.spec.config;
+    const empty = () => new ort.Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, c.headDim]);
+    return {
+      kind: 'gqa',
+      length: 0,
+      k: Array.from({ length: this.nLayers }, empty),
+      v: Array.from({ length: this.nLayers }, empty),
+    };
+  }
+
+  private truncate(kv: Kv, n: number): void {
+    const c = this.spec.config;
+    const D = c.headDim;
+    const KVH = c.nKvHeads;
+    if (kv.kind === 'gqa') {
+      // BNSH: keep the first n rows of every head
+      const cut = (t: ort.Tensor): ort.Tensor => {
+        const old = t.data as Float32Array;
+        const len = t.dims[2]!;
+        const b = new Float32Array(KVH * n * D);
+        for (let h = 0; h < KVH; h++) b.set(old.subarray(h * len * D, h * len * D + n * D), h * n * D);
+        return new ort.Tensor('float32', b, [1, KVH, n, D]);
+      };
+      kv.k = kv.k.map(cut);
+      kv.v = kv.v.map(cut);
+    }
+    // std: slots >= length are masked, nothing to move
+    kv.length = n;
+  }
+
+  private gqaFeeds(feeds: Record<string, ort.Tensor>, kv: GqaKv, pos: number, S: number): void {
+    const total = pos + S;
+    feeds.seqlens_k = new ort.Tensor('int32', Int32Array.of(total - 1), [1]);
+    feeds.total_seq_len = new ort.Tensor('int32', Int32Array.of(total), []);
+    for (let l = 0; l < this.nLayers; l++) {
+      feeds[`past_key_${l}`] = kv.k[l]!;
+      feeds[`past_value_${l}`] = kv.v[l]!;
+    }
+  }
+
+  private stdFeeds(feeds: Record<string, ort.Tensor>, kv: StdKv, pos: number, S: number): void {
+    const c = this.spec.config;
+    const D = c.headDim;
+    const KVH = c.nKvHeads;
+    const need = pos + S;
+    if (need > kv.cap) {
+      const cap = Math.min(this.spec.maxContext, Math.ceil(need / STD_CHUNK) * STD_CHUNK);
+      for (let l = 0; l < this.nLayers; l++) {
+        const k = new Float32Array(KVH * D * cap);
+        const v = new Float32Array(KVH * cap * D);
+        const ok = kv.k[l];
+        const ov = kv.v[l];
+        if (ok && ov) {
+          for (let h = 0; h < KVH; h++) {
+            for (let d = 0; d < D; d++) {
+              const src = (h * D + d) * kv.cap;
+              k.set(ok.subarray(src, src + pos), (h * D + d) * cap);
+            }
+            v.set(ov.subarray(h * kv.cap * D, h * kv.cap * D + pos * D), h * cap * D);
+          }
+        }
+        kv.k[l] = k;
+        kv.v[l] = v;
+      }
+      kv.cap = cap;
+    }
+    const C = kv.cap;
+    const half = D / 2;
+    const inv = this.spec.invFreq;
+    const cos = new Float32Array(S * D);
+    const sin = new Float32Array(S * D);
+    for (let s = 0; s < S; s++) {
+      for (let i = 0; i < half; i++) {
+        const a = (pos + s) * inv[i]!;
+        const co = Math.cos(a);
+        const si = Math.sin(a);
+        const o = s * D + 2 * i;
+        cos[o] = co;
+        cos[o + 1] = co;
+        sin[o] = -si; // out0 = x0*cos - x1*sin
+        sin[o + 1] = si; // out1 = x1*cos + x0*sin
+      }
+    }
+    const W = C + S;
+    const mask = new Float32Array(S * W);
+    for (let s = 0; s < S; s++) {
+      const row = mask.subarray(s * W, (s + 1) * W);
+      row.fill(-Infinity, pos, C); // unused cache slots
+      row.fill(-Infinity, C + s + 1, W); // future tokens of this chunk
+    }
+    feeds.rope_cos = new ort.Tensor('float32', cos, [S, 1, half, 2]);
+    feeds.rope_sin = new ort.Tensor('float32', sin, [S, 1, half, 2]);
+    feeds.attn_mask = new ort.Tensor('float32', mask, [S, W]);
+    feeds.split_sizes = new ort.Tensor('int64', BigInt64Array.of(BigInt(C), BigInt(S)), [2]);
+    for (let l = 0; l < this.nLayers; l++) {
+      feeds[`cache_k_${l}`] = new ort.Tensor('float32', kv.k[l]!, [KVH, 1, D, C]);
+      feeds[`cache_v_${l}`] = new ort.Tensor('float32', kv.v[l]!, [KVH, 1, C, D]);
+    }
+  }
+
+  private stdAppend(kv: StdKv, out: ort.InferenceSession.OnnxValueMapType, pos: number, S: number): void {
+    const c = this.spec.config;
+    const D = c.headDim;
+    const KVH = c.nKvHeads;
+    const C = kv.cap;
+    for (let l = 0; l < this.nLayers; l++) {
+      const nk = out[`new_k_${l}`]!.data as Float32Array; // [S, KVH, D]
+      const nv = out[`new_v_${l}`]!.data as Float32Array;
+      const k = kv.k[l]!;
+      const v = kv.v[l]!;
+      for (let s = 0; s < S; s++) {
+        const p = pos + s;
+        for (let h = 0; h < KVH; h++) {
+          const src = (s * KVH + h) * D;
+          v.set(nv.subarray(src, src + D), (h * C + p) * D);
+          for (let d = 0; d < D; d++) k[(h * D + d) * C + p] = nk[src + d]!;
+        }
+      }
+    }
+  }
+}
+
+function linearBytes(w: LinearWeight): number {
+  return w.kind === 'f32' ? w.data.byteLength : w.b.byteLength + w.scales.byteLength;
+}
+
+function weightBytes(layers: LayerWeightsIn[], head?: { output: LinearWeight }): number {
+  let n = head ? linearBytes(head.output) : 0;
+  for (const w of layers) n += linearBytes(w.qkv) + linearBytes(w.o) + linearBytes(w.gateUp) + linearBytes(w.down);
+  return n;
+}
+
+/** a full GC, without needing --expose-gc on the command line */
+function collectGarbage(): void {
+  try {
+    setFlagsFromString('--expose-gc');
+    (runInNewContext('gc') as () => void)();
+  } catch {
+    /* best effort */
+  }
+}
+
+/** extra ORT session config entries for experiments: ODSI_ORT_EXTRA='{"session.disable_prepacking":"1"}' */
+function extraFromEnv(): Record<string, string> {
+  const v = process.env.ODSI_ORT_EXTRA;
+  if (!v) return {};
+  try {
+    return JSON.parse(v) as Record<string, string>;
+  } catch {
+    return {};
+  }
+}

@@ -1,0 +1,66 @@
+// Running one step through a chain of stages: token ids go into the first, hidden states flow
+// stage to stage, logits come out of the last. Stages may be local engines or remote routes.
+
+import { EngineError, type Stage } from './types.js';
+
+/** Check that stages form a whole model: contiguous ranges, embedding first, head last. */
+export function validatePipeline(stages: Stage[]): void {
+  if (stages.length === 0) throw new EngineError('empty pipeline', 'bad_input');
+  const first = stages[0];
+  const last = stages[stages.length - 1];
+  if (!first.range.embed) throw new EngineError('the first stage of a pipeline must apply the embedding', 'bad_input');
+  if (!last.range.head) throw new EngineError('the last stage of a pipeline must apply the LM head', 'bad_input');
+  if (first.range.start !== 0) throw new EngineError(`pipeline starts at layer ${first.range.start}, not 0`, 'bad_input');
+  const n = first.config.nLayers;
+  if (last.range.end !== n) throw new EngineError(`pipeline ends at layer ${last.range.end}, the model has ${n}`, 'bad_input');
+  for (let i = 1; i < stages.length; i++) {
+    const a = stages[i - 1].range;
+    const b = stages[i].range;
+    if (a.end !== b.start) throw new EngineError(`pipeline gap: stage ${i - 1} ends at layer ${a.end}, stage ${i} starts at ${b.start}`, 'bad_input');
+    if (a.head || b.embed) throw new EngineError(`embedding/head in the middle of the pipeline (stage ${i - 1}/${i})`, 'bad_input');
+  }
+}
+
+export interface PipelineStep {
+  logits: Float32Array;
+  /** compute ms reported by each stage, in pipeline order */
+  stageMs: number[];
+}
+
+/** One forward step of nTokens = tokens.length new tokens at position pos. */
+export async function forwardPipeline(
+  stages: Stage[],
+  step: { sessionId: string; pos: number; tokens: Int32Array; allLogits?: boolean },
+): Promise<PipelineStep> {
+  const nTokens = step.tokens.length;
+  let hidden: Float32Array | undefined;
+  const stageMs: number[] = [];
+  for (let i = 0; i < stages.length; i++) {
+    const s = stages[i];
+    const out = await s.forward({
+      sessionId: step.sessionId,
+      pos: step.pos,
+      nTokens,
+      ...(i === 0 ? { tokens: step.tokens } : { hidden }),
+      ...(s.range.head ? { allLogits: step.allLogits ?? false } : {}),
+    });
+    stageMs.push(out.computeMs);
+    if (s.range.head) {
+      if (!out.logits) throw new EngineError(`stage ${i} (head) returned no logits`, 'internal');
+      return { logits: out.logits, stageMs };
+    }
+    if (!out.hidden) throw new EngineError(`stage ${i} returned no hidden states`, 'internal');
+    hidden = out.hidden;
+  }
+  throw new EngineError('pipeline has no head stage', 'bad_input');
+}
+
+export function closePipelineSession(stages: Stage[], sessionId: string): void {
+  for (const s of stages) {
+    try {
+      s.closeSession(sessionId);
+    } catch {
+      // best effort: a remote stage may already be gone
+    }
+  }
+}

@@ -1,0 +1,83 @@
+// A Backend that runs each request through a pipeline of stages with the engine's generation
+// loop. Where the stages come from is the subclass's business: in-process engines (local.ts)
+// or embed + remote route + head (gateway.ts).
+
+import { randomUUID } from 'node:crypto';
+import { generateStream } from '../engine/generate.js';
+import type { Stage } from '../engine/types.js';
+import type { Backend, BackendModelInfo, BackendRequest, BackendResult, BackendToken } from '../api/backend.js';
+import type { Tokenizer } from '../tokenizer/types.js';
+import { TimedStage } from './timed.js';
+
+/** The stages one request runs through, and how to give them back. */
+export interface RequestPipeline {
+  stages: TimedStage[];
+  /** release per-request resources (e.g. close the route); called once, even on error */
+  release(): Promise<void>;
+  /** generation failed with this error (e.g. ban the peer that broke the route) */
+  fail?(e: unknown): void;
+}
+
+export abstract class PipelineBackend implements Backend {
+  abstract readonly model: BackendModelInfo;
+  abstract readonly tokenizer: Tokenizer;
+  abstract readonly addBos: boolean;
+
+  /** build the pipeline for one request; the session id is unique to the request */
+  protected abstract openPipeline(sessionId: string, req: BackendRequest): Promise<RequestPipeline>;
+
+  unavailable(): string | undefined {
+    return undefined;
+  }
+
+  abstract close(): Promise<void>;
+
+  async *generate(req: BackendRequest): AsyncGenerator<BackendToken, BackendResult, void> {
+    const sessionId = randomUUID();
+    const pipe = await this.openPipeline(sessionId, req);
+    let emitted = '';
+    let it: AsyncGenerator<unknown, unknown> | undefined;
+    try {
+      const gen = generateStream(pipe.stages as Stage[], this.tokenizer, req.promptIds, {
+        maxTokens: req.maxTokens,
+        sampling: { temperature: req.sampling.temperature, topP: req.sampling.topP, topK: req.sampling.topK, seed: req.sampling.seed },
+        sessionId,
+        signal: req.signal,
+      });
+      it = gen;
+      for (;;) {
+        const r = await gen.next();
+        if (r.done) {
+          const res = r.value;
+          return {
+            tokens: res.tokens,
+            finishReason: res.finishReason,
+            promptTokens: res.promptTokens,
+            // the loop's final text = every released piece + the decoder's flushed tail
+            tailText: res.text.startsWith(emitted) ? res.text.slice(emitted.length) : '',
+          };
+        }
+        const ev = r.value;
+        emitted += ev.text;
+        // in-process stages finish without real I/O: give the event loop a turn per token so
+        // sockets (client disconnects, other requests' streams) are served during generation
+        await new Promise<void>((res) => setImmediate(res));
+        yield {
+          id: ev.id,
+          text: ev.text,
+          step: ev.step,
+          stepMs: ev.stepMs,
+          timeline: { step: ev.step, token: ev.id, stepMs: Math.round(ev.stepMs * 1000) / 1000, hops: pipe.stages.flatMap((s) => s.hops()) },
+        };
+      }
+    } catch (e) {
+      pipe.fail?.(e);
+      throw e;
+    } finally {
+      // an early return (client gone, stop string) leaves the loop suspended: finish it so
+      // it closes the sessions on every stage
+      await it?.return(undefined).catch(() => undefined);
+      await pipe.release();
+    }
+  }
+}

@@ -1,0 +1,293 @@
+// odsi activation-protocol messages: types, header schemas, chunking, tensor payload codecs.
+// See docs/protocol.md for the normative description and test vectors.
+
+import { z } from 'zod';
+import { f16ToF32, f32ToF16 } from '../model/quant.js';
+import { FLAG_MORE, FrameDecoder, FrameError, MAX_FRAME_PAYLOAD, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame } from './frame.js';
+
+/** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
+export const ACT_PROTOCOL = '/odsi/act/1.0.0';
+/** stream protocol: last hop→gateway (OPENED first), carries RESULTs */
+export const RESULT_PROTOCOL = '/odsi/result/1.0.0';
+
+/** per-connection stream limit for both protocols: one stream per session per hop */
+export const MAX_SESSION_STREAMS = 1024;
+
+export enum MsgType {
+  OPEN = 0x01,
+  OPENED = 0x02,
+  STEP = 0x03,
+  RESULT = 0x04,
+  ERROR = 0x05,
+  CLOSE = 0x06,
+  TRUNCATE = 0x07,
+}
+
+export type Dtype = 'f32' | 'f16' | 'bf16';
+export const DTYPE_BYTES: Record<Dtype, number> = { f32: 4, f16: 2, bf16: 2 };
+
+export type ErrorCode =
+  | 'bad_frame' // framing violated; the stream is reset after this error
+  | 'too_large' // frame or message over the limits; the stream is reset after this error
+  | 'bad_message' // header not valid for its type, or payload does not match its shape
+  | 'unknown_session'
+  | 'wrong_model'
+  | 'wrong_layers'
+  | 'busy' // no KV memory / session slots left
+  | 'deadline' // the remaining budget cannot cover this hop's expected work
+  | 'unreachable' // the next hop (or the gateway) could not be reached
+  | 'timeout'
+  | 'engine' // the stage's forward failed
+  | 'closed'
+  | 'internal';
+
+const id = z.string().min(1).max(256);
+const uint = z.number().int().nonnegative();
+const ms = z.number().finite().nonnegative();
+
+export const hopSchema = z.object({ peerId: id, addrs: z.array(z.string().max(512)).max(32), start: uint, end: uint });
+export const timingSchema = z.object({
+  peerId: id,
+  start: uint,
+  end: uint,
+  queueMs: ms,
+  computeMs: ms,
+  sendMs: ms,
+  budgetInMs: z.number().finite(),
+  slackMs: z.number().finite(),
+});
+const dtypeSchema = z.enum(['f32', 'f16', 'bf16']);
+
+export const openSchema = z.object({
+  sessionId: id,
+  modelId: id,
+  /** the full chain; route[hop] is the receiver, route[hop+1] its successor */
+  route: z.array(hopSchema).min(1).max(256),
+  hop: uint,
+  /** where the last hop sends OPENED/RESULT frames */
+  reply: z.object({ peerId: id, addrs: z.array(z.string().max(512)).max(32) }),
+  dtype: dtypeSchema.default('f32'),
+  hidden: uint.optional(),
+  /** KV tokens to reserve for this session on every hop */
+  maxTokens: uint.optional(),
+  idleTimeoutMs: uint.optional(),
+});
+export const openedSchema = z.object({ sessionId: id, peers: z.array(id) });
+export const stepSchema = z.object({
+  sessionId: id,
+  requestId: uint,
+  step: uint,
+  pos: uint,
+  nTokens: z.number().int().positive(),
+  dtype: dtypeSchema,
+  /** [nTokens, dim] */
+  shape: z.array(uint).length(2),
+  /** remaining deadline budget in ms, relative (clocks are not synchronised); absent = none */
+  budgetMs: z.number().finite().optional(),
+  timeline: z.array(timingSchema).max(256),
+  /** re-sent history after a failover: process as usual, marks the RESULT as replay */
+  replay: z.boolean().optional(),
+});
+export const resultSchema = stepSchema;
+export const errorSchema = z.object({
+  sessionId: id.optional(),
+  requestId: uint.optional(),
+  code: z.string().min(1).max(64),
+  reason: z.string().max(4096),
+  /** the failing hop */
+  peerId: z.string().max(256),
+  hop: uint.optional(),
+});
+export const closeSchema = z.object({ sessionId: id, reason: z.string().max(1024).optional() });
+export const truncateSchema = z.object({ sessionId: id, pos: uint });
+
+export type OpenHeader = z.infer<typeof openSchema>;
+export type OpenedHeader = z.infer<typeof openedSchema>;
+export type StepHeader = z.infer<typeof stepSchema>;
+export type ErrorHeader = z.infer<typeof errorSchema> & { code: ErrorCode | string };
+export type CloseHeader = z.infer<typeof closeSchema>;
+export type TruncateHeader = z.infer<typeof truncateSchema>;
+
+export type Message =
+  | { type: MsgType.OPEN; header: OpenHeader; payload?: Uint8Array }
+  | { type: MsgType.OPENED; header: OpenedHeader; payload?: Uint8Array }
+  | { type: MsgType.STEP; header: StepHeader; payload: Uint8Array }
+  | { type: MsgType.RESULT; header: StepHeader; payload: Uint8Array }
+  | { type: MsgType.ERROR; header: ErrorHeader; payload?: Uint8Array }
+  | { type: MsgType.CLOSE; header: CloseHeader; payload?: Uint8Array }
+  | { type: MsgType.TRUNCATE; header: TruncateHeader; payload?: Uint8Array };
+
+const SCHEMAS: Record<MsgType, z.ZodType> = {
+  [MsgType.OPEN]: openSchema,
+  [MsgType.OPENED]: openedSchema,
+  [MsgType.STEP]: stepSchema,
+  [MsgType.RESULT]: resultSchema,
+  [MsgType.ERROR]: errorSchema,
+  [MsgType.CLOSE]: closeSchema,
+  [MsgType.TRUNCATE]: truncateSchema,
+};
+
+/** A message that framed correctly but is not valid: answer with an error, keep the stream. */
+export class MessageError extends Error {
+  constructor(
+    message: string,
+    readonly code: ErrorCode = 'bad_message',
+    readonly sessionId?: string,
+    readonly requestId?: number,
+    /** type of the offending message, when known */
+    readonly msgType?: number,
+  ) {
+    super(message);
+    this.name = 'MessageError';
+  }
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder('utf-8', { fatal: true });
+const EMPTY = new Uint8Array(0);
+
+/** Encode a message as one or more frames (payloads over MAX_FRAME_PAYLOAD are chunked). */
+export function encodeMessage(m: Message, maxFramePayload = MAX_FRAME_PAYLOAD): Uint8Array[] {
+  const payload = m.payload ?? EMPTY;
+  if (payload.length > MAX_MESSAGE_PAYLOAD) throw new FrameError(`message payload of ${payload.length} bytes exceeds ${MAX_MESSAGE_PAYLOAD}`, 'too_large');
+  const header = enc.encode(JSON.stringify(m.header));
+  const frames: Uint8Array[] = [];
+  let off = 0;
+  do {
+    const n = Math.min(maxFramePayload, payload.length - off);
+    const last = off + n >= payload.length;
+    frames.push(
+      encodeFrame({ type: m.type, flags: last ? 0 : FLAG_MORE, header: off === 0 ? header : EMPTY, payload: payload.subarray(off, off + n) }),
+    );
+    off += n;
+  } while (off < payload.length);
+  return frames;
+}
+
+/** Validate a decoded header against its type's schema. */
+export function parseHeader(type: number, headerBytes: Uint8Array): Message['header'] {
+  const schema = SCHEMAS[type as MsgType];
+  if (!schema) throw new MessageError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(dec.decode(headerBytes));
+  } catch {
+    throw new MessageError(`${MsgType[type]} header is not UTF-8 JSON`, 'bad_message', undefined, undefined, type);
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    // echo ids back only when they are themselves valid, so the error frame is valid
+    const sidR = id.safeParse((raw as { sessionId?: unknown })?.sessionId);
+    const ridR = uint.safeParse((raw as { requestId?: unknown })?.requestId);
+    const issue = r.error.issues[0];
+    throw new MessageError(
+      `${MsgType[type]} header invalid: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
+      'bad_message',
+      sidR.success ? sidR.data : undefined,
+      ridR.success ? ridR.data : undefined,
+      type,
+    );
+  }
+  return r.data as Message['header'];
+}
+
+/**
+ * Turns a byte stream into messages: frames → reassembled payloads → validated headers.
+ * push() throws FrameError (fatal: reset the stream) or MessageError (reply, keep going).
+ * A MessageError leaves the decoder in a clean state, ready for the next message.
+ */
+export class MessageDecoder {
+  private frames = new FrameDecoder();
+  private partial: { type: number; header: Uint8Array; parts: Uint8Array[]; size: number } | undefined;
+  private ready: Message[] = [];
+
+  constructor(private readonly maxMessagePayload = MAX_MESSAGE_PAYLOAD) {}
+
+  push(data: Uint8Array): Message[] {
+    for (const f of this.frames.push(data)) this.onFrame(f);
+    const out = this.ready;
+    this.ready = [];
+    return out;
+  }
+
+  private onFrame(f: Frame): void {
+    if (this.partial) {
+      if (f.type !== this.partial.type || f.header.length !== 0) {
+        this.partial = undefined;
+        throw new FrameError('continuation frame does not continue the message in progress', 'bad_frame');
+      }
+    } else {
+      if (f.header.length === 0) throw new FrameError('first frame of a message has no header', 'bad_frame');
+      this.partial = { type: f.type, header: f.header, parts: [], size: 0 };
+    }
+    const p = this.partial;
+    p.size += f.payload.length;
+    if (p.size > this.maxMessagePayload) {
+      this.partial = undefined;
+      throw new FrameError(`message payload exceeds ${this.maxMessagePayload} bytes`, 'too_large');
+    }
+    if (f.payload.length) p.parts.push(f.payload);
+    if (f.flags & FLAG_MORE) return;
+    this.partial = undefined;
+    const payload = p.parts.length === 1 ? p.parts[0]! : concat(p.parts, p.size);
+    // validate after clearing `partial`, so a bad header costs only this message
+    const header = parseHeader(p.type, p.header);
+    this.ready.push({ type: p.type, header, payload } as Message);
+  }
+}
+
+function concat(parts: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+// ---- tensor payloads (little-endian) ----
+
+export function f32ToBf16(v: number): number {
+  const f = new Float32Array([v]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  if ((u & 0x7f800000) === 0x7f800000 && u & 0x7fffff) return ((u >>> 16) | 0x40) & 0xffff; // quiet NaN
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff; // round to nearest even
+}
+export function bf16ToF32Value(h: number): number {
+  return new Float32Array(new Uint32Array([h << 16]).buffer)[0]!;
+}
+
+const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+export function encodeTensor(x: Float32Array, dtype: Dtype): Uint8Array {
+  if (dtype === 'f32') {
+    if (LE) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    const out = new Uint8Array(x.length * 4);
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i < x.length; i++) dv.setFloat32(i * 4, x[i]!, true);
+    return out;
+  }
+  const out = new Uint8Array(x.length * 2);
+  const dv = new DataView(out.buffer);
+  const conv = dtype === 'f16' ? f32ToF16 : f32ToBf16;
+  for (let i = 0; i < x.length; i++) dv.setUint16(i * 2, conv(x[i]!), true);
+  return out;
+}
+
+export function decodeTensor(b: Uint8Array, dtype: Dtype, n: number): Float32Array {
+  if (b.length !== n * DTYPE_BYTES[dtype]) throw new MessageError(`payload has ${b.length} bytes, expected ${n} × ${dtype} = ${n * DTYPE_BYTES[dtype]}`);
+  const out = new Float32Array(n);
+  if (dtype === 'f32') {
+    if (LE) new Uint8Array(out.buffer).set(b);
+    else {
+      const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+    }
+    return out;
+  }
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const conv = dtype === 'f16' ? f16ToF32 : bf16ToF32Value;
+  for (let i = 0; i < n; i++) out[i] = conv(dv.getUint16(i * 2, true));
+  return out;
+}

@@ -1,0 +1,175 @@
+// An odsi execution node: load only its layers, measure itself, join the DHT, announce a
+// signed advert on a timer, serve sessions until stopped.
+
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { freemem } from 'node:os';
+import type { Logger } from 'pino';
+import { createStage, type EngineKind } from '../engine/create.js';
+import type { Stage } from '../engine/types.js';
+import { generateIdentity, identityFromSecret, hexToBytes, bytesToHex, type Identity } from '../identity/identity.js';
+import { loadIdentity, saveIdentity } from '../identity/keystore.js';
+import { openModel } from '../model/load.js';
+import { modelIdentity } from '../model/identity.js';
+import { layerTensorNames, type WeightSource } from '../model/types.js';
+import { findAdverts, publishAdvert, signAdvert, type NodeAdvert } from '../net/adverts.js';
+import { createHost, type OdsiHost } from '../net/host.js';
+import { chooseLayers } from './placement.js';
+import { PerfMeter, benchmarkStage } from './perf.js';
+import { NodeServer } from './server.js';
+import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance
+
+export const NODE_VERSION = 'odsi/0.1.0';
+
+export interface NodeOptions {
+  model: string;
+  layers: [number, number] | 'auto';
+  listen?: string[];
+  bootstrap?: string[];
+  identityFile?: string;
+  dataDir?: string;
+  engine?: EngineKind;
+  threads?: number;
+  kvBudgetMb?: number;
+  announceIntervalMs?: number;
+  /** memory for weights when choosing layers automatically (default: half the free memory) */
+  memoryMb?: number;
+  /** skip hashing the model: trust this id (e.g. from a manifest made elsewhere) */
+  modelId?: string;
+  idleTimeoutMs?: number;
+  /** prompt tokens for the start-up benchmark (0: skip it and start from a nominal estimate) */
+  benchTokens?: number;
+  passphrase?: string;
+  /** fault-tolerance: injected faults handed to the node server (tests/demos only) */
+  faults?: FaultInjector;
+  log: Logger;
+}
+
+export interface RunningNode {
+  host: OdsiHost;
+  server: NodeServer;
+  stage: Stage;
+  modelId: string;
+  advert(): NodeAdvert;
+  stop(): Promise<void>;
+}
+
+/** Raw hex secret or v3 keystore; a missing file gets a new identity (keystore if a passphrase is set). */
+export async function loadOrCreateIdentity(file: string | undefined, passphrase: string | undefined, log: Logger): Promise<Identity> {
+  if (!file) return generateIdentity();
+  if (existsSync(file)) {
+    const text = readFileSync(file, 'utf8').trim();
+    if (/^(0x)?[0-9a-fA-F]{64}$/.test(text)) return identityFromSecret(hexToBytes(text.replace(/^0x/, '')));
+    if (passphrase === undefined) throw new Error(`${file} is a keystore: set ODSI_PASSPHRASE to unlock it`);
+    return loadIdentity(file, passphrase);
+  }
+  mkdirSync(dirname(file), { recursive: true });
+  const id = generateIdentity();
+  if (passphrase !== undefined) await saveIdentity(file, id, passphrase);
+  else writeFileSync(file, bytesToHex(id.secret) + '\n', { mode: 0o600 });
+  log.info({ file, peerId: id.peerId.toString(), keystore: passphrase !== undefined }, 'created a new node identity');
+  return id;
+}
+
+/** f32 bytes of one decoder layer's weights (what an engine that dequantizes holds). */
+export function layerBytesF32(src: WeightSource, l: number): number {
+  let n = 0;
+  for (const name of layerTensorNames(l)) if (src.has(name)) n += src.info(name).shape.reduce((a, b) => a * b, 1) * 4;
+  return n;
+}
+
+export async function runNode(o: NodeOptions): Promise<RunningNode> {
+  const log = o.log;
+  const src = openModel(o.model);
+  const c = src.config;
+  const modelId = o.modelId ?? modelIdentity(src).modelId;
+  const identityFile = o.identityFile ?? (o.dataDir ? join(o.dataDir, 'node.key') : undefined);
+  const identity = await loadOrCreateIdentity(identityFile, o.passphrase, log);
+  const host = await createHost({ identity, listen: o.listen, bootstrap: o.bootstrap });
+  try {
+    let range: [number, number];
+    if (o.layers === 'auto') {
+      const memBytes = (o.memoryMb ?? freemem() / 2 / 2 ** 20) * 2 ** 20;
+      const maxLayers = Math.max(1, Math.floor(memBytes / Math.max(1, layerBytesF32(src, 0))));
+      const found = await findAdverts(host, modelId, { timeoutMs: 3000 });
+      range = chooseLayers(c.nLayers, maxLayers, found);
+      log.info({ range, maxLayers, adverts: found.length }, 'chose layers');
+    } else range = o.layers;
+    const t0 = performance.now();
+    const stage = await createStage(o.engine ?? 'reference', src, { start: range[0], end: range[1], embed: false, head: false }, { threads: o.threads });
+    log.info({ range, loadMs: Math.round(performance.now() - t0) }, 'stage loaded');
+    const bench = o.benchTokens ?? 8;
+    // without a benchmark, start from a nominal 1 GFLOP/s estimate; the EWMA corrects it while serving
+    const nominal = (2 * (range[1] - range[0]) * layerBytesF32(src, range[0])) / 4 / 1e6;
+    const perf = new PerfMeter(bench > 0 ? await benchmarkStage(stage, { prefill: bench, decode: 2 }) : { msPerToken: nominal, prefillMsPerToken: nominal });
+    log.info({ msPerToken: perf.msPerToken, prefillMsPerToken: perf.prefillMsPerToken, benchmark: bench > 0 }, 'measured compute');
+    const kvBytesPerToken = 2 * (range[1] - range[0]) * c.nKvHeads * c.headDim * 4;
+    const kvBudgetTokens = Math.floor(((o.kvBudgetMb ?? 512) * 2 ** 20) / Math.max(1, kvBytesPerToken));
+    const server = new NodeServer({ host, stage, modelId, perf, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, log, faults: o.faults /* fault-tolerance */ });
+    await server.start();
+
+    const interval = o.announceIntervalMs ?? 30_000;
+    let current: NodeAdvert;
+    const makeAdvert = () =>
+      signAdvert(identity, {
+        addrs: host.addrs(),
+        modelId,
+        start: range[0],
+        end: range[1],
+        msPerToken: round3(perf.msPerToken * 1),
+        prefillMsPerToken: round3(perf.prefillMsPerToken),
+        load: server.load,
+        freeKvTokens: server.freeKvTokens,
+        engine: stage.profile,
+        version: NODE_VERSION,
+        issuedAt: Date.now(),
+        ttlMs: interval * 3,
+      });
+    let announcing: Promise<void> = Promise.resolve();
+    let busy = false;
+    const announce = () => {
+      const { advert, record } = makeAdvert();
+      current = advert;
+      if (busy) return announcing; // a slow publish is still running: never pile them up
+      busy = true;
+      announcing = publishAdvert(host, advert, record, { signal: AbortSignal.timeout(Math.max(5000, interval)) })
+        .then(
+          () => log.debug({ load: advert.load }, 'advert published'),
+          (e: Error) => log.warn({ err: e.message }, 'advert publish incomplete'),
+        )
+        .finally(() => (busy = false));
+      return announcing;
+    };
+    current = makeAdvert().advert;
+    void announce();
+    const timer = setInterval(() => void announce(), interval);
+    timer.unref();
+
+    let stopped = false;
+    return {
+      host,
+      server,
+      stage,
+      modelId,
+      advert: () => current,
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        clearInterval(timer);
+        await server.stop();
+        await Promise.race([announcing, new Promise((r) => setTimeout(r, 500))]);
+        await host.stop();
+        await stage.dispose();
+        src.close();
+      },
+    };
+  } catch (e) {
+    await host.stop();
+    src.close();
+    throw e;
+  }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
