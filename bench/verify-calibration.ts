@@ -212,7 +212,8 @@ async function main(): Promise<void> {
       let seqsUsed = 0;
       let rangesDone = 0;
       for (const [s, e] of ranges) {
-        const mk = (src: WeightSource, a: number, b: number) => createStage('reference', src, { start: a, end: b, embed: false, head: false });
+        const mk = (src: WeightSource, a: number, b: number) =>
+          createStage('reference', src, { start: a, end: b, embed: false, head: false });
         const ref = await mk(m.src, s, e);
         const len = e - s;
         const skip = len >= 2 ? await mk(m.src, s + 1, e) : undefined;
@@ -254,7 +255,8 @@ async function main(): Promise<void> {
           // of [s, e) equals the layer-by-layer chain's h[e]. Checked bit for bit on the first
           // sequence of every range; after that the chain's value is reused (saves a prefill).
           const a32 = n === 1 ? await runPrefill(ref, x, T) : seq.h[e]!;
-          if (n === 1 && !a32.every((v, i) => Object.is(v, seq.h[e]![i]))) throw new Error(`reference range [${s}, ${e}) differs from its layer chain: bench assumption broken`);
+          if (n === 1 && !a32.every((v, i) => Object.is(v, seq.h[e]![i])))
+            throw new Error(`reference range [${s}, ${e}) differs from its layer chain: bench assumption broken`);
           const w32 = await runWorker(ref, x, seq, dim);
           const dBatch = perTokenRelL2(w32, a32, dim);
           add('reference|reference (batching)', dBatch);
@@ -303,7 +305,8 @@ async function main(): Promise<void> {
           // the previous session's rows)
           if (prevOut) {
             const stale = new Float32Array(w32.length);
-            for (let t = 0; t < seq.prompt; t++) stale.set(prevOut.subarray((t % (prevOut.length / dim)) * dim, ((t % (prevOut.length / dim)) + 1) * dim), t * dim);
+            for (let t = 0; t < seq.prompt; t++)
+              stale.set(prevOut.subarray((t % (prevOut.length / dim)) * dim, ((t % (prevOut.length / dim)) + 1) * dim), t * dim);
             for (let t = seq.prompt; t < T; t++) stale.set(w32.subarray((t - 1) * dim, t * dim), t * dim);
             cheat('stale output', stale);
           }
@@ -314,7 +317,18 @@ async function main(): Promise<void> {
         rangesDone++;
         await Promise.all([ref, skip, swap, wrong, ort1, ort2].filter((x): x is Stage => !!x).map((x) => x.dispose()));
       }
-      modelsOut.push({ name: m.name, nLayers: L, dim, nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim, sequences: seqs.length, maxSequencesPerRange: seqsUsed, ranges: rangesDone, seconds: +((performance.now() - mStart) / 1000).toFixed(1) });
+      modelsOut.push({
+        name: m.name,
+        nLayers: L,
+        dim,
+        nHeads: c.nHeads,
+        nKvHeads: c.nKvHeads,
+        headDim: c.headDim,
+        sequences: seqs.length,
+        maxSequencesPerRange: seqsUsed,
+        ranges: rangesDone,
+        seconds: +((performance.now() - mStart) / 1000).toFixed(1),
+      });
     }
   } finally {
     rmSync(work, { recursive: true, force: true });
@@ -380,9 +394,24 @@ async function main(): Promise<void> {
   const id = generateIdentity();
   const domain = { chainId: 31337 };
   const base = {
-    requestId: hashTensor(new Float32Array([1])), sessionId: hashTensor(new Float32Array([2])), step: 0, pos: 0, nTokens: 1, layerStart: 0, layerEnd: 4,
-    modelId: hashTensor(new Float32Array([3])), profile: 'reference/f32', inputHash: ZERO_HASH, budgetUs: 100000, outputHash: ZERO_HASH,
-    recvUs: 1, computeUs: 2, sendUs: 3, upstreamReceiptHash: ZERO_HASH, prevReceiptHash: ZERO_HASH, commitmentHash: ZERO_HASH,
+    requestId: hashTensor(new Float32Array([1])),
+    sessionId: hashTensor(new Float32Array([2])),
+    step: 0,
+    pos: 0,
+    nTokens: 1,
+    layerStart: 0,
+    layerEnd: 4,
+    modelId: hashTensor(new Float32Array([3])),
+    profile: 'reference/f32',
+    inputHash: ZERO_HASH,
+    budgetUs: 100000,
+    outputHash: ZERO_HASH,
+    recvUs: 1,
+    computeUs: 2,
+    sendUs: 3,
+    upstreamReceiptHash: ZERO_HASH,
+    prevReceiptHash: ZERO_HASH,
+    commitmentHash: ZERO_HASH,
   };
   const N = 300;
   // wall time and this process's CPU time: on a shared, oversubscribed box the CPU figure is the honest one
@@ -419,11 +448,14 @@ async function main(): Promise<void> {
     method: {
       metric: 'per-token relative L2, ||worker_t - auditor_t|| / ||auditor_t||, over hidden states leaving a layer range',
       auditor: 'reference engine (f32), the committed input (as received) replayed as one batched prefill',
-      worker: 'prompt as one prefill, then one token per step (realistic batching); activation transport rounds both the received input and the sent output',
-      ranges: 'every contiguous layer range [s, e) of each model; inputs are honest reference activations at layer s of random token sequences (prompt 8–64 tokens, then 4–10 decode steps)',
+      worker:
+        'prompt as one prefill, then one token per step (realistic batching); activation transport rounds both the received input and the sent output',
+      ranges:
+        'every contiguous layer range [s, e) of each model; inputs are honest reference activations at layer s of random token sequences (prompt 8–64 tokens, then 4–10 decode steps)',
       tau: `tau = max(${TAU_FACTOR} × honest p99.99, ${TAU_FLOOR}) per precision pair, rounded to 2 significant digits`,
       stepDetection: 'a step (the prefill chunk, or one decode token) is detected when any of its tokens exceeds tau',
-      endToEnd: 'drift of a whole pipeline that rounds activations at every layer boundary vs an f32 pipeline (informational; audits compare per stage)',
+      endToEnd:
+        'drift of a whole pipeline that rounds activations at every layer boundary vs an f32 pipeline (informational; audits compare per stage)',
     },
     models: modelsOut,
     honest: honestOut,
@@ -439,7 +471,25 @@ async function main(): Promise<void> {
   };
   mkdirSync(dirname(OUT), { recursive: true });
   writeFileSync(OUT, JSON.stringify(result, null, 2) + '\n');
-  console.log(JSON.stringify({ seconds: result.seconds, timing: result.timingSeconds, load: result.loadAverage, tolerances, dishonest: Object.fromEntries(Object.entries(dishonest).map(([k, v]) => { const d = v as { detectedPerStep: unknown; detectedPerToken: unknown; minStepDistance: number }; return [k, { perStep: d.detectedPerStep, perToken: d.detectedPerToken, minStep: d.minStepDistance }]; })), signatures: result.signatures }, null, 1));
+  console.log(
+    JSON.stringify(
+      {
+        seconds: result.seconds,
+        timing: result.timingSeconds,
+        load: result.loadAverage,
+        tolerances,
+        dishonest: Object.fromEntries(
+          Object.entries(dishonest).map(([k, v]) => {
+            const d = v as { detectedPerStep: unknown; detectedPerToken: unknown; minStepDistance: number };
+            return [k, { perStep: d.detectedPerStep, perToken: d.detectedPerToken, minStep: d.minStepDistance }];
+          }),
+        ),
+        signatures: result.signatures,
+      },
+      null,
+      1,
+    ),
+  );
   console.log(`wrote ${OUT}`);
 }
 

@@ -19,7 +19,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): ApiMetri
   const registers = [registry];
   return {
     registry,
-    requests: new Counter({ name: 'odsi_requests_total', help: 'API requests by endpoint and HTTP status', labelNames: ['endpoint', 'status'], registers }),
+    requests: new Counter({
+      name: 'odsi_requests_total',
+      help: 'API requests by endpoint and HTTP status',
+      labelNames: ['endpoint', 'status'],
+      registers,
+    }),
     promptTokens: new Counter({ name: 'odsi_prompt_tokens_total', help: 'prompt tokens processed', registers }),
     generatedTokens: new Counter({ name: 'odsi_generated_tokens_total', help: 'tokens generated', registers }),
     tokenLatency: new Histogram({
@@ -34,7 +39,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): ApiMetri
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),
-    routeFailures: new Counter({ name: 'odsi_route_failures_total', help: 'requests failed by routing or the swarm, by reason', labelNames: ['reason'], registers }),
+    routeFailures: new Counter({
+      name: 'odsi_route_failures_total',
+      help: 'requests failed by routing or the swarm, by reason',
+      labelNames: ['reason'],
+      registers,
+    }),
     active: new Gauge({ name: 'odsi_active_requests', help: 'requests being generated now', registers }),
   };
 }

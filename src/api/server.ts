@@ -97,7 +97,13 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   function checkModel(model: string): void {
     const m = backend.model;
     if (model !== m.id && !m.aliases?.includes(model)) {
-      throw new ApiError(404, `The model '${model}' does not exist (this server serves '${m.id}')`, 'invalid_request_error', 'model_not_found', 'model');
+      throw new ApiError(
+        404,
+        `The model '${model}' does not exist (this server serves '${m.id}')`,
+        'invalid_request_error',
+        'model_not_found',
+        'model',
+      );
     }
   }
 
@@ -106,7 +112,11 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     if (body.n !== undefined && body.n !== null && body.n !== 1) throw invalid(`only n=1 is supported, got n=${body.n}`, 'n');
     const ctx = backend.model.contextLength;
     if (promptIds.length >= ctx) {
-      throw invalid(`prompt is ${promptIds.length} tokens; this model's context is ${ctx} tokens`, 'messages' in body ? 'messages' : 'prompt', 'context_length_exceeded');
+      throw invalid(
+        `prompt is ${promptIds.length} tokens; this model's context is ${ctx} tokens`,
+        'messages' in body ? 'messages' : 'prompt',
+        'context_length_exceeded',
+      );
     }
     const vocab = backend.tokenizer.vocabSize;
     const bad = promptIds.find((t) => t >= vocab);
@@ -174,13 +184,9 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   }
 
   /** Common request driver: concurrency gate, abort on disconnect, streaming or not. */
-  async function serve(
-    req: FastifyRequest,
-    reply: FastifyReply,
-    p: Plan,
-    shape: Shape,
-  ): Promise<unknown> {
-    if (active >= maxConcurrent) throw new ApiError(503, `server busy: ${active} requests in progress (limit ${maxConcurrent})`, 'service_unavailable', 'capacity');
+  async function serve(req: FastifyRequest, reply: FastifyReply, p: Plan, shape: Shape): Promise<unknown> {
+    if (active >= maxConcurrent)
+      throw new ApiError(503, `server busy: ${active} requests in progress (limit ${maxConcurrent})`, 'service_unavailable', 'capacity');
     const why = backend.unavailable?.();
     if (why) throw new ApiError(503, why, 'service_unavailable', 'unavailable');
     active++;
@@ -236,7 +242,12 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   ): Promise<void> {
     reply.hijack();
     const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
     const send = (obj: unknown) => {
       if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`);
     };
@@ -285,10 +296,16 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     const messages = body.messages.map((m, i) => ({
       role: m.role === 'developer' ? 'system' : m.role,
       content:
-        m.content === null ? '' : typeof m.content === 'string' ? m.content : m.content.map((part, j) => {
-          if (part.type !== 'text') throw invalid(`only text content parts are supported`, `messages.${i}.content.${j}`);
-          return part.text;
-        }).join(''),
+        m.content === null
+          ? ''
+          : typeof m.content === 'string'
+            ? m.content
+            : m.content
+                .map((part, j) => {
+                  if (part.type !== 'text') throw invalid(`only text content parts are supported`, `messages.${i}.content.${j}`);
+                  return part.text;
+                })
+                .join(''),
     }));
     let text: string;
     try {
@@ -369,7 +386,10 @@ function chatShape(model: string): Shape {
   const created = now();
   const full = { id, object: 'chat.completion', created, model, system_fingerprint: 'odsi' };
   const chunk = { id, object: 'chat.completion.chunk', created, model, system_fingerprint: 'odsi' };
-  const delta = (d: Record<string, unknown>, finish: FinishReason | null) => ({ ...chunk, choices: [{ index: 0, delta: d, logprobs: null, finish_reason: finish }] });
+  const delta = (d: Record<string, unknown>, finish: FinishReason | null) => ({
+    ...chunk,
+    choices: [{ index: 0, delta: d, logprobs: null, finish_reason: finish }],
+  });
   return {
     full: (text, finish, usage) => ({
       ...full,

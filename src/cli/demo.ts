@@ -32,11 +32,14 @@ interface DemoOptions {
   routeTimeoutMs: number;
 }
 
-const int = (name: string, min: number) => (v: string): number => {
-  const n = Number(v);
-  if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-  return n;
-};
+const int =
+  (name: string, min: number) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min)
+      throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
 
 export function register(program: Command): void {
   program
@@ -47,11 +50,16 @@ export function register(program: Command): void {
     .option('--layers <a:b...>', 'explicit layer range per node (default: an even split)')
     .option('-p, --prompt <text>', 'prompt', 'Once upon a time')
     .option('-n, --max-tokens <n>', 'tokens to generate', int('--max-tokens', 1), 32)
-    .option('-t, --temperature <t>', 'sampling temperature (0 = greedy)', (v) => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 0 || n > 2) throw new InvalidArgumentError('--temperature must be in [0, 2]');
-      return n;
-    }, 0)
+    .option(
+      '-t, --temperature <t>',
+      'sampling temperature (0 = greedy)',
+      (v) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < 0 || n > 2) throw new InvalidArgumentError('--temperature must be in [0, 2]');
+        return n;
+      },
+      0,
+    )
     .option('-s, --seed <n>', 'sampling seed', int('--seed', 0))
     .option('--engine <ort|reference>', 'engine of the nodes and the gateway', 'reference')
     .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', int('--deadline-ms', 1))
@@ -98,7 +106,9 @@ async function runDemo(o: DemoOptions): Promise<void> {
   const { modelId } = modelIdentity(src); // hashed once here (cached), handed to the nodes
   src.close();
   const ranges = o.layers?.length ? parseRanges(o.layers, nLayers) : splitLayers(nLayers, o.nodes);
-  const note = synthetic ? `no --model given: using a synthetic 'tiny' model (${modelPath}); its weights are random, so its text is meaningless` : undefined;
+  const note = synthetic
+    ? `no --model given: using a synthetic 'tiny' model (${modelPath}); its weights are random, so its text is meaningless`
+    : undefined;
   if (note) log(`odsi demo: ${note}`);
   if (!o.json) {
     log(`odsi demo: starting ${ranges.length} nodes for ${nLayers} layers: ${ranges.map(([a, b]) => `${a}:${b}`).join(' ')}`);
@@ -124,7 +134,10 @@ async function runDemo(o: DemoOptions): Promise<void> {
     swarm = await LocalSwarm.start({ model: modelPath, ranges, engine: o.engine, modelId });
     gw = await Gateway.start({ modelPath, bootstrap: swarm.bootstrap, engine: o.engine, deadlineMs: o.deadlineMs, refreshMs: 5_000 });
     const route = await gw.waitForRoute(o.routeTimeoutMs);
-    if (!o.json) log(`odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} (estimated ${route.estimatedMs.toFixed(1)} ms/token)`);
+    if (!o.json)
+      log(
+        `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} (estimated ${route.estimatedMs.toFixed(1)} ms/token)`,
+      );
 
     const promptIds = gw.tokenizer.encode(o.prompt, { addBos: gw.addBos });
     const timeline: TokenTimeline[] = [];
@@ -150,7 +163,14 @@ async function runDemo(o: DemoOptions): Promise<void> {
     if (!o.json) process.stdout.write(r.value.tailText + '\n');
     const totalMs = performance.now() - t0;
 
-    const nodes = swarm.nodes.map((n) => ({ peerId: n.peerId, addrs: n.addrs, layers: [n.start, n.end], pid: n.pid, engine: n.engine, msPerToken: n.msPerToken }));
+    const nodes = swarm.nodes.map((n) => ({
+      peerId: n.peerId,
+      addrs: n.addrs,
+      layers: [n.start, n.end],
+      pid: n.pid,
+      engine: n.engine,
+      msPerToken: n.msPerToken,
+    }));
     if (o.json) {
       process.stdout.write(
         JSON.stringify({
@@ -176,11 +196,21 @@ async function runDemo(o: DemoOptions): Promise<void> {
     if (o.serve) {
       api = createApiServer(gw, { deadlineMs: o.deadlineMs });
       const url = await api.listen(o.port, '127.0.0.1');
-      const info = { event: 'serving', api: `${url}/v1`, url, model: gw.model.id, gateway: gw.host.addrs(), bootstrap: swarm.bootstrap, nodes };
+      const info = {
+        event: 'serving',
+        api: `${url}/v1`,
+        url,
+        model: gw.model.id,
+        gateway: gw.host.addrs(),
+        bootstrap: swarm.bootstrap,
+        nodes,
+      };
       if (o.json) process.stdout.write(JSON.stringify(info) + '\n');
       else {
         log(`\nodsi demo: serving an OpenAI-compatible API at ${url}/v1 (model "${gw.model.id}"); Ctrl-C stops everything`);
-        log(`  try: curl ${url}/v1/completions -H 'content-type: application/json' -d '{"model":"${gw.model.id}","prompt":"${o.prompt.replace(/'/g, '')}","max_tokens":20}'`);
+        log(
+          `  try: curl ${url}/v1/completions -H 'content-type: application/json' -d '{"model":"${gw.model.id}","prompt":"${o.prompt.replace(/'/g, '')}","max_tokens":20}'`,
+        );
         log(`  swarm bootstrap: ${swarm.bootstrap.join(' ')}`);
       }
       await new Promise<never>(() => undefined); // until a signal ends the process
@@ -199,7 +229,10 @@ function printTimeline(timeline: TokenTimeline[], swarm: LocalSwarm, gw: Gateway
   const out = (s: string) => process.stdout.write(s + '\n');
   out('');
   out('nodes:');
-  for (const [i, nd] of swarm.nodes.entries()) out(`  n${i + 1} ${nd.peerId} layers ${nd.start}:${nd.end} pid ${nd.pid} (${nd.engine}, advertised ${nd.msPerToken.toFixed(2)} ms/token)`);
+  for (const [i, nd] of swarm.nodes.entries())
+    out(
+      `  n${i + 1} ${nd.peerId} layers ${nd.start}:${nd.end} pid ${nd.pid} (${nd.engine}, advertised ${nd.msPerToken.toFixed(2)} ms/token)`,
+    );
   const name = new Map(swarm.nodes.map((nd, i) => [nd.peerId, `n${i + 1}`]));
   out('');
   out('per-token timeline (ms): step  token  total | per hop: node[layers] compute / send / slack');
@@ -207,12 +240,17 @@ function printTimeline(timeline: TokenTimeline[], swarm: LocalSwarm, gw: Gateway
     const piece = JSON.stringify(gw.tokenizer.decode([t.token], { atStart: false })).slice(0, 12);
     const hops = t.hops
       .filter((h) => h.role === 'layers')
-      .map((h) => `${name.get(h.node) ?? short(h.node)}[${h.start}:${h.end}] ${h.computeMs.toFixed(2)}/${(h.sendMs ?? 0).toFixed(2)}/${h.budgetInMs === undefined || h.budgetInMs < 0 || h.slackMs === undefined ? '-' : h.slackMs.toFixed(1)}`)
+      .map(
+        (h) =>
+          `${name.get(h.node) ?? short(h.node)}[${h.start}:${h.end}] ${h.computeMs.toFixed(2)}/${(h.sendMs ?? 0).toFixed(2)}/${h.budgetInMs === undefined || h.budgetInMs < 0 || h.slackMs === undefined ? '-' : h.slackMs.toFixed(1)}`,
+      )
       .join('  ');
     const local = t.hops.filter((h) => h.role !== 'layers').reduce((a, h) => a + h.computeMs, 0);
     out(`  ${String(t.step).padStart(4)}  ${piece.padEnd(12)} ${t.stepMs.toFixed(2).padStart(7)} | ${hops}  gateway ${local.toFixed(2)}`);
   }
   const decode = timeline.slice(1).reduce((a, t) => a + t.stepMs, 0);
   out('');
-  out(`${n} tokens in ${totalMs.toFixed(0)} ms (first token after ${(timeline[0] ? totalMs - decode : 0).toFixed(0)} ms; decode ${(n > 1 ? decode / (n - 1) : 0).toFixed(2)} ms/token)`);
+  out(
+    `${n} tokens in ${totalMs.toFixed(0)} ms (first token after ${(timeline[0] ? totalMs - decode : 0).toFixed(0)} ms; decode ${(n > 1 ? decode / (n - 1) : 0).toFixed(2)} ms/token)`,
+  );
 }

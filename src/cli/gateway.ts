@@ -2,6 +2,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
 import { Gateway } from '../gateway/gateway.js';
+import { loadOrCreateIdentity } from '../node/run.js';
+import { pino } from 'pino';
 
 export function register(program: Command): void {
   program
@@ -15,34 +17,67 @@ export function register(program: Command): void {
     .option('--deadline-ms <n>', 'default per-token deadline budget for routes (ms)', intArg)
     .option('--engine <kind>', 'engine for the embedding/head stages: reference | ort', 'reference')
     .option('--wait-route-ms <n>', 'wait up to this long for a route over every layer before reporting ready', intArg, 0)
+    .option('--identity <file>', 'gateway key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent (default: a fresh key)')
     .option('--max-concurrent <n>', 'requests generated at once before answering 503', intArg, 64)
-    .action(async (o: { model: string; port: number; host: string; bootstrap: string[]; listen: string[]; deadlineMs?: number; engine: string; waitRouteMs: number; maxConcurrent: number }) => {
-      if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
-      const gw = await Gateway.start({ modelPath: o.model, bootstrap: o.bootstrap, listen: o.listen, deadlineMs: o.deadlineMs, engine: o.engine });
-      const api = createApiServer(gw, { deadlineMs: o.deadlineMs, maxConcurrent: o.maxConcurrent });
-      let stopping = false;
-      const stop = async (code: number) => {
-        if (stopping) return;
-        stopping = true;
-        await api.close().catch(() => undefined);
-        await gw.close().catch(() => undefined);
-        process.exit(code);
-      };
-      process.once('SIGINT', () => void stop(0));
-      process.once('SIGTERM', () => void stop(0));
-      try {
-        if (o.waitRouteMs > 0) await gw.waitForRoute(o.waitRouteMs).catch(() => undefined);
-        const url = await api.listen(o.port, o.host);
-        const st = gw.status();
-        process.stdout.write(
-          JSON.stringify({ event: 'ready', api: `${url}/v1`, url, model: gw.model.id, modelId: gw.modelId, peerId: gw.host.peerId, addrs: gw.host.addrs(), routeReady: st.ready, reason: st.reason }) + '\n',
-        );
-      } catch (e) {
-        await api.close().catch(() => undefined);
-        await gw.close().catch(() => undefined);
-        throw e;
-      }
-    });
+    .action(
+      async (o: {
+        model: string;
+        port: number;
+        host: string;
+        bootstrap: string[];
+        listen: string[];
+        deadlineMs?: number;
+        engine: string;
+        waitRouteMs: number;
+        maxConcurrent: number;
+        identity?: string;
+      }) => {
+        if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
+        const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
+        const identity = await loadOrCreateIdentity(o.identity, process.env.ODSI_PASSPHRASE, log);
+        const gw = await Gateway.start({
+          identity,
+          modelPath: o.model,
+          bootstrap: o.bootstrap,
+          listen: o.listen,
+          deadlineMs: o.deadlineMs,
+          engine: o.engine,
+        });
+        const api = createApiServer(gw, { deadlineMs: o.deadlineMs, maxConcurrent: o.maxConcurrent });
+        let stopping = false;
+        const stop = async (code: number) => {
+          if (stopping) return;
+          stopping = true;
+          await api.close().catch(() => undefined);
+          await gw.close().catch(() => undefined);
+          process.exit(code);
+        };
+        process.once('SIGINT', () => void stop(0));
+        process.once('SIGTERM', () => void stop(0));
+        try {
+          if (o.waitRouteMs > 0) await gw.waitForRoute(o.waitRouteMs).catch(() => undefined);
+          const url = await api.listen(o.port, o.host);
+          const st = gw.status();
+          process.stdout.write(
+            JSON.stringify({
+              event: 'ready',
+              api: `${url}/v1`,
+              url,
+              model: gw.model.id,
+              modelId: gw.modelId,
+              peerId: gw.host.peerId,
+              addrs: gw.host.addrs(),
+              routeReady: st.ready,
+              reason: st.reason,
+            }) + '\n',
+          );
+        } catch (e) {
+          await api.close().catch(() => undefined);
+          await gw.close().catch(() => undefined);
+          throw e;
+        }
+      },
+    );
 }
 
 function intArg(v: string): number {

@@ -29,16 +29,21 @@ interface GenerateCliOptions {
   json?: boolean;
 }
 
-const int = (name: string, min: number) => (v: string): number => {
-  const n = Number(v);
-  if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-  return n;
-};
-const num = (name: string, ok: (n: number) => boolean, what: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || !ok(n)) throw new InvalidArgumentError(`${name} must be ${what}`);
-  return n;
-};
+const int =
+  (name: string, min: number) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min)
+      throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
+const num =
+  (name: string, ok: (n: number) => boolean, what: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || !ok(n)) throw new InvalidArgumentError(`${name} must be ${what}`);
+    return n;
+  };
 
 /** Opens a model (GGUF file or HF directory) with a short message when the path is wrong. */
 function openSource(path: string): WeightSource {
@@ -53,10 +58,25 @@ export function register(program: Command): void {
     .requiredOption('-m, --model <path>', 'model file (GGUF) or Hugging Face directory')
     .requiredOption('-p, --prompt <text>', 'prompt text')
     .option('-n, --max-tokens <n>', 'maximum number of new tokens', int('--max-tokens', 0), 128)
-    .option('--temperature <t>', 'sampling temperature (0 = greedy)', num('--temperature', (n) => n >= 0, 'a number >= 0'), 0.8)
+    .option(
+      '--temperature <t>',
+      'sampling temperature (0 = greedy)',
+      num('--temperature', (n) => n >= 0, 'a number >= 0'),
+      0.8,
+    )
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', int('--top-k', 0), 40)
-    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', num('--top-p', (n) => n > 0 && n <= 1, 'in (0, 1]'), 0.95)
-    .option('--repeat-penalty <r>', 'repetition penalty (1 = off)', num('--repeat-penalty', (n) => n > 0, 'a number > 0'), 1)
+    .option(
+      '--top-p <p>',
+      'nucleus sampling mass (1 = off)',
+      num('--top-p', (n) => n > 0 && n <= 1, 'in (0, 1]'),
+      0.95,
+    )
+    .option(
+      '--repeat-penalty <r>',
+      'repetition penalty (1 = off)',
+      num('--repeat-penalty', (n) => n > 0, 'a number > 0'),
+      1,
+    )
     .option('--repeat-last-n <n>', 'tokens the repetition penalty looks back over (-1 = all)', int('--repeat-last-n', -1), 64)
     .option('--seed <s>', 'sampling seed (default: random, printed in the stats)', int('--seed', 0))
     .option('--stop <s...>', 'stop strings (not included in the output)', [])
@@ -137,7 +157,12 @@ async function runGenerate(o: GenerateCliOptions): Promise<void> {
           `\n[odsi] ${r.tokens.length} tokens, finish: ${r.finishReason}, seed ${r.seed}; load ${round(loadMs)} ms, ` +
             `prompt ${promptIds.length} tokens in ${round(t.prefillMs)} ms, decode ${round(t.msPerToken)} ms/token ` +
             `(${round(t.tokensPerS)} tokens/s)\n` +
-            stages.map((s) => `[odsi]   stage [${s.start},${s.end})${s.embed ? ' +embed' : ''}${s.head ? ' +head' : ''} ${s.profile}: ${s.compute_ms_per_token} ms/token`).join('\n') +
+            stages
+              .map(
+                (s) =>
+                  `[odsi]   stage [${s.start},${s.end})${s.embed ? ' +embed' : ''}${s.head ? ' +head' : ''} ${s.profile}: ${s.compute_ms_per_token} ms/token`,
+              )
+              .join('\n') +
             '\n',
         );
       }

@@ -29,7 +29,16 @@ export function modelInfo(src: WeightSource, opts: { hash?: boolean } = {}): Rec
     config: src.config,
     tensors: { count: src.tensorNames().length, bytes, types },
     tokenizer: t
-      ? { model: t.model, vocabSize: t.tokens.length, pre: t.pre, bosId: t.bosId, eosId: t.eosId, eotIds: t.eotIds, addBos: t.addBos, hasChatTemplate: !!t.chatTemplate }
+      ? {
+          model: t.model,
+          vocabSize: t.tokens.length,
+          pre: t.pre,
+          bosId: t.bosId,
+          eosId: t.eosId,
+          eotIds: t.eotIds,
+          addBos: t.addBos,
+          hasChatTemplate: !!t.chatTemplate,
+        }
       : null,
   };
   if (opts.hash !== false) {
@@ -49,7 +58,9 @@ function printInfo(i: Record<string, unknown>): void {
     `path:       ${String(i.path)} (${String(i.format)})`,
     `model:      ${c.name}: ${c.nLayers} layers, dim ${c.dim}, ffn ${c.ffnDim}, heads ${c.nHeads}/${c.nKvHeads} kv, head ${c.headDim}, vocab ${c.vocabSize}`,
     `rope:       theta ${c.ropeTheta}${c.ropeScaling ? `, ${JSON.stringify(c.ropeScaling)}` : ''}; norm eps ${c.normEps}; context ${c.contextLength}; ${c.tiedEmbeddings ? 'tied' : 'untied'} embeddings`,
-    `tensors:    ${t.count}, ${(t.bytes / 2 ** 20).toFixed(1)} MiB, ${Object.entries(t.types).map(([k, v]) => `${k}×${v}`).join(' ')}`,
+    `tensors:    ${t.count}, ${(t.bytes / 2 ** 20).toFixed(1)} MiB, ${Object.entries(t.types)
+      .map(([k, v]) => `${k}×${v}`)
+      .join(' ')}`,
     `tokenizer:  ${tok ? `${String(tok.model)}${tok.pre ? `/${String(tok.pre)}` : ''}, ${String(tok.vocabSize)} tokens, bos ${String(tok.bosId)}, eos ${String(tok.eosId)}${tok.hasChatTemplate ? ', chat template' : ''}` : 'none'}`,
   ];
   if (i.modelId) {
@@ -85,13 +96,19 @@ export function register(program: Command): void {
     .addOption(new Option('--dtype <type>', 'stored type').choices(['f32', 'f16', 'bf16', 'q8_0', 'q4_0']).default('f32'))
     .addOption(new Option('--format <fmt>', 'output format').choices(['gguf', 'safetensors']).default('gguf'))
     .option('--seed <n>', 'random seed', intArg, 1)
-    .option('--layers <n>', 'number of layers (default: the shape\'s)', intArg)
+    .option('--layers <n>', "number of layers (default: the shape's)", intArg)
     .requiredOption('--out <path>', 'output file (gguf) or directory (safetensors)')
     .action(async (o: { shape: string; dtype: string; format: string; seed: number; layers?: number; out: string }) => {
       const t0 = Date.now();
       if (o.format === 'safetensors') {
         if (!['f32', 'f16', 'bf16'].includes(o.dtype)) throw new Error(`safetensors output supports f32, f16, bf16 (not ${o.dtype})`);
-        await writeSyntheticSafetensors({ shape: o.shape, dtype: o.dtype as 'f32' | 'f16' | 'bf16', seed: o.seed, out: o.out, nLayers: o.layers });
+        await writeSyntheticSafetensors({
+          shape: o.shape,
+          dtype: o.dtype as 'f32' | 'f16' | 'bf16',
+          seed: o.seed,
+          out: o.out,
+          nLayers: o.layers,
+        });
       } else {
         if (o.dtype === 'bf16') throw new Error('synthetic GGUF supports f32, f16, q8_0, q4_0');
         await writeSyntheticGguf({ shape: o.shape, dtype: o.dtype as SynthDtype, seed: o.seed, out: o.out, nLayers: o.layers });
@@ -107,6 +124,8 @@ export function register(program: Command): void {
     .action(async (input: string, o: { dtype: 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0'; out: string }) => {
       const t0 = Date.now();
       const r = await convertModel(input, { dtype: o.dtype, out: o.out });
-      console.error(`wrote ${o.out}: ${r.tensors} tensors, ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      console.error(
+        `wrote ${o.out}: ${r.tensors} tensors, ${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
     });
 }

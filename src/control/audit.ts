@@ -67,7 +67,10 @@ export function auditReceipt(
   const r = a.receipt.record;
   const wireHash = hashTensor(a.workerWire ?? a.workerOutput);
   if (wireHash.toLowerCase() !== r.outputHash.toLowerCase())
-    throw new CustodyError('output_mismatch', `the output bytes given (${wireHash.slice(0, 10)}…) are not the ones ${r.signer} signed (${r.outputHash.slice(0, 10)}…)`);
+    throw new CustodyError(
+      'output_mismatch',
+      `the output bytes given (${wireHash.slice(0, 10)}…) are not the ones ${r.signer} signed (${r.outputHash.slice(0, 10)}…)`,
+    );
   if (a.workerOutput.length !== r.nTokens * a.dim)
     throw new CustodyError('malformed', `worker output has ${a.workerOutput.length} values, receipt covers ${r.nTokens} tokens × ${a.dim}`);
   const profilePair = `${r.profile}|${a.auditorProfile}`;

@@ -54,11 +54,7 @@ const short = (h: string): string => `${h.slice(0, 10)}…`;
  * and downstream names upstream's receipt. Both signatures are verified. The downstream
  * side may be a receipt or, before it has finished, its commitment.
  */
-export function checkHandoff(
-  upstream: SignedReceipt,
-  downstream: SignedReceipt | SignedCommitment,
-  domain: OdsiDomain,
-): void {
+export function checkHandoff(upstream: SignedReceipt, downstream: SignedReceipt | SignedCommitment, domain: OdsiDomain): void {
   const upHash = requireValidReceipt(upstream, domain);
   const isReceipt = 'outputHash' in (downstream.record as object);
   if (isReceipt) requireValidReceipt(downstream as SignedReceipt, domain);
@@ -66,16 +62,29 @@ export function checkHandoff(
   const u = upstream.record;
   const d = downstream.record as ExecutionCommitment;
   if (!eqHex(u.requestId, d.requestId) || !eqHex(u.sessionId, d.sessionId))
-    throw new CustodyError('cross_session', `downstream record belongs to request ${short(d.requestId)}/session ${short(d.sessionId)}, upstream to ${short(u.requestId)}/${short(u.sessionId)}`);
+    throw new CustodyError(
+      'cross_session',
+      `downstream record belongs to request ${short(d.requestId)}/session ${short(d.sessionId)}, upstream to ${short(u.requestId)}/${short(u.sessionId)}`,
+    );
   if (u.step !== d.step || u.pos !== d.pos || u.nTokens !== d.nTokens || !eqHex(u.modelId, d.modelId))
-    throw new CustodyError('slot_mismatch', `hops disagree on (step, pos, nTokens, model): upstream (${u.step}, ${u.pos}, ${u.nTokens}), downstream (${d.step}, ${d.pos}, ${d.nTokens})`);
+    throw new CustodyError(
+      'slot_mismatch',
+      `hops disagree on (step, pos, nTokens, model): upstream (${u.step}, ${u.pos}, ${u.nTokens}), downstream (${d.step}, ${d.pos}, ${d.nTokens})`,
+    );
   if (d.layerStart !== u.layerEnd)
     throw new CustodyError('layer_gap', `downstream starts at layer ${d.layerStart} but upstream ended at ${u.layerEnd}`);
   if (!eqHex(d.inputHash, u.outputHash))
     // both hashes are signed, so whichever is wrong, the two signers disagree about the bytes on that link
-    throw new CustodyError('input_mismatch', `downstream ${d.signer} signed input ${short(d.inputHash)} but upstream ${u.signer} signed output ${short(u.outputHash)}`);
+    throw new CustodyError(
+      'input_mismatch',
+      `downstream ${d.signer} signed input ${short(d.inputHash)} but upstream ${u.signer} signed output ${short(u.outputHash)}`,
+    );
   if (isReceipt && !eqHex((d as ExecutionReceipt).upstreamReceiptHash, upHash))
-    throw new CustodyError('upstream_link', `downstream receipt names upstream ${short((d as ExecutionReceipt).upstreamReceiptHash)}, actual ${short(upHash)}`, d.signer);
+    throw new CustodyError(
+      'upstream_link',
+      `downstream receipt names upstream ${short((d as ExecutionReceipt).upstreamReceiptHash)}, actual ${short(upHash)}`,
+      d.signer,
+    );
 }
 
 /** Checks a receipt against the commitment it cites (same signer and slot, commitmentHash link). */
@@ -85,30 +94,36 @@ export function checkCommitment(commitment: SignedCommitment, receipt: SignedRec
   const c = commitment.record;
   const r = receipt.record;
   for (const k of ['requestId', 'sessionId', 'modelId', 'inputHash', 'signer'] as const)
-    if (!eqHex(c[k], r[k])) throw new CustodyError('commitment_mismatch', `receipt ${k} ${short(r[k])} ≠ commitment ${short(c[k])}`, r.signer);
+    if (!eqHex(c[k], r[k]))
+      throw new CustodyError('commitment_mismatch', `receipt ${k} ${short(r[k])} ≠ commitment ${short(c[k])}`, r.signer);
   for (const k of ['step', 'pos', 'nTokens', 'layerStart', 'layerEnd', 'budgetUs', 'profile'] as const)
     if (c[k] !== r[k]) throw new CustodyError('commitment_mismatch', `receipt ${k} ${String(r[k])} ≠ commitment ${String(c[k])}`, r.signer);
-  if (!eqHex(r.commitmentHash, cHash)) throw new CustodyError('commitment_mismatch', `receipt cites commitment ${short(r.commitmentHash)}, actual ${short(cHash)}`, r.signer);
+  if (!eqHex(r.commitmentHash, cHash))
+    throw new CustodyError('commitment_mismatch', `receipt cites commitment ${short(r.commitmentHash)}, actual ${short(cHash)}`, r.signer);
 }
 
 /**
  * Checks all receipts of one step along a route, in hop order: every handoff, plus the
  * gateway's own view of the ends (what it sent to the first hop and received from the last).
  */
-export function checkRoute(
-  hops: SignedReceipt[],
-  domain: OdsiDomain,
-  ends: { sentHash?: Hex; receivedHash?: Hex } = {},
-): void {
+export function checkRoute(hops: SignedReceipt[], domain: OdsiDomain, ends: { sentHash?: Hex; receivedHash?: Hex } = {}): void {
   if (hops.length === 0) throw new CustodyError('malformed', 'route has no receipts');
   for (const h of hops) requireValidReceipt(h, domain);
   const first = hops[0]!.record;
   const last = hops[hops.length - 1]!.record;
   if (ends.sentHash && !eqHex(first.inputHash, ends.sentHash))
-    throw new CustodyError('input_mismatch', `first hop ${first.signer} signed input ${short(first.inputHash)}, gateway sent ${short(ends.sentHash)}`, first.signer);
+    throw new CustodyError(
+      'input_mismatch',
+      `first hop ${first.signer} signed input ${short(first.inputHash)}, gateway sent ${short(ends.sentHash)}`,
+      first.signer,
+    );
   for (let i = 1; i < hops.length; i++) checkHandoff(hops[i - 1]!, hops[i]!, domain);
   if (ends.receivedHash && !eqHex(last.outputHash, ends.receivedHash))
-    throw new CustodyError('input_mismatch', `last hop ${last.signer} signed output ${short(last.outputHash)}, gateway received ${short(ends.receivedHash)}`, last.signer);
+    throw new CustodyError(
+      'input_mismatch',
+      `last hop ${last.signer} signed output ${short(last.outputHash)}, gateway received ${short(ends.receivedHash)}`,
+      last.signer,
+    );
 }
 
 /**
@@ -140,13 +155,23 @@ export class ReceiptChain {
     const digest = requireValidReceipt(signed, this.domain);
     const r = signed.record;
     if (!eqHex(r.sessionId, this.sessionId) || !eqHex(r.requestId, this.requestId))
-      throw new CustodyError('cross_session', `receipt is for request ${short(r.requestId)}/session ${short(r.sessionId)}, chain is ${short(this.requestId)}/${short(this.sessionId)}`, r.signer);
-    if (!eqHex(r.signer, this.signer)) throw new CustodyError('cross_session', `receipt signed by ${r.signer}, chain belongs to ${this.signer}`);
-    if (this.seen.has(digest.toLowerCase())) throw new CustodyError('replay', `receipt ${short(digest)} (step ${r.step}) was already appended`, r.signer);
+      throw new CustodyError(
+        'cross_session',
+        `receipt is for request ${short(r.requestId)}/session ${short(r.sessionId)}, chain is ${short(this.requestId)}/${short(this.sessionId)}`,
+        r.signer,
+      );
+    if (!eqHex(r.signer, this.signer))
+      throw new CustodyError('cross_session', `receipt signed by ${r.signer}, chain belongs to ${this.signer}`);
+    if (this.seen.has(digest.toLowerCase()))
+      throw new CustodyError('replay', `receipt ${short(digest)} (step ${r.step}) was already appended`, r.signer);
     if (r.step === this.lastStep) throw new CustodyError('replay', `step ${r.step} signed twice by ${r.signer}`, r.signer);
     if (r.step < this.lastStep) throw new CustodyError('step_order', `step ${r.step} after step ${this.lastStep}`, r.signer);
     if (!eqHex(r.prevReceiptHash, this.lastHash))
-      throw new CustodyError('broken_chain', `prevReceiptHash ${short(r.prevReceiptHash)} does not link to ${short(this.lastHash)}`, r.signer);
+      throw new CustodyError(
+        'broken_chain',
+        `prevReceiptHash ${short(r.prevReceiptHash)} does not link to ${short(this.lastHash)}`,
+        r.signer,
+      );
     this.seen.add(digest.toLowerCase());
     this.lastHash = digest;
     this.lastStep = r.step;
@@ -167,6 +192,7 @@ export class CustodyLog {
     const key = `${r.signer}|${r.requestId}|${r.sessionId}`.toLowerCase();
     let chain = this.chains.get(key);
     if (!chain) {
+      requireValidReceipt(signed, this.domain); // no chain for a forged signer
       chain = new ReceiptChain(r.signer, r.requestId, r.sessionId, this.domain);
       this.chains.set(key, chain);
     }

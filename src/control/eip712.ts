@@ -164,10 +164,12 @@ export function assertWellFormed<P extends PrimaryType>(primary: P, rec: unknown
     const where = `${primary}.${f.name}`;
     switch (f.type) {
       case 'bytes32':
-        if (typeof v !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(v)) throw new MalformedRecordError(`${where}: expected 0x + 64 hex digits`);
+        if (typeof v !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(v))
+          throw new MalformedRecordError(`${where}: expected 0x + 64 hex digits`);
         break;
       case 'address':
-        if (typeof v !== 'string' || !/^0x[0-9a-fA-F]{40}$/.test(v)) throw new MalformedRecordError(`${where}: expected a 0x-prefixed 20-byte address`);
+        if (typeof v !== 'string' || !/^0x[0-9a-fA-F]{40}$/.test(v))
+          throw new MalformedRecordError(`${where}: expected a 0x-prefixed 20-byte address`);
         break;
       case 'string':
         if (typeof v !== 'string' || v.length > 256) throw new MalformedRecordError(`${where}: expected a string of ≤ 256 characters`);
@@ -196,7 +198,8 @@ function viemDomain(d: OdsiDomain) {
     chainId: BigInt(d.chainId),
   };
   if (d.verifyingContract !== undefined) {
-    if (!/^0x[0-9a-fA-F]{40}$/.test(d.verifyingContract)) throw new MalformedRecordError('domain.verifyingContract must be a 20-byte address');
+    if (!/^0x[0-9a-fA-F]{40}$/.test(d.verifyingContract))
+      throw new MalformedRecordError('domain.verifyingContract must be a 20-byte address');
     dom.verifyingContract = d.verifyingContract;
   }
   return dom;

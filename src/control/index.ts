@@ -7,3 +7,4 @@ export * from './equivocation.js';
 export * from './evidence.js';
 export * from './tolerance.js';
 export * from './audit.js';
+export * from './signer.js';

@@ -63,7 +63,13 @@ export function recoverSigner(digest: Hex, signature: string): { address: Hex } 
   }
 }
 
-function sign<P extends PrimaryType>(primary: P, identity: Identity, rec: RecordOf<P>, domain: OdsiDomain, signerField: string): Signed<RecordOf<P>> {
+function sign<P extends PrimaryType>(
+  primary: P,
+  identity: Identity,
+  rec: RecordOf<P>,
+  domain: OdsiDomain,
+  signerField: string,
+): Signed<RecordOf<P>> {
   const record = { ...rec, [signerField]: identity.address } as RecordOf<P>;
   const claimed = (rec as unknown as Record<string, unknown>)[signerField];
   if (typeof claimed === 'string' && claimed.toLowerCase() !== identity.address.toLowerCase())
@@ -93,7 +99,8 @@ export type VerifyResult = { ok: true; digest: Hex } | { ok: false; reason: stri
 /** Full check of one signed record: well-formed, signature recovers, recovered == claimed signer. */
 export function checkSigned<P extends PrimaryType>(primary: P, signed: unknown, domain: OdsiDomain): VerifyResult {
   const s = signed as Partial<Signed<unknown>> | null;
-  if (!s || typeof s !== 'object' || typeof s.signature !== 'string') return { ok: false, reason: `${primary}: missing signature`, malformed: true };
+  if (!s || typeof s !== 'object' || typeof s.signature !== 'string')
+    return { ok: false, reason: `${primary}: missing signature`, malformed: true };
   try {
     assertWellFormed(primary, s.record);
   } catch (e) {

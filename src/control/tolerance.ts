@@ -48,7 +48,8 @@ export function precisionOf(profile: string): Precision {
   const p = profile.toLowerCase();
   if (/act-bf16|\bbf16\b/.test(p)) return 'bf16';
   if (/act-f16|act-fp16|\bf16\b|\bfp16\b/.test(p)) return 'f16';
-  if (/int8act|accuracy[-_]?level|fp8/.test(p)) throw new ToleranceError(`profile '${profile}' quantizes activations: it needs its own calibration`);
+  if (/int8act|accuracy[-_]?level|fp8/.test(p))
+    throw new ToleranceError(`profile '${profile}' quantizes activations: it needs its own calibration`);
   return 'f32';
 }
 
@@ -129,5 +130,14 @@ export function compareOutputs(
     }
     if (!(v <= tau)) failing++;
   }
-  return { pass: failing === 0, key: tol.key, tau, nTokens: d.length, maxRelL2: max, meanRelL2: sum / Math.max(1, d.length), worstToken: worst, failingTokens: failing };
+  return {
+    pass: failing === 0,
+    key: tol.key,
+    tau,
+    nTokens: d.length,
+    maxRelL2: max,
+    meanRelL2: sum / Math.max(1, d.length),
+    worstToken: worst,
+    failingTokens: failing,
+  };
 }

@@ -140,7 +140,8 @@ export async function* generateStream(
   validatePipeline(pipeline);
   const cfg = pipeline[0].config;
   if (promptIds.length === 0) throw new EngineError('empty prompt: need at least one token (usually BOS)', 'bad_input');
-  if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 0) throw new EngineError(`max tokens must be a non-negative integer, got ${opts.maxTokens}`, 'bad_input');
+  if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 0)
+    throw new EngineError(`max tokens must be a non-negative integer, got ${opts.maxTokens}`, 'bad_input');
   if (promptIds.length >= cfg.contextLength) {
     throw new EngineError(`prompt of ${promptIds.length} tokens does not fit the context length ${cfg.contextLength}`, 'capacity');
   }
@@ -259,7 +260,12 @@ export async function* generateStream(
 }
 
 /** Run generation to the end and return the result (events go to opts.onToken). */
-export async function generate(pipeline: Stage[], tokenizer: GenTokenizer, promptIds: number[], opts: GenerateOptions): Promise<GenerateResult> {
+export async function generate(
+  pipeline: Stage[],
+  tokenizer: GenTokenizer,
+  promptIds: number[],
+  opts: GenerateOptions,
+): Promise<GenerateResult> {
   const it = generateStream(pipeline, tokenizer, promptIds, opts);
   for (;;) {
     const r = await it.next();

@@ -16,7 +16,8 @@ export function validatePipeline(stages: Stage[]): void {
   for (let i = 1; i < stages.length; i++) {
     const a = stages[i - 1].range;
     const b = stages[i].range;
-    if (a.end !== b.start) throw new EngineError(`pipeline gap: stage ${i - 1} ends at layer ${a.end}, stage ${i} starts at ${b.start}`, 'bad_input');
+    if (a.end !== b.start)
+      throw new EngineError(`pipeline gap: stage ${i - 1} ends at layer ${a.end}, stage ${i} starts at ${b.start}`, 'bad_input');
     if (a.head || b.embed) throw new EngineError(`embedding/head in the middle of the pipeline (stage ${i - 1}/${i})`, 'bad_input');
   }
 }

@@ -24,12 +24,27 @@ interface LayerWeights {
 
 interface Session {
   length: number;
+  /** a forward is in flight (it may yield between layers) */
+  busy: boolean;
   /** capacity in positions of every layer's K and V buffers */
   capacity: number;
   /** per layer [capacity, nKvHeads*headDim] */
   k: Float32Array[];
   v: Float32Array[];
 }
+
+type RopeTables = { cos: Float64Array; sin: Float64Array };
+interface Scratch {
+  xn: Float32Array;
+  q: Float32Array;
+  att: Float32Array;
+  o: Float32Array;
+  g: Float32Array;
+  u: Float32Array;
+}
+
+/** a step whose per-layer work exceeds this many multiply-adds yields between layers (~ms) */
+const YIELD_MACS = 4e6;
 
 /** KV buffers grow in chunks of this many positions (then doubling), never per token */
 const KV_CHUNK = 256;
@@ -66,6 +81,9 @@ export class ReferenceStage implements Stage {
   private sessions = new Map<string, Session>();
   private kvDim: number;
   private arena: WasmArena | null = null;
+  /** multiply-adds of one layer for one token (matrices only) */
+  private layerMacs: number;
+  private disposed = false;
 
   constructor(
     src: WeightSource,
@@ -77,6 +95,7 @@ export class ReferenceStage implements Stage {
     this.range = { ...range };
     this.kvDim = c.nKvHeads * c.headDim;
     const qDim = c.nHeads * c.headDim;
+    this.layerMacs = c.dim * (2 * qDim + 2 * this.kvDim + 3 * c.ffnDim);
     const check = (name: string, shape: number[]): void => {
       const info = src.info(name);
       if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
@@ -147,6 +166,7 @@ export class ReferenceStage implements Stage {
   }
 
   async dispose(): Promise<void> {
+    this.disposed = true;
     this.sessions.clear();
     this.layers = [];
     this.embed = this.output = this.outNorm = undefined;
@@ -154,10 +174,36 @@ export class ReferenceStage implements Stage {
   }
 
   async forward(input: StageInput): Promise<StageOutput> {
-    const t0 = performance.now();
-    const out = this.run(input);
-    out.computeMs = performance.now() - t0;
-    return out;
+    if (this.disposed) throw new EngineError('stage is disposed', 'bad_input');
+    let t = performance.now();
+    const { x, s } = this.prepare(input);
+    const { pos, nTokens: n } = input;
+    s.busy = true;
+    let computeMs = 0;
+    try {
+      if (this.layers.length > 0) {
+        const tables = ropeTables(this.invFreq, pos, n);
+        const scratch = this.scratch(n);
+        // long steps yield to the event loop between layers so a node's networking stays
+        // responsive; computeMs counts only our own synchronous work
+        const yieldEvery = n * this.layerMacs > YIELD_MACS;
+        for (let li = 0; li < this.layers.length; li++) {
+          this.layerForward(li, x, s, pos, n, tables, scratch);
+          if (yieldEvery && li + 1 < this.layers.length) {
+            computeMs += performance.now() - t;
+            await new Promise<void>((r) => setImmediate(r));
+            if (this.disposed) throw new EngineError('stage disposed during a step', 'internal');
+            t = performance.now();
+          }
+        }
+      }
+      s.length = pos + n;
+      const out = this.range.head ? { logits: this.head(x, n, input.allLogits ?? false) } : { hidden: x };
+      computeMs += performance.now() - t;
+      return { ...out, computeMs };
+    } finally {
+      s.busy = false;
+    }
   }
 
   private session(id: string, pos: number, nTok: number): Session {
@@ -171,9 +217,10 @@ export class ReferenceStage implements Stage {
       if (this.opts.maxSessions !== undefined && this.sessions.size >= this.opts.maxSessions) {
         throw new EngineError(`too many sessions (limit ${this.opts.maxSessions})`, 'capacity');
       }
-      s = { length: 0, capacity: 0, k: [], v: [] };
+      s = { length: 0, busy: false, capacity: 0, k: [], v: [] };
       this.sessions.set(id, s);
     }
+    if (s.busy) throw new EngineError(`session ${id} already has a step in flight`, 'bad_input');
     if (pos > s.length) throw new EngineError(`position ${pos} is beyond the session's cached length ${s.length}`, 'bad_input');
     s.length = pos; // pos < length truncates (replay / retry)
     if (need > s.capacity && this.layers.length > 0) {
@@ -190,13 +237,13 @@ export class ReferenceStage implements Stage {
     return s;
   }
 
-  private run(input: StageInput): StageOutput {
+  /** validate the input (before touching the session, so a bad call leaves it unchanged), embed */
+  private prepare(input: StageInput): { x: Float32Array; s: Session } {
     const c = this.config;
     const { pos, nTokens: n } = input;
     if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
     if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
 
-    // validate the input before touching the session, so a bad call leaves it unchanged
     let x: Float32Array;
     if (this.range.embed) {
       const tokens = input.tokens;
@@ -209,57 +256,61 @@ export class ReferenceStage implements Stage {
       }
     } else {
       const h = input.hidden;
-      if (!h || h.length !== n * c.dim) throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
+      if (!h || h.length !== n * c.dim)
+        throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
       x = Float32Array.from(h);
     }
 
-    const s = this.session(input.sessionId, pos, n);
-    if (this.layers.length > 0) this.layersForward(x, s, pos, n);
-    s.length = pos + n;
-
-    if (!this.range.head) return { hidden: x, computeMs: 0 };
-    const rows = input.allLogits ? n : 1;
-    const first = n - rows;
-    const xn = new Float32Array(rows * c.dim);
-    rmsnorm(xn, x.subarray(first * c.dim), this.outNorm!, rows, c.dim, c.normEps);
-    const logits = new Float32Array(rows * c.vocabSize);
-    this.mm(logits, xn, this.output!, rows, c.dim, c.vocabSize);
-    return { logits, computeMs: 0 };
+    return { x, s: this.session(input.sessionId, pos, n) };
   }
 
-  private layersForward(x: Float32Array, s: Session, pos: number, n: number): void {
+  private head(x: Float32Array, n: number, allLogits: boolean): Float32Array {
+    const c = this.config;
+    const rows = allLogits ? n : 1;
+    const xn = new Float32Array(rows * c.dim);
+    rmsnorm(xn, x.subarray((n - rows) * c.dim), this.outNorm!, rows, c.dim, c.normEps);
+    const logits = new Float32Array(rows * c.vocabSize);
+    this.mm(logits, xn, this.output!, rows, c.dim, c.vocabSize);
+    return logits;
+  }
+
+  private scratch(n: number): Scratch {
+    const c = this.config;
+    const qDim = c.nHeads * c.headDim;
+    return {
+      xn: new Float32Array(n * c.dim),
+      q: new Float32Array(n * qDim),
+      att: new Float32Array(n * qDim),
+      o: new Float32Array(n * c.dim),
+      g: new Float32Array(n * c.ffnDim),
+      u: new Float32Array(n * c.ffnDim),
+    };
+  }
+
+  private layerForward(li: number, x: Float32Array, s: Session, pos: number, n: number, rt: RopeTables, b: Scratch): void {
     const c = this.config;
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
     const kvDim = this.kvDim;
-    const xn = new Float32Array(n * c.dim);
-    const q = new Float32Array(n * qDim);
-    const att = new Float32Array(n * qDim);
-    const o = new Float32Array(n * c.dim);
-    const g = new Float32Array(n * c.ffnDim);
-    const u = new Float32Array(n * c.ffnDim);
-    const { cos, sin } = ropeTables(this.invFreq, pos, n);
-    for (let li = 0; li < this.layers.length; li++) {
-      const w = this.layers[li];
-      // attention block
-      rmsnorm(xn, x, w.attnNorm, n, c.dim, c.normEps);
-      this.mm(q, xn, w.q, n, c.dim, qDim);
-      const kNew = s.k[li].subarray(pos * kvDim, (pos + n) * kvDim);
-      const vNew = s.v[li].subarray(pos * kvDim, (pos + n) * kvDim);
-      this.mm(kNew, xn, w.k, n, c.dim, kvDim);
-      this.mm(vNew, xn, w.v, n, c.dim, kvDim);
-      rope(q, n, c.nHeads, hd, cos, sin);
-      rope(kNew, n, c.nKvHeads, hd, cos, sin);
-      attention(att, q, s.k[li], s.v[li], pos, n, c.nHeads, c.nKvHeads, hd);
-      this.mm(o, att, w.o, n, qDim, c.dim);
-      addInPlace(x, o);
-      // feed-forward block
-      rmsnorm(xn, x, w.ffnNorm, n, c.dim, c.normEps);
-      this.mm(g, xn, w.gate, n, c.dim, c.ffnDim);
-      this.mm(u, xn, w.up, n, c.dim, c.ffnDim);
-      swiglu(g, u);
-      this.mm(o, g, w.down, n, c.ffnDim, c.dim);
-      addInPlace(x, o);
-    }
+    const w = this.layers[li];
+    // attention block
+    rmsnorm(b.xn, x, w.attnNorm, n, c.dim, c.normEps);
+    this.mm(b.q, b.xn, w.q, n, c.dim, qDim);
+    const kNew = s.k[li].subarray(pos * kvDim, (pos + n) * kvDim);
+    const vNew = s.v[li].subarray(pos * kvDim, (pos + n) * kvDim);
+    this.mm(kNew, b.xn, w.k, n, c.dim, kvDim);
+    this.mm(vNew, b.xn, w.v, n, c.dim, kvDim);
+    rope(b.q, n, c.nHeads, hd, rt.cos, rt.sin);
+    rope(kNew, n, c.nKvHeads, hd, rt.cos, rt.sin);
+    attention(b.att, b.q, s.k[li], s.v[li], pos, n, c.nHeads, c.nKvHeads, hd);
+    this.mm(b.o, b.att, w.o, n, qDim, c.dim);
+    addInPlace(x, b.o);
+    // feed-forward block
+    rmsnorm(b.xn, x, w.ffnNorm, n, c.dim, c.normEps);
+    this.mm(b.g, b.xn, w.gate, n, c.dim, c.ffnDim);
+    this.mm(b.u, b.xn, w.up, n, c.dim, c.ffnDim);
+    swiglu(b.g, b.u);
+    this.mm(b.o, b.g, w.down, n, c.ffnDim, c.dim);
+    addInPlace(x, b.o);
   }
 }

@@ -4,6 +4,7 @@
 // All probabilities are computed in double in a fixed order and the draw uses our own seeded
 // PRNG, so a (logits, params, seed) triple always yields the same tokens on any machine.
 
+import { exp } from './reference/fmath.js';
 import { Rng, randomSeed } from './rng.js';
 import { EngineError } from './types.js';
 
@@ -32,7 +33,8 @@ export function validateSampling(p: SamplingParams): void {
   if (p.repetitionPenalty !== undefined && !(p.repetitionPenalty > 0 && Number.isFinite(p.repetitionPenalty))) {
     bad(`repetition penalty must be > 0, got ${p.repetitionPenalty}`);
   }
-  if (p.repeatLastN !== undefined && (!Number.isInteger(p.repeatLastN) || p.repeatLastN < -1)) bad(`repeat-last-n must be an integer >= -1, got ${p.repeatLastN}`);
+  if (p.repeatLastN !== undefined && (!Number.isInteger(p.repeatLastN) || p.repeatLastN < -1))
+    bad(`repeat-last-n must be an integer >= -1, got ${p.repeatLastN}`);
   if (p.seed !== undefined && !Number.isInteger(p.seed)) bad(`seed must be an integer, got ${p.seed}`);
 }
 
@@ -75,7 +77,7 @@ export function candidates(logits: Float32Array, p: SamplingParams): { ids: Int3
   let max = -Infinity;
   for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
   const w = new Float64Array(n);
-  for (let i = 0; i < n; i++) w[i] = Math.exp((logits[i] - max) / t);
+  for (let i = 0; i < n; i++) w[i] = exp((logits[i] - max) / t);
   let ids = Array.from({ length: n }, (_, i) => i);
   const topK = p.topK && p.topK > 0 ? Math.min(p.topK, n) : n;
   const topP = p.topP ?? 1;
@@ -122,7 +124,7 @@ function topKIds(w: Float64Array, k: number): number[] {
   for (let id = 0; id < w.length; id++) {
     if (h.length < k) {
       h.push(id);
-      for (let i = h.length - 1; i > 0; ) {
+      for (let i = h.length - 1; i > 0;) {
         const p = (i - 1) >> 1;
         if (!worse(h[i], h[p])) break;
         [h[i], h[p]] = [h[p], h[i]];

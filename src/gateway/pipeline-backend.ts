@@ -67,7 +67,12 @@ export abstract class PipelineBackend implements Backend {
           text: ev.text,
           step: ev.step,
           stepMs: ev.stepMs,
-          timeline: { step: ev.step, token: ev.id, stepMs: Math.round(ev.stepMs * 1000) / 1000, hops: pipe.stages.flatMap((s) => s.hops()) },
+          timeline: {
+            step: ev.step,
+            token: ev.id,
+            stepMs: Math.round(ev.stepMs * 1000) / 1000,
+            hops: pipe.stages.flatMap((s) => s.hops()),
+          },
         };
       }
     } catch (e) {

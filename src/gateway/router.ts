@@ -99,8 +99,7 @@ export function selectRoute(candidates: readonly RouteCandidate[], opts: RouterO
   if (uncovered.length) {
     const why = exclude.size ? ` (${exclude.size} peer(s) excluded)` : '';
     throw new NoRouteError(
-      `no node serves layers ${uncovered.map(fmtRange).join(', ')} of ${L}${why}; ` +
-        `${usable.length} usable node(s)`,
+      `no node serves layers ${uncovered.map(fmtRange).join(', ')} of ${L}${why}; ` + `${usable.length} usable node(s)`,
       uncovered,
     );
   }

@@ -25,13 +25,14 @@ export interface LocalSwarmOptions {
   engine?: 'ort' | 'reference';
   /** skip hashing the model in every node */
   modelId?: string;
-  /** node advert refresh interval (default 5 s) */
+  /** node advert refresh interval (default 10 s; adverts live 3 intervals) */
   announceIntervalMs?: number;
   /** how long one node may take to report ready (default 60 s) */
   readyTimeoutMs?: number;
   /** pino level for the nodes' stderr logs (default 'warn') */
   logLevel?: string;
-  /** pass node stderr through to ours (default: keep the last lines for error messages) */
+  /** pass node stderr through to ours (default: only when ODSI_SWARM_STDERR is set; else the
+   *  last lines are kept for error messages) */
   inheritStderr?: boolean;
   /** extra arguments for every node */
   extraArgs?: string[];
@@ -105,17 +106,25 @@ export class LocalSwarm {
     const args = [
       odsiBin(),
       'node',
-      '--model', o.model,
-      '--layers', `${range[0]}:${range[1]}`,
-      '--listen', '/ip4/127.0.0.1/tcp/0',
-      '--engine', o.engine ?? 'reference',
-      '--announce-interval', String(o.announceIntervalMs ?? 5000),
-      '--log-level', o.logLevel ?? 'warn',
+      '--model',
+      o.model,
+      '--layers',
+      `${range[0]}:${range[1]}`,
+      '--listen',
+      '/ip4/127.0.0.1/tcp/0',
+      '--engine',
+      o.engine ?? 'reference',
+      '--announce-interval',
+      String(o.announceIntervalMs ?? 10_000),
+      '--log-level',
+      o.logLevel ?? 'warn',
       ...(o.modelId ? ['--model-id', o.modelId] : []),
       ...bootstrap.flatMap((b) => ['--bootstrap', b]),
       ...(o.extraArgs ?? []),
     ];
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', o.inheritStderr ? 'inherit' : 'pipe'] });
+    // ODSI_SWARM_STDERR=1 shows the nodes' logs (debugging tests and the demo)
+    const inherit = o.inheritStderr ?? !!process.env.ODSI_SWARM_STDERR;
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', inherit ? 'inherit' : 'pipe'] });
     live.add(proc);
     const child: Child = { proc, stderrTail: [] };
     this.children.push(child);

@@ -45,8 +45,19 @@ export interface KeystoreV3 {
     mac: string;
   };
 }
-interface ScryptKdfParams { dklen: number; n: number; r: number; p: number; salt: string }
-interface Pbkdf2KdfParams { dklen: number; c: number; prf: 'hmac-sha256'; salt: string }
+interface ScryptKdfParams {
+  dklen: number;
+  n: number;
+  r: number;
+  p: number;
+  salt: string;
+}
+interface Pbkdf2KdfParams {
+  dklen: number;
+  c: number;
+  prf: 'hmac-sha256';
+  salt: string;
+}
 
 export interface EncryptOptions {
   scrypt?: ScryptParams;
@@ -57,8 +68,10 @@ export interface EncryptOptions {
 }
 
 function scryptAsync(pass: Buffer, salt: Uint8Array, dklen: number, p: ScryptParams): Promise<Buffer> {
-  if (!Number.isInteger(p.n) || p.n < 2 || (p.n & (p.n - 1)) !== 0) throw new KeystoreError(`scrypt n must be a power of two ≥ 2, got ${p.n}`, 'malformed');
-  if (!Number.isInteger(p.r) || p.r < 1 || !Number.isInteger(p.p) || p.p < 1) throw new KeystoreError('scrypt r and p must be positive integers', 'malformed');
+  if (!Number.isInteger(p.n) || p.n < 2 || (p.n & (p.n - 1)) !== 0)
+    throw new KeystoreError(`scrypt n must be a power of two ≥ 2, got ${p.n}`, 'malformed');
+  if (!Number.isInteger(p.r) || p.r < 1 || !Number.isInteger(p.p) || p.p < 1)
+    throw new KeystoreError('scrypt r and p must be positive integers', 'malformed');
   // 128·r·n bytes of working memory (+ slack); refuse absurd files instead of exhausting RAM
   const need = 128 * p.r * p.n + 128 * p.r * p.p + (1 << 20);
   if (need > 2 ** 31) throw new KeystoreError(`scrypt parameters need ${Math.round(need / 2 ** 20)} MiB; refusing`, 'unsupported');
@@ -113,7 +126,8 @@ export async function encryptKeystore(secret: Uint8Array, passphrase: string, op
 }
 
 function hexField(v: unknown, what: string): Uint8Array {
-  if (typeof v !== 'string' || !/^(0x)?([0-9a-fA-F]{2})*$/.test(v)) throw new KeystoreError(`keystore field ${what} is not hex`, 'malformed');
+  if (typeof v !== 'string' || !/^(0x)?([0-9a-fA-F]{2})*$/.test(v))
+    throw new KeystoreError(`keystore field ${what} is not hex`, 'malformed');
   return hexToBytes(v.replace(/^0x/, ''));
 }
 

@@ -26,7 +26,7 @@ export async function convertModel(inPath: string, opts: ConvertOptions): Promis
   try {
     let md: GgufKV[];
     if (src instanceof GgufFile) {
-      md = metadataFromHeader(src.header, (k) => k === 'general.file_type' || k === 'general.alignment');
+      md = metadataFromHeader(src.header, (k) => k === 'general.file_type');
       md.push(kv.u32('general.file_type', FILE_TYPE[opts.dtype]));
     } else {
       md = llamaGgufMetadata(src.config, FILE_TYPE[opts.dtype], src.tokenizer);
@@ -35,10 +35,21 @@ export async function convertModel(inPath: string, opts: ConvertOptions): Promis
     const specs: GgufTensorSpec[] = src.tensorNames().map((name) => {
       const info = src.info(name);
       const type = storedTypeFor(want, info.shape);
-      const data = type === info.type ? () => (src.readRawChunks ? src.readRawChunks(name) : src.readRaw(name)) : () => quantize(type, src.readF32(name));
+      const data =
+        type === info.type
+          ? () => (src.readRawChunks ? src.readRawChunks(name) : src.readRaw(name))
+          : () => quantize(type, src.readF32(name));
       return { name, shape: info.shape, type, data };
     });
-    const total = specs.reduce((a, s) => a + byteSize(s.type, s.shape.reduce((x, y) => x * y, 1)), 0);
+    const total = specs.reduce(
+      (a, s) =>
+        a +
+        byteSize(
+          s.type,
+          s.shape.reduce((x, y) => x * y, 1),
+        ),
+      0,
+    );
     const progress = progressFor(total, `convert → ${opts.dtype}`, opts.progress);
     try {
       await writeGguf(opts.out, md, specs, { onProgress: progress });

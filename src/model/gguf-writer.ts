@@ -74,16 +74,56 @@ class ByteSink {
     this.buf.copy(nb, 0, 0, this.len);
     this.buf = nb;
   }
-  u8(v: number) { this.room(1); this.buf.writeUInt8(v, this.len); this.len += 1; }
-  i8(v: number) { this.room(1); this.buf.writeInt8(v, this.len); this.len += 1; }
-  u16(v: number) { this.room(2); this.buf.writeUInt16LE(v, this.len); this.len += 2; }
-  i16(v: number) { this.room(2); this.buf.writeInt16LE(v, this.len); this.len += 2; }
-  u32(v: number) { this.room(4); this.buf.writeUInt32LE(v, this.len); this.len += 4; }
-  i32(v: number) { this.room(4); this.buf.writeInt32LE(v, this.len); this.len += 4; }
-  f32(v: number) { this.room(4); this.buf.writeFloatLE(v, this.len); this.len += 4; }
-  f64(v: number) { this.room(8); this.buf.writeDoubleLE(v, this.len); this.len += 8; }
-  u64(v: number | bigint) { this.room(8); this.buf.writeBigUInt64LE(BigInt(v), this.len); this.len += 8; }
-  i64(v: number | bigint) { this.room(8); this.buf.writeBigInt64LE(BigInt(v), this.len); this.len += 8; }
+  u8(v: number) {
+    this.room(1);
+    this.buf.writeUInt8(v, this.len);
+    this.len += 1;
+  }
+  i8(v: number) {
+    this.room(1);
+    this.buf.writeInt8(v, this.len);
+    this.len += 1;
+  }
+  u16(v: number) {
+    this.room(2);
+    this.buf.writeUInt16LE(v, this.len);
+    this.len += 2;
+  }
+  i16(v: number) {
+    this.room(2);
+    this.buf.writeInt16LE(v, this.len);
+    this.len += 2;
+  }
+  u32(v: number) {
+    this.room(4);
+    this.buf.writeUInt32LE(v, this.len);
+    this.len += 4;
+  }
+  i32(v: number) {
+    this.room(4);
+    this.buf.writeInt32LE(v, this.len);
+    this.len += 4;
+  }
+  f32(v: number) {
+    this.room(4);
+    this.buf.writeFloatLE(v, this.len);
+    this.len += 4;
+  }
+  f64(v: number) {
+    this.room(8);
+    this.buf.writeDoubleLE(v, this.len);
+    this.len += 8;
+  }
+  u64(v: number | bigint) {
+    this.room(8);
+    this.buf.writeBigUInt64LE(BigInt(v), this.len);
+    this.len += 8;
+  }
+  i64(v: number | bigint) {
+    this.room(8);
+    this.buf.writeBigInt64LE(BigInt(v), this.len);
+    this.len += 8;
+  }
   str(s: string) {
     const b = Buffer.from(s, 'utf8');
     this.u64(b.length);
@@ -119,22 +159,34 @@ function writeValue(s: ByteSink, type: VT, v: GgufValue, key: string, elemType?:
     throw new ModelFormatError(`metadata ${key}: expected a number, got ${typeof v}`);
   };
   switch (type) {
-    case VT.U8: return s.u8(wantNum());
-    case VT.I8: return s.i8(wantNum());
-    case VT.U16: return s.u16(wantNum());
-    case VT.I16: return s.i16(wantNum());
-    case VT.U32: return s.u32(wantNum());
-    case VT.I32: return s.i32(wantNum());
-    case VT.F32: return s.f32(wantNum());
-    case VT.F64: return s.f64(wantNum());
-    case VT.U64: return s.u64(typeof v === 'bigint' ? v : wantNum());
-    case VT.I64: return s.i64(typeof v === 'bigint' ? v : wantNum());
-    case VT.BOOL: return s.u8(v ? 1 : 0);
+    case VT.U8:
+      return s.u8(wantNum());
+    case VT.I8:
+      return s.i8(wantNum());
+    case VT.U16:
+      return s.u16(wantNum());
+    case VT.I16:
+      return s.i16(wantNum());
+    case VT.U32:
+      return s.u32(wantNum());
+    case VT.I32:
+      return s.i32(wantNum());
+    case VT.F32:
+      return s.f32(wantNum());
+    case VT.F64:
+      return s.f64(wantNum());
+    case VT.U64:
+      return s.u64(typeof v === 'bigint' ? v : wantNum());
+    case VT.I64:
+      return s.i64(typeof v === 'bigint' ? v : wantNum());
+    case VT.BOOL:
+      return s.u8(v ? 1 : 0);
     case VT.STRING:
       if (typeof v !== 'string') throw new ModelFormatError(`metadata ${key}: expected a string`);
       return s.str(v);
     case VT.ARRAY: {
-      if (!(Array.isArray(v) || v instanceof Float32Array || v instanceof Int32Array)) throw new ModelFormatError(`metadata ${key}: expected an array`);
+      if (!(Array.isArray(v) || v instanceof Float32Array || v instanceof Int32Array))
+        throw new ModelFormatError(`metadata ${key}: expected an array`);
       const items = v as ArrayLike<GgufValue>;
       const et = elemType ?? (v instanceof Float32Array ? VT.F32 : v instanceof Int32Array ? VT.I32 : inferElemType(v as GgufValue[]));
       s.u32(et);
@@ -154,9 +206,13 @@ function* chunksOf(d: TensorData): Iterable<Uint8Array> {
 
 /** Write a GGUF v3 file. Tensors are written in the given order, each aligned. */
 export async function writeGguf(out: string, metadata: GgufKV[], tensors: GgufTensorSpec[], opts: GgufWriteOptions = {}): Promise<void> {
-  const alignment = opts.alignment ?? 32;
-  const md = metadata.filter((m) => m.key !== 'general.alignment');
-  if (alignment !== 32) md.push(kv.u32('general.alignment', alignment));
+  // general.alignment in the metadata is kept (as u32) and decides the alignment unless given
+  const given = metadata.find((m) => m.key === 'general.alignment');
+  const alignment = opts.alignment ?? (given ? Number(given.value) : 32);
+  if (!Number.isInteger(alignment) || alignment <= 0 || alignment & (alignment - 1))
+    throw new ModelFormatError(`bad alignment ${alignment}`);
+  const md = metadata.map((m) => (m.key === 'general.alignment' ? kv.u32(m.key, alignment) : m));
+  if (!given && alignment !== 32) md.push(kv.u32('general.alignment', alignment));
   const seen = new Set<string>();
   for (const m of md) {
     if (seen.has(m.key)) throw new ModelFormatError(`duplicate metadata key ${m.key}`);
@@ -212,7 +268,10 @@ export async function writeGguf(out: string, metadata: GgufKV[], tensors: GgufTe
         done += chunk.byteLength;
         opts.onProgress?.(done, total);
       }
-      if (got !== sizes[i]) throw new ModelFormatError(`tensor ${t.name} (${typeName(t.type)} ${t.shape.join('x')}): data is ${got} bytes, expected ${sizes[i]}`);
+      if (got !== sizes[i])
+        throw new ModelFormatError(
+          `tensor ${t.name} (${typeName(t.type)} ${t.shape.join('x')}): data is ${got} bytes, expected ${sizes[i]}`,
+        );
       const pad = (alignment - (got % alignment)) % alignment;
       if (pad) writeAll(zeros.subarray(0, pad));
       done += pad;

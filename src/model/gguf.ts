@@ -3,14 +3,7 @@
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { byteSize, dequantize, typeName } from './quant.js';
-import {
-  GgmlType,
-  ModelFormatError,
-  type ModelConfig,
-  type TensorInfo,
-  type TokenizerSpec,
-  type WeightSource,
-} from './types.js';
+import { GgmlType, ModelFormatError, type ModelConfig, type TensorInfo, type TokenizerSpec, type WeightSource } from './types.js';
 
 export type GgufValue = number | bigint | boolean | string | GgufValue[] | Float32Array | Int32Array;
 
@@ -46,7 +39,8 @@ class HeaderCursor {
   ) {}
 
   private need(n: number): void {
-    if (this.pos + n > this.size) throw new ModelFormatError(`truncated header (wanted ${n} bytes at offset ${this.pos}, file has ${this.size})`, this.path);
+    if (this.pos + n > this.size)
+      throw new ModelFormatError(`truncated header (wanted ${n} bytes at offset ${this.pos}, file has ${this.size})`, this.path);
     if (this.pos >= this.bufStart && this.pos + n <= this.bufStart + this.buf.length) return;
     const len = Math.min(Math.max(n, 1 << 20), this.size - this.pos);
     this.buf = Buffer.allocUnsafe(len);
@@ -60,16 +54,46 @@ class HeaderCursor {
     this.pos += n;
     return o;
   }
-  u8() { const o = this.at(1); return this.buf.readUInt8(o); }
-  i8() { const o = this.at(1); return this.buf.readInt8(o); }
-  u16() { const o = this.at(2); return this.buf.readUInt16LE(o); }
-  i16() { const o = this.at(2); return this.buf.readInt16LE(o); }
-  u32() { const o = this.at(4); return this.buf.readUInt32LE(o); }
-  i32() { const o = this.at(4); return this.buf.readInt32LE(o); }
-  f32() { const o = this.at(4); return this.buf.readFloatLE(o); }
-  f64() { const o = this.at(8); return this.buf.readDoubleLE(o); }
-  u64(): bigint { const o = this.at(8); return this.buf.readBigUInt64LE(o); }
-  i64(): bigint { const o = this.at(8); return this.buf.readBigInt64LE(o); }
+  u8() {
+    const o = this.at(1);
+    return this.buf.readUInt8(o);
+  }
+  i8() {
+    const o = this.at(1);
+    return this.buf.readInt8(o);
+  }
+  u16() {
+    const o = this.at(2);
+    return this.buf.readUInt16LE(o);
+  }
+  i16() {
+    const o = this.at(2);
+    return this.buf.readInt16LE(o);
+  }
+  u32() {
+    const o = this.at(4);
+    return this.buf.readUInt32LE(o);
+  }
+  i32() {
+    const o = this.at(4);
+    return this.buf.readInt32LE(o);
+  }
+  f32() {
+    const o = this.at(4);
+    return this.buf.readFloatLE(o);
+  }
+  f64() {
+    const o = this.at(8);
+    return this.buf.readDoubleLE(o);
+  }
+  u64(): bigint {
+    const o = this.at(8);
+    return this.buf.readBigUInt64LE(o);
+  }
+  i64(): bigint {
+    const o = this.at(8);
+    return this.buf.readBigInt64LE(o);
+  }
   /** u64 that must fit a JS number */
   count(limit: number, what: string): number {
     const v = this.u64();
@@ -85,24 +109,48 @@ class HeaderCursor {
 
 function readValue(c: HeaderCursor, t: number, path: string): GgufValue {
   switch (t) {
-    case VT.U8: return c.u8();
-    case VT.I8: return c.i8();
-    case VT.U16: return c.u16();
-    case VT.I16: return c.i16();
-    case VT.U32: return c.u32();
-    case VT.I32: return c.i32();
-    case VT.F32: return c.f32();
-    case VT.F64: return c.f64();
-    case VT.BOOL: return c.u8() !== 0;
-    case VT.STRING: return c.str();
-    case VT.U64: { const v = c.u64(); return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v; }
-    case VT.I64: { const v = c.i64(); return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v; }
+    case VT.U8:
+      return c.u8();
+    case VT.I8:
+      return c.i8();
+    case VT.U16:
+      return c.u16();
+    case VT.I16:
+      return c.i16();
+    case VT.U32:
+      return c.u32();
+    case VT.I32:
+      return c.i32();
+    case VT.F32:
+      return c.f32();
+    case VT.F64:
+      return c.f64();
+    case VT.BOOL:
+      return c.u8() !== 0;
+    case VT.STRING:
+      return c.str();
+    case VT.U64: {
+      const v = c.u64();
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+    }
+    case VT.I64: {
+      const v = c.i64();
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
+    }
     case VT.ARRAY: {
       const et = c.u32();
       const n = c.count(MAX_ARRAY, 'array length');
       // Typed arrays for the big numeric arrays (vocab scores, token types).
-      if (et === VT.F32) { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = c.f32(); return a; }
-      if (et === VT.I32) { const a = new Int32Array(n); for (let i = 0; i < n; i++) a[i] = c.i32(); return a; }
+      if (et === VT.F32) {
+        const a = new Float32Array(n);
+        for (let i = 0; i < n; i++) a[i] = c.f32();
+        return a;
+      }
+      if (et === VT.I32) {
+        const a = new Int32Array(n);
+        for (let i = 0; i < n; i++) a[i] = c.i32();
+        return a;
+      }
       const a: GgufValue[] = new Array(n);
       for (let i = 0; i < n; i++) a[i] = readValue(c, et, path);
       return a;
@@ -155,7 +203,8 @@ export function readGgufHeader(fd: number, path: string): GgufHeader {
     metadata.set(key, readValue(c, t, path));
   }
   const alignment = Number(metadata.get('general.alignment') ?? 32);
-  if (!Number.isInteger(alignment) || alignment <= 0 || alignment & (alignment - 1)) throw new ModelFormatError(`bad alignment ${alignment}`, path);
+  if (!Number.isInteger(alignment) || alignment <= 0 || alignment & (alignment - 1))
+    throw new ModelFormatError(`bad alignment ${alignment}`, path);
   const raw: { name: string; shape: number[]; type: number; rel: number }[] = [];
   for (let i = 0; i < nTensors; i++) {
     const name = c.str();
@@ -209,7 +258,8 @@ function num(md: Map<string, GgufValue>, key: string, path: string, dflt?: numbe
 export function configFromGguf(h: GgufHeader, path: string): ModelConfig {
   const md = h.metadata;
   const arch = md.get('general.architecture');
-  if (arch !== 'llama' && arch !== 'mistral') throw new ModelFormatError(`unsupported architecture '${String(arch)}' (odsi runs the Llama family)`, path);
+  if (arch !== 'llama' && arch !== 'mistral')
+    throw new ModelFormatError(`unsupported architecture '${String(arch)}' (odsi runs the Llama family)`, path);
   const p = 'llama.';
   const dim = num(md, p + 'embedding_length', path);
   const nHeads = num(md, p + 'attention.head_count', path);
@@ -251,7 +301,9 @@ export function configFromGguf(h: GgufHeader, path: string): ModelConfig {
 }
 
 export function validateConfig(c: ModelConfig, path?: string): void {
-  const bad = (m: string) => { throw new ModelFormatError(`inconsistent model shape: ${m}`, path); };
+  const bad = (m: string) => {
+    throw new ModelFormatError(`inconsistent model shape: ${m}`, path);
+  };
   for (const k of ['nLayers', 'dim', 'ffnDim', 'nHeads', 'nKvHeads', 'headDim', 'vocabSize'] as const) {
     if (!Number.isInteger(c[k]) || c[k] <= 0) bad(`${k}=${c[k]}`);
   }
@@ -340,10 +392,10 @@ export class GgufFile implements WeightSource {
   }
   *readRawChunks(name: string, chunkBytes = 16 << 20): Iterable<Uint8Array> {
     const t = this.info(name);
-    for (let done = 0; done < t.byteLength; ) {
+    for (let done = 0; done < t.byteLength;) {
       const n = Math.min(chunkBytes, t.byteLength - done);
       const buf = new Uint8Array(n);
-      for (let got = 0; got < n; ) {
+      for (let got = 0; got < n;) {
         const r = readSync(this.fd, buf, got, n - got, t.offset + done + got);
         if (r <= 0) throw new ModelFormatError(`tensor ${name}: short read (truncated file?)`, this.path);
         got += r;

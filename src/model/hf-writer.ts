@@ -45,7 +45,13 @@ export function hfConfigJson(c: ModelConfig, dtype: string, tok?: TokenizerSpec)
     rope_theta: c.ropeTheta,
     rope_scaling:
       rs?.type === 'llama3'
-        ? { rope_type: 'llama3', factor: rs.factor, low_freq_factor: rs.lowFreqFactor, high_freq_factor: rs.highFreqFactor, original_max_position_embeddings: rs.originalContext }
+        ? {
+            rope_type: 'llama3',
+            factor: rs.factor,
+            low_freq_factor: rs.lowFreqFactor,
+            high_freq_factor: rs.highFreqFactor,
+            original_max_position_embeddings: rs.originalContext,
+          }
         : rs?.type === 'linear'
           ? { rope_type: 'linear', factor: rs.factor }
           : null,
@@ -72,7 +78,13 @@ async function collect(d: TensorData): Promise<Uint8Array> {
 }
 
 /** Write `dir` as a HF Llama model directory. rope_freqs is dropped (config.json carries it). */
-export async function writeHfModel(dir: string, c: ModelConfig, tensors: HfTensorSpec[], tok: TokenizerSpec | undefined, opts: HfWriteOptions = {}): Promise<void> {
+export async function writeHfModel(
+  dir: string,
+  c: ModelConfig,
+  tensors: HfTensorSpec[],
+  tok: TokenizerSpec | undefined,
+  opts: HfWriteOptions = {},
+): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const specs: (StTensorSpec & { bytes: number })[] = [];
   let dtype = 'F32';
@@ -114,7 +126,10 @@ export async function writeHfModel(dir: string, c: ModelConfig, tensors: HfTenso
       await writeSafetensors(join(dir, file), shards[i]!, meta, (d) => opts.onProgress?.(base + d, total));
       before += shards[i]!.reduce((a, s) => a + s.bytes, 0);
     }
-    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2));
+    writeFileSync(
+      join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2),
+    );
   }
   writeFileSync(join(dir, 'config.json'), JSON.stringify(hfConfigJson(c, dtype, tok), null, 2));
   for (const [name, text] of Object.entries(opts.extraFiles ?? {})) writeFileSync(join(dir, name), text);
@@ -162,7 +177,12 @@ export function spmTokenizerFiles(t: TokenizerSpec): Record<string, string> {
         ? {
             type: 'TemplateProcessing',
             single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-            pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+            pair: [
+              { SpecialToken: { id: bos, type_id: 0 } },
+              { Sequence: { id: 'A', type_id: 0 } },
+              { SpecialToken: { id: bos, type_id: 1 } },
+              { Sequence: { id: 'B', type_id: 1 } },
+            ],
             special_tokens: { [bos]: { id: bos, ids: [t.bosId], tokens: [bos] } },
           }
         : null,

@@ -12,7 +12,15 @@ import { basename, join } from 'node:path';
 import { dequantize, typeName } from './quant.js';
 import { llama3RopeFactors, ROPE_FREQS } from './rope.js';
 import { ggmlTypeOf, preadExact, readSafetensorsHeader, type StEntry } from './safetensors.js';
-import { GgmlType, ModelFormatError, type ModelConfig, type RopeScaling, type TensorInfo, type TokenizerSpec, type WeightSource } from './types.js';
+import {
+  GgmlType,
+  ModelFormatError,
+  type ModelConfig,
+  type RopeScaling,
+  type TensorInfo,
+  type TokenizerSpec,
+  type WeightSource,
+} from './types.js';
 import { validateConfig } from './gguf.js';
 
 const SUPPORTED_ARCHS = ['LlamaForCausalLM', 'MistralForCausalLM'];
@@ -129,9 +137,16 @@ export function configFromHf(j: Json, path: string, fallbackName: string): Model
     };
     let s: RopeScaling | undefined;
     if (type === 'llama3') {
-      s = { type: 'llama3', factor: f('factor'), lowFreqFactor: f('low_freq_factor'), highFreqFactor: f('high_freq_factor'), originalContext: f('original_max_position_embeddings') };
+      s = {
+        type: 'llama3',
+        factor: f('factor'),
+        lowFreqFactor: f('low_freq_factor'),
+        highFreqFactor: f('high_freq_factor'),
+        originalContext: f('original_max_position_embeddings'),
+      };
     } else if (type === 'linear') s = { type: 'linear', factor: f('factor') };
-    else if (type !== 'default') throw new ModelFormatError(`unsupported rope_scaling type '${type}' (odsi supports llama3 and linear)`, path);
+    else if (type !== 'default')
+      throw new ModelFormatError(`unsupported rope_scaling type '${type}' (odsi supports llama3 and linear)`, path);
     if (s) c.ropeScaling = s;
   }
   validateConfig(c, path);
@@ -170,7 +185,12 @@ export class HfModel implements WeightSource {
       if (this.config.ropeScaling?.type === 'llama3') {
         const f = llama3RopeFactors(this.config.headDim, this.config.ropeTheta, this.config.ropeScaling);
         const bytes = new Uint8Array(f.buffer.slice(0));
-        this.tensors.set(ROPE_FREQS, { info: { name: ROPE_FREQS, shape: [f.length], type: GgmlType.F32, offset: -1, byteLength: bytes.byteLength }, fd: -1, file: '(computed from config.json rope_scaling)', virtual: bytes });
+        this.tensors.set(ROPE_FREQS, {
+          info: { name: ROPE_FREQS, shape: [f.length], type: GgmlType.F32, offset: -1, byteLength: bytes.byteLength },
+          fd: -1,
+          file: '(computed from config.json rope_scaling)',
+          virtual: bytes,
+        });
       }
       this.tokenizer = tokenizerFromHf(path, this.config, cj);
     } catch (e) {
@@ -213,7 +233,8 @@ export class HfModel implements WeightSource {
     if (!name) return; // e.g. rotary_emb.inv_freq buffers
     if (name === 'output.weight' && this.config.tiedEmbeddings) return; // tied: the head reuses token_embd
     const type = ggmlTypeOf(e.dtype);
-    if (type === undefined) throw new ModelFormatError(`tensor ${e.name} has unsupported dtype ${e.dtype} (odsi reads F32, F16, BF16)`, file);
+    if (type === undefined)
+      throw new ModelFormatError(`tensor ${e.name} has unsupported dtype ${e.dtype} (odsi reads F32, F16, BF16)`, file);
     if (this.tensors.has(name)) throw new ModelFormatError(`duplicate tensor ${e.name}`, file);
     this.tensors.set(name, {
       info: { name, shape: e.shape, type, offset: e.offset, byteLength: e.byteLength },
@@ -249,7 +270,7 @@ export class HfModel implements WeightSource {
       yield this.readRaw(name);
       return;
     }
-    for (let done = 0; done < t.info.byteLength; ) {
+    for (let done = 0; done < t.info.byteLength;) {
       const n = Math.min(chunkBytes, t.info.byteLength - done);
       yield preadExact(t.fd, t.info.offset + done, n, t.file, `tensor ${name}`);
       done += n;
@@ -287,7 +308,11 @@ function readJson(p: string): Json | undefined {
 }
 
 const tokContent = (v: unknown): string | undefined =>
-  typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as Json).content === 'string' ? ((v as Json).content as string) : undefined;
+  typeof v === 'string'
+    ? v
+    : v && typeof v === 'object' && typeof (v as Json).content === 'string'
+      ? ((v as Json).content as string)
+      : undefined;
 
 function tokenizerFromHf(dir: string, c: ModelConfig, cfg: Json): TokenizerSpec | undefined {
   const tjPath = join(dir, 'tokenizer.json');
@@ -383,7 +408,10 @@ function tokenizerFromHf(dir: string, c: ModelConfig, cfg: Json): TokenizerSpec 
     padId: fromTc('pad_token'),
     addBos,
     addEos: tc.add_eos_token === true,
-    addSpacePrefix: kind === 'llama' ? json.includes('Prepend') || json.includes('"add_prefix_space":true') || json.includes('prepend_scheme') : undefined,
+    addSpacePrefix:
+      kind === 'llama'
+        ? json.includes('Prepend') || json.includes('"add_prefix_space":true') || json.includes('prepend_scheme')
+        : undefined,
     chatTemplate,
     hfTokenizerJson: text,
     eotIds: eot.size ? [...eot] : undefined,

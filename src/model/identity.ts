@@ -40,8 +40,16 @@ import { ModelFormatError, type ModelConfig, type WeightSource } from './types.j
 
 type Hash = Buffer;
 const sha = () => createHash('sha256');
-const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
-const u64 = (v: number) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+};
+const u64 = (v: number) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(v));
+  return b;
+};
 const hex = (h: Hash) => h.toString('hex');
 const unhex = (s: string) => {
   if (!/^[0-9a-f]{64}$/.test(s)) throw new ModelFormatError(`not a sha256 hex string: ${s.slice(0, 80)}`);
@@ -63,16 +71,30 @@ const byName = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.f
 /** Names of the tensors of layer l, in hashing order. */
 export function layerTensorsOf(src: WeightSource, l: number): string[] {
   const p = `blk.${l}.`;
-  return src.tensorNames().filter((n) => n.startsWith(p)).sort(byName);
+  return src
+    .tensorNames()
+    .filter((n) => n.startsWith(p))
+    .sort(byName);
 }
 export function globalTensorsOf(src: WeightSource): string[] {
-  return src.tensorNames().filter((n) => !n.startsWith('blk.')).sort(byName);
+  return src
+    .tensorNames()
+    .filter((n) => !n.startsWith('blk.'))
+    .sort(byName);
 }
 
 export function configJson(c: ModelConfig): string {
   return JSON.stringify({
-    arch: c.arch, nLayers: c.nLayers, dim: c.dim, ffnDim: c.ffnDim, nHeads: c.nHeads, nKvHeads: c.nKvHeads,
-    headDim: c.headDim, vocabSize: c.vocabSize, normEps: Math.fround(c.normEps), ropeTheta: Math.fround(c.ropeTheta),
+    arch: c.arch,
+    nLayers: c.nLayers,
+    dim: c.dim,
+    ffnDim: c.ffnDim,
+    nHeads: c.nHeads,
+    nKvHeads: c.nKvHeads,
+    headDim: c.headDim,
+    vocabSize: c.vocabSize,
+    normEps: Math.fround(c.normEps),
+    ropeTheta: Math.fround(c.ropeTheta),
     ropeScaling: c.ropeScaling?.type === 'linear' ? { type: 'linear', factor: c.ropeScaling.factor } : null,
     tiedEmbeddings: c.tiedEmbeddings,
   });
@@ -99,14 +121,22 @@ export function hashLayers(src: WeightSource, start: number, end: number, tensor
   for (let l = start; l < end; l++) {
     const names = layerTensorsOf(src, l);
     if (!names.length) throw new ModelFormatError(`layer ${l} has no tensors`, src.path);
-    out.push(layerHashFrom(l, names.map((n) => (tensorHashes[n] ??= tensorHash(src, n)))));
+    out.push(
+      layerHashFrom(
+        l,
+        names.map((n) => (tensorHashes[n] ??= tensorHash(src, n))),
+      ),
+    );
   }
   return out;
 }
 
 /** Hash of the non-layer tensors and the config (the Merkle leaf 0). */
 export function hashGlobal(src: WeightSource, tensorHashes: Record<string, string> = {}): string {
-  return globalHashFrom(src.config, globalTensorsOf(src).map((n) => (tensorHashes[n] ??= tensorHash(src, n))));
+  return globalHashFrom(
+    src.config,
+    globalTensorsOf(src).map((n) => (tensorHashes[n] ??= tensorHash(src, n))),
+  );
 }
 
 // ---- Merkle tree (RFC 6962 shape) ----
@@ -215,7 +245,8 @@ export function verifyLayerProof(modelId: string, proof: LayerProof, layerHashes
 
 /** Hash of a contiguous layer range, e.g. to name what a node serves. */
 export function layerRangeHash(layerHashes: string[], start: number, end: number): string {
-  if (!(start >= 0 && end <= layerHashes.length && start <= end)) throw new ModelFormatError(`layer range [${start},${end}) outside ${layerHashes.length} layers`);
+  if (!(start >= 0 && end <= layerHashes.length && start <= end))
+    throw new ModelFormatError(`layer range [${start},${end}) outside ${layerHashes.length} layers`);
   return combine('odsi.range.v1\0', [u32(start), u32(end)], layerHashes.slice(start, end));
 }
 
@@ -296,7 +327,8 @@ export function readManifest(modelPath: string): ModelIdentity | undefined {
   const fp = fingerprint(modelPath);
   try {
     const m = JSON.parse(readFileSync(manifestPath(modelPath), 'utf8')) as Manifest;
-    if (m.version === 1 && m.fingerprint === fp) return { modelId: m.modelId, globalHash: m.globalHash, layerHashes: m.layerHashes, tensorHashes: m.tensorHashes };
+    if (m.version === 1 && m.fingerprint === fp)
+      return { modelId: m.modelId, globalHash: m.globalHash, layerHashes: m.layerHashes, tensorHashes: m.tensorHashes };
   } catch {
     /* none */
   }

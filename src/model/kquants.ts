@@ -127,9 +127,12 @@ function q45_K(five: boolean): Deq {
       for (let j = 0; j < 4; j++) {
         const [sc1, m1] = scaleMin(src, o + 4, 2 * j);
         const [sc2, m2] = scaleMin(src, o + 4, 2 * j + 1);
-        const d1 = fr(d * sc1), mm1 = fr(min * m1);
-        const d2 = fr(d * sc2), mm2 = fr(min * m2);
-        const u1 = 1 << (2 * j), u2 = 2 << (2 * j);
+        const d1 = fr(d * sc1),
+          mm1 = fr(min * m1);
+        const d2 = fr(d * sc2),
+          mm2 = fr(min * m2);
+        const u1 = 1 << (2 * j),
+          u2 = 2 << (2 * j);
         for (let l = 0; l < 32; l++) out[y++] = d1 * ((src[ql + l]! & 15) + (five && src[qh + l]! & u1 ? 16 : 0)) - mm1;
         for (let l = 0; l < 32; l++) out[y++] = d2 * ((src[ql + l]! >> 4) + (five && src[qh + l]! & u2 ? 16 : 0)) - mm2;
         ql += 32;

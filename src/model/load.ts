@@ -26,6 +26,8 @@ export function openModel(path: string, opts: OpenOptions = {}): WeightSource {
       throw new ModelFormatError('directory has no config.json (expected a Hugging Face model directory or a .gguf file)', path);
     }
     src = openHfModel(path);
+  } else if (path.endsWith('.safetensors') || path.endsWith('.json')) {
+    throw new ModelFormatError('pass the Hugging Face model directory (with config.json), not a file inside it', path);
   } else {
     src = new GgufFile(path);
   }
@@ -41,7 +43,10 @@ export function openModel(path: string, opts: OpenOptions = {}): WeightSource {
 }
 
 /** Tensor shapes (row-major) a Llama config implies, by canonical name. */
-export function expectedShapes(c: ModelConfig, range: { start: number; end: number; embed: boolean; head: boolean }): Map<string, number[]> {
+export function expectedShapes(
+  c: ModelConfig,
+  range: { start: number; end: number; embed: boolean; head: boolean },
+): Map<string, number[]> {
   const m = new Map<string, number[]>();
   if (range.embed || (range.head && c.tiedEmbeddings)) m.set(T.embed, [c.vocabSize, c.dim]);
   const q = c.nHeads * c.headDim;
@@ -86,7 +91,10 @@ export function checkTensors(src: WeightSource, range?: { start: number; end: nu
     }
     const info = src.info(name);
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-      throw new ModelFormatError(`inconsistent shapes: tensor ${name} is [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`, src.path);
+      throw new ModelFormatError(
+        `inconsistent shapes: tensor ${name} is [${info.shape.join(', ')}], the config implies [${shape.join(', ')}]`,
+        src.path,
+      );
     }
     if (!canDequantize(info.type)) throw new ModelFormatError(`tensor ${name} has unsupported type ${typeName(info.type)}`, src.path);
   }

@@ -94,12 +94,18 @@ export function quantizeF32(x: Float32Array): Uint8Array {
 /** Encode f32 values as stored type `t` (F32, F16, BF16, Q8_0, Q4_0). */
 export function quantize(t: GgmlType, x: Float32Array): Uint8Array {
   switch (t) {
-    case GgmlType.F32: return quantizeF32(x);
-    case GgmlType.F16: return quantizeF16(x);
-    case GgmlType.BF16: return quantizeBF16(x);
-    case GgmlType.Q8_0: return quantizeQ8_0(x);
-    case GgmlType.Q4_0: return quantizeQ4_0(x);
-    default: throw new ModelFormatError(`quantizing to ${GgmlType[t] ?? t} is not supported (use f32, f16, bf16, q8_0 or q4_0)`);
+    case GgmlType.F32:
+      return quantizeF32(x);
+    case GgmlType.F16:
+      return quantizeF16(x);
+    case GgmlType.BF16:
+      return quantizeBF16(x);
+    case GgmlType.Q8_0:
+      return quantizeQ8_0(x);
+    case GgmlType.Q4_0:
+      return quantizeQ4_0(x);
+    default:
+      throw new ModelFormatError(`quantizing to ${GgmlType[t] ?? t} is not supported (use f32, f16, bf16, q8_0 or q4_0)`);
   }
 }
 

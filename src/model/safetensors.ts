@@ -8,7 +8,20 @@ import { GgmlType, ModelFormatError } from './types.js';
 import type { TensorData } from './gguf-writer.js';
 
 export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
-const ELEM_BYTES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1 };
+const ELEM_BYTES: Record<string, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+};
 
 /** ggml type for a safetensors dtype we can compute with, else undefined */
 export function ggmlTypeOf(dtype: string): GgmlType | undefined {
@@ -44,7 +57,8 @@ export function readSafetensorsHeader(fd: number, path: string): StHeader {
   const lenBuf = Buffer.alloc(8);
   readSync(fd, lenBuf, 0, 8, 0);
   const n = lenBuf.readBigUInt64LE(0);
-  if (n > BigInt(MAX_HEADER) || Number(n) + 8 > size) throw new ModelFormatError(`bad safetensors header length ${n} (file has ${size} bytes; truncated or not safetensors?)`, path);
+  if (n > BigInt(MAX_HEADER) || Number(n) + 8 > size)
+    throw new ModelFormatError(`bad safetensors header length ${n} (file has ${size} bytes; truncated or not safetensors?)`, path);
   const hb = Buffer.alloc(Number(n));
   if (readSync(fd, hb, 0, hb.length, 8) !== hb.length) throw new ModelFormatError('short read in safetensors header', path);
   let json: Record<string, unknown>;
@@ -62,11 +76,13 @@ export function readSafetensorsHeader(fd: number, path: string): StHeader {
       continue;
     }
     const e = v as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
-    if (typeof e?.dtype !== 'string' || !Array.isArray(e.shape) || !Array.isArray(e.data_offsets)) throw new ModelFormatError(`bad header entry for ${name}`, path);
+    if (typeof e?.dtype !== 'string' || !Array.isArray(e.shape) || !Array.isArray(e.data_offsets))
+      throw new ModelFormatError(`bad header entry for ${name}`, path);
     const [b, end] = e.data_offsets;
     const elem = ELEM_BYTES[e.dtype];
     const count = e.shape.reduce((a, x) => a * x, 1);
-    if (elem !== undefined && end - b !== count * elem) throw new ModelFormatError(`tensor ${name}: ${end - b} bytes for ${e.dtype}[${e.shape.join(', ')}]`, path);
+    if (elem !== undefined && end - b !== count * elem)
+      throw new ModelFormatError(`tensor ${name}: ${end - b} bytes for ${e.dtype}[${e.shape.join(', ')}]`, path);
     if (dataStart + end > size) throw new ModelFormatError(`tensor ${name} extends past end of file (truncated file?)`, path);
     entries.set(name, { name, dtype: e.dtype, shape: e.shape, offset: dataStart + b, byteLength: end - b });
   }
@@ -76,7 +92,7 @@ export function readSafetensorsHeader(fd: number, path: string): StHeader {
 /** Read `len` bytes at `pos`, failing clearly on a short file. */
 export function preadExact(fd: number, pos: number, len: number, path: string, what: string): Uint8Array {
   const out = new Uint8Array(len);
-  for (let got = 0; got < len; ) {
+  for (let got = 0; got < len;) {
     const r = readSync(fd, out, got, Math.min(len - got, 1 << 30), pos + got);
     if (r <= 0) throw new ModelFormatError(`${what}: short read (truncated file?)`, path);
     got += r;
@@ -92,7 +108,12 @@ export interface StTensorSpec {
 }
 
 /** Write a safetensors file, streaming each tensor's data. */
-export async function writeSafetensors(out: string, tensors: StTensorSpec[], metadata: Record<string, string> = {}, onProgress?: (done: number, total: number) => void): Promise<void> {
+export async function writeSafetensors(
+  out: string,
+  tensors: StTensorSpec[],
+  metadata: Record<string, string> = {},
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let off = 0;
@@ -111,7 +132,7 @@ export async function writeSafetensors(out: string, tensors: StTensorSpec[], met
   let ok = false;
   try {
     const writeAll = (b: Uint8Array) => {
-      for (let o = 0; o < b.length; ) o += writeSync(fd, b, o, b.length - o);
+      for (let o = 0; o < b.length;) o += writeSync(fd, b, o, b.length - o);
     };
     const lb = Buffer.alloc(8);
     lb.writeBigUInt64LE(BigInt(hb.length));
@@ -138,4 +159,3 @@ export async function writeSafetensors(out: string, tensors: StTensorSpec[], met
   }
   renameSync(tmp, out);
 }
-

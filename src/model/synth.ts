@@ -11,27 +11,72 @@ import cliProgress from 'cli-progress';
 import { VT } from './gguf.js';
 import { spmTokenizerFiles, writeHfModel } from './hf-writer.js';
 import { kv, writeGguf, type GgufKV, type GgufTensorSpec } from './gguf-writer.js';
+import { byteSize } from './quant.js';
 import { quantize, storedTypeFor, DTYPE_TYPES, type TargetDtype } from './quantize.js';
 import { llama3RopeFactors, ROPE_FREQS } from './rope.js';
 import { GgmlType, ModelFormatError, tensorNames as T, layerTensorNames, type ModelConfig, type TokenizerSpec } from './types.js';
 
 export const SHAPES: Record<string, ModelConfig> = {
   tiny: {
-    arch: 'llama', name: 'odsi-tiny', nLayers: 4, dim: 128, ffnDim: 384, nHeads: 4, nKvHeads: 2, headDim: 32,
-    vocabSize: 1024, contextLength: 2048, normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false,
+    arch: 'llama',
+    name: 'odsi-tiny',
+    nLayers: 4,
+    dim: 128,
+    ffnDim: 384,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 32,
+    vocabSize: 1024,
+    contextLength: 2048,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+    tiedEmbeddings: false,
   },
   'smollm2-135m': {
-    arch: 'llama', name: 'synthetic-smollm2-135m', nLayers: 30, dim: 576, ffnDim: 1536, nHeads: 9, nKvHeads: 3, headDim: 64,
-    vocabSize: 49152, contextLength: 8192, normEps: 1e-5, ropeTheta: 100000, tiedEmbeddings: true,
+    arch: 'llama',
+    name: 'synthetic-smollm2-135m',
+    nLayers: 30,
+    dim: 576,
+    ffnDim: 1536,
+    nHeads: 9,
+    nKvHeads: 3,
+    headDim: 64,
+    vocabSize: 49152,
+    contextLength: 8192,
+    normEps: 1e-5,
+    ropeTheta: 100000,
+    tiedEmbeddings: true,
   },
   'llama-3.2-1b': {
-    arch: 'llama', name: 'synthetic-llama-3.2-1b', nLayers: 16, dim: 2048, ffnDim: 8192, nHeads: 32, nKvHeads: 8, headDim: 64,
-    vocabSize: 128256, contextLength: 131072, normEps: 1e-5, ropeTheta: 500000, tiedEmbeddings: true,
+    arch: 'llama',
+    name: 'synthetic-llama-3.2-1b',
+    nLayers: 16,
+    dim: 2048,
+    ffnDim: 8192,
+    nHeads: 32,
+    nKvHeads: 8,
+    headDim: 64,
+    vocabSize: 128256,
+    contextLength: 131072,
+    normEps: 1e-5,
+    ropeTheta: 500000,
+    tiedEmbeddings: true,
     ropeScaling: { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 8192 },
   },
   'tinyllama-1.1b': {
-    arch: 'llama', name: 'synthetic-tinyllama-1.1b', nLayers: 22, dim: 2048, ffnDim: 5632, nHeads: 32, nKvHeads: 4, headDim: 64,
-    vocabSize: 32000, contextLength: 2048, normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false,
+    arch: 'llama',
+    name: 'synthetic-tinyllama-1.1b',
+    nLayers: 22,
+    dim: 2048,
+    ffnDim: 5632,
+    nHeads: 32,
+    nKvHeads: 4,
+    headDim: 64,
+    vocabSize: 32000,
+    contextLength: 2048,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+    tiedEmbeddings: false,
   },
 };
 
@@ -68,7 +113,17 @@ export function synthTensorList(c: ModelConfig): { name: string; shape: number[]
   const q = c.nHeads * c.headDim;
   const kvd = c.nKvHeads * c.headDim;
   for (let l = 0; l < c.nLayers; l++) {
-    const [an, wq, wk, wv, wo, fn, g, u, d] = layerTensorNames(l) as [string, string, string, string, string, string, string, string, string];
+    const [an, wq, wk, wv, wo, fn, g, u, d] = layerTensorNames(l) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
     out.push(
       { name: an, shape: [c.dim] },
       { name: wq, shape: [q, c.dim] },
@@ -96,7 +151,13 @@ function fnv1a(s: string): number {
  * Values of a synthetic tensor in chunks of whole rows (about `chunkValues` each).
  * Deterministic in (seed, name); independent of chunking.
  */
-export function* synthTensorChunks(c: ModelConfig, name: string, shape: number[], seed: number, chunkValues = 1 << 22): Generator<Float32Array> {
+export function* synthTensorChunks(
+  c: ModelConfig,
+  name: string,
+  shape: number[],
+  seed: number,
+  chunkValues = 1 << 22,
+): Generator<Float32Array> {
   const n = shape.reduce((a, b) => a * b, 1);
   if (name === ROPE_FREQS) {
     if (c.ropeScaling?.type !== 'llama3') throw new ModelFormatError('rope_freqs only for llama3 scaling');
@@ -252,7 +313,9 @@ export function tokenizerGgufMetadata(t: TokenizerSpec): GgufKV[] {
   if (t.scores) md.push(kv.arr('tokenizer.ggml.scores', VT.F32, t.scores));
   if (t.tokenTypes) md.push(kv.arr('tokenizer.ggml.token_type', VT.I32, t.tokenTypes));
   if (t.merges) md.push(kv.arr('tokenizer.ggml.merges', VT.STRING, t.merges));
-  const id = (k: string, v?: number) => { if (v !== undefined) md.push(kv.u32(k, v)); };
+  const id = (k: string, v?: number) => {
+    if (v !== undefined) md.push(kv.u32(k, v));
+  };
   id('tokenizer.ggml.bos_token_id', t.bosId);
   id('tokenizer.ggml.eos_token_id', t.eosId);
   id('tokenizer.ggml.unknown_token_id', t.unkId);
@@ -283,26 +346,35 @@ export function progressFor(total: number, label: string, force?: boolean): ((do
     const mib = Math.floor(done / 2 ** 20);
     if (mib !== last) bar.update((last = mib));
   };
-  return Object.assign(fn, { stop: () => { bar.update(Math.ceil(total / 2 ** 20)); bar.stop(); } });
+  return Object.assign(fn, {
+    stop: () => {
+      bar.update(Math.ceil(total / 2 ** 20));
+      bar.stop();
+    },
+  });
 }
 
 function totalBytes(specs: { shape: number[]; type: GgmlType }[]): number {
-  let t = 0;
-  for (const s of specs) {
-    const n = s.shape.reduce((a, b) => a * b, 1);
-    t += Math.ceil(quantizedSize(s.type, n) / 32) * 32;
-  }
-  return t;
-}
-function quantizedSize(t: GgmlType, n: number): number {
-  return t === GgmlType.Q8_0 ? (n / 32) * 34 : t === GgmlType.Q4_0 ? (n / 32) * 18 : t === GgmlType.F32 ? n * 4 : n * 2;
+  return specs.reduce(
+    (t, s) =>
+      t +
+      Math.ceil(
+        byteSize(
+          s.type,
+          s.shape.reduce((a, b) => a * b, 1),
+        ) / 32,
+      ) *
+        32,
+    0,
+  );
 }
 
 /** Write a synthetic model as GGUF (llama.cpp-loadable, with a synthetic SPM tokenizer). */
 export async function writeSyntheticGguf(opts: SynthOptions): Promise<void> {
   const c = synthConfig(opts.shape, opts.nLayers, opts.overrides);
   const want = DTYPE_TYPES[opts.dtype as TargetDtype];
-  if (want === undefined || opts.dtype === ('bf16' as SynthDtype)) throw new ModelFormatError(`unsupported dtype '${opts.dtype}' (use f32, f16, q8_0 or q4_0)`);
+  if (want === undefined || opts.dtype === ('bf16' as SynthDtype))
+    throw new ModelFormatError(`unsupported dtype '${opts.dtype}' (use f32, f16, q8_0 or q4_0)`);
   const tok = synthTokenizer(c.vocabSize);
   const specs: GgufTensorSpec[] = synthTensorList(c).map(({ name, shape }) => {
     const type = storedTypeFor(want, shape);
@@ -330,7 +402,8 @@ export interface SynthSafetensorsOptions extends Omit<SynthOptions, 'dtype'> {
 export async function writeSyntheticSafetensors(opts: SynthSafetensorsOptions): Promise<void> {
   const c = synthConfig(opts.shape, opts.nLayers, opts.overrides);
   const want = DTYPE_TYPES[opts.dtype];
-  if (want === undefined || !['f32', 'f16', 'bf16'].includes(opts.dtype)) throw new ModelFormatError(`unsupported safetensors dtype '${opts.dtype}' (use f32, f16 or bf16)`);
+  if (want === undefined || !['f32', 'f16', 'bf16'].includes(opts.dtype))
+    throw new ModelFormatError(`unsupported safetensors dtype '${opts.dtype}' (use f32, f16 or bf16)`);
   const tok = synthTokenizer(c.vocabSize);
   const specs = synthTensorList(c).map(({ name, shape }) => {
     const type = shape.length < 2 ? GgmlType.F32 : want;

@@ -14,6 +14,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { CID } from 'multiformats/cid';
 import { create as createDigest } from 'multiformats/hashes/digest';
 import type { Identity } from '../identity/identity.js';
+import { lpStream } from '@libp2p/utils';
 import type { OdsiHost } from './host.js';
 
 export interface NodeAdvert {
@@ -41,6 +42,8 @@ export interface NodeAdvert {
 export type AdvertBody = Omit<NodeAdvert, 'signature'>;
 
 export const ADVERT_NAMESPACE = 'odsi-adv';
+/** request/response: the owner of an advert serves its current signed record directly */
+export const ADVERT_PROTOCOL = '/odsi/advert/1.0.0';
 export const ADVERT_DOMAIN = 'odsi/advert/v1\n';
 /** adverts issued further in the future than this (clock skew) are rejected */
 const MAX_SKEW_MS = 60_000;
@@ -177,47 +180,93 @@ export const dhtSelectors = {
 };
 
 /** Store the advert record and announce this node as a provider of the model. */
-export async function publishAdvert(host: OdsiHost, advert: NodeAdvert, record: Uint8Array, opts: { signal?: AbortSignal } = {}): Promise<void> {
+export async function publishAdvert(
+  host: OdsiHost,
+  advert: NodeAdvert,
+  record: Uint8Array,
+  opts: { signal?: AbortSignal; provide?: boolean } = {},
+): Promise<void> {
   const key = advertKey(advert.modelId, advert.peerId);
   await host.libp2p.contentRouting.put(key, record, { signal: opts.signal });
-  await host.libp2p.contentRouting.provide(modelCid(advert.modelId), { signal: opts.signal });
+  // provider records live for hours; re-providing on every refresh only adds DHT traffic
+  if (opts.provide ?? true) await host.libp2p.contentRouting.provide(modelCid(advert.modelId), { signal: opts.signal });
+}
+
+/**
+ * Answer ADVERT_PROTOCOL requests: the request is one length-prefixed (unsigned varint)
+ * UTF-8 model id, the reply one length-prefixed record (empty when this node has none).
+ */
+export async function serveAdverts(host: OdsiHost, current: (modelId: string) => Uint8Array | undefined): Promise<void> {
+  await host.libp2p.handle(
+    ADVERT_PROTOCOL,
+    async (stream) => {
+      try {
+        const lp = lpStream(stream, { maxDataLength: 1024 });
+        const modelId = dec.decode((await lp.read({ signal: AbortSignal.timeout(5000) })).subarray());
+        await lp.write(current(modelId) ?? new Uint8Array(0));
+        await stream.close();
+      } catch (e) {
+        stream.abort(e as Error);
+      }
+    },
+    { maxInboundStreams: 256, maxOutboundStreams: 256 },
+  );
+}
+
+async function fetchDirect(host: OdsiHost, modelId: string, pid: string, addrs: string[], signal: AbortSignal): Promise<Uint8Array> {
+  await host.dial(pid, addrs, signal);
+  const stream = await host.libp2p.dialProtocol(peerIdFromString(pid), ADVERT_PROTOCOL, { signal, maxOutboundStreams: 256 });
+  try {
+    const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES });
+    await lp.write(enc.encode(modelId), { signal });
+    const rec = (await lp.read({ signal })).subarray();
+    await stream.close().catch(() => {});
+    return rec;
+  } catch (e) {
+    stream.abort(e as Error);
+    throw e;
+  }
 }
 
 /**
  * Verified, unexpired adverts of every peer serving `modelId` (best effort within timeoutMs).
- * Each provider's advert is fetched as soon as the provider query names it, and the first
- * valid record a DHT peer returns is taken, so a slow query still yields what it found.
+ * Providers come from the DHT (provider records for the model CID); each provider's signed
+ * advert is fetched from the provider itself as soon as the query names it, falling back to
+ * the DHT copy under its advert key. Whatever the source, every record is verified here.
  */
 export async function findAdverts(host: OdsiHost, modelId: string, opts: { timeoutMs?: number } = {}): Promise<NodeAdvert[]> {
   const timeoutMs = opts.timeoutMs ?? 5000;
   const signal = AbortSignal.timeout(timeoutMs);
   const dht = host.libp2p.services.dht;
   const fetches = new Map<string, Promise<NodeAdvert | undefined>>();
-  const fetchOne = async (pid: string): Promise<NodeAdvert | undefined> => {
+  const fetchOne = async (pid: string, addrs: string[]): Promise<NodeAdvert | undefined> => {
     const key = advertKey(modelId, pid);
-    let best: NodeAdvert | undefined;
+    try {
+      return verifyAdvertRecord(await fetchDirect(host, modelId, pid, addrs, signal), { key });
+    } catch {
+      /* owner unreachable or stale: try the DHT copy */
+    }
     try {
       for await (const ev of dht.get(key, { signal })) {
         if (ev.name !== 'VALUE') continue;
         try {
-          const a = verifyAdvertRecord(ev.value, { key });
-          if (!best || a.issuedAt > best.issuedAt) best = a;
-          break; // one valid record is enough; re-announcement keeps them fresh
+          return verifyAdvertRecord(ev.value, { key });
         } catch {
           /* stale or forged copy: keep looking */
         }
       }
     } catch {
-      /* timeout: whatever was found */
+      /* timeout */
     }
-    return best;
+    return undefined;
   };
   try {
     for await (const ev of dht.findProviders(modelCid(modelId), { signal })) {
       if (ev.name !== 'PROVIDER') continue;
       for (const p of ev.providers) {
         const pid = p.id.toString();
-        if (!fetches.has(pid)) fetches.set(pid, fetchOne(pid));
+        if (pid === host.peerId || fetches.has(pid)) continue;
+        fetches.set(pid, fetchOne(pid, p.multiaddrs.map((m) => m.toString())));
       }
     }
   } catch {

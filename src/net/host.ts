@@ -77,6 +77,9 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
         validators,
         selectors,
         allowQueryWithZeroPeers: true,
+        // a private swarm is small: fewer parallel query paths cost far less CPU (Noise dials)
+        alpha: 3,
+        disjointPaths: 2,
         initialQuerySelfInterval: 500,
         maxInboundStreams: 128,
         maxOutboundStreams: 128,

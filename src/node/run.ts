@@ -12,7 +12,7 @@ import { loadIdentity, saveIdentity } from '../identity/keystore.js';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';
 import { layerTensorNames, type WeightSource } from '../model/types.js';
-import { findAdverts, publishAdvert, signAdvert, type NodeAdvert } from '../net/adverts.js';
+import { findAdverts, publishAdvert, serveAdverts, signAdvert, type NodeAdvert } from '../net/adverts.js';
 import { createHost, type OdsiHost } from '../net/host.js';
 import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
@@ -110,6 +110,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
 
     const interval = o.announceIntervalMs ?? 30_000;
     let current: NodeAdvert;
+    let currentRecord: Uint8Array | undefined;
     const makeAdvert = () =>
       signAdvert(identity, {
         addrs: host.addrs(),
@@ -127,12 +128,17 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       });
     let announcing: Promise<void> = Promise.resolve();
     let busy = false;
+    let rounds = 0;
     const announce = () => {
       const { advert, record } = makeAdvert();
       current = advert;
+      currentRecord = record;
       if (busy) return announcing; // a slow publish is still running: never pile them up
       busy = true;
-      announcing = publishAdvert(host, advert, record, { signal: AbortSignal.timeout(Math.max(5000, interval)) })
+      // provide while the routing table fills up, then every 10th refresh
+      const provide = rounds < 4 || rounds % 10 === 0;
+      rounds++;
+      announcing = publishAdvert(host, advert, record, { signal: AbortSignal.timeout(Math.max(5000, interval)), provide })
         .then(
           () => log.debug({ load: advert.load }, 'advert published'),
           (e: Error) => log.warn({ err: e.message }, 'advert publish incomplete'),
@@ -140,7 +146,8 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
         .finally(() => (busy = false));
       return announcing;
     };
-    current = makeAdvert().advert;
+    ({ advert: current, record: currentRecord } = makeAdvert());
+    await serveAdverts(host, (m) => (m === modelId ? currentRecord : undefined));
     void announce();
     const timer = setInterval(() => void announce(), interval);
     timer.unref();

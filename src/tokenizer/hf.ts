@@ -6,8 +6,7 @@ import type { HfSpec } from './index.js';
 import { preTokenizerRegexes, regexFromPattern } from './pretokenize.js';
 import { TokenType } from './vocab.js';
 
-const GPT2_BYTELEVEL =
-  "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+const GPT2_BYTELEVEL = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 interface HfAddedToken {
   id: number;
@@ -40,8 +39,9 @@ interface HfJson {
 
 /** JS has no inline (?i:...) groups before Node 23: spell the letters inside them as [xX]. */
 function jsPattern(p: string): string {
-  return p.replace(/\(\?i:([^()]*)\)/g, (_m, body: string) =>
-    '(?:' + body.replace(/[A-Za-z]/g, (c) => `[${c.toLowerCase()}${c.toUpperCase()}]`) + ')',
+  return p.replace(
+    /\(\?i:([^()]*)\)/g,
+    (_m, body: string) => '(?:' + body.replace(/[A-Za-z]/g, (c) => `[${c.toLowerCase()}${c.toUpperCase()}]`) + ')',
   );
 }
 

@@ -16,7 +16,6 @@ export type { ChatMessage, DecodeOptions, EncodeOptions, StreamDecoder, StreamDe
 export { ChatTemplateError, FALLBACK_CHAT_TEMPLATE } from './chat.js';
 export { TokenType } from './vocab.js';
 
-
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
 interface Encoder {

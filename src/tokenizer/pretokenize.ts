@@ -13,7 +13,7 @@ const PRE: Record<string, string[]> = {
   default: ['[\\p{P}\\$\\+<=>\\^~\\|]+', GPT2, '\\p{N}+', '[0-9][0-9][0-9]'],
   'llama-bpe': [LLAMA3],
   llama3: [LLAMA3],
-  'falcon3': [LLAMA3],
+  falcon3: [LLAMA3],
   smollm: ['\\p{N}', GPT2],
   starcoder: ['\\p{N}', GPT2],
   refact: ['\\p{N}', GPT2],
@@ -31,9 +31,7 @@ export const SUPPORTED_PRE = Object.keys(PRE);
 export function preTokenizerRegexes(pre: string | undefined): RegExp[] {
   const src = PRE[pre ?? 'default'];
   if (!src) {
-    throw new ModelFormatError(
-      `unsupported BPE pre-tokenizer '${pre}' (tokenizer.ggml.pre); supported: ${SUPPORTED_PRE.join(', ')}`,
-    );
+    throw new ModelFormatError(`unsupported BPE pre-tokenizer '${pre}' (tokenizer.ggml.pre); supported: ${SUPPORTED_PRE.join(', ')}`);
   }
   return src.map((s) => new RegExp(s, 'gu'));
 }

@@ -33,7 +33,7 @@ export class SpmEncoder {
   encodeFragment(raw: string, out: number[]): void {
     const text = raw.replaceAll(' ', SPACE_MARK);
     const syms: Sym[] = [];
-    for (let off = 0; off < text.length; ) {
+    for (let off = 0; off < text.length;) {
       const cp = text.codePointAt(off)!;
       const n = cp > 0xffff ? 2 : 1;
       syms.push({ start: off, n, prev: syms.length - 1, next: off + n < text.length ? syms.length + 1 : -1 });

@@ -15,8 +15,19 @@ export const TokenType = {
 
 /** Texts llama.cpp treats as end-of-generation (and as control tokens) in any vocabulary. */
 export const EOG_TEXTS = new Set([
-  '<|eot_id|>', '<|eom_id|>', '<|im_end|>', '<|end|>', '<|return|>', '<|call|>', '<end_of_turn>', '<|endoftext|>',
-  '<EOT>', '_<EOT>', '<|end_of_text|>', '<end_of_utterance>', '<｜end▁of▁sentence｜>',
+  '<|eot_id|>',
+  '<|eom_id|>',
+  '<|im_end|>',
+  '<|end|>',
+  '<|return|>',
+  '<|call|>',
+  '<end_of_turn>',
+  '<|endoftext|>',
+  '<EOT>',
+  '_<EOT>',
+  '<|end_of_text|>',
+  '<end_of_utterance>',
+  '<｜end▁of▁sentence｜>',
 ]);
 
 /** A piece of input after the special-token split: raw text, or an already-known token id. */
@@ -45,7 +56,12 @@ export class Vocab {
       throw new ModelFormatError(`tokenizer has ${spec.scores.length} scores for ${n} tokens`);
     }
     this.types = spec.tokenTypes ? Int32Array.from(spec.tokenTypes) : new Int32Array(n).fill(TokenType.Normal);
-    for (const [k, v] of [['bos', spec.bosId], ['eos', spec.eosId], ['unk', spec.unkId], ['pad', spec.padId]] as const) {
+    for (const [k, v] of [
+      ['bos', spec.bosId],
+      ['eos', spec.eosId],
+      ['unk', spec.unkId],
+      ['pad', spec.padId],
+    ] as const) {
       if (v !== undefined && (!Number.isInteger(v) || v < 0 || v >= n)) {
         throw new ModelFormatError(`tokenizer ${k} token id ${v} is outside the vocabulary (size ${n})`);
       }

@@ -26,7 +26,12 @@ after(async () => {
 });
 
 async function post(path: string, body: unknown, raw = false): Promise<{ status: number; json: any; text: string }> {
-  const r = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw ? (body as string) : JSON.stringify(body), signal: AbortSignal.timeout(30_000) });
+  const r = await fetch(url + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: raw ? (body as string) : JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
   const text = await r.text();
   let json: any;
   try {
@@ -50,7 +55,13 @@ function sseEvents(text: string): string[] {
 
 test('greedy completions equal the golden tokens (prompt as text and as token ids)', async () => {
   for (const g of loadGolden()) {
-    const r = await post('/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: g.generated_tokens.length, temperature: 0, odsi: { timeline: true } });
+    const r = await post('/v1/completions', {
+      model: MODEL,
+      prompt: g.prompt,
+      max_tokens: g.generated_tokens.length,
+      temperature: 0,
+      odsi: { timeline: true },
+    });
     assert.equal(r.status, 200, r.text);
     const ids = r.json.odsi.timeline.map((t: { token: number }) => t.token);
     assert.deepEqual(ids, g.generated_tokens, `prompt ${JSON.stringify(g.prompt)}`);
@@ -69,7 +80,13 @@ test('greedy completions equal the golden tokens (prompt as text and as token id
     );
     assert.ok(tl.hops.every((h: { computeMs: number }) => h.computeMs >= 0));
 
-    const r2 = await post('/v1/completions', { model: MODEL, prompt: g.prompt_tokens, max_tokens: 20, temperature: 0, odsi: { timeline: true } });
+    const r2 = await post('/v1/completions', {
+      model: MODEL,
+      prompt: g.prompt_tokens,
+      max_tokens: 20,
+      temperature: 0,
+      odsi: { timeline: true },
+    });
     assert.equal(r2.status, 200, r2.text);
     assert.deepEqual(
       r2.json.odsi.timeline.map((t: { token: number }) => t.token),
@@ -106,7 +123,14 @@ test('official openai client: completion and chat, streaming and not', async () 
   assert.ok(chatText.length > 0);
   assert.equal(chat.usage!.completion_tokens, 25);
 
-  const chatStream = await client.chat.completions.create({ model: MODEL, messages: msgs, max_tokens: 25, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const chatStream = await client.chat.completions.create({
+    model: MODEL,
+    messages: msgs,
+    max_tokens: 25,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   let chatStreamed = '';
   let role: string | undefined;
   let usage: OpenAI.CompletionUsage | undefined | null;
@@ -132,7 +156,14 @@ test('official openai client: completion and chat, streaming and not', async () 
 });
 
 test('SSE wire format: chunk shapes, usage chunk, [DONE]', async () => {
-  const r = await post('/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const r = await post('/v1/chat/completions', {
+    model: MODEL,
+    messages: [{ role: 'user', content: 'hi' }],
+    max_tokens: 5,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   assert.equal(r.status, 200);
   const ev = sseEvents(r.text);
   assert.equal(ev.at(-1), '[DONE]');
@@ -231,7 +262,13 @@ test('a client that disconnects mid-stream stops the generation', async () => {
 
 test('concurrent requests each get what they get alone', async () => {
   const g = loadGolden();
-  const bodies = Array.from({ length: 6 }, (_, i) => ({ model: MODEL, prompt: g[i % g.length]!.prompt, max_tokens: 12 + i, temperature: i % 2 ? 0.8 : 0, seed: i }));
+  const bodies = Array.from({ length: 6 }, (_, i) => ({
+    model: MODEL,
+    prompt: g[i % g.length]!.prompt,
+    max_tokens: 12 + i,
+    temperature: i % 2 ? 0.8 : 0,
+    seed: i,
+  }));
   const alone: string[] = [];
   for (const b of bodies) alone.push((await post('/v1/completions', b)).json.choices[0].text);
   const together = await Promise.all(bodies.map((b) => post('/v1/completions', b)));
@@ -246,7 +283,13 @@ test('metrics and health', async () => {
   assert.equal(h.status, 200);
   assert.equal(((await h.json()) as { status: string }).status, 'ok');
   const m = await (await fetch(url + '/metrics')).text();
-  for (const name of ['odsi_requests_total', 'odsi_generated_tokens_total', 'odsi_token_latency_seconds_bucket', 'odsi_route_failures_total', 'odsi_time_to_first_token_seconds']) {
+  for (const name of [
+    'odsi_requests_total',
+    'odsi_generated_tokens_total',
+    'odsi_token_latency_seconds_bucket',
+    'odsi_route_failures_total',
+    'odsi_time_to_first_token_seconds',
+  ]) {
     assert.ok(m.includes(name), `metrics lack ${name}`);
   }
   assert.match(m, /odsi_requests_total\{endpoint="\/v1\/completions",status="400"\} \d+/);

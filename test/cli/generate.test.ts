@@ -22,20 +22,45 @@ describe('odsi generate', () => {
   const golden = loadGolden();
 
   for (const engine of ['reference', 'ort']) {
-    it(`--json --engine ${engine} returns the golden prompt tokens and greedy tokens`, { skip: engine === 'ort' && !ortPresent ? 'ORT engine not built yet' : false }, () => {
-      const c = golden[1];
-      const r = odsi(['--model', STORIES_GGUF, '--prompt', c.prompt, '--temperature', '0', '--max-tokens', '60', '--stages', '3', '--engine', engine, '--json']);
-      assert.equal(r.code, 0, r.stderr);
-      const j = JSON.parse(r.stdout);
-      assert.deepEqual(j.prompt_tokens, c.prompt_tokens);
-      assert.deepEqual(j.tokens, c.generated_tokens);
-      assert.equal(j.finish_reason, 'length');
-      assert.equal(typeof j.text, 'string');
-      assert.ok(j.text.length > 100);
-      for (const k of ['load_ms', 'prefill_ms', 'decode_ms_per_token', 'tokens_per_s']) assert.ok(j.timings[k] > 0, k);
-      assert.deepEqual(j.stages.map((s: { start: number; end: number }) => [s.start, s.end]), [[0, 2], [2, 4], [4, 5]]);
-      assert.ok(j.stages.every((s: { compute_ms_per_token: number }) => s.compute_ms_per_token > 0));
-    });
+    it(
+      `--json --engine ${engine} returns the golden prompt tokens and greedy tokens`,
+      { skip: engine === 'ort' && !ortPresent ? 'ORT engine not built yet' : false },
+      () => {
+        const c = golden[1];
+        const r = odsi([
+          '--model',
+          STORIES_GGUF,
+          '--prompt',
+          c.prompt,
+          '--temperature',
+          '0',
+          '--max-tokens',
+          '60',
+          '--stages',
+          '3',
+          '--engine',
+          engine,
+          '--json',
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        const j = JSON.parse(r.stdout);
+        assert.deepEqual(j.prompt_tokens, c.prompt_tokens);
+        assert.deepEqual(j.tokens, c.generated_tokens);
+        assert.equal(j.finish_reason, 'length');
+        assert.equal(typeof j.text, 'string');
+        assert.ok(j.text.length > 100);
+        for (const k of ['load_ms', 'prefill_ms', 'decode_ms_per_token', 'tokens_per_s']) assert.ok(j.timings[k] > 0, k);
+        assert.deepEqual(
+          j.stages.map((s: { start: number; end: number }) => [s.start, s.end]),
+          [
+            [0, 2],
+            [2, 4],
+            [4, 5],
+          ],
+        );
+        assert.ok(j.stages.every((s: { compute_ms_per_token: number }) => s.compute_ms_per_token > 0));
+      },
+    );
   }
 
   it('streams text to stdout, stats to stderr, and honours --stop', () => {
@@ -54,7 +79,25 @@ describe('odsi generate', () => {
 
   it('seeded sampling in the CLI matches the library with the same parameters', async () => {
     const c = golden[0];
-    const a = JSON.parse(odsi(['--model', STORIES_GGUF, '--prompt', c.prompt, '--max-tokens', '30', '--temperature', '1', '--top-k', '0', '--top-p', '0.9', '--seed', '7', '--json']).stdout);
+    const a = JSON.parse(
+      odsi([
+        '--model',
+        STORIES_GGUF,
+        '--prompt',
+        c.prompt,
+        '--max-tokens',
+        '30',
+        '--temperature',
+        '1',
+        '--top-k',
+        '0',
+        '--top-p',
+        '0.9',
+        '--seed',
+        '7',
+        '--json',
+      ]).stdout,
+    );
     assert.equal(a.seed, 7);
     const src = new GgufFile(STORIES_GGUF);
     try {

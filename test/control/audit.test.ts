@@ -14,9 +14,24 @@ function receiptFor(out: Float32Array | Uint16Array, profile = 'ort-f32') {
   return signReceipt(
     worker,
     {
-      requestId: h('r'), sessionId: h('s'), step: 2, pos: 10, nTokens: 3, layerStart: 1, layerEnd: 3, modelId: h('m'), profile,
-      inputHash: h('in'), budgetUs: 1000, outputHash: hashTensor(out), recvUs: 1, computeUs: 1, sendUs: 1,
-      upstreamReceiptHash: ZERO_HASH, prevReceiptHash: ZERO_HASH, commitmentHash: ZERO_HASH,
+      requestId: h('r'),
+      sessionId: h('s'),
+      step: 2,
+      pos: 10,
+      nTokens: 3,
+      layerStart: 1,
+      layerEnd: 3,
+      modelId: h('m'),
+      profile,
+      inputHash: h('in'),
+      budgetUs: 1000,
+      outputHash: hashTensor(out),
+      recvUs: 1,
+      computeUs: 1,
+      sendUs: 1,
+      upstreamReceiptHash: ZERO_HASH,
+      prevReceiptHash: ZERO_HASH,
+      commitmentHash: ZERO_HASH,
     },
     DOMAIN,
   );
@@ -39,7 +54,13 @@ test('audit selection is a deterministic function of receipt and beacon, at the 
 
 test('an honest step passes with a signed verdict; a cheat yields evidence', () => {
   const honest = ref.map((v) => Math.fround(v * (1 + 3e-7)));
-  const ok = auditReceipt(auditor, DOMAIN, { receipt: receiptFor(honest), workerOutput: honest, auditOutput: ref, auditorProfile: 'reference/f32', dim });
+  const ok = auditReceipt(auditor, DOMAIN, {
+    receipt: receiptFor(honest),
+    workerOutput: honest,
+    auditOutput: ref,
+    auditorProfile: 'reference/f32',
+    dim,
+  });
   assert.equal(ok.comparison.pass, true);
   assert.equal(ok.evidence, undefined);
   assert.ok(verifyVerdict(ok.verdict, DOMAIN));
@@ -66,7 +87,14 @@ test('an audit refuses output bytes the worker did not sign', () => {
   // f16 transport: the receipt hashes the 16-bit words; pass them as workerWire
   const wire = new Uint16Array(ref.length).fill(0x3c00);
   const asF32 = new Float32Array(ref.length).fill(1);
-  const r = auditReceipt(auditor, DOMAIN, { receipt: receiptFor(wire, 'ort-f32+act-f16'), workerOutput: asF32, workerWire: wire, auditOutput: asF32, auditorProfile: 'reference/f32', dim });
+  const r = auditReceipt(auditor, DOMAIN, {
+    receipt: receiptFor(wire, 'ort-f32+act-f16'),
+    workerOutput: asF32,
+    workerWire: wire,
+    auditOutput: asF32,
+    auditorProfile: 'reference/f32',
+    dim,
+  });
   assert.equal(r.comparison.key, 'f16|f32');
   assert.equal(r.comparison.pass, true);
 });

@@ -1,7 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ZERO_HASH, type Hex } from '../../src/control/eip712.js';
-import { checkCommitment, checkHandoff, checkRoute, CustodyError, CustodyLog, ReceiptChain, type CustodyCode } from '../../src/control/custody.js';
+import {
+  checkCommitment,
+  checkHandoff,
+  checkRoute,
+  CustodyError,
+  CustodyLog,
+  ReceiptChain,
+  type CustodyCode,
+} from '../../src/control/custody.js';
 import { commitmentHash, receiptHash, signCommitment, signReceipt, type SignedReceipt } from '../../src/control/receipts.js';
 import { DOMAIN, h, routeStep, testIdentity } from './fixtures.js';
 
@@ -59,7 +67,23 @@ test('handoff rejects wrong upstream link, layer gaps, other slots and other ses
 test('a downstream commitment can be checked against the upstream receipt before it finishes', () => {
   const step = routeStep(HOPS, 0);
   const r = step[1]!.record;
-  const c = signCommitment(B, { requestId: r.requestId, sessionId: r.sessionId, step: r.step, pos: r.pos, nTokens: r.nTokens, layerStart: r.layerStart, layerEnd: r.layerEnd, modelId: r.modelId, profile: r.profile, inputHash: r.inputHash, budgetUs: r.budgetUs }, DOMAIN);
+  const c = signCommitment(
+    B,
+    {
+      requestId: r.requestId,
+      sessionId: r.sessionId,
+      step: r.step,
+      pos: r.pos,
+      nTokens: r.nTokens,
+      layerStart: r.layerStart,
+      layerEnd: r.layerEnd,
+      modelId: r.modelId,
+      profile: r.profile,
+      inputHash: r.inputHash,
+      budgetUs: r.budgetUs,
+    },
+    DOMAIN,
+  );
   checkHandoff(step[0]!, c, DOMAIN);
   // receipt ↔ commitment
   const withLink = resign(step[1]!, B, { commitmentHash: commitmentHash(c.record, DOMAIN) });

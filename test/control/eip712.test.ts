@@ -68,8 +68,14 @@ test('test vector: fixed key, fixed receipt → struct hash, digest, signature',
   assert.equal(domainSeparator(DOMAIN), '0xa4d7a12308f6046c6ed438e72adce6defbbe66d4411c2db029590dd8260a1297');
   assert.equal(domainSeparator(DOMAIN_WITH_CONTRACT), '0xf31ec159412b9da24d4dade16123e9ed7f1be5736ad69569ec56c630849baf85');
   assert.equal(structHash('ExecutionReceipt', VECTOR_RECEIPT), '0x71f35a9f81d36fee6c8565ca30cd21c3263b28e4cec78deacc679b07c822a4c8');
-  assert.equal(typedDigest('ExecutionReceipt', VECTOR_RECEIPT, DOMAIN), '0x7da6024f1aa1344ea0f1fa235dbb0b20e235e115cb6e8a957df405268e9082f9');
-  assert.equal(typedDigest('ExecutionReceipt', VECTOR_RECEIPT, DOMAIN_WITH_CONTRACT), '0x02278ba7a5e3345c91eab15af6f00d55e5c1baa24cde77af24b6aaa8ebabf9f0');
+  assert.equal(
+    typedDigest('ExecutionReceipt', VECTOR_RECEIPT, DOMAIN),
+    '0x7da6024f1aa1344ea0f1fa235dbb0b20e235e115cb6e8a957df405268e9082f9',
+  );
+  assert.equal(
+    typedDigest('ExecutionReceipt', VECTOR_RECEIPT, DOMAIN_WITH_CONTRACT),
+    '0x02278ba7a5e3345c91eab15af6f00d55e5c1baa24cde77af24b6aaa8ebabf9f0',
+  );
   assert.equal(
     signReceipt(id, VECTOR_RECEIPT, DOMAIN).signature,
     '0xc435d012e5f4ea8dfbb8a8ed1fa064f72b41b638a1e10c4b51b4645918f7d5b335d36176b1ee1a41365075ebc10414e27949aa35ba51d02b509213ffbfcfd1521b',
@@ -87,7 +93,16 @@ test('viem digests agree with an independent encoder for all record types', () =
     typedDigest('ExecutionReceipt', VECTOR_RECEIPT, DOMAIN_WITH_CONTRACT),
     manualDigest('ExecutionReceipt', rec, DOMAIN_WITH_CONTRACT.verifyingContract),
   );
-  const { outputHash: _o, recvUs: _a, computeUs: _b, sendUs: _c, upstreamReceiptHash: _u, prevReceiptHash: _p, commitmentHash: _h, ...commitment } = VECTOR_RECEIPT;
+  const {
+    outputHash: _o,
+    recvUs: _a,
+    computeUs: _b,
+    sendUs: _c,
+    upstreamReceiptHash: _u,
+    prevReceiptHash: _p,
+    commitmentHash: _h,
+    ...commitment
+  } = VECTOR_RECEIPT;
   assert.equal(typedDigest('ExecutionCommitment', commitment, DOMAIN), manualDigest('ExecutionCommitment', commitment));
   const verdict = {
     receiptHash: VECTOR_RECEIPT.inputHash,
@@ -102,7 +117,15 @@ test('viem digests agree with an independent encoder for all record types', () =
   // every field matters
   for (const f of TYPES.ExecutionReceipt) {
     const v = rec[f.name];
-    const changed = { ...rec, [f.name]: typeof v === 'number' ? v + 1 : typeof v === 'string' && v.startsWith('0x') ? `${v.slice(0, -1)}${v.endsWith('0') ? '1' : '0'}` : `${String(v)}x` };
+    const changed = {
+      ...rec,
+      [f.name]:
+        typeof v === 'number'
+          ? v + 1
+          : typeof v === 'string' && v.startsWith('0x')
+            ? `${v.slice(0, -1)}${v.endsWith('0') ? '1' : '0'}`
+            : `${String(v)}x`,
+    };
     assert.notEqual(manualDigest('ExecutionReceipt', changed), manualDigest('ExecutionReceipt', rec), f.name);
   }
 });

@@ -52,24 +52,60 @@ test('tampering, a foreign domain, a forged signer and a foreign signature all f
 });
 
 test('signing refuses a record that names another signer', () => {
-  assert.throws(() => signReceipt(testIdentity(1), { ...unsignedReceipt, signer: testIdentity(2).address }, DOMAIN), /is not this identity/);
+  assert.throws(
+    () => signReceipt(testIdentity(1), { ...unsignedReceipt, signer: testIdentity(2).address }, DOMAIN),
+    /is not this identity/,
+  );
   assert.throws(() => signReceipt(testIdentity(1), { ...unsignedReceipt, layerStart: 9, layerEnd: 3 }, DOMAIN), /layerEnd/);
 });
 
 test('commitments and verdicts sign and verify; a receipt cites its commitment', () => {
   const id = testIdentity(3);
   const c: Omit<ExecutionCommitment, 'signer'> = {
-    requestId: h('r'), sessionId: h('s'), step: 0, pos: 0, nTokens: 12, layerStart: 0, layerEnd: 3,
-    modelId: h('m'), profile: 'ort-f32', inputHash: h('in'), budgetUs: 500000,
+    requestId: h('r'),
+    sessionId: h('s'),
+    step: 0,
+    pos: 0,
+    nTokens: 12,
+    layerStart: 0,
+    layerEnd: 3,
+    modelId: h('m'),
+    profile: 'ort-f32',
+    inputHash: h('in'),
+    budgetUs: 500000,
   };
   const sc = signCommitment(id, c, DOMAIN);
   assert.ok(verifyCommitment(sc, DOMAIN));
   assert.equal(verifyCommitment({ ...sc, record: { ...sc.record, budgetUs: 1 } }, DOMAIN), false);
   const cHash = commitmentHash(sc.record, DOMAIN);
-  const sr = signReceipt(id, { ...c, outputHash: h('out'), recvUs: 1, computeUs: 2, sendUs: 3, upstreamReceiptHash: ZERO_HASH, prevReceiptHash: ZERO_HASH, commitmentHash: cHash }, DOMAIN);
+  const sr = signReceipt(
+    id,
+    {
+      ...c,
+      outputHash: h('out'),
+      recvUs: 1,
+      computeUs: 2,
+      sendUs: 3,
+      upstreamReceiptHash: ZERO_HASH,
+      prevReceiptHash: ZERO_HASH,
+      commitmentHash: cHash,
+    },
+    DOMAIN,
+  );
   assert.ok(verifyReceipt(sr, DOMAIN));
   const auditor = testIdentity(4);
-  const sv = signVerdict(auditor, { receiptHash: receiptHash(sr.record, DOMAIN), auditOutputHash: h('out'), profilePair: 'ort-f32|reference/f32', distancePpb: 17, tolerancePpb: 100000, pass: true }, DOMAIN);
+  const sv = signVerdict(
+    auditor,
+    {
+      receiptHash: receiptHash(sr.record, DOMAIN),
+      auditOutputHash: h('out'),
+      profilePair: 'ort-f32|reference/f32',
+      distancePpb: 17,
+      tolerancePpb: 100000,
+      pass: true,
+    },
+    DOMAIN,
+  );
   assert.equal(sv.record.auditor, auditor.address);
   assert.ok(verifyVerdict(sv, DOMAIN));
   assert.equal(verifyVerdict({ ...sv, record: { ...sv.record, pass: false } }, DOMAIN), false);
@@ -85,7 +121,12 @@ test('hashTensor is SHA-256 over little-endian bytes', () => {
   assert.equal(hashTensor(big.subarray(1, 5)), hashTensor(t));
   assert.notEqual(hashTensor(new Float32Array([1, -2.5, 3e-8, -0])), hashTensor(t)); // -0 differs bitwise
   const u16 = new Uint16Array([0x3c00, 0xc000]);
-  assert.equal(hashTensor(u16), `0x${createHash('sha256').update(Buffer.from([0x00, 0x3c, 0x00, 0xc0])).digest('hex')}`);
+  assert.equal(
+    hashTensor(u16),
+    `0x${createHash('sha256')
+      .update(Buffer.from([0x00, 0x3c, 0x00, 0xc0]))
+      .digest('hex')}`,
+  );
   assert.equal(hashTensor(new Float32Array(0)), '0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
 });
 

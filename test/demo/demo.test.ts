@@ -25,7 +25,9 @@ function runDemo(args: string[]): Running {
   });
   let err = '';
   proc.stderr!.on('data', (d) => (err += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.once('exit', (code, signal) => r({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.once('exit', (code, signal) => r({ code, signal })),
+  );
   const nextLine = (timeoutMs: number) =>
     new Promise<string>((resolve, reject) => {
       const l = lines.shift();
@@ -75,7 +77,24 @@ async function waitGone(pids: number[], ms: number): Promise<void> {
 
 test('odsi demo --json --serve on stories260K (3 nodes, 2/2/1): golden tokens, live API, clean SIGTERM', { timeout: 180_000 }, async () => {
   const [g0, g1] = loadGolden();
-  const d = runDemo(['--model', STORIES_GGUF, '--layers', '0:2', '2:4', '4:5', '--prompt', g0!.prompt, '--max-tokens', String(g0!.generated_tokens.length), '--temperature', '0', '--json', '--serve', '--port', '0']);
+  const d = runDemo([
+    '--model',
+    STORIES_GGUF,
+    '--layers',
+    '0:2',
+    '2:4',
+    '4:5',
+    '--prompt',
+    g0!.prompt,
+    '--max-tokens',
+    String(g0!.generated_tokens.length),
+    '--temperature',
+    '0',
+    '--json',
+    '--serve',
+    '--port',
+    '0',
+  ]);
   let pids: number[] = [];
   try {
     const rep = await d.nextJson(150_000);

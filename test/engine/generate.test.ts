@@ -44,12 +44,24 @@ describe('generate', () => {
     assert.deepEqual(r.tokens, golden.generated_tokens);
     assert.equal(r.text, tok.decode(r.tokens, { atStart: false }));
     assert.ok(r.text.startsWith(', there was'), JSON.stringify(r.text));
-    assert.deepEqual(events.map((e) => e.id), r.tokens);
-    assert.deepEqual(events.map((e) => e.step), r.tokens.map((_, i) => i));
+    assert.deepEqual(
+      events.map((e) => e.id),
+      r.tokens,
+    );
+    assert.deepEqual(
+      events.map((e) => e.step),
+      r.tokens.map((_, i) => i),
+    );
     assert.equal(events.map((e) => e.text).join(''), r.text);
     assert.equal(r.promptTokens, prompt.length);
     assert.ok(r.timings.prefillMs > 0 && r.timings.msPerToken > 0 && r.timings.tokensPerS > 0);
-    assert.deepEqual(r.stages.map((s) => [s.start, s.end, s.embed, s.head]), [[0, 3, true, false], [3, 5, false, true]]);
+    assert.deepEqual(
+      r.stages.map((s) => [s.start, s.end, s.embed, s.head]),
+      [
+        [0, 3, true, false],
+        [3, 5, false, true],
+      ],
+    );
     assert.ok(r.stages.every((s) => s.decodeMsPerToken > 0));
     for (const s of pipe) assert.equal(s.sessionLength('any'), 0);
 
@@ -63,7 +75,12 @@ describe('generate', () => {
     const cut = fullText.indexOf(stop);
     assert.ok(cut > 0);
     const events: TokenEvent[] = [];
-    const r = await generate(pipe, tok, prompt, { maxTokens: 60, sampling: { temperature: 0 }, stop: ['zzz', stop], onToken: (e) => events.push(e) });
+    const r = await generate(pipe, tok, prompt, {
+      maxTokens: 60,
+      sampling: { temperature: 0 },
+      stop: ['zzz', stop],
+      onToken: (e) => events.push(e),
+    });
     assert.equal(r.finishReason, 'stop');
     assert.equal(r.stoppedBy, stop);
     assert.equal(r.text, fullText.slice(0, cut));

@@ -37,7 +37,9 @@ async function pipe(stages: Stage[], input: Omit<StageInput, 'hidden'>): Promise
 
 describe('ort engine: stories260K golden (standard-op attention, head size 8)', () => {
   const golden = loadGolden();
-  for (const k of [1, 2, 3, 4, 5]) {
+  // (test/engine/golden.test.ts runs the 'ort' engine over every split 1..5 through generate();
+  // here: the stage API directly, for the whole model and the finest split)
+  for (const k of [1, 5]) {
     it(`${k} stage(s): last-prompt logits within 1e-4 and greedy tokens match`, async () => {
       const src = openModel(STORIES_GGUF);
       const ranges = splitLayers(src.config.nLayers, k);
@@ -181,6 +183,24 @@ describe('ort engine vs reference on synthetic models', () => {
     }
   });
 
+  it('a prompt longer than one internal chunk (300 tokens) matches, all logits', async () => {
+    const src = openModel(files.f32!);
+    const c = src.config;
+    const ort = await createOrtStage(src, full(c.nLayers), { threads: 1 });
+    try {
+      const ref = createReferenceStage(src, full(c.nLayers));
+      const inp: StageInput = { sessionId: 'l', pos: 0, nTokens: 300, tokens: Int32Array.from({ length: 300 }, (_, i) => (i * 13 + 1) % c.vocabSize), allLogits: true };
+      const [a, b] = [await ort.forward(inp), await ref.forward(inp)];
+      assert.equal(a.logits!.length, 300 * c.vocabSize);
+      assert.ok(maxDiff(a.logits!, b.logits!) < 1e-4, `diff ${maxDiff(a.logits!, b.logits!)}`);
+      const dec: StageInput = { sessionId: 'l', pos: 300, nTokens: 1, tokens: Int32Array.of(7) };
+      assert.ok(maxDiff((await ort.forward(dec)).logits!, (await ref.forward(dec)).logits!) < 1e-4);
+    } finally {
+      await ort.dispose();
+      src.close();
+    }
+  });
+
   // accuracy_level 1 keeps activations fp32: the only difference left is summation order
   it('Q4_0 and Q8_0 files map exactly onto MatMulNBits (accuracy_level 1: within 1e-4)', async () => {
     await vsReference(files.q4_0!, { weights: 'q4', accuracyLevel: 1 }, 1e-4);
@@ -201,7 +221,7 @@ describe('ort engine vs reference on synthetic models', () => {
     }
   });
 
-  it('keeps the event loop responsive during a long prefill', async () => {
+  it('keeps the event loop responsive during a long prefill', async (t) => {
     const src = openModel(files.smol!);
     const c = src.config;
     const st = await createOrtStage(src, { start: 0, end: 2, embed: false, head: false }, { threads: 1 });
@@ -219,6 +239,7 @@ describe('ort engine vs reference on synthetic models', () => {
       await st.forward({ sessionId: 'w', pos: 0, nTokens: n, hidden: new Float32Array(n * c.dim).fill(0.1) });
       const wall = performance.now() - t0;
       clearInterval(timer);
+      t.diagnostic(`prefill of ${n} tokens: ${wall.toFixed(0)} ms; max event-loop lag ${maxLag.toFixed(1)} ms`);
       assert.ok(wall > 100, `prefill too short to tell (${wall} ms)`);
       assert.ok(maxLag < Math.max(60, wall / 4), `event loop stalled ${maxLag.toFixed(1)} ms during a ${wall.toFixed(0)} ms prefill`);
     } finally {
@@ -258,7 +279,9 @@ describe('ort engine: input validation and loading', () => {
   it('reads only the tensors of its layer range', async () => {
     const src = openModel(STORIES_GGUF);
     const read: string[] = [];
+    // a 'memory' source is read on this side (file sources are read by the worker, same list)
     const spy: WeightSource = Object.create(src, {
+      format: { value: 'memory' },
       readRaw: { value: (n: string) => (read.push(n), src.readRaw(n)) },
       readF32: { value: (n: string) => (read.push(n), src.readF32(n)) },
     });

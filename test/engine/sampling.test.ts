@@ -22,8 +22,14 @@ describe('rng', () => {
     const b = new Rng(42);
     const c = new Rng(43);
     const xa = Array.from({ length: 100 }, () => a.next());
-    assert.deepEqual(xa, Array.from({ length: 100 }, () => b.next()));
-    assert.notDeepEqual(xa, Array.from({ length: 100 }, () => c.next()));
+    assert.deepEqual(
+      xa,
+      Array.from({ length: 100 }, () => b.next()),
+    );
+    assert.notDeepEqual(
+      xa,
+      Array.from({ length: 100 }, () => c.next()),
+    );
     // pin the stream so a change to the generator (which would change every seeded output) is noticed
     const z = new Rng(0);
     assert.deepEqual([z.nextU32(), z.nextU32(), z.nextU32()], [3809008728, 1133695204, 53579671]);
@@ -81,7 +87,9 @@ describe('sampling', () => {
     for (let trial = 0; trial < 20; trial++) {
       const l = Float32Array.from({ length: 300 }, () => Math.floor(rng.next() * 12)); // many ties
       const k = 1 + trial * 7;
-      const want = Array.from(l.keys()).sort((a, b) => l[b] - l[a] || a - b).slice(0, k);
+      const want = Array.from(l.keys())
+        .sort((a, b) => l[b] - l[a] || a - b)
+        .slice(0, k);
       assert.deepEqual([...candidates(l, { temperature: 0.7, topK: k }).ids], want);
     }
   });

@@ -1,9 +1,9 @@
-// Chaos on a real swarm: 4 `odsi node` processes on 127.0.0.1 with overlapping coverage of
-// stories260K ([0,2) [2,5) [0,3) [3,5): two disjoint routes), an in-process gateway, and:
+// Chaos on a real swarm: 6 `odsi node` processes on 127.0.0.1 with overlapping coverage of
+// stories260K ([0,2) [2,5) [0,3) [3,5) [0,2) [2,5)), an in-process gateway, and:
 //  - 20 greedy generations, each with one node on the route SIGKILLed at a random token
 //    (between tokens or while a step is in flight); the output must equal the golden tokens,
 //    and the gateway must record the failure and a replay re-route. The killed node is
-//    restarted (same key and port) between runs.
+//    restarted (same key and port) in the background while the next runs go on.
 //  - a node that stalls (stall@N) is detected within its deadline budget + grace and bypassed.
 //  - killing the only node covering some layers gives the caller a clear error quickly, and
 //    the gateway keeps answering and serves again once the node is back.
@@ -22,11 +22,14 @@ import type { FailureEvent, RerouteEvent } from '../../src/fault/events.js';
 import type { BackendToken } from '../../src/api/backend.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 
+// any two nodes may be down at once and a route remains (restarts overlap the next runs)
 const RANGES: [number, number][] = [
   [0, 2],
   [2, 5],
   [0, 3],
   [3, 5],
+  [0, 2],
+  [2, 5],
 ];
 const RUNS = 20;
 const GRACE_MS = 1000; // ResilientRoute's default grace
@@ -51,7 +54,7 @@ async function startNode(range: [number, number], i: number, faults?: string[]):
 }
 
 /** wait until the gateway sees an advert from every given peer (bounded) */
-async function waitForAdverts(peers: string[], ms = 20_000): Promise<void> {
+async function waitForAdverts(peers: string[], ms = 60_000): Promise<void> {
   const until = Date.now() + ms;
   while (Date.now() < until) {
     await gw!.refresh();
@@ -59,7 +62,8 @@ async function waitForAdverts(peers: string[], ms = 20_000): Promise<void> {
     if (peers.every((p) => seen.has(p))) return;
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`gateway did not see adverts of ${peers.join(', ')} within ${ms} ms`);
+  const seen = gw!.knownAdverts().map((a) => `${a.peerId.slice(-6)}[${a.start}:${a.end}]`);
+  throw new Error(`gateway did not see adverts of ${peers.map((p) => p.slice(-6)).join(', ')} within ${ms} ms (it sees ${seen.join(' ') || 'none'}; ${JSON.stringify(gw!.status().reason ?? '')})`);
 }
 
 before(async () => {
@@ -73,7 +77,7 @@ before(async () => {
   await waitForAdverts(nodes.map((n) => n.peerId));
   api = createApiServer(gw);
   url = await api.listen(0);
-}, { timeout: 90_000 });
+}, { timeout: 150_000 });
 
 after(async () => {
   await api?.close().catch(() => undefined);
@@ -90,6 +94,7 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
   const rand = mulberry32(20261122);
   const t0 = Date.now();
   let midStep = 0;
+  const restarts: Promise<void>[] = [];
   for (let run = 0; run < RUNS; run++) {
     const g = golden[run % golden.length]!;
     const killAt = 1 + Math.floor(rand() * (g.generated_tokens.length - 2));
@@ -125,10 +130,13 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
       assert.ok(!reroutes[reroutes.length - 1]!.to.some((h) => h.peerId === victim!.peerId));
     }
     assert.ok(reroutes.length >= 1 || killAt >= g.generated_tokens.length - 1, `run ${run}: no re-route recorded: ${JSON.stringify(evs)}`);
-    // bring the node back as an operator would, and let routing use it again
-    await victim!.restart();
-    gw!.bans.clear(victim!.peerId);
+    // bring the node back as an operator would, and let routing use it again; at most two
+    // restarts overlap, so a route always remains
+    const v = victim!;
+    restarts.push(v.restart().then(() => gw!.bans.clear(v.peerId)));
+    while (restarts.length > 1) await restarts.shift();
   }
+  await Promise.all(restarts);
   const s = gw!.faults.counts();
   process.stderr.write(`chaos: ${RUNS} runs (${midStep} killed mid-step) in ${Date.now() - t0} ms; ${s.failures} failures, ${s.reroutes} re-routes\n`);
   assert.ok(s.reroutes >= RUNS - 1);
@@ -142,7 +150,7 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
   try {
     await waitForAdverts([staller.peerId]);
     // the first route must use the staller: keep the other [0,*) nodes out until it has served
-    const others = [nodes[0]!.peerId, nodes[2]!.peerId];
+    const others = [nodes[0]!.peerId, nodes[2]!.peerId, nodes[4]!.peerId];
     for (const p of others) gw!.bans.ban(p);
     const deadlineMs = 400;
     const since = Date.now();
@@ -179,9 +187,10 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
 
 test('the only node covering some layers dies: clear error fast, the gateway keeps answering, then serves again', { timeout: 60_000 }, async () => {
   const g = loadGolden()[1]!;
-  const [a, b, c, d] = nodes as [NodeProcess, NodeProcess, NodeProcess, NodeProcess];
-  await Promise.all([c.kill(), d.kill()]); // now [2,5) is served by b alone
-  for (const n of [c, d]) gw!.bans.ban(n.peerId); // as the gateway would after noticing
+  const [a, b, c, d, a2, b2] = nodes as NodeProcess[] as [NodeProcess, NodeProcess, NodeProcess, NodeProcess, NodeProcess, NodeProcess];
+  const down = [c, d, b2];
+  await Promise.all(down.map((n) => n.kill())); // now [2,5) is served by b alone
+  for (const n of down) gw!.bans.ban(n.peerId); // as the gateway would after noticing
   try {
     const it = gw!.generate({ promptIds: g.prompt_tokens, maxTokens: 60, sampling: { temperature: 0 } });
     let n = 0;
@@ -190,7 +199,8 @@ test('the only node covering some layers dies: clear error fast, the gateway kee
       try {
         for (let r = await it.next(); !r.done; r = await it.next()) {
           if (++n === 5) {
-            assert.deepEqual(layerNodes(r.value), [a.peerId, b.peerId]);
+            const route = layerNodes(r.value);
+            assert.ok([a.peerId, a2.peerId].includes(route[0]!) && route[1] === b.peerId, route.join(' → '));
             await b.kill();
             killedAt = Date.now();
           }
@@ -221,8 +231,8 @@ test('the only node covering some layers dies: clear error fast, the gateway kee
     assert.equal((await fetch(`${url}/v1/models`)).status, 200);
     assert.equal((await fetch(`${url}/healthz`)).status, 503);
   } finally {
-    await Promise.all([b.restart(), c.restart(), d.restart()]);
-    for (const n of [b, c, d]) gw!.bans.clear(n.peerId);
+    await Promise.all([b, ...down].map((n) => n.restart()));
+    for (const n of [b, ...down]) gw!.bans.clear(n.peerId);
   }
   const r = await fetch(`${url}/v1/completions`, {
     method: 'POST',

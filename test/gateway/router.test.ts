@@ -42,7 +42,14 @@ test('chains whole ranges and prefers fewer, faster hops', () => {
 
 test('RTT matters: a slow link loses against a slightly slower node', () => {
   const cs = [cand('near', 0, 4, 20), cand('far', 0, 4, 10)];
-  const r = selectRoute(cs, { nLayers: 4, rttMs: new Map([['near', 2], ['far', 100]]), tieJitter: 0 });
+  const r = selectRoute(cs, {
+    nLayers: 4,
+    rttMs: new Map([
+      ['near', 2],
+      ['far', 100],
+    ]),
+    tieJitter: 0,
+  });
   assert.deepEqual(ids(r), ['near']);
 });
 
@@ -56,12 +63,23 @@ test('load and full cache penalties steer away', () => {
 
 test('sub-ranges only when allowed', () => {
   const cs = [cand('a', 0, 3, 30), cand('b', 2, 5, 3)];
-  assert.throws(() => selectRoute(cs, { nLayers: 5, tieJitter: 0 }), (e: unknown) => {
-    assert.ok(e instanceof NoRouteError);
-    assert.match(e.message, /no chain of whole advertised ranges/);
-    return true;
+  assert.throws(
+    () => selectRoute(cs, { nLayers: 5, tieJitter: 0 }),
+    (e: unknown) => {
+      assert.ok(e instanceof NoRouteError);
+      assert.match(e.message, /no chain of whole advertised ranges/);
+      return true;
+    },
+  );
+  const r = selectRoute(cs, {
+    nLayers: 5,
+    tieJitter: 0,
+    allowSubRange: true,
+    rttMs: new Map([
+      ['a', 0],
+      ['b', 0],
+    ]),
   });
-  const r = selectRoute(cs, { nLayers: 5, tieJitter: 0, allowSubRange: true, rttMs: new Map([['a', 0], ['b', 0]]) });
   assert.deepEqual(ids(r), ['a', 'b']);
   // a is slow per layer (10 ms), b fast (1 ms): a serves only layers 0-1
   assert.deepEqual(
@@ -80,15 +98,18 @@ test('NoRouteError names the uncovered layers', () => {
     [2, 3],
     [8, 10],
   ]);
-  assert.throws(() => selectRoute(cs, { nLayers: 10 }), (e: unknown) => {
-    assert.ok(e instanceof NoRouteError);
-    assert.deepEqual(e.uncovered, [
-      [2, 3],
-      [8, 10],
-    ]);
-    assert.match(e.message, /layers 2, 8-9 of 10/);
-    return true;
-  });
+  assert.throws(
+    () => selectRoute(cs, { nLayers: 10 }),
+    (e: unknown) => {
+      assert.ok(e instanceof NoRouteError);
+      assert.deepEqual(e.uncovered, [
+        [2, 3],
+        [8, 10],
+      ]);
+      assert.match(e.message, /layers 2, 8-9 of 10/);
+      return true;
+    },
+  );
   // excluding the only holder of a range uncovers it
   assert.throws(() => selectRoute([cand('a', 0, 4)], { nLayers: 4, exclude: new Set(['a']) }), /layers 0-3 of 4 \(1 peer\(s\) excluded\)/);
   assert.throws(() => selectRoute([], { nLayers: 4 }), NoRouteError);

@@ -23,29 +23,32 @@ let localServer: ApiServer | undefined;
 let url = '';
 let localUrl = '';
 
-before(async () => {
-  const src = openModel(STORIES_GGUF);
-  const { modelId } = modelIdentity(src);
-  src.close();
-  swarm = await LocalSwarm.start({
-    model: STORIES_GGUF,
-    ranges: [
-      [0, 2],
-      [2, 4],
-      [4, 5],
-    ],
-    modelId,
-    readyTimeoutMs: 60_000,
-  });
-  gw = await Gateway.start({ modelPath: STORIES_GGUF, bootstrap: swarm.bootstrap, refreshMs: 5_000, lookupTimeoutMs: 5_000 });
-  await gw.waitForRoute(30_000);
-  server = createApiServer(gw);
-  url = await server.listen(0);
-  // the same model in-process: what the swarm must reproduce
-  local = await LocalBackend.open(STORIES_GGUF);
-  localServer = createApiServer(local);
-  localUrl = await localServer.listen(0);
-}, { timeout: 120_000 });
+before(
+  async () => {
+    const src = openModel(STORIES_GGUF);
+    const { modelId } = modelIdentity(src);
+    src.close();
+    swarm = await LocalSwarm.start({
+      model: STORIES_GGUF,
+      ranges: [
+        [0, 2],
+        [2, 4],
+        [4, 5],
+      ],
+      modelId,
+      readyTimeoutMs: 60_000,
+    });
+    gw = await Gateway.start({ modelPath: STORIES_GGUF, bootstrap: swarm.bootstrap, refreshMs: 5_000, lookupTimeoutMs: 5_000 });
+    await gw.waitForRoute(30_000);
+    server = createApiServer(gw);
+    url = await server.listen(0);
+    // the same model in-process: what the swarm must reproduce
+    local = await LocalBackend.open(STORIES_GGUF);
+    localServer = createApiServer(local);
+    localUrl = await localServer.listen(0);
+  },
+  { timeout: 120_000 },
+);
 
 after(async () => {
   await server?.close().catch(() => undefined);
@@ -56,7 +59,12 @@ after(async () => {
 });
 
 async function post(base: string, path: string, body: unknown, raw = false): Promise<{ status: number; json: any; text: string }> {
-  const r = await fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw ? (body as string) : JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
+  const r = await fetch(base + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: raw ? (body as string) : JSON.stringify(body),
+    signal: AbortSignal.timeout(60_000),
+  });
   const text = await r.text();
   let json: any;
   try {
@@ -77,7 +85,13 @@ test('the route covers the model with the three nodes, in order', () => {
 
 test('greedy output through the swarm equals the golden tokens; timelines name the hops', async () => {
   for (const g of loadGolden()) {
-    const r = await post(url, '/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: g.generated_tokens.length, temperature: 0, odsi: { timeline: true } });
+    const r = await post(url, '/v1/completions', {
+      model: MODEL,
+      prompt: g.prompt,
+      max_tokens: g.generated_tokens.length,
+      temperature: 0,
+      odsi: { timeline: true },
+    });
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(
       r.json.odsi.timeline.map((t: { token: number }) => t.token),
@@ -85,7 +99,14 @@ test('greedy output through the swarm equals the golden tokens; timelines name t
       `prompt ${JSON.stringify(g.prompt)}`,
     );
     assert.equal(r.json.usage.prompt_tokens, g.prompt_tokens.length);
-    const hops = r.json.odsi.timeline[5].hops as { node: string; role: string; start: number; end: number; computeMs: number; sendMs?: number }[];
+    const hops = r.json.odsi.timeline[5].hops as {
+      node: string;
+      role: string;
+      start: number;
+      end: number;
+      computeMs: number;
+      sendMs?: number;
+    }[];
     assert.deepEqual(
       hops.map((h) => [h.role, h.start, h.end]),
       [
@@ -112,7 +133,14 @@ test('official openai client against the gateway: chat and completion, streaming
   assert.equal(chat.choices[0]!.message.content, want.json.choices[0].message.content);
   assert.equal(chat.usage!.prompt_tokens, want.json.usage.prompt_tokens);
 
-  const stream = await client.chat.completions.create({ model: MODEL, messages: msgs, max_tokens: 10, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const stream = await client.chat.completions.create({
+    model: MODEL,
+    messages: msgs,
+    max_tokens: 10,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   let text = '';
   let usage: OpenAI.CompletionUsage | null | undefined;
   for await (const ch of stream) {
@@ -133,7 +161,16 @@ test('official openai client against the gateway: chat and completion, streaming
 });
 
 test('8 concurrent requests through one swarm each return what they return alone', async () => {
-  const prompts = ['Once upon a time', 'Lily wanted to', 'The cat', 'One day, Tom', 'A big dog', 'She saw a bird', 'The sun was', 'Ben and Mia'];
+  const prompts = [
+    'Once upon a time',
+    'Lily wanted to',
+    'The cat',
+    'One day, Tom',
+    'A big dog',
+    'She saw a bird',
+    'The sun was',
+    'Ben and Mia',
+  ];
   const bodies = prompts.map((p, i) => ({ model: MODEL, prompt: p, max_tokens: 8, temperature: i % 2 ? 0.8 : 0, seed: 100 + i }));
   const alone: string[] = [];
   for (const b of bodies) {
@@ -180,7 +217,13 @@ test('invalid requests get OpenAI-shaped errors; the gateway keeps serving', asy
 });
 
 test('per-token deadlines: generous ones report slack per hop, impossible ones answer 504 without banning', async () => {
-  const ok = await post(url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 3, temperature: 0, odsi: { deadline_ms: 60_000, timeline: true } });
+  const ok = await post(url, '/v1/completions', {
+    model: MODEL,
+    prompt: 'Once',
+    max_tokens: 3,
+    temperature: 0,
+    odsi: { deadline_ms: 60_000, timeline: true },
+  });
   assert.equal(ok.status, 200, ok.text);
   const hops = ok.json.odsi.timeline[1].hops.filter((h: { role: string }) => h.role === 'layers');
   assert.equal(hops.length, 3);
@@ -188,7 +231,12 @@ test('per-token deadlines: generous ones report slack per hop, impossible ones a
     assert.ok(h.budgetInMs > 0 && h.budgetInMs <= 60_000, JSON.stringify(h));
     assert.ok(h.slackMs < h.budgetInMs, JSON.stringify(h));
   }
-  const miss = await post(url, '/v1/completions', { model: MODEL, prompt: 'Once upon a time', max_tokens: 3, odsi: { deadline_ms: 0.001 } });
+  const miss = await post(url, '/v1/completions', {
+    model: MODEL,
+    prompt: 'Once upon a time',
+    max_tokens: 3,
+    odsi: { deadline_ms: 0.001 },
+  });
   assert.equal(miss.status, 504, miss.text);
   assert.equal(miss.json.error.code, 'route_deadline');
   assert.deepEqual([...gw!.bans.active()], []);
@@ -197,7 +245,11 @@ test('per-token deadlines: generous ones report slack per hop, impossible ones a
 });
 
 test('odsi gateway (CLI process) joins the swarm and serves the API', { timeout: 120_000 }, async () => {
-  const proc = spawn(process.execPath, [ODSI_BIN, 'gateway', '--model', STORIES_GGUF, '--port', '0', '--bootstrap', swarm!.bootstrap[0]!, '--wait-route-ms', '30000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(
+    process.execPath,
+    [ODSI_BIN, 'gateway', '--model', STORIES_GGUF, '--port', '0', '--bootstrap', swarm!.bootstrap[0]!, '--wait-route-ms', '30000'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let err = '';
   proc.stderr!.on('data', (d) => (err += d));
   const exited = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
@@ -213,7 +265,13 @@ test('odsi gateway (CLI process) joins the swarm and serves the API', { timeout:
     assert.equal(ready.model, MODEL);
     assert.equal(ready.routeReady, true);
     const g = loadGolden()[0]!;
-    const r = await post(ready.url, '/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 6, temperature: 0, odsi: { timeline: true } });
+    const r = await post(ready.url, '/v1/completions', {
+      model: MODEL,
+      prompt: g.prompt,
+      max_tokens: 6,
+      temperature: 0,
+      odsi: { timeline: true },
+    });
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(
       r.json.odsi.timeline.map((t: { token: number }) => t.token),

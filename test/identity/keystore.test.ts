@@ -5,7 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { generateIdentity, identityFromSecret, hexToBytes } from '../../src/identity/identity.js';
-import { decryptKeystore, encryptKeystore, identityFromKeystore, KeystoreError, loadIdentity, saveIdentity } from '../../src/identity/keystore.js';
+import {
+  decryptKeystore,
+  encryptKeystore,
+  identityFromKeystore,
+  KeystoreError,
+  loadIdentity,
+  saveIdentity,
+} from '../../src/identity/keystore.js';
 
 // go-ethereum accounts/keystore/testdata/v3_test_vector.json (the first two are the
 // examples of the Web3 Secret Storage definition)
@@ -13,12 +20,15 @@ const GETH_VECTORS = {
   wikipage_test_vector_scrypt: {
     json: {
       crypto: {
-        cipher: 'aes-128-ctr', cipherparams: { iv: '83dbcc02d8ccb40e466191a123791e0e' },
+        cipher: 'aes-128-ctr',
+        cipherparams: { iv: '83dbcc02d8ccb40e466191a123791e0e' },
         ciphertext: 'd172bf743a674da9cdad04534d56926ef8358534d458fffccd4e6ad2fbde479c',
-        kdf: 'scrypt', kdfparams: { dklen: 32, n: 262144, r: 1, p: 8, salt: 'ab0c7876052600dd703518d6fc3fe8984592145b591fc8fb5c6d43190334ba19' },
+        kdf: 'scrypt',
+        kdfparams: { dklen: 32, n: 262144, r: 1, p: 8, salt: 'ab0c7876052600dd703518d6fc3fe8984592145b591fc8fb5c6d43190334ba19' },
         mac: '2103ac29920d71da29f15d75b4a16dbe95cfd7ff8faea1056c33131d846e3097',
       },
-      id: '3198bc9c-6672-5ab3-d995-4942343ae5b6', version: 3,
+      id: '3198bc9c-6672-5ab3-d995-4942343ae5b6',
+      version: 3,
     },
     password: 'testpassword',
     priv: '7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d',
@@ -26,12 +36,15 @@ const GETH_VECTORS = {
   wikipage_test_vector_pbkdf2: {
     json: {
       crypto: {
-        cipher: 'aes-128-ctr', cipherparams: { iv: '6087dab2f9fdbbfaddc31a909735c1e6' },
+        cipher: 'aes-128-ctr',
+        cipherparams: { iv: '6087dab2f9fdbbfaddc31a909735c1e6' },
         ciphertext: '5318b4d5bcd28de64ee5559e671353e16f075ecae9f99c7a79a38af5f869aa46',
-        kdf: 'pbkdf2', kdfparams: { c: 262144, dklen: 32, prf: 'hmac-sha256', salt: 'ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd' },
+        kdf: 'pbkdf2',
+        kdfparams: { c: 262144, dklen: 32, prf: 'hmac-sha256', salt: 'ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd' },
         mac: '517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2',
       },
-      id: '3198bc9c-6672-5ab3-d995-4942343ae5b6', version: 3,
+      id: '3198bc9c-6672-5ab3-d995-4942343ae5b6',
+      version: 3,
     },
     password: 'testpassword',
     priv: '7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d',
@@ -39,12 +52,15 @@ const GETH_VECTORS = {
   '31_byte_key': {
     json: {
       crypto: {
-        cipher: 'aes-128-ctr', cipherparams: { iv: 'e0c41130a323adc1446fc82f724bca2f' },
+        cipher: 'aes-128-ctr',
+        cipherparams: { iv: 'e0c41130a323adc1446fc82f724bca2f' },
         ciphertext: '9517cd5bdbe69076f9bf5057248c6c050141e970efa36ce53692d5d59a3984',
-        kdf: 'scrypt', kdfparams: { dklen: 32, n: 2, r: 8, p: 1, salt: '711f816911c92d649fb4c84b047915679933555030b3552c1212609b38208c63' },
+        kdf: 'scrypt',
+        kdfparams: { dklen: 32, n: 2, r: 8, p: 1, salt: '711f816911c92d649fb4c84b047915679933555030b3552c1212609b38208c63' },
         mac: 'd5e116151c6aa71470e67a7d42c9620c75c4d23229847dcc127794f0732b0db5',
       },
-      id: 'fecfc4ce-e956-48fd-953b-30f8b52ed66c', version: 3,
+      id: 'fecfc4ce-e956-48fd-953b-30f8b52ed66c',
+      version: 3,
     },
     password: 'foo',
     priv: 'fa7b3db73dc7dfdf8c5fbdb796d741e4488628c41fc4febd9160a866ba0f35',
@@ -64,12 +80,12 @@ test('decrypts the official v3 test vectors (pbkdf2, scrypt short keys)', async 
 
 // n = 2^18 with r = 1 breaks RFC 7914's n < 2^(16r), so OpenSSL refuses it and the pure-JS
 // fallback runs (~8 s on a loaded 2-core VM): only with ODSI_SLOW_TESTS=1.
-test('decrypts the spec\'s scrypt example (pure-JS scrypt fallback)', { skip: !process.env.ODSI_SLOW_TESTS }, async () => {
+test("decrypts the spec's scrypt example (pure-JS scrypt fallback)", { skip: !process.env.ODSI_SLOW_TESTS }, async () => {
   const v = GETH_VECTORS.wikipage_test_vector_scrypt;
   assert.equal(bytesToHex(await decryptKeystore(v.json, v.password)), v.priv);
 });
 
-test('scrypt parameters outside OpenSSL\'s range still round-trip (fallback path)', async () => {
+test("scrypt parameters outside OpenSSL's range still round-trip (fallback path)", async () => {
   const id = generateIdentity();
   const ks = await encryptKeystore(id.secret, 'pw', { scrypt: { n: 1 << 14, r: 1, p: 1 } }); // 2^14 < 2^16: native
   assert.equal((await identityFromKeystore(ks, 'pw')).address, id.address);
@@ -80,7 +96,10 @@ test('scrypt parameters outside OpenSSL\'s range still round-trip (fallback path
 
 test('a wrong passphrase is a clear error', async () => {
   const v = GETH_VECTORS['31_byte_key'];
-  await assert.rejects(decryptKeystore(v.json, 'bar'), (e: unknown) => e instanceof KeystoreError && e.code === 'wrong_passphrase' && /wrong passphrase/.test(e.message));
+  await assert.rejects(
+    decryptKeystore(v.json, 'bar'),
+    (e: unknown) => e instanceof KeystoreError && e.code === 'wrong_passphrase' && /wrong passphrase/.test(e.message),
+  );
 });
 
 test('encrypt → decrypt round trip, deterministic with fixed salt/iv, passphrase normalised', async () => {
@@ -129,8 +148,14 @@ test('malformed or tampered keystores are refused with reasons', async () => {
     await assert.rejects(decryptKeystore({ ...ks, crypto: { ...ks.crypto, cipher: 'aes-128-cbc' } }, 'pw'), /cipher/);
     await assert.rejects(decryptKeystore({ ...ks, crypto: { ...ks.crypto, kdf: 'argon2' } }, 'pw'), /kdf/);
     await assert.rejects(decryptKeystore({ ...ks, crypto: { ...ks.crypto, ciphertext: 'zz' } }, 'pw'), /not hex/);
-    await assert.rejects(decryptKeystore({ ...ks, crypto: { ...ks.crypto, kdfparams: { ...ks.crypto.kdfparams, n: 1000 } } }, 'pw'), /power of two/);
-    await assert.rejects(decryptKeystore({ ...ks, crypto: { ...ks.crypto, kdfparams: { ...ks.crypto.kdfparams, n: 2 ** 30 } } }, 'pw'), /refusing/);
+    await assert.rejects(
+      decryptKeystore({ ...ks, crypto: { ...ks.crypto, kdfparams: { ...ks.crypto.kdfparams, n: 1000 } } }, 'pw'),
+      /power of two/,
+    );
+    await assert.rejects(
+      decryptKeystore({ ...ks, crypto: { ...ks.crypto, kdfparams: { ...ks.crypto.kdfparams, n: 2 ** 30 } } }, 'pw'),
+      /refusing/,
+    );
     // flipped ciphertext bit: the MAC catches it
     const flipped = (parseInt(ks.crypto.ciphertext[0]!, 16) ^ 1).toString(16) + ks.crypto.ciphertext.slice(1);
     await assert.rejects(decryptKeystore({ ...ks, crypto: { ...ks.crypto, ciphertext: flipped } }, 'pw'), /MAC/);

@@ -9,6 +9,16 @@ import { computeModelIdentity } from '../../src/model/identity.js';
 import { openModel } from '../../src/model/load.js';
 import { ODSI_BIN, STORIES_GGUF } from '../helpers/paths.js';
 
+// the parts of `model info --json` these tests look at
+interface Info {
+  format: string;
+  config: { nLayers: number };
+  tensors: { count: number; types: Record<string, number> };
+  tokenizer: { vocabSize: number };
+  modelId?: string;
+  layerHashes?: string[];
+}
+
 const tmp = mkdtempSync(join(tmpdir(), 'odsi-cli-'));
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
 const odsi = (...args: string[]) => spawnSync(process.execPath, [ODSI_BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -16,7 +26,7 @@ const odsi = (...args: string[]) => spawnSync(process.execPath, [ODSI_BIN, ...ar
 test('odsi model info --json reports config, tensors, tokenizer, model id and layer hashes', () => {
   const r = odsi('model', 'info', STORIES_GGUF, '--json');
   assert.equal(r.status, 0, r.stderr);
-  const info = JSON.parse(r.stdout) as Record<string, any>;
+  const info = JSON.parse(r.stdout) as Info;
   assert.equal(info.format, 'gguf');
   assert.equal(info.config.nLayers, 5);
   assert.equal(info.tensors.count, 48);
@@ -29,7 +39,22 @@ test('odsi model info --json reports config, tensors, tokenizer, model id and la
 
 test('odsi model synth / convert / info round trip, and clear errors', () => {
   const hf = join(tmp, 'hf');
-  let r = odsi('model', 'synth', '--shape', 'tiny', '--dtype', 'f16', '--seed', '9', '--layers', '2', '--format', 'safetensors', '--out', hf);
+  let r = odsi(
+    'model',
+    'synth',
+    '--shape',
+    'tiny',
+    '--dtype',
+    'f16',
+    '--seed',
+    '9',
+    '--layers',
+    '2',
+    '--format',
+    'safetensors',
+    '--out',
+    hf,
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.ok(existsSync(join(hf, 'config.json')));
   const q = join(tmp, 'q.gguf');
@@ -37,7 +62,7 @@ test('odsi model synth / convert / info round trip, and clear errors', () => {
   assert.equal(r.status, 0, r.stderr);
   r = odsi('model', 'info', q, '--json', '--no-hash');
   assert.equal(r.status, 0, r.stderr);
-  const info = JSON.parse(r.stdout) as Record<string, any>;
+  const info = JSON.parse(r.stdout) as Info;
   assert.equal(info.config.nLayers, 2);
   assert.equal(info.tensors.types.Q4_0, 16);
   assert.equal(info.modelId, undefined);

@@ -40,11 +40,22 @@ test('stories260K: header, config and tokenizer', () => {
 
 test('writer round trip: every metadata type, arrays, tensor types, alignment', async () => {
   const md: GgufKV[] = [
-    kv.u8('t.u8', 255), kv.i8('t.i8', -128), kv.u16('t.u16', 65535), kv.i16('t.i16', -32768),
-    kv.u32('t.u32', 4294967295), kv.i32('t.i32', -2147483648), kv.f32('t.f32', 0.5), kv.f64('t.f64', Math.PI),
-    kv.u64('t.u64', 2n ** 63n + 5n), kv.i64('t.i64', -5), kv.bool('t.bool', true), kv.str('t.str', 'héllo ▁ wörld'),
-    kv.arr('t.arr.str', VT.STRING, ['a', '', 'ccc']), kv.arr('t.arr.f32', VT.F32, new Float32Array([1, -2.5])),
-    kv.arr('t.arr.i32', VT.I32, new Int32Array([7, -7])), kv.arr('t.arr.u8', VT.U8, [1, 2, 3]),
+    kv.u8('t.u8', 255),
+    kv.i8('t.i8', -128),
+    kv.u16('t.u16', 65535),
+    kv.i16('t.i16', -32768),
+    kv.u32('t.u32', 4294967295),
+    kv.i32('t.i32', -2147483648),
+    kv.f32('t.f32', 0.5),
+    kv.f64('t.f64', Math.PI),
+    kv.u64('t.u64', 2n ** 63n + 5n),
+    kv.i64('t.i64', -5),
+    kv.bool('t.bool', true),
+    kv.str('t.str', 'héllo ▁ wörld'),
+    kv.arr('t.arr.str', VT.STRING, ['a', '', 'ccc']),
+    kv.arr('t.arr.f32', VT.F32, new Float32Array([1, -2.5])),
+    kv.arr('t.arr.i32', VT.I32, new Int32Array([7, -7])),
+    kv.arr('t.arr.u8', VT.U8, [1, 2, 3]),
     kv.arr('t.arr.nested', VT.ARRAY, [['x', 'y'], ['z']]),
   ];
   const raw = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 255);
@@ -58,7 +69,12 @@ test('writer round trip: every metadata type, arrays, tensor types, alignment', 
   for (const alignment of [32, 64]) {
     const out = join(tmp, `rt-${alignment}.gguf`);
     // chunked data for one tensor: the writer must accept iterables
-    await writeGguf(out, md, tensors.map((t) => ({ ...t, data: () => (t.name === 'b' ? [t.bytes.subarray(0, 10), t.bytes.subarray(10)] : t.bytes) })), { alignment });
+    await writeGguf(
+      out,
+      md,
+      tensors.map((t) => ({ ...t, data: () => (t.name === 'b' ? [t.bytes.subarray(0, 10), t.bytes.subarray(10)] : t.bytes) })),
+      { alignment },
+    );
     const fd = openSync(out, 'r');
     try {
       const h = readGgufHeader(fd, out);
@@ -96,7 +112,12 @@ test('writer round trip: every metadata type, arrays, tensor types, alignment', 
       }
       // rewriting with metadataFromHeader keeps the types, so the header is byte-identical
       const again = join(tmp, `rt2-${alignment}.gguf`);
-      await writeGguf(again, metadataFromHeader(h), tensors.map((t) => ({ ...t, data: () => t.bytes })), { alignment });
+      await writeGguf(
+        again,
+        metadataFromHeader(h),
+        tensors.map((t) => ({ ...t, data: () => t.bytes })),
+        { alignment },
+      );
       assert.deepEqual(readFileSync(again), readFileSync(out));
     } finally {
       closeSync(fd);
@@ -119,7 +140,10 @@ async function rewrite(out: string, edit: { meta?: (md: GgufKV[]) => GgufKV[]; d
   try {
     let md = metadataFromHeader(src.header);
     if (edit.meta) md = edit.meta(md);
-    const specs = src.tensorNames().filter((n) => !edit.drop?.includes(n)).map((n) => ({ name: n, shape: src.info(n).shape, type: src.info(n).type, data: () => src.readRaw(n) }));
+    const specs = src
+      .tensorNames()
+      .filter((n) => !edit.drop?.includes(n))
+      .map((n) => ({ name: n, shape: src.info(n).shape, type: src.info(n).type, data: () => src.readRaw(n) }));
     await writeGguf(out, md, specs);
   } finally {
     src.close();
@@ -127,12 +151,15 @@ async function rewrite(out: string, edit: { meta?: (md: GgufKV[]) => GgufKV[]; d
 }
 
 function expectModelError(path: string, re: RegExp) {
-  assert.throws(() => openModel(path), (e: unknown) => {
-    assert.ok(e instanceof ModelFormatError, `expected ModelFormatError, got ${String(e)}`);
-    assert.match((e as Error).message, re);
-    assert.ok((e as Error).message.includes(path), 'message names the file');
-    return true;
-  });
+  assert.throws(
+    () => openModel(path),
+    (e: unknown) => {
+      assert.ok(e instanceof ModelFormatError, `expected ModelFormatError, got ${String(e)}`);
+      assert.match((e as Error).message, re);
+      assert.ok((e as Error).message.includes(path), 'message names the file');
+      return true;
+    },
+  );
 }
 
 test('clear errors: missing, truncated, bad magic, bad version', () => {

@@ -5,7 +5,15 @@ import { copyFileSync, existsSync, mkdtempSync, openSync, readSync, rmSync, utim
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  computeModelIdentity, hashGlobal, hashLayers, layerProof, layerRangeHash, manifestPath, merkleRoot, modelIdentity, verifyLayerProof,
+  computeModelIdentity,
+  hashGlobal,
+  hashLayers,
+  layerProof,
+  layerRangeHash,
+  manifestPath,
+  merkleRoot,
+  modelIdentity,
+  verifyLayerProof,
 } from '../../src/model/identity.js';
 import { openModel } from '../../src/model/load.js';
 import { writeSyntheticGguf } from '../../src/model/synth.js';
@@ -75,10 +83,18 @@ test('same weights give the same id; one changed byte changes that layer hash an
   b.close();
 });
 
-test('layer proofs verify with only the prover\'s own layers and fail when tampered', () => {
+test("layer proofs verify with only the prover's own layers and fail when tampered", () => {
   const full = openModel(base);
   const id = computeModelIdentity(full);
-  for (const [s, e, g] of [[0, L, true], [0, L, false], [1, 3, false], [2, 3, false], [0, 2, true], [4, L, true], [5, 6, false]] as [number, number, boolean][]) {
+  for (const [s, e, g] of [
+    [0, L, true],
+    [0, L, false],
+    [1, 3, false],
+    [2, 3, false],
+    [0, 2, true],
+    [4, L, true],
+    [5, 6, false],
+  ] as [number, number, boolean][]) {
     const proof = layerProof(id, s, e, g);
     assert.equal(proof.modelId, id.modelId);
     // the prover reads only blk.s .. blk.e-1 (and the global tensors when g)

@@ -84,7 +84,14 @@ test('RoPE inverse frequencies: plain, linear, llama3 and the stored rope_freqs 
 
   // a GGUF carries the factors as rope_freqs.weight; it applies even if the config lost them
   const out = join(tmp, 'l3.gguf');
-  await writeSyntheticGguf({ shape: 'tiny', dtype: 'f32', seed: 1, out, nLayers: 1, overrides: { ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 64 } } });
+  await writeSyntheticGguf({
+    shape: 'tiny',
+    dtype: 'f32',
+    seed: 1,
+    out,
+    nLayers: 1,
+    overrides: { ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 64 } },
+  });
   const src = openModel(out);
   const want = ropeInvFreq(src.config);
   const { ropeScaling: _drop, ...noScaling } = src.config;

@@ -25,7 +25,12 @@ test('converted and synthetic GGUF files load and evaluate in llama.cpp', { time
     assert.equal(m.info('blk.0.attn_q.weight').type, want);
     assert.equal(m.info('blk.0.ffn_down.weight').type, GgmlType.F16);
     assert.equal(m.info('blk.0.attn_norm.weight').type, GgmlType.F32);
-    assert.deepEqual(m.tokenizer?.tokens, openModel(STORIES_GGUF).tokenizer?.tokens);
+    const orig = openModel(STORIES_GGUF);
+    assert.deepEqual(m.tokenizer, orig.tokenizer);
+    // every metadata key survives; only the file type changes
+    for (const [k, v] of Object.entries(orig.metadata)) if (k !== 'general.file_type') assert.deepEqual(m.metadata[k], v, k);
+    assert.equal(m.metadata['general.file_type'], dtype === 'q8_0' ? 7 : 2);
+    orig.close();
     m.close();
     files.push(out);
   }

@@ -11,12 +11,20 @@ function bytes(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
   let s = seed >>> 0 || 1;
   for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
     out[i] = s & 255;
   }
   return out;
 }
-const putHalf = (b: Uint8Array, o: number, v: number) => { const h = f32ToF16(v); b[o] = h & 255; b[o + 1] = h >> 8; };
+const putHalf = (b: Uint8Array, o: number, v: number) => {
+  const h = f32ToF16(v);
+  b[o] = h & 255;
+  b[o + 1] = h >> 8;
+};
 
 function close(actual: Float32Array, expected: number[], what: string) {
   assert.equal(actual.length, expected.length);
@@ -27,7 +35,21 @@ function close(actual: Float32Array, expected: number[], what: string) {
 }
 
 test('every ggml block type we list for llama files can be decoded', () => {
-  for (const t of [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K]) {
+  for (const t of [
+    GgmlType.F32,
+    GgmlType.F16,
+    GgmlType.BF16,
+    GgmlType.Q4_0,
+    GgmlType.Q4_1,
+    GgmlType.Q5_0,
+    GgmlType.Q5_1,
+    GgmlType.Q8_0,
+    GgmlType.Q2_K,
+    GgmlType.Q3_K,
+    GgmlType.Q4_K,
+    GgmlType.Q5_K,
+    GgmlType.Q6_K,
+  ]) {
     assert.ok(canDequantize(t), GgmlType[t]);
   }
   assert.ok(!canDequantize(GgmlType.Q8_K));

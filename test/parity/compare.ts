@@ -60,6 +60,20 @@ export async function odsiGreedy(file: string, promptIds: number[], n: number): 
 }
 
 /** Golden prompts first (checked against golden.json too), then any `extra` prompts. */
+/** odsi's logits for the next token after `ids` (reference engine, one stage). */
+export async function odsiNextLogits(file: string, ids: number[]): Promise<Float32Array> {
+  const src = openModel(file);
+  const pipeline = await buildLocalPipeline('reference', src, 1);
+  try {
+    const tok = { stopIds: [], createStreamDecoder: () => ({ push: () => '', flush: () => '' }) };
+    const r = await generate(pipeline, tok, ids, { maxTokens: 1, sampling: { temperature: 0 }, returnPromptLogits: true });
+    return r.promptLogits!;
+  } finally {
+    await disposePipeline(pipeline);
+    src.close();
+  }
+}
+
 export async function comparePrecision(
   precision: Precision,
   dir: string,
@@ -69,7 +83,10 @@ export async function comparePrecision(
   const file = await modelAt(precision, dir);
   const model = await loadLlamaModel(file);
   const golden = loadGolden();
-  const prompts: { prompt: string; ids: number[]; expect?: number[] }[] = [...golden.map((g) => ({ prompt: g.prompt, ids: g.prompt_tokens, expect: g.generated_tokens })), ...extra];
+  const prompts: { prompt: string; ids: number[]; expect?: number[] }[] = [
+    ...golden.map((g) => ({ prompt: g.prompt, ids: g.prompt_tokens, expect: g.generated_tokens })),
+    ...extra,
+  ];
   const cases: CaseResult[] = [];
   let matchesGolden = 0;
   try {

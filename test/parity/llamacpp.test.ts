@@ -23,7 +23,11 @@ describe('greedy parity with llama.cpp on converted stories260K', () => {
       for (const c of r.cases) {
         assert.equal(c.llamacpp.length, 60, 'llama.cpp generated 60 tokens');
         assert.equal(c.odsi.length, 60, 'odsi generated 60 tokens');
-        assert.deepEqual(c.odsi.slice(0, MUST_AGREE[precision]), c.llamacpp.slice(0, MUST_AGREE[precision]), `prompt ${JSON.stringify(c.prompt)}`);
+        assert.deepEqual(
+          c.odsi.slice(0, MUST_AGREE[precision]),
+          c.llamacpp.slice(0, MUST_AGREE[precision]),
+          `prompt ${JSON.stringify(c.prompt)}`,
+        );
       }
       if (precision === 'f32') {
         // llama.cpp itself reproduces llama2.c's golden continuation

@@ -58,7 +58,8 @@ describe('tokenizer parity with llama.cpp (stories260K, SPM)', () => {
     for (const s of strings) {
       const ids = Array.from(model.tokenize(s));
       const want = model.detokenize(ids);
-      if (tok.decode(ids) !== want) mismatches.push(`${JSON.stringify(s)}: llama.cpp ${JSON.stringify(want)} odsi ${JSON.stringify(tok.decode(ids))}`);
+      if (tok.decode(ids) !== want)
+        mismatches.push(`${JSON.stringify(s)}: llama.cpp ${JSON.stringify(want)} odsi ${JSON.stringify(tok.decode(ids))}`);
       // token by token, as generation streams them, after the start of the text
       const sd = tok.createStreamDecoder({ atStart: true });
       const streamed = ids.map((id) => sd.push(id)).join('') + sd.flush();
@@ -72,7 +73,11 @@ describe('tokenizer parity with llama.cpp (stories260K, SPM)', () => {
       const bytes = tok.pieceBytes(id);
       if (bytes.length === 1 && bytes[0]! >= 0x80) continue; // a lone high byte is no text on its own
       for (const special of [false, true]) {
-        assert.equal(tok.decode([id], { special }), model.detokenize([id as never], special), `token ${id} ${JSON.stringify(tok.tokenText(id))} special=${special}`);
+        assert.equal(
+          tok.decode([id], { special }),
+          model.detokenize([id as never], special),
+          `token ${id} ${JSON.stringify(tok.tokenText(id))} special=${special}`,
+        );
       }
     }
   });
@@ -112,11 +117,13 @@ describe('tokenizer parity with llama.cpp (byte-level BPE, synthetic vocabulary)
           for (const special of [false, true]) {
             const want = Array.from(model.tokenize(s, special));
             const got = tok.encode(s, { addBos: false, parseSpecial: special });
-            if (JSON.stringify(want) !== JSON.stringify(got)) mismatches.push(`${JSON.stringify(s)} special=${special}: llama.cpp ${JSON.stringify(want)} odsi ${JSON.stringify(got)}`);
+            if (JSON.stringify(want) !== JSON.stringify(got))
+              mismatches.push(`${JSON.stringify(s)} special=${special}: llama.cpp ${JSON.stringify(want)} odsi ${JSON.stringify(got)}`);
           }
           const ids = Array.from(model.tokenize(s));
           const ours = CLEAN_SPACES.has(pre) ? cleanSpaces(tok.decode(ids)) : tok.decode(ids);
-          if (ours !== model.detokenize(ids)) mismatches.push(`${JSON.stringify(s)}: decode ${JSON.stringify(ours)} vs ${JSON.stringify(model.detokenize(ids))}`);
+          if (ours !== model.detokenize(ids))
+            mismatches.push(`${JSON.stringify(s)}: decode ${JSON.stringify(ours)} vs ${JSON.stringify(model.detokenize(ids))}`);
         }
         assert.deepEqual(mismatches, []);
         for (const id of [model.tokens.eos!, model.tokens.eot!]) assert.ok(tok.stopIds.includes(id), `stop ids include ${id}`);

@@ -32,10 +32,11 @@ export function trainBpe(nMerges = 300, pre = 'gpt2'): { tokens: string[]; merge
   const merges: string[] = [];
   for (let m = 0; m < nMerges; m++) {
     const pairs = new Map<string, number>();
-    for (const { syms, c } of words) for (let i = 0; i + 1 < syms.length; i++) {
-      const k = syms[i] + ' ' + syms[i + 1];
-      pairs.set(k, (pairs.get(k) ?? 0) + c);
-    }
+    for (const { syms, c } of words)
+      for (let i = 0; i + 1 < syms.length; i++) {
+        const k = syms[i] + ' ' + syms[i + 1];
+        pairs.set(k, (pairs.get(k) ?? 0) + c);
+      }
     let best: string | undefined;
     let bestN = 1;
     for (const [k, n] of pairs) if (n > bestN || (n === bestN && best !== undefined && k < best)) [best, bestN] = [k, n];
@@ -61,7 +62,8 @@ export function bpeSpec(pre: string, opts: { chatTemplate?: string } = {}): Toke
   const { tokens, merges } = trainBpe();
   const all = [...tokens, ...SPECIALS, ...USER_DEFINED];
   const types = new Int32Array(all.length).fill(TokenType.Normal);
-  for (let i = tokens.length; i < all.length; i++) types[i] = i < tokens.length + SPECIALS.length ? TokenType.Control : TokenType.UserDefined;
+  for (let i = tokens.length; i < all.length; i++)
+    types[i] = i < tokens.length + SPECIALS.length ? TokenType.Control : TokenType.UserDefined;
   return {
     model: 'gpt2',
     pre,
@@ -98,7 +100,15 @@ export function bpeTokenizerJson(): string {
     pre_tokenizer: {
       type: 'Sequence',
       pretokenizers: [
-        { type: 'Split', pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: 'Isolated', invert: false },
+        {
+          type: 'Split',
+          pattern: {
+            Regex:
+              "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+          },
+          behavior: 'Isolated',
+          invert: false,
+        },
         { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
       ],
     },
@@ -106,10 +116,26 @@ export function bpeTokenizerJson(): string {
       type: 'Sequence',
       processors: [
         { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
-        { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [], special_tokens: {} },
+        {
+          type: 'TemplateProcessing',
+          single: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+          pair: [],
+          special_tokens: {},
+        },
       ],
     },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: true, vocab, merges: spec.merges!.map((m) => m.split(' ')) },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: true,
+      vocab,
+      merges: spec.merges!.map((m) => m.split(' ')),
+    },
   });
 }

@@ -58,6 +58,25 @@ describe('byte-level BPE tokenizer', () => {
     for (const s of parityStrings(120)) assert.deepEqual(hf.encode(s), tok.encode(s), JSON.stringify(s));
   });
 
+  it('keeps what a loader adds around tokenizer.json (padding to the embedding rows, EOS, template)', () => {
+    const gguf = bpeSpec('llama-bpe');
+    const padded = [...gguf.tokens, '[PAD1]', '[PAD2]'];
+    const eos = gguf.tokens.indexOf('<|eot_id|>');
+    const hf = createTokenizer({
+      model: 'gpt2',
+      tokens: padded,
+      eosId: eos,
+      addBos: true,
+      addEos: false,
+      chatTemplate: '{{ bos_token }}x',
+      hfTokenizerJson: bpeTokenizerJson(),
+    });
+    assert.equal(hf.vocabSize, padded.length);
+    assert.equal(hf.eosId, eos);
+    assert.equal(hf.applyChatTemplate([]), '<|begin_of_text|>x');
+    assert.deepEqual(hf.encode('Once upon a time'), tok.encode('Once upon a time'));
+  });
+
   it('rejects tokenizer.json files it cannot honour', () => {
     const base: TokenizerSpec = { model: 'gpt2', tokens: [], addBos: false, addEos: false };
     assert.throws(() => createTokenizer({ ...base, hfTokenizerJson: '{not json' }), /not valid JSON/);

@@ -40,7 +40,10 @@ describe('chat templates', () => {
       { role: 'user', content: 'c' },
     ]);
     assert.equal(ok, '<|begin_of_text|>[INST] a [/INST]b<|end_of_text|>[INST] c [/INST]');
-    assert.throws(() => tok.applyChatTemplate(chat), (e: Error) => e instanceof ChatTemplateError && /roles must alternate/.test(e.message));
+    assert.throws(
+      () => tok.applyChatTemplate(chat),
+      (e: Error) => e instanceof ChatTemplateError && /roles must alternate/.test(e.message),
+    );
   });
 
   it('falls back to ChatML when the model has no template', () => {

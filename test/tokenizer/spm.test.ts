@@ -39,14 +39,27 @@ describe('SPM tokenizer (stories260K)', () => {
   });
 
   it('round-trips text through encode/decode', () => {
-    const texts = ['Once upon a time', ' leading', 'two  spaces', 'tab\there\nnewline', 'naïve café', '日本語 😀 👨‍👩‍👧‍👦', 'x'.repeat(200), ' ', '\n'];
+    const texts = [
+      'Once upon a time',
+      ' leading',
+      'two  spaces',
+      'tab\there\nnewline',
+      'naïve café',
+      '日本語 😀 👨‍👩‍👧‍👦',
+      'x'.repeat(200),
+      ' ',
+      '\n',
+    ];
     for (const t of texts) assert.equal(tok.decode(tok.encode(t)), t, JSON.stringify(t));
   });
 
   it('spells characters missing from the vocabulary as <0xXX> byte tokens', () => {
     const ids = tok.encode('😀', { addBos: false });
     // ▁ then the four UTF-8 bytes F0 9F 98 80
-    assert.deepEqual(ids.slice(1).map((id) => tok.tokenText(id)), ['<0xF0>', '<0x9F>', '<0x98>', '<0x80>']);
+    assert.deepEqual(
+      ids.slice(1).map((id) => tok.tokenText(id)),
+      ['<0xF0>', '<0x9F>', '<0x98>', '<0x80>'],
+    );
   });
 
   it('parses control tokens only when parseSpecial', () => {
@@ -71,12 +84,16 @@ describe('SPM tokenizer (stories260K)', () => {
 });
 
 describe('stream decoder', () => {
-  const bytesOf = (s: string) => Array.from(new TextEncoder().encode(s), (b) => tok.tokenId(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)!);
+  const bytesOf = (s: string) =>
+    Array.from(new TextEncoder().encode(s), (b) => tok.tokenId(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)!);
 
   it('holds partial UTF-8 until the character is complete', () => {
     const sd = tok.createStreamDecoder();
     const ids = bytesOf('’'); // E2 80 99
-    assert.deepEqual(ids.map((id) => sd.push(id)), ['', '', '’']);
+    assert.deepEqual(
+      ids.map((id) => sd.push(id)),
+      ['', '', '’'],
+    );
     assert.equal(sd.flush(), '');
   });
 
@@ -88,7 +105,10 @@ describe('stream decoder', () => {
     for (const o of outs) {
       // every emitted chunk is well-formed: no lone surrogate halves, no U+FFFD
       assert.ok(!o.includes('\uFFFD'), JSON.stringify(o));
-      assert.ok(Array.from(o).every((c) => c.codePointAt(0)! < 0xd800 || c.codePointAt(0)! > 0xdfff), 'no lone surrogate');
+      assert.ok(
+        Array.from(o).every((c) => c.codePointAt(0)! < 0xd800 || c.codePointAt(0)! > 0xdfff),
+        'no lone surrogate',
+      );
     }
     assert.equal(outs.filter((o) => o !== '').length, 5); // 👨 ZWJ 👩 ZWJ 👧
   });
@@ -126,14 +146,27 @@ describe('bad tokenizer specs', () => {
     assert.throws(() => createTokenizer({ ...base(), scores: new Float32Array(3) }), /3 scores for 512 tokens/);
     assert.throws(() => createTokenizer({ ...base(), tokenTypes: new Int32Array(5) }), /5 token types for 512 tokens/);
     assert.throws(() => createTokenizer({ ...base(), model: 'gpt2' }), /no merges/);
-    assert.throws(() => createTokenizer({ ...base(), model: 'gpt2', merges: ['a b'], pre: 'klingon' }), /unsupported BPE pre-tokenizer 'klingon'/);
+    assert.throws(
+      () => createTokenizer({ ...base(), model: 'gpt2', merges: ['a b'], pre: 'klingon' }),
+      /unsupported BPE pre-tokenizer 'klingon'/,
+    );
     assert.throws(() => createTokenizer({ ...base(), chatTemplate: '{% for x in %}' }), /chat template does not parse/);
   });
 
   it('falls back to the unknown token when a byte token is missing', () => {
     const tokens = ['<unk>', '<s>', '</s>', '▁', 'a'];
     const types = Int32Array.from([TokenType.Unknown, TokenType.Control, TokenType.Control, TokenType.Normal, TokenType.Normal]);
-    const t = createTokenizer({ model: 'llama', tokens, tokenTypes: types, scores: new Float32Array(5), bosId: 1, eosId: 2, unkId: 0, addBos: true, addEos: false });
+    const t = createTokenizer({
+      model: 'llama',
+      tokens,
+      tokenTypes: types,
+      scores: new Float32Array(5),
+      bosId: 1,
+      eosId: 2,
+      unkId: 0,
+      addBos: true,
+      addEos: false,
+    });
     assert.deepEqual(t.encode('a b'), [1, 3, 4, 3, 0]);
   });
 });

@@ -3,7 +3,9 @@
 // The session lives in a worker thread (worker.ts); this side reads exactly the range's
 // tensors, validates every call, and tracks session lengths so sessionLength() is synchronous.
 
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ropeInvFreq } from '../../model/rope.js';
 import { ModelFormatError, layerTensorNames, tensorNames as tn, type ModelConfig, type WeightSource } from '../../model/types.js';
@@ -49,12 +51,15 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
   const shapes = expectedShapes(c);
   const tensors: Record<string, RawTensor> = {};
   const transfer: ArrayBuffer[] = [];
+  // file-backed sources are read by the worker itself, one tensor at a time
+  const byPath = (src.format === 'gguf' || src.format === 'safetensors') && !!src.path && existsSync(src.path);
   for (const name of names) {
     const info = src.info(name);
     const want = shapes(name);
     if (want && (info.shape.length !== want.length || info.shape.some((d, i) => d !== want[i]))) {
       throw new ModelFormatError(`tensor ${name} has shape [${info.shape.join(', ')}], expected [${want.join(', ')}]`, src.path);
     }
+    if (byPath) continue;
     let data = src.readRaw(name);
     if (data.byteOffset !== 0 || data.buffer.byteLength !== data.byteLength || data.buffer instanceof SharedArrayBuffer) data = data.slice();
     transfer.push(data.buffer as ArrayBuffer);
@@ -77,11 +82,15 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     f32Linear: opts.f32Linear,
     invFreq: ropeInvFreq(c, src),
     tensors,
+    modelPath: byPath ? src.path : undefined,
+    names: byPath ? names : undefined,
   };
   const w = new WorkerClient();
   try {
     const info = (await w.call({ type: 'load', id: 0, spec }, transfer)) as LoadInfo;
-    return new OrtStageImpl(w, c, { ...range }, `ort-${mode}`, maxContext, info, path);
+    // the profile names what changes numerics: weight precision, and int8 activations unless level 4
+    const profile = mode === 'f32' || spec.accuracyLevel === 4 ? `ort-${mode}` : `ort-${mode}-acc${spec.accuracyLevel}`;
+    return new OrtStageImpl(w, c, { ...range }, profile, maxContext, info, path);
   } catch (e) {
     await w.terminate();
     throw e;
@@ -130,6 +139,13 @@ function expectedShapes(c: ModelConfig): (name: string) => number[] | undefined 
   };
 }
 
+/** the compiled worker beside this module; from TypeScript sources (tsx) the .ts one via tsx */
+function workerEntry(): [URL, { execArgv?: string[] }] {
+  const js = new URL('./worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(js))) return [js, {}];
+  return [new URL('./worker.ts', import.meta.url), { execArgv: ['--import', 'tsx'] }];
+}
+
 class WorkerClient {
   private worker: Worker;
   private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
@@ -137,7 +153,7 @@ class WorkerClient {
   private dead?: Error;
 
   constructor() {
-    this.worker = new Worker(new URL('./worker.js', import.meta.url));
+    this.worker = new Worker(...workerEntry());
     this.worker.unref(); // an idle stage never keeps the process alive
     this.worker.on('message', (r: WorkerReply) => {
       const p = this.pending.get(r.id);

@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import ort from 'onnxruntime-node';
+import { openModel } from '../../model/load.js';
 import { dequantize } from '../../model/quant.js';
 import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
 import type { StageRange } from '../types.js';
@@ -23,8 +24,12 @@ export interface LoadSpec {
   allowSpinning: boolean;
   f32Linear?: 'fused' | 'matmul';
   invFreq: Float32Array;
-  /** raw tensors of exactly this range, by canonical name */
+  /** raw tensors of exactly this range, by canonical name (sources without a file) */
   tensors: Record<string, RawTensor>;
+  /** or: the model file/directory, read here tensor by tensor (only `names`), which keeps the
+   *  peak at one tensor's raw bytes instead of the whole range's */
+  modelPath?: string;
+  names?: string[];
 }
 
 export interface StepIn {
@@ -49,6 +54,9 @@ export interface LoadInfo {
   graphBytes: number;
   initBytes: number;
 }
+
+/** longest chunk one session.run processes */
+const MAX_CHUNK = 256;
 
 /** std-path cache grows in chunks of this many positions (masked slots cost a little compute) */
 const STD_CHUNK = 64;
@@ -84,13 +92,35 @@ export class OrtRunner {
   }
 
   static async create(spec: LoadSpec): Promise<OrtRunner> {
-    const { config: c, range, mode, tensors } = spec;
-    const take = (name: string): RawTensor => {
+    const { tensors } = spec;
+    const file = spec.modelPath ? openModel(spec.modelPath, { skipCheck: true }) : undefined;
+    const has = (name: string) => name in tensors || (!!file && !!spec.names?.includes(name));
+    const get = (name: string): RawTensor => {
       const t = tensors[name];
-      if (!t) throw new Error(`tensor ${name} was not loaded`);
+      if (t) return t;
+      if (!file || !spec.names?.includes(name)) throw new Error(`tensor ${name} was not loaded`);
+      const info = file.info(name);
+      return { type: info.type, shape: info.shape, data: file.readRaw(name) };
+    };
+    const take = (name: string): RawTensor => {
+      const t = get(name);
       delete tensors[name]; // let buffers go as soon as they are converted
       return t;
     };
+    try {
+      return await OrtRunner.build(spec, take, get, has);
+    } finally {
+      file?.close();
+    }
+  }
+
+  private static async build(
+    spec: LoadSpec,
+    take: (name: string) => RawTensor,
+    get: (name: string) => RawTensor,
+    has: (name: string) => boolean,
+  ): Promise<OrtRunner> {
+    const { config: c, range, mode, tensors } = spec;
     const f32 = (t: RawTensor) => dequantize(t.type, t.data, t.shape.reduce((a, b) => a * b, 1));
     const t0 = performance.now();
     const layers: LayerWeightsIn[] = [];
@@ -105,11 +135,11 @@ export class OrtRunner {
         down: lin(tn.down(l)),
       });
     }
-    const embedRaw = range.embed ? tensors[tn.embed] : undefined;
+    const embedRaw = range.embed ? get(tn.embed) : undefined;
     let head: { norm: Float32Array; output: LinearWeight } | undefined;
     if (range.head) {
-      const outName = tensors[tn.output] ? tn.output : tn.embed;
-      head = { norm: f32(take(tn.outputNorm)), output: prepareLinear(tensors[outName]!, mode, outName) };
+      const outName = has(tn.output) ? tn.output : tn.embed;
+      head = { norm: f32(take(tn.outputNorm)), output: prepareLinear(outName === tn.embed && embedRaw ? embedRaw : get(outName), mode, outName) };
       delete tensors[tn.output];
     }
     delete tensors[tn.embed];
@@ -172,7 +202,33 @@ export class OrtRunner {
     this.session = undefined;
   }
 
+  /** long inputs run as consecutive chunks: attention scratch grows with chunk × context */
   async step(inp: StepIn): Promise<StepOut> {
+    const S = inp.nTokens;
+    if (S <= MAX_CHUNK) return this.stepOnce(inp);
+    const dim = this.spec.config.dim;
+    const t0 = performance.now();
+    const parts: Float32Array[] = [];
+    let last: StepOut | undefined;
+    for (let off = 0; off < S; off += MAX_CHUNK) {
+      const n = Math.min(MAX_CHUNK, S - off);
+      last = await this.stepOnce({
+        ...inp,
+        pos: inp.pos + off,
+        nTokens: n,
+        tokens: inp.tokens?.slice(off, off + n),
+        hidden: inp.hidden?.slice(off * dim, (off + n) * dim),
+      });
+      const part = last.hidden ?? last.logits!;
+      if (last.hidden || inp.allLogits) parts.push(part);
+    }
+    const res: StepOut = { computeMs: performance.now() - t0, length: last!.length };
+    if (this.spec.range.head) res.logits = inp.allLogits ? concat(parts) : last!.logits!;
+    else res.hidden = concat(parts);
+    return res;
+  }
+
+  private async stepOnce(inp: StepIn): Promise<StepOut> {
     const c = this.spec.config;
     const t0 = performance.now();
     const S = inp.nTokens;
@@ -378,4 +434,14 @@ function extraFromEnv(): Record<string, string> {
   } catch {
     return {};
   }
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
 }

@@ -6,11 +6,17 @@
 //  - reductions run in a fixed order that depends only on the vector length: dot products
 //    use four interleaved partial sums s_k = sum over i ≡ k (mod 4) in increasing i, combined
 //    as (s0 + s1) + (s2 + s3); other sums are sequential in increasing index;
-//  - transcendental functions are Math.exp / Math.sin / Math.cos, which V8 implements with
-//    its own fdlibm port (src/base/ieee754.cc), not the platform libm, so they return the same
-//    bits on every OS and CPU; Math.sqrt is correctly rounded by IEEE-754.
+//  - exp, sin and cos are our own (fmath.ts), built from +, -, * only; the only other
+//    operations are +, -, *, / and Math.sqrt, all correctly rounded by IEEE-754. Nothing
+//    depends on the platform libm or on V8's Math.exp/sin/cos ports;
+//  - RoPE inverse frequencies come from src/model/rope.ts as f32 values (theta ** x, then
+//    rounded to f32), angles are p * invFreq[i] in double;
+//  - the WASM SIMD matmul (wasm.ts) implements exactly the dot() order below.
 // Hence results depend only on the inputs, never on the machine, thread count or how a
-// model is split into stages (a layer sees the same inputs either way).
+// model is split into stages (a layer sees the same inputs either way), nor on how a prompt is
+// chunked: every token's row is computed by the same operations in the same order.
+
+import { exp, sincos } from './fmath.js';
 
 /** dot product of a[ao..ao+n) and b[bo..bo+n) in the fixed 4-lane order described above */
 export function dot(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number): number {
@@ -66,7 +72,7 @@ export function addInPlace(x: Float32Array, y: Float32Array): void {
 export function swiglu(g: Float32Array, u: Float32Array): void {
   for (let i = 0; i < g.length; i++) {
     const z = g[i];
-    g[i] = (z / (1 + Math.exp(-z))) * u[i];
+    g[i] = (z / (1 + exp(-z))) * u[i];
   }
 }
 
@@ -77,9 +83,9 @@ export function ropeTables(invFreq: Float32Array, pos: number, nTok: number): { 
   const sin = new Float64Array(nTok * half);
   for (let t = 0; t < nTok; t++) {
     for (let i = 0; i < half; i++) {
-      const a = (pos + t) * invFreq[i];
-      cos[t * half + i] = Math.cos(a);
-      sin[t * half + i] = Math.sin(a);
+      const [s, c] = sincos((pos + t) * invFreq[i]);
+      cos[t * half + i] = c;
+      sin[t * half + i] = s;
     }
   }
   return { cos, sin };
@@ -143,7 +149,7 @@ export function attention(
       }
       let sum = 0;
       for (let j = 0; j < n; j++) {
-        const e = Math.exp(scores[j] - max);
+        const e = exp(scores[j] - max);
         scores[j] = e;
         sum += e;
       }

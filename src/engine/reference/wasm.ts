@@ -41,15 +41,20 @@ const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
 const str = (s: string) => [...uleb(s.length), ...Buffer.from(s, 'latin1')];
 
 // opcodes
+// prettier-ignore
 const BLOCK = 0x02, LOOP = 0x03, IF = 0x04, END = 0x0b, BR = 0x0c, BR_IF = 0x0d, VOID = 0x40;
+// prettier-ignore
 const GET = 0x20, SET = 0x21;
+// prettier-ignore
 const I32_CONST = 0x41, I32_ADD = 0x6a, I32_MUL = 0x6c, I32_AND = 0x71, I32_GE_U = 0x4f, I32_LT_U = 0x49, I32_GT_U = 0x4b, I32_SHL = 0x74;
+// prettier-ignore
 const F32_LOAD = 0x2a, F32_STORE = 0x38, F64_PROMOTE = 0xbb, F32_DEMOTE = 0xb6, F64_ADD = 0xa0, F64_MUL = 0xa2;
 const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
 const V128_LOAD = (align: number) => simd(0x00, align, 0);
 const V128_ZERO = simd(0x0c, ...new Array(16).fill(0));
 const SHUF_HIGH = simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
 const F64X2_EXTRACT = (lane: number) => simd(0x21, lane);
+// prettier-ignore
 const F64X2_ADD = simd(0xf0), F64X2_MUL = simd(0xf2), F64X2_PROMOTE_LOW = simd(0x5f);
 const R_MAX = 4;
 
@@ -61,6 +66,7 @@ const R_MAX = 4;
 // four independent accumulation chains, while each row's own order stays exactly dot()'s.
 const [xPtr, wPtr, yPtr, nTok, nIn, nOut, o, t, i, n4, xRow] = Array.from({ length: 11 }, (_, k) => k);
 const wRow = (r: number) => 11 + r;
+// prettier-ignore
 const va = 15, vb = 16;
 const acc01 = (r: number) => 17 + r;
 const acc23 = (r: number) => 21 + r;
@@ -84,6 +90,7 @@ function sleb(n: number): number[] {
 const addr = (row: number, idx: number) => [...get(row), ...get(idx), ...i32(2), I32_SHL, I32_ADD];
 const inc = (l: number, by: number) => [...get(l), ...i32(by), I32_ADD, ...set(l)];
 /** tail step of row r: if (i < nIn) { s += f64(x[i]) * f64(w_r[i]); i++ } */
+// prettier-ignore
 const tail = (r: number, s: number) => [
   ...get(i), ...get(nIn), I32_LT_U, IF, VOID,
   ...get(s), ...addr(xRow, i), F32_LOAD, 2, 0, F64_PROMOTE, ...addr(wRow(r), i), F32_LOAD, 2, 0, F64_PROMOTE, F64_MUL, F64_ADD, ...set(s),
@@ -91,6 +98,7 @@ const tail = (r: number, s: number) => [
   END,
 ];
 /** finish row r at token t: reduce its accumulators, add the tail, store y[t*nOut + o + r] */
+// prettier-ignore
 const finish = (r: number) => [
   ...get(acc01(r)), ...F64X2_EXTRACT(0), ...set(s0),
   ...get(acc01(r)), ...F64X2_EXTRACT(1), ...set(s1),
@@ -105,6 +113,7 @@ const finish = (r: number) => [
 /** while (o + R <= nOut) { rows o..o+R-1 for every token; o += R } */
 function rowsLoop(R: number): number[] {
   const rs = Array.from({ length: R }, (_, r) => r);
+  // prettier-ignore
   return [
     BLOCK, VOID, LOOP, VOID,
     // exit when o + R > nOut
@@ -134,6 +143,7 @@ function rowsLoop(R: number): number[] {
   ];
 }
 
+// prettier-ignore
 const body = [
   ...vec([[5 + R_MAX, 0x7f], [2 + 2 * R_MAX, 0x7b], [4, 0x7c]]),
   ...get(nIn), ...i32(-4), I32_AND, ...set(n4),
@@ -143,6 +153,7 @@ const body = [
   END,
 ];
 
+// prettier-ignore
 const MODULE = new Uint8Array([
   0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
   ...section(1, vec([[0x60, ...vec([[0x7f], [0x7f], [0x7f], [0x7f], [0x7f], [0x7f]]), 0x00]])), // type: (i32 ×6) → ()
@@ -207,7 +218,7 @@ export class WasmArena {
 
   private reserve(floats: number): number {
     const off = this.next;
-    this.next += 4 * floats + (16 - ((4 * floats) % 16)) % 16; // keep 16-byte alignment
+    this.next += 4 * floats + ((16 - ((4 * floats) % 16)) % 16); // keep 16-byte alignment
     return off;
   }
 
