@@ -1,6 +1,7 @@
 // Runs every compiled test file with Node's test runner (Node 20 has no --test globs).
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 
 function walk(dir, out = []) {
@@ -17,6 +18,6 @@ if (filter.length) files = files.filter((f) => filter.some((x) => f.includes(x))
 const r = spawnSync(
   process.execPath,
   ['--import', './dist/src/util/polyfill.js', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files],
-  { stdio: 'inherit', env: { ...process.env, ODSI_TEST: '1' } },
+  { stdio: 'inherit', env: { ODSI_CACHE_DIR: join(tmpdir(), 'odsi-test-cache'), ...process.env, ODSI_TEST: '1' } },
 );
 process.exit(r.status ?? 1);

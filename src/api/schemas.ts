@@ -24,6 +24,10 @@ const common = {
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
   odsi: odsiExt,
+  // accepted only so a request asking for them gets a clear "not supported" instead of silence
+  logprobs: z.union([z.boolean(), z.number()]).nullish(),
+  echo: z.boolean().nullish(),
+  tools: z.array(z.unknown()).nullish(),
 };
 
 const tokenArray = z.array(z.number().int().min(0)).min(1);

@@ -110,6 +110,9 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   /** Checks shared by both endpoints; returns the generation plan. */
   function plan(body: CompletionRequest | ChatRequest, promptIds: number[], defaultMax: number | undefined): Plan {
     if (body.n !== undefined && body.n !== null && body.n !== 1) throw invalid(`only n=1 is supported, got n=${body.n}`, 'n');
+    if (body.logprobs) throw invalid('logprobs are not supported by this server', 'logprobs');
+    if (body.echo) throw invalid('echo is not supported by this server', 'echo');
+    if (body.tools?.length) throw invalid('tools / function calling are not supported by this server', 'tools');
     const ctx = backend.model.contextLength;
     if (promptIds.length >= ctx) {
       throw invalid(

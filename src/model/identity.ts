@@ -34,8 +34,9 @@
 // needs only its own layers' bytes.
 
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ModelFormatError, type ModelConfig, type WeightSource } from './types.js';
 
 type Hash = Buffer;
@@ -277,8 +278,15 @@ function fingerprint(path: string): string | undefined {
   }
 }
 
+/**
+ * Manifests live in a cache directory (ODSI_CACHE_DIR, else ~/.cache/odsi/manifests), never
+ * beside the model: model folders are often read-only or shared between users.
+ */
 export function manifestPath(modelPath: string): string {
-  return modelPath.replace(/\/+$/, '') + MANIFEST_SUFFIX;
+  const abs = resolve(modelPath.replace(/\/+$/, ''));
+  const dir = process.env.ODSI_CACHE_DIR ? join(process.env.ODSI_CACHE_DIR, 'manifests') : join(homedir(), '.cache', 'odsi', 'manifests');
+  const key = createHash('sha256').update(abs).digest('hex').slice(0, 16);
+  return join(dir, `${basename(abs)}-${key}${MANIFEST_SUFFIX}`);
 }
 
 /** Hash every tensor (no cache). */
@@ -312,6 +320,7 @@ export function modelIdentity(src: WeightSource, opts: { cache?: boolean } = {})
     const m: Manifest = { version: 1, fingerprint: fp, ...id };
     try {
       // temp + rename: concurrent openers never see a half-written manifest
+      mkdirSync(dirname(mp), { recursive: true });
       const tmp = `${mp}.tmp-${process.pid}`;
       writeFileSync(tmp, JSON.stringify(m, null, 1));
       renameSync(tmp, mp);

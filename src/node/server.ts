@@ -301,10 +301,12 @@ export class NodeServer {
 
   private touch(s: Session): void {
     if (s.idle) clearTimeout(s.idle);
+    // the gateway may ask for a shorter idle timeout, never a longer one than the node allows
+    const ms = Math.min(s.open.idleTimeoutMs ?? this.idleTimeoutMs, this.idleTimeoutMs);
     s.idle = setTimeout(() => {
-      void s.upstream.sendError('timeout', `session idle for ${this.idleTimeoutMs} ms; freed`, { sessionId: s.id });
+      void s.upstream.sendError('timeout', `session idle for ${ms} ms; freed`, { sessionId: s.id });
       this.teardown(s, 'idle timeout', true);
-    }, this.idleTimeoutMs);
+    }, ms);
     s.idle.unref?.();
   }
 

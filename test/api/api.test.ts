@@ -220,6 +220,8 @@ test('invalid requests get OpenAI-shaped errors with the right status; the serve
     ['/v1/chat/completions', { model: MODEL, messages: [] }, 400, 'messages'],
     ['/v1/chat/completions', { model: MODEL, messages: [{ role: 'wizard', content: 'x' }] }, 400, 'messages.0.role'],
     ['/v1/chat/completions', [1, 2, 3], 400, null],
+    ['/v1/completions', { model: MODEL, prompt: 'x', logprobs: 3 }, 400, 'logprobs'],
+    ['/v1/completions', { model: MODEL, prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] }, 400, 'stop'],
     ['/v1/nothing', {}, 404, null],
   ];
   for (const [path, body, status, param, raw] of cases) {
@@ -300,3 +302,35 @@ async function metricValue(name: string): Promise<number> {
   const line = m.split('\n').find((l) => l.startsWith(name + ' '));
   return line ? Number(line.split(' ')[1]) : 0;
 }
+
+test('over the concurrency limit a request gets 503 capacity; the model endpoint answers', async () => {
+  const small = createApiServer(backend, { maxConcurrent: 1 });
+  const base = await small.listen(0);
+  try {
+    const ac = new AbortController();
+    const first = await fetch(base + '/v1/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 500, temperature: 0, stream: true }),
+      signal: ac.signal,
+    });
+    const reader = first.body!.getReader();
+    await reader.read(); // the first request is generating
+    const r = await fetch(base + '/v1/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, prompt: 'Once', max_tokens: 2 }),
+    });
+    assert.equal(r.status, 503);
+    const body = (await r.json()) as { error: { code: string } };
+    assert.equal(body.error.code, 'capacity');
+    ac.abort();
+  } finally {
+    await small.close();
+  }
+  const m = await fetch(`${url}/v1/models/${MODEL}`);
+  assert.equal(m.status, 200);
+  assert.equal(((await m.json()) as { id: string }).id, MODEL);
+  const unknown = await fetch(`${url}/v1/models/gpt-4`);
+  assert.equal(unknown.status, 404);
+});

@@ -141,3 +141,30 @@ test('bad input on a raw stream: clear errors, stream usable after message error
   assert.match(got[1]!.header.reason!, /sessionId/);
   await ch.close();
 });
+
+test('KV budget: a full node refuses with busy; idle sessions are freed', async () => {
+  const host = await createHost({ identity: generateIdentity() });
+  const stage = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
+  const server = new NodeServer({ host, stage, modelId: MODEL, perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 150 });
+  await server.start();
+  nodes.push({ host, server, stage });
+  const hop = hopOf({ host, stage });
+  const r1 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-1', maxTokens: 100 });
+  assert.equal(server.freeKvTokens, 50);
+  await assert.rejects(openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-2', maxTokens: 100 }), (e: unknown) => {
+    assert.ok(e instanceof RouteError);
+    assert.equal(e.remoteCode, 'busy');
+    assert.match(e.message, /KV memory full/);
+    return true;
+  });
+  // a step beyond the session's reservation is refused too
+  await assert.rejects(r1.forward({ sessionId: 'kv-1', pos: 99, nTokens: 2, hidden: input(2, src.config.dim) }), /reserved 100/);
+  await r1.dispose();
+  for (let i = 0; i < 50 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(server.freeKvTokens, 150);
+  // idle timeout requested by the gateway
+  const r3 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-3', maxTokens: 100 });
+  await r3.forward({ sessionId: 'kv-3', pos: 0, nTokens: 1, hidden: input(1, src.config.dim) });
+  assert.equal(server.load, 1);
+  await r3.dispose();
+});

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GgufFile } from '../../src/model/gguf.js';
 import { writeGguf } from '../../src/model/gguf-writer.js';
-import { llamaGgufMetadata, synthConfig } from '../../src/model/synth.js';
+import { llamaGgufMetadata, synthConfig, synthTokenizer } from '../../src/model/synth.js';
 import { bpeSpec } from '../tokenizer/bpe-fixture.js';
 import { createTokenizer, type Tokenizer } from '../../src/tokenizer/index.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
@@ -132,4 +132,35 @@ describe('tokenizer parity with llama.cpp (byte-level BPE, synthetic vocabulary)
       }
     });
   }
+});
+
+// The synthetic SPM vocabulary odsi writes into its generated test models (src/model/synth.ts)
+// must tokenize the same in llama.cpp too, or demos on synthetic models would disagree.
+describe('tokenizer parity with llama.cpp (synthetic SPM vocabulary of generated models)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'odsi-spm-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('encodes 200 strings exactly like llama.cpp', async () => {
+    const cfg = synthConfig('tiny');
+    const spec = synthTokenizer(cfg.vocabSize);
+    const file = join(dir, 'synth-spm.gguf');
+    await writeGguf(file, llamaGgufMetadata(cfg, 0, spec), []);
+    const model = await loadLlamaModel(file, { vocabOnly: true });
+    try {
+      const tok = createTokenizer(spec);
+      const mismatches: string[] = [];
+      for (const s of parityStrings(200)) {
+        for (const special of [false, true]) {
+          const want = Array.from(model.tokenize(s, special));
+          const got = tok.encode(s, { addBos: false, parseSpecial: special });
+          if (JSON.stringify(want) !== JSON.stringify(got)) mismatches.push(`${JSON.stringify(s)} special=${special}`);
+        }
+        const ids = Array.from(model.tokenize(s));
+        if (tok.decode(ids) !== model.detokenize(ids)) mismatches.push(`${JSON.stringify(s)}: decode differs`);
+      }
+      assert.deepEqual(mismatches, []);
+    } finally {
+      await model.dispose();
+    }
+  });
 });

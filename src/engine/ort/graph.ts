@@ -111,6 +111,10 @@ export function buildStageGraph(spec: GraphSpec): EncodedModel {
   const cKvShape = shape('c_kv_shape', [-1, KVH, D]);
   const cQ4 = shape('c_q4', [-1, KVH, G, D]);
   const cOut = shape('c_out', [1, -1, H * D]);
+  const cQrows = shape('c_q_rows', [KVH, 1, -1, D]);
+  const cByGroup = shape('c_by_group', [KVH, G, -1, 0]); // 0: keep the C+S dim
+  const cRows = shape('c_rows', [KVH, 1, -1, 0]);
+  const cOg = shape('c_o_group', [KVH, G, -1, D]);
   const cUnsq1 = shape('c_axis1', [1]);
   const sliceStart = shape('c_m1', [-1]);
   const sliceEnd = shape('c_neg_inf', [-INT64_MAX]);
@@ -128,18 +132,22 @@ export function buildStageGraph(spec: GraphSpec): EncodedModel {
     const rot = g.op('Add', [g.op('Mul', [p, s.cos]), g.op('Mul', [swapped, s.sin])]);
     const [q, k] = g.node('Split', [g.op('Reshape', [rot, cQkFlat]), cSplitQk], [g.fresh('q'), `new_k_${l}`], { axis: 1 });
     const vr = g.node('Reshape', [v!, cKvShape], [`new_v_${l}`])[0]!;
-    const q4 = g.op('Mul', [g.op('Transpose', [g.op('Reshape', [q!, cQ4])], { perm: [1, 2, 0, 3] }), scale]); // [KVH,G,S,D]
+    // queries of one KV head's group stacked as rows [KVH, 1, G*S, D]: one GEMM per KV head
+    // reads each cached K/V once (a [KVH, G, ...] batch would re-pack the cache G times)
+    const q4 = g.op('Mul', [g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [q!, cQ4])], { perm: [1, 2, 0, 3] }), cQrows]), scale]);
     const kT = g.op('Unsqueeze', [g.op('Transpose', [k!], { perm: [1, 2, 0] }), cUnsq1]); // [KVH,1,D,S]
     const vT = g.op('Unsqueeze', [g.op('Transpose', [vr], { perm: [1, 0, 2] }), cUnsq1]); // [KVH,1,S,D]
     const kc = g.input(`cache_k_${l}`, DT.float, [KVH, 1, D, 'C']);
     const vc = g.input(`cache_v_${l}`, DT.float, [KVH, 1, 'C', D]);
-    const scores = g.op('Concat', [g.op('MatMul', [q4, kc]), g.op('MatMul', [q4, kT])], { axis: 3 }); // [KVH,G,S,C+S]
-    const probs = g.op('Softmax', [g.op('Add', [scores, s.mask])], { axis: -1 });
+    const scores = g.op('Concat', [g.op('MatMul', [q4, kc]), g.op('MatMul', [q4, kT])], { axis: 3 }); // [KVH,1,G*S,C+S]
+    const masked = g.op('Add', [g.op('Reshape', [scores, cByGroup]), s.mask]); // [KVH,G,S,C+S] + [S,C+S]
+    const probs = g.op('Reshape', [g.op('Softmax', [masked], { axis: -1 }), cRows]);
     const [pc, pn] = g.node('Split', [probs, s.split], 2, { axis: 3 });
-    const o = g.op('Add', [g.op('MatMul', [pc!, vc]), g.op('MatMul', [pn!, vT])]); // [KVH,G,S,D]
+    const o = g.op('Add', [g.op('MatMul', [pc!, vc]), g.op('MatMul', [pn!, vT])]); // [KVH,1,G*S,D]
+    const og = g.op('Reshape', [o, cOg]); // [KVH,G,S,D]
     g.output(`new_k_${l}`, DT.float, ['S', KVH, D]);
     g.output(`new_v_${l}`, DT.float, ['S', KVH, D]);
-    return g.op('Reshape', [g.op('Transpose', [o], { perm: [2, 0, 1, 3] }), cOut]);
+    return g.op('Reshape', [g.op('Transpose', [og], { perm: [2, 0, 1, 3] }), cOut]);
   };
 
   const gqaAttention = (qkv: string, l: number): string => {
