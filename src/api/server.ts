@@ -172,7 +172,8 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
         if (n === 0) metrics.timeToFirstToken.observe((performance.now() - started) / 1000);
         n++;
         metrics.generatedTokens.inc();
-        metrics.tokenLatency.observe(tok.stepMs / 1000);
+        // the first token's latency is the time to first token (prefill included), not a decode step
+        if (n > 1) metrics.tokenLatency.observe(tok.stepMs / 1000);
         const s = stop.push(tok.text);
         if (p.timeline) yield { text: s.text, timeline: tok.timeline };
         else if (s.text) yield { text: s.text };
@@ -251,29 +252,41 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
     });
-    const send = (obj: unknown) => {
-      if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    // a slow reader holds generation back rather than letting the buffer grow
+    const send = async (obj: unknown) => {
+      if (res.writableEnded || res.destroyed) return;
+      if (!res.write(`data: ${JSON.stringify(obj)}\n\n`)) {
+        await new Promise<void>((r) => {
+          const done = () => {
+            res.off('drain', done);
+            res.off('close', done);
+            r();
+          };
+          res.on('drain', done);
+          res.on('close', done);
+        });
+      }
     };
     const usageField = p.includeUsage ? { usage: null } : {};
     const opening = shape.opening();
-    if (opening) send({ ...opening, ...usageField });
+    if (opening) await send({ ...opening, ...usageField });
     try {
       let cur = first;
       while (!cur.done) {
         if (signal.aborted) return;
         const chunk = shape.delta(cur.value.text);
         if (cur.value.timeline) chunk.odsi = { timeline: cur.value.timeline };
-        send({ ...chunk, ...usageField });
+        await send({ ...chunk, ...usageField });
         cur = await it.next();
       }
-      send({ ...shape.finish(cur.value.finish), ...usageField });
-      if (p.includeUsage) send(shape.usage(usageOf(p, cur.value.completionTokens)));
+      await send({ ...shape.finish(cur.value.finish), ...usageField });
+      if (p.includeUsage) await send(shape.usage(usageOf(p, cur.value.completionTokens)));
     } catch (e) {
       // headers are gone: report in-band, the way OpenAI's SDK expects ({error: ...} event)
       const err = toApiError(e);
       const reason = routeFailureReason(e);
       if (reason) metrics.routeFailures.inc({ reason });
-      send(err.body());
+      await send(err.body());
     } finally {
       if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
     }

@@ -235,18 +235,26 @@ function printTimeline(timeline: TokenTimeline[], swarm: LocalSwarm, gw: Gateway
     );
   const name = new Map(swarm.nodes.map((nd, i) => [nd.peerId, `n${i + 1}`]));
   out('');
-  out('per-token timeline (ms): step  token  total | per hop: node[layers] compute / send / slack');
+  out(
+    'per-token timeline (ms): step, token, step total | per hop: node[layers] c=compute q=queued s=send (slack = budget left), then gateway compute and wire = the rest (links, framing, scheduling)',
+  );
   for (const t of timeline) {
     const piece = JSON.stringify(gw.tokenizer.decode([t.token], { atStart: false })).slice(0, 12);
     const hops = t.hops
       .filter((h) => h.role === 'layers')
       .map(
         (h) =>
-          `${name.get(h.node) ?? short(h.node)}[${h.start}:${h.end}] ${h.computeMs.toFixed(2)}/${(h.sendMs ?? 0).toFixed(2)}/${h.budgetInMs === undefined || h.budgetInMs < 0 || h.slackMs === undefined ? '-' : h.slackMs.toFixed(1)}`,
+          `${name.get(h.node) ?? short(h.node)}[${h.start}:${h.end}] c${h.computeMs.toFixed(2)} q${(h.queueMs ?? 0).toFixed(2)} s${(h.sendMs ?? 0).toFixed(2)}` +
+          (h.budgetInMs === undefined || h.budgetInMs < 0 || h.slackMs === undefined ? '' : ` slack ${h.slackMs.toFixed(1)}`),
       )
       .join('  ');
     const local = t.hops.filter((h) => h.role !== 'layers').reduce((a, h) => a + h.computeMs, 0);
-    out(`  ${String(t.step).padStart(4)}  ${piece.padEnd(12)} ${t.stepMs.toFixed(2).padStart(7)} | ${hops}  gateway ${local.toFixed(2)}`);
+    // what the hops do not account for: links, framing, scheduling (step 0 is the prefill's tail)
+    const inHops = t.hops.filter((h) => h.role === 'layers').reduce((a, h) => a + (h.queueMs ?? 0) + h.computeMs + (h.sendMs ?? 0), 0);
+    const wire = t.step > 0 ? `  wire ${Math.max(0, t.stepMs - inHops - local).toFixed(2)}` : '';
+    out(
+      `  ${String(t.step).padStart(4)}  ${piece.padEnd(12)} ${t.stepMs.toFixed(2).padStart(7)} | ${hops}  gateway ${local.toFixed(2)}${wire}`,
+    );
   }
   const decode = timeline.slice(1).reduce((a, t) => a + t.stepMs, 0);
   out('');

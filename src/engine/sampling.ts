@@ -78,28 +78,49 @@ export function candidates(logits: Float32Array, p: SamplingParams): { ids: Int3
   for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
   const w = new Float64Array(n);
   for (let i = 0; i < n; i++) w[i] = exp((logits[i] - max) / t);
-  let ids = Array.from({ length: n }, (_, i) => i);
   const topK = p.topK && p.topK > 0 ? Math.min(p.topK, n) : n;
   const topP = p.topP ?? 1;
-  if (topK < n || topP < 1) {
-    ids = topK < n ? topKIds(w, topK) : ids.sort((a, b) => w[b] - w[a] || a - b);
-    if (topP < 1) {
-      let total = 0;
-      for (const id of ids) total += w[id];
-      let cum = 0;
-      let keep = 0;
-      while (keep < ids.length) {
-        cum += w[ids[keep++]];
-        if (cum >= topP * total) break;
-      }
-      ids = ids.slice(0, keep);
+  let ids: number[];
+  let total = 0; // mass that top-p is relative to: the top-k survivors, or everything
+  if (topK < n) {
+    ids = topKIds(w, topK);
+    for (const id of ids) total += w[id];
+  } else {
+    for (let i = 0; i < n; i++) total += w[i];
+    ids = topP < 1 ? nucleusSuperset(w, topP * total) : Array.from({ length: n }, (_, i) => i);
+  }
+  if (topP < 1) {
+    let cum = 0;
+    let keep = 0;
+    while (keep < ids.length) {
+      cum += w[ids[keep++]];
+      if (cum >= topP * total) break;
     }
+    ids = ids.slice(0, keep);
   }
   let sum = 0;
   for (const id of ids) sum += w[id];
   const probs = new Float64Array(ids.length);
   for (let i = 0; i < ids.length; i++) probs[i] = w[ids[i]] / sum;
   return { ids: Int32Array.from(ids), probs };
+}
+
+/**
+ * Sorted (weight desc, id asc) ids of {w >= tau} for the largest tau in 10^-1, 10^-2, … whose
+ * set holds at least `mass`: a prefix of the full sorted order that contains the nucleus,
+ * found without sorting a large vocabulary. (The largest weight is exp(0) = 1.)
+ */
+function nucleusSuperset(w: Float64Array, mass: number): number[] {
+  for (let tau = 0.1; tau > 1e-30; tau *= 0.1) {
+    let m = 0;
+    for (let i = 0; i < w.length; i++) if (w[i] >= tau) m += w[i];
+    if (m >= mass) {
+      const ids: number[] = [];
+      for (let i = 0; i < w.length; i++) if (w[i] >= tau) ids.push(i);
+      return ids.sort((a, b) => w[b] - w[a] || a - b);
+    }
+  }
+  return Array.from(w.keys()).sort((a, b) => w[b] - w[a] || a - b);
 }
 
 /**

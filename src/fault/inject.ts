@@ -117,13 +117,13 @@ export function faultKinds(): { name: string; syntax: string; description: strin
 /** Parse one spec such as `crash@5`, `stall@10`, `delay:200`. */
 export function parseFaultSpec(spec: string): FaultBehaviour {
   const s = spec.trim();
-  const m = /^([a-z][a-z0-9-]*)([@:])(.*)$/.exec(s);
+  const m = /^([a-z][a-z0-9-]*)(?:([@:])(.*))?$/.exec(s); // accountability: bare kinds such as "zeros" 
   const known = () => [...kinds.values()].map((k) => k.kind.syntax).join(', ');
   if (!m) throw new FaultSpecError(`fault "${spec}" is not of the form kind@N or kind:ARG (known: ${known()})`);
   const k = kinds.get(m[1]!);
   if (!k) throw new FaultSpecError(`unknown fault kind "${m[1]}" in "${spec}" (known: ${known()})`);
-  if (k.sep !== m[2]) throw new FaultSpecError(`fault "${spec}": write it as ${k.kind.syntax}`);
-  return k.kind.create(m[3]!, s);
+  if (m[2] !== undefined && k.sep !== m[2]) throw new FaultSpecError(`fault "${spec}": write it as ${k.kind.syntax}`); // accountability: bare kinds
+  return k.kind.create(m[3] ?? '', s);
 }
 
 /** What a node server calls per step; one per node process. */

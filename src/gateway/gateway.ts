@@ -21,6 +21,7 @@ import { NoRouteError, selectRoute, type Route, type RouteCandidate } from './ro
 import { TimedStage } from './timed.js';
 import { FaultLog } from '../fault/events.js'; // fault-tolerance
 import { ResilientRoute } from '../fault/resilient-route.js'; // fault-tolerance
+import { enableAccountability } from '../control/verify-route.js'; // accountability
 
 export interface GatewayOptions {
   /** the model file/directory: the gateway reads its header, tokenizer, embedding and head */
@@ -124,6 +125,7 @@ export class Gateway extends PipelineBackend {
       stages.push(await createStage(engine, src, { start: L, end: L, embed: false, head: true }));
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       const gw = new Gateway(opts, host, src, stages[0]!, stages[1]!, tokenizer, modelId);
+      enableAccountability(host, { src, bans: gw.bans }); // accountability: receipt checks + audits (src/control)
       const every = opts.refreshMs ?? 10_000;
       if (every > 0) {
         gw.timer = setInterval(() => void gw.refresh().catch(() => undefined), every);
@@ -325,6 +327,8 @@ export class Gateway extends PipelineBackend {
         await stage.dispose().catch(() => undefined);
       },
       fail: (e) => {
+        // a resilient route has already banned whoever it found at fault
+        if (stage instanceof ResilientRoute) return;
         if (e instanceof RouteError && e.peerId && banWorthy(e)) this.bans.ban(e.peerId);
       },
     };

@@ -170,7 +170,10 @@ export const dhtSelectors = {
     records.forEach((r, i) => {
       try {
         const at = verifyAdvertRecord(r).issuedAt;
-        if (at > bestAt) (best = i), (bestAt = at);
+        if (at > bestAt) {
+          best = i;
+          bestAt = at;
+        }
       } catch {
         /* invalid records never win */
       }

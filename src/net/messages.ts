@@ -41,6 +41,8 @@ export type ErrorCode =
   | 'closed'
   | 'internal';
 
+// Header objects are loose: members this version does not know are kept and forwarded
+// unchanged (extensions such as accountability receipts ride on STEP headers).
 const id = z.string().min(1).max(256);
 const uint = z.number().int().nonnegative();
 const ms = z.number().finite().nonnegative();
@@ -58,7 +60,7 @@ export const timingSchema = z.object({
 });
 const dtypeSchema = z.enum(['f32', 'f16', 'bf16']);
 
-export const openSchema = z.object({
+export const openSchema = z.looseObject({
   sessionId: id,
   modelId: id,
   /** the full chain; route[hop] is the receiver, route[hop+1] its successor */
@@ -72,8 +74,8 @@ export const openSchema = z.object({
   maxTokens: uint.optional(),
   idleTimeoutMs: uint.optional(),
 });
-export const openedSchema = z.object({ sessionId: id, peers: z.array(id) });
-export const stepSchema = z.object({
+export const openedSchema = z.looseObject({ sessionId: id, peers: z.array(id) });
+export const stepSchema = z.looseObject({
   sessionId: id,
   requestId: uint,
   step: uint,
@@ -87,9 +89,11 @@ export const stepSchema = z.object({
   timeline: z.array(timingSchema).max(256),
   /** re-sent history after a failover: process as usual, marks the RESULT as replay */
   replay: z.boolean().optional(),
+  // accountability: signed ExecutionReceipts of the hops so far (validated by src/control/stamp.ts)
+  receipts: z.array(z.unknown()).max(256).optional(),
 });
 export const resultSchema = stepSchema;
-export const errorSchema = z.object({
+export const errorSchema = z.looseObject({
   sessionId: id.optional(),
   requestId: uint.optional(),
   code: z.string().min(1).max(64),
@@ -98,8 +102,8 @@ export const errorSchema = z.object({
   peerId: z.string().max(256),
   hop: uint.optional(),
 });
-export const closeSchema = z.object({ sessionId: id, reason: z.string().max(1024).optional() });
-export const truncateSchema = z.object({ sessionId: id, pos: uint });
+export const closeSchema = z.looseObject({ sessionId: id, reason: z.string().max(1024).optional() });
+export const truncateSchema = z.looseObject({ sessionId: id, pos: uint });
 
 export type OpenHeader = z.infer<typeof openSchema>;
 export type OpenedHeader = z.infer<typeof openedSchema>;

@@ -11,6 +11,7 @@ import type { Stage, StageInput, StageOutput, StageRange } from '../engine/types
 import { EngineError } from '../engine/types.js';
 import { Channel } from './channel.js';
 import type { OdsiHost } from './host.js';
+import { verifyRouteStep } from '../control/verify-route.js'; // accountability: receipt checks + audits
 import {
   ACT_PROTOCOL,
   RESULT_PROTOCOL,
@@ -75,6 +76,8 @@ export interface OpenRouteOptions {
   dtype?: Dtype;
   /** KV tokens each hop reserves (default: min(context length, DEFAULT_MAX_TOKENS)) */
   maxTokens?: number;
+  /** ask hops to free the session after this long without a step (capped by each node) */
+  idleTimeoutMs?: number;
   /** how long to wait for the chain to come up (default 15 s) */
   openTimeoutMs?: number;
   /** how long to wait for a step's result when no deadline is set (default 120 s) */
@@ -216,6 +219,7 @@ export class RouteStage implements Stage {
           dtype: this.dtype,
           hidden: this.config.dim,
           maxTokens: this.opts.maxTokens ?? Math.min(this.config.contextLength, DEFAULT_MAX_TOKENS),
+          ...(this.opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
         },
       });
       await up;
@@ -318,6 +322,9 @@ export class RouteStage implements Stage {
     } catch (e) {
       throw new RouteError((e as Error).message, 'bad_reply', this.hops[this.hops.length - 1]!.peerId);
     }
+    // accountability: check the hops' signed receipts and audit sampled ones before releasing the output
+    const bad = await verifyRouteStep(this.host, { sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header: h, payload: m.payload });
+    if (bad) throw new RouteError(`${bad.peerId}: ${bad.code}: ${bad.reason}`, 'remote_error', bad.peerId, bad.code);
     this.lastRoundTripMs = performance.now() - t0;
     this.lastTimeline = h.timeline;
     this.length = input.pos + input.nTokens;

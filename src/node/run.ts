@@ -17,7 +17,6 @@ import { createHost, type OdsiHost } from '../net/host.js';
 import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
-import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance
 
 export const NODE_VERSION = 'odsi/0.1.0';
 
@@ -40,8 +39,6 @@ export interface NodeOptions {
   /** prompt tokens for the start-up benchmark (0: skip it and start from a nominal estimate) */
   benchTokens?: number;
   passphrase?: string;
-  /** fault-tolerance: injected faults handed to the node server (tests/demos only) */
-  faults?: FaultInjector;
   log: Logger;
 }
 
@@ -105,7 +102,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
     log.info({ msPerToken: perf.msPerToken, prefillMsPerToken: perf.prefillMsPerToken, benchmark: bench > 0 }, 'measured compute');
     const kvBytesPerToken = 2 * (range[1] - range[0]) * c.nKvHeads * c.headDim * 4;
     const kvBudgetTokens = Math.floor(((o.kvBudgetMb ?? 512) * 2 ** 20) / Math.max(1, kvBytesPerToken));
-    const server = new NodeServer({ host, stage, modelId, perf, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, log, faults: o.faults /* fault-tolerance */ });
+    const server = new NodeServer({ host, stage, modelId, perf, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, log });
     await server.start();
 
     const interval = o.announceIntervalMs ?? 30_000;

@@ -27,6 +27,7 @@ import {
 import { DEFAULT_MAX_TOKENS, type HopTiming } from '../net/route.js';
 import { PerfMeter } from './perf.js';
 import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance: test-only fault hooks
+import { checkCustody, stampStep } from '../control/stamp.js'; // accountability: receipts + custody checks
 
 export interface NodeServerOptions {
   host: OdsiHost;
@@ -228,9 +229,6 @@ export class NodeServer {
 
   private async runStep(s: Session, h: StepHeader, payload: Uint8Array, recvAt: number): Promise<void> {
     if (s.closed) return;
-    // fault-tolerance: injected crash/stall/delay (a 'drop' step is never answered)
-    const faultCtx = { sessionId: s.id, step: h.step, pos: h.pos, nTokens: h.nTokens };
-    if (this.o.faults && (await this.o.faults.beforeStep(faultCtx)) === 'drop') return;
     const stage = this.o.stage;
     const dim = stage.config.dim;
     const fail = (code: ErrorCode, reason: string) => {
@@ -244,6 +242,13 @@ export class NodeServer {
       hidden = decodeTensor(payload, h.dtype, h.nTokens * dim);
     } catch (e) {
       return fail('bad_message', (e as Error).message);
+    }
+    // accountability: the upstream hop's signed receipt must cover exactly these bytes
+    const custody = checkCustody(this.o.host, s.open, h, payload, hidden);
+    if (custody) {
+      this.stats.errors++;
+      void s.upstream.sendError(custody.code, custody.reason, { sessionId: s.id, requestId: h.requestId, peerId: custody.peerId, hop: s.open.hop });
+      return;
     }
     // one forward at a time per node: honest timings, and the engine is CPU-bound anyway
     const prev = this.computeLock;
@@ -272,7 +277,6 @@ export class NodeServer {
     const computeMs = out.computeMs ?? performance.now() - startAt;
     this.o.perf.record(h.nTokens, computeMs);
     if (!out.hidden) return fail('engine', 'stage returned no hidden states');
-    if (this.o.faults) out.hidden = this.o.faults.transformOutput(out.hidden, faultCtx); // fault-tolerance: output hook
     const t = performance.now();
     const bytes = encodeTensor(out.hidden, h.dtype);
     const sendMs = performance.now() - t;
@@ -288,6 +292,8 @@ export class NodeServer {
       slackMs: h.budgetMs !== undefined ? round(h.budgetMs - spent - s.linkMs) : -1,
     };
     const header: StepHeader = { ...h, timeline: [...h.timeline, timing] };
+    // accountability: sign this hop's receipt (input as received, output as sent) and pass the chain on
+    stampStep(this.o.host, { open: s.open, header, input: payload, output: bytes, range: stage.range, profile: stage.profile, modelId: this.o.modelId, timing, faults: this.o.faults });
     if (h.budgetMs !== undefined) header.budgetMs = timing.slackMs;
     s.steps++;
     this.stats.steps++;

@@ -2,6 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../src/engine/rng.js';
+import { exp } from '../../src/engine/reference/fmath.js';
 import { Sampler, applyRepetitionPenalty, argmax, candidates, validateSampling } from '../../src/engine/sampling.js';
 
 const logitsOf = (probs: number[]) => Float32Array.from(probs, (p) => Math.log(p));
@@ -91,6 +92,28 @@ describe('sampling', () => {
         .sort((a, b) => l[b] - l[a] || a - b)
         .slice(0, k);
       assert.deepEqual([...candidates(l, { temperature: 0.7, topK: k }).ids], want);
+    }
+  });
+
+  it('top-p on a large vocabulary agrees with a full sort', () => {
+    const rng = new Rng(8);
+    for (const [topP, spread] of [
+      [0.9, 12],
+      [0.5, 3],
+      [0.99, 30],
+      [0.2, 1],
+    ]) {
+      const l = Float32Array.from({ length: 5000 }, () => Math.round(rng.next() * spread * 4) / 4);
+      const max = Math.max(...l);
+      const w = Array.from(l, (x) => exp(x - max));
+      const total = w.reduce((a, b) => a + b, 0);
+      const order = Array.from(l.keys()).sort((a, b) => w[b] - w[a] || a - b);
+      let cum = 0;
+      let keep = 0;
+      while (keep < order.length && cum < topP * total) cum += w[order[keep++]];
+      const got = [...candidates(l, { temperature: 1, topP }).ids];
+      assert.equal(got.length, keep, `topP ${topP}`);
+      assert.deepEqual(got, order.slice(0, keep));
     }
   });
 

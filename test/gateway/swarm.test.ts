@@ -303,3 +303,29 @@ test('with a node banned the gateway answers 503 naming the uncovered layers, th
   const ok = await post(url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0 });
   assert.equal(ok.status, 200, ok.text);
 });
+
+test('a node dying mid-stream with no replacement ends the SSE stream with an in-band error', { timeout: 120_000 }, async () => {
+  const r = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 400, temperature: 0, stream: true }),
+    signal: AbortSignal.timeout(100_000),
+  });
+  assert.equal(r.status, 200);
+  const reader = r.body!.getReader();
+  const dec = new TextDecoder();
+  let text = dec.decode((await reader.read()).value);
+  await swarm!.kill(2); // the only node serving layer 4
+  for (let i = 0; i < 10_000; i++) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += dec.decode(value);
+  }
+  const events = text.split('\n\n').filter((b) => b.startsWith('data: '));
+  assert.equal(events.at(-1), 'data: [DONE]');
+  const err = JSON.parse(events.at(-2)!.slice(6)) as { error?: { message: string; code: string } };
+  assert.ok(err.error, `expected an error event, got ${events.at(-2)}`);
+  assert.match(err.error.code, /^(no_route|route_)/);
+  const m = await (await fetch(`${url}/metrics`)).text();
+  assert.match(m, /odsi_route_failures_total\{reason="[a-z_]+"\} [1-9]/);
+});

@@ -163,8 +163,12 @@ test('KV budget: a full node refuses with busy; idle sessions are freed', async 
   for (let i = 0; i < 50 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(server.freeKvTokens, 150);
   // idle timeout requested by the gateway
-  const r3 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-3', maxTokens: 100 });
+  const r3 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-3', maxTokens: 100, idleTimeoutMs: 300 });
   await r3.forward({ sessionId: 'kv-3', pos: 0, nTokens: 1, hidden: input(1, src.config.dim) });
   assert.equal(server.load, 1);
+  for (let i = 0; i < 100 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(server.load, 0);
+  assert.equal(server.freeKvTokens, 150);
+  await assert.rejects(r3.forward({ sessionId: 'kv-3', pos: 1, nTokens: 1, hidden: input(1, src.config.dim) }), RouteError);
   await r3.dispose();
 });

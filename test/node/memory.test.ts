@@ -3,7 +3,7 @@
 // layer's weights per layer, and the 1-layer node stays far below the whole model.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSyntheticGguf } from '../../src/model/synth.js';
@@ -11,18 +11,22 @@ import { openModel } from '../../src/model/load.js';
 import { layerBytesF32 } from '../../src/node/run.js';
 import { rssBytes, spawnNode, type NodeProc } from './spawn.js';
 
-let dir: string;
 let model: string;
 const procs: NodeProc[] = [];
 
+// generated once per machine (≈530 MB, slow to write) and reused by later runs
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'odsi-mem-'));
-  model = join(dir, 'llama1b-4l-q8.gguf');
-  await writeSyntheticGguf({ shape: 'llama-3.2-1b', dtype: 'q8_0', seed: 1, out: model, nLayers: 4 });
+  const dir = join(tmpdir(), 'odsi-test-cache');
+  mkdirSync(dir, { recursive: true });
+  model = join(dir, 'synth-llama-3.2-1b-4l-q8_0-seed1.gguf');
+  if (!existsSync(model) || statSync(model).size < 400e6) {
+    const tmp = `${model}.${process.pid}.tmp`;
+    await writeSyntheticGguf({ shape: 'llama-3.2-1b', dtype: 'q8_0', seed: 1, out: tmp, nLayers: 4 });
+    renameSync(tmp, model);
+  }
 });
 after(async () => {
   await Promise.all(procs.map((p) => p.stop()));
-  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 async function rssServing(layers: string): Promise<number> {

@@ -42,7 +42,7 @@ export async function spawnNode(args: string[], timeoutMs = 60_000): Promise<Nod
         clearTimeout(timer);
         try {
           resolve(JSON.parse(out.slice(0, nl)) as Ready);
-        } catch (e) {
+        } catch {
           reject(new Error(`bad ready line: ${out.slice(0, nl)}`));
         }
       }

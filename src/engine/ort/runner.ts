@@ -162,10 +162,9 @@ export class OrtRunner {
       });
       layers.length = 0;
       head = undefined;
-      const built = enc; // (model bytes + external data)
       const total = enc.model.byteLength + enc.externalData.reduce((s, e) => s + e.data.byteLength, 0);
       info.buildMs = performance.now() - t0;
-      info.graphBytes = built.model.byteLength;
+      info.graphBytes = enc.model.byteLength;
       info.initBytes = total;
       const t1 = performance.now();
       const opts: ort.InferenceSession.SessionOptions = {
@@ -177,8 +176,8 @@ export class OrtRunner {
         logSeverityLevel: 3,
         extra: { 'session.intra_op.allow_spinning': spec.allowSpinning ? '1' : '0', ...extraFromEnv() },
       };
-      if (built.externalData.length) (opts as { externalData?: unknown }).externalData = built.externalData;
-      runner.session = await ort.InferenceSession.create(built.model, opts);
+      if (enc.externalData.length) (opts as { externalData?: unknown }).externalData = enc.externalData;
+      runner.session = await ort.InferenceSession.create(enc.model, opts);
       info.createMs = performance.now() - t1;
       // ORT now holds its own (prepacked) copy: drop ours at once rather than at some later GC
       enc.model = new Uint8Array(0);

@@ -1,0 +1,328 @@
+// The node side of accountability on the token path.
+//
+// Before compute (checkCustody): the upstream hop's receipt for this step must be well formed,
+// validly signed by the upstream hop's own key (its peer id), for this session/step/slot, the
+// next link in that signer's per-session chain (no replays), and must sign exactly the bytes
+// that arrived (chain of custody). Any failure is answered with an ERROR naming the upstream
+// peer, so the gateway routes around it.
+//
+// After compute (stampStep): the node signs an ExecutionReceipt (input hash as received,
+// output hash as sent, upstream receipt hash, previous receipt hash in the session) and
+// appends it to the chain that travels downstream with the activation. It keeps the step's
+// input and output bytes for a bounded challenge window, served to auditors over
+// AUDIT_PROTOCOL. Commitments are not signed separately (commitmentHash = 0): the receipt
+// carries every committed field, and one signature per step is the cost we pay.
+
+import type { Stream } from '@libp2p/interface';
+import type { OdsiHost } from '../net/host.js';
+import { encodeTensor, type Dtype, type OpenHeader, type StepHeader } from '../net/messages.js';
+import type { FaultInjector } from '../fault/inject.js';
+import { ZERO_HASH, toBytes32, type Hex, type OdsiDomain } from './eip712.js';
+import { checkSigned, hashTensor, signReceipt, type SignedReceipt } from './receipts.js';
+import { CustodyError, ReceiptChain } from './custody.js';
+import { ReceiptSigner } from './signer.js';
+import { rememberStepInput, type DishonestBehaviour } from './dishonest.js';
+import {
+  AUDIT_PROTOCOL,
+  accountabilityEnabled,
+  addressOfPeer,
+  deploymentDomain,
+  readAuditMessage,
+  requestIdOf,
+  sendAuditMessage,
+  sessionIdOf,
+} from './wire.js';
+
+/** how long a node keeps a session's inputs/outputs for auditors after its last step */
+export const CHALLENGE_WINDOW_MS = 10 * 60_000;
+const MAX_SESSIONS = 256;
+const MAX_STEPS_PER_SESSION = 16_384;
+
+interface StoredStep {
+  step: number;
+  pos: number;
+  nTokens: number;
+  dtype: Dtype;
+  input: Uint8Array;
+  output: Uint8Array;
+  receipt: SignedReceipt;
+  /** equivocation: what this node shows auditors instead */
+  alt?: { output: Uint8Array; receipt: SignedReceipt };
+}
+
+interface SessionLog {
+  steps: Map<number, StoredStep>;
+  lastUsed: number;
+  /** the upstream signer's chain in this session (replay / fork detection) */
+  upstream?: ReceiptChain;
+  /** digest of the upstream receipt of the step being processed */
+  upstreamHash: Map<number, Hex>;
+}
+
+export interface StampStats {
+  receiptsSigned: number;
+  signMs: number;
+  receiptsChecked: number;
+  checkMs: number;
+  custodyRejected: number;
+  auditsServed: number;
+}
+
+class NodeAccountant {
+  readonly signer: ReceiptSigner;
+  readonly sessions = new Map<string, SessionLog>();
+  readonly stats: StampStats = { receiptsSigned: 0, signMs: 0, receiptsChecked: 0, checkMs: 0, custodyRejected: 0, auditsServed: 0 };
+  private handling?: Promise<void>;
+
+  constructor(
+    readonly host: OdsiHost,
+    readonly domain: OdsiDomain,
+  ) {
+    this.signer = new ReceiptSigner(host.identity, domain, MAX_SESSIONS * 4);
+  }
+
+  log(sessionId: string): SessionLog {
+    let s = this.sessions.get(sessionId);
+    if (!s) {
+      s = { steps: new Map(), lastUsed: Date.now(), upstreamHash: new Map() };
+      this.sessions.set(sessionId, s);
+      this.evict();
+    }
+    s.lastUsed = Date.now();
+    return s;
+  }
+
+  private evict(): void {
+    const now = Date.now();
+    for (const [k, s] of this.sessions) if (now - s.lastUsed > CHALLENGE_WINDOW_MS) this.sessions.delete(k);
+    while (this.sessions.size > MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value as string);
+  }
+
+  ensureAuditHandler(): void {
+    this.handling ??= this.host.libp2p
+      .handle(AUDIT_PROTOCOL, (stream: Stream) => void this.serveAudit(stream), { maxInboundStreams: 64, maxOutboundStreams: 64 })
+      .catch(() => undefined);
+  }
+
+  /** One audit request: the committed inputs of steps [fromStep, toStep] and the output of toStep. */
+  private async serveAudit(stream: Stream): Promise<void> {
+    try {
+      const { header } = await readAuditMessage(stream, 10_000);
+      const sid = String(header.sessionId ?? '');
+      const from = Number(header.fromStep);
+      const to = Number(header.toStep);
+      const s = this.sessions.get(sid);
+      const fail = (reason: string) => sendAuditMessage(stream, { ok: false, reason });
+      if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || to < from) await fail('fromStep/toStep must be integers with 0 ≤ fromStep ≤ toStep');
+      else if (!s) await fail(`no committed data for session ${sid} (unknown, or older than the challenge window)`);
+      else {
+        const steps: StoredStep[] = [];
+        for (let k = from; k <= to; k++) {
+          const st = s.steps.get(k);
+          if (st) steps.push(st);
+        }
+        const last = s.steps.get(to);
+        if (!last) await fail(`step ${to} of session ${sid} is not held (never run here, or evicted)`);
+        else {
+          this.stats.auditsServed++;
+          const shown = last.alt ?? { output: last.output, receipt: last.receipt };
+          const size = steps.reduce((a, st) => a + st.input.length, 0) + shown.output.length;
+          const payload = new Uint8Array(size);
+          let o = 0;
+          for (const st of steps) {
+            payload.set(st.input, o);
+            o += st.input.length;
+          }
+          payload.set(shown.output, o);
+          await sendAuditMessage(
+            stream,
+            {
+              ok: true,
+              steps: steps.map((st) => ({ step: st.step, pos: st.pos, nTokens: st.nTokens, dtype: st.dtype, bytes: st.input.length })),
+              output: { dtype: last.dtype, bytes: shown.output.length },
+              receipt: shown.receipt,
+            },
+            payload,
+          );
+        }
+      }
+      await stream.close({ signal: AbortSignal.timeout(2000) }).catch(() => undefined);
+    } catch (e) {
+      try {
+        stream.abort(e as Error);
+      } catch {
+        /* gone */
+      }
+    }
+  }
+}
+
+const accountants = new WeakMap<OdsiHost, NodeAccountant>();
+
+function accountant(host: OdsiHost): NodeAccountant | undefined {
+  if (!accountabilityEnabled()) return undefined;
+  let a = accountants.get(host);
+  if (!a) {
+    a = new NodeAccountant(host, deploymentDomain());
+    accountants.set(host, a);
+    a.ensureAuditHandler();
+  }
+  return a;
+}
+
+/** Counters of this node's accountability work (signing cost etc.). */
+export function stampStats(host: OdsiHost): StampStats | undefined {
+  return accountants.get(host)?.stats;
+}
+
+export interface CustodyFailure {
+  code: 'custody';
+  reason: string;
+  /** the peer the failure is attributed to (the upstream hop) */
+  peerId: string;
+}
+
+/**
+ * Chain-of-custody check of an arriving STEP (call after decoding, before compute).
+ * Returns a failure to answer with, or undefined when the step may proceed.
+ */
+export function checkCustody(host: OdsiHost, open: OpenHeader, h: StepHeader, payload: Uint8Array, hidden?: Float32Array): CustodyFailure | undefined {
+  const a = accountant(host);
+  if (!a) return undefined;
+  if (hidden) rememberStepInput(open.sessionId, h.step, hidden);
+  const t0 = performance.now();
+  const log = a.log(open.sessionId);
+  const receipts = (h as { receipts?: unknown }).receipts;
+  const hop = open.hop;
+  if (hop === 0) {
+    // the gateway does not sign activations it sends; nothing upstream to check
+    if (receipts !== undefined && (!Array.isArray(receipts) || receipts.length !== 0))
+      return reject(a, 'the first hop expects no receipts from the gateway', open.reply.peerId);
+    return undefined;
+  }
+  const upPeer = open.route[hop - 1]!.peerId;
+  try {
+    if (!Array.isArray(receipts)) throw new CustodyError('malformed', `STEP carries no receipt chain (expected ${hop} receipt(s) from upstream)`);
+    if (receipts.length !== hop) throw new CustodyError('malformed', `STEP carries ${receipts.length} receipt(s), expected ${hop} (one per upstream hop)`);
+    const signed = receipts[hop - 1] as SignedReceipt;
+    const v = checkSigned('ExecutionReceipt', signed, a.domain);
+    if (!v.ok) throw new CustodyError(v.malformed ? 'malformed' : 'bad_signature', v.reason);
+    const r = signed.record;
+    const want = addressOfPeer(upPeer);
+    if (r.signer.toLowerCase() !== want.toLowerCase())
+      throw new CustodyError('bad_signature', `upstream receipt is signed by ${r.signer}, but the upstream hop ${upPeer} is ${want}`);
+    const sid = sessionIdOf(open.sessionId);
+    const rid = requestIdOf(open.sessionId);
+    if (r.sessionId.toLowerCase() !== sid || r.requestId.toLowerCase() !== rid)
+      throw new CustodyError('cross_session', `upstream receipt belongs to session ${r.sessionId.slice(0, 10)}…, this is ${sid.slice(0, 10)}…`);
+    if (r.step !== h.step || r.pos !== h.pos || r.nTokens !== h.nTokens)
+      throw new CustodyError('slot_mismatch', `upstream receipt is for (step ${r.step}, pos ${r.pos}, ${r.nTokens} tokens), this STEP is (${h.step}, ${h.pos}, ${h.nTokens})`);
+    const me = open.route[hop]!;
+    if (r.layerEnd !== me.start) throw new CustodyError('layer_gap', `upstream receipt ends at layer ${r.layerEnd}, this hop starts at ${me.start}`);
+    const got = hashTensor(payload);
+    if (got.toLowerCase() !== r.outputHash.toLowerCase())
+      throw new CustodyError('input_mismatch', `received activation hashes to ${got.slice(0, 10)}…, upstream signed output ${r.outputHash.slice(0, 10)}…`);
+    if (h.step === 0 || !log.upstream) log.upstream = new ReceiptChain(r.signer, rid, sid, a.domain);
+    const digest = log.upstream.append(signed); // replay / fork / step order
+    log.upstreamHash.set(h.step, digest);
+    a.stats.receiptsChecked++;
+    a.stats.checkMs += performance.now() - t0;
+    return undefined;
+  } catch (e) {
+    if (e instanceof CustodyError) return reject(a, `${e.code}: ${e.message}`, upPeer);
+    throw e;
+  }
+}
+
+function reject(a: NodeAccountant, reason: string, peerId: string): CustodyFailure {
+  a.stats.custodyRejected++;
+  return { code: 'custody', reason: `chain of custody: ${reason}`, peerId };
+}
+
+export interface StampInput {
+  open: OpenHeader;
+  /** the outgoing header (header.receipts gets this hop's receipt appended) */
+  header: StepHeader;
+  /** activation bytes as received and as sent */
+  input: Uint8Array;
+  output: Uint8Array;
+  range: { start: number; end: number };
+  /** stage.profile of the engine */
+  profile: string;
+  modelId: string;
+  timing: { queueMs: number; computeMs: number; sendMs: number };
+  faults?: FaultInjector;
+}
+
+const us = (ms: number) => Math.max(0, Math.round(ms * 1000));
+
+/** Signs this hop's receipt for the step, appends it to header.receipts and keeps the step for auditors. */
+export function stampStep(host: OdsiHost, o: StampInput): void {
+  const a = accountant(host);
+  if (!a) return;
+  const t0 = performance.now();
+  const h = o.header;
+  const sid = sessionIdOf(o.open.sessionId);
+  const rid = requestIdOf(o.open.sessionId);
+  const log = a.log(o.open.sessionId);
+  if (h.step === 0) a.signer.closeSession(rid, sid); // a (re)opened session starts a new chain
+  const profile = h.dtype === 'f32' ? o.profile : `${o.profile}+act-${h.dtype}`;
+  const fields = {
+    requestId: rid,
+    sessionId: sid,
+    step: h.step,
+    pos: h.pos,
+    nTokens: h.nTokens,
+    layerStart: o.range.start,
+    layerEnd: o.range.end,
+    modelId: toModelId(o.modelId),
+    profile,
+    inputHash: hashTensor(o.input),
+    budgetUs: h.budgetMs !== undefined ? us(Math.max(0, h.budgetMs)) : 0,
+    recvUs: us(o.timing.queueMs),
+    computeUs: us(o.timing.computeMs),
+    sendUs: us(o.timing.sendMs),
+    upstreamReceiptHash: log.upstreamHash.get(h.step) ?? ZERO_HASH,
+  };
+  log.upstreamHash.delete(h.step);
+  let receipt = a.signer.receipt({ ...fields, outputHash: hashTensor(o.output) });
+  const dishonest = (o.faults?.behaviours ?? []) as DishonestBehaviour[];
+  let alt: StoredStep['alt'];
+  for (const b of dishonest) {
+    const honest = b.accountability?.equivocated?.(o.open.sessionId, h.step);
+    if (honest) {
+      // a second receipt for the same slot, linked like the first: what auditors are shown
+      const out = encodeLike(honest, h.dtype);
+      const rec = signReceipt(
+        host.identity,
+        { ...fields, outputHash: hashTensor(out), prevReceiptHash: receipt.record.prevReceiptHash, commitmentHash: ZERO_HASH },
+        a.domain,
+      );
+      alt = { output: out, receipt: rec };
+    }
+    if (b.accountability?.forge?.(o.open.sessionId, h.step)) receipt = { record: receipt.record, signature: corrupt(receipt.signature) };
+  }
+  const prev = Array.isArray((h as { receipts?: unknown }).receipts) ? ((h as { receipts?: unknown[] }).receipts as unknown[]) : [];
+  (h as { receipts?: unknown[] }).receipts = [...prev, receipt];
+  if (log.steps.size >= MAX_STEPS_PER_SESSION) log.steps.delete(log.steps.keys().next().value as number);
+  log.steps.set(h.step, { step: h.step, pos: h.pos, nTokens: h.nTokens, dtype: h.dtype, input: o.input, output: o.output, receipt, alt });
+  a.stats.receiptsSigned++;
+  a.stats.signMs += performance.now() - t0;
+}
+
+/** model ids are hex digests; anything else is hashed into bytes32 */
+export function toModelId(modelId: string): Hex {
+  const m = modelId.replace(/^0x/, '');
+  if (/^[0-9a-fA-F]{64}$/.test(m)) return `0x${m.toLowerCase()}`;
+  return toBytes32(modelId);
+}
+
+const encodeLike = (x: Float32Array, dtype: Dtype): Uint8Array => encodeTensor(x, dtype);
+
+function corrupt(sig: Hex): Hex {
+  // flip bits in r: still well formed, no longer recovers to the signer
+  const b = sig.slice(2).split('');
+  b[10] = b[10] === 'a' ? 'b' : 'a';
+  b[11] = b[11] === 'c' ? 'd' : 'c';
+  return `0x${b.join('')}`;
+}

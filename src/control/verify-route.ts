@@ -1,0 +1,491 @@
+// The gateway side of accountability on the token path.
+//
+// Every RESULT carries one signed receipt per hop. Per step the gateway checks, cheaply and
+// synchronously, that the chain is complete and consistent with what it sent and received
+// (hashes of both ends, handoffs, slots, signers = the route's peers). Signature
+// verification, per-signer hash chains (replays) and equivocation tracking run on a serial
+// background queue off the token path — except for steps selected for audit, which are
+// checked in full before the step's output is released:
+//
+// Selective redundancy: each hop's receipt is audited with a per-peer rate (explicit, or from
+// its record of passed audits: new peers more often). The auditor fetches the hop's
+// committed inputs (verified against its receipts' input hashes) and shown output (verified
+// against the signed output hash; a different signed receipt for the slot is equivocation),
+// re-executes them on the gateway's reference engine (the referee) and compares per-token
+// relative L2 against the calibrated tolerance. A failure yields signed evidence naming the
+// hop's identity, bans it, and fails the step with its peer id: the resilient route then
+// re-routes around it and replays, so the user never sees the dishonest output.
+
+import { randomBytes } from 'node:crypto';
+import type { Identity } from '../identity/identity.js';
+import type { WeightSource } from '../model/types.js';
+import type { StageInput } from '../engine/types.js';
+import type { OdsiHost } from '../net/host.js';
+import { decodeTensor, encodeTensor, type Dtype, type StepHeader } from '../net/messages.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { assertWellFormed, typedDigest, type Hex, type OdsiDomain } from './eip712.js';
+import { checkSigned, hashTensor, type SignedReceipt, type SignedVerdict } from './receipts.js';
+import { CustodyError, CustodyLog, checkRoute } from './custody.js';
+import { EquivocationDetector, detectEquivocation } from './equivocation.js';
+import { EvidenceQueue, type Evidence } from './evidence.js';
+import { auditRate, auditReceipt, auditSelected } from './audit.js';
+import { AuditFetchError, Referee, fetchCommitted } from './auditor.js';
+import { accountabilityEnabled, addressOfPeer, deploymentDomain, requestIdOf, sessionIdOf } from './wire.js';
+
+export interface RouteHopInfo {
+  peerId: string;
+  addrs: string[];
+  start: number;
+  end: number;
+}
+
+/** One step of a route as the gateway saw it (what RouteStage hands over). */
+export interface RouteStepView {
+  sessionId: string;
+  hops: readonly RouteHopInfo[];
+  dtype: Dtype;
+  input: StageInput;
+  header: StepHeader;
+  /** RESULT payload bytes as received */
+  payload: Uint8Array;
+}
+
+export interface StepFailure {
+  /** remote error code for the RouteError: 'custody' | 'misbehaviour' | 'audit_unanswered' */
+  code: string;
+  reason: string;
+  peerId: string;
+}
+
+export interface AuditRecord {
+  at: number;
+  routeSessionId: string;
+  step: number;
+  hop: number;
+  peerId: string;
+  accused: Hex;
+  layers: [number, number];
+  /** steps replayed by the referee for this audit */
+  replayedSteps: number;
+  pass: boolean;
+  maxRelL2?: number;
+  tau?: number;
+  verdict?: SignedVerdict;
+  /** why the audit failed without a comparison (equivocation, custody, no answer) */
+  reason?: string;
+  ms: number;
+}
+
+export interface EvidenceRecord {
+  at: number;
+  kind: Evidence['kind'];
+  /** the peer and identity the evidence incriminates */
+  peerId: string;
+  accused: Hex;
+  reason: string;
+  evidence: Evidence;
+}
+
+export interface AccountabilityOptions {
+  /** the model the referee re-executes with (the gateway's open file) */
+  src: WeightSource;
+  /** signs verdicts (default: the host's identity) */
+  identity?: Identity;
+  domain?: OdsiDomain;
+  /** audit rate for every peer without its own (default: ODSI_AUDIT_RATE, else 0) */
+  auditRate?: number;
+  /** rates from reputation instead (new peers p0, proven ones down to pMin) when no explicit rate applies */
+  reputation?: boolean;
+  /** the gateway's ban list: guilty peers are routed around */
+  bans?: { ban(peerId: string): number };
+  /** evidence consumer (e.g. the ledger); default: a queue nobody drains (bounded) */
+  queue?: EvidenceQueue<Evidence>;
+  /** how long one audit fetch may take (default 10 s) */
+  fetchTimeoutMs?: number;
+}
+
+interface SessionState {
+  /** per hop index: step → receipt seen in the chain */
+  receipts: Map<number, SignedReceipt>[];
+  /** per hop index: last step the referee has replayed up to */
+  audited: number[];
+  lastUsed: number;
+}
+
+const MAX_SESSIONS = 64;
+const MAX_STEPS = 16_384;
+const MAX_RECORDS = 10_000;
+
+export class GatewayAccountant {
+  readonly queue: EvidenceQueue<Evidence>;
+  readonly audits: AuditRecord[] = [];
+  readonly evidence: EvidenceRecord[] = [];
+  readonly stats = { steps: 0, receipts: 0, receiptBytes: 0, checkMs: 0, verifyMs: 0, auditMs: 0, audited: 0, failed: 0, backgroundFailures: 0 };
+  readonly identity: Identity;
+  readonly domain: OdsiDomain;
+  private readonly referee: Referee;
+  private readonly sessions = new Map<string, SessionState>();
+  private readonly custody: CustodyLog;
+  private readonly equivocation: EquivocationDetector;
+  private readonly perPeer = new Map<string, number>();
+  private readonly passes = new Map<string, number>();
+  private defaultRate: number;
+  private background: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly host: OdsiHost,
+    private readonly o: AccountabilityOptions,
+  ) {
+    this.identity = o.identity ?? host.identity;
+    this.domain = o.domain ?? deploymentDomain();
+    this.queue = o.queue ?? new EvidenceQueue<Evidence>(4096);
+    this.referee = new Referee(o.src);
+    this.custody = new CustodyLog(this.domain);
+    this.equivocation = new EquivocationDetector(this.domain, { trustSignatures: true, maxSlots: 200_000 });
+    const env = Number(process.env.ODSI_AUDIT_RATE);
+    this.defaultRate = o.auditRate ?? (Number.isFinite(env) && env >= 0 && env <= 1 ? env : 0);
+  }
+
+  /** Audit rate for one peer (peerId given) or for every peer without its own. */
+  setAuditRate(rate: number, peerId?: string): void {
+    if (!(rate >= 0 && rate <= 1)) throw new RangeError(`audit rate must be in [0, 1], got ${rate}`);
+    if (peerId) this.perPeer.set(peerId, rate);
+    else this.defaultRate = rate;
+  }
+
+  rateFor(peerId: string): number {
+    const own = this.perPeer.get(peerId);
+    if (own !== undefined) return own;
+    if (this.o.reputation && this.defaultRate === 0) return auditRate(this.passes.get(peerId) ?? 0);
+    return this.defaultRate;
+  }
+
+  /** Resolves when background verification has caught up (tests, reports). */
+  async settled(): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      const b = this.background;
+      await b;
+      if (b === this.background) return;
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await this.settled();
+    await this.referee.dispose();
+  }
+
+  private state(routeSessionId: string, k: number): SessionState {
+    let s = this.sessions.get(routeSessionId);
+    if (!s) {
+      s = { receipts: Array.from({ length: k }, () => new Map()), audited: new Array<number>(k).fill(-1), lastUsed: 0 };
+      this.sessions.set(routeSessionId, s);
+      while (this.sessions.size > MAX_SESSIONS) {
+        const old = this.sessions.keys().next().value as string;
+        this.sessions.delete(old);
+        this.custody.closeSession(requestIdOf(old), sessionIdOf(old));
+        for (let i = 0; i < 256; i++) this.referee.closeSession(`${old}#${i}`);
+      }
+    }
+    s.lastUsed = Date.now();
+    return s;
+  }
+
+  private accuse(kind: Evidence['kind'], peerId: string, reason: string, evidence: Evidence): void {
+    let accused: Hex;
+    try {
+      accused = addressOfPeer(peerId);
+    } catch {
+      accused = '0x0000000000000000000000000000000000000000';
+    }
+    this.evidence.push({ at: Date.now(), kind, peerId, accused, reason, evidence });
+    if (this.evidence.length > MAX_RECORDS) this.evidence.shift();
+    this.queue.enqueue(evidence);
+    this.passes.set(peerId, 0);
+    this.o.bans?.ban(peerId);
+  }
+
+  private custodyFailure(e: CustodyError, peerId: string, receipts: SignedReceipt[]): StepFailure {
+    this.accuse('custody', peerId, `${e.code}: ${e.message}`, {
+      kind: 'custody',
+      code: e.code,
+      blame: safeAddress(peerId),
+      reason: e.message,
+      receipts: receipts.filter((r) => r && typeof r === 'object'),
+      detectedAt: Date.now(),
+    });
+    return { code: 'custody', reason: `receipt chain rejected: ${e.code}: ${e.message}`, peerId };
+  }
+
+  /** Checks one route step; returns a failure naming the guilty hop, or undefined. */
+  async afterStep(v: RouteStepView): Promise<StepFailure | undefined> {
+    const t0 = performance.now();
+    this.stats.steps++;
+    const hops = v.hops;
+    const k = hops.length;
+    const last = hops[k - 1]!;
+    const raw = (v.header as { receipts?: unknown }).receipts;
+    const receipts = (Array.isArray(raw) ? raw : []) as SignedReceipt[];
+    const st = this.state(v.sessionId, k);
+    // ---- cheap synchronous checks: completeness and consistency with both ends ----
+    try {
+      if (!Array.isArray(raw)) throw new CustodyError('malformed', `result carries no receipts (route has ${k} hop(s))`);
+      if (raw.length !== k) throw new CustodyError('malformed', `result carries ${raw.length} receipt(s), route has ${k} hop(s)`);
+      this.stats.receipts += k;
+      this.stats.receiptBytes += linkBytes(raw);
+    } catch (e) {
+      return this.custodyFailure(e as CustodyError, last.peerId, receipts);
+    }
+    const sid = sessionIdOf(v.sessionId);
+    const rid = requestIdOf(v.sessionId);
+    const sent = hashTensor(encodeTensor(v.input.hidden!, v.dtype));
+    const got = hashTensor(v.payload);
+    for (let i = 0; i < k; i++) {
+      // a defect in receipt i that hop i+1 let through is hop i+1's doing (it checks its upstream)
+      const blame = i < k - 1 ? hops[i + 1]!.peerId : hops[i]!.peerId;
+      try {
+        const s = receipts[i]!;
+        if (!s || typeof s !== 'object') throw new CustodyError('malformed', `receipt ${i} is not an object`);
+        try {
+          assertWellFormed('ExecutionReceipt', s.record);
+        } catch (e) {
+          throw new CustodyError('malformed', `receipt ${i}: ${(e as Error).message}`);
+        }
+        const r = s.record;
+        if (r.signer.toLowerCase() !== addressOfPeer(hops[i]!.peerId).toLowerCase())
+          throw new CustodyError('bad_signature', `receipt ${i} names signer ${r.signer}, hop ${i} is ${hops[i]!.peerId}`);
+        if (r.sessionId.toLowerCase() !== sid || r.requestId.toLowerCase() !== rid)
+          throw new CustodyError('cross_session', `receipt ${i} belongs to another session`);
+        if (r.step !== v.header.step || r.pos !== v.header.pos || r.nTokens !== v.header.nTokens)
+          throw new CustodyError('slot_mismatch', `receipt ${i} is for step ${r.step} pos ${r.pos}, the result for step ${v.header.step} pos ${v.header.pos}`);
+        if (r.layerStart !== hops[i]!.start || r.layerEnd !== hops[i]!.end)
+          throw new CustodyError('slot_mismatch', `receipt ${i} covers layers ${r.layerStart}:${r.layerEnd}, hop ${i} serves ${hops[i]!.start}:${hops[i]!.end}`);
+        if (i === 0 && r.inputHash.toLowerCase() !== sent.toLowerCase())
+          throw Object.assign(new CustodyError('input_mismatch', `first hop signed input ${r.inputHash.slice(0, 10)}…, the gateway sent ${sent.slice(0, 10)}…`), { self: true });
+        if (i > 0 && r.inputHash.toLowerCase() !== receipts[i - 1]!.record.outputHash.toLowerCase())
+          throw Object.assign(new CustodyError('input_mismatch', `hop ${i} signed input ${r.inputHash.slice(0, 10)}…, hop ${i - 1} signed output ${receipts[i - 1]!.record.outputHash.slice(0, 10)}…`), { self: true });
+        if (i === k - 1 && r.outputHash.toLowerCase() !== got.toLowerCase())
+          throw Object.assign(new CustodyError('input_mismatch', `last hop signed output ${r.outputHash.slice(0, 10)}…, the gateway received ${got.slice(0, 10)}…`), { self: true });
+      } catch (e) {
+        if (!(e instanceof CustodyError)) throw e;
+        return this.custodyFailure(e, (e as { self?: boolean }).self ? hops[i]!.peerId : blame, receipts);
+      }
+    }
+    for (let i = 0; i < k; i++) {
+      const m = st.receipts[i]!;
+      if (m.size >= MAX_STEPS) m.delete(m.keys().next().value as number);
+      m.set(v.header.step, receipts[i]!);
+    }
+    // ---- which hops get audited this step ----
+    const picked: number[] = [];
+    for (let i = 0; i < k; i++) {
+      const rate = this.rateFor(hops[i]!.peerId);
+      if (rate >= 1) picked.push(i);
+      else if (rate > 0) {
+        const digest = typedDigest('ExecutionReceipt', receipts[i]!.record, this.domain);
+        // the beacon is drawn after the receipt was signed: the node cannot know which steps are checked
+        if (auditSelected(digest, `0x${bytesToHex(randomBytes(32))}` as Hex, rate)) picked.push(i);
+      }
+    }
+    this.stats.checkMs += performance.now() - t0;
+    const full = () => this.verifyFull(v, receipts, sent, got);
+    if (!picked.length) {
+      this.background = this.background.then(async () => {
+        const f = full();
+        if (f) this.stats.backgroundFailures++;
+      });
+      return undefined;
+    }
+    // audited: signatures, chains and equivocation first (serially after earlier background work)
+    await this.background;
+    const f = full();
+    if (f) return f;
+    for (const i of picked) {
+      const fail = await this.audit(v, st, i);
+      if (fail) return fail;
+    }
+    return undefined;
+  }
+
+  /** Signatures, handoffs, per-signer chains and equivocation of one step's receipts. */
+  private verifyFull(v: RouteStepView, receipts: SignedReceipt[], sent: Hex, got: Hex): StepFailure | undefined {
+    const t0 = performance.now();
+    const hops = v.hops;
+    try {
+      try {
+        checkRoute(receipts, this.domain, { sentHash: sent, receivedHash: got });
+      } catch (e) {
+        if (!(e instanceof CustodyError)) throw e;
+        // the first invalid signature is the signer's own (hop i+1 would have rejected it otherwise, unless it is the last)
+        let at = receipts.findIndex((r) => !checkSigned('ExecutionReceipt', r, this.domain).ok);
+        if (at < 0) at = hops.findIndex((h) => e.blame && addressOfPeer(h.peerId).toLowerCase() === e.blame.toLowerCase());
+        const peer = hops[at >= 0 ? at : hops.length - 1]!.peerId;
+        return this.custodyFailure(e, peer, receipts);
+      }
+      for (let i = 0; i < receipts.length; i++) {
+        try {
+          this.custody.append(receipts[i]!);
+        } catch (e) {
+          if (!(e instanceof CustodyError)) throw e;
+          return this.custodyFailure(e, hops[i]!.peerId, receipts);
+        }
+        const eq = this.equivocation.observe(receipts[i]!);
+        if (eq) {
+          this.accuse('equivocation', hops[i]!.peerId, `two signed outputs for step ${eq.slot.step}`, eq);
+          return { code: 'misbehaviour', reason: `${hops[i]!.peerId} signed two different outputs for step ${eq.slot.step}`, peerId: hops[i]!.peerId };
+        }
+      }
+      return undefined;
+    } finally {
+      this.stats.verifyMs += performance.now() - t0;
+    }
+  }
+
+  /** Re-executes hop i's step on the referee; evidence and a failure when it does not match. */
+  private async audit(v: RouteStepView, st: SessionState, i: number): Promise<StepFailure | undefined> {
+    const t0 = performance.now();
+    const hop = v.hops[i]!;
+    const step = v.header.step;
+    const A = st.receipts[i]!.get(step)!;
+    const accused = addressOfPeer(hop.peerId);
+    const rec: AuditRecord = {
+      at: Date.now(),
+      routeSessionId: v.sessionId,
+      step,
+      hop: i,
+      peerId: hop.peerId,
+      accused,
+      layers: [hop.start, hop.end],
+      replayedSteps: 0,
+      pass: false,
+      ms: 0,
+    };
+    const finish = (f?: StepFailure): StepFailure | undefined => {
+      rec.ms = Math.round((performance.now() - t0) * 1000) / 1000;
+      this.audits.push(rec);
+      if (this.audits.length > MAX_RECORDS) this.audits.shift();
+      this.stats.audited++;
+      this.stats.auditMs += rec.ms;
+      if (f) this.stats.failed++;
+      return f;
+    };
+    const guilty = (kind: Evidence['kind'], reason: string, ev: Evidence): StepFailure | undefined => {
+      rec.reason = reason;
+      this.accuse(kind, hop.peerId, reason, ev);
+      return finish({ code: 'misbehaviour', reason: `audit of ${hop.peerId} (layers ${hop.start}:${hop.end}, step ${step}): ${reason}`, peerId: hop.peerId });
+    };
+    const custodyEv = (code: CustodyError['code'], reason: string, extra: SignedReceipt[] = []): Evidence => ({
+      kind: 'custody',
+      code,
+      blame: accused,
+      reason,
+      receipts: [A, ...extra],
+      detectedAt: Date.now(),
+    });
+    const from = st.audited[i]! + 1;
+    let data;
+    try {
+      data = await fetchCommitted(this.host, hop, { sessionId: v.sessionId, fromStep: from, toStep: step }, this.o.fetchTimeoutMs ?? 10_000);
+    } catch (e) {
+      const why = (e as Error).message;
+      if (e instanceof AuditFetchError && e.answered) return guilty('custody', `withheld its committed data: ${why}`, custodyEv('malformed', why));
+      rec.reason = why;
+      return finish({ code: 'audit_unanswered', reason: why, peerId: hop.peerId });
+    }
+    // what the node shows the auditor must be what it signed on the token path
+    const B = data.receipt as SignedReceipt;
+    const vb = checkSigned('ExecutionReceipt', B, this.domain);
+    if (!vb.ok) return guilty('custody', `audit reply carries an invalid receipt: ${vb.reason}`, custodyEv(vb.malformed ? 'malformed' : 'bad_signature', vb.reason));
+    if (B.record.signer.toLowerCase() !== accused.toLowerCase())
+      return guilty('custody', `audit reply receipt is signed by ${B.record.signer}`, custodyEv('bad_signature', 'wrong signer', [B]));
+    const eq = detectEquivocation(A, B, this.domain);
+    if (eq) return guilty('equivocation', `signed two different outputs for step ${step} (one sent downstream, one shown to the auditor)`, eq);
+    if (hashTensor(data.output.bytes).toLowerCase() !== A.record.outputHash.toLowerCase())
+      return guilty('custody', 'output bytes shown to the auditor are not the ones it signed', custodyEv('output_mismatch', 'output bytes differ from the signed hash'));
+    const byStep = new Map(data.steps.map((s) => [s.step, s]));
+    const seq = [];
+    for (let s = from; s <= step; s++) {
+      const c = byStep.get(s);
+      const Ai = st.receipts[i]!.get(s);
+      if (!Ai) continue; // a step the gateway never saw (e.g. a probe): nothing to hold it to
+      if (!c) return guilty('custody', `did not produce its committed input of step ${s}`, custodyEv('malformed', `missing step ${s}`));
+      if (hashTensor(c.input).toLowerCase() !== Ai.record.inputHash.toLowerCase())
+        return guilty('custody', `input it shows for step ${s} is not the one it signed`, custodyEv('input_mismatch', `step ${s} input differs`, [Ai]));
+      seq.push(c);
+    }
+    // the referee replays the committed inputs in order (same positions, same chunking)
+    const dim = v.input.hidden!.length / v.input.nTokens;
+    const stage = await this.referee.stage(hop.start, hop.end);
+    const refSid = `${v.sessionId}#${i}`;
+    let out: Float32Array | undefined;
+    for (const c of seq) {
+      const r = await stage.forward({ sessionId: refSid, pos: c.pos, nTokens: c.nTokens, hidden: decodeTensor(c.input, c.dtype, c.nTokens * dim) });
+      out = r.hidden;
+    }
+    rec.replayedSteps = seq.length;
+    st.audited[i] = step;
+    if (!out) return finish(undefined);
+    const worker = decodeTensor(data.output.bytes, data.output.dtype, v.header.nTokens * dim);
+    const res = auditReceipt(this.identity, this.domain, {
+      receipt: A,
+      workerOutput: worker,
+      workerWire: data.output.bytes,
+      auditOutput: out,
+      auditorProfile: this.referee.profile,
+      dim,
+    });
+    rec.maxRelL2 = res.comparison.maxRelL2;
+    rec.tau = res.comparison.tau;
+    rec.verdict = res.verdict;
+    rec.pass = res.comparison.pass;
+    if (res.evidence)
+      return guilty(
+        'audit',
+        `output differs from the referee's re-execution: max per-token relative L2 ${res.comparison.maxRelL2.toExponential(3)} > τ ${res.comparison.tau.toExponential(1)}`,
+        res.evidence,
+      );
+    this.passes.set(hop.peerId, (this.passes.get(hop.peerId) ?? 0) + 1);
+    return finish(undefined);
+  }
+}
+
+/** bytes the receipts add on the wire for one step: hop i forwards receipts 0..i */
+function linkBytes(receipts: unknown[]): number {
+  let total = 0;
+  let prefix = 0;
+  for (const r of receipts) {
+    prefix += JSON.stringify(r).length + 1;
+    total += prefix;
+  }
+  return total;
+}
+
+function safeAddress(peerId: string): Hex | undefined {
+  try {
+    return addressOfPeer(peerId);
+  } catch {
+    return undefined;
+  }
+}
+
+const accountants = new WeakMap<OdsiHost, GatewayAccountant>();
+
+/** Turn accountability on for a gateway host (no-op, undefined, when ODSI_ACCOUNTABILITY=0). */
+export function enableAccountability(host: OdsiHost, o: AccountabilityOptions): GatewayAccountant | undefined {
+  if (!accountabilityEnabled()) return undefined;
+  let a = accountants.get(host);
+  if (!a) {
+    a = new GatewayAccountant(host, o);
+    accountants.set(host, a);
+  }
+  return a;
+}
+
+export function accountabilityOf(host: OdsiHost): GatewayAccountant | undefined {
+  return accountants.get(host);
+}
+
+/** Called by RouteStage for every RESULT: undefined = accept, else fail the step naming the culprit. */
+export async function verifyRouteStep(host: OdsiHost, v: RouteStepView): Promise<StepFailure | undefined> {
+  const a = accountants.get(host);
+  return a ? a.afterStep(v) : undefined;
+}
