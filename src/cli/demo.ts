@@ -15,6 +15,8 @@ import { createApiServer, type ApiServer } from '../api/server.js';
 import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
 import { LocalSwarm } from '../gateway/swarm.js';
+import { accountabilityOf } from '../control/verify-route.js'; // accountability
+import { accountabilityReport } from '../control/report.js'; // accountability
 
 interface DemoOptions {
   model?: string;
@@ -30,6 +32,7 @@ interface DemoOptions {
   port: number;
   deadlineMs?: number;
   routeTimeoutMs: number;
+  auditRate?: number; // accountability
 }
 
 const int =
@@ -67,6 +70,12 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object (text, tokens, prompt_tokens, timeline, nodes)')
     .option('--serve', 'after the prompt, keep the swarm and an OpenAI-compatible API running')
     .option('--port <n>', 'API port with --serve (0 = any)', int('--port', 0), 8080)
+    // accountability: share of each node's steps re-executed by the gateway's referee
+    .option('--audit-rate <p>', 'audit rate per node step in [0, 1] (selective redundancy)', (v) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('--audit-rate must be in [0, 1]');
+      return n;
+    })
     .action(async (o: DemoOptions) => {
       if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
       await runDemo(o);
@@ -133,6 +142,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
   try {
     swarm = await LocalSwarm.start({ model: modelPath, ranges, engine: o.engine, modelId });
     gw = await Gateway.start({ modelPath, bootstrap: swarm.bootstrap, engine: o.engine, deadlineMs: o.deadlineMs, refreshMs: 5_000 });
+    if (o.auditRate !== undefined) accountabilityOf(gw.host)?.setAuditRate(o.auditRate); // accountability
     const route = await gw.waitForRoute(o.routeTimeoutMs);
     if (!o.json)
       log(
@@ -187,10 +197,12 @@ async function runDemo(o: DemoOptions): Promise<void> {
           route: route.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] })),
           timeline,
           nodes,
+          accountability: await accountabilityReport(gw.host, swarm.nodes.map((n) => n.peerId)), // accountability
         }) + '\n',
       );
     } else {
       printTimeline(timeline, swarm, gw, totalMs, tokens.length);
+      log(JSON.stringify({ accountability: await accountabilityReport(gw.host, swarm.nodes.map((n) => n.peerId), true) })); // accountability
     }
 
     if (o.serve) {

@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { runNode } from '../node/run.js';
 import { parseLayers } from '../node/placement.js';
 import { openModel } from '../model/load.js';
+import { createFaultInjector } from '../fault/inject.js'; // fault-tolerance
 
 interface NodeCliOptions {
   model: string;
@@ -23,6 +24,7 @@ interface NodeCliOptions {
   idleTimeout: string;
   benchTokens: string;
   logLevel: string;
+  fault: string[]; // fault-tolerance
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -52,6 +54,8 @@ export function register(program: Command): void {
     .option('--idle-timeout <ms>', 'free a session after this long without a step', '300000')
     .option('--bench-tokens <n>', 'prompt tokens for the start-up compute benchmark (0 = skip)', '8')
     .option('--log-level <level>', 'pino log level', 'info')
+    // fault-tolerance: test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
+    .option('--fault <spec>', 'inject a fault: crash@N, stall@N or delay:MS (tests/demos only; needs ODSI_ALLOW_FAULTS=1)', collect, [])
     .action(async (o: NodeCliOptions) => {
       if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
       const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));
@@ -74,6 +78,7 @@ export function register(program: Command): void {
         idleTimeoutMs: posInt('--idle-timeout', o.idleTimeout),
         benchTokens: Number.isInteger(Number(o.benchTokens)) && Number(o.benchTokens) >= 0 ? Number(o.benchTokens) : posInt('--bench-tokens', o.benchTokens),
         passphrase: process.env.ODSI_PASSPHRASE,
+        faults: createFaultInjector(o.fault), // fault-tolerance
         log,
       });
       const a = node.advert();

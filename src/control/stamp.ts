@@ -20,7 +20,7 @@ import type { FaultInjector } from '../fault/inject.js';
 import { ZERO_HASH, toBytes32, type Hex, type OdsiDomain } from './eip712.js';
 import { checkSigned, hashTensor, signReceipt, type SignedReceipt } from './receipts.js';
 import { CustodyError, ReceiptChain } from './custody.js';
-import { ReceiptSigner } from './signer.js';
+import { ReceiptSigner, SignerError } from './signer.js';
 import { rememberStepInput, type DishonestBehaviour } from './dishonest.js';
 import {
   AUDIT_PROTOCOL,
@@ -230,7 +230,7 @@ export function checkCustody(host: OdsiHost, open: OpenHeader, h: StepHeader, pa
     return undefined;
   } catch (e) {
     if (e instanceof CustodyError) return reject(a, `${e.code}: ${e.message}`, upPeer);
-    throw e;
+    return reject(a, `could not check the upstream receipt: ${(e as Error).message}`, upPeer);
   }
 }
 
@@ -256,10 +256,22 @@ export interface StampInput {
 
 const us = (ms: number) => Math.max(0, Math.round(ms * 1000));
 
-/** Signs this hop's receipt for the step, appends it to header.receipts and keeps the step for auditors. */
+/**
+ * Signs this hop's receipt for the step, appends it to header.receipts and keeps the step for
+ * auditors. Never throws: a step without this hop's receipt is refused downstream with a
+ * clear reason, which is better than a node that dies on a bookkeeping error.
+ */
 export function stampStep(host: OdsiHost, o: StampInput): void {
   const a = accountant(host);
   if (!a) return;
+  try {
+    stampInner(a, host, o);
+  } catch {
+    /* see above: the receipt is missing and the next hop says so */
+  }
+}
+
+function stampInner(a: NodeAccountant, host: OdsiHost, o: StampInput): void {
   const t0 = performance.now();
   const h = o.header;
   const sid = sessionIdOf(o.open.sessionId);
@@ -285,7 +297,15 @@ export function stampStep(host: OdsiHost, o: StampInput): void {
     upstreamReceiptHash: log.upstreamHash.get(h.step) ?? ZERO_HASH,
   };
   log.upstreamHash.delete(h.step);
-  let receipt = a.signer.receipt({ ...fields, outputHash: hashTensor(o.output) });
+  let receipt: SignedReceipt;
+  try {
+    receipt = a.signer.receipt({ ...fields, outputHash: hashTensor(o.output) });
+  } catch (e) {
+    if (!(e instanceof SignerError)) throw e;
+    // the upstream re-sent an old step number (a restarted route): start this session's chain anew
+    a.signer.closeSession(rid, sid);
+    receipt = a.signer.receipt({ ...fields, outputHash: hashTensor(o.output) });
+  }
   const dishonest = (o.faults?.behaviours ?? []) as DishonestBehaviour[];
   let alt: StoredStep['alt'];
   for (const b of dishonest) {

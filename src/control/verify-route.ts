@@ -23,10 +23,10 @@ import type { StageInput } from '../engine/types.js';
 import type { OdsiHost } from '../net/host.js';
 import { decodeTensor, encodeTensor, type Dtype, type StepHeader } from '../net/messages.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { assertWellFormed, typedDigest, type Hex, type OdsiDomain } from './eip712.js';
+import { ZERO_HASH, assertWellFormed, type Hex, type OdsiDomain } from './eip712.js';
 import { checkSigned, hashTensor, type SignedReceipt, type SignedVerdict } from './receipts.js';
-import { CustodyError, CustodyLog, checkRoute } from './custody.js';
-import { EquivocationDetector, detectEquivocation } from './equivocation.js';
+import { CustodyError } from './custody.js';
+import { EquivocationDetector, detectEquivocation, verifyEquivocationEvidence } from './equivocation.js';
 import { EvidenceQueue, type Evidence } from './evidence.js';
 import { auditRate, auditReceipt, auditSelected } from './audit.js';
 import { AuditFetchError, Referee, fetchCommitted } from './auditor.js';
@@ -73,6 +73,8 @@ export interface AuditRecord {
   verdict?: SignedVerdict;
   /** why the audit failed without a comparison (equivocation, custody, no answer) */
   reason?: string;
+  /** the audit could not be completed for reasons of the auditor's own (no verdict either way) */
+  incomplete?: boolean;
   ms: number;
 }
 
@@ -125,7 +127,8 @@ export class GatewayAccountant {
   readonly domain: OdsiDomain;
   private readonly referee: Referee;
   private readonly sessions = new Map<string, SessionState>();
-  private readonly custody: CustodyLog;
+  /** last hops' receipt chains: signer|request|session → head */
+  private readonly chains = new Map<string, { head: Hex; step: number; seen: Set<string> }>();
   private readonly equivocation: EquivocationDetector;
   private readonly perPeer = new Map<string, number>();
   private readonly passes = new Map<string, number>();
@@ -140,7 +143,6 @@ export class GatewayAccountant {
     this.domain = o.domain ?? deploymentDomain();
     this.queue = o.queue ?? new EvidenceQueue<Evidence>(4096);
     this.referee = new Referee(o.src);
-    this.custody = new CustodyLog(this.domain);
     this.equivocation = new EquivocationDetector(this.domain, { trustSignatures: true, maxSlots: 200_000 });
     const env = Number(process.env.ODSI_AUDIT_RATE);
     this.defaultRate = o.auditRate ?? (Number.isFinite(env) && env >= 0 && env <= 1 ? env : 0);
@@ -182,7 +184,8 @@ export class GatewayAccountant {
       while (this.sessions.size > MAX_SESSIONS) {
         const old = this.sessions.keys().next().value as string;
         this.sessions.delete(old);
-        this.custody.closeSession(requestIdOf(old), sessionIdOf(old));
+        const suffix = `|${requestIdOf(old)}|${sessionIdOf(old)}`.toLowerCase();
+        for (const key of [...this.chains.keys()]) if (key.endsWith(suffix)) this.chains.delete(key);
         for (let i = 0; i < 256; i++) this.referee.closeSession(`${old}#${i}`);
       }
     }
@@ -281,17 +284,20 @@ export class GatewayAccountant {
       const rate = this.rateFor(hops[i]!.peerId);
       if (rate >= 1) picked.push(i);
       else if (rate > 0) {
-        const digest = typedDigest('ExecutionReceipt', receipts[i]!.record, this.domain);
-        // the beacon is drawn after the receipt was signed: the node cannot know which steps are checked
-        if (auditSelected(digest, `0x${bytesToHex(randomBytes(32))}` as Hex, rate)) picked.push(i);
+        // keyed by the signed output hash and a beacon drawn after the receipt was signed: the
+        // node cannot know at execution time which of its steps get checked
+        if (auditSelected(receipts[i]!.record.outputHash, `0x${bytesToHex(randomBytes(32))}` as Hex, rate)) picked.push(i);
       }
     }
     this.stats.checkMs += performance.now() - t0;
-    const full = () => this.verifyFull(v, receipts, sent, got);
+    const full = () => this.verifyFull(v, receipts, picked.length > 0);
     if (!picked.length) {
       this.background = this.background.then(async () => {
-        const f = full();
-        if (f) this.stats.backgroundFailures++;
+        try {
+          if (full()) this.stats.backgroundFailures++;
+        } catch {
+          this.stats.backgroundFailures++; // never let one bad record stall the queue
+        }
       });
       return undefined;
     }
@@ -300,36 +306,49 @@ export class GatewayAccountant {
     const f = full();
     if (f) return f;
     for (const i of picked) {
-      const fail = await this.audit(v, st, i);
+      let fail: StepFailure | undefined;
+      try {
+        fail = await this.audit(v, st, i);
+      } catch (e) {
+        // the referee's own trouble (e.g. out of memory) proves nothing about the node: skip, reset its replay
+        st.audited[i] = -1;
+        this.referee.closeSession(`${v.sessionId}#${i}`);
+        this.audits.push({ at: Date.now(), routeSessionId: v.sessionId, step: v.header.step, hop: i, peerId: v.hops[i]!.peerId, accused: addressOfPeer(v.hops[i]!.peerId), layers: [v.hops[i]!.start, v.hops[i]!.end], replayedSteps: 0, pass: false, incomplete: true, reason: `audit not completed: ${(e as Error).message}`, ms: 0 });
+        continue;
+      }
       if (fail) return fail;
     }
     return undefined;
   }
 
-  /** Signatures, handoffs, per-signer chains and equivocation of one step's receipts. */
-  private verifyFull(v: RouteStepView, receipts: SignedReceipt[], sent: Hex, got: Hex): StepFailure | undefined {
+  /**
+   * Signatures, per-signer chains and equivocation. Each hop checks its upstream's signature
+   * and chain before computing, so the gateway verifies, per step, only what nobody else
+   * checks — the last hop's receipt — and every receipt of an audited step (evidence must
+   * stand on valid signatures). One signature recovery per receipt verified.
+   */
+  private verifyFull(v: RouteStepView, receipts: SignedReceipt[], all: boolean): StepFailure | undefined {
     const t0 = performance.now();
     const hops = v.hops;
+    const k = receipts.length;
     try {
-      try {
-        checkRoute(receipts, this.domain, { sentHash: sent, receivedHash: got });
-      } catch (e) {
-        if (!(e instanceof CustodyError)) throw e;
-        // the first invalid signature is the signer's own (hop i+1 would have rejected it otherwise, unless it is the last)
-        let at = receipts.findIndex((r) => !checkSigned('ExecutionReceipt', r, this.domain).ok);
-        if (at < 0) at = hops.findIndex((h) => e.blame && addressOfPeer(h.peerId).toLowerCase() === e.blame.toLowerCase());
-        const peer = hops[at >= 0 ? at : hops.length - 1]!.peerId;
-        return this.custodyFailure(e, peer, receipts);
-      }
-      for (let i = 0; i < receipts.length; i++) {
-        try {
-          this.custody.append(receipts[i]!);
-        } catch (e) {
-          if (!(e instanceof CustodyError)) throw e;
-          return this.custodyFailure(e, hops[i]!.peerId, receipts);
+      for (let i = all ? 0 : k - 1; i < k; i++) {
+        const s = receipts[i]!;
+        const c = checkSigned('ExecutionReceipt', s, this.domain);
+        if (!c.ok) {
+          // an invalid receipt that hop i+1 passed on is hop i+1's doing; the last hop's is its own
+          const peer = hops[i < k - 1 ? i + 1 : i]!.peerId;
+          return this.custodyFailure(new CustodyError(c.malformed ? 'malformed' : 'bad_signature', `receipt ${i}: ${c.reason}`), peer, receipts);
         }
+        if (i === k - 1) {
+          const fail = this.chainAppend(s, c.digest);
+          if (fail) return this.custodyFailure(fail, hops[i]!.peerId, receipts);
+        }
+      }
+      for (let i = 0; i < k; i++) {
         const eq = this.equivocation.observe(receipts[i]!);
-        if (eq) {
+        // the detector trusts signatures for speed: re-check both records before accusing anyone
+        if (eq && verifyEquivocationEvidence(eq, this.domain)) {
           this.accuse('equivocation', hops[i]!.peerId, `two signed outputs for step ${eq.slot.step}`, eq);
           return { code: 'misbehaviour', reason: `${hops[i]!.peerId} signed two different outputs for step ${eq.slot.step}`, peerId: hops[i]!.peerId };
         }
@@ -338,6 +357,28 @@ export class GatewayAccountant {
     } finally {
       this.stats.verifyMs += performance.now() - t0;
     }
+  }
+
+  /** Per-signer hash chain of the last hop (replays, forks, step order), on already verified digests. */
+  private chainAppend(s: SignedReceipt, digest: Hex): CustodyError | undefined {
+    const r = s.record;
+    const key = `${r.signer}|${r.requestId}|${r.sessionId}`.toLowerCase();
+    let c = this.chains.get(key);
+    if (!c) {
+      c = { head: ZERO_HASH, step: -1, seen: new Set() };
+      this.chains.set(key, c);
+      if (this.chains.size > 4096) this.chains.delete(this.chains.keys().next().value as string);
+    }
+    const d = digest.toLowerCase();
+    if (c.seen.has(d)) return new CustodyError('replay', `receipt ${d.slice(0, 10)}… (step ${r.step}) seen before`, r.signer);
+    if (r.step <= c.step) return new CustodyError(r.step === c.step ? 'replay' : 'step_order', `step ${r.step} after step ${c.step}`, r.signer);
+    if (r.prevReceiptHash.toLowerCase() !== c.head.toLowerCase())
+      return new CustodyError('broken_chain', `prevReceiptHash ${r.prevReceiptHash.slice(0, 10)}… does not link to ${c.head.slice(0, 10)}…`, r.signer);
+    c.seen.add(d);
+    if (c.seen.size > 16_384) c.seen.delete(c.seen.values().next().value as string);
+    c.head = digest;
+    c.step = r.step;
+    return undefined;
   }
 
   /** Re-executes hop i's step on the referee; evidence and a failure when it does not match. */

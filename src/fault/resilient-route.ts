@@ -188,9 +188,12 @@ export class ResilientRoute implements Stage {
 
   /** How long a step of n tokens may take before it counts as lost. */
   private limitMs(nTokens: number, replay: boolean): number {
+    const deadline = replay ? undefined : this.o.deadlineMs;
+    // a decode step under a deadline gets exactly its budget; the hops refuse work that cannot fit
+    if (deadline !== undefined && nTokens === 1) return Math.ceil(deadline + this.graceMs);
+    // many tokens (prefill, replay) or no deadline: a multiple of the route's own estimate
     const est = ESTIMATE_SAFETY * Math.max(0, this.estimate.estimatedMs) * nTokens;
-    const budget = !replay && this.o.deadlineMs !== undefined ? this.o.deadlineMs : 0;
-    return Math.ceil(Math.max(budget, est, this.o.minStepMs ?? 250) + this.graceMs);
+    return Math.ceil(Math.max(deadline ?? 0, est, this.o.minStepMs ?? 250) + this.graceMs);
   }
 
   private async step(stage: RouteStage, input: StageInput, replay: boolean): Promise<StageOutput> {

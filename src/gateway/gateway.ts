@@ -45,6 +45,10 @@ export interface GatewayOptions {
   openAttempts?: number;
   /** seed for routing's tie-breaking (tests) */
   routeSeed?: number;
+  /** failure detection on open routes (src/fault ResilientRoute): grace added to a step's
+   *  budget before it counts as lost, and the least budget of a step without a deadline.
+   *  Raise both on overloaded machines, where slow is not dead. */
+  failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
 }
 
 /** Ban with exponential backoff: a failing peer is skipped for base·2^(failures-1), capped. */
@@ -307,6 +311,7 @@ export class Gateway extends PipelineBackend {
         bans: this.bans,
         deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
         maxTokens: need,
+        ...this.opts.failover,
         onEvent: (e) => this.faults.push(e),
       });
       return this.pipelineFor(resilient, route);

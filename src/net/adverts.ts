@@ -233,22 +233,26 @@ async function fetchDirect(host: OdsiHost, modelId: string, pid: string, addrs: 
 
 /**
  * Verified, unexpired adverts of every peer serving `modelId` (best effort within timeoutMs).
- * Providers come from the DHT (provider records for the model CID); each provider's signed
- * advert is fetched from the provider itself as soon as the query names it, falling back to
- * the DHT copy under its advert key. Whatever the source, every record is verified here.
+ * Candidates: peers already known to this host that speak ADVERT_PROTOCOL, and the providers
+ * of the model CID found through the DHT. Each candidate's signed advert is fetched from the
+ * candidate itself (providers fall back to the DHT copy under their advert key). Whatever the
+ * source, every record is verified here.
  */
 export async function findAdverts(host: OdsiHost, modelId: string, opts: { timeoutMs?: number } = {}): Promise<NodeAdvert[]> {
   const timeoutMs = opts.timeoutMs ?? 5000;
   const signal = AbortSignal.timeout(timeoutMs);
   const dht = host.libp2p.services.dht;
   const fetches = new Map<string, Promise<NodeAdvert | undefined>>();
-  const fetchOne = async (pid: string, addrs: string[]): Promise<NodeAdvert | undefined> => {
+  const fetchOne = async (pid: string, addrs: string[], dhtFallback = true): Promise<NodeAdvert | undefined> => {
     const key = advertKey(modelId, pid);
     try {
-      return verifyAdvertRecord(await fetchDirect(host, modelId, pid, addrs, signal), { key });
+      const rec = await fetchDirect(host, modelId, pid, addrs, signal);
+      if (rec.length === 0) return undefined; // the peer serves no layers of this model
+      return verifyAdvertRecord(rec, { key });
     } catch {
       /* owner unreachable or stale: try the DHT copy */
     }
+    if (!dhtFallback) return undefined;
     try {
       for await (const ev of dht.get(key, { signal })) {
         if (ev.name !== 'VALUE') continue;
@@ -263,6 +267,17 @@ export async function findAdverts(host: OdsiHost, modelId: string, opts: { timeo
     }
     return undefined;
   };
+  // peers this host already knows (DHT routing table, identify) that serve adverts: ask them
+  // directly while the provider query runs; the query finds the ones not known yet
+  try {
+    for (const p of await host.libp2p.peerStore.all({ signal })) {
+      const pid = p.id.toString();
+      if (pid === host.peerId || fetches.has(pid) || !p.protocols.includes(ADVERT_PROTOCOL)) continue;
+      fetches.set(pid, fetchOne(pid, p.addresses.map((a) => a.multiaddr.toString()), false));
+    }
+  } catch {
+    /* peer store unavailable: the DHT query below still runs */
+  }
   try {
     for await (const ev of dht.findProviders(modelCid(modelId), { signal })) {
       if (ev.name !== 'PROVIDER') continue;

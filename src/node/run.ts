@@ -17,6 +17,7 @@ import { createHost, type OdsiHost } from '../net/host.js';
 import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
+import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance
 
 export const NODE_VERSION = 'odsi/0.1.0';
 
@@ -39,6 +40,8 @@ export interface NodeOptions {
   /** prompt tokens for the start-up benchmark (0: skip it and start from a nominal estimate) */
   benchTokens?: number;
   passphrase?: string;
+  /** fault-tolerance: injected faults handed to the node server (tests/demos only) */
+  faults?: FaultInjector;
   log: Logger;
 }
 
@@ -88,6 +91,9 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
     if (o.layers === 'auto') {
       const memBytes = (o.memoryMb ?? freemem() / 2 / 2 ** 20) * 2 ** 20;
       const maxLayers = Math.max(1, Math.floor(memBytes / Math.max(1, layerBytesF32(src, 0))));
+      // give the DHT a moment to learn peers from the bootstrap nodes (bounded)
+      const rt = host.libp2p.services.dht as unknown as { routingTable?: { size: number } };
+      for (let i = 0; i < 30 && (o.bootstrap?.length ?? 0) > 0 && (rt.routingTable?.size ?? 1) === 0; i++) await new Promise((r) => setTimeout(r, 100));
       const found = await findAdverts(host, modelId, { timeoutMs: 3000 });
       range = chooseLayers(c.nLayers, maxLayers, found);
       log.info({ range, maxLayers, adverts: found.length }, 'chose layers');
@@ -102,7 +108,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
     log.info({ msPerToken: perf.msPerToken, prefillMsPerToken: perf.prefillMsPerToken, benchmark: bench > 0 }, 'measured compute');
     const kvBytesPerToken = 2 * (range[1] - range[0]) * c.nKvHeads * c.headDim * 4;
     const kvBudgetTokens = Math.floor(((o.kvBudgetMb ?? 512) * 2 ** 20) / Math.max(1, kvBytesPerToken));
-    const server = new NodeServer({ host, stage, modelId, perf, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, log });
+    const server = new NodeServer({ host, stage, modelId, perf, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, log, faults: o.faults /* fault-tolerance */ });
     await server.start();
 
     const interval = o.announceIntervalMs ?? 30_000;

@@ -229,6 +229,9 @@ export class NodeServer {
 
   private async runStep(s: Session, h: StepHeader, payload: Uint8Array, recvAt: number): Promise<void> {
     if (s.closed) return;
+    // fault-tolerance: injected crash/stall/delay (a 'drop' step is never answered)
+    const faultCtx = { sessionId: s.id, step: h.step, pos: h.pos, nTokens: h.nTokens };
+    if (this.o.faults && (await this.o.faults.beforeStep(faultCtx)) === 'drop') return;
     const stage = this.o.stage;
     const dim = stage.config.dim;
     const fail = (code: ErrorCode, reason: string) => {
@@ -277,6 +280,7 @@ export class NodeServer {
     const computeMs = out.computeMs ?? performance.now() - startAt;
     this.o.perf.record(h.nTokens, computeMs);
     if (!out.hidden) return fail('engine', 'stage returned no hidden states');
+    if (this.o.faults) out.hidden = this.o.faults.transformOutput(out.hidden, faultCtx); // fault-tolerance: output hook
     const t = performance.now();
     const bytes = encodeTensor(out.hidden, h.dtype);
     const sendMs = performance.now() - t;

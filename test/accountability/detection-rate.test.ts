@@ -27,7 +27,7 @@ test(`tampered outputs fail the tolerance check on every one of ${STEPS} audited
   try {
     for (let step = 0; step < STEPS; step++) {
       const tok = ids[step % ids.length]! ^ (step >> 6); // stays within the vocabulary, varies past 60 steps
-      const e = await embed.forward({ sessionId: 's', pos: step, nTokens: 1, tokens: [tok] });
+      const e = await embed.forward({ sessionId: 's', pos: step, nTokens: 1, tokens: Int32Array.of(tok) });
       const h = await first.forward({ sessionId: 's', pos: step, nTokens: 1, hidden: e.hidden! });
       const out = (await stage.forward({ sessionId: 's', pos: step, nTokens: 1, hidden: h.hidden! })).hidden!;
       const ctx = { sessionId: 's', step, pos: step, nTokens: 1 };

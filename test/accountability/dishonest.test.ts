@@ -134,7 +134,7 @@ test('every dishonest behaviour is caught on its first audited step, D alone is 
   }
   for (const e of acct!.evidence) assert.ok(!honest.has(e.accused.toLowerCase()), `an honest identity was named: ${e.peerId}`);
   const cheats = new Set([...dishonest.values()].map((d) => d.peerId));
-  for (const a of acct!.audits) if (!cheats.has(a.peerId)) assert.equal(a.pass, true);
+  for (const a of acct!.audits) if (!cheats.has(a.peerId)) assert.ok(a.pass || a.incomplete, JSON.stringify(a));
   console.log('detection summary', JSON.stringify(summary));
 });
 

@@ -1,0 +1,201 @@
+// What accountability costs on the token path, side by side in one run: two identical swarms
+// of `odsi node` processes (stories260K, nodes [0,2) and [2,5)), one with receipts signed and
+// checked per step per hop plus selective redundancy at a 2% audit rate, one with all of it
+// off (ODSI_ACCOUNTABILITY=0 on the nodes, no accountant at the gateway). Greedy generations
+// alternate between the two so load drift hits both alike. Also reports the bytes per token
+// the receipt chains add on the links, and the in-process cost of one signature / check.
+//
+//   node --import ./dist/src/util/polyfill.js dist/bench/verify-overhead.js [--rounds 6] [--tokens 48] [--rate 0.02]
+//
+// Writes bench/results/verify-overhead.json.
+
+import '../src/util/polyfill.js';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createStage } from '../src/engine/create.js';
+import { generate } from '../src/engine/generate.js';
+import { generateIdentity } from '../src/identity/identity.js';
+import { openModel } from '../src/model/load.js';
+import { modelIdentity } from '../src/model/identity.js';
+import { createHost, type OdsiHost } from '../src/net/host.js';
+import { createTokenizer } from '../src/tokenizer/index.js';
+import { BanList } from '../src/fault/bans.js';
+import { StaticPlanner } from '../src/fault/planner.js';
+import { NodeProcess } from '../src/fault/procs.js';
+import { openResilientRoute } from '../src/fault/resilient-route.js';
+import { enableAccountability, type GatewayAccountant } from '../src/control/verify-route.js';
+import { ZERO_HASH } from '../src/control/eip712.js';
+import { checkSigned, hashTensor } from '../src/control/receipts.js';
+import { ReceiptSigner } from '../src/control/signer.js';
+import { deploymentDomain } from '../src/control/wire.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const REPO = existsSync(resolve(here, '../package.json')) ? resolve(here, '..') : resolve(here, '../..');
+const STORIES = resolve(REPO, '../shared/models/stories260K/stories260K.gguf');
+const arg = (name: string, def: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+};
+const ROUNDS = Number(arg('rounds', '6'));
+const TOKENS = Number(arg('tokens', '48'));
+const RATE = Number(arg('rate', '0.02'));
+const OUT = resolve(arg('out', join(REPO, 'bench/results/verify-overhead.json')));
+const RANGES: [number, number][] = [
+  [0, 2],
+  [2, 5],
+];
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s[(s.length - 1) >> 1]! + s[s.length >> 1]!) / 2 : 0;
+};
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'odsi-vo-'));
+  const src = openModel(STORIES);
+  const modelId = modelIdentity(src).modelId;
+  const tokenizer = createTokenizer(src.tokenizer!);
+  const embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
+  const head = await createStage('reference', src, { start: 5, end: 5, embed: false, head: true });
+  const nodes: NodeProcess[] = [];
+  const hosts: OdsiHost[] = [];
+  try {
+    const swarm = async (tag: string, on: boolean) => {
+      process.env.ODSI_ACCOUNTABILITY = on ? '1' : '0'; // children inherit it at spawn
+      const ns = await Promise.all(
+        RANGES.map((range, i) => NodeProcess.start({ model: STORIES, range, identityFile: join(dir, `${tag}${i}.key`), modelId, announceIntervalMs: 600_000 })),
+      );
+      nodes.push(...ns);
+      const host = await createHost({ identity: generateIdentity() });
+      hosts.push(host);
+      const acct = on ? enableAccountability(host, { src, auditRate: RATE }) : undefined;
+      if (on && !acct) throw new Error('accountability did not turn on');
+      const planner = new StaticPlanner(
+        ns.map((n) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end, msPerToken: 1, load: 0, freeKvTokens: 1e6 })),
+        src.config.nLayers,
+      );
+      return { host, acct, planner };
+    };
+    const on = await swarm('on', true);
+    const off = await swarm('off', false);
+    delete process.env.ODSI_ACCOUNTABILITY;
+    const prompt = tokenizer.encode('Once upon a time, there was a little', { addBos: true });
+    const run = async (s: { host: OdsiHost; planner: StaticPlanner }, id: string) => {
+      const bans = new BanList();
+      const route = await openResilientRoute({ host: s.host, modelId, config: src.config, sessionId: id, planner: s.planner, bans, maxTokens: 512 });
+      try {
+        const r = await generate([embed, route, head], tokenizer, prompt, { maxTokens: TOKENS, sampling: { temperature: 0 } });
+        return { tokensPerS: r.timings.tokensPerS, tokens: r.tokens };
+      } finally {
+        await route.dispose();
+      }
+    };
+    // warm-up of both (JIT, connections)
+    await run(on, 'warm-on');
+    await run(off, 'warm-off');
+    const acct = on.acct as GatewayAccountant;
+    const s0 = { ...acct.stats };
+    const tpsOn: number[] = [];
+    const tpsOff: number[] = [];
+    let same = true;
+    for (let r = 0; r < ROUNDS; r++) {
+      const first = r % 2 === 0 ? 'on' : 'off';
+      for (const which of first === 'on' ? ['on', 'off'] : ['off', 'on']) {
+        const res = await run(which === 'on' ? on : off, `${which}-${r}`);
+        (which === 'on' ? tpsOn : tpsOff).push(res.tokensPerS);
+        if (res.tokens.length !== TOKENS) same = false;
+      }
+      process.stderr.write(`round ${r + 1}/${ROUNDS}: on ${r3(tpsOn[r]!)} tok/s, off ${r3(tpsOff[r]!)} tok/s\n`);
+    }
+    await acct.settled();
+    const steps = acct.stats.steps - s0.steps;
+    const receiptBytes = acct.stats.receiptBytes - s0.receiptBytes;
+    // in-process unit costs on this machine, now
+    const id = generateIdentity();
+    const domain = deploymentDomain();
+    const signer = new ReceiptSigner(id, domain);
+    const act = hashTensor(new Float32Array(64));
+    const N = 100;
+    let t = performance.now();
+    const signed = [];
+    for (let i = 0; i < N; i++)
+      signed.push(
+        signer.receipt({
+          requestId: ZERO_HASH,
+          sessionId: ZERO_HASH,
+          step: i,
+          pos: i,
+          nTokens: 1,
+          layerStart: 0,
+          layerEnd: 2,
+          modelId: ZERO_HASH,
+          profile: 'reference',
+          inputHash: act,
+          budgetUs: 0,
+          outputHash: act,
+          recvUs: 0,
+          computeUs: 0,
+          sendUs: 0,
+          upstreamReceiptHash: ZERO_HASH,
+        }),
+      );
+    const signMs = (performance.now() - t) / N;
+    t = performance.now();
+    for (const s of signed) checkSigned('ExecutionReceipt', s, domain);
+    const verifyMs = (performance.now() - t) / N;
+    const mOn = median(tpsOn);
+    const mOff = median(tpsOff);
+    const result = {
+      bench: 'verify-overhead',
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg().map(r3), note: 'shared 2-core VM, heavily loaded by other jobs' },
+      model: 'stories260K (5 layers, dim 64, f32), reference engine',
+      swarm: RANGES.map(([a, b]) => `${a}:${b}`),
+      rounds: ROUNDS,
+      tokensPerRun: TOKENS,
+      auditRate: RATE,
+      on: { decodeTokensPerS: tpsOn.map(r3), median: r3(mOn) },
+      off: { decodeTokensPerS: tpsOff.map(r3), median: r3(mOff) },
+      slowdownPct: r3((1 - mOn / mOff) * 100),
+      msPerTokenAdded: r3(1000 / mOn - 1000 / mOff),
+      receipts: {
+        perStep: RANGES.length,
+        bytesPerTokenAdded: r3(receiptBytes / Math.max(1, steps)),
+        activationBytesPerTokenPerLink: src.config.dim * 4,
+        note: 'JSON receipt chains in STEP/RESULT headers, summed over the links of one decode step (hop i forwards i+1 receipts)',
+      },
+      gateway: {
+        steps,
+        audited: acct.stats.audited - s0.audited,
+        failedAudits: acct.stats.failed - s0.failed,
+        checkMsPerStep: r3((acct.stats.checkMs - s0.checkMs) / Math.max(1, steps)),
+        verifyMsPerStep: r3((acct.stats.verifyMs - s0.verifyMs) / Math.max(1, steps)),
+        auditMsPerAudit: r3((acct.stats.auditMs - s0.auditMs) / Math.max(1, acct.stats.audited - s0.audited)),
+        backgroundFailures: acct.stats.backgroundFailures,
+      },
+      unitCostsInProcess: { signReceiptMs: r3(signMs), verifyReceiptMs: r3(verifyMs), samples: N },
+      allRunsComplete: same,
+    };
+    mkdirSync(dirname(OUT), { recursive: true });
+    writeFileSync(OUT, JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  } finally {
+    await Promise.all(nodes.map((n) => n.kill('SIGTERM').catch(() => undefined)));
+    for (const h of hosts) await h.stop().catch(() => undefined);
+    await embed.dispose();
+    await head.dispose();
+    src.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    process.stderr.write(`verify-overhead failed: ${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  },
+);
