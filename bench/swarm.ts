@@ -137,6 +137,8 @@ interface DecodeRun {
   tokensPerS: number;
   msPerToken: number;
   prefillMs: number;
+  /** mean compute ms per decode forward of each stage (pipeline: embed, route = Σ hops, head) */
+  stageDecodeMs: number[];
 }
 
 interface HopSample {
@@ -199,12 +201,17 @@ async function main(): Promise<void> {
     console.log(`swarm: ${swarm.nodes.map((n) => `[${n.start}:${n.end}] pid ${n.pid}`).join(', ')} up in ${(swarmStartMs / 1000).toFixed(1)} s`);
 
     t0 = performance.now();
-    const embed = await createStage(engine, src, { start: 0, end: 0, embed: true, head: false }, { threads });
+    // name the weight profile: the ORT head-only stage otherwise runs a q4_0/q8_0 file's head in
+    // f32 while the whole-model stage runs it quantized, which would charge the pipeline for it
+    const weights = dtype === 'q4_0' ? ('q4' as const) : dtype === 'q8_0' ? ('q8' as const) : undefined;
+    const sopts = { threads, weights };
+    const embed = await createStage(engine, src, { start: 0, end: 0, embed: true, head: false }, sopts);
     stages.push(embed);
-    const head = await createStage(engine, src, { start: c.nLayers, end: c.nLayers, embed: false, head: true }, { threads });
+    const head = await createStage(engine, src, { start: c.nLayers, end: c.nLayers, embed: false, head: true }, sopts);
     stages.push(head);
-    if (mode === 'whole') single = await buildLocalPipeline(engine, src, 1, { threads });
-    else single = [embed, await createStage(engine, src, { start: 0, end: c.nLayers, embed: false, head: false }, { threads }), head];
+    if (mode === 'whole') single = await buildLocalPipeline(engine, src, 1, sopts);
+    else single = [embed, await createStage(engine, src, { start: 0, end: c.nLayers, embed: false, head: false }, sopts), head];
+    const profiles = { gatewayEmbed: embed.profile, gatewayHead: head.profile, single: single.map((x) => x.profile) };
     console.log(`local stages (gateway ends + single-process model) loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, RSS ${rssMiB()} MiB`);
     host = await createHost({ identity: generateIdentity() });
     const hops = swarm.nodes.map((n) => ({ peerId: n.peerId, addrs: n.addrs, start: n.start, end: n.end }));
@@ -232,12 +239,12 @@ async function main(): Promise<void> {
         onToken: (t) => t.step > 0 && samples.push({ roundTripMs: route.lastRoundTripMs, computeMs: route.lastTimeline.reduce((a, h) => a + h.computeMs, 0), perHop: route.lastTimeline }),
       });
       hopSamples.push(...samples);
-      runs.push({ config: 'pipeline', round: r, tokensPerS: p.timings.tokensPerS, msPerToken: p.timings.msPerToken, prefillMs: p.timings.prefillMs });
+      runs.push({ config: 'pipeline', round: r, tokensPerS: p.timings.tokensPerS, msPerToken: p.timings.msPerToken, prefillMs: p.timings.prefillMs, stageDecodeMs: p.stages.map((x) => r3(x.decodeMsPerToken)) });
       const s = await generate(single, genTok, promptIds, { maxTokens: nTokens, sampling: { temperature: 0 } });
-      runs.push({ config: 'single', round: r, tokensPerS: s.timings.tokensPerS, msPerToken: s.timings.msPerToken, prefillMs: s.timings.prefillMs });
+      runs.push({ config: 'single', round: r, tokensPerS: s.timings.tokensPerS, msPerToken: s.timings.msPerToken, prefillMs: s.timings.prefillMs, stageDecodeMs: s.stages.map((x) => r3(x.decodeMsPerToken)) });
       if (p.tokens.join() !== s.tokens.join()) sameTokens = false;
       console.log(
-        `round ${r + 1}/${rounds}: pipeline ${p.timings.tokensPerS.toFixed(2)} tok/s (${p.timings.msPerToken.toFixed(1)} ms/token), single ${s.timings.tokensPerS.toFixed(2)} tok/s (${s.timings.msPerToken.toFixed(1)} ms/token)`,
+        `round ${r + 1}/${rounds}: pipeline ${p.timings.tokensPerS.toFixed(2)} tok/s (${p.timings.msPerToken.toFixed(1)} ms/token; embed/route/head ${p.stages.map((x) => x.decodeMsPerToken.toFixed(1)).join('/')} ms), single ${s.timings.tokensPerS.toFixed(2)} tok/s (${s.timings.msPerToken.toFixed(1)} ms/token; compute ${s.stages.map((x) => x.decodeMsPerToken.toFixed(1)).join('/')} ms)`,
       );
     }
 
@@ -329,6 +336,7 @@ async function main(): Promise<void> {
       prefillTransfer: { tokens: prefillTokens, bytesPerTransfer, transfers, mbPerS: mbps, samples: prefill },
       fullDepth,
       singleMode: mode,
+      profiles,
       greedyTokensIdentical: sameTokens,
       runs: runs.map((x) => ({ ...x, tokensPerS: r3(x.tokensPerS), msPerToken: r3(x.msPerToken), prefillMs: r3(x.prefillMs) })),
       targets: target ? [target] : [],

@@ -17,6 +17,7 @@ import { Gateway } from '../gateway/gateway.js';
 import { LocalSwarm } from '../gateway/swarm.js';
 import { accountabilityOf } from '../control/verify-route.js'; // accountability
 import { accountabilityReport } from '../control/report.js'; // accountability
+import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges } from '../fault/demo.js'; // fault-tolerance
 
 interface DemoOptions {
   model?: string;
@@ -33,6 +34,8 @@ interface DemoOptions {
   deadlineMs?: number;
   routeTimeoutMs: number;
   auditRate?: number; // accountability
+  replicas: number; // fault-tolerance
+  fault: string[]; // fault-tolerance
 }
 
 const int =
@@ -76,6 +79,14 @@ export function register(program: Command): void {
       if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('--audit-rate must be in [0, 1]');
       return n;
     })
+    // fault-tolerance: replicated ranges and per-node fault injection
+    .option('--replicas <r>', 'serve every layer range with R nodes (spares to re-route to)', int('--replicas', 1), 1)
+    .option(
+      '--fault <i:spec>',
+      'inject a fault into node i (0-based), e.g. 1:crash@10, 0:stall@5, 2:delay:50; needs ODSI_ALLOW_FAULTS=1',
+      (v: string, p: string[]) => [...p, v],
+      [] as string[],
+    )
     .action(async (o: DemoOptions) => {
       if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
       await runDemo(o);
@@ -114,7 +125,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
   const nLayers = src.config.nLayers;
   const { modelId } = modelIdentity(src); // hashed once here (cached), handed to the nodes
   src.close();
-  const ranges = o.layers?.length ? parseRanges(o.layers, nLayers) : splitLayers(nLayers, o.nodes);
+  const ranges = replicateRanges(o.layers?.length ? parseRanges(o.layers, nLayers) : splitLayers(nLayers, o.nodes), o.replicas); // fault-tolerance: --replicas
+  const faults = parseNodeFaults(o.fault, ranges.length); // fault-tolerance: --fault i:spec
   const note = synthetic
     ? `no --model given: using a synthetic 'tiny' model (${modelPath}); its weights are random, so its text is meaningless`
     : undefined;
@@ -140,8 +152,22 @@ async function runDemo(o: DemoOptions): Promise<void> {
   process.once('SIGTERM', onSignal);
 
   try {
-    swarm = await LocalSwarm.start({ model: modelPath, ranges, engine: o.engine, modelId });
-    gw = await Gateway.start({ modelPath, bootstrap: swarm.bootstrap, engine: o.engine, deadlineMs: o.deadlineMs, refreshMs: 5_000 });
+    swarm = await LocalSwarm.start({
+      model: modelPath,
+      ranges,
+      engine: o.engine,
+      modelId,
+      nodeArgs: (i) => nodeFaultArgs(faults, i) /* fault-tolerance */,
+    });
+    gw = await Gateway.start({
+      modelPath,
+      bootstrap: swarm.bootstrap,
+      engine: o.engine,
+      deadlineMs: o.deadlineMs,
+      refreshMs: 5_000,
+      // N processes on one machine: a step slowed by CPU contention is not a dead node
+      failover: { graceMs: 3_000, minStepMs: 1_000 },
+    });
     if (o.auditRate !== undefined) accountabilityOf(gw.host)?.setAuditRate(o.auditRate); // accountability
     const route = await gw.waitForRoute(o.routeTimeoutMs);
     if (!o.json)
@@ -154,6 +180,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
     const tokens: number[] = [];
     let text = '';
     const t0 = performance.now();
+    const faultsSince = Date.now(); // fault-tolerance
     const it = gw.generate({
       promptIds,
       maxTokens: o.maxTokens,
@@ -197,12 +224,26 @@ async function runDemo(o: DemoOptions): Promise<void> {
           route: route.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] })),
           timeline,
           nodes,
-          accountability: await accountabilityReport(gw.host, swarm.nodes.map((n) => n.peerId)), // accountability
+          accountability: await accountabilityReport(
+            gw.host,
+            swarm.nodes.map((n) => n.peerId),
+          ), // accountability
+          faults: gw.faults.events(faultsSince), // fault-tolerance: failures, re-routes, recovery method
         }) + '\n',
       );
     } else {
       printTimeline(timeline, swarm, gw, totalMs, tokens.length);
-      log(JSON.stringify({ accountability: await accountabilityReport(gw.host, swarm.nodes.map((n) => n.peerId), true) })); // accountability
+      const nodeName = new Map(swarm.nodes.map((nd, i) => [nd.peerId, `n${i + 1}`])); // fault-tolerance
+      for (const e of gw.faults.events(faultsSince)) log(`odsi demo: ${describeFaultEvent(e, (p) => nodeName.get(p) ?? short(p))}`); // fault-tolerance
+      log(
+        JSON.stringify({
+          accountability: await accountabilityReport(
+            gw.host,
+            swarm.nodes.map((n) => n.peerId),
+            true,
+          ),
+        }),
+      ); // accountability
     }
 
     if (o.serve) {

@@ -36,6 +36,8 @@ export interface LocalSwarmOptions {
   inheritStderr?: boolean;
   /** extra arguments for every node */
   extraArgs?: string[];
+  /** fault-tolerance: extra arguments for node i only (e.g. --fault specs) */
+  nodeArgs?: (index: number) => string[];
 }
 
 interface Child {
@@ -91,9 +93,9 @@ export class LocalSwarm {
     installExitHook();
     const s = new LocalSwarm(opts);
     try {
-      await s.spawnNode(opts.ranges[0]!, []);
+      await s.spawnNode(opts.ranges[0]!, [], 0);
       const boot = s.bootstrap;
-      await Promise.all(opts.ranges.slice(1).map((r) => s.spawnNode(r, boot)));
+      await Promise.all(opts.ranges.slice(1).map((r, i) => s.spawnNode(r, boot, i + 1)));
     } catch (e) {
       await s.stop();
       throw e;
@@ -101,7 +103,7 @@ export class LocalSwarm {
     return s;
   }
 
-  private spawnNode(range: [number, number], bootstrap: string[]): Promise<SwarmNodeInfo> {
+  private spawnNode(range: [number, number], bootstrap: string[], index = 0 /* fault-tolerance */): Promise<SwarmNodeInfo> {
     const o = this.opts;
     const args = [
       odsiBin(),
@@ -121,6 +123,7 @@ export class LocalSwarm {
       ...(o.modelId ? ['--model-id', o.modelId] : []),
       ...bootstrap.flatMap((b) => ['--bootstrap', b]),
       ...(o.extraArgs ?? []),
+      ...(o.nodeArgs?.(index) ?? []), // fault-tolerance
     ];
     // ODSI_SWARM_STDERR=1 shows the nodes' logs (debugging tests and the demo)
     const inherit = o.inheritStderr ?? !!process.env.ODSI_SWARM_STDERR;

@@ -197,7 +197,11 @@ export class RouteStage implements Stage {
     const signal = AbortSignal.timeout(timeoutMs);
     let stream: Stream;
     try {
+      // also connect to the last hop: its result stream then reuses this connection, so a
+      // gateway that cannot be dialled (NAT) still gets results
+      const toLast = last.peerId !== first.peerId ? this.host.dial(last.peerId, last.addrs, signal).catch(() => {}) : undefined;
       await this.host.dial(first.peerId, first.addrs, signal);
+      await toLast;
       stream = await this.host.libp2p.dialProtocol(peerIdFromString(first.peerId), ACT_PROTOCOL, { signal, maxOutboundStreams: MAX_SESSION_STREAMS });
     } catch (e) {
       throw new RouteError(`cannot reach first hop ${first.peerId}: ${(e as Error).message}`, 'unreachable', first.peerId);
@@ -273,6 +277,7 @@ export class RouteStage implements Stage {
     }
   }
 
+  /** One step through the chain. input.sessionId is ignored: a route carries one session. */
   async forward(input: StageInput): Promise<StageOutput> {
     if (this.closed) throw new RouteError(`route for session ${this.sessionId} is closed`, 'unreachable');
     if (!input.hidden) throw new EngineError('a route stage takes hidden states (range.embed is false)', 'bad_input');
@@ -342,6 +347,7 @@ export class RouteStage implements Stage {
     return this.length;
   }
 
+  /** Closes the route (a route carries exactly one session). */
   closeSession(_sessionId?: string): void {
     void this.dispose();
   }

@@ -89,7 +89,7 @@ const candidate = (n: NodeProcess, msPerToken = 1): RouteCandidate => ({
   freeKvTokens: 1e6,
 });
 
-test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output equals the golden tokens`, { timeout: 240_000 }, async () => {
+test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output equals the golden tokens`, { timeout: 600_000 }, async () => {
   const golden = loadGolden();
   const rand = mulberry32(20261122);
   const bans = new BanList();
@@ -153,6 +153,7 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
         await host!.ping(v.peerId, { addrs: v.info.addrs }).catch(() => undefined); // a gateway keeps its links warm
       }),
     );
+    restarts[restarts.length - 1]!.catch(() => undefined); // awaited below; never unhandled if the test ends early
     while (restarts.length > 1) await restarts.shift();
   }
   await Promise.all(restarts);
@@ -174,7 +175,7 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
     const bans = new BanList();
     const planner = new StaticPlanner([candidate(staller, 0.1), ...nodes.map((n) => candidate(n))], 5, bans);
     const events: FaultEvent[] = [];
-    const deadlineMs = 400;
+    const deadlineMs = 1500; // generous: a loaded CI box must not miss it for real
     const route = await openResilientRoute({ host: host!, modelId, config: src!.config, sessionId: 'stall', planner, bans, deadlineMs, maxTokens: 256, onEvent: (e) => events.push(e) });
     assert.deepEqual(route.hops.map((h) => h.peerId), [staller.peerId]);
     const at: number[] = [];

@@ -39,14 +39,14 @@ before(
       readyTimeoutMs: 60_000,
     });
     gw = await Gateway.start({
-    modelPath: STORIES_GGUF,
-    bootstrap: swarm.bootstrap,
-    refreshMs: 5_000,
-    lookupTimeoutMs: 5_000,
-    // these tests are about serving, not failover speed: on a loaded CI machine a slow step
-    // must not be mistaken for a dead node
-    failover: { graceMs: 10_000, minStepMs: 2_000 },
-  });
+      modelPath: STORIES_GGUF,
+      bootstrap: swarm.bootstrap,
+      refreshMs: 5_000,
+      lookupTimeoutMs: 5_000,
+      // these tests are about serving, not failover speed: on a loaded CI machine a slow step
+      // must not be mistaken for a dead node
+      failover: { graceMs: 10_000, minStepMs: 2_000 },
+    });
     await gw.waitForRoute(30_000);
     server = createApiServer(gw);
     url = await server.listen(0);
