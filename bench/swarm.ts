@@ -320,8 +320,9 @@ async function main(): Promise<void> {
     }
     const name = `pipeline/single decode tokens/s, ${shape} ${dtype}${fullDepth ? ` (extrapolated from ${c.nLayers} to ${fullLayers} layers)` : ''}`;
     const value = fullDepth ? fullDepth.ratio : r3(ratio.median);
-    const target = shape === 'llama-3.2-1b' && dtype === 'f32' ? { what: name, target: 0.9, value, met: value >= 0.9 } : undefined;
-    if (target) console.log(`target: ${target.met ? 'met' : 'MISSED'} ${target.what} = ${target.value} (target ≥ 0.9)`);
+    // the issue's target is for the llama-3.2-1b shape at fp32; other dtypes are shown against it for reference
+    const target = shape === 'llama-3.2-1b' ? { what: name, target: 0.9, value, met: value >= 0.9, applies: dtype === 'f32' } : undefined;
+    if (target) console.log(`target: ${target.met ? 'met' : 'MISSED'} ${target.what} = ${target.value} (target ≥ 0.9${target.applies ? '' : ', set for f32: reference only'})`);
 
     writeResult(outFile, {
       what: '3-node pipeline (real odsi node processes on 127.0.0.1) vs the same engine in one process, synthetic weights; decode tokens/s, per-hop overhead, prefill transfer MB/s',
