@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   const head = await createStage('reference', src, { start: L, end: L, embed: false, head: true });
   const maxLen = Math.max(...lengths) + 8;
   const start = (range: [number, number], i: number) =>
-    NodeProcess.start({ model: modelPath, range, identityFile: join(dir, `n${i}.key`), modelId, announceIntervalMs: 600_000, readyTimeoutMs: 180_000 });
+    NodeProcess.start({ model: modelPath, range, identityFile: join(dir, `n${i}.key`), modelId, announceIntervalMs: 600_000, readyTimeoutMs: 180_000, benchTokens: 4 /* warm: replay time, not first-touch loading */ });
   process.stderr.write(`starting nodes [0,${mid}) [${mid},${L}) [${mid},${L}) …\n`);
   const [a, b, c] = await Promise.all([start([0, mid], 0), start([mid, L], 1), start([mid, L], 2)]);
   const nodes = [a!, b!, c!];

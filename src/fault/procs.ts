@@ -23,6 +23,8 @@ export interface NodeProcessOptions {
   /** --fault specs (sets ODSI_ALLOW_FAULTS=1 for this child) */
   faults?: string[];
   extraArgs?: string[];
+  /** start-up benchmark tokens (default 0: skip; >0 also warms the engine up) */
+  benchTokens?: number;
   readyTimeoutMs?: number;
   logLevel?: string;
 }
@@ -126,7 +128,7 @@ export class NodeProcess {
       '--identity', o.identityFile,
       '--engine', o.engine ?? 'reference',
       '--announce-interval', String(o.announceIntervalMs ?? 2000),
-      '--bench-tokens', '0',
+      '--bench-tokens', String(o.benchTokens ?? 0),
       '--log-level', o.logLevel ?? 'warn',
       ...(o.modelId ? ['--model-id', o.modelId] : []),
       ...(o.bootstrap ?? []).flatMap((b) => ['--bootstrap', b]),
