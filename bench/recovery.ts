@@ -69,11 +69,23 @@ async function main(): Promise<void> {
   const cand = (n: NodeProcess, ms: number) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end, msPerToken: ms, load: 0, freeKvTokens: 1e6 });
   const planner = new StaticPlanner([cand(a!, 10), cand(b!, 10), cand(c!, 20)], L, bans);
 
+  const failures: { tokens: number; error: string }[] = [];
   const rows: { tokens: number; baselineStepMs: number; recoveryToNextTokenMs: number; diagnoseMs: number; openMs: number; replayMs: number; replayedTokens: number; method: string }[] = [];
   try {
     for (const T of lengths) {
+      try {
+        await measure(T);
+      } catch (e) {
+        process.stderr.write(`T=${T}: failed: ${(e as Error).message}\n`);
+        failures.push({ tokens: T, error: (e as Error).message });
+        if (!b!.alive) await b!.restart().catch(() => undefined);
+        bans.clear(b!.peerId);
+        bans.clear(c!.peerId);
+      }
+    }
+    async function measure(T: number): Promise<void> {
       const events: FaultEvent[] = [];
-      const route = await openResilientRoute({ host, modelId, config: cfg, sessionId: `bench-${T}`, planner, bans, maxTokens: maxLen, graceMs: 5000, onEvent: (e) => events.push(e) });
+      const route = await openResilientRoute({ host, modelId, config: cfg, sessionId: `bench-${T}`, planner, bans, maxTokens: maxLen, graceMs: 5000, onEvent: (e) => (events.push(e), process.stderr.write(`  ${JSON.stringify(e)}\n`)) });
       if (route.hops[1]!.peerId !== b!.peerId) throw new Error('the planner did not pick A → B');
       const stages = [embed, route, head];
       const sessionId = `bench-${T}`;
@@ -136,6 +148,7 @@ async function main(): Promise<void> {
     setup: `route [0,${mid}) → [${mid},${L}); the second hop is SIGKILLed after T positions; the spare [${mid},${L}) replaces it and the route replays T positions`,
     notes: 'failure → next token = diagnosis (ping all hops) + opening the new route + replaying the history + one decode step; transfer (KV hand-over on graceful leave) is not implemented',
     results: rows,
+    failures,
   });
 }
 

@@ -86,7 +86,8 @@ function check(): void {
   if (!SHAPES[shape]) throw new Error(`unknown --shape ${shape} (have: ${Object.keys(SHAPES).join(', ')})`);
   if (!['f32', 'f16', 'q8_0', 'q4_0'].includes(dtype)) throw new Error(`--dtype must be f32, f16, q8_0 or q4_0, got ${dtype}`);
   if (engine !== 'ort' && engine !== 'reference') throw new Error(`--engine must be ort or reference, got ${engine}`);
-  if (!['auto', 'whole', 'shared-ends'].includes(singleMode)) throw new Error(`--single must be auto, whole or shared-ends, got ${singleMode}`);
+  if (!['auto', 'whole', 'shared-ends'].includes(singleMode))
+    throw new Error(`--single must be auto, whole or shared-ends, got ${singleMode}`);
   if (nLayersArg !== undefined && (!Number.isInteger(nLayersArg) || nLayersArg < nNodes || nLayersArg > SHAPES[shape]!.nLayers)) {
     throw new Error(`--layers must be an integer in [${nNodes}, ${SHAPES[shape]!.nLayers}], got ${args.layers}`);
   }
@@ -105,7 +106,10 @@ function check(): void {
 async function ensureModel(): Promise<string> {
   const dir = resolve(ROOT, 'bench/tmp');
   mkdirSync(dir, { recursive: true });
-  const f = resolve(dir, `${shape}${nLayersArg !== undefined && nLayersArg !== SHAPES[shape]!.nLayers ? `-l${nLayersArg}` : ''}-${dtype}.gguf`);
+  const f = resolve(
+    dir,
+    `${shape}${nLayersArg !== undefined && nLayersArg !== SHAPES[shape]!.nLayers ? `-l${nLayersArg}` : ''}-${dtype}.gguf`,
+  );
   if (!existsSync(f)) {
     console.error(`writing ${f} ...`);
     const tmp = `${f}.tmp-${process.pid}`;
@@ -158,7 +162,9 @@ async function main(): Promise<void> {
   const tokenizer = createTokenizer(src.tokenizer);
   // stop tokens disabled: every run decodes exactly nTokens (random weights may emit EOS early)
   const genTok: GenTokenizer = { stopIds: [], createStreamDecoder: () => tokenizer.createStreamDecoder() };
-  const prompt = tokenizer.encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: src.tokenizer.addBos });
+  const prompt = tokenizer.encode('Once upon a time, in a small village by the sea, there lived an old fisherman', {
+    addBos: src.tokenizer.addBos,
+  });
   const promptIds = Array.from({ length: PROMPT_TOKENS }, (_, i) => prompt[i % prompt.length]!);
 
   // memory (ORT ≈ 2× the weights it holds): the nodes hold the layers once, this process the layers once
@@ -169,13 +175,16 @@ async function main(): Promise<void> {
   const needShared = gib(2 * need.layers + 2 * need.ends);
   const freeGiB = freemem() / 2 ** 30;
   const fits = (g: number) => g < freeGiB * 0.8;
-  const mode: 'whole' | 'shared-ends' = singleMode === 'auto' ? (fits(needWhole) ? 'whole' : 'shared-ends') : (singleMode as 'whole' | 'shared-ends');
+  const mode: 'whole' | 'shared-ends' =
+    singleMode === 'auto' ? (fits(needWhole) ? 'whole' : 'shared-ends') : (singleMode as 'whole' | 'shared-ends');
   const needGiB = mode === 'whole' ? needWhole : needShared;
   console.log(
     `${shape} ${dtype}: ${c.nLayers}${c.nLayers !== SHAPES[shape]!.nLayers ? ` of ${SHAPES[shape]!.nLayers}` : ''} layers, dim ${c.dim}; single = ${mode}; estimated memory ${needGiB.toFixed(1)} GiB (whole ${needWhole.toFixed(1)}, shared ends ${needShared.toFixed(1)}; available ${freeGiB.toFixed(1)} GiB)`,
   );
   if (!fits(needGiB)) {
-    throw new Error(`not enough free memory: ~${needGiB.toFixed(1)} GiB needed, ${freeGiB.toFixed(1)} GiB available: try --layers ${Math.max(nNodes, Math.floor(c.nLayers / 3))} or --shape smollm2-135m`);
+    throw new Error(
+      `not enough free memory: ~${needGiB.toFixed(1)} GiB needed, ${freeGiB.toFixed(1)} GiB available: try --layers ${Math.max(nNodes, Math.floor(c.nLayers / 3))} or --shape smollm2-135m`,
+    );
   }
 
   const ranges = splitLayers(c.nLayers, nNodes);
@@ -198,7 +207,9 @@ async function main(): Promise<void> {
       extraArgs: ['--threads', String(threads), '--bench-tokens', '0'],
     });
     const swarmStartMs = performance.now() - t0;
-    console.log(`swarm: ${swarm.nodes.map((n) => `[${n.start}:${n.end}] pid ${n.pid}`).join(', ')} up in ${(swarmStartMs / 1000).toFixed(1)} s`);
+    console.log(
+      `swarm: ${swarm.nodes.map((n) => `[${n.start}:${n.end}] pid ${n.pid}`).join(', ')} up in ${(swarmStartMs / 1000).toFixed(1)} s`,
+    );
 
     t0 = performance.now();
     // name the weight profile: the ORT head-only stage otherwise runs a q4_0/q8_0 file's head in
@@ -212,12 +223,22 @@ async function main(): Promise<void> {
     if (mode === 'whole') single = await buildLocalPipeline(engine, src, 1, sopts);
     else single = [embed, await createStage(engine, src, { start: 0, end: c.nLayers, embed: false, head: false }, sopts), head];
     const profiles = { gatewayEmbed: embed.profile, gatewayHead: head.profile, single: single.map((x) => x.profile) };
-    console.log(`local stages (gateway ends + single-process model) loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, RSS ${rssMiB()} MiB`);
+    console.log(
+      `local stages (gateway ends + single-process model) loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, RSS ${rssMiB()} MiB`,
+    );
     host = await createHost({ identity: generateIdentity() });
     const hops = swarm.nodes.map((n) => ({ peerId: n.peerId, addrs: n.addrs, start: n.start, end: n.end }));
     let nextSession = 0;
     const open = (maxTokens: number): Promise<RouteStage> =>
-      openRoute(host!, { modelId, config: c, hops, sessionId: `bench-${process.pid}-${nextSession++}`, maxTokens, openTimeoutMs: 60_000, stepTimeoutMs: 600_000 });
+      openRoute(host!, {
+        modelId,
+        config: c,
+        hops,
+        sessionId: `bench-${process.pid}-${nextSession++}`,
+        maxTokens,
+        openTimeoutMs: 60_000,
+        stepTimeoutMs: 600_000,
+      });
 
     // warm-up: one short run through each (first ORT runs pay allocation)
     {
@@ -236,12 +257,32 @@ async function main(): Promise<void> {
         maxTokens: nTokens,
         sampling: { temperature: 0 },
         // step 0's forward is the prefill's; later steps are single-token decodes
-        onToken: (t) => t.step > 0 && samples.push({ roundTripMs: route.lastRoundTripMs, computeMs: route.lastTimeline.reduce((a, h) => a + h.computeMs, 0), perHop: route.lastTimeline }),
+        onToken: (t) =>
+          t.step > 0 &&
+          samples.push({
+            roundTripMs: route.lastRoundTripMs,
+            computeMs: route.lastTimeline.reduce((a, h) => a + h.computeMs, 0),
+            perHop: route.lastTimeline,
+          }),
       });
       hopSamples.push(...samples);
-      runs.push({ config: 'pipeline', round: r, tokensPerS: p.timings.tokensPerS, msPerToken: p.timings.msPerToken, prefillMs: p.timings.prefillMs, stageDecodeMs: p.stages.map((x) => r3(x.decodeMsPerToken)) });
+      runs.push({
+        config: 'pipeline',
+        round: r,
+        tokensPerS: p.timings.tokensPerS,
+        msPerToken: p.timings.msPerToken,
+        prefillMs: p.timings.prefillMs,
+        stageDecodeMs: p.stages.map((x) => r3(x.decodeMsPerToken)),
+      });
       const s = await generate(single, genTok, promptIds, { maxTokens: nTokens, sampling: { temperature: 0 } });
-      runs.push({ config: 'single', round: r, tokensPerS: s.timings.tokensPerS, msPerToken: s.timings.msPerToken, prefillMs: s.timings.prefillMs, stageDecodeMs: s.stages.map((x) => r3(x.decodeMsPerToken)) });
+      runs.push({
+        config: 'single',
+        round: r,
+        tokensPerS: s.timings.tokensPerS,
+        msPerToken: s.timings.msPerToken,
+        prefillMs: s.timings.prefillMs,
+        stageDecodeMs: s.stages.map((x) => r3(x.decodeMsPerToken)),
+      });
       if (p.tokens.join() !== s.tokens.join()) sameTokens = false;
       console.log(
         `round ${r + 1}/${rounds}: pipeline ${p.timings.tokensPerS.toFixed(2)} tok/s (${p.timings.msPerToken.toFixed(1)} ms/token; embed/route/head ${p.stages.map((x) => x.decodeMsPerToken.toFixed(1)).join('/')} ms), single ${s.timings.tokensPerS.toFixed(2)} tok/s (${s.timings.msPerToken.toFixed(1)} ms/token; compute ${s.stages.map((x) => x.decodeMsPerToken.toFixed(1)).join('/')} ms)`,
@@ -260,7 +301,12 @@ async function main(): Promise<void> {
       await route.forward({ sessionId: route.sessionId, pos: 0, nTokens: prefillTokens, hidden }); // pos 0 truncates the KV: same work each time
       const computeMs = route.lastTimeline.reduce((a, h) => a + h.computeMs, 0);
       const transferMs = route.lastRoundTripMs - computeMs;
-      prefill.push({ roundTripMs: r3(route.lastRoundTripMs), computeMs: r3(computeMs), transferMs: r3(transferMs), mbPerS: r3((bytesPerTransfer * transfers) / 1e6 / (transferMs / 1000)) });
+      prefill.push({
+        roundTripMs: r3(route.lastRoundTripMs),
+        computeMs: r3(computeMs),
+        transferMs: r3(transferMs),
+        mbPerS: r3((bytesPerTransfer * transfers) / 1e6 / (transferMs / 1000)),
+      });
     }
     await route.dispose();
 
@@ -268,7 +314,12 @@ async function main(): Promise<void> {
     const pTps = stats(runs.filter((x) => x.config === 'pipeline').map((x) => x.tokensPerS));
     const sTps = stats(runs.filter((x) => x.config === 'single').map((x) => x.tokensPerS));
     // per round ratio (adjacent runs share the load), then median over rounds
-    const ratios = Array.from({ length: rounds }, (_, r) => runs.find((x) => x.round === r && x.config === 'pipeline')!.tokensPerS / runs.find((x) => x.round === r && x.config === 'single')!.tokensPerS);
+    const ratios = Array.from(
+      { length: rounds },
+      (_, r) =>
+        runs.find((x) => x.round === r && x.config === 'pipeline')!.tokensPerS /
+        runs.find((x) => x.round === r && x.config === 'single')!.tokensPerS,
+    );
     const ratio = stats(ratios);
     const overheadUs = stats(hopSamples.map((h) => ((h.roundTripMs - h.computeMs) / transfers) * 1000));
     const perNode = hops.map((h, i) => ({
@@ -288,7 +339,9 @@ async function main(): Promise<void> {
     console.log(
       `${shape} ${dtype}, engine ${engine}, ${threads} threads per process, ${nNodes} nodes [${ranges.map((r) => r.join(':')).join(' ')}], ${nTokens} decode tokens after a ${PROMPT_TOKENS}-token prompt, ${rounds} interleaved rounds`,
     );
-    console.log(`NOTE: all ${nNodes} node processes and the single process share the same ${machine.cores} cores: this measures protocol overhead, not a distributed speedup.\n`);
+    console.log(
+      `NOTE: all ${nNodes} node processes and the single process share the same ${machine.cores} cores: this measures protocol overhead, not a distributed speedup.\n`,
+    );
     console.log('figures: best (median); ratio: median of per-round ratios');
     console.log(
       table(
@@ -299,9 +352,14 @@ async function main(): Promise<void> {
         ],
       ),
     );
-    console.log(`\nper-hop overhead of a decode step ((route round trip − Σ hop compute) / ${transfers} transfers): ${fmt(overheadUs, 0)} µs (${overheadUs.n} steps)`);
+    console.log(
+      `\nper-hop overhead of a decode step ((route round trip − Σ hop compute) / ${transfers} transfers): ${fmt(overheadUs, 0)} µs (${overheadUs.n} steps)`,
+    );
     console.log(`  end-to-end estimate ((pipeline − single ms/token) / ${transfers}): ${endToEndOverheadUs.toFixed(0)} µs`);
-    for (const [i, n] of perNode.entries()) console.log(`  node ${i + 1} [${n.layers.join(':')}]: compute ${fmt(n.computeMs, 2)} ms, queue ${fmt(n.queueMs, 3)} ms, send ${fmt(n.sendMs, 3)} ms`);
+    for (const [i, n] of perNode.entries())
+      console.log(
+        `  node ${i + 1} [${n.layers.join(':')}]: compute ${fmt(n.computeMs, 2)} ms, queue ${fmt(n.queueMs, 3)} ms, send ${fmt(n.sendMs, 3)} ms`,
+      );
     console.log(
       `prefill transfer (${prefillTokens} tokens, ${(bytesPerTransfer / 1e6).toFixed(2)} MB × ${transfers} transfers): ${fmtHi(mbps, 0)} MB/s; ${prefill.map((p) => `rt ${p.roundTripMs.toFixed(0)} ms = compute ${p.computeMs.toFixed(0)} + transfer ${p.transferMs.toFixed(0)}`).join('; ')}`,
     );
@@ -322,17 +380,41 @@ async function main(): Promise<void> {
     const value = fullDepth ? fullDepth.ratio : r3(ratio.median);
     // the issue's target is for the llama-3.2-1b shape at fp32; other dtypes are shown against it for reference
     const target = shape === 'llama-3.2-1b' ? { what: name, target: 0.9, value, met: value >= 0.9, applies: dtype === 'f32' } : undefined;
-    if (target) console.log(`target: ${target.met ? 'met' : 'MISSED'} ${target.what} = ${target.value} (target ≥ 0.9${target.applies ? '' : ', set for f32: reference only'})`);
+    if (target)
+      console.log(
+        `target: ${target.met ? 'met' : 'MISSED'} ${target.what} = ${target.value} (target ≥ 0.9${target.applies ? '' : ', set for f32: reference only'})`,
+      );
 
     writeResult(outFile, {
       what: '3-node pipeline (real odsi node processes on 127.0.0.1) vs the same engine in one process, synthetic weights; decode tokens/s, per-hop overhead, prefill transfer MB/s',
       note: `all node processes and the single process share this machine's ${machine.cores} cores: protocol overhead, not a distributed speedup. Every process runs ${threads} engine threads; one sequence's decode visits the nodes one after another, so ${threads} threads compute at any moment in both configurations. The machine is shared with other jobs: see loadAvg.`,
       machine,
       loadAvgAtEnd: machineAfter.loadAvg,
-      options: { shape, dtype, layers: c.nLayers, fullLayers: SHAPES[shape]!.nLayers, single: mode, engine, threads, nodes: nNodes, ranges, promptTokens: PROMPT_TOKENS, decodeTokens: nTokens, rounds, prefillTokens, quick, wireDtype: 'f32' },
+      options: {
+        shape,
+        dtype,
+        layers: c.nLayers,
+        fullLayers: SHAPES[shape]!.nLayers,
+        single: mode,
+        engine,
+        threads,
+        nodes: nNodes,
+        ranges,
+        promptTokens: PROMPT_TOKENS,
+        decodeTokens: nTokens,
+        rounds,
+        prefillTokens,
+        quick,
+        wireDtype: 'f32',
+      },
       swarmStartMs: Math.round(swarmStartMs),
       rssMiB: rssMiB(),
-      decode: { pipeline: { tokensPerS: pTps, msPerToken: pMs }, single: { tokensPerS: sTps, msPerToken: sMs }, ratio, ratioPerRound: ratios.map(r3) },
+      decode: {
+        pipeline: { tokensPerS: pTps, msPerToken: pMs },
+        single: { tokensPerS: sTps, msPerToken: sMs },
+        ratio,
+        ratioPerRound: ratios.map(r3),
+      },
       perHopOverheadUs: { fromTimeline: overheadUs, endToEndEstimate: r3(endToEndOverheadUs), transfersPerStep: transfers, perNode },
       prefillTransfer: { tokens: prefillTokens, bytesPerTransfer, transfers, mbPerS: mbps, samples: prefill },
       fullDepth,

@@ -8,3 +8,8 @@ export * from './evidence.js';
 export * from './tolerance.js';
 export * from './audit.js';
 export * from './signer.js';
+// token-path integration (gateway side) and the audit protocol; the node side is stamp.ts
+export * from './wire.js';
+export * from './auditor.js';
+export * from './verify-route.js';
+export * from './report.js';

@@ -3,8 +3,8 @@
 // ever looking like an equivocator (one receipt per slot, strictly increasing steps).
 
 import type { Identity } from '../identity/identity.js';
-import { ZERO_HASH, type ExecutionCommitment, type ExecutionReceipt, type Hex, type OdsiDomain } from './eip712.js';
-import { receiptHash, signCommitment, signReceipt, type SignedCommitment, type SignedReceipt } from './receipts.js';
+import { ZERO_HASH, assertWellFormed, typedDigest, type ExecutionCommitment, type ExecutionReceipt, type Hex, type OdsiDomain } from './eip712.js';
+import { signCommitment, signDigest, type SignedCommitment, type SignedReceipt } from './receipts.js';
 
 export class SignerError extends Error {
   constructor(
@@ -59,13 +59,18 @@ export class ReceiptSigner {
       }
       if (f.step <= l.step) throw new SignerError('step_order', `step ${f.step} is not after the last signed step ${l.step}`);
     }
-    const signed = signReceipt(
-      this.identity,
-      { ...f, commitmentHash: f.commitmentHash ?? ZERO_HASH, prevReceiptHash: head?.hash ?? ZERO_HASH },
-      this.domain,
-    );
+    const record: ExecutionReceipt = {
+      ...f,
+      signer: this.identity.address,
+      commitmentHash: f.commitmentHash ?? ZERO_HASH,
+      prevReceiptHash: head?.hash ?? ZERO_HASH,
+    };
+    assertWellFormed('ExecutionReceipt', record);
+    // one EIP-712 digest per receipt: it is both what gets signed and the next link's prevReceiptHash
+    const digest = typedDigest('ExecutionReceipt', record, this.domain);
+    const signed: SignedReceipt = { record, signature: signDigest(digest, this.identity.secret) };
     this.heads.delete(key); // re-insert: Map order = least recently used first
-    this.heads.set(key, { hash: receiptHash(signed.record, this.domain), last: signed });
+    this.heads.set(key, { hash: digest, last: signed });
     if (this.heads.size > this.maxSessions) this.heads.delete(this.heads.keys().next().value as string);
     return signed;
   }

@@ -48,7 +48,7 @@ export interface ResilientRouteOptions {
   minStepMs?: number;
   /** re-routes per session before the error reaches the caller (default 4) */
   maxRecoveries?: number;
-  /** tokens per replay step (default 256) */
+  /** tokens per replay step (default 64) */
   replayChunk?: number;
   /** consecutive deadline misses dominated by one hop before it is routed around (default 3) */
   missLimit?: number;
@@ -258,7 +258,9 @@ export class ResilientRoute implements Stage {
       const s = new Set([named, this.dominantHop(route.lastTimeline)].filter((p): p is string => !!p));
       return { culprits: [...s], ban: [], suspects: [...s], how: 'slack' };
     }
-    const probeMs = Math.min(this.graceMs, 2000);
+    // a dead peer fails at once (connection refused); a live one may be inside a long forward
+    // that blocks its event loop, so it gets the whole grace to answer
+    const probeMs = this.graceMs;
     const dead = await unreachablePeers(this.o.host, hops, probeMs);
     if (dead.length) return { culprits: dead, ban: dead, suspects: [], how: 'ping' };
     const silent = await silentPeers(this.o.host, hops, {
@@ -393,7 +395,8 @@ export class ResilientRoute implements Stage {
   /** Rebuild the new route's KV caches: re-send positions 0..pos-1 as a prefill. */
   private async replay(stage: RouteStage, pos: number): Promise<void> {
     const dim = this.config.dim;
-    const chunk = this.o.replayChunk ?? 256;
+    // modest chunks: CPU-bound hops block their event loop for a whole step
+    const chunk = this.o.replayChunk ?? 64;
     // a replay is many tokens in one step: the per-token deadline does not apply to it
     stage.deadlineMs = undefined;
     try {

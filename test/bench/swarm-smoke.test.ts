@@ -19,7 +19,23 @@ test('bench/swarm: tiny shape through 3 node processes vs one process', { timeou
         '--import',
         './dist/src/util/polyfill.js',
         'dist/bench/swarm.js',
-        ...['--shape', 'tiny', '--engine', 'reference', '--tokens', '4', '--rounds', '1', '--prefill', '32', '--threads', '1', '--quick', '--out', out],
+        ...[
+          '--shape',
+          'tiny',
+          '--engine',
+          'reference',
+          '--tokens',
+          '4',
+          '--rounds',
+          '1',
+          '--prefill',
+          '32',
+          '--threads',
+          '1',
+          '--quick',
+          '--out',
+          out,
+        ],
       ],
       { cwd: REPO_ROOT, encoding: 'utf8', timeout: 140_000 },
     );
@@ -32,7 +48,11 @@ test('bench/swarm: tiny shape through 3 node processes vs one process', { timeou
       greedyTokensIdentical: boolean;
       machine: { loadAvg: number[]; cores: number };
     };
-    assert.deepEqual(j.options.ranges, [[0, 2], [2, 3], [3, 4]]);
+    assert.deepEqual(j.options.ranges, [
+      [0, 2],
+      [2, 3],
+      [3, 4],
+    ]);
     assert.equal(j.perHopOverheadUs.transfersPerStep, 4);
     assert.ok(j.decode.pipeline.tokensPerS.max > 0 && j.decode.single.tokensPerS.max > 0);
     assert.ok(j.decode.ratio.n === 1 && j.decode.ratio.median > 0 && Number.isFinite(j.decode.ratio.median));
