@@ -27,7 +27,10 @@
 // Reported: decode tokens/s of both and their ratio; per-hop overhead of a decode step
 // (route round trip − Σ hop compute) / (k + 1 transfers), from the route's per-hop timeline;
 // prefill transfer MB/s (activation bytes moved / (round trip − Σ hop compute)) for one long
-// prefill through the route.
+// prefill through the route. The overhead is everything that is not layer compute: tensor
+// encode/decode, the upstream receipt check (shows as a node's queue time), receipt signing,
+// libp2p (Noise + Yamux) and waiting for a core. Gateway embed/head run with the same weight
+// profile as the single process (q4_0/q8_0 files are named explicitly, see below).
 
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { resolve } from 'node:path';

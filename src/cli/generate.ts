@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { loadProgress, rangeBytes } from '../util/progress.js';
 import { openModel } from '../model/load.js';
 import type { WeightSource } from '../model/types.js';
 import { createTokenizer } from '../tokenizer/index.js';
@@ -95,7 +96,8 @@ async function runGenerate(o: GenerateCliOptions): Promise<void> {
     if (!src.tokenizer) throw new Error(`${o.model}: the model carries no tokenizer`);
     splitLayers(src.config.nLayers, o.stages); // a clear --stages error before loading anything
     const tokenizer = createTokenizer(src.tokenizer);
-    const pipeline = await buildLocalPipeline(o.engine, src, o.stages, { weights: o.weights, threads: o.threads });
+    const bar = loadProgress('loading', rangeBytes(src, 0, src.config.nLayers, true, true), !o.json && process.stderr.isTTY === true);
+    const pipeline = await buildLocalPipeline(o.engine, src, o.stages, { weights: o.weights, threads: o.threads, onProgress: bar.add }).finally(bar.stop);
     const loadMs = performance.now() - tLoad;
     const promptIds = tokenizer.encode(o.prompt);
     const sampling: SamplingParams = {

@@ -152,7 +152,14 @@ export class ReceiptChain {
 
   /** Verifies and appends; returns the receipt's digest. Throws CustodyError with a code. */
   append(signed: SignedReceipt): Hex {
-    const digest = requireValidReceipt(signed, this.domain);
+    return this.appendVerified(signed, requireValidReceipt(signed, this.domain));
+  }
+
+  /**
+   * Appends a receipt whose signature the caller has just checked (checkSigned), with the
+   * digest that check returned: saves a second digest + ECDSA recovery on the token path.
+   */
+  appendVerified(signed: SignedReceipt, digest: Hex): Hex {
     const r = signed.record;
     if (!eqHex(r.sessionId, this.sessionId) || !eqHex(r.requestId, this.requestId))
       throw new CustodyError(

@@ -223,7 +223,7 @@ export function checkCustody(host: OdsiHost, open: OpenHeader, h: StepHeader, pa
     if (got.toLowerCase() !== r.outputHash.toLowerCase())
       throw new CustodyError('input_mismatch', `received activation hashes to ${got.slice(0, 10)}…, upstream signed output ${r.outputHash.slice(0, 10)}…`);
     if (h.step === 0 || !log.upstream) log.upstream = new ReceiptChain(r.signer, rid, sid, a.domain);
-    const digest = log.upstream.append(signed); // replay / fork / step order
+    const digest = log.upstream.appendVerified(signed, v.digest); // replay / fork / step order
     log.upstreamHash.set(h.step, digest);
     a.stats.receiptsChecked++;
     a.stats.checkMs += performance.now() - t0;

@@ -5,6 +5,8 @@ import type { WeightSource } from '../model/types.js';
 import { createReferenceStage } from './reference.js';
 import { EngineError, type Stage, type StageRange } from './types.js';
 
+import { trackReads } from '../util/progress.js';
+
 export type EngineKind = 'reference' | 'ort';
 
 export interface StageOptions {
@@ -12,10 +14,12 @@ export interface StageOptions {
   weights?: 'f32' | 'q8' | 'q4';
   /** ORT: intra-op threads; ignored by 'reference' (single-threaded by design) */
   threads?: number;
+  /** called with the byte size of each tensor as it is read (load progress) */
+  onProgress?: (bytes: number) => void;
 }
 
 export async function createStage(kind: EngineKind, src: WeightSource, range: StageRange, opts: StageOptions = {}): Promise<Stage> {
-  if (kind === 'reference') return createReferenceStage(src, range);
+  if (kind === 'reference') return createReferenceStage(opts.onProgress ? trackReads(src, opts.onProgress) : src, range);
   if (kind === 'ort') {
     // loaded lazily: onnxruntime-node is a heavy native module the reference path never needs
     const spec = './ort/index.js';

@@ -9,6 +9,7 @@ import { createStage, type EngineKind } from '../engine/create.js';
 import type { Stage } from '../engine/types.js';
 import { generateIdentity, identityFromSecret, hexToBytes, bytesToHex, type Identity } from '../identity/identity.js';
 import { loadIdentity, saveIdentity } from '../identity/keystore.js';
+import { loadProgress, rangeBytes } from '../util/progress.js';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';
 import { layerTensorNames, type WeightSource } from '../model/types.js';
@@ -99,7 +100,8 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       log.info({ range, maxLayers, adverts: found.length }, 'chose layers');
     } else range = o.layers;
     const t0 = performance.now();
-    const stage = await createStage(o.engine ?? 'reference', src, { start: range[0], end: range[1], embed: false, head: false }, { threads: o.threads });
+    const bar = loadProgress(`layers ${range[0]}:${range[1]}`, rangeBytes(src, range[0], range[1], false, false));
+    const stage = await createStage(o.engine ?? 'reference', src, { start: range[0], end: range[1], embed: false, head: false }, { threads: o.threads, onProgress: bar.add }).finally(bar.stop);
     log.info({ range, loadMs: Math.round(performance.now() - t0) }, 'stage loaded');
     const bench = o.benchTokens ?? 8;
     // without a benchmark, start from a nominal 1 GFLOP/s estimate; the EWMA corrects it while serving

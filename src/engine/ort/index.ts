@@ -20,6 +20,8 @@ export interface OrtStageOptions {
   weights?: WeightMode;
   /** ORT intra-op threads (default: all cores) */
   threads?: number;
+  /** called with each tensor's byte size as it is read (load progress) */
+  onProgress?: (bytes: number) => void;
   /** longest session in positions (default: the model's context length) */
   maxContext?: number;
   /**
@@ -61,6 +63,7 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     }
     if (byPath) continue;
     let data = src.readRaw(name);
+    opts.onProgress?.(data.byteLength);
     if (data.byteOffset !== 0 || data.buffer.byteLength !== data.byteLength || data.buffer instanceof SharedArrayBuffer) data = data.slice();
     transfer.push(data.buffer as ArrayBuffer);
     tensors[name] = { type: info.type, shape: info.shape, data };
@@ -86,6 +89,7 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     names: byPath ? names : undefined,
   };
   const w = new WorkerClient();
+  w.onProgress = opts.onProgress;
   try {
     const info = (await w.call({ type: 'load', id: 0, spec }, transfer)) as LoadInfo;
     // the profile names what changes numerics: weight precision, and int8 activations unless level 4
@@ -151,11 +155,13 @@ class WorkerClient {
   private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private dead?: Error;
+  onProgress?: (bytes: number) => void;
 
   constructor() {
     this.worker = new Worker(...workerEntry());
     this.worker.unref(); // an idle stage never keeps the process alive
-    this.worker.on('message', (r: WorkerReply) => {
+    this.worker.on('message', (r: WorkerReply | { progress: number }) => {
+      if ('progress' in r) return this.onProgress?.(r.progress);
       const p = this.pending.get(r.id);
       if (!p) return;
       this.pending.delete(r.id);

@@ -91,7 +91,7 @@ export class OrtRunner {
     this.info = info;
   }
 
-  static async create(spec: LoadSpec): Promise<OrtRunner> {
+  static async create(spec: LoadSpec, onRead?: (bytes: number) => void): Promise<OrtRunner> {
     const { tensors } = spec;
     const file = spec.modelPath ? openModel(spec.modelPath, { skipCheck: true }) : undefined;
     const has = (name: string) => name in tensors || (!!file && !!spec.names?.includes(name));
@@ -100,7 +100,9 @@ export class OrtRunner {
       if (t) return t;
       if (!file || !spec.names?.includes(name)) throw new Error(`tensor ${name} was not loaded`);
       const info = file.info(name);
-      return { type: info.type, shape: info.shape, data: file.readRaw(name) };
+      const data = file.readRaw(name);
+      onRead?.(data.byteLength);
+      return { type: info.type, shape: info.shape, data };
     };
     const take = (name: string): RawTensor => {
       const t = get(name);

@@ -27,7 +27,8 @@ async function handle(req: WorkerRequest): Promise<void> {
   try {
     switch (req.type) {
       case 'load':
-        runner = await OrtRunner.create(req.spec);
+        // progress messages carry no id: the client passes them to its load callback
+        runner = await OrtRunner.create(req.spec, (bytes) => port!.postMessage({ progress: bytes }));
         port!.postMessage({ id: req.id, ok: true, value: runner.info } satisfies WorkerReply);
         return;
       case 'step': {
