@@ -60,17 +60,42 @@ async function main(): Promise<void> {
   const head = await createStage('reference', src, { start: L, end: L, embed: false, head: true });
   const maxLen = Math.max(...lengths) + 8;
   const start = (range: [number, number], i: number) =>
-    NodeProcess.start({ model: modelPath, range, identityFile: join(dir, `n${i}.key`), modelId, announceIntervalMs: 600_000, readyTimeoutMs: 180_000, benchTokens: 4 /* warm: replay time, not first-touch loading */ });
+    NodeProcess.start({
+      model: modelPath,
+      range,
+      identityFile: join(dir, `n${i}.key`),
+      modelId,
+      announceIntervalMs: 600_000,
+      readyTimeoutMs: 180_000,
+      benchTokens: 4 /* warm: replay time, not first-touch loading */,
+    });
   process.stderr.write(`starting nodes [0,${mid}) [${mid},${L}) [${mid},${L}) …\n`);
   const [a, b, c] = await Promise.all([start([0, mid], 0), start([mid, L], 1), start([mid, L], 2)]);
   const nodes = [a!, b!, c!];
   await Promise.all(nodes.map((n) => host.ping(n.peerId, { addrs: n.info.addrs })));
   const bans = new BanList();
-  const cand = (n: NodeProcess, ms: number) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end, msPerToken: ms, load: 0, freeKvTokens: 1e6 });
+  const cand = (n: NodeProcess, ms: number) => ({
+    peerId: n.peerId,
+    addrs: n.info.addrs,
+    start: n.info.start,
+    end: n.info.end,
+    msPerToken: ms,
+    load: 0,
+    freeKvTokens: 1e6,
+  });
   const planner = new StaticPlanner([cand(a!, 10), cand(b!, 10), cand(c!, 20)], L, bans);
 
   const failures: { tokens: number; error: string }[] = [];
-  const rows: { tokens: number; baselineStepMs: number; recoveryToNextTokenMs: number; diagnoseMs: number; openMs: number; replayMs: number; replayedTokens: number; method: string }[] = [];
+  const rows: {
+    tokens: number;
+    baselineStepMs: number;
+    recoveryToNextTokenMs: number;
+    diagnoseMs: number;
+    openMs: number;
+    replayMs: number;
+    replayedTokens: number;
+    method: string;
+  }[] = [];
   try {
     for (const T of lengths) {
       try {
@@ -85,7 +110,17 @@ async function main(): Promise<void> {
     }
     async function measure(T: number): Promise<void> {
       const events: FaultEvent[] = [];
-      const route = await openResilientRoute({ host, modelId, config: cfg, sessionId: `bench-${T}`, planner, bans, maxTokens: maxLen, graceMs: 5000, onEvent: (e) => (events.push(e), process.stderr.write(`  ${JSON.stringify(e)}\n`)) });
+      const route = await openResilientRoute({
+        host,
+        modelId,
+        config: cfg,
+        sessionId: `bench-${T}`,
+        planner,
+        bans,
+        maxTokens: maxLen,
+        graceMs: 5000,
+        onEvent: (e) => (events.push(e), process.stderr.write(`  ${JSON.stringify(e)}\n`)),
+      });
       if (route.hops[1]!.peerId !== b!.peerId) throw new Error('the planner did not pick A → B');
       const stages = [embed, route, head];
       const sessionId = `bench-${T}`;
@@ -133,11 +168,21 @@ async function main(): Promise<void> {
 
   const machine = describeMachine();
   console.log(machineLine(machine));
-  console.log(`model: synthetic smollm2-135m f32 (${L} layers, dim ${cfg.dim}); route [0,${mid}) → [${mid},${L}), the second hop SIGKILLed, spare [${mid},${L}) takes over; reference engine`);
+  console.log(
+    `model: synthetic smollm2-135m f32 (${L} layers, dim ${cfg.dim}); route [0,${mid}) → [${mid},${L}), the second hop SIGKILLed, spare [${mid},${L}) takes over; reference engine`,
+  );
   console.log(
     table(
       ['positions', 'decode step ms', 'failure → next token ms', 'diagnose', 'open route', 'replay', 'method'],
-      rows.map((r) => [String(r.tokens), r.baselineStepMs.toFixed(1), r.recoveryToNextTokenMs.toFixed(1), r.diagnoseMs.toFixed(1), r.openMs.toFixed(1), r.replayMs.toFixed(1), r.method]),
+      rows.map((r) => [
+        String(r.tokens),
+        r.baselineStepMs.toFixed(1),
+        r.recoveryToNextTokenMs.toFixed(1),
+        r.diagnoseMs.toFixed(1),
+        r.openMs.toFixed(1),
+        r.replayMs.toFixed(1),
+        r.method,
+      ]),
     ),
   );
   writeResult(args.out!, {
@@ -146,7 +191,8 @@ async function main(): Promise<void> {
     machine,
     model: { shape: 'smollm2-135m', dtype: 'f32', nLayers: L, dim: cfg.dim, engine: 'reference' },
     setup: `route [0,${mid}) → [${mid},${L}); the second hop is SIGKILLed after T positions; the spare [${mid},${L}) replaces it and the route replays T positions`,
-    notes: 'failure → next token = diagnosis (ping all hops) + opening the new route + replaying the history + one decode step; transfer (KV hand-over on graceful leave) is not implemented',
+    notes:
+      'failure → next token = diagnosis (ping all hops) + opening the new route + replaying the history + one decode step; transfer (KV hand-over on graceful leave) is not implemented',
     results: rows,
     failures,
   });

@@ -17,7 +17,7 @@ import { Gateway } from '../gateway/gateway.js';
 import { LocalSwarm } from '../gateway/swarm.js';
 import { accountabilityOf } from '../control/verify-route.js'; // accountability
 import { accountabilityReport } from '../control/report.js'; // accountability
-import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges } from '../fault/demo.js'; // fault-tolerance
+import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges, waitForAdverts } from '../fault/demo.js'; // fault-tolerance
 
 interface DemoOptions {
   model?: string;
@@ -170,6 +170,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
     });
     if (o.auditRate !== undefined) accountabilityOf(gw.host)?.setAuditRate(o.auditRate); // accountability
     const route = await gw.waitForRoute(o.routeTimeoutMs);
+    if (o.replicas > 1 || faults.size) await waitForAdverts(gw, swarm.nodes.map((n) => n.peerId), o.routeTimeoutMs); // fault-tolerance: know the spares
     if (!o.json)
       log(
         `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} (estimated ${route.estimatedMs.toFixed(1)} ms/token)`,

@@ -35,7 +35,8 @@ export function nodeFaultArgs(faults: Map<number, string[]>, i: number): string[
 
 /** One line per event, peers named by `name` (e.g. n1, n2 …). */
 export function describeFaultEvent(e: FaultEvent, name: (peerId: string) => string): string {
-  const route = (hops: { peerId: string; start: number; end: number }[]) => hops.map((h) => `${name(h.peerId)}[${h.start}:${h.end}]`).join(' → ');
+  const route = (hops: { peerId: string; start: number; end: number }[]) =>
+    hops.map((h) => `${name(h.peerId)}[${h.start}:${h.end}]`).join(' → ');
   if (e.type === 'failure') {
     const who = e.culprits.length ? e.culprits.map(name).join(', ') : 'unknown hop';
     return `failure at position ${e.pos}: ${e.code} — ${who} at fault (found by ${e.diagnosis}); route was ${route(e.route)}`;
@@ -44,4 +45,22 @@ export function describeFaultEvent(e: FaultEvent, name: (peerId: string) => stri
     return `re-routed to ${route(e.to)} by ${e.method} of ${e.replayedTokens} tokens in ${e.recoveryMs.toFixed(0)} ms (diagnose ${e.diagnoseMs.toFixed(0)}, open ${e.openMs.toFixed(0)}, replay ${e.replayMs.toFixed(0)})`;
   }
   return `gave up at position ${e.pos}: ${e.message}`;
+}
+
+/**
+ * Wait (bounded) until the gateway has seen an advert from every node: with spares to re-route
+ * to, a route covering the layers is not enough — the spares must be known before a fault.
+ */
+export async function waitForAdverts(
+  gw: { refresh(): Promise<void>; knownAdverts(): readonly { peerId: string }[] },
+  peerIds: readonly string[],
+  timeoutMs: number,
+): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  const all = () => peerIds.every((p) => gw.knownAdverts().some((a) => a.peerId === p));
+  for (let i = 0; i < 10_000 && !all() && Date.now() < until; i++) {
+    await gw.refresh();
+    if (!all()) await new Promise((r) => setTimeout(r, 250));
+  }
+  return all();
 }

@@ -13,7 +13,10 @@ import { openRoute, type Hop } from '../net/route.js';
 async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${ms} ms`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${ms} ms`)), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -38,7 +41,11 @@ export async function unreachablePeers(host: OdsiHost, hops: readonly Hop[], tim
  * Peers (of `hops`) that do not finish a one-token step on a fresh one-hop session within
  * `timeoutMs` (zeros in, anything out: only liveness of the compute path is checked).
  */
-export async function silentPeers(host: OdsiHost, hops: readonly Hop[], o: { modelId: string; config: ModelConfig; timeoutMs: number }): Promise<string[]> {
+export async function silentPeers(
+  host: OdsiHost,
+  hops: readonly Hop[],
+  o: { modelId: string; config: ModelConfig; timeoutMs: number },
+): Promise<string[]> {
   const res = await Promise.all(
     hops.map(async (h) => {
       const probe = openRoute(host, {
@@ -52,7 +59,10 @@ export async function silentPeers(host: OdsiHost, hops: readonly Hop[], o: { mod
       try {
         const stage = await withTimeout(probe, o.timeoutMs);
         try {
-          await withTimeout(stage.forward({ sessionId: stage.sessionId, pos: 0, nTokens: 1, hidden: new Float32Array(o.config.dim) }), o.timeoutMs);
+          await withTimeout(
+            stage.forward({ sessionId: stage.sessionId, pos: 0, nTokens: 1, hidden: new Float32Array(o.config.dim) }),
+            o.timeoutMs,
+          );
           return undefined;
         } finally {
           void stage.dispose().catch(() => undefined);

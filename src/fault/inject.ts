@@ -48,7 +48,9 @@ export class FaultSpecError extends Error {
 /** Fault injection was asked for without ODSI_ALLOW_FAULTS=1. */
 export class FaultsNotAllowedError extends Error {
   constructor(specs: string[]) {
-    super(`refusing to inject faults (${specs.join(', ')}): fault injection is for tests and demos only; set ODSI_ALLOW_FAULTS=1 to allow it`);
+    super(
+      `refusing to inject faults (${specs.join(', ')}): fault injection is for tests and demos only; set ODSI_ALLOW_FAULTS=1 to allow it`,
+    );
     this.name = 'FaultsNotAllowedError';
   }
 }
@@ -117,7 +119,7 @@ export function faultKinds(): { name: string; syntax: string; description: strin
 /** Parse one spec such as `crash@5`, `stall@10`, `delay:200`. */
 export function parseFaultSpec(spec: string): FaultBehaviour {
   const s = spec.trim();
-  const m = /^([a-z][a-z0-9-]*)(?:([@:])(.*))?$/.exec(s); // accountability: bare kinds such as "zeros" 
+  const m = /^([a-z][a-z0-9-]*)(?:([@:])(.*))?$/.exec(s); // accountability: bare kinds such as "zeros"
   const known = () => [...kinds.values()].map((k) => k.kind.syntax).join(', ');
   if (!m) throw new FaultSpecError(`fault "${spec}" is not of the form kind@N or kind:ARG (known: ${known()})`);
   const k = kinds.get(m[1]!);
@@ -165,7 +167,10 @@ export class FaultInjector {
  * Throws FaultsNotAllowedError unless env.ODSI_ALLOW_FAULTS is '1', FaultSpecError on bad specs.
  */
 export function createFaultInjector(specs: readonly string[], env: NodeJS.ProcessEnv = process.env): FaultInjector | undefined {
-  const list = specs.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const list = specs
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (!list.length) return undefined;
   if (env.ODSI_ALLOW_FAULTS !== '1') throw new FaultsNotAllowedError(list);
   return new FaultInjector(list.map(parseFaultSpec));

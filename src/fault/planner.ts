@@ -14,6 +14,12 @@ export class StaticPlanner implements RoutePlanner {
 
   route(opts: { exclude?: Set<string>; needKvTokens?: number } = {}): Route {
     const exclude = new Set([...(this.bans?.active() ?? []), ...(opts.exclude ?? [])]);
-    return selectRoute(this.candidates, { nLayers: this.nLayers, exclude, needKvTokens: opts.needKvTokens, rttMs: this.rttMs, tieJitter: 0 });
+    return selectRoute(this.candidates, {
+      nLayers: this.nLayers,
+      exclude,
+      needKvTokens: opts.needKvTokens,
+      rttMs: this.rttMs,
+      tieJitter: 0,
+    });
   }
 }

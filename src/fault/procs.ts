@@ -122,14 +122,22 @@ export class NodeProcess {
     const args = [
       binPath(),
       'node',
-      '--model', o.model,
-      '--layers', `${o.range[0]}:${o.range[1]}`,
-      '--listen', `/ip4/127.0.0.1/tcp/${this.port}`,
-      '--identity', o.identityFile,
-      '--engine', o.engine ?? 'reference',
-      '--announce-interval', String(o.announceIntervalMs ?? 2000),
-      '--bench-tokens', String(o.benchTokens ?? 0),
-      '--log-level', o.logLevel ?? 'warn',
+      '--model',
+      o.model,
+      '--layers',
+      `${o.range[0]}:${o.range[1]}`,
+      '--listen',
+      `/ip4/127.0.0.1/tcp/${this.port}`,
+      '--identity',
+      o.identityFile,
+      '--engine',
+      o.engine ?? 'reference',
+      '--announce-interval',
+      String(o.announceIntervalMs ?? 2000),
+      '--bench-tokens',
+      String(o.benchTokens ?? 0),
+      '--log-level',
+      o.logLevel ?? 'warn',
       ...(o.modelId ? ['--model-id', o.modelId] : []),
       ...(o.bootstrap ?? []).flatMap((b) => ['--bootstrap', b]),
       ...(faults ?? []).flatMap((f) => ['--fault', f]),
@@ -180,7 +188,9 @@ export class NodeProcess {
         this.info = { peerId: m.peerId, addrs: m.addrs, start: m.start ?? o.range[0], end: m.end ?? o.range[1], pid: proc.pid ?? -1 };
         resolveReady();
       });
-      proc.once('exit', (code, sig) => setTimeout(() => fail(new Error(`${label} exited (${sig ?? `code ${code}`}) before it was ready${tail()}`)), 50));
+      proc.once('exit', (code, sig) =>
+        setTimeout(() => fail(new Error(`${label} exited (${sig ?? `code ${code}`}) before it was ready${tail()}`)), 50),
+      );
     });
   }
 }

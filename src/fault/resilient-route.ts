@@ -126,13 +126,19 @@ export class ResilientRoute implements Stage {
     if (this.closed) throw new RouteError(`route for session ${this.o.sessionId} is closed`, 'unreachable');
     const dim = this.config.dim;
     if (!input.hidden) throw new EngineError('a route stage takes hidden states (range.embed is false)', 'bad_input');
-    if (input.hidden.length !== input.nTokens * dim) throw new EngineError(`hidden has ${input.hidden.length} values, expected ${input.nTokens} × ${dim}`, 'bad_input');
-    if (input.pos > this.histLen) throw new EngineError(`step at position ${input.pos}, but the route has processed only ${this.histLen} tokens`, 'bad_input');
+    if (input.hidden.length !== input.nTokens * dim)
+      throw new EngineError(`hidden has ${input.hidden.length} values, expected ${input.nTokens} × ${dim}`, 'bad_input');
+    if (input.pos > this.histLen)
+      throw new EngineError(`step at position ${input.pos}, but the route has processed only ${this.histLen} tokens`, 'bad_input');
     this.histLen = input.pos; // a smaller pos truncates, as on every stage
     if (this.slowPeer) {
       const peer = this.slowPeer;
       this.slowPeer = undefined;
-      const err = new RouteError(`hop ${peer} made the route miss its deadline on ${this.o.missLimit ?? 3} consecutive steps`, 'deadline', peer);
+      const err = new RouteError(
+        `hop ${peer} made the route miss its deadline on ${this.o.missLimit ?? 3} consecutive steps`,
+        'deadline',
+        peer,
+      );
       await this.recover(err, input.pos, { culprits: [peer], ban: [], suspects: [peer], how: 'slack' });
     }
     for (;;) {
@@ -203,7 +209,13 @@ export class ResilientRoute implements Stage {
     let timer: NodeJS.Timeout | undefined;
     const lost = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new RouteError(`no result for ${input.nTokens} token(s) at position ${input.pos} within ${limit} ms (budget + ${this.graceMs} ms grace)`, 'timeout')),
+        () =>
+          reject(
+            new RouteError(
+              `no result for ${input.nTokens} token(s) at position ${input.pos} within ${limit} ms (budget + ${this.graceMs} ms grace)`,
+              'timeout',
+            ),
+          ),
         limit,
       );
     });
@@ -250,7 +262,8 @@ export class ResilientRoute implements Stage {
     if (err.code === 'remote_error' && named) {
       // a hop answered with an error about its own work
       if (err.remoteCode === 'busy') return { culprits: [named], ban: [], suspects: [named], how: 'error_reply' };
-      if (err.remoteCode === 'unknown_session' || err.remoteCode === 'closed') return { culprits: [], ban: [], suspects: [], how: 'error_reply' };
+      if (err.remoteCode === 'unknown_session' || err.remoteCode === 'closed')
+        return { culprits: [], ban: [], suspects: [], how: 'error_reply' };
       return { culprits: [named], ban: [named], suspects: [], how: 'error_reply' };
     }
     if (err.code === 'deadline') {
@@ -402,7 +415,11 @@ export class ResilientRoute implements Stage {
     try {
       for (let p = 0; p < pos; p += chunk) {
         const n = Math.min(chunk, pos - p);
-        await this.step(stage, { sessionId: stage.sessionId, pos: p, nTokens: n, hidden: this.hist.subarray(p * dim, (p + n) * dim) }, true);
+        await this.step(
+          stage,
+          { sessionId: stage.sessionId, pos: p, nTokens: n, hidden: this.hist.subarray(p * dim, (p + n) * dim) },
+          true,
+        );
       }
     } finally {
       stage.deadlineMs = this.o.deadlineMs;

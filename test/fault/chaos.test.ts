@@ -30,7 +30,7 @@ import { BanList } from '../../src/fault/bans.js';
 import type { FailureEvent, FaultEvent, RerouteEvent } from '../../src/fault/events.js';
 import { StaticPlanner } from '../../src/fault/planner.js';
 import { NodeProcess } from '../../src/fault/procs.js';
-import { openResilientRoute, type ResilientRoute } from '../../src/fault/resilient-route.js';
+import { openResilientRoute } from '../../src/fault/resilient-route.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 
 const RANGES: [number, number][] = [
@@ -53,21 +53,26 @@ let head: Stage | undefined;
 let tokenizer: Tokenizer | undefined;
 const nodes: NodeProcess[] = [];
 
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'odsi-chaos-'));
-  src = openModel(STORIES_GGUF);
-  modelId = modelIdentity(src).modelId;
-  tokenizer = createTokenizer(src.tokenizer!);
-  embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
-  head = await createStage('reference', src, { start: 5, end: 5, embed: false, head: true });
-  host = await createHost({ identity: generateIdentity() });
-  // nodes need no discovery here: no bootstrap, adverts rarely
-  const started = await Promise.all(
-    RANGES.map((range, i) => NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(dir, `node${i}.key`), modelId, announceIntervalMs: 600_000 })),
-  );
-  nodes.push(...started);
-  await Promise.all(nodes.map((n) => host!.ping(n.peerId, { addrs: n.info.addrs })));
-}, { timeout: 120_000 });
+before(
+  async () => {
+    dir = mkdtempSync(join(tmpdir(), 'odsi-chaos-'));
+    src = openModel(STORIES_GGUF);
+    modelId = modelIdentity(src).modelId;
+    tokenizer = createTokenizer(src.tokenizer!);
+    embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
+    head = await createStage('reference', src, { start: 5, end: 5, embed: false, head: true });
+    host = await createHost({ identity: generateIdentity() });
+    // nodes need no discovery here: no bootstrap, adverts rarely
+    const started = await Promise.all(
+      RANGES.map((range, i) =>
+        NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(dir, `node${i}.key`), modelId, announceIntervalMs: 600_000 }),
+      ),
+    );
+    nodes.push(...started);
+    await Promise.all(nodes.map((n) => host!.ping(n.peerId, { addrs: n.info.addrs })));
+  },
+  { timeout: 120_000 },
+);
 
 after(async () => {
   await Promise.all(nodes.map((n) => n.kill('SIGTERM').catch(() => undefined)));
@@ -93,7 +98,11 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
   const golden = loadGolden();
   const rand = mulberry32(20261122);
   const bans = new BanList();
-  const planner = new StaticPlanner(nodes.map((n) => candidate(n)), 5, bans);
+  const planner = new StaticPlanner(
+    nodes.map((n) => candidate(n)),
+    5,
+    bans,
+  );
   const restarts: Promise<void>[] = [];
   const restartMs: number[] = [];
   const events: FaultEvent[] = [];
@@ -125,20 +134,30 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
         const hops = route.hops;
         const pick = hops[Math.floor(rand() * hops.length)]!.peerId;
         victim = nodes.find((x) => x.peerId === pick);
-        if (!victim) throw new Error(`hop ${pick} of ${hops.map((h) => h.peerId).join(',')} is not a test node (${nodes.map((x) => x.peerId).join(',')})`);
+        if (!victim)
+          throw new Error(
+            `hop ${pick} of ${hops.map((h) => h.peerId).join(',')} is not a test node (${nodes.map((x) => x.peerId).join(',')})`,
+          );
         const v = victim;
         killing = new Promise((res) => setTimeout(() => void v.kill('SIGKILL').then(res), delayMs));
       },
     }).then(async (r) => r.tokens);
     await killing;
     assert.ok(victim);
-    assert.deepEqual(tokens, g.generated_tokens.slice(0, n), `run ${i}: killed ${victim.peerId} after token ${killAt}: ${JSON.stringify(sessionEvents)}`);
+    assert.deepEqual(
+      tokens,
+      g.generated_tokens.slice(0, n),
+      `run ${i}: killed ${victim.peerId} after token ${killAt}: ${JSON.stringify(sessionEvents)}`,
+    );
     const reroutes = sessionEvents.filter((e): e is RerouteEvent => e.type === 'reroute');
     const failures = sessionEvents.filter((e): e is FailureEvent => e.type === 'failure');
     assert.ok(reroutes.length >= 1, `run ${i}: no re-route recorded`);
     assert.equal(reroutes[0]!.method, 'replay');
     assert.ok(reroutes[0]!.replayedTokens >= g.prompt_tokens.length);
-    assert.ok(failures.some((f) => f.culprits.includes(victim!.peerId)), `run ${i}: ${JSON.stringify(failures)}`);
+    assert.ok(
+      failures.some((f) => f.culprits.includes(victim!.peerId)),
+      `run ${i}: ${JSON.stringify(failures)}`,
+    );
     assert.ok(!reroutes[reroutes.length - 1]!.to.some((h) => h.peerId === victim!.peerId));
     events.push(...sessionEvents);
     await route.dispose();
@@ -170,16 +189,39 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
 test('a stalled node (stall@N) is detected within deadline budget + grace and bypassed', { timeout: 90_000 }, async () => {
   const g = loadGolden()[0]!;
   // one node serving every layer, advertised as the fastest: the planner picks it first
-  const staller = await NodeProcess.start({ model: STORIES_GGUF, range: [0, 5], identityFile: join(dir, 'staller.key'), modelId, faults: ['stall@6'] });
+  const staller = await NodeProcess.start({
+    model: STORIES_GGUF,
+    range: [0, 5],
+    identityFile: join(dir, 'staller.key'),
+    modelId,
+    faults: ['stall@6'],
+  });
   try {
     const bans = new BanList();
     const planner = new StaticPlanner([candidate(staller, 0.1), ...nodes.map((n) => candidate(n))], 5, bans);
     const events: FaultEvent[] = [];
     const deadlineMs = 1500; // generous: a loaded CI box must not miss it for real
-    const route = await openResilientRoute({ host: host!, modelId, config: src!.config, sessionId: 'stall', planner, bans, deadlineMs, maxTokens: 256, onEvent: (e) => events.push(e) });
-    assert.deepEqual(route.hops.map((h) => h.peerId), [staller.peerId]);
+    const route = await openResilientRoute({
+      host: host!,
+      modelId,
+      config: src!.config,
+      sessionId: 'stall',
+      planner,
+      bans,
+      deadlineMs,
+      maxTokens: 256,
+      onEvent: (e) => events.push(e),
+    });
+    assert.deepEqual(
+      route.hops.map((h) => h.peerId),
+      [staller.peerId],
+    );
     const at: number[] = [];
-    const res = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, { maxTokens: g.generated_tokens.length, sampling: { temperature: 0 }, onToken: () => void at.push(Date.now()) });
+    const res = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, {
+      maxTokens: g.generated_tokens.length,
+      sampling: { temperature: 0 },
+      onToken: () => void at.push(Date.now()),
+    });
     await route.dispose();
     assert.deepEqual(res.tokens, g.generated_tokens);
     const fail = events.find((e): e is FailureEvent => e.type === 'failure');
@@ -193,10 +235,15 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
     const detectMs = fail.detectedAt - last;
     assert.ok(detectMs <= deadlineMs + GRACE_MS + 300, `detected after ${detectMs} ms`);
     assert.ok(detectMs >= deadlineMs, `detected after only ${detectMs} ms`);
-    assert.ok(bans.list().some((b) => b.peerId === staller.peerId), 'the stalled node was banned');
+    assert.ok(
+      bans.list().some((b) => b.peerId === staller.peerId),
+      'the stalled node was banned',
+    );
     const re = events.find((e): e is RerouteEvent => e.type === 'reroute');
     assert.ok(re && !re.to.some((h) => h.peerId === staller.peerId));
-    process.stderr.write(`stall: detected ${detectMs} ms after the last token (deadline ${deadlineMs} + grace ${GRACE_MS}); recovery ${re.recoveryMs} ms\n`);
+    process.stderr.write(
+      `stall: detected ${detectMs} ms after the last token (deadline ${deadlineMs} + grace ${GRACE_MS}); recovery ${re.recoveryMs} ms\n`,
+    );
   } finally {
     await staller.kill();
   }

@@ -24,7 +24,18 @@ test('specs parse; bad specs get errors naming the known kinds', () => {
   assert.equal(parseFaultSpec(' stall@0 ').spec, 'stall@0');
   assert.equal(parseFaultSpec('delay:250').spec, 'delay:250');
   for (const bad of ['crash', 'crash@', 'crash@-1', 'crash@1.5', 'crash:3', 'delay@5', 'explode@1', 'stall@x', '']) {
-    assert.throws(() => parseFaultSpec(bad), (e: Error) => e instanceof FaultSpecError && /crash@N/.test(e.message + faultKinds().map((k) => k.syntax).join()), bad);
+    assert.throws(
+      () => parseFaultSpec(bad),
+      (e: Error) =>
+        e instanceof FaultSpecError &&
+        /crash@N/.test(
+          e.message +
+            faultKinds()
+              .map((k) => k.syntax)
+              .join(),
+        ),
+      bad,
+    );
   }
   assert.throws(() => parseFaultSpec('explode@1'), /unknown fault kind "explode".*crash@N, stall@N, delay:MS/);
 });
@@ -40,11 +51,15 @@ test('faults are refused unless ODSI_ALLOW_FAULTS=1', () => {
 test('`odsi node --fault` without ODSI_ALLOW_FAULTS refuses to start, with a clear message', () => {
   const env = { ...process.env };
   delete env.ODSI_ALLOW_FAULTS;
-  const r = spawnSync(process.execPath, [ODSI_BIN, 'node', '--model', STORIES_GGUF, '--layers', '0:5', '--fault', 'crash@3', '--bench-tokens', '0'], {
-    env,
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
+  const r = spawnSync(
+    process.execPath,
+    [ODSI_BIN, 'node', '--model', STORIES_GGUF, '--layers', '0:5', '--fault', 'crash@3', '--bench-tokens', '0'],
+    {
+      env,
+      encoding: 'utf8',
+      timeout: 60_000,
+    },
+  );
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /refusing to inject faults \(crash@3\).*ODSI_ALLOW_FAULTS=1/);
   assert.doesNotMatch(r.stdout, /"event":"ready"/);
@@ -89,7 +104,21 @@ test('crash@N kills the process abruptly when step N+1 arrives', () => {
 });
 
 test('demo options: replicated ranges, per-node faults validated up front', () => {
-  assert.deepEqual(replicateRanges([[0, 2], [2, 5]], 2), [[0, 2], [2, 5], [0, 2], [2, 5]]);
+  assert.deepEqual(
+    replicateRanges(
+      [
+        [0, 2],
+        [2, 5],
+      ],
+      2,
+    ),
+    [
+      [0, 2],
+      [2, 5],
+      [0, 2],
+      [2, 5],
+    ],
+  );
   assert.throws(() => replicateRanges([[0, 5]], 0), /--replicas/);
   const m = parseNodeFaults(['1:crash@10', '1:delay:5', '0:stall@3'], 4, ALLOW);
   assert.deepEqual(m.get(1), ['crash@10', 'delay:5']);
