@@ -68,7 +68,9 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     transfer.push(data.buffer as ArrayBuffer);
     tensors[name] = { type: info.type, shape: info.shape, data };
   }
-  const linearTypes = names.filter((n) => !n.endsWith('norm.weight') && n !== tn.embed).map((n) => src.info(n).type);
+  // a tied LM head multiplies by token_embd, so its type decides a head-only stage's profile
+  const tiedHead = range.head && !src.has(tn.output);
+  const linearTypes = names.filter((n) => !n.endsWith('norm.weight') && (n !== tn.embed || tiedHead)).map((n) => src.info(n).type);
   const mode = opts.weights ?? defaultMode(linearTypes.length ? linearTypes : names.map((n) => src.info(n).type));
   const path: AttentionPath = opts.attention && opts.attention !== 'auto' ? opts.attention : 'std';
   if (path === 'gqa' && c.headDim % 16 !== 0) throw new EngineError(`GroupQueryAttention needs a head size that is a multiple of 16 (got ${c.headDim})`, 'bad_input');
