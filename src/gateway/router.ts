@@ -11,6 +11,8 @@
 // previous peer) because the hop→hop link cost depends on which peer came before.
 
 /** What the router needs from a verified advert (a subset of net/adverts NodeAdvert). */
+import { Heap } from '../util/heap.js';
+
 export interface RouteCandidate {
   peerId: string;
   addrs: string[];
@@ -126,7 +128,7 @@ export function selectRoute(candidates: readonly RouteCandidate[], opts: RouterO
   type State = { b: number; prev: number; cost: number; real: number; from?: State; hopStart: number };
   const best = new Map<string, number>();
   const key = (b: number, prev: number) => `${b}:${prev}`;
-  const heap = new MinHeap<State>((a, b) => a.cost - b.cost);
+  const heap = new Heap<State>((a, b) => a.cost < b.cost);
   heap.push({ b: 0, prev: -1, cost: 0, real: 0, hopStart: 0 });
   best.set(key(0, -1), 0);
   let done: State | undefined;
@@ -230,44 +232,4 @@ export function mulberry32(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-class MinHeap<T> {
-  private a: T[] = [];
-  constructor(private cmp: (x: T, y: T) => number) {}
-  get size(): number {
-    return this.a.length;
-  }
-  push(x: T): void {
-    const a = this.a;
-    a.push(x);
-    let i = a.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (this.cmp(a[i]!, a[p]!) >= 0) break;
-      [a[i], a[p]] = [a[p]!, a[i]!];
-      i = p;
-    }
-  }
-  pop(): T | undefined {
-    const a = this.a;
-    if (!a.length) return undefined;
-    const top = a[0];
-    const last = a.pop()!;
-    if (a.length) {
-      a[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < a.length && this.cmp(a[l]!, a[m]!) < 0) m = l;
-        if (r < a.length && this.cmp(a[r]!, a[m]!) < 0) m = r;
-        if (m === i) break;
-        [a[i], a[m]] = [a[m]!, a[i]!];
-        i = m;
-      }
-    }
-    return top;
-  }
 }

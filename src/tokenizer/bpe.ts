@@ -1,7 +1,7 @@
 // Byte-level BPE (GPT-2 family: Llama 3, SmolLM, Qwen) as llama.cpp's llm_tokenizer_bpe does
 // it: regex pre-tokenization, bytes → GPT-2 alphabet, then merges by rank (lowest first).
 import { fromByteLevel, toByteLevel } from './bytelevel.js';
-import { Heap } from './heap.js';
+import { Heap } from '../util/heap.js';
 import { splitWords } from './pretokenize.js';
 import { TokenType, type Vocab } from './vocab.js';
 import { ModelFormatError } from '../model/types.js';

@@ -2,7 +2,7 @@
 // characters, repeatedly merge the adjacent pair whose joined text is the highest-scoring
 // vocabulary entry (ties: leftmost first), and spell characters missing from the vocabulary
 // as <0xXX> byte tokens.
-import { Heap } from './heap.js';
+import { Heap } from '../util/heap.js';
 import { TokenType, type Vocab } from './vocab.js';
 
 interface Sym {

@@ -1,4 +1,4 @@
-// Minimal binary max-heap; `before(a, b)` is true when a must pop before b.
+// Minimal binary heap (tokenizer merges, route search); `before(a, b)` is true when a must pop before b.
 export class Heap<T> {
   private items: T[] = [];
   constructor(private readonly before: (a: T, b: T) => boolean) {}
