@@ -75,6 +75,8 @@ class BanList {
   }
 }
 
+const PING_FAILURES_GONE = 2;
+
 export class Gateway extends PipelineBackend {
   readonly model: BackendModelInfo;
   readonly tokenizer: Tokenizer;
@@ -85,6 +87,8 @@ export class Gateway extends PipelineBackend {
   readonly faults = new FaultLog();
   private adverts: NodeAdvert[] = [];
   private readonly rtt = new Map<string, number>();
+  /** consecutive refresh pings a peer failed: churn detection between adverts' expiry */
+  private readonly pingFailures = new Map<string, number>();
   /** sessions this gateway has open per peer: fresher than the load in adverts */
   private readonly localLoad = new Map<string, number>();
   private timer?: NodeJS.Timeout;
@@ -188,8 +192,10 @@ export class Gateway extends PipelineBackend {
             const prev = this.rtt.get(a.peerId);
             // EMA: one slow ping does not swing routing
             this.rtt.set(a.peerId, prev === undefined ? ms : 0.7 * prev + 0.3 * ms);
+            this.pingFailures.delete(a.peerId);
           } catch {
             this.rtt.delete(a.peerId); // unknown RTT: the router assumes a slow link
+            this.pingFailures.set(a.peerId, (this.pingFailures.get(a.peerId) ?? 0) + 1);
           }
         }),
       );
@@ -201,7 +207,10 @@ export class Gateway extends PipelineBackend {
 
   /** The best route now (throws NoRouteError naming uncovered layers). */
   route(opts: { exclude?: Set<string>; needKvTokens?: number } = {}): Route {
-    const exclude = new Set([...this.bans.active(), ...(opts.exclude ?? [])]);
+    // a peer that failed two refresh pings in a row is treated as gone until it answers again
+    // (one failure may be load; its advert alone would keep it eligible until expiry)
+    const silent = [...this.pingFailures].filter(([, n]) => n >= PING_FAILURES_GONE).map(([p]) => p);
+    const exclude = new Set([...this.bans.active(), ...silent, ...(opts.exclude ?? [])]);
     const cands: RouteCandidate[] = this.adverts.map((a) => ({
       peerId: a.peerId,
       addrs: a.addrs,
