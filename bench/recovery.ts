@@ -6,7 +6,10 @@
 // preferring A → B). For each context length T: prefill T−2 prompt tokens, decode 2 tokens
 // (baseline step time), SIGKILL B and wait for it to exit, then time the next token: that is
 // detection + diagnosis + opening A → C + replaying T positions + the step itself.
-// Only recovery by replay (reconstruction) exists; KV transfer on graceful leave does not yet.
+// kv-transfer: for 'transfer', B gets SIGTERM instead: it hands its KV cache to C and answers
+// the next step with a 'draining' notice; the route swaps B for C without replay. Timed from
+// 200 ms after the SIGTERM (time for the signal to land; the hand-over runs in it and any rest
+// of it is inside the measured step, which queues behind it on B).
 //
 // Run: npx tsc -p tsconfig.json && node --import ./dist/src/util/polyfill.js dist/bench/recovery.js
 // Writes bench/results/recovery.json.
@@ -36,6 +39,8 @@ const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const { values: args } = parseArgs({
   options: {
     lengths: { type: 'string', default: '16,128,512' },
+    methods: { type: 'string', default: 'replay,transfer' }, // kv-transfer
+    engine: { type: 'string', default: 'ort' }, // kv-transfer: nodes' engine (ort: quick prefill)
     model: { type: 'string' },
     out: { type: 'string', default: join(ROOT, 'bench/results/recovery.json') },
   },
@@ -67,6 +72,7 @@ async function main(): Promise<void> {
       modelId,
       announceIntervalMs: 600_000,
       readyTimeoutMs: 180_000,
+      engine: args.engine as 'reference' | 'ort', // kv-transfer
       benchTokens: 4 /* warm: replay time, not first-touch loading */,
     });
   process.stderr.write(`starting nodes [0,${mid}) [${mid},${L}) [${mid},${L}) …\n`);
@@ -97,9 +103,9 @@ async function main(): Promise<void> {
     method: string;
   }[] = [];
   try {
-    for (const T of lengths) {
+    for (const T of lengths) for (const method of args.methods!.split(',') as ('replay' | 'transfer')[]) {
       try {
-        await measure(T);
+        await measure(T, method);
       } catch (e) {
         process.stderr.write(`T=${T}: failed: ${(e as Error).message}\n`);
         failures.push({ tokens: T, error: (e as Error).message });
@@ -108,13 +114,13 @@ async function main(): Promise<void> {
         bans.clear(c!.peerId);
       }
     }
-    async function measure(T: number): Promise<void> {
+    async function measure(T: number, method: 'replay' | 'transfer'): Promise<void> {
       const events: FaultEvent[] = [];
       const route = await openResilientRoute({
         host,
         modelId,
         config: cfg,
-        sessionId: `bench-${T}`,
+        sessionId: `bench-${T}-${method}`,
         planner,
         bans,
         maxTokens: maxLen,
@@ -123,7 +129,7 @@ async function main(): Promise<void> {
       });
       if (route.hops[1]!.peerId !== b!.peerId) throw new Error('the planner did not pick A → B');
       const stages = [embed, route, head];
-      const sessionId = `bench-${T}`;
+      const sessionId = `bench-${T}-${method}`;
       const prompt = Array.from({ length: T - 2 }, (_, i) => 1 + ((i * 7919) % (cfg.vocabSize - 1)));
       for (let p = 0; p < prompt.length; p += 128) {
         await forwardPipeline(stages, { sessionId, pos: p, tokens: Int32Array.from(prompt.slice(p, p + 128)) });
@@ -135,12 +141,18 @@ async function main(): Promise<void> {
         await forwardPipeline(stages, { sessionId, pos: pos++, tokens: Int32Array.of(5) });
         base.push(performance.now() - t);
       }
-      await b!.kill('SIGKILL');
+      let leaving: Promise<void> | undefined;
+      if (method === 'transfer') {
+        leaving = b!.kill('SIGTERM'); // kv-transfer
+        await new Promise((r) => setTimeout(r, 200));
+      } else await b!.kill('SIGKILL');
       const t = performance.now();
       await forwardPipeline(stages, { sessionId, pos: pos++, tokens: Int32Array.of(5) });
       const recoveryMs = performance.now() - t;
+      await leaving;
       const re = events.find((e): e is RerouteEvent => e.type === 'reroute');
       if (!re) throw new Error(`no re-route recorded: ${JSON.stringify(events)}`);
+      if (re.method !== method) throw new Error(`expected recovery by ${method}, got ${re.method}`);
       rows.push({
         tokens: T,
         baselineStepMs: round(Math.min(...base)),
@@ -151,7 +163,7 @@ async function main(): Promise<void> {
         replayedTokens: re.replayedTokens,
         method: re.method,
       });
-      process.stderr.write(`T=${T}: next token ${recoveryMs.toFixed(0)} ms after the kill (replay ${re.replayMs.toFixed(0)} ms)\n`);
+      process.stderr.write(`T=${T} ${method}: next token ${recoveryMs.toFixed(0)} ms after the kill (replay ${re.replayMs.toFixed(0)} ms)\n`);
       await route.dispose();
       await b!.restart();
       bans.clear(b!.peerId);
@@ -169,7 +181,7 @@ async function main(): Promise<void> {
   const machine = describeMachine();
   console.log(machineLine(machine));
   console.log(
-    `model: synthetic smollm2-135m f32 (${L} layers, dim ${cfg.dim}); route [0,${mid}) → [${mid},${L}), the second hop SIGKILLed, spare [${mid},${L}) takes over; reference engine`,
+    `model: synthetic smollm2-135m f32 (${L} layers, dim ${cfg.dim}); route [0,${mid}) → [${mid},${L}), the second hop SIGKILLed (replay) or SIGTERMed (transfer), spare [${mid},${L}) takes over; nodes: ${args.engine} engine`,
   );
   console.log(
     table(
@@ -189,10 +201,10 @@ async function main(): Promise<void> {
     bench: 'recovery',
     date: new Date().toISOString(),
     machine,
-    model: { shape: 'smollm2-135m', dtype: 'f32', nLayers: L, dim: cfg.dim, engine: 'reference' },
-    setup: `route [0,${mid}) → [${mid},${L}); the second hop is SIGKILLed after T positions; the spare [${mid},${L}) replaces it and the route replays T positions`,
+    model: { shape: 'smollm2-135m', dtype: 'f32', nLayers: L, dim: cfg.dim, engine: args.engine },
+    setup: `route [0,${mid}) → [${mid},${L}); after T positions the second hop is SIGKILLed (replay: the spare [${mid},${L}) replaces it and the route replays T positions) or SIGTERMed (transfer: it hands its KV cache to the spare, which replaces it without replay)`,
     notes:
-      'failure → next token = diagnosis (ping all hops) + opening the new route + replaying the history + one decode step; transfer (KV hand-over on graceful leave) is not implemented',
+      'replay: failure → next token = diagnosis (ping all hops) + opening the new route + replaying the history + one decode step. transfer: timed from 200 ms after the SIGTERM = the rest of the KV hand-over + the draining notice + re-opening the route with the spare (resumeFrom) + one decode step. Gateway ends (embedding, head) use the reference engine in the bench process.',
     results: rows,
     failures,
   });

@@ -5,7 +5,7 @@
 
 import { performance } from 'node:perf_hooks';
 import { ModelFormatError, tensorNames as tn, type ModelConfig, type WeightSource } from '../model/types.js';
-import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from './types.js';
+import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange, type SessionState } from './types.js';
 import { addInPlace, attention, matmul, rmsnorm, rope, ropeTables, swiglu } from './reference/kernels.js';
 import { ropeInvFreq } from '../model/rope.js';
 import { WasmArena } from './reference/wasm.js';
@@ -163,6 +163,29 @@ export class ReferenceStage implements Stage {
 
   closeSession(sessionId: string): void {
     this.sessions.delete(sessionId);
+  }
+
+  // kv-transfer: copy out / in a session's KV cache (graceful leave)
+  exportSession(sessionId: string): SessionState | undefined {
+    const s = this.sessions.get(sessionId);
+    if (!s) return undefined;
+    const n = s.length * this.kvDim;
+    return { length: s.length, layers: s.k.map((k, i) => ({ k: k.slice(0, n), v: s.v[i]!.slice(0, n) })) };
+  }
+
+  // kv-transfer
+  importSession(sessionId: string, state: SessionState): void {
+    const n = state.length * this.kvDim;
+    if (state.layers.length !== this.range.end - this.range.start) throw new EngineError(`KV state has ${state.layers.length} layers, this stage has ${this.range.end - this.range.start}`, 'bad_input');
+    if (state.length > this.config.contextLength) throw new EngineError(`KV state of ${state.length} tokens exceeds the context length`, 'capacity');
+    for (const l of state.layers) if (l.k.length !== n || l.v.length !== n) throw new EngineError(`KV layer size ${l.k.length} ≠ ${state.length} × ${this.kvDim}`, 'bad_input');
+    const cap = Math.min(this.config.contextLength, Math.max(state.length, KV_CHUNK));
+    const grow = (x: Float32Array) => {
+      const b = new Float32Array(cap * this.kvDim);
+      b.set(x);
+      return b;
+    };
+    this.sessions.set(sessionId, { length: state.length, busy: false, capacity: cap, k: state.layers.map((l) => grow(l.k)), v: state.layers.map((l) => grow(l.v)) });
   }
 
   async dispose(): Promise<void> {

@@ -52,6 +52,15 @@ export interface Stage {
   sessionLength(sessionId: string): number;
   closeSession(sessionId: string): void;
   dispose(): Promise<void>;
+  // kv-transfer: optional state hand-over (graceful leave); layers are this stage's, in order
+  exportSession?(sessionId: string): SessionState | undefined | Promise<SessionState | undefined>;
+  importSession?(sessionId: string, state: SessionState): void | Promise<void>;
+}
+
+// kv-transfer: a session's KV cache, per layer [length, nKvHeads*headDim] row-major
+export interface SessionState {
+  length: number;
+  layers: { k: Float32Array; v: Float32Array }[];
 }
 
 export class EngineError extends Error {

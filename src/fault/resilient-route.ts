@@ -149,6 +149,7 @@ export class ResilientRoute implements Stage {
         return out;
       } catch (e) {
         if (!(e instanceof RouteError) || this.closed) throw e;
+        if (e.remoteCode === 'draining' && (await this.transfer(e, input.pos))) continue; // kv-transfer
         await this.recover(e, input.pos);
       }
     }
@@ -261,7 +262,8 @@ export class ResilientRoute implements Stage {
     const named = err.peerId && hops.some((h) => h.peerId === err.peerId) ? err.peerId : undefined;
     if (err.code === 'remote_error' && named) {
       // a hop answered with an error about its own work
-      if (err.remoteCode === 'busy') return { culprits: [named], ban: [], suspects: [named], how: 'error_reply' };
+      // kv-transfer: a leaving node (no replacement found) is not at fault: avoid, do not ban
+      if (err.remoteCode === 'busy' || err.remoteCode === 'draining') return { culprits: [named], ban: [], suspects: [named], how: 'error_reply' };
       if (err.remoteCode === 'unknown_session' || err.remoteCode === 'closed')
         return { culprits: [], ban: [], suspects: [], how: 'error_reply' };
       return { culprits: [named], ban: [named], suspects: [], how: 'error_reply' };
@@ -364,6 +366,7 @@ export class ResilientRoute implements Stage {
           deadlineMs: this.o.deadlineMs,
           maxTokens: this.o.maxTokens,
           openTimeoutMs: 5_000 + this.graceMs,
+          spares: spareHops(this.o.planner, route.hops, this.failed), // kv-transfer
         });
       } catch (e) {
         lastErr = e;
@@ -403,6 +406,73 @@ export class ResilientRoute implements Stage {
       openMs: round(t2 - t1),
       replayMs: round(t3 - t2),
     });
+  }
+
+  /**
+   * kv-transfer: a hop is leaving and handed its sessions' KV caches to a replacement
+   * ('draining' error naming it). Open the same route with only that hop swapped, every hop
+   * starting from the old session's cache (resumeFrom), so nothing is replayed. False when
+   * the notice is unusable or the new route does not open: the caller then re-routes with replay.
+   */
+  private async transfer(err: RouteError, pos: number): Promise<boolean> {
+    const old = this.current;
+    const rep = err.detail?.replacement as { peerId?: unknown; addrs?: unknown } | undefined;
+    const i = old.hops.findIndex((h) => h.peerId === err.peerId);
+    if (i < 0 || !rep || typeof rep.peerId !== 'string' || !Array.isArray(rep.addrs) || err.detail?.resumeFrom !== old.sessionId) return false;
+    if (this.recoveries >= (this.o.maxRecoveries ?? 4)) return false;
+    this.recoveries++;
+    const sid = this.o.sessionId;
+    const t0 = performance.now();
+    this.emit({
+      type: 'failure',
+      at: Date.now(),
+      detectedAt: Date.now(),
+      sessionId: sid,
+      pos,
+      code: 'draining',
+      message: err.message,
+      reportedPeer: err.peerId,
+      culprits: [],
+      diagnosis: 'drain',
+      route: refs(old.hops),
+    });
+    this.failed.add(err.peerId!); // leaving: not banned, but not used again by this session
+    const hops = old.hops.map((h, j) => ({ peerId: j === i ? (rep.peerId as string) : h.peerId, addrs: j === i ? (rep.addrs as string[]) : h.addrs, start: h.start, end: h.end }));
+    let stage: RouteStage;
+    try {
+      stage = await openRoute(this.o.host, {
+        modelId: this.o.modelId,
+        config: this.config,
+        hops,
+        sessionId: `${sid}.t${this.recoveries}`,
+        deadlineMs: this.o.deadlineMs,
+        maxTokens: this.o.maxTokens,
+        openTimeoutMs: 5_000 + this.graceMs,
+        resumeFrom: old.sessionId,
+        spares: spareHops(this.o.planner, hops, this.failed),
+      });
+    } catch {
+      return false;
+    }
+    const t1 = performance.now();
+    this.current = stage;
+    this.misses.clear();
+    void old.dispose().catch(() => undefined); // after the new route copied the caches
+    this.emit({
+      type: 'reroute',
+      at: Date.now(),
+      sessionId: sid,
+      routeSessionId: stage.sessionId,
+      from: refs(old.hops),
+      to: refs(stage.hops),
+      method: 'transfer',
+      replayedTokens: 0,
+      recoveryMs: round(t1 - t0),
+      diagnoseMs: 0,
+      openMs: round(t1 - t0),
+      replayMs: 0,
+    });
+    return true;
   }
 
   /** Rebuild the new route's KV caches: re-send positions 0..pos-1 as a prefill. */
@@ -446,6 +516,7 @@ export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<
         sessionId: attempt ? `${o.sessionId}.${attempt}` : o.sessionId,
         deadlineMs: o.deadlineMs,
         maxTokens: o.maxTokens,
+        spares: spareHops(o.planner, route.hops, exclude), // kv-transfer
       });
       return new ResilientRoute(stage, route, o);
     } catch (e) {
@@ -458,4 +529,18 @@ export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<
     }
   }
   throw lastErr;
+}
+
+/** kv-transfer: for each hop, other nodes with exactly its layers (where a draining hop may hand its sessions) */
+function spareHops(planner: RoutePlanner, hops: readonly Hop[], avoid: ReadonlySet<string>): Hop[] {
+  const out = new Map<string, Hop>();
+  for (const h of hops) {
+    try {
+      const alt = planner.route({ exclude: new Set([...avoid, h.peerId]) });
+      for (const a of alt.hops) if (a.start === h.start && a.end === h.end) out.set(a.peerId, { peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end });
+    } catch {
+      /* no other node covers it: a leaving node then falls back to the DHT, or the route replays */
+    }
+  }
+  return [...out.values()];
 }

@@ -9,6 +9,8 @@ import { FLAG_MORE, FrameDecoder, FrameError, MAX_FRAME_PAYLOAD, MAX_MESSAGE_PAY
 export const ACT_PROTOCOL = '/odsi/act/1.0.0';
 /** stream protocol: last hop→gateway (OPENED first), carries RESULTs */
 export const RESULT_PROTOCOL = '/odsi/result/1.0.0';
+// kv-transfer: stream protocol: a draining node → its replacement (KV messages, one KV_ACK back)
+export const KV_PROTOCOL = '/odsi/kv/1.0.0';
 
 /** per-connection stream limit for both protocols: one stream per session per hop */
 export const MAX_SESSION_STREAMS = 1024;
@@ -21,6 +23,8 @@ export enum MsgType {
   ERROR = 0x05,
   CLOSE = 0x06,
   TRUNCATE = 0x07,
+  KV = 0x08, // kv-transfer: one layer of a session's KV cache (payload: K then V, f32)
+  KV_ACK = 0x09, // kv-transfer: the replacement imported the session (or an ERROR instead)
 }
 
 export type Dtype = 'f32' | 'f16' | 'bf16';
@@ -39,6 +43,7 @@ export type ErrorCode =
   | 'timeout'
   | 'engine' // the stage's forward failed
   | 'closed'
+  | 'draining' // kv-transfer: the hop is leaving; header.replacement holds the session's KV now
   | 'internal';
 
 // Header objects are loose: members this version does not know are kept and forwarded
@@ -105,6 +110,23 @@ export const errorSchema = z.looseObject({
 export const closeSchema = z.looseObject({ sessionId: id, reason: z.string().max(1024).optional() });
 export const truncateSchema = z.looseObject({ sessionId: id, pos: uint });
 
+// kv-transfer: KV hand-over. Every layer of [start,end) is one KV message; the receiver checks
+// model id, range and sizes, imports once all layers arrived, and answers KV_ACK.
+export const kvSchema = z.looseObject({
+  sessionId: id,
+  modelId: id,
+  start: uint,
+  end: uint,
+  /** cached positions */
+  length: uint,
+  /** absolute layer index in [start, end) */
+  layer: uint,
+  /** nKvHeads * headDim */
+  kvDim: uint,
+});
+export const kvAckSchema = z.looseObject({ sessionId: id, length: uint });
+export type KvHeader = z.infer<typeof kvSchema>;
+
 export type OpenHeader = z.infer<typeof openSchema>;
 export type OpenedHeader = z.infer<typeof openedSchema>;
 export type StepHeader = z.infer<typeof stepSchema>;
@@ -119,7 +141,9 @@ export type Message =
   | { type: MsgType.RESULT; header: StepHeader; payload: Uint8Array }
   | { type: MsgType.ERROR; header: ErrorHeader; payload?: Uint8Array }
   | { type: MsgType.CLOSE; header: CloseHeader; payload?: Uint8Array }
-  | { type: MsgType.TRUNCATE; header: TruncateHeader; payload?: Uint8Array };
+  | { type: MsgType.TRUNCATE; header: TruncateHeader; payload?: Uint8Array }
+  | { type: MsgType.KV; header: KvHeader; payload: Uint8Array } // kv-transfer
+  | { type: MsgType.KV_ACK; header: z.infer<typeof kvAckSchema>; payload?: Uint8Array }; // kv-transfer
 
 const SCHEMAS: Record<MsgType, z.ZodType> = {
   [MsgType.OPEN]: openSchema,
@@ -129,6 +153,8 @@ const SCHEMAS: Record<MsgType, z.ZodType> = {
   [MsgType.ERROR]: errorSchema,
   [MsgType.CLOSE]: closeSchema,
   [MsgType.TRUNCATE]: truncateSchema,
+  [MsgType.KV]: kvSchema, // kv-transfer
+  [MsgType.KV_ACK]: kvAckSchema, // kv-transfer
 };
 
 /** A message that framed correctly but is not valid: answer with an error, keep the stream. */

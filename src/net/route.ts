@@ -59,6 +59,8 @@ export class RouteError extends Error {
     readonly peerId?: string,
     /** the remote error code when code is 'remote_error' (or 'deadline') */
     readonly remoteCode?: string,
+    /** kv-transfer: the remote ERROR header (e.g. a 'draining' notice's replacement) */
+    readonly detail?: Record<string, unknown>,
   ) {
     super(message);
     this.name = 'RouteError';
@@ -82,6 +84,10 @@ export interface OpenRouteOptions {
   openTimeoutMs?: number;
   /** how long to wait for a step's result when no deadline is set (default 120 s) */
   stepTimeoutMs?: number;
+  /** kv-transfer: hops start from the KV cache of this session id (their own, or one handed to them) */
+  resumeFrom?: string;
+  /** kv-transfer: nodes a draining hop may hand its sessions to */
+  spares?: Hop[];
 }
 
 // ---- result-stream dispatch: one RESULT_PROTOCOL handler per host, routed by session id ----
@@ -224,6 +230,8 @@ export class RouteStage implements Stage {
           hidden: this.config.dim,
           maxTokens: this.opts.maxTokens ?? Math.min(this.config.contextLength, DEFAULT_MAX_TOKENS),
           ...(this.opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
+          ...(this.opts.resumeFrom !== undefined ? { resumeFrom: this.opts.resumeFrom } : {}), // kv-transfer
+          ...(this.opts.spares?.length ? { spares: this.opts.spares.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })) } : {}), // kv-transfer
         },
       });
       await up;
@@ -374,5 +382,5 @@ export class RouteStage implements Stage {
 
 function toRouteError(h: ErrorHeader): RouteError {
   const code: RouteErrorCode = h.code === 'deadline' ? 'deadline' : h.code === 'unreachable' ? 'unreachable' : h.code === 'timeout' ? 'timeout' : 'remote_error';
-  return new RouteError(`${h.peerId || 'remote'}: ${h.code}: ${h.reason}`, code, h.peerId || undefined, h.code);
+  return new RouteError(`${h.peerId || 'remote'}: ${h.code}: ${h.reason}`, code, h.peerId || undefined, h.code, h); // kv-transfer: + detail
 }

@@ -167,6 +167,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       async stop() {
         if (stopped) return;
         stopped = true;
+        await server.drain().catch((e: Error) => log.warn({ err: e.message }, 'drain failed')); // kv-transfer: hand sessions over first
         clearInterval(timer);
         await server.stop();
         await Promise.race([announcing, new Promise((r) => setTimeout(r, 500))]);

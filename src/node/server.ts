@@ -28,6 +28,9 @@ import { DEFAULT_MAX_TOKENS, type HopTiming } from '../net/route.js';
 import { PerfMeter } from './perf.js';
 import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance: test-only fault hooks
 import { checkCustody, stampStep } from '../control/stamp.js'; // accountability: receipts + custody checks
+import { KV_PROTOCOL, hopSchema, type KvHeader } from '../net/messages.js'; // kv-transfer
+import { findAdverts } from '../net/adverts.js'; // kv-transfer
+import type { SessionState } from '../engine/types.js'; // kv-transfer
 
 export interface NodeServerOptions {
   host: OdsiHost;
@@ -56,7 +59,19 @@ interface Session {
   linkMs: number;
   closed: boolean;
   steps: number;
+  /** kv-transfer: the node is leaving; steps are answered with a 'draining' error */
+  draining?: boolean;
+  /** kv-transfer: where this session's KV cache went */
+  handedTo?: { peerId: string; addrs: string[] };
 }
+
+// kv-transfer: a peer that can take over a session (same layer range)
+interface Spare {
+  peerId: string;
+  addrs: string[];
+}
+/** kv-transfer: an imported session no route claims within this long is freed */
+const IMPORT_TTL_MS = 60_000;
 
 export class NodeServer {
   private sessions = new Map<string, Session>();
@@ -66,6 +81,9 @@ export class NodeServer {
   private readonly idleTimeoutMs: number;
   /** counters for logs/metrics */
   stats = { opened: 0, steps: 0, errors: 0, refused: 0 };
+  // kv-transfer: sessions imported from a draining node, waiting for a route to resume them
+  private imported = new Map<string, NodeJS.Timeout>();
+  private leaving = false;
 
   constructor(private readonly o: NodeServerOptions) {
     this.self = o.host.peerId;
@@ -84,10 +102,14 @@ export class NodeServer {
       maxInboundStreams: MAX_SESSION_STREAMS,
       maxOutboundStreams: MAX_SESSION_STREAMS,
     });
+    await this.o.host.libp2p.handle(KV_PROTOCOL, (stream, conn) => this.onKvStream(stream, conn.remotePeer.toString())); // kv-transfer
   }
 
   async stop(): Promise<void> {
     await this.o.host.libp2p.unhandle(ACT_PROTOCOL).catch(() => {});
+    await this.o.host.libp2p.unhandle(KV_PROTOCOL).catch(() => {}); // kv-transfer
+    for (const t of this.imported.values()) clearTimeout(t); // kv-transfer
+    this.imported.clear(); // kv-transfer
     for (const s of [...this.sessions.values()]) this.teardown(s, 'node stopping', true);
   }
 
@@ -139,6 +161,7 @@ export class NodeServer {
     if (!me || me.peerId !== this.self) return refuse('bad_message', `route[${h.hop}] is not this node (${this.self})`);
     if (me.start !== r.start || me.end !== r.end) return refuse('wrong_layers', `this node serves layers ${r.start}:${r.end}, route asks for ${me.start}:${me.end}`);
     if (h.hidden !== undefined && h.hidden !== this.o.stage.config.dim) return refuse('wrong_model', `hidden size ${h.hidden} ≠ ${this.o.stage.config.dim}`);
+    if (this.leaving) return refuse('busy', `node ${this.self} is leaving`); // kv-transfer
     const old = this.sessions.get(h.sessionId);
     if (old) this.teardown(old, 'session re-opened', true); // failover: the new upstream wins
     const ctx = this.o.stage.config.contextLength;
@@ -158,6 +181,7 @@ export class NodeServer {
       steps: 0,
     };
     this.reservedTokens += want;
+    await this.resume(h); // kv-transfer
     this.sessions.set(s.id, s);
     this.touch(s);
     try {
@@ -229,6 +253,14 @@ export class NodeServer {
 
   private async runStep(s: Session, h: StepHeader, payload: Uint8Array, recvAt: number): Promise<void> {
     if (s.closed) return;
+    if (s.draining) {
+      // kv-transfer: tell the gateway where the session's KV cache went (or that it must replay)
+      this.stats.errors++;
+      const reason = s.handedTo ? `node ${this.self} is leaving; session handed to ${s.handedTo.peerId}` : `node ${this.self} is leaving`;
+      const header = { code: 'draining', reason, peerId: this.self, sessionId: s.id, requestId: h.requestId, hop: s.open.hop, ...(s.handedTo ? { replacement: s.handedTo, resumeFrom: s.id } : {}) };
+      void s.upstream.send({ type: MsgType.ERROR, header } as Message).catch(() => {});
+      return;
+    }
     // fault-tolerance: injected crash/stall/delay (a 'drop' step is never answered)
     const faultCtx = { sessionId: s.id, step: h.step, pos: h.pos, nTokens: h.nTokens };
     if (this.o.faults && (await this.o.faults.beforeStep(faultCtx)) === 'drop') return;
@@ -306,6 +338,165 @@ export class NodeServer {
     } catch (e) {
       const target = s.downstream?.remotePeer;
       fail('unreachable', `send from ${this.self} to ${target} failed: ${(e as Error).message}`);
+    }
+  }
+
+  // ---- kv-transfer: graceful leave ----
+
+  /**
+   * Hand every session's KV cache to a node serving the same layers, then wait (bounded) for
+   * the gateways to move their routes. Each session's step in flight finishes first: the
+   * hand-over is queued behind it on the session's chain; later steps get a 'draining' error
+   * naming the replacement.
+   */
+  async drain(opts: { waitMs?: number } = {}): Promise<void> {
+    if (this.leaving) return;
+    this.leaving = true;
+    const live = [...this.sessions.values()].filter((s) => !s.closed);
+    if (!live.length) return;
+    let adverts: Promise<Spare[]> | undefined;
+    const fromAdverts = () =>
+      (adverts ??= findAdverts(this.o.host, this.o.modelId, { timeoutMs: 2000 }).then(
+        (as) => as.filter((a) => a.start === this.o.stage.range.start && a.end === this.o.stage.range.end && a.peerId !== this.self),
+        () => [],
+      ));
+    await Promise.all(
+      live.map((s) => {
+        const done = s.chain.then(() => this.handOver(s, fromAdverts));
+        s.chain = done;
+        return done;
+      }),
+    );
+    const until = Date.now() + (opts.waitMs ?? 3000);
+    while (Date.now() < until && [...this.sessions.values()].some((s) => s.handedTo && !s.closed)) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  private async handOver(s: Session, fromAdverts: () => Promise<Spare[]>): Promise<void> {
+    if (s.closed) return;
+    try {
+      const st = await this.o.stage.exportSession?.(s.id);
+      if (!st || st.length === 0) return;
+      const r = this.o.stage.range;
+      const given = hopSchema.array().safeParse(s.open.spares);
+      const spares: Spare[] = (given.success ? given.data : []).filter((h) => h.start === r.start && h.end === r.end && h.peerId !== this.self);
+      for (const list of [spares, await fromAdverts()]) {
+        for (const to of list) {
+          try {
+            const t0 = performance.now();
+            await this.sendKv(to, s.id, st);
+            s.handedTo = { peerId: to.peerId, addrs: to.addrs };
+            this.o.log?.info({ session: s.id, to: to.peerId, tokens: st.length, ms: round(performance.now() - t0) }, 'session KV handed over');
+            return;
+          } catch (e) {
+            this.o.log?.warn({ session: s.id, to: to.peerId, err: (e as Error).message }, 'KV hand-over failed');
+          }
+        }
+      }
+    } finally {
+      s.draining = true;
+    }
+  }
+
+  private async sendKv(to: Spare, sessionId: string, st: SessionState): Promise<void> {
+    const signal = AbortSignal.timeout(10_000);
+    await this.o.host.dial(to.peerId, to.addrs, signal);
+    const stream = await this.o.host.libp2p.dialProtocol(peerIdFromString(to.peerId), KV_PROTOCOL, { signal });
+    let settle!: { resolve(): void; reject(e: Error): void };
+    const acked = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+    const ch = new Channel(stream, to.peerId, this.self, {
+      onMessage: (m) => {
+        if (m.type === MsgType.KV_ACK && m.header.length === st.length) settle.resolve();
+        else if (m.type === MsgType.ERROR) settle.reject(new Error(`${m.header.code}: ${m.header.reason}`));
+        else settle.reject(new Error(`unexpected ${MsgType[m.type]} in a KV hand-over`));
+      },
+      onClose: (err) => settle.reject(new Error(`KV stream closed${err ? `: ${err.message}` : ''}`)),
+    });
+    const timer = setTimeout(() => settle.reject(new Error('no KV_ACK within 10 s')), 10_000);
+    try {
+      const r = this.o.stage.range;
+      const kvDim = this.o.stage.config.nKvHeads * this.o.stage.config.headDim;
+      for (let i = 0; i < st.layers.length; i++) {
+        const l = st.layers[i]!;
+        const payload = new Uint8Array(2 * l.k.byteLength);
+        payload.set(encodeTensor(l.k, 'f32'));
+        payload.set(encodeTensor(l.v, 'f32'), l.k.byteLength);
+        // encodeMessage splits the payload into ≤1 MB frames
+        await ch.send({ type: MsgType.KV, header: { sessionId, modelId: this.o.modelId, start: r.start, end: r.end, length: st.length, layer: r.start + i, kvDim }, payload });
+      }
+      await acked;
+    } finally {
+      clearTimeout(timer);
+      void ch.close();
+    }
+  }
+
+  /** Receive one session's KV cache from a draining node; check it fits this node, import it. */
+  private onKvStream(stream: Stream, remote: string): void {
+    const layers = new Map<number, { k: Float32Array; v: Float32Array }>();
+    let first: KvHeader | undefined;
+    const stage = this.o.stage;
+    const r = stage.range;
+    const kvDim = stage.config.nKvHeads * stage.config.headDim;
+    const ch: Channel = new Channel(stream, remote, this.self, {
+      onMessage: async (m) => {
+        if (m.type !== MsgType.KV) return void ch.sendError('bad_message', `expected KV, got ${MsgType[m.type]}`);
+        const h = m.header;
+        const bad = (code: ErrorCode, reason: string) => void ch.sendError(code, reason, { sessionId: h.sessionId }).then(() => ch.close());
+        if (h.modelId !== this.o.modelId) return bad('wrong_model', `this node serves model ${this.o.modelId}, not ${h.modelId}`);
+        if (h.start !== r.start || h.end !== r.end) return bad('wrong_layers', `this node serves layers ${r.start}:${r.end}, KV is for ${h.start}:${h.end}`);
+        if (h.kvDim !== kvDim || h.layer < r.start || h.layer >= r.end) return bad('bad_message', `KV layer ${h.layer} × ${h.kvDim} does not fit layers ${r.start}:${r.end} × ${kvDim}`);
+        if (first && (h.sessionId !== first.sessionId || h.length !== first.length)) return bad('bad_message', 'KV messages of one stream must be for one session and length');
+        if (!stage.importSession) return bad('engine', `engine ${stage.profile} cannot import KV caches`);
+        if (this.sessions.has(h.sessionId)) return bad('bad_message', `session ${h.sessionId} is already open here`);
+        if (this.leaving) return bad('busy', `node ${this.self} is leaving`);
+        if (h.length > this.freeKvTokens) return bad('busy', `KV memory full: ${this.freeKvTokens} tokens free, session has ${h.length}`);
+        first ??= h;
+        const n = h.length * kvDim;
+        let kv: Float32Array;
+        try {
+          kv = decodeTensor(m.payload, 'f32', 2 * n);
+        } catch (e) {
+          return bad('bad_message', (e as Error).message);
+        }
+        layers.set(h.layer, { k: kv.subarray(0, n), v: kv.subarray(n) });
+        if (layers.size < r.end - r.start) return;
+        try {
+          await stage.importSession(h.sessionId, { length: h.length, layers: [...layers.keys()].sort((a, b) => a - b).map((l) => layers.get(l)!) });
+        } catch (e) {
+          return bad('engine', (e as Error).message);
+        }
+        const old = this.imported.get(h.sessionId);
+        if (old) clearTimeout(old);
+        const t = setTimeout(() => {
+          this.imported.delete(h.sessionId);
+          if (!this.sessions.has(h.sessionId)) stage.closeSession(h.sessionId);
+        }, IMPORT_TTL_MS);
+        t.unref?.();
+        this.imported.set(h.sessionId, t);
+        this.o.log?.info({ session: h.sessionId, from: remote, tokens: h.length }, 'session KV imported');
+        void ch.send({ type: MsgType.KV_ACK, header: { sessionId: h.sessionId, length: h.length } }).catch(() => {});
+      },
+    });
+  }
+
+  /** An OPEN naming `resumeFrom`: start the new session from that session's KV cache. */
+  private async resume(h: OpenHeader): Promise<void> {
+    const from = h.resumeFrom;
+    if (typeof from !== 'string' || from === h.sessionId) return;
+    const stage = this.o.stage;
+    try {
+      const st = await stage.exportSession?.(from);
+      if (st && stage.importSession) await stage.importSession(h.sessionId, st);
+    } catch (e) {
+      // the route then finds the session short and falls back to a replay
+      this.o.log?.warn({ session: h.sessionId, from, err: (e as Error).message }, 'cannot resume session');
+    }
+    const t = this.imported.get(from);
+    if (t !== undefined) {
+      // a hand-over copy is used once: the resumed session owns the cache now
+      clearTimeout(t);
+      this.imported.delete(from);
+      if (!this.sessions.has(from)) stage.closeSession(from);
     }
   }
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ropeInvFreq } from '../../model/rope.js';
 import { ModelFormatError, layerTensorNames, tensorNames as tn, type ModelConfig, type WeightSource } from '../../model/types.js';
-import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from '../types.js';
+import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + SessionState
 import type { AttentionPath } from './graph.js';
 import type { LoadInfo, LoadSpec, StepOut } from './runner.js';
 import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
@@ -216,6 +216,19 @@ class OrtStageImpl implements OrtStage {
   closeSession(sessionId: string): void {
     if (!this.lengths.delete(sessionId) || this.disposed) return;
     this.w.call({ type: 'close', id: 0, sessionId }).catch(() => {});
+  }
+
+  // kv-transfer: the cache lives in the worker; copies travel by structured clone
+  async exportSession(sessionId: string): Promise<SessionState | undefined> {
+    if (this.disposed || !this.lengths.has(sessionId)) return undefined;
+    return ((await this.w.call({ type: 'export', id: 0, sessionId })) as SessionState | null) ?? undefined;
+  }
+
+  // kv-transfer
+  async importSession(sessionId: string, state: SessionState): Promise<void> {
+    if (this.disposed) throw new EngineError('stage is disposed', 'internal');
+    await this.w.call({ type: 'import', id: 0, sessionId, state });
+    this.lengths.set(sessionId, state.length);
   }
 
   async dispose(): Promise<void> {

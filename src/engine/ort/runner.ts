@@ -9,7 +9,7 @@ import ort from 'onnxruntime-node';
 import { openModel } from '../../model/load.js';
 import { dequantize } from '../../model/quant.js';
 import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
-import type { StageRange } from '../types.js';
+import { EngineError, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + EngineError, SessionState
 import { buildStageGraph, type AttentionPath, type LayerWeightsIn } from './graph.js';
 import { concatRows, prepareLinear, type LinearWeight, type RawTensor, type WeightMode } from './weights.js';
 
@@ -292,6 +292,56 @@ export class OrtRunner {
       k: Array.from({ length: this.nLayers }, empty),
       v: Array.from({ length: this.nLayers }, empty),
     };
+  }
+
+  // kv-transfer: a session's cache as [length, KVH*D] rows per layer (std path only)
+  exportSession(id: string): SessionState | undefined {
+    const kv = this.sessions.get(id);
+    if (!kv) return undefined;
+    if (kv.kind !== 'std') throw new EngineError('KV export is implemented for the std attention path only', 'bad_input');
+    const { nKvHeads: KVH, headDim: D } = this.spec.config;
+    const C = kv.cap;
+    const n = kv.length;
+    const layers: SessionState['layers'] = [];
+    for (let l = 0; l < this.nLayers; l++) {
+      const k = new Float32Array(n * KVH * D);
+      const v = new Float32Array(n * KVH * D);
+      const sk = kv.k[l]!;
+      const sv = kv.v[l]!;
+      for (let p = 0; p < n; p++)
+        for (let h = 0; h < KVH; h++) {
+          const dst = (p * KVH + h) * D;
+          v.set(sv.subarray((h * C + p) * D, (h * C + p + 1) * D), dst);
+          for (let d = 0; d < D; d++) k[dst + d] = sk[(h * D + d) * C + p]!;
+        }
+      layers.push({ k, v });
+    }
+    return { length: n, layers };
+  }
+
+  // kv-transfer
+  importSession(id: string, st: SessionState): void {
+    if (this.spec.path === 'gqa') throw new EngineError('KV import is implemented for the std attention path only', 'bad_input');
+    const { nKvHeads: KVH, headDim: D } = this.spec.config;
+    const n = st.length;
+    if (st.layers.length !== this.nLayers) throw new EngineError(`KV state has ${st.layers.length} layers, this stage has ${this.nLayers}`, 'bad_input');
+    if (n > this.spec.maxContext) throw new EngineError(`KV state of ${n} tokens exceeds the maximum context ${this.spec.maxContext}`, 'capacity');
+    for (const l of st.layers) if (l.k.length !== n * KVH * D || l.v.length !== n * KVH * D) throw new EngineError(`KV layer size ${l.k.length} ≠ ${n} × ${KVH * D}`, 'bad_input');
+    const C = Math.min(this.spec.maxContext, Math.max(STD_CHUNK, Math.ceil(n / STD_CHUNK) * STD_CHUNK));
+    const kv: StdKv = { kind: 'std', length: n, cap: C, k: [], v: [] };
+    for (const { k: sk, v: sv } of st.layers) {
+      const k = new Float32Array(KVH * D * C);
+      const v = new Float32Array(KVH * C * D);
+      for (let p = 0; p < n; p++)
+        for (let h = 0; h < KVH; h++) {
+          const src = (p * KVH + h) * D;
+          v.set(sv.subarray(src, src + D), (h * C + p) * D);
+          for (let d = 0; d < D; d++) k[(h * D + d) * C + p] = sk[src + d]!;
+        }
+      kv.k.push(k);
+      kv.v.push(v);
+    }
+    this.sessions.set(id, kv);
   }
 
   private truncate(kv: Kv, n: number): void {

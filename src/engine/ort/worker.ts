@@ -4,11 +4,14 @@
 
 import { parentPort } from 'node:worker_threads';
 import { OrtRunner, type LoadSpec, type StepIn } from './runner.js';
+import type { SessionState } from '../types.js'; // kv-transfer
 
 export type WorkerRequest =
   | { type: 'load'; id: number; spec: LoadSpec }
   | { type: 'step'; id: number; input: StepIn }
   | { type: 'close'; id: number; sessionId: string }
+  | { type: 'export'; id: number; sessionId: string } // kv-transfer
+  | { type: 'import'; id: number; sessionId: string; state: SessionState } // kv-transfer
   | { type: 'dispose'; id: number };
 
 export type WorkerReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; message: string; code?: string };
@@ -42,6 +45,15 @@ async function handle(req: WorkerRequest): Promise<void> {
       }
       case 'close':
         runner?.closeSession(req.sessionId);
+        port!.postMessage({ id: req.id, ok: true, value: null } satisfies WorkerReply);
+        return;
+      // kv-transfer: session KV caches out of / into the worker
+      case 'export':
+        port!.postMessage({ id: req.id, ok: true, value: runner?.exportSession(req.sessionId) ?? null } satisfies WorkerReply);
+        return;
+      case 'import':
+        if (!runner) throw new Error('stage not loaded');
+        runner.importSession(req.sessionId, req.state);
         port!.postMessage({ id: req.id, ok: true, value: null } satisfies WorkerReply);
         return;
       case 'dispose':
