@@ -532,7 +532,7 @@ export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<
 }
 
 /** kv-transfer: for each hop, other nodes with exactly its layers (where a draining hop may hand its sessions) */
-function spareHops(planner: RoutePlanner, hops: readonly Hop[], avoid: ReadonlySet<string>): Hop[] {
+export function spareHops(planner: RoutePlanner, hops: readonly Hop[], avoid: ReadonlySet<string>): Hop[] {
   const out = new Map<string, Hop>();
   for (const h of hops) {
     try {

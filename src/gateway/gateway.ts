@@ -20,7 +20,7 @@ import { PipelineBackend, type RequestPipeline } from './pipeline-backend.js';
 import { NoRouteError, selectRoute, type Route, type RouteCandidate } from './router.js';
 import { TimedStage } from './timed.js';
 import { FaultLog } from '../fault/events.js'; // fault-tolerance
-import { ResilientRoute } from '../fault/resilient-route.js'; // fault-tolerance
+import { ResilientRoute, spareHops } from '../fault/resilient-route.js'; // fault-tolerance
 import { enableAccountability } from '../control/verify-route.js'; // accountability
 
 export interface GatewayOptions {
@@ -300,6 +300,8 @@ export class Gateway extends PipelineBackend {
           sessionId: attempt === 0 ? sessionId : `${sessionId}.${attempt}`,
           deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
           maxTokens: need,
+          // same-range nodes a draining hop may hand its KV cache to (no replay)
+          spares: spareHops(this, route.hops, tried),
         });
       } catch (e) {
         lastErr = e;
