@@ -2,12 +2,10 @@
 // benchmark). A node keeps its identity file and TCP port across restarts, so a restarted
 // node is the same peer at the same address, as after a real reboot.
 
+import { killOnExit, odsiBin } from '../util/children.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 
 export interface NodeProcessOptions {
   model: string;
@@ -50,31 +48,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-function binPath(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../../..', '../..']) {
-    const p = resolve(here, up, 'bin/odsi.js');
-    if (existsSync(p)) return p;
-  }
-  throw new Error('cannot find bin/odsi.js next to this build');
-}
-
-const live = new Set<ChildProcess>();
-let hooked = false;
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.on('exit', () => {
-    for (const p of live) {
-      try {
-        p.kill('SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  });
-}
-
 export class NodeProcess {
   private proc?: ChildProcess;
   private exited?: Promise<void>;
@@ -87,7 +60,6 @@ export class NodeProcess {
   ) {}
 
   static async start(o: NodeProcessOptions): Promise<NodeProcess> {
-    hookExit();
     const n = new NodeProcess(o, o.port ?? (await freePort()));
     await n.spawn(o.faults);
     return n;
@@ -120,7 +92,7 @@ export class NodeProcess {
   private spawn(faults: string[] | undefined): Promise<void> {
     const o = this.o;
     const args = [
-      binPath(),
+      odsiBin(),
       'node',
       '--model',
       o.model,
@@ -146,10 +118,9 @@ export class NodeProcess {
     const env = { ...process.env, ...(faults?.length ? { ODSI_ALLOW_FAULTS: '1' } : {}) };
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     this.proc = proc;
-    live.add(proc);
+    killOnExit(proc);
     this.exited = new Promise<void>((r) =>
       proc.once('exit', () => {
-        live.delete(proc);
         r();
       }),
     );

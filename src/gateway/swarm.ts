@@ -2,11 +2,9 @@
 // bootstrap of the others. Every child is killed on stop(), on process exit and when a start
 // fails, so nothing is left running.
 
+import { killOnExit, odsiBin } from '../util/children.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 export interface SwarmNodeInfo {
   peerId: string;
@@ -46,32 +44,7 @@ interface Child {
   stderrTail: string[];
 }
 
-/** bin/odsi.js of this checkout (dist/src/gateway → repo root) */
-export function odsiBin(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../../..', '../..']) {
-    const p = resolve(here, up, 'bin/odsi.js');
-    if (existsSync(p)) return p;
-  }
-  throw new Error('cannot find bin/odsi.js next to this build');
-}
-
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // last line of defence: whatever way this process ends, its nodes end with it
-  process.on('exit', () => {
-    for (const p of live) {
-      try {
-        p.kill('SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-  });
-}
+export { odsiBin };
 
 export class LocalSwarm {
   private children: Child[] = [];
@@ -90,7 +63,6 @@ export class LocalSwarm {
 
   static async start(opts: LocalSwarmOptions): Promise<LocalSwarm> {
     if (!opts.ranges.length) throw new Error('a swarm needs at least one node');
-    installExitHook();
     const s = new LocalSwarm(opts);
     try {
       await s.spawnNode(opts.ranges[0]!, [], 0);
@@ -128,7 +100,7 @@ export class LocalSwarm {
     // ODSI_SWARM_STDERR=1 shows the nodes' logs (debugging tests and the demo)
     const inherit = o.inheritStderr ?? !!process.env.ODSI_SWARM_STDERR;
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', inherit ? 'inherit' : 'pipe'] });
-    live.add(proc);
+    killOnExit(proc);
     const child: Child = { proc, stderrTail: [] };
     this.children.push(child);
     if (proc.stderr) {
@@ -173,7 +145,6 @@ export class LocalSwarm {
       });
       proc.once('error', (e) => fail(new Error(`${label} could not start: ${e.message}`)));
       proc.once('exit', (code, sig) => {
-        live.delete(proc);
         // give the stderr reader a moment to collect the reason
         setTimeout(() => fail(new Error(`${label} exited (${sig ?? `code ${code}`}) before it was ready${tail()}`)), 50);
       });
@@ -196,7 +167,6 @@ export class LocalSwarm {
 
 async function killAndWait(proc: ChildProcess, signal: NodeJS.Signals, graceMs: number): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) {
-    live.delete(proc);
     return;
   }
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
@@ -214,5 +184,4 @@ async function killAndWait(proc: ChildProcess, signal: NodeJS.Signals, graceMs: 
   }, graceMs);
   await exited;
   clearTimeout(timer);
-  live.delete(proc);
 }
