@@ -5,18 +5,7 @@
 
 import type { Stage, StageInput, StageOutput } from '../engine/types.js';
 import type { TimelineHop } from '../api/backend.js';
-
-/** Per-hop timings a remote route stage reports (net/route HopTiming). */
-export interface HopTimingLike {
-  peerId: string;
-  start: number;
-  end: number;
-  queueMs: number;
-  computeMs: number;
-  sendMs: number;
-  budgetInMs: number;
-  slackMs: number;
-}
+import type { HopTiming } from '../net/route.js';
 
 export class TimedStage implements Stage {
   lastComputeMs = 0;
@@ -58,7 +47,7 @@ export class TimedStage implements Stage {
 
   /** this stage's share of the last step */
   hops(): TimelineHop[] {
-    const remote = (this.inner as { lastTimeline?: HopTimingLike[] }).lastTimeline;
+    const remote = (this.inner as { lastTimeline?: HopTiming[] }).lastTimeline;
     if (Array.isArray(remote) && remote.length) {
       return remote.map((h) => ({
         node: h.peerId,
