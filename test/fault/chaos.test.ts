@@ -12,19 +12,12 @@
 //    bypassed, with the golden output.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createStage } from '../../src/engine/create.js';
 import { generate } from '../../src/engine/generate.js';
 import type { Stage } from '../../src/engine/types.js';
-import { generateIdentity } from '../../src/identity/identity.js';
-import { openModel } from '../../src/model/load.js';
-import { modelIdentity } from '../../src/model/identity.js';
 import type { WeightSource } from '../../src/model/types.js';
-import { createHost, type OdsiHost } from '../../src/net/host.js';
+import type { OdsiHost } from '../../src/net/host.js';
 import { mulberry32, type RouteCandidate } from '../../src/gateway/router.js';
-import { createTokenizer } from '../../src/tokenizer/index.js';
 import type { Tokenizer } from '../../src/tokenizer/types.js';
 import { BanList } from '../../src/fault/bans.js';
 import type { FailureEvent, FaultEvent, RerouteEvent } from '../../src/fault/events.js';
@@ -32,6 +25,7 @@ import { StaticPlanner } from '../../src/fault/planner.js';
 import { NodeProcess } from '../../src/fault/procs.js';
 import { openResilientRoute } from '../../src/fault/resilient-route.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 
 const RANGES: [number, number][] = [
   [0, 2],
@@ -44,6 +38,7 @@ const RANGES: [number, number][] = [
 const RUNS = Number(process.env.ODSI_CHAOS_RUNS ?? 20); // ≥ 20 in CI; override for debugging
 const GRACE_MS = 1000; // ResilientRoute's default grace
 
+let side: GatewaySide | undefined;
 let dir = '';
 let modelId = '';
 let src: WeightSource | undefined;
@@ -55,13 +50,8 @@ const nodes: NodeProcess[] = [];
 
 before(
   async () => {
-    dir = mkdtempSync(join(tmpdir(), 'odsi-chaos-'));
-    src = openModel(STORIES_GGUF);
-    modelId = modelIdentity(src).modelId;
-    tokenizer = createTokenizer(src.tokenizer!);
-    embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
-    head = await createStage('reference', src, { start: 5, end: 5, embed: false, head: true });
-    host = await createHost({ identity: generateIdentity() });
+    side = await openGatewaySide('odsi-chaos-');
+    ({ dir, src, modelId, tokenizer, embed, head, host } = side);
     // nodes need no discovery here: no bootstrap, adverts rarely
     const started = await Promise.all(
       RANGES.map((range, i) =>
@@ -76,11 +66,7 @@ before(
 
 after(async () => {
   await Promise.all(nodes.map((n) => n.kill('SIGTERM').catch(() => undefined)));
-  await host?.stop().catch(() => undefined);
-  await embed?.dispose();
-  await head?.dispose();
-  src?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await side?.close();
 });
 
 const med = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1];

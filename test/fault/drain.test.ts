@@ -5,26 +5,22 @@
 // without replaying anything. The output must equal the golden greedy tokens.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createStage } from '../../src/engine/create.js';
 import { generate } from '../../src/engine/generate.js';
 import type { Stage } from '../../src/engine/types.js';
-import { generateIdentity } from '../../src/identity/identity.js';
-import { openModel } from '../../src/model/load.js';
-import { modelIdentity } from '../../src/model/identity.js';
 import type { WeightSource } from '../../src/model/types.js';
-import { createHost, type OdsiHost } from '../../src/net/host.js';
+import type { OdsiHost } from '../../src/net/host.js';
 import type { RouteCandidate } from '../../src/gateway/router.js';
-import { createTokenizer } from '../../src/tokenizer/index.js';
 import type { Tokenizer } from '../../src/tokenizer/types.js';
 import type { FaultEvent, RerouteEvent } from '../../src/fault/events.js';
 import { StaticPlanner } from '../../src/fault/planner.js';
 import { NodeProcess } from '../../src/fault/procs.js';
 import { openResilientRoute } from '../../src/fault/resilient-route.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 
+let side: GatewaySide | undefined;
 let dir = '';
 let modelId = '';
 let src: WeightSource | undefined;
@@ -36,13 +32,8 @@ const nodes: NodeProcess[] = [];
 
 before(
   async () => {
-    dir = mkdtempSync(join(tmpdir(), 'odsi-drain-'));
-    src = openModel(STORIES_GGUF);
-    modelId = modelIdentity(src).modelId;
-    tokenizer = createTokenizer(src.tokenizer!);
-    embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
-    head = await createStage('reference', src, { start: 5, end: 5, embed: false, head: true });
-    host = await createHost({ identity: generateIdentity() });
+    side = await openGatewaySide('odsi-drain-');
+    ({ dir, src, modelId, tokenizer, embed, head, host } = side);
     const ranges: [number, number][] = [
       [0, 2],
       [2, 5],
@@ -62,11 +53,7 @@ before(
 
 after(async () => {
   await Promise.all(nodes.map((n) => n.kill('SIGKILL').catch(() => undefined)));
-  await host?.stop().catch(() => undefined);
-  await embed?.dispose();
-  await head?.dispose();
-  src?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await side?.close();
 });
 
 for (const kind of ['reference', 'ort'] as const) {
