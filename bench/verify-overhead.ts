@@ -1,11 +1,14 @@
 // What accountability costs on the token path, side by side in one run: two identical swarms
-// of `odsi node` processes (stories260K, nodes [0,2) and [2,5)), one with receipts signed and
-// checked per step per hop plus selective redundancy at a 2% audit rate, one with all of it
-// off (ODSI_ACCOUNTABILITY=0 on the nodes, no accountant at the gateway). Greedy generations
-// alternate between the two so load drift hits both alike. Also reports the bytes per token
-// the receipt chains add on the links, and the in-process cost of one signature / check.
+// of `odsi node` processes (stories260K, nodes [0,2) and [2,5)), one with commitments and
+// receipts signed and checked per step per hop plus selective redundancy at a 2% audit rate,
+// one with all of it off (ODSI_ACCOUNTABILITY=0 on the nodes, no accountant at the gateway).
+// The 'on' swarm also has --auditors spare nodes per range (default 1) that re-execute the
+// audited steps, as another operator's node would; with --auditors 0 the gateway's referee
+// does. Greedy generations alternate between the two so load drift hits both alike. Also
+// reports the bytes per token the receipt chains add on the links, and the in-process cost
+// of one signature / check.
 //
-//   node --import ./dist/src/util/polyfill.js dist/bench/verify-overhead.js [--rounds 6] [--tokens 48] [--rate 0.02] [--shape smollm2-135m]
+//   node --import ./dist/src/util/polyfill.js dist/bench/verify-overhead.js [--rounds 6] [--tokens 48] [--rate 0.02] [--shape smollm2-135m] [--auditors 1]
 //
 // --shape runs a synthetic f32 model of that shape (src/model/synth.ts, cached under bench/tmp/)
 // split in two halves, where per-token compute is realistic rather than ~1 ms.
@@ -45,6 +48,7 @@ const ROUNDS = Number(arg('rounds', '6'));
 const TOKENS = Number(arg('tokens', '48'));
 const RATE = Number(arg('rate', '0.02'));
 const SHAPE = arg('shape', '');
+const AUDITORS = Number(arg('auditors', '1'));
 const OUT = resolve(arg('out', join(REPO, `bench/results/verify-overhead${SHAPE ? `-${SHAPE}` : ''}.json`)));
 
 /** the model file: stories260K, or a cached synthetic model of --shape */
@@ -70,7 +74,15 @@ async function main(): Promise<void> {
   const MODEL = await modelPath();
   const src = openModel(MODEL);
   const L = src.config.nLayers;
-  const RANGES: [number, number][] = SHAPE ? [[0, L >> 1], [L >> 1, L]] : [[0, 2], [2, 5]];
+  const RANGES: [number, number][] = SHAPE
+    ? [
+        [0, L >> 1],
+        [L >> 1, L],
+      ]
+    : [
+        [0, 2],
+        [2, 5],
+      ];
   const modelId = modelIdentity(src).modelId;
   const tokenizer = createTokenizer(src.tokenizer!);
   const embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
@@ -81,15 +93,43 @@ async function main(): Promise<void> {
     const swarm = async (tag: string, on: boolean) => {
       process.env.ODSI_ACCOUNTABILITY = on ? '1' : '0'; // children inherit it at spawn
       const ns = await Promise.all(
-        RANGES.map((range, i) => NodeProcess.start({ model: MODEL, range, identityFile: join(dir, `${tag}${i}.key`), modelId, announceIntervalMs: 600_000 })),
+        RANGES.map((range, i) =>
+          NodeProcess.start({ model: MODEL, range, identityFile: join(dir, `${tag}${i}.key`), modelId, announceIntervalMs: 600_000 }),
+        ),
       );
       nodes.push(...ns);
+      // spare nodes of the same ranges re-execute audits (not on any route)
+      const spares = on
+        ? await Promise.all(
+            RANGES.flatMap((range, i) =>
+              Array.from({ length: AUDITORS }, (_, j) =>
+                NodeProcess.start({
+                  model: MODEL,
+                  range,
+                  identityFile: join(dir, `aud${i}-${j}.key`),
+                  modelId,
+                  announceIntervalMs: 600_000,
+                }),
+              ),
+            ),
+          )
+        : [];
+      nodes.push(...spares);
       const host = await createHost({ identity: generateIdentity() });
       hosts.push(host);
-      const acct = on ? enableAccountability(host, { src, auditRate: RATE }) : undefined;
+      const auditors = spares.map((n) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end }));
+      const acct = on ? enableAccountability(host, { src, auditRate: RATE, modelId, auditors: () => auditors }) : undefined;
       if (on && !acct) throw new Error('accountability did not turn on');
       const planner = new StaticPlanner(
-        ns.map((n) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end, msPerToken: 1, load: 0, freeKvTokens: 1e6 })),
+        ns.map((n) => ({
+          peerId: n.peerId,
+          addrs: n.info.addrs,
+          start: n.info.start,
+          end: n.info.end,
+          msPerToken: 1,
+          load: 0,
+          freeKvTokens: 1e6,
+        })),
         src.config.nLayers,
       );
       return { host, acct, planner };
@@ -100,9 +140,17 @@ async function main(): Promise<void> {
     const prompt = tokenizer.encode('Once upon a time, there was a little', { addBos: true });
     const run = async (s: { host: OdsiHost; planner: StaticPlanner }, id: string) => {
       const bans = new BanList();
-      const route = await openResilientRoute({ host: s.host, modelId, config: src.config, sessionId: id, planner: s.planner, bans, maxTokens: 512,
+      const route = await openResilientRoute({
+        host: s.host,
+        modelId,
+        config: src.config,
+        sessionId: id,
+        planner: s.planner,
+        bans,
+        maxTokens: 512,
         // a bigger model's prefill on this loaded VM takes seconds: do not mistake it for a dead node
-        ...(SHAPE ? { graceMs: 10_000, minStepMs: 30_000 } : {}) });
+        ...(SHAPE ? { graceMs: 10_000, minStepMs: 30_000 } : {}),
+      });
       try {
         const r = await generate([embed, route, head], tokenizer, prompt, { maxTokens: TOKENS, sampling: { temperature: 0 } });
         return { tokensPerS: r.timings.tokensPerS, tokens: r.tokens };
@@ -177,7 +225,12 @@ async function main(): Promise<void> {
     const result = {
       bench: 'verify-overhead',
       date: new Date().toISOString(),
-      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, loadavg: loadavg().map(r3), note: 'shared 2-core VM, heavily loaded by other jobs' },
+      machine: {
+        cpus: cpus().length,
+        cpuModel: cpus()[0]?.model,
+        loadavg: loadavg().map(r3),
+        note: 'shared 2-core VM, heavily loaded by other jobs',
+      },
       model: SHAPE
         ? `synthetic ${SHAPE} (${L} layers, dim ${src.config.dim}, f32), reference engine`
         : 'stories260K (5 layers, dim 64, f32), reference engine',
@@ -202,6 +255,11 @@ async function main(): Promise<void> {
         checkMsPerStep: r3((acct.stats.checkMs - s0.checkMs) / Math.max(1, steps)),
         verifyMsPerStep: r3((acct.stats.verifyMs - s0.verifyMs) / Math.max(1, steps)),
         auditMsPerAudit: r3((acct.stats.auditMs - s0.auditMs) / Math.max(1, acct.stats.audited - s0.audited)),
+        backgroundAudits: acct.stats.backgroundAudits - s0.backgroundAudits,
+        peerAudits: acct.stats.peerAudits - s0.peerAudits,
+        auditsSkipped: acct.stats.auditsSkipped - s0.auditsSkipped,
+        incompleteAudits: acct.stats.incompleteAudits - s0.incompleteAudits,
+        auditorNodesPerRange: AUDITORS,
         backgroundFailures: acct.stats.backgroundFailures,
       },
       unitCostsInProcess: {

@@ -24,6 +24,8 @@ export interface CommittedData {
   /** output bytes the node shows for the last step, and the receipt it signs them with */
   output: { dtype: Dtype; bytes: Uint8Array };
   receipt: unknown;
+  /** the ExecutionCommitment the receipt cites (signed before compute); absent if the node kept none. Check with custody.checkCommitment. */
+  commitment?: unknown;
 }
 
 export class AuditFetchError extends Error {
@@ -63,7 +65,7 @@ export async function fetchCommitted(
     } catch (e) {
       throw new AuditFetchError(`audit of ${peer.peerId}: ${(e as Error).message}`, false);
     }
-    const h = msg.header as { ok?: boolean; reason?: string; steps?: unknown; output?: { dtype?: string; bytes?: number }; receipt?: unknown };
+    const h = msg.header as { ok?: boolean; reason?: string; steps?: unknown; output?: { dtype?: string; bytes?: number }; receipt?: unknown; commitment?: unknown };
     if (h.ok !== true) throw new AuditFetchError(`${peer.peerId} refused the audit: ${String(h.reason ?? 'no reason')}`, true);
     if (!Array.isArray(h.steps) || !h.output || !DTYPES.has(String(h.output.dtype)) || !Number.isSafeInteger(h.output.bytes))
       throw new AuditFetchError(`${peer.peerId} sent a malformed audit reply`, true);
@@ -78,7 +80,10 @@ export async function fetchCommitted(
     }
     const ob = h.output.bytes!;
     if (off + ob !== msg.payload.length) throw new AuditFetchError(`${peer.peerId} sent ${msg.payload.length} payload bytes, header says ${off + ob}`, true);
-    return { steps, output: { dtype: h.output.dtype as Dtype, bytes: msg.payload.subarray(off, off + ob) }, receipt: h.receipt };
+    return { steps, output: { dtype: h.output.dtype as Dtype, bytes: msg.payload.subarray(off, off + ob) },
+      receipt: h.receipt,
+      ...(h.commitment !== undefined ? { commitment: h.commitment } : {}),
+    };
   } finally {
     void stream.close({ signal: AbortSignal.timeout(2000) }).catch(() => undefined);
   }

@@ -3,7 +3,7 @@
 // signed output hash (handoff); over time, each signer's receipts in a session form a hash
 // chain with strictly increasing steps (no forks, no replays).
 
-import { ZERO_HASH, type ExecutionCommitment, type ExecutionReceipt, type Hex, type OdsiDomain } from './eip712.js';
+import { COMMITMENT_FIELDS, ZERO_HASH, type ExecutionCommitment, type ExecutionReceipt, type Hex, type OdsiDomain } from './eip712.js';
 import { checkSigned, type SignedCommitment, type SignedReceipt } from './receipts.js';
 
 export type CustodyCode =
@@ -87,19 +87,43 @@ export function checkHandoff(upstream: SignedReceipt, downstream: SignedReceipt 
     );
 }
 
-/** Checks a receipt against the commitment it cites (same signer and slot, commitmentHash link). */
-export function checkCommitment(commitment: SignedCommitment, receipt: SignedReceipt, domain: OdsiDomain): void {
-  const cHash = requireValidCommitment(commitment, domain);
+/**
+ * Checks a receipt against the commitment a node shows for it (e.g. in an audit reply): the
+ * commitment is well formed and validly signed, by the receipt's signer, every committed
+ * field (slot, layers, model, profile, input hash, budget) equals the receipt's, and the
+ * receipt's commitmentHash is that commitment's digest (a zero commitmentHash cites none).
+ * `commitment` is untrusted input. Throws CustodyError: malformed | bad_signature (the
+ * commitment itself) or commitment_mismatch (the pair), blaming the receipt's signer.
+ */
+export function checkCommitment(commitment: unknown, receipt: SignedReceipt, domain: OdsiDomain): void {
+  const v = checkSigned('ExecutionCommitment', commitment, domain);
+  if (!v.ok) throw new CustodyError(v.malformed ? 'malformed' : 'bad_signature', `commitment: ${v.reason}`);
+  const cHash = v.digest;
   requireValidReceipt(receipt, domain);
-  const c = commitment.record;
+  const c = (commitment as SignedCommitment).record;
   const r = receipt.record;
-  for (const k of ['requestId', 'sessionId', 'modelId', 'inputHash', 'signer'] as const)
-    if (!eqHex(c[k], r[k]))
-      throw new CustodyError('commitment_mismatch', `receipt ${k} ${short(r[k])} ≠ commitment ${short(c[k])}`, r.signer);
-  for (const k of ['step', 'pos', 'nTokens', 'layerStart', 'layerEnd', 'budgetUs', 'profile'] as const)
-    if (c[k] !== r[k]) throw new CustodyError('commitment_mismatch', `receipt ${k} ${String(r[k])} ≠ commitment ${String(c[k])}`, r.signer);
+  if (!eqHex(c.signer, r.signer))
+    throw new CustodyError('commitment_mismatch', `commitment is signed by ${c.signer}, the receipt by ${r.signer}`, r.signer);
+  for (const { name: k, type } of COMMITMENT_FIELDS) {
+    if (k === 'signer') continue;
+    const same = type === 'bytes32' ? eqHex(c[k] as string, r[k] as string) : c[k] === r[k];
+    if (!same) {
+      const show = (x: unknown) => (type === 'bytes32' ? short(String(x)) : JSON.stringify(x));
+      throw new CustodyError('commitment_mismatch', `receipt ${k} ${show(r[k])} ≠ committed ${k} ${show(c[k])}`, r.signer);
+    }
+  }
+  if (eqHex(r.commitmentHash, ZERO_HASH))
+    throw new CustodyError(
+      'commitment_mismatch',
+      `receipt cites no commitment (commitmentHash = 0), but commitment ${short(cHash)} was shown for it`,
+      r.signer,
+    );
   if (!eqHex(r.commitmentHash, cHash))
-    throw new CustodyError('commitment_mismatch', `receipt cites commitment ${short(r.commitmentHash)}, actual ${short(cHash)}`, r.signer);
+    throw new CustodyError(
+      'commitment_mismatch',
+      `receipt cites commitment ${short(r.commitmentHash)}, the one shown is ${short(cHash)}`,
+      r.signer,
+    );
 }
 
 /**

@@ -4,9 +4,9 @@
 
 import { createHash } from 'node:crypto';
 import { endianness } from 'node:os';
-import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { addressFromPublicKey, type Identity } from '../identity/identity.js';
+import { ecdsa, isHighS } from './ecdsa.js';
 import {
   assertWellFormed,
   MalformedRecordError,
@@ -33,103 +33,72 @@ export type SignedVerdict = Signed<AuditVerdict>;
 /** Signs a 32-byte digest; returns r ‖ s ‖ v (v = 27 + recovery id). */
 export function signDigest(digest: Hex | Uint8Array, secret: Uint8Array): Hex {
   const d = typeof digest === 'string' ? hexToBytes(digest.slice(2)) : digest;
-  // prehash: false — the EIP-712 digest is signed as is (no SHA-256 on top)
-  const rec = secp256k1.sign(d, secret, { prehash: false, lowS: true, format: 'recovered' });
-  // noble's "recovered" layout is recid ‖ r ‖ s; the EVM wants r ‖ s ‖ v
+  const { rs, recovery } = ecdsa().sign(d, secret);
+  // the EVM wants r ‖ s ‖ v
   const out = new Uint8Array(65);
-  out.set(rec.subarray(1), 0);
-  out[64] = 27 + rec[0]!;
+  out.set(rs, 0);
+  out[64] = 27 + recovery;
   return `0x${bytesToHex(out)}`;
 }
 
-const HALF_N = secp256k1.Point.CURVE().n >> 1n;
+const SIGNATURE_HEX = /^0x[0-9a-fA-F]{130}$/;
+
+/** r ‖ s ‖ v bytes of a well-formed, low-s, v ∈ {27, 28} signature, or why it is not one. */
+function parseSignature(signature: unknown): { sig: Uint8Array } | { error: string } {
+  if (typeof signature !== 'string' || !SIGNATURE_HEX.test(signature)) return { error: 'signature must be 0x + 65 bytes hex' };
+  const sig = hexToBytes(signature.slice(2));
+  const v = sig[64]!;
+  if (v !== 27 && v !== 28) return { error: `signature v must be 27 or 28, got ${v}` };
+  if (isHighS(sig.subarray(32, 64))) return { error: 'signature s is in the upper half of the curve order (malleable)' };
+  return { sig };
+}
+
+/** The uncompressed public key ecrecover returns for a parsed signature, or why there is none. */
+function recoverKey(digest: Uint8Array, sig: Uint8Array): { pub: Uint8Array } | { error: string } {
+  try {
+    return { pub: ecdsa().recover(digest, sig.subarray(0, 64), (sig[64]! - 27) as 0 | 1) };
+  } catch (e) {
+    return { error: `signature does not recover: ${(e as Error).message}` };
+  }
+}
 
 /**
  * The address that signed `digest`, or a reason it cannot be recovered. Rejects high-s
  * (malleable) signatures and v outside {27, 28}, like OpenZeppelin's ECDSA.recover.
  */
 export function recoverSigner(digest: Hex | Uint8Array, signature: string): { address: Hex } | { error: string } {
-  if (typeof signature !== 'string' || !/^0x[0-9a-fA-F]{130}$/.test(signature)) return { error: 'signature must be 0x + 65 bytes hex' };
-  const sig = hexToBytes(signature.slice(2));
-  const v = sig[64]!;
-  if (v !== 27 && v !== 28) return { error: `signature v must be 27 or 28, got ${v}` };
-  const s = BigInt(`0x${bytesToHex(sig.subarray(32, 64))}`);
-  if (s > HALF_N) return { error: 'signature s is in the upper half of the curve order (malleable)' };
-  const nobleSig = new Uint8Array(65);
-  nobleSig[0] = v - 27;
-  nobleSig.set(sig.subarray(0, 64), 1);
-  try {
-    const d = typeof digest === 'string' ? hexToBytes(digest.slice(2)) : digest;
-    const pub = secp256k1.recoverPublicKey(nobleSig, d, { prehash: false });
-    return { address: addressFromPublicKey(pub) };
-  } catch (e) {
-    return { error: `signature does not recover: ${(e as Error).message}` };
-  }
+  const p = parseSignature(signature);
+  if ('error' in p) return p;
+  const d = typeof digest === 'string' ? hexToBytes(digest.slice(2)) : digest;
+  const k = recoverKey(d, p.sig);
+  if ('error' in k) return k;
+  return { address: addressFromPublicKey(k.pub) };
 }
 
-// Verifying against a known key. recoverPublicKey costs a square root plus an un-cached
-// double multiplication per signature; a node checks the same upstream signer every step
-// and a gateway the same few hops, so once a signer's key is known (recovered once) the
-// check is u1·G + u2·Q with a precomputed window table for Q — ~3x cheaper. It proves the
-// same thing as recovery: R.x = r exactly and R.y's parity = v − 27 means
-// ecrecover(digest, v, r, s) returns Q, and Q hashes to the claimed address.
-const Point = secp256k1.Point;
-const Fn = Point.Fn;
-const N = Point.CURVE().n;
-interface KnownKey {
-  point: InstanceType<typeof Point>;
-  seen: number;
-}
-const KNOWN_KEYS = new Map<string, KnownKey>();
+// Public keys of recently seen signers, by lower-case address. A node checks the same upstream
+// signer every step and a gateway the same few hops: once a signer's key is known (recovered
+// once), "does ecrecover give this key" skips the address derivation (a point decode and two
+// keccaks) and lets the backend use per-key tables (ecdsa.ts recoversTo). A mismatch falls
+// back to recovery, so the error still names the actual signer.
+const KNOWN_KEYS = new Map<string, Uint8Array>();
 const MAX_KNOWN_KEYS = 32;
-
-function bytesToBig(b: Uint8Array): bigint {
-  return BigInt(`0x${bytesToHex(b)}`);
-}
-
-/** ECDSA check of r ‖ s ‖ v against a known point; the caller has checked format, v and low s. */
-function verifyWithKey(point: InstanceType<typeof Point>, digest: Uint8Array, sig: Uint8Array): boolean {
-  const r = bytesToBig(sig.subarray(0, 32));
-  const s = bytesToBig(sig.subarray(32, 64));
-  if (r <= 0n || r >= N || s <= 0n || s >= N) return false;
-  const z = bytesToBig(digest) % N;
-  const sInv = Fn.inv(s);
-  const R = Point.BASE.multiplyUnsafe(Fn.mul(z, sInv)).add(point.multiplyUnsafe(Fn.mul(r, sInv)));
-  if (R.is0()) return false;
-  const a = R.toAffine();
-  return a.x === r && Number(a.y & 1n) === sig[64]! - 27;
-}
 
 /**
  * Whether `signature` over `digest` is by `claimed` (an address), with the same rules as
  * recoverSigner. Returns an error string, or undefined when it is.
  */
 export function checkSignature(digest: Uint8Array, signature: string, claimed: string): string | undefined {
-  const key = claimed.toLowerCase();
+  const p = parseSignature(signature);
+  if ('error' in p) return p.error;
+  const key = typeof claimed === 'string' ? claimed.toLowerCase() : String(claimed);
   const known = KNOWN_KEYS.get(key);
-  if (known && typeof signature === 'string' && /^0x[0-9a-fA-F]{130}$/.test(signature)) {
-    const sig = hexToBytes(signature.slice(2));
-    const v = sig[64]!;
-    if (v !== 27 && v !== 28) return `signature v must be 27 or 28, got ${v}`;
-    if (bytesToBig(sig.subarray(32, 64)) > HALF_N) return 'signature s is in the upper half of the curve order (malleable)';
-    if (verifyWithKey(known.point, digest, sig)) {
-      if (++known.seen === 2) known.point.precompute(8, false); // a repeat signer: worth the table
-      return undefined;
-    }
-    // fall through: recovery names the actual signer in the error
-  }
-  const rec = recoverSigner(digest, signature);
-  if ('error' in rec) return rec.error;
-  if (rec.address.toLowerCase() !== key) return `signed by ${rec.address}, claims ${claimed}`;
-  if (!known) {
-    const nobleSig = new Uint8Array(65);
-    const sig = hexToBytes(signature.slice(2));
-    nobleSig[0] = sig[64]! - 27;
-    nobleSig.set(sig.subarray(0, 64), 1);
-    const point = Point.fromBytes(secp256k1.recoverPublicKey(nobleSig, digest, { prehash: false }));
-    if (KNOWN_KEYS.size >= MAX_KNOWN_KEYS) KNOWN_KEYS.delete(KNOWN_KEYS.keys().next().value as string);
-    KNOWN_KEYS.set(key, { point, seen: 1 });
-  }
+  if (known && ecdsa().recoversTo(digest, p.sig.subarray(0, 64), (p.sig[64]! - 27) as 0 | 1, known)) return undefined;
+  const k = recoverKey(digest, p.sig);
+  if ('error' in k) return k.error;
+  const address = addressFromPublicKey(k.pub);
+  if (address.toLowerCase() !== key) return `signed by ${address}, claims ${claimed}`;
+  if (KNOWN_KEYS.size >= MAX_KNOWN_KEYS) KNOWN_KEYS.delete(KNOWN_KEYS.keys().next().value as string);
+  KNOWN_KEYS.set(key, k.pub);
   return undefined;
 }
 

@@ -40,6 +40,10 @@ export async function accountabilityReport(host: OdsiHost, nodes: readonly strin
       maxRelL2: x.maxRelL2,
       tau: x.tau,
       replayedSteps: x.replayedSteps,
+      // who re-executed: the demo index of a peer auditor node, or 'referee' (the gateway)
+      executor: x.executor === 'referee' ? 'referee' : { node: idx(x.executor), peerId: x.executor },
+      escalated: x.escalated,
+      mode: x.mode,
       ...(x.reason ? { reason: x.reason } : {}),
       ms: x.ms,
     })),

@@ -6,19 +6,33 @@
 // that arrived (chain of custody). Any failure is answered with an ERROR naming the upstream
 // peer, so the gateway routes around it.
 //
+// Still before compute (commitStep): the node signs an ExecutionCommitment — what it is about
+// to run (slot, layers, model, profile), on which input bytes, within which budget — while no
+// output exists yet, so it cannot tailor the promise to the result. The commitment stays in
+// the session log; it does not travel with the activation.
+//
 // After compute (stampStep): the node signs an ExecutionReceipt (input hash as received,
-// output hash as sent, upstream receipt hash, previous receipt hash in the session) and
-// appends it to the chain that travels downstream with the activation. It keeps the step's
-// input and output bytes for a bounded challenge window, served to auditors over
-// AUDIT_PROTOCOL. Commitments are not signed separately (commitmentHash = 0): the receipt
-// carries every committed field, and one signature per step is the cost we pay.
+// output hash as sent, upstream receipt hash, previous receipt hash in the session, digest of
+// the step's commitment) and appends it to the chain that travels downstream with the
+// activation. It keeps the step's input and output bytes and the commitment for a bounded
+// challenge window, served to auditors over AUDIT_PROTOCOL.
 
 import type { Stream } from '@libp2p/interface';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import type { OdsiHost } from '../net/host.js';
 import { encodeTensor, type Dtype, type OpenHeader, type StepHeader } from '../net/messages.js';
 import type { FaultInjector } from '../fault/inject.js';
-import { ZERO_HASH, toBytes32, type Hex, type OdsiDomain } from './eip712.js';
-import { checkSigned, hashTensor, signReceipt, type SignedReceipt } from './receipts.js';
+import {
+  COMMITMENT_FIELDS,
+  ZERO_HASH,
+  assertWellFormed,
+  toBytes32,
+  typedDigestBytes,
+  type ExecutionCommitment,
+  type Hex,
+  type OdsiDomain,
+} from './eip712.js';
+import { checkSigned, hashTensor, signDigest, signReceipt, type SignedCommitment, type SignedReceipt } from './receipts.js';
 import { CustodyError, ReceiptChain } from './custody.js';
 import { ReceiptSigner, SignerError } from './signer.js';
 import { rememberStepInput, type DishonestBehaviour } from './dishonest.js';
@@ -37,6 +51,8 @@ import {
 export const CHALLENGE_WINDOW_MS = 10 * 60_000;
 const MAX_SESSIONS = 256;
 const MAX_STEPS_PER_SESSION = 16_384;
+/** commitments of steps that never got a receipt (failed after commit) are dropped beyond this */
+const MAX_PENDING_COMMITMENTS = 64;
 
 interface StoredStep {
   step: number;
@@ -46,6 +62,8 @@ interface StoredStep {
   input: Uint8Array;
   output: Uint8Array;
   receipt: SignedReceipt;
+  /** the commitment signed before compute, when the receipt cites one */
+  commitment?: SignedCommitment;
   /** equivocation: what this node shows auditors instead */
   alt?: { output: Uint8Array; receipt: SignedReceipt };
 }
@@ -57,9 +75,21 @@ interface SessionLog {
   upstream?: ReceiptChain;
   /** digest of the upstream receipt of the step being processed */
   upstreamHash: Map<number, Hex>;
+  /** commitments signed for steps not yet stamped, by step */
+  pending: Map<number, PendingCommitment>;
+}
+
+interface PendingCommitment {
+  signed: SignedCommitment;
+  digest: Hex;
+  /** the input buffer committed to: stampStep reuses the hash when it gets the same buffer */
+  input: Uint8Array;
 }
 
 export interface StampStats {
+  commitmentsSigned: number;
+  /** time spent signing commitments (on the token path, before compute), ms */
+  commitMs: number;
   receiptsSigned: number;
   signMs: number;
   receiptsChecked: number;
@@ -71,7 +101,7 @@ export interface StampStats {
 class NodeAccountant {
   readonly signer: ReceiptSigner;
   readonly sessions = new Map<string, SessionLog>();
-  readonly stats: StampStats = { receiptsSigned: 0, signMs: 0, receiptsChecked: 0, checkMs: 0, custodyRejected: 0, auditsServed: 0 };
+  readonly stats: StampStats = { commitmentsSigned: 0, commitMs: 0, receiptsSigned: 0, signMs: 0, receiptsChecked: 0, checkMs: 0, custodyRejected: 0, auditsServed: 0 };
   private handling?: Promise<void>;
 
   constructor(
@@ -84,7 +114,7 @@ class NodeAccountant {
   log(sessionId: string): SessionLog {
     let s = this.sessions.get(sessionId);
     if (!s) {
-      s = { steps: new Map(), lastUsed: Date.now(), upstreamHash: new Map() };
+      s = { steps: new Map(), lastUsed: Date.now(), upstreamHash: new Map(), pending: new Map() };
       this.sessions.set(sessionId, s);
       this.evict();
     }
@@ -141,6 +171,8 @@ class NodeAccountant {
               steps: steps.map((st) => ({ step: st.step, pos: st.pos, nTokens: st.nTokens, dtype: st.dtype, bytes: st.input.length })),
               output: { dtype: last.dtype, bytes: shown.output.length },
               receipt: shown.receipt,
+              // the equivocating alt receipt cites the same commitment, so it is shown with either
+              ...(last.commitment ? { commitment: last.commitment } : {}),
             },
             payload,
           );
@@ -239,6 +271,18 @@ function reject(a: NodeAccountant, reason: string, peerId: string): CustodyFailu
   return { code: 'custody', reason: `chain of custody: ${reason}`, peerId };
 }
 
+export interface CommitInput {
+  open: OpenHeader;
+  /** the incoming STEP header (budgetMs as granted to this hop) */
+  header: StepHeader;
+  /** activation bytes as received */
+  input: Uint8Array;
+  range: { start: number; end: number };
+  /** stage.profile of the engine (the same value later given to stampStep) */
+  profile: string;
+  modelId: string;
+}
+
 export interface StampInput {
   open: OpenHeader;
   /** the outgoing header (header.receipts gets this hop's receipt appended) */
@@ -255,6 +299,61 @@ export interface StampInput {
 }
 
 const us = (ms: number) => Math.max(0, Math.round(ms * 1000));
+
+/** The profile a node signs: the engine's, plus the activation transport when it is not f32. */
+export function signedProfile(stageProfile: string, dtype: Dtype): string {
+  return dtype === 'f32' ? stageProfile : `${stageProfile}+act-${dtype}`;
+}
+
+type Committed = Omit<ExecutionCommitment, 'signer'>;
+
+/** The committed fields of a step; the receipt repeats them, so both are built here. */
+function committedFields(o: { open: OpenHeader; header: StepHeader; range: { start: number; end: number }; profile: string; modelId: string }, inputHash: Hex): Committed {
+  const h = o.header;
+  return {
+    requestId: requestIdOf(o.open.sessionId),
+    sessionId: sessionIdOf(o.open.sessionId),
+    step: h.step,
+    pos: h.pos,
+    nTokens: h.nTokens,
+    layerStart: o.range.start,
+    layerEnd: o.range.end,
+    modelId: toModelId(o.modelId),
+    profile: signedProfile(o.profile, h.dtype),
+    inputHash,
+    budgetUs: h.budgetMs !== undefined ? us(Math.max(0, h.budgetMs)) : 0,
+  };
+}
+
+const COMMITTED_KEYS = COMMITMENT_FIELDS.map((f) => f.name).filter((k) => k !== 'signer') as (keyof Committed)[];
+const sameCommitted = (c: ExecutionCommitment, f: Committed): boolean =>
+  COMMITTED_KEYS.every((k) => (typeof c[k] === 'string' ? (c[k] as string).toLowerCase() === (f[k] as string).toLowerCase() : c[k] === f[k]));
+
+/**
+ * Signs this hop's ExecutionCommitment for the step (call after checkCustody, before compute:
+ * the output must not exist yet) and keeps it in the session log until stampStep cites it.
+ * Never throws: a step without a commitment gets a receipt with commitmentHash = 0.
+ */
+export function commitStep(host: OdsiHost, c: CommitInput): void {
+  const a = accountant(host);
+  if (!a) return;
+  try {
+    const t0 = performance.now();
+    const record: ExecutionCommitment = { ...committedFields(c, hashTensor(c.input)), signer: host.identity.address };
+    assertWellFormed('ExecutionCommitment', record);
+    // one digest: what gets signed, and the receipt's commitmentHash
+    const d = typedDigestBytes('ExecutionCommitment', record, a.domain);
+    const signed: SignedCommitment = { record, signature: signDigest(d, host.identity.secret) };
+    const pending = a.log(c.open.sessionId).pending;
+    pending.delete(c.header.step);
+    pending.set(c.header.step, { signed, digest: `0x${bytesToHex(d)}`, input: c.input });
+    while (pending.size > MAX_PENDING_COMMITMENTS) pending.delete(pending.keys().next().value as number);
+    a.stats.commitmentsSigned++;
+    a.stats.commitMs += performance.now() - t0;
+  } catch {
+    /* see above */
+  }
+}
 
 /**
  * Signs this hop's receipt for the step, appends it to header.receipts and keeps the step for
@@ -278,23 +377,20 @@ function stampInner(a: NodeAccountant, host: OdsiHost, o: StampInput): void {
   const rid = requestIdOf(o.open.sessionId);
   const log = a.log(o.open.sessionId);
   if (h.step === 0) a.signer.closeSession(rid, sid); // a (re)opened session starts a new chain
-  const profile = h.dtype === 'f32' ? o.profile : `${o.profile}+act-${h.dtype}`;
+  const pending = log.pending.get(h.step);
+  log.pending.delete(h.step);
+  const inputHash = pending && pending.input === o.input ? pending.signed.record.inputHash : hashTensor(o.input);
+  const committed = committedFields(o, inputHash);
+  // cite the commitment only if the receipt repeats it exactly (it always does unless the slot changed)
+  const commitment = pending && sameCommitted(pending.signed.record, committed) ? pending : undefined;
+  const commitmentHash = commitment?.digest ?? ZERO_HASH;
   const fields = {
-    requestId: rid,
-    sessionId: sid,
-    step: h.step,
-    pos: h.pos,
-    nTokens: h.nTokens,
-    layerStart: o.range.start,
-    layerEnd: o.range.end,
-    modelId: toModelId(o.modelId),
-    profile,
-    inputHash: hashTensor(o.input),
-    budgetUs: h.budgetMs !== undefined ? us(Math.max(0, h.budgetMs)) : 0,
+    ...committed,
     recvUs: us(o.timing.queueMs),
     computeUs: us(o.timing.computeMs),
     sendUs: us(o.timing.sendMs),
     upstreamReceiptHash: log.upstreamHash.get(h.step) ?? ZERO_HASH,
+    commitmentHash,
   };
   log.upstreamHash.delete(h.step);
   let receipt: SignedReceipt;
@@ -311,13 +407,9 @@ function stampInner(a: NodeAccountant, host: OdsiHost, o: StampInput): void {
   for (const b of dishonest) {
     const honest = b.accountability?.equivocated?.(o.open.sessionId, h.step);
     if (honest) {
-      // a second receipt for the same slot, linked like the first: what auditors are shown
+      // a second receipt for the same slot, linked like the first (and citing the same commitment): what auditors are shown
       const out = encodeLike(honest, h.dtype);
-      const rec = signReceipt(
-        host.identity,
-        { ...fields, outputHash: hashTensor(out), prevReceiptHash: receipt.record.prevReceiptHash, commitmentHash: ZERO_HASH },
-        a.domain,
-      );
+      const rec = signReceipt(host.identity, { ...fields, outputHash: hashTensor(out), prevReceiptHash: receipt.record.prevReceiptHash }, a.domain);
       alt = { output: out, receipt: rec };
     }
     if (b.accountability?.forge?.(o.open.sessionId, h.step)) receipt = { record: receipt.record, signature: corrupt(receipt.signature) };
@@ -325,7 +417,9 @@ function stampInner(a: NodeAccountant, host: OdsiHost, o: StampInput): void {
   const prev = Array.isArray((h as { receipts?: unknown }).receipts) ? ((h as { receipts?: unknown[] }).receipts as unknown[]) : [];
   (h as { receipts?: unknown[] }).receipts = [...prev, receipt];
   if (log.steps.size >= MAX_STEPS_PER_SESSION) log.steps.delete(log.steps.keys().next().value as number);
-  log.steps.set(h.step, { step: h.step, pos: h.pos, nTokens: h.nTokens, dtype: h.dtype, input: o.input, output: o.output, receipt, alt });
+  // a retransmitted step returns the receipt already signed: keep the commitment it cites
+  const shownCommitment = receipt.record.commitmentHash === commitmentHash ? commitment?.signed : log.steps.get(h.step)?.commitment;
+  log.steps.set(h.step, { step: h.step, pos: h.pos, nTokens: h.nTokens, dtype: h.dtype, input: o.input, output: o.output, receipt, commitment: shownCommitment, alt });
   a.stats.receiptsSigned++;
   a.stats.signMs += performance.now() - t0;
 }

@@ -4,40 +4,36 @@
 // synchronously, that the chain is complete and consistent with what it sent and received
 // (hashes of both ends, handoffs, slots, signers = the route's peers). Signature
 // verification, per-signer hash chains (replays) and equivocation tracking run on a serial
-// background queue off the token path — except for steps selected for audit, which are
-// checked in full before the step's output is released:
+// background queue off the token path.
 //
 // Selective redundancy: each hop's receipt is audited with a per-peer rate (explicit, or from
-// its record of passed audits: new peers more often). The auditor fetches the hop's
-// committed inputs (verified against its receipts' input hashes) and shown output (verified
-// against the signed output hash; a different signed receipt for the slot is equivocation),
-// re-executes them on the gateway's reference engine (the referee) and compares per-token
-// relative L2 against the calibrated tolerance. A failure yields signed evidence naming the
-// hop's identity, bans it, and fails the step with its peer id: the resilient route then
-// re-routes around it and replays, so the user never sees the dishonest output.
+// its record of passed audits: new peers more often). An audit (route-audit.ts) fetches the
+// hop's committed inputs and shown output, has them re-executed by another node serving the
+// same layers (or the gateway's referee) and compares within the calibrated tolerance.
+// Audits of suspects (rate ≥ holdAtRate, e.g. a node shadowed at rate 1) HOLD the step: its
+// output is released only after the verdict, so the user never sees a caught dishonest
+// output. All other audits run in a bounded background lane and never delay a token; a
+// guilty verdict there bans the peer, and the next step of every route through it fails
+// naming it, so the resilient route moves around it and replays.
 
 import { randomBytes } from 'node:crypto';
 import type { Identity } from '../identity/identity.js';
 import type { WeightSource } from '../model/types.js';
 import type { StageInput } from '../engine/types.js';
 import type { OdsiHost } from '../net/host.js';
-import { decodeTensor, encodeTensor, type Dtype, type StepHeader } from '../net/messages.js';
+import { encodeTensor, type Dtype, type StepHeader } from '../net/messages.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { ZERO_HASH, assertWellFormed, type Hex, type OdsiDomain } from './eip712.js';
 import { checkSigned, hashTensor, type SignedReceipt, type SignedVerdict } from './receipts.js';
 import { CustodyError } from './custody.js';
-import { EquivocationDetector, detectEquivocation, verifyEquivocationEvidence } from './equivocation.js';
+import { EquivocationDetector, verifyEquivocationEvidence } from './equivocation.js';
 import { EvidenceQueue, type Evidence } from './evidence.js';
-import { auditRate, auditReceipt, auditSelected } from './audit.js';
-import { AuditFetchError, Referee, fetchCommitted } from './auditor.js';
+import { auditRate, auditSelected } from './audit.js';
+import { Referee } from './auditor.js';
+import { runAudit, type AuditOutcome, type AuditPeer } from './route-audit.js';
 import { accountabilityEnabled, addressOfPeer, deploymentDomain, requestIdOf, sessionIdOf } from './wire.js';
 
-export interface RouteHopInfo {
-  peerId: string;
-  addrs: string[];
-  start: number;
-  end: number;
-}
+export type RouteHopInfo = AuditPeer;
 
 /** One step of a route as the gateway saw it (what RouteStage hands over). */
 export interface RouteStepView {
@@ -65,8 +61,14 @@ export interface AuditRecord {
   peerId: string;
   accused: Hex;
   layers: [number, number];
-  /** steps replayed by the referee for this audit */
+  /** committed steps re-executed for this audit */
   replayedSteps: number;
+  /** who re-executed: a peer auditor's id, or 'referee' (the gateway's reference engine) */
+  executor: string;
+  /** the referee settled a worker/auditor disagreement */
+  escalated: boolean;
+  /** 'hold': the step waited for the verdict; 'background': it did not */
+  mode: 'hold' | 'background';
   pass: boolean;
   maxRelL2?: number;
   tau?: number;
@@ -99,18 +101,26 @@ export interface AccountabilityOptions {
   /** rates from reputation instead (new peers p0, proven ones down to pMin) when no explicit rate applies */
   reputation?: boolean;
   /** the gateway's ban list: guilty peers are routed around */
-  bans?: { ban(peerId: string): number };
+  bans?: { ban(peerId: string): number; isBanned?(peerId: string): boolean };
   /** evidence consumer (e.g. the ledger); default: a queue nobody drains (bounded) */
   queue?: EvidenceQueue<Evidence>;
   /** how long one audit fetch may take (default 10 s) */
   fetchTimeoutMs?: number;
+  /** nodes that may re-execute audits (the swarm the gateway knows); none: the referee does */
+  auditors?: () => readonly AuditPeer[];
+  /** the model id peer auditors must serve (required for peer audits) */
+  modelId?: string;
+  /** how long a peer re-execution may take (default 60 s) */
+  reexecTimeoutMs?: number;
+  /** audits of peers audited at this rate or more hold the step until the verdict (default 0.5) */
+  holdAtRate?: number;
+  /** background audits waiting at most (default 32); further selections are counted as skipped */
+  maxPendingAudits?: number;
 }
 
 interface SessionState {
   /** per hop index: step → receipt seen in the chain */
   receipts: Map<number, SignedReceipt>[];
-  /** per hop index: last step the referee has replayed up to */
-  audited: number[];
   lastUsed: number;
 }
 
@@ -122,7 +132,24 @@ export class GatewayAccountant {
   readonly queue: EvidenceQueue<Evidence>;
   readonly audits: AuditRecord[] = [];
   readonly evidence: EvidenceRecord[] = [];
-  readonly stats = { steps: 0, receipts: 0, receiptBytes: 0, checkMs: 0, verifyMs: 0, auditMs: 0, audited: 0, failed: 0, backgroundFailures: 0 };
+  readonly stats = {
+    steps: 0,
+    receipts: 0,
+    receiptBytes: 0,
+    checkMs: 0,
+    verifyMs: 0,
+    auditMs: 0,
+    audited: 0,
+    failed: 0,
+    backgroundFailures: 0,
+    /** audits run without holding the step / by a peer node / escalated to the referee */
+    backgroundAudits: 0,
+    peerAudits: 0,
+    escalations: 0,
+    /** selections dropped because the background lane was full */
+    auditsSkipped: 0,
+    incompleteAudits: 0,
+  };
   readonly identity: Identity;
   readonly domain: OdsiDomain;
   private readonly referee: Referee;
@@ -134,6 +161,13 @@ export class GatewayAccountant {
   private readonly passes = new Map<string, number>();
   private defaultRate: number;
   private background: Promise<void> = Promise.resolve();
+  /** background audits: one at a time, bounded */
+  private lane: Promise<void> = Promise.resolve();
+  private pendingAudits = 0;
+  /** peers found guilty: every later step through them fails naming them */
+  private readonly convicted = new Map<string, string>();
+  private readonly refereeProgress = new Map<string, number>();
+  private auditorTurn = 0;
 
   constructor(
     readonly host: OdsiHost,
@@ -162,13 +196,35 @@ export class GatewayAccountant {
     return this.defaultRate;
   }
 
-  /** Resolves when background verification has caught up (tests, reports). */
+  /** Resolves when background verification and audits have caught up (tests, reports). */
   async settled(): Promise<void> {
     for (let i = 0; i < 100; i++) {
       const b = this.background;
+      const l = this.lane;
       await b;
-      if (b === this.background) return;
+      await l;
+      if (b === this.background && l === this.lane) return;
     }
+  }
+
+  /** Whether audits of this peer hold its steps until the verdict. */
+  holds(peerId: string): boolean {
+    return this.rateFor(peerId) >= (this.o.holdAtRate ?? 0.5);
+  }
+
+  /** Another node serving exactly the hop's layers (round robin), never the hop itself or a banned/convicted one. */
+  private pickAuditor(hop: AuditPeer): AuditPeer | undefined {
+    const all = this.o.auditors?.() ?? [];
+    const ok = all.filter(
+      (p) =>
+        p.start === hop.start &&
+        p.end === hop.end &&
+        p.peerId !== hop.peerId &&
+        !this.convicted.has(p.peerId) &&
+        !this.o.bans?.isBanned?.(p.peerId),
+    );
+    if (!ok.length) return undefined;
+    return ok[this.auditorTurn++ % ok.length];
   }
 
   async dispose(): Promise<void> {
@@ -179,14 +235,17 @@ export class GatewayAccountant {
   private state(routeSessionId: string, k: number): SessionState {
     let s = this.sessions.get(routeSessionId);
     if (!s) {
-      s = { receipts: Array.from({ length: k }, () => new Map()), audited: new Array<number>(k).fill(-1), lastUsed: 0 };
+      s = { receipts: Array.from({ length: k }, () => new Map()), lastUsed: 0 };
       this.sessions.set(routeSessionId, s);
       while (this.sessions.size > MAX_SESSIONS) {
         const old = this.sessions.keys().next().value as string;
         this.sessions.delete(old);
         const suffix = `|${requestIdOf(old)}|${sessionIdOf(old)}`.toLowerCase();
         for (const key of [...this.chains.keys()]) if (key.endsWith(suffix)) this.chains.delete(key);
-        for (let i = 0; i < 256; i++) this.referee.closeSession(`${old}#${i}`);
+        for (let i = 0; i < 256; i++) {
+          this.referee.closeSession(`${old}#${i}`);
+          this.refereeProgress.delete(`${old}#${i}`);
+        }
       }
     }
     s.lastUsed = Date.now();
@@ -204,6 +263,7 @@ export class GatewayAccountant {
     if (this.evidence.length > MAX_RECORDS) this.evidence.shift();
     this.queue.enqueue(evidence);
     this.passes.set(peerId, 0);
+    this.convicted.set(peerId, `${kind}: ${reason}`);
     this.o.bans?.ban(peerId);
   }
 
@@ -229,6 +289,11 @@ export class GatewayAccountant {
     const raw = (v.header as { receipts?: unknown }).receipts;
     const receipts = (Array.isArray(raw) ? raw : []) as SignedReceipt[];
     const st = this.state(v.sessionId, k);
+    // a background audit found a hop guilty: its outputs are not accepted any more
+    for (const h of hops) {
+      const why = this.convicted.get(h.peerId);
+      if (why) return { code: 'misbehaviour', reason: `${h.peerId} was found misbehaving by an audit (${why})`, peerId: h.peerId };
+    }
     // ---- cheap synchronous checks: completeness and consistency with both ends ----
     try {
       if (!Array.isArray(raw)) throw new CustodyError('malformed', `result carries no receipts (route has ${k} hop(s))`);
@@ -259,15 +324,39 @@ export class GatewayAccountant {
         if (r.sessionId.toLowerCase() !== sid || r.requestId.toLowerCase() !== rid)
           throw new CustodyError('cross_session', `receipt ${i} belongs to another session`);
         if (r.step !== v.header.step || r.pos !== v.header.pos || r.nTokens !== v.header.nTokens)
-          throw new CustodyError('slot_mismatch', `receipt ${i} is for step ${r.step} pos ${r.pos}, the result for step ${v.header.step} pos ${v.header.pos}`);
+          throw new CustodyError(
+            'slot_mismatch',
+            `receipt ${i} is for step ${r.step} pos ${r.pos}, the result for step ${v.header.step} pos ${v.header.pos}`,
+          );
         if (r.layerStart !== hops[i]!.start || r.layerEnd !== hops[i]!.end)
-          throw new CustodyError('slot_mismatch', `receipt ${i} covers layers ${r.layerStart}:${r.layerEnd}, hop ${i} serves ${hops[i]!.start}:${hops[i]!.end}`);
+          throw new CustodyError(
+            'slot_mismatch',
+            `receipt ${i} covers layers ${r.layerStart}:${r.layerEnd}, hop ${i} serves ${hops[i]!.start}:${hops[i]!.end}`,
+          );
         if (i === 0 && r.inputHash.toLowerCase() !== sent.toLowerCase())
-          throw Object.assign(new CustodyError('input_mismatch', `first hop signed input ${r.inputHash.slice(0, 10)}…, the gateway sent ${sent.slice(0, 10)}…`), { self: true });
+          throw Object.assign(
+            new CustodyError(
+              'input_mismatch',
+              `first hop signed input ${r.inputHash.slice(0, 10)}…, the gateway sent ${sent.slice(0, 10)}…`,
+            ),
+            { self: true },
+          );
         if (i > 0 && r.inputHash.toLowerCase() !== receipts[i - 1]!.record.outputHash.toLowerCase())
-          throw Object.assign(new CustodyError('input_mismatch', `hop ${i} signed input ${r.inputHash.slice(0, 10)}…, hop ${i - 1} signed output ${receipts[i - 1]!.record.outputHash.slice(0, 10)}…`), { self: true });
+          throw Object.assign(
+            new CustodyError(
+              'input_mismatch',
+              `hop ${i} signed input ${r.inputHash.slice(0, 10)}…, hop ${i - 1} signed output ${receipts[i - 1]!.record.outputHash.slice(0, 10)}…`,
+            ),
+            { self: true },
+          );
         if (i === k - 1 && r.outputHash.toLowerCase() !== got.toLowerCase())
-          throw Object.assign(new CustodyError('input_mismatch', `last hop signed output ${r.outputHash.slice(0, 10)}…, the gateway received ${got.slice(0, 10)}…`), { self: true });
+          throw Object.assign(
+            new CustodyError(
+              'input_mismatch',
+              `last hop signed output ${r.outputHash.slice(0, 10)}…, the gateway received ${got.slice(0, 10)}…`,
+            ),
+            { self: true },
+          );
       } catch (e) {
         if (!(e instanceof CustodyError)) throw e;
         return this.custodyFailure(e, (e as { self?: boolean }).self ? hops[i]!.peerId : blame, receipts);
@@ -290,35 +379,56 @@ export class GatewayAccountant {
       }
     }
     this.stats.checkMs += performance.now() - t0;
+    const held = picked.filter((i) => this.holds(hops[i]!.peerId));
     const full = () => this.verifyFull(v, receipts, picked.length > 0);
-    if (!picked.length) {
+    if (!held.length) {
+      let verified!: (ok: boolean) => void;
+      const checked = new Promise<boolean>((r) => (verified = r));
       this.background = this.background.then(async () => {
+        let ok = false;
         try {
-          if (full()) this.stats.backgroundFailures++;
+          ok = !full();
+          if (!ok) this.stats.backgroundFailures++;
         } catch {
           this.stats.backgroundFailures++; // never let one bad record stall the queue
+        } finally {
+          verified(ok);
         }
       });
+      for (const i of picked) this.enqueueAudit(v, st, i, checked);
       return undefined;
     }
-    // audited: signatures, chains and equivocation first (serially after earlier background work)
+    // held: signatures, chains and equivocation first (serially after earlier background work)
     await this.background;
     const f = full();
     if (f) return f;
-    for (const i of picked) {
-      let fail: StepFailure | undefined;
-      try {
-        fail = await this.audit(v, st, i);
-      } catch (e) {
-        // the referee's own trouble (e.g. out of memory) proves nothing about the node: skip, reset its replay
-        st.audited[i] = -1;
-        this.referee.closeSession(`${v.sessionId}#${i}`);
-        this.audits.push({ at: Date.now(), routeSessionId: v.sessionId, step: v.header.step, hop: i, peerId: v.hops[i]!.peerId, accused: addressOfPeer(v.hops[i]!.peerId), layers: [v.hops[i]!.start, v.hops[i]!.end], replayedSteps: 0, pass: false, incomplete: true, reason: `audit not completed: ${(e as Error).message}`, ms: 0 });
-        continue;
-      }
+    for (const i of picked) if (!held.includes(i)) this.enqueueAudit(v, st, i, Promise.resolve(true));
+    for (const i of held) {
+      const fail = await this.audit(v, st, i, 'hold');
       if (fail) return fail;
     }
     return undefined;
+  }
+
+  /**
+   * Background audit: never delays the step; a guilty verdict convicts the peer for later
+   * steps. `verified`: the step's signatures stood (evidence is never built on bad ones).
+   */
+  private enqueueAudit(v: RouteStepView, st: SessionState, i: number, verified: Promise<boolean>): void {
+    if (this.pendingAudits >= (this.o.maxPendingAudits ?? 32)) {
+      this.stats.auditsSkipped++;
+      return;
+    }
+    this.pendingAudits++;
+    this.lane = this.lane.then(async () => {
+      try {
+        if (await verified) await this.audit(v, st, i, 'background');
+      } catch {
+        this.stats.backgroundFailures++;
+      } finally {
+        this.pendingAudits--;
+      }
+    });
   }
 
   /**
@@ -338,7 +448,11 @@ export class GatewayAccountant {
         if (!c.ok) {
           // an invalid receipt that hop i+1 passed on is hop i+1's doing; the last hop's is its own
           const peer = hops[i < k - 1 ? i + 1 : i]!.peerId;
-          return this.custodyFailure(new CustodyError(c.malformed ? 'malformed' : 'bad_signature', `receipt ${i}: ${c.reason}`), peer, receipts);
+          return this.custodyFailure(
+            new CustodyError(c.malformed ? 'malformed' : 'bad_signature', `receipt ${i}: ${c.reason}`),
+            peer,
+            receipts,
+          );
         }
         if (i === k - 1) {
           const fail = this.chainAppend(s, c.digest);
@@ -350,7 +464,11 @@ export class GatewayAccountant {
         // the detector trusts signatures for speed: re-check both records before accusing anyone
         if (eq && verifyEquivocationEvidence(eq, this.domain)) {
           this.accuse('equivocation', hops[i]!.peerId, `two signed outputs for step ${eq.slot.step}`, eq);
-          return { code: 'misbehaviour', reason: `${hops[i]!.peerId} signed two different outputs for step ${eq.slot.step}`, peerId: hops[i]!.peerId };
+          return {
+            code: 'misbehaviour',
+            reason: `${hops[i]!.peerId} signed two different outputs for step ${eq.slot.step}`,
+            peerId: hops[i]!.peerId,
+          };
         }
       }
       return undefined;
@@ -371,9 +489,14 @@ export class GatewayAccountant {
     }
     const d = digest.toLowerCase();
     if (c.seen.has(d)) return new CustodyError('replay', `receipt ${d.slice(0, 10)}… (step ${r.step}) seen before`, r.signer);
-    if (r.step <= c.step) return new CustodyError(r.step === c.step ? 'replay' : 'step_order', `step ${r.step} after step ${c.step}`, r.signer);
+    if (r.step <= c.step)
+      return new CustodyError(r.step === c.step ? 'replay' : 'step_order', `step ${r.step} after step ${c.step}`, r.signer);
     if (r.prevReceiptHash.toLowerCase() !== c.head.toLowerCase())
-      return new CustodyError('broken_chain', `prevReceiptHash ${r.prevReceiptHash.slice(0, 10)}… does not link to ${c.head.slice(0, 10)}…`, r.signer);
+      return new CustodyError(
+        'broken_chain',
+        `prevReceiptHash ${r.prevReceiptHash.slice(0, 10)}… does not link to ${c.head.slice(0, 10)}…`,
+        r.signer,
+      );
     c.seen.add(d);
     if (c.seen.size > 16_384) c.seen.delete(c.seen.values().next().value as string);
     c.head = digest;
@@ -381,111 +504,84 @@ export class GatewayAccountant {
     return undefined;
   }
 
-  /** Re-executes hop i's step on the referee; evidence and a failure when it does not match. */
-  private async audit(v: RouteStepView, st: SessionState, i: number): Promise<StepFailure | undefined> {
+  /** Audits hop i's step (route-audit.ts); evidence for every finding, a failure when the hop is guilty. */
+  private async audit(v: RouteStepView, st: SessionState, i: number, mode: 'hold' | 'background'): Promise<StepFailure | undefined> {
     const t0 = performance.now();
     const hop = v.hops[i]!;
     const step = v.header.step;
-    const A = st.receipts[i]!.get(step)!;
-    const accused = addressOfPeer(hop.peerId);
+    const dim = v.input.hidden!.length / v.input.nTokens;
+    let res: AuditOutcome;
+    try {
+      res = await runAudit(
+        {
+          host: this.host,
+          identity: this.identity,
+          domain: this.domain,
+          referee: this.referee,
+          modelId: this.o.modelId,
+          pickAuditor: (h) => this.pickAuditor(h),
+          fetchTimeoutMs: this.o.fetchTimeoutMs ?? 10_000,
+          reexecTimeoutMs: this.o.reexecTimeoutMs ?? 60_000,
+          refereeProgress: this.refereeProgress,
+        },
+        { routeSessionId: v.sessionId, step, hopIndex: i, hop, receipts: st.receipts[i]!, dim },
+      );
+    } catch (e) {
+      // the auditor's own trouble (e.g. out of memory) proves nothing about the node
+      res = {
+        executor: 'referee',
+        escalated: false,
+        findings: [],
+        replayedSteps: 0,
+        notes: [],
+        incomplete: `audit not completed: ${(e as Error).message}`,
+      };
+    }
     const rec: AuditRecord = {
       at: Date.now(),
       routeSessionId: v.sessionId,
       step,
       hop: i,
       peerId: hop.peerId,
-      accused,
+      accused: addressOfPeer(hop.peerId),
       layers: [hop.start, hop.end],
-      replayedSteps: 0,
-      pass: false,
-      ms: 0,
+      replayedSteps: res.replayedSteps,
+      executor: res.executor,
+      escalated: res.escalated,
+      mode,
+      pass: res.workerPass === true,
+      ...(res.maxRelL2 !== undefined ? { maxRelL2: res.maxRelL2, tau: res.tau } : {}),
+      ...(res.verdict ? { verdict: res.verdict } : {}),
+      ms: Math.round((performance.now() - t0) * 1000) / 1000,
     };
-    const finish = (f?: StepFailure): StepFailure | undefined => {
-      rec.ms = Math.round((performance.now() - t0) * 1000) / 1000;
-      this.audits.push(rec);
-      if (this.audits.length > MAX_RECORDS) this.audits.shift();
-      this.stats.audited++;
-      this.stats.auditMs += rec.ms;
-      if (f) this.stats.failed++;
-      return f;
-    };
-    const guilty = (kind: Evidence['kind'], reason: string, ev: Evidence): StepFailure | undefined => {
-      rec.reason = reason;
-      this.accuse(kind, hop.peerId, reason, ev);
-      return finish({ code: 'misbehaviour', reason: `audit of ${hop.peerId} (layers ${hop.start}:${hop.end}, step ${step}): ${reason}`, peerId: hop.peerId });
-    };
-    const custodyEv = (code: CustodyError['code'], reason: string, extra: SignedReceipt[] = []): Evidence => ({
-      kind: 'custody',
-      code,
-      blame: accused,
-      reason,
-      receipts: [A, ...extra],
-      detectedAt: Date.now(),
-    });
-    const from = st.audited[i]! + 1;
-    let data;
-    try {
-      data = await fetchCommitted(this.host, hop, { sessionId: v.sessionId, fromStep: from, toStep: step }, this.o.fetchTimeoutMs ?? 10_000);
-    } catch (e) {
-      const why = (e as Error).message;
-      if (e instanceof AuditFetchError && e.answered) return guilty('custody', `withheld its committed data: ${why}`, custodyEv('malformed', why));
-      rec.reason = why;
-      return finish({ code: 'audit_unanswered', reason: why, peerId: hop.peerId });
+    const why = res.findings.find((f) => f.peerId === hop.peerId)?.reason ?? res.incomplete ?? res.unanswered;
+    if (why) rec.reason = why;
+    if (res.incomplete) rec.incomplete = true;
+    if (res.notes.length) rec.reason = [rec.reason, ...res.notes].filter(Boolean).join('; ');
+    this.audits.push(rec);
+    if (this.audits.length > MAX_RECORDS) this.audits.shift();
+    this.stats.audited++;
+    this.stats.auditMs += rec.ms;
+    if (mode === 'background') this.stats.backgroundAudits++;
+    if (res.executor !== 'referee') this.stats.peerAudits++;
+    if (res.escalated) this.stats.escalations++;
+    if (res.incomplete) this.stats.incompleteAudits++;
+    for (const f of res.findings) this.accuse(f.kind, f.peerId, f.reason, f.evidence);
+    if (res.workerPass === false) {
+      this.stats.failed++;
+      return {
+        code: 'misbehaviour',
+        reason: `audit of ${hop.peerId} (layers ${hop.start}:${hop.end}, step ${step}): ${why}`,
+        peerId: hop.peerId,
+      };
     }
-    // what the node shows the auditor must be what it signed on the token path
-    const B = data.receipt as SignedReceipt;
-    const vb = checkSigned('ExecutionReceipt', B, this.domain);
-    if (!vb.ok) return guilty('custody', `audit reply carries an invalid receipt: ${vb.reason}`, custodyEv(vb.malformed ? 'malformed' : 'bad_signature', vb.reason));
-    if (B.record.signer.toLowerCase() !== accused.toLowerCase())
-      return guilty('custody', `audit reply receipt is signed by ${B.record.signer}`, custodyEv('bad_signature', 'wrong signer', [B]));
-    const eq = detectEquivocation(A, B, this.domain);
-    if (eq) return guilty('equivocation', `signed two different outputs for step ${step} (one sent downstream, one shown to the auditor)`, eq);
-    if (hashTensor(data.output.bytes).toLowerCase() !== A.record.outputHash.toLowerCase())
-      return guilty('custody', 'output bytes shown to the auditor are not the ones it signed', custodyEv('output_mismatch', 'output bytes differ from the signed hash'));
-    const byStep = new Map(data.steps.map((s) => [s.step, s]));
-    const seq = [];
-    for (let s = from; s <= step; s++) {
-      const c = byStep.get(s);
-      const Ai = st.receipts[i]!.get(s);
-      if (!Ai) continue; // a step the gateway never saw (e.g. a probe): nothing to hold it to
-      if (!c) return guilty('custody', `did not produce its committed input of step ${s}`, custodyEv('malformed', `missing step ${s}`));
-      if (hashTensor(c.input).toLowerCase() !== Ai.record.inputHash.toLowerCase())
-        return guilty('custody', `input it shows for step ${s} is not the one it signed`, custodyEv('input_mismatch', `step ${s} input differs`, [Ai]));
-      seq.push(c);
+    if (res.unanswered) {
+      this.stats.failed++;
+      // a held audit the worker does not answer cannot release the step
+      return mode === 'hold' ? { code: 'audit_unanswered', reason: res.unanswered, peerId: hop.peerId } : undefined;
     }
-    // the referee replays the committed inputs in order (same positions, same chunking)
-    const dim = v.input.hidden!.length / v.input.nTokens;
-    const stage = await this.referee.stage(hop.start, hop.end);
-    const refSid = `${v.sessionId}#${i}`;
-    let out: Float32Array | undefined;
-    for (const c of seq) {
-      const r = await stage.forward({ sessionId: refSid, pos: c.pos, nTokens: c.nTokens, hidden: decodeTensor(c.input, c.dtype, c.nTokens * dim) });
-      out = r.hidden;
-    }
-    rec.replayedSteps = seq.length;
-    st.audited[i] = step;
-    if (!out) return finish(undefined);
-    const worker = decodeTensor(data.output.bytes, data.output.dtype, v.header.nTokens * dim);
-    const res = auditReceipt(this.identity, this.domain, {
-      receipt: A,
-      workerOutput: worker,
-      workerWire: data.output.bytes,
-      auditOutput: out,
-      auditorProfile: this.referee.profile,
-      dim,
-    });
-    rec.maxRelL2 = res.comparison.maxRelL2;
-    rec.tau = res.comparison.tau;
-    rec.verdict = res.verdict;
-    rec.pass = res.comparison.pass;
-    if (res.evidence)
-      return guilty(
-        'audit',
-        `output differs from the referee's re-execution: max per-token relative L2 ${res.comparison.maxRelL2.toExponential(3)} > τ ${res.comparison.tau.toExponential(1)}`,
-        res.evidence,
-      );
-    this.passes.set(hop.peerId, (this.passes.get(hop.peerId) ?? 0) + 1);
-    return finish(undefined);
+    if (res.workerPass) this.passes.set(hop.peerId, (this.passes.get(hop.peerId) ?? 0) + 1);
+    return undefined;
   }
 }
 

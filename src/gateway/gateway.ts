@@ -133,7 +133,8 @@ export class Gateway extends PipelineBackend {
       stages.push(await createStage(engine, src, { start: L, end: L, embed: false, head: true }));
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       const gw = new Gateway(opts, host, src, stages[0]!, stages[1]!, tokenizer, modelId);
-      enableAccountability(host, { src, bans: gw.bans }); // accountability: receipt checks + audits (src/control)
+      // accountability: receipt checks + audits, re-executed by other nodes of the swarm (src/control)
+      enableAccountability(host, { src, bans: gw.bans, modelId, auditors: () => gw.adverts.map((a) => ({ peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end })) });
       const every = opts.refreshMs ?? 10_000;
       if (every > 0) {
         gw.timer = setInterval(() => void gw.refresh().catch(() => undefined), every);

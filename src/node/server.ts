@@ -27,10 +27,11 @@ import {
 import { DEFAULT_MAX_TOKENS, type HopTiming } from '../net/route.js';
 import { PerfMeter } from './perf.js';
 import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance: test-only fault hooks
-import { checkCustody, stampStep } from '../control/stamp.js'; // accountability: receipts + custody checks
+import { checkCustody, commitStep, stampStep } from '../control/stamp.js'; // accountability: receipts + custody checks
 import { KV_PROTOCOL, hopSchema, type KvHeader } from '../net/messages.js'; // kv-transfer
 import { findAdverts } from '../net/adverts.js'; // kv-transfer
 import type { SessionState } from '../engine/types.js'; // kv-transfer
+import { AuditExecServer } from '../control/audit-exec.js'; // accountability: re-execution for auditors
 
 export interface NodeServerOptions {
   host: OdsiHost;
@@ -84,6 +85,8 @@ export class NodeServer {
   // kv-transfer: sessions imported from a draining node, waiting for a route to resume them
   private imported = new Map<string, NodeJS.Timeout>();
   private leaving = false;
+  // accountability: re-executes other nodes' committed inputs for auditors (selective redundancy)
+  private auditExec?: AuditExecServer;
 
   constructor(private readonly o: NodeServerOptions) {
     this.self = o.host.peerId;
@@ -103,14 +106,39 @@ export class NodeServer {
       maxOutboundStreams: MAX_SESSION_STREAMS,
     });
     await this.o.host.libp2p.handle(KV_PROTOCOL, (stream, conn) => this.onKvStream(stream, conn.remotePeer.toString())); // kv-transfer
+    // accountability: audit re-execution, under the same compute lock as the token path
+    this.auditExec = new AuditExecServer({
+      host: this.o.host,
+      stage: this.o.stage,
+      modelId: this.o.modelId,
+      exclusive: (fn) => this.exclusive(fn),
+      faults: this.o.faults,
+      nodeSteps: () => this.stats.steps,
+      log: this.o.log,
+    });
+    await this.auditExec.start();
   }
 
   async stop(): Promise<void> {
     await this.o.host.libp2p.unhandle(ACT_PROTOCOL).catch(() => {});
     await this.o.host.libp2p.unhandle(KV_PROTOCOL).catch(() => {}); // kv-transfer
+    await this.auditExec?.stop(); // accountability
     for (const t of this.imported.values()) clearTimeout(t); // kv-transfer
     this.imported.clear(); // kv-transfer
     for (const s of [...this.sessions.values()]) this.teardown(s, 'node stopping', true);
+  }
+
+  /** accountability: run `fn` under the compute lock (the same one runStep takes), in arrival order */
+  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.computeLock;
+    let release!: () => void;
+    this.computeLock = new Promise<void>((r) => (release = r));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
   }
 
   private onStream(stream: Stream, conn: Connection): void {
@@ -285,6 +313,7 @@ export class NodeServer {
       void s.upstream.sendError(custody.code, custody.reason, { sessionId: s.id, requestId: h.requestId, peerId: custody.peerId, hop: s.open.hop });
       return;
     }
+    commitStep(this.o.host, { open: s.open, header: h, input: payload, range: stage.range, profile: stage.profile, modelId: this.o.modelId }); // accountability: commit before the output exists
     // one forward at a time per node: honest timings, and the engine is CPU-bound anyway
     const prev = this.computeLock;
     let release!: () => void;

@@ -1,6 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ZERO_HASH, type Hex } from '../../src/control/eip712.js';
+import {
+  COMMITMENT_FIELDS,
+  ZERO_HASH,
+  structHash,
+  typedDigest,
+  typedDigestReference,
+  type ExecutionCommitment,
+  type Hex,
+} from '../../src/control/eip712.js';
 import {
   checkCommitment,
   checkHandoff,
@@ -10,8 +18,16 @@ import {
   ReceiptChain,
   type CustodyCode,
 } from '../../src/control/custody.js';
-import { commitmentHash, receiptHash, signCommitment, signReceipt, type SignedReceipt } from '../../src/control/receipts.js';
-import { DOMAIN, h, routeStep, testIdentity } from './fixtures.js';
+import {
+  commitmentHash,
+  receiptHash,
+  signCommitment,
+  signDigest,
+  signReceipt,
+  type SignedCommitment,
+  type SignedReceipt,
+} from '../../src/control/receipts.js';
+import { DOMAIN, DOMAIN_WITH_CONTRACT, VECTOR_ADDRESS, VECTOR_RECEIPT, h, routeStep, testIdentity, vectorIdentity } from './fixtures.js';
 
 const A = testIdentity(10);
 const B = testIdentity(11);
@@ -88,7 +104,7 @@ test('a downstream commitment can be checked against the upstream receipt before
   // receipt ↔ commitment
   const withLink = resign(step[1]!, B, { commitmentHash: commitmentHash(c.record, DOMAIN) });
   checkCommitment(c, withLink, DOMAIN);
-  throwsCode(() => checkCommitment(c, step[1]!, DOMAIN), 'commitment_mismatch', /cites commitment/);
+  throwsCode(() => checkCommitment(c, step[1]!, DOMAIN), 'commitment_mismatch', /cites no commitment/);
   throwsCode(() => checkCommitment(c, resign(withLink, B, { budgetUs: 1 }), DOMAIN), 'commitment_mismatch', /budgetUs/);
 });
 
@@ -125,4 +141,121 @@ test('CustodyLog keeps one chain per signer and session', () => {
   throwsCode(() => log.append({ record: {} as never, signature: '0x' }), 'malformed');
   log.closeSession(h('request-1'), h('session-1'));
   assert.equal(log.chain(A.address, h('request-1'), h('session-1')), undefined);
+});
+
+// --- commitments (signed before compute) against the receipts that cite them ---
+
+type Committed = Omit<ExecutionCommitment, 'signer'>;
+const committedOf = (r: SignedReceipt['record']): Committed => {
+  const out: Record<string, unknown> = {};
+  for (const f of COMMITMENT_FIELDS) if (f.name !== 'signer') out[f.name] = r[f.name];
+  return out as Committed;
+};
+
+/** B's commitment for its hop of step 0, and B's receipt citing it */
+function committedPair(): { c: SignedCommitment; r: SignedReceipt } {
+  const step = routeStep(HOPS, 0);
+  const c = signCommitment(B, committedOf(step[1]!.record), DOMAIN);
+  return { c, r: resign(step[1]!, B, { commitmentHash: commitmentHash(c.record, DOMAIN) }) };
+}
+
+const tampered = (v: unknown): unknown =>
+  typeof v === 'number' ? v + 1 : typeof v === 'string' && v.startsWith('0x') ? h(`tampered ${v}`) : `${String(v)}+x`;
+
+test('checkCommitment: a commitment and the receipt citing it pass', () => {
+  const { c, r } = committedPair();
+  checkCommitment(c, r, DOMAIN);
+  checkCommitment(JSON.parse(JSON.stringify(c)), r, DOMAIN); // as it arrives in an audit reply
+  // hex case does not matter
+  checkCommitment(c, resign(r, B, { commitmentHash: r.record.commitmentHash.toUpperCase().replace('0X', '0x') as Hex }), DOMAIN);
+});
+
+test('checkCommitment: a receipt that differs from its commitment in any committed field is refused', () => {
+  const { c, r } = committedPair();
+  for (const f of COMMITMENT_FIELDS) {
+    if (f.name === 'signer') continue;
+    const bad = resign(r, B, { [f.name]: tampered(r.record[f.name]) }); // still cites c
+    throwsCode(() => checkCommitment(c, bad, DOMAIN), 'commitment_mismatch', new RegExp(`receipt ${f.name} .* committed ${f.name}`));
+  }
+  // the commitment side edited after signing: its signature no longer holds
+  for (const f of COMMITMENT_FIELDS) {
+    const edited = { ...c, record: { ...c.record, [f.name]: f.name === 'signer' ? C.address : tampered(c.record[f.name]) } };
+    throwsCode(() => checkCommitment(edited, r, DOMAIN), 'bad_signature', /commitment/);
+  }
+});
+
+test('checkCommitment: wrong signer, forged signature, malformed input, other or no commitment cited', () => {
+  const { c, r } = committedPair();
+  // C signs the same commitment; B's receipt cites C's: valid signatures, wrong pairing
+  const byC = signCommitment(C, committedOf(r.record), DOMAIN);
+  throwsCode(
+    () => checkCommitment(byC, resign(r, B, { commitmentHash: commitmentHash(byC.record, DOMAIN) }), DOMAIN),
+    'commitment_mismatch',
+    new RegExp(`signed by ${C.address}`),
+  );
+  // a commitment claiming B but signed by C
+  const forgedB = { record: c.record, signature: signDigest(typedDigest('ExecutionCommitment', c.record, DOMAIN), C.secret) };
+  throwsCode(() => checkCommitment(forgedB, r, DOMAIN), 'bad_signature', new RegExp(C.address));
+  const flipped = {
+    record: c.record,
+    signature: `${c.signature.slice(0, 10)}${c.signature[10] === 'a' ? 'b' : 'a'}${c.signature.slice(11)}`,
+  };
+  throwsCode(() => checkCommitment(flipped, r, DOMAIN), 'bad_signature', /commitment/);
+  // malformed
+  throwsCode(() => checkCommitment(undefined, r, DOMAIN), 'malformed', /missing signature/);
+  throwsCode(() => checkCommitment('0x00', r, DOMAIN), 'malformed');
+  throwsCode(() => checkCommitment({ record: { ...c.record, step: -1 }, signature: c.signature }, r, DOMAIN), 'malformed', /step/);
+  throwsCode(
+    () => checkCommitment({ record: { ...c.record, outputHash: h('o') }, signature: c.signature }, r, DOMAIN),
+    'malformed',
+    /unknown field/,
+  );
+  throwsCode(() => checkCommitment({ record: c.record, signature: '0x1234' }, r, DOMAIN), 'bad_signature', /65 bytes/);
+  // a commitment signed under another domain does not verify here
+  throwsCode(() => checkCommitment(signCommitment(B, committedOf(r.record), DOMAIN_WITH_CONTRACT), r, DOMAIN), 'bad_signature');
+  // the receipt points at another commitment of B (same slot, other budget) / at none
+  const other = signCommitment(B, { ...committedOf(r.record), budgetUs: 5 }, DOMAIN);
+  throwsCode(
+    () => checkCommitment(c, resign(r, B, { commitmentHash: commitmentHash(other.record, DOMAIN) }), DOMAIN),
+    'commitment_mismatch',
+    /cites commitment .* shown is/,
+  );
+  throwsCode(() => checkCommitment(c, resign(r, B, { commitmentHash: ZERO_HASH }), DOMAIN), 'commitment_mismatch', /cites no commitment/);
+  // the receipt itself must be valid
+  throwsCode(() => checkCommitment(c, { ...r, record: { ...r.record, computeUs: 1 } }, DOMAIN), 'bad_signature');
+  // blame is on the receipt's signer (the node that showed the pair)
+  assert.throws(
+    () => checkCommitment(c, resign(r, B, { commitmentHash: ZERO_HASH }), DOMAIN),
+    (e: unknown) => e instanceof CustodyError && e.blame === B.address,
+  );
+});
+
+// Values printed in docs/signatures.md ("Commitment" test vector).
+test("commitment test vector: fixed key, the vector receipt's committed fields → digest, signature; receipt citing it", () => {
+  const id = vectorIdentity();
+  const c: ExecutionCommitment = { ...committedOf(VECTOR_RECEIPT), signer: VECTOR_ADDRESS };
+  assert.equal(structHash('ExecutionCommitment', c), '0x17b14ef2131ef0d480101438bd89cdf0c52d4d93d0b9b2841714a57e0f15af96');
+  const digest = typedDigest('ExecutionCommitment', c, DOMAIN);
+  assert.equal(digest, '0x32c62fb8af4efd77e250141a169b313c7b33a9175b2f20bab1737f994325b89f');
+  assert.equal(typedDigestReference('ExecutionCommitment', c, DOMAIN), digest); // viem agrees
+  const sc = signCommitment(id, c, DOMAIN);
+  assert.equal(
+    sc.signature,
+    '0x84a6d9b5f21cce082c34a26de1ba7fd1f0fe17238849fc9b464697e6e4637f877edc5f137a461cd989c0b71c28eebb55d9aa90c683829dd3a8608e286df4cec91b',
+  );
+  assert.equal(
+    typedDigest('ExecutionCommitment', c, DOMAIN_WITH_CONTRACT),
+    '0x834b1838596939b2c04f2d6d5c1e45578d29ed4c29de4b646944b4f52a4e562f',
+  );
+  assert.equal(
+    signCommitment(id, c, DOMAIN_WITH_CONTRACT).signature,
+    '0xe69992077d07f20b43f8742b1b83152b326aa22fd14240be57939853ef6308b46b75e088188a6ff42e9e229feca78eb501af84f381fb3314db61e06d86ce8e371b',
+  );
+  const r = signReceipt(id, { ...VECTOR_RECEIPT, commitmentHash: digest }, DOMAIN);
+  assert.equal(receiptHash(r.record, DOMAIN), '0xd37e5993a36d50f9a8104df0f7ce64319c0165d7c2845ec4bd0810e04e2c7533');
+  assert.equal(
+    r.signature,
+    '0x46e248211b88bc374806b345b6c715692ec7a121af6c0acf9b43a980aace00d96e7614c1dafef45f23c38818b6092c57a25b652cde38fda096f7f856f2218b601b',
+  );
+  checkCommitment(sc, r, DOMAIN);
 });

@@ -1,0 +1,178 @@
+// The secp256k1 ECDSA primitives behind odsi's record signatures, with two interchangeable
+// backends: libsecp256k1 compiled to WASM (npm tiny-secp256k1; 4–6x faster than pure JS at
+// sign and recover, which matters because every hop signs and checks a receipt per token) and @noble/curves
+// (pure JS), used when the WASM module cannot load or ODSI_ECDSA=noble. Both produce the
+// same bytes: RFC 6979 nonces without extra entropy, low-s, same recovery id.
+
+import { createRequire } from 'node:module';
+import { secp256k1 } from '@noble/curves/secp256k1.js';
+
+export type BackendName = 'libsecp256k1' | 'noble';
+
+export interface EcdsaBackend {
+  readonly name: BackendName;
+  /** RFC 6979 + low-s signature of `digest` (signed as is, no hashing): r ‖ s and the recovery id. */
+  sign(digest: Uint8Array, secret: Uint8Array): { rs: Uint8Array; recovery: number };
+  /**
+   * The 65-byte uncompressed public key Q with ecrecover(digest, 27 + recovery, r, s) = Q.
+   * Throws an Error saying why when there is none (r not an x coordinate, r or s out of range).
+   * Does not judge s: callers reject high-s first.
+   */
+  recover(digest: Uint8Array, rs: Uint8Array, recovery: 0 | 1): Uint8Array;
+  /**
+   * Whether ecrecover(digest, 27 + recovery, r, s) is exactly `pub` (65 bytes uncompressed, a
+   * key this process sees again and again: backends may keep per-key tables, weakly held).
+   * Same low-s caveat as recover; false, never a throw, for anything that does not recover.
+   */
+  recoversTo(digest: Uint8Array, rs: Uint8Array, recovery: 0 | 1, pub: Uint8Array): boolean;
+}
+
+export const nobleEcdsa: EcdsaBackend = {
+  name: 'noble',
+  sign(digest, secret) {
+    // prehash: false — the EIP-712 digest is signed as is; "recovered" layout is recid ‖ r ‖ s
+    const rec = secp256k1.sign(digest, secret, { prehash: false, lowS: true, format: 'recovered' });
+    return { rs: rec.slice(1), recovery: rec[0]! };
+  },
+  recover(digest, rs, recovery) {
+    const sig = new Uint8Array(65);
+    sig[0] = recovery;
+    sig.set(rs, 1);
+    // Signature.recoverPublicKey hashes nothing (the top-level helper's prehash: false
+    // equivalent) and gives the point, so it serialises uncompressed without a square root
+    return secp256k1.Signature.fromBytes(sig, 'recovered').recoverPublicKey(digest).toBytes(false);
+  },
+  recoversTo(digest, rs, recovery, pub) {
+    try {
+      return nobleRecoversTo(digest, rs, recovery, pub);
+    } catch {
+      return false;
+    }
+  },
+};
+
+// Pure-JS recovery costs a square root plus an un-cached double multiplication; against a
+// known key the check is u1·G + u2·Q with a precomputed window table for Q (~3x cheaper).
+// It proves the same thing: R.x = r exactly and parity(R.y) = recovery means ecrecover
+// returns Q.
+const Point = secp256k1.Point;
+const Fn = Point.Fn;
+const N = Point.CURVE().n;
+const noblePoints = new WeakMap<Uint8Array, { point: InstanceType<typeof Point>; seen: number }>();
+const toBig = (b: Uint8Array) => BigInt(`0x${Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex') || '0'}`);
+
+function nobleRecoversTo(digest: Uint8Array, rs: Uint8Array, recovery: number, pub: Uint8Array): boolean {
+  let known = noblePoints.get(pub);
+  if (!known) noblePoints.set(pub, (known = { point: Point.fromBytes(pub), seen: 0 }));
+  if (++known.seen === 2) known.point.precompute(8, false); // a repeat signer: worth the table
+  const r = toBig(rs.subarray(0, 32));
+  const s = toBig(rs.subarray(32, 64));
+  if (r <= 0n || r >= N || s <= 0n || s >= N) return false;
+  const z = toBig(digest.subarray(0, 32)); // bits2int: the leftmost 256 bits
+  const sInv = Fn.inv(s);
+  const R = Point.BASE.multiplyUnsafe(Fn.mul(Fn.create(z), sInv)).add(known.point.multiplyUnsafe(Fn.mul(r, sInv)));
+  if (R.is0()) return false;
+  const a = R.toAffine();
+  return a.x === r && Number(a.y & 1n) === recovery;
+}
+
+type Tiny = typeof import('tiny-secp256k1');
+
+/** tiny-secp256k1 over libsecp256k1; anything outside its 32-byte domain goes to noble. */
+function wasmBackend(tiny: Tiny): EcdsaBackend {
+  const backend: EcdsaBackend = {
+    name: 'libsecp256k1',
+    sign(digest, secret) {
+      // noble accepts digests of any length (bits2int) and reports bad keys in its own words:
+      // route those cases to it so behaviour never depends on the backend
+      if (digest.length !== 32 || !tiny.isPrivate(secret)) return nobleEcdsa.sign(digest, secret);
+      const { signature, recoveryId } = tiny.signRecoverable(digest, secret);
+      return { rs: signature, recovery: recoveryId };
+    },
+    recover(digest, rs, recovery) {
+      if (digest.length !== 32) return nobleEcdsa.recover(digest, rs, recovery);
+      let pub: Uint8Array | null;
+      try {
+        pub = tiny.recover(digest, rs, recovery, false);
+      } catch {
+        // tiny-secp256k1 says only "Expected Signature" for every malformed case
+        throw new Error('r or s is zero or not below the curve order, or r is not the x coordinate of a curve point');
+      }
+      if (!pub) throw new Error('no public key recovers from this signature');
+      return pub;
+    },
+    // libsecp256k1's plain verify would be ~0.1 ms cheaper but ignores v: with v flipped it
+    // still passes against Q while ecrecover returns another key, so recover and compare
+    recoversTo(digest, rs, recovery, pub) {
+      try {
+        return equalBytes(backend.recover(digest, rs, recovery), pub);
+      } catch {
+        return false;
+      }
+    },
+  };
+  return backend;
+}
+
+const SELF_TEST = {
+  rs: '5b8478db7aca5ce61cb05a96ae1a82f63d3cf68e74012dfe74f8379aee6f2e1e0fa6b21ba8c6d03e4877ccb11f3abfdbbe033d9594eb8c2b4055807ee1964b1d',
+  recovery: 0,
+};
+
+function loadWasm(): { backend?: EcdsaBackend; error?: string } {
+  try {
+    // CommonJS build through require: a WASM load failure is then an exception we can
+    // catch here, not a failed static import of every module that signs
+    const tiny = createRequire(import.meta.url)('tiny-secp256k1') as Tiny;
+    const backend = wasmBackend(tiny);
+    // self-test against noble's signature for a fixed key and digest (precomputed: calling
+    // noble here would build its base-point tables for nothing); a mismatch disables the fast path
+    const a = backend.sign(new Uint8Array(32).fill(0xab), new Uint8Array(32).fill(0x11));
+    if (a.recovery !== SELF_TEST.recovery || Buffer.from(a.rs).toString('hex') !== SELF_TEST.rs)
+      return { error: 'libsecp256k1 self-test signature differs from the RFC 6979 one' };
+    return { backend };
+  } catch (e) {
+    return { error: (e as Error).message };
+  }
+}
+
+let wasm: { backend?: EcdsaBackend; error?: string } | undefined;
+/** The libsecp256k1 backend, or undefined (and why) when its WASM module cannot load. Loaded once, on first use. */
+export function wasmEcdsa(): { backend?: EcdsaBackend; error?: string } {
+  return (wasm ??= loadWasm());
+}
+
+// checked at import, so a misspelt value stops the process at start, not at its first signature
+const WANT = (process.env.ODSI_ECDSA ?? 'auto').trim().toLowerCase() || 'auto';
+if (WANT !== 'auto' && WANT !== 'libsecp256k1' && WANT !== 'noble')
+  throw new Error(`ODSI_ECDSA must be auto, libsecp256k1 or noble, got ${JSON.stringify(process.env.ODSI_ECDSA)}`);
+
+let chosen: EcdsaBackend | undefined;
+/**
+ * The backend odsi signs and verifies with. ODSI_ECDSA = auto (default: libsecp256k1 when it
+ * loads, else noble) | libsecp256k1 (required: the first use throws if it cannot load) | noble.
+ */
+export function ecdsa(): EcdsaBackend {
+  if (chosen) return chosen;
+  const want = WANT;
+  if (want === 'noble') return (chosen = nobleEcdsa);
+  const w = wasmEcdsa();
+  if (w.backend) return (chosen = w.backend);
+  if (want === 'libsecp256k1') throw new Error(`ODSI_ECDSA=libsecp256k1 but tiny-secp256k1 cannot load: ${w.error}`);
+  return (chosen = nobleEcdsa);
+}
+
+// n / 2, big-endian: s above it is the malleable twin of a low-s signature
+const HALF_N = Uint8Array.from(Buffer.from('7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0', 'hex'));
+
+/** Whether the 32-byte big-endian s exceeds n / 2 (rejected, like OpenZeppelin ECDSA.recover). */
+export function isHighS(s: Uint8Array): boolean {
+  for (let i = 0; i < 32; i++) if (s[i] !== HALF_N[i]) return s[i]! > HALF_N[i]!;
+  return false;
+}
+
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
