@@ -25,6 +25,8 @@ export interface NodeProcessOptions {
   benchTokens?: number;
   readyTimeoutMs?: number;
   logLevel?: string;
+  /** run at this CPU niceness (via nice(1), all threads): e.g. an auditor that stands in for another machine in a one-box benchmark */
+  nice?: number;
 }
 
 export interface NodeProcessInfo {
@@ -116,7 +118,10 @@ export class NodeProcess {
       ...(o.extraArgs ?? []),
     ];
     const env = { ...process.env, ...(faults?.length ? { ODSI_ALLOW_FAULTS: '1' } : {}) };
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const proc =
+      o.nice !== undefined
+        ? spawn('nice', ['-n', String(o.nice), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+        : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     this.proc = proc;
     killOnExit(proc);
     this.exited = new Promise<void>((r) =>

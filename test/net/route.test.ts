@@ -163,10 +163,11 @@ test('KV budget: a full node refuses with busy; idle sessions are freed', async 
   for (let i = 0; i < 50 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(server.freeKvTokens, 150);
   // idle timeout requested by the gateway
-  const r3 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-3', maxTokens: 100, idleTimeoutMs: 300 });
+  // (1 s: long enough that a loaded CI machine gets the first step in before it expires)
+  const r3 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-3', maxTokens: 100, idleTimeoutMs: 1000 });
   await r3.forward({ sessionId: 'kv-3', pos: 0, nTokens: 1, hidden: input(1, src.config.dim) });
   assert.equal(server.load, 1);
-  for (let i = 0; i < 100 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 200 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(server.load, 0);
   assert.equal(server.freeKvTokens, 150);
   await assert.rejects(r3.forward({ sessionId: 'kv-3', pos: 1, nTokens: 1, hidden: input(1, src.config.dim) }), RouteError);
