@@ -126,17 +126,28 @@ async function main(): Promise<void> {
       if (engines.includes('ort')) {
         global.gc?.();
         const before = rssMiB();
-        ort = await createOrtStage(src, { start: 0, end: c.nLayers, embed: false, head: false }, {
-          threads,
-          weights: w,
-          maxContext: 2048,
-          attention: args.attention as 'auto',
-          allowSpinning: args.spin,
-        });
+        ort = await createOrtStage(
+          src,
+          { start: 0, end: c.nLayers, embed: false, head: false },
+          {
+            threads,
+            weights: w,
+            maxContext: 2048,
+            attention: args.attention as 'auto',
+            allowSpinning: args.spin,
+          },
+        );
         global.gc?.();
         row.attention = ort.attention;
-        row.ortLoad = { buildMs: Math.round(ort.loadInfo.buildMs), createMs: Math.round(ort.loadInfo.createMs), rssBeforeMiB: before, rssAfterMiB: rssMiB() };
-        console.log(`ort: ${ort.attention} attention, build ${row.ortLoad.buildMs} ms, session ${row.ortLoad.createMs} ms, RSS ${before} → ${row.ortLoad.rssAfterMiB} MiB`);
+        row.ortLoad = {
+          buildMs: Math.round(ort.loadInfo.buildMs),
+          createMs: Math.round(ort.loadInfo.createMs),
+          rssBeforeMiB: before,
+          rssAfterMiB: rssMiB(),
+        };
+        console.log(
+          `ort: ${ort.attention} attention, build ${row.ortLoad.buildMs} ms, session ${row.ortLoad.createMs} ms, RSS ${before} → ${row.ortLoad.rssAfterMiB} MiB`,
+        );
       }
       let seq: import('node-llama-cpp').LlamaContextSequence | undefined;
       let lctx: import('node-llama-cpp').LlamaContext | undefined;
@@ -197,7 +208,9 @@ async function main(): Promise<void> {
         ort?.closeSession('d');
         const boundMs = ((row.weightBytes.ort + kvBytesPerPos(c) * ctx) / (bw.gbPerS * 1e9)) * 1000;
         row.decode[String(ctx)] = { ort: ort ? stats(d.ort) : undefined, llama: seq ? stats(d.llama) : undefined, boundMs };
-        console.log(`decode @${ctx}: ort ${fmt(row.decode[String(ctx)]!.ort)}  llama.cpp ${fmt(row.decode[String(ctx)]!.llama)} ms/token  (bound ${boundMs.toFixed(1)})`);
+        console.log(
+          `decode @${ctx}: ort ${fmt(row.decode[String(ctx)]!.ort)}  llama.cpp ${fmt(row.decode[String(ctx)]!.llama)} ms/token  (bound ${boundMs.toFixed(1)})`,
+        );
       }
       await ort?.dispose();
       await lctx?.dispose();
@@ -210,7 +223,20 @@ async function main(): Promise<void> {
   // summary against the targets
   const ratio = (a?: Stats, b?: Stats) => (a?.n && b?.n ? a.min / b.min : NaN);
   const r2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '—');
-  const header = ['shape / weights', 'ort@128', 'llama@128', 'bound', 'ratio', 'ort@1024', 'llama@1024', 'ratio', '1024/128', 'prefill ort', 'prefill llama', 'ratio'];
+  const header = [
+    'shape / weights',
+    'ort@128',
+    'llama@128',
+    'bound',
+    'ratio',
+    'ort@1024',
+    'llama@1024',
+    'ratio',
+    '1024/128',
+    'prefill ort',
+    'prefill llama',
+    'ratio',
+  ];
   const lines = rows.map((r) => {
     const a = r.decode['128'];
     const b = r.decode['1024'];
@@ -233,7 +259,9 @@ async function main(): Promise<void> {
     const a = r.decode['128'];
     const b = r.decode['1024'];
     const out: { what: string; value: number; target: number; met: boolean }[] = [];
-    const add = (what: string, value: number, target: number) => Number.isFinite(value) && out.push({ what: `${r.shape} ${r.weights}: ${what}`, value: +value.toFixed(3), target, met: value <= target });
+    const add = (what: string, value: number, target: number) =>
+      Number.isFinite(value) &&
+      out.push({ what: `${r.shape} ${r.weights}: ${what}`, value: +value.toFixed(3), target, met: value <= target });
     if (r.weights === 'f32') {
       add('decode@128 ort/llama.cpp', ratio(a?.ort, a?.llama), 1.1);
       add('prefill128 ort/llama.cpp', ratio(r.prefill128.ort, r.prefill128.llama), 0.5);

@@ -80,15 +80,7 @@ async function main(): Promise<void> {
   const nodes = [a!, b!, c!];
   await Promise.all(nodes.map((n) => host.ping(n.peerId, { addrs: n.info.addrs })));
   const bans = new BanList();
-  const cand = (n: NodeProcess, ms: number) => ({
-    peerId: n.peerId,
-    addrs: n.info.addrs,
-    start: n.info.start,
-    end: n.info.end,
-    msPerToken: ms,
-    load: 0,
-    freeKvTokens: 1e6,
-  });
+  const cand = (n: NodeProcess, ms: number) => n.candidate(ms);
   const planner = new StaticPlanner([cand(a!, 10), cand(b!, 10), cand(c!, 20)], L, bans);
 
   const failures: { tokens: number; error: string }[] = [];
@@ -103,17 +95,18 @@ async function main(): Promise<void> {
     method: string;
   }[] = [];
   try {
-    for (const T of lengths) for (const method of args.methods!.split(',') as ('replay' | 'transfer')[]) {
-      try {
-        await measure(T, method);
-      } catch (e) {
-        process.stderr.write(`T=${T}: failed: ${(e as Error).message}\n`);
-        failures.push({ tokens: T, error: (e as Error).message });
-        if (!b!.alive) await b!.restart().catch(() => undefined);
-        bans.clear(b!.peerId);
-        bans.clear(c!.peerId);
+    for (const T of lengths)
+      for (const method of args.methods!.split(',') as ('replay' | 'transfer')[]) {
+        try {
+          await measure(T, method);
+        } catch (e) {
+          process.stderr.write(`T=${T}: failed: ${(e as Error).message}\n`);
+          failures.push({ tokens: T, error: (e as Error).message });
+          if (!b!.alive) await b!.restart().catch(() => undefined);
+          bans.clear(b!.peerId);
+          bans.clear(c!.peerId);
+        }
       }
-    }
     async function measure(T: number, method: 'replay' | 'transfer'): Promise<void> {
       const events: FaultEvent[] = [];
       const route = await openResilientRoute({
@@ -163,7 +156,9 @@ async function main(): Promise<void> {
         replayedTokens: re.replayedTokens,
         method: re.method,
       });
-      process.stderr.write(`T=${T} ${method}: next token ${recoveryMs.toFixed(0)} ms after the kill (replay ${re.replayMs.toFixed(0)} ms)\n`);
+      process.stderr.write(
+        `T=${T} ${method}: next token ${recoveryMs.toFixed(0)} ms after the kill (replay ${re.replayMs.toFixed(0)} ms)\n`,
+      );
       await route.dispose();
       await b!.restart();
       bans.clear(b!.peerId);

@@ -125,15 +125,7 @@ async function main(): Promise<void> {
       const acct = on ? enableAccountability(host, { src, auditRate: RATE, modelId, auditors: () => auditors }) : undefined;
       if (on && !acct) throw new Error('accountability did not turn on');
       const planner = new StaticPlanner(
-        ns.map((n) => ({
-          peerId: n.peerId,
-          addrs: n.info.addrs,
-          start: n.info.start,
-          end: n.info.end,
-          msPerToken: 1,
-          load: 0,
-          freeKvTokens: 1e6,
-        })),
+        ns.map((n) => n.candidate(1)),
         src.config.nLayers,
       );
       return { host, acct, planner };

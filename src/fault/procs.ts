@@ -2,6 +2,7 @@
 // benchmark). A node keeps its identity file and TCP port across restarts, so a restarted
 // node is the same peer at the same address, as after a real reboot.
 
+import type { RouteCandidate } from '../gateway/router.js';
 import { killOnExit, odsiBin } from '../util/children.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -73,6 +74,19 @@ export class NodeProcess {
 
   get peerId(): string {
     return this.info.peerId;
+  }
+
+  /** This node as a route candidate at the given speed (tests and benchmarks plan with it). */
+  candidate(msPerToken = 1): RouteCandidate {
+    return {
+      peerId: this.peerId,
+      addrs: this.info.addrs,
+      start: this.info.start,
+      end: this.info.end,
+      msPerToken,
+      load: 0,
+      freeKvTokens: 1e6,
+    };
   }
 
   /** Start again after a kill (same key, same port); `faults` replaces the fault specs. */

@@ -42,15 +42,7 @@ after(async () => {
   await gw?.close();
 });
 
-const cand = (n: NodeProcess): RouteCandidate => ({
-  peerId: n.peerId,
-  addrs: n.info.addrs,
-  start: n.info.start,
-  end: n.info.end,
-  msPerToken: 1,
-  load: 0,
-  freeKvTokens: 1e6,
-});
+const cand = (n: NodeProcess): RouteCandidate => n.candidate(1);
 
 test('each hop commits before computing; its receipt cites the commitment an auditor is shown', { timeout: 30_000 }, async () => {
   const g = gw!;

@@ -32,19 +32,28 @@ const DIM = 64;
 const inbox: Message[] = [];
 let waiter: (() => void) | undefined;
 
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'odsi-custody-'));
-  const src = openModel(STORIES_GGUF);
-  modelId = modelIdentity(src).modelId;
-  src.close();
-  node = await NodeProcess.start({ model: STORIES_GGUF, range: [2, 5], identityFile: join(dir, 'n.key'), modelId, announceIntervalMs: 600_000 });
-  me = generateIdentity();
-  host = await createHost({ identity: me });
-  // the node is the last hop: it sends OPENED/RESULT back to us
-  await host.libp2p.handle(RESULT_PROTOCOL, (stream, conn) => {
-    new Channel(stream, conn.remotePeer.toString(), host!.peerId, { onMessage: push });
-  });
-}, { timeout: 60_000 });
+before(
+  async () => {
+    dir = mkdtempSync(join(tmpdir(), 'odsi-custody-'));
+    const src = openModel(STORIES_GGUF);
+    modelId = modelIdentity(src).modelId;
+    src.close();
+    node = await NodeProcess.start({
+      model: STORIES_GGUF,
+      range: [2, 5],
+      identityFile: join(dir, 'n.key'),
+      modelId,
+      announceIntervalMs: 600_000,
+    });
+    me = generateIdentity();
+    host = await createHost({ identity: me });
+    // the node is the last hop: it sends OPENED/RESULT back to us
+    await host.libp2p.handle(RESULT_PROTOCOL, (stream, conn) => {
+      new Channel(stream, conn.remotePeer.toString(), host!.peerId, { onMessage: push });
+    });
+  },
+  { timeout: 60_000 },
+);
 
 after(async () => {
   await node?.kill('SIGTERM').catch(() => undefined);
@@ -115,7 +124,16 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
   });
   let rid = 1;
   const send = async (step: number, payload: Uint8Array, receipts: unknown[] | undefined) => {
-    const header: StepHeader = { sessionId: sid, requestId: rid++, step, pos: step, nTokens: 1, dtype: 'f32', shape: [1, DIM], timeline: [] };
+    const header: StepHeader = {
+      sessionId: sid,
+      requestId: rid++,
+      step,
+      pos: step,
+      nTokens: 1,
+      dtype: 'f32',
+      shape: [1, DIM],
+      timeline: [],
+    };
     if (receipts) (header as { receipts?: unknown[] }).receipts = receipts;
     await ch.send({ type: MsgType.STEP, header, payload });
     return next();

@@ -48,24 +48,27 @@ const KINDS = ['zeros@1', 'noise:0.02@1', 'skip-layer@1', 'wrong-weights:7@1', '
 const start = (range: [number, number], name: string, faults?: string[]) =>
   NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(dir, `${name}.key`), modelId, announceIntervalMs: 600_000, faults });
 
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'odsi-acct-'));
-  src = openModel(STORIES_GGUF);
-  modelId = modelIdentity(src).modelId;
-  tokenizer = createTokenizer(src.tokenizer!);
-  embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
-  head = await createStage('reference', src, { start: 5, end: 5, embed: false, head: true });
-  host = await createHost({ identity: generateIdentity() });
-  acct = enableAccountability(host, { src });
-  assert.ok(acct, 'accountability must be on (ODSI_ACCOUNTABILITY unset)');
-  const ds = KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]));
-  [H0, H1, F] = await Promise.all([start([0, 2], 'h0'), start([2, 5], 'h1'), start([0, 2], 'f', ['forge@1'])]);
-  all.push(H0, H1, F);
-  for (const [k, d] of (await Promise.all(ds)).entries()) {
-    dishonest.set(KINDS[k]!, d);
-    all.push(d);
-  }
-}, { timeout: 120_000 });
+before(
+  async () => {
+    dir = mkdtempSync(join(tmpdir(), 'odsi-acct-'));
+    src = openModel(STORIES_GGUF);
+    modelId = modelIdentity(src).modelId;
+    tokenizer = createTokenizer(src.tokenizer!);
+    embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
+    head = await createStage('reference', src, { start: 5, end: 5, embed: false, head: true });
+    host = await createHost({ identity: generateIdentity() });
+    acct = enableAccountability(host, { src });
+    assert.ok(acct, 'accountability must be on (ODSI_ACCOUNTABILITY unset)');
+    const ds = KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]));
+    [H0, H1, F] = await Promise.all([start([0, 2], 'h0'), start([2, 5], 'h1'), start([0, 2], 'f', ['forge@1'])]);
+    all.push(H0, H1, F);
+    for (const [k, d] of (await Promise.all(ds)).entries()) {
+      dishonest.set(KINDS[k]!, d);
+      all.push(d);
+    }
+  },
+  { timeout: 120_000 },
+);
 
 after(async () => {
   await Promise.all(all.map((n) => n.kill('SIGTERM').catch(() => undefined)));
@@ -77,20 +80,21 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => ({
-  peerId: n.peerId,
-  addrs: n.info.addrs,
-  start: n.info.start,
-  end: n.info.end,
-  msPerToken,
-  load: 0,
-  freeKvTokens: 1e6,
-});
+const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => n.candidate(msPerToken);
 
 async function runThrough(planner: StaticPlanner, bans: BanList, sessionId: string, nTokens: number) {
   const g = loadGolden()[0]!;
   const events: FaultEvent[] = [];
-  const route = await openResilientRoute({ host: host!, modelId, config: src!.config, sessionId, planner, bans, maxTokens: 256, onEvent: (e) => events.push(e) });
+  const route = await openResilientRoute({
+    host: host!,
+    modelId,
+    config: src!.config,
+    sessionId,
+    planner,
+    bans,
+    maxTokens: 256,
+    onEvent: (e) => events.push(e),
+  });
   try {
     const r = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, { maxTokens: nTokens, sampling: { temperature: 0 } });
     return { tokens: r.tokens, golden: g.generated_tokens.slice(0, nTokens), events, finalHops: route.hops.map((h) => h.peerId) };
@@ -101,42 +105,50 @@ async function runThrough(planner: StaticPlanner, bans: BanList, sessionId: stri
 
 const EXPECT: Record<string, string> = { 'equivocate@1': 'equivocation', 'forge@1': 'custody' };
 
-test('every dishonest behaviour is caught on its first audited step, D alone is named, output stays golden', { timeout: 150_000 }, async () => {
-  const honest = new Set([addressOfPeer(H0.peerId), addressOfPeer(H1.peerId)].map((a) => a.toLowerCase()));
-  const summary: Record<string, unknown> = {};
-  for (const [k, spec] of KINDS.entries()) {
-    const D = dishonest.get(spec)!;
-    const dAddr = addressOfPeer(D.peerId).toLowerCase();
-    acct!.setAuditRate(1, D.peerId);
-    const evBefore = acct!.evidence.length;
-    const auBefore = acct!.audits.length;
-    const bans = new BanList();
-    // D is the cheapest [2,5]: the first route goes through it
-    const planner = new StaticPlanner([cand(H0, 1), cand(D, 1), cand(H1, 50)], 5, bans);
-    const n = k === 0 ? 60 : 16;
-    const r = await runThrough(planner, bans, `acct-${k}`, n);
-    await acct!.settled();
-    const ev = acct!.evidence.slice(evBefore);
-    const audits = acct!.audits.slice(auBefore).filter((a) => a.peerId === D.peerId);
-    summary[spec] = { evidence: ev.map((e) => e.kind), auditsOfD: audits.map((a) => ({ step: a.step, pass: a.pass })) };
-    assert.deepEqual(r.tokens, r.golden, `${spec}: output differs from golden (${JSON.stringify(summary[spec])})`);
-    assert.ok(ev.length >= 1, `${spec}: no evidence`);
-    for (const e of ev) assert.equal(e.accused.toLowerCase(), dAddr, `${spec}: evidence names ${e.peerId}`);
-    assert.equal(ev[0]!.kind, EXPECT[spec] ?? 'audit', `${spec}: ${JSON.stringify(summary[spec])}`);
-    // every audited step of D after the onset failed (the first failure ends D's part)
-    const cheatFrom = spec.startsWith('stale') ? 2 : 1;
-    const dishonestAudits = audits.filter((a) => a.step >= cheatFrom);
-    assert.ok(dishonestAudits.length >= 1 || spec.startsWith('forge'), `${spec}: D was never audited on a dishonest step`);
-    for (const a of dishonestAudits) assert.equal(a.pass, false, `${spec}: audit of dishonest step ${a.step} passed`);
-    for (const a of audits.filter((a) => a.step < cheatFrom && a.routeSessionId === `acct-${k}`)) assert.equal(a.pass, true, `${spec}: honest step ${a.step} failed`);
-    assert.ok(!r.finalHops.includes(D.peerId), `${spec}: still routed through D`);
-    assert.ok(r.events.some((e) => e.type === 'failure' && e.culprits.includes(D.peerId)), `${spec}: ${JSON.stringify(r.events)}`);
-  }
-  for (const e of acct!.evidence) assert.ok(!honest.has(e.accused.toLowerCase()), `an honest identity was named: ${e.peerId}`);
-  const cheats = new Set([...dishonest.values()].map((d) => d.peerId));
-  for (const a of acct!.audits) if (!cheats.has(a.peerId)) assert.ok(a.pass || a.incomplete, JSON.stringify(a));
-  console.log('detection summary', JSON.stringify(summary));
-});
+test(
+  'every dishonest behaviour is caught on its first audited step, D alone is named, output stays golden',
+  { timeout: 150_000 },
+  async () => {
+    const honest = new Set([addressOfPeer(H0.peerId), addressOfPeer(H1.peerId)].map((a) => a.toLowerCase()));
+    const summary: Record<string, unknown> = {};
+    for (const [k, spec] of KINDS.entries()) {
+      const D = dishonest.get(spec)!;
+      const dAddr = addressOfPeer(D.peerId).toLowerCase();
+      acct!.setAuditRate(1, D.peerId);
+      const evBefore = acct!.evidence.length;
+      const auBefore = acct!.audits.length;
+      const bans = new BanList();
+      // D is the cheapest [2,5]: the first route goes through it
+      const planner = new StaticPlanner([cand(H0, 1), cand(D, 1), cand(H1, 50)], 5, bans);
+      const n = k === 0 ? 60 : 16;
+      const r = await runThrough(planner, bans, `acct-${k}`, n);
+      await acct!.settled();
+      const ev = acct!.evidence.slice(evBefore);
+      const audits = acct!.audits.slice(auBefore).filter((a) => a.peerId === D.peerId);
+      summary[spec] = { evidence: ev.map((e) => e.kind), auditsOfD: audits.map((a) => ({ step: a.step, pass: a.pass })) };
+      assert.deepEqual(r.tokens, r.golden, `${spec}: output differs from golden (${JSON.stringify(summary[spec])})`);
+      assert.ok(ev.length >= 1, `${spec}: no evidence`);
+      for (const e of ev) assert.equal(e.accused.toLowerCase(), dAddr, `${spec}: evidence names ${e.peerId}`);
+      assert.equal(ev[0]!.kind, EXPECT[spec] ?? 'audit', `${spec}: ${JSON.stringify(summary[spec])}`);
+      // every audited step of D after the onset failed (the first failure ends D's part)
+      const cheatFrom = spec.startsWith('stale') ? 2 : 1;
+      const dishonestAudits = audits.filter((a) => a.step >= cheatFrom);
+      assert.ok(dishonestAudits.length >= 1 || spec.startsWith('forge'), `${spec}: D was never audited on a dishonest step`);
+      for (const a of dishonestAudits) assert.equal(a.pass, false, `${spec}: audit of dishonest step ${a.step} passed`);
+      for (const a of audits.filter((a) => a.step < cheatFrom && a.routeSessionId === `acct-${k}`))
+        assert.equal(a.pass, true, `${spec}: honest step ${a.step} failed`);
+      assert.ok(!r.finalHops.includes(D.peerId), `${spec}: still routed through D`);
+      assert.ok(
+        r.events.some((e) => e.type === 'failure' && e.culprits.includes(D.peerId)),
+        `${spec}: ${JSON.stringify(r.events)}`,
+      );
+    }
+    for (const e of acct!.evidence) assert.ok(!honest.has(e.accused.toLowerCase()), `an honest identity was named: ${e.peerId}`);
+    const cheats = new Set([...dishonest.values()].map((d) => d.peerId));
+    for (const a of acct!.audits) if (!cheats.has(a.peerId)) assert.ok(a.pass || a.incomplete, JSON.stringify(a));
+    console.log('detection summary', JSON.stringify(summary));
+  },
+);
 
 test('a forging first hop is rejected by the next hop (custody error names the forger)', { timeout: 60_000 }, async () => {
   const bans = new BanList();

@@ -58,7 +58,7 @@ after(async () => {
 });
 
 const peer = (n: NodeProcess) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end });
-const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => ({ ...peer(n), msPerToken, load: 0, freeKvTokens: 1e6 });
+const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => n.candidate(msPerToken);
 
 async function scenario(
   opts: Omit<AccountabilityOptions, 'src'>,

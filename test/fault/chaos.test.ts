@@ -70,15 +70,7 @@ after(async () => {
 });
 
 const med = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1];
-const candidate = (n: NodeProcess, msPerToken = 1): RouteCandidate => ({
-  peerId: n.peerId,
-  addrs: n.info.addrs,
-  start: n.info.start,
-  end: n.info.end,
-  msPerToken: msPerToken * (n.info.end - n.info.start),
-  load: 0,
-  freeKvTokens: 1e6,
-});
+const candidate = (n: NodeProcess, msPerToken = 1): RouteCandidate => n.candidate(msPerToken * (n.info.end - n.info.start));
 
 test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output equals the golden tokens`, { timeout: 600_000 }, async () => {
   const golden = loadGolden();

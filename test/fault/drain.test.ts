@@ -42,7 +42,14 @@ before(
     // the first hop is slowed down a little so the SIGTERM lands mid-generation
     const started = await Promise.all(
       ranges.map((range, i) =>
-        NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(dir, `node${i}.key`), modelId, announceIntervalMs: 600_000, faults: i === 0 ? ['delay:15'] : undefined }),
+        NodeProcess.start({
+          model: STORIES_GGUF,
+          range,
+          identityFile: join(dir, `node${i}.key`),
+          modelId,
+          announceIntervalMs: 600_000,
+          faults: i === 0 ? ['delay:15'] : undefined,
+        }),
       ),
     );
     nodes.push(...started);
@@ -82,45 +89,51 @@ for (const kind of ['reference', 'ort'] as const) {
   });
 }
 
-const candidate = (n: NodeProcess): RouteCandidate => ({
-  peerId: n.peerId,
-  addrs: n.info.addrs,
-  start: n.info.start,
-  end: n.info.end,
-  msPerToken: n.info.end - n.info.start,
-  load: 0,
-  freeKvTokens: 1e6,
-});
+const candidate = (n: NodeProcess): RouteCandidate => n.candidate(n.info.end - n.info.start);
 
-test('SIGTERM on a node of the route mid-generation: its KV cache moves to a spare, no replay, golden output', { timeout: 120_000 }, async () => {
-  const g = loadGolden()[0]!;
-  const n = g.generated_tokens.length;
-  const planner = new StaticPlanner(nodes.map(candidate), 5);
-  const events: FaultEvent[] = [];
-  const route = await openResilientRoute({ host: host!, modelId, config: src!.config, sessionId: 'drain-0', planner, maxTokens: 256, onEvent: (e) => events.push(e) });
-  const hop = route.hops.find((h) => h.start === 2)!;
-  const victim = nodes.find((x) => x.peerId === hop.peerId)!;
-  const spare = nodes.find((x) => x.info.start === 2 && x !== victim)!;
-  let leaving: Promise<void> | undefined;
-  const t0 = Date.now();
-  const out = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, {
-    maxTokens: n,
-    sampling: { temperature: 0 },
-    onToken: (t) => {
-      if (t.step === 10) leaving = victim.kill('SIGTERM');
-    },
-  });
-  await leaving;
-  assert.deepEqual(out.tokens, g.generated_tokens, JSON.stringify(events));
-  const reroutes = events.filter((e): e is RerouteEvent => e.type === 'reroute');
-  assert.equal(reroutes.length, 1, JSON.stringify(events));
-  assert.equal(reroutes[0]!.method, 'transfer');
-  assert.equal(reroutes[0]!.replayedTokens, 0);
-  assert.deepEqual(
-    reroutes[0]!.to.map((h) => h.peerId),
-    [route.hops[0]!.peerId, spare.peerId],
-  );
-  assert.ok(events.some((e) => e.type === 'failure' && e.code === 'draining' && e.reportedPeer === victim.peerId));
-  console.log(`drain: ${Date.now() - t0} ms for ${n} tokens; transfer re-route ${reroutes[0]!.recoveryMs} ms at position ${events.find((e) => e.type === 'failure')!.pos}`);
-  await route.dispose();
-});
+test(
+  'SIGTERM on a node of the route mid-generation: its KV cache moves to a spare, no replay, golden output',
+  { timeout: 120_000 },
+  async () => {
+    const g = loadGolden()[0]!;
+    const n = g.generated_tokens.length;
+    const planner = new StaticPlanner(nodes.map(candidate), 5);
+    const events: FaultEvent[] = [];
+    const route = await openResilientRoute({
+      host: host!,
+      modelId,
+      config: src!.config,
+      sessionId: 'drain-0',
+      planner,
+      maxTokens: 256,
+      onEvent: (e) => events.push(e),
+    });
+    const hop = route.hops.find((h) => h.start === 2)!;
+    const victim = nodes.find((x) => x.peerId === hop.peerId)!;
+    const spare = nodes.find((x) => x.info.start === 2 && x !== victim)!;
+    let leaving: Promise<void> | undefined;
+    const t0 = Date.now();
+    const out = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, {
+      maxTokens: n,
+      sampling: { temperature: 0 },
+      onToken: (t) => {
+        if (t.step === 10) leaving = victim.kill('SIGTERM');
+      },
+    });
+    await leaving;
+    assert.deepEqual(out.tokens, g.generated_tokens, JSON.stringify(events));
+    const reroutes = events.filter((e): e is RerouteEvent => e.type === 'reroute');
+    assert.equal(reroutes.length, 1, JSON.stringify(events));
+    assert.equal(reroutes[0]!.method, 'transfer');
+    assert.equal(reroutes[0]!.replayedTokens, 0);
+    assert.deepEqual(
+      reroutes[0]!.to.map((h) => h.peerId),
+      [route.hops[0]!.peerId, spare.peerId],
+    );
+    assert.ok(events.some((e) => e.type === 'failure' && e.code === 'draining' && e.reportedPeer === victim.peerId));
+    console.log(
+      `drain: ${Date.now() - t0} ms for ${n} tokens; transfer re-route ${reroutes[0]!.recoveryMs} ms at position ${events.find((e) => e.type === 'failure')!.pos}`,
+    );
+    await route.dispose();
+  },
+);
