@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
 import { Gateway } from '../gateway/gateway.js';
+import { accountabilityOf } from '../control/verify-route.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
 
@@ -19,6 +20,11 @@ export function register(program: Command): void {
     .option('--wait-route-ms <n>', 'wait up to this long for a route over every layer before reporting ready', intArg, 0)
     .option('--identity <file>', 'gateway key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent (default: a fresh key)')
     .option('--max-concurrent <n>', 'requests generated at once before answering 503', intArg, 64)
+    .option(
+      '--audit-rate <p>',
+      "accountability: share of each node's steps re-executed by another node of the same layers, in [0, 1] (default ODSI_AUDIT_RATE or 0); rates ≥ 0.5 hold each step until its verdict, lower ones audit in the background",
+      rateArg,
+    )
     .action(
       async (o: {
         model: string;
@@ -31,6 +37,7 @@ export function register(program: Command): void {
         waitRouteMs: number;
         maxConcurrent: number;
         identity?: string;
+        auditRate?: number;
       }) => {
         if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
         const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
@@ -43,6 +50,7 @@ export function register(program: Command): void {
           deadlineMs: o.deadlineMs,
           engine: o.engine,
         });
+        if (o.auditRate !== undefined) accountabilityOf(gw.host)?.setAuditRate(o.auditRate);
         const api = createApiServer(gw, { deadlineMs: o.deadlineMs, maxConcurrent: o.maxConcurrent });
         let stopping = false;
         const stop = async (code: number) => {
@@ -83,5 +91,11 @@ export function register(program: Command): void {
 function intArg(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got '${v}'`);
+  return n;
+}
+
+function rateArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('must be a number in [0, 1]');
   return n;
 }
