@@ -21,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createStage } from '../src/engine/create.js';
 import { generate } from '../src/engine/generate.js';
+import type { StageInput } from '../src/engine/types.js';
 import { generateIdentity } from '../src/identity/identity.js';
 import { openModel } from '../src/model/load.js';
 import { SHAPES, writeSyntheticGguf } from '../src/model/synth.js';
@@ -147,9 +148,25 @@ async function main(): Promise<void> {
         // a bigger model's prefill on this loaded VM takes seconds: do not mistake it for a dead node
         ...(SHAPE ? { graceMs: 10_000, minStepMs: 30_000 } : {}),
       });
+      // per decode step: wall time of the route's step and the hops' own compute time in it,
+      // so the added cost splits into "compute got slower" and "everything around compute"
+      const steps: { wallMs: number; computeMs: number }[] = [];
+      const timed = new Proxy(route, {
+        get(t, p) {
+          if (p === 'forward')
+            return async (inp: StageInput) => {
+              const t0 = performance.now();
+              const out = await t.forward(inp);
+              if (inp.nTokens === 1) steps.push({ wallMs: performance.now() - t0, computeMs: out.computeMs ?? 0 });
+              return out;
+            };
+          const v = Reflect.get(t, p) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+        },
+      });
       try {
-        const r = await generate([embed, route, head], tokenizer, prompt, { maxTokens: TOKENS, sampling: { temperature: 0 } });
-        return { tokensPerS: r.timings.tokensPerS, tokens: r.tokens };
+        const r = await generate([embed, timed, head], tokenizer, prompt, { maxTokens: TOKENS, sampling: { temperature: 0 } });
+        return { tokensPerS: r.timings.tokensPerS, tokens: r.tokens, steps };
       } finally {
         await route.dispose();
       }
@@ -161,12 +178,15 @@ async function main(): Promise<void> {
     const s0 = { ...acct.stats };
     const tpsOn: number[] = [];
     const tpsOff: number[] = [];
+    const stepsOn: { wallMs: number; computeMs: number }[] = [];
+    const stepsOff: { wallMs: number; computeMs: number }[] = [];
     let same = true;
     for (let r = 0; r < ROUNDS; r++) {
       const first = r % 2 === 0 ? 'on' : 'off';
       for (const which of first === 'on' ? ['on', 'off'] : ['off', 'on']) {
         const res = await run(which === 'on' ? on : off, `${which}-${r}`);
         (which === 'on' ? tpsOn : tpsOff).push(res.tokensPerS);
+        (which === 'on' ? stepsOn : stepsOff).push(...res.steps);
         if (res.tokens.length !== TOKENS) same = false;
       }
       process.stderr.write(`round ${r + 1}/${ROUNDS}: on ${r3(tpsOn[r]!)} tok/s, off ${r3(tpsOff[r]!)} tok/s\n`);
@@ -240,6 +260,20 @@ async function main(): Promise<void> {
       // the same from rounds run back to back (on and off alternate): less exposed to load drift
       pairedSlowdownPct: r3((1 - median(tpsOn.map((x, i) => x / tpsOff[i]!))) * 100),
       msPerTokenAdded: r3(1000 / mOn - 1000 / mOff),
+      // medians over decode steps of the route (gateway → hops → gateway), excluding embed/head/sampling
+      routeStep: {
+        on: {
+          wallMs: r3(median(stepsOn.map((x) => x.wallMs))),
+          hopComputeMs: r3(median(stepsOn.map((x) => x.computeMs))),
+          outsideComputeMs: r3(median(stepsOn.map((x) => x.wallMs - x.computeMs))),
+        },
+        off: {
+          wallMs: r3(median(stepsOff.map((x) => x.wallMs))),
+          hopComputeMs: r3(median(stepsOff.map((x) => x.computeMs))),
+          outsideComputeMs: r3(median(stepsOff.map((x) => x.wallMs - x.computeMs))),
+        },
+        note: "hopComputeMs = sum of the hops' stage.forward time; outsideComputeMs = the rest: custody checks, commitments, receipts, gateway checks, framing, network",
+      },
       receipts: {
         perStep: RANGES.length,
         bytesPerTokenAdded: r3(receiptBytes / Math.max(1, steps)),

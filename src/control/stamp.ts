@@ -1,15 +1,16 @@
 // The node side of accountability on the token path.
 //
-// Before compute (checkCustody): the upstream hop's receipt for this step must be well formed,
-// validly signed by the upstream hop's own key (its peer id), for this session/step/slot, the
-// next link in that signer's per-session chain (no replays), and must sign exactly the bytes
-// that arrived (chain of custody). Any failure is answered with an ERROR naming the upstream
-// peer, so the gateway routes around it.
-//
-// Still before compute (commitStep): the node signs an ExecutionCommitment — what it is about
-// to run (slot, layers, model, profile), on which input bytes, within which budget — while no
-// output exists yet, so it cannot tailor the promise to the result. The commitment stays in
-// the session log; it does not travel with the activation.
+// While the stage computes, on the crypto worker (crypto-pool.ts), two things run that must be
+// settled before the output is released:
+// - checkCustody: the upstream hop's receipt for this step must be well formed, validly signed
+//   by the upstream hop's own key (its peer id), for this session/step/slot, the next link in
+//   that signer's per-session chain (no replays), and must sign exactly the bytes that arrived
+//   (chain of custody). A failure is answered with an ERROR naming the upstream peer (so the
+//   gateway routes around it) and the output computed from that input is never sent.
+// - commitStep: the node signs an ExecutionCommitment — what it is about to run (slot, layers,
+//   model, profile), on which input bytes, within which budget. Its fields are fixed from the
+//   input before compute starts, so it cannot be tailored to the result. It stays in the
+//   session log; it does not travel with the activation.
 //
 // After compute (stampStep): the node signs an ExecutionReceipt (input hash as received,
 // output hash as sent, upstream receipt hash, previous receipt hash in the session, digest of
@@ -18,22 +19,13 @@
 // challenge window, served to auditors over AUDIT_PROTOCOL.
 
 import type { Stream } from '@libp2p/interface';
-import { bytesToHex } from '@noble/hashes/utils.js';
 import type { OdsiHost } from '../net/host.js';
 import { encodeTensor, type Dtype, type OpenHeader, type StepHeader } from '../net/messages.js';
 import type { FaultInjector } from '../fault/inject.js';
-import {
-  COMMITMENT_FIELDS,
-  ZERO_HASH,
-  assertWellFormed,
-  toBytes32,
-  typedDigestBytes,
-  type ExecutionCommitment,
-  type Hex,
-  type OdsiDomain,
-} from './eip712.js';
-import { checkSigned, hashTensor, signDigest, signReceipt, type SignedCommitment, type SignedReceipt } from './receipts.js';
+import { COMMITMENT_FIELDS, ZERO_HASH, toBytes32, type ExecutionCommitment, type Hex, type OdsiDomain } from './eip712.js';
+import { hashTensor, signReceipt, type SignedCommitment, type SignedReceipt } from './receipts.js';
 import { CustodyError, ReceiptChain } from './custody.js';
+import { cryptoPool } from './crypto-pool.js';
 import { ReceiptSigner, SignerError } from './signer.js';
 import { rememberStepInput, type DishonestBehaviour } from './dishonest.js';
 import {
@@ -101,7 +93,16 @@ export interface StampStats {
 class NodeAccountant {
   readonly signer: ReceiptSigner;
   readonly sessions = new Map<string, SessionLog>();
-  readonly stats: StampStats = { commitmentsSigned: 0, commitMs: 0, receiptsSigned: 0, signMs: 0, receiptsChecked: 0, checkMs: 0, custodyRejected: 0, auditsServed: 0 };
+  readonly stats: StampStats = {
+    commitmentsSigned: 0,
+    commitMs: 0,
+    receiptsSigned: 0,
+    signMs: 0,
+    receiptsChecked: 0,
+    checkMs: 0,
+    custodyRejected: 0,
+    auditsServed: 0,
+  };
   private handling?: Promise<void>;
 
   constructor(
@@ -143,7 +144,8 @@ class NodeAccountant {
       const to = Number(header.toStep);
       const s = this.sessions.get(sid);
       const fail = (reason: string) => sendAuditMessage(stream, { ok: false, reason });
-      if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || to < from) await fail('fromStep/toStep must be integers with 0 ≤ fromStep ≤ toStep');
+      if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || to < from)
+        await fail('fromStep/toStep must be integers with 0 ≤ fromStep ≤ toStep');
       else if (!s) await fail(`no committed data for session ${sid} (unknown, or older than the challenge window)`);
       else {
         const steps: StoredStep[] = [];
@@ -215,10 +217,18 @@ export interface CustodyFailure {
 }
 
 /**
- * Chain-of-custody check of an arriving STEP (call after decoding, before compute).
- * Returns a failure to answer with, or undefined when the step may proceed.
+ * Chain-of-custody check of an arriving STEP (start it after decoding). Resolves to a failure
+ * to answer with, or undefined when the step's output may be released. The signature check
+ * runs on the crypto worker, so the node can compute meanwhile; nothing computed from an
+ * input that fails is ever released.
  */
-export function checkCustody(host: OdsiHost, open: OpenHeader, h: StepHeader, payload: Uint8Array, hidden?: Float32Array): CustodyFailure | undefined {
+export async function checkCustody(
+  host: OdsiHost,
+  open: OpenHeader,
+  h: StepHeader,
+  payload: Uint8Array,
+  hidden?: Float32Array,
+): Promise<CustodyFailure | undefined> {
   const a = accountant(host);
   if (!a) return undefined;
   if (hidden) rememberStepInput(open.sessionId, h.step, hidden);
@@ -234,10 +244,14 @@ export function checkCustody(host: OdsiHost, open: OpenHeader, h: StepHeader, pa
   }
   const upPeer = open.route[hop - 1]!.peerId;
   try {
-    if (!Array.isArray(receipts)) throw new CustodyError('malformed', `STEP carries no receipt chain (expected ${hop} receipt(s) from upstream)`);
-    if (receipts.length !== hop) throw new CustodyError('malformed', `STEP carries ${receipts.length} receipt(s), expected ${hop} (one per upstream hop)`);
+    if (!Array.isArray(receipts))
+      throw new CustodyError('malformed', `STEP carries no receipt chain (expected ${hop} receipt(s) from upstream)`);
+    if (receipts.length !== hop)
+      throw new CustodyError('malformed', `STEP carries ${receipts.length} receipt(s), expected ${hop} (one per upstream hop)`);
     const signed = receipts[hop - 1] as SignedReceipt;
-    const v = checkSigned('ExecutionReceipt', signed, a.domain);
+    const t1 = performance.now();
+    const v = await cryptoPool.verify('ExecutionReceipt', signed, a.domain);
+    const waited = performance.now() - t1;
     if (!v.ok) throw new CustodyError(v.malformed ? 'malformed' : 'bad_signature', v.reason);
     const r = signed.record;
     const want = addressOfPeer(upPeer);
@@ -246,19 +260,29 @@ export function checkCustody(host: OdsiHost, open: OpenHeader, h: StepHeader, pa
     const sid = sessionIdOf(open.sessionId);
     const rid = requestIdOf(open.sessionId);
     if (r.sessionId.toLowerCase() !== sid || r.requestId.toLowerCase() !== rid)
-      throw new CustodyError('cross_session', `upstream receipt belongs to session ${r.sessionId.slice(0, 10)}…, this is ${sid.slice(0, 10)}…`);
+      throw new CustodyError(
+        'cross_session',
+        `upstream receipt belongs to session ${r.sessionId.slice(0, 10)}…, this is ${sid.slice(0, 10)}…`,
+      );
     if (r.step !== h.step || r.pos !== h.pos || r.nTokens !== h.nTokens)
-      throw new CustodyError('slot_mismatch', `upstream receipt is for (step ${r.step}, pos ${r.pos}, ${r.nTokens} tokens), this STEP is (${h.step}, ${h.pos}, ${h.nTokens})`);
+      throw new CustodyError(
+        'slot_mismatch',
+        `upstream receipt is for (step ${r.step}, pos ${r.pos}, ${r.nTokens} tokens), this STEP is (${h.step}, ${h.pos}, ${h.nTokens})`,
+      );
     const me = open.route[hop]!;
-    if (r.layerEnd !== me.start) throw new CustodyError('layer_gap', `upstream receipt ends at layer ${r.layerEnd}, this hop starts at ${me.start}`);
+    if (r.layerEnd !== me.start)
+      throw new CustodyError('layer_gap', `upstream receipt ends at layer ${r.layerEnd}, this hop starts at ${me.start}`);
     const got = hashTensor(payload);
     if (got.toLowerCase() !== r.outputHash.toLowerCase())
-      throw new CustodyError('input_mismatch', `received activation hashes to ${got.slice(0, 10)}…, upstream signed output ${r.outputHash.slice(0, 10)}…`);
+      throw new CustodyError(
+        'input_mismatch',
+        `received activation hashes to ${got.slice(0, 10)}…, upstream signed output ${r.outputHash.slice(0, 10)}…`,
+      );
     if (h.step === 0 || !log.upstream) log.upstream = new ReceiptChain(r.signer, rid, sid, a.domain);
     const digest = log.upstream.appendVerified(signed, v.digest); // replay / fork / step order
     log.upstreamHash.set(h.step, digest);
     a.stats.receiptsChecked++;
-    a.stats.checkMs += performance.now() - t0;
+    a.stats.checkMs += performance.now() - t0 - waited; // main-thread time only
     return undefined;
   } catch (e) {
     if (e instanceof CustodyError) return reject(a, `${e.code}: ${e.message}`, upPeer);
@@ -308,7 +332,10 @@ export function signedProfile(stageProfile: string, dtype: Dtype): string {
 type Committed = Omit<ExecutionCommitment, 'signer'>;
 
 /** The committed fields of a step; the receipt repeats them, so both are built here. */
-function committedFields(o: { open: OpenHeader; header: StepHeader; range: { start: number; end: number }; profile: string; modelId: string }, inputHash: Hex): Committed {
+function committedFields(
+  o: { open: OpenHeader; header: StepHeader; range: { start: number; end: number }; profile: string; modelId: string },
+  inputHash: Hex,
+): Committed {
   const h = o.header;
   return {
     requestId: requestIdOf(o.open.sessionId),
@@ -327,26 +354,28 @@ function committedFields(o: { open: OpenHeader; header: StepHeader; range: { sta
 
 const COMMITTED_KEYS = COMMITMENT_FIELDS.map((f) => f.name).filter((k) => k !== 'signer') as (keyof Committed)[];
 const sameCommitted = (c: ExecutionCommitment, f: Committed): boolean =>
-  COMMITTED_KEYS.every((k) => (typeof c[k] === 'string' ? (c[k] as string).toLowerCase() === (f[k] as string).toLowerCase() : c[k] === f[k]));
+  COMMITTED_KEYS.every((k) =>
+    typeof c[k] === 'string' ? (c[k] as string).toLowerCase() === (f[k] as string).toLowerCase() : c[k] === f[k],
+  );
 
 /**
- * Signs this hop's ExecutionCommitment for the step (call after checkCustody, before compute:
- * the output must not exist yet) and keeps it in the session log until stampStep cites it.
- * Never throws: a step without a commitment gets a receipt with commitmentHash = 0.
+ * Signs this hop's ExecutionCommitment for the step (call before compute: the record is fixed
+ * from the input synchronously, the signature is made on the crypto worker) and keeps it in the
+ * session log until stampStep cites it; await it before stampStep. Never rejects: a step
+ * without a commitment gets a receipt with commitmentHash = 0.
  */
-export function commitStep(host: OdsiHost, c: CommitInput): void {
+export async function commitStep(host: OdsiHost, c: CommitInput): Promise<void> {
   const a = accountant(host);
   if (!a) return;
   try {
     const t0 = performance.now();
     const record: ExecutionCommitment = { ...committedFields(c, hashTensor(c.input)), signer: host.identity.address };
-    assertWellFormed('ExecutionCommitment', record);
-    // one digest: what gets signed, and the receipt's commitmentHash
-    const d = typedDigestBytes('ExecutionCommitment', record, a.domain);
-    const signed: SignedCommitment = { record, signature: signDigest(d, host.identity.secret) };
+    // one digest: what gets signed, and the receipt's commitmentHash (signed on the crypto worker)
+    const { digest, signature } = await cryptoPool.sign('ExecutionCommitment', record, host.identity.secret, a.domain);
+    const signed: SignedCommitment = { record, signature };
     const pending = a.log(c.open.sessionId).pending;
     pending.delete(c.header.step);
-    pending.set(c.header.step, { signed, digest: `0x${bytesToHex(d)}`, input: c.input });
+    pending.set(c.header.step, { signed, digest, input: c.input });
     while (pending.size > MAX_PENDING_COMMITMENTS) pending.delete(pending.keys().next().value as number);
     a.stats.commitmentsSigned++;
     a.stats.commitMs += performance.now() - t0;
@@ -409,7 +438,11 @@ function stampInner(a: NodeAccountant, host: OdsiHost, o: StampInput): void {
     if (honest) {
       // a second receipt for the same slot, linked like the first (and citing the same commitment): what auditors are shown
       const out = encodeLike(honest, h.dtype);
-      const rec = signReceipt(host.identity, { ...fields, outputHash: hashTensor(out), prevReceiptHash: receipt.record.prevReceiptHash }, a.domain);
+      const rec = signReceipt(
+        host.identity,
+        { ...fields, outputHash: hashTensor(out), prevReceiptHash: receipt.record.prevReceiptHash },
+        a.domain,
+      );
       alt = { output: out, receipt: rec };
     }
     if (b.accountability?.forge?.(o.open.sessionId, h.step)) receipt = { record: receipt.record, signature: corrupt(receipt.signature) };
@@ -419,7 +452,17 @@ function stampInner(a: NodeAccountant, host: OdsiHost, o: StampInput): void {
   if (log.steps.size >= MAX_STEPS_PER_SESSION) log.steps.delete(log.steps.keys().next().value as number);
   // a retransmitted step returns the receipt already signed: keep the commitment it cites
   const shownCommitment = receipt.record.commitmentHash === commitmentHash ? commitment?.signed : log.steps.get(h.step)?.commitment;
-  log.steps.set(h.step, { step: h.step, pos: h.pos, nTokens: h.nTokens, dtype: h.dtype, input: o.input, output: o.output, receipt, commitment: shownCommitment, alt });
+  log.steps.set(h.step, {
+    step: h.step,
+    pos: h.pos,
+    nTokens: h.nTokens,
+    dtype: h.dtype,
+    input: o.input,
+    output: o.output,
+    receipt,
+    commitment: shownCommitment,
+    alt,
+  });
   a.stats.receiptsSigned++;
   a.stats.signMs += performance.now() - t0;
 }

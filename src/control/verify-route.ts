@@ -384,7 +384,9 @@ export class GatewayAccountant {
     if (!held.length) {
       let verified!: (ok: boolean) => void;
       const checked = new Promise<boolean>((r) => (verified = r));
+      // setImmediate: let the gateway sample and send the next step before spending CPU here
       this.background = this.background.then(async () => {
+        await new Promise<void>((r) => setImmediate(r));
         let ok = false;
         try {
           ok = !full();

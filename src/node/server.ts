@@ -187,8 +187,10 @@ export class NodeServer {
     const r = this.o.stage.range;
     if (h.modelId !== this.o.modelId) return refuse('wrong_model', `this node serves model ${this.o.modelId}, not ${h.modelId}`);
     if (!me || me.peerId !== this.self) return refuse('bad_message', `route[${h.hop}] is not this node (${this.self})`);
-    if (me.start !== r.start || me.end !== r.end) return refuse('wrong_layers', `this node serves layers ${r.start}:${r.end}, route asks for ${me.start}:${me.end}`);
-    if (h.hidden !== undefined && h.hidden !== this.o.stage.config.dim) return refuse('wrong_model', `hidden size ${h.hidden} ≠ ${this.o.stage.config.dim}`);
+    if (me.start !== r.start || me.end !== r.end)
+      return refuse('wrong_layers', `this node serves layers ${r.start}:${r.end}, route asks for ${me.start}:${me.end}`);
+    if (h.hidden !== undefined && h.hidden !== this.o.stage.config.dim)
+      return refuse('wrong_model', `hidden size ${h.hidden} ≠ ${this.o.stage.config.dim}`);
     if (this.leaving) return refuse('busy', `node ${this.self} is leaving`); // kv-transfer
     const old = this.sessions.get(h.sessionId);
     if (old) this.teardown(old, 'session re-opened', true); // failover: the new upstream wins
@@ -223,11 +225,18 @@ export class NodeServer {
         s.downstream = ch;
         await ch.send({ type: MsgType.OPEN, header: { ...h, hop: h.hop + 1 } });
         // measured once per session: the budget passed on accounts for the link to the next hop
-        void this.o.host.ping(next.peerId).then((rtt) => (s.linkMs = rtt / 2), () => {});
+        void this.o.host.ping(next.peerId).then(
+          (rtt) => (s.linkMs = rtt / 2),
+          () => {},
+        );
       }
     } catch (e) {
       const target = s.isLast ? h.reply.peerId : h.route[h.hop + 1]!.peerId;
-      void up.sendError('unreachable', `hop ${this.self} cannot reach ${target}: ${(e as Error).message}`, { sessionId: s.id, peerId: target, hop: s.isLast ? h.route.length : h.hop + 1 });
+      void up.sendError('unreachable', `hop ${this.self} cannot reach ${target}: ${(e as Error).message}`, {
+        sessionId: s.id,
+        peerId: target,
+        hop: s.isLast ? h.route.length : h.hop + 1,
+      });
       this.teardown(s, 'downstream unreachable', false);
       return undefined;
     }
@@ -240,7 +249,10 @@ export class NodeServer {
   private async connect(peerId: string, addrs: string[], protocol: string, s: Session): Promise<Channel> {
     const signal = AbortSignal.timeout(10_000);
     await this.o.host.dial(peerId, addrs, signal);
-    const stream = await this.o.host.libp2p.dialProtocol(peerIdFromString(peerId), protocol, { signal, maxOutboundStreams: MAX_SESSION_STREAMS });
+    const stream = await this.o.host.libp2p.dialProtocol(peerIdFromString(peerId), protocol, {
+      signal,
+      maxOutboundStreams: MAX_SESSION_STREAMS,
+    });
     return new Channel(stream, peerId, this.self, {
       // errors (and anything else) coming back from downstream are relayed upstream unchanged
       onMessage: (m) => {
@@ -248,7 +260,10 @@ export class NodeServer {
       },
       onClose: (err) => {
         if (s.closed) return;
-        void s.upstream.sendError('unreachable', `stream from ${this.self} to ${peerId} closed${err ? `: ${err.message}` : ''}`, { sessionId: s.id, peerId });
+        void s.upstream.sendError('unreachable', `stream from ${this.self} to ${peerId} closed${err ? `: ${err.message}` : ''}`, {
+          sessionId: s.id,
+          peerId,
+        });
         this.teardown(s, 'downstream closed', false);
       },
     });
@@ -285,7 +300,15 @@ export class NodeServer {
       // kv-transfer: tell the gateway where the session's KV cache went (or that it must replay)
       this.stats.errors++;
       const reason = s.handedTo ? `node ${this.self} is leaving; session handed to ${s.handedTo.peerId}` : `node ${this.self} is leaving`;
-      const header = { code: 'draining', reason, peerId: this.self, sessionId: s.id, requestId: h.requestId, hop: s.open.hop, ...(s.handedTo ? { replacement: s.handedTo, resumeFrom: s.id } : {}) };
+      const header = {
+        code: 'draining',
+        reason,
+        peerId: this.self,
+        sessionId: s.id,
+        requestId: h.requestId,
+        hop: s.open.hop,
+        ...(s.handedTo ? { replacement: s.handedTo, resumeFrom: s.id } : {}),
+      };
       void s.upstream.send({ type: MsgType.ERROR, header } as Message).catch(() => {});
       return;
     }
@@ -306,14 +329,18 @@ export class NodeServer {
     } catch (e) {
       return fail('bad_message', (e as Error).message);
     }
-    // accountability: the upstream hop's signed receipt must cover exactly these bytes
-    const custody = checkCustody(this.o.host, s.open, h, payload, hidden);
-    if (custody) {
-      this.stats.errors++;
-      void s.upstream.sendError(custody.code, custody.reason, { sessionId: s.id, requestId: h.requestId, peerId: custody.peerId, hop: s.open.hop });
-      return;
-    }
-    commitStep(this.o.host, { open: s.open, header: h, input: payload, range: stage.range, profile: stage.profile, modelId: this.o.modelId }); // accountability: commit before the output exists
+    // accountability: the upstream hop's signed receipt must cover exactly these bytes, and this
+    // hop commits to its input before the output exists. Both signatures run on the crypto
+    // worker while the stage computes; nothing is released before they are settled.
+    const custodyCheck = checkCustody(this.o.host, s.open, h, payload, hidden);
+    const committed = commitStep(this.o.host, {
+      open: s.open,
+      header: h,
+      input: payload,
+      range: stage.range,
+      profile: stage.profile,
+      modelId: this.o.modelId,
+    });
     // one forward at a time per node: honest timings, and the engine is CPU-bound anyway
     const prev = this.computeLock;
     let release!: () => void;
@@ -326,13 +353,17 @@ export class NodeServer {
       if (h.budgetMs !== undefined) {
         const expected = this.o.perf.expectedMs(h.nTokens);
         if (h.budgetMs - queueMs - s.linkMs < expected) {
-          return fail('deadline', `remaining budget ${(h.budgetMs - queueMs).toFixed(1)} ms < expected ${expected.toFixed(1)} ms on ${this.self}`);
+          return fail(
+            'deadline',
+            `remaining budget ${(h.budgetMs - queueMs).toFixed(1)} ms < expected ${expected.toFixed(1)} ms on ${this.self}`,
+          );
         }
       }
       try {
         out = await stage.forward({ sessionId: s.id, pos: h.pos, nTokens: h.nTokens, hidden });
       } catch (e) {
-        const code: ErrorCode = e instanceof EngineError ? (e.code === 'capacity' ? 'busy' : e.code === 'internal' ? 'engine' : 'bad_message') : 'engine';
+        const code: ErrorCode =
+          e instanceof EngineError ? (e.code === 'capacity' ? 'busy' : e.code === 'internal' ? 'engine' : 'bad_message') : 'engine';
         return fail(code, (e as Error).message);
       }
     } finally {
@@ -340,6 +371,19 @@ export class NodeServer {
     }
     const computeMs = out.computeMs ?? performance.now() - startAt;
     this.o.perf.record(h.nTokens, computeMs);
+    const custody = await custodyCheck;
+    if (custody) {
+      // computed from an input its upstream did not sign for: the output is never released
+      this.stats.errors++;
+      void s.upstream.sendError(custody.code, custody.reason, {
+        sessionId: s.id,
+        requestId: h.requestId,
+        peerId: custody.peerId,
+        hop: s.open.hop,
+      });
+      return;
+    }
+    await committed;
     if (!out.hidden) return fail('engine', 'stage returned no hidden states');
     if (this.o.faults) out.hidden = this.o.faults.transformOutput(out.hidden, faultCtx); // fault-tolerance: output hook
     const t = performance.now();
@@ -358,7 +402,17 @@ export class NodeServer {
     };
     const header: StepHeader = { ...h, timeline: [...h.timeline, timing] };
     // accountability: sign this hop's receipt (input as received, output as sent) and pass the chain on
-    stampStep(this.o.host, { open: s.open, header, input: payload, output: bytes, range: stage.range, profile: stage.profile, modelId: this.o.modelId, timing, faults: this.o.faults });
+    stampStep(this.o.host, {
+      open: s.open,
+      header,
+      input: payload,
+      output: bytes,
+      range: stage.range,
+      profile: stage.profile,
+      modelId: this.o.modelId,
+      timing,
+      faults: this.o.faults,
+    });
     if (h.budgetMs !== undefined) header.budgetMs = timing.slackMs;
     s.steps++;
     this.stats.steps++;
@@ -397,7 +451,8 @@ export class NodeServer {
       }),
     );
     const until = Date.now() + (opts.waitMs ?? 3000);
-    while (Date.now() < until && [...this.sessions.values()].some((s) => s.handedTo && !s.closed)) await new Promise((r) => setTimeout(r, 20));
+    while (Date.now() < until && [...this.sessions.values()].some((s) => s.handedTo && !s.closed))
+      await new Promise((r) => setTimeout(r, 20));
   }
 
   private async handOver(s: Session, fromAdverts: () => Promise<Spare[]>): Promise<void> {
@@ -407,14 +462,19 @@ export class NodeServer {
       if (!st || st.length === 0) return;
       const r = this.o.stage.range;
       const given = hopSchema.array().safeParse(s.open.spares);
-      const spares: Spare[] = (given.success ? given.data : []).filter((h) => h.start === r.start && h.end === r.end && h.peerId !== this.self);
+      const spares: Spare[] = (given.success ? given.data : []).filter(
+        (h) => h.start === r.start && h.end === r.end && h.peerId !== this.self,
+      );
       for (const list of [spares, await fromAdverts()]) {
         for (const to of list) {
           try {
             const t0 = performance.now();
             await this.sendKv(to, s.id, st);
             s.handedTo = { peerId: to.peerId, addrs: to.addrs };
-            this.o.log?.info({ session: s.id, to: to.peerId, tokens: st.length, ms: round(performance.now() - t0) }, 'session KV handed over');
+            this.o.log?.info(
+              { session: s.id, to: to.peerId, tokens: st.length, ms: round(performance.now() - t0) },
+              'session KV handed over',
+            );
             return;
           } catch (e) {
             this.o.log?.warn({ session: s.id, to: to.peerId, err: (e as Error).message }, 'KV hand-over failed');
@@ -450,7 +510,11 @@ export class NodeServer {
         payload.set(encodeTensor(l.k, 'f32'));
         payload.set(encodeTensor(l.v, 'f32'), l.k.byteLength);
         // encodeMessage splits the payload into ≤1 MB frames
-        await ch.send({ type: MsgType.KV, header: { sessionId, modelId: this.o.modelId, start: r.start, end: r.end, length: st.length, layer: r.start + i, kvDim }, payload });
+        await ch.send({
+          type: MsgType.KV,
+          header: { sessionId, modelId: this.o.modelId, start: r.start, end: r.end, length: st.length, layer: r.start + i, kvDim },
+          payload,
+        });
       }
       await acked;
     } finally {
@@ -472,9 +536,12 @@ export class NodeServer {
         const h = m.header;
         const bad = (code: ErrorCode, reason: string) => void ch.sendError(code, reason, { sessionId: h.sessionId }).then(() => ch.close());
         if (h.modelId !== this.o.modelId) return bad('wrong_model', `this node serves model ${this.o.modelId}, not ${h.modelId}`);
-        if (h.start !== r.start || h.end !== r.end) return bad('wrong_layers', `this node serves layers ${r.start}:${r.end}, KV is for ${h.start}:${h.end}`);
-        if (h.kvDim !== kvDim || h.layer < r.start || h.layer >= r.end) return bad('bad_message', `KV layer ${h.layer} × ${h.kvDim} does not fit layers ${r.start}:${r.end} × ${kvDim}`);
-        if (first && (h.sessionId !== first.sessionId || h.length !== first.length)) return bad('bad_message', 'KV messages of one stream must be for one session and length');
+        if (h.start !== r.start || h.end !== r.end)
+          return bad('wrong_layers', `this node serves layers ${r.start}:${r.end}, KV is for ${h.start}:${h.end}`);
+        if (h.kvDim !== kvDim || h.layer < r.start || h.layer >= r.end)
+          return bad('bad_message', `KV layer ${h.layer} × ${h.kvDim} does not fit layers ${r.start}:${r.end} × ${kvDim}`);
+        if (first && (h.sessionId !== first.sessionId || h.length !== first.length))
+          return bad('bad_message', 'KV messages of one stream must be for one session and length');
         if (!stage.importSession) return bad('engine', `engine ${stage.profile} cannot import KV caches`);
         if (this.sessions.has(h.sessionId)) return bad('bad_message', `session ${h.sessionId} is already open here`);
         if (this.leaving) return bad('busy', `node ${this.self} is leaving`);
@@ -490,7 +557,10 @@ export class NodeServer {
         layers.set(h.layer, { k: kv.subarray(0, n), v: kv.subarray(n) });
         if (layers.size < r.end - r.start) return;
         try {
-          await stage.importSession(h.sessionId, { length: h.length, layers: [...layers.keys()].sort((a, b) => a - b).map((l) => layers.get(l)!) });
+          await stage.importSession(h.sessionId, {
+            length: h.length,
+            layers: [...layers.keys()].sort((a, b) => a - b).map((l) => layers.get(l)!),
+          });
         } catch (e) {
           return bad('engine', (e as Error).message);
         }

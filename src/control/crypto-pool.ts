@@ -1,0 +1,97 @@
+// Signature work off the token path's thread. A node's reference engine computes on the main
+// thread, so the upstream receipt check and the commitment signature (≈ 1–2 ms per step)
+// would add to every step's latency; run on one worker thread they overlap the compute.
+// Falls back to the calling thread when a worker cannot start or dies (same results:
+// the worker runs the same functions).
+import { Worker } from 'node:worker_threads';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { assertWellFormed, typedDigestBytes, type Hex, type OdsiDomain, type PrimaryType, type RecordOf } from './eip712.js';
+import { checkSigned, signDigest, type VerifyResult } from './receipts.js';
+
+type Pending = { resolve(v: unknown): void; reject(e: Error): void };
+
+class CryptoPool {
+  private worker?: Worker;
+  private failed = false;
+  private next = 1;
+  private readonly pending = new Map<number, Pending>();
+
+  private get(): Worker | undefined {
+    if (this.failed || process.env.ODSI_CRYPTO_WORKER === '0') return undefined;
+    if (!this.worker) {
+      try {
+        const w = new Worker(new URL('./crypto-worker.js', import.meta.url));
+        w.unref(); // never keeps a process alive
+        w.on('message', (m: { id: number; result?: unknown; error?: string }) => {
+          const p = this.pending.get(m.id);
+          if (!p) return;
+          this.pending.delete(m.id);
+          if (m.error !== undefined) p.reject(new Error(m.error));
+          else p.resolve(m.result);
+        });
+        const die = (e: Error) => {
+          this.failed = true;
+          this.worker = undefined;
+          for (const p of this.pending.values()) p.reject(e);
+          this.pending.clear();
+        };
+        w.on('error', die);
+        w.on('exit', (code) => die(new Error(`crypto worker exited (${code})`)));
+        this.worker = w;
+      } catch {
+        this.failed = true;
+        return undefined;
+      }
+    }
+    return this.worker;
+  }
+
+  private run<T>(job: Record<string, unknown>): Promise<T> | undefined {
+    const w = this.get();
+    if (!w) return undefined;
+    const id = this.next++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      w.ref(); // while a job is out, wait for it
+      w.postMessage({ ...job, id });
+    }).finally(() => {
+      if (this.pending.size === 0) this.worker?.unref();
+    });
+  }
+
+  /** checkSigned on the worker (or here). */
+  async verify(primary: PrimaryType, signed: unknown, domain: OdsiDomain): Promise<VerifyResult> {
+    const p = this.run<VerifyResult>({ op: 'verify', primary, signed, domain });
+    if (p) {
+      try {
+        return await p;
+      } catch {
+        /* worker gone: do it here */
+      }
+    }
+    return checkSigned(primary, signed, domain);
+  }
+
+  /** EIP-712 digest and signature of a well-formed record, on the worker (or here). Throws for a malformed record. */
+  async sign<P extends PrimaryType>(
+    primary: P,
+    record: RecordOf<P>,
+    secret: Uint8Array,
+    domain: OdsiDomain,
+  ): Promise<{ digest: Hex; signature: Hex }> {
+    assertWellFormed(primary, record);
+    const p = this.run<{ digest: Hex; signature: Hex }>({ op: 'sign', primary, record, secret, domain });
+    if (p) {
+      try {
+        return await p;
+      } catch {
+        /* worker gone: do it here */
+      }
+    }
+    const d = typedDigestBytes(primary, record, domain);
+    return { digest: `0x${bytesToHex(d)}`, signature: signDigest(d, secret) };
+  }
+}
+
+/** One pool per process. */
+export const cryptoPool = new CryptoPool();
