@@ -5,7 +5,7 @@
 // the worker runs the same functions).
 import { Worker } from 'node:worker_threads';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { assertWellFormed, typedDigestBytes, type Hex, type OdsiDomain, type PrimaryType, type RecordOf } from './eip712.js';
+import { ZERO_HASH, assertWellFormed, typedDigestBytes, type Hex, type OdsiDomain, type PrimaryType, type RecordOf } from './eip712.js';
 import { checkSigned, signDigest, type VerifyResult } from './receipts.js';
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
@@ -91,6 +91,38 @@ class CryptoPool {
     const d = typedDigestBytes(primary, record, domain);
     return { digest: `0x${bytesToHex(d)}`, signature: signDigest(d, secret) };
   }
+}
+
+/**
+ * Start the worker and load its crypto (module graph, WASM) now, so a node's first step does
+ * not pay for it inside its deadline. Bounded; never rejects.
+ */
+export async function warmCryptoPool(
+  identity: { address: Hex; secret: Uint8Array },
+  domain: OdsiDomain,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const record = {
+    requestId: ZERO_HASH,
+    sessionId: ZERO_HASH,
+    step: 0,
+    pos: 0,
+    nTokens: 1,
+    layerStart: 0,
+    layerEnd: 1,
+    modelId: ZERO_HASH,
+    profile: 'warm-up',
+    inputHash: ZERO_HASH,
+    budgetUs: 0,
+    signer: identity.address,
+  };
+  const work = (async () => {
+    const { signature } = await cryptoPool.sign('ExecutionCommitment', record, identity.secret, domain);
+    await cryptoPool.verify('ExecutionCommitment', { record, signature }, domain);
+  })().catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+  clearTimeout(timer);
 }
 
 /** One pool per process. */

@@ -25,7 +25,7 @@ import type { FaultInjector } from '../fault/inject.js';
 import { COMMITMENT_FIELDS, ZERO_HASH, toBytes32, type ExecutionCommitment, type Hex, type OdsiDomain } from './eip712.js';
 import { hashTensor, signReceipt, type SignedCommitment, type SignedReceipt } from './receipts.js';
 import { CustodyError, ReceiptChain } from './custody.js';
-import { cryptoPool } from './crypto-pool.js';
+import { cryptoPool, warmCryptoPool } from './crypto-pool.js';
 import { ReceiptSigner, SignerError } from './signer.js';
 import { rememberStepInput, type DishonestBehaviour } from './dishonest.js';
 import {
@@ -202,6 +202,12 @@ function accountant(host: OdsiHost): NodeAccountant | undefined {
     a.ensureAuditHandler();
   }
   return a;
+}
+
+/** Get a node's accountability ready before its first step (crypto worker, WASM); no-op when off. */
+export async function prepareAccountability(host: OdsiHost): Promise<void> {
+  const a = accountant(host);
+  if (a) await warmCryptoPool(host.identity, a.domain);
 }
 
 /** Counters of this node's accountability work (signing cost etc.). */

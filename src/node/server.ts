@@ -27,7 +27,7 @@ import {
 import { DEFAULT_MAX_TOKENS, type HopTiming } from '../net/route.js';
 import { PerfMeter } from './perf.js';
 import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance: test-only fault hooks
-import { checkCustody, commitStep, stampStep } from '../control/stamp.js'; // accountability: receipts + custody checks
+import { checkCustody, commitStep, prepareAccountability, stampStep } from '../control/stamp.js'; // accountability: receipts + custody checks
 import { KV_PROTOCOL, hopSchema, type KvHeader } from '../net/messages.js'; // kv-transfer
 import { findAdverts } from '../net/adverts.js'; // kv-transfer
 import type { SessionState } from '../engine/types.js'; // kv-transfer
@@ -106,6 +106,7 @@ export class NodeServer {
       maxOutboundStreams: MAX_SESSION_STREAMS,
     });
     await this.o.host.libp2p.handle(KV_PROTOCOL, (stream, conn) => this.onKvStream(stream, conn.remotePeer.toString())); // kv-transfer
+    await prepareAccountability(this.o.host); // accountability: crypto worker up before the first step
     // accountability: audit re-execution, under the same compute lock as the token path
     this.auditExec = new AuditExecServer({
       host: this.o.host,

@@ -83,7 +83,7 @@ test(
     const fail = evs.find((e): e is FailureEvent => e.type === 'failure');
     const re = evs.find((e): e is RerouteEvent => e.type === 'reroute');
     assert.ok(fail && re, JSON.stringify(evs));
-    assert.deepEqual(fail.culprits, [victim]);
+    assert.deepEqual(fail.culprits, [victim], JSON.stringify(evs));
     assert.equal(re.method, 'replay');
     assert.equal(re.replayedTokens, g.prompt_tokens.length + 9);
     assert.ok(gw!.bans.active().has(victim));
