@@ -6,19 +6,11 @@
 // rejected by its downstream hop's custody check.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createStage } from '../../src/engine/create.js';
 import { generate } from '../../src/engine/generate.js';
 import type { Stage } from '../../src/engine/types.js';
-import { generateIdentity } from '../../src/identity/identity.js';
-import { openModel } from '../../src/model/load.js';
-import { modelIdentity } from '../../src/model/identity.js';
 import type { WeightSource } from '../../src/model/types.js';
-import { createHost, type OdsiHost } from '../../src/net/host.js';
 import type { RouteCandidate } from '../../src/gateway/router.js';
-import { createTokenizer } from '../../src/tokenizer/index.js';
 import type { Tokenizer } from '../../src/tokenizer/types.js';
 import { BanList } from '../../src/fault/bans.js';
 import type { FaultEvent } from '../../src/fault/events.js';
@@ -28,7 +20,10 @@ import { openResilientRoute } from '../../src/fault/resilient-route.js';
 import { enableAccountability, type GatewayAccountant } from '../../src/control/verify-route.js';
 import { addressOfPeer } from '../../src/control/wire.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import type { OdsiHost } from '../../src/net/host.js';
 
+let side: GatewaySide | undefined;
 let dir = '';
 let modelId = '';
 let src: WeightSource | undefined;
@@ -50,13 +45,8 @@ const start = (range: [number, number], name: string, faults?: string[]) =>
 
 before(
   async () => {
-    dir = mkdtempSync(join(tmpdir(), 'odsi-acct-'));
-    src = openModel(STORIES_GGUF);
-    modelId = modelIdentity(src).modelId;
-    tokenizer = createTokenizer(src.tokenizer!);
-    embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
-    head = await createStage('reference', src, { start: 5, end: 5, embed: false, head: true });
-    host = await createHost({ identity: generateIdentity() });
+    side = await openGatewaySide('odsi-acct-');
+    ({ dir, src, modelId, tokenizer, embed, head, host } = side);
     acct = enableAccountability(host, { src });
     assert.ok(acct, 'accountability must be on (ODSI_ACCOUNTABILITY unset)');
     const ds = KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]));
@@ -72,12 +62,8 @@ before(
 
 after(async () => {
   await Promise.all(all.map((n) => n.kill('SIGTERM').catch(() => undefined)));
-  await host?.stop().catch(() => undefined);
   await acct?.dispose().catch(() => undefined);
-  await embed?.dispose();
-  await head?.dispose();
-  src?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await side?.close();
 });
 
 const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => n.candidate(msPerToken);

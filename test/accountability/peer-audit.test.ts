@@ -110,7 +110,7 @@ async function scenario(
 }
 
 test(
-  'background audits re-executed by a peer node: every step checked, none delays a token, honest route passes',
+  'background audits re-executed by a peer node: every step checked without holding it, honest route passes',
   { timeout: 60_000 },
   async () => {
     // rate 1 but nothing holds: all audits go to the background lane, [2,5] ones to A
