@@ -25,12 +25,12 @@ import { generateIdentity } from '../src/identity/identity.js';
 import { openModel } from '../src/model/load.js';
 import { modelIdentity } from '../src/model/identity.js';
 import { writeSyntheticGguf } from '../src/model/synth.js';
-import { createHost } from '../src/net/host.js';
-import { BanList } from '../src/fault/bans.js';
-import type { FaultEvent, RerouteEvent } from '../src/fault/events.js';
-import { StaticPlanner } from '../src/fault/planner.js';
-import { NodeProcess } from '../src/fault/procs.js';
-import { openResilientRoute } from '../src/fault/resilient-route.js';
+import { createHost } from '../src/p2p/host.js';
+import { BanList } from '../src/routing/bans.js';
+import type { FaultEvent, RerouteEvent } from '../src/route/events.js';
+import { StaticPlanner } from '../src/routing/planner.js';
+import { NodeProcess } from '../src/node/process.js';
+import { openResilientRoute } from '../src/route/resilient-route.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { table, writeResult } from './lib/results.js';
 

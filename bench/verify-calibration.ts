@@ -19,9 +19,9 @@ import { openModel } from '../src/model/load.js';
 import { writeSyntheticGguf } from '../src/model/synth.js';
 import { f16ToF32, f32ToF16, bf16ToF32 } from '../src/model/quant.js';
 import type { WeightSource } from '../src/model/types.js';
-import { perTokenRelL2 } from '../src/control/tolerance.js';
-import { hashTensor, receiptHash, signReceipt, verifyReceipt } from '../src/control/receipts.js';
-import { ZERO_HASH } from '../src/control/eip712.js';
+import { perTokenRelL2 } from '../src/accountability/checks/tolerance.js';
+import { hashTensor, receiptHash, signReceipt, verifyReceipt } from '../src/accountability/records/receipts.js';
+import { ZERO_HASH } from '../src/accountability/records/eip712.js';
 import { generateIdentity } from '../src/identity/identity.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

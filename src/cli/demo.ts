@@ -14,10 +14,10 @@ import { writeSyntheticGguf } from '../model/synth.js';
 import { createApiServer, type ApiServer } from '../api/server.js';
 import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
-import { LocalSwarm } from '../gateway/swarm.js';
-import { accountabilityOf } from '../control/verify-route.js'; // accountability
-import { accountabilityReport } from '../control/report.js'; // accountability
-import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges, waitForAdverts } from '../fault/demo.js'; // fault-tolerance
+import { LocalSwarm } from '../node/local-swarm.js';
+import { accountabilityOf } from '../accountability/gateway/verify-route.js'; // accountability
+import { accountabilityReport } from '../accountability/gateway/report.js'; // accountability
+import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges, waitForAdverts } from '../testing/demo-faults.js'; // fault-tolerance
 
 interface DemoOptions {
   model?: string;

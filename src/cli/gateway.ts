@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
 import { Gateway } from '../gateway/gateway.js';
-import { accountabilityOf } from '../control/verify-route.js';
+import { accountabilityOf } from '../accountability/gateway/verify-route.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
 

@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { runNode } from '../node/run.js';
 import { parseLayers } from '../node/placement.js';
 import { openModel } from '../model/load.js';
-import { createFaultInjector } from '../fault/inject.js'; // fault-tolerance
+import { createFaultInjector } from '../testing/inject.js'; // fault-tolerance
 
 interface NodeCliOptions {
   model: string;

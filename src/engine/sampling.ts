@@ -5,7 +5,7 @@
 // PRNG, so a (logits, params, seed) triple always yields the same tokens on any machine.
 
 import { exp } from './reference/fmath.js';
-import { Rng, randomSeed } from './rng.js';
+import { Rng, randomSeed } from '../util/rng.js';
 import { EngineError } from './types.js';
 
 export interface SamplingParams {

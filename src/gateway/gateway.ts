@@ -9,19 +9,19 @@ import { generateIdentity, type Identity } from '../identity/identity.js';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';
 import { ModelFormatError, type WeightSource } from '../model/types.js';
-import { findAdverts, type NodeAdvert } from '../net/adverts.js';
-import { createHost, type OdsiHost } from '../net/host.js';
-import { openRoute, RouteError, type RouteStage } from '../net/route.js';
+import { findAdverts, type NodeAdvert } from '../p2p/adverts.js';
+import { createHost, type OdsiHost } from '../p2p/host.js';
+import { openRoute, RouteError, type RouteStage } from '../route/route-stage.js';
 import { createTokenizer } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import type { BackendModelInfo, BackendRequest } from '../api/backend.js';
 import { modelNameOf } from './local.js';
 import { PipelineBackend, type RequestPipeline } from './pipeline-backend.js';
-import { NoRouteError, selectRoute, type Route, type RouteCandidate } from './router.js';
+import { NoRouteError, selectRoute, type Route, type RouteCandidate } from '../routing/router.js';
 import { TimedStage } from './timed.js';
-import { FaultLog } from '../fault/events.js'; // fault-tolerance
-import { ResilientRoute, spareHops } from '../fault/resilient-route.js'; // fault-tolerance
-import { enableAccountability } from '../control/verify-route.js'; // accountability
+import { FaultLog } from '../route/events.js'; // fault-tolerance
+import { ResilientRoute, spareHops } from '../route/resilient-route.js'; // fault-tolerance
+import { enableAccountability } from '../accountability/gateway/verify-route.js'; // accountability
 
 export interface GatewayOptions {
   /** the model file/directory: the gateway reads its header, tokenizer, embedding and head */

@@ -5,7 +5,7 @@
 
 import type { Stage, StageInput, StageOutput } from '../engine/types.js';
 import type { TimelineHop } from '../api/backend.js';
-import type { HopTiming } from '../net/route.js';
+import type { HopTiming } from '../route/route-stage.js';
 
 export class TimedStage implements Stage {
   lastComputeMs = 0;

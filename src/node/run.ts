@@ -13,12 +13,12 @@ import { loadProgress, rangeBytes } from '../util/progress.js';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';
 import { layerTensorNames, type WeightSource } from '../model/types.js';
-import { findAdverts, publishAdvert, serveAdverts, signAdvert, type NodeAdvert } from '../net/adverts.js';
-import { createHost, type OdsiHost } from '../net/host.js';
+import { findAdverts, publishAdvert, serveAdverts, signAdvert, type NodeAdvert } from '../p2p/adverts.js';
+import { createHost, type OdsiHost } from '../p2p/host.js';
 import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
-import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance
+import type { FaultInjector } from '../testing/inject.js'; // fault-tolerance
 
 export const NODE_VERSION = 'odsi/0.1.0';
 

@@ -9,8 +9,8 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { Stream, Connection } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import { EngineError, type Stage } from '../engine/types.js';
-import { Channel } from '../net/channel.js';
-import type { OdsiHost } from '../net/host.js';
+import { Channel } from '../p2p/channel.js';
+import type { OdsiHost } from '../p2p/host.js';
 import {
   ACT_PROTOCOL,
   MAX_SESSION_STREAMS,
@@ -23,15 +23,15 @@ import {
   type Message,
   type OpenHeader,
   type StepHeader,
-} from '../net/messages.js';
-import { DEFAULT_MAX_TOKENS, type HopTiming } from '../net/route.js';
+} from '../protocol/messages.js';
+import { DEFAULT_MAX_TOKENS, type HopTiming } from '../route/route-stage.js';
 import { PerfMeter } from './perf.js';
-import type { FaultInjector } from '../fault/inject.js'; // fault-tolerance: test-only fault hooks
-import { checkCustody, commitStep, prepareAccountability, stampStep } from '../control/stamp.js'; // accountability: receipts + custody checks
-import { KV_PROTOCOL, hopSchema, type KvHeader } from '../net/messages.js'; // kv-transfer
-import { findAdverts } from '../net/adverts.js'; // kv-transfer
+import type { FaultInjector } from '../testing/inject.js'; // fault-tolerance: test-only fault hooks
+import { checkCustody, commitStep, prepareAccountability, stampStep } from '../accountability/node/stamp.js'; // accountability: receipts + custody checks
+import { KV_PROTOCOL, hopSchema, type KvHeader } from '../protocol/messages.js'; // kv-transfer
+import { findAdverts } from '../p2p/adverts.js'; // kv-transfer
 import type { SessionState } from '../engine/types.js'; // kv-transfer
-import { AuditExecServer } from '../control/audit-exec.js'; // accountability: re-execution for auditors
+import { AuditExecServer } from '../accountability/node/audit-exec.js'; // accountability: re-execution for auditors
 
 export interface NodeServerOptions {
   host: OdsiHost;

@@ -11,7 +11,7 @@ import { createReferenceStage, type ReferenceStage } from '../../src/engine/refe
 import { writeSyntheticGguf } from '../../src/model/synth.js';
 import { WasmArena } from '../../src/engine/reference/wasm.js';
 import { matmul } from '../../src/engine/reference/kernels.js';
-import { Rng } from '../../src/engine/rng.js';
+import { Rng } from '../../src/util/rng.js';
 import { exp, sincos } from '../../src/engine/reference/fmath.js';
 
 const PINNED_EXP = [2.7182818284590455, 0.0301973834223185, 1.1051709180756477];

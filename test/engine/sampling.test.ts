@@ -1,7 +1,7 @@
 // Sampling: seeded reproducibility, greedy ties, top-k / top-p / temperature / repetition penalty.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Rng } from '../../src/engine/rng.js';
+import { Rng } from '../../src/util/rng.js';
 import { exp } from '../../src/engine/reference/fmath.js';
 import { Sampler, applyRepetitionPenalty, argmax, candidates, validateSampling } from '../../src/engine/sampling.js';
 

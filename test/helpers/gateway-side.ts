@@ -9,7 +9,7 @@ import { generateIdentity } from '../../src/identity/identity.js';
 import { modelIdentity } from '../../src/model/identity.js';
 import { openModel } from '../../src/model/load.js';
 import type { WeightSource } from '../../src/model/types.js';
-import { createHost, type OdsiHost } from '../../src/net/host.js';
+import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { createTokenizer } from '../../src/tokenizer/index.js';
 import type { Tokenizer } from '../../src/tokenizer/types.js';
 import { STORIES_GGUF } from './paths.js';

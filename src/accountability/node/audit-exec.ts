@@ -1,0 +1,452 @@
+// Selective redundancy, executor side: a node re-runs another node's committed inputs for its
+// own layer range and signs what it got. The gateway (verify-route.ts) picks a peer covering
+// the same layers, sends it the audited node's committed inputs of a session prefix (steps
+// contiguous from position 0, the audited step last) and compares the returned output with
+// the audited node's.
+//
+// Protocol AUDIT_EXEC_PROTOCOL, one request and one reply per stream (wire.ts codec):
+//   request  { routeSessionId, step, layers: [start, end], modelId, auditedReceiptHash,
+//              steps: [{ step, pos, nTokens, dtype, bytes }] } + the steps' input bytes in order
+//   reply    { ok: false, reason } or { ok: true, receipt, output: { dtype: 'f32', bytes } }
+//              + f32 little-endian rows of the audited (last) step, [nTokens_last, dim]
+//
+// The node replays the whole prefix as a fresh temporary session (one batched prefill, in
+// chunks of ≤ REEXEC_CHUNK tokens) under its compute lock, so an audit never runs beside a
+// token-path step, and always frees the session. Its receipt links to the audited receipt
+// (upstreamReceiptHash) and lives in its own session (`<routeSessionId>/audit`), so it can
+// never be confused with a token-path receipt of the same route.
+//
+// `dim` is not sent: both sides derive it (node: its model; client: input bytes / tokens).
+
+import { randomUUID } from 'node:crypto';
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { Stream } from '@libp2p/interface';
+import type { Logger } from 'pino';
+import type { Stage } from '../../engine/types.js';
+import type { OdsiHost } from '../../p2p/host.js';
+import { DTYPE_BYTES, decodeTensor, encodeTensor, type Dtype } from '../../protocol/messages.js';
+import type { FaultInjector } from '../../testing/inject.js';
+import { ZERO_HASH, type Hex } from '../records/eip712.js';
+import { checkSigned, hashTensor, signReceipt, type SignedReceipt } from '../records/receipts.js';
+import { rememberStepInput, type DishonestBehaviour } from '../../testing/dishonest.js';
+import { toModelId } from './stamp.js';
+import {
+  accountabilityEnabled,
+  addressOfPeer,
+  deploymentDomain,
+  readAuditMessage,
+  requestIdOf,
+  sendAuditMessage,
+  sessionIdOf,
+} from '../records/wire.js';
+
+/** stream protocol: ask a node to re-execute committed inputs on its own layer range */
+export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.0.0';
+/** most tokens one re-execution may replay (and never more than the model's context) */
+export const MAX_REEXEC_TOKENS = 8192;
+/** largest forward call of a replay (bounds the engine's scratch memory) */
+export const REEXEC_CHUNK = 512;
+/** re-executions queued or running per node; more are refused as busy */
+const MAX_PENDING = 4;
+const REQUEST_TIMEOUT_MS = 10_000;
+const DTYPES = new Set<string>(['f32', 'f16', 'bf16']);
+
+/** What the node server lends the executor. */
+export interface AuditExecContext {
+  host: OdsiHost;
+  stage: Stage;
+  modelId: string;
+  /** run `fn` under the node's compute lock (never beside a token-path step) */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** fault injection: a dishonest node lies when it audits, too */
+  faults?: FaultInjector;
+  /** token-path steps this node has run so far (the onset `@N` of dishonest faults counts these) */
+  nodeSteps?: () => number;
+  log?: Logger;
+}
+
+export interface AuditExecStats {
+  served: number;
+  refused: number;
+  tokens: number;
+  computeMs: number;
+}
+
+interface StepEntry {
+  step: number;
+  pos: number;
+  nTokens: number;
+  dtype: Dtype;
+  bytes: number;
+}
+
+class Refusal extends Error {}
+
+/** The node side: registers AUDIT_EXEC_PROTOCOL and answers re-execution requests. */
+export class AuditExecServer {
+  readonly stats: AuditExecStats = { served: 0, refused: 0, tokens: 0, computeMs: 0 };
+  private pending = 0;
+  private started = false;
+
+  constructor(private readonly c: AuditExecContext) {}
+
+  /** Registers the handler (only when accountability is on: receipts need the deployment's domain). */
+  async start(): Promise<void> {
+    if (this.started || !accountabilityEnabled()) return;
+    await this.c.host.libp2p.handle(AUDIT_EXEC_PROTOCOL, (stream: Stream) => void this.serve(stream), {
+      maxInboundStreams: 16,
+      maxOutboundStreams: 16,
+    });
+    this.started = true;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    await this.c.host.libp2p.unhandle(AUDIT_EXEC_PROTOCOL).catch(() => undefined);
+  }
+
+  private async serve(stream: Stream): Promise<void> {
+    try {
+      const { header, payload } = await readAuditMessage(stream, REQUEST_TIMEOUT_MS);
+      let reply: { header: unknown; payload?: Uint8Array };
+      if (this.pending >= MAX_PENDING) reply = this.refuse(`busy: ${this.pending} re-executions already queued on this node`);
+      else {
+        this.pending++;
+        try {
+          reply = await this.execute(header, payload);
+        } catch (e) {
+          reply = this.refuse(e instanceof Refusal ? e.message : `re-execution failed: ${(e as Error).message}`);
+        } finally {
+          this.pending--;
+        }
+      }
+      await sendAuditMessage(stream, reply.header, reply.payload);
+      await stream.close({ signal: AbortSignal.timeout(2000) }).catch(() => undefined);
+    } catch (e) {
+      try {
+        stream.abort(e as Error);
+      } catch {
+        /* gone */
+      }
+    }
+  }
+
+  private refuse(reason: string): { header: unknown } {
+    this.stats.refused++;
+    this.c.log?.info({ reason }, 'audit re-execution refused');
+    return { header: { ok: false, reason } };
+  }
+
+  private async execute(h: Record<string, unknown>, payload: Uint8Array): Promise<{ header: unknown; payload: Uint8Array }> {
+    const { stage } = this.c;
+    const req = this.validate(h, payload);
+    const dim = stage.config.dim;
+    const total = req.steps.reduce((a, s) => a + s.nTokens, 0);
+    const hidden = new Float32Array(total * dim);
+    let off = 0;
+    let row = 0;
+    for (const s of req.steps) {
+      hidden.set(decodeTensor(payload.subarray(off, off + s.bytes), s.dtype, s.nTokens * dim), row * dim);
+      off += s.bytes;
+      row += s.nTokens;
+    }
+    const last = req.steps[req.steps.length - 1]!;
+    const lastInput = payload.subarray(payload.length - last.bytes);
+    // a session id no token-path session can have; freed whatever happens
+    const tmp = `audit-exec/${randomUUID()}`;
+    const { out, ms } = await this.c.exclusive(async () => {
+      const t0 = performance.now();
+      const rows = new Float32Array(last.nTokens * dim);
+      try {
+        for (let p = 0; p < total; p += REEXEC_CHUNK) {
+          const n = Math.min(REEXEC_CHUNK, total - p);
+          const r = await stage.forward({ sessionId: tmp, pos: p, nTokens: n, hidden: hidden.subarray(p * dim, (p + n) * dim) });
+          if (!r.hidden || r.hidden.length !== n * dim) throw new Error('the stage returned no hidden states');
+          // keep only the rows of the audited step, [last.pos, total)
+          const from = Math.max(p, last.pos);
+          if (from < p + n) rows.set(r.hidden.subarray((from - p) * dim, n * dim), (from - last.pos) * dim);
+        }
+      } finally {
+        try {
+          stage.closeSession(tmp);
+        } catch {
+          /* nothing cached */
+        }
+      }
+      return { out: rows, ms: performance.now() - t0 };
+    });
+    const { output, forge } = this.lie(out, req, last, lastInput, dim);
+    const bytes = Uint8Array.from(encodeTensor(output, 'f32'));
+    const domain = deploymentDomain();
+    let receipt = signReceipt(
+      this.c.host.identity,
+      {
+        requestId: requestIdOf(req.routeSessionId),
+        sessionId: sessionIdOf(`${req.routeSessionId}/audit`),
+        step: last.step,
+        pos: last.pos,
+        nTokens: last.nTokens,
+        layerStart: stage.range.start,
+        layerEnd: stage.range.end,
+        modelId: toModelId(this.c.modelId),
+        profile: stage.profile,
+        inputHash: hashTensor(lastInput),
+        budgetUs: 0,
+        outputHash: hashTensor(bytes),
+        recvUs: 0,
+        computeUs: Math.max(0, Math.round(ms * 1000)),
+        sendUs: 0,
+        upstreamReceiptHash: req.auditedReceiptHash,
+        prevReceiptHash: ZERO_HASH,
+        commitmentHash: ZERO_HASH,
+      },
+      domain,
+    );
+    if (forge) receipt = { record: receipt.record, signature: corrupt(receipt.signature) };
+    this.stats.served++;
+    this.stats.tokens += total;
+    this.stats.computeMs += ms;
+    this.c.log?.debug({ session: req.routeSessionId, step: last.step, tokens: total, ms }, 'audit re-execution served');
+    return { header: { ok: true, receipt, output: { dtype: 'f32', bytes: bytes.length } }, payload: bytes };
+  }
+
+  /**
+   * Dishonest fault kinds act on audits as on token-path steps. The context is the audit's own
+   * session (`<routeSessionId>/audit`) and the audited step; nodeStep is the number of
+   * token-path steps this node has run, so an onset `@N` means "honest until N real steps".
+   * Per kind: noise/zeros/wrong-weights transform as usual; skip-layer returns the audited
+   * step's input; stale replays this node's previous audit output of the same shape for the
+   * same route session (honest on the first); equivocate has only one answer to give here,
+   * so it acts as its noise; forge corrupts the audit receipt's signature.
+   */
+  private lie(
+    out: Float32Array,
+    req: ReexecHeader,
+    last: StepEntry,
+    lastInput: Uint8Array,
+    dim: number,
+  ): { output: Float32Array; forge: boolean } {
+    const f = this.c.faults;
+    if (!f) return { output: out, forge: false };
+    const ctx = {
+      sessionId: `${req.routeSessionId}/audit`,
+      step: last.step,
+      pos: last.pos,
+      nTokens: last.nTokens,
+      nodeStep: this.c.nodeSteps?.() ?? 0,
+    };
+    rememberStepInput(ctx.sessionId, ctx.step, decodeTensor(lastInput, last.dtype, last.nTokens * dim));
+    let output = out;
+    let forge = false;
+    for (const b of f.behaviours as DishonestBehaviour[]) {
+      if (b.transformOutput) output = b.transformOutput(output, ctx);
+      if (b.accountability?.forge?.(ctx.sessionId, ctx.step)) forge = true;
+    }
+    return { output, forge };
+  }
+
+  private validate(h: Record<string, unknown>, payload: Uint8Array): ReexecHeader {
+    const { stage, modelId } = this.c;
+    const r = stage.range;
+    const dim = stage.config.dim;
+    const rsid = h.routeSessionId;
+    if (typeof rsid !== 'string' || rsid.length === 0 || rsid.length > 256)
+      throw new Refusal('routeSessionId must be a non-empty string of ≤ 256 characters');
+    const step = h.step;
+    if (!isCount(step)) throw new Refusal('step must be a non-negative integer');
+    const layers = h.layers;
+    if (!Array.isArray(layers) || layers.length !== 2 || !layers.every(isCount)) throw new Refusal('layers must be [start, end] integers');
+    if (layers[0] !== r.start || layers[1] !== r.end)
+      throw new Refusal(`wrong layers: this node serves layers ${r.start}:${r.end}, the request is for ${layers[0]}:${layers[1]}`);
+    if (h.modelId !== modelId) throw new Refusal(`wrong model: this node serves model ${modelId}, not ${String(h.modelId)}`);
+    const audited = h.auditedReceiptHash;
+    if (typeof audited !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(audited))
+      throw new Refusal('auditedReceiptHash must be 0x + 64 hex digits');
+    const list = h.steps;
+    if (!Array.isArray(list) || list.length === 0) throw new Refusal('steps must be a non-empty array');
+    if (list.length > MAX_REEXEC_TOKENS) throw new Refusal(`too many steps (${list.length} > ${MAX_REEXEC_TOKENS})`);
+    const ctx = stage.config.contextLength;
+    const maxTokens = Math.min(MAX_REEXEC_TOKENS, Number.isSafeInteger(ctx) && ctx > 0 ? ctx : MAX_REEXEC_TOKENS);
+    const steps: StepEntry[] = [];
+    let pos = 0;
+    let bytes = 0;
+    for (const [i, raw] of list.entries()) {
+      const s = (raw ?? {}) as Record<string, unknown>;
+      if (
+        !isCount(s.step) ||
+        !isCount(s.pos) ||
+        !isCount(s.nTokens) ||
+        (s.nTokens as number) < 1 ||
+        !isCount(s.bytes) ||
+        !DTYPES.has(String(s.dtype))
+      )
+        throw new Refusal(`steps[${i}] must be { step, pos, nTokens ≥ 1, dtype: f32|f16|bf16, bytes }`);
+      const e = s as unknown as StepEntry;
+      if (i === 0 && e.pos !== 0)
+        throw new Refusal(`the steps must start at position 0 (steps[0] is at ${e.pos}): a replay needs the whole prefix`);
+      if (e.pos !== pos) throw new Refusal(`steps are not contiguous: steps[${i}] is at position ${e.pos}, expected ${pos}`);
+      pos += e.nTokens;
+      if (pos > maxTokens) throw new Refusal(`too many tokens: more than ${maxTokens} (this node's limit for one re-execution)`);
+      const want = e.nTokens * dim * DTYPE_BYTES[e.dtype];
+      if (e.bytes !== want)
+        throw new Refusal(`steps[${i}] declares ${e.bytes} bytes, ${e.nTokens} tokens × ${dim} × ${e.dtype} is ${want}`);
+      bytes += e.bytes;
+      steps.push({ step: e.step, pos: e.pos, nTokens: e.nTokens, dtype: e.dtype, bytes: e.bytes });
+    }
+    if (steps[steps.length - 1]!.step !== step)
+      throw new Refusal(`the audited step ${step} must be the last of the steps (last is ${steps[steps.length - 1]!.step})`);
+    if (payload.length !== bytes) throw new Refusal(`payload has ${payload.length} bytes, the steps declare ${bytes}`);
+    return { routeSessionId: rsid, step, auditedReceiptHash: audited.toLowerCase() as Hex, steps };
+  }
+}
+
+interface ReexecHeader {
+  routeSessionId: string;
+  step: number;
+  auditedReceiptHash: Hex;
+  steps: StepEntry[];
+}
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+function corrupt(sig: Hex): Hex {
+  // flip bits in r: still well formed, no longer recovers to the signer (as stamp.ts's forge)
+  const b = sig.slice(2).split('');
+  b[10] = b[10] === 'a' ? 'b' : 'a';
+  b[11] = b[11] === 'c' ? 'd' : 'c';
+  return `0x${b.join('')}`;
+}
+
+// ---- client ----
+
+export interface ReexecRequest {
+  /** the audited route session (the audited node's session id) */
+  routeSessionId: string;
+  /** the audited step: the last of `steps` */
+  step: number;
+  layers: [number, number];
+  modelId: string;
+  /** digest of the audited node's receipt for `step` */
+  auditedReceiptHash: Hex;
+  /** committed inputs, contiguous from position 0; `input` as the audited node received it */
+  steps: { step: number; pos: number; nTokens: number; dtype: Dtype; input: Uint8Array }[];
+}
+
+export interface ReexecResult {
+  /** the auditor's output rows of the audited step, [nTokens, dim] */
+  output: Float32Array;
+  /** the same as received (f32 little-endian): what receipt.outputHash signs */
+  outputBytes: Uint8Array;
+  /** the auditor's signed receipt of its re-execution */
+  receipt: SignedReceipt;
+  ms: number;
+}
+
+export class ReexecError extends Error {
+  constructor(
+    message: string,
+    /** the peer answered (refused, or sent a wrong/garbage reply) vs. could not be reached / timed out */
+    readonly answered: boolean,
+    /** set when the reply was validly signed by the peer but does not match the request */
+    readonly receipt?: SignedReceipt,
+  ) {
+    super(message);
+    this.name = 'ReexecError';
+  }
+}
+
+/**
+ * Ask `peer` to re-execute the committed inputs in `req` on its layers. The model width is
+ * derived from the audited step's input (bytes / (nTokens × bytes per element)). Resolves only
+ * with a reply whose receipt is validly signed by `peer` and matches the request and the
+ * bytes; otherwise throws ReexecError. A malformed request (caller bug) throws a plain Error.
+ */
+export async function requestReexecution(
+  host: OdsiHost,
+  peer: { peerId: string; addrs: string[] },
+  req: ReexecRequest,
+  timeoutMs = 30_000,
+): Promise<ReexecResult> {
+  const last = req.steps[req.steps.length - 1];
+  if (!last) throw new Error('requestReexecution: no steps');
+  if (last.step !== req.step) throw new Error(`requestReexecution: the audited step ${req.step} must be the last of the steps`);
+  const dim = last.input.length / (last.nTokens * DTYPE_BYTES[last.dtype]);
+  if (!Number.isInteger(dim) || dim < 1)
+    throw new Error(`requestReexecution: input of ${last.input.length} bytes is not ${last.nTokens} × dim × ${last.dtype}`);
+  const size = req.steps.reduce((a, s) => a + s.input.length, 0);
+  const payload = new Uint8Array(size);
+  let off = 0;
+  for (const s of req.steps) {
+    payload.set(s.input, off);
+    off += s.input.length;
+  }
+  const header = {
+    routeSessionId: req.routeSessionId,
+    step: req.step,
+    layers: req.layers,
+    modelId: req.modelId,
+    auditedReceiptHash: req.auditedReceiptHash,
+    steps: req.steps.map((s) => ({ step: s.step, pos: s.pos, nTokens: s.nTokens, dtype: s.dtype, bytes: s.input.length })),
+  };
+
+  const t0 = performance.now();
+  const signal = AbortSignal.timeout(timeoutMs);
+  let stream: Stream;
+  try {
+    await host.dial(peer.peerId, peer.addrs, signal);
+    stream = await host.libp2p.dialProtocol(peerIdFromString(peer.peerId), AUDIT_EXEC_PROTOCOL, { signal });
+  } catch (e) {
+    throw new ReexecError(`cannot reach ${peer.peerId} for a re-execution: ${(e as Error).message}`, false);
+  }
+  let msg: { header: Record<string, unknown>; payload: Uint8Array };
+  try {
+    const reply = readAuditMessage(stream, Math.max(1, timeoutMs - (performance.now() - t0)));
+    reply.catch(() => undefined); // a failed send is reported below; never an unhandled rejection
+    try {
+      await sendAuditMessage(stream, header, payload);
+      msg = await reply;
+    } catch (e) {
+      throw new ReexecError(`re-execution on ${peer.peerId}: ${(e as Error).message}`, false);
+    }
+  } finally {
+    void stream.close({ signal: AbortSignal.timeout(2000) }).catch(() => undefined);
+  }
+  const ms = performance.now() - t0;
+
+  const h = msg.header as { ok?: unknown; reason?: unknown; receipt?: unknown; output?: { dtype?: unknown; bytes?: unknown } };
+  if (h.ok !== true) throw new ReexecError(`${peer.peerId} refused the re-execution: ${String(h.reason ?? 'no reason')}`, true);
+  const domain = deploymentDomain();
+  const v = checkSigned('ExecutionReceipt', h.receipt, domain);
+  if (!v.ok) throw new ReexecError(`${peer.peerId} sent a bad re-execution receipt: ${v.reason}`, true);
+  const receipt = h.receipt as SignedReceipt;
+  const r = receipt.record;
+  const want = addressOfPeer(peer.peerId);
+  if (r.signer.toLowerCase() !== want.toLowerCase())
+    throw new ReexecError(`re-execution receipt is signed by ${r.signer}, but ${peer.peerId} is ${want}`, true);
+  // from here on the peer has signed what it sent: a mismatch is its own signed word
+  const wrong = (why: string) => new ReexecError(`${peer.peerId} answered the re-execution wrongly: ${why}`, true, receipt);
+  const eq = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
+  const expect: [string, unknown, unknown][] = [
+    ['step', r.step, last.step],
+    ['pos', r.pos, last.pos],
+    ['nTokens', r.nTokens, last.nTokens],
+    ['layerStart', r.layerStart, req.layers[0]],
+    ['layerEnd', r.layerEnd, req.layers[1]],
+  ];
+  for (const [k, got, exp] of expect) if (got !== exp) throw wrong(`receipt ${k} is ${String(got)}, expected ${String(exp)}`);
+  if (!eq(r.modelId, toModelId(req.modelId))) throw wrong(`receipt modelId ${r.modelId} is not ${req.modelId}`);
+  if (!eq(r.requestId, requestIdOf(req.routeSessionId)) || !eq(r.sessionId, sessionIdOf(`${req.routeSessionId}/audit`)))
+    throw wrong('receipt is for another session');
+  if (!eq(r.upstreamReceiptHash, req.auditedReceiptHash))
+    throw wrong(`receipt links to ${r.upstreamReceiptHash}, not the audited receipt ${req.auditedReceiptHash}`);
+  if (!eq(r.inputHash, hashTensor(last.input))) throw wrong('receipt inputHash is not the hash of the input sent');
+  const n = last.nTokens * dim * 4;
+  if (h.output?.dtype !== 'f32' || h.output.bytes !== msg.payload.length || msg.payload.length !== n)
+    throw wrong(
+      `output is ${msg.payload.length} bytes (header ${String(h.output?.bytes)} ${String(h.output?.dtype)}), expected ${n} f32 bytes`,
+    );
+  if (!eq(r.outputHash, hashTensor(msg.payload))) throw wrong('receipt outputHash is not the hash of the output bytes');
+  const outputBytes = msg.payload;
+  return { output: decodeTensor(outputBytes, 'f32', last.nTokens * dim), outputBytes, receipt, ms };
+}

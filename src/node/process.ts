@@ -1,0 +1,186 @@
+// `odsi node` child processes that can be killed and brought back (chaos tests, the recovery
+// benchmark). A node keeps its identity file and TCP port across restarts, so a restarted
+// node is the same peer at the same address, as after a real reboot.
+
+import type { RouteCandidate } from '../routing/router.js';
+import { killOnExit, odsiBin } from '../util/children.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
+
+export interface NodeProcessOptions {
+  model: string;
+  range: [number, number];
+  /** file for the node key (created on first start, reused on restart) */
+  identityFile: string;
+  /** TCP port on 127.0.0.1 (default: a free one, kept across restarts) */
+  port?: number;
+  bootstrap?: string[];
+  modelId?: string;
+  engine?: 'reference' | 'ort';
+  announceIntervalMs?: number;
+  /** --fault specs (sets ODSI_ALLOW_FAULTS=1 for this child) */
+  faults?: string[];
+  extraArgs?: string[];
+  /** start-up benchmark tokens (default 0: skip; >0 also warms the engine up) */
+  benchTokens?: number;
+  readyTimeoutMs?: number;
+  logLevel?: string;
+  /** run at this CPU niceness (via nice(1), all threads): e.g. an auditor that stands in for another machine in a one-box benchmark */
+  nice?: number;
+}
+
+export interface NodeProcessInfo {
+  peerId: string;
+  addrs: string[];
+  start: number;
+  end: number;
+  pid: number;
+}
+
+/** A TCP port free right now on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+export class NodeProcess {
+  private proc?: ChildProcess;
+  private exited?: Promise<void>;
+  info!: NodeProcessInfo;
+  readonly stderrTail: string[] = [];
+
+  private constructor(
+    private readonly o: NodeProcessOptions,
+    readonly port: number,
+  ) {}
+
+  static async start(o: NodeProcessOptions): Promise<NodeProcess> {
+    const n = new NodeProcess(o, o.port ?? (await freePort()));
+    await n.spawn(o.faults);
+    return n;
+  }
+
+  get alive(): boolean {
+    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  get peerId(): string {
+    return this.info.peerId;
+  }
+
+  /** This node as a route candidate at the given speed (tests and benchmarks plan with it). */
+  candidate(msPerToken = 1): RouteCandidate {
+    return {
+      peerId: this.peerId,
+      addrs: this.info.addrs,
+      start: this.info.start,
+      end: this.info.end,
+      msPerToken,
+      load: 0,
+      freeKvTokens: 1e6,
+    };
+  }
+
+  /** Start again after a kill (same key, same port); `faults` replaces the fault specs. */
+  async restart(faults?: string[]): Promise<void> {
+    if (this.alive) throw new Error(`node ${this.info.peerId} is still running`);
+    await this.spawn(faults ?? []);
+  }
+
+  /** Send a signal and wait for the exit (SIGKILL after 5 s if it lingers). */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const p = this.proc;
+    if (!p || !this.alive) return;
+    const timer = setTimeout(() => p.kill('SIGKILL'), 5_000);
+    p.kill(signal);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  private spawn(faults: string[] | undefined): Promise<void> {
+    const o = this.o;
+    const args = [
+      odsiBin(),
+      'node',
+      '--model',
+      o.model,
+      '--layers',
+      `${o.range[0]}:${o.range[1]}`,
+      '--listen',
+      `/ip4/127.0.0.1/tcp/${this.port}`,
+      '--identity',
+      o.identityFile,
+      '--engine',
+      o.engine ?? 'reference',
+      '--announce-interval',
+      String(o.announceIntervalMs ?? 2000),
+      '--bench-tokens',
+      String(o.benchTokens ?? 0),
+      '--log-level',
+      o.logLevel ?? 'warn',
+      ...(o.modelId ? ['--model-id', o.modelId] : []),
+      ...(o.bootstrap ?? []).flatMap((b) => ['--bootstrap', b]),
+      ...(faults ?? []).flatMap((f) => ['--fault', f]),
+      ...(o.extraArgs ?? []),
+    ];
+    const env = { ...process.env, ...(faults?.length ? { ODSI_ALLOW_FAULTS: '1' } : {}) };
+    const proc =
+      o.nice !== undefined
+        ? spawn('nice', ['-n', String(o.nice), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+        : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    this.proc = proc;
+    killOnExit(proc);
+    this.exited = new Promise<void>((r) =>
+      proc.once('exit', () => {
+        r();
+      }),
+    );
+    createInterface({ input: proc.stderr! }).on('line', (l) => {
+      this.stderrTail.push(l);
+      if (this.stderrTail.length > 20) this.stderrTail.shift();
+    });
+    const label = `node ${o.range[0]}:${o.range[1]} (port ${this.port})`;
+    return new Promise<void>((resolveReady, reject) => {
+      const ms = o.readyTimeoutMs ?? 60_000;
+      let done = false;
+      const tail = () => (this.stderrTail.length ? `:\n  ${this.stderrTail.slice(-8).join('\n  ')}` : '');
+      const fail = (e: Error) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        try {
+          proc.kill('SIGKILL');
+        } catch {
+          /* gone */
+        }
+        reject(e);
+      };
+      const timer = setTimeout(() => fail(new Error(`${label} not ready within ${ms} ms${tail()}`)), ms);
+      createInterface({ input: proc.stdout! }).on('line', (line) => {
+        if (done) return;
+        let m: { event?: string } & Partial<NodeProcessInfo>;
+        try {
+          m = JSON.parse(line);
+        } catch {
+          return;
+        }
+        if (m.event !== 'ready' || !m.peerId || !m.addrs?.length) return;
+        done = true;
+        clearTimeout(timer);
+        this.info = { peerId: m.peerId, addrs: m.addrs, start: m.start ?? o.range[0], end: m.end ?? o.range[1], pid: proc.pid ?? -1 };
+        resolveReady();
+      });
+      proc.once('exit', (code, sig) =>
+        setTimeout(() => fail(new Error(`${label} exited (${sig ?? `code ${code}`}) before it was ready${tail()}`)), 50),
+      );
+    });
+  }
+}

@@ -1,0 +1,127 @@
+// A message channel over one long-lived libp2p stream: decodes incoming frames into messages,
+// writes outgoing messages in order with backpressure (send() false → wait for drain).
+// Framing violations are fatal to the stream (an ERROR frame is sent, then the stream is
+// reset); invalid-but-framed messages are reported and the stream stays usable.
+
+import type { Stream } from '@libp2p/interface';
+import { FrameError } from '../protocol/frame.js';
+import { MessageDecoder, MessageError, MsgType, encodeMessage, type ErrorCode, type Message } from '../protocol/messages.js';
+
+export interface ChannelHandlers {
+  onMessage(m: Message): void;
+  /** a framed message that failed validation (stream still usable) */
+  onMessageError?(e: MessageError): void;
+  /** stream gone: remote closed, reset, or a framing violation (err set) */
+  onClose?(err?: Error): void;
+}
+
+export class Channel {
+  private decoder = new MessageDecoder();
+  private writeChain: Promise<void> = Promise.resolve();
+  private closed = false;
+  /** bytes written so far (both directions are useful for metrics) */
+  bytesOut = 0;
+  bytesIn = 0;
+
+  constructor(
+    readonly stream: Stream,
+    readonly remotePeer: string,
+    private readonly localPeer: string,
+    private readonly handlers: ChannelHandlers,
+  ) {
+    stream.addEventListener('message', (evt) => {
+      const d = evt.data;
+      const bytes = d instanceof Uint8Array ? d : d.subarray();
+      this.bytesIn += bytes.length;
+      let msgs: Message[];
+      try {
+        msgs = this.decoder.push(bytes);
+      } catch (e) {
+        if (e instanceof MessageError) {
+          if (handlers.onMessageError) handlers.onMessageError(e);
+          else if (e.msgType !== MsgType.ERROR) this.sendError(e.code, e.message, { sessionId: e.sessionId, requestId: e.requestId });
+          return;
+        }
+        this.fail(e as Error);
+        return;
+      }
+      for (const m of msgs) handlers.onMessage(m);
+    });
+    stream.addEventListener('close', (evt) => this.finish(evt.error));
+    stream.addEventListener('remoteCloseWrite', () => {
+      // the peer will send nothing more; close our side too
+      void this.close();
+    });
+  }
+
+  get isOpen(): boolean {
+    return !this.closed && this.stream.status === 'open';
+  }
+
+  /** Queue a message; resolves once its frames were handed to the stream (drained if needed). */
+  send(m: Message): Promise<void> {
+    const frames = encodeMessage(m);
+    const p = this.writeChain.then(async () => {
+      if (!this.isOpen) throw new Error(`stream to ${this.remotePeer} is closed`);
+      for (const f of frames) {
+        this.bytesOut += f.length;
+        if (!this.stream.send(f)) await this.stream.onDrain();
+      }
+    });
+    this.writeChain = p.catch(() => {});
+    return p;
+  }
+
+  sendError(code: ErrorCode | string, reason: string, extra: { sessionId?: string; requestId?: number; peerId?: string; hop?: number } = {}): Promise<void> {
+    const header = { code, reason, peerId: extra.peerId ?? this.localPeer } as Message['header'] & Record<string, unknown>;
+    if (extra.sessionId !== undefined) header.sessionId = extra.sessionId;
+    if (extra.requestId !== undefined) header.requestId = extra.requestId;
+    if (extra.hop !== undefined) header.hop = extra.hop;
+    return this.send({ type: MsgType.ERROR, header } as Message).catch(() => {});
+  }
+
+  /** A framing violation: tell the peer why, then reset (the byte stream cannot be resynchronised). */
+  private fail(e: Error): void {
+    if (this.closed) return;
+    const code = e instanceof FrameError ? e.code : 'internal';
+    void this.sendError(code, e.message).finally(() => {
+      setTimeout(() => {
+        try {
+          this.stream.abort(e);
+        } catch {
+          /* already gone */
+        }
+      }, 50).unref?.();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.writeChain;
+      await this.stream.close({ signal: AbortSignal.timeout(2000) });
+    } catch {
+      try {
+        this.stream.abort(new Error('close timed out'));
+      } catch {
+        /* already gone */
+      }
+    }
+    this.finish();
+  }
+
+  abort(err: Error): void {
+    try {
+      this.stream.abort(err);
+    } catch {
+      /* already gone */
+    }
+    this.finish(err);
+  }
+
+  private finish(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.handlers.onClose?.(err);
+  }
+}

@@ -1,0 +1,546 @@
+// A route that survives its nodes: a Stage the gateway uses instead of a bare RouteStage.
+//
+// Detection (on the token path, no long timeouts): a step fails when the route reports a lost
+// connection or an error reply, when no result arrives within the step's budget (the
+// deadline, or a multiple of the route's estimate) plus a small grace, or — between steps —
+// when the timelines show one hop making the route miss its deadline `missLimit` times in a
+// row. The failed hop is found from the error, by pinging every hop, or by probing each with
+// a one-token step (see diagnose.ts); it is banned (exponential backoff) and excluded.
+//
+// Recovery by reconstruction: this stage keeps every hidden-state row it has sent (the
+// embedded token history, positions 0..n-1; the embedding is a pure lookup, so this is the
+// token history in the form the route consumes). After a failure it asks the planner (the
+// gateway's router) for a route avoiding the failed peers, opens it under a fresh session id,
+// replays the history as a prefill so every hop rebuilds its KV cache, then re-runs the failed
+// step. Greedy output is identical to an uninterrupted run. Every failure and re-route is
+// reported through onEvent.
+
+import { performance } from 'node:perf_hooks';
+import type { ModelConfig } from '../model/types.js';
+import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from '../engine/types.js';
+import type { OdsiHost } from '../p2p/host.js';
+import { openRoute, RouteError, type Hop, type HopTiming, type RouteStage } from './route-stage.js';
+import { NoRouteError, type Route } from '../routing/router.js';
+import { silentPeers, unreachablePeers } from './diagnose.js';
+import type { FaultEvent, RouteHopRef } from './events.js';
+
+/** Where replacement routes come from: the gateway (its route() already skips banned peers). */
+export interface RoutePlanner {
+  route(opts: { exclude?: Set<string>; needKvTokens?: number }): Route;
+}
+
+export interface ResilientRouteOptions {
+  host: OdsiHost;
+  modelId: string;
+  config: ModelConfig;
+  /** the request's session id; replacement routes use `<id>.r<n>` on the nodes */
+  sessionId: string;
+  planner: RoutePlanner;
+  /** told about peers found at fault (the gateway's ban list) */
+  bans?: { ban(peerId: string): number };
+  /** per-step deadline budget carried on the route (ms) */
+  deadlineMs?: number;
+  /** KV tokens each hop reserves (prompt + max new tokens) */
+  maxTokens?: number;
+  /** added to a step's budget before it counts as lost, ms (default 1000) */
+  graceMs?: number;
+  /** a step's budget without a deadline: safety × the route's estimate, at least this (default 250 ms) */
+  minStepMs?: number;
+  /** re-routes per session before the error reaches the caller (default 4) */
+  maxRecoveries?: number;
+  /** tokens per replay step (default 64) */
+  replayChunk?: number;
+  /** consecutive deadline misses dominated by one hop before it is routed around (default 3) */
+  missLimit?: number;
+  onEvent?(e: FaultEvent): void;
+}
+
+interface Diagnosis {
+  culprits: string[];
+  /** culprits to ban (those that failed, not merely busy or slow) */
+  ban: string[];
+  /** peers this session should avoid only if it can */
+  suspects: string[];
+  how: string;
+}
+
+/** safety factor on the router's estimate when no deadline bounds a step */
+const ESTIMATE_SAFETY = 4;
+
+const refs = (hops: readonly Hop[]): RouteHopRef[] => hops.map((h) => ({ peerId: h.peerId, start: h.start, end: h.end }));
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+export class ResilientRoute implements Stage {
+  readonly range: StageRange;
+  readonly config: ModelConfig;
+  readonly profile = 'route';
+  /** this session's fault events (also sent to onEvent) */
+  readonly events: FaultEvent[] = [];
+  private current: RouteStage;
+  private estimate: Route;
+  private hist: Float32Array = new Float32Array(0);
+  private histLen = 0;
+  private recoveries = 0;
+  private closed = false;
+  /** peers found at fault during this session: never used again by it */
+  private readonly failed = new Set<string>();
+  /** peers this session avoids when it can (unattributed failures, deadline trouble) */
+  private readonly suspects = new Set<string>();
+  private readonly misses = new Map<string, number>();
+  private slowPeer?: string;
+  private readonly graceMs: number;
+
+  constructor(
+    initial: RouteStage,
+    route: Route,
+    private readonly o: ResilientRouteOptions,
+  ) {
+    this.current = initial;
+    this.estimate = route;
+    this.config = o.config;
+    this.range = { ...initial.range };
+    this.graceMs = o.graceMs ?? 1000;
+  }
+
+  /** the hops now in use */
+  get hops(): Hop[] {
+    return this.current.hops;
+  }
+  /** per-hop timings of the last step (what TimedStage shows in token timelines) */
+  get lastTimeline(): HopTiming[] {
+    return this.current.lastTimeline;
+  }
+  get rerouteCount(): number {
+    return this.recoveries;
+  }
+  /** the deadline carried on the route; changeable between steps */
+  get deadlineMs(): number | undefined {
+    return this.o.deadlineMs;
+  }
+  set deadlineMs(ms: number | undefined) {
+    this.o.deadlineMs = ms;
+    this.current.deadlineMs = ms;
+  }
+
+  async forward(input: StageInput): Promise<StageOutput> {
+    if (this.closed) throw new RouteError(`route for session ${this.o.sessionId} is closed`, 'unreachable');
+    const dim = this.config.dim;
+    if (!input.hidden) throw new EngineError('a route stage takes hidden states (range.embed is false)', 'bad_input');
+    if (input.hidden.length !== input.nTokens * dim)
+      throw new EngineError(`hidden has ${input.hidden.length} values, expected ${input.nTokens} × ${dim}`, 'bad_input');
+    if (input.pos > this.histLen)
+      throw new EngineError(`step at position ${input.pos}, but the route has processed only ${this.histLen} tokens`, 'bad_input');
+    this.histLen = input.pos; // a smaller pos truncates, as on every stage
+    if (this.slowPeer) {
+      const peer = this.slowPeer;
+      this.slowPeer = undefined;
+      const err = new RouteError(
+        `hop ${peer} made the route miss its deadline on ${this.o.missLimit ?? 3} consecutive steps`,
+        'deadline',
+        peer,
+      );
+      await this.recover(err, input.pos, { culprits: [peer], ban: [], suspects: [peer], how: 'slack' });
+    }
+    for (;;) {
+      try {
+        const out = await this.step(this.current, input, false);
+        this.record(input.pos, input.hidden);
+        this.watchSlack();
+        return out;
+      } catch (e) {
+        if (!(e instanceof RouteError) || this.closed) throw e;
+        if (e.remoteCode === 'draining' && (await this.transfer(e, input.pos))) continue; // kv-transfer
+        await this.recover(e, input.pos);
+      }
+    }
+  }
+
+  sessionLength(_sessionId?: string): number {
+    return this.histLen;
+  }
+
+  closeSession(_sessionId?: string): void {
+    void this.dispose();
+  }
+
+  async dispose(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.hist = new Float32Array(0);
+    await this.current.dispose().catch(() => undefined);
+  }
+
+  // ---- internals ----
+
+  private emit(e: FaultEvent): void {
+    this.events.push(e);
+    try {
+      this.o.onEvent?.(e);
+    } catch {
+      /* a listener's problem is not the session's */
+    }
+  }
+
+  private record(pos: number, hidden: Float32Array): void {
+    const dim = this.config.dim;
+    const need = pos * dim + hidden.length;
+    if (need > this.hist.length) {
+      const grown = new Float32Array(Math.max(need, this.hist.length * 2, 64 * dim));
+      grown.set(this.hist.subarray(0, this.histLen * dim));
+      this.hist = grown;
+    }
+    this.hist.set(hidden, pos * dim);
+    this.histLen = pos + hidden.length / dim;
+  }
+
+  /** How long a step of n tokens may take before it counts as lost. */
+  private limitMs(nTokens: number, replay: boolean): number {
+    const deadline = replay ? undefined : this.o.deadlineMs;
+    // a decode step under a deadline gets exactly its budget; the hops refuse work that cannot fit
+    if (deadline !== undefined && nTokens === 1) return Math.ceil(deadline + this.graceMs);
+    // many tokens (prefill, replay) or no deadline: a multiple of the route's own estimate
+    const est = ESTIMATE_SAFETY * Math.max(0, this.estimate.estimatedMs) * nTokens;
+    return Math.ceil(Math.max(deadline ?? 0, est, this.o.minStepMs ?? 250) + this.graceMs);
+  }
+
+  private async step(stage: RouteStage, input: StageInput, replay: boolean): Promise<StageOutput> {
+    const limit = this.limitMs(input.nTokens, replay);
+    const fwd = stage.forward(input);
+    fwd.catch(() => undefined); // still pending when the timer wins; rejected at teardown
+    let timer: NodeJS.Timeout | undefined;
+    const lost = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new RouteError(
+              `no result for ${input.nTokens} token(s) at position ${input.pos} within ${limit} ms (budget + ${this.graceMs} ms grace)`,
+              'timeout',
+            ),
+          ),
+        limit,
+      );
+    });
+    try {
+      return await Promise.race([fwd, lost]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** After a successful step: did one hop make the route miss its deadline again? */
+  private watchSlack(): void {
+    const tl = this.current.lastTimeline;
+    if (!tl.length || tl.some((t) => t.budgetInMs < 0)) return;
+    if (tl[tl.length - 1]!.slackMs >= 0) {
+      this.misses.clear();
+      return;
+    }
+    const worst = this.dominantHop(tl);
+    if (!worst) return;
+    const n = (this.misses.get(worst) ?? 0) + 1;
+    this.misses.clear();
+    this.misses.set(worst, n);
+    if (n >= (this.o.missLimit ?? 3)) this.slowPeer = worst;
+  }
+
+  /** the hop that used the most of its budget in a timeline */
+  private dominantHop(tl: readonly HopTiming[]): string | undefined {
+    let best: string | undefined;
+    let most = -Infinity;
+    for (const t of tl) {
+      const used = t.budgetInMs >= 0 ? t.budgetInMs - t.slackMs : t.queueMs + t.computeMs + t.sendMs;
+      if (used > most) {
+        most = used;
+        best = t.peerId;
+      }
+    }
+    return best;
+  }
+
+  private async diagnose(err: RouteError, route: RouteStage): Promise<Diagnosis> {
+    const hops = route.hops;
+    const named = err.peerId && hops.some((h) => h.peerId === err.peerId) ? err.peerId : undefined;
+    if (err.code === 'remote_error' && named) {
+      // a hop answered with an error about its own work
+      // kv-transfer: a leaving node (no replacement found) is not at fault: avoid, do not ban
+      if (err.remoteCode === 'busy' || err.remoteCode === 'draining') return { culprits: [named], ban: [], suspects: [named], how: 'error_reply' };
+      if (err.remoteCode === 'unknown_session' || err.remoteCode === 'closed')
+        return { culprits: [], ban: [], suspects: [], how: 'error_reply' };
+      return { culprits: [named], ban: [named], suspects: [], how: 'error_reply' };
+    }
+    if (err.code === 'deadline') {
+      // the reporter could not fit its work in what was left; whoever used the most is suspect too
+      const s = new Set([named, this.dominantHop(route.lastTimeline)].filter((p): p is string => !!p));
+      return { culprits: [...s], ban: [], suspects: [...s], how: 'slack' };
+    }
+    // a dead peer fails at once (connection refused); a live one may be inside a long forward
+    // that blocks its event loop, so it gets the whole grace to answer
+    const probeMs = this.graceMs;
+    const dead = await unreachablePeers(this.o.host, hops, probeMs);
+    if (dead.length) return { culprits: dead, ban: dead, suspects: [], how: 'ping' };
+    const silent = await silentPeers(this.o.host, hops, {
+      modelId: this.o.modelId,
+      config: this.config,
+      timeoutMs: this.graceMs + Math.ceil(ESTIMATE_SAFETY * this.estimate.estimatedMs),
+    });
+    if (silent.length) return { culprits: silent, ban: silent, suspects: [], how: 'probe' };
+    if (named && err.code === 'bad_reply') return { culprits: [named], ban: [named], suspects: [], how: 'error_reply' };
+    // every hop answers now: a transient fault; prefer other nodes, but any will do
+    return { culprits: [], ban: [], suspects: hops.map((h) => h.peerId), how: 'unknown' };
+  }
+
+  private plan(need: number | undefined): Route {
+    const tries = [new Set([...this.failed, ...this.suspects]), this.failed];
+    let last: unknown;
+    for (const exclude of tries) {
+      try {
+        return this.o.planner.route({ exclude: new Set(exclude), needKvTokens: need });
+      } catch (e) {
+        if (!(e instanceof NoRouteError)) throw e;
+        last = e;
+      }
+    }
+    throw last;
+  }
+
+  /** Replace the current route after `err`; on return the new route holds positions 0..pos-1. */
+  private async recover(err: RouteError, pos: number, forced?: Diagnosis): Promise<void> {
+    const sid = this.o.sessionId;
+    const max = this.o.maxRecoveries ?? 4;
+    const giveUp = (e: Error): never => {
+      this.emit({ type: 'gave_up', at: Date.now(), sessionId: sid, pos, message: e.message });
+      throw e;
+    };
+    if (this.recoveries >= max) {
+      giveUp(new RouteError(`${err.message} (gave up after ${max} re-routes)`, err.code, err.peerId, err.remoteCode));
+    }
+    this.recoveries++;
+    const detectedAt = Date.now();
+    const t0 = performance.now();
+    const old = this.current;
+    const d = forced ?? (await this.diagnose(err, old));
+    this.emit({
+      type: 'failure',
+      at: Date.now(),
+      detectedAt,
+      sessionId: sid,
+      pos,
+      code: forced ? 'slow' : err.remoteCode && err.code === 'remote_error' ? err.remoteCode : err.code,
+      message: err.message,
+      reportedPeer: err.peerId,
+      culprits: d.culprits,
+      diagnosis: d.how,
+      route: refs(old.hops),
+    });
+    for (const p of d.ban) {
+      this.o.bans?.ban(p);
+      this.failed.add(p);
+    }
+    for (const p of d.suspects) this.suspects.add(p);
+    void old.dispose().catch(() => undefined); // frees the session on the hops still alive
+    const t1 = performance.now();
+
+    let stage: RouteStage | undefined;
+    let route: Route | undefined;
+    let lastErr: unknown = err;
+    for (let attempt = 0; attempt < 3 && !stage; attempt++) {
+      if (this.closed) giveUp(new RouteError(`route for session ${sid} was closed during recovery`, 'unreachable'));
+      try {
+        route = this.plan(this.o.maxTokens);
+      } catch (e) {
+        const why = e instanceof Error ? e.message : String(e);
+        const culprit = d.culprits.length ? ` after ${d.culprits.join(', ')} failed` : '';
+        giveUp(
+          e instanceof NoRouteError
+            ? new NoRouteError(`cannot re-route session${culprit} (${err.code}): ${why}`, e.uncovered)
+            : (e as Error),
+        );
+        return;
+      }
+      try {
+        stage = await openRoute(this.o.host, {
+          modelId: this.o.modelId,
+          config: this.config,
+          hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
+          sessionId: `${sid}.r${this.recoveries}${attempt ? `.${attempt}` : ''}`,
+          deadlineMs: this.o.deadlineMs,
+          maxTokens: this.o.maxTokens,
+          openTimeoutMs: 5_000 + this.graceMs,
+          spares: spareHops(this.o.planner, route.hops, this.failed), // kv-transfer
+        });
+      } catch (e) {
+        lastErr = e;
+        const bad = e instanceof RouteError ? e.peerId : undefined;
+        if (bad) {
+          this.failed.add(bad);
+          if (!(e instanceof RouteError && e.remoteCode === 'busy')) this.o.bans?.ban(bad);
+        } else route.hops.forEach((h) => this.suspects.add(h.peerId));
+      }
+    }
+    if (!stage || !route) {
+      giveUp(lastErr instanceof Error ? lastErr : new RouteError(String(lastErr), 'unreachable'));
+      return;
+    }
+    const t2 = performance.now();
+    this.current = stage;
+    this.estimate = route;
+    this.misses.clear();
+    try {
+      await this.replay(stage, pos);
+    } catch (e) {
+      if (!(e instanceof RouteError) || this.closed) throw e;
+      return this.recover(e, pos); // the replacement failed too: bounded by maxRecoveries
+    }
+    const t3 = performance.now();
+    this.emit({
+      type: 'reroute',
+      at: Date.now(),
+      sessionId: sid,
+      routeSessionId: stage.sessionId,
+      from: refs(old.hops),
+      to: refs(stage.hops),
+      method: 'replay',
+      replayedTokens: pos,
+      recoveryMs: round(t3 - t0),
+      diagnoseMs: round(t1 - t0),
+      openMs: round(t2 - t1),
+      replayMs: round(t3 - t2),
+    });
+  }
+
+  /**
+   * kv-transfer: a hop is leaving and handed its sessions' KV caches to a replacement
+   * ('draining' error naming it). Open the same route with only that hop swapped, every hop
+   * starting from the old session's cache (resumeFrom), so nothing is replayed. False when
+   * the notice is unusable or the new route does not open: the caller then re-routes with replay.
+   */
+  private async transfer(err: RouteError, pos: number): Promise<boolean> {
+    const old = this.current;
+    const rep = err.detail?.replacement as { peerId?: unknown; addrs?: unknown } | undefined;
+    const i = old.hops.findIndex((h) => h.peerId === err.peerId);
+    if (i < 0 || !rep || typeof rep.peerId !== 'string' || !Array.isArray(rep.addrs) || err.detail?.resumeFrom !== old.sessionId) return false;
+    if (this.recoveries >= (this.o.maxRecoveries ?? 4)) return false;
+    this.recoveries++;
+    const sid = this.o.sessionId;
+    const t0 = performance.now();
+    this.emit({
+      type: 'failure',
+      at: Date.now(),
+      detectedAt: Date.now(),
+      sessionId: sid,
+      pos,
+      code: 'draining',
+      message: err.message,
+      reportedPeer: err.peerId,
+      culprits: [],
+      diagnosis: 'drain',
+      route: refs(old.hops),
+    });
+    this.failed.add(err.peerId!); // leaving: not banned, but not used again by this session
+    const hops = old.hops.map((h, j) => ({ peerId: j === i ? (rep.peerId as string) : h.peerId, addrs: j === i ? (rep.addrs as string[]) : h.addrs, start: h.start, end: h.end }));
+    let stage: RouteStage;
+    try {
+      stage = await openRoute(this.o.host, {
+        modelId: this.o.modelId,
+        config: this.config,
+        hops,
+        sessionId: `${sid}.t${this.recoveries}`,
+        deadlineMs: this.o.deadlineMs,
+        maxTokens: this.o.maxTokens,
+        openTimeoutMs: 5_000 + this.graceMs,
+        resumeFrom: old.sessionId,
+        spares: spareHops(this.o.planner, hops, this.failed),
+      });
+    } catch {
+      return false;
+    }
+    const t1 = performance.now();
+    this.current = stage;
+    this.misses.clear();
+    void old.dispose().catch(() => undefined); // after the new route copied the caches
+    this.emit({
+      type: 'reroute',
+      at: Date.now(),
+      sessionId: sid,
+      routeSessionId: stage.sessionId,
+      from: refs(old.hops),
+      to: refs(stage.hops),
+      method: 'transfer',
+      replayedTokens: 0,
+      recoveryMs: round(t1 - t0),
+      diagnoseMs: 0,
+      openMs: round(t1 - t0),
+      replayMs: 0,
+    });
+    return true;
+  }
+
+  /** Rebuild the new route's KV caches: re-send positions 0..pos-1 as a prefill. */
+  private async replay(stage: RouteStage, pos: number): Promise<void> {
+    const dim = this.config.dim;
+    // modest chunks: CPU-bound hops block their event loop for a whole step
+    const chunk = this.o.replayChunk ?? 64;
+    // a replay is many tokens in one step: the per-token deadline does not apply to it
+    stage.deadlineMs = undefined;
+    try {
+      for (let p = 0; p < pos; p += chunk) {
+        const n = Math.min(chunk, pos - p);
+        await this.step(
+          stage,
+          { sessionId: stage.sessionId, pos: p, nTokens: n, hidden: this.hist.subarray(p * dim, (p + n) * dim) },
+          true,
+        );
+      }
+    } finally {
+      stage.deadlineMs = this.o.deadlineMs;
+    }
+  }
+}
+
+export interface OpenResilientRouteOptions extends ResilientRouteOptions {
+  /** attempts to open the first route (default 3) */
+  openAttempts?: number;
+}
+
+/** Pick a route with the planner and open it, retrying around peers that fail to open. */
+export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<ResilientRoute> {
+  const exclude = new Set<string>();
+  let lastErr: unknown;
+  for (let attempt = 0; attempt < (o.openAttempts ?? 3); attempt++) {
+    const route = o.planner.route({ exclude, needKvTokens: o.maxTokens });
+    try {
+      const stage = await openRoute(o.host, {
+        modelId: o.modelId,
+        config: o.config,
+        hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
+        sessionId: attempt ? `${o.sessionId}.${attempt}` : o.sessionId,
+        deadlineMs: o.deadlineMs,
+        maxTokens: o.maxTokens,
+        spares: spareHops(o.planner, route.hops, exclude), // kv-transfer
+      });
+      return new ResilientRoute(stage, route, o);
+    } catch (e) {
+      lastErr = e;
+      const bad = e instanceof RouteError ? e.peerId : undefined;
+      if (bad) {
+        exclude.add(bad);
+        if (!(e instanceof RouteError && e.remoteCode === 'busy')) o.bans?.ban(bad);
+      } else route.hops.forEach((h) => exclude.add(h.peerId));
+    }
+  }
+  throw lastErr;
+}
+
+/** kv-transfer: for each hop, other nodes with exactly its layers (where a draining hop may hand its sessions) */
+export function spareHops(planner: RoutePlanner, hops: readonly Hop[], avoid: ReadonlySet<string>): Hop[] {
+  const out = new Map<string, Hop>();
+  for (const h of hops) {
+    try {
+      const alt = planner.route({ exclude: new Set([...avoid, h.peerId]) });
+      for (const a of alt.hops) if (a.start === h.start && a.end === h.end) out.set(a.peerId, { peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end });
+    } catch {
+      /* no other node covers it: a leaving node then falls back to the DHT, or the route replays */
+    }
+  }
+  return [...out.values()];
+}

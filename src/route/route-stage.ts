@@ -1,0 +1,386 @@
+// The gateway's view of a chain of nodes, as one Stage (direct forwarding):
+//   gateway ──STEP──▶ hop 1 ──STEP──▶ hop 2 … ──▶ hop k ──RESULT──▶ gateway
+// One long-lived libp2p stream per session per hop (k+1 transfers per token). Errors travel
+// back upstream hop by hop to the gateway and name the failing peer. Each hop appends its
+// timing to the STEP's timeline and the gateway gets the whole timeline with the RESULT.
+
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { Stream, Connection } from '@libp2p/interface';
+import type { ModelConfig } from '../model/types.js';
+import type { Stage, StageInput, StageOutput, StageRange } from '../engine/types.js';
+import { EngineError } from '../engine/types.js';
+import { Channel } from '../p2p/channel.js';
+import type { OdsiHost } from '../p2p/host.js';
+import { verifyRouteStep } from '../accountability/gateway/verify-route.js'; // accountability: receipt checks + audits
+import {
+  ACT_PROTOCOL,
+  RESULT_PROTOCOL,
+  MAX_SESSION_STREAMS,
+  MsgType,
+  decodeTensor,
+  encodeTensor,
+  type Dtype,
+  type ErrorHeader,
+  type Message,
+  type StepHeader,
+} from '../protocol/messages.js';
+
+export interface Hop {
+  peerId: string;
+  addrs: string[];
+  start: number;
+  end: number;
+}
+
+export interface HopTiming {
+  peerId: string;
+  start: number;
+  end: number;
+  /** receive → compute start (waiting behind other steps) */
+  queueMs: number;
+  computeMs: number;
+  /** serialising and handing the output to the stream */
+  sendMs: number;
+  /** budget the hop received */
+  budgetInMs: number;
+  /** budget it passed on: budgetIn − its own time − half the RTT to the next hop */
+  slackMs: number;
+}
+
+/** default KV reservation per session when the caller names none */
+export const DEFAULT_MAX_TOKENS = 4096;
+
+export type RouteErrorCode = 'unreachable' | 'timeout' | 'remote_error' | 'deadline' | 'bad_reply';
+
+export class RouteError extends Error {
+  constructor(
+    message: string,
+    readonly code: RouteErrorCode,
+    readonly peerId?: string,
+    /** the remote error code when code is 'remote_error' (or 'deadline') */
+    readonly remoteCode?: string,
+    /** kv-transfer: the remote ERROR header (e.g. a 'draining' notice's replacement) */
+    readonly detail?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'RouteError';
+  }
+}
+
+export interface OpenRouteOptions {
+  modelId: string;
+  config: ModelConfig;
+  hops: Hop[];
+  sessionId: string;
+  /** per-step budget in ms carried with every STEP (none when absent) */
+  deadlineMs?: number;
+  /** activation dtype on the wire (default f32) */
+  dtype?: Dtype;
+  /** KV tokens each hop reserves (default: min(context length, DEFAULT_MAX_TOKENS)) */
+  maxTokens?: number;
+  /** ask hops to free the session after this long without a step (capped by each node) */
+  idleTimeoutMs?: number;
+  /** how long to wait for the chain to come up (default 15 s) */
+  openTimeoutMs?: number;
+  /** how long to wait for a step's result when no deadline is set (default 120 s) */
+  stepTimeoutMs?: number;
+  /** kv-transfer: hops start from the KV cache of this session id (their own, or one handed to them) */
+  resumeFrom?: string;
+  /** kv-transfer: nodes a draining hop may hand its sessions to */
+  spares?: Hop[];
+}
+
+// ---- result-stream dispatch: one RESULT_PROTOCOL handler per host, routed by session id ----
+
+interface ResultSink {
+  lastPeer: string;
+  onResultChannel(ch: Channel): void;
+  onMessage(m: Message): void;
+  onResultClosed(err?: Error): void;
+}
+const sinks = new WeakMap<OdsiHost, Map<string, ResultSink>>();
+
+async function ensureResultHandler(host: OdsiHost): Promise<Map<string, ResultSink>> {
+  let m = sinks.get(host);
+  if (m) return m;
+  m = new Map();
+  sinks.set(host, m);
+  const map = m;
+  await host.libp2p.handle(
+    RESULT_PROTOCOL,
+    (stream: Stream, conn: Connection) => {
+      const remote = conn.remotePeer.toString();
+      let sink: ResultSink | undefined;
+      const ch: Channel = new Channel(stream, remote, host.peerId, {
+        onMessage(msg) {
+          if (!sink) {
+            const sid = (msg.header as { sessionId?: string }).sessionId;
+            const s = sid ? map.get(sid) : undefined;
+            if (msg.type !== MsgType.OPENED || !s || s.lastPeer !== remote) {
+              void ch.sendError('unknown_session', `no route for session ${sid ?? '?'} ends at ${remote}`, { sessionId: sid }).then(() => ch.close());
+              return;
+            }
+            sink = s;
+            s.onResultChannel(ch);
+          }
+          sink.onMessage(msg);
+        },
+        onClose(err) {
+          sink?.onResultClosed(err);
+        },
+      });
+    },
+    { maxInboundStreams: MAX_SESSION_STREAMS, maxOutboundStreams: MAX_SESSION_STREAMS },
+  );
+  return map;
+}
+
+/** Open a session along `hops`; resolves once the last hop reported the chain is up. */
+export async function openRoute(host: OdsiHost, opts: OpenRouteOptions): Promise<RouteStage> {
+  if (!opts.hops.length) throw new RouteError('route has no hops', 'bad_reply');
+  for (let i = 1; i < opts.hops.length; i++) {
+    if (opts.hops[i]!.start !== opts.hops[i - 1]!.end) throw new RouteError(`route has a gap or overlap between hop ${i - 1} and hop ${i}`, 'bad_reply');
+  }
+  const map = await ensureResultHandler(host);
+  if (map.has(opts.sessionId)) throw new RouteError(`session ${opts.sessionId} is already open on this host`, 'bad_reply');
+  const stage = new RouteStage(host, opts, map);
+  try {
+    await stage.open();
+  } catch (e) {
+    stage.teardown();
+    throw e;
+  }
+  return stage;
+}
+
+export class RouteStage implements Stage {
+  readonly range: StageRange;
+  readonly config: ModelConfig;
+  readonly profile = 'route';
+  readonly sessionId: string;
+  readonly hops: Hop[];
+  /** per-hop timings of the most recent step */
+  lastTimeline: HopTiming[] = [];
+  /** gateway-measured wall time of the most recent step (send → result) */
+  lastRoundTripMs = 0;
+  /** per-step budget carried with each STEP; may be changed between steps */
+  deadlineMs?: number;
+  private readonly dtype: Dtype;
+  private first?: Channel;
+  private result?: Channel;
+  private nextRequest = 1;
+  private step = 0;
+  private length = 0;
+  private closed = false;
+  private pending = new Map<number, { resolve(m: Message): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  private opened?: { resolve(): void; reject(e: Error): void };
+
+  constructor(
+    private readonly host: OdsiHost,
+    private readonly opts: OpenRouteOptions,
+    private readonly sinks: Map<string, ResultSink>,
+  ) {
+    this.hops = opts.hops;
+    this.sessionId = opts.sessionId;
+    this.config = opts.config;
+    this.dtype = opts.dtype ?? 'f32';
+    this.deadlineMs = opts.deadlineMs;
+    this.range = { start: opts.hops[0]!.start, end: opts.hops[opts.hops.length - 1]!.end, embed: false, head: false };
+  }
+
+  /** @internal */
+  async open(): Promise<void> {
+    const last = this.hops[this.hops.length - 1]!;
+    const first = this.hops[0]!;
+    const up = new Promise<void>((resolve, reject) => (this.opened = { resolve, reject }));
+    this.sinks.set(this.sessionId, {
+      lastPeer: last.peerId,
+      onResultChannel: (ch) => (this.result = ch),
+      onMessage: (m) => this.onMessage(m),
+      onResultClosed: (err) => this.onBroken(new RouteError(`result stream from ${last.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', last.peerId)),
+    });
+    const timeoutMs = this.opts.openTimeoutMs ?? 15_000;
+    const signal = AbortSignal.timeout(timeoutMs);
+    let stream: Stream;
+    try {
+      // also connect to the last hop: its result stream then reuses this connection, so a
+      // gateway that cannot be dialled (NAT) still gets results
+      const toLast = last.peerId !== first.peerId ? this.host.dial(last.peerId, last.addrs, signal).catch(() => {}) : undefined;
+      await this.host.dial(first.peerId, first.addrs, signal);
+      await toLast;
+      stream = await this.host.libp2p.dialProtocol(peerIdFromString(first.peerId), ACT_PROTOCOL, { signal, maxOutboundStreams: MAX_SESSION_STREAMS });
+    } catch (e) {
+      throw new RouteError(`cannot reach first hop ${first.peerId}: ${(e as Error).message}`, 'unreachable', first.peerId);
+    }
+    this.first = new Channel(stream, first.peerId, this.host.peerId, {
+      onMessage: (m) => this.onMessage(m),
+      onClose: (err) => this.onBroken(new RouteError(`stream to ${first.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', first.peerId)),
+    });
+    const timer = setTimeout(() => this.opened?.reject(new RouteError(`route did not come up within ${timeoutMs} ms`, 'timeout')), timeoutMs);
+    try {
+      await this.first.send({
+        type: MsgType.OPEN,
+        header: {
+          sessionId: this.sessionId,
+          modelId: this.opts.modelId,
+          route: this.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
+          hop: 0,
+          reply: { peerId: this.host.peerId, addrs: this.host.addrs() },
+          dtype: this.dtype,
+          hidden: this.config.dim,
+          maxTokens: this.opts.maxTokens ?? Math.min(this.config.contextLength, DEFAULT_MAX_TOKENS),
+          ...(this.opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
+          ...(this.opts.resumeFrom !== undefined ? { resumeFrom: this.opts.resumeFrom } : {}), // kv-transfer
+          ...(this.opts.spares?.length ? { spares: this.opts.spares.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })) } : {}), // kv-transfer
+        },
+      });
+      await up;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private onMessage(m: Message): void {
+    if (m.type === MsgType.OPENED) {
+      this.opened?.resolve();
+      return;
+    }
+    if (m.type === MsgType.RESULT) {
+      const p = this.pending.get(m.header.requestId);
+      if (!p) return; // late result of a step that already timed out
+      this.pending.delete(m.header.requestId);
+      clearTimeout(p.timer);
+      p.resolve(m);
+      return;
+    }
+    if (m.type === MsgType.ERROR) {
+      const err = toRouteError(m.header);
+      const rid = m.header.requestId;
+      const p = rid !== undefined ? this.pending.get(rid) : undefined;
+      if (p) {
+        this.pending.delete(rid!);
+        clearTimeout(p.timer);
+        p.reject(err);
+      } else if (this.opened && this.pending.size === 0 && this.step === 0) {
+        this.opened.reject(err);
+      } else {
+        this.failAll(err);
+      }
+      return;
+    }
+    if (m.type === MsgType.CLOSE) this.onBroken(new RouteError(`route closed by a hop: ${m.header.reason ?? ''}`, 'remote_error'));
+  }
+
+  private onBroken(err: RouteError): void {
+    if (this.closed) return;
+    this.opened?.reject(err);
+    this.failAll(err);
+  }
+
+  private failAll(err: Error): void {
+    for (const [rid, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(err);
+      this.pending.delete(rid);
+    }
+  }
+
+  /** One step through the chain. input.sessionId is ignored: a route carries one session. */
+  async forward(input: StageInput): Promise<StageOutput> {
+    if (this.closed) throw new RouteError(`route for session ${this.sessionId} is closed`, 'unreachable');
+    if (!input.hidden) throw new EngineError('a route stage takes hidden states (range.embed is false)', 'bad_input');
+    const dim = this.config.dim;
+    if (input.hidden.length !== input.nTokens * dim) {
+      throw new EngineError(`hidden has ${input.hidden.length} values, expected ${input.nTokens} × ${dim}`, 'bad_input');
+    }
+    if (!this.first?.isOpen) throw new RouteError(`stream to first hop ${this.hops[0]!.peerId} is closed`, 'unreachable', this.hops[0]!.peerId);
+    const requestId = this.nextRequest++;
+    const header: StepHeader = {
+      sessionId: this.sessionId,
+      requestId,
+      step: this.step++,
+      pos: input.pos,
+      nTokens: input.nTokens,
+      dtype: this.dtype,
+      shape: [input.nTokens, dim],
+      timeline: [],
+    };
+    if (this.deadlineMs !== undefined) header.budgetMs = this.deadlineMs;
+    const t0 = performance.now();
+    const waitMs = this.deadlineMs !== undefined ? Math.max(this.deadlineMs * 2, 5000) : (this.opts.stepTimeoutMs ?? 120_000);
+    const reply = new Promise<Message>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(new RouteError(`no result for step ${header.step} within ${waitMs} ms`, 'timeout'));
+      }, waitMs);
+      this.pending.set(requestId, { resolve, reject, timer });
+    });
+    try {
+      await this.first.send({ type: MsgType.STEP, header, payload: encodeTensor(input.hidden, this.dtype) });
+    } catch (e) {
+      const p = this.pending.get(requestId);
+      if (p) clearTimeout(p.timer);
+      this.pending.delete(requestId);
+      throw new RouteError(`send to ${this.hops[0]!.peerId} failed: ${(e as Error).message}`, 'unreachable', this.hops[0]!.peerId);
+    }
+    const m = await reply;
+    if (m.type !== MsgType.RESULT) throw new RouteError('unexpected reply', 'bad_reply');
+    const h = m.header;
+    if (h.nTokens !== input.nTokens || h.shape[0] !== input.nTokens || h.shape[1] !== dim) {
+      throw new RouteError(`result shape [${h.shape.join(',')}] does not match [${input.nTokens},${dim}]`, 'bad_reply', this.hops[this.hops.length - 1]!.peerId);
+    }
+    let hidden: Float32Array;
+    try {
+      hidden = decodeTensor(m.payload, h.dtype, input.nTokens * dim);
+    } catch (e) {
+      throw new RouteError((e as Error).message, 'bad_reply', this.hops[this.hops.length - 1]!.peerId);
+    }
+    // accountability: check the hops' signed receipts and audit sampled ones before releasing the output
+    const bad = await verifyRouteStep(this.host, { sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header: h, payload: m.payload });
+    if (bad) throw new RouteError(`${bad.peerId}: ${bad.code}: ${bad.reason}`, 'remote_error', bad.peerId, bad.code);
+    this.lastRoundTripMs = performance.now() - t0;
+    this.lastTimeline = h.timeline;
+    this.length = input.pos + input.nTokens;
+    return { hidden, computeMs: h.timeline.reduce((s, t) => s + t.computeMs, 0) };
+  }
+
+  /** Ask every hop to drop KV beyond `pos` (the next STEP at `pos` does the same implicitly). */
+  async truncate(pos: number): Promise<void> {
+    if (!this.first?.isOpen) throw new RouteError('route is closed', 'unreachable', this.hops[0]!.peerId);
+    await this.first.send({ type: MsgType.TRUNCATE, header: { sessionId: this.sessionId, pos } });
+    this.length = Math.min(this.length, pos);
+  }
+
+  sessionLength(_sessionId?: string): number {
+    return this.length;
+  }
+
+  /** Closes the route (a route carries exactly one session). */
+  closeSession(_sessionId?: string): void {
+    void this.dispose();
+  }
+
+  async dispose(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.first?.isOpen) await this.first.send({ type: MsgType.CLOSE, header: { sessionId: this.sessionId } });
+    } catch {
+      /* the route is going away anyway */
+    }
+    this.teardown();
+  }
+
+  /** @internal */
+  teardown(): void {
+    this.closed = true;
+    this.failAll(new RouteError('route closed', 'unreachable'));
+    this.sinks.delete(this.sessionId);
+    void this.first?.close();
+    void this.result?.close();
+  }
+}
+
+function toRouteError(h: ErrorHeader): RouteError {
+  const code: RouteErrorCode = h.code === 'deadline' ? 'deadline' : h.code === 'unreachable' ? 'unreachable' : h.code === 'timeout' ? 'timeout' : 'remote_error';
+  return new RouteError(`${h.peerId || 'remote'}: ${h.code}: ${h.reason}`, code, h.peerId || undefined, h.code, h); // kv-transfer: + detail
+}

@@ -1,0 +1,185 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { secp256k1 } from '@noble/curves/secp256k1.js';
+import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
+import { ecdsa, isHighS, nobleEcdsa, wasmEcdsa, type EcdsaBackend } from '../../../src/accountability/records/ecdsa.js';
+import { checkSignature, recoverSigner, signDigest } from '../../../src/accountability/records/receipts.js';
+import { addressFromPublicKey } from '../../../src/identity/identity.js';
+import { REPO_ROOT } from '../../helpers/paths.js';
+import { testIdentity } from '../fixtures.js';
+
+const N = secp256k1.Point.CURVE().n;
+const word = (x: bigint) => hexToBytes(x.toString(16).padStart(64, '0'));
+
+function wasm(): EcdsaBackend {
+  const w = wasmEcdsa();
+  assert.ok(w.backend, `tiny-secp256k1 should load here: ${w.error}`);
+  return w.backend;
+}
+
+test('libsecp256k1 is the default backend when it loads', () => {
+  assert.equal(wasm().name, 'libsecp256k1');
+  if (!process.env.ODSI_ECDSA) assert.equal(ecdsa().name, 'libsecp256k1');
+  // the load-time self-test vector is noble's signature
+  const s = nobleEcdsa.sign(new Uint8Array(32).fill(0xab), new Uint8Array(32).fill(0x11));
+  assert.equal(
+    bytesToHex(s.rs),
+    '5b8478db7aca5ce61cb05a96ae1a82f63d3cf68e74012dfe74f8379aee6f2e1e0fa6b21ba8c6d03e4877ccb11f3abfdbbe033d9594eb8c2b4055807ee1964b1d',
+  );
+  assert.equal(s.recovery, 0);
+});
+
+test('both backends sign 200 random (key, digest) pairs byte-identically and recover the same key', () => {
+  const fast = wasm();
+  // edge digests too: zero, all-ones (≥ n: reduced mod n by RFC 6979 bits2octets), n, n − 1
+  const digests = [new Uint8Array(32), new Uint8Array(32).fill(0xff), word(N), word(N - 1n)];
+  for (let i = 0; i < 200; i++) {
+    const secret = secp256k1.utils.randomSecretKey();
+    const digest = i < digests.length ? digests[i]! : randomBytes(32);
+    const a = fast.sign(digest, secret);
+    const b = nobleEcdsa.sign(digest, secret);
+    assert.equal(bytesToHex(a.rs), bytesToHex(b.rs), `pair ${i}`);
+    assert.equal(a.recovery, b.recovery, `pair ${i}`);
+    assert.ok(!isHighS(a.rs.subarray(32)), 'low-s');
+    const pub = secp256k1.getPublicKey(secret, false);
+    assert.deepEqual(fast.recover(digest, a.rs, a.recovery as 0 | 1), pub);
+    assert.deepEqual(nobleEcdsa.recover(digest, b.rs, b.recovery as 0 | 1), pub);
+    if (i < 40) {
+      // the known-key check: exactly ecrecover's answer, so the other v must fail (fresh key
+      // copies: a repeat key makes noble build its ~100 ms window table, tested below)
+      const wrongV = (a.recovery ^ 1) as 0 | 1;
+      for (const be of [fast, nobleEcdsa]) {
+        assert.equal(be.recoversTo(digest, a.rs, a.recovery as 0 | 1, pub.slice()), true, `${be.name} pair ${i}`);
+        assert.equal(be.recoversTo(digest, a.rs, wrongV, pub.slice()), false, `${be.name} pair ${i} flipped v`);
+      }
+    }
+  }
+});
+
+test('recoversTo is false, never a throw, for another key, another digest or garbage', () => {
+  const id = testIdentity(5);
+  const pub = secp256k1.getPublicKey(id.secret, false);
+  const otherPub = secp256k1.getPublicKey(testIdentity(6).secret, false);
+  const digest = randomBytes(32);
+  for (const be of [wasm(), nobleEcdsa]) {
+    const { rs, recovery } = be.sign(digest, id.secret);
+    const v = recovery as 0 | 1;
+    // repeated: the noble backend switches to a precomputed table for Q on the second use
+    for (let k = 0; k < 3; k++) assert.equal(be.recoversTo(digest, rs, v, pub), true, be.name);
+    assert.equal(be.recoversTo(digest, rs, v, otherPub), false, be.name);
+    assert.equal(be.recoversTo(randomBytes(32), rs, v, pub), false, be.name);
+    assert.equal(be.recoversTo(digest, new Uint8Array(64), v, pub), false, be.name);
+    assert.equal(be.recoversTo(digest, new Uint8Array(64).fill(0xff), v, pub), false, be.name);
+    // a digest that is not 32 bytes follows noble's bits2int on both
+    const long = randomBytes(40);
+    const sl = be.sign(long, id.secret);
+    assert.equal(be.recoversTo(long, sl.rs, sl.recovery as 0 | 1, pub), true, `${be.name} 40-byte digest`);
+  }
+});
+
+test('inputs outside libsecp256k1 domain behave as with noble', () => {
+  const fast = wasm();
+  const secret = testIdentity(1).secret;
+  // digests that are not 32 bytes: noble's bits2int rules, on both
+  for (const len of [0, 31, 33, 64]) {
+    const d = randomBytes(len);
+    assert.deepEqual(fast.sign(d, secret), nobleEcdsa.sign(d, secret), `digest of ${len} bytes`);
+  }
+  // bad keys throw on both
+  for (const bad of [new Uint8Array(32), word(N), new Uint8Array(31).fill(1)]) {
+    assert.throws(() => fast.sign(randomBytes(32), bad));
+    assert.throws(() => nobleEcdsa.sign(randomBytes(32), bad));
+  }
+});
+
+test('isHighS splits at n / 2', () => {
+  const half = N >> 1n;
+  assert.equal(isHighS(word(half)), false);
+  assert.equal(isHighS(word(half + 1n)), true);
+  assert.equal(isHighS(word(1n)), false);
+  assert.equal(isHighS(word(N - 1n)), true);
+});
+
+test('signatures that do not recover give a reason on both backends, never a key', () => {
+  const digest = randomBytes(32);
+  const rs = (r: bigint, s: bigint) => new Uint8Array([...word(r), ...word(s)]);
+  const bad = [
+    rs(0n, 1n), // r = 0
+    rs(1n, 0n), // s = 0
+    rs(N, 1n), // r = n
+    rs(5n, 1n), // 5 is not the x coordinate of a curve point
+  ];
+  for (const b of [wasm(), nobleEcdsa])
+    for (const sig of bad) assert.throws(() => b.recover(digest, sig, 0), Error, `${b.name} ${bytesToHex(sig)}`);
+  for (const sig of bad) {
+    const hex = `0x${bytesToHex(sig)}1b`;
+    const r = recoverSigner(digest, hex);
+    assert.ok('error' in r && /does not recover/.test(r.error), JSON.stringify(r));
+    assert.match(checkSignature(digest, hex, testIdentity(1).address) ?? '', /does not recover/);
+  }
+});
+
+test('checkSignature with a cached key still rejects flipped v, the high-s twin and another claimant', () => {
+  const id = testIdentity(7);
+  const other = testIdentity(8);
+  const digest = randomBytes(32);
+  const sig = signDigest(digest, id.secret);
+  assert.equal(checkSignature(digest, sig, id.address), undefined); // caches id's key
+  assert.equal(checkSignature(digest, sig, id.address.toLowerCase()), undefined); // cached path
+  const bytes = hexToBytes(sig.slice(2));
+  // v flipped: plain ECDSA verify against the key would pass; ecrecover yields another key
+  const flipped = new Uint8Array(bytes);
+  flipped[64] = bytes[64] === 27 ? 28 : 27;
+  const e1 = checkSignature(digest, `0x${bytesToHex(flipped)}`, id.address);
+  assert.ok(e1 !== undefined && /signed by|does not recover/.test(e1), e1);
+  // high-s twin
+  const twin = new Uint8Array(flipped);
+  twin.set(word(N - BigInt(`0x${bytesToHex(bytes.subarray(32, 64))}`)), 32);
+  assert.match(checkSignature(digest, `0x${bytesToHex(twin)}`, id.address) ?? '', /malleable/);
+  // another digest, another claimant, garbage
+  assert.match(checkSignature(randomBytes(32), sig, id.address) ?? '', /signed by/);
+  assert.equal(checkSignature(digest, sig, other.address), `signed by ${id.address}, claims ${other.address}`);
+  assert.match(checkSignature(digest, '0x1234', id.address) ?? '', /65 bytes/);
+  assert.match(checkSignature(digest, 42 as unknown as string, id.address) ?? '', /65 bytes/);
+  // the recovered key names the signer on both backends
+  const v = (bytes[64]! - 27) as 0 | 1;
+  for (const b of [wasm(), nobleEcdsa]) assert.equal(addressFromPublicKey(b.recover(digest, bytes.subarray(0, 64), v)), id.address);
+});
+
+test('ODSI_ECDSA selects the backend in a real process; without WASM auto falls back to noble; a wrong value is a clear error', () => {
+  const mod = pathToFileURL(resolve(REPO_ROOT, 'dist/src/accountability/records/ecdsa.js')).href;
+  // BREAK_WASM: the WASM engine refuses modules, as where WebAssembly is disabled
+  const script = `if (process.env.BREAK_WASM) WebAssembly.Module = function () { throw new Error('WebAssembly disabled'); };
+    const { ecdsa } = await import(${JSON.stringify(mod)});
+    const b = ecdsa(); const s = b.sign(new Uint8Array(32).fill(3), new Uint8Array(32).fill(9));
+    console.log(b.name, Buffer.from(s.rs).toString('hex'), s.recovery);`;
+  const run = (value: string, breakWasm = false) =>
+    spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, ODSI_ECDSA: value, ...(breakWasm ? { BREAK_WASM: '1' } : {}) },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+  const noble = run('noble');
+  const fast = run('libsecp256k1');
+  assert.equal(noble.status, 0, noble.stderr);
+  assert.equal(fast.status, 0, fast.stderr);
+  const [nName, ...nSig] = noble.stdout.trim().split(' ');
+  const [fName, ...fSig] = fast.stdout.trim().split(' ');
+  assert.equal(nName, 'noble');
+  assert.equal(fName, 'libsecp256k1');
+  assert.deepEqual(fSig, nSig);
+  // no WASM: auto falls back to noble (same bytes); an explicit libsecp256k1 says why it cannot
+  const fallback = run('auto', true);
+  assert.equal(fallback.status, 0, fallback.stderr);
+  assert.deepEqual(fallback.stdout.trim().split(' '), ['noble', ...nSig]);
+  const required = run('libsecp256k1', true);
+  assert.notEqual(required.status, 0);
+  assert.match(required.stderr, /ODSI_ECDSA=libsecp256k1 but tiny-secp256k1 cannot load: WebAssembly disabled/);
+  const bogus = run('openssl');
+  assert.notEqual(bogus.status, 0);
+  assert.match(bogus.stderr, /ODSI_ECDSA must be auto, libsecp256k1 or noble/);
+});

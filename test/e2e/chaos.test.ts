@@ -1,0 +1,228 @@
+// Chaos on real processes: 6 `odsi node` processes on 127.0.0.1 with overlapping coverage of
+// stories260K ([0,2) [2,5) [0,3) [3,5) [0,2) [2,5): any two may be down and a route remains),
+// the gateway's ends (embedding, head) in this process, and a ResilientRoute between them.
+// Routes come from the router's cost model over the known nodes (StaticPlanner), so the test
+// exercises detection, diagnosis, re-routing and replay without waiting on DHT discovery
+// (gateway.test.ts covers the same path through the Gateway and the HTTP API).
+//  - 20 greedy generations, each with one node on the route SIGKILLed 0–5 ms after a random
+//    token (between steps or while one is in flight); the output must equal the golden tokens
+//    and a replay re-route must be recorded. Killed nodes restart (same key and port) in the
+//    background while the next runs go on.
+//  - a node that stalls (stall@N) is detected within its deadline budget + grace, banned and
+//    bypassed, with the golden output.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { generate } from '../../src/engine/generate.js';
+import type { Stage } from '../../src/engine/types.js';
+import type { WeightSource } from '../../src/model/types.js';
+import type { OdsiHost } from '../../src/p2p/host.js';
+import { mulberry32, type RouteCandidate } from '../../src/routing/router.js';
+import type { Tokenizer } from '../../src/tokenizer/types.js';
+import { BanList } from '../../src/routing/bans.js';
+import type { FailureEvent, FaultEvent, RerouteEvent } from '../../src/route/events.js';
+import { StaticPlanner } from '../../src/routing/planner.js';
+import { NodeProcess } from '../../src/node/process.js';
+import { openResilientRoute } from '../../src/route/resilient-route.js';
+import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+
+const RANGES: [number, number][] = [
+  [0, 2],
+  [2, 5],
+  [0, 3],
+  [3, 5],
+  [0, 2],
+  [2, 5],
+];
+const RUNS = Number(process.env.ODSI_CHAOS_RUNS ?? 20); // ≥ 20 in CI; override for debugging
+const GRACE_MS = 1000; // ResilientRoute's default grace
+
+let side: GatewaySide | undefined;
+let dir = '';
+let modelId = '';
+let src: WeightSource | undefined;
+let host: OdsiHost | undefined;
+let embed: Stage | undefined;
+let head: Stage | undefined;
+let tokenizer: Tokenizer | undefined;
+const nodes: NodeProcess[] = [];
+
+before(
+  async () => {
+    side = await openGatewaySide('odsi-chaos-');
+    ({ dir, src, modelId, tokenizer, embed, head, host } = side);
+    // nodes need no discovery here: no bootstrap, adverts rarely
+    const started = await Promise.all(
+      RANGES.map((range, i) =>
+        NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(dir, `node${i}.key`), modelId, announceIntervalMs: 600_000 }),
+      ),
+    );
+    nodes.push(...started);
+    await Promise.all(nodes.map((n) => host!.ping(n.peerId, { addrs: n.info.addrs })));
+  },
+  { timeout: 120_000 },
+);
+
+after(async () => {
+  await Promise.all(nodes.map((n) => n.kill('SIGTERM').catch(() => undefined)));
+  await side?.close();
+});
+
+const med = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1];
+const candidate = (n: NodeProcess, msPerToken = 1): RouteCandidate => n.candidate(msPerToken * (n.info.end - n.info.start));
+
+test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output equals the golden tokens`, { timeout: 600_000 }, async () => {
+  const golden = loadGolden();
+  const rand = mulberry32(20261122);
+  const bans = new BanList();
+  const planner = new StaticPlanner(
+    nodes.map((n) => candidate(n)),
+    5,
+    bans,
+  );
+  const restarts: Promise<void>[] = [];
+  const restartMs: number[] = [];
+  const events: FaultEvent[] = [];
+  const t0 = Date.now();
+  for (let i = 0; i < RUNS; i++) {
+    const g = golden[i % golden.length]!;
+    const n = 32; // compared with the golden prefix: recovery is what is under test
+    const killAt = 1 + Math.floor(rand() * (n - 2)); // after token killAt, before the last
+    const delayMs = Math.floor(rand() * 6); // 0–5 ms after the token: between or during steps
+    const sessionEvents: FaultEvent[] = [];
+    const route = await openResilientRoute({
+      host: host!,
+      modelId,
+      config: src!.config,
+      sessionId: `chaos-${i}`,
+      planner,
+      bans,
+      maxTokens: 256,
+      onEvent: (e) => sessionEvents.push(e),
+    });
+    let victim: NodeProcess | undefined;
+    let killing: Promise<void> | undefined;
+    // generate() does not wait for onToken: the kill races the next step
+    const tokens = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, {
+      maxTokens: n,
+      sampling: { temperature: 0 },
+      onToken: (t) => {
+        if (t.step + 1 !== killAt) return;
+        const hops = route.hops;
+        const pick = hops[Math.floor(rand() * hops.length)]!.peerId;
+        victim = nodes.find((x) => x.peerId === pick);
+        if (!victim)
+          throw new Error(
+            `hop ${pick} of ${hops.map((h) => h.peerId).join(',')} is not a test node (${nodes.map((x) => x.peerId).join(',')})`,
+          );
+        const v = victim;
+        killing = new Promise((res) => setTimeout(() => void v.kill('SIGKILL').then(res), delayMs));
+      },
+    }).then(async (r) => r.tokens);
+    await killing;
+    assert.ok(victim);
+    assert.deepEqual(
+      tokens,
+      g.generated_tokens.slice(0, n),
+      `run ${i}: killed ${victim.peerId} after token ${killAt}: ${JSON.stringify(sessionEvents)}`,
+    );
+    const reroutes = sessionEvents.filter((e): e is RerouteEvent => e.type === 'reroute');
+    const failures = sessionEvents.filter((e): e is FailureEvent => e.type === 'failure');
+    assert.ok(reroutes.length >= 1, `run ${i}: no re-route recorded`);
+    assert.equal(reroutes[0]!.method, 'replay');
+    assert.ok(reroutes[0]!.replayedTokens >= g.prompt_tokens.length);
+    assert.ok(
+      failures.some((f) => f.culprits.includes(victim!.peerId)),
+      `run ${i}: ${JSON.stringify(failures)}`,
+    );
+    assert.ok(!reroutes[reroutes.length - 1]!.to.some((h) => h.peerId === victim!.peerId));
+    events.push(...sessionEvents);
+    await route.dispose();
+    // bring the node back as an operator would; at most two restarts overlap
+    const v = victim;
+    restarts.push(
+      (async (t) => {
+        await v.restart();
+        restartMs.push(Date.now() - t);
+      })(Date.now()).then(async () => {
+        bans.clear(v.peerId);
+        await host!.ping(v.peerId, { addrs: v.info.addrs }).catch(() => undefined); // a gateway keeps its links warm
+      }),
+    );
+    restarts[restarts.length - 1]!.catch(() => undefined); // awaited below; never unhandled if the test ends early
+    while (restarts.length > 1) await restarts.shift();
+  }
+  await Promise.all(restarts);
+  const rr = events.filter((e): e is RerouteEvent => e.type === 'reroute');
+  const ms = rr.map((e) => e.recoveryMs).sort((a, b) => a - b);
+  process.stderr.write(
+    `chaos: ${RUNS} runs in ${Date.now() - t0} ms; ` +
+      `${rr.length} re-routes, recovery median ${ms[ms.length >> 1]} ms, max ${ms[ms.length - 1]} ms ` +
+      `(median diagnose ${med(rr.map((e) => e.diagnoseMs))}, open ${med(rr.map((e) => e.openMs))}, replay ${med(rr.map((e) => e.replayMs))} ms); node restart median ${med(restartMs)} ms\n`,
+  );
+  assert.ok(!events.some((e) => e.type === 'gave_up'));
+});
+
+test('a stalled node (stall@N) is detected within deadline budget + grace and bypassed', { timeout: 90_000 }, async () => {
+  const g = loadGolden()[0]!;
+  // one node serving every layer, advertised as the fastest: the planner picks it first
+  const staller = await NodeProcess.start({
+    model: STORIES_GGUF,
+    range: [0, 5],
+    identityFile: join(dir, 'staller.key'),
+    modelId,
+    faults: ['stall@6'],
+  });
+  try {
+    const bans = new BanList();
+    const planner = new StaticPlanner([candidate(staller, 0.1), ...nodes.map((n) => candidate(n))], 5, bans);
+    const events: FaultEvent[] = [];
+    const deadlineMs = 1500; // generous: a loaded CI box must not miss it for real
+    const route = await openResilientRoute({
+      host: host!,
+      modelId,
+      config: src!.config,
+      sessionId: 'stall',
+      planner,
+      bans,
+      deadlineMs,
+      maxTokens: 256,
+      onEvent: (e) => events.push(e),
+    });
+    assert.deepEqual(
+      route.hops.map((h) => h.peerId),
+      [staller.peerId],
+    );
+    const at: number[] = [];
+    const res = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, {
+      maxTokens: g.generated_tokens.length,
+      sampling: { temperature: 0 },
+      onToken: () => void at.push(Date.now()),
+    });
+    await route.dispose();
+    assert.deepEqual(res.tokens, g.generated_tokens);
+    const fail = events.find((e): e is FailureEvent => e.type === 'failure');
+    assert.ok(fail, 'a failure was recorded');
+    assert.equal(fail.code, 'timeout');
+    assert.deepEqual(fail.culprits, [staller.peerId]);
+    // a stalled process may still answer pings (found by the probe step) or be too wedged to
+    assert.ok(['probe', 'ping'].includes(fail.diagnosis), fail.diagnosis);
+    // the stall began with the step after the last token before detection
+    const last = at.filter((t) => t <= fail.detectedAt).pop()!;
+    const detectMs = fail.detectedAt - last;
+    assert.ok(detectMs <= deadlineMs + GRACE_MS + 300, `detected after ${detectMs} ms`);
+    assert.ok(detectMs >= deadlineMs, `detected after only ${detectMs} ms`);
+    assert.ok(
+      bans.list().some((b) => b.peerId === staller.peerId),
+      'the stalled node was banned',
+    );
+    const re = events.find((e): e is RerouteEvent => e.type === 'reroute');
+    assert.ok(re && !re.to.some((h) => h.peerId === staller.peerId));
+    process.stderr.write(
+      `stall: detected ${detectMs} ms after the last token (deadline ${deadlineMs} + grace ${GRACE_MS}); recovery ${re.recoveryMs} ms\n`,
+    );
+  } finally {
+    await staller.kill();
+  }
+});

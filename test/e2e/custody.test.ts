@@ -1,0 +1,174 @@
+// Bad receipts on the token path, against a real `odsi node` process: this test plays the
+// upstream hop (hop 0 of a two-hop route whose hop 1 is the node) and sends STEPs whose
+// receipt chains are missing, forged, signed by someone else, of another session, replayed
+// or for other bytes. The node must answer each with a custody ERROR naming this upstream
+// peer and a clear reason, and accept a correct chain.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { generateIdentity, type Identity } from '../../src/identity/identity.js';
+import { openModel } from '../../src/model/load.js';
+import { modelIdentity } from '../../src/model/identity.js';
+import { createHost, type OdsiHost } from '../../src/p2p/host.js';
+import { Channel } from '../../src/p2p/channel.js';
+import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL, encodeTensor, type Message, type StepHeader } from '../../src/protocol/messages.js';
+import { NodeProcess } from '../../src/node/process.js';
+import { ZERO_HASH } from '../../src/accountability/records/eip712.js';
+import { hashTensor, signReceipt, type SignedReceipt } from '../../src/accountability/records/receipts.js';
+import { ReceiptSigner } from '../../src/accountability/records/signer.js';
+import { toModelId } from '../../src/accountability/node/stamp.js';
+import { deploymentDomain, requestIdOf, sessionIdOf } from '../../src/accountability/records/wire.js';
+import { STORIES_GGUF } from '../helpers/paths.js';
+
+let dir = '';
+let modelId = '';
+let node: NodeProcess | undefined;
+let host: OdsiHost | undefined;
+let me: Identity;
+const DIM = 64;
+const inbox: Message[] = [];
+let waiter: (() => void) | undefined;
+
+before(
+  async () => {
+    dir = mkdtempSync(join(tmpdir(), 'odsi-custody-'));
+    const src = openModel(STORIES_GGUF);
+    modelId = modelIdentity(src).modelId;
+    src.close();
+    node = await NodeProcess.start({
+      model: STORIES_GGUF,
+      range: [2, 5],
+      identityFile: join(dir, 'n.key'),
+      modelId,
+      announceIntervalMs: 600_000,
+    });
+    me = generateIdentity();
+    host = await createHost({ identity: me });
+    // the node is the last hop: it sends OPENED/RESULT back to us
+    await host.libp2p.handle(RESULT_PROTOCOL, (stream, conn) => {
+      new Channel(stream, conn.remotePeer.toString(), host!.peerId, { onMessage: push });
+    });
+  },
+  { timeout: 60_000 },
+);
+
+after(async () => {
+  await node?.kill('SIGTERM').catch(() => undefined);
+  await host?.stop().catch(() => undefined);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function push(m: Message): void {
+  inbox.push(m);
+  waiter?.();
+}
+
+async function next(ms = 10_000): Promise<Message> {
+  const until = Date.now() + ms;
+  while (!inbox.length) {
+    if (Date.now() > until) throw new Error('no reply from the node');
+    await new Promise<void>((r) => {
+      waiter = r;
+      setTimeout(r, 100);
+    });
+  }
+  return inbox.shift()!;
+}
+
+test('the node rejects missing, forged, foreign, cross-session, replayed and mismatched receipts', { timeout: 60_000 }, async () => {
+  const domain = deploymentDomain();
+  const sid = 'custody-test';
+  await host!.dial(node!.peerId, node!.info.addrs);
+  const stream = await host!.libp2p.dialProtocol(peerIdFromString(node!.peerId), ACT_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
+  const ch = new Channel(stream, node!.peerId, host!.peerId, { onMessage: push });
+  await ch.send({
+    type: MsgType.OPEN,
+    header: {
+      sessionId: sid,
+      modelId,
+      route: [
+        { peerId: host!.peerId, addrs: host!.addrs(), start: 0, end: 2 },
+        { peerId: node!.peerId, addrs: node!.info.addrs, start: 2, end: 5 },
+      ],
+      hop: 1,
+      reply: { peerId: host!.peerId, addrs: host!.addrs() },
+      dtype: 'f32',
+      hidden: DIM,
+      maxTokens: 64,
+    },
+  });
+  assert.equal((await next()).type, MsgType.OPENED);
+
+  const signer = new ReceiptSigner(me, domain);
+  const act = (seed: number) => Float32Array.from({ length: DIM }, (_, i) => Math.sin(seed * 31 + i) * 0.5);
+  const fields = (step: number, out: Uint8Array, session = sid) => ({
+    requestId: requestIdOf(session),
+    sessionId: sessionIdOf(session),
+    step,
+    pos: step,
+    nTokens: 1,
+    layerStart: 0,
+    layerEnd: 2,
+    modelId: toModelId(modelId),
+    profile: 'reference',
+    inputHash: ZERO_HASH,
+    budgetUs: 0,
+    outputHash: hashTensor(out),
+    recvUs: 0,
+    computeUs: 0,
+    sendUs: 0,
+    upstreamReceiptHash: ZERO_HASH,
+  });
+  let rid = 1;
+  const send = async (step: number, payload: Uint8Array, receipts: unknown[] | undefined) => {
+    const header: StepHeader = {
+      sessionId: sid,
+      requestId: rid++,
+      step,
+      pos: step,
+      nTokens: 1,
+      dtype: 'f32',
+      shape: [1, DIM],
+      timeline: [],
+    };
+    if (receipts) (header as { receipts?: unknown[] }).receipts = receipts;
+    await ch.send({ type: MsgType.STEP, header, payload });
+    return next();
+  };
+  const expectCustody = (m: Message, re: RegExp) => {
+    assert.equal(m.type, MsgType.ERROR, `expected an error, got ${MsgType[m.type]}`);
+    const h = m.header as { code: string; reason: string; peerId: string };
+    assert.equal(h.code, 'custody');
+    assert.equal(h.peerId, host!.peerId, 'the error must name the upstream peer');
+    assert.match(h.reason, re);
+  };
+
+  // a correct chain is accepted and the node appends its own receipt
+  const out0 = encodeTensor(act(0), 'f32');
+  const r0 = signer.receipt(fields(0, out0));
+  const ok = await send(0, out0, [r0]);
+  assert.equal(ok.type, MsgType.RESULT, JSON.stringify(ok.header));
+  const chain = (ok.header as { receipts?: SignedReceipt[] }).receipts!;
+  assert.equal(chain.length, 2);
+  assert.equal(chain[1]!.record.inputHash, r0.record.outputHash);
+
+  const out1 = encodeTensor(act(1), 'f32');
+  expectCustody(await send(1, out1, undefined), /malformed.*no receipt chain/);
+  expectCustody(await send(1, out1, [{ record: { step: 1 }, signature: '0x00' }]), /malformed/);
+  const good1 = signer.receipt(fields(1, out1));
+  const forged = { record: good1.record, signature: `0x${'11'.repeat(32)}${good1.signature.slice(66)}` };
+  expectCustody(await send(1, out1, [forged]), /bad_signature/);
+  const stranger = signReceipt(generateIdentity(), { ...fields(1, out1), prevReceiptHash: ZERO_HASH, commitmentHash: ZERO_HASH }, domain);
+  expectCustody(await send(1, out1, [stranger]), /bad_signature.*upstream hop/);
+  const other = new ReceiptSigner(me, domain).receipt(fields(1, out1, 'another-session'));
+  expectCustody(await send(1, out1, [other]), /cross_session/);
+  expectCustody(await send(1, encodeTensor(act(99), 'f32'), [good1]), /input_mismatch/);
+  expectCustody(await send(1, out1, [r0]), /slot_mismatch/);
+  // the good one goes through once; sent again it is a replay
+  assert.equal((await send(1, out1, [good1])).type, MsgType.RESULT);
+  expectCustody(await send(1, out1, [good1]), /replay/);
+  await ch.close();
+});

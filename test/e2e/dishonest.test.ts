@@ -1,0 +1,152 @@
+// Dishonest nodes on a real swarm of `odsi node` processes (stories260K): H0 [0,2] honest,
+// H1 [2,5] honest, and per dishonest behaviour one node D [2,5] (onset after its first
+// step). The gateway side (an in-process host with accountability on) prefers D, audits D at
+// rate 1.0 and must: catch the first dishonest step, name D's identity (and nobody else),
+// route around D and still return exactly the golden greedy tokens. A forging first hop is
+// rejected by its downstream hop's custody check.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { generate } from '../../src/engine/generate.js';
+import type { Stage } from '../../src/engine/types.js';
+import type { WeightSource } from '../../src/model/types.js';
+import type { RouteCandidate } from '../../src/routing/router.js';
+import type { Tokenizer } from '../../src/tokenizer/types.js';
+import { BanList } from '../../src/routing/bans.js';
+import type { FaultEvent } from '../../src/route/events.js';
+import { StaticPlanner } from '../../src/routing/planner.js';
+import { NodeProcess } from '../../src/node/process.js';
+import { openResilientRoute } from '../../src/route/resilient-route.js';
+import { enableAccountability, type GatewayAccountant } from '../../src/accountability/gateway/verify-route.js';
+import { addressOfPeer } from '../../src/accountability/records/wire.js';
+import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import type { OdsiHost } from '../../src/p2p/host.js';
+
+let side: GatewaySide | undefined;
+let dir = '';
+let modelId = '';
+let src: WeightSource | undefined;
+let host: OdsiHost | undefined;
+let embed: Stage | undefined;
+let head: Stage | undefined;
+let tokenizer: Tokenizer | undefined;
+let acct: GatewayAccountant | undefined;
+let H0: NodeProcess, H1: NodeProcess, F: NodeProcess;
+/** one dishonest [2,5] node per behaviour, started together (restarting one is slower) */
+const dishonest = new Map<string, NodeProcess>();
+const all: NodeProcess[] = [];
+
+// onset @1: the prefill (D's first step) is honest, so D is on the route when it starts cheating;
+// stale needs an earlier output of the same shape, so it first cheats at step 2
+const KINDS = ['zeros@1', 'noise:0.02@1', 'skip-layer@1', 'wrong-weights:7@1', 'stale@1', 'equivocate@1', 'forge@1'];
+const start = (range: [number, number], name: string, faults?: string[]) =>
+  NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(dir, `${name}.key`), modelId, announceIntervalMs: 600_000, faults });
+
+before(
+  async () => {
+    side = await openGatewaySide('odsi-acct-');
+    ({ dir, src, modelId, tokenizer, embed, head, host } = side);
+    acct = enableAccountability(host, { src });
+    assert.ok(acct, 'accountability must be on (ODSI_ACCOUNTABILITY unset)');
+    const ds = KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]));
+    [H0, H1, F] = await Promise.all([start([0, 2], 'h0'), start([2, 5], 'h1'), start([0, 2], 'f', ['forge@1'])]);
+    all.push(H0, H1, F);
+    for (const [k, d] of (await Promise.all(ds)).entries()) {
+      dishonest.set(KINDS[k]!, d);
+      all.push(d);
+    }
+  },
+  { timeout: 120_000 },
+);
+
+after(async () => {
+  await Promise.all(all.map((n) => n.kill('SIGTERM').catch(() => undefined)));
+  await acct?.dispose().catch(() => undefined);
+  await side?.close();
+});
+
+const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => n.candidate(msPerToken);
+
+async function runThrough(planner: StaticPlanner, bans: BanList, sessionId: string, nTokens: number) {
+  const g = loadGolden()[0]!;
+  const events: FaultEvent[] = [];
+  const route = await openResilientRoute({
+    host: host!,
+    modelId,
+    config: src!.config,
+    sessionId,
+    planner,
+    bans,
+    maxTokens: 256,
+    onEvent: (e) => events.push(e),
+  });
+  try {
+    const r = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, { maxTokens: nTokens, sampling: { temperature: 0 } });
+    return { tokens: r.tokens, golden: g.generated_tokens.slice(0, nTokens), events, finalHops: route.hops.map((h) => h.peerId) };
+  } finally {
+    await route.dispose();
+  }
+}
+
+const EXPECT: Record<string, string> = { 'equivocate@1': 'equivocation', 'forge@1': 'custody' };
+
+test(
+  'every dishonest behaviour is caught on its first audited step, D alone is named, output stays golden',
+  { timeout: 150_000 },
+  async () => {
+    const honest = new Set([addressOfPeer(H0.peerId), addressOfPeer(H1.peerId)].map((a) => a.toLowerCase()));
+    const summary: Record<string, unknown> = {};
+    for (const [k, spec] of KINDS.entries()) {
+      const D = dishonest.get(spec)!;
+      const dAddr = addressOfPeer(D.peerId).toLowerCase();
+      acct!.setAuditRate(1, D.peerId);
+      const evBefore = acct!.evidence.length;
+      const auBefore = acct!.audits.length;
+      const bans = new BanList();
+      // D is the cheapest [2,5]: the first route goes through it
+      const planner = new StaticPlanner([cand(H0, 1), cand(D, 1), cand(H1, 50)], 5, bans);
+      const n = k === 0 ? 60 : 16;
+      const r = await runThrough(planner, bans, `acct-${k}`, n);
+      await acct!.settled();
+      const ev = acct!.evidence.slice(evBefore);
+      const audits = acct!.audits.slice(auBefore).filter((a) => a.peerId === D.peerId);
+      summary[spec] = { evidence: ev.map((e) => e.kind), auditsOfD: audits.map((a) => ({ step: a.step, pass: a.pass })) };
+      assert.deepEqual(r.tokens, r.golden, `${spec}: output differs from golden (${JSON.stringify(summary[spec])})`);
+      assert.ok(ev.length >= 1, `${spec}: no evidence`);
+      for (const e of ev) assert.equal(e.accused.toLowerCase(), dAddr, `${spec}: evidence names ${e.peerId}`);
+      assert.equal(ev[0]!.kind, EXPECT[spec] ?? 'audit', `${spec}: ${JSON.stringify(summary[spec])}`);
+      // every audited step of D after the onset failed (the first failure ends D's part)
+      const cheatFrom = spec.startsWith('stale') ? 2 : 1;
+      const dishonestAudits = audits.filter((a) => a.step >= cheatFrom);
+      assert.ok(dishonestAudits.length >= 1 || spec.startsWith('forge'), `${spec}: D was never audited on a dishonest step`);
+      for (const a of dishonestAudits) assert.equal(a.pass, false, `${spec}: audit of dishonest step ${a.step} passed`);
+      for (const a of audits.filter((a) => a.step < cheatFrom && a.routeSessionId === `acct-${k}`))
+        assert.equal(a.pass, true, `${spec}: honest step ${a.step} failed`);
+      assert.ok(!r.finalHops.includes(D.peerId), `${spec}: still routed through D`);
+      assert.ok(
+        r.events.some((e) => e.type === 'failure' && e.culprits.includes(D.peerId)),
+        `${spec}: ${JSON.stringify(r.events)}`,
+      );
+    }
+    for (const e of acct!.evidence) assert.ok(!honest.has(e.accused.toLowerCase()), `an honest identity was named: ${e.peerId}`);
+    const cheats = new Set([...dishonest.values()].map((d) => d.peerId));
+    for (const a of acct!.audits) if (!cheats.has(a.peerId)) assert.ok(a.pass || a.incomplete, JSON.stringify(a));
+    console.log('detection summary', JSON.stringify(summary));
+  },
+);
+
+test('a forging first hop is rejected by the next hop (custody error names the forger)', { timeout: 60_000 }, async () => {
+  const bans = new BanList();
+  const planner = new StaticPlanner([cand(F, 1), cand(H0, 50), cand(H1, 1)], 5, bans);
+  const evBefore = acct!.evidence.length;
+  const r = await runThrough(planner, bans, 'acct-forge-first', 8);
+  assert.deepEqual(r.tokens, r.golden);
+  const fail = r.events.find((e) => e.type === 'failure');
+  assert.ok(fail && fail.type === 'failure', JSON.stringify(r.events));
+  assert.deepEqual(fail.culprits, [F.peerId]);
+  assert.match(fail.message, /custody.*bad_signature/);
+  assert.ok(!r.finalHops.includes(F.peerId));
+  await acct!.settled();
+  for (const e of acct!.evidence.slice(evBefore)) assert.equal(e.peerId, F.peerId);
+});

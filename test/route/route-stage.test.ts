@@ -1,0 +1,175 @@
+// Route over real libp2p hosts in one process (loopback): hidden states through a 1-hop and a
+// 2-hop chain equal a local stage's output bit for bit; timelines, deadlines, wrong model.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateIdentity } from '../../src/identity/identity.js';
+import { createHost, type OdsiHost } from '../../src/p2p/host.js';
+import { openRoute, RouteError } from '../../src/route/route-stage.js';
+import { NodeServer } from '../../src/node/server.js';
+import { PerfMeter } from '../../src/node/perf.js';
+import { createStage } from '../../src/engine/create.js';
+import { openModel } from '../../src/model/load.js';
+import type { Stage } from '../../src/engine/types.js';
+import type { WeightSource } from '../../src/model/types.js';
+import { STORIES_GGUF } from '../helpers/paths.js';
+
+let src: WeightSource;
+let gw: OdsiHost;
+const nodes: { host: OdsiHost; server: NodeServer; stage: Stage }[] = [];
+const MODEL = 'test-model';
+
+async function startNode(start: number, end: number, opts: { msPerToken?: number } = {}) {
+  const host = await createHost({ identity: generateIdentity() });
+  const stage = await createStage('reference', src, { start, end, embed: false, head: false });
+  const server = new NodeServer({ host, stage, modelId: MODEL, perf: new PerfMeter({ msPerToken: opts.msPerToken ?? 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 4096 });
+  await server.start();
+  nodes.push({ host, server, stage });
+  return { host, server, stage };
+}
+const hopOf = (n: { host: OdsiHost; stage: Stage }) => ({ peerId: n.host.peerId, addrs: n.host.addrs(), start: n.stage.range.start, end: n.stage.range.end });
+
+function input(nTokens: number, dim: number, seed = 1): Float32Array {
+  const x = new Float32Array(nTokens * dim);
+  let s = seed;
+  for (let i = 0; i < x.length; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    x[i] = (s / 2 ** 32 - 0.5) * 0.5;
+  }
+  return x;
+}
+
+before(async () => {
+  src = openModel(STORIES_GGUF);
+  gw = await createHost({ identity: generateIdentity() });
+});
+after(async () => {
+  for (const n of nodes) {
+    await n.server.stop();
+    await n.host.stop();
+    await n.stage.dispose();
+  }
+  await gw?.stop();
+  src?.close();
+});
+
+test('1-hop and 2-hop routes return the same hidden states as a local stage', async () => {
+  const dim = src.config.dim;
+  const local = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
+  const a = await startNode(0, 5);
+  const b = await startNode(0, 3);
+  const c = await startNode(3, 5);
+  const x = input(4, dim);
+  const y = input(1, dim, 7);
+  const want1 = (await local.forward({ sessionId: 'L', pos: 0, nTokens: 4, hidden: x })).hidden!;
+  const want2 = (await local.forward({ sessionId: 'L', pos: 4, nTokens: 1, hidden: y })).hidden!;
+  for (const hops of [[hopOf(a)], [hopOf(b), hopOf(c)]]) {
+    const r = await openRoute(gw, { modelId: MODEL, config: src.config, hops, sessionId: `s-${hops.length}` });
+    assert.deepEqual(r.range, { start: 0, end: 5, embed: false, head: false });
+    const o1 = await r.forward({ sessionId: r.sessionId, pos: 0, nTokens: 4, hidden: x });
+    assert.deepEqual(o1.hidden, want1);
+    const o2 = await r.forward({ sessionId: r.sessionId, pos: 4, nTokens: 1, hidden: y });
+    assert.deepEqual(o2.hidden, want2);
+    assert.equal(r.lastTimeline.length, hops.length);
+    assert.deepEqual(r.lastTimeline.map((t) => t.peerId), hops.map((h) => h.peerId));
+    assert.ok(r.lastTimeline.every((t) => t.computeMs >= 0 && t.budgetInMs === -1));
+    assert.equal(r.sessionLength(), 5);
+    await r.dispose();
+  }
+  await local.dispose();
+  // sessions are freed on every hop after CLOSE
+  await new Promise((res) => setTimeout(res, 200));
+  for (const n of [a, b, c]) assert.equal(n.server.load, 0);
+});
+
+test('deadline: slack is reported, and a hop that cannot make it refuses at once', async () => {
+  const dim = src.config.dim;
+  const slow = await startNode(0, 2, { msPerToken: 10_000 });
+  const fast = nodes[1]!; // 0:3 from the previous test
+  void fast;
+  const a = await startNode(2, 5);
+  const r = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hopOf(nodes[1]!), hopOf(nodes[2]!)], sessionId: 'dl-ok', deadlineMs: 5000 });
+  await r.forward({ sessionId: 'dl-ok', pos: 0, nTokens: 1, hidden: input(1, dim) });
+  assert.equal(r.lastTimeline.length, 2);
+  assert.equal(r.lastTimeline[0]!.budgetInMs, 5000);
+  assert.ok(r.lastTimeline[0]!.slackMs < 5000 && r.lastTimeline[0]!.slackMs > 0);
+  assert.equal(r.lastTimeline[1]!.budgetInMs, r.lastTimeline[0]!.slackMs);
+  await r.dispose();
+  const r2 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hopOf(slow), hopOf(a)], sessionId: 'dl-miss', deadlineMs: 50 });
+  const t0 = performance.now();
+  await assert.rejects(r2.forward({ sessionId: 'dl-miss', pos: 0, nTokens: 1, hidden: input(1, dim) }), (e: unknown) => {
+    assert.ok(e instanceof RouteError);
+    assert.equal(e.code, 'deadline');
+    assert.equal(e.peerId, slow.host.peerId);
+    return true;
+  });
+  assert.ok(performance.now() - t0 < 2000);
+  await r2.dispose();
+});
+
+test('wrong model id and wrong layers are refused with the failing peer named', async () => {
+  const n = nodes[0]!;
+  await assert.rejects(openRoute(gw, { modelId: 'other-model', config: src.config, hops: [hopOf(n)], sessionId: 'wm' }), (e: unknown) => {
+    assert.ok(e instanceof RouteError);
+    assert.equal(e.remoteCode, 'wrong_model');
+    assert.equal(e.peerId, n.host.peerId);
+    return true;
+  });
+  await assert.rejects(
+    openRoute(gw, { modelId: MODEL, config: src.config, hops: [{ ...hopOf(n), end: 4 }], sessionId: 'wl' }),
+    (e: unknown) => e instanceof RouteError && e.remoteCode === 'wrong_layers',
+  );
+});
+
+test('bad input on a raw stream: clear errors, stream usable after message errors', async () => {
+  const n = nodes[0]!;
+  const { peerIdFromString } = await import('@libp2p/peer-id');
+  const { Channel } = await import('../../src/p2p/channel.js');
+  const { ACT_PROTOCOL, MsgType } = await import('../../src/protocol/messages.js');
+  const stream = await gw.libp2p.dialProtocol(peerIdFromString(n.host.peerId), ACT_PROTOCOL);
+  const got: { type: number; header: { code?: string; reason?: string } }[] = [];
+  const ch = new Channel(stream, n.host.peerId, gw.peerId, { onMessage: (m) => got.push(m as never) });
+  const wait = async (k: number) => {
+    for (let i = 0; i < 100 && got.length < k; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(got.length >= k, `expected ${k} replies, got ${got.length}`);
+  };
+  await ch.send({ type: MsgType.CLOSE, header: { sessionId: 'nope' } });
+  await wait(1);
+  assert.equal(got[0]!.header.code, 'unknown_session');
+  await ch.send({ type: MsgType.CLOSE, header: { sessionId: '' } });
+  await wait(2);
+  assert.equal(got[1]!.header.code, 'bad_message');
+  assert.match(got[1]!.header.reason!, /sessionId/);
+  await ch.close();
+});
+
+test('KV budget: a full node refuses with busy; idle sessions are freed', async () => {
+  const host = await createHost({ identity: generateIdentity() });
+  const stage = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
+  const server = new NodeServer({ host, stage, modelId: MODEL, perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 150 });
+  await server.start();
+  nodes.push({ host, server, stage });
+  const hop = hopOf({ host, stage });
+  const r1 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-1', maxTokens: 100 });
+  assert.equal(server.freeKvTokens, 50);
+  await assert.rejects(openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-2', maxTokens: 100 }), (e: unknown) => {
+    assert.ok(e instanceof RouteError);
+    assert.equal(e.remoteCode, 'busy');
+    assert.match(e.message, /KV memory full/);
+    return true;
+  });
+  // a step beyond the session's reservation is refused too
+  await assert.rejects(r1.forward({ sessionId: 'kv-1', pos: 99, nTokens: 2, hidden: input(2, src.config.dim) }), /reserved 100/);
+  await r1.dispose();
+  for (let i = 0; i < 50 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(server.freeKvTokens, 150);
+  // idle timeout requested by the gateway
+  // (1 s: long enough that a loaded CI machine gets the first step in before it expires)
+  const r3 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-3', maxTokens: 100, idleTimeoutMs: 1000 });
+  await r3.forward({ sessionId: 'kv-3', pos: 0, nTokens: 1, hidden: input(1, src.config.dim) });
+  assert.equal(server.load, 1);
+  for (let i = 0; i < 200 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(server.load, 0);
+  assert.equal(server.freeKvTokens, 150);
+  await assert.rejects(r3.forward({ sessionId: 'kv-3', pos: 1, nTokens: 1, hidden: input(1, src.config.dim) }), RouteError);
+  await r3.dispose();
+});
