@@ -135,7 +135,7 @@ async function main(): Promise<void> {
     const off = await swarm('off', false);
     delete process.env.ODSI_ACCOUNTABILITY;
     const prompt = tokenizer.encode('Once upon a time, there was a little', { addBos: true });
-    const run = async (s: { host: OdsiHost; planner: StaticPlanner }, id: string) => {
+    const run = async (s: { host: OdsiHost; planner: StaticPlanner; acct?: GatewayAccountant }, id: string) => {
       const bans = new BanList();
       const route = await openResilientRoute({
         host: s.host,
@@ -145,6 +145,7 @@ async function main(): Promise<void> {
         planner: s.planner,
         bans,
         maxTokens: 512,
+        verifier: s.acct,
         // a bigger model's prefill on this loaded VM takes seconds: do not mistake it for a dead node
         ...(SHAPE ? { graceMs: 10_000, minStepMs: 30_000 } : {}),
       });

@@ -21,7 +21,7 @@ import { NoRouteError, selectRoute, type Route, type RouteCandidate } from '../r
 import { TimedStage } from './timed.js';
 import { FaultLog } from '../route/events.js'; // fault-tolerance
 import { ResilientRoute, spareHops } from '../route/resilient-route.js'; // fault-tolerance
-import { enableAccountability } from '../accountability/gateway/verify-route.js'; // accountability
+import { enableAccountability, type GatewayAccountant } from '../accountability/gateway/verify-route.js'; // accountability
 
 export interface GatewayOptions {
   /** the model file/directory: the gateway reads its header, tokenizer, embedding and head */
@@ -96,6 +96,8 @@ export class Gateway extends PipelineBackend {
   private closed = false;
   private lastRefreshError?: string;
   private routeCounter = 0;
+  /** accountability: checks every route step (receipts, audits); none when it is off */
+  accountability?: GatewayAccountant;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -134,7 +136,7 @@ export class Gateway extends PipelineBackend {
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       const gw = new Gateway(opts, host, src, stages[0]!, stages[1]!, tokenizer, modelId);
       // accountability: receipt checks + audits, re-executed by other nodes of the swarm (src/control)
-      enableAccountability(host, { src, bans: gw.bans, modelId, auditors: () => gw.adverts.map((a) => ({ peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end })) });
+      gw.accountability = enableAccountability(host, { src, bans: gw.bans, modelId, auditors: () => gw.adverts.map((a) => ({ peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end })) });
       const every = opts.refreshMs ?? 10_000;
       if (every > 0) {
         gw.timer = setInterval(() => void gw.refresh().catch(() => undefined), every);
@@ -303,6 +305,7 @@ export class Gateway extends PipelineBackend {
           maxTokens: need,
           // same-range nodes a draining hop may hand its KV cache to (no replay)
           spares: spareHops(this, route.hops, tried),
+          verifier: this.accountability,
         });
       } catch (e) {
         lastErr = e;
@@ -325,6 +328,7 @@ export class Gateway extends PipelineBackend {
         maxTokens: need,
         ...this.opts.failover,
         onEvent: (e) => this.faults.push(e),
+        verifier: this.accountability,
       });
       return this.pipelineFor(resilient, route);
     }

@@ -23,6 +23,7 @@ import { openRoute, RouteError, type Hop, type HopTiming, type RouteStage } from
 import { NoRouteError, type Route } from '../routing/router.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FaultEvent, RouteHopRef } from './events.js';
+import type { StepVerifier } from './step-verifier.js';
 
 /** Where replacement routes come from: the gateway (its route() already skips banned peers). */
 export interface RoutePlanner {
@@ -53,6 +54,8 @@ export interface ResilientRouteOptions {
   /** consecutive deadline misses dominated by one hop before it is routed around (default 3) */
   missLimit?: number;
   onEvent?(e: FaultEvent): void;
+  /** checks every step of every route this session opens (accountability) */
+  verifier?: StepVerifier;
 }
 
 interface Diagnosis {
@@ -366,6 +369,7 @@ export class ResilientRoute implements Stage {
           deadlineMs: this.o.deadlineMs,
           maxTokens: this.o.maxTokens,
           openTimeoutMs: 5_000 + this.graceMs,
+          verifier: this.o.verifier,
           spares: spareHops(this.o.planner, route.hops, this.failed), // kv-transfer
         });
       } catch (e) {
@@ -449,6 +453,7 @@ export class ResilientRoute implements Stage {
         maxTokens: this.o.maxTokens,
         openTimeoutMs: 5_000 + this.graceMs,
         resumeFrom: old.sessionId,
+        verifier: this.o.verifier,
         spares: spareHops(this.o.planner, hops, this.failed),
       });
     } catch {
@@ -516,6 +521,7 @@ export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<
         sessionId: attempt ? `${o.sessionId}.${attempt}` : o.sessionId,
         deadlineMs: o.deadlineMs,
         maxTokens: o.maxTokens,
+        verifier: o.verifier,
         spares: spareHops(o.planner, route.hops, exclude), // kv-transfer
       });
       return new ResilientRoute(stage, route, o);

@@ -11,7 +11,7 @@ import type { Stage, StageInput, StageOutput, StageRange } from '../engine/types
 import { EngineError } from '../engine/types.js';
 import { Channel } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { verifyRouteStep } from '../accountability/gateway/verify-route.js'; // accountability: receipt checks + audits
+import type { StepVerifier } from './step-verifier.js';
 import {
   ACT_PROTOCOL,
   RESULT_PROTOCOL,
@@ -88,6 +88,8 @@ export interface OpenRouteOptions {
   resumeFrom?: string;
   /** kv-transfer: nodes a draining hop may hand its sessions to */
   spares?: Hop[];
+  /** checks every RESULT before its output is released (accountability); none: accepted as is */
+  verifier?: StepVerifier;
 }
 
 // ---- result-stream dispatch: one RESULT_PROTOCOL handler per host, routed by session id ----
@@ -336,7 +338,7 @@ export class RouteStage implements Stage {
       throw new RouteError((e as Error).message, 'bad_reply', this.hops[this.hops.length - 1]!.peerId);
     }
     // accountability: check the hops' signed receipts and audit sampled ones before releasing the output
-    const bad = await verifyRouteStep(this.host, { sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header: h, payload: m.payload });
+    const bad = await this.opts.verifier?.afterStep({ sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header: h, payload: m.payload });
     if (bad) throw new RouteError(`${bad.peerId}: ${bad.code}: ${bad.reason}`, 'remote_error', bad.peerId, bad.code);
     this.lastRoundTripMs = performance.now() - t0;
     this.lastTimeline = h.timeline;

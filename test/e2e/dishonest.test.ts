@@ -79,6 +79,7 @@ async function runThrough(planner: StaticPlanner, bans: BanList, sessionId: stri
     planner,
     bans,
     maxTokens: 256,
+    verifier: acct,
     onEvent: (e) => events.push(e),
   });
   try {

@@ -89,6 +89,7 @@ async function scenario(
     planner,
     bans,
     maxTokens: 256,
+    verifier: acct,
     onEvent: (e) => events.push(e),
   });
   try {

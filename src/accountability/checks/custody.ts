@@ -3,7 +3,7 @@
 // signed output hash (handoff); over time, each signer's receipts in a session form a hash
 // chain with strictly increasing steps (no forks, no replays).
 
-import { COMMITMENT_FIELDS, ZERO_HASH, type ExecutionCommitment, type ExecutionReceipt, type Hex, type OdsiDomain } from '../records/eip712.js';
+import { COMMITMENT_FIELDS, ZERO_HASH, assertWellFormed, type ExecutionCommitment, type ExecutionReceipt, type Hex, type OdsiDomain } from '../records/eip712.js';
 import { checkSigned, type SignedCommitment, type SignedReceipt } from '../records/receipts.js';
 
 export type CustodyCode =
@@ -26,6 +26,8 @@ export class CustodyError extends Error {
     message: string,
     /** signer the fault is attributed to, when the evidence pins it down */
     readonly blame?: Hex,
+    /** index of the receipt in a step's chain that failed (checkStepChain) */
+    readonly at?: number,
   ) {
     super(message);
     this.name = 'CustodyError';
@@ -124,6 +126,106 @@ export function checkCommitment(commitment: unknown, receipt: SignedReceipt, dom
       `receipt cites commitment ${short(r.commitmentHash)}, the one shown is ${short(cHash)}`,
       r.signer,
     );
+}
+
+// ---- the token path's checks, as pure functions (node, gateway and tests use these) ----
+
+/** The slot every receipt of one route step names. */
+export interface StepSlot {
+  requestId: Hex;
+  sessionId: Hex;
+  step: number;
+  pos: number;
+  nTokens: number;
+}
+
+/** What the party receiving a link knows, to hold the sender's receipt to. */
+export interface LinkExpectation {
+  /** the address that must have signed (the hop the bytes came from) */
+  signer: Hex;
+  slot: StepSlot;
+  /** the layers the receipt must cover: `end` alone = it must end where the receiver starts */
+  layers: { start?: number; end: number };
+  /** hash of the bytes the receiver got (the receipt's outputHash must equal it) */
+  outputHash?: Hex;
+  /** hash of the bytes the signer was given (its inputHash must equal it) */
+  inputHash?: Hex;
+}
+
+/**
+ * Checks one received receipt's fields against what the receiver knows (signature checked by
+ * the caller, possibly on a worker thread). Throws CustodyError: bad_signature (wrong signer),
+ * cross_session, slot_mismatch, layer_gap, input_mismatch.
+ */
+export function checkLink(r: ExecutionReceipt, want: LinkExpectation, what = 'receipt'): void {
+  if (!eqHex(r.signer, want.signer)) throw new CustodyError('bad_signature', `${what} names signer ${r.signer}, expected ${want.signer}`);
+  const s = want.slot;
+  if (!eqHex(r.sessionId, s.sessionId) || !eqHex(r.requestId, s.requestId))
+    throw new CustodyError('cross_session', `${what} belongs to session ${short(r.sessionId)}, this is ${short(s.sessionId)}`);
+  if (r.step !== s.step || r.pos !== s.pos || r.nTokens !== s.nTokens)
+    throw new CustodyError(
+      'slot_mismatch',
+      `${what} is for (step ${r.step}, pos ${r.pos}, ${r.nTokens} tokens), this step is (${s.step}, ${s.pos}, ${s.nTokens})`,
+    );
+  const L = want.layers;
+  if (L.start === undefined) {
+    if (r.layerEnd !== L.end) throw new CustodyError('layer_gap', `${what} ends at layer ${r.layerEnd}, the next hop starts at ${L.end}`);
+  } else if (r.layerStart !== L.start || r.layerEnd !== L.end)
+    throw new CustodyError('slot_mismatch', `${what} covers layers ${r.layerStart}:${r.layerEnd}, the hop serves ${L.start}:${L.end}`);
+  if (want.inputHash !== undefined && !eqHex(r.inputHash, want.inputHash))
+    throw new CustodyError('input_mismatch', `${what} signs input ${short(r.inputHash)}, the hop was given ${short(want.inputHash)}`, r.signer);
+  if (want.outputHash !== undefined && !eqHex(r.outputHash, want.outputHash))
+    throw new CustodyError('input_mismatch', `${what} signs output ${short(r.outputHash)}, the bytes received hash to ${short(want.outputHash)}`, r.signer);
+}
+
+/** Checks that a STEP/RESULT carries exactly `count` receipt objects (hop i carries i; a RESULT one per hop). */
+export function checkChainShape(receipts: unknown, count: number): SignedReceipt[] {
+  if (!Array.isArray(receipts)) throw new CustodyError('malformed', `no receipt chain (expected ${count} receipt(s))`);
+  if (receipts.length !== count) throw new CustodyError('malformed', `${receipts.length} receipt(s), expected ${count} (one per upstream hop)`);
+  receipts.forEach((s, i) => {
+    if (!s || typeof s !== 'object') throw new CustodyError('malformed', `receipt ${i} is not an object`, undefined, i);
+  });
+  return receipts as SignedReceipt[];
+}
+
+/**
+ * The ends check of one route step, as the gateway does it per RESULT without signatures:
+ * one well-formed receipt per hop, each signed by its hop's address, for this slot and the
+ * hop's layers, every handoff matching (hop i's input = hop i−1's output), the first input =
+ * what the gateway sent, the last output = what it received. Throws CustodyError with `at` =
+ * the failing receipt's index.
+ */
+export function checkStepChain(
+  receipts: unknown,
+  o: { hops: readonly { signer: Hex; start: number; end: number }[]; slot: StepSlot; sentHash: Hex; receivedHash: Hex },
+): SignedReceipt[] {
+  const k = o.hops.length;
+  const list = checkChainShape(receipts, k);
+  for (let i = 0; i < k; i++) {
+    const hop = o.hops[i]!;
+    try {
+      try {
+        assertWellFormed('ExecutionReceipt', list[i]!.record);
+      } catch (e) {
+        throw new CustodyError('malformed', (e as Error).message);
+      }
+      checkLink(
+        list[i]!.record,
+        {
+          signer: hop.signer,
+          slot: o.slot,
+          layers: { start: hop.start, end: hop.end },
+          inputHash: i === 0 ? o.sentHash : list[i - 1]!.record.outputHash,
+          ...(i === k - 1 ? { outputHash: o.receivedHash } : {}),
+        },
+        `receipt ${i}`,
+      );
+    } catch (e) {
+      if (!(e instanceof CustodyError)) throw e;
+      throw new CustodyError(e.code, e.message, e.blame, i);
+    }
+  }
+  return list;
 }
 
 /**
