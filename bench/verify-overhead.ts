@@ -32,7 +32,7 @@ import { BanList } from '../src/routing/bans.js';
 import { StaticPlanner } from '../src/routing/planner.js';
 import { NodeProcess } from '../src/node/process.js';
 import { openResilientRoute } from '../src/route/resilient-route.js';
-import { enableAccountability, type GatewayAccountant } from '../src/accountability/gateway/verify-route.js';
+import { createGatewayAccountability, type GatewayAccountability } from '../src/accountability/gateway/accountability.js';
 import { ZERO_HASH, typedDigest, typedDigestReference } from '../src/accountability/records/eip712.js';
 import { checkSigned, hashTensor } from '../src/accountability/records/receipts.js';
 import { ReceiptSigner } from '../src/accountability/records/signer.js';
@@ -123,8 +123,9 @@ async function main(): Promise<void> {
       const host = await createHost({ identity: generateIdentity() });
       hosts.push(host);
       const auditors = spares.map((n) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end }));
-      const acct = on ? enableAccountability(host, { src, auditRate: RATE, modelId, auditors: () => auditors }) : undefined;
-      if (on && !acct) throw new Error('accountability did not turn on');
+      const acct = on
+        ? createGatewayAccountability({ host, domain: deploymentDomain(process.env), src, bans: new BanList(), auditRate: RATE, modelId, auditors: () => auditors })
+        : undefined;
       const planner = new StaticPlanner(
         ns.map((n) => n.candidate(1)),
         src.config.nLayers,
@@ -135,7 +136,7 @@ async function main(): Promise<void> {
     const off = await swarm('off', false);
     delete process.env.ODSI_ACCOUNTABILITY;
     const prompt = tokenizer.encode('Once upon a time, there was a little', { addBos: true });
-    const run = async (s: { host: OdsiHost; planner: StaticPlanner; acct?: GatewayAccountant }, id: string) => {
+    const run = async (s: { host: OdsiHost; planner: StaticPlanner; acct?: GatewayAccountability }, id: string) => {
       const bans = new BanList();
       const route = await openResilientRoute({
         host: s.host,
@@ -145,7 +146,7 @@ async function main(): Promise<void> {
         planner: s.planner,
         bans,
         maxTokens: 512,
-        verifier: s.acct,
+        verifier: s.acct?.verifier,
         // a bigger model's prefill on this loaded VM takes seconds: do not mistake it for a dead node
         ...(SHAPE ? { graceMs: 10_000, minStepMs: 30_000 } : {}),
       });
@@ -175,7 +176,7 @@ async function main(): Promise<void> {
     // warm-up of both (JIT, connections)
     await run(on, 'warm-on');
     await run(off, 'warm-off');
-    const acct = on.acct as GatewayAccountant;
+    const acct = on.acct as GatewayAccountability;
     const s0 = { ...acct.stats };
     const tpsOn: number[] = [];
     const tpsOff: number[] = [];
@@ -197,7 +198,7 @@ async function main(): Promise<void> {
     const receiptBytes = acct.stats.receiptBytes - s0.receiptBytes;
     // in-process unit costs on this machine, now
     const id = generateIdentity();
-    const domain = deploymentDomain();
+    const domain = deploymentDomain(process.env);
     const signer = new ReceiptSigner(id, domain);
     const act = hashTensor(new Float32Array(64));
     const N = 100;

@@ -15,7 +15,7 @@ import { createApiServer, type ApiServer } from '../api/server.js';
 import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
 import { LocalSwarm } from '../node/local-swarm.js';
-import { accountabilityOf } from '../accountability/gateway/verify-route.js'; // accountability
+import { gatewayAccountabilityConfig } from './config.js'; // accountability
 import { accountabilityReport } from '../accountability/gateway/report.js'; // accountability
 import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges, waitForAdverts } from '../testing/demo-faults.js'; // fault-tolerance
 
@@ -167,8 +167,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
       refreshMs: 5_000,
       // N processes on one machine: a step slowed by CPU contention is not a dead node
       failover: { graceMs: 3_000, minStepMs: 1_000 },
+      accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
     });
-    if (o.auditRate !== undefined) accountabilityOf(gw.host)?.setAuditRate(o.auditRate); // accountability
     const route = await gw.waitForRoute(o.routeTimeoutMs);
     if (o.replicas > 1 || faults.size) await waitForAdverts(gw, swarm.nodes.map((n) => n.peerId), o.routeTimeoutMs); // fault-tolerance: know the spares
     if (!o.json)
@@ -226,7 +226,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
           timeline,
           nodes,
           accountability: await accountabilityReport(
-            gw.host,
+            gw.accountability,
             swarm.nodes.map((n) => n.peerId),
           ), // accountability
           faults: gw.faults.events(faultsSince), // fault-tolerance: failures, re-routes, recovery method
@@ -239,7 +239,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       log(
         JSON.stringify({
           accountability: await accountabilityReport(
-            gw.host,
+            gw.accountability,
             swarm.nodes.map((n) => n.peerId),
             true,
           ),

@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
 import { Gateway } from '../gateway/gateway.js';
-import { accountabilityOf } from '../accountability/gateway/verify-route.js';
+import { gatewayAccountabilityConfig } from './config.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
 
@@ -25,6 +25,10 @@ export function register(program: Command): void {
       "accountability: share of each node's steps re-executed by another node of the same layers, in [0, 1] (default ODSI_AUDIT_RATE or 0); rates ≥ 0.5 hold each step until its verdict, lower ones audit in the background",
       rateArg,
     )
+    .option(
+      '--audit-reputation',
+      'accountability: without an audit rate, audit each node at a rate from its record of passed audits (new nodes often, proven ones rarely)',
+    )
     .action(
       async (o: {
         model: string;
@@ -38,6 +42,7 @@ export function register(program: Command): void {
         maxConcurrent: number;
         identity?: string;
         auditRate?: number;
+        auditReputation?: boolean;
       }) => {
         if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
         const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
@@ -49,8 +54,8 @@ export function register(program: Command): void {
           listen: o.listen,
           deadlineMs: o.deadlineMs,
           engine: o.engine,
+          accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }),
         });
-        if (o.auditRate !== undefined) accountabilityOf(gw.host)?.setAuditRate(o.auditRate);
         const api = createApiServer(gw, { deadlineMs: o.deadlineMs, maxConcurrent: o.maxConcurrent });
         let stopping = false;
         const stop = async (code: number) => {

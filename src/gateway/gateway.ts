@@ -21,7 +21,8 @@ import { NoRouteError, selectRoute, type Route, type RouteCandidate } from '../r
 import { TimedStage } from './timed.js';
 import { FaultLog } from '../route/events.js'; // fault-tolerance
 import { ResilientRoute, spareHops } from '../route/resilient-route.js'; // fault-tolerance
-import { enableAccountability, type GatewayAccountant } from '../accountability/gateway/verify-route.js'; // accountability
+import { createGatewayAccountability, type GatewayAccountability } from '../accountability/gateway/accountability.js'; // accountability
+import { DEV_CHAIN_ID, type OdsiDomain } from '../accountability/records/eip712.js'; // accountability
 
 export interface GatewayOptions {
   /** the model file/directory: the gateway reads its header, tokenizer, embedding and head */
@@ -49,21 +50,40 @@ export interface GatewayOptions {
    *  budget before it counts as lost, and the least budget of a step without a deadline.
    *  Raise both on overloaded machines, where slow is not dead. */
   failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
+  /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
+  accountability?: GatewayAccountabilityConfig;
+}
+
+/** How the gateway holds the route's nodes to account (read from the environment by the CLI). */
+export interface GatewayAccountabilityConfig {
+  /** off: no receipt checks (nodes and gateway must agree) */
+  enabled: boolean;
+  /** the EIP-712 domain receipts are signed under (default: chain id 31337, no contract) */
+  domain?: OdsiDomain;
+  /** share of each node's steps audited, in [0, 1] (default 0) */
+  auditRate?: number;
+  /** audits of nodes audited at this rate or more hold the step until the verdict (default 0.5) */
+  holdAtRate?: number;
+  /** with no audit rate: audit each node at a rate from its passed audits (new nodes often) */
+  reputation?: boolean;
 }
 
 /** Ban with exponential backoff: a failing peer is skipped for base·2^(failures-1), capped. */
 class BanList {
-  private bans = new Map<string, { until: number; failures: number }>();
+  private bans = new Map<string, { until: number; failures: number; reason?: string }>();
   constructor(
     private readonly baseMs = 5_000,
     private readonly maxMs = 120_000,
   ) {}
-  ban(peerId: string, now = Date.now()): number {
+  ban(peerId: string, reason?: string, now = Date.now()): number {
     const prev = this.bans.get(peerId);
     const failures = (prev?.failures ?? 0) + 1;
     const ms = Math.min(this.maxMs, this.baseMs * 2 ** (failures - 1));
-    this.bans.set(peerId, { until: now + ms, failures });
+    this.bans.set(peerId, { until: now + ms, failures, reason });
     return ms;
+  }
+  isBanned(peerId: string, now = Date.now()): boolean {
+    return (this.bans.get(peerId)?.until ?? 0) > now;
   }
   active(now = Date.now()): Set<string> {
     const out = new Set<string>();
@@ -97,7 +117,7 @@ export class Gateway extends PipelineBackend {
   private lastRefreshError?: string;
   private routeCounter = 0;
   /** accountability: checks every route step (receipts, audits); none when it is off */
-  accountability?: GatewayAccountant;
+  accountability?: GatewayAccountability;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -135,8 +155,20 @@ export class Gateway extends PipelineBackend {
       stages.push(await createStage(engine, src, { start: L, end: L, embed: false, head: true }));
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       const gw = new Gateway(opts, host, src, stages[0]!, stages[1]!, tokenizer, modelId);
-      // accountability: receipt checks + audits, re-executed by other nodes of the swarm (src/control)
-      gw.accountability = enableAccountability(host, { src, bans: gw.bans, modelId, auditors: () => gw.adverts.map((a) => ({ peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end })) });
+      // accountability: receipt checks + audits, re-executed by other nodes of the swarm (src/accountability/gateway)
+      const acc = opts.accountability ?? { enabled: true };
+      if (acc.enabled)
+        gw.accountability = createGatewayAccountability({
+          host,
+          domain: acc.domain ?? { chainId: DEV_CHAIN_ID },
+          src,
+          bans: gw.bans,
+          modelId,
+          auditRate: acc.auditRate,
+          holdAtRate: acc.holdAtRate,
+          reputation: acc.reputation,
+          auditors: () => gw.adverts.map((a) => ({ peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end })),
+        });
       const every = opts.refreshMs ?? 10_000;
       if (every > 0) {
         gw.timer = setInterval(() => void gw.refresh().catch(() => undefined), every);
@@ -305,7 +337,7 @@ export class Gateway extends PipelineBackend {
           maxTokens: need,
           // same-range nodes a draining hop may hand its KV cache to (no replay)
           spares: spareHops(this, route.hops, tried),
-          verifier: this.accountability,
+          verifier: this.accountability?.verifier,
         });
       } catch (e) {
         lastErr = e;
@@ -328,7 +360,7 @@ export class Gateway extends PipelineBackend {
         maxTokens: need,
         ...this.opts.failover,
         onEvent: (e) => this.faults.push(e),
-        verifier: this.accountability,
+        verifier: this.accountability?.verifier,
       });
       return this.pipelineFor(resilient, route);
     }

@@ -126,7 +126,7 @@ test('an honest node re-executes the committed prefix; output and receipt check 
   );
   assert.ok(diff <= 1e-5, `max abs diff ${diff}`);
   const rec = r.receipt.record;
-  assert.ok(checkSigned('ExecutionReceipt', r.receipt, deploymentDomain()).ok);
+  assert.ok(checkSigned('ExecutionReceipt', r.receipt, deploymentDomain(process.env)).ok);
   assert.equal(rec.signer.toLowerCase(), addressOfPeer(honest!.peerId).toLowerCase());
   assert.deepEqual(
     { step: rec.step, pos: rec.pos, nTokens: rec.nTokens, layerStart: rec.layerStart, layerEnd: rec.layerEnd, profile: rec.profile },

@@ -67,7 +67,7 @@ test('each hop commits before computing; its receipt cites the commitment an aud
     await route.dispose();
   }
   assert.deepEqual(tokens, golden.generated_tokens.slice(0, 4));
-  const domain = deploymentDomain();
+  const domain = deploymentDomain(process.env);
   for (const [hop, n] of nodes.entries()) {
     const peer = { peerId: n.peerId, addrs: n.info.addrs };
     const seen = new Set<string>();

@@ -79,7 +79,7 @@ async function next(ms = 10_000): Promise<Message> {
 }
 
 test('the node rejects missing, forged, foreign, cross-session, replayed and mismatched receipts', { timeout: 60_000 }, async () => {
-  const domain = deploymentDomain();
+  const domain = deploymentDomain(process.env);
   const sid = 'custody-test';
   await host!.dial(node!.peerId, node!.info.addrs);
   const stream = await host!.libp2p.dialProtocol(peerIdFromString(node!.peerId), ACT_PROTOCOL, { signal: AbortSignal.timeout(10_000) });

@@ -17,8 +17,8 @@ import type { FaultEvent } from '../../src/route/events.js';
 import { StaticPlanner } from '../../src/routing/planner.js';
 import { NodeProcess } from '../../src/node/process.js';
 import { openResilientRoute } from '../../src/route/resilient-route.js';
-import { enableAccountability, type GatewayAccountant } from '../../src/accountability/gateway/verify-route.js';
-import { addressOfPeer } from '../../src/accountability/records/wire.js';
+import { createGatewayAccountability, type GatewayAccountability } from '../../src/accountability/gateway/accountability.js';
+import { addressOfPeer, deploymentDomain } from '../../src/accountability/records/wire.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 import type { OdsiHost } from '../../src/p2p/host.js';
@@ -31,7 +31,7 @@ let host: OdsiHost | undefined;
 let embed: Stage | undefined;
 let head: Stage | undefined;
 let tokenizer: Tokenizer | undefined;
-let acct: GatewayAccountant | undefined;
+let acct: GatewayAccountability | undefined;
 let H0: NodeProcess, H1: NodeProcess, F: NodeProcess;
 /** one dishonest [2,5] node per behaviour, started together (restarting one is slower) */
 const dishonest = new Map<string, NodeProcess>();
@@ -47,8 +47,7 @@ before(
   async () => {
     side = await openGatewaySide('odsi-acct-');
     ({ dir, src, modelId, tokenizer, embed, head, host } = side);
-    acct = enableAccountability(host, { src });
-    assert.ok(acct, 'accountability must be on (ODSI_ACCOUNTABILITY unset)');
+    acct = createGatewayAccountability({ host: host!, domain: deploymentDomain(process.env), src: src!, bans: new BanList() });
     const ds = KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]));
     [H0, H1, F] = await Promise.all([start([0, 2], 'h0'), start([2, 5], 'h1'), start([0, 2], 'f', ['forge@1'])]);
     all.push(H0, H1, F);
@@ -79,7 +78,7 @@ async function runThrough(planner: StaticPlanner, bans: BanList, sessionId: stri
     planner,
     bans,
     maxTokens: 256,
-    verifier: acct,
+    verifier: acct!.verifier,
     onEvent: (e) => events.push(e),
   });
   try {

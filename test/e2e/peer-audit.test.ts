@@ -15,8 +15,12 @@ import type { FaultEvent } from '../../src/route/events.js';
 import { StaticPlanner } from '../../src/routing/planner.js';
 import { NodeProcess } from '../../src/node/process.js';
 import { openResilientRoute } from '../../src/route/resilient-route.js';
-import { enableAccountability, type AccountabilityOptions, type GatewayAccountant } from '../../src/accountability/gateway/verify-route.js';
-import { addressOfPeer } from '../../src/accountability/records/wire.js';
+import {
+  createGatewayAccountability,
+  type GatewayAccountability,
+  type GatewayAccountabilityOptions,
+} from '../../src/accountability/gateway/accountability.js';
+import { addressOfPeer, deploymentDomain } from '../../src/accountability/records/wire.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 
@@ -24,7 +28,7 @@ let g: GatewaySide;
 let H0: NodeProcess, W: NodeProcess, A: NodeProcess, L: NodeProcess, D: NodeProcess;
 const procs: NodeProcess[] = [];
 const hosts: OdsiHost[] = [];
-const accts: GatewayAccountant[] = [];
+const accts: GatewayAccountability[] = [];
 
 before(
   async () => {
@@ -61,17 +65,16 @@ const peer = (n: NodeProcess) => ({ peerId: n.peerId, addrs: n.info.addrs, start
 const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => n.candidate(msPerToken);
 
 async function scenario(
-  opts: Omit<AccountabilityOptions, 'src'>,
+  opts: Omit<GatewayAccountabilityOptions, 'src' | 'host' | 'domain' | 'bans'>,
   workers: [NodeProcess, number][],
   sessionId: string,
   nTokens: number,
-  setup?: (a: GatewayAccountant) => void,
+  setup?: (a: GatewayAccountability) => void,
 ) {
   const host = await createHost({ identity: generateIdentity() });
   hosts.push(host);
   const bans = new BanList();
-  const acct = enableAccountability(host, { src: g.src, modelId: g.modelId, bans, ...opts })!;
-  assert.ok(acct, 'accountability must be on');
+  const acct = createGatewayAccountability({ host, domain: deploymentDomain(process.env), src: g.src, modelId: g.modelId, bans, ...opts });
   accts.push(acct);
   setup?.(acct);
   const planner = new StaticPlanner(
@@ -89,7 +92,7 @@ async function scenario(
     planner,
     bans,
     maxTokens: 256,
-    verifier: acct,
+    verifier: acct.verifier,
     onEvent: (e) => events.push(e),
   });
   try {

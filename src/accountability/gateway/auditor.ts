@@ -89,10 +89,17 @@ export async function fetchCommitted(
   }
 }
 
-/** Reference stages per layer range, loaded on first use, kept for the referee's lifetime. */
+/**
+ * Reference stages per layer range, loaded on first use, kept for the referee's lifetime,
+ * and how far its incremental replays of each route session's hops have got.
+ */
 export class Referee {
   private readonly stages = new Map<string, Promise<Stage>>();
   readonly profile = 'reference';
+  /** incremental replays per `<route session>#<hop index>`: the last step replayed */
+  readonly progress = new Map<string, number>();
+  /** one replay at a time: the stages share scratch buffers across sessions */
+  private lock: Promise<void> = Promise.resolve();
 
   constructor(private readonly src: WeightSource) {}
 
@@ -105,6 +112,27 @@ export class Referee {
       this.stages.set(key, s);
     }
     return s;
+  }
+
+  /** Runs `fn` when no other replay is running on this referee. */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.lock;
+    let release!: () => void;
+    this.lock = prev.then(() => new Promise<void>((r) => (release = r)));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  /** Forgets a route session's replays (every hop's). */
+  forgetRoute(routeSessionId: string, maxHops = 256): void {
+    for (let i = 0; i < maxHops; i++) {
+      this.closeSession(`${routeSessionId}#${i}`);
+      this.progress.delete(`${routeSessionId}#${i}`);
+    }
   }
 
   closeSession(sessionId: string): void {

@@ -2,8 +2,7 @@
 // verdicts and evidence, each naming the accused identity and, when known, the index of the
 // node in a caller-given list (the demo's `nodes`).
 
-import type { OdsiHost } from '../../p2p/host.js';
-import { accountabilityOf } from './verify-route.js';
+import type { GatewayAccountability } from './accountability.js';
 
 export interface AccountabilityReport {
   enabled: boolean;
@@ -13,9 +12,15 @@ export interface AccountabilityReport {
   evidence?: unknown[];
 }
 
-/** `nodes`: peer ids in display order; `node` fields are indexes into it (-1: not listed). */
-export async function accountabilityReport(host: OdsiHost, nodes: readonly string[], summaryOnly = false): Promise<AccountabilityReport> {
-  const a = accountabilityOf(host);
+/**
+ * `a`: the gateway's accountability (undefined: it is off). `nodes`: peer ids in display
+ * order; `node` fields are indexes into it (-1: not listed).
+ */
+export async function accountabilityReport(
+  a: GatewayAccountability | undefined,
+  nodes: readonly string[],
+  summaryOnly = false,
+): Promise<AccountabilityReport> {
   if (!a) return { enabled: false };
   await a.settled();
   const idx = (p: string) => nodes.indexOf(p);

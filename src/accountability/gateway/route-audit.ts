@@ -55,8 +55,6 @@ export interface AuditContext {
   pickAuditor?: (hop: AuditPeer) => AuditPeer | undefined;
   fetchTimeoutMs: number;
   reexecTimeoutMs: number;
-  /** incremental referee replays per route session and hop: last step replayed */
-  refereeProgress: Map<string, number>;
 }
 
 export interface AuditFinding {
@@ -112,7 +110,7 @@ export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<Audit
   // ---- who re-executes, and therefore which committed steps are needed ----
   const auditor = ctx.modelId ? ctx.pickAuditor?.(hop) : undefined;
   const progressKey = `${t.routeSessionId}#${t.hopIndex}`;
-  const done = ctx.refereeProgress.get(progressKey) ?? -1;
+  const done = ctx.referee.progress.get(progressKey) ?? -1;
   // a peer auditor starts from scratch; the referee continues its own replay when it can
   const from = auditor || done >= t.step ? 0 : done + 1;
 
@@ -256,11 +254,11 @@ export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<Audit
   try {
     ref = await refereeReplay(ctx, t, seq, progressKey, fresh);
   } catch (e) {
-    ctx.refereeProgress.delete(progressKey);
+    ctx.referee.progress.delete(progressKey);
     ctx.referee.closeSession(progressKey);
     return { ...out, incomplete: `referee could not replay: ${(e as Error).message}` };
   }
-  ctx.refereeProgress.set(progressKey, t.step);
+  ctx.referee.progress.set(progressKey, t.step);
   const res = judge(A, worker, data.output.bytes, ref, ctx.referee.profile);
   out.maxRelL2 = res.comparison.maxRelL2;
   out.tau = res.comparison.tau;
@@ -279,23 +277,8 @@ const mismatch = (c: { maxRelL2: number; tau: number }, who: string) =>
  * position 0 in a new session `key` (closed afterwards when it is a one-off dispute session).
  */
 async function refereeReplay(ctx: AuditContext, t: AuditTarget, seq: CommittedStep[], key: string, fresh: boolean): Promise<Float32Array> {
-  // one replay at a time per referee: its stages share scratch buffers across sessions
-  const prev = refereeLocks.get(ctx.referee) ?? Promise.resolve();
-  let release!: () => void;
-  const mine = new Promise<void>((r) => (release = r));
-  refereeLocks.set(
-    ctx.referee,
-    prev.then(() => mine),
-  );
-  await prev;
-  try {
-    return await replayLocked(ctx, t, seq, key, fresh);
-  } finally {
-    release();
-  }
+  return ctx.referee.exclusive(() => replayLocked(ctx, t, seq, key, fresh));
 }
-
-const refereeLocks = new WeakMap<Referee, Promise<void>>();
 
 async function replayLocked(ctx: AuditContext, t: AuditTarget, seq: CommittedStep[], key: string, fresh: boolean): Promise<Float32Array> {
   const stage = await ctx.referee.stage(t.hop.start, t.hop.end);

@@ -92,7 +92,7 @@ export class AuditExecServer {
 
   /** Registers the handler (only when accountability is on: receipts need the deployment's domain). */
   async start(): Promise<void> {
-    if (this.started || !accountabilityEnabled()) return;
+    if (this.started || !accountabilityEnabled(process.env)) return;
     await this.c.host.libp2p.handle(AUDIT_EXEC_PROTOCOL, (stream: Stream) => void this.serve(stream), {
       maxInboundStreams: 16,
       maxOutboundStreams: 16,
@@ -178,7 +178,7 @@ export class AuditExecServer {
     });
     const { output, forge } = this.lie(out, req, last, lastInput, dim);
     const bytes = Uint8Array.from(encodeTensor(output, 'f32'));
-    const domain = deploymentDomain();
+    const domain = deploymentDomain(process.env);
     let receipt = signReceipt(
       this.c.host.identity,
       {
@@ -416,7 +416,7 @@ export async function requestReexecution(
 
   const h = msg.header as { ok?: unknown; reason?: unknown; receipt?: unknown; output?: { dtype?: unknown; bytes?: unknown } };
   if (h.ok !== true) throw new ReexecError(`${peer.peerId} refused the re-execution: ${String(h.reason ?? 'no reason')}`, true);
-  const domain = deploymentDomain();
+  const domain = deploymentDomain(process.env);
   const v = checkSigned('ExecutionReceipt', h.receipt, domain);
   if (!v.ok) throw new ReexecError(`${peer.peerId} sent a bad re-execution receipt: ${v.reason}`, true);
   const receipt = h.receipt as SignedReceipt;

@@ -194,10 +194,10 @@ class NodeAccountant {
 const accountants = new WeakMap<OdsiHost, NodeAccountant>();
 
 function accountant(host: OdsiHost): NodeAccountant | undefined {
-  if (!accountabilityEnabled()) return undefined;
+  if (!accountabilityEnabled(process.env)) return undefined;
   let a = accountants.get(host);
   if (!a) {
-    a = new NodeAccountant(host, deploymentDomain());
+    a = new NodeAccountant(host, deploymentDomain(process.env));
     accountants.set(host, a);
     a.ensureAuditHandler();
   }

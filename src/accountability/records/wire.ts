@@ -10,13 +10,16 @@ import { DEV_CHAIN_ID, toBytes32, type Hex, type OdsiDomain } from './eip712.js'
 /** stream protocol: an auditor fetches a node's committed inputs/outputs of one session */
 export const AUDIT_PROTOCOL = '/odsi/audit/1.0.0';
 
+/** Environment variables as read once at start-up (by the CLI) and handed down. */
+export type EnvVars = Readonly<Record<string, string | undefined>>;
+
 /** Accountability is on unless ODSI_ACCOUNTABILITY=0 (nodes and gateway must agree). */
-export function accountabilityEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+export function accountabilityEnabled(env: EnvVars): boolean {
   return env.ODSI_ACCOUNTABILITY !== '0';
 }
 
 /** The EIP-712 domain of this deployment: ODSI_CHAIN_ID (default anvil's 31337), no contract. */
-export function deploymentDomain(env: NodeJS.ProcessEnv = process.env): OdsiDomain {
+export function deploymentDomain(env: EnvVars): OdsiDomain {
   const id = env.ODSI_CHAIN_ID ? Number(env.ODSI_CHAIN_ID) : DEV_CHAIN_ID;
   return { chainId: Number.isSafeInteger(id) && id > 0 ? id : DEV_CHAIN_ID };
 }
