@@ -116,9 +116,10 @@ export class Referee {
 
   /** Runs `fn` when no other replay is running on this referee. */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const prev = this.lock;
     let release!: () => void;
-    this.lock = prev.then(() => new Promise<void>((r) => (release = r)));
+    const mine = new Promise<void>((r) => (release = r));
+    const prev = this.lock;
+    this.lock = prev.then(() => mine);
     await prev;
     try {
       return await fn();
@@ -127,9 +128,9 @@ export class Referee {
     }
   }
 
-  /** Forgets a route session's replays (every hop's). */
-  forgetRoute(routeSessionId: string, maxHops = 256): void {
-    for (let i = 0; i < maxHops; i++) {
+  /** Forgets a route session's replays (every hop's; routes have at most 256 hops). */
+  forgetRoute(routeSessionId: string): void {
+    for (let i = 0; i < 256; i++) {
       this.closeSession(`${routeSessionId}#${i}`);
       this.progress.delete(`${routeSessionId}#${i}`);
     }
