@@ -103,7 +103,9 @@ export class Discovery implements CandidateSource {
         const old = byPeer.get(a.peerId);
         if (!old || a.issuedAt >= old.issuedAt) byPeer.set(a.peerId, a);
       }
-      this.adverts = [...byPeer.values()].filter((a) => a.issuedAt + a.ttlMs > now).sort((a, b) => a.start - b.start || a.peerId.localeCompare(b.peerId));
+      this.adverts = [...byPeer.values()]
+        .filter((a) => a.issuedAt + a.ttlMs > now)
+        .sort((a, b) => a.start - b.start || a.peerId.localeCompare(b.peerId));
       await Promise.all(this.adverts.map((a) => this.ping(a)));
       this.lastError = undefined;
     } catch (e) {

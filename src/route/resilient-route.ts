@@ -10,9 +10,9 @@
 // Recovery by reconstruction: this stage keeps every hidden-state row it has sent (the
 // embedded token history, positions 0..n-1; the embedding is a pure lookup, so this is the
 // token history in the form the route consumes). After a failure it asks the planner (the
-// gateway's router) for a route avoiding the failed peers, opens it under a fresh session id,
-// replays the history as a prefill so every hop rebuilds its KV cache, then re-runs the failed
-// step. Greedy output is identical to an uninterrupted run. Every failure and re-route is
+// gateway's RoutePlanner, which skips banned peers) for a route avoiding the failed peers,
+// opens it under a fresh session id, replays the history as a prefill so every hop rebuilds
+// its KV cache, then re-runs the failed step. Greedy output is identical to an uninterrupted run. Every failure and re-route is
 // reported through onEvent.
 
 import { performance } from 'node:perf_hooks';
@@ -372,10 +372,9 @@ export class ResilientRoute implements Stage {
         });
       } catch (e) {
         lastErr = e;
-        const bad = e instanceof RouteError ? e.peerId : undefined;
-        if (bad) {
-          this.failed.add(bad);
-          if (banWorthy(e as RouteError)) this.o.bans?.ban(bad);
+        if (e instanceof RouteError && e.peerId) {
+          this.failed.add(e.peerId);
+          if (banWorthy(e)) this.o.bans?.ban(e.peerId);
         } else route.hops.forEach((h) => this.suspects.add(h.peerId));
       }
     }
@@ -538,10 +537,9 @@ export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<
       return new ResilientRoute(stage, route, o);
     } catch (e) {
       lastErr = e;
-      const bad = e instanceof RouteError ? e.peerId : undefined;
-      if (bad) {
-        exclude.add(bad);
-        if (banWorthy(e as RouteError)) o.bans?.ban(bad);
+      if (e instanceof RouteError && e.peerId) {
+        exclude.add(e.peerId);
+        if (banWorthy(e)) o.bans?.ban(e.peerId);
       } else route.hops.forEach((h) => exclude.add(h.peerId));
     }
   }
