@@ -2,10 +2,11 @@
 // processed (prompt + generated tokens), on a synthetic SmolLM2-135M-shaped model.
 //
 // Setup: three `odsi node` processes on 127.0.0.1 — A [0,15), B [15,30), spare C [15,30) —
-// the gateway's ends (embedding, head) in this process, and a ResilientRoute (StaticPlanner
-// preferring A → B). For each context length T: prefill T−2 prompt tokens, decode 2 tokens
-// (baseline step time), SIGKILL B and wait for it to exit, then time the next token: that is
-// detection + diagnosis + opening A → C + replaying T positions + the step itself.
+// and the production Gateway in this process over exactly those nodes (a fixed peer list whose
+// costs prefer A → B). For each context length T: one greedy request with a T−2 token prompt:
+// the prefill, 2 decoded tokens (baseline step time), then B is SIGKILLed (and has exited)
+// before the next step, which is timed: detection + diagnosis + opening A → C + replaying T
+// positions + the step itself.
 // kv-transfer: for 'transfer', B gets SIGTERM instead: it hands its KV cache to C and answers
 // the next step with a 'draining' notice; the route swaps B for C without replay. Timed from
 // 200 ms after the SIGTERM (time for the signal to land; the hand-over runs in it and any rest
@@ -19,18 +20,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createStage } from '../src/engine/create.js';
-import { forwardPipeline } from '../src/engine/pipeline.js';
-import { generateIdentity } from '../src/identity/identity.js';
+import { Gateway } from '../src/gateway/gateway.js';
 import { openModel } from '../src/model/load.js';
 import { modelIdentity } from '../src/model/identity.js';
 import { writeSyntheticGguf } from '../src/model/synth.js';
-import { createHost } from '../src/p2p/host.js';
-import { BanList } from '../src/routing/bans.js';
-import type { FaultEvent, RerouteEvent } from '../src/route/events.js';
-import { StaticPlanner } from '../src/routing/planner.js';
+import type { RerouteEvent } from '../src/route/events.js';
 import { NodeProcess } from '../src/node/process.js';
-import { openResilientRoute } from '../src/route/resilient-route.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { table, writeResult } from './lib/results.js';
 
@@ -59,11 +54,8 @@ async function main(): Promise<void> {
   const L = cfg.nLayers;
   const mid = Math.floor(L / 2);
   const modelId = modelIdentity(src).modelId;
+  src.close();
   const dir = mkdtempSync(join(tmpdir(), 'odsi-recovery-'));
-  const host = await createHost({ identity: generateIdentity() });
-  const embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
-  const head = await createStage('reference', src, { start: L, end: L, embed: false, head: true });
-  const maxLen = Math.max(...lengths) + 8;
   const start = (range: [number, number], i: number) =>
     NodeProcess.start({
       model: modelPath,
@@ -78,10 +70,10 @@ async function main(): Promise<void> {
   process.stderr.write(`starting nodes [0,${mid}) [${mid},${L}) [${mid},${L}) …\n`);
   const [a, b, c] = await Promise.all([start([0, mid], 0), start([mid, L], 1), start([mid, L], 2)]);
   const nodes = [a!, b!, c!];
-  await Promise.all(nodes.map((n) => host.ping(n.peerId, { addrs: n.info.addrs })));
-  const bans = new BanList();
   const cand = (n: NodeProcess, ms: number) => n.candidate(ms);
-  const planner = new StaticPlanner([cand(a!, 10), cand(b!, 10), cand(c!, 20)], L, bans);
+  const gw = await Gateway.start({ modelPath, peers: [cand(a!, 10), cand(b!, 10), cand(c!, 20)], failover: { graceMs: 5000 } });
+  await Promise.all(nodes.map((n) => gw.host.ping(n.peerId, { addrs: n.info.addrs })));
+  const bans = gw.bans;
 
   const failures: { tokens: number; error: string }[] = [];
   const rows: {
@@ -108,43 +100,35 @@ async function main(): Promise<void> {
         }
       }
     async function measure(T: number, method: 'replay' | 'transfer'): Promise<void> {
-      const events: FaultEvent[] = [];
-      const route = await openResilientRoute({
-        host,
-        modelId,
-        config: cfg,
-        sessionId: `bench-${T}-${method}`,
-        planner,
-        bans,
-        maxTokens: maxLen,
-        graceMs: 5000,
-        onEvent: (e) => (events.push(e), process.stderr.write(`  ${JSON.stringify(e)}\n`)),
-      });
-      if (route.hops[1]!.peerId !== b!.peerId) throw new Error('the planner did not pick A → B');
-      const stages = [embed, route, head];
-      const sessionId = `bench-${T}-${method}`;
       const prompt = Array.from({ length: T - 2 }, (_, i) => 1 + ((i * 7919) % (cfg.vocabSize - 1)));
-      for (let p = 0; p < prompt.length; p += 128) {
-        await forwardPipeline(stages, { sessionId, pos: p, tokens: Int32Array.from(prompt.slice(p, p + 128)) });
-      }
-      let pos = prompt.length;
-      const base: number[] = [];
-      for (let k = 0; k < 2; k++) {
-        const t = performance.now();
-        await forwardPipeline(stages, { sessionId, pos: pos++, tokens: Int32Array.of(5) });
-        base.push(performance.now() - t);
-      }
+      // token k arrives at at[k]: 0 after the prefill, 1 and 2 are the baseline decode steps;
+      // B fails after token 2 (the next step waits for it), and token 3 is the recovery
+      const at: number[] = [];
+      let failedAt = 0;
       let leaving: Promise<void> | undefined;
-      if (method === 'transfer') {
-        leaving = b!.kill('SIGTERM'); // kv-transfer
-        await new Promise((r) => setTimeout(r, 200));
-      } else await b!.kill('SIGKILL');
-      const t = performance.now();
-      await forwardPipeline(stages, { sessionId, pos: pos++, tokens: Int32Array.of(5) });
-      const recoveryMs = performance.now() - t;
+      const res = await gw.run({
+        promptIds: prompt,
+        maxTokens: 4,
+        sampling: { temperature: 0 },
+        sessionId: `bench-${T}-${method}`,
+        onToken: async (t) => {
+          at.push(performance.now());
+          if (t.step === 0 && t.route[1]?.peerId !== b!.peerId) throw new Error('the planner did not pick A → B');
+          if (t.step !== 2) return;
+          if (method === 'transfer') {
+            leaving = b!.kill('SIGTERM'); // kv-transfer
+            await new Promise((r) => setTimeout(r, 200));
+          } else await b!.kill('SIGKILL');
+          failedAt = performance.now();
+        },
+      });
       await leaving;
-      const re = events.find((e): e is RerouteEvent => e.type === 'reroute');
-      if (!re) throw new Error(`no re-route recorded: ${JSON.stringify(events)}`);
+      for (const e of res.events) process.stderr.write(`  ${JSON.stringify(e)}\n`);
+      if (at.length !== 4) throw new Error(`the request ended after ${at.length} tokens (${res.finishReason})`);
+      const base = [at[1]! - at[0]!, at[2]! - at[1]!];
+      const recoveryMs = at[3]! - failedAt;
+      const re = res.events.find((e): e is RerouteEvent => e.type === 'reroute');
+      if (!re) throw new Error(`no re-route recorded: ${JSON.stringify(res.events)}`);
       if (re.method !== method) throw new Error(`expected recovery by ${method}, got ${re.method}`);
       rows.push({
         tokens: T,
@@ -159,17 +143,13 @@ async function main(): Promise<void> {
       process.stderr.write(
         `T=${T} ${method}: next token ${recoveryMs.toFixed(0)} ms after the kill (replay ${re.replayMs.toFixed(0)} ms)\n`,
       );
-      await route.dispose();
       await b!.restart();
       bans.clear(b!.peerId);
-      await host.ping(b!.peerId, { addrs: b!.info.addrs });
+      await gw.host.ping(b!.peerId, { addrs: b!.info.addrs });
     }
   } finally {
     await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
-    await host.stop();
-    await embed.dispose();
-    await head.dispose();
-    src.close();
+    await gw.close();
     rmSync(dir, { recursive: true, force: true });
   }
 
@@ -199,7 +179,7 @@ async function main(): Promise<void> {
     model: { shape: 'smollm2-135m', dtype: 'f32', nLayers: L, dim: cfg.dim, engine: args.engine },
     setup: `route [0,${mid}) → [${mid},${L}); after T positions the second hop is SIGKILLed (replay: the spare [${mid},${L}) replaces it and the route replays T positions) or SIGTERMed (transfer: it hands its KV cache to the spare, which replaces it without replay)`,
     notes:
-      'replay: failure → next token = diagnosis (ping all hops) + opening the new route + replaying the history + one decode step. transfer: timed from 200 ms after the SIGTERM = the rest of the KV hand-over + the draining notice + re-opening the route with the spare (resumeFrom) + one decode step. Gateway ends (embedding, head) use the reference engine in the bench process.',
+      'replay: failure → next token = diagnosis (ping all hops) + opening the new route + replaying the history + one decode step. transfer: timed from 200 ms after the SIGTERM = the rest of the KV hand-over + the draining notice + re-opening the route with the spare (resumeFrom) + one decode step. Requests go through the production Gateway (fixed peer list); its ends (embedding, head) use the reference engine in the bench process. Step times are between token arrivals (sampling included).',
     results: rows,
     failures,
   });

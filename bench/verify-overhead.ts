@@ -2,6 +2,7 @@
 // of `odsi node` processes (stories260K, nodes [0,2) and [2,5)), one with commitments and
 // receipts signed and checked per step per hop plus selective redundancy at a 2% audit rate,
 // one with all of it off (ODSI_ACCOUNTABILITY=0 on the nodes, no accountant at the gateway).
+// Each swarm is driven by its own production Gateway over exactly its route nodes.
 // The 'on' swarm also has --auditors spare nodes per range (default 1) that re-execute the
 // audited steps, as another operator's node would; with --auditors 0 the gateway's referee
 // does. Greedy generations alternate between the two so load drift hits both alike. Also
@@ -19,20 +20,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createStage } from '../src/engine/create.js';
-import { generate } from '../src/engine/generate.js';
-import type { StageInput } from '../src/engine/types.js';
+import { Gateway } from '../src/gateway/gateway.js';
 import { generateIdentity } from '../src/identity/identity.js';
 import { openModel } from '../src/model/load.js';
 import { SHAPES, writeSyntheticGguf } from '../src/model/synth.js';
 import { modelIdentity } from '../src/model/identity.js';
-import { createHost, type OdsiHost } from '../src/p2p/host.js';
-import { createTokenizer } from '../src/tokenizer/index.js';
-import { BanList } from '../src/routing/bans.js';
-import { StaticPlanner } from '../src/routing/planner.js';
 import { NodeProcess } from '../src/node/process.js';
-import { openResilientRoute } from '../src/route/resilient-route.js';
-import { createGatewayAccountability, type GatewayAccountability } from '../src/accountability/gateway/accountability.js';
 import { ZERO_HASH, typedDigest, typedDigestReference } from '../src/accountability/records/eip712.js';
 import { checkSigned, hashTensor } from '../src/accountability/records/receipts.js';
 import { ReceiptSigner } from '../src/accountability/records/signer.js';
@@ -88,11 +81,8 @@ async function main(): Promise<void> {
         [2, 5],
       ];
   const modelId = modelIdentity(src).modelId;
-  const tokenizer = createTokenizer(src.tokenizer!);
-  const embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
-  const head = await createStage('reference', src, { start: L, end: L, embed: false, head: true });
   const nodes: NodeProcess[] = [];
-  const hosts: OdsiHost[] = [];
+  const gateways: Gateway[] = [];
   try {
     const swarm = async (tag: string, on: boolean) => {
       process.env.ODSI_ACCOUNTABILITY = on ? '1' : '0'; // children inherit it at spawn
@@ -120,63 +110,48 @@ async function main(): Promise<void> {
           )
         : [];
       nodes.push(...spares);
-      const host = await createHost({ identity: generateIdentity() });
-      hosts.push(host);
       const auditors = spares.map((n) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end }));
-      const acct = on
-        ? createGatewayAccountability({ host, domain: deploymentDomain(process.env), src, bans: new BanList(), auditRate: RATE, modelId, auditors: () => auditors })
-        : undefined;
-      const planner = new StaticPlanner(
-        ns.map((n) => n.candidate(1)),
-        src.config.nLayers,
-      );
-      return { host, acct, planner };
+      const gw = await Gateway.start({
+        modelPath: MODEL,
+        peers: ns.map((n) => n.candidate(1)),
+        accountability: { enabled: on, auditRate: RATE, auditors },
+        // a bigger model's prefill on this loaded VM takes seconds: do not mistake it for a dead node
+        failover: SHAPE ? { graceMs: 10_000, minStepMs: 30_000 } : undefined,
+      });
+      gateways.push(gw);
+      if (on && !gw.accountability) throw new Error('accountability did not turn on');
+      if (!on && gw.accountability) throw new Error('accountability did not turn off');
+      return gw;
     };
     const on = await swarm('on', true);
     const off = await swarm('off', false);
     delete process.env.ODSI_ACCOUNTABILITY;
-    const prompt = tokenizer.encode('Once upon a time, there was a little', { addBos: true });
-    const run = async (s: { host: OdsiHost; planner: StaticPlanner; acct?: GatewayAccountability }, id: string) => {
-      const bans = new BanList();
-      const route = await openResilientRoute({
-        host: s.host,
-        modelId,
-        config: src.config,
-        sessionId: id,
-        planner: s.planner,
-        bans,
-        maxTokens: 512,
-        verifier: s.acct?.verifier,
-        // a bigger model's prefill on this loaded VM takes seconds: do not mistake it for a dead node
-        ...(SHAPE ? { graceMs: 10_000, minStepMs: 30_000 } : {}),
-      });
-      // per decode step: wall time of the route's step and the hops' own compute time in it,
-      // so the added cost splits into "compute got slower" and "everything around compute"
+    const prompt = on.tokenizer.encode('Once upon a time, there was a little', { addBos: true });
+    const run = async (gw: Gateway, id: string) => {
+      // per decode step: wall time of the step less the gateway's own embed/head compute, and
+      // the hops' compute time in it, so the added cost splits into "compute got slower" and
+      // "everything around compute"
       const steps: { wallMs: number; computeMs: number }[] = [];
-      const timed = new Proxy(route, {
-        get(t, p) {
-          if (p === 'forward')
-            return async (inp: StageInput) => {
-              const t0 = performance.now();
-              const out = await t.forward(inp);
-              if (inp.nTokens === 1) steps.push({ wallMs: performance.now() - t0, computeMs: out.computeMs ?? 0 });
-              return out;
-            };
-          const v = Reflect.get(t, p) as unknown;
-          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+      const at: number[] = [];
+      const r = await gw.run({
+        promptIds: prompt,
+        maxTokens: TOKENS,
+        sampling: { temperature: 0 },
+        sessionId: id,
+        onToken: (t) => {
+          at.push(performance.now());
+          if (t.step === 0) return; // the prefill
+          const sum = (layers: boolean) => t.timeline.hops.filter((h) => (h.role === 'layers') === layers).reduce((s, h) => s + h.computeMs, 0);
+          steps.push({ wallMs: t.stepMs - sum(false), computeMs: sum(true) });
         },
       });
-      try {
-        const r = await generate([embed, timed, head], tokenizer, prompt, { maxTokens: TOKENS, sampling: { temperature: 0 } });
-        return { tokensPerS: r.timings.tokensPerS, tokens: r.tokens, steps };
-      } finally {
-        await route.dispose();
-      }
+      const decodeMs = at[at.length - 1]! - at[0]!;
+      return { tokensPerS: at.length > 1 && decodeMs > 0 ? ((at.length - 1) * 1000) / decodeMs : 0, tokens: r.tokens, steps };
     };
     // warm-up of both (JIT, connections)
     await run(on, 'warm-on');
     await run(off, 'warm-off');
-    const acct = on.acct as GatewayAccountability;
+    const acct = on.accountability!;
     const s0 = { ...acct.stats };
     const tpsOn: number[] = [];
     const tpsOff: number[] = [];
@@ -262,7 +237,7 @@ async function main(): Promise<void> {
       // the same from rounds run back to back (on and off alternate): less exposed to load drift
       pairedSlowdownPct: r3((1 - median(tpsOn.map((x, i) => x / tpsOff[i]!))) * 100),
       msPerTokenAdded: r3(1000 / mOn - 1000 / mOff),
-      // medians over decode steps of the route (gateway → hops → gateway), excluding embed/head/sampling
+      // medians over decode steps of the route (gateway → hops → gateway), excluding embed/head compute
       routeStep: {
         on: {
           wallMs: r3(median(stepsOn.map((x) => x.wallMs))),
@@ -274,7 +249,7 @@ async function main(): Promise<void> {
           hopComputeMs: r3(median(stepsOff.map((x) => x.computeMs))),
           outsideComputeMs: r3(median(stepsOff.map((x) => x.wallMs - x.computeMs))),
         },
-        note: "hopComputeMs = sum of the hops' stage.forward time; outsideComputeMs = the rest: custody checks, commitments, receipts, gateway checks, framing, network",
+        note: "wallMs = the decode step at the gateway less its embed/head compute (sampling included); hopComputeMs = sum of the hops' stage.forward time; outsideComputeMs = the rest: custody checks, commitments, receipts, gateway checks, framing, network",
       },
       receipts: {
         perStep: RANGES.length,
@@ -312,9 +287,7 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   } finally {
     await Promise.all(nodes.map((n) => n.kill('SIGTERM').catch(() => undefined)));
-    for (const h of hosts) await h.stop().catch(() => undefined);
-    await embed.dispose();
-    await head.dispose();
+    for (const gw of gateways) await gw.close().catch(() => undefined);
     src.close();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,33 +1,43 @@
 // The swarm gateway: holds only the model's ends (embedding, final norm + LM head) and the
-// tokenizer, finds nodes serving the middle through signed DHT adverts, measures RTTs,
-// picks a route per request and streams tokens. Text never leaves the gateway; only
-// activations travel the route. Implements the API's Backend.
+// tokenizer, and routes each request through nodes serving the middle. Where those nodes come
+// from is chosen at start-up: signed DHT adverts + pings (Discovery), or a fixed list
+// (GatewayOptions.peers). A CostPlanner picks routes over them, skipping the ban list; every
+// request runs on a ResilientRoute (re-routes around failing hops, with the same planner and
+// ban list). Text never leaves the gateway; only activations travel the route. Implements the
+// API's Backend.
 
+import { randomUUID } from 'node:crypto';
 import { createStage, type EngineKind } from '../engine/create.js';
 import type { Stage } from '../engine/types.js';
 import { generateIdentity, type Identity } from '../identity/identity.js';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';
 import { ModelFormatError, type WeightSource } from '../model/types.js';
-import { findAdverts, type NodeAdvert } from '../p2p/adverts.js';
+import type { NodeAdvert } from '../p2p/adverts.js';
 import { createHost, type OdsiHost } from '../p2p/host.js';
-import { openRoute, RouteError, type RouteStage } from '../route/route-stage.js';
 import { createTokenizer } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/types.js';
-import type { BackendModelInfo, BackendRequest } from '../api/backend.js';
+import type { BackendModelInfo, BackendRequest, BackendResult, BackendToken, TokenTimeline } from '../api/backend.js';
 import { modelNameOf } from './local.js';
 import { PipelineBackend, type RequestPipeline } from './pipeline-backend.js';
-import { NoRouteError, selectRoute, type Route, type RouteCandidate } from '../routing/router.js';
+import { NoRouteError, type Route, type RouteCandidate } from '../routing/router.js';
+import { BanList } from '../routing/bans.js';
+import { CostPlanner, StaticCandidates, type CandidateSource, type RoutePlanner } from '../routing/planner.js';
 import { TimedStage } from './timed.js';
-import { FaultLog } from '../route/events.js'; // fault-tolerance
-import { ResilientRoute, spareHops } from '../route/resilient-route.js'; // fault-tolerance
-import { createGatewayAccountability, type GatewayAccountability } from '../accountability/gateway/accountability.js'; // accountability
-import { DEV_CHAIN_ID, type OdsiDomain } from '../accountability/records/eip712.js'; // accountability
+import { Discovery } from './discovery.js';
+import { SessionLoad } from './session-load.js';
+import { FaultLog, type FaultEvent, type RouteHopRef } from '../route/events.js';
+import { openResilientRoute, type ResilientRoute } from '../route/resilient-route.js';
+import type { RouteHopInfo } from '../route/step-verifier.js';
+import { createGatewayAccountability, type GatewayAccountability } from '../accountability/gateway/accountability.js';
+import { DEV_CHAIN_ID, type OdsiDomain } from '../accountability/records/eip712.js';
 
 export interface GatewayOptions {
   /** the model file/directory: the gateway reads its header, tokenizer, embedding and head */
   modelPath: string;
   identity?: Identity;
+  /** route over exactly these nodes instead of discovering them (no DHT lookups, no pings) */
+  peers?: readonly RouteCandidate[];
   /** multiaddrs (with /p2p/<id>) of swarm members to join through */
   bootstrap?: string[];
   /** libp2p listen addresses (default /ip4/127.0.0.1/tcp/0) */
@@ -36,9 +46,9 @@ export interface GatewayOptions {
   engine?: EngineKind;
   /** default per-token deadline budget for routes, ms */
   deadlineMs?: number;
-  /** how often to re-read adverts and re-measure RTTs (default 10 s; 0 = only on demand) */
+  /** discovery: how often to re-read adverts and re-measure RTTs (default 10 s; 0 = only on demand) */
   refreshMs?: number;
-  /** how long one advert lookup may take (default 3 s) */
+  /** discovery: how long one advert lookup may take (default 3 s) */
   lookupTimeoutMs?: number;
   /** name served as `model` (default: the file name) */
   modelName?: string;
@@ -46,8 +56,8 @@ export interface GatewayOptions {
   openAttempts?: number;
   /** seed for routing's tie-breaking (tests) */
   routeSeed?: number;
-  /** failure detection on open routes (src/fault ResilientRoute): grace added to a step's
-   *  budget before it counts as lost, and the least budget of a step without a deadline.
+  /** failure detection on open routes (ResilientRoute): grace added to a step's budget before
+   *  it counts as lost, and the least budget of a step without a deadline.
    *  Raise both on overloaded machines, where slow is not dead. */
   failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
   /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
@@ -56,8 +66,8 @@ export interface GatewayOptions {
 
 /** How the gateway holds the route's nodes to account (read from the environment by the CLI). */
 export interface GatewayAccountabilityConfig {
-  /** off: no receipt checks (nodes and gateway must agree) */
-  enabled: boolean;
+  /** false: no receipt checks (nodes and gateway must agree; default true) */
+  enabled?: boolean;
   /** the EIP-712 domain receipts are signed under (default: chain id 31337, no contract) */
   domain?: OdsiDomain;
   /** share of each node's steps audited, in [0, 1] (default 0) */
@@ -66,56 +76,48 @@ export interface GatewayAccountabilityConfig {
   holdAtRate?: number;
   /** with no audit rate: audit each node at a rate from its passed audits (new nodes often) */
   reputation?: boolean;
+  /** the nodes that re-execute audits (default: every node the gateway knows) */
+  auditors?: readonly RouteHopInfo[];
 }
 
-/** Ban with exponential backoff: a failing peer is skipped for base·2^(failures-1), capped. */
-class BanList {
-  private bans = new Map<string, { until: number; failures: number; reason?: string }>();
-  constructor(
-    private readonly baseMs = 5_000,
-    private readonly maxMs = 120_000,
-  ) {}
-  ban(peerId: string, reason?: string, now = Date.now()): number {
-    const prev = this.bans.get(peerId);
-    const failures = (prev?.failures ?? 0) + 1;
-    const ms = Math.min(this.maxMs, this.baseMs * 2 ** (failures - 1));
-    this.bans.set(peerId, { until: now + ms, failures, reason });
-    return ms;
-  }
-  isBanned(peerId: string, now = Date.now()): boolean {
-    return (this.bans.get(peerId)?.until ?? 0) > now;
-  }
-  active(now = Date.now()): Set<string> {
-    const out = new Set<string>();
-    for (const [p, b] of this.bans) if (b.until > now) out.add(p);
-    return out;
-  }
-  clear(peerId: string): void {
-    this.bans.delete(peerId);
-  }
+
+/** A generation run through the gateway without HTTP (tests, benchmarks). */
+export interface GatewayRunRequest extends BackendRequest {
+  /** the session id on the route (default: a fresh UUID) */
+  sessionId?: string;
+  /** each token as it comes; a returned promise is awaited before the next step */
+  onToken?(t: GatewayToken): void | Promise<void>;
 }
 
-const PING_FAILURES_GONE = 2;
+export interface GatewayToken extends BackendToken {
+  /** the nodes that computed this token, in route order */
+  route: RouteHopRef[];
+}
+
+export interface GatewayRun extends BackendResult {
+  sessionId: string;
+  /** the route of the last token */
+  route: RouteHopRef[];
+  /** this session's failures and re-routes (also in the gateway's fault log) */
+  events: FaultEvent[];
+}
 
 export class Gateway extends PipelineBackend {
   readonly model: BackendModelInfo;
   readonly tokenizer: Tokenizer;
   readonly addBos: boolean;
   readonly modelId: string;
+  /** peers that failed recently; the planner (first routes and re-routes) skips them */
   readonly bans = new BanList();
-  /** fault-tolerance: failures and re-routes of recent sessions (src/fault) */
+  /** failures and re-routes of recent sessions */
   readonly faults = new FaultLog();
-  private adverts: NodeAdvert[] = [];
-  private readonly rtt = new Map<string, number>();
-  /** consecutive refresh pings a peer failed: churn detection between adverts' expiry */
-  private readonly pingFailures = new Map<string, number>();
-  /** sessions this gateway has open per peer: fresher than the load in adverts */
-  private readonly localLoad = new Map<string, number>();
-  private timer?: NodeJS.Timeout;
-  private refreshing?: Promise<void>;
+  /** where routes come from: the cost model over the known nodes, minus bans */
+  readonly planner: RoutePlanner;
+  /** the known nodes: discovered, or the fixed list */
+  private readonly source: CandidateSource;
+  private readonly discovery?: Discovery;
+  private readonly load: SessionLoad;
   private closed = false;
-  private lastRefreshError?: string;
-  private routeCounter = 0;
   /** accountability: checks every route step (receipts, audits); none when it is off */
   accountability?: GatewayAccountability;
 
@@ -139,6 +141,14 @@ export class Gateway extends PipelineBackend {
       created: Math.floor(Date.now() / 1000),
       ownedBy: 'odsi-swarm',
     };
+    const nLayers = src.config.nLayers;
+    if (opts.peers) this.source = new StaticCandidates(opts.peers);
+    else {
+      this.discovery = new Discovery(host, { modelId, nLayers, refreshMs: opts.refreshMs, lookupTimeoutMs: opts.lookupTimeoutMs });
+      this.source = this.discovery;
+    }
+    this.load = new SessionLoad(this.source);
+    this.planner = new CostPlanner(this.load, { nLayers, bans: this.bans, seed: opts.routeSeed });
   }
 
   static async start(opts: GatewayOptions): Promise<Gateway> {
@@ -156,8 +166,8 @@ export class Gateway extends PipelineBackend {
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       const gw = new Gateway(opts, host, src, stages[0]!, stages[1]!, tokenizer, modelId);
       // accountability: receipt checks + audits, re-executed by other nodes of the swarm (src/accountability/gateway)
-      const acc = opts.accountability ?? { enabled: true };
-      if (acc.enabled)
+      const acc = opts.accountability ?? {};
+      if (acc.enabled !== false)
         gw.accountability = createGatewayAccountability({
           host,
           domain: acc.domain ?? { chainId: DEV_CHAIN_ID },
@@ -167,14 +177,9 @@ export class Gateway extends PipelineBackend {
           auditRate: acc.auditRate,
           holdAtRate: acc.holdAtRate,
           reputation: acc.reputation,
-          auditors: () => gw.adverts.map((a) => ({ peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end })),
+          auditors: () => acc.auditors ?? gw.source.candidates(),
         });
-      const every = opts.refreshMs ?? 10_000;
-      if (every > 0) {
-        gw.timer = setInterval(() => void gw.refresh().catch(() => undefined), every);
-        gw.timer.unref();
-      }
-      void gw.refresh().catch(() => undefined);
+      gw.discovery?.start();
       return gw;
     } catch (e) {
       for (const s of stages) await s.dispose().catch(() => undefined);
@@ -188,106 +193,36 @@ export class Gateway extends PipelineBackend {
     return this.src.config.nLayers;
   }
 
-  /** the verified adverts from the last lookup */
+  /** the verified adverts from the last lookups (none with a fixed peer list) */
   knownAdverts(): readonly NodeAdvert[] {
-    return this.adverts;
+    return this.discovery?.known() ?? [];
   }
 
   /** measured gateway↔peer RTTs (ms, smoothed) */
   rtts(): ReadonlyMap<string, number> {
-    return this.rtt;
+    return this.source.rttMs();
   }
 
-  /** Re-read adverts from the DHT and ping the peers; concurrent callers share one run. */
+  /** Re-read adverts from the DHT and ping the peers (nothing to do with a fixed peer list). */
   refresh(): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    this.refreshing ??= this.doRefresh().finally(() => (this.refreshing = undefined));
-    return this.refreshing;
-  }
-
-  private async doRefresh(): Promise<void> {
-    try {
-      const found = await findAdverts(this.host, this.modelId, { timeoutMs: this.opts.lookupTimeoutMs ?? 3_000 });
-      if (this.closed) return;
-      // A lookup is best effort (it may time out before every record arrives), so merge:
-      // newer adverts replace older ones per peer, and an advert stays until it expires.
-      const now = Date.now();
-      const byPeer = new Map(this.adverts.map((a) => [a.peerId, a]));
-      for (const a of found) {
-        // keep only adverts that fit this model: a bad range would only produce bad routes
-        if (!(a.start >= 0 && a.end <= this.nLayers && a.start < a.end) || a.peerId === this.host.peerId) continue;
-        const old = byPeer.get(a.peerId);
-        if (!old || a.issuedAt >= old.issuedAt) byPeer.set(a.peerId, a);
-      }
-      this.adverts = [...byPeer.values()].filter((a) => a.issuedAt + a.ttlMs > now).sort((a, b) => a.start - b.start || a.peerId.localeCompare(b.peerId));
-      await Promise.all(
-        this.adverts.map(async (a) => {
-          try {
-            const ms = await this.host.ping(a.peerId, { addrs: a.addrs, signal: AbortSignal.timeout(2_000) });
-            const prev = this.rtt.get(a.peerId);
-            // EMA: one slow ping does not swing routing
-            this.rtt.set(a.peerId, prev === undefined ? ms : 0.7 * prev + 0.3 * ms);
-            this.pingFailures.delete(a.peerId);
-          } catch {
-            this.rtt.delete(a.peerId); // unknown RTT: the router assumes a slow link
-            this.pingFailures.set(a.peerId, (this.pingFailures.get(a.peerId) ?? 0) + 1);
-          }
-        }),
-      );
-      this.lastRefreshError = undefined;
-    } catch (e) {
-      this.lastRefreshError = (e as Error).message;
-    }
+    return this.discovery?.refresh() ?? Promise.resolve();
   }
 
   /** The best route now (throws NoRouteError naming uncovered layers). */
   route(opts: { exclude?: Set<string>; needKvTokens?: number } = {}): Route {
-    // a peer that failed two refresh pings in a row is treated as gone until it answers again
-    // (one failure may be load; its advert alone would keep it eligible until expiry)
-    const silent = [...this.pingFailures].filter(([, n]) => n >= PING_FAILURES_GONE).map(([p]) => p);
-    const exclude = new Set([...this.bans.active(), ...silent, ...(opts.exclude ?? [])]);
-    const cands: RouteCandidate[] = this.adverts.map((a) => ({
-      peerId: a.peerId,
-      addrs: a.addrs,
-      start: a.start,
-      end: a.end,
-      msPerToken: a.msPerToken,
-      load: Math.max(a.load, this.localLoad.get(a.peerId) ?? 0),
-      freeKvTokens: a.freeKvTokens,
-    }));
-    return selectRoute(cands, {
-      nLayers: this.nLayers,
-      rttMs: this.rtt,
-      exclude,
-      needKvTokens: opts.needKvTokens,
-      seed: this.opts.routeSeed === undefined ? undefined : this.opts.routeSeed + this.routeCounter++,
-    });
+    return this.planner.route(opts);
   }
 
-  /** Wait (bounded) until adverts cover every layer; returns the route found. */
+  /** Wait (bounded) until the known nodes cover every layer; returns the route found. */
   async waitForRoute(timeoutMs: number): Promise<Route> {
     const deadline = Date.now() + timeoutMs;
-    let last: unknown;
-    for (let i = 0; i < 10_000; i++) {
+    for (;;) {
       try {
         return this.route();
       } catch (e) {
-        if (!(e instanceof NoRouteError)) throw e;
-        last = e;
+        if (!(e instanceof NoRouteError) || Date.now() >= deadline) throw e;
       }
-      if (Date.now() >= deadline) break;
-      await this.refresh();
-      if (this.adverts.length === 0 || !this.coversAll()) await sleep(Math.min(250, Math.max(0, deadline - Date.now())));
-    }
-    throw last instanceof Error ? last : new NoRouteError('no route', [[0, this.nLayers]]);
-  }
-
-  private coversAll(): boolean {
-    try {
-      this.route();
-      return true;
-    } catch {
-      return false;
+      await Promise.all([this.refresh(), sleep(Math.min(250, Math.max(0, deadline - Date.now())))]);
     }
   }
 
@@ -298,91 +233,67 @@ export class Gateway extends PipelineBackend {
 
   /** Readiness for /healthz: a route covers every layer; plus the swarm as this gateway sees it. */
   status(): { ready: boolean; reason?: string; detail?: Record<string, unknown> } {
-    const nodes = this.adverts.map((a) => ({ peerId: a.peerId, layers: [a.start, a.end], msPerToken: a.msPerToken, load: a.load, rttMs: this.rtt.get(a.peerId) }));
+    const rtt = this.source.rttMs();
+    const nodes = this.source.candidates().map((c) => ({ peerId: c.peerId, layers: [c.start, c.end], msPerToken: c.msPerToken, load: c.load, rttMs: rtt.get(c.peerId) }));
     const detail = { modelId: this.modelId, peerId: this.host.peerId, nodes, banned: [...this.bans.active()] };
     try {
       const r = this.route({});
       return { ready: true, detail: { ...detail, route: r.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] })), estimatedMsPerToken: r.estimatedMs } };
     } catch (e) {
-      const why = (e as Error).message + (this.lastRefreshError ? ` (last lookup failed: ${this.lastRefreshError})` : '');
+      const lookup = this.discovery?.lastError;
+      const why = (e as Error).message + (lookup ? ` (last lookup failed: ${lookup})` : '');
       return { ready: false, reason: why, detail };
     }
   }
 
+  /** One generation without HTTP: the tokens, the route and what it went through. */
+  async run(req: GatewayRunRequest): Promise<GatewayRun> {
+    const sessionId = req.sessionId ?? randomUUID();
+    const it = this.stream(sessionId, req);
+    let route: RouteHopRef[] = [];
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        const events = this.faults.events().filter((e) => e.sessionId === sessionId);
+        return { ...r.value, sessionId, route, events };
+      }
+      route = routeOf(r.value.timeline);
+      await req.onToken?.({ ...r.value, route });
+    }
+  }
+
   protected async openPipeline(sessionId: string, req: BackendRequest): Promise<RequestPipeline> {
-    const need = req.promptIds.length + req.maxTokens;
-    const tried = new Set<string>();
-    const attempts = this.opts.openAttempts ?? 3;
-    let lastErr: unknown;
-    for (let attempt = 0; attempt < attempts; attempt++) {
-      if (req.signal?.aborted) throw new RouteError('request aborted before the route opened', 'timeout');
-      let route: Route;
-      try {
-        route = this.route({ exclude: tried, needKvTokens: need });
-      } catch (e) {
-        // no adverts yet (just started) or all excluded: look again once before giving up
-        if (attempt === 0 && e instanceof NoRouteError) {
-          await this.refresh();
-          route = this.route({ exclude: tried, needKvTokens: need });
-        } else throw lastErr ?? e;
-      }
-      let stage: RouteStage;
-      try {
-        stage = await openRoute(this.host, {
-          modelId: this.modelId,
-          config: this.src.config,
-          hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
-          sessionId: attempt === 0 ? sessionId : `${sessionId}.${attempt}`,
-          deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
-          maxTokens: need,
-          // same-range nodes a draining hop may hand its KV cache to (no replay)
-          spares: spareHops(this, route.hops, tried),
-          verifier: this.accountability?.verifier,
-        });
-      } catch (e) {
-        lastErr = e;
-        const bad = e instanceof RouteError ? e.peerId : undefined;
-        if (bad) {
-          tried.add(bad);
-          if (e instanceof RouteError && banWorthy(e)) this.bans.ban(bad);
-        } else route.hops.forEach((h) => tried.add(h.peerId));
-        continue;
-      }
-      // fault-tolerance: the session survives failing hops (re-route + replay, src/fault)
-      const resilient = new ResilientRoute(stage, route, {
+    const open = (): Promise<ResilientRoute> =>
+      openResilientRoute({
         host: this.host,
         modelId: this.modelId,
         config: this.src.config,
         sessionId,
-        planner: this,
+        planner: this.planner,
         bans: this.bans,
         deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
-        maxTokens: need,
+        maxTokens: req.promptIds.length + req.maxTokens,
+        openAttempts: this.opts.openAttempts,
+        signal: req.signal,
         ...this.opts.failover,
         onEvent: (e) => this.faults.push(e),
         verifier: this.accountability?.verifier,
       });
-      return this.pipelineFor(resilient, route);
+    let route: ResilientRoute;
+    try {
+      route = await open();
+    } catch (e) {
+      // no adverts yet (just started) or all excluded: look again once before giving up
+      if (!(e instanceof NoRouteError) || !this.discovery) throw e;
+      await this.refresh();
+      route = await open();
     }
-    throw lastErr;
-  }
-
-  private pipelineFor(stage: RouteStage | ResilientRoute /* fault-tolerance */, route: Route): RequestPipeline {
-    const peers = route.hops.map((h) => h.peerId);
-    for (const p of peers) this.localLoad.set(p, (this.localLoad.get(p) ?? 0) + 1);
-    let released = false;
+    const release = this.load.hold(route.hops.map((h) => h.peerId));
     return {
-      stages: [new TimedStage(this.embed, 'gateway'), new TimedStage(stage, 'route'), new TimedStage(this.head, 'gateway')],
+      stages: [new TimedStage(this.embed, 'gateway'), new TimedStage(route, 'route'), new TimedStage(this.head, 'gateway')],
       release: async () => {
-        if (released) return;
-        released = true;
-        for (const p of peers) this.localLoad.set(p, Math.max(0, (this.localLoad.get(p) ?? 1) - 1));
-        await stage.dispose().catch(() => undefined);
-      },
-      fail: (e) => {
-        // a resilient route has already banned whoever it found at fault
-        if (stage instanceof ResilientRoute) return;
-        if (e instanceof RouteError && e.peerId && banWorthy(e)) this.bans.ban(e.peerId);
+        release();
+        await route.dispose().catch(() => undefined);
       },
     };
   }
@@ -390,8 +301,8 @@ export class Gateway extends PipelineBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer) clearInterval(this.timer);
-    await this.refreshing?.catch(() => undefined);
+    await this.discovery?.close();
+    await this.accountability?.dispose().catch(() => undefined);
     await this.host.stop().catch(() => undefined);
     await this.embed.dispose().catch(() => undefined);
     await this.head.dispose().catch(() => undefined);
@@ -399,13 +310,9 @@ export class Gateway extends PipelineBackend {
   }
 }
 
-/**
- * Whether a failure says the peer is broken. A node at capacity ('busy') is healthy, and a
- * missed deadline may be the client's budget being too tight: neither is banned, the request
- * just does not use that peer again.
- */
-function banWorthy(e: RouteError): boolean {
-  return e.code !== 'deadline' && e.remoteCode !== 'busy' && e.remoteCode !== 'deadline';
+/** the remote hops of one step's timeline, in route order */
+function routeOf(timeline: TokenTimeline): RouteHopRef[] {
+  return timeline.hops.filter((h) => h.role === 'layers').map((h) => ({ peerId: h.node, start: h.start, end: h.end }));
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -14,8 +14,6 @@ export interface RequestPipeline {
   stages: TimedStage[];
   /** release per-request resources (e.g. close the route); called once, even on error */
   release(): Promise<void>;
-  /** generation failed with this error (e.g. ban the peer that broke the route) */
-  fail?(e: unknown): void;
 }
 
 export abstract class PipelineBackend implements Backend {
@@ -32,8 +30,12 @@ export abstract class PipelineBackend implements Backend {
 
   abstract close(): Promise<void>;
 
-  async *generate(req: BackendRequest): AsyncGenerator<BackendToken, BackendResult, void> {
-    const sessionId = randomUUID();
+  generate(req: BackendRequest): AsyncGenerator<BackendToken, BackendResult, void> {
+    return this.stream(randomUUID(), req);
+  }
+
+  /** generate() under a given session id (unique to the request) */
+  protected async *stream(sessionId: string, req: BackendRequest): AsyncGenerator<BackendToken, BackendResult, void> {
     const pipe = await this.openPipeline(sessionId, req);
     let emitted = '';
     let it: AsyncGenerator<unknown, unknown> | undefined;
@@ -75,9 +77,6 @@ export abstract class PipelineBackend implements Backend {
           },
         };
       }
-    } catch (e) {
-      pipe.fail?.(e);
-      throw e;
     } finally {
       // an early return (client gone, stop string) leaves the loop suspended: finish it so
       // it closes the sessions on every stage

@@ -10,9 +10,9 @@
 // Recovery by reconstruction: this stage keeps every hidden-state row it has sent (the
 // embedded token history, positions 0..n-1; the embedding is a pure lookup, so this is the
 // token history in the form the route consumes). After a failure it asks the planner (the
-// gateway's router) for a route avoiding the failed peers, opens it under a fresh session id,
-// replays the history as a prefill so every hop rebuilds its KV cache, then re-runs the failed
-// step. Greedy output is identical to an uninterrupted run. Every failure and re-route is
+// gateway's RoutePlanner, which skips banned peers) for a route avoiding the failed peers,
+// opens it under a fresh session id, replays the history as a prefill so every hop rebuilds
+// its KV cache, then re-runs the failed step. Greedy output is identical to an uninterrupted run. Every failure and re-route is
 // reported through onEvent.
 
 import { performance } from 'node:perf_hooks';
@@ -21,14 +21,11 @@ import { EngineError, type Stage, type StageInput, type StageOutput, type StageR
 import type { OdsiHost } from '../p2p/host.js';
 import { openRoute, RouteError, type Hop, type HopTiming, type RouteStage } from './route-stage.js';
 import { NoRouteError, type Route } from '../routing/router.js';
+import type { RoutePlanner } from '../routing/planner.js';
+import { banWorthy } from './ban-worthy.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FaultEvent, RouteHopRef } from './events.js';
 import type { StepVerifier } from './step-verifier.js';
-
-/** Where replacement routes come from: the gateway (its route() already skips banned peers). */
-export interface RoutePlanner {
-  route(opts: { exclude?: Set<string>; needKvTokens?: number }): Route;
-}
 
 export interface ResilientRouteOptions {
   host: OdsiHost;
@@ -36,6 +33,7 @@ export interface ResilientRouteOptions {
   config: ModelConfig;
   /** the request's session id; replacement routes use `<id>.r<n>` on the nodes */
   sessionId: string;
+  /** where replacement routes come from (the gateway's planner; it skips banned peers) */
   planner: RoutePlanner;
   /** told about peers found at fault (the gateway's ban list) */
   bans?: { ban(peerId: string): number };
@@ -374,10 +372,9 @@ export class ResilientRoute implements Stage {
         });
       } catch (e) {
         lastErr = e;
-        const bad = e instanceof RouteError ? e.peerId : undefined;
-        if (bad) {
-          this.failed.add(bad);
-          if (!(e instanceof RouteError && e.remoteCode === 'busy')) this.o.bans?.ban(bad);
+        if (e instanceof RouteError && e.peerId) {
+          this.failed.add(e.peerId);
+          if (banWorthy(e)) this.o.bans?.ban(e.peerId);
         } else route.hops.forEach((h) => this.suspects.add(h.peerId));
       }
     }
@@ -505,14 +502,27 @@ export class ResilientRoute implements Stage {
 export interface OpenResilientRouteOptions extends ResilientRouteOptions {
   /** attempts to open the first route (default 3) */
   openAttempts?: number;
+  /** the request was abandoned: stop trying */
+  signal?: AbortSignal;
 }
 
-/** Pick a route with the planner and open it, retrying around peers that fail to open. */
+/**
+ * Pick a route with the planner and open it, retrying around peers that fail to open (banned
+ * when banWorthy). Throws the planner's NoRouteError when there is no route at all, else the
+ * last open failure.
+ */
 export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<ResilientRoute> {
   const exclude = new Set<string>();
   let lastErr: unknown;
   for (let attempt = 0; attempt < (o.openAttempts ?? 3); attempt++) {
-    const route = o.planner.route({ exclude, needKvTokens: o.maxTokens });
+    if (o.signal?.aborted) throw new RouteError('request aborted before the route opened', 'timeout');
+    let route: Route;
+    try {
+      route = o.planner.route({ exclude, needKvTokens: o.maxTokens });
+    } catch (e) {
+      // every candidate is excluded after failed opens: the open failure is the news
+      throw lastErr ?? e;
+    }
     try {
       const stage = await openRoute(o.host, {
         modelId: o.modelId,
@@ -527,10 +537,9 @@ export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<
       return new ResilientRoute(stage, route, o);
     } catch (e) {
       lastErr = e;
-      const bad = e instanceof RouteError ? e.peerId : undefined;
-      if (bad) {
-        exclude.add(bad);
-        if (!(e instanceof RouteError && e.remoteCode === 'busy')) o.bans?.ban(bad);
+      if (e instanceof RouteError && e.peerId) {
+        exclude.add(e.peerId);
+        if (banWorthy(e)) o.bans?.ban(e.peerId);
       } else route.hops.forEach((h) => exclude.add(h.peerId));
     }
   }

@@ -1,9 +1,9 @@
 // Chaos on real processes: 6 `odsi node` processes on 127.0.0.1 with overlapping coverage of
-// stories260K ([0,2) [2,5) [0,3) [3,5) [0,2) [2,5): any two may be down and a route remains),
-// the gateway's ends (embedding, head) in this process, and a ResilientRoute between them.
-// Routes come from the router's cost model over the known nodes (StaticPlanner), so the test
-// exercises detection, diagnosis, re-routing and replay without waiting on DHT discovery
-// (gateway.test.ts covers the same path through the Gateway and the HTTP API).
+// stories260K ([0,2) [2,5) [0,3) [3,5) [0,2) [2,5): any two may be down and a route remains)
+// and the production Gateway over exactly those nodes (a fixed peer list: the router's cost
+// model without waiting on DHT discovery), so the test exercises detection, diagnosis,
+// re-routing and replay as a request meets them (fault-gateway.test.ts covers the same path
+// with discovery and the HTTP API).
 //  - 20 greedy generations, each with one node on the route SIGKILLed 0–5 ms after a random
 //    token (between steps or while one is in flight); the output must equal the golden tokens
 //    and a replay re-route must be recorded. Killed nodes restart (same key and port) in the
@@ -13,17 +13,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { generate } from '../../src/engine/generate.js';
-import type { Stage } from '../../src/engine/types.js';
-import type { WeightSource } from '../../src/model/types.js';
-import type { OdsiHost } from '../../src/p2p/host.js';
+import type { Gateway } from '../../src/gateway/gateway.js';
 import { mulberry32, type RouteCandidate } from '../../src/routing/router.js';
-import type { Tokenizer } from '../../src/tokenizer/types.js';
-import { BanList } from '../../src/routing/bans.js';
 import type { FailureEvent, FaultEvent, RerouteEvent } from '../../src/route/events.js';
-import { StaticPlanner } from '../../src/routing/planner.js';
 import { NodeProcess } from '../../src/node/process.js';
-import { openResilientRoute } from '../../src/route/resilient-route.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 
@@ -39,19 +32,13 @@ const RUNS = Number(process.env.ODSI_CHAOS_RUNS ?? 20); // ≥ 20 in CI; overrid
 const GRACE_MS = 1000; // ResilientRoute's default grace
 
 let side: GatewaySide | undefined;
-let dir = '';
-let modelId = '';
-let src: WeightSource | undefined;
-let host: OdsiHost | undefined;
-let embed: Stage | undefined;
-let head: Stage | undefined;
-let tokenizer: Tokenizer | undefined;
+let gw: Gateway | undefined;
 const nodes: NodeProcess[] = [];
 
 before(
   async () => {
-    side = await openGatewaySide('odsi-chaos-');
-    ({ dir, src, modelId, tokenizer, embed, head, host } = side);
+    side = openGatewaySide('odsi-chaos-');
+    const { dir, modelId } = side;
     // nodes need no discovery here: no bootstrap, adverts rarely
     const started = await Promise.all(
       RANGES.map((range, i) =>
@@ -59,7 +46,8 @@ before(
       ),
     );
     nodes.push(...started);
-    await Promise.all(nodes.map((n) => host!.ping(n.peerId, { addrs: n.info.addrs })));
+    gw = await side.gateway(nodes.map((n) => candidate(n)));
+    await Promise.all(nodes.map((n) => gw!.host.ping(n.peerId, { addrs: n.info.addrs })));
   },
   { timeout: 120_000 },
 );
@@ -75,12 +63,7 @@ const candidate = (n: NodeProcess, msPerToken = 1): RouteCandidate => n.candidat
 test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output equals the golden tokens`, { timeout: 600_000 }, async () => {
   const golden = loadGolden();
   const rand = mulberry32(20261122);
-  const bans = new BanList();
-  const planner = new StaticPlanner(
-    nodes.map((n) => candidate(n)),
-    5,
-    bans,
-  );
+  const bans = gw!.bans;
   const restarts: Promise<void>[] = [];
   const restartMs: number[] = [];
   const events: FaultEvent[] = [];
@@ -90,26 +73,17 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
     const n = 32; // compared with the golden prefix: recovery is what is under test
     const killAt = 1 + Math.floor(rand() * (n - 2)); // after token killAt, before the last
     const delayMs = Math.floor(rand() * 6); // 0–5 ms after the token: between or during steps
-    const sessionEvents: FaultEvent[] = [];
-    const route = await openResilientRoute({
-      host: host!,
-      modelId,
-      config: src!.config,
-      sessionId: `chaos-${i}`,
-      planner,
-      bans,
-      maxTokens: 256,
-      onEvent: (e) => sessionEvents.push(e),
-    });
     let victim: NodeProcess | undefined;
     let killing: Promise<void> | undefined;
-    // generate() does not wait for onToken: the kill races the next step
-    const tokens = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, {
+    // onToken returns nothing to wait for: the kill races the next step
+    const run = await gw!.run({
+      promptIds: g.prompt_tokens,
       maxTokens: n,
       sampling: { temperature: 0 },
+      sessionId: `chaos-${i}`,
       onToken: (t) => {
         if (t.step + 1 !== killAt) return;
-        const hops = route.hops;
+        const hops = t.route;
         const pick = hops[Math.floor(rand() * hops.length)]!.peerId;
         victim = nodes.find((x) => x.peerId === pick);
         if (!victim)
@@ -119,7 +93,8 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
         const v = victim;
         killing = new Promise((res) => setTimeout(() => void v.kill('SIGKILL').then(res), delayMs));
       },
-    }).then(async (r) => r.tokens);
+    });
+    const { tokens, events: sessionEvents } = run;
     await killing;
     assert.ok(victim);
     assert.deepEqual(
@@ -138,7 +113,6 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
     );
     assert.ok(!reroutes[reroutes.length - 1]!.to.some((h) => h.peerId === victim!.peerId));
     events.push(...sessionEvents);
-    await route.dispose();
     // bring the node back as an operator would; at most two restarts overlap
     const v = victim;
     restarts.push(
@@ -147,7 +121,7 @@ test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output eq
         restartMs.push(Date.now() - t);
       })(Date.now()).then(async () => {
         bans.clear(v.peerId);
-        await host!.ping(v.peerId, { addrs: v.info.addrs }).catch(() => undefined); // a gateway keeps its links warm
+        await gw!.host.ping(v.peerId, { addrs: v.info.addrs }).catch(() => undefined); // a gateway keeps its links warm
       }),
     );
     restarts[restarts.length - 1]!.catch(() => undefined); // awaited below; never unhandled if the test ends early
@@ -170,37 +144,29 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
   const staller = await NodeProcess.start({
     model: STORIES_GGUF,
     range: [0, 5],
-    identityFile: join(dir, 'staller.key'),
-    modelId,
+    identityFile: join(side!.dir, 'staller.key'),
+    modelId: side!.modelId,
     faults: ['stall@6'],
   });
+  // a second gateway whose known nodes include the staller
+  const stallGw = await side!.gateway([candidate(staller, 0.1), ...nodes.map((n) => candidate(n))]);
   try {
-    const bans = new BanList();
-    const planner = new StaticPlanner([candidate(staller, 0.1), ...nodes.map((n) => candidate(n))], 5, bans);
-    const events: FaultEvent[] = [];
     const deadlineMs = 1500; // generous: a loaded CI box must not miss it for real
-    const route = await openResilientRoute({
-      host: host!,
-      modelId,
-      config: src!.config,
-      sessionId: 'stall',
-      planner,
-      bans,
-      deadlineMs,
-      maxTokens: 256,
-      onEvent: (e) => events.push(e),
-    });
-    assert.deepEqual(
-      route.hops.map((h) => h.peerId),
-      [staller.peerId],
-    );
     const at: number[] = [];
-    const res = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, {
+    let firstRoute: string[] = [];
+    const res = await stallGw.run({
+      promptIds: g.prompt_tokens,
       maxTokens: g.generated_tokens.length,
       sampling: { temperature: 0 },
-      onToken: () => void at.push(Date.now()),
+      sessionId: 'stall',
+      deadlineMs,
+      onToken: (t) => {
+        if (!at.length) firstRoute = t.route.map((h) => h.peerId);
+        at.push(Date.now());
+      },
     });
-    await route.dispose();
+    const { events } = res;
+    assert.deepEqual(firstRoute, [staller.peerId]);
     assert.deepEqual(res.tokens, g.generated_tokens);
     const fail = events.find((e): e is FailureEvent => e.type === 'failure');
     assert.ok(fail, 'a failure was recorded');
@@ -214,7 +180,7 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
     assert.ok(detectMs <= deadlineMs + GRACE_MS + 300, `detected after ${detectMs} ms`);
     assert.ok(detectMs >= deadlineMs, `detected after only ${detectMs} ms`);
     assert.ok(
-      bans.list().some((b) => b.peerId === staller.peerId),
+      stallGw.bans.list().some((b) => b.peerId === staller.peerId),
       'the stalled node was banned',
     );
     const re = events.find((e): e is RerouteEvent => e.type === 'reroute');
@@ -223,6 +189,7 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
       `stall: detected ${detectMs} ms after the last token (deadline ${deadlineMs} + grace ${GRACE_MS}); recovery ${re.recoveryMs} ms\n`,
     );
   } finally {
+    await stallGw.close();
     await staller.kill();
   }
 });

@@ -1,19 +1,16 @@
-// Execution commitments on a real route of `odsi node` processes (stories260K, [0,2] → [2,5]):
+// Execution commitments on a real route of `odsi node` processes (stories260K, [0,2] → [2,5],
+// driven by the production Gateway over exactly those nodes):
 // every hop signs a commitment before computing each step, its receipt cites the commitment's
 // digest, and an auditor fetching the committed data gets the commitment that matches.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { generate } from '../../src/engine/generate.js';
 import { fetchCommitted } from '../../src/accountability/gateway/auditor.js';
 import { checkCommitment } from '../../src/accountability/checks/custody.js';
 import { ZERO_HASH } from '../../src/accountability/records/eip712.js';
 import { hashTensor, type SignedCommitment, type SignedReceipt } from '../../src/accountability/records/receipts.js';
 import { addressOfPeer, deploymentDomain } from '../../src/accountability/records/wire.js';
-import { BanList } from '../../src/routing/bans.js';
-import { StaticPlanner } from '../../src/routing/planner.js';
 import { NodeProcess } from '../../src/node/process.js';
-import { openResilientRoute } from '../../src/route/resilient-route.js';
 import type { RouteCandidate } from '../../src/routing/router.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
@@ -23,7 +20,7 @@ const nodes: NodeProcess[] = [];
 
 before(
   async () => {
-    gw = await openGatewaySide('odsi-commit-');
+    gw = openGatewaySide('odsi-commit-');
     const start = (range: [number, number], name: string) =>
       NodeProcess.start({
         model: STORIES_GGUF,
@@ -47,32 +44,17 @@ const cand = (n: NodeProcess): RouteCandidate => n.candidate(1);
 test('each hop commits before computing; its receipt cites the commitment an auditor is shown', { timeout: 30_000 }, async () => {
   const g = gw!;
   const golden = loadGolden()[0]!;
-  const bans = new BanList();
   const sessionId = 'commit-e2e';
-  const route = await openResilientRoute({
-    host: g.host,
-    modelId: g.modelId,
-    config: g.src.config,
-    sessionId,
-    planner: new StaticPlanner(nodes.map(cand), 5, bans),
-    bans,
-    maxTokens: 64,
-  });
-  let tokens: number[];
-  try {
-    // prefill + decode steps: at least 3 forward calls (steps 0, 1, 2) through both hops
-    tokens = (await generate([g.embed, route, g.head], g.tokenizer, golden.prompt_tokens, { maxTokens: 4, sampling: { temperature: 0 } }))
-      .tokens;
-  } finally {
-    await route.dispose();
-  }
+  const gateway = await g.gateway(nodes.map(cand));
+  // prefill + decode steps: at least 3 forward calls (steps 0, 1, 2) through both hops
+  const { tokens } = await gateway.run({ promptIds: golden.prompt_tokens, maxTokens: 4, sampling: { temperature: 0 }, sessionId });
   assert.deepEqual(tokens, golden.generated_tokens.slice(0, 4));
   const domain = deploymentDomain(process.env);
   for (const [hop, n] of nodes.entries()) {
     const peer = { peerId: n.peerId, addrs: n.info.addrs };
     const seen = new Set<string>();
     for (let step = 0; step < 3; step++) {
-      const data = await fetchCommitted(g.host, peer, { sessionId, fromStep: step, toStep: step }, 5_000);
+      const data = await fetchCommitted(gateway.host, peer, { sessionId, fromStep: step, toStep: step }, 5_000);
       const receipt = data.receipt as SignedReceipt;
       const commitment = data.commitment as SignedCommitment | undefined;
       assert.ok(commitment, `hop ${hop} step ${step}: no commitment in the audit reply`);

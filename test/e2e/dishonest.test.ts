@@ -1,53 +1,36 @@
 // Dishonest nodes on a real swarm of `odsi node` processes (stories260K): H0 [0,2] honest,
 // H1 [2,5] honest, and per dishonest behaviour one node D [2,5] (onset after its first
-// step). The gateway side (an in-process host with accountability on) prefers D, audits D at
-// rate 1.0 and must: catch the first dishonest step, name D's identity (and nobody else),
-// route around D and still return exactly the golden greedy tokens. A forging first hop is
+// step). Per behaviour a production Gateway (accountability on) over exactly H0, D and H1
+// prefers D, audits D at rate 1.0 and must: catch the first dishonest step, name D's identity
+// (and nobody else), route around D and still return exactly the golden greedy tokens. A forging first hop is
 // rejected by its downstream hop's custody check.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { generate } from '../../src/engine/generate.js';
-import type { Stage } from '../../src/engine/types.js';
-import type { WeightSource } from '../../src/model/types.js';
+import type { Gateway } from '../../src/gateway/gateway.js';
 import type { RouteCandidate } from '../../src/routing/router.js';
-import type { Tokenizer } from '../../src/tokenizer/types.js';
-import { BanList } from '../../src/routing/bans.js';
-import type { FaultEvent } from '../../src/route/events.js';
-import { StaticPlanner } from '../../src/routing/planner.js';
 import { NodeProcess } from '../../src/node/process.js';
-import { openResilientRoute } from '../../src/route/resilient-route.js';
-import { createGatewayAccountability, type GatewayAccountability } from '../../src/accountability/gateway/accountability.js';
-import { addressOfPeer, deploymentDomain } from '../../src/accountability/records/wire.js';
+import { addressOfPeer } from '../../src/accountability/records/wire.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
-import type { OdsiHost } from '../../src/p2p/host.js';
 
 let side: GatewaySide | undefined;
-let dir = '';
-let modelId = '';
-let src: WeightSource | undefined;
-let host: OdsiHost | undefined;
-let embed: Stage | undefined;
-let head: Stage | undefined;
-let tokenizer: Tokenizer | undefined;
-let acct: GatewayAccountability | undefined;
 let H0: NodeProcess, H1: NodeProcess, F: NodeProcess;
 /** one dishonest [2,5] node per behaviour, started together (restarting one is slower) */
 const dishonest = new Map<string, NodeProcess>();
 const all: NodeProcess[] = [];
+/** every gateway the tests ran, for the checks over all of them */
+const gateways: Gateway[] = [];
 
 // onset @1: the prefill (D's first step) is honest, so D is on the route when it starts cheating;
 // stale needs an earlier output of the same shape, so it first cheats at step 2
 const KINDS = ['zeros@1', 'noise:0.02@1', 'skip-layer@1', 'wrong-weights:7@1', 'stale@1', 'equivocate@1', 'forge@1'];
 const start = (range: [number, number], name: string, faults?: string[]) =>
-  NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(dir, `${name}.key`), modelId, announceIntervalMs: 600_000, faults });
+  NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(side!.dir, `${name}.key`), modelId: side!.modelId, announceIntervalMs: 600_000, faults });
 
 before(
   async () => {
-    side = await openGatewaySide('odsi-acct-');
-    ({ dir, src, modelId, tokenizer, embed, head, host } = side);
-    acct = createGatewayAccountability({ host: host!, domain: deploymentDomain(process.env), src: src!, bans: new BanList() });
+    side = openGatewaySide('odsi-acct-');
     const ds = KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]));
     [H0, H1, F] = await Promise.all([start([0, 2], 'h0'), start([2, 5], 'h1'), start([0, 2], 'f', ['forge@1'])]);
     all.push(H0, H1, F);
@@ -61,32 +44,23 @@ before(
 
 after(async () => {
   await Promise.all(all.map((n) => n.kill('SIGTERM').catch(() => undefined)));
-  await acct?.dispose().catch(() => undefined);
   await side?.close();
 });
 
 const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => n.candidate(msPerToken);
 
-async function runThrough(planner: StaticPlanner, bans: BanList, sessionId: string, nTokens: number) {
+/** A gateway (accountability on) routing over exactly these nodes. */
+async function gatewayOver(peers: RouteCandidate[]): Promise<Gateway> {
+  const gw = await side!.gateway(peers);
+  assert.ok(gw.accountability, 'accountability must be on (ODSI_ACCOUNTABILITY unset)');
+  gateways.push(gw);
+  return gw;
+}
+
+async function runThrough(gw: Gateway, sessionId: string, nTokens: number) {
   const g = loadGolden()[0]!;
-  const events: FaultEvent[] = [];
-  const route = await openResilientRoute({
-    host: host!,
-    modelId,
-    config: src!.config,
-    sessionId,
-    planner,
-    bans,
-    maxTokens: 256,
-    verifier: acct!.verifier,
-    onEvent: (e) => events.push(e),
-  });
-  try {
-    const r = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, { maxTokens: nTokens, sampling: { temperature: 0 } });
-    return { tokens: r.tokens, golden: g.generated_tokens.slice(0, nTokens), events, finalHops: route.hops.map((h) => h.peerId) };
-  } finally {
-    await route.dispose();
-  }
+  const r = await gw.run({ promptIds: g.prompt_tokens, maxTokens: nTokens, sampling: { temperature: 0 }, sessionId });
+  return { tokens: r.tokens, golden: g.generated_tokens.slice(0, nTokens), events: r.events, finalHops: r.route.map((h) => h.peerId) };
 }
 
 const EXPECT: Record<string, string> = { 'equivocate@1': 'equivocation', 'forge@1': 'custody' };
@@ -100,17 +74,15 @@ test(
     for (const [k, spec] of KINDS.entries()) {
       const D = dishonest.get(spec)!;
       const dAddr = addressOfPeer(D.peerId).toLowerCase();
-      acct!.setAuditRate(1, D.peerId);
-      const evBefore = acct!.evidence.length;
-      const auBefore = acct!.audits.length;
-      const bans = new BanList();
       // D is the cheapest [2,5]: the first route goes through it
-      const planner = new StaticPlanner([cand(H0, 1), cand(D, 1), cand(H1, 50)], 5, bans);
+      const gw = await gatewayOver([cand(H0, 1), cand(D, 1), cand(H1, 50)]);
+      const acct = gw.accountability!;
+      acct.setAuditRate(1, D.peerId);
       const n = k === 0 ? 60 : 16;
-      const r = await runThrough(planner, bans, `acct-${k}`, n);
-      await acct!.settled();
-      const ev = acct!.evidence.slice(evBefore);
-      const audits = acct!.audits.slice(auBefore).filter((a) => a.peerId === D.peerId);
+      const r = await runThrough(gw, `acct-${k}`, n);
+      await acct.settled();
+      const ev = acct.evidence;
+      const audits = acct.audits.filter((a) => a.peerId === D.peerId);
       summary[spec] = { evidence: ev.map((e) => e.kind), auditsOfD: audits.map((a) => ({ step: a.step, pass: a.pass })) };
       assert.deepEqual(r.tokens, r.golden, `${spec}: output differs from golden (${JSON.stringify(summary[spec])})`);
       assert.ok(ev.length >= 1, `${spec}: no evidence`);
@@ -128,25 +100,26 @@ test(
         r.events.some((e) => e.type === 'failure' && e.culprits.includes(D.peerId)),
         `${spec}: ${JSON.stringify(r.events)}`,
       );
+      await gw.close(); // its audits and evidence stay readable for the checks below
     }
-    for (const e of acct!.evidence) assert.ok(!honest.has(e.accused.toLowerCase()), `an honest identity was named: ${e.peerId}`);
     const cheats = new Set([...dishonest.values()].map((d) => d.peerId));
-    for (const a of acct!.audits) if (!cheats.has(a.peerId)) assert.ok(a.pass || a.incomplete, JSON.stringify(a));
+    for (const gw of gateways) {
+      for (const e of gw.accountability!.evidence) assert.ok(!honest.has(e.accused.toLowerCase()), `an honest identity was named: ${e.peerId}`);
+      for (const a of gw.accountability!.audits) if (!cheats.has(a.peerId)) assert.ok(a.pass || a.incomplete, JSON.stringify(a));
+    }
     console.log('detection summary', JSON.stringify(summary));
   },
 );
 
 test('a forging first hop is rejected by the next hop (custody error names the forger)', { timeout: 60_000 }, async () => {
-  const bans = new BanList();
-  const planner = new StaticPlanner([cand(F, 1), cand(H0, 50), cand(H1, 1)], 5, bans);
-  const evBefore = acct!.evidence.length;
-  const r = await runThrough(planner, bans, 'acct-forge-first', 8);
+  const gw = await gatewayOver([cand(F, 1), cand(H0, 50), cand(H1, 1)]);
+  const r = await runThrough(gw, 'acct-forge-first', 8);
   assert.deepEqual(r.tokens, r.golden);
   const fail = r.events.find((e) => e.type === 'failure');
   assert.ok(fail && fail.type === 'failure', JSON.stringify(r.events));
   assert.deepEqual(fail.culprits, [F.peerId]);
   assert.match(fail.message, /custody.*bad_signature/);
   assert.ok(!r.finalHops.includes(F.peerId));
-  await acct!.settled();
-  for (const e of acct!.evidence.slice(evBefore)) assert.equal(e.peerId, F.peerId);
+  await gw.accountability!.settled();
+  for (const e of gw.accountability!.evidence) assert.equal(e.peerId, F.peerId);
 });

@@ -1,5 +1,6 @@
 // kv-transfer: graceful leave. Three `odsi node` processes on 127.0.0.1 serve stories260K
-// ([0,2), [2,5), and a spare [2,5)); the gateway's ends run in this process. Mid-generation
+// ([0,2), [2,5), and a spare [2,5)); the production Gateway routes over exactly those nodes
+// (a fixed peer list, no discovery). Mid-generation
 // the [2,5) node on the route gets SIGTERM: it finishes its step, hands the session's KV cache
 // to the spare, answers the next step with a 'draining' notice, and the route swaps that hop
 // without replaying anything. The output must equal the golden greedy tokens.
@@ -7,33 +8,25 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { createStage } from '../../src/engine/create.js';
-import { generate } from '../../src/engine/generate.js';
-import type { Stage } from '../../src/engine/types.js';
+import type { Gateway } from '../../src/gateway/gateway.js';
+import { openModel } from '../../src/model/load.js';
 import type { WeightSource } from '../../src/model/types.js';
-import type { OdsiHost } from '../../src/p2p/host.js';
 import type { RouteCandidate } from '../../src/routing/router.js';
-import type { Tokenizer } from '../../src/tokenizer/types.js';
-import type { FaultEvent, RerouteEvent } from '../../src/route/events.js';
-import { StaticPlanner } from '../../src/routing/planner.js';
+import type { RerouteEvent } from '../../src/route/events.js';
 import { NodeProcess } from '../../src/node/process.js';
-import { openResilientRoute } from '../../src/route/resilient-route.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 
 let side: GatewaySide | undefined;
-let dir = '';
-let modelId = '';
 let src: WeightSource | undefined;
-let host: OdsiHost | undefined;
-let embed: Stage | undefined;
-let head: Stage | undefined;
-let tokenizer: Tokenizer | undefined;
+let gw: Gateway | undefined;
 const nodes: NodeProcess[] = [];
 
 before(
   async () => {
-    side = await openGatewaySide('odsi-drain-');
-    ({ dir, src, modelId, tokenizer, embed, head, host } = side);
+    side = openGatewaySide('odsi-drain-');
+    src = openModel(STORIES_GGUF);
+    const { dir, modelId } = side;
     const ranges: [number, number][] = [
       [0, 2],
       [2, 5],
@@ -53,7 +46,8 @@ before(
       ),
     );
     nodes.push(...started);
-    await Promise.all(nodes.map((n) => host!.ping(n.peerId, { addrs: n.info.addrs })));
+    gw = await side.gateway(nodes.map(candidate));
+    await Promise.all(nodes.map((n) => gw!.host.ping(n.peerId, { addrs: n.info.addrs })));
   },
   { timeout: 120_000 },
 );
@@ -61,6 +55,7 @@ before(
 after(async () => {
   await Promise.all(nodes.map((n) => n.kill('SIGKILL').catch(() => undefined)));
   await side?.close();
+  src?.close();
 });
 
 for (const kind of ['reference', 'ort'] as const) {
@@ -97,30 +92,28 @@ test(
   async () => {
     const g = loadGolden()[0]!;
     const n = g.generated_tokens.length;
-    const planner = new StaticPlanner(nodes.map(candidate), 5);
-    const events: FaultEvent[] = [];
-    const route = await openResilientRoute({
-      host: host!,
-      modelId,
-      config: src!.config,
-      sessionId: 'drain-0',
-      planner,
-      maxTokens: 256,
-      onEvent: (e) => events.push(e),
-    });
-    const hop = route.hops.find((h) => h.start === 2)!;
-    const victim = nodes.find((x) => x.peerId === hop.peerId)!;
-    const spare = nodes.find((x) => x.info.start === 2 && x !== victim)!;
+    let victim: NodeProcess | undefined;
+    let spare: NodeProcess | undefined;
+    let first = '';
     let leaving: Promise<void> | undefined;
     const t0 = Date.now();
-    const out = await generate([embed!, route, head!], tokenizer!, g.prompt_tokens, {
+    const out = await gw!.run({
+      promptIds: g.prompt_tokens,
       maxTokens: n,
       sampling: { temperature: 0 },
+      sessionId: 'drain-0',
       onToken: (t) => {
-        if (t.step === 10) leaving = victim.kill('SIGTERM');
+        if (t.step !== 10) return;
+        const hop = t.route.find((h) => h.start === 2)!;
+        first = t.route[0]!.peerId;
+        victim = nodes.find((x) => x.peerId === hop.peerId)!;
+        spare = nodes.find((x) => x.info.start === 2 && x !== victim)!;
+        leaving = victim.kill('SIGTERM');
       },
     });
+    const events = out.events;
     await leaving;
+    assert.ok(victim && spare);
     assert.deepEqual(out.tokens, g.generated_tokens, JSON.stringify(events));
     const reroutes = events.filter((e): e is RerouteEvent => e.type === 'reroute');
     assert.equal(reroutes.length, 1, JSON.stringify(events));
@@ -128,12 +121,11 @@ test(
     assert.equal(reroutes[0]!.replayedTokens, 0);
     assert.deepEqual(
       reroutes[0]!.to.map((h) => h.peerId),
-      [route.hops[0]!.peerId, spare.peerId],
+      [first, spare.peerId],
     );
-    assert.ok(events.some((e) => e.type === 'failure' && e.code === 'draining' && e.reportedPeer === victim.peerId));
+    assert.ok(events.some((e) => e.type === 'failure' && e.code === 'draining' && e.reportedPeer === victim!.peerId));
     console.log(
       `drain: ${Date.now() - t0} ms for ${n} tokens; transfer re-route ${reroutes[0]!.recoveryMs} ms at position ${events.find((e) => e.type === 'failure')!.pos}`,
     );
-    await route.dispose();
   },
 );

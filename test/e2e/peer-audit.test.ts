@@ -1,38 +1,28 @@
 // Selective redundancy with peer auditors, on real `odsi node` processes (stories260K):
 // H0 [0,2] and W [2,5] honest workers, A [2,5] an honest spare that re-executes audits,
 // L [2,5] a spare that lies when it audits (noise on every output), D [2,5] a dishonest
-// worker (noise from its second step). Each scenario gets its own gateway host and
-// accountant, so their options (hold or background, which auditors) do not mix.
+// worker (noise from its second step). Each scenario gets its own production Gateway over
+// exactly its workers (a fixed peer list), so their options (hold or background, which
+// auditors) do not mix.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { generate } from '../../src/engine/generate.js';
-import { generateIdentity } from '../../src/identity/identity.js';
-import { createHost, type OdsiHost } from '../../src/p2p/host.js';
+import type { Gateway, GatewayOptions } from '../../src/gateway/gateway.js';
 import type { RouteCandidate } from '../../src/routing/router.js';
-import { BanList } from '../../src/routing/bans.js';
-import type { FaultEvent } from '../../src/route/events.js';
-import { StaticPlanner } from '../../src/routing/planner.js';
 import { NodeProcess } from '../../src/node/process.js';
-import { openResilientRoute } from '../../src/route/resilient-route.js';
-import {
-  createGatewayAccountability,
-  type GatewayAccountability,
-  type GatewayAccountabilityOptions,
-} from '../../src/accountability/gateway/accountability.js';
-import { addressOfPeer, deploymentDomain } from '../../src/accountability/records/wire.js';
+import { addressOfPeer } from '../../src/accountability/records/wire.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+
+type Accountability = NonNullable<Gateway['accountability']>;
 
 let g: GatewaySide;
 let H0: NodeProcess, W: NodeProcess, A: NodeProcess, L: NodeProcess, D: NodeProcess;
 const procs: NodeProcess[] = [];
-const hosts: OdsiHost[] = [];
-const accts: GatewayAccountability[] = [];
 
 before(
   async () => {
-    g = await openGatewaySide('odsi-peer-audit-');
+    g = openGatewaySide('odsi-peer-audit-');
     const start = (range: [number, number], name: string, faults?: string[]) =>
       NodeProcess.start({
         model: STORIES_GGUF,
@@ -56,8 +46,6 @@ before(
 
 after(async () => {
   await Promise.all(procs.map((n) => n.kill('SIGTERM').catch(() => undefined)));
-  for (const a of accts) await a.dispose().catch(() => undefined);
-  for (const h of hosts) await h.stop().catch(() => undefined);
   await g?.close();
 });
 
@@ -65,52 +53,29 @@ const peer = (n: NodeProcess) => ({ peerId: n.peerId, addrs: n.info.addrs, start
 const cand = (n: NodeProcess, msPerToken: number): RouteCandidate => n.candidate(msPerToken);
 
 async function scenario(
-  opts: Omit<GatewayAccountabilityOptions, 'src' | 'host' | 'domain' | 'bans'>,
+  audit: NonNullable<GatewayOptions['accountability']>,
   workers: [NodeProcess, number][],
   sessionId: string,
   nTokens: number,
-  setup?: (a: GatewayAccountability) => void,
+  setup?: (a: Accountability) => void,
 ) {
-  const host = await createHost({ identity: generateIdentity() });
-  hosts.push(host);
-  const bans = new BanList();
-  const acct = createGatewayAccountability({ host, domain: deploymentDomain(process.env), src: g.src, modelId: g.modelId, bans, ...opts });
-  accts.push(acct);
-  setup?.(acct);
-  const planner = new StaticPlanner(
+  const gw = await g.gateway(
     workers.map(([n, ms]) => cand(n, ms)),
-    5,
-    bans,
+    { accountability: audit },
   );
+  const acct = gw.accountability!;
+  assert.ok(acct, 'accountability must be on');
+  setup?.(acct);
   const golden = loadGolden()[0]!;
-  const events: FaultEvent[] = [];
-  const route = await openResilientRoute({
-    host,
-    modelId: g.modelId,
-    config: g.src.config,
-    sessionId,
-    planner,
-    bans,
-    maxTokens: 256,
-    verifier: acct.verifier,
-    onEvent: (e) => events.push(e),
-  });
-  try {
-    const r = await generate([g.embed, route, g.head], g.tokenizer, golden.prompt_tokens, {
-      maxTokens: nTokens,
-      sampling: { temperature: 0 },
-    });
-    await acct.settled();
-    return {
-      acct,
-      tokens: r.tokens,
-      golden: golden.generated_tokens.slice(0, nTokens),
-      events,
-      finalHops: route.hops.map((h) => h.peerId),
-    };
-  } finally {
-    await route.dispose();
-  }
+  const r = await gw.run({ promptIds: golden.prompt_tokens, maxTokens: nTokens, sampling: { temperature: 0 }, sessionId });
+  await acct.settled();
+  return {
+    acct,
+    tokens: r.tokens,
+    golden: golden.generated_tokens.slice(0, nTokens),
+    events: r.events,
+    finalHops: r.route.map((h) => h.peerId),
+  };
 }
 
 test(
@@ -119,7 +84,7 @@ test(
   async () => {
     // rate 1 but nothing holds: all audits go to the background lane, [2,5] ones to A
     const r = await scenario(
-      { auditRate: 1, holdAtRate: 2, auditors: () => [peer(A)] },
+      { auditRate: 1, holdAtRate: 2, auditors: [peer(A)] },
       [
         [H0, 1],
         [W, 1],
@@ -149,7 +114,7 @@ test(
 test('a lying auditor is caught by the referee; the honest worker it contradicts is not named', { timeout: 60_000 }, async () => {
   // W audited at rate 1 (its steps wait for the verdicts), re-executed by the liar L
   const r = await scenario(
-    { auditRate: 0, auditors: () => [peer(L)] },
+    { auditRate: 0, auditors: [peer(L)] },
     [
       [H0, 1],
       [W, 1],
@@ -178,7 +143,7 @@ test(
   { timeout: 60_000 },
   async () => {
     const r = await scenario(
-      { auditRate: 0, auditors: () => [peer(A)] },
+      { auditRate: 0, auditors: [peer(A)] },
       [
         [H0, 1],
         [D, 1],
@@ -211,7 +176,7 @@ test(
 
 test('background audits convict a dishonest worker: later steps route around it, only it is named', { timeout: 60_000 }, async () => {
   const r = await scenario(
-    { auditRate: 1, holdAtRate: 2, auditors: () => [peer(A)] },
+    { auditRate: 1, holdAtRate: 2, auditors: [peer(A)] },
     [
       [H0, 1],
       [D, 1],

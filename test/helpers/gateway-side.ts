@@ -1,50 +1,40 @@
-// The gateway's half of a route test: stories260K opened once, its model id, tokenizer,
-// embedding-only and head-only stages, and a libp2p host — what every route test drives.
+// The gateway side of a multi-process route test: a scratch directory (node keys), the model
+// id the nodes must serve, and production Gateways over a fixed list of those nodes (no DHT
+// discovery), all closed together.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createStage } from '../../src/engine/create.js';
-import type { Stage } from '../../src/engine/types.js';
-import { generateIdentity } from '../../src/identity/identity.js';
+import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import { modelIdentity } from '../../src/model/identity.js';
 import { openModel } from '../../src/model/load.js';
-import type { WeightSource } from '../../src/model/types.js';
-import { createHost, type OdsiHost } from '../../src/p2p/host.js';
-import { createTokenizer } from '../../src/tokenizer/index.js';
-import type { Tokenizer } from '../../src/tokenizer/types.js';
+import type { RouteCandidate } from '../../src/routing/router.js';
 import { STORIES_GGUF } from './paths.js';
 
 export interface GatewaySide {
   dir: string;
-  src: WeightSource;
+  /** stories260K's model id */
   modelId: string;
-  tokenizer: Tokenizer;
-  embed: Stage;
-  head: Stage;
-  host: OdsiHost;
+  /** a Gateway over stories260K routing over exactly these nodes */
+  gateway(peers: readonly RouteCandidate[], opts?: Omit<GatewayOptions, 'modelPath' | 'peers'>): Promise<Gateway>;
   close(): Promise<void>;
 }
 
-export async function openGatewaySide(tmpPrefix: string): Promise<GatewaySide> {
+export function openGatewaySide(tmpPrefix: string): GatewaySide {
   const dir = mkdtempSync(join(tmpdir(), tmpPrefix));
   const src = openModel(STORIES_GGUF);
-  const L = src.config.nLayers;
-  const embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
-  const head = await createStage('reference', src, { start: L, end: L, embed: false, head: true });
-  const host = await createHost({ identity: generateIdentity() });
+  const { modelId } = modelIdentity(src);
+  src.close();
+  const gateways: Gateway[] = [];
   return {
     dir,
-    src,
-    modelId: modelIdentity(src).modelId,
-    tokenizer: createTokenizer(src.tokenizer!),
-    embed,
-    head,
-    host,
+    modelId,
+    async gateway(peers, opts = {}) {
+      const gw = await Gateway.start({ ...opts, modelPath: STORIES_GGUF, peers });
+      gateways.push(gw);
+      return gw;
+    },
     async close() {
-      await host.stop().catch(() => undefined);
-      await embed.dispose();
-      await head.dispose();
-      src.close();
+      for (const gw of gateways) await gw.close().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
     },
   };
