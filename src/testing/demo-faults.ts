@@ -2,7 +2,8 @@
 // per-node fault specs (validated up front, refused without ODSI_ALLOW_FAULTS=1), and a
 // one-line description of each fault event for the human-readable output.
 
-import { FaultsNotAllowedError, FaultSpecError, parseFaultSpec } from './inject.js';
+import { FaultsNotAllowedError, FaultSpecError } from './fault-kind.js';
+import { parseFaultSpec } from './inject.js';
 import type { FaultEvent } from '../route/events.js';
 
 /** Every range served by `replicas` nodes: [r0, r1, …, r0, r1, …] (node i serves ranges[i]). */
