@@ -14,8 +14,8 @@ export function replicateRanges(ranges: [number, number][], replicas: number): [
   return out;
 }
 
-/** Parse `--fault i:spec` options into node index → specs. */
-export function parseNodeFaults(opts: readonly string[], nNodes: number, env: NodeJS.ProcessEnv = process.env): Map<number, string[]> {
+/** Parse `--fault i:spec` options into node index → specs; refused unless allowFaults (ODSI_ALLOW_FAULTS=1). */
+export function parseNodeFaults(opts: readonly string[], nNodes: number, allowFaults: boolean): Map<number, string[]> {
   const out = new Map<number, string[]>();
   for (const o of opts) {
     const m = /^(\d+):(.+)$/.exec(o.trim());
@@ -25,7 +25,7 @@ export function parseNodeFaults(opts: readonly string[], nNodes: number, env: No
     parseFaultSpec(m[2]!); // validate now, not in a child process
     out.set(i, [...(out.get(i) ?? []), m[2]!.trim()]);
   }
-  if (out.size && env.ODSI_ALLOW_FAULTS !== '1') throw new FaultsNotAllowedError([...opts]);
+  if (out.size && !allowFaults) throw new FaultsNotAllowedError([...opts]);
   return out;
 }
 

@@ -13,8 +13,6 @@ import { parseNodeFaults, replicateRanges } from '../../src/testing/demo-faults.
 import { BanList } from '../../src/routing/bans.js';
 import { ODSI_BIN, STORIES_GGUF } from '../helpers/paths.js';
 
-const ALLOW = { ODSI_ALLOW_FAULTS: '1' };
-
 /** A stage that passes its input through: what the wrappers do around it is what is tested. */
 const passThrough = (): Stage => ({
   range: { start: 0, end: 1, embed: false, head: false },
@@ -127,13 +125,13 @@ test('demo options: replicated ranges, per-node faults validated up front', () =
     ],
   );
   assert.throws(() => replicateRanges([[0, 5]], 0), /--replicas/);
-  const m = parseNodeFaults(['1:crash@10', '1:delay:5', '0:stall@3'], 4, ALLOW);
+  const m = parseNodeFaults(['1:crash@10', '1:delay:5', '0:stall@3'], 4, true);
   assert.deepEqual(m.get(1), ['crash@10', 'delay:5']);
   assert.deepEqual(m.get(0), ['stall@3']);
-  assert.throws(() => parseNodeFaults(['4:crash@1'], 4, ALLOW), /out of range/);
-  assert.throws(() => parseNodeFaults(['crash@1'], 4, ALLOW), /<node-index>:<spec>/);
-  assert.throws(() => parseNodeFaults(['0:boom@1'], 4, ALLOW), /unknown fault kind/);
-  assert.throws(() => parseNodeFaults(['0:crash@1'], 4, {}), FaultsNotAllowedError);
+  assert.throws(() => parseNodeFaults(['4:crash@1'], 4, true), /out of range/);
+  assert.throws(() => parseNodeFaults(['crash@1'], 4, true), /<node-index>:<spec>/);
+  assert.throws(() => parseNodeFaults(['0:boom@1'], 4, true), /unknown fault kind/);
+  assert.throws(() => parseNodeFaults(['0:crash@1'], 4, false), FaultsNotAllowedError);
 });
 
 test('bans back off exponentially, cap, expire, and are forgotten after a quiet period', () => {
