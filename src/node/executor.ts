@@ -4,7 +4,6 @@
 // receipt and send the output on with this hop's timing appended. Audit re-executions take
 // the same lock (`lock`), so they never run beside a token-path step.
 
-import type { Logger } from 'pino';
 import { EngineError, type Stage, type StageOutput } from '../engine/types.js';
 import { MsgType, decodeTensor, encodeTensor, type ErrorCode, type Message, type StepHeader } from '../protocol/messages.js';
 import type { HopTiming } from '../route/route-stage.js';
@@ -21,7 +20,6 @@ export interface StepExecutorOptions {
   perf: PerfMeter;
   stamper: StepStamper;
   lock: ComputeLock;
-  log?: Logger;
 }
 
 /** counters for logs/metrics */
@@ -144,6 +142,6 @@ export class StepExecutor {
   }
 }
 
-export function round(x: number): number {
+function round(x: number): number {
   return Math.round(x * 1000) / 1000;
 }

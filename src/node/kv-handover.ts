@@ -20,8 +20,9 @@ import {
   type KvHeader,
   type OpenHeader,
 } from '../protocol/messages.js';
-import { round } from './executor.js';
 import type { Session, SessionTable } from './sessions.js';
+
+const round = (x: number): number => Math.round(x * 1000) / 1000;
 
 /** an imported session no route claims within this long is freed */
 const IMPORT_TTL_MS = 60_000;

@@ -64,7 +64,7 @@ export class NodeServer {
       log: o.log,
     });
     this.executor = new StepExecutor(
-      { self: this.self, stage: o.stage, modelId: o.modelId, perf: o.perf, stamper: o.stamper, lock: this.lock, log: o.log },
+      { self: this.self, stage: o.stage, modelId: o.modelId, perf: o.perf, stamper: o.stamper, lock: this.lock },
       this.stats,
     );
     this.handover = new KvHandover({ host: o.host, stage: o.stage, modelId: o.modelId, sessions: this.sessions, log: o.log });
