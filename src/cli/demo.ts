@@ -126,7 +126,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
   const { modelId } = modelIdentity(src); // hashed once here (cached), handed to the nodes
   src.close();
   const ranges = replicateRanges(o.layers?.length ? parseRanges(o.layers, nLayers) : splitLayers(nLayers, o.nodes), o.replicas); // fault-tolerance: --replicas
-  const faults = parseNodeFaults(o.fault, ranges.length); // fault-tolerance: --fault i:spec
+  const faults = parseNodeFaults(o.fault, ranges.length, process.env.ODSI_ALLOW_FAULTS === '1'); // fault-tolerance: --fault i:spec
   const note = synthetic
     ? `no --model given: using a synthetic 'tiny' model (${modelPath}); its weights are random, so its text is meaningless`
     : undefined;

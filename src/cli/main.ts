@@ -6,6 +6,7 @@ import { register as registerNode } from './node.js';
 import { register as registerGateway } from './gateway.js';
 import { register as registerDemo } from './demo.js';
 import { register as registerKeygen } from './keygen.js';
+import { parseEcdsaChoice, selectEcdsa } from '../accountability/records/ecdsa.js';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('odsi')
@@ -15,6 +16,7 @@ export async function main(argv: string[]): Promise<void> {
     .exitOverride();
   for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen]) reg(program);
   try {
+    selectEcdsa(parseEcdsaChoice(process.env.ODSI_ECDSA)); // the signature backend, for every subcommand
     await program.parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) process.exit(e.exitCode);

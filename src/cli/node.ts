@@ -1,12 +1,17 @@
 // `odsi node`: serve a contiguous range of a model's decoder layers to the swarm.
 // Prints one JSON line on stdout when ready ({event:'ready', peerId, addrs, ...}); logs go to
-// stderr (pino). SIGINT/SIGTERM stop it cleanly.
+// stderr (pino). SIGINT/SIGTERM stop it cleanly. The node's environment settings are read
+// here, once, and passed down:
+//   ODSI_ACCOUNTABILITY=0  no receipts, commitments or audits   ODSI_CHAIN_ID  the records' domain
+//   ODSI_CRYPTO_WORKER=0   sign on the main thread              ODSI_PASSPHRASE  unlocks a keystore
+//   ODSI_ALLOW_FAULTS=1    allow --fault (tests and demos only)
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { runNode } from '../node/run.js';
+import { runNode, type NodeAccountability } from '../node/run.js';
 import { parseLayers } from '../node/placement.js';
 import { openModel } from '../model/load.js';
-import { createFaultInjector } from '../testing/inject.js'; // fault-tolerance
+import { accountabilityEnabled, deploymentDomain } from '../accountability/records/wire.js';
+import { createNodeFaults } from '../testing/inject.js';
 
 interface NodeCliOptions {
   model: string;
@@ -24,10 +29,16 @@ interface NodeCliOptions {
   idleTimeout: string;
   benchTokens: string;
   logLevel: string;
-  fault: string[]; // fault-tolerance
+  fault: string[];
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
+
+/** Accountability as the environment sets it (undefined: off). */
+function accountabilityFromEnv(env: NodeJS.ProcessEnv): NodeAccountability | undefined {
+  if (!accountabilityEnabled(env)) return undefined;
+  return { domain: deploymentDomain(env), cryptoWorker: env.ODSI_CRYPTO_WORKER !== '0' };
+}
 
 function posInt(name: string, v: string): number {
   const n = Number(v);
@@ -54,10 +65,17 @@ export function register(program: Command): void {
     .option('--idle-timeout <ms>', 'free a session after this long without a step', '300000')
     .option('--bench-tokens <n>', 'prompt tokens for the start-up compute benchmark (0 = skip)', '8')
     .option('--log-level <level>', 'pino log level', 'info')
-    // fault-tolerance: test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
-    .option('--fault <spec>', 'inject a fault: crash@N, stall@N or delay:MS (tests/demos only; needs ODSI_ALLOW_FAULTS=1)', collect, [])
+    // test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
+    .option(
+      '--fault <spec>',
+      'inject a fault, e.g. crash@N, stall@N, delay:MS, noise:STD@N (tests/demos only; needs ODSI_ALLOW_FAULTS=1)',
+      collect,
+      [],
+    )
     .action(async (o: NodeCliOptions) => {
       if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
+      const env = process.env;
+      const faults = createNodeFaults(o.fault, env.ODSI_ALLOW_FAULTS === '1'); // before anything loads: a refused fault stops here
       const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));
       const probe = openModel(o.model);
       const nLayers = probe.config.nLayers;
@@ -76,9 +94,13 @@ export function register(program: Command): void {
         memoryMb: o.memoryMb ? posInt('--memory-mb', o.memoryMb) : undefined,
         modelId: o.modelId,
         idleTimeoutMs: posInt('--idle-timeout', o.idleTimeout),
-        benchTokens: Number.isInteger(Number(o.benchTokens)) && Number(o.benchTokens) >= 0 ? Number(o.benchTokens) : posInt('--bench-tokens', o.benchTokens),
-        passphrase: process.env.ODSI_PASSPHRASE,
-        faults: createFaultInjector(o.fault), // fault-tolerance
+        benchTokens:
+          Number.isInteger(Number(o.benchTokens)) && Number(o.benchTokens) >= 0
+            ? Number(o.benchTokens)
+            : posInt('--bench-tokens', o.benchTokens),
+        passphrase: env.ODSI_PASSPHRASE,
+        accountability: accountabilityFromEnv(env),
+        decorate: faults,
         log,
       });
       const a = node.advert();

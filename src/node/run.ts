@@ -1,5 +1,6 @@
 // An odsi execution node: load only its layers, measure itself, join the DHT, announce a
-// signed advert on a timer, serve sessions until stopped.
+// signed advert on a timer, serve sessions until stopped. Everything configurable arrives in
+// NodeOptions (the CLI reads the environment once at start-up).
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -18,7 +19,10 @@ import { createHost, type OdsiHost } from '../p2p/host.js';
 import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
-import type { FaultInjector } from '../testing/inject.js'; // fault-tolerance
+import { NO_STAMPER, type StepStamper } from './stamper.js';
+import { NodeStamper } from '../accountability/node/stamper.js';
+import { CryptoPool } from '../accountability/records/crypto-pool.js';
+import type { OdsiDomain } from '../accountability/records/eip712.js';
 
 export const NODE_VERSION = 'odsi/0.1.0';
 
@@ -41,9 +45,25 @@ export interface NodeOptions {
   /** prompt tokens for the start-up benchmark (0: skip it and start from a nominal estimate) */
   benchTokens?: number;
   passphrase?: string;
-  /** fault-tolerance: injected faults handed to the node server (tests/demos only) */
-  faults?: FaultInjector;
+  /** receipts, commitments and audits (absent: accountability is off) */
+  accountability?: NodeAccountability;
+  /** wrappers applied once the node is measured (the CLI's test-only fault injection) */
+  decorate?: NodeDecorators;
   log: Logger;
+}
+
+export interface NodeAccountability {
+  /** the deployment's EIP-712 domain */
+  domain: OdsiDomain;
+  /** sign and check on a worker thread (false: on the main thread) */
+  cryptoWorker: boolean;
+}
+
+/** Wrappers around the node's parts, applied at start-up after the benchmark. */
+export interface NodeDecorators {
+  stage?(stage: Stage): Stage;
+  /** only applied when the node is accountable */
+  stamper?(stamper: StepStamper, signer: { identity: Identity; domain: OdsiDomain }): StepStamper;
 }
 
 export interface RunningNode {
@@ -94,23 +114,38 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       const maxLayers = Math.max(1, Math.floor(memBytes / Math.max(1, layerBytesF32(src, 0))));
       // give the DHT a moment to learn peers from the bootstrap nodes (bounded)
       const rt = host.libp2p.services.dht as unknown as { routingTable?: { size: number } };
-      for (let i = 0; i < 30 && (o.bootstrap?.length ?? 0) > 0 && (rt.routingTable?.size ?? 1) === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 30 && (o.bootstrap?.length ?? 0) > 0 && (rt.routingTable?.size ?? 1) === 0; i++)
+        await new Promise((r) => setTimeout(r, 100));
       const found = await findAdverts(host, modelId, { timeoutMs: 3000 });
       range = chooseLayers(c.nLayers, maxLayers, found);
       log.info({ range, maxLayers, adverts: found.length }, 'chose layers');
     } else range = o.layers;
     const t0 = performance.now();
     const bar = loadProgress(`layers ${range[0]}:${range[1]}`, rangeBytes(src, range[0], range[1], false, false));
-    const stage = await createStage(o.engine ?? 'reference', src, { start: range[0], end: range[1], embed: false, head: false }, { threads: o.threads, onProgress: bar.add }).finally(bar.stop);
+    const loaded = await createStage(
+      o.engine ?? 'reference',
+      src,
+      { start: range[0], end: range[1], embed: false, head: false },
+      { threads: o.threads, onProgress: bar.add },
+    ).finally(bar.stop);
     log.info({ range, loadMs: Math.round(performance.now() - t0) }, 'stage loaded');
     const bench = o.benchTokens ?? 8;
     // without a benchmark, start from a nominal 1 GFLOP/s estimate; the EWMA corrects it while serving
     const nominal = (2 * (range[1] - range[0]) * layerBytesF32(src, range[0])) / 4 / 1e6;
-    const perf = new PerfMeter(bench > 0 ? await benchmarkStage(stage, { prefill: bench, decode: 2 }) : { msPerToken: nominal, prefillMsPerToken: nominal });
+    const perf = new PerfMeter(
+      bench > 0 ? await benchmarkStage(loaded, { prefill: bench, decode: 2 }) : { msPerToken: nominal, prefillMsPerToken: nominal },
+    );
     log.info({ msPerToken: perf.msPerToken, prefillMsPerToken: perf.prefillMsPerToken, benchmark: bench > 0 }, 'measured compute');
     const kvBytesPerToken = 2 * (range[1] - range[0]) * c.nKvHeads * c.headDim * 4;
     const kvBudgetTokens = Math.floor(((o.kvBudgetMb ?? 512) * 2 ** 20) / Math.max(1, kvBytesPerToken));
-    const server = new NodeServer({ host, stage, modelId, perf, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, log, faults: o.faults /* fault-tolerance */ });
+    const stage = o.decorate?.stage?.(loaded) ?? loaded;
+    const acct = o.accountability;
+    let stamper: StepStamper = NO_STAMPER;
+    if (acct) {
+      stamper = new NodeStamper({ host, domain: acct.domain, crypto: new CryptoPool({ worker: acct.cryptoWorker }) });
+      stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
+    }
+    const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, log });
     await server.start();
 
     const interval = o.announceIntervalMs ?? 30_000;

@@ -2,7 +2,8 @@
 // per-node fault specs (validated up front, refused without ODSI_ALLOW_FAULTS=1), and a
 // one-line description of each fault event for the human-readable output.
 
-import { FaultsNotAllowedError, FaultSpecError, parseFaultSpec } from './inject.js';
+import { FaultsNotAllowedError, FaultSpecError } from './fault-kind.js';
+import { parseFaultSpec } from './inject.js';
 import type { FaultEvent } from '../route/events.js';
 
 /** Every range served by `replicas` nodes: [r0, r1, …, r0, r1, …] (node i serves ranges[i]). */
@@ -13,8 +14,8 @@ export function replicateRanges(ranges: [number, number][], replicas: number): [
   return out;
 }
 
-/** Parse `--fault i:spec` options into node index → specs. */
-export function parseNodeFaults(opts: readonly string[], nNodes: number, env: NodeJS.ProcessEnv = process.env): Map<number, string[]> {
+/** Parse `--fault i:spec` options into node index → specs; refused unless allowFaults (ODSI_ALLOW_FAULTS=1). */
+export function parseNodeFaults(opts: readonly string[], nNodes: number, allowFaults: boolean): Map<number, string[]> {
   const out = new Map<number, string[]>();
   for (const o of opts) {
     const m = /^(\d+):(.+)$/.exec(o.trim());
@@ -24,7 +25,7 @@ export function parseNodeFaults(opts: readonly string[], nNodes: number, env: No
     parseFaultSpec(m[2]!); // validate now, not in a child process
     out.set(i, [...(out.get(i) ?? []), m[2]!.trim()]);
   }
-  if (out.size && env.ODSI_ALLOW_FAULTS !== '1') throw new FaultsNotAllowedError([...opts]);
+  if (out.size && !allowFaults) throw new FaultsNotAllowedError([...opts]);
   return out;
 }
 

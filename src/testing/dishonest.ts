@@ -1,6 +1,5 @@
-// Dishonest node behaviours for tests and demos, registered into the fault-injection registry
-// (src/fault/inject.ts; refused unless ODSI_ALLOW_FAULTS=1). Every kind takes an optional
-// onset `@N`: honest for the node's first N steps (all sessions), dishonest from then on.
+// Dishonest node behaviours for tests and demos. Every kind takes an optional onset `@N`:
+// honest for the node's first N steps (all sessions), dishonest from then on.
 //
 //   noise:STD[@N]        adds Gaussian noise of STD × the row's RMS to every output value
 //   zeros[@N]            sends all-zero activations
@@ -13,28 +12,13 @@
 //                        honest one, each under its own signed receipt for the same step
 //   forge[@N]            signs its receipts with a corrupted signature
 //
-// Output-rewriting kinds act through the injector's transformOutput hook; forge and
-// equivocate are read by the receipt stamper (stamp.ts) through `accountability` below.
+// Output rewrites act on every forward of the stage, audit re-executions included (a
+// dishonest node lies when it audits, too; equivocate then has only its noise to give).
+// forge and equivocate also wrap the node's stamper (misbehaving-stamper.ts).
 
 import { Rng } from '../util/rng.js';
-import { FaultSpecError, registerFaultKind, type FaultBehaviour, type FaultStepContext } from './inject.js';
-
-/** What the stamper asks a behaviour about the step it just signed. */
-export interface DishonestSigning {
-  /** corrupt the signature of this step's receipt */
-  forge?(sessionId: string, step: number): boolean;
-  /** honest output to answer auditors with (this step was equivocated) */
-  equivocated?(sessionId: string, step: number): Float32Array | undefined;
-}
-
-export type DishonestBehaviour = FaultBehaviour & { accountability?: DishonestSigning };
-
-/** Decoded inputs of recent steps (skip-layer needs them); set by the stamper before compute. */
-const stepInputs = new Map<string, Float32Array>();
-export function rememberStepInput(sessionId: string, step: number, input: Float32Array): void {
-  stepInputs.set(`${sessionId}|${step}`, input);
-  if (stepInputs.size > 64) stepInputs.delete(stepInputs.keys().next().value as string);
-}
+import { FaultSpecError, type FaultKind, type StepView } from './fault-kind.js';
+import { EquivocatingStamper, ForgingStamper } from './misbehaving-stamper.js';
 
 function parseOnset(arg: string, spec: string): { value: string; onset: number } {
   const at = arg.lastIndexOf('@');
@@ -45,7 +29,7 @@ function parseOnset(arg: string, spec: string): { value: string; onset: number }
 }
 
 function noArg(arg: string, spec: string): number {
-  // registered with sep '@': "zeros" → '', "zeros@3" → '3'
+  // sep '@': "zeros" → '', "zeros@3" → '3'
   if (arg === '') return 0;
   if (!/^\d+$/.test(arg)) throw new FaultSpecError(`fault "${spec}": expected nothing or @N (onset step), got "${arg}"`);
   return Number(arg);
@@ -62,142 +46,131 @@ function gaussian(rng: Rng): number {
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng.next());
 }
 
-/** dim is not known to the injector: infer it from nTokens */
-const dimOf = (x: Float32Array, ctx: FaultStepContext) => x.length / Math.max(1, ctx.nTokens);
+const dimOf = (x: Float32Array, v: StepView) => x.length / Math.max(1, v.nTokens);
 
-function addNoise(x: Float32Array, ctx: FaultStepContext, std: number, rng: Rng): Float32Array {
-  const dim = dimOf(x, ctx);
+function addNoise(x: Float32Array, v: StepView, std: number, rng: Rng): Float32Array {
+  const dim = dimOf(x, v);
   const out = new Float32Array(x.length);
-  for (let t = 0; t < ctx.nTokens; t++) {
+  for (let t = 0; t < v.nTokens; t++) {
     const scale = std * rowRms(x, dim, t);
     for (let i = t * dim; i < (t + 1) * dim; i++) out[i] = x[i]! + scale * gaussian(rng);
   }
   return out;
 }
 
-registerFaultKind('noise', ':', {
-  syntax: 'noise:STD[@N]',
-  description: 'adds Gaussian noise of STD (relative to each row’s RMS) to every output (dishonest)',
-  create(arg, spec): DishonestBehaviour {
-    const { value, onset } = parseOnset(arg, spec);
-    const std = Number(value);
-    if (!(std > 0 && std <= 100)) throw new FaultSpecError(`fault "${spec}": STD must be a number in (0, 100], got "${value}"`);
-    const rng = new Rng(0x6e6f6973);
-    return { spec, transformOutput: (x, ctx) => (ctx.nodeStep >= onset ? addNoise(x, ctx, std, rng) : x) };
-  },
-});
+/** Remembers at most `max` entries, oldest dropped first. */
+function bounded<V>(map: Map<string, V>, key: string, value: V, max = 256): void {
+  map.set(key, value);
+  if (map.size > max) map.delete(map.keys().next().value as string);
+}
 
-registerFaultKind('zeros', '@', {
-  syntax: 'zeros[@N]',
-  description: 'sends all-zero activations (dishonest)',
-  create(arg, spec): DishonestBehaviour {
-    const onset = noArg(arg, spec);
-    return { spec, transformOutput: (x, ctx) => (ctx.nodeStep >= onset ? new Float32Array(x.length) : x) };
+export const DISHONEST_KINDS: Record<string, FaultKind> = {
+  noise: {
+    sep: ':',
+    syntax: 'noise:STD[@N]',
+    description: 'adds Gaussian noise of STD (relative to each row’s RMS) to every output (dishonest)',
+    create(arg, spec) {
+      const { value, onset } = parseOnset(arg, spec);
+      const std = Number(value);
+      if (!(std > 0 && std <= 100)) throw new FaultSpecError(`fault "${spec}": STD must be a number in (0, 100], got "${value}"`);
+      const rng = new Rng(0x6e6f6973);
+      return { spec, rewrite: (x, v) => (v.nodeStep >= onset ? addNoise(x, v, std, rng) : x) };
+    },
   },
-});
-
-registerFaultKind('skip-layer', '@', {
-  syntax: 'skip-layer[@N]',
-  description: 'skips its layers and passes its input on (dishonest)',
-  create(arg, spec): DishonestBehaviour {
-    const onset = noArg(arg, spec);
-    return {
-      spec,
-      transformOutput: (x, ctx) => {
-        if (ctx.nodeStep < onset) return x;
-        const inp = stepInputs.get(`${ctx.sessionId}|${ctx.step}`);
-        return inp && inp.length === x.length ? Float32Array.from(inp) : x;
-      },
-    };
+  zeros: {
+    sep: '@',
+    syntax: 'zeros[@N]',
+    description: 'sends all-zero activations (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      return { spec, rewrite: (x, v) => (v.nodeStep >= onset ? new Float32Array(x.length) : x) };
+    },
   },
-});
-
-registerFaultKind('wrong-weights', ':', {
-  syntax: 'wrong-weights:SEED[@N]',
-  description: 'emulates another seed’s weights of the same shape: seeded channel gains and mixing (dishonest)',
-  create(arg, spec): DishonestBehaviour {
-    const { value, onset } = parseOnset(arg, spec);
-    if (!/^\d+$/.test(value)) throw new FaultSpecError(`fault "${spec}": SEED must be a non-negative integer, got "${value}"`);
-    const seed = Number(value);
-    let gains: Float32Array | undefined;
-    let mix: Float32Array | undefined;
-    return {
-      spec,
-      transformOutput: (x, ctx) => {
-        if (ctx.nodeStep < onset) return x;
-        const dim = dimOf(x, ctx);
-        if (!gains || gains.length !== dim) {
-          const rng = new Rng(seed);
-          gains = Float32Array.from({ length: dim }, () => 0.5 + rng.next());
-          mix = Float32Array.from({ length: dim }, () => rng.next() - 0.5);
-        }
-        const out = new Float32Array(x.length);
-        for (let t = 0; t < ctx.nTokens; t++)
-          for (let c = 0; c < dim; c++) out[t * dim + c] = gains[c]! * x[t * dim + c]! + mix![c]! * x[t * dim + ((c + 1) % dim)]!;
-        return out;
-      },
-    };
+  'skip-layer': {
+    sep: '@',
+    syntax: 'skip-layer[@N]',
+    description: 'skips its layers and passes its input on (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      return {
+        spec,
+        rewrite: (x, v) => (v.nodeStep >= onset && v.input.length === x.length ? Float32Array.from(v.input) : x),
+      };
+    },
   },
-});
-
-registerFaultKind('stale', '@', {
-  syntax: 'stale[@N]',
-  description: 'replays its previous output of the same shape in the session (dishonest)',
-  create(arg, spec): DishonestBehaviour {
-    const onset = noArg(arg, spec);
-    const last = new Map<string, Float32Array>();
-    return {
-      spec,
-      transformOutput: (x, ctx) => {
-        const key = `${ctx.sessionId}|${x.length}`;
-        const prev = last.get(key);
-        last.set(key, Float32Array.from(x));
-        if (last.size > 256) last.delete(last.keys().next().value as string);
-        return ctx.nodeStep >= onset && prev ? Float32Array.from(prev) : x;
-      },
-    };
+  'wrong-weights': {
+    sep: ':',
+    syntax: 'wrong-weights:SEED[@N]',
+    description: 'emulates another seed’s weights of the same shape: seeded channel gains and mixing (dishonest)',
+    create(arg, spec) {
+      const { value, onset } = parseOnset(arg, spec);
+      if (!/^\d+$/.test(value)) throw new FaultSpecError(`fault "${spec}": SEED must be a non-negative integer, got "${value}"`);
+      const seed = Number(value);
+      let gains: Float32Array | undefined;
+      let mix: Float32Array | undefined;
+      return {
+        spec,
+        rewrite: (x, v) => {
+          if (v.nodeStep < onset) return x;
+          const dim = dimOf(x, v);
+          if (!gains || gains.length !== dim) {
+            const rng = new Rng(seed);
+            gains = Float32Array.from({ length: dim }, () => 0.5 + rng.next());
+            mix = Float32Array.from({ length: dim }, () => rng.next() - 0.5);
+          }
+          const out = new Float32Array(x.length);
+          for (let t = 0; t < v.nTokens; t++)
+            for (let c = 0; c < dim; c++) out[t * dim + c] = gains[c]! * x[t * dim + c]! + mix![c]! * x[t * dim + ((c + 1) % dim)]!;
+          return out;
+        },
+      };
+    },
   },
-});
-
-registerFaultKind('equivocate', '@', {
-  syntax: 'equivocate[@N]',
-  description: 'sends one signed output downstream and another to auditors for the same step (dishonest)',
-  create(arg, spec): DishonestBehaviour {
-    const onset = noArg(arg, spec);
-    const honest = new Map<string, Float32Array>();
-    const rng = new Rng(0x65717569);
-    return {
-      spec,
-      transformOutput: (x, ctx) => {
-        if (ctx.nodeStep < onset) return x;
-        honest.set(`${ctx.sessionId}|${ctx.step}`, Float32Array.from(x));
-        if (honest.size > 256) honest.delete(honest.keys().next().value as string);
-        return addNoise(x, ctx, 0.05, rng);
-      },
-      accountability: { equivocated: (sid, step) => honest.get(`${sid}|${step}`) },
-    };
+  stale: {
+    sep: '@',
+    syntax: 'stale[@N]',
+    description: 'replays its previous output of the same shape in the session (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      const last = new Map<string, Float32Array>();
+      return {
+        spec,
+        rewrite: (x, v) => {
+          const key = `${v.sessionId}|${x.length}`;
+          const prev = last.get(key);
+          bounded(last, key, Float32Array.from(x));
+          return v.nodeStep >= onset && prev ? Float32Array.from(prev) : x;
+        },
+      };
+    },
   },
-});
-
-registerFaultKind('forge', '@', {
-  syntax: 'forge[@N]',
-  description: 'signs its receipts with a corrupted signature (dishonest)',
-  create(arg, spec): DishonestBehaviour {
-    const onset = noArg(arg, spec);
-    const active = new Set<string>();
-    return {
-      spec,
-      transformOutput: (x, ctx) => {
-        if (ctx.nodeStep >= onset) {
-          active.add(`${ctx.sessionId}|${ctx.step}`);
-          if (active.size > 256) active.delete(active.keys().next().value as string);
-        }
-        return x;
-      },
-      accountability: { forge: (sid, step) => active.has(`${sid}|${step}`) },
-    };
+  equivocate: {
+    sep: '@',
+    syntax: 'equivocate[@N]',
+    description: 'sends one signed output downstream and another to auditors for the same step (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      /** honest outputs of the dishonest steps, by `${sessionId}|${pos}` */
+      const honest = new Map<string, Float32Array>();
+      const rng = new Rng(0x65717569);
+      return {
+        spec,
+        rewrite: (x, v) => {
+          if (v.nodeStep < onset) return x;
+          bounded(honest, `${v.sessionId}|${v.pos}`, Float32Array.from(x));
+          return addNoise(x, v, 0.05, rng);
+        },
+        stamper: (inner, ctx) => new EquivocatingStamper(inner, ctx, (sessionId, pos) => honest.get(`${sessionId}|${pos}`)),
+      };
+    },
   },
-});
-
-/** names of the dishonest kinds (help texts, demo validation) */
-export const DISHONEST_KINDS = ['noise', 'zeros', 'skip-layer', 'wrong-weights', 'stale', 'equivocate', 'forge'] as const;
+  forge: {
+    sep: '@',
+    syntax: 'forge[@N]',
+    description: 'signs its receipts with a corrupted signature (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      return { spec, stamper: (inner) => new ForgingStamper(inner, onset) };
+    },
+  },
+};

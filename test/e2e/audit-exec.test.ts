@@ -19,9 +19,10 @@ import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { decodeTensor, encodeTensor, type Dtype } from '../../src/protocol/messages.js';
 import { NodeProcess, freePort } from '../../src/node/process.js';
 import { AuditExecServer, ReexecError, requestReexecution, type ReexecRequest } from '../../src/accountability/node/audit-exec.js';
-import { createFaultInjector } from '../../src/testing/inject.js';
+import { createNodeFaults } from '../../src/testing/inject.js';
+import { CryptoPool } from '../../src/accountability/records/crypto-pool.js';
 import { checkSigned, hashTensor } from '../../src/accountability/records/receipts.js';
-import { toModelId } from '../../src/accountability/node/stamp.js';
+import { NodeStamper, toModelId } from '../../src/accountability/node/stamper.js';
 import { addressOfPeer, deploymentDomain, requestIdOf, sessionIdOf } from '../../src/accountability/records/wire.js';
 import type { Hex } from '../../src/accountability/records/eip712.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
@@ -203,13 +204,17 @@ test('dishonest kinds act on audits too: forge is caught by the client, skip-lay
   // in-process executors on the local [2,5] reference stage: no extra processes needed
   for (const spec of ['forge', 'skip-layer']) {
     const side = await createHost({ identity: generateIdentity() });
+    // wrapped as `odsi node --fault <spec>` wraps its stage and stamper
+    const faults = createNodeFaults([spec], true)!;
+    const domain = deploymentDomain(process.env);
+    const honestStamper = new NodeStamper({ host: side, domain, crypto: new CryptoPool({ worker: false }) });
+    const stamper = faults.stamper(honestStamper, { identity: side.identity, domain });
     const exec = new AuditExecServer({
       host: side,
-      stage: stages[2]!,
+      stage: faults.stage(stages[2]!),
       modelId,
       exclusive: (fn) => fn(),
-      faults: createFaultInjector([spec], { ODSI_ALLOW_FAULTS: '1' }),
-      nodeSteps: () => 0,
+      sign: (fields) => stamper.signReexecution(fields),
     });
     try {
       await exec.start();

@@ -7,6 +7,9 @@ import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { openRoute, RouteError } from '../../src/route/route-stage.js';
 import { NodeServer } from '../../src/node/server.js';
 import { PerfMeter } from '../../src/node/perf.js';
+import { NodeStamper } from '../../src/accountability/node/stamper.js';
+import { CryptoPool } from '../../src/accountability/records/crypto-pool.js';
+import { deploymentDomain } from '../../src/accountability/records/wire.js';
 import { createStage } from '../../src/engine/create.js';
 import { openModel } from '../../src/model/load.js';
 import type { Stage } from '../../src/engine/types.js';
@@ -17,11 +20,14 @@ let src: WeightSource;
 let gw: OdsiHost;
 const nodes: { host: OdsiHost; server: NodeServer; stage: Stage }[] = [];
 const MODEL = 'test-model';
+const crypto = new CryptoPool({ worker: true });
+/** accountable, as `odsi node` is by default */
+const stamperOf = (host: OdsiHost) => new NodeStamper({ host, domain: deploymentDomain(process.env), crypto });
 
 async function startNode(start: number, end: number, opts: { msPerToken?: number } = {}) {
   const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start, end, embed: false, head: false });
-  const server = new NodeServer({ host, stage, modelId: MODEL, perf: new PerfMeter({ msPerToken: opts.msPerToken ?? 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 4096 });
+  const server = new NodeServer({ host, stage, modelId: MODEL, stamper: stamperOf(host), perf: new PerfMeter({ msPerToken: opts.msPerToken ?? 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 4096 });
   await server.start();
   nodes.push({ host, server, stage });
   return { host, server, stage };
@@ -145,7 +151,7 @@ test('bad input on a raw stream: clear errors, stream usable after message error
 test('KV budget: a full node refuses with busy; idle sessions are freed', async () => {
   const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
-  const server = new NodeServer({ host, stage, modelId: MODEL, perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 150 });
+  const server = new NodeServer({ host, stage, modelId: MODEL, stamper: stamperOf(host), perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 150 });
   await server.start();
   nodes.push({ host, server, stage });
   const hop = hopOf({ host, stage });

@@ -1,5 +1,5 @@
 // Detection rate per audited step, in process: 200 decode steps of stories260K layers [2,5)
-// on the reference engine; each dishonest output rewrite (the same FaultBehaviour objects the
+// on the reference engine; each dishonest output rewrite (the same Misbehaviour objects the
 // nodes use) is compared with the honest re-execution under the calibrated f32 tolerance.
 // Every tampered step must fail the comparison and every honest one pass (0 false positives).
 import { test } from 'node:test';
@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { createStage } from '../../src/engine/create.js';
 import { openModel } from '../../src/model/load.js';
 import { parseFaultSpec } from '../../src/testing/inject.js';
-import { rememberStepInput } from '../../src/testing/dishonest.js';
 import { compareOutputs } from '../../src/accountability/checks/tolerance.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 
@@ -33,11 +32,10 @@ test(
         const e = await embed.forward({ sessionId: 's', pos: step, nTokens: 1, tokens: Int32Array.of(tok) });
         const h = await first.forward({ sessionId: 's', pos: step, nTokens: 1, hidden: e.hidden! });
         const out = (await stage.forward({ sessionId: 's', pos: step, nTokens: 1, hidden: h.hidden! })).hidden!;
-        const ctx = { sessionId: 's', step, pos: step, nTokens: 1 };
-        rememberStepInput('s', step, h.hidden!);
+        const ctx = { sessionId: 's', pos: step, nTokens: 1 };
         if (!compareOutputs(out, out, 'reference|reference', { dim }).pass) falsePositives++;
         for (const [i, b] of behaviours.entries()) {
-          const bad = b.transformOutput!(Float32Array.from(out), { ...ctx, nodeStep: step });
+          const bad = b.rewrite!(Float32Array.from(out), { ...ctx, input: h.hidden!, nodeStep: step, audit: false });
           if (step === 0 && SPECS[i] === 'stale') continue; // nothing earlier to replay
           if (!compareOutputs(bad, out, 'reference|reference', { dim }).pass) caught.set(SPECS[i]!, caught.get(SPECS[i]!)! + 1);
         }

@@ -1,23 +1,31 @@
 // Fault injection: spec parsing, the ODSI_ALLOW_FAULTS guard (in-process and through
-// `odsi node`), the behaviours' step semantics, demo option parsing, and ban backoff.
+// `odsi node`), the behaviours' step semantics on a wrapped stage, demo option parsing, and
+// ban backoff.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import {
-  FaultInjector,
-  FaultSpecError,
-  FaultsNotAllowedError,
-  createFaultInjector,
-  faultKinds,
-  parseFaultSpec,
-  registerFaultKind,
-} from '../../src/testing/inject.js';
+import { createNodeFaults, faultKinds, nodeFaultsOf, parseFaultSpec } from '../../src/testing/inject.js';
+import { FaultSpecError, FaultsNotAllowedError } from '../../src/testing/fault-kind.js';
+import { MisbehavingStage } from '../../src/testing/misbehaving-stage.js';
+import type { ModelConfig } from '../../src/model/types.js';
+import type { Stage } from '../../src/engine/types.js';
 import { parseNodeFaults, replicateRanges } from '../../src/testing/demo-faults.js';
 import { BanList } from '../../src/routing/bans.js';
 import { ODSI_BIN, STORIES_GGUF } from '../helpers/paths.js';
 
-const ALLOW = { ODSI_ALLOW_FAULTS: '1' };
-const ctx = (step: number) => ({ sessionId: 's', step, pos: step, nTokens: 1 });
+/** A stage that passes its input through: what the wrappers do around it is what is tested. */
+const passThrough = (): Stage => ({
+  range: { start: 0, end: 1, embed: false, head: false },
+  config: { dim: 2 } as ModelConfig,
+  profile: 'pass-through',
+  forward: async (i) => ({ hidden: Float32Array.from(i.hidden!), computeMs: 0 }),
+  sessionLength: () => 0,
+  closeSession: () => {},
+  dispose: async () => {},
+});
+const step = (stage: Stage, k: number) => stage.forward({ sessionId: 's', pos: k, nTokens: 1, hidden: Float32Array.of(1, -2) });
+/** whether a step is answered within 100 ms */
+const answered = (p: Promise<unknown>) => Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 100))]);
 
 test('specs parse; bad specs get errors naming the known kinds', () => {
   assert.equal(parseFaultSpec('crash@3').spec, 'crash@3');
@@ -41,10 +49,10 @@ test('specs parse; bad specs get errors naming the known kinds', () => {
 });
 
 test('faults are refused unless ODSI_ALLOW_FAULTS=1', () => {
-  assert.equal(createFaultInjector([], {}), undefined);
-  assert.throws(() => createFaultInjector(['crash@1'], {}), FaultsNotAllowedError);
-  assert.throws(() => createFaultInjector(['crash@1'], { ODSI_ALLOW_FAULTS: 'yes' }), /set ODSI_ALLOW_FAULTS=1/);
-  const f = createFaultInjector(['stall@2,delay:1'], ALLOW)!;
+  assert.equal(createNodeFaults([], false), undefined);
+  assert.throws(() => createNodeFaults(['crash@1'], false), FaultsNotAllowedError);
+  assert.throws(() => createNodeFaults(['crash@1'], false), /set ODSI_ALLOW_FAULTS=1/);
+  const f = createNodeFaults(['stall@2,delay:1'], true)!;
   assert.deepEqual(f.specs, ['stall@2', 'delay:1']);
 });
 
@@ -66,37 +74,34 @@ test('`odsi node --fault` without ODSI_ALLOW_FAULTS refuses to start, with a cle
 });
 
 test('stall@N answers N steps, then drops every step; delay waits; output hooks chain', async () => {
-  const stall = new FaultInjector([parseFaultSpec('stall@2')]);
-  assert.equal(await stall.beforeStep(ctx(0)), 'proceed');
-  assert.equal(await stall.beforeStep(ctx(1)), 'proceed');
-  assert.equal(await stall.beforeStep(ctx(2)), 'drop');
-  assert.equal(await stall.beforeStep(ctx(3)), 'drop');
+  const stall = new MisbehavingStage(passThrough(), [parseFaultSpec('stall@2')]);
+  assert.equal(await answered(step(stall, 0)), true);
+  assert.equal(await answered(step(stall, 1)), true);
+  assert.equal(await answered(step(stall, 2)), false);
+  assert.equal(await answered(step(stall, 3)), false);
   assert.equal(stall.dropped, 2);
 
-  const delay = new FaultInjector([parseFaultSpec('delay:40')]);
+  const delay = new MisbehavingStage(passThrough(), [parseFaultSpec('delay:40')]);
   const t = performance.now();
-  assert.equal(await delay.beforeStep(ctx(0)), 'proceed');
+  assert.equal(await answered(step(delay, 0)), true);
   assert.ok(performance.now() - t >= 35);
 
-  // the extension point dishonest behaviours use
-  registerFaultKind('test-scale', ':', {
-    syntax: 'test-scale:K',
-    description: 'multiplies outputs by K (test only)',
-    create: (arg, spec) => ({ spec, transformOutput: (h) => h.map((x) => x * Number(arg)) }),
-  });
-  const f = createFaultInjector(['test-scale:2', 'test-scale:3'], ALLOW)!;
-  await f.beforeStep(ctx(0));
-  assert.deepEqual([...f.transformOutput(Float32Array.of(1, -2), ctx(0))], [6, -12]);
+  // the extension point dishonest behaviours use: output rewrites, applied in order
+  const scale = (k: number) => ({ spec: `test-scale:${k}`, rewrite: (h: Float32Array) => h.map((x) => x * k) });
+  const f = nodeFaultsOf([scale(2), scale(3)]).stage(passThrough());
+  assert.deepEqual([...(await step(f, 0)).hidden!], [6, -12]);
 });
 
 test('crash@N kills the process abruptly when step N+1 arrives', () => {
   const code = `
-    const { FaultInjector, parseFaultSpec } = await import(${JSON.stringify(new URL('../../src/testing/inject.js', import.meta.url).href)});
-    const f = new FaultInjector([parseFaultSpec('crash@1')]);
-    await f.beforeStep({ sessionId: 's', step: 0, pos: 0, nTokens: 1 });
+    const { parseFaultSpec } = await import(${JSON.stringify(new URL('../../src/testing/inject.js', import.meta.url).href)});
+    const { MisbehavingStage } = await import(${JSON.stringify(new URL('../../src/testing/misbehaving-stage.js', import.meta.url).href)});
+    const inner = { forward: async (i) => ({ hidden: i.hidden, computeMs: 0 }) };
+    const f = new MisbehavingStage(inner, [parseFaultSpec('crash@1')]);
+    await f.forward({ sessionId: 's', pos: 0, nTokens: 1, hidden: new Float32Array(1) });
     process.stdout.write('served one\\n');
     process.on('exit', () => process.stdout.write('clean exit\\n'));
-    await f.beforeStep({ sessionId: 's', step: 1, pos: 1, nTokens: 1 });
+    await f.forward({ sessionId: 's', pos: 1, nTokens: 1, hidden: new Float32Array(1) });
     process.stdout.write('survived\\n');`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
   assert.equal(r.signal, 'SIGKILL', r.stderr);
@@ -120,13 +125,13 @@ test('demo options: replicated ranges, per-node faults validated up front', () =
     ],
   );
   assert.throws(() => replicateRanges([[0, 5]], 0), /--replicas/);
-  const m = parseNodeFaults(['1:crash@10', '1:delay:5', '0:stall@3'], 4, ALLOW);
+  const m = parseNodeFaults(['1:crash@10', '1:delay:5', '0:stall@3'], 4, true);
   assert.deepEqual(m.get(1), ['crash@10', 'delay:5']);
   assert.deepEqual(m.get(0), ['stall@3']);
-  assert.throws(() => parseNodeFaults(['4:crash@1'], 4, ALLOW), /out of range/);
-  assert.throws(() => parseNodeFaults(['crash@1'], 4, ALLOW), /<node-index>:<spec>/);
-  assert.throws(() => parseNodeFaults(['0:boom@1'], 4, ALLOW), /unknown fault kind/);
-  assert.throws(() => parseNodeFaults(['0:crash@1'], 4, {}), FaultsNotAllowedError);
+  assert.throws(() => parseNodeFaults(['4:crash@1'], 4, true), /out of range/);
+  assert.throws(() => parseNodeFaults(['crash@1'], 4, true), /<node-index>:<spec>/);
+  assert.throws(() => parseNodeFaults(['0:boom@1'], 4, true), /unknown fault kind/);
+  assert.throws(() => parseNodeFaults(['0:crash@1'], 4, false), FaultsNotAllowedError);
 });
 
 test('bans back off exponentially, cap, expire, and are forgotten after a quiet period', () => {

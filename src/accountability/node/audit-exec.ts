@@ -10,9 +10,9 @@
 //   reply    { ok: false, reason } or { ok: true, receipt, output: { dtype: 'f32', bytes } }
 //              + f32 little-endian rows of the audited (last) step, [nTokens_last, dim]
 //
-// The node replays the whole prefix as a fresh temporary session (one batched prefill, in
-// chunks of ≤ REEXEC_CHUNK tokens) under its compute lock, so an audit never runs beside a
-// token-path step, and always frees the session. Its receipt links to the audited receipt
+// The node replays the whole prefix as a fresh temporary session (`audit-exec/<uuid>`, one
+// batched prefill, in chunks of ≤ REEXEC_CHUNK tokens) under its compute lock, so an audit
+// never runs beside a token-path step, and always frees the session. Its receipt links to the audited receipt
 // (upstreamReceiptHash) and lives in its own session (`<routeSessionId>/audit`), so it can
 // never be confused with a token-path receipt of the same route.
 //
@@ -25,20 +25,10 @@ import type { Logger } from 'pino';
 import type { Stage } from '../../engine/types.js';
 import type { OdsiHost } from '../../p2p/host.js';
 import { DTYPE_BYTES, decodeTensor, encodeTensor, type Dtype } from '../../protocol/messages.js';
-import type { FaultInjector } from '../../testing/inject.js';
 import { ZERO_HASH, type Hex } from '../records/eip712.js';
-import { checkSigned, hashTensor, signReceipt, type SignedReceipt } from '../records/receipts.js';
-import { rememberStepInput, type DishonestBehaviour } from '../../testing/dishonest.js';
-import { toModelId } from './stamp.js';
-import {
-  accountabilityEnabled,
-  addressOfPeer,
-  deploymentDomain,
-  readAuditMessage,
-  requestIdOf,
-  sendAuditMessage,
-  sessionIdOf,
-} from '../records/wire.js';
+import { checkSigned, hashTensor, type SignedReceipt } from '../records/receipts.js';
+import { toModelId, type ReexecReceiptFields } from './stamper.js';
+import { addressOfPeer, deploymentDomain, readAuditMessage, requestIdOf, sendAuditMessage, sessionIdOf } from '../records/wire.js';
 
 /** stream protocol: ask a node to re-execute committed inputs on its own layer range */
 export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.0.0';
@@ -46,6 +36,8 @@ export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.0.0';
 export const MAX_REEXEC_TOKENS = 8192;
 /** largest forward call of a replay (bounds the engine's scratch memory) */
 export const REEXEC_CHUNK = 512;
+/** the temporary session of a re-execution: `${REEXEC_SESSION_PREFIX}<uuid>` */
+export const REEXEC_SESSION_PREFIX = 'audit-exec/';
 /** re-executions queued or running per node; more are refused as busy */
 const MAX_PENDING = 4;
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -58,10 +50,8 @@ export interface AuditExecContext {
   modelId: string;
   /** run `fn` under the node's compute lock (never beside a token-path step) */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
-  /** fault injection: a dishonest node lies when it audits, too */
-  faults?: FaultInjector;
-  /** token-path steps this node has run so far (the onset `@N` of dishonest faults counts these) */
-  nodeSteps?: () => number;
+  /** signs the re-execution's receipt with the node's key (its stamper's signReexecution) */
+  sign(fields: ReexecReceiptFields): SignedReceipt;
   log?: Logger;
 }
 
@@ -90,9 +80,9 @@ export class AuditExecServer {
 
   constructor(private readonly c: AuditExecContext) {}
 
-  /** Registers the handler (only when accountability is on: receipts need the deployment's domain). */
+  /** Registers the handler (the node does so only when accountability is on: receipts need the deployment's domain). */
   async start(): Promise<void> {
-    if (this.started || !accountabilityEnabled(process.env)) return;
+    if (this.started) return;
     await this.c.host.libp2p.handle(AUDIT_EXEC_PROTOCOL, (stream: Stream) => void this.serve(stream), {
       maxInboundStreams: 16,
       maxOutboundStreams: 16,
@@ -154,7 +144,7 @@ export class AuditExecServer {
     const last = req.steps[req.steps.length - 1]!;
     const lastInput = payload.subarray(payload.length - last.bytes);
     // a session id no token-path session can have; freed whatever happens
-    const tmp = `audit-exec/${randomUUID()}`;
+    const tmp = `${REEXEC_SESSION_PREFIX}${randomUUID()}`;
     const { out, ms } = await this.c.exclusive(async () => {
       const t0 = performance.now();
       const rows = new Float32Array(last.nTokens * dim);
@@ -176,74 +166,32 @@ export class AuditExecServer {
       }
       return { out: rows, ms: performance.now() - t0 };
     });
-    const { output, forge } = this.lie(out, req, last, lastInput, dim);
-    const bytes = Uint8Array.from(encodeTensor(output, 'f32'));
-    const domain = deploymentDomain(process.env);
-    let receipt = signReceipt(
-      this.c.host.identity,
-      {
-        requestId: requestIdOf(req.routeSessionId),
-        sessionId: sessionIdOf(`${req.routeSessionId}/audit`),
-        step: last.step,
-        pos: last.pos,
-        nTokens: last.nTokens,
-        layerStart: stage.range.start,
-        layerEnd: stage.range.end,
-        modelId: toModelId(this.c.modelId),
-        profile: stage.profile,
-        inputHash: hashTensor(lastInput),
-        budgetUs: 0,
-        outputHash: hashTensor(bytes),
-        recvUs: 0,
-        computeUs: Math.max(0, Math.round(ms * 1000)),
-        sendUs: 0,
-        upstreamReceiptHash: req.auditedReceiptHash,
-        prevReceiptHash: ZERO_HASH,
-        commitmentHash: ZERO_HASH,
-      },
-      domain,
-    );
-    if (forge) receipt = { record: receipt.record, signature: corrupt(receipt.signature) };
+    const bytes = Uint8Array.from(encodeTensor(out, 'f32'));
+    const receipt = this.c.sign({
+      requestId: requestIdOf(req.routeSessionId),
+      sessionId: sessionIdOf(`${req.routeSessionId}/audit`),
+      step: last.step,
+      pos: last.pos,
+      nTokens: last.nTokens,
+      layerStart: stage.range.start,
+      layerEnd: stage.range.end,
+      modelId: toModelId(this.c.modelId),
+      profile: stage.profile,
+      inputHash: hashTensor(lastInput),
+      budgetUs: 0,
+      outputHash: hashTensor(bytes),
+      recvUs: 0,
+      computeUs: Math.max(0, Math.round(ms * 1000)),
+      sendUs: 0,
+      upstreamReceiptHash: req.auditedReceiptHash,
+      prevReceiptHash: ZERO_HASH,
+      commitmentHash: ZERO_HASH,
+    });
     this.stats.served++;
     this.stats.tokens += total;
     this.stats.computeMs += ms;
     this.c.log?.debug({ session: req.routeSessionId, step: last.step, tokens: total, ms }, 'audit re-execution served');
     return { header: { ok: true, receipt, output: { dtype: 'f32', bytes: bytes.length } }, payload: bytes };
-  }
-
-  /**
-   * Dishonest fault kinds act on audits as on token-path steps. The context is the audit's own
-   * session (`<routeSessionId>/audit`) and the audited step; nodeStep is the number of
-   * token-path steps this node has run, so an onset `@N` means "honest until N real steps".
-   * Per kind: noise/zeros/wrong-weights transform as usual; skip-layer returns the audited
-   * step's input; stale replays this node's previous audit output of the same shape for the
-   * same route session (honest on the first); equivocate has only one answer to give here,
-   * so it acts as its noise; forge corrupts the audit receipt's signature.
-   */
-  private lie(
-    out: Float32Array,
-    req: ReexecHeader,
-    last: StepEntry,
-    lastInput: Uint8Array,
-    dim: number,
-  ): { output: Float32Array; forge: boolean } {
-    const f = this.c.faults;
-    if (!f) return { output: out, forge: false };
-    const ctx = {
-      sessionId: `${req.routeSessionId}/audit`,
-      step: last.step,
-      pos: last.pos,
-      nTokens: last.nTokens,
-      nodeStep: this.c.nodeSteps?.() ?? 0,
-    };
-    rememberStepInput(ctx.sessionId, ctx.step, decodeTensor(lastInput, last.dtype, last.nTokens * dim));
-    let output = out;
-    let forge = false;
-    for (const b of f.behaviours as DishonestBehaviour[]) {
-      if (b.transformOutput) output = b.transformOutput(output, ctx);
-      if (b.accountability?.forge?.(ctx.sessionId, ctx.step)) forge = true;
-    }
-    return { output, forge };
   }
 
   private validate(h: Record<string, unknown>, payload: Uint8Array): ReexecHeader {
@@ -309,14 +257,6 @@ interface ReexecHeader {
 }
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-
-function corrupt(sig: Hex): Hex {
-  // flip bits in r: still well formed, no longer recovers to the signer (as stamp.ts's forge)
-  const b = sig.slice(2).split('');
-  b[10] = b[10] === 'a' ? 'b' : 'a';
-  b[11] = b[11] === 'c' ? 'd' : 'c';
-  return `0x${b.join('')}`;
-}
 
 // ---- client ----
 

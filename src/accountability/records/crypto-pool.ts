@@ -2,7 +2,8 @@
 // thread, so the upstream receipt check and the commitment signature (≈ 1–2 ms per step)
 // would add to every step's latency; run on one worker thread they overlap the compute.
 // Falls back to the calling thread when a worker cannot start or dies (same results:
-// the worker runs the same functions).
+// the worker runs the same functions). Whether to use a worker at all is decided once, at
+// start-up, by whoever constructs the pool (the node CLI: ODSI_CRYPTO_WORKER).
 import { Worker } from 'node:worker_threads';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { ZERO_HASH, assertWellFormed, typedDigestBytes, type Hex, type OdsiDomain, type PrimaryType, type RecordOf } from './eip712.js';
@@ -10,14 +11,21 @@ import { checkSigned, signDigest, type VerifyResult } from './receipts.js';
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
 
-class CryptoPool {
+export interface CryptoPoolOptions {
+  /** false: do everything on the calling thread (no worker thread is ever started) */
+  worker: boolean;
+}
+
+export class CryptoPool {
   private worker?: Worker;
   private failed = false;
   private next = 1;
   private readonly pending = new Map<number, Pending>();
 
+  constructor(private readonly o: CryptoPoolOptions) {}
+
   private get(): Worker | undefined {
-    if (this.failed || process.env.ODSI_CRYPTO_WORKER === '0') return undefined;
+    if (this.failed || !this.o.worker) return undefined;
     if (!this.worker) {
       try {
         const w = new Worker(new URL('./crypto-worker.js', import.meta.url));
@@ -91,39 +99,32 @@ class CryptoPool {
     const d = typedDigestBytes(primary, record, domain);
     return { digest: `0x${bytesToHex(d)}`, signature: signDigest(d, secret) };
   }
-}
 
-/**
- * Start the worker and load its crypto (module graph, WASM) now, so a node's first step does
- * not pay for it inside its deadline. Bounded; never rejects.
- */
-export async function warmCryptoPool(
-  identity: { address: Hex; secret: Uint8Array },
-  domain: OdsiDomain,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const record = {
-    requestId: ZERO_HASH,
-    sessionId: ZERO_HASH,
-    step: 0,
-    pos: 0,
-    nTokens: 1,
-    layerStart: 0,
-    layerEnd: 1,
-    modelId: ZERO_HASH,
-    profile: 'warm-up',
-    inputHash: ZERO_HASH,
-    budgetUs: 0,
-    signer: identity.address,
-  };
-  const work = (async () => {
-    const { signature } = await cryptoPool.sign('ExecutionCommitment', record, identity.secret, domain);
-    await cryptoPool.verify('ExecutionCommitment', { record, signature }, domain);
-  })().catch(() => undefined);
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([work, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
-  clearTimeout(timer);
+  /**
+   * Start the worker and load its crypto (module graph, WASM) now, so a node's first step does
+   * not pay for it inside its deadline. Bounded; never rejects.
+   */
+  async warm(identity: { address: Hex; secret: Uint8Array }, domain: OdsiDomain, timeoutMs = 10_000): Promise<void> {
+    const record = {
+      requestId: ZERO_HASH,
+      sessionId: ZERO_HASH,
+      step: 0,
+      pos: 0,
+      nTokens: 1,
+      layerStart: 0,
+      layerEnd: 1,
+      modelId: ZERO_HASH,
+      profile: 'warm-up',
+      inputHash: ZERO_HASH,
+      budgetUs: 0,
+      signer: identity.address,
+    };
+    const work = (async () => {
+      const { signature } = await this.sign('ExecutionCommitment', record, identity.secret, domain);
+      await this.verify('ExecutionCommitment', { record, signature }, domain);
+    })().catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([work, new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+  }
 }
-
-/** One pool per process. */
-export const cryptoPool = new CryptoPool();

@@ -142,19 +142,29 @@ export function wasmEcdsa(): { backend?: EcdsaBackend; error?: string } {
   return (wasm ??= loadWasm());
 }
 
-// checked at import, so a misspelt value stops the process at start, not at its first signature
-const WANT = (process.env.ODSI_ECDSA ?? 'auto').trim().toLowerCase() || 'auto';
-if (WANT !== 'auto' && WANT !== 'libsecp256k1' && WANT !== 'noble')
-  throw new Error(`ODSI_ECDSA must be auto, libsecp256k1 or noble, got ${JSON.stringify(process.env.ODSI_ECDSA)}`);
+/** Which backend to use: auto (libsecp256k1 when it loads, else noble) | libsecp256k1 (required) | noble. */
+export type EcdsaChoice = 'auto' | 'libsecp256k1' | 'noble';
 
+/** Parses the ODSI_ECDSA setting (read once at start-up by the CLI); a misspelt value is an error. */
+export function parseEcdsaChoice(value: string | undefined): EcdsaChoice {
+  const v = (value ?? 'auto').trim().toLowerCase() || 'auto';
+  if (v !== 'auto' && v !== 'libsecp256k1' && v !== 'noble')
+    throw new Error(`ODSI_ECDSA must be auto, libsecp256k1 or noble, got ${JSON.stringify(value)}`);
+  return v;
+}
+
+let want: EcdsaChoice = 'auto';
 let chosen: EcdsaBackend | undefined;
-/**
- * The backend odsi signs and verifies with. ODSI_ECDSA = auto (default: libsecp256k1 when it
- * loads, else noble) | libsecp256k1 (required: the first use throws if it cannot load) | noble.
- */
+
+/** Sets the backend choice for this process (start-up, before the first signature). */
+export function selectEcdsa(choice: EcdsaChoice): void {
+  want = choice;
+  chosen = undefined;
+}
+
+/** The backend odsi signs and verifies with, as chosen by selectEcdsa (default auto). */
 export function ecdsa(): EcdsaBackend {
   if (chosen) return chosen;
-  const want = WANT;
   if (want === 'noble') return (chosen = nobleEcdsa);
   const w = wasmEcdsa();
   if (w.backend) return (chosen = w.backend);

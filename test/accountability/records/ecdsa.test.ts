@@ -154,7 +154,8 @@ test('ODSI_ECDSA selects the backend in a real process; without WASM auto falls 
   const mod = pathToFileURL(resolve(REPO_ROOT, 'dist/src/accountability/records/ecdsa.js')).href;
   // BREAK_WASM: the WASM engine refuses modules, as where WebAssembly is disabled
   const script = `if (process.env.BREAK_WASM) WebAssembly.Module = function () { throw new Error('WebAssembly disabled'); };
-    const { ecdsa } = await import(${JSON.stringify(mod)});
+    const { ecdsa, parseEcdsaChoice, selectEcdsa } = await import(${JSON.stringify(mod)});
+    selectEcdsa(parseEcdsaChoice(process.env.ODSI_ECDSA)); // as the CLI does at start-up
     const b = ecdsa(); const s = b.sign(new Uint8Array(32).fill(3), new Uint8Array(32).fill(9));
     console.log(b.name, Buffer.from(s.rs).toString('hex'), s.recovery);`;
   const run = (value: string, breakWasm = false) =>

@@ -1,0 +1,327 @@
+// The node side of accountability on the token path (the node's StepStamper, src/node/stamper.ts).
+//
+// While the stage computes, on the crypto worker (crypto-pool.ts), two things run that must be
+// settled before the output is released:
+// - checkUpstream: the upstream hop's receipt for this step must be well formed, validly signed
+//   by the upstream hop's own key (its peer id), for this session/step/slot, the next link in
+//   that signer's per-session chain (no replays), and must sign exactly the bytes that arrived
+//   (chain of custody; the field checks are checks/custody.ts's checkLink). A failure is
+//   answered with an ERROR naming the upstream peer (so the gateway routes around it) and the
+//   output computed from that input is never sent.
+// - commit: the node signs an ExecutionCommitment — what it is about to run (slot, layers,
+//   model, profile), on which input bytes, within which budget. Its fields are fixed from the
+//   input before compute starts, so it cannot be tailored to the result. It stays in the
+//   session log; it does not travel with the activation.
+//
+// After compute: sign makes the ExecutionReceipt (input hash as received, output hash as sent,
+// upstream receipt hash, previous receipt hash in the session, digest of the step's
+// commitment); the node appends it to the chain that travels downstream with the activation,
+// and retain keeps the step's bytes, receipt and commitment for auditors (step-archive.ts).
+
+import type { OdsiHost } from '../../p2p/host.js';
+import type { Dtype, OpenHeader, StepHeader } from '../../protocol/messages.js';
+import {
+  COMMITMENT_FIELDS,
+  ZERO_HASH,
+  toBytes32,
+  type ExecutionCommitment,
+  type ExecutionReceipt,
+  type Hex,
+  type OdsiDomain,
+} from '../records/eip712.js';
+import { hashTensor, signReceipt, type SignedCommitment, type SignedReceipt } from '../records/receipts.js';
+import { CustodyError, ReceiptChain, checkChainShape, checkLink } from '../checks/custody.js';
+import type { CryptoPool } from '../records/crypto-pool.js';
+import { ReceiptSigner, SignerError } from '../records/signer.js';
+import { addressOfPeer, requestIdOf, sessionIdOf } from '../records/wire.js';
+import { DEFAULT_ARCHIVE_LIMITS, StepArchive, type ArchiveLimits } from './step-archive.js';
+
+/** A STEP as this hop received it (before compute). */
+export interface ArrivingStep {
+  open: OpenHeader;
+  /** the incoming STEP header (budgetMs as granted to this hop) */
+  header: StepHeader;
+  /** activation bytes as received */
+  input: Uint8Array;
+  range: { start: number; end: number };
+  /** stage.profile of the engine */
+  profile: string;
+  modelId: string;
+}
+
+/** A computed step about to be sent on. */
+export interface FinishedStep extends ArrivingStep {
+  /** the outgoing header (budgetMs still as granted to this hop) */
+  header: StepHeader;
+  /** activation bytes as sent */
+  output: Uint8Array;
+  timing: { queueMs: number; computeMs: number; sendMs: number };
+}
+
+/** An upstream receipt that does not hold: the step's output must not be released. */
+export interface CustodyFailure {
+  code: 'custody';
+  reason: string;
+  /** the peer the failure is attributed to (the upstream hop) */
+  peerId: string;
+}
+
+/** The receipt of an audit re-execution, before signing. */
+export type ReexecReceiptFields = Omit<ExecutionReceipt, 'signer'>;
+
+export interface StampStats {
+  commitmentsSigned: number;
+  /** time spent signing commitments (on the token path, before compute), ms */
+  commitMs: number;
+  receiptsSigned: number;
+  signMs: number;
+  receiptsChecked: number;
+  checkMs: number;
+  custodyRejected: number;
+}
+
+export interface NodeStamperOptions {
+  /** the node's host: its identity signs, its libp2p serves the audit protocol */
+  host: OdsiHost;
+  /** the deployment's EIP-712 domain */
+  domain: OdsiDomain;
+  /** where signatures are made and checked (a worker thread, or the calling thread) */
+  crypto: CryptoPool;
+  limits?: Partial<ArchiveLimits>;
+}
+
+const us = (ms: number) => Math.max(0, Math.round(ms * 1000));
+
+/** The profile a node signs: the engine's, plus the activation transport when it is not f32. */
+export function signedProfile(stageProfile: string, dtype: Dtype): string {
+  return dtype === 'f32' ? stageProfile : `${stageProfile}+act-${dtype}`;
+}
+
+/** model ids are hex digests; anything else is hashed into bytes32 */
+export function toModelId(modelId: string): Hex {
+  const m = modelId.replace(/^0x/, '');
+  if (/^[0-9a-fA-F]{64}$/.test(m)) return `0x${m.toLowerCase()}`;
+  return toBytes32(modelId);
+}
+
+type Committed = Omit<ExecutionCommitment, 'signer'>;
+
+/** The committed fields of a step; the receipt repeats them, so both are built here. */
+function committedFields(o: ArrivingStep, inputHash: Hex): Committed {
+  const h = o.header;
+  return {
+    requestId: requestIdOf(o.open.sessionId),
+    sessionId: sessionIdOf(o.open.sessionId),
+    step: h.step,
+    pos: h.pos,
+    nTokens: h.nTokens,
+    layerStart: o.range.start,
+    layerEnd: o.range.end,
+    modelId: toModelId(o.modelId),
+    profile: signedProfile(o.profile, h.dtype),
+    inputHash,
+    budgetUs: h.budgetMs !== undefined ? us(Math.max(0, h.budgetMs)) : 0,
+  };
+}
+
+const COMMITTED_KEYS = COMMITMENT_FIELDS.map((f) => f.name).filter((k) => k !== 'signer') as (keyof Committed)[];
+const sameCommitted = (c: ExecutionCommitment, f: Committed): boolean =>
+  COMMITTED_KEYS.every((k) =>
+    typeof c[k] === 'string' ? (c[k] as string).toLowerCase() === (f[k] as string).toLowerCase() : c[k] === f[k],
+  );
+
+/** The accountable node's stamper: checks custody, commits, signs receipts, keeps steps for auditors. */
+export class NodeStamper {
+  readonly accountable = true;
+  readonly stats: StampStats = {
+    commitmentsSigned: 0,
+    commitMs: 0,
+    receiptsSigned: 0,
+    signMs: 0,
+    receiptsChecked: 0,
+    checkMs: 0,
+    custodyRejected: 0,
+  };
+  private readonly host: OdsiHost;
+  private readonly domain: OdsiDomain;
+  private readonly crypto: CryptoPool;
+  private readonly signer: ReceiptSigner;
+  private readonly archive: StepArchive;
+
+  constructor(o: NodeStamperOptions) {
+    this.host = o.host;
+    this.domain = o.domain;
+    this.crypto = o.crypto;
+    const limits = { ...DEFAULT_ARCHIVE_LIMITS, ...o.limits };
+    this.signer = new ReceiptSigner(o.host.identity, o.domain, limits.maxSessions * 4);
+    this.archive = new StepArchive(o.host, limits);
+  }
+
+  get auditsServed(): number {
+    return this.archive.auditsServed;
+  }
+
+  /** Serves the audit protocol and warms the crypto worker, so the first step does not pay for its boot. */
+  async start(): Promise<void> {
+    await this.archive.start();
+    await this.crypto.warm(this.host.identity, this.domain);
+  }
+
+  async stop(): Promise<void> {
+    await this.archive.stop();
+  }
+
+  /**
+   * Chain-of-custody check of an arriving STEP. Resolves to a failure to answer with, or
+   * undefined when the step's output may be released. The signature check runs on the crypto
+   * worker, so the node can compute meanwhile.
+   */
+  async checkUpstream(s: ArrivingStep): Promise<CustodyFailure | undefined> {
+    const { open, header: h } = s;
+    const t0 = performance.now();
+    const log = this.archive.log(open.sessionId);
+    const receipts = (h as { receipts?: unknown }).receipts;
+    const hop = open.hop;
+    if (hop === 0) {
+      // the gateway does not sign activations it sends; nothing upstream to check
+      if (receipts !== undefined && (!Array.isArray(receipts) || receipts.length !== 0))
+        return this.reject('the first hop expects no receipts from the gateway', open.reply.peerId);
+      return undefined;
+    }
+    const upPeer = open.route[hop - 1]!.peerId;
+    try {
+      const signed = checkChainShape(receipts, hop)[hop - 1]!;
+      const t1 = performance.now();
+      const v = await this.crypto.verify('ExecutionReceipt', signed, this.domain);
+      const waited = performance.now() - t1;
+      if (!v.ok) throw new CustodyError(v.malformed ? 'malformed' : 'bad_signature', v.reason);
+      const sid = sessionIdOf(open.sessionId);
+      const rid = requestIdOf(open.sessionId);
+      checkLink(
+        signed.record,
+        {
+          signer: addressOfPeer(upPeer),
+          slot: { requestId: rid, sessionId: sid, step: h.step, pos: h.pos, nTokens: h.nTokens },
+          layers: { end: open.route[hop]!.start },
+          outputHash: hashTensor(s.input),
+        },
+        `the upstream hop's receipt`,
+      );
+      if (h.step === 0 || !log.upstream) log.upstream = new ReceiptChain(signed.record.signer, rid, sid, this.domain);
+      const digest = log.upstream.appendVerified(signed, v.digest); // replay / fork / step order
+      log.upstreamHash.set(h.step, digest);
+      this.stats.receiptsChecked++;
+      this.stats.checkMs += performance.now() - t0 - waited; // main-thread time only
+      return undefined;
+    } catch (e) {
+      if (e instanceof CustodyError) return this.reject(`${e.code}: ${e.message}`, upPeer);
+      return this.reject(`could not check the upstream receipt: ${(e as Error).message}`, upPeer);
+    }
+  }
+
+  private reject(reason: string, peerId: string): CustodyFailure {
+    this.stats.custodyRejected++;
+    return { code: 'custody', reason: `chain of custody: ${reason}`, peerId };
+  }
+
+  /**
+   * Signs this hop's ExecutionCommitment for the step (call before compute: the record is fixed
+   * from the input synchronously, the signature is made on the crypto worker) and keeps it in the
+   * session log until the receipt cites it; await it before sign. Never rejects: a step
+   * without a commitment gets a receipt with commitmentHash = 0.
+   */
+  async commit(c: ArrivingStep): Promise<void> {
+    try {
+      const t0 = performance.now();
+      const record: ExecutionCommitment = { ...committedFields(c, hashTensor(c.input)), signer: this.host.identity.address };
+      // one digest: what gets signed, and the receipt's commitmentHash (signed on the crypto worker)
+      const { digest, signature } = await this.crypto.sign('ExecutionCommitment', record, this.host.identity.secret, this.domain);
+      const signed: SignedCommitment = { record, signature };
+      const pending = this.archive.log(c.open.sessionId).pending;
+      pending.delete(c.header.step);
+      pending.set(c.header.step, { signed, digest, input: c.input });
+      while (pending.size > this.archive.limits.maxPendingCommitments) pending.delete(pending.keys().next().value as number);
+      this.stats.commitmentsSigned++;
+      this.stats.commitMs += performance.now() - t0;
+    } catch {
+      /* see above */
+    }
+  }
+
+  /**
+   * Signs this hop's receipt for the step. Never throws: a step without this hop's receipt
+   * (undefined) is refused downstream with a clear reason, which is better than a node that
+   * dies on a bookkeeping error.
+   */
+  sign(o: FinishedStep): SignedReceipt | undefined {
+    try {
+      return this.signInner(o);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private signInner(o: FinishedStep): SignedReceipt {
+    const t0 = performance.now();
+    const h = o.header;
+    const sid = sessionIdOf(o.open.sessionId);
+    const rid = requestIdOf(o.open.sessionId);
+    const log = this.archive.log(o.open.sessionId);
+    if (h.step === 0) this.signer.closeSession(rid, sid); // a (re)opened session starts a new chain
+    const pending = log.pending.get(h.step);
+    log.pending.delete(h.step);
+    const inputHash = pending && pending.input === o.input ? pending.signed.record.inputHash : hashTensor(o.input);
+    const committed = committedFields(o, inputHash);
+    // cite the commitment only if the receipt repeats it exactly (it always does unless the slot changed)
+    const commitment = pending && sameCommitted(pending.signed.record, committed) ? pending : undefined;
+    const commitmentHash = commitment?.digest ?? ZERO_HASH;
+    const fields = {
+      ...committed,
+      recvUs: us(o.timing.queueMs),
+      computeUs: us(o.timing.computeMs),
+      sendUs: us(o.timing.sendMs),
+      upstreamReceiptHash: log.upstreamHash.get(h.step) ?? ZERO_HASH,
+      commitmentHash,
+      outputHash: hashTensor(o.output),
+    };
+    log.upstreamHash.delete(h.step);
+    let receipt: SignedReceipt;
+    try {
+      receipt = this.signer.receipt(fields);
+    } catch (e) {
+      if (!(e instanceof SignerError)) throw e;
+      // the upstream re-sent an old step number (a restarted route): start this session's chain anew
+      this.signer.closeSession(rid, sid);
+      receipt = this.signer.receipt(fields);
+    }
+    log.cited.set(h.step, { digest: commitmentHash, signed: commitment?.signed });
+    this.stats.receiptsSigned++;
+    this.stats.signMs += performance.now() - t0;
+    return receipt;
+  }
+
+  /** Keeps a signed step for auditors: its input, the output `receipt` signs, and the commitment it cites. */
+  retain(o: FinishedStep, receipt: SignedReceipt): void {
+    const h = o.header;
+    const log = this.archive.log(o.open.sessionId);
+    const cited = log.cited.get(h.step);
+    log.cited.delete(h.step);
+    // a retransmitted step returns the receipt already signed: keep the commitment it cites
+    const commitment = cited && receipt.record.commitmentHash === cited.digest ? cited.signed : log.steps.get(h.step)?.commitment;
+    this.archive.keep(o.open.sessionId, {
+      step: h.step,
+      pos: h.pos,
+      nTokens: h.nTokens,
+      dtype: h.dtype,
+      input: o.input,
+      output: o.output,
+      receipt,
+      commitment,
+    });
+  }
+
+  /** Signs the receipt of an audit re-execution (its own session: it never joins a token-path chain). */
+  signReexecution(fields: ReexecReceiptFields): SignedReceipt {
+    return signReceipt(this.host.identity, fields, this.domain);
+  }
+}

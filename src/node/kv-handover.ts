@@ -1,0 +1,242 @@
+// KV hand-over for a graceful leave. A draining node sends each live session's KV cache to a
+// node serving the same layers (KV_PROTOCOL), then answers the session's later steps with a
+// 'draining' error naming the replacement; the receiving node imports the cache and keeps it
+// for a while, until a route re-opens the session with `resumeFrom` (or the copy expires).
+
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { Stream } from '@libp2p/interface';
+import type { Logger } from 'pino';
+import type { SessionState, Stage } from '../engine/types.js';
+import { Channel } from '../p2p/channel.js';
+import { findAdverts } from '../p2p/adverts.js';
+import type { OdsiHost } from '../p2p/host.js';
+import {
+  KV_PROTOCOL,
+  MsgType,
+  decodeTensor,
+  encodeTensor,
+  hopSchema,
+  type ErrorCode,
+  type KvHeader,
+  type OpenHeader,
+} from '../protocol/messages.js';
+import type { Session, SessionTable } from './sessions.js';
+
+const round = (x: number): number => Math.round(x * 1000) / 1000;
+
+/** an imported session no route claims within this long is freed */
+const IMPORT_TTL_MS = 60_000;
+
+/** a peer that can take over a session (same layer range) */
+interface Spare {
+  peerId: string;
+  addrs: string[];
+}
+
+export interface KvHandoverOptions {
+  host: OdsiHost;
+  stage: Stage;
+  modelId: string;
+  sessions: SessionTable;
+  log?: Logger;
+}
+
+export class KvHandover {
+  /** sessions imported from a draining node, waiting for a route to resume them */
+  private readonly imported = new Map<string, NodeJS.Timeout>();
+  private leavingNow = false;
+  private readonly self: string;
+
+  constructor(private readonly o: KvHandoverOptions) {
+    this.self = o.host.peerId;
+  }
+
+  /** the node is leaving: it opens no new sessions and imports no caches */
+  get leaving(): boolean {
+    return this.leavingNow;
+  }
+
+  async start(): Promise<void> {
+    await this.o.host.libp2p.handle(KV_PROTOCOL, (stream, conn) => this.receive(stream, conn.remotePeer.toString()));
+  }
+
+  async stop(): Promise<void> {
+    await this.o.host.libp2p.unhandle(KV_PROTOCOL).catch(() => {});
+    for (const t of this.imported.values()) clearTimeout(t);
+    this.imported.clear();
+  }
+
+  /**
+   * Hand every session's KV cache to a node serving the same layers, then wait (bounded) for
+   * the gateways to move their routes. Each session's step in flight finishes first: the
+   * hand-over is queued behind it on the session's chain; later steps get a 'draining' error
+   * naming the replacement.
+   */
+  async drain(opts: { waitMs?: number } = {}): Promise<void> {
+    if (this.leavingNow) return;
+    this.leavingNow = true;
+    const live = this.o.sessions.live();
+    if (!live.length) return;
+    const r = this.o.stage.range;
+    let adverts: Promise<Spare[]> | undefined;
+    const fromAdverts = () =>
+      (adverts ??= findAdverts(this.o.host, this.o.modelId, { timeoutMs: 2000 }).then(
+        (as) => as.filter((a) => a.start === r.start && a.end === r.end && a.peerId !== this.self),
+        () => [],
+      ));
+    await Promise.all(
+      live.map((s) => {
+        const done = s.chain.then(() => this.handOver(s, fromAdverts));
+        s.chain = done;
+        return done;
+      }),
+    );
+    const until = Date.now() + (opts.waitMs ?? 3000);
+    while (Date.now() < until && this.o.sessions.live().some((s) => s.handedTo)) await new Promise((res) => setTimeout(res, 20));
+  }
+
+  private async handOver(s: Session, fromAdverts: () => Promise<Spare[]>): Promise<void> {
+    if (s.closed) return;
+    try {
+      const st = await this.o.stage.exportSession?.(s.id);
+      if (!st || st.length === 0) return;
+      const r = this.o.stage.range;
+      const given = hopSchema.array().safeParse(s.open.spares);
+      const spares: Spare[] = (given.success ? given.data : []).filter(
+        (h) => h.start === r.start && h.end === r.end && h.peerId !== this.self,
+      );
+      for (const list of [spares, await fromAdverts()]) {
+        for (const to of list) {
+          try {
+            const t0 = performance.now();
+            await this.send(to, s.id, st);
+            s.handedTo = { peerId: to.peerId, addrs: to.addrs };
+            this.o.log?.info(
+              { session: s.id, to: to.peerId, tokens: st.length, ms: round(performance.now() - t0) },
+              'session KV handed over',
+            );
+            return;
+          } catch (e) {
+            this.o.log?.warn({ session: s.id, to: to.peerId, err: (e as Error).message }, 'KV hand-over failed');
+          }
+        }
+      }
+    } finally {
+      s.draining = true;
+    }
+  }
+
+  private async send(to: Spare, sessionId: string, st: SessionState): Promise<void> {
+    const signal = AbortSignal.timeout(10_000);
+    await this.o.host.dial(to.peerId, to.addrs, signal);
+    const stream = await this.o.host.libp2p.dialProtocol(peerIdFromString(to.peerId), KV_PROTOCOL, { signal });
+    let settle!: { resolve(): void; reject(e: Error): void };
+    const acked = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+    const ch = new Channel(stream, to.peerId, this.self, {
+      onMessage: (m) => {
+        if (m.type === MsgType.KV_ACK && m.header.length === st.length) settle.resolve();
+        else if (m.type === MsgType.ERROR) settle.reject(new Error(`${m.header.code}: ${m.header.reason}`));
+        else settle.reject(new Error(`unexpected ${MsgType[m.type]} in a KV hand-over`));
+      },
+      onClose: (err) => settle.reject(new Error(`KV stream closed${err ? `: ${err.message}` : ''}`)),
+    });
+    const timer = setTimeout(() => settle.reject(new Error('no KV_ACK within 10 s')), 10_000);
+    try {
+      const r = this.o.stage.range;
+      const kvDim = this.o.stage.config.nKvHeads * this.o.stage.config.headDim;
+      for (let i = 0; i < st.layers.length; i++) {
+        const l = st.layers[i]!;
+        const payload = new Uint8Array(2 * l.k.byteLength);
+        payload.set(encodeTensor(l.k, 'f32'));
+        payload.set(encodeTensor(l.v, 'f32'), l.k.byteLength);
+        // encodeMessage splits the payload into ≤1 MB frames
+        await ch.send({
+          type: MsgType.KV,
+          header: { sessionId, modelId: this.o.modelId, start: r.start, end: r.end, length: st.length, layer: r.start + i, kvDim },
+          payload,
+        });
+      }
+      await acked;
+    } finally {
+      clearTimeout(timer);
+      void ch.close();
+    }
+  }
+
+  /** Receive one session's KV cache from a draining node; check it fits this node, import it. */
+  private receive(stream: Stream, remote: string): void {
+    const layers = new Map<number, { k: Float32Array; v: Float32Array }>();
+    let first: KvHeader | undefined;
+    const { stage, sessions } = this.o;
+    const r = stage.range;
+    const kvDim = stage.config.nKvHeads * stage.config.headDim;
+    const ch: Channel = new Channel(stream, remote, this.self, {
+      onMessage: async (m) => {
+        if (m.type !== MsgType.KV) return void ch.sendError('bad_message', `expected KV, got ${MsgType[m.type]}`);
+        const h = m.header;
+        const bad = (code: ErrorCode, reason: string) => void ch.sendError(code, reason, { sessionId: h.sessionId }).then(() => ch.close());
+        if (h.modelId !== this.o.modelId) return bad('wrong_model', `this node serves model ${this.o.modelId}, not ${h.modelId}`);
+        if (h.start !== r.start || h.end !== r.end)
+          return bad('wrong_layers', `this node serves layers ${r.start}:${r.end}, KV is for ${h.start}:${h.end}`);
+        if (h.kvDim !== kvDim || h.layer < r.start || h.layer >= r.end)
+          return bad('bad_message', `KV layer ${h.layer} × ${h.kvDim} does not fit layers ${r.start}:${r.end} × ${kvDim}`);
+        if (first && (h.sessionId !== first.sessionId || h.length !== first.length))
+          return bad('bad_message', 'KV messages of one stream must be for one session and length');
+        if (!stage.importSession) return bad('engine', `engine ${stage.profile} cannot import KV caches`);
+        if (sessions.has(h.sessionId)) return bad('bad_message', `session ${h.sessionId} is already open here`);
+        if (this.leavingNow) return bad('busy', `node ${this.self} is leaving`);
+        if (h.length > sessions.freeKvTokens)
+          return bad('busy', `KV memory full: ${sessions.freeKvTokens} tokens free, session has ${h.length}`);
+        first ??= h;
+        const n = h.length * kvDim;
+        let kv: Float32Array;
+        try {
+          kv = decodeTensor(m.payload, 'f32', 2 * n);
+        } catch (e) {
+          return bad('bad_message', (e as Error).message);
+        }
+        layers.set(h.layer, { k: kv.subarray(0, n), v: kv.subarray(n) });
+        if (layers.size < r.end - r.start) return;
+        try {
+          await stage.importSession(h.sessionId, {
+            length: h.length,
+            layers: [...layers.keys()].sort((a, b) => a - b).map((l) => layers.get(l)!),
+          });
+        } catch (e) {
+          return bad('engine', (e as Error).message);
+        }
+        const old = this.imported.get(h.sessionId);
+        if (old) clearTimeout(old);
+        const t = setTimeout(() => {
+          this.imported.delete(h.sessionId);
+          if (!sessions.has(h.sessionId)) stage.closeSession(h.sessionId);
+        }, IMPORT_TTL_MS);
+        t.unref?.();
+        this.imported.set(h.sessionId, t);
+        this.o.log?.info({ session: h.sessionId, from: remote, tokens: h.length }, 'session KV imported');
+        void ch.send({ type: MsgType.KV_ACK, header: { sessionId: h.sessionId, length: h.length } }).catch(() => {});
+      },
+    });
+  }
+
+  /** An OPEN naming `resumeFrom`: start the new session from that session's KV cache. */
+  async resume(h: OpenHeader): Promise<void> {
+    const from = h.resumeFrom;
+    if (typeof from !== 'string' || from === h.sessionId) return;
+    const { stage } = this.o;
+    try {
+      const st = await stage.exportSession?.(from);
+      if (st && stage.importSession) await stage.importSession(h.sessionId, st);
+    } catch (e) {
+      // the route then finds the session short and falls back to a replay
+      this.o.log?.warn({ session: h.sessionId, from, err: (e as Error).message }, 'cannot resume session');
+    }
+    const t = this.imported.get(from);
+    if (t !== undefined) {
+      // a hand-over copy is used once: the resumed session owns the cache now
+      clearTimeout(t);
+      this.imported.delete(from);
+      if (!this.o.sessions.has(from)) stage.closeSession(from);
+    }
+  }
+}

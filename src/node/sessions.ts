@@ -1,0 +1,125 @@
+// The node's session table: one entry per open route session, with its streams, the KV tokens
+// it reserved against the node's memory budget, its idle timer and its teardown. KV caches
+// themselves live in the stage, keyed by session id; teardown frees them.
+
+import type { Logger } from 'pino';
+import type { Stage } from '../engine/types.js';
+import type { Channel } from '../p2p/channel.js';
+import { MsgType, type OpenHeader } from '../protocol/messages.js';
+
+export interface Session {
+  id: string;
+  open: OpenHeader;
+  upstream: Channel;
+  downstream?: Channel;
+  isLast: boolean;
+  /** KV tokens reserved for this session */
+  reserved: number;
+  /** the session's messages run one after another on this chain */
+  chain: Promise<void>;
+  idle?: NodeJS.Timeout;
+  /** half the measured RTT to the next hop, subtracted from the budget passed on */
+  linkMs: number;
+  closed: boolean;
+  steps: number;
+  /** the node is leaving; steps are answered with a 'draining' error */
+  draining?: boolean;
+  /** where this session's KV cache went when the node left */
+  handedTo?: { peerId: string; addrs: string[] };
+}
+
+export interface SessionTableOptions {
+  stage: Stage;
+  /** KV tokens this node may hold across all sessions */
+  kvBudgetTokens: number;
+  /** free a session after this long without a step */
+  idleTimeoutMs: number;
+  log?: Logger;
+}
+
+export class SessionTable {
+  private readonly sessions = new Map<string, Session>();
+  private reservedTokens = 0;
+
+  constructor(private readonly o: SessionTableOptions) {}
+
+  get size(): number {
+    return this.sessions.size;
+  }
+  get kvBudgetTokens(): number {
+    return this.o.kvBudgetTokens;
+  }
+  get freeKvTokens(): number {
+    return Math.max(0, this.o.kvBudgetTokens - this.reservedTokens);
+  }
+
+  get(id: string): Session | undefined {
+    return this.sessions.get(id);
+  }
+  has(id: string): boolean {
+    return this.sessions.has(id);
+  }
+  live(): Session[] {
+    return [...this.sessions.values()].filter((s) => !s.closed);
+  }
+
+  /** A new session reserving `reserved` KV tokens; undefined when the budget has no room. */
+  create(open: OpenHeader, upstream: Channel, reserved: number): Session | undefined {
+    if (this.reservedTokens + reserved > this.o.kvBudgetTokens) return undefined;
+    this.reservedTokens += reserved;
+    return {
+      id: open.sessionId,
+      open,
+      upstream,
+      isLast: open.hop === open.route.length - 1,
+      reserved,
+      chain: Promise.resolve(),
+      linkMs: 0,
+      closed: false,
+      steps: 0,
+    };
+  }
+
+  /** Enters a created session into the table and starts its idle timer. */
+  add(s: Session): void {
+    this.sessions.set(s.id, s);
+    this.touch(s);
+  }
+
+  /** Restarts the session's idle timer. */
+  touch(s: Session): void {
+    if (s.idle) clearTimeout(s.idle);
+    // the gateway may ask for a shorter idle timeout, never a longer one than the node allows
+    const ms = Math.min(s.open.idleTimeoutMs ?? this.o.idleTimeoutMs, this.o.idleTimeoutMs);
+    s.idle = setTimeout(() => {
+      void s.upstream.sendError('timeout', `session idle for ${ms} ms; freed`, { sessionId: s.id });
+      this.teardown(s, 'idle timeout', true);
+    }, ms);
+    s.idle.unref?.();
+  }
+
+  /** Closes a session: frees its reservation and KV cache, closes its streams (CLOSE downstream first when asked). */
+  teardown(s: Session, why: string, closeDownstream: boolean): void {
+    if (s.closed) return;
+    s.closed = true;
+    if (s.idle) clearTimeout(s.idle);
+    if (this.sessions.get(s.id) === s) this.sessions.delete(s.id);
+    this.reservedTokens -= s.reserved;
+    try {
+      this.o.stage.closeSession(s.id);
+    } catch {
+      /* nothing cached */
+    }
+    if (s.downstream?.isOpen && closeDownstream && !s.isLast) {
+      void s.downstream.send({ type: MsgType.CLOSE, header: { sessionId: s.id, reason: why } }).catch(() => {});
+    }
+    void s.downstream?.close();
+    void s.upstream.close();
+    this.o.log?.info({ session: s.id, why, steps: s.steps }, 'session closed');
+  }
+
+  /** Tears down every session (the node is stopping). */
+  closeAll(why: string): void {
+    for (const s of [...this.sessions.values()]) this.teardown(s, why, true);
+  }
+}

@@ -1,0 +1,50 @@
+// What the node needs from accountability per step, as one interface: check the upstream
+// receipt (custody) and sign the commitment while the stage computes, sign the receipt after
+// compute (the node appends it to the outgoing header), keep the step for auditors. The
+// accountable implementation is src/accountability/node/stamper.ts (NodeStamper); NO_STAMPER
+// is the node with accountability off. Which one a node gets is decided once, at start-up.
+
+import type { SignedReceipt } from '../accountability/records/receipts.js';
+import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
+import type { StepHeader } from '../protocol/messages.js';
+
+export interface StepStamper {
+  /** false: no receipts, no commitments, and the node serves no audit re-execution */
+  readonly accountable: boolean;
+  /** get ready before the first step (audit protocol registered, crypto worker warmed) */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** custody check of an arriving step; a failure means its output must never be released */
+  checkUpstream(step: ArrivingStep): Promise<CustodyFailure | undefined>;
+  /** signs the step's commitment (before compute); never rejects */
+  commit(step: ArrivingStep): Promise<void>;
+  /** signs the step's receipt for the output bytes as sent; undefined when it could not */
+  sign(step: FinishedStep): SignedReceipt | undefined;
+  /** keeps the step for auditors, shown with `receipt` */
+  retain(step: FinishedStep, receipt: SignedReceipt): void;
+  /** signs the receipt of an audit re-execution (only called when accountable) */
+  signReexecution(fields: ReexecReceiptFields): SignedReceipt;
+}
+
+/** The stamper of a node with accountability off: checks nothing, signs nothing. */
+export const NO_STAMPER: StepStamper = {
+  accountable: false,
+  start: async () => {},
+  stop: async () => {},
+  checkUpstream: async () => undefined,
+  commit: async () => {},
+  sign: () => undefined,
+  retain: () => {},
+  signReexecution: () => {
+    throw new Error('accountability is off: this node signs no receipts');
+  },
+};
+
+/** After compute: sign this hop's receipt, append it to the outgoing header's chain, keep the step. */
+export function stampStep(stamper: StepStamper, step: FinishedStep): void {
+  const receipt = stamper.sign(step);
+  if (!receipt) return;
+  const h = step.header as StepHeader & { receipts?: unknown };
+  h.receipts = [...(Array.isArray(h.receipts) ? (h.receipts as unknown[]) : []), receipt];
+  stamper.retain(step, receipt);
+}
