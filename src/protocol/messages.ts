@@ -2,7 +2,7 @@
 // See docs/protocol.md for the normative description and test vectors.
 
 import { z } from 'zod';
-import { f16ToF32, f32ToF16 } from '../model/quant.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/half.js';
 import { FLAG_MORE, FrameDecoder, FrameError, MAX_FRAME_PAYLOAD, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame } from './frame.js';
 
 /** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
@@ -278,16 +278,6 @@ function concat(parts: Uint8Array[], size: number): Uint8Array {
 
 // ---- tensor payloads (little-endian) ----
 
-export function f32ToBf16(v: number): number {
-  const f = new Float32Array([v]);
-  const u = new Uint32Array(f.buffer)[0]!;
-  if ((u & 0x7f800000) === 0x7f800000 && u & 0x7fffff) return ((u >>> 16) | 0x40) & 0xffff; // quiet NaN
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff; // round to nearest even
-}
-export function bf16ToF32Value(h: number): number {
-  return new Float32Array(new Uint32Array([h << 16]).buffer)[0]!;
-}
-
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 export function encodeTensor(x: Float32Array, dtype: Dtype): Uint8Array {
@@ -317,7 +307,7 @@ export function decodeTensor(b: Uint8Array, dtype: Dtype, n: number): Float32Arr
     return out;
   }
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const conv = dtype === 'f16' ? f16ToF32 : bf16ToF32Value;
+  const conv = dtype === 'f16' ? f16ToF32 : bf16ToF32;
   for (let i = 0; i < n; i++) out[i] = conv(dv.getUint16(i * 2, true));
   return out;
 }

@@ -17,7 +17,8 @@ import { generate } from '../../src/engine/generate.js';
 import type { Stage } from '../../src/engine/types.js';
 import type { WeightSource } from '../../src/model/types.js';
 import type { OdsiHost } from '../../src/p2p/host.js';
-import { mulberry32, type RouteCandidate } from '../../src/routing/router.js';
+import type { RouteCandidate } from '../../src/routing/router.js';
+import { seededUniform } from '../../src/util/rng.js';
 import type { Tokenizer } from '../../src/tokenizer/types.js';
 import { BanList } from '../../src/routing/bans.js';
 import type { FailureEvent, FaultEvent, RerouteEvent } from '../../src/route/events.js';
@@ -74,7 +75,7 @@ const candidate = (n: NodeProcess, msPerToken = 1): RouteCandidate => n.candidat
 
 test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output equals the golden tokens`, { timeout: 600_000 }, async () => {
   const golden = loadGolden();
-  const rand = mulberry32(20261122);
+  const rand = seededUniform(20261122);
   const bans = new BanList();
   const planner = new StaticPlanner(
     nodes.map((n) => candidate(n)),
