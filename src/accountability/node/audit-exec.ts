@@ -30,18 +30,9 @@ import { ZERO_HASH, type Hex } from '../records/eip712.js';
 import { checkSigned, hashTensor, signReceipt, type SignedReceipt } from '../records/receipts.js';
 import { rememberStepInput, type DishonestBehaviour } from '../../testing/dishonest.js';
 import { toModelId } from './stamp.js';
-import {
-  accountabilityEnabled,
-  addressOfPeer,
-  deploymentDomain,
-  readAuditMessage,
-  requestIdOf,
-  sendAuditMessage,
-  sessionIdOf,
-} from '../records/wire.js';
+import { accountabilityEnabled, addressOfPeer, deploymentDomain, requestIdOf, sessionIdOf } from '../records/wire.js';
+import { AUDIT_EXEC_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
 
-/** stream protocol: ask a node to re-execute committed inputs on its own layer range */
-export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.0.0';
 /** most tokens one re-execution may replay (and never more than the model's context) */
 export const MAX_REEXEC_TOKENS = 8192;
 /** largest forward call of a replay (bounds the engine's scratch memory) */

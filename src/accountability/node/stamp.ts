@@ -28,16 +28,8 @@ import { CustodyError, ReceiptChain } from '../checks/custody.js';
 import { cryptoPool, warmCryptoPool } from '../records/crypto-pool.js';
 import { ReceiptSigner, SignerError } from '../records/signer.js';
 import { rememberStepInput, type DishonestBehaviour } from '../../testing/dishonest.js';
-import {
-  AUDIT_PROTOCOL,
-  accountabilityEnabled,
-  addressOfPeer,
-  deploymentDomain,
-  readAuditMessage,
-  requestIdOf,
-  sendAuditMessage,
-  sessionIdOf,
-} from '../records/wire.js';
+import { accountabilityEnabled, addressOfPeer, deploymentDomain, requestIdOf, sessionIdOf } from '../records/wire.js';
+import { AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
 
 /** how long a node keeps a session's inputs/outputs for auditors after its last step */
 export const CHALLENGE_WINDOW_MS = 10 * 60_000;
