@@ -55,44 +55,34 @@ class HeaderCursor {
     return o;
   }
   u8() {
-    const o = this.at(1);
-    return this.buf.readUInt8(o);
+    return this.buf.readUInt8(this.at(1));
   }
   i8() {
-    const o = this.at(1);
-    return this.buf.readInt8(o);
+    return this.buf.readInt8(this.at(1));
   }
   u16() {
-    const o = this.at(2);
-    return this.buf.readUInt16LE(o);
+    return this.buf.readUInt16LE(this.at(2));
   }
   i16() {
-    const o = this.at(2);
-    return this.buf.readInt16LE(o);
+    return this.buf.readInt16LE(this.at(2));
   }
   u32() {
-    const o = this.at(4);
-    return this.buf.readUInt32LE(o);
+    return this.buf.readUInt32LE(this.at(4));
   }
   i32() {
-    const o = this.at(4);
-    return this.buf.readInt32LE(o);
+    return this.buf.readInt32LE(this.at(4));
   }
   f32() {
-    const o = this.at(4);
-    return this.buf.readFloatLE(o);
+    return this.buf.readFloatLE(this.at(4));
   }
   f64() {
-    const o = this.at(8);
-    return this.buf.readDoubleLE(o);
+    return this.buf.readDoubleLE(this.at(8));
   }
   u64(): bigint {
-    const o = this.at(8);
-    return this.buf.readBigUInt64LE(o);
+    return this.buf.readBigUInt64LE(this.at(8));
   }
   i64(): bigint {
-    const o = this.at(8);
-    return this.buf.readBigInt64LE(o);
+    return this.buf.readBigInt64LE(this.at(8));
   }
   /** u64 that must fit a JS number */
   count(limit: number, what: string): number {
