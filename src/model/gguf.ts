@@ -48,6 +48,7 @@ class HeaderCursor {
     if (got < n) throw new ModelFormatError(`short read in header at offset ${this.pos}`, this.path);
     this.bufStart = this.pos;
   }
+  /** offset of the next n bytes in this.buf, which need() may replace: call before reading this.buf */
   private at(n: number): number {
     this.need(n);
     const o = this.pos - this.bufStart;
@@ -55,34 +56,44 @@ class HeaderCursor {
     return o;
   }
   u8() {
-    return this.buf.readUInt8(this.at(1));
+    const o = this.at(1);
+    return this.buf.readUInt8(o);
   }
   i8() {
-    return this.buf.readInt8(this.at(1));
+    const o = this.at(1);
+    return this.buf.readInt8(o);
   }
   u16() {
-    return this.buf.readUInt16LE(this.at(2));
+    const o = this.at(2);
+    return this.buf.readUInt16LE(o);
   }
   i16() {
-    return this.buf.readInt16LE(this.at(2));
+    const o = this.at(2);
+    return this.buf.readInt16LE(o);
   }
   u32() {
-    return this.buf.readUInt32LE(this.at(4));
+    const o = this.at(4);
+    return this.buf.readUInt32LE(o);
   }
   i32() {
-    return this.buf.readInt32LE(this.at(4));
+    const o = this.at(4);
+    return this.buf.readInt32LE(o);
   }
   f32() {
-    return this.buf.readFloatLE(this.at(4));
+    const o = this.at(4);
+    return this.buf.readFloatLE(o);
   }
   f64() {
-    return this.buf.readDoubleLE(this.at(8));
+    const o = this.at(8);
+    return this.buf.readDoubleLE(o);
   }
   u64(): bigint {
-    return this.buf.readBigUInt64LE(this.at(8));
+    const o = this.at(8);
+    return this.buf.readBigUInt64LE(o);
   }
   i64(): bigint {
-    return this.buf.readBigInt64LE(this.at(8));
+    const o = this.at(8);
+    return this.buf.readBigInt64LE(o);
   }
   /** u64 that must fit a JS number */
   count(limit: number, what: string): number {
