@@ -4,6 +4,7 @@
 // keeps its identity file and TCP port across restarts, so a restarted node is the same peer
 // at the same address, as after a real reboot. Children die with this process (killOnExit).
 
+import type { NodeAdvert } from '../p2p/advert-record.js';
 import type { RouteCandidate } from '../routing/router.js';
 import { killOnExit, odsiBin } from '../util/children.js';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -36,18 +37,8 @@ export interface NodeProcessOptions {
   env?: Record<string, string | undefined>;
 }
 
-/** what the node reported in its `ready` line */
-export interface NodeProcessInfo {
-  peerId: string;
-  addrs: string[];
-  modelId: string;
-  start: number;
-  end: number;
-  /** measured at start-up (0 when benchTokens is 0) */
-  msPerToken: number;
-  engine: string;
-  pid: number;
-}
+/** what the node reported in its `ready` line: its advert's fields (msPerToken is 0 when benchTokens is 0) and its pid */
+export type NodeProcessInfo = Pick<NodeAdvert, 'peerId' | 'addrs' | 'modelId' | 'start' | 'end' | 'msPerToken' | 'engine'> & { pid: number };
 
 /** A TCP port free right now on 127.0.0.1. */
 export function freePort(): Promise<number> {
