@@ -17,12 +17,13 @@ import { createStage } from '../src/engine/create.js';
 import type { Stage } from '../src/engine/types.js';
 import { openModel } from '../src/model/load.js';
 import { writeSyntheticGguf } from '../src/model/synth.js';
-import { f16ToF32, f32ToF16, bf16ToF32 } from '../src/model/quant.js';
+import { f16ToF32, f32ToF16, bf16ToF32 } from '../src/model/half.js';
 import type { WeightSource } from '../src/model/types.js';
 import { perTokenRelL2 } from '../src/accountability/checks/tolerance.js';
 import { hashTensor, receiptHash, signReceipt, verifyReceipt } from '../src/accountability/records/receipts.js';
 import { ZERO_HASH } from '../src/accountability/records/eip712.js';
 import { generateIdentity } from '../src/identity/identity.js';
+import { seededUniform } from '../src/util/rng.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPO = existsSync(resolve(here, '../package.json')) ? resolve(here, '..') : resolve(here, '../..');
@@ -40,16 +41,6 @@ const TAU_FLOOR = 1e-5;
 const E2E_SEQS = 6;
 
 // ---------- small helpers ----------
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const randInt = (r: () => number, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
 function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-300)) * Math.cos(2 * Math.PI * r());
@@ -174,7 +165,7 @@ async function main(): Promise<void> {
       const c = m.src.config;
       const dim = c.dim;
       const L = c.nLayers;
-      const r = rng(m.seed);
+      const r = seededUniform(m.seed);
       const mStart = performance.now();
       // ---- sequences and their honest layer-boundary activations (reference, f32) ----
       const embed = await createStage('reference', m.src, { start: 0, end: 0, embed: true, head: false });
@@ -288,7 +279,7 @@ async function main(): Promise<void> {
             cheatTok.get(name)!.add(d);
             cheatSteps.get(name)!.push(...stepMax(d, seq.prompt));
           };
-          const nr = rng(1000 * s + 10 * e + n);
+          const nr = seededUniform(1000 * s + 10 * e + n);
           const noisy = w32.slice();
           for (let t = 0; t < T; t++) {
             let ss = 0;

@@ -9,7 +9,7 @@ import type { Backend, TokenTimeline } from './backend.js';
 import { ApiError, invalid, routeFailureReason, toApiError } from './errors.js';
 import { createMetrics, type ApiMetrics } from './metrics.js';
 import { chatSchema, completionSchema, parseBody, type ChatRequest, type CompletionRequest } from './schemas.js';
-import { StopMatcher } from './stop.js';
+import { StopMatcher } from '../engine/generate.js';
 
 export interface ApiServerOptions {
   /** requests generating at once before new ones get 503 (default 64) */
@@ -164,9 +164,9 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
         const r = await gen.next();
         if (r.done) {
           const tail = stop.push(r.value.tailText);
-          const text = tail.text + stop.flush();
+          const text = tail.release + stop.flush();
           if (text) yield { text };
-          return { finish: tail.stopped ? 'stop' : r.value.finishReason === 'length' ? 'length' : 'stop', completionTokens: n };
+          return { finish: tail.stop !== undefined ? 'stop' : r.value.finishReason === 'length' ? 'length' : 'stop', completionTokens: n };
         }
         const tok = r.value;
         if (n === 0) metrics.timeToFirstToken.observe((performance.now() - started) / 1000);
@@ -175,9 +175,9 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
         // the first token's latency is the time to first token (prefill included), not a decode step
         if (n > 1) metrics.tokenLatency.observe(tok.stepMs / 1000);
         const s = stop.push(tok.text);
-        if (p.timeline) yield { text: s.text, timeline: tok.timeline };
-        else if (s.text) yield { text: s.text };
-        if (s.stopped) return { finish: 'stop', completionTokens: n };
+        if (p.timeline) yield { text: s.release, timeline: tok.timeline };
+        else if (s.release) yield { text: s.release };
+        if (s.stop !== undefined) return { finish: 'stop', completionTokens: n };
       }
     } finally {
       signal.removeEventListener('abort', onAbort);

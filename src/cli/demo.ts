@@ -157,6 +157,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
       ranges,
       engine: o.engine,
       modelId,
+      // ODSI_SWARM_STDERR=1 shows the nodes' logs (debugging the demo)
+      inheritStderr: !!process.env.ODSI_SWARM_STDERR,
       nodeArgs: (i) => nodeFaultArgs(faults, i) /* fault-tolerance */,
     });
     gw = await Gateway.start({

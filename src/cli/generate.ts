@@ -4,7 +4,8 @@
 import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { loadProgress, rangeBytes } from '../util/progress.js';
+import { rangeBytes } from '../model/reads.js';
+import { loadProgress } from '../util/progress.js';
 import { openModel } from '../model/load.js';
 import type { WeightSource } from '../model/types.js';
 import { createTokenizer } from '../tokenizer/index.js';

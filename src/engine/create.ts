@@ -5,7 +5,7 @@ import type { WeightSource } from '../model/types.js';
 import { createReferenceStage } from './reference.js';
 import { EngineError, type Stage, type StageRange } from './types.js';
 
-import { trackReads } from '../util/progress.js';
+import { trackReads } from '../model/reads.js';
 
 export type EngineKind = 'reference' | 'ort';
 

@@ -3,7 +3,8 @@
 // stopped answering pings marked unavailable). One of the gateway's candidate sources; the
 // other is a fixed list (GatewayOptions.peers).
 
-import { findAdverts, type NodeAdvert } from '../p2p/adverts.js';
+import { findAdverts } from '../p2p/adverts.js';
+import type { NodeAdvert } from '../p2p/advert-record.js';
 import type { OdsiHost } from '../p2p/host.js';
 import type { CandidateSource } from '../routing/planner.js';
 import type { RouteCandidate } from '../routing/router.js';

@@ -13,7 +13,7 @@ import { generateIdentity, type Identity } from '../identity/identity.js';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';
 import { ModelFormatError, type WeightSource } from '../model/types.js';
-import type { NodeAdvert } from '../p2p/adverts.js';
+import type { NodeAdvert } from '../p2p/advert-record.js';
 import { createHost, type OdsiHost } from '../p2p/host.js';
 import { createTokenizer } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/types.js';

@@ -76,53 +76,43 @@ class ByteSink {
   }
   u8(v: number) {
     this.room(1);
-    this.buf.writeUInt8(v, this.len);
-    this.len += 1;
+    this.len = this.buf.writeUInt8(v, this.len);
   }
   i8(v: number) {
     this.room(1);
-    this.buf.writeInt8(v, this.len);
-    this.len += 1;
+    this.len = this.buf.writeInt8(v, this.len);
   }
   u16(v: number) {
     this.room(2);
-    this.buf.writeUInt16LE(v, this.len);
-    this.len += 2;
+    this.len = this.buf.writeUInt16LE(v, this.len);
   }
   i16(v: number) {
     this.room(2);
-    this.buf.writeInt16LE(v, this.len);
-    this.len += 2;
+    this.len = this.buf.writeInt16LE(v, this.len);
   }
   u32(v: number) {
     this.room(4);
-    this.buf.writeUInt32LE(v, this.len);
-    this.len += 4;
+    this.len = this.buf.writeUInt32LE(v, this.len);
   }
   i32(v: number) {
     this.room(4);
-    this.buf.writeInt32LE(v, this.len);
-    this.len += 4;
+    this.len = this.buf.writeInt32LE(v, this.len);
   }
   f32(v: number) {
     this.room(4);
-    this.buf.writeFloatLE(v, this.len);
-    this.len += 4;
+    this.len = this.buf.writeFloatLE(v, this.len);
   }
   f64(v: number) {
     this.room(8);
-    this.buf.writeDoubleLE(v, this.len);
-    this.len += 8;
+    this.len = this.buf.writeDoubleLE(v, this.len);
   }
   u64(v: number | bigint) {
     this.room(8);
-    this.buf.writeBigUInt64LE(BigInt(v), this.len);
-    this.len += 8;
+    this.len = this.buf.writeBigUInt64LE(BigInt(v), this.len);
   }
   i64(v: number | bigint) {
     this.room(8);
-    this.buf.writeBigInt64LE(BigInt(v), this.len);
-    this.len += 8;
+    this.len = this.buf.writeBigInt64LE(BigInt(v), this.len);
   }
   str(s: string) {
     const b = Buffer.from(s, 'utf8');

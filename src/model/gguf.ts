@@ -48,6 +48,7 @@ class HeaderCursor {
     if (got < n) throw new ModelFormatError(`short read in header at offset ${this.pos}`, this.path);
     this.bufStart = this.pos;
   }
+  /** offset of the next n bytes in this.buf, which need() may replace: call before reading this.buf */
   private at(n: number): number {
     this.need(n);
     const o = this.pos - this.bufStart;

@@ -1,6 +1,6 @@
 // Dequantizers for the remaining ggml block types (Q4_1, Q5_0, Q5_1 and the K-quants
 // Q2_K..Q6_K), following the block structs of ggml-common.h and dequantize_row_* of
-// ggml-quants.c. quant.ts registers them into extraDequantizers.
+// ggml-quants.c; quant.ts dispatches to them.
 //
 // K-quant super-blocks hold 256 values. Byte layouts (offsets within one block):
 //   Q2_K (84):  scales[16] @0 (lo nibble scale, hi nibble min), qs[64] @16, d @80, dmin @82
@@ -9,7 +9,7 @@
 //   Q5_K (176): d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48
 //   Q6_K (210): ql[128] @0, qh[64] @128, scales[16] (int8) @192, d @208
 
-import { f16ToF32 } from './quant.js';
+import { f16ToF32 } from './half.js';
 import { GgmlType } from './types.js';
 
 type Deq = (src: Uint8Array, n: number, out: Float32Array) => Float32Array;

@@ -1,6 +1,7 @@
 // Block layouts of ggml tensor types and dequantization to f32.
 // Layouts follow ggml-common.h; each function reads `n` values from `src` (raw stored bytes).
 
+import { bf16ToF32, f16ToF32 } from './half.js';
 import { kquantEntries } from './kquants.js';
 import { GgmlType, ModelFormatError } from './types.js';
 
@@ -38,58 +39,6 @@ export function byteSize(t: GgmlType, n: number): number {
   return (n / l[0]) * l[1];
 }
 
-const f16Table = (() => {
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) t[h] = halfToFloatSlow(h);
-  return t;
-})();
-
-function halfToFloatSlow(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-export function f16ToF32(h: number): number {
-  return f16Table[h & 0xffff]!;
-}
-
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-/** round-to-nearest-even f32 -> f16 bits */
-export function f32ToF16(v: number): number {
-  f32buf[0] = v;
-  const x = u32buf[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && h & 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-  return sign | h;
-}
-
-export function bf16ToF32(h: number): number {
-  u32buf[0] = (h & 0xffff) << 16;
-  return f32buf[0]!;
-}
-
 /** Dequantize `n` values of type `t` from raw bytes. */
 export function dequantize(t: GgmlType, src: Uint8Array, n: number, out = new Float32Array(n)): Float32Array {
   const dv = new DataView(src.buffer, src.byteOffset, src.byteLength);
@@ -100,7 +49,7 @@ export function dequantize(t: GgmlType, src: Uint8Array, n: number, out = new Fl
       for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
       return out;
     case GgmlType.F16:
-      for (let i = 0; i < n; i++) out[i] = f16Table[dv.getUint16(i * 2, true)]!;
+      for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(i * 2, true));
       return out;
     case GgmlType.BF16:
       for (let i = 0; i < n; i++) out[i] = bf16ToF32(dv.getUint16(i * 2, true));
@@ -108,14 +57,14 @@ export function dequantize(t: GgmlType, src: Uint8Array, n: number, out = new Fl
     case GgmlType.Q8_0:
       for (let b = 0; b < n / 32; b++) {
         const o = b * 34;
-        const d = f16Table[dv.getUint16(o, true)]!;
+        const d = f16ToF32(dv.getUint16(o, true));
         for (let j = 0; j < 32; j++) out[b * 32 + j] = d * dv.getInt8(o + 2 + j);
       }
       return out;
     case GgmlType.Q4_0:
       for (let b = 0; b < n / 32; b++) {
         const o = b * 18;
-        const d = f16Table[dv.getUint16(o, true)]!;
+        const d = f16ToF32(dv.getUint16(o, true));
         for (let j = 0; j < 16; j++) {
           const q = src[o + 2 + j]!;
           out[b * 32 + j] = d * ((q & 0x0f) - 8);
@@ -124,21 +73,18 @@ export function dequantize(t: GgmlType, src: Uint8Array, n: number, out = new Fl
       }
       return out;
     default: {
-      const k = extraDequantizers.get(t);
+      const k = KQUANTS.get(t);
       if (k) return k(src, n, out);
       throw new ModelFormatError(`dequantization of ${typeName(t)} is not supported`);
     }
   }
 }
 
-/** K-quant and other dequantizers register here (see kquants.ts). */
-export const extraDequantizers = new Map<GgmlType, (src: Uint8Array, n: number, out: Float32Array) => Float32Array>();
-
-// Registered here (not in kquants.ts) so the import cycle resolves in either load order.
-for (const [t, f] of kquantEntries()) extraDequantizers.set(t, f);
+/** the K-quant and remaining block types' dequantizers (kquants.ts) */
+const KQUANTS = new Map(kquantEntries());
 
 const BUILTIN = new Set([GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0]);
 /** true when dequantize() can decode type `t` */
 export function canDequantize(t: GgmlType): boolean {
-  return BUILTIN.has(t) || extraDequantizers.has(t);
+  return BUILTIN.has(t) || KQUANTS.has(t);
 }

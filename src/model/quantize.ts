@@ -3,7 +3,7 @@
 // we write is byte-identical to what llama-quantize would write from the same f32 data.
 // All arithmetic is done in float32 (Math.fround) because that is what the C code does.
 
-import { f32ToF16 } from './quant.js';
+import { f32ToF16 } from './half.js';
 import { GgmlType, ModelFormatError } from './types.js';
 
 const fr = Math.fround;

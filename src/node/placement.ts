@@ -4,7 +4,7 @@
 // where the swarm is weakest: the window whose minimum coverage is lowest, ties broken by the
 // lowest total coverage, then by the lowest start (deterministic).
 
-import type { NodeAdvert } from '../p2p/adverts.js';
+import type { NodeAdvert } from '../p2p/advert-record.js';
 
 export function layerCoverage(nLayers: number, adverts: Pick<NodeAdvert, 'start' | 'end' | 'msPerToken'>[]): number[] {
   const cov = new Array<number>(nLayers).fill(0);

@@ -1,7 +1,10 @@
-// `odsi node` child processes that can be killed and brought back (chaos tests, the recovery
-// benchmark). A node keeps its identity file and TCP port across restarts, so a restarted
-// node is the same peer at the same address, as after a real reboot.
+// `odsi node` child processes on 127.0.0.1: the one way this code base spawns nodes (the demo's
+// LocalSwarm, tests, benchmarks). A start waits, bounded, for the node's `ready` JSON line and
+// keeps the last stderr lines for error messages; a node can be killed and brought back, and
+// keeps its identity file and TCP port across restarts, so a restarted node is the same peer
+// at the same address, as after a real reboot. Children die with this process (killOnExit).
 
+import type { NodeAdvert } from '../p2p/advert-record.js';
 import type { RouteCandidate } from '../routing/router.js';
 import { killOnExit, odsiBin } from '../util/children.js';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -11,8 +14,8 @@ import { createInterface } from 'node:readline';
 export interface NodeProcessOptions {
   model: string;
   range: [number, number];
-  /** file for the node key (created on first start, reused on restart) */
-  identityFile: string;
+  /** file for the node key (created on first start, reused on restart); without it every start is a new peer */
+  identityFile?: string;
   /** TCP port on 127.0.0.1 (default: a free one, kept across restarts) */
   port?: number;
   bootstrap?: string[];
@@ -28,15 +31,14 @@ export interface NodeProcessOptions {
   logLevel?: string;
   /** run at this CPU niceness (via nice(1), all threads): e.g. an auditor that stands in for another machine in a one-box benchmark */
   nice?: number;
+  /** pass the node's stderr through to ours (default: keep its last lines for error messages) */
+  inheritStderr?: boolean;
+  /** variables set (or, when undefined, removed) in the child's environment, over ours */
+  env?: Record<string, string | undefined>;
 }
 
-export interface NodeProcessInfo {
-  peerId: string;
-  addrs: string[];
-  start: number;
-  end: number;
-  pid: number;
-}
+/** what the node reported in its `ready` line: its advert's fields (msPerToken is 0 when benchTokens is 0) and its pid */
+export type NodeProcessInfo = Pick<NodeAdvert, 'peerId' | 'addrs' | 'modelId' | 'start' | 'end' | 'msPerToken' | 'engine'> & { pid: number };
 
 /** A TCP port free right now on 127.0.0.1. */
 export function freePort(): Promise<number> {
@@ -95,14 +97,19 @@ export class NodeProcess {
     await this.spawn(faults ?? []);
   }
 
-  /** Send a signal and wait for the exit (SIGKILL after 5 s if it lingers). */
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  /** Send a signal and wait for the exit (SIGKILL after graceMs if it lingers). */
+  async kill(signal: NodeJS.Signals = 'SIGKILL', graceMs = 5_000): Promise<void> {
     const p = this.proc;
     if (!p || !this.alive) return;
-    const timer = setTimeout(() => p.kill('SIGKILL'), 5_000);
+    const timer = setTimeout(() => p.kill('SIGKILL'), graceMs);
     p.kill(signal);
     await this.exited;
     clearTimeout(timer);
+  }
+
+  /** Shut down cleanly: SIGTERM, SIGKILL after graceMs. */
+  stop(graceMs = 5_000): Promise<void> {
+    return this.kill('SIGTERM', graceMs);
   }
 
   private spawn(faults: string[] | undefined): Promise<void> {
@@ -116,8 +123,6 @@ export class NodeProcess {
       `${o.range[0]}:${o.range[1]}`,
       '--listen',
       `/ip4/127.0.0.1/tcp/${this.port}`,
-      '--identity',
-      o.identityFile,
       '--engine',
       o.engine ?? 'reference',
       '--announce-interval',
@@ -126,16 +131,18 @@ export class NodeProcess {
       String(o.benchTokens ?? 0),
       '--log-level',
       o.logLevel ?? 'warn',
+      ...(o.identityFile ? ['--identity', o.identityFile] : []),
       ...(o.modelId ? ['--model-id', o.modelId] : []),
       ...(o.bootstrap ?? []).flatMap((b) => ['--bootstrap', b]),
       ...(faults ?? []).flatMap((f) => ['--fault', f]),
       ...(o.extraArgs ?? []),
     ];
-    const env = { ...process.env, ...(faults?.length ? { ODSI_ALLOW_FAULTS: '1' } : {}) };
+    const env = { ...process.env, ...o.env, ...(faults?.length ? { ODSI_ALLOW_FAULTS: '1' } : {}) };
+    const stdio: ['ignore', 'pipe', 'pipe' | 'inherit'] = ['ignore', 'pipe', o.inheritStderr ? 'inherit' : 'pipe'];
     const proc =
       o.nice !== undefined
-        ? spawn('nice', ['-n', String(o.nice), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
-        : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+        ? spawn('nice', ['-n', String(o.nice), process.execPath, ...args], { stdio, env })
+        : spawn(process.execPath, args, { stdio, env });
     this.proc = proc;
     killOnExit(proc);
     this.exited = new Promise<void>((r) =>
@@ -143,10 +150,12 @@ export class NodeProcess {
         r();
       }),
     );
-    createInterface({ input: proc.stderr! }).on('line', (l) => {
-      this.stderrTail.push(l);
-      if (this.stderrTail.length > 20) this.stderrTail.shift();
-    });
+    if (proc.stderr) {
+      createInterface({ input: proc.stderr }).on('line', (l) => {
+        this.stderrTail.push(l);
+        if (this.stderrTail.length > 20) this.stderrTail.shift();
+      });
+    }
     const label = `node ${o.range[0]}:${o.range[1]} (port ${this.port})`;
     return new Promise<void>((resolveReady, reject) => {
       const ms = o.readyTimeoutMs ?? 60_000;
@@ -175,9 +184,19 @@ export class NodeProcess {
         if (m.event !== 'ready' || !m.peerId || !m.addrs?.length) return;
         done = true;
         clearTimeout(timer);
-        this.info = { peerId: m.peerId, addrs: m.addrs, start: m.start ?? o.range[0], end: m.end ?? o.range[1], pid: proc.pid ?? -1 };
+        this.info = {
+          peerId: m.peerId,
+          addrs: m.addrs,
+          modelId: m.modelId ?? o.modelId ?? '',
+          start: m.start ?? o.range[0],
+          end: m.end ?? o.range[1],
+          msPerToken: m.msPerToken ?? 0,
+          engine: m.engine ?? o.engine ?? 'reference',
+          pid: proc.pid ?? -1,
+        };
         resolveReady();
       });
+      proc.once('error', (e) => fail(new Error(`${label} could not start: ${e.message}`)));
       proc.once('exit', (code, sig) =>
         setTimeout(() => fail(new Error(`${label} exited (${sig ?? `code ${code}`}) before it was ready${tail()}`)), 50),
       );

@@ -14,7 +14,7 @@ import { kadDHT, passthroughMapper, removePublicAddressesMapper, type KadDHT, ty
 import { multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Identity } from '../identity/identity.js';
-import { dhtSelectors, dhtValidators } from './adverts.js';
+import { dhtSelectors, dhtValidators } from './advert-record.js';
 
 export const DHT_PROTOCOL = '/odsi/kad/1.0.0';
 /** per-stream read buffer: a 1 MiB frame plus headers must fit with room for a few in flight */

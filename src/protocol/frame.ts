@@ -1,4 +1,5 @@
-// Framing of odsi activation messages on a byte stream.
+// Framing of odsi messages on a byte stream (the activation protocols and, with larger
+// limits, the audit protocols).
 //
 // Every frame starts with a 16-byte preamble, all integers little-endian:
 //   0  4  magic "ODSI" (4f 44 53 49)
@@ -38,9 +39,16 @@ export class FrameError extends Error {
   }
 }
 
-export function encodeFrame(f: Frame): Uint8Array {
-  if (f.header.length > MAX_HEADER_BYTES) throw new FrameError(`frame header of ${f.header.length} bytes exceeds ${MAX_HEADER_BYTES}`, 'too_large');
-  if (f.payload.length > MAX_FRAME_PAYLOAD) throw new FrameError(`frame payload of ${f.payload.length} bytes exceeds ${MAX_FRAME_PAYLOAD}`, 'too_large');
+/** Largest header and payload of one frame; a protocol on this framing may set its own. */
+export interface FrameLimits {
+  maxHeader: number;
+  maxPayload: number;
+}
+export const ACT_FRAME_LIMITS: FrameLimits = { maxHeader: MAX_HEADER_BYTES, maxPayload: MAX_FRAME_PAYLOAD };
+
+export function encodeFrame(f: Frame, limits: FrameLimits = ACT_FRAME_LIMITS): Uint8Array {
+  if (f.header.length > limits.maxHeader) throw new FrameError(`frame header of ${f.header.length} bytes exceeds ${limits.maxHeader}`, 'too_large');
+  if (f.payload.length > limits.maxPayload) throw new FrameError(`frame payload of ${f.payload.length} bytes exceeds ${limits.maxPayload}`, 'too_large');
   const out = new Uint8Array(PREAMBLE_BYTES + f.header.length + f.payload.length);
   const dv = new DataView(out.buffer);
   out.set(FRAME_MAGIC, 0);
@@ -62,7 +70,7 @@ export class FrameDecoder {
   private chunks: Uint8Array[] = [];
   private buffered = 0;
 
-  constructor(private readonly limits = { maxHeader: MAX_HEADER_BYTES, maxPayload: MAX_FRAME_PAYLOAD }) {}
+  constructor(private readonly limits: FrameLimits = ACT_FRAME_LIMITS) {}
 
   push(data: Uint8Array): Frame[] {
     if (data.length) {

@@ -2,8 +2,8 @@
 // See docs/protocol.md for the normative description and test vectors.
 
 import { z } from 'zod';
-import { f16ToF32, f32ToF16 } from '../model/quant.js';
-import { FLAG_MORE, FrameDecoder, FrameError, MAX_FRAME_PAYLOAD, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame } from './frame.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/half.js';
+import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame, type FrameLimits } from './frame.js';
 
 /** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
 export const ACT_PROTOCOL = '/odsi/act/1.0.0';
@@ -25,6 +25,7 @@ export enum MsgType {
   TRUNCATE = 0x07,
   KV = 0x08, // kv-transfer: one layer of a session's KV cache (payload: K then V, f32)
   KV_ACK = 0x09, // kv-transfer: the replacement imported the session (or an ERROR instead)
+  AUDIT = 0x0a, // audit protocols only: one request or reply (audit-messages.ts)
 }
 
 export type Dtype = 'f32' | 'f16' | 'bf16';
@@ -125,6 +126,8 @@ export const kvSchema = z.looseObject({
   kvDim: uint,
 });
 export const kvAckSchema = z.looseObject({ sessionId: id, length: uint });
+// audit protocols: any JSON object; the audit modules check the members of their requests/replies
+export const auditSchema = z.looseObject({});
 export type KvHeader = z.infer<typeof kvSchema>;
 
 export type OpenHeader = z.infer<typeof openSchema>;
@@ -143,7 +146,8 @@ export type Message =
   | { type: MsgType.CLOSE; header: CloseHeader; payload?: Uint8Array }
   | { type: MsgType.TRUNCATE; header: TruncateHeader; payload?: Uint8Array }
   | { type: MsgType.KV; header: KvHeader; payload: Uint8Array } // kv-transfer
-  | { type: MsgType.KV_ACK; header: z.infer<typeof kvAckSchema>; payload?: Uint8Array }; // kv-transfer
+  | { type: MsgType.KV_ACK; header: z.infer<typeof kvAckSchema>; payload?: Uint8Array } // kv-transfer
+  | { type: MsgType.AUDIT; header: z.infer<typeof auditSchema>; payload?: Uint8Array };
 
 const SCHEMAS: Record<MsgType, z.ZodType> = {
   [MsgType.OPEN]: openSchema,
@@ -155,6 +159,7 @@ const SCHEMAS: Record<MsgType, z.ZodType> = {
   [MsgType.TRUNCATE]: truncateSchema,
   [MsgType.KV]: kvSchema, // kv-transfer
   [MsgType.KV_ACK]: kvAckSchema, // kv-transfer
+  [MsgType.AUDIT]: auditSchema,
 };
 
 /** A message that framed correctly but is not valid: answer with an error, keep the stream. */
@@ -176,18 +181,25 @@ const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8', { fatal: true });
 const EMPTY = new Uint8Array(0);
 
-/** Encode a message as one or more frames (payloads over MAX_FRAME_PAYLOAD are chunked). */
-export function encodeMessage(m: Message, maxFramePayload = MAX_FRAME_PAYLOAD): Uint8Array[] {
+/** Size limits of one protocol's messages: its frames' limits and the reassembled payload's. */
+export interface MessageLimits extends FrameLimits {
+  maxMessagePayload: number;
+}
+export const ACT_LIMITS: MessageLimits = { ...ACT_FRAME_LIMITS, maxMessagePayload: MAX_MESSAGE_PAYLOAD };
+
+/** Encode a message as one or more frames (payloads over limits.maxPayload are chunked). */
+export function encodeMessage(m: Message, limits: MessageLimits = ACT_LIMITS): Uint8Array[] {
   const payload = m.payload ?? EMPTY;
-  if (payload.length > MAX_MESSAGE_PAYLOAD) throw new FrameError(`message payload of ${payload.length} bytes exceeds ${MAX_MESSAGE_PAYLOAD}`, 'too_large');
+  if (payload.length > limits.maxMessagePayload)
+    throw new FrameError(`message payload of ${payload.length} bytes exceeds ${limits.maxMessagePayload}`, 'too_large');
   const header = enc.encode(JSON.stringify(m.header));
   const frames: Uint8Array[] = [];
   let off = 0;
   do {
-    const n = Math.min(maxFramePayload, payload.length - off);
+    const n = Math.min(limits.maxPayload, payload.length - off);
     const last = off + n >= payload.length;
     frames.push(
-      encodeFrame({ type: m.type, flags: last ? 0 : FLAG_MORE, header: off === 0 ? header : EMPTY, payload: payload.subarray(off, off + n) }),
+      encodeFrame({ type: m.type, flags: last ? 0 : FLAG_MORE, header: off === 0 ? header : EMPTY, payload: payload.subarray(off, off + n) }, limits),
     );
     off += n;
   } while (off < payload.length);
@@ -227,11 +239,15 @@ export function parseHeader(type: number, headerBytes: Uint8Array): Message['hea
  * A MessageError leaves the decoder in a clean state, ready for the next message.
  */
 export class MessageDecoder {
-  private frames = new FrameDecoder();
+  private readonly frames: FrameDecoder;
+  private readonly maxMessagePayload: number;
   private partial: { type: number; header: Uint8Array; parts: Uint8Array[]; size: number } | undefined;
   private ready: Message[] = [];
 
-  constructor(private readonly maxMessagePayload = MAX_MESSAGE_PAYLOAD) {}
+  constructor(limits: MessageLimits = ACT_LIMITS) {
+    this.frames = new FrameDecoder(limits);
+    this.maxMessagePayload = limits.maxMessagePayload;
+  }
 
   push(data: Uint8Array): Message[] {
     for (const f of this.frames.push(data)) this.onFrame(f);
@@ -278,16 +294,6 @@ function concat(parts: Uint8Array[], size: number): Uint8Array {
 
 // ---- tensor payloads (little-endian) ----
 
-export function f32ToBf16(v: number): number {
-  const f = new Float32Array([v]);
-  const u = new Uint32Array(f.buffer)[0]!;
-  if ((u & 0x7f800000) === 0x7f800000 && u & 0x7fffff) return ((u >>> 16) | 0x40) & 0xffff; // quiet NaN
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff; // round to nearest even
-}
-export function bf16ToF32Value(h: number): number {
-  return new Float32Array(new Uint32Array([h << 16]).buffer)[0]!;
-}
-
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 export function encodeTensor(x: Float32Array, dtype: Dtype): Uint8Array {
@@ -317,7 +323,7 @@ export function decodeTensor(b: Uint8Array, dtype: Dtype, n: number): Float32Arr
     return out;
   }
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const conv = dtype === 'f16' ? f16ToF32 : bf16ToF32Value;
+  const conv = dtype === 'f16' ? f16ToF32 : bf16ToF32;
   for (let i = 0; i < n; i++) out[i] = conv(dv.getUint16(i * 2, true));
   return out;
 }

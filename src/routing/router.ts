@@ -12,6 +12,7 @@
 
 /** What the router needs from a verified advert (a subset of net/adverts NodeAdvert). */
 import { Heap } from '../util/heap.js';
+import { randomSeed, seededUniform } from '../util/rng.js';
 
 export interface RouteCandidate {
   peerId: string;
@@ -112,7 +113,7 @@ export function selectRoute(candidates: readonly RouteCandidate[], opts: RouterO
   const loadWeight = opts.loadWeight ?? 0.5;
   const penalty = opts.fullCachePenaltyMs ?? 5000;
   const jitter = opts.tieJitter ?? 0.05;
-  const rand = mulberry32(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const rand = seededUniform(opts.seed ?? randomSeed());
   // one jitter factor per candidate and call: near-equal routes are picked at random
   const jitterOf = usable.map(() => 1 + jitter * rand());
 
@@ -220,16 +221,4 @@ function range(a: number, b: number): number[] {
   const out: number[] = [];
   for (let i = a; i < b; i++) out.push(i);
   return out;
-}
-
-/** Small seeded PRNG (mulberry32): reproducible tie-breaking in tests. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -2,9 +2,17 @@
 // (Llama 3, SmolLM, Qwen 2, GPT-2): vocab + merges, added tokens as control/user-defined
 // tokens, the pre-tokenizer's Split regex / Digits / ByteLevel, BOS from the post-processor.
 import { ModelFormatError, type TokenizerSpec } from '../model/types.js';
-import type { HfSpec } from './index.js';
 import { preTokenizerRegexes, regexFromPattern } from './pretokenize.js';
 import { TokenType } from './vocab.js';
+
+/** Extra fields filled in when converting a tokenizer.json. */
+export interface HfSpec extends TokenizerSpec {
+  preRegexes?: RegExp[];
+  ignoreMerges?: boolean;
+  mergePairs?: [string, string][];
+  /** Unicode normalization applied to raw text before encoding */
+  normalize?: 'NFC' | 'NFKC';
+}
 
 const GPT2_BYTELEVEL = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 

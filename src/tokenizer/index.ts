@@ -5,7 +5,7 @@
 import { ModelFormatError, type TokenizerSpec } from '../model/types.js';
 import { BpeEncoder, bpePiece } from './bpe.js';
 import { createChatRenderer, type ChatRenderer } from './chat.js';
-import { specFromHfTokenizerJson } from './hf.js';
+import { specFromHfTokenizerJson, type HfSpec } from './hf.js';
 import { preTokenizerRegexes } from './pretokenize.js';
 import { SpmEncoder, spmPiece } from './spm.js';
 import { createStreamDecoder, decodeAll, type PieceSource } from './stream.js';
@@ -136,15 +136,6 @@ class OdsiTokenizer implements Tokenizer, PieceSource {
   applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {
     return this.chat.render(messages, opts.addGenerationPrompt ?? true);
   }
-}
-
-/** Extra fields hf.ts fills in when converting a tokenizer.json. */
-export interface HfSpec extends TokenizerSpec {
-  preRegexes?: RegExp[];
-  ignoreMerges?: boolean;
-  mergePairs?: [string, string][];
-  /** Unicode normalization applied to raw text before encoding */
-  normalize?: 'NFC' | 'NFKC';
 }
 
 export function createTokenizer(spec: TokenizerSpec): Tokenizer {

@@ -33,12 +33,38 @@ export function preTokenizerRegexes(pre: string | undefined): RegExp[] {
   if (!src) {
     throw new ModelFormatError(`unsupported BPE pre-tokenizer '${pre}' (tokenizer.ggml.pre); supported: ${SUPPORTED_PRE.join(', ')}`);
   }
-  return src.map((s) => new RegExp(s, 'gu'));
+  return src.map(regexFromPattern);
+}
+
+// llama.cpp's whitespace (unicode.cpp): U+0009..U+000D, space, U+0085, U+00A0, U+1680,
+// U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000. JavaScript's \s differs: it has
+// U+FEFF (a byte order mark, not a space for llama.cpp) and lacks U+0085.
+const WHITESPACE = '\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+
+/** `pattern` with \s and \S meaning llama.cpp's whitespace, inside and outside character classes. */
+function withLlamaWhitespace(pattern: string): string {
+  let out = '';
+  let inClass = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '\\' && i + 1 < pattern.length) {
+      const n = pattern[++i]!;
+      if (n === 's') out += inClass ? WHITESPACE : `[${WHITESPACE}]`;
+      else if (n === 'S' && !inClass) out += `[^${WHITESPACE}]`;
+      else if (n === 'S') throw new ModelFormatError('tokenizer pre-tokenizer regex uses \\S inside a character class');
+      else out += c + n;
+      continue;
+    }
+    if (c === '[' && !inClass) inClass = true;
+    else if (c === ']' && inClass) inClass = false;
+    out += c;
+  }
+  return out;
 }
 
 export function regexFromPattern(pattern: string): RegExp {
   try {
-    return new RegExp(pattern, 'gu');
+    return new RegExp(withLlamaWhitespace(pattern), 'gu');
   } catch (e) {
     throw new ModelFormatError(`tokenizer pre-tokenizer regex does not compile in JavaScript: ${(e as Error).message}`);
   }

@@ -1,5 +1,6 @@
-// Small seeded PRNG (xoshiro128**, seeded through splitmix32) so sampling is reproducible
-// across machines and Node versions: Math.random is neither seedable nor specified.
+// The project's one seeded PRNG (xoshiro128**, seeded through splitmix32): sampling, route
+// tie-breaking, fault timing and generated test data are reproducible across machines and
+// Node versions, which Math.random is not (neither seedable nor specified).
 
 function splitmix32(state: { s: number }): number {
   state.s = (state.s + 0x9e3779b9) | 0;
@@ -51,6 +52,12 @@ export class Rng {
 
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
+}
+
+/** the same generator as a plain `() => number` in [0, 1), for code that takes a random source */
+export function seededUniform(seed: number): () => number {
+  const rng = new Rng(seed);
+  return () => rng.next();
 }
 
 /** a fresh random seed (for requests that give none); 32-bit so it is easy to echo back */

@@ -5,42 +5,20 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { LocalBackend } from '../../src/gateway/local.js';
-import { createApiServer, type ApiServer } from '../../src/api/server.js';
+import { createApiServer } from '../../src/api/server.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { openaiClient, post } from '../helpers/http.js';
+import { serve, type Served } from '../helpers/served.js';
 
-let backend: LocalBackend;
-let server: ApiServer;
-let url: string;
-let client: OpenAI;
 const MODEL = 'stories260K';
+let api: Served<LocalBackend>;
+let client: OpenAI;
 
 before(async () => {
-  backend = await LocalBackend.open(STORIES_GGUF, { stages: 2 });
-  server = createApiServer(backend);
-  url = await server.listen(0);
-  client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 30_000 });
+  api = await serve(await LocalBackend.open(STORIES_GGUF, { stages: 2 }));
+  client = openaiClient(api.url, 30_000);
 });
-after(async () => {
-  await server?.close();
-  await backend?.close();
-});
-
-async function post(path: string, body: unknown, raw = false): Promise<{ status: number; json: any; text: string }> {
-  const r = await fetch(url + path, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: raw ? (body as string) : JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await r.text();
-  let json: any;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: r.status, json, text };
-}
+after(() => api?.close());
 
 /** parse an SSE body into its data payloads */
 function sseEvents(text: string): string[] {
@@ -55,7 +33,7 @@ function sseEvents(text: string): string[] {
 
 test('greedy completions equal the golden tokens (prompt as text and as token ids)', async () => {
   for (const g of loadGolden()) {
-    const r = await post('/v1/completions', {
+    const r = await post(api.url, '/v1/completions', {
       model: MODEL,
       prompt: g.prompt,
       max_tokens: g.generated_tokens.length,
@@ -67,7 +45,7 @@ test('greedy completions equal the golden tokens (prompt as text and as token id
     assert.deepEqual(ids, g.generated_tokens, `prompt ${JSON.stringify(g.prompt)}`);
     assert.equal(r.json.usage.prompt_tokens, g.prompt_tokens.length);
     assert.equal(r.json.usage.completion_tokens, g.generated_tokens.length);
-    assert.equal(r.json.choices[0].text, backend.tokenizer.decode(g.generated_tokens, { atStart: false }));
+    assert.equal(r.json.choices[0].text, api.backend.tokenizer.decode(g.generated_tokens, { atStart: false }));
     assert.equal(r.json.choices[0].finish_reason, 'length');
     // every token's timeline names the stages that ran it
     const tl = r.json.odsi.timeline[3];
@@ -80,7 +58,7 @@ test('greedy completions equal the golden tokens (prompt as text and as token id
     );
     assert.ok(tl.hops.every((h: { computeMs: number }) => h.computeMs >= 0));
 
-    const r2 = await post('/v1/completions', {
+    const r2 = await post(api.url, '/v1/completions', {
       model: MODEL,
       prompt: g.prompt_tokens,
       max_tokens: 20,
@@ -97,7 +75,7 @@ test('greedy completions equal the golden tokens (prompt as text and as token id
 
 test('official openai client: completion and chat, streaming and not', async () => {
   const g = loadGolden()[0]!;
-  const want = backend.tokenizer.decode(g.generated_tokens.slice(0, 30), { atStart: false });
+  const want = api.backend.tokenizer.decode(g.generated_tokens.slice(0, 30), { atStart: false });
 
   const c = await client.completions.create({ model: MODEL, prompt: g.prompt, max_tokens: 30, temperature: 0 });
   assert.equal(c.object, 'text_completion');
@@ -156,7 +134,7 @@ test('official openai client: completion and chat, streaming and not', async () 
 });
 
 test('SSE wire format: chunk shapes, usage chunk, [DONE]', async () => {
-  const r = await post('/v1/chat/completions', {
+  const r = await post(api.url, '/v1/chat/completions', {
     model: MODEL,
     messages: [{ role: 'user', content: 'hi' }],
     max_tokens: 5,
@@ -187,23 +165,23 @@ test('SSE wire format: chunk shapes, usage chunk, [DONE]', async () => {
 
 test('stop strings cut the text, streamed or not; seeds reproduce sampling', async () => {
   const g = loadGolden()[0]!;
-  const full = backend.tokenizer.decode(g.generated_tokens, { atStart: false });
+  const full = api.backend.tokenizer.decode(g.generated_tokens, { atStart: false });
   const stop = 'Lily';
   const cut = full.slice(0, full.indexOf(stop));
   assert.ok(cut.length > 0 && cut.length < full.length);
-  const r = await post('/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 60, temperature: 0, stop: [stop, 'zzz'] });
+  const r = await post(api.url, '/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 60, temperature: 0, stop: [stop, 'zzz'] });
   assert.equal(r.json.choices[0].text, cut);
   assert.equal(r.json.choices[0].finish_reason, 'stop');
   assert.ok(r.json.usage.completion_tokens < 60);
-  const s = await post('/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 60, temperature: 0, stop, stream: true });
+  const s = await post(api.url, '/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 60, temperature: 0, stop, stream: true });
   const text = sseEvents(s.text)
     .slice(0, -1)
     .map((e) => JSON.parse(e).choices[0].text)
     .join('');
   assert.equal(text, cut);
 
-  const a = await post('/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 20, temperature: 0.9, top_p: 0.9, seed: 42 });
-  const b = await post('/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 20, temperature: 0.9, top_p: 0.9, seed: 42 });
+  const a = await post(api.url, '/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 20, temperature: 0.9, top_p: 0.9, seed: 42 });
+  const b = await post(api.url, '/v1/completions', { model: MODEL, prompt: g.prompt, max_tokens: 20, temperature: 0.9, top_p: 0.9, seed: 42 });
   assert.equal(a.json.choices[0].text, b.json.choices[0].text);
 });
 
@@ -225,28 +203,28 @@ test('invalid requests get OpenAI-shaped errors with the right status; the serve
     ['/v1/nothing', {}, 404, null],
   ];
   for (const [path, body, status, param, raw] of cases) {
-    const r = await post(path, body, raw);
+    const r = await post(api.url, path, body, { raw, timeoutMs: 30_000 });
     assert.equal(r.status, status, `${path} ${JSON.stringify(body)} → ${r.status} ${r.text}`);
     assert.equal(typeof r.json?.error?.message, 'string', r.text);
     assert.equal(typeof r.json.error.type, 'string');
     assert.ok('param' in r.json.error && 'code' in r.json.error);
     if (param) assert.equal(r.json.error.param, param, r.text);
   }
-  const bad = await post('/v1/completions', '{"model": ', true);
+  const bad = await post(api.url, '/v1/completions', '{"model": ', { raw: true, timeoutMs: 30_000 });
   assert.equal(bad.json.error.code, 'invalid_json');
-  const nf = await post('/v1/completions', { model: 'gpt-4', prompt: 'x' });
+  const nf = await post(api.url, '/v1/completions', { model: 'gpt-4', prompt: 'x' });
   assert.equal(nf.json.error.code, 'model_not_found');
   // the openai client turns these into typed errors
   await assert.rejects(client.completions.create({ model: MODEL, prompt: 'x', n: 3 }), (e: unknown) => e instanceof OpenAI.BadRequestError);
   await assert.rejects(client.completions.create({ model: 'nope', prompt: 'x' }), (e: unknown) => e instanceof OpenAI.NotFoundError);
-  const ok = await post('/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 3, temperature: 0 });
+  const ok = await post(api.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 3, temperature: 0 });
   assert.equal(ok.status, 200);
 });
 
 test('a client that disconnects mid-stream stops the generation', async () => {
   const before = await metricValue('odsi_generated_tokens_total');
   const ac = new AbortController();
-  const r = await fetch(url + '/v1/completions', {
+  const r = await fetch(api.url + '/v1/completions', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 500, temperature: 0, stream: true }),
@@ -272,8 +250,8 @@ test('concurrent requests each get what they get alone', async () => {
     seed: i,
   }));
   const alone: string[] = [];
-  for (const b of bodies) alone.push((await post('/v1/completions', b)).json.choices[0].text);
-  const together = await Promise.all(bodies.map((b) => post('/v1/completions', b)));
+  for (const b of bodies) alone.push((await post(api.url, '/v1/completions', b)).json.choices[0].text);
+  const together = await Promise.all(bodies.map((b) => post(api.url, '/v1/completions', b)));
   assert.deepEqual(
     together.map((r) => r.json.choices[0].text),
     alone,
@@ -281,10 +259,10 @@ test('concurrent requests each get what they get alone', async () => {
 });
 
 test('metrics and health', async () => {
-  const h = await fetch(url + '/healthz');
+  const h = await fetch(api.url + '/healthz');
   assert.equal(h.status, 200);
   assert.equal(((await h.json()) as { status: string }).status, 'ok');
-  const m = await (await fetch(url + '/metrics')).text();
+  const m = await (await fetch(api.url + '/metrics')).text();
   for (const name of [
     'odsi_requests_total',
     'odsi_generated_tokens_total',
@@ -298,13 +276,13 @@ test('metrics and health', async () => {
 });
 
 async function metricValue(name: string): Promise<number> {
-  const m = await (await fetch(url + '/metrics')).text();
+  const m = await (await fetch(api.url + '/metrics')).text();
   const line = m.split('\n').find((l) => l.startsWith(name + ' '));
   return line ? Number(line.split(' ')[1]) : 0;
 }
 
 test('over the concurrency limit a request gets 503 capacity; the model endpoint answers', async () => {
-  const small = createApiServer(backend, { maxConcurrent: 1 });
+  const small = createApiServer(api.backend, { maxConcurrent: 1 });
   const base = await small.listen(0);
   try {
     const ac = new AbortController();
@@ -328,9 +306,9 @@ test('over the concurrency limit a request gets 503 capacity; the model endpoint
   } finally {
     await small.close();
   }
-  const m = await fetch(`${url}/v1/models/${MODEL}`);
+  const m = await fetch(`${api.url}/v1/models/${MODEL}`);
   assert.equal(m.status, 200);
   assert.equal(((await m.json()) as { id: string }).id, MODEL);
-  const unknown = await fetch(`${url}/v1/models/gpt-4`);
+  const unknown = await fetch(`${api.url}/v1/models/gpt-4`);
   assert.equal(unknown.status, 404);
 });

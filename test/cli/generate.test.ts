@@ -2,19 +2,16 @@
 // streaming output, and one-line errors.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ODSI_BIN, REPO_ROOT, STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { REPO_ROOT, STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { runOdsi } from '../helpers/cli.js';
 import { GgufFile } from '../../src/model/gguf.js';
 import { createTokenizer } from '../../src/tokenizer/index.js';
 import { buildLocalPipeline } from '../../src/engine/create.js';
 import { generate } from '../../src/engine/generate.js';
 
-function odsi(args: string[]) {
-  const r = spawnSync(process.execPath, [ODSI_BIN, 'generate', ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const odsi = (args: string[]) => runOdsi(['generate', ...args]);
 
 const ortPresent = existsSync(resolve(REPO_ROOT, 'dist/src/engine/ort/index.js'));
 

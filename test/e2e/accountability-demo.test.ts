@@ -3,12 +3,12 @@
 // index; only the dishonest nodes are ever accused, and the text equals an honest run's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { buildLocalPipeline, disposePipeline } from '../../src/engine/create.js';
 import { generate } from '../../src/engine/generate.js';
 import { openModel } from '../../src/model/load.js';
 import { createTokenizer } from '../../src/tokenizer/index.js';
-import { ODSI_BIN, STORIES_GGUF } from '../helpers/paths.js';
+import { STORIES_GGUF } from '../helpers/paths.js';
+import { runOdsi } from '../helpers/cli.js';
 
 interface DemoJson {
   text: string;
@@ -22,12 +22,11 @@ interface DemoJson {
 }
 
 function demo(extra: string[]): DemoJson {
-  const r = spawnSync(
-    process.execPath,
-    [ODSI_BIN, 'demo', '--model', STORIES_GGUF, '--nodes', '2', '--max-tokens', '8', '--audit-rate', '1', '--json', ...extra],
-    { encoding: 'utf8', timeout: 110_000, env: { ...process.env, ODSI_ALLOW_FAULTS: '1' } },
-  );
-  assert.equal(r.status, 0, `demo failed: ${r.stderr.slice(-2000)}`);
+  const r = runOdsi(['demo', '--model', STORIES_GGUF, '--nodes', '2', '--max-tokens', '8', '--audit-rate', '1', '--json', ...extra], {
+    timeoutMs: 110_000,
+    env: { ...process.env, ODSI_ALLOW_FAULTS: '1' },
+  });
+  assert.equal(r.code, 0, `demo failed: ${r.stderr.slice(-2000)}`);
   return JSON.parse(r.stdout.trim().split('\n')[0]!) as DemoJson;
 }
 

@@ -14,7 +14,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { Gateway } from '../../src/gateway/gateway.js';
-import { mulberry32, type RouteCandidate } from '../../src/routing/router.js';
+import type { RouteCandidate } from '../../src/routing/router.js';
+import { seededUniform } from '../../src/util/rng.js';
 import type { FailureEvent, FaultEvent, RerouteEvent } from '../../src/route/events.js';
 import { NodeProcess } from '../../src/node/process.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
@@ -62,7 +63,7 @@ const candidate = (n: NodeProcess, msPerToken = 1): RouteCandidate => n.candidat
 
 test(`${RUNS} runs, one node on the route SIGKILLed at a random token: output equals the golden tokens`, { timeout: 600_000 }, async () => {
   const golden = loadGolden();
-  const rand = mulberry32(20261122);
+  const rand = seededUniform(20261122);
   const bans = gw!.bans;
   const restarts: Promise<void>[] = [];
   const restartMs: number[] = [];

@@ -2,64 +2,8 @@
 // on SIGTERM that leaves no node process behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { ODSI_BIN, REPO_ROOT, STORIES_GGUF, loadGolden } from '../helpers/paths.js';
-
-interface Running {
-  proc: ChildProcess;
-  /** next stdout line that parses as JSON (bounded wait) */
-  nextJson(timeoutMs: number): Promise<any>;
-  stderr(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function runDemo(args: string[]): Running {
-  const proc = spawn(process.execPath, [ODSI_BIN, 'demo', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const waiters: ((l: string) => void)[] = [];
-  createInterface({ input: proc.stdout! }).on('line', (l) => {
-    const w = waiters.shift();
-    if (w) w(l);
-    else lines.push(l);
-  });
-  let err = '';
-  proc.stderr!.on('data', (d) => (err += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    proc.once('exit', (code, signal) => r({ code, signal })),
-  );
-  const nextLine = (timeoutMs: number) =>
-    new Promise<string>((resolve, reject) => {
-      const l = lines.shift();
-      if (l !== undefined) return resolve(l);
-      const t = setTimeout(() => reject(new Error(`no output from odsi demo within ${timeoutMs} ms; stderr:\n${err}`)), timeoutMs);
-      void exited.then(({ code }) => {
-        clearTimeout(t);
-        reject(new Error(`odsi demo exited (${code}) early; stderr:\n${err}`));
-      });
-      waiters.push((x) => {
-        clearTimeout(t);
-        resolve(x);
-      });
-    });
-  return {
-    proc,
-    async nextJson(timeoutMs) {
-      const until = Date.now() + timeoutMs;
-      for (let i = 0; i < 1000; i++) {
-        const l = await nextLine(Math.max(1, until - Date.now()));
-        try {
-          return JSON.parse(l);
-        } catch {
-          /* not JSON: skip */
-        }
-      }
-      throw new Error('no JSON line');
-    },
-    stderr: () => err,
-    exited,
-  };
-}
+import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { startOdsi } from '../helpers/cli.js';
 
 function alive(pid: number): boolean {
   try {
@@ -77,7 +21,8 @@ async function waitGone(pids: number[], ms: number): Promise<void> {
 
 test('odsi demo --json --serve on stories260K (3 nodes, 2/2/1): golden tokens, live API, clean SIGTERM', { timeout: 180_000 }, async () => {
   const [g0, g1] = loadGolden();
-  const d = runDemo([
+  const d = startOdsi([
+    'demo',
     '--model',
     STORIES_GGUF,
     '--layers',
@@ -145,7 +90,7 @@ test('odsi demo --json --serve on stories260K (3 nodes, 2/2/1): golden tokens, l
 });
 
 test('odsi demo with no model uses the synthetic tiny model and says so', { timeout: 180_000 }, async () => {
-  const d = runDemo(['--nodes', '2', '--max-tokens', '4', '--json']);
+  const d = startOdsi(['demo', '--nodes', '2', '--max-tokens', '4', '--json']);
   const rep = await d.nextJson(150_000);
   const ex = await Promise.race([d.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 20_000))]);
   if (!ex) d.proc.kill('SIGKILL');

@@ -6,58 +6,44 @@
 //    the layers within seconds, HTTP callers a 503 `no_route`, and the gateway keeps answering.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Gateway } from '../../src/gateway/gateway.js';
-import { LocalSwarm } from '../../src/node/local-swarm.js';
-import { createApiServer, type ApiServer } from '../../src/api/server.js';
-import { openModel } from '../../src/model/load.js';
-import { modelIdentity } from '../../src/model/identity.js';
 import type { FailureEvent, RerouteEvent } from '../../src/route/events.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { startSwarmGateway, type SwarmGateway } from '../helpers/served.js';
 
-let swarm: LocalSwarm | undefined;
-let gw: Gateway | undefined;
-let api: ApiServer | undefined;
-let url = '';
+let sg: SwarmGateway | undefined;
 
 before(
   async () => {
-    const src = openModel(STORIES_GGUF);
-    const { modelId } = modelIdentity(src);
-    src.close();
-    swarm = await LocalSwarm.start({
+    sg = await startSwarmGateway({
       model: STORIES_GGUF,
-      ranges: [
-        [0, 2],
-        [2, 5],
-        [2, 5],
-      ],
-      modelId,
-      announceIntervalMs: 3000,
-      readyTimeoutMs: 90_000,
+      swarm: {
+        ranges: [
+          [0, 2],
+          [2, 5],
+          [2, 5],
+        ],
+        announceIntervalMs: 3000,
+        readyTimeoutMs: 90_000,
+      },
+      gateway: { refreshMs: 1000, lookupTimeoutMs: 3000 },
     });
-    gw = await Gateway.start({ modelPath: STORIES_GGUF, bootstrap: swarm.bootstrap, refreshMs: 1000, lookupTimeoutMs: 3000 });
+    const gw = sg.backend;
     // discovery is best effort: wait (bounded) until every node's advert is known
-    const want = swarm.nodes.map((n) => n.peerId);
+    const want = sg.swarm.nodes.map((n) => n.peerId);
     const until = Date.now() + 90_000;
-    while (Date.now() < until && !want.every((p) => gw!.knownAdverts().some((a) => a.peerId === p))) {
+    while (Date.now() < until && !want.every((p) => gw.knownAdverts().some((a) => a.peerId === p))) {
       await gw.refresh();
       await new Promise((r) => setTimeout(r, 250));
     }
     assert.ok(
-      want.every((p) => gw!.knownAdverts().some((a) => a.peerId === p)),
+      want.every((p) => gw.knownAdverts().some((a) => a.peerId === p)),
       'the gateway found every node',
     );
-    api = createApiServer(gw);
-    url = await api.listen(0);
   },
   { timeout: 200_000 },
 );
 
-after(async () => {
-  await api?.close().catch(() => undefined);
-  await gw?.close().catch(() => undefined);
-  await swarm?.stop();
-});
+after(() => sg?.close());
 
 const layerNodes = (hops: { node: string; role: string }[]) => hops.filter((h) => h.role === 'layers').map((h) => h.node);
 
@@ -67,26 +53,26 @@ test(
   async () => {
     const g = loadGolden()[0]!;
     const since = Date.now();
-    const it = gw!.generate({ promptIds: g.prompt_tokens, maxTokens: g.generated_tokens.length, sampling: { temperature: 0 } });
+    const it = sg!.backend.generate({ promptIds: g.prompt_tokens, maxTokens: g.generated_tokens.length, sampling: { temperature: 0 } });
     const tokens: number[] = [];
     let victim = '';
     for (let r = await it.next(); !r.done; r = await it.next()) {
       tokens.push(r.value.id);
       if (tokens.length === 10) {
         victim = layerNodes(r.value.timeline.hops)[1]!;
-        await swarm!.kill(swarm!.nodes.findIndex((n) => n.peerId === victim));
+        await sg!.swarm.kill(sg!.swarm.nodes.findIndex((n) => n.peerId === victim));
       }
       if (tokens.length === 20) assert.ok(!layerNodes(r.value.timeline.hops).includes(victim), 'later tokens avoid the dead node');
     }
     assert.deepEqual(tokens, g.generated_tokens);
-    const evs = gw!.faults.events(since);
+    const evs = sg!.backend.faults.events(since);
     const fail = evs.find((e): e is FailureEvent => e.type === 'failure');
     const re = evs.find((e): e is RerouteEvent => e.type === 'reroute');
     assert.ok(fail && re, JSON.stringify(evs));
     assert.deepEqual(fail.culprits, [victim], JSON.stringify(evs));
     assert.equal(re.method, 'replay');
     assert.equal(re.replayedTokens, g.prompt_tokens.length + 9);
-    assert.ok(gw!.bans.active().has(victim));
+    assert.ok(sg!.backend.bans.active().has(victim));
   },
 );
 
@@ -95,7 +81,7 @@ test(
   { timeout: 60_000 },
   async () => {
     const g = loadGolden()[1]!;
-    const it = gw!.generate({ promptIds: g.prompt_tokens, maxTokens: 60, sampling: { temperature: 0 } });
+    const it = sg!.backend.generate({ promptIds: g.prompt_tokens, maxTokens: 60, sampling: { temperature: 0 } });
     let n = 0;
     let killedAt = 0;
     let err: Error | undefined;
@@ -103,7 +89,7 @@ test(
       for (let r = await it.next(); !r.done; r = await it.next()) {
         if (++n === 5) {
           const last = layerNodes(r.value.timeline.hops)[1]!;
-          await swarm!.kill(swarm!.nodes.findIndex((x) => x.peerId === last));
+          await sg!.swarm.kill(sg!.swarm.nodes.findIndex((x) => x.peerId === last));
           killedAt = Date.now();
         }
       }
@@ -117,7 +103,7 @@ test(
     assert.ok(ms < 5000, `error after ${ms} ms`);
 
     const t = Date.now();
-    const r = await fetch(`${url}/v1/completions`, {
+    const r = await fetch(`${sg!.url}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'stories260K', prompt: g.prompt, max_tokens: 8, temperature: 0 }),
@@ -128,8 +114,8 @@ test(
     assert.equal(body.error.code, 'no_route');
     assert.match(body.error.message, /layers 2-4/);
     assert.ok(Date.now() - t < 10_000, `503 after ${Date.now() - t} ms`);
-    assert.equal((await fetch(`${url}/v1/models`)).status, 200);
-    const h = await fetch(`${url}/healthz`);
+    assert.equal((await fetch(`${sg!.url}/v1/models`)).status, 200);
+    const h = await fetch(`${sg!.url}/healthz`);
     assert.equal(h.status, 503);
   },
 );

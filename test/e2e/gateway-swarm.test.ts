@@ -4,96 +4,59 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { Gateway } from '../../src/gateway/gateway.js';
 import { LocalBackend } from '../../src/gateway/local.js';
-import { LocalSwarm } from '../../src/node/local-swarm.js';
-import { createApiServer, type ApiServer } from '../../src/api/server.js';
-import { openModel } from '../../src/model/load.js';
-import { modelIdentity } from '../../src/model/identity.js';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { ODSI_BIN, STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { startOdsi } from '../helpers/cli.js';
+import { openaiClient, post } from '../helpers/http.js';
+import { serve, startSwarmGateway, type Served, type SwarmGateway } from '../helpers/served.js';
 
 const MODEL = 'stories260K';
-let swarm: LocalSwarm | undefined;
-let gw: Gateway | undefined;
-let server: ApiServer | undefined;
-let local: LocalBackend | undefined;
-let localServer: ApiServer | undefined;
-let url = '';
-let localUrl = '';
+let sg: SwarmGateway | undefined;
+let local: Served<LocalBackend> | undefined;
 
 before(
   async () => {
-    const src = openModel(STORIES_GGUF);
-    const { modelId } = modelIdentity(src);
-    src.close();
-    swarm = await LocalSwarm.start({
+    sg = await startSwarmGateway({
       model: STORIES_GGUF,
-      ranges: [
-        [0, 2],
-        [2, 4],
-        [4, 5],
-      ],
-      modelId,
-      readyTimeoutMs: 60_000,
+      swarm: {
+        ranges: [
+          [0, 2],
+          [2, 4],
+          [4, 5],
+        ],
+        readyTimeoutMs: 60_000,
+      },
+      gateway: {
+        refreshMs: 5_000,
+        lookupTimeoutMs: 5_000,
+        // these tests are about serving, not failover speed: on a loaded CI machine a slow step
+        // must not be mistaken for a dead node
+        failover: { graceMs: 10_000, minStepMs: 2_000 },
+      },
     });
-    gw = await Gateway.start({
-      modelPath: STORIES_GGUF,
-      bootstrap: swarm.bootstrap,
-      refreshMs: 5_000,
-      lookupTimeoutMs: 5_000,
-      // these tests are about serving, not failover speed: on a loaded CI machine a slow step
-      // must not be mistaken for a dead node
-      failover: { graceMs: 10_000, minStepMs: 2_000 },
-    });
-    await gw.waitForRoute(30_000);
-    server = createApiServer(gw);
-    url = await server.listen(0);
+    await sg.backend.waitForRoute(30_000);
     // the same model in-process: what the swarm must reproduce
-    local = await LocalBackend.open(STORIES_GGUF);
-    localServer = createApiServer(local);
-    localUrl = await localServer.listen(0);
+    local = await serve(await LocalBackend.open(STORIES_GGUF));
   },
   { timeout: 120_000 },
 );
 
 after(async () => {
-  await server?.close().catch(() => undefined);
-  await localServer?.close().catch(() => undefined);
-  await gw?.close().catch(() => undefined);
-  await local?.close().catch(() => undefined);
-  await swarm?.stop();
+  await local?.close();
+  await sg?.close();
 });
 
-async function post(base: string, path: string, body: unknown, raw = false): Promise<{ status: number; json: any; text: string }> {
-  const r = await fetch(base + path, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: raw ? (body as string) : JSON.stringify(body),
-    signal: AbortSignal.timeout(60_000),
-  });
-  const text = await r.text();
-  let json: any;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: r.status, json, text };
-}
-
 test('the route covers the model with the three nodes, in order', () => {
-  const r = gw!.route();
+  const r = sg!.backend.route();
   assert.deepEqual(
     r.hops.map((h) => [h.peerId, h.start, h.end]),
-    swarm!.nodes.map((n) => [n.peerId, n.start, n.end]),
+    sg!.swarm.nodes.map((n) => [n.peerId, n.start, n.end]),
   );
 });
 
 test('greedy output through the swarm equals the golden tokens; timelines name the hops', async () => {
   for (const g of loadGolden()) {
-    const r = await post(url, '/v1/completions', {
+    const r = await post(sg!.url, '/v1/completions', {
       model: MODEL,
       prompt: g.prompt,
       max_tokens: g.generated_tokens.length,
@@ -127,16 +90,16 @@ test('greedy output through the swarm equals the golden tokens; timelines name t
     );
     assert.deepEqual(
       hops.filter((h) => h.role === 'layers').map((h) => h.node),
-      swarm!.nodes.map((n) => n.peerId),
+      sg!.swarm.nodes.map((n) => n.peerId),
     );
     assert.ok(hops.every((h) => h.computeMs >= 0 && Number.isFinite(h.computeMs)));
   }
 });
 
 test('official openai client against the gateway: chat and completion, streaming and not', async () => {
-  const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
+  const client = openaiClient(sg!.url);
   const msgs = [{ role: 'user' as const, content: 'Tell me about a cat.' }];
-  const want = await post(localUrl, '/v1/chat/completions', { model: MODEL, messages: msgs, max_tokens: 10, temperature: 0 });
+  const want = await post(local!.url, '/v1/chat/completions', { model: MODEL, messages: msgs, max_tokens: 10, temperature: 0 });
   const chat = await client.chat.completions.create({ model: MODEL, messages: msgs, max_tokens: 10, temperature: 0 });
   assert.equal(chat.choices[0]!.message.content, want.json.choices[0].message.content);
   assert.equal(chat.usage!.prompt_tokens, want.json.usage.prompt_tokens);
@@ -159,7 +122,7 @@ test('official openai client against the gateway: chat and completion, streaming
   assert.equal(usage?.completion_tokens, 10);
 
   const g = loadGolden()[1]!;
-  const expected = local!.tokenizer.decode(g.generated_tokens.slice(0, 12), { atStart: false });
+  const expected = local!.backend.tokenizer.decode(g.generated_tokens.slice(0, 12), { atStart: false });
   const c = await client.completions.create({ model: MODEL, prompt: g.prompt, max_tokens: 12, temperature: 0 });
   assert.equal(c.choices[0]!.text, expected);
   const cs = await client.completions.create({ model: MODEL, prompt: g.prompt, max_tokens: 12, temperature: 0, stream: true });
@@ -182,18 +145,18 @@ test('8 concurrent requests through one swarm each return what they return alone
   const bodies = prompts.map((p, i) => ({ model: MODEL, prompt: p, max_tokens: 8, temperature: i % 2 ? 0.8 : 0, seed: 100 + i }));
   const alone: string[] = [];
   for (const b of bodies) {
-    const r = await post(url, '/v1/completions', b);
+    const r = await post(sg!.url, '/v1/completions', b);
     assert.equal(r.status, 200, r.text);
     alone.push(r.json.choices[0].text);
   }
-  const together = await Promise.all(bodies.map((b) => post(url, '/v1/completions', b)));
+  const together = await Promise.all(bodies.map((b) => post(sg!.url, '/v1/completions', b)));
   for (const r of together) assert.equal(r.status, 200, r.text);
   assert.deepEqual(
     together.map((r) => r.json.choices[0].text),
     alone,
   );
   // and the swarm agrees with the in-process model
-  const ref = await Promise.all(bodies.map((b) => post(localUrl, '/v1/completions', b)));
+  const ref = await Promise.all(bodies.map((b) => post(local!.url, '/v1/completions', b)));
   assert.deepEqual(
     ref.map((r) => r.json.choices[0].text),
     alone,
@@ -209,15 +172,15 @@ test('invalid requests get OpenAI-shaped errors; the gateway keeps serving', asy
     [{ model: MODEL, prompt: 'x', max_tokens: -1 }, 400, 'max_tokens'],
   ];
   for (const [body, status, param, raw] of cases) {
-    const r = await post(url, '/v1/completions', body, raw);
+    const r = await post(sg!.url, '/v1/completions', body, { raw });
     assert.equal(r.status, status, r.text);
     assert.equal(typeof r.json.error.message, 'string');
     assert.equal(typeof r.json.error.type, 'string');
     if (param) assert.equal(r.json.error.param, param);
   }
-  const ok = await post(url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0 });
+  const ok = await post(sg!.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0 });
   assert.equal(ok.status, 200, ok.text);
-  const h = await fetch(`${url}/healthz`);
+  const h = await fetch(`${sg!.url}/healthz`);
   assert.equal(h.status, 200);
   const hb = (await h.json()) as { status: string; nodes: unknown[]; route: unknown[] };
   assert.equal(hb.nodes.length, 3);
@@ -225,7 +188,7 @@ test('invalid requests get OpenAI-shaped errors; the gateway keeps serving', asy
 });
 
 test('per-token deadlines: generous ones report slack per hop, impossible ones answer 504 without banning', async () => {
-  const ok = await post(url, '/v1/completions', {
+  const ok = await post(sg!.url, '/v1/completions', {
     model: MODEL,
     prompt: 'Once',
     max_tokens: 3,
@@ -239,7 +202,7 @@ test('per-token deadlines: generous ones report slack per hop, impossible ones a
     assert.ok(h.budgetInMs > 0 && h.budgetInMs <= 60_000, JSON.stringify(h));
     assert.ok(h.slackMs < h.budgetInMs, JSON.stringify(h));
   }
-  const miss = await post(url, '/v1/completions', {
+  const miss = await post(sg!.url, '/v1/completions', {
     model: MODEL,
     prompt: 'Once upon a time',
     max_tokens: 3,
@@ -247,29 +210,15 @@ test('per-token deadlines: generous ones report slack per hop, impossible ones a
   });
   assert.equal(miss.status, 504, miss.text);
   assert.equal(miss.json.error.code, 'route_deadline');
-  assert.deepEqual([...gw!.bans.active()], []);
-  const after = await post(url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 3, temperature: 0 });
+  assert.deepEqual([...sg!.backend.bans.active()], []);
+  const after = await post(sg!.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 3, temperature: 0 });
   assert.equal(after.status, 200, after.text);
 });
 
 test('odsi gateway (CLI process) joins the swarm and serves the API', { timeout: 120_000 }, async () => {
-  const proc = spawn(
-    process.execPath,
-    [ODSI_BIN, 'gateway', '--model', STORIES_GGUF, '--port', '0', '--bootstrap', swarm!.bootstrap[0]!, '--wait-route-ms', '30000'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let err = '';
-  proc.stderr!.on('data', (d) => (err += d));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
+  const gateway = startOdsi(['gateway', '--model', STORIES_GGUF, '--port', '0', '--bootstrap', sg!.swarm.bootstrap[0]!, '--wait-route-ms', '30000']);
   try {
-    const ready = await new Promise<{ url: string; routeReady: boolean; model: string }>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`odsi gateway not ready in 60 s: ${err}`)), 60_000);
-      createInterface({ input: proc.stdout! }).once('line', (l) => {
-        clearTimeout(t);
-        resolve(JSON.parse(l));
-      });
-      void exited.then((c) => reject(new Error(`odsi gateway exited (${c}): ${err}`)));
-    });
+    const ready: { url: string; routeReady: boolean; model: string } = await gateway.nextJson(60_000);
     assert.equal(ready.model, MODEL);
     assert.equal(ready.routeReady, true);
     const g = loadGolden()[0]!;
@@ -286,34 +235,34 @@ test('odsi gateway (CLI process) joins the swarm and serves the API', { timeout:
       g.generated_tokens.slice(0, 6),
     );
   } finally {
-    proc.kill('SIGTERM');
-    const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
-    if (code === 'hung') proc.kill('SIGKILL');
+    gateway.proc.kill('SIGTERM');
+    const code = await Promise.race([gateway.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
+    if (code === 'hung') gateway.proc.kill('SIGKILL');
     assert.notEqual(code, 'hung', 'odsi gateway did not stop on SIGTERM');
   }
 });
 
 test('with a node banned the gateway answers 503 naming the uncovered layers, then recovers', async () => {
-  const victim = swarm!.nodes[2]!.peerId;
-  for (let i = 0; i < 3; i++) gw!.bans.ban(victim);
+  const victim = sg!.swarm.nodes[2]!.peerId;
+  for (let i = 0; i < 3; i++) sg!.backend.bans.ban(victim);
   try {
-    const r = await post(url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 4 });
+    const r = await post(sg!.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 4 });
     assert.equal(r.status, 503, r.text);
     assert.equal(r.json.error.code, 'no_route');
     assert.match(r.json.error.message, /layers 4 of 5/);
-    const h = await fetch(`${url}/healthz`);
+    const h = await fetch(`${sg!.url}/healthz`);
     assert.equal(h.status, 503);
-    const m = await (await fetch(`${url}/metrics`)).text();
+    const m = await (await fetch(`${sg!.url}/metrics`)).text();
     assert.match(m, /odsi_route_failures_total\{reason="no_route"\} [1-9]/);
   } finally {
-    gw!.bans.clear(victim);
+    sg!.backend.bans.clear(victim);
   }
-  const ok = await post(url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0 });
+  const ok = await post(sg!.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0 });
   assert.equal(ok.status, 200, ok.text);
 });
 
 test('a node dying mid-stream with no replacement ends the SSE stream with an in-band error', { timeout: 120_000 }, async () => {
-  const r = await fetch(`${url}/v1/completions`, {
+  const r = await fetch(`${sg!.url}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ model: MODEL, prompt: 'Once upon a time', max_tokens: 400, temperature: 0, stream: true }),
@@ -323,7 +272,7 @@ test('a node dying mid-stream with no replacement ends the SSE stream with an in
   const reader = r.body!.getReader();
   const dec = new TextDecoder();
   let text = dec.decode((await reader.read()).value);
-  await swarm!.kill(2); // the only node serving layer 4
+  await sg!.swarm.kill(2); // the only node serving layer 4
   for (let i = 0; i < 10_000; i++) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -334,6 +283,6 @@ test('a node dying mid-stream with no replacement ends the SSE stream with an in
   const err = JSON.parse(events.at(-2)!.slice(6)) as { error?: { message: string; code: string } };
   assert.ok(err.error, `expected an error event, got ${events.at(-2)}`);
   assert.match(err.error.code, /^(no_route|route_)/);
-  const m = await (await fetch(`${url}/metrics`)).text();
+  const m = await (await fetch(`${sg!.url}/metrics`)).text();
   assert.match(m, /odsi_route_failures_total\{reason="[a-z_]+"\} [1-9]/);
 });

@@ -3,16 +3,16 @@
 // layer's weights per layer, and the 1-layer node stays far below the whole model.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSyntheticGguf } from '../../src/model/synth.js';
 import { openModel } from '../../src/model/load.js';
 import { layerBytesF32 } from '../../src/node/run.js';
-import { rssBytes, spawnNode, type NodeProc } from '../helpers/spawn.js';
+import { NodeProcess } from '../../src/node/process.js';
 
 let model: string;
-const procs: NodeProc[] = [];
+const procs: NodeProcess[] = [];
 
 // generated once per machine (≈530 MB, slow to write) and reused by later runs
 before(async () => {
@@ -29,11 +29,18 @@ after(async () => {
   await Promise.all(procs.map((p) => p.stop()));
 });
 
-async function rssServing(layers: string): Promise<number> {
-  const p = await spawnNode(['--model', model, '--layers', layers, '--model-id', 'synthetic-1b-4l', '--bench-tokens', '0', '--kv-budget-mb', '8', '--log-level', 'warn'], 120_000);
+/** Resident set size of a process in bytes (Linux /proc). */
+function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+async function rssServing(range: [number, number]): Promise<number> {
+  const p = await NodeProcess.start({ model, range, modelId: 'synthetic-1b-4l', benchTokens: 0, extraArgs: ['--kv-budget-mb', '8'], readyTimeoutMs: 120_000, env: { ODSI_PASSPHRASE: undefined } });
   procs.push(p);
   await new Promise((r) => setTimeout(r, 500));
-  const rss = rssBytes(p.ready.pid);
+  const rss = rssBytes(p.info.pid);
   await p.stop();
   return rss;
 }
@@ -44,8 +51,8 @@ test('resident memory grows with the number of layers served, not the model size
   const c = src.config;
   const wholeF32 = perLayer * c.nLayers + c.vocabSize * c.dim * 4 * (c.tiedEmbeddings ? 1 : 2);
   src.close();
-  const r1 = await rssServing('0:1');
-  const r4 = await rssServing('0:4');
+  const r1 = await rssServing([0, 1]);
+  const r4 = await rssServing([0, 4]);
   const delta = (r4 - r1) / 3;
   const mb = (x: number) => (x / 2 ** 20).toFixed(0);
   console.log(`# rss 1 layer ${mb(r1)} MB, 4 layers ${mb(r4)} MB, per layer ${mb(delta)} MB (f32 weights ${mb(perLayer)} MB), whole model f32 ${mb(wholeF32)} MB`);

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
-import { findAdverts, type NodeAdvert } from '../../src/p2p/adverts.js';
+import type { NodeAdvert } from '../../src/p2p/advert-record.js';
+import { findAdverts } from '../../src/p2p/adverts.js';
 import { openRoute, RouteError, type Hop } from '../../src/route/route-stage.js';
 import { Channel } from '../../src/p2p/channel.js';
 import { ACT_PROTOCOL, MsgType, encodeTensor, type Message } from '../../src/protocol/messages.js';
@@ -21,7 +22,8 @@ import { createTokenizer } from '../../src/tokenizer/index.js';
 import type { Stage } from '../../src/engine/types.js';
 import type { WeightSource } from '../../src/model/types.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
-import { spawnNode, waitFor, type NodeProc } from '../helpers/spawn.js';
+import { NodeProcess, type NodeProcessOptions } from '../../src/node/process.js';
+import { waitFor } from '../helpers/wait.js';
 
 let src: WeightSource;
 let modelId: string;
@@ -29,9 +31,9 @@ let gw: OdsiHost;
 let embed: Stage;
 let head: Stage;
 let dir: string;
-const procs: NodeProc[] = [];
+const procs: NodeProcess[] = [];
 
-const common = ['--model', STORIES_GGUF, '--announce-interval', '3000', '--bench-tokens', '4', '--log-level', 'warn'];
+const common: Omit<NodeProcessOptions, 'range'> = { model: STORIES_GGUF, announceIntervalMs: 3000, benchTokens: 4, env: { ODSI_PASSPHRASE: undefined } };
 
 async function discover(want: (a: NodeAdvert[]) => boolean, what: string): Promise<NodeAdvert[]> {
   return waitFor(async () => {
@@ -52,12 +54,12 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'odsi-swarm-'));
   src = openModel(STORIES_GGUF);
   modelId = modelIdentity(src).modelId;
-  const a = await spawnNode([...common, '--layers', '0:2', '--identity', join(dir, 'a.key')]);
+  const a = await NodeProcess.start({ ...common, range: [0, 2], identityFile: join(dir, 'a.key') });
   procs.push(a);
-  const boot = a.ready.addrs[0]!;
+  const boot = a.info.addrs[0]!;
   const [b, c] = await Promise.all([
-    spawnNode([...common, '--layers', '2:4', '--bootstrap', boot]),
-    spawnNode([...common, '--layers', '4:5', '--bootstrap', boot]),
+    NodeProcess.start({ ...common, range: [2, 4], bootstrap: [boot] }),
+    NodeProcess.start({ ...common, range: [4, 5], bootstrap: [boot] }),
   ]);
   procs.push(b, c);
   gw = await createHost({ identity: generateIdentity(), bootstrap: [boot] });
@@ -75,10 +77,10 @@ after(async () => {
 });
 
 test('nodes announce the model id the gateway computes, and are found through the DHT', async () => {
-  for (const p of procs) assert.equal(p.ready.modelId, modelId);
+  for (const p of procs) assert.equal(p.info.modelId, modelId);
   const found = await discover((f) => f.length >= 3, 'three adverts');
   assert.deepEqual(found.map((a) => [a.start, a.end]), [[0, 2], [2, 4], [4, 5]]);
-  assert.deepEqual(new Set(found.map((a) => a.peerId)), new Set(procs.map((p) => p.ready.peerId)));
+  assert.deepEqual(new Set(found.map((a) => a.peerId)), new Set(procs.map((p) => p.info.peerId)));
   for (const a of found) assert.ok(a.msPerToken > 0 && a.ttlMs === 9000 && a.freeKvTokens > 0);
 });
 
@@ -100,10 +102,10 @@ test('greedy generation through 3 nodes equals the golden tokens', async () => {
 });
 
 test('a node started later is discovered', async () => {
-  const late = await spawnNode([...common, '--layers', '0:5', '--bootstrap', procs[1]!.ready.addrs[0]!]);
+  const late = await NodeProcess.start({ ...common, range: [0, 5], bootstrap: [procs[1]!.info.addrs[0]!] });
   procs.push(late);
-  const found = await discover((f) => f.some((a) => a.peerId === late.ready.peerId), 'the late node');
-  const a = found.find((x) => x.peerId === late.ready.peerId)!;
+  const found = await discover((f) => f.some((a) => a.peerId === late.info.peerId), 'the late node');
+  const a = found.find((x) => x.peerId === late.info.peerId)!;
   assert.deepEqual([a.start, a.end], [0, 5]);
   // and it serves
   const route = await openRoute(gw, { modelId, config: src.config, hops: [{ peerId: a.peerId, addrs: a.addrs, start: 0, end: 5 }], sessionId: 'late' });
@@ -122,7 +124,7 @@ async function rawStream(peerId: string): Promise<{ ch: Channel; got: Message[];
 const firstError = (got: Message[]) => waitFor(async () => got.find((m) => m.type === MsgType.ERROR) as Extract<Message, { type: MsgType.ERROR }> | undefined, 5000, 'an error frame', 20);
 
 test('bad input gets clear error frames and the node keeps serving', async () => {
-  const target = procs[0]!.ready; // layers 0:2
+  const target = procs[0]!.info; // layers 0:2
   const dim = src.config.dim;
   // 1. malformed bytes: bad_frame, then the stream is reset
   const s1 = await rawStream(target.peerId);
@@ -164,5 +166,5 @@ test('bad input gets clear error frames and the node keeps serving', async () =>
   const out = await route.forward({ sessionId: 'after-bad-input', pos: 0, nTokens: 2, hidden: new Float32Array(2 * dim).fill(0.02) });
   assert.equal(out.hidden!.length, 2 * dim);
   await route.dispose();
-  assert.equal(procs[0]!.proc.exitCode, null);
+  assert.equal(procs[0]!.alive, true);
 });

@@ -2,7 +2,8 @@
 // definitions in ggml-common.h) and the llama.cpp-exact quantizers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dequantize, f16ToF32, f32ToF16, canDequantize } from '../../src/model/quant.js';
+import { f16ToF32, f32ToF16 } from '../../src/model/half.js';
+import { dequantize, canDequantize } from '../../src/model/quant.js';
 import { quantizeBF16, quantizeF16, quantizeQ4_0, quantizeQ8_0 } from '../../src/model/quantize.js';
 import { GgmlType } from '../../src/model/types.js';
 

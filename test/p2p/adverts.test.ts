@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { identityFromSecret, generateIdentity } from '../../src/identity/identity.js';
 import { createHost } from '../../src/p2p/host.js';
-import { advertKey, findAdverts, serveAdverts, modelCid, publishAdvert, signAdvert, verifyAdvert, verifyAdvertRecord, AdvertError } from '../../src/p2p/adverts.js';
+import { advertKey, modelCid, signAdvert, verifyAdvert, verifyAdvertRecord, AdvertError } from '../../src/p2p/advert-record.js';
+import { findAdverts, serveAdverts, publishAdvert } from '../../src/p2p/adverts.js';
 import { chooseLayers, layerCoverage, parseLayers } from '../../src/node/placement.js';
 import { toHex } from '../../src/protocol/frame.js';
 

@@ -1,5 +1,7 @@
 // Deterministic, varied test strings for tokenizer parity (no randomness between runs).
 
+import { seededUniform } from '../../src/util/rng.js';
+
 const WORDS = [
   'Once',
   'upon',
@@ -108,17 +110,6 @@ const WORDS = [
 ];
 const SPACES = [' ', ' ', ' ', '  ', '   ', '\t', '\n', '\n\n', '\r\n', ' \t ', '\u3000', '', ''];
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Hand-picked edge cases followed by seeded random mixes: `count` strings in all. */
 export function parityStrings(count = 240, seed = 20261122): string[] {
   const fixed = [
@@ -173,7 +164,7 @@ export function parityStrings(count = 240, seed = 20261122): string[] {
     '\u{1F600}\u{1F601}\u{1F602}',
     'mixed 中文 and English 123',
   ];
-  const rnd = mulberry32(seed);
+  const rnd = seededUniform(seed);
   const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)]!;
   const out = [...fixed];
   while (out.length < count) {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FrameDecoder, FrameError, MAX_FRAME_PAYLOAD, fromHex, toHex, encodeFrame } from '../../src/protocol/frame.js';
-import { MessageDecoder, MessageError, MsgType, decodeTensor, encodeMessage, encodeTensor, type Message } from '../../src/protocol/messages.js';
+import { ACT_LIMITS, MessageDecoder, MessageError, MsgType, decodeTensor, encodeMessage, encodeTensor, type Message } from '../../src/protocol/messages.js';
 
 // Vector 1: STEP, session "s1", request 7, pos 3, one token, f32 [1, -2], budget 250 ms.
 const V1_HEX =
@@ -45,7 +45,7 @@ test('encoder reproduces the fixed vectors', () => {
         header: { sessionId: 's1', requestId: 1, step: 0, pos: 0, nTokens: 1, dtype: 'f32', shape: [1, 2], timeline: [] },
         payload: encodeTensor(new Float32Array([1, -2]), 'f32'),
       },
-      4,
+      { ...ACT_LIMITS, maxPayload: 4 },
     ).map(toHex),
     V5_HEX,
   );

@@ -8,7 +8,7 @@ import type { Stage } from '../../engine/types.js';
 import type { WeightSource } from '../../model/types.js';
 import type { OdsiHost } from '../../p2p/host.js';
 import type { Dtype } from '../../protocol/messages.js';
-import { AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../records/wire.js';
+import { AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
 
 export interface CommittedStep {
   step: number;

@@ -28,10 +28,9 @@ import { DTYPE_BYTES, decodeTensor, encodeTensor, type Dtype } from '../../proto
 import { ZERO_HASH, type Hex } from '../records/eip712.js';
 import { checkSigned, hashTensor, type SignedReceipt } from '../records/receipts.js';
 import { toModelId, type ReexecReceiptFields } from './stamper.js';
-import { addressOfPeer, deploymentDomain, readAuditMessage, requestIdOf, sendAuditMessage, sessionIdOf } from '../records/wire.js';
+import { addressOfPeer, deploymentDomain, requestIdOf, sessionIdOf } from '../records/wire.js';
+import { AUDIT_EXEC_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
 
-/** stream protocol: ask a node to re-execute committed inputs on its own layer range */
-export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.0.0';
 /** most tokens one re-execution may replay (and never more than the model's context) */
 export const MAX_REEXEC_TOKENS = 8192;
 /** largest forward call of a replay (bounds the engine's scratch memory) */

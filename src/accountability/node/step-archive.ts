@@ -3,7 +3,7 @@
 // cites, plus the stamper's bookkeeping of the session (the upstream signer's receipt chain,
 // commitments waiting for their receipt). Sessions are kept for a bounded challenge window.
 //
-// AUDIT_PROTOCOL, one request and one reply per stream (wire.ts codec):
+// AUDIT_PROTOCOL, one request and one reply per stream (protocol/audit-messages.ts):
 //   request  { sessionId, fromStep, toStep }
 //   reply    { ok: false, reason } or { ok: true, steps: [{ step, pos, nTokens, dtype, bytes }],
 //              output: { dtype, bytes }, receipt, commitment? } + the inputs of steps
@@ -15,7 +15,7 @@ import type { Dtype } from '../../protocol/messages.js';
 import type { Hex } from '../records/eip712.js';
 import type { SignedCommitment, SignedReceipt } from '../records/receipts.js';
 import type { ReceiptChain } from '../checks/custody.js';
-import { AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../records/wire.js';
+import { AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
 
 /** How much a node keeps for auditors. */
 export interface ArchiveLimits {

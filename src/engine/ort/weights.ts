@@ -3,7 +3,8 @@
 // MatMulNBits directly (same block size, same per-row order); anything else is dequantized
 // and, for q4/q8, re-quantized with llama.cpp's own rounding (src/model/quantize.ts).
 
-import { dequantize, f16ToF32 } from '../../model/quant.js';
+import { f16ToF32 } from '../../model/half.js';
+import { dequantize } from '../../model/quant.js';
 import { quantizeQ4_0, quantizeQ8_0 } from '../../model/quantize.js';
 import { GgmlType, ModelFormatError } from '../../model/types.js';
 
