@@ -5,7 +5,7 @@
 //        [--single auto|whole|shared-ends] [--quick] [--out FILE]
 //
 // Pipeline: k real `odsi node` processes on 127.0.0.1 (LocalSwarm), layers split evenly, driven
-// through openRoute by the engine's generation loop, with the gateway's embed-only and head-only
+// through RouteClient.open by the engine's generation loop, with the gateway's embed-only and head-only
 // stages in this process: [embed] → route(n1 → n2 → n3) → [head]. Single: buildLocalPipeline with
 // one stage (embed + every layer + head) in this process. Same synthetic GGUF, same engine, same
 // prompt, greedy, stop tokens disabled so every run decodes exactly --tokens tokens. Runs are
@@ -45,7 +45,8 @@ import { openModel } from '../src/model/load.js';
 import { SHAPES, type SynthDtype, writeSyntheticGguf } from '../src/model/synth.js';
 import type { ModelConfig } from '../src/model/types.js';
 import { createHost, type OdsiHost } from '../src/p2p/host.js';
-import { openRoute, type HopTiming, type RouteStage } from '../src/route/route-stage.js';
+import { type HopTiming, type RouteStage } from '../src/route/route-stage.js';
+import { RouteClient } from '../src/route/route-client.js';
 import { LocalSwarm } from '../src/node/local-swarm.js';
 import { createTokenizer } from '../src/tokenizer/index.js';
 import { describeMachine, machineLine } from './lib/machine.js';
@@ -230,10 +231,11 @@ async function main(): Promise<void> {
       `local stages (gateway ends + single-process model) loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, RSS ${rssMiB()} MiB`,
     );
     host = await createHost({ identity: generateIdentity() });
+    const routes = await RouteClient.start(host);
     const hops = swarm.nodes.map((n) => ({ peerId: n.peerId, addrs: n.addrs, start: n.start, end: n.end }));
     let nextSession = 0;
     const open = (maxTokens: number): Promise<RouteStage> =>
-      openRoute(host!, {
+      routes.open({
         modelId,
         config: c,
         hops,

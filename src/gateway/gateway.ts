@@ -28,6 +28,7 @@ import { Discovery } from './discovery.js';
 import { SessionLoad } from './session-load.js';
 import { FaultLog, type FaultEvent, type RouteHopRef } from '../route/events.js';
 import { openResilientRoute, type ResilientRoute } from '../route/resilient-route.js';
+import { RouteClient } from '../route/route-client.js';
 import type { RouteHopInfo } from '../route/step-verifier.js';
 import { createGatewayAccountability, type GatewayAccountability } from '../accountability/gateway/accountability.js';
 import { DEV_CHAIN_ID, type OdsiDomain } from '../accountability/records/eip712.js';
@@ -124,6 +125,7 @@ export class Gateway extends PipelineBackend {
   private constructor(
     private readonly opts: GatewayOptions,
     readonly host: OdsiHost,
+    private readonly routes: RouteClient,
     private readonly src: WeightSource,
     private readonly embed: Stage,
     private readonly head: Stage,
@@ -164,7 +166,7 @@ export class Gateway extends PipelineBackend {
       stages.push(await createStage(engine, src, { start: 0, end: 0, embed: true, head: false }));
       stages.push(await createStage(engine, src, { start: L, end: L, embed: false, head: true }));
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
-      const gw = new Gateway(opts, host, src, stages[0]!, stages[1]!, tokenizer, modelId);
+      const gw = new Gateway(opts, host, await RouteClient.start(host), src, stages[0]!, stages[1]!, tokenizer, modelId);
       // accountability: receipt checks + audits, re-executed by other nodes of the swarm (src/accountability/gateway)
       const acc = opts.accountability ?? {};
       if (acc.enabled !== false)
@@ -265,7 +267,7 @@ export class Gateway extends PipelineBackend {
   protected async openPipeline(sessionId: string, req: BackendRequest): Promise<RequestPipeline> {
     const open = (): Promise<ResilientRoute> =>
       openResilientRoute({
-        host: this.host,
+        routes: this.routes,
         modelId: this.modelId,
         config: this.src.config,
         sessionId,
@@ -303,6 +305,7 @@ export class Gateway extends PipelineBackend {
     this.closed = true;
     await this.discovery?.close();
     await this.accountability?.dispose().catch(() => undefined);
+    await this.routes.stop();
     await this.host.stop().catch(() => undefined);
     await this.embed.dispose().catch(() => undefined);
     await this.head.dispose().catch(() => undefined);

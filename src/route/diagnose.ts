@@ -8,7 +8,8 @@
 import { randomUUID } from 'node:crypto';
 import type { ModelConfig } from '../model/types.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { openRoute, type Hop } from './route-stage.js';
+import type { RouteClient } from './route-client.js';
+import { type Hop } from './route-stage.js';
 
 async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -42,13 +43,13 @@ export async function unreachablePeers(host: OdsiHost, hops: readonly Hop[], tim
  * `timeoutMs` (zeros in, anything out: only liveness of the compute path is checked).
  */
 export async function silentPeers(
-  host: OdsiHost,
+  routes: RouteClient,
   hops: readonly Hop[],
   o: { modelId: string; config: ModelConfig; timeoutMs: number },
 ): Promise<string[]> {
   const res = await Promise.all(
     hops.map(async (h) => {
-      const probe = openRoute(host, {
+      const probe = routes.open({
         modelId: o.modelId,
         config: o.config,
         hops: [h],

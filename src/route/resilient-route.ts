@@ -18,17 +18,18 @@
 import { performance } from 'node:perf_hooks';
 import type { ModelConfig } from '../model/types.js';
 import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from '../engine/types.js';
-import type { OdsiHost } from '../p2p/host.js';
-import { openRoute, RouteError, type Hop, type HopTiming, type RouteStage } from './route-stage.js';
+import { RouteError, type Hop, type HopTiming, type RouteStage } from './route-stage.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
 import { banWorthy } from './ban-worthy.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FaultEvent, RouteHopRef } from './events.js';
 import type { StepVerifier } from './step-verifier.js';
+import type { RouteClient } from './route-client.js';
 
 export interface ResilientRouteOptions {
-  host: OdsiHost;
+  /** opens routes (and probes) from the gateway's host */
+  routes: RouteClient;
   modelId: string;
   config: ModelConfig;
   /** the request's session id; replacement routes use `<id>.r<n>` on the nodes */
@@ -277,9 +278,9 @@ export class ResilientRoute implements Stage {
     // a dead peer fails at once (connection refused); a live one may be inside a long forward
     // that blocks its event loop, so it gets the whole grace to answer
     const probeMs = this.graceMs;
-    const dead = await unreachablePeers(this.o.host, hops, probeMs);
+    const dead = await unreachablePeers(this.o.routes.host, hops, probeMs);
     if (dead.length) return { culprits: dead, ban: dead, suspects: [], how: 'ping' };
-    const silent = await silentPeers(this.o.host, hops, {
+    const silent = await silentPeers(this.o.routes, hops, {
       modelId: this.o.modelId,
       config: this.config,
       timeoutMs: this.graceMs + Math.ceil(ESTIMATE_SAFETY * this.estimate.estimatedMs),
@@ -359,7 +360,7 @@ export class ResilientRoute implements Stage {
         return;
       }
       try {
-        stage = await openRoute(this.o.host, {
+        stage = await this.o.routes.open({
           modelId: this.o.modelId,
           config: this.config,
           hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
@@ -441,7 +442,7 @@ export class ResilientRoute implements Stage {
     const hops = old.hops.map((h, j) => ({ peerId: j === i ? (rep.peerId as string) : h.peerId, addrs: j === i ? (rep.addrs as string[]) : h.addrs, start: h.start, end: h.end }));
     let stage: RouteStage;
     try {
-      stage = await openRoute(this.o.host, {
+      stage = await this.o.routes.open({
         modelId: this.o.modelId,
         config: this.config,
         hops,
@@ -524,7 +525,7 @@ export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<
       throw lastErr ?? e;
     }
     try {
-      const stage = await openRoute(o.host, {
+      const stage = await o.routes.open({
         modelId: o.modelId,
         config: o.config,
         hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),

@@ -5,7 +5,7 @@
 // timing to the STEP's timeline and the gateway gets the whole timeline with the RESULT.
 
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Stream, Connection } from '@libp2p/interface';
+import type { Stream } from '@libp2p/interface';
 import type { ModelConfig } from '../model/types.js';
 import type { Stage, StageInput, StageOutput, StageRange } from '../engine/types.js';
 import { EngineError } from '../engine/types.js';
@@ -14,7 +14,6 @@ import type { OdsiHost } from '../p2p/host.js';
 import type { StepVerifier } from './step-verifier.js';
 import {
   ACT_PROTOCOL,
-  RESULT_PROTOCOL,
   MAX_SESSION_STREAMS,
   MsgType,
   decodeTensor,
@@ -92,67 +91,12 @@ export interface OpenRouteOptions {
   verifier?: StepVerifier;
 }
 
-// ---- result-stream dispatch: one RESULT_PROTOCOL handler per host, routed by session id ----
-
-interface ResultSink {
+/** Where a route's RESULT stream is delivered (RouteClient dispatches by session id). */
+export interface ResultSink {
   lastPeer: string;
   onResultChannel(ch: Channel): void;
   onMessage(m: Message): void;
   onResultClosed(err?: Error): void;
-}
-const sinks = new WeakMap<OdsiHost, Map<string, ResultSink>>();
-
-async function ensureResultHandler(host: OdsiHost): Promise<Map<string, ResultSink>> {
-  let m = sinks.get(host);
-  if (m) return m;
-  m = new Map();
-  sinks.set(host, m);
-  const map = m;
-  await host.libp2p.handle(
-    RESULT_PROTOCOL,
-    (stream: Stream, conn: Connection) => {
-      const remote = conn.remotePeer.toString();
-      let sink: ResultSink | undefined;
-      const ch: Channel = new Channel(stream, remote, host.peerId, {
-        onMessage(msg) {
-          if (!sink) {
-            const sid = (msg.header as { sessionId?: string }).sessionId;
-            const s = sid ? map.get(sid) : undefined;
-            if (msg.type !== MsgType.OPENED || !s || s.lastPeer !== remote) {
-              void ch.sendError('unknown_session', `no route for session ${sid ?? '?'} ends at ${remote}`, { sessionId: sid }).then(() => ch.close());
-              return;
-            }
-            sink = s;
-            s.onResultChannel(ch);
-          }
-          sink.onMessage(msg);
-        },
-        onClose(err) {
-          sink?.onResultClosed(err);
-        },
-      });
-    },
-    { maxInboundStreams: MAX_SESSION_STREAMS, maxOutboundStreams: MAX_SESSION_STREAMS },
-  );
-  return map;
-}
-
-/** Open a session along `hops`; resolves once the last hop reported the chain is up. */
-export async function openRoute(host: OdsiHost, opts: OpenRouteOptions): Promise<RouteStage> {
-  if (!opts.hops.length) throw new RouteError('route has no hops', 'bad_reply');
-  for (let i = 1; i < opts.hops.length; i++) {
-    if (opts.hops[i]!.start !== opts.hops[i - 1]!.end) throw new RouteError(`route has a gap or overlap between hop ${i - 1} and hop ${i}`, 'bad_reply');
-  }
-  const map = await ensureResultHandler(host);
-  if (map.has(opts.sessionId)) throw new RouteError(`session ${opts.sessionId} is already open on this host`, 'bad_reply');
-  const stage = new RouteStage(host, opts, map);
-  try {
-    await stage.open();
-  } catch (e) {
-    stage.teardown();
-    throw e;
-  }
-  return stage;
 }
 
 export class RouteStage implements Stage {
@@ -190,7 +134,7 @@ export class RouteStage implements Stage {
     this.range = { start: opts.hops[0]!.start, end: opts.hops[opts.hops.length - 1]!.end, embed: false, head: false };
   }
 
-  /** @internal */
+  /** @internal (RouteClient.open) */
   async open(): Promise<void> {
     const last = this.hops[this.hops.length - 1]!;
     const first = this.hops[0]!;

@@ -11,7 +11,8 @@ import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import type { NodeAdvert } from '../../src/p2p/advert-record.js';
 import { findAdverts } from '../../src/p2p/adverts.js';
-import { openRoute, RouteError, type Hop } from '../../src/route/route-stage.js';
+import { RouteError, type Hop } from '../../src/route/route-stage.js';
+import { RouteClient } from '../../src/route/route-client.js';
 import { Channel } from '../../src/p2p/channel.js';
 import { ACT_PROTOCOL, MsgType, encodeTensor, type Message } from '../../src/protocol/messages.js';
 import { createStage } from '../../src/engine/create.js';
@@ -28,6 +29,7 @@ import { waitFor } from '../helpers/wait.js';
 let src: WeightSource;
 let modelId: string;
 let gw: OdsiHost;
+let routes: RouteClient;
 let embed: Stage;
 let head: Stage;
 let dir: string;
@@ -63,6 +65,7 @@ before(async () => {
   ]);
   procs.push(b, c);
   gw = await createHost({ identity: generateIdentity(), bootstrap: [boot] });
+  routes = await RouteClient.start(gw);
   embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
   head = await createStage('reference', src, { start: src.config.nLayers, end: src.config.nLayers, embed: false, head: true });
 });
@@ -91,7 +94,7 @@ test('greedy generation through 3 nodes equals the golden tokens', async () => {
   const noStop = { stopIds: [] as number[], createStreamDecoder: () => tok.createStreamDecoder() };
   for (const [i, g] of loadGolden().entries()) {
     const sessionId = `golden-${i}`;
-    const route = await openRoute(gw, { modelId, config: src.config, hops, sessionId, deadlineMs: 10_000 });
+    const route = await routes.open({ modelId, config: src.config, hops, sessionId, deadlineMs: 10_000 });
     const r = await generate([embed, route, head], noStop, g.prompt_tokens, { maxTokens: g.generated_tokens.length, sampling: { temperature: 0 }, sessionId });
     assert.deepEqual(r.tokens, g.generated_tokens, `case ${i}`);
     assert.equal(route.lastTimeline.length, 3);
@@ -108,7 +111,7 @@ test('a node started later is discovered', async () => {
   const a = found.find((x) => x.peerId === late.info.peerId)!;
   assert.deepEqual([a.start, a.end], [0, 5]);
   // and it serves
-  const route = await openRoute(gw, { modelId, config: src.config, hops: [{ peerId: a.peerId, addrs: a.addrs, start: 0, end: 5 }], sessionId: 'late' });
+  const route = await routes.open({ modelId, config: src.config, hops: [{ peerId: a.peerId, addrs: a.addrs, start: 0, end: 5 }], sessionId: 'late' });
   const out = await route.forward({ sessionId: 'late', pos: 0, nTokens: 1, hidden: new Float32Array(src.config.dim).fill(0.01) });
   assert.equal(out.hidden!.length, src.config.dim);
   await route.dispose();
@@ -152,17 +155,17 @@ test('bad input gets clear error frames and the node keeps serving', async () =>
   assert.equal(e2.header.code, 'bad_message');
   assert.match(e2.header.reason, /sessionId/);
   await s3.ch.close();
-  // 5. wrong model id: refused through openRoute with the node named
+  // 5. wrong model id: refused through RouteClient.open with the node named
   const found = await discover((f) => f.length >= 3, 'adverts');
   const hops = chain(found, [[0, 2], [2, 4], [4, 5]]);
-  await assert.rejects(openRoute(gw, { modelId: 'f'.repeat(64), config: src.config, hops, sessionId: 'wrong-model' }), (err: unknown) => {
+  await assert.rejects(routes.open({ modelId: 'f'.repeat(64), config: src.config, hops, sessionId: 'wrong-model' }), (err: unknown) => {
     assert.ok(err instanceof RouteError);
     assert.equal(err.remoteCode, 'wrong_model');
     assert.equal(err.peerId, hops[0]!.peerId);
     return true;
   });
   // the node still serves a proper session
-  const route = await openRoute(gw, { modelId, config: src.config, hops, sessionId: 'after-bad-input' });
+  const route = await routes.open({ modelId, config: src.config, hops, sessionId: 'after-bad-input' });
   const out = await route.forward({ sessionId: 'after-bad-input', pos: 0, nTokens: 2, hidden: new Float32Array(2 * dim).fill(0.02) });
   assert.equal(out.hidden!.length, 2 * dim);
   await route.dispose();

@@ -4,7 +4,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
-import { openRoute, RouteError } from '../../src/route/route-stage.js';
+import { RouteError } from '../../src/route/route-stage.js';
+import { RouteClient } from '../../src/route/route-client.js';
 import { NodeServer } from '../../src/node/server.js';
 import { PerfMeter } from '../../src/node/perf.js';
 import { NodeStamper } from '../../src/accountability/node/stamper.js';
@@ -18,6 +19,7 @@ import { STORIES_GGUF } from '../helpers/paths.js';
 
 let src: WeightSource;
 let gw: OdsiHost;
+let routes: RouteClient;
 const nodes: { host: OdsiHost; server: NodeServer; stage: Stage }[] = [];
 const MODEL = 'test-model';
 const crypto = new CryptoPool({ worker: true });
@@ -47,6 +49,7 @@ function input(nTokens: number, dim: number, seed = 1): Float32Array {
 before(async () => {
   src = openModel(STORIES_GGUF);
   gw = await createHost({ identity: generateIdentity() });
+  routes = await RouteClient.start(gw);
 });
 after(async () => {
   for (const n of nodes) {
@@ -69,7 +72,7 @@ test('1-hop and 2-hop routes return the same hidden states as a local stage', as
   const want1 = (await local.forward({ sessionId: 'L', pos: 0, nTokens: 4, hidden: x })).hidden!;
   const want2 = (await local.forward({ sessionId: 'L', pos: 4, nTokens: 1, hidden: y })).hidden!;
   for (const hops of [[hopOf(a)], [hopOf(b), hopOf(c)]]) {
-    const r = await openRoute(gw, { modelId: MODEL, config: src.config, hops, sessionId: `s-${hops.length}` });
+    const r = await routes.open({ modelId: MODEL, config: src.config, hops, sessionId: `s-${hops.length}` });
     assert.deepEqual(r.range, { start: 0, end: 5, embed: false, head: false });
     const o1 = await r.forward({ sessionId: r.sessionId, pos: 0, nTokens: 4, hidden: x });
     assert.deepEqual(o1.hidden, want1);
@@ -93,14 +96,14 @@ test('deadline: slack is reported, and a hop that cannot make it refuses at once
   const fast = nodes[1]!; // 0:3 from the previous test
   void fast;
   const a = await startNode(2, 5);
-  const r = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hopOf(nodes[1]!), hopOf(nodes[2]!)], sessionId: 'dl-ok', deadlineMs: 5000 });
+  const r = await routes.open({ modelId: MODEL, config: src.config, hops: [hopOf(nodes[1]!), hopOf(nodes[2]!)], sessionId: 'dl-ok', deadlineMs: 5000 });
   await r.forward({ sessionId: 'dl-ok', pos: 0, nTokens: 1, hidden: input(1, dim) });
   assert.equal(r.lastTimeline.length, 2);
   assert.equal(r.lastTimeline[0]!.budgetInMs, 5000);
   assert.ok(r.lastTimeline[0]!.slackMs < 5000 && r.lastTimeline[0]!.slackMs > 0);
   assert.equal(r.lastTimeline[1]!.budgetInMs, r.lastTimeline[0]!.slackMs);
   await r.dispose();
-  const r2 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hopOf(slow), hopOf(a)], sessionId: 'dl-miss', deadlineMs: 50 });
+  const r2 = await routes.open({ modelId: MODEL, config: src.config, hops: [hopOf(slow), hopOf(a)], sessionId: 'dl-miss', deadlineMs: 50 });
   const t0 = performance.now();
   await assert.rejects(r2.forward({ sessionId: 'dl-miss', pos: 0, nTokens: 1, hidden: input(1, dim) }), (e: unknown) => {
     assert.ok(e instanceof RouteError);
@@ -114,14 +117,14 @@ test('deadline: slack is reported, and a hop that cannot make it refuses at once
 
 test('wrong model id and wrong layers are refused with the failing peer named', async () => {
   const n = nodes[0]!;
-  await assert.rejects(openRoute(gw, { modelId: 'other-model', config: src.config, hops: [hopOf(n)], sessionId: 'wm' }), (e: unknown) => {
+  await assert.rejects(routes.open({ modelId: 'other-model', config: src.config, hops: [hopOf(n)], sessionId: 'wm' }), (e: unknown) => {
     assert.ok(e instanceof RouteError);
     assert.equal(e.remoteCode, 'wrong_model');
     assert.equal(e.peerId, n.host.peerId);
     return true;
   });
   await assert.rejects(
-    openRoute(gw, { modelId: MODEL, config: src.config, hops: [{ ...hopOf(n), end: 4 }], sessionId: 'wl' }),
+    routes.open({ modelId: MODEL, config: src.config, hops: [{ ...hopOf(n), end: 4 }], sessionId: 'wl' }),
     (e: unknown) => e instanceof RouteError && e.remoteCode === 'wrong_layers',
   );
 });
@@ -155,9 +158,9 @@ test('KV budget: a full node refuses with busy; idle sessions are freed', async 
   await server.start();
   nodes.push({ host, server, stage });
   const hop = hopOf({ host, stage });
-  const r1 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-1', maxTokens: 100 });
+  const r1 = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-1', maxTokens: 100 });
   assert.equal(server.freeKvTokens, 50);
-  await assert.rejects(openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-2', maxTokens: 100 }), (e: unknown) => {
+  await assert.rejects(routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-2', maxTokens: 100 }), (e: unknown) => {
     assert.ok(e instanceof RouteError);
     assert.equal(e.remoteCode, 'busy');
     assert.match(e.message, /KV memory full/);
@@ -170,7 +173,7 @@ test('KV budget: a full node refuses with busy; idle sessions are freed', async 
   assert.equal(server.freeKvTokens, 150);
   // idle timeout requested by the gateway
   // (1 s: long enough that a loaded CI machine gets the first step in before it expires)
-  const r3 = await openRoute(gw, { modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-3', maxTokens: 100, idleTimeoutMs: 1000 });
+  const r3 = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-3', maxTokens: 100, idleTimeoutMs: 1000 });
   await r3.forward({ sessionId: 'kv-3', pos: 0, nTokens: 1, hidden: input(1, src.config.dim) });
   assert.equal(server.load, 1);
   for (let i = 0; i < 200 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
