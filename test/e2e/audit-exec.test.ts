@@ -18,12 +18,17 @@ import type { WeightSource } from '../../src/model/types.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { decodeTensor, encodeTensor, type Dtype } from '../../src/protocol/messages.js';
 import { NodeProcess, freePort } from '../../src/node/process.js';
-import { AuditExecServer, ReexecError, requestReexecution, type ReexecRequest } from '../../src/accountability/node/audit-exec.js';
+import { AuditExecServer } from '../../src/accountability/node/audit-exec.js';
+import { ReexecError, requestReexecution, type ReexecRequest } from '../../src/accountability/gateway/reexec-client.js';
 import { createNodeFaults } from '../../src/testing/inject.js';
 import { CryptoPool } from '../../src/accountability/records/crypto-pool.js';
 import { checkSigned, hashTensor } from '../../src/accountability/records/receipts.js';
-import { NodeStamper, toModelId } from '../../src/accountability/node/stamper.js';
+import { NodeStamper } from '../../src/accountability/node/stamper.js';
+import { toModelId } from '../../src/accountability/records/wire.js';
 import { addressOfPeer, deploymentDomain, requestIdOf, sessionIdOf } from '../../src/accountability/records/wire.js';
+
+/** the domain the test's nodes sign under (their environment's, as `odsi node` reads it) */
+const DOMAIN = deploymentDomain(process.env);
 import type { Hex } from '../../src/accountability/records/eip712.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 
@@ -119,7 +124,7 @@ function relL2(a: Float32Array, b: Float32Array): number {
 }
 
 test('an honest node re-executes the committed prefix; output and receipt check out', { timeout: 30_000 }, async () => {
-  const r = await requestReexecution(host!, peer(honest!), request());
+  const r = await requestReexecution(host!, DOMAIN, peer(honest!), request());
   assert.equal(r.output.length, DIM);
   const diff = maxAbs(r.output, expected);
   console.log(
@@ -127,7 +132,7 @@ test('an honest node re-executes the committed prefix; output and receipt check 
   );
   assert.ok(diff <= 1e-5, `max abs diff ${diff}`);
   const rec = r.receipt.record;
-  assert.ok(checkSigned('ExecutionReceipt', r.receipt, deploymentDomain(process.env)).ok);
+  assert.ok(checkSigned('ExecutionReceipt', r.receipt, DOMAIN).ok);
   assert.equal(rec.signer.toLowerCase(), addressOfPeer(honest!.peerId).toLowerCase());
   assert.deepEqual(
     { step: rec.step, pos: rec.pos, nTokens: rec.nTokens, layerStart: rec.layerStart, layerEnd: rec.layerEnd, profile: rec.profile },
@@ -142,7 +147,7 @@ test('an honest node re-executes the committed prefix; output and receipt check 
   assert.ok(rec.computeUs > 0);
 
   // auditing a middle step: the prefix up to it, the audited step last (f16 input)
-  const mid = await requestReexecution(host!, peer(honest!), request({ step: 2, steps: steps.slice(0, 3) }));
+  const mid = await requestReexecution(host!, DOMAIN, peer(honest!), request({ step: 2, steps: steps.slice(0, 3) }));
   assert.equal(mid.receipt.record.inputHash, hashTensor(steps[2]!.input));
   assert.equal(mid.receipt.record.pos, 9);
   console.log(`audit of a middle step: ${mid.ms.toFixed(1)} ms round trip`);
@@ -150,7 +155,7 @@ test('an honest node re-executes the committed prefix; output and receipt check 
 
 test('bad requests are refused with a clear reason, and the node keeps serving', { timeout: 30_000 }, async () => {
   const refused = async (req: ReexecRequest, re: RegExp) => {
-    await assert.rejects(requestReexecution(host!, peer(honest!), req), (e: unknown) => {
+    await assert.rejects(requestReexecution(host!, DOMAIN, peer(honest!), req), (e: unknown) => {
       assert.ok(e instanceof ReexecError, String(e));
       assert.equal(e.answered, true);
       assert.equal(e.receipt, undefined);
@@ -171,11 +176,11 @@ test('bad requests are refused with a clear reason, and the node keeps serving',
   await refused(request({ step: 0, steps: long }), /too many tokens/);
   // the client rejects a request whose audited step is not the last before sending (a caller bug)
   await assert.rejects(
-    requestReexecution(host!, peer(honest!), request({ step: 2 })),
+    requestReexecution(host!, DOMAIN, peer(honest!), request({ step: 2 })),
     (e: unknown) => !(e instanceof ReexecError) && /must be the last/.test(String(e)),
   );
   // still serving, with identical output
-  const r = await requestReexecution(host!, peer(honest!), request());
+  const r = await requestReexecution(host!, DOMAIN, peer(honest!), request());
   assert.ok(maxAbs(r.output, expected) <= 1e-5);
 });
 
@@ -183,7 +188,7 @@ test('an unreachable peer is reported as not answered', { timeout: 15_000 }, asy
   const ghost = peerIdFromPrivateKey(generateIdentity().libp2pKey).toString();
   const port = await freePort();
   await assert.rejects(
-    requestReexecution(host!, { peerId: ghost, addrs: [`/ip4/127.0.0.1/tcp/${port}/p2p/${ghost}`] }, request(), 3000),
+    requestReexecution(host!, DOMAIN, { peerId: ghost, addrs: [`/ip4/127.0.0.1/tcp/${port}/p2p/${ghost}`] }, request(), 3000),
     (e: unknown) => {
       assert.ok(e instanceof ReexecError);
       assert.equal(e.answered, false);
@@ -193,7 +198,7 @@ test('an unreachable peer is reported as not answered', { timeout: 15_000 }, asy
 });
 
 test('a node with noise:0.05 lies when it audits (validly signed, wrong output)', { timeout: 30_000 }, async () => {
-  const r = await requestReexecution(host!, peer(liar!), request());
+  const r = await requestReexecution(host!, DOMAIN, peer(liar!), request());
   const d = relL2(r.output, expected);
   console.log(`noise:0.05 auditor: relative L2 vs reference = ${d.toExponential(3)}`);
   assert.ok(d > 1e-3, `relative L2 ${d}`);
@@ -206,7 +211,7 @@ test('dishonest kinds act on audits too: forge is caught by the client, skip-lay
     const side = await createHost({ identity: generateIdentity() });
     // wrapped as `odsi node --fault <spec>` wraps its stage and stamper
     const faults = createNodeFaults([spec], true)!;
-    const domain = deploymentDomain(process.env);
+    const domain = DOMAIN;
     const honestStamper = new NodeStamper({ host: side, domain, crypto: new CryptoPool({ worker: false }) });
     const stamper = faults.stamper(honestStamper, { identity: side.identity, domain });
     const exec = new AuditExecServer({
@@ -218,7 +223,7 @@ test('dishonest kinds act on audits too: forge is caught by the client, skip-lay
     });
     try {
       await exec.start();
-      const p = requestReexecution(host!, { peerId: side.peerId, addrs: side.addrs() }, request({ routeSessionId: `dk-${spec}` }));
+      const p = requestReexecution(host!, DOMAIN, { peerId: side.peerId, addrs: side.addrs() }, request({ routeSessionId: `dk-${spec}` }));
       if (spec === 'forge') {
         await assert.rejects(
           p,

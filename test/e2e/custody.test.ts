@@ -19,8 +19,7 @@ import { NodeProcess } from '../../src/node/process.js';
 import { ZERO_HASH } from '../../src/accountability/records/eip712.js';
 import { hashTensor, signReceipt, type SignedReceipt } from '../../src/accountability/records/receipts.js';
 import { ReceiptSigner } from '../../src/accountability/records/signer.js';
-import { toModelId } from '../../src/accountability/node/stamper.js';
-import { deploymentDomain, requestIdOf, sessionIdOf } from '../../src/accountability/records/wire.js';
+import { deploymentDomain, requestIdOf, sessionIdOf, toModelId } from '../../src/accountability/records/wire.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
 
 let dir = '';

@@ -22,7 +22,7 @@ import { detectEquivocation } from '../checks/equivocation.js';
 import type { Evidence } from '../records/evidence.js';
 import { auditReceipt } from '../checks/audit.js';
 import { AuditFetchError, fetchCommitted, type CommittedStep, type Referee } from './auditor.js';
-import { requestReexecution } from '../node/audit-exec.js';
+import { requestReexecution } from './reexec-client.js';
 import { addressOfPeer } from '../records/wire.js';
 
 export interface AuditPeer {
@@ -202,6 +202,7 @@ export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<Audit
     try {
       const r = await requestReexecution(
         ctx.host,
+        ctx.domain,
         auditor,
         {
           routeSessionId: t.routeSessionId,

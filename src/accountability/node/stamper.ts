@@ -23,7 +23,6 @@ import type { Dtype, OpenHeader, StepHeader } from '../../protocol/messages.js';
 import {
   COMMITMENT_FIELDS,
   ZERO_HASH,
-  toBytes32,
   type ExecutionCommitment,
   type ExecutionReceipt,
   type Hex,
@@ -33,7 +32,7 @@ import { hashTensor, signReceipt, type SignedCommitment, type SignedReceipt } fr
 import { CustodyError, ReceiptChain, checkChainShape, checkLink } from '../checks/custody.js';
 import type { CryptoPool } from '../records/crypto-pool.js';
 import { ReceiptSigner, SignerError } from '../records/signer.js';
-import { addressOfPeer, requestIdOf, sessionIdOf } from '../records/wire.js';
+import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
 import { DEFAULT_ARCHIVE_LIMITS, StepArchive, type ArchiveLimits } from './step-archive.js';
 
 /** A STEP as this hop received it (before compute). */
@@ -95,13 +94,6 @@ const us = (ms: number) => Math.max(0, Math.round(ms * 1000));
 /** The profile a node signs: the engine's, plus the activation transport when it is not f32. */
 export function signedProfile(stageProfile: string, dtype: Dtype): string {
   return dtype === 'f32' ? stageProfile : `${stageProfile}+act-${dtype}`;
-}
-
-/** model ids are hex digests; anything else is hashed into bytes32 */
-export function toModelId(modelId: string): Hex {
-  const m = modelId.replace(/^0x/, '');
-  if (/^[0-9a-fA-F]{64}$/.test(m)) return `0x${m.toLowerCase()}`;
-  return toBytes32(modelId);
 }
 
 type Committed = Omit<ExecutionCommitment, 'signer'>;

@@ -40,3 +40,10 @@ export function addressOfPeer(peerId: string): Hex {
   addrCache.set(peerId, a);
   return a;
 }
+
+/** model ids are hex digests; anything else is hashed into bytes32 */
+export function toModelId(modelId: string): Hex {
+  const m = modelId.replace(/^0x/, '');
+  if (/^[0-9a-fA-F]{64}$/.test(m)) return `0x${m.toLowerCase()}`;
+  return toBytes32(modelId);
+}
