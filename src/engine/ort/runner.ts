@@ -176,7 +176,7 @@ export class OrtRunner {
         executionMode: 'sequential',
         graphOptimizationLevel: 'all',
         logSeverityLevel: 3,
-        extra: { 'session.intra_op.allow_spinning': spec.allowSpinning ? '1' : '0', ...extraFromEnv() },
+        extra: { 'session.intra_op.allow_spinning': spec.allowSpinning ? '1' : '0' },
       };
       if (enc.externalData.length) (opts as { externalData?: unknown }).externalData = enc.externalData;
       runner.session = await ort.InferenceSession.create(enc.model, opts);
@@ -473,17 +473,6 @@ function collectGarbage(): void {
     (runInNewContext('gc') as () => void)();
   } catch {
     /* best effort */
-  }
-}
-
-/** extra ORT session config entries for experiments: ODSI_ORT_EXTRA='{"session.disable_prepacking":"1"}' */
-function extraFromEnv(): Record<string, string> {
-  const v = process.env.ODSI_ORT_EXTRA;
-  if (!v) return {};
-  try {
-    return JSON.parse(v) as Record<string, string>;
-  } catch {
-    return {};
   }
 }
 

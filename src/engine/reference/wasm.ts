@@ -167,7 +167,7 @@ let compiled: object | null | undefined;
 function module(): object | null {
   if (compiled === undefined) {
     try {
-      compiled = process.env.ODSI_REFERENCE_WASM === '0' || !WebAssembly.validate(MODULE) ? null : new WebAssembly.Module(MODULE);
+      compiled = WebAssembly.validate(MODULE) ? new WebAssembly.Module(MODULE) : null;
     } catch {
       compiled = null;
     }
