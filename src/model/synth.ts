@@ -15,6 +15,7 @@ import { byteSize } from './quant.js';
 import { quantize, storedTypeFor, DTYPE_TYPES, type TargetDtype } from './quantize.js';
 import { llama3RopeFactors, ROPE_FREQS } from './rope.js';
 import { GgmlType, ModelFormatError, tensorNames as T, layerTensorNames, type ModelConfig, type TokenizerSpec } from './types.js';
+import { Rng } from '../util/rng.js';
 
 export const SHAPES: Record<string, ModelConfig> = {
   tiny: {
@@ -170,18 +171,14 @@ export function* synthTensorChunks(
   const mean = isNorm ? 1 : 0;
   // Irwin-Hall of four uniform bytes from one 32-bit draw: mean 510, sd sqrt(4*(256^2-1)/12)
   const scale = std / Math.sqrt((4 * (256 * 256 - 1)) / 12);
-  let a = (Math.imul(fnv1a(name), 0x9e3779b1) ^ Math.imul(seed >>> 0, 0x85ebca6b) ^ 0x27d4eb2f) | 0;
+  const rng = new Rng((Math.imul(fnv1a(name), 0x9e3779b1) ^ Math.imul(seed >>> 0, 0x85ebca6b) ^ 0x27d4eb2f) >>> 0);
   const rowsPerChunk = Math.max(1, Math.floor(chunkValues / inDim));
   const chunkLen = isNorm ? n : rowsPerChunk * inDim;
   for (let start = 0; start < n; start += chunkLen) {
     const len = Math.min(chunkLen, n - start);
     const out = new Float32Array(len);
     for (let i = 0; i < len; i++) {
-      // mulberry32
-      a = (a + 0x6d2b79f5) | 0;
-      let t = Math.imul(a ^ (a >>> 15), 1 | a);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      t = (t ^ (t >>> 14)) >>> 0;
+      const t = rng.nextU32();
       const s = (t & 255) + ((t >>> 8) & 255) + ((t >>> 16) & 255) + (t >>> 24);
       out[i] = mean + (s - 510) * scale;
     }
