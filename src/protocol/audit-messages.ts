@@ -9,9 +9,9 @@ import { MAX_FRAME_PAYLOAD } from './frame.js';
 import { MessageDecoder, MsgType, encodeMessage, type MessageLimits } from './messages.js';
 
 /** stream protocol: an auditor fetches a node's committed inputs/outputs of one session */
-export const AUDIT_PROTOCOL = '/odsi/audit/1.1.0';
+export const AUDIT_PROTOCOL = '/odsi/audit/1.2.0';
 /** stream protocol: ask a node to re-execute committed inputs on its own layer range */
-export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.1.0';
+export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.2.0';
 
 /** a reply may carry the inputs of a whole session prefix, hence the larger header and payload */
 export const AUDIT_LIMITS: MessageLimits = {
