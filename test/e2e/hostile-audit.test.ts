@@ -3,7 +3,8 @@
 // re-executed by the spare A [2,5]); an attacker libp2p host with its own key then
 // (a) asks H0 for the legitimate session's committed inputs (the prompt's embeddings) —
 //     unsigned, signed by itself, signed by the gateway for another auditor, expired — and gets
-//     nothing, with the same answer as for a session that does not exist;
+//     nothing, with the same answer as for a session that does not exist, and its fetches in
+//     flight are bounded;
 // (b) tries to make H1 sign two receipts for one slot: two audit-exec requests for one slot with
 //     different inputs (the second is refused), and a session named `<R>/audit` plus an
 //     audit-exec for R (same ids, but the re-execution receipt is another record type): no pair
@@ -19,7 +20,7 @@ import type { Gateway } from '../../src/gateway/gateway.js';
 import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { NodeProcess } from '../../src/node/process.js';
-import { AUDIT_EXEC_PROTOCOL, AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../src/protocol/audit-messages.js';
+import { AUDIT_EXEC_PROTOCOL, AUDIT_PROTOCOL, encodeAuditMessage, readAuditMessage, sendAuditMessage } from '../../src/protocol/audit-messages.js';
 import { fetchCommitted } from '../../src/accountability/gateway/auditor.js';
 import { ReexecError, requestReexecution, type ReexecRequest } from '../../src/accountability/gateway/reexec-client.js';
 import { NOT_ENTITLED } from '../../src/accountability/node/step-archive.js';
@@ -135,6 +136,17 @@ test('(a) a session’s committed inputs go only to the auditor its gateway sign
   refused(await q(LEGIT, signAuditRequest(g, { ...forSession(LEGIT, me), toStep: 5 }, DOMAIN)), /another session or other steps/);
   // a gateway's signature with another chain id is not one under this deployment's domain
   refused(await q(LEGIT, signAuditRequest(g, forSession(LEGIT, me), { chainId: 1 })), /^not authorised: AuditRequest: signed by/);
+  // fetches in flight are bounded per peer: 8 unfinished requests held open, the 9th is refused
+  const held = [];
+  for (let i = 0; i < 8; i++) {
+    const st = await attacker.libp2p.dialProtocol(peerIdFromString(H0.peerId), AUDIT_PROTOCOL);
+    st.send(encodeAuditMessage({ sessionId: LEGIT })[0]!.subarray(0, 10)); // an unfinished frame
+    held.push(st);
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  refused(await q(LEGIT), /^limit: 8 audit fetches of this peer in flight \(at most 8\)/);
+  for (const st of held) st.abort(new Error('done'));
+  await new Promise((r) => setTimeout(r, 300));
   // the control: the owner may delegate to this peer, and then it is served
   const ok = await q(LEGIT, signAuditRequest(g, forSession(LEGIT, me), DOMAIN));
   assert.equal(ok.header.ok, true, String(ok.header.reason));

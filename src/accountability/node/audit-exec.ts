@@ -210,7 +210,7 @@ export class AuditExecServer {
 
   private refuse(reason: string): { header: unknown } {
     this.stats.refused++;
-    this.c.log?.info({ reason }, 'audit re-execution refused');
+    this.c.log?.debug({ reason }, 'audit re-execution refused');
     return { header: { ok: false, reason } };
   }
 
