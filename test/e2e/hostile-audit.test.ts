@@ -136,6 +136,9 @@ test('(a) a session’s committed inputs go only to the auditor its gateway sign
   refused(await q(LEGIT, signAuditRequest(g, { ...forSession(LEGIT, me), toStep: 5 }, DOMAIN)), /another session or other steps/);
   // a gateway's signature with another chain id is not one under this deployment's domain
   refused(await q(LEGIT, signAuditRequest(g, forSession(LEGIT, me), { chainId: 1 })), /^not authorised: AuditRequest: signed by/);
+  // a request is one header, nothing more
+  const big = await ask(attacker, H0, AUDIT_PROTOCOL, { sessionId: LEGIT, fromStep: 0, toStep: 0 }, new Uint8Array(1024));
+  refused(big, /^bad request: bad audit message: message payload exceeds 0 bytes/);
   // fetches in flight are bounded per peer: 8 unfinished requests held open, the 9th is refused
   const held = [];
   for (let i = 0; i < 8; i++) {

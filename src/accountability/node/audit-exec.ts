@@ -33,13 +33,19 @@ import type { Connection, Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Stage } from '../../engine/types.js';
 import type { OdsiHost } from '../../p2p/host.js';
-import { DTYPE_BYTES, decodeTensor, encodeTensor, type Dtype } from '../../protocol/messages.js';
+import { DTYPE_BYTES, decodeTensor, encodeTensor, type Dtype, type MessageLimits } from '../../protocol/messages.js';
 import { ZERO_HASH, type Hex, type OdsiDomain } from '../records/eip712.js';
 import { hashTensor, type SignedReceipt } from '../records/receipts.js';
 import type { ReexecReceiptFields } from './stamper.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
 import { checkRequest, sameHex } from '../records/audit-requests.js';
-import { AUDIT_EXEC_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
+import {
+  AUDIT_EXEC_PROTOCOL,
+  AUDIT_LIMITS,
+  AUDIT_REQUEST_LIMITS,
+  readAuditMessage,
+  sendAuditMessage,
+} from '../../protocol/audit-messages.js';
 import { PeerLimiter, type PeerLimits } from './peer-limits.js';
 
 /** most tokens one re-execution may replay (and never more than the model's context) */
@@ -145,12 +151,13 @@ export class AuditExecServer {
         stream.addEventListener('message', () => undefined); // read nothing, buffer nothing
         reply = this.refuse(admitted.refusal);
       } else {
-        const { header, payload } = await readAuditMessage(stream, REQUEST_TIMEOUT_MS);
-        if (this.pending >= MAX_PENDING) reply = this.refuse(`busy: ${this.pending} re-executions already queued on this node`);
+        const msg = await readAuditMessage(stream, REQUEST_TIMEOUT_MS, this.requestLimits()).catch((e: Error) => e);
+        if (msg instanceof Error) reply = this.refuse(`bad request: ${msg.message}`);
+        else if (this.pending >= MAX_PENDING) reply = this.refuse(`busy: ${this.pending} re-executions already queued on this node`);
         else {
           this.pending++;
           try {
-            reply = await this.execute(header, payload, peer);
+            reply = await this.execute(msg.header, msg.payload, peer);
           } catch (e) {
             reply = this.refuse(e instanceof Refusal ? e.message : `re-execution failed: ${(e as Error).message}`);
           } finally {
@@ -169,6 +176,22 @@ export class AuditExecServer {
     } finally {
       if ('release' in admitted) admitted.release();
     }
+  }
+
+  /**
+   * What one request may be: the steps' headers, and input bytes of at most twice the longest
+   * replay in f32 (a little too long still gets validate's precise refusal; far too long is not read).
+   */
+  private requestLimits(): MessageLimits {
+    const { config } = this.c.stage;
+    const bytes = 2 * this.maxTokens() * config.dim * DTYPE_BYTES.f32;
+    return { ...AUDIT_REQUEST_LIMITS, maxMessagePayload: Math.min(AUDIT_LIMITS.maxMessagePayload, bytes) };
+  }
+
+  /** most tokens one re-execution may replay: MAX_REEXEC_TOKENS, and never more than the model's context */
+  private maxTokens(): number {
+    const ctx = this.c.stage.config.contextLength;
+    return Math.min(MAX_REEXEC_TOKENS, Number.isSafeInteger(ctx) && ctx > 0 ? ctx : MAX_REEXEC_TOKENS);
   }
 
   /** Checks the signed ReexecutionRequest: from the requesting peer, for this node and this audit. */
@@ -322,8 +345,7 @@ export class AuditExecServer {
     const list = h.steps;
     if (!Array.isArray(list) || list.length === 0) throw new Refusal('steps must be a non-empty array');
     if (list.length > MAX_REEXEC_TOKENS) throw new Refusal(`too many steps (${list.length} > ${MAX_REEXEC_TOKENS})`);
-    const ctx = stage.config.contextLength;
-    const maxTokens = Math.min(MAX_REEXEC_TOKENS, Number.isSafeInteger(ctx) && ctx > 0 ? ctx : MAX_REEXEC_TOKENS);
+    const maxTokens = this.maxTokens();
     const steps: StepEntry[] = [];
     let pos = 0;
     let bytes = 0;

@@ -22,7 +22,7 @@ import type { Dtype } from '../../protocol/messages.js';
 import type { AuditRequest, Hex, OdsiDomain } from '../records/eip712.js';
 import type { SignedCommitment, SignedReceipt } from '../records/receipts.js';
 import type { ReceiptChain } from '../checks/custody.js';
-import { AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
+import { AUDIT_PROTOCOL, AUDIT_REQUEST_LIMITS, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
 import { checkRequest, sameHex } from '../records/audit-requests.js';
 import { addressOfPeer, requestIdOf, sessionIdOf } from '../records/wire.js';
 import { PeerLimiter, type PeerLimits } from './peer-limits.js';
@@ -153,8 +153,9 @@ export class StepArchive {
         stream.addEventListener('message', () => undefined); // read nothing, buffer nothing
         await this.refuse(stream, admitted.refusal);
       } else {
-        const { header } = await readAuditMessage(stream, 10_000);
-        const answer = this.answer(header, peer);
+        // a request has no payload
+        const msg = await readAuditMessage(stream, 10_000, AUDIT_REQUEST_LIMITS).catch((e: Error) => e);
+        const answer = msg instanceof Error ? { reason: `bad request: ${msg.message}` } : this.answer(msg.header, peer);
         if ('reason' in answer) await this.refuse(stream, answer.reason);
         else {
           this.auditsServed++;
