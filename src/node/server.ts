@@ -92,6 +92,7 @@ export class NodeServer {
         modelId: this.o.modelId,
         exclusive: (fn) => this.lock.run(fn),
         sign: (fields) => stamper.signReexecution(fields),
+        domain: stamper.domain,
         log: this.o.log,
       });
       await this.auditExec.start();

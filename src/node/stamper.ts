@@ -7,10 +7,13 @@
 import type { SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
 import type { StepHeader } from '../protocol/messages.js';
+import type { OdsiDomain } from '../accountability/records/eip712.js';
 
 export interface StepStamper {
   /** false: no receipts, no commitments, and the node serves no audit re-execution */
   readonly accountable: boolean;
+  /** the EIP-712 domain the stamper signs under (undefined when it signs nothing) */
+  readonly domain?: OdsiDomain;
   /** get ready before the first step (audit protocol registered, crypto worker warmed) */
   start(): Promise<void>;
   stop(): Promise<void>;

@@ -9,15 +9,22 @@ import { MAX_FRAME_PAYLOAD } from './frame.js';
 import { MessageDecoder, MsgType, encodeMessage, type MessageLimits } from './messages.js';
 
 /** stream protocol: an auditor fetches a node's committed inputs/outputs of one session */
-export const AUDIT_PROTOCOL = '/odsi/audit/1.1.0';
+export const AUDIT_PROTOCOL = '/odsi/audit/1.2.0';
 /** stream protocol: ask a node to re-execute committed inputs on its own layer range */
-export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.1.0';
+export const AUDIT_EXEC_PROTOCOL = '/odsi/audit-exec/1.2.0';
 
 /** a reply may carry the inputs of a whole session prefix, hence the larger header and payload */
 export const AUDIT_LIMITS: MessageLimits = {
   maxHeader: 4 * 1024 * 1024,
   maxPayload: MAX_FRAME_PAYLOAD,
   maxMessagePayload: 256 * 1024 * 1024,
+};
+
+/** what a node reads of a request: headers of at most 1 MiB (8192 step entries fit), no payload unless given */
+export const AUDIT_REQUEST_LIMITS: MessageLimits = {
+  maxHeader: 1024 * 1024,
+  maxPayload: MAX_FRAME_PAYLOAD,
+  maxMessagePayload: 0,
 };
 
 export interface AuditMessage {
@@ -32,10 +39,14 @@ export function encodeAuditMessage(header: Record<string, unknown>, payload: Uin
   return encodeMessage({ type: MsgType.AUDIT, header, payload }, AUDIT_LIMITS);
 }
 
-/** Reads one audit message from a stream (bounded in size by AUDIT_LIMITS, in time by timeoutMs). */
-export function readAuditMessage(stream: Stream, timeoutMs: number): Promise<AuditMessage> {
+/**
+ * Reads one audit message from a stream, bounded in size by `limits` (a node reading a request
+ * passes tighter ones than AUDIT_LIMITS) and in time by timeoutMs. Whatever arrives after the
+ * message is discarded, never buffered.
+ */
+export function readAuditMessage(stream: Stream, timeoutMs: number, limits: MessageLimits = AUDIT_LIMITS): Promise<AuditMessage> {
   return new Promise((resolve, reject) => {
-    const decoder = new MessageDecoder(AUDIT_LIMITS);
+    const decoder = new MessageDecoder(limits);
     let done = false;
     const finish = (err?: Error, msg?: AuditMessage) => {
       if (done) return;

@@ -3,7 +3,7 @@
 // sent, under a second receipt for the same step.
 
 import { encodeTensor } from '../protocol/messages.js';
-import type { Hex } from '../accountability/records/eip712.js';
+import type { Hex, OdsiDomain } from '../accountability/records/eip712.js';
 import { hashTensor, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
 import type { StepStamper } from '../node/stamper.js';
@@ -15,6 +15,9 @@ export class StamperDecorator implements StepStamper {
 
   get accountable(): boolean {
     return this.inner.accountable;
+  }
+  get domain(): OdsiDomain | undefined {
+    return this.inner.domain;
   }
   start(): Promise<void> {
     return this.inner.start();

@@ -132,7 +132,8 @@ test('an honest node re-executes the committed prefix; output and receipt check 
   );
   assert.ok(diff <= 1e-5, `max abs diff ${diff}`);
   const rec = r.receipt.record;
-  assert.ok(checkSigned('ExecutionReceipt', r.receipt, DOMAIN).ok);
+  assert.ok(checkSigned('ReexecutionReceipt', r.receipt, DOMAIN).ok);
+  assert.ok(!checkSigned('ExecutionReceipt', r.receipt, DOMAIN).ok, 'a re-execution receipt never verifies as a token-path receipt');
   assert.equal(rec.signer.toLowerCase(), addressOfPeer(honest!.peerId).toLowerCase());
   assert.deepEqual(
     { step: rec.step, pos: rec.pos, nTokens: rec.nTokens, layerStart: rec.layerStart, layerEnd: rec.layerEnd, profile: rec.profile },
@@ -220,6 +221,7 @@ test('dishonest kinds act on audits too: forge is caught by the client, skip-lay
       modelId,
       exclusive: (fn) => fn(),
       sign: (fields) => stamper.signReexecution(fields),
+      domain,
     });
     try {
       await exec.start();

@@ -54,7 +54,7 @@ test('each hop commits before computing; its receipt cites the commitment an aud
     const peer = { peerId: n.peerId, addrs: n.info.addrs };
     const seen = new Set<string>();
     for (let step = 0; step < 3; step++) {
-      const data = await fetchCommitted(gateway.host, peer, { sessionId, fromStep: step, toStep: step }, 5_000);
+      const data = await fetchCommitted(gateway.host, domain, peer, { sessionId, fromStep: step, toStep: step }, 5_000);
       const receipt = data.receipt as SignedReceipt;
       const commitment = data.commitment as SignedCommitment | undefined;
       assert.ok(commitment, `hop ${hop} step ${step}: no commitment in the audit reply`);

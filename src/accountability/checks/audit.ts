@@ -8,7 +8,7 @@ import type { Identity } from '../../identity/identity.js';
 import type { Hex, OdsiDomain } from '../records/eip712.js';
 import { CustodyError, requireValidReceipt } from './custody.js';
 import type { AuditEvidence } from '../records/evidence.js';
-import { hashTensor, signVerdict, type SignedReceipt, type SignedVerdict } from '../records/receipts.js';
+import { checkSigned, hashTensor, signVerdict, type SignedReceipt, type SignedVerdict } from '../records/receipts.js';
 import { compareOutputs, type ComparisonVerdict } from './tolerance.js';
 
 /**
@@ -60,10 +60,12 @@ export function auditReceipt(
     auditOutput: Float32Array;
     auditorProfile: string;
     dim: number;
+    /** the audited receipt is a peer auditor's ReexecutionReceipt (default: a token-path ExecutionReceipt) */
+    reexecution?: boolean;
   },
   now = Date.now(),
 ): AuditResult {
-  const digest = requireValidReceipt(a.receipt, domain);
+  const digest = a.reexecution ? requireValidReexecutionReceipt(a.receipt, domain) : requireValidReceipt(a.receipt, domain);
   const r = a.receipt.record;
   const wireHash = hashTensor(a.workerWire ?? a.workerOutput);
   if (wireHash.toLowerCase() !== r.outputHash.toLowerCase())
@@ -89,5 +91,21 @@ export function auditReceipt(
   );
   return comparison.pass
     ? { comparison, verdict }
-    : { comparison, verdict, evidence: { kind: 'audit', receipt: a.receipt, verdicts: [verdict], detectedAt: now } };
+    : {
+        comparison,
+        verdict,
+        evidence: {
+          kind: 'audit',
+          receipt: a.receipt,
+          ...(a.reexecution ? { receiptType: 'ReexecutionReceipt' as const } : {}),
+          verdicts: [verdict],
+          detectedAt: now,
+        },
+      };
+}
+
+function requireValidReexecutionReceipt(signed: SignedReceipt, domain: OdsiDomain): Hex {
+  const v = checkSigned('ReexecutionReceipt', signed, domain);
+  if (!v.ok) throw new CustodyError(v.malformed ? 'malformed' : 'bad_signature', v.reason);
+  return v.digest;
 }

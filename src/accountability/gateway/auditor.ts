@@ -1,6 +1,8 @@
 // The auditing side of selective redundancy: fetch a node's committed inputs and output for a
 // step over AUDIT_PROTOCOL, and re-execute them on a referee stage (the deterministic
 // reference engine at the gateway, which holds the model file and can load any layer range).
+// A fetch carries an AuditRequest signed with the host's identity, naming the host as auditor:
+// a node serves a session's committed data only to an auditor its owner (gateway) signed for.
 
 import { peerIdFromString } from '@libp2p/peer-id';
 import { createStage } from '../../engine/create.js';
@@ -9,6 +11,9 @@ import type { WeightSource } from '../../model/types.js';
 import type { OdsiHost } from '../../p2p/host.js';
 import type { Dtype } from '../../protocol/messages.js';
 import { AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
+import type { OdsiDomain } from '../records/eip712.js';
+import { nowSeconds, signAuditRequest } from '../records/audit-requests.js';
+import { requestIdOf, sessionIdOf } from '../records/wire.js';
 
 export interface CommittedStep {
   step: number;
@@ -41,13 +46,32 @@ export class AuditFetchError extends Error {
 
 const DTYPES = new Set(['f32', 'f16', 'bf16']);
 
-/** Ask `peer` for its committed data of steps [fromStep, toStep] of route session `sessionId`. */
+/** how long an AuditRequest the gateway signs stays valid */
+const AUDIT_REQUEST_TTL_S = 60;
+
+/**
+ * Ask `peer` for its committed data of steps [fromStep, toStep] of route session `sessionId`,
+ * with an AuditRequest signed by the host's identity (the session's gateway) naming itself as auditor.
+ */
 export async function fetchCommitted(
   host: OdsiHost,
+  domain: OdsiDomain,
   peer: { peerId: string; addrs: string[] },
   q: { sessionId: string; fromStep: number; toStep: number },
   timeoutMs = 10_000,
 ): Promise<CommittedData> {
+  const request = signAuditRequest(
+    host.identity,
+    {
+      auditor: host.identity.address,
+      requestId: requestIdOf(q.sessionId),
+      sessionId: sessionIdOf(q.sessionId),
+      fromStep: q.fromStep,
+      toStep: q.toStep,
+      expiresAt: nowSeconds() + AUDIT_REQUEST_TTL_S,
+    },
+    domain,
+  );
   const signal = AbortSignal.timeout(timeoutMs);
   let stream;
   try {
@@ -58,7 +82,7 @@ export async function fetchCommitted(
   }
   try {
     const reply = readAuditMessage(stream, timeoutMs);
-    await sendAuditMessage(stream, q);
+    await sendAuditMessage(stream, { ...q, request });
     let msg;
     try {
       msg = await reply;

@@ -1,6 +1,8 @@
 // The gateway's side of /odsi/audit-exec: ask a node serving the same layers to re-execute a
 // step's committed inputs (one batched prefill) and check its signed answer against the
-// request and the bytes (src/accountability/node/audit-exec.ts is the serving side).
+// request and the bytes (src/accountability/node/audit-exec.ts is the serving side). The
+// request carries a ReexecutionRequest signed with the host's identity (the node serves only
+// the peer that signed it); the answer is a ReexecutionReceipt.
 
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Stream } from '@libp2p/interface';
@@ -10,7 +12,7 @@ import { DTYPE_BYTES, decodeTensor, type Dtype } from '../../protocol/messages.j
 import type { Hex, OdsiDomain } from '../records/eip712.js';
 import { checkSigned, hashTensor, type SignedReceipt } from '../records/receipts.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
-
+import { MAX_REQUEST_VALIDITY_S, nowSeconds, signReexecutionRequest } from '../records/audit-requests.js';
 
 export interface ReexecRequest {
   /** the audited route session (the audited node's session id) */
@@ -74,7 +76,20 @@ export async function requestReexecution(
     payload.set(s.input, off);
     off += s.input.length;
   }
+  const request = signReexecutionRequest(
+    host.identity,
+    {
+      executor: addressOfPeer(peer.peerId),
+      requestId: requestIdOf(req.routeSessionId),
+      sessionId: sessionIdOf(req.routeSessionId),
+      step: req.step,
+      auditedReceiptHash: req.auditedReceiptHash,
+      expiresAt: nowSeconds() + Math.min(MAX_REQUEST_VALIDITY_S, Math.ceil(timeoutMs / 1000) + 30),
+    },
+    domain,
+  );
   const header = {
+    request,
     routeSessionId: req.routeSessionId,
     step: req.step,
     layers: req.layers,
@@ -109,7 +124,7 @@ export async function requestReexecution(
 
   const h = msg.header as { ok?: unknown; reason?: unknown; receipt?: unknown; output?: { dtype?: unknown; bytes?: unknown } };
   if (h.ok !== true) throw new ReexecError(`${peer.peerId} refused the re-execution: ${String(h.reason ?? 'no reason')}`, true);
-  const v = checkSigned('ExecutionReceipt', h.receipt, domain);
+  const v = checkSigned('ReexecutionReceipt', h.receipt, domain);
   if (!v.ok) throw new ReexecError(`${peer.peerId} sent a bad re-execution receipt: ${v.reason}`, true);
   const receipt = h.receipt as SignedReceipt;
   const r = receipt.record;

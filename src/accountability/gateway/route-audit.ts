@@ -117,7 +117,7 @@ export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<Audit
   // ---- 1. the worker's committed data, held to what it signed ----
   let data;
   try {
-    data = await fetchCommitted(ctx.host, hop, { sessionId: t.routeSessionId, fromStep: from, toStep: t.step }, ctx.fetchTimeoutMs);
+    data = await fetchCommitted(ctx.host, ctx.domain, hop, { sessionId: t.routeSessionId, fromStep: from, toStep: t.step }, ctx.fetchTimeoutMs);
   } catch (e) {
     const why = (e as Error).message;
     if (e instanceof AuditFetchError && e.answered)
@@ -187,9 +187,10 @@ export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<Audit
   const worker = decodeTensor(data.output.bytes, data.output.dtype, nLast * t.dim);
   out.replayedSteps = seq.length;
 
-  const judge = (receipt: SignedReceipt, shown: Float32Array, wire: Uint8Array, reference: Float32Array, refProfile: string) =>
+  const judge = (receipt: SignedReceipt, shown: Float32Array, wire: Uint8Array, reference: Float32Array, refProfile: string, reexecution = false) =>
     auditReceipt(ctx.identity, ctx.domain, {
       receipt,
+      reexecution,
       workerOutput: shown,
       workerWire: wire,
       auditOutput: reference,
@@ -227,7 +228,7 @@ export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<Audit
       out.escalated = true;
       const ref = await refereeReplay(ctx, t, seq, `${progressKey}#dispute${t.step}`, true);
       const onWorker = judge(A, worker, data.output.bytes, ref, ctx.referee.profile);
-      const onAuditor = judge(r.receipt, r.output, r.outputBytes, ref, ctx.referee.profile);
+      const onAuditor = judge(r.receipt, r.output, r.outputBytes, ref, ctx.referee.profile, true);
       out.maxRelL2 = onWorker.comparison.maxRelL2;
       out.tau = onWorker.comparison.tau;
       out.verdict = onWorker.verdict;

@@ -4,32 +4,49 @@
 // contiguous from position 0, the audited step last) and compares the returned output with
 // the audited node's.
 //
-// Protocol AUDIT_EXEC_PROTOCOL, one request and one reply per stream (wire.ts codec):
+// Protocol AUDIT_EXEC_PROTOCOL, one request and one reply per stream (audit-messages.ts codec):
 //   request  { routeSessionId, step, layers: [start, end], modelId, auditedReceiptHash,
-//              steps: [{ step, pos, nTokens, dtype, bytes }] } + the steps' input bytes in order
+//              steps: [{ step, pos, nTokens, dtype, bytes }], request: signed ReexecutionRequest }
+//              + the steps' input bytes in order
 //   reply    { ok: false, reason } or { ok: true, receipt, output: { dtype: 'f32', bytes } }
 //              + f32 little-endian rows of the audited (last) step, [nTokens_last, dim]
 //
+// Who may ask: a gateway, with a ReexecutionRequest it signed (the signer must be the peer on the
+// stream) naming this node as executor and the audited route session, step and receipt, not
+// expired. Per remote peer: a bounded number of requests per minute and in flight
+// (ReexecLimits); the node reads one request per stream.
+//
 // The node replays the whole prefix as a fresh temporary session (`audit-exec/<uuid>`, one
 // batched prefill, in chunks of ≤ REEXEC_CHUNK tokens) under its compute lock, so an audit
-// never runs beside a token-path step, and always frees the session. Its receipt links to the audited receipt
-// (upstreamReceiptHash) and lives in its own session (`<routeSessionId>/audit`), so it can
-// never be confused with a token-path receipt of the same route.
+// never runs beside a token-path step, and always frees the session. Its receipt is a
+// ReexecutionReceipt (a type of its own: it never verifies as a token-path ExecutionReceipt, so
+// no re-execution can ever be paired with a token-path receipt as equivocation evidence), links
+// to the audited receipt (upstreamReceiptHash) and names the session `<routeSessionId>/audit`.
+// The node signs at most one per (requesting gateway, route session, step): the same inputs
+// again get the same receipt, other inputs for that slot are refused (remembered for the last
+// `maxSlots` slots).
 //
 // `dim` is not sent: both sides derive it (node: its model; client: input bytes / tokens).
 
-import { randomUUID } from 'node:crypto';
-import { peerIdFromString } from '@libp2p/peer-id';
-import type { Stream } from '@libp2p/interface';
+import { createHash, randomUUID } from 'node:crypto';
+import type { Connection, Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Stage } from '../../engine/types.js';
 import type { OdsiHost } from '../../p2p/host.js';
-import { DTYPE_BYTES, decodeTensor, encodeTensor, type Dtype } from '../../protocol/messages.js';
-import { ZERO_HASH, type Hex } from '../records/eip712.js';
-import { checkSigned, hashTensor, type SignedReceipt } from '../records/receipts.js';
+import { DTYPE_BYTES, decodeTensor, encodeTensor, type Dtype, type MessageLimits } from '../../protocol/messages.js';
+import { ZERO_HASH, type Hex, type OdsiDomain } from '../records/eip712.js';
+import { hashTensor, type SignedReceipt } from '../records/receipts.js';
 import type { ReexecReceiptFields } from './stamper.js';
-import { requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
-import { AUDIT_EXEC_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
+import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
+import { checkRequest, sameHex } from '../records/audit-requests.js';
+import {
+  AUDIT_EXEC_PROTOCOL,
+  AUDIT_LIMITS,
+  AUDIT_REQUEST_LIMITS,
+  readAuditMessage,
+  sendAuditMessage,
+} from '../../protocol/audit-messages.js';
+import { PeerLimiter, type PeerLimits } from './peer-limits.js';
 
 /** most tokens one re-execution may replay (and never more than the model's context) */
 export const MAX_REEXEC_TOKENS = 8192;
@@ -39,6 +56,19 @@ export const REEXEC_CHUNK = 512;
 export const REEXEC_SESSION_PREFIX = 'audit-exec/';
 /** re-executions queued or running per node; more are refused as busy */
 const MAX_PENDING = 4;
+
+/** Bounds of the re-execution service. */
+export interface ReexecLimits {
+  /** requests per remote peer */
+  perPeer: PeerLimits;
+  /** (gateway, route session, step) slots whose receipt is remembered; the oldest are forgotten first */
+  maxSlots: number;
+}
+
+export const DEFAULT_REEXEC_LIMITS: ReexecLimits = {
+  perPeer: { perMinute: 120, inFlight: 2 },
+  maxSlots: 8192,
+};
 const REQUEST_TIMEOUT_MS = 10_000;
 const DTYPES = new Set<string>(['f32', 'f16', 'bf16']);
 
@@ -51,6 +81,9 @@ export interface AuditExecContext {
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** signs the re-execution's receipt with the node's key (its stamper's signReexecution) */
   sign(fields: ReexecReceiptFields): SignedReceipt;
+  /** the deployment's domain, under which requests are checked (none: every request is refused) */
+  domain?: OdsiDomain;
+  limits?: Partial<ReexecLimits>;
   log?: Logger;
 }
 
@@ -71,18 +104,32 @@ interface StepEntry {
 
 class Refusal extends Error {}
 
+/** What the node signed for one (gateway, route session, step). */
+interface Slot {
+  /** digest of the request's steps and input bytes */
+  inputs: string;
+  /** undefined while the re-execution runs */
+  receipt?: SignedReceipt;
+}
+
 /** The node side: registers AUDIT_EXEC_PROTOCOL and answers re-execution requests. */
 export class AuditExecServer {
   readonly stats: AuditExecStats = { served: 0, refused: 0, tokens: 0, computeMs: 0 };
   private pending = 0;
   private started = false;
+  private readonly limits: ReexecLimits;
+  private readonly limiter: PeerLimiter;
+  private readonly slots = new Map<string, Slot>();
 
-  constructor(private readonly c: AuditExecContext) {}
+  constructor(private readonly c: AuditExecContext) {
+    this.limits = { ...DEFAULT_REEXEC_LIMITS, ...c.limits };
+    this.limiter = new PeerLimiter(this.limits.perPeer, 're-executions');
+  }
 
   /** Registers the handler (the node does so only when accountability is on: receipts need the deployment's domain). */
   async start(): Promise<void> {
     if (this.started) return;
-    await this.c.host.libp2p.handle(AUDIT_EXEC_PROTOCOL, (stream: Stream) => void this.serve(stream), {
+    await this.c.host.libp2p.handle(AUDIT_EXEC_PROTOCOL, (stream: Stream, conn: Connection) => void this.serve(stream, conn), {
       maxInboundStreams: 16,
       maxOutboundStreams: 16,
     });
@@ -95,19 +142,27 @@ export class AuditExecServer {
     await this.c.host.libp2p.unhandle(AUDIT_EXEC_PROTOCOL).catch(() => undefined);
   }
 
-  private async serve(stream: Stream): Promise<void> {
+  private async serve(stream: Stream, conn: Connection): Promise<void> {
+    const peer = conn.remotePeer.toString();
+    const admitted = this.limiter.acquire(peer);
     try {
-      const { header, payload } = await readAuditMessage(stream, REQUEST_TIMEOUT_MS);
       let reply: { header: unknown; payload?: Uint8Array };
-      if (this.pending >= MAX_PENDING) reply = this.refuse(`busy: ${this.pending} re-executions already queued on this node`);
-      else {
-        this.pending++;
-        try {
-          reply = await this.execute(header, payload);
-        } catch (e) {
-          reply = this.refuse(e instanceof Refusal ? e.message : `re-execution failed: ${(e as Error).message}`);
-        } finally {
-          this.pending--;
+      if ('refusal' in admitted) {
+        stream.addEventListener('message', () => undefined); // read nothing, buffer nothing
+        reply = this.refuse(admitted.refusal);
+      } else {
+        const msg = await readAuditMessage(stream, REQUEST_TIMEOUT_MS, this.requestLimits()).catch((e: Error) => e);
+        if (msg instanceof Error) reply = this.refuse(`bad request: ${msg.message}`);
+        else if (this.pending >= MAX_PENDING) reply = this.refuse(`busy: ${this.pending} re-executions already queued on this node`);
+        else {
+          this.pending++;
+          try {
+            reply = await this.execute(msg.header, msg.payload, peer);
+          } catch (e) {
+            reply = this.refuse(e instanceof Refusal ? e.message : `re-execution failed: ${(e as Error).message}`);
+          } finally {
+            this.pending--;
+          }
         }
       }
       await sendAuditMessage(stream, reply.header, reply.payload);
@@ -118,18 +173,95 @@ export class AuditExecServer {
       } catch {
         /* gone */
       }
+    } finally {
+      if ('release' in admitted) admitted.release();
     }
+  }
+
+  /**
+   * What one request may be: the steps' headers, and input bytes of at most twice the longest
+   * replay in f32 (a little too long still gets validate's precise refusal; far too long is not read).
+   */
+  private requestLimits(): MessageLimits {
+    const { config } = this.c.stage;
+    const bytes = 2 * this.maxTokens() * config.dim * DTYPE_BYTES.f32;
+    return { ...AUDIT_REQUEST_LIMITS, maxMessagePayload: Math.min(AUDIT_LIMITS.maxMessagePayload, bytes) };
+  }
+
+  /** most tokens one re-execution may replay: MAX_REEXEC_TOKENS, and never more than the model's context */
+  private maxTokens(): number {
+    const ctx = this.c.stage.config.contextLength;
+    return Math.min(MAX_REEXEC_TOKENS, Number.isSafeInteger(ctx) && ctx > 0 ? ctx : MAX_REEXEC_TOKENS);
+  }
+
+  /** Checks the signed ReexecutionRequest: from the requesting peer, for this node and this audit. */
+  private authorise(signed: unknown, peer: string, req: ReexecHeader): void {
+    if (!this.c.domain) throw new Refusal('not authorised: this node serves no re-executions (no signing domain)');
+    const v = checkRequest('ReexecutionRequest', signed, this.c.domain);
+    if (!v.ok) throw new Refusal(`not authorised: ${v.reason}`);
+    const r = v.record;
+    let from: Hex;
+    try {
+      from = addressOfPeer(peer);
+    } catch {
+      throw new Refusal('not authorised: the requesting peer has no secp256k1 key');
+    }
+    if (!sameHex(r.gateway, from)) throw new Refusal('not authorised: the ReexecutionRequest is not signed by the requesting peer');
+    if (!sameHex(r.executor, this.c.host.identity.address)) throw new Refusal('not authorised: the ReexecutionRequest names another executor');
+    if (
+      !sameHex(r.requestId, requestIdOf(req.routeSessionId)) ||
+      !sameHex(r.sessionId, sessionIdOf(req.routeSessionId)) ||
+      r.step !== req.step ||
+      !sameHex(r.auditedReceiptHash, req.auditedReceiptHash)
+    )
+      throw new Refusal('not authorised: the ReexecutionRequest is for another session, step or audited receipt');
+  }
+
+  /** Reserves the slot of (peer, route session, step) for these inputs; the slot as it was, if any. */
+  private reserve(key: string, inputs: string): Slot | undefined {
+    const had = this.slots.get(key);
+    if (had) {
+      if (had.inputs !== inputs)
+        throw new Refusal('slot_conflict: this node already re-executed this step of this route session for you with other inputs');
+      if (!had.receipt) throw new Refusal('busy: this step of this route session is being re-executed for you');
+      return had;
+    }
+    this.slots.set(key, { inputs });
+    while (this.slots.size > this.limits.maxSlots) this.slots.delete(this.slots.keys().next().value as string);
+    return undefined;
   }
 
   private refuse(reason: string): { header: unknown } {
     this.stats.refused++;
-    this.c.log?.info({ reason }, 'audit re-execution refused');
+    this.c.log?.debug({ reason }, 'audit re-execution refused');
     return { header: { ok: false, reason } };
   }
 
-  private async execute(h: Record<string, unknown>, payload: Uint8Array): Promise<{ header: unknown; payload: Uint8Array }> {
-    const { stage } = this.c;
+  private async execute(h: Record<string, unknown>, payload: Uint8Array, peer: string): Promise<{ header: unknown; payload: Uint8Array }> {
     const req = this.validate(h, payload);
+    this.authorise(h.request, peer, req);
+    const key = JSON.stringify([peer, req.routeSessionId, req.step]);
+    const digest = createHash('sha256').update(JSON.stringify(req.steps)).update(payload).digest('hex');
+    const had = this.reserve(key, digest);
+    try {
+      const out = await this.run(req, payload);
+      if (had?.receipt) {
+        // the same inputs again: the receipt already signed, if the replay reproduces its output
+        if (!sameHex(had.receipt.record.outputHash, hashTensor(out.payload)))
+          throw new Refusal('slot_conflict: the replay no longer reproduces the output this node signed for this slot');
+        return { header: { ...out.header, receipt: had.receipt }, payload: out.payload };
+      }
+      const slot = this.slots.get(key);
+      if (slot && slot.inputs === digest) slot.receipt = out.header.receipt;
+      return out;
+    } catch (e) {
+      if (!had) this.slots.delete(key); // nothing signed: the slot is free again
+      throw e;
+    }
+  }
+
+  private async run(req: ReexecHeader, payload: Uint8Array): Promise<{ header: { ok: true; receipt: SignedReceipt; output: { dtype: 'f32'; bytes: number } }; payload: Uint8Array }> {
+    const { stage } = this.c;
     const dim = stage.config.dim;
     const total = req.steps.reduce((a, s) => a + s.nTokens, 0);
     const hidden = new Float32Array(total * dim);
@@ -213,8 +345,7 @@ export class AuditExecServer {
     const list = h.steps;
     if (!Array.isArray(list) || list.length === 0) throw new Refusal('steps must be a non-empty array');
     if (list.length > MAX_REEXEC_TOKENS) throw new Refusal(`too many steps (${list.length} > ${MAX_REEXEC_TOKENS})`);
-    const ctx = stage.config.contextLength;
-    const maxTokens = Math.min(MAX_REEXEC_TOKENS, Number.isSafeInteger(ctx) && ctx > 0 ? ctx : MAX_REEXEC_TOKENS);
+    const maxTokens = this.maxTokens();
     const steps: StepEntry[] = [];
     let pos = 0;
     let bytes = 0;

@@ -28,7 +28,8 @@ import {
   type Hex,
   type OdsiDomain,
 } from '../records/eip712.js';
-import { hashTensor, signReceipt, type SignedCommitment, type SignedReceipt } from '../records/receipts.js';
+import { hashTensor, type SignedCommitment, type SignedReceipt } from '../records/receipts.js';
+import { signReexecutionReceipt } from '../records/audit-requests.js';
 import { CustodyError, ReceiptChain, checkChainShape, checkLink } from '../checks/custody.js';
 import type { CryptoPool } from '../records/crypto-pool.js';
 import { ReceiptSigner, SignerError } from '../records/signer.js';
@@ -135,7 +136,7 @@ export class NodeStamper {
     custodyRejected: 0,
   };
   private readonly host: OdsiHost;
-  private readonly domain: OdsiDomain;
+  readonly domain: OdsiDomain;
   private readonly crypto: CryptoPool;
   private readonly signer: ReceiptSigner;
   private readonly archive: StepArchive;
@@ -146,7 +147,7 @@ export class NodeStamper {
     this.crypto = o.crypto;
     const limits = { ...DEFAULT_ARCHIVE_LIMITS, ...o.limits };
     this.signer = new ReceiptSigner(o.host.identity, o.domain, limits.maxSessions * 4);
-    this.archive = new StepArchive(o.host, limits);
+    this.archive = new StepArchive(o.host, limits, o.domain);
   }
 
   get auditsServed(): number {
@@ -300,7 +301,7 @@ export class NodeStamper {
     log.cited.delete(h.step);
     // a retransmitted step returns the receipt already signed: keep the commitment it cites
     const commitment = cited && receipt.record.commitmentHash === cited.digest ? cited.signed : log.steps.get(h.step)?.commitment;
-    this.archive.keep(o.open.sessionId, {
+    this.archive.keep(o.open.sessionId, o.open.reply.peerId, {
       step: h.step,
       pos: h.pos,
       nTokens: h.nTokens,
@@ -312,8 +313,8 @@ export class NodeStamper {
     });
   }
 
-  /** Signs the receipt of an audit re-execution (its own session: it never joins a token-path chain). */
+  /** Signs the receipt of an audit re-execution (a ReexecutionReceipt: it never joins a token-path chain). */
   signReexecution(fields: ReexecReceiptFields): SignedReceipt {
-    return signReceipt(this.host.identity, fields, this.domain);
+    return signReexecutionReceipt(this.host.identity, fields, this.domain);
   }
 }

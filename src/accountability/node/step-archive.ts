@@ -4,18 +4,28 @@
 // commitments waiting for their receipt). Sessions are kept for a bounded challenge window.
 //
 // AUDIT_PROTOCOL, one request and one reply per stream (protocol/audit-messages.ts):
-//   request  { sessionId, fromStep, toStep }
+//   request  { sessionId, fromStep, toStep, request: signed AuditRequest }
 //   reply    { ok: false, reason } or { ok: true, steps: [{ step, pos, nTokens, dtype, bytes }],
 //              output: { dtype, bytes }, receipt, commitment? } + the inputs of steps
 //              [fromStep, toStep] held here, in order, then the output of toStep
+//
+// Who may ask: committed inputs are the session's activations (at hop 0, the prompt's
+// embeddings), so they go only to the auditor named by an AuditRequest that the session's owner
+// signed (the gateway the session's OPEN sends results to, recorded with its first kept step),
+// for that session and those steps, not expired. A requester who is not entitled gets the same
+// answer whether the session exists or not. Per remote peer: a bounded number of fetches per
+// minute and in flight (ArchiveLimits.auditFetch); the node reads one request per stream.
 
-import type { Stream } from '@libp2p/interface';
+import type { Connection, Stream } from '@libp2p/interface';
 import type { OdsiHost } from '../../p2p/host.js';
 import type { Dtype } from '../../protocol/messages.js';
-import type { Hex } from '../records/eip712.js';
+import type { AuditRequest, Hex, OdsiDomain } from '../records/eip712.js';
 import type { SignedCommitment, SignedReceipt } from '../records/receipts.js';
 import type { ReceiptChain } from '../checks/custody.js';
-import { AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
+import { AUDIT_PROTOCOL, AUDIT_REQUEST_LIMITS, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
+import { checkRequest, sameHex } from '../records/audit-requests.js';
+import { addressOfPeer, requestIdOf, sessionIdOf } from '../records/wire.js';
+import { PeerLimiter, type PeerLimits } from './peer-limits.js';
 
 /** How much a node keeps for auditors. */
 export interface ArchiveLimits {
@@ -25,6 +35,8 @@ export interface ArchiveLimits {
   maxStepsPerSession: number;
   /** commitments of steps that never got a receipt (failed after commit) are dropped beyond this */
   maxPendingCommitments: number;
+  /** audit fetches per remote peer */
+  auditFetch: PeerLimits;
 }
 
 export const DEFAULT_ARCHIVE_LIMITS: ArchiveLimits = {
@@ -32,7 +44,12 @@ export const DEFAULT_ARCHIVE_LIMITS: ArchiveLimits = {
   maxSessions: 256,
   maxStepsPerSession: 16_384,
   maxPendingCommitments: 64,
+  auditFetch: { perMinute: 600, inFlight: 8 },
 };
+
+/** The refusal for every requester not entitled to a session: it does not say whether the session exists. */
+export const NOT_ENTITLED =
+  'not authorised: this node holds no committed data of that session for the signer of the request (unknown session, another owner, or older than the challenge window)';
 
 /** One step as shown to auditors: the output and the receipt that signs it. */
 export interface ArchivedStep {
@@ -65,22 +82,30 @@ export interface SessionLog {
   pending: Map<number, PendingCommitment>;
   /** what the last receipt signed for a step cites (digest, and the commitment unless zero), until it is archived */
   cited: Map<number, { digest: Hex; signed?: SignedCommitment }>;
+  /** the session's owner (the peer its OPEN sends results to), as of its first kept step */
+  owner?: string;
 }
 
 export class StepArchive {
   private readonly sessions = new Map<string, SessionLog>();
   private serving = false;
+  private readonly limiter: PeerLimiter;
   auditsServed = 0;
+  auditsRefused = 0;
 
   constructor(
     private readonly host: OdsiHost,
     readonly limits: ArchiveLimits,
-  ) {}
+    /** the deployment's domain: audit requests are checked under it */
+    private readonly domain: OdsiDomain,
+  ) {
+    this.limiter = new PeerLimiter(limits.auditFetch, 'audit fetches');
+  }
 
   /** Registers AUDIT_PROTOCOL. */
   async start(): Promise<void> {
     if (this.serving) return;
-    await this.host.libp2p.handle(AUDIT_PROTOCOL, (stream: Stream) => void this.serve(stream), {
+    await this.host.libp2p.handle(AUDIT_PROTOCOL, (stream: Stream, conn: Connection) => void this.serve(stream, conn), {
       maxInboundStreams: 64,
       maxOutboundStreams: 64,
     });
@@ -105,9 +130,10 @@ export class StepArchive {
     return s;
   }
 
-  /** Keeps a step for auditors (a later archive of the same step replaces it). */
-  keep(sessionId: string, step: ArchivedStep): void {
+  /** Keeps a step for auditors (a later archive of the same step replaces it); `owner` is the session's gateway. */
+  keep(sessionId: string, owner: string, step: ArchivedStep): void {
     const log = this.log(sessionId);
+    log.owner ??= owner;
     if (log.steps.size >= this.limits.maxStepsPerSession) log.steps.delete(log.steps.keys().next().value as number);
     log.steps.set(step.step, step);
   }
@@ -119,46 +145,21 @@ export class StepArchive {
   }
 
   /** One audit request: the committed inputs of steps [fromStep, toStep] and the output of toStep. */
-  private async serve(stream: Stream): Promise<void> {
+  private async serve(stream: Stream, conn: Connection): Promise<void> {
+    const peer = conn.remotePeer.toString();
+    const admitted = this.limiter.acquire(peer);
     try {
-      const { header } = await readAuditMessage(stream, 10_000);
-      const sid = String(header.sessionId ?? '');
-      const from = Number(header.fromStep);
-      const to = Number(header.toStep);
-      const s = this.sessions.get(sid);
-      const fail = (reason: string) => sendAuditMessage(stream, { ok: false, reason });
-      if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || to < from)
-        await fail('fromStep/toStep must be integers with 0 ≤ fromStep ≤ toStep');
-      else if (!s) await fail(`no committed data for session ${sid} (unknown, or older than the challenge window)`);
-      else {
-        const steps: ArchivedStep[] = [];
-        for (let k = from; k <= to; k++) {
-          const st = s.steps.get(k);
-          if (st) steps.push(st);
-        }
-        const last = s.steps.get(to);
-        if (!last) await fail(`step ${to} of session ${sid} is not held (never run here, or evicted)`);
+      if ('refusal' in admitted) {
+        stream.addEventListener('message', () => undefined); // read nothing, buffer nothing
+        await this.refuse(stream, admitted.refusal);
+      } else {
+        // a request has no payload
+        const msg = await readAuditMessage(stream, 10_000, AUDIT_REQUEST_LIMITS).catch((e: Error) => e);
+        const answer = msg instanceof Error ? { reason: `bad request: ${msg.message}` } : this.answer(msg.header, peer);
+        if ('reason' in answer) await this.refuse(stream, answer.reason);
         else {
           this.auditsServed++;
-          const size = steps.reduce((a, st) => a + st.input.length, 0) + last.output.length;
-          const payload = new Uint8Array(size);
-          let o = 0;
-          for (const st of steps) {
-            payload.set(st.input, o);
-            o += st.input.length;
-          }
-          payload.set(last.output, o);
-          await sendAuditMessage(
-            stream,
-            {
-              ok: true,
-              steps: steps.map((st) => ({ step: st.step, pos: st.pos, nTokens: st.nTokens, dtype: st.dtype, bytes: st.input.length })),
-              output: { dtype: last.dtype, bytes: last.output.length },
-              receipt: last.receipt,
-              ...(last.commitment ? { commitment: last.commitment } : {}),
-            },
-            payload,
-          );
+          await sendAuditMessage(stream, answer.header, answer.payload);
         }
       }
       await stream.close({ signal: AbortSignal.timeout(2000) }).catch(() => undefined);
@@ -168,6 +169,79 @@ export class StepArchive {
       } catch {
         /* gone */
       }
+    } finally {
+      if ('release' in admitted) admitted.release();
     }
+  }
+
+  private refuse(stream: Stream, reason: string): Promise<void> {
+    this.auditsRefused++;
+    return sendAuditMessage(stream, { ok: false, reason });
+  }
+
+  /** The reply to one request of `peer`, or why it is refused. */
+  private answer(header: Record<string, unknown>, peer: string): { header: Record<string, unknown>; payload: Uint8Array } | { reason: string } {
+    const sid = header.sessionId;
+    const from = header.fromStep;
+    const to = header.toStep;
+    if (typeof sid !== 'string' || sid.length === 0 || sid.length > 256) return { reason: 'sessionId must be a non-empty string of ≤ 256 characters' };
+    if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || (from as number) < 0 || (to as number) < (from as number))
+      return { reason: 'fromStep/toStep must be integers with 0 ≤ fromStep ≤ toStep' };
+    const auth = this.authorise(header.request, peer, sid, from as number, to as number);
+    if (typeof auth === 'string') return { reason: auth };
+    const s = this.sessions.get(sid);
+    // unknown and not-yours read the same: the requester learns nothing about other sessions
+    if (!s || s.owner === undefined || !sameHex(ownerAddress(s.owner), auth.gateway)) return { reason: NOT_ENTITLED };
+    const steps: ArchivedStep[] = [];
+    for (let k = from as number; k <= (to as number); k++) {
+      const st = s.steps.get(k);
+      if (st) steps.push(st);
+    }
+    const last = s.steps.get(to as number);
+    if (!last) return { reason: `step ${String(to)} of session ${sid} is not held (never run here, or evicted)` };
+    const size = steps.reduce((a, st) => a + st.input.length, 0) + last.output.length;
+    const payload = new Uint8Array(size);
+    let o = 0;
+    for (const st of steps) {
+      payload.set(st.input, o);
+      o += st.input.length;
+    }
+    payload.set(last.output, o);
+    return {
+      header: {
+        ok: true,
+        steps: steps.map((st) => ({ step: st.step, pos: st.pos, nTokens: st.nTokens, dtype: st.dtype, bytes: st.input.length })),
+        output: { dtype: last.dtype, bytes: last.output.length },
+        receipt: last.receipt,
+        ...(last.commitment ? { commitment: last.commitment } : {}),
+      },
+      payload,
+    };
+  }
+
+  /** The AuditRequest if it entitles `peer` to steps [from, to] of `sid` (ownership is checked by the caller), else why not. */
+  private authorise(signed: unknown, peer: string, sid: string, from: number, to: number): AuditRequest | string {
+    const v = checkRequest('AuditRequest', signed, this.domain);
+    if (!v.ok) return `not authorised: ${v.reason}`;
+    const r = v.record;
+    let me: Hex;
+    try {
+      me = addressOfPeer(peer);
+    } catch {
+      return 'not authorised: the requesting peer has no secp256k1 key';
+    }
+    if (!sameHex(r.auditor, me)) return 'not authorised: the AuditRequest names another auditor than the requesting peer';
+    if (!sameHex(r.sessionId, sessionIdOf(sid)) || !sameHex(r.requestId, requestIdOf(sid)) || r.fromStep !== from || r.toStep !== to)
+      return 'not authorised: the AuditRequest is for another session or other steps';
+    return r;
+  }
+}
+
+/** the address of a session owner's peer id ('' when it has none: it then owns nothing auditable) */
+function ownerAddress(owner: string): string {
+  try {
+    return addressOfPeer(owner);
+  } catch {
+    return '';
   }
 }

@@ -70,10 +70,43 @@ export const VERDICT_FIELDS = [
   { name: 'auditor', type: 'address' },
 ] as const;
 
+/**
+ * A gateway's permission for one auditor to fetch a session's committed inputs (steps
+ * [fromStep, toStep]) from a node: signed by the gateway that owns the session.
+ */
+export const AUDIT_REQUEST_FIELDS = [
+  { name: 'gateway', type: 'address' },
+  { name: 'auditor', type: 'address' },
+  { name: 'requestId', type: 'bytes32' },
+  { name: 'sessionId', type: 'bytes32' },
+  { name: 'fromStep', type: 'uint64' },
+  { name: 'toStep', type: 'uint64' },
+  { name: 'expiresAt', type: 'uint64' },
+] as const;
+
+/** A gateway's request that `executor` re-execute the committed prefix of one audited step. */
+export const REEXECUTION_REQUEST_FIELDS = [
+  { name: 'gateway', type: 'address' },
+  { name: 'executor', type: 'address' },
+  { name: 'requestId', type: 'bytes32' },
+  { name: 'sessionId', type: 'bytes32' },
+  { name: 'step', type: 'uint64' },
+  { name: 'auditedReceiptHash', type: 'bytes32' },
+  { name: 'expiresAt', type: 'uint64' },
+] as const;
+
+/**
+ * ReexecutionReceipt has the fields of ExecutionReceipt under its own type name, hence its own
+ * type hash: a re-execution's signature never verifies as a token-path receipt, so the two can
+ * never form an equivocation pair or join a custody chain.
+ */
 export const TYPES = {
   ExecutionCommitment: COMMITMENT_FIELDS,
   ExecutionReceipt: RECEIPT_FIELDS,
   AuditVerdict: VERDICT_FIELDS,
+  ReexecutionReceipt: RECEIPT_FIELDS,
+  AuditRequest: AUDIT_REQUEST_FIELDS,
+  ReexecutionRequest: REEXECUTION_REQUEST_FIELDS,
 } as const;
 export type PrimaryType = keyof typeof TYPES;
 
@@ -139,11 +172,55 @@ export interface AuditVerdict {
   auditor: Hex;
 }
 
+export interface AuditRequest {
+  /** the session's owner, who signs */
+  gateway: Hex;
+  /** the peer allowed to fetch (its libp2p key's address) */
+  auditor: Hex;
+  requestId: Hex;
+  sessionId: Hex;
+  fromStep: number;
+  toStep: number;
+  /** unix time, seconds: the node refuses the request from then on */
+  expiresAt: number;
+}
+
+export interface ReexecutionRequest {
+  /** the requesting gateway, who signs (and must be the peer that sends the request) */
+  gateway: Hex;
+  /** the node asked to re-execute */
+  executor: Hex;
+  /** the audited route session's ids */
+  requestId: Hex;
+  sessionId: Hex;
+  step: number;
+  auditedReceiptHash: Hex;
+  /** unix time, seconds */
+  expiresAt: number;
+}
+
 export type RecordOf<P extends PrimaryType> = P extends 'ExecutionCommitment'
   ? ExecutionCommitment
-  : P extends 'ExecutionReceipt'
+  : P extends 'ExecutionReceipt' | 'ReexecutionReceipt'
     ? ExecutionReceipt
-    : AuditVerdict;
+    : P extends 'AuditRequest'
+      ? AuditRequest
+      : P extends 'ReexecutionRequest'
+        ? ReexecutionRequest
+        : AuditVerdict;
+
+/** The field that names a record type's signer. */
+export function signerField(primary: PrimaryType): string {
+  switch (primary) {
+    case 'AuditVerdict':
+      return 'auditor';
+    case 'AuditRequest':
+    case 'ReexecutionRequest':
+      return 'gateway';
+    default:
+      return 'signer';
+  }
+}
 
 export class MalformedRecordError extends Error {
   constructor(message: string) {
@@ -184,7 +261,7 @@ export function assertWellFormed<P extends PrimaryType>(primary: P, rec: unknown
   }
   const extra = Object.keys(r).filter((k) => !fields.some((f) => f.name === k));
   if (extra.length) throw new MalformedRecordError(`${primary}: unknown field(s) ${extra.join(', ')}`);
-  if (primary !== 'AuditVerdict') {
+  if (primary === 'ExecutionCommitment' || primary === 'ExecutionReceipt' || primary === 'ReexecutionReceipt') {
     const c = r as unknown as ExecutionCommitment;
     if (c.layerEnd < c.layerStart) throw new MalformedRecordError(`${primary}: layerEnd ${c.layerEnd} < layerStart ${c.layerStart}`);
     if (c.nTokens < 1) throw new MalformedRecordError(`${primary}: nTokens must be ≥ 1`);

@@ -34,6 +34,8 @@ export interface CustodyEvidence {
 export interface AuditEvidence {
   kind: 'audit';
   receipt: SignedReceipt;
+  /** set when `receipt` is a peer auditor's ReexecutionReceipt (the verdicts' receiptHash is that type's digest) */
+  receiptType?: 'ReexecutionReceipt';
   verdicts: SignedVerdict[];
   detectedAt: number;
 }

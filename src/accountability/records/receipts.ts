@@ -12,6 +12,7 @@ import {
   MalformedRecordError,
   typedDigest,
   typedDigestBytes,
+  signerField,
   type AuditVerdict,
   type ExecutionCommitment,
   type ExecutionReceipt,
@@ -147,7 +148,7 @@ export function checkSigned<P extends PrimaryType>(primary: P, signed: unknown, 
   }
   const digestBytes = typedDigestBytes(primary, s.record, domain);
   const digest: Hex = `0x${bytesToHex(digestBytes)}`;
-  const claimed = primary === 'AuditVerdict' ? (s.record as AuditVerdict).auditor : (s.record as ExecutionCommitment).signer;
+  const claimed = String((s.record as unknown as Record<string, unknown>)[signerField(primary)]);
   const err = checkSignature(digestBytes, s.signature, claimed);
   if (err !== undefined) return { ok: false, reason: `${primary}: ${err}`, malformed: false };
   return { ok: true, digest };
