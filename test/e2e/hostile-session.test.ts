@@ -229,7 +229,7 @@ test('no sequence of OPEN/STEP messages makes a node sign two conflicting receip
   await s1.ch.send(step(sid, 0, 2, 7));
   await until('a refusal', () => errorsIn(s1.got).length > 0);
   assert.equal(errorsIn(s1.got)[0]!.code, 'bad_message');
-  assert.match(errorsIn(s1.got)[0]!.reason, /already run on a different input/);
+  assert.match(errorsIn(s1.got)[0]!.reason, /already signed for a different input/);
   // the same input again (a retransmission) is fine: it gets the same receipt
   await s1.ch.send(step(sid, 0, 1, 8));
   await until('RESULT of the retransmission', () => results.filter((m) => m.type === MsgType.RESULT && m.header.sessionId === sid).length >= 2);
@@ -241,7 +241,7 @@ test('no sequence of OPEN/STEP messages makes a node sign two conflicting receip
   await until('OPENED again', () => results.filter((m) => m.type === MsgType.OPENED && m.header.sessionId === sid).length >= 2);
   await s2.ch.send(step(sid, 0, 3));
   await until('a refusal after re-open', () => errorsIn(s2.got).length > 0);
-  assert.match(errorsIn(s2.got)[0]!.reason, /already run on a different input/);
+  assert.match(errorsIn(s2.got)[0]!.reason, /already signed for a different input/);
   // a new step number is a new slot: served, or refused by the next hop's custody check (the
   // re-opened chain does not link to the receipts it already saw) — either way signed once
   await s2.ch.send(step(sid, 1, 4));

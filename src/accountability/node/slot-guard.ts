@@ -1,14 +1,15 @@
 // Never sign twice for one slot: the node-side half of slashing protection. A receipt slot is
 // (requestId, sessionId, step) of this node's layer range (checks/equivocation.ts); two receipts
 // for one slot with different outputs are equivocation evidence against the node. The guard
-// remembers, per slot, the input it accepted (before compute) and the receipt it signed, for
-// the challenge window, and answers:
-// - claim: a second, different input for a slot already claimed is refused (nothing computed,
-//   nothing signed); the same input again (a retransmission) may proceed;
+// remembers, per slot, the input and the receipt it signed, for the challenge window (steps
+// of one session id run one after another, and one id is open at most once at a time, so
+// nothing else can sign a slot between claim and signOnce), and answers:
+// - claim: a different input for a slot already signed is refused before compute (nothing
+//   computed, nothing signed); the same input again (a retransmission) may proceed;
 // - signed: after compute, a slot already signed gets the receipt already given when the output
 //   matches, and no receipt at all when it does not.
-// Bounded: at most maxSlots remembered; when full of slots still inside the window, new slots
-// are refused (the node answers busy) rather than forgetting a signed one early.
+// Bounded: about maxSlots remembered; when full of slots still inside the window, new steps are
+// refused before compute (the node answers busy) rather than forgetting a signed slot early.
 
 import type { Hex } from '../records/eip712.js';
 import type { SignedReceipt } from '../records/receipts.js';
@@ -22,7 +23,7 @@ export interface SlotGuardLimits {
 interface Slot {
   inputHash: Hex;
   at: number;
-  receipt?: SignedReceipt;
+  receipt: SignedReceipt;
 }
 
 export type ClaimResult = { ok: true } | { ok: false; code: 'bad_message' | 'busy'; reason: string };
@@ -41,17 +42,20 @@ export class SlotGuard {
     return `${requestId}|${sessionId}|${step}`.toLowerCase();
   }
 
-  /** Before compute: may this input be run (and later signed) for this slot? */
+  /**
+   * Before compute: may this input be run for this slot? Refused when the slot is already signed
+   * for another input (nothing is recorded here: a step refused later, e.g. by the custody
+   * check, leaves its slot free), or when the guard is full.
+   */
   claim(key: string, inputHash: Hex, now = Date.now()): ClaimResult {
     const s = this.slots.get(key);
     if (s) {
       if (s.inputHash.toLowerCase() === inputHash.toLowerCase()) return { ok: true };
-      return { ok: false, code: 'bad_message', reason: 'this step of the session was already run on a different input; a retry must be a new step' };
+      return { ok: false, code: 'bad_message', reason: 'this step of the session was already signed for a different input; a retry must be a new step' };
     }
     this.expire(now);
     if (this.slots.size >= this.limits.maxSlots)
       return { ok: false, code: 'busy', reason: `this node remembers ${this.limits.maxSlots} signed steps; try again later` };
-    this.slots.set(key, { inputHash, at: now });
     return { ok: true };
   }
 
@@ -61,11 +65,12 @@ export class SlotGuard {
    */
   signOnce(key: string, inputHash: Hex, outputHash: Hex, sign: () => SignedReceipt): SignedReceipt | undefined {
     const s = this.slots.get(key);
-    if (s && s.inputHash.toLowerCase() !== inputHash.toLowerCase()) return undefined;
-    if (s?.receipt) return s.receipt.record.outputHash.toLowerCase() === outputHash.toLowerCase() ? s.receipt : undefined;
+    if (s) {
+      const same = s.inputHash.toLowerCase() === inputHash.toLowerCase() && s.receipt.record.outputHash.toLowerCase() === outputHash.toLowerCase();
+      return same ? s.receipt : undefined;
+    }
     const receipt = sign();
-    if (s) s.receipt = receipt;
-    else this.slots.set(key, { inputHash, at: Date.now(), receipt });
+    this.slots.set(key, { inputHash, at: Date.now(), receipt });
     return receipt;
   }
 
