@@ -6,8 +6,9 @@
 // nothing else can sign a slot between claim and signOnce), and answers:
 // - claim: a different input for a slot already signed is refused before compute (nothing
 //   computed, nothing signed); the same input again (a retransmission) may proceed;
-// - signed: after compute, a slot already signed gets the receipt already given when the output
-//   matches, and no receipt at all when it does not.
+// - signOnce: after compute, a slot already signed is signed again only for the same input and
+//   output (a retransmission: the same receipt, or one with the same output hash, which is no
+//   equivocation), and gets no receipt at all otherwise.
 // Bounded: about maxSlots remembered; when full of slots still inside the window, new steps are
 // refused before compute (the node answers busy) rather than forgetting a signed slot early.
 
@@ -20,10 +21,11 @@ export interface SlotGuardLimits {
   maxSlots: number;
 }
 
+/** what is kept per signed slot (hashes only: about 0.5 KB with its key) */
 interface Slot {
-  inputHash: Hex;
+  inputHash: string;
+  outputHash: string;
   at: number;
-  receipt: SignedReceipt;
 }
 
 export type ClaimResult = { ok: true } | { ok: false; code: 'bad_message' | 'busy'; reason: string };
@@ -50,7 +52,7 @@ export class SlotGuard {
   claim(key: string, inputHash: Hex, now = Date.now()): ClaimResult {
     const s = this.slots.get(key);
     if (s) {
-      if (s.inputHash.toLowerCase() === inputHash.toLowerCase()) return { ok: true };
+      if (s.inputHash === inputHash.toLowerCase()) return { ok: true };
       return { ok: false, code: 'bad_message', reason: 'this step of the session was already signed for a different input; a retry must be a new step' };
     }
     this.expire(now);
@@ -60,17 +62,15 @@ export class SlotGuard {
   }
 
   /**
-   * At signing: the receipt to use for this slot. `sign` is called only when the slot has no
-   * receipt yet; a signed slot returns its receipt when the output matches, undefined when not.
+   * At signing: `sign` runs only when the slot is free, or signed before for exactly this input
+   * and output (a retransmission: the signer gives the receipt already given, or one with the
+   * same output); anything else for a signed slot gets no receipt (undefined).
    */
   signOnce(key: string, inputHash: Hex, outputHash: Hex, sign: () => SignedReceipt): SignedReceipt | undefined {
     const s = this.slots.get(key);
-    if (s) {
-      const same = s.inputHash.toLowerCase() === inputHash.toLowerCase() && s.receipt.record.outputHash.toLowerCase() === outputHash.toLowerCase();
-      return same ? s.receipt : undefined;
-    }
+    if (s) return s.inputHash === inputHash.toLowerCase() && s.outputHash === outputHash.toLowerCase() ? sign() : undefined;
     const receipt = sign();
-    this.slots.set(key, { inputHash, at: Date.now(), receipt });
+    this.slots.set(key, { inputHash: inputHash.toLowerCase(), outputHash: outputHash.toLowerCase(), at: Date.now() });
     return receipt;
   }
 

