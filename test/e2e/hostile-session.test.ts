@@ -284,6 +284,36 @@ test('KV hand-over only by invitation, reserved against the budget before any by
   await r.dispose();
 });
 
+test('an invited KV import is resumed only by the owner that invited it', { timeout: 30_000 }, async () => {
+  const kvDim = src.config.nKvHeads * src.config.headDim;
+  const sid = 'atk-kv-own';
+  const length = 4;
+  const invite = open({ sessionId: sid, route: [hopOf(a), { peerId: attacker.peerId, addrs: attacker.addrs(), start: 2, end: 5 }], spares: [hopOf(b)] });
+  const { ch, got } = await rawStream(b, KV_PROTOCOL);
+  for (let layer = 2; layer < 5; layer++) {
+    const header = { sessionId: sid, modelId: side.modelId, start: 2, end: 5, length, layer, kvDim, ...(layer === 2 ? { open: invite } : {}) };
+    await ch.send({ type: MsgType.KV, header, payload: new Uint8Array(2 * length * kvDim * 4) } as Message);
+  }
+  await until('KV_ACK', () => got.length > 0);
+  assert.equal(got[0]!.type, MsgType.KV_ACK, JSON.stringify(got[0]!.header));
+  await ch.close();
+  // the victim gateway may not resume the attacker's import …
+  await assert.rejects(
+    victim.open({ modelId: side.modelId, config: src.config, hops: [hopOf(b)], sessionId: 'victim-steal', resumeFrom: sid }),
+    (e: unknown) => {
+      assert.equal((e as { remoteCode?: string }).remoteCode, 'forbidden');
+      assert.match((e as Error).message, /no session of yours/);
+      return true;
+    },
+  );
+  // … its owner may
+  const r = await rawStream(b);
+  await r.ch.send({ type: MsgType.OPEN, header: open({ sessionId: `${sid}.t1`, route: [hopOf(b)], resumeFrom: sid }) });
+  await until('OPENED of the resumed session', () => results.some((m) => m.type === MsgType.OPENED && m.header.sessionId === `${sid}.t1`));
+  assert.equal(errorsIn(r.got).length, 0);
+  await r.ch.close();
+});
+
 test('an OPEN naming an arbitrary local port gets only "unreachable", open port or closed', { timeout: 60_000 }, async () => {
   const server: Server = createServer((s) => s.destroy());
   await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
