@@ -5,6 +5,13 @@
 // CLOSE to the session table (sessions.ts). KV hand-over on leave is kv-handover.ts; the
 // accountability work per step is the stamper's (stamper.ts), and when the node is accountable
 // it also re-executes other nodes' committed inputs for auditors under the same compute lock.
+//
+// Session ownership (docs/protocol.md §4.1): an OPEN must be signed by its gateway
+// (reply.peerId) and come from the previous hop of the signed route (the gateway for hop 0);
+// the session is then bound to that one stream (only it steps, truncates or closes it) and
+// torn down when it closes. Ids in use are not re-opened; resumeFrom names only the same
+// owner's sessions; the node dials only addresses of the signed route and says of a failed dial
+// only that it was unreachable; an ERROR is never answered with an ERROR.
 
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Stream, Connection } from '@libp2p/interface';
@@ -172,7 +179,9 @@ export class NodeServer {
     if (bad) return ['forbidden', bad];
     const from = h.hop === 0 ? h.reply.peerId : h.route[h.hop - 1]?.peerId;
     if (from !== remote) return ['forbidden', `OPEN for hop ${h.hop} must come from ${h.hop === 0 ? 'its gateway' : `route[${h.hop - 1}]`}, not ${remote}`];
-    if (this.sessions.has(h.sessionId)) return ['bad_message', `session id in use: ${h.sessionId}`];
+    // an imported cache waiting for its owner holds its id too (a new session would compute on it)
+    if (this.sessions.has(h.sessionId) || this.handover.ownerOf(h.sessionId) !== undefined)
+      return ['bad_message', `session id in use: ${h.sessionId}`];
     const resume = h.resumeFrom;
     if (resume !== undefined) {
       if (typeof resume !== 'string' || resume === h.sessionId) return ['bad_message', 'resumeFrom must name another session'];

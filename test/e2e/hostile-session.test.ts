@@ -306,6 +306,11 @@ test('an invited KV import is resumed only by the owner that invited it', { time
       return true;
     },
   );
+  // … nor open a session under its id (it would compute on the imported cache)
+  await assert.rejects(
+    victim.open({ modelId: side.modelId, config: src.config, hops: [hopOf(b)], sessionId: sid }),
+    /session id in use/,
+  );
   // … its owner may
   const r = await rawStream(b);
   await r.ch.send({ type: MsgType.OPEN, header: open({ sessionId: `${sid}.t1`, route: [hopOf(b)], resumeFrom: sid }) });
