@@ -57,6 +57,9 @@ export class StepExecutor {
     // its input before the output exists; both run while the stage computes, and nothing is
     // released before they are settled
     const arriving = { open: s.open, header: h, input: payload, range: stage.range, profile: stage.profile, modelId: this.o.modelId };
+    // never sign twice for one slot: a different input for a step already taken runs nothing
+    const claimed = stamper.claim(arriving);
+    if (!claimed.ok) return fail(claimed.code, claimed.reason);
     const custodyCheck = stamper.checkUpstream(arriving);
     const committed = stamper.commit(arriving);
     let queueMs = 0;
@@ -112,15 +115,16 @@ export class StepExecutor {
     };
     const header: StepHeader = { ...h, timeline: [...h.timeline, timing] };
     // this hop's receipt (input as received, output as sent) goes on with the chain
-    stampStep(stamper, { ...arriving, header, output: bytes, timing });
+    if (!stampStep(stamper, { ...arriving, header, output: bytes, timing }))
+      return fail('internal', `${self} signed no receipt for step ${h.step}; output withheld`);
     if (h.budgetMs !== undefined) header.budgetMs = timing.slackMs;
     s.steps++;
     this.stats.steps++;
     try {
       await s.downstream!.send({ type: s.isLast ? MsgType.RESULT : MsgType.STEP, header, payload: bytes });
-    } catch (e) {
+    } catch {
       const target = s.downstream?.remotePeer;
-      fail('unreachable', `send from ${self} to ${target} failed: ${(e as Error).message}`);
+      fail('unreachable', `${self} cannot reach ${target}`); // why is not told (dialing policy)
     }
   }
 

@@ -2,6 +2,11 @@
 // node serving the same layers (KV_PROTOCOL), then answers the session's later steps with a
 // 'draining' error naming the replacement; the receiving node imports the cache and keeps it
 // for a while, until a route re-opens the session with `resumeFrom` (or the copy expires).
+//
+// Only by invitation: the first KV message carries the session's OPEN as its owner (the
+// gateway) signed it, and that OPEN's spares must name the receiver for these layers and its
+// route the sender. The receiver reserves the cache's tokens against its KV budget before it
+// accepts any bytes (busy when they do not fit), and only the same owner may resume the copy.
 
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Stream } from '@libp2p/interface';
@@ -20,12 +25,22 @@ import {
   type KvHeader,
   type OpenHeader,
 } from '../protocol/messages.js';
+import { checkOpenSignature } from '../protocol/open-signature.js';
 import type { Session, SessionTable } from './sessions.js';
 
 const round = (x: number): number => Math.round(x * 1000) / 1000;
 
 /** an imported session no route claims within this long is freed */
 const IMPORT_TTL_MS = 60_000;
+
+/** an imported cache waiting for its owner's route */
+interface Imported {
+  timer: NodeJS.Timeout;
+  /** the gateway that owns the session (signed its OPEN) */
+  owner: string;
+  /** KV tokens it holds reserved (0 once a resuming session took the reservation over) */
+  tokens: number;
+}
 
 /** a peer that can take over a session (same layer range) */
 interface Spare {
@@ -43,7 +58,7 @@ export interface KvHandoverOptions {
 
 export class KvHandover {
   /** sessions imported from a draining node, waiting for a route to resume them */
-  private readonly imported = new Map<string, NodeJS.Timeout>();
+  private readonly imported = new Map<string, Imported>();
   private leavingNow = false;
   private readonly self: string;
 
@@ -62,8 +77,32 @@ export class KvHandover {
 
   async stop(): Promise<void> {
     await this.o.host.libp2p.unhandle(KV_PROTOCOL).catch(() => {});
-    for (const t of this.imported.values()) clearTimeout(t);
+    for (const i of this.imported.values()) {
+      clearTimeout(i.timer);
+      this.o.sessions.release(i.tokens);
+    }
     this.imported.clear();
+  }
+
+  /** The owner of an imported cache waiting to be resumed (undefined: none here). */
+  ownerOf(sessionId: string): string | undefined {
+    return this.imported.get(sessionId)?.owner;
+  }
+
+  /** A session is about to resume from this import: hands back its reservation (returns the tokens). */
+  releaseImport(sessionId: string): number {
+    const i = this.imported.get(sessionId);
+    if (!i) return 0;
+    const n = i.tokens;
+    this.o.sessions.release(n);
+    i.tokens = 0;
+    return n;
+  }
+
+  /** The resuming session was refused: the import takes its reservation back. */
+  keepImport(sessionId: string, tokens: number): void {
+    const i = this.imported.get(sessionId);
+    if (i && this.o.sessions.reserve(tokens)) i.tokens = tokens;
   }
 
   /**
@@ -109,7 +148,7 @@ export class KvHandover {
         for (const to of list) {
           try {
             const t0 = performance.now();
-            await this.send(to, s.id, st);
+            await this.send(to, s.id, st, s.open);
             s.handedTo = { peerId: to.peerId, addrs: to.addrs };
             this.o.log?.info(
               { session: s.id, to: to.peerId, tokens: st.length, ms: round(performance.now() - t0) },
@@ -126,7 +165,7 @@ export class KvHandover {
     }
   }
 
-  private async send(to: Spare, sessionId: string, st: SessionState): Promise<void> {
+  private async send(to: Spare, sessionId: string, st: SessionState, invitation: OpenHeader): Promise<void> {
     const signal = AbortSignal.timeout(10_000);
     await this.o.host.dial(to.peerId, to.addrs, signal);
     const stream = await this.o.host.libp2p.dialProtocol(peerIdFromString(to.peerId), KV_PROTOCOL, { signal });
@@ -152,7 +191,16 @@ export class KvHandover {
         // encodeMessage splits the payload into ≤1 MB frames
         await ch.send({
           type: MsgType.KV,
-          header: { sessionId, modelId: this.o.modelId, start: r.start, end: r.end, length: st.length, layer: r.start + i, kvDim },
+          header: {
+            sessionId,
+            modelId: this.o.modelId,
+            start: r.start,
+            end: r.end,
+            length: st.length,
+            layer: r.start + i,
+            kvDim,
+            ...(i === 0 ? { open: invitation } : {}), // the owner's signed OPEN: the invitation
+          },
           payload,
         });
       }
@@ -163,18 +211,43 @@ export class KvHandover {
     }
   }
 
-  /** Receive one session's KV cache from a draining node; check it fits this node, import it. */
+  /** Why `open` does not invite this node to take `sessionId` from `remote` (undefined: it does). */
+  private checkInvitation(open: OpenHeader | undefined, sessionId: string, remote: string): string | undefined {
+    if (!open) return 'a KV hand-over must present the session owner\'s signed OPEN';
+    const bad = checkOpenSignature(open);
+    if (bad) return bad;
+    const r = this.o.stage.range;
+    const sameLayers = (h: { peerId: string; start: number; end: number }, peerId: string) =>
+      h.peerId === peerId && h.start === r.start && h.end === r.end;
+    if (open.sessionId !== sessionId) return 'the signed OPEN is for another session';
+    if (!open.route.some((h) => sameLayers(h, remote))) return 'the sender does not serve these layers in the owner\'s route';
+    const spares = hopSchema.array().safeParse(open.spares);
+    if (!spares.success || !spares.data.some((h) => sameLayers(h, this.self))) return 'the session owner did not name this node as a spare';
+    return undefined;
+  }
+
+  /** Receive one session's KV cache from a draining node; check the invitation, reserve, import. */
   private receive(stream: Stream, remote: string): void {
     const layers = new Map<number, { k: Float32Array; v: Float32Array }>();
-    let first: KvHeader | undefined;
+    let first: (KvHeader & { owner: string }) | undefined;
+    let reserved = 0;
     const { stage, sessions } = this.o;
     const r = stage.range;
     const kvDim = stage.config.nKvHeads * stage.config.headDim;
+    const giveBack = () => {
+      sessions.release(reserved);
+      reserved = 0;
+    };
     const ch: Channel = new Channel(stream, remote, this.self, {
       onMessage: async (m) => {
+        if (m.type === MsgType.ERROR) return; // never answer an error with an error
         if (m.type !== MsgType.KV) return void ch.sendError('bad_message', `expected KV, got ${MsgType[m.type]}`);
         const h = m.header;
-        const bad = (code: ErrorCode, reason: string) => void ch.sendError(code, reason, { sessionId: h.sessionId }).then(() => ch.close());
+        const bad = (code: ErrorCode, reason: string) => {
+          giveBack();
+          layers.clear();
+          void ch.sendError(code, reason, { sessionId: h.sessionId }).then(() => ch.close());
+        };
         if (h.modelId !== this.o.modelId) return bad('wrong_model', `this node serves model ${this.o.modelId}, not ${h.modelId}`);
         if (h.start !== r.start || h.end !== r.end)
           return bad('wrong_layers', `this node serves layers ${r.start}:${r.end}, KV is for ${h.start}:${h.end}`);
@@ -183,11 +256,17 @@ export class KvHandover {
         if (first && (h.sessionId !== first.sessionId || h.length !== first.length))
           return bad('bad_message', 'KV messages of one stream must be for one session and length');
         if (!stage.importSession) return bad('engine', `engine ${stage.profile} cannot import KV caches`);
-        if (sessions.has(h.sessionId)) return bad('bad_message', `session ${h.sessionId} is already open here`);
-        if (this.leavingNow) return bad('busy', `node ${this.self} is leaving`);
-        if (h.length > sessions.freeKvTokens)
-          return bad('busy', `KV memory full: ${sessions.freeKvTokens} tokens free, session has ${h.length}`);
-        first ??= h;
+        if (!first) {
+          const denied = this.checkInvitation(h.open, h.sessionId, remote);
+          if (denied) return bad('forbidden', denied);
+          if (sessions.has(h.sessionId) || this.imported.has(h.sessionId))
+            return bad('bad_message', `session ${h.sessionId} is already held here`);
+          if (this.leavingNow) return bad('busy', `node ${this.self} is leaving`);
+          // reserved before any bytes are kept
+          if (!sessions.reserve(h.length)) return bad('busy', `KV memory full: ${sessions.freeKvTokens} tokens free, session has ${h.length}`);
+          reserved = h.length;
+          first = { ...h, owner: h.open!.reply.peerId };
+        }
         const n = h.length * kvDim;
         let kv: Float32Array;
         try {
@@ -205,17 +284,20 @@ export class KvHandover {
         } catch (e) {
           return bad('engine', (e as Error).message);
         }
-        const old = this.imported.get(h.sessionId);
-        if (old) clearTimeout(old);
-        const t = setTimeout(() => {
-          this.imported.delete(h.sessionId);
-          if (!sessions.has(h.sessionId)) stage.closeSession(h.sessionId);
+        const sid = h.sessionId;
+        const timer = setTimeout(() => {
+          const i = this.imported.get(sid);
+          this.imported.delete(sid);
+          if (i) sessions.release(i.tokens);
+          if (!sessions.has(sid)) stage.closeSession(sid);
         }, IMPORT_TTL_MS);
-        t.unref?.();
-        this.imported.set(h.sessionId, t);
-        this.o.log?.info({ session: h.sessionId, from: remote, tokens: h.length }, 'session KV imported');
-        void ch.send({ type: MsgType.KV_ACK, header: { sessionId: h.sessionId, length: h.length } }).catch(() => {});
+        timer.unref?.();
+        this.imported.set(sid, { timer, owner: first.owner, tokens: reserved });
+        reserved = 0; // the import holds it now
+        this.o.log?.info({ session: sid, from: remote, tokens: h.length }, 'session KV imported');
+        void ch.send({ type: MsgType.KV_ACK, header: { sessionId: sid, length: h.length } }).catch(() => {});
       },
+      onClose: () => giveBack(),
     });
   }
 
@@ -231,10 +313,11 @@ export class KvHandover {
       // the route then finds the session short and falls back to a replay
       this.o.log?.warn({ session: h.sessionId, from, err: (e as Error).message }, 'cannot resume session');
     }
-    const t = this.imported.get(from);
-    if (t !== undefined) {
-      // a hand-over copy is used once: the resumed session owns the cache now
-      clearTimeout(t);
+    const i = this.imported.get(from);
+    if (i !== undefined) {
+      // a hand-over copy is used once: the resumed session owns the cache (and its reservation) now
+      clearTimeout(i.timer);
+      this.o.sessions.release(i.tokens);
       this.imported.delete(from);
       if (!this.o.sessions.has(from)) stage.closeSession(from);
     }

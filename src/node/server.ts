@@ -5,6 +5,13 @@
 // CLOSE to the session table (sessions.ts). KV hand-over on leave is kv-handover.ts; the
 // accountability work per step is the stamper's (stamper.ts), and when the node is accountable
 // it also re-executes other nodes' committed inputs for auditors under the same compute lock.
+//
+// Session ownership (docs/protocol.md §4.1): an OPEN must be signed by its gateway
+// (reply.peerId) and come from the previous hop of the signed route (the gateway for hop 0);
+// the session is then bound to that one stream (only it steps, truncates or closes it) and
+// torn down when it closes. Ids in use are not re-opened; resumeFrom names only the same
+// owner's sessions; the node dials only addresses of the signed route and says of a failed dial
+// only that it was unreachable; an ERROR is never answered with an ERROR.
 
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Stream, Connection } from '@libp2p/interface';
@@ -29,6 +36,7 @@ import { StepExecutor, type NodeStats } from './executor.js';
 import { KvHandover } from './kv-handover.js';
 import type { PerfMeter } from './perf.js';
 import { SessionTable, type Session } from './sessions.js';
+import { checkOpenSignature } from '../protocol/open-signature.js';
 import type { StepStamper } from './stamper.js';
 
 export interface NodeServerOptions {
@@ -43,6 +51,13 @@ export interface NodeServerOptions {
   /** free a session after this long without a step (default 5 min) */
   idleTimeoutMs?: number;
   log?: Logger;
+}
+
+/** What one inbound act stream carries: at most one session, bound by its first OPEN. */
+interface StreamBinding {
+  opened: boolean;
+  session?: Session;
+  upClosed: boolean;
 }
 
 export class NodeServer {
@@ -114,17 +129,27 @@ export class NodeServer {
 
   private onStream(stream: Stream, conn: Connection): void {
     const remote = conn.remotePeer.toString();
-    let session: Session | undefined;
+    // one stream carries one session: the first OPEN binds it (synchronously, so a second OPEN
+    // racing the first is refused) and the session lives only as long as this stream
+    const bound: StreamBinding = { opened: false, upClosed: false };
     const ch: Channel = new Channel(stream, remote, this.self, {
       onMessage: (m) => {
+        if (m.type === MsgType.ERROR) {
+          // never answer an error with an error (docs/protocol.md §3); upstream sends none
+          this.o.log?.debug({ remote, code: m.header.code }, 'ERROR from upstream ignored');
+          return;
+        }
         if (m.type === MsgType.OPEN) {
-          if (session && !session.closed) {
+          if (bound.opened) {
+            this.stats.refused++;
             void ch.sendError('bad_message', 'this stream already carries a session', { sessionId: m.header.sessionId });
             return;
           }
-          void this.onOpen(ch, m.header).then((s) => (session = s));
+          bound.opened = true;
+          void this.onOpen(ch, m.header, remote, bound);
           return;
         }
+        const session = bound.session;
         const sid = (m.header as { sessionId?: string }).sessionId;
         const rid = (m.header as { requestId?: number }).requestId;
         if (!session || session.closed || sid !== session.id) {
@@ -142,17 +167,36 @@ export class NodeServer {
       },
       onClose: (err) => {
         if (err) this.o.log?.debug({ remote, err: err.message }, 'upstream stream closed');
-        if (session && !session.closed) this.sessions.teardown(session, 'upstream closed', true);
+        bound.upClosed = true;
+        const s = bound.session;
+        if (s && !s.closed) this.sessions.teardown(s, 'upstream closed', true);
       },
     });
   }
 
-  private async onOpen(up: Channel, h: OpenHeader): Promise<Session | undefined> {
-    const refuse = (code: ErrorCode, reason: string) => {
+  /** Why this OPEN may not open a session for `remote` (undefined: it may). See docs/protocol.md §4.1. */
+  private checkOwner(h: OpenHeader, remote: string): [ErrorCode, string] | undefined {
+    const bad = checkOpenSignature(h, Date.now());
+    if (bad) return ['forbidden', bad];
+    const from = h.hop === 0 ? h.reply.peerId : h.route[h.hop - 1]?.peerId;
+    if (from !== remote) return ['forbidden', `OPEN for hop ${h.hop} must come from ${h.hop === 0 ? 'its gateway' : `route[${h.hop - 1}]`}, not ${remote}`];
+    // an imported cache waiting for its owner holds its id too (a new session would compute on it)
+    if (this.sessions.has(h.sessionId) || this.handover.ownerOf(h.sessionId) !== undefined)
+      return ['bad_message', `session id in use: ${h.sessionId}`];
+    const resume = h.resumeFrom;
+    if (resume !== undefined) {
+      if (typeof resume !== 'string' || resume === h.sessionId) return ['bad_message', 'resumeFrom must name another session'];
+      const owner = this.sessions.get(resume)?.owner ?? this.handover.ownerOf(resume);
+      if (owner !== h.reply.peerId) return ['forbidden', `cannot resume from session "${resume}": no session of yours by that id here`];
+    }
+    return undefined;
+  }
+
+  private async onOpen(up: Channel, h: OpenHeader, remote: string, bound: StreamBinding): Promise<void> {
+    const refuse = (code: ErrorCode, reason: string): void => {
       this.stats.refused++;
       this.o.log?.info({ session: h.sessionId, code, reason }, 'refused session');
       void up.sendError(code, reason, { sessionId: h.sessionId, hop: h.hop });
-      return undefined;
     };
     const me = h.route[h.hop];
     const r = this.o.stage.range;
@@ -162,19 +206,25 @@ export class NodeServer {
       return refuse('wrong_layers', `this node serves layers ${r.start}:${r.end}, route asks for ${me.start}:${me.end}`);
     if (h.hidden !== undefined && h.hidden !== this.o.stage.config.dim)
       return refuse('wrong_model', `hidden size ${h.hidden} ≠ ${this.o.stage.config.dim}`);
+    const denied = this.checkOwner(h, remote);
+    if (denied) return refuse(...denied);
     if (this.handover.leaving) return refuse('busy', `node ${this.self} is leaving`);
-    const old = this.sessions.get(h.sessionId);
-    if (old) this.sessions.teardown(old, 'session re-opened', true); // failover: the new upstream wins
     const ctx = this.o.stage.config.contextLength;
     const want = Math.min(h.maxTokens ?? Math.min(ctx, DEFAULT_MAX_TOKENS), ctx);
+    // an imported cache this session resumes gives its reservation to the session
+    const imported = typeof h.resumeFrom === 'string' ? this.handover.releaseImport(h.resumeFrom) : 0;
     const s = this.sessions.create(h, up, want);
     if (!s) {
+      if (imported) this.handover.keepImport(h.resumeFrom as string, imported);
       const { freeKvTokens, kvBudgetTokens } = this.sessions;
       return refuse('busy', `KV memory full: ${freeKvTokens} of ${kvBudgetTokens} tokens free, session asks for ${want}`);
     }
+    this.sessions.add(s); // the id is taken from now on
+    bound.session = s;
+    if (bound.upClosed) return this.sessions.teardown(s, 'upstream closed', false);
     await this.handover.resume(h);
-    this.sessions.add(s);
     try {
+      // dialing policy: only the addresses the owner signed (next hop, or its own reply address)
       if (s.isLast) {
         const ch = await this.connect(h.reply.peerId, h.reply.addrs, RESULT_PROTOCOL, s);
         s.downstream = ch;
@@ -192,18 +242,19 @@ export class NodeServer {
       }
     } catch (e) {
       const target = s.isLast ? h.reply.peerId : h.route[h.hop + 1]!.peerId;
-      void up.sendError('unreachable', `hop ${this.self} cannot reach ${target}: ${(e as Error).message}`, {
+      this.o.log?.debug({ session: s.id, target, err: (e as Error).message }, 'downstream unreachable');
+      // only that it failed: why (refused, timed out, wrong peer) is not told to strangers
+      void up.sendError('unreachable', `hop ${this.self} cannot reach ${target}`, {
         sessionId: s.id,
         peerId: target,
         hop: s.isLast ? h.route.length : h.hop + 1,
       });
       this.sessions.teardown(s, 'downstream unreachable', false);
-      return undefined;
+      return;
     }
-    if (s.closed) return undefined;
+    if (s.closed) return;
     this.stats.opened++;
     this.o.log?.info({ session: s.id, hop: h.hop, last: s.isLast }, 'session open');
-    return s;
   }
 
   private async connect(peerId: string, addrs: string[], protocol: string, s: Session): Promise<Channel> {
@@ -220,7 +271,8 @@ export class NodeServer {
       },
       onClose: (err) => {
         if (s.closed) return;
-        void s.upstream.sendError('unreachable', `stream from ${this.self} to ${peerId} closed${err ? `: ${err.message}` : ''}`, {
+        if (err) this.o.log?.debug({ session: s.id, peerId, err: err.message }, 'downstream stream closed');
+        void s.upstream.sendError('unreachable', `stream from ${this.self} to ${peerId} closed`, {
           sessionId: s.id,
           peerId,
         });
@@ -247,6 +299,7 @@ export class NodeServer {
         s.chain = s.chain.then(() => this.sessions.teardown(s, m.header.reason ?? 'closed by upstream', true));
         return;
       default:
+        if (m.type === MsgType.ERROR) return; // never answer an error with an error
         void s.upstream.sendError('bad_message', `unexpected ${MsgType[m.type]} on a session stream`, { sessionId: s.id });
     }
   }

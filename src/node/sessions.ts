@@ -9,6 +9,8 @@ import { MsgType, type OpenHeader } from '../protocol/messages.js';
 
 export interface Session {
   id: string;
+  /** the gateway that signed the OPEN (its reply.peerId): only its route steps, resumes or hands over this session */
+  owner: string;
   open: OpenHeader;
   upstream: Channel;
   downstream?: Channel;
@@ -69,6 +71,7 @@ export class SessionTable {
     this.reservedTokens += reserved;
     return {
       id: open.sessionId,
+      owner: open.reply.peerId,
       open,
       upstream,
       isLast: open.hop === open.route.length - 1,
@@ -78,6 +81,18 @@ export class SessionTable {
       closed: false,
       steps: 0,
     };
+  }
+
+  /** Reserves KV tokens outside any session (an imported cache); false when the budget has no room. */
+  reserve(tokens: number): boolean {
+    if (this.reservedTokens + tokens > this.o.kvBudgetTokens) return false;
+    this.reservedTokens += tokens;
+    return true;
+  }
+
+  /** Gives back a reserve()d amount. */
+  release(tokens: number): void {
+    this.reservedTokens -= tokens;
   }
 
   /** Enters a created session into the table and starts its idle timer. */

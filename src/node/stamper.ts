@@ -6,6 +6,7 @@
 
 import type { SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
+import type { ClaimResult } from '../accountability/node/slot-guard.js';
 import type { StepHeader } from '../protocol/messages.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 
@@ -17,6 +18,8 @@ export interface StepStamper {
   /** get ready before the first step (audit protocol registered, crypto worker warmed) */
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** before anything else: refuses a second, different input for a slot already taken (never sign twice) */
+  claim(step: ArrivingStep): ClaimResult;
   /** custody check of an arriving step; a failure means its output must never be released */
   checkUpstream(step: ArrivingStep): Promise<CustodyFailure | undefined>;
   /** signs the step's commitment (before compute); never rejects */
@@ -34,6 +37,7 @@ export const NO_STAMPER: StepStamper = {
   accountable: false,
   start: async () => {},
   stop: async () => {},
+  claim: () => ({ ok: true }),
   checkUpstream: async () => undefined,
   commit: async () => {},
   sign: () => undefined,
@@ -43,11 +47,16 @@ export const NO_STAMPER: StepStamper = {
   },
 };
 
-/** After compute: sign this hop's receipt, append it to the outgoing header's chain, keep the step. */
-export function stampStep(stamper: StepStamper, step: FinishedStep): void {
+/**
+ * After compute: sign this hop's receipt, append it to the outgoing header's chain, keep the step.
+ * False when an accountable node signed no receipt: the output must then not be released.
+ */
+export function stampStep(stamper: StepStamper, step: FinishedStep): boolean {
+  if (!stamper.accountable) return true;
   const receipt = stamper.sign(step);
-  if (!receipt) return;
+  if (!receipt) return false;
   const h = step.header as StepHeader & { receipts?: unknown };
   h.receipts = [...(Array.isArray(h.receipts) ? (h.receipts as unknown[]) : []), receipt];
   stamper.retain(step, receipt);
+  return true;
 }

@@ -6,11 +6,11 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/half.js';
 import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame, type FrameLimits } from './frame.js';
 
 /** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
-export const ACT_PROTOCOL = '/odsi/act/1.0.0';
+export const ACT_PROTOCOL = '/odsi/act/1.1.0';
 /** stream protocol: last hop→gateway (OPENED first), carries RESULTs */
 export const RESULT_PROTOCOL = '/odsi/result/1.0.0';
 // kv-transfer: stream protocol: a draining node → its replacement (KV messages, one KV_ACK back)
-export const KV_PROTOCOL = '/odsi/kv/1.0.0';
+export const KV_PROTOCOL = '/odsi/kv/1.1.0';
 
 /** per-connection stream limit for both protocols: one stream per session per hop */
 export const MAX_SESSION_STREAMS = 1024;
@@ -45,6 +45,7 @@ export type ErrorCode =
   | 'engine' // the stage's forward failed
   | 'closed'
   | 'draining' // kv-transfer: the hop is leaving; header.replacement holds the session's KV now
+  | 'forbidden' // the peer may not do this: unsigned/foreign OPEN, another owner's session, uninvited KV
   | 'internal';
 
 // Header objects are loose: members this version does not know are kept and forwarded
@@ -79,6 +80,13 @@ export const openSchema = z.looseObject({
   /** KV tokens to reserve for this session on every hop */
   maxTokens: uint.optional(),
   idleTimeoutMs: uint.optional(),
+  // session ownership (open-signature.ts): the gateway (reply.peerId) signs the route description
+  /** unix ms, gateway's clock */
+  issuedAt: uint.optional(),
+  /** unix ms; hops refuse the OPEN after this (at most OPEN_TTL_MS after issuedAt) */
+  expiresAt: uint.optional(),
+  /** hex 64-byte compact ECDSA by the gateway's key over open-signature.ts's signed bytes */
+  signature: z.string().max(256).optional(),
 });
 export const openedSchema = z.looseObject({ sessionId: id, peers: z.array(id) });
 export const stepSchema = z.looseObject({
@@ -124,6 +132,8 @@ export const kvSchema = z.looseObject({
   layer: uint,
   /** nKvHeads * headDim */
   kvDim: uint,
+  /** the owner's invitation (first KV message of a stream): the session's OPEN as signed by its gateway, spares naming the receiver */
+  open: openSchema.optional(),
 });
 export const kvAckSchema = z.looseObject({ sessionId: id, length: uint });
 // audit protocols: any JSON object; the audit modules check the members of their requests/replies

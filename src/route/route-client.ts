@@ -55,6 +55,7 @@ export class RouteClient {
         if (!sink) {
           const sid = (msg.header as { sessionId?: string }).sessionId;
           const s = sid ? this.sinks.get(sid) : undefined;
+          if (msg.type === MsgType.ERROR) return void ch.close(); // never answer an error with an error
           if (msg.type !== MsgType.OPENED || !s || s.lastPeer !== remote) {
             void ch.sendError('unknown_session', `no route for session ${sid ?? '?'} ends at ${remote}`, { sessionId: sid }).then(() => ch.close());
             return;

@@ -21,8 +21,10 @@ import {
   type Dtype,
   type ErrorHeader,
   type Message,
+  type OpenHeader,
   type StepHeader,
 } from '../protocol/messages.js';
+import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../protocol/open-signature.js';
 
 export interface Hop {
   peerId: string;
@@ -164,26 +166,32 @@ export class RouteStage implements Stage {
     });
     const timer = setTimeout(() => this.opened?.reject(new RouteError(`route did not come up within ${timeoutMs} ms`, 'timeout')), timeoutMs);
     try {
-      await this.first.send({
-        type: MsgType.OPEN,
-        header: {
-          sessionId: this.sessionId,
-          modelId: this.opts.modelId,
-          route: this.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
-          hop: 0,
-          reply: { peerId: this.host.peerId, addrs: this.host.addrs() },
-          dtype: this.dtype,
-          hidden: this.config.dim,
-          maxTokens: this.opts.maxTokens ?? Math.min(this.config.contextLength, DEFAULT_MAX_TOKENS),
-          ...(this.opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
-          ...(this.opts.resumeFrom !== undefined ? { resumeFrom: this.opts.resumeFrom } : {}), // kv-transfer
-          ...(this.opts.spares?.length ? { spares: this.opts.spares.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })) } : {}), // kv-transfer
-        },
-      });
+      await this.first.send({ type: MsgType.OPEN, header: this.signedOpen() });
       await up;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** The OPEN for hop 0, signed by this gateway's identity (the session is ours: open-signature.ts). */
+  private signedOpen(): OpenHeader {
+    const issuedAt = Date.now();
+    const hop = (h: Hop): Hop => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end });
+    const body: OpenToSign = {
+      sessionId: this.sessionId,
+      modelId: this.opts.modelId,
+      route: this.hops.map(hop),
+      reply: { peerId: this.host.peerId, addrs: this.host.addrs() },
+      dtype: this.dtype,
+      hidden: this.config.dim,
+      maxTokens: this.opts.maxTokens ?? Math.min(this.config.contextLength, DEFAULT_MAX_TOKENS),
+      ...(this.opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.opts.idleTimeoutMs } : {}),
+      ...(this.opts.resumeFrom !== undefined ? { resumeFrom: this.opts.resumeFrom } : {}), // kv-transfer
+      ...(this.opts.spares?.length ? { spares: this.opts.spares.map(hop) } : {}), // kv-transfer: the hand-over invitation
+      issuedAt,
+      expiresAt: issuedAt + OPEN_TTL_MS,
+    };
+    return { ...body, hop: 0, signature: signOpen(this.host.identity, body) };
   }
 
   private onMessage(m: Message): void {

@@ -7,6 +7,7 @@ import type { Hex, OdsiDomain } from '../accountability/records/eip712.js';
 import { hashTensor, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
 import type { StepStamper } from '../node/stamper.js';
+import type { ClaimResult } from '../accountability/node/slot-guard.js';
 import type { SigningContext } from './fault-kind.js';
 
 /** Passes everything on to the wrapped stamper; subclasses override what they lie about. */
@@ -24,6 +25,9 @@ export class StamperDecorator implements StepStamper {
   }
   stop(): Promise<void> {
     return this.inner.stop();
+  }
+  claim(step: ArrivingStep): ClaimResult {
+    return this.inner.claim(step);
   }
   checkUpstream(step: ArrivingStep): Promise<CustodyFailure | undefined> {
     return this.inner.checkUpstream(step);

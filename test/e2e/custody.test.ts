@@ -15,6 +15,7 @@ import { modelIdentity } from '../../src/model/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { Channel } from '../../src/p2p/channel.js';
 import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL, encodeTensor, type Message, type StepHeader } from '../../src/protocol/messages.js';
+import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../../src/protocol/open-signature.js';
 import { NodeProcess } from '../../src/node/process.js';
 import { ZERO_HASH } from '../../src/accountability/records/eip712.js';
 import { hashTensor, signReceipt, type SignedReceipt } from '../../src/accountability/records/receipts.js';
@@ -83,22 +84,23 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
   await host!.dial(node!.peerId, node!.info.addrs);
   const stream = await host!.libp2p.dialProtocol(peerIdFromString(node!.peerId), ACT_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
   const ch = new Channel(stream, node!.peerId, host!.peerId, { onMessage: push });
-  await ch.send({
-    type: MsgType.OPEN,
-    header: {
-      sessionId: sid,
-      modelId,
-      route: [
-        { peerId: host!.peerId, addrs: host!.addrs(), start: 0, end: 2 },
-        { peerId: node!.peerId, addrs: node!.info.addrs, start: 2, end: 5 },
-      ],
-      hop: 1,
-      reply: { peerId: host!.peerId, addrs: host!.addrs() },
-      dtype: 'f32',
-      hidden: DIM,
-      maxTokens: 64,
-    },
-  });
+  const issuedAt = Date.now();
+  const open: OpenToSign = {
+    sessionId: sid,
+    modelId,
+    route: [
+      { peerId: host!.peerId, addrs: host!.addrs(), start: 0, end: 2 },
+      { peerId: node!.peerId, addrs: node!.info.addrs, start: 2, end: 5 },
+    ],
+    reply: { peerId: host!.peerId, addrs: host!.addrs() },
+    dtype: 'f32',
+    hidden: DIM,
+    maxTokens: 64,
+    issuedAt,
+    expiresAt: issuedAt + OPEN_TTL_MS,
+  };
+  // we are both the session's gateway (we sign the OPEN) and its hop 0
+  await ch.send({ type: MsgType.OPEN, header: { ...open, hop: 1, signature: signOpen(me, open) } });
   assert.equal((await next()).type, MsgType.OPENED);
 
   const signer = new ReceiptSigner(me, domain);

@@ -17,6 +17,10 @@
 // upstream receipt hash, previous receipt hash in the session, digest of the step's
 // commitment); the node appends it to the chain that travels downstream with the activation,
 // and retain keeps the step's bytes, receipt and commitment for auditors (step-archive.ts).
+//
+// Never twice for one slot (slot-guard.ts): claim, before anything is committed or computed,
+// refuses a second, different input for a (request, session, step) this node already took; sign
+// gives a slot at most one receipt for the challenge window, whatever sessions came and went.
 
 import type { OdsiHost } from '../../p2p/host.js';
 import type { Dtype, OpenHeader, StepHeader } from '../../protocol/messages.js';
@@ -35,6 +39,7 @@ import type { CryptoPool } from '../records/crypto-pool.js';
 import { ReceiptSigner, SignerError } from '../records/signer.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
 import { DEFAULT_ARCHIVE_LIMITS, StepArchive, type ArchiveLimits } from './step-archive.js';
+import { SlotGuard, type ClaimResult } from './slot-guard.js';
 
 /** A STEP as this hop received it (before compute). */
 export interface ArrivingStep {
@@ -140,6 +145,7 @@ export class NodeStamper {
   private readonly crypto: CryptoPool;
   private readonly signer: ReceiptSigner;
   private readonly archive: StepArchive;
+  private readonly guard: SlotGuard;
 
   constructor(o: NodeStamperOptions) {
     this.host = o.host;
@@ -148,6 +154,13 @@ export class NodeStamper {
     const limits = { ...DEFAULT_ARCHIVE_LIMITS, ...o.limits };
     this.signer = new ReceiptSigner(o.host.identity, o.domain, limits.maxSessions * 4);
     this.archive = new StepArchive(o.host, limits, o.domain);
+    this.guard = new SlotGuard({ windowMs: limits.challengeWindowMs, maxSlots: limits.maxSessions * 1024 });
+  }
+
+  /** Before commit and compute: may this input run for its slot? (refused: nothing is computed or signed) */
+  claim(s: ArrivingStep): ClaimResult {
+    const key = SlotGuard.key(requestIdOf(s.open.sessionId), sessionIdOf(s.open.sessionId), s.header.step);
+    return this.guard.claim(key, hashTensor(s.input));
   }
 
   get auditsServed(): number {
@@ -278,15 +291,18 @@ export class NodeStamper {
       outputHash: hashTensor(o.output),
     };
     log.upstreamHash.delete(h.step);
-    let receipt: SignedReceipt;
-    try {
-      receipt = this.signer.receipt(fields);
-    } catch (e) {
-      if (!(e instanceof SignerError)) throw e;
-      // the upstream re-sent an old step number (a restarted route): start this session's chain anew
-      this.signer.closeSession(rid, sid);
-      receipt = this.signer.receipt(fields);
-    }
+    // at most one receipt per slot, ever (within the challenge window): see slot-guard.ts
+    const receipt = this.guard.signOnce(SlotGuard.key(rid, sid, h.step), inputHash, fields.outputHash, () => {
+      try {
+        return this.signer.receipt(fields);
+      } catch (e) {
+        if (!(e instanceof SignerError)) throw e;
+        // the upstream re-sent an old step number (a restarted route): start this session's chain anew
+        this.signer.closeSession(rid, sid);
+        return this.signer.receipt(fields);
+      }
+    });
+    if (!receipt) throw new Error(`step ${h.step} of this session is already signed for another output`);
     log.cited.set(h.step, { digest: commitmentHash, signed: commitment?.signed });
     this.stats.receiptsSigned++;
     this.stats.signMs += performance.now() - t0;
