@@ -53,8 +53,6 @@ export function toApiError(e: unknown): ApiError {
     return new ApiError(500, msg, 'server_error', 'engine_error');
   }
   // fastify's own errors: bad JSON, wrong content type, body too large...
-  if (/forbidden prototype property/.test(msg))
-    return invalid("the request body contains a '__proto__' or 'constructor.prototype' key, which is not allowed", '__proto__', 'forbidden_key');
   if (err?.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
     return new ApiError(413, `request body too large: ${msg}`, 'invalid_request_error', 'request_too_large');
   if (err?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')

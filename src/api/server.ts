@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { ServerResponse } from 'node:http';
 import type { Backend, BackendSampling, TokenTimeline } from './backend.js';
 import { ApiError, invalid, routeFailureReason, toApiError } from './errors.js';
+import { installJsonParser } from './json-body.js';
 import { JsonConstraint, TokenTrie } from './json-constraint.js';
 import { minLength, type SchemaNode } from './json-schema.js';
 import { maxTokenChars, resolveLimits, serverOptions, type ApiLimits } from './limits.js';
@@ -80,6 +81,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   const limits = resolveLimits(opts);
   const app = Fastify({ logger: opts.logger ?? false, ...serverOptions(limits) });
   app.server.maxConnections = limits.maxConnections;
+  installJsonParser(app);
   const metrics = opts.metrics ?? createMetrics();
   const maxConcurrent = limits.maxConcurrent;
   let active = 0;
