@@ -26,7 +26,14 @@ type Frame =
    * objects; a 'str' frame above for any-key objects); colon: after the key; val: a value is
    * above; after: after a value; comma: after ','. `cur` = the property being written.
    */
-  | { t: 'obj'; node: ObjectNode; used: readonly string[]; phase: 'first' | 'key' | 'colon' | 'val' | 'after' | 'comma'; key: string; cur: string };
+  | {
+      t: 'obj';
+      node: ObjectNode;
+      used: readonly string[];
+      phase: 'first' | 'key' | 'colon' | 'val' | 'after' | 'comma';
+      key: string;
+      cur: string;
+    };
 
 export type JsonState = readonly Frame[];
 

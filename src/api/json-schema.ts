@@ -75,10 +75,14 @@ export function compileSchema(schema: unknown, param: string): SchemaNode {
           use('required');
           use('additionalProperties');
           if (o.additionalProperties !== undefined && typeof o.additionalProperties !== 'boolean')
-            throw invalid("'additionalProperties' must be true or false (no extra properties are ever generated)", `${path}.additionalProperties`);
+            throw invalid(
+              "'additionalProperties' must be true or false (no extra properties are ever generated)",
+              `${path}.additionalProperties`,
+            );
           const props = new Map<string, SchemaNode>();
           const p = o.properties ?? {};
-          if (typeof p !== 'object' || p === null || Array.isArray(p)) throw invalid("'properties' must be an object", `${path}.properties`);
+          if (typeof p !== 'object' || p === null || Array.isArray(p))
+            throw invalid("'properties' must be an object", `${path}.properties`);
           for (const [k, v] of Object.entries(p)) props.set(k, walk(v, `${path}.properties.${k}`, depth + 1));
           const req = o.required ?? [];
           if (!Array.isArray(req) || !req.every((r) => typeof r === 'string' && props.has(r)))

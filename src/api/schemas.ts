@@ -113,7 +113,10 @@ export function checkPrompt(v: unknown): string | number[] {
   const one = Array.isArray(v) && v.length === 1 ? v[0] : v;
   if (typeof one === 'string') return one;
   if (Array.isArray(v) && v.length > 1 && v.every((s) => typeof s === 'string' || Array.isArray(s)))
-    throw invalid(`'prompt' must be a single prompt; batches of ${v.length} prompts are not supported (use n for several choices)`, 'prompt');
+    throw invalid(
+      `'prompt' must be a single prompt; batches of ${v.length} prompts are not supported (use n for several choices)`,
+      'prompt',
+    );
   const ids = Array.isArray(one) ? one : undefined;
   if (!ids || ids.length === 0)
     throw invalid("'prompt' must be a string, an array with one string, or a non-empty array of token ids", 'prompt');

@@ -145,7 +145,12 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   /** Refuse before any work when the server is full or shutting down. */
   function admit(): void {
     if (active >= maxConcurrent)
-      throw new ApiError(503, `server busy: ${active} requests in progress (limit ${maxConcurrent}); retry later`, 'service_unavailable', 'capacity');
+      throw new ApiError(
+        503,
+        `server busy: ${active} requests in progress (limit ${maxConcurrent}); retry later`,
+        'service_unavailable',
+        'capacity',
+      );
     const why = backend.unavailable?.();
     if (why) throw new ApiError(503, why, 'service_unavailable', 'unavailable');
   }
@@ -156,7 +161,11 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     const ctx = backend.model.contextLength;
     const atLeast = Math.ceil(chars / tokenChars);
     if (atLeast >= ctx)
-      throw invalid(`the prompt is at least ${atLeast} tokens (${chars} characters); this model's context is ${ctx} tokens`, param, 'context_length_exceeded');
+      throw invalid(
+        `the prompt is at least ${atLeast} tokens (${chars} characters); this model's context is ${ctx} tokens`,
+        param,
+        'context_length_exceeded',
+      );
   }
 
   /** Checks shared by both endpoints; returns the generation plan. */
@@ -422,7 +431,10 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     if (bestOf < n) throw invalid(`'best_of' (${bestOf}) must be at least 'n' (${n})`, 'best_of');
     if (bestOf > n && body.stream) throw invalid("'best_of' greater than 'n' cannot be streamed; set stream to false", 'best_of');
     if (body.echo && body.logprobs != null)
-      throw invalid("'echo' with 'logprobs' would need the prompt's log-probabilities, which this server does not compute; use one or the other", 'echo');
+      throw invalid(
+        "'echo' with 'logprobs' would need the prompt's log-probabilities, which this server does not compute; use one or the other",
+        'echo',
+      );
     let promptIds: number[];
     if (body.suffix) {
       const fim = fimTokens(tk);

@@ -72,7 +72,12 @@ function chatLogprobs(tokens: TokenInfo[]): Obj {
 
 export function completionShape(model: string, logprobs: boolean): Shape {
   const base = { id: newId('cmpl'), object: 'text_completion', created: now(), model, system_fingerprint: 'odsi' };
-  const choice = (index: number, text: string, finish: FinishReason | null, lp: Obj | null) => ({ text, index, logprobs: lp, finish_reason: finish });
+  const choice = (index: number, text: string, finish: FinishReason | null, lp: Obj | null) => ({
+    text,
+    index,
+    logprobs: lp,
+    finish_reason: finish,
+  });
   return {
     full: (choices, usage) => ({
       ...base,

@@ -54,7 +54,12 @@ function slowBody(port: number, everyMs: number, maxMs: number): Promise<{ close
 
 test('a multi-megabyte prompt is refused at once while another request completes', async () => {
   const huge = 'Once upon a time there was a dog. '.repeat(100_000); // 3.4 MB, under the body limit
-  const other = post(url, '/v1/completions', { model: MODEL, prompt: 'Once upon a time', max_tokens: 24, temperature: 0 }, { timeoutMs: 30_000 });
+  const other = post(
+    url,
+    '/v1/completions',
+    { model: MODEL, prompt: 'Once upon a time', max_tokens: 24, temperature: 0 },
+    { timeoutMs: 30_000 },
+  );
   const t0 = performance.now();
   const r = await post(url, '/v1/completions', { model: MODEL, prompt: huge, max_tokens: 4 }, { timeoutMs: 30_000 });
   const ms = performance.now() - t0;
@@ -63,7 +68,12 @@ test('a multi-megabyte prompt is refused at once while another request completes
   assert.equal(r.json.error.param, 'prompt');
   assert.match(r.json.error.message, /context is 512 tokens/);
   assert.ok(ms < 2_000, `refused in ${ms} ms`);
-  const chat = await post(url, '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: huge }] }, { timeoutMs: 30_000 });
+  const chat = await post(
+    url,
+    '/v1/chat/completions',
+    { model: MODEL, messages: [{ role: 'user', content: huge }] },
+    { timeoutMs: 30_000 },
+  );
   assert.equal(chat.status, 400, chat.text);
   assert.equal(chat.json.error.param, 'messages');
   // over the body limit: 413 before the body is even parsed

@@ -25,10 +25,21 @@ before(async () => {
 after(() => api?.close());
 
 type Body = Record<string, unknown>;
-const chat = (b: Body) => client.chat.completions.create({ model: MODEL, messages: USER, ...b } as unknown as ChatCompletionCreateParams) as Promise<ChatCompletion>;
-const complete = (b: Body) => client.completions.create({ model: MODEL, prompt: PROMPT, ...b } as unknown as CompletionCreateParams) as Promise<Completion>;
+const chat = (b: Body) =>
+  client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    ...b,
+  } as unknown as ChatCompletionCreateParams) as Promise<ChatCompletion>;
+const complete = (b: Body) =>
+  client.completions.create({ model: MODEL, prompt: PROMPT, ...b } as unknown as CompletionCreateParams) as Promise<Completion>;
 async function chatStream(b: Body): Promise<ChatCompletionChunk[]> {
-  const s = await client.chat.completions.create({ model: MODEL, messages: USER, ...b, stream: true } as unknown as ChatCompletionCreateParams);
+  const s = await client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    ...b,
+    stream: true,
+  } as unknown as ChatCompletionCreateParams);
   const out: ChatCompletionChunk[] = [];
   for await (const c of s as AsyncIterable<ChatCompletionChunk>) out.push(c);
   return out;
@@ -248,7 +259,12 @@ describe('structured output', () => {
       required: ['mood', 'tags', 'pet'],
     };
     for (let seed = 0; seed < 5; seed++) {
-      const r = await chat({ seed, temperature: 1, max_tokens: 60, response_format: { type: 'json_schema', json_schema: { name: 'n', schema: nested } } });
+      const r = await chat({
+        seed,
+        temperature: 1,
+        max_tokens: 60,
+        response_format: { type: 'json_schema', json_schema: { name: 'n', schema: nested } },
+      });
       const v = JSON.parse(r.choices[0].message.content!) as { mood: string; tags: unknown[]; pet: { legs: number; good: boolean } };
       assert.ok(['happy', 'sad'].includes(v.mood));
       assert.ok(Array.isArray(v.tags) && v.tags.every((t) => typeof t === 'string'));
@@ -261,7 +277,12 @@ describe('structured output', () => {
       const v: unknown = JSON.parse(r.choices[0].message.content!);
       assert.ok(typeof v === 'object' && v !== null && !Array.isArray(v));
     }
-    const streamed = await chatStream({ seed: 1, temperature: 1, max_tokens: 60, response_format: { type: 'json_schema', json_schema: { name: 'p', schema } } });
+    const streamed = await chatStream({
+      seed: 1,
+      temperature: 1,
+      max_tokens: 60,
+      response_format: { type: 'json_schema', json_schema: { name: 'p', schema } },
+    });
     JSON.parse(streamed.map((c) => c.choices[0]?.delta?.content ?? '').join(''));
     const text = await chat({ max_tokens: 3, response_format: { type: 'text' } });
     assert.equal(text.choices.length, 1);
@@ -274,7 +295,10 @@ describe('structured output', () => {
       'response_format.json_schema.schema.properties.a.pattern',
       /unsupported JSON-schema keyword 'pattern'/,
     );
-    await refused(chat({ response_format: rf({ type: 'object', properties: { a: { type: ['string', 'null'] } } }) }), 'response_format.json_schema.schema.properties.a.type');
+    await refused(
+      chat({ response_format: rf({ type: 'object', properties: { a: { type: ['string', 'null'] } } }) }),
+      'response_format.json_schema.schema.properties.a.type',
+    );
     await refused(chat({ response_format: rf({ type: 'string' }) }), 'response_format.json_schema.schema.type');
     await refused(chat({ response_format: { type: 'yaml' } }), 'response_format.type');
     await refused(chat({ max_tokens: 3, response_format: rf(schema) }), 'max_tokens', /at least/);
@@ -301,7 +325,15 @@ describe('refused parameters and specific validation messages', () => {
     await refused(chat({ frobnicate: 1 }), 'frobnicate', /unknown parameter/);
     await refused(complete({ frobnicate: 1 }), 'frobnicate', /unknown parameter/);
     // what they allow is honoured
-    const ok = await chat({ max_tokens: 2, tools: [], tool_choice: 'none', modalities: ['text'], store: false, service_tier: 'auto', metadata: {} });
+    const ok = await chat({
+      max_tokens: 2,
+      tools: [],
+      tool_choice: 'none',
+      modalities: ['text'],
+      store: false,
+      service_tier: 'auto',
+      metadata: {},
+    });
     assert.equal(ok.choices.length, 1);
   });
 
