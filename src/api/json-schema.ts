@@ -25,6 +25,8 @@ export const ANY_OBJECT: SchemaNode = { kind: 'object', required: [] };
 
 const MAX_DEPTH = 16;
 const MAX_NODES = 256;
+const MAX_ENUM = 256;
+const MAX_ENUM_TEXT = 256;
 
 /** Compile a JSON schema; throws a 400 naming `param.<path>` for anything outside the subset. */
 export function compileSchema(schema: unknown, param: string): SchemaNode {
@@ -40,11 +42,14 @@ export function compileSchema(schema: unknown, param: string): SchemaNode {
     if ('enum' in o) {
       use('enum');
       use('type');
-      if (!Array.isArray(o.enum) || o.enum.length === 0) throw invalid("'enum' must be a non-empty array", `${path}.enum`);
+      if (!Array.isArray(o.enum) || o.enum.length === 0 || o.enum.length > MAX_ENUM)
+        throw invalid(`'enum' must be an array of 1 to ${MAX_ENUM} values`, `${path}.enum`);
       const texts = o.enum.map((v) => {
         if (v !== null && !['string', 'number', 'boolean'].includes(typeof v))
           throw invalid('enum values must be strings, numbers, booleans or null', `${path}.enum`);
-        return JSON.stringify(v);
+        const text = JSON.stringify(v);
+        if (text.length > MAX_ENUM_TEXT) throw invalid(`enum values must be at most ${MAX_ENUM_TEXT} characters as JSON`, `${path}.enum`);
+        return text;
       });
       node = { kind: 'literal', texts: [...new Set(texts)] };
     } else {
