@@ -167,7 +167,7 @@ test('invalid requests get OpenAI-shaped errors; the gateway keeps serving', asy
   const cases: [unknown, number, string | null, boolean?][] = [
     ['{"model": "stories260K", "prompt": "x"', 400, null, true],
     [{ model: MODEL, prompt: 'x', max_tokens: '5' }, 400, 'max_tokens'],
-    [{ model: MODEL, prompt: 'x', n: 2 }, 400, 'n'],
+    [{ model: MODEL, prompt: 'x', n: 9 }, 400, 'n'],
     [{ model: 'llama-70b', prompt: 'x' }, 404, 'model'],
     [{ model: MODEL, prompt: 'x', max_tokens: -1 }, 400, 'max_tokens'],
   ];
