@@ -50,7 +50,7 @@ export const chatSchema = z.strictObject({
   max_completion_tokens: z.number().int().min(1).nullish(),
   messages: z
     .array(
-      z.object({
+      z.strictObject({
         role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
         content: handChecked,
       }),

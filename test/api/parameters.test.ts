@@ -86,6 +86,9 @@ describe('sampling parameters', () => {
     // an end-user id is accepted and does not change the output
     assert.equal((await complete({ max_tokens: 30, temperature: 0, user: 'u-1' })).choices[0].text, full);
     assert.equal((await chat({ max_tokens: 4, temperature: 0, prompt_cache_key: 'k', safety_identifier: 's' })).choices.length, 1);
+    const usage = (await chatStream({ max_tokens: 5, stream_options: { include_usage: true } })).at(-1)!;
+    assert.equal(usage.usage?.completion_tokens, 5);
+    assert.deepEqual(usage.choices, []);
   });
 
   test('presence_penalty and frequency_penalty change the distribution as specified', async () => {
@@ -324,6 +327,7 @@ describe('refused parameters and specific validation messages', () => {
     await refused(chat({ service_tier: 'flex' }), 'service_tier');
     await refused(chat({ frobnicate: 1 }), 'frobnicate', /unknown parameter/);
     await refused(complete({ frobnicate: 1 }), 'frobnicate', /unknown parameter/);
+    await refused(chat({ messages: [{ role: 'user', content: 'x', name: 'bob' }] }), 'messages.0.name', /unknown parameter/);
     // what they allow is honoured
     const ok = await chat({
       max_tokens: 2,
