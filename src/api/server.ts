@@ -11,6 +11,7 @@ import { ApiError, invalid, routeFailureReason, toApiError } from './errors.js';
 import { installJsonParser } from './json-body.js';
 import { JsonConstraint, TokenTrie } from './json-constraint.js';
 import { minLength, type SchemaNode } from './json-schema.js';
+import { checkPromptLength } from './prompt-length.js';
 import { maxTokenChars, resolveLimits, serverOptions, type ApiLimits } from './limits.js';
 import { createMetrics, type ApiMetrics } from './metrics.js';
 import { fimTokens, refuseUnsupportedChat, responseFormat } from './params.js';
@@ -155,17 +156,15 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     if (why) throw new ApiError(503, why, 'service_unavailable', 'unavailable');
   }
 
-  /** A text longer than the context can hold in any tokenization is refused without tokenizing it. */
-  function checkLength(chars: number, param: string): void {
+  /** A text that cannot fit the context is refused without blocking on its tokenization. */
+  async function checkLength(text: string, parseSpecial: boolean, param: string): Promise<void> {
     tokenChars ??= maxTokenChars(tk);
-    const ctx = backend.model.contextLength;
-    const atLeast = Math.ceil(chars / tokenChars);
-    if (atLeast >= ctx)
-      throw invalid(
-        `the prompt is at least ${atLeast} tokens (${chars} characters); this model's context is ${ctx} tokens`,
-        param,
-        'context_length_exceeded',
-      );
+    await checkPromptLength(
+      { tokenizer: tk, contextLength: backend.model.contextLength, maxTokenChars: tokenChars },
+      text,
+      parseSpecial,
+      param,
+    );
   }
 
   /** Checks shared by both endpoints; returns the generation plan. */
@@ -440,14 +439,13 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       const fim = fimTokens(tk);
       if (!fim) throw invalid("this model has no fill-in-the-middle tokens, so 'suffix' is not supported", 'suffix');
       if (typeof prompt !== 'string') throw invalid("'suffix' needs a text prompt", 'prompt');
-      checkLength(prompt.length + body.suffix.length, 'prompt');
+      await checkLength(prompt + body.suffix, false, 'prompt');
       const bos = backend.addBos && tk.bosId !== undefined ? [tk.bosId] : [];
       promptIds = [...bos, fim[0], ...tk.encode(prompt, { addBos: false }), fim[1], ...tk.encode(body.suffix, { addBos: false }), fim[2]];
     } else if (typeof prompt === 'string') {
-      checkLength(prompt.length, 'prompt');
+      await checkLength(prompt, false, 'prompt');
       promptIds = encode(prompt, false);
     } else {
-      if (prompt.length >= backend.model.contextLength) checkLength(prompt.length, 'prompt');
       promptIds = [...prompt];
     }
     const echoText = body.echo ? (typeof prompt === 'string' ? prompt : tk.decode(prompt)) : undefined;
@@ -465,16 +463,13 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       role: m.role === 'developer' ? 'system' : m.role,
       content: checkContent(m.content, i),
     }));
-    checkLength(
-      messages.reduce((a, m) => a + m.content.length, 0),
-      'messages',
-    );
     let text: string;
     try {
       text = tk.applyChatTemplate(messages, { addGenerationPrompt: true });
     } catch (e) {
       throw invalid(`cannot apply the model's chat template: ${(e as Error).message}`, 'messages');
     }
+    await checkLength(text, true, 'messages');
     const n = body.n ?? 1;
     const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
     const p = plan(body, encode(text, true), { n, bestOf: n, logprobs, schema });

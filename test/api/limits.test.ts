@@ -1,7 +1,8 @@
 // What one HTTP client can cost the API server (src/api/limits.ts): a multi-megabyte prompt is
 // refused at once, by body size or by its length before tokenizing, while another request
 // completes; a client sending its body slowly is cut off within the configured time; over the
-// concurrency cap a request gets a clear 503; over the connection cap a connection is closed.
+// concurrency cap a request gets a clear 503; over the connection cap a connection is closed;
+// a long prompt is counted in slices without blocking the event loop.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
@@ -9,6 +10,7 @@ import { LocalBackend } from '../../src/gateway/local.js';
 import { createApiServer, type ApiServer } from '../../src/api/server.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
 import { post } from '../helpers/http.js';
+import { checkPromptLength } from '../../src/api/prompt-length.js';
 
 const MODEL = 'stories260K';
 let backend: LocalBackend;
@@ -139,4 +141,34 @@ test('over the concurrency cap a request gets a clear 503; over the connection c
     await new Promise((r) => setTimeout(r, 100));
   }
   assert.fail('the server did not answer after the connections were closed');
+});
+
+test('a long prompt is counted in slices with the event loop served between them', async () => {
+  // as if one token could stand for a million characters (a vocabulary with very long tokens):
+  // the length bound cannot refuse, so the slices must
+  const c = { tokenizer: backend.tokenizer, contextLength: 512, maxTokenChars: 1_000_000, sliceChars: 2_000 };
+  const text = 'Once upon a time there was a dog. '.repeat(30_000); // 1 MB, ~300k tokens here
+  let maxGap = 0;
+  let last = performance.now();
+  const ticker = setInterval(() => {
+    const t = performance.now();
+    maxGap = Math.max(maxGap, t - last);
+    last = t;
+  }, 1);
+  const t0 = performance.now();
+  try {
+    await assert.rejects(
+      checkPromptLength(c, text, false, 'prompt'),
+      (e: Error & { code?: string }) => e.code === 'context_length_exceeded',
+    );
+  } finally {
+    clearInterval(ticker);
+  }
+  // refused after the first few slices, not after tokenizing the megabyte
+  assert.ok(performance.now() - t0 < 1_000, `took ${performance.now() - t0} ms`);
+  assert.ok(maxGap < 200, `event loop blocked ${maxGap} ms`);
+  // a text that fits passes, whichever way it is cut
+  const fits = 'Once upon a time there was a dog. '.repeat(40); // 1 360 characters, ~400 tokens
+  assert.ok(backend.tokenizer.encode(fits).length < 512);
+  await checkPromptLength({ ...c, sliceChars: 400 }, fits, false, 'prompt');
 });
