@@ -286,6 +286,8 @@ export class Sampler {
     applyPresenceFrequency(l, history.slice(o.generatedFrom ?? 0), presence, frequency);
     if (p.logitBias) applyLogitBias(l, p.logitBias);
     o.constraint?.mask(l, o.remaining ?? Infinity);
+    if (!l.some((x) => x > -Infinity))
+      throw new EngineError('no token can be drawn: logit_bias or the output constraint bans every token', 'bad_input');
     const id = this.draw(l);
     if (o.topLogprobs === undefined) return { id };
     return { id, ...logprobsOf(l, id, o.topLogprobs) };

@@ -116,6 +116,11 @@ describe('sampling parameters', () => {
     await refused(complete({ logit_bias: { '1.5': 3 } }), 'logit_bias', /token ids/);
     await refused(chat({ logit_bias: { 7: 101 } }), 'logit_bias', /\[-100, 100\]/);
     await refused(complete({ logit_bias: { 99999: 1 } }), 'logit_bias');
+    const all = Object.fromEntries(Array.from({ length: api.backend.tokenizer.vocabSize }, (_, i) => [i, -100]));
+    await assert.rejects(
+      complete({ logit_bias: all }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && /bans every token/.test(e.message),
+    );
   });
 });
 
