@@ -2,6 +2,7 @@
 // or an in-process pipeline (src/gateway/local.ts). Token ids in, token events out; the API
 // owns prompts, chat templates, stop strings and the wire format.
 
+import type { TokenConstraint, TokenLogprob } from '../engine/sampling.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 
 export interface BackendModelInfo {
@@ -20,6 +21,10 @@ export interface BackendSampling {
   topP?: number;
   topK?: number;
   seed?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** token id → bias in [-100, 100]; -100 bans */
+  logitBias?: ReadonlyMap<number, number>;
 }
 
 export interface BackendRequest {
@@ -29,6 +34,10 @@ export interface BackendRequest {
   signal?: AbortSignal;
   /** per-token deadline budget for the whole route, ms (swarm backends) */
   deadlineMs?: number;
+  /** restricts the tokens drawn (structured output); generation ends when it is done */
+  constraint?: TokenConstraint;
+  /** report each token's log-probability and this many top alternatives (0..20) */
+  logprobs?: number;
 }
 
 /** One stage's share of one decoding step. */
@@ -64,6 +73,9 @@ export interface BackendToken {
   step: number;
   stepMs: number;
   timeline: TokenTimeline;
+  /** with BackendRequest.logprobs */
+  logprob?: number;
+  top?: TokenLogprob[];
 }
 
 export interface BackendResult {

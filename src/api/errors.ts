@@ -53,6 +53,10 @@ export function toApiError(e: unknown): ApiError {
     return new ApiError(500, msg, 'server_error', 'engine_error');
   }
   // fastify's own errors: bad JSON, wrong content type, body too large...
+  if (err?.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+    return new ApiError(413, `request body too large: ${msg}`, 'invalid_request_error', 'request_too_large');
+  if (err?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+    return new ApiError(415, `${msg}; send 'content-type: application/json'`, 'invalid_request_error', 'unsupported_media_type');
   if (typeof err?.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
     const code = typeof err.code === 'string' ? err.code : null;
     return new ApiError(err.statusCode, msg, 'invalid_request_error', code === 'FST_ERR_CTP_INVALID_JSON_BODY' ? 'invalid_json' : code);

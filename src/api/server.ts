@@ -1,19 +1,35 @@
 // OpenAI-compatible HTTP API over any Backend: /v1/completions, /v1/chat/completions,
 // /v1/models, SSE streaming, /metrics and /healthz. Prompts are tokenized and sampled here
-// (the gateway); only activations travel the swarm.
+// (the gateway); only activations travel the swarm. Every OpenAI parameter is honoured or
+// refused (schemas.ts, params.ts); structured output is constrained decoding (json-constraint.ts);
+// what one client can cost is bounded (limits.ts).
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import type { Backend, TokenTimeline } from './backend.js';
+import type { Backend, BackendSampling, TokenTimeline } from './backend.js';
 import { ApiError, invalid, routeFailureReason, toApiError } from './errors.js';
+import { installJsonParser } from './json-body.js';
+import { JsonConstraint, TokenTrie } from './json-constraint.js';
+import { minLength, type SchemaNode } from './json-schema.js';
+import { checkPromptLength } from './prompt-length.js';
+import { maxTokenChars, resolveLimits, serverOptions, type ApiLimits } from './limits.js';
 import { createMetrics, type ApiMetrics } from './metrics.js';
-import { chatSchema, completionSchema, parseBody, type ChatRequest, type CompletionRequest } from './schemas.js';
+import { fimTokens, refuseUnsupportedChat, responseFormat } from './params.js';
+import {
+  chatSchema,
+  checkContent,
+  checkLogitBias,
+  checkPrompt,
+  checkStop,
+  completionSchema,
+  parseBody,
+  type ChatRequest,
+  type CompletionRequest,
+} from './schemas.js';
+import { chatShape, completionShape, type ChoiceResult, type FinishReason, type Shape, type TokenInfo, type Usage } from './shapes.js';
 import { StopMatcher } from '../engine/generate.js';
 
-export interface ApiServerOptions {
-  /** requests generating at once before new ones get 503 (default 64) */
-  maxConcurrent?: number;
+export interface ApiServerOptions extends ApiLimits {
   /** default per-token deadline budget (ms) when a request does not set odsi.deadline_ms */
   deadlineMs?: number;
   /** pino logging (default off) */
@@ -29,15 +45,20 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-type FinishReason = 'stop' | 'length';
-
 interface Plan {
   promptIds: number[];
   maxTokens: number;
   stops: string[];
-  temperature: number;
-  topP?: number;
-  seed?: number;
+  sampling: BackendSampling;
+  /** choices returned */
+  n: number;
+  /** candidates generated (>= n); the n with the highest total logprob are returned */
+  bestOf: number;
+  /** top alternatives per token when logprobs are returned; undefined = no logprobs */
+  logprobs?: number;
+  /** completions' echo: the prompt text, put before each choice's text */
+  echoText?: string;
+  schema?: SchemaNode;
   deadlineMs?: number;
   timeline: boolean;
   stream: boolean;
@@ -47,13 +68,28 @@ interface Plan {
 interface Piece {
   text: string;
   timeline?: TokenTimeline;
+  tokens?: TokenInfo[];
+}
+
+interface RunResult {
+  finish: FinishReason;
+  completionTokens: number;
+  /** sum of the generated tokens' logprobs (when computed) */
+  logprobSum: number;
 }
 
 export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): ApiServer {
-  const app = Fastify({ logger: opts.logger ?? false, bodyLimit: 8 * 1024 * 1024 });
+  const limits = resolveLimits(opts);
+  const app = Fastify({ logger: opts.logger ?? false, ...serverOptions(limits) });
+  app.server.maxConnections = limits.maxConnections;
+  installJsonParser(app);
   const metrics = opts.metrics ?? createMetrics();
-  const maxConcurrent = opts.maxConcurrent ?? 64;
+  const maxConcurrent = limits.maxConcurrent;
   let active = 0;
+  const tk = backend.tokenizer;
+  // computed on first use: both walk the whole vocabulary once
+  let tokenChars: number | undefined;
+  let trie: TokenTrie | undefined;
 
   app.setErrorHandler((err, req, reply) => {
     const e = toApiError(err);
@@ -107,33 +143,67 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     }
   }
 
+  /** Refuse before any work when the server is full or shutting down. */
+  function admit(): void {
+    if (active >= maxConcurrent)
+      throw new ApiError(
+        503,
+        `server busy: ${active} requests in progress (limit ${maxConcurrent}); retry later`,
+        'service_unavailable',
+        'capacity',
+      );
+    const why = backend.unavailable?.();
+    if (why) throw new ApiError(503, why, 'service_unavailable', 'unavailable');
+  }
+
+  /** A text that cannot fit the context is refused without blocking on its tokenization. */
+  async function checkLength(text: string, parseSpecial: boolean, param: string): Promise<void> {
+    tokenChars ??= maxTokenChars(tk);
+    await checkPromptLength(
+      { tokenizer: tk, contextLength: backend.model.contextLength, maxTokenChars: tokenChars },
+      text,
+      parseSpecial,
+      param,
+    );
+  }
+
   /** Checks shared by both endpoints; returns the generation plan. */
-  function plan(body: CompletionRequest | ChatRequest, promptIds: number[], defaultMax: number | undefined): Plan {
-    if (body.n !== undefined && body.n !== null && body.n !== 1) throw invalid(`only n=1 is supported, got n=${body.n}`, 'n');
-    if (body.logprobs) throw invalid('logprobs are not supported by this server', 'logprobs');
-    if (body.echo) throw invalid('echo is not supported by this server', 'echo');
-    if (body.tools?.length) throw invalid('tools / function calling are not supported by this server', 'tools');
+  function plan(
+    body: CompletionRequest | ChatRequest,
+    promptIds: number[],
+    x: { defaultMax?: number; n: number; bestOf: number; logprobs?: number; echoText?: string; schema?: SchemaNode },
+  ): Plan {
+    const promptParam = 'messages' in body ? 'messages' : 'prompt';
     const ctx = backend.model.contextLength;
     if (promptIds.length >= ctx) {
-      throw invalid(
-        `prompt is ${promptIds.length} tokens; this model's context is ${ctx} tokens`,
-        'messages' in body ? 'messages' : 'prompt',
-        'context_length_exceeded',
-      );
+      throw invalid(`prompt is ${promptIds.length} tokens; this model's context is ${ctx} tokens`, promptParam, 'context_length_exceeded');
     }
-    const vocab = backend.tokenizer.vocabSize;
+    const vocab = tk.vocabSize;
     const bad = promptIds.find((t) => t >= vocab);
     if (bad !== undefined) throw invalid(`token id ${bad} is outside the vocabulary (size ${vocab})`, 'prompt');
-    const requested = ('max_completion_tokens' in body ? body.max_completion_tokens : undefined) ?? body.max_tokens ?? defaultMax;
+    const maxParam = 'max_completion_tokens' in body && body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+    const requested = ('max_completion_tokens' in body ? body.max_completion_tokens : undefined) ?? body.max_tokens ?? x.defaultMax;
     const room = ctx - promptIds.length;
-    const stops = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+    const maxTokens = Math.min(requested ?? room, room);
+    if (x.schema && maxTokens < minLength(x.schema))
+      throw invalid(`response_format needs room for at least ${minLength(x.schema)} tokens; ${maxParam} allows ${maxTokens}`, maxParam);
     return {
       promptIds,
-      maxTokens: Math.min(requested ?? room, room),
-      stops: stops.filter((s) => s.length > 0),
-      temperature: body.temperature ?? 1,
-      topP: body.top_p ?? undefined,
-      seed: body.seed ?? undefined,
+      maxTokens,
+      stops: checkStop(body.stop).filter((s) => s.length > 0),
+      sampling: {
+        temperature: body.temperature ?? 1,
+        topP: body.top_p ?? undefined,
+        seed: body.seed ?? undefined,
+        presencePenalty: body.presence_penalty ?? undefined,
+        frequencyPenalty: body.frequency_penalty ?? undefined,
+        logitBias: checkLogitBias(body.logit_bias, vocab),
+      },
+      n: x.n,
+      bestOf: x.bestOf,
+      logprobs: x.logprobs,
+      echoText: x.echoText,
+      schema: x.schema,
       deadlineMs: body.odsi?.deadline_ms ?? opts.deadlineMs,
       timeline: body.odsi?.timeline ?? false,
       stream: body.stream ?? false,
@@ -141,24 +211,40 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     };
   }
 
+  /** a generated token as the logprobs objects show it */
+  function tokenInfo(id: number, logprob: number, top: { id: number; logprob: number }[]): TokenInfo {
+    const show = (t: number) => {
+      const bytes = tk.pieceBytes(t, true);
+      return { token: new TextDecoder().decode(bytes), bytes: Array.from(bytes) };
+    };
+    return { ...show(id), logprob, top: top.map((a) => ({ ...show(a.id), logprob: a.logprob })) };
+  }
+
   /**
-   * Runs one generation: yields text pieces (stop strings held back and cut), returns the
-   * finish reason and completion token count. Aborts the backend when the consumer stops.
+   * Runs one generation (choice `index`): yields text pieces (stop strings held back and cut),
+   * returns the finish reason, token count and total logprob. Aborts the backend when the
+   * consumer stops.
    */
-  async function* run(p: Plan, signal: AbortSignal): AsyncGenerator<Piece, { finish: FinishReason; completionTokens: number }> {
+  async function* run(p: Plan, index: number, signal: AbortSignal): AsyncGenerator<Piece, RunResult> {
     const ac = new AbortController();
     const onAbort = () => ac.abort();
     signal.addEventListener('abort', onAbort);
     const started = performance.now();
+    const seed = p.sampling.seed === undefined ? undefined : p.sampling.seed + index;
+    const rank = p.bestOf > p.n;
+    if (p.schema) trie ??= new TokenTrie(tk);
     const gen = backend.generate({
       promptIds: p.promptIds,
       maxTokens: p.maxTokens,
-      sampling: { temperature: p.temperature, topP: p.topP, seed: p.seed },
+      sampling: { ...p.sampling, seed },
       signal: ac.signal,
       deadlineMs: p.deadlineMs,
+      constraint: p.schema && trie ? new JsonConstraint(p.schema, trie) : undefined,
+      logprobs: p.logprobs ?? (rank ? 0 : undefined),
     });
     const stop = new StopMatcher(p.stops);
     let n = 0;
+    let logprobSum = 0;
     try {
       for (;;) {
         const r = await gen.next();
@@ -166,7 +252,8 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
           const tail = stop.push(r.value.tailText);
           const text = tail.release + stop.flush();
           if (text) yield { text };
-          return { finish: tail.stop !== undefined ? 'stop' : r.value.finishReason === 'length' ? 'length' : 'stop', completionTokens: n };
+          const finish = tail.stop !== undefined ? 'stop' : r.value.finishReason === 'length' ? 'length' : 'stop';
+          return { finish, completionTokens: n, logprobSum };
         }
         const tok = r.value;
         if (n === 0) metrics.timeToFirstToken.observe((performance.now() - started) / 1000);
@@ -174,10 +261,12 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
         metrics.generatedTokens.inc();
         // the first token's latency is the time to first token (prefill included), not a decode step
         if (n > 1) metrics.tokenLatency.observe(tok.stepMs / 1000);
+        logprobSum += tok.logprob ?? 0;
         const s = stop.push(tok.text);
-        if (p.timeline) yield { text: s.release, timeline: tok.timeline };
+        const tokens = p.logprobs !== undefined && tok.logprob !== undefined ? [tokenInfo(tok.id, tok.logprob, tok.top ?? [])] : undefined;
+        if (p.timeline || tokens) yield { text: s.release, timeline: p.timeline ? tok.timeline : undefined, tokens };
         else if (s.release) yield { text: s.release };
-        if (s.stop !== undefined) return { finish: 'stop', completionTokens: n };
+        if (s.stop !== undefined) return { finish: 'stop', completionTokens: n, logprobSum };
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
@@ -189,10 +278,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
 
   /** Common request driver: concurrency gate, abort on disconnect, streaming or not. */
   async function serve(req: FastifyRequest, reply: FastifyReply, p: Plan, shape: Shape): Promise<unknown> {
-    if (active >= maxConcurrent)
-      throw new ApiError(503, `server busy: ${active} requests in progress (limit ${maxConcurrent})`, 'service_unavailable', 'capacity');
-    const why = backend.unavailable?.();
-    if (why) throw new ApiError(503, why, 'service_unavailable', 'unavailable');
+    admit();
     active++;
     metrics.active.set(active);
     metrics.promptTokens.inc(p.promptIds.length);
@@ -202,27 +288,29 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       if (!res.writableFinished) disconnect.abort();
     };
     res.on('close', onClose);
-    const it = run(p, disconnect.signal);
     try {
-      // pull the first piece before answering, so route failures get a real status code
-      const first = await it.next();
       if (p.stream) {
-        await stream(reply, p, shape, first, it, disconnect.signal);
+        // pull the first piece before answering, so route failures get a real status code
+        const it = run(p, 0, disconnect.signal);
+        try {
+          const first = await it.next();
+          await stream(reply, p, shape, first, it, disconnect.signal);
+        } finally {
+          await it.return(undefined as never).catch(() => undefined);
+        }
         countRequest(req, 200);
         return reply;
       }
-      let text = '';
-      const timeline: TokenTimeline[] = [];
-      let cur = first;
-      while (!cur.done) {
-        text += cur.value.text;
-        if (cur.value.timeline) timeline.push(cur.value.timeline);
-        cur = await it.next();
-      }
-      const usage = usageOf(p, cur.value.completionTokens);
+      const candidates: (ChoiceResult & RunResult & { timeline: TokenTimeline[] })[] = [];
+      for (let i = 0; i < p.bestOf && !disconnect.signal.aborted; i++) candidates.push(await collect(p, i, disconnect.signal));
+      const chosen = p.bestOf > p.n ? [...candidates].sort((a, b) => b.logprobSum - a.logprobSum).slice(0, p.n) : candidates;
+      const completion = candidates.reduce((a, c) => a + c.completionTokens, 0);
       countRequest(req, 200);
-      const body = shape.full(text, cur.value.finish, usage);
-      if (p.timeline) body.odsi = { timeline };
+      const body = shape.full(
+        chosen.map((c, index) => ({ ...c, index })),
+        usageOf(p, completion),
+      );
+      if (p.timeline) body.odsi = { timeline: candidates[0]?.timeline ?? [] };
       return body;
     } catch (e) {
       const reason = routeFailureReason(e);
@@ -230,9 +318,27 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       throw e;
     } finally {
       res.off('close', onClose);
-      await it.return(undefined as never).catch(() => undefined);
       active--;
       metrics.active.set(active);
+    }
+  }
+
+  /** one whole choice, not streamed */
+  async function collect(p: Plan, index: number, signal: AbortSignal): Promise<ChoiceResult & RunResult & { timeline: TokenTimeline[] }> {
+    const it = run(p, index, signal);
+    let text = p.echoText ?? '';
+    const tokens: TokenInfo[] = [];
+    const timeline: TokenTimeline[] = [];
+    try {
+      for (;;) {
+        const cur = await it.next();
+        if (cur.done) return { index, text, tokens, textOffset: p.echoText?.length ?? 0, timeline, ...cur.value };
+        text += cur.value.text;
+        if (cur.value.timeline) timeline.push(cur.value.timeline);
+        if (cur.value.tokens) tokens.push(...cur.value.tokens);
+      }
+    } finally {
+      await it.return(undefined as never).catch(() => undefined);
     }
   }
 
@@ -240,8 +346,8 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     reply: FastifyReply,
     p: Plan,
     shape: Shape,
-    first: IteratorResult<Piece, { finish: FinishReason; completionTokens: number }>,
-    it: AsyncGenerator<Piece, { finish: FinishReason; completionTokens: number }>,
+    first: IteratorResult<Piece, RunResult>,
+    firstIt: AsyncGenerator<Piece, RunResult>,
     signal: AbortSignal,
   ): Promise<void> {
     reply.hijack();
@@ -268,19 +374,35 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       }
     };
     const usageField = p.includeUsage ? { usage: null } : {};
-    const opening = shape.opening();
-    if (opening) await send({ ...opening, ...usageField });
+    let completion = 0;
     try {
-      let cur = first;
-      while (!cur.done) {
-        if (signal.aborted) return;
-        const chunk = shape.delta(cur.value.text);
-        if (cur.value.timeline) chunk.odsi = { timeline: cur.value.timeline };
-        await send({ ...chunk, ...usageField });
-        cur = await it.next();
+      // the n choices one after the other, each chunk naming its choice
+      for (let index = 0; index < p.n; index++) {
+        const it = index === 0 ? firstIt : run(p, index, signal);
+        try {
+          let cur = index === 0 ? first : await it.next();
+          const opening = shape.opening(index);
+          if (opening) await send({ ...opening, ...usageField });
+          let offset = 0;
+          if (p.echoText) {
+            await send({ ...shape.delta(index, p.echoText, undefined, 0), ...usageField });
+            offset = p.echoText.length;
+          }
+          while (!cur.done) {
+            if (signal.aborted) return;
+            const chunk = shape.delta(index, cur.value.text, cur.value.tokens, offset);
+            offset += cur.value.text.length;
+            if (cur.value.timeline) chunk.odsi = { timeline: cur.value.timeline };
+            await send({ ...chunk, ...usageField });
+            cur = await it.next();
+          }
+          completion += cur.value.completionTokens;
+          await send({ ...shape.finish(index, cur.value.finish), ...usageField });
+        } finally {
+          if (index > 0) await it.return(undefined as never).catch(() => undefined);
+        }
       }
-      await send({ ...shape.finish(cur.value.finish), ...usageField });
-      if (p.includeUsage) await send(shape.usage(usageOf(p, cur.value.completionTokens)));
+      if (p.includeUsage) await send(shape.usage(usageOf(p, completion)));
     } catch (e) {
       // headers are gone: report in-band, the way OpenAI's SDK expects ({error: ...} event)
       const err = toApiError(e);
@@ -292,7 +414,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     }
   }
 
-  const usageOf = (p: Plan, completion: number) => ({
+  const usageOf = (p: Plan, completion: number): Usage => ({
     prompt_tokens: p.promptIds.length,
     completion_tokens: completion,
     total_tokens: p.promptIds.length + completion,
@@ -301,49 +423,62 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   app.post('/v1/completions', async (req, reply) => {
     const body = parseBody(completionSchema, req.body);
     checkModel(body.model);
-    const promptIds = completionPrompt(body.prompt);
-    const p = plan(body, promptIds, 16);
-    return serve(req, reply, p, completionShape(backend.model.id));
+    admit();
+    const prompt = checkPrompt(body.prompt);
+    const n = body.n ?? 1;
+    const bestOf = body.best_of ?? n;
+    if (bestOf < n) throw invalid(`'best_of' (${bestOf}) must be at least 'n' (${n})`, 'best_of');
+    if (bestOf > n && body.stream) throw invalid("'best_of' greater than 'n' cannot be streamed; set stream to false", 'best_of');
+    if (body.echo && body.logprobs != null)
+      throw invalid(
+        "'echo' with 'logprobs' would need the prompt's log-probabilities, which this server does not compute; use one or the other",
+        'echo',
+      );
+    let promptIds: number[];
+    if (body.suffix) {
+      const fim = fimTokens(tk);
+      if (!fim) throw invalid("this model has no fill-in-the-middle tokens, so 'suffix' is not supported", 'suffix');
+      if (typeof prompt !== 'string') throw invalid("'suffix' needs a text prompt", 'prompt');
+      await checkLength(prompt + body.suffix, false, 'prompt');
+      const bos = backend.addBos && tk.bosId !== undefined ? [tk.bosId] : [];
+      promptIds = [...bos, fim[0], ...tk.encode(prompt, { addBos: false }), fim[1], ...tk.encode(body.suffix, { addBos: false }), fim[2]];
+    } else if (typeof prompt === 'string') {
+      await checkLength(prompt, false, 'prompt');
+      promptIds = encode(prompt, false);
+    } else {
+      promptIds = [...prompt];
+    }
+    const echoText = body.echo ? (typeof prompt === 'string' ? prompt : tk.decode(prompt)) : undefined;
+    const p = plan(body, promptIds, { defaultMax: 16, n, bestOf, logprobs: body.logprobs ?? undefined, echoText });
+    return serve(req, reply, p, completionShape(backend.model.id, body.logprobs != null));
   });
 
   app.post('/v1/chat/completions', async (req, reply) => {
     const body = parseBody(chatSchema, req.body);
     checkModel(body.model);
+    admit();
+    refuseUnsupportedChat(body);
+    const schema = responseFormat(body.response_format);
     const messages = body.messages.map((m, i) => ({
       role: m.role === 'developer' ? 'system' : m.role,
-      content:
-        m.content === null
-          ? ''
-          : typeof m.content === 'string'
-            ? m.content
-            : m.content
-                .map((part, j) => {
-                  if (part.type !== 'text') throw invalid(`only text content parts are supported`, `messages.${i}.content.${j}`);
-                  return part.text;
-                })
-                .join(''),
+      content: checkContent(m.content, i),
     }));
     let text: string;
     try {
-      text = backend.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+      text = tk.applyChatTemplate(messages, { addGenerationPrompt: true });
     } catch (e) {
       throw invalid(`cannot apply the model's chat template: ${(e as Error).message}`, 'messages');
     }
-    const p = plan(body, encode(text, true), undefined);
-    return serve(req, reply, p, chatShape(backend.model.id));
+    await checkLength(text, true, 'messages');
+    const n = body.n ?? 1;
+    const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
+    const p = plan(body, encode(text, true), { n, bestOf: n, logprobs, schema });
+    return serve(req, reply, p, chatShape(backend.model.id, logprobs !== undefined));
   });
 
-  function completionPrompt(prompt: CompletionRequest['prompt']): number[] {
-    if (typeof prompt === 'string') return encode(prompt, false);
-    if (prompt.length === 1 && typeof prompt[0] === 'string') return encode(prompt[0], false);
-    if (Array.isArray(prompt[0])) return [...(prompt[0] as number[])];
-    return [...(prompt as number[])];
-  }
-
-  /** Encode with the model's BOS rule; a template that already wrote BOS does not get two. */
   function encode(text: string, parseSpecial: boolean): number[] {
-    const tk = backend.tokenizer;
     const ids = tk.encode(text, { addBos: backend.addBos, parseSpecial });
+    // a template that already wrote BOS does not get two
     if (tk.bosId !== undefined && ids.length >= 2 && ids[0] === tk.bosId && ids[1] === tk.bosId) ids.shift();
     if (!ids.length) throw invalid('prompt is empty after tokenization', 'prompt');
     return ids;
@@ -361,60 +496,5 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     async close() {
       await app.close();
     },
-  };
-}
-
-interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-}
-
-/** The OpenAI object shapes of one endpoint. */
-type Obj = Record<string, unknown>;
-interface Shape {
-  full(text: string, finish: FinishReason, usage: Usage): Obj;
-  opening(): Obj | undefined;
-  delta(text: string): Obj;
-  finish(finish: FinishReason): Obj;
-  usage(usage: Usage): Obj;
-}
-
-const newId = (prefix: string) => `${prefix}-${randomBytes(12).toString('hex')}`;
-const now = () => Math.floor(Date.now() / 1000);
-
-function completionShape(model: string): Shape {
-  const id = newId('cmpl');
-  const created = now();
-  const base = { id, object: 'text_completion', created, model, system_fingerprint: 'odsi' };
-  const choice = (text: string, finish: FinishReason | null) => ({ text, index: 0, logprobs: null, finish_reason: finish });
-  return {
-    full: (text, finish, usage) => ({ ...base, choices: [choice(text, finish)], usage }),
-    opening: () => undefined,
-    delta: (text) => ({ ...base, choices: [choice(text, null)] }),
-    finish: (finish) => ({ ...base, choices: [choice('', finish)] }),
-    usage: (usage) => ({ ...base, choices: [], usage }),
-  };
-}
-
-function chatShape(model: string): Shape {
-  const id = newId('chatcmpl');
-  const created = now();
-  const full = { id, object: 'chat.completion', created, model, system_fingerprint: 'odsi' };
-  const chunk = { id, object: 'chat.completion.chunk', created, model, system_fingerprint: 'odsi' };
-  const delta = (d: Record<string, unknown>, finish: FinishReason | null) => ({
-    ...chunk,
-    choices: [{ index: 0, delta: d, logprobs: null, finish_reason: finish }],
-  });
-  return {
-    full: (text, finish, usage) => ({
-      ...full,
-      choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: finish }],
-      usage,
-    }),
-    opening: () => delta({ role: 'assistant', content: '' }, null),
-    delta: (text) => delta({ content: text }, null),
-    finish: (finish) => delta({}, finish),
-    usage: (usage) => ({ ...chunk, choices: [], usage }),
   };
 }

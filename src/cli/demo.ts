@@ -31,6 +31,9 @@ interface DemoOptions {
   json?: boolean;
   serve?: boolean;
   port: number;
+  maxConcurrent: number;
+  maxConnections: number;
+  requestTimeoutMs: number;
   deadlineMs?: number;
   routeTimeoutMs: number;
   auditRate?: number; // accountability
@@ -73,6 +76,19 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object (text, tokens, prompt_tokens, timeline, nodes)')
     .option('--serve', 'after the prompt, keep the swarm and an OpenAI-compatible API running')
     .option('--port <n>', 'API port with --serve (0 = any)', int('--port', 0), 8080)
+    .option('--max-concurrent <n>', 'with --serve: requests generated at once before answering 503', int('--max-concurrent', 1), 64)
+    .option(
+      '--max-connections <n>',
+      'with --serve: open HTTP connections; further ones are closed at once',
+      int('--max-connections', 1),
+      256,
+    )
+    .option(
+      '--request-timeout-ms <n>',
+      'with --serve: a request must arrive within this; slower clients are cut off',
+      int('--request-timeout-ms', 1),
+      30_000,
+    )
     // accountability: share of each node's steps re-executed by the gateway's referee
     .option('--audit-rate <p>', 'audit rate per node step in [0, 1] (selective redundancy)', (v) => {
       const n = Number(v);
@@ -250,7 +266,12 @@ async function runDemo(o: DemoOptions): Promise<void> {
     }
 
     if (o.serve) {
-      api = createApiServer(gw, { deadlineMs: o.deadlineMs });
+      api = createApiServer(gw, {
+        deadlineMs: o.deadlineMs,
+        maxConcurrent: o.maxConcurrent,
+        maxConnections: o.maxConnections,
+        requestTimeoutMs: o.requestTimeoutMs,
+      });
       const url = await api.listen(o.port, '127.0.0.1');
       const info = {
         event: 'serving',

@@ -20,6 +20,11 @@ export function register(program: Command): void {
     .option('--wait-route-ms <n>', 'wait up to this long for a route over every layer before reporting ready', intArg, 0)
     .option('--identity <file>', 'gateway key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent (default: a fresh key)')
     .option('--max-concurrent <n>', 'requests generated at once before answering 503', intArg, 64)
+    .option('--max-connections <n>', 'open HTTP connections; further ones are closed at once', intArg, 256)
+    .option('--max-body-bytes <n>', 'largest request body (bytes); larger ones get 413', intArg, 2 * 1024 * 1024)
+    .option('--request-timeout-ms <n>', 'a request (headers and body) must arrive within this; slower clients are cut off', intArg, 30_000)
+    .option('--headers-timeout-ms <n>', 'request headers must arrive within this', intArg, 10_000)
+    .option('--idle-timeout-ms <n>', 'a connection with no traffic either way is closed after this', intArg, 300_000)
     .option(
       '--audit-rate <p>',
       "accountability: share of each node's steps re-executed by another node of the same layers, in [0, 1] (default ODSI_AUDIT_RATE or 0); rates ≥ 0.5 hold each step until its verdict, lower ones audit in the background",
@@ -40,6 +45,11 @@ export function register(program: Command): void {
         engine: string;
         waitRouteMs: number;
         maxConcurrent: number;
+        maxConnections: number;
+        maxBodyBytes: number;
+        requestTimeoutMs: number;
+        headersTimeoutMs: number;
+        idleTimeoutMs: number;
         identity?: string;
         auditRate?: number;
         auditReputation?: boolean;
@@ -56,7 +66,15 @@ export function register(program: Command): void {
           engine: o.engine,
           accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }),
         });
-        const api = createApiServer(gw, { deadlineMs: o.deadlineMs, maxConcurrent: o.maxConcurrent });
+        const api = createApiServer(gw, {
+          deadlineMs: o.deadlineMs,
+          maxConcurrent: o.maxConcurrent,
+          maxConnections: o.maxConnections,
+          maxBodyBytes: o.maxBodyBytes,
+          requestTimeoutMs: o.requestTimeoutMs,
+          headersTimeoutMs: o.headersTimeoutMs,
+          idleTimeoutMs: o.idleTimeoutMs,
+        });
         let stopping = false;
         const stop = async (code: number) => {
           if (stopping) return;

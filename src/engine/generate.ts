@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { closePipelineSession, forwardPipeline, validatePipeline } from './pipeline.js';
-import { Sampler, type SamplingParams } from './sampling.js';
+import { Sampler, type SamplingParams, type TokenConstraint, type TokenLogprob } from './sampling.js';
 import { EngineError, type Stage } from './types.js';
 
 /** What the loop needs from a tokenizer (a subset of src/tokenizer's Tokenizer). */
@@ -29,6 +29,10 @@ export interface GenerateOptions {
   /** also return the logits at the last prompt position */
   returnPromptLogits?: boolean;
   onToken?: (t: TokenEvent) => void;
+  /** restricts the tokens drawn (structured output); generation stops when it is done */
+  constraint?: TokenConstraint;
+  /** give every event its token's log-probability and this many top alternatives (0..20) */
+  logprobs?: number;
 }
 
 export interface TokenEvent {
@@ -39,6 +43,9 @@ export interface TokenEvent {
   step: number;
   /** ms from the previous token (or from the end of prefill for step 0) */
   stepMs: number;
+  /** with opts.logprobs: the token's log-probability and the most likely alternatives */
+  logprob?: number;
+  top?: TokenLogprob[];
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -194,7 +201,13 @@ export async function* generateStream(
           decodeForwards++;
           logits = r.logits;
         }
-        const id = sampler.sample(logits, history);
+        const pick = sampler.pick(logits, history, {
+          generatedFrom: promptIds.length,
+          constraint: opts.constraint,
+          remaining: maxTokens - step,
+          topLogprobs: opts.logprobs,
+        });
+        const id = pick.id;
         if (stopIds.has(id)) {
           finishReason = 'stop';
           stoppedBy = id;
@@ -205,13 +218,18 @@ export async function* generateStream(
         const m = stopper.push(decoder.push(id));
         text += m.release;
         const now = performance.now();
-        const ev: TokenEvent = { id, text: m.release, step, stepMs: now - tPrev };
+        const ev: TokenEvent = { id, text: m.release, step, stepMs: now - tPrev, logprob: pick.logprob, top: pick.top };
         tPrev = now;
         opts.onToken?.(ev);
         yield ev;
         if (m.stop !== undefined) {
           finishReason = 'stop';
           stoppedBy = m.stop;
+          break;
+        }
+        opts.constraint?.accept(id);
+        if (opts.constraint?.done) {
+          finishReason = 'stop';
           break;
         }
       }

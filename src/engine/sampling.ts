@@ -1,5 +1,8 @@
 // Token sampling. Order of transforms (as in HF transformers and vLLM):
-//   repetition penalty → temperature → top-k → top-p → draw.
+//   repetition penalty → presence/frequency penalty → logit bias → constraint mask →
+//   temperature → top-k → top-p → draw.
+// Log-probabilities (when asked for) are the log-softmax of the logits after the penalties,
+// bias and mask, before temperature: the model's distribution over what could be drawn.
 // temperature 0 means greedy: argmax after the penalty, ties go to the lowest id.
 // All probabilities are computed in double in a fixed order and the draw uses our own seeded
 // PRNG, so a (logits, params, seed) triple always yields the same tokens on any machine.
@@ -19,8 +22,48 @@ export interface SamplingParams {
   repetitionPenalty?: number;
   /** how many recent tokens the penalty looks at (llama.cpp repeat_last_n, default 64; -1 = all) */
   repeatLastN?: number;
+  /** OpenAI presence_penalty in [-2, 2]: subtracted once from every token already generated */
+  presencePenalty?: number;
+  /** OpenAI frequency_penalty in [-2, 2]: subtracted per occurrence among the generated tokens */
+  frequencyPenalty?: number;
+  /** OpenAI logit_bias: token id → bias in [-100, 100] added to its logit; -100 bans the token */
+  logitBias?: ReadonlyMap<number, number>;
   /** PRNG seed; random when absent (see Sampler.seed) */
   seed?: number;
+}
+
+/**
+ * A stateful restriction on which tokens may come next (e.g. structured output): mask() sets
+ * the logit of every forbidden token to -Infinity, accept() advances past the drawn token,
+ * done says the output is complete (generation stops).
+ */
+export interface TokenConstraint {
+  /** `remaining` = tokens left in the budget, this one included */
+  mask(logits: Float32Array, remaining: number): void;
+  accept(id: number): void;
+  readonly done: boolean;
+}
+
+export interface TokenLogprob {
+  id: number;
+  logprob: number;
+}
+
+/** One draw: the token, and when asked for, its log-probability and the most likely alternatives. */
+export interface Pick {
+  id: number;
+  logprob?: number;
+  top?: TokenLogprob[];
+}
+
+export interface PickOptions {
+  /** index in `history` where the generated tokens begin (presence/frequency penalties count only those) */
+  generatedFrom?: number;
+  constraint?: TokenConstraint;
+  /** tokens left in the budget, this one included (for the constraint) */
+  remaining?: number;
+  /** compute the drawn token's log-probability and this many top alternatives (0..20) */
+  topLogprobs?: number;
 }
 
 export function validateSampling(p: SamplingParams): void {
@@ -36,6 +79,58 @@ export function validateSampling(p: SamplingParams): void {
   if (p.repeatLastN !== undefined && (!Number.isInteger(p.repeatLastN) || p.repeatLastN < -1))
     bad(`repeat-last-n must be an integer >= -1, got ${p.repeatLastN}`);
   if (p.seed !== undefined && !Number.isInteger(p.seed)) bad(`seed must be an integer, got ${p.seed}`);
+  for (const [name, v] of [
+    ['presence penalty', p.presencePenalty],
+    ['frequency penalty', p.frequencyPenalty],
+  ] as const) {
+    if (v !== undefined && !(v >= -2 && v <= 2)) bad(`${name} must be in [-2, 2], got ${v}`);
+  }
+  for (const [id, b] of p.logitBias ?? []) {
+    if (!Number.isInteger(id) || id < 0) bad(`logit bias token ids must be non-negative integers, got ${id}`);
+    if (!(b >= -100 && b <= 100)) bad(`logit bias values must be in [-100, 100], got ${b} for token ${id}`);
+  }
+}
+
+/**
+ * OpenAI's presence and frequency penalties, in place: logit[t] -= count(t) * frequency +
+ * (count(t) > 0 ? presence : 0), counting t among `generated`.
+ */
+export function applyPresenceFrequency(logits: Float32Array, generated: readonly number[], presence: number, frequency: number): void {
+  if ((presence === 0 && frequency === 0) || generated.length === 0) return;
+  const counts = new Map<number, number>();
+  for (const id of generated) if (id >= 0 && id < logits.length) counts.set(id, (counts.get(id) ?? 0) + 1);
+  for (const [id, c] of counts) logits[id] -= c * frequency + presence;
+}
+
+/** OpenAI's logit_bias, in place: the bias is added; -100 bans the token outright. */
+export function applyLogitBias(logits: Float32Array, bias: ReadonlyMap<number, number>): void {
+  for (const [id, b] of bias) {
+    if (id >= logits.length) continue;
+    logits[id] = b <= -100 ? -Infinity : logits[id] + b;
+  }
+}
+
+/** log-softmax of `logits` at `id`, and the `top` most likely possible tokens (ties → lowest id). */
+export function logprobsOf(logits: Float32Array, id: number, top: number): { logprob: number; top: TokenLogprob[] } {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  const best: number[] = [];
+  if (top > 0) {
+    for (let i = 0; i < logits.length; i++) {
+      if (logits[i] === -Infinity) continue;
+      if (best.length === top && !(logits[i] > logits[best[top - 1]])) continue;
+      let j = best.length < top ? best.length : top - 1;
+      best[j] = i;
+      while (j > 0 && logits[best[j]] > logits[best[j - 1]]) {
+        [best[j], best[j - 1]] = [best[j - 1], best[j]];
+        j--;
+      }
+    }
+  }
+  return { logprob: logits[id] - lse, top: best.map((t) => ({ id: t, logprob: logits[t] - lse })) };
 }
 
 /**
@@ -176,14 +271,31 @@ export class Sampler {
 
   /** pick the next token; `history` = prompt + generated ids (for the penalty). Does not modify logits. */
   sample(logits: Float32Array, history: readonly number[] = []): number {
+    return this.pick(logits, history).id;
+  }
+
+  /** pick the next token with every transform of the file header; does not modify logits */
+  pick(logits: Float32Array, history: readonly number[] = [], o: PickOptions = {}): Pick {
     const p = this.params;
-    let l = logits;
-    if (p.repetitionPenalty !== undefined && p.repetitionPenalty !== 1) {
-      l = Float32Array.from(logits);
-      applyRepetitionPenalty(l, history, p.repetitionPenalty, p.repeatLastN ?? 64);
-    }
+    const penalize = p.repetitionPenalty !== undefined && p.repetitionPenalty !== 1;
+    const presence = p.presencePenalty ?? 0;
+    const frequency = p.frequencyPenalty ?? 0;
+    const l =
+      penalize || presence !== 0 || frequency !== 0 || (p.logitBias?.size ?? 0) > 0 || o.constraint ? Float32Array.from(logits) : logits;
+    if (penalize) applyRepetitionPenalty(l, history, p.repetitionPenalty!, p.repeatLastN ?? 64);
+    applyPresenceFrequency(l, history.slice(o.generatedFrom ?? 0), presence, frequency);
+    if (p.logitBias) applyLogitBias(l, p.logitBias);
+    o.constraint?.mask(l, o.remaining ?? Infinity);
+    if (!l.some((x) => x > -Infinity))
+      throw new EngineError('no token can be drawn: logit_bias or the output constraint bans every token', 'bad_input');
+    const id = this.draw(l);
+    if (o.topLogprobs === undefined) return { id };
+    return { id, ...logprobsOf(l, id, o.topLogprobs) };
+  }
+
+  private draw(l: Float32Array): number {
     if (this.greedy) return argmax(l);
-    const { ids, probs } = candidates(l, p);
+    const { ids, probs } = candidates(l, this.params);
     const u = this.rng.next();
     let cum = 0;
     for (let i = 0; i < ids.length; i++) {

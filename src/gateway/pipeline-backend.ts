@@ -42,9 +42,11 @@ export abstract class PipelineBackend implements Backend {
     try {
       const gen = generateStream(pipe.stages as Stage[], this.tokenizer, req.promptIds, {
         maxTokens: req.maxTokens,
-        sampling: { temperature: req.sampling.temperature, topP: req.sampling.topP, topK: req.sampling.topK, seed: req.sampling.seed },
+        sampling: { ...req.sampling },
         sessionId,
         signal: req.signal,
+        constraint: req.constraint,
+        logprobs: req.logprobs,
       });
       it = gen;
       for (;;) {
@@ -69,6 +71,8 @@ export abstract class PipelineBackend implements Backend {
           text: ev.text,
           step: ev.step,
           stepMs: ev.stepMs,
+          logprob: ev.logprob,
+          top: ev.top,
           timeline: {
             step: ev.step,
             token: ev.id,

@@ -191,14 +191,15 @@ test('invalid requests get OpenAI-shaped errors with the right status; the serve
     ['/v1/completions', { model: MODEL, prompt: 42 }, 400, 'prompt'],
     ['/v1/completions', { model: MODEL, prompt: 'x', max_tokens: 'ten' }, 400, 'max_tokens'],
     ['/v1/completions', { model: MODEL, prompt: 'x', max_tokens: -5 }, 400, 'max_tokens'],
-    ['/v1/completions', { model: MODEL, prompt: 'x', n: 2 }, 400, 'n'],
+    ['/v1/completions', { model: MODEL, prompt: 'x', n: 0 }, 400, 'n'],
+    ['/v1/completions', { model: MODEL, prompt: 'x', n: 9 }, 400, 'n'],
     ['/v1/completions', { model: MODEL, prompt: 'x', temperature: 7 }, 400, 'temperature'],
     ['/v1/completions', { model: 'gpt-4', prompt: 'x' }, 404, 'model'],
     ['/v1/completions', { model: MODEL, prompt: [100000] }, 400, 'prompt'],
     ['/v1/chat/completions', { model: MODEL, messages: [] }, 400, 'messages'],
     ['/v1/chat/completions', { model: MODEL, messages: [{ role: 'wizard', content: 'x' }] }, 400, 'messages.0.role'],
     ['/v1/chat/completions', [1, 2, 3], 400, null],
-    ['/v1/completions', { model: MODEL, prompt: 'x', logprobs: 3 }, 400, 'logprobs'],
+    ['/v1/completions', { model: MODEL, prompt: 'x', logprobs: 6 }, 400, 'logprobs'],
     ['/v1/completions', { model: MODEL, prompt: 'x', stop: ['a', 'b', 'c', 'd', 'e'] }, 400, 'stop'],
     ['/v1/nothing', {}, 404, null],
   ];
@@ -215,7 +216,7 @@ test('invalid requests get OpenAI-shaped errors with the right status; the serve
   const nf = await post(api.url, '/v1/completions', { model: 'gpt-4', prompt: 'x' });
   assert.equal(nf.json.error.code, 'model_not_found');
   // the openai client turns these into typed errors
-  await assert.rejects(client.completions.create({ model: MODEL, prompt: 'x', n: 3 }), (e: unknown) => e instanceof OpenAI.BadRequestError);
+  await assert.rejects(client.completions.create({ model: MODEL, prompt: 'x', n: 9 }), (e: unknown) => e instanceof OpenAI.BadRequestError);
   await assert.rejects(client.completions.create({ model: 'nope', prompt: 'x' }), (e: unknown) => e instanceof OpenAI.NotFoundError);
   const ok = await post(api.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 3, temperature: 0 });
   assert.equal(ok.status, 200);

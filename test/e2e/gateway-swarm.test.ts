@@ -167,7 +167,7 @@ test('invalid requests get OpenAI-shaped errors; the gateway keeps serving', asy
   const cases: [unknown, number, string | null, boolean?][] = [
     ['{"model": "stories260K", "prompt": "x"', 400, null, true],
     [{ model: MODEL, prompt: 'x', max_tokens: '5' }, 400, 'max_tokens'],
-    [{ model: MODEL, prompt: 'x', n: 2 }, 400, 'n'],
+    [{ model: MODEL, prompt: 'x', n: 9 }, 400, 'n'],
     [{ model: 'llama-70b', prompt: 'x' }, 404, 'model'],
     [{ model: MODEL, prompt: 'x', max_tokens: -1 }, 400, 'max_tokens'],
   ];
@@ -259,6 +259,28 @@ test('with a node banned the gateway answers 503 naming the uncovered layers, th
   }
   const ok = await post(sg!.url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 4, temperature: 0 });
   assert.equal(ok.status, 200, ok.text);
+});
+
+test('through the swarm: penalties, logit_bias, logprobs, n and structured output equal the in-process answer', async () => {
+  const schema = { type: 'object', properties: { name: { type: 'string' }, age: { type: 'integer' } }, required: ['name', 'age'] };
+  const body = {
+    model: MODEL,
+    messages: [{ role: 'user', content: 'Hi' }],
+    seed: 3,
+    temperature: 1,
+    max_tokens: 80,
+    n: 2,
+    logprobs: true,
+    top_logprobs: 2,
+    presence_penalty: 1,
+    logit_bias: { 5: -100 },
+    response_format: { type: 'json_schema', json_schema: { name: 'p', schema } },
+  };
+  const swarm = await post(sg!.url, '/v1/chat/completions', body);
+  const inProcess = await post(local!.url, '/v1/chat/completions', body);
+  assert.equal(swarm.status, 200, swarm.text);
+  assert.deepEqual(swarm.json.choices, inProcess.json.choices);
+  for (const c of swarm.json.choices as { message: { content: string } }[]) assert.equal(typeof JSON.parse(c.message.content).age, 'number');
 });
 
 test('a node dying mid-stream with no replacement ends the SSE stream with an in-band error', { timeout: 120_000 }, async () => {

@@ -3,7 +3,17 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../src/util/rng.js';
 import { exp } from '../../src/engine/reference/fmath.js';
-import { Sampler, applyRepetitionPenalty, argmax, candidates, validateSampling } from '../../src/engine/sampling.js';
+import {
+  Sampler,
+  applyLogitBias,
+  applyPresenceFrequency,
+  applyRepetitionPenalty,
+  argmax,
+  candidates,
+  logprobsOf,
+  validateSampling,
+  type TokenConstraint,
+} from '../../src/engine/sampling.js';
 
 const logitsOf = (probs: number[]) => Float32Array.from(probs, (p) => Math.log(p));
 
@@ -154,11 +164,67 @@ describe('sampling', () => {
     assert.deepEqual([...all], [0.5, 0.5]);
   });
 
+  it('presence and frequency penalties follow OpenAI: count among generated tokens only', () => {
+    const l = Float32Array.of(1, 1, 1, 1);
+    applyPresenceFrequency(l, [0, 2, 2, 2], 0.5, 0.25);
+    assert.deepEqual([...l], [1 - 0.25 - 0.5, 1, 1 - 0.75 - 0.5, 1]);
+    const s = new Sampler({ temperature: 0, presencePenalty: 2 });
+    const g = Float32Array.of(3, 2, 0);
+    // history = prompt [0] + generated []: the prompt's token 0 is not penalised
+    assert.equal(s.pick(g, [0], { generatedFrom: 1 }).id, 0);
+    assert.equal(s.pick(g, [0, 0], { generatedFrom: 1 }).id, 1, 'generated token 0 loses 2');
+    assert.deepEqual([...g], [3, 2, 0], 'caller logits untouched');
+  });
+
+  it('logit bias adds, -100 bans; seeded draws stay reproducible', () => {
+    const l = Float32Array.of(5, 1, 0);
+    applyLogitBias(
+      l,
+      new Map([
+        [0, -100],
+        [2, 3],
+      ]),
+    );
+    assert.deepEqual([...l], [-Infinity, 1, 3]);
+    const bias = new Map([[0, -100]]);
+    const a = new Sampler({ temperature: 1, seed: 9, logitBias: bias });
+    const b = new Sampler({ temperature: 1, seed: 9, logitBias: bias });
+    const x = Float32Array.of(8, 1, 1, 1);
+    for (let i = 0; i < 200; i++) {
+      const t = a.pick(x).id;
+      assert.notEqual(t, 0);
+      assert.equal(b.pick(x).id, t);
+    }
+  });
+
+  it('logprobs are the log-softmax after penalties and mask; top alternatives sorted, ties by id', () => {
+    const l = Float32Array.of(1, 3, 3, 0);
+    const r = logprobsOf(l, 2, 3);
+    const lse = Math.log(Math.exp(1) + 2 * Math.exp(3) + 1);
+    assert.ok(Math.abs(r.logprob - (3 - lse)) < 1e-9);
+    assert.deepEqual(
+      r.top.map((t) => t.id),
+      [1, 2, 0],
+    );
+    const ban: TokenConstraint = { mask: (v) => (v[1] = -Infinity), accept: () => undefined, done: false };
+    const p = new Sampler({ temperature: 0 }).pick(l, [], { constraint: ban, topLogprobs: 5 });
+    assert.equal(p.id, 2);
+    assert.deepEqual(
+      p.top!.map((t) => t.id),
+      [2, 0, 3],
+      'a masked token is never an alternative',
+    );
+    assert.ok(p.logprob! <= 0);
+  });
+
   it('rejects invalid parameters', () => {
     assert.throws(() => validateSampling({ temperature: -1 }), /temperature/);
     assert.throws(() => validateSampling({ temperature: 1, topP: 0 }), /top-p/);
     assert.throws(() => validateSampling({ temperature: 1, topK: 1.5 }), /top-k/);
     assert.throws(() => validateSampling({ temperature: 1, repetitionPenalty: 0 }), /penalty/);
     assert.throws(() => new Sampler({ temperature: NaN }), /temperature/);
+    assert.throws(() => validateSampling({ temperature: 1, presencePenalty: 2.5 }), /presence/);
+    assert.throws(() => validateSampling({ temperature: 1, frequencyPenalty: -3 }), /frequency/);
+    assert.throws(() => validateSampling({ temperature: 1, logitBias: new Map([[1, 200]]) }), /logit bias/);
   });
 });
