@@ -1,4 +1,4 @@
-// Calibrates the tolerance table of src/control/tolerance.ts and measures how far cheats land
+// Calibrates the tolerance table of src/accountability/checks/tolerance.ts and measures how far cheats land
 // from it. An audit re-runs a stage on the input the worker committed to (as received) and
 // compares per-token relative L2 of the outputs. Honest differences come from batching
 // (prefill + decode at the worker, one batched prefill at the auditor), engines (reference

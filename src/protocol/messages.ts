@@ -103,7 +103,7 @@ export const stepSchema = z.looseObject({
   timeline: z.array(timingSchema).max(256),
   /** re-sent history after a failover: process as usual, marks the RESULT as replay */
   replay: z.boolean().optional(),
-  // accountability: signed ExecutionReceipts of the hops so far (validated by src/control/stamp.ts)
+  // accountability: signed ExecutionReceipts of the hops so far (checked by the next hop's StepStamper)
   receipts: z.array(z.unknown()).max(256).optional(),
 });
 export const resultSchema = stepSchema;

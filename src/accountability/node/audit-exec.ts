@@ -1,5 +1,5 @@
 // Selective redundancy, executor side: a node re-runs another node's committed inputs for its
-// own layer range and signs what it got. The gateway (verify-route.ts) picks a peer covering
+// own layer range and signs what it got. The gateway's AuditScheduler picks a peer covering
 // the same layers, sends it the audited node's committed inputs of a session prefix (steps
 // contiguous from position 0, the audited step last) and compares the returned output with
 // the audited node's.

@@ -293,7 +293,7 @@ function plain<P extends PrimaryType>(primary: P, rec: RecordOf<P>): Record<stri
 // address, uintN, bool) except `string`, which is encoded as keccak256(utf8). So
 // encodeData is a fixed-size buffer of 32-byte words and hashStruct is one keccak over
 // typeHash ‖ words — no generic ABI encoder per call. Byte-identical to viem's
-// hashStruct / hashTypedData (test/control/eip712.test.ts checks both against each other
+// hashStruct / hashTypedData (test/accountability/records/eip712.test.ts checks both against each other
 // and against the vectors in docs/signatures.md); this path is ~50x cheaper.
 
 const TYPE_HASH_BYTES = new Map<PrimaryType, Uint8Array>();
