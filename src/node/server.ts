@@ -27,6 +27,7 @@ import { AuditExecServer } from '../accountability/node/audit-exec.js';
 import { ComputeLock } from './compute-lock.js';
 import { StepExecutor, type NodeStats } from './executor.js';
 import { KvHandover } from './kv-handover.js';
+import { NO_PEER_LIMITS, PeerLimits } from './peer-limits.js';
 import type { PerfMeter } from './perf.js';
 import { SessionTable, type Session } from './sessions.js';
 import type { StepStamper } from './stamper.js';
@@ -42,6 +43,8 @@ export interface NodeServerOptions {
   kvBudgetTokens: number;
   /** free a session after this long without a step (default 5 min) */
   idleTimeoutMs?: number;
+  /** per remote peer bounds (default: none) */
+  limits?: PeerLimits;
   log?: Logger;
 }
 
@@ -54,10 +57,13 @@ export class NodeServer {
   private readonly executor: StepExecutor;
   private readonly handover: KvHandover;
   private auditExec?: AuditExecServer;
+  private readonly limits: PeerLimits;
 
   constructor(private readonly o: NodeServerOptions) {
     this.self = o.host.peerId;
+    const limits = (this.limits = o.limits ?? new PeerLimits(NO_PEER_LIMITS));
     this.sessions = new SessionTable({
+      onTeardown: (s) => limits.release(s.upstream.remotePeer, s.reserved),
       stage: o.stage,
       kvBudgetTokens: o.kvBudgetTokens,
       idleTimeoutMs: o.idleTimeoutMs ?? 5 * 60_000,
@@ -143,7 +149,7 @@ export class NodeServer {
         if (err) this.o.log?.debug({ remote, err: err.message }, 'upstream stream closed');
         if (session && !session.closed) this.sessions.teardown(session, 'upstream closed', true);
       },
-    });
+    }, this.limits.channelOptions(this.o.stage.config.dim, () => session !== undefined && !session.closed));
   }
 
   private async onOpen(up: Channel, h: OpenHeader): Promise<Session | undefined> {
@@ -166,8 +172,11 @@ export class NodeServer {
     if (old) this.sessions.teardown(old, 'session re-opened', true); // failover: the new upstream wins
     const ctx = this.o.stage.config.contextLength;
     const want = Math.min(h.maxTokens ?? Math.min(ctx, DEFAULT_MAX_TOKENS), ctx);
+    const overShare = this.limits.admit(up.remotePeer, want, this.sessions.kvBudgetTokens);
+    if (overShare) return refuse('busy', overShare);
     const s = this.sessions.create(h, up, want);
     if (!s) {
+      this.limits.release(up.remotePeer, want);
       const { freeKvTokens, kvBudgetTokens } = this.sessions;
       return refuse('busy', `KV memory full: ${freeKvTokens} of ${kvBudgetTokens} tokens free, session asks for ${want}`);
     }
