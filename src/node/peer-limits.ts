@@ -2,16 +2,17 @@
 // streams per protocol, bytes buffered per stream and the idle lifetime of a stream. Built
 // once at start-up (run.ts, from the `odsi node` flags) and shared by the node's handlers:
 //   admit()/release()    a session's slot and KV reservation, counted per opening peer
-//   guardStreams()       libp2p middleware capping open inbound streams per peer and protocol
+//   guard()              wraps a protocol's stream handler: open inbound streams per peer
 //   channelOptions()     the byte and idle bounds of one inbound activation stream
 // A peer over a limit gets a clear refusal (code `busy` for sessions/KV, `limit` for streams)
 // while other peers keep being served. Limits scale with weight(peer) (default 1): the hook by
 // which stake can raise or lower a peer's share later.
+// (Not libp2p's stream middleware: in libp2p 3.3.11 every inbound stream appends its handler
+// to the protocol's stored middleware list, so handlers would run once more per stream.)
 
-import type { Connection, Stream } from '@libp2p/interface';
+import type { Connection, Stream, StreamHandler } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { ChannelOptions } from '../p2p/channel.js';
-import type { OdsiHost } from '../p2p/host.js';
 import { DTYPE_BYTES, MsgType, encodeMessage, type Message } from '../protocol/messages.js';
 
 export interface PeerLimitsOptions {
@@ -115,41 +116,36 @@ export class PeerLimits {
     return this.held.get(peer) ?? { sessions: 0, kvTokens: 0 };
   }
 
-  /** Caps open inbound streams per remote peer on each of these protocols (libp2p middleware). */
-  guardStreams(host: OdsiHost, protocols: readonly string[]): void {
-    for (const protocol of protocols) {
-      host.libp2p.use(protocol, (stream: Stream, conn: Connection, next: (s: Stream, c: Connection) => void) =>
-        this.onStream(host.peerId, protocol, stream, conn, next),
-      );
-    }
+  /** `handler` for `protocol`, behind a cap on open inbound streams per remote peer. */
+  guard(self: string, protocol: string, handler: StreamHandler): StreamHandler {
+    return (stream: Stream, conn: Connection) => {
+      const peer = conn.remotePeer.toString();
+      const key = `${peer} ${protocol}`;
+      const open = this.streams.get(key) ?? 0;
+      const max = Math.floor(this.o.maxStreamsPerPeer * this.weight(peer));
+      if (open >= max) return this.refuseStream(self, peer, protocol, open, max, stream);
+      this.streams.set(key, open + 1);
+      stream.addEventListener('close', () => {
+        const n = (this.streams.get(key) ?? 1) - 1;
+        if (n <= 0) this.streams.delete(key);
+        else this.streams.set(key, n);
+      });
+      return handler(stream, conn);
+    };
   }
 
-  private async onStream(self: string, protocol: string, stream: Stream, conn: Connection, next: (s: Stream, c: Connection) => void): Promise<void> {
-    if (stream.direction !== 'inbound') return next(stream, conn);
-    const peer = conn.remotePeer.toString();
-    const key = `${peer} ${protocol}`;
-    const open = this.streams.get(key) ?? 0;
-    const max = Math.floor(this.o.maxStreamsPerPeer * this.weight(peer));
-    if (open >= max) {
-      this.stats.streams++;
-      const reason = `per-peer limit: ${open} open ${protocol} streams from ${peer}, at most ${max}`;
-      this.o.log?.info({ peer, protocol, open }, 'stream refused: per-peer limit');
-      const refusal = { type: MsgType.ERROR, header: { code: 'limit', reason, peerId: self } } as Message;
-      try {
-        for (const f of encodeMessage(refusal)) stream.send(f);
-        await stream.close({ signal: AbortSignal.timeout(1000) });
-      } catch {
-        /* the peer is gone or not reading: the stream is aborted below anyway */
-      }
-      throw new Error(reason); // libp2p aborts the stream; the handler never sees it
+  /** Tells the peer why (an ERROR with code `limit`), then closes the stream. */
+  private async refuseStream(self: string, peer: string, protocol: string, open: number, max: number, stream: Stream): Promise<void> {
+    this.stats.streams++;
+    const reason = `per-peer limit: ${open} open ${protocol} streams from ${peer}, at most ${max}`;
+    this.o.log?.info({ peer, protocol, open }, 'stream refused: per-peer limit');
+    const refusal = { type: MsgType.ERROR, header: { code: 'limit', reason, peerId: self } } as Message;
+    try {
+      for (const f of encodeMessage(refusal)) stream.send(f);
+      await stream.close({ signal: AbortSignal.timeout(1000) });
+    } catch {
+      stream.abort(new Error(reason));
     }
-    this.streams.set(key, open + 1);
-    stream.addEventListener('close', () => {
-      const n = (this.streams.get(key) ?? 1) - 1;
-      if (n <= 0) this.streams.delete(key);
-      else this.streams.set(key, n);
-    });
-    next(stream, conn);
   }
 
   /** Bounds of one inbound activation stream of a node with this hidden size; keepAlive: it carries a live session. */

@@ -22,9 +22,6 @@ import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
 import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
-import { ACT_PROTOCOL, KV_PROTOCOL } from '../protocol/messages.js';
-import { AUDIT_EXEC_PROTOCOL, AUDIT_PROTOCOL } from '../protocol/audit-messages.js';
-import { ADVERT_PROTOCOL } from '../p2p/adverts.js';
 import { NO_STAMPER, type StepStamper } from './stamper.js';
 import { NodeStamper } from '../accountability/node/stamper.js';
 import { CryptoPool } from '../accountability/records/crypto-pool.js';
@@ -156,7 +153,6 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
     }
     const limits = new PeerLimits({ ...o.peerLimits, log });
-    limits.guardStreams(host, [ACT_PROTOCOL, KV_PROTOCOL, AUDIT_PROTOCOL, AUDIT_EXEC_PROTOCOL, ADVERT_PROTOCOL]);
     const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, log });
     await server.start();
 

@@ -84,7 +84,7 @@ export class NodeServer {
   }
 
   async start(): Promise<void> {
-    await this.o.host.libp2p.handle(ACT_PROTOCOL, (stream, conn) => this.onStream(stream, conn), {
+    await this.o.host.libp2p.handle(ACT_PROTOCOL, this.limits.guard(this.self, ACT_PROTOCOL, (stream, conn) => this.onStream(stream, conn)), {
       maxInboundStreams: MAX_SESSION_STREAMS,
       maxOutboundStreams: MAX_SESSION_STREAMS,
     });

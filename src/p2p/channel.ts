@@ -33,6 +33,8 @@ export class Channel {
   private idleTimer?: NodeJS.Timeout;
   private writeChain: Promise<void> = Promise.resolve();
   private closed = false;
+  /** a framing violation was seen: the stream is being reset */
+  private failed = false;
   /** bytes written so far (both directions are useful for metrics) */
   bytesOut = 0;
   bytesIn = 0;
@@ -52,6 +54,7 @@ export class Channel {
       const d = evt.data;
       const bytes = d instanceof Uint8Array ? d : d.subarray();
       this.bytesIn += bytes.length;
+      if (this.failed) return; // the byte stream is out of step: nothing more is read
       let msgs: Message[];
       try {
         msgs = this.decoder.push(bytes);
@@ -115,7 +118,8 @@ export class Channel {
 
   /** A framing violation: tell the peer why, then reset (the byte stream cannot be resynchronised). */
   private fail(e: Error): void {
-    if (this.closed) return;
+    if (this.closed || this.failed) return;
+    this.failed = true;
     const code = e instanceof FrameError ? e.code : 'internal';
     void this.sendError(code, e.message).finally(() => {
       setTimeout(() => {
