@@ -95,7 +95,8 @@ export class PeerLimits {
       return `per-peer limit: peer ${peer} holds ${h.sessions} sessions, at most ${maxSessions} per peer`;
     }
     const maxKv = Math.floor(kvBudgetTokens * Math.min(1, this.o.maxKvShare * w));
-    if (h.sessions > 0 && h.kvTokens + kvTokens > maxKv) {
+    // a share of the whole budget is the node's own check (sessions.ts): its refusal says so
+    if (maxKv < kvBudgetTokens && h.sessions > 0 && h.kvTokens + kvTokens > maxKv) {
       this.stats.kv++;
       return `per-peer limit: peer ${peer} holds ${h.kvTokens} KV tokens, session asks for ${kvTokens}, at most ${maxKv} per peer`;
     }
