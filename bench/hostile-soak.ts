@@ -4,14 +4,16 @@
 // nodes: sessions up to and over the per-peer caps, idle streams, unfinished chunked messages,
 // oversize lengths, STEP floods, re-execution requests and bulk stream opens.
 //
-// Phases: unattacked baseline → attacked (same requests, attackers running) → attackers leave,
-// settle → after. Reported: the greedy text of every phase (must equal the baseline), per-token
+// Phases: unattacked baseline → attacked (same requests, attackers running in this process,
+// then the same attackers from a child process, off the gateway's event loop) → attackers
+// leave, settle → after. Reported: the greedy text of every phase (must equal the baseline), per-token
 // decode latency p50/p95 baseline vs attacked (target: p95 ≤ 2×), node RSS (VmRSS) before /
 // peak during / after (target: after within 10 % of before), the refusals the attackers got.
 //
 // Run: npx tsc -p tsconfig.json && node --import ./dist/src/util/polyfill.js dist/bench/hostile-soak.js [--out]
 // (--out writes bench/results/hostile-soak.json; --attackers N, --attack-s S, --rounds N)
 
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -34,9 +36,11 @@ const { values: args } = parseArgs({
   options: {
     out: { type: 'boolean', default: false },
     attackers: { type: 'string', default: '3' },
-    'attack-s': { type: 'string', default: '45' },
+    'attack-s': { type: 'string', default: '35' },
     rounds: { type: 'string', default: '3' },
     'settle-s': { type: 'string', default: '15' },
+    // internal: run the attackers of this JSON AttackPlan and print their reports
+    'attack-child': { type: 'string' },
   },
 });
 
@@ -123,6 +127,58 @@ async function attackLoop(a: Attacker, targets: AttackTarget[], deadline: number
   }
 }
 
+/** What the attackers are told: the model, the nodes, how many attackers and for how long. */
+interface AttackPlan {
+  modelId: string;
+  hidden: number;
+  targets: AttackTarget[];
+  attackers: number;
+  seconds: number;
+}
+
+/** Runs the plan's attackers in this process until its deadline; they leave at the end. */
+async function runAttacks(plan: AttackPlan): Promise<AttackReport[]> {
+  const attackers = await Promise.all(Array.from({ length: plan.attackers }, () => Attacker.start({ modelId: plan.modelId, hidden: plan.hidden })));
+  const deadline = Date.now() + plan.seconds * 1000;
+  const reports: AttackReport[] = [];
+  await Promise.all(attackers.map((a) => attackLoop(a, plan.targets, deadline, reports)));
+  await Promise.all(attackers.map((a) => a.stop()));
+  return reports;
+}
+
+/** The same attackers in a child process (this script with --attack-child): their CPU work is off the gateway's event loop. */
+function runAttacksInChild(plan: AttackPlan): Promise<AttackReport[]> {
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--attack-child', JSON.stringify(plan)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const kill = setTimeout(() => child.kill('SIGKILL'), (plan.seconds + 60) * 1000);
+  return new Promise((resolve, reject) =>
+    child.on('exit', (code) => {
+      clearTimeout(kill);
+      if (code !== 0) return reject(new Error(`attacker child exited with ${code}`));
+      resolve(JSON.parse(out) as AttackReport[]);
+    }),
+  );
+}
+
+/** Legitimate passes until the attacks end; per pass the tokens, with the latencies of every decode step. */
+async function attackedPhase(gw: Gateway, cases: Case[], plan: AttackPlan, attacks: Promise<AttackReport[]>): Promise<Omit<Pass, 'tokens'> & { tokens: number[][][]; reports: AttackReport[] }> {
+  const deadline = Date.now() + plan.seconds * 1000;
+  let over = false;
+  const reports = attacks.finally(() => (over = true));
+  await sleep(2000); // the attacks are under way
+  const r = { tokens: [] as number[][][], stepMs: [] as number[], nodeMs: [] as number[] };
+  for (let i = 0; !over && Date.now() < deadline - 2000 && i < 50; i++) {
+    const p = await legitimatePass(gw, cases, `attacked-${Date.now()}`);
+    r.tokens.push(p.tokens);
+    r.stepMs.push(...p.stepMs);
+    r.nodeMs.push(...p.nodeMs);
+  }
+  return { ...r, reports: await reports };
+}
+
 function summarize(reports: AttackReport[]): Record<string, { tried: number; accepted: number; closedByNode: number; refusals: Record<string, number> }> {
   const out: Record<string, { tried: number; accepted: number; closedByNode: number; refusals: Record<string, number> }> = {};
   for (const r of reports) {
@@ -168,28 +224,14 @@ async function main(): Promise<void> {
     }
     const rssBefore = rss();
 
-    // attacked: the same passes while the attackers run
-    const nAttackers = Number(args.attackers);
-    const attackers = await Promise.all(Array.from({ length: nAttackers }, () => Attacker.start({ modelId, hidden })));
+    // attacked: the same passes while the attackers run, first in this process, then from a child process
     const targets: AttackTarget[] = nodes.map((n) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end }));
-    const deadline = Date.now() + Number(args['attack-s']) * 1000;
-    const reports: AttackReport[] = [];
-    const attacks = Promise.all(attackers.map((a) => attackLoop(a, targets, deadline, reports)));
+    const plan: AttackPlan = { modelId, hidden, targets, attackers: Number(args.attackers), seconds: Number(args['attack-s']) };
     const rssPeak = rss();
     const sampler = setInterval(() => rss().forEach((v, i) => (rssPeak[i] = Math.max(rssPeak[i]!, v))), 500);
-    await sleep(2000); // the attacks are under way
-    const attacked = { tokens: [] as number[][][], stepMs: [] as number[], nodeMs: [] as number[] };
-    let passes = 0;
-    while (Date.now() < deadline - 2000 && passes < 50) {
-      const p = await legitimatePass(gw, cases, `attacked${passes}`);
-      attacked.tokens.push(p.tokens);
-      attacked.stepMs.push(...p.stepMs);
-      attacked.nodeMs.push(...p.nodeMs);
-      passes++;
-    }
-    await attacks;
+    const inProc = await attackedPhase(gw, cases, plan, runAttacks(plan));
+    const outProc = await attackedPhase(gw, cases, plan, runAttacksInChild(plan));
     clearInterval(sampler);
-    await Promise.all(attackers.map((a) => a.stop()));
 
     // the attackers have left: let the nodes free what they held, then measure again
     await sleep(Number(args['settle-s']) * 1000);
@@ -204,22 +246,23 @@ async function main(): Promise<void> {
       machine: describeMachine(),
       model: 'stories260K',
       nodeArgs: NODE_ARGS,
-      attackers: nAttackers,
+      attackers: plan.attackers,
       attackSeconds: Number(args['attack-s']),
       text: {
         baselineEqualsGolden: golden,
-        attackedEqualsBaseline: attacked.tokens.every(same),
-        attackedPasses: passes,
+        attackedEqualsBaseline: inProc.tokens.every(same) && outProc.tokens.every(same),
+        attackedPasses: { inProcess: inProc.tokens.length, childProcess: outProc.tokens.length },
         afterEqualsBaseline: same(after.tokens),
       },
       latencyMs: {
         baseline: lat(base.stepMs),
-        attacked: lat(attacked.stepMs),
+        attackedInProcess: lat(inProc.stepMs),
+        attackedFromChild: lat(outProc.stepMs),
         after: lat(after.stepMs),
-        p95Ratio: round(pct(attacked.stepMs, 95) / pct(base.stepMs, 95)),
+        p95Ratio: { inProcess: round(pct(inProc.stepMs, 95) / pct(base.stepMs, 95)), childProcess: round(pct(outProc.stepMs, 95) / pct(base.stepMs, 95)) },
         target: 'attacked p95 ≤ 2 × baseline p95',
         // what bounds it: the nodes' queue + compute per token, vs the rest (gateway event loop, links)
-        nodeShare: { baseline: lat(base.nodeMs), attacked: lat(attacked.nodeMs), after: lat(after.nodeMs) },
+        nodeShare: { baseline: lat(base.nodeMs), attackedInProcess: lat(inProc.nodeMs), attackedFromChild: lat(outProc.nodeMs), after: lat(after.nodeMs) },
       },
       rssMb: {
         before: rssBefore.map(round),
@@ -228,17 +271,27 @@ async function main(): Promise<void> {
         afterVsBefore: rssAfter.map((v, i) => round(v / rssBefore[i]!)),
         target: 'after ≤ 1.10 × before',
       },
-      refusals: summarize(reports),
+      refusals: { inProcess: summarize(inProc.reports), childProcess: summarize(outProc.reports) },
       wallSeconds: round((Date.now() - t0) / 1000),
     };
+    const row = (name: string, p: Omit<Pass, 'tokens'>, text: string) => [
+      name,
+      String(p.stepMs.length),
+      String(round(pct(p.stepMs, 50))),
+      String(round(pct(p.stepMs, 95))),
+      String(round(pct(p.nodeMs, 50))),
+      String(round(pct(p.nodeMs, 95))),
+      text,
+    ];
     console.log(machineLine(result.machine));
     console.log(
       table(
         ['phase', 'decode steps', 'p50 ms', 'p95 ms', 'nodes p50', 'nodes p95', 'text'],
         [
-          ['baseline', String(base.stepMs.length), String(result.latencyMs.baseline.p50), String(result.latencyMs.baseline.p95), String(result.latencyMs.nodeShare.baseline.p50), String(result.latencyMs.nodeShare.baseline.p95), golden ? 'golden' : 'NOT golden'],
-          ['attacked', String(attacked.stepMs.length), String(result.latencyMs.attacked.p50), String(result.latencyMs.attacked.p95), String(result.latencyMs.nodeShare.attacked.p50), String(result.latencyMs.nodeShare.attacked.p95), result.text.attackedEqualsBaseline ? 'same' : 'DIFFERENT'],
-          ['after', String(after.stepMs.length), String(result.latencyMs.after.p50), String(result.latencyMs.after.p95), String(result.latencyMs.nodeShare.after.p50), String(result.latencyMs.nodeShare.after.p95), result.text.afterEqualsBaseline ? 'same' : 'DIFFERENT'],
+          row('baseline', base, golden ? 'golden' : 'NOT golden'),
+          row('attacked (in process)', inProc, inProc.tokens.every(same) ? 'same' : 'DIFFERENT'),
+          row('attacked (child process)', outProc, outProc.tokens.every(same) ? 'same' : 'DIFFERENT'),
+          row('after', after, result.text.afterEqualsBaseline ? 'same' : 'DIFFERENT'),
         ],
       ),
     );
@@ -248,7 +301,7 @@ async function main(): Promise<void> {
         nodes.map((n, i) => [`${n.info.start}:${n.info.end}`, String(result.rssMb.before[i]), String(result.rssMb.peakDuring[i]), String(result.rssMb.after[i]), String(result.rssMb.afterVsBefore[i])]),
       ),
     );
-    console.log(JSON.stringify(result.refusals, null, 1));
+    console.log(JSON.stringify(result.refusals));
     if (args.out) writeResult(join(ROOT, 'bench/results/hostile-soak.json'), result);
   } finally {
     await gw.close().catch(() => undefined);
@@ -261,7 +314,18 @@ function round(x: number): number {
   return Math.round(x * 100) / 100;
 }
 
-main().then(
+if (args['attack-child']) {
+  runAttacks(JSON.parse(args['attack-child']) as AttackPlan).then(
+    (reports) => {
+      process.stdout.write(JSON.stringify(reports));
+      process.exit(0);
+    },
+    (e: Error) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
+} else main().then(
   () => process.exit(0),
   (e: Error) => {
     console.error(e);
