@@ -12,6 +12,8 @@ import { parseLayers } from '../node/placement.js';
 import { openModel } from '../model/load.js';
 import { accountabilityEnabled, deploymentDomain } from '../accountability/records/wire.js';
 import { createNodeFaults } from '../testing/inject.js';
+import { DEFAULT_PEER_LIMITS } from '../node/peer-limits.js';
+import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 
 interface NodeCliOptions {
   model: string;
@@ -30,6 +32,12 @@ interface NodeCliOptions {
   benchTokens: string;
   logLevel: string;
   fault: string[];
+  maxSessionsPerPeer: string;
+  maxKvShare: string;
+  maxStreamsPerPeer: string;
+  streamIdleTimeout: string;
+  maxStepTokens: string;
+  maxConnectionsPerPeer: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -43,6 +51,12 @@ function accountabilityFromEnv(env: NodeJS.ProcessEnv): NodeAccountability | und
 function posInt(name: string, v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+function share(name: string, v: string): number {
+  const n = Number(v);
+  if (!(n > 0 && n <= 1)) throw new Error(`${name} must be a fraction in (0, 1], got "${v}"`);
   return n;
 }
 
@@ -65,6 +79,13 @@ export function register(program: Command): void {
     .option('--idle-timeout <ms>', 'free a session after this long without a step', '300000')
     .option('--bench-tokens <n>', 'prompt tokens for the start-up compute benchmark (0 = skip)', '8')
     .option('--log-level <level>', 'pino log level', 'info')
+    // per remote peer bounds (docs/threat-model.md, "Limits per peer")
+    .option('--max-sessions-per-peer <n>', 'sessions one remote peer may hold open', String(DEFAULT_PEER_LIMITS.maxSessionsPerPeer))
+    .option('--max-kv-share <f>', 'fraction (0, 1] of the KV budget one remote peer may reserve', String(DEFAULT_PEER_LIMITS.maxKvShare))
+    .option('--max-streams-per-peer <n>', 'open inbound streams one remote peer may hold per protocol', String(DEFAULT_PEER_LIMITS.maxStreamsPerPeer))
+    .option('--stream-idle-timeout <ms>', 'close an inbound stream with no complete message and no live session after this long', String(DEFAULT_PEER_LIMITS.streamIdleMs))
+    .option('--max-step-tokens <n>', 'tokens one STEP may carry (bounds the bytes buffered per stream)', String(DEFAULT_PEER_LIMITS.maxStepTokens))
+    .option('--max-connections-per-peer <n>', 'connections one remote peer may hold', String(DEFAULT_MAX_CONNECTIONS_PER_PEER))
     // test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
     .option(
       '--fault <spec>',
@@ -99,6 +120,14 @@ export function register(program: Command): void {
             ? Number(o.benchTokens)
             : posInt('--bench-tokens', o.benchTokens),
         passphrase: env.ODSI_PASSPHRASE,
+        peerLimits: {
+          maxSessionsPerPeer: posInt('--max-sessions-per-peer', o.maxSessionsPerPeer),
+          maxKvShare: share('--max-kv-share', o.maxKvShare),
+          maxStreamsPerPeer: posInt('--max-streams-per-peer', o.maxStreamsPerPeer),
+          streamIdleMs: posInt('--stream-idle-timeout', o.streamIdleTimeout),
+          maxStepTokens: posInt('--max-step-tokens', o.maxStepTokens),
+        },
+        maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
         accountability: accountabilityFromEnv(env),
         decorate: faults,
         log,

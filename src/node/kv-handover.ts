@@ -213,14 +213,14 @@ export class KvHandover {
 
   /** Why `open` does not invite this node to take `sessionId` from `remote` (undefined: it does). */
   private checkInvitation(open: OpenHeader | undefined, sessionId: string, remote: string): string | undefined {
-    if (!open) return 'a KV hand-over must present the session owner\'s signed OPEN';
+    if (!open) return "a KV hand-over must present the session owner's signed OPEN";
     const bad = checkOpenSignature(open);
     if (bad) return bad;
     const r = this.o.stage.range;
     const sameLayers = (h: { peerId: string; start: number; end: number }, peerId: string) =>
       h.peerId === peerId && h.start === r.start && h.end === r.end;
     if (open.sessionId !== sessionId) return 'the signed OPEN is for another session';
-    if (!open.route.some((h) => sameLayers(h, remote))) return 'the sender does not serve these layers in the owner\'s route';
+    if (!open.route.some((h) => sameLayers(h, remote))) return "the sender does not serve these layers in the owner's route";
     const spares = hopSchema.array().safeParse(open.spares);
     if (!spares.success || !spares.data.some((h) => sameLayers(h, this.self))) return 'the session owner did not name this node as a spare';
     return undefined;
@@ -238,67 +238,75 @@ export class KvHandover {
       sessions.release(reserved);
       reserved = 0;
     };
-    const ch: Channel = new Channel(stream, remote, this.self, {
-      onMessage: async (m) => {
-        if (m.type === MsgType.ERROR) return; // never answer an error with an error
-        if (m.type !== MsgType.KV) return void ch.sendError('bad_message', `expected KV, got ${MsgType[m.type]}`);
-        const h = m.header;
-        const bad = (code: ErrorCode, reason: string) => {
-          giveBack();
-          layers.clear();
-          void ch.sendError(code, reason, { sessionId: h.sessionId }).then(() => ch.close());
-        };
-        if (h.modelId !== this.o.modelId) return bad('wrong_model', `this node serves model ${this.o.modelId}, not ${h.modelId}`);
-        if (h.start !== r.start || h.end !== r.end)
-          return bad('wrong_layers', `this node serves layers ${r.start}:${r.end}, KV is for ${h.start}:${h.end}`);
-        if (h.kvDim !== kvDim || h.layer < r.start || h.layer >= r.end)
-          return bad('bad_message', `KV layer ${h.layer} × ${h.kvDim} does not fit layers ${r.start}:${r.end} × ${kvDim}`);
-        if (first && (h.sessionId !== first.sessionId || h.length !== first.length))
-          return bad('bad_message', 'KV messages of one stream must be for one session and length');
-        if (!stage.importSession) return bad('engine', `engine ${stage.profile} cannot import KV caches`);
-        if (!first) {
-          const denied = this.checkInvitation(h.open, h.sessionId, remote);
-          if (denied) return bad('forbidden', denied);
-          if (sessions.has(h.sessionId) || this.imported.has(h.sessionId))
-            return bad('bad_message', `session ${h.sessionId} is already held here`);
-          if (this.leavingNow) return bad('busy', `node ${this.self} is leaving`);
-          // reserved before any bytes are kept
-          if (!sessions.reserve(h.length)) return bad('busy', `KV memory full: ${sessions.freeKvTokens} tokens free, session has ${h.length}`);
-          reserved = h.length;
-          first = { ...h, owner: h.open!.reply.peerId };
-        }
-        const n = h.length * kvDim;
-        let kv: Float32Array;
-        try {
-          kv = decodeTensor(m.payload, 'f32', 2 * n);
-        } catch (e) {
-          return bad('bad_message', (e as Error).message);
-        }
-        layers.set(h.layer, { k: kv.subarray(0, n), v: kv.subarray(n) });
-        if (layers.size < r.end - r.start) return;
-        try {
-          await stage.importSession(h.sessionId, {
-            length: h.length,
-            layers: [...layers.keys()].sort((a, b) => a - b).map((l) => layers.get(l)!),
-          });
-        } catch (e) {
-          return bad('engine', (e as Error).message);
-        }
-        const sid = h.sessionId;
-        const timer = setTimeout(() => {
-          const i = this.imported.get(sid);
-          this.imported.delete(sid);
-          if (i) sessions.release(i.tokens);
-          if (!sessions.has(sid)) stage.closeSession(sid);
-        }, IMPORT_TTL_MS);
-        timer.unref?.();
-        this.imported.set(sid, { timer, owner: first.owner, tokens: reserved });
-        reserved = 0; // the import holds it now
-        this.o.log?.info({ session: sid, from: remote, tokens: h.length }, 'session KV imported');
-        void ch.send({ type: MsgType.KV_ACK, header: { sessionId: sid, length: h.length } }).catch(() => {});
+    const ch: Channel = new Channel(
+      stream,
+      remote,
+      this.self,
+      {
+        onMessage: async (m) => {
+          if (m.type === MsgType.ERROR) return; // never answer an error with an error
+          if (m.type !== MsgType.KV) return void ch.sendError('bad_message', `expected KV, got ${MsgType[m.type]}`);
+          const h = m.header;
+          const bad = (code: ErrorCode, reason: string) => {
+            giveBack();
+            layers.clear();
+            void ch.sendError(code, reason, { sessionId: h.sessionId }).then(() => ch.close());
+          };
+          if (h.modelId !== this.o.modelId) return bad('wrong_model', `this node serves model ${this.o.modelId}, not ${h.modelId}`);
+          if (h.start !== r.start || h.end !== r.end)
+            return bad('wrong_layers', `this node serves layers ${r.start}:${r.end}, KV is for ${h.start}:${h.end}`);
+          if (h.kvDim !== kvDim || h.layer < r.start || h.layer >= r.end)
+            return bad('bad_message', `KV layer ${h.layer} × ${h.kvDim} does not fit layers ${r.start}:${r.end} × ${kvDim}`);
+          if (first && (h.sessionId !== first.sessionId || h.length !== first.length))
+            return bad('bad_message', 'KV messages of one stream must be for one session and length');
+          if (!stage.importSession) return bad('engine', `engine ${stage.profile} cannot import KV caches`);
+          if (!first) {
+            const denied = this.checkInvitation(h.open, h.sessionId, remote);
+            if (denied) return bad('forbidden', denied);
+            if (sessions.has(h.sessionId) || this.imported.has(h.sessionId))
+              return bad('bad_message', `session ${h.sessionId} is already held here`);
+            if (this.leavingNow) return bad('busy', `node ${this.self} is leaving`);
+            // reserved before any bytes are kept
+            if (!sessions.reserve(h.length))
+              return bad('busy', `KV memory full: ${sessions.freeKvTokens} tokens free, session has ${h.length}`);
+            reserved = h.length;
+            first = { ...h, owner: h.open!.reply.peerId };
+          }
+          const n = h.length * kvDim;
+          let kv: Float32Array;
+          try {
+            kv = decodeTensor(m.payload, 'f32', 2 * n);
+          } catch (e) {
+            return bad('bad_message', (e as Error).message);
+          }
+          layers.set(h.layer, { k: kv.subarray(0, n), v: kv.subarray(n) });
+          if (layers.size < r.end - r.start) return;
+          try {
+            await stage.importSession(h.sessionId, {
+              length: h.length,
+              layers: [...layers.keys()].sort((a, b) => a - b).map((l) => layers.get(l)!),
+            });
+          } catch (e) {
+            return bad('engine', (e as Error).message);
+          }
+          const sid = h.sessionId;
+          const timer = setTimeout(() => {
+            const i = this.imported.get(sid);
+            this.imported.delete(sid);
+            if (i) sessions.release(i.tokens);
+            if (!sessions.has(sid)) stage.closeSession(sid);
+          }, IMPORT_TTL_MS);
+          timer.unref?.();
+          this.imported.set(sid, { timer, owner: first.owner, tokens: reserved });
+          reserved = 0; // the import holds it now
+          this.o.log?.info({ session: sid, from: remote, tokens: h.length }, 'session KV imported');
+          void ch.send({ type: MsgType.KV_ACK, header: { sessionId: sid, length: h.length } }).catch(() => {});
+        },
+        onClose: () => giveBack(),
       },
-      onClose: () => giveBack(),
-    });
+      // one KV message carries one layer's K and V for the whole context; nothing larger is buffered
+      { maxMessageBytes: 2 * stage.config.contextLength * kvDim * 4 + 64 * 1024, idleMs: 30_000 },
+    );
   }
 
   /** An OPEN naming `resumeFrom`: start the new session from that session's KV cache. */

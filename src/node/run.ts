@@ -21,6 +21,7 @@ import { createHost, type OdsiHost } from '../p2p/host.js';
 import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
+import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
 import { NO_STAMPER, type StepStamper } from './stamper.js';
 import { NodeStamper } from '../accountability/node/stamper.js';
 import { CryptoPool } from '../accountability/records/crypto-pool.js';
@@ -47,6 +48,10 @@ export interface NodeOptions {
   /** prompt tokens for the start-up benchmark (0: skip it and start from a nominal estimate) */
   benchTokens?: number;
   passphrase?: string;
+  /** per remote peer bounds (unset members: DEFAULT_PEER_LIMITS) */
+  peerLimits?: Partial<PeerLimitsOptions>;
+  /** connections one remote peer may hold to this node (default: the host's) */
+  maxConnectionsPerPeer?: number;
   /** receipts, commitments and audits (absent: accountability is off) */
   accountability?: NodeAccountability;
   /** wrappers applied once the node is measured (the CLI's test-only fault injection) */
@@ -108,7 +113,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
   const modelId = o.modelId ?? modelIdentity(src).modelId;
   const identityFile = o.identityFile ?? (o.dataDir ? join(o.dataDir, 'node.key') : undefined);
   const identity = await loadOrCreateIdentity(identityFile, o.passphrase, log);
-  const host = await createHost({ identity, listen: o.listen, bootstrap: o.bootstrap });
+  const host = await createHost({ identity, listen: o.listen, bootstrap: o.bootstrap, maxConnectionsPerPeer: o.maxConnectionsPerPeer });
   try {
     let range: [number, number];
     if (o.layers === 'auto') {
@@ -147,7 +152,8 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       stamper = new NodeStamper({ host, domain: acct.domain, crypto: new CryptoPool({ worker: acct.cryptoWorker }) });
       stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
     }
-    const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, log });
+    const limits = new PeerLimits({ ...o.peerLimits, log });
+    const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, log });
     await server.start();
 
     const interval = o.announceIntervalMs ?? 30_000;

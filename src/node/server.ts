@@ -34,6 +34,7 @@ import { AuditExecServer } from '../accountability/node/audit-exec.js';
 import { ComputeLock } from './compute-lock.js';
 import { StepExecutor, type NodeStats } from './executor.js';
 import { KvHandover } from './kv-handover.js';
+import { NO_PEER_LIMITS, PeerLimits } from './peer-limits.js';
 import type { PerfMeter } from './perf.js';
 import { SessionTable, type Session } from './sessions.js';
 import { checkOpenSignature } from '../protocol/open-signature.js';
@@ -50,6 +51,8 @@ export interface NodeServerOptions {
   kvBudgetTokens: number;
   /** free a session after this long without a step (default 5 min) */
   idleTimeoutMs?: number;
+  /** per remote peer bounds (default: none) */
+  limits?: PeerLimits;
   log?: Logger;
 }
 
@@ -69,10 +72,13 @@ export class NodeServer {
   private readonly executor: StepExecutor;
   private readonly handover: KvHandover;
   private auditExec?: AuditExecServer;
+  private readonly limits: PeerLimits;
 
   constructor(private readonly o: NodeServerOptions) {
     this.self = o.host.peerId;
+    const limits = (this.limits = o.limits ?? new PeerLimits(NO_PEER_LIMITS));
     this.sessions = new SessionTable({
+      onTeardown: (s) => limits.release(s.owner, s.reserved),
       stage: o.stage,
       kvBudgetTokens: o.kvBudgetTokens,
       idleTimeoutMs: o.idleTimeoutMs ?? 5 * 60_000,
@@ -93,10 +99,14 @@ export class NodeServer {
   }
 
   async start(): Promise<void> {
-    await this.o.host.libp2p.handle(ACT_PROTOCOL, (stream, conn) => this.onStream(stream, conn), {
-      maxInboundStreams: MAX_SESSION_STREAMS,
-      maxOutboundStreams: MAX_SESSION_STREAMS,
-    });
+    await this.o.host.libp2p.handle(
+      ACT_PROTOCOL,
+      this.limits.guard(this.self, ACT_PROTOCOL, (stream, conn) => this.onStream(stream, conn)),
+      {
+        maxInboundStreams: MAX_SESSION_STREAMS,
+        maxOutboundStreams: MAX_SESSION_STREAMS,
+      },
+    );
     await this.handover.start();
     await this.o.stamper.start(); // crypto worker up before the first step
     if (this.o.stamper.accountable) {
@@ -132,46 +142,52 @@ export class NodeServer {
     // one stream carries one session: the first OPEN binds it (synchronously, so a second OPEN
     // racing the first is refused) and the session lives only as long as this stream
     const bound: StreamBinding = { opened: false, upClosed: false };
-    const ch: Channel = new Channel(stream, remote, this.self, {
-      onMessage: (m) => {
-        if (m.type === MsgType.ERROR) {
-          // never answer an error with an error (docs/protocol.md §3); upstream sends none
-          this.o.log?.debug({ remote, code: m.header.code }, 'ERROR from upstream ignored');
-          return;
-        }
-        if (m.type === MsgType.OPEN) {
-          if (bound.opened) {
-            this.stats.refused++;
-            void ch.sendError('bad_message', 'this stream already carries a session', { sessionId: m.header.sessionId });
+    const ch: Channel = new Channel(
+      stream,
+      remote,
+      this.self,
+      {
+        onMessage: (m) => {
+          if (m.type === MsgType.ERROR) {
+            // never answer an error with an error (docs/protocol.md §3); upstream sends none
+            this.o.log?.debug({ remote, code: m.header.code }, 'ERROR from upstream ignored');
             return;
           }
-          bound.opened = true;
-          void this.onOpen(ch, m.header, remote, bound);
-          return;
-        }
-        const session = bound.session;
-        const sid = (m.header as { sessionId?: string }).sessionId;
-        const rid = (m.header as { requestId?: number }).requestId;
-        if (!session || session.closed || sid !== session.id) {
+          if (m.type === MsgType.OPEN) {
+            if (bound.opened) {
+              this.stats.refused++;
+              void ch.sendError('bad_message', 'this stream already carries a session', { sessionId: m.header.sessionId });
+              return;
+            }
+            bound.opened = true;
+            void this.onOpen(ch, m.header, remote, bound);
+            return;
+          }
+          const session = bound.session;
+          const sid = (m.header as { sessionId?: string }).sessionId;
+          const rid = (m.header as { requestId?: number }).requestId;
+          if (!session || session.closed || sid !== session.id) {
+            this.stats.errors++;
+            void ch.sendError('unknown_session', `no open session "${sid ?? ''}" on this stream`, { sessionId: sid, requestId: rid });
+            return;
+          }
+          this.onSessionMessage(session, m);
+        },
+        onMessageError: (e: MessageError) => {
           this.stats.errors++;
-          void ch.sendError('unknown_session', `no open session "${sid ?? ''}" on this stream`, { sessionId: sid, requestId: rid });
-          return;
-        }
-        this.onSessionMessage(session, m);
+          this.o.log?.warn({ remote, err: e.message }, 'bad message');
+          if (e.msgType === MsgType.ERROR) return; // never answer an error with an error
+          void ch.sendError(e.code, e.message, { sessionId: e.sessionId, requestId: e.requestId });
+        },
+        onClose: (err) => {
+          if (err) this.o.log?.debug({ remote, err: err.message }, 'upstream stream closed');
+          bound.upClosed = true;
+          const s = bound.session;
+          if (s && !s.closed) this.sessions.teardown(s, 'upstream closed', true);
+        },
       },
-      onMessageError: (e: MessageError) => {
-        this.stats.errors++;
-        this.o.log?.warn({ remote, err: e.message }, 'bad message');
-        if (e.msgType === MsgType.ERROR) return; // never answer an error with an error
-        void ch.sendError(e.code, e.message, { sessionId: e.sessionId, requestId: e.requestId });
-      },
-      onClose: (err) => {
-        if (err) this.o.log?.debug({ remote, err: err.message }, 'upstream stream closed');
-        bound.upClosed = true;
-        const s = bound.session;
-        if (s && !s.closed) this.sessions.teardown(s, 'upstream closed', true);
-      },
-    });
+      this.limits.channelOptions(this.o.stage.config.dim, () => bound.session !== undefined && !bound.session.closed),
+    );
   }
 
   /** Why this OPEN may not open a session for `remote` (undefined: it may). See docs/protocol.md §4.1. */
@@ -179,7 +195,8 @@ export class NodeServer {
     const bad = checkOpenSignature(h, Date.now());
     if (bad) return ['forbidden', bad];
     const from = h.hop === 0 ? h.reply.peerId : h.route[h.hop - 1]?.peerId;
-    if (from !== remote) return ['forbidden', `OPEN for hop ${h.hop} must come from ${h.hop === 0 ? 'its gateway' : `route[${h.hop - 1}]`}, not ${remote}`];
+    if (from !== remote)
+      return ['forbidden', `OPEN for hop ${h.hop} must come from ${h.hop === 0 ? 'its gateway' : `route[${h.hop - 1}]`}, not ${remote}`];
     // an imported cache waiting for its owner holds its id too (a new session would compute on it)
     if (this.sessions.has(h.sessionId) || this.handover.ownerOf(h.sessionId) !== undefined)
       return ['bad_message', `session id in use: ${h.sessionId}`];
@@ -211,10 +228,14 @@ export class NodeServer {
     if (this.handover.leaving) return refuse('busy', `node ${this.self} is leaving`);
     const ctx = this.o.stage.config.contextLength;
     const want = Math.min(h.maxTokens ?? Math.min(ctx, DEFAULT_MAX_TOKENS), ctx);
+    // per-peer share, counted per owner (the gateway that signed the OPEN), not per relaying upstream
+    const overShare = this.limits.admit(h.reply.peerId, want, this.sessions.kvBudgetTokens);
+    if (overShare) return refuse('busy', overShare);
     // an imported cache this session resumes gives its reservation to the session
     const imported = typeof h.resumeFrom === 'string' ? this.handover.releaseImport(h.resumeFrom) : 0;
     const s = this.sessions.create(h, up, want);
     if (!s) {
+      this.limits.release(h.reply.peerId, want);
       if (imported) this.handover.keepImport(h.resumeFrom as string, imported);
       const { freeKvTokens, kvBudgetTokens } = this.sessions;
       return refuse('busy', `KV memory full: ${freeKvTokens} of ${kvBudgetTokens} tokens free, session asks for ${want}`);

@@ -36,6 +36,8 @@ export interface SessionTableOptions {
   kvBudgetTokens: number;
   /** free a session after this long without a step */
   idleTimeoutMs: number;
+  /** called once per session when it is torn down (after it was created) */
+  onTeardown?(s: Session): void;
   log?: Logger;
 }
 
@@ -120,6 +122,7 @@ export class SessionTable {
     if (s.idle) clearTimeout(s.idle);
     if (this.sessions.get(s.id) === s) this.sessions.delete(s.id);
     this.reservedTokens -= s.reserved;
+    this.o.onTeardown?.(s);
     try {
       this.o.stage.closeSession(s.id);
     } catch {

@@ -2,10 +2,23 @@
 // writes outgoing messages in order with backpressure (send() false → wait for drain).
 // Framing violations are fatal to the stream (an ERROR frame is sent, then the stream is
 // reset); invalid-but-framed messages are reported and the stream stays usable.
+// Bounds (ChannelOptions): the bytes one unfinished message may buffer (over it: `too_large`,
+// stream reset) and, optionally, how long the stream may go without a complete message
+// (over it, unless keepAlive() says the stream is in use: `timeout`, stream closed).
 
 import type { Stream } from '@libp2p/interface';
-import { FrameError } from '../protocol/frame.js';
+import { FrameError, MAX_FRAME_PAYLOAD, MAX_HEADER_BYTES, MAX_MESSAGE_PAYLOAD } from '../protocol/frame.js';
 import { MessageDecoder, MessageError, MsgType, encodeMessage, type ErrorCode, type Message } from '../protocol/messages.js';
+
+/** Per-stream bounds on what a remote peer can make this side hold. */
+export interface ChannelOptions {
+  /** largest reassembled message payload this stream accepts (default MAX_MESSAGE_PAYLOAD) */
+  maxMessageBytes?: number;
+  /** close the stream after this long without a complete message (default: never) */
+  idleMs?: number;
+  /** asked when the idle time is up: true keeps the stream (e.g. it carries a live session with its own timer) */
+  keepAlive?(): boolean;
+}
 
 export interface ChannelHandlers {
   onMessage(m: Message): void;
@@ -16,9 +29,12 @@ export interface ChannelHandlers {
 }
 
 export class Channel {
-  private decoder = new MessageDecoder();
+  private readonly decoder: MessageDecoder;
+  private idleTimer?: NodeJS.Timeout;
   private writeChain: Promise<void> = Promise.resolve();
   private closed = false;
+  /** a framing violation was seen: the stream is being reset */
+  private failed = false;
   /** bytes written so far (both directions are useful for metrics) */
   bytesOut = 0;
   bytesIn = 0;
@@ -28,11 +44,17 @@ export class Channel {
     readonly remotePeer: string,
     private readonly localPeer: string,
     private readonly handlers: ChannelHandlers,
+    private readonly opts: ChannelOptions = {},
   ) {
+    const maxMessage = opts.maxMessageBytes ?? MAX_MESSAGE_PAYLOAD;
+    // a frame never needs to be larger than the largest message: an oversize length is refused at its preamble
+    this.decoder = new MessageDecoder({ maxHeader: MAX_HEADER_BYTES, maxPayload: Math.min(MAX_FRAME_PAYLOAD, maxMessage), maxMessagePayload: maxMessage });
+    this.armIdle();
     stream.addEventListener('message', (evt) => {
       const d = evt.data;
       const bytes = d instanceof Uint8Array ? d : d.subarray();
       this.bytesIn += bytes.length;
+      if (this.failed) return; // the byte stream is out of step: nothing more is read
       let msgs: Message[];
       try {
         msgs = this.decoder.push(bytes);
@@ -45,6 +67,7 @@ export class Channel {
         this.fail(e as Error);
         return;
       }
+      if (msgs.length) this.armIdle();
       for (const m of msgs) handlers.onMessage(m);
     });
     stream.addEventListener('close', (evt) => this.finish(evt.error));
@@ -80,9 +103,23 @@ export class Channel {
     return this.send({ type: MsgType.ERROR, header } as Message).catch(() => {});
   }
 
+  /** (Re)starts the idle timer: called at open and after every complete message. */
+  private armIdle(): void {
+    const ms = this.opts.idleMs;
+    if (ms === undefined) return;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      if (this.closed) return;
+      if (this.opts.keepAlive?.()) return this.armIdle();
+      void this.sendError('timeout', `no complete message for ${ms} ms; stream closed`).finally(() => void this.close());
+    }, ms);
+    this.idleTimer.unref?.();
+  }
+
   /** A framing violation: tell the peer why, then reset (the byte stream cannot be resynchronised). */
   private fail(e: Error): void {
-    if (this.closed) return;
+    if (this.closed || this.failed) return;
+    this.failed = true;
     const code = e instanceof FrameError ? e.code : 'internal';
     void this.sendError(code, e.message).finally(() => {
       setTimeout(() => {
@@ -122,6 +159,7 @@ export class Channel {
   private finish(err?: Error): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
     this.handlers.onClose?.(err);
   }
 }

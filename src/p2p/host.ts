@@ -2,7 +2,8 @@
 // The libp2p key is the participant's secp256k1 identity key, so peer id = identity.
 // Settings follow shared/notes/network.md: private DHT protocol, passthrough address mapper
 // (loopback/LAN addresses must survive), raised inbound-connection rate, explicit stream
-// limits and read buffers large enough for ≤1 MiB frames plus slack.
+// limits and read buffers large enough for ≤1 MiB frames plus slack. A remote peer may hold at
+// most maxConnectionsPerPeer connections to this host (the connection gater refuses more).
 
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { tcp } from '@libp2p/tcp';
@@ -13,12 +14,17 @@ import { ping } from '@libp2p/ping';
 import { kadDHT, passthroughMapper, removePublicAddressesMapper, type KadDHT, type Validators, type Selectors } from '@libp2p/kad-dht';
 import { multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
+import type { PeerId } from '@libp2p/interface';
 import type { Identity } from '../identity/identity.js';
 import { dhtSelectors, dhtValidators } from './advert-record.js';
 
 export const DHT_PROTOCOL = '/odsi/kad/1.0.0';
 /** per-stream read buffer: a 1 MiB frame plus headers must fit with room for a few in flight */
 export const STREAM_READ_BUFFER = 16 * 1024 * 1024;
+/** connections one remote peer may hold to this host (libp2p normally needs one, two while dialling both ways) */
+export const DEFAULT_MAX_CONNECTIONS_PER_PEER = 4;
+/** connections from all peers together */
+export const DEFAULT_MAX_CONNECTIONS = 500;
 
 export interface HostOptions {
   identity: Identity;
@@ -28,6 +34,10 @@ export interface HostOptions {
   bootstrap?: string[];
   /** 'passthrough' keeps every address (loopback tests, LANs); 'lan' drops public ones */
   addressMapper?: 'passthrough' | 'lan';
+  /** connections one remote peer may hold (default DEFAULT_MAX_CONNECTIONS_PER_PEER) */
+  maxConnectionsPerPeer?: number;
+  /** connections from all peers together (default DEFAULT_MAX_CONNECTIONS) */
+  maxConnections?: number;
 }
 
 type Services = { identify: unknown; ping: { ping(peer: unknown, opts?: unknown): Promise<number> }; dht: KadDHT };
@@ -49,6 +59,9 @@ export interface OdsiHost {
 export async function createHost(opts: HostOptions): Promise<OdsiHost> {
   const validators: Validators = dhtValidators;
   const selectors: Selectors = dhtSelectors;
+  const perPeer = opts.maxConnectionsPerPeer ?? DEFAULT_MAX_CONNECTIONS_PER_PEER;
+  // set once libp2p exists; the gater only runs for connections made after that
+  let connectionsOf: (peer: PeerId) => number = () => 0;
   const libp2p = await createLibp2p({
     privateKey: opts.identity.libp2pKey,
     addresses: { listen: opts.listen?.length ? opts.listen : ['/ip4/127.0.0.1/tcp/0'] },
@@ -65,7 +78,11 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
       // many nodes behind one address (tests, NAT, one host running several nodes)
       inboundConnectionThreshold: 100,
       maxIncomingPendingConnections: 100,
-      maxConnections: 500,
+      maxConnections: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    },
+    connectionGater: {
+      // one peer cannot fill the connection table: refused once encrypted (its peer id is known)
+      denyInboundEncryptedConnection: (peer: PeerId) => connectionsOf(peer) >= perPeer,
     },
     services: {
       identify: identify(),
@@ -86,6 +103,7 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
       }),
     },
   });
+  connectionsOf = (peer) => libp2p.getConnections(peer).length;
   const self = libp2p.peerId.toString();
   const host: OdsiHost = {
     libp2p: libp2p as unknown as Libp2p<Services>,

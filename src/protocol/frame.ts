@@ -11,7 +11,8 @@
 //  16  H  header: UTF-8 JSON object (only in a message's first frame; 0 in continuations)
 //  16+H P payload bytes
 // A message larger than MAX_FRAME_PAYLOAD is split into frames that all carry its type; the
-// receiver concatenates payloads until a frame without MORE, up to MAX_MESSAGE_PAYLOAD.
+// receiver concatenates payloads until a frame without MORE, up to MAX_MESSAGE_PAYLOAD or the
+// smaller cap its stream sets (src/p2p/channel.ts: a node derives it from its hidden size).
 
 export const FRAME_MAGIC = new Uint8Array([0x4f, 0x44, 0x53, 0x49]);
 export const FRAME_VERSION = 1;

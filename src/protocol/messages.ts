@@ -46,6 +46,7 @@ export type ErrorCode =
   | 'closed'
   | 'draining' // kv-transfer: the hop is leaving; header.replacement holds the session's KV now
   | 'forbidden' // the peer may not do this: unsigned/foreign OPEN, another owner's session, uninvited KV
+  | 'limit' // this peer is over a per-peer limit (streams, sessions, KV share): other peers are still served
   | 'internal';
 
 // Header objects are loose: members this version does not know are kept and forwarded

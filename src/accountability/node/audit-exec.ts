@@ -46,7 +46,7 @@ import {
   readAuditMessage,
   sendAuditMessage,
 } from '../../protocol/audit-messages.js';
-import { PeerLimiter, type PeerLimits } from './peer-limits.js';
+import { PeerLimiter, type PeerLimits } from './request-limiter.js';
 
 /** most tokens one re-execution may replay (and never more than the model's context) */
 export const MAX_REEXEC_TOKENS = 8192;

@@ -25,7 +25,7 @@ import type { ReceiptChain } from '../checks/custody.js';
 import { AUDIT_PROTOCOL, AUDIT_REQUEST_LIMITS, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
 import { checkRequest, sameHex } from '../records/audit-requests.js';
 import { addressOfPeer, requestIdOf, sessionIdOf } from '../records/wire.js';
-import { PeerLimiter, type PeerLimits } from './peer-limits.js';
+import { PeerLimiter, type PeerLimits } from './request-limiter.js';
 
 /** How much a node keeps for auditors. */
 export interface ArchiveLimits {

@@ -1,7 +1,7 @@
 // PeerLimiter: per-peer requests per minute and in flight, other peers unaffected, bounded memory.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PeerLimiter } from '../../../src/accountability/node/peer-limits.js';
+import { PeerLimiter } from '../../../src/accountability/node/request-limiter.js';
 
 const refusal = (r: ReturnType<PeerLimiter['acquire']>): string => ('refusal' in r ? r.refusal : '');
 
