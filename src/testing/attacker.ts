@@ -8,6 +8,7 @@ import type { Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { generateIdentity } from '../identity/identity.js';
 import { createHost, type OdsiHost } from '../p2p/host.js';
+import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../protocol/open-signature.js';
 import { Channel } from '../p2p/channel.js';
 import { FLAG_MORE, FRAME_MAGIC, FRAME_VERSION, PREAMBLE_BYTES, encodeFrame } from '../protocol/frame.js';
 import { ACT_PROTOCOL, MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL, type Message } from '../protocol/messages.js';
@@ -99,20 +100,21 @@ export class Attacker {
     return ch;
   }
 
+  /** An OPEN the attacker signs as its own gateway: valid, so only per-peer limits stop it. */
   private openHeader(t: AttackTarget, sessionId: string, maxTokens: number): Message {
-    return {
-      type: MsgType.OPEN,
-      header: {
-        sessionId,
-        modelId: this.o.modelId,
-        route: [t],
-        hop: 0,
-        reply: { peerId: this.peerId, addrs: this.host.addrs() },
-        dtype: 'f32',
-        hidden: this.o.hidden,
-        maxTokens,
-      },
-    } as Message;
+    const issuedAt = Date.now();
+    const body: OpenToSign = {
+      sessionId,
+      modelId: this.o.modelId,
+      route: [{ peerId: t.peerId, addrs: t.addrs, start: t.start, end: t.end }],
+      reply: { peerId: this.peerId, addrs: this.host.addrs() },
+      dtype: 'f32',
+      hidden: this.o.hidden,
+      maxTokens,
+      issuedAt,
+      expiresAt: issuedAt + OPEN_TTL_MS,
+    };
+    return { type: MsgType.OPEN, header: { ...body, hop: 0, signature: signOpen(this.host.identity, body) } } as Message;
   }
 
   /** Opens up to n sessions (one stream each) reserving maxTokens KV tokens, and holds them. */
