@@ -146,6 +146,8 @@ export class NodeStamper {
   private readonly signer: ReceiptSigner;
   private readonly archive: StepArchive;
   private readonly guard: SlotGuard;
+  /** the last input hashed (one step's claim, custody check and commitment share it) */
+  private hashed?: { input: Uint8Array; hash: Hex };
 
   constructor(o: NodeStamperOptions) {
     this.host = o.host;
@@ -157,10 +159,16 @@ export class NodeStamper {
     this.guard = new SlotGuard({ windowMs: limits.challengeWindowMs, maxSlots: limits.maxSessions * 1024 });
   }
 
+  /** The hash of a step's input bytes: claim, custody check and commitment all need it, once. */
+  private inputHash(input: Uint8Array): Hex {
+    if (this.hashed?.input !== input) this.hashed = { input, hash: hashTensor(input) };
+    return this.hashed.hash;
+  }
+
   /** Before commit and compute: may this input run for its slot? (refused: nothing is computed or signed) */
   claim(s: ArrivingStep): ClaimResult {
     const key = SlotGuard.key(requestIdOf(s.open.sessionId), sessionIdOf(s.open.sessionId), s.header.step);
-    return this.guard.claim(key, hashTensor(s.input));
+    return this.guard.claim(key, this.inputHash(s.input));
   }
 
   get auditsServed(): number {
@@ -209,7 +217,7 @@ export class NodeStamper {
           signer: addressOfPeer(upPeer),
           slot: { requestId: rid, sessionId: sid, step: h.step, pos: h.pos, nTokens: h.nTokens },
           layers: { end: open.route[hop]!.start },
-          outputHash: hashTensor(s.input),
+          outputHash: this.inputHash(s.input),
         },
         `the upstream hop's receipt`,
       );
@@ -239,7 +247,7 @@ export class NodeStamper {
   async commit(c: ArrivingStep): Promise<void> {
     try {
       const t0 = performance.now();
-      const record: ExecutionCommitment = { ...committedFields(c, hashTensor(c.input)), signer: this.host.identity.address };
+      const record: ExecutionCommitment = { ...committedFields(c, this.inputHash(c.input)), signer: this.host.identity.address };
       // one digest: what gets signed, and the receipt's commitmentHash (signed on the crypto worker)
       const { digest, signature } = await this.crypto.sign('ExecutionCommitment', record, this.host.identity.secret, this.domain);
       const signed: SignedCommitment = { record, signature };
