@@ -16,7 +16,7 @@ import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
 import { LocalSwarm } from '../node/local-swarm.js';
 import { gatewayAccountabilityConfig } from './config.js'; // accountability
-import { accountabilityReport } from '../accountability/gateway/report.js'; // accountability
+import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
 import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges, waitForAdverts } from '../testing/demo-faults.js'; // fault-tolerance
 
 interface DemoOptions {
@@ -141,6 +141,10 @@ async function runDemo(o: DemoOptions): Promise<void> {
   const nLayers = src.config.nLayers;
   const { modelId } = modelIdentity(src); // hashed once here (cached), handed to the nodes
   src.close();
+  if (!o.layers?.length && o.nodes > nLayers)
+    throw new Error(
+      `--nodes ${o.nodes}: more nodes than layers — the model has ${nLayers} layers, so at most ${nLayers} nodes can each serve a share (--replicas R adds spare nodes per share)`,
+    );
   const ranges = replicateRanges(o.layers?.length ? parseRanges(o.layers, nLayers) : splitLayers(nLayers, o.nodes), o.replicas); // fault-tolerance: --replicas
   const faults = parseNodeFaults(o.fault, ranges.length, process.env.ODSI_ALLOW_FAULTS === '1'); // fault-tolerance: --fault i:spec
   const note = synthetic
@@ -254,15 +258,11 @@ async function runDemo(o: DemoOptions): Promise<void> {
       printTimeline(timeline, swarm, gw, totalMs, tokens.length);
       const nodeName = new Map(swarm.nodes.map((nd, i) => [nd.peerId, `n${i + 1}`])); // fault-tolerance
       for (const e of gw.faults.events(faultsSince)) log(`odsi demo: ${describeFaultEvent(e, (p) => nodeName.get(p) ?? short(p))}`); // fault-tolerance
-      log(
-        JSON.stringify({
-          accountability: await accountabilityReport(
-            gw.accountability,
-            swarm.nodes.map((n) => n.peerId),
-            true,
-          ),
-        }),
+      const report = await accountabilityReport(
+        gw.accountability,
+        swarm.nodes.map((n) => n.peerId),
       ); // accountability
+      for (const line of describeAccountability(report, (p) => nodeName.get(p) ?? short(p))) log(`odsi demo: ${line}`);
     }
 
     if (o.serve) {
@@ -297,6 +297,19 @@ async function runDemo(o: DemoOptions): Promise<void> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/** The accountability part of the text output: audits run, how they ended, and who was caught. */
+function describeAccountability(r: AccountabilityReport, name: (peerId: string) => string): string[] {
+  if (!r.enabled) return ['accountability: off'];
+  const audits = (r.audits ?? []) as { pass?: boolean }[];
+  const passed = audits.filter((a) => a.pass === true).length;
+  const lines = [
+    `accountability: ${audits.length} audit(s), ${passed} passed, ${audits.length - passed} failed; ${(r.evidence ?? []).length} piece(s) of signed evidence`,
+  ];
+  for (const e of (r.evidence ?? []) as { kind: string; peerId: string; identity: string; reason: string }[])
+    lines.push(`  evidence (${e.kind}) against ${name(e.peerId)} (${e.identity}): ${e.reason}`);
+  return lines;
 }
 
 const short = (peerId: string) => `…${peerId.slice(-6)}`;
