@@ -14,6 +14,7 @@ import { writeSyntheticGguf } from '../model/synth.js';
 import { createApiServer, type ApiServer } from '../api/server.js';
 import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
+import type { RouteCandidate } from '../routing/router.js';
 import { LocalSwarm } from '../node/local-swarm.js';
 import { gatewayAccountabilityConfig } from './config.js'; // accountability
 import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
@@ -184,6 +185,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
     gw = await Gateway.start({
       modelPath,
       bootstrap: swarm.bootstrap,
+      peers: faults.size ? staticPeers(swarm) : undefined, // fault-tolerance
       engine: o.engine,
       deadlineMs: o.deadlineMs,
       refreshMs: 5_000,
@@ -192,7 +194,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
     });
     const route = await gw.waitForRoute(o.routeTimeoutMs);
-    if (o.replicas > 1 || faults.size) await waitForAdverts(gw, swarm.nodes.map((n) => n.peerId), o.routeTimeoutMs); // fault-tolerance: know the spares
+    if (o.replicas > 1 && !faults.size) await waitForAdverts(gw, swarm.nodes.map((n) => n.peerId), o.routeTimeoutMs); // fault-tolerance: know the spares
     if (!o.json)
       log(
         `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} (estimated ${route.estimatedMs.toFixed(1)} ms/token)`,
@@ -298,6 +300,26 @@ async function runDemo(o: DemoOptions): Promise<void> {
     process.off('SIGTERM', onSignal);
   }
 }
+
+/**
+ * With --fault, the gateway routes over the nodes as started (no DHT lookups, no pings): every
+ * link costs the same, so the cheapest route — and whether a faulty node is on it — depends
+ * on the layout alone and is the same on every run (e.g. a node serving all layers beats two
+ * that split them). The spares are known from the start.
+ */
+function staticPeers(swarm: LocalSwarm): RouteCandidate[] {
+  return swarm.nodes.map((n) => ({
+    peerId: n.peerId,
+    addrs: n.addrs,
+    start: n.start,
+    end: n.end,
+    msPerToken: n.msPerToken,
+    load: 0,
+    freeKvTokens: STATIC_FREE_KV_TOKENS,
+  }));
+}
+/** what static peers are assumed to hold (nodes refuse what they cannot, and the route re-routes) */
+const STATIC_FREE_KV_TOKENS = 1_000_000;
 
 /** The accountability part of the text output: audits run, how they ended, and who was caught. */
 function describeAccountability(r: AccountabilityReport, name: (peerId: string) => string): string[] {
