@@ -194,10 +194,15 @@ async function runDemo(o: DemoOptions): Promise<void> {
       accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
     });
     const route = await gw.waitForRoute(o.routeTimeoutMs);
-    if (o.replicas > 1 && !faults.size) await waitForAdverts(gw, swarm.nodes.map((n) => n.peerId), o.routeTimeoutMs); // fault-tolerance: know the spares
+    if (o.replicas > 1 && !faults.size)
+      await waitForAdverts(
+        gw,
+        swarm.nodes.map((n) => n.peerId),
+        o.routeTimeoutMs,
+      ); // fault-tolerance: know the spares
     if (!o.json)
       log(
-        `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} (estimated ${route.estimatedMs.toFixed(1)} ms/token)`,
+        `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} ${faults.size ? '' : ` (estimated ${route.estimatedMs.toFixed(1)} ms/token)`}`, // static peers: no measured links
       );
 
     const promptIds = gw.tokenizer.encode(o.prompt, { addBos: gw.addBos });

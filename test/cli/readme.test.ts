@@ -27,7 +27,12 @@ interface Shell {
 
 /** `bash -c script` in its own process group (so the whole group can be killed). */
 function shell(script: string, env: NodeJS.ProcessEnv): Shell {
-  const proc = spawn('bash', ['-O', 'expand_aliases', '-c', script], { cwd: REPO_ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('bash', ['-O', 'expand_aliases', '-c', script], {
+    cwd: REPO_ROOT,
+    env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -123,7 +128,12 @@ test('README: every command line runs as written', { timeout: 1_200_000 }, async
         const key = /--identity \S*\/(node\d\.key)/.exec(line)?.[1];
         if (key) {
           // the node runs with the key keygen made: the same peer id on every start
-          const ready = JSON.parse(s.out().split('\n').find((l) => l.includes('"event":"ready"'))!) as { peerId: string };
+          const ready = JSON.parse(
+            s
+              .out()
+              .split('\n')
+              .find((l) => l.includes('"event":"ready"'))!,
+          ) as { peerId: string };
           assert.equal(ready.peerId, peerIds.get(key), `${what}: peer id is not the key's`);
         }
         ran.push(c.line);
