@@ -202,7 +202,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       ); // fault-tolerance: know the spares
     if (!o.json)
       log(
-        `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} ${faults.size ? '' : ` (estimated ${route.estimatedMs.toFixed(1)} ms/token)`}`, // static peers: no measured links
+        `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')}${faults.size ? '' : ` (estimated ${route.estimatedMs.toFixed(1)} ms/token)`}`, // static peers: no measured links
       );
 
     const promptIds = gw.tokenizer.encode(o.prompt, { addBos: gw.addBos });
