@@ -14,9 +14,10 @@ import { writeSyntheticGguf } from '../model/synth.js';
 import { createApiServer, type ApiServer } from '../api/server.js';
 import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
+import type { RouteCandidate } from '../routing/router.js';
 import { LocalSwarm } from '../node/local-swarm.js';
 import { gatewayAccountabilityConfig } from './config.js'; // accountability
-import { accountabilityReport } from '../accountability/gateway/report.js'; // accountability
+import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
 import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges, waitForAdverts } from '../testing/demo-faults.js'; // fault-tolerance
 
 interface DemoOptions {
@@ -141,6 +142,10 @@ async function runDemo(o: DemoOptions): Promise<void> {
   const nLayers = src.config.nLayers;
   const { modelId } = modelIdentity(src); // hashed once here (cached), handed to the nodes
   src.close();
+  if (!o.layers?.length && o.nodes > nLayers)
+    throw new Error(
+      `--nodes ${o.nodes}: more nodes than layers — the model has ${nLayers} layers, so at most ${nLayers} nodes can each serve a share (--replicas R adds spare nodes per share)`,
+    );
   const ranges = replicateRanges(o.layers?.length ? parseRanges(o.layers, nLayers) : splitLayers(nLayers, o.nodes), o.replicas); // fault-tolerance: --replicas
   const faults = parseNodeFaults(o.fault, ranges.length, process.env.ODSI_ALLOW_FAULTS === '1'); // fault-tolerance: --fault i:spec
   const note = synthetic
@@ -180,6 +185,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
     gw = await Gateway.start({
       modelPath,
       bootstrap: swarm.bootstrap,
+      peers: faults.size ? staticPeers(swarm) : undefined, // fault-tolerance
       engine: o.engine,
       deadlineMs: o.deadlineMs,
       refreshMs: 5_000,
@@ -188,10 +194,15 @@ async function runDemo(o: DemoOptions): Promise<void> {
       accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
     });
     const route = await gw.waitForRoute(o.routeTimeoutMs);
-    if (o.replicas > 1 || faults.size) await waitForAdverts(gw, swarm.nodes.map((n) => n.peerId), o.routeTimeoutMs); // fault-tolerance: know the spares
+    if (o.replicas > 1 && !faults.size)
+      await waitForAdverts(
+        gw,
+        swarm.nodes.map((n) => n.peerId),
+        o.routeTimeoutMs,
+      ); // fault-tolerance: know the spares
     if (!o.json)
       log(
-        `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')} (estimated ${route.estimatedMs.toFixed(1)} ms/token)`,
+        `odsi demo: route ${route.hops.map((h) => `${short(h.peerId)}[${h.start}:${h.end}]`).join(' → ')}${faults.size ? '' : ` (estimated ${route.estimatedMs.toFixed(1)} ms/token)`}`, // static peers: no measured links
       );
 
     const promptIds = gw.tokenizer.encode(o.prompt, { addBos: gw.addBos });
@@ -254,15 +265,11 @@ async function runDemo(o: DemoOptions): Promise<void> {
       printTimeline(timeline, swarm, gw, totalMs, tokens.length);
       const nodeName = new Map(swarm.nodes.map((nd, i) => [nd.peerId, `n${i + 1}`])); // fault-tolerance
       for (const e of gw.faults.events(faultsSince)) log(`odsi demo: ${describeFaultEvent(e, (p) => nodeName.get(p) ?? short(p))}`); // fault-tolerance
-      log(
-        JSON.stringify({
-          accountability: await accountabilityReport(
-            gw.accountability,
-            swarm.nodes.map((n) => n.peerId),
-            true,
-          ),
-        }),
+      const report = await accountabilityReport(
+        gw.accountability,
+        swarm.nodes.map((n) => n.peerId),
       ); // accountability
+      for (const line of describeAccountability(report, (p) => nodeName.get(p) ?? short(p))) log(`odsi demo: ${line}`);
     }
 
     if (o.serve) {
@@ -297,6 +304,39 @@ async function runDemo(o: DemoOptions): Promise<void> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/**
+ * With --fault, the gateway routes over the nodes as started (no DHT lookups, no pings): every
+ * link costs the same, so the cheapest route — and whether a faulty node is on it — depends
+ * on the layout alone and is the same on every run (e.g. a node serving all layers beats two
+ * that split them). The spares are known from the start.
+ */
+function staticPeers(swarm: LocalSwarm): RouteCandidate[] {
+  return swarm.nodes.map((n) => ({
+    peerId: n.peerId,
+    addrs: n.addrs,
+    start: n.start,
+    end: n.end,
+    msPerToken: n.msPerToken,
+    load: 0,
+    freeKvTokens: STATIC_FREE_KV_TOKENS,
+  }));
+}
+/** what static peers are assumed to hold (nodes refuse what they cannot, and the route re-routes) */
+const STATIC_FREE_KV_TOKENS = 1_000_000;
+
+/** The accountability part of the text output: audits run, how they ended, and who was caught. */
+function describeAccountability(r: AccountabilityReport, name: (peerId: string) => string): string[] {
+  if (!r.enabled) return ['accountability: off'];
+  const audits = (r.audits ?? []) as { pass?: boolean }[];
+  const passed = audits.filter((a) => a.pass === true).length;
+  const lines = [
+    `accountability: ${audits.length} audit(s), ${passed} passed, ${audits.length - passed} failed; ${(r.evidence ?? []).length} piece(s) of signed evidence`,
+  ];
+  for (const e of (r.evidence ?? []) as { kind: string; peerId: string; identity: string; reason: string }[])
+    lines.push(`  evidence (${e.kind}) against ${name(e.peerId)} (${e.identity}): ${e.reason}`);
+  return lines;
 }
 
 const short = (peerId: string) => `…${peerId.slice(-6)}`;

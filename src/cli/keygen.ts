@@ -67,6 +67,9 @@ export function register(program: Command): void {
       await saveIdentity(file, id, passphrase, { overwrite: !!o.force, scrypt: { ...STANDARD_SCRYPT, n } });
       const info = { address: id.address, peerId: id.peerId.toString(), keystore: file };
       if (o.json) process.stdout.write(JSON.stringify(info) + '\n');
-      else process.stdout.write(`address: ${info.address}\npeer id: ${info.peerId}\nkeystore: ${info.keystore}\n`);
+      else {
+        process.stdout.write(`address: ${info.address}\npeer id: ${info.peerId}\nkeystore: ${info.keystore}\n`);
+        process.stderr.write(`use it with: odsi node --identity ${o.out} … (ODSI_PASSPHRASE unlocks it)\n`);
+      }
     });
 }
