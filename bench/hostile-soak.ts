@@ -11,7 +11,7 @@
 // peak during / after (target: after within 10 % of before), the refusals the attackers got.
 //
 // Run: npx tsc -p tsconfig.json && node --import ./dist/src/util/polyfill.js dist/bench/hostile-soak.js [--out]
-// (--out writes bench/results/hostile-soak.json; --attackers N, --attack-s S, --rounds N)
+// (--out writes bench/results/hostile-soak.json; --attackers N, --attack-s S, --settle-s S (default 60), --rounds N)
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -38,7 +38,7 @@ const { values: args } = parseArgs({
     attackers: { type: 'string', default: '3' },
     'attack-s': { type: 'string', default: '35' },
     rounds: { type: 'string', default: '3' },
-    'settle-s': { type: 'string', default: '15' },
+    'settle-s': { type: 'string', default: '60' },
     // internal: run the attackers of this JSON AttackPlan and print their reports
     'attack-child': { type: 'string' },
   },
