@@ -39,14 +39,9 @@ import { hashTensor, type SignedReceipt } from '../records/receipts.js';
 import type { ReexecReceiptFields } from './stamper.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
 import { checkRequest, sameHex } from '../records/audit-requests.js';
-import {
-  AUDIT_EXEC_PROTOCOL,
-  AUDIT_LIMITS,
-  AUDIT_REQUEST_LIMITS,
-  readAuditMessage,
-  sendAuditMessage,
-} from '../../protocol/audit-messages.js';
+import { AUDIT_EXEC_PROTOCOL, AUDIT_LIMITS, AUDIT_REQUEST_LIMITS } from '../../protocol/audit-messages.js';
 import { PeerLimiter, type PeerLimits } from './request-limiter.js';
+import { serveOneRequest } from './one-request.js';
 
 /** most tokens one re-execution may replay (and never more than the model's context) */
 export const MAX_REEXEC_TOKENS = 8192;
@@ -142,40 +137,28 @@ export class AuditExecServer {
     await this.c.host.libp2p.unhandle(AUDIT_EXEC_PROTOCOL).catch(() => undefined);
   }
 
-  private async serve(stream: Stream, conn: Connection): Promise<void> {
+  private serve(stream: Stream, conn: Connection): Promise<void> {
     const peer = conn.remotePeer.toString();
-    const admitted = this.limiter.acquire(peer);
-    try {
-      let reply: { header: unknown; payload?: Uint8Array };
-      if ('refusal' in admitted) {
-        stream.addEventListener('message', () => undefined); // read nothing, buffer nothing
-        reply = this.refuse(admitted.refusal);
-      } else {
-        const msg = await readAuditMessage(stream, REQUEST_TIMEOUT_MS, this.requestLimits()).catch((e: Error) => e);
-        if (msg instanceof Error) reply = this.refuse(`bad request: ${msg.message}`);
-        else if (this.pending >= MAX_PENDING) reply = this.refuse(`busy: ${this.pending} re-executions already queued on this node`);
-        else {
-          this.pending++;
-          try {
-            reply = await this.execute(msg.header, msg.payload, peer);
-          } catch (e) {
-            reply = this.refuse(e instanceof Refusal ? e.message : `re-execution failed: ${(e as Error).message}`);
-          } finally {
-            this.pending--;
-          }
+    return serveOneRequest(stream, peer, {
+      limiter: this.limiter,
+      timeoutMs: REQUEST_TIMEOUT_MS,
+      limits: this.requestLimits(),
+      refused: (reason) => {
+        this.stats.refused++;
+        this.c.log?.debug({ reason }, 'audit re-execution refused');
+      },
+      answer: async (msg) => {
+        if (this.pending >= MAX_PENDING) return { reason: `busy: ${this.pending} re-executions already queued on this node` };
+        this.pending++;
+        try {
+          return await this.execute(msg.header, msg.payload, peer);
+        } catch (e) {
+          return { reason: e instanceof Refusal ? e.message : `re-execution failed: ${(e as Error).message}` };
+        } finally {
+          this.pending--;
         }
-      }
-      await sendAuditMessage(stream, reply.header, reply.payload);
-      await stream.close({ signal: AbortSignal.timeout(2000) }).catch(() => undefined);
-    } catch (e) {
-      try {
-        stream.abort(e as Error);
-      } catch {
-        /* gone */
-      }
-    } finally {
-      if ('release' in admitted) admitted.release();
-    }
+      },
+    });
   }
 
   /**
@@ -207,7 +190,8 @@ export class AuditExecServer {
       throw new Refusal('not authorised: the requesting peer has no secp256k1 key');
     }
     if (!sameHex(r.gateway, from)) throw new Refusal('not authorised: the ReexecutionRequest is not signed by the requesting peer');
-    if (!sameHex(r.executor, this.c.host.identity.address)) throw new Refusal('not authorised: the ReexecutionRequest names another executor');
+    if (!sameHex(r.executor, this.c.host.identity.address))
+      throw new Refusal('not authorised: the ReexecutionRequest names another executor');
     if (
       !sameHex(r.requestId, requestIdOf(req.routeSessionId)) ||
       !sameHex(r.sessionId, sessionIdOf(req.routeSessionId)) ||
@@ -229,12 +213,6 @@ export class AuditExecServer {
     this.slots.set(key, { inputs });
     while (this.slots.size > this.limits.maxSlots) this.slots.delete(this.slots.keys().next().value as string);
     return undefined;
-  }
-
-  private refuse(reason: string): { header: unknown } {
-    this.stats.refused++;
-    this.c.log?.debug({ reason }, 'audit re-execution refused');
-    return { header: { ok: false, reason } };
   }
 
   private async execute(h: Record<string, unknown>, payload: Uint8Array, peer: string): Promise<{ header: unknown; payload: Uint8Array }> {
@@ -260,7 +238,10 @@ export class AuditExecServer {
     }
   }
 
-  private async run(req: ReexecHeader, payload: Uint8Array): Promise<{ header: { ok: true; receipt: SignedReceipt; output: { dtype: 'f32'; bytes: number } }; payload: Uint8Array }> {
+  private async run(
+    req: ReexecHeader,
+    payload: Uint8Array,
+  ): Promise<{ header: { ok: true; receipt: SignedReceipt; output: { dtype: 'f32'; bytes: number } }; payload: Uint8Array }> {
     const { stage } = this.c;
     const dim = stage.config.dim;
     const total = req.steps.reduce((a, s) => a + s.nTokens, 0);

@@ -53,7 +53,11 @@ export class SlotGuard {
     const s = this.slots.get(key);
     if (s) {
       if (s.inputHash === inputHash.toLowerCase()) return { ok: true };
-      return { ok: false, code: 'bad_message', reason: 'this step of the session was already signed for a different input; a retry must be a new step' };
+      return {
+        ok: false,
+        code: 'bad_message',
+        reason: 'this step of the session was already signed for a different input; a retry must be a new step',
+      };
     }
     this.expire(now);
     if (this.slots.size >= this.limits.maxSlots)

@@ -22,10 +22,11 @@ import type { Dtype } from '../../protocol/messages.js';
 import type { AuditRequest, Hex, OdsiDomain } from '../records/eip712.js';
 import type { SignedCommitment, SignedReceipt } from '../records/receipts.js';
 import type { ReceiptChain } from '../checks/custody.js';
-import { AUDIT_PROTOCOL, AUDIT_REQUEST_LIMITS, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
+import { AUDIT_PROTOCOL, AUDIT_REQUEST_LIMITS } from '../../protocol/audit-messages.js';
 import { checkRequest, sameHex } from '../records/audit-requests.js';
 import { addressOfPeer, requestIdOf, sessionIdOf } from '../records/wire.js';
 import { PeerLimiter, type PeerLimits } from './request-limiter.js';
+import { serveOneRequest } from './one-request.js';
 
 /** How much a node keeps for auditors. */
 export interface ArchiveLimits {
@@ -145,46 +146,31 @@ export class StepArchive {
   }
 
   /** One audit request: the committed inputs of steps [fromStep, toStep] and the output of toStep. */
-  private async serve(stream: Stream, conn: Connection): Promise<void> {
+  private serve(stream: Stream, conn: Connection): Promise<void> {
     const peer = conn.remotePeer.toString();
-    const admitted = this.limiter.acquire(peer);
-    try {
-      if ('refusal' in admitted) {
-        stream.addEventListener('message', () => undefined); // read nothing, buffer nothing
-        await this.refuse(stream, admitted.refusal);
-      } else {
-        // a request has no payload
-        const msg = await readAuditMessage(stream, 10_000, AUDIT_REQUEST_LIMITS).catch((e: Error) => e);
-        const answer = msg instanceof Error ? { reason: `bad request: ${msg.message}` } : this.answer(msg.header, peer);
-        if ('reason' in answer) await this.refuse(stream, answer.reason);
-        else {
-          this.auditsServed++;
-          await sendAuditMessage(stream, answer.header, answer.payload);
-        }
-      }
-      await stream.close({ signal: AbortSignal.timeout(2000) }).catch(() => undefined);
-    } catch (e) {
-      try {
-        stream.abort(e as Error);
-      } catch {
-        /* gone */
-      }
-    } finally {
-      if ('release' in admitted) admitted.release();
-    }
-  }
-
-  private refuse(stream: Stream, reason: string): Promise<void> {
-    this.auditsRefused++;
-    return sendAuditMessage(stream, { ok: false, reason });
+    return serveOneRequest(stream, peer, {
+      limiter: this.limiter,
+      timeoutMs: 10_000,
+      limits: AUDIT_REQUEST_LIMITS, // a request has no payload
+      refused: () => this.auditsRefused++,
+      answer: (msg) => {
+        const answer = this.answer(msg.header, peer);
+        if (!('reason' in answer)) this.auditsServed++;
+        return answer;
+      },
+    });
   }
 
   /** The reply to one request of `peer`, or why it is refused. */
-  private answer(header: Record<string, unknown>, peer: string): { header: Record<string, unknown>; payload: Uint8Array } | { reason: string } {
+  private answer(
+    header: Record<string, unknown>,
+    peer: string,
+  ): { header: Record<string, unknown>; payload: Uint8Array } | { reason: string } {
     const sid = header.sessionId;
     const from = header.fromStep;
     const to = header.toStep;
-    if (typeof sid !== 'string' || sid.length === 0 || sid.length > 256) return { reason: 'sessionId must be a non-empty string of ≤ 256 characters' };
+    if (typeof sid !== 'string' || sid.length === 0 || sid.length > 256)
+      return { reason: 'sessionId must be a non-empty string of ≤ 256 characters' };
     if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || (from as number) < 0 || (to as number) < (from as number))
       return { reason: 'fromStep/toStep must be integers with 0 ≤ fromStep ≤ toStep' };
     const auth = this.authorise(header.request, peer, sid, from as number, to as number);
