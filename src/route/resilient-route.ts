@@ -183,6 +183,30 @@ export class ResilientRoute implements Stage {
     }
   }
 
+  /** A finished re-route: from `old` to `stage`, with where its time went. */
+  private emitReroute(
+    old: RouteStage,
+    stage: RouteStage,
+    method: 'replay' | 'transfer',
+    replayedTokens: number,
+    ms: { diagnoseMs: number; openMs: number; replayMs: number },
+  ): void {
+    this.emit({
+      type: 'reroute',
+      at: Date.now(),
+      sessionId: this.o.sessionId,
+      routeSessionId: stage.sessionId,
+      from: refs(old.hops),
+      to: refs(stage.hops),
+      method,
+      replayedTokens,
+      recoveryMs: round(ms.diagnoseMs + ms.openMs + ms.replayMs),
+      diagnoseMs: round(ms.diagnoseMs),
+      openMs: round(ms.openMs),
+      replayMs: round(ms.replayMs),
+    });
+  }
+
   private record(pos: number, hidden: Float32Array): void {
     const dim = this.config.dim;
     const need = pos * dim + hidden.length;
@@ -394,20 +418,7 @@ export class ResilientRoute implements Stage {
       return this.recover(e, pos); // the replacement failed too: bounded by maxRecoveries
     }
     const t3 = performance.now();
-    this.emit({
-      type: 'reroute',
-      at: Date.now(),
-      sessionId: sid,
-      routeSessionId: stage.sessionId,
-      from: refs(old.hops),
-      to: refs(stage.hops),
-      method: 'replay',
-      replayedTokens: pos,
-      recoveryMs: round(t3 - t0),
-      diagnoseMs: round(t1 - t0),
-      openMs: round(t2 - t1),
-      replayMs: round(t3 - t2),
-    });
+    this.emitReroute(old, stage, 'replay', pos, { diagnoseMs: t1 - t0, openMs: t2 - t1, replayMs: t3 - t2 });
   }
 
   /**
@@ -461,20 +472,7 @@ export class ResilientRoute implements Stage {
     this.current = stage;
     this.misses.clear();
     void old.dispose().catch(() => undefined); // after the new route copied the caches
-    this.emit({
-      type: 'reroute',
-      at: Date.now(),
-      sessionId: sid,
-      routeSessionId: stage.sessionId,
-      from: refs(old.hops),
-      to: refs(stage.hops),
-      method: 'transfer',
-      replayedTokens: 0,
-      recoveryMs: round(t1 - t0),
-      diagnoseMs: 0,
-      openMs: round(t1 - t0),
-      replayMs: 0,
-    });
+    this.emitReroute(old, stage, 'transfer', 0, { diagnoseMs: 0, openMs: t1 - t0, replayMs: 0 });
     return true;
   }
 
