@@ -81,7 +81,6 @@ export interface GatewayAccountabilityConfig {
   auditors?: readonly RouteHopInfo[];
 }
 
-
 /** A generation run through the gateway without HTTP (tests, benchmarks). */
 export interface GatewayRunRequest extends BackendRequest {
   /** the session id on the route (default: a fresh UUID) */
@@ -166,7 +165,9 @@ export class Gateway extends PipelineBackend {
       stages.push(await createStage(engine, src, { start: 0, end: 0, embed: true, head: false }));
       stages.push(await createStage(engine, src, { start: L, end: L, embed: false, head: true }));
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
-      const gw = new Gateway(opts, host, await RouteClient.start(host), src, stages[0]!, stages[1]!, tokenizer, modelId);
+      // a RESULT carries at most a whole context's rows (plus its receipts)
+      const routes = await RouteClient.start(host, { maxResultBytes: src.config.contextLength * src.config.dim * 4 + (1 << 20) });
+      const gw = new Gateway(opts, host, routes, src, stages[0]!, stages[1]!, tokenizer, modelId);
       // accountability: receipt checks + audits, re-executed by other nodes of the swarm (src/accountability/gateway)
       const acc = opts.accountability ?? {};
       if (acc.enabled !== false)
@@ -236,11 +237,20 @@ export class Gateway extends PipelineBackend {
   /** Readiness for /healthz: a route covers every layer; plus the swarm as this gateway sees it. */
   status(): { ready: boolean; reason?: string; detail?: Record<string, unknown> } {
     const rtt = this.source.rttMs();
-    const nodes = this.source.candidates().map((c) => ({ peerId: c.peerId, layers: [c.start, c.end], msPerToken: c.msPerToken, load: c.load, rttMs: rtt.get(c.peerId) }));
+    const nodes = this.source
+      .candidates()
+      .map((c) => ({ peerId: c.peerId, layers: [c.start, c.end], msPerToken: c.msPerToken, load: c.load, rttMs: rtt.get(c.peerId) }));
     const detail = { modelId: this.modelId, peerId: this.host.peerId, nodes, banned: [...this.bans.active()] };
     try {
       const r = this.route({});
-      return { ready: true, detail: { ...detail, route: r.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] })), estimatedMsPerToken: r.estimatedMs } };
+      return {
+        ready: true,
+        detail: {
+          ...detail,
+          route: r.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] })),
+          estimatedMsPerToken: r.estimatedMs,
+        },
+      };
     } catch (e) {
       const lookup = this.discovery?.lastError;
       const why = (e as Error).message + (lookup ? ` (last lookup failed: ${lookup})` : '');

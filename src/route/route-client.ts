@@ -4,7 +4,7 @@
 // session it names — only if it comes from that route's last hop and starts with OPENED.
 
 import type { Stream, Connection } from '@libp2p/interface';
-import { Channel } from '../p2p/channel.js';
+import { Channel, type ChannelOptions } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
 import { MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL } from '../protocol/messages.js';
 import { RouteError, RouteStage, type OpenRouteOptions, type ResultSink } from './route-stage.js';
@@ -13,11 +13,18 @@ export class RouteClient {
   /** open routes of this host, by session id */
   private readonly sinks = new Map<string, ResultSink>();
 
-  private constructor(readonly host: OdsiHost) {}
+  private constructor(
+    readonly host: OdsiHost,
+    private readonly limits: ChannelOptions,
+  ) {}
 
-  /** Registers the result handler on `host` (one RouteClient per host). */
-  static async start(host: OdsiHost): Promise<RouteClient> {
-    const c = new RouteClient(host);
+  /**
+   * Registers the result handler on `host` (one RouteClient per host). Anyone may dial it, so a
+   * result stream buffers at most `maxResultBytes` of one message (the gateway: a whole
+   * context's rows) and is closed after `idleMs` until it is bound to one of this host's routes.
+   */
+  static async start(host: OdsiHost, o: { maxResultBytes?: number; idleMs?: number } = {}): Promise<RouteClient> {
+    const c = new RouteClient(host, { maxMessageBytes: o.maxResultBytes, idleMs: o.idleMs ?? 30_000 });
     await host.libp2p.handle(RESULT_PROTOCOL, (stream, conn) => c.onResultStream(stream, conn), {
       maxInboundStreams: MAX_SESSION_STREAMS,
       maxOutboundStreams: MAX_SESSION_STREAMS,
@@ -50,22 +57,30 @@ export class RouteClient {
   private onResultStream(stream: Stream, conn: Connection): void {
     const remote = conn.remotePeer.toString();
     let sink: ResultSink | undefined;
-    const ch: Channel = new Channel(stream, remote, this.host.peerId, {
-      onMessage: (msg) => {
-        if (!sink) {
-          const sid = (msg.header as { sessionId?: string }).sessionId;
-          const s = sid ? this.sinks.get(sid) : undefined;
-          if (msg.type === MsgType.ERROR) return void ch.close(); // never answer an error with an error
-          if (msg.type !== MsgType.OPENED || !s || s.lastPeer !== remote) {
-            void ch.sendError('unknown_session', `no route for session ${sid ?? '?'} ends at ${remote}`, { sessionId: sid }).then(() => ch.close());
-            return;
+    const ch: Channel = new Channel(
+      stream,
+      remote,
+      this.host.peerId,
+      {
+        onMessage: (msg) => {
+          if (!sink) {
+            const sid = (msg.header as { sessionId?: string }).sessionId;
+            const s = sid ? this.sinks.get(sid) : undefined;
+            if (msg.type === MsgType.ERROR) return void ch.close(); // never answer an error with an error
+            if (msg.type !== MsgType.OPENED || !s || s.lastPeer !== remote) {
+              void ch
+                .sendError('unknown_session', `no route for session ${sid ?? '?'} ends at ${remote}`, { sessionId: sid })
+                .then(() => ch.close());
+              return;
+            }
+            sink = s;
+            s.onResultChannel(ch);
           }
-          sink = s;
-          s.onResultChannel(ch);
-        }
-        sink.onMessage(msg);
+          sink.onMessage(msg);
+        },
+        onClose: (err) => sink?.onResultClosed(err),
       },
-      onClose: (err) => sink?.onResultClosed(err),
-    });
+      { ...this.limits, keepAlive: () => sink !== undefined },
+    );
   }
 }
