@@ -10,7 +10,9 @@
 //   output (a retransmission: the same receipt, or one with the same output hash, which is no
 //   equivocation), and gets no receipt at all otherwise.
 // Bounded: about maxSlots remembered; when full of slots still inside the window, new steps are
-// refused before compute (the node answers busy) rather than forgetting a signed slot early.
+// refused before compute (the node answers busy) rather than forgetting a signed slot early. One
+// owner (the gateway that signed the session's OPEN) may hold at most maxSlotsPerOwner of them,
+// so a peer filling the guard with its own cheap steps is refused alone, not everyone.
 
 import type { Hex } from '../records/eip712.js';
 import type { SignedReceipt } from '../records/receipts.js';
@@ -19,12 +21,15 @@ export interface SlotGuardLimits {
   /** how long a slot is remembered after it was claimed */
   windowMs: number;
   maxSlots: number;
+  /** slots one owner may hold (default: all) */
+  maxSlotsPerOwner?: number;
 }
 
 /** what is kept per signed slot (hashes only: about 0.5 KB with its key) */
 interface Slot {
   inputHash: string;
   outputHash: string;
+  owner: string;
   at: number;
 }
 
@@ -33,6 +38,8 @@ export type ClaimResult = { ok: true } | { ok: false; code: 'bad_message' | 'bus
 export class SlotGuard {
   /** insertion order = claim order, so expired slots are at the front */
   private readonly slots = new Map<string, Slot>();
+  /** slots held per owner */
+  private readonly held = new Map<string, number>();
 
   constructor(private readonly limits: SlotGuardLimits) {}
 
@@ -49,7 +56,7 @@ export class SlotGuard {
    * for another input (nothing is recorded here: a step refused later, e.g. by the custody
    * check, leaves its slot free), or when the guard is full.
    */
-  claim(key: string, inputHash: Hex, now = Date.now()): ClaimResult {
+  claim(key: string, inputHash: Hex, owner = '', now = Date.now()): ClaimResult {
     const s = this.slots.get(key);
     if (s) {
       if (s.inputHash === inputHash.toLowerCase()) return { ok: true };
@@ -62,6 +69,9 @@ export class SlotGuard {
     this.expire(now);
     if (this.slots.size >= this.limits.maxSlots)
       return { ok: false, code: 'busy', reason: `this node remembers ${this.limits.maxSlots} signed steps; try again later` };
+    const mine = this.held.get(owner) ?? 0;
+    if (mine >= (this.limits.maxSlotsPerOwner ?? Infinity))
+      return { ok: false, code: 'busy', reason: `your sessions hold ${mine} signed steps in the challenge window here; try again later` };
     return { ok: true };
   }
 
@@ -70,11 +80,12 @@ export class SlotGuard {
    * and output (a retransmission: the signer gives the receipt already given, or one with the
    * same output); anything else for a signed slot gets no receipt (undefined).
    */
-  signOnce(key: string, inputHash: Hex, outputHash: Hex, sign: () => SignedReceipt): SignedReceipt | undefined {
+  signOnce(key: string, inputHash: Hex, outputHash: Hex, sign: () => SignedReceipt, owner = ''): SignedReceipt | undefined {
     const s = this.slots.get(key);
     if (s) return s.inputHash === inputHash.toLowerCase() && s.outputHash === outputHash.toLowerCase() ? sign() : undefined;
     const receipt = sign();
-    this.slots.set(key, { inputHash: inputHash.toLowerCase(), outputHash: outputHash.toLowerCase(), at: Date.now() });
+    this.slots.set(key, { inputHash: inputHash.toLowerCase(), outputHash: outputHash.toLowerCase(), owner, at: Date.now() });
+    this.held.set(owner, (this.held.get(owner) ?? 0) + 1);
     return receipt;
   }
 
@@ -82,6 +93,9 @@ export class SlotGuard {
     for (const [k, s] of this.slots) {
       if (now - s.at < this.limits.windowMs) return;
       this.slots.delete(k);
+      const n = (this.held.get(s.owner) ?? 1) - 1;
+      if (n > 0) this.held.set(s.owner, n);
+      else this.held.delete(s.owner);
     }
   }
 }

@@ -156,7 +156,9 @@ export class NodeStamper {
     const limits = { ...DEFAULT_ARCHIVE_LIMITS, ...o.limits };
     this.signer = new ReceiptSigner(o.host.identity, o.domain, limits.maxSessions * 4);
     this.archive = new StepArchive(o.host, limits, o.domain);
-    this.guard = new SlotGuard({ windowMs: limits.challengeWindowMs, maxSlots: limits.maxSessions * 1024 });
+    const maxSlots = limits.maxSessions * 1024;
+    // one owner may hold a quarter of the slots (as of the KV budget, node/peer-limits.ts)
+    this.guard = new SlotGuard({ windowMs: limits.challengeWindowMs, maxSlots, maxSlotsPerOwner: Math.ceil(maxSlots / 4) });
   }
 
   /** The hash of a step's input bytes: claim, custody check and commitment all need it, once. */
@@ -168,7 +170,7 @@ export class NodeStamper {
   /** Before commit and compute: may this input run for its slot? (refused: nothing is computed or signed) */
   claim(s: ArrivingStep): ClaimResult {
     const key = SlotGuard.key(requestIdOf(s.open.sessionId), sessionIdOf(s.open.sessionId), s.header.step);
-    return this.guard.claim(key, this.inputHash(s.input));
+    return this.guard.claim(key, this.inputHash(s.input), s.open.reply.peerId);
   }
 
   get auditsServed(): number {
@@ -300,16 +302,22 @@ export class NodeStamper {
     };
     log.upstreamHash.delete(h.step);
     // at most one receipt per slot, ever (within the challenge window): see slot-guard.ts
-    const receipt = this.guard.signOnce(SlotGuard.key(rid, sid, h.step), inputHash, fields.outputHash, () => {
-      try {
-        return this.signer.receipt(fields);
-      } catch (e) {
-        if (!(e instanceof SignerError)) throw e;
-        // the upstream re-sent an old step number (a restarted route): start this session's chain anew
-        this.signer.closeSession(rid, sid);
-        return this.signer.receipt(fields);
-      }
-    });
+    const receipt = this.guard.signOnce(
+      SlotGuard.key(rid, sid, h.step),
+      inputHash,
+      fields.outputHash,
+      () => {
+        try {
+          return this.signer.receipt(fields);
+        } catch (e) {
+          if (!(e instanceof SignerError)) throw e;
+          // the upstream re-sent an old step number (a restarted route): start this session's chain anew
+          this.signer.closeSession(rid, sid);
+          return this.signer.receipt(fields);
+        }
+      },
+      o.open.reply.peerId,
+    );
     if (!receipt) throw new Error(`step ${h.step} of this session is already signed for another output`);
     log.cited.set(h.step, { digest: commitmentHash, signed: commitment?.signed });
     this.stats.receiptsSigned++;
