@@ -261,6 +261,7 @@ export class RouteStage implements Stage {
     };
     if (this.deadlineMs !== undefined) header.budgetMs = this.deadlineMs;
     const t0 = performance.now();
+    const sent = encodeTensor(input.hidden, this.dtype);
     const waitMs = this.deadlineMs !== undefined ? Math.max(this.deadlineMs * 2, 5000) : (this.opts.stepTimeoutMs ?? 120_000);
     const reply = new Promise<Message>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -270,7 +271,7 @@ export class RouteStage implements Stage {
       this.pending.set(requestId, { resolve, reject, timer });
     });
     try {
-      await this.first.send({ type: MsgType.STEP, header, payload: encodeTensor(input.hidden, this.dtype) });
+      await this.first.send({ type: MsgType.STEP, header, payload: sent });
     } catch (e) {
       const p = this.pending.get(requestId);
       if (p) clearTimeout(p.timer);
@@ -290,7 +291,7 @@ export class RouteStage implements Stage {
       throw new RouteError((e as Error).message, 'bad_reply', this.hops[this.hops.length - 1]!.peerId);
     }
     // accountability: check the hops' signed receipts and audit sampled ones before releasing the output
-    const bad = await this.opts.verifier?.afterStep({ sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header: h, payload: m.payload });
+    const bad = await this.opts.verifier?.afterStep({ sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header: h, sent, payload: m.payload });
     if (bad) throw new RouteError(`${bad.peerId}: ${bad.code}: ${bad.reason}`, 'remote_error', bad.peerId, bad.code);
     this.lastRoundTripMs = performance.now() - t0;
     this.lastTimeline = h.timeline;

@@ -19,6 +19,8 @@ export interface RouteStepView {
   dtype: Dtype;
   input: StageInput;
   header: StepHeader;
+  /** STEP payload bytes as sent to the first hop */
+  sent: Uint8Array;
   /** RESULT payload bytes as received */
   payload: Uint8Array;
 }

@@ -14,7 +14,6 @@
 // receipt (what it says it got or gave) is hop i's.
 
 import type { RouteHopInfo, RouteStepView, StepFailure, StepVerifier } from '../../route/step-verifier.js';
-import { encodeTensor } from '../../protocol/messages.js';
 import { ZERO_HASH, type Hex, type OdsiDomain } from '../records/eip712.js';
 import { checkSigned, hashTensor, type SignedReceipt } from '../records/receipts.js';
 import { CustodyError, checkStepChain } from '../checks/custody.js';
@@ -76,7 +75,7 @@ export class RouteStepChecks implements StepVerifier {
           pos: v.header.pos,
           nTokens: v.header.nTokens,
         },
-        sentHash: hashTensor(encodeTensor(v.input.hidden!, v.dtype)),
+        sentHash: hashTensor(v.sent),
         receivedHash: hashTensor(v.payload),
       });
     } catch (e) {

@@ -94,6 +94,7 @@ function view(
     hops,
     dtype: 'f32',
     input: { sessionId: SESSION, pos: step, nTokens: 1, hidden },
+    sent: encodeTensor(hidden, 'f32'),
     header,
     payload: o.received ?? payload,
   };
