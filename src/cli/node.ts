@@ -13,6 +13,8 @@ import { openModel } from '../model/load.js';
 import { accountabilityEnabled, deploymentDomain } from '../accountability/records/wire.js';
 import { createNodeFaults } from '../testing/inject.js';
 import { DEFAULT_PEER_LIMITS } from '../node/peer-limits.js';
+import { DEFAULT_ARCHIVE_LIMITS } from '../accountability/node/step-archive.js';
+import { DEFAULT_REEXEC_LIMITS } from '../accountability/node/audit-exec.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 
 interface NodeCliOptions {
@@ -38,14 +40,33 @@ interface NodeCliOptions {
   streamIdleTimeout: string;
   maxStepTokens: string;
   maxConnectionsPerPeer: string;
+  streamOpensPerSec: string;
+  auditWindow: string;
+  auditFetchesPerMinute: string;
+  auditFetchesInFlight: string;
+  reexecPerMinute: string;
+  reexecInFlight: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
-/** Accountability as the environment sets it (undefined: off). */
-function accountabilityFromEnv(env: NodeJS.ProcessEnv): NodeAccountability | undefined {
+/** Accountability as the environment sets it (undefined: off), with the audit bounds of the flags. */
+function accountabilityFrom(env: NodeJS.ProcessEnv, o: NodeCliOptions): NodeAccountability | undefined {
   if (!accountabilityEnabled(env)) return undefined;
-  return { domain: deploymentDomain(env), cryptoWorker: env.ODSI_CRYPTO_WORKER !== '0' };
+  return {
+    domain: deploymentDomain(env),
+    cryptoWorker: env.ODSI_CRYPTO_WORKER !== '0',
+    archive: {
+      challengeWindowMs: posInt('--audit-window', o.auditWindow),
+      auditFetch: {
+        perMinute: posInt('--audit-fetches-per-minute', o.auditFetchesPerMinute),
+        inFlight: posInt('--audit-fetches-in-flight', o.auditFetchesInFlight),
+      },
+    },
+    reexec: {
+      perPeer: { perMinute: posInt('--reexec-per-minute', o.reexecPerMinute), inFlight: posInt('--reexec-in-flight', o.reexecInFlight) },
+    },
+  };
 }
 
 function posInt(name: string, v: string): number {
@@ -86,6 +107,13 @@ export function register(program: Command): void {
     .option('--stream-idle-timeout <ms>', 'close an inbound stream with no complete message and no live session after this long', String(DEFAULT_PEER_LIMITS.streamIdleMs))
     .option('--max-step-tokens <n>', 'tokens one STEP may carry (bounds the bytes buffered per stream)', String(DEFAULT_PEER_LIMITS.maxStepTokens))
     .option('--max-connections-per-peer <n>', 'connections one remote peer may hold', String(DEFAULT_MAX_CONNECTIONS_PER_PEER))
+    .option('--stream-opens-per-sec <n>', 'inbound streams one remote peer may open per second (bursts of 4 s allowed)', String(DEFAULT_PEER_LIMITS.streamOpensPerSec))
+    // accountability (ODSI_ACCOUNTABILITY=1): what is kept for auditors, and per-peer audit bounds
+    .option('--audit-window <ms>', 'keep committed steps for auditors this long after a session\'s last step', String(DEFAULT_ARCHIVE_LIMITS.challengeWindowMs))
+    .option('--audit-fetches-per-minute <n>', 'audit fetches one remote peer may make per minute', String(DEFAULT_ARCHIVE_LIMITS.auditFetch.perMinute))
+    .option('--audit-fetches-in-flight <n>', 'audit fetches of one remote peer served at once', String(DEFAULT_ARCHIVE_LIMITS.auditFetch.inFlight))
+    .option('--reexec-per-minute <n>', 're-execution requests one remote peer may make per minute', String(DEFAULT_REEXEC_LIMITS.perPeer.perMinute))
+    .option('--reexec-in-flight <n>', 're-executions of one remote peer served at once', String(DEFAULT_REEXEC_LIMITS.perPeer.inFlight))
     // test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
     .option(
       '--fault <spec>',
@@ -126,9 +154,10 @@ export function register(program: Command): void {
           maxStreamsPerPeer: posInt('--max-streams-per-peer', o.maxStreamsPerPeer),
           streamIdleMs: posInt('--stream-idle-timeout', o.streamIdleTimeout),
           maxStepTokens: posInt('--max-step-tokens', o.maxStepTokens),
+          streamOpensPerSec: posInt('--stream-opens-per-sec', o.streamOpensPerSec),
         },
         maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
-        accountability: accountabilityFromEnv(env),
+        accountability: accountabilityFrom(env, o),
         decorate: faults,
         log,
       });

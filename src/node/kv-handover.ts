@@ -9,7 +9,7 @@
 // accepts any bytes (busy when they do not fit), and only the same owner may resume the copy.
 
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Stream } from '@libp2p/interface';
+import type { Stream, StreamHandler } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { SessionState, Stage } from '../engine/types.js';
 import { Channel } from '../p2p/channel.js';
@@ -27,6 +27,7 @@ import {
 } from '../protocol/messages.js';
 import { checkOpenSignature } from '../protocol/open-signature.js';
 import type { Session, SessionTable } from './sessions.js';
+import type { PeerLimits } from './peer-limits.js';
 
 const round = (x: number): number => Math.round(x * 1000) / 1000;
 
@@ -53,6 +54,8 @@ export interface KvHandoverOptions {
   stage: Stage;
   modelId: string;
   sessions: SessionTable;
+  /** per-peer bounds on inbound KV streams (open count and open rate) */
+  limits?: PeerLimits;
   log?: Logger;
 }
 
@@ -72,7 +75,8 @@ export class KvHandover {
   }
 
   async start(): Promise<void> {
-    await this.o.host.libp2p.handle(KV_PROTOCOL, (stream, conn) => this.receive(stream, conn.remotePeer.toString()));
+    const handler: StreamHandler = (stream, conn) => this.receive(stream, conn.remotePeer.toString());
+    await this.o.host.libp2p.handle(KV_PROTOCOL, this.o.limits ? this.o.limits.guard(this.self, KV_PROTOCOL, handler) : handler);
   }
 
   async stop(): Promise<void> {

@@ -1,8 +1,10 @@
 // What one remote peer may make this node hold: sessions, reserved KV tokens, open inbound
-// streams per protocol, bytes buffered per stream and the idle lifetime of a stream. Built
+// streams per protocol, the rate at which it opens streams, bytes buffered per stream and the
+// idle lifetime of a stream. Built
 // once at start-up (run.ts, from the `odsi node` flags) and shared by the node's handlers:
 //   admit()/release()    a session's slot and KV reservation, counted per opening peer
-//   guard()              wraps a protocol's stream handler: open inbound streams per peer
+//   guard()              wraps a protocol's stream handler: open inbound streams per peer, and
+//                        stream opens per second (a token bucket per peer, all protocols)
 //   channelOptions()     the byte and idle bounds of one inbound activation stream
 // A peer over a limit gets a clear refusal (code `busy` for sessions/KV, `limit` for streams)
 // while other peers keep being served. Limits scale with weight(peer) (default 1): the hook by
@@ -26,6 +28,8 @@ export interface PeerLimitsOptions {
   streamIdleMs: number;
   /** the most tokens one STEP may carry: an activation stream buffers at most this × hidden × 4 bytes per message */
   maxStepTokens: number;
+  /** inbound streams one peer may open per second, all protocols together (a token bucket holding 4 s worth) */
+  streamOpensPerSec: number;
   /** stake hook: a peer's limits are multiplied by weight(peer) (default 1 for everyone) */
   weight?: (peer: string) => number;
   log?: Logger;
@@ -38,6 +42,8 @@ export const DEFAULT_PEER_LIMITS: PeerLimitsOptions = {
   streamIdleMs: 30_000,
   // twice the gateway's prefill and replay chunk (64 tokens)
   maxStepTokens: 128,
+  // a gateway opens one stream per session and hop, and one per audit
+  streamOpensPerSec: 64,
 };
 
 /** no per-peer bounds at all (library users and unit tests that construct a NodeServer themselves) */
@@ -47,7 +53,13 @@ export const NO_PEER_LIMITS: PeerLimitsOptions = {
   maxStreamsPerPeer: Number.MAX_SAFE_INTEGER,
   streamIdleMs: 0,
   maxStepTokens: 0,
+  streamOpensPerSec: Number.MAX_SAFE_INTEGER,
 };
+
+/** seconds of stream opens a peer may burst */
+const OPEN_BURST_S = 4;
+/** buckets kept before full ones (peers that stopped opening) are forgotten */
+const MAX_IDLE_BUCKETS = 1024;
 
 /** smallest per-message cap of an activation stream (OPEN headers and tiny models) */
 const MIN_MESSAGE_BYTES = 64 * 1024;
@@ -59,6 +71,8 @@ export interface PeerLimitStats {
   kv: number;
   /** inbound streams refused for the peer's stream count */
   streams: number;
+  /** inbound streams refused for the peer's rate of opening them */
+  opens: number;
 }
 
 interface Held {
@@ -67,9 +81,13 @@ interface Held {
 }
 
 export class PeerLimits {
-  readonly stats: PeerLimitStats = { sessions: 0, kv: 0, streams: 0 };
+  readonly stats: PeerLimitStats = { sessions: 0, kv: 0, streams: 0, opens: 0 };
   private readonly held = new Map<string, Held>();
   private readonly streams = new Map<string, number>();
+  /** per peer: stream opens it may still make now, and when that was computed */
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  /** bucket count at which full buckets are next swept (doubles with the live ones: amortised O(1)) */
+  private sweepAt = MAX_IDLE_BUCKETS;
   readonly o: PeerLimitsOptions;
 
   constructor(o: Partial<PeerLimitsOptions> = {}) {
@@ -122,9 +140,17 @@ export class PeerLimits {
     return (stream: Stream, conn: Connection) => {
       const peer = conn.remotePeer.toString();
       const key = `${peer} ${protocol}`;
+      const rate = this.o.streamOpensPerSec * this.weight(peer);
+      if (!this.takeOpen(peer, rate, performance.now())) {
+        this.stats.opens++;
+        return this.refuseStream(self, peer, protocol, `per-peer limit: ${peer} opens streams faster than ${rate} per second`, stream);
+      }
       const open = this.streams.get(key) ?? 0;
       const max = Math.floor(this.o.maxStreamsPerPeer * this.weight(peer));
-      if (open >= max) return this.refuseStream(self, peer, protocol, open, max, stream);
+      if (open >= max) {
+        this.stats.streams++;
+        return this.refuseStream(self, peer, protocol, `per-peer limit: ${open} open ${protocol} streams from ${peer}, at most ${max}`, stream);
+      }
       this.streams.set(key, open + 1);
       stream.addEventListener('close', () => {
         const n = (this.streams.get(key) ?? 1) - 1;
@@ -135,11 +161,34 @@ export class PeerLimits {
     };
   }
 
+  /** One stream open from `peer` out of its token bucket (refilled at `rate` per second, holding OPEN_BURST_S seconds' worth). */
+  private takeOpen(peer: string, rate: number, now: number): boolean {
+    if (!(rate < Number.MAX_SAFE_INTEGER)) return true;
+    const cap = Math.max(1, rate * OPEN_BURST_S);
+    const b = this.buckets.get(peer) ?? { tokens: cap, at: now };
+    b.tokens = Math.min(cap, b.tokens + ((now - b.at) / 1000) * rate);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    this.buckets.set(peer, b);
+    if (this.buckets.size > this.sweepAt) {
+      this.forgetFullBuckets(now);
+      this.sweepAt = Math.max(MAX_IDLE_BUCKETS, 2 * this.buckets.size);
+    }
+    return true;
+  }
+
+  /** A full bucket is the same as none: drop those so the map holds only recently active peers. */
+  private forgetFullBuckets(now: number): void {
+    for (const [peer, b] of this.buckets) {
+      const rate = this.o.streamOpensPerSec * this.weight(peer);
+      if (b.tokens + ((now - b.at) / 1000) * rate >= rate * OPEN_BURST_S) this.buckets.delete(peer);
+    }
+  }
+
   /** Tells the peer why (an ERROR with code `limit`), then closes the stream. */
-  private async refuseStream(self: string, peer: string, protocol: string, open: number, max: number, stream: Stream): Promise<void> {
-    this.stats.streams++;
-    const reason = `per-peer limit: ${open} open ${protocol} streams from ${peer}, at most ${max}`;
-    this.o.log?.info({ peer, protocol, open }, 'stream refused: per-peer limit');
+  private async refuseStream(self: string, peer: string, protocol: string, reason: string, stream: Stream): Promise<void> {
+    this.o.log?.info({ peer, protocol, reason }, 'stream refused: per-peer limit');
     const refusal = { type: MsgType.ERROR, header: { code: 'limit', reason, peerId: self } } as Message;
     try {
       for (const f of encodeMessage(refusal)) stream.send(f);

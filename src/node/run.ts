@@ -24,6 +24,8 @@ import { NodeServer } from './server.js';
 import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
 import { NO_STAMPER, type StepStamper } from './stamper.js';
 import { NodeStamper } from '../accountability/node/stamper.js';
+import type { ArchiveLimits } from '../accountability/node/step-archive.js';
+import type { ReexecLimits } from '../accountability/node/audit-exec.js';
 import { CryptoPool } from '../accountability/records/crypto-pool.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 
@@ -64,6 +66,10 @@ export interface NodeAccountability {
   domain: OdsiDomain;
   /** sign and check on a worker thread (false: on the main thread) */
   cryptoWorker: boolean;
+  /** how long and how much the node keeps for auditors, and how often one peer may fetch (unset: DEFAULT_ARCHIVE_LIMITS) */
+  archive?: Partial<ArchiveLimits>;
+  /** re-execution requests per peer (unset: DEFAULT_REEXEC_LIMITS) */
+  reexec?: Partial<ReexecLimits>;
 }
 
 /** Wrappers around the node's parts, applied at start-up after the benchmark. */
@@ -149,11 +155,22 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
     const acct = o.accountability;
     let stamper: StepStamper = NO_STAMPER;
     if (acct) {
-      stamper = new NodeStamper({ host, domain: acct.domain, crypto: new CryptoPool({ worker: acct.cryptoWorker }) });
+      stamper = new NodeStamper({ host, domain: acct.domain, crypto: new CryptoPool({ worker: acct.cryptoWorker }), limits: acct.archive });
       stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
     }
     const limits = new PeerLimits({ ...o.peerLimits, log });
-    const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, log });
+    const server = new NodeServer({
+      host,
+      stage,
+      modelId,
+      perf,
+      stamper,
+      kvBudgetTokens,
+      idleTimeoutMs: o.idleTimeoutMs,
+      limits,
+      reexecLimits: acct?.reexec,
+      log,
+    });
     await server.start();
 
     const interval = o.announceIntervalMs ?? 30_000;

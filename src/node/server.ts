@@ -30,13 +30,14 @@ import {
   type OpenHeader,
 } from '../protocol/messages.js';
 import { DEFAULT_MAX_TOKENS } from '../route/route-stage.js';
-import { AuditExecServer } from '../accountability/node/audit-exec.js';
+import { AuditExecServer, type ReexecLimits } from '../accountability/node/audit-exec.js';
 import { ComputeLock } from './compute-lock.js';
 import { StepExecutor, type NodeStats } from './executor.js';
 import { KvHandover } from './kv-handover.js';
 import { NO_PEER_LIMITS, PeerLimits } from './peer-limits.js';
 import type { PerfMeter } from './perf.js';
 import { SessionTable, type Session } from './sessions.js';
+import { UsedOpens } from './used-opens.js';
 import { checkOpenSignature } from '../protocol/open-signature.js';
 import type { StepStamper } from './stamper.js';
 
@@ -53,8 +54,13 @@ export interface NodeServerOptions {
   idleTimeoutMs?: number;
   /** per remote peer bounds (default: none) */
   limits?: PeerLimits;
+  /** bounds of the audit re-execution service (default: DEFAULT_REEXEC_LIMITS) */
+  reexecLimits?: Partial<ReexecLimits>;
   log?: Logger;
 }
+
+/** how long a hop tries to reach the next one; a failure is reported exactly this long after the dial began */
+export const DIAL_TIMEOUT_MS = 4_000;
 
 /** What one inbound act stream carries: at most one session, bound by its first OPEN. */
 interface StreamBinding {
@@ -73,6 +79,7 @@ export class NodeServer {
   private readonly handover: KvHandover;
   private auditExec?: AuditExecServer;
   private readonly limits: PeerLimits;
+  private readonly usedOpens = new UsedOpens();
 
   constructor(private readonly o: NodeServerOptions) {
     this.self = o.host.peerId;
@@ -88,7 +95,7 @@ export class NodeServer {
       { self: this.self, stage: o.stage, modelId: o.modelId, perf: o.perf, stamper: o.stamper, lock: this.lock },
       this.stats,
     );
-    this.handover = new KvHandover({ host: o.host, stage: o.stage, modelId: o.modelId, sessions: this.sessions, log: o.log });
+    this.handover = new KvHandover({ host: o.host, stage: o.stage, modelId: o.modelId, sessions: this.sessions, limits, log: o.log });
   }
 
   get load(): number {
@@ -118,6 +125,7 @@ export class NodeServer {
         exclusive: (fn) => this.lock.run(fn),
         sign: (fields) => stamper.signReexecution(fields),
         domain: stamper.domain,
+        limits: this.o.reexecLimits,
         log: this.o.log,
       });
       await this.auditExec.start();
@@ -192,8 +200,11 @@ export class NodeServer {
 
   /** Why this OPEN may not open a session for `remote` (undefined: it may). See docs/protocol.md §4.1. */
   private checkOwner(h: OpenHeader, remote: string): [ErrorCode, string] | undefined {
-    const bad = checkOpenSignature(h, Date.now());
+    const now = Date.now();
+    const bad = checkOpenSignature(h, now);
     if (bad) return ['forbidden', bad];
+    if (this.usedOpens.has(h.signature!, now)) return ['bad_message', 'this signed OPEN was used already: a new session needs a new OPEN'];
+    if (!this.usedOpens.hasRoom(now)) return ['busy', 'too many sessions opened in the last minute; try again later'];
     const from = h.hop === 0 ? h.reply.peerId : h.route[h.hop - 1]?.peerId;
     if (from !== remote)
       return ['forbidden', `OPEN for hop ${h.hop} must come from ${h.hop === 0 ? 'its gateway' : `route[${h.hop - 1}]`}, not ${remote}`];
@@ -241,9 +252,11 @@ export class NodeServer {
       return refuse('busy', `KV memory full: ${freeKvTokens} of ${kvBudgetTokens} tokens free, session asks for ${want}`);
     }
     this.sessions.add(s); // the id is taken from now on
+    this.usedOpens.add(h.signature!, h.expiresAt!); // and this OPEN is spent
     bound.session = s;
     if (bound.upClosed) return this.sessions.teardown(s, 'upstream closed', false);
     await this.handover.resume(h);
+    const dialStart = performance.now();
     try {
       // dialing policy: only the addresses the owner signed (next hop, or its own reply address)
       if (s.isLast) {
@@ -264,7 +277,12 @@ export class NodeServer {
     } catch (e) {
       const target = s.isLast ? h.reply.peerId : h.route[h.hop + 1]!.peerId;
       this.o.log?.debug({ session: s.id, target, err: (e as Error).message }, 'downstream unreachable');
-      // only that it failed: why (refused, timed out, wrong peer) is not told to strangers
+      // only that it failed: why (refused, timed out, wrong peer) is not told to strangers, nor
+      // when: every failure is answered DIAL_TIMEOUT_MS after the dial began, so a closed port, a
+      // filtered one and a host that is not the named peer look alike (no port scanner)
+      const wait = DIAL_TIMEOUT_MS - (performance.now() - dialStart);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (s.closed) return;
       void up.sendError('unreachable', `hop ${this.self} cannot reach ${target}`, {
         sessionId: s.id,
         peerId: target,
@@ -279,7 +297,7 @@ export class NodeServer {
   }
 
   private async connect(peerId: string, addrs: string[], protocol: string, s: Session): Promise<Channel> {
-    const signal = AbortSignal.timeout(10_000);
+    const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS);
     await this.o.host.dial(peerId, addrs, signal);
     const stream = await this.o.host.libp2p.dialProtocol(peerIdFromString(peerId), protocol, {
       signal,

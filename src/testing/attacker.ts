@@ -164,7 +164,8 @@ export class Attacker {
   async openStreamsBulk(t: AttackTarget, n: number, protocol = ACT_PROTOCOL, settleMs = 1000): Promise<AttackReport> {
     const r = report(`bulk streams ${protocol}`);
     const streams = await Promise.allSettled(Array.from({ length: n }, () => this.stream(t, protocol)));
-    /** streams the node ended: a `limit` refusal, its side closed, or a reset */
+    /** streams the node refused with `limit`, and those it ended otherwise (its side closed, a reset, the idle timeout) */
+    const refused = new Set<Stream>();
     const ended = new Set<Stream>();
     for (const s of streams) {
       r.tried++;
@@ -176,18 +177,21 @@ export class Attacker {
       this.held.push({ close: () => st.abort(new Error('attacker leaving')) });
       st.addEventListener('message', (evt) => {
         const d = evt.data instanceof Uint8Array ? evt.data : evt.data.subarray();
-        if (!new TextDecoder().decode(d).includes('"code":"limit"')) return;
+        const text = new TextDecoder().decode(d);
+        if (!text.includes('"code":"limit"')) return;
         count(r, 'limit');
-        ended.add(st);
+        if (text.includes('faster than')) count(r, 'limit: open rate');
+        refused.add(st);
       });
       st.addEventListener('remoteCloseWrite', () => ended.add(st));
       st.addEventListener('close', () => ended.add(st));
     }
     await sleep(settleMs);
+    // accepted: not refused (a stream the node accepted may have been idle-closed since)
     for (const s of streams) {
-      if (s.status !== 'fulfilled') continue;
+      if (s.status !== 'fulfilled' || refused.has(s.value)) continue;
+      r.accepted++;
       if (ended.has(s.value)) r.closedByNode++;
-      else r.accepted++;
     }
     return r;
   }

@@ -23,6 +23,7 @@ import {
   type StepHeader,
 } from '../../src/protocol/messages.js';
 import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../../src/protocol/open-signature.js';
+import { DIAL_TIMEOUT_MS } from '../../src/node/server.js';
 import { RouteClient } from '../../src/route/route-client.js';
 import type { Hop, RouteStage } from '../../src/route/route-stage.js';
 import { createStage } from '../../src/engine/create.js';
@@ -319,20 +320,38 @@ test('an invited KV import is resumed only by the owner that invited it', { time
   await r.ch.close();
 });
 
+test('a signed OPEN is spent once: presented again after its session closed, it is refused', { timeout: 30_000 }, async () => {
+  const header = open({ sessionId: 'atk-replay' });
+  const first = await rawStream(a);
+  await first.ch.send({ type: MsgType.OPEN, header });
+  await until('OPENED of the first use', () => results.some((m) => m.type === MsgType.OPENED && m.header.sessionId === 'atk-replay'));
+  await first.ch.close();
+  await until('the session to close', () => resultClosed.includes('atk-replay'), 5000);
+  const again = await rawStream(a);
+  await again.ch.send({ type: MsgType.OPEN, header });
+  await until('a refusal', () => again.got.length > 0);
+  assert.equal(errorsIn(again.got)[0]?.code, 'bad_message');
+  assert.match(errorsIn(again.got)[0]!.reason, /used already/);
+  await again.ch.close();
+});
+
 test('an OPEN naming an arbitrary local port gets only "unreachable", open port or closed', { timeout: 60_000 }, async () => {
   const server: Server = createServer((s) => s.destroy());
   await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
   const openPort = (server.address() as { port: number }).port;
   const closedPort = await freePort();
   const reasons: string[] = [];
+  const ms: number[] = [];
   for (const port of [openPort, closedPort]) {
     const fake = generateIdentity().peerId.toString();
     const { ch, got } = await rawStream(a);
+    const t0 = performance.now();
     await ch.send({
       type: MsgType.OPEN,
       header: open({ sessionId: `atk-port-${port}`, route: [hopOf(a), { peerId: fake, addrs: [`/ip4/127.0.0.1/tcp/${port}`], start: 2, end: 5 }] }),
     });
     await until('a refusal', () => got.length > 0, 15_000);
+    ms.push(performance.now() - t0);
     const e = errorsIn(got)[0]!;
     assert.equal(e.code, 'unreachable');
     reasons.push(e.reason.replace(fake, 'X'));
@@ -341,6 +360,8 @@ test('an OPEN naming an arbitrary local port gets only "unreachable", open port 
   server.close();
   assert.equal(reasons[0], reasons[1]);
   assert.equal(reasons[0], `hop ${a.peerId} cannot reach X`);
+  // nor when: both answers come DIAL_TIMEOUT_MS after the dial (a closed port fails in a millisecond)
+  for (const t of ms) assert.ok(t >= DIAL_TIMEOUT_MS - 50 && t < DIAL_TIMEOUT_MS + 1500, `answered after ${t.toFixed(0)} ms`);
 });
 
 test('an ERROR frame is never answered with an ERROR', { timeout: 30_000 }, async () => {
