@@ -72,7 +72,8 @@ test(
     assert.deepEqual(fail.culprits, [victim], JSON.stringify(evs));
     assert.equal(re.method, 'replay');
     assert.equal(re.replayedTokens, g.prompt_tokens.length + 9);
-    assert.ok(sg!.backend.bans.active().has(victim));
+    // banned (the ban itself may have run out by now on a slow machine: 5 s at first)
+    assert.ok(sg!.backend.bans.list().some((b) => b.peerId === victim && b.until > since), JSON.stringify(sg!.backend.bans.list()));
   },
 );
 
