@@ -91,6 +91,9 @@ export class LedgerCorruptError extends Error {
 /** an event as large as this is refused (64 receipts of evidence are ~100 KB) */
 const MAX_EVENT_BYTES = 512 * 1024;
 
+/** the verified-prefix checkpoint advances every this many events (and on close) */
+const CHECKPOINT_EVERY = 1000;
+
 interface EventRow {
   seq: number;
   event: string;
@@ -127,6 +130,12 @@ export class SqliteLedger implements Ledger {
   private sync: 'FULL' | 'NORMAL' = 'FULL';
   private operatorSigner: LedgerSigner | undefined;
   private closed = false;
+  private readonly st: {
+    insert: Database.Statement;
+    upsert: Database.Statement;
+    remove: Database.Statement;
+    after: Database.Statement;
+  };
 
   private constructor(
     readonly path: string,
@@ -139,6 +148,12 @@ export class SqliteLedger implements Ledger {
     db.pragma('synchronous = FULL');
     db.pragma('busy_timeout = 10000');
     db.exec(SCHEMA);
+    this.st = {
+      insert: db.prepare('INSERT INTO events (seq, kind, submitter, nonce, time, event, signature, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      upsert: db.prepare('INSERT INTO state (tbl, key, value) VALUES (?, ?, ?) ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value'),
+      remove: db.prepare('DELETE FROM state WHERE tbl = ? AND key = ?'),
+      after: db.prepare('SELECT seq, event, signature, hash FROM events WHERE seq > ? ORDER BY seq'),
+    };
     this.state = new LedgerState();
     const count = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
     if (count === 0) this.createGenesis(o);
@@ -240,6 +255,7 @@ export class SqliteLedger implements Ledger {
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      this.saveCheckpoint();
       this.db.close();
     }
     return Promise.resolve();
@@ -255,6 +271,16 @@ export class SqliteLedger implements Ledger {
     this.db.transaction(() => {
       for (const [k, v] of Object.entries(kv)) st.run(k, v);
     })();
+  }
+
+  /**
+   * Everything this process holds was verified: it wrote those events itself (signed and applied
+   * them) or applied them with every signature checked while catching up. Recording that prefix
+   * lets the next open skip re-verifying its signatures (the chain and the state are still replayed).
+   */
+  private saveCheckpoint(): void {
+    const at = Number(this.meta('checkpoint_seq') ?? 0);
+    if (this.seq > at) this.setMeta({ checkpoint_seq: String(this.seq), checkpoint_hash: this.head });
   }
 
   private createGenesis(o: SqliteLedgerOptions): void {
@@ -310,12 +336,11 @@ export class SqliteLedger implements Ledger {
           const r = apply(this.state, signed, hash);
           if (!r.ok) return r;
           const seq = this.seq + 1;
-          this.db
-            .prepare('INSERT INTO events (seq, kind, submitter, nonce, time, event, signature, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-            .run(seq, kind, event.submitter.toLowerCase(), event.nonce, event.time, text, signed.signature, hash);
+          this.st.insert.run(seq, kind, event.submitter.toLowerCase(), event.nonce, event.time, text, signed.signature, hash);
           this.flush(this.state.takeDirty());
           this.seq = seq;
           this.head = hash;
+          if (seq % CHECKPOINT_EVERY === 0) this.saveCheckpoint();
           return { ok: true, event: { seq, hash }, ...r.result };
         })
         .immediate();
@@ -327,8 +352,7 @@ export class SqliteLedger implements Ledger {
   }
 
   private flush(dirty: Map<Table, Set<string>>): void {
-    const up = this.db.prepare('INSERT INTO state (tbl, key, value) VALUES (?, ?, ?) ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value');
-    const del = this.db.prepare('DELETE FROM state WHERE tbl = ? AND key = ?');
+    const { upsert: up, remove: del } = this.st;
     for (const [tbl, keys] of dirty)
       for (const key of keys) {
         const k = tbl === 'globals' ? 'state' : key;
@@ -340,7 +364,7 @@ export class SqliteLedger implements Ledger {
 
   /** Applies events other processes appended since we last looked (inside a transaction). */
   private catchUp(): void {
-    const rows = this.db.prepare('SELECT seq, event, signature, hash FROM events WHERE seq > ? ORDER BY seq').all(this.seq) as EventRow[];
+    const rows = this.st.after.all(this.seq) as EventRow[];
     for (const row of rows) {
       const event = JSON.parse(row.event) as LedgerEvent;
       const signed: SignedEvent = { event, signature: row.signature as Hex };
