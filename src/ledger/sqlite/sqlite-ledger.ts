@@ -216,11 +216,17 @@ export class SqliteLedger implements Ledger {
   settleEpoch(gateway: LedgerSigner, batch: EpochBatch): Promise<LedgerResult<EpochOutcome>> {
     if (!batch || !Array.isArray(batch.charges) || !Array.isArray(batch.credits))
       return Promise.resolve(reject('malformed', 'settleEpoch: batch needs charges and credits arrays'));
-    return this.write(gateway, 'settle', {
-      epoch: batch.epoch,
-      charges: batch.charges.map((c) => ({ account: c.account, amount: amountText(c.amount) })),
-      credits: batch.credits.map((c) => ({ identity: c.identity, units: amountText(c.units), layerSteps: c.layerSteps })),
-    });
+    let body: EventBodies['settle'];
+    try {
+      body = {
+        epoch: batch.epoch,
+        charges: batch.charges.map((c) => ({ account: c.account, amount: amountText(c.amount) })),
+        credits: batch.credits.map((c) => ({ identity: c.identity, units: amountText(c.units), layerSteps: c.layerSteps })),
+      };
+    } catch {
+      return Promise.resolve(reject('malformed', 'settleEpoch: every charge needs account and amount, every credit identity, units and layerSteps'));
+    }
+    return this.write(gateway, 'settle', body);
   }
   publishReputation(gateway: LedgerSigner, epoch: number, reports: ReputationReport[]): Promise<LedgerResult<{ updated: number }>> {
     return this.write(gateway, 'reputation', { epoch, reports });
