@@ -79,8 +79,12 @@ try {
     fullVerify: { ms: v.ms, eventsPerSec: (v.events / v.ms) * 1000, ok: v.ok },
   };
   console.log(machineLine(m));
-  console.log(`durable (FULL) write: median ${sf.median.toFixed(2)} ms; NORMAL write: median ${sn.median.toFixed(2)} ms; ratio ${result.durableOverNormal.toFixed(2)}`);
-  console.log(`settleEpoch with ${CREDITS} credits: ${settleMs.toFixed(1)} ms; open (replay ${events} events, checkpoint) ${openMs.toFixed(0)} ms; full verify ${v.ms} ms (${result.fullVerify.eventsPerSec.toFixed(0)} events/s)`);
+  console.log(
+    `durable (FULL) write: median ${sf.median.toFixed(2)} ms; NORMAL write: median ${sn.median.toFixed(2)} ms; ratio ${result.durableOverNormal.toFixed(2)}`,
+  );
+  console.log(
+    `settleEpoch with ${CREDITS} credits: ${settleMs.toFixed(1)} ms; open (replay ${events} events, checkpoint) ${openMs.toFixed(0)} ms; full verify ${v.ms} ms (${result.fullVerify.eventsPerSec.toFixed(0)} events/s)`,
+  );
   writeResult('bench/results/ledger-sqlite.json', result);
 } finally {
   rmSync(dir, { recursive: true, force: true });

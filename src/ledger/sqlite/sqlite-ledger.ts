@@ -150,7 +150,9 @@ export class SqliteLedger implements Ledger {
     db.exec(SCHEMA);
     this.st = {
       insert: db.prepare('INSERT INTO events (seq, kind, submitter, nonce, time, event, signature, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-      upsert: db.prepare('INSERT INTO state (tbl, key, value) VALUES (?, ?, ?) ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value'),
+      upsert: db.prepare(
+        'INSERT INTO state (tbl, key, value) VALUES (?, ?, ?) ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value',
+      ),
       remove: db.prepare('DELETE FROM state WHERE tbl = ? AND key = ?'),
       after: db.prepare('SELECT seq, event, signature, hash FROM events WHERE seq > ? ORDER BY seq'),
     };
@@ -204,7 +206,8 @@ export class SqliteLedger implements Ledger {
   }
   deposit(account: Address, amount: bigint, from?: LedgerSigner): Promise<LedgerResult<{ balance: bigint }>> {
     const signer = from ?? this.operatorSigner;
-    if (!signer) return Promise.resolve(reject('not_authorized', 'a faucet deposit needs the ledger operator key, which this process does not hold'));
+    if (!signer)
+      return Promise.resolve(reject('not_authorized', 'a faucet deposit needs the ledger operator key, which this process does not hold'));
     return this.write(signer, 'deposit', { account, amount: amountText(amount), faucet: from === undefined });
   }
   submitEvidence(submitter: LedgerSigner, evidence: Evidence): Promise<LedgerResult<EvidenceOutcome>> {
@@ -224,7 +227,9 @@ export class SqliteLedger implements Ledger {
         credits: batch.credits.map((c) => ({ identity: c.identity, units: amountText(c.units), layerSteps: c.layerSteps })),
       };
     } catch {
-      return Promise.resolve(reject('malformed', 'settleEpoch: every charge needs account and amount, every credit identity, units and layerSteps'));
+      return Promise.resolve(
+        reject('malformed', 'settleEpoch: every charge needs account and amount, every credit identity, units and layerSteps'),
+      );
     }
     return this.write(gateway, 'settle', body);
   }
@@ -256,7 +261,13 @@ export class SqliteLedger implements Ledger {
   verify(): Promise<VerifyReport> {
     const t0 = performance.now();
     const r = this.replay({ full: true, keepState: true });
-    return Promise.resolve({ ok: r.problems.length === 0, events: r.events, head: r.head, problems: r.problems, ms: Math.round(performance.now() - t0) });
+    return Promise.resolve({
+      ok: r.problems.length === 0,
+      events: r.events,
+      head: r.head,
+      problems: r.problems,
+      ms: Math.round(performance.now() - t0),
+    });
   }
   close(): Promise<void> {
     if (!this.closed) {
@@ -297,7 +308,11 @@ export class SqliteLedger implements Ledger {
       operator = id;
       this.setMeta({ operator_secret: bytesToHex(id.secret) });
     }
-    const r = this.writeSync(operator, 'genesis', { params: paramsJson(params), chainId: o.chainId ?? DEV_CHAIN_ID, operator: operator.address });
+    const r = this.writeSync(operator, 'genesis', {
+      params: paramsJson(params),
+      chainId: o.chainId ?? DEV_CHAIN_ID,
+      operator: operator.address,
+    });
     if (!r.ok) throw new Error(`genesis rejected: ${r.reason}`);
     this.setMeta({ checkpoint_seq: String(this.seq), checkpoint_hash: this.head });
   }
@@ -375,7 +390,8 @@ export class SqliteLedger implements Ledger {
       const event = JSON.parse(row.event) as LedgerEvent;
       const signed: SignedEvent = { event, signature: row.signature as Hex };
       const hash = chainHash(this.head, eventDigest(event), signed.signature);
-      if (hash !== row.hash || row.seq !== this.seq + 1) throw new LedgerCorruptError([`event ${row.seq}: chain hash mismatch while catching up`]);
+      if (hash !== row.hash || row.seq !== this.seq + 1)
+        throw new LedgerCorruptError([`event ${row.seq}: chain hash mismatch while catching up`]);
       const r = apply(this.state, signed, hash);
       if (!r.ok) throw new LedgerCorruptError([`event ${row.seq} (appended by another process) does not apply: ${r.reason}`]);
       this.seq = row.seq;
@@ -451,7 +467,8 @@ export class SqliteLedger implements Ledger {
     if (!problems.length) {
       const back = stateFromRows(stored.map((r) => ({ table: r.tbl, key: r.key, value: r.value })));
       for (const t of TABLES)
-        for (const k of keysOf(back, t)) if (rowsOf(back, t, k) !== replayed.get(`${t}\u0000${k}`)) problems.push(`state row ${t}/${k} does not round-trip`);
+        for (const k of keysOf(back, t))
+          if (rowsOf(back, t, k) !== replayed.get(`${t}\u0000${k}`)) problems.push(`state row ${t}/${k} does not round-trip`);
     }
     problems.push(...checkInvariants(fresh));
     if (!o.keepState) {
