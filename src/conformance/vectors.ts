@@ -30,7 +30,6 @@ import {
   ZERO_HASH,
   domainSeparator,
   structHash,
-  toBytes32,
   typeHash,
   typedDigest,
   type ExecutionReceipt,
@@ -142,7 +141,7 @@ function modelIdVectors(storiesModel?: string) {
       layerHashes,
       modelId: modelIdFrom(globalHash, layerHashes),
     },
-    toModelId: ['ab'.repeat(32), `0x${'AB'.repeat(32)}`, 'stories-test'].map((id) => ({ in: id, out: toModelId(id) })),
+    toModelId: ['ab'.repeat(32), 'AB'.repeat(32), `0x${'AB'.repeat(32)}`, `0x${'ab'.repeat(31)}`, 'stories-test', 'chatcmpl-abc'].map((id) => ({ in: id, out: toModelId(id) })),
   };
   if (storiesModel) {
     const s = openModel(storiesModel);
@@ -200,12 +199,10 @@ function tensorVectors() {
 }
 
 function idVectors() {
+  const hexLike = 'ab'.repeat(32);
   return {
-    toBytes32: ['chatcmpl-abc', '', `0x${'AB'.repeat(32)}`, 'ab'.repeat(32), `0x${'ab'.repeat(31)}`, 'Ab'.repeat(32), 'req-1.r1'].map(
-      (id) => ({ in: id, out: toBytes32(id) }),
-    ),
-    requestIdOf: ['req-1', 'req-1.r1', 'req-1.t2.3', 'a/audit'].map((id) => ({ in: id, out: requestIdOf(id) })),
-    sessionIdOf: ['req-1', 'req-1.r1'].map((id) => ({ in: id, out: sessionIdOf(id) })),
+    requestIdOf: ['req-1', 'req-1.r1', 'req-1.t2.3', 'a/audit', hexLike, `0x${hexLike}`, ''].map((id) => ({ in: id, out: requestIdOf(id) })),
+    sessionIdOf: ['req-1', 'req-1.r1', hexLike, `0x${hexLike}`].map((id) => ({ in: id, out: sessionIdOf(id) })),
   };
 }
 

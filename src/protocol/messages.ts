@@ -6,7 +6,8 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/half.js';
 import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame, type FrameLimits } from './frame.js';
 
 /** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
-export const ACT_PROTOCOL = '/odsi/act/1.1.0';
+// 1.2.0: routes ≤ MAX_ROUTE_HOPS, record ids always keccak256 of the session id (docs/protocol.md §10)
+export const ACT_PROTOCOL = '/odsi/act/1.2.0';
 /** stream protocol: last hop→gateway (OPENED first), carries RESULTs */
 export const RESULT_PROTOCOL = '/odsi/result/1.0.0';
 // kv-transfer: stream protocol: a draining node → its replacement (KV messages, one KV_ACK back)
