@@ -98,8 +98,8 @@ function syntheticModel(): { config: ModelConfig; src: WeightSource; tensors: Re
     metadata: {},
     tensorNames: () => Object.keys(tensors),
     has: (n: string) => n in tensors,
-    // shape as GGUF stores it: innermost dimension first
-    info: (n: string) => ({ name: n, type: GgmlType.F32, shape: [...tensors[n]!.shape].reverse(), offset: 0, bytes: raw(n).length }),
+    // row-major shape (outermost first), as the loaders present it
+    info: (n: string) => ({ name: n, type: GgmlType.F32, shape: [...tensors[n]!.shape], offset: 0, byteLength: raw(n).length }),
     readRaw: raw,
     readF32: (n: string) => new Float32Array(tensors[n]!.values),
     close: () => {},
@@ -130,10 +130,7 @@ function modelIdVectors(storiesModel?: string) {
       config: src.config,
       configJson: configJson(src.config),
       tensors: Object.fromEntries(
-        Object.entries(tensors).map(([n, t]) => [
-          n,
-          { ggmlType: GgmlType.F32, ggufShape: [...t.shape].reverse(), f32: t.values, hash: tensorHashes[n] },
-        ]),
+        Object.entries(tensors).map(([n, t]) => [n, { ggmlType: GgmlType.F32, shape: t.shape, f32: t.values, hash: tensorHashes[n] }]),
       ),
       globalTensorOrder: globalNames,
       layerTensorOrder: layerNames,
@@ -141,7 +138,9 @@ function modelIdVectors(storiesModel?: string) {
       layerHashes,
       modelId: modelIdFrom(globalHash, layerHashes),
     },
-    toModelId: ['ab'.repeat(32), 'AB'.repeat(32), `0x${'AB'.repeat(32)}`, `0x${'ab'.repeat(31)}`, 'stories-test', 'chatcmpl-abc'].map((id) => ({ in: id, out: toModelId(id) })),
+    toModelId: ['ab'.repeat(32), 'AB'.repeat(32), `0x${'AB'.repeat(32)}`, `0x${'ab'.repeat(31)}`, 'stories-test', 'chatcmpl-abc'].map(
+      (id) => ({ in: id, out: toModelId(id) }),
+    ),
   };
   if (storiesModel) {
     const s = openModel(storiesModel);
@@ -201,7 +200,10 @@ function tensorVectors() {
 function idVectors() {
   const hexLike = 'ab'.repeat(32);
   return {
-    requestIdOf: ['req-1', 'req-1.r1', 'req-1.t2.3', 'a/audit', hexLike, `0x${hexLike}`, ''].map((id) => ({ in: id, out: requestIdOf(id) })),
+    requestIdOf: ['req-1', 'req-1.r1', 'req-1.t2.3', 'a/audit', hexLike, `0x${hexLike}`, ''].map((id) => ({
+      in: id,
+      out: requestIdOf(id),
+    })),
     sessionIdOf: ['req-1', 'req-1.r1', hexLike, `0x${hexLike}`].map((id) => ({ in: id, out: sessionIdOf(id) })),
   };
 }

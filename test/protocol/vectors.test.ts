@@ -151,10 +151,10 @@ test('model id: RFC 6962 tree, tagged tensor/layer/global hashes, config JSON of
   });
   assert.equal(cfg, s.configJson);
   const th: Record<string, Buffer> = {};
-  for (const [name, t] of Object.entries(s.tensors) as [string, { ggmlType: number; ggufShape: number[]; f32: number[]; hash: string }][]) {
+  for (const [name, t] of Object.entries(s.tensors) as [string, { ggmlType: number; shape: number[]; f32: number[]; hash: string }][]) {
     const raw = Buffer.from(new Float32Array(t.f32).buffer);
     th[name] = sha256(
-      Buffer.concat([Buffer.from(`odsi.tensor.v1\0${name}\0`), u32(t.ggmlType), u32(t.ggufShape.length), ...t.ggufShape.map(u64), raw]),
+      Buffer.concat([Buffer.from(`odsi.tensor.v1\0${name}\0`), u32(t.ggmlType), u32(t.shape.length), ...t.shape.map(u64), raw]),
     );
     assert.equal(hex(th[name]!), t.hash, name);
   }
