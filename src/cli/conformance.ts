@@ -16,6 +16,7 @@ interface Opts {
   modelId?: string;
   only?: string;
   waitMs: string;
+  concurrency: string;
   json?: boolean;
 }
 
@@ -28,6 +29,7 @@ export function register(program: Command): void {
     .option('--model-id <id>', 'the model id the node announces, when it was started with --model-id')
     .option('--only <ids>', 'comma-separated rule ids or prefixes (e.g. C,O3)')
     .option('--wait-ms <ms>', 'how long one expected answer may take', '10000')
+    .option('--concurrency <n>', 'rules run at a time (each uses sessions of its own)', '4')
     .option('--json', 'print the results as one JSON array')
     .addHelpText(
       'after',
@@ -47,12 +49,13 @@ export function register(program: Command): void {
             ?.split(',')
             .map((s) => s.trim())
             .filter(Boolean),
-          onResult: o.json ? undefined : (r) => console.log(line(r)),
+          concurrency: Number(o.concurrency),
         },
       );
       const failed = results.filter((r) => !r.pass);
       if (o.json) console.log(JSON.stringify(results, null, 2));
-      else
+      else for (const r of results) console.log(line(r));
+      if (!o.json)
         console.log(
           `${results.length - failed.length}/${results.length} rules pass${failed.length ? `; failing: ${failed.map((r) => r.id).join(', ')}` : ''}`,
         );

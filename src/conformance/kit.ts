@@ -52,8 +52,10 @@ export interface ConformanceOptions {
   quietMs?: number;
   /** run only rules whose id starts with one of these */
   only?: string[];
-  /** each result as it is known */
+  /** each result as it is known (in completion order; the returned list is in rule order) */
   onResult?(r: RuleResult): void;
+  /** rules run at a time after D1 (default 4; each uses sessions of its own) */
+  concurrency?: number;
 }
 
 export interface RuleResult {
@@ -1124,23 +1126,33 @@ export async function runConformance(t: ConformanceTarget, o: ConformanceOptions
   const g = await SessionPeer.start(generateIdentity(), waitMs);
   const x = await SessionPeer.start(generateIdentity(), waitMs);
   const kit = new Kit(t, target, g, x, waitMs, o.quietMs ?? 200);
-  const out: RuleResult[] = [];
-  try {
-    for (const r of RULES) {
-      if (o.only && r.id !== 'D1' && !o.only.some((p) => r.id === p || r.id.startsWith(p))) continue;
-      const t0 = performance.now();
-      let res: RuleResult;
-      try {
-        await r.run(kit);
-        res = { id: r.id, title: r.title, pass: true, detail: '', ms: Math.round(performance.now() - t0) };
-      } catch (e) {
-        res = { id: r.id, title: r.title, pass: false, detail: (e as Error).message, ms: Math.round(performance.now() - t0) };
-      }
-      out.push(res);
-      o.onResult?.(res);
+  const chosen = RULES.filter((r) => !o.only || r.id === 'D1' || o.only.some((p) => r.id === p || r.id.startsWith(p)));
+  const results = new Map<string, RuleResult>();
+  const runOne = async (r: Rule): Promise<void> => {
+    const t0 = performance.now();
+    let res: RuleResult;
+    try {
+      await r.run(kit);
+      res = { id: r.id, title: r.title, pass: true, detail: '', ms: Math.round(performance.now() - t0) };
+    } catch (e) {
+      res = { id: r.id, title: r.title, pass: false, detail: (e as Error).message, ms: Math.round(performance.now() - t0) };
     }
+    results.set(r.id, res);
+    o.onResult?.(res);
+  };
+  try {
+    // D1 first (the others need the target's layers); then the rules, which use sessions of their
+    // own, a few at a time
+    const [first, ...rest] = chosen;
+    if (first) await runOne(first);
+    const queue = [...rest];
+    const worker = async (): Promise<void> => {
+      for (let r = queue.shift(); r; r = queue.shift()) await runOne(r);
+    };
+    await Promise.all(Array.from({ length: Math.max(1, o.concurrency ?? 4) }, worker));
   } finally {
     await Promise.all([g.stop(), x.stop()]);
   }
+  const out = chosen.map((r) => results.get(r.id)!);
   return out;
 }
