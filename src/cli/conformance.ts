@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';
+import { createStage } from '../engine/create.js';
 import { deploymentDomain } from '../accountability/records/wire.js';
 import { runConformance, type RuleResult } from '../conformance/kit.js';
 import { buildVectors, vectorsJson } from '../conformance/vectors.js';
@@ -40,9 +41,15 @@ export function register(program: Command): void {
       const src = openModel(o.model);
       const c = src.config;
       const modelId = o.modelId ?? modelIdentity(src).modelId;
-      src.close();
       const results = await runConformance(
-        { multiaddr: o.target, modelId, dim: c.dim, kvDim: c.nKvHeads * c.headDim, domain: deploymentDomain(process.env) },
+        {
+          multiaddr: o.target,
+          modelId,
+          dim: c.dim,
+          kvDim: c.nKvHeads * c.headDim,
+          domain: deploymentDomain(process.env),
+          reference: (r) => createStage('reference', src, { start: r.start, end: r.end, embed: false, head: false }),
+        },
         {
           waitMs: Number(o.waitMs),
           only: o.only
@@ -52,6 +59,7 @@ export function register(program: Command): void {
           concurrency: Number(o.concurrency),
         },
       );
+      src.close();
       const failed = results.filter((r) => !r.pass);
       if (o.json) console.log(JSON.stringify(results, null, 2));
       else for (const r of results) console.log(line(r));

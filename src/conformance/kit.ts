@@ -31,6 +31,8 @@ import { ZERO_HASH, type ExecutionReceipt, type Hex, type OdsiDomain } from '../
 import { checkSigned, hashTensor, receiptHash, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
 import { nowSeconds, signAuditRequest, signReexecutionRequest } from '../accountability/records/audit-requests.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../accountability/records/wire.js';
+import { compareOutputs } from '../accountability/checks/tolerance.js';
+import type { Stage } from '../engine/types.js';
 import { RuleFailure, SessionPeer, pause, type RawStream } from './session-peer.js';
 
 export interface ConformanceTarget {
@@ -43,6 +45,8 @@ export interface ConformanceTarget {
   kvDim: number;
   /** the deployment's EIP-712 domain (receipts, audit requests) */
   domain: OdsiDomain;
+  /** a reference engine for the target's layers (rule S10: the node computes those layers); absent: S10 fails as not checked */
+  reference?(range: { start: number; end: number }): Promise<Stage>;
 }
 
 export interface ConformanceOptions {
@@ -664,6 +668,33 @@ const RULES: Rule[] = [
       for (const f of ['step', 'inputHash', 'outputHash'] as const)
         expect(String(rec(r1)[f]) === String(rec(r2)[f]), `the same input for a signed slot must get a receipt for the same ${f}`);
       void s.ch.close();
+    },
+  },
+  {
+    id: 'S10',
+    title: "the node computes its layers: each RESULT equals the reference engine's output for the same inputs within the f32 tolerance τ",
+    run: async (k) => {
+      if (!k.t.reference) fail('not checked: no reference model was given');
+      const stage = await k.t.reference!(k.range);
+      const sid = k.sid('compute');
+      try {
+        const s = await k.opened(k.open({ sessionId: sid }));
+        let pos = 0;
+        for (const [i, n] of [5, 1, 1].entries()) {
+          const m = k.step(sid, { step: i, pos, nTokens: n, seed: 60 + i });
+          const r = await k.result(s, sid, m);
+          const x = new Float32Array(new Uint8Array(m.payload!).buffer);
+          const want = (await stage.forward({ sessionId: sid, pos, nTokens: n, hidden: x })).hidden!;
+          const got = new Float32Array(new Uint8Array(r.payload!).buffer);
+          const v = compareOutputs(got, want, 'f32|f32', { dim: k.t.dim });
+          expect(v.pass, `step ${i}: worst token's relative L2 ${v.maxRelL2.toExponential(2)} > τ ${v.tau}`);
+          pos += n;
+        }
+        void s.ch.close();
+      } finally {
+        stage.closeSession(sid);
+        await stage.dispose();
+      }
     },
   },
   {

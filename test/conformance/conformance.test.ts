@@ -1,7 +1,7 @@
 // `odsi conformance` against real `odsi node` processes (stories260K on 127.0.0.1): every rule
 // of docs/protocol.md §11 passes against the honest node, and against a node started with a
-// deliberately broken behaviour (`--fault forge`: corrupted receipt signatures) the kit fails,
-// naming the receipt rules.
+// deliberately broken behaviour (`--fault forge --fault noise:0.5`: corrupted receipt signatures,
+// noisy outputs) the kit fails, naming the receipt rules and the compute rule.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,6 +12,7 @@ import { conformanceRules, runConformance } from '../../src/conformance/kit.js';
 import { deploymentDomain } from '../../src/accountability/records/wire.js';
 import { openModel } from '../../src/model/load.js';
 import { modelIdentity } from '../../src/model/identity.js';
+import { createStage } from '../../src/engine/create.js';
 import { runOdsi } from '../helpers/cli.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
 
@@ -33,7 +34,7 @@ before(
     // a range that does not start at 0: the kit plays the hop before it for the custody rules
     const start = (i: number, faults?: string[]) =>
       NodeProcess.start({ model: STORIES_GGUF, range: [2, 5], identityFile: join(dir, `n${i}.key`), announceIntervalMs: 600_000, faults });
-    [honest, broken] = await Promise.all([start(0), start(1, ['forge'])]);
+    [honest, broken] = await Promise.all([start(0), start(1, ['forge', 'noise:0.5'])]);
   },
   { timeout: 60_000 },
 );
@@ -58,11 +59,19 @@ test('odsi conformance: every rule passes against odsi node', { timeout: 60_000 
   assert.equal(failing.length, 0, failing.map((x) => `${x.id}: ${x.detail}`).join('\n'));
 });
 
-test('the kit fails a node that forges its receipt signatures, naming the receipt rules', { timeout: 30_000 }, async () => {
+test('the kit fails a node that forges receipt signatures and adds noise, naming those rules', { timeout: 30_000 }, async () => {
+  const src = openModel(STORIES_GGUF);
   const results = await runConformance(
-    { multiaddr: targetOf(broken), modelId, dim, kvDim, domain: deploymentDomain({}) },
-    { only: ['S1', 'S2', 'C1'], waitMs: 5000 },
-  );
+    {
+      multiaddr: targetOf(broken),
+      modelId,
+      dim,
+      kvDim,
+      domain: deploymentDomain({}),
+      reference: (r) => createStage('reference', src, { start: r.start, end: r.end, embed: false, head: false }),
+    },
+    { only: ['S1', 'S2', 'S10', 'C1'], waitMs: 5000 },
+  ).finally(() => src.close());
   const byId = new Map(results.map((x) => [x.id, x]));
   assert.equal(byId.get('D1')?.pass, true, 'the advert is still fine');
   assert.equal(byId.get('S1')?.pass, true, 'the data path is still fine');
@@ -70,4 +79,6 @@ test('the kit fails a node that forges its receipt signatures, naming the receip
     assert.equal(byId.get(id)?.pass, false, `${id} must fail`);
     assert.match(byId.get(id)!.detail, /receipt does not verify/);
   }
+  assert.equal(byId.get('S10')?.pass, false, 'S10 must fail');
+  assert.match(byId.get('S10')!.detail, /relative L2 .* > τ/);
 });
