@@ -46,8 +46,9 @@ after(async () => {
 
 const targetOf = (n: NodeProcess) => n.info.addrs.find((a) => a.includes('/p2p/'))!;
 
-test('odsi conformance: every rule passes against odsi node', { timeout: 60_000 }, () => {
-  const r = runOdsi(['conformance', '--target', targetOf(honest), '--model', STORIES_GGUF, '--json'], { timeoutMs: 50_000 });
+// measured ~42–51 s on the shared 2-core VM at load average 20–24 (the CLI start-up alone ~10 s there)
+test('odsi conformance: every rule passes against odsi node', { timeout: 110_000 }, () => {
+  const r = runOdsi(['conformance', '--target', targetOf(honest), '--model', STORIES_GGUF, '--json'], { timeoutMs: 100_000 });
   assert.equal(r.code, 0, `odsi conformance failed (exit ${r.code}):\n${r.stdout.slice(-4000)}\n${r.stderr.slice(-2000)}`);
   const results = JSON.parse(r.stdout) as { id: string; pass: boolean; detail: string }[];
   assert.deepEqual(
