@@ -288,7 +288,7 @@ class Kit {
   }
 
   /** Checks that a custody ERROR with sub-code `sub` blames the kit's upstream hop and that no RESULT follows. */
-  async expectCustody(s: RawStream, sid: string, m: Message, sub: string): Promise<void> {
+  async expectCustody(s: RawStream, sid: string, m: Message, sub: string, hop = 1): Promise<void> {
     const e = await this.error(s, m, sid);
     const h = hdr(e);
     expect(h.code === 'custody', `expected ERROR custody, got ${show(e)}`);
@@ -298,6 +298,7 @@ class Kit {
       `custody reason must start "chain of custody: ${sub}:", got "${String(h.reason)}"`,
     );
     expect(h.sessionId === sid && h.requestId === hdr(m).requestId, 'custody ERROR must carry the sessionId and requestId of the STEP');
+    expect(h.hop === hop, `custody ERROR must carry hop = ${hop} (the reporting hop's index), got ${String(h.hop)}`);
     // a node answers a STEP with a RESULT or an ERROR, never both: a short look suffices
     await pause(Math.min(50, this.quietMs));
     const rid = hdr(m).requestId;
@@ -977,6 +978,7 @@ const RULES: Rule[] = [
           extra: { receipts: [k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH })] },
         }),
         'malformed',
+        0,
       );
       void s.ch.close();
     },
