@@ -6,7 +6,8 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/half.js';
 import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame, type FrameLimits } from './frame.js';
 
 /** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
-export const ACT_PROTOCOL = '/odsi/act/1.1.0';
+// 1.2.0: routes ≤ MAX_ROUTE_HOPS, record ids always keccak256 of the session id (docs/protocol.md §10)
+export const ACT_PROTOCOL = '/odsi/act/1.2.0';
 /** stream protocol: last hop→gateway (OPENED first), carries RESULTs */
 export const RESULT_PROTOCOL = '/odsi/result/1.0.0';
 // kv-transfer: stream protocol: a draining node → its replacement (KV messages, one KV_ACK back)
@@ -14,6 +15,13 @@ export const KV_PROTOCOL = '/odsi/kv/1.1.0';
 
 /** per-connection stream limit for both protocols: one stream per session per hop */
 export const MAX_SESSION_STREAMS = 1024;
+
+/**
+ * Longest route an OPEN may name (docs/protocol.md §3.1, "Header size"): a STEP/RESULT header
+ * carries one receipt (≤ 1.3 KB) and one timeline entry (≤ 0.4 KB) per hop, so 32 honest hops
+ * stay well inside the 64 KiB header limit; 256 would not.
+ */
+export const MAX_ROUTE_HOPS = 32;
 
 export enum MsgType {
   OPEN = 0x01,
@@ -72,7 +80,7 @@ export const openSchema = z.looseObject({
   sessionId: id,
   modelId: id,
   /** the full chain; route[hop] is the receiver, route[hop+1] its successor */
-  route: z.array(hopSchema).min(1).max(256),
+  route: z.array(hopSchema).min(1).max(MAX_ROUTE_HOPS),
   hop: uint,
   /** where the last hop sends OPENED/RESULT frames */
   reply: z.object({ peerId: id, addrs: z.array(z.string().max(512)).max(32) }),
@@ -101,11 +109,11 @@ export const stepSchema = z.looseObject({
   shape: z.array(uint).length(2),
   /** remaining deadline budget in ms, relative (clocks are not synchronised); absent = none */
   budgetMs: z.number().finite().optional(),
-  timeline: z.array(timingSchema).max(256),
+  timeline: z.array(timingSchema).max(MAX_ROUTE_HOPS),
   /** re-sent history after a failover: process as usual, marks the RESULT as replay */
   replay: z.boolean().optional(),
   // accountability: signed ExecutionReceipts of the hops so far (checked by the next hop's StepStamper)
-  receipts: z.array(z.unknown()).max(256).optional(),
+  receipts: z.array(z.unknown()).max(MAX_ROUTE_HOPS).optional(),
 });
 export const resultSchema = stepSchema;
 export const errorSchema = z.looseObject({

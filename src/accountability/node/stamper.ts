@@ -201,7 +201,7 @@ export class NodeStamper {
     if (hop === 0) {
       // the gateway does not sign activations it sends; nothing upstream to check
       if (receipts !== undefined && (!Array.isArray(receipts) || receipts.length !== 0))
-        return this.reject('the first hop expects no receipts from the gateway', open.reply.peerId);
+        return this.reject('malformed: the first hop expects no receipts from the gateway', open.reply.peerId);
       return undefined;
     }
     const upPeer = open.route[hop - 1]!.peerId;

@@ -3,6 +3,8 @@
 // messages are in protocol/audit-messages.ts.)
 
 import { peerIdFromString } from '@libp2p/peer-id';
+import { keccak_256 } from '@noble/hashes/sha3.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
 import { addressFromPublicKey } from '../../identity/identity.js';
 import { DEV_CHAIN_ID, toBytes32, type Hex, type OdsiDomain } from './eip712.js';
 
@@ -20,12 +22,16 @@ export function deploymentDomain(env: EnvVars): OdsiDomain {
   return { chainId: Number.isSafeInteger(id) && id > 0 ? id : DEV_CHAIN_ID };
 }
 
+const utf8 = new TextEncoder();
+/** keccak256 of the id's UTF-8, always: ids that look like hex are hashed too, so no two session ids share a record id */
+const idHash = (id: string): Hex => `0x${bytesToHex(keccak_256(utf8.encode(id)))}`;
+
 /** request id of a route session: replacement routes `<sid>.r1`, `<sid>.1` belong to the same request */
 export function requestIdOf(sessionId: string): Hex {
-  return toBytes32(sessionId.split('.')[0]!);
+  return idHash(sessionId.split('.')[0]!);
 }
 export function sessionIdOf(sessionId: string): Hex {
-  return toBytes32(sessionId);
+  return idHash(sessionId);
 }
 
 const addrCache = new Map<string, Hex>();

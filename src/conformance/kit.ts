@@ -1,0 +1,1191 @@
+// The conformance kit: plays odsi's protocols against one node (any implementation) and
+// reports pass/fail per numbered rule of docs/protocol.md §11. It connects as a gateway (hop 0
+// sessions through the target alone, the target being the last hop), as the hop before the
+// target (custody rules: it signs the upstream receipts itself), as a stranger (a second key),
+// and as an auditor, and sends the hostile cases the spec says must be refused.
+//
+// What the target must offer: the activation protocols, the advert protocol, accountability
+// on (receipts, audits) under the given EIP-712 domain, and a reference of the model it serves
+// (model id, hidden size, KV width). Every check is bounded in time; the whole run takes a few
+// seconds on loopback.
+
+import { peerIdFromString } from '@libp2p/peer-id';
+import { lpStream } from '@libp2p/utils';
+import { generateIdentity, type Identity } from '../identity/identity.js';
+import { ADVERT_PROTOCOL } from '../p2p/adverts.js';
+import { verifyAdvertRecord, type NodeAdvert } from '../p2p/advert-record.js';
+import { FLAG_MORE, FRAME_MAGIC, PREAMBLE_BYTES } from '../protocol/frame.js';
+import { AUDIT_EXEC_PROTOCOL, AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../protocol/audit-messages.js';
+import {
+  KV_PROTOCOL,
+  MAX_ROUTE_HOPS,
+  MsgType,
+  encodeTensor,
+  type Dtype,
+  type Message,
+  type OpenHeader,
+  type StepHeader,
+} from '../protocol/messages.js';
+import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../protocol/open-signature.js';
+import { ZERO_HASH, type ExecutionReceipt, type Hex, type OdsiDomain } from '../accountability/records/eip712.js';
+import { checkSigned, hashTensor, receiptHash, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
+import { nowSeconds, signAuditRequest, signReexecutionRequest } from '../accountability/records/audit-requests.js';
+import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../accountability/records/wire.js';
+import { compareOutputs } from '../accountability/checks/tolerance.js';
+import type { Stage } from '../engine/types.js';
+import { RuleFailure, SessionPeer, pause, type RawStream } from './session-peer.js';
+
+export interface ConformanceTarget {
+  /** a multiaddr ending in /p2p/<peer id> */
+  multiaddr: string;
+  modelId: string;
+  /** the model's hidden size */
+  dim: number;
+  /** nKvHeads × headDim */
+  kvDim: number;
+  /** the deployment's EIP-712 domain (receipts, audit requests) */
+  domain: OdsiDomain;
+  /** a reference engine for the target's layers (rule S10: the node computes those layers); absent: S10 fails as not checked */
+  reference?(range: { start: number; end: number }): Promise<Stage>;
+}
+
+export interface ConformanceOptions {
+  /** how long one expected answer may take (default 10 s) */
+  waitMs?: number;
+  /** how long "nothing arrives" is watched (default 200 ms) */
+  quietMs?: number;
+  /** run only rules whose id starts with one of these */
+  only?: string[];
+  /** each result as it is known (in completion order; the returned list is in rule order) */
+  onResult?(r: RuleResult): void;
+  /** rules run at a time after D1 (default 4; each uses sessions of its own) */
+  concurrency?: number;
+}
+
+export interface RuleResult {
+  id: string;
+  title: string;
+  pass: boolean;
+  /** why it failed (empty when it passed) */
+  detail: string;
+  ms: number;
+}
+
+interface Rule {
+  id: string;
+  title: string;
+  run(k: Kit): Promise<void>;
+}
+
+const fail = (msg: string): never => {
+  throw new RuleFailure(msg);
+};
+function expect(cond: unknown, msg: string): asserts cond {
+  if (!cond) fail(msg);
+}
+const hdr = (m: Message) => m.header as unknown as Record<string, unknown>;
+const isError = (m: Message) => m.type === MsgType.ERROR;
+const codeOf = (m: Message) => String(hdr(m).code);
+const show = (m: Message | undefined) => (m ? `${MsgType[m.type] ?? m.type} ${JSON.stringify(m.header).slice(0, 300)}` : 'nothing');
+
+/** The state and helpers one run shares between its rules. */
+class Kit {
+  private n = 0;
+  readonly run = `c${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+  advert?: NodeAdvert;
+
+  constructor(
+    readonly t: ConformanceTarget,
+    readonly target: { peerId: string; addrs: string[] },
+    /** the gateway (and upstream hop) */
+    readonly g: SessionPeer,
+    /** a stranger with its own key */
+    readonly x: SessionPeer,
+    readonly waitMs: number,
+    readonly quietMs: number,
+  ) {}
+
+  sid(tag: string): string {
+    return `${this.run}-${tag}-${++this.n}`;
+  }
+
+  get range(): { start: number; end: number } {
+    if (!this.advert) fail('the target advert is unknown (rule D1 failed)');
+    return { start: this.advert!.start, end: this.advert!.end };
+  }
+
+  targetHop() {
+    return { peerId: this.target.peerId, addrs: this.target.addrs, start: this.range.start, end: this.range.end };
+  }
+
+  /** the hop the kit plays before the target: layers [start, start) end where the target starts */
+  upstreamHop() {
+    return { peerId: this.g.peerId, addrs: this.g.host.addrs(), start: this.range.start, end: this.range.start };
+  }
+
+  /** A signed OPEN (hop 0 unless given) for the gateway `by` (default: the kit's gateway). */
+  open(
+    fields: Partial<OpenToSign> & { sessionId: string; hop?: number },
+    by: SessionPeer = this.g,
+    signer: Identity = by.identity,
+  ): OpenHeader {
+    const issuedAt = Date.now();
+    const { hop, ...rest } = fields;
+    const body: OpenToSign = {
+      modelId: this.t.modelId,
+      route: [this.targetHop()],
+      reply: { peerId: by.peerId, addrs: by.host.addrs() },
+      dtype: 'f32',
+      hidden: this.t.dim,
+      maxTokens: 64,
+      issuedAt,
+      expiresAt: issuedAt + OPEN_TTL_MS,
+      ...rest,
+    };
+    const signature = signer === by.identity ? signOpen(signer, body) : signOpenAs(signer, body);
+    return { ...body, hop: hop ?? 0, signature };
+  }
+
+  /** Opens a stream and sends `open`; resolves with the stream once OPENED arrived on the result stream. */
+  async opened(open: OpenHeader, by: SessionPeer = this.g): Promise<RawStream> {
+    const s = await by.stream(this.target);
+    const sid = open.sessionId;
+    const since = by.results(sid).length;
+    await s.ch.send({ type: MsgType.OPEN, header: open });
+    const got = await waitEither(
+      () =>
+        by
+          .results(sid)
+          .slice(since)
+          .find((m) => m.type === MsgType.OPENED),
+      () => s.got.find(isError),
+      this.waitMs,
+      `OPENED for ${sid}`,
+    );
+    if (got.type !== MsgType.OPENED) fail(`OPEN of ${sid} was refused: ${show(got)}`);
+    return s;
+  }
+
+  /** Sends `open` on a fresh stream and returns the first ERROR (fails if OPENED comes instead). */
+  async refusedOpen(open: OpenHeader, by: SessionPeer = this.g): Promise<Message> {
+    const s = await by.stream(this.target);
+    const since = by.results(open.sessionId).length;
+    await s.ch.send({ type: MsgType.OPEN, header: open });
+    const got = await waitEither(
+      () => s.got.find(isError),
+      () =>
+        by
+          .results(open.sessionId)
+          .slice(since)
+          .find((m) => m.type === MsgType.OPENED),
+      this.waitMs,
+      `a refusal of OPEN ${open.sessionId}`,
+    );
+    void s.ch.close();
+    if (got.type !== MsgType.ERROR) fail(`OPEN ${open.sessionId} was accepted (OPENED), it must be refused`);
+    return got;
+  }
+
+  input(nTokens: number, seed: number, dtype: Dtype = 'f32'): Uint8Array {
+    const x = new Float32Array(nTokens * this.t.dim);
+    for (let i = 0; i < x.length; i++) x[i] = Math.sin(seed * 7.31 + i * 0.37) * 0.5;
+    return encodeTensor(x, dtype);
+  }
+
+  step(
+    sid: string,
+    o: { step: number; pos: number; nTokens: number; seed?: number; dtype?: Dtype; extra?: Record<string, unknown>; payload?: Uint8Array },
+  ): Message {
+    const dtype = o.dtype ?? 'f32';
+    const header: StepHeader = {
+      sessionId: sid,
+      requestId: 1000 + o.step,
+      step: o.step,
+      pos: o.pos,
+      nTokens: o.nTokens,
+      dtype,
+      shape: [o.nTokens, this.t.dim],
+      timeline: [],
+      ...o.extra,
+    };
+    return { type: MsgType.STEP, header, payload: o.payload ?? this.input(o.nTokens, o.seed ?? o.step + 1, dtype) };
+  }
+
+  /** Sends a STEP and waits for its RESULT (requestId matched) or an ERROR about it; fails on the ERROR. */
+  async result(s: RawStream, sid: string, m: Message, by: SessionPeer = this.g): Promise<Message> {
+    const rid = hdr(m).requestId;
+    const before = s.got.length;
+    await s.ch.send(m);
+    const got = await waitEither(
+      () => by.results(sid).find((r) => r.type === MsgType.RESULT && hdr(r).requestId === rid && !usedResults.has(r)),
+      () => s.got.slice(before).find(isError),
+      this.waitMs,
+      `RESULT of step ${String(hdr(m).step)} of ${sid}`,
+    );
+    if (got.type !== MsgType.RESULT) fail(`step ${String(hdr(m).step)} of ${sid} was refused: ${show(got)}`);
+    usedResults.add(got);
+    return got;
+  }
+
+  /** Sends a message and returns the next ERROR on the stream; fails if a RESULT for it arrives instead. */
+  async error(s: RawStream, m: Message, sid?: string, by: SessionPeer = this.g): Promise<Message> {
+    const before = s.got.length;
+    const rid = hdr(m).requestId;
+    await s.ch.send(m);
+    const got = await waitEither(
+      () => s.got.slice(before).find(isError),
+      () =>
+        sid === undefined
+          ? undefined
+          : by.results(sid).find((r) => r.type === MsgType.RESULT && hdr(r).requestId === rid && !usedResults.has(r)),
+      this.waitMs,
+      `an ERROR answering ${MsgType[m.type]}`,
+    );
+    if (got.type !== MsgType.ERROR) fail(`${MsgType[m.type]} was answered with a RESULT; an ERROR was required`);
+    return got;
+  }
+
+  /** The kit's own receipt as the hop before the target, for a STEP carrying `payload`. */
+  upstreamReceipt(
+    sid: string,
+    o: { step: number; pos: number; nTokens: number; payload: Uint8Array; prev: Hex },
+    edit: Partial<ExecutionReceipt> = {},
+    signer = this.g.identity,
+  ): SignedReceipt {
+    const up = this.upstreamHop();
+    return signReceipt(
+      signer,
+      {
+        requestId: requestIdOf(sid),
+        sessionId: sessionIdOf(sid),
+        step: o.step,
+        pos: o.pos,
+        nTokens: o.nTokens,
+        layerStart: up.start,
+        layerEnd: up.end,
+        modelId: toModelId(this.t.modelId),
+        profile: 'conformance',
+        inputHash: hashTensor(o.payload),
+        budgetUs: 0,
+        outputHash: hashTensor(o.payload),
+        recvUs: 0,
+        computeUs: 0,
+        sendUs: 0,
+        upstreamReceiptHash: ZERO_HASH,
+        prevReceiptHash: o.prev,
+        commitmentHash: ZERO_HASH,
+        ...edit,
+      },
+      this.t.domain,
+    );
+  }
+
+  /** A session in which the kit is hop 0 (upstream) and the target hop 1 (last). */
+  async upstreamSession(tag: string): Promise<{ sid: string; s: RawStream }> {
+    const sid = this.sid(tag);
+    const s = await this.opened(this.open({ sessionId: sid, hop: 1, route: [this.upstreamHop(), this.targetHop()] }));
+    return { sid, s };
+  }
+
+  /** Checks that a custody ERROR with sub-code `sub` blames the kit's upstream hop and that no RESULT follows. */
+  async expectCustody(s: RawStream, sid: string, m: Message, sub: string, hop = 1): Promise<void> {
+    const e = await this.error(s, m, sid);
+    const h = hdr(e);
+    expect(h.code === 'custody', `expected ERROR custody, got ${show(e)}`);
+    expect(h.peerId === this.g.peerId, `custody ERROR must name the upstream hop ${this.g.peerId} in peerId, got ${String(h.peerId)}`);
+    expect(
+      String(h.reason).startsWith(`chain of custody: ${sub}:`),
+      `custody reason must start "chain of custody: ${sub}:", got "${String(h.reason)}"`,
+    );
+    expect(h.sessionId === sid && h.requestId === hdr(m).requestId, 'custody ERROR must carry the sessionId and requestId of the STEP');
+    expect(h.hop === hop, `custody ERROR must carry hop = ${hop} (the reporting hop's index), got ${String(h.hop)}`);
+    // a node answers a STEP with a RESULT or an ERROR, never both: a short look suffices
+    await pause(Math.min(50, this.quietMs));
+    const rid = hdr(m).requestId;
+    expect(
+      !this.g.results(sid).some((r) => r.type === MsgType.RESULT && hdr(r).requestId === rid),
+      'output computed from an unaccepted input was released',
+    );
+  }
+}
+
+/** RESULT messages already matched to a STEP (a repeated requestId must find the next one). */
+const usedResults = new WeakSet<Message>();
+
+async function waitEither(a: () => Message | undefined, b: () => Message | undefined, ms: number, what: string): Promise<Message> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = a() ?? b();
+    if (v) return v;
+    if (Date.now() - t0 > ms) throw new RuleFailure(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Signs an OPEN with a key other than its reply's (a forgery the target must refuse). */
+function signOpenAs(signer: Identity, body: OpenToSign): string {
+  return signOpen(signer, { ...body, reply: { ...body.reply, peerId: signer.peerId.toString() } });
+}
+
+function preamble(o: { magic?: Uint8Array; version?: number; type: number; flags?: number; h: number; p: number }): Uint8Array {
+  const b = new Uint8Array(PREAMBLE_BYTES);
+  const dv = new DataView(b.buffer);
+  b.set(o.magic ?? FRAME_MAGIC, 0);
+  b[4] = o.version ?? 1;
+  b[5] = o.type;
+  dv.setUint16(6, o.flags ?? 0, true);
+  dv.setUint32(8, o.h, true);
+  dv.setUint32(12, o.p, true);
+  return b;
+}
+function frame(type: number, header: string, flags = 0): Uint8Array {
+  const h = new TextEncoder().encode(header);
+  const out = new Uint8Array(PREAMBLE_BYTES + h.length);
+  out.set(preamble({ type, flags, h: h.length, p: 0 }));
+  out.set(h, PREAMBLE_BYTES);
+  return out;
+}
+
+/** Sends raw bytes and expects ERROR `code` followed by the stream's reset. */
+async function fatal(k: Kit, bytes: Uint8Array, code: string): Promise<void> {
+  const s = await k.g.stream(k.target);
+  s.ch.stream.send(bytes);
+  const e = await s.next(`ERROR ${code}`, isError);
+  expect(codeOf(e) === code, `expected ERROR ${code}, got ${show(e)}`);
+  await waitForClosed(s, k.waitMs);
+}
+async function waitForClosed(s: RawStream, ms: number): Promise<void> {
+  const t0 = Date.now();
+  while (!s.closed()) {
+    if (Date.now() - t0 > ms) fail('the stream was not reset after a framing violation');
+    await pause(10);
+  }
+}
+
+/** Sends raw bytes, expects ERROR `code`, and that the stream still answers (an unknown session's CLOSE). */
+async function kept(k: Kit, bytes: Uint8Array, code: string): Promise<void> {
+  const s = await k.g.stream(k.target);
+  s.ch.stream.send(bytes);
+  const e = await s.next(`ERROR ${code}`, isError);
+  expect(codeOf(e) === code, `expected ERROR ${code}, got ${show(e)}`);
+  const n = s.got.length;
+  await s.ch.send({ type: MsgType.CLOSE, header: { sessionId: 'no-such-session' } });
+  const again = await s.next('an answer on the same stream', (m) => s.got.indexOf(m) >= n && isError(m));
+  expect(codeOf(again) === 'unknown_session', `the stream must stay usable after a message error; got ${show(again)}`);
+  void s.ch.close();
+}
+
+async function refusedWith(k: Kit, open: OpenHeader, code: string, reason?: RegExp, by?: SessionPeer): Promise<Message> {
+  const e = await k.refusedOpen(open, by);
+  expect(codeOf(e) === code, `expected ERROR ${code}, got ${show(e)}`);
+  if (reason) expect(reason.test(String(hdr(e).reason)), `reason "${String(hdr(e).reason)}" does not match ${reason}`);
+  return e;
+}
+
+function checkReceiptOf(
+  k: Kit,
+  r: unknown,
+  o: { sid: string; step: number; pos: number; nTokens: number; input: Uint8Array; output: Uint8Array; upstream: Hex; prev: Hex },
+): SignedReceipt {
+  const v = checkSigned('ExecutionReceipt', r, k.t.domain);
+  expect(v.ok, `receipt does not verify: ${v.ok ? '' : v.reason}`);
+  const rec = (r as SignedReceipt).record;
+  const want: Partial<Record<keyof ExecutionReceipt, unknown>> = {
+    signer: addressOfPeer(k.target.peerId),
+    requestId: requestIdOf(o.sid),
+    sessionId: sessionIdOf(o.sid),
+    step: o.step,
+    pos: o.pos,
+    nTokens: o.nTokens,
+    layerStart: k.range.start,
+    layerEnd: k.range.end,
+    modelId: toModelId(k.t.modelId),
+    inputHash: hashTensor(o.input),
+    outputHash: hashTensor(o.output),
+    upstreamReceiptHash: o.upstream,
+    prevReceiptHash: o.prev,
+  };
+  for (const [f, w] of Object.entries(want)) {
+    const got = (rec as unknown as Record<string, unknown>)[f];
+    const same = typeof w === 'string' ? String(got).toLowerCase() === w.toLowerCase() : got === w;
+    expect(same, `receipt ${f} = ${String(got)}, expected ${String(w)}`);
+  }
+  return r as SignedReceipt;
+}
+
+// ---- the rules (ids and texts as in docs/protocol.md §11) ----
+
+const RULES: Rule[] = [
+  {
+    id: 'D1',
+    title: 'advert fetch (/odsi/advert/1.0.0): varint-length-prefixed model id in, the signed advert record of the target out',
+    run: async (k) => {
+      await k.g.host.dial(k.target.peerId, k.target.addrs, AbortSignal.timeout(k.waitMs));
+      const stream = await k.g.host.libp2p.dialProtocol(peerIdFromString(k.target.peerId), ADVERT_PROTOCOL, {
+        signal: AbortSignal.timeout(k.waitMs),
+      });
+      const lp = lpStream(stream, { maxDataLength: 16 * 1024 });
+      await lp.write(new TextEncoder().encode(k.t.modelId), { signal: AbortSignal.timeout(k.waitMs) });
+      const rec = (await lp.read({ signal: AbortSignal.timeout(k.waitMs) })).subarray();
+      await stream.close().catch(() => {});
+      expect(rec.length > 0, 'the target returned an empty record for its own model');
+      const a = verifyAdvertRecord(rec);
+      expect(a.peerId === k.target.peerId, `advert names ${a.peerId}, not the target`);
+      expect(a.modelId === k.t.modelId, `advert is for model ${a.modelId}`);
+      k.advert = a;
+    },
+  },
+  {
+    id: 'F1',
+    title: 'bad magic → ERROR bad_frame, stream reset',
+    run: (k) => fatal(k, preamble({ magic: new Uint8Array([0xde, 0xad, 0xbe, 0xef]), type: 1, h: 2, p: 0 }), 'bad_frame'),
+  },
+  {
+    id: 'F2',
+    title: 'unknown frame version → ERROR bad_frame, stream reset',
+    run: (k) => fatal(k, preamble({ version: 2, type: 1, h: 2, p: 0 }), 'bad_frame'),
+  },
+  {
+    id: 'F3',
+    title: 'payload length over 1 MiB in the preamble → ERROR too_large before any body is sent',
+    run: (k) => fatal(k, preamble({ type: MsgType.STEP, h: 2, p: 2 * 1024 * 1024 }), 'too_large'),
+  },
+  {
+    id: 'F4',
+    title: 'header length over 64 KiB → ERROR too_large',
+    run: (k) => fatal(k, preamble({ type: MsgType.STEP, h: 64 * 1024 + 1, p: 0 }), 'too_large'),
+  },
+  {
+    id: 'F5',
+    title: 'first frame of a message without header → ERROR bad_frame',
+    run: (k) => fatal(k, preamble({ type: MsgType.STEP, h: 0, p: 0 }), 'bad_frame'),
+  },
+  {
+    id: 'F6',
+    title: 'continuation frame of another type → ERROR bad_frame',
+    run: (k) => {
+      const first = frame(MsgType.CLOSE, '{"sessionId":"x"}', FLAG_MORE);
+      const cont = preamble({ type: MsgType.TRUNCATE, h: 0, p: 0 });
+      const b = new Uint8Array(first.length + cont.length);
+      b.set(first);
+      b.set(cont, first.length);
+      return fatal(k, b, 'bad_frame');
+    },
+  },
+  {
+    id: 'M1',
+    title: 'header not UTF-8 JSON → ERROR bad_message, stream kept',
+    run: (k) => kept(k, frame(MsgType.CLOSE, '{not json'), 'bad_message'),
+  },
+  { id: 'M2', title: 'unknown message type → ERROR bad_message, stream kept', run: (k) => kept(k, frame(0x7f, '{}'), 'bad_message') },
+  {
+    id: 'M3',
+    title: 'header failing its schema → ERROR bad_message, stream kept',
+    run: (k) => kept(k, frame(MsgType.TRUNCATE, '{"sessionId":"s","pos":-1}'), 'bad_message'),
+  },
+  {
+    id: 'M4',
+    title: 'STEP before any OPEN on the stream → ERROR unknown_session',
+    run: async (k) => {
+      const s = await k.g.stream(k.target);
+      const e = await k.error(s, k.step('never-opened', { step: 0, pos: 0, nTokens: 1 }));
+      expect(codeOf(e) === 'unknown_session', `expected unknown_session, got ${show(e)}`);
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'M5',
+    title: 'an ERROR is never answered with an ERROR',
+    run: async (k) => {
+      const s = await k.g.stream(k.target);
+      await s.ch.send({ type: MsgType.ERROR, header: { code: 'internal', reason: 'conformance', peerId: k.g.peerId } });
+      s.ch.stream.send(frame(MsgType.ERROR, '{"code":7}'));
+      await pause(k.quietMs);
+      expect(s.got.length === 0, `the target answered an ERROR: ${show(s.got[0])}`);
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'S1',
+    title: 'happy path: OPEN → OPENED (peers = route) on /odsi/result/1.0.0 from the last hop; STEP → RESULT echoing the step',
+    run: async (k) => {
+      const sid = k.sid('happy');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const op = k.g.results(sid).find((m) => m.type === MsgType.OPENED)!;
+      expect(
+        JSON.stringify(hdr(op).peers) === JSON.stringify([k.target.peerId]),
+        `OPENED peers ${JSON.stringify(hdr(op).peers)} ≠ the route's peer ids`,
+      );
+      const m = k.step(sid, { step: 0, pos: 0, nTokens: 3 });
+      const r = await k.result(s, sid, m);
+      const h = hdr(r);
+      for (const f of ['sessionId', 'requestId', 'step', 'pos', 'nTokens', 'dtype'] as const)
+        expect(h[f] === hdr(m)[f], `RESULT ${f} ${String(h[f])} ≠ STEP ${String(hdr(m)[f])}`);
+      expect(JSON.stringify(h.shape) === JSON.stringify([3, k.t.dim]), `RESULT shape ${JSON.stringify(h.shape)}`);
+      expect(r.payload!.length === 3 * k.t.dim * 4, `RESULT payload ${r.payload!.length} bytes`);
+      const tl = h.timeline as { peerId: string; start: number; end: number }[];
+      expect(
+        Array.isArray(tl) && tl.length === 1 && tl[0]!.peerId === k.target.peerId,
+        "RESULT timeline must carry one entry, the target's",
+      );
+      await s.ch.send({ type: MsgType.CLOSE, header: { sessionId: sid } });
+      await waitForClosedResult(k, sid);
+    },
+  },
+  {
+    id: 'S2',
+    title:
+      'receipts: hop 0 carries none; the last hop appends its receipt (fields, signature, prevReceiptHash chain, upstreamReceiptHash 0)',
+    run: async (k) => {
+      const sid = k.sid('receipts');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      let prev: Hex = ZERO_HASH;
+      let pos = 0;
+      for (const [i, n] of [4, 1, 1].entries()) {
+        const m = k.step(sid, { step: i, pos, nTokens: n });
+        const r = await k.result(s, sid, m);
+        const rs = hdr(r).receipts;
+        expect(
+          Array.isArray(rs) && rs.length === 1,
+          `RESULT of hop 0 session must carry exactly 1 receipt, has ${JSON.stringify(rs)?.slice(0, 80)}`,
+        );
+        const rec = checkReceiptOf(k, rs[0], {
+          sid,
+          step: i,
+          pos,
+          nTokens: n,
+          input: m.payload!,
+          output: r.payload!,
+          upstream: ZERO_HASH,
+          prev,
+        });
+        prev = receiptHash(rec.record, k.t.domain);
+        pos += n;
+      }
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'S3',
+    title: 'a hop answers in the dtype it received (f16, bf16), and signs its profile with +act-<dtype>',
+    run: async (k) => {
+      for (const dtype of ['f16', 'bf16'] as const) {
+        const sid = k.sid(dtype);
+        const s = await k.opened(k.open({ sessionId: sid, dtype }));
+        const m = k.step(sid, { step: 0, pos: 0, nTokens: 2, dtype });
+        const r = await k.result(s, sid, m);
+        expect(
+          hdr(r).dtype === dtype && r.payload!.length === 2 * k.t.dim * 2,
+          `RESULT must be ${dtype} (${2 * k.t.dim * 2} bytes), got ${String(hdr(r).dtype)} ${r.payload!.length}`,
+        );
+        const rec = (hdr(r).receipts as SignedReceipt[])[0]!.record;
+        expect(rec.profile.endsWith(`+act-${dtype}`), `profile "${rec.profile}" must end with +act-${dtype}`);
+        void s.ch.close();
+      }
+    },
+  },
+  {
+    id: 'S4',
+    title: 'STEP shape or payload size not matching → ERROR bad_message (session kept)',
+    run: async (k) => {
+      const sid = k.sid('shape');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const bad = k.step(sid, { step: 0, pos: 0, nTokens: 1 });
+      (bad.header as StepHeader).shape = [1, k.t.dim + 1];
+      const e1 = await k.error(s, bad, sid);
+      expect(codeOf(e1) === 'bad_message', `wrong shape: expected bad_message, got ${show(e1)}`);
+      const short = k.step(sid, { step: 1, pos: 0, nTokens: 1, payload: new Uint8Array(k.t.dim * 4 - 4) });
+      const e2 = await k.error(s, short, sid);
+      expect(codeOf(e2) === 'bad_message', `short payload: expected bad_message, got ${show(e2)}`);
+      await k.result(s, sid, k.step(sid, { step: 2, pos: 0, nTokens: 1 }));
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'S5',
+    title: 'a STEP beyond the reserved KV tokens (maxTokens) → ERROR busy',
+    run: async (k) => {
+      const sid = k.sid('reserve');
+      const s = await k.opened(k.open({ sessionId: sid, maxTokens: 4 }));
+      const e = await k.error(s, k.step(sid, { step: 0, pos: 3, nTokens: 2 }), sid);
+      expect(codeOf(e) === 'busy', `expected busy, got ${show(e)}`);
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'S6',
+    title: 'a negative budgetMs → ERROR deadline, nothing computed or sent on',
+    run: async (k) => {
+      const sid = k.sid('deadline');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const e = await k.error(s, k.step(sid, { step: 0, pos: 0, nTokens: 1, extra: { budgetMs: -1 } }), sid);
+      expect(codeOf(e) === 'deadline', `expected deadline, got ${show(e)}`);
+      expect(hdr(e).hop === 0, `ERROR hop must be the index of the refusing hop (0), got ${String(hdr(e).hop)}`);
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'S7',
+    title: 'TRUNCATE gets no answer; a later STEP at pos < cached length runs (replay flag kept)',
+    run: async (k) => {
+      const sid = k.sid('truncate');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      await k.result(s, sid, k.step(sid, { step: 0, pos: 0, nTokens: 3 }));
+      const n = s.got.length;
+      await s.ch.send({ type: MsgType.TRUNCATE, header: { sessionId: sid, pos: 1 } });
+      await pause(k.quietMs);
+      expect(s.got.length === n, `TRUNCATE was answered: ${show(s.got[n])}`);
+      const r = await k.result(s, sid, k.step(sid, { step: 1, pos: 1, nTokens: 2, extra: { replay: true } }));
+      expect(hdr(r).replay === true, 'RESULT must keep replay: true');
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'S8',
+    title: 'idleTimeoutMs: an idle session gets ERROR timeout and is freed (result stream closed)',
+    run: async (k) => {
+      const sid = k.sid('idle');
+      const s = await k.opened(k.open({ sessionId: sid, idleTimeoutMs: 300 }));
+      const e = await s.next('ERROR timeout', isError, 300 + k.waitMs);
+      expect(codeOf(e) === 'timeout', `expected timeout, got ${show(e)}`);
+      await waitForClosedResult(k, sid);
+    },
+  },
+  {
+    id: 'S9',
+    title: 'never sign twice: STEP 0 again with other input → bad_message; with the same input → a receipt for the same input and output',
+    run: async (k) => {
+      const sid = k.sid('slot');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const a = k.step(sid, { step: 0, pos: 0, nTokens: 1, seed: 11 });
+      const r1 = await k.result(s, sid, a);
+      const e = await k.error(s, k.step(sid, { step: 0, pos: 0, nTokens: 1, seed: 12 }), sid);
+      expect(
+        codeOf(e) === 'bad_message' && /already signed/.test(String(hdr(e).reason)),
+        `expected bad_message "already signed…", got ${show(e)}`,
+      );
+      const r2 = await k.result(s, sid, k.step(sid, { step: 0, pos: 0, nTokens: 1, seed: 11 }));
+      const rec = (m: Message) => (hdr(m).receipts as SignedReceipt[])[0]!.record;
+      for (const f of ['step', 'inputHash', 'outputHash'] as const)
+        expect(String(rec(r1)[f]) === String(rec(r2)[f]), `the same input for a signed slot must get a receipt for the same ${f}`);
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'S10',
+    title: "the node computes its layers: each RESULT equals the reference engine's output for the same inputs within the f32 tolerance τ",
+    run: async (k) => {
+      if (!k.t.reference) fail('not checked: no reference model was given');
+      const stage = await k.t.reference!(k.range);
+      const sid = k.sid('compute');
+      try {
+        const s = await k.opened(k.open({ sessionId: sid }));
+        let pos = 0;
+        for (const [i, n] of [5, 1, 1].entries()) {
+          const m = k.step(sid, { step: i, pos, nTokens: n, seed: 60 + i });
+          const r = await k.result(s, sid, m);
+          const x = new Float32Array(new Uint8Array(m.payload!).buffer);
+          const want = (await stage.forward({ sessionId: sid, pos, nTokens: n, hidden: x })).hidden!;
+          const got = new Float32Array(new Uint8Array(r.payload!).buffer);
+          const v = compareOutputs(got, want, 'f32|f32', { dim: k.t.dim });
+          expect(v.pass, `step ${i}: worst token's relative L2 ${v.maxRelL2.toExponential(2)} > τ ${v.tau}`);
+          pos += n;
+        }
+        void s.ch.close();
+      } finally {
+        stage.closeSession(sid);
+        await stage.dispose();
+      }
+    },
+  },
+  {
+    id: 'O1',
+    title: 'OPEN for another model id, or another hidden size → ERROR wrong_model',
+    run: async (k) => {
+      await refusedWith(k, k.open({ sessionId: k.sid('model'), modelId: 'f'.repeat(64) }), 'wrong_model');
+      await refusedWith(k, k.open({ sessionId: k.sid('hidden'), hidden: k.t.dim + 1 }), 'wrong_model');
+    },
+  },
+  {
+    id: 'O2',
+    title: 'route[hop] asking for other layers → ERROR wrong_layers',
+    run: (k) =>
+      refusedWith(k, k.open({ sessionId: k.sid('layers'), route: [{ ...k.targetHop(), end: k.range.end + 1 }] }), 'wrong_layers').then(
+        () => {},
+      ),
+  },
+  {
+    id: 'O3',
+    title: 'route[hop] not naming the receiver → ERROR bad_message',
+    run: (k) =>
+      refusedWith(k, k.open({ sessionId: k.sid('notme'), route: [{ ...k.targetHop(), peerId: k.x.peerId }] }), 'bad_message').then(
+        () => {},
+      ),
+  },
+  {
+    id: 'O4',
+    title: 'unsigned OPEN, or signature not by reply.peerId → ERROR forbidden',
+    run: async (k) => {
+      const o = k.open({ sessionId: k.sid('unsigned') });
+      delete o.signature;
+      await refusedWith(k, o, 'forbidden');
+      await refusedWith(k, k.open({ sessionId: k.sid('forged') }, k.g, k.x.identity), 'forbidden');
+    },
+  },
+  {
+    id: 'O5',
+    title: 'OPEN expired, issued > 60 s ahead, or valid for > 60 s → ERROR forbidden',
+    run: async (k) => {
+      const now = Date.now();
+      await refusedWith(k, k.open({ sessionId: k.sid('expired'), issuedAt: now - 120_000, expiresAt: now - 60_000 }), 'forbidden');
+      await refusedWith(k, k.open({ sessionId: k.sid('future'), issuedAt: now + 120_000, expiresAt: now + 150_000 }), 'forbidden');
+      await refusedWith(k, k.open({ sessionId: k.sid('long'), issuedAt: now, expiresAt: now + 120_000 }), 'forbidden');
+    },
+  },
+  {
+    id: 'O6',
+    title: 'OPEN for hop 0 sent by a peer other than reply.peerId (or for hop i by other than route[i−1]) → ERROR forbidden',
+    run: async (k) => {
+      await refusedWith(k, k.open({ sessionId: k.sid('relayed') }), 'forbidden', undefined, k.x);
+      await refusedWith(
+        k,
+        k.open({ sessionId: k.sid('hop1'), hop: 1, route: [{ ...k.upstreamHop(), peerId: k.x.peerId }, k.targetHop()] }),
+        'forbidden',
+      );
+    },
+  },
+  {
+    id: 'O7',
+    title: 'a second OPEN on a stream → ERROR bad_message; the first session stays bound and usable',
+    run: async (k) => {
+      const sid = k.sid('second');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const e = await k.error(s, { type: MsgType.OPEN, header: k.open({ sessionId: k.sid('second-b') }) });
+      expect(codeOf(e) === 'bad_message', `expected bad_message, got ${show(e)}`);
+      await k.result(s, sid, k.step(sid, { step: 0, pos: 0, nTokens: 1 }));
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'O8',
+    title: 'OPEN of a session id open on the node (any owner) → ERROR bad_message "session id in use"',
+    run: async (k) => {
+      const sid = k.sid('inuse');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      await refusedWith(k, k.open({ sessionId: sid }), 'bad_message', /session id in use/);
+      await refusedWith(k, k.open({ sessionId: sid }, k.x), 'bad_message', /session id in use/, k.x);
+      await k.result(s, sid, k.step(sid, { step: 0, pos: 0, nTokens: 1 }));
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'O9',
+    title: "resumeFrom another owner's session, or an unknown id → ERROR forbidden with the same text",
+    run: async (k) => {
+      const sid = k.sid('victim');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const e1 = await refusedWith(k, k.open({ sessionId: k.sid('thief'), resumeFrom: sid }, k.x), 'forbidden', undefined, k.x);
+      const e2 = await refusedWith(k, k.open({ sessionId: k.sid('thief'), resumeFrom: `${sid}-none` }, k.x), 'forbidden', undefined, k.x);
+      const norm = (m: Message) => String(hdr(m).reason).replace(/"[^"]*"/g, '""');
+      expect(norm(e1) === norm(e2), `the two refusals must read the same: "${String(hdr(e1).reason)}" vs "${String(hdr(e2).reason)}"`);
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'O10',
+    title: `route longer than ${MAX_ROUTE_HOPS} hops → ERROR bad_message`,
+    run: async (k) => {
+      const hops = Array.from({ length: MAX_ROUTE_HOPS + 1 }, () => k.targetHop());
+      await refusedWith(k, k.open({ sessionId: k.sid('long-route'), route: hops }), 'bad_message');
+    },
+  },
+  {
+    id: 'O11',
+    title: 'dialing policy: an unreachable next hop → ERROR unreachable naming it, hop = its index, no reason why',
+    run: async (k) => {
+      const ghost = generateIdentity().peerId.toString();
+      const route = [k.targetHop(), { peerId: ghost, addrs: ['/ip4/127.0.0.1/tcp/1'], start: k.range.end, end: k.range.end + 1 }];
+      const e = await refusedWith(k, k.open({ sessionId: k.sid('ghost'), route }), 'unreachable');
+      expect(hdr(e).peerId === ghost && hdr(e).hop === 1, `ERROR must name ${ghost} at hop 1, got ${show(e)}`);
+      expect(!/refused|ECONN|timed? ?out|timeout|wrong peer/i.test(String(hdr(e).reason)), `reason tells why: "${String(hdr(e).reason)}"`);
+    },
+  },
+  {
+    id: 'W1',
+    title: "ownership: STEP or CLOSE for a session on another peer's stream → ERROR unknown_session; the owner's session continues",
+    run: async (k) => {
+      const sid = k.sid('owned');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const xs = await k.x.stream(k.target);
+      const e1 = await k.error(xs, k.step(sid, { step: 0, pos: 0, nTokens: 1 }));
+      expect(codeOf(e1) === 'unknown_session', `stranger STEP: expected unknown_session, got ${show(e1)}`);
+      const e2 = await k.error(xs, { type: MsgType.CLOSE, header: { sessionId: sid } });
+      expect(codeOf(e2) === 'unknown_session', `stranger CLOSE: expected unknown_session, got ${show(e2)}`);
+      void xs.ch.close();
+      await k.result(s, sid, k.step(sid, { step: 0, pos: 0, nTokens: 1 }));
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'C1',
+    title: 'custody: a valid upstream receipt → RESULT with both receipts; the target links upstreamReceiptHash and its own chain',
+    run: async (k) => {
+      const { sid, s } = await k.upstreamSession('custody-ok');
+      let mine: Hex = ZERO_HASH;
+      let theirs: Hex = ZERO_HASH;
+      for (let i = 0; i < 2; i++) {
+        const payload = k.input(1, 40 + i);
+        const up = k.upstreamReceipt(sid, { step: i, pos: i, nTokens: 1, payload, prev: mine });
+        const r = await k.result(s, sid, k.step(sid, { step: i, pos: i, nTokens: 1, payload, extra: { receipts: [up] } }));
+        const rs = hdr(r).receipts as unknown[];
+        expect(
+          Array.isArray(rs) && rs.length === 2,
+          `RESULT must carry 2 receipts (upstream's, target's), has ${Array.isArray(rs) ? rs.length : 'none'}`,
+        );
+        expect(JSON.stringify(rs[0]) === JSON.stringify(up), 'the upstream receipt must be forwarded unchanged');
+        mine = receiptHash(up.record, k.t.domain);
+        const rec = checkReceiptOf(k, rs[1], {
+          sid,
+          step: i,
+          pos: i,
+          nTokens: 1,
+          input: payload,
+          output: r.payload!,
+          upstream: mine,
+          prev: theirs,
+        });
+        theirs = receiptHash(rec.record, k.t.domain);
+      }
+      void s.ch.close();
+    },
+  },
+  ...custodyCase('C2', 'no receipts, or not exactly i receipts at hop i', 'malformed', (k, sid, payload) => [
+    k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [] } }),
+  ]),
+  ...custodyCase('C3', "a receipt with an extra member (records carry exactly their type's fields)", 'malformed', (k, sid, payload) => {
+    const up = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
+    return [k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [{ ...up, record: { ...up.record, extra: 1 } }] } })];
+  }),
+  ...custodyCase(
+    'C4',
+    'a receipt whose signature is not by its signer, or signed by another key than route[i−1]',
+    'bad_signature',
+    (k, sid, payload) => {
+      const up = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
+      const other = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, {}, k.x.identity);
+      return [k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [{ ...up, signature: other.signature }] } })];
+    },
+  ),
+  ...custodyCase('C5', 'a receipt validly signed by a key other than route[i−1]', 'bad_signature', (k, sid, payload) => [
+    k.step(sid, {
+      step: 0,
+      pos: 0,
+      nTokens: 1,
+      payload,
+      extra: { receipts: [k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, {}, k.x.identity)] },
+    }),
+  ]),
+  ...custodyCase('C6', "a receipt of another session's ids", 'cross_session', (k, sid, payload) => [
+    k.step(sid, {
+      step: 0,
+      pos: 0,
+      nTokens: 1,
+      payload,
+      extra: {
+        receipts: [
+          k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, { sessionId: sessionIdOf(`${sid}-other`) }),
+        ],
+      },
+    }),
+  ]),
+  ...custodyCase('C7', 'a receipt for another step/pos/nTokens', 'slot_mismatch', (k, sid, payload) => [
+    k.step(sid, {
+      step: 0,
+      pos: 0,
+      nTokens: 1,
+      payload,
+      extra: { receipts: [k.upstreamReceipt(sid, { step: 0, pos: 1, nTokens: 1, payload, prev: ZERO_HASH })] },
+    }),
+  ]),
+  ...custodyCase('C8', "a receipt whose layerEnd is not the receiver's start", 'layer_gap', (k, sid, payload) => [
+    k.step(sid, {
+      step: 0,
+      pos: 0,
+      nTokens: 1,
+      payload,
+      extra: {
+        receipts: [k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, { layerEnd: k.range.start + 1 })],
+      },
+    }),
+  ]),
+  ...custodyCase('C9', 'a receipt whose outputHash is not the hash of the payload received', 'input_mismatch', (k, sid, payload) => [
+    k.step(sid, {
+      step: 0,
+      pos: 0,
+      nTokens: 1,
+      payload,
+      extra: {
+        receipts: [
+          k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, { outputHash: hashTensor(k.input(1, 99)) }),
+        ],
+      },
+    }),
+  ]),
+  ...custodyCase('C10', 'the same receipt again (the same step re-sent)', 'replay', (k, sid, payload) => {
+    const r0 = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
+    const m = k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [r0] } });
+    const p1 = k.input(1, 77);
+    const r1 = k.upstreamReceipt(sid, { step: 1, pos: 1, nTokens: 1, payload: p1, prev: receiptHash(r0.record, k.t.domain) });
+    const m1 = k.step(sid, { step: 1, pos: 1, nTokens: 1, payload: p1, extra: { receipts: [r1] } });
+    return [m, m1, { ...m1, header: { ...m1.header, requestId: 2001 } } as Message];
+  }),
+  ...custodyCase('C11', "a step number lower than the signer's last", 'step_order', (k, sid, payload) => {
+    const r0 = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
+    const p2 = k.input(1, 78);
+    const r2 = k.upstreamReceipt(sid, { step: 2, pos: 1, nTokens: 1, payload: p2, prev: receiptHash(r0.record, k.t.domain) });
+    const p1 = k.input(1, 79);
+    const r1 = k.upstreamReceipt(sid, { step: 1, pos: 2, nTokens: 1, payload: p1, prev: receiptHash(r2.record, k.t.domain) });
+    return [
+      k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [r0] } }),
+      k.step(sid, { step: 2, pos: 1, nTokens: 1, payload: p2, extra: { receipts: [r2] } }),
+      k.step(sid, { step: 1, pos: 2, nTokens: 1, payload: p1, extra: { receipts: [r1] } }),
+    ];
+  }),
+  ...custodyCase('C12', "prevReceiptHash not the digest of the signer's previous receipt", 'broken_chain', (k, sid, payload) => {
+    const r0 = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
+    const p1 = k.input(1, 80);
+    const r1 = k.upstreamReceipt(sid, { step: 1, pos: 1, nTokens: 1, payload: p1, prev: ZERO_HASH });
+    return [
+      k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [r0] } }),
+      k.step(sid, { step: 1, pos: 1, nTokens: 1, payload: p1, extra: { receipts: [r1] } }),
+    ];
+  }),
+  {
+    id: 'C13',
+    title: 'hop 0 given receipts by its gateway → ERROR custody naming the gateway',
+    run: async (k) => {
+      const sid = k.sid('hop0-receipts');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const payload = k.input(1, 5);
+      await k.expectCustody(
+        s,
+        sid,
+        k.step(sid, {
+          step: 0,
+          pos: 0,
+          nTokens: 1,
+          payload,
+          extra: { receipts: [k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH })] },
+        }),
+        'malformed',
+        0,
+      );
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'A1',
+    title: "audit (/odsi/audit/1.2.0): the owner's signed AuditRequest gets inputs, output, receipt and commitment of its steps",
+    run: async (k) => {
+      const sid = k.sid('audit');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const m0 = k.step(sid, { step: 0, pos: 0, nTokens: 2 });
+      await k.result(s, sid, m0);
+      const m1 = k.step(sid, { step: 1, pos: 2, nTokens: 1 });
+      const r1 = await k.result(s, sid, m1);
+      const reply = await audit(k, k.g, { sessionId: sid, fromStep: 0, toStep: 1 }, k.g.identity);
+      const h = reply.header;
+      expect(h.ok === true, `audit refused: ${String(h.reason)}`);
+      const want = new Uint8Array([...m0.payload!, ...m1.payload!, ...r1.payload!]);
+      expect(
+        Buffer.compare(Buffer.from(reply.payload), Buffer.from(want)) === 0,
+        'audit payload must be the inputs of the steps as received, then the output of toStep as sent',
+      );
+      expect(
+        JSON.stringify(h.receipt) === JSON.stringify((hdr(r1).receipts as unknown[])[0]),
+        'audit receipt must be the receipt the RESULT carried',
+      );
+      const c = h.commitment as { record?: { inputHash?: string } } | undefined;
+      expect(
+        c?.record?.inputHash?.toLowerCase() === hashTensor(m1.payload!).toLowerCase(),
+        'audit commitment must commit to the input of toStep',
+      );
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'A2',
+    title:
+      'audit without a valid request → "not authorised"; a stranger\'s own request for the session, or for an unknown one → the same NOT_ENTITLED',
+    run: async (k) => {
+      const sid = k.sid('audit-x');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      await k.result(s, sid, k.step(sid, { step: 0, pos: 0, nTokens: 1 }));
+      const none = await audit(k, k.x, { sessionId: sid, fromStep: 0, toStep: 0 });
+      expect(none.header.ok === false && /^not authorised/.test(String(none.header.reason)), `no request: ${JSON.stringify(none.header)}`);
+      const theirs = await audit(k, k.x, { sessionId: sid, fromStep: 0, toStep: 0 }, k.x.identity);
+      const unknown = await audit(k, k.x, { sessionId: `${sid}-none`, fromStep: 0, toStep: 0 }, k.x.identity);
+      expect(
+        theirs.header.ok === false && theirs.header.reason === unknown.header.reason,
+        `stranger: "${String(theirs.header.reason)}" vs unknown: "${String(unknown.header.reason)}" must be one text`,
+      );
+      void s.ch.close();
+    },
+  },
+  {
+    id: 'A3',
+    title: 'audit-exec (/odsi/audit-exec/1.2.0) without a signed ReexecutionRequest from the requesting peer → "not authorised"',
+    run: async (k) => {
+      const st = await k.x.host.libp2p.dialProtocol(peerIdFromString(k.target.peerId), AUDIT_EXEC_PROTOCOL, {
+        signal: AbortSignal.timeout(k.waitMs),
+      });
+      const payload = k.input(1, 3);
+      const base = {
+        routeSessionId: 'any',
+        step: 0,
+        layers: [k.range.start, k.range.end],
+        modelId: k.t.modelId,
+        auditedReceiptHash: ZERO_HASH,
+        steps: [{ step: 0, pos: 0, nTokens: 1, dtype: 'f32', bytes: payload.length }],
+      };
+      // signed by the kit's gateway but sent by the stranger: the requester must be the signer
+      const request = signReexecutionRequest(
+        k.g.identity,
+        {
+          executor: addressOfPeer(k.target.peerId),
+          requestId: requestIdOf('any'),
+          sessionId: sessionIdOf('any'),
+          step: 0,
+          auditedReceiptHash: ZERO_HASH,
+          expiresAt: nowSeconds() + 60,
+        },
+        k.t.domain,
+      );
+      await sendAuditMessage(st, { ...base, request }, payload);
+      const r = await readAuditMessage(st, k.waitMs);
+      await st.close().catch(() => {});
+      expect(
+        r.header.ok === false && /^not authorised/.test(String(r.header.reason)),
+        `expected "not authorised…", got ${JSON.stringify(r.header)}`,
+      );
+    },
+  },
+  {
+    id: 'K1',
+    title: "KV hand-over (/odsi/kv/1.1.0) without the owner's invitation → ERROR forbidden",
+    run: async (k) => {
+      const s = await k.x.stream(k.target, KV_PROTOCOL);
+      const length = 2;
+      const header = {
+        sessionId: k.sid('kv'),
+        modelId: k.t.modelId,
+        start: k.range.start,
+        end: k.range.end,
+        length,
+        layer: k.range.start,
+        kvDim: k.t.kvDim,
+      };
+      const e = await k.error(s, { type: MsgType.KV, header, payload: new Uint8Array(2 * length * k.t.kvDim * 4) });
+      expect(codeOf(e) === 'forbidden', `no invitation: expected forbidden, got ${show(e)}`);
+      const s2 = await k.x.stream(k.target, KV_PROTOCOL);
+      const open = k.open({ sessionId: header.sessionId }, k.x); // signed, but its spares do not name the target
+      const e2 = await k.error(s2, { type: MsgType.KV, header: { ...header, open }, payload: new Uint8Array(2 * length * k.t.kvDim * 4) });
+      expect(codeOf(e2) === 'forbidden', `not a spare: expected forbidden, got ${show(e2)}`);
+    },
+  },
+];
+
+async function waitForClosedResult(k: Kit, sid: string): Promise<void> {
+  const t0 = Date.now();
+  while (!k.g.resultClosed(sid)) {
+    if (Date.now() - t0 > k.waitMs) fail(`the result stream of ${sid} was not closed`);
+    await pause(10);
+  }
+}
+
+/** A custody rule: in a fresh upstream session, all messages but the last must get a RESULT, the last ERROR custody `sub`. */
+function custodyCase(id: string, what: string, sub: string, build: (k: Kit, sid: string, payload: Uint8Array) => Message[]): Rule[] {
+  return [
+    {
+      id,
+      title: `custody: ${what} → ERROR custody "${sub}", peerId = upstream, output withheld`,
+      run: async (k) => {
+        const { sid, s } = await k.upstreamSession(`custody-${sub}`);
+        const msgs = build(k, sid, k.input(1, 21));
+        for (const m of msgs.slice(0, -1)) await k.result(s, sid, m);
+        await k.expectCustody(s, sid, msgs[msgs.length - 1]!, sub);
+        void s.ch.close();
+      },
+    },
+  ];
+}
+
+async function audit(k: Kit, by: SessionPeer, q: { sessionId: string; fromStep: number; toStep: number }, signer?: Identity) {
+  const request = signer
+    ? signAuditRequest(
+        signer,
+        {
+          auditor: by.identity.address,
+          requestId: requestIdOf(q.sessionId),
+          sessionId: sessionIdOf(q.sessionId),
+          fromStep: q.fromStep,
+          toStep: q.toStep,
+          expiresAt: nowSeconds() + 60,
+        },
+        k.t.domain,
+      )
+    : undefined;
+  await by.host.dial(k.target.peerId, k.target.addrs, AbortSignal.timeout(k.waitMs));
+  const st = await by.host.libp2p.dialProtocol(peerIdFromString(k.target.peerId), AUDIT_PROTOCOL, {
+    signal: AbortSignal.timeout(k.waitMs),
+  });
+  await sendAuditMessage(st, { ...q, ...(request ? { request } : {}) });
+  const r = await readAuditMessage(st, k.waitMs);
+  await st.close().catch(() => {});
+  return r;
+}
+
+/** Every rule id and title, in order (docs/protocol.md §11 lists the same). */
+export function conformanceRules(): { id: string; title: string }[] {
+  return RULES.map(({ id, title }) => ({ id, title }));
+}
+
+/** Runs the rules against the target; one result per rule, in order. */
+export async function runConformance(t: ConformanceTarget, o: ConformanceOptions = {}): Promise<RuleResult[]> {
+  const m = /\/p2p\/([^/]+)$/.exec(t.multiaddr);
+  if (!m) throw new Error(`target ${t.multiaddr} must end in /p2p/<peer id>`);
+  const target = { peerId: m[1]!, addrs: [t.multiaddr] };
+  const waitMs = o.waitMs ?? 10_000;
+  const g = await SessionPeer.start(generateIdentity(), waitMs);
+  const x = await SessionPeer.start(generateIdentity(), waitMs);
+  const kit = new Kit(t, target, g, x, waitMs, o.quietMs ?? 200);
+  const chosen = RULES.filter((r) => !o.only || r.id === 'D1' || o.only.some((p) => r.id === p || r.id.startsWith(p)));
+  const results = new Map<string, RuleResult>();
+  const runOne = async (r: Rule): Promise<void> => {
+    const t0 = performance.now();
+    let res: RuleResult;
+    try {
+      await r.run(kit);
+      res = { id: r.id, title: r.title, pass: true, detail: '', ms: Math.round(performance.now() - t0) };
+    } catch (e) {
+      res = { id: r.id, title: r.title, pass: false, detail: (e as Error).message, ms: Math.round(performance.now() - t0) };
+    }
+    results.set(r.id, res);
+    o.onResult?.(res);
+  };
+  try {
+    // D1 first (the others need the target's layers); then the rules, which use sessions of their
+    // own, a few at a time
+    const [first, ...rest] = chosen;
+    if (first) await runOne(first);
+    const queue = [...rest];
+    const worker = async (): Promise<void> => {
+      for (let r = queue.shift(); r; r = queue.shift()) await runOne(r);
+    };
+    await Promise.all(Array.from({ length: Math.max(1, o.concurrency ?? 4) }, worker));
+  } finally {
+    await Promise.all([g.stop(), x.stop()]);
+  }
+  const out = chosen.map((r) => results.get(r.id)!);
+  return out;
+}

@@ -1,0 +1,373 @@
+// docs/vectors/protocol.json: (1) equals what the implementation computes now (the file cannot
+// drift from the code), and (2) every vector is recomputed here independently, from the rules
+// of docs/protocol.md and docs/signatures.md alone: frames parsed by hand, half floats rounded
+// by a float64 model, hashes with node:crypto, keccak and EIP-712 with viem's generic
+// encoder, signatures checked with @noble/curves and viem's recovery, the model id's Merkle
+// tree written out again. (3) The rule ids of docs/protocol.md §11 are the kit's.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { secp256k1 } from '@noble/curves/secp256k1.js';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { hashTypedData, keccak256, recoverTypedDataAddress, toBytes } from 'viem';
+import { buildVectors, vectorsJson } from '../../src/conformance/vectors.js';
+import { conformanceRules } from '../../src/conformance/kit.js';
+import { encodeMessage, MAX_ROUTE_HOPS, MsgType } from '../../src/protocol/messages.js';
+import { MAX_HEADER_BYTES } from '../../src/protocol/frame.js';
+import { REPO_ROOT, STORIES_GGUF } from '../helpers/paths.js';
+
+const FILE = join(REPO_ROOT, 'docs/vectors/protocol.json');
+const committed = readFileSync(FILE, 'utf8');
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const V: any = JSON.parse(committed);
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest();
+
+test('the committed vectors equal a fresh computation by the implementation', () => {
+  const fresh = vectorsJson(buildVectors({ storiesModel: STORIES_GGUF }));
+  assert.equal(
+    committed,
+    fresh,
+    'docs/vectors/protocol.json is stale: run `odsi conformance vectors --stories <stories260K.gguf> --out docs/vectors/protocol.json`',
+  );
+});
+
+test('frames: preamble, header JSON and payload parsed by hand', () => {
+  for (const f of V.frames) {
+    let payload = '';
+    f.frames.forEach((h: string, i: number) => {
+      const b = Buffer.from(h, 'hex');
+      assert.equal(b.subarray(0, 4).toString('latin1'), 'ODSI', f.name);
+      assert.equal(b[4], 1, `${f.name}: version`);
+      assert.equal(b[5], f.type, `${f.name}: type`);
+      const last = i === f.frames.length - 1;
+      assert.equal(b.readUInt16LE(6), last ? 0 : 1, `${f.name}: MORE flag`);
+      const H = b.readUInt32LE(8);
+      const P = b.readUInt32LE(12);
+      assert.equal(b.length, 16 + H + P, `${f.name}: lengths`);
+      if (i === 0) {
+        const headerText = b.subarray(16, 16 + H).toString('utf8');
+        if (f.headerJson !== undefined) assert.equal(headerText, f.headerJson, `${f.name}: header bytes are the JSON`);
+        assert.deepEqual(JSON.parse(headerText), f.header, `${f.name}: header`);
+      } else assert.equal(H, 0, `${f.name}: continuation carries no header`);
+      payload += b.subarray(16 + H).toString('hex');
+    });
+    if (f.payloadHex !== undefined) assert.equal(payload, f.payloadHex, `${f.name}: payload`);
+  }
+});
+
+/** f32 → binary16 bits, round to nearest even, modelled in float64 arithmetic. */
+function f16Bits(v: number): number {
+  if (Number.isNaN(v)) return 0x7e00;
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(Math.fround(v));
+  if (a === Infinity) return sign | 0x7c00;
+  const rne = (x: number) => {
+    const f = Math.floor(x);
+    const d = x - f;
+    return d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f;
+  };
+  if (a < 2 ** -14) return sign | rne(a / 2 ** -24); // subnormal (may round up to the smallest normal: 0x0400)
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (2 ** (e + 1) <= a) e++;
+  let m = rne((a / 2 ** e - 1) * 1024);
+  if (m === 1024) {
+    m = 0;
+    e++;
+  }
+  if (e > 15) return sign | 0x7c00;
+  return sign | ((e + 15) << 10) | m;
+}
+function bf16Bits(v: number): number {
+  const u = new Uint32Array(new Float32Array([v]).buffer)[0]!;
+  if ((u & 0x7f800000) === 0x7f800000 && u & 0x7fffff) return ((u >>> 16) | 0x40) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+const num = (x: number | string) => (x === 'NaN' ? NaN : x === '-0' ? -0 : x === 'Infinity' ? Infinity : Number(x));
+
+test('tensors: f16 and bf16 rounding, subnormals, NaN; payload bytes and hashTensor', () => {
+  for (const t of V.tensors.f16) assert.equal(f16Bits(num(t.f32)).toString(16).padStart(4, '0'), t.bits, `f16 of ${t.f32}`);
+  for (const t of V.tensors.bf16) assert.equal(bf16Bits(num(t.f32)).toString(16).padStart(4, '0'), t.bits, `bf16 of ${t.f32}`);
+  for (const p of V.tensors.payloads) {
+    const bytes = Buffer.alloc(p.values.length * (p.dtype === 'f32' ? 4 : 2));
+    p.values.forEach((v: number, i: number) =>
+      p.dtype === 'f32' ? bytes.writeFloatLE(v, i * 4) : bytes.writeUInt16LE(p.dtype === 'f16' ? f16Bits(v) : bf16Bits(v), i * 2),
+    );
+    assert.equal(bytes.toString('hex'), p.bytesHex, p.dtype);
+    assert.equal(`0x${sha256(bytes).toString('hex')}`, p.hashTensor, `hashTensor ${p.dtype}`);
+  }
+});
+
+const keccakUtf8 = (id: string) => keccak256(new TextEncoder().encode(id));
+const modelBytes32 = (id: string) => {
+  const m = id.replace(/^0x/, '');
+  return /^[0-9a-fA-F]{64}$/.test(m) ? `0x${m.toLowerCase()}` : keccakUtf8(id);
+};
+
+test('ids: requestIdOf, sessionIdOf (keccak256 of UTF-8, always), modelId → bytes32', () => {
+  for (const c of V.ids.requestIdOf) assert.equal(keccakUtf8(c.in.split('.')[0]), c.out, c.in);
+  for (const c of V.ids.sessionIdOf) assert.equal(keccakUtf8(c.in), c.out, c.in);
+  for (const c of V.modelId.toModelId) assert.equal(modelBytes32(c.in), c.out, c.in);
+});
+
+/** RFC 6962 Merkle tree hash over hex leaves. */
+function mth(leaves: Buffer[]): Buffer {
+  if (leaves.length === 1) return sha256(Buffer.concat([Buffer.of(0), leaves[0]!]));
+  let k = 1;
+  while (k * 2 < leaves.length) k *= 2;
+  return sha256(Buffer.concat([Buffer.of(1), mth(leaves.slice(0, k)), mth(leaves.slice(k))]));
+}
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+};
+const u64 = (v: number) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(v));
+  return b;
+};
+
+test('model id: RFC 6962 tree, tagged tensor/layer/global hashes, config JSON of the synthetic model', () => {
+  for (const m of V.modelId.merkle) assert.equal(hex(mth(m.leaves.map((l: string) => Buffer.from(l, 'hex')))), m.root);
+  const s = V.modelId.synthetic;
+  const c = s.config;
+  const cfg = JSON.stringify({
+    arch: c.arch,
+    nLayers: c.nLayers,
+    dim: c.dim,
+    ffnDim: c.ffnDim,
+    nHeads: c.nHeads,
+    nKvHeads: c.nKvHeads,
+    headDim: c.headDim,
+    vocabSize: c.vocabSize,
+    normEps: Math.fround(c.normEps),
+    ropeTheta: Math.fround(c.ropeTheta),
+    ropeScaling: null,
+    tiedEmbeddings: c.tiedEmbeddings,
+  });
+  assert.equal(cfg, s.configJson);
+  const th: Record<string, Buffer> = {};
+  for (const [name, t] of Object.entries(s.tensors) as [string, { ggmlType: number; shape: number[]; f32: number[]; hash: string }][]) {
+    const raw = Buffer.from(new Float32Array(t.f32).buffer);
+    th[name] = sha256(
+      Buffer.concat([Buffer.from(`odsi.tensor.v1\0${name}\0`), u32(t.ggmlType), u32(t.shape.length), ...t.shape.map(u64), raw]),
+    );
+    assert.equal(hex(th[name]!), t.hash, name);
+  }
+  const layer = (l: number, names: string[]) =>
+    sha256(Buffer.concat([Buffer.from('odsi.layer.v1\0'), u32(l), u32(names.length), ...names.map((n) => th[n]!)]));
+  const layers = s.layerTensorOrder.map((names: string[], l: number) => layer(l, names));
+  assert.deepEqual(layers.map(hex), s.layerHashes);
+  const global = sha256(
+    Buffer.concat([
+      Buffer.from(`odsi.global.v1\0${cfg}\0`),
+      u32(s.globalTensorOrder.length),
+      ...s.globalTensorOrder.map((n: string) => th[n]!),
+    ]),
+  );
+  assert.equal(hex(global), s.globalHash);
+  assert.equal(hex(mth([global, ...layers])), s.modelId);
+  const st = V.modelId.stories260K;
+  assert.equal(
+    hex(mth([st.globalHash, ...st.layerHashes].map((h: string) => Buffer.from(h, 'hex')))),
+    st.modelId,
+    'stories260K: root of its leaves',
+  );
+});
+
+const pubOf = (peerId: string) => peerIdFromString(peerId).publicKey!.raw;
+
+test('signed OPEN and advert: signed bytes rebuilt, signatures verified with another library', () => {
+  const o = V.openSignature;
+  const b = o.body;
+  const hop = (h: { peerId: string; addrs: string[]; start: number; end: number }) => ({
+    peerId: h.peerId,
+    addrs: h.addrs,
+    start: h.start,
+    end: h.end,
+  });
+  const body = {
+    sessionId: b.sessionId,
+    modelId: b.modelId,
+    route: b.route.map(hop),
+    reply: { peerId: b.reply.peerId, addrs: b.reply.addrs },
+    dtype: b.dtype ?? 'f32',
+    hidden: b.hidden ?? null,
+    maxTokens: b.maxTokens ?? null,
+    idleTimeoutMs: b.idleTimeoutMs ?? null,
+    resumeFrom: b.resumeFrom ?? null,
+    spares: b.spares ? b.spares.map(hop) : null,
+    issuedAt: b.issuedAt ?? null,
+    expiresAt: b.expiresAt ?? null,
+  };
+  assert.equal(o.signedBytes, `odsi/open/v1\n${JSON.stringify(body)}`);
+  assert.ok(secp256k1.verify(Buffer.from(o.signature, 'hex'), sha256(o.signedBytes), pubOf(b.reply.peerId), { prehash: false }));
+  const a = V.advert;
+  assert.equal(a.recordHex, a.signature + Buffer.from(a.body).toString('hex'));
+  const ab = JSON.parse(a.body);
+  assert.ok(secp256k1.verify(Buffer.from(a.signature, 'hex'), sha256(`odsi/advert/v1\n${a.body}`), pubOf(ab.peerId), { prehash: false }));
+  assert.equal(a.dhtKey, `/odsi-adv/${ab.modelId}/${ab.peerId}`);
+  const model = Buffer.from(ab.modelId);
+  assert.equal(a.fetchRequestHex, Buffer.concat([Buffer.of(model.length), model]).toString('hex'));
+  const rec = Buffer.from(a.recordHex, 'hex');
+  assert.ok(rec.length >= 128 && rec.length < 16384);
+  assert.equal(a.fetchReplyHex, Buffer.concat([Buffer.of((rec.length & 0x7f) | 0x80, rec.length >> 7), rec]).toString('hex'));
+});
+
+const FIELDS: Record<string, [string, string][]> = (() => {
+  const commitment: [string, string][] = [
+    ['requestId', 'bytes32'],
+    ['sessionId', 'bytes32'],
+    ['step', 'uint64'],
+    ['pos', 'uint32'],
+    ['nTokens', 'uint32'],
+    ['layerStart', 'uint32'],
+    ['layerEnd', 'uint32'],
+    ['modelId', 'bytes32'],
+    ['profile', 'string'],
+    ['inputHash', 'bytes32'],
+    ['budgetUs', 'uint64'],
+    ['signer', 'address'],
+  ];
+  const receipt: [string, string][] = [
+    ...commitment,
+    ['outputHash', 'bytes32'],
+    ['recvUs', 'uint64'],
+    ['computeUs', 'uint64'],
+    ['sendUs', 'uint64'],
+    ['upstreamReceiptHash', 'bytes32'],
+    ['prevReceiptHash', 'bytes32'],
+    ['commitmentHash', 'bytes32'],
+  ];
+  return {
+    ExecutionCommitment: commitment,
+    ExecutionReceipt: receipt,
+    ReexecutionReceipt: receipt,
+    AuditVerdict: [
+      ['receiptHash', 'bytes32'],
+      ['auditOutputHash', 'bytes32'],
+      ['profilePair', 'string'],
+      ['distancePpb', 'uint64'],
+      ['tolerancePpb', 'uint64'],
+      ['pass', 'bool'],
+      ['auditor', 'address'],
+    ],
+    AuditRequest: [
+      ['gateway', 'address'],
+      ['auditor', 'address'],
+      ['requestId', 'bytes32'],
+      ['sessionId', 'bytes32'],
+      ['fromStep', 'uint64'],
+      ['toStep', 'uint64'],
+      ['expiresAt', 'uint64'],
+    ],
+    ReexecutionRequest: [
+      ['gateway', 'address'],
+      ['executor', 'address'],
+      ['requestId', 'bytes32'],
+      ['sessionId', 'bytes32'],
+      ['step', 'uint64'],
+      ['auditedReceiptHash', 'bytes32'],
+      ['expiresAt', 'uint64'],
+    ],
+  };
+})();
+const signerOf: Record<string, string> = { AuditVerdict: 'auditor', AuditRequest: 'gateway', ReexecutionRequest: 'gateway' };
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const typed = (type: string, record: any, domain: any) => ({
+  domain: {
+    name: 'odsi',
+    version: '1',
+    chainId: BigInt(domain.chainId),
+    ...(domain.verifyingContract ? { verifyingContract: domain.verifyingContract } : {}),
+  },
+  types: { [type]: FIELDS[type]!.map(([name, t]) => ({ name, type: t })) },
+  primaryType: type,
+  message: record,
+});
+
+test('EIP-712: type hashes, digests and signatures with viem (recovery = the signer)', async () => {
+  for (const t of V.eip712.types)
+    assert.equal(keccak256(toBytes(`${t.type}(${FIELDS[t.type]!.map(([n, ty]) => `${ty} ${n}`).join(',')})`)), t.typeHash);
+  for (const r of V.eip712.records) {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const td = typed(r.type, r.record, r.domain) as any;
+    assert.equal(hashTypedData(td), r.digest, r.type);
+    const who = await recoverTypedDataAddress({ ...td, signature: r.signature });
+    assert.equal(who.toLowerCase(), String(r.record[signerOf[r.type] ?? 'signer']).toLowerCase(), `${r.type} signer`);
+  }
+});
+
+test('receipt chain: links recomputed with viem; every custody case has its expected sub-code', async () => {
+  const c = V.receiptChain;
+  const digest = (r: { record: unknown }) => hashTypedData(typed('ExecutionReceipt', r.record, c.domain) as never);
+  let prev = [`0x${'00'.repeat(32)}`, `0x${'00'.repeat(32)}`];
+  for (const s of c.steps) {
+    const [r1, r2] = s.result.receipts;
+    assert.equal(r1.record.inputHash, `0x${sha256(Buffer.from(s.gatewayPayloadHex, 'hex')).toString('hex')}`);
+    assert.equal(r1.record.outputHash, `0x${sha256(Buffer.from(s.hop1.payloadHex, 'hex')).toString('hex')}`);
+    assert.equal(r2.record.inputHash, r1.record.outputHash, 'hand-off: hop 2 received what hop 1 sent');
+    assert.equal(r2.record.layerStart, r1.record.layerEnd);
+    assert.equal(r2.record.upstreamReceiptHash, digest(r1));
+    assert.deepEqual([r1.record.prevReceiptHash, r2.record.prevReceiptHash], prev);
+    assert.deepEqual(s.hop1.stepHeader.receipts, [r1], 'hop i carries i receipts');
+    for (const [r, k] of [
+      [r1, 'hop1'],
+      [r2, 'hop2'],
+    ] as const) {
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      const td = typed('ExecutionReceipt', r.record, c.domain) as any;
+      const who = await recoverTypedDataAddress({ ...td, signature: r.signature });
+      assert.equal(who, V.keys[k].address);
+    }
+    prev = [digest(r1), digest(r2)];
+  }
+  for (const k of c.cases) assert.equal(k.got, k.expect, k.name);
+  assert.deepEqual(c.stepOrder.got, c.stepOrder.expect);
+});
+
+test(`header size: a ${MAX_ROUTE_HOPS}-hop route's RESULT header (receipts, timeline) fits the ${MAX_HEADER_BYTES}-byte limit`, () => {
+  const rs = V.frames.find((f: { name: string }) => f.name.startsWith('RESULT')).header;
+  const receipt = rs.receipts[1];
+  const timing = rs.timeline[1];
+  // the largest honest values: 64-character profile, 16-digit integers, long timings
+  const big = {
+    ...receipt,
+    record: {
+      ...receipt.record,
+      profile: 'p'.repeat(64),
+      step: 2 ** 53 - 1,
+      pos: 2 ** 32 - 1,
+      nTokens: 2 ** 32 - 1,
+      recvUs: 2 ** 53 - 1,
+      computeUs: 2 ** 53 - 1,
+      sendUs: 2 ** 53 - 1,
+      budgetUs: 2 ** 53 - 1,
+    },
+  };
+  const t = { ...timing, queueMs: 123456.789, computeMs: 123456.789, sendMs: 123456.789, budgetInMs: 123456.789, slackMs: -123456.789 };
+  const header = {
+    ...rs,
+    sessionId: 's'.repeat(256),
+    requestId: 2 ** 53 - 1,
+    receipts: Array(MAX_ROUTE_HOPS).fill(big),
+    timeline: Array(MAX_ROUTE_HOPS).fill(t),
+  };
+  const size = Buffer.byteLength(JSON.stringify(header));
+  assert.ok(size < MAX_HEADER_BYTES, `${size} bytes`);
+  assert.doesNotThrow(() => encodeMessage({ type: MsgType.RESULT, header, payload: new Uint8Array(8) }));
+});
+
+test('docs/protocol.md §11 lists exactly the rules the conformance kit checks', () => {
+  const doc = readFileSync(join(REPO_ROOT, 'docs/protocol.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('## 11.'));
+  const ids = [...section.matchAll(/^\| \*\*([A-Z]\d+)\*\* \|/gm)].map((m) => m[1]);
+  assert.deepEqual(
+    ids,
+    conformanceRules().map((r) => r.id),
+  );
+});
