@@ -26,6 +26,8 @@ import { CostPlanner, StaticCandidates, type CandidateSource, type RoutePlanner 
 import { TimedStage } from './timed.js';
 import { Discovery } from './discovery.js';
 import { SessionLoad } from './session-load.js';
+import type { Registry } from 'prom-client';
+import { GatewayMetrics } from './metrics.js';
 import { MeasuredSpeed, swarmStatus, type SwarmStatus } from './swarm-status.js';
 import { FaultLog, type FaultEvent, type RouteHopRef } from '../route/events.js';
 import { openResilientRoute, type ResilientRoute } from '../route/resilient-route.js';
@@ -64,6 +66,9 @@ export interface GatewayOptions {
   failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
   /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
   accountability?: GatewayAccountabilityConfig;
+  /** register the gateway's metrics (coverage, recoveries, audits, fallback, DHT lookups) here,
+   *  e.g. the API server's registry so /metrics shows both */
+  metrics?: Registry;
 }
 
 /** How the gateway holds the route's nodes to account (read from the environment by the CLI). */
@@ -125,6 +130,8 @@ export class Gateway extends PipelineBackend {
   private closed = false;
   /** accountability: checks every route step (receipts, audits); none when it is off */
   accountability?: GatewayAccountability;
+  /** Prometheus metrics, when GatewayOptions.metrics names a registry */
+  readonly metrics?: GatewayMetrics;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -148,9 +155,21 @@ export class Gateway extends PipelineBackend {
       ownedBy: 'odsi-swarm',
     };
     const nLayers = src.config.nLayers;
+    if (opts.metrics)
+      this.metrics = new GatewayMetrics(opts.metrics, {
+        status: () => this.swarmStatus(),
+        recoveries: () => this.recoveries,
+        accountability: () => this.accountabilityTotals(),
+      });
     if (opts.peers) this.source = new StaticCandidates(opts.peers);
     else {
-      this.discovery = new Discovery(host, { modelId, nLayers, refreshMs: opts.refreshMs, lookupTimeoutMs: opts.lookupTimeoutMs });
+      this.discovery = new Discovery(host, {
+        modelId,
+        nLayers,
+        refreshMs: opts.refreshMs,
+        lookupTimeoutMs: opts.lookupTimeoutMs,
+        onLookup: (ms, ok) => this.metrics?.lookedUp(ms, ok),
+      });
       this.source = this.discovery;
     }
     this.load = new SessionLoad(this.source);
@@ -288,14 +307,21 @@ export class Gateway extends PipelineBackend {
       route,
       noRouteReason,
       recoveries: { ...this.recoveries },
-      accountability: acc && {
+      accountability: this.accountabilityTotals(),
+    });
+  }
+
+  private accountabilityTotals(): SwarmStatus['accountability'] {
+    const acc = this.accountability;
+    return (
+      acc && {
         steps: acc.stats.steps,
         audited: acc.stats.audited,
         failed: acc.stats.failed,
         convicted: new Set(acc.evidence.map((e) => e.peerId)).size,
         evidence: acc.evidence.length,
-      },
-    });
+      }
+    );
   }
 
   private onFault(e: FaultEvent): void {
