@@ -79,7 +79,9 @@ interface RunResult {
 }
 
 export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): ApiServer {
-  const limits = resolveLimits(opts);
+  // only the limits: the other options are not numbers to check
+  const { deadlineMs: _deadline, logger: _logger, metrics: _metrics, ...limitOpts } = opts;
+  const limits = resolveLimits(limitOpts);
   const app = Fastify({ logger: opts.logger ?? false, ...serverOptions(limits) });
   app.server.maxConnections = limits.maxConnections;
   installJsonParser(app);

@@ -105,7 +105,12 @@ async function fromDht(o: StatusOptions): Promise<SwarmStatus> {
   if (!modelId) throw new Error('--bootstrap needs --model PATH or --model-id ID');
   const host = await createHost({ identity: generateIdentity(), bootstrap: o.bootstrap });
   try {
-    const d = new Discovery(host, { modelId, nLayers: nLayers ?? Number.MAX_SAFE_INTEGER, refreshMs: 0, lookupTimeoutMs: Math.min(3_000, o.timeoutMs) });
+    const d = new Discovery(host, {
+      modelId,
+      nLayers: nLayers ?? Number.MAX_SAFE_INTEGER,
+      refreshMs: 0,
+      lookupTimeoutMs: Math.min(3_000, o.timeoutMs),
+    });
     // let the DHT learn peers from the bootstrap nodes (bounded), then look twice: the second
     // pass pings again, so a node that is gone shows as unreachable
     const until = Date.now() + o.timeoutMs;
@@ -163,7 +168,9 @@ export function render(st: SwarmStatus): string {
       `${String(c.layer).padStart(5)}  ${String(c.nodes).padStart(5)}  ${c.tokensPerSec.toFixed(1).padStart(8)}  ${c.nodes ? c.peers.map(short).join(' ') : '-- gap --'}`,
     );
   lines.push('');
-  lines.push('peer id                                                  layers  engine      ms/token       rtt ms  sessions  free KV  state');
+  lines.push(
+    'peer id                                                  layers  engine      ms/token       rtt ms  sessions  free KV  state',
+  );
   for (const n of st.nodes) {
     const state = [
       n.reachable ? 'up' : 'unreachable',
@@ -188,7 +195,8 @@ export function render(st: SwarmStatus): string {
   }
   if (st.route) lines.push('', `route now: ${st.route.map((h) => `${short(h.peerId)}[${h.layers[0]}:${h.layers[1]}]`).join(' → ')}`);
   else if (st.reason) lines.push('', `no route: ${st.reason}`);
-  if (st.fallback) lines.push(`fallback: ${st.fallback.url} (when ${st.fallback.when.join(', ')}; ${st.fallback.served} request(s) served)`);
+  if (st.fallback)
+    lines.push(`fallback: ${st.fallback.url} (when ${st.fallback.when.join(', ')}; ${st.fallback.served} request(s) served)`);
   return lines.join('\n') + '\n';
 }
 

@@ -174,7 +174,10 @@ export function swarmStatus(s: SwarmSnapshot): SwarmStatus {
     coverage,
     uncovered,
     ...(s.route
-      ? { route: s.route.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] as [number, number] })), estimatedMsPerToken: round3(s.route.estimatedMs) }
+      ? {
+          route: s.route.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] as [number, number] })),
+          estimatedMsPerToken: round3(s.route.estimatedMs),
+        }
       : {}),
     recoveries: s.recoveries,
     ...(s.accountability ? { accountability: s.accountability } : {}),

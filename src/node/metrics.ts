@@ -45,16 +45,36 @@ export class NodeMetrics {
     this.queue = hist('odsi_node_step_queue_seconds', 'time a step waited for the compute lock after it arrived, by layer range');
     this.send = hist('odsi_node_step_send_seconds', 'time to serialise a step output and hand it to the stream, by layer range');
     this.steps = new Counter({ name: 'odsi_node_steps_total', help: 'steps computed and sent on', labelNames: ['layers'], registers });
-    this.tokens = new Counter({ name: 'odsi_node_step_tokens_total', help: 'tokens computed in steps (prefill and decode)', labelNames: ['layers'], registers });
-    this.stepErrors = new Counter({ name: 'odsi_node_step_errors_total', help: 'steps answered with an error, by error code', labelNames: ['code'], registers });
+    this.tokens = new Counter({
+      name: 'odsi_node_step_tokens_total',
+      help: 'tokens computed in steps (prefill and decode)',
+      labelNames: ['layers'],
+      registers,
+    });
+    this.stepErrors = new Counter({
+      name: 'odsi_node_step_errors_total',
+      help: 'steps answered with an error, by error code',
+      labelNames: ['code'],
+      registers,
+    });
     this.sessionRefusals = new Counter({
       name: 'odsi_node_session_refusals_total',
       help: 'session OPENs refused, by error code',
       labelNames: ['reason'],
       registers,
     });
-    this.bytesIn = new Counter({ name: 'odsi_node_received_bytes_total', help: 'bytes received on odsi streams, by protocol', labelNames: ['protocol'], registers });
-    this.bytesOut = new Counter({ name: 'odsi_node_sent_bytes_total', help: 'bytes sent on odsi streams, by protocol', labelNames: ['protocol'], registers });
+    this.bytesIn = new Counter({
+      name: 'odsi_node_received_bytes_total',
+      help: 'bytes received on odsi streams, by protocol',
+      labelNames: ['protocol'],
+      registers,
+    });
+    this.bytesOut = new Counter({
+      name: 'odsi_node_sent_bytes_total',
+      help: 'bytes sent on odsi streams, by protocol',
+      labelNames: ['protocol'],
+      registers,
+    });
     this.publish = new Histogram({
       name: 'odsi_node_advert_publish_seconds',
       help: 'time to publish the signed advert to the DHT',
