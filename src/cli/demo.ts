@@ -304,6 +304,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
           `  try: curl ${url}/v1/completions -H 'content-type: application/json' -d '{"model":"${gw.model.id}","prompt":"${o.prompt.replace(/'/g, '')}","max_tokens":20}'`,
         );
         log(`  swarm bootstrap: ${swarm.bootstrap.join(' ')}`);
+        log(`  swarm status: odsi status --gateway ${url}   (JSON at ${url}/v1/odsi/status, Prometheus at ${url}/metrics)`); // ops
+        for (const [i, n] of nodes.entries()) if (n.metrics) log(`  node n${i + 1} metrics: ${n.metrics}`); // ops
       }
       await new Promise<never>(() => undefined); // until a signal ends the process
     }
