@@ -15,7 +15,8 @@ export async function main(argv: string[]): Promise<void> {
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride();
-  for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen, registerStatus]) reg(program);
+  for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen, registerStatus])
+    reg(program);
   try {
     selectEcdsa(parseEcdsaChoice(process.env.ODSI_ECDSA)); // the signature backend, for every subcommand
     await program.parseAsync(argv);

@@ -177,7 +177,18 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
             { defaultMetrics: true },
           );
     // (the metrics read the server at scrape time, after it exists)
-    const server: NodeServer = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, metrics, log });
+    const server: NodeServer = new NodeServer({
+      host,
+      stage,
+      modelId,
+      perf,
+      stamper,
+      kvBudgetTokens,
+      idleTimeoutMs: o.idleTimeoutMs,
+      limits,
+      metrics,
+      log,
+    });
     await server.start();
     const metricsHttp = metrics ? await serveMetrics(metrics.registry, o.metricsPort ?? 0, o.metricsHost) : undefined;
 

@@ -85,7 +85,10 @@ test('coverage counts usable nodes only and lists the gaps; an expired ban count
 test('MeasuredSpeed smooths per peer; precisionOf reads the profile', () => {
   const m = new MeasuredSpeed(0.5);
   m.observe([{ peerId: 'x', computeMs: 10 }]);
-  m.observe([{ peerId: 'x', computeMs: 20 }, { peerId: 'y', computeMs: NaN }]);
+  m.observe([
+    { peerId: 'x', computeMs: 20 },
+    { peerId: 'y', computeMs: NaN },
+  ]);
   assert.equal(m.snapshot().get('x'), 15);
   assert.equal(m.snapshot().has('y'), false);
   assert.equal(precisionOf('reference'), 'f32');
