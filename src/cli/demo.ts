@@ -12,6 +12,7 @@ import { modelIdentity } from '../model/identity.js';
 import { openModel } from '../model/load.js';
 import { writeSyntheticGguf } from '../model/synth.js';
 import { createApiServer, type ApiServer } from '../api/server.js';
+import { createMetrics } from '../api/metrics.js';
 import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
 import type { RouteCandidate } from '../routing/router.js';
@@ -40,6 +41,7 @@ interface DemoOptions {
   auditRate?: number; // accountability
   replicas: number; // fault-tolerance
   fault: string[]; // fault-tolerance
+  nodeMetrics?: boolean; // ops
 }
 
 const int =
@@ -96,6 +98,7 @@ export function register(program: Command): void {
       if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('--audit-rate must be in [0, 1]');
       return n;
     })
+    .option('--node-metrics', 'every node serves Prometheus metrics on a free port (listed with the nodes)') // ops
     // fault-tolerance: replicated ranges and per-node fault injection
     .option('--replicas <r>', 'serve every layer range with R nodes (spares to re-route to)', int('--replicas', 1), 1)
     .option(
@@ -181,8 +184,11 @@ async function runDemo(o: DemoOptions): Promise<void> {
       // ODSI_SWARM_STDERR=1 shows the nodes' logs (debugging the demo)
       inheritStderr: !!process.env.ODSI_SWARM_STDERR,
       nodeArgs: (i) => nodeFaultArgs(faults, i) /* fault-tolerance */,
+      metrics: o.nodeMetrics, // ops
     });
+    const metrics = createMetrics(); // ops: the gateway's metrics beside the API's
     gw = await Gateway.start({
+      metrics: metrics.registry,
       modelPath,
       bootstrap: swarm.bootstrap,
       peers: faults.size ? staticPeers(swarm) : undefined, // fault-tolerance
@@ -237,6 +243,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       pid: n.pid,
       engine: n.engine,
       msPerToken: n.msPerToken,
+      ...(n.metrics ? { metrics: n.metrics } : {}), // ops
     }));
     if (o.json) {
       process.stdout.write(
@@ -274,6 +281,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
 
     if (o.serve) {
       api = createApiServer(gw, {
+        metrics,
         deadlineMs: o.deadlineMs,
         maxConcurrent: o.maxConcurrent,
         maxConnections: o.maxConnections,
@@ -296,6 +304,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
           `  try: curl ${url}/v1/completions -H 'content-type: application/json' -d '{"model":"${gw.model.id}","prompt":"${o.prompt.replace(/'/g, '')}","max_tokens":20}'`,
         );
         log(`  swarm bootstrap: ${swarm.bootstrap.join(' ')}`);
+        log(`  swarm status: odsi status --gateway ${url}   (JSON at ${url}/v1/odsi/status, Prometheus at ${url}/metrics)`); // ops
+        for (const [i, n] of nodes.entries()) if (n.metrics) log(`  node n${i + 1} metrics: ${n.metrics}`); // ops
       }
       await new Promise<never>(() => undefined); // until a signal ends the process
     }

@@ -8,6 +8,7 @@ import { register as registerDemo } from './demo.js';
 import { register as registerKeygen } from './keygen.js';
 import { register as registerLedger } from './ledger.js';
 import { register as registerConformance } from './conformance.js';
+import { register as registerStatus } from './status.js';
 import { parseEcdsaChoice, selectEcdsa } from '../accountability/records/ecdsa.js';
 
 export async function main(argv: string[]): Promise<void> {
@@ -16,7 +17,8 @@ export async function main(argv: string[]): Promise<void> {
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride();
-  for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen, registerLedger, registerConformance]) reg(program);
+  for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen, registerStatus, registerLedger, registerConformance])
+    reg(program);
   try {
     selectEcdsa(parseEcdsaChoice(process.env.ODSI_ECDSA)); // the signature backend, for every subcommand
     await program.parseAsync(argv);

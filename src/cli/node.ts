@@ -46,6 +46,8 @@ interface NodeCliOptions {
   auditFetchesInFlight: string;
   reexecPerMinute: string;
   reexecInFlight: string;
+  metricsPort?: string;
+  metricsHost: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -72,6 +74,12 @@ function accountabilityFrom(env: NodeJS.ProcessEnv, o: NodeCliOptions): NodeAcco
 function posInt(name: string, v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+function nonNegInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${name} must be a port number (0 = any), got "${v}"`);
   return n;
 }
 
@@ -114,6 +122,8 @@ export function register(program: Command): void {
     .option('--audit-fetches-in-flight <n>', 'audit fetches of one remote peer served at once', String(DEFAULT_ARCHIVE_LIMITS.auditFetch.inFlight))
     .option('--reexec-per-minute <n>', 're-execution requests one remote peer may make per minute', String(DEFAULT_REEXEC_LIMITS.perPeer.perMinute))
     .option('--reexec-in-flight <n>', 're-executions of one remote peer served at once', String(DEFAULT_REEXEC_LIMITS.perPeer.inFlight))
+    .option('--metrics-port <n>', 'serve Prometheus metrics at http://<metrics-host>:<n>/metrics (0 = any free port; off unless given)')
+    .option('--metrics-host <addr>', 'listen address of the metrics endpoint', '127.0.0.1')
     // test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
     .option(
       '--fault <spec>',
@@ -159,6 +169,8 @@ export function register(program: Command): void {
         maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
         accountability: accountabilityFrom(env, o),
         decorate: faults,
+        metricsPort: o.metricsPort === undefined ? undefined : nonNegInt('--metrics-port', o.metricsPort),
+        metricsHost: o.metricsHost,
         log,
       });
       const a = node.advert();
@@ -174,6 +186,7 @@ export function register(program: Command): void {
           prefillMsPerToken: a.prefillMsPerToken,
           engine: a.engine,
           pid: process.pid,
+          ...(node.metricsUrl ? { metrics: node.metricsUrl } : {}),
         }) + '\n',
       );
       log.info({ peerId: node.host.peerId, addrs: node.host.addrs(), start: a.start, end: a.end }, 'node ready');
