@@ -93,6 +93,7 @@ contract OdsiRegistry {
         uint8 role; // 0 node, 1 gateway
         uint64 registeredAt;
         uint32 reputationPpm;
+        uint64 reputationEpoch; // the reputation epoch reputationPpm is as of
         uint64 layerSteps;
         uint256 stake; // bonded
         uint256 slashed; // total taken by slashes
@@ -159,7 +160,8 @@ contract OdsiRegistry {
     mapping(bytes32 => mapping(address => bool)) internal voted;
     bytes32[] internal openDisputes;
 
-    uint64 public epoch; // last settled epoch (0 = none)
+    mapping(address => uint64) public settledEpochOf; // per authorised gateway
+    uint64 public epoch; // highest settled epoch (0 = none)
     uint64 public reputationEpoch; // last reputation epoch published
     uint64 public eventCount; // accepted writes
     Totals internal totals;
@@ -217,11 +219,6 @@ contract OdsiRegistry {
         _;
     }
 
-    modifier onlyAuthorized() {
-        if (!authorized[msg.sender]) revert NotAuthorized();
-        _;
-    }
-
     modifier counted() {
         _;
         eventCount += 1;
@@ -243,6 +240,7 @@ contract OdsiRegistry {
         uint8 role;
         uint64 registeredAt;
         uint32 reputationPpm;
+        uint64 reputationEpoch;
         uint64 layerSteps;
         uint256 wallet;
         uint256 stake;
@@ -277,6 +275,7 @@ contract OdsiRegistry {
         v.role = i.role;
         v.registeredAt = i.registeredAt;
         v.reputationPpm = i.reputationPpm;
+        v.reputationEpoch = i.reputationEpoch;
         v.layerSteps = i.layerSteps;
         v.wallet = walletOf[who];
         v.stake = i.stake;
@@ -333,6 +332,7 @@ contract OdsiRegistry {
         i.registered = true;
         i.role = role;
         i.registeredAt = uint64(block.timestamp);
+        i.reputationEpoch = reputationEpoch;
         identityList.push(msg.sender);
         emit Registered(msg.sender, role);
     }
@@ -402,9 +402,7 @@ contract OdsiRegistry {
         Identity storage i = _known(msg.sender);
         if (amount == 0) revert Malformed("amount");
         if (i.stake < amount) revert Overdrawn(msg.sender, i.stake, amount);
-        uint256 left = i.stake - amount;
-        if (left > 0 && left < params.minStake && i.slashes.length == 0) revert BelowMinStake(left, params.minStake);
-        i.stake = left;
+        i.stake -= amount;
         totals.stake -= amount;
         totals.unbonding += amount;
         uint64 releaseAt = uint64(block.timestamp) + params.unbondingSec;
@@ -419,10 +417,17 @@ contract OdsiRegistry {
         uint256 n = i.unbonding.length;
         if (h == n) revert NothingToWithdraw();
         uint256 ready;
-        for (uint256 k = h; k < n && i.unbonding[k].releaseAt <= block.timestamp; k++) ready += i.unbonding[k].amount;
+        uint256 pending;
+        for (uint256 k = h; k < n; k++) {
+            if (i.unbonding[k].releaseAt <= block.timestamp) ready += i.unbonding[k].amount;
+            else pending += i.unbonding[k].amount;
+        }
         if (ready == 0) revert UnbondingNotOver(i.unbonding[h].releaseAt);
         if (amount == 0) amount = ready;
-        if (amount > ready) revert UnbondingNotOver(i.unbonding[h].releaseAt);
+        if (amount > ready) {
+            if (pending > 0) revert UnbondingNotOver(i.unbonding[h].releaseAt);
+            revert Overdrawn(msg.sender, ready, amount);
+        }
         uint256 left = amount;
         while (left > 0) {
             Unbonding storage e = i.unbonding[h];
@@ -468,8 +473,8 @@ contract OdsiRegistry {
 
     // ---------------------------------------------------------------- evidence
 
-    /// @notice Two receipts by one signer for one slot (request, session, step, layers) with
-    /// different outputs. Self-proving. Spent once per (signer, slot).
+    /// @notice Two receipts by one signer for one slot (signer, request, session, step,
+    /// layerStart, layerEnd) with different outputs. Self-proving. Spent once per slot.
     function slashEquivocation(bytes32[19] calldata a, bytes calldata sigA, bytes32[19] calldata b, bytes calldata sigB)
         external
         counted
@@ -481,24 +486,23 @@ contract OdsiRegistry {
         if (
             a[R_SIGNER] != b[R_SIGNER] || a[R_REQUEST] != b[R_REQUEST] || a[R_SESSION] != b[R_SESSION] || a[R_STEP] != b[R_STEP]
                 || a[R_LSTART] != b[R_LSTART] || a[R_LEND] != b[R_LEND]
-        ) revert Unprovable("receipts are not for one slot of one signer");
-        if (a[R_OUTPUT] == b[R_OUTPUT]) revert Unprovable("receipts sign the same output");
-        bytes32 id = equivocationId(signer, a[R_REQUEST], a[R_SESSION], a[R_STEP], a[R_LSTART], a[R_LEND]);
+        ) revert Unprovable("equivocation: the two receipts are not for one slot of one signer");
+        if (a[R_OUTPUT] == b[R_OUTPUT]) revert Unprovable("equivocation: the two receipts sign the same output");
+        _known(signer);
+        // keccak256("equivocation|" + slotKey), slotKey as in accountability/checks/equivocation.ts
+        bytes32 id = keccak256(
+            abi.encodePacked(
+                "equivocation|", _hex(uint256(uint160(signer)), 20), "|", _hex(uint256(a[R_REQUEST]), 32), "|", _hex(uint256(a[R_SESSION]), 32), "|",
+                _dec(uint256(a[R_STEP])), "|", _dec(uint256(a[R_LSTART])), "|", _dec(uint256(a[R_LEND]))
+            )
+        );
         return _slash(signer, id, KIND_EQUIVOCATION, params.equivocationSlashPpm, msg.sender);
     }
 
-    function equivocationId(address signer, bytes32 requestId, bytes32 sessionId, bytes32 step, bytes32 layerStart, bytes32 layerEnd)
-        public
-        pure
-        returns (bytes32)
-    {
-        return keccak256(abi.encode("odsi/equivocation", signer, requestId, sessionId, step, layerStart, layerEnd));
-    }
-
     /// @notice Forged custody, provable from two signed receipts: `down` names `up` as its
-    /// upstream receipt (upstreamReceiptHash = up's digest) and continues it (same request,
-    /// session, step, position, tokens, model; down.layerStart = up.layerEnd), yet signs an input
-    /// other than the output `up` signs. Spent once per downstream receipt.
+    /// upstream receipt (upstreamReceiptHash = up's digest), same request, session and step,
+    /// down.layerStart = up.layerEnd, yet it signs an input other than the output `up` signs.
+    /// An honest hop checks exactly this before signing. Spent once per downstream receipt.
     function slashCustody(bytes32[19] calldata up, bytes calldata sigUp, bytes32[19] calldata down, bytes calldata sigDown)
         external
         counted
@@ -507,19 +511,21 @@ contract OdsiRegistry {
         _known(msg.sender);
         _receiptSigner(RECEIPT_TYPEHASH, up, sigUp, 0);
         address accused = _receiptSigner(RECEIPT_TYPEHASH, down, sigDown, 1);
+        bytes32 dd = _digest(RECEIPT_TYPEHASH, down);
         if (
             down[R_UPSTREAM] != _digest(RECEIPT_TYPEHASH, up) || up[R_REQUEST] != down[R_REQUEST] || up[R_SESSION] != down[R_SESSION]
-                || up[R_STEP] != down[R_STEP] || up[R_POS] != down[R_POS] || up[R_NTOKENS] != down[R_NTOKENS] || up[R_MODEL] != down[R_MODEL]
-                || up[R_LEND] != down[R_LSTART]
-        ) revert Unprovable("the downstream receipt does not continue the upstream one");
-        if (up[R_OUTPUT] == down[R_INPUT]) revert Unprovable("no contradiction: input = upstream output");
-        bytes32 id = keccak256(abi.encode("odsi/custody", _digest(RECEIPT_TYPEHASH, down)));
+                || up[R_STEP] != down[R_STEP] || up[R_LEND] != down[R_LSTART] || up[R_OUTPUT] == down[R_INPUT]
+        ) revert Unprovable("custody: no receipt contradicts the upstream receipt it names");
+        _known(accused);
+        bytes32 id = keccak256(abi.encodePacked("custody|", _hex(uint256(dd), 32)));
         return _slash(accused, id, KIND_CUSTODY, params.custodySlashPpm, msg.sender);
     }
 
-    /// @notice Accuses the signer of `receipt` of a computation fault: locks accuserBond from the
-    /// caller's wallet and counts the verdicts given; a quorum either way decides at once,
-    /// otherwise the dispute stays open for disputeWindowSec (then the bond goes to the accused).
+    /// @notice Accuses the signer of `receipt` of a computation fault, with the verdicts at hand.
+    /// A guilty quorum slashes at once; otherwise the accuser's bond is at stake: an innocent
+    /// quorum hands it to the accused at once, no quorum locks it in a dispute that collects
+    /// verdicts for disputeWindowSec (then the bond goes to the accused).
+    /// @return id the evidence (and dispute) id; outcome 0 dispute open, 1 slashed, 2 frivolous
     function accuse(bool reexecution, bytes32[19] calldata receipt, bytes calldata sig, bytes32[7][] calldata verdicts, bytes[] calldata verdictSigs)
         external
         counted
@@ -530,47 +536,46 @@ contract OdsiRegistry {
         address accused = _receiptSigner(th, receipt, sig, 0);
         _known(accused);
         bytes32 rh = _digest(th, receipt);
-        id = keccak256(abi.encode("odsi/computation", rh));
-        if (evidenceUsed[id] || disputes[id].accuser != address(0)) revert EvidenceReplayed(id);
+        id = keccak256(abi.encodePacked("computation|", _hex(uint256(rh), 32)));
+        if (evidenceUsed[id] || disputes[id].open) revert EvidenceReplayed(id);
+        (uint32 guilty, uint32 innocent) = _tally(id, rh, accused, verdicts, verdictSigs);
+        uint256 q = params.verdictQuorum;
+        if (guilty >= q) {
+            _slash(accused, id, KIND_COMPUTATION, params.computationSlashPpm, msg.sender);
+            return (id, 1);
+        }
         uint256 bond = params.accuserBond;
         uint256 w = walletOf[msg.sender];
         if (w < bond) revert Overdrawn(msg.sender, w, bond);
         walletOf[msg.sender] = w - bond;
+        if (innocent >= q) {
+            walletOf[accused] += bond; // frivolous: the bond goes to the accused
+            evidenceUsed[id] = true;
+            emit DisputeClosed(id, 2);
+            return (id, 2);
+        }
         totals.wallets -= bond;
         accuser.bonded += bond;
         totals.bonds += bond;
         uint64 closesAt = uint64(block.timestamp) + params.disputeWindowSec;
-        disputes[id] = Dispute(msg.sender, accused, rh, bond, closesAt, 0, 0, true);
+        disputes[id] = Dispute(msg.sender, accused, rh, bond, closesAt, guilty, innocent, true);
         openDisputes.push(id);
         emit DisputeOpened(id, msg.sender, accused, bond, closesAt);
-        outcome = _count(id, verdicts, verdictSigs);
+        return (id, 0);
     }
 
     /// @notice more verdicts for an open dispute; decides it once a quorum either way is reached
     function addVerdicts(bytes32 id, bytes32[7][] calldata verdicts, bytes[] calldata verdictSigs) external counted returns (uint8) {
         _known(msg.sender);
         Dispute storage d = disputes[id];
-        if (d.accuser == address(0)) revert UnknownDispute(id);
-        if (!d.open) revert DisputeIsClosed(id);
-        return _count(id, verdicts, verdictSigs);
-    }
-
-    /// @dev counts valid verdicts (signed by their eligible auditor, about this receipt, one per
-    /// auditor, never the accused's); 0 = still open, 1 = guilty (slashed), 2 = frivolous
-    function _count(bytes32 id, bytes32[7][] calldata verdicts, bytes[] calldata sigs) internal returns (uint8) {
-        Dispute storage d = disputes[id];
-        if (verdicts.length != sigs.length) revert Malformed("verdicts and signatures differ in number");
-        for (uint256 k = 0; k < verdicts.length; k++) {
-            bytes32[7] calldata v = verdicts[k];
-            address auditor = address(uint160(uint256(v[V_AUDITOR])));
-            address rec = _recover(_digest7(v), sigs[k]);
-            if (rec == address(0) || rec != auditor) revert BadSignature(k + 1, rec, auditor);
-            if (v[V_RECEIPT] != d.receiptHash) revert Unprovable("a verdict is about another receipt");
-            if (auditor == d.accused || voted[id][auditor] || !isEligible(auditor)) revert Unprovable("a verdict's auditor is not an eligible, distinct referee");
-            voted[id][auditor] = true;
-            if (v[V_PASS] == bytes32(0)) d.guilty += 1;
-            else d.innocent += 1;
+        if (!d.open) {
+            if (evidenceUsed[id]) revert DisputeIsClosed(id);
+            revert UnknownDispute(id);
         }
+        if (block.timestamp >= d.closesAt) revert DisputeIsClosed(id);
+        (uint32 guilty, uint32 innocent) = _tally(id, d.receiptHash, d.accused, verdicts, verdictSigs);
+        d.guilty += guilty;
+        d.innocent += innocent;
         uint256 q = params.verdictQuorum;
         if (d.guilty >= q) {
             _closeDispute(id, d);
@@ -587,6 +592,36 @@ contract OdsiRegistry {
             return 2;
         }
         return 0;
+    }
+
+    /// @dev verdicts over receipt digest `rh`: each must be validly signed by its auditor
+    /// (BadSignature), about this receipt and by a distinct auditor within the call (Malformed),
+    /// by a registered identity (UnknownIdentity). It counts only when its auditor is eligible
+    /// (staked, never slashed), not the accused and not already counted for this dispute.
+    function _tally(bytes32 id, bytes32 rh, address accused, bytes32[7][] calldata verdicts, bytes[] calldata sigs)
+        internal
+        returns (uint32 guilty, uint32 innocent)
+    {
+        if (verdicts.length != sigs.length || verdicts.length > 64) revert Malformed("verdicts: at most 64, one signature each");
+        address[] memory mine = new address[](verdicts.length);
+        for (uint256 k = 0; k < verdicts.length; k++) {
+            address auditor = _verdictAuditor(verdicts[k], sigs[k], rh, k);
+            for (uint256 j = 0; j < k; j++) if (mine[j] == auditor) revert Malformed("verdict: one auditor twice");
+            mine[k] = auditor;
+            if (!ids[auditor].registered) revert UnknownIdentity(auditor);
+            if (voted[id][auditor] || auditor == accused || !isEligible(auditor)) continue;
+            voted[id][auditor] = true;
+            if (verdicts[k][V_PASS] == bytes32(0)) guilty++;
+            else innocent++;
+        }
+    }
+
+    /// @dev the auditor of a verdict over `rh` whose signature recovers to it
+    function _verdictAuditor(bytes32[7] calldata v, bytes calldata sig, bytes32 rh, uint256 k) internal view returns (address auditor) {
+        auditor = address(uint160(uint256(v[V_AUDITOR])));
+        address rec = _recover(_digest7(v), sig);
+        if (rec == address(0) || rec != auditor) revert BadSignature(k + 2, rec, auditor);
+        if (v[V_RECEIPT] != rh) revert Malformed("verdict: judges another receipt");
     }
 
     function _closeDispute(bytes32 id, Dispute storage d) internal {
@@ -632,7 +667,6 @@ contract OdsiRegistry {
                 left = 0;
             }
         }
-        if (i.unbonding.length < h) i.unbondingHead = i.unbonding.length; // cannot happen: only live entries are taken
         i.slashed += amount;
         i.slashes.push(SlashRecord(kind, uint64(block.timestamp), amount, id));
         totals.slashed += amount;
@@ -655,20 +689,24 @@ contract OdsiRegistry {
         uint64 layerSteps;
     }
 
-    /// @notice An authorised gateway closes epoch `e` (= last + 1) in one batch: every account
-    /// charged, (charged − fee) split pro rata over credit units, slashed identities' shares and
-    /// rounding dust to fees; disputes past their window are closed (bond to the accused).
+    /// @notice The operator or an authorised gateway settles epoch `e` (after the last it settled)
+    /// in one batch: every account charged, (charged − fee) split pro rata over credit units,
+    /// slashed identities' shares and rounding dust to fees; disputes past their window close
+    /// (bond to the accused). Duplicate accounts or identities in a batch are refused by the
+    /// client (EvmLedger) like the SQLite ledger does.
     function settleEpoch(uint64 e, Charge[] calldata charges, Credit[] calldata credits)
         external
-        onlyAuthorized
         counted
         returns (uint256 charged, uint256 rewards, uint256 fees)
     {
-        if (e != epoch + 1) revert EpochOrder(epoch + 1, e);
+        bool isOperator = msg.sender == operator;
+        if (!isOperator && !authorized[msg.sender]) revert NotAuthorized();
+        uint64 last = isOperator ? epoch : settledEpochOf[msg.sender];
+        if (e <= last) revert EpochOrder(last + 1, e);
         for (uint256 k = 0; k < charges.length; k++) {
             Account storage a = accts[charges[k].account];
             uint256 amt = charges[k].amount;
-            if (a.balance < amt) revert Overdrawn(charges[k].account, a.balance, amt);
+            if (!knownAccount[charges[k].account] || a.balance < amt) revert Overdrawn(charges[k].account, a.balance, amt);
             a.balance -= amt;
             a.charged += amt;
             charged += amt;
@@ -682,8 +720,9 @@ contract OdsiRegistry {
         }
         for (uint256 k = 0; k < credits.length; k++) {
             Identity storage i = ids[credits[k].identity];
-            i.layerSteps += credits[k].layerSteps;
-            uint256 paid = (total == 0 || i.slashes.length > 0) ? 0 : (pool * credits[k].units) / total;
+            bool forfeited = i.slashes.length > 0;
+            uint256 paid = (total == 0 || forfeited) ? 0 : (pool * credits[k].units) / total;
+            if (!forfeited) i.layerSteps += credits[k].layerSteps;
             if (paid > 0) {
                 i.earned += paid;
                 _walletCredit(credits[k].identity, paid);
@@ -696,7 +735,8 @@ contract OdsiRegistry {
         totals.charged += charged;
         totals.rewards += rewards;
         totals.fees += fees;
-        epoch = e;
+        if (!isOperator) settledEpochOf[msg.sender] = e;
+        if (e > epoch) epoch = e;
         _expireDisputes();
         emit EpochSettled(e, charged, rewards, fees);
     }
@@ -717,17 +757,46 @@ contract OdsiRegistry {
         }
     }
 
-    /// @notice An authorised gateway publishes reputation (ppm, computed by rules.ts from its
-    /// reports, decayed for the unreported) for epoch `e` (= last + 1).
-    function publishReputation(uint64 e, address[] calldata who, uint32[] calldata ppm, bytes32 reportsHash) external onlyAuthorized counted {
-        if (e != reputationEpoch + 1) revert EpochOrder(reputationEpoch + 1, e);
-        if (who.length != ppm.length) revert Malformed("lengths");
+    /// @notice The operator or an authorised gateway publishes reputation for epoch `e` (after the
+    /// last one): the reported identities' new values in ppm, computed by rules.ts from the
+    /// reports (reportsHash commits to them); the others decay lazily (readers apply
+    /// rules.decayReputation once per epoch since an identity's reputationEpoch).
+    function publishReputation(uint64 e, address[] calldata who, uint32[] calldata ppm, bytes32 reportsHash) external counted {
+        if (msg.sender != operator && !authorized[msg.sender]) revert NotAuthorized();
+        if (e <= reputationEpoch) revert EpochOrder(reputationEpoch + 1, e);
+        if (who.length != ppm.length) revert Malformed("reputation: lengths differ");
         for (uint256 k = 0; k < who.length; k++) {
             if (ppm[k] > PPM) revert Malformed("reputation above 1");
-            _known(who[k]).reputationPpm = ppm[k];
+            Identity storage i = _known(who[k]);
+            i.reputationPpm = ppm[k];
+            i.reputationEpoch = e;
         }
         reputationEpoch = e;
         emit ReputationPublished(e, who.length, reportsHash);
+    }
+
+    // ---------------------------------------------------------------- text, as the SQLite ledger hashes it
+
+    /// @dev "0x" + lower-case hex of the low `n` bytes of x
+    function _hex(uint256 x, uint256 n) internal pure returns (bytes memory out) {
+        out = new bytes(2 + 2 * n);
+        out[0] = "0";
+        out[1] = "x";
+        bytes16 digits = "0123456789abcdef";
+        for (uint256 k = 0; k < n; k++) {
+            uint8 b = uint8(x >> (8 * (n - 1 - k)));
+            out[2 + 2 * k] = digits[b >> 4];
+            out[3 + 2 * k] = digits[b & 15];
+        }
+    }
+
+    /// @dev decimal text of x
+    function _dec(uint256 x) internal pure returns (bytes memory out) {
+        if (x == 0) return "0";
+        uint256 len;
+        for (uint256 y = x; y > 0; y /= 10) len++;
+        out = new bytes(len);
+        for (; x > 0; x /= 10) out[--len] = bytes1(uint8(48 + (x % 10)));
     }
 
     // ---------------------------------------------------------------- internals

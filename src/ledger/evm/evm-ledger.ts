@@ -80,6 +80,7 @@ type Onchain = {
   role: number;
   registeredAt: bigint;
   reputationPpm: number;
+  reputationEpoch: bigint;
   layerSteps: bigint;
   wallet: bigint;
   stake: bigint;
@@ -338,25 +339,28 @@ export class EvmLedger implements Ledger {
   }
 
   private async custody(submitter: LedgerSigner, ev: Partial<Extract<Evidence, { kind: 'custody' }>>): Promise<LedgerResult<EvidenceOutcome>> {
-    if (!Array.isArray(ev.receipts) || ev.receipts.length < 2) return reject('malformed', 'custody evidence needs the two receipts of a handoff');
+    if (!Array.isArray(ev.receipts) || ev.receipts.length < 2 || ev.receipts.length > 64) return reject('malformed', 'custody: expected 2 to 64 signed receipts');
     const rs = ev.receipts as SignedReceipt[];
     for (let i = 0; i < rs.length; i++) {
       const bad = this.checkReceipt(rs[i], `receipt ${i}`);
       if (bad) return bad;
     }
-    // the pair the contract can check: `down` names `up` as its upstream and signs another input
+    // the pair the contract can check, searched in the order evidence-check.ts searches it:
+    // `down` names `up` as its upstream, continues its step and signs another input
     const eq = (x: string, y: string) => x.toLowerCase() === y.toLowerCase();
     const digests = rs.map((r) => receiptHash(r.record, this.domain));
-    for (const down of rs) {
-      if (ev.blame && !eq(down.record.signer, ev.blame)) continue;
-      const i = digests.findIndex((d) => eq(d, down.record.upstreamReceiptHash));
-      if (i < 0) continue;
-      const up = rs[i]!;
-      if (eq(up.record.outputHash, down.record.inputHash)) continue;
-      const m = await this.write(submitter, 'slashCustody', [receiptWords(up.record), up.signature, receiptWords(down.record), down.signature]);
-      return this.slashed(m);
+    for (let j = 0; j < rs.length; j++) {
+      const d = rs[j]!.record;
+      for (let i = 0; i < rs.length; i++) {
+        if (i === j || !eq(d.upstreamReceiptHash, digests[i]!)) continue;
+        const u = rs[i]!.record;
+        if (!eq(u.requestId, d.requestId) || !eq(u.sessionId, d.sessionId) || u.step !== d.step || u.layerEnd !== d.layerStart) continue;
+        if (eq(u.outputHash, d.inputHash)) continue;
+        const m = await this.write(submitter, 'slashCustody', [receiptWords(u), rs[i]!.signature, receiptWords(d), rs[j]!.signature]);
+        return this.slashed(m);
+      }
     }
-    return reject('unprovable_evidence', 'no receipt in the evidence names an upstream receipt whose output it contradicts');
+    return reject('unprovable_evidence', 'custody: no receipt contradicts the upstream receipt it names');
   }
 
   private async audit(submitter: LedgerSigner, ev: Partial<Extract<Evidence, { kind: 'audit' }>>): Promise<LedgerResult<EvidenceOutcome>> {
@@ -373,8 +377,10 @@ export class EvmLedger implements Ledger {
       vs.map((v) => v.signature),
     ]);
     if (!m.ok) return m;
-    const opened = this.events(m, 'DisputeOpened')[0]!;
-    return this.disputeOutcome(m, opened.args.id as Hex);
+    if (this.events(m, 'Slashed').length) return this.slashed(m);
+    const closed = this.events(m, 'DisputeClosed')[0];
+    if (closed) return { ok: true, event: this.ref(m), outcome: 'frivolous', accused: toChecksumAddress(r.record.signer), bondForfeited: this.params.accuserBond, evidenceId: closed.args.id as Hex };
+    return this.disputeOutcome(m, this.events(m, 'DisputeOpened')[0]!.args.id as Hex);
   }
 
   private checkVerdicts(vs: unknown): Rejection | undefined {
@@ -396,27 +402,12 @@ export class EvmLedger implements Ledger {
   }
 
   private async disputeOutcome(m: Mined, id: Hex): Promise<LedgerResult<EvidenceOutcome>> {
-    const slashed = this.events(m, 'Slashed');
-    if (slashed.length) return this.slashed(m);
-    const closed = this.events(m, 'DisputeClosed').find((e) => e.args.id === id);
-    const d = await this.read<readonly [Address, Address, Hex, bigint, bigint, number, number, boolean]>('disputes', [id]).catch(() => undefined);
-    if (closed && Number(closed.args.outcome) === 2) {
-      const accused = d ? d[1] : ('0x' as Address);
-      return { ok: true, event: this.ref(m), outcome: 'frivolous', accused, bondForfeited: d ? d[3] : this.params.accuserBond, evidenceId: id };
-    }
-    const snap = await this.snapshotRaw();
-    const open = snap.disputes.find((x) => x.id === id)!;
-    return {
-      ok: true,
-      event: this.ref(m),
-      outcome: 'dispute',
-      disputeId: id,
-      accused: open.accused,
-      bond: open.bond,
-      closesAt: Number(open.closesAt),
-      guilty: open.guilty,
-      innocent: open.innocent,
-    };
+    if (this.events(m, 'Slashed').length) return this.slashed(m);
+    const d = await this.read<readonly [Address, Address, Hex, bigint, bigint, number, number, boolean]>('disputes', [id]);
+    const [, accused, , bond, closesAt, guilty, innocent] = d;
+    if (this.events(m, 'DisputeClosed').some((e) => e.args.id === id))
+      return { ok: true, event: this.ref(m), outcome: 'frivolous', accused: toChecksumAddress(accused), bondForfeited: bond, evidenceId: id };
+    return { ok: true, event: this.ref(m), outcome: 'dispute', disputeId: id, accused: toChecksumAddress(accused), bond, closesAt: Number(closesAt), guilty, innocent };
   }
 
   private slashed(m: Mined | Rejection): LedgerResult<EvidenceOutcome> {
@@ -437,13 +428,22 @@ export class EvmLedger implements Ledger {
   // ---------------------------------------------------------------- epochs
 
   async settleEpoch(gateway: LedgerSigner, batch: EpochBatch): Promise<LedgerResult<EpochOutcome>> {
-    if (!batch || !Number.isSafeInteger(batch.epoch) || batch.epoch < 1 || !Array.isArray(batch.charges) || !Array.isArray(batch.credits))
-      return reject('malformed', 'a batch needs an epoch ≥ 1, charges and credits');
-    for (const c of batch.charges)
+    if (!batch || !Number.isSafeInteger(batch.epoch) || batch.epoch < 0 || !Array.isArray(batch.charges) || !Array.isArray(batch.credits))
+      return reject('malformed', 'a batch needs an epoch, charges and credits');
+    if (batch.charges.length > 10_000 || batch.credits.length > 10_000) return reject('malformed', 'a batch holds at most 10000 charges and 10000 credits');
+    const seen = new Set<string>();
+    for (const c of batch.charges) {
       if (!c || !ADDRESS.test(c.account) || typeof c.amount !== 'bigint' || c.amount < 0n) return reject('malformed', 'a charge needs an account address and an amount ≥ 0');
-    for (const c of batch.credits)
+      if (seen.has(c.account.toLowerCase())) return reject('malformed', `settle.charges: ${c.account} twice`);
+      seen.add(c.account.toLowerCase());
+    }
+    seen.clear();
+    for (const c of batch.credits) {
       if (!c || !ADDRESS.test(c.identity) || typeof c.units !== 'bigint' || c.units < 0n || !Number.isSafeInteger(c.layerSteps) || c.layerSteps < 0)
         return reject('malformed', 'a credit needs an identity address, units ≥ 0 and layerSteps ≥ 0');
+      if (seen.has(c.identity.toLowerCase())) return reject('malformed', `settle.credits: ${c.identity} twice`);
+      seen.add(c.identity.toLowerCase());
+    }
     const m = await this.write(gateway, 'settleEpoch', [
       BigInt(batch.epoch),
       batch.charges.map((c) => ({ account: c.account, amount: c.amount })),
@@ -455,36 +455,53 @@ export class EvmLedger implements Ledger {
     const paid = paidEv.map((e) => ({ identity: e.args.identity as Address, amount: e.args.amount as bigint }));
     const closedDisputes = this.events(m, 'DisputeClosed')
       .filter((e) => Number(e.args.outcome) === 3)
-      .map((e) => e.args.id as Hex);
+      .map((e) => e.args.id as Hex)
+      .sort((x, y) => (x.toLowerCase() < y.toLowerCase() ? -1 : 1));
+    const paid2 = paid.map((p) => ({ identity: toChecksumAddress(p.identity), amount: p.amount }));
+    paid.splice(0, paid.length, ...paid2);
     return { ok: true, event: this.ref(m), epoch: batch.epoch, charged: s.charged as bigint, rewards: s.rewards as bigint, fees: s.fees as bigint, paid, closedDisputes };
   }
 
   async publishReputation(gateway: LedgerSigner, epoch: number, reports: ReputationReport[]): Promise<LedgerResult<{ updated: number }>> {
-    if (!Number.isSafeInteger(epoch) || epoch < 1 || !Array.isArray(reports)) return reject('malformed', 'reputation needs an epoch ≥ 1 and reports');
+    if (!Number.isSafeInteger(epoch) || epoch < 0 || !Array.isArray(reports) || reports.length > 10_000) return reject('malformed', 'reputation needs an epoch and at most 10000 reports');
     const byId = new Map<string, ReputationReport>();
     for (const r of reports) {
       if (!r || !ADDRESS.test(r.identity)) return reject('malformed', 'a report needs an identity address');
-      for (const k of ['deadlinesMet', 'deadlinesMissed', 'auditsPassed', 'auditsFailed', 'availabilityPpm', 'throughputPpm'] as const)
-        if (!Number.isSafeInteger(r[k]) || r[k] < 0) return reject('malformed', `report ${r.identity}: ${k} must be an integer ≥ 0`);
-      if (byId.has(r.identity.toLowerCase())) return reject('malformed', `two reports for ${r.identity}`);
+      for (const k of ['deadlinesMet', 'deadlinesMissed', 'auditsPassed', 'auditsFailed', 'availabilityPpm', 'throughputPpm'] as const) {
+        const max = k.endsWith('Ppm') ? PPM : Number.MAX_SAFE_INTEGER;
+        if (!Number.isSafeInteger(r[k]) || r[k] < 0 || r[k] > max) return reject('malformed', `report ${r.identity}: ${k} must be an integer in [0, ${max}]`);
+      }
+      if (byId.has(r.identity.toLowerCase())) return reject('malformed', `reputation.reports: ${r.identity} twice`);
       byId.set(r.identity.toLowerCase(), r);
     }
-    // the rules' arithmetic runs here (rules.ts, the same functions as the SQLite backend); the
-    // contract stores the result for every identity: reported ones move, the rest decay
-    const snap = await this.snapshotRaw();
-    const known = new Set(snap.identities.map((i) => i.addr.toLowerCase()));
-    for (const k of byId.keys()) if (!known.has(k)) return reject('unknown_identity', `${byId.get(k)!.identity} is not a registered identity`);
+    // the rules' arithmetic runs here (rules.ts, as in the SQLite backend's apply); the contract
+    // stores each reported identity's new value and epoch; the unreported decay lazily
     const who: Address[] = [];
     const ppm: number[] = [];
-    for (const i of snap.identities) {
-      const r = byId.get(i.addr.toLowerCase());
-      who.push(i.addr);
-      ppm.push(r ? updateReputation(i.reputationPpm, conductScore(r), this.params) : decayReputation(i.reputationPpm, this.params));
+    for (const r of byId.values()) {
+      const v = await this.read<Onchain>('identityView', [r.identity]);
+      if (!(await this.read<boolean>('isRegistered', [r.identity]))) return reject('unknown_identity', `reported identity ${r.identity} is not registered`);
+      who.push(r.identity);
+      ppm.push(v.slashes.length > 0 ? 0 : updateReputation(this.reputationAt(v, epoch - 1), conductScore(r), this.params));
     }
     const reportsHash = keccak256(stringToBytes(JSON.stringify(reports)));
     const m = await this.write(gateway, 'publishReputation', [BigInt(epoch), who, ppm, reportsHash]);
     if (!m.ok) return m;
     return { ok: true, event: this.ref(m), updated: byId.size };
+  }
+
+  /** reputation of `v` as of reputation epoch `epoch`: decayed once per epoch since its own (as state.ts reputationAt) */
+  private reputationAt(v: Onchain, epoch: number): number {
+    const n = epoch - Number(v.reputationEpoch);
+    if (n <= 0) return v.reputationPpm;
+    if (n > 10_000) return 0;
+    let x = v.reputationPpm;
+    for (let i = 0; i < n && x > 0; i++) {
+      const next = decayReputation(x, this.params);
+      if (next === x) break;
+      x = next;
+    }
+    return x;
   }
 
   // ---------------------------------------------------------------- reads
@@ -496,7 +513,8 @@ export class EvmLedger implements Ledger {
     return { totals: t, identities: idv, accounts: acv, disputes: ds, epoch: Number(ep), reputationEpoch: Number(repEp), events: Number(events) };
   }
 
-  private identityStatus(v: Onchain): IdentityStatus {
+  private identityStatus(v: Onchain, reputationEpoch: number): IdentityStatus {
+    const rep = v.slashes.length > 0 ? 0 : this.reputationAt(v, reputationEpoch);
     const unbonding = v.unbonding.reduce((s, e) => s + e.amount, 0n);
     return {
       address: toChecksumAddress(v.addr),
@@ -507,8 +525,8 @@ export class EvmLedger implements Ledger {
       unbondingEntries: v.unbonding.map((e) => ({ amount: e.amount.toString(), releaseAt: Number(e.releaseAt) })),
       slashed: v.slashed.toString(),
       earned: v.earned.toString(),
-      reputation: v.reputationPpm / PPM,
-      reputationPpm: v.reputationPpm,
+      reputation: rep / PPM,
+      reputationPpm: rep,
       layerSteps: Number(v.layerSteps),
       slashes: v.slashes.map((s) => ({ kind: KINDS[s.kind]!, amount: s.amount.toString(), evidenceId: s.evidenceId, at: Number(s.at) })),
       bonded: v.bonded.toString(),
@@ -520,7 +538,8 @@ export class EvmLedger implements Ledger {
   async identity(address: Address): Promise<IdentityStatus | undefined> {
     if (!ADDRESS.test(address)) return undefined;
     if (!(await this.read<boolean>('isRegistered', [address]))) return undefined;
-    return this.identityStatus(await this.read<Onchain>('identityView', [address]));
+    const [v, repEpoch] = await Promise.all([this.read<Onchain>('identityView', [address]), this.read<bigint>('reputationEpoch')]);
+    return this.identityStatus(v, Number(repEpoch));
   }
 
   async account(address: Address): Promise<AccountStatus | undefined> {
@@ -542,8 +561,8 @@ export class EvmLedger implements Ledger {
       events: s.events,
       head: block.hash!,
       params: paramsJson(this.params),
-      identities: s.identities.map((v) => this.identityStatus(v)),
-      accounts: s.accounts.map((a) => ({ address: toChecksumAddress(a.addr), balance: a.balance.toString(), charged: a.charged.toString(), deposited: a.deposited.toString() })),
+      identities: byAddress(s.identities.map((v) => this.identityStatus(v, s.reputationEpoch))),
+      accounts: byAddress(s.accounts.map((a) => ({ address: toChecksumAddress(a.addr), balance: a.balance.toString(), charged: a.charged.toString(), deposited: a.deposited.toString() }))),
       disputes: s.disputes.map((d) => ({
         id: d.id,
         accused: toChecksumAddress(d.accused),
@@ -612,6 +631,8 @@ export class EvmLedger implements Ledger {
     return typedDigest('ExecutionReceipt', r.record, this.domain);
   }
 }
+
+const byAddress = <T extends { address: string }>(xs: T[]): T[] => xs.sort((a, b) => (a.address.toLowerCase() < b.address.toLowerCase() ? -1 : 1));
 
 function badAmount(amount: unknown): Rejection | undefined {
   if (typeof amount !== 'bigint' || amount <= 0n) return reject('malformed', 'amount must be a positive integer of smallest units');

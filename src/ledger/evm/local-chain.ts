@@ -1,4 +1,4 @@
-// `evm:RPC_URL@ADDRESS` specs, and a whole local EVM ledger in one call (anvil + deployment
+// A whole local EVM ledger in one call (anvil + deployment
 // + an open EvmLedger) for `odsi demo --ledger evm` and tests.
 
 import type { Address, LedgerSigner } from '../ledger.js';
@@ -6,18 +6,6 @@ import type { LedgerParams } from '../rules.js';
 import { startAnvil, type Anvil } from './anvil.js';
 import { deployOdsi, type Deployment } from './deploy.js';
 import { openEvmLedger, type EvmLedger } from './evm-ledger.js';
-
-/** Splits `evm:RPC_URL@ADDRESS` (the address after the last '@'); undefined when `spec` is not one. */
-export function parseEvmSpec(spec: string): { rpcUrl: string; registry: Address } | undefined {
-  if (!spec.startsWith('evm:')) return undefined;
-  const rest = spec.slice(4);
-  const at = rest.lastIndexOf('@');
-  const rpcUrl = rest.slice(0, at);
-  const registry = rest.slice(at + 1);
-  if (at < 0 || !/^https?:\/\/.+/.test(rpcUrl) || !/^0x[0-9a-fA-F]{40}$/.test(registry))
-    throw new Error(`ledger spec ${JSON.stringify(spec)}: expected evm:http(s)://HOST:PORT@0x<40 hex digits contract address>`);
-  return { rpcUrl, registry: registry as Address };
-}
 
 export const evmSpec = (rpcUrl: string, registry: Address): string => `evm:${rpcUrl}@${registry}`;
 
