@@ -9,7 +9,9 @@ import {
   type Chain,
   type Hex,
   type PublicClient,
+  type TransactionReceipt,
   type Transport,
+  TransactionReceiptNotFoundError,
 } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { bytesToHex } from '@noble/hashes/utils.js';
@@ -60,6 +62,28 @@ export function chainFor(id: number, rpcUrl: string): Chain {
   });
 }
 
+/**
+ * The receipt of `hash`, polled every `intervalMs` until mined (bounded by `timeoutMs`).
+ * Not viem's waitForTransactionReceipt: that waits for a *new block* after a miss, and an
+ * automining dev chain makes no further block once the transaction's own is out.
+ */
+export async function minedReceipt(
+  client: PublicClient<Transport, Chain | undefined>,
+  hash: Hex,
+  o: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<TransactionReceipt> {
+  const deadline = Date.now() + (o.timeoutMs ?? 60_000);
+  for (;;) {
+    try {
+      return await client.getTransactionReceipt({ hash });
+    } catch (e) {
+      if (!(e instanceof TransactionReceiptNotFoundError)) throw e;
+    }
+    if (Date.now() > deadline) throw new Error(`transaction ${hash} was not mined within ${o.timeoutMs ?? 60_000} ms`);
+    await new Promise((r) => setTimeout(r, o.intervalMs ?? 15));
+  }
+}
+
 export const secretHex = (s: Uint8Array): Hex => `0x${bytesToHex(s)}`;
 
 /** Whether the node at the other end is a dev chain that accepts anvil_setBalance. */
@@ -92,7 +116,7 @@ export async function deployOdsi(o: DeployOptions): Promise<Deployment> {
   const wallet = createWalletClient({ chain, transport, account });
 
   const tokenTx = await wallet.deployContract({ abi: contracts.OdsiToken.abi, bytecode: contracts.OdsiToken.bytecode, args: [] });
-  const tokenRcpt = await pub.waitForTransactionReceipt({ hash: tokenTx });
+  const tokenRcpt = await minedReceipt(pub, tokenTx);
   if (tokenRcpt.status !== 'success' || !tokenRcpt.contractAddress) throw new Error('OdsiToken deployment failed');
   const token = tokenRcpt.contractAddress;
 
@@ -101,12 +125,12 @@ export async function deployOdsi(o: DeployOptions): Promise<Deployment> {
     bytecode: contracts.OdsiRegistry.bytecode,
     args: [token, BigInt(o.recordsChainId ?? chainId), onChainParams(params), JSON.stringify(paramsJson(params))],
   });
-  const regRcpt = await pub.waitForTransactionReceipt({ hash: regTx });
+  const regRcpt = await minedReceipt(pub, regTx);
   if (regRcpt.status !== 'success' || !regRcpt.contractAddress) throw new Error('OdsiRegistry deployment failed');
   const registry = regRcpt.contractAddress;
 
   const minterTx = await wallet.writeContract({ address: token, abi: contracts.OdsiToken.abi, functionName: 'setMinter', args: [registry] });
-  const minterRcpt = await pub.waitForTransactionReceipt({ hash: minterTx });
+  const minterRcpt = await minedReceipt(pub, minterTx);
   if (minterRcpt.status !== 'success') throw new Error('OdsiToken.setMinter failed');
   return {
     registry,

@@ -60,7 +60,7 @@ import {
   type VerifyReport,
 } from '../ledger.js';
 import { loadContracts } from './contracts.js';
-import { chainFor, isDevChain, onChainParams, secretHex, topUpGas } from './deploy.js';
+import { chainFor, isDevChain, minedReceipt, onChainParams, secretHex, topUpGas } from './deploy.js';
 import { receiptWords, verdictWords } from './records.js';
 
 export interface EvmLedgerOptions {
@@ -191,7 +191,7 @@ export class EvmLedger implements Ledger {
       }
       const wallet = createWalletClient({ chain: this.chain, transport: this.transport, account });
       const hash = await wallet.writeContract(request);
-      const r = await this.pub.waitForTransactionReceipt({ hash, timeout: 60_000 });
+      const r = await minedReceipt(this.pub, hash);
       if (r.status !== 'success') return reject('malformed', `${functionName} reverted on chain (state changed between check and inclusion)`);
       const g = this.gasUsed.get(functionName) ?? { calls: 0, gas: 0n };
       this.gasUsed.set(functionName, { calls: g.calls + 1, gas: g.gas + r.gasUsed });
@@ -248,14 +248,14 @@ export class EvmLedger implements Ledger {
 
   async authorize(operator: LedgerSigner, gateway: Address): Promise<LedgerResult> {
     if (!ADDRESS.test(gateway)) return reject('malformed', `not an address: ${gateway}`);
-    const m = await this.write(operator, 'authorize', [gateway]);
+    const m = await this.write(operator, 'authorize', [toChecksumAddress(gateway)]);
     return m.ok ? { ok: true, event: this.ref(m) } : m;
   }
 
   async mint(operator: LedgerSigner, to: Address, amount: bigint): Promise<LedgerResult> {
     const bad = badAmount(amount) ?? (ADDRESS.test(to) ? undefined : reject('malformed', `not an address: ${to}`));
     if (bad) return bad;
-    const m = await this.write(operator, 'mint', [to, amount, false]);
+    const m = await this.write(operator, 'mint', [toChecksumAddress(to), amount, false]);
     return m.ok ? { ok: true, event: this.ref(m) } : m;
   }
 
@@ -264,7 +264,7 @@ export class EvmLedger implements Ledger {
     if (bad) return bad;
     const m = await this.write(who, 'stake', [amount]);
     if (!m.ok) return m;
-    const v = await this.read<Onchain>('identityView', [who.address]);
+    const v = await this.read<Onchain>('identityView', [toChecksumAddress(who.address)]);
     return { ok: true, event: this.ref(m), stake: v.stake };
   }
 
@@ -292,14 +292,14 @@ export class EvmLedger implements Ledger {
     const bad = badAmount(amount) ?? (ADDRESS.test(account) ? undefined : reject('malformed', `not an address: ${account}`));
     if (bad) return bad;
     let m: Mined | Rejection;
-    if (from) m = await this.write(from, 'deposit', [account, amount]);
+    if (from) m = await this.write(from, 'deposit', [toChecksumAddress(account), amount]);
     else {
       const op = this.operatorSigner;
       if (!op) return reject('not_authorized', 'a deposit without a payer is minted by the operator, whose key this ledger was not opened with');
-      m = await this.write(op, 'mint', [account, amount, true]);
+      m = await this.write(op, 'mint', [toChecksumAddress(account), amount, true]);
     }
     if (!m.ok) return m;
-    const a = await this.read<OnchainAccount>('accountView', [account]);
+    const a = await this.read<OnchainAccount>('accountView', [toChecksumAddress(account)]);
     return { ok: true, event: this.ref(m), balance: a.balance };
   }
 
@@ -446,8 +446,8 @@ export class EvmLedger implements Ledger {
     }
     const m = await this.write(gateway, 'settleEpoch', [
       BigInt(batch.epoch),
-      batch.charges.map((c) => ({ account: c.account, amount: c.amount })),
-      batch.credits.map((c) => ({ identity: c.identity, units: c.units, layerSteps: BigInt(c.layerSteps) })),
+      batch.charges.map((c) => ({ account: toChecksumAddress(c.account), amount: c.amount })),
+      batch.credits.map((c) => ({ identity: toChecksumAddress(c.identity), units: c.units, layerSteps: BigInt(c.layerSteps) })),
     ]);
     if (!m.ok) return m;
     const s = this.events(m, 'EpochSettled')[0]!.args;
@@ -479,9 +479,9 @@ export class EvmLedger implements Ledger {
     const who: Address[] = [];
     const ppm: number[] = [];
     for (const r of byId.values()) {
-      const v = await this.read<Onchain>('identityView', [r.identity]);
-      if (!(await this.read<boolean>('isRegistered', [r.identity]))) return reject('unknown_identity', `reported identity ${r.identity} is not registered`);
-      who.push(r.identity);
+      const v = await this.read<Onchain>('identityView', [toChecksumAddress(r.identity)]);
+      if (!(await this.read<boolean>('isRegistered', [toChecksumAddress(r.identity)]))) return reject('unknown_identity', `reported identity ${r.identity} is not registered`);
+      who.push(toChecksumAddress(r.identity));
       ppm.push(v.slashes.length > 0 ? 0 : updateReputation(this.reputationAt(v, epoch - 1), conductScore(r), this.params));
     }
     const reportsHash = keccak256(stringToBytes(JSON.stringify(reports)));
@@ -537,14 +537,14 @@ export class EvmLedger implements Ledger {
 
   async identity(address: Address): Promise<IdentityStatus | undefined> {
     if (!ADDRESS.test(address)) return undefined;
-    if (!(await this.read<boolean>('isRegistered', [address]))) return undefined;
-    const [v, repEpoch] = await Promise.all([this.read<Onchain>('identityView', [address]), this.read<bigint>('reputationEpoch')]);
+    if (!(await this.read<boolean>('isRegistered', [toChecksumAddress(address)]))) return undefined;
+    const [v, repEpoch] = await Promise.all([this.read<Onchain>('identityView', [toChecksumAddress(address)]), this.read<bigint>('reputationEpoch')]);
     return this.identityStatus(v, Number(repEpoch));
   }
 
   async account(address: Address): Promise<AccountStatus | undefined> {
     if (!ADDRESS.test(address)) return undefined;
-    const a = await this.read<OnchainAccount>('accountView', [address]);
+    const a = await this.read<OnchainAccount>('accountView', [toChecksumAddress(address)]);
     if (a.deposited === 0n && a.charged === 0n) return undefined;
     return { address: toChecksumAddress(address), balance: a.balance.toString(), charged: a.charged.toString(), deposited: a.deposited.toString() };
   }
