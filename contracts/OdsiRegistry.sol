@@ -159,6 +159,10 @@ contract OdsiRegistry {
     mapping(bytes32 => Dispute) public disputes;
     mapping(bytes32 => mapping(address => bool)) internal voted;
     bytes32[] internal openDisputes;
+    mapping(bytes32 => uint256) internal openIndex; // 1-based position in openDisputes
+    /// at most this many expired disputes are closed per settlement, so a flood of bonded
+    /// accusations can never make settleEpoch exceed a block's gas
+    uint256 public constant MAX_EXPIRIES_PER_SETTLEMENT = 64;
 
     mapping(address => uint64) public settledEpochOf; // per authorised gateway
     uint64 public epoch; // highest settled epoch (0 = none)
@@ -560,6 +564,7 @@ contract OdsiRegistry {
         uint64 closesAt = uint64(block.timestamp) + params.disputeWindowSec;
         disputes[id] = Dispute(msg.sender, accused, rh, bond, closesAt, guilty, innocent, true);
         openDisputes.push(id);
+        openIndex[id] = openDisputes.length;
         emit DisputeOpened(id, msg.sender, accused, bond, closesAt);
         return (id, 0);
     }
@@ -628,13 +633,12 @@ contract OdsiRegistry {
         d.open = false;
         ids[d.accuser].bonded -= d.bond;
         totals.bonds -= d.bond;
-        uint256 n = openDisputes.length;
-        for (uint256 k = 0; k < n; k++)
-            if (openDisputes[k] == id) {
-                openDisputes[k] = openDisputes[n - 1];
-                openDisputes.pop();
-                break;
-            }
+        uint256 k = openIndex[id] - 1;
+        bytes32 last = openDisputes[openDisputes.length - 1];
+        openDisputes[k] = last;
+        openIndex[last] = k + 1;
+        openDisputes.pop();
+        delete openIndex[id];
     }
 
     function _walletCredit(address to, uint256 amount) internal {
@@ -743,7 +747,8 @@ contract OdsiRegistry {
 
     function _expireDisputes() internal {
         uint256 k = 0;
-        while (k < openDisputes.length) {
+        uint256 closed = 0;
+        while (k < openDisputes.length && closed < MAX_EXPIRIES_PER_SETTLEMENT) {
             bytes32 id = openDisputes[k];
             Dispute storage d = disputes[id];
             if (d.closesAt > block.timestamp) {
@@ -751,6 +756,7 @@ contract OdsiRegistry {
                 continue;
             }
             _closeDispute(id, d); // swaps the last one into k
+            closed++;
             evidenceUsed[id] = true;
             _walletCredit(d.accused, d.bond);
             emit DisputeClosed(id, 3);

@@ -384,7 +384,7 @@ export class EvmLedger implements Ledger {
   }
 
   private checkVerdicts(vs: unknown): Rejection | undefined {
-    if (!Array.isArray(vs)) return reject('malformed', 'verdicts must be an array');
+    if (!Array.isArray(vs) || vs.length > 64) return reject('malformed', 'verdicts: expected an array of at most 64');
     for (let i = 0; i < vs.length; i++) {
       const c = checkSigned('AuditVerdict', vs[i], this.domain);
       if (!c.ok) return reject(c.malformed ? 'malformed' : 'bad_signature', `verdict ${i}: ${c.reason}`);
