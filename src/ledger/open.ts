@@ -53,6 +53,12 @@ export function openLedger(spec: string, o: OpenLedgerOptions = {}): Promise<Led
 async function openEvm(rpcUrl: string, registry: `0x${string}`, o: OpenLedgerOptions): Promise<Ledger> {
   const { openEvmLedger } = await import('./evm/evm-ledger.js');
   const ledger = await openEvmLedger({ rpcUrl, registry });
+  // the contract verifies evidence under its records' chain id: a swarm signing under another
+  // one would see all its evidence refused as bad signatures, so refuse to start instead
+  if (o.chainId !== undefined && Number(ledger.domain.chainId) !== o.chainId) {
+    await ledger.close();
+    throw new Error(`ledger ${registry} verifies records signed under chain id ${ledger.domain.chainId}, this process signs under ${o.chainId} (ODSI_CHAIN_ID)`);
+  }
   if (o.operator) ledger.operatorSigner = o.operator;
   return ledger;
 }

@@ -1,8 +1,8 @@
 // A local EVM chain for tests and the demo: anvil from the npm package @foundry-rs/anvil
 // (a static binary in its platform package; nothing is downloaded at run time). It listens on
 // a free loopback port it picks itself (--port 0; the port is read from its banner), the start
-// wait is bounded, and the process is killed on close() — and, as a last resort, when this
-// process exits (a failing test that never reaches close()).
+// wait is bounded, and the chain is killed on close(), when this process exits (a failing test
+// that never reaches close()), and by a watchdog when this process is killed outright.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -22,6 +22,7 @@ export interface Anvil {
   /** http://127.0.0.1:PORT */
   readonly rpcUrl: string;
   readonly chainId: number;
+  /** pid of the process group leader (the watchdog on POSIX, anvil itself elsewhere) */
   readonly pid: number;
   close(): Promise<void>;
 }
@@ -48,10 +49,26 @@ export async function startAnvil(o: AnvilOptions = {}): Promise<Anvil> {
   // no prefunded dev accounts: whoever needs gas gets it with anvil_setBalance
   const args = ['--host', '127.0.0.1', '--port', '0', '--chain-id', String(chainId), '--accounts', '0'];
   if (o.blockTime) args.push('--block-time', String(o.blockTime));
-  const child = spawn(anvilBinary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const killOnExit = (): void => {
-    child.kill('SIGKILL');
+  // On POSIX anvil runs under a small sh watchdog in its own process group: the watchdog kills
+  // anvil when this process is gone (even after SIGKILL, when no 'exit' handler runs), and
+  // close() ends the whole group at once.
+  const posix = process.platform !== 'win32';
+  const child = posix
+    ? spawn(
+        '/bin/sh',
+        ['-c', `"$0" "$@" & a=$!; while kill -0 ${process.pid} 2>/dev/null && kill -0 $a 2>/dev/null; do sleep 1; done; kill -9 $a 2>/dev/null`, anvilBinary(), ...args],
+        { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+      )
+    : spawn(anvilBinary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const kill = (sig: NodeJS.Signals): void => {
+    try {
+      if (posix) process.kill(-child.pid!, sig);
+      else child.kill(sig);
+    } catch {
+      /* already gone */
+    }
   };
+  const killOnExit = (): void => kill('SIGKILL');
   process.once('exit', killOnExit);
   const timeoutMs = o.startTimeoutMs ?? 10_000;
   let port: number;
@@ -59,7 +76,7 @@ export async function startAnvil(o: AnvilOptions = {}): Promise<Anvil> {
     port = await waitForPort(child, timeoutMs);
   } catch (e) {
     process.removeListener('exit', killOnExit);
-    child.kill('SIGKILL');
+    kill('SIGKILL');
     throw e;
   }
   // keep draining its log (one line per transaction) so a full pipe never blocks it
@@ -74,12 +91,12 @@ export async function startAnvil(o: AnvilOptions = {}): Promise<Anvil> {
       closed ??= new Promise<void>((resolve) => {
         process.removeListener('exit', killOnExit);
         if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        const t = setTimeout(() => child.kill('SIGKILL'), 2000);
+        const t = setTimeout(() => kill('SIGKILL'), 2000);
         child.once('exit', () => {
           clearTimeout(t);
           resolve();
         });
-        child.kill('SIGTERM');
+        kill('SIGTERM');
       });
       return closed;
     },
