@@ -96,7 +96,12 @@ export function register(program: Command): void {
     .action(async (o: { ledger: string; json?: boolean }) => {
       const v = await withLedger(o.ledger, (l) => l.verify(), { allowInconsistent: true });
       if (o.json) process.stdout.write(json(v) + '\n');
-      else process.stdout.write(v.ok ? `ok: ${v.events} events verified in ${v.ms} ms, head ${v.head}\n` : `INCONSISTENT:\n${v.problems.map((p) => `  ${p}`).join('\n')}\n`);
+      else
+        process.stdout.write(
+          v.ok
+            ? `ok: ${v.events} events verified in ${v.ms} ms, head ${v.head}\n`
+            : `INCONSISTENT:\n${v.problems.map((p) => `  ${p}`).join('\n')}\n`,
+        );
       if (!v.ok) process.exitCode = 1;
     });
   ledger
@@ -113,7 +118,7 @@ export function register(program: Command): void {
       const operator = o.operator ? await readIdentityFile(o.operator) : undefined;
       await withLedger(o.ledger, async (l) => {
         const key = operator ?? (l as Ledger & { operatorKey?: () => Identity | undefined }).operatorKey?.();
-        if (!key) throw new Error('this ledger\'s operator key is not available here: pass --operator FILE');
+        if (!key) throw new Error("this ledger's operator key is not available here: pass --operator FILE");
         report('mint', await l.mint(key, to, a), o.json, () => `minted ${formatAmount(a)} ODSI to ${to}`);
       });
     });
@@ -127,7 +132,7 @@ export function register(program: Command): void {
       .option('--json', 'print the result as JSON')
       .argument(optionalAmount ? '[amount]' : '<amount>', 'ODSI');
 
-  withIdentity('stake', 'bond stake from the identity\'s wallet (registers the identity first if needed)', false).action(
+  withIdentity('stake', "bond stake from the identity's wallet (registers the identity first if needed)", false).action(
     async (amount: string, o: { ledger: string; identity: string; json?: boolean }) => {
       const a = amountArg(amount);
       const id = await readIdentityFile(o.identity);
@@ -146,7 +151,12 @@ export function register(program: Command): void {
       const id = await readIdentityFile(o.identity);
       await withLedger(o.ledger, async (l) => {
         const r = await l.requestUnstake(id, a);
-        report('unstake', r, o.json, () => `${id.address} unbonding ${formatAmount(a)} ODSI until ${r.ok ? new Date(r.releaseAt * 1000).toISOString() : ''}`);
+        report(
+          'unstake',
+          r,
+          o.json,
+          () => `${id.address} unbonding ${formatAmount(a)} ODSI until ${r.ok ? new Date(r.releaseAt * 1000).toISOString() : ''}`,
+        );
       });
     },
   );
@@ -165,7 +175,7 @@ export function register(program: Command): void {
     .description("credit a client account's balance (from the operator's faucet, or from --identity's wallet)")
     .requiredOption('--ledger <spec>', 'sqlite:PATH or evm:RPC_URL@ADDRESS')
     .requiredOption('--account <address>', 'the client account (an address)')
-    .option('--identity <file>', 'pay from this key\'s wallet instead of the faucet')
+    .option('--identity <file>', "pay from this key's wallet instead of the faucet")
     .option('--json', 'print the result as JSON')
     .argument('<amount>', 'ODSI')
     .action(async (amount: string, o: { ledger: string; account: string; identity?: string; json?: boolean }) => {

@@ -58,7 +58,17 @@ export const EVENT_KINDS: readonly EventKind[] = [
 ];
 
 /** Events that move stake, slashes or payments: written with synchronous=FULL. */
-export const DURABLE_KINDS: ReadonlySet<EventKind> = new Set(['genesis', 'mint', 'stake', 'unstake', 'withdraw', 'deposit', 'evidence', 'verdicts', 'settle']);
+export const DURABLE_KINDS: ReadonlySet<EventKind> = new Set([
+  'genesis',
+  'mint',
+  'stake',
+  'unstake',
+  'withdraw',
+  'deposit',
+  'evidence',
+  'verdicts',
+  'settle',
+]);
 
 export interface LedgerEvent<K extends EventKind = EventKind> {
   v: 1;
@@ -106,7 +116,8 @@ export function signEvent<K extends EventKind>(e: LedgerEvent<K>, signer: Ledger
 export function checkEventSignature(s: SignedEvent): string | undefined {
   const r = recoverSigner(eventDigest(s.event), s.signature);
   if ('error' in r) return r.error;
-  if (r.address.toLowerCase() !== String(s.event.submitter).toLowerCase()) return `event signed by ${r.address}, claims ${s.event.submitter}`;
+  if (r.address.toLowerCase() !== String(s.event.submitter).toLowerCase())
+    return `event signed by ${r.address}, claims ${s.event.submitter}`;
   return undefined;
 }
 

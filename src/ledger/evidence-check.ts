@@ -21,8 +21,7 @@ import type { Address, RejectCode, SlashKind } from './ledger.js';
 import { keccakText } from './events.js';
 
 export type EvidenceCheck =
-  | { ok: true; kind: SlashKind; accused: Address; evidenceId: Hex; receiptDigest?: Hex }
-  | { ok: false; code: RejectCode; reason: string };
+  { ok: true; kind: SlashKind; accused: Address; evidenceId: Hex; receiptDigest?: Hex } | { ok: false; code: RejectCode; reason: string };
 
 const eq = (a: string, b: string): boolean => a.toLowerCase() === b.toLowerCase();
 const fail = (code: RejectCode, reason: string): EvidenceCheck => ({ ok: false, code, reason });
@@ -31,7 +30,12 @@ const fail = (code: RejectCode, reason: string): EvidenceCheck => ({ ok: false, 
  * Verifies one signed record; `trust` skips the signature (replay of an already verified log
  * prefix) but never the shape. Returns its EIP-712 digest or a rejection.
  */
-function verified(primary: 'ExecutionReceipt' | 'ReexecutionReceipt' | 'AuditVerdict', s: unknown, domain: OdsiDomain, trust: boolean): { digest: Hex } | { code: RejectCode; reason: string } {
+function verified(
+  primary: 'ExecutionReceipt' | 'ReexecutionReceipt' | 'AuditVerdict',
+  s: unknown,
+  domain: OdsiDomain,
+  trust: boolean,
+): { digest: Hex } | { code: RejectCode; reason: string } {
   if (!s || typeof s !== 'object') return { code: 'malformed', reason: `${primary}: not a signed record` };
   if (trust) {
     try {
@@ -97,7 +101,13 @@ export function checkAudited(ev: { receipt?: unknown; receiptType?: unknown }, d
   const r = verified(primary, ev.receipt, domain, trust);
   if ('code' in r) return fail(r.code, r.reason);
   const rec = (ev.receipt as SignedReceipt).record;
-  return { ok: true, kind: 'computation', accused: rec.signer, evidenceId: keccakText(`computation|${r.digest.toLowerCase()}`), receiptDigest: r.digest };
+  return {
+    ok: true,
+    kind: 'computation',
+    accused: rec.signer,
+    evidenceId: keccakText(`computation|${r.digest.toLowerCase()}`),
+    receiptDigest: r.digest,
+  };
 }
 
 /**
@@ -113,7 +123,8 @@ export function tallyVerdicts(
   trust: boolean,
   o: { isRegistered: (a: Address) => boolean; counts: (a: Address) => boolean; seen?: ReadonlySet<string> },
 ): { ok: true; tally: VerdictTally } | { ok: false; code: RejectCode; reason: string } {
-  if (!Array.isArray(verdicts) || verdicts.length > 64) return { ok: false, code: 'malformed', reason: 'verdicts: expected an array of at most 64' };
+  if (!Array.isArray(verdicts) || verdicts.length > 64)
+    return { ok: false, code: 'malformed', reason: 'verdicts: expected an array of at most 64' };
   const tally: VerdictTally = { guilty: [], innocent: [] };
   const mine = new Set<string>();
   for (const s of verdicts as SignedVerdict[]) {

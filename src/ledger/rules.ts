@@ -138,7 +138,8 @@ export function paramsJson(p: LedgerParams): Record<string, string | number> {
 
 export function paramsFromJson(j: Record<string, string | number>): LedgerParams {
   const over: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(j)) over[k] = typeof (DEFAULT_PARAMS as unknown as Record<string, unknown>)[k] === 'bigint' ? BigInt(v) : v;
+  for (const [k, v] of Object.entries(j))
+    over[k] = typeof (DEFAULT_PARAMS as unknown as Record<string, unknown>)[k] === 'bigint' ? BigInt(v) : v;
   return makeParams(over as Partial<LedgerParams>);
 }
 
@@ -192,8 +193,9 @@ export function takeSlash(stake: bigint, entries: readonly Unbonding[], amount: 
 export function matured(entries: readonly Unbonding[], now: number): { ready: bigint; pending: bigint } {
   let ready = 0n;
   let pending = 0n;
-  for (const e of entries) if (e.releaseAt <= now) ready += e.amount;
-  else pending += e.amount;
+  for (const e of entries)
+    if (e.releaseAt <= now) ready += e.amount;
+    else pending += e.amount;
   return { ready, pending };
 }
 
@@ -372,10 +374,7 @@ export function auditRate(reputationPpm: number, layerSteps: number, p: LedgerPa
  * while on probation); 0 when not eligible. Linear in stake, so 10 identities with S/10
  * each weigh what one identity with S weighs (with the same record): no Sybil gain.
  */
-export function routingWeight(
-  o: { stake: bigint; slashed: boolean; reputationPpm: number; layerSteps: number },
-  p: LedgerParams,
-): bigint {
+export function routingWeight(o: { stake: bigint; slashed: boolean; reputationPpm: number; layerSteps: number }, p: LedgerParams): bigint {
   if (!isEligible(o.stake, o.slashed, p)) return 0n;
   const repFactor = BigInt(p.weightFloorPpm) + (BigInt(PPM - p.weightFloorPpm) * BigInt(clampPpm(o.reputationPpm))) / PPMn;
   let w = (o.stake * repFactor) / PPMn;

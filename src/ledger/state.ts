@@ -240,7 +240,8 @@ function applyOrThrow(s: LedgerState, se: SignedEvent, chainAfter: Hex, trust: b
     if (e.ledger !== ZERO_HASH) no('malformed', 'genesis: ledger id must be zero');
   } else {
     if (!s.hasGenesis) no('malformed', 'event before genesis');
-    if (typeof e.ledger !== 'string' || e.ledger.toLowerCase() !== s.ledger.toLowerCase()) no('malformed', 'event: signed for another ledger');
+    if (typeof e.ledger !== 'string' || e.ledger.toLowerCase() !== s.ledger.toLowerCase())
+      no('malformed', 'event: signed for another ledger');
   }
   const expected = (s.nonces.get(submitter.toLowerCase()) ?? 0) + 1;
   if (nonce !== expected) no('malformed', `event: nonce ${nonce}, expected ${expected} (replayed or out of order)`);
@@ -316,7 +317,15 @@ function forfeitBond(s: LedgerState, d: { accuser: Address; accused: Address; bo
 }
 
 function outcomeOfDispute(d: DisputeRec): EvidenceOutcome {
-  return { outcome: 'dispute', disputeId: d.id, accused: d.accused, bond: d.bond, closesAt: d.closesAt, guilty: d.guilty.length, innocent: d.innocent.length };
+  return {
+    outcome: 'dispute',
+    disputeId: d.id,
+    accused: d.accused,
+    bond: d.bond,
+    closesAt: d.closesAt,
+    guilty: d.guilty.length,
+    innocent: d.innocent.length,
+  };
 }
 
 const HANDLERS: { [K in EventKind]: Handler<K> } = {
@@ -417,8 +426,7 @@ const HANDLERS: { [K in EventKind]: Handler<K> } = {
       }
       no('nothing_to_withdraw', 'no unbonding stake');
     }
-    if (want > ready)
-      no(pending > 0n ? 'unbonding_not_over' : 'overdrawn', `only ${ready} has finished unbonding, asked for ${want}`);
+    if (want > ready) no(pending > 0n ? 'unbonding_not_over' : 'overdrawn', `only ${ready} has finished unbonding, asked for ${want}`);
     r.unbonding = takeMatured(r.unbonding, c.time, want);
     s.touchIdentity(r);
     s.setWallet(r.address, s.wallet(r.address) + want);
@@ -467,9 +475,11 @@ const HANDLERS: { [K in EventKind]: Handler<K> } = {
     });
     if (!t.ok) return no(t.code, t.reason);
     const q = s.params.verdictQuorum;
-    if (t.tally.guilty.length >= q) return { outcome: 'slashed', slash: doSlash(s, accused, 'computation', reporter.address, chk.evidenceId, c.time) };
+    if (t.tally.guilty.length >= q)
+      return { outcome: 'slashed', slash: doSlash(s, accused, 'computation', reporter.address, chk.evidenceId, c.time) };
     const bond = s.params.accuserBond;
-    if (s.wallet(reporter.address) < bond) no('overdrawn', `an accusation without a verdict quorum locks a bond of ${bond}; wallet holds ${s.wallet(reporter.address)}`);
+    if (s.wallet(reporter.address) < bond)
+      no('overdrawn', `an accusation without a verdict quorum locks a bond of ${bond}; wallet holds ${s.wallet(reporter.address)}`);
     if (t.tally.innocent.length >= q) {
       forfeitBond(s, { accuser: reporter.address, accused: accused.address, bond }, false);
       spend(s, chk.evidenceId, c.time);
@@ -554,7 +564,11 @@ const HANDLERS: { [K in EventKind]: Handler<K> } = {
       if (seen.has(a.toLowerCase())) no('malformed', `settle.credits: ${a} twice`);
       seen.add(a.toLowerCase());
       const rec = registered(s, a, 'credited identity');
-      credits.push({ rec, units: amount(cr.units, `settle.credits[${i}].units`, {}), layerSteps: uint(cr.layerSteps, `settle.credits[${i}].layerSteps`) });
+      credits.push({
+        rec,
+        units: amount(cr.units, `settle.credits[${i}].units`, {}),
+        layerSteps: uint(cr.layerSteps, `settle.credits[${i}].layerSteps`),
+      });
     }
     let charged = 0n;
     for (const ch of charges.values()) charged += ch.amount;
@@ -703,12 +717,10 @@ export function checkInvariants(s: LedgerState): string[] {
   return p;
 }
 
-export function statusOf(
-  s: LedgerState,
-  where: { backend: 'sqlite' | 'evm'; location: string; events: number; head: Hex },
-): LedgerStatus {
+export function statusOf(s: LedgerState, where: { backend: 'sqlite' | 'evm'; location: string; events: number; head: Hex }): LedgerStatus {
   const t = sums(s);
-  const byAddr = <T extends { address: string }>(xs: T[]): T[] => xs.sort((a, b) => (a.address.toLowerCase() < b.address.toLowerCase() ? -1 : 1));
+  const byAddr = <T extends { address: string }>(xs: T[]): T[] =>
+    xs.sort((a, b) => (a.address.toLowerCase() < b.address.toLowerCase() ? -1 : 1));
   return {
     backend: where.backend,
     location: where.location,
@@ -823,8 +835,14 @@ export function stateFromRows(rows: { table: Table; key: string; value: string }
           slashedTotal: big(r.slashedTotal),
           earned: big(r.earned),
           bonded: big(r.bonded),
-          unbonding: (r.unbonding as { amount: string; releaseAt: number }[]).map((u) => ({ amount: big(u.amount), releaseAt: u.releaseAt })),
-          slashes: (r.slashes as { kind: SlashKind; amount: string; evidenceId: Hex; at: number }[]).map((x) => ({ ...x, amount: big(x.amount) })),
+          unbonding: (r.unbonding as { amount: string; releaseAt: number }[]).map((u) => ({
+            amount: big(u.amount),
+            releaseAt: u.releaseAt,
+          })),
+          slashes: (r.slashes as { kind: SlashKind; amount: string; evidenceId: Hex; at: number }[]).map((x) => ({
+            ...x,
+            amount: big(x.amount),
+          })),
         });
         break;
       }
@@ -833,7 +851,12 @@ export function stateFromRows(rows: { table: Table; key: string; value: string }
         break;
       case 'accounts': {
         const a = JSON.parse(value) as Record<string, unknown>;
-        s.accounts.set(key, { address: a.address as Address, balance: big(a.balance), charged: big(a.charged), deposited: big(a.deposited) });
+        s.accounts.set(key, {
+          address: a.address as Address,
+          balance: big(a.balance),
+          charged: big(a.charged),
+          deposited: big(a.deposited),
+        });
         break;
       }
       case 'evidence':
@@ -856,7 +879,14 @@ export function stateFromRows(rows: { table: Table; key: string; value: string }
         s.epoch = g.epoch as number;
         s.reputationEpoch = g.reputationEpoch as number;
         const t = g.totals as Record<string, string>;
-        s.totals = { minted: big(t.minted), fees: big(t.fees), burned: big(t.burned), slashed: big(t.slashed), charged: big(t.charged), rewards: big(t.rewards) };
+        s.totals = {
+          minted: big(t.minted),
+          fees: big(t.fees),
+          burned: big(t.burned),
+          slashed: big(t.slashed),
+          charged: big(t.charged),
+          rewards: big(t.rewards),
+        };
         break;
       }
     }

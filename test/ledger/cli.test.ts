@@ -35,8 +35,10 @@ test('odsi ledger status/verify/mint, stake, unstake, withdraw, deposit on an em
     const early = odsi('withdraw', '--ledger', spec, '--identity', keyFile);
     assert.equal(early.code, 1);
     assert.match(early.stderr, /withdraw rejected \(unbonding_not_over\)/);
-    const dep = JSON.parse(ok('deposit', '--ledger', spec, '--account', '0x00000000000000000000000000000000000000c1', '12.5', '--json')) as { balance: string };
-    assert.equal(dep.balance, (125n * UNIT / 10n).toString());
+    const dep = JSON.parse(
+      ok('deposit', '--ledger', spec, '--account', '0x00000000000000000000000000000000000000c1', '12.5', '--json'),
+    ) as { balance: string };
+    assert.equal(dep.balance, ((125n * UNIT) / 10n).toString());
 
     const st = JSON.parse(ok('ledger', 'status', '--ledger', spec, '--json')) as LedgerStatus;
     const me = st.identities.find((x) => x.address === id.address)!;
@@ -46,7 +48,7 @@ test('odsi ledger status/verify/mint, stake, unstake, withdraw, deposit on an em
     assert.equal(me.slashed, '0');
     assert.equal(me.earned, '0');
     assert.equal(me.reputation, 0);
-    assert.equal(st.accounts[0]!.balance, (125n * UNIT / 10n).toString());
+    assert.equal(st.accounts[0]!.balance, ((125n * UNIT) / 10n).toString());
     assert.match(ok('ledger', 'status', '--ledger', spec), /stake 1400 unbonding 100/);
     const v = JSON.parse(ok('ledger', 'verify', '--ledger', spec, '--json')) as { ok: boolean; events: number };
     assert.equal(v.ok, true);

@@ -55,46 +55,54 @@ function runAndKill(args: string[], delayMs: number): Promise<{ acked: Map<numbe
   });
 }
 
-test(`SIGKILL of the ledger writer during a burst, ${KILLS} times: the file verifies, no acknowledged write lost, none applied twice`, { timeout: 300_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'odsi-ledger-crash-'));
-  const path = join(dir, 'ledger.db');
-  try {
-    const operator = testIdentity(7001);
-    const node = testIdentity(7002);
-    const rng = seededUniform(12345);
-    const allAcked = new Map<number, string>();
-    let midBurst = 0;
-    for (let i = 0; i < KILLS; i++) {
-      const r = await runAndKill([path, bytesToHex(operator.secret), bytesToHex(node.secret), ACCOUNT, '100000'], Math.floor(rng() * 120));
-      if (r.killedMidBurst) midBurst++;
-      for (const [seq, kind] of r.acked) allAcked.set(seq, kind);
-      // restart: open replays the whole log against the stored rows and verifies the
-      // signatures written since the last verified checkpoint (it throws if anything disagrees)
+test(
+  `SIGKILL of the ledger writer during a burst, ${KILLS} times: the file verifies, no acknowledged write lost, none applied twice`,
+  { timeout: 300_000 },
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'odsi-ledger-crash-'));
+    const path = join(dir, 'ledger.db');
+    try {
+      const operator = testIdentity(7001);
+      const node = testIdentity(7002);
+      const rng = seededUniform(12345);
+      const allAcked = new Map<number, string>();
+      let midBurst = 0;
+      for (let i = 0; i < KILLS; i++) {
+        const r = await runAndKill(
+          [path, bytesToHex(operator.secret), bytesToHex(node.secret), ACCOUNT, '100000'],
+          Math.floor(rng() * 120),
+        );
+        if (r.killedMidBurst) midBurst++;
+        for (const [seq, kind] of r.acked) allAcked.set(seq, kind);
+        // restart: open replays the whole log against the stored rows and verifies the
+        // signatures written since the last verified checkpoint (it throws if anything disagrees)
+        const L = SqliteLedger.open(path, { operator });
+        const db = new Database(path, { readonly: true });
+        const rows = db.prepare('SELECT seq, kind FROM events').all() as { seq: number; kind: string }[];
+        db.close();
+        const logged = new Map(rows.map((x) => [x.seq, x.kind]));
+        for (const [seq, kind] of allAcked)
+          assert.equal(logged.get(seq), kind, `acknowledged event ${seq} (${kind}) is in the log after kill ${i + 1}`);
+        // applied exactly once: state equals the sum of the logged events
+        const count = (k: string): bigint => BigInt(rows.filter((x) => x.kind === k).length);
+        assert.equal((await L.account(ACCOUNT))?.balance ?? '0', count('deposit').toString());
+        const id = (await L.identity(node.address))!;
+        assert.equal(BigInt(id.stake), 1000n * UNIT + count('stake') - 1n - count('unstake'));
+        assert.equal(BigInt(id.unbonding), count('unstake'));
+        await L.close();
+      }
+      // and once more from genesis, every signature
       const L = SqliteLedger.open(path, { operator });
-      const db = new Database(path, { readonly: true });
-      const rows = db.prepare('SELECT seq, kind FROM events').all() as { seq: number; kind: string }[];
-      db.close();
-      const logged = new Map(rows.map((x) => [x.seq, x.kind]));
-      for (const [seq, kind] of allAcked) assert.equal(logged.get(seq), kind, `acknowledged event ${seq} (${kind}) is in the log after kill ${i + 1}`);
-      // applied exactly once: state equals the sum of the logged events
-      const count = (k: string): bigint => BigInt(rows.filter((x) => x.kind === k).length);
-      assert.equal((await L.account(ACCOUNT))?.balance ?? '0', count('deposit').toString());
-      const id = (await L.identity(node.address))!;
-      assert.equal(BigInt(id.stake), 1000n * UNIT + count('stake') - 1n - count('unstake'));
-      assert.equal(BigInt(id.unbonding), count('unstake'));
+      const v = await L.verify();
       await L.close();
+      assert.deepEqual(v.problems, []);
+      assert.equal(midBurst, KILLS, 'every kill landed during the burst');
+      assert.ok(allAcked.size >= KILLS * 2, `writes were acknowledged (${allAcked.size})`);
+      const cli = runOdsi(['ledger', 'verify', '--ledger', `sqlite:${path}`, '--json']);
+      assert.equal(cli.code, 0, cli.stderr);
+      assert.equal(JSON.parse(cli.stdout).ok, true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-    // and once more from genesis, every signature
-    const L = SqliteLedger.open(path, { operator });
-    const v = await L.verify();
-    await L.close();
-    assert.deepEqual(v.problems, []);
-    assert.equal(midBurst, KILLS, 'every kill landed during the burst');
-    assert.ok(allAcked.size >= KILLS * 2, `writes were acknowledged (${allAcked.size})`);
-    const cli = runOdsi(['ledger', 'verify', '--ledger', `sqlite:${path}`, '--json']);
-    assert.equal(cli.code, 0, cli.stderr);
-    assert.equal(JSON.parse(cli.stdout).ok, true);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  },
+);

@@ -64,20 +64,48 @@ export function equivocationOtherPair(id: Identity, domain: OdsiDomain, step = 1
 /** `down` names `up`'s receipt as its upstream but signs an input `up` never sent: forged custody. */
 export function forgedCustody(up: Identity, down: Identity, domain: OdsiDomain, step = 1): CustodyEvidence {
   const u = receiptOf(up, domain, { step, start: 0, end: 2, input: h(`in-${step}`), output: h(`mid-${step}`) });
-  const d = receiptOf(down, domain, { step, start: 2, end: 4, input: h(`forged-${step}`), output: h(`out-${step}`), upstream: receiptHash(u.record, domain) });
-  return { kind: 'custody', code: 'input_mismatch', blame: down.address, reason: 'input differs from the upstream output it names', receipts: [u, d], detectedAt: 1 };
+  const d = receiptOf(down, domain, {
+    step,
+    start: 2,
+    end: 4,
+    input: h(`forged-${step}`),
+    output: h(`out-${step}`),
+    upstream: receiptHash(u.record, domain),
+  });
+  return {
+    kind: 'custody',
+    code: 'input_mismatch',
+    blame: down.address,
+    reason: 'input differs from the upstream output it names',
+    receipts: [u, d],
+    detectedAt: 1,
+  };
 }
 
 /** An honest handoff up → down (no fault), as custody "evidence". */
 export function honestHandoff(up: Identity, down: Identity, domain: OdsiDomain, step = 1): CustodyEvidence {
   const u = receiptOf(up, domain, { step, start: 0, end: 2, input: h(`in-${step}`), output: h(`mid-${step}`) });
-  const d = receiptOf(down, domain, { step, start: 2, end: 4, input: h(`mid-${step}`), output: h(`out-${step}`), upstream: receiptHash(u.record, domain) });
+  const d = receiptOf(down, domain, {
+    step,
+    start: 2,
+    end: 4,
+    input: h(`mid-${step}`),
+    output: h(`out-${step}`),
+    upstream: receiptHash(u.record, domain),
+  });
   return { kind: 'custody', code: 'input_mismatch', reason: 'not really', receipts: [u, d], detectedAt: 1 };
 }
 
 function workerStep(worker: Identity, domain: OdsiDomain, step: number): { receipt: SignedReceipt; out: Float32Array } {
   const out = new Float32Array(DIM).map((_, i) => Math.sin(i + step));
-  const receipt = receiptOf(worker, domain, { step, start: 0, end: 2, input: h(`in-${step}`), output: hashTensor(out), session: 'audited' });
+  const receipt = receiptOf(worker, domain, {
+    step,
+    start: 0,
+    end: 2,
+    input: h(`in-${step}`),
+    output: hashTensor(out),
+    session: 'audited',
+  });
   return { receipt, out };
 }
 
@@ -85,7 +113,12 @@ function workerStep(worker: Identity, domain: OdsiDomain, step: number): { recei
 export function computationFault(worker: Identity, auditor: Identity, domain: OdsiDomain, step = 1): AuditEvidence {
   const { receipt, out } = workerStep(worker, domain, step);
   const honest = out.map((v) => v + 0.5);
-  const r = auditReceipt(auditor, domain, { receipt, workerOutput: out, auditOutput: honest, auditorProfile: 'reference/f32', dim: DIM }, 1);
+  const r = auditReceipt(
+    auditor,
+    domain,
+    { receipt, workerOutput: out, auditOutput: honest, auditorProfile: 'reference/f32', dim: DIM },
+    1,
+  );
   if (!r.evidence) throw new Error('fixture: the audit passed');
   return r.evidence;
 }

@@ -33,7 +33,8 @@ const odsi = (x: bigint): number => Number(x) / Number(UNIT);
 
 /** One node's reward for an epoch in which all NODES did STEPS equal steps (real payment split). */
 function epochReward(p: LedgerParams): number {
-  const units = stepUnits({ layers: 2, deadlineMet: true, budgetUs: 100_000, referenceBudgetUs: 100_000, bottleneck: false }) * BigInt(STEPS);
+  const units =
+    stepUnits({ layers: 2, deadlineMet: true, budgetUs: 100_000, referenceBudgetUs: 100_000, bottleneck: false }) * BigInt(STEPS);
   const split = splitPayments(
     chargeFor(STEPS, p),
     Array.from({ length: NODES }, () => ({ units, forfeited: false })),
@@ -57,7 +58,18 @@ function auditPath(p: LedgerParams): Path {
     const rate = auditRate(rep, steps, p);
     rates.push(rate);
     const passed = Math.round(STEPS * rate);
-    rep = updateReputation(rep, conductScore({ deadlinesMet: STEPS, deadlinesMissed: 0, auditsPassed: passed, auditsFailed: 0, availabilityPpm: 1e6, throughputPpm: 1e6 }), p);
+    rep = updateReputation(
+      rep,
+      conductScore({
+        deadlinesMet: STEPS,
+        deadlinesMissed: 0,
+        auditsPassed: passed,
+        auditsFailed: 0,
+        availabilityPpm: 1e6,
+        throughputPpm: 1e6,
+      }),
+      p,
+    );
     steps += STEPS;
   }
   return { rates };

@@ -52,10 +52,16 @@ test('payments: rewards + fees = charged to the unit for random batches; forfeit
   const rnd = seededUniform(99);
   for (let i = 0; i < 500; i++) {
     const charged = BigInt(Math.floor(rnd() * 1e15)) * BigInt(1 + Math.floor(rnd() * 1e6));
-    const credits = Array.from({ length: Math.floor(rnd() * 8) }, () => ({ units: BigInt(Math.floor(rnd() * 1e6)), forfeited: rnd() < 0.2 }));
+    const credits = Array.from({ length: Math.floor(rnd() * 8) }, () => ({
+      units: BigInt(Math.floor(rnd() * 1e6)),
+      forfeited: rnd() < 0.2,
+    }));
     const s = splitPayments(charged, credits, p);
     assert.equal(s.rewards + s.fees, charged);
-    assert.equal(s.paid.reduce((a, b) => a + b, 0n), s.rewards);
+    assert.equal(
+      s.paid.reduce((a, b) => a + b, 0n),
+      s.rewards,
+    );
     assert.ok(s.fees >= (charged * 20_000n) / 1_000_000n);
     credits.forEach((c, j) => c.forfeited && assert.equal(s.paid[j], 0n));
   }
@@ -84,8 +90,21 @@ test('probation and reputation set audit rates; routing weight is linear in stak
     }
   assert.equal(routingWeight({ stake: S, slashed: true, reputationPpm: 1_000_000, layerSteps: 1e6 }, p), 0n);
   assert.equal(routingWeight({ stake: p.minStake - 1n, slashed: false, reputationPpm: 1_000_000, layerSteps: 1e6 }, p), 0n);
-  assert.equal(conductScore({ deadlinesMet: 0, deadlinesMissed: 0, auditsPassed: 0, auditsFailed: 0, availabilityPpm: 1_000_000, throughputPpm: 1_000_000 }), 1_000_000);
-  assert.equal(conductScore({ deadlinesMet: 1, deadlinesMissed: 1, auditsPassed: 0, auditsFailed: 1, availabilityPpm: 0, throughputPpm: 0 }), 175_000);
+  assert.equal(
+    conductScore({
+      deadlinesMet: 0,
+      deadlinesMissed: 0,
+      auditsPassed: 0,
+      auditsFailed: 0,
+      availabilityPpm: 1_000_000,
+      throughputPpm: 1_000_000,
+    }),
+    1_000_000,
+  );
+  assert.equal(
+    conductScore({ deadlinesMet: 1, deadlinesMissed: 1, auditsPassed: 0, auditsFailed: 1, availabilityPpm: 0, throughputPpm: 0 }),
+    175_000,
+  );
 });
 
 test('parameters validate and round-trip; amounts parse and print in ODSI', () => {
@@ -94,7 +113,7 @@ test('parameters validate and round-trip; amounts parse and print in ODSI', () =
   assert.throws(() => makeParams({ verdictQuorum: 0 }), /verdictQuorum/);
   assert.throws(() => makeParams({ auditRateMinPpm: 300_000 }), /auditRateMinPpm/);
   assert.equal(maxGainPerStep(p), 4n * UNIT);
-  assert.equal(parseAmount('12.5'), 125n * UNIT / 10n);
+  assert.equal(parseAmount('12.5'), (125n * UNIT) / 10n);
   assert.equal(parseAmount('0.000000000000000001'), 1n);
   assert.throws(() => parseAmount('-1'));
   assert.throws(() => parseAmount('1e3'));

@@ -99,10 +99,16 @@ test('a tampered file fails replay-and-verify on open; verify() names the proble
     // 1. a state row changed behind the log's back
     let db = new Database(path);
     assert.throws(() => db.prepare('DELETE FROM events').run(), /append-only/);
-    const row = db.prepare("SELECT key, value FROM state WHERE tbl = 'wallets' AND key = ?").get(a.address.toLowerCase()) as { key: string; value: string };
+    const row = db.prepare("SELECT key, value FROM state WHERE tbl = 'wallets' AND key = ?").get(a.address.toLowerCase()) as {
+      key: string;
+      value: string;
+    };
     db.prepare("UPDATE state SET value = ? WHERE tbl = 'wallets' AND key = ?").run((BigInt(row.value) + 1n).toString(), row.key);
     db.close();
-    assert.throws(() => SqliteLedger.open(path, { clock: () => now }), (e: unknown) => e instanceof LedgerCorruptError && /wallets/.test(e.message));
+    assert.throws(
+      () => SqliteLedger.open(path, { clock: () => now }),
+      (e: unknown) => e instanceof LedgerCorruptError && /wallets/.test(e.message),
+    );
     const L2 = SqliteLedger.open(path, { clock: () => now, allowInconsistent: true });
     const v = await L2.verify();
     assert.equal(v.ok, false);
@@ -113,12 +119,18 @@ test('a tampered file fails replay-and-verify on open; verify() names the proble
     db.prepare("UPDATE state SET value = ? WHERE tbl = 'wallets' AND key = ?").run(row.value, row.key);
     db.exec('DROP TRIGGER events_append_only_u');
     const ev = db.prepare("SELECT seq, event FROM events WHERE kind = 'stake'").get() as { seq: number; event: string };
-    db.prepare('UPDATE events SET event = ? WHERE seq = ?').run(ev.event.replace('2000000000000000000000', '1000000000000000000000'), ev.seq);
+    db.prepare('UPDATE events SET event = ? WHERE seq = ?').run(
+      ev.event.replace('2000000000000000000000', '1000000000000000000000'),
+      ev.seq,
+    );
     db.close();
     const L3 = SqliteLedger.open(path, { clock: () => now, allowInconsistent: true });
     const v3 = await L3.verify();
     assert.equal(v3.ok, false);
-    assert.ok(v3.problems.some((p) => p.includes('chain hash')), v3.problems.join('\n'));
+    assert.ok(
+      v3.problems.some((p) => p.includes('chain hash')),
+      v3.problems.join('\n'),
+    );
     await L3.close();
   } finally {
     cleanup();

@@ -241,7 +241,10 @@ export function ledgerSuite(name: string, makeFixture: MakeFixture): void {
       await f.advanceTime(L.params.disputeWindowSec + 60);
       await rejectedUnchanged(L, 'dispute_closed', () => L.addVerdicts(g, d.disputeId, [verdictOn(w, v, f.domain, 2, false)]));
       const s = accepted(await L.settleEpoch(gw, { epoch: 1, charges: [], credits: [] }));
-      assert.deepEqual(s.closedDisputes.map((x) => x.toLowerCase()), [d.disputeId.toLowerCase()]);
+      assert.deepEqual(
+        s.closedDisputes.map((x) => x.toLowerCase()),
+        [d.disputeId.toLowerCase()],
+      );
       assert.equal(await walletOf(f, g.address), 100n * U - 2n * bond);
       assert.equal((await L.identity(g.address))!.bonded, '0');
       assert.equal(await walletOf(f, w.address), 2n * bond);
@@ -272,9 +275,7 @@ export function ledgerSuite(name: string, makeFixture: MakeFixture): void {
       };
       await rejectedUnchanged(L, 'not_authorized', () => L.settleEpoch(gw, batch));
       accepted(await L.authorize(f.operator, gw.address));
-      await rejectedUnchanged(L, 'overdrawn', () =>
-        L.settleEpoch(gw, { ...batch, charges: [{ account: c2, amount: 3n * U + 1n }] }),
-      );
+      await rejectedUnchanged(L, 'overdrawn', () => L.settleEpoch(gw, { ...batch, charges: [{ account: c2, amount: 3n * U + 1n }] }));
       await rejectedUnchanged(L, 'unknown_identity', () =>
         L.settleEpoch(gw, { ...batch, credits: [{ identity: stranger.address, units: 1n, layerSteps: 1 }] }),
       );
@@ -321,7 +322,9 @@ export function ledgerSuite(name: string, makeFixture: MakeFixture): void {
       const flipped = `${ev.b.signature.slice(0, 10)}${ev.b.signature[10] === '0' ? '1' : '0'}${ev.b.signature.slice(11)}` as `0x${string}`;
       await rejectedUnchanged(L, 'bad_signature', () => L.submitEvidence(g, { ...ev, b: { ...ev.b, signature: flipped } }));
       // a record altered after signing no longer verifies
-      await rejectedUnchanged(L, 'bad_signature', () => L.submitEvidence(g, { ...ev, b: { ...ev.b, record: { ...ev.b.record, step: 99 } } }));
+      await rejectedUnchanged(L, 'bad_signature', () =>
+        L.submitEvidence(g, { ...ev, b: { ...ev.b, record: { ...ev.b.record, step: 99 } } }),
+      );
       // unknown identities: the accused, the submitter
       await rejectedUnchanged(L, 'unknown_identity', () => L.submitEvidence(g, equivocation(stranger, f.domain)));
       await rejectedUnchanged(L, 'unknown_identity', () => L.submitEvidence(stranger, ev));
@@ -347,7 +350,15 @@ export function ledgerSuite(name: string, makeFixture: MakeFixture): void {
       await node(f, n1, 1000n * U, 1000n * U);
       await node(f, n2, 1000n * U, 1000n * U);
       await node(f, gw, 0n, 0n, 'gateway');
-      const report = { identity: n1.address, deadlinesMet: 90, deadlinesMissed: 10, auditsPassed: 5, auditsFailed: 0, availabilityPpm: 1_000_000, throughputPpm: 500_000 };
+      const report = {
+        identity: n1.address,
+        deadlinesMet: 90,
+        deadlinesMissed: 10,
+        auditsPassed: 5,
+        auditsFailed: 0,
+        availabilityPpm: 1_000_000,
+        throughputPpm: 500_000,
+      };
       await rejectedUnchanged(L, 'not_authorized', () => L.publishReputation(gw, 1, [report]));
       accepted(await L.authorize(f.operator, gw.address));
       await rejectedUnchanged(L, 'unknown_identity', () => L.publishReputation(gw, 1, [{ ...report, identity: f.keys[8]!.address }]));
@@ -372,7 +383,8 @@ export function ledgerSuite(name: string, makeFixture: MakeFixture): void {
       const ids = st.identities as Record<string, unknown>[];
       const me = ids.find((x) => x.address === a.address)!;
       assert.ok(me, 'identities are listed by EIP-55 address');
-      for (const k of ['stake', 'slashed', 'earned', 'unbonding', 'wallet']) assert.match(me[k] as string, /^\d+$/, `${k} is a decimal string`);
+      for (const k of ['stake', 'slashed', 'earned', 'unbonding', 'wallet'])
+        assert.match(me[k] as string, /^\d+$/, `${k} is a decimal string`);
       assert.equal(me.stake, (1200n * U).toString());
       assert.equal(typeof me.reputation, 'number');
       assert.ok(Array.isArray(st.accounts));

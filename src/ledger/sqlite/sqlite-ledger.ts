@@ -91,6 +91,9 @@ export class LedgerCorruptError extends Error {
 /** an event as large as this is refused (64 receipts of evidence are ~100 KB) */
 const MAX_EVENT_BYTES = 512 * 1024;
 
+/** the verified-prefix checkpoint advances every this many events (and on close) */
+const CHECKPOINT_EVERY = 1000;
+
 interface EventRow {
   seq: number;
   event: string;
@@ -127,6 +130,12 @@ export class SqliteLedger implements Ledger {
   private sync: 'FULL' | 'NORMAL' = 'FULL';
   private operatorSigner: LedgerSigner | undefined;
   private closed = false;
+  private readonly st: {
+    insert: Database.Statement;
+    upsert: Database.Statement;
+    remove: Database.Statement;
+    after: Database.Statement;
+  };
 
   private constructor(
     readonly path: string,
@@ -139,6 +148,14 @@ export class SqliteLedger implements Ledger {
     db.pragma('synchronous = FULL');
     db.pragma('busy_timeout = 10000');
     db.exec(SCHEMA);
+    this.st = {
+      insert: db.prepare('INSERT INTO events (seq, kind, submitter, nonce, time, event, signature, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      upsert: db.prepare(
+        'INSERT INTO state (tbl, key, value) VALUES (?, ?, ?) ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value',
+      ),
+      remove: db.prepare('DELETE FROM state WHERE tbl = ? AND key = ?'),
+      after: db.prepare('SELECT seq, event, signature, hash FROM events WHERE seq > ? ORDER BY seq'),
+    };
     this.state = new LedgerState();
     const count = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n;
     if (count === 0) this.createGenesis(o);
@@ -189,7 +206,8 @@ export class SqliteLedger implements Ledger {
   }
   deposit(account: Address, amount: bigint, from?: LedgerSigner): Promise<LedgerResult<{ balance: bigint }>> {
     const signer = from ?? this.operatorSigner;
-    if (!signer) return Promise.resolve(reject('not_authorized', 'a faucet deposit needs the ledger operator key, which this process does not hold'));
+    if (!signer)
+      return Promise.resolve(reject('not_authorized', 'a faucet deposit needs the ledger operator key, which this process does not hold'));
     return this.write(signer, 'deposit', { account, amount: amountText(amount), faucet: from === undefined });
   }
   submitEvidence(submitter: LedgerSigner, evidence: Evidence): Promise<LedgerResult<EvidenceOutcome>> {
@@ -201,11 +219,19 @@ export class SqliteLedger implements Ledger {
   settleEpoch(gateway: LedgerSigner, batch: EpochBatch): Promise<LedgerResult<EpochOutcome>> {
     if (!batch || !Array.isArray(batch.charges) || !Array.isArray(batch.credits))
       return Promise.resolve(reject('malformed', 'settleEpoch: batch needs charges and credits arrays'));
-    return this.write(gateway, 'settle', {
-      epoch: batch.epoch,
-      charges: batch.charges.map((c) => ({ account: c.account, amount: amountText(c.amount) })),
-      credits: batch.credits.map((c) => ({ identity: c.identity, units: amountText(c.units), layerSteps: c.layerSteps })),
-    });
+    let body: EventBodies['settle'];
+    try {
+      body = {
+        epoch: batch.epoch,
+        charges: batch.charges.map((c) => ({ account: c.account, amount: amountText(c.amount) })),
+        credits: batch.credits.map((c) => ({ identity: c.identity, units: amountText(c.units), layerSteps: c.layerSteps })),
+      };
+    } catch {
+      return Promise.resolve(
+        reject('malformed', 'settleEpoch: every charge needs account and amount, every credit identity, units and layerSteps'),
+      );
+    }
+    return this.write(gateway, 'settle', body);
   }
   publishReputation(gateway: LedgerSigner, epoch: number, reports: ReputationReport[]): Promise<LedgerResult<{ updated: number }>> {
     return this.write(gateway, 'reputation', { epoch, reports });
@@ -235,11 +261,18 @@ export class SqliteLedger implements Ledger {
   verify(): Promise<VerifyReport> {
     const t0 = performance.now();
     const r = this.replay({ full: true, keepState: true });
-    return Promise.resolve({ ok: r.problems.length === 0, events: r.events, head: r.head, problems: r.problems, ms: Math.round(performance.now() - t0) });
+    return Promise.resolve({
+      ok: r.problems.length === 0,
+      events: r.events,
+      head: r.head,
+      problems: r.problems,
+      ms: Math.round(performance.now() - t0),
+    });
   }
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      this.saveCheckpoint();
       this.db.close();
     }
     return Promise.resolve();
@@ -257,6 +290,16 @@ export class SqliteLedger implements Ledger {
     })();
   }
 
+  /**
+   * Everything this process holds was verified: it wrote those events itself (signed and applied
+   * them) or applied them with every signature checked while catching up. Recording that prefix
+   * lets the next open skip re-verifying its signatures (the chain and the state are still replayed).
+   */
+  private saveCheckpoint(): void {
+    const at = Number(this.meta('checkpoint_seq') ?? 0);
+    if (this.seq > at) this.setMeta({ checkpoint_seq: String(this.seq), checkpoint_hash: this.head });
+  }
+
   private createGenesis(o: SqliteLedgerOptions): void {
     const params = makeParams(o.params);
     let operator = o.operator;
@@ -265,7 +308,11 @@ export class SqliteLedger implements Ledger {
       operator = id;
       this.setMeta({ operator_secret: bytesToHex(id.secret) });
     }
-    const r = this.writeSync(operator, 'genesis', { params: paramsJson(params), chainId: o.chainId ?? DEV_CHAIN_ID, operator: operator.address });
+    const r = this.writeSync(operator, 'genesis', {
+      params: paramsJson(params),
+      chainId: o.chainId ?? DEV_CHAIN_ID,
+      operator: operator.address,
+    });
     if (!r.ok) throw new Error(`genesis rejected: ${r.reason}`);
     this.setMeta({ checkpoint_seq: String(this.seq), checkpoint_hash: this.head });
   }
@@ -310,12 +357,11 @@ export class SqliteLedger implements Ledger {
           const r = apply(this.state, signed, hash);
           if (!r.ok) return r;
           const seq = this.seq + 1;
-          this.db
-            .prepare('INSERT INTO events (seq, kind, submitter, nonce, time, event, signature, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-            .run(seq, kind, event.submitter.toLowerCase(), event.nonce, event.time, text, signed.signature, hash);
+          this.st.insert.run(seq, kind, event.submitter.toLowerCase(), event.nonce, event.time, text, signed.signature, hash);
           this.flush(this.state.takeDirty());
           this.seq = seq;
           this.head = hash;
+          if (seq % CHECKPOINT_EVERY === 0) this.saveCheckpoint();
           return { ok: true, event: { seq, hash }, ...r.result };
         })
         .immediate();
@@ -327,8 +373,7 @@ export class SqliteLedger implements Ledger {
   }
 
   private flush(dirty: Map<Table, Set<string>>): void {
-    const up = this.db.prepare('INSERT INTO state (tbl, key, value) VALUES (?, ?, ?) ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value');
-    const del = this.db.prepare('DELETE FROM state WHERE tbl = ? AND key = ?');
+    const { upsert: up, remove: del } = this.st;
     for (const [tbl, keys] of dirty)
       for (const key of keys) {
         const k = tbl === 'globals' ? 'state' : key;
@@ -340,12 +385,13 @@ export class SqliteLedger implements Ledger {
 
   /** Applies events other processes appended since we last looked (inside a transaction). */
   private catchUp(): void {
-    const rows = this.db.prepare('SELECT seq, event, signature, hash FROM events WHERE seq > ? ORDER BY seq').all(this.seq) as EventRow[];
+    const rows = this.st.after.all(this.seq) as EventRow[];
     for (const row of rows) {
       const event = JSON.parse(row.event) as LedgerEvent;
       const signed: SignedEvent = { event, signature: row.signature as Hex };
       const hash = chainHash(this.head, eventDigest(event), signed.signature);
-      if (hash !== row.hash || row.seq !== this.seq + 1) throw new LedgerCorruptError([`event ${row.seq}: chain hash mismatch while catching up`]);
+      if (hash !== row.hash || row.seq !== this.seq + 1)
+        throw new LedgerCorruptError([`event ${row.seq}: chain hash mismatch while catching up`]);
       const r = apply(this.state, signed, hash);
       if (!r.ok) throw new LedgerCorruptError([`event ${row.seq} (appended by another process) does not apply: ${r.reason}`]);
       this.seq = row.seq;
@@ -421,7 +467,8 @@ export class SqliteLedger implements Ledger {
     if (!problems.length) {
       const back = stateFromRows(stored.map((r) => ({ table: r.tbl, key: r.key, value: r.value })));
       for (const t of TABLES)
-        for (const k of keysOf(back, t)) if (rowsOf(back, t, k) !== replayed.get(`${t}\u0000${k}`)) problems.push(`state row ${t}/${k} does not round-trip`);
+        for (const k of keysOf(back, t))
+          if (rowsOf(back, t, k) !== replayed.get(`${t}\u0000${k}`)) problems.push(`state row ${t}/${k} does not round-trip`);
     }
     problems.push(...checkInvariants(fresh));
     if (!o.keepState) {
