@@ -47,7 +47,12 @@ function receipt(id: Identity, o: { step: number; start: number; end: number; in
 }
 
 const gasRows: { operation: string; gas: number; ms: number }[] = [];
-async function measure<T extends object>(L: EvmLedger, operation: string, fn: string, write: () => Promise<LedgerResult<T>>): Promise<LedgerResult<T>> {
+async function measure<T extends object>(
+  L: EvmLedger,
+  operation: string,
+  fn: string,
+  write: () => Promise<LedgerResult<T>>,
+): Promise<LedgerResult<T>> {
   const before = L.gasUsed.get(fn)?.gas ?? 0n;
   const t0 = performance.now();
   const r = await write();
@@ -82,14 +87,27 @@ async function main(): Promise<void> {
     // evidence
     const ra = receipt(a, { step: 1, start: 0, end: 2, input: h('in'), output: h('out-a') });
     const rb = receipt(a, { step: 1, start: 0, end: 2, input: h('in'), output: h('out-b') });
-    await measure(L, 'slashEquivocation (2 EIP-712 digests, 2 ecrecover)', 'slashEquivocation', () => L.submitEvidence(gw, detectEquivocation(ra, rb, DOMAIN)!));
+    await measure(L, 'slashEquivocation (2 EIP-712 digests, 2 ecrecover)', 'slashEquivocation', () =>
+      L.submitEvidence(gw, detectEquivocation(ra, rb, DOMAIN)!),
+    );
     const up = receipt(b, { step: 2, start: 0, end: 2, input: h('in2'), output: h('out2') });
     const down = receipt(c, { step: 2, start: 2, end: 4, input: h('not out2'), output: h('x'), upstream: receiptHash(up.record, DOMAIN) });
     await measure(L, 'slashCustody (3 digests, 2 ecrecover)', 'slashCustody', () =>
       L.submitEvidence(gw, { kind: 'custody', code: 'input_mismatch', reason: 'bench', receipts: [up, down], detectedAt: 0 }),
     );
     const verdict = (s: SignedReceipt, by: Identity, pass: boolean) =>
-      signVerdict(by, { receiptHash: receiptHash(s.record, DOMAIN), auditOutputHash: h('ref'), profilePair: 'reference/f32|reference/f32', distancePpb: 1e9, tolerancePpb: 1000, pass }, DOMAIN);
+      signVerdict(
+        by,
+        {
+          receiptHash: receiptHash(s.record, DOMAIN),
+          auditOutputHash: h('ref'),
+          profilePair: 'reference/f32|reference/f32',
+          distancePpb: 1e9,
+          tolerancePpb: 1000,
+          pass,
+        },
+        DOMAIN,
+      );
     const w1 = receipt(v, { step: 3, start: 0, end: 2, input: h('in3'), output: h('out3') });
     await measure(L, 'accuse with a guilty quorum of 1 verdict (slash)', 'accuse', () =>
       L.submitEvidence(gw, { kind: 'audit', receipt: w1, verdicts: [verdict(w1, nodes[5]!, false)], detectedAt: 0 }),
@@ -100,7 +118,9 @@ async function main(): Promise<void> {
       L.submitEvidence(gw, { kind: 'audit', receipt: w2, verdicts: [], detectedAt: 0 }),
     );
     if (!opened.ok || opened.outcome !== 'dispute') throw new Error('expected a dispute');
-    await measure(L, 'addVerdicts, 1 verdict deciding the dispute (slash)', 'addVerdicts', () => L.addVerdicts(gw, opened.disputeId, [verdict(w2, nodes[7]!, false)]));
+    await measure(L, 'addVerdicts, 1 verdict deciding the dispute (slash)', 'addVerdicts', () =>
+      L.addVerdicts(gw, opened.disputeId, [verdict(w2, nodes[7]!, false)]),
+    );
     // settlement and reputation scaling
     const credits = (k: number) => nodes.slice(8, 8 + k).map((n, i) => ({ identity: n.address, units: BigInt(1000 + i), layerSteps: 1 }));
     let epoch = 0;
@@ -109,10 +129,20 @@ async function main(): Promise<void> {
         L.settleEpoch(gw, { epoch: ++epoch, charges: [{ account: client, amount: 10n ** 15n }], credits: credits(k) }),
       );
     }
-    const report = (n: Identity) => ({ identity: n.address, deadlinesMet: 9, deadlinesMissed: 1, auditsPassed: 1, auditsFailed: 0, availabilityPpm: 990_000, throughputPpm: 800_000 });
+    const report = (n: Identity) => ({
+      identity: n.address,
+      deadlinesMet: 9,
+      deadlinesMissed: 1,
+      auditsPassed: 1,
+      auditsFailed: 0,
+      availabilityPpm: 990_000,
+      throughputPpm: 800_000,
+    });
     let rep = 0;
     for (const k of [1, 16]) {
-      await measure(L, `publishReputation, ${k} report(s)`, 'publishReputation', () => L.publishReputation(gw, ++rep, nodes.slice(8, 8 + k).map(report)));
+      await measure(L, `publishReputation, ${k} report(s)`, 'publishReputation', () =>
+        L.publishReputation(gw, ++rep, nodes.slice(8, 8 + k).map(report)),
+      );
     }
     // withdraw after the unbonding period
     const { createPublicClient, http } = await import('viem');
@@ -120,8 +150,12 @@ async function main(): Promise<void> {
     await rpc.request({ method: 'evm_increaseTime' as never, params: [L.params.unbondingSec + 1] as never });
     await rpc.request({ method: 'evm_mine' as never, params: [] as never });
     await measure(L, 'withdraw (one matured entry)', 'withdraw', () => L.withdraw(a));
-    const perCredit = (gasRows.find((r) => r.operation.endsWith('16 credit(s)'))!.gas - gasRows.find((r) => r.operation.endsWith(', 1 credit(s)'))!.gas) / 15;
-    const perReport = (gasRows.find((r) => r.operation.endsWith('16 report(s)'))!.gas - gasRows.find((r) => r.operation.endsWith(' 1 report(s)'))!.gas) / 15;
+    const perCredit =
+      (gasRows.find((r) => r.operation.endsWith('16 credit(s)'))!.gas - gasRows.find((r) => r.operation.endsWith(', 1 credit(s)'))!.gas) /
+      15;
+    const perReport =
+      (gasRows.find((r) => r.operation.endsWith('16 report(s)'))!.gas - gasRows.find((r) => r.operation.endsWith(' 1 report(s)'))!.gas) /
+      15;
     const ms = gasRows.map((r) => r.ms).sort((x, y) => x - y);
     const out = {
       what: 'gas per OdsiRegistry operation on anvil 1.7.1 (solc 0.8.37, optimizer 200 runs, EVM cancun); ms = one EvmLedger write (simulate + send + receipt)',

@@ -30,7 +30,13 @@ export function register(program: Command): void {
       });
       const spec = evmSpec(o.rpc, d.registry);
       const gas = { token: d.gas.token.toString(), registry: d.gas.registry.toString(), setMinter: d.gas.setMinter.toString() };
-      if (o.json) process.stdout.write(JSON.stringify({ address: d.registry, token: d.token, chainId: d.chainId, operator: deployer.address, ledger: spec, gas }) + '\n');
-      else process.stdout.write(`OdsiRegistry ${d.registry} (token ${d.token}) on chain ${d.chainId}, operator ${deployer.address}\nuse: --ledger ${spec}\n`);
+      if (o.json)
+        process.stdout.write(
+          JSON.stringify({ address: d.registry, token: d.token, chainId: d.chainId, operator: deployer.address, ledger: spec, gas }) + '\n',
+        );
+      else
+        process.stdout.write(
+          `OdsiRegistry ${d.registry} (token ${d.token}) on chain ${d.chainId}, operator ${deployer.address}\nuse: --ledger ${spec}\n`,
+        );
     });
 }

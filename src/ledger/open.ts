@@ -57,7 +57,9 @@ async function openEvm(rpcUrl: string, registry: `0x${string}`, o: OpenLedgerOpt
   // one would see all its evidence refused as bad signatures, so refuse to start instead
   if (o.chainId !== undefined && Number(ledger.domain.chainId) !== o.chainId) {
     await ledger.close();
-    throw new Error(`ledger ${registry} verifies records signed under chain id ${ledger.domain.chainId}, this process signs under ${o.chainId} (ODSI_CHAIN_ID)`);
+    throw new Error(
+      `ledger ${registry} verifies records signed under chain id ${ledger.domain.chainId}, this process signs under ${o.chainId} (ODSI_CHAIN_ID)`,
+    );
   }
   if (o.operator) ledger.operatorSigner = o.operator;
   return ledger;

@@ -18,7 +18,7 @@ const alive = (pid: number): boolean => {
 };
 
 async function gone(pid: number, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; ) {
+  for (const end = Date.now() + ms; Date.now() < end;) {
     if (!alive(pid)) return true;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -35,7 +35,9 @@ test('anvil starts on a free loopback port, answers, and is gone after close()',
 });
 
 test('a chain whose parent is SIGKILLed does not outlive it', { timeout: 30_000 }, async () => {
-  const child = spawn(process.execPath, [fileURLToPath(new URL('./anvil-child.js', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [fileURLToPath(new URL('./anvil-child.js', import.meta.url))], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', () => reject(new Error('child exited before starting anvil')));

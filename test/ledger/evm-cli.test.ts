@@ -36,7 +36,11 @@ test('odsi ledger deploy prints the address; mint, stake, status and verify work
     assert.equal(r.code, 0, `odsi ${args.join(' ')}: ${r.stderr}`);
     return r.stdout;
   };
-  const d = JSON.parse(ok('ledger', 'deploy', '--rpc', anvil.rpcUrl, '--key', opKey, '--json')) as { address: string; ledger: string; operator: string };
+  const d = JSON.parse(ok('ledger', 'deploy', '--rpc', anvil.rpcUrl, '--key', opKey, '--json')) as {
+    address: string;
+    ledger: string;
+    operator: string;
+  };
   assert.match(d.address, /^0x[0-9a-fA-F]{40}$/);
   assert.equal(d.ledger, `evm:${anvil.rpcUrl}@${d.address}`);
   assert.equal(d.operator, op.address);

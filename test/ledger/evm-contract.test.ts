@@ -57,7 +57,13 @@ async function raw(L: EvmLedger, who: Identity, functionName: string, args: unkn
   const pub = createPublicClient({ chain, transport: http(anvil.rpcUrl) });
   const account = privateKeyToAccount(secretHex(who.secret));
   try {
-    const { request } = await pub.simulateContract({ address: L.registry, abi: loadContracts().contracts.OdsiRegistry.abi, functionName, args, account });
+    const { request } = await pub.simulateContract({
+      address: L.registry,
+      abi: loadContracts().contracts.OdsiRegistry.abi,
+      functionName,
+      args,
+      account,
+    });
     const hash = await createWalletClient({ chain, transport: http(anvil.rpcUrl), account }).writeContract(request);
     await pub.waitForTransactionReceipt({ hash });
     return undefined;
@@ -103,12 +109,23 @@ test('equivocation: slashed on the contract own check, exact amounts, once; high
   // forged: someone else's signature over A's record; malleable high-s copies — straight to the contract
   const forged = resign(a!, G, { outputHash: h('x') });
   const words = (s: SignedReceipt) => receiptWords(s.record);
-  assert.match((await raw(L, G, 'slashEquivocation', [words(a!), a!.signature, words({ ...forged, record: { ...forged.record, signer: A.address } }), forged.signature]))!, /BadSignature/);
+  assert.match(
+    (await raw(L, G, 'slashEquivocation', [
+      words(a!),
+      a!.signature,
+      words({ ...forged, record: { ...forged.record, signer: A.address } }),
+      forged.signature,
+    ]))!,
+    /BadSignature/,
+  );
   assert.match((await raw(L, G, 'slashEquivocation', [words(a!), highS(a!.signature), words(b), b.signature]))!, /BadSignature/);
   assert.match((await raw(L, G, 'slashEquivocation', [words(a!), a!.signature, words(a!), a!.signature]))!, /Unprovable/);
 
   const r = await L.submitEvidence(G, ev);
-  assert.ok(r.ok && r.outcome === 'slashed', JSON.stringify(r, (_, v) => (typeof v === 'bigint' ? String(v) : v)));
+  assert.ok(
+    r.ok && r.outcome === 'slashed',
+    JSON.stringify(r, (_, v) => (typeof v === 'bigint' ? String(v) : v)),
+  );
   const atRisk = 2000n * UNIT;
   const amount = slashAmount('equivocation', atRisk, P);
   assert.equal(r.slash.slashed, amount);
@@ -141,7 +158,14 @@ test('forged custody: a receipt contradicting the upstream receipt it names is s
   const honest = await L.submitEvidence(G, { kind: 'custody', code: 'input_mismatch', reason: 'x', receipts: [up!, down!], detectedAt: 0 });
   assert.ok(!honest.ok && honest.code === 'unprovable_evidence');
   const lie = resign(down!, B, { inputHash: h('not what A sent'), upstreamReceiptHash: receiptHash(up!.record, DOMAIN) });
-  const r = await L.submitEvidence(G, { kind: 'custody', code: 'input_mismatch', blame: B.address, reason: 'x', receipts: [up!, lie], detectedAt: 0 });
+  const r = await L.submitEvidence(G, {
+    kind: 'custody',
+    code: 'input_mismatch',
+    blame: B.address,
+    reason: 'x',
+    receipts: [up!, lie],
+    detectedAt: 0,
+  });
   assert.ok(r.ok && r.outcome === 'slashed' && r.slash.kind === 'custody' && r.slash.accused === B.address);
   assert.equal(r.slash.slashed, slashAmount('custody', 2000n * UNIT, P));
   const again = await L.submitEvidence(G, { kind: 'custody', code: 'input_mismatch', reason: 'x', receipts: [up!, lie], detectedAt: 0 });
@@ -157,7 +181,18 @@ test('computation fault: a failing verdict quorum slashes; a passing one costs t
   assert.ok((await L.authorize(op, gw.address)).ok);
   const step = (n: number) => routeStep([{ id: W, start: 0, end: 2 }], n)[0]!;
   const verdict = (s: SignedReceipt, by: Identity, pass: boolean) =>
-    signVerdict(by, { receiptHash: receiptHash(s.record, DOMAIN), auditOutputHash: h('ref'), profilePair: 'reference/f32|reference/f32', distancePpb: pass ? 0 : 10 ** 9, tolerancePpb: 1000, pass }, DOMAIN);
+    signVerdict(
+      by,
+      {
+        receiptHash: receiptHash(s.record, DOMAIN),
+        auditOutputHash: h('ref'),
+        profilePair: 'reference/f32|reference/f32',
+        distancePpb: pass ? 0 : 10 ** 9,
+        tolerancePpb: 1000,
+        pass,
+      },
+      DOMAIN,
+    );
 
   // guilty
   const s1 = step(1);
@@ -211,17 +246,34 @@ test('settlement: payments in = rewards out + fees to the unit, slashed identiti
   assert.ok(!over.ok && over.code === 'overdrawn');
   const r = await L.settleEpoch(gw, { epoch: 1, charges: [{ account: client, amount: charged }], credits });
   assert.ok(r.ok);
-  const want = splitPayments(charged, credits.map((c) => ({ units: c.units, forfeited: false })), P);
+  const want = splitPayments(
+    charged,
+    credits.map((c) => ({ units: c.units, forfeited: false })),
+    P,
+  );
   assert.equal(r.charged, charged);
   assert.equal(r.rewards + r.fees, charged);
-  assert.deepEqual(r.paid.map((p) => p.amount), want.paid);
+  assert.deepEqual(
+    r.paid.map((p) => p.amount),
+    want.paid,
+  );
   assert.equal(r.fees, want.fees);
   assert.equal((await L.account(client))!.balance, (1000n * UNIT - charged).toString());
   assert.equal((await L.identity(B.address))!.layerSteps, 7);
   const again = await L.settleEpoch(gw, { epoch: 1, charges: [], credits: [] });
   assert.ok(!again.ok && again.code === 'epoch_order');
 
-  const rep = await L.publishReputation(gw, 1, [{ identity: A.address, deadlinesMet: 9, deadlinesMissed: 1, auditsPassed: 1, auditsFailed: 0, availabilityPpm: 1_000_000, throughputPpm: 500_000 }]);
+  const rep = await L.publishReputation(gw, 1, [
+    {
+      identity: A.address,
+      deadlinesMet: 9,
+      deadlinesMissed: 1,
+      auditsPassed: 1,
+      auditsFailed: 0,
+      availabilityPpm: 1_000_000,
+      throughputPpm: 500_000,
+    },
+  ]);
   assert.ok(rep.ok);
   const a = (await L.identity(A.address))!;
   assert.ok(a.reputation > 0 && a.reputation <= 1);

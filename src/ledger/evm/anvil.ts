@@ -56,7 +56,12 @@ export async function startAnvil(o: AnvilOptions = {}): Promise<Anvil> {
   const child = posix
     ? spawn(
         '/bin/sh',
-        ['-c', `"$0" "$@" & a=$!; while kill -0 ${process.pid} 2>/dev/null && kill -0 $a 2>/dev/null; do sleep 1; done; kill -9 $a 2>/dev/null`, anvilBinary(), ...args],
+        [
+          '-c',
+          `"$0" "$@" & a=$!; while kill -0 ${process.pid} 2>/dev/null && kill -0 $a 2>/dev/null; do sleep 1; done; kill -9 $a 2>/dev/null`,
+          anvilBinary(),
+          ...args,
+        ],
         { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
       )
     : spawn(anvilBinary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -32,7 +32,9 @@ const EVM_VERSION = 'cancun';
 
 function readSources(): Record<string, { content: string }> {
   const out: Record<string, { content: string }> = {};
-  for (const f of readdirSync(CONTRACTS_DIR).filter((n) => n.endsWith('.sol')).sort())
+  for (const f of readdirSync(CONTRACTS_DIR)
+    .filter((n) => n.endsWith('.sol'))
+    .sort())
     out[f] = { content: readFileSync(join(CONTRACTS_DIR, f), 'utf8') };
   return out;
 }

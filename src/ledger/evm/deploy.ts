@@ -129,7 +129,12 @@ export async function deployOdsi(o: DeployOptions): Promise<Deployment> {
   if (regRcpt.status !== 'success' || !regRcpt.contractAddress) throw new Error('OdsiRegistry deployment failed');
   const registry = regRcpt.contractAddress;
 
-  const minterTx = await wallet.writeContract({ address: token, abi: contracts.OdsiToken.abi, functionName: 'setMinter', args: [registry] });
+  const minterTx = await wallet.writeContract({
+    address: token,
+    abi: contracts.OdsiToken.abi,
+    functionName: 'setMinter',
+    args: [registry],
+  });
   const minterRcpt = await minedReceipt(pub, minterTx);
   if (minterRcpt.status !== 'success') throw new Error('OdsiToken.setMinter failed');
   return {

@@ -94,7 +94,18 @@ type Onchain = {
 type OnchainAccount = { addr: Address; balance: bigint; charged: bigint; deposited: bigint };
 type OnchainDispute = { id: Hex; accuser: Address; accused: Address; bond: bigint; closesAt: bigint; guilty: number; innocent: number };
 type OnchainTotals = Record<
-  'minted' | 'withdrawnOut' | 'wallets' | 'stake' | 'unbonding' | 'accounts' | 'bonds' | 'fees' | 'burned' | 'slashed' | 'charged' | 'rewards',
+  | 'minted'
+  | 'withdrawnOut'
+  | 'wallets'
+  | 'stake'
+  | 'unbonding'
+  | 'accounts'
+  | 'bonds'
+  | 'fees'
+  | 'burned'
+  | 'slashed'
+  | 'charged'
+  | 'rewards',
   bigint
 >;
 
@@ -131,9 +142,22 @@ export async function openEvmLedger(o: EvmLedgerOptions): Promise<EvmLedger> {
   // the contract enforces its Params struct: the JSON copy must say the same
   const want = onChainParams(params) as Record<string, unknown>;
   for (const k of Object.keys(want))
-    if (String(want[k]) !== String(onchain[k])) throw new Error(`registry ${registry}: paramsJson.${k} = ${String(want[k])} but the contract enforces ${String(onchain[k])}`);
+    if (String(want[k]) !== String(onchain[k]))
+      throw new Error(`registry ${registry}: paramsJson.${k} = ${String(want[k])} but the contract enforces ${String(onchain[k])}`);
   const dev = (o.fundGasOnDevChain ?? true) && (await isDevChain(pub));
-  return new EvmLedger(pub, chain, transport, abi, contracts.OdsiToken.abi, registry, toChecksumAddress(token), toChecksumAddress(operator), params, { chainId: Number(recordsChainId) }, dev);
+  return new EvmLedger(
+    pub,
+    chain,
+    transport,
+    abi,
+    contracts.OdsiToken.abi,
+    registry,
+    toChecksumAddress(token),
+    toChecksumAddress(operator),
+    params,
+    { chainId: Number(recordsChainId) },
+    dev,
+  );
 }
 
 export class EvmLedger implements Ledger {
@@ -163,7 +187,8 @@ export class EvmLedger implements Ledger {
     let a = this.accounts.get(who.address.toLowerCase());
     if (!a) {
       a = privateKeyToAccount(secretHex(who.secret));
-      if (a.address.toLowerCase() !== who.address.toLowerCase()) throw new Error(`signer ${who.address}: its secret is the key of ${a.address}`);
+      if (a.address.toLowerCase() !== who.address.toLowerCase())
+        throw new Error(`signer ${who.address}: its secret is the key of ${a.address}`);
       this.accounts.set(who.address.toLowerCase(), a);
     }
     return a;
@@ -192,7 +217,8 @@ export class EvmLedger implements Ledger {
       const wallet = createWalletClient({ chain: this.chain, transport: this.transport, account });
       const hash = await wallet.writeContract(request);
       const r = await minedReceipt(this.pub, hash);
-      if (r.status !== 'success') return reject('malformed', `${functionName} reverted on chain (state changed between check and inclusion)`);
+      if (r.status !== 'success')
+        return reject('malformed', `${functionName} reverted on chain (state changed between check and inclusion)`);
       const g = this.gasUsed.get(functionName) ?? { calls: 0, gas: 0n };
       this.gasUsed.set(functionName, { calls: g.calls + 1, gas: g.gas + r.gasUsed });
       return { ok: true, hash, blockNumber: r.blockNumber, gasUsed: r.gasUsed, logs: r.logs };
@@ -295,7 +321,8 @@ export class EvmLedger implements Ledger {
     if (from) m = await this.write(from, 'deposit', [toChecksumAddress(account), amount]);
     else {
       const op = this.operatorSigner;
-      if (!op) return reject('not_authorized', 'a deposit without a payer is minted by the operator, whose key this ledger was not opened with');
+      if (!op)
+        return reject('not_authorized', 'a deposit without a payer is minted by the operator, whose key this ledger was not opened with');
       m = await this.write(op, 'mint', [toChecksumAddress(account), amount, true]);
     }
     if (!m.ok) return m;
@@ -323,13 +350,20 @@ export class EvmLedger implements Ledger {
     }
   }
 
-  private checkReceipt(s: unknown, what: string, type: 'ExecutionReceipt' | 'ReexecutionReceipt' = 'ExecutionReceipt'): Rejection | undefined {
+  private checkReceipt(
+    s: unknown,
+    what: string,
+    type: 'ExecutionReceipt' | 'ReexecutionReceipt' = 'ExecutionReceipt',
+  ): Rejection | undefined {
     const c = checkSigned(type, s, this.domain);
     if (!c.ok) return reject(c.malformed ? 'malformed' : 'bad_signature', `${what}: ${c.reason}`);
     return undefined;
   }
 
-  private async equivocation(submitter: LedgerSigner, ev: Partial<Extract<Evidence, { kind: 'equivocation' }>>): Promise<LedgerResult<EvidenceOutcome>> {
+  private async equivocation(
+    submitter: LedgerSigner,
+    ev: Partial<Extract<Evidence, { kind: 'equivocation' }>>,
+  ): Promise<LedgerResult<EvidenceOutcome>> {
     const bad = this.checkReceipt(ev.a, 'receipt a') ?? this.checkReceipt(ev.b, 'receipt b');
     if (bad) return bad;
     const a = ev.a!;
@@ -338,8 +372,12 @@ export class EvmLedger implements Ledger {
     return this.slashed(m);
   }
 
-  private async custody(submitter: LedgerSigner, ev: Partial<Extract<Evidence, { kind: 'custody' }>>): Promise<LedgerResult<EvidenceOutcome>> {
-    if (!Array.isArray(ev.receipts) || ev.receipts.length < 2 || ev.receipts.length > 64) return reject('malformed', 'custody: expected 2 to 64 signed receipts');
+  private async custody(
+    submitter: LedgerSigner,
+    ev: Partial<Extract<Evidence, { kind: 'custody' }>>,
+  ): Promise<LedgerResult<EvidenceOutcome>> {
+    if (!Array.isArray(ev.receipts) || ev.receipts.length < 2 || ev.receipts.length > 64)
+      return reject('malformed', 'custody: expected 2 to 64 signed receipts');
     const rs = ev.receipts as SignedReceipt[];
     for (let i = 0; i < rs.length; i++) {
       const bad = this.checkReceipt(rs[i], `receipt ${i}`);
@@ -379,7 +417,15 @@ export class EvmLedger implements Ledger {
     if (!m.ok) return m;
     if (this.events(m, 'Slashed').length) return this.slashed(m);
     const closed = this.events(m, 'DisputeClosed')[0];
-    if (closed) return { ok: true, event: this.ref(m), outcome: 'frivolous', accused: toChecksumAddress(r.record.signer), bondForfeited: this.params.accuserBond, evidenceId: closed.args.id as Hex };
+    if (closed)
+      return {
+        ok: true,
+        event: this.ref(m),
+        outcome: 'frivolous',
+        accused: toChecksumAddress(r.record.signer),
+        bondForfeited: this.params.accuserBond,
+        evidenceId: closed.args.id as Hex,
+      };
     return this.disputeOutcome(m, this.events(m, 'DisputeOpened')[0]!.args.id as Hex);
   }
 
@@ -393,10 +439,15 @@ export class EvmLedger implements Ledger {
   }
 
   async addVerdicts(submitter: LedgerSigner, disputeId: Hex, verdicts: SignedVerdict[]): Promise<LedgerResult<EvidenceOutcome>> {
-    if (typeof disputeId !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(disputeId)) return reject('malformed', 'dispute id must be bytes32 hex');
+    if (typeof disputeId !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(disputeId))
+      return reject('malformed', 'dispute id must be bytes32 hex');
     const bad = this.checkVerdicts(verdicts);
     if (bad) return bad;
-    const m = await this.write(submitter, 'addVerdicts', [disputeId, verdicts.map((v) => verdictWords(v.record)), verdicts.map((v) => v.signature)]);
+    const m = await this.write(submitter, 'addVerdicts', [
+      disputeId,
+      verdicts.map((v) => verdictWords(v.record)),
+      verdicts.map((v) => v.signature),
+    ]);
     if (!m.ok) return m;
     return this.disputeOutcome(m, disputeId);
   }
@@ -406,8 +457,25 @@ export class EvmLedger implements Ledger {
     const d = await this.read<readonly [Address, Address, Hex, bigint, bigint, number, number, boolean]>('disputes', [id]);
     const [, accused, , bond, closesAt, guilty, innocent] = d;
     if (this.events(m, 'DisputeClosed').some((e) => e.args.id === id))
-      return { ok: true, event: this.ref(m), outcome: 'frivolous', accused: toChecksumAddress(accused), bondForfeited: bond, evidenceId: id };
-    return { ok: true, event: this.ref(m), outcome: 'dispute', disputeId: id, accused: toChecksumAddress(accused), bond, closesAt: Number(closesAt), guilty, innocent };
+      return {
+        ok: true,
+        event: this.ref(m),
+        outcome: 'frivolous',
+        accused: toChecksumAddress(accused),
+        bondForfeited: bond,
+        evidenceId: id,
+      };
+    return {
+      ok: true,
+      event: this.ref(m),
+      outcome: 'dispute',
+      disputeId: id,
+      accused: toChecksumAddress(accused),
+      bond,
+      closesAt: Number(closesAt),
+      guilty,
+      innocent,
+    };
   }
 
   private slashed(m: Mined | Rejection): LedgerResult<EvidenceOutcome> {
@@ -430,16 +498,25 @@ export class EvmLedger implements Ledger {
   async settleEpoch(gateway: LedgerSigner, batch: EpochBatch): Promise<LedgerResult<EpochOutcome>> {
     if (!batch || !Number.isSafeInteger(batch.epoch) || batch.epoch < 0 || !Array.isArray(batch.charges) || !Array.isArray(batch.credits))
       return reject('malformed', 'a batch needs an epoch, charges and credits');
-    if (batch.charges.length > 10_000 || batch.credits.length > 10_000) return reject('malformed', 'a batch holds at most 10000 charges and 10000 credits');
+    if (batch.charges.length > 10_000 || batch.credits.length > 10_000)
+      return reject('malformed', 'a batch holds at most 10000 charges and 10000 credits');
     const seen = new Set<string>();
     for (const c of batch.charges) {
-      if (!c || !ADDRESS.test(c.account) || typeof c.amount !== 'bigint' || c.amount < 0n) return reject('malformed', 'a charge needs an account address and an amount ≥ 0');
+      if (!c || !ADDRESS.test(c.account) || typeof c.amount !== 'bigint' || c.amount < 0n)
+        return reject('malformed', 'a charge needs an account address and an amount ≥ 0');
       if (seen.has(c.account.toLowerCase())) return reject('malformed', `settle.charges: ${c.account} twice`);
       seen.add(c.account.toLowerCase());
     }
     seen.clear();
     for (const c of batch.credits) {
-      if (!c || !ADDRESS.test(c.identity) || typeof c.units !== 'bigint' || c.units < 0n || !Number.isSafeInteger(c.layerSteps) || c.layerSteps < 0)
+      if (
+        !c ||
+        !ADDRESS.test(c.identity) ||
+        typeof c.units !== 'bigint' ||
+        c.units < 0n ||
+        !Number.isSafeInteger(c.layerSteps) ||
+        c.layerSteps < 0
+      )
         return reject('malformed', 'a credit needs an identity address, units ≥ 0 and layerSteps ≥ 0');
       if (seen.has(c.identity.toLowerCase())) return reject('malformed', `settle.credits: ${c.identity} twice`);
       seen.add(c.identity.toLowerCase());
@@ -459,17 +536,28 @@ export class EvmLedger implements Ledger {
       .sort((x, y) => (x.toLowerCase() < y.toLowerCase() ? -1 : 1));
     const paid2 = paid.map((p) => ({ identity: toChecksumAddress(p.identity), amount: p.amount }));
     paid.splice(0, paid.length, ...paid2);
-    return { ok: true, event: this.ref(m), epoch: batch.epoch, charged: s.charged as bigint, rewards: s.rewards as bigint, fees: s.fees as bigint, paid, closedDisputes };
+    return {
+      ok: true,
+      event: this.ref(m),
+      epoch: batch.epoch,
+      charged: s.charged as bigint,
+      rewards: s.rewards as bigint,
+      fees: s.fees as bigint,
+      paid,
+      closedDisputes,
+    };
   }
 
   async publishReputation(gateway: LedgerSigner, epoch: number, reports: ReputationReport[]): Promise<LedgerResult<{ updated: number }>> {
-    if (!Number.isSafeInteger(epoch) || epoch < 0 || !Array.isArray(reports) || reports.length > 10_000) return reject('malformed', 'reputation needs an epoch and at most 10000 reports');
+    if (!Number.isSafeInteger(epoch) || epoch < 0 || !Array.isArray(reports) || reports.length > 10_000)
+      return reject('malformed', 'reputation needs an epoch and at most 10000 reports');
     const byId = new Map<string, ReputationReport>();
     for (const r of reports) {
       if (!r || !ADDRESS.test(r.identity)) return reject('malformed', 'a report needs an identity address');
       for (const k of ['deadlinesMet', 'deadlinesMissed', 'auditsPassed', 'auditsFailed', 'availabilityPpm', 'throughputPpm'] as const) {
         const max = k.endsWith('Ppm') ? PPM : Number.MAX_SAFE_INTEGER;
-        if (!Number.isSafeInteger(r[k]) || r[k] < 0 || r[k] > max) return reject('malformed', `report ${r.identity}: ${k} must be an integer in [0, ${max}]`);
+        if (!Number.isSafeInteger(r[k]) || r[k] < 0 || r[k] > max)
+          return reject('malformed', `report ${r.identity}: ${k} must be an integer in [0, ${max}]`);
       }
       if (byId.has(r.identity.toLowerCase())) return reject('malformed', `reputation.reports: ${r.identity} twice`);
       byId.set(r.identity.toLowerCase(), r);
@@ -480,7 +568,8 @@ export class EvmLedger implements Ledger {
     const ppm: number[] = [];
     for (const r of byId.values()) {
       const v = await this.read<Onchain>('identityView', [toChecksumAddress(r.identity)]);
-      if (!(await this.read<boolean>('isRegistered', [toChecksumAddress(r.identity)]))) return reject('unknown_identity', `reported identity ${r.identity} is not registered`);
+      if (!(await this.read<boolean>('isRegistered', [toChecksumAddress(r.identity)])))
+        return reject('unknown_identity', `reported identity ${r.identity} is not registered`);
       who.push(toChecksumAddress(r.identity));
       ppm.push(v.slashes.length > 0 ? 0 : updateReputation(this.reputationAt(v, epoch - 1), conductScore(r), this.params));
     }
@@ -507,10 +596,19 @@ export class EvmLedger implements Ledger {
   // ---------------------------------------------------------------- reads
 
   private async snapshotRaw() {
-    const [t, idv, acv, ds, ep, repEp, events] = await this.read<
-      readonly [OnchainTotals, readonly Onchain[], readonly OnchainAccount[], readonly OnchainDispute[], bigint, bigint, bigint]
-    >('snapshot');
-    return { totals: t, identities: idv, accounts: acv, disputes: ds, epoch: Number(ep), reputationEpoch: Number(repEp), events: Number(events) };
+    const [t, idv, acv, ds, ep, repEp, events] =
+      await this.read<
+        readonly [OnchainTotals, readonly Onchain[], readonly OnchainAccount[], readonly OnchainDispute[], bigint, bigint, bigint]
+      >('snapshot');
+    return {
+      totals: t,
+      identities: idv,
+      accounts: acv,
+      disputes: ds,
+      epoch: Number(ep),
+      reputationEpoch: Number(repEp),
+      events: Number(events),
+    };
   }
 
   private identityStatus(v: Onchain, reputationEpoch: number): IdentityStatus {
@@ -538,7 +636,10 @@ export class EvmLedger implements Ledger {
   async identity(address: Address): Promise<IdentityStatus | undefined> {
     if (!ADDRESS.test(address)) return undefined;
     if (!(await this.read<boolean>('isRegistered', [toChecksumAddress(address)]))) return undefined;
-    const [v, repEpoch] = await Promise.all([this.read<Onchain>('identityView', [toChecksumAddress(address)]), this.read<bigint>('reputationEpoch')]);
+    const [v, repEpoch] = await Promise.all([
+      this.read<Onchain>('identityView', [toChecksumAddress(address)]),
+      this.read<bigint>('reputationEpoch'),
+    ]);
     return this.identityStatus(v, Number(repEpoch));
   }
 
@@ -546,7 +647,12 @@ export class EvmLedger implements Ledger {
     if (!ADDRESS.test(address)) return undefined;
     const a = await this.read<OnchainAccount>('accountView', [toChecksumAddress(address)]);
     if (a.deposited === 0n && a.charged === 0n) return undefined;
-    return { address: toChecksumAddress(address), balance: a.balance.toString(), charged: a.charged.toString(), deposited: a.deposited.toString() };
+    return {
+      address: toChecksumAddress(address),
+      balance: a.balance.toString(),
+      charged: a.charged.toString(),
+      deposited: a.deposited.toString(),
+    };
   }
 
   async status(): Promise<LedgerStatus> {
@@ -562,7 +668,14 @@ export class EvmLedger implements Ledger {
       head: block.hash!,
       params: paramsJson(this.params),
       identities: byAddress(s.identities.map((v) => this.identityStatus(v, s.reputationEpoch))),
-      accounts: byAddress(s.accounts.map((a) => ({ address: toChecksumAddress(a.addr), balance: a.balance.toString(), charged: a.charged.toString(), deposited: a.deposited.toString() }))),
+      accounts: byAddress(
+        s.accounts.map((a) => ({
+          address: toChecksumAddress(a.addr),
+          balance: a.balance.toString(),
+          charged: a.charged.toString(),
+          deposited: a.deposited.toString(),
+        })),
+      ),
       disputes: s.disputes.map((d) => ({
         id: d.id,
         accused: toChecksumAddress(d.accused),
@@ -597,10 +710,16 @@ export class EvmLedger implements Ledger {
     const problems: string[] = [];
     const s = await this.snapshotRaw();
     const t = s.totals;
-    const held = (await this.pub.readContract({ address: this.token, abi: this.tokenAbi, functionName: 'balanceOf', args: [this.registry] })) as bigint;
+    const held = (await this.pub.readContract({
+      address: this.token,
+      abi: this.tokenAbi,
+      functionName: 'balanceOf',
+      args: [this.registry],
+    })) as bigint;
     const inside = t.wallets + t.stake + t.unbonding + t.accounts + t.bonds + t.fees + t.burned;
     if (held !== t.minted - t.withdrawnOut) problems.push(`the registry holds ${held} tokens, its books say ${t.minted - t.withdrawnOut}`);
-    if (inside !== t.minted - t.withdrawnOut) problems.push(`wallets+stake+unbonding+accounts+bonds+fees+burned = ${inside} ≠ minted − out = ${t.minted - t.withdrawnOut}`);
+    if (inside !== t.minted - t.withdrawnOut)
+      problems.push(`wallets+stake+unbonding+accounts+bonds+fees+burned = ${inside} ≠ minted − out = ${t.minted - t.withdrawnOut}`);
     if (t.charged !== t.rewards + t.fees) problems.push(`charged ${t.charged} ≠ rewards ${t.rewards} + fees ${t.fees}`);
     const sum = (xs: readonly bigint[]) => xs.reduce((a, b) => a + b, 0n);
     const ids = s.identities;
@@ -632,7 +751,8 @@ export class EvmLedger implements Ledger {
   }
 }
 
-const byAddress = <T extends { address: string }>(xs: T[]): T[] => xs.sort((a, b) => (a.address.toLowerCase() < b.address.toLowerCase() ? -1 : 1));
+const byAddress = <T extends { address: string }>(xs: T[]): T[] =>
+  xs.sort((a, b) => (a.address.toLowerCase() < b.address.toLowerCase() ? -1 : 1));
 
 function badAmount(amount: unknown): Rejection | undefined {
   if (typeof amount !== 'bigint' || amount <= 0n) return reject('malformed', 'amount must be a positive integer of smallest units');
