@@ -9,6 +9,7 @@ import { register as registerKeygen } from './keygen.js';
 import { register as registerLedger } from './ledger.js';
 import { register as registerConformance } from './conformance.js';
 import { register as registerStatus } from './status.js';
+import { register as registerLedgerDeploy } from './ledger-deploy.js';
 import { parseEcdsaChoice, selectEcdsa } from '../accountability/records/ecdsa.js';
 
 export async function main(argv: string[]): Promise<void> {
@@ -17,7 +18,7 @@ export async function main(argv: string[]): Promise<void> {
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride();
-  for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen, registerStatus, registerLedger, registerConformance])
+  for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen, registerStatus, registerLedger, registerLedgerDeploy, registerConformance])
     reg(program);
   try {
     selectEcdsa(parseEcdsaChoice(process.env.ODSI_ECDSA)); // the signature backend, for every subcommand
