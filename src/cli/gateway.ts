@@ -2,6 +2,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
 import { Gateway } from '../gateway/gateway.js';
+import { Dashboard } from '../dashboard/hub.js';
+import { mountDashboard } from '../dashboard/http.js';
 import { gatewayAccountabilityConfig } from './config.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
@@ -34,6 +36,7 @@ export function register(program: Command): void {
       '--audit-reputation',
       'accountability: without an audit rate, audit each node at a rate from its record of passed audits (new nodes often, proven ones rarely)',
     )
+    .option('--no-dashboard', 'do not serve the web dashboard at / (the API stays under /v1)')
     .action(
       async (o: {
         model: string;
@@ -53,6 +56,7 @@ export function register(program: Command): void {
         identity?: string;
         auditRate?: number;
         auditReputation?: boolean;
+        dashboard: boolean;
       }) => {
         if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
         const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
@@ -75,6 +79,7 @@ export function register(program: Command): void {
           headersTimeoutMs: o.headersTimeoutMs,
           idleTimeoutMs: o.idleTimeoutMs,
         });
+        if (o.dashboard) mountDashboard(api.app, new Dashboard(gw));
         let stopping = false;
         const stop = async (code: number) => {
           if (stopping) return;
@@ -98,6 +103,7 @@ export function register(program: Command): void {
               modelId: gw.modelId,
               peerId: gw.host.peerId,
               addrs: gw.host.addrs(),
+              ...(o.dashboard ? { dashboard: `${url}/` } : {}),
               routeReady: st.ready,
               reason: st.reason,
             }) + '\n',

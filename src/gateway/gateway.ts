@@ -201,6 +201,16 @@ export class Gateway extends PipelineBackend {
     return this.discovery?.known() ?? [];
   }
 
+  /** the known nodes as routing sees them (this gateway's open sessions counted in their load) */
+  candidates(): readonly RouteCandidate[] {
+    return this.load.candidates();
+  }
+
+  /** peers the candidate source treats as gone (failed pings) */
+  unreachable(): ReadonlySet<string> {
+    return this.source.unavailable();
+  }
+
   /** measured gateway↔peer RTTs (ms, smoothed) */
   rtts(): ReadonlyMap<string, number> {
     return this.source.rttMs();
