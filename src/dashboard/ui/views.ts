@@ -240,6 +240,7 @@ interface ChatMessage {
 export function TryView(p: { s: DashboardSnapshot }) {
   const [messages, setMessages] = useState<ChatMessage[]>([]);
   const [input, setInput] = useState('Once upon a time');
+  const [maxTokens, setMaxTokens] = useState(48);
   const [busy, setBusy] = useState(false);
   const [err, setErr] = useState<string | undefined>();
   const abort = useRef<AbortController | null>(null);
@@ -258,7 +259,7 @@ export function TryView(p: { s: DashboardSnapshot }) {
       const r = await fetch('/v1/chat/completions', {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model: p.s.model.name, messages: history, stream: true, max_tokens: 48, temperature: 0 }),
+        body: JSON.stringify({ model: p.s.model.name, messages: history, stream: true, max_tokens: maxTokens, temperature: 0 }),
         signal: abort.current.signal,
       });
       if (!r.ok || !r.body) throw new Error(((await r.json().catch(() => ({}))) as { error?: { message?: string } }).error?.message ?? `HTTP ${r.status}`);
@@ -291,13 +292,16 @@ export function TryView(p: { s: DashboardSnapshot }) {
 
   return html`<section aria-labelledby="try-h" class="chat">
     <h2 id="try-h">Try it</h2>
-    <p class="hint">Streams through this gateway's OpenAI-compatible API (POST /v1/chat/completions, model "${p.s.model.name}", greedy, 48 tokens).</p>
+    <p class="hint">Streams through this gateway's OpenAI-compatible API (POST /v1/chat/completions, model "${p.s.model.name}", greedy).</p>
     <ol class="messages" aria-label="conversation" aria-live="polite">
       ${messages.map((m) => html`<li class=${m.role} data-role=${m.role}><b>${m.role}</b> ${m.content}${busy && m === messages[messages.length - 1] && m.role === 'assistant' ? html`<span class="cursor">▍</span>` : null}</li>`)}
     </ol>
     ${err ? html`<p class="bad" role="alert">${err}</p>` : null}
     <form onSubmit=${send}>
       <input aria-label="message" value=${input} onInput=${(e: Event) => setInput((e.target as HTMLInputElement).value)} placeholder="Say something" />
+      <label class="max">max tokens
+        <input type="number" min="1" max="512" aria-label="max tokens" value=${maxTokens} onInput=${(e: Event) => setMaxTokens(Math.max(1, Math.min(512, Number((e.target as HTMLInputElement).value) || 1)))} />
+      </label>
       <button type="submit" disabled=${busy}>${busy ? 'streaming…' : 'Send'}</button>
     </form>
   </section>`;
