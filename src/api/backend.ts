@@ -97,5 +97,7 @@ export interface Backend {
   unavailable?(): string | undefined;
   /** readiness for /healthz: e.g. whether a route covers every layer, and the swarm seen */
   status?(): { ready: boolean; reason?: string; detail?: Record<string, unknown> };
+  /** the swarm behind it (nodes, per-layer coverage; GET /v1/odsi/status), for backends that have one */
+  swarmStatus?(): object;
   close(): Promise<void>;
 }

@@ -79,7 +79,9 @@ interface RunResult {
 }
 
 export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): ApiServer {
-  const limits = resolveLimits(opts);
+  // only the limits: the other options are not numbers to check
+  const { deadlineMs: _deadline, logger: _logger, metrics: _metrics, ...limitOpts } = opts;
+  const limits = resolveLimits(limitOpts);
   const app = Fastify({ logger: opts.logger ?? false, ...serverOptions(limits) });
   app.server.maxConnections = limits.maxConnections;
   installJsonParser(app);
@@ -112,6 +114,19 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     const st = backend.status?.() ?? { ready: true };
     const body = { status: st.ready ? 'ok' : 'unavailable', reason: st.reason, model: backend.model.id, active, ...st.detail };
     return reply.code(st.ready ? 200 : 503).send(body);
+  });
+
+  // odsi's own: the swarm as the gateway sees it (nodes, per-layer coverage, bans, convictions);
+  // the shape is src/gateway/swarm-status.ts's SwarmStatus. 404 for a backend with no swarm.
+  app.get('/v1/odsi/status', async (req, reply) => {
+    if (!backend.swarmStatus) {
+      const e = new ApiError(404, 'this server has no swarm (it runs the model in-process)', 'invalid_request_error', 'no_swarm');
+      countRequest(req, 404);
+      return reply.code(404).send(e.body());
+    }
+    countRequest(req, 200);
+    void reply.header('cache-control', 'no-store');
+    return backend.swarmStatus();
   });
 
   app.get('/metrics', async (_req, reply) => {

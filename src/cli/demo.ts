@@ -12,6 +12,7 @@ import { modelIdentity } from '../model/identity.js';
 import { openModel } from '../model/load.js';
 import { writeSyntheticGguf } from '../model/synth.js';
 import { createApiServer, type ApiServer } from '../api/server.js';
+import { createMetrics } from '../api/metrics.js';
 import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
 import type { RouteCandidate } from '../routing/router.js';
@@ -43,6 +44,7 @@ interface DemoOptions {
   replicas: number; // fault-tolerance
   fault: string[]; // fault-tolerance
   dashboard: boolean;
+  nodeMetrics?: boolean; // ops
 }
 
 const int =
@@ -100,6 +102,7 @@ export function register(program: Command): void {
       if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('--audit-rate must be in [0, 1]');
       return n;
     })
+    .option('--node-metrics', 'every node serves Prometheus metrics on a free port (listed with the nodes)') // ops
     // fault-tolerance: replicated ranges and per-node fault injection
     .option('--replicas <r>', 'serve every layer range with R nodes (spares to re-route to)', int('--replicas', 1), 1)
     .option(
@@ -186,8 +189,11 @@ async function runDemo(o: DemoOptions): Promise<void> {
       // ODSI_SWARM_STDERR=1 shows the nodes' logs (debugging the demo)
       inheritStderr: !!process.env.ODSI_SWARM_STDERR,
       nodeArgs: (i) => nodeFaultArgs(faults, i) /* fault-tolerance */,
+      metrics: o.nodeMetrics, // ops
     });
+    const metrics = createMetrics(); // ops: the gateway's metrics beside the API's
     gw = await Gateway.start({
+      metrics: metrics.registry,
       modelPath,
       bootstrap: swarm.bootstrap,
       peers: faults.size ? staticPeers(swarm) : undefined, // fault-tolerance
@@ -244,6 +250,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       pid: n.pid,
       engine: n.engine,
       msPerToken: n.msPerToken,
+      ...(n.metrics ? { metrics: n.metrics } : {}), // ops
     }));
     if (o.json) {
       process.stdout.write(
@@ -281,6 +288,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
 
     if (o.serve) {
       api = createApiServer(gw, {
+        metrics,
         deadlineMs: o.deadlineMs,
         maxConcurrent: o.maxConcurrent,
         maxConnections: o.maxConnections,

@@ -1,6 +1,7 @@
 // `odsi gateway`: join a swarm and serve the OpenAI-compatible API over it.
 import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
+import { createMetrics } from '../api/metrics.js';
 import { Gateway } from '../gateway/gateway.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
@@ -61,8 +62,10 @@ export function register(program: Command): void {
         if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
         const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
         const identity = await loadOrCreateIdentity(o.identity, process.env.ODSI_PASSPHRASE, log);
+        const metrics = createMetrics();
         const gw = await Gateway.start({
           identity,
+          metrics: metrics.registry,
           modelPath: o.model,
           bootstrap: o.bootstrap,
           listen: o.listen,
@@ -71,6 +74,7 @@ export function register(program: Command): void {
           accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }),
         });
         const api = createApiServer(gw, {
+          metrics,
           deadlineMs: o.deadlineMs,
           maxConcurrent: o.maxConcurrent,
           maxConnections: o.maxConnections,

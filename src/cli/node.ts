@@ -38,6 +38,8 @@ interface NodeCliOptions {
   streamIdleTimeout: string;
   maxStepTokens: string;
   maxConnectionsPerPeer: string;
+  metricsPort?: string;
+  metricsHost: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -51,6 +53,12 @@ function accountabilityFromEnv(env: NodeJS.ProcessEnv): NodeAccountability | und
 function posInt(name: string, v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+function nonNegInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${name} must be a port number (0 = any), got "${v}"`);
   return n;
 }
 
@@ -86,6 +94,8 @@ export function register(program: Command): void {
     .option('--stream-idle-timeout <ms>', 'close an inbound stream with no complete message and no live session after this long', String(DEFAULT_PEER_LIMITS.streamIdleMs))
     .option('--max-step-tokens <n>', 'tokens one STEP may carry (bounds the bytes buffered per stream)', String(DEFAULT_PEER_LIMITS.maxStepTokens))
     .option('--max-connections-per-peer <n>', 'connections one remote peer may hold', String(DEFAULT_MAX_CONNECTIONS_PER_PEER))
+    .option('--metrics-port <n>', 'serve Prometheus metrics at http://<metrics-host>:<n>/metrics (0 = any free port; off unless given)')
+    .option('--metrics-host <addr>', 'listen address of the metrics endpoint', '127.0.0.1')
     // test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
     .option(
       '--fault <spec>',
@@ -130,6 +140,8 @@ export function register(program: Command): void {
         maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
         accountability: accountabilityFromEnv(env),
         decorate: faults,
+        metricsPort: o.metricsPort === undefined ? undefined : nonNegInt('--metrics-port', o.metricsPort),
+        metricsHost: o.metricsHost,
         log,
       });
       const a = node.advert();
@@ -145,6 +157,7 @@ export function register(program: Command): void {
           prefillMsPerToken: a.prefillMsPerToken,
           engine: a.engine,
           pid: process.pid,
+          ...(node.metricsUrl ? { metrics: node.metricsUrl } : {}),
         }) + '\n',
       );
       log.info({ peerId: node.host.peerId, addrs: node.host.addrs(), start: a.start, end: a.end }, 'node ready');

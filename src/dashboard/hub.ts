@@ -8,7 +8,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Gateway } from '../gateway/gateway.js';
 import { RecentRequests } from './requests.js';
-import type { DashboardDelta, DashboardSnapshot, FeedItem, LayerCoverage, LedgerView, NodeState, NodeView } from './types.js';
+import type { DashboardDelta, DashboardSnapshot, FeedItem, LedgerView, NodeView } from './types.js';
 
 export interface DashboardOptions {
   /** SSE clients at once (default 16); more get 503 */
@@ -52,9 +52,9 @@ export class Dashboard {
   private pingTimer?: NodeJS.Timeout;
   private pinging = false;
   private closed = false;
-  /** own reachability checks: peer → consecutive failures, and RTT when the source has none */
+  /** own reachability checks, peer → consecutive failed pings: a fixed peer list has no
+   *  discovery pinging it, and a dead node should show before a route runs into it */
   private readonly pingFailures = new Map<string, number>();
-  private readonly pingRtt = new Map<string, number>();
   // the accountability feed, built incrementally from the gateway's records
   private seq = 0;
   private notable: FeedItem[] = [];
@@ -63,8 +63,6 @@ export class Dashboard {
   private evidenceSeen = 0;
   private readonly faultsSeen = new WeakSet<object>();
   private readonly bansSeen = new Map<string, number>();
-  private readonly auditCounts = new Map<string, { passed: number; failed: number }>();
-  private readonly convictions = new Map<string, string>();
 
   constructor(
     private readonly gw: Gateway,
@@ -81,13 +79,11 @@ export class Dashboard {
   /** The whole picture now. */
   snapshot(): DashboardSnapshot {
     this.ingest();
-    const nodes = this.nodes();
     return {
       at: Date.now(),
       model: { name: this.gw.model.id, id: this.gw.modelId, nLayers: this.gw.nLayers },
       gateway: { peerId: this.gw.host.peerId },
-      nodes,
-      coverage: coverageOf(nodes, this.gw.nLayers),
+      ...this.swarm(),
       routes: this.requests.running(),
       requests: this.requests.summaries(),
       feed: this.feed(0),
@@ -165,8 +161,7 @@ export class Dashboard {
   private tick(): void {
     if (!this.clients.size) return;
     this.ingest();
-    const nodes = this.nodes();
-    const common = { at: Date.now(), nodes, coverage: coverageOf(nodes, this.gw.nLayers), routes: this.requests.running(), ...this.ledger() };
+    const common = { at: Date.now(), ...this.swarm(), routes: this.requests.running(), ...this.ledger() };
     const version = this.requests.currentVersion;
     for (const c of [...this.clients]) {
       const delta: DashboardDelta = { ...common, requests: this.requests.summaries(c.version), feed: this.feed(c.feedSeq) };
@@ -181,40 +176,15 @@ export class Dashboard {
     return l ? { ledger: l } : {};
   }
 
-  /** nodes as the gateway knows them, with what it saw of each */
-  private nodes(): NodeView[] {
-    const adverts = new Map(this.gw.knownAdverts().map((a) => [a.peerId, a]));
-    const rtt = this.gw.rtts();
-    const gone = this.gw.unreachable();
-    const now = Date.now();
-    const bans = new Map(this.gw.bans.list().map((b) => [b.peerId, b]));
-    return this.gw.candidates().map((c) => {
-      const ban = bans.get(c.peerId);
-      const banned = !!ban && ban.until > now;
-      const conviction = this.convictions.get(c.peerId);
-      const down = gone.has(c.peerId) || (this.pingFailures.get(c.peerId) ?? 0) >= PING_FAILURES_DOWN;
-      const state: NodeState = conviction ? 'convicted' : banned ? 'banned' : down ? 'unreachable' : 'up';
-      const advert = adverts.get(c.peerId);
-      const v: NodeView = {
-        peerId: c.peerId,
-        addrs: [...c.addrs],
-        layers: [c.start, c.end],
-        profile: advert?.engine,
-        advertisedMsPerToken: c.msPerToken,
-        measuredMsPerToken: this.requests.measuredMs(c.peerId),
-        rttMs: round(rtt.get(c.peerId) ?? this.pingRtt.get(c.peerId)),
-        sessions: c.load,
-        freeKvTokens: c.freeKvTokens,
-        audits: this.auditCounts.get(c.peerId) ?? { passed: 0, failed: 0 },
-        state,
-      };
-      if (conviction) v.conviction = conviction;
-      if (banned) {
-        v.reason = ban.reason;
-        v.bannedUntil = ban.until;
-      } else if (state === 'unreachable') v.reason = 'does not answer pings';
-      return v;
-    });
+  /** the gateway's swarm status (nodes, coverage), with this dashboard's own reachability pings */
+  private swarm(): Pick<DashboardSnapshot, 'nodes' | 'coverage' | 'ready' | 'reason' | 'recoveries'> {
+    const down = new Set([...this.pingFailures].filter(([, n]) => n >= PING_FAILURES_DOWN).map(([p]) => p));
+    const st = this.gw.swarmStatus({ unreachable: down });
+    const nodes = st.nodes.map((n): NodeView => ({
+      ...n,
+      state: n.conviction ? 'convicted' : n.banned ? 'banned' : !n.reachable ? 'unreachable' : 'up',
+    }));
+    return { nodes, coverage: st.coverage, ready: st.ready, reason: st.reason, recoveries: st.recoveries };
   }
 
   /** Reads what the gateway recorded since the last call: audits, evidence, bans, route events. */
@@ -231,12 +201,6 @@ export class Dashboard {
       const newAudits = Math.min(acc.stats.audited - this.auditsSeen, acc.audits.length);
       this.auditsSeen = acc.stats.audited;
       for (const a of acc.audits.slice(acc.audits.length - newAudits)) {
-        const counts = this.auditCounts.get(a.peerId) ?? { passed: 0, failed: 0 };
-        if (a.incomplete) {
-          /* the auditor's own failure: no verdict either way */
-        } else if (a.pass) counts.passed++;
-        else counts.failed++;
-        this.auditCounts.set(a.peerId, counts);
         const verdict = a.verdict ? ` · verdict signed` : '';
         const outcome = a.incomplete ? 'incomplete' : a.pass ? 'passed' : 'FAILED';
         const by = a.executor === 'referee' ? 'the referee' : `…${a.executor.slice(-6)}`;
@@ -253,7 +217,6 @@ export class Dashboard {
       const newEvidence = Math.min(enqueued - this.evidenceSeen, acc.evidence.length);
       this.evidenceSeen = enqueued;
       for (const ev of acc.evidence.slice(acc.evidence.length - newEvidence)) {
-        this.convictions.set(ev.peerId, `${ev.kind}: ${ev.reason}`);
         this.push({
           at: ev.at,
           kind: 'evidence',
@@ -295,16 +258,13 @@ export class Dashboard {
     if (this.pinging || this.closed) return;
     this.pinging = true;
     try {
-      const cands = this.gw.candidates();
+      const cands = this.gw.swarmStatus().nodes;
       const known = new Set(cands.map((c) => c.peerId));
       for (const p of this.pingFailures.keys()) if (!known.has(p)) this.pingFailures.delete(p);
-      for (const p of this.pingRtt.keys()) if (!known.has(p)) this.pingRtt.delete(p);
       await Promise.all(
         cands.map(async (c) => {
           try {
-            const ms = await this.gw.host.ping(c.peerId, { addrs: c.addrs, signal: AbortSignal.timeout(1500) });
-            const prev = this.pingRtt.get(c.peerId);
-            this.pingRtt.set(c.peerId, prev === undefined ? ms : 0.7 * prev + 0.3 * ms);
+            await this.gw.host.ping(c.peerId, { addrs: c.addrs, signal: AbortSignal.timeout(1500) });
             this.pingFailures.delete(c.peerId);
           } catch {
             this.pingFailures.set(c.peerId, (this.pingFailures.get(c.peerId) ?? 0) + 1);
@@ -317,20 +277,6 @@ export class Dashboard {
   }
 }
 
-/** Per decoder layer: the usable nodes serving it and their combined throughput. */
-export function coverageOf(nodes: readonly NodeView[], nLayers: number): LayerCoverage[] {
-  const out: LayerCoverage[] = [];
-  for (let layer = 0; layer < nLayers; layer++) {
-    const serving = nodes.filter((n) => n.state === 'up' && n.layers[0] <= layer && layer < n.layers[1]);
-    const tps = serving.reduce((a, n) => {
-      const ms = n.measuredMsPerToken ?? n.advertisedMsPerToken;
-      return a + (ms > 0 ? 1000 / ms : 0);
-    }, 0);
-    out.push({ layer, nodes: serving.length, peers: serving.map((n) => n.peerId), tokensPerSec: Math.round(tps * 10) / 10 });
-  }
-  return out;
-}
-
 /** a record as JSON (bigints as strings, byte arrays as hex), cut to a bounded size */
 function clip(x: unknown): string {
   const s = JSON.stringify(x, (_k, v: unknown) => {
@@ -341,4 +287,3 @@ function clip(x: unknown): string {
   return s.length > MAX_DETAIL_CHARS ? s.slice(0, MAX_DETAIL_CHARS) + '…' : s;
 }
 
-const round = (x: number | undefined) => (x === undefined ? undefined : Math.round(x * 100) / 100);

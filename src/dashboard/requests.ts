@@ -27,16 +27,11 @@ interface Entry {
   version: number;
 }
 
-/** peers whose measured speed is remembered (bounded against a churning swarm) */
-const MAX_PEERS = 4096;
-
 export class RecentRequests implements RequestObserver {
   private readonly entries = new Map<string, Entry>();
   private readonly maxRequests: number;
   private readonly maxSteps: number;
   private readonly maxEvents: number;
-  /** measured compute ms per token per peer (EMA over decode steps) */
-  private readonly peerMs = new Map<string, number>();
   private version = 0;
 
   constructor(o: RecentRequestsOptions = {}) {
@@ -87,7 +82,6 @@ export class RecentRequests implements RequestObserver {
     else {
       e.decodeMs += t.stepMs;
       s.msPerToken = round(e.decodeMs / (s.tokens - 1));
-      for (const h of step.hops) this.measure(h.peerId, h.computeMs);
     }
     e.steps.push(step);
     if (e.steps.length > this.maxSteps) {
@@ -139,11 +133,6 @@ export class RecentRequests implements RequestObserver {
     e.version = ++this.version;
   }
 
-  /** the recorded compute ms per token of a peer (over decode steps on this gateway's routes) */
-  measuredMs(peerId: string): number | undefined {
-    return this.peerMs.get(peerId);
-  }
-
   /** summaries, newest first; with `since`, only those changed after that version */
   summaries(since = 0): RequestSummary[] {
     const out: RequestSummary[] = [];
@@ -166,13 +155,6 @@ export class RecentRequests implements RequestObserver {
     const e = this.entries.get(id);
     if (!e) return undefined;
     return { ...e.summary, steps: [...e.steps], droppedSteps: e.dropped, events: [...e.events] };
-  }
-
-  private measure(peerId: string, ms: number): void {
-    if (!Number.isFinite(ms) || ms < 0) return;
-    const prev = this.peerMs.get(peerId);
-    if (prev === undefined && this.peerMs.size >= MAX_PEERS) this.peerMs.delete(this.peerMs.keys().next().value!);
-    this.peerMs.set(peerId, round(prev === undefined ? ms : 0.8 * prev + 0.2 * ms));
   }
 }
 

@@ -1,5 +1,8 @@
 // The dashboard's JSON: what the gateway sends (/dashboard/api/*, the SSE stream) and the
-// browser code reads. Types only, shared by src/dashboard (server) and src/dashboard/ui.
+// browser code reads. Types only, shared by src/dashboard (server) and src/dashboard/ui. Nodes
+// and coverage are the gateway's swarm status (GET /v1/odsi/status), with each node's state.
+
+import type { LayerCoverage, SwarmNodeStatus, SwarmStatus } from '../gateway/swarm-status.js';
 
 /** One hop of a route: a node and the decoder layers [start, end) it ran. */
 export interface HopRef {
@@ -26,40 +29,15 @@ export interface LedgerView {
   nodes: Record<string, LedgerEntry>;
 }
 
+/** how the dashboard shows a node: usable, or why not */
 export type NodeState = 'up' | 'unreachable' | 'banned' | 'convicted';
 
-export interface NodeView {
-  peerId: string;
-  addrs: string[];
-  /** decoder layers [start, end) */
-  layers: [number, number];
-  /** engine and precision, e.g. 'ort-f32' or 'reference' (undefined: no advert seen) */
-  profile?: string;
-  /** what the node advertised, ms per decode token over its whole range */
-  advertisedMsPerToken: number;
-  /** what this gateway measured on routes through it (compute ms per token, smoothed) */
-  measuredMsPerToken?: number;
-  rttMs?: number;
-  /** sessions open on the node (its advert, or this gateway's own if more) */
-  sessions: number;
-  freeKvTokens?: number;
-  audits: { passed: number; failed: number };
+/** a node as the gateway's swarm status reports it (src/gateway/swarm-status.ts), and its state */
+export interface NodeView extends SwarmNodeStatus {
   state: NodeState;
-  /** why it is banned or convicted */
-  reason?: string;
-  /** unix ms the ban ends */
-  bannedUntil?: number;
-  conviction?: string;
 }
 
-/** One decoder layer's coverage by usable (reachable, not banned) nodes. */
-export interface LayerCoverage {
-  layer: number;
-  nodes: number;
-  peers: string[];
-  /** combined throughput of those nodes, tokens/s (sum of 1000 / ms per token) */
-  tokensPerSec: number;
-}
+export type { LayerCoverage };
 
 export type RequestStatus = 'running' | 'done' | 'failed';
 
@@ -144,6 +122,11 @@ export interface DashboardSnapshot {
   gateway: { peerId: string };
   nodes: NodeView[];
   coverage: LayerCoverage[];
+  /** a route covers every layer now; why not */
+  ready: boolean;
+  reason?: string;
+  /** recoveries of failed routes since the gateway started, by method */
+  recoveries: SwarmStatus['recoveries'];
   /** routes of the requests running now */
   routes: { requestId: string; hops: HopRef[] }[];
   /** newest first */
@@ -158,6 +141,9 @@ export interface DashboardDelta {
   at: number;
   nodes: NodeView[];
   coverage: LayerCoverage[];
+  ready: boolean;
+  reason?: string;
+  recoveries: SwarmStatus['recoveries'];
   routes: { requestId: string; hops: HopRef[] }[];
   requests: RequestSummary[];
   feed: FeedItem[];

@@ -18,6 +18,8 @@ export interface DiscoveryOptions {
   refreshMs?: number;
   /** how long one advert lookup may take (default 3 s) */
   lookupTimeoutMs?: number;
+  /** told how long each lookup took (metrics) */
+  onLookup?(ms: number, ok: boolean): void;
 }
 
 /** consecutive refresh pings a peer may fail before it is treated as gone */
@@ -91,8 +93,10 @@ export class Discovery implements CandidateSource {
   }
 
   private async doRefresh(): Promise<void> {
+    const t0 = performance.now();
     try {
       const found = await findAdverts(this.host, this.o.modelId, { timeoutMs: this.o.lookupTimeoutMs ?? 3_000 });
+      this.o.onLookup?.(performance.now() - t0, true);
       if (this.closed) return;
       // A lookup is best effort (it may time out before every record arrives), so merge:
       // newer adverts replace older ones per peer, and an advert stays until it expires.
@@ -110,6 +114,7 @@ export class Discovery implements CandidateSource {
       await Promise.all(this.adverts.map((a) => this.ping(a)));
       this.lastError = undefined;
     } catch (e) {
+      this.o.onLookup?.(performance.now() - t0, false);
       this.lastError = (e as Error).message;
     }
   }

@@ -8,7 +8,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { createStage, type EngineKind } from '../engine/create.js';
-import type { Stage } from '../engine/types.js';
+import type { Stage, StageInput, StageOutput } from '../engine/types.js';
 import { generateIdentity, type Identity } from '../identity/identity.js';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';
@@ -26,6 +26,9 @@ import { CostPlanner, StaticCandidates, type CandidateSource, type RoutePlanner 
 import { TimedStage } from './timed.js';
 import { Discovery } from './discovery.js';
 import { SessionLoad } from './session-load.js';
+import type { Registry } from 'prom-client';
+import { GatewayMetrics } from './metrics.js';
+import { MeasuredSpeed, swarmStatus, type SwarmStatus } from './swarm-status.js';
 import { FaultLog, type FaultEvent, type RouteHopRef } from '../route/events.js';
 import { openResilientRoute, type ResilientRoute } from '../route/resilient-route.js';
 import { RouteClient } from '../route/route-client.js';
@@ -63,6 +66,9 @@ export interface GatewayOptions {
   failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
   /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
   accountability?: GatewayAccountabilityConfig;
+  /** register the gateway's metrics (coverage, recoveries, audits, fallback, DHT lookups) here,
+   *  e.g. the API server's registry so /metrics shows both */
+  metrics?: Registry;
 }
 
 /** How the gateway holds the route's nodes to account (read from the environment by the CLI). */
@@ -111,6 +117,10 @@ export class Gateway extends PipelineBackend {
   readonly bans = new BanList();
   /** failures and re-routes of recent sessions */
   readonly faults = new FaultLog();
+  /** recoveries since start, by method, and sessions that gave up (the fault log is bounded) */
+  readonly recoveries = { replay: 0, transfer: 0, gaveUp: 0 };
+  /** each node's decode ms/token as measured on this gateway's routes */
+  readonly measured = new MeasuredSpeed();
   /** where routes come from: the cost model over the known nodes, minus bans */
   readonly planner: RoutePlanner;
   /** the known nodes: discovered, or the fixed list */
@@ -120,6 +130,8 @@ export class Gateway extends PipelineBackend {
   private closed = false;
   /** accountability: checks every route step (receipts, audits); none when it is off */
   accountability?: GatewayAccountability;
+  /** Prometheus metrics, when GatewayOptions.metrics names a registry */
+  readonly metrics?: GatewayMetrics;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -143,9 +155,21 @@ export class Gateway extends PipelineBackend {
       ownedBy: 'odsi-swarm',
     };
     const nLayers = src.config.nLayers;
+    if (opts.metrics)
+      this.metrics = new GatewayMetrics(opts.metrics, {
+        status: () => this.swarmStatus(),
+        recoveries: () => this.recoveries,
+        accountability: () => this.accountabilityTotals(),
+      });
     if (opts.peers) this.source = new StaticCandidates(opts.peers);
     else {
-      this.discovery = new Discovery(host, { modelId, nLayers, refreshMs: opts.refreshMs, lookupTimeoutMs: opts.lookupTimeoutMs });
+      this.discovery = new Discovery(host, {
+        modelId,
+        nLayers,
+        refreshMs: opts.refreshMs,
+        lookupTimeoutMs: opts.lookupTimeoutMs,
+        onLookup: (ms, ok) => this.metrics?.lookedUp(ms, ok),
+      });
       this.source = this.discovery;
     }
     this.load = new SessionLoad(this.source);
@@ -199,16 +223,6 @@ export class Gateway extends PipelineBackend {
   /** the verified adverts from the last lookups (none with a fixed peer list) */
   knownAdverts(): readonly NodeAdvert[] {
     return this.discovery?.known() ?? [];
-  }
-
-  /** the known nodes as routing sees them (this gateway's open sessions counted in their load) */
-  candidates(): readonly RouteCandidate[] {
-    return this.load.candidates();
-  }
-
-  /** peers the candidate source treats as gone (failed pings) */
-  unreachable(): ReadonlySet<string> {
-    return this.source.unavailable();
   }
 
   /** measured gateway↔peer RTTs (ms, smoothed) */
@@ -268,6 +282,55 @@ export class Gateway extends PipelineBackend {
     }
   }
 
+  /** The swarm as this gateway sees it: nodes, per-layer coverage, bans, convictions (GET /v1/odsi/status).
+   *  `unreachable`: peers a caller found down on its own (e.g. the dashboard's pings of a fixed peer list). */
+  swarmStatus(o: { unreachable?: ReadonlySet<string> } = {}): SwarmStatus {
+    let route: Route | undefined;
+    let noRouteReason: string | undefined;
+    try {
+      route = this.route({});
+    } catch (e) {
+      const lookup = this.discovery?.lastError;
+      noRouteReason = (e as Error).message + (lookup ? ` (last lookup failed: ${lookup})` : '');
+    }
+    const acc = this.accountability;
+    return swarmStatus({
+      model: { id: this.model.id, modelId: this.modelId, nLayers: this.nLayers },
+      gatewayPeerId: this.host.peerId,
+      candidates: this.load.candidates(),
+      adverts: this.discovery?.known(),
+      rttMs: this.source.rttMs(),
+      unreachable: o.unreachable?.size ? new Set([...this.source.unavailable(), ...o.unreachable]) : this.source.unavailable(),
+      bans: this.bans.list(),
+      measuredMsPerToken: this.measured.snapshot(),
+      convictionOf: (p) => acc?.convictionOf(p),
+      audits: acc?.audits,
+      route,
+      noRouteReason,
+      recoveries: { ...this.recoveries },
+      accountability: this.accountabilityTotals(),
+    });
+  }
+
+  private accountabilityTotals(): SwarmStatus['accountability'] {
+    const acc = this.accountability;
+    return (
+      acc && {
+        steps: acc.stats.steps,
+        audited: acc.stats.audited,
+        failed: acc.stats.failed,
+        convicted: new Set(acc.evidence.map((e) => e.peerId)).size,
+        evidence: acc.evidence.length,
+      }
+    );
+  }
+
+  private onFault(e: FaultEvent): void {
+    this.faults.push(e);
+    if (e.type === 'reroute') this.recoveries[e.method]++;
+    else if (e.type === 'gave_up') this.recoveries.gaveUp++;
+  }
+
   /** One generation without HTTP: the tokens, the route and what it went through. */
   async run(req: GatewayRunRequest): Promise<GatewayRun> {
     const sessionId = req.sessionId ?? randomUUID();
@@ -298,7 +361,7 @@ export class Gateway extends PipelineBackend {
         openAttempts: this.opts.openAttempts,
         signal: req.signal,
         ...this.opts.failover,
-        onEvent: (e) => this.faults.push(e),
+        onEvent: (e) => this.onFault(e),
         verifier: this.accountability?.verifier,
       });
     let route: ResilientRoute;
@@ -312,7 +375,7 @@ export class Gateway extends PipelineBackend {
     }
     const release = this.load.hold(route.hops.map((h) => h.peerId));
     return {
-      stages: [new TimedStage(this.embed, 'gateway'), new TimedStage(route, 'route'), new TimedStage(this.head, 'gateway')],
+      stages: [new TimedStage(this.embed, 'gateway'), new MeasuredRoute(route, this.measured), new TimedStage(this.head, 'gateway')],
       release: async () => {
         release();
         await route.dispose().catch(() => undefined);
@@ -330,6 +393,22 @@ export class Gateway extends PipelineBackend {
     await this.embed.dispose().catch(() => undefined);
     await this.head.dispose().catch(() => undefined);
     this.src.close();
+  }
+}
+
+/** The route's stage in a request pipeline: also feeds each decode step's per-hop compute to the gateway's measured speeds. */
+class MeasuredRoute extends TimedStage {
+  constructor(
+    private readonly route: ResilientRoute,
+    private readonly speed: MeasuredSpeed,
+  ) {
+    super(route, 'route');
+  }
+
+  override async forward(input: StageInput): Promise<StageOutput> {
+    const out = await super.forward(input);
+    if (input.nTokens === 1) this.speed.observe(this.route.lastTimeline);
+    return out;
   }
 }
 

@@ -10,6 +10,7 @@ import type { HopTiming } from '../route/route-stage.js';
 import type { ComputeLock } from './compute-lock.js';
 import type { PerfMeter } from './perf.js';
 import type { Session } from './sessions.js';
+import type { NodeMetrics } from './metrics.js';
 import { stampStep, type StepStamper } from './stamper.js';
 
 export interface StepExecutorOptions {
@@ -20,6 +21,8 @@ export interface StepExecutorOptions {
   perf: PerfMeter;
   stamper: StepStamper;
   lock: ComputeLock;
+  /** Prometheus metrics (odsi node --metrics-port) */
+  metrics?: Pick<NodeMetrics, 'step' | 'stepError'>;
 }
 
 /** counters for logs/metrics */
@@ -43,6 +46,7 @@ export class StepExecutor {
     const dim = stage.config.dim;
     const fail = (code: ErrorCode, reason: string) => {
       this.stats.errors++;
+      this.o.metrics?.stepError(code);
       void s.upstream.sendError(code, reason, { sessionId: s.id, requestId: h.requestId, hop: s.open.hop });
     };
     if (h.shape[0] !== h.nTokens || h.shape[1] !== dim) return fail('bad_message', `shape [${h.shape.join(',')}] ≠ [${h.nTokens},${dim}]`);
@@ -120,6 +124,7 @@ export class StepExecutor {
     if (h.budgetMs !== undefined) header.budgetMs = timing.slackMs;
     s.steps++;
     this.stats.steps++;
+    this.o.metrics?.step(timing, h.nTokens);
     try {
       await s.downstream!.send({ type: s.isLast ? MsgType.RESULT : MsgType.STEP, header, payload: bytes });
     } catch {

@@ -21,6 +21,8 @@ export interface LocalSwarmOptions {
   logLevel?: string;
   /** pass node stderr through to ours (default: the last lines are kept for error messages) */
   inheritStderr?: boolean;
+  /** every node serves Prometheus metrics on a free port (NodeProcessInfo.metrics) */
+  metrics?: boolean;
   /** extra arguments for every node */
   extraArgs?: string[];
   /** fault-tolerance: extra arguments for node i only (e.g. --fault specs) */
@@ -82,6 +84,6 @@ function startNode(o: LocalSwarmOptions, index: number, bootstrap: string[]): Pr
     readyTimeoutMs: o.readyTimeoutMs,
     logLevel: o.logLevel,
     inheritStderr: o.inheritStderr,
-    extraArgs: [...(o.extraArgs ?? []), ...(o.nodeArgs?.(index) ?? [])],
+    extraArgs: [...(o.metrics ? ['--metrics-port', '0'] : []), ...(o.extraArgs ?? []), ...(o.nodeArgs?.(index) ?? [])],
   });
 }

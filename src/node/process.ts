@@ -38,7 +38,11 @@ export interface NodeProcessOptions {
 }
 
 /** what the node reported in its `ready` line: its advert's fields (msPerToken is 0 when benchTokens is 0) and its pid */
-export type NodeProcessInfo = Pick<NodeAdvert, 'peerId' | 'addrs' | 'modelId' | 'start' | 'end' | 'msPerToken' | 'engine'> & { pid: number };
+export type NodeProcessInfo = Pick<NodeAdvert, 'peerId' | 'addrs' | 'modelId' | 'start' | 'end' | 'msPerToken' | 'engine'> & {
+  pid: number;
+  /** Prometheus metrics URL, when the node serves metrics */
+  metrics?: string;
+};
 
 /** A TCP port free right now on 127.0.0.1. */
 export function freePort(): Promise<number> {
@@ -193,6 +197,7 @@ export class NodeProcess {
           msPerToken: m.msPerToken ?? 0,
           engine: m.engine ?? o.engine ?? 'reference',
           pid: proc.pid ?? -1,
+          ...(typeof m.metrics === 'string' ? { metrics: m.metrics } : {}),
         };
         resolveReady();
       });

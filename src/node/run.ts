@@ -21,6 +21,7 @@ import { createHost, type OdsiHost } from '../p2p/host.js';
 import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
+import { NodeMetrics, serveMetrics } from './metrics.js';
 import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
 import { NO_STAMPER, type StepStamper } from './stamper.js';
 import { NodeStamper } from '../accountability/node/stamper.js';
@@ -56,6 +57,10 @@ export interface NodeOptions {
   accountability?: NodeAccountability;
   /** wrappers applied once the node is measured (the CLI's test-only fault injection) */
   decorate?: NodeDecorators;
+  /** serve Prometheus metrics at http://<metricsHost>:<metricsPort>/metrics (0 = any free port) */
+  metricsPort?: number;
+  /** default 127.0.0.1 */
+  metricsHost?: string;
   log: Logger;
 }
 
@@ -79,6 +84,8 @@ export interface RunningNode {
   stage: Stage;
   modelId: string;
   advert(): NodeAdvert;
+  /** the metrics URL, when metricsPort was given */
+  metricsUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -153,8 +160,26 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
     }
     const limits = new PeerLimits({ ...o.peerLimits, log });
-    const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, log });
+    const metrics: NodeMetrics | undefined =
+      o.metricsPort === undefined
+        ? undefined
+        : new NodeMetrics(
+            {
+              layers: `${range[0]}:${range[1]}`,
+              sessions: () => server.load,
+              kvBytes: () => ({
+                reserved: (server.kvBudgetTokens - server.freeKvTokens) * kvBytesPerToken,
+                budget: kvBudgetTokens * kvBytesPerToken,
+              }),
+              refusals: () => ({ ...limits.stats }),
+              audits: () => server.auditStats,
+            },
+            { defaultMetrics: true },
+          );
+    // (the metrics read the server at scrape time, after it exists)
+    const server: NodeServer = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, metrics, log });
     await server.start();
+    const metricsHttp = metrics ? await serveMetrics(metrics.registry, o.metricsPort ?? 0, o.metricsHost) : undefined;
 
     const interval = o.announceIntervalMs ?? 30_000;
     let current: NodeAdvert;
@@ -183,12 +208,16 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       currentRecord = record;
       if (busy) return announcing; // a slow publish is still running: never pile them up
       busy = true;
+      const t0 = performance.now();
       // provide while the routing table fills up, then every 10th refresh
       const provide = rounds < 4 || rounds % 10 === 0;
       rounds++;
       announcing = publishAdvert(host, advert, record, { signal: AbortSignal.timeout(Math.max(5000, interval)), provide })
         .then(
-          () => log.debug({ load: advert.load }, 'advert published'),
+          () => {
+            metrics?.advertPublished(performance.now() - t0);
+            log.debug({ load: advert.load }, 'advert published');
+          },
           (e: Error) => log.warn({ err: e.message }, 'advert publish incomplete'),
         )
         .finally(() => (busy = false));
@@ -207,12 +236,14 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       stage,
       modelId,
       advert: () => current,
+      metricsUrl: metricsHttp?.url,
       async stop() {
         if (stopped) return;
         stopped = true;
         await server.drain().catch((e: Error) => log.warn({ err: e.message }, 'drain failed')); // kv-transfer: hand sessions over first
         clearInterval(timer);
         await server.stop();
+        await metricsHttp?.close();
         await Promise.race([announcing, new Promise((r) => setTimeout(r, 500))]);
         await host.stop();
         await stage.dispose();

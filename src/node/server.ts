@@ -39,6 +39,7 @@ import type { PerfMeter } from './perf.js';
 import { SessionTable, type Session } from './sessions.js';
 import { checkOpenSignature } from '../protocol/open-signature.js';
 import type { StepStamper } from './stamper.js';
+import type { NodeMetrics } from './metrics.js';
 
 export interface NodeServerOptions {
   host: OdsiHost;
@@ -53,6 +54,8 @@ export interface NodeServerOptions {
   idleTimeoutMs?: number;
   /** per remote peer bounds (default: none) */
   limits?: PeerLimits;
+  /** Prometheus metrics (odsi node --metrics-port) */
+  metrics?: NodeMetrics;
   log?: Logger;
 }
 
@@ -85,7 +88,7 @@ export class NodeServer {
       log: o.log,
     });
     this.executor = new StepExecutor(
-      { self: this.self, stage: o.stage, modelId: o.modelId, perf: o.perf, stamper: o.stamper, lock: this.lock },
+      { self: this.self, stage: o.stage, modelId: o.modelId, perf: o.perf, stamper: o.stamper, lock: this.lock, metrics: o.metrics },
       this.stats,
     );
     this.handover = new KvHandover({ host: o.host, stage: o.stage, modelId: o.modelId, sessions: this.sessions, log: o.log });
@@ -96,6 +99,14 @@ export class NodeServer {
   }
   get freeKvTokens(): number {
     return this.sessions.freeKvTokens;
+  }
+  get kvBudgetTokens(): number {
+    return this.sessions.kvBudgetTokens;
+  }
+  /** audit re-executions served to auditors (none when the node is not accountable) */
+  get auditStats(): { served: number; refused: number; tokens: number } {
+    const s = this.auditExec?.stats;
+    return { served: s?.served ?? 0, refused: s?.refused ?? 0, tokens: s?.tokens ?? 0 };
   }
 
   async start(): Promise<void> {
@@ -186,7 +197,10 @@ export class NodeServer {
           if (s && !s.closed) this.sessions.teardown(s, 'upstream closed', true);
         },
       },
-      this.limits.channelOptions(this.o.stage.config.dim, () => bound.session !== undefined && !bound.session.closed),
+      {
+        ...this.limits.channelOptions(this.o.stage.config.dim, () => bound.session !== undefined && !bound.session.closed),
+        onBytes: this.o.metrics?.meter(ACT_PROTOCOL),
+      },
     );
   }
 
@@ -212,6 +226,7 @@ export class NodeServer {
   private async onOpen(up: Channel, h: OpenHeader, remote: string, bound: StreamBinding): Promise<void> {
     const refuse = (code: ErrorCode, reason: string): void => {
       this.stats.refused++;
+      this.o.metrics?.sessionRefused(code);
       this.o.log?.info({ session: h.sessionId, code, reason }, 'refused session');
       void up.sendError(code, reason, { sessionId: h.sessionId, hop: h.hop });
     };
@@ -285,21 +300,27 @@ export class NodeServer {
       signal,
       maxOutboundStreams: MAX_SESSION_STREAMS,
     });
-    return new Channel(stream, peerId, this.self, {
-      // errors (and anything else) coming back from downstream are relayed upstream unchanged
-      onMessage: (m) => {
-        if (m.type === MsgType.ERROR) void s.upstream.send(m).catch(() => {});
+    return new Channel(
+      stream,
+      peerId,
+      this.self,
+      {
+        // errors (and anything else) coming back from downstream are relayed upstream unchanged
+        onMessage: (m) => {
+          if (m.type === MsgType.ERROR) void s.upstream.send(m).catch(() => {});
+        },
+        onClose: (err) => {
+          if (s.closed) return;
+          if (err) this.o.log?.debug({ session: s.id, peerId, err: err.message }, 'downstream stream closed');
+          void s.upstream.sendError('unreachable', `stream from ${this.self} to ${peerId} closed`, {
+            sessionId: s.id,
+            peerId,
+          });
+          this.sessions.teardown(s, 'downstream closed', false);
+        },
       },
-      onClose: (err) => {
-        if (s.closed) return;
-        if (err) this.o.log?.debug({ session: s.id, peerId, err: err.message }, 'downstream stream closed');
-        void s.upstream.sendError('unreachable', `stream from ${this.self} to ${peerId} closed`, {
-          sessionId: s.id,
-          peerId,
-        });
-        this.sessions.teardown(s, 'downstream closed', false);
-      },
-    });
+      { onBytes: this.o.metrics?.meter(protocol) },
+    );
   }
 
   private onSessionMessage(s: Session, m: Message): void {

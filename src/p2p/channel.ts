@@ -18,6 +18,8 @@ export interface ChannelOptions {
   idleMs?: number;
   /** asked when the idle time is up: true keeps the stream (e.g. it carries a live session with its own timer) */
   keepAlive?(): boolean;
+  /** told of every chunk received and frame sent (metrics) */
+  onBytes?(dir: 'in' | 'out', n: number): void;
 }
 
 export interface ChannelHandlers {
@@ -54,6 +56,7 @@ export class Channel {
       const d = evt.data;
       const bytes = d instanceof Uint8Array ? d : d.subarray();
       this.bytesIn += bytes.length;
+      opts.onBytes?.('in', bytes.length);
       if (this.failed) return; // the byte stream is out of step: nothing more is read
       let msgs: Message[];
       try {
@@ -88,6 +91,7 @@ export class Channel {
       if (!this.isOpen) throw new Error(`stream to ${this.remotePeer} is closed`);
       for (const f of frames) {
         this.bytesOut += f.length;
+        this.opts.onBytes?.('out', f.length);
         if (!this.stream.send(f)) await this.stream.onDrain();
       }
     });

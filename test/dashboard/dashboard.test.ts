@@ -41,7 +41,7 @@ interface Serving {
 async function shot(page: Page, name: string): Promise<void> {
   if (!SHOTS) return;
   mkdirSync(SHOTS, { recursive: true });
-  await page.screenshot({ path: join(SHOTS, `dashboard-${name}.png`), fullPage: true });
+  await page.screenshot({ path: join(SHOTS, `dashboard-${name}.png`) });
 }
 
 test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a killed node', { skip, timeout: 240_000 }, async () => {
@@ -67,7 +67,7 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
       executablePath: CHROMIUM,
       headless: true,
       args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-      viewport: { width: 1200, height: 900 },
+      viewport: { width: 1100, height: 760 },
     });
     const page = ctx.pages()[0] ?? (await ctx.newPage());
     const errors: string[] = [];

@@ -40,6 +40,8 @@ export interface GatewayAccountability {
   rateFor(peerId: string): number;
   /** whether audits of this peer hold its steps until the verdict */
   holds(peerId: string): boolean;
+  /** why the peer was convicted, or undefined */
+  convictionOf(peerId: string): string | undefined;
   readonly audits: readonly AuditRecord[];
   readonly evidence: readonly EvidenceRecord[];
   readonly stats: Readonly<AccountabilityStats>;
@@ -73,6 +75,7 @@ export function createGatewayAccountability(o: GatewayAccountabilityOptions): Ga
     setAuditRate: (rate, peerId) => scheduler.setAuditRate(rate, peerId),
     rateFor: (peerId) => scheduler.rateFor(peerId),
     holds: (peerId) => scheduler.holds(peerId),
+    convictionOf: (peerId) => verdicts.convictionOf(peerId),
     audits: verdicts.audits,
     evidence: verdicts.evidence,
     stats: verdicts.stats,

@@ -18,8 +18,8 @@ export function SwarmView(p: { s: DashboardSnapshot }) {
   return html`<section aria-labelledby="cov-h">
       <h2 id="cov-h">Layer coverage</h2>
       <p class="hint">
-        ${gaps.length ? html`<span class="bad">layers ${gaps.join(', ')} not covered</span>` : html`<span class="good">every layer covered</span>`} ·
-        ${s.nodes.length} nodes known · counts usable nodes (reachable, not banned)
+        ${gaps.length ? html`<span class="bad">layers ${gaps.join(', ')} not covered</span>` : html`<span class="good">every layer covered</span>`}
+        ${` · ${s.nodes.length} nodes known · counts usable nodes (reachable, neither banned nor convicted) · recoveries: ${s.recoveries.replay} by replay, ${s.recoveries.transfer} by transfer, ${s.recoveries.gaveUp} gave up`}
       </p>
       <div class="strip" style=${grid} role="list" aria-label="layer coverage">
         ${s.coverage.map(
@@ -86,22 +86,22 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
           </thead>
           <tbody>
             ${s.nodes.map((nd: NodeView) => {
-              const [engine, ...prec] = (nd.profile ?? '—').split('-');
               return html`<tr id=${`node-${nd.peerId}`} class=${`${nd.state} ${focus === nd.peerId ? 'focus' : ''}`} data-peer=${nd.peerId} aria-label=${`node ${nd.peerId}`}>
                 <td class="mono">${nd.peerId}</td>
                 <td class="mono small">${nd.addrs[0]?.replace(/\/p2p\/[^/]+$/, '') ?? '—'}</td>
                 <td>${nd.layers[0]}:${nd.layers[1]}</td>
-                <td>${engine}${prec.length ? ` / ${prec.join('-')}` : ''}</td>
-                <td>${ms(nd.measuredMsPerToken, 2)}</td>
+                <td>${nd.engine} / ${nd.precision}</td>
+                <td>${nd.msPerTokenSource === 'measured' ? ms(nd.msPerToken, 2) : '—'}</td>
                 <td>${ms(nd.advertisedMsPerToken, 2)}</td>
-                <td>${ms(nd.rttMs, 2)}</td>
+                <td>${ms(nd.rttMs ?? undefined, 2)}</td>
                 <td>${nd.sessions}</td>
                 <td>${nd.freeKvTokens ?? '—'}</td>
                 <td>${nd.audits.passed} / <span class=${nd.audits.failed ? 'bad' : ''}>${nd.audits.failed}</span></td>
                 <td>
                   <span class=${`badge ${nd.state}`}>${nd.state}</span>
                   ${nd.conviction ? html`<div class="why">convicted: ${nd.conviction}</div>` : null}
-                  ${nd.reason && !nd.conviction ? html`<div class="why">${nd.reason}${nd.bannedUntil ? ` (until ${new Date(nd.bannedUntil).toLocaleTimeString()})` : ''}</div>` : null}
+                  ${nd.banned && !nd.conviction ? html`<div class="why">${nd.banReason ?? 'banned'}${nd.bannedUntil ? ` (until ${new Date(nd.bannedUntil).toLocaleTimeString()})` : ''}</div>` : null}
+                  ${nd.state === 'unreachable' ? html`<div class="why">does not answer pings</div>` : null}
                 </td>
               </tr>`;
             })}

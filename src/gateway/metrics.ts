@@ -1,0 +1,124 @@
+// The gateway's Prometheus metrics beside the API's (same registry, src/api/metrics.ts): swarm
+// coverage, recoveries by method, audits and verdicts, cloud fallback, DHT lookup latency.
+// Counters the gateway already keeps are read at scrape time; only the lookup histogram and the
+// fallback counter are fed as things happen.
+
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { SwarmStatus } from './swarm-status.js';
+
+export interface GatewayMetricsSource {
+  status(): SwarmStatus;
+  recoveries(): { replay: number; transfer: number; gaveUp: number };
+  accountability(): { steps: number; audited: number; failed: number; evidence: number; convicted: number } | undefined;
+}
+
+export class GatewayMetrics {
+  private readonly lookup: Histogram<'result'>;
+  private readonly fallback: Counter<'reason'>;
+
+  constructor(registry: Registry, src: GatewayMetricsSource) {
+    const registers = [registry];
+    this.lookup = new Histogram({
+      name: 'odsi_gateway_dht_lookup_seconds',
+      help: 'time of one advert lookup in the DHT (ok or failed)',
+      labelNames: ['result'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.fallback = new Counter({
+      name: 'odsi_gateway_fallback_requests_total',
+      help: 'requests served (wholly or from mid-generation) by the upstream fallback, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    new Counter({
+      name: 'odsi_gateway_recoveries_total',
+      help: 'failed routes recovered, by method (replay: rebuilt from the gateway history; transfer: KV handed over)',
+      labelNames: ['method'],
+      registers,
+      collect() {
+        const r = src.recoveries();
+        this.reset();
+        this.inc({ method: 'replay' }, r.replay);
+        this.inc({ method: 'transfer' }, r.transfer);
+      },
+    });
+    new Counter({
+      name: 'odsi_gateway_recovery_failures_total',
+      help: 'sessions whose recovery gave up',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(src.recoveries().gaveUp);
+      },
+    });
+    const acc = (name: string, help: string, pick: (a: NonNullable<ReturnType<GatewayMetricsSource['accountability']>>) => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const a = src.accountability();
+          this.reset();
+          if (a) this.inc(pick(a));
+        },
+      });
+    acc('odsi_gateway_verified_steps_total', 'route steps whose receipts were checked', (a) => a.steps);
+    acc('odsi_gateway_audits_total', 'audits run (re-executions of sampled steps)', (a) => a.audited);
+    acc('odsi_gateway_audits_failed_total', 'audits that found a node at fault', (a) => a.failed);
+    acc('odsi_gateway_evidence_total', 'pieces of signed evidence recorded (guilty verdicts, equivocations)', (a) => a.evidence);
+    new Gauge({
+      name: 'odsi_gateway_convicted_nodes',
+      help: 'nodes convicted since start',
+      registers,
+      collect() {
+        this.set(src.accountability()?.convicted ?? 0);
+      },
+    });
+    // one status snapshot per scrape feeds the swarm gauges
+    let snap: SwarmStatus | undefined;
+    const status = () => (snap ??= src.status());
+    new Gauge({
+      name: 'odsi_gateway_nodes',
+      help: 'nodes known to the gateway, by state (usable, banned, unreachable)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        snap = undefined;
+        const s = status();
+        this.reset();
+        this.set({ state: 'usable' }, s.nodes.filter((n) => n.reachable && !n.banned).length);
+        this.set({ state: 'banned' }, s.nodes.filter((n) => n.banned).length);
+        this.set({ state: 'unreachable' }, s.nodes.filter((n) => !n.reachable).length);
+      },
+    });
+    new Gauge({
+      name: 'odsi_gateway_layer_nodes',
+      help: 'usable nodes serving each layer (0 = a gap)',
+      labelNames: ['layer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of status().coverage) this.set({ layer: String(c.layer) }, c.nodes);
+      },
+    });
+    new Gauge({
+      name: 'odsi_gateway_uncovered_layers',
+      help: 'layers no usable node serves',
+      registers,
+      collect() {
+        this.set(status().coverage.filter((c) => c.nodes === 0).length);
+      },
+    });
+  }
+
+  /** one DHT advert lookup took `ms` */
+  lookedUp(ms: number, ok: boolean): void {
+    this.lookup.observe({ result: ok ? 'ok' : 'failed' }, ms / 1000);
+  }
+
+  /** a request went to the upstream fallback */
+  fellBack(reason: string): void {
+    this.fallback.inc({ reason });
+  }
+}
