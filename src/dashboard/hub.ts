@@ -281,9 +281,9 @@ export class Dashboard {
 function clip(x: unknown): string {
   const s = JSON.stringify(x, (_k, v: unknown) => {
     if (typeof v === 'bigint') return v.toString();
-    if (v instanceof Uint8Array) return '0x' + Buffer.from(v.buffer, v.byteOffset, Math.min(v.byteLength, 64)).toString('hex') + (v.byteLength > 64 ? '…' : '');
+    if (v instanceof Uint8Array)
+      return '0x' + Buffer.from(v.buffer, v.byteOffset, Math.min(v.byteLength, 64)).toString('hex') + (v.byteLength > 64 ? '…' : '');
     return v;
   });
   return s.length > MAX_DETAIL_CHARS ? s.slice(0, MAX_DETAIL_CHARS) + '…' : s;
 }
-

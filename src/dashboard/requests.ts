@@ -1,7 +1,8 @@
 // The gateway's recent requests as the dashboard shows them: a bounded in-memory store fed on
 // the token path by the gateway's per-token timelines (as a RequestObserver) and by its fault
 // log's re-routes. Recording is O(1) per token and never throws; the oldest requests and each
-// request's oldest steps are dropped to stay bounded.
+// request's oldest steps are dropped to stay bounded. Timings and routes only: no prompt or
+// generated text is kept, so a dashboard viewer never reads other clients' conversations.
 
 import type { BackendRequest, BackendResult, BackendToken, TokenTimeline } from '../api/backend.js';
 import type { RequestObserver } from '../gateway/pipeline-backend.js';
@@ -75,7 +76,7 @@ export class RecentRequests implements RequestObserver {
     const e = this.entries.get(id);
     if (!e) return;
     const s = e.summary;
-    const step = stepView(t.timeline, t.text);
+    const step = stepView(t.timeline);
     s.tokens++;
     s.route = step.hops.map((h) => ({ peerId: h.peerId, start: h.start, end: h.end }));
     if (s.tokens === 1) s.firstTokenMs = Date.now() - s.startedAt;
@@ -147,7 +148,8 @@ export class RecentRequests implements RequestObserver {
 
   running(): { requestId: string; hops: HopRef[] }[] {
     const out: { requestId: string; hops: HopRef[] }[] = [];
-    for (const e of this.entries.values()) if (e.summary.status === 'running' && e.summary.route.length) out.push({ requestId: e.summary.id, hops: e.summary.route });
+    for (const e of this.entries.values())
+      if (e.summary.status === 'running' && e.summary.route.length) out.push({ requestId: e.summary.id, hops: e.summary.route });
     return out;
   }
 
@@ -158,8 +160,8 @@ export class RecentRequests implements RequestObserver {
   }
 }
 
-/** one token's timeline as the waterfall shows it (the same split `odsi demo` prints) */
-export function stepView(t: TokenTimeline, text: string): StepView {
+/** one token's timeline as the waterfall shows it (the same split `odsi demo` prints; never the token's text) */
+export function stepView(t: TokenTimeline): StepView {
   const hops = t.hops
     .filter((h) => h.role === 'layers')
     .map((h) => ({
@@ -175,7 +177,7 @@ export function stepView(t: TokenTimeline, text: string): StepView {
   const inHops = hops.reduce((a, h) => a + h.queueMs + h.computeMs + h.sendMs, 0);
   // step 0 is the prefill's tail: its wall time holds the whole prompt, not one token's wire
   const wireMs = t.step > 0 ? Math.max(0, t.stepMs - inHops - gatewayMs) : 0;
-  return { step: t.step, text: text.slice(0, 64), stepMs: t.stepMs, hops, gatewayMs: round(gatewayMs), wireMs: round(wireMs) };
+  return { step: t.step, stepMs: t.stepMs, hops, gatewayMs: round(gatewayMs), wireMs: round(wireMs) };
 }
 
 const hopsText = (hs: HopRef[]) => hs.map((h) => `…${h.peerId.slice(-6)}[${h.start}:${h.end}]`).join(' ');

@@ -72,8 +72,6 @@ export interface StepHop extends HopRef {
 
 export interface StepView {
   step: number;
-  /** the token's text */
-  text: string;
   stepMs: number;
   hops: StepHop[];
   /** embedding + head at the gateway, ms */

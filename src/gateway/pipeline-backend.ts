@@ -65,7 +65,11 @@ export abstract class PipelineBackend implements Backend {
     }
   }
 
-  private async *pipelineStream(sessionId: string, req: BackendRequest, obs?: RequestObserver): AsyncGenerator<BackendToken, BackendResult, void> {
+  private async *pipelineStream(
+    sessionId: string,
+    req: BackendRequest,
+    obs?: RequestObserver,
+  ): AsyncGenerator<BackendToken, BackendResult, void> {
     const pipe = await this.openPipeline(sessionId, req);
     let emitted = '';
     let it: AsyncGenerator<unknown, unknown> | undefined;

@@ -21,10 +21,15 @@ interface PageElement {
   classList: { contains(c: string): boolean };
   textContent: string | null;
 }
-declare const document: { querySelectorAll(s: string): Iterable<PageElement> & { length: number }; querySelector(s: string): PageElement | null };
+declare const document: {
+  querySelectorAll(s: string): Iterable<PageElement> & { length: number };
+  querySelector(s: string): PageElement | null;
+};
 
 const CHROMIUM = '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) ? false : `no browser: Debian's chromium is not installed at ${CHROMIUM} (apt-get install chromium; .ci/run installs it)`;
+const skip = existsSync(CHROMIUM)
+  ? false
+  : `no browser: Debian's chromium is not installed at ${CHROMIUM} (apt-get install chromium; .ci/run installs it)`;
 const SHOTS = process.env.ODSI_SCREENSHOTS;
 /** tokens the chat asks for (every step is audited, so each costs a referee re-execution) */
 const CHAT_TOKENS = 12;
@@ -50,7 +55,25 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
   const profile = mkdtempSync(join(tmpdir(), 'odsi-chromium-'));
   try {
     demo = startOdsi(
-      ['demo', '--model', STORIES_GGUF, '--layers', '0:3', '3:5', '0:5', '--fault', '2:noise:0.05@1', '--audit-rate', '1', '-n', '8', '--serve', '--json', '--port', '0'],
+      [
+        'demo',
+        '--model',
+        STORIES_GGUF,
+        '--layers',
+        '0:3',
+        '3:5',
+        '0:5',
+        '--fault',
+        '2:noise:0.05@1',
+        '--audit-rate',
+        '1',
+        '-n',
+        '8',
+        '--serve',
+        '--json',
+        '--port',
+        '0',
+      ],
       { env: { ...process.env, ODSI_ALLOW_FAULTS: '1' } },
     );
     const run = (await demo.nextJson(120_000)) as { accountability: { evidence: { peerId: string }[] } };
@@ -66,7 +89,14 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
     ctx = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
       viewport: { width: 1100, height: 760 },
     });
     const page = ctx.pages()[0] ?? (await ctx.newPage());
@@ -84,8 +114,10 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
       { timeout: 20_000 },
     );
     phase('swarm');
-    for (let l = 0; l < 5; l++) assert.match((await page.locator(`.strip [data-layer="${l}"]`).getAttribute('aria-label')) ?? '', new RegExp(`^layer ${l}: 1 node,`));
-    for (const nd of info.nodes) assert.equal(await page.locator(`.map [aria-label^="node ${nd.peerId} layers ${nd.layers[0]}:${nd.layers[1]}"]`).count(), 1);
+    for (let l = 0; l < 5; l++)
+      assert.match((await page.locator(`.strip [data-layer="${l}"]`).getAttribute('aria-label')) ?? '', new RegExp(`^layer ${l}: 1 node,`));
+    for (const nd of info.nodes)
+      assert.equal(await page.locator(`.map [aria-label^="node ${nd.peerId} layers ${nd.layers[0]}:${nd.layers[1]}"]`).count(), 1);
     assert.match((await page.locator(`.map [data-peer="${cheat.peerId}"]`).getAttribute('aria-label')) ?? '', /convicted$/);
     assert.ok(await page.locator('canvas[aria-label^="combined throughput per layer"]').isVisible());
     await shot(page, 'swarm');
@@ -118,9 +150,13 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
       }).observe(document.querySelector('.messages'), { subtree: true, childList: true, characterData: true });
     })()`);
     await page.locator('.chat button[type="submit"]').click();
-    await page.waitForFunction(() => document.querySelector('.chat button')?.textContent === 'Send' && !!document.querySelector('.messages li.assistant'), undefined, {
-      timeout: 60_000,
-    });
+    await page.waitForFunction(
+      () => document.querySelector('.chat button')?.textContent === 'Send' && !!document.querySelector('.messages li.assistant'),
+      undefined,
+      {
+        timeout: 60_000,
+      },
+    );
     const reply = (await page.locator('.messages li.assistant').innerText()).replace(/^assistant\s*/, '');
     const partials = ((await page.evaluate('window.seen')) as string[]).filter((t) => t.replace(/^assistant\s*/, '').length > 0);
     phase('chat');
@@ -129,7 +165,12 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
       await fetch(`${info.url}/v1/chat/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model: info.model, messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: CHAT_TOKENS, temperature: 0 }),
+        body: JSON.stringify({
+          model: info.model,
+          messages: [{ role: 'user', content: 'Tell me a story' }],
+          max_tokens: CHAT_TOKENS,
+          temperature: 0,
+        }),
       })
     ).json()) as { choices: { message: { content: string } }[] };
     assert.equal(reply.trim(), api.choices[0]!.message.content.trim());

@@ -61,9 +61,44 @@ test('recent requests: bounded requests and steps, per-hop split, route events a
   assert.equal(s.wireMs, 10 - 2 - 7);
   // a failure at position 5 (4 prompt tokens + 1 generated) is the request's token #2
   const v0 = r.currentVersion;
-  r.routeEvent({ type: 'failure', at: 1, detectedAt: 1, sessionId: 'b', pos: 5, code: 'lost', message: 'gone', culprits: ['p1'], diagnosis: 'ping', route: [] });
-  r.routeEvent({ type: 'reroute', at: 2, sessionId: 'b', routeSessionId: 'b2', from: [], to: [], method: 'replay', replayedTokens: 5, recoveryMs: 3, diagnoseMs: 1, openMs: 1, replayMs: 1 });
-  r.routeEvent({ type: 'failure', at: 3, detectedAt: 3, sessionId: 'gone', pos: 1, code: 'x', message: 'x', culprits: [], diagnosis: 'ping', route: [] });
+  r.routeEvent({
+    type: 'failure',
+    at: 1,
+    detectedAt: 1,
+    sessionId: 'b',
+    pos: 5,
+    code: 'lost',
+    message: 'gone',
+    culprits: ['p1'],
+    diagnosis: 'ping',
+    route: [],
+  });
+  r.routeEvent({
+    type: 'reroute',
+    at: 2,
+    sessionId: 'b',
+    routeSessionId: 'b2',
+    from: [],
+    to: [],
+    method: 'replay',
+    replayedTokens: 5,
+    recoveryMs: 3,
+    diagnoseMs: 1,
+    openMs: 1,
+    replayMs: 1,
+  });
+  r.routeEvent({
+    type: 'failure',
+    at: 3,
+    detectedAt: 3,
+    sessionId: 'gone',
+    pos: 1,
+    code: 'x',
+    message: 'x',
+    culprits: [],
+    diagnosis: 'ping',
+    route: [],
+  });
   const b = r.detail('b')!;
   assert.deepEqual(
     b.events.map((e) => [e.type, e.step]),
@@ -124,7 +159,11 @@ test('SSE: snapshot then deltas; clients past the per-address cap get 503', { ti
     for (let i = 0; i < 100 && !a.text().includes('event: delta'); i++) await new Promise((r) => setTimeout(r, 50));
     const events = a.text().split('\n\n').filter(Boolean);
     assert.match(events[0]!, /event: snapshot\ndata: /);
-    const snap = JSON.parse(events[0]!.split('data: ')[1]!) as { model: { nLayers: number }; coverage: { nodes: number }[]; ledger?: unknown };
+    const snap = JSON.parse(events[0]!.split('data: ')[1]!) as {
+      model: { nLayers: number };
+      coverage: { nodes: number }[];
+      ledger?: unknown;
+    };
     assert.equal(snap.model.nLayers, 5);
     assert.deepEqual(
       snap.coverage.map((x) => x.nodes),

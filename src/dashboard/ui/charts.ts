@@ -42,7 +42,11 @@ export function ThroughputChart(p: { coverage: LayerCoverage[] }) {
         },
       ],
     },
-    options: { maintainAspectRatio: false, plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true, title: { display: true, text: 'tokens/s' } } } },
+    options: {
+      maintainAspectRatio: false,
+      plugins: { legend: { display: false } },
+      scales: { y: { beginAtZero: true, title: { display: true, text: 'tokens/s' } } },
+    },
   };
   const label = `combined throughput per layer: ${p.coverage.map((c) => `layer ${c.layer} ${c.tokensPerSec} tokens/s`).join(', ')}`;
   return html`<${ChartCanvas} config=${config} label=${label} height=${140} />`;
@@ -81,7 +85,7 @@ export const slotText = (s: HopSlot) => s.served.map((x) => `layers ${x.layers} 
 /** The waterfall: one row per token, per hop its queue, compute and send in order, then gateway and wire. */
 export function Waterfall(p: { steps: StepView[]; marks: Set<number> }) {
   const slots = hopSlots(p.steps);
-  const labels = p.steps.map((s) => `${p.marks.has(s.step) ? '⟲ ' : ''}#${s.step} ${JSON.stringify(s.text)}`);
+  const labels = p.steps.map((s) => `${p.marks.has(s.step) ? '⟲ ' : ''}token #${s.step}`);
   const datasets: ChartConfiguration<'bar'>['data']['datasets'] = [];
   for (const slot of slots)
     PART.forEach((part, k) =>

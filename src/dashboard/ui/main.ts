@@ -43,17 +43,19 @@ function App() {
       </nav>
     </header>
     <main>
-      ${!s
-        ? html`<p class="hint">waiting for the gateway…</p>`
-        : route.view === 'nodes'
-          ? html`<${NodesView} s=${s} focus=${route.arg} />`
-          : route.view === 'requests'
-            ? html`<${RequestsView} s=${s} selected=${route.arg} />`
-            : route.view === 'accountability'
-              ? html`<${AccountabilityView} s=${s} />`
-              : route.view === 'try'
-                ? html`<${TryView} s=${s} />`
-                : html`<${SwarmView} s=${s} />`}
+      ${
+        !s
+          ? html`<p class="hint">waiting for the gateway…</p>`
+          : route.view === 'nodes'
+            ? html`<${NodesView} s=${s} focus=${route.arg} />`
+            : route.view === 'requests'
+              ? html`<${RequestsView} s=${s} selected=${route.arg} />`
+              : route.view === 'accountability'
+                ? html`<${AccountabilityView} s=${s} />`
+                : route.view === 'try'
+                  ? html`<${TryView} s=${s} />`
+                  : html`<${SwarmView} s=${s} />`
+      }
     </main>`;
 }
 

@@ -43,10 +43,17 @@ export function SwarmView(p: { s: DashboardSnapshot }) {
       <div class="map" role="list" aria-label="nodes by layer">
         ${s.nodes.map(
           (nd) =>
-            html`<div class="maprow" role="listitem" data-peer=${nd.peerId} aria-label=${`node ${nd.peerId} layers ${nd.layers[0]}:${nd.layers[1]} ${nd.state}`}>
+            html`<div
+              class="maprow"
+              role="listitem"
+              data-peer=${nd.peerId}
+              aria-label=${`node ${nd.peerId} layers ${nd.layers[0]}:${nd.layers[1]} ${nd.state}`}
+            >
               <span class="who">${nodeLink(nd.peerId)}</span>
               <div class="track" style=${grid}>
-                <div class=${`span ${nd.state}`} style=${{ gridColumn: `${nd.layers[0] + 1} / ${nd.layers[1] + 1}` }}>${nd.layers[0]}:${nd.layers[1]} ${nd.state}</div>
+                <div class=${`span ${nd.state}`} style=${{ gridColumn: `${nd.layers[0] + 1} / ${nd.layers[1] + 1}` }}>
+                  ${nd.layers[0]}:${nd.layers[1]} ${nd.state}
+                </div>
               </div>
             </div>`,
         )}
@@ -54,17 +61,19 @@ export function SwarmView(p: { s: DashboardSnapshot }) {
     </section>
     <section aria-labelledby="routes-h">
       <h2 id="routes-h">Routes in use</h2>
-      ${s.routes.length
-        ? html`<ul class="routes">
-            ${s.routes.map(
-              (r) =>
-                html`<li aria-label=${`route of request ${r.requestId}`}>
-                  <a href=${`#requests/${r.requestId}`}>${r.requestId.slice(0, 8)}</a>: gateway →
-                  ${r.hops.map((h) => html` ${nodeLink(h.peerId)}[${h.start}:${h.end}] →`)} gateway
-                </li>`,
-            )}
-          </ul>`
-        : html`<p class="hint">no request running</p>`}
+      ${
+        s.routes.length
+          ? html`<ul class="routes">
+              ${s.routes.map(
+                (r) =>
+                  html`<li aria-label=${`route of request ${r.requestId}`}>
+                    <a href=${`#requests/${r.requestId}`}>${r.requestId.slice(0, 8)}</a>: gateway →
+                    ${r.hops.map((h) => html` ${nodeLink(h.peerId)}[${h.start}:${h.end}] →`)} gateway
+                  </li>`,
+              )}
+            </ul>`
+          : html`<p class="hint">no request running</p>`
+      }
     </section>`;
 }
 
@@ -80,13 +89,27 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
         <table class="nodes">
           <thead>
             <tr>
-              <th>peer id</th><th>address</th><th>layers</th><th>engine / precision</th><th>measured ms/token</th><th>advertised</th>
-              <th>RTT</th><th>sessions</th><th>free KV (tokens)</th><th>audits ✓/✗</th><th>state</th>
+              <th>peer id</th>
+              <th>address</th>
+              <th>layers</th>
+              <th>engine / precision</th>
+              <th>measured ms/token</th>
+              <th>advertised</th>
+              <th>RTT</th>
+              <th>sessions</th>
+              <th>free KV (tokens)</th>
+              <th>audits ✓/✗</th>
+              <th>state</th>
             </tr>
           </thead>
           <tbody>
             ${s.nodes.map((nd: NodeView) => {
-              return html`<tr id=${`node-${nd.peerId}`} class=${`${nd.state} ${focus === nd.peerId ? 'focus' : ''}`} data-peer=${nd.peerId} aria-label=${`node ${nd.peerId}`}>
+              return html`<tr
+                id=${`node-${nd.peerId}`}
+                class=${`${nd.state} ${focus === nd.peerId ? 'focus' : ''}`}
+                data-peer=${nd.peerId}
+                aria-label=${`node ${nd.peerId}`}
+              >
                 <td class="mono">${nd.peerId}</td>
                 <td class="mono small">${nd.addrs[0]?.replace(/\/p2p\/[^/]+$/, '') ?? '—'}</td>
                 <td>${nd.layers[0]}:${nd.layers[1]}</td>
@@ -109,21 +132,36 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
         </table>
       </div>
     </section>
-    ${ledger
-      ? html`<section aria-labelledby="ledger-h" class="ledger">
-          <h2 id="ledger-h">Ledger · ${ledger.name}</h2>
-          <div class="scroll">
-            <table>
-              <thead><tr><th>peer id</th><th>stake (${ledger.unit})</th><th>reputation</th><th>earnings (${ledger.unit})</th></tr></thead>
-              <tbody>
-                ${Object.entries(ledger.nodes).map(
-                  ([peer, e]) => html`<tr data-peer=${peer}><td>${nodeLink(peer)}</td><td>${e.stake}</td><td>${e.reputation}</td><td>${e.earnings}</td></tr>`,
-                )}
-              </tbody>
-            </table>
-          </div>
-        </section>`
-      : null}`;
+    ${
+      ledger
+        ? html`<section aria-labelledby="ledger-h" class="ledger">
+            <h2 id="ledger-h">Ledger · ${ledger.name}</h2>
+            <div class="scroll">
+              <table>
+                <thead>
+                  <tr>
+                    <th>peer id</th>
+                    <th>stake (${ledger.unit})</th>
+                    <th>reputation</th>
+                    <th>earnings (${ledger.unit})</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  ${Object.entries(ledger.nodes).map(
+                    ([peer, e]) =>
+                      html`<tr data-peer=${peer}>
+                        <td>${nodeLink(peer)}</td>
+                        <td>${e.stake}</td>
+                        <td>${e.reputation}</td>
+                        <td>${e.earnings}</td>
+                      </tr>`,
+                  )}
+                </tbody>
+              </table>
+            </div>
+          </section>`
+        : null
+    }`;
 }
 
 export function RequestsView(p: { s: DashboardSnapshot; selected?: string }) {
@@ -133,7 +171,18 @@ export function RequestsView(p: { s: DashboardSnapshot; selected?: string }) {
       <h2 id="req-h">Requests</h2>
       <div class="scroll">
         <table class="requests">
-          <thead><tr><th>request</th><th>started</th><th>status</th><th>tokens</th><th>first token</th><th>ms/token</th><th>route</th><th>re-routes</th></tr></thead>
+          <thead>
+            <tr>
+              <th>request</th>
+              <th>started</th>
+              <th>status</th>
+              <th>tokens</th>
+              <th>first token</th>
+              <th>ms/token</th>
+              <th>route</th>
+              <th>re-routes</th>
+            </tr>
+          </thead>
           <tbody>
             ${s.requests.map(
               (r: RequestSummary) =>
@@ -145,7 +194,9 @@ export function RequestsView(p: { s: DashboardSnapshot; selected?: string }) {
                   <td>${ms(r.firstTokenMs, 0)}</td>
                   <td>${ms(r.msPerToken, 2)}</td>
                   <td>${r.route.map((h) => html`${nodeLink(h.peerId)}[${h.start}:${h.end}] `)}</td>
-                  <td>${r.reroutes ? html`<span class="warn">⟲ ${r.reroutes}</span>` : 0}${r.failures ? ` (${r.failures} failures)` : ''}</td>
+                  <td>
+                    ${r.reroutes ? html`<span class="warn">⟲ ${r.reroutes}</span>` : 0}${r.failures ? ` (${r.failures} failures)` : ''}
+                  </td>
                 </tr>`,
             )}
           </tbody>
@@ -179,34 +230,45 @@ function RequestDetailView(p: { id: string; summary?: RequestSummary }) {
   const marks = new Set(d.events.filter((e) => e.type === 'reroute' && e.step !== undefined).map((e) => e.step!));
   const slots = hopSlots(steps);
   const avg = (i: number, k: 'queueMs' | 'computeMs' | 'sendMs' | 'slackMs') => {
-    const xs = steps.slice(1).map((s) => s.hops[i]?.[k]).filter((x): x is number => x !== undefined);
+    const xs = steps
+      .slice(1)
+      .map((s) => s.hops[i]?.[k])
+      .filter((x): x is number => x !== undefined);
     return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined;
   };
   return html`<section aria-labelledby="wf-h" class="detail" data-request=${d.id}>
     <h2 id="wf-h">Request ${d.id.slice(0, 8)} · per-token waterfall</h2>
     <p class="hint">
-      ${d.tokens} tokens${d.droppedSteps ? ` (showing the last ${steps.length})` : steps.length < d.steps.length ? ` (showing the last ${steps.length})` : ''} · prompt
-      ${d.promptTokens} tokens · ${d.status}${d.finishReason ? ` (${d.finishReason})` : ''} · each row is one token: per hop queue, compute, send, then the gateway (embedding + head) and the wire
+      ${d.tokens}
+      tokens${d.droppedSteps ? ` (showing the last ${steps.length})` : steps.length < d.steps.length ? ` (showing the last ${steps.length})` : ''}
+      · prompt ${d.promptTokens} tokens · ${d.status}${d.finishReason ? ` (${d.finishReason})` : ''} · each row is one token: per hop queue,
+      compute, send, then the gateway (embedding + head) and the wire
     </p>
     <ul class="hops" aria-label="hops">
       ${slots.map(
         (sl) =>
           html`<li class="hop" data-hop=${sl.index} aria-label=${`hop ${sl.index + 1}: ${slotText(sl)}`}>
-            <b>hop ${sl.index + 1}</b> ${sl.served.map((x) => html`${nodeLink(x.peerId)}[${x.layers}] `)} · queue ${ms(avg(sl.index, 'queueMs'), 2)} · compute
-            ${ms(avg(sl.index, 'computeMs'), 2)} · send ${ms(avg(sl.index, 'sendMs'), 2)} · slack ${ms(avg(sl.index, 'slackMs'), 1)}
+            <b>hop ${sl.index + 1}</b> ${sl.served.map((x) => html`${nodeLink(x.peerId)}[${x.layers}] `)} · queue
+            ${ms(avg(sl.index, 'queueMs'), 2)} · compute ${ms(avg(sl.index, 'computeMs'), 2)} · send ${ms(avg(sl.index, 'sendMs'), 2)} ·
+            slack ${ms(avg(sl.index, 'slackMs'), 1)}
           </li>`,
       )}
     </ul>
     <${Waterfall} steps=${steps} marks=${marks} />
-    ${d.events.length
-      ? html`<h3>Failures and recoveries</h3>
-          <ul class="events">
-            ${d.events.map(
-              (e) => html`<li class=${e.type} data-event=${e.type}>${e.type === 'reroute' ? '⟲' : e.type === 'failure' ? '✗' : '⨯'} at token #${e.step ?? '?'}: ${e.text}
-                ${e.peers.length ? html` · ${e.peers.map((x) => nodeLink(x))}` : null}</li>`,
-            )}
-          </ul>`
-      : html`<p class="hint">no failures or re-routes</p>`}
+    ${
+      d.events.length
+        ? html`<h3>Failures and recoveries</h3>
+            <ul class="events">
+              ${d.events.map(
+                (e) =>
+                  html`<li class=${e.type} data-event=${e.type}>
+                    ${e.type === 'reroute' ? '⟲' : e.type === 'failure' ? '✗' : '⨯'} at token #${e.step ?? '?'}: ${e.text}
+                    ${e.peers.length ? html` · ${e.peers.map((x) => nodeLink(x))}` : null}
+                  </li>`,
+              )}
+            </ul>`
+        : html`<p class="hint">no failures or re-routes</p>`
+    }
   </section>`;
 }
 
@@ -216,7 +278,9 @@ export function AccountabilityView(p: { s: DashboardSnapshot }) {
   const shown = onlyNotable ? feed.filter((f) => f.pass === false) : feed;
   return html`<section aria-labelledby="acc-h">
     <h2 id="acc-h">Accountability</h2>
-    <label class="hint"><input type="checkbox" checked=${onlyNotable} onChange=${() => setOnly(!onlyNotable)} /> only failures, evidence and bans</label>
+    <label class="hint"
+      ><input type="checkbox" checked=${onlyNotable} onChange=${() => setOnly(!onlyNotable)} /> only failures, evidence and bans</label
+    >
     ${shown.length ? null : html`<p class="hint">no audits yet (the gateway audits with --audit-rate or --audit-reputation)</p>`}
     <ol class="feed" aria-label="accountability feed">
       ${shown.map(
@@ -225,7 +289,14 @@ export function AccountabilityView(p: { s: DashboardSnapshot }) {
             <span class="t">${new Date(f.at).toLocaleTimeString()}</span>
             <span class=${`badge ${f.kind}`}>${f.kind === 'evidence' ? 'conviction' : f.kind}</span>
             ${nodeLink(f.peerId)} ${f.text}
-            ${f.detail ? html`<details><summary>signed record</summary><pre>${f.detail}</pre></details>` : null}
+            ${
+              f.detail
+                ? html`<details>
+                    <summary>signed record</summary>
+                    <pre>${f.detail}</pre>
+                  </details>`
+                : null
+            }
           </li>`,
       )}
     </ol>
@@ -262,7 +333,8 @@ export function TryView(p: { s: DashboardSnapshot }) {
         body: JSON.stringify({ model: p.s.model.name, messages: history, stream: true, max_tokens: maxTokens, temperature: 0 }),
         signal: abort.current.signal,
       });
-      if (!r.ok || !r.body) throw new Error(((await r.json().catch(() => ({}))) as { error?: { message?: string } }).error?.message ?? `HTTP ${r.status}`);
+      if (!r.ok || !r.body)
+        throw new Error(((await r.json().catch(() => ({}))) as { error?: { message?: string } }).error?.message ?? `HTTP ${r.status}`);
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';
       let reply = '';
@@ -298,9 +370,22 @@ export function TryView(p: { s: DashboardSnapshot }) {
     </ol>
     ${err ? html`<p class="bad" role="alert">${err}</p>` : null}
     <form onSubmit=${send}>
-      <input aria-label="message" value=${input} onInput=${(e: Event) => setInput((e.target as HTMLInputElement).value)} placeholder="Say something" />
-      <label class="max">max tokens
-        <input type="number" min="1" max="512" aria-label="max tokens" value=${maxTokens} onInput=${(e: Event) => setMaxTokens(Math.max(1, Math.min(512, Number((e.target as HTMLInputElement).value) || 1)))} />
+      <input
+        aria-label="message"
+        value=${input}
+        onInput=${(e: Event) => setInput((e.target as HTMLInputElement).value)}
+        placeholder="Say something"
+      />
+      <label class="max"
+        >max tokens
+        <input
+          type="number"
+          min="1"
+          max="512"
+          aria-label="max tokens"
+          value=${maxTokens}
+          onInput=${(e: Event) => setMaxTokens(Math.max(1, Math.min(512, Number((e.target as HTMLInputElement).value) || 1)))}
+        />
       </label>
       <button type="submit" disabled=${busy}>${busy ? 'streaming…' : 'Send'}</button>
     </form>
