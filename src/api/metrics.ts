@@ -11,6 +11,7 @@ export interface ApiMetrics {
   timeToFirstToken: Histogram;
   routeFailures: Counter<'reason'>;
   active: Gauge;
+  fallbacks: Counter<'reason'>;
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}): ApiMetrics {
@@ -46,5 +47,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}): ApiMetri
       registers,
     }),
     active: new Gauge({ name: 'odsi_active_requests', help: 'requests being generated now', registers }),
+    fallbacks: new Counter({
+      name: 'odsi_fallback_requests_total',
+      help: 'requests served (wholly, or from mid-generation on) by the upstream fallback, by reason (no-route, overload, deadline, failure)',
+      labelNames: ['reason'],
+      registers,
+    }),
   };
 }

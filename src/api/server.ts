@@ -14,6 +14,7 @@ import { minLength, type SchemaNode } from './json-schema.js';
 import { checkPromptLength } from './prompt-length.js';
 import { maxTokenChars, resolveLimits, serverOptions, type ApiLimits } from './limits.js';
 import { createMetrics, type ApiMetrics } from './metrics.js';
+import type { FallbackReason, UpstreamFallback } from './fallback.js';
 import { fimTokens, refuseUnsupportedChat, responseFormat } from './params.js';
 import {
   chatSchema,
@@ -35,6 +36,19 @@ export interface ApiServerOptions extends ApiLimits {
   /** pino logging (default off) */
   logger?: boolean;
   metrics?: ApiMetrics;
+  /** serve what the swarm cannot from an upstream OpenAI-compatible endpoint (off when absent) */
+  fallback?: UpstreamFallback;
+}
+
+/** The request as the client sent it, for the fallback: the whole of it, or a continuation. */
+interface Original {
+  kind: 'completions' | 'chat';
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  body: Record<string, any>;
+  /** completions: the prompt as text (a continuation appends the text so far) */
+  promptText?: string;
+  /** a continuation from the text so far keeps the request's meaning (one plain choice) */
+  continuable: boolean;
 }
 
 export interface ApiServer {
@@ -80,7 +94,8 @@ interface RunResult {
 
 export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): ApiServer {
   // only the limits: the other options are not numbers to check
-  const { deadlineMs: _deadline, logger: _logger, metrics: _metrics, ...limitOpts } = opts;
+  const { deadlineMs: _deadline, logger: _logger, metrics: _metrics, fallback: _fallback, ...limitOpts } = opts;
+  const fallback = opts.fallback;
   const limits = resolveLimits(limitOpts);
   const app = Fastify({ logger: opts.logger ?? false, ...serverOptions(limits) });
   app.server.maxConnections = limits.maxConnections;
@@ -126,7 +141,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     }
     countRequest(req, 200);
     void reply.header('cache-control', 'no-store');
-    return backend.swarmStatus();
+    return { ...backend.swarmStatus(), ...(fallback ? { fallback: fallback.describe() } : {}) };
   });
 
   app.get('/metrics', async (_req, reply) => {
@@ -240,7 +255,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
    * returns the finish reason, token count and total logprob. Aborts the backend when the
    * consumer stops.
    */
-  async function* run(p: Plan, index: number, signal: AbortSignal): AsyncGenerator<Piece, RunResult> {
+  async function* run(p: Plan, index: number, signal: AbortSignal, progress?: { tokens: number }): AsyncGenerator<Piece, RunResult> {
     const ac = new AbortController();
     const onAbort = () => ac.abort();
     signal.addEventListener('abort', onAbort);
@@ -273,6 +288,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
         const tok = r.value;
         if (n === 0) metrics.timeToFirstToken.observe((performance.now() - started) / 1000);
         n++;
+        if (progress) progress.tokens = n;
         metrics.generatedTokens.inc();
         // the first token's latency is the time to first token (prefill included), not a decode step
         if (n > 1) metrics.tokenLatency.observe(tok.stepMs / 1000);
@@ -292,7 +308,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   }
 
   /** Common request driver: concurrency gate, abort on disconnect, streaming or not. */
-  async function serve(req: FastifyRequest, reply: FastifyReply, p: Plan, shape: Shape): Promise<unknown> {
+  async function serve(req: FastifyRequest, reply: FastifyReply, p: Plan, shape: Shape, orig: Original): Promise<unknown> {
     admit();
     active++;
     metrics.active.set(active);
@@ -306,10 +322,22 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     try {
       if (p.stream) {
         // pull the first piece before answering, so route failures get a real status code
-        const it = run(p, 0, disconnect.signal);
+        const progress = { tokens: 0 };
+        const it = run(p, 0, disconnect.signal, progress);
         try {
-          const first = await it.next();
-          await stream(reply, p, shape, first, it, disconnect.signal);
+          let first: IteratorResult<Piece, RunResult>;
+          try {
+            first = await it.next();
+          } catch (e) {
+            // nothing sent yet: the whole request goes upstream when the fallback covers this failure
+            const why = fallback?.reasonFor(e);
+            if (!why) throw e;
+            countFallback(e, why);
+            await streamUpstream(reply, orig, why, disconnect.signal);
+            countRequest(req, 200);
+            return reply;
+          }
+          await stream(reply, p, shape, first, it, disconnect.signal, orig, progress);
         } finally {
           await it.return(undefined as never).catch(() => undefined);
         }
@@ -317,7 +345,50 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
         return reply;
       }
       const candidates: (ChoiceResult & RunResult & { timeline: TokenTimeline[] })[] = [];
-      for (let i = 0; i < p.bestOf && !disconnect.signal.aborted; i++) candidates.push(await collect(p, i, disconnect.signal));
+      let fellBack: { reason: FallbackReason; swarmTokens: number } | undefined;
+      for (let i = 0; i < p.bestOf && !disconnect.signal.aborted; i++) {
+        const progress = { text: '', tokens: 0 };
+        try {
+          candidates.push(await collect(p, i, disconnect.signal, progress));
+        } catch (e) {
+          const why = fallback?.reasonFor(e);
+          if (!why || !fallback) throw e;
+          countFallback(e, why);
+          if (progress.tokens === 0 || !orig.continuable) {
+            // the whole request upstream, as the client sent it
+            const up = await fallback.complete(orig.kind, orig.body, disconnect.signal);
+            countRequest(req, 200);
+            void reply.header('x-odsi-served-by', 'fallback');
+            return { ...up, odsi: { ...((up.odsi ?? {}) as object), served_by: 'fallback', fallback_reason: why } };
+          }
+          // mid-generation: the upstream continues from the text so far
+          const cont = fallback.continueFrom(orig.kind, orig.body, {
+            promptText: orig.promptText,
+            partial: progress.text,
+            maxTokens: Math.max(1, p.maxTokens - progress.tokens),
+            signal: disconnect.signal,
+          });
+          let more = '';
+          let r = await cont.next();
+          while (!r.done) {
+            more += r.value;
+            r = await cont.next();
+          }
+          const text = (p.echoText ?? '') + progress.text + more;
+          const tail = new StopMatcher(p.stops).push(progress.text + more);
+          candidates.push({
+            index: i,
+            text: tail.stop !== undefined ? (p.echoText ?? '') + tail.release : text,
+            tokens: [],
+            textOffset: p.echoText?.length ?? 0,
+            timeline: [],
+            finish: tail.stop !== undefined ? 'stop' : r.value.finish,
+            completionTokens: progress.tokens + r.value.completionTokens,
+            logprobSum: 0,
+          });
+          fellBack = { reason: why, swarmTokens: progress.tokens };
+        }
+      }
       const chosen = p.bestOf > p.n ? [...candidates].sort((a, b) => b.logprobSum - a.logprobSum).slice(0, p.n) : candidates;
       const completion = candidates.reduce((a, c) => a + c.completionTokens, 0);
       countRequest(req, 200);
@@ -326,6 +397,14 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
         usageOf(p, completion),
       );
       if (p.timeline) body.odsi = { timeline: candidates[0]?.timeline ?? [] };
+      if (fellBack)
+        body.odsi = {
+          ...((body.odsi ?? {}) as object),
+          served_by: 'fallback',
+          fallback_reason: fellBack.reason,
+          swarm_tokens: fellBack.swarmTokens,
+        };
+      void reply.header('x-odsi-served-by', fellBack ? 'fallback' : 'swarm');
       return body;
     } catch (e) {
       const reason = routeFailureReason(e);
@@ -338,9 +417,52 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     }
   }
 
+  /** the swarm failed and the fallback takes over: counted by reason (and as the route failure it is) */
+  function countFallback(e: unknown, why: FallbackReason): void {
+    metrics.fallbacks.inc({ reason: why });
+    const reason = routeFailureReason(e);
+    if (reason) metrics.routeFailures.inc({ reason });
+  }
+
+  /** The whole request streamed from the upstream, each chunk marked; its first chunk is awaited before answering, so an upstream failure gets a real status. */
+  async function streamUpstream(reply: FastifyReply, orig: Original, why: FallbackReason, signal: AbortSignal): Promise<void> {
+    const up = fallback!.stream(orig.kind, orig.body, signal);
+    const first = await up.next();
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+      'x-odsi-served-by': 'fallback',
+    });
+    const mark = { served_by: 'fallback', fallback_reason: why };
+    const send = async (obj: unknown) => {
+      if (res.writableEnded || res.destroyed) return;
+      if (!res.write(`data: ${JSON.stringify(obj)}\n\n`)) await new Promise<void>((r) => res.once('drain', r).once('close', r));
+    };
+    try {
+      for (let cur = first; !cur.done && !signal.aborted; cur = await up.next()) {
+        const chunk = cur.value;
+        await send({ ...chunk, odsi: { ...(chunk.odsi as object | undefined), ...mark } });
+      }
+    } catch (e) {
+      await send(toApiError(e).body());
+    } finally {
+      await up.return(undefined).catch(() => undefined);
+      if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
+    }
+  }
+
   /** one whole choice, not streamed */
-  async function collect(p: Plan, index: number, signal: AbortSignal): Promise<ChoiceResult & RunResult & { timeline: TokenTimeline[] }> {
-    const it = run(p, index, signal);
+  async function collect(
+    p: Plan,
+    index: number,
+    signal: AbortSignal,
+    progress: { text: string; tokens: number } = { text: '', tokens: 0 },
+  ): Promise<ChoiceResult & RunResult & { timeline: TokenTimeline[] }> {
+    const it = run(p, index, signal, progress);
     let text = p.echoText ?? '';
     const tokens: TokenInfo[] = [];
     const timeline: TokenTimeline[] = [];
@@ -349,6 +471,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
         const cur = await it.next();
         if (cur.done) return { index, text, tokens, textOffset: p.echoText?.length ?? 0, timeline, ...cur.value };
         text += cur.value.text;
+        progress.text += cur.value.text;
         if (cur.value.timeline) timeline.push(cur.value.timeline);
         if (cur.value.tokens) tokens.push(...cur.value.tokens);
       }
@@ -364,6 +487,8 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     first: IteratorResult<Piece, RunResult>,
     firstIt: AsyncGenerator<Piece, RunResult>,
     signal: AbortSignal,
+    orig: Original,
+    firstProgress: { tokens: number },
   ): Promise<void> {
     reply.hijack();
     const res = reply.raw;
@@ -372,6 +497,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       'cache-control': 'no-cache',
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
+      'x-odsi-served-by': 'swarm',
     });
     // a slow reader holds generation back rather than letting the buffer grow
     const send = async (obj: unknown) => {
@@ -390,10 +516,14 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     };
     const usageField = p.includeUsage ? { usage: null } : {};
     let completion = 0;
+    // the choice being streamed, for a continuation upstream when the swarm fails mid-way
+    let current = { index: 0, text: '', offset: 0, progress: firstProgress };
     try {
       // the n choices one after the other, each chunk naming its choice
       for (let index = 0; index < p.n; index++) {
-        const it = index === 0 ? firstIt : run(p, index, signal);
+        const progress = index === 0 ? firstProgress : { tokens: 0 };
+        const it = index === 0 ? firstIt : run(p, index, signal, progress);
+        current = { index, text: '', offset: 0, progress };
         try {
           let cur = index === 0 ? first : await it.next();
           const opening = shape.opening(index);
@@ -407,6 +537,8 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
             if (signal.aborted) return;
             const chunk = shape.delta(index, cur.value.text, cur.value.tokens, offset);
             offset += cur.value.text.length;
+            current.text += cur.value.text;
+            current.offset = offset;
             if (cur.value.timeline) chunk.odsi = { timeline: cur.value.timeline };
             await send({ ...chunk, ...usageField });
             cur = await it.next();
@@ -419,6 +551,41 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       }
       if (p.includeUsage) await send(shape.usage(usageOf(p, completion)));
     } catch (e) {
+      const why = fallback?.reasonFor(e);
+      if (fallback && why && orig.continuable && !signal.aborted) {
+        // the swarm failed mid-way: the upstream continues this choice from the text so far
+        countFallback(e, why);
+        const mark = { odsi: { served_by: 'fallback', fallback_reason: why, swarm_tokens: current.progress.tokens } };
+        try {
+          const cont = fallback.continueFrom(orig.kind, orig.body, {
+            promptText: orig.promptText,
+            partial: current.text,
+            maxTokens: Math.max(1, p.maxTokens - current.progress.tokens),
+            signal,
+          });
+          const stop = new StopMatcher(p.stops);
+          let r = await cont.next();
+          let stopped = false;
+          while (!r.done && !stopped) {
+            const s = stop.push(r.value);
+            if (s.release) await send({ ...shape.delta(current.index, s.release, undefined, current.offset), ...mark, ...usageField });
+            current.offset += s.release.length;
+            stopped = s.stop !== undefined;
+            if (!stopped) r = await cont.next();
+          }
+          if (!stopped) {
+            const rest = stop.flush();
+            if (rest) await send({ ...shape.delta(current.index, rest, undefined, current.offset), ...mark, ...usageField });
+          }
+          const done = r.done ? r.value : { finish: 'stop' as const, completionTokens: 0 };
+          await send({ ...shape.finish(current.index, stopped ? 'stop' : done.finish), ...mark, ...usageField });
+          if (p.includeUsage) await send(shape.usage(usageOf(p, current.progress.tokens + done.completionTokens)));
+          await cont.return(undefined as never).catch(() => undefined);
+        } catch (e2) {
+          await send(toApiError(e2).body());
+        }
+        return;
+      }
       // headers are gone: report in-band, the way OpenAI's SDK expects ({error: ...} event)
       const err = toApiError(e);
       const reason = routeFailureReason(e);
@@ -465,7 +632,13 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     }
     const echoText = body.echo ? (typeof prompt === 'string' ? prompt : tk.decode(prompt)) : undefined;
     const p = plan(body, promptIds, { defaultMax: 16, n, bestOf, logprobs: body.logprobs ?? undefined, echoText });
-    return serve(req, reply, p, completionShape(backend.model.id, body.logprobs != null));
+    const orig: Original = {
+      kind: 'completions',
+      body: body as Record<string, unknown>,
+      promptText: typeof prompt === 'string' ? prompt : tk.decode(prompt),
+      continuable: !body.suffix && n === 1 && bestOf === 1 && body.logprobs == null,
+    };
+    return serve(req, reply, p, completionShape(backend.model.id, body.logprobs != null), orig);
   });
 
   app.post('/v1/chat/completions', async (req, reply) => {
@@ -488,7 +661,12 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     const n = body.n ?? 1;
     const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
     const p = plan(body, encode(text, true), { n, bestOf: n, logprobs, schema });
-    return serve(req, reply, p, chatShape(backend.model.id, logprobs !== undefined));
+    const orig: Original = {
+      kind: 'chat',
+      body: body as Record<string, unknown>,
+      continuable: !schema && n === 1 && logprobs === undefined,
+    };
+    return serve(req, reply, p, chatShape(backend.model.id, logprobs !== undefined), orig);
   });
 
   function encode(text: string, parseSpecial: boolean): number[] {

@@ -314,6 +314,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
         );
         if (dash) log(`  dashboard: ${url}/`);
         log(`  swarm bootstrap: ${swarm.bootstrap.join(' ')}`);
+        log(`  swarm status: odsi status --gateway ${url}   (JSON at ${url}/v1/odsi/status, Prometheus at ${url}/metrics)`); // ops
+        for (const [i, n] of nodes.entries()) if (n.metrics) log(`  node n${i + 1} metrics: ${n.metrics}`); // ops
       }
       await new Promise<never>(() => undefined); // until a signal ends the process
     }

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
 import { createMetrics } from '../api/metrics.js';
+import { FALLBACK_REASONS, UpstreamFallback, type FallbackReason } from '../api/fallback.js';
 import { Gateway } from '../gateway/gateway.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
@@ -38,6 +39,15 @@ export function register(program: Command): void {
       'accountability: without an audit rate, audit each node at a rate from its record of passed audits (new nodes often, proven ones rarely)',
     )
     .option('--no-dashboard', 'do not serve the web dashboard at / (the API stays under /v1)')
+    .option('--fallback-url <url>', 'upstream OpenAI-compatible base URL (ending in /v1) for what the swarm cannot serve; off unless given')
+    .option('--fallback-model <name>', 'model name sent to the fallback upstream (default: the name the client asked for)')
+    .option('--fallback-key-env <var>', 'environment variable holding the fallback upstream API key (read once at start-up)')
+    .option(
+      '--fallback-when <reasons>',
+      `when to fall back, comma-separated: ${FALLBACK_REASONS.join(',')} (default: all; failure = a route failing mid-generation beyond repair)`,
+      whenArg,
+    )
+    .option('--fallback-timeout-ms <n>', 'fallback upstream request time-out (ms)', intArg, 120_000)
     .action(
       async (o: {
         model: string;
@@ -58,14 +68,37 @@ export function register(program: Command): void {
         auditRate?: number;
         auditReputation?: boolean;
         dashboard: boolean;
+        fallbackUrl?: string;
+        fallbackModel?: string;
+        fallbackKeyEnv?: string;
+        fallbackWhen?: FallbackReason[];
+        fallbackTimeoutMs: number;
       }) => {
         if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
         const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
         const identity = await loadOrCreateIdentity(o.identity, process.env.ODSI_PASSPHRASE, log);
+        if (!o.fallbackUrl && (o.fallbackModel || o.fallbackKeyEnv || o.fallbackWhen))
+          throw new Error('--fallback-model, --fallback-key-env and --fallback-when need --fallback-url');
+        let apiKey: string | undefined;
+        if (o.fallbackKeyEnv) {
+          apiKey = process.env[o.fallbackKeyEnv]; // read once, here; never logged
+          if (!apiKey) throw new Error(`--fallback-key-env ${o.fallbackKeyEnv}: that environment variable is not set`);
+        }
+        const fallback = o.fallbackUrl
+          ? new UpstreamFallback({
+              url: o.fallbackUrl,
+              model: o.fallbackModel,
+              apiKey,
+              when: o.fallbackWhen,
+              timeoutMs: o.fallbackTimeoutMs,
+            })
+          : undefined;
         const metrics = createMetrics();
         const gw = await Gateway.start({
           identity,
           metrics: metrics.registry,
+          // no swarm to join and a fallback: every request goes upstream (no lookups to wait for)
+          peers: fallback && !o.bootstrap.length ? [] : undefined,
           modelPath: o.model,
           bootstrap: o.bootstrap,
           listen: o.listen,
@@ -75,6 +108,7 @@ export function register(program: Command): void {
         });
         const api = createApiServer(gw, {
           metrics,
+          fallback,
           deadlineMs: o.deadlineMs,
           maxConcurrent: o.maxConcurrent,
           maxConnections: o.maxConnections,
@@ -83,7 +117,7 @@ export function register(program: Command): void {
           headersTimeoutMs: o.headersTimeoutMs,
           idleTimeoutMs: o.idleTimeoutMs,
         });
-        if (o.dashboard) mountDashboard(api.app, new Dashboard(gw));
+        if (o.dashboard) mountDashboard(api.app, new Dashboard(gw, { fallback: fallback && (() => fallback.describe()) }));
         let stopping = false;
         const stop = async (code: number) => {
           if (stopping) return;
@@ -110,6 +144,7 @@ export function register(program: Command): void {
               ...(o.dashboard ? { dashboard: `${url}/` } : {}),
               routeReady: st.ready,
               reason: st.reason,
+              ...(fallback ? { fallback: fallback.describe() } : {}),
             }) + '\n',
           );
         } catch (e) {
@@ -125,6 +160,18 @@ function intArg(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got '${v}'`);
   return n;
+}
+
+function whenArg(v: string): FallbackReason[] {
+  const out = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const w of out)
+    if (!FALLBACK_REASONS.includes(w as FallbackReason))
+      throw new InvalidArgumentError(`unknown reason '${w}'; use ${FALLBACK_REASONS.join(', ')}`);
+  if (!out.length) throw new InvalidArgumentError('name at least one reason');
+  return out as FallbackReason[];
 }
 
 function rateArg(v: string): number {

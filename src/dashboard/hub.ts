@@ -8,7 +8,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Gateway } from '../gateway/gateway.js';
 import { RecentRequests } from './requests.js';
-import type { DashboardDelta, DashboardSnapshot, FeedItem, LedgerView, NodeView } from './types.js';
+import type { DashboardDelta, DashboardSnapshot, FallbackView, FeedItem, LedgerView, NodeView } from './types.js';
 
 export interface DashboardOptions {
   /** SSE clients at once (default 16); more get 503 */
@@ -19,6 +19,8 @@ export interface DashboardOptions {
   tickMs?: number;
   /** how often nodes are pinged while someone watches, ms (default 1500) */
   pingMs?: number;
+  /** the cloud fallback's description (the API server's); undefined: none configured */
+  fallback?: () => FallbackView;
   /** the ledger's view of the nodes; undefined (or returning undefined): no ledger panel */
   ledger?: () => LedgerView | undefined;
 }
@@ -177,14 +179,22 @@ export class Dashboard {
   }
 
   /** the gateway's swarm status (nodes, coverage), with this dashboard's own reachability pings */
-  private swarm(): Pick<DashboardSnapshot, 'nodes' | 'coverage' | 'ready' | 'reason' | 'recoveries'> {
+  private swarm(): Pick<DashboardSnapshot, 'nodes' | 'coverage' | 'ready' | 'reason' | 'recoveries' | 'fallback'> {
     const down = new Set([...this.pingFailures].filter(([, n]) => n >= PING_FAILURES_DOWN).map(([p]) => p));
     const st = this.gw.swarmStatus({ unreachable: down });
     const nodes = st.nodes.map((n): NodeView => ({
       ...n,
       state: n.conviction ? 'convicted' : n.banned ? 'banned' : !n.reachable ? 'unreachable' : 'up',
     }));
-    return { nodes, coverage: st.coverage, ready: st.ready, reason: st.reason, recoveries: st.recoveries };
+    const fallback = this.o.fallback?.();
+    return {
+      nodes,
+      coverage: st.coverage,
+      ready: st.ready,
+      reason: st.reason,
+      recoveries: st.recoveries,
+      ...(fallback ? { fallback } : {}),
+    };
   }
 
   /** Reads what the gateway recorded since the last call: audits, evidence, bans, route events. */

@@ -114,6 +114,14 @@ export interface FeedItem {
   detail?: string;
 }
 
+/** the cloud fallback, when the gateway has one: where to, when, and how many requests it served */
+export interface FallbackView {
+  url: string;
+  model?: string;
+  when: string[];
+  served: number;
+}
+
 export interface DashboardSnapshot {
   at: number;
   model: { name: string; id: string; nLayers: number };
@@ -125,6 +133,7 @@ export interface DashboardSnapshot {
   reason?: string;
   /** recoveries of failed routes since the gateway started, by method */
   recoveries: SwarmStatus['recoveries'];
+  fallback?: FallbackView;
   /** routes of the requests running now */
   routes: { requestId: string; hops: HopRef[] }[];
   /** newest first */
@@ -142,6 +151,7 @@ export interface DashboardDelta {
   ready: boolean;
   reason?: string;
   recoveries: SwarmStatus['recoveries'];
+  fallback?: FallbackView;
   routes: { requestId: string; hops: HopRef[] }[];
   requests: RequestSummary[];
   feed: FeedItem[];

@@ -1,7 +1,7 @@
 // The gateway's Prometheus metrics beside the API's (same registry, src/api/metrics.ts): swarm
-// coverage, recoveries by method, audits and verdicts, cloud fallback, DHT lookup latency.
-// Counters the gateway already keeps are read at scrape time; only the lookup histogram and the
-// fallback counter are fed as things happen.
+// coverage, recoveries by method, audits and verdicts, DHT lookup latency (the cloud fallback's
+// counter is the API's, odsi_fallback_requests_total). Counters the gateway already keeps are
+// read at scrape time; only the lookup histogram is fed as lookups happen.
 
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { SwarmStatus } from './swarm-status.js';
@@ -14,7 +14,6 @@ export interface GatewayMetricsSource {
 
 export class GatewayMetrics {
   private readonly lookup: Histogram<'result'>;
-  private readonly fallback: Counter<'reason'>;
 
   constructor(registry: Registry, src: GatewayMetricsSource) {
     const registers = [registry];
@@ -23,12 +22,6 @@ export class GatewayMetrics {
       help: 'time of one advert lookup in the DHT (ok or failed)',
       labelNames: ['result'],
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    });
-    this.fallback = new Counter({
-      name: 'odsi_gateway_fallback_requests_total',
-      help: 'requests served (wholly or from mid-generation) by the upstream fallback, by reason',
-      labelNames: ['reason'],
       registers,
     });
     new Counter({
@@ -115,10 +108,5 @@ export class GatewayMetrics {
   /** one DHT advert lookup took `ms` */
   lookedUp(ms: number, ok: boolean): void {
     this.lookup.observe({ result: ok ? 'ok' : 'failed' }, ms / 1000);
-  }
-
-  /** a request went to the upstream fallback */
-  fellBack(reason: string): void {
-    this.fallback.inc({ reason });
   }
 }

@@ -4,7 +4,9 @@
 // Prometheus exposition whose step, byte and session metrics move while requests run.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { STORIES_GGUF } from '../helpers/paths.js';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { REPO_ROOT, STORIES_GGUF } from '../helpers/paths.js';
 import { runOdsi, startOdsi, type RunningOdsi } from '../helpers/cli.js';
 import { post } from '../helpers/http.js';
 import { parseExposition, total, type Family } from '../helpers/prometheus.js';
@@ -156,9 +158,15 @@ test("every node's metrics port and the gateway's /metrics serve valid expositio
     'odsi_gateway_recoveries_total',
     'odsi_gateway_audits_total',
     'odsi_gateway_evidence_total',
-    'odsi_gateway_fallback_requests_total',
+    'odsi_fallback_requests_total',
   ])
     assert.ok(gw.has(fam), `${fam} exposed`);
+  // every metric the sample Grafana dashboard charts exists
+  const grafana = readFileSync(resolve(REPO_ROOT, 'docs/grafana-odsi.json'), 'utf8');
+  const charted = new Set([...grafana.matchAll(/\bodsi_[a-z_]+/g)].map((m) => m[0].replace(/_(bucket|count|sum)$/, '')));
+  assert.ok(charted.size >= 20);
+  for (const name of charted)
+    assert.ok(gw.has(name) || afterRun.some((a) => a.has(name)), `${name} (charted in docs/grafana-odsi.json) is exposed`);
   // a node's metrics port answers only GET /metrics
   const other = await fetch(nodes[0]!.metrics!.replace(/\/metrics$/, '/'), { signal: AbortSignal.timeout(5_000) });
   assert.equal(other.status, 404);

@@ -11,7 +11,7 @@ export function merge(s: DashboardSnapshot, d: DashboardDelta): DashboardSnapsho
   for (const r of d.requests) byId.set(r.id, r);
   const requests = [...byId.values()].sort((a, b) => b.startedAt - a.startedAt).slice(0, MAX_REQUESTS);
   const feed = [...s.feed, ...d.feed].slice(-MAX_FEED);
-  return { ...s, at: d.at, nodes: d.nodes, coverage: d.coverage, routes: d.routes, ledger: d.ledger, requests, feed };
+  return { ...s, ...d, requests, feed };
 }
 
 export type Connection = 'connecting' | 'live' | 'reconnecting';

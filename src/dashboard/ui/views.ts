@@ -21,6 +21,7 @@ export function SwarmView(p: { s: DashboardSnapshot }) {
         ${gaps.length ? html`<span class="bad">layers ${gaps.join(', ')} not covered</span>` : html`<span class="good">every layer covered</span>`}
         ${` · ${s.nodes.length} nodes known · counts usable nodes (reachable, neither banned nor convicted) · recoveries: ${s.recoveries.replay} by replay, ${s.recoveries.transfer} by transfer, ${s.recoveries.gaveUp} gave up`}
       </p>
+      <${FallbackNote} s=${s} />
       <div class="strip" style=${grid} role="list" aria-label="layer coverage">
         ${s.coverage.map(
           (c) =>
@@ -164,11 +165,23 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
     }`;
 }
 
+/** the cloud fallback's mark: requests the swarm could not serve went upstream */
+function FallbackNote(p: { s: DashboardSnapshot }) {
+  const f = p.s.fallback;
+  if (!f) return null;
+  return html`<p class="fallback" aria-label="cloud fallback">
+    cloud fallback to ${f.url}${f.model ? ` (model ${f.model})` : ''} on ${f.when.join(', ')}:
+    <b>${f.served}</b> request${f.served === 1 ? '' : 's'} served upstream (marked x-odsi-served-by: fallback); a request the swarm failed
+    and the fallback took over shows here as failed on the swarm
+  </p>`;
+}
+
 export function RequestsView(p: { s: DashboardSnapshot; selected?: string }) {
   const { s } = p;
   const selected = p.selected ?? s.requests[0]?.id;
   return html`<section aria-labelledby="req-h">
       <h2 id="req-h">Requests</h2>
+      <${FallbackNote} s=${s} />
       <div class="scroll">
         <table class="requests">
           <thead>

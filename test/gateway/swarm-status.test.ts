@@ -1,0 +1,93 @@
+// swarmStatus() is pure: a snapshot of candidates, pings, bans, convictions and audits in, the
+// status the dashboard and `odsi status` show out. Bans, convictions and unreachable nodes take
+// a node out of coverage; gaps are listed; measured speed beats the advertised one.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MeasuredSpeed, precisionOf, swarmStatus, type SwarmSnapshot } from '../../src/gateway/swarm-status.js';
+
+const cand = (peerId: string, start: number, end: number, msPerToken = 10) => ({
+  peerId,
+  addrs: [`/ip4/127.0.0.1/tcp/1/p2p/${peerId}`],
+  start,
+  end,
+  msPerToken,
+  load: 1,
+  freeKvTokens: 1000,
+});
+
+function snapshot(over: Partial<SwarmSnapshot> = {}): SwarmSnapshot {
+  return {
+    model: { id: 'm', modelId: 'abc', nLayers: 6 },
+    gatewayPeerId: 'gw',
+    candidates: [cand('a', 0, 3), cand('b', 0, 3, 20), cand('c', 3, 5), cand('d', 3, 6)],
+    adverts: [{ peerId: 'a', engine: 'ort-q4', version: 'odsi/0.1.0', issuedAt: 1 }],
+    rttMs: new Map([['a', 2.5]]),
+    unreachable: new Set(['d']),
+    bans: [{ peerId: 'b', until: 2_000, failures: 1, reason: 'audit: wrong output' }],
+    measuredMsPerToken: new Map([['a', 4]]),
+    convictionOf: (p) => (p === 'b' ? 'audit: wrong output' : undefined),
+    audits: [
+      { peerId: 'a', pass: true },
+      { peerId: 'a', pass: true },
+      { peerId: 'b', pass: false },
+      { peerId: 'c', pass: false, incomplete: true },
+    ],
+    recoveries: { replay: 1, transfer: 2, gaveUp: 0 },
+    now: 1_000,
+    ...over,
+  };
+}
+
+test('nodes: measured speed, RTT, bans, convictions, audits, precision', () => {
+  const st = swarmStatus(snapshot());
+  const a = st.nodes.find((n) => n.peerId === 'a')!;
+  assert.equal(a.msPerToken, 4);
+  assert.equal(a.msPerTokenSource, 'measured');
+  assert.equal(a.advertisedMsPerToken, 10);
+  assert.equal(a.rttMs, 2.5);
+  assert.equal(a.engine, 'ort-q4');
+  assert.equal(a.precision, 'q4');
+  assert.deepEqual(a.audits, { passed: 2, failed: 0 });
+  const b = st.nodes.find((n) => n.peerId === 'b')!;
+  assert.equal(b.banned, true);
+  assert.equal(b.bannedUntil, 2_000);
+  assert.equal(b.conviction, 'audit: wrong output');
+  assert.deepEqual(b.audits, { passed: 0, failed: 1 });
+  assert.equal(b.rttMs, null);
+  assert.equal(st.nodes.find((n) => n.peerId === 'c')!.audits.failed, 0, 'an incomplete audit is no verdict');
+  assert.equal(st.nodes.find((n) => n.peerId === 'd')!.reachable, false);
+  assert.deepEqual(st.recoveries, { replay: 1, transfer: 2, gaveUp: 0 });
+});
+
+test('coverage counts usable nodes only and lists the gaps; an expired ban counts again', () => {
+  const st = swarmStatus(snapshot());
+  assert.deepEqual(
+    st.coverage.map((c) => [c.layer, c.nodes, c.peers.join(',')]),
+    [
+      [0, 1, 'a'],
+      [1, 1, 'a'],
+      [2, 1, 'a'],
+      [3, 1, 'c'],
+      [4, 1, 'c'],
+      [5, 0, ''],
+    ],
+  );
+  assert.equal(st.coverage[0]!.tokensPerSec, 250); // 1000 / 4 ms measured
+  assert.deepEqual(st.uncovered, [[5, 6]]);
+  assert.equal(st.ready, false);
+  const later = swarmStatus(snapshot({ now: 3_000, unreachable: new Set() }));
+  assert.equal(later.coverage[0]!.nodes, 2);
+  assert.equal(later.coverage[0]!.tokensPerSec, 250 + 50);
+  assert.deepEqual(later.uncovered, []);
+  assert.equal(later.nodes.find((n) => n.peerId === 'b')!.banned, false);
+});
+
+test('MeasuredSpeed smooths per peer; precisionOf reads the profile', () => {
+  const m = new MeasuredSpeed(0.5);
+  m.observe([{ peerId: 'x', computeMs: 10 }]);
+  m.observe([{ peerId: 'x', computeMs: 20 }, { peerId: 'y', computeMs: NaN }]);
+  assert.equal(m.snapshot().get('x'), 15);
+  assert.equal(m.snapshot().has('y'), false);
+  assert.equal(precisionOf('reference'), 'f32');
+  assert.equal(precisionOf('ort-f16-acc2'), 'f16');
+});
