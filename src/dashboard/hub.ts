@@ -33,7 +33,7 @@ const PING_FAILURES_DOWN = 2;
 const MAX_NOTABLE = 200;
 const MAX_PASSED = 50;
 /** characters of a feed item's evidence or verdict JSON */
-const MAX_DETAIL_CHARS = 4000;
+const MAX_DETAIL_CHARS = 2000;
 
 interface Client {
   res: ServerResponse;
@@ -154,10 +154,10 @@ export class Dashboard {
   }
 
   private write(c: Client, s: string): void {
-    if (c.res.writableEnded || c.res.destroyed) return this.drop(c);
+    // a client still sitting on what it was sent a tick ago is dropped rather than buffered
+    // without bound (the snapshot itself is always written: it may be larger than the bound)
+    if (c.res.writableEnded || c.res.destroyed || c.res.writableLength > MAX_UNREAD_BYTES) return this.drop(c);
     c.res.write(s);
-    // a client that does not read is dropped rather than buffered without bound
-    if (c.res.writableLength > MAX_UNREAD_BYTES) this.drop(c);
   }
 
   private tick(): void {
