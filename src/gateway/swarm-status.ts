@@ -50,7 +50,7 @@ export interface SwarmNodeStatus {
 
 export interface LayerCoverage {
   layer: number;
-  /** usable nodes serving this layer (reachable, neither banned nor convicted) */
+  /** usable nodes serving this layer (reachable, not banned) */
   nodes: number;
   /** their peer ids */
   peers: string[];
@@ -152,8 +152,7 @@ export function swarmStatus(s: SwarmSnapshot): SwarmStatus {
   });
   const coverage: LayerCoverage[] = [];
   for (let layer = 0; layer < s.model.nLayers; layer++) {
-    // a convicted node stays unusable after its ban: every step through it fails
-    const here = nodes.filter((n) => n.reachable && !n.banned && !n.conviction && n.layers[0] <= layer && layer < n.layers[1]);
+    const here = nodes.filter((n) => n.reachable && !n.banned && n.layers[0] <= layer && layer < n.layers[1]);
     const tps = here.reduce((a, n) => a + (n.msPerToken > 0 ? 1000 / n.msPerToken : 0), 0);
     coverage.push({ layer, nodes: here.length, peers: here.map((n) => n.peerId), tokensPerSec: round3(tps) });
   }
