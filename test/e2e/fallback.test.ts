@@ -19,7 +19,7 @@ import { NodeProcess } from '../../src/node/process.js';
 import type { RouteCandidate } from '../../src/routing/router.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
 import { startOdsi } from '../helpers/cli.js';
-import { openaiClient } from '../helpers/http.js';
+import { openaiClient, post } from '../helpers/http.js';
 import { serve, type Served } from '../helpers/served.js';
 import { parseExposition, total } from '../helpers/prometheus.js';
 
@@ -148,6 +148,20 @@ test('overloaded swarm (every route refuses for capacity): served by the fallbac
   // the swarm itself serves again once the session is released
   const { response } = await on.client.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 4, temperature: 0 }).withResponse();
   assert.equal(response.headers.get('x-odsi-served-by'), 'swarm');
+});
+
+test('a deadline the swarm cannot meet: served by the fallback', async () => {
+  const on = await api(gateways[1]!, true); // all three nodes
+  const r = await post(on.url, '/v1/completions', {
+    model: MODEL,
+    prompt: PROMPT,
+    max_tokens: 12,
+    temperature: 0,
+    odsi: { deadline_ms: 0.001 },
+  });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.odsi.fallback_reason, 'deadline');
+  assert.equal(r.json.choices[0].text, await upstreamText(12));
 });
 
 test('last node killed mid-generation with no spare: the stream continues on the fallback from the text so far', async () => {
