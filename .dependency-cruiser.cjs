@@ -6,6 +6,9 @@
 //   < accountability < ledger (stake, slashing, payments, reputation) < node, gateway < cli;
 //   api (the OpenAI surface over the Backend interface) sits on engine and tokenizer only, and
 //   the gateway implements its Backend
+// src/dashboard (the gateway's web dashboard: data hub and HTTP routes) sits above gateway and is
+// imported only by src/cli and tests; its browser code (src/dashboard/ui, bundled by esbuild)
+// imports nothing of the project but the dashboard's JSON types (src/dashboard/types.ts).
 // src/testing (fault injection, dishonest decorators) is imported only by src/cli, test/ and
 // bench/; nothing in src imports test/ or bench/; no import cycles anywhere.
 
@@ -50,6 +53,21 @@ module.exports = {
     noUpward('node', ['gateway', 'api', 'cli']),
     noUpward('gateway', ['node', 'cli']),
     noUpward('api', ['protocol', 'p2p', 'routing', 'route', 'accountability', 'ledger', 'node', 'gateway', 'cli']),
+    noUpward('dashboard', ['node', 'cli']),
+    {
+      name: 'dashboard-only-from-cli',
+      comment: 'the dashboard is wired in by the CLI (and tests); nothing below it names it',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/(cli|dashboard)/' },
+      to: { path: '^src/dashboard/' },
+    },
+    {
+      name: 'dashboard-ui-in-the-browser',
+      comment: 'the page runs in a browser: it may import only the dashboard JSON types',
+      severity: 'error',
+      from: { path: '^src/dashboard/ui/' },
+      to: { path: '^(src|test|bench)/', pathNot: '^src/dashboard/(ui/|types\\.ts$)' },
+    },
     {
       name: 'src-not-test-or-bench',
       comment: 'the product never depends on tests or benchmarks',

@@ -17,6 +17,8 @@ import type { TokenTimeline } from '../api/backend.js';
 import { Gateway } from '../gateway/gateway.js';
 import type { RouteCandidate } from '../routing/router.js';
 import { LocalSwarm } from '../node/local-swarm.js';
+import { Dashboard } from '../dashboard/hub.js';
+import { mountDashboard } from '../dashboard/http.js';
 import { gatewayAccountabilityConfig } from './config.js'; // accountability
 import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
 import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges, waitForAdverts } from '../testing/demo-faults.js'; // fault-tolerance
@@ -41,6 +43,7 @@ interface DemoOptions {
   auditRate?: number; // accountability
   replicas: number; // fault-tolerance
   fault: string[]; // fault-tolerance
+  dashboard: boolean;
   nodeMetrics?: boolean; // ops
 }
 
@@ -77,7 +80,8 @@ export function register(program: Command): void {
     .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', int('--deadline-ms', 1))
     .option('--route-timeout-ms <n>', 'how long to wait for the swarm to cover every layer', int('--route-timeout-ms', 1), 30_000)
     .option('--json', 'print one JSON object (text, tokens, prompt_tokens, timeline, nodes)')
-    .option('--serve', 'after the prompt, keep the swarm and an OpenAI-compatible API running')
+    .option('--serve', 'after the prompt, keep the swarm and an OpenAI-compatible API (and the web dashboard at /) running')
+    .option('--no-dashboard', 'with --serve: do not serve the web dashboard')
     .option('--port <n>', 'API port with --serve (0 = any)', int('--port', 0), 8080)
     .option('--max-concurrent <n>', 'with --serve: requests generated at once before answering 503', int('--max-concurrent', 1), 64)
     .option(
@@ -162,6 +166,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
   let swarm: LocalSwarm | undefined;
   let gw: Gateway | undefined;
   let api: ApiServer | undefined;
+  let dash: Dashboard | undefined;
   let cleaning: Promise<void> | undefined;
   const cleanup = () =>
     (cleaning ??= (async () => {
@@ -199,6 +204,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
       failover: { graceMs: 3_000, minStepMs: 1_000 },
       accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
     });
+    // the dashboard records from here on, so the demo's own prompt is among its requests
+    if (o.serve && o.dashboard) dash = new Dashboard(gw);
     const route = await gw.waitForRoute(o.routeTimeoutMs);
     if (o.replicas > 1 && !faults.size)
       await waitForAdverts(
@@ -287,11 +294,13 @@ async function runDemo(o: DemoOptions): Promise<void> {
         maxConnections: o.maxConnections,
         requestTimeoutMs: o.requestTimeoutMs,
       });
+      if (dash) mountDashboard(api.app, dash);
       const url = await api.listen(o.port, '127.0.0.1');
       const info = {
         event: 'serving',
         api: `${url}/v1`,
         url,
+        ...(dash ? { dashboard: `${url}/` } : {}),
         model: gw.model.id,
         gateway: gw.host.addrs(),
         bootstrap: swarm.bootstrap,
@@ -303,6 +312,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
         log(
           `  try: curl ${url}/v1/completions -H 'content-type: application/json' -d '{"model":"${gw.model.id}","prompt":"${o.prompt.replace(/'/g, '')}","max_tokens":20}'`,
         );
+        if (dash) log(`  dashboard: ${url}/`);
         log(`  swarm bootstrap: ${swarm.bootstrap.join(' ')}`);
         log(`  swarm status: odsi status --gateway ${url}   (JSON at ${url}/v1/odsi/status, Prometheus at ${url}/metrics)`); // ops
         for (const [i, n] of nodes.entries()) if (n.metrics) log(`  node n${i + 1} metrics: ${n.metrics}`); // ops

@@ -4,6 +4,8 @@ import { createApiServer } from '../api/server.js';
 import { createMetrics } from '../api/metrics.js';
 import { FALLBACK_REASONS, UpstreamFallback, type FallbackReason } from '../api/fallback.js';
 import { Gateway } from '../gateway/gateway.js';
+import { Dashboard } from '../dashboard/hub.js';
+import { mountDashboard } from '../dashboard/http.js';
 import { gatewayAccountabilityConfig } from './config.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
@@ -36,6 +38,7 @@ export function register(program: Command): void {
       '--audit-reputation',
       'accountability: without an audit rate, audit each node at a rate from its record of passed audits (new nodes often, proven ones rarely)',
     )
+    .option('--no-dashboard', 'do not serve the web dashboard at / (the API stays under /v1)')
     .option('--fallback-url <url>', 'upstream OpenAI-compatible base URL (ending in /v1) for what the swarm cannot serve; off unless given')
     .option('--fallback-model <name>', 'model name sent to the fallback upstream (default: the name the client asked for)')
     .option('--fallback-key-env <var>', 'environment variable holding the fallback upstream API key (read once at start-up)')
@@ -64,6 +67,7 @@ export function register(program: Command): void {
         identity?: string;
         auditRate?: number;
         auditReputation?: boolean;
+        dashboard: boolean;
         fallbackUrl?: string;
         fallbackModel?: string;
         fallbackKeyEnv?: string;
@@ -113,6 +117,7 @@ export function register(program: Command): void {
           headersTimeoutMs: o.headersTimeoutMs,
           idleTimeoutMs: o.idleTimeoutMs,
         });
+        if (o.dashboard) mountDashboard(api.app, new Dashboard(gw, { fallback: fallback && (() => fallback.describe()) }));
         let stopping = false;
         const stop = async (code: number) => {
           if (stopping) return;
@@ -136,6 +141,7 @@ export function register(program: Command): void {
               modelId: gw.modelId,
               peerId: gw.host.peerId,
               addrs: gw.host.addrs(),
+              ...(o.dashboard ? { dashboard: `${url}/` } : {}),
               routeReady: st.ready,
               reason: st.reason,
               ...(fallback ? { fallback: fallback.describe() } : {}),

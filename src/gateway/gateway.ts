@@ -282,8 +282,10 @@ export class Gateway extends PipelineBackend {
     }
   }
 
-  /** The swarm as this gateway sees it: nodes, per-layer coverage, bans, convictions (GET /v1/odsi/status). */
-  swarmStatus(): SwarmStatus {
+  /** The swarm as this gateway sees it: nodes, per-layer coverage, bans, convictions (GET /v1/odsi/status).
+   *  `unusable`: peers a caller found down or unfit on its own (e.g. the dashboard's pings of a
+   *  fixed peer list), reported unreachable and left out of coverage. */
+  swarmStatus(o: { unusable?: ReadonlySet<string> } = {}): SwarmStatus {
     let route: Route | undefined;
     let noRouteReason: string | undefined;
     try {
@@ -299,7 +301,7 @@ export class Gateway extends PipelineBackend {
       candidates: this.load.candidates(),
       adverts: this.discovery?.known(),
       rttMs: this.source.rttMs(),
-      unreachable: this.source.unavailable(),
+      unreachable: o.unusable?.size ? new Set([...this.source.unavailable(), ...o.unusable]) : this.source.unavailable(),
       bans: this.bans.list(),
       measuredMsPerToken: this.measured.snapshot(),
       convictionOf: (p) => acc?.convictionOf(p),

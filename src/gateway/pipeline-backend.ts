@@ -16,6 +16,17 @@ export interface RequestPipeline {
   release(): Promise<void>;
 }
 
+/**
+ * Watches requests as they run (e.g. the dashboard's recent-requests store). Called on the
+ * token path, so implementations only record (O(1), no I/O) and never throw.
+ */
+export interface RequestObserver {
+  started(sessionId: string, req: BackendRequest): void;
+  token(sessionId: string, t: BackendToken): void;
+  /** once per request: how it ended (error: the failure's message) */
+  finished(sessionId: string, end: { finishReason?: BackendResult['finishReason']; error?: string }): void;
+}
+
 export abstract class PipelineBackend implements Backend {
   abstract readonly model: BackendModelInfo;
   abstract readonly tokenizer: Tokenizer;
@@ -30,12 +41,35 @@ export abstract class PipelineBackend implements Backend {
 
   abstract close(): Promise<void>;
 
+  /** who watches requests (at most one; undefined: nobody) */
+  observer?: RequestObserver;
+
   generate(req: BackendRequest): AsyncGenerator<BackendToken, BackendResult, void> {
     return this.stream(randomUUID(), req);
   }
 
   /** generate() under a given session id (unique to the request) */
   protected async *stream(sessionId: string, req: BackendRequest): AsyncGenerator<BackendToken, BackendResult, void> {
+    const obs = this.observer;
+    obs?.started(sessionId, req);
+    let end: { finishReason?: BackendResult['finishReason']; error?: string } = { finishReason: 'abort' };
+    try {
+      const r = yield* this.pipelineStream(sessionId, req, obs);
+      end = { finishReason: r.finishReason };
+      return r;
+    } catch (e) {
+      end = { error: (e as Error).message };
+      throw e;
+    } finally {
+      obs?.finished(sessionId, end);
+    }
+  }
+
+  private async *pipelineStream(
+    sessionId: string,
+    req: BackendRequest,
+    obs?: RequestObserver,
+  ): AsyncGenerator<BackendToken, BackendResult, void> {
     const pipe = await this.openPipeline(sessionId, req);
     let emitted = '';
     let it: AsyncGenerator<unknown, unknown> | undefined;
@@ -66,7 +100,7 @@ export abstract class PipelineBackend implements Backend {
         // in-process stages finish without real I/O: give the event loop a turn per token so
         // sockets (client disconnects, other requests' streams) are served during generation
         await new Promise<void>((res) => setImmediate(res));
-        yield {
+        const tok: BackendToken = {
           id: ev.id,
           text: ev.text,
           step: ev.step,
@@ -80,6 +114,8 @@ export abstract class PipelineBackend implements Backend {
             hops: pipe.stages.flatMap((s) => s.hops()),
           },
         };
+        obs?.token(sessionId, tok);
+        yield tok;
       }
     } finally {
       // an early return (client gone, stop string) leaves the loop suspended: finish it so
