@@ -5,6 +5,7 @@
 //   ODSI_ACCOUNTABILITY=0  no receipts, commitments or audits   ODSI_CHAIN_ID  the records' domain
 //   ODSI_CRYPTO_WORKER=0   sign on the main thread              ODSI_PASSPHRASE  unlocks a keystore
 //   ODSI_ALLOW_FAULTS=1    allow --fault (tests and demos only)
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { runNode, type NodeAccountability } from '../node/run.js';
@@ -13,6 +14,7 @@ import { openModel } from '../model/load.js';
 import { accountabilityEnabled, deploymentDomain } from '../accountability/records/wire.js';
 import { createNodeFaults } from '../testing/inject.js';
 import { DEFAULT_PEER_LIMITS } from '../node/peer-limits.js';
+import type { ProtectionSync } from '../accountability/node/slashing-protection.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 
 interface NodeCliOptions {
@@ -38,6 +40,8 @@ interface NodeCliOptions {
   streamIdleTimeout: string;
   maxStepTokens: string;
   maxConnectionsPerPeer: string;
+  protectionDb?: string;
+  protectionSync: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -60,6 +64,18 @@ function share(name: string, v: string): number {
   return n;
 }
 
+function protectionSync(v: string): ProtectionSync {
+  if (v !== 'full' && v !== 'normal') throw new Error(`--protection-sync must be "full" or "normal", got "${v}"`);
+  return v;
+}
+
+/** The slashing-protection file: given, else beside the identity file; none for a throwaway identity. */
+function protectionDbPath(o: NodeCliOptions): string | undefined {
+  if (o.protectionDb) return o.protectionDb;
+  if (o.identity) return `${o.identity}.protection.db`;
+  return o.dataDir ? join(o.dataDir, 'protection.db') : undefined;
+}
+
 export function register(program: Command): void {
   program
     .command('node')
@@ -70,6 +86,11 @@ export function register(program: Command): void {
     .option('--bootstrap <multiaddr>', 'peer to join through, with /p2p/<id> (repeatable)', collect, [])
     .option('--identity <file>', 'node key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent')
     .option('--data-dir <dir>', 'directory for node state (identity at <dir>/node.key when --identity is not given)')
+    .option(
+      '--protection-db <file>',
+      'slashing-protection database (SQLite) of the slots this key signed; default <identity>.protection.db, or <data-dir>/protection.db',
+    )
+    .option('--protection-sync <full|normal>', 'fsync each signed slot (full), or leave it to the OS: survives a killed process, not a power cut (normal)', 'full')
     .option('--engine <ort|reference>', 'execution engine', 'reference')
     .option('--threads <n>', 'engine threads (ort)')
     .option('--kv-budget-mb <n>', 'memory for KV caches across sessions', '512')
@@ -129,6 +150,8 @@ export function register(program: Command): void {
         },
         maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
         accountability: accountabilityFromEnv(env),
+        protectionDb: protectionDbPath(o),
+        protectionSync: protectionSync(o.protectionSync),
         decorate: faults,
         log,
       });

@@ -25,6 +25,7 @@ import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
 import { NO_STAMPER, type StepStamper } from './stamper.js';
 import { NodeStamper } from '../accountability/node/stamper.js';
 import { CryptoPool } from '../accountability/records/crypto-pool.js';
+import { SlashingProtectionDb, type ProtectionSync } from '../accountability/node/slashing-protection.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 
 export const NODE_VERSION = 'odsi/0.1.0';
@@ -54,6 +55,10 @@ export interface NodeOptions {
   maxConnectionsPerPeer?: number;
   /** receipts, commitments and audits (absent: accountability is off) */
   accountability?: NodeAccountability;
+  /** SQLite file of the slots this key signed (slashing protection across restarts); absent: in memory only */
+  protectionDb?: string;
+  /** how durably each signed slot is written (default 'full': fsync) */
+  protectionSync?: ProtectionSync;
   /** wrappers applied once the node is measured (the CLI's test-only fault injection) */
   decorate?: NodeDecorators;
   log: Logger;
@@ -114,6 +119,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
   const identityFile = o.identityFile ?? (o.dataDir ? join(o.dataDir, 'node.key') : undefined);
   const identity = await loadOrCreateIdentity(identityFile, o.passphrase, log);
   const host = await createHost({ identity, listen: o.listen, bootstrap: o.bootstrap, maxConnectionsPerPeer: o.maxConnectionsPerPeer });
+  let protection: SlashingProtectionDb | undefined;
   try {
     let range: [number, number];
     if (o.layers === 'auto') {
@@ -149,7 +155,11 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
     const acct = o.accountability;
     let stamper: StepStamper = NO_STAMPER;
     if (acct) {
-      stamper = new NodeStamper({ host, domain: acct.domain, crypto: new CryptoPool({ worker: acct.cryptoWorker }) });
+      if (o.protectionDb) {
+        protection = new SlashingProtectionDb(o.protectionDb, identity.address, o.protectionSync);
+        log.info({ file: o.protectionDb, sync: o.protectionSync ?? 'full' }, 'slashing protection: signed slots kept on disk');
+      }
+      stamper = new NodeStamper({ host, domain: acct.domain, crypto: new CryptoPool({ worker: acct.cryptoWorker }), protection });
       stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
     }
     const limits = new PeerLimits({ ...o.peerLimits, log });
@@ -215,12 +225,14 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
         await server.stop();
         await Promise.race([announcing, new Promise((r) => setTimeout(r, 500))]);
         await host.stop();
+        protection?.close();
         await stage.dispose();
         src.close();
       },
     };
   } catch (e) {
     await host.stop();
+    protection?.close();
     src.close();
     throw e;
   }
