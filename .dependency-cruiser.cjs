@@ -3,8 +3,9 @@
 // Layering of src/, lowest first; a layer never imports a higher one:
 //   util (nothing of the project) < model, tokenizer, identity < engine < protocol < p2p
 //   < routing (pure cost model, bans, planner) < route (knows only the StepVerifier interface)
-//   < accountability < node, gateway < cli; api (the OpenAI surface over the Backend
-//   interface) sits on engine and tokenizer only, and the gateway implements its Backend
+//   < accountability < ledger (stake, slashing, payments, reputation) < node, gateway < cli;
+//   api (the OpenAI surface over the Backend interface) sits on engine and tokenizer only, and
+//   the gateway implements its Backend
 // src/testing (fault injection, dishonest decorators) is imported only by src/cli, test/ and
 // bench/; nothing in src imports test/ or bench/; no import cycles anywhere.
 
@@ -37,17 +38,18 @@ module.exports = {
       to: { path: '^(src|test|bench)/', pathNot: '^src/util/' },
     },
     ...['model', 'tokenizer', 'identity'].map((layer) =>
-      noUpward(layer, ['engine', 'protocol', 'p2p', 'routing', 'route', 'accountability', 'node', 'gateway', 'api', 'cli']),
+      noUpward(layer, ['engine', 'protocol', 'p2p', 'routing', 'route', 'accountability', 'ledger', 'node', 'gateway', 'api', 'cli']),
     ),
-    noUpward('engine', ['protocol', 'p2p', 'routing', 'route', 'accountability', 'node', 'gateway', 'api', 'cli']),
-    noUpward('protocol', ['p2p', 'routing', 'route', 'accountability', 'node', 'gateway', 'api', 'cli']),
-    noUpward('routing', ['p2p', 'route', 'accountability', 'node', 'gateway', 'api', 'cli']),
-    noUpward('route', ['accountability', 'node', 'gateway', 'api', 'cli']),
-    noUpward('accountability', ['node', 'gateway', 'api', 'cli']),
-    noUpward('p2p', ['routing', 'route', 'accountability', 'node', 'gateway', 'api', 'cli']),
+    noUpward('engine', ['protocol', 'p2p', 'routing', 'route', 'accountability', 'ledger', 'node', 'gateway', 'api', 'cli']),
+    noUpward('protocol', ['p2p', 'routing', 'route', 'accountability', 'ledger', 'node', 'gateway', 'api', 'cli']),
+    noUpward('routing', ['p2p', 'route', 'accountability', 'ledger', 'node', 'gateway', 'api', 'cli']),
+    noUpward('route', ['accountability', 'ledger', 'node', 'gateway', 'api', 'cli']),
+    noUpward('accountability', ['ledger', 'node', 'gateway', 'api', 'cli']),
+    noUpward('ledger', ['node', 'gateway', 'api', 'cli']),
+    noUpward('p2p', ['routing', 'route', 'accountability', 'ledger', 'node', 'gateway', 'api', 'cli']),
     noUpward('node', ['gateway', 'api', 'cli']),
     noUpward('gateway', ['node', 'cli']),
-    noUpward('api', ['protocol', 'p2p', 'routing', 'route', 'accountability', 'node', 'gateway', 'cli']),
+    noUpward('api', ['protocol', 'p2p', 'routing', 'route', 'accountability', 'ledger', 'node', 'gateway', 'cli']),
     {
       name: 'src-not-test-or-bench',
       comment: 'the product never depends on tests or benchmarks',
