@@ -22,6 +22,7 @@ import { modelNameOf } from './local.js';
 import { PipelineBackend, type RequestPipeline } from './pipeline-backend.js';
 import { NoRouteError, type Route, type RouteCandidate } from '../routing/router.js';
 import { BanList } from '../routing/bans.js';
+import type { StakeView } from '../routing/stake.js';
 import { CostPlanner, StaticCandidates, type CandidateSource, type RoutePlanner } from '../routing/planner.js';
 import { TimedStage } from './timed.js';
 import { Discovery } from './discovery.js';
@@ -63,6 +64,8 @@ export interface GatewayOptions {
   failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
   /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
   accountability?: GatewayAccountabilityConfig;
+  /** stake and reputation (e.g. the ledger's view): who may be routed to or audit, weights, probation audit rates */
+  stake?: StakeView;
 }
 
 /** How the gateway holds the route's nodes to account (read from the environment by the CLI). */
@@ -149,7 +152,7 @@ export class Gateway extends PipelineBackend {
       this.source = this.discovery;
     }
     this.load = new SessionLoad(this.source);
-    this.planner = new CostPlanner(this.load, { nLayers, bans: this.bans, seed: opts.routeSeed });
+    this.planner = new CostPlanner(this.load, { nLayers, bans: this.bans, seed: opts.routeSeed, stake: opts.stake });
   }
 
   static async start(opts: GatewayOptions): Promise<Gateway> {
@@ -181,6 +184,7 @@ export class Gateway extends PipelineBackend {
           holdAtRate: acc.holdAtRate,
           reputation: acc.reputation,
           auditors: () => acc.auditors ?? gw.source.candidates(),
+          stake: opts.stake,
         });
       gw.discovery?.start();
       return gw;

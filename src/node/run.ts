@@ -22,6 +22,7 @@ import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
 import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
+import { limitWeight, type StakeView } from '../routing/stake.js';
 import { NO_STAMPER, type StepStamper } from './stamper.js';
 import { NodeStamper } from '../accountability/node/stamper.js';
 import { CryptoPool } from '../accountability/records/crypto-pool.js';
@@ -55,6 +56,8 @@ export interface NodeOptions {
   maxConnectionsPerPeer?: number;
   /** receipts, commitments and audits (absent: accountability is off) */
   accountability?: NodeAccountability;
+  /** stake (e.g. the ledger's view): scales each remote peer's limits (PeerLimits.weight); an excluded identity is refused */
+  stake?: StakeView;
   /** SQLite file of the slots this key signed (slashing protection across restarts); absent: in memory only */
   protectionDb?: string;
   /** how durably each signed slot is written (default 'full': fsync) */
@@ -162,7 +165,9 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       stamper = new NodeStamper({ host, domain: acct.domain, crypto: new CryptoPool({ worker: acct.cryptoWorker }), protection });
       stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
     }
-    const limits = new PeerLimits({ ...o.peerLimits, log });
+    const stakeView = o.stake;
+    const weight = stakeView ? (peer: string) => limitWeight(stakeView, peer) : undefined;
+    const limits = new PeerLimits({ ...o.peerLimits, ...(weight ? { weight } : {}), log });
     const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, log });
     await server.start();
 
