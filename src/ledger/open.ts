@@ -1,0 +1,51 @@
+// `--ledger SPEC` → a Ledger. One place that knows every backend:
+//   sqlite:PATH            the embedded ledger (src/ledger/sqlite), created on first use
+//   evm:RPC_URL@ADDRESS    the contract backend (added by src/ledger/evm; see below)
+
+import type { Clock, Ledger, LedgerSigner } from './ledger.js';
+import type { LedgerParams } from './rules.js';
+import { SqliteLedger } from './sqlite/sqlite-ledger.js';
+
+export interface OpenLedgerOptions {
+  clock?: Clock;
+  /** only when a new ledger is created */
+  params?: Partial<LedgerParams>;
+  chainId?: number;
+  /** the operator key: signs a new ledger's genesis / deploys; mints and authorises gateways */
+  operator?: LedgerSigner;
+  /** open a ledger that fails replay-and-verify anyway (so `odsi ledger verify` can report it) */
+  allowInconsistent?: boolean;
+}
+
+export type LedgerSpec = { backend: 'sqlite'; path: string } | { backend: 'evm'; rpcUrl: string; address: `0x${string}` };
+
+/** Parses `sqlite:PATH` or `evm:RPC_URL@ADDRESS`; throws a clear error for anything else. */
+export function parseLedgerSpec(spec: string): LedgerSpec {
+  if (typeof spec !== 'string') throw new Error('--ledger needs sqlite:PATH or evm:RPC_URL@ADDRESS');
+  if (spec.startsWith('sqlite:')) {
+    const path = spec.slice('sqlite:'.length);
+    if (!path) throw new Error('--ledger sqlite:PATH needs a path');
+    return { backend: 'sqlite', path };
+  }
+  if (spec.startsWith('evm:')) {
+    const rest = spec.slice('evm:'.length);
+    const at = rest.lastIndexOf('@');
+    const rpcUrl = rest.slice(0, at);
+    const address = rest.slice(at + 1);
+    if (at < 0 || !/^https?:\/\//.test(rpcUrl) || !/^0x[0-9a-fA-F]{40}$/.test(address))
+      throw new Error(`--ledger evm:RPC_URL@ADDRESS expected (e.g. evm:http://127.0.0.1:8545@0x5FbD…), got ${spec}`);
+    return { backend: 'evm', rpcUrl, address: address as `0x${string}` };
+  }
+  throw new Error(`unknown ledger ${JSON.stringify(spec)}: use sqlite:PATH or evm:RPC_URL@ADDRESS`);
+}
+
+export function openLedger(spec: string, o: OpenLedgerOptions = {}): Promise<Ledger> {
+  const s = parseLedgerSpec(spec);
+  switch (s.backend) {
+    case 'sqlite':
+      return Promise.resolve(SqliteLedger.open(s.path, o));
+    case 'evm':
+      // the EVM backend plugs in here: return openEvmLedger(s.rpcUrl, s.address, o)
+      return Promise.reject(new Error('the evm ledger backend is not part of this build'));
+  }
+}
