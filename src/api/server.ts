@@ -35,6 +35,8 @@ export interface ApiServerOptions extends ApiLimits {
   /** pino logging (default off) */
   logger?: boolean;
   metrics?: ApiMetrics;
+  /** each request's usage as reported to the client (streams: what was generated, even if cut off), e.g. for billing */
+  onUsage?: (usage: Usage) => void;
 }
 
 export interface ApiServer {
@@ -79,7 +81,8 @@ interface RunResult {
 }
 
 export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): ApiServer {
-  const limits = resolveLimits(opts);
+  const { onUsage: _onUsage, ...limitOpts } = opts;
+  const limits = resolveLimits(limitOpts);
   const app = Fastify({ logger: opts.logger ?? false, ...serverOptions(limits) });
   app.server.maxConnections = limits.maxConnections;
   installJsonParser(app);
@@ -306,9 +309,11 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       const chosen = p.bestOf > p.n ? [...candidates].sort((a, b) => b.logprobSum - a.logprobSum).slice(0, p.n) : candidates;
       const completion = candidates.reduce((a, c) => a + c.completionTokens, 0);
       countRequest(req, 200);
+      const usage = usageOf(p, completion);
+      opts.onUsage?.(usage);
       const body = shape.full(
         chosen.map((c, index) => ({ ...c, index })),
-        usageOf(p, completion),
+        usage,
       );
       if (p.timeline) body.odsi = { timeline: candidates[0]?.timeline ?? [] };
       return body;
@@ -410,6 +415,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       if (reason) metrics.routeFailures.inc({ reason });
       await send(err.body());
     } finally {
+      opts.onUsage?.(usageOf(p, completion));
       if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
     }
   }

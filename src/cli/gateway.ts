@@ -1,6 +1,8 @@
 // `odsi gateway`: join a swarm and serve the OpenAI-compatible API over it.
 import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
+import { openLedger } from '../ledger/open.js';
+import type { Address } from '../ledger/ledger.js';
 import { Gateway } from '../gateway/gateway.js';
 import { gatewayAccountabilityConfig } from './config.js';
 import { loadOrCreateIdentity } from '../node/run.js';
@@ -34,8 +36,14 @@ export function register(program: Command): void {
       '--audit-reputation',
       'accountability: without an audit rate, audit each node at a rate from its record of passed audits (new nodes often, proven ones rarely)',
     )
+    .option('--ledger <spec>', 'ledger for evidence, per-epoch payments and reputation, and stake-aware routing: sqlite:PATH | evm:RPC_URL@ADDRESS')
+    .option('--ledger-account <address>', 'with --ledger: the client account requests are charged to (default: the gateway\'s own address)')
+    .option('--epoch-ms <n>', 'with --ledger: settle payments and publish reputation this often (ms)', intArg, 60_000)
     .action(
       async (o: {
+        ledger?: string;
+        ledgerAccount?: string;
+        epochMs: number;
         model: string;
         port: number;
         host: string;
@@ -57,7 +65,11 @@ export function register(program: Command): void {
         if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
         const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
         const identity = await loadOrCreateIdentity(o.identity, process.env.ODSI_PASSPHRASE, log);
+        if (o.ledgerAccount !== undefined && !/^0x[0-9a-fA-F]{40}$/.test(o.ledgerAccount))
+          throw new Error(`--ledger-account must be an address (0x + 40 hex digits), got '${o.ledgerAccount}'`);
+        const ledger = o.ledger ? await openLedger(o.ledger) : undefined;
         const gw = await Gateway.start({
+          ...(ledger ? { ledger: { ledger, account: (o.ledgerAccount ?? identity.address) as Address, epochMs: o.epochMs } } : {}),
           identity,
           modelPath: o.model,
           bootstrap: o.bootstrap,
@@ -74,13 +86,15 @@ export function register(program: Command): void {
           requestTimeoutMs: o.requestTimeoutMs,
           headersTimeoutMs: o.headersTimeoutMs,
           idleTimeoutMs: o.idleTimeoutMs,
+          onUsage: (u) => gw.chargeUsage(u.total_tokens),
         });
         let stopping = false;
         const stop = async (code: number) => {
           if (stopping) return;
           stopping = true;
           await api.close().catch(() => undefined);
-          await gw.close().catch(() => undefined);
+          await gw.close().catch(() => undefined); // settles the open epoch
+          await ledger?.close().catch(() => undefined);
           process.exit(code);
         };
         process.once('SIGINT', () => void stop(0));

@@ -15,6 +15,8 @@ import { accountabilityEnabled, deploymentDomain } from '../accountability/recor
 import { createNodeFaults } from '../testing/inject.js';
 import { DEFAULT_PEER_LIMITS } from '../node/peer-limits.js';
 import type { ProtectionSync } from '../accountability/node/slashing-protection.js';
+import { openLedger } from '../ledger/open.js';
+import { LedgerStakeView } from '../ledger/stake-view.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 
 interface NodeCliOptions {
@@ -42,6 +44,7 @@ interface NodeCliOptions {
   maxConnectionsPerPeer: string;
   protectionDb?: string;
   protectionSync: string;
+  ledger?: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -90,6 +93,7 @@ export function register(program: Command): void {
       '--protection-db <file>',
       'slashing-protection database (SQLite) of the slots this key signed; default <identity>.protection.db, or <data-dir>/protection.db',
     )
+    .option('--ledger <spec>', 'read stake from this ledger: slashed identities are refused, staked ones get larger per-peer limits (sqlite:PATH | evm:RPC_URL@ADDRESS)')
     .option('--protection-sync <full|normal>', 'fsync each signed slot (full), or leave it to the OS: survives a killed process, not a power cut (normal)', 'full')
     .option('--engine <ort|reference>', 'execution engine', 'reference')
     .option('--threads <n>', 'engine threads (ort)')
@@ -119,6 +123,8 @@ export function register(program: Command): void {
       const env = process.env;
       const faults = createNodeFaults(o.fault, env.ODSI_ALLOW_FAULTS === '1'); // before anything loads: a refused fault stops here
       const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));
+      const ledger = o.ledger ? await openLedger(o.ledger) : undefined;
+      const stake = ledger ? await LedgerStakeView.open(ledger, { onError: (e) => log.warn({ err: e.message }, 'ledger read failed') }) : undefined;
       const probe = openModel(o.model);
       const nLayers = probe.config.nLayers;
       probe.close();
@@ -152,6 +158,7 @@ export function register(program: Command): void {
         accountability: accountabilityFromEnv(env),
         protectionDb: protectionDbPath(o),
         protectionSync: protectionSync(o.protectionSync),
+        stake,
         decorate: faults,
         log,
       });
@@ -176,6 +183,8 @@ export function register(program: Command): void {
           log.info({ sig }, 'stopping');
           const force = setTimeout(() => process.exit(1), 5000);
           force.unref();
+          stake?.stop();
+          void ledger?.close();
           node.stop().then(resolve, (e: Error) => {
             log.error({ err: e.message }, 'stop failed');
             resolve();

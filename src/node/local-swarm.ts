@@ -23,6 +23,8 @@ export interface LocalSwarmOptions {
   inheritStderr?: boolean;
   /** extra arguments for every node */
   extraArgs?: string[];
+  /** key file of node i (created on first start); default: a fresh key per start */
+  identityFile?: (index: number) => string | undefined;
   /** fault-tolerance: extra arguments for node i only (e.g. --fault specs) */
   nodeArgs?: (index: number) => string[];
 }
@@ -82,6 +84,7 @@ function startNode(o: LocalSwarmOptions, index: number, bootstrap: string[]): Pr
     readyTimeoutMs: o.readyTimeoutMs,
     logLevel: o.logLevel,
     inheritStderr: o.inheritStderr,
+    identityFile: o.identityFile?.(index),
     extraArgs: [...(o.extraArgs ?? []), ...(o.nodeArgs?.(index) ?? [])],
   });
 }

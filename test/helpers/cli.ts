@@ -26,9 +26,9 @@ export interface RunningOdsi {
 }
 
 /** Start `odsi <args>` with stdout read line by line. */
-export function startOdsi(args: string[]): RunningOdsi {
+export function startOdsi(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): RunningOdsi {
   const what = `odsi ${args[0] ?? ''}`;
-  const proc = spawn(process.execPath, [ODSI_BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [ODSI_BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env });
   const lines: string[] = [];
   const waiters: ((l: string) => void)[] = [];
   createInterface({ input: proc.stdout! }).on('line', (l) => {

@@ -9,6 +9,7 @@ import type { OdsiHost } from '../../p2p/host.js';
 import type { StepVerifier } from '../../route/step-verifier.js';
 import type { StakeView } from '../../routing/stake.js';
 import type { OdsiDomain } from '../records/eip712.js';
+import type { SignedReceipt } from '../records/receipts.js';
 import type { Evidence, EvidenceQueue } from '../records/evidence.js';
 import { Referee } from './auditor.js';
 import { AuditScheduler, type AuditSchedulerOptions } from './audit-scheduler.js';
@@ -33,6 +34,8 @@ export interface GatewayAccountabilityOptions extends AuditSchedulerOptions {
   auditors?: () => readonly AuditPeer[];
   /** stake and reputation (the ledger's view): probation audit rates, auditor eligibility */
   stake?: StakeView;
+  /** each step's receipts once their chain of custody holds (payments) */
+  onReceipts?: (receipts: readonly SignedReceipt[]) => void;
 }
 
 export interface GatewayAccountability {
@@ -60,7 +63,7 @@ export function createGatewayAccountability(o: GatewayAccountabilityOptions): Ga
     { host: o.host, identity: o.identity ?? o.host.identity, domain: o.domain, referee, verdicts, auditors: o.auditors, stake: o.stake },
     o,
   );
-  const checks = new RouteStepChecks({ domain: o.domain, verdicts, scheduler });
+  const checks = new RouteStepChecks({ domain: o.domain, verdicts, scheduler, onReceipts: o.onReceipts });
   const settled = async (): Promise<void> => {
     // a held step may queue background audits after verification: wait until neither moves
     for (let i = 0; i < 100; i++) {
