@@ -7,6 +7,7 @@ import { register as registerGateway } from './gateway.js';
 import { register as registerDemo } from './demo.js';
 import { register as registerKeygen } from './keygen.js';
 import { register as registerLedger } from './ledger.js';
+import { register as registerLedgerDeploy } from './ledger-deploy.js';
 import { parseEcdsaChoice, selectEcdsa } from '../accountability/records/ecdsa.js';
 
 export async function main(argv: string[]): Promise<void> {
@@ -15,7 +16,7 @@ export async function main(argv: string[]): Promise<void> {
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride();
-  for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen, registerLedger]) reg(program);
+  for (const reg of [registerModel, registerGenerate, registerNode, registerGateway, registerDemo, registerKeygen, registerLedger, registerLedgerDeploy]) reg(program);
   try {
     selectEcdsa(parseEcdsaChoice(process.env.ODSI_ECDSA)); // the signature backend, for every subcommand
     await program.parseAsync(argv);

@@ -1,6 +1,6 @@
 // `--ledger SPEC` → a Ledger. One place that knows every backend:
 //   sqlite:PATH            the embedded ledger (src/ledger/sqlite), created on first use
-//   evm:RPC_URL@ADDRESS    the contract backend (added by src/ledger/evm; see below)
+//   evm:RPC_URL@ADDRESS    the contract backend (src/ledger/evm), an OdsiRegistry deployed by `odsi ledger deploy`
 
 import type { Clock, Ledger, LedgerSigner } from './ledger.js';
 import type { LedgerParams } from './rules.js';
@@ -45,7 +45,14 @@ export function openLedger(spec: string, o: OpenLedgerOptions = {}): Promise<Led
     case 'sqlite':
       return Promise.resolve(SqliteLedger.open(s.path, o));
     case 'evm':
-      // the EVM backend plugs in here: return openEvmLedger(s.rpcUrl, s.address, o)
-      return Promise.reject(new Error('the evm ledger backend is not part of this build'));
+      return openEvm(s.rpcUrl, s.address, o);
   }
+}
+
+/** The contract backend, loaded on demand (viem stays out of processes that use SQLite). */
+async function openEvm(rpcUrl: string, registry: `0x${string}`, o: OpenLedgerOptions): Promise<Ledger> {
+  const { openEvmLedger } = await import('./evm/evm-ledger.js');
+  const ledger = await openEvmLedger({ rpcUrl, registry });
+  if (o.operator) ledger.operatorSigner = o.operator;
+  return ledger;
 }
