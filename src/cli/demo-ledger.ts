@@ -3,7 +3,9 @@
 // with), registers and stakes each node with the minimum stake, registers, authorises and
 // stakes its gateway (a staked gateway's referee verdicts count as the verdict quorum), and
 // funds one client account from the operator's faucet. The ledger stays on disk after the
-// demo (sqlite: a temp dir unless a path is given) so `odsi ledger status` can read it.
+// demo (sqlite: a temp dir unless a path is given) so `odsi ledger status` can read it; with
+// `evm` the demo starts a local anvil chain and deploys the contracts (startLocalEvmLedger),
+// and the chain stops with the demo (its final status is in the demo's --json output).
 
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +24,8 @@ export interface DemoLedger {
   gateway: Identity;
   /** the client account the demo's requests are charged to */
   client: Address;
+  /** closes the ledger (and stops the demo's own chain) */
+  close(): Promise<void>;
 }
 
 /** the client's starting balance (ODSI) */
@@ -34,11 +38,22 @@ function must(what: string, r: LedgerResult): void {
 /** Opens `spec` ('sqlite' = a new file in a temp dir, 'sqlite:PATH') and sets up `nodes` node identities on it. */
 export async function openDemoLedger(spec: string, nodes: number): Promise<DemoLedger> {
   const dir = mkdtempSync(join(tmpdir(), 'odsi-demo-ledger-'));
-  if (spec === 'evm' || spec.startsWith('evm:'))
-    throw new Error('--ledger evm: the EVM backend is not part of this build yet; use --ledger sqlite');
-  const full = spec === 'sqlite' ? `sqlite:${join(dir, 'ledger.db')}` : spec;
+  if (spec.startsWith('evm:'))
+    throw new Error('--ledger evm: the demo starts its own chain and deploys to it; give "evm" alone (or use odsi gateway/node with evm:RPC@ADDRESS)');
+  if (spec !== 'evm' && spec !== 'sqlite' && !spec.startsWith('sqlite:')) throw new Error(`--ledger: sqlite, sqlite:PATH or evm, got "${spec}"`);
   const operator = generateIdentity();
-  const ledger = await openLedger(full, { operator });
+  let full: string;
+  let ledger: Ledger;
+  let close: () => Promise<void>;
+  if (spec === 'evm') {
+    const { startLocalEvmLedger } = await import('../ledger/evm/local-chain.js'); // viem only when asked for
+    const chain = await startLocalEvmLedger({ operator });
+    [full, ledger, close] = [chain.spec, chain.ledger, () => chain.close()];
+  } else {
+    full = spec === 'sqlite' ? `sqlite:${join(dir, 'ledger.db')}` : spec;
+    const l = await openLedger(full, { operator });
+    [ledger, close] = [l, () => l.close()];
+  }
   try {
     const p = ledger.params;
     const ids = Array.from({ length: nodes }, () => generateIdentity());
@@ -55,9 +70,9 @@ export async function openDemoLedger(spec: string, nodes: number): Promise<DemoL
     must('stake', await ledger.stake(gateway, p.minStake));
     const client = generateIdentity().address;
     must('deposit', await ledger.deposit(client, CLIENT_FUNDS));
-    return { ledger, spec: full, nodeKeyFile: (i) => join(dir, `node-${i}.key`), gateway, client };
+    return { ledger, spec: full, nodeKeyFile: (i) => join(dir, `node-${i}.key`), gateway, client, close };
   } catch (e) {
-    await ledger.close();
+    await close();
     throw e;
   }
 }

@@ -110,7 +110,7 @@ export function register(program: Command): void {
       [] as string[],
     )
     // ledger: stake, slashing, payments and reputation (src/ledger); settled before the demo exits
-    .option('--ledger [spec]', "ledger: sqlite (a new file in a temp dir, the default), sqlite:PATH; --json then includes the ledger's status after settlement")
+    .option('--ledger [spec]', "ledger: sqlite (a new file in a temp dir, the default), sqlite:PATH, or evm (starts a local anvil chain and deploys the contracts); --json then includes the ledger's status after settlement")
     .action(async (o: DemoOptions) => {
       if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
       await runDemo(o);
@@ -174,7 +174,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       await api?.close().catch(() => undefined);
       await gw?.close().catch(() => undefined);
       await swarm?.stop().catch(() => undefined);
-      await dl?.ledger.close().catch(() => undefined); // ledger
+      await dl?.close().catch(() => undefined); // ledger
     })());
   const onSignal = (sig: NodeJS.Signals) => {
     void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
@@ -203,7 +203,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
       // N processes on one machine: a step slowed by CPU contention is not a dead node
       failover: { graceMs: 3_000, minStepMs: 1_000 },
       accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
-      ...(dl ? { identity: dl.gateway, ledger: { ledger: dl.ledger, account: dl.client, epochMs: 0 } } : {}), // ledger
+      // ledger: one epoch per run, and with --serve one every DEMO_EPOCH_MS
+      ...(dl ? { identity: dl.gateway, ledger: { ledger: dl.ledger, account: dl.client, epochMs: o.serve ? DEMO_EPOCH_MS : 0 } } : {}),
     });
     const route = await gw.waitForRoute(o.routeTimeoutMs);
     if (o.replicas > 1 && !faults.size)
@@ -375,6 +376,9 @@ function describeLedger(st: LedgerStatus, swarm: LocalSwarm): string[] {
   for (const a of st.accounts) lines.push(`  client ${a.address}: charged ${formatAmount(BigInt(a.charged))}, balance ${formatAmount(BigInt(a.balance))} ODSI`);
   return lines;
 }
+
+/** with --serve and --ledger: settle payments and publish reputation this often */
+const DEMO_EPOCH_MS = 5_000;
 
 const short = (peerId: string) => `…${peerId.slice(-6)}`;
 const round = (x: number) => Math.round(x * 1000) / 1000;
