@@ -40,7 +40,7 @@ async function ledgerDemo(t: TestContext, backend: 'sqlite' | 'evm'): Promise<vo
     await d.exited;
   });
   const first = await d.nextJson(150_000);
-  assert.equal(first.ledger.epoch, 1, 'the demo settled its prompt before printing');
+  assert.ok(first.ledger.epoch >= 1, 'the demo settled its prompt before printing');
   const serving = await d.nextJson(30_000);
   assert.equal(serving.event, 'serving');
   if (backend === 'sqlite') assert.equal(serving.ledger, spec);
