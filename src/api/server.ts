@@ -36,6 +36,8 @@ export interface ApiServerOptions extends ApiLimits {
   /** pino logging (default off) */
   logger?: boolean;
   metrics?: ApiMetrics;
+  /** each request's usage as reported to the client (streams: what was generated, even if cut off), e.g. for billing */
+  onUsage?: (usage: Usage) => void;
   /** serve what the swarm cannot from an upstream OpenAI-compatible endpoint (off when absent) */
   fallback?: UpstreamFallback;
 }
@@ -94,7 +96,7 @@ interface RunResult {
 
 export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): ApiServer {
   // only the limits: the other options are not numbers to check
-  const { deadlineMs: _deadline, logger: _logger, metrics: _metrics, fallback: _fallback, ...limitOpts } = opts;
+  const { deadlineMs: _deadline, logger: _logger, metrics: _metrics, fallback: _fallback, onUsage: _onUsage, ...limitOpts } = opts;
   const fallback = opts.fallback;
   const limits = resolveLimits(limitOpts);
   const app = Fastify({ logger: opts.logger ?? false, ...serverOptions(limits) });
@@ -392,9 +394,11 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       const chosen = p.bestOf > p.n ? [...candidates].sort((a, b) => b.logprobSum - a.logprobSum).slice(0, p.n) : candidates;
       const completion = candidates.reduce((a, c) => a + c.completionTokens, 0);
       countRequest(req, 200);
+      const usage = usageOf(p, completion);
+      opts.onUsage?.(usage);
       const body = shape.full(
         chosen.map((c, index) => ({ ...c, index })),
-        usageOf(p, completion),
+        usage,
       );
       if (p.timeline) body.odsi = { timeline: candidates[0]?.timeline ?? [] };
       if (fellBack)
@@ -592,6 +596,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       if (reason) metrics.routeFailures.inc({ reason });
       await send(err.body());
     } finally {
+      opts.onUsage?.(usageOf(p, completion));
       if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
     }
   }

@@ -21,6 +21,10 @@ import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
 import { gatewayAccountabilityConfig } from './config.js'; // accountability
 import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
+import { openDemoLedger } from './demo-ledger.js'; // ledger
+import type { LedgerStatus } from '../ledger/ledger.js'; // ledger
+import { formatAmount } from '../ledger/rules.js'; // ledger
+import { addressOfPeerId } from '../routing/stake.js'; // ledger
 import { describeFaultEvent, nodeFaultArgs, parseNodeFaults, replicateRanges, waitForAdverts } from '../testing/demo-faults.js'; // fault-tolerance
 
 interface DemoOptions {
@@ -45,6 +49,7 @@ interface DemoOptions {
   fault: string[]; // fault-tolerance
   dashboard: boolean;
   nodeMetrics?: boolean; // ops
+  ledger?: string | true; // ledger
 }
 
 const int =
@@ -111,6 +116,8 @@ export function register(program: Command): void {
       (v: string, p: string[]) => [...p, v],
       [] as string[],
     )
+    // ledger: stake, slashing, payments and reputation (src/ledger); settled before the demo exits
+    .option('--ledger [spec]', "ledger: sqlite (a new file in a temp dir, the default), sqlite:PATH, or evm (starts a local anvil chain and deploys the contracts); --json then includes the ledger's status after settlement")
     .action(async (o: DemoOptions) => {
       if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
       await runDemo(o);
@@ -163,6 +170,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
     log(`odsi demo: starting ${ranges.length} nodes for ${nLayers} layers: ${ranges.map(([a, b]) => `${a}:${b}`).join(' ')}`);
   }
 
+  const dl = o.ledger ? await openDemoLedger(o.ledger === true ? 'sqlite' : o.ledger, ranges.length) : undefined; // ledger
+  if (dl && !o.json) log(`odsi demo: ledger ${dl.spec} (client account ${dl.client})`);
   let swarm: LocalSwarm | undefined;
   let gw: Gateway | undefined;
   let api: ApiServer | undefined;
@@ -173,6 +182,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       await api?.close().catch(() => undefined);
       await gw?.close().catch(() => undefined);
       await swarm?.stop().catch(() => undefined);
+      await dl?.close().catch(() => undefined); // ledger
     })());
   const onSignal = (sig: NodeJS.Signals) => {
     void cleanup().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
@@ -190,6 +200,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       inheritStderr: !!process.env.ODSI_SWARM_STDERR,
       nodeArgs: (i) => nodeFaultArgs(faults, i) /* fault-tolerance */,
       metrics: o.nodeMetrics, // ops
+      ...(dl ? { identityFile: (i: number) => dl.nodeKeyFile(i), extraArgs: ['--ledger', dl.spec] } : {}), // ledger: staked keys; nodes read stake
     });
     const metrics = createMetrics(); // ops: the gateway's metrics beside the API's
     gw = await Gateway.start({
@@ -203,6 +214,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
       // N processes on one machine: a step slowed by CPU contention is not a dead node
       failover: { graceMs: 3_000, minStepMs: 1_000 },
       accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
+      // ledger: one epoch per run, and with --serve one every DEMO_EPOCH_MS
+      ...(dl ? { identity: dl.gateway, ledger: { ledger: dl.ledger, account: dl.client, epochMs: o.serve ? DEMO_EPOCH_MS : 0 } } : {}),
     });
     // the dashboard records from here on, so the demo's own prompt is among its requests
     if (o.serve && o.dashboard) dash = new Dashboard(gw);
@@ -242,6 +255,11 @@ async function runDemo(o: DemoOptions): Promise<void> {
     text += r.value.tailText;
     if (!o.json) process.stdout.write(r.value.tailText + '\n');
     const totalMs = performance.now() - t0;
+    const usage = { prompt_tokens: promptIds.length, completion_tokens: tokens.length, total_tokens: promptIds.length + tokens.length };
+    // ledger: charge the usage, submit the evidence, settle the open epoch, then read the result
+    gw.chargeUsage(usage.total_tokens);
+    await gw.settle();
+    const ledger = dl ? await dl.ledger.status() : undefined;
 
     const nodes = swarm.nodes.map((n) => ({
       peerId: n.peerId,
@@ -264,6 +282,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
           tokens,
           prompt_tokens: promptIds,
           finish_reason: r.value.finishReason,
+          usage,
           total_ms: round(totalMs),
           route: route.hops.map((h) => ({ peerId: h.peerId, layers: [h.start, h.end] })),
           timeline,
@@ -273,6 +292,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
             swarm.nodes.map((n) => n.peerId),
           ), // accountability
           faults: gw.faults.events(faultsSince), // fault-tolerance: failures, re-routes, recovery method
+          ...(ledger ? { ledger } : {}), // ledger: as `odsi ledger status --json` shows it after settlement
         }) + '\n',
       );
     } else {
@@ -284,6 +304,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
         swarm.nodes.map((n) => n.peerId),
       ); // accountability
       for (const line of describeAccountability(report, (p) => nodeName.get(p) ?? short(p))) log(`odsi demo: ${line}`);
+      if (ledger) for (const line of describeLedger(ledger, swarm)) log(`odsi demo: ${line}`); // ledger
     }
 
     if (o.serve) {
@@ -293,6 +314,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
         maxConcurrent: o.maxConcurrent,
         maxConnections: o.maxConnections,
         requestTimeoutMs: o.requestTimeoutMs,
+        onUsage: (u) => gw?.chargeUsage(u.total_tokens), // ledger: settled when the demo stops
       });
       if (dash) mountDashboard(api.app, dash);
       const url = await api.listen(o.port, '127.0.0.1');
@@ -305,6 +327,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
         gateway: gw.host.addrs(),
         bootstrap: swarm.bootstrap,
         nodes,
+        ...(dl ? { ledger: dl.spec } : {}), // ledger
       };
       if (o.json) process.stdout.write(JSON.stringify(info) + '\n');
       else {
@@ -358,6 +381,24 @@ function describeAccountability(r: AccountabilityReport, name: (peerId: string) 
     lines.push(`  evidence (${e.kind}) against ${name(e.peerId)} (${e.identity}): ${e.reason}`);
   return lines;
 }
+
+/** The ledger part of the text output: each node's stake, earnings and slashes after settlement. */
+function describeLedger(st: LedgerStatus, swarm: LocalSwarm): string[] {
+  const byAddr = new Map(st.identities.map((i) => [i.address.toLowerCase(), i]));
+  const lines = [`ledger (${st.location}): epoch ${st.epoch} settled, ${st.events} events`];
+  swarm.nodes.forEach((n, i) => {
+    const id = byAddr.get(addressOfPeerId(n.peerId)?.toLowerCase() ?? '');
+    if (id)
+      lines.push(
+        `  n${i + 1} ${id.address}: stake ${formatAmount(BigInt(id.stake))}, earned ${formatAmount(BigInt(id.earned))}, slashed ${formatAmount(BigInt(id.slashed))} ODSI${id.eligible ? '' : ' (not eligible)'}`,
+      );
+  });
+  for (const a of st.accounts) lines.push(`  client ${a.address}: charged ${formatAmount(BigInt(a.charged))}, balance ${formatAmount(BigInt(a.balance))} ODSI`);
+  return lines;
+}
+
+/** with --serve and --ledger: settle payments and publish reputation this often */
+const DEMO_EPOCH_MS = 5_000;
 
 const short = (peerId: string) => `…${peerId.slice(-6)}`;
 const round = (x: number) => Math.round(x * 1000) / 1000;

@@ -3,6 +3,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { createApiServer } from '../api/server.js';
 import { createMetrics } from '../api/metrics.js';
 import { FALLBACK_REASONS, UpstreamFallback, type FallbackReason } from '../api/fallback.js';
+import { openLedger } from '../ledger/open.js';
+import type { Address } from '../ledger/ledger.js';
 import { Gateway } from '../gateway/gateway.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
@@ -48,8 +50,14 @@ export function register(program: Command): void {
       whenArg,
     )
     .option('--fallback-timeout-ms <n>', 'fallback upstream request time-out (ms)', intArg, 120_000)
+    .option('--ledger <spec>', 'ledger for evidence, per-epoch payments and reputation, and stake-aware routing: sqlite:PATH | evm:RPC_URL@ADDRESS')
+    .option('--ledger-account <address>', 'with --ledger: the client account requests are charged to (default: the gateway\'s own address)')
+    .option('--epoch-ms <n>', 'with --ledger: settle payments and publish reputation this often (ms)', intArg, 60_000)
     .action(
       async (o: {
+        ledger?: string;
+        ledgerAccount?: string;
+        epochMs: number;
         model: string;
         port: number;
         host: string;
@@ -94,7 +102,11 @@ export function register(program: Command): void {
             })
           : undefined;
         const metrics = createMetrics();
+        if (o.ledgerAccount !== undefined && !/^0x[0-9a-fA-F]{40}$/.test(o.ledgerAccount))
+          throw new Error(`--ledger-account must be an address (0x + 40 hex digits), got '${o.ledgerAccount}'`);
+        const ledger = o.ledger ? await openLedger(o.ledger) : undefined;
         const gw = await Gateway.start({
+          ...(ledger ? { ledger: { ledger, account: (o.ledgerAccount ?? identity.address) as Address, epochMs: o.epochMs } } : {}),
           identity,
           metrics: metrics.registry,
           // no swarm to join and a fallback: every request goes upstream (no lookups to wait for)
@@ -116,6 +128,7 @@ export function register(program: Command): void {
           requestTimeoutMs: o.requestTimeoutMs,
           headersTimeoutMs: o.headersTimeoutMs,
           idleTimeoutMs: o.idleTimeoutMs,
+          onUsage: (u) => gw.chargeUsage(u.total_tokens),
         });
         if (o.dashboard) mountDashboard(api.app, new Dashboard(gw, { fallback: fallback && (() => fallback.describe()) }));
         let stopping = false;
@@ -123,7 +136,8 @@ export function register(program: Command): void {
           if (stopping) return;
           stopping = true;
           await api.close().catch(() => undefined);
-          await gw.close().catch(() => undefined);
+          await gw.close().catch(() => undefined); // settles the open epoch
+          await ledger?.close().catch(() => undefined);
           process.exit(code);
         };
         process.once('SIGINT', () => void stop(0));

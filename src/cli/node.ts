@@ -5,6 +5,7 @@
 //   ODSI_ACCOUNTABILITY=0  no receipts, commitments or audits   ODSI_CHAIN_ID  the records' domain
 //   ODSI_CRYPTO_WORKER=0   sign on the main thread              ODSI_PASSPHRASE  unlocks a keystore
 //   ODSI_ALLOW_FAULTS=1    allow --fault (tests and demos only)
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { runNode, type NodeAccountability } from '../node/run.js';
@@ -15,6 +16,9 @@ import { createNodeFaults } from '../testing/inject.js';
 import { DEFAULT_PEER_LIMITS } from '../node/peer-limits.js';
 import { DEFAULT_ARCHIVE_LIMITS } from '../accountability/node/step-archive.js';
 import { DEFAULT_REEXEC_LIMITS } from '../accountability/node/audit-exec.js';
+import type { ProtectionSync } from '../accountability/node/slashing-protection.js';
+import { openLedger } from '../ledger/open.js';
+import { LedgerStakeView } from '../ledger/stake-view.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 
 interface NodeCliOptions {
@@ -48,6 +52,9 @@ interface NodeCliOptions {
   reexecInFlight: string;
   metricsPort?: string;
   metricsHost: string;
+  protectionDb?: string;
+  protectionSync: string;
+  ledger?: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -89,6 +96,18 @@ function share(name: string, v: string): number {
   return n;
 }
 
+function protectionSync(v: string): ProtectionSync {
+  if (v !== 'full' && v !== 'normal') throw new Error(`--protection-sync must be "full" or "normal", got "${v}"`);
+  return v;
+}
+
+/** The slashing-protection file: given, else beside the identity file; none for a throwaway identity. */
+function protectionDbPath(o: NodeCliOptions): string | undefined {
+  if (o.protectionDb) return o.protectionDb;
+  if (o.identity) return `${o.identity}.protection.db`;
+  return o.dataDir ? join(o.dataDir, 'protection.db') : undefined;
+}
+
 export function register(program: Command): void {
   program
     .command('node')
@@ -99,6 +118,12 @@ export function register(program: Command): void {
     .option('--bootstrap <multiaddr>', 'peer to join through, with /p2p/<id> (repeatable)', collect, [])
     .option('--identity <file>', 'node key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent')
     .option('--data-dir <dir>', 'directory for node state (identity at <dir>/node.key when --identity is not given)')
+    .option(
+      '--protection-db <file>',
+      'slashing-protection database (SQLite) of the slots this key signed; default <identity>.protection.db, or <data-dir>/protection.db',
+    )
+    .option('--ledger <spec>', 'read stake from this ledger: slashed identities are refused, staked ones get larger per-peer limits (sqlite:PATH | evm:RPC_URL@ADDRESS)')
+    .option('--protection-sync <full|normal>', 'fsync each signed slot (full), or leave it to the OS: survives a killed process, not a power cut (normal)', 'full')
     .option('--engine <ort|reference>', 'execution engine', 'reference')
     .option('--threads <n>', 'engine threads (ort)')
     .option('--kv-budget-mb <n>', 'memory for KV caches across sessions', '512')
@@ -136,6 +161,8 @@ export function register(program: Command): void {
       const env = process.env;
       const faults = createNodeFaults(o.fault, env.ODSI_ALLOW_FAULTS === '1'); // before anything loads: a refused fault stops here
       const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));
+      const ledger = o.ledger ? await openLedger(o.ledger) : undefined;
+      const stake = ledger ? await LedgerStakeView.open(ledger, { onError: (e) => log.warn({ err: e.message }, 'ledger read failed') }) : undefined;
       const probe = openModel(o.model);
       const nLayers = probe.config.nLayers;
       probe.close();
@@ -168,6 +195,9 @@ export function register(program: Command): void {
         },
         maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
         accountability: accountabilityFrom(env, o),
+        protectionDb: protectionDbPath(o),
+        protectionSync: protectionSync(o.protectionSync),
+        stake,
         decorate: faults,
         metricsPort: o.metricsPort === undefined ? undefined : nonNegInt('--metrics-port', o.metricsPort),
         metricsHost: o.metricsHost,
@@ -195,6 +225,8 @@ export function register(program: Command): void {
           log.info({ sig }, 'stopping');
           const force = setTimeout(() => process.exit(1), 5000);
           force.unref();
+          stake?.stop();
+          void ledger?.close();
           node.stop().then(resolve, (e: Error) => {
             log.error({ err: e.message }, 'stop failed');
             resolve();

@@ -22,6 +22,10 @@ import { modelNameOf } from './local.js';
 import { PipelineBackend, type RequestPipeline } from './pipeline-backend.js';
 import { NoRouteError, type Route, type RouteCandidate } from '../routing/router.js';
 import { BanList } from '../routing/bans.js';
+import type { StakeView } from '../routing/stake.js';
+import type { Address, Ledger } from '../ledger/ledger.js';
+import { LedgerStakeView } from '../ledger/stake-view.js';
+import { GatewaySettlement } from '../ledger/settlement.js';
 import { CostPlanner, StaticCandidates, type CandidateSource, type RoutePlanner } from '../routing/planner.js';
 import { TimedStage } from './timed.js';
 import { Discovery } from './discovery.js';
@@ -69,6 +73,21 @@ export interface GatewayOptions {
   /** register the gateway's metrics (coverage, recoveries, audits, fallback, DHT lookups) here,
    *  e.g. the API server's registry so /metrics shows both */
   metrics?: Registry;
+  /** stake and reputation (e.g. the ledger's view): who may be routed to or audit, weights, probation audit rates */
+  stake?: StakeView;
+  /** the ledger this gateway settles with: evidence, per-epoch payments, reputation (never on the token path) */
+  ledger?: GatewayLedgerConfig;
+}
+
+/** How the gateway uses a ledger (opened by the CLI, which also closes it). */
+export interface GatewayLedgerConfig {
+  ledger: Ledger;
+  /** the client account requests are charged to */
+  account: Address;
+  /** settle an epoch this often (default 60 s; 0: only on settle()) */
+  epochMs?: number;
+  /** re-read stake and reputation this often (default 5 s) */
+  stakeRefreshMs?: number;
 }
 
 /** How the gateway holds the route's nodes to account (read from the environment by the CLI). */
@@ -132,6 +151,10 @@ export class Gateway extends PipelineBackend {
   accountability?: GatewayAccountability;
   /** Prometheus metrics, when GatewayOptions.metrics names a registry */
   readonly metrics?: GatewayMetrics;
+  /** with a ledger: evidence submission, payments and reputation per epoch */
+  settlement?: GatewaySettlement;
+  /** with a ledger: stake and reputation as routing reads them */
+  stakeView?: LedgerStakeView;
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -173,7 +196,7 @@ export class Gateway extends PipelineBackend {
       this.source = this.discovery;
     }
     this.load = new SessionLoad(this.source);
-    this.planner = new CostPlanner(this.load, { nLayers, bans: this.bans, seed: opts.routeSeed });
+    this.planner = new CostPlanner(this.load, { nLayers, bans: this.bans, seed: opts.routeSeed, stake: opts.stake });
   }
 
   static async start(opts: GatewayOptions): Promise<Gateway> {
@@ -191,7 +214,10 @@ export class Gateway extends PipelineBackend {
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       // a RESULT carries at most a whole context's rows (plus its receipts)
       const routes = await RouteClient.start(host, { maxResultBytes: src.config.contextLength * src.config.dim * 4 + (1 << 20) });
-      const gw = new Gateway(opts, host, routes, src, stages[0]!, stages[1]!, tokenizer, modelId);
+      const lc = opts.ledger;
+      const stakeView = lc ? await LedgerStakeView.open(lc.ledger, { refreshMs: lc.stakeRefreshMs }) : undefined;
+      const gw = new Gateway({ ...opts, stake: opts.stake ?? stakeView }, host, routes, src, stages[0]!, stages[1]!, tokenizer, modelId);
+      gw.stakeView = stakeView;
       // accountability: receipt checks + audits, re-executed by other nodes of the swarm (src/accountability/gateway)
       const acc = opts.accountability ?? {};
       if (acc.enabled !== false)
@@ -205,7 +231,20 @@ export class Gateway extends PipelineBackend {
           holdAtRate: acc.holdAtRate,
           reputation: acc.reputation,
           auditors: () => acc.auditors ?? gw.source.candidates(),
+          stake: opts.stake ?? stakeView,
+          onReceipts: lc ? (r) => gw.settlement?.addReceipts(r) : undefined,
         });
+      if (lc) {
+        gw.settlement = new GatewaySettlement({
+          ledger: lc.ledger,
+          signer: host.identity,
+          evidence: gw.accountability?.queue,
+          stake: stakeView,
+          audits: () => gw.accountability?.audits ?? [],
+          epochMs: lc.epochMs ?? 60_000,
+        });
+        gw.settlement.start();
+      }
       gw.discovery?.start();
       return gw;
     } catch (e) {
@@ -384,11 +423,28 @@ export class Gateway extends PipelineBackend {
     };
   }
 
+  /** Charges the ledger's client account for a request's usage (prompt + completion tokens, as the API reported them). */
+  chargeUsage(totalTokens: number): void {
+    if (this.settlement && this.opts.ledger) this.settlement.charge(this.opts.ledger.account, totalTokens);
+  }
+
+  /** Submits pending evidence, then settles the open epoch with the ledger (no-op without one). */
+  async settle(): Promise<void> {
+    await this.accountability?.settled();
+    await this.settlement?.drained();
+    await this.settlement?.settle();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.discovery?.close();
     await this.accountability?.dispose().catch(() => undefined);
+    // the open epoch is settled before the gateway goes (the ledger itself is the caller's to close)
+    await this.settlement?.drained().catch(() => undefined);
+    await this.settlement?.settle().catch(() => undefined);
+    await this.settlement?.stop().catch(() => undefined);
+    this.stakeView?.stop();
     await this.routes.stop();
     await this.host.stop().catch(() => undefined);
     await this.embed.dispose().catch(() => undefined);

@@ -25,6 +25,8 @@ export interface LocalSwarmOptions {
   metrics?: boolean;
   /** extra arguments for every node */
   extraArgs?: string[];
+  /** key file of node i (created on first start); default: a fresh key per start */
+  identityFile?: (index: number) => string | undefined;
   /** fault-tolerance: extra arguments for node i only (e.g. --fault specs) */
   nodeArgs?: (index: number) => string[];
 }
@@ -84,6 +86,7 @@ function startNode(o: LocalSwarmOptions, index: number, bootstrap: string[]): Pr
     readyTimeoutMs: o.readyTimeoutMs,
     logLevel: o.logLevel,
     inheritStderr: o.inheritStderr,
+    identityFile: o.identityFile?.(index),
     extraArgs: [...(o.metrics ? ['--metrics-port', '0'] : []), ...(o.extraArgs ?? []), ...(o.nodeArgs?.(index) ?? [])],
   });
 }

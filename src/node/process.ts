@@ -135,7 +135,8 @@ export class NodeProcess {
       String(o.benchTokens ?? 0),
       '--log-level',
       o.logLevel ?? 'warn',
-      ...(o.identityFile ? ['--identity', o.identityFile] : []),
+      // one machine: the OS keeps a killed node's last writes, so its slashing protection need not fsync each step
+      ...(o.identityFile ? ['--identity', o.identityFile, '--protection-sync', 'normal'] : []),
       ...(o.modelId ? ['--model-id', o.modelId] : []),
       ...(o.bootstrap ?? []).flatMap((b) => ['--bootstrap', b]),
       ...(faults ?? []).flatMap((f) => ['--fault', f]),

@@ -23,11 +23,13 @@ import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
 import { NodeMetrics, serveMetrics } from './metrics.js';
 import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
+import { limitWeight, type StakeView } from '../routing/stake.js';
 import { NO_STAMPER, type StepStamper } from './stamper.js';
 import { NodeStamper } from '../accountability/node/stamper.js';
 import type { ArchiveLimits } from '../accountability/node/step-archive.js';
 import type { ReexecLimits } from '../accountability/node/audit-exec.js';
 import { CryptoPool } from '../accountability/records/crypto-pool.js';
+import { SlashingProtectionDb, type ProtectionSync } from '../accountability/node/slashing-protection.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 
 export const NODE_VERSION = 'odsi/0.1.0';
@@ -57,6 +59,12 @@ export interface NodeOptions {
   maxConnectionsPerPeer?: number;
   /** receipts, commitments and audits (absent: accountability is off) */
   accountability?: NodeAccountability;
+  /** stake (e.g. the ledger's view): scales each remote peer's limits (PeerLimits.weight); an excluded identity is refused */
+  stake?: StakeView;
+  /** SQLite file of the slots this key signed (slashing protection across restarts); absent: in memory only */
+  protectionDb?: string;
+  /** how durably each signed slot is written (default 'full': fsync) */
+  protectionSync?: ProtectionSync;
   /** wrappers applied once the node is measured (the CLI's test-only fault injection) */
   decorate?: NodeDecorators;
   /** serve Prometheus metrics at http://<metricsHost>:<metricsPort>/metrics (0 = any free port) */
@@ -127,6 +135,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
   const identityFile = o.identityFile ?? (o.dataDir ? join(o.dataDir, 'node.key') : undefined);
   const identity = await loadOrCreateIdentity(identityFile, o.passphrase, log);
   const host = await createHost({ identity, listen: o.listen, bootstrap: o.bootstrap, maxConnectionsPerPeer: o.maxConnectionsPerPeer });
+  let protection: SlashingProtectionDb | undefined;
   try {
     let range: [number, number];
     if (o.layers === 'auto') {
@@ -162,10 +171,22 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
     const acct = o.accountability;
     let stamper: StepStamper = NO_STAMPER;
     if (acct) {
-      stamper = new NodeStamper({ host, domain: acct.domain, crypto: new CryptoPool({ worker: acct.cryptoWorker }), limits: acct.archive });
+      if (o.protectionDb) {
+        protection = new SlashingProtectionDb(o.protectionDb, identity.address, o.protectionSync);
+        log.info({ file: o.protectionDb, sync: o.protectionSync ?? 'full' }, 'slashing protection: signed sessions kept on disk');
+      }
+      stamper = new NodeStamper({
+        host,
+        domain: acct.domain,
+        crypto: new CryptoPool({ worker: acct.cryptoWorker }),
+        limits: acct.archive,
+        protection,
+      });
       stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
     }
-    const limits = new PeerLimits({ ...o.peerLimits, log });
+    const stakeView = o.stake;
+    const weight = stakeView ? (peer: string) => limitWeight(stakeView, peer) : undefined;
+    const limits = new PeerLimits({ ...o.peerLimits, ...(weight ? { weight } : {}), log });
     const metrics: NodeMetrics | undefined =
       o.metricsPort === undefined
         ? undefined
@@ -264,12 +285,14 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
         await metricsHttp?.close();
         await Promise.race([announcing, new Promise((r) => setTimeout(r, 500))]);
         await host.stop();
+        protection?.close();
         await stage.dispose();
         src.close();
       },
     };
   } catch (e) {
     await host.stop();
+    protection?.close();
     src.close();
     throw e;
   }

@@ -2,8 +2,12 @@
 // banned and otherwise unavailable peers. The source is chosen at start-up: DHT discovery
 // (src/gateway/discovery.ts) or a fixed list (tests, benchmarks, a statically configured
 // gateway). The planner itself is pure: it reads the source and the ban list on every call.
+// With a StakeView (stake.ts) it routes only to eligible, not excluded identities, and for each
+// layer range draws one of the comparable candidates (cost within comparableSpread of the
+// cheapest) with probability proportional to its stake weight; the others sit this call out.
 
-import { selectRoute, type Route, type RouteCandidate } from './router.js';
+import { DEFAULT_FULL_CACHE_PENALTY_MS, DEFAULT_LOAD_WEIGHT, DEFAULT_UNKNOWN_RTT_MS, selectRoute, type Route, type RouteCandidate } from './router.js';
+import { addressOfPeerId, peerEligible, pickByWeight, uniformSource, type StakeView } from './stake.js';
 
 /** Where routes come from: the gateway's planner, for first routes and replacements alike. */
 export interface RoutePlanner {
@@ -49,6 +53,10 @@ export interface CostPlannerOptions {
   seed?: number;
   /** the router's near-tie spread (default: the router's) */
   tieJitter?: number;
+  /** stake and reputation: eligibility and weights (absent: every candidate may serve, cost alone decides) */
+  stake?: StakeView;
+  /** candidates of one range within this relative cost of its cheapest are drawn by weight (default 0.5) */
+  comparableSpread?: number;
 }
 
 /** The least-cost route over a candidate source, skipping banned and unavailable peers. */
@@ -62,13 +70,55 @@ export class CostPlanner implements RoutePlanner {
 
   route(opts: { exclude?: Set<string>; needKvTokens?: number } = {}): Route {
     const exclude = new Set([...(this.o.bans?.active() ?? []), ...this.source.unavailable(), ...(opts.exclude ?? [])]);
-    return selectRoute(this.source.candidates(), {
+    const seed = this.o.seed === undefined ? undefined : this.o.seed + this.calls++;
+    const candidates = this.source.candidates();
+    const rttMs = this.source.rttMs();
+    if (this.o.stake) this.drawByStake(this.o.stake, candidates, rttMs, exclude, opts.needKvTokens, seed);
+    return selectRoute(candidates, {
       nLayers: this.o.nLayers,
-      rttMs: this.source.rttMs(),
+      rttMs,
       exclude,
       needKvTokens: opts.needKvTokens,
       tieJitter: this.o.tieJitter,
-      seed: this.o.seed === undefined ? undefined : this.o.seed + this.calls++,
+      seed,
     });
+  }
+
+  /**
+   * Adds to `exclude` every identity that may not serve, and, per layer range, all comparable
+   * candidates but one drawn with probability ∝ stake weight.
+   */
+  private drawByStake(
+    stake: StakeView,
+    candidates: readonly RouteCandidate[],
+    rttMs: ReadonlyMap<string, number>,
+    exclude: Set<string>,
+    needKvTokens: number | undefined,
+    seed: number | undefined,
+  ): void {
+    const groups = new Map<string, RouteCandidate[]>();
+    for (const c of candidates) {
+      if (exclude.has(c.peerId)) continue;
+      if (!peerEligible(stake, c.peerId)) {
+        exclude.add(c.peerId);
+        continue;
+      }
+      const k = `${c.start}:${c.end}`;
+      groups.set(k, [...(groups.get(k) ?? []), c]);
+    }
+    // the router's own estimate of a hop (compute with load, link in, full-cache penalty)
+    const cost = (c: RouteCandidate) =>
+      c.msPerToken * (1 + DEFAULT_LOAD_WEIGHT * Math.max(0, c.load)) +
+      (rttMs.get(c.peerId) ?? DEFAULT_UNKNOWN_RTT_MS) / 2 +
+      (needKvTokens !== undefined && c.freeKvTokens < needKvTokens ? DEFAULT_FULL_CACHE_PENALTY_MS : 0);
+    const spread = this.o.comparableSpread ?? 0.5;
+    const u = uniformSource(seed === undefined ? undefined : seed ^ 0x5bd1e995);
+    for (const group of groups.values()) {
+      if (group.length < 2) continue;
+      const best = Math.min(...group.map(cost));
+      const comparable = group.filter((c) => cost(c) <= best * (1 + spread) + 1e-9);
+      const chosen = pickByWeight(comparable, (c) => stake.weight(addressOfPeerId(c.peerId)!), u());
+      for (const c of comparable) if (c !== chosen) exclude.add(c.peerId);
+    }
   }
 }

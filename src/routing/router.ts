@@ -71,6 +71,14 @@ export interface RouterOptions {
   seed?: number;
 }
 
+/** relative compute increase per active session, unless RouterOptions.loadWeight says otherwise */
+export const DEFAULT_LOAD_WEIGHT = 0.5;
+/** RTT assumed for a peer the gateway could not measure, unless RouterOptions.unknownRttMs says otherwise */
+export const DEFAULT_UNKNOWN_RTT_MS = 150;
+
+/** added to a hop whose free KV cache is too small, unless RouterOptions.fullCachePenaltyMs says otherwise */
+export const DEFAULT_FULL_CACHE_PENALTY_MS = 5000;
+
 /** No set of usable nodes covers every layer. `uncovered` lists half-open layer ranges. */
 export class NoRouteError extends Error {
   constructor(
@@ -107,11 +115,11 @@ export function selectRoute(candidates: readonly RouteCandidate[], opts: RouterO
     );
   }
 
-  const unknownRtt = opts.unknownRttMs ?? 150;
+  const unknownRtt = opts.unknownRttMs ?? DEFAULT_UNKNOWN_RTT_MS;
   const rtt = (p: string) => opts.rttMs?.get(p) ?? unknownRtt;
   const pairRtt = (a: string, b: string) => opts.pairRttMs?.(a, b) ?? (rtt(a) + rtt(b)) / 2;
-  const loadWeight = opts.loadWeight ?? 0.5;
-  const penalty = opts.fullCachePenaltyMs ?? 5000;
+  const loadWeight = opts.loadWeight ?? DEFAULT_LOAD_WEIGHT;
+  const penalty = opts.fullCachePenaltyMs ?? DEFAULT_FULL_CACHE_PENALTY_MS;
   const jitter = opts.tieJitter ?? 0.05;
   const rand = seededUniform(opts.seed ?? randomSeed());
   // one jitter factor per candidate and call: near-equal routes are picked at random

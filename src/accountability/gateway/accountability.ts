@@ -7,7 +7,9 @@ import type { Identity } from '../../identity/identity.js';
 import type { WeightSource } from '../../model/types.js';
 import type { OdsiHost } from '../../p2p/host.js';
 import type { StepVerifier } from '../../route/step-verifier.js';
+import type { StakeView } from '../../routing/stake.js';
 import type { OdsiDomain } from '../records/eip712.js';
+import type { SignedReceipt } from '../records/receipts.js';
 import type { Evidence, EvidenceQueue } from '../records/evidence.js';
 import { Referee } from './auditor.js';
 import { AuditScheduler, type AuditSchedulerOptions } from './audit-scheduler.js';
@@ -30,6 +32,10 @@ export interface GatewayAccountabilityOptions extends AuditSchedulerOptions {
   queue?: EvidenceQueue<Evidence>;
   /** nodes that may re-execute audits (the swarm the gateway knows); none: the referee does */
   auditors?: () => readonly AuditPeer[];
+  /** stake and reputation (the ledger's view): probation audit rates, auditor eligibility */
+  stake?: StakeView;
+  /** each step's receipts once their chain of custody holds (payments) */
+  onReceipts?: (receipts: readonly SignedReceipt[]) => void;
 }
 
 export interface GatewayAccountability {
@@ -56,10 +62,10 @@ export function createGatewayAccountability(o: GatewayAccountabilityOptions): Ga
   const verdicts = new Verdicts({ bans: o.bans, queue: o.queue });
   const referee = new Referee(o.src);
   const scheduler = new AuditScheduler(
-    { host: o.host, identity: o.identity ?? o.host.identity, domain: o.domain, referee, verdicts, auditors: o.auditors },
+    { host: o.host, identity: o.identity ?? o.host.identity, domain: o.domain, referee, verdicts, auditors: o.auditors, stake: o.stake },
     o,
   );
-  const checks = new RouteStepChecks({ domain: o.domain, verdicts, scheduler });
+  const checks = new RouteStepChecks({ domain: o.domain, verdicts, scheduler, onReceipts: o.onReceipts });
   const settled = async (): Promise<void> => {
     // a held step may queue background audits after verification: wait until neither moves
     for (let i = 0; i < 100; i++) {

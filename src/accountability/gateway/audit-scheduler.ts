@@ -8,6 +8,9 @@
 // does not fit is counted as skipped). An audit (route-audit.ts) is re-executed by another
 // node serving exactly the hop's layers — round robin, never the hop itself, never a
 // convicted or banned peer — or else by the gateway's referee. Outcomes go to Verdicts.
+// With stake (routing/stake.ts StakeView, the ledger's view): every identity is audited at
+// least at the rate the ledger's rules give it (high on probation), and auditors are chosen
+// only among eligible identities that are not excluded (slashed).
 
 import { randomBytes } from 'node:crypto';
 import { bytesToHex } from '@noble/hashes/utils.js';
@@ -18,6 +21,7 @@ import type { Hex, OdsiDomain } from '../records/eip712.js';
 import type { SignedReceipt } from '../records/receipts.js';
 import { auditRate, auditSelected } from '../checks/audit.js';
 import { addressOfPeer } from '../records/wire.js';
+import { addressOfPeerId, peerEligible, type StakeView } from '../../routing/stake.js';
 import type { Referee } from './auditor.js';
 import { runAudit, type AuditOutcome, type AuditPeer, type AuditTarget } from './route-audit.js';
 import type { AuditRecord, Verdicts } from './verdicts.js';
@@ -50,6 +54,8 @@ export interface AuditSchedulerDeps {
   verdicts: Verdicts;
   /** nodes that may re-execute audits (the swarm the gateway knows); none: the referee does */
   auditors?: () => readonly AuditPeer[];
+  /** stake and reputation: probation audit rates, auditor eligibility */
+  stake?: StakeView;
 }
 
 export class AuditScheduler {
@@ -77,8 +83,10 @@ export class AuditScheduler {
   rateFor(peerId: string): number {
     const own = this.perPeer.get(peerId);
     if (own !== undefined) return own;
-    if (this.o.reputation && this.defaultRate === 0) return auditRate(this.d.verdicts.passesOf(peerId));
-    return this.defaultRate;
+    const base = this.o.reputation && this.defaultRate === 0 ? auditRate(this.d.verdicts.passesOf(peerId)) : this.defaultRate;
+    const address = this.d.stake ? addressOfPeerId(peerId) : undefined;
+    const ruled = address === undefined ? undefined : this.d.stake!.auditRate(address);
+    return ruled === undefined ? base : Math.max(base, Math.min(1, Math.max(0, ruled)));
   }
 
   /** Whether audits of this peer hold its steps until the verdict. */
@@ -99,10 +107,15 @@ export class AuditScheduler {
     return picked;
   }
 
-  /** Another node serving exactly the hop's layers (round robin), never the hop itself or a banned/convicted one. */
+  /** Another node serving exactly the hop's layers (round robin), never the hop itself, a banned/convicted one or (with stake) an ineligible one. */
   pickAuditor(hop: AuditPeer): AuditPeer | undefined {
     const ok = (this.d.auditors?.() ?? []).filter(
-      (p) => p.start === hop.start && p.end === hop.end && p.peerId !== hop.peerId && this.d.verdicts.inGoodStanding(p.peerId),
+      (p) =>
+        p.start === hop.start &&
+        p.end === hop.end &&
+        p.peerId !== hop.peerId &&
+        this.d.verdicts.inGoodStanding(p.peerId) &&
+        (!this.d.stake || peerEligible(this.d.stake, p.peerId)),
     );
     if (!ok.length) return undefined;
     return ok[this.auditorTurn++ % ok.length];

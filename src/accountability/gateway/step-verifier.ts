@@ -26,6 +26,8 @@ export interface RouteStepChecksDeps {
   domain: OdsiDomain;
   verdicts: Verdicts;
   scheduler: AuditScheduler;
+  /** each step's receipts (one per hop) once their chain of custody holds (e.g. payment credits) */
+  onReceipts?: (receipts: readonly SignedReceipt[]) => void;
 }
 
 /** per hop index: step → the receipt seen in the chain (what audits of that hop replay) */
@@ -85,6 +87,7 @@ export class RouteStepChecks implements StepVerifier {
     }
     stats.receipts += receipts.length;
     stats.receiptBytes += linkBytes(receipts);
+    this.d.onReceipts?.(receipts);
     const st = this.session(v.sessionId, hops.length);
     receipts.forEach((r, i) => {
       const m = st[i]!;

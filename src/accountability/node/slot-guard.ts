@@ -13,9 +13,13 @@
 // refused before compute (the node answers busy) rather than forgetting a signed slot early. One
 // owner (the gateway that signed the session's OPEN) may hold at most maxSlotsPerOwner of them,
 // so a peer filling the guard with its own cheap steps is refused alone, not everyone.
+// Across restarts: with a journal (slashing-protection.ts, a SQLite file) every slot is written
+// durably before its receipt is signed and the slots inside the window are loaded at start, so
+// a node killed mid-session and restarted with the same key still signs each slot once.
 
 import type { Hex } from '../records/eip712.js';
 import type { SignedReceipt } from '../records/receipts.js';
+import type { SlotJournal } from './slashing-protection.js';
 
 export interface SlotGuardLimits {
   /** how long a slot is remembered after it was claimed */
@@ -40,8 +44,22 @@ export class SlotGuard {
   private readonly slots = new Map<string, Slot>();
   /** slots held per owner */
   private readonly held = new Map<string, number>();
+  /** slots forgotten in memory but still on the journal (pruned in batches) */
+  private unpruned = 0;
 
-  constructor(private readonly limits: SlotGuardLimits) {}
+  /** `journal`: the durable record (the slots inside the window are loaded from it now) */
+  constructor(
+    private readonly limits: SlotGuardLimits,
+    private readonly journal?: SlotJournal,
+    now = Date.now(),
+  ) {
+    for (const s of journal?.load(now - limits.windowMs + 1) ?? []) this.remember(s.key, s);
+  }
+
+  private remember(key: string, s: Slot): void {
+    this.slots.set(key, { inputHash: s.inputHash, outputHash: s.outputHash, owner: s.owner, at: s.at });
+    this.held.set(s.owner, (this.held.get(s.owner) ?? 0) + 1);
+  }
 
   get size(): number {
     return this.slots.size;
@@ -78,24 +96,31 @@ export class SlotGuard {
   /**
    * At signing: `sign` runs only when the slot is free, or signed before for exactly this input
    * and output (a retransmission: the signer gives the receipt already given, or one with the
-   * same output); anything else for a signed slot gets no receipt (undefined).
+   * same output); anything else for a signed slot gets no receipt (undefined). A new slot is
+   * on the journal before `sign` runs (a journal that cannot write: it throws, nothing signed).
    */
   signOnce(key: string, inputHash: Hex, outputHash: Hex, sign: () => SignedReceipt, owner = ''): SignedReceipt | undefined {
     const s = this.slots.get(key);
     if (s) return s.inputHash === inputHash.toLowerCase() && s.outputHash === outputHash.toLowerCase() ? sign() : undefined;
-    const receipt = sign();
-    this.slots.set(key, { inputHash: inputHash.toLowerCase(), outputHash: outputHash.toLowerCase(), owner, at: Date.now() });
-    this.held.set(owner, (this.held.get(owner) ?? 0) + 1);
-    return receipt;
+    const slot: Slot = { inputHash: inputHash.toLowerCase(), outputHash: outputHash.toLowerCase(), owner, at: Date.now() };
+    this.journal?.record({ key, ...slot });
+    this.remember(key, slot);
+    return sign();
   }
 
   private expire(now: number): void {
     for (const [k, s] of this.slots) {
-      if (now - s.at < this.limits.windowMs) return;
+      if (now - s.at < this.limits.windowMs) break;
       this.slots.delete(k);
       const n = (this.held.get(s.owner) ?? 1) - 1;
       if (n > 0) this.held.set(s.owner, n);
       else this.held.delete(s.owner);
+      this.unpruned++;
+    }
+    // the journal forgets in batches (one DELETE per 256 expired slots, or when memory is full)
+    if (this.journal && this.unpruned > 0 && (this.unpruned >= 256 || this.slots.size >= this.limits.maxSlots)) {
+      this.journal.prune(now - this.limits.windowMs + 1); // exactly the expired ones, whatever their order
+      this.unpruned = 0;
     }
   }
 }

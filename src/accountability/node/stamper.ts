@@ -20,7 +20,8 @@
 //
 // Never twice for one slot (slot-guard.ts): claim, before anything is committed or computed,
 // refuses a second, different input for a (request, session, step) this node already took; sign
-// gives a slot at most one receipt for the challenge window, whatever sessions came and went.
+// gives a slot at most one receipt for the challenge window, whatever sessions came and went —
+// and, with a slashing-protection database, whatever crashes and restarts came in between.
 
 import type { OdsiHost } from '../../p2p/host.js';
 import type { Dtype, OpenHeader, StepHeader } from '../../protocol/messages.js';
@@ -40,6 +41,7 @@ import { ReceiptSigner, SignerError } from '../records/signer.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
 import { DEFAULT_ARCHIVE_LIMITS, StepArchive, type ArchiveLimits } from './step-archive.js';
 import { SlotGuard, type ClaimResult } from './slot-guard.js';
+import type { SlotJournal } from './slashing-protection.js';
 
 /** A STEP as this hop received it (before compute). */
 export interface ArrivingStep {
@@ -93,6 +95,8 @@ export interface NodeStamperOptions {
   /** where signatures are made and checked (a worker thread, or the calling thread) */
   crypto: CryptoPool;
   limits?: Partial<ArchiveLimits>;
+  /** the durable record of signed slots (slashing-protection.ts); none: this process remembers them only */
+  protection?: SlotJournal;
 }
 
 const us = (ms: number) => Math.max(0, Math.round(ms * 1000));
@@ -158,7 +162,10 @@ export class NodeStamper {
     this.archive = new StepArchive(o.host, limits, o.domain);
     const maxSlots = limits.maxSessions * 1024;
     // one owner may hold a quarter of the slots (as of the KV budget, node/peer-limits.ts)
-    this.guard = new SlotGuard({ windowMs: limits.challengeWindowMs, maxSlots, maxSlotsPerOwner: Math.ceil(maxSlots / 4) });
+    this.guard = new SlotGuard(
+      { windowMs: limits.challengeWindowMs, maxSlots, maxSlotsPerOwner: Math.ceil(maxSlots / 4) },
+      o.protection,
+    );
   }
 
   /** The hash of a step's input bytes: claim, custody check and commitment all need it, once. */

@@ -6,6 +6,7 @@ import { openModel } from '../../../src/model/load.js';
 import type { WeightSource } from '../../../src/model/types.js';
 import { createHost, type OdsiHost } from '../../../src/p2p/host.js';
 import { BanList } from '../../../src/routing/bans.js';
+import { StaticStakeView, type StakeView } from '../../../src/routing/stake.js';
 import { Referee } from '../../../src/accountability/gateway/auditor.js';
 import { AuditScheduler, type AuditSchedulerOptions } from '../../../src/accountability/gateway/audit-scheduler.js';
 import type { AuditPeer } from '../../../src/accountability/gateway/route-audit.js';
@@ -27,11 +28,11 @@ after(async () => {
 
 const peer = (n: number, start = 2, end = 5): AuditPeer => ({ peerId: testIdentity(n).peerId.toString(), addrs: [], start, end });
 
-function scheduler(auditors: readonly AuditPeer[], o: AuditSchedulerOptions = {}) {
+function scheduler(auditors: readonly AuditPeer[], o: AuditSchedulerOptions = {}, stake?: StakeView) {
   const bans = new BanList();
   const verdicts = new Verdicts({ bans });
   const s = new AuditScheduler(
-    { host, identity: host.identity, domain: DOMAIN, referee: new Referee(src), verdicts, auditors: () => auditors },
+    { host, identity: host.identity, domain: DOMAIN, referee: new Referee(src), verdicts, auditors: () => auditors, stake },
     o,
   );
   return { s, bans, verdicts };
@@ -94,4 +95,22 @@ test('selection: rate 1 picks the hop every step, rate 0 never, a rate in betwee
   s.setAuditRate(0.5, hops[0]!.peerId);
   const n = Array.from({ length: 400 }, () => s.select(hops, receipts).includes(0)).filter(Boolean).length;
   assert.ok(n > 100 && n < 300, `hop 0 selected ${n} times of 400 at rate 0.5`);
+});
+
+test('with stake: auditors only among eligible, not excluded identities; probation raises the audit rate above the default', () => {
+  const hop = peer(1);
+  const [staked, unstaked, slashed] = [peer(2), peer(3), peer(4)];
+  const addr = (n: number) => testIdentity(n).address;
+  const stake = new StaticStakeView([
+    [addr(1), { weight: 1, auditRate: 0.25 }], // on probation
+    [addr(2), { weight: 4, auditRate: 0.02 }], // proven
+    [addr(4), { weight: 4, excluded: true }],
+  ]);
+  const { s } = scheduler([hop, staked, unstaked, slashed], { auditRate: 0.05 }, stake);
+  for (let i = 0; i < 6; i++) assert.equal(s.pickAuditor(hop)?.peerId, staked.peerId);
+  assert.equal(s.rateFor(hop.peerId), 0.25, 'probation: the rules rate, above the gateway default');
+  assert.equal(s.rateFor(staked.peerId), 0.05, 'a proven identity: the gateway default is the floor');
+  assert.equal(s.rateFor(unstaked.peerId), 0.05, 'no opinion: the default');
+  s.setAuditRate(1, staked.peerId);
+  assert.equal(s.rateFor(staked.peerId), 1, 'a per-peer rate still rules');
 });

@@ -1,0 +1,175 @@
+// What the ledger costs on the token path, side by side in one run: two identical swarms of
+// `odsi node` processes (two halves of a model, accountability on in both), one gateway with a
+// SQLite ledger (stake-aware routing, evidence drain, receipts credited and usage charged per
+// request, an epoch settled every --epoch-ms while tokens flow; its nodes read stake from the
+// same ledger for their peer limits) and one without. Greedy generations alternate between the
+// two so load drift hits both alike. Reports decode ms/token (median and p95 of the per-step
+// wall time) on vs off and their ratio, and the settlements made meanwhile. Both sides audit at
+// the same rate (--audit-rate, default the rules' probation rate) so the difference is the ledger's.
+// (No anvil/EVM side yet.)
+//
+//   node --import ./dist/src/util/polyfill.js dist/bench/control-plane.js [--shape smollm2-135m] [--rounds 4] [--tokens 24] [--epoch-ms 2000]
+//
+// Without --shape it runs stories260K (per-token compute ~1 ms, so fixed costs show most).
+// Writes bench/results/control-plane[-<shape>].json.
+
+import '../src/util/polyfill.js';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Gateway } from '../src/gateway/gateway.js';
+import { openModel } from '../src/model/load.js';
+import { SHAPES, writeSyntheticGguf } from '../src/model/synth.js';
+import { modelIdentity } from '../src/model/identity.js';
+import { NodeProcess } from '../src/node/process.js';
+import { openDemoLedger } from '../src/cli/demo-ledger.js';
+import { DEFAULT_PARAMS, PPM } from '../src/ledger/rules.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const REPO = existsSync(resolve(here, '../package.json')) ? resolve(here, '..') : resolve(here, '../..');
+const STORIES = resolve(REPO, '../shared/models/stories260K/stories260K.gguf');
+const arg = (name: string, def: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+};
+const ROUNDS = Number(arg('rounds', '4'));
+const TOKENS = Number(arg('tokens', '24'));
+const EPOCH_MS = Number(arg('epoch-ms', '2000'));
+// both gateways audit at this rate: the ledger's rules put new (probation) identities at
+// auditRateMaxPpm, so the 'on' side would otherwise audit more, which is the rules' cost, not the ledger's
+const AUDIT_RATE = Number(arg('audit-rate', String(DEFAULT_PARAMS.auditRateMaxPpm / PPM)));
+const SHAPE = arg('shape', '');
+const OUT = resolve(arg('out', join(REPO, `bench/results/control-plane${SHAPE ? `-${SHAPE}` : ''}.json`)));
+
+async function modelPath(): Promise<string> {
+  if (!SHAPE) return STORIES;
+  if (!SHAPES[SHAPE]) throw new Error(`unknown --shape ${SHAPE}; known: ${Object.keys(SHAPES).join(', ')}`);
+  const p = join(REPO, 'bench/tmp', `${SHAPE}-f32.gguf`);
+  if (!existsSync(p)) {
+    mkdirSync(dirname(p), { recursive: true });
+    await writeSyntheticGguf({ shape: SHAPE, dtype: 'f32', seed: 1, out: p });
+  }
+  return p;
+}
+
+const pct = (xs: number[], q: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor(q * (s.length - 1) + 0.5))]! : 0;
+};
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'odsi-cp-'));
+  const MODEL = await modelPath();
+  const src = openModel(MODEL);
+  const L = src.config.nLayers;
+  const modelId = modelIdentity(src).modelId;
+  src.close();
+  const RANGES: [number, number][] = [
+    [0, L >> 1],
+    [L >> 1, L],
+  ];
+  const dl = await openDemoLedger('sqlite', RANGES.length);
+  const nodes: NodeProcess[] = [];
+  const gateways: Gateway[] = [];
+  const load0 = loadavg();
+  try {
+    const start = (tag: string, withLedger: boolean) =>
+      Promise.all(
+        RANGES.map((range, i) =>
+          NodeProcess.start({
+            model: MODEL,
+            range,
+            identityFile: withLedger ? dl.nodeKeyFile(i) : join(dir, `${tag}${i}.key`),
+            modelId,
+            announceIntervalMs: 600_000,
+            readyTimeoutMs: 300_000, // a bigger model loads slowly on a loaded VM
+            extraArgs: withLedger ? ['--ledger', dl.spec] : [],
+          }),
+        ),
+      );
+    const onNodes = await start('on', true);
+    const offNodes = await start('off', false);
+    nodes.push(...onNodes, ...offNodes);
+    const failover = SHAPE ? { graceMs: 10_000, minStepMs: 30_000 } : undefined;
+    const on = await Gateway.start({
+      modelPath: MODEL,
+      peers: onNodes.map((n) => n.candidate(1)),
+      identity: dl.gateway,
+      ledger: { ledger: dl.ledger, account: dl.client, epochMs: EPOCH_MS },
+      accountability: { auditRate: AUDIT_RATE },
+      failover,
+    });
+    gateways.push(on);
+    const off = await Gateway.start({ modelPath: MODEL, peers: offNodes.map((n) => n.candidate(1)), accountability: { auditRate: AUDIT_RATE }, failover });
+    gateways.push(off);
+    const prompt = on.tokenizer.encode('Once upon a time, there was a little', { addBos: true });
+    const run = async (gw: Gateway, id: string) => {
+      const stepMs: number[] = [];
+      const r = await gw.run({
+        promptIds: prompt,
+        maxTokens: TOKENS,
+        sampling: { temperature: 0 },
+        sessionId: id,
+        onToken: (t) => {
+          if (t.step > 0) stepMs.push(t.stepMs);
+        },
+      });
+      gw.chargeUsage(prompt.length + r.tokens.length); // what the API would report as usage
+      return { stepMs, tokens: r.tokens };
+    };
+    await run(on, 'warm-on');
+    await run(off, 'warm-off');
+    const msOn: number[] = [];
+    const msOff: number[] = [];
+    let same = true;
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const which of r % 2 === 0 ? ['on', 'off'] : ['off', 'on']) {
+        const res = await run(which === 'on' ? on : off, `${which}-${r}`);
+        (which === 'on' ? msOn : msOff).push(...res.stepMs);
+        if (res.tokens.length !== TOKENS) same = false;
+      }
+      process.stderr.write(`round ${r + 1}/${ROUNDS}: on p50 ${r3(pct(msOn, 0.5))} ms, off p50 ${r3(pct(msOff, 0.5))} ms\n`);
+    }
+    await on.settle();
+    const st = await dl.ledger.status();
+    const result = {
+      benchmark: 'control-plane',
+      date: new Date().toISOString(),
+      machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavgStart: load0, loadavgEnd: loadavg() },
+      model: SHAPE ? `synthetic ${SHAPE} f32` : 'stories260K',
+      layers: L,
+      ranges: RANGES,
+      rounds: ROUNDS,
+      tokensPerRun: TOKENS,
+      epochMs: EPOCH_MS,
+      auditRateBothSides: AUDIT_RATE,
+      ledger: 'sqlite',
+      evm: 'not measured (an anvil side is not implemented in this benchmark yet)',
+      decodeMsPerToken: {
+        on: { p50: r3(pct(msOn, 0.5)), p95: r3(pct(msOn, 0.95)), n: msOn.length },
+        off: { p50: r3(pct(msOff, 0.5)), p95: r3(pct(msOff, 0.95)), n: msOff.length },
+      },
+      ratioP50: r3(pct(msOn, 0.5) / pct(msOff, 0.5)),
+      differencePct: r3((pct(msOn, 0.5) / pct(msOff, 0.5) - 1) * 100),
+      settledEpochs: st.epoch,
+      ledgerEvents: st.events,
+      charged: st.totals.charged,
+      allRunsComplete: same,
+    };
+    mkdirSync(dirname(OUT), { recursive: true });
+    writeFileSync(OUT, JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  } finally {
+    for (const g of gateways) await g.close().catch(() => undefined);
+    await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
+    await dl.ledger.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,229 @@
+// The gateway's side of the ledger, never on the token path:
+//   - evidence: drains Verdicts' bounded queue into ledger.submitEvidence, one at a time, in
+//     the background (a slash refreshes the stake view, so the slashed identity leaves routing);
+//   - payments: accumulates, per epoch, the layer-steps proven by the receipts the gateway
+//     accepted (credits to their signers, weighted by rules.stepUnits) and what each client
+//     account was charged (rules.chargeFor of the tokens the API reported in `usage`), and
+//     settles them as ONE batch per epoch (settle(): on a timer, and at shutdown);
+//   - reputation: with each settlement, one report per identity seen (deadlines met/missed from
+//     the receipts, audits passed/failed from Verdicts' records, availability, throughput).
+// Everything is counted synchronously in memory (addReceipts/charge are O(hops)); the ledger
+// is touched only by the drain loop and settle().
+
+import type { Logger } from 'pino';
+import type { Evidence, EvidenceQueue } from '../accountability/records/evidence.js';
+import type { SignedReceipt } from '../accountability/records/receipts.js';
+import type { Address, EpochOutcome, EvidenceOutcome, Ledger, LedgerSigner, RejectCode, ReputationReport } from './ledger.js';
+import { PPM, chargeFor, stepUnits } from './rules.js';
+import type { LedgerStakeView } from './stake-view.js';
+
+/** An audit as Verdicts records it (the fields reputation needs). */
+export interface AuditSummary {
+  at: number;
+  accused: string;
+  pass: boolean;
+  incomplete?: boolean;
+}
+
+export interface GatewaySettlementOptions {
+  ledger: Ledger;
+  /** the gateway's key: registered, authorised by the operator, staked (its referee verdicts count) */
+  signer: LedgerSigner;
+  /** evidence to submit (Verdicts' queue) */
+  evidence?: EvidenceQueue<Evidence>;
+  /** refreshed after a slash or a settlement */
+  stake?: LedgerStakeView;
+  /** the gateway's audit records (bounded, oldest first) */
+  audits?: () => readonly AuditSummary[];
+  /** settle automatically this often (0: only when settle() is called; default 0) */
+  epochMs?: number;
+  log?: Logger;
+}
+
+/** What became of one piece of evidence on the ledger. */
+export interface SubmittedEvidence {
+  kind: Evidence['kind'];
+  accused?: string;
+  at: number;
+  outcome?: EvidenceOutcome['outcome'];
+  rejected?: { code: RejectCode; reason: string };
+}
+
+interface Credit {
+  units: bigint;
+  layerSteps: number;
+  met: number;
+  missed: number;
+  /** compute µs per layer-token, summed, and how many steps */
+  usPerLayerToken: number;
+  steps: number;
+}
+
+export class GatewaySettlement {
+  readonly submitted: SubmittedEvidence[] = [];
+  readonly settled: EpochOutcome[] = [];
+  /** settlement or reputation writes the ledger refused */
+  readonly refusals: string[] = [];
+  private credits = new Map<string, Credit>();
+  private charges = new Map<string, bigint>();
+  private lastSettledAt = Date.now();
+  private lane: Promise<unknown> = Promise.resolve();
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly o: GatewaySettlementOptions) {}
+
+  /** Starts draining evidence (and the epoch timer). */
+  start(): void {
+    this.o.evidence?.start(
+      (ev) => this.submit(ev),
+      (e) => this.o.log?.warn({ err: (e as Error).message }, 'ledger: evidence submission failed'),
+    );
+    if (this.o.epochMs) {
+      this.timer = setInterval(() => void this.settle().catch(() => undefined), this.o.epochMs);
+      this.timer.unref();
+    }
+  }
+
+  private async submit(ev: Evidence): Promise<void> {
+    const rec: SubmittedEvidence = { kind: ev.kind, at: Date.now() };
+    const r = await this.o.ledger.submitEvidence(this.o.signer, ev);
+    if (r.ok) {
+      rec.outcome = r.outcome;
+      rec.accused = r.outcome === 'slashed' ? r.slash.accused : r.accused;
+      if (r.outcome === 'slashed') await this.o.stake?.refresh();
+    } else rec.rejected = { code: r.code, reason: r.reason };
+    this.submitted.push(rec);
+    if (this.submitted.length > 1000) this.submitted.shift();
+    this.o.log?.info({ kind: ev.kind, outcome: rec.outcome, rejected: rec.rejected?.code }, 'ledger: evidence submitted');
+  }
+
+  /** The receipts of one step the gateway accepted (one per hop): credits to their signers. */
+  addReceipts(receipts: readonly SignedReceipt[]): void {
+    if (!receipts.length) return;
+    let maxCompute = -1;
+    let bottleneck = -1;
+    let budgets = 0;
+    receipts.forEach((r, i) => {
+      budgets += r.record.budgetUs;
+      if (r.record.computeUs > maxCompute) [maxCompute, bottleneck] = [r.record.computeUs, i];
+    });
+    const reference = Math.round(budgets / receipts.length);
+    receipts.forEach((s, i) => {
+      const r = s.record;
+      const layers = r.layerEnd - r.layerStart;
+      const met = r.budgetUs === 0 || r.recvUs + r.computeUs <= r.budgetUs;
+      const c = this.credits.get(r.signer.toLowerCase()) ?? { units: 0n, layerSteps: 0, met: 0, missed: 0, usPerLayerToken: 0, steps: 0 };
+      c.units += stepUnits({ layers, deadlineMet: met, budgetUs: r.budgetUs, referenceBudgetUs: reference, bottleneck: receipts.length > 1 && i === bottleneck });
+      c.layerSteps += layers;
+      if (met) c.met++;
+      else c.missed++;
+      c.usPerLayerToken += r.computeUs / Math.max(1, layers * r.nTokens);
+      c.steps++;
+      this.credits.set(r.signer.toLowerCase(), c);
+    });
+  }
+
+  /** A request's usage (prompt + completion tokens, as the API reported it) charged to `account`. */
+  charge(account: Address, tokens: number): void {
+    const k = account.toLowerCase();
+    this.charges.set(k, (this.charges.get(k) ?? 0n) + chargeFor(tokens, this.o.ledger.params));
+  }
+
+  /** charges accumulated for the open epoch (tests, status) */
+  pendingCharge(account: Address): bigint {
+    return this.charges.get(account.toLowerCase()) ?? 0n;
+  }
+
+  /** Settles the open epoch (serialised with other settlements); undefined when nothing happened. */
+  settle(): Promise<EpochOutcome | undefined> {
+    const run = this.lane.then(() => this.settleNow());
+    this.lane = run.catch(() => undefined);
+    return run;
+  }
+
+  private async settleNow(): Promise<EpochOutcome | undefined> {
+    const credits = this.credits;
+    const charges = this.charges;
+    const since = this.lastSettledAt;
+    this.credits = new Map();
+    this.charges = new Map();
+    this.lastSettledAt = Date.now();
+    if (!credits.size && !charges.size) return undefined;
+    const ledger = this.o.ledger;
+    const st = await ledger.status();
+    const known = new Map(st.identities.map((i) => [i.address.toLowerCase(), i.address]));
+    const balance = new Map(st.accounts.map((a) => [a.address.toLowerCase(), { address: a.address, balance: BigInt(a.balance) }]));
+    const batch = {
+      epoch: st.epoch + 1,
+      charges: [...charges].flatMap(([k, amount]) => {
+        const acct = balance.get(k);
+        if (!acct || acct.balance <= 0n) {
+          this.refusals.push(`account ${k} has no balance: ${amount} not charged`);
+          return [];
+        }
+        // never more than the balance (an overdraft would refuse the whole batch)
+        if (acct.balance < amount) this.refusals.push(`account ${k} holds ${acct.balance} < ${amount}: charged the balance`);
+        return [{ account: acct.address, amount: acct.balance < amount ? acct.balance : amount }];
+      }),
+      // only registered identities can be paid (unstaked ones are not routed to with a ledger anyway)
+      credits: [...credits].filter(([k]) => known.has(k)).map(([k, c]) => ({ identity: known.get(k)!, units: c.units, layerSteps: c.layerSteps })),
+    };
+    const r = await ledger.settleEpoch(this.o.signer, batch);
+    if (!r.ok) {
+      this.refusals.push(`settle epoch ${batch.epoch}: ${r.code}: ${r.reason}`);
+      this.o.log?.warn({ code: r.code, reason: r.reason }, 'ledger: settlement refused');
+      return undefined;
+    }
+    this.settled.push(r);
+    await this.publishReputation(st.reputationEpoch + 1, credits, known, since);
+    await this.o.stake?.refresh();
+    return r;
+  }
+
+  private async publishReputation(epoch: number, credits: Map<string, Credit>, known: Map<string, Address>, since: number): Promise<void> {
+    const audits = new Map<string, { passed: number; failed: number }>();
+    for (const a of this.o.audits?.() ?? []) {
+      if (a.at < since || a.incomplete) continue;
+      const k = a.accused.toLowerCase();
+      const t = audits.get(k) ?? { passed: 0, failed: 0 };
+      if (a.pass) t.passed++;
+      else t.failed++;
+      audits.set(k, t);
+    }
+    const speed = [...credits.values()].map((c) => c.usPerLayerToken / Math.max(1, c.steps)).filter((x) => x > 0);
+    const best = speed.length ? Math.min(...speed) : 0;
+    const reports: ReputationReport[] = [];
+    for (const k of new Set([...credits.keys(), ...audits.keys()])) {
+      const address = known.get(k);
+      if (!address) continue;
+      const c = credits.get(k);
+      const a = audits.get(k) ?? { passed: 0, failed: 0 };
+      const own = c && c.steps ? c.usPerLayerToken / c.steps : 0;
+      reports.push({
+        identity: address,
+        deadlinesMet: c?.met ?? 0,
+        deadlinesMissed: c?.missed ?? 0,
+        auditsPassed: a.passed,
+        auditsFailed: a.failed,
+        // it served this epoch (an identity seen only in audits was at least reachable)
+        availabilityPpm: c ? PPM : PPM / 2,
+        throughputPpm: own > 0 && best > 0 ? Math.min(PPM, Math.floor((best / own) * PPM)) : PPM,
+      });
+    }
+    if (!reports.length) return;
+    const r = await this.o.ledger.publishReputation(this.o.signer, epoch, reports);
+    if (!r.ok) this.refusals.push(`reputation epoch ${epoch}: ${r.code}: ${r.reason}`);
+  }
+
+  /** Waits until the evidence queued so far is submitted. */
+  async drained(): Promise<void> {
+    await this.o.evidence?.idle();
+  }
+
+  /** Stops the timer and the drain loop (queued evidence stays queued); settle() first to keep the open epoch. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.o.evidence?.stop();
+    await this.lane;
+  }
+}
