@@ -120,10 +120,10 @@ export function register(program: Command): void {
     .option('--data-dir <dir>', 'directory for node state (identity at <dir>/node.key when --identity is not given)')
     .option(
       '--protection-db <file>',
-      'slashing-protection database (SQLite) of the slots this key signed; default <identity>.protection.db, or <data-dir>/protection.db',
+      'slashing-protection database (SQLite) of the sessions this key signed for; default <identity>.protection.db, or <data-dir>/protection.db',
     )
     .option('--ledger <spec>', 'read stake from this ledger: slashed identities are refused, staked ones get larger per-peer limits (sqlite:PATH | evm:RPC_URL@ADDRESS)')
-    .option('--protection-sync <full|normal>', 'fsync each signed slot (full), or leave it to the OS: survives a killed process, not a power cut (normal)', 'full')
+    .option('--protection-sync <full|normal>', "fsync each session's protection record (full: once per session), or leave it to the OS: survives a killed process, not a power cut (normal)", 'full')
     .option('--engine <ort|reference>', 'execution engine', 'reference')
     .option('--threads <n>', 'engine threads (ort)')
     .option('--kv-budget-mb <n>', 'memory for KV caches across sessions', '512')

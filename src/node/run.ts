@@ -61,9 +61,9 @@ export interface NodeOptions {
   accountability?: NodeAccountability;
   /** stake (e.g. the ledger's view): scales each remote peer's limits (PeerLimits.weight); an excluded identity is refused */
   stake?: StakeView;
-  /** SQLite file of the slots this key signed (slashing protection across restarts); absent: in memory only */
+  /** SQLite file of the sessions this key signed for (slashing protection across restarts); absent: in memory only */
   protectionDb?: string;
-  /** how durably each signed slot is written (default 'full': fsync) */
+  /** how durably each session's record is written (default 'full': fsync, once per session) */
   protectionSync?: ProtectionSync;
   /** wrappers applied once the node is measured (the CLI's test-only fault injection) */
   decorate?: NodeDecorators;

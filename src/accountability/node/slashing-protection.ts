@@ -1,11 +1,12 @@
-// Slashing protection that survives a crash: the SlotGuard's record of signed slots kept in a
-// SQLite file, like an Ethereum validator's slashing-protection database. A slot is written
-// BEFORE its receipt is signed, so a node killed at any instant and restarted with the same key
-// remembers every receipt that could have left it and refuses a different input or output for
-// that slot (slot-guard.ts). Durability (WAL): 'full' (default) fsyncs each slot, so it also
-// survives a power cut (measured ~4 ms per step on a busy 2-core VM, ~0.1 ms with 'normal');
-// 'normal' leaves the write to the OS, which keeps it across a killed process but not across
-// a power cut — what one-machine swarms (demo, tests: src/node/process.ts) use.
+// Slashing protection that survives a crash, like an Ethereum validator's slashing-protection
+// database: a SQLite file naming the sessions this node has signed receipts for. The SlotGuard
+// (slot-guard.ts) writes a session here durably BEFORE its first receipt is signed (and again
+// every half challenge window while it lasts); a node killed at any instant and restarted with
+// the same key loads the sessions signed for inside the window and signs no step of them again.
+// A session's KV cache does not survive a restart either, so nothing honest is lost: routes
+// re-open on new session ids. One write per session, not per token: with 'full' (default) it is
+// fsynced (survives a power cut, a few ms once per session); 'normal' leaves it to the OS, which
+// keeps it across a killed process but not across a power cut.
 // Bounded like the guard: rows older than the challenge window are pruned in batches, and only
 // rows inside the window are loaded at start. The file names the address it protects; opening
 // it with another key is refused (an operator mixing up data directories would otherwise lose
@@ -15,26 +16,24 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-/** fsync every slot ('full'), or leave it to the OS ('normal': safe against a killed process, not a power cut) */
+/** fsync each write ('full'), or leave it to the OS ('normal': safe against a killed process, not a power cut) */
 export type ProtectionSync = 'full' | 'normal';
 
-/** One signed slot as the guard remembers it. */
-export interface SignedSlot {
-  key: string;
-  inputHash: string;
-  outputHash: string;
-  owner: string;
-  /** when it was signed, ms since the epoch */
+/** A session the guard signed for, and when that was last recorded. */
+export interface SignedSession {
+  /** `requestId|sessionId` (SlotGuard.sessionOf) */
+  session: string;
+  /** ms since the epoch */
   at: number;
 }
 
-/** Where a SlotGuard keeps its signed slots beyond its own memory (none: in memory only). */
+/** Where a SlotGuard keeps the sessions it signed for beyond its own memory (none: in memory only). */
 export interface SlotJournal {
-  /** slots signed at or after `since`, oldest first */
-  load(since: number): SignedSlot[];
-  /** durably records a slot before its receipt is signed (throws: no receipt) */
-  record(s: SignedSlot): void;
-  /** forgets slots signed before `before` */
+  /** sessions recorded at or after `since` */
+  load(since: number): SignedSession[];
+  /** durably records a session before a receipt of it is signed (throws: no receipt) */
+  record(s: SignedSession): void;
+  /** forgets sessions last recorded before `before` */
   prune(before: number): void;
   close(): void;
 }
@@ -42,9 +41,9 @@ export interface SlotJournal {
 /** SQLite slashing-protection database of one signing identity. */
 export class SlashingProtectionDb implements SlotJournal {
   private readonly db: Database.Database;
-  private readonly insert: Database.Statement<[string, string, string, string, number]>;
+  private readonly insert: Database.Statement<[string, number]>;
   private readonly del: Database.Statement<[number]>;
-  private readonly select: Database.Statement<[number], { slot: string; input_hash: string; output_hash: string; owner: string; at: number }>;
+  private readonly select: Database.Statement<[number], { session: string; at: number }>;
 
   /** Opens (or creates) the file for `signer`; refuses a file that protects another address. */
   constructor(
@@ -59,31 +58,27 @@ export class SlashingProtectionDb implements SlotJournal {
       this.db.pragma(`synchronous = ${sync === 'normal' ? 'NORMAL' : 'FULL'}`);
       this.db.exec(`
         CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS signed_slots (
-          slot TEXT PRIMARY KEY, input_hash TEXT NOT NULL, output_hash TEXT NOT NULL, owner TEXT NOT NULL, at INTEGER NOT NULL
-        );
-        CREATE INDEX IF NOT EXISTS signed_slots_at ON signed_slots(at);`);
+        CREATE TABLE IF NOT EXISTS signed_sessions (session TEXT PRIMARY KEY, at INTEGER NOT NULL);
+        CREATE INDEX IF NOT EXISTS signed_sessions_at ON signed_sessions(at);`);
       const row = this.db.prepare<[], { v: string }>(`SELECT v FROM meta WHERE k = 'signer'`).get();
       if (!row) this.db.prepare(`INSERT INTO meta (k, v) VALUES ('signer', ?)`).run(signer.toLowerCase());
       else if (row.v !== signer.toLowerCase())
         throw new Error(`slashing-protection database ${path} belongs to ${row.v}, not to this node's key ${signer}: use its own file`);
-      this.insert = this.db.prepare(`INSERT OR REPLACE INTO signed_slots (slot, input_hash, output_hash, owner, at) VALUES (?, ?, ?, ?, ?)`);
-      this.del = this.db.prepare(`DELETE FROM signed_slots WHERE at < ?`);
-      this.select = this.db.prepare(`SELECT slot, input_hash, output_hash, owner, at FROM signed_slots WHERE at >= ? ORDER BY at, rowid`);
+      this.insert = this.db.prepare(`INSERT OR REPLACE INTO signed_sessions (session, at) VALUES (?, ?)`);
+      this.del = this.db.prepare(`DELETE FROM signed_sessions WHERE at < ?`);
+      this.select = this.db.prepare(`SELECT session, at FROM signed_sessions WHERE at >= ? ORDER BY at, rowid`);
     } catch (e) {
       this.db.close();
       throw e;
     }
   }
 
-  load(since: number): SignedSlot[] {
-    return this.select
-      .all(since)
-      .map((r) => ({ key: r.slot, inputHash: r.input_hash, outputHash: r.output_hash, owner: r.owner, at: r.at }));
+  load(since: number): SignedSession[] {
+    return this.select.all(since).map((r) => ({ session: r.session, at: r.at }));
   }
 
-  record(s: SignedSlot): void {
-    this.insert.run(s.key, s.inputHash, s.outputHash, s.owner, s.at);
+  record(s: SignedSession): void {
+    this.insert.run(s.session, s.at);
   }
 
   prune(before: number): void {
@@ -92,7 +87,7 @@ export class SlashingProtectionDb implements SlotJournal {
 
   /** rows on file (tests, status) */
   count(): number {
-    return this.db.prepare<[], { n: number }>(`SELECT count(*) AS n FROM signed_slots`).get()!.n;
+    return this.db.prepare<[], { n: number }>(`SELECT count(*) AS n FROM signed_sessions`).get()!.n;
   }
 
   close(): void {

@@ -13,9 +13,11 @@
 // refused before compute (the node answers busy) rather than forgetting a signed slot early. One
 // owner (the gateway that signed the session's OPEN) may hold at most maxSlotsPerOwner of them,
 // so a peer filling the guard with its own cheap steps is refused alone, not everyone.
-// Across restarts: with a journal (slashing-protection.ts, a SQLite file) every slot is written
-// durably before its receipt is signed and the slots inside the window are loaded at start, so
-// a node killed mid-session and restarted with the same key still signs each slot once.
+// Across restarts: with a journal (slashing-protection.ts, a SQLite file) each session is
+// written durably before its first receipt is signed (and again every half window while it
+// lasts); at start the sessions signed for inside the window are loaded and none of their steps
+// is signed again, so a node killed mid-session and restarted with the same key still signs
+// each slot once. One durable write per session, none per token.
 
 import type { Hex } from '../records/eip712.js';
 import type { SignedReceipt } from '../records/receipts.js';
@@ -44,29 +46,34 @@ export class SlotGuard {
   private readonly slots = new Map<string, Slot>();
   /** slots held per owner */
   private readonly held = new Map<string, number>();
-  /** slots forgotten in memory but still on the journal (pruned in batches) */
+  /** sessions signed for before this process started (from the journal): none of their steps is signed again */
+  private readonly before = new Map<string, number>();
+  /** sessions of this process on the journal, and when each was last written there */
+  private readonly recorded = new Map<string, number>();
+  /** journal rows past the window not yet deleted (pruned in batches) */
   private unpruned = 0;
 
-  /** `journal`: the durable record (the slots inside the window are loaded from it now) */
+  /** `journal`: the durable record (the sessions signed for inside the window are loaded from it now) */
   constructor(
     private readonly limits: SlotGuardLimits,
     private readonly journal?: SlotJournal,
     now = Date.now(),
   ) {
-    for (const s of journal?.load(now - limits.windowMs + 1) ?? []) this.remember(s.key, s);
+    for (const s of journal?.load(now - limits.windowMs + 1) ?? []) this.before.set(s.session, s.at);
   }
 
-  private remember(key: string, s: Slot): void {
-    this.slots.set(key, { inputHash: s.inputHash, outputHash: s.outputHash, owner: s.owner, at: s.at });
-    this.held.set(s.owner, (this.held.get(s.owner) ?? 0) + 1);
-  }
-
+  /** slots remembered, and sessions signed for before a restart */
   get size(): number {
-    return this.slots.size;
+    return this.slots.size + this.before.size;
   }
 
   static key(requestId: Hex, sessionId: Hex, step: number): string {
     return `${requestId}|${sessionId}|${step}`.toLowerCase();
+  }
+
+  /** the session part of a slot key */
+  static sessionOf(key: string): string {
+    return key.slice(0, key.lastIndexOf('|'));
   }
 
   /**
@@ -75,6 +82,17 @@ export class SlotGuard {
    * check, leaves its slot free), or when the guard is full.
    */
   claim(key: string, inputHash: Hex, owner = '', now = Date.now()): ClaimResult {
+    const session = SlotGuard.sessionOf(key);
+    const was = this.before.get(session);
+    if (was !== undefined) {
+      if (now - was < this.limits.windowMs)
+        return {
+          ok: false,
+          code: 'bad_message',
+          reason: 'this node signed steps of this session before it restarted; none is signed again: open a new session',
+        };
+      this.before.delete(session);
+    }
     const s = this.slots.get(key);
     if (s) {
       if (s.inputHash === inputHash.toLowerCase()) return { ok: true };
@@ -96,15 +114,25 @@ export class SlotGuard {
   /**
    * At signing: `sign` runs only when the slot is free, or signed before for exactly this input
    * and output (a retransmission: the signer gives the receipt already given, or one with the
-   * same output); anything else for a signed slot gets no receipt (undefined). A new slot is
+   * same output); anything else for a signed slot gets no receipt (undefined). A new session is
    * on the journal before `sign` runs (a journal that cannot write: it throws, nothing signed).
    */
   signOnce(key: string, inputHash: Hex, outputHash: Hex, sign: () => SignedReceipt, owner = ''): SignedReceipt | undefined {
     const s = this.slots.get(key);
     if (s) return s.inputHash === inputHash.toLowerCase() && s.outputHash === outputHash.toLowerCase() ? sign() : undefined;
-    const slot: Slot = { inputHash: inputHash.toLowerCase(), outputHash: outputHash.toLowerCase(), owner, at: Date.now() };
-    this.journal?.record({ key, ...slot });
-    this.remember(key, slot);
+    const at = Date.now();
+    if (this.journal) {
+      const session = SlotGuard.sessionOf(key);
+      const last = this.recorded.get(session);
+      // refreshed every half window, so a restart anywhere inside the window still finds it
+      if (last === undefined || at - last >= this.limits.windowMs / 2) {
+        this.journal.record({ session, at });
+        this.recorded.delete(session); // re-inserted last: the map stays in write order
+        this.recorded.set(session, at);
+      }
+    }
+    this.slots.set(key, { inputHash: inputHash.toLowerCase(), outputHash: outputHash.toLowerCase(), owner, at });
+    this.held.set(owner, (this.held.get(owner) ?? 0) + 1);
     return sign();
   }
 
@@ -115,10 +143,14 @@ export class SlotGuard {
       const n = (this.held.get(s.owner) ?? 1) - 1;
       if (n > 0) this.held.set(s.owner, n);
       else this.held.delete(s.owner);
+    }
+    for (const [session, at] of this.recorded) {
+      if (now - at < this.limits.windowMs) break;
+      this.recorded.delete(session);
       this.unpruned++;
     }
-    // the journal forgets in batches (one DELETE per 256 expired slots, or when memory is full)
-    if (this.journal && this.unpruned > 0 && (this.unpruned >= 256 || this.slots.size >= this.limits.maxSlots)) {
+    // the journal forgets in batches (one DELETE per 64 expired sessions, or when memory is full)
+    if (this.journal && this.unpruned > 0 && (this.unpruned >= 64 || this.slots.size >= this.limits.maxSlots)) {
       this.journal.prune(now - this.limits.windowMs + 1); // exactly the expired ones, whatever their order
       this.unpruned = 0;
     }

@@ -95,7 +95,7 @@ export interface NodeStamperOptions {
   /** where signatures are made and checked (a worker thread, or the calling thread) */
   crypto: CryptoPool;
   limits?: Partial<ArchiveLimits>;
-  /** the durable record of signed slots (slashing-protection.ts); none: this process remembers them only */
+  /** the durable record of the sessions it signed for (slashing-protection.ts); none: this process remembers its slots only */
   protection?: SlotJournal;
 }
 

@@ -1,7 +1,8 @@
 // Slashing protection on disk (SlashingProtectionDb behind a SlotGuard, a real SQLite file): a
-// slot is on file before its receipt is signed, a new guard over the same file (a restarted
-// node) refuses another input or output for it, expired slots are pruned from the file, and a
-// file of another key is refused.
+// session is on file before its first receipt is signed (one write per session, not per step),
+// a new guard over the same file (a restarted node) signs no step of it again — neither another
+// input nor the same one — while new sessions are served; expired sessions are neither loaded
+// nor kept; a file of another key is refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,40 +18,50 @@ const h = (n: number): Hex => `0x${n.toString(16).padStart(64, '0')}` as Hex;
 const receipt = (out: Hex): SignedReceipt => ({ record: { ...VECTOR_RECEIPT, outputHash: out }, signature: '0x00' as Hex });
 const ME = '0x1111111111111111111111111111111111111111';
 
-test('a signed slot is on file before its receipt exists, and a restarted guard refuses to sign it differently', (t) => {
+test('a session is on file before its first receipt; a restarted guard signs none of its steps again', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'odsi-protect-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'p.db');
   const limits = { windowMs: 60_000, maxSlots: 100 };
-  const k = SlotGuard.key(h(1), h(2), 0);
+  const k0 = SlotGuard.key(h(1), h(2), 0);
   let db = new SlashingProtectionDb(file, ME);
   const g1 = new SlotGuard(limits, db);
   let onFileAtSigning = -1;
-  assert.ok(g1.signOnce(k, h(10), h(20), () => ((onFileAtSigning = db.count()), receipt(h(20))), 'gw'));
-  assert.equal(onFileAtSigning, 1, 'the slot was written before the receipt was signed');
+  assert.ok(g1.signOnce(k0, h(10), h(20), () => ((onFileAtSigning = db.count()), receipt(h(20))), 'gw'));
+  assert.equal(onFileAtSigning, 1, 'the session was written before the receipt was signed');
+  for (let i = 1; i < 20; i++) assert.ok(g1.signOnce(SlotGuard.key(h(1), h(2), i), h(i), h(i), () => receipt(h(i)), 'gw'));
+  assert.equal(db.count(), 1, 'one row per session, not per step');
   db.close(); // a crash after this point loses nothing: the write was synchronous
 
   db = new SlashingProtectionDb(file, ME);
   const g2 = new SlotGuard(limits, db);
-  assert.equal(g2.size, 1);
-  const other = g2.claim(k, h(11), 'gw');
-  assert.equal(other.ok ? '' : other.code, 'bad_message');
-  assert.deepEqual(g2.claim(k, h(10), 'gw'), { ok: true }, 'the same input again is a retransmission');
-  assert.equal(g2.signOnce(k, h(10), h(21), () => receipt(h(21)), 'gw'), undefined, 'another output: no receipt');
-  assert.ok(g2.signOnce(k, h(10), h(20), () => receipt(h(20)), 'gw'), 'the same output: signed again');
+  for (const [k, input] of [
+    [k0, h(11)],
+    [k0, h(10)],
+    [SlotGuard.key(h(1), h(2), 20), h(30)],
+  ] as const) {
+    const r = g2.claim(k, input, 'gw');
+    assert.equal(r.ok ? '' : r.code, 'bad_message', 'no step of a session signed before the restart');
+    assert.match(r.ok ? '' : r.reason, /before it restarted/);
+  }
+  // other sessions (another session id of the same request, too) are served
+  assert.deepEqual(g2.claim(SlotGuard.key(h(1), h(3), 0), h(10), 'gw'), { ok: true });
+  assert.ok(g2.signOnce(SlotGuard.key(h(1), h(3), 0), h(10), h(20), () => receipt(h(20)), 'gw'));
+  assert.equal(db.count(), 2);
   db.close();
 });
 
-test('the file stays bounded: expired slots are neither loaded nor kept; another key is refused', (t) => {
+test('the file stays bounded: expired sessions are neither loaded nor kept; another key is refused', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'odsi-protect-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'p.db');
   const db = new SlashingProtectionDb(file, ME);
   const g = new SlotGuard({ windowMs: 1000, maxSlots: 300 }, db);
   const t0 = Date.now();
-  for (let i = 0; i < 300; i++) g.signOnce(SlotGuard.key(h(1), h(2), i), h(i), h(i), () => receipt(h(i)));
+  for (let i = 0; i < 300; i++) g.signOnce(SlotGuard.key(h(1), h(1000 + i), 0), h(i), h(i), () => receipt(h(i)));
   assert.equal(db.count(), 300);
-  assert.equal(new SlotGuard({ windowMs: 1000, maxSlots: 300 }, db, t0 + 5000).size, 0, 'slots past the window are not loaded');
+  assert.equal(new SlotGuard({ windowMs: 1000, maxSlots: 300 }, db, t0 + 5000).size, 0, 'sessions past the window are not loaded');
+  assert.equal(new SlotGuard({ windowMs: 60_000, maxSlots: 300 }, db).size, 300, 'inside the window they are');
   // full inside the window: busy; after it, the claim expires the old slots and the file forgets them
   assert.equal(g.claim(SlotGuard.key(h(3), h(4), 0), h(0), '', t0 + 10).ok, false);
   assert.deepEqual(g.claim(SlotGuard.key(h(3), h(4), 0), h(0), '', t0 + 5000), { ok: true });
