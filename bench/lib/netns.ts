@@ -86,7 +86,7 @@ export class NetnsStar {
     try {
       s.build(shape);
     } catch (e) {
-      s.destroy();
+      s.destroySync(); // nothing runs inside yet
       throw e;
     }
     return s;
