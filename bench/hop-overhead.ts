@@ -19,7 +19,7 @@
 // --profile runs the nodes of the 'on' swarm under V8's CPU profiler (NODE_OPTIONS=--cpu-prof)
 // and reports where their non-idle time goes, grouped by source file.
 
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,6 +87,7 @@ async function main(): Promise<void> {
   const ranges = splitLayers(c.nLayers, 3);
   const dir = mkdtempSync(join(tmpdir(), 'odsi-hop-'));
   const profDir = join(dir, 'prof');
+  mkdirSync(profDir);
   const nodes: NodeProcess[] = [];
   const gateways: Gateway[] = [];
   try {
@@ -101,7 +102,9 @@ async function main(): Promise<void> {
             announceIntervalMs: 600_000,
             env: {
               ODSI_ACCOUNTABILITY: on ? '1' : '0',
-              NODE_OPTIONS: on && args.profile ? `--cpu-prof --cpu-prof-dir=${profDir}` : undefined,
+              // --cpu-prof is refused in NODE_OPTIONS: a preloaded module runs the inspector's profiler
+              NODE_OPTIONS: on && args.profile ? `--import ${join(ROOT, 'dist/bench/lib/cpu-profile-preload.js')}` : undefined,
+              ODSI_CPU_PROF_DIR: on && args.profile ? profDir : undefined,
             },
           }),
         ),

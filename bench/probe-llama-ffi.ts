@@ -36,11 +36,14 @@ const { values: args } = parseArgs({
   options: {
     threads: { type: 'string', default: '2' },
     reps: { type: 'string', default: '7' },
+    // ggml's CPU threadpool polling level; unset: llama.cpp's own default pool (polls between ops)
+    poll: { type: 'string' },
     out: { type: 'string' },
   },
 });
 const THREADS = Number(args.threads);
 const REPS = Number(args.reps);
+const POLL = args.poll === undefined ? undefined : Number(args.poll);
 const OUT = args.out ?? join(ROOT, 'bench/results/llama-ffi-probe.json');
 
 // ---------------------------------------------------------------- koffi bindings to libllama (v0.5.0 headers)
@@ -58,6 +61,7 @@ interface Koffi {
   unregister(cb: unknown): void;
   encode(ref: unknown, type: CType, value: unknown): void;
   decode(ref: unknown, type: CType): unknown;
+  call(fn: unknown, type: CType, ...args: unknown[]): unknown;
 }
 
 function bind(koffi: Koffi, dir: string) {
@@ -133,9 +137,31 @@ function bind(koffi: Koffi, dir: string) {
     seq_id: 'void *',
     logits: 'void *',
   });
+  const TpParams = koffi.struct('ggml_threadpool_params', {
+    cpumask: koffi.array('bool', 512),
+    n_threads: 'int',
+    prio: 'int',
+    poll: 'uint32_t',
+    strict_cpu: 'bool',
+    paused: 'bool',
+  });
+  const TpNew = koffi.proto('void *ggml_threadpool_new_t(ggml_threadpool_params *p)');
+  const regByName = ggml.func('void *ggml_backend_reg_by_name(const char *name)');
+  const regProc = ggml.func('void *ggml_backend_reg_get_proc_address(void *reg, const char *name)');
+  const tpDefault = base.func('ggml_threadpool_params_default', TpParams, ['int']);
   return {
     koffi,
     EvalCb,
+    /** a CPU threadpool with this polling level (0: threads sleep instead of spinning between ops) */
+    threadpoolNew(nThreads: number, poll: number): unknown {
+      const p = tpDefault(nThreads) as Record<string, unknown>;
+      p.poll = poll;
+      // the CPU backend is loaded dynamically: its functions come through the registry
+      const fn = regProc(regByName('CPU'), 'ggml_threadpool_new');
+      if (!fn) throw new Error('CPU backend has no ggml_threadpool_new');
+      return koffi.call(fn, TpNew, p);
+    },
+    attachThreadpool: llama.func('void llama_attach_threadpool(void *ctx, void *tp, void *tpb)'),
     backendLoadAll: ggml.func('void ggml_backend_load_all_from_path(const char *dir)'),
     backendInit: llama.func('void llama_backend_init(void)'),
     modelDefaultParams: llama.func('llama_model_default_params', ModelParams, []),
@@ -176,7 +202,7 @@ class LlamaRange {
   constructor(
     private readonly L: Lib,
     file: string,
-    o: { threads: number; nCtx: number; nSeq: number; maxBatch: number },
+    o: { threads: number; nCtx: number; nSeq: number; maxBatch: number; poll?: number },
   ) {
     const mp = L.modelDefaultParams() as Record<string, unknown>;
     mp.n_gpu_layers = 0;
@@ -208,6 +234,10 @@ class LlamaRange {
     });
     this.ctx = L.initFromModel(this.model, cp);
     if (!this.ctx) throw new Error('llama_init_from_model failed');
+    if (o.poll !== undefined) {
+      const tp = L.threadpoolNew(o.threads, o.poll);
+      L.attachThreadpool(this.ctx, tp, tp);
+    }
     this.batch = L.batchInit(o.maxBatch, this.dim, o.nSeq) as Record<string, unknown>;
   }
 
@@ -368,7 +398,7 @@ async function main(): Promise<void> {
   const ort = await createStage('ort', q4src, { start: 0, end: qc.nLayers, embed: false, head: false }, { threads: THREADS, weights: 'q4' });
   const ortLoadMs = performance.now() - t0;
   t0 = performance.now();
-  const lq = new LlamaRange(L, q4File, { threads: THREADS, nCtx: 1024, nSeq: 1, maxBatch: 128 });
+  const lq = new LlamaRange(L, q4File, { threads: THREADS, nCtx: 1024, nSeq: 1, maxBatch: 128, poll: POLL });
   const llamaLoadMs = performance.now() - t0;
   const PRE = 128;
   const pre128 = { ort: [] as number[], llama: [] as number[], llamaWithHead: [] as number[] };
@@ -428,6 +458,7 @@ async function main(): Promise<void> {
     file: q4File.replace(`${ROOT}/`, ''),
     layers: qc.nLayers,
     threads: THREADS,
+    threadpoolPoll: POLL ?? 'llama.cpp default',
     reps: REPS,
     loadMs: { ort: Math.round(ortLoadMs), llama: Math.round(llamaLoadMs) },
     ...s,
