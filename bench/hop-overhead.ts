@@ -16,8 +16,8 @@
 // (receive → compute start: decoding, the upstream receipt check, waiting for the CPU) and send
 // time (serialising and writing), summed over the hops.
 //
-// --profile runs the nodes of the 'on' swarm under V8's CPU profiler (NODE_OPTIONS=--cpu-prof)
-// and reports where their non-idle time goes, grouped by source file.
+// --profile runs the nodes of the 'on' swarm under V8's CPU profiler from the end of the warm-up
+// (bench/lib/cpu-profile-preload.ts) and reports where their non-idle time goes, by source file.
 
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -137,6 +137,8 @@ async function main(): Promise<void> {
     };
     await run(on);
     await run(off);
+    // profile the steady state only: the preloaded profiler starts on SIGUSR2
+    if (args.profile) for (const n of nodes.slice(0, 3)) process.kill(n.info.pid, 'SIGUSR2');
     const got: Record<'on' | 'off', StepSample[]> = { on: [], off: [] };
     const perRound: { round: number; on: number; off: number }[] = [];
     for (let r = 0; r < ROUNDS; r++) {

@@ -1,6 +1,7 @@
 // Preloaded into a child (NODE_OPTIONS=--import <this file>, which, unlike --cpu-prof, NODE_OPTIONS
-// allows): runs V8's sampling CPU profiler for the whole life of the process and writes a
-// .cpuprofile into ODSI_CPU_PROF_DIR on exit. Benchmarks only (bench/hop-overhead --profile).
+// allows): starts V8's sampling CPU profiler on SIGUSR2 (so start-up is left out: the benchmark
+// signals after its warm-up) and writes a .cpuprofile into ODSI_CPU_PROF_DIR on exit.
+// Benchmarks only (bench/hop-overhead --profile).
 import { Session } from 'node:inspector';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,7 +12,7 @@ if (dir) {
   s.connect();
   s.post('Profiler.enable');
   s.post('Profiler.setSamplingInterval', { interval: 200 });
-  s.post('Profiler.start');
+  process.once('SIGUSR2', () => s.post('Profiler.start'));
   process.once('exit', () => {
     // the main-thread session answers synchronously, so this completes inside 'exit'
     s.post('Profiler.stop', (err, res) => {
