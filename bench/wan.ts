@@ -65,6 +65,7 @@ export const PROFILES: Record<string, LinkProfile> = {
 
 interface InnerConfig {
   profile: LinkProfile;
+  accountability: boolean;
   modelPath: string;
   /** the model's identity (hashed once here; nodes are told it with --model-id) */
   modelId: string;
@@ -92,6 +93,8 @@ const { values: args } = parseArgs({
     prefill: { type: 'string', default: '128' },
     dtypes: { type: 'string', default: 'f32,f16,bf16' },
     out: { type: 'string' },
+    // off: nodes run with ODSI_ACCOUNTABILITY=0 and the gateway checks no receipts (diagnosis)
+    accountability: { type: 'string', default: 'on' },
   },
 });
 
@@ -107,6 +110,7 @@ function startNode(
   engine: string,
   threads: number,
   modelId: string,
+  accountability: boolean,
 ): Promise<{ peerId: string; pid: number }> {
   const p = star.spawn(ns, process.execPath, [
     odsiBin(),
@@ -129,7 +133,7 @@ function startNode(
     '60000',
     '--log-level',
     'warn',
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ODSI_ACCOUNTABILITY: accountability ? '1' : '0' } });
   return waitReady(p, `node ${range.join(':')} in ${ns}`, 300_000) as Promise<{ peerId: string; pid: number }>;
 }
 
@@ -177,7 +181,7 @@ async function runProfile(profile: LinkProfile, o: Omit<InnerConfig, 'profile' |
     await waitReady(star.spawn(star.ns(1), 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(echoCfg)], { stdio: ['ignore', 'pipe', 'pipe'] }), 'echo', 10_000);
     const t0 = performance.now();
     const nodes = await Promise.all(
-      splits.map((r, i) => startNode(star, star.ns(i + 1), `/ip4/${star.addr(i + 1)}/tcp/${NODE_PORT}`, o.modelPath, r, o.engine, o.threads, o.modelId)),
+      splits.map((r, i) => startNode(star, star.ns(i + 1), `/ip4/${star.addr(i + 1)}/tcp/${NODE_PORT}`, o.modelPath, r, o.engine, o.threads, o.modelId, o.accountability)),
     );
     console.log(`  nodes up in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${nodes.map((n) => n.peerId.slice(-6)).join(', ')}`);
     const out = join(tmp, 'result.json');
@@ -233,10 +237,12 @@ async function outer(): Promise<void> {
   const machine = describeMachine();
   console.log(machineLine(machine));
   console.log(`${modelPath}: ${c.nLayers} layers, dim ${c.dim}; engine ${engine}, ${threads} threads per process; nodes [${splits.map((r) => r.join(':')).join(' ')}]`);
-  const o = { modelPath, modelId, engine, threads, tokens: Number(args.tokens), rounds: Number(args.rounds), prefillTokens: Number(args.prefill), dtypes };
+  const o = { modelPath, modelId, accountability: args.accountability !== 'off', engine, threads, tokens: Number(args.tokens), rounds: Number(args.rounds), prefillTokens: Number(args.prefill), dtypes };
   const results: unknown[] = [];
   for (const p of profiles) results.push(await runProfile(p, o, splits));
-  const outFile = args.out ?? join(ROOT, `bench/results/wan${modelPath.includes('stories') ? '-stories260k' : ''}.json`);
+  const outFile =
+    args.out ??
+    join(ROOT, `bench/results/wan${modelPath.includes('stories') ? '-stories260k' : ''}${o.accountability ? '' : '-noaccountability'}.json`);
   writeResult(outFile, {
     what: '3-node swarm across network namespaces with emulated WAN links (tbf rate + user-space delay/jitter/loss relay): per-token latency vs floor compute + (k+1)·one-way delay; prefill transfer by wire dtype',
     note: `all processes share this machine's ${machine.cores} cores (the VM is shared with other jobs: see loadAvg); loss is emulated as an extra retransmission timeout on a fraction of chunks (bench/lib/wan-relay.ts)`,
@@ -281,6 +287,7 @@ async function inner(cfgFile: string): Promise<void> {
     listen: [cfg.listen],
     peers: cfg.hops.map((h) => ({ ...h, msPerToken: 1, load: 0, freeKvTokens: 1e6 })),
     failover: { graceMs: 60_000, minStepMs: 120_000 },
+    accountability: { enabled: cfg.accountability },
   });
   const samples: (StepSample & { round: number })[] = [];
   const tokensPerRun: number[] = [];
