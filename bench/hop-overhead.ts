@@ -1,0 +1,240 @@
+// Per-hop overhead of the token path on loopback, from the gateway's per-token timelines, with
+// accountability on and off side by side (issue 13, item 3: target ≤ 0.5 ms median and ≤ 2 ms
+// p99 per hop with accountability on).
+//
+//   node --import ./dist/src/util/polyfill.js dist/bench/hop-overhead.js [--model FILE] [--engine reference|ort]
+//        [--rounds 6] [--tokens 48] [--profile] [--out FILE]
+//
+// Two identical 3-node swarms of real `odsi node` processes on 127.0.0.1 (default stories260K,
+// where compute is ~0.1 ms per hop, so what is left is overhead): one with receipts signed per
+// step per hop and checked at the gateway, one with ODSI_ACCOUNTABILITY=0 and no checks. No
+// audits (rate 0): this is the per-step cost, not the auditing. Each swarm is driven by its own
+// production Gateway; greedy generations alternate between them so load drift hits both.
+//
+// Per decode step: overhead = (step wall time at the gateway − Σ compute of every stage, the
+// gateway's embed and head included) / (k + 1) transfers. Also the hops' own queue time
+// (receive → compute start: decoding, the upstream receipt check, waiting for the CPU) and send
+// time (serialising and writing), summed over the hops.
+//
+// --profile runs the nodes of the 'on' swarm under V8's CPU profiler from the end of the warm-up
+// (bench/lib/cpu-profile-preload.ts) and reports where their non-idle time goes, by source file.
+
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Gateway } from '../src/gateway/gateway.js';
+import { openModel } from '../src/model/load.js';
+import { modelIdentity } from '../src/model/identity.js';
+import { splitLayers } from '../src/engine/create.js';
+import { NodeProcess } from '../src/node/process.js';
+import { describeMachine, machineLine } from './lib/machine.js';
+import { writeResult, table } from './lib/results.js';
+import { dist, stepSample, type StepSample } from './lib/timeline.js';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    engine: { type: 'string', default: 'reference' },
+    rounds: { type: 'string', default: '6' },
+    tokens: { type: 'string', default: '48' },
+    profile: { type: 'boolean', default: false },
+    out: { type: 'string' },
+  },
+});
+const MODEL = resolve(args.model ?? join(ROOT, '../shared/models/stories260K/stories260K.gguf'));
+const ENGINE = args.engine as 'reference' | 'ort';
+const ROUNDS = Number(args.rounds);
+const TOKENS = Number(args.tokens);
+const OUT = args.out ?? join(ROOT, `bench/results/hop-overhead${args.profile ? '-profiled' : ''}.json`);
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string }; children?: number[] }[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** self time of a V8 .cpuprofile by source file (package name for node_modules), ms */
+function profileByFile(file: string): Map<string, number> {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const out = new Map<string, number>();
+  for (let i = 0; i < p.samples.length; i++) {
+    const n = byId.get(p.samples[i]!);
+    if (!n) continue;
+    const { functionName, url } = n.callFrame;
+    let key: string;
+    if (functionName === '(idle)' || functionName === '(program)' || functionName === '(garbage collector)') key = functionName;
+    else if (!url) key = `(native) ${functionName}`;
+    else {
+      const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+      key = m ? m[1]! : url.startsWith('node:') ? url : basename(url);
+    }
+    out.set(key, (out.get(key) ?? 0) + (p.timeDeltas[i] ?? 0) / 1000);
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const machine = describeMachine();
+  console.log(machineLine(machine));
+  const src = openModel(MODEL);
+  const c = src.config;
+  const { modelId } = modelIdentity(src);
+  src.close();
+  const ranges = splitLayers(c.nLayers, 3);
+  const dir = mkdtempSync(join(tmpdir(), 'odsi-hop-'));
+  const profDir = join(dir, 'prof');
+  mkdirSync(profDir);
+  const nodes: NodeProcess[] = [];
+  const gateways: Gateway[] = [];
+  try {
+    const swarm = async (on: boolean): Promise<Gateway> => {
+      const ns = await Promise.all(
+        ranges.map((range) =>
+          NodeProcess.start({
+            model: MODEL,
+            range,
+            modelId,
+            engine: ENGINE,
+            announceIntervalMs: 600_000,
+            env: {
+              ODSI_ACCOUNTABILITY: on ? '1' : '0',
+              // --cpu-prof is refused in NODE_OPTIONS: a preloaded module runs the inspector's profiler
+              NODE_OPTIONS: on && args.profile ? `--import ${join(ROOT, 'dist/bench/lib/cpu-profile-preload.js')}` : undefined,
+              ODSI_CPU_PROF_DIR: on && args.profile ? profDir : undefined,
+            },
+          }),
+        ),
+      );
+      nodes.push(...ns);
+      const gw = await Gateway.start({
+        modelPath: MODEL,
+        engine: ENGINE,
+        peers: ns.map((n) => n.candidate(1)),
+        accountability: { enabled: on, auditRate: 0 },
+      });
+      gateways.push(gw);
+      if (on !== !!gw.accountability) throw new Error(`accountability did not turn ${on ? 'on' : 'off'}`);
+      return gw;
+    };
+    const on = await swarm(true);
+    const off = await swarm(false);
+    const prompt = on.tokenizer.encode('Once upon a time, there was a little', { addBos: on.addBos });
+    const run = async (gw: Gateway): Promise<StepSample[]> => {
+      const steps: StepSample[] = [];
+      await gw.run({
+        promptIds: prompt,
+        maxTokens: TOKENS,
+        sampling: { temperature: 0 },
+        onToken: (t) => {
+          if (t.step > 0) steps.push(stepSample(t.timeline));
+        },
+      });
+      return steps;
+    };
+    await run(on);
+    await run(off);
+    // profile the steady state only: the preloaded profiler starts on SIGUSR2
+    if (args.profile) for (const n of nodes.slice(0, 3)) process.kill(n.info.pid, 'SIGUSR2');
+    const got: Record<'on' | 'off', StepSample[]> = { on: [], off: [] };
+    const perRound: { round: number; on: number; off: number }[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const med: Record<string, number> = {};
+      for (const which of r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
+        const s = await run(which === 'on' ? on : off);
+        got[which].push(...s);
+        med[which] = dist(s.map((x) => (x.stepMs - x.computeMs) / (x.hops + 1))).p50;
+      }
+      perRound.push({ round: r, on: med.on!, off: med.off! });
+      console.log(`round ${r + 1}/${ROUNDS}: per-hop overhead median on ${med.on!.toFixed(3)} ms, off ${med.off!.toFixed(3)} ms`);
+    }
+    const summary = (xs: StepSample[]) => {
+      const k = xs[0]?.hops ?? 3;
+      return {
+        steps: xs.length,
+        hops: k,
+        perHopOverheadMs: dist(xs.map((x) => (x.stepMs - x.computeMs) / (x.hops + 1))),
+        stepMs: dist(xs.map((x) => x.stepMs)),
+        computeMs: dist(xs.map((x) => x.computeMs)),
+        hopQueueMsPerHop: dist(xs.map((x) => x.hopQueueMs / x.hops)),
+        hopSendMsPerHop: dist(xs.map((x) => x.hopSendMs / x.hops)),
+        // what is left per transfer after the hops' own queue and send time: the wire (encode,
+        // Noise, Yamux, loopback TCP, decode) and the gateway's receipt check and sampling
+        restPerTransferMs: dist(xs.map((x) => (x.stepMs - x.computeMs - x.hopQueueMs - x.hopSendMs) / (x.hops + 1))),
+      };
+    };
+    const res = { on: summary(got.on), off: summary(got.off) };
+    const targets = [
+      { what: 'per-hop overhead median, accountability on (ms)', target: 0.5, value: res.on.perHopOverheadMs.p50, met: res.on.perHopOverheadMs.p50 <= 0.5 },
+      { what: 'per-hop overhead p99, accountability on (ms)', target: 2, value: res.on.perHopOverheadMs.p99, met: res.on.perHopOverheadMs.p99 <= 2 },
+    ];
+    let profile: { file: string; selfMs: number; share: number }[] | undefined;
+    for (const g of gateways) await g.close();
+    gateways.length = 0;
+    if (args.profile) {
+      // profiles are written when the node processes exit (SIGTERM → clean exit)
+      await Promise.all(nodes.map((n) => n.stop(10_000)));
+      const total = new Map<string, number>();
+      for (const f of readdirSync(profDir).filter((x) => x.endsWith('.cpuprofile')))
+        for (const [k, v] of profileByFile(join(profDir, f))) total.set(k, (total.get(k) ?? 0) + v);
+      const busy = [...total].filter(([k]) => k !== '(idle)').reduce((a, [, v]) => a + v, 0);
+      profile = [...total]
+        .filter(([k]) => k !== '(idle)')
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 25)
+        .map(([file, ms]) => ({ file, selfMs: Math.round(ms), share: Math.round((ms / busy) * 1000) / 1000 }));
+    }
+    const machineAfter = describeMachine();
+    console.log(`\nload average at end: ${machineAfter.loadAvg.join('/')}`);
+    const row = (name: string, f: (s: typeof res.on) => { p50: number; p99: number }) => [
+      name,
+      `${f(res.on).p50.toFixed(3)} / ${f(res.on).p99.toFixed(3)}`,
+      `${f(res.off).p50.toFixed(3)} / ${f(res.off).p99.toFixed(3)}`,
+    ];
+    console.log(
+      table(
+        ['ms, median / p99', 'accountability on', 'off'],
+        [
+          row('per-hop overhead', (s) => s.perHopOverheadMs),
+          row('step wall time', (s) => s.stepMs),
+          row('Σ compute (all stages)', (s) => s.computeMs),
+          row('hop queue, per hop', (s) => s.hopQueueMsPerHop),
+          row('hop send, per hop', (s) => s.hopSendMsPerHop),
+          row('rest per transfer', (s) => s.restPerTransferMs),
+        ],
+      ),
+    );
+    for (const t of targets) console.log(`target ${t.what} ≤ ${t.target}: ${t.value} ${t.met ? 'met' : 'MISSED'}`);
+    if (profile) {
+      console.log('\nnode CPU (accountability on), self time by file, top entries:');
+      for (const p of profile.slice(0, 15)) console.log(`  ${(p.share * 100).toFixed(1).padStart(5)} %  ${p.selfMs} ms  ${p.file}`);
+    }
+    writeResult(OUT, {
+      what: 'per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a 3-node loopback swarm, from the gateway per-token timelines, accountability on vs off (interleaved), no audits',
+      note: `real odsi node processes on 127.0.0.1 sharing this machine's ${machine.cores} cores with the gateway and with other jobs (see loadAvg)`,
+      machine,
+      loadAvgAtEnd: machineAfter.loadAvg,
+      options: { model: MODEL.replace(`${resolve(ROOT, '..')}/`, ''), engine: ENGINE, ranges, rounds: ROUNDS, tokens: TOKENS, profiled: args.profile },
+      ...res,
+      perRoundMedianPerHopMs: perRound,
+      nodeCpuProfile: profile,
+      targets,
+    });
+    console.log(`\nwrote ${OUT}`);
+  } finally {
+    for (const g of gateways) await g.close().catch(() => undefined);
+    await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e instanceof Error ? (e.stack ?? e.message) : e);
+    process.exit(1);
+  },
+);

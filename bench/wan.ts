@@ -1,0 +1,428 @@
+// A 3-node swarm across emulated WAN links, built from network namespaces this benchmark creates
+// (root only): token latency against the floor compute + (k+1)·one-way delay, and prefill
+// transfer time by activation precision on the wire.
+//
+//   node --import ./dist/src/util/polyfill.js dist/bench/wan.js [--profiles wan20,lan5] [--model FILE]
+//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--out FILE]
+//
+// Topology (bench/lib/netns.ts): namespaces <prefix>-gw, -n1, -n2, -n3, each joined by a veth pair
+// to <prefix>-hub, where nothing is forwarded: the only way between two namespaces is a TCP relay
+// in the hub (bench/lib/wan-relay.ts) that delays each chunk by the one-way delay ± jitter and
+// emulates loss as an extra retransmission timeout (see that file for the approximation). Rate is
+// shaped by tbf on both ends of every veth. Every libp2p connection between gateway and nodes or
+// between nodes goes through a relay, so each of the k+1 transfers of a step pays one one-way delay.
+//
+// Roles: this process (the host namespace) builds the namespaces, starts the relay, an echo server
+// (link measurement) and the `odsi node` processes, then runs itself with --inner inside the
+// gateway namespace: that child measures RTT and rate of the emulated link, drives a production
+// Gateway over the fixed route (accountability on, as deployed), and opens extra routes at each
+// wire dtype for the prefill transfer. Everything is removed after each profile, also on failure
+// and on SIGINT/SIGTERM.
+//
+// Reported per profile: measured RTT (64 B and 8 KB echoes) and rate; per decode step: step wall
+// time at the gateway, Σ compute of all stages, floor = Σ compute + (k+1)·(measured RTT / 2), and
+// step − floor (target: median ≤ 5 ms); prefill transfer time by wire dtype (f32, f16, bf16) and
+// the route output's relative L2 difference from the f32 run.
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { tmpdir, availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { odsiBin } from '../src/util/children.js';
+import { NetnsStar, isRoot } from './lib/netns.js';
+import type { RelayConfig, EchoConfig } from './lib/wan-relay.js';
+import { describeMachine, machineLine } from './lib/machine.js';
+import { writeResult } from './lib/results.js';
+import { dist, stepSample, type StepSample } from './lib/timeline.js';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+const HERE = resolve(fileURLToPath(import.meta.url), '..');
+const NODE_PORT = 4001;
+const ECHO_PORT = 5001;
+/** the relay and echo server stand in for the network, not for a party: on this shared VM they run
+ *  at a higher CPU priority so that waiting for a core shows up less as link delay */
+const EMULATOR_NICE = ['-n', '-10'];
+
+export interface LinkProfile {
+  name: string;
+  /** one-way delay added per transfer, ms */
+  delayMs: number;
+  /** ± uniform, ms */
+  jitterMs: number;
+  /** packet loss probability */
+  loss: number;
+  rateMbit: number;
+}
+
+export const PROFILES: Record<string, LinkProfile> = {
+  wan20: { name: 'wan20', delayMs: 20, jitterMs: 2, loss: 0.001, rateMbit: 100 },
+  lan5: { name: 'lan5', delayMs: 5, jitterMs: 0, loss: 0, rateMbit: 1000 },
+  wan50: { name: 'wan50', delayMs: 50, jitterMs: 5, loss: 0.001, rateMbit: 50 },
+};
+
+interface InnerConfig {
+  profile: LinkProfile;
+  accountability: boolean;
+  modelPath: string;
+  /** the model's identity (hashed once here; nodes are told it with --model-id) */
+  modelId: string;
+  engine: 'ort' | 'reference';
+  threads: number;
+  tokens: number;
+  rounds: number;
+  prefillTokens: number;
+  dtypes: ('f32' | 'f16' | 'bf16')[];
+  listen: string;
+  hops: { peerId: string; addrs: string[]; start: number; end: number }[];
+  echo: { host: string; port: number };
+  out: string;
+}
+
+const { values: args } = parseArgs({
+  options: {
+    inner: { type: 'string' },
+    profiles: { type: 'string', default: 'wan20,lan5' },
+    model: { type: 'string' },
+    engine: { type: 'string' },
+    threads: { type: 'string' },
+    tokens: { type: 'string', default: '24' },
+    rounds: { type: 'string', default: '3' },
+    prefill: { type: 'string', default: '128' },
+    dtypes: { type: 'string', default: 'f32,f16,bf16' },
+    out: { type: 'string' },
+    // off: nodes run with ODSI_ACCOUNTABILITY=0 and the gateway checks no receipts (diagnosis)
+    accountability: { type: 'string', default: 'on' },
+  },
+});
+
+// ---------------------------------------------------------------- outer: namespaces and processes
+
+/** spawn one `odsi node` in a namespace; resolves with its ready line */
+function startNode(
+  star: NetnsStar,
+  ns: string,
+  listen: string,
+  model: string,
+  range: [number, number],
+  engine: string,
+  threads: number,
+  modelId: string,
+  accountability: boolean,
+): Promise<{ peerId: string; pid: number }> {
+  const p = star.spawn(ns, process.execPath, [
+    odsiBin(),
+    'node',
+    '--model',
+    model,
+    '--layers',
+    `${range[0]}:${range[1]}`,
+    '--listen',
+    listen,
+    '--engine',
+    engine,
+    '--threads',
+    String(threads),
+    '--bench-tokens',
+    '0',
+    '--model-id',
+    modelId,
+    '--announce-interval',
+    '60000',
+    '--log-level',
+    'warn',
+  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ODSI_ACCOUNTABILITY: accountability ? '1' : '0' } });
+  return waitReady(p, `node ${range.join(':')} in ${ns}`, 300_000) as Promise<{ peerId: string; pid: number }>;
+}
+
+function waitReady(p: import('node:child_process').ChildProcess, label: string, ms: number): Promise<Record<string, unknown>> {
+  const tail: string[] = [];
+  p.stderr?.on('data', (b: Buffer) => {
+    tail.push(b.toString());
+    if (tail.length > 20) tail.shift();
+  });
+  return new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`${label} not ready within ${ms} ms: ${tail.join('').slice(-800)}`)), ms);
+    createInterface({ input: p.stdout! }).on('line', (l) => {
+      try {
+        const m = JSON.parse(l) as Record<string, unknown>;
+        if (m.event === 'ready') {
+          clearTimeout(timer);
+          res(m);
+        }
+      } catch {
+        /* not JSON */
+      }
+    });
+    p.once('exit', (code, sig) => {
+      clearTimeout(timer);
+      rej(new Error(`${label} exited (${sig ?? code}) before it was ready: ${tail.join('').slice(-800)}`));
+    });
+  });
+}
+
+async function runProfile(profile: LinkProfile, o: Omit<InnerConfig, 'profile' | 'listen' | 'hops' | 'echo' | 'out'>, splits: [number, number][]): Promise<unknown> {
+  const prefix = `odsi-wan-${process.pid}`;
+  const names = ['gw', ...splits.map((_, i) => `n${i + 1}`)];
+  console.log(`\n[${profile.name}] ${profile.delayMs} ms ± ${profile.jitterMs} ms one-way, ${profile.rateMbit} Mbit/s, loss ${(profile.loss * 100).toFixed(2)} %`);
+  const star = NetnsStar.create(prefix, names, { rateMbit: profile.rateMbit });
+  current = star;
+  const tmp = mkdtempSync(join(tmpdir(), 'odsi-wan-'));
+  try {
+    // relays in the hub: one per node (and the gateway, for reply dials), one to the echo server
+    const rules = names.map((_, i) => ({ listenHost: star.hubAddr(i), listenPort: NODE_PORT, targetHost: star.addr(i), targetPort: NODE_PORT }));
+    rules.push({ listenHost: star.hubAddr(1), listenPort: ECHO_PORT, targetHost: star.addr(1), targetPort: ECHO_PORT });
+    const relayCfg: RelayConfig = { mode: 'relay', delayMs: profile.delayMs, jitterMs: profile.jitterMs, loss: profile.loss, rules, seed: 1 };
+    const relayJs = join(HERE, 'lib/wan-relay.js');
+    await waitReady(star.spawn(star.hub, 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(relayCfg)], { stdio: ['ignore', 'pipe', 'pipe'] }), 'relay', 10_000);
+    const echoCfg: EchoConfig = { mode: 'echo', host: star.addr(1), port: ECHO_PORT };
+    await waitReady(star.spawn(star.ns(1), 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(echoCfg)], { stdio: ['ignore', 'pipe', 'pipe'] }), 'echo', 10_000);
+    const t0 = performance.now();
+    const nodes = await Promise.all(
+      splits.map((r, i) => startNode(star, star.ns(i + 1), `/ip4/${star.addr(i + 1)}/tcp/${NODE_PORT}`, o.modelPath, r, o.engine, o.threads, o.modelId, o.accountability)),
+    );
+    console.log(`  nodes up in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${nodes.map((n) => n.peerId.slice(-6)).join(', ')}`);
+    const out = join(tmp, 'result.json');
+    const cfg: InnerConfig = {
+      ...o,
+      profile,
+      listen: `/ip4/${star.addr(0)}/tcp/${NODE_PORT}`,
+      // the gateway reaches node i only through the relay on the hub's side of node i's link
+      hops: nodes.map((n, i) => ({ peerId: n.peerId, addrs: [`/ip4/${star.hubAddr(i + 1)}/tcp/${NODE_PORT}/p2p/${n.peerId}`], start: splits[i]![0], end: splits[i]![1] })),
+      echo: { host: star.hubAddr(1), port: ECHO_PORT },
+      out,
+    };
+    const cfgFile = join(tmp, 'config.json');
+    writeFileSync(cfgFile, JSON.stringify(cfg));
+    const inner = star.spawn(star.ns(0), process.execPath, ['--import', join(ROOT, 'dist/src/util/polyfill.js'), fileURLToPath(import.meta.url), '--inner', cfgFile], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    const code = await new Promise<number | null>((r) => inner.once('exit', (c) => r(c)));
+    if (code !== 0 || !existsSync(out)) throw new Error(`gateway side of ${profile.name} failed (exit ${code})`);
+    return JSON.parse(readFileSync(out, 'utf8'));
+  } finally {
+    await star.destroy();
+    current = undefined;
+    rmSync(tmp, { recursive: true, force: true });
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(prefix));
+    if (left.length) console.error(`WARNING: namespaces left behind: ${left.join(', ')}`);
+  }
+}
+
+let current: NetnsStar | undefined;
+
+async function outer(): Promise<void> {
+  if (!isRoot()) throw new Error('bench/wan builds network namespaces and needs root (run it as root, or skip it)');
+  const profiles = args.profiles!.split(',').map((n) => {
+    const p = PROFILES[n];
+    if (!p) throw new Error(`unknown profile ${n} (have ${Object.keys(PROFILES).join(', ')})`);
+    return p;
+  });
+  const modelPath = resolve(args.model ?? join(ROOT, 'bench/tmp/smollm2-135m-f32.gguf'));
+  if (!existsSync(modelPath))
+    throw new Error(`${modelPath} missing: node bin/odsi.js model synth --shape smollm2-135m --dtype f32 --seed 1 --out bench/tmp/smollm2-135m-f32.gguf`);
+  const { openModel } = await import('../src/model/load.js');
+  const { splitLayers } = await import('../src/engine/create.js');
+  const { modelIdentity } = await import('../src/model/identity.js');
+  const src = openModel(modelPath);
+  const c = src.config;
+  const { modelId } = modelIdentity(src);
+  src.close();
+  const engine = (args.engine ?? (c.headDim % 16 === 0 ? 'ort' : 'reference')) as 'ort' | 'reference';
+  const threads = Number(args.threads ?? Math.max(1, Math.floor(availableParallelism() / 2)));
+  const splits = splitLayers(c.nLayers, 3);
+  const dtypes = args.dtypes!.split(',') as InnerConfig['dtypes'];
+  const machine = describeMachine();
+  console.log(machineLine(machine));
+  console.log(`${modelPath}: ${c.nLayers} layers, dim ${c.dim}; engine ${engine}, ${threads} threads per process; nodes [${splits.map((r) => r.join(':')).join(' ')}]`);
+  const o = { modelPath, modelId, accountability: args.accountability !== 'off', engine, threads, tokens: Number(args.tokens), rounds: Number(args.rounds), prefillTokens: Number(args.prefill), dtypes };
+  const results: unknown[] = [];
+  for (const p of profiles) results.push(await runProfile(p, o, splits));
+  const outFile =
+    args.out ??
+    join(ROOT, `bench/results/wan${modelPath.includes('stories') ? '-stories260k' : ''}${o.accountability ? '' : '-noaccountability'}.json`);
+  writeResult(outFile, {
+    what: '3-node swarm across network namespaces with emulated WAN links (tbf rate + user-space delay/jitter/loss relay): per-token latency vs floor compute + (k+1)·one-way delay; prefill transfer by wire dtype',
+    note: `all processes share this machine's ${machine.cores} cores (the VM is shared with other jobs: see loadAvg); loss is emulated as an extra retransmission timeout on a fraction of chunks (bench/lib/wan-relay.ts)`,
+    machine,
+    loadAvgAtEnd: describeMachine().loadAvg,
+    model: modelPath.replace(`${ROOT}/`, ''),
+    options: { ...o, modelPath: undefined, splits },
+    profiles: results,
+  });
+  console.log(`\nwrote ${outFile}`);
+}
+
+// ---------------------------------------------------------------- inner: the gateway's namespace
+
+async function inner(cfgFile: string): Promise<void> {
+  const cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as InnerConfig;
+  const { echoRtt, sinkRate } = await import('./lib/link-probe.js');
+  const { Gateway } = await import('../src/gateway/gateway.js');
+  const { openModel } = await import('../src/model/load.js');
+  const { createStage } = await import('../src/engine/create.js');
+  const { createHost } = await import('../src/p2p/host.js');
+  const { RouteClient } = await import('../src/route/route-client.js');
+  const { generateIdentity } = await import('../src/identity/identity.js');
+  const p = cfg.profile;
+  const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+  // 1. what the link delivers (gateway → hub relay → node 1's namespace)
+  const rtt64 = await echoRtt(cfg.echo.host, cfg.echo.port, 40, 64);
+  const rtt8k = await echoRtt(cfg.echo.host, cfg.echo.port, 20, 8192);
+  const bulk = Math.min(16 << 20, Math.max(1 << 20, Math.round((p.rateMbit * 1e6) / 8 / 4)));
+  const rate = await sinkRate(cfg.echo.host, cfg.echo.port, bulk, rtt64.median, 3);
+  const oneWayMs = rtt64.median / 2;
+  console.log(
+    `  link: RTT 64 B ${rtt64.min.toFixed(2)} (${rtt64.median.toFixed(2)}) ms, 8 KB ${rtt8k.median.toFixed(2)} ms; rate ${rate.median.toFixed(1)} Mbit/s (of ${p.rateMbit}, ${(bulk / 2 ** 20).toFixed(1)} MiB transfers)`,
+  );
+
+  // 2. decode through a production Gateway (accountability on), fixed route
+  const k = cfg.hops.length;
+  const gw = await Gateway.start({
+    modelPath: cfg.modelPath,
+    engine: cfg.engine,
+    listen: [cfg.listen],
+    peers: cfg.hops.map((h) => ({ ...h, msPerToken: 1, load: 0, freeKvTokens: 1e6 })),
+    failover: { graceMs: 60_000, minStepMs: 120_000 },
+    accountability: { enabled: cfg.accountability },
+  });
+  const samples: (StepSample & { round: number })[] = [];
+  const tokensPerRun: number[] = [];
+  try {
+    const promptIds = gw.tokenizer.encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gw.addBos }).slice(0, 16);
+    await gw.run({ promptIds, maxTokens: 3, sampling: { temperature: 0 } });
+    for (let r = 0; r < cfg.rounds; r++) {
+      const res = await gw.run({
+        promptIds,
+        maxTokens: cfg.tokens,
+        sampling: { temperature: 0 },
+        onToken: (t) => {
+          if (t.step > 0) samples.push({ ...stepSample(t.timeline), round: r });
+        },
+      });
+      tokensPerRun.push(res.tokens.length);
+      const mine = samples.filter((s) => s.round === r);
+      const med = dist(mine.map((s) => s.stepMs)).p50;
+      console.log(`  round ${r + 1}/${cfg.rounds}: ${res.tokens.length} tokens, median step ${med.toFixed(1)} ms`);
+    }
+  } finally {
+    await gw.close();
+  }
+  const over = samples.map((s) => s.stepMs - s.computeMs - (k + 1) * oneWayMs);
+  const overCfg = samples.map((s) => s.stepMs - s.computeMs - (k + 1) * p.delayMs);
+  const decode = {
+    steps: samples.length,
+    tokensPerRun,
+    stepMs: dist(samples.map((s) => s.stepMs)),
+    computeMs: dist(samples.map((s) => s.computeMs)),
+    hopComputeMs: dist(samples.map((s) => s.hopComputeMs)),
+    hopQueueMs: dist(samples.map((s) => s.hopQueueMs)),
+    hopSendMs: dist(samples.map((s) => s.hopSendMs)),
+    floorMs: dist(samples.map((s) => s.computeMs + (k + 1) * oneWayMs)),
+    overFloorMs: dist(over),
+    overFloorConfiguredDelayMs: dist(overCfg),
+    transfersPerStep: k + 1,
+    perTransferOverheadMs: dist(over.map((x) => x / (k + 1))),
+  };
+  const target = { what: 'median step − (Σ compute + (k+1)·measured one-way delay), ms', target: 5, value: decode.overFloorMs.p50, met: decode.overFloorMs.p50 <= 5 };
+  console.log(
+    `  decode: step ${decode.stepMs.p50} ms (p90 ${decode.stepMs.p90}) = compute ${decode.computeMs.p50} + ${k + 1}×${oneWayMs.toFixed(2)} ms + over-floor ${decode.overFloorMs.p50} ms (p90 ${decode.overFloorMs.p90}, p99 ${decode.overFloorMs.p99}); target ≤ 5 ms: ${target.met ? 'met' : 'MISSED'}`,
+  );
+
+  // 3. prefill transfer by wire dtype: extra routes from a second host, same hops, interleaved
+  const src = openModel(cfg.modelPath);
+  const c = src.config;
+  const embed = await createStage(cfg.engine, src, { start: 0, end: 0, embed: true, head: false }, { threads: cfg.threads });
+  const host = await createHost({ identity: generateIdentity(), listen: [cfg.listen.replace(`/tcp/${NODE_PORT}`, '/tcp/0')] });
+  const routes = await RouteClient.start(host);
+  const n = cfg.prefillTokens;
+  const ids = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % c.vocabSize);
+  const hidden = (await embed.forward({ sessionId: 'prefill', pos: 0, nTokens: n, tokens: ids })).hidden!;
+  const bytesPer = { f32: 4, f16: 2, bf16: 2 } as const;
+  const prefill: { dtype: string; rep: number; roundTripMs: number; computeMs: number; transferMs: number; bytesPerTransfer: number; relL2VsF32: number }[] = [];
+  try {
+    const opened = await Promise.all(
+      cfg.dtypes.map(async (dtype) => ({
+        dtype,
+        route: await routes.open({ modelId: cfg.modelId, config: c, hops: cfg.hops, sessionId: `wan-prefill-${dtype}-${process.pid}`, maxTokens: n + 4, dtype, openTimeoutMs: 60_000, stepTimeoutMs: 600_000 }),
+      })),
+    );
+    let ref: Float32Array | undefined;
+    for (let rep = 0; rep < 3; rep++) {
+      for (const { dtype, route } of opened) {
+        const out = await route.forward({ sessionId: route.sessionId, pos: 0, nTokens: n, hidden });
+        const computeMs = route.lastTimeline.reduce((a, h) => a + h.computeMs, 0);
+        const y = out.hidden!;
+        if (dtype === 'f32' && !ref) ref = Float32Array.from(y);
+        let num = 0;
+        let den = 0;
+        if (ref)
+          for (let i = 0; i < y.length; i++) {
+            num += (y[i]! - ref[i]!) ** 2;
+            den += ref[i]! ** 2;
+          }
+        prefill.push({
+          dtype,
+          rep,
+          roundTripMs: r3(route.lastRoundTripMs),
+          computeMs: r3(computeMs),
+          transferMs: r3(route.lastRoundTripMs - computeMs),
+          bytesPerTransfer: n * c.dim * bytesPer[dtype],
+          relL2VsF32: ref ? Math.sqrt(num / den) : NaN,
+        });
+      }
+    }
+    for (const { route } of opened) await route.dispose();
+  } finally {
+    await routes.stop();
+    await host.stop();
+    await embed.dispose();
+    src.close();
+  }
+  const byDtype = cfg.dtypes.map((d) => {
+    const xs = prefill.filter((x) => x.dtype === d);
+    const t = dist(xs.map((x) => x.transferMs));
+    const bytes = xs[0]?.bytesPerTransfer ?? 0;
+    return {
+      dtype: d,
+      bytesPerTransfer: bytes,
+      transferMs: t,
+      // what the link alone needs: (k+1) transfers of the bytes at the measured rate, plus one-way delays
+      linkFloorMs: r3((k + 1) * ((bytes * 8) / (rate.median * 1e6) * 1000 + oneWayMs)),
+      relL2VsF32: dist(xs.map((x) => x.relL2VsF32), 8).p50,
+    };
+  });
+  for (const b of byDtype)
+    console.log(
+      `  prefill ${n} tokens, wire ${b.dtype}: ${(b.bytesPerTransfer / 1e3).toFixed(0)} kB × ${k + 1} transfers in ${b.transferMs.p50} ms (link floor ${b.linkFloorMs} ms); output rel. L2 vs f32 ${b.relL2VsF32.toExponential(2)}`,
+    );
+
+  writeResult(cfg.out, {
+    profile: p,
+    link: { rtt64B: { ...rtt64, samples: undefined }, rtt8KB: { ...rtt8k, samples: undefined }, rateMbit: rate, bulkBytes: bulk, oneWayMs: r3(oneWayMs) },
+    decode,
+    prefill: { tokens: n, byDtype, samples: prefill },
+    targets: [target],
+  });
+}
+
+const main = args.inner ? () => inner(args.inner!) : outer;
+const onSignal = (sig: NodeJS.Signals) => {
+  current?.destroySync();
+  process.exit(sig === 'SIGINT' ? 130 : 143);
+};
+process.once('SIGINT', onSignal);
+process.once('SIGTERM', onSignal);
+process.once('exit', () => current?.destroySync());
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e instanceof Error ? (e.stack ?? e.message) : e);
+    current?.destroySync();
+    process.exit(1);
+  },
+);
+
