@@ -9,6 +9,7 @@ import type { ServerResponse } from 'node:http';
 import type { Gateway } from '../gateway/gateway.js';
 import { RecentRequests } from './requests.js';
 import type { DashboardDelta, DashboardSnapshot, FallbackView, FeedItem, LedgerView, NodeView } from './types.js';
+import { FOREVER } from '../routing/bans.js';
 
 export interface DashboardOptions {
   /** SSE clients at once (default 16); more get 503 */
@@ -248,7 +249,7 @@ export class Dashboard {
         kind: 'ban',
         peerId: b.peerId,
         pass: false,
-        text: `banned until ${new Date(b.until).toISOString()} (failure ${b.failures})${b.reason ? `: ${b.reason}` : ''}`,
+        text: `${b.until >= FOREVER ? 'barred for good' : `banned until ${new Date(b.until).toISOString()}`} (failure ${b.failures})${b.reason ? `: ${b.reason}` : ''}`,
       });
     }
   }

@@ -18,6 +18,9 @@ export interface BanListOptions {
   forgetMs?: number;
 }
 
+/** `until` of a peer barred for good: the last instant a Date can hold (a number, so that it survives JSON) */
+export const FOREVER = 8.64e15;
+
 export class BanList {
   private bans = new Map<string, BanInfo>();
   private readonly baseMs: number;
@@ -33,10 +36,19 @@ export class BanList {
   /** Ban a peer after a failure; returns the ban length in ms. */
   ban(peerId: string, reason?: string, now = Date.now()): number {
     const prev = this.bans.get(peerId);
+    if (prev?.until === FOREVER) return FOREVER - now; // barred for good stays barred
     const failures = prev && now - prev.until < this.forgetMs ? prev.failures + 1 : 1;
     const ms = Math.min(this.maxMs, this.baseMs * 2 ** (failures - 1));
     this.bans.set(peerId, { peerId, until: now + ms, failures, reason });
     return ms;
+  }
+
+  /**
+   * Bars a peer for good: there is signed evidence of its misbehaviour (a conviction), so unlike
+   * a failure it is not retried once a ban runs out. Kept as long as this list lives.
+   */
+  banForGood(peerId: string, reason?: string): void {
+    this.bans.set(peerId, { peerId, until: FOREVER, failures: (this.bans.get(peerId)?.failures ?? 0) + 1, reason });
   }
 
   isBanned(peerId: string, now = Date.now()): boolean {

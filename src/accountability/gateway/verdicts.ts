@@ -11,6 +11,8 @@ import { addressOfPeer } from '../records/wire.js';
 /** The ban list a conviction goes to (the gateway's: routing skips banned peers). */
 export interface BanSink {
   ban(peerId: string, reason?: string): number;
+  /** bars a convicted peer from routing for good (not only until a ban runs out) */
+  banForGood(peerId: string, reason?: string): void;
   isBanned(peerId: string): boolean;
 }
 
@@ -104,14 +106,14 @@ export class Verdicts {
     this.queue = c.queue ?? new EvidenceQueue<Evidence>(4096);
   }
 
-  /** Records evidence against a peer, convicts and bans it; its reputation starts over. */
+  /** Records evidence against a peer, convicts it and bars it from routing for good; its reputation starts over. */
   convict(kind: Evidence['kind'], peerId: string, reason: string, evidence: Evidence): void {
     this.evidence.push({ at: Date.now(), kind, peerId, accused: safeAddress(peerId) ?? NO_ADDRESS, reason, evidence });
     if (this.evidence.length > MAX_RECORDS) this.evidence.shift();
     this.queue.enqueue(evidence);
     this.passes.set(peerId, 0);
     this.convicted.set(peerId, `${kind}: ${reason}`);
-    this.bans.ban(peerId, `${kind}: ${reason}`);
+    this.bans.banForGood(peerId, `${kind}: ${reason}`);
   }
 
   /** Why the peer was convicted, or undefined. */

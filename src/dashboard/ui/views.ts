@@ -124,7 +124,7 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
                 <td>
                   <span class=${`badge ${nd.state}`}>${nd.state}</span>
                   ${nd.conviction ? html`<div class="why">convicted: ${nd.conviction}</div>` : null}
-                  ${nd.banned && !nd.conviction ? html`<div class="why">${nd.banReason ?? 'banned'}${nd.bannedUntil ? ` (until ${new Date(nd.bannedUntil).toLocaleTimeString()})` : ''}</div>` : null}
+                  ${nd.banned && !nd.conviction ? html`<div class="why">${nd.banReason ?? 'banned'}${nd.bannedUntil && nd.bannedUntil < 8.64e15 ? ` (until ${new Date(nd.bannedUntil).toLocaleTimeString()})` : ''}</div>` : null}
                   ${nd.state === 'unreachable' ? html`<div class="why">does not answer pings</div>` : null}
                 </td>
               </tr>`;
