@@ -57,7 +57,7 @@ function argmax(a: Float32Array): number {
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-for (const kind of ['reference'] as EngineKind[]) {
+for (const kind of ['reference', 'ort'] as EngineKind[]) {
   describe(`forwardBatch (${kind})`, () => {
     let stage: Stage;
     before(async () => {
