@@ -39,6 +39,8 @@ export interface NodeOptions {
   engine?: EngineKind;
   threads?: number;
   kvBudgetMb?: number;
+  /** continuous batching: tokens per scheduler iteration, longest prompt chunk in one */
+  batching?: { tokenBudget?: number; chunkTokens?: number };
   announceIntervalMs?: number;
   /** memory for weights when choosing layers automatically (default: half the free memory) */
   memoryMb?: number;
@@ -153,7 +155,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       stamper = o.decorate?.stamper?.(stamper, { identity, domain: acct.domain }) ?? stamper;
     }
     const limits = new PeerLimits({ ...o.peerLimits, log });
-    const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, log });
+    const server = new NodeServer({ host, stage, modelId, perf, stamper, kvBudgetTokens, idleTimeoutMs: o.idleTimeoutMs, limits, log, batching: o.batching });
     await server.start();
 
     const interval = o.announceIntervalMs ?? 30_000;
