@@ -115,7 +115,7 @@ export class StepScheduler {
     if (!Number.isFinite(p.w.deadline)) return undefined;
     const perf = this.o.perf;
     let aheadTokens = 0;
-    for (const q of this.queue) if (q.w.deadline <= p.w.deadline) aheadTokens += Math.min(q.w.nTokens - q.done, this.chunk);
+    for (const q of this.queue) if (q !== p && q.w.deadline <= p.w.deadline) aheadTokens += q.w.nTokens - q.done;
     const mine = p.w.nTokens - p.done;
     const iterations = Math.ceil(mine / this.chunk) + Math.floor(aheadTokens / this.budget);
     const perIter = mine > 1 ? perf.expectedMs(Math.min(mine, this.chunk)) : perf.expectedMs(1);
