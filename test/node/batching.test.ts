@@ -47,12 +47,12 @@ describe('16 concurrent streams on a 3-node swarm (stories260K)', () => {
       localClient = openaiClient(local.url);
       sg = await startSwarmGateway({
         model: STORIES_GGUF,
-        swarm: { ranges: [[0, 2], [2, 4], [4, 5]], readyTimeoutMs: 60_000, benchTokens: 0 },
+        swarm: { ranges: [[0, 2], [2, 4], [4, 5]], readyTimeoutMs: 120_000, benchTokens: 0 },
         gateway: GATEWAY,
       });
       await sg.backend.waitForRoute(30_000);
     },
-    { timeout: 90_000 },
+    { timeout: 180_000 },
   );
   after(async () => {
     await local?.close();
@@ -88,18 +88,19 @@ describe('a tight-deadline stream beside a long prefill on the same node', () =>
         dtype: 'f32',
         seed: 1,
         out: model,
-        nLayers: 4,
+        nLayers: 8,
         progress: false,
         overrides: { dim: 384, ffnDim: 1152, nHeads: 6, nKvHeads: 2, headDim: 64 },
       });
       sg = await startSwarmGateway({
         model,
-        swarm: { ranges: [[0, 4]], readyTimeoutMs: 60_000, extraArgs: ['--prefill-chunk', '8', '--batch-tokens', '9'] },
-        gateway: GATEWAY,
+        swarm: { ranges: [[0, 8]], readyTimeoutMs: 120_000, extraArgs: ['--prefill-chunk', '8', '--batch-tokens', '9'] },
+        // audits re-execute whole steps outside the token path's batching: not this test's subject
+        gateway: { ...GATEWAY, accountability: { enabled: false } },
       });
       await sg.backend.waitForRoute(30_000);
     },
-    { timeout: 90_000 },
+    { timeout: 180_000 },
   );
   after(async () => {
     await sg?.close();
@@ -109,7 +110,7 @@ describe('a tight-deadline stream beside a long prefill on the same node', () =>
   test('the stream keeps its deadline and keeps streaming while the prompt is prefilled', { timeout: 60_000 }, async () => {
     const client = openaiClient(sg!.url);
     const model = sg!.backend.model.id;
-    const deadline = { odsi: { deadline_ms: 600 } };
+    const deadline = { odsi: { deadline_ms: 1500 } };
     // the long prompt starts once the tight stream is decoding
     let decoding!: () => void;
     const started = new Promise<void>((r) => (decoding = r));
@@ -118,7 +119,8 @@ describe('a tight-deadline stream beside a long prefill on the same node', () =>
     const longStart = performance.now();
     const longReq = stream(client, model, 'the quick brown fox jumps over the lazy dog '.repeat(12), 2);
     const [t, l] = await Promise.all([tight, longReq]);
-    // every token arrived: no step missed its deadline (a miss on the only node fails the request)
+    // no step missed its deadline: a refused step is a route failure (retried on the only node)
+    assert.deepEqual(sg!.backend.faults.counts(), { failures: 0, reroutes: 0, gaveUp: 0 });
     assert.ok(t.at.length >= 50, `tight stream produced ${t.at.length} chunks`);
     // and some arrived while the prompt was still being prefilled
     const prefillDone = l.at[0]!;
