@@ -2,7 +2,8 @@
 // swarm, against llama.cpp's own continuous batching in one process.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/concurrency.js [--dtypes f32,q4_0]
-//        [--levels 1,4,16] [--tokens 32] [--reps 3] [--threads N] [--demo-tokens 48] [--quick] [--out FILE]
+//        [--levels 1,4,16] [--tokens 32] [--reps 3] [--threads N] [--demo-tokens 48] [--no-llama]
+//        [--no-accountability] [--quick] [--out FILE]
 //
 // Swarm: the real `odsi demo --serve --engine ort --model M --json` process (3 `odsi node`
 // processes on 127.0.0.1, layers split evenly, and the gateway with its API), on a synthetic
@@ -41,6 +42,7 @@ const { values: args } = parseArgs({
     threads: { type: 'string' },
     'demo-tokens': { type: 'string' },
     'no-llama': { type: 'boolean', default: false },
+    'no-accountability': { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
@@ -96,7 +98,7 @@ async function startDemo(model: string): Promise<{ proc: ChildProcess; url: stri
   const proc = spawn(
     process.execPath,
     [resolve(ROOT, 'bin/odsi.js'), 'demo', '--serve', '--json', '--engine', 'ort', '--model', model, '--nodes', '3', '--port', '0', '-n', '2', '--max-concurrent', '64'],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...(args['no-accountability'] ? { ODSI_ACCOUNTABILITY: '0' } : {}) } },
   );
   const lines = createInterface({ input: proc.stdout! });
   return await new Promise((res, rej) => {
@@ -159,7 +161,7 @@ async function main(): Promise<void> {
     const { getLlama } = await import('node-llama-cpp');
     llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
   }
-  const out: Record<string, unknown> = { machine, threads, levels, tokens: nTokens, reps, demoTokens, results: {} };
+  const out: Record<string, unknown> = { machine, accountability: !args['no-accountability'], threads, levels, tokens: nTokens, reps, demoTokens, results: {} };
   for (const dtype of dtypes) {
     const file = resolve(tmp, `smollm2-135m-${dtype === 'q4_0' ? 'q4' : dtype}.gguf`);
     if (!existsSync(file)) await writeSyntheticGguf({ shape: 'smollm2-135m', dtype, seed: 1, out: file, progress: false });
