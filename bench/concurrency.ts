@@ -15,6 +15,9 @@
 // c sequences generating greedily at once (its batching), same counts. Levels and the two sides
 // are interleaved per repetition; medians over --reps.
 //
+// Node compute alone (in this process): 16 sessions' decode steps on a 10-layer ORT stage, one
+// by one vs one forwardBatch — what batching saves where it happens.
+//
 // Demo check (the issue's "concurrency reaches users"): on the same demo process, 8 concurrent
 // streaming requests of --demo-tokens tokens vs one such request, aggregate tokens/s ratio
 // (target ≥ 3×), interleaved over --reps.
@@ -27,6 +30,8 @@ import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { createInterface } from 'node:readline';
 import OpenAI from 'openai';
+import { createStage } from '../src/engine/create.js';
+import { openModel } from '../src/model/load.js';
 import { writeSyntheticGguf, type SynthDtype } from '../src/model/synth.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { writeResult, table } from './lib/results.js';
@@ -149,6 +154,35 @@ async function llamaRunner(llama: Llama, file: string) {
   };
 }
 
+/** one node's compute alone: 16 sessions' decode steps one by one vs one forwardBatch (ORT, 10 layers) */
+async function nodeCompute(file: string): Promise<{ sequentialMs: number[]; batchMs: number[]; ratioMedian: number }> {
+  const src = openModel(file);
+  const st = await createStage('ort', src, { start: 0, end: 10, embed: false, head: false }, { threads });
+  const dim = src.config.dim;
+  const B = 16;
+  const h = (n: number) => new Float32Array(n * dim).fill(0.01);
+  const sequentialMs: number[] = [];
+  const batchMs: number[] = [];
+  try {
+    for (let i = 0; i < B; i++) await st.forward({ sessionId: `s${i}`, pos: 0, nTokens: 32, hidden: h(32) });
+    let pos = 32;
+    for (let r = 0; r < Math.max(3, reps); r++) {
+      let t = performance.now();
+      for (let i = 0; i < B; i++) await st.forward({ sessionId: `s${i}`, pos, nTokens: 1, hidden: h(1) });
+      sequentialMs.push(performance.now() - t);
+      pos++;
+      t = performance.now();
+      await st.forwardBatch!(Array.from({ length: B }, (_, i) => ({ sessionId: `s${i}`, pos, nTokens: 1, hidden: h(1) })));
+      batchMs.push(performance.now() - t);
+      pos++;
+    }
+  } finally {
+    await st.dispose();
+    src.close();
+  }
+  return { sequentialMs, batchMs, ratioMedian: median(sequentialMs.map((s, i) => s / batchMs[i]!)) };
+}
+
 const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '—');
 
 async function main(): Promise<void> {
@@ -165,6 +199,8 @@ async function main(): Promise<void> {
   for (const dtype of dtypes) {
     const file = resolve(tmp, `smollm2-135m-${dtype === 'q4_0' ? 'q4' : dtype}.gguf`);
     if (!existsSync(file)) await writeSyntheticGguf({ shape: 'smollm2-135m', dtype, seed: 1, out: file, progress: false });
+    const compute = await nodeCompute(file);
+    console.log(`${dtype}: one node (10 layers), 16 sessions' decode: one by one ${fmt(median(compute.sequentialMs))} ms, one batch ${fmt(median(compute.batchMs))} ms = ${fmt(compute.ratioMedian, 2)}×`);
     const demo = await startDemo(file);
     const lr = llama ? await llamaRunner(llama, file) : undefined;
     const runs: Record<string, { odsi: LevelResult[]; llama: LevelResult[] }> = {};
@@ -209,7 +245,7 @@ async function main(): Promise<void> {
         (summary.vsLlamaAtMax !== undefined ? `, ${fmt(summary.vsLlamaAtMax, 2)}× llama.cpp's` : '') +
         `; demo check: 8 concurrent ${fmt(eight)} tok/s vs one ${fmt(one)} tok/s = ${fmt(summary.demo.ratioMedian, 2)}× (target ≥ 3×)`,
     );
-    (out.results as Record<string, unknown>)[dtype] = { runs, demo: demoRuns, summary };
+    (out.results as Record<string, unknown>)[dtype] = { nodeCompute: compute, runs, demo: demoRuns, summary };
   }
   out.loadAvgAfter = describeMachine().loadAvg;
   const dest = args.out ?? resolve(ROOT, `bench/results/concurrency${quick ? '-quick' : ''}.json`);
