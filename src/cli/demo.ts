@@ -198,6 +198,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
       modelId,
       // ODSI_SWARM_STDERR=1 shows the nodes' logs (debugging the demo)
       inheritStderr: !!process.env.ODSI_SWARM_STDERR,
+      // N nodes loading at once on a shared machine can take minutes (ORT prepacking)
+      readyTimeoutMs: 180_000,
       nodeArgs: (i) => nodeFaultArgs(faults, i) /* fault-tolerance */,
       metrics: o.nodeMetrics, // ops
       ...(dl ? { identityFile: (i: number) => dl.nodeKeyFile(i), extraArgs: ['--ledger', dl.spec] } : {}), // ledger: staked keys; nodes read stake

@@ -31,6 +31,8 @@ interface NodeCliOptions {
   engine: string;
   threads?: string;
   kvBudgetMb: string;
+  batchTokens: string;
+  prefillChunk: string;
   announceInterval: string;
   memoryMb?: string;
   modelId?: string;
@@ -127,6 +129,8 @@ export function register(program: Command): void {
     .option('--engine <ort|reference>', 'execution engine', 'reference')
     .option('--threads <n>', 'engine threads (ort)')
     .option('--kv-budget-mb <n>', 'memory for KV caches across sessions', '512')
+    .option('--batch-tokens <n>', 'continuous batching: tokens one scheduler iteration computes across sessions', '64')
+    .option('--prefill-chunk <n>', 'continuous batching: most prompt tokens one session adds to an iteration', '32')
     .option('--announce-interval <ms>', 'advert refresh interval (adverts expire after 3 intervals)', '30000')
     .option('--memory-mb <n>', 'weight memory for --layers auto (default: half the free memory)')
     .option('--model-id <id>', 'trust this model id instead of hashing the model')
@@ -176,6 +180,7 @@ export function register(program: Command): void {
         engine: o.engine,
         threads: o.threads ? posInt('--threads', o.threads) : undefined,
         kvBudgetMb: posInt('--kv-budget-mb', o.kvBudgetMb),
+        batching: { tokenBudget: posInt('--batch-tokens', o.batchTokens), chunkTokens: posInt('--prefill-chunk', o.prefillChunk) },
         announceIntervalMs: posInt('--announce-interval', o.announceInterval),
         memoryMb: o.memoryMb ? posInt('--memory-mb', o.memoryMb) : undefined,
         modelId: o.modelId,

@@ -41,6 +41,17 @@ interface Scratch {
   o: Float32Array;
   g: Float32Array;
   u: Float32Array;
+  /** new K and V rows of a batch of several sessions (a single session writes its cache directly) */
+  k: Float32Array;
+  v: Float32Array;
+}
+
+/** one session's rows in a batch: rows [off, off+n) are its positions pos..pos+n-1 */
+interface Part {
+  s: Session;
+  pos: number;
+  n: number;
+  off: number;
 }
 
 /** a step whose per-layer work exceeds this many multiply-adds yields between layers (~ms) */
@@ -197,21 +208,47 @@ export class ReferenceStage implements Stage {
   }
 
   async forward(input: StageInput): Promise<StageOutput> {
+    return (await this.forwardBatch([input]))[0]!;
+  }
+
+  /**
+   * One pass over several sessions' steps: their rows are stacked, so every matrix is read once
+   * for the whole batch; RoPE and attention run per session against its own cache. Every row
+   * goes through exactly the operations of an unbatched step, so results are bit-identical.
+   * Inputs are all validated before any session changes.
+   */
+  async forwardBatch(inputs: StageInput[]): Promise<StageOutput[]> {
     if (this.disposed) throw new EngineError('stage is disposed', 'bad_input');
+    if (inputs.length === 0) return [];
+    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length) throw new EngineError('a batch holds at most one step per session', 'bad_input');
     let t = performance.now();
-    const { x, s } = this.prepare(input);
-    const { pos, nTokens: n } = input;
-    s.busy = true;
+    const c = this.config;
+    const xs = inputs.map((i) => this.prepare(i));
+    const ss = inputs.map((i) => this.session(i.sessionId, i.pos, i.nTokens));
+    const parts: Part[] = [];
+    let N = 0;
+    for (let i = 0; i < inputs.length; i++) {
+      const { pos, nTokens: n } = inputs[i]!;
+      parts.push({ s: ss[i]!, pos, n, off: N });
+      N += n;
+    }
+    let x: Float32Array;
+    if (xs.length === 1) x = xs[0]!;
+    else {
+      x = new Float32Array(N * c.dim);
+      for (let i = 0; i < xs.length; i++) x.set(xs[i]!, parts[i]!.off * c.dim);
+    }
+    for (const s of ss) s.busy = true;
     let computeMs = 0;
     try {
       if (this.layers.length > 0) {
-        const tables = ropeTables(this.invFreq, pos, n);
-        const scratch = this.scratch(n);
+        const tables = parts.map((p) => ropeTables(this.invFreq, p.pos, p.n));
+        const scratch = this.scratch(N);
         // long steps yield to the event loop between layers so a node's networking stays
         // responsive; computeMs counts only our own synchronous work
-        const yieldEvery = n * this.layerMacs > YIELD_MACS;
+        const yieldEvery = N * this.layerMacs > YIELD_MACS;
         for (let li = 0; li < this.layers.length; li++) {
-          this.layerForward(li, x, s, pos, n, tables, scratch);
+          this.layerForward(li, x, parts, N, tables, scratch);
           if (yieldEvery && li + 1 < this.layers.length) {
             computeMs += performance.now() - t;
             await new Promise<void>((r) => setImmediate(r));
@@ -220,12 +257,17 @@ export class ReferenceStage implements Stage {
           }
         }
       }
-      s.length = pos + n;
-      const out = this.range.head ? { logits: this.head(x, n, input.allLogits ?? false) } : { hidden: x };
+      for (const p of parts) p.s.length = p.pos + p.n;
+      let outs: Omit<StageOutput, 'computeMs'>[];
+      if (this.range.head) {
+        const logits = this.head(x, parts, inputs.map((i) => i.allLogits ?? false));
+        outs = logits.map((l) => ({ logits: l }));
+      } else if (parts.length === 1) outs = [{ hidden: x }];
+      else outs = parts.map((p) => ({ hidden: x.subarray(p.off * c.dim, (p.off + p.n) * c.dim) }));
       computeMs += performance.now() - t;
-      return { ...out, computeMs };
+      return outs.map((o) => ({ ...o, computeMs }));
     } finally {
-      s.busy = false;
+      for (const s of ss) s.busy = false;
     }
   }
 
@@ -261,9 +303,10 @@ export class ReferenceStage implements Stage {
   }
 
   /** validate the input (before touching the session, so a bad call leaves it unchanged), embed */
-  private prepare(input: StageInput): { x: Float32Array; s: Session } {
+  private prepare(input: StageInput): Float32Array {
     const c = this.config;
     const { pos, nTokens: n } = input;
+    if (typeof input.sessionId !== 'string') throw new EngineError('sessionId must be a string', 'bad_input');
     if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
     if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
 
@@ -284,17 +327,31 @@ export class ReferenceStage implements Stage {
       x = Float32Array.from(h);
     }
 
-    return { x, s: this.session(input.sessionId, pos, n) };
+    return x;
   }
 
-  private head(x: Float32Array, n: number, allLogits: boolean): Float32Array {
+  /** logits of each part: its last row, or all its rows when asked; one matmul for the batch */
+  private head(x: Float32Array, parts: Part[], allLogits: boolean[]): Float32Array[] {
     const c = this.config;
-    const rows = allLogits ? n : 1;
-    const xn = new Float32Array(rows * c.dim);
-    rmsnorm(xn, x.subarray((n - rows) * c.dim), this.outNorm!, rows, c.dim, c.normEps);
-    const logits = new Float32Array(rows * c.vocabSize);
-    this.mm(logits, xn, this.output!, rows, c.dim, c.vocabSize);
-    return logits;
+    const rows = parts.map((p, i) => (allLogits[i] ? p.n : 1));
+    const R = rows.reduce((a, b) => a + b, 0);
+    const xn = new Float32Array(R * c.dim);
+    let r = 0;
+    parts.forEach((p, i) => {
+      const first = p.off + p.n - rows[i]!;
+      rmsnorm(xn.subarray(r * c.dim), x.subarray(first * c.dim, (first + rows[i]!) * c.dim), this.outNorm!, rows[i]!, c.dim, c.normEps);
+      r += rows[i]!;
+    });
+    const logits = new Float32Array(R * c.vocabSize);
+    this.mm(logits, xn, this.output!, R, c.dim, c.vocabSize);
+    if (parts.length === 1) return [logits];
+    const out: Float32Array[] = [];
+    r = 0;
+    for (const n of rows) {
+      out.push(logits.slice(r * c.vocabSize, (r + n) * c.vocabSize));
+      r += n;
+    }
+    return out;
   }
 
   private scratch(n: number): Scratch {
@@ -307,25 +364,41 @@ export class ReferenceStage implements Stage {
       o: new Float32Array(n * c.dim),
       g: new Float32Array(n * c.ffnDim),
       u: new Float32Array(n * c.ffnDim),
+      k: new Float32Array(n * this.kvDim),
+      v: new Float32Array(n * this.kvDim),
     };
   }
 
-  private layerForward(li: number, x: Float32Array, s: Session, pos: number, n: number, rt: RopeTables, b: Scratch): void {
+  private layerForward(li: number, x: Float32Array, parts: Part[], n: number, rts: RopeTables[], b: Scratch): void {
     const c = this.config;
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
     const kvDim = this.kvDim;
     const w = this.layers[li];
-    // attention block
+    // attention block: matrices over all rows, RoPE and attention per session
     rmsnorm(b.xn, x, w.attnNorm, n, c.dim, c.normEps);
     this.mm(b.q, b.xn, w.q, n, c.dim, qDim);
-    const kNew = s.k[li].subarray(pos * kvDim, (pos + n) * kvDim);
-    const vNew = s.v[li].subarray(pos * kvDim, (pos + n) * kvDim);
-    this.mm(kNew, b.xn, w.k, n, c.dim, kvDim);
-    this.mm(vNew, b.xn, w.v, n, c.dim, kvDim);
-    rope(b.q, n, c.nHeads, hd, rt.cos, rt.sin);
-    rope(kNew, n, c.nKvHeads, hd, rt.cos, rt.sin);
-    attention(b.att, b.q, s.k[li], s.v[li], pos, n, c.nHeads, c.nKvHeads, hd);
+    if (parts.length === 1) {
+      const { s, pos } = parts[0]!;
+      const kNew = s.k[li].subarray(pos * kvDim, (pos + n) * kvDim);
+      const vNew = s.v[li].subarray(pos * kvDim, (pos + n) * kvDim);
+      this.mm(kNew, b.xn, w.k, n, c.dim, kvDim);
+      this.mm(vNew, b.xn, w.v, n, c.dim, kvDim);
+    } else {
+      this.mm(b.k, b.xn, w.k, n, c.dim, kvDim);
+      this.mm(b.v, b.xn, w.v, n, c.dim, kvDim);
+      for (const p of parts) {
+        p.s.k[li].set(b.k.subarray(p.off * kvDim, (p.off + p.n) * kvDim), p.pos * kvDim);
+        p.s.v[li].set(b.v.subarray(p.off * kvDim, (p.off + p.n) * kvDim), p.pos * kvDim);
+      }
+    }
+    parts.forEach((p, i) => {
+      const rt = rts[i]!;
+      const q = b.q.subarray(p.off * qDim, (p.off + p.n) * qDim);
+      rope(q, p.n, c.nHeads, hd, rt.cos, rt.sin);
+      rope(p.s.k[li].subarray(p.pos * kvDim, (p.pos + p.n) * kvDim), p.n, c.nKvHeads, hd, rt.cos, rt.sin);
+      attention(b.att.subarray(p.off * qDim, (p.off + p.n) * qDim), q, p.s.k[li], p.s.v[li], p.pos, p.n, c.nHeads, c.nKvHeads, hd);
+    });
     this.mm(b.o, b.att, w.o, n, qDim, c.dim);
     addInPlace(x, b.o);
     // feed-forward block

@@ -48,6 +48,13 @@ export interface Stage {
   /** e.g. 'reference', 'ort-f32', 'ort-q4' — part of the execution profile */
   readonly profile: string;
   forward(input: StageInput): Promise<StageOutput>;
+  /**
+   * Several sessions' steps as one batched pass (continuous batching): at most one input per
+   * session; outputs in input order. Each session's result equals what forward() would return
+   * for it alone (the reference engine bit for bit; ORT within its own kernels' rounding).
+   * computeMs of each output is the whole batch's compute time.
+   */
+  forwardBatch?(inputs: StageInput[]): Promise<StageOutput[]>;
   /** cached length of a session (0 when unknown) */
   sessionLength(sessionId: string): number;
   closeSession(sessionId: string): void;

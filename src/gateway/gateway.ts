@@ -7,6 +7,7 @@
 // API's Backend.
 
 import { randomUUID } from 'node:crypto';
+import { CoalescingStage } from '../engine/coalesce.js';
 import { createStage, type EngineKind } from '../engine/create.js';
 import type { Stage, StageInput, StageOutput } from '../engine/types.js';
 import { generateIdentity, type Identity } from '../identity/identity.js';
@@ -209,8 +210,9 @@ export class Gateway extends PipelineBackend {
       const { modelId } = modelIdentity(src);
       const L = src.config.nLayers;
       const engine = opts.engine ?? 'reference';
-      stages.push(await createStage(engine, src, { start: 0, end: 0, embed: true, head: false }));
-      stages.push(await createStage(engine, src, { start: L, end: L, embed: false, head: true }));
+      // shared by every request: concurrent calls go through them as one batched pass
+      stages.push(new CoalescingStage(await createStage(engine, src, { start: 0, end: 0, embed: true, head: false })));
+      stages.push(new CoalescingStage(await createStage(engine, src, { start: L, end: L, embed: false, head: true })));
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       // a RESULT carries at most a whole context's rows (plus its receipts)
       const routes = await RouteClient.start(host, { maxResultBytes: src.config.contextLength * src.config.dim * 4 + (1 << 20) });

@@ -1,14 +1,14 @@
 // Runs one STEP of a session through the node's stage: validate and decode the activation,
-// start the custody check and the commitment (they run while the stage computes), take the
-// compute lock, check the deadline, forward, then — once custody has settled — sign the
-// receipt and send the output on with this hop's timing appended. Audit re-executions take
-// the same lock (`lock`), so they never run beside a token-path step.
+// start the custody check and the commitment (they run while the stage computes), hand the
+// step to the scheduler (scheduler.ts: deadline check, batched with other sessions' steps),
+// then — once custody has settled — sign the receipt and send the output on with this hop's
+// timing appended. One receipt per session step, whatever batch computed it. Audit
+// re-executions run through the scheduler's `exclusive`, never beside a token-path step.
 
-import { EngineError, type Stage, type StageOutput } from '../engine/types.js';
+import type { Stage } from '../engine/types.js';
 import { MsgType, decodeTensor, encodeTensor, type ErrorCode, type Message, type StepHeader } from '../protocol/messages.js';
 import type { HopTiming } from '../route/route-stage.js';
-import type { ComputeLock } from './compute-lock.js';
-import type { PerfMeter } from './perf.js';
+import type { StepScheduler } from './scheduler.js';
 import type { Session } from './sessions.js';
 import type { NodeMetrics } from './metrics.js';
 import { stampStep, type StepStamper } from './stamper.js';
@@ -18,9 +18,8 @@ export interface StepExecutorOptions {
   self: string;
   stage: Stage;
   modelId: string;
-  perf: PerfMeter;
   stamper: StepStamper;
-  lock: ComputeLock;
+  scheduler: StepScheduler;
   /** Prometheus metrics (odsi node --metrics-port) */
   metrics?: Pick<NodeMetrics, 'step' | 'stepError'>;
 }
@@ -66,29 +65,19 @@ export class StepExecutor {
     if (!claimed.ok) return fail(claimed.code, claimed.reason);
     const custodyCheck = stamper.checkUpstream(arriving);
     const committed = stamper.commit(arriving);
-    let queueMs = 0;
-    const computed = await this.o.lock.run(async (): Promise<{ out: StageOutput } | { error: [ErrorCode, string] }> => {
-      const startAt = performance.now();
-      queueMs = startAt - recvAt;
-      if (h.budgetMs !== undefined) {
-        const expected = this.o.perf.expectedMs(h.nTokens);
-        if (h.budgetMs - queueMs - s.linkMs < expected)
-          return {
-            error: ['deadline', `remaining budget ${(h.budgetMs - queueMs).toFixed(1)} ms < expected ${expected.toFixed(1)} ms on ${self}`],
-          };
-      }
-      try {
-        const out = await stage.forward({ sessionId: s.id, pos: h.pos, nTokens: h.nTokens, hidden });
-        return { out: { ...out, computeMs: out.computeMs ?? performance.now() - startAt } };
-      } catch (e) {
-        const code: ErrorCode =
-          e instanceof EngineError ? (e.code === 'capacity' ? 'busy' : e.code === 'internal' ? 'engine' : 'bad_message') : 'engine';
-        return { error: [code, (e as Error).message] };
-      }
+    // the scheduler batches this step with the other sessions' steps (continuous batching)
+    const deadline = h.budgetMs !== undefined ? recvAt + h.budgetMs - s.linkMs : Infinity;
+    const computed = await this.o.scheduler.submit({
+      sessionId: s.id,
+      pos: h.pos,
+      nTokens: h.nTokens,
+      hidden,
+      recvAt,
+      deadline,
+      first: s.steps === 0 && h.pos === 0,
     });
     if ('error' in computed) return fail(...computed.error);
-    const { out } = computed;
-    this.o.perf.record(h.nTokens, out.computeMs);
+    const { out, queueMs } = computed;
     const custody = await custodyCheck;
     if (custody) {
       // computed from an input its upstream did not sign for: the output is never released

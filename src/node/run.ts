@@ -44,6 +44,8 @@ export interface NodeOptions {
   engine?: EngineKind;
   threads?: number;
   kvBudgetMb?: number;
+  /** continuous batching: tokens per scheduler iteration, longest prompt chunk in one */
+  batching?: { tokenBudget?: number; chunkTokens?: number };
   announceIntervalMs?: number;
   /** memory for weights when choosing layers automatically (default: half the free memory) */
   memoryMb?: number;
@@ -216,6 +218,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       reexecLimits: acct?.reexec,
       metrics,
       log,
+      batching: o.batching,
     });
     await server.start();
     const metricsHttp = metrics ? await serveMetrics(metrics.registry, o.metricsPort ?? 0, o.metricsHost) : undefined;

@@ -4,7 +4,7 @@
 // and dispatches the session's messages: STEPs to the executor (executor.ts), TRUNCATE on,
 // CLOSE to the session table (sessions.ts). KV hand-over on leave is kv-handover.ts; the
 // accountability work per step is the stamper's (stamper.ts), and when the node is accountable
-// it also re-executes other nodes' committed inputs for auditors under the same compute lock.
+// it also re-executes other nodes' committed inputs for auditors, alone between scheduler iterations.
 //
 // Session ownership (docs/protocol.md §4.1): an OPEN must be signed by its gateway
 // (reply.peerId) and come from the previous hop of the signed route (the gateway for hop 0);
@@ -31,11 +31,11 @@ import {
 } from '../protocol/messages.js';
 import { DEFAULT_MAX_TOKENS } from '../route/route-stage.js';
 import { AuditExecServer, type ReexecLimits } from '../accountability/node/audit-exec.js';
-import { ComputeLock } from './compute-lock.js';
 import { StepExecutor, type NodeStats } from './executor.js';
 import { KvHandover } from './kv-handover.js';
 import { NO_PEER_LIMITS, PeerLimits } from './peer-limits.js';
 import type { PerfMeter } from './perf.js';
+import { StepScheduler } from './scheduler.js';
 import { SessionTable, type Session } from './sessions.js';
 import { UsedOpens } from './used-opens.js';
 import { checkOpenSignature } from '../protocol/open-signature.js';
@@ -59,6 +59,8 @@ export interface NodeServerOptions {
   reexecLimits?: Partial<ReexecLimits>;
   /** Prometheus metrics (odsi node --metrics-port) */
   metrics?: NodeMetrics;
+  /** continuous batching: tokens per scheduler iteration, and the longest prompt chunk in one */
+  batching?: { tokenBudget?: number; chunkTokens?: number; maxBatch?: number };
   log?: Logger;
 }
 
@@ -77,7 +79,7 @@ export class NodeServer {
   readonly stats: NodeStats = { opened: 0, steps: 0, errors: 0, refused: 0 };
   private readonly self: string;
   private readonly sessions: SessionTable;
-  private readonly lock = new ComputeLock();
+  private readonly scheduler: StepScheduler;
   private readonly executor: StepExecutor;
   private readonly handover: KvHandover;
   private auditExec?: AuditExecServer;
@@ -94,8 +96,9 @@ export class NodeServer {
       idleTimeoutMs: o.idleTimeoutMs ?? 5 * 60_000,
       log: o.log,
     });
+    this.scheduler = new StepScheduler({ stage: o.stage, perf: o.perf, self: this.self, ...o.batching });
     this.executor = new StepExecutor(
-      { self: this.self, stage: o.stage, modelId: o.modelId, perf: o.perf, stamper: o.stamper, lock: this.lock, metrics: o.metrics },
+      { self: this.self, stage: o.stage, modelId: o.modelId, stamper: o.stamper, scheduler: this.scheduler, metrics: o.metrics },
       this.stats,
     );
     this.handover = new KvHandover({ host: o.host, stage: o.stage, modelId: o.modelId, sessions: this.sessions, limits, log: o.log });
@@ -115,6 +118,10 @@ export class NodeServer {
     const s = this.auditExec?.stats;
     return { served: s?.served ?? 0, refused: s?.refused ?? 0, tokens: s?.tokens ?? 0 };
   }
+  /** the step scheduler's counters (iterations, sessions and tokens summed over them, refusals) */
+  get batching(): StepScheduler['stats'] {
+    return this.scheduler.stats;
+  }
 
   async start(): Promise<void> {
     await this.o.host.libp2p.handle(
@@ -133,7 +140,7 @@ export class NodeServer {
         host: this.o.host,
         stage: this.o.stage,
         modelId: this.o.modelId,
-        exclusive: (fn) => this.lock.run(fn),
+        exclusive: (fn) => this.scheduler.exclusive(fn),
         sign: (fields) => stamper.signReexecution(fields),
         domain: stamper.domain,
         limits: this.o.reexecLimits,

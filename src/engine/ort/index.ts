@@ -11,7 +11,7 @@ import { ropeInvFreq } from '../../model/rope.js';
 import { ModelFormatError, layerTensorNames, tensorNames as tn, type ModelConfig, type WeightSource } from '../../model/types.js';
 import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + SessionState
 import type { AttentionPath } from './graph.js';
-import type { LoadInfo, LoadSpec, StepOut } from './runner.js';
+import type { LoadInfo, LoadSpec, StepIn, StepOut } from './runner.js';
 import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
 import type { WorkerReply, WorkerRequest } from './worker.js';
 
@@ -240,7 +240,31 @@ class OrtStageImpl implements OrtStage {
   }
 
   async forward(input: StageInput): Promise<StageOutput> {
+    return (await this.forwardBatch([input]))[0]!;
+  }
+
+  /** one worker call and one session.run for several sessions' steps (runner.stepBatch) */
+  async forwardBatch(inputs: StageInput[]): Promise<StageOutput[]> {
     if (this.disposed) throw new EngineError('stage is disposed', 'internal');
+    if (inputs.length === 0) return [];
+    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length) throw new EngineError('a batch holds at most one step per session', 'bad_input');
+    const steps = inputs.map((i) => this.validate(i));
+    const transfer = steps.map((s) => (s.hidden ?? s.tokens!).buffer as ArrayBuffer);
+    const outs =
+      steps.length === 1
+        ? [(await this.w.call({ type: 'step', id: 0, input: steps[0]! }, transfer)) as StepOut]
+        : ((await this.w.call({ type: 'batch', id: 0, inputs: steps }, transfer)) as StepOut[]);
+    return outs.map((out, i) => {
+      this.lengths.set(inputs[i]!.sessionId, out.length);
+      const res: StageOutput = { computeMs: out.computeMs };
+      if (out.logits) res.logits = out.logits;
+      if (out.hidden) res.hidden = out.hidden;
+      return res;
+    });
+  }
+
+  /** checks one input and makes the copy that travels to the worker */
+  private validate(input: StageInput): StepIn {
     const c = this.config;
     const { pos, nTokens: n, sessionId } = input;
     if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
@@ -260,15 +284,6 @@ class OrtStageImpl implements OrtStage {
       if (!h || h.length !== n * c.dim) throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
       hidden = Float32Array.from(h); // our copy travels to the worker (transferred)
     }
-    const transfer = hidden ? [hidden.buffer] : [tokens!.buffer];
-    const out = (await this.w.call(
-      { type: 'step', id: 0, input: { sessionId, pos, nTokens: n, tokens, hidden, allLogits: input.allLogits } },
-      transfer as ArrayBuffer[],
-    )) as StepOut;
-    this.lengths.set(sessionId, out.length);
-    const res: StageOutput = { computeMs: out.computeMs };
-    if (out.logits) res.logits = out.logits;
-    if (out.hidden) res.hidden = out.hidden;
-    return res;
+    return { sessionId, pos, nTokens: n, tokens, hidden, allLogits: input.allLogits };
   }
 }

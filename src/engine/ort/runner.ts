@@ -378,28 +378,7 @@ export class OrtRunner {
     const c = this.spec.config;
     const D = c.headDim;
     const KVH = c.nKvHeads;
-    const need = pos + S;
-    if (need > kv.cap) {
-      const cap = Math.min(this.spec.maxContext, Math.ceil(need / STD_CHUNK) * STD_CHUNK);
-      for (let l = 0; l < this.nLayers; l++) {
-        const k = new Float32Array(KVH * D * cap);
-        const v = new Float32Array(KVH * cap * D);
-        const ok = kv.k[l];
-        const ov = kv.v[l];
-        if (ok && ov) {
-          for (let h = 0; h < KVH; h++) {
-            for (let d = 0; d < D; d++) {
-              const src = (h * D + d) * kv.cap;
-              k.set(ok.subarray(src, src + pos), (h * D + d) * cap);
-            }
-            v.set(ov.subarray(h * kv.cap * D, h * kv.cap * D + pos * D), h * cap * D);
-          }
-        }
-        kv.k[l] = k;
-        kv.v[l] = v;
-      }
-      kv.cap = cap;
-    }
+    this.ensureCap(kv, pos, pos + S);
     const C = kv.cap;
     const half = D / 2;
     const inv = this.spec.invFreq;
@@ -434,7 +413,177 @@ export class OrtRunner {
     }
   }
 
-  private stdAppend(kv: StdKv, out: ort.InferenceSession.OnnxValueMapType, pos: number, S: number): void {
+  /** grows a std cache (in STD_CHUNK steps) to hold `need` positions, keeping the first `keep` */
+  private ensureCap(kv: StdKv, keep: number, need: number): void {
+    const c = this.spec.config;
+    const D = c.headDim;
+    const KVH = c.nKvHeads;
+    const pos = keep;
+    if (need > kv.cap) {
+      const cap = Math.min(this.spec.maxContext, Math.ceil(need / STD_CHUNK) * STD_CHUNK);
+      for (let l = 0; l < this.nLayers; l++) {
+        const k = new Float32Array(KVH * D * cap);
+        const v = new Float32Array(KVH * cap * D);
+        const ok = kv.k[l];
+        const ov = kv.v[l];
+        if (ok && ov) {
+          for (let h = 0; h < KVH; h++) {
+            for (let d = 0; d < D; d++) {
+              const src = (h * D + d) * kv.cap;
+              k.set(ok.subarray(src, src + pos), (h * D + d) * cap);
+            }
+            v.set(ov.subarray(h * kv.cap * D, h * kv.cap * D + pos * D), h * cap * D);
+          }
+        }
+        kv.k[l] = k;
+        kv.v[l] = v;
+      }
+      kv.cap = cap;
+    }
+  }
+
+  /**
+   * Several sessions' steps in one session.run (continuous batching): their rows are stacked,
+   * so every weight matrix is read once for the batch; attention stays per sequence through a
+   * block-diagonal mask over the sessions' live caches laid side by side (the graph is the one
+   * unbatched steps use: RoPE positions, mask and split sizes are per-row inputs already).
+   * Attention scores cost rows × all sessions' positions; fine at the batch sizes one node sees.
+   */
+  async stepBatch(inps: StepIn[]): Promise<StepOut[]> {
+    const c = this.spec.config;
+    const dim = c.dim;
+    if (inps.length === 1 || this.spec.path === 'gqa' || inps.some((i) => i.nTokens > MAX_CHUNK)) {
+      const outs: StepOut[] = [];
+      for (const inp of inps) outs.push(await this.step(inp));
+      return outs;
+    }
+    const t0 = performance.now();
+    const D = c.headDim;
+    const KVH = c.nKvHeads;
+    const N = inps.reduce((a, i) => a + i.nTokens, 0);
+    const x = new Float32Array(N * dim);
+    const kvs: StdKv[] = [];
+    const rowOff: number[] = [];
+    const cacheOff: number[] = [];
+    let r = 0;
+    let Ct = 0;
+    for (const inp of inps) {
+      x.set(this.spec.range.embed ? this.embed(inp.tokens!) : inp.hidden!, r * dim);
+      let kv = this.sessions.get(inp.sessionId) as StdKv | undefined;
+      if (!kv) {
+        kv = { kind: 'std', length: 0, cap: 0, k: [], v: [] };
+        this.sessions.set(inp.sessionId, kv);
+      }
+      if (inp.pos < kv.length) this.truncate(kv, inp.pos);
+      if (this.nLayers > 0) this.ensureCap(kv, inp.pos, inp.pos + inp.nTokens);
+      kvs.push(kv);
+      rowOff.push(r);
+      cacheOff.push(Ct);
+      r += inp.nTokens;
+      Ct += inp.pos;
+    }
+    const finish = (out?: ort.InferenceSession.OnnxValueMapType, logitRows?: number[]): StepOut[] => {
+      const res: StepOut[] = inps.map((inp, b) => {
+        kvs[b]!.length = inp.pos + inp.nTokens;
+        return { computeMs: 0, length: kvs[b]!.length };
+      });
+      const hid = out ? (out.hidden_out?.data as Float32Array | undefined) : x;
+      const logits = out?.logits?.data as Float32Array | undefined;
+      inps.forEach((inp, b) => {
+        if (this.spec.range.head) {
+          const V = c.vocabSize;
+          const from = logitRows![b]!;
+          const rows = inp.allLogits ? inp.nTokens : 1;
+          res[b]!.logits = logits!.slice(from * V, (from + rows) * V);
+        } else res[b]!.hidden = hid!.slice(rowOff[b]! * dim, (rowOff[b]! + inp.nTokens) * dim);
+      });
+      const ms = performance.now() - t0;
+      for (const o of res) o.computeMs = ms;
+      return res;
+    };
+    if (!this.session) return finish();
+    const feeds: Record<string, ort.Tensor> = {};
+    let logitRows: number[] | undefined;
+    if (this.nLayers === 0) {
+      // head only: just the rows whose logits are wanted, packed
+      const rows: Float32Array[] = [];
+      logitRows = [];
+      let k = 0;
+      inps.forEach((inp, b) => {
+        const n = inp.allLogits ? inp.nTokens : 1;
+        logitRows!.push(k);
+        k += n;
+        rows.push(x.subarray((rowOff[b]! + inp.nTokens - n) * dim, (rowOff[b]! + inp.nTokens) * dim));
+      });
+      const packed = new Float32Array(k * dim);
+      rows.forEach((row, i) => packed.set(row, logitRows![i]! * dim));
+      feeds.hidden_in = new ort.Tensor('float32', packed, [1, k, dim]);
+      feeds.head_start = new ort.Tensor('int64', BigInt64Array.of(0n), [1]);
+      return finish(await this.session.run(feeds), logitRows);
+    }
+    feeds.hidden_in = new ort.Tensor('float32', x, [1, N, dim]);
+    if (this.spec.range.head) {
+      feeds.head_start = new ort.Tensor('int64', BigInt64Array.of(0n), [1]);
+      logitRows = inps.map((inp, b) => rowOff[b]! + (inp.allLogits ? 0 : inp.nTokens - 1));
+    }
+    // the sessions' live caches side by side (at least one slot, masked, when all are empty)
+    const C = Math.max(1, Ct);
+    const half = D / 2;
+    const inv = this.spec.invFreq;
+    const cos = new Float32Array(N * D);
+    const sin = new Float32Array(N * D);
+    const W = C + N;
+    const mask = new Float32Array(N * W).fill(-Infinity);
+    inps.forEach((inp, b) => {
+      for (let s = 0; s < inp.nTokens; s++) {
+        const row = rowOff[b]! + s;
+        for (let i = 0; i < half; i++) {
+          const a = (inp.pos + s) * inv[i]!;
+          const co = Math.cos(a);
+          const si = Math.sin(a);
+          const o = row * D + 2 * i;
+          cos[o] = co;
+          cos[o + 1] = co;
+          sin[o] = -si;
+          sin[o + 1] = si;
+        }
+        const m = mask.subarray(row * W, (row + 1) * W);
+        m.fill(0, cacheOff[b]!, cacheOff[b]! + inp.pos); // its own cached positions
+        m.fill(0, C + rowOff[b]!, C + row + 1); // its own new tokens up to this one
+      }
+    });
+    feeds.rope_cos = new ort.Tensor('float32', cos, [N, 1, half, 2]);
+    feeds.rope_sin = new ort.Tensor('float32', sin, [N, 1, half, 2]);
+    feeds.attn_mask = new ort.Tensor('float32', mask, [N, W]);
+    feeds.split_sizes = new ort.Tensor('int64', BigInt64Array.of(BigInt(C), BigInt(N)), [2]);
+    for (let l = 0; l < this.nLayers; l++) {
+      const k = new Float32Array(KVH * D * C);
+      const v = new Float32Array(KVH * C * D);
+      inps.forEach((inp, b) => {
+        const kv = kvs[b]!;
+        const cap = kv.cap;
+        const n = inp.pos;
+        if (n === 0) return;
+        const sk = kv.k[l]!;
+        const sv = kv.v[l]!;
+        const o = cacheOff[b]!;
+        for (let h = 0; h < KVH; h++) {
+          for (let d = 0; d < D; d++) {
+            const src = (h * D + d) * cap;
+            k.set(sk.subarray(src, src + n), (h * D + d) * C + o);
+          }
+          v.set(sv.subarray(h * cap * D, (h * cap + n) * D), (h * C + o) * D);
+        }
+      });
+      feeds[`cache_k_${l}`] = new ort.Tensor('float32', k, [KVH, 1, D, C]);
+      feeds[`cache_v_${l}`] = new ort.Tensor('float32', v, [KVH, 1, C, D]);
+    }
+    const out = await this.session.run(feeds);
+    inps.forEach((inp, b) => this.stdAppend(kvs[b]!, out, inp.pos, inp.nTokens, rowOff[b]!));
+    return finish(out, logitRows);
+  }
+
+  private stdAppend(kv: StdKv, out: ort.InferenceSession.OnnxValueMapType, pos: number, S: number, row0 = 0): void {
     const c = this.spec.config;
     const D = c.headDim;
     const KVH = c.nKvHeads;
@@ -447,7 +596,7 @@ export class OrtRunner {
       for (let s = 0; s < S; s++) {
         const p = pos + s;
         for (let h = 0; h < KVH; h++) {
-          const src = (s * KVH + h) * D;
+          const src = ((row0 + s) * KVH + h) * D;
           v.set(nv.subarray(src, src + D), (h * C + p) * D);
           for (let d = 0; d < D; d++) k[(h * D + d) * C + p] = nk[src + d]!;
         }

@@ -9,6 +9,7 @@ import type { SessionState } from '../types.js'; // kv-transfer
 export type WorkerRequest =
   | { type: 'load'; id: number; spec: LoadSpec }
   | { type: 'step'; id: number; input: StepIn }
+  | { type: 'batch'; id: number; inputs: StepIn[] }
   | { type: 'close'; id: number; sessionId: string }
   | { type: 'export'; id: number; sessionId: string } // kv-transfer
   | { type: 'import'; id: number; sessionId: string; state: SessionState } // kv-transfer
@@ -41,6 +42,13 @@ async function handle(req: WorkerRequest): Promise<void> {
         // ORT hands back fresh buffers per output: transfer them when they are not shared
         const transfer = buf.byteOffset === 0 && buf.buffer.byteLength === buf.byteLength && !(buf.buffer instanceof SharedArrayBuffer) ? [buf.buffer as ArrayBuffer] : [];
         port!.postMessage({ id: req.id, ok: true, value: out } satisfies WorkerReply, transfer);
+        return;
+      }
+      case 'batch': {
+        if (!runner) throw new Error('stage not loaded');
+        const outs = await runner.stepBatch(req.inputs);
+        const transfer = outs.map((o) => (o.hidden ?? o.logits)!.buffer as ArrayBuffer).filter((b, i, a) => a.indexOf(b) === i);
+        port!.postMessage({ id: req.id, ok: true, value: outs } satisfies WorkerReply, transfer);
         return;
       }
       case 'close':

@@ -1,0 +1,262 @@
+// Concurrency: many streaming requests at once through the OpenAI API of a 3-node loopback
+// swarm, against llama.cpp's own continuous batching in one process.
+//
+//   node --import ./dist/src/util/polyfill.js dist/bench/concurrency.js [--dtypes f32,q4_0]
+//        [--levels 1,4,16] [--tokens 32] [--reps 3] [--threads N] [--demo-tokens 48] [--no-llama]
+//        [--no-accountability] [--quick] [--out FILE]
+//
+// Swarm: the real `odsi demo --serve --engine ort --model M --json` process (3 `odsi node`
+// processes on 127.0.0.1, layers split evenly, and the gateway with its API), on a synthetic
+// SmolLM2-135M-shaped GGUF per dtype (bench/tmp/, written once). At each level c, c streaming
+// /v1/completions requests (distinct prompts, temperature 0, max_tokens --tokens) go out at once
+// through the official openai client; aggregate tokens/s = all streamed tokens / wall time of
+// the batch; inter-token latency = gaps between consecutive chunks of one stream, p50/p95 over
+// all streams. llama.cpp: node-llama-cpp with the same GGUF, one context holding 16 sequences,
+// c sequences generating greedily at once (its batching), same counts. Levels and the two sides
+// are interleaved per repetition; medians over --reps.
+//
+// Node compute alone (in this process): 16 sessions' decode steps on a 10-layer ORT stage, one
+// by one vs one forwardBatch — what batching saves where it happens.
+//
+// Demo check (the issue's "concurrency reaches users"): on the same demo process, 8 concurrent
+// streaming requests of --demo-tokens tokens vs one such request, aggregate tokens/s ratio
+// (target ≥ 3×), interleaved over --reps.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { availableParallelism } from 'node:os';
+import { createInterface } from 'node:readline';
+import OpenAI from 'openai';
+import { createStage } from '../src/engine/create.js';
+import { openModel } from '../src/model/load.js';
+import { writeSyntheticGguf, type SynthDtype } from '../src/model/synth.js';
+import { describeMachine, machineLine } from './lib/machine.js';
+import { writeResult, table } from './lib/results.js';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+
+const { values: args } = parseArgs({
+  options: {
+    dtypes: { type: 'string' },
+    levels: { type: 'string' },
+    tokens: { type: 'string' },
+    reps: { type: 'string' },
+    threads: { type: 'string' },
+    'demo-tokens': { type: 'string' },
+    'no-llama': { type: 'boolean', default: false },
+    'no-accountability': { type: 'boolean', default: false },
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string' },
+  },
+});
+const quick = args.quick!;
+const dtypes = (args.dtypes ?? (quick ? 'f32' : 'f32,q4_0')).split(',') as SynthDtype[];
+const levels = (args.levels ?? '1,4,16').split(',').map(Number);
+const nTokens = Number(args.tokens ?? (quick ? 12 : 32));
+const reps = Number(args.reps ?? (quick ? 1 : 3));
+const threads = Number(args.threads ?? availableParallelism());
+const demoTokens = Number(args['demo-tokens'] ?? (quick ? 16 : 48));
+
+interface LevelResult {
+  tokens: number;
+  wallMs: number;
+  tokPerS: number;
+  itlP50: number;
+  itlP95: number;
+}
+
+const NAMES = ['Ada', 'Bo', 'Cy', 'Di', 'Ed', 'Flo', 'Gus', 'Hal', 'Ivy', 'Jo', 'Kit', 'Lu', 'Mo', 'Ned', 'Oz', 'Pam'];
+const prompt = (i: number) => `${NAMES[i % NAMES.length]} went to the market number ${i} and`;
+
+function pct(xs: number[], p: number): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+const median = (xs: number[]) => pct(xs, 50);
+
+function summarize(streams: number[][], wallMs: number): LevelResult {
+  const tokens = streams.reduce((a, s) => a + s.length, 0);
+  const gaps = streams.flatMap((s) => s.slice(1).map((t, i) => t - s[i]!));
+  return { tokens, wallMs, tokPerS: (tokens / wallMs) * 1000, itlP50: pct(gaps, 50), itlP95: pct(gaps, 95) };
+}
+
+/** c streaming completions at once through the OpenAI API */
+async function viaApi(client: OpenAI, model: string, c: number, maxTokens: number): Promise<LevelResult> {
+  const t0 = performance.now();
+  const streams = await Promise.all(
+    Array.from({ length: c }, async (_, i) => {
+      const s = await client.completions.create({ model, prompt: prompt(i), max_tokens: maxTokens, temperature: 0, stream: true });
+      const at: number[] = [];
+      for await (const ch of s) if (ch.choices[0]?.text !== undefined) at.push(performance.now());
+      return at;
+    }),
+  );
+  return summarize(streams, performance.now() - t0);
+}
+
+/** the real demo process; resolves once it serves */
+async function startDemo(model: string): Promise<{ proc: ChildProcess; url: string; model: string }> {
+  const proc = spawn(
+    process.execPath,
+    [resolve(ROOT, 'bin/odsi.js'), 'demo', '--serve', '--json', '--engine', 'ort', '--model', model, '--nodes', '3', '--port', '0', '-n', '2', '--max-concurrent', '64'],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...(args['no-accountability'] ? { ODSI_ACCOUNTABILITY: '0' } : {}) } },
+  );
+  const lines = createInterface({ input: proc.stdout! });
+  return await new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error('demo did not start within 180 s')), 180_000);
+    proc.on('exit', (code) => rej(new Error(`demo exited with ${code}`)));
+    lines.on('line', (l) => {
+      try {
+        const j = JSON.parse(l) as { event?: string; url?: string; model?: string };
+        if (j.event === 'serving') {
+          clearTimeout(timer);
+          res({ proc, url: j.url!, model: j.model! });
+        }
+      } catch {
+        /* the first prompt's output */
+      }
+    });
+  });
+}
+
+type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
+
+/** node-llama-cpp: one context, 16 sequences; c of them generate greedily at once */
+async function llamaRunner(llama: Llama, file: string) {
+  const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+  const ctx = await model.createContext({ contextSize: 16 * 256, sequences: 16, threads, batchSize: 512 });
+  const seqs = Array.from({ length: 16 }, () => ctx.getSequence());
+  return {
+    async run(c: number, maxTokens: number): Promise<LevelResult> {
+      const t0 = performance.now();
+      const streams = await Promise.all(
+        seqs.slice(0, c).map(async (seq, i) => {
+          await seq.clearHistory();
+          const at: number[] = [];
+          const toks = model.tokenize(prompt(i));
+          for await (const _t of seq.evaluate(toks, { temperature: 0 })) {
+            at.push(performance.now());
+            if (at.length >= maxTokens) break;
+          }
+          return at;
+        }),
+      );
+      return summarize(streams, performance.now() - t0);
+    },
+    async dispose() {
+      await ctx.dispose();
+      await model.dispose();
+    },
+  };
+}
+
+/** one node's compute alone: 16 sessions' decode steps one by one vs one forwardBatch (ORT, 10 layers) */
+async function nodeCompute(file: string): Promise<{ sequentialMs: number[]; batchMs: number[]; ratioMedian: number }> {
+  const src = openModel(file);
+  const st = await createStage('ort', src, { start: 0, end: 10, embed: false, head: false }, { threads });
+  const dim = src.config.dim;
+  const B = 16;
+  const h = (n: number) => new Float32Array(n * dim).fill(0.01);
+  const sequentialMs: number[] = [];
+  const batchMs: number[] = [];
+  try {
+    for (let i = 0; i < B; i++) await st.forward({ sessionId: `s${i}`, pos: 0, nTokens: 32, hidden: h(32) });
+    let pos = 32;
+    for (let r = 0; r < Math.max(3, reps); r++) {
+      let t = performance.now();
+      for (let i = 0; i < B; i++) await st.forward({ sessionId: `s${i}`, pos, nTokens: 1, hidden: h(1) });
+      sequentialMs.push(performance.now() - t);
+      pos++;
+      t = performance.now();
+      await st.forwardBatch!(Array.from({ length: B }, (_, i) => ({ sessionId: `s${i}`, pos, nTokens: 1, hidden: h(1) })));
+      batchMs.push(performance.now() - t);
+      pos++;
+    }
+  } finally {
+    await st.dispose();
+    src.close();
+  }
+  return { sequentialMs, batchMs, ratioMedian: median(sequentialMs.map((s, i) => s / batchMs[i]!)) };
+}
+
+const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '—');
+
+async function main(): Promise<void> {
+  const machine = describeMachine();
+  console.log(`concurrency: ${machineLine(machine)}; threads ${threads}; levels ${levels.join(',')}; ${nTokens} tokens; reps ${reps}`);
+  const tmp = resolve(ROOT, 'bench/tmp');
+  mkdirSync(tmp, { recursive: true });
+  let llama: Llama | undefined;
+  if (!args['no-llama']) {
+    const { getLlama } = await import('node-llama-cpp');
+    llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  }
+  const out: Record<string, unknown> = { machine, accountability: !args['no-accountability'], threads, levels, tokens: nTokens, reps, demoTokens, results: {} };
+  for (const dtype of dtypes) {
+    const file = resolve(tmp, `smollm2-135m-${dtype === 'q4_0' ? 'q4' : dtype}.gguf`);
+    if (!existsSync(file)) await writeSyntheticGguf({ shape: 'smollm2-135m', dtype, seed: 1, out: file, progress: false });
+    const compute = await nodeCompute(file);
+    console.log(`${dtype}: one node (10 layers), 16 sessions' decode: one by one ${fmt(median(compute.sequentialMs))} ms, one batch ${fmt(median(compute.batchMs))} ms = ${fmt(compute.ratioMedian, 2)}×`);
+    const demo = await startDemo(file);
+    const lr = llama ? await llamaRunner(llama, file) : undefined;
+    const runs: Record<string, { odsi: LevelResult[]; llama: LevelResult[] }> = {};
+    const demoRuns: { one: LevelResult[]; eight: LevelResult[] } = { one: [], eight: [] };
+    try {
+      const client = new OpenAI({ baseURL: `${demo.url}/v1`, apiKey: 'none', timeout: 600_000, maxRetries: 0 });
+      await viaApi(client, demo.model, 2, 4); // warm-up
+      for (let r = 0; r < reps; r++) {
+        for (const c of levels) {
+          const k = String(c);
+          runs[k] ??= { odsi: [], llama: [] };
+          runs[k].odsi.push(await viaApi(client, demo.model, c, nTokens));
+          if (lr) runs[k].llama.push(await lr.run(c, nTokens));
+          console.log(`  ${dtype} rep ${r} c=${c}: odsi ${fmt(runs[k].odsi.at(-1)!.tokPerS)} tok/s${lr ? `, llama.cpp ${fmt(runs[k].llama.at(-1)!.tokPerS)} tok/s` : ''}`);
+        }
+        demoRuns.one.push(await viaApi(client, demo.model, 1, demoTokens));
+        demoRuns.eight.push(await viaApi(client, demo.model, 8, demoTokens));
+      }
+    } finally {
+      demo.proc.kill('SIGTERM');
+      await lr?.dispose();
+    }
+    const med = (xs: LevelResult[], f: keyof LevelResult) => median(xs.map((x) => x[f]));
+    const rows = levels.map((c) => {
+      const x = runs[String(c)]!;
+      return [String(c), fmt(med(x.odsi, 'tokPerS')), fmt(med(x.odsi, 'itlP50')), fmt(med(x.odsi, 'itlP95')), fmt(med(x.llama, 'tokPerS')), fmt(med(x.llama, 'itlP50')), fmt(med(x.llama, 'itlP95'))];
+    });
+    console.log(`\n${dtype}: aggregate tokens/s and inter-token latency (ms), medians of ${reps}`);
+    console.log(table(['streams', 'odsi tok/s', 'p50', 'p95', 'llama.cpp tok/s', 'p50', 'p95'], rows));
+    const one = med(demoRuns.one, 'tokPerS');
+    const eight = med(demoRuns.eight, 'tokPerS');
+    const ratios = demoRuns.eight.map((e, i) => e.tokPerS / demoRuns.one[i]!.tokPerS);
+    const first = runs[String(levels[0])]!;
+    const last = runs[String(levels.at(-1))]!;
+    const summary = {
+      scaling: med(last.odsi, 'tokPerS') / med(first.odsi, 'tokPerS'),
+      vsLlamaAtMax: lr ? med(last.odsi, 'tokPerS') / med(last.llama, 'tokPerS') : undefined,
+      demo: { oneTokPerS: one, eightTokPerS: eight, ratioMedian: median(ratios), ratios },
+    };
+    console.log(
+      `${dtype}: ${levels.at(-1)} streams = ${fmt(summary.scaling, 2)}× the ${levels[0]}-stream aggregate` +
+        (summary.vsLlamaAtMax !== undefined ? `, ${fmt(summary.vsLlamaAtMax, 2)}× llama.cpp's` : '') +
+        `; demo check: 8 concurrent ${fmt(eight)} tok/s vs one ${fmt(one)} tok/s = ${fmt(summary.demo.ratioMedian, 2)}× (target ≥ 3×)`,
+    );
+    (out.results as Record<string, unknown>)[dtype] = { nodeCompute: compute, runs, demo: demoRuns, summary };
+  }
+  out.loadAvgAfter = describeMachine().loadAvg;
+  const dest = args.out ?? resolve(ROOT, `bench/results/concurrency${quick ? '-quick' : ''}.json`);
+  writeResult(dest, out);
+  console.log(`\nwrote ${dest}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
