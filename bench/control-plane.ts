@@ -38,7 +38,9 @@ const TOKENS = Number(arg('tokens', '24'));
 const EPOCH_MS = Number(arg('epoch-ms', '2000'));
 // both gateways audit at this rate: the ledger's rules put new (probation) identities at
 // auditRateMaxPpm, so the 'on' side would otherwise audit more, which is the rules' cost, not the ledger's
-const AUDIT_RATE = Number(arg('audit-rate', String(DEFAULT_PARAMS.auditRateMaxPpm / PPM)));
+// (a lower --audit-rate is raised to it: the ledger side's new identities are on probation,
+// and the gateway's own rate is only a floor under the rules' rate)
+const AUDIT_RATE = Math.max(Number(arg('audit-rate', '0')), DEFAULT_PARAMS.auditRateMaxPpm / PPM);
 const SHAPE = arg('shape', '');
 /** sqlite (a file in a temp dir) or evm (a local anvil chain with the contracts deployed) */
 const LEDGER = arg('ledger', 'sqlite');
