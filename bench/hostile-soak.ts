@@ -62,6 +62,28 @@ interface Pass {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+interface MemoryMb {
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  /** RSS minus the V8 heap's reservation: code, native libraries, malloc arenas */
+  outsideHeap: number;
+}
+
+/** The node's heap figures from its Prometheus endpoint (prom-client's default process metrics). */
+async function memoryOf(metricsUrl: string | undefined, rss: number): Promise<MemoryMb | undefined> {
+  if (!metricsUrl) return undefined;
+  const text = await (await fetch(metricsUrl, { signal: AbortSignal.timeout(5000) })).text();
+  const value = (name: string) => Number(new RegExp(`^\\w*${name} ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20;
+  const heapTotal = value('nodejs_heap_size_total_bytes');
+  return {
+    heapUsed: round(value('nodejs_heap_size_used_bytes')),
+    heapTotal: round(heapTotal),
+    external: round(value('nodejs_external_memory_bytes')),
+    outsideHeap: round(rss - heapTotal),
+  };
+}
+
 function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
@@ -206,11 +228,13 @@ async function main(): Promise<void> {
   ];
   const nodes = await Promise.all(
     ranges.map((range, i) =>
-      NodeProcess.start({ model: MODEL, range, identityFile: join(dir, `n${i}.key`), modelId, announceIntervalMs: 600_000, extraArgs: NODE_ARGS }),
+      NodeProcess.start({ model: MODEL, range, identityFile: join(dir, `n${i}.key`), modelId, announceIntervalMs: 600_000, extraArgs: [...NODE_ARGS, '--metrics-port', '0'] }),
     ),
   );
   const gw = await Gateway.start({ modelPath: MODEL, peers: nodes.map((n) => n.candidate(1)) });
   const rss = () => nodes.map((n) => rssMb(n.info.pid));
+  // where the RSS is: V8 heap (used / reserved), external (ArrayBuffers), the rest (code, native, malloc arenas)
+  const memory = () => Promise.all(nodes.map((n) => memoryOf(n.info.metrics, rssMb(n.info.pid))));
   const rounds = Number(args.rounds);
   try {
     // warm-up (JIT, connections), then the unattacked baseline
@@ -223,6 +247,7 @@ async function main(): Promise<void> {
       base.nodeMs.push(...p.nodeMs);
     }
     const rssBefore = rss();
+    const memBefore = await memory();
 
     // attacked: the same passes while the attackers run, first in this process, then from a child process
     const targets: AttackTarget[] = nodes.map((n) => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end }));
@@ -237,6 +262,7 @@ async function main(): Promise<void> {
     await sleep(Number(args['settle-s']) * 1000);
     const after = await legitimatePass(gw, cases, 'after');
     const rssAfter = rss();
+    const memAfter = await memory();
 
     const same = (ts: number[][]) => ts.every((t, i) => JSON.stringify(t) === JSON.stringify(base.tokens[i]));
     const golden = base.tokens.every((t, i) => JSON.stringify(t) === JSON.stringify(cases[i]!.generated_tokens));
@@ -270,6 +296,8 @@ async function main(): Promise<void> {
         after: rssAfter.map(round),
         afterVsBefore: rssAfter.map((v, i) => round(v / rssBefore[i]!)),
         target: 'after ≤ 1.10 × before',
+        // per node, MB: V8 heap used and reserved, external memory, and RSS outside the V8 heap
+        breakdown: { before: memBefore, after: memAfter },
       },
       refusals: { inProcess: summarize(inProc.reports), childProcess: summarize(outProc.reports) },
       wallSeconds: round((Date.now() - t0) / 1000),

@@ -213,7 +213,9 @@ class LlamaRange {
     this.target = `l_out-${this.nLayers - 1}`;
     this.cb = L.koffi.register((t: Ptr, ask: boolean) => {
       const name = L.tensorName(t) as string;
-      if (name !== this.target) return true;
+      // ask: true only for the target, or the scheduler splits the graph at every tensor we
+      // claim (one graph launch, with its thread wake-ups, per tensor); otherwise: go on
+      if (name !== this.target) return !ask;
       if (ask) return true;
       const n = Number(L.tensorNelements(t));
       if (this.out.length < n) this.out = new Float32Array(n);
