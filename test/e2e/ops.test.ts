@@ -10,6 +10,7 @@ import { REPO_ROOT, STORIES_GGUF } from '../helpers/paths.js';
 import { runOdsi, startOdsi, type RunningOdsi } from '../helpers/cli.js';
 import { post } from '../helpers/http.js';
 import { parseExposition, total, type Family } from '../helpers/prometheus.js';
+import { ACT_PROTOCOL } from '../../src/protocol/messages.js';
 
 interface DemoNode {
   peerId: string;
@@ -135,7 +136,7 @@ test("every node's metrics port and the gateway's /metrics serve valid expositio
     assert.ok(moved('odsi_node_step_tokens_total') >= 8 + 4);
     for (const h of ['odsi_node_step_compute_seconds', 'odsi_node_step_queue_seconds', 'odsi_node_step_send_seconds'])
       assert.ok(moved(h, `${h}_count`, layers) >= 8, `${h} observed`);
-    assert.ok(moved('odsi_node_received_bytes_total', 'odsi_node_received_bytes_total', { protocol: '/odsi/act/1.1.0' }) > 0, 'bytes in');
+    assert.ok(moved('odsi_node_received_bytes_total', 'odsi_node_received_bytes_total', { protocol: ACT_PROTOCOL }) > 0, 'bytes in');
     assert.ok(moved('odsi_node_sent_bytes_total') > 0, 'bytes out');
     assert.ok(total(during[i]!, 'odsi_node_sessions') >= 1, 'a session open during the stream');
     assert.ok(total(during[i]!, 'odsi_node_kv_reserved_bytes') > 0, 'KV reserved during the stream');

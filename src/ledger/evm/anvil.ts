@@ -96,12 +96,10 @@ export async function startAnvil(o: AnvilOptions = {}): Promise<Anvil> {
       closed ??= new Promise<void>((resolve) => {
         process.removeListener('exit', killOnExit);
         if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        const t = setTimeout(() => kill('SIGKILL'), 2000);
-        child.once('exit', () => {
-          clearTimeout(t);
-          resolve();
-        });
-        kill('SIGTERM');
+        child.once('exit', () => resolve());
+        // a dev chain holds nothing to flush: the whole group at once, so that anvil is gone
+        // (its port closed) when the watchdog is, not still shutting down behind it
+        kill('SIGKILL');
       });
       return closed;
     },
