@@ -45,7 +45,18 @@ const { values: args } = parseArgs({
 });
 
 /** the limits every node runs with (docs/threat-model.md, "Limits per peer") */
-const NODE_ARGS = ['--kv-budget-mb', '4', '--max-sessions-per-peer', '16', '--max-streams-per-peer', '128', '--stream-idle-timeout', '5000'];
+// The legitimate traffic of the attacked phases (thousands of steps) leaves receipts, commitments
+// and signed slots that a node keeps for auditors through the challenge window (10 min by
+// default): honest state, not attack residue. A 30 s window lets it expire within the settle
+// time, so that "after" compares like with like.
+const AUDIT_WINDOW_MS = 30_000;
+const NODE_ARGS = [
+  '--kv-budget-mb', '4',
+  '--max-sessions-per-peer', '16',
+  '--max-streams-per-peer', '128',
+  '--stream-idle-timeout', '5000',
+  '--audit-window', String(AUDIT_WINDOW_MS),
+];
 
 interface Case {
   prompt: string;
