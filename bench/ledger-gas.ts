@@ -10,8 +10,9 @@ import type { EvmLedger } from '../src/ledger/evm/evm-ledger.js';
 import { UNIT } from '../src/ledger/rules.js';
 import type { LedgerResult } from '../src/ledger/ledger.js';
 import { identityFromSecret, type Identity } from '../src/identity/identity.js';
-import { ZERO_HASH, type Hex } from '../src/accountability/records/eip712.js';
-import { receiptHash, signReceipt, signVerdict, type SignedReceipt } from '../src/accountability/records/receipts.js';
+import type { Hex } from '../src/accountability/records/eip712.js';
+import { receiptHash, signVerdict, type SignedReceipt } from '../src/accountability/records/receipts.js';
+import { receiptOf } from '../test/ledger/evidence-fixtures.js';
 import { detectEquivocation } from '../src/accountability/checks/equivocation.js';
 import { createHash } from 'node:crypto';
 
@@ -19,32 +20,8 @@ const key = (n: number): Identity => identityFromSecret(new Uint8Array(createHas
 const h = (s: string): Hex => `0x${createHash('sha256').update(s).digest('hex')}`;
 const DOMAIN = { chainId: 31337 };
 
-function receipt(id: Identity, o: { step: number; start: number; end: number; input: Hex; output: Hex; upstream?: Hex }): SignedReceipt {
-  return signReceipt(
-    id,
-    {
-      requestId: h('bench-request'),
-      sessionId: h('bench-session'),
-      step: o.step,
-      pos: o.step,
-      nTokens: 1,
-      layerStart: o.start,
-      layerEnd: o.end,
-      modelId: h('model'),
-      profile: 'reference/f32',
-      inputHash: o.input,
-      budgetUs: 100_000,
-      outputHash: o.output,
-      recvUs: 10,
-      computeUs: 1000,
-      sendUs: 10,
-      upstreamReceiptHash: o.upstream ?? ZERO_HASH,
-      prevReceiptHash: ZERO_HASH,
-      commitmentHash: ZERO_HASH,
-    },
-    DOMAIN,
-  );
-}
+/** a receipt as the ledger tests build them (test/ledger/evidence-fixtures.ts), under this bench's domain */
+const receipt = (id: Identity, o: Parameters<typeof receiptOf>[2]): SignedReceipt => receiptOf(id, DOMAIN, o);
 
 const gasRows: { operation: string; gas: number; ms: number }[] = [];
 async function measure<T extends object>(
