@@ -28,7 +28,7 @@ export function register(program: Command): void {
     .option('--target <multiaddr>', 'the node to test: a multiaddr ending in /p2p/<peer id>')
     .option('--model <file>', 'the model the node serves (.gguf or HF directory): its id, hidden size and KV width')
     .option('--model-id <id>', 'the model id the node announces, when it was started with --model-id')
-    .option('--only <ids>', 'comma-separated rule ids or prefixes (e.g. C,O3)')
+    .option('--only <ids>', 'comma-separated rule ids or group letters (e.g. C,O3: every C rule, and O3)')
     .option('--wait-ms <ms>', 'how long one expected answer may take', '10000')
     .option('--concurrency <n>', 'rules run at a time (each uses sessions of its own)', '4')
     .option('--json', 'print the results as one JSON array')
@@ -38,6 +38,13 @@ export function register(program: Command): void {
     )
     .action(async (o: Opts) => {
       if (!o.target || !o.model) throw new Error('--target and --model are required (or use `odsi conformance vectors`)');
+      const positive = (name: string, v: string): number => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${v}"`);
+        return n;
+      };
+      const waitMs = positive('--wait-ms', o.waitMs);
+      const concurrency = positive('--concurrency', o.concurrency);
       const src = openModel(o.model);
       const c = src.config;
       const modelId = o.modelId ?? modelIdentity(src).modelId;
@@ -51,15 +58,14 @@ export function register(program: Command): void {
           reference: (r) => createStage('reference', src, { start: r.start, end: r.end, embed: false, head: false }),
         },
         {
-          waitMs: Number(o.waitMs),
+          waitMs,
           only: o.only
             ?.split(',')
             .map((s) => s.trim())
             .filter(Boolean),
-          concurrency: Number(o.concurrency),
+          concurrency,
         },
-      );
-      src.close();
+      ).finally(() => src.close());
       const failed = results.filter((r) => !r.pass);
       if (o.json) console.log(JSON.stringify(results, null, 2));
       else for (const r of results) console.log(line(r));

@@ -54,7 +54,7 @@ export interface ConformanceOptions {
   waitMs?: number;
   /** how long "nothing arrives" is watched (default 200 ms) */
   quietMs?: number;
-  /** run only rules whose id starts with one of these */
+  /** run only these rules: a full id (`C1`) names that rule alone, a group letter (`C`) all of its rules */
   only?: string[];
   /** each result as it is known (in completion order; the returned list is in rule order) */
   onResult?(r: RuleResult): void;
@@ -1159,7 +1159,9 @@ export async function runConformance(t: ConformanceTarget, o: ConformanceOptions
   const g = await SessionPeer.start(generateIdentity(), waitMs);
   const x = await SessionPeer.start(generateIdentity(), waitMs);
   const kit = new Kit(t, target, g, x, waitMs, o.quietMs ?? 200);
-  const chosen = RULES.filter((r) => !o.only || r.id === 'D1' || o.only.some((p) => r.id === p || r.id.startsWith(p)));
+  // `C1` is rule C1 alone (not C10–C13); `C` is the whole group
+  const named = (id: string, p: string): boolean => (/\d$/.test(p) ? id === p : id.startsWith(p));
+  const chosen = RULES.filter((r) => !o.only || r.id === 'D1' || o.only.some((p) => named(r.id, p)));
   const results = new Map<string, RuleResult>();
   const runOne = async (r: Rule): Promise<void> => {
     const t0 = performance.now();
