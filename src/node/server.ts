@@ -222,13 +222,15 @@ export class NodeServer {
   /** Why this OPEN may not open a session for `remote` (undefined: it may). See docs/protocol.md §4.1. */
   private checkOwner(h: OpenHeader, remote: string): [ErrorCode, string] | undefined {
     const now = Date.now();
-    const bad = checkOpenSignature(h, now);
-    if (bad) return ['forbidden', bad];
-    if (this.usedOpens.has(h.signature!, now)) return ['bad_message', 'this signed OPEN was used already: a new session needs a new OPEN'];
-    if (!this.usedOpens.hasRoom(now)) return ['busy', 'too many sessions opened in the last minute; try again later'];
+    // the cheap checks first: a stranger's OPEN costs a signature check only once nothing else refuses it
     const from = h.hop === 0 ? h.reply.peerId : h.route[h.hop - 1]?.peerId;
     if (from !== remote)
       return ['forbidden', `OPEN for hop ${h.hop} must come from ${h.hop === 0 ? 'its gateway' : `route[${h.hop - 1}]`}, not ${remote}`];
+    if (typeof h.signature === 'string' && this.usedOpens.has(h.signature, now))
+      return ['bad_message', 'this signed OPEN was used already: a new session needs a new OPEN'];
+    if (!this.usedOpens.hasRoom(now)) return ['busy', 'too many sessions opened in the last minute; try again later'];
+    const bad = checkOpenSignature(h, now);
+    if (bad) return ['forbidden', bad];
     // an imported cache waiting for its owner holds its id too (a new session would compute on it)
     if (this.sessions.has(h.sessionId) || this.handover.ownerOf(h.sessionId) !== undefined)
       return ['bad_message', `session id in use: ${h.sessionId}`];
