@@ -520,6 +520,8 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     };
     const usageField = p.includeUsage ? { usage: null } : {};
     let completion = 0;
+    /** tokens the upstream generated in a continuation (reported to the client, so in onUsage too) */
+    let upstreamTokens = 0;
     // the choice being streamed, for a continuation upstream when the swarm fails mid-way
     let current = { index: 0, text: '', offset: 0, progress: firstProgress };
     try {
@@ -548,6 +550,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
             cur = await it.next();
           }
           completion += cur.value.completionTokens;
+          current.progress = { tokens: 0 }; // counted in `completion` now
           await send({ ...shape.finish(index, cur.value.finish), ...usageField });
         } finally {
           if (index > 0) await it.return(undefined as never).catch(() => undefined);
@@ -582,6 +585,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
             if (rest) await send({ ...shape.delta(current.index, rest, undefined, current.offset), ...mark, ...usageField });
           }
           const done = r.done ? r.value : { finish: 'stop' as const, completionTokens: 0 };
+          upstreamTokens = done.completionTokens;
           await send({ ...shape.finish(current.index, stopped ? 'stop' : done.finish), ...mark, ...usageField });
           if (p.includeUsage) await send(shape.usage(usageOf(p, current.progress.tokens + done.completionTokens)));
           await cont.return(undefined as never).catch(() => undefined);
@@ -596,7 +600,8 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       if (reason) metrics.routeFailures.inc({ reason });
       await send(err.body());
     } finally {
-      opts.onUsage?.(usageOf(p, completion));
+      // what was generated, also for a choice cut off by a disconnect or an error, and what the upstream added
+      opts.onUsage?.(usageOf(p, completion + current.progress.tokens + upstreamTokens));
       if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
     }
   }
