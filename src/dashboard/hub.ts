@@ -182,13 +182,11 @@ export class Dashboard {
   /** the gateway's swarm status (nodes, coverage), with this dashboard's own reachability pings */
   private swarm(): Pick<DashboardSnapshot, 'nodes' | 'coverage' | 'ready' | 'reason' | 'recoveries' | 'fallback'> {
     const down = [...this.pingFailures].filter(([, n]) => n >= PING_FAILURES_DOWN).map(([p]) => p);
-    // a convicted node is no coverage even after its ban ends: every step through it fails
-    // (swarmStatus counts it again then), so the dashboard leaves it out as unusable
-    const convicted = (this.gw.accountability?.evidence ?? []).map((e) => e.peerId);
-    const st = this.gw.swarmStatus({ unusable: new Set([...down, ...convicted]) });
+    // (swarmStatus itself leaves convicted, banned and ineligible nodes out of coverage)
+    const st = this.gw.swarmStatus({ unusable: new Set(down) });
     const nodes = st.nodes.map((n): NodeView => ({
       ...n,
-      state: n.conviction ? 'convicted' : n.banned ? 'banned' : !n.reachable ? 'unreachable' : 'up',
+      state: n.conviction ? 'convicted' : n.banned ? 'banned' : !n.reachable ? 'unreachable' : n.routable ? 'up' : 'ineligible',
     }));
     const fallback = this.o.fallback?.();
     return {

@@ -30,7 +30,7 @@ export interface LedgerView {
 }
 
 /** how the dashboard shows a node: usable, or why not */
-export type NodeState = 'up' | 'unreachable' | 'banned' | 'convicted';
+export type NodeState = 'up' | 'unreachable' | 'banned' | 'convicted' | 'ineligible';
 
 /** a node as the gateway's swarm status reports it (src/gateway/swarm-status.ts), and its state */
 export interface NodeView extends SwarmNodeStatus {

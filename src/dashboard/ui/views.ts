@@ -19,7 +19,7 @@ export function SwarmView(p: { s: DashboardSnapshot }) {
       <h2 id="cov-h">Layer coverage</h2>
       <p class="hint">
         ${gaps.length ? html`<span class="bad">layers ${gaps.join(', ')} not covered</span>` : html`<span class="good">every layer covered</span>`}
-        ${` · ${s.nodes.length} nodes known · counts usable nodes (reachable, neither banned nor convicted) · recoveries: ${s.recoveries.replay} by replay, ${s.recoveries.transfer} by transfer, ${s.recoveries.gaveUp} gave up`}
+        ${` · ${s.nodes.length} nodes known · counts routable nodes (reachable, neither banned nor convicted, eligible) · recoveries: ${s.recoveries.replay} by replay, ${s.recoveries.transfer} by transfer, ${s.recoveries.gaveUp} gave up`}
       </p>
       <${FallbackNote} s=${s} />
       <div class="strip" style=${grid} role="list" aria-label="layer coverage">
@@ -126,6 +126,7 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
                   ${nd.conviction ? html`<div class="why">convicted: ${nd.conviction}</div>` : null}
                   ${nd.banned && !nd.conviction ? html`<div class="why">${nd.banReason ?? 'banned'}${nd.bannedUntil && nd.bannedUntil < 8.64e15 ? ` (until ${new Date(nd.bannedUntil).toLocaleTimeString()})` : ''}</div>` : null}
                   ${nd.state === 'unreachable' ? html`<div class="why">does not answer pings</div>` : null}
+                  ${nd.state === 'ineligible' ? html`<div class="why">${nd.unroutable}</div>` : null}
                 </td>
               </tr>`;
             })}
