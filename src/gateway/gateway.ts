@@ -257,6 +257,11 @@ export class Gateway extends PipelineBackend {
     }
   }
 
+  /** the ledger this gateway settles with, if any (read-only users: the dashboard's ledger panel) */
+  get ledger(): Ledger | undefined {
+    return this.opts.ledger?.ledger;
+  }
+
   get nLayers(): number {
     return this.src.config.nLayers;
   }
