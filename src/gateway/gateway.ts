@@ -286,12 +286,12 @@ export class Gateway extends PipelineBackend {
     return this.planner.route(opts);
   }
 
-  /** Wait (bounded) until the known nodes cover every layer; returns the route found. */
+  /** Wait (bounded) until the known nodes cover every layer; returns the route the next request gets (previewed, not drawn). */
   async waitForRoute(timeoutMs: number): Promise<Route> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        return this.route();
+        return this.planner.preview();
       } catch (e) {
         if (!(e instanceof NoRouteError) || Date.now() >= deadline) throw e;
       }
