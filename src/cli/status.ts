@@ -8,7 +8,7 @@ import { createHost } from '../p2p/host.js';
 import { Discovery } from '../gateway/discovery.js';
 import { swarmStatus, type SwarmStatus } from '../gateway/swarm-status.js';
 import { CostPlanner } from '../routing/planner.js';
-import type { Route } from '../routing/router.js';
+import { covers, type Route } from '../routing/router.js';
 
 interface StatusOptions {
   gateway?: string;
@@ -116,7 +116,7 @@ async function fromDht(o: StatusOptions): Promise<SwarmStatus> {
     const until = Date.now() + o.timeoutMs;
     for (let i = 0; i < 50 && Date.now() < until; i++) {
       await d.refresh();
-      if (d.known().length && (!nLayers || covered(d.known(), nLayers))) break;
+      if (d.known().length && (!nLayers || covers(d.known(), nLayers))) break;
       await new Promise((r) => setTimeout(r, 200));
     }
     await d.refresh();
@@ -125,7 +125,7 @@ async function fromDht(o: StatusOptions): Promise<SwarmStatus> {
     let route: Route | undefined;
     let noRouteReason = d.lastError;
     try {
-      if (L > 0) route = new CostPlanner(d, { nLayers: L }).route();
+      if (L > 0) route = new CostPlanner(d, { nLayers: L }).preview();
     } catch (e) {
       noRouteReason = (e as Error).message;
     }
@@ -148,11 +148,6 @@ async function fromDht(o: StatusOptions): Promise<SwarmStatus> {
   }
 }
 
-function covered(ads: readonly { start: number; end: number }[], L: number): boolean {
-  for (let l = 0; l < L; l++) if (!ads.some((a) => a.start <= l && l < a.end)) return false;
-  return true;
-}
-
 /** The terminal view: coverage table, then one line per node. */
 export function render(st: SwarmStatus): string {
   const lines: string[] = [];
@@ -173,9 +168,7 @@ export function render(st: SwarmStatus): string {
   );
   for (const n of st.nodes) {
     const state = [
-      n.reachable ? 'up' : 'unreachable',
-      n.banned ? `banned (${n.banReason ?? 'failures'})` : '',
-      n.conviction ? `convicted: ${n.conviction}` : '',
+      whyNotRoutable(n) ? `NOT ROUTABLE (${whyNotRoutable(n)})` : 'up',
       n.audits.passed + n.audits.failed ? `audits ${n.audits.passed} ok/${n.audits.failed} failed` : '',
     ]
       .filter(Boolean)
@@ -201,6 +194,14 @@ export function render(st: SwarmStatus): string {
 }
 
 const short = (p: string) => `…${p.slice(-6)}`;
+
+/** why routing skips the node, or undefined (a gateway older than `routable` is read from its other fields) */
+function whyNotRoutable(n: SwarmStatus['nodes'][number]): string | undefined {
+  if (n.routable !== undefined) return n.routable ? undefined : (n.unroutable ?? 'not routable');
+  if (n.conviction) return `convicted: ${n.conviction}`;
+  if (n.banned) return `banned: ${n.banReason ?? 'failures'}`;
+  return n.reachable ? undefined : 'unreachable';
+}
 
 function posInt(v: string): number {
   const n = Number(v);

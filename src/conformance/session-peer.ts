@@ -7,7 +7,8 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { Identity } from '../identity/identity.js';
 import { Channel } from '../p2p/channel.js';
 import { createHost, type OdsiHost } from '../p2p/host.js';
-import { ACT_PROTOCOL, RESULT_PROTOCOL, type Message } from '../protocol/messages.js';
+import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL, encodeTensor, type Dtype, type Message, type OpenHeader, type StepHeader } from '../protocol/messages.js';
+import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../protocol/open-signature.js';
 
 /** A failed expectation of the kit: the rule it belongs to fails with this text. */
 export class RuleFailure extends Error {
@@ -28,6 +29,11 @@ export async function waitFor<T>(what: string, get: () => T | undefined, ms: num
   }
 }
 
+/** Polls `cond` every 10 ms until it holds; throws RuleFailure naming `what` after `ms`. */
+export function waitUntil(what: string, cond: () => boolean, ms: number): Promise<void> {
+  return waitFor(what, () => (cond() ? true : undefined), ms).then(() => undefined);
+}
+
 /** Resolves after `ms` (used to check that nothing arrives). */
 export const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -38,6 +44,41 @@ export interface RawStream {
   closed(): boolean;
   /** the first message matching `pred` (searching from the start), within ms */
   next(what: string, pred: (m: Message) => boolean, ms?: number): Promise<Message>;
+}
+
+/** What an OPEN must name; the rest defaults (f32, 64 tokens, valid for OPEN_TTL_MS from now, hop 0). */
+export type OpenFields = Pick<OpenToSign, 'sessionId' | 'modelId' | 'route' | 'hidden'> & Partial<Omit<OpenToSign, 'reply'>> & { hop?: number };
+
+/** A deterministic input of `nTokens` rows of `dim` (distinct per seed), encoded as `dtype`. */
+export function stepInput(nTokens: number, dim: number, seed: number, dtype: Dtype = 'f32'): Uint8Array {
+  const x = new Float32Array(nTokens * dim);
+  for (let i = 0; i < x.length; i++) x[i] = Math.sin(seed * 7.31 + i * 0.37) * 0.5;
+  return encodeTensor(x, dtype);
+}
+
+/** A STEP of session `sessionId` carrying stepInput(…, seed) (default seed: step + 1; one token at position 0). */
+export function stepMessage(o: {
+  sessionId: string;
+  step: number;
+  dim: number;
+  seed?: number;
+  requestId?: number;
+  pos?: number;
+  nTokens?: number;
+  dtype?: Dtype;
+}): Message {
+  const [nTokens, dtype] = [o.nTokens ?? 1, o.dtype ?? 'f32'];
+  const header: StepHeader = {
+    sessionId: o.sessionId,
+    requestId: o.requestId ?? 1000 + o.step,
+    step: o.step,
+    pos: o.pos ?? 0,
+    nTokens,
+    dtype,
+    shape: [nTokens, o.dim],
+    timeline: [],
+  };
+  return { type: MsgType.STEP, header, payload: stepInput(nTokens, o.dim, o.seed ?? o.step + 1, dtype) };
 }
 
 /** What arrived on result streams for one session id. */
@@ -102,6 +143,21 @@ export class SessionPeer {
   /** The first result-stream message of `sid` matching `pred`, within the wait limit. */
   result(sid: string, what: string, pred: (m: Message) => boolean, ms = this.waitMs): Promise<Message> {
     return waitFor(what, () => this.inbox(sid).got.find(pred), ms);
+  }
+
+  /** An OPEN signed by this peer as the session's gateway (results come back here). */
+  open(fields: OpenFields): OpenHeader {
+    const issuedAt = Date.now();
+    const { hop, ...rest } = fields;
+    const body: OpenToSign = {
+      reply: { peerId: this.peerId, addrs: this.host.addrs() },
+      dtype: 'f32',
+      maxTokens: 64,
+      issuedAt,
+      expiresAt: issuedAt + OPEN_TTL_MS,
+      ...rest,
+    };
+    return { ...body, hop: hop ?? 0, signature: signOpen(this.identity, body) };
   }
 
   /** Opens a stream of `protocol` to the target and collects its replies. */

@@ -10,6 +10,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import { RecentRequests } from './requests.js';
 import type { DashboardDelta, DashboardSnapshot, FallbackView, FeedItem, LedgerView, NodeView } from './types.js';
 import { FOREVER } from '../routing/bans.js';
+import { LedgerFeed } from './ledger.js';
 
 export interface DashboardOptions {
   /** SSE clients at once (default 16); more get 503 */
@@ -22,8 +23,10 @@ export interface DashboardOptions {
   pingMs?: number;
   /** the cloud fallback's description (the API server's); undefined: none configured */
   fallback?: () => FallbackView;
-  /** the ledger's view of the nodes; undefined (or returning undefined): no ledger panel */
+  /** the ledger panel's data; default: read from the gateway's ledger when it has one (LedgerFeed) */
   ledger?: () => LedgerView | undefined;
+  /** how often the gateway's ledger is re-read while someone watches, ms (default 5000) */
+  ledgerRefreshMs?: number;
 }
 
 /** bytes a client may leave unread before it is dropped (it reconnects to a fresh snapshot) */
@@ -66,6 +69,8 @@ export class Dashboard {
   private evidenceSeen = 0;
   private readonly faultsSeen = new WeakSet<object>();
   private readonly bansSeen = new Map<string, number>();
+  /** the gateway's ledger as the panel shows it (none without a ledger) */
+  private readonly ledgerFeed?: LedgerFeed;
 
   constructor(
     private readonly gw: Gateway,
@@ -77,6 +82,10 @@ export class Dashboard {
     this.tickMs = o.tickMs ?? 1000;
     this.pingMs = o.pingMs ?? 1500;
     gw.observer = this.requests;
+    if (gw.ledger && !o.ledger) {
+      this.ledgerFeed = new LedgerFeed(gw.ledger, () => this.gw.swarmStatus().nodes.map((n) => n.peerId), { refreshMs: o.ledgerRefreshMs });
+      void this.ledgerFeed.refresh();
+    }
   }
 
   /** The whole picture now. */
@@ -175,20 +184,19 @@ export class Dashboard {
   }
 
   private ledger(): { ledger?: LedgerView } {
-    const l = this.o.ledger?.();
+    this.ledgerFeed?.refreshIfStale();
+    const l = this.o.ledger ? this.o.ledger() : this.ledgerFeed?.view;
     return l ? { ledger: l } : {};
   }
 
   /** the gateway's swarm status (nodes, coverage), with this dashboard's own reachability pings */
   private swarm(): Pick<DashboardSnapshot, 'nodes' | 'coverage' | 'ready' | 'reason' | 'recoveries' | 'fallback'> {
     const down = [...this.pingFailures].filter(([, n]) => n >= PING_FAILURES_DOWN).map(([p]) => p);
-    // a convicted node is no coverage even after its ban ends: every step through it fails
-    // (swarmStatus counts it again then), so the dashboard leaves it out as unusable
-    const convicted = (this.gw.accountability?.evidence ?? []).map((e) => e.peerId);
-    const st = this.gw.swarmStatus({ unusable: new Set([...down, ...convicted]) });
+    // (swarmStatus itself leaves convicted, banned and ineligible nodes out of coverage)
+    const st = this.gw.swarmStatus({ unusable: new Set(down) });
     const nodes = st.nodes.map((n): NodeView => ({
       ...n,
-      state: n.conviction ? 'convicted' : n.banned ? 'banned' : !n.reachable ? 'unreachable' : 'up',
+      state: n.conviction ? 'convicted' : n.banned ? 'banned' : !n.reachable ? 'unreachable' : n.routable ? 'up' : 'ineligible',
     }));
     const fallback = this.o.fallback?.();
     return {

@@ -11,26 +11,49 @@ export interface HopRef {
   end: number;
 }
 
-/** What a configured ledger says about one node (the ledger lands separately). */
+/** What the gateway's ledger says about one identity (amounts in the view's unit, decimal strings). */
 export interface LedgerEntry {
-  /** staked amount, in the ledger's unit (decimal string: may exceed 2^53) */
+  /** EIP-55 address of the identity */
+  address?: string;
+  role?: 'node' | 'gateway';
+  /** bonded stake */
   stake: string;
+  /** total ever taken by slashes */
+  slashed?: string;
   reputation: number;
-  /** earned so far, in the ledger's unit (decimal string) */
+  /** rewards earned so far */
   earnings: string;
+  /** may be routed to (enough stake, never slashed) */
+  eligible?: boolean;
 }
 
-/** The ledger panel's data: present in a snapshot only when a ledger is configured. */
+/** A client account's balance on the ledger. */
+export interface LedgerAccountView {
+  address: string;
+  balance: string;
+  /** total ever charged */
+  charged: string;
+}
+
+/** The ledger panel's data: present in a snapshot only when the gateway has a ledger. */
 export interface LedgerView {
-  /** e.g. the chain and contract, shown as the panel's caption */
+  /** the backend and where it lives, shown as the panel's caption */
   name: string;
-  /** the unit stake and earnings are counted in, e.g. 'wei' */
+  /** the unit amounts are shown in, e.g. 'ODSI' */
   unit: string;
+  /** the last settled epoch */
+  epoch?: number;
+  /** by peer id where the gateway knows the node, else by address */
   nodes: Record<string, LedgerEntry>;
+  /** client accounts, largest balance first */
+  accounts?: LedgerAccountView[];
+  /** identities / accounts left out to keep the view bounded */
+  moreIdentities?: number;
+  moreAccounts?: number;
 }
 
 /** how the dashboard shows a node: usable, or why not */
-export type NodeState = 'up' | 'unreachable' | 'banned' | 'convicted';
+export type NodeState = 'up' | 'unreachable' | 'banned' | 'convicted' | 'ineligible';
 
 /** a node as the gateway's swarm status reports it (src/gateway/swarm-status.ts), and its state */
 export interface NodeView extends SwarmNodeStatus {

@@ -23,11 +23,11 @@ import { modelNameOf } from './local.js';
 import { PipelineBackend, type RequestPipeline } from './pipeline-backend.js';
 import { NoRouteError, type Route, type RouteCandidate } from '../routing/router.js';
 import { BanList } from '../routing/bans.js';
-import type { StakeView } from '../routing/stake.js';
+import { peerEligible, type StakeView } from '../routing/stake.js';
 import type { Address, Ledger } from '../ledger/ledger.js';
 import { LedgerStakeView } from '../ledger/stake-view.js';
 import { GatewaySettlement } from '../ledger/settlement.js';
-import { CostPlanner, StaticCandidates, type CandidateSource, type RoutePlanner } from '../routing/planner.js';
+import { CostPlanner, StaticCandidates, type CandidateSource } from '../routing/planner.js';
 import { TimedStage } from './timed.js';
 import { Discovery } from './discovery.js';
 import { SessionLoad } from './session-load.js';
@@ -142,7 +142,7 @@ export class Gateway extends PipelineBackend {
   /** each node's decode ms/token as measured on this gateway's routes */
   readonly measured = new MeasuredSpeed();
   /** where routes come from: the cost model over the known nodes, minus bans */
-  readonly planner: RoutePlanner;
+  readonly planner: CostPlanner;
   /** the known nodes: discovered, or the fixed list */
   private readonly source: CandidateSource;
   private readonly discovery?: Discovery;
@@ -257,6 +257,11 @@ export class Gateway extends PipelineBackend {
     }
   }
 
+  /** the ledger this gateway settles with, if any (read-only users: the dashboard's ledger panel) */
+  get ledger(): Ledger | undefined {
+    return this.opts.ledger?.ledger;
+  }
+
   get nLayers(): number {
     return this.src.config.nLayers;
   }
@@ -281,12 +286,12 @@ export class Gateway extends PipelineBackend {
     return this.planner.route(opts);
   }
 
-  /** Wait (bounded) until the known nodes cover every layer; returns the route found. */
+  /** Wait (bounded) until the known nodes cover every layer; returns the route the next request gets (previewed, not drawn). */
   async waitForRoute(timeoutMs: number): Promise<Route> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        return this.route();
+        return this.planner.preview();
       } catch (e) {
         if (!(e instanceof NoRouteError) || Date.now() >= deadline) throw e;
       }
@@ -307,7 +312,7 @@ export class Gateway extends PipelineBackend {
       .map((c) => ({ peerId: c.peerId, layers: [c.start, c.end], msPerToken: c.msPerToken, load: c.load, rttMs: rtt.get(c.peerId) }));
     const detail = { modelId: this.modelId, peerId: this.host.peerId, nodes, banned: [...this.bans.active()] };
     try {
-      const r = this.route({});
+      const r = this.planner.preview(); // a probe must not advance the planner's draws
       return {
         ready: true,
         detail: {
@@ -330,12 +335,13 @@ export class Gateway extends PipelineBackend {
     let route: Route | undefined;
     let noRouteReason: string | undefined;
     try {
-      route = this.route({});
+      route = this.planner.preview(); // looking must not change what requests get routed to
     } catch (e) {
       const lookup = this.discovery?.lastError;
       noRouteReason = (e as Error).message + (lookup ? ` (last lookup failed: ${lookup})` : '');
     }
     const acc = this.accountability;
+    const stake = this.opts.stake;
     return swarmStatus({
       model: { id: this.model.id, modelId: this.modelId, nLayers: this.nLayers },
       gatewayPeerId: this.host.peerId,
@@ -346,6 +352,7 @@ export class Gateway extends PipelineBackend {
       bans: this.bans.list(),
       measuredMsPerToken: this.measured.snapshot(),
       convictionOf: (p) => acc?.convictionOf(p),
+      ineligible: stake && ((p) => (peerEligible(stake, p) ? undefined : 'no eligible stake on the ledger (below the minimum, slashed or unknown)')),
       audits: acc?.audits,
       route,
       noRouteReason,

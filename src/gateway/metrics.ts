@@ -73,16 +73,18 @@ export class GatewayMetrics {
     const status = () => (snap ??= src.status());
     new Gauge({
       name: 'odsi_gateway_nodes',
-      help: 'nodes known to the gateway, by state (usable, banned, unreachable)',
+      help: 'nodes known to the gateway, by state (usable = routable; banned, unreachable, convicted; ineligible: not eligible on the ledger)',
       labelNames: ['state'],
       registers,
       collect() {
         snap = undefined;
         const s = status();
         this.reset();
-        this.set({ state: 'usable' }, s.nodes.filter((n) => n.reachable && !n.banned).length);
+        this.set({ state: 'usable' }, s.nodes.filter((n) => n.routable).length);
         this.set({ state: 'banned' }, s.nodes.filter((n) => n.banned).length);
         this.set({ state: 'unreachable' }, s.nodes.filter((n) => !n.reachable).length);
+        this.set({ state: 'convicted' }, s.nodes.filter((n) => n.conviction).length);
+        this.set({ state: 'ineligible' }, s.nodes.filter((n) => n.unroutable?.startsWith('not eligible')).length);
       },
     });
     new Gauge({

@@ -1,12 +1,15 @@
 // The swarm as one gateway sees it, for `odsi status`, the dashboard and GET /v1/odsi/status:
 // every known node (its advert, measured speed and RTT, sessions, bans, convictions, audits)
 // and per-layer coverage (how many usable nodes serve each layer, their combined throughput).
-// Pure: built from snapshots the gateway hands in, so it is cheap to call on every poll.
+// Pure: built from snapshots the gateway hands in, so it is cheap to call on every poll, and it
+// draws nothing (the gateway previews its planner's next route instead of drawing one).
+// A node is routable when it is reachable, not banned, not convicted and, with a ledger,
+// eligible; `unroutable` says why not. Coverage counts routable nodes only.
 //
 // The shape is a stable, versioned contract (SWARM_STATUS_VERSION): fields are only ever added.
 
 import type { BanInfo } from '../routing/bans.js';
-import type { RouteCandidate } from '../routing/router.js';
+import { uncoveredRanges, type RouteCandidate } from '../routing/router.js';
 
 export const SWARM_STATUS_VERSION = 1;
 
@@ -41,6 +44,10 @@ export interface SwarmNodeStatus {
   bannedUntil?: number;
   /** why it was convicted by an audit or other evidence, if it was */
   conviction?: string;
+  /** routing may use it now: reachable, not banned, never convicted, eligible (with a ledger) */
+  routable: boolean;
+  /** why not, when not routable: 'convicted: …', 'banned: …', 'unreachable', 'not eligible: …' */
+  unroutable?: string;
   /** audits of this node's steps: passed since its last conviction, and failed */
   audits: { passed: number; failed: number };
   /** unix ms when its advert was signed (absent with a fixed peer list) */
@@ -50,7 +57,7 @@ export interface SwarmNodeStatus {
 
 export interface LayerCoverage {
   layer: number;
-  /** usable nodes serving this layer (reachable, not banned) */
+  /** routable nodes serving this layer (reachable, not banned, not convicted, eligible) */
   nodes: number;
   /** their peer ids */
   peers: string[];
@@ -70,9 +77,9 @@ export interface SwarmStatus {
   reason?: string;
   nodes: SwarmNodeStatus[];
   coverage: LayerCoverage[];
-  /** half-open layer ranges no usable node serves */
+  /** half-open layer ranges no routable node serves */
   uncovered: [number, number][];
-  /** the route the planner would pick now */
+  /** the route the planner would pick next (previewed: looking does not change what it picks) */
   route?: { peerId: string; layers: [number, number] }[];
   estimatedMsPerToken?: number;
   /** recovery of failed routes since start, by method; requests that gave up */
@@ -94,6 +101,8 @@ export interface SwarmSnapshot {
   bans: readonly BanInfo[];
   measuredMsPerToken: ReadonlyMap<string, number>;
   convictionOf(peerId: string): string | undefined;
+  /** with a ledger: why the peer may not be routed to (undefined: it may) */
+  ineligible?(peerId: string): string | undefined;
   audits?: readonly { peerId: string; pass: boolean; incomplete?: boolean }[];
   route?: { hops: { peerId: string; start: number; end: number }[]; estimatedMs: number };
   noRouteReason?: string;
@@ -130,6 +139,15 @@ export function swarmStatus(s: SwarmSnapshot): SwarmStatus {
     const rtt = s.rttMs.get(c.peerId);
     const conviction = s.convictionOf(c.peerId);
     const engine = ad?.engine ?? 'unknown';
+    const reachable = !s.unreachable.has(c.peerId);
+    // a conviction is for good, whatever the ban list says now (a ban can be cleared or lapse)
+    const unroutable = conviction
+      ? `convicted: ${conviction}`
+      : banned
+        ? `banned: ${b?.reason ?? 'failures'}`
+        : !reachable
+          ? 'unreachable'
+          : s.ineligible?.(c.peerId) && `not eligible: ${s.ineligible(c.peerId)}`;
     return {
       peerId: c.peerId,
       addrs: [...c.addrs],
@@ -142,27 +160,26 @@ export function swarmStatus(s: SwarmSnapshot): SwarmStatus {
       rttMs: rtt === undefined ? null : round3(rtt),
       sessions: c.load,
       freeKvTokens: c.freeKvTokens,
-      reachable: !s.unreachable.has(c.peerId),
+      reachable,
       banned,
       ...(banned ? { banReason: b?.reason, bannedUntil: b?.until } : {}),
       ...(conviction ? { conviction } : {}),
+      routable: !unroutable,
+      ...(unroutable ? { unroutable } : {}),
       audits: audits.get(c.peerId) ?? { passed: 0, failed: 0 },
       ...(ad ? { advertIssuedAt: ad.issuedAt, version: ad.version } : {}),
     };
   });
   const coverage: LayerCoverage[] = [];
   for (let layer = 0; layer < s.model.nLayers; layer++) {
-    const here = nodes.filter((n) => n.reachable && !n.banned && n.layers[0] <= layer && layer < n.layers[1]);
+    const here = nodes.filter((n) => n.routable && n.layers[0] <= layer && layer < n.layers[1]);
     const tps = here.reduce((a, n) => a + (n.msPerToken > 0 ? 1000 / n.msPerToken : 0), 0);
     coverage.push({ layer, nodes: here.length, peers: here.map((n) => n.peerId), tokensPerSec: round3(tps) });
   }
-  const uncovered: [number, number][] = [];
-  for (const c of coverage) {
-    const last = uncovered.at(-1);
-    if (c.nodes > 0) continue;
-    if (last && last[1] === c.layer) last[1] = c.layer + 1;
-    else uncovered.push([c.layer, c.layer + 1]);
-  }
+  const uncovered = uncoveredRanges(
+    nodes.filter((n) => n.routable).map((n) => ({ start: n.layers[0], end: n.layers[1] })),
+    s.model.nLayers,
+  );
   return {
     version: SWARM_STATUS_VERSION,
     at: now,

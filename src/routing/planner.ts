@@ -69,8 +69,21 @@ export class CostPlanner implements RoutePlanner {
   ) {}
 
   route(opts: { exclude?: Set<string>; needKvTokens?: number } = {}): Route {
-    const exclude = new Set([...(this.o.bans?.active() ?? []), ...this.source.unavailable(), ...(opts.exclude ?? [])]);
     const seed = this.o.seed === undefined ? undefined : this.o.seed + this.calls++;
+    return this.plan(opts, seed);
+  }
+
+  /**
+   * The route the next route() call would draw, without drawing it: the seeded counter stays
+   * where it is, so status pages and scrapes calling this as often as they like leave the
+   * sequence of routes requests get unchanged. (Unseeded, it is one fresh draw like route().)
+   */
+  preview(opts: { exclude?: Set<string>; needKvTokens?: number } = {}): Route {
+    return this.plan(opts, this.o.seed === undefined ? undefined : this.o.seed + this.calls);
+  }
+
+  private plan(opts: { exclude?: Set<string>; needKvTokens?: number }, seed: number | undefined): Route {
+    const exclude = new Set([...(this.o.bans?.active() ?? []), ...this.source.unavailable(), ...(opts.exclude ?? [])]);
     const candidates = this.source.candidates();
     const rttMs = this.source.rttMs();
     if (this.o.stake) this.drawByStake(this.o.stake, candidates, rttMs, exclude, opts.needKvTokens, seed);

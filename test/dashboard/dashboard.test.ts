@@ -4,7 +4,9 @@
 // 1, so the demo's own prompt convicts it and re-routes around it. The page must show every
 // layer covered, the conviction in the accountability feed (linking to the node), a chat reply
 // streamed through /v1 equal to the API's own greedy text, a waterfall with one bar group per
-// hop, and — once node 0 is killed — its layers uncovered and the node marked.
+// hop, the ledger panel with the demo's SQLite ledger (--ledger) as the ledger itself reports it
+// (stake, slashed, eligibility, the client's balance), and — once node 0 is killed — its layers
+// uncovered and the node marked.
 // With ODSI_SCREENSHOTS=<dir> it saves the views as PNGs (docs/img/dashboard-*.png).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +16,9 @@ import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startOdsi, type RunningOdsi } from '../helpers/cli.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
+import type { LedgerStatus } from '../../src/ledger/ledger.js';
+import { formatAmount } from '../../src/ledger/rules.js';
+import { addressOfPeerId } from '../../src/routing/stake.js';
 
 // page functions run in the browser: Node's lib has no DOM, so name the little they use
 interface PageElement {
@@ -73,10 +78,12 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
         '--json',
         '--port',
         '0',
+        '--ledger',
+        `sqlite:${join(profile, 'ledger.db')}`,
       ],
       { env: { ...process.env, ODSI_ALLOW_FAULTS: '1' } },
     );
-    const run = (await demo.nextJson(120_000)) as { accountability: { evidence: { peerId: string }[] } };
+    const run = (await demo.nextJson(120_000)) as { accountability: { evidence: { peerId: string }[] }; ledger: LedgerStatus };
     const info = (await demo.nextJson(30_000)) as Serving;
     phase('demo up');
     assert.equal(info.dashboard, `${info.url}/`);
@@ -136,6 +143,24 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
     assert.match((await row.getAttribute('class')) ?? '', /convicted/);
     assert.match(await row.innerText(), /convicted: audit/);
     await shot(page, 'nodes');
+
+    // Ledger: the gateway's ledger as the ledger reported it after the demo's settlement
+    const onLedger = (peer: string) => run.ledger.identities.find((i) => i.address.toLowerCase() === addressOfPeerId(peer)!.toLowerCase())!;
+    const cell = (peer: string, col: string) => page.locator(`.ledger tr[data-ledger-peer="${peer}"] [data-col="${col}"]`).innerText();
+    await page.locator(`.ledger tr[data-ledger-peer="${honest0.peerId}"]`).waitFor({ timeout: 15_000 });
+    assert.equal(await cell(honest0.peerId, 'stake'), formatAmount(BigInt(onLedger(honest0.peerId).stake)));
+    assert.ok(BigInt(onLedger(honest0.peerId).stake) > 0n);
+    assert.equal(await cell(honest0.peerId, 'eligible'), 'yes');
+    assert.equal(await cell(honest0.peerId, 'slashed'), '0');
+    const slashed = BigInt(onLedger(cheat.peerId).slashed);
+    if (slashed > 0n) {
+      assert.equal(await cell(cheat.peerId, 'slashed'), formatAmount(slashed));
+      assert.equal(await cell(cheat.peerId, 'eligible'), 'no');
+    }
+    const client = run.ledger.accounts[0]!;
+    const balance = await page.locator(`.ledger tr[data-account="${client.address}"] [data-col="balance"]`).innerText();
+    assert.ok(Number(balance) > 0 && Number(balance) <= Number(formatAmount(BigInt(client.balance))), `client balance ${balance}`);
+    phase('ledger');
 
     // Try it: a reply streams in (several partial texts), equal to the API's own greedy answer
     await page.goto(`${info.url}/#try`);

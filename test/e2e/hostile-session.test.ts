@@ -8,21 +8,10 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { peerIdFromString } from '@libp2p/peer-id';
 import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
-import { Channel } from '../../src/p2p/channel.js';
-import {
-  ACT_PROTOCOL,
-  KV_PROTOCOL,
-  MsgType,
-  RESULT_PROTOCOL,
-  encodeTensor,
-  type Message,
-  type OpenHeader,
-  type StepHeader,
-} from '../../src/protocol/messages.js';
-import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../../src/protocol/open-signature.js';
+import { KV_PROTOCOL, MsgType, type Message, type OpenHeader } from '../../src/protocol/messages.js';
+import { SessionPeer, stepMessage, waitUntil, type OpenFields } from '../../src/conformance/session-peer.js';
 import { DIAL_TIMEOUT_MS } from '../../src/node/server.js';
 import { RouteClient } from '../../src/route/route-client.js';
 import type { Hop, RouteStage } from '../../src/route/route-stage.js';
@@ -48,14 +37,14 @@ let b: NodeProcess; // layers [2,5)
 let victimHost: OdsiHost;
 let victim: RouteClient;
 let gateway: Gateway;
-let attacker: OdsiHost;
+/** the attacker: the gateway of its own sessions, speaking the frame protocol directly */
+let attacker: SessionPeer;
 let embed: Stage;
 let head: Stage;
 let victimRoute: RouteStage;
 let dim: number;
-/** what arrived on the attacker's result streams (it is the gateway of its own sessions) */
-const results: Message[] = [];
-const resultClosed: string[] = [];
+/** how long a wait for a node's answer may take */
+const WAIT_MS = 10_000;
 
 const hopOf = (n: NodeProcess): Hop => ({ peerId: n.peerId, addrs: n.info.addrs, start: n.info.start, end: n.info.end });
 
@@ -69,18 +58,7 @@ before(
     [a, b] = await Promise.all([start([0, 2], 0), start([2, 5], 1)]);
     victimHost = await createHost({ identity: generateIdentity() });
     victim = await RouteClient.start(victimHost);
-    attacker = await createHost({ identity: generateIdentity() });
-    await attacker.libp2p.handle(RESULT_PROTOCOL, (stream, conn) => {
-      const sid: string[] = [];
-      new Channel(stream, conn.remotePeer.toString(), attacker.peerId, {
-        onMessage: (m) => {
-          results.push(m);
-          const s = (m.header as { sessionId?: string }).sessionId;
-          if (s) sid.push(s);
-        },
-        onClose: () => resultClosed.push(sid[0] ?? '?'),
-      });
-    });
+    attacker = await SessionPeer.start(generateIdentity(), WAIT_MS);
     embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });
     head = await createStage('reference', src, { start: src.config.nLayers, end: src.config.nLayers, embed: false, head: true });
     gateway = await side.gateway([a, b].map((n) => n.candidate(n.info.end - n.info.start)));
@@ -109,46 +87,14 @@ async function assertGolden(route: RouteStage, sid: string): Promise<void> {
   assert.deepEqual(r.tokens, g.generated_tokens);
 }
 
-/** A raw activation-protocol stream from the attacker to `n`, collecting what comes back. */
-async function rawStream(n: NodeProcess, protocol = ACT_PROTOCOL): Promise<{ ch: Channel; got: Message[]; closed: () => boolean }> {
-  await attacker.dial(n.peerId, n.info.addrs);
-  const stream = await attacker.libp2p.dialProtocol(peerIdFromString(n.peerId), protocol);
-  const got: Message[] = [];
-  let isClosed = false;
-  const ch = new Channel(stream, n.peerId, attacker.peerId, { onMessage: (m) => got.push(m), onClose: () => (isClosed = true) });
-  return { ch, got, closed: () => isClosed };
-}
+/** An OPEN for hop 0 of the attacker's own session over A → B (fields override). */
+const open = (fields: Partial<OpenFields> & { sessionId: string }): OpenHeader =>
+  attacker.open({ modelId: side.modelId, route: [hopOf(a), hopOf(b)], hidden: dim, ...fields });
 
-async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  for (const t0 = Date.now(); !cond(); ) {
-    if (Date.now() - t0 > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** An OPEN for hop 0 signed by `by` (default: the attacker, for its own session). */
-function open(fields: Partial<OpenToSign> & { sessionId: string }, by = attacker): OpenHeader {
-  const issuedAt = Date.now();
-  const body: OpenToSign = {
-    modelId: side.modelId,
-    route: [hopOf(a), hopOf(b)],
-    reply: { peerId: by.peerId, addrs: by.addrs() },
-    dtype: 'f32',
-    hidden: dim,
-    maxTokens: 64,
-    issuedAt,
-    expiresAt: issuedAt + OPEN_TTL_MS,
-    ...fields,
-  };
-  return { ...body, hop: 0, signature: signOpen(by.identity, body) };
-}
-
-function step(sessionId: string, stepNo: number, seed: number, requestId = stepNo + 1): Message {
-  const x = new Float32Array(dim);
-  for (let i = 0; i < dim; i++) x[i] = Math.sin(seed * 7.3 + i) * 0.5;
-  const header: StepHeader = { sessionId, requestId, step: stepNo, pos: 0, nTokens: 1, dtype: 'f32', shape: [1, dim], timeline: [] };
-  return { type: MsgType.STEP, header, payload: encodeTensor(x, 'f32') };
-}
+const step = (sessionId: string, stepNo: number, seed: number, requestId = stepNo + 1): Message => stepMessage({ sessionId, step: stepNo, seed, requestId, dim });
+const until = (what: string, cond: () => boolean, ms = WAIT_MS) => waitUntil(what, cond, ms);
+const opened = (sid: string, n = 1) => attacker.results(sid).filter((m) => m.type === MsgType.OPENED).length >= n;
+const resultsOf = (sid: string, n: number) => attacker.results(sid).filter((m) => m.type === MsgType.RESULT).length >= n;
 
 const errorsIn = (got: Message[]) => got.filter((m) => m.type === MsgType.ERROR).map((m) => m.header as { code: string; reason: string });
 
@@ -162,7 +108,7 @@ test('unsigned, forged and misdirected OPENs are refused as forbidden', { timeou
   delete unsigned.signature;
   const forged = { ...open({ sessionId: 'atk-forged' }), reply: { peerId: victimHost.peerId, addrs: victimHost.addrs() } };
   for (const h of [unsigned, forged]) {
-    const { ch, got } = await rawStream(a);
+    const { ch, got } = await attacker.stream(hopOf(a));
     await ch.send({ type: MsgType.OPEN, header: h });
     await until('a refusal', () => got.length > 0);
     assert.equal(errorsIn(got)[0]?.code, 'forbidden', JSON.stringify(got[0]?.header));
@@ -171,7 +117,7 @@ test('unsigned, forged and misdirected OPENs are refused as forbidden', { timeou
     await ch.close();
   }
   // hop 1 accepts an OPEN only from route[0]
-  const { ch, got } = await rawStream(b);
+  const { ch, got } = await attacker.stream(hopOf(b));
   await ch.send({ type: MsgType.OPEN, header: { ...open({ sessionId: 'atk-hop1' }), hop: 1 } });
   await until('a refusal', () => got.length > 0);
   assert.equal(errorsIn(got)[0]?.code, 'forbidden');
@@ -180,20 +126,20 @@ test('unsigned, forged and misdirected OPENs are refused as forbidden', { timeou
 });
 
 test("resumeFrom another gateway's session, and re-OPEN of its id, are refused; the victim continues", { timeout: 60_000 }, async () => {
-  const { ch, got } = await rawStream(a);
+  const { ch, got } = await attacker.stream(hopOf(a));
   await ch.send({ type: MsgType.OPEN, header: open({ sessionId: 'atk-resume', resumeFrom: 'victim-1' }) });
   await until('a refusal', () => got.length > 0);
   assert.equal(errorsIn(got)[0]?.code, 'forbidden');
   assert.match(errorsIn(got)[0]!.reason, /cannot resume from session "victim-1": no session of yours/);
   await ch.close();
   // an unknown session reads the same (nothing tells a stranger which ids exist)
-  const u = await rawStream(a);
+  const u = await attacker.stream(hopOf(a));
   await u.ch.send({ type: MsgType.OPEN, header: open({ sessionId: 'atk-resume-2', resumeFrom: 'no-such-session' }) });
   await until('a refusal', () => u.got.length > 0);
   assert.match(errorsIn(u.got)[0]!.reason, /cannot resume from session "no-such-session": no session of yours/);
   await u.ch.close();
   // re-OPEN of the victim's id (signed by the attacker for itself)
-  const r = await rawStream(a);
+  const r = await attacker.stream(hopOf(a));
   await r.ch.send({ type: MsgType.OPEN, header: open({ sessionId: 'victim-1' }) });
   await until('a refusal', () => r.got.length > 0);
   assert.equal(errorsIn(r.got)[0]?.code, 'bad_message');
@@ -203,30 +149,30 @@ test("resumeFrom another gateway's session, and re-OPEN of its id, are refused; 
 });
 
 test('a second OPEN on a stream is refused; the first session lives exactly as long as its stream', { timeout: 30_000 }, async () => {
-  const { ch, got } = await rawStream(a);
+  const { ch, got } = await attacker.stream(hopOf(a));
   await ch.send({ type: MsgType.OPEN, header: open({ sessionId: 'atk-two-1' }) });
   await ch.send({ type: MsgType.OPEN, header: open({ sessionId: 'atk-two-2' }) }); // races the first
   await until('a refusal', () => got.length > 0);
   assert.equal(errorsIn(got)[0]?.code, 'bad_message');
   assert.match(errorsIn(got)[0]!.reason, /already carries a session/);
-  await until('OPENED of the first session', () => results.some((m) => m.type === MsgType.OPENED && m.header.sessionId === 'atk-two-1'));
-  assert.ok(!results.some((m) => m.type === MsgType.OPENED && m.header.sessionId === 'atk-two-2'));
+  await until('OPENED of the first session', () => opened('atk-two-1'));
+  assert.ok(!opened('atk-two-2'));
   await ch.close();
   // the whole chain is torn down at once: the last hop closes its result stream
-  await until('the result stream of the first session to close', () => resultClosed.includes('atk-two-1'), 5000);
+  await until('the result stream of the first session to close', () => attacker.resultClosed('atk-two-1'), 5000);
 });
 
 test('no sequence of OPEN/STEP messages makes a node sign two conflicting receipts for one slot', { timeout: 60_000 }, async () => {
   const sid = 'frame';
   const receipts: SignedReceipt[] = [];
   const collect = () => {
-    for (const m of results) if (m.type === MsgType.RESULT && m.header.sessionId === sid) receipts.push(...((m.header.receipts ?? []) as SignedReceipt[]));
+    for (const m of attacker.results(sid)) if (m.type === MsgType.RESULT) receipts.push(...((m.header.receipts ?? []) as SignedReceipt[]));
   };
-  const s1 = await rawStream(a);
+  const s1 = await attacker.stream(hopOf(a));
   await s1.ch.send({ type: MsgType.OPEN, header: open({ sessionId: sid }) });
-  await until('OPENED', () => results.some((m) => m.type === MsgType.OPENED && m.header.sessionId === sid));
+  await until('OPENED', () => opened(sid));
   await s1.ch.send(step(sid, 0, 1));
-  await until('RESULT of step 0', () => results.some((m) => m.type === MsgType.RESULT && m.header.sessionId === sid));
+  await until('RESULT of step 0', () => resultsOf(sid, 1));
   // STEP 0 again, another input: refused, nothing computed
   await s1.ch.send(step(sid, 0, 2, 7));
   await until('a refusal', () => errorsIn(s1.got).length > 0);
@@ -234,20 +180,20 @@ test('no sequence of OPEN/STEP messages makes a node sign two conflicting receip
   assert.match(errorsIn(s1.got)[0]!.reason, /already signed for a different input/);
   // the same input again (a retransmission) is fine: it gets the same receipt
   await s1.ch.send(step(sid, 0, 1, 8));
-  await until('RESULT of the retransmission', () => results.filter((m) => m.type === MsgType.RESULT && m.header.sessionId === sid).length >= 2);
+  await until('RESULT of the retransmission', () => resultsOf(sid, 2));
   // close, re-open the same id, and try step 0 with another input again
   await s1.ch.send({ type: MsgType.CLOSE, header: { sessionId: sid } });
-  await until('the session to close', () => resultClosed.includes(sid), 5000);
-  const s2 = await rawStream(a);
+  await until('the session to close', () => attacker.resultClosed(sid), 5000);
+  const s2 = await attacker.stream(hopOf(a));
   await s2.ch.send({ type: MsgType.OPEN, header: open({ sessionId: sid }) });
-  await until('OPENED again', () => results.filter((m) => m.type === MsgType.OPENED && m.header.sessionId === sid).length >= 2);
+  await until('OPENED again', () => opened(sid, 2));
   await s2.ch.send(step(sid, 0, 3));
   await until('a refusal after re-open', () => errorsIn(s2.got).length > 0);
   assert.match(errorsIn(s2.got)[0]!.reason, /already signed for a different input/);
   // a new step number is a new slot: served, or refused by the next hop's custody check (the
   // re-opened chain does not link to the receipts it already saw) — either way signed once
   await s2.ch.send(step(sid, 1, 4));
-  const served = () => results.filter((m) => m.type === MsgType.RESULT && m.header.sessionId === sid).length >= 3;
+  const served = () => resultsOf(sid, 3);
   await until('step 1 answered', () => served() || errorsIn(s2.got).length >= 2);
   if (!served()) assert.match(errorsIn(s2.got)[1]!.code, /custody/);
   await s2.ch.close();
@@ -268,13 +214,13 @@ test('KV hand-over only by invitation, reserved against the budget before any by
     payload: new Uint8Array(2 * length * kvDim * 4),
   }) as Message;
   // uninvited: no owner's OPEN
-  const u = await rawStream(b, KV_PROTOCOL);
+  const u = await attacker.stream(hopOf(b), KV_PROTOCOL);
   await u.ch.send(kv());
   await until('a refusal', () => u.got.length > 0);
   assert.equal(errorsIn(u.got)[0]?.code, 'forbidden');
   // invited by its own (attacker-signed) OPEN, but far beyond the KV budget: busy, nothing kept
-  const invite = open({ sessionId: 'atk-kv', route: [hopOf(a), { peerId: attacker.peerId, addrs: attacker.addrs(), start: 2, end: 5 }], spares: [hopOf(b)] });
-  const big = await rawStream(b, KV_PROTOCOL);
+  const invite = open({ sessionId: 'atk-kv', route: [hopOf(a), { peerId: attacker.peerId, addrs: attacker.host.addrs(), start: 2, end: 5 }], spares: [hopOf(b)] });
+  const big = await attacker.stream(hopOf(b), KV_PROTOCOL);
   const huge = 50_000_000;
   await big.ch.send({ ...kv(invite, 1), header: { ...kv(invite, 1).header, length: huge } } as Message);
   await until('a refusal', () => big.got.length > 0);
@@ -290,8 +236,8 @@ test('an invited KV import is resumed only by the owner that invited it', { time
   const kvDim = src.config.nKvHeads * src.config.headDim;
   const sid = 'atk-kv-own';
   const length = 4;
-  const invite = open({ sessionId: sid, route: [hopOf(a), { peerId: attacker.peerId, addrs: attacker.addrs(), start: 2, end: 5 }], spares: [hopOf(b)] });
-  const { ch, got } = await rawStream(b, KV_PROTOCOL);
+  const invite = open({ sessionId: sid, route: [hopOf(a), { peerId: attacker.peerId, addrs: attacker.host.addrs(), start: 2, end: 5 }], spares: [hopOf(b)] });
+  const { ch, got } = await attacker.stream(hopOf(b), KV_PROTOCOL);
   for (let layer = 2; layer < 5; layer++) {
     const header = { sessionId: sid, modelId: side.modelId, start: 2, end: 5, length, layer, kvDim, ...(layer === 2 ? { open: invite } : {}) };
     await ch.send({ type: MsgType.KV, header, payload: new Uint8Array(2 * length * kvDim * 4) } as Message);
@@ -314,21 +260,21 @@ test('an invited KV import is resumed only by the owner that invited it', { time
     /session id in use/,
   );
   // … its owner may
-  const r = await rawStream(b);
+  const r = await attacker.stream(hopOf(b));
   await r.ch.send({ type: MsgType.OPEN, header: open({ sessionId: `${sid}.t1`, route: [hopOf(b)], resumeFrom: sid }) });
-  await until('OPENED of the resumed session', () => results.some((m) => m.type === MsgType.OPENED && m.header.sessionId === `${sid}.t1`));
+  await until('OPENED of the resumed session', () => opened(`${sid}.t1`));
   assert.equal(errorsIn(r.got).length, 0);
   await r.ch.close();
 });
 
 test('a signed OPEN is spent once: presented again after its session closed, it is refused', { timeout: 30_000 }, async () => {
   const header = open({ sessionId: 'atk-replay' });
-  const first = await rawStream(a);
+  const first = await attacker.stream(hopOf(a));
   await first.ch.send({ type: MsgType.OPEN, header });
-  await until('OPENED of the first use', () => results.some((m) => m.type === MsgType.OPENED && m.header.sessionId === 'atk-replay'));
+  await until('OPENED of the first use', () => opened('atk-replay'));
   await first.ch.close();
-  await until('the session to close', () => resultClosed.includes('atk-replay'), 5000);
-  const again = await rawStream(a);
+  await until('the session to close', () => attacker.resultClosed('atk-replay'), 5000);
+  const again = await attacker.stream(hopOf(a));
   await again.ch.send({ type: MsgType.OPEN, header });
   await until('a refusal', () => again.got.length > 0);
   assert.equal(errorsIn(again.got)[0]?.code, 'bad_message');
@@ -345,7 +291,7 @@ test('an OPEN naming an arbitrary local port gets only "unreachable", open port 
   const ms: number[] = [];
   for (const port of [openPort, closedPort]) {
     const fake = generateIdentity().peerId.toString();
-    const { ch, got } = await rawStream(a);
+    const { ch, got } = await attacker.stream(hopOf(a));
     const t0 = performance.now();
     await ch.send({
       type: MsgType.OPEN,
@@ -366,7 +312,7 @@ test('an OPEN naming an arbitrary local port gets only "unreachable", open port 
 });
 
 test('an ERROR frame is never answered with an ERROR', { timeout: 30_000 }, async () => {
-  const { ch, got } = await rawStream(a);
+  const { ch, got } = await attacker.stream(hopOf(a));
   await ch.send({ type: MsgType.ERROR, header: { code: 'internal', reason: 'provoke', peerId: attacker.peerId, sessionId: 'nope' } });
   await new Promise((r) => setTimeout(r, 500));
   assert.equal(got.length, 0);

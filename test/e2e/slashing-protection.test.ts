@@ -9,12 +9,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { peerIdFromString } from '@libp2p/peer-id';
 import { generateIdentity } from '../../src/identity/identity.js';
-import { createHost, type OdsiHost } from '../../src/p2p/host.js';
-import { Channel } from '../../src/p2p/channel.js';
-import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL, encodeTensor, type Message, type StepHeader } from '../../src/protocol/messages.js';
-import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../../src/protocol/open-signature.js';
+import { MsgType, type Message } from '../../src/protocol/messages.js';
+import { SessionPeer, stepMessage, waitUntil, type RawStream } from '../../src/conformance/session-peer.js';
 import { NodeProcess } from '../../src/node/process.js';
 import { deploymentDomain } from '../../src/accountability/records/wire.js';
 import { detectEquivocation, verifyEquivocationEvidence } from '../../src/accountability/checks/equivocation.js';
@@ -27,9 +24,10 @@ const domain = deploymentDomain({});
 const SID = 'protected';
 let side: GatewaySide;
 let node: NodeProcess;
-let attacker: OdsiHost;
+/** the gateway of its own sessions, speaking the frame protocol directly */
+let attacker: SessionPeer;
 let dim: number;
-const results: Message[] = [];
+const WAIT_MS = 10_000;
 
 before(
   async () => {
@@ -38,10 +36,7 @@ before(
     dim = src.config.dim;
     src.close();
     node = await NodeProcess.start({ model: STORIES_GGUF, range: [0, 5], identityFile: join(side.dir, 'n.key'), modelId: side.modelId, announceIntervalMs: 600_000 });
-    attacker = await createHost({ identity: generateIdentity() });
-    await attacker.libp2p.handle(RESULT_PROTOCOL, (stream, conn) => {
-      new Channel(stream, conn.remotePeer.toString(), attacker.peerId, { onMessage: (m) => results.push(m) });
-    });
+    attacker = await SessionPeer.start(generateIdentity(), WAIT_MS);
   },
   { timeout: 60_000 },
 );
@@ -52,54 +47,38 @@ after(async () => {
   await side?.close();
 });
 
-async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  for (const t0 = Date.now(); !cond(); ) {
-    if (Date.now() - t0 > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+interface Session {
+  s: RawStream;
+  sessionId: string;
 }
 
 /** A session on `n` opened by the attacker as its own gateway (route: n alone). */
-async function openSession(n: NodeProcess, sessionId = SID): Promise<{ ch: Channel; got: Message[]; sessionId: string }> {
-  await attacker.dial(n.peerId, n.info.addrs);
-  const stream = await attacker.libp2p.dialProtocol(peerIdFromString(n.peerId), ACT_PROTOCOL);
-  const got: Message[] = [];
-  const ch = new Channel(stream, n.peerId, attacker.peerId, { onMessage: (m) => got.push(m) });
-  const issuedAt = Date.now();
-  const body: OpenToSign = {
-    sessionId,
-    modelId: side.modelId,
-    route: [{ peerId: n.peerId, addrs: n.info.addrs, start: 0, end: 5 }],
-    reply: { peerId: attacker.peerId, addrs: attacker.addrs() },
-    dtype: 'f32',
-    hidden: dim,
-    maxTokens: 64,
-    issuedAt,
-    expiresAt: issuedAt + OPEN_TTL_MS,
-  };
-  const opened = results.filter((m) => m.type === MsgType.OPENED).length;
-  await ch.send({ type: MsgType.OPEN, header: { ...body, hop: 0, signature: signOpen(attacker.identity, body) } });
-  await until('OPENED', () => results.filter((m) => m.type === MsgType.OPENED).length > opened);
-  return { ch, got, sessionId };
+async function openSession(n: NodeProcess, sessionId = SID): Promise<Session> {
+  const target = { peerId: n.peerId, addrs: n.info.addrs, start: 0, end: 5 };
+  const s = await attacker.stream(target);
+  const opened = () => attacker.results(sessionId).filter((m) => m.type === MsgType.OPENED).length;
+  const before = opened();
+  await s.ch.send({ type: MsgType.OPEN, header: attacker.open({ sessionId, modelId: side.modelId, route: [target], hidden: dim }) });
+  await waitUntil('OPENED', () => opened() > before, WAIT_MS);
+  return { s, sessionId };
 }
 
-const nResults = () => results.filter((m) => m.type === MsgType.RESULT).length;
+/** every message on the attacker's result streams, of every session it opened */
+const results = (): Message[] => [SID, `${SID}-new`].flatMap((sid) => attacker.results(sid));
+const nResults = () => results().filter((m) => m.type === MsgType.RESULT).length;
 const errors = (got: Message[]) => got.filter((m) => m.type === MsgType.ERROR).map((m) => m.header as { code: string; reason: string });
 
 /** Sends one step; resolves to 'signed' (a RESULT came) or the refusal's reason. */
-async function step(s: { ch: Channel; got: Message[]; sessionId: string }, stepNo: number, seed: number): Promise<string> {
-  const x = new Float32Array(dim);
-  for (let i = 0; i < dim; i++) x[i] = Math.sin(seed * 7.3 + i) * 0.5;
-  const header: StepHeader = { sessionId: s.sessionId, requestId: stepNo + 1, step: stepNo, pos: 0, nTokens: 1, dtype: 'f32', shape: [1, dim], timeline: [] };
+async function step(x: Session, stepNo: number, seed: number): Promise<string> {
   const r0 = nResults();
-  const e0 = errors(s.got).length;
-  await s.ch.send({ type: MsgType.STEP, header, payload: encodeTensor(x, 'f32') });
-  await until(`an answer to step ${stepNo}`, () => nResults() > r0 || errors(s.got).length > e0);
-  return nResults() > r0 ? 'signed' : errors(s.got)[e0]!.reason;
+  const e0 = errors(x.s.got).length;
+  await x.s.ch.send(stepMessage({ sessionId: x.sessionId, step: stepNo, seed, requestId: stepNo + 1, dim }));
+  await waitUntil(`an answer to step ${stepNo}`, () => nResults() > r0 || errors(x.s.got).length > e0, WAIT_MS);
+  return nResults() > r0 ? 'signed' : errors(x.s.got)[e0]!.reason;
 }
 
 const receipts = (): SignedReceipt[] =>
-  results.filter((m) => m.type === MsgType.RESULT).flatMap((m) => (m.header.receipts ?? []) as SignedReceipt[]);
+  results().filter((m) => m.type === MsgType.RESULT).flatMap((m) => (m.header.receipts ?? []) as SignedReceipt[]);
 
 function evidenceAmong(rs: SignedReceipt[]): number {
   let n = 0;
@@ -121,11 +100,11 @@ test('a node killed (SIGKILL) mid-session and restarted with its key never signs
   for (let i = 0; i < 3; i++) assert.match(await step(s2, i, 100 + i), /before it restarted/, `step ${i}, another input`);
   assert.match(await step(s2, 1, 2), /before it restarted/, 'the same input again');
   assert.match(await step(s2, 3, 4), /before it restarted/, 'a later step');
-  await s2.ch.close();
+  await s2.s.ch.close();
   // a new session is served as usual
   const s4 = await openSession(node, `${SID}-new`);
   assert.equal(await step(s4, 0, 1), 'signed', 'a new session after the restart');
-  await s4.ch.close();
+  await s4.s.ch.close();
   const rs = receipts();
   assert.ok(rs.length >= 4, `receipts: ${rs.length}`);
   assert.equal(evidenceAmong(rs), 0, 'the node signed two receipts for one slot');
@@ -144,7 +123,7 @@ test('a node killed (SIGKILL) mid-session and restarted with its key never signs
   try {
     const s3 = await openSession(bare);
     assert.equal(await step(s3, 0, 100), 'signed');
-    await s3.ch.close();
+    await s3.s.ch.close();
     assert.ok(evidenceAmong(receipts()) > 0, 'without its record the node equivocates: the check above can fail');
   } finally {
     await bare.stop();

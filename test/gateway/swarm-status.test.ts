@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MeasuredSpeed, precisionOf, swarmStatus, type SwarmSnapshot } from '../../src/gateway/swarm-status.js';
+import { render } from '../../src/cli/status.js';
 
 const cand = (peerId: string, start: number, end: number, msPerToken = 10) => ({
   peerId,
@@ -75,11 +76,32 @@ test('coverage counts usable nodes only and lists the gaps; an expired ban count
   assert.equal(st.coverage[0]!.tokensPerSec, 250); // 1000 / 4 ms measured
   assert.deepEqual(st.uncovered, [[5, 6]]);
   assert.equal(st.ready, false);
-  const later = swarmStatus(snapshot({ now: 3_000, unreachable: new Set() }));
+  // b's ban ran out; were it not convicted, it would count again
+  const later = swarmStatus(snapshot({ now: 3_000, unreachable: new Set(), convictionOf: () => undefined }));
   assert.equal(later.coverage[0]!.nodes, 2);
   assert.equal(later.coverage[0]!.tokensPerSec, 250 + 50);
   assert.deepEqual(later.uncovered, []);
   assert.equal(later.nodes.find((n) => n.peerId === 'b')!.banned, false);
+  assert.equal(later.nodes.find((n) => n.peerId === 'b')!.routable, true);
+});
+
+test('a convicted node stays unroutable after its ban ran out (or was cleared), and says why; so does an ineligible one', () => {
+  const st = swarmStatus(snapshot({ now: 3_000, unreachable: new Set(), bans: [] }));
+  const b = st.nodes.find((n) => n.peerId === 'b')!;
+  assert.equal(b.banned, false);
+  assert.equal(b.routable, false);
+  assert.equal(b.unroutable, 'convicted: audit: wrong output');
+  assert.deepEqual(st.coverage[0]!.peers, ['a']);
+  assert.equal(st.coverage[0]!.tokensPerSec, 250);
+  const c = swarmStatus(snapshot({ unreachable: new Set(), ineligible: (p) => (p === 'c' ? 'no stake' : undefined) }));
+  assert.equal(c.nodes.find((n) => n.peerId === 'c')!.unroutable, 'not eligible: no stake');
+  assert.deepEqual(c.coverage[3]!.peers, ['d']);
+  const d = swarmStatus(snapshot()).nodes.find((n) => n.peerId === 'd')!;
+  assert.deepEqual([d.routable, d.unroutable], [false, 'unreachable']);
+  // `odsi status` prints why
+  const text = render(st);
+  assert.match(text.split('\n').find((l) => l.startsWith('b '))!, /NOT ROUTABLE \(convicted: audit: wrong output\)/);
+  assert.match(text.split('\n').find((l) => l.startsWith('a '))!, / up/);
 });
 
 test('MeasuredSpeed smooths per peer; precisionOf reads the profile', () => {

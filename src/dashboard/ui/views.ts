@@ -19,7 +19,7 @@ export function SwarmView(p: { s: DashboardSnapshot }) {
       <h2 id="cov-h">Layer coverage</h2>
       <p class="hint">
         ${gaps.length ? html`<span class="bad">layers ${gaps.join(', ')} not covered</span>` : html`<span class="good">every layer covered</span>`}
-        ${` · ${s.nodes.length} nodes known · counts usable nodes (reachable, neither banned nor convicted) · recoveries: ${s.recoveries.replay} by replay, ${s.recoveries.transfer} by transfer, ${s.recoveries.gaveUp} gave up`}
+        ${` · ${s.nodes.length} nodes known · counts routable nodes (reachable, neither banned nor convicted, eligible) · recoveries: ${s.recoveries.replay} by replay, ${s.recoveries.transfer} by transfer, ${s.recoveries.gaveUp} gave up`}
       </p>
       <${FallbackNote} s=${s} />
       <div class="strip" style=${grid} role="list" aria-label="layer coverage">
@@ -126,6 +126,7 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
                   ${nd.conviction ? html`<div class="why">convicted: ${nd.conviction}</div>` : null}
                   ${nd.banned && !nd.conviction ? html`<div class="why">${nd.banReason ?? 'banned'}${nd.bannedUntil && nd.bannedUntil < 8.64e15 ? ` (until ${new Date(nd.bannedUntil).toLocaleTimeString()})` : ''}</div>` : null}
                   ${nd.state === 'unreachable' ? html`<div class="why">does not answer pings</div>` : null}
+                  ${nd.state === 'ineligible' ? html`<div class="why">${nd.unroutable}</div>` : null}
                 </td>
               </tr>`;
             })}
@@ -136,29 +137,59 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
     ${
       ledger
         ? html`<section aria-labelledby="ledger-h" class="ledger">
-            <h2 id="ledger-h">Ledger · ${ledger.name}</h2>
+            <h2 id="ledger-h">Ledger · ${ledger.name}${ledger.epoch !== undefined ? ` · epoch ${ledger.epoch} settled` : ''}</h2>
             <div class="scroll">
-              <table>
+              <table aria-label="ledger identities">
                 <thead>
                   <tr>
-                    <th>peer id</th>
+                    <th>identity</th>
+                    <th>role</th>
                     <th>stake (${ledger.unit})</th>
+                    <th>slashed (${ledger.unit})</th>
+                    <th>earned (${ledger.unit})</th>
                     <th>reputation</th>
-                    <th>earnings (${ledger.unit})</th>
+                    <th>eligible</th>
                   </tr>
                 </thead>
                 <tbody>
                   ${Object.entries(ledger.nodes).map(
                     ([peer, e]) =>
-                      html`<tr data-peer=${peer}>
-                        <td>${nodeLink(peer)}</td>
-                        <td>${e.stake}</td>
-                        <td>${e.reputation}</td>
-                        <td>${e.earnings}</td>
+                      html`<tr data-ledger-peer=${peer} class=${e.slashed && e.slashed !== '0' ? 'convicted' : ''}>
+                        <td>${peer.startsWith('0x') ? html`<span class="mono">${peer}</span>` : nodeLink(peer)}</td>
+                        <td>${e.role ?? '—'}</td>
+                        <td data-col="stake">${e.stake}</td>
+                        <td data-col="slashed">${e.slashed ?? '—'}</td>
+                        <td data-col="earned">${e.earnings}</td>
+                        <td data-col="reputation">${e.reputation}</td>
+                        <td data-col="eligible">${e.eligible === undefined ? '—' : e.eligible ? 'yes' : 'no'}</td>
                       </tr>`,
                   )}
                 </tbody>
               </table>
+              ${ledger.moreIdentities ? html`<p class="muted">${ledger.moreIdentities} more identities not shown</p>` : null}
+              ${
+                ledger.accounts?.length
+                  ? html`<table aria-label="ledger accounts">
+                      <thead>
+                        <tr>
+                          <th>client account</th>
+                          <th>balance (${ledger.unit})</th>
+                          <th>charged (${ledger.unit})</th>
+                        </tr>
+                      </thead>
+                      <tbody>
+                        ${ledger.accounts.map(
+                          (a) =>
+                            html`<tr data-account=${a.address}>
+                              <td class="mono">${a.address}</td>
+                              <td data-col="balance">${a.balance}</td>
+                              <td data-col="charged">${a.charged}</td>
+                            </tr>`,
+                        )}
+                      </tbody>
+                    </table>`
+                  : null
+              }
             </div>
           </section>`
         : null
