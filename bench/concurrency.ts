@@ -108,6 +108,7 @@ const CLK_TCK = 100;
 /** the demo's node processes: its children that run `odsi node` */
 function nodePids(demoPid: number): number[] {
   const out: number[] = [];
+  if (!existsSync('/proc')) return out; // CPU accounting is Linux-only; figures read NaN elsewhere
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
