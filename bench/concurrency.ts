@@ -3,7 +3,7 @@
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/concurrency.js [--dtypes f32,q4_0]
 //        [--levels 1,4,16] [--tokens 32] [--reps 3] [--threads N] [--demo-tokens 48] [--no-llama]
-//        [--no-accountability] [--quick] [--out FILE]
+//        [--llama-threads 1,N] [--no-accountability] [--quick] [--out FILE]
 //
 // Swarm: the real `odsi demo --serve --engine ort --model M --json` process (3 `odsi node`
 // processes on 127.0.0.1, layers split evenly, and the gateway with its API), on a synthetic
@@ -12,8 +12,20 @@
 // through the official openai client; aggregate tokens/s = all streamed tokens / wall time of
 // the batch; inter-token latency = gaps between consecutive chunks of one stream, p50/p95 over
 // all streams. llama.cpp: node-llama-cpp with the same GGUF, one context holding 16 sequences,
-// c sequences generating greedily at once (its batching), same counts. Levels and the two sides
-// are interleaved per repetition; medians over --reps.
+// c sequences generating greedily at once (node-llama-cpp batches the sequences' evaluations
+// that are pending in the same event-loop cycle into one llama_decode), same counts, at each of
+// --llama-threads (default 1 and --threads): ggml's worker threads spin on barriers, so with 2
+// threads on a 2-core machine that other processes also load, one descheduled thread stalls
+// every op of the graph (measured 1.5 tok/s for one sequence at 2 threads vs 10.6 at 1 thread
+// at load average ~9); the best thread count at each level is llama.cpp's figure. Levels and
+// the two sides are interleaved per repetition; medians over --reps.
+//
+// CPU accounting (where end-to-end throughput goes): CPU time (user + system, from
+// /proc/PID/stat) of the gateway process, each node process and this client during each odsi
+// run, per generated token, and the cores in use (all CPU ÷ wall). When the swarm is CPU-bound
+// (cores in use ≈ cores of the machine), the aggregate at c streams can be at most
+// (CPU per token at 1 stream ÷ CPU per token at c) × (cores ÷ cores in use at 1 stream) times
+// the 1-stream figure: the bench reports that bound beside the measured ratio.
 //
 // Node compute alone (in this process): 16 sessions' decode steps on a 10-layer ORT stage, one
 // by one vs one forwardBatch — what batching saves where it happens.
@@ -23,11 +35,11 @@
 // (target ≥ 3×), interleaved over --reps.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import { createInterface } from 'node:readline';
 import OpenAI from 'openai';
 import { createStage } from '../src/engine/create.js';
@@ -47,6 +59,7 @@ const { values: args } = parseArgs({
     threads: { type: 'string' },
     'demo-tokens': { type: 'string' },
     'no-llama': { type: 'boolean', default: false },
+    'llama-threads': { type: 'string' },
     'no-accountability': { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -59,6 +72,7 @@ const nTokens = Number(args.tokens ?? (quick ? 12 : 32));
 const reps = Number(args.reps ?? (quick ? 1 : 3));
 const threads = Number(args.threads ?? availableParallelism());
 const demoTokens = Number(args['demo-tokens'] ?? (quick ? 16 : 48));
+const llamaThreads = [...new Set((args['llama-threads'] ?? `1,${threads}`).split(',').map(Number))];
 
 interface LevelResult {
   tokens: number;
@@ -66,6 +80,66 @@ interface LevelResult {
   tokPerS: number;
   itlP50: number;
   itlP95: number;
+  /** odsi: CPU ms per generated token, by process, and all CPU ÷ wall */
+  cpu?: CpuShare;
+  /** llama.cpp: the thread count */
+  threads?: number;
+}
+
+interface CpuShare {
+  gatewayMsPerToken: number;
+  nodesMsPerToken: number[];
+  clientMsPerToken: number;
+  totalMsPerToken: number;
+  coresInUse: number;
+}
+
+/** user + system CPU ms of a process so far (Linux /proc; undefined once it is gone) */
+function cpuMsOf(pid: number): number | undefined {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+const CLK_TCK = 100;
+
+/** the demo's node processes: its children that run `odsi node` */
+function nodePids(demoPid: number): number[] {
+  const out: number[] = [];
+  if (!existsSync('/proc')) return out; // CPU accounting is Linux-only; figures read NaN elsewhere
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.split(') ')[1]!.split(' ')[1]) !== demoPid) continue;
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes('node')) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+/** runs fn while counting the CPU the swarm's processes and this client spend */
+async function withCpu(pids: { gateway: number; nodes: number[] }, fn: () => Promise<LevelResult>): Promise<LevelResult> {
+  const all = [pids.gateway, ...pids.nodes];
+  const before = all.map((p) => cpuMsOf(p) ?? NaN);
+  const c0 = process.cpuUsage();
+  const r = await fn();
+  const c = process.cpuUsage(c0);
+  const used = all.map((p, i) => (cpuMsOf(p) ?? NaN) - before[i]!);
+  const client = (c.user + c.system) / 1000;
+  const total = used.reduce((a, x) => a + x, 0) + client;
+  r.cpu = {
+    gatewayMsPerToken: used[0]! / r.tokens,
+    nodesMsPerToken: used.slice(1).map((u) => u / r.tokens),
+    clientMsPerToken: client / r.tokens,
+    totalMsPerToken: total / r.tokens,
+    coresInUse: total / r.wallMs,
+  };
+  return r;
 }
 
 const NAMES = ['Ada', 'Bo', 'Cy', 'Di', 'Ed', 'Flo', 'Gus', 'Hal', 'Ivy', 'Jo', 'Kit', 'Lu', 'Mo', 'Ned', 'Oz', 'Pam'];
@@ -126,9 +200,9 @@ async function startDemo(model: string): Promise<{ proc: ChildProcess; url: stri
 type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
 
 /** node-llama-cpp: one context, 16 sequences; c of them generate greedily at once */
-async function llamaRunner(llama: Llama, file: string) {
+async function llamaRunner(llama: Llama, file: string, nThreads: number) {
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
-  const ctx = await model.createContext({ contextSize: 16 * 256, sequences: 16, threads, batchSize: 512 });
+  const ctx = await model.createContext({ contextSize: 16 * 256, sequences: 16, threads: nThreads, batchSize: 512 });
   const seqs = Array.from({ length: 16 }, () => ctx.getSequence());
   return {
     async run(c: number, maxTokens: number): Promise<LevelResult> {
@@ -145,7 +219,7 @@ async function llamaRunner(llama: Llama, file: string) {
           return at;
         }),
       );
-      return summarize(streams, performance.now() - t0);
+      return { ...summarize(streams, performance.now() - t0), threads: nThreads };
     },
     async dispose() {
       await ctx.dispose();
@@ -195,14 +269,15 @@ async function main(): Promise<void> {
     const { getLlama } = await import('node-llama-cpp');
     llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
   }
-  const out: Record<string, unknown> = { machine, accountability: !args['no-accountability'], threads, levels, tokens: nTokens, reps, demoTokens, results: {} };
+  const out: Record<string, unknown> = { machine, accountability: !args['no-accountability'], threads, llamaThreads, levels, tokens: nTokens, reps, demoTokens, results: {} };
   for (const dtype of dtypes) {
     const file = resolve(tmp, `smollm2-135m-${dtype === 'q4_0' ? 'q4' : dtype}.gguf`);
     if (!existsSync(file)) await writeSyntheticGguf({ shape: 'smollm2-135m', dtype, seed: 1, out: file, progress: false });
     const compute = await nodeCompute(file);
     console.log(`${dtype}: one node (10 layers), 16 sessions' decode: one by one ${fmt(median(compute.sequentialMs))} ms, one batch ${fmt(median(compute.batchMs))} ms = ${fmt(compute.ratioMedian, 2)}×`);
     const demo = await startDemo(file);
-    const lr = llama ? await llamaRunner(llama, file) : undefined;
+    const pids = { gateway: demo.proc.pid!, nodes: nodePids(demo.proc.pid!) };
+    const lrs = llama ? await Promise.all(llamaThreads.map((t) => llamaRunner(llama!, file, t))) : [];
     const runs: Record<string, { odsi: LevelResult[]; llama: LevelResult[] }> = {};
     const demoRuns: { one: LevelResult[]; eight: LevelResult[] } = { one: [], eight: [] };
     try {
@@ -212,38 +287,83 @@ async function main(): Promise<void> {
         for (const c of levels) {
           const k = String(c);
           runs[k] ??= { odsi: [], llama: [] };
-          runs[k].odsi.push(await viaApi(client, demo.model, c, nTokens));
-          if (lr) runs[k].llama.push(await lr.run(c, nTokens));
-          console.log(`  ${dtype} rep ${r} c=${c}: odsi ${fmt(runs[k].odsi.at(-1)!.tokPerS)} tok/s${lr ? `, llama.cpp ${fmt(runs[k].llama.at(-1)!.tokPerS)} tok/s` : ''}`);
+          const o = await withCpu(pids, () => viaApi(client, demo.model, c, nTokens));
+          runs[k].odsi.push(o);
+          for (const lr of lrs) runs[k].llama.push(await lr.run(c, nTokens));
+          const ll = runs[k].llama.slice(-lrs.length).map((x) => `${fmt(x.tokPerS)} (${x.threads} thr)`);
+          console.log(
+            `  ${dtype} rep ${r} c=${c}: odsi ${fmt(o.tokPerS)} tok/s, CPU ${fmt(o.cpu!.totalMsPerToken)} ms/token ` +
+              `(gateway ${fmt(o.cpu!.gatewayMsPerToken)}, nodes ${o.cpu!.nodesMsPerToken.map((x) => fmt(x)).join('/')}, client ${fmt(o.cpu!.clientMsPerToken)}), ` +
+              `${fmt(o.cpu!.coresInUse, 2)} cores${ll.length ? `; llama.cpp ${ll.join(', ')} tok/s` : ''}`,
+          );
         }
-        demoRuns.one.push(await viaApi(client, demo.model, 1, demoTokens));
-        demoRuns.eight.push(await viaApi(client, demo.model, 8, demoTokens));
+        demoRuns.one.push(await withCpu(pids, () => viaApi(client, demo.model, 1, demoTokens)));
+        demoRuns.eight.push(await withCpu(pids, () => viaApi(client, demo.model, 8, demoTokens)));
+        console.log(`  ${dtype} rep ${r} demo check: 8 concurrent ${fmt(demoRuns.eight.at(-1)!.tokPerS)} tok/s vs one ${fmt(demoRuns.one.at(-1)!.tokPerS)} tok/s`);
       }
     } finally {
       demo.proc.kill('SIGTERM');
-      await lr?.dispose();
+      for (const lr of lrs) await lr.dispose();
     }
-    const med = (xs: LevelResult[], f: keyof LevelResult) => median(xs.map((x) => x[f]));
+    const med = (xs: LevelResult[], f: keyof LevelResult) => median(xs.map((x) => x[f] as number));
+    const medCpu = (xs: LevelResult[], f: 'totalMsPerToken' | 'gatewayMsPerToken' | 'coresInUse') => median(xs.map((x) => x.cpu![f]));
+    /** llama.cpp at its best thread count for this level (by median aggregate) */
+    const bestLlama = (xs: LevelResult[]): LevelResult[] => {
+      let best: LevelResult[] = [];
+      for (const t of llamaThreads) {
+        const mine = xs.filter((x) => x.threads === t);
+        if (mine.length && (!best.length || med(mine, 'tokPerS') > med(best, 'tokPerS'))) best = mine;
+      }
+      return best;
+    };
     const rows = levels.map((c) => {
       const x = runs[String(c)]!;
-      return [String(c), fmt(med(x.odsi, 'tokPerS')), fmt(med(x.odsi, 'itlP50')), fmt(med(x.odsi, 'itlP95')), fmt(med(x.llama, 'tokPerS')), fmt(med(x.llama, 'itlP50')), fmt(med(x.llama, 'itlP95'))];
+      const l = bestLlama(x.llama);
+      return [
+        String(c),
+        fmt(med(x.odsi, 'tokPerS')),
+        fmt(med(x.odsi, 'itlP50')),
+        fmt(med(x.odsi, 'itlP95')),
+        fmt(medCpu(x.odsi, 'totalMsPerToken')),
+        fmt(medCpu(x.odsi, 'gatewayMsPerToken')),
+        fmt(medCpu(x.odsi, 'coresInUse'), 2),
+        ...llamaThreads.map((t) => fmt(med(x.llama.filter((y) => y.threads === t), 'tokPerS'))),
+        fmt(med(l, 'itlP50')),
+        fmt(med(l, 'itlP95')),
+      ];
     });
-    console.log(`\n${dtype}: aggregate tokens/s and inter-token latency (ms), medians of ${reps}`);
-    console.log(table(['streams', 'odsi tok/s', 'p50', 'p95', 'llama.cpp tok/s', 'p50', 'p95'], rows));
+    console.log(`\n${dtype}: aggregate tokens/s, inter-token latency (ms) and CPU (ms per token, all processes / the gateway's), medians of ${reps}`);
+    console.log(
+      table(
+        ['streams', 'odsi tok/s', 'p50', 'p95', 'CPU/tok', 'gw CPU/tok', 'cores', ...llamaThreads.map((t) => `llama.cpp ${t} thr`), 'p50', 'p95'],
+        rows,
+      ),
+    );
     const one = med(demoRuns.one, 'tokPerS');
     const eight = med(demoRuns.eight, 'tokPerS');
     const ratios = demoRuns.eight.map((e, i) => e.tokPerS / demoRuns.one[i]!.tokPerS);
     const first = runs[String(levels[0])]!;
     const last = runs[String(levels.at(-1))]!;
+    const cores = Math.min(threads, cpus().length);
+    // CPU-bound ceiling of the ratio: what the CPU per token at each end allows on this many cores
+    const ceiling = (a: LevelResult[], b: LevelResult[]) =>
+      (medCpu(a, 'totalMsPerToken') / medCpu(b, 'totalMsPerToken')) * (cores / Math.min(cores, medCpu(a, 'coresInUse')));
+    // aggregate = cores in use ÷ CPU per token, so the ratio of two levels is exactly (CPU per token
+    // gained) × (cores gained); the ceiling is that ratio had the higher level all the cores
     const summary = {
       scaling: med(last.odsi, 'tokPerS') / med(first.odsi, 'tokPerS'),
-      vsLlamaAtMax: lr ? med(last.odsi, 'tokPerS') / med(last.llama, 'tokPerS') : undefined,
-      demo: { oneTokPerS: one, eightTokPerS: eight, ratioMedian: median(ratios), ratios },
+      cpuPerTokenGain: medCpu(first.odsi, 'totalMsPerToken') / medCpu(last.odsi, 'totalMsPerToken'),
+      coresGain: medCpu(last.odsi, 'coresInUse') / medCpu(first.odsi, 'coresInUse'),
+      scalingCpuBound: ceiling(first.odsi, last.odsi),
+      vsLlamaAtMax: lrs.length ? med(last.odsi, 'tokPerS') / med(bestLlama(last.llama), 'tokPerS') : undefined,
+      llamaThreadsAtMax: lrs.length ? bestLlama(last.llama)[0]?.threads : undefined,
+      demo: { oneTokPerS: one, eightTokPerS: eight, ratioMedian: median(ratios), ratios, ratioCpuBound: ceiling(demoRuns.one, demoRuns.eight) },
     };
     console.log(
-      `${dtype}: ${levels.at(-1)} streams = ${fmt(summary.scaling, 2)}× the ${levels[0]}-stream aggregate` +
-        (summary.vsLlamaAtMax !== undefined ? `, ${fmt(summary.vsLlamaAtMax, 2)}× llama.cpp's` : '') +
-        `; demo check: 8 concurrent ${fmt(eight)} tok/s vs one ${fmt(one)} tok/s = ${fmt(summary.demo.ratioMedian, 2)}× (target ≥ 3×)`,
+      `${dtype}: ${levels.at(-1)} streams = ${fmt(summary.scaling, 2)}× the ${levels[0]}-stream aggregate ` +
+        `(CPU per token ${fmt(summary.cpuPerTokenGain, 2)}× less, ${fmt(summary.coresGain, 2)}× the cores; ceiling with all ${cores} cores ${fmt(summary.scalingCpuBound, 2)}×)` +
+        (summary.vsLlamaAtMax !== undefined ? `, ${fmt(summary.vsLlamaAtMax, 2)}× llama.cpp's best (${summary.llamaThreadsAtMax} threads)` : '') +
+        `; demo check: 8 concurrent ${fmt(eight)} tok/s vs one ${fmt(one)} tok/s = ${fmt(summary.demo.ratioMedian, 2)}× (target ≥ 3×; CPU-bound ceiling ${fmt(summary.demo.ratioCpuBound, 2)}×)`,
     );
     (out.results as Record<string, unknown>)[dtype] = { nodeCompute: compute, runs, demo: demoRuns, summary };
   }

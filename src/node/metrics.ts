@@ -33,6 +33,9 @@ export class NodeMetrics {
   private readonly bytesIn: Counter<'protocol'>;
   private readonly bytesOut: Counter<'protocol'>;
   private readonly publish: Histogram;
+  private readonly batchSessions: Histogram<'layers'>;
+  private readonly batchTokens: Histogram<'layers'>;
+  private readonly iterationSeconds: Histogram<'layers'>;
 
   constructor(
     private readonly src: NodeMetricsSource,
@@ -81,6 +84,23 @@ export class NodeMetrics {
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
+    // continuous batching: how many sessions' steps met in one forward pass (scheduler.ts)
+    const BATCH_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64];
+    this.batchSessions = new Histogram({
+      name: 'odsi_node_batch_sessions',
+      help: "sessions' steps in one scheduler iteration (one batched forward pass), by layer range",
+      labelNames: ['layers'],
+      buckets: BATCH_BUCKETS,
+      registers,
+    });
+    this.batchTokens = new Histogram({
+      name: 'odsi_node_batch_tokens',
+      help: 'tokens in one scheduler iteration (decode tokens plus prompt chunks), by layer range',
+      labelNames: ['layers'],
+      buckets: BATCH_BUCKETS,
+      registers,
+    });
+    this.iterationSeconds = hist('odsi_node_iteration_seconds', 'time of one scheduler iteration (one batched forward pass), by layer range');
     new Gauge({
       name: 'odsi_node_sessions',
       help: 'sessions open on this node',
@@ -143,6 +163,14 @@ export class NodeMetrics {
     this.send.observe(l, t.sendMs / 1000);
     this.steps.inc(l);
     this.tokens.inc(l, nTokens);
+  }
+
+  /** one scheduler iteration: `sessions` steps with `tokens` tokens in one forward pass of `ms` */
+  iteration(sessions: number, tokens: number, ms: number): void {
+    const l = { layers: this.src.layers };
+    this.batchSessions.observe(l, sessions);
+    this.batchTokens.observe(l, tokens);
+    this.iterationSeconds.observe(l, ms / 1000);
   }
 
   stepError(code: string): void {

@@ -26,6 +26,8 @@ export interface SchedulerOptions {
   maxBatch?: number;
   /** this node's name in refusals */
   self?: string;
+  /** after each iteration: sessions' steps and tokens in its forward pass, and its ms (metrics) */
+  onIteration?(sessions: number, tokens: number, ms: number): void;
 }
 
 /** One session step waiting for compute. */
@@ -199,6 +201,7 @@ export class StepScheduler {
     this.stats.iterations++;
     this.stats.sessions += batch.length;
     this.stats.tokens += tokens;
+    this.o.onIteration?.(batch.length, tokens, ms);
     // what one iteration costs is what a step waits: pure decode iterations teach the decode
     // figure, a lone prompt chunk the prefill figure
     if (tokens === batch.length) this.o.perf.record(1, ms);

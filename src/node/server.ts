@@ -96,7 +96,8 @@ export class NodeServer {
       idleTimeoutMs: o.idleTimeoutMs ?? 5 * 60_000,
       log: o.log,
     });
-    this.scheduler = new StepScheduler({ stage: o.stage, perf: o.perf, self: this.self, ...o.batching });
+    const onIteration = o.metrics && ((n: number, t: number, ms: number) => o.metrics!.iteration(n, t, ms));
+    this.scheduler = new StepScheduler({ stage: o.stage, perf: o.perf, self: this.self, ...o.batching, onIteration });
     this.executor = new StepExecutor(
       { self: this.self, stage: o.stage, modelId: o.modelId, stamper: o.stamper, scheduler: this.scheduler, metrics: o.metrics },
       this.stats,

@@ -136,6 +136,9 @@ test("every node's metrics port and the gateway's /metrics serve valid expositio
     assert.ok(moved('odsi_node_step_tokens_total') >= 8 + 4);
     for (const h of ['odsi_node_step_compute_seconds', 'odsi_node_step_queue_seconds', 'odsi_node_step_send_seconds'])
       assert.ok(moved(h, `${h}_count`, layers) >= 8, `${h} observed`);
+    // continuous batching: one observation per scheduler iteration, each at least one session
+    const iters = moved('odsi_node_batch_sessions', 'odsi_node_batch_sessions_count', layers);
+    assert.ok(iters >= 1 && moved('odsi_node_batch_sessions', 'odsi_node_batch_sessions_sum', layers) >= iters, 'batch sizes observed');
     assert.ok(moved('odsi_node_received_bytes_total', 'odsi_node_received_bytes_total', { protocol: ACT_PROTOCOL }) > 0, 'bytes in');
     assert.ok(moved('odsi_node_sent_bytes_total') > 0, 'bytes out');
     assert.ok(total(during[i]!, 'odsi_node_sessions') >= 1, 'a session open during the stream');

@@ -52,7 +52,12 @@ describe('StepScheduler', () => {
   });
 
   it('batches concurrent sessions and changes no bit of any output', async () => {
-    const sched = new StepScheduler({ stage, perf: new PerfMeter({ msPerToken: 1, prefillMsPerToken: 0.1 }) });
+    const seen: [number, number][] = [];
+    const sched = new StepScheduler({
+      stage,
+      perf: new PerfMeter({ msPerToken: 1, prefillMsPerToken: 0.1 }),
+      onIteration: (n, t) => seen.push([n, t]),
+    });
     const S = 16;
     for (let step = 0; step < 4; step++) {
       const n = step === 0 ? 5 : 1;
@@ -66,6 +71,10 @@ describe('StepScheduler', () => {
     }
     assert.ok(sched.stats.iterations < (S * 4) / 4, `${sched.stats.iterations} iterations for ${S * 4} steps`);
     assert.ok(sched.stats.sessions / sched.stats.iterations >= 4, 'mean batch of at least 4 sessions');
+    // the metrics hook sees every iteration with its batch
+    assert.equal(seen.length, sched.stats.iterations);
+    assert.equal(seen.reduce((a, [n]) => a + n, 0), sched.stats.sessions);
+    assert.equal(seen.reduce((a, [, t]) => a + t, 0), S * (5 + 3));
   });
 
   it('computes a long prompt in chunks beside other sessions, with the same bits', async () => {
