@@ -19,6 +19,8 @@ export interface Session {
   reserved: number;
   /** the session's messages run one after another on this chain */
   chain: Promise<void>;
+  /** STEP/TRUNCATE messages on the chain not yet finished (at most MAX_QUEUED_PER_SESSION) */
+  queued: number;
   idle?: NodeJS.Timeout;
   /** half the measured RTT to the next hop, subtracted from the budget passed on */
   linkMs: number;
@@ -29,6 +31,13 @@ export interface Session {
   /** where this session's KV cache went when the node left */
   handedTo?: { peerId: string; addrs: string[] };
 }
+
+/**
+ * STEP and TRUNCATE messages of one session that may wait on its chain: a gateway sends the next
+ * step after the last one's result, so a few cover any honest pipelining; a peer sending steps
+ * faster than they run gets ERROR `limit` for the excess instead of a queue without bound.
+ */
+export const MAX_QUEUED_PER_SESSION = 8;
 
 export interface SessionTableOptions {
   stage: Stage;
@@ -79,6 +88,7 @@ export class SessionTable {
       isLast: open.hop === open.route.length - 1,
       reserved,
       chain: Promise.resolve(),
+      queued: 0,
       linkMs: 0,
       closed: false,
       steps: 0,

@@ -7,7 +7,7 @@
 import type { SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
 import type { ClaimResult } from '../accountability/node/slot-guard.js';
-import type { StepHeader } from '../protocol/messages.js';
+import type { OpenHeader, StepHeader } from '../protocol/messages.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 
 export interface StepStamper {
@@ -18,6 +18,8 @@ export interface StepStamper {
   /** get ready before the first step (audit protocol registered, crypto worker warmed) */
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** a session opens: resolves once it may be signed for (slashing protection on file); rejects: refuse the session */
+  openSession(open: OpenHeader): Promise<void>;
   /** before anything else: refuses a second, different input for a slot already taken (never sign twice) */
   claim(step: ArrivingStep): ClaimResult;
   /** custody check of an arriving step; a failure means its output must never be released */
@@ -37,6 +39,7 @@ export const NO_STAMPER: StepStamper = {
   accountable: false,
   start: async () => {},
   stop: async () => {},
+  openSession: async () => {},
   claim: () => ({ ok: true }),
   checkUpstream: async () => undefined,
   commit: async () => {},

@@ -174,6 +174,11 @@ export class NodeStamper {
     return this.hashed.hash;
   }
 
+  /** A session opens: on the slashing-protection journal before any step of it (off the main thread). */
+  openSession(open: OpenHeader): Promise<void> {
+    return this.guard.open(SlotGuard.session(requestIdOf(open.sessionId), sessionIdOf(open.sessionId)));
+  }
+
   /** Before commit and compute: may this input run for its slot? (refused: nothing is computed or signed) */
   claim(s: ArrivingStep): ClaimResult {
     const key = SlotGuard.key(requestIdOf(s.open.sessionId), sessionIdOf(s.open.sessionId), s.header.step);
