@@ -1,6 +1,6 @@
 // What the node needs from accountability per step, as one interface: check the upstream
 // receipt (custody) and sign the commitment while the stage computes, sign the receipt after
-// compute (the node appends it to the outgoing header), keep the step for auditors. The
+// compute (the node appends it to the outgoing header, attachReceipt), keep the step for auditors. The
 // accountable implementation is src/accountability/node/stamper.ts (NodeStamper); NO_STAMPER
 // is the node with accountability off. Which one a node gets is decided once, at start-up.
 
@@ -50,14 +50,8 @@ export const NO_STAMPER: StepStamper = {
   },
 };
 
-/**
- * After compute: sign this hop's receipt, append it to the outgoing header's chain, keep the step.
- * False when an accountable node signed no receipt: the output must then not be released.
- */
-export function stampStep(stamper: StepStamper, step: FinishedStep): boolean {
-  if (!stamper.accountable) return true;
-  const receipt = stamper.sign(step);
-  if (!receipt) return false;
+/** Appends this hop's signed `receipt` to the outgoing header's chain and keeps the step for auditors. */
+export function attachReceipt(stamper: StepStamper, step: FinishedStep, receipt: SignedReceipt): boolean {
   const h = step.header as StepHeader & { receipts?: unknown };
   h.receipts = [...(Array.isArray(h.receipts) ? (h.receipts as unknown[]) : []), receipt];
   stamper.retain(step, receipt);

@@ -28,6 +28,8 @@ import type { Dtype, OpenHeader, StepHeader } from '../../protocol/messages.js';
 import {
   COMMITMENT_FIELDS,
   ZERO_HASH,
+  assertWellFormed,
+  typedDigest,
   type ExecutionCommitment,
   type ExecutionReceipt,
   type Hex,
@@ -253,23 +255,29 @@ export class NodeStamper {
   }
 
   /**
-   * Signs this hop's ExecutionCommitment for the step (call before compute: the record is fixed
-   * from the input synchronously, the signature is made on the crypto worker) and keeps it in the
-   * session log until the receipt cites it; await it before sign. Never rejects: a step
-   * without a commitment gets a receipt with commitmentHash = 0.
+   * Signs this hop's ExecutionCommitment for the step (call before compute: the record and its
+   * digest are fixed from the input synchronously, the signature is made on the crypto worker
+   * and filled in when done) and keeps it in the session log until the receipt cites it. Never
+   * rejects: a step without a commitment gets a receipt with commitmentHash = 0.
    */
   async commit(c: ArrivingStep): Promise<void> {
     try {
       const t0 = performance.now();
       const record: ExecutionCommitment = { ...committedFields(c, this.inputHash(c.input)), signer: this.host.identity.address };
-      // one digest: what gets signed, and the receipt's commitmentHash (signed on the crypto worker)
-      const { digest, signature } = await this.crypto.sign('ExecutionCommitment', record, this.host.identity.secret, this.domain);
-      const signed: SignedCommitment = { record, signature };
+      assertWellFormed('ExecutionCommitment', record);
+      // the digest (what the receipt cites) now; the signature on the crypto worker, off the
+      // token path: the record is fixed before compute either way, and audit replies wait for it
+      const digest = typedDigest('ExecutionCommitment', record, this.domain);
+      const signed: SignedCommitment = { record, signature: ZERO_HASH };
+      const signing = this.crypto.sign('ExecutionCommitment', record, this.host.identity.secret, this.domain).then((r) => {
+        signed.signature = r.signature;
+        this.stats.commitmentsSigned++;
+      });
+      this.archive.track(signing);
       const pending = this.archive.log(c.open.sessionId).pending;
       pending.delete(c.header.step);
       pending.set(c.header.step, { signed, digest, input: c.input });
       while (pending.size > this.archive.limits.maxPendingCommitments) pending.delete(pending.keys().next().value as number);
-      this.stats.commitmentsSigned++;
       this.stats.commitMs += performance.now() - t0;
     } catch {
       /* see above */

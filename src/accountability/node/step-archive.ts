@@ -66,6 +66,7 @@ export interface ArchivedStep {
 }
 
 export interface PendingCommitment {
+  /** its signature is filled in by the crypto worker, off the token path (see StepArchive.track) */
   signed: SignedCommitment;
   digest: Hex;
   /** the input buffer committed to: signing the receipt reuses the hash when it gets the same buffer */
@@ -91,6 +92,8 @@ export class StepArchive {
   private readonly sessions = new Map<string, SessionLog>();
   private serving = false;
   private readonly limiter: PeerLimiter;
+  /** commitment signatures still being made (an audit reply waits for them: it never shows an unsigned one) */
+  private readonly signing = new Set<Promise<unknown>>();
   auditsServed = 0;
   auditsRefused = 0;
 
@@ -117,6 +120,15 @@ export class StepArchive {
     if (!this.serving) return;
     this.serving = false;
     await this.host.libp2p.unhandle(AUDIT_PROTOCOL).catch(() => undefined);
+  }
+
+  /** A commitment signature in the making: audit replies wait for it. */
+  track(p: Promise<unknown>): void {
+    this.signing.add(p);
+    void p.then(
+      () => this.signing.delete(p),
+      () => this.signing.delete(p),
+    );
   }
 
   /** The log of a session (created on first use; old sessions are evicted). */
@@ -153,7 +165,8 @@ export class StepArchive {
       timeoutMs: 10_000,
       limits: AUDIT_REQUEST_LIMITS, // a request has no payload
       refused: () => this.auditsRefused++,
-      answer: (msg) => {
+      answer: async (msg) => {
+        if (this.signing.size) await Promise.allSettled([...this.signing]);
         const answer = this.answer(msg.header, peer);
         if (!('reason' in answer)) this.auditsServed++;
         return answer;
