@@ -92,8 +92,12 @@ export class StepArchive {
   private readonly sessions = new Map<string, SessionLog>();
   private serving = false;
   private readonly limiter: PeerLimiter;
-  /** commitment signatures still being made (an audit reply waits for them: it never shows an unsigned one) */
-  private readonly signing = new Set<Promise<unknown>>();
+  /**
+   * Commitments whose signature is made when an auditor is first shown one: the receipt that
+   * cites a commitment already binds its digest (fixed from the input before compute), so
+   * signing it later attests exactly the same record, and the token path signs nothing for it.
+   */
+  private readonly unsigned = new WeakMap<SignedCommitment, { sign: () => Promise<void>; done?: Promise<void> }>();
   auditsServed = 0;
   auditsRefused = 0;
 
@@ -122,13 +126,9 @@ export class StepArchive {
     await this.host.libp2p.unhandle(AUDIT_PROTOCOL).catch(() => undefined);
   }
 
-  /** A commitment signature in the making: audit replies wait for it. */
-  track(p: Promise<unknown>): void {
-    this.signing.add(p);
-    void p.then(
-      () => this.signing.delete(p),
-      () => this.signing.delete(p),
-    );
+  /** `c` is signed by `sign` (which fills in its signature) before any audit reply shows it. */
+  signWhenShown(c: SignedCommitment, sign: () => Promise<void>): void {
+    this.unsigned.set(c, { sign });
   }
 
   /** The log of a session (created on first use; old sessions are evicted). */
@@ -166,9 +166,13 @@ export class StepArchive {
       limits: AUDIT_REQUEST_LIMITS, // a request has no payload
       refused: () => this.auditsRefused++,
       answer: async (msg) => {
-        if (this.signing.size) await Promise.allSettled([...this.signing]);
         const answer = this.answer(msg.header, peer);
-        if (!('reason' in answer)) this.auditsServed++;
+        if ('reason' in answer) return answer;
+        this.auditsServed++;
+        const c = answer.header.commitment as SignedCommitment | undefined;
+        const u = c && this.unsigned.get(c);
+        // once per commitment, however many replies show it at once; a failed signature is tried again next time
+        if (u) await (u.done ??= u.sign().catch(() => (u.done = undefined)));
         return answer;
       },
     });
