@@ -11,7 +11,7 @@ import type { HopTiming } from '../route/route-stage.js';
 import type { StepScheduler } from './scheduler.js';
 import type { Session } from './sessions.js';
 import type { NodeMetrics } from './metrics.js';
-import { stampStep, type StepStamper } from './stamper.js';
+import { attachReceipt, type StepStamper } from './stamper.js';
 
 export interface StepExecutorOptions {
   /** this node's peer id (named in errors and timings) */
@@ -78,19 +78,6 @@ export class StepExecutor {
     });
     if ('error' in computed) return fail(...computed.error);
     const { out, queueMs } = computed;
-    const custody = await custodyCheck;
-    if (custody) {
-      // computed from an input its upstream did not sign for: the output is never released
-      this.stats.errors++;
-      void s.upstream.sendError(custody.code, custody.reason, {
-        sessionId: s.id,
-        requestId: h.requestId,
-        peerId: custody.peerId,
-        hop: s.open.hop,
-      });
-      return;
-    }
-    await committed;
     if (!out.hidden) return fail('engine', 'stage returned no hidden states');
     const t = performance.now();
     const bytes = encodeTensor(out.hidden, h.dtype);
@@ -107,8 +94,23 @@ export class StepExecutor {
       slackMs: h.budgetMs !== undefined ? round(h.budgetMs - spent - s.linkMs) : -1,
     };
     const header: StepHeader = { ...h, timeline: [...h.timeline, timing] };
+    const finished = { ...arriving, header, output: bytes, timing };
+    const custody = await custodyCheck;
+    if (custody) {
+      // computed from an input its upstream did not sign for: the output is never released
+      this.stats.errors++;
+      void s.upstream.sendError(custody.code, custody.reason, {
+        sessionId: s.id,
+        requestId: h.requestId,
+        peerId: custody.peerId,
+        hop: s.open.hop,
+      });
+      return;
+    }
+    await committed;
     // this hop's receipt (input as received, output as sent) goes on with the chain
-    if (!stampStep(stamper, { ...arriving, header, output: bytes, timing }))
+    const receipt = stamper.accountable ? stamper.sign(finished) : undefined;
+    if (stamper.accountable && !(receipt && attachReceipt(stamper, finished, receipt)))
       return fail('internal', `${self} signed no receipt for step ${h.step}; output withheld`);
     if (h.budgetMs !== undefined) header.budgetMs = timing.slackMs;
     s.steps++;

@@ -270,6 +270,12 @@ export class KvHandover {
             if (sessions.has(h.sessionId) || this.imported.has(h.sessionId))
               return bad('bad_message', `session ${h.sessionId} is already held here`);
             if (this.leavingNow) return bad('busy', `node ${this.self} is leaving`);
+            // checked before anything is reserved: a cache no session could have, or over its owner's share
+            const ctx = stage.config.contextLength;
+            if (h.length < 1 || h.length > ctx) return bad('bad_message', `KV length ${h.length} is not in 1..${ctx} (the context length)`);
+            const owner = h.open!.reply.peerId;
+            const overShare = this.o.limits?.wouldRefuse(owner, h.length, sessions.kvBudgetTokens);
+            if (overShare) return bad('limit', overShare);
             // reserved before any bytes are kept
             if (!sessions.reserve(h.length))
               return bad('busy', `KV memory full: ${sessions.freeKvTokens} tokens free, session has ${h.length}`);

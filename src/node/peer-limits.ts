@@ -105,6 +105,15 @@ export class PeerLimits {
    * else why not. The node's own budget is checked separately (sessions.ts).
    */
   admit(peer: string, kvTokens: number, kvBudgetTokens: number): string | undefined {
+    const why = this.wouldRefuse(peer, kvTokens, kvBudgetTokens);
+    if (why) return why;
+    const h = this.held.get(peer) ?? { sessions: 0, kvTokens: 0 };
+    this.held.set(peer, { sessions: h.sessions + 1, kvTokens: h.kvTokens + kvTokens });
+    return undefined;
+  }
+
+  /** Why admit() would refuse `kvTokens` more for `peer` (undefined: it would not); counts nothing. */
+  wouldRefuse(peer: string, kvTokens: number, kvBudgetTokens: number): string | undefined {
     const h = this.held.get(peer) ?? { sessions: 0, kvTokens: 0 };
     const w = this.weight(peer);
     const maxSessions = Math.floor(this.o.maxSessionsPerPeer * w);
@@ -118,7 +127,6 @@ export class PeerLimits {
       this.stats.kv++;
       return `per-peer limit: peer ${peer} holds ${h.kvTokens} KV tokens, session asks for ${kvTokens}, at most ${maxKv} per peer`;
     }
-    this.held.set(peer, { sessions: h.sessions + 1, kvTokens: h.kvTokens + kvTokens });
     return undefined;
   }
 

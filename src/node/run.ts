@@ -288,14 +288,14 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
         await metricsHttp?.close();
         await Promise.race([announcing, new Promise((r) => setTimeout(r, 500))]);
         await host.stop();
-        protection?.close();
+        await protection?.close();
         await stage.dispose();
         src.close();
       },
     };
   } catch (e) {
     await host.stop();
-    protection?.close();
+    await protection?.close().catch(() => undefined);
     src.close();
     throw e;
   }

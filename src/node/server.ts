@@ -36,7 +36,7 @@ import { KvHandover } from './kv-handover.js';
 import { NO_PEER_LIMITS, PeerLimits } from './peer-limits.js';
 import type { PerfMeter } from './perf.js';
 import { StepScheduler } from './scheduler.js';
-import { SessionTable, type Session } from './sessions.js';
+import { MAX_QUEUED_PER_SESSION, SessionTable, type Session } from './sessions.js';
 import { UsedOpens } from './used-opens.js';
 import { checkOpenSignature } from '../protocol/open-signature.js';
 import type { StepStamper } from './stamper.js';
@@ -280,6 +280,18 @@ export class NodeServer {
     this.usedOpens.add(h.signature!, h.expiresAt!); // and this OPEN is spent
     bound.session = s;
     if (bound.upClosed) return this.sessions.teardown(s, 'upstream closed', false);
+    // slashing protection: the session is on file (written off the main thread) before it takes
+    // a step and before the OPEN goes on; steps arriving meanwhile wait behind the write
+    const onFile = this.o.stamper.openSession(h);
+    s.chain = onFile.catch(() => {});
+    try {
+      await onFile;
+    } catch (e) {
+      this.o.log?.error({ session: s.id, err: (e as Error).message }, 'slashing protection: cannot record the session');
+      void up.sendError('internal', `node ${this.self} cannot take sessions now`, { sessionId: s.id, hop: h.hop });
+      return this.sessions.teardown(s, 'slashing protection unavailable', false);
+    }
+    if (s.closed) return;
     await this.handover.resume(h);
     const dialStart = performance.now();
     try {
@@ -351,19 +363,38 @@ export class NodeServer {
     );
   }
 
+  /** A session with MAX_QUEUED_PER_SESSION messages waiting takes no more: ERROR `limit` (true: refused). */
+  private overQueued(s: Session, requestId?: number): boolean {
+    if (s.queued < MAX_QUEUED_PER_SESSION) {
+      s.queued++;
+      return false;
+    }
+    this.stats.refused++;
+    void s.upstream.sendError('limit', `at most ${MAX_QUEUED_PER_SESSION} messages of a session may wait; send the next step after a result`, {
+      sessionId: s.id,
+      requestId,
+    });
+    return true;
+  }
+
   private onSessionMessage(s: Session, m: Message): void {
+    const done = (): void => void s.queued--;
     this.sessions.touch(s);
     switch (m.type) {
       case MsgType.STEP: {
         const recvAt = performance.now();
-        s.chain = s.chain.then(() => this.executor.run(s, m.header, m.payload, recvAt));
+        if (this.overQueued(s, m.header.requestId)) return;
+        s.chain = s.chain.then(() => this.executor.run(s, m.header, m.payload, recvAt)).then(done, done);
         return;
       }
       case MsgType.TRUNCATE:
+        if (this.overQueued(s)) return;
         // the stage truncates on the next forward at pos; forward the hint downstream
-        s.chain = s.chain.then(async () => {
-          if (!s.isLast) await s.downstream?.send(m).catch(() => {});
-        });
+        s.chain = s.chain
+          .then(async () => {
+            if (!s.isLast) await s.downstream?.send(m).catch(() => {});
+          })
+          .then(done, done);
         return;
       case MsgType.CLOSE:
         s.chain = s.chain.then(() => this.sessions.teardown(s, m.header.reason ?? 'closed by upstream', true));

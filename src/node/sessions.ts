@@ -19,7 +19,11 @@ export interface Session {
   reserved: number;
   /** the session's messages run one after another on this chain */
   chain: Promise<void>;
+  /** STEP/TRUNCATE messages on the chain not yet finished (at most MAX_QUEUED_PER_SESSION) */
+  queued: number;
   idle?: NodeJS.Timeout;
+  /** performance.now() of the session's last message (the idle timer re-arms itself from it: no timer work per step) */
+  lastActive: number;
   /** half the measured RTT to the next hop, subtracted from the budget passed on */
   linkMs: number;
   closed: boolean;
@@ -29,6 +33,13 @@ export interface Session {
   /** where this session's KV cache went when the node left */
   handedTo?: { peerId: string; addrs: string[] };
 }
+
+/**
+ * STEP and TRUNCATE messages of one session that may wait on its chain: a gateway sends the next
+ * step after the last one's result, so a few cover any honest pipelining; a peer sending steps
+ * faster than they run gets ERROR `limit` for the excess instead of a queue without bound.
+ */
+export const MAX_QUEUED_PER_SESSION = 8;
 
 export interface SessionTableOptions {
   stage: Stage;
@@ -79,6 +90,8 @@ export class SessionTable {
       isLast: open.hop === open.route.length - 1,
       reserved,
       chain: Promise.resolve(),
+      queued: 0,
+      lastActive: performance.now(),
       linkMs: 0,
       closed: false,
       steps: 0,
@@ -103,15 +116,23 @@ export class SessionTable {
     this.touch(s);
   }
 
-  /** Restarts the session's idle timer. */
+  /** The session is in use: its idle time starts again (a timestamp; the timer is armed once and re-arms itself). */
   touch(s: Session): void {
-    if (s.idle) clearTimeout(s.idle);
+    s.lastActive = performance.now();
+    if (s.idle) return;
     // the gateway may ask for a shorter idle timeout, never a longer one than the node allows
     const ms = Math.min(s.open.idleTimeoutMs ?? this.o.idleTimeoutMs, this.o.idleTimeoutMs);
-    s.idle = setTimeout(() => {
+    const check = (): void => {
+      const left = ms - (performance.now() - s.lastActive);
+      if (left > 0) {
+        s.idle = setTimeout(check, left);
+        s.idle.unref?.();
+        return;
+      }
       void s.upstream.sendError('timeout', `session idle for ${ms} ms; freed`, { sessionId: s.id });
       this.teardown(s, 'idle timeout', true);
-    }, ms);
+    };
+    s.idle = setTimeout(check, ms);
     s.idle.unref?.();
   }
 

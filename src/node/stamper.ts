@@ -1,13 +1,13 @@
 // What the node needs from accountability per step, as one interface: check the upstream
 // receipt (custody) and sign the commitment while the stage computes, sign the receipt after
-// compute (the node appends it to the outgoing header), keep the step for auditors. The
+// compute (the node appends it to the outgoing header, attachReceipt), keep the step for auditors. The
 // accountable implementation is src/accountability/node/stamper.ts (NodeStamper); NO_STAMPER
 // is the node with accountability off. Which one a node gets is decided once, at start-up.
 
 import type { SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
 import type { ClaimResult } from '../accountability/node/slot-guard.js';
-import type { StepHeader } from '../protocol/messages.js';
+import type { OpenHeader, StepHeader } from '../protocol/messages.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 
 export interface StepStamper {
@@ -18,6 +18,8 @@ export interface StepStamper {
   /** get ready before the first step (audit protocol registered, crypto worker warmed) */
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** a session opens: resolves once it may be signed for (slashing protection on file); rejects: refuse the session */
+  openSession(open: OpenHeader): Promise<void>;
   /** before anything else: refuses a second, different input for a slot already taken (never sign twice) */
   claim(step: ArrivingStep): ClaimResult;
   /** custody check of an arriving step; a failure means its output must never be released */
@@ -37,6 +39,7 @@ export const NO_STAMPER: StepStamper = {
   accountable: false,
   start: async () => {},
   stop: async () => {},
+  openSession: async () => {},
   claim: () => ({ ok: true }),
   checkUpstream: async () => undefined,
   commit: async () => {},
@@ -47,14 +50,8 @@ export const NO_STAMPER: StepStamper = {
   },
 };
 
-/**
- * After compute: sign this hop's receipt, append it to the outgoing header's chain, keep the step.
- * False when an accountable node signed no receipt: the output must then not be released.
- */
-export function stampStep(stamper: StepStamper, step: FinishedStep): boolean {
-  if (!stamper.accountable) return true;
-  const receipt = stamper.sign(step);
-  if (!receipt) return false;
+/** Appends this hop's signed `receipt` to the outgoing header's chain and keeps the step for auditors. */
+export function attachReceipt(stamper: StepStamper, step: FinishedStep, receipt: SignedReceipt): boolean {
   const h = step.header as StepHeader & { receipts?: unknown };
   h.receipts = [...(Array.isArray(h.receipts) ? (h.receipts as unknown[]) : []), receipt];
   stamper.retain(step, receipt);

@@ -1,17 +1,20 @@
 // The gateway's end of the activation protocol: opens routes (RouteStage) from one libp2p host
 // and receives their results. The last hop of every route dials back on RESULT_PROTOCOL; the
 // client registers that handler once, at start, and hands each result stream to the route whose
-// session it names — only if it comes from that route's last hop and starts with OPENED.
+// session it names — only if it comes from that route's last hop and starts with OPENED. A peer
+// that is no route's last hop gets no stream at all; the others get one per route ending there.
 
 import type { Stream, Connection } from '@libp2p/interface';
 import { Channel, type ChannelOptions } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL } from '../protocol/messages.js';
+import { MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL, encodeMessage, type Message } from '../protocol/messages.js';
 import { RouteError, RouteStage, type OpenRouteOptions, type ResultSink } from './route-stage.js';
 
 export class RouteClient {
   /** open routes of this host, by session id */
   private readonly sinks = new Map<string, ResultSink>();
+  /** open result streams per remote peer */
+  private readonly streams = new Map<string, number>();
 
   private constructor(
     readonly host: OdsiHost,
@@ -54,29 +57,72 @@ export class RouteClient {
     return stage;
   }
 
+  /** result streams a peer may hold open: one per open route ending at it, plus this many (a route re-opened on it) */
+  static readonly STREAM_SLACK = 2;
+
+  /** open routes of this host whose last hop is `peer` */
+  private routesEndingAt(peer: string): number {
+    let n = 0;
+    for (const s of this.sinks.values()) if (s.lastPeer === peer) n++;
+    return n;
+  }
+
+  /**
+   * A result stream from `remote`. Only the last hop of one of this host's open routes may open
+   * one, at most one per such route (+ STREAM_SLACK); it is bound by its first message, an
+   * OPENED of a session whose route ends at `remote`, and then carries that session only.
+   * Refusals and bad messages are answered without detail (which sessions exist is not told).
+   */
   private onResultStream(stream: Stream, conn: Connection): void {
     const remote = conn.remotePeer.toString();
+    const expected = this.routesEndingAt(remote);
+    const open = this.streams.get(remote) ?? 0;
+    if (expected === 0 || open >= expected + RouteClient.STREAM_SLACK) {
+      const code = expected === 0 ? 'forbidden' : 'limit';
+      const refusal = { type: MsgType.ERROR, header: { code, reason: 'result stream refused', peerId: this.host.peerId } } as Message;
+      try {
+        for (const f of encodeMessage(refusal)) stream.send(f);
+        void stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => undefined);
+      } finally {
+        // a half-closed stream is not left to the peer: it is reset once the refusal went out
+        setTimeout(() => stream.abort(new Error('result stream refused')), 200).unref?.();
+      }
+      return;
+    }
+    this.streams.set(remote, open + 1);
+    stream.addEventListener('close', () => {
+      const n = (this.streams.get(remote) ?? 1) - 1;
+      if (n <= 0) this.streams.delete(remote);
+      else this.streams.set(remote, n);
+    });
     let sink: ResultSink | undefined;
+    let bound: string | undefined;
     const ch: Channel = new Channel(
       stream,
       remote,
       this.host.peerId,
       {
         onMessage: (msg) => {
+          const sid = (msg.header as { sessionId?: string }).sessionId;
+          if (msg.type === MsgType.ERROR && !sink) return void ch.close(); // never answer an error with an error
           if (!sink) {
-            const sid = (msg.header as { sessionId?: string }).sessionId;
             const s = sid ? this.sinks.get(sid) : undefined;
-            if (msg.type === MsgType.ERROR) return void ch.close(); // never answer an error with an error
             if (msg.type !== MsgType.OPENED || !s || s.lastPeer !== remote) {
-              void ch
-                .sendError('unknown_session', `no route for session ${sid ?? '?'} ends at ${remote}`, { sessionId: sid })
-                .then(() => ch.close());
+              void ch.sendError('unknown_session', 'no such route').then(() => ch.close());
               return;
             }
             sink = s;
+            bound = sid;
             s.onResultChannel(ch);
+          } else if (sid !== bound) {
+            // a bound stream carries its own session only
+            if (msg.type !== MsgType.ERROR) void ch.sendError('unknown_session', 'no such route');
+            return;
           }
           sink.onMessage(msg);
+        },
+        onMessageError: (e) => {
+          if (e.msgType !== MsgType.ERROR) void ch.sendError('bad_message', 'bad message');
         },
         onClose: (err) => sink?.onResultClosed(err),
       },

@@ -2,7 +2,7 @@
 // forge corrupts its signatures; equivocate shows auditors another output than the one it
 // sent, under a second receipt for the same step.
 
-import { encodeTensor } from '../protocol/messages.js';
+import { encodeTensor, type OpenHeader } from '../protocol/messages.js';
 import type { Hex, OdsiDomain } from '../accountability/records/eip712.js';
 import { hashTensor, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
@@ -25,6 +25,9 @@ export class StamperDecorator implements StepStamper {
   }
   stop(): Promise<void> {
     return this.inner.stop();
+  }
+  openSession(open: OpenHeader): Promise<void> {
+    return this.inner.openSession(open);
   }
   claim(step: ArrivingStep): ClaimResult {
     return this.inner.claim(step);

@@ -218,14 +218,14 @@ test('KV hand-over only by invitation, reserved against the budget before any by
   await u.ch.send(kv());
   await until('a refusal', () => u.got.length > 0);
   assert.equal(errorsIn(u.got)[0]?.code, 'forbidden');
-  // invited by its own (attacker-signed) OPEN, but far beyond the KV budget: busy, nothing kept
+  // invited by its own (attacker-signed) OPEN, but far beyond the context length: refused before anything is reserved
   const invite = open({ sessionId: 'atk-kv', route: [hopOf(a), { peerId: attacker.peerId, addrs: attacker.host.addrs(), start: 2, end: 5 }], spares: [hopOf(b)] });
   const big = await attacker.stream(hopOf(b), KV_PROTOCOL);
   const huge = 50_000_000;
   await big.ch.send({ ...kv(invite, 1), header: { ...kv(invite, 1).header, length: huge } } as Message);
   await until('a refusal', () => big.got.length > 0);
-  assert.equal(errorsIn(big.got)[0]?.code, 'busy');
-  assert.match(errorsIn(big.got)[0]!.reason, /KV memory full/);
+  assert.equal(errorsIn(big.got)[0]?.code, 'bad_message');
+  assert.match(errorsIn(big.got)[0]!.reason, /the context length/);
   // the node still takes real sessions
   const r = await victim.open({ modelId: side.modelId, config: src.config, hops: [hopOf(a), hopOf(b)], sessionId: 'victim-2' });
   await assertGolden(r, 'victim-2');

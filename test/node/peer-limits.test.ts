@@ -47,3 +47,11 @@ test('channel bounds follow the hidden size: max(64 KiB, maxStepTokens × hidden
   assert.equal(o.idleMs, 1000);
   assert.equal(o.keepAlive?.(), true);
 });
+
+test('wouldRefuse checks a KV import against the owner share without counting it', () => {
+  const l = new PeerLimits({ maxSessionsPerPeer: 100, maxKvShare: 0.25 });
+  assert.equal(l.admit('a', 200, 1000), undefined);
+  assert.match(l.wouldRefuse('a', 100, 1000) ?? '', /holds 200 KV tokens, session asks for 100, at most 250 per peer/);
+  assert.equal(l.wouldRefuse('a', 50, 1000), undefined);
+  assert.deepEqual(l.heldBy('a'), { sessions: 1, kvTokens: 200 }, 'nothing counted');
+});

@@ -14,10 +14,12 @@
 // owner (the gateway that signed the session's OPEN) may hold at most maxSlotsPerOwner of them,
 // so a peer filling the guard with its own cheap steps is refused alone, not everyone.
 // Across restarts: with a journal (slashing-protection.ts, a SQLite file) each session is
-// written durably before its first receipt is signed (and again every half window while it
-// lasts); at start the sessions signed for inside the window are loaded and none of their steps
-// is signed again, so a node killed mid-session and restarted with the same key still signs
-// each slot once. One durable write per session, none per token.
+// written durably when it opens (open(), awaited before the node forwards the OPEN; off the
+// main thread), refreshed in the background every quarter window while it lasts, and signOnce
+// gives no receipt for a session whose record is missing or older than half a window; at start
+// the sessions signed for inside the window are loaded and none of their steps is signed again,
+// so a node killed mid-session and restarted with the same key still signs each slot once. One
+// durable write per session, none per token and none on the step path.
 
 import type { Hex } from '../records/eip712.js';
 import type { SignedReceipt } from '../records/receipts.js';
@@ -52,6 +54,8 @@ export class SlotGuard {
   private readonly recorded = new Map<string, number>();
   /** journal rows past the window not yet deleted (pruned in batches) */
   private unpruned = 0;
+  /** sessions being written to the journal now */
+  private readonly writing = new Map<string, Promise<void>>();
 
   /** `journal`: the durable record (the sessions signed for inside the window are loaded from it now) */
   constructor(
@@ -69,6 +73,33 @@ export class SlotGuard {
 
   static key(requestId: Hex, sessionId: Hex, step: number): string {
     return `${requestId}|${sessionId}|${step}`.toLowerCase();
+  }
+
+  /** the session part of slot keys (what the journal records) */
+  static session(requestId: Hex, sessionId: Hex): string {
+    return `${requestId}|${sessionId}`.toLowerCase();
+  }
+
+  /**
+   * A session opens (before any step of it can be signed): resolves once it is on the journal
+   * (at once without one, or when it was written less than a quarter window ago). Rejects when
+   * the journal cannot write: the session must then be refused, none of its steps gets a receipt.
+   */
+  open(session: string, now = Date.now()): Promise<void> {
+    if (!this.journal) return Promise.resolve();
+    const last = this.recorded.get(session);
+    if (last !== undefined && now - last < this.limits.windowMs / 4) return Promise.resolve();
+    const inFlight = this.writing.get(session);
+    if (inFlight) return inFlight;
+    const p = this.journal
+      .record({ session, at: now })
+      .then(() => {
+        this.recorded.delete(session); // re-inserted last: the map stays in write order
+        this.recorded.set(session, Math.max(now, this.recorded.get(session) ?? 0));
+      })
+      .finally(() => this.writing.delete(session));
+    this.writing.set(session, p);
+    return p;
   }
 
   /** the session part of a slot key */
@@ -124,12 +155,11 @@ export class SlotGuard {
     if (this.journal) {
       const session = SlotGuard.sessionOf(key);
       const last = this.recorded.get(session);
-      // refreshed every half window, so a restart anywhere inside the window still finds it
-      if (last === undefined || at - last >= this.limits.windowMs / 2) {
-        this.journal.record({ session, at });
-        this.recorded.delete(session); // re-inserted last: the map stays in write order
-        this.recorded.set(session, at);
-      }
+      // on file, recently enough that a restart anywhere inside the window still finds it
+      if (last === undefined || at - last >= this.limits.windowMs / 2)
+        throw new Error('this session is not on the slashing-protection journal: no receipt is signed for it');
+      // refreshed in the background long before that
+      if (at - last >= this.limits.windowMs / 4) this.open(session, at).catch(() => undefined);
     }
     this.slots.set(key, { inputHash: inputHash.toLowerCase(), outputHash: outputHash.toLowerCase(), owner, at });
     this.held.set(owner, (this.held.get(owner) ?? 0) + 1);

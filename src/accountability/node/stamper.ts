@@ -1,16 +1,17 @@
 // The node side of accountability on the token path (the node's StepStamper, src/node/stamper.ts).
 //
-// While the stage computes, on the crypto worker (crypto-pool.ts), two things run that must be
-// settled before the output is released:
+// Before the output is released (the signature check runs on the crypto worker, crypto-pool.ts,
+// while the stage computes):
 // - checkUpstream: the upstream hop's receipt for this step must be well formed, validly signed
 //   by the upstream hop's own key (its peer id), for this session/step/slot, the next link in
 //   that signer's per-session chain (no replays), and must sign exactly the bytes that arrived
 //   (chain of custody; the field checks are checks/custody.ts's checkLink). A failure is
 //   answered with an ERROR naming the upstream peer (so the gateway routes around it) and the
 //   output computed from that input is never sent.
-// - commit: the node signs an ExecutionCommitment — what it is about to run (slot, layers,
-//   model, profile), on which input bytes, within which budget. Its fields are fixed from the
-//   input before compute starts, so it cannot be tailored to the result. It stays in the
+// - commit: the node fixes an ExecutionCommitment — what it is about to run (slot, layers,
+//   model, profile), on which input bytes, within which budget. Its fields and digest are fixed
+//   from the input before compute starts, and the receipt cites that digest; it is signed only
+//   when an auditor is first shown it (no signature on the token path for it). It stays in the
 //   session log; it does not travel with the activation.
 //
 // After compute: sign makes the ExecutionReceipt (input hash as received, output hash as sent,
@@ -28,6 +29,8 @@ import type { Dtype, OpenHeader, StepHeader } from '../../protocol/messages.js';
 import {
   COMMITMENT_FIELDS,
   ZERO_HASH,
+  assertWellFormed,
+  typedDigest,
   type ExecutionCommitment,
   type ExecutionReceipt,
   type Hex,
@@ -174,6 +177,11 @@ export class NodeStamper {
     return this.hashed.hash;
   }
 
+  /** A session opens: on the slashing-protection journal before any step of it (off the main thread). */
+  openSession(open: OpenHeader): Promise<void> {
+    return this.guard.open(SlotGuard.session(requestIdOf(open.sessionId), sessionIdOf(open.sessionId)));
+  }
+
   /** Before commit and compute: may this input run for its slot? (refused: nothing is computed or signed) */
   claim(s: ArrivingStep): ClaimResult {
     const key = SlotGuard.key(requestIdOf(s.open.sessionId), sessionIdOf(s.open.sessionId), s.header.step);
@@ -248,23 +256,29 @@ export class NodeStamper {
   }
 
   /**
-   * Signs this hop's ExecutionCommitment for the step (call before compute: the record is fixed
-   * from the input synchronously, the signature is made on the crypto worker) and keeps it in the
-   * session log until the receipt cites it; await it before sign. Never rejects: a step
-   * without a commitment gets a receipt with commitmentHash = 0.
+   * Fixes this hop's ExecutionCommitment for the step (call before compute: the record and its
+   * digest, which the receipt cites, are fixed from the input synchronously; it is signed when an
+   * auditor is first shown it) and keeps it in the session log until the receipt cites it. Never
+   * rejects: a step without a commitment gets a receipt with commitmentHash = 0.
    */
   async commit(c: ArrivingStep): Promise<void> {
     try {
       const t0 = performance.now();
       const record: ExecutionCommitment = { ...committedFields(c, this.inputHash(c.input)), signer: this.host.identity.address };
-      // one digest: what gets signed, and the receipt's commitmentHash (signed on the crypto worker)
-      const { digest, signature } = await this.crypto.sign('ExecutionCommitment', record, this.host.identity.secret, this.domain);
-      const signed: SignedCommitment = { record, signature };
+      assertWellFormed('ExecutionCommitment', record);
+      // the digest (what the receipt cites) now; the signature only when an auditor is shown the
+      // commitment (step-archive.ts): the receipt binds the digest either way, and the token path
+      // makes no signature for it
+      const digest = typedDigest('ExecutionCommitment', record, this.domain);
+      const signed: SignedCommitment = { record, signature: ZERO_HASH };
+      this.archive.signWhenShown(signed, async () => {
+        signed.signature = (await this.crypto.sign('ExecutionCommitment', record, this.host.identity.secret, this.domain)).signature;
+        this.stats.commitmentsSigned++;
+      });
       const pending = this.archive.log(c.open.sessionId).pending;
       pending.delete(c.header.step);
       pending.set(c.header.step, { signed, digest, input: c.input });
       while (pending.size > this.archive.limits.maxPendingCommitments) pending.delete(pending.keys().next().value as number);
-      this.stats.commitmentsSigned++;
       this.stats.commitMs += performance.now() - t0;
     } catch {
       /* see above */

@@ -66,6 +66,7 @@ export interface ArchivedStep {
 }
 
 export interface PendingCommitment {
+  /** its signature is filled in by the crypto worker, off the token path (see StepArchive.track) */
   signed: SignedCommitment;
   digest: Hex;
   /** the input buffer committed to: signing the receipt reuses the hash when it gets the same buffer */
@@ -91,6 +92,12 @@ export class StepArchive {
   private readonly sessions = new Map<string, SessionLog>();
   private serving = false;
   private readonly limiter: PeerLimiter;
+  /**
+   * Commitments whose signature is made when an auditor is first shown one: the receipt that
+   * cites a commitment already binds its digest (fixed from the input before compute), so
+   * signing it later attests exactly the same record, and the token path signs nothing for it.
+   */
+  private readonly unsigned = new WeakMap<SignedCommitment, { sign: () => Promise<void>; done?: Promise<void> }>();
   auditsServed = 0;
   auditsRefused = 0;
 
@@ -117,6 +124,11 @@ export class StepArchive {
     if (!this.serving) return;
     this.serving = false;
     await this.host.libp2p.unhandle(AUDIT_PROTOCOL).catch(() => undefined);
+  }
+
+  /** `c` is signed by `sign` (which fills in its signature) before any audit reply shows it. */
+  signWhenShown(c: SignedCommitment, sign: () => Promise<void>): void {
+    this.unsigned.set(c, { sign });
   }
 
   /** The log of a session (created on first use; old sessions are evicted). */
@@ -153,9 +165,14 @@ export class StepArchive {
       timeoutMs: 10_000,
       limits: AUDIT_REQUEST_LIMITS, // a request has no payload
       refused: () => this.auditsRefused++,
-      answer: (msg) => {
+      answer: async (msg) => {
         const answer = this.answer(msg.header, peer);
-        if (!('reason' in answer)) this.auditsServed++;
+        if ('reason' in answer) return answer;
+        this.auditsServed++;
+        const c = answer.header.commitment as SignedCommitment | undefined;
+        const u = c && this.unsigned.get(c);
+        // once per commitment, however many replies show it at once; a failed signature is tried again next time
+        if (u) await (u.done ??= u.sign().catch(() => (u.done = undefined)));
         return answer;
       },
     });
