@@ -82,7 +82,7 @@ export function register(program: Command): void {
     .option('--repeat-last-n <n>', 'tokens the repetition penalty looks back over (-1 = all)', int('--repeat-last-n', -1), 64)
     .option('--seed <s>', 'sampling seed (default: random, printed in the stats)', int('--seed', 0))
     .option('--stop <s...>', 'stop strings (not included in the output)', [])
-    .addOption(new Option('--engine <kind>', 'execution engine').choices(['reference', 'ort']).default('reference'))
+    .addOption(new Option('--engine <kind>', 'execution engine').choices(['reference', 'ort', 'llama']).default('reference'))
     .addOption(new Option('--weights <w>', 'ORT weight precision').choices(['f32', 'q8', 'q4']).default('f32'))
     .option('--stages <k>', 'split the layers into k in-process stages', int('--stages', 1), 1)
     .option('--threads <n>', 'ORT intra-op threads', int('--threads', 1))
