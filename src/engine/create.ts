@@ -18,6 +18,8 @@ export interface StageOptions {
   onProgress?: (bytes: number) => void;
   /** llama: directory for the stage's GGUF slice (default: a fresh one under os.tmpdir(), removed on dispose) */
   cacheDir?: string;
+  /** llama: sessions held at once (llama.cpp sequences; default 16) */
+  maxSessions?: number;
 }
 
 export async function createStage(kind: EngineKind, src: WeightSource, range: StageRange, opts: StageOptions = {}): Promise<Stage> {
