@@ -18,7 +18,7 @@ export interface StageOptions {
   onProgress?: (bytes: number) => void;
   /** llama: directory for the stage's GGUF slice (default: a fresh one under os.tmpdir(), removed on dispose) */
   cacheDir?: string;
-  /** llama: sessions held at once (llama.cpp sequences; default 16) */
+  /** llama: sessions held at once (llama.cpp sequences; default 64) */
   maxSessions?: number;
 }
 

@@ -4,7 +4,9 @@
 // under τ for every token. τ comes from bench/verify-calibration.ts: ~1.5× the honest
 // p99.99 for that precision pair, never below a small floor.
 
-export type Precision = 'f32' | 'f16' | 'bf16';
+/** 'q8act': llama.cpp on Q4_0/Q8_0 weights (profiles llama-q4, llama-q8), whose dot products
+ *  quantize activations to Q8_0 blocks */
+export type Precision = 'f32' | 'f16' | 'bf16' | 'q8act';
 
 export interface ToleranceEntry {
   /** threshold on the per-token relative L2 distance */
@@ -48,6 +50,7 @@ export function precisionOf(profile: string): Precision {
   const p = profile.toLowerCase();
   if (/act-bf16|\bbf16\b/.test(p)) return 'bf16';
   if (/act-f16|act-fp16|\bf16\b|\bfp16\b/.test(p)) return 'f16';
+  if (/^llama-q[48]\b/.test(p)) return 'q8act';
   if (/int8act|accuracy[-_]?level|fp8/.test(p))
     throw new ToleranceError(`profile '${profile}' quantizes activations: it needs its own calibration`);
   return 'f32';
@@ -61,7 +64,7 @@ export function pairKey(a: Precision, b: Precision): string {
 export function toleranceFor(pair: string | readonly [string, string]): ToleranceEntry & { key: string } {
   const [x, y] = typeof pair === 'string' ? (pair.split('|') as [string, string?]) : pair;
   if (y === undefined) throw new ToleranceError(`profile pair '${String(pair)}' must be "worker|auditor"`);
-  const asPrec = (s: string): Precision => (s === 'f32' || s === 'f16' || s === 'bf16' ? s : precisionOf(s));
+  const asPrec = (s: string): Precision => (s === 'f32' || s === 'f16' || s === 'bf16' || s === 'q8act' ? s : precisionOf(s));
   const key = pairKey(asPrec(x), asPrec(y));
   const e = TOLERANCES[key];
   if (!e) throw new ToleranceError(`no calibrated tolerance for precision pair ${key} (have: ${Object.keys(TOLERANCES).join(', ')})`);

@@ -24,7 +24,7 @@ export interface LlamaStageOptions {
   onProgress?: (bytes: number) => void;
   /** directory for the GGUF slice (default: a fresh one under os.tmpdir(), removed on dispose) */
   cacheDir?: string;
-  /** most sessions held at once (llama.cpp sequences; default 16, at most 256) */
+  /** most sessions held at once (llama.cpp sequences; default 64, at most 256) */
   maxSessions?: number;
   /** KV cells shared by all sessions (default min(8192, sessions × context)) */
   kvCells?: number;
@@ -76,7 +76,7 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
       throw new EngineError(`the llama engine runs weights as stored (${prof.weights} here); it does not requantize to ${opts.weights}`, 'bad_input');
     }
     const f32 = prof.weights === 'f32';
-    const maxSessions = Math.min(Math.max(1, Math.floor(opts.maxSessions ?? 16)), 256);
+    const maxSessions = Math.min(Math.max(1, Math.floor(opts.maxSessions ?? 64)), 256);
     const ctxLen = Math.min(opts.maxContext ?? c.contextLength, c.contextLength);
     const kvCells = Math.max(256, Math.floor(opts.kvCells ?? Math.min(8192, maxSessions * ctxLen)));
     const maxBatch = Math.max(1, Math.floor(opts.maxBatch ?? 512));
