@@ -161,16 +161,19 @@ function bind(koffi: Koffi, dir: string) {
 export type LlamaLib = ReturnType<typeof bind> & { dir: string; loadMs: number };
 
 // The one exception to "no module-level state": dlopen'd libraries and ggml's backend registry
-// are process-wide, so loading them twice would register the CPU backends twice.
+// are process-wide (per thread: the bound functions), so loading them twice would register the
+// CPU backends twice.
 let loaded: LlamaLib | undefined;
 
 /**
- * libllama with its CPU backends, loaded once per process (the libraries are process-wide).
+ * libllama with its CPU backends, loaded once per thread. The main thread loads first: it
+ * registers ggml's backends (process-wide) and the log filter, whose callback lives as long as
+ * the process; a stage's worker thread (worker: true) then only binds the functions.
  * Throws EngineError('bad_input') when koffi or the platform package is absent.
  */
-export function loadLlamaLib(libDir?: string): LlamaLib {
+export function loadLlamaLib(o: { libDir?: string; worker?: boolean } = {}): LlamaLib {
   if (loaded) return loaded;
-  const dir = libDir ?? findLibDir();
+  const dir = o.libDir ?? findLibDir();
   if (!dir) {
     throw new EngineError(
       `the llama engine needs llama.cpp's prebuilt library from @node-llama-cpp/linux-x64 (linux x64 only; ${process.platform} ${process.arch} here, or the package is not installed)`,
@@ -185,13 +188,16 @@ export function loadLlamaLib(libDir?: string): LlamaLib {
   }
   const t0 = performance.now();
   const L = bind(koffi, dir);
-  // llama.cpp logs every load step (and warnings such as a slice's training context) to stderr: keep errors only
-  const quiet = koffi.register((level: number, text: string) => {
-    if (level === 4) process.stderr.write(`llama.cpp: ${text}`);
-  }, koffi.pointer(L.LogCb));
-  L.logSet(quiet, null);
-  L.backendLoadAll(dir);
-  L.backendInit();
+  if (!o.worker) {
+    // llama.cpp logs every load step (and warnings such as a slice's training context) to
+    // stderr: keep errors only. Calls from workers' threads are relayed to this thread.
+    const quiet = koffi.register((level: number, text: string) => {
+      if (level === 4) process.stderr.write(`llama.cpp: ${text}`);
+    }, koffi.pointer(L.LogCb));
+    L.logSet(quiet, null);
+    L.backendLoadAll(dir);
+    L.backendInit();
+  }
   loaded = Object.assign(L, { dir, loadMs: performance.now() - t0 });
   return loaded;
 }
