@@ -195,7 +195,8 @@ async function main(): Promise<void> {
       { name: 'stories260K', src: openModel(STORIES), nSeq: 14, seed: 11 },
       { name: 'synthetic tiny (GQA, seed 1)', src: openModel(tinyA), wrong: openModel(tinyB), nSeq: 10, seed: 12 },
       // 4-bit: the reference engine dequantizes Q4_0 and computes in f32; only llama-q4 runs here
-      { name: 'synthetic tiny Q4_0 (GQA, seed 1)', src: openModel(tinyQ4), wrong: openModel(tinyB), nSeq: 10, seed: 13, q4: true },
+      // (24 sequences: ≥ 10k tokens for the q8act|q8act pair)
+      { name: 'synthetic tiny Q4_0 (GQA, seed 1)', src: openModel(tinyQ4), wrong: openModel(tinyB), nSeq: 24, seed: 13, q4: true },
     ];
 
     for (const m of models) {

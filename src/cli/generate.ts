@@ -98,7 +98,7 @@ async function runGenerate(o: GenerateCliOptions): Promise<void> {
     splitLayers(src.config.nLayers, o.stages); // a clear --stages error before loading anything
     const tokenizer = createTokenizer(src.tokenizer);
     const bar = loadProgress('loading', rangeBytes(src, 0, src.config.nLayers, true, true), !o.json && process.stderr.isTTY === true);
-    const pipeline = await buildLocalPipeline(o.engine, src, o.stages, { weights: o.weights, threads: o.threads, onProgress: bar.add }).finally(bar.stop);
+    const pipeline = await buildLocalPipeline(o.engine, src, o.stages, { weights: o.engine === 'llama' ? undefined : o.weights /* llama runs weights as stored */, threads: o.threads, onProgress: bar.add }).finally(bar.stop);
     const loadMs = performance.now() - tLoad;
     const promptIds = tokenizer.encode(o.prompt);
     const sampling: SamplingParams = {

@@ -4,7 +4,7 @@
 // equal each session alone within it; a step before the cached end truncates and replays; the
 // sequence bound gives EngineError 'capacity'. Skipped only when llama.cpp's platform package
 // (@node-llama-cpp/linux-x64) is not installed.
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,7 @@ import { buildLocalPipeline, createStage, disposePipeline } from '../../src/engi
 import { generate } from '../../src/engine/generate.js';
 import { EngineError, type Stage } from '../../src/engine/types.js';
 import { findLibDir } from '../../src/engine/llama/ffi.js';
-import { compareOutputs } from '../../src/accountability/checks/tolerance.js';
+import { compareOutputs, toleranceFor } from '../../src/accountability/checks/tolerance.js';
 
 const skip = findLibDir() ? false : 'llama.cpp platform package @node-llama-cpp/linux-x64 is not installed (linux x64 only)';
 const noStopTokenizer = { stopIds: [], createStreamDecoder: () => ({ push: () => '', flush: () => '' }) };
@@ -117,4 +117,11 @@ describe('llama engine on stories260K', { skip }, () => {
   it('refuses to requantize: weights are run as stored', async () => {
     await assert.rejects(createStage('llama', src, { start: 0, end: 2, embed: true, head: false }, { weights: 'q4' }), /does not requantize/);
   });
+});
+
+test('llama profiles map to their calibrated tolerances: f32 with the f32 engines, 4-bit (Q8 activations) to its own', () => {
+  assert.equal(toleranceFor(['llama-f32', 'reference']).key, 'f32|f32');
+  assert.equal(toleranceFor(['llama-q4', 'reference']).key, 'f32|q8act');
+  assert.equal(toleranceFor(['llama-q4', 'llama-q4']).key, 'q8act|q8act');
+  assert.ok(toleranceFor(['llama-q4', 'reference']).tau < 0.1, 'a 4-bit tolerance that still catches skipped or swapped layers');
 });
