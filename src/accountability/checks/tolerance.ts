@@ -4,8 +4,8 @@
 // under τ for every token. τ comes from bench/verify-calibration.ts: ~1.5× the honest
 // p99.99 for that precision pair, never below a small floor.
 
-/** 'q8act': llama.cpp on Q4_0/Q8_0 weights (profiles llama-q4, llama-q8), whose dot products
- *  quantize activations to Q8_0 blocks */
+/** 'q8act': llama.cpp on quantized weights (profiles llama-q4, llama-q8, llama-qmix), whose dot
+ *  products quantize activations to Q8 blocks (calibrated on Q4_0) */
 export type Precision = 'f32' | 'f16' | 'bf16' | 'q8act';
 
 export interface ToleranceEntry {
@@ -58,7 +58,7 @@ export function precisionOf(profile: string): Precision {
   const p = profile.toLowerCase();
   if (/act-bf16|\bbf16\b/.test(p)) return 'bf16';
   if (/act-f16|act-fp16|\bf16\b|\bfp16\b/.test(p)) return 'f16';
-  if (/^llama-q[48]\b/.test(p)) return 'q8act';
+  if (/^llama-q/.test(p)) return 'q8act';
   if (/int8act|accuracy[-_]?level|fp8/.test(p))
     throw new ToleranceError(`profile '${profile}' quantizes activations: it needs its own calibration`);
   return 'f32';

@@ -46,16 +46,21 @@ export interface LlamaStage extends Stage {
   readonly loadInfo: { libMs: number; sliceMs: number; createMs: number; kvCells: number; kvType: 'f32' | 'f16' };
 }
 
-/** profile by the layers' stored weight type: F32 → llama-f32 (F32 KV), Q4_0 → llama-q4, ... */
+/**
+ * profile by the layers' stored weight types: F32 → llama-f32 (F32 KV), Q4_0 → llama-q4,
+ * Q8_0 → llama-q8, other or mixed quantized types (k-quants) → llama-qmix; every llama-q*
+ * profile computes quantized dot products on Q8-quantized activations (tolerance pair q8act,
+ * calibrated on Q4_0 only).
+ */
 function profileOf(types: Set<number>): { name: string; weights: 'f32' | 'q8' | 'q4' | 'f16' | 'mixed' } {
-  if (types.size === 0) return { name: 'llama-f32', weights: 'f32' };
-  const [t] = [...types];
-  if (types.size > 1) return { name: 'llama-mixed', weights: 'mixed' };
-  if (t === GgmlType.F32) return { name: 'llama-f32', weights: 'f32' };
-  if (t === GgmlType.Q4_0) return { name: 'llama-q4', weights: 'q4' };
-  if (t === GgmlType.Q8_0) return { name: 'llama-q8', weights: 'q8' };
-  if (t === GgmlType.F16) return { name: 'llama-f16', weights: 'f16' };
-  return { name: `llama-t${t}`, weights: 'mixed' };
+  const t = [...types];
+  const float = (x: number) => x === GgmlType.F32 || x === GgmlType.F16 || x === GgmlType.BF16;
+  if (t.length === 0 || t.every((x) => x === GgmlType.F32)) return { name: 'llama-f32', weights: 'f32' };
+  if (t.every((x) => x === GgmlType.Q4_0)) return { name: 'llama-q4', weights: 'q4' };
+  if (t.every((x) => x === GgmlType.Q8_0)) return { name: 'llama-q8', weights: 'q8' };
+  if (t.every((x) => x === GgmlType.F16)) return { name: 'llama-f16', weights: 'f16' };
+  if (t.every((x) => !float(x))) return { name: 'llama-qmix', weights: 'mixed' };
+  return { name: 'llama-mixed', weights: 'mixed' };
 }
 
 export async function createLlamaStage(src: WeightSource, range: StageRange, opts: LlamaStageOptions = {}): Promise<LlamaStage> {
