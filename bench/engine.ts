@@ -56,6 +56,8 @@ const reps = Number(args.reps ?? (quick ? 3 : 7));
 const ctxs = (quick ? '128' : args.ctx!).split(',').map(Number);
 const engines = args.engines!.split(',');
 const PREFILL = 128;
+/** continuous batching: this many sessions (64 cached positions each) decode one token each */
+const BATCH = 16;
 const outFile = args.out ?? resolve(ROOT, quick ? 'bench/results/engine-quick.json' : 'bench/results/engine.json');
 
 interface Row {
@@ -67,6 +69,8 @@ interface Row {
   prefill128: { ort?: Stats; odsiLlama?: Stats; llama?: Stats };
   ortLoad?: { buildMs: number; createMs: number; rssBeforeMiB: number; rssAfterMiB: number };
   odsiLlamaLoad?: { sliceMs: number; createMs: number; kvType: string };
+  /** ms for BATCH sessions' decode steps: one forwardBatch vs BATCH forward calls in turn */
+  batchDecode?: Record<string, { batched: Stats; oneByOne: Stats; speedup: number }>;
   weightBytes: { ort: number; llama: number };
 }
 
@@ -156,7 +160,7 @@ async function main(): Promise<void> {
       }
       let ol: LlamaStage | undefined;
       if (engines.includes('odsi-llama')) {
-        ol = await createLlamaStage(src, { start: 0, end: c.nLayers, embed: false, head: false }, { threads, maxSessions: 1, kvCells: 2048 });
+        ol = await createLlamaStage(src, { start: 0, end: c.nLayers, embed: false, head: false }, { threads, maxSessions: BATCH, kvCells: 2048 });
         row.odsiLlamaLoad = { sliceMs: Math.round(ol.loadInfo.sliceMs), createMs: Math.round(ol.loadInfo.createMs), kvType: ol.loadInfo.kvType };
         console.log(`odsi-llama: ${ol.profile}, slice ${row.odsiLlamaLoad.sliceMs} ms, context ${row.odsiLlamaLoad.createMs} ms, KV ${ol.loadInfo.kvType}`);
       }
@@ -241,6 +245,32 @@ async function main(): Promise<void> {
         row.decode[String(ctx)] = { ort: ort ? stats(d.ort) : undefined, odsiLlama: ol ? stats(d.odsiLlama) : undefined, llama: seq ? stats(d.llama) : undefined, boundMs };
         const dd = row.decode[String(ctx)]!;
         console.log(`decode @${ctx}: ort ${fmt(dd.ort)}  odsi-llama ${fmt(dd.odsiLlama)}  llama.cpp ${fmt(dd.llama)} ms/token  (bound ${boundMs.toFixed(1)})`);
+      }
+      // continuous batching: BATCH sessions at 64 positions each, one token each per step
+      row.batchDecode = {};
+      for (const [name, st] of [
+        ['ort', ort],
+        ['odsiLlama', ol],
+      ] as const) {
+        if (!st?.forwardBatch) continue;
+        const ids = Array.from({ length: BATCH }, (_, i) => `b${i}`);
+        for (const id of ids) await st.forward({ sessionId: id, pos: 0, nTokens: 64, hidden: hiddenFor(c, 64, id.length) });
+        const tb: number[] = [];
+        const t1: number[] = [];
+        for (let r = -1; r < reps; r++) {
+          const pos = 64 + 2 * (r + 1);
+          let t0 = performance.now();
+          await st.forwardBatch(ids.map((id, i) => ({ sessionId: id, pos, nTokens: 1, hidden: hiddenFor(c, 1, i + r) })));
+          if (r >= 0) tb.push(performance.now() - t0);
+          t0 = performance.now();
+          for (let i = 0; i < BATCH; i++) await st.forward({ sessionId: ids[i]!, pos: pos + 1, nTokens: 1, hidden: hiddenFor(c, 1, i - r) });
+          if (r >= 0) t1.push(performance.now() - t0);
+        }
+        for (const id of ids) st.closeSession(id);
+        const b = stats(tb);
+        const o = stats(t1);
+        row.batchDecode[name] = { batched: b, oneByOne: o, speedup: +(o.median / b.median).toFixed(2) };
+        console.log(`${BATCH} sessions' decode steps (ctx 64): ${name} one batch ${fmt(b)} ms, one by one ${fmt(o)} ms (${(o.median / b.median).toFixed(2)}x)`);
       }
       await ort?.dispose();
       await ol?.dispose();
