@@ -15,6 +15,7 @@ import { buildLocalPipeline, createStage, disposePipeline } from '../../src/engi
 import { generate } from '../../src/engine/generate.js';
 import { EngineError, type Stage } from '../../src/engine/types.js';
 import { findLibDir } from '../../src/engine/llama/ffi.js';
+import { createLlamaStage } from '../../src/engine/llama/index.js';
 import { compareOutputs, toleranceFor } from '../../src/accountability/checks/tolerance.js';
 
 const skip = findLibDir() ? false : 'llama.cpp platform package @node-llama-cpp/linux-x64 is not installed (linux x64 only)';
@@ -108,6 +109,28 @@ describe('llama engine on stories260K', { skip }, () => {
       await assert.rejects(ll.forward({ sessionId: 'a', pos: 20, nTokens: 1, hidden: ha }), (e: unknown) => e instanceof EngineError && e.code === 'bad_input');
       await assert.rejects(ll.forward({ sessionId: 'a', pos: 14, nTokens: 1, hidden: new Float32Array(dim).fill(NaN) }), (e: unknown) => e instanceof EngineError && e.code === 'bad_input');
       assert.equal(ll.sessionLength('a'), 14);
+    } finally {
+      await ll.dispose();
+      await ref.dispose();
+    }
+  });
+
+  it('head stage: the logits of every row (allLogits) equal the reference, also when a step spans several llama_decode calls', async () => {
+    const range = { start: 3, end: 5, embed: false, head: true };
+    const ll = await createLlamaStage(src, range, { threads: 1, maxBatch: 4, maxSessions: 2 });
+    const ref = await createStage('reference', src, range);
+    try {
+      const { dim, vocabSize: V } = src.config;
+      const h = hiddenFor(dim, 10, 3);
+      const a = (await ll.forward({ sessionId: 's', pos: 0, nTokens: 10, hidden: h, allLogits: true })).logits!;
+      const b = (await ref.forward({ sessionId: 's', pos: 0, nTokens: 10, hidden: h, allLogits: true })).logits!;
+      assert.equal(a.length, 10 * V);
+      let d = 0;
+      for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
+      assert.ok(d <= 1e-4, `max abs logit diff ${d}`);
+      const last = (await ll.forward({ sessionId: 's', pos: 9, nTokens: 1, hidden: h.subarray(9 * dim) })).logits!;
+      assert.equal(last.length, V);
+      for (let i = 0; i < V; i++) assert.ok(Math.abs(last[i]! - b[9 * V + i]!) <= 1e-4, `replayed last row, logit ${i}`);
     } finally {
       await ll.dispose();
       await ref.dispose();
