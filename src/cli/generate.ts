@@ -85,7 +85,7 @@ export function register(program: Command): void {
     .addOption(new Option('--engine <kind>', 'execution engine').choices(['reference', 'ort', 'llama']).default('reference'))
     .addOption(new Option('--weights <w>', 'ORT weight precision').choices(['f32', 'q8', 'q4']).default('f32'))
     .option('--stages <k>', 'split the layers into k in-process stages', int('--stages', 1), 1)
-    .option('--threads <n>', 'ORT intra-op threads', int('--threads', 1))
+    .option('--threads <n>', 'engine threads (ORT intra-op, llama.cpp)', int('--threads', 1))
     .option('--json', 'print one JSON object instead of streaming text')
     .action(async (o: GenerateCliOptions) => runGenerate(o));
 }

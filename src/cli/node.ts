@@ -127,7 +127,7 @@ export function register(program: Command): void {
     .option('--ledger <spec>', 'read stake from this ledger: slashed identities are refused, staked ones get larger per-peer limits (sqlite:PATH | evm:RPC_URL@ADDRESS)')
     .option('--protection-sync <full|normal>', "fsync each session's protection record (full: once per session), or leave it to the OS: survives a killed process, not a power cut (normal)", 'full')
     .option('--engine <ort|reference|llama>', 'execution engine', 'reference')
-    .option('--threads <n>', 'engine threads (ort)')
+    .option('--threads <n>', 'engine threads (ort, llama)')
     .option('--kv-budget-mb <n>', 'memory for KV caches across sessions', '512')
     .option('--batch-tokens <n>', 'continuous batching: tokens one scheduler iteration computes across sessions', '64')
     .option('--prefill-chunk <n>', 'continuous batching: most prompt tokens one session adds to an iteration', '32')
