@@ -1,8 +1,11 @@
 // Calibrates the tolerance table of src/accountability/checks/tolerance.ts and measures how far cheats land
 // from it. An audit re-runs a stage on the input the worker committed to (as received) and
 // compares per-token relative L2 of the outputs. Honest differences come from batching
-// (prefill + decode at the worker, one batched prefill at the auditor), engines (reference
-// vs ORT), ORT thread counts and f16/bf16 activation transport; cheats should land far above.
+// (prefill + decode at the worker, one batched prefill at the auditor; a llama worker's steps
+// also share llama_decode calls with another session), engines (reference vs ORT vs llama.cpp's
+// libllama), ORT thread counts, f16/bf16 activation transport, and llama.cpp's Q8 activation
+// quantization on 4-bit weights (llama-q4, on a Q4_0 copy of the tiny model); cheats should
+// land far above.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/verify-calibration.js [--budget-s 170] [--out file]
 //
@@ -107,6 +110,30 @@ async function runWorker(st: Stage, x: Float32Array, seq: Seq, dim: number): Pro
   st.closeSession(s);
   return out;
 }
+/** the worker's batching on an engine that batches sessions (llama): every step of `seq` shares
+ *  its forwardBatch with a step of a second session (its prefill with the other's prefill) */
+async function runWorkerBatched(st: Stage, x: Float32Array, seq: Seq, x2: Float32Array, seq2: Seq, dim: number): Promise<Float32Array> {
+  const T = seq.tokens.length;
+  const T2 = seq2.tokens.length;
+  const out = new Float32Array(T * dim);
+  const a = newSession();
+  const b = newSession();
+  const [pre] = await st.forwardBatch!([
+    { sessionId: a, pos: 0, nTokens: seq.prompt, hidden: x.slice(0, seq.prompt * dim) },
+    { sessionId: b, pos: 0, nTokens: seq2.prompt, hidden: x2.slice(0, seq2.prompt * dim) },
+  ]);
+  out.set(pre!.hidden!, 0);
+  let p2 = seq2.prompt;
+  for (let t = seq.prompt; t < T; t++) {
+    const ins = [{ sessionId: a, pos: t, nTokens: 1, hidden: x.slice(t * dim, (t + 1) * dim) }];
+    if (p2 < T2) ins.push({ sessionId: b, pos: p2, nTokens: 1, hidden: x2.slice(p2 * dim, ++p2 * dim) });
+    const [r] = await st.forwardBatch!(ins);
+    out.set(r!.hidden!, t * dim);
+  }
+  st.closeSession(a);
+  st.closeSession(b);
+  return out;
+}
 /** the auditor's batching: the committed prefix as one prefill */
 async function runPrefill(st: Stage, x: Float32Array, T: number): Promise<Float32Array> {
   const s = newSession();
@@ -130,6 +157,11 @@ const HONEST = {
   'reference bf16 transport|reference': 'bf16|f32',
   'ort-f32 1 thread|reference': 'f32|f32',
   'ort-f32 1 thread|ort-f32 2 threads': 'f32|f32',
+  'llama-f32 1 thread|reference': 'f32|f32',
+  'llama-f32 batched with another session|reference': 'f32|f32',
+  'llama-q4 1 thread|reference (Q4_0 weights)': 'f32|q8act',
+  'llama-q4 batched with another session|reference (Q4_0 weights)': 'f32|q8act',
+  'llama-q4 batched with another session|llama-q4': 'q8act|q8act',
 } as const;
 type HonestName = keyof typeof HONEST;
 const CHEATS = ['noise 2%', 'zeros', 'skipped layer', 'layer swap', 'wrong weights (other seed)', 'stale output'] as const;
@@ -147,18 +179,24 @@ async function main(): Promise<void> {
   const modelsOut: Record<string, unknown>[] = [];
   const notes: string[] = [];
   let ortOk = true;
+  let llamaOk = true;
   let truncated = false;
-  const timing = { chainMs: 0, refMs: 0, ortMs: 0, ortCreateMs: 0, cheatMs: 0 };
+  const timing = { chainMs: 0, refMs: 0, ortMs: 0, ortCreateMs: 0, llamaMs: 0, llamaCreateMs: 0, cheatMs: 0 };
 
   try {
     const tinyA = join(work, 'tiny-seed1.gguf');
     const tinyB = join(work, 'tiny-seed2.gguf');
     await writeSyntheticGguf({ shape: 'tiny', dtype: 'f32', seed: 1, out: tinyA, progress: false });
     await writeSyntheticGguf({ shape: 'tiny', dtype: 'f32', seed: 2, out: tinyB, progress: false });
-    const models: { name: string; src: WeightSource; wrong?: WeightSource; nSeq: number; seed: number }[] = [
+    const tinyQ4 = join(work, 'tiny-seed1-q4_0.gguf');
+    await writeSyntheticGguf({ shape: 'tiny', dtype: 'q4_0', seed: 1, out: tinyQ4, progress: false });
+    const models: { name: string; src: WeightSource; wrong?: WeightSource; nSeq: number; seed: number; q4?: boolean }[] = [
       // every sequence runs through every range; ≈ 14·15·43 + 10·10·43 ≈ 13k tokens per pair
       { name: 'stories260K', src: openModel(STORIES), nSeq: 14, seed: 11 },
       { name: 'synthetic tiny (GQA, seed 1)', src: openModel(tinyA), wrong: openModel(tinyB), nSeq: 10, seed: 12 },
+      // 4-bit: the reference engine dequantizes Q4_0 and computes in f32; only llama-q4 runs here
+      // (24 sequences: ≥ 10k tokens for the q8act|q8act pair)
+      { name: 'synthetic tiny Q4_0 (GQA, seed 1)', src: openModel(tinyQ4), wrong: openModel(tinyB), nSeq: 24, seed: 13, q4: true },
     ];
 
     for (const m of models) {
@@ -213,7 +251,18 @@ async function main(): Promise<void> {
         const wrong = m.wrong ? await mk(m.wrong, s, e) : undefined;
         let ort1: Stage | undefined;
         let ort2: Stage | undefined;
-        if (ortOk) {
+        let ll: Stage | undefined;
+        if (llamaOk) {
+          const tc = performance.now();
+          try {
+            ll = await createStage('llama', m.src, { start: s, end: e, embed: false, head: false }, { threads: 1, maxSessions: 2 });
+          } catch (err) {
+            llamaOk = false;
+            notes.push(`llama engine unavailable, llama pairs skipped: ${(err as Error).message}`);
+          }
+          timing.llamaCreateMs += performance.now() - tc;
+        }
+        if (ortOk && !m.q4) {
           const tc = performance.now();
           try {
             ort1 = await createStage('ort', m.src, { start: s, end: e, embed: false, head: false }, { weights: 'f32', threads: 1 });
@@ -256,10 +305,12 @@ async function main(): Promise<void> {
           // batch-invariant (checked just above: dBatch all zero), so the worker's
           // prefill+decode run equals a prefill and only the auditor's run is needed.
           const invariant = dBatch.every((v) => v === 0);
-          for (const [name, round] of [
-            ['reference f16 transport|reference', roundF16],
-            ['reference bf16 transport|reference', roundBf16],
-          ] as const) {
+          for (const [name, round] of m.q4
+            ? []
+            : ([
+                ['reference f16 transport|reference', roundF16],
+                ['reference bf16 transport|reference', roundBf16],
+              ] as const)) {
             const xr = round(x);
             const ar = await runPrefill(ref, xr, T);
             add(name, perTokenRelL2(round(invariant ? ar : await runWorker(ref, xr, seq, dim)), ar, dim));
@@ -271,6 +322,21 @@ async function main(): Promise<void> {
             add('ort-f32 1 thread|reference', perTokenRelL2(o1, a32, dim));
             add('ort-f32 1 thread|ort-f32 2 threads', perTokenRelL2(o1, await runWorker(ort2, x, seq, dim), dim));
             timing.ortMs += performance.now() - tc;
+          }
+          if (ll) {
+            tc = performance.now();
+            const other = seqs[(seqs.indexOf(seq) + 1) % seqs.length]!;
+            const l1 = await runWorker(ll, x, seq, dim);
+            const lb = await runWorkerBatched(ll, x, seq, other.h[s]!, other, dim);
+            if (m.q4) {
+              add('llama-q4 1 thread|reference (Q4_0 weights)', perTokenRelL2(l1, a32, dim));
+              add('llama-q4 batched with another session|reference (Q4_0 weights)', perTokenRelL2(lb, a32, dim));
+              add('llama-q4 batched with another session|llama-q4', perTokenRelL2(lb, await runPrefill(ll, x, T), dim));
+            } else {
+              add('llama-f32 1 thread|reference', perTokenRelL2(l1, a32, dim));
+              add('llama-f32 batched with another session|reference', perTokenRelL2(lb, a32, dim));
+            }
+            timing.llamaMs += performance.now() - tc;
           }
           tc = performance.now();
           // ---- cheats, judged against the auditor's f32 replay ----
@@ -306,7 +372,7 @@ async function main(): Promise<void> {
         }
         seqsUsed = Math.max(seqsUsed, n);
         rangesDone++;
-        await Promise.all([ref, skip, swap, wrong, ort1, ort2].filter((x): x is Stage => !!x).map((x) => x.dispose()));
+        await Promise.all([ref, skip, swap, wrong, ort1, ort2, ll].filter((x): x is Stage => !!x).map((x) => x.dispose()));
       }
       modelsOut.push({
         name: m.name,

@@ -35,7 +35,7 @@ interface DemoOptions {
   maxTokens: number;
   temperature: number;
   seed?: number;
-  engine: 'ort' | 'reference';
+  engine: 'ort' | 'reference' | 'llama';
   json?: boolean;
   serve?: boolean;
   port: number;
@@ -81,7 +81,7 @@ export function register(program: Command): void {
       0,
     )
     .option('-s, --seed <n>', 'sampling seed', int('--seed', 0))
-    .option('--engine <ort|reference>', 'engine of the nodes and the gateway', 'reference')
+    .option('--engine <ort|reference|llama>', 'engine of the nodes and the gateway', 'reference')
     .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', int('--deadline-ms', 1))
     .option('--route-timeout-ms <n>', 'how long to wait for the swarm to cover every layer', int('--route-timeout-ms', 1), 30_000)
     .option('--json', 'print one JSON object (text, tokens, prompt_tokens, timeline, nodes)')
@@ -119,7 +119,7 @@ export function register(program: Command): void {
     // ledger: stake, slashing, payments and reputation (src/ledger); settled before the demo exits
     .option('--ledger [spec]', "ledger: sqlite (a new file in a temp dir, the default), sqlite:PATH, or evm (starts a local anvil chain and deploys the contracts); --json then includes the ledger's status after settlement")
     .action(async (o: DemoOptions) => {
-      if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
+      if (o.engine !== 'ort' && o.engine !== 'reference' && o.engine !== 'llama') throw new Error(`--engine must be "ort", "reference" or "llama", got "${o.engine}"`);
       await runDemo(o);
     });
 }

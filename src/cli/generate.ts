@@ -82,10 +82,10 @@ export function register(program: Command): void {
     .option('--repeat-last-n <n>', 'tokens the repetition penalty looks back over (-1 = all)', int('--repeat-last-n', -1), 64)
     .option('--seed <s>', 'sampling seed (default: random, printed in the stats)', int('--seed', 0))
     .option('--stop <s...>', 'stop strings (not included in the output)', [])
-    .addOption(new Option('--engine <kind>', 'execution engine').choices(['reference', 'ort']).default('reference'))
+    .addOption(new Option('--engine <kind>', 'execution engine').choices(['reference', 'ort', 'llama']).default('reference'))
     .addOption(new Option('--weights <w>', 'ORT weight precision').choices(['f32', 'q8', 'q4']).default('f32'))
     .option('--stages <k>', 'split the layers into k in-process stages', int('--stages', 1), 1)
-    .option('--threads <n>', 'ORT intra-op threads', int('--threads', 1))
+    .option('--threads <n>', 'engine threads (ORT intra-op, llama.cpp)', int('--threads', 1))
     .option('--json', 'print one JSON object instead of streaming text')
     .action(async (o: GenerateCliOptions) => runGenerate(o));
 }
@@ -98,7 +98,7 @@ async function runGenerate(o: GenerateCliOptions): Promise<void> {
     splitLayers(src.config.nLayers, o.stages); // a clear --stages error before loading anything
     const tokenizer = createTokenizer(src.tokenizer);
     const bar = loadProgress('loading', rangeBytes(src, 0, src.config.nLayers, true, true), !o.json && process.stderr.isTTY === true);
-    const pipeline = await buildLocalPipeline(o.engine, src, o.stages, { weights: o.weights, threads: o.threads, onProgress: bar.add }).finally(bar.stop);
+    const pipeline = await buildLocalPipeline(o.engine, src, o.stages, { weights: o.engine === 'llama' ? undefined : o.weights /* llama runs weights as stored */, threads: o.threads, onProgress: bar.add }).finally(bar.stop);
     const loadMs = performance.now() - tLoad;
     const promptIds = tokenizer.encode(o.prompt);
     const sampling: SamplingParams = {

@@ -126,8 +126,8 @@ export function register(program: Command): void {
     )
     .option('--ledger <spec>', 'read stake from this ledger: slashed identities are refused, staked ones get larger per-peer limits (sqlite:PATH | evm:RPC_URL@ADDRESS)')
     .option('--protection-sync <full|normal>', "fsync each session's protection record (full: once per session), or leave it to the OS: survives a killed process, not a power cut (normal)", 'full')
-    .option('--engine <ort|reference>', 'execution engine', 'reference')
-    .option('--threads <n>', 'engine threads (ort)')
+    .option('--engine <ort|reference|llama>', 'execution engine', 'reference')
+    .option('--threads <n>', 'engine threads (ort, llama)')
     .option('--kv-budget-mb <n>', 'memory for KV caches across sessions', '512')
     .option('--batch-tokens <n>', 'continuous batching: tokens one scheduler iteration computes across sessions', '64')
     .option('--prefill-chunk <n>', 'continuous batching: most prompt tokens one session adds to an iteration', '32')
@@ -161,7 +161,7 @@ export function register(program: Command): void {
       [],
     )
     .action(async (o: NodeCliOptions) => {
-      if (o.engine !== 'ort' && o.engine !== 'reference') throw new Error(`--engine must be "ort" or "reference", got "${o.engine}"`);
+      if (o.engine !== 'ort' && o.engine !== 'reference' && o.engine !== 'llama') throw new Error(`--engine must be "ort", "reference" or "llama", got "${o.engine}"`);
       const env = process.env;
       const faults = createNodeFaults(o.fault, env.ODSI_ALLOW_FAULTS === '1'); // before anything loads: a refused fault stops here
       const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));

@@ -7,15 +7,19 @@ import { EngineError, type Stage, type StageRange } from './types.js';
 
 import { trackReads } from '../model/reads.js';
 
-export type EngineKind = 'reference' | 'ort';
+export type EngineKind = 'reference' | 'ort' | 'llama';
 
 export interface StageOptions {
-  /** ORT: weight precision of the execution profile (default f32); ignored by 'reference' */
+  /** ORT: weight precision of the execution profile (default f32); llama: checked against the stored types; ignored by 'reference' */
   weights?: 'f32' | 'q8' | 'q4';
-  /** ORT: intra-op threads; ignored by 'reference' (single-threaded by design) */
+  /** ORT / llama: compute threads; ignored by 'reference' (single-threaded by design) */
   threads?: number;
   /** called with the byte size of each tensor as it is read (load progress) */
   onProgress?: (bytes: number) => void;
+  /** llama: directory for the stage's GGUF slice (default: a fresh one under os.tmpdir(), removed on dispose) */
+  cacheDir?: string;
+  /** llama: sessions held at once (llama.cpp sequences; default 64) */
+  maxSessions?: number;
 }
 
 export async function createStage(kind: EngineKind, src: WeightSource, range: StageRange, opts: StageOptions = {}): Promise<Stage> {
@@ -26,7 +30,16 @@ export async function createStage(kind: EngineKind, src: WeightSource, range: St
     const mod = (await import(spec)) as { createOrtStage(src: WeightSource, range: StageRange, opts: StageOptions): Promise<Stage> };
     return mod.createOrtStage(src, range, opts);
   }
-  throw new EngineError(`unknown engine '${String(kind)}' (expected 'reference' or 'ort')`, 'bad_input');
+  // llama.cpp cannot load a model without layers: a gateway's embedding-only or head-only
+  // stage on the llama engine runs on the reference engine
+  if (kind === 'llama' && range.start === range.end) return createStage('reference', src, range, opts);
+  if (kind === 'llama') {
+    // loaded lazily too: koffi and llama.cpp's libraries are only needed by this engine
+    const spec = './llama/index.js';
+    const mod = (await import(spec)) as { createLlamaStage(src: WeightSource, range: StageRange, opts: StageOptions): Promise<Stage> };
+    return mod.createLlamaStage(src, range, opts);
+  }
+  throw new EngineError(`unknown engine '${String(kind)}' (expected 'reference', 'ort' or 'llama')`, 'bad_input');
 }
 
 /**

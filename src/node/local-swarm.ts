@@ -8,7 +8,7 @@ export interface LocalSwarmOptions {
   model: string;
   /** decoder layers per node, [start, end) */
   ranges: [number, number][];
-  engine?: 'ort' | 'reference';
+  engine?: 'ort' | 'reference' | 'llama';
   /** skip hashing the model in every node */
   modelId?: string;
   /** node advert refresh interval (default 10 s; adverts live 3 intervals) */

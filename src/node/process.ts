@@ -20,7 +20,7 @@ export interface NodeProcessOptions {
   port?: number;
   bootstrap?: string[];
   modelId?: string;
-  engine?: 'reference' | 'ort';
+  engine?: 'reference' | 'ort' | 'llama';
   announceIntervalMs?: number;
   /** --fault specs (sets ODSI_ALLOW_FAULTS=1 for this child) */
   faults?: string[];

@@ -1,0 +1,285 @@
+// The llama.cpp side of a llama stage, run inside its worker thread (worker.ts): one context
+// over the range's GGUF slice, sessions as sequences, one llama_decode per batch of steps.
+// Everything here is synchronous on the worker's thread.
+
+import type { ModelConfig } from '../../model/types.js';
+import { EngineError, type StageRange } from '../types.js';
+import type { LlamaLib, Ptr } from './ffi.js';
+
+export interface RunnerSpec {
+  file: string;
+  config: ModelConfig;
+  range: StageRange;
+  threads: number;
+  maxSessions: number;
+  kvCells: number;
+  maxContext: number;
+  maxBatch: number;
+  kvType: number;
+  flashAttn: number;
+}
+
+export interface StepIn {
+  sessionId: string;
+  pos: number;
+  nTokens: number;
+  tokens?: Int32Array;
+  hidden?: Float32Array;
+  allLogits?: boolean;
+}
+
+export interface StepOut {
+  hidden?: Float32Array;
+  logits?: Float32Array;
+  computeMs: number;
+  /** the session's cached length after the step */
+  length: number;
+}
+
+interface Seq {
+  id: number;
+  len: number;
+}
+
+export class LlamaRunner {
+  private sessions = new Map<string, Seq>();
+  private freeSeqs: number[];
+  private disposed = false;
+  private readonly model: Ptr;
+  private readonly ctx: Ptr;
+  private readonly mem: Ptr;
+  private readonly batch: Record<string, unknown>;
+  private readonly cb: unknown;
+  // views on the batch's native arrays (written in place, no copies through koffi)
+  private readonly bToken?: Int32Array;
+  private readonly bEmbd?: Float32Array;
+  private readonly bPos: Int32Array;
+  private readonly bNSeq: Int32Array;
+  private readonly bSeq: Int32Array[];
+  private readonly bOut: Int8Array;
+  /** last layer's rows, filled by the eval callback */
+  private out = new Float32Array(0);
+  private got = 0;
+  private readonly target: string;
+  private readonly maxContext: number;
+  private readonly maxBatch: number;
+
+  readonly config: ModelConfig;
+  readonly range: StageRange;
+
+  constructor(
+    private readonly L: LlamaLib,
+    o: RunnerSpec,
+  ) {
+    const { koffi } = L;
+    const { config, range, file } = o;
+    this.config = config;
+    this.range = range;
+    this.maxContext = o.maxContext;
+    this.maxBatch = o.maxBatch;
+    this.freeSeqs = Array.from({ length: o.maxSessions }, (_, i) => o.maxSessions - 1 - i);
+    const mp = L.modelDefaultParams() as Record<string, unknown>;
+    mp.n_gpu_layers = 0;
+    this.model = L.modelLoad(file, mp);
+    if (!this.model) throw new EngineError(`llama.cpp could not load the range slice ${file}`, 'internal');
+    const nLayers = L.nLayer(this.model) as number;
+    this.target = `l_out-${nLayers - 1}`;
+    // a stage without the head stops the graph after the last layer's output
+    this.cb = range.head
+      ? null
+      : koffi.register((t: Ptr, ask: boolean) => {
+          const name = L.tensorName(t) as string;
+          // ask true only for the target, or the scheduler splits the graph at every tensor
+          if (name !== this.target) return !ask;
+          if (ask) return true;
+          const n = Number(L.tensorNelements(t));
+          if (this.out.length < n) this.out = new Float32Array(n);
+          L.tensorGet(t, this.out, 0, n * 4);
+          this.got = n;
+          return false;
+        }, koffi.pointer(L.EvalCb));
+    const cp = L.contextDefaultParams() as Record<string, unknown>;
+    Object.assign(cp, {
+      n_ctx: o.kvCells,
+      n_batch: o.maxBatch,
+      n_ubatch: o.maxBatch,
+      n_seq_max: o.maxSessions,
+      n_threads: o.threads,
+      n_threads_batch: o.threads,
+      cb_eval: this.cb,
+      type_k: o.kvType,
+      type_v: o.kvType,
+      flash_attn_type: o.flashAttn,
+      // one KV stream for all sequences: ubatches keep the batch's row order (split_simple)
+      kv_unified: true,
+      no_perf: true,
+    });
+    this.ctx = L.initFromModel(this.model, cp);
+    if (!this.ctx) {
+      L.modelFree(this.model);
+      if (this.cb) koffi.unregister(this.cb);
+      throw new EngineError('llama.cpp could not create a context for the range', 'internal');
+    }
+    this.mem = L.getMemory(this.ctx);
+    const dim = config.dim;
+    this.batch = L.batchInit(o.maxBatch, range.embed ? 0 : dim, 1) as Record<string, unknown>;
+    const n = o.maxBatch;
+    if (range.embed) this.bToken = new Int32Array(koffi.view(this.batch.token, n * 4));
+    else this.bEmbd = new Float32Array(koffi.view(this.batch.embd, n * dim * 4));
+    this.bPos = new Int32Array(koffi.view(this.batch.pos, n * 4));
+    this.bNSeq = new Int32Array(koffi.view(this.batch.n_seq_id, n * 4));
+    this.bNSeq.fill(1);
+    const seqPtrs = koffi.decode(this.batch.seq_id, koffi.array('void *', n)) as Ptr[];
+    this.bSeq = seqPtrs.map((p) => new Int32Array(koffi.view(p, 4)));
+    this.bOut = new Int8Array(koffi.view(this.batch.logits, n));
+  }
+
+  sessionLength(sessionId: string): number {
+    return this.sessions.get(sessionId)?.len ?? 0;
+  }
+
+  closeSession(sessionId: string): void {
+    const s = this.sessions.get(sessionId);
+    if (!s || this.disposed) return;
+    this.sessions.delete(sessionId);
+    this.L.memorySeqRm(this.mem, s.id, -1, -1);
+    this.freeSeqs.push(s.id);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.sessions.clear();
+    const L = this.L;
+    L.batchFree(this.batch);
+    L.free(this.ctx);
+    L.modelFree(this.model);
+    if (this.cb) L.koffi.unregister(this.cb);
+  }
+
+  /** cached lengths of these sessions (0: none held), e.g. after a failed step */
+  lengths(ids: string[]): Record<string, number> {
+    return Object.fromEntries(ids.map((id) => [id, this.sessions.get(id)?.len ?? 0]));
+  }
+
+  /** several sessions' steps (at most one each) as one llama_decode per maxBatch rows */
+  stepBatch(inputs: StepIn[]): StepOut[] {
+    if (this.disposed) throw new EngineError('stage is disposed', 'internal');
+    if (inputs.length === 0) return [];
+    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length) throw new EngineError('a batch holds at most one step per session', 'bad_input');
+    for (const i of inputs) this.validate(i);
+    const newIds = inputs.filter((i) => !this.sessions.has(i.sessionId)).length;
+    if (newIds > this.freeSeqs.length) throw new EngineError(`too many sessions: this stage holds at most ${this.sessions.size + this.freeSeqs.length} at once`, 'capacity');
+    const t0 = performance.now();
+    // sessions: a sequence each; a step before the cached end truncates the cache first
+    const seqs: Seq[] = [];
+    const created: string[] = [];
+    for (const i of inputs) {
+      let s = this.sessions.get(i.sessionId);
+      if (!s) {
+        s = { id: this.freeSeqs.pop()!, len: 0 };
+        this.sessions.set(i.sessionId, s);
+        created.push(i.sessionId);
+      }
+      if (i.pos < s.len) {
+        this.L.memorySeqRm(this.mem, s.id, i.pos, -1);
+        s.len = i.pos;
+      }
+      seqs.push(s);
+    }
+    const before = seqs.map((s) => s.len);
+    const dim = this.config.dim;
+    const V = this.config.vocabSize;
+    const outs: StepOut[] = inputs.map((i) =>
+      this.range.head ? { logits: new Float32Array(i.allLogits ? i.nTokens * V : V), computeMs: 0, length: 0 } : { hidden: new Float32Array(i.nTokens * dim), computeMs: 0, length: 0 },
+    );
+    try {
+      // rows of all inputs in order, maxBatch rows per llama_decode
+      let k = 0; // input index
+      let r = 0; // row within input k
+      while (k < inputs.length) {
+        const rows: { k: number; r: number }[] = [];
+        let n = 0;
+        while (n < this.maxBatch && k < inputs.length) {
+          const inp = inputs[k]!;
+          const take = Math.min(inp.nTokens - r, this.maxBatch - n);
+          for (let j = 0; j < take; j++, n++) {
+            const row = r + j;
+            if (this.bToken) this.bToken[n] = inp.tokens![row]!;
+            else this.bEmbd!.set(inp.hidden!.subarray(row * dim, (row + 1) * dim), n * dim);
+            this.bPos[n] = inp.pos + row;
+            this.bSeq[n]![0] = seqs[k]!.id;
+            this.bOut[n] = !this.range.head || inp.allLogits || row === inp.nTokens - 1 ? 1 : 0;
+            rows.push({ k, r: row });
+          }
+          r += take;
+          if (r === inp.nTokens) {
+            k++;
+            r = 0;
+          }
+        }
+        this.decode(n);
+        // results, in row order
+        if (this.range.head) {
+          for (let j = 0; j < n; j++) {
+            if (!this.bOut[j]) continue;
+            const { k: kk, r: rr } = rows[j]!;
+            const p = this.L.logitsIth(this.ctx, j);
+            if (!p) throw new EngineError('llama.cpp returned no logits', 'internal');
+            const lg = new Float32Array(this.L.koffi.view(p, V * 4));
+            const o = inputs[kk]!.allLogits ? rr * V : 0;
+            outs[kk]!.logits!.set(lg, o);
+          }
+        } else {
+          if (this.got !== n * dim) throw new EngineError(`llama.cpp gave ${this.got} output values, expected ${n * dim}`, 'internal');
+          for (let j = 0; j < n; j++) {
+            const { k: kk, r: rr } = rows[j]!;
+            outs[kk]!.hidden!.set(this.out.subarray(j * dim, (j + 1) * dim), rr * dim);
+          }
+        }
+        for (let j = 0; j < n; j++) seqs[rows[j]!.k]!.len = Math.max(seqs[rows[j]!.k]!.len, rows[j]!.r + inputs[rows[j]!.k]!.pos + 1);
+      }
+    } catch (e) {
+      // nothing of a failed step stays: caches back to where the step began
+      for (let j = 0; j < seqs.length; j++) {
+        this.L.memorySeqRm(this.mem, seqs[j]!.id, before[j]!, -1);
+        seqs[j]!.len = before[j]!;
+      }
+      for (const id of created) this.closeSession(id);
+      throw e;
+    }
+    const ms = performance.now() - t0;
+    outs.forEach((o, j) => {
+      o.computeMs = ms;
+      o.length = seqs[j]!.len;
+    });
+    return outs;
+  }
+
+  private decode(n: number): void {
+    this.batch.n_tokens = n;
+    this.got = 0;
+    const rc = this.L.decode(this.ctx, this.batch) as number;
+    if (rc === 1) throw new EngineError(`no room in the KV cache for ${n} more positions (all sessions together)`, 'capacity');
+    if (rc !== 0) throw new EngineError(`llama_decode failed (${rc})`, 'internal');
+  }
+
+  private validate(input: StepIn): void {
+    const c = this.config;
+    const { pos, nTokens: n, sessionId } = input;
+    if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
+    if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
+    if (pos + n > this.maxContext) throw new EngineError(`context overflow: ${pos + n} positions > maximum context ${this.maxContext}`, 'capacity');
+    const len = this.sessions.get(sessionId)?.len;
+    if (len === undefined && pos !== 0) throw new EngineError(`unknown session ${sessionId} (first step must start at position 0, got ${pos})`, 'unknown_session');
+    if (len !== undefined && pos > len) throw new EngineError(`position ${pos} is beyond the session's cached length ${len}`, 'bad_input');
+    if (this.range.embed) {
+      if (!input.tokens || input.tokens.length !== n) throw new EngineError(`expected ${n} token ids, got ${input.tokens?.length ?? 'none'}`, 'bad_input');
+      for (const id of input.tokens) if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
+    } else {
+      const h = input.hidden;
+      if (!h || h.length !== n * c.dim) throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
+      for (let i = 0; i < h.length; i++) if (!Number.isFinite(h[i]!)) throw new EngineError('hidden states must be finite', 'bad_input');
+    }
+  }
+}
