@@ -76,6 +76,8 @@ export interface SqliteLedgerOptions {
    * owner is its operator). When opening: used for faucet deposits if it is the genesis operator.
    */
   operator?: LedgerSigner;
+  /** how long a write waits for another process's write lock before it throws (default 5000 ms) */
+  busyTimeoutMs?: number;
   /** open even if the replay disagrees with the stored rows (for `odsi ledger verify` to report) */
   allowInconsistent?: boolean;
 }
@@ -175,7 +177,7 @@ export class SqliteLedger implements Ledger {
   static open(path: string, o: SqliteLedgerOptions = {}): SqliteLedger {
     const file = resolve(path);
     mkdirSync(dirname(file), { recursive: true });
-    const db = new Database(file);
+    const db = new Database(file, { timeout: o.busyTimeoutMs ?? 5000 });
     try {
       return new SqliteLedger(file, db, o);
     } catch (e) {
