@@ -52,6 +52,7 @@ import {
   type Ledger,
   type LedgerResult,
   type LedgerSigner,
+  type IdentityChanges,
   type LedgerStatus,
   type Rejection,
   type RejectCode,
@@ -594,6 +595,28 @@ export class EvmLedger implements Ledger {
   }
 
   // ---------------------------------------------------------------- reads
+
+  async identityChanges(after: bigint, maxBlocks: number): Promise<IdentityChanges> {
+    const head = await this.pub.getBlockNumber();
+    const fromBlock = after + 1n;
+    const upTo = head < after + BigInt(Math.max(1, maxBlocks)) ? head : after + BigInt(Math.max(1, maxBlocks));
+    if (fromBlock > upTo) return { upTo: after, head, addresses: [], epochs: false };
+    const logs = (await this.pub.getContractEvents({ address: this.registry, abi: this.abi, fromBlock, toBlock: upTo })) as unknown as {
+      eventName: string;
+      args: Record<string, unknown>;
+    }[];
+    const seen = new Map<string, Address>();
+    let epochs = false;
+    for (const l of logs) {
+      if (l.eventName === 'EpochSettled' || l.eventName === 'ReputationPublished') epochs = true;
+      // every event that changes an identity's record names it as identity, accused or to
+      for (const k of ['identity', 'accused', 'accuser', 'to', 'from']) {
+        const a = l.args[k];
+        if (typeof a === 'string' && ADDRESS.test(a) && !seen.has(a.toLowerCase())) seen.set(a.toLowerCase(), toChecksumAddress(a));
+      }
+    }
+    return { upTo, head, addresses: [...seen.values()], epochs };
+  }
 
   private async snapshotRaw() {
     const [t, idv, acv, ds, ep, repEp, events] =
