@@ -84,11 +84,15 @@ export class LedgerStakeView implements StakeView {
       if (c.upTo >= c.head) break;
     }
     const batch = [...this.due].slice(0, this.o.readsPerRefresh ?? 256);
-    const read = await Promise.all(batch.map((k) => this.ledger.identity(k as Address)));
-    batch.forEach((k, i) => {
-      this.due.delete(k);
-      this.admit(k, read[i], max);
-    });
+    // 16 reads in flight at most (each is a few RPC calls)
+    for (let i = 0; i < batch.length; i += 16) {
+      const part = batch.slice(i, i + 16);
+      const read = await Promise.all(part.map((k) => this.ledger.identity(k as Address)));
+      part.forEach((k, j) => {
+        this.due.delete(k);
+        this.admit(k, read[j], max);
+      });
+    }
   }
 
   /** Keeps `st` if it matters to routing (eligible or slashed), within `max` identities. */
