@@ -51,7 +51,7 @@ export async function openDemoLedger(spec: string, nodes: number): Promise<DemoL
     [full, ledger, close] = [chain.spec, chain.ledger, () => chain.close()];
   } else {
     full = spec === 'sqlite' ? `sqlite:${join(dir, 'ledger.db')}` : spec;
-    const l = await openLedger(full, { operator });
+    const l = await openLedger(full, { operator, worker: true }); // SQLite work off the gateway's event loop
     [ledger, close] = [l, () => l.close()];
   }
   try {

@@ -104,7 +104,7 @@ export function register(program: Command): void {
         const metrics = createMetrics();
         if (o.ledgerAccount !== undefined && !/^0x[0-9a-fA-F]{40}$/.test(o.ledgerAccount))
           throw new Error(`--ledger-account must be an address (0x + 40 hex digits), got '${o.ledgerAccount}'`);
-        const ledger = o.ledger ? await openLedger(o.ledger) : undefined;
+        const ledger = o.ledger ? await openLedger(o.ledger, { worker: true }) : undefined; // SQLite work off the token path
         const gw = await Gateway.start({
           ...(ledger ? { ledger: { ledger, account: (o.ledgerAccount ?? identity.address) as Address, epochMs: o.epochMs } } : {}),
           identity,

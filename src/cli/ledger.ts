@@ -5,7 +5,7 @@
 //   odsi stake    --ledger SPEC --identity FILE AMOUNT   (registers the identity first if needed)
 //   odsi unstake  --ledger SPEC --identity FILE AMOUNT   starts unbonding
 //   odsi withdraw --ledger SPEC --identity FILE [AMOUNT] matured unbonding → wallet (all when omitted)
-//   odsi deposit  --ledger SPEC --account ADDR AMOUNT [--identity FILE]   client balance (faucet, or from FILE's wallet)
+//   odsi deposit  --ledger SPEC --account ADDR AMOUNT [--identity FILE | --operator FILE]   client balance (faucet, or from FILE's wallet)
 // AMOUNT is in ODSI (up to 18 decimals: "1000", "0.5"); JSON output gives smallest units as
 // decimal strings. Identity files are what `odsi node --identity` takes: a raw hex secret or a
 // v3 keystore (ODSI_PASSPHRASE unlocks it).
@@ -31,11 +31,11 @@ export async function readIdentityFile(file: string): Promise<Identity> {
 }
 
 /** Opens the ledger named by --ledger, with the chain id receipts are signed under (ODSI_CHAIN_ID). */
-async function open(spec: string, o: { allowInconsistent?: boolean } = {}): Promise<Ledger> {
+async function open(spec: string, o: { allowInconsistent?: boolean; operator?: Identity } = {}): Promise<Ledger> {
   return openLedger(spec, { chainId: Number(deploymentDomain(process.env).chainId), ...o });
 }
 
-async function withLedger<T>(spec: string, f: (l: Ledger) => Promise<T>, o: { allowInconsistent?: boolean } = {}): Promise<T> {
+async function withLedger<T>(spec: string, f: (l: Ledger) => Promise<T>, o: { allowInconsistent?: boolean; operator?: Identity } = {}): Promise<T> {
   const l = await open(spec, o);
   try {
     return await f(l);
@@ -176,15 +176,22 @@ export function register(program: Command): void {
     .requiredOption('--ledger <spec>', 'sqlite:PATH or evm:RPC_URL@ADDRESS')
     .requiredOption('--account <address>', 'the client account (an address)')
     .option('--identity <file>', "pay from this key's wallet instead of the faucet")
+    .option('--operator <file>', 'faucet deposit with this operator key (default: the key the embedded ledger keeps; an evm: ledger keeps none)')
     .option('--json', 'print the result as JSON')
     .argument('<amount>', 'ODSI')
-    .action(async (amount: string, o: { ledger: string; account: string; identity?: string; json?: boolean }) => {
+    .action(async (amount: string, o: { ledger: string; account: string; identity?: string; operator?: string; json?: boolean }) => {
       const a = amountArg(amount);
       const account = addressArg(o.account, '--account');
+      if (o.identity && o.operator) throw new Error('--identity (pay from a wallet) and --operator (faucet) exclude each other');
       const from = o.identity ? await readIdentityFile(o.identity) : undefined;
-      await withLedger(o.ledger, async (l) => {
-        const r = await l.deposit(account, a, from);
-        report('deposit', r, o.json, () => `${account} balance ${r.ok ? formatAmount(r.balance) : ''} ODSI`);
-      });
+      const operator = o.operator ? await readIdentityFile(o.operator) : undefined;
+      await withLedger(
+        o.ledger,
+        async (l) => {
+          const r = await l.deposit(account, a, from);
+          report('deposit', r, o.json, () => `${account} balance ${r.ok ? formatAmount(r.balance) : ''} ODSI`);
+        },
+        { operator },
+      );
     });
 }

@@ -165,7 +165,7 @@ export function register(program: Command): void {
       const env = process.env;
       const faults = createNodeFaults(o.fault, env.ODSI_ALLOW_FAULTS === '1'); // before anything loads: a refused fault stops here
       const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));
-      const ledger = o.ledger ? await openLedger(o.ledger) : undefined;
+      const ledger = o.ledger ? await openLedger(o.ledger, { worker: true }) : undefined; // SQLite work off the token path
       const stake = ledger ? await LedgerStakeView.open(ledger, { onError: (e) => log.warn({ err: e.message }, 'ledger read failed') }) : undefined;
       const probe = openModel(o.model);
       const nLayers = probe.config.nLayers;

@@ -73,6 +73,23 @@ export function checkCustody(ev: { receipts?: unknown }, domain: OdsiDomain, tru
     digests.push(v.digest);
   }
   const rs = ev.receipts as SignedReceipt[];
+  const pair = custodyContradiction(rs, digests);
+  if (!pair) return fail('unprovable_evidence', 'custody: no receipt contradicts the upstream receipt it names');
+  return {
+    ok: true,
+    kind: 'custody',
+    accused: rs[pair.down]!.record.signer,
+    evidenceId: keccakText(`custody|${digests[pair.down]!.toLowerCase()}`),
+  };
+}
+
+/**
+ * What custody evidence proves, searched in one order by both backends (the EVM backend hands
+ * the pair found to the contract, which checks it again): a receipt `down` that names receipt
+ * `up` (by its digest) as its upstream, continues `up`'s step, and signs another input than
+ * `up`'s output. Indexes into `rs`; undefined when no receipt contradicts its upstream.
+ */
+export function custodyContradiction(rs: readonly SignedReceipt[], digests: readonly Hex[]): { up: number; down: number } | undefined {
   for (let j = 0; j < rs.length; j++) {
     const d = rs[j]!.record;
     for (let i = 0; i < rs.length; i++) {
@@ -80,10 +97,10 @@ export function checkCustody(ev: { receipts?: unknown }, domain: OdsiDomain, tru
       const u = rs[i]!.record;
       if (!eq(u.requestId, d.requestId) || !eq(u.sessionId, d.sessionId) || u.step !== d.step || u.layerEnd !== d.layerStart) continue;
       if (eq(u.outputHash, d.inputHash)) continue;
-      return { ok: true, kind: 'custody', accused: d.signer, evidenceId: keccakText(`custody|${digests[j]!.toLowerCase()}`) };
+      return { up: i, down: j };
     }
   }
-  return fail('unprovable_evidence', 'custody: no receipt contradicts the upstream receipt it names');
+  return undefined;
 }
 
 export interface VerdictTally {

@@ -273,9 +273,26 @@ export interface Ledger {
   identity(address: Address): Promise<IdentityStatus | undefined>;
   account(address: Address): Promise<AccountStatus | undefined>;
   status(): Promise<LedgerStatus>;
+  /**
+   * EVM only: the identities named by the registry's events in blocks (after, after + maxBlocks],
+   * capped at the chain head, and the block read up to — what a bounded stake view re-reads
+   * instead of the whole registry (stake-view.ts). `epochs`: an epoch was settled or reputation
+   * published in that range.
+   */
+  identityChanges?(after: bigint, maxBlocks: number): Promise<IdentityChanges>;
   /** Re-verifies everything (SQLite: every signature, the hash chain, and state = replay of the log). */
   verify(): Promise<VerifyReport>;
   close(): Promise<void>;
+}
+
+export interface IdentityChanges {
+  /** the last block read (pass it as `after` next time) */
+  upTo: bigint;
+  /** the chain head when read (upTo < head: more to read) */
+  head: bigint;
+  /** distinct identities whose record changed, in order of first mention */
+  addresses: Address[];
+  epochs: boolean;
 }
 
 /** Unix seconds. Tests inject one they can move. */

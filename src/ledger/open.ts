@@ -5,6 +5,7 @@
 import type { Clock, Ledger, LedgerSigner } from './ledger.js';
 import type { LedgerParams } from './rules.js';
 import { SqliteLedger } from './sqlite/sqlite-ledger.js';
+import { WorkerLedger } from './sqlite/worker-ledger.js';
 
 export interface OpenLedgerOptions {
   clock?: Clock;
@@ -15,6 +16,11 @@ export interface OpenLedgerOptions {
   operator?: LedgerSigner;
   /** open a ledger that fails replay-and-verify anyway (so `odsi ledger verify` can report it) */
   allowInconsistent?: boolean;
+  /**
+   * SQLite only: run the ledger in a worker thread (WorkerLedger), so its synchronous commits and
+   * reads never block this process's event loop — what gateways and nodes use (no `clock` then)
+   */
+  worker?: boolean;
 }
 
 export type LedgerSpec = { backend: 'sqlite'; path: string } | { backend: 'evm'; rpcUrl: string; address: `0x${string}` };
@@ -43,6 +49,10 @@ export function openLedger(spec: string, o: OpenLedgerOptions = {}): Promise<Led
   const s = parseLedgerSpec(spec);
   switch (s.backend) {
     case 'sqlite':
+      if (o.worker) {
+        if (o.clock) throw new Error('a ledger in a worker thread runs on the system clock');
+        return WorkerLedger.open(s.path, { params: o.params, chainId: o.chainId, operator: o.operator, allowInconsistent: o.allowInconsistent });
+      }
       return Promise.resolve(SqliteLedger.open(s.path, o));
     case 'evm':
       return openEvm(s.rpcUrl, s.address, o);

@@ -348,6 +348,23 @@ export function decayReputation(prevPpm: number, p: LedgerParams): number {
   return clampPpm(Math.floor((prevPpm * (PPM - p.reputationDecayPpm)) / PPM));
 }
 
+/**
+ * Reputation as of reputation epoch `epoch` of one last set in epoch `ownEpoch` to `ppm`:
+ * decayed once per epoch in between (lazy decay, the same in both backends; 0 after 10,000).
+ */
+export function reputationAt(ppm: number, ownEpoch: number, epoch: number, p: LedgerParams): number {
+  const n = epoch - ownEpoch;
+  if (n <= 0) return ppm;
+  if (n > 10_000) return 0;
+  let v = ppm;
+  for (let i = 0; i < n && v > 0; i++) {
+    const next = decayReputation(v, p);
+    if (next === v) break;
+    v = next;
+  }
+  return v;
+}
+
 // ---------------------------------------------------------------- probation and routing
 
 export function onProbation(layerSteps: number, p: LedgerParams): boolean {

@@ -4,7 +4,9 @@
 //   - payments: accumulates, per epoch, the layer-steps proven by the receipts the gateway
 //     accepted (credits to their signers, weighted by rules.stepUnits) and what each client
 //     account was charged (rules.chargeFor of the tokens the API reported in `usage`), and
-//     settles them as ONE batch per epoch (settle(): on a timer, and at shutdown);
+//     settles them as ONE batch per epoch (settle(): on a timer, and at shutdown), with ONE
+//     status read; a batch the ledger failed to take (it threw, or another gateway settled that
+//     epoch number first) is kept, bounded, and retried with the next epoch;
 //   - reputation: with each settlement, one report per identity seen (deadlines met/missed from
 //     the receipts, audits passed/failed from Verdicts' records, availability, throughput).
 // Everything is counted synchronously in memory (addReceipts/charge are O(hops)); the ledger
@@ -13,7 +15,18 @@
 import type { Logger } from 'pino';
 import type { Evidence, EvidenceQueue } from '../accountability/records/evidence.js';
 import type { SignedReceipt } from '../accountability/records/receipts.js';
-import type { Address, EpochOutcome, EvidenceOutcome, Ledger, LedgerSigner, RejectCode, ReputationReport } from './ledger.js';
+import type {
+  Address,
+  EpochBatch,
+  EpochOutcome,
+  EvidenceOutcome,
+  Ledger,
+  LedgerResult,
+  LedgerSigner,
+  LedgerStatus,
+  RejectCode,
+  ReputationReport,
+} from './ledger.js';
 import { PPM, chargeFor, stepUnits } from './rules.js';
 import type { LedgerStakeView } from './stake-view.js';
 
@@ -31,7 +44,7 @@ export interface GatewaySettlementOptions {
   signer: LedgerSigner;
   /** evidence to submit (Verdicts' queue) */
   evidence?: EvidenceQueue<Evidence>;
-  /** refreshed after a slash or a settlement */
+  /** refreshed after a slash (settlements leave it to its own timer: one ledger read per settlement) */
   stake?: LedgerStakeView;
   /** the gateway's audit records (bounded, oldest first) */
   audits?: () => readonly AuditSummary[];
@@ -49,6 +62,10 @@ export interface SubmittedEvidence {
   rejected?: { code: RejectCode; reason: string };
 }
 
+/** an unsettled batch kept for retry holds at most this many identities and this many accounts */
+const MAX_KEPT_KEYS = 10_000;
+const MAX_REFUSALS = 1000;
+
 interface Credit {
   units: bigint;
   layerSteps: number;
@@ -62,8 +79,10 @@ interface Credit {
 export class GatewaySettlement {
   readonly submitted: SubmittedEvidence[] = [];
   readonly settled: EpochOutcome[] = [];
-  /** settlement or reputation writes the ledger refused */
+  /** settlement or reputation writes the ledger refused (the most recent MAX_REFUSALS) */
   readonly refusals: string[] = [];
+  /** identities or accounts whose unsettled amounts were dropped because the kept batch was full */
+  dropped = 0;
   private credits = new Map<string, Credit>();
   private charges = new Map<string, bigint>();
   private lastSettledAt = Date.now();
@@ -150,34 +169,62 @@ export class GatewaySettlement {
     this.lastSettledAt = Date.now();
     if (!credits.size && !charges.size) return undefined;
     const ledger = this.o.ledger;
-    const st = await ledger.status();
-    const known = new Map(st.identities.map((i) => [i.address.toLowerCase(), i.address]));
-    const balance = new Map(st.accounts.map((a) => [a.address.toLowerCase(), { address: a.address, balance: BigInt(a.balance) }]));
-    const batch = {
-      epoch: st.epoch + 1,
-      charges: [...charges].flatMap(([k, amount]) => {
-        const acct = balance.get(k);
-        if (!acct || acct.balance <= 0n) {
-          this.refusals.push(`account ${k} has no balance: ${amount} not charged`);
-          return [];
-        }
-        // never more than the balance (an overdraft would refuse the whole batch)
-        if (acct.balance < amount) this.refusals.push(`account ${k} holds ${acct.balance} < ${amount}: charged the balance`);
-        return [{ account: acct.address, amount: acct.balance < amount ? acct.balance : amount }];
-      }),
-      // only registered identities can be paid (unstaked ones are not routed to with a ledger anyway)
-      credits: [...credits].filter(([k]) => known.has(k)).map(([k, c]) => ({ identity: known.get(k)!, units: c.units, layerSteps: c.layerSteps })),
-    };
-    const r = await ledger.settleEpoch(this.o.signer, batch);
+    let batch: EpochBatch;
+    let st: LedgerStatus;
+    let r: LedgerResult<EpochOutcome>;
+    try {
+      // ONE read per settlement: the epoch, the registered identities and the balances
+      st = await ledger.status();
+      batch = batchOf(st, credits, charges, (m) => this.refuse(m));
+      r = await ledger.settleEpoch(this.o.signer, batch);
+    } catch (e) {
+      // the ledger failed (I/O, lock, RPC): nothing was written, so keep the epoch's batch and
+      // fold it into the next one (bounded), which retries it
+      this.keep(credits, charges, since);
+      this.refuse(`settlement failed, kept for the next epoch: ${(e as Error).message}`);
+      this.o.log?.warn({ err: (e as Error).message }, 'ledger: settlement failed; retried next epoch');
+      return undefined;
+    }
     if (!r.ok) {
-      this.refusals.push(`settle epoch ${batch.epoch}: ${r.code}: ${r.reason}`);
+      this.refuse(`settle epoch ${batch.epoch}: ${r.code}: ${r.reason}`);
       this.o.log?.warn({ code: r.code, reason: r.reason }, 'ledger: settlement refused');
+      // another gateway settled this epoch number first: the batch itself is fine, retry it
+      if (r.code === 'epoch_order') this.keep(credits, charges, since);
       return undefined;
     }
     this.settled.push(r);
-    await this.publishReputation(st.reputationEpoch + 1, credits, known, since);
-    await this.o.stake?.refresh();
+    if (this.settled.length > 1000) this.settled.shift();
+    const known = new Map(st.identities.map((i) => [i.address.toLowerCase(), i.address]));
+    await this.publishReputation(st.reputationEpoch + 1, credits, known, since).catch((e: Error) =>
+      this.refuse(`reputation: ${e.message}`),
+    );
     return r;
+  }
+
+  private refuse(m: string): void {
+    this.refusals.push(m);
+    if (this.refusals.length > MAX_REFUSALS) this.refusals.shift();
+  }
+
+  /** Folds an unsettled batch back into the open epoch, at most MAX_KEPT_KEYS accounts and identities each. */
+  private keep(credits: Map<string, Credit>, charges: Map<string, bigint>, since: number): void {
+    for (const [k, c] of credits) {
+      const cur = this.credits.get(k);
+      if (cur) {
+        cur.units += c.units;
+        cur.layerSteps += c.layerSteps;
+        cur.met += c.met;
+        cur.missed += c.missed;
+        cur.usPerLayerToken += c.usPerLayerToken;
+        cur.steps += c.steps;
+      } else if (this.credits.size < MAX_KEPT_KEYS) this.credits.set(k, c);
+      else this.dropped++;
+    }
+    for (const [k, amount] of charges) {
+      if (this.charges.has(k) || this.charges.size < MAX_KEPT_KEYS) this.charges.set(k, (this.charges.get(k) ?? 0n) + amount);
+      else this.dropped++;
+    }
+    this.lastSettledAt = Math.min(this.lastSettledAt, since);
   }
 
   private async publishReputation(epoch: number, credits: Map<string, Credit>, known: Map<string, Address>, since: number): Promise<void> {
@@ -212,7 +259,7 @@ export class GatewaySettlement {
     }
     if (!reports.length) return;
     const r = await this.o.ledger.publishReputation(this.o.signer, epoch, reports);
-    if (!r.ok) this.refusals.push(`reputation epoch ${epoch}: ${r.code}: ${r.reason}`);
+    if (!r.ok) this.refuse(`reputation epoch ${epoch}: ${r.code}: ${r.reason}`);
   }
 
   /** Waits until the evidence queued so far is submitted. */
@@ -226,4 +273,25 @@ export class GatewaySettlement {
     await this.o.evidence?.stop();
     await this.lane;
   }
+}
+
+/** The epoch's batch against one status read: charges capped at each balance, credits only to registered identities. */
+function batchOf(st: LedgerStatus, credits: Map<string, Credit>, charges: Map<string, bigint>, refuse: (m: string) => void): EpochBatch {
+  const known = new Map(st.identities.map((i) => [i.address.toLowerCase(), i.address]));
+  const balance = new Map(st.accounts.map((a) => [a.address.toLowerCase(), { address: a.address, balance: BigInt(a.balance) }]));
+  return {
+    epoch: st.epoch + 1,
+    charges: [...charges].flatMap(([k, amount]) => {
+      const acct = balance.get(k);
+      if (!acct || acct.balance <= 0n) {
+        refuse(`account ${k} has no balance: ${amount} not charged`);
+        return [];
+      }
+      // never more than the balance (an overdraft would refuse the whole batch)
+      if (acct.balance < amount) refuse(`account ${k} holds ${acct.balance} < ${amount}: charged the balance`);
+      return [{ account: acct.address, amount: acct.balance < amount ? acct.balance : amount }];
+    }),
+    // only registered identities can be paid (unstaked ones are not routed to with a ledger anyway)
+    credits: [...credits].filter(([k]) => known.has(k)).map(([k, c]) => ({ identity: known.get(k)!, units: c.units, layerSteps: c.layerSteps })),
+  };
 }

@@ -21,7 +21,7 @@ import type {
 } from './ledger.js';
 import {
   conductScore,
-  decayReputation,
+  reputationAt,
   isEligible,
   makeParams,
   matured,
@@ -144,18 +144,9 @@ export class LedgerState {
   touchIdentity(r: IdentityRec): void {
     this.touch('identities', r.address.toLowerCase());
   }
-  /** reputation of `r` as of reputation epoch `epoch` (lazy decay: floor per epoch, 0 after 10,000) */
+  /** reputation of `r` as of reputation epoch `epoch` (rules.reputationAt: lazy decay) */
   reputationAt(r: IdentityRec, epoch: number): number {
-    const n = epoch - r.reputationEpoch;
-    if (n <= 0) return r.reputationPpm;
-    if (n > 10_000) return 0;
-    let v = r.reputationPpm;
-    for (let i = 0; i < n && v > 0; i++) {
-      const next = decayReputation(v, this.params);
-      if (next === v) break;
-      v = next;
-    }
-    return v;
+    return reputationAt(r.reputationPpm, r.reputationEpoch, epoch, this.params);
   }
   eligible(r: IdentityRec): boolean {
     return isEligible(r.stake, r.isSlashed, this.params);

@@ -35,6 +35,8 @@ export interface NodeProcessOptions {
   inheritStderr?: boolean;
   /** variables set (or, when undefined, removed) in the child's environment, over ours */
   env?: Record<string, string | undefined>;
+  /** flags for the node runtime itself, before the script (e.g. --cpu-prof for a benchmark's profile) */
+  nodeArgs?: string[];
 }
 
 /** what the node reported in its `ready` line: its advert's fields (msPerToken is 0 when benchTokens is 0) and its pid */
@@ -119,6 +121,7 @@ export class NodeProcess {
   private spawn(faults: string[] | undefined): Promise<void> {
     const o = this.o;
     const args = [
+      ...(o.nodeArgs ?? []),
       odsiBin(),
       'node',
       '--model',

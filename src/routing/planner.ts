@@ -6,7 +6,7 @@
 // layer range draws one of the comparable candidates (cost within comparableSpread of the
 // cheapest) with probability proportional to its stake weight; the others sit this call out.
 
-import { DEFAULT_FULL_CACHE_PENALTY_MS, DEFAULT_LOAD_WEIGHT, DEFAULT_UNKNOWN_RTT_MS, selectRoute, type Route, type RouteCandidate } from './router.js';
+import { DEFAULT_UNKNOWN_RTT_MS, hopComputeMs, selectRoute, type Route, type RouteCandidate } from './router.js';
 import { addressOfPeerId, peerEligible, pickByWeight, uniformSource, type StakeView } from './stake.js';
 
 /** Where routes come from: the gateway's planner, for first routes and replacements alike. */
@@ -121,9 +121,7 @@ export class CostPlanner implements RoutePlanner {
     }
     // the router's own estimate of a hop (compute with load, link in, full-cache penalty)
     const cost = (c: RouteCandidate) =>
-      c.msPerToken * (1 + DEFAULT_LOAD_WEIGHT * Math.max(0, c.load)) +
-      (rttMs.get(c.peerId) ?? DEFAULT_UNKNOWN_RTT_MS) / 2 +
-      (needKvTokens !== undefined && c.freeKvTokens < needKvTokens ? DEFAULT_FULL_CACHE_PENALTY_MS : 0);
+      hopComputeMs(c, c.end - c.start, { needKvTokens }) + (rttMs.get(c.peerId) ?? DEFAULT_UNKNOWN_RTT_MS) / 2;
     const spread = this.o.comparableSpread ?? 0.5;
     const u = uniformSource(seed === undefined ? undefined : seed ^ 0x5bd1e995);
     for (const group of groups.values()) {

@@ -90,6 +90,21 @@ export class NoRouteError extends Error {
   }
 }
 
+/**
+ * The router's estimate of one hop's compute, ms per token: the candidate's ms/token for the
+ * `layers` of its range it runs, raised by its load, plus the full-cache penalty when it lacks
+ * room for `needKvTokens`. (The planner ranks comparable candidates with the same estimate.)
+ */
+export function hopComputeMs(
+  c: RouteCandidate,
+  layers: number,
+  o: { loadWeight?: number; needKvTokens?: number; fullCachePenaltyMs?: number } = {},
+): number {
+  let ms = c.msPerToken * (layers / (c.end - c.start)) * (1 + (o.loadWeight ?? DEFAULT_LOAD_WEIGHT) * Math.max(0, c.load));
+  if (o.needKvTokens !== undefined && c.freeKvTokens < o.needKvTokens) ms += o.fullCachePenaltyMs ?? DEFAULT_FULL_CACHE_PENALTY_MS;
+  return ms;
+}
+
 /** Pick the route covering layers [0, nLayers) with the least estimated per-token latency. */
 export function selectRoute(candidates: readonly RouteCandidate[], opts: RouterOptions): Route {
   const L = opts.nLayers;
@@ -125,13 +140,8 @@ export function selectRoute(candidates: readonly RouteCandidate[], opts: RouterO
   // one jitter factor per candidate and call: near-equal routes are picked at random
   const jitterOf = usable.map(() => 1 + jitter * rand());
 
-  const computeOf = (i: number, start: number, end: number): number => {
-    const c = usable[i]!;
-    const share = (end - start) / (c.end - c.start);
-    let ms = c.msPerToken * share * (1 + loadWeight * Math.max(0, c.load));
-    if (opts.needKvTokens !== undefined && c.freeKvTokens < opts.needKvTokens) ms += penalty;
-    return ms;
-  };
+  const computeOf = (i: number, start: number, end: number): number =>
+    hopComputeMs(usable[i]!, end - start, { loadWeight, needKvTokens: opts.needKvTokens, fullCachePenaltyMs: penalty });
 
   // Dijkstra over states (boundary b, index of the candidate whose hop ended at b; -1 = gateway).
   type State = { b: number; prev: number; cost: number; real: number; from?: State; hopStart: number };

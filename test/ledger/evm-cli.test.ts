@@ -47,10 +47,13 @@ test('odsi ledger deploy prints the address; mint, stake, status and verify work
   const spec = d.ledger;
   ok('ledger', 'mint', '--ledger', spec, '--to', node.address, '2500', '--operator', opKey);
   assert.match(ok('stake', '--ledger', spec, '--identity', nodeKey, '1500'), /staked 1500 ODSI/);
+  // the faucet deposit, as on the embedded ledger, with the operator's key (a chain keeps none)
+  ok('deposit', '--ledger', spec, '--account', '0x00000000000000000000000000000000000000c1', '3', '--operator', opKey);
   const st = JSON.parse(ok('ledger', 'status', '--ledger', spec, '--json')) as LedgerStatus;
   assert.equal(st.backend, 'evm');
   const me = st.identities.find((i) => i.address === node.address)!;
   assert.equal(me.stake, (1500n * UNIT).toString());
   assert.equal(me.wallet, (1000n * UNIT).toString());
+  assert.equal(st.accounts.find((a) => a.address.toLowerCase() === '0x00000000000000000000000000000000000000c1')?.balance, (3n * UNIT).toString());
   assert.match(ok('ledger', 'verify', '--ledger', spec), /^ok: /);
 });

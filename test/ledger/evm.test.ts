@@ -37,6 +37,7 @@ async function evmFixture(): Promise<LedgerFixture> {
       await rpc.request({ method: 'evm_mine' as never, params: [] as never });
     },
     keys: Array.from({ length: 12 }, (_, i) => testIdentity(base + i)),
+    openWithoutOperator: () => openLedger(evmSpec(a.rpcUrl, d.registry)),
     close: () => ledger.close(),
   };
 }

@@ -35,6 +35,7 @@ async function sqliteFixture(): Promise<LedgerFixture> {
       return Promise.resolve();
     },
     keys: Array.from({ length: 12 }, (_, i) => testIdentity(base + i)),
+    openWithoutOperator: () => openLedger(`sqlite:${path}`, { clock: () => now }),
     close: async () => {
       await ledger.close();
       cleanup();

@@ -19,6 +19,8 @@ export interface LedgerFixture {
   advanceTime(sec: number): Promise<void>;
   /** distinct keys, neither registered nor funded */
   keys: Identity[];
+  /** a second handle on the same ledger, opened without the operator's key */
+  openWithoutOperator(): Promise<Ledger>;
   close(): Promise<void>;
 }
 
@@ -250,6 +252,23 @@ export function ledgerSuite(name: string, makeFixture: MakeFixture): void {
       assert.equal(await walletOf(f, w.address), 2n * bond);
       assert.equal(await stakeOf(f, w.address), 1000n * U); // never slashed
       await rejectedUnchanged(L, 'replayed_evidence', () => L.submitEvidence(g, bare));
+    });
+
+    withLedger('deposits: the faucet needs the operator key (a handle without it refuses), a wallet deposit needs funds', async (f) => {
+      const [payer] = f.keys as [Identity];
+      const L = f.ledger;
+      const c = '0x00000000000000000000000000000000000000c9' as Address;
+      const other = await f.openWithoutOperator();
+      try {
+        await rejectedUnchanged(L, 'not_authorized', () => other.deposit(c, 1n * U));
+        assert.equal(accepted(await L.deposit(c, 2n * U)).balance, 2n * U);
+        await node(f, payer, 5n * U);
+        assert.equal(accepted(await other.deposit(c, 3n * U, payer)).balance, 5n * U); // from a wallet: no operator needed
+        assert.equal(await walletOf(f, payer.address), 2n * U);
+        assert.equal((await L.account(c))!.deposited, (5n * U).toString());
+      } finally {
+        await other.close();
+      }
     });
 
     withLedger('payments in = rewards out + fees, to the unit; charges never overdraw an account', async (f) => {

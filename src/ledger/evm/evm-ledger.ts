@@ -33,10 +33,10 @@ import type { Evidence } from '../../accountability/records/evidence.js';
 import { typedDigest, type OdsiDomain } from '../../accountability/records/eip712.js';
 import {
   conductScore,
-  decayReputation,
   paramsFromJson,
   paramsJson,
   PPM,
+  reputationAt,
   updateReputation,
   type LedgerParams,
   type SlashKind,
@@ -52,6 +52,7 @@ import {
   type Ledger,
   type LedgerResult,
   type LedgerSigner,
+  type IdentityChanges,
   type LedgerStatus,
   type Rejection,
   type RejectCode,
@@ -59,6 +60,7 @@ import {
   type SlashOutcome,
   type VerifyReport,
 } from '../ledger.js';
+import { custodyContradiction } from '../evidence-check.js';
 import { loadContracts } from './contracts.js';
 import { chainFor, isDevChain, minedReceipt, onChainParams, secretHex, topUpGas } from './deploy.js';
 import { receiptWords, verdictWords } from './records.js';
@@ -383,22 +385,15 @@ export class EvmLedger implements Ledger {
       const bad = this.checkReceipt(rs[i], `receipt ${i}`);
       if (bad) return bad;
     }
-    // the pair the contract can check, searched in the order evidence-check.ts searches it:
-    // `down` names `up` as its upstream, continues its step and signs another input
-    const eq = (x: string, y: string) => x.toLowerCase() === y.toLowerCase();
-    const digests = rs.map((r) => receiptHash(r.record, this.domain));
-    for (let j = 0; j < rs.length; j++) {
-      const d = rs[j]!.record;
-      for (let i = 0; i < rs.length; i++) {
-        if (i === j || !eq(d.upstreamReceiptHash, digests[i]!)) continue;
-        const u = rs[i]!.record;
-        if (!eq(u.requestId, d.requestId) || !eq(u.sessionId, d.sessionId) || u.step !== d.step || u.layerEnd !== d.layerStart) continue;
-        if (eq(u.outputHash, d.inputHash)) continue;
-        const m = await this.write(submitter, 'slashCustody', [receiptWords(u), rs[i]!.signature, receiptWords(d), rs[j]!.signature]);
-        return this.slashed(m);
-      }
-    }
-    return reject('unprovable_evidence', 'custody: no receipt contradicts the upstream receipt it names');
+    // the pair the contract can check: the one the SQLite backend's check finds
+    const pair = custodyContradiction(
+      rs,
+      rs.map((r) => receiptHash(r.record, this.domain)),
+    );
+    if (!pair) return reject('unprovable_evidence', 'custody: no receipt contradicts the upstream receipt it names');
+    const [u, d] = [rs[pair.up]!, rs[pair.down]!];
+    const m = await this.write(submitter, 'slashCustody', [receiptWords(u.record), u.signature, receiptWords(d.record), d.signature]);
+    return this.slashed(m);
   }
 
   private async audit(submitter: LedgerSigner, ev: Partial<Extract<Evidence, { kind: 'audit' }>>): Promise<LedgerResult<EvidenceOutcome>> {
@@ -579,21 +574,34 @@ export class EvmLedger implements Ledger {
     return { ok: true, event: this.ref(m), updated: byId.size };
   }
 
-  /** reputation of `v` as of reputation epoch `epoch`: decayed once per epoch since its own (as state.ts reputationAt) */
+  /** reputation of `v` as of reputation epoch `epoch` (rules.reputationAt, as the SQLite backend) */
   private reputationAt(v: Onchain, epoch: number): number {
-    const n = epoch - Number(v.reputationEpoch);
-    if (n <= 0) return v.reputationPpm;
-    if (n > 10_000) return 0;
-    let x = v.reputationPpm;
-    for (let i = 0; i < n && x > 0; i++) {
-      const next = decayReputation(x, this.params);
-      if (next === x) break;
-      x = next;
-    }
-    return x;
+    return reputationAt(v.reputationPpm, Number(v.reputationEpoch), epoch, this.params);
   }
 
   // ---------------------------------------------------------------- reads
+
+  async identityChanges(after: bigint, maxBlocks: number): Promise<IdentityChanges> {
+    const head = await this.pub.getBlockNumber();
+    const fromBlock = after + 1n;
+    const upTo = head < after + BigInt(Math.max(1, maxBlocks)) ? head : after + BigInt(Math.max(1, maxBlocks));
+    if (fromBlock > upTo) return { upTo: after, head, addresses: [], epochs: false };
+    const logs = (await this.pub.getContractEvents({ address: this.registry, abi: this.abi, fromBlock, toBlock: upTo })) as unknown as {
+      eventName: string;
+      args: Record<string, unknown>;
+    }[];
+    const seen = new Map<string, Address>();
+    let epochs = false;
+    for (const l of logs) {
+      if (l.eventName === 'EpochSettled' || l.eventName === 'ReputationPublished') epochs = true;
+      // every event that changes an identity's record names it as identity, accused or to
+      for (const k of ['identity', 'accused', 'accuser', 'to', 'from']) {
+        const a = l.args[k];
+        if (typeof a === 'string' && ADDRESS.test(a) && !seen.has(a.toLowerCase())) seen.set(a.toLowerCase(), toChecksumAddress(a));
+      }
+    }
+    return { upTo, head, addresses: [...seen.values()], epochs };
+  }
 
   private async snapshotRaw() {
     const [t, idv, acv, ds, ep, repEp, events] =

@@ -76,6 +76,8 @@ export interface SqliteLedgerOptions {
    * owner is its operator). When opening: used for faucet deposits if it is the genesis operator.
    */
   operator?: LedgerSigner;
+  /** how long a write waits for another process's write lock before it throws (default 10 s) */
+  busyTimeoutMs?: number;
   /** open even if the replay disagrees with the stored rows (for `odsi ledger verify` to report) */
   allowInconsistent?: boolean;
 }
@@ -146,7 +148,7 @@ export class SqliteLedger implements Ledger {
     this.clock = o.clock ?? systemClock;
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
-    db.pragma('busy_timeout = 10000');
+    db.pragma(`busy_timeout = ${Math.max(0, Math.floor(o.busyTimeoutMs ?? 10_000))}`);
     db.exec(SCHEMA);
     this.st = {
       insert: db.prepare('INSERT INTO events (seq, kind, submitter, nonce, time, event, signature, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
