@@ -272,6 +272,8 @@ export interface Ledger {
   /** One identity's view (undefined when unknown): what routing and auditor choice read. */
   identity(address: Address): Promise<IdentityStatus | undefined>;
   account(address: Address): Promise<AccountStatus | undefined>;
+  /** The highest settled epoch and the last reputation epoch: one small read (settlement). */
+  epochs(): Promise<{ epoch: number; reputationEpoch: number }>;
   status(): Promise<LedgerStatus>;
   /**
    * EVM only: the identities named by the registry's events in blocks (after, after + maxBlocks],

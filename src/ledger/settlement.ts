@@ -4,8 +4,9 @@
 //   - payments: accumulates, per epoch, the layer-steps proven by the receipts the gateway
 //     accepted (credits to their signers, weighted by rules.stepUnits) and what each client
 //     account was charged (rules.chargeFor of the tokens the API reported in `usage`), and
-//     settles them as ONE batch per epoch (settle(): on a timer, and at shutdown), with ONE
-//     status read; a batch the ledger failed to take (it threw, or another gateway settled that
+//     settles them as ONE batch per epoch (settle(): on a timer, and at shutdown), reading only
+//     the epochs and the batch's own identities and accounts (bounded by the batch, never the
+//     whole registry); a batch the ledger failed to take (it threw, or another gateway settled that
 //     epoch number first) is kept, bounded, and retried with the next epoch;
 //   - reputation: with each settlement, one report per identity seen (deadlines met/missed from
 //     the receipts, audits passed/failed from Verdicts' records, availability, throughput).
@@ -23,7 +24,6 @@ import type {
   Ledger,
   LedgerResult,
   LedgerSigner,
-  LedgerStatus,
   RejectCode,
   ReputationReport,
 } from './ledger.js';
@@ -170,11 +170,11 @@ export class GatewaySettlement {
     if (!credits.size && !charges.size) return undefined;
     const ledger = this.o.ledger;
     let batch: EpochBatch;
-    let st: LedgerStatus;
+    let st: SettlementView;
     let r: LedgerResult<EpochOutcome>;
     try {
-      // ONE read per settlement: the epoch, the registered identities and the balances
-      st = await ledger.status();
+      // one bounded read per settlement: the epochs, and only the identities and accounts in the batch
+      st = await viewOf(ledger, credits.keys(), charges.keys());
       batch = batchOf(st, credits, charges, (m) => this.refuse(m));
       r = await ledger.settleEpoch(this.o.signer, batch);
     } catch (e) {
@@ -194,7 +194,16 @@ export class GatewaySettlement {
     }
     this.settled.push(r);
     if (this.settled.length > 1000) this.settled.shift();
-    const known = new Map(st.identities.map((i) => [i.address.toLowerCase(), i.address]));
+    // identities seen only in this epoch's audits: read each once (bounded by the audit record)
+    const known = new Map(st.identities);
+    const tried = new Set<string>();
+    for (const a of this.o.audits?.() ?? []) {
+      const k = a.accused.toLowerCase();
+      if (known.has(k) || tried.has(k) || a.at < since) continue;
+      tried.add(k);
+      const i = await ledger.identity(a.accused as Address).catch(() => undefined);
+      if (i) known.set(k, i.address);
+    }
     await this.publishReputation(st.reputationEpoch + 1, credits, known, since).catch((e: Error) =>
       this.refuse(`reputation: ${e.message}`),
     );
@@ -275,10 +284,50 @@ export class GatewaySettlement {
   }
 }
 
-/** The epoch's batch against one status read: charges capped at each balance, credits only to registered identities. */
-function batchOf(st: LedgerStatus, credits: Map<string, Credit>, charges: Map<string, bigint>, refuse: (m: string) => void): EpochBatch {
-  const known = new Map(st.identities.map((i) => [i.address.toLowerCase(), i.address]));
-  const balance = new Map(st.accounts.map((a) => [a.address.toLowerCase(), { address: a.address, balance: BigInt(a.balance) }]));
+/** What one settlement reads: the epochs, and the batch's own identities and accounts (lower-case keys). */
+interface SettlementView {
+  epoch: number;
+  reputationEpoch: number;
+  /** registered identities among the batch's credits → checksummed address */
+  identities: Map<string, Address>;
+  /** the batch's accounts that exist → balance */
+  accounts: Map<string, { address: Address; balance: bigint }>;
+}
+
+/** reads in flight at once while building a settlement view */
+const VIEW_READS_IN_FLIGHT = 16;
+
+/**
+ * Reads only what the batch needs: its size bounds the cost (at most MAX_KEPT_KEYS identities and
+ * accounts), never the size of the registry, which anyone can grow by registering.
+ */
+async function viewOf(ledger: Ledger, identityKeys: Iterable<string>, accountKeys: Iterable<string>): Promise<SettlementView> {
+  const view: SettlementView = { ...(await ledger.epochs()), identities: new Map(), accounts: new Map() };
+  const jobs: (() => Promise<void>)[] = [];
+  for (const k of identityKeys) {
+    jobs.push(async () => {
+      const i = await ledger.identity(k as Address);
+      if (i) view.identities.set(k, i.address);
+    });
+  }
+  for (const k of accountKeys) {
+    jobs.push(async () => {
+      const a = await ledger.account(k as Address);
+      if (a) view.accounts.set(k, { address: a.address, balance: BigInt(a.balance) });
+    });
+  }
+  let next = 0;
+  const lane = async () => {
+    while (next < jobs.length) await jobs[next++]!();
+  };
+  await Promise.all(Array.from({ length: Math.min(VIEW_READS_IN_FLIGHT, jobs.length) }, lane));
+  return view;
+}
+
+/** The epoch's batch against one settlement view: charges capped at each balance, credits only to registered identities. */
+function batchOf(st: SettlementView, credits: Map<string, Credit>, charges: Map<string, bigint>, refuse: (m: string) => void): EpochBatch {
+  const known = st.identities;
+  const balance = st.accounts;
   return {
     epoch: st.epoch + 1,
     charges: [...charges].flatMap(([k, amount]) => {

@@ -663,6 +663,11 @@ export class EvmLedger implements Ledger {
     };
   }
 
+  async epochs(): Promise<{ epoch: number; reputationEpoch: number }> {
+    const [ep, rep] = await Promise.all([this.read<bigint>('epoch'), this.read<bigint>('reputationEpoch')]);
+    return { epoch: Number(ep), reputationEpoch: Number(rep) };
+  }
+
   async status(): Promise<LedgerStatus> {
     const s = await this.snapshotRaw();
     const block = await this.pub.getBlock();

@@ -30,6 +30,7 @@ const METHODS = new Set([
   'publishReputation',
   'identity',
   'account',
+  'epochs',
   'status',
   'verify',
   'close',

@@ -256,6 +256,10 @@ export class SqliteLedger implements Ledger {
     const a = this.state.accounts.get(String(address).toLowerCase());
     return Promise.resolve(a && accountStatus(a));
   }
+  epochs(): Promise<{ epoch: number; reputationEpoch: number }> {
+    this.catchUpRead();
+    return Promise.resolve({ epoch: this.state.epoch, reputationEpoch: this.state.reputationEpoch });
+  }
   status(): Promise<LedgerStatus> {
     this.catchUpRead();
     return Promise.resolve(statusOf(this.state, { backend: 'sqlite', location: this.path, events: this.seq, head: this.head }));

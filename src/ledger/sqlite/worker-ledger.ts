@@ -147,6 +147,9 @@ export class WorkerLedger implements Ledger {
   account(address: Address): Promise<AccountStatus | undefined> {
     return this.call('account', address);
   }
+  epochs(): Promise<{ epoch: number; reputationEpoch: number }> {
+    return this.call('epochs');
+  }
   status(): Promise<LedgerStatus> {
     return this.call('status');
   }
