@@ -9,16 +9,15 @@
 // a decode never blocks the caller's event loop; this side writes the slice, tracks session
 // lengths (sessionLength() is synchronous) and hands steps over with their buffers transferred.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { GgmlType, type ModelConfig, type WeightSource } from '../../model/types.js';
 import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from '../types.js';
 import { FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, GGML_TYPE_F16, GGML_TYPE_F32, loadLlamaLib } from './ffi.js';
 import type { RunnerSpec, StepIn, StepOut } from './runner.js';
-import type { WorkerReply, WorkerRequest } from './worker.js';
+import type { WorkerRequest } from './worker.js';
+import { EngineWorkerClient } from '../worker-client.js';
 import { writeRangeSlice } from './slice.js';
 
 export interface LlamaStageOptions {
@@ -110,7 +109,7 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
       flashAttn: f32 ? FLASH_ATTN_DISABLED : FLASH_ATTN_AUTO,
     };
     const t2 = performance.now();
-    const w = new WorkerClient();
+    const w = new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'llama worker');
     try {
       await w.call({ type: 'load', id: 0, spec, libDir: opts.libDir });
     } catch (e) {
@@ -125,63 +124,14 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
   }
 }
 
-/** the compiled worker beside this module; from TypeScript sources (tsx) the .ts one via tsx */
-function workerEntry(): [URL, { execArgv?: string[] }] {
-  const js = new URL('./worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return [js, {}];
-  return [new URL('./worker.ts', import.meta.url), { execArgv: ['--import', 'tsx'] }];
-}
-
 type Failure = EngineError & { lengths?: Record<string, number> };
-
-class WorkerClient {
-  private worker: Worker;
-  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private nextId = 1;
-  private dead?: Error;
-
-  constructor() {
-    this.worker = new Worker(...workerEntry());
-    this.worker.unref(); // an idle stage never keeps the process alive
-    this.worker.on('message', (r: WorkerReply) => {
-      const p = this.pending.get(r.id);
-      if (!p) return;
-      this.pending.delete(r.id);
-      if (this.pending.size === 0) this.worker.unref();
-      if (r.ok) return p.resolve(r.value);
-      const code = r.code === 'bad_input' || r.code === 'capacity' || r.code === 'unknown_session' ? r.code : 'internal';
-      p.reject(Object.assign(new EngineError(r.message, code), { lengths: r.lengths }));
-    });
-    const fail = (e: Error) => {
-      this.dead = new EngineError(`llama worker failed: ${e.message}`, 'internal');
-      for (const p of this.pending.values()) p.reject(this.dead);
-      this.pending.clear();
-    };
-    this.worker.on('error', fail);
-    this.worker.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
-  }
-
-  call(req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<unknown> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.ref();
-      this.worker.postMessage({ ...req, id }, transfer);
-    });
-  }
-
-  async terminate(): Promise<void> {
-    await this.worker.terminate();
-  }
-}
 
 class LlamaStageImpl implements LlamaStage {
   private lengths = new Map<string, number>();
   private disposed = false;
 
   constructor(
-    private w: WorkerClient,
+    private w: EngineWorkerClient<WorkerRequest>,
     readonly config: ModelConfig,
     readonly range: StageRange,
     readonly profile: string,

@@ -5,15 +5,14 @@
 
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { ropeInvFreq } from '../../model/rope.js';
 import { ModelFormatError, layerTensorNames, tensorNames as tn, type ModelConfig, type WeightSource } from '../../model/types.js';
 import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + SessionState
 import type { AttentionPath } from './graph.js';
 import type { LoadInfo, LoadSpec, StepIn, StepOut } from './runner.js';
 import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
-import type { WorkerReply, WorkerRequest } from './worker.js';
+import type { WorkerRequest } from './worker.js';
+import { EngineWorkerClient } from '../worker-client.js';
 
 export interface OrtStageOptions {
   /** weight precision; default: q4/q8 when every layer weight is stored Q4_0/Q8_0, else f32 */
@@ -90,7 +89,7 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     modelPath: byPath ? src.path : undefined,
     names: byPath ? names : undefined,
   };
-  const w = new WorkerClient();
+  const w = new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'ORT worker');
   w.onProgress = opts.onProgress;
   try {
     const info = (await w.call({ type: 'load', id: 0, spec }, transfer)) as LoadInfo;
@@ -145,62 +144,12 @@ function expectedShapes(c: ModelConfig): (name: string) => number[] | undefined 
   };
 }
 
-/** the compiled worker beside this module; from TypeScript sources (tsx) the .ts one via tsx */
-function workerEntry(): [URL, { execArgv?: string[] }] {
-  const js = new URL('./worker.js', import.meta.url);
-  if (existsSync(fileURLToPath(js))) return [js, {}];
-  return [new URL('./worker.ts', import.meta.url), { execArgv: ['--import', 'tsx'] }];
-}
-
-class WorkerClient {
-  private worker: Worker;
-  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private nextId = 1;
-  private dead?: Error;
-  onProgress?: (bytes: number) => void;
-
-  constructor() {
-    this.worker = new Worker(...workerEntry());
-    this.worker.unref(); // an idle stage never keeps the process alive
-    this.worker.on('message', (r: WorkerReply | { progress: number }) => {
-      if ('progress' in r) return this.onProgress?.(r.progress);
-      const p = this.pending.get(r.id);
-      if (!p) return;
-      this.pending.delete(r.id);
-      if (this.pending.size === 0) this.worker.unref();
-      if (r.ok) p.resolve(r.value);
-      else p.reject(new EngineError(r.message, r.code === 'bad_input' || r.code === 'capacity' ? r.code : 'internal'));
-    });
-    const fail = (e: Error) => {
-      this.dead = new EngineError(`ORT worker failed: ${e.message}`, 'internal');
-      for (const p of this.pending.values()) p.reject(this.dead);
-      this.pending.clear();
-    };
-    this.worker.on('error', fail);
-    this.worker.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
-  }
-
-  call(req: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<unknown> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.ref();
-      this.worker.postMessage({ ...req, id }, transfer);
-    });
-  }
-
-  async terminate(): Promise<void> {
-    await this.worker.terminate();
-  }
-}
-
 class OrtStageImpl implements OrtStage {
   private lengths = new Map<string, number>();
   private disposed = false;
 
   constructor(
-    private w: WorkerClient,
+    private w: EngineWorkerClient<WorkerRequest>,
     readonly config: ModelConfig,
     readonly range: StageRange,
     readonly profile: string,
