@@ -5,7 +5,7 @@
 //        [--levels 1,4,16] [--tokens 32] [--reps 3] [--threads N] [--demo-tokens 48] [--no-llama]
 //        [--llama-threads 1,N] [--no-accountability] [--quick] [--out FILE]
 //
-// Swarm: the real `odsi demo --serve --engine ort --model M --json` process (3 `odsi node`
+// Swarm: the real `odsi demo --serve --engine ort|llama (--engine) --model M --json` process (3 `odsi node`
 // processes on 127.0.0.1, layers split evenly, and the gateway with its API), on a synthetic
 // SmolLM2-135M-shaped GGUF per dtype (bench/tmp/, written once). At each level c, c streaming
 // /v1/completions requests (distinct prompts, temperature 0, max_tokens --tokens) go out at once
@@ -61,6 +61,7 @@ const { values: args } = parseArgs({
     'no-llama': { type: 'boolean', default: false },
     'llama-threads': { type: 'string' },
     'no-accountability': { type: 'boolean', default: false },
+    engine: { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
@@ -72,6 +73,8 @@ const nTokens = Number(args.tokens ?? (quick ? 12 : 32));
 const reps = Number(args.reps ?? (quick ? 1 : 3));
 const threads = Number(args.threads ?? availableParallelism());
 const demoTokens = Number(args['demo-tokens'] ?? (quick ? 16 : 48));
+const engine = (args.engine ?? 'ort') as 'ort' | 'llama';
+if (engine !== 'ort' && engine !== 'llama') throw new Error(`--engine: ort or llama, got ${String(args.engine)}`);
 const llamaThreads = [...new Set((args['llama-threads'] ?? `1,${threads}`).split(',').map(Number))];
 
 interface LevelResult {
@@ -176,7 +179,7 @@ async function viaApi(client: OpenAI, model: string, c: number, maxTokens: numbe
 async function startDemo(model: string): Promise<{ proc: ChildProcess; url: string; model: string }> {
   const proc = spawn(
     process.execPath,
-    [resolve(ROOT, 'bin/odsi.js'), 'demo', '--serve', '--json', '--engine', 'ort', '--model', model, '--nodes', '3', '--port', '0', '-n', '2', '--max-concurrent', '64'],
+    [resolve(ROOT, 'bin/odsi.js'), 'demo', '--serve', '--json', '--engine', engine, '--model', model, '--nodes', '3', '--port', '0', '-n', '2', '--max-concurrent', '64'],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...(args['no-accountability'] ? { ODSI_ACCOUNTABILITY: '0' } : {}) } },
   );
   const lines = createInterface({ input: proc.stdout! });
@@ -231,7 +234,7 @@ async function llamaRunner(llama: Llama, file: string, nThreads: number) {
 /** one node's compute alone: 16 sessions' decode steps one by one vs one forwardBatch (ORT, 10 layers) */
 async function nodeCompute(file: string): Promise<{ sequentialMs: number[]; batchMs: number[]; ratioMedian: number }> {
   const src = openModel(file);
-  const st = await createStage('ort', src, { start: 0, end: 10, embed: false, head: false }, { threads });
+  const st = await createStage(engine, src, { start: 0, end: 10, embed: false, head: false }, engine === 'ort' ? { threads } : {});
   const dim = src.config.dim;
   const B = 16;
   const h = (n: number) => new Float32Array(n * dim).fill(0.01);
@@ -269,7 +272,7 @@ async function main(): Promise<void> {
     const { getLlama } = await import('node-llama-cpp');
     llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
   }
-  const out: Record<string, unknown> = { machine, accountability: !args['no-accountability'], threads, llamaThreads, levels, tokens: nTokens, reps, demoTokens, results: {} };
+  const out: Record<string, unknown> = { machine, engine, accountability: !args['no-accountability'], threads, llamaThreads, levels, tokens: nTokens, reps, demoTokens, results: {} };
   for (const dtype of dtypes) {
     const file = resolve(tmp, `smollm2-135m-${dtype === 'q4_0' ? 'q4' : dtype}.gguf`);
     if (!existsSync(file)) await writeSyntheticGguf({ shape: 'smollm2-135m', dtype, seed: 1, out: file, progress: false });
