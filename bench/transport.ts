@@ -10,19 +10,21 @@
 //     same size, the client waits for it before the next; wall round-trip median / p99;
 //   - one-way: the client sends a run of RESULT messages back to back (with backpressure), the
 //     server counts them; done when the last arrived.
+//   - burst: 16 more streams on the same connection (one per session, as a node holds them);
+//     one step sent on each in the same tick (a batched node's output), each answered.
 // CPU is process.cpuUsage (user + system) over each block divided by the messages carried, so it
 // is both ends of a message together (sender and receiver live in this process), plus this
 // bench's own message building, which every variant shares.
 //
 // Variants, interleaved (every round runs each of them in a new random order, on its own pair
 // of hosts made at the start):
-//   before      — yamux window update after every data frame (windowUpdates: 'every-frame'),
-//                 one socket.write per buffer (corkWrites: false) and the old Channel write
-//                 path (every message through a promise chain), copied below;
-//   window      — half-window updates (src/p2p/yamux-window.ts), else as before;
-//   window+send — and Channel.send (written at once when nothing is queued);
-//   window+cork — and the socket corked per frame (src/p2p/socket-writes.ts), old write path;
-//   after       — all three (what createHost and Channel do now).
+//   before — yamux window update after every data frame (windowUpdates: 'every-frame') and
+//            one socket.write per buffer (corkWrites: false): libp2p's own behaviour;
+//   window — half-window updates (src/p2p/yamux-window.ts);
+//   after  — and each tick's socket writes gathered into one (src/p2p/socket-writes.ts): what
+//            createHost does now.
+// (A Channel.send that wrote at once instead of through its promise chain was measured too and
+// changed nothing beyond the noise: not kept.)
 
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +33,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import { generateIdentity } from '../src/identity/identity.js';
 import { createHost, type HostOptions, type OdsiHost } from '../src/p2p/host.js';
 import { Channel } from '../src/p2p/channel.js';
-import { MsgType, encodeMessage, type Message } from '../src/protocol/messages.js';
+import { MsgType, type Message } from '../src/protocol/messages.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { writeResult, table } from './lib/results.js';
 
@@ -48,13 +50,11 @@ const SCALE = Number(args.scale);
 const OUT = args.out ?? join(ROOT, 'bench/results/transport.json');
 const PROTO = '/odsi/bench-transport/1.0.0';
 
-type VariantName = 'before' | 'window' | 'window+send' | 'window+cork' | 'after';
-const VARIANTS: { name: VariantName; windowUpdates: HostOptions['windowUpdates']; corkWrites: boolean; oldSend: boolean }[] = [
-  { name: 'before', windowUpdates: 'every-frame', corkWrites: false, oldSend: true },
-  { name: 'window', windowUpdates: 'half-window', corkWrites: false, oldSend: true },
-  { name: 'window+send', windowUpdates: 'half-window', corkWrites: false, oldSend: false },
-  { name: 'window+cork', windowUpdates: 'half-window', corkWrites: true, oldSend: true },
-  { name: 'after', windowUpdates: 'half-window', corkWrites: true, oldSend: false },
+type VariantName = 'before' | 'window' | 'after';
+const VARIANTS: { name: VariantName; windowUpdates: HostOptions['windowUpdates']; corkWrites: boolean }[] = [
+  { name: 'before', windowUpdates: 'every-frame', corkWrites: false },
+  { name: 'window', windowUpdates: 'half-window', corkWrites: false },
+  { name: 'after', windowUpdates: 'half-window', corkWrites: true },
 ];
 /** payload bytes, round trips and one-way messages per block */
 const SIZES = [
@@ -62,23 +62,6 @@ const SIZES = [
   { label: '10KB', bytes: 10240, pingpong: 1000, oneway: 2000 },
   { label: '128KB', bytes: 131072, pingpong: 150, oneway: 300 },
 ].map((s) => ({ ...s, pingpong: Math.max(10, Math.round(s.pingpong * SCALE)), oneway: Math.max(10, Math.round(s.oneway * SCALE)) }));
-
-/** The Channel write path before this change: every message waits its turn on a promise chain. */
-function oldSender(ch: Channel): (m: Message) => Promise<void> {
-  let chain: Promise<void> = Promise.resolve();
-  return (m) => {
-    const frames = encodeMessage(m);
-    const p = chain.then(async () => {
-      if (!ch.isOpen) throw new Error('closed');
-      for (const f of frames) {
-        ch.bytesOut += f.length;
-        if (!ch.stream.send(f)) await ch.stream.onDrain();
-      }
-    });
-    chain = p.catch(() => {});
-    return p;
-  };
-}
 
 interface Pair {
   hosts: OdsiHost[];
@@ -88,7 +71,11 @@ interface Pair {
   /** one-way messages the server received so far */
   received: () => number;
   waitReceived: (n: number) => Promise<void>;
+  /** BURST more streams on the same connection: send on each, resolve when every one got its reply */
+  burst: (mk: (i: number) => Message) => Promise<void>;
 }
+
+const BURST = 16;
 
 async function makePair(v: (typeof VARIANTS)[number]): Promise<Pair> {
   const server = await createHost({ identity: generateIdentity(), windowUpdates: v.windowUpdates, corkWrites: v.corkWrites });
@@ -98,11 +85,10 @@ async function makePair(v: (typeof VARIANTS)[number]): Promise<Pair> {
   await server.libp2p.handle(PROTO, (stream, conn) => {
     const ch: Channel = new Channel(stream, conn.remotePeer.toString(), server.peerId, {
       onMessage: (m) => {
-        if (m.type === MsgType.STEP) void reply({ type: MsgType.RESULT, header: m.header, payload: m.payload });
+        if (m.type === MsgType.STEP) void ch.send({ type: MsgType.RESULT, header: m.header, payload: m.payload });
         else if (++received === waiting?.n) waiting.resolve();
       },
     });
-    const reply = v.oldSend ? oldSender(ch) : (m: Message) => ch.send(m);
   });
   await client.dial(server.peerId, server.addrs());
   const stream = await client.libp2p.dialProtocol(peerIdFromString(server.peerId), PROTO);
@@ -114,9 +100,28 @@ async function makePair(v: (typeof VARIANTS)[number]): Promise<Pair> {
       r?.();
     },
   });
+  // BURST more sessions' streams on the same connection (as a node holds one per session)
+  let pending = 0;
+  let burstDone: (() => void) | undefined;
+  const burstSends: ((m: Message) => Promise<void>)[] = [];
+  for (let i = 0; i < BURST; i++) {
+    const st = await client.libp2p.dialProtocol(peerIdFromString(server.peerId), PROTO);
+    const c = new Channel(st, server.peerId, client.peerId, {
+      onMessage: () => {
+        if (--pending === 0) burstDone?.();
+      },
+    });
+    burstSends.push((m) => c.send(m));
+  }
   return {
+    burst: (mk) =>
+      new Promise<void>((r) => {
+        pending = BURST;
+        burstDone = r;
+        for (let i = 0; i < BURST; i++) void burstSends[i]!(mk(i));
+      }),
     hosts: [server, client],
-    send: v.oldSend ? oldSender(ch) : (m) => ch.send(m),
+    send: (m) => ch.send(m),
     nextReply: () => new Promise<void>((r) => (onReply = r)),
     received: () => received,
     waitReceived: (n) => (received >= n ? Promise.resolve() : new Promise<void>((r) => (waiting = { n, resolve: r }))),
@@ -165,6 +170,19 @@ async function oneway(p: Pair, bytes: number, n: number): Promise<{ cpuUsPerMsg:
   return { cpuUsPerMsg: (cpuUs() - c0) / n, msgsPerS: n / s };
 }
 
+/** BURST sessions' steps sent in one tick, each answered: the shape of a batched node's output */
+async function burst(p: Pair, bytes: number, n: number): Promise<{ cpuUsPerMsg: number; msMedian: number[] }> {
+  const payload = new Uint8Array(bytes);
+  const ms: number[] = [];
+  const c0 = cpuUs();
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await p.burst((k) => ({ type: MsgType.STEP, header: header(bytes, k), payload }) as Message);
+    ms.push(performance.now() - t0);
+  }
+  return { cpuUsPerMsg: (cpuUs() - c0) / (2 * BURST * n), msMedian: ms };
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? (s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
@@ -180,10 +198,10 @@ async function main() {
   const pairs = new Map<VariantName, Pair>();
   for (const v of VARIANTS) pairs.set(v.name, await makePair(v));
   // per variant and size: CPU µs per message of each round, RTTs of all rounds, one-way rates
-  type Acc = { ppCpu: number[]; rtt: number[]; owCpu: number[]; owRate: number[] };
+  type Acc = { ppCpu: number[]; rtt: number[]; owCpu: number[]; owRate: number[]; bCpu: number[]; bMs: number[] };
   const acc = new Map<string, Acc>();
   const key = (v: string, s: string) => `${v}/${s}`;
-  for (const v of VARIANTS) for (const s of SIZES) acc.set(key(v.name, s.label), { ppCpu: [], rtt: [], owCpu: [], owRate: [] });
+  for (const v of VARIANTS) for (const s of SIZES) acc.set(key(v.name, s.label), { ppCpu: [], rtt: [], owCpu: [], owRate: [], bCpu: [], bMs: [] });
   // warm-up: JIT and yamux's window growth
   for (const v of VARIANTS) for (const s of SIZES) await pingpong(pairs.get(v.name)!, s.bytes, Math.ceil(s.pingpong / 5));
   for (let r = 0; r < ROUNDS; r++) {
@@ -198,6 +216,9 @@ async function main() {
         const ow = await oneway(p, s.bytes, s.oneway);
         a.owCpu.push(ow.cpuUsPerMsg);
         a.owRate.push(ow.msgsPerS);
+        const b = await burst(p, s.bytes, Math.max(2, Math.round(s.pingpong / BURST)));
+        a.bCpu.push(b.cpuUsPerMsg);
+        a.bMs.push(...b.msMedian);
       }
     }
     console.log(`round ${r + 1}/${ROUNDS} done (order ${order.map((v) => v.name).join(', ')})`);
@@ -217,12 +238,15 @@ async function main() {
         onewayCpuUsPerMsg: +median(a.owCpu).toFixed(1),
         onewayCpuUsPerMsgMin: +Math.min(...a.owCpu).toFixed(1),
         onewayMsgsPerS: Math.round(median(a.owRate)),
+        burstCpuUsPerMsg: +median(a.bCpu).toFixed(1),
+        burstCpuUsPerMsgMin: +Math.min(...a.bCpu).toFixed(1),
+        burstMsMedian: +median(a.bMs).toFixed(3),
         perRound: { pingpongCpuUsPerMsg: a.ppCpu.map((x) => +x.toFixed(1)), onewayCpuUsPerMsg: a.owCpu.map((x) => +x.toFixed(1)) },
       });
     }
   console.log(
     table(
-      ['size / variant', 'ping-pong µs CPU/msg med (min)', 'RTT ms med', 'RTT ms p99', 'one-way µs CPU/msg med (min)', 'one-way msg/s'],
+      ['size / variant', 'ping-pong µs CPU/msg med (min)', 'RTT ms med', 'RTT ms p99', 'one-way µs CPU/msg med (min)', 'one-way msg/s', `burst ×${BURST} µs CPU/msg med (min)`, 'burst ms med'],
       rows.map((r) => [
         `${r.size} ${r.variant}`,
         `${r.pingpongCpuUsPerMsg} (${r.pingpongCpuUsPerMsgMin})`,
@@ -230,6 +254,8 @@ async function main() {
         String(r.rttMsP99),
         `${r.onewayCpuUsPerMsg} (${r.onewayCpuUsPerMsgMin})`,
         String(r.onewayMsgsPerS),
+        `${r.burstCpuUsPerMsg} (${r.burstCpuUsPerMsgMin})`,
+        String(r.burstMsMedian),
       ]),
     ),
   );

@@ -30,14 +30,10 @@ export interface ChannelHandlers {
   onClose?(err?: Error): void;
 }
 
-const SENT: Promise<void> = Promise.resolve();
-
 export class Channel {
   private readonly decoder: MessageDecoder;
   private idleTimer?: NodeJS.Timeout;
   private writeChain: Promise<void> = Promise.resolve();
-  /** writes waiting in writeChain (for a drain or behind one) */
-  private queued = 0;
   private closed = false;
   /** a framing violation was seen: the stream is being reset */
   private failed = false;
@@ -88,58 +84,19 @@ export class Channel {
     return !this.closed && this.stream.status === 'open';
   }
 
-  /**
-   * Queue a message; resolves once its frames were handed to the stream (drained if needed).
-   * When nothing is queued and the stream takes the frames without asking for a drain, they are
-   * written at once and an already-settled promise is returned (no promise chain per message).
-   */
+  /** Queue a message; resolves once its frames were handed to the stream (drained if needed). */
   send(m: Message): Promise<void> {
     const frames = encodeMessage(m);
-    if (this.queued === 0) {
-      if (!this.isOpen) return Promise.reject(new Error(`stream to ${this.remotePeer} is closed`));
-      for (let i = 0; i < frames.length; i++) {
-        let more: boolean;
-        try {
-          more = this.write(frames[i]!);
-        } catch (e) {
-          return Promise.reject(e as Error);
-        }
-        if (!more) {
-          const rest = i + 1;
-          return this.enqueue(async () => {
-            await this.stream.onDrain();
-            await this.writeFrames(frames, rest);
-          });
-        }
-      }
-      return SENT;
-    }
-    return this.enqueue(async () => {
+    const p = this.writeChain.then(async () => {
       if (!this.isOpen) throw new Error(`stream to ${this.remotePeer} is closed`);
-      await this.writeFrames(frames, 0);
+      for (const f of frames) {
+        this.bytesOut += f.length;
+        this.opts.onBytes?.('out', f.length);
+        if (!this.stream.send(f)) await this.stream.onDrain();
+      }
     });
-  }
-
-  /** Runs `job` after every write queued before it; `queued` counts the jobs not yet settled. */
-  private enqueue(job: () => Promise<void>): Promise<void> {
-    this.queued++;
-    const p = this.writeChain.then(job);
-    this.writeChain = p.then(
-      () => void this.queued--,
-      () => void this.queued--,
-    );
+    this.writeChain = p.catch(() => {});
     return p;
-  }
-
-  private async writeFrames(frames: Uint8Array[], from: number): Promise<void> {
-    for (let i = from; i < frames.length; i++) if (!this.write(frames[i]!)) await this.stream.onDrain();
-  }
-
-  /** One frame to the stream; false when the stream wants a drain before the next. */
-  private write(f: Uint8Array): boolean {
-    this.bytesOut += f.length;
-    this.opts.onBytes?.('out', f.length);
-    return this.stream.send(f);
   }
 
   sendError(code: ErrorCode | string, reason: string, extra: { sessionId?: string; requestId?: number; peerId?: string; hop?: number } = {}): Promise<void> {

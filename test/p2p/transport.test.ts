@@ -1,8 +1,8 @@
 // The transport tuning of createHost and Channel (bench/transport.ts measures what it saves):
 // yamux streams grant receive window at half a window, not after every data frame, and
-// messages of every size still arrive whole and in order, also many times a window queued
-// at once (the Channel writes at once when nothing is queued, else in order after a drain);
-// a send on a closed channel is refused.
+// messages of every size still arrive whole and in order, also many times a window (and more
+// than the socket's CORK_LIMIT) queued at once, so backpressure still stops and resumes the
+// sender; with 'every-frame' yamux's own updates stay; a send on a closed channel is refused.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -48,7 +48,7 @@ test('streams grant window at half a window; small and multi-window messages arr
   const { ch, received, server } = await pair();
   // sizes: step messages, then 1 MiB + a bit (two frames, four default windows), then steps again
   const sizes = [...Array(40).fill(2304), ...Array(3).fill(1024 * 1024 + 4096), ...Array(40).fill(10240)];
-  // all queued at once: the first writes go straight out, the rest wait for drains in order
+  // all queued at once: the writes wait for drains (window and socket) in order
   const sends = sizes.map((n, i) => ch.send(step(i, n)));
   await Promise.all(sends);
   await waitUntil(() => received.length === sizes.length, 10_000);
