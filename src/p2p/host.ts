@@ -4,6 +4,8 @@
 // (loopback/LAN addresses must survive), raised inbound-connection rate, explicit stream
 // limits and read buffers large enough for ≤1 MiB frames plus slack. A remote peer may hold at
 // most maxConnectionsPerPeer connections to this host (the connection gater refuses more).
+// Per-message transport cost (bench/transport.ts): yamux grants window at half a window, not
+// per data frame (yamux-window.ts), and a tick's socket writes leave in one writev (socket-writes.ts).
 
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { tcp } from '@libp2p/tcp';
@@ -45,7 +47,7 @@ export interface HostOptions {
    * yamux-window.ts) or 'every-frame' (@libp2p/yamux's own: one update per data frame received)
    */
   windowUpdates?: 'half-window' | 'every-frame';
-  /** write each muxer frame's buffers to the socket at once (default true; see socket-writes.ts) */
+  /** gather the socket writes of one tick into one writev (default true; see socket-writes.ts) */
   corkWrites?: boolean;
 }
 
