@@ -4,6 +4,8 @@
 // (loopback/LAN addresses must survive), raised inbound-connection rate, explicit stream
 // limits and read buffers large enough for ≤1 MiB frames plus slack. A remote peer may hold at
 // most maxConnectionsPerPeer connections to this host (the connection gater refuses more).
+// Per-message transport cost (bench/transport.ts): yamux grants window at half a window, not
+// per data frame (yamux-window.ts), and a tick's socket writes leave in one writev (socket-writes.ts).
 
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { tcp } from '@libp2p/tcp';
@@ -17,6 +19,8 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { PeerId } from '@libp2p/interface';
 import type { Identity } from '../identity/identity.js';
 import { dhtSelectors, dhtValidators } from './advert-record.js';
+import { lazyWindowUpdatesMuxer } from './yamux-window.js';
+import { corkedWritesEncrypter } from './socket-writes.js';
 
 export const DHT_PROTOCOL = '/odsi/kad/1.0.0';
 /** per-stream read buffer: a 1 MiB frame plus headers must fit with room for a few in flight */
@@ -38,6 +42,13 @@ export interface HostOptions {
   maxConnectionsPerPeer?: number;
   /** connections from all peers together (default DEFAULT_MAX_CONNECTIONS) */
   maxConnections?: number;
+  /**
+   * when yamux grants more receive window: 'half-window' (default; go-yamux's rule, see
+   * yamux-window.ts) or 'every-frame' (@libp2p/yamux's own: one update per data frame received)
+   */
+  windowUpdates?: 'half-window' | 'every-frame';
+  /** gather the socket writes of one tick into one writev (default true; see socket-writes.ts) */
+  corkWrites?: boolean;
 }
 
 type Services = { identify: unknown; ping: { ping(peer: unknown, opts?: unknown): Promise<number> }; dht: KadDHT };
@@ -62,18 +73,17 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
   const perPeer = opts.maxConnectionsPerPeer ?? DEFAULT_MAX_CONNECTIONS_PER_PEER;
   // set once libp2p exists; the gater only runs for connections made after that
   let connectionsOf: (peer: PeerId) => number = () => 0;
+  const muxer = yamux({
+    maxInboundStreams: 4096,
+    maxOutboundStreams: 4096,
+    streamOptions: { maxReadBufferLength: STREAM_READ_BUFFER },
+  });
   const libp2p = await createLibp2p({
     privateKey: opts.identity.libp2pKey,
     addresses: { listen: opts.listen?.length ? opts.listen : ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [
-      yamux({
-        maxInboundStreams: 4096,
-        maxOutboundStreams: 4096,
-        streamOptions: { maxReadBufferLength: STREAM_READ_BUFFER },
-      }),
-    ],
+    connectionEncrypters: [opts.corkWrites === false ? noise() : (components) => corkedWritesEncrypter(noise()(components))],
+    streamMuxers: [opts.windowUpdates === 'every-frame' ? muxer : () => lazyWindowUpdatesMuxer(muxer())],
     connectionManager: {
       // many nodes behind one address (tests, NAT, one host running several nodes)
       inboundConnectionThreshold: 100,
