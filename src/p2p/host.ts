@@ -47,7 +47,12 @@ export interface HostOptions {
    * yamux-window.ts) or 'every-frame' (@libp2p/yamux's own: one update per data frame received)
    */
   windowUpdates?: 'half-window' | 'every-frame';
-  /** gather the socket writes of one tick into one writev (default true; see socket-writes.ts) */
+  /**
+   * gather the socket writes of one tick into one writev (see socket-writes.ts). Default false:
+   * with it on, a peer opening 40 streams at once saw every one reset during protocol
+   * negotiation instead of the node's per-peer `limit` refusals (test/e2e/hostile-limits) — to be
+   * found before it is turned on
+   */
   corkWrites?: boolean;
 }
 
@@ -82,7 +87,7 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
     privateKey: opts.identity.libp2pKey,
     addresses: { listen: opts.listen?.length ? opts.listen : ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [opts.corkWrites === false ? noise() : (components) => corkedWritesEncrypter(noise()(components))],
+    connectionEncrypters: [opts.corkWrites !== true ? noise() : (components) => corkedWritesEncrypter(noise()(components))],
     streamMuxers: [opts.windowUpdates === 'every-frame' ? muxer : () => lazyWindowUpdatesMuxer(muxer())],
     connectionManager: {
       // many nodes behind one address (tests, NAT, one host running several nodes)

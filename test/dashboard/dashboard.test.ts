@@ -154,7 +154,14 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
     assert.equal(await cell(honest0.peerId, 'slashed'), '0');
     const slashed = BigInt(onLedger(cheat.peerId).slashed);
     if (slashed > 0n) {
-      assert.equal(await cell(cheat.peerId, 'slashed'), formatAmount(slashed));
+      // the panel re-reads the ledger at most every 5 s: the slash may land after its last read
+      const want = formatAmount(slashed);
+      await page.waitForFunction(
+        ([peer, v]) => document.querySelector(`.ledger tr[data-ledger-peer="${peer}"] [data-col="slashed"]`)?.textContent?.trim() === v,
+        [cheat.peerId, want] as const,
+        { timeout: 15_000 },
+      );
+      assert.equal(await cell(cheat.peerId, 'slashed'), want);
       assert.equal(await cell(cheat.peerId, 'eligible'), 'no');
     }
     const client = run.ledger.accounts[0]!;
