@@ -399,6 +399,28 @@ export class NodeServer {
       case MsgType.CLOSE:
         s.chain = s.chain.then(() => this.sessions.teardown(s, m.header.reason ?? 'closed by upstream', true));
         return;
+      case MsgType.RECEIPTS: {
+        // the upstream chain of a step, after its STEP: not queued behind compute (executor.ts takes it)
+        const why = !this.o.stamper.accountable
+          ? 'this node is not accountable: it takes no receipts'
+          : s.open.hop === 0
+            ? 'chain of custody: malformed: the first hop expects no receipts from the gateway'
+            : !s.inbox.put(m.header.step, m.payload)
+              ? `receipts for step ${m.header.step} refused: sent twice, or too many steps ahead`
+              : undefined;
+        if (why) {
+          this.stats.errors++;
+          const custody = s.open.hop === 0 && this.o.stamper.accountable;
+          const code: ErrorCode | 'custody' = !this.o.stamper.accountable ? 'bad_message' : custody ? 'custody' : 'limit';
+          void s.upstream.sendError(code, why, {
+            sessionId: s.id,
+            requestId: m.header.requestId,
+            hop: s.open.hop,
+            ...(custody ? { peerId: s.owner } : {}),
+          });
+        }
+        return;
+      }
       default:
         if (m.type === MsgType.ERROR) return; // never answer an error with an error
         void s.upstream.sendError('bad_message', `unexpected ${MsgType[m.type]} on a session stream`, { sessionId: s.id });

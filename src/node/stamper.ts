@@ -1,6 +1,7 @@
-// What the node needs from accountability per step, as one interface: check the upstream
-// receipt (custody) and sign the commitment while the stage computes, sign the receipt after
-// compute (the node appends it to the outgoing header, attachReceipt), keep the step for auditors. The
+// What the node needs from accountability per step, as one interface: fix the commitment while
+// the stage computes; after the output went on, check the upstream receipts (custody) as they
+// arrive in their RECEIPTS message, sign this hop's receipt (the executor sends it on with the
+// chain, docs/protocol.md §3.3), keep the step for auditors. The
 // accountable implementation is src/accountability/node/stamper.ts (NodeStamper); NO_STAMPER
 // is the node with accountability off. Which one a node gets is decided once, at start-up.
 
@@ -49,11 +50,3 @@ export const NO_STAMPER: StepStamper = {
     throw new Error('accountability is off: this node signs no receipts');
   },
 };
-
-/** Appends this hop's signed `receipt` to the outgoing header's chain and keeps the step for auditors. */
-export function attachReceipt(stamper: StepStamper, step: FinishedStep, receipt: SignedReceipt): boolean {
-  const h = step.header as StepHeader & { receipts?: unknown };
-  h.receipts = [...(Array.isArray(h.receipts) ? (h.receipts as unknown[]) : []), receipt];
-  stamper.retain(step, receipt);
-  return true;
-}

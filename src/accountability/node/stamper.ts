@@ -57,6 +57,8 @@ export interface ArrivingStep {
   /** stage.profile of the engine */
   profile: string;
   modelId: string;
+  /** the upstream hops' signed receipts for this step, as decoded from their RECEIPTS message (none at hop 0) */
+  receipts?: unknown;
 }
 
 /** A computed step about to be sent on. */
@@ -211,7 +213,7 @@ export class NodeStamper {
     const { open, header: h } = s;
     const t0 = performance.now();
     const log = this.archive.log(open.sessionId);
-    const receipts = (h as { receipts?: unknown }).receipts;
+    const receipts = s.receipts;
     const hop = open.hop;
     if (hop === 0) {
       // the gateway does not sign activations it sends; nothing upstream to check
