@@ -132,6 +132,8 @@ export class StepExecutor {
       void s.upstream.sendError(code, reason, { sessionId: s.id, requestId: h.requestId, hop: s.open.hop, ...(peerId ? { peerId } : {}) });
     };
     let upstream: Uint8Array | undefined;
+    // hop 0: its gateway signs nothing; receipts from it were answered with ERROR custody (server.ts), and this hop signs nothing for that step
+    if (s.open.hop === 0 && s.inbox.drop(h.step)) return;
     if (s.open.hop > 0) {
       const upPeer = s.open.route[s.open.hop - 1]!.peerId;
       upstream = await s.inbox.take(h.step, waitMs);

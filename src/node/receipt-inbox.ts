@@ -44,6 +44,11 @@ export class ReceiptInbox {
     });
   }
 
+  /** Drops what is held for `step`; true when there was something. */
+  drop(step: number): boolean {
+    return this.arrived.delete(step);
+  }
+
   /** Drops what is held for steps before `step` (they were answered or failed). */
   forget(step: number): void {
     for (const k of this.arrived.keys()) if (k < step) this.arrived.delete(k);

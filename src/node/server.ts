@@ -401,22 +401,25 @@ export class NodeServer {
         return;
       case MsgType.RECEIPTS: {
         // the upstream chain of a step, after its STEP: not queued behind compute (executor.ts takes it)
-        const why = !this.o.stamper.accountable
+        const accountable = this.o.stamper.accountable;
+        const hop0 = s.open.hop === 0;
+        // at hop 0 the payload is kept too: the executor then signs nothing for that step
+        const kept = accountable && s.inbox.put(m.header.step, m.payload);
+        const why = !accountable
           ? 'this node is not accountable: it takes no receipts'
-          : s.open.hop === 0
+          : hop0
             ? 'chain of custody: malformed: the first hop expects no receipts from the gateway'
-            : !s.inbox.put(m.header.step, m.payload)
+            : !kept
               ? `receipts for step ${m.header.step} refused: sent twice, or too many steps ahead`
               : undefined;
         if (why) {
           this.stats.errors++;
-          const custody = s.open.hop === 0 && this.o.stamper.accountable;
-          const code: ErrorCode | 'custody' = !this.o.stamper.accountable ? 'bad_message' : custody ? 'custody' : 'limit';
+          const code: ErrorCode | 'custody' = !accountable ? 'bad_message' : hop0 ? 'custody' : 'limit';
           void s.upstream.sendError(code, why, {
             sessionId: s.id,
             requestId: m.header.requestId,
             hop: s.open.hop,
-            ...(custody ? { peerId: s.owner } : {}),
+            ...(accountable && hop0 ? { peerId: s.owner } : {}),
           });
         }
         return;
