@@ -224,7 +224,11 @@ class Kit {
     await s.ch.send({ ...m, header } as Message);
     if (receipts === undefined) return;
     const payload = receipts instanceof Uint8Array ? receipts : encodeReceipts(receipts as WireReceipt[]);
-    await s.ch.send({ type: MsgType.RECEIPTS, header: { sessionId: String(h.sessionId), requestId: Number(h.requestId), step: Number(h.step) }, payload });
+    await s.ch.send({
+      type: MsgType.RECEIPTS,
+      header: { sessionId: String(h.sessionId), requestId: Number(h.requestId), step: Number(h.step) },
+      payload,
+    });
   }
 
   /**
@@ -246,7 +250,11 @@ class Kit {
     if (got.type !== MsgType.RESULT) fail(`step ${String(hdr(m).step)} of ${sid} was refused: ${show(got)}`);
     usedResults.add(got);
     const rs = await waitEither(
-      () => by.results(sid).slice(start).find((r) => r.type === MsgType.RECEIPTS && hdr(r).requestId === rid && !usedResults.has(r)),
+      () =>
+        by
+          .results(sid)
+          .slice(start)
+          .find((r) => r.type === MsgType.RECEIPTS && hdr(r).requestId === rid && !usedResults.has(r)),
       () => s.got.slice(before).find(isError),
       this.waitMs,
       `RECEIPTS of step ${String(hdr(m).step)} of ${sid} (after its RESULT)`,
@@ -275,9 +283,7 @@ class Kit {
     const got = await waitEither(
       () => s.got.slice(before).find(isError),
       () =>
-        sid === undefined
-          ? undefined
-          : by.results(sid).find((r) => r.type === accepted && hdr(r).requestId === rid && !usedResults.has(r)),
+        sid === undefined ? undefined : by.results(sid).find((r) => r.type === accepted && hdr(r).requestId === rid && !usedResults.has(r)),
       this.waitMs,
       `an ERROR answering ${MsgType[m.type]}`,
     );
@@ -1053,10 +1059,7 @@ const RULES: Rule[] = [
         Buffer.compare(Buffer.from(reply.payload), Buffer.from(want)) === 0,
         'audit payload must be the inputs of the steps as received, then the output of toStep as sent',
       );
-      expect(
-        sameReceipt(h.receipt, (hdr(r1).receipts as unknown[])[0]),
-        'audit receipt must be the receipt the RESULT carried',
-      );
+      expect(sameReceipt(h.receipt, (hdr(r1).receipts as unknown[])[0]), 'audit receipt must be the receipt the RESULT carried');
       const c = h.commitment as { record?: { inputHash?: string } } | undefined;
       expect(
         c?.record?.inputHash?.toLowerCase() === hashTensor(m1.payload!).toLowerCase(),

@@ -467,7 +467,14 @@ function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDoma
       payloadHex: hexOf(x),
       expect: 'malformed',
     },
-    { name: 'uint out of range (step ≥ 2^53)', before: 0, header: base.header, receiptsHex: hexOf(stepTooBig), payloadHex: hexOf(x), expect: 'malformed' },
+    {
+      name: 'uint out of range (step ≥ 2^53)',
+      before: 0,
+      header: base.header,
+      receiptsHex: hexOf(stepTooBig),
+      payloadHex: hexOf(x),
+      expect: 'malformed',
+    },
     { name: 'count 0', before: 0, header: base.header, receiptsHex: '00', payloadHex: hexOf(x), expect: 'malformed' },
     {
       name: 'signature by another key',
@@ -637,7 +644,10 @@ export function buildVectors(o: { storiesModel?: string } = {}) {
   const open = signedOpen(gw, openBody);
   const chain = chainVectors(gw, n1, n2, domain);
   const f32 = (...v: number[]) => encodeTensor(new Float32Array(v), 'f32');
-  const chainStep1 = chain.steps[1] as { hop1: { stepHeader: StepHeader; payloadHex: string; receiptsHex: string }; result: { payloadHex: string; receiptsHex: string } };
+  const chainStep1 = chain.steps[1] as {
+    hop1: { stepHeader: StepHeader; payloadHex: string; receiptsHex: string };
+    result: { payloadHex: string; receiptsHex: string };
+  };
   const stepAtHop1 = chainStep1.hop1.stepHeader;
   const kvOpen = { ...open, hop: 1 };
   const kvPayload = f32(1, 2, 3, 4, 5, 6, 7, 8); // length 1, kvDim 4: K row then V row

@@ -66,7 +66,14 @@ export class StepExecutor {
     }
     // this hop commits to its input before the output exists (while the stage computes); the
     // upstream hop's receipts (custody) are checked after the output went on, before this hop signs
-    const arriving: ArrivingStep = { open: s.open, header: h, input: payload, range: stage.range, profile: stage.profile, modelId: this.o.modelId };
+    const arriving: ArrivingStep = {
+      open: s.open,
+      header: h,
+      input: payload,
+      range: stage.range,
+      profile: stage.profile,
+      modelId: this.o.modelId,
+    };
     // never sign twice for one slot: a different input for a step already taken runs nothing
     const claimed = stamper.claim(arriving);
     if (!claimed.ok) return fail(claimed.code, claimed.reason);
@@ -151,7 +158,12 @@ export class StepExecutor {
     if (custody) {
       // computed from an input its upstream did not sign for: this hop signs nothing for it
       this.stats.errors++;
-      void s.upstream.sendError(custody.code, custody.reason, { sessionId: s.id, requestId: h.requestId, peerId: custody.peerId, hop: s.open.hop });
+      void s.upstream.sendError(custody.code, custody.reason, {
+        sessionId: s.id,
+        requestId: h.requestId,
+        peerId: custody.peerId,
+        hop: s.open.hop,
+      });
       return;
     }
     await committed;

@@ -370,10 +370,14 @@ export class NodeServer {
       return false;
     }
     this.stats.refused++;
-    void s.upstream.sendError('limit', `at most ${MAX_QUEUED_PER_SESSION} messages of a session may wait; send the next step after a result`, {
-      sessionId: s.id,
-      requestId,
-    });
+    void s.upstream.sendError(
+      'limit',
+      `at most ${MAX_QUEUED_PER_SESSION} messages of a session may wait; send the next step after a result`,
+      {
+        sessionId: s.id,
+        requestId,
+      },
+    );
     return true;
   }
 

@@ -8,7 +8,7 @@
 import type { SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
 import type { ClaimResult } from '../accountability/node/slot-guard.js';
-import type { OpenHeader, StepHeader } from '../protocol/messages.js';
+import type { OpenHeader } from '../protocol/messages.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 
 export interface StepStamper {

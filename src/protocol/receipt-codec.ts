@@ -116,7 +116,8 @@ export function encodeReceipt(r: WireReceipt): Uint8Array {
 
 /** A RECEIPTS payload carrying `chain` (route order). */
 export function encodeReceipts(chain: readonly WireReceipt[]): Uint8Array {
-  if (chain.length < 1 || chain.length > MAX_ROUTE_HOPS) throw new TypeError(`a RECEIPTS message carries 1..${MAX_ROUTE_HOPS} receipts, not ${chain.length}`);
+  if (chain.length < 1 || chain.length > MAX_ROUTE_HOPS)
+    throw new TypeError(`a RECEIPTS message carries 1..${MAX_ROUTE_HOPS} receipts, not ${chain.length}`);
   const parts = chain.map(encodeReceipt);
   const out = new Uint8Array(1 + parts.reduce((s, p) => s + p.length, 0));
   out[0] = chain.length;
