@@ -2,7 +2,7 @@
 // fix the commitment (while the stage computes), hand the step to the scheduler (scheduler.ts:
 // deadline check, batched with other sessions' steps), send the output on at once with this
 // hop's timing appended; then, on the session's receipt chain, wait for the upstream RECEIPTS,
-// check custody, sign this hop's receipt and send the chain on (docs/protocol.md §3.3). One
+// check custody, sign this hop's receipt and send the chain on (docs/protocol.md §4.3). One
 // receipt per session step, whatever batch computed it. Audit
 // re-executions run through the scheduler's `exclusive`, never beside a token-path step.
 
@@ -139,8 +139,6 @@ export class StepExecutor {
       void s.upstream.sendError(code, reason, { sessionId: s.id, requestId: h.requestId, hop: s.open.hop, ...(peerId ? { peerId } : {}) });
     };
     let upstream: Uint8Array | undefined;
-    // hop 0: its gateway signs nothing; receipts from it were answered with ERROR custody (server.ts), and this hop signs nothing for that step
-    if (s.open.hop === 0 && s.inbox.drop(h.step)) return;
     if (s.open.hop > 0) {
       const upPeer = s.open.route[s.open.hop - 1]!.peerId;
       upstream = await s.inbox.take(h.step, waitMs);

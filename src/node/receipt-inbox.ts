@@ -1,4 +1,4 @@
-// Upstream RECEIPTS of one session, by step (docs/protocol.md §3.3). The upstream hop sends a
+// Upstream RECEIPTS of one session, by step (docs/protocol.md §4.3). The upstream hop sends a
 // step's receipts after its STEP, so they usually arrive while this hop computes; the executor
 // takes them once its output has gone on, and signs nothing before they are there and verified.
 // Bounded: a peer cannot park more than MAX_WAITING_RECEIPTS payloads here.
@@ -42,11 +42,6 @@ export class ReceiptInbox {
       timer.unref?.();
       this.waiting.set(step, { resolve, timer });
     });
-  }
-
-  /** Drops what is held for `step`; true when there was something. */
-  drop(step: number): boolean {
-    return this.arrived.delete(step);
   }
 
   /** Drops what is held for steps before `step` (they were answered or failed). */

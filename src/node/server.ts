@@ -407,8 +407,8 @@ export class NodeServer {
         // the upstream chain of a step, after its STEP: not queued behind compute (executor.ts takes it)
         const accountable = this.o.stamper.accountable;
         const hop0 = s.open.hop === 0;
-        // at hop 0 the payload is kept too: the executor then signs nothing for that step
-        const kept = accountable && s.inbox.put(m.header.step, m.payload);
+        // at hop 0 (the gateway signs nothing) it is refused and otherwise ignored
+        const kept = accountable && !hop0 && s.inbox.put(m.header.step, m.payload);
         const why = !accountable
           ? 'this node is not accountable: it takes no receipts'
           : hop0

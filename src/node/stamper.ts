@@ -1,7 +1,7 @@
 // What the node needs from accountability per step, as one interface: fix the commitment while
 // the stage computes; after the output went on, check the upstream receipts (custody) as they
 // arrive in their RECEIPTS message, sign this hop's receipt (the executor sends it on with the
-// chain, docs/protocol.md §3.3), keep the step for auditors. The
+// chain, docs/protocol.md §4.3), keep the step for auditors. The
 // accountable implementation is src/accountability/node/stamper.ts (NodeStamper); NO_STAMPER
 // is the node with accountability off. Which one a node gets is decided once, at start-up.
 

@@ -1,4 +1,4 @@
-// Compact binary receipts (docs/protocol.md §3.3, act 1.3.0): the payload of a RECEIPTS message.
+// Compact binary receipts (docs/protocol.md §4.3, act 1.3.0): the payload of a RECEIPTS message.
 //
 // A hop forwards its STEP (or RESULT) as soon as compute ends, then — once the upstream chain
 // has verified — signs its ExecutionReceipt and sends the chain so far as a RECEIPTS message on

@@ -4,7 +4,7 @@
 // back upstream hop by hop to the gateway and name the failing peer. Each hop appends its
 // timing to the STEP's timeline and the gateway gets the whole timeline with the RESULT. With
 // accountability on, the RESULT is followed by a RECEIPTS message (the hops' signed receipts,
-// docs/protocol.md §3.3); the output is released only once the verifier accepted that chain.
+// docs/protocol.md §4.3); the output is released only once the verifier accepted that chain.
 
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Stream } from '@libp2p/interface';

@@ -26,7 +26,7 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest();
 
 /**
- * A RECEIPTS payload parsed by hand from docs/protocol.md §3.3: a count byte, then per receipt
+ * A RECEIPTS payload parsed by hand from docs/protocol.md §4.3: a count byte, then per receipt
  * 399 fixed bytes (hashes and addresses raw, integers little-endian) and the UTF-8 profile.
  */
 function parseReceipts(h: string): { record: Record<string, string | number>; signature: string }[] {
