@@ -23,7 +23,7 @@ export interface StepStamper {
   openSession(open: OpenHeader): Promise<void>;
   /** before anything else: refuses a second, different input for a slot already taken (never sign twice) */
   claim(step: ArrivingStep): ClaimResult;
-  /** custody check of an arriving step; a failure means its output must never be released */
+  /** custody check of a step's upstream receipts (after its output went on); a failure means this hop signs nothing for it */
   checkUpstream(step: ArrivingStep): Promise<CustodyFailure | undefined>;
   /** signs the step's commitment (before compute); never rejects */
   commit(step: ArrivingStep): Promise<void>;
