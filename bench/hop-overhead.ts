@@ -12,9 +12,10 @@
 // production Gateway; greedy generations alternate between them so load drift hits both.
 //
 // Per decode step: overhead = (step wall time at the gateway − Σ compute of every stage, the
-// gateway's embed and head included) / (k + 1) transfers. Also the hops' own queue time
-// (receive → compute start: decoding, the upstream receipt check, waiting for the CPU) and send
-// time (serialising and writing), summed over the hops.
+// gateway's embed and head included) / (k + 1) transfers; with accountability on the step ends
+// when the last hop's RECEIPTS (act 1.3.0, sent after the RESULT) has verified at the gateway.
+// Also the hops' own queue time (receive → compute start: decoding, the commitment, waiting for
+// the CPU) and send time (serialising the output), summed over the hops.
 //
 // --profile runs the nodes of the 'on' swarm under V8's CPU profiler from the end of the warm-up
 // (bench/lib/cpu-profile-preload.ts) and reports where their non-idle time goes, by source file.

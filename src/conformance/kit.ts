@@ -34,6 +34,7 @@ import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../accountab
 import { compareOutputs } from '../accountability/checks/tolerance.js';
 import type { Stage } from '../engine/types.js';
 import { RuleFailure, SessionPeer, pause, type RawStream } from './session-peer.js';
+import { decodeReceipts, encodeReceipt, encodeReceipts, type WireReceipt } from '../protocol/receipt-codec.js';
 
 export interface ConformanceTarget {
   /** a multiaddr ending in /p2p/<peer id> */
@@ -211,11 +212,35 @@ class Kit {
     return { type: MsgType.STEP, header, payload: o.payload ?? this.input(o.nTokens, o.seed ?? o.step + 1, dtype) };
   }
 
-  /** Sends a STEP and waits for its RESULT (requestId matched) or an ERROR about it; fails on the ERROR. */
+  /**
+   * Sends a message; a STEP whose header names `receipts` (the kit's test notation) goes as the
+   * STEP without them, then a RECEIPTS message carrying them (docs/protocol.md §4.3): a chain of
+   * signed receipts, or raw payload bytes for malformed ones.
+   */
+  async send(s: RawStream, m: Message): Promise<void> {
+    const h = hdr(m);
+    if (m.type !== MsgType.STEP || !('receipts' in h)) return s.ch.send(m);
+    const { receipts, ...header } = h as Record<string, unknown>;
+    await s.ch.send({ ...m, header } as Message);
+    if (receipts === undefined) return;
+    const payload = receipts instanceof Uint8Array ? receipts : encodeReceipts(receipts as WireReceipt[]);
+    await s.ch.send({
+      type: MsgType.RECEIPTS,
+      header: { sessionId: String(h.sessionId), requestId: Number(h.requestId), step: Number(h.step) },
+      payload,
+    });
+  }
+
+  /**
+   * Sends a STEP and waits for its RESULT (requestId matched) and the RECEIPTS after it, or an
+   * ERROR about it; fails on the ERROR. The returned RESULT's header holds the decoded chain as
+   * `receipts`.
+   */
   async result(s: RawStream, sid: string, m: Message, by: SessionPeer = this.g): Promise<Message> {
     const rid = hdr(m).requestId;
     const before = s.got.length;
-    await s.ch.send(m);
+    const start = by.results(sid).length;
+    await this.send(s, m);
     const got = await waitEither(
       () => by.results(sid).find((r) => r.type === MsgType.RESULT && hdr(r).requestId === rid && !usedResults.has(r)),
       () => s.got.slice(before).find(isError),
@@ -224,24 +249,45 @@ class Kit {
     );
     if (got.type !== MsgType.RESULT) fail(`step ${String(hdr(m).step)} of ${sid} was refused: ${show(got)}`);
     usedResults.add(got);
-    return got;
+    const rs = await waitEither(
+      () =>
+        by
+          .results(sid)
+          .slice(start)
+          .find((r) => r.type === MsgType.RECEIPTS && hdr(r).requestId === rid && !usedResults.has(r)),
+      () => s.got.slice(before).find(isError),
+      this.waitMs,
+      `RECEIPTS of step ${String(hdr(m).step)} of ${sid} (after its RESULT)`,
+    );
+    if (rs.type !== MsgType.RECEIPTS) fail(`step ${String(hdr(m).step)} of ${sid} got no receipts: ${show(rs)}`);
+    usedResults.add(rs);
+    let receipts: WireReceipt[] = [];
+    try {
+      receipts = decodeReceipts(rs.payload!);
+    } catch (e) {
+      fail(`RECEIPTS of step ${String(hdr(m).step)} of ${sid} do not decode: ${(e as Error).message}`);
+    }
+    return { ...got, header: { ...hdr(got), receipts } } as Message;
   }
 
-  /** Sends a message and returns the next ERROR on the stream; fails if a RESULT for it arrives instead. */
-  async error(s: RawStream, m: Message, sid?: string, by: SessionPeer = this.g): Promise<Message> {
+  /**
+   * Sends a message and returns the next ERROR on the stream; fails if it is accepted instead: a
+   * RESULT for it arrives (or, with `signedOnly`, for custody failures, where the output goes on
+   * before the receipts are checked: a RECEIPTS for it, i.e. the target signed).
+   */
+  async error(s: RawStream, m: Message, sid?: string, by: SessionPeer = this.g, signedOnly = false): Promise<Message> {
     const before = s.got.length;
     const rid = hdr(m).requestId;
-    await s.ch.send(m);
+    const accepted = signedOnly ? MsgType.RECEIPTS : MsgType.RESULT;
+    await this.send(s, m);
     const got = await waitEither(
       () => s.got.slice(before).find(isError),
       () =>
-        sid === undefined
-          ? undefined
-          : by.results(sid).find((r) => r.type === MsgType.RESULT && hdr(r).requestId === rid && !usedResults.has(r)),
+        sid === undefined ? undefined : by.results(sid).find((r) => r.type === accepted && hdr(r).requestId === rid && !usedResults.has(r)),
       this.waitMs,
       `an ERROR answering ${MsgType[m.type]}`,
     );
-    if (got.type !== MsgType.ERROR) fail(`${MsgType[m.type]} was answered with a RESULT; an ERROR was required`);
+    if (got.type !== MsgType.ERROR) fail(`${MsgType[m.type]} was answered with a ${MsgType[got.type]}; an ERROR was required`);
     return got;
   }
 
@@ -288,8 +334,8 @@ class Kit {
   }
 
   /** Checks that a custody ERROR with sub-code `sub` blames the kit's upstream hop and that no RESULT follows. */
-  async expectCustody(s: RawStream, sid: string, m: Message, sub: string, hop = 1): Promise<void> {
-    const e = await this.error(s, m, sid);
+  async expectCustody(s: RawStream, sid: string, m: Message, sub: string, hop = 1, signsNothing = true): Promise<void> {
+    const e = await this.error(s, m, sid, this.g, true);
     const h = hdr(e);
     expect(h.code === 'custody', `expected ERROR custody, got ${show(e)}`);
     expect(h.peerId === this.g.peerId, `custody ERROR must name the upstream hop ${this.g.peerId} in peerId, got ${String(h.peerId)}`);
@@ -299,13 +345,24 @@ class Kit {
     );
     expect(h.sessionId === sid && h.requestId === hdr(m).requestId, 'custody ERROR must carry the sessionId and requestId of the STEP');
     expect(h.hop === hop, `custody ERROR must carry hop = ${hop} (the reporting hop's index), got ${String(h.hop)}`);
-    // a node answers a STEP with a RESULT or an ERROR, never both: a short look suffices
+    // the output went on before the check (act 1.3.0), but the target must sign nothing for it:
+    // a node answers a step's receipts with its RECEIPTS or an ERROR, never both: a short look suffices
+    if (!signsNothing) return;
     await pause(Math.min(50, this.quietMs));
     const rid = hdr(m).requestId;
     expect(
-      !this.g.results(sid).some((r) => r.type === MsgType.RESULT && hdr(r).requestId === rid),
-      'output computed from an unaccepted input was released',
+      !this.g.results(sid).some((r) => r.type === MsgType.RECEIPTS && hdr(r).requestId === rid),
+      'the target signed a receipt for an input whose upstream chain did not verify',
     );
+  }
+}
+
+/** Whether two signed receipts are the same bytes on the wire (the same record and signature, whatever the JSON member order). */
+function sameReceipt(a: unknown, b: unknown): boolean {
+  try {
+    return Buffer.compare(encodeReceipt(a as WireReceipt), encodeReceipt(b as WireReceipt)) === 0;
+  } catch {
+    return false;
   }
 }
 
@@ -842,7 +899,7 @@ const RULES: Rule[] = [
           Array.isArray(rs) && rs.length === 2,
           `RESULT must carry 2 receipts (upstream's, target's), has ${Array.isArray(rs) ? rs.length : 'none'}`,
         );
-        expect(JSON.stringify(rs[0]) === JSON.stringify(up), 'the upstream receipt must be forwarded unchanged');
+        expect(sameReceipt(rs[0], up), 'the upstream receipt must be forwarded unchanged');
         mine = receiptHash(up.record, k.t.domain);
         const rec = checkReceiptOf(k, rs[1], {
           sid,
@@ -859,12 +916,14 @@ const RULES: Rule[] = [
       void s.ch.close();
     },
   },
-  ...custodyCase('C2', 'no receipts, or not exactly i receipts at hop i', 'malformed', (k, sid, payload) => [
-    k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [] } }),
-  ]),
-  ...custodyCase('C3', "a receipt with an extra member (records carry exactly their type's fields)", 'malformed', (k, sid, payload) => {
+  ...custodyCase('C2', 'no receipts, or not exactly i receipts at hop i', 'malformed', (k, sid, payload) => {
     const up = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
-    return [k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [{ ...up, record: { ...up.record, extra: 1 } }] } })];
+    return [k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [up, up] } })];
+  }),
+  ...custodyCase('C3', 'a RECEIPTS payload that is not the fixed layout (bytes after the last receipt)', 'malformed', (k, sid, payload) => {
+    const up = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
+    const bytes = new Uint8Array([1, ...encodeReceipt(up), 0]);
+    return [k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: bytes } })];
   }),
   ...custodyCase(
     'C4',
@@ -962,7 +1021,7 @@ const RULES: Rule[] = [
   }),
   {
     id: 'C13',
-    title: 'hop 0 given receipts by its gateway → ERROR custody naming the gateway',
+    title: 'hop 0 given receipts by its gateway → ERROR custody naming the gateway (the receipts are otherwise ignored)',
     run: async (k) => {
       const sid = k.sid('hop0-receipts');
       const s = await k.opened(k.open({ sessionId: sid }));
@@ -979,6 +1038,7 @@ const RULES: Rule[] = [
         }),
         'malformed',
         0,
+        false, // the step's input came from the gateway, which signs nothing: hop 0 may sign its own receipt
       );
       void s.ch.close();
     },
@@ -1001,10 +1061,7 @@ const RULES: Rule[] = [
         Buffer.compare(Buffer.from(reply.payload), Buffer.from(want)) === 0,
         'audit payload must be the inputs of the steps as received, then the output of toStep as sent',
       );
-      expect(
-        JSON.stringify(h.receipt) === JSON.stringify((hdr(r1).receipts as unknown[])[0]),
-        'audit receipt must be the receipt the RESULT carried',
-      );
+      expect(sameReceipt(h.receipt, (hdr(r1).receipts as unknown[])[0]), 'audit receipt must be the receipt the RESULT carried');
       const c = h.commitment as { record?: { inputHash?: string } } | undefined;
       expect(
         c?.record?.inputHash?.toLowerCase() === hashTensor(m1.payload!).toLowerCase(),

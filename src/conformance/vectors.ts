@@ -24,6 +24,7 @@ import {
   type StepHeader,
 } from '../protocol/messages.js';
 import { encodeAuditMessage } from '../protocol/audit-messages.js';
+import { decodeReceipts, encodeReceipts } from '../protocol/receipt-codec.js';
 import { OPEN_MAX_SKEW_MS, OPEN_TTL_MS, openSigningBytes, signOpen, type OpenToSign } from '../protocol/open-signature.js';
 import {
   DEV_CHAIN_ID,
@@ -305,9 +306,9 @@ function eip712Vectors(k: Identity) {
 }
 
 /**
- * The custody check a hop makes of the receipts on an arriving STEP (docs/protocol.md §8.1),
- * as the node's stamper makes it: shape, signature, link fields, then the signer's chain.
- * Returns the sub-code of the first failure, or 'ok'.
+ * The custody check a hop makes of the receipts of an arriving STEP (docs/protocol.md §8.1), as
+ * the node's stamper makes it: the RECEIPTS payload decoded (absent: none arrived), shape,
+ * signature, link fields, then the signer's chain. Returns the sub-code of the first failure, or 'ok'.
  */
 export function custodyVerdict(
   chain: { current?: ReceiptChain },
@@ -318,11 +319,18 @@ export function custodyVerdict(
     sessionId: string;
     header: StepHeader;
     payload: Uint8Array;
+    /** the step's RECEIPTS payload as hex (undefined: none arrived) */
+    receiptsHex?: string;
     domain: OdsiDomain;
   },
 ): string {
-  const receipts = (o.header as { receipts?: unknown }).receipts;
   try {
+    let receipts: unknown;
+    try {
+      receipts = o.receiptsHex === undefined ? undefined : decodeReceipts(Buffer.from(o.receiptsHex, 'hex'));
+    } catch (e) {
+      throw new CustodyError('malformed', (e as Error).message);
+    }
     if (o.hop === 0) {
       if (receipts !== undefined && (!Array.isArray(receipts) || receipts.length !== 0))
         throw new CustodyError('malformed', 'the first hop expects no receipts');
@@ -346,6 +354,19 @@ export function custodyVerdict(
     if (e instanceof CustodyError) return e.code;
     throw e;
   }
+}
+
+/** hex of the RECEIPTS payload carrying `chain` */
+const wire = (chain: SignedReceipt[]): string => hexOf(encodeReceipts(chain));
+
+/**
+ * A case as it travels: a header naming `receipts` (the vectors' notation) becomes the STEP
+ * header without them and the RECEIPTS payload that follows it (`receiptsHex`; absent: none).
+ */
+function onWire<T extends { header: StepHeader; receiptsHex?: string }>(c: T): T {
+  const { receipts, ...header } = c.header as StepHeader & { receipts?: SignedReceipt[] };
+  if (c.receiptsHex !== undefined || receipts === undefined) return { ...c, header: header as StepHeader };
+  return { ...c, header: header as StepHeader, receiptsHex: wire(receipts) };
 }
 
 function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDomain) {
@@ -413,14 +434,13 @@ function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDoma
       dtype: 'f32',
       shape: [n, dim],
       timeline: [],
-      receipts: [r1],
     };
     good.push({ header, payload: x1, r1 });
     steps.push({
       step,
       gatewayPayloadHex: hexOf(x0),
-      hop1: { stepHeader: header, payloadHex: hexOf(x1), receiptDigest: h1 },
-      result: { receipts: [r1, r2], payloadHex: hexOf(x2), receiptDigests: [h1, prev2] },
+      hop1: { stepHeader: header, payloadHex: hexOf(x1), receiptsHex: wire([r1]), receiptDigest: h1 },
+      result: { receipts: [r1, r2], receiptsHex: wire([r1, r2]), payloadHex: hexOf(x2), receiptDigests: [h1, prev2] },
     });
   }
   // bad cases, each checked by hop index 1 (n2) after the listed good steps
@@ -429,25 +449,33 @@ function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDoma
   const r = (edit: Partial<ExecutionReceipt>, signer = n1) =>
     receipt(signer, { step: 0, pos: 0, n: 2, start: 0, end: 2, inp: input(0, 2), out: x, up: ZERO_HASH, prev: ZERO_HASH }, edit);
   const withReceipts = (receipts: unknown, h: Partial<StepHeader> = {}): StepHeader => ({ ...base.header, ...h, receipts }) as StepHeader;
+  // a step's receipts travel in its RECEIPTS message: the header for the check, and that payload
+  const goodHeader = (g: { header: StepHeader; r1: SignedReceipt }) => ({ ...g.header, receipts: [g.r1] }) as StepHeader;
+  const r1Bytes = encodeReceipts([base.r1]);
+  const stepTooBig = r1Bytes.slice();
+  stepTooBig.fill(0xff, 1 + 64, 1 + 72); // step: 2^64 − 1
   const other = r({}, gw);
-  const cases: { name: string; before: number; header: StepHeader; payloadHex: string; expect: string }[] = [
-    { name: 'valid', before: 0, header: base.header, payloadHex: hexOf(x), expect: 'ok' },
+  const cases: { name: string; before: number; header: StepHeader; payloadHex: string; receiptsHex?: string; expect: string }[] = [
+    { name: 'valid', before: 0, header: goodHeader(base), payloadHex: hexOf(x), expect: 'ok' },
     { name: 'no receipts', before: 0, header: withReceipts(undefined), payloadHex: hexOf(x), expect: 'malformed' },
     { name: 'two receipts at hop 1', before: 0, header: withReceipts([base.r1, base.r1]), payloadHex: hexOf(x), expect: 'malformed' },
     {
-      name: 'extra record member',
+      name: 'bytes after the last receipt',
       before: 0,
-      header: withReceipts([{ ...base.r1, record: { ...base.r1.record, extra: 1 } }]),
+      header: base.header,
+      receiptsHex: hexOf(new Uint8Array([...r1Bytes, 0])),
       payloadHex: hexOf(x),
       expect: 'malformed',
     },
     {
-      name: 'uint out of range',
+      name: 'uint out of range (step ≥ 2^53)',
       before: 0,
-      header: withReceipts([{ ...base.r1, record: { ...base.r1.record, pos: -1 } }]),
+      header: base.header,
+      receiptsHex: hexOf(stepTooBig),
       payloadHex: hexOf(x),
       expect: 'malformed',
     },
+    { name: 'count 0', before: 0, header: base.header, receiptsHex: '00', payloadHex: hexOf(x), expect: 'malformed' },
     {
       name: 'signature by another key',
       before: 0,
@@ -472,8 +500,8 @@ function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDoma
     },
     { name: 'other step', before: 0, header: withReceipts([r({ pos: 1 })]), payloadHex: hexOf(x), expect: 'slot_mismatch' },
     { name: 'layer gap', before: 0, header: withReceipts([r({ layerEnd: 3 })]), payloadHex: hexOf(x), expect: 'layer_gap' },
-    { name: 'other bytes', before: 0, header: base.header, payloadHex: hexOf(input(7, 2)), expect: 'input_mismatch' },
-    { name: 'replay of step 1', before: 2, header: good[1]!.header, payloadHex: hexOf(good[1]!.payload), expect: 'replay' },
+    { name: 'other bytes', before: 0, header: goodHeader(base), payloadHex: hexOf(input(7, 2)), expect: 'input_mismatch' },
+    { name: 'replay of step 1', before: 2, header: goodHeader(good[1]!), payloadHex: hexOf(good[1]!.payload), expect: 'replay' },
     {
       name: 'broken chain',
       before: 1,
@@ -513,8 +541,8 @@ function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDoma
     up: ZERO_HASH,
     prev: receiptHash(s2.record, domain),
   });
-  const stepOrder = [
-    { header: { ...base.header } as StepHeader, payloadHex: hexOf(x) },
+  const stepOrder: { header: StepHeader; payloadHex: string; receiptsHex?: string }[] = [
+    { header: goodHeader(base), payloadHex: hexOf(x) },
     {
       header: {
         sessionId: sid,
@@ -546,21 +574,24 @@ function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDoma
   ];
   const verdicts = cases.map((c) => {
     const chain: { current?: ReceiptChain } = {};
-    const run = (header: StepHeader, payloadHex: string) =>
+    const run = (m: { header: StepHeader; payloadHex: string; receiptsHex?: string }) =>
       custodyVerdict(chain, {
         hop: 1,
         upstreamAddress: n1.address,
         receiverStart: 2,
         sessionId: sid,
-        header,
-        payload: Buffer.from(payloadHex, 'hex'),
+        header: m.header,
+        payload: Buffer.from(m.payloadHex, 'hex'),
+        receiptsHex: m.receiptsHex,
         domain,
       });
-    for (const g of good.slice(0, c.before)) run(g.header, hexOf(g.payload));
-    return { ...c, got: run(c.header, c.payloadHex) };
+    for (const g of good.slice(0, c.before)) run(onWire({ header: goodHeader(g), payloadHex: hexOf(g.payload) }));
+    const m = onWire(c);
+    return { ...m, got: run(m) };
   });
   const soChain: { current?: ReceiptChain } = {};
-  const soGot = stepOrder.map((s) =>
+  const soSequence = stepOrder.map(onWire);
+  const soGot = soSequence.map((s) =>
     custodyVerdict(soChain, {
       hop: 1,
       upstreamAddress: n1.address,
@@ -568,6 +599,7 @@ function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDoma
       sessionId: sid,
       header: s.header,
       payload: Buffer.from(s.payloadHex, 'hex'),
+      receiptsHex: s.receiptsHex,
       domain,
     }),
   );
@@ -581,7 +613,7 @@ function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDoma
     steps,
     note: 'each case is checked by hop 1 (route[1]) after the first `before` happy-path steps of `steps` arrived at it; expect = the custody sub-code (ok = accepted)',
     cases: verdicts.map(({ got, ...c }) => ({ ...c, got })),
-    stepOrder: { sequence: stepOrder, expect: ['ok', 'ok', 'step_order'], got: soGot },
+    stepOrder: { sequence: soSequence, expect: ['ok', 'ok', 'step_order'], got: soGot },
   };
 }
 
@@ -612,7 +644,11 @@ export function buildVectors(o: { storiesModel?: string } = {}) {
   const open = signedOpen(gw, openBody);
   const chain = chainVectors(gw, n1, n2, domain);
   const f32 = (...v: number[]) => encodeTensor(new Float32Array(v), 'f32');
-  const stepWithReceipts = (chain.steps[1] as { hop1: { stepHeader: StepHeader } }).hop1.stepHeader;
+  const chainStep1 = chain.steps[1] as {
+    hop1: { stepHeader: StepHeader; payloadHex: string; receiptsHex: string };
+    result: { payloadHex: string; receiptsHex: string };
+  };
+  const stepAtHop1 = chainStep1.hop1.stepHeader;
   const kvOpen = { ...open, hop: 1 };
   const kvPayload = f32(1, 2, 3, 4, 5, 6, 7, 8); // length 1, kvDim 4: K row then V row
   const advert = signAdvert(key(1), {
@@ -655,22 +691,31 @@ export function buildVectors(o: { storiesModel?: string } = {}) {
       header: { sessionId: 's1', requestId: 8, step: 1, pos: 4, nTokens: 1, dtype: 'f16', shape: [1, 2], timeline: [] },
       payload: encodeTensor(new Float32Array([1, -2]), 'f16'),
     }),
-    frameVector('STEP at hop 1 carrying one receipt', {
+    frameVector('STEP at hop 1', {
       type: MsgType.STEP,
-      header: stepWithReceipts,
-      payload: Buffer.from((chain.steps[1] as { hop1: { payloadHex: string } }).hop1.payloadHex, 'hex'),
+      header: stepAtHop1,
+      payload: Buffer.from(chainStep1.hop1.payloadHex, 'hex'),
     }),
-    frameVector('RESULT with timeline and two receipts', {
+    frameVector('RECEIPTS at hop 1 (one receipt, after its STEP)', {
+      type: MsgType.RECEIPTS,
+      header: { sessionId: stepAtHop1.sessionId, requestId: stepAtHop1.requestId, step: stepAtHop1.step },
+      payload: Buffer.from(chainStep1.hop1.receiptsHex, 'hex'),
+    }),
+    frameVector('RESULT with timeline', {
       type: MsgType.RESULT,
       header: {
-        ...stepWithReceipts,
+        ...stepAtHop1,
         timeline: [
           { peerId: route[0]!.peerId, start: 0, end: 2, queueMs: 0.012, computeMs: 0.5, sendMs: 0.005, budgetInMs: -1, slackMs: -1 },
           { peerId: route[1]!.peerId, start: 2, end: 5, queueMs: 0.02, computeMs: 0.7, sendMs: 0.004, budgetInMs: -1, slackMs: -1 },
         ],
-        receipts: (chain.steps[1] as { result: { receipts: unknown[] } }).result.receipts,
       },
-      payload: Buffer.from((chain.steps[1] as { result: { payloadHex: string } }).result.payloadHex, 'hex'),
+      payload: Buffer.from(chainStep1.result.payloadHex, 'hex'),
+    }),
+    frameVector('RECEIPTS to the gateway (two receipts, after the RESULT)', {
+      type: MsgType.RECEIPTS,
+      header: { sessionId: stepAtHop1.sessionId, requestId: stepAtHop1.requestId, step: stepAtHop1.step },
+      payload: Buffer.from(chainStep1.result.receiptsHex, 'hex'),
     }),
     frameVector('ERROR unknown_session', { type: MsgType.ERROR, header: { code: 'unknown_session', reason: 'no session', peerId: 'P' } }),
     frameVector('ERROR custody', {

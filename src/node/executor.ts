@@ -1,17 +1,25 @@
 // Runs one STEP of a session through the node's stage: validate and decode the activation,
-// start the custody check and the commitment (they run while the stage computes), hand the
-// step to the scheduler (scheduler.ts: deadline check, batched with other sessions' steps),
-// then — once custody has settled — sign the receipt and send the output on with this hop's
-// timing appended. One receipt per session step, whatever batch computed it. Audit
+// fix the commitment (while the stage computes), hand the step to the scheduler (scheduler.ts:
+// deadline check, batched with other sessions' steps), send the output on at once with this
+// hop's timing appended; then, on the session's receipt chain, wait for the upstream RECEIPTS,
+// check custody, sign this hop's receipt and send the chain on (docs/protocol.md §4.3). One
+// receipt per session step, whatever batch computed it. Audit
 // re-executions run through the scheduler's `exclusive`, never beside a token-path step.
 
 import type { Stage } from '../engine/types.js';
-import { MsgType, decodeTensor, encodeTensor, type ErrorCode, type Message, type StepHeader } from '../protocol/messages.js';
+import { MessageError, MsgType, decodeTensor, encodeTensor, type ErrorCode, type Message, type StepHeader } from '../protocol/messages.js';
+import { appendReceipt, decodeReceipts } from '../protocol/receipt-codec.js';
+import type { ArrivingStep, FinishedStep } from '../accountability/node/stamper.js';
 import type { HopTiming } from '../route/route-stage.js';
 import type { StepScheduler } from './scheduler.js';
 import type { Session } from './sessions.js';
 import type { NodeMetrics } from './metrics.js';
-import { attachReceipt, type StepStamper } from './stamper.js';
+import type { StepStamper } from './stamper.js';
+
+/** how long a hop waits for the upstream receipts of a step without a deadline budget */
+export const RECEIPTS_WAIT_MS = 30_000;
+/** with a budget: twice the budget, at least this (as the gateway waits for the RESULT, route-stage.ts) */
+export const MIN_RECEIPTS_WAIT_MS = 5_000;
 
 export interface StepExecutorOptions {
   /** this node's peer id (named in errors and timings) */
@@ -56,14 +64,19 @@ export class StepExecutor {
     } catch (e) {
       return fail('bad_message', (e as Error).message);
     }
-    // the upstream hop's signed receipt must cover exactly these bytes, and this hop commits to
-    // its input before the output exists; both run while the stage computes, and nothing is
-    // released before they are settled
-    const arriving = { open: s.open, header: h, input: payload, range: stage.range, profile: stage.profile, modelId: this.o.modelId };
+    // this hop commits to its input before the output exists (while the stage computes); the
+    // upstream hop's receipts (custody) are checked after the output went on, before this hop signs
+    const arriving: ArrivingStep = {
+      open: s.open,
+      header: h,
+      input: payload,
+      range: stage.range,
+      profile: stage.profile,
+      modelId: this.o.modelId,
+    };
     // never sign twice for one slot: a different input for a step already taken runs nothing
     const claimed = stamper.claim(arriving);
     if (!claimed.ok) return fail(claimed.code, claimed.reason);
-    const custodyCheck = stamper.checkUpstream(arriving);
     const committed = stamper.commit(arriving);
     // the scheduler batches this step with the other sessions' steps (continuous batching)
     const deadline = h.budgetMs !== undefined ? recvAt + h.budgetMs - s.linkMs : Infinity;
@@ -94,10 +107,54 @@ export class StepExecutor {
       slackMs: h.budgetMs !== undefined ? round(h.budgetMs - spent - s.linkMs) : -1,
     };
     const header: StepHeader = { ...h, timeline: [...h.timeline, timing] };
-    const finished = { ...arriving, header, output: bytes, timing };
-    const custody = await custodyCheck;
+    const finished: FinishedStep = { ...arriving, header, output: bytes, timing };
+    // the receipt signs the budget as granted to this hop; the header passes on what is left
+    const sent: StepHeader = h.budgetMs !== undefined ? { ...header, budgetMs: timing.slackMs } : header;
+    s.steps++;
+    this.stats.steps++;
+    this.o.metrics?.step(timing, h.nTokens);
+    // the output goes on at once; its receipts follow (the next hop computes meanwhile, and signs
+    // nothing before it has verified them)
+    try {
+      await s.downstream!.send({ type: s.isLast ? MsgType.RESULT : MsgType.STEP, header: sent, payload: bytes });
+    } catch {
+      const target = s.downstream?.remotePeer;
+      return fail('unreachable', `${self} cannot reach ${target}`); // why is not told (dialing policy)
+    }
+    if (!stamper.accountable) return;
+    const waitMs = h.budgetMs !== undefined ? Math.max(2 * h.budgetMs, MIN_RECEIPTS_WAIT_MS) : RECEIPTS_WAIT_MS;
+    s.receiptChain = s.receiptChain.then(() => this.stamp(s, finished, committed, waitMs));
+  }
+
+  /**
+   * After the output went on: the upstream chain (its RECEIPTS message), verified; then this hop's
+   * receipt, signed and sent on with the chain. Any failure: an ERROR upstream, no receipt.
+   */
+  private async stamp(s: Session, f: FinishedStep, committed: Promise<void>, waitMs: number): Promise<void> {
+    const { self, stamper } = this.o;
+    const h = f.header;
+    const errorUp = (code: ErrorCode, reason: string, peerId?: string) => {
+      this.stats.errors++;
+      this.o.metrics?.stepError(code);
+      void s.upstream.sendError(code, reason, { sessionId: s.id, requestId: h.requestId, hop: s.open.hop, ...(peerId ? { peerId } : {}) });
+    };
+    let upstream: Uint8Array | undefined;
+    if (s.open.hop > 0) {
+      const upPeer = s.open.route[s.open.hop - 1]!.peerId;
+      upstream = await s.inbox.take(h.step, waitMs);
+      s.inbox.forget(h.step);
+      if (s.closed) return;
+      if (!upstream) return errorUp('timeout', `no receipts from ${upPeer} for step ${h.step} within ${Math.round(waitMs)} ms`, upPeer);
+      try {
+        f.receipts = decodeReceipts(upstream);
+      } catch (e) {
+        f.receipts = 'malformed';
+        if (!(e instanceof MessageError)) throw e;
+      }
+    }
+    const custody = await stamper.checkUpstream(f);
     if (custody) {
-      // computed from an input its upstream did not sign for: the output is never released
+      // computed from an input its upstream did not sign for: this hop signs nothing for it
       this.stats.errors++;
       void s.upstream.sendError(custody.code, custody.reason, {
         sessionId: s.id,
@@ -109,18 +166,15 @@ export class StepExecutor {
     }
     await committed;
     // this hop's receipt (input as received, output as sent) goes on with the chain
-    const receipt = stamper.accountable ? stamper.sign(finished) : undefined;
-    if (stamper.accountable && !(receipt && attachReceipt(stamper, finished, receipt)))
-      return fail('internal', `${self} signed no receipt for step ${h.step}; output withheld`);
-    if (h.budgetMs !== undefined) header.budgetMs = timing.slackMs;
-    s.steps++;
-    this.stats.steps++;
-    this.o.metrics?.step(timing, h.nTokens);
+    const receipt = stamper.sign(f);
+    if (!receipt) return errorUp('internal', `${self} signed no receipt for step ${h.step}`);
+    stamper.retain(f, receipt);
+    if (s.closed) return;
     try {
-      await s.downstream!.send({ type: s.isLast ? MsgType.RESULT : MsgType.STEP, header, payload: bytes });
+      const payload = appendReceipt(upstream, receipt);
+      await s.downstream!.send({ type: MsgType.RECEIPTS, header: { sessionId: s.id, requestId: h.requestId, step: h.step }, payload });
     } catch {
-      const target = s.downstream?.remotePeer;
-      fail('unreachable', `${self} cannot reach ${target}`); // why is not told (dialing policy)
+      errorUp('unreachable', `${self} cannot reach ${s.downstream?.remotePeer}`);
     }
   }
 

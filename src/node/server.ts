@@ -370,10 +370,14 @@ export class NodeServer {
       return false;
     }
     this.stats.refused++;
-    void s.upstream.sendError('limit', `at most ${MAX_QUEUED_PER_SESSION} messages of a session may wait; send the next step after a result`, {
-      sessionId: s.id,
-      requestId,
-    });
+    void s.upstream.sendError(
+      'limit',
+      `at most ${MAX_QUEUED_PER_SESSION} messages of a session may wait; send the next step after a result`,
+      {
+        sessionId: s.id,
+        requestId,
+      },
+    );
     return true;
   }
 
@@ -399,6 +403,31 @@ export class NodeServer {
       case MsgType.CLOSE:
         s.chain = s.chain.then(() => this.sessions.teardown(s, m.header.reason ?? 'closed by upstream', true));
         return;
+      case MsgType.RECEIPTS: {
+        // the upstream chain of a step, after its STEP: not queued behind compute (executor.ts takes it)
+        const accountable = this.o.stamper.accountable;
+        const hop0 = s.open.hop === 0;
+        // at hop 0 (the gateway signs nothing) it is refused and otherwise ignored
+        const kept = accountable && !hop0 && s.inbox.put(m.header.step, m.payload);
+        const why = !accountable
+          ? 'this node is not accountable: it takes no receipts'
+          : hop0
+            ? 'chain of custody: malformed: the first hop expects no receipts from the gateway'
+            : !kept
+              ? `receipts for step ${m.header.step} refused: sent twice, or too many steps ahead`
+              : undefined;
+        if (why) {
+          this.stats.errors++;
+          const code: ErrorCode | 'custody' = !accountable ? 'bad_message' : hop0 ? 'custody' : 'limit';
+          void s.upstream.sendError(code, why, {
+            sessionId: s.id,
+            requestId: m.header.requestId,
+            hop: s.open.hop,
+            ...(accountable && hop0 ? { peerId: s.owner } : {}),
+          });
+        }
+        return;
+      }
       default:
         if (m.type === MsgType.ERROR) return; // never answer an error with an error
         void s.upstream.sendError('bad_message', `unexpected ${MsgType[m.type]} on a session stream`, { sessionId: s.id });

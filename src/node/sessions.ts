@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Stage } from '../engine/types.js';
 import type { Channel } from '../p2p/channel.js';
 import { MsgType, type OpenHeader } from '../protocol/messages.js';
+import { ReceiptInbox } from './receipt-inbox.js';
 
 export interface Session {
   id: string;
@@ -19,6 +20,10 @@ export interface Session {
   reserved: number;
   /** the session's messages run one after another on this chain */
   chain: Promise<void>;
+  /** accountability: each step's receipt work (wait for the upstream chain, verify, sign, send RECEIPTS), in step order, after its output went on */
+  receiptChain: Promise<void>;
+  /** the upstream hop's RECEIPTS, by step */
+  inbox: ReceiptInbox;
   /** STEP/TRUNCATE messages on the chain not yet finished (at most MAX_QUEUED_PER_SESSION) */
   queued: number;
   idle?: NodeJS.Timeout;
@@ -90,6 +95,8 @@ export class SessionTable {
       isLast: open.hop === open.route.length - 1,
       reserved,
       chain: Promise.resolve(),
+      receiptChain: Promise.resolve(),
+      inbox: new ReceiptInbox(),
       queued: 0,
       lastActive: performance.now(),
       linkMs: 0,
@@ -140,6 +147,7 @@ export class SessionTable {
   teardown(s: Session, why: string, closeDownstream: boolean): void {
     if (s.closed) return;
     s.closed = true;
+    s.inbox.close();
     if (s.idle) clearTimeout(s.idle);
     if (this.sessions.get(s.id) === s) this.sessions.delete(s.id);
     this.reservedTokens -= s.reserved;

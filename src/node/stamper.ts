@@ -1,13 +1,14 @@
-// What the node needs from accountability per step, as one interface: check the upstream
-// receipt (custody) and sign the commitment while the stage computes, sign the receipt after
-// compute (the node appends it to the outgoing header, attachReceipt), keep the step for auditors. The
+// What the node needs from accountability per step, as one interface: fix the commitment while
+// the stage computes; after the output went on, check the upstream receipts (custody) as they
+// arrive in their RECEIPTS message, sign this hop's receipt (the executor sends it on with the
+// chain, docs/protocol.md §4.3), keep the step for auditors. The
 // accountable implementation is src/accountability/node/stamper.ts (NodeStamper); NO_STAMPER
 // is the node with accountability off. Which one a node gets is decided once, at start-up.
 
 import type { SignedReceipt } from '../accountability/records/receipts.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep, ReexecReceiptFields } from '../accountability/node/stamper.js';
 import type { ClaimResult } from '../accountability/node/slot-guard.js';
-import type { OpenHeader, StepHeader } from '../protocol/messages.js';
+import type { OpenHeader } from '../protocol/messages.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 
 export interface StepStamper {
@@ -22,7 +23,7 @@ export interface StepStamper {
   openSession(open: OpenHeader): Promise<void>;
   /** before anything else: refuses a second, different input for a slot already taken (never sign twice) */
   claim(step: ArrivingStep): ClaimResult;
-  /** custody check of an arriving step; a failure means its output must never be released */
+  /** custody check of a step's upstream receipts (after its output went on); a failure means this hop signs nothing for it */
   checkUpstream(step: ArrivingStep): Promise<CustodyFailure | undefined>;
   /** signs the step's commitment (before compute); never rejects */
   commit(step: ArrivingStep): Promise<void>;
@@ -49,11 +50,3 @@ export const NO_STAMPER: StepStamper = {
     throw new Error('accountability is off: this node signs no receipts');
   },
 };
-
-/** Appends this hop's signed `receipt` to the outgoing header's chain and keeps the step for auditors. */
-export function attachReceipt(stamper: StepStamper, step: FinishedStep, receipt: SignedReceipt): boolean {
-  const h = step.header as StepHeader & { receipts?: unknown };
-  h.receipts = [...(Array.isArray(h.receipts) ? (h.receipts as unknown[]) : []), receipt];
-  stamper.retain(step, receipt);
-  return true;
-}

@@ -7,9 +7,10 @@ import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYL
 
 /** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
 // 1.2.0: routes ≤ MAX_ROUTE_HOPS, record ids always keccak256 of the session id (docs/protocol.md §10)
-export const ACT_PROTOCOL = '/odsi/act/1.2.0';
-/** stream protocol: last hop→gateway (OPENED first), carries RESULTs */
-export const RESULT_PROTOCOL = '/odsi/result/1.0.0';
+// 1.3.0: receipts leave the STEP header: a hop forwards its STEP first, then a binary RECEIPTS message (§4.3)
+export const ACT_PROTOCOL = '/odsi/act/1.3.0';
+/** stream protocol: last hop→gateway (OPENED first), carries RESULTs (1.1.0: each followed by its RECEIPTS) */
+export const RESULT_PROTOCOL = '/odsi/result/1.1.0';
 // kv-transfer: stream protocol: a draining node → its replacement (KV messages, one KV_ACK back)
 export const KV_PROTOCOL = '/odsi/kv/1.1.0';
 
@@ -18,8 +19,8 @@ export const MAX_SESSION_STREAMS = 1024;
 
 /**
  * Longest route an OPEN may name (docs/protocol.md §3.1, "Header size"): a STEP/RESULT header
- * carries one receipt (≤ 1.3 KB) and one timeline entry (≤ 0.4 KB) per hop, so 32 honest hops
- * stay well inside the 64 KiB header limit; 256 would not.
+ * carries one timeline entry (≤ 0.4 KB) per hop and a RECEIPTS payload one receipt (≤ 1.2 KB)
+ * per hop, so 32 honest hops stay well inside the 64 KiB header limit; 256 would not.
  */
 export const MAX_ROUTE_HOPS = 32;
 
@@ -34,6 +35,7 @@ export enum MsgType {
   KV = 0x08, // kv-transfer: one layer of a session's KV cache (payload: K then V, f32)
   KV_ACK = 0x09, // kv-transfer: the replacement imported the session (or an ERROR instead)
   AUDIT = 0x0a, // audit protocols only: one request or reply (audit-messages.ts)
+  RECEIPTS = 0x0b, // accountability: the signed receipts of one step so far, after its STEP/RESULT (receipt-codec.ts)
 }
 
 export type Dtype = 'f32' | 'f16' | 'bf16';
@@ -112,9 +114,9 @@ export const stepSchema = z.looseObject({
   timeline: z.array(timingSchema).max(MAX_ROUTE_HOPS),
   /** re-sent history after a failover: process as usual, marks the RESULT as replay */
   replay: z.boolean().optional(),
-  // accountability: signed ExecutionReceipts of the hops so far (checked by the next hop's StepStamper)
-  receipts: z.array(z.unknown()).max(MAX_ROUTE_HOPS).optional(),
 });
+/** accountability: the step's signed receipts so far follow in the payload (receipt-codec.ts) */
+export const receiptsSchema = z.looseObject({ sessionId: id, requestId: uint, step: uint });
 export const resultSchema = stepSchema;
 export const errorSchema = z.looseObject({
   sessionId: id.optional(),
@@ -155,6 +157,7 @@ export type StepHeader = z.infer<typeof stepSchema>;
 export type ErrorHeader = z.infer<typeof errorSchema> & { code: ErrorCode | string };
 export type CloseHeader = z.infer<typeof closeSchema>;
 export type TruncateHeader = z.infer<typeof truncateSchema>;
+export type ReceiptsHeader = z.infer<typeof receiptsSchema>;
 
 export type Message =
   | { type: MsgType.OPEN; header: OpenHeader; payload?: Uint8Array }
@@ -166,7 +169,8 @@ export type Message =
   | { type: MsgType.TRUNCATE; header: TruncateHeader; payload?: Uint8Array }
   | { type: MsgType.KV; header: KvHeader; payload: Uint8Array } // kv-transfer
   | { type: MsgType.KV_ACK; header: z.infer<typeof kvAckSchema>; payload?: Uint8Array } // kv-transfer
-  | { type: MsgType.AUDIT; header: z.infer<typeof auditSchema>; payload?: Uint8Array };
+  | { type: MsgType.AUDIT; header: z.infer<typeof auditSchema>; payload?: Uint8Array }
+  | { type: MsgType.RECEIPTS; header: ReceiptsHeader; payload: Uint8Array };
 
 const SCHEMAS: Record<MsgType, z.ZodType> = {
   [MsgType.OPEN]: openSchema,
@@ -179,6 +183,7 @@ const SCHEMAS: Record<MsgType, z.ZodType> = {
   [MsgType.KV]: kvSchema, // kv-transfer
   [MsgType.KV_ACK]: kvAckSchema, // kv-transfer
   [MsgType.AUDIT]: auditSchema,
+  [MsgType.RECEIPTS]: receiptsSchema,
 };
 
 /** A message that framed correctly but is not valid: answer with an error, keep the stream. */

@@ -2,7 +2,9 @@
 //   gateway ──STEP──▶ hop 1 ──STEP──▶ hop 2 … ──▶ hop k ──RESULT──▶ gateway
 // One long-lived libp2p stream per session per hop (k+1 transfers per token). Errors travel
 // back upstream hop by hop to the gateway and name the failing peer. Each hop appends its
-// timing to the STEP's timeline and the gateway gets the whole timeline with the RESULT.
+// timing to the STEP's timeline and the gateway gets the whole timeline with the RESULT. With
+// accountability on, the RESULT is followed by a RECEIPTS message (the hops' signed receipts,
+// docs/protocol.md §4.3); the output is released only once the verifier accepted that chain.
 
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Stream } from '@libp2p/interface';
@@ -25,6 +27,7 @@ import {
   type StepHeader,
 } from '../protocol/messages.js';
 import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../protocol/open-signature.js';
+import { decodeReceipts } from '../protocol/receipt-codec.js';
 
 export interface Hop {
   peerId: string;
@@ -120,7 +123,8 @@ export class RouteStage implements Stage {
   private step = 0;
   private length = 0;
   private closed = false;
-  private pending = new Map<number, { resolve(m: Message): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  /** steps in flight; `result`: the RESULT, held until its RECEIPTS arrive (accountability) */
+  private pending = new Map<number, { resolve(m: Message): void; reject(e: Error): void; timer: NodeJS.Timeout; result?: Message }>();
   private opened?: { resolve(): void; reject(e: Error): void };
 
   constructor(
@@ -201,10 +205,37 @@ export class RouteStage implements Stage {
     }
     if (m.type === MsgType.RESULT) {
       const p = this.pending.get(m.header.requestId);
-      if (!p) return; // late result of a step that already timed out
+      if (!p || p.result) return; // late result of a step that already timed out (or a second one)
+      // accountability: the output waits for its receipts, which follow in a RECEIPTS message
+      if (this.opts.verifier) {
+        p.result = m;
+        return;
+      }
       this.pending.delete(m.header.requestId);
       clearTimeout(p.timer);
       p.resolve(m);
+      return;
+    }
+    if (m.type === MsgType.RECEIPTS) {
+      const p = this.pending.get(m.header.requestId);
+      if (!p?.result || !this.opts.verifier) return; // nothing waits for these
+      this.pending.delete(m.header.requestId);
+      clearTimeout(p.timer);
+      const last = this.hops[this.hops.length - 1]!.peerId;
+      const result = p.result as Extract<Message, { type: MsgType.RESULT }>;
+      if (m.header.step !== result.header.step) {
+        p.reject(new RouteError(`receipts for step ${m.header.step} answer step ${result.header.step}`, 'bad_reply', last));
+        return;
+      }
+      let receipts: unknown[];
+      try {
+        receipts = decodeReceipts(m.payload);
+      } catch (e) {
+        p.reject(new RouteError((e as Error).message, 'bad_reply', last));
+        return;
+      }
+      // the verifier reads the chain where a 1.2 RESULT carried it: in its header
+      p.resolve({ ...result, header: { ...result.header, receipts } as StepHeader });
       return;
     }
     if (m.type === MsgType.ERROR) {

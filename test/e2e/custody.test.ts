@@ -1,8 +1,9 @@
 // Bad receipts on the token path, against a real `odsi node` process: this test plays the
-// upstream hop (hop 0 of a two-hop route whose hop 1 is the node) and sends STEPs whose
-// receipt chains are missing, forged, signed by someone else, of another session, replayed
-// or for other bytes. The node must answer each with a custody ERROR naming this upstream
-// peer and a clear reason, and accept a correct chain.
+// upstream hop (hop 0 of a two-hop route whose hop 1 is the node) and sends STEPs, each followed
+// by a RECEIPTS message (act 1.3.0) whose chain is missing, forged, signed by someone else, of
+// another session, replayed or for other bytes. The node forwards its RESULT at once, then must
+// answer each bad chain with a custody ERROR naming this upstream peer and a clear reason — and
+// no receipt of its own — and a correct chain with the chain plus its own receipt.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { modelIdentity } from '../../src/model/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { Channel } from '../../src/p2p/channel.js';
 import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL, encodeTensor, type Message, type StepHeader } from '../../src/protocol/messages.js';
+import { decodeReceipts, encodeReceipts } from '../../src/protocol/receipt-codec.js';
 import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../../src/protocol/open-signature.js';
 import { NodeProcess } from '../../src/node/process.js';
 import { ZERO_HASH } from '../../src/accountability/records/eip712.js';
@@ -124,7 +126,8 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
     upstreamReceiptHash: ZERO_HASH,
   });
   let rid = 1;
-  const send = async (step: number, payload: Uint8Array, receipts: unknown[] | undefined) => {
+  /** a STEP, then its RECEIPTS (a chain, raw bytes, or none); the node's RESULT, then what follows it */
+  const send = async (step: number, payload: Uint8Array, receipts: SignedReceipt[] | Uint8Array | undefined, budgetMs?: number) => {
     const header: StepHeader = {
       sessionId: sid,
       requestId: rid++,
@@ -134,15 +137,21 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
       dtype: 'f32',
       shape: [1, DIM],
       timeline: [],
+      ...(budgetMs !== undefined ? { budgetMs } : {}),
     };
-    if (receipts) (header as { receipts?: unknown[] }).receipts = receipts;
     await ch.send({ type: MsgType.STEP, header, payload });
+    if (receipts) {
+      const bytes = receipts instanceof Uint8Array ? receipts : encodeReceipts(receipts);
+      await ch.send({ type: MsgType.RECEIPTS, header: { sessionId: sid, requestId: header.requestId, step }, payload: bytes });
+    }
+    const result = await next();
+    assert.equal(result.type, MsgType.RESULT, `the output goes on before its receipts: ${JSON.stringify(result.header)}`);
     return next();
   };
-  const expectCustody = (m: Message, re: RegExp) => {
+  const expectCustody = (m: Message, re: RegExp, code = 'custody') => {
     assert.equal(m.type, MsgType.ERROR, `expected an error, got ${MsgType[m.type]}`);
     const h = m.header as { code: string; reason: string; peerId: string };
-    assert.equal(h.code, 'custody');
+    assert.equal(h.code, code);
     assert.equal(h.peerId, host!.peerId, 'the error must name the upstream peer');
     assert.match(h.reason, re);
   };
@@ -151,16 +160,18 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
   const out0 = encodeTensor(act(0), 'f32');
   const r0 = signer.receipt(fields(0, out0));
   const ok = await send(0, out0, [r0]);
-  assert.equal(ok.type, MsgType.RESULT, JSON.stringify(ok.header));
-  const chain = (ok.header as { receipts?: SignedReceipt[] }).receipts!;
+  assert.equal(ok.type, MsgType.RECEIPTS, JSON.stringify(ok.header));
+  const chain = decodeReceipts(ok.payload!);
   assert.equal(chain.length, 2);
+  assert.deepEqual(chain[0], r0, 'the upstream receipt travels on unchanged');
   assert.equal(chain[1]!.record.inputHash, r0.record.outputHash);
 
   const out1 = encodeTensor(act(1), 'f32');
-  expectCustody(await send(1, out1, undefined), /malformed.*no receipt chain/);
-  expectCustody(await send(1, out1, [{ record: { step: 1 }, signature: '0x00' }]), /malformed/);
+  // no receipts by the step's deadline (twice the budget, at least 5 s): nothing signed, ERROR timeout
+  expectCustody(await send(1, out1, undefined, 1_000), /no receipts from .* for step 1/, 'timeout');
+  expectCustody(await send(1, out1, new Uint8Array([1, 2, 3])), /malformed.*no receipt chain/);
   const good1 = signer.receipt(fields(1, out1));
-  const forged = { record: good1.record, signature: `0x${'11'.repeat(32)}${good1.signature.slice(66)}` };
+  const forged = { record: good1.record, signature: `0x${'11'.repeat(32)}${good1.signature.slice(66)}` as const };
   expectCustody(await send(1, out1, [forged]), /bad_signature/);
   const stranger = signReceipt(generateIdentity(), { ...fields(1, out1), prevReceiptHash: ZERO_HASH, commitmentHash: ZERO_HASH }, domain);
   expectCustody(await send(1, out1, [stranger]), /bad_signature.*upstream hop/);
@@ -169,7 +180,7 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
   expectCustody(await send(1, encodeTensor(act(99), 'f32'), [good1]), /input_mismatch/);
   expectCustody(await send(1, out1, [r0]), /slot_mismatch/);
   // the good one goes through once; sent again it is a replay
-  assert.equal((await send(1, out1, [good1])).type, MsgType.RESULT);
+  assert.equal((await send(1, out1, [good1])).type, MsgType.RECEIPTS);
   expectCustody(await send(1, out1, [good1]), /replay/);
   await ch.close();
 });

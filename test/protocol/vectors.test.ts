@@ -11,11 +11,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { hashTypedData, keccak256, recoverTypedDataAddress, toBytes } from 'viem';
+import { getAddress, hashTypedData, keccak256, recoverTypedDataAddress, toBytes } from 'viem';
 import { buildVectors, vectorsJson } from '../../src/conformance/vectors.js';
 import { conformanceRules } from '../../src/conformance/kit.js';
 import { encodeMessage, MAX_ROUTE_HOPS, MsgType } from '../../src/protocol/messages.js';
-import { MAX_HEADER_BYTES } from '../../src/protocol/frame.js';
+import { MAX_FRAME_PAYLOAD, MAX_HEADER_BYTES } from '../../src/protocol/frame.js';
 import { REPO_ROOT, STORIES_GGUF } from '../helpers/paths.js';
 
 const FILE = join(REPO_ROOT, 'docs/vectors/protocol.json');
@@ -24,6 +24,48 @@ const committed = readFileSync(FILE, 'utf8');
 const V: any = JSON.parse(committed);
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest();
+
+/**
+ * A RECEIPTS payload parsed by hand from docs/protocol.md §4.3: a count byte, then per receipt
+ * 399 fixed bytes (hashes and addresses raw, integers little-endian) and the UTF-8 profile.
+ */
+function parseReceipts(h: string): { record: Record<string, string | number>; signature: string }[] {
+  const b = Buffer.from(h, 'hex');
+  const out = [];
+  let o = 1;
+  const b32 = (at: number, n = 32) => `0x${b.subarray(o + at, o + at + n).toString('hex')}`;
+  for (let i = 0; i < b[0]!; i++) {
+    const len = b.readUInt16LE(o + 397);
+    const u64 = (at: number) => Number(b.readBigUInt64LE(o + at));
+    out.push({
+      record: {
+        requestId: b32(0),
+        sessionId: b32(32),
+        step: u64(64),
+        pos: b.readUInt32LE(o + 72),
+        nTokens: b.readUInt32LE(o + 76),
+        layerStart: b.readUInt32LE(o + 80),
+        layerEnd: b.readUInt32LE(o + 84),
+        modelId: b32(88),
+        profile: b.subarray(o + 399, o + 399 + len).toString('utf8'),
+        inputHash: b32(120),
+        budgetUs: u64(152),
+        signer: getAddress(b32(160, 20)),
+        outputHash: b32(180),
+        recvUs: u64(212),
+        computeUs: u64(220),
+        sendUs: u64(228),
+        upstreamReceiptHash: b32(236),
+        prevReceiptHash: b32(268),
+        commitmentHash: b32(300),
+      },
+      signature: b32(332, 65),
+    });
+    o += 399 + len;
+  }
+  assert.equal(o, b.length, 'no bytes after the last receipt');
+  return out;
+}
 
 test('the committed vectors equal a fresh computation by the implementation', () => {
   const fresh = vectorsJson(buildVectors({ storiesModel: STORIES_GGUF }));
@@ -55,6 +97,10 @@ test('frames: preamble, header JSON and payload parsed by hand', () => {
       payload += b.subarray(16 + H).toString('hex');
     });
     if (f.payloadHex !== undefined) assert.equal(payload, f.payloadHex, `${f.name}: payload`);
+    if (f.type === 0x0b) {
+      const rs = parseReceipts(payload);
+      assert.ok(rs.length >= 1 && rs.every((r) => r.record.step === f.header.step), `${f.name}: receipts of the header's step`);
+    }
   }
 });
 
@@ -314,7 +360,9 @@ test('receipt chain: links recomputed with viem; every custody case has its expe
     assert.equal(r2.record.layerStart, r1.record.layerEnd);
     assert.equal(r2.record.upstreamReceiptHash, digest(r1));
     assert.deepEqual([r1.record.prevReceiptHash, r2.record.prevReceiptHash], prev);
-    assert.deepEqual(s.hop1.stepHeader.receipts, [r1], 'hop i carries i receipts');
+    assert.equal(s.hop1.stepHeader.receipts, undefined, 'receipts travel in their own RECEIPTS message, not in the STEP header');
+    assert.deepEqual(parseReceipts(s.hop1.receiptsHex), [r1], 'hop i sends i receipts');
+    assert.deepEqual(parseReceipts(s.result.receiptsHex), [r1, r2], 'the last hop sends the whole chain');
     for (const [r, k] of [
       [r1, 'hop1'],
       [r2, 'hop2'],
@@ -330,36 +378,17 @@ test('receipt chain: links recomputed with viem; every custody case has its expe
   assert.deepEqual(c.stepOrder.got, c.stepOrder.expect);
 });
 
-test(`header size: a ${MAX_ROUTE_HOPS}-hop route's RESULT header (receipts, timeline) fits the ${MAX_HEADER_BYTES}-byte limit`, () => {
+test(`header size: a ${MAX_ROUTE_HOPS}-hop route's RESULT header (timeline) and RECEIPTS payload fit the limits`, () => {
   const rs = V.frames.find((f: { name: string }) => f.name.startsWith('RESULT')).header;
-  const receipt = rs.receipts[1];
   const timing = rs.timeline[1];
-  // the largest honest values: 64-character profile, 16-digit integers, long timings
-  const big = {
-    ...receipt,
-    record: {
-      ...receipt.record,
-      profile: 'p'.repeat(64),
-      step: 2 ** 53 - 1,
-      pos: 2 ** 32 - 1,
-      nTokens: 2 ** 32 - 1,
-      recvUs: 2 ** 53 - 1,
-      computeUs: 2 ** 53 - 1,
-      sendUs: 2 ** 53 - 1,
-      budgetUs: 2 ** 53 - 1,
-    },
-  };
   const t = { ...timing, queueMs: 123456.789, computeMs: 123456.789, sendMs: 123456.789, budgetInMs: 123456.789, slackMs: -123456.789 };
-  const header = {
-    ...rs,
-    sessionId: 's'.repeat(256),
-    requestId: 2 ** 53 - 1,
-    receipts: Array(MAX_ROUTE_HOPS).fill(big),
-    timeline: Array(MAX_ROUTE_HOPS).fill(t),
-  };
+  const header = { ...rs, sessionId: 's'.repeat(256), requestId: 2 ** 53 - 1, timeline: Array(MAX_ROUTE_HOPS).fill(t) };
   const size = Buffer.byteLength(JSON.stringify(header));
   assert.ok(size < MAX_HEADER_BYTES, `${size} bytes`);
   assert.doesNotThrow(() => encodeMessage({ type: MsgType.RESULT, header, payload: new Uint8Array(8) }));
+  // the largest RECEIPTS payload: 32 receipts with a 256-character profile of 3-byte characters
+  const biggest = 1 + MAX_ROUTE_HOPS * (399 + 256 * 3);
+  assert.ok(biggest < MAX_FRAME_PAYLOAD, `${biggest} bytes fit one frame`);
 });
 
 test('docs/protocol.md §11 lists exactly the rules the conformance kit checks', () => {

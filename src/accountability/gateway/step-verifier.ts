@@ -16,6 +16,7 @@
 import type { RouteHopInfo, RouteStepView, StepFailure, StepVerifier } from '../../route/step-verifier.js';
 import { ZERO_HASH, type Hex, type OdsiDomain } from '../records/eip712.js';
 import { checkSigned, hashTensor, type SignedReceipt } from '../records/receipts.js';
+import { RECEIPT_FIXED_BYTES } from '../../protocol/receipt-codec.js';
 import { CustodyError, checkStepChain } from '../checks/custody.js';
 import { EquivocationDetector, verifyEquivocationEvidence } from '../checks/equivocation.js';
 import { addressOfPeer, requestIdOf, sessionIdOf } from '../records/wire.js';
@@ -244,12 +245,12 @@ export function blameFor(e: CustodyError, hops: readonly RouteHopInfo[]): string
   return hops[Math.min(e.at + 1, last)]!.peerId;
 }
 
-/** bytes the receipts add on the wire for one step: hop i forwards receipts 0..i */
-function linkBytes(receipts: readonly unknown[]): number {
+/** bytes the receipts add on the wire for one step: hop i forwards receipts 0..i in one RECEIPTS message (receipt-codec.ts) */
+function linkBytes(receipts: readonly SignedReceipt[]): number {
   let total = 0;
-  let prefix = 0;
+  let prefix = 1;
   for (const r of receipts) {
-    prefix += JSON.stringify(r).length + 1;
+    prefix += RECEIPT_FIXED_BYTES + Buffer.byteLength(r.record.profile);
     total += prefix;
   }
   return total;

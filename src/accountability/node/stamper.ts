@@ -1,23 +1,24 @@
 // The node side of accountability on the token path (the node's StepStamper, src/node/stamper.ts).
 //
-// Before the output is released (the signature check runs on the crypto worker, crypto-pool.ts,
-// while the stage computes):
-// - checkUpstream: the upstream hop's receipt for this step must be well formed, validly signed
-//   by the upstream hop's own key (its peer id), for this session/step/slot, the next link in
-//   that signer's per-session chain (no replays), and must sign exactly the bytes that arrived
-//   (chain of custody; the field checks are checks/custody.ts's checkLink). A failure is
-//   answered with an ERROR naming the upstream peer (so the gateway routes around it) and the
-//   output computed from that input is never sent.
+// Before compute:
 // - commit: the node fixes an ExecutionCommitment — what it is about to run (slot, layers,
 //   model, profile), on which input bytes, within which budget. Its fields and digest are fixed
 //   from the input before compute starts, and the receipt cites that digest; it is signed only
 //   when an auditor is first shown it (no signature on the token path for it). It stays in the
 //   session log; it does not travel with the activation.
 //
-// After compute: sign makes the ExecutionReceipt (input hash as received, output hash as sent,
-// upstream receipt hash, previous receipt hash in the session, digest of the step's
-// commitment); the node appends it to the chain that travels downstream with the activation,
-// and retain keeps the step's bytes, receipt and commitment for auditors (step-archive.ts).
+// After compute, once the output went on (act 1.3.0, docs/protocol.md §4.3, §8.1) and the
+// upstream RECEIPTS arrived (the signature check runs on the crypto worker, crypto-pool.ts):
+// - checkUpstream: the upstream hop's receipt for this step must be well formed, validly signed
+//   by the upstream hop's own key (its peer id), for this session/step/slot, the next link in
+//   that signer's per-session chain (no replays), and must sign exactly the bytes that arrived
+//   (chain of custody; the field checks are checks/custody.ts's checkLink). A failure is
+//   answered with an ERROR naming the upstream peer (so the gateway routes around it) and this
+//   hop signs nothing for that step, so its output is accepted nowhere downstream.
+// - sign makes the ExecutionReceipt (input hash as received, output hash as sent, upstream
+//   receipt hash, previous receipt hash in the session, digest of the step's commitment); the
+//   executor sends it on in the step's RECEIPTS, and retain keeps the step's bytes, receipt and
+//   commitment for auditors (step-archive.ts).
 //
 // Never twice for one slot (slot-guard.ts): claim, before anything is committed or computed,
 // refuses a second, different input for a (request, session, step) this node already took; sign
@@ -57,6 +58,8 @@ export interface ArrivingStep {
   /** stage.profile of the engine */
   profile: string;
   modelId: string;
+  /** the upstream hops' signed receipts for this step, as decoded from their RECEIPTS message (none at hop 0) */
+  receipts?: unknown;
 }
 
 /** A computed step about to be sent on. */
@@ -203,15 +206,15 @@ export class NodeStamper {
   }
 
   /**
-   * Chain-of-custody check of an arriving STEP. Resolves to a failure to answer with, or
-   * undefined when the step's output may be released. The signature check runs on the crypto
-   * worker, so the node can compute meanwhile.
+   * Chain-of-custody check of a step's upstream receipts (`s.receipts`, from its RECEIPTS).
+   * Resolves to a failure to answer with, or undefined when this hop may sign its receipt. The
+   * signature check runs on the crypto worker, off the node's main thread.
    */
   async checkUpstream(s: ArrivingStep): Promise<CustodyFailure | undefined> {
     const { open, header: h } = s;
     const t0 = performance.now();
     const log = this.archive.log(open.sessionId);
-    const receipts = (h as { receipts?: unknown }).receipts;
+    const receipts = s.receipts;
     const hop = open.hop;
     if (hop === 0) {
       // the gateway does not sign activations it sends; nothing upstream to check
