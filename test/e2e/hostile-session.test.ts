@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { KV_PROTOCOL, MsgType, type Message, type OpenHeader } from '../../src/protocol/messages.js';
+import { decodeReceipts } from '../../src/protocol/receipt-codec.js';
 import { SessionPeer, stepMessage, waitUntil, type OpenFields } from '../../src/conformance/session-peer.js';
 import { DIAL_TIMEOUT_MS } from '../../src/node/server.js';
 import { RouteClient } from '../../src/route/route-client.js';
@@ -165,8 +166,11 @@ test('a second OPEN on a stream is refused; the first session lives exactly as l
 test('no sequence of OPEN/STEP messages makes a node sign two conflicting receipts for one slot', { timeout: 60_000 }, async () => {
   const sid = 'frame';
   const receipts: SignedReceipt[] = [];
-  const collect = () => {
-    for (const m of attacker.results(sid)) if (m.type === MsgType.RESULT) receipts.push(...((m.header.receipts ?? []) as SignedReceipt[]));
+  // act 1.3: each RESULT is followed by a RECEIPTS message carrying the chain (binary payload)
+  const receiptsIn = () => attacker.results(sid).filter((m) => m.type === MsgType.RECEIPTS);
+  const collect = async () => {
+    await until('the RECEIPTS after every RESULT', () => receiptsIn().length >= attacker.results(sid).filter((m) => m.type === MsgType.RESULT).length, 5000);
+    for (const m of receiptsIn()) receipts.push(...(decodeReceipts((m as { payload: Uint8Array }).payload) as unknown as SignedReceipt[]));
   };
   const s1 = await attacker.stream(hopOf(a));
   await s1.ch.send({ type: MsgType.OPEN, header: open({ sessionId: sid }) });
@@ -197,7 +201,7 @@ test('no sequence of OPEN/STEP messages makes a node sign two conflicting receip
   await until('step 1 answered', () => served() || errorsIn(s2.got).length >= 2);
   if (!served()) assert.match(errorsIn(s2.got)[1]!.code, /custody/);
   await s2.ch.close();
-  collect();
+  await collect();
   assert.ok(receipts.length >= 4, `receipts: ${receipts.length}`);
   for (const x of receipts)
     for (const y of receipts) {

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { generateIdentity } from '../../src/identity/identity.js';
 import { MsgType, type Message } from '../../src/protocol/messages.js';
+import { decodeReceipts } from '../../src/protocol/receipt-codec.js';
 import { SessionPeer, stepMessage, waitUntil, type RawStream } from '../../src/conformance/session-peer.js';
 import { NodeProcess } from '../../src/node/process.js';
 import { deploymentDomain } from '../../src/accountability/records/wire.js';
@@ -77,8 +78,12 @@ async function step(x: Session, stepNo: number, seed: number): Promise<string> {
   return nResults() > r0 ? 'signed' : errors(x.s.got)[e0]!.reason;
 }
 
-const receipts = (): SignedReceipt[] =>
-  results().filter((m) => m.type === MsgType.RESULT).flatMap((m) => (m.header.receipts ?? []) as SignedReceipt[]);
+/** every receipt signed so far: act 1.3 sends each RESULT's chain after it, in a RECEIPTS message (binary) */
+async function receipts(): Promise<SignedReceipt[]> {
+  const ofType = (t: MsgType) => results().filter((m) => m.type === t);
+  await waitUntil('the RECEIPTS after every RESULT', () => ofType(MsgType.RECEIPTS).length >= ofType(MsgType.RESULT).length, WAIT_MS);
+  return ofType(MsgType.RECEIPTS).flatMap((m) => decodeReceipts((m as { payload: Uint8Array }).payload) as unknown as SignedReceipt[]);
+}
 
 function evidenceAmong(rs: SignedReceipt[]): number {
   let n = 0;
@@ -105,7 +110,7 @@ test('a node killed (SIGKILL) mid-session and restarted with its key never signs
   const s4 = await openSession(node, `${SID}-new`);
   assert.equal(await step(s4, 0, 1), 'signed', 'a new session after the restart');
   await s4.s.ch.close();
-  const rs = receipts();
+  const rs = await receipts();
   assert.ok(rs.length >= 4, `receipts: ${rs.length}`);
   assert.equal(evidenceAmong(rs), 0, 'the node signed two receipts for one slot');
 
@@ -124,7 +129,7 @@ test('a node killed (SIGKILL) mid-session and restarted with its key never signs
     const s3 = await openSession(bare);
     assert.equal(await step(s3, 0, 100), 'signed');
     await s3.s.ch.close();
-    assert.ok(evidenceAmong(receipts()) > 0, 'without its record the node equivocates: the check above can fail');
+    assert.ok(evidenceAmong(await receipts()) > 0, 'without its record the node equivocates: the check above can fail');
   } finally {
     await bare.stop();
   }
