@@ -167,16 +167,4 @@ export interface DashboardSnapshot {
 }
 
 /** What the SSE stream sends after the first snapshot: full swarm parts, changed requests, new feed items. */
-export interface DashboardDelta {
-  at: number;
-  nodes: NodeView[];
-  coverage: LayerCoverage[];
-  ready: boolean;
-  reason?: string;
-  recoveries: SwarmStatus['recoveries'];
-  fallback?: FallbackView;
-  routes: { requestId: string; hops: HopRef[] }[];
-  requests: RequestSummary[];
-  feed: FeedItem[];
-  ledger?: LedgerView;
-}
+export type DashboardDelta = Omit<DashboardSnapshot, 'model' | 'gateway'>;

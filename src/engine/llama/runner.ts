@@ -3,7 +3,7 @@
 // Everything here is synchronous on the worker's thread.
 
 import type { ModelConfig } from '../../model/types.js';
-import { EngineError, type StageRange } from '../types.js';
+import { EngineError, type StageInput, type StageOutput, type StageRange } from '../types.js';
 import type { LlamaLib, Ptr } from './ffi.js';
 
 export interface RunnerSpec {
@@ -19,22 +19,11 @@ export interface RunnerSpec {
   flashAttn: number;
 }
 
-export interface StepIn {
-  sessionId: string;
-  pos: number;
-  nTokens: number;
-  tokens?: Int32Array;
-  hidden?: Float32Array;
-  allLogits?: boolean;
-}
+/** a step as it crosses to the worker: the Stage's own input */
+export type StepIn = StageInput;
 
-export interface StepOut {
-  hidden?: Float32Array;
-  logits?: Float32Array;
-  computeMs: number;
-  /** the session's cached length after the step */
-  length: number;
-}
+/** the Stage's output, plus the session's cached length after the step */
+export type StepOut = StageOutput & { length: number };
 
 interface Seq {
   id: number;

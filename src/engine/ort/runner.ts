@@ -9,7 +9,7 @@ import ort from 'onnxruntime-node';
 import { openModel } from '../../model/load.js';
 import { dequantize } from '../../model/quant.js';
 import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
-import { EngineError, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + EngineError, SessionState
+import { EngineError, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + EngineError, SessionState
 import { buildStageGraph, type AttentionPath, type LayerWeightsIn } from './graph.js';
 import { concatRows, prepareLinear, type LinearWeight, type RawTensor, type WeightMode } from './weights.js';
 
@@ -32,21 +32,11 @@ export interface LoadSpec {
   names?: string[];
 }
 
-export interface StepIn {
-  sessionId: string;
-  pos: number;
-  nTokens: number;
-  tokens?: Int32Array;
-  hidden?: Float32Array;
-  allLogits?: boolean;
-}
+/** a step as it crosses to the worker: the Stage's own input */
+export type StepIn = StageInput;
 
-export interface StepOut {
-  hidden?: Float32Array;
-  logits?: Float32Array;
-  computeMs: number;
-  length: number;
-}
+/** the Stage's output, plus the session's cached length after the step */
+export type StepOut = StageOutput & { length: number };
 
 export interface LoadInfo {
   buildMs: number;
