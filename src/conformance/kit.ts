@@ -20,20 +20,19 @@ import {
   KV_PROTOCOL,
   MAX_ROUTE_HOPS,
   MsgType,
-  encodeTensor,
   type Dtype,
   type Message,
   type OpenHeader,
   type StepHeader,
 } from '../protocol/messages.js';
-import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../protocol/open-signature.js';
+import { signOpen, type OpenToSign } from '../protocol/open-signature.js';
 import { ZERO_HASH, type ExecutionReceipt, type Hex, type OdsiDomain } from '../accountability/records/eip712.js';
 import { checkSigned, hashTensor, receiptHash, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
 import { nowSeconds, signAuditRequest, signReexecutionRequest } from '../accountability/records/audit-requests.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../accountability/records/wire.js';
 import { compareOutputs } from '../accountability/checks/tolerance.js';
 import type { Stage } from '../engine/types.js';
-import { RuleFailure, SessionPeer, pause, type RawStream } from './session-peer.js';
+import { RuleFailure, SessionPeer, pause, stepInput, stepMessage, type OpenFields, type RawStream } from './session-peer.js';
 import { decodeReceipts, encodeReceipt, encodeReceipts, type WireReceipt } from '../protocol/receipt-codec.js';
 
 export interface ConformanceTarget {
@@ -124,27 +123,12 @@ class Kit {
     return { peerId: this.g.peerId, addrs: this.g.host.addrs(), start: this.range.start, end: this.range.start };
   }
 
-  /** A signed OPEN (hop 0 unless given) for the gateway `by` (default: the kit's gateway). */
-  open(
-    fields: Partial<OpenToSign> & { sessionId: string; hop?: number },
-    by: SessionPeer = this.g,
-    signer: Identity = by.identity,
-  ): OpenHeader {
-    const issuedAt = Date.now();
-    const { hop, ...rest } = fields;
-    const body: OpenToSign = {
-      modelId: this.t.modelId,
-      route: [this.targetHop()],
-      reply: { peerId: by.peerId, addrs: by.host.addrs() },
-      dtype: 'f32',
-      hidden: this.t.dim,
-      maxTokens: 64,
-      issuedAt,
-      expiresAt: issuedAt + OPEN_TTL_MS,
-      ...rest,
-    };
-    const signature = signer === by.identity ? signOpen(signer, body) : signOpenAs(signer, body);
-    return { ...body, hop: hop ?? 0, signature };
+  /** A signed OPEN (hop 0 unless given) for the gateway `by` (default: the kit's gateway), signed by `signer`. */
+  open(fields: Partial<OpenFields> & { sessionId: string }, by: SessionPeer = this.g, signer: Identity = by.identity): OpenHeader {
+    const h = by.open({ modelId: this.t.modelId, route: [this.targetHop()], hidden: this.t.dim, ...fields });
+    if (signer === by.identity) return h;
+    const { hop, signature: _own, ...body } = h;
+    return { ...body, hop, signature: signOpenAs(signer, body) };
   }
 
   /** Opens a stream and sends `open`; resolves with the stream once OPENED arrived on the result stream. */
@@ -188,28 +172,16 @@ class Kit {
   }
 
   input(nTokens: number, seed: number, dtype: Dtype = 'f32'): Uint8Array {
-    const x = new Float32Array(nTokens * this.t.dim);
-    for (let i = 0; i < x.length; i++) x[i] = Math.sin(seed * 7.31 + i * 0.37) * 0.5;
-    return encodeTensor(x, dtype);
+    return stepInput(nTokens, this.t.dim, seed, dtype);
   }
 
+  /** session-peer's stepMessage with this target's width; `extra` header members and `payload` replace its own */
   step(
     sid: string,
     o: { step: number; pos: number; nTokens: number; seed?: number; dtype?: Dtype; extra?: Record<string, unknown>; payload?: Uint8Array },
   ): Message {
-    const dtype = o.dtype ?? 'f32';
-    const header: StepHeader = {
-      sessionId: sid,
-      requestId: 1000 + o.step,
-      step: o.step,
-      pos: o.pos,
-      nTokens: o.nTokens,
-      dtype,
-      shape: [o.nTokens, this.t.dim],
-      timeline: [],
-      ...o.extra,
-    };
-    return { type: MsgType.STEP, header, payload: o.payload ?? this.input(o.nTokens, o.seed ?? o.step + 1, dtype) };
+    const m = stepMessage({ sessionId: sid, step: o.step, pos: o.pos, nTokens: o.nTokens, seed: o.seed, dtype: o.dtype, dim: this.t.dim });
+    return { type: MsgType.STEP, header: { ...(m.header as StepHeader), ...o.extra } as StepHeader, payload: o.payload ?? m.payload! };
   }
 
   /**
