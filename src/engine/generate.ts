@@ -4,8 +4,8 @@
 
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { closePipelineSession, forwardPipeline, validatePipeline } from './pipeline.js';
-import { Sampler, type SamplingParams, type TokenConstraint, type TokenLogprob } from './sampling.js';
+import { closePipelineSession, forwardPipeline, validatePipeline, type PipelineStep } from './pipeline.js';
+import { Sampler, type Pick, type SamplingParams, type TokenConstraint, type TokenLogprob } from './sampling.js';
 import { EngineError, type Stage } from './types.js';
 
 /** What the loop needs from a tokenizer (a subset of src/tokenizer's Tokenizer). */
@@ -43,12 +43,39 @@ export interface TokenEvent {
   step: number;
   /** ms from the previous token (or from the end of prefill for step 0) */
   stepMs: number;
+  /** input position of the forward whose logits gave this token (its stages' timings are that forward's) */
+  pos: number;
   /** with opts.logprobs: the token's log-probability and the most likely alternatives */
   logprob?: number;
   top?: TokenLogprob[];
 }
 
 export type FinishReason = 'stop' | 'length' | 'abort';
+
+/** re-runs of steps whose provisional output was rejected, per generation, before the rejection is the caller's */
+export const MAX_REDO = 8;
+
+/** drawn tokens that may wait at once for their logits' verdict (a route's receipts) */
+export const PIPELINE_DEPTH = 4;
+
+const yes = (): boolean => true;
+const no = (): boolean => false;
+
+/** a token drawn, not yet released */
+interface Held {
+  step: number;
+  pick: Pick;
+  /** input of the forward whose logits it was drawn from (to run it again) */
+  pos: number;
+  tokens?: Int32Array;
+  /** those logits' verdict, when provisional */
+  settled?: Promise<void>;
+  /** the sampler and the history before the draw */
+  mark: ReturnType<Sampler['mark']>;
+  history: number;
+  /** the step after it was sent already */
+  sent: boolean;
+}
 
 export interface StageStats {
   start: number;
@@ -175,11 +202,35 @@ export async function* generateStream(
   const t0 = performance.now();
   let prefillMs = 0;
   try {
+    // One forward through every stage. Its logits may be provisional (step.settled: a remote
+    // route's receipts still on their way): then nothing drawn from them is released before they
+    // settle, and a rejection runs the step again (the route has recovered by then), at most
+    // MAX_REDO times in all.
+    let redos = 0;
+    const run = (pos: number, tokens: Int32Array) => forwardPipeline(pipeline, { sessionId, pos, tokens });
+    const rejected = (e: unknown): void => {
+      if (++redos > MAX_REDO || opts.signal?.aborted) throw e;
+    };
+    /** a forward whose output is final */
+    const settledRun = async (pos: number, tokens: Int32Array): Promise<PipelineStep> => {
+      for (;;) {
+        const r = await run(pos, tokens);
+        try {
+          await r.settled;
+          return r;
+        } catch (e) {
+          rejected(e);
+        }
+      }
+    };
+
     // prefill
     let logits: Float32Array | undefined;
+    let logitsPos = 0;
     for (let pos = 0; pos < promptIds.length; pos += chunk) {
       if (opts.signal?.aborted) break;
-      const step = await forwardPipeline(pipeline, { sessionId, pos, tokens: Int32Array.from(promptIds.slice(pos, pos + chunk)) });
+      logitsPos = pos;
+      const step = await settledRun(pos, Int32Array.from(promptIds.slice(pos, pos + chunk)));
       step.stageMs.forEach((ms, i) => (prefillStageMs[i] += ms));
       logits = step.logits;
     }
@@ -189,49 +240,107 @@ export async function* generateStream(
     let tPrev = performance.now();
     if (!logits || opts.signal?.aborted) finishReason = 'abort';
     else {
-      for (let step = 0; step < maxTokens; step++) {
-        if (step > 0) {
-          if (opts.signal?.aborted) {
-            finishReason = 'abort';
+      // Decode. A route's logits may be provisional (its receipts still being checked): the
+      // next step is then sent at once, on the token drawn from them, and up to `depth` drawn
+      // tokens wait for their verdicts, released in order. A rejection discards the tokens
+      // drawn from the rejected step on and runs it again. An output constraint follows each
+      // released token, so it allows no token drawn ahead of the last released one (depth 1).
+      const depth = opts.constraint ? 1 : PIPELINE_DEPTH;
+      /** the forwards sent: step `next`'s logits come from the first */
+      const ahead: { run: Promise<PipelineStep>; pos: number; tokens: Int32Array }[] = [];
+      /** drawn, not yet released, oldest first */
+      const held: Held[] = [];
+      /** logits of step `next` (the prefill's for step 0), when they are in */
+      let cur: { logits: Float32Array; pos: number; tokens?: Int32Array; settled?: Promise<void> } | undefined =
+        maxTokens > 0 ? { logits, pos: logitsPos } : undefined;
+      let next = 0;
+      const send = (step: number, id: number): void => {
+        const input = { pos: promptIds.length + step, tokens: Int32Array.of(id) };
+        const r = run(input.pos, input.tokens);
+        r.catch(() => undefined); // awaited in turn, or abandoned when generation ends first
+        ahead.push({ ...input, run: r });
+      };
+      decode: for (;;) {
+        if (opts.signal?.aborted) {
+          finishReason = 'abort';
+          break;
+        }
+        if (cur && held.length < depth) {
+          // draw step `next`; send the step after it now when these logits are provisional
+          const c = cur;
+          cur = undefined;
+          const mark = sampler.mark();
+          const pick = sampler.pick(c.logits, history, {
+            generatedFrom: promptIds.length,
+            constraint: opts.constraint,
+            remaining: maxTokens - next,
+            topLogprobs: opts.logprobs,
+          });
+          const last = stopIds.has(pick.id) || next + 1 >= maxTokens;
+          held.push({ step: next, pick, pos: c.pos, tokens: c.tokens, settled: c.settled, mark, history: history.length, sent: !last && !!c.settled });
+          history.push(pick.id);
+          if (!last && c.settled) send(next, pick.id);
+          next++;
+          continue;
+        }
+        const h = held[0];
+        // release the oldest drawn token once its logits hold; while they are being checked and
+        // there is room for another draw, the next step's result may come first
+        let release = !!h;
+        if (h?.settled && !cur && ahead.length && held.length < depth) {
+          release = await Promise.race([h.settled.then(yes, yes), ahead[0]!.run.then(no, no)]);
+        }
+        if (h && release) {
+          try {
+            await h.settled;
+          } catch (e) {
+            // rejected: drop what was drawn from it on and the steps sent meanwhile, run its step again
+            rejected(e);
+            await Promise.allSettled(ahead.map((x) => x.run));
+            ahead.length = 0;
+            held.length = 0;
+            history.length = h.history;
+            sampler.rewind(h.mark);
+            next = h.step;
+            const r = await run(h.pos, h.tokens!); // step 0 (the prefill's logits) is never provisional
+            cur = { logits: r.logits, pos: h.pos, tokens: h.tokens, settled: r.settled };
+            continue;
+          }
+          held.shift();
+          const id = h.pick.id;
+          if (stopIds.has(id)) {
+            finishReason = 'stop';
+            stoppedBy = id;
             break;
           }
-          const pos = promptIds.length + step - 1;
-          const r = await forwardPipeline(pipeline, { sessionId, pos, tokens: Int32Array.of(tokens[step - 1]) });
-          r.stageMs.forEach((ms, i) => (decodeStageMs[i] += ms));
-          decodeForwards++;
-          logits = r.logits;
+          tokens.push(id);
+          const m = stopper.push(decoder.push(id));
+          text += m.release;
+          const now = performance.now();
+          const ev: TokenEvent = { id, text: m.release, step: h.step, stepMs: now - tPrev, pos: h.pos, logprob: h.pick.logprob, top: h.pick.top };
+          tPrev = now;
+          opts.onToken?.(ev);
+          yield ev;
+          if (m.stop !== undefined) {
+            finishReason = 'stop';
+            stoppedBy = m.stop;
+            break;
+          }
+          opts.constraint?.accept(id);
+          if (opts.constraint?.done) {
+            finishReason = 'stop';
+            break;
+          }
+          // final logits: the next step goes out only now (an in-process stage computes on the spot)
+          if (!h.sent && h.step + 1 < maxTokens) send(h.step, id);
+          continue;
         }
-        const pick = sampler.pick(logits, history, {
-          generatedFrom: promptIds.length,
-          constraint: opts.constraint,
-          remaining: maxTokens - step,
-          topLogprobs: opts.logprobs,
-        });
-        const id = pick.id;
-        if (stopIds.has(id)) {
-          finishReason = 'stop';
-          stoppedBy = id;
-          break;
-        }
-        tokens.push(id);
-        history.push(id);
-        const m = stopper.push(decoder.push(id));
-        text += m.release;
-        const now = performance.now();
-        const ev: TokenEvent = { id, text: m.release, step, stepMs: now - tPrev, logprob: pick.logprob, top: pick.top };
-        tPrev = now;
-        opts.onToken?.(ev);
-        yield ev;
-        if (m.stop !== undefined) {
-          finishReason = 'stop';
-          stoppedBy = m.stop;
-          break;
-        }
-        opts.constraint?.accept(id);
-        if (opts.constraint?.done) {
-          finishReason = 'stop';
-          break;
-        }
+        const a = ahead.shift();
+        if (!a) break decode; // every drawn token is out and nothing more was sent: the token limit
+        const r = await a.run;
+        r.stageMs.forEach((ms, i) => (decodeStageMs[i] += ms));
+        decodeForwards++;
+        cur = { logits: r.logits, pos: a.pos, tokens: a.tokens, settled: r.settled };
       }
     }
     if (stoppedBy === undefined) {

@@ -26,6 +26,8 @@ export interface PipelineStep {
   logits: Float32Array;
   /** compute ms reported by each stage, in pipeline order */
   stageMs: number[];
+  /** some stage's output was provisional: resolves once all of them settled (see StageOutput.settled) */
+  settled?: Promise<void>;
 }
 
 /** One forward step of nTokens = tokens.length new tokens at position pos. */
@@ -36,6 +38,7 @@ export async function forwardPipeline(
   const nTokens = step.tokens.length;
   let hidden: Float32Array | undefined;
   const stageMs: number[] = [];
+  const pending: Promise<void>[] = [];
   for (let i = 0; i < stages.length; i++) {
     const s = stages[i];
     const out = await s.forward({
@@ -46,9 +49,13 @@ export async function forwardPipeline(
       ...(s.range.head ? { allLogits: step.allLogits ?? false } : {}),
     });
     stageMs.push(out.computeMs);
+    if (out.settled) pending.push(out.settled);
     if (s.range.head) {
       if (!out.logits) throw new EngineError(`stage ${i} (head) returned no logits`, 'internal');
-      return { logits: out.logits, stageMs };
+      if (!pending.length) return { logits: out.logits, stageMs };
+      const settled = pending.length === 1 ? pending[0]! : Promise.all(pending).then(() => undefined);
+      settled.catch(() => undefined); // the caller awaits it; a step abandoned meanwhile must not crash the process
+      return { logits: out.logits, stageMs, settled };
     }
     if (!out.hidden) throw new EngineError(`stage ${i} returned no hidden states`, 'internal');
     hidden = out.hidden;

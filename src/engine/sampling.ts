@@ -269,6 +269,15 @@ export class Sampler {
     return this.params.temperature === 0;
   }
 
+  /** where the random stream stands; rewind(mark) draws the same again (a pick from logits that were discarded) */
+  mark(): ReturnType<Rng['mark']> {
+    return this.rng.mark();
+  }
+
+  rewind(m: ReturnType<Rng['mark']>): void {
+    this.rng.rewind(m);
+  }
+
   /** pick the next token; `history` = prompt + generated ids (for the penalty). Does not modify logits. */
   sample(logits: Float32Array, history: readonly number[] = []): number {
     return this.pick(logits, history).id;

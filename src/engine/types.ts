@@ -40,6 +40,13 @@ export interface StageOutput {
   logits?: Float32Array;
   /** compute time spent in this stage, milliseconds */
   computeMs: number;
+  /**
+   * Present when the output is provisional (a remote route whose receipts are still on their
+   * way): it may feed the next stage and the next step at once, but nothing computed from it
+   * may reach a user before this resolves. A rejection means the output must be discarded and
+   * the step run again (a stage that can recover, e.g. a resilient route, has arranged it).
+   */
+  settled?: Promise<void>;
 }
 
 export interface Stage {

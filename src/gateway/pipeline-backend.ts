@@ -111,7 +111,7 @@ export abstract class PipelineBackend implements Backend {
             step: ev.step,
             token: ev.id,
             stepMs: Math.round(ev.stepMs * 1000) / 1000,
-            hops: pipe.stages.flatMap((s) => s.hops()),
+            hops: pipe.stages.flatMap((s) => s.hops(ev.pos)),
           },
         };
         obs?.token(sessionId, tok);

@@ -4,12 +4,23 @@
 // in a per-request wrapper, never on the shared stage.
 
 import type { Stage, StageInput, StageOutput } from '../engine/types.js';
+import { PIPELINE_DEPTH } from '../engine/generate.js';
 import type { TimelineHop } from '../api/backend.js';
 import type { HopTiming } from '../route/route-stage.js';
 
+/** what one forward of a stage cost */
+interface StepRecord {
+  pos: number;
+  computeMs: number;
+  /** a remote route's per-hop timings of that step */
+  remote?: readonly HopTiming[];
+}
+
+/** forwards remembered: a pipelined generation releases a token while later steps run (generate.ts PIPELINE_DEPTH) */
+const KEEP = PIPELINE_DEPTH + 4;
+
 export class TimedStage implements Stage {
-  lastComputeMs = 0;
-  lastWallMs = 0;
+  private readonly records: StepRecord[] = [];
 
   constructor(
     readonly inner: Stage,
@@ -28,10 +39,10 @@ export class TimedStage implements Stage {
   }
 
   async forward(input: StageInput): Promise<StageOutput> {
-    const t0 = performance.now();
     const out = await this.inner.forward(input);
-    this.lastWallMs = performance.now() - t0;
-    this.lastComputeMs = out.computeMs;
+    const remote = (this.inner as { lastTimeline?: HopTiming[] }).lastTimeline;
+    if (this.records.length >= KEEP) this.records.shift();
+    this.records.push({ pos: input.pos, computeMs: out.computeMs, ...(Array.isArray(remote) && remote.length ? { remote } : {}) });
     return out;
   }
 
@@ -45,11 +56,12 @@ export class TimedStage implements Stage {
     // the inner stage may be shared: its owner disposes it
   }
 
-  /** this stage's share of the last step */
-  hops(): TimelineHop[] {
-    const remote = (this.inner as { lastTimeline?: HopTiming[] }).lastTimeline;
-    if (Array.isArray(remote) && remote.length) {
-      return remote.map((h) => ({
+  /** this stage's share of the forward at input position `pos` (default: the last one) */
+  hops(pos?: number): TimelineHop[] {
+    let rec = this.records[this.records.length - 1];
+    if (pos !== undefined) rec = this.records.findLast((r) => r.pos === pos) ?? rec;
+    if (rec?.remote) {
+      return rec.remote.map((h) => ({
         node: h.peerId,
         start: h.start,
         end: h.end,
@@ -63,7 +75,7 @@ export class TimedStage implements Stage {
     }
     const r = this.inner.range;
     const role = r.start === r.end ? (r.embed ? 'embed' : 'head') : 'layers';
-    return [{ node: this.label, start: r.start, end: r.end, role, computeMs: round(this.lastComputeMs) }];
+    return [{ node: this.label, start: r.start, end: r.end, role, computeMs: round(rec?.computeMs ?? 0) }];
   }
 }
 

@@ -91,6 +91,8 @@ export class ResilientRoute implements Stage {
   private readonly misses = new Map<string, number>();
   private slowPeer?: string;
   private readonly graceMs: number;
+  /** a step of this route was rejected after its output went out provisionally: recover before the next */
+  private broken?: { err: RouteError; stage: RouteStage };
 
   constructor(
     initial: RouteStage,
@@ -133,6 +135,9 @@ export class ResilientRoute implements Stage {
     if (input.pos > this.histLen)
       throw new EngineError(`step at position ${input.pos}, but the route has processed only ${this.histLen} tokens`, 'bad_input');
     this.histLen = input.pos; // a smaller pos truncates, as on every stage
+    const broken = this.broken;
+    this.broken = undefined;
+    if (broken && broken.stage === this.current) await this.recover(broken.err, input.pos);
     if (this.slowPeer) {
       const peer = this.slowPeer;
       this.slowPeer = undefined;
@@ -144,13 +149,16 @@ export class ResilientRoute implements Stage {
       await this.recover(err, input.pos, { culprits: [peer], ban: [], suspects: [peer], how: 'slack' });
     }
     for (;;) {
+      const stage = this.current;
       try {
-        const out = await this.step(this.current, input, false);
+        const out = await this.step(stage, input, false);
         this.record(input.pos, input.hidden);
         this.watchSlack();
-        return out;
+        return out.settled ? { ...out, settled: this.watchSettled(stage, out.settled) } : out;
       } catch (e) {
         if (!(e instanceof RouteError) || this.closed) throw e;
+        // sent on a route whose earlier step was rejected: the caller runs that step again, and this route is replaced first
+        if (this.brokenRoute() === stage) throw e;
         if (e.remoteCode === 'draining' && (await this.transfer(e, input.pos))) continue; // kv-transfer
         await this.recover(e, input.pos);
       }
@@ -229,6 +237,28 @@ export class ResilientRoute implements Stage {
     return Math.ceil(Math.max(deadline ?? 0, est, this.o.minStepMs ?? 250) + this.graceMs);
   }
 
+  private brokenRoute(): RouteStage | undefined {
+    return this.broken?.stage;
+  }
+
+  /**
+   * A provisional output's check failed (settled rejected): nothing from it was released, and
+   * the caller runs the step again. Mark the route broken so that next forward re-routes first,
+   * and close it now, so a step already sent on it fails at once instead of running on.
+   */
+  private watchSettled(stage: RouteStage, settled: Promise<void>): Promise<void> {
+    const watched = settled.catch((e: unknown) => {
+      if (e instanceof RouteError && !this.closed && stage === this.current && !this.broken) {
+        this.broken = { err: e, stage };
+        void stage.dispose().catch(() => undefined);
+      }
+      throw e;
+    });
+    watched.catch(() => undefined); // the caller awaits it; a step abandoned meanwhile must not crash the process
+    return watched;
+  }
+
+  /** One step on `stage`, lost when its result (and, with accountability, its receipts' check) takes longer than its budget. */
   private async step(stage: RouteStage, input: StageInput, replay: boolean): Promise<StageOutput> {
     const limit = this.limitMs(input.nTokens, replay);
     const fwd = stage.forward(input);
@@ -246,11 +276,22 @@ export class ResilientRoute implements Stage {
         limit,
       );
     });
+    lost.catch(() => undefined);
+    let out: StageOutput;
     try {
-      return await Promise.race([fwd, lost]);
-    } finally {
+      out = await Promise.race([fwd, lost]);
+    } catch (e) {
       clearTimeout(timer);
+      throw e;
     }
+    if (!out.settled) {
+      clearTimeout(timer);
+      return out;
+    }
+    // the same budget covers the receipts: a last hop that holds them back loses the step
+    const settled = Promise.race([out.settled, lost]).finally(() => clearTimeout(timer));
+    settled.catch(() => undefined);
+    return { ...out, settled };
   }
 
   /** After a successful step: did one hop make the route miss its deadline again? */
@@ -486,11 +527,13 @@ export class ResilientRoute implements Stage {
     try {
       for (let p = 0; p < pos; p += chunk) {
         const n = Math.min(chunk, pos - p);
-        await this.step(
+        const out = await this.step(
           stage,
           { sessionId: stage.sessionId, pos: p, nTokens: n, hidden: this.hist.subarray(p * dim, (p + n) * dim) },
           true,
         );
+        await out.settled; // the replacement's receipts hold before it is used
+
       }
     } finally {
       stage.deadlineMs = this.o.deadlineMs;

@@ -4,7 +4,8 @@
 // back upstream hop by hop to the gateway and name the failing peer. Each hop appends its
 // timing to the STEP's timeline and the gateway gets the whole timeline with the RESULT. With
 // accountability on, the RESULT is followed by a RECEIPTS message (the hops' signed receipts,
-// docs/protocol.md §4.3); the output is released only once the verifier accepted that chain.
+// docs/protocol.md §4.3): the output comes back provisional at the RESULT, and its `settled`
+// carries the verifier's verdict on that chain (nothing from it reaches a user before).
 
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Stream } from '@libp2p/interface';
@@ -123,8 +124,10 @@ export class RouteStage implements Stage {
   private step = 0;
   private length = 0;
   private closed = false;
-  /** steps in flight; `result`: the RESULT, held until its RECEIPTS arrive (accountability) */
-  private pending = new Map<number, { resolve(m: Message): void; reject(e: Error): void; timer: NodeJS.Timeout; result?: Message }>();
+  /** steps in flight, until their RESULT (and, with accountability, their RECEIPTS) arrived */
+  private pending = new Map<number, PendingStep>();
+  /** receipt checks run one step at a time, in step order (each signer's receipts form a chain) */
+  private verifying: Promise<unknown> = Promise.resolve();
   private opened?: { resolve(): void; reject(e: Error): void };
 
   constructor(
@@ -205,37 +208,22 @@ export class RouteStage implements Stage {
     }
     if (m.type === MsgType.RESULT) {
       const p = this.pending.get(m.header.requestId);
-      if (!p || p.result) return; // late result of a step that already timed out (or a second one)
-      // accountability: the output waits for its receipts, which follow in a RECEIPTS message
-      if (this.opts.verifier) {
-        p.result = m;
-        return;
+      if (!p || p.gotResult) return; // late result of a step that already timed out (or a second one)
+      p.gotResult = true;
+      // accountability: the step stays pending for its receipts, which follow in a RECEIPTS message
+      if (!p.receipts) {
+        this.pending.delete(m.header.requestId);
+        clearTimeout(p.timer);
       }
-      this.pending.delete(m.header.requestId);
-      clearTimeout(p.timer);
-      p.resolve(m);
+      p.result.resolve(m);
       return;
     }
     if (m.type === MsgType.RECEIPTS) {
       const p = this.pending.get(m.header.requestId);
-      if (!p?.result || !this.opts.verifier) return; // nothing waits for these
+      if (!p?.gotResult || !p.receipts) return; // nothing waits for these
       this.pending.delete(m.header.requestId);
       clearTimeout(p.timer);
-      const last = this.hops[this.hops.length - 1]!.peerId;
-      const result = p.result as Extract<Message, { type: MsgType.RESULT }>;
-      if (m.header.step !== result.header.step) {
-        p.reject(new RouteError(`receipts for step ${m.header.step} answer step ${result.header.step}`, 'bad_reply', last));
-        return;
-      }
-      let receipts: unknown[];
-      try {
-        receipts = decodeReceipts(m.payload);
-      } catch (e) {
-        p.reject(new RouteError((e as Error).message, 'bad_reply', last));
-        return;
-      }
-      // the verifier reads the chain where a 1.2 RESULT carried it: in its header
-      p.resolve({ ...result, header: { ...result.header, receipts } as StepHeader });
+      p.receipts.resolve(m);
       return;
     }
     if (m.type === MsgType.ERROR) {
@@ -245,7 +233,7 @@ export class RouteStage implements Stage {
       if (p) {
         this.pending.delete(rid!);
         clearTimeout(p.timer);
-        p.reject(err);
+        failStep(p, err);
       } else if (this.opened && this.pending.size === 0 && this.step === 0) {
         this.opened.reject(err);
       } else {
@@ -265,12 +253,18 @@ export class RouteStage implements Stage {
   private failAll(err: Error): void {
     for (const [rid, p] of this.pending) {
       clearTimeout(p.timer);
-      p.reject(err);
+      failStep(p, err);
       this.pending.delete(rid);
     }
   }
 
-  /** One step through the chain. input.sessionId is ignored: a route carries one session. */
+  /**
+   * One step through the chain. input.sessionId is ignored: a route carries one session. With
+   * accountability the output comes back as soon as the RESULT does, provisional: `settled`
+   * resolves once the step's RECEIPTS arrived and the verifier accepted them, and rejects with a
+   * RouteError naming the culprit otherwise (docs/protocol.md §4.3), so the caller can send the
+   * next step while this one's receipts are checked.
+   */
   async forward(input: StageInput): Promise<StageOutput> {
     if (this.closed) throw new RouteError(`route for session ${this.sessionId} is closed`, 'unreachable');
     if (!input.hidden) throw new EngineError('a route stage takes hidden states (range.embed is false)', 'bad_input');
@@ -294,22 +288,26 @@ export class RouteStage implements Stage {
     const t0 = performance.now();
     const sent = encodeTensor(input.hidden, this.dtype);
     const waitMs = this.deadlineMs !== undefined ? Math.max(this.deadlineMs * 2, 5000) : (this.opts.stepTimeoutMs ?? 120_000);
-    const reply = new Promise<Message>((resolve, reject) => {
-      const timer = setTimeout(() => {
+    const verifier = this.opts.verifier;
+    const step: PendingStep = {
+      result: deferred<Message>(),
+      receipts: verifier ? deferred<ReceiptsMessage>() : undefined,
+      gotResult: false,
+      timer: setTimeout(() => {
         this.pending.delete(requestId);
-        reject(new RouteError(`no result for step ${header.step} within ${waitMs} ms`, 'timeout'));
-      }, waitMs);
-      this.pending.set(requestId, { resolve, reject, timer });
-    });
+        failStep(step, new RouteError(`no ${step.gotResult ? 'receipts' : 'result'} for step ${header.step} within ${waitMs} ms`, 'timeout'));
+      }, waitMs),
+    };
+    step.receipts?.promise.catch(() => undefined); // awaited by the check below, unless the RESULT never came
+    this.pending.set(requestId, step);
     try {
       await this.first.send({ type: MsgType.STEP, header, payload: sent });
     } catch (e) {
-      const p = this.pending.get(requestId);
-      if (p) clearTimeout(p.timer);
+      clearTimeout(step.timer);
       this.pending.delete(requestId);
       throw new RouteError(`send to ${this.hops[0]!.peerId} failed: ${(e as Error).message}`, 'unreachable', this.hops[0]!.peerId);
     }
-    const m = await reply;
+    const m = await step.result.promise;
     if (m.type !== MsgType.RESULT) throw new RouteError('unexpected reply', 'bad_reply');
     const h = m.header;
     if (h.nTokens !== input.nTokens || h.shape[0] !== input.nTokens || h.shape[1] !== dim) {
@@ -321,13 +319,32 @@ export class RouteStage implements Stage {
     } catch (e) {
       throw new RouteError((e as Error).message, 'bad_reply', this.hops[this.hops.length - 1]!.peerId);
     }
-    // accountability: check the hops' signed receipts and audit sampled ones before releasing the output
-    const bad = await this.opts.verifier?.afterStep({ sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header: h, sent, payload: m.payload });
-    if (bad) throw new RouteError(`${bad.peerId}: ${bad.code}: ${bad.reason}`, 'remote_error', bad.peerId, bad.code);
     this.lastRoundTripMs = performance.now() - t0;
     this.lastTimeline = h.timeline;
     this.length = input.pos + input.nTokens;
-    return { hidden, computeMs: h.timeline.reduce((s, t) => s + t.computeMs, 0) };
+    const computeMs = h.timeline.reduce((s, t) => s + t.computeMs, 0);
+    if (!verifier || !step.receipts) return { hidden, computeMs };
+    // accountability: the hops' signed receipts are checked (and sampled ones audited) before the output is released
+    const receipts = step.receipts.promise;
+    const check = async (): Promise<void> => {
+      const r = await receipts;
+      const last = this.hops[this.hops.length - 1]!.peerId;
+      if (r.header.step !== h.step) throw new RouteError(`receipts for step ${r.header.step} answer step ${h.step}`, 'bad_reply', last);
+      let chain: unknown[];
+      try {
+        chain = decodeReceipts(r.payload);
+      } catch (e) {
+        throw new RouteError((e as Error).message, 'bad_reply', last);
+      }
+      // the verifier reads the chain where a 1.2 RESULT carried it: in its header
+      const header = { ...h, receipts: chain } as StepHeader;
+      const bad = await verifier.afterStep({ sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header, sent, payload: m.payload });
+      if (bad) throw new RouteError(`${bad.peerId}: ${bad.code}: ${bad.reason}`, 'remote_error', bad.peerId, bad.code);
+    };
+    const settled = this.verifying.then(check);
+    this.verifying = settled.catch(() => undefined);
+    settled.catch(() => undefined); // the caller awaits it; a step abandoned meanwhile must not crash the process
+    return { hidden, computeMs, settled };
   }
 
   /** Ask every hop to drop KV beyond `pos` (the next STEP at `pos` does the same implicitly). */
@@ -364,6 +381,34 @@ export class RouteStage implements Stage {
     void this.first?.close();
     void this.result?.close();
   }
+}
+
+type ReceiptsMessage = Extract<Message, { type: MsgType.RECEIPTS }>;
+
+/** A step in flight: its RESULT, then (accountability) its RECEIPTS. */
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(v: T): void;
+  reject(e: Error): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+interface PendingStep {
+  result: Deferred<Message>;
+  receipts?: Deferred<ReceiptsMessage>;
+  gotResult: boolean;
+  timer: NodeJS.Timeout;
+}
+
+function failStep(p: PendingStep, err: Error): void {
+  p.result.reject(err); // no effect once the RESULT came
+  p.receipts?.reject(err);
 }
 
 function toRouteError(h: ErrorHeader): RouteError {

@@ -48,6 +48,15 @@ export class Rng {
     const lo = this.nextU32() >>> 6; // 26 bits
     return (hi * 67108864 + lo) / 9007199254740992;
   }
+
+  /** the generator's position, to come back to with rewind() (a draw that must be made again) */
+  mark(): readonly [number, number, number, number] {
+    return [this.a, this.b, this.c, this.d];
+  }
+
+  rewind(m: readonly [number, number, number, number]): void {
+    [this.a, this.b, this.c, this.d] = m;
+  }
 }
 
 function rotl(x: number, k: number): number {

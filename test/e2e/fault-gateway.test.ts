@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import type { FailureEvent, RerouteEvent } from '../../src/route/events.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { startSwarmGateway, type SwarmGateway } from '../helpers/served.js';
+import { PIPELINE_DEPTH } from '../../src/engine/generate.js';
 
 let sg: SwarmGateway | undefined;
 
@@ -71,7 +72,11 @@ test(
     assert.ok(fail && re, JSON.stringify(evs));
     assert.deepEqual(fail.culprits, [victim], JSON.stringify(evs));
     assert.equal(re.method, 'replay');
-    assert.equal(re.replayedTokens, g.prompt_tokens.length + 9);
+    // the 10th token went out once its step verified; up to PIPELINE_DEPTH later steps were already sent
+    assert.ok(
+      re.replayedTokens >= g.prompt_tokens.length + 9 && re.replayedTokens <= g.prompt_tokens.length + 9 + PIPELINE_DEPTH,
+      `replayed ${re.replayedTokens} tokens`,
+    );
     // banned (the ban itself may have run out by now on a slow machine: 5 s at first)
     assert.ok(sg!.backend.bans.list().some((b) => b.peerId === victim && b.until > since), JSON.stringify(sg!.backend.bans.list()));
   },
