@@ -48,8 +48,8 @@ export interface HostOptions {
    */
   windowUpdates?: 'half-window' | 'every-frame';
   /**
-   * gather the socket writes of one tick into one writev (see socket-writes.ts); default false
-   * (every buffer its own socket.write, libp2p's own behaviour) until the stream tests pass with it on
+   * gather the socket writes of one tick into one writev (see socket-writes.ts); default true,
+   * false writes every buffer with its own socket.write (libp2p's own behaviour)
    */
   corkWrites?: boolean;
 }
@@ -92,7 +92,7 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
     privateKey: opts.identity.libp2pKey,
     addresses: { listen: opts.listen?.length ? opts.listen : ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [opts.corkWrites !== true ? noise() : (components) => corkedWritesEncrypter(noise()(components))],
+    connectionEncrypters: [opts.corkWrites === false ? noise() : (components) => corkedWritesEncrypter(noise()(components))],
     streamMuxers: [opts.windowUpdates === 'every-frame' ? muxer : () => lazyWindowUpdatesMuxer(muxer())],
     connectionManager: {
       // many nodes behind one address (tests, NAT, one host running several nodes)
