@@ -48,10 +48,8 @@ export interface HostOptions {
    */
   windowUpdates?: 'half-window' | 'every-frame';
   /**
-   * gather the socket writes of one tick into one writev (see socket-writes.ts). Default false:
-   * with it on, a peer opening 40 streams at once saw every one reset during protocol
-   * negotiation instead of the node's per-peer `limit` refusals (test/e2e/hostile-limits) — to be
-   * found before it is turned on
+   * gather the socket writes of one tick into one writev (see socket-writes.ts); default true,
+   * false writes every buffer with its own socket.write (libp2p's own behaviour)
    */
   corkWrites?: boolean;
 }
@@ -81,13 +79,20 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
   const muxer = yamux({
     maxInboundStreams: 4096,
     maxOutboundStreams: 4096,
+    // streams a peer opens before the upgrade hands the connection its 'stream' listener are held
+    // as "early" streams, and one over yamux's default 10 aborts the whole connection (every stream
+    // reset). They can only come in the bytes read together with the handshake's last message (the
+    // upgrade adds the listener in the same tick), which a dialer opening many streams at once sends
+    // in one write (socket-writes.ts) or TCP joins on a busy receiver: bound them as any inbound
+    // stream is (maxInboundStreams, then odsi's per-peer limits) instead
+    maxEarlyStreams: 4096,
     streamOptions: { maxReadBufferLength: STREAM_READ_BUFFER },
   });
   const libp2p = await createLibp2p({
     privateKey: opts.identity.libp2pKey,
     addresses: { listen: opts.listen?.length ? opts.listen : ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [opts.corkWrites !== true ? noise() : (components) => corkedWritesEncrypter(noise()(components))],
+    connectionEncrypters: [opts.corkWrites === false ? noise() : (components) => corkedWritesEncrypter(noise()(components))],
     streamMuxers: [opts.windowUpdates === 'every-frame' ? muxer : () => lazyWindowUpdatesMuxer(muxer())],
     connectionManager: {
       // many nodes behind one address (tests, NAT, one host running several nodes)

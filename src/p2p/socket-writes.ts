@@ -16,7 +16,19 @@
 // tick's writes can gather up to CORK_LIMIT (plus one frame) and a slow reader still stops the
 // sender, as before.
 //
-// It wraps the connection encrypter: before the handshake, the TCP connection's sendData is
+// Corking starts once the Noise handshake is done, so the handshake's last message leaves on its
+// own and not in one writev with the streams a dialer opens the moment the connection is up:
+// a listener holds streams that arrive before its upgrade adds the 'stream' listener as "early"
+// streams, and @libp2p/yamux aborts the whole connection (every stream reset) at its 11th. That
+// was why a peer opening 40 streams at once saw every one reset (test/e2e/hostile-limits): its
+// handshake's last message and all 40 stream opens arrived in one read. This only makes it
+// unlikely (a busy receiver's TCP can still join them); createHost's muxer bounds early streams
+// like any inbound ones (maxEarlyStreams), which is the fix for odsi's own listeners.
+//
+// A connection reset (sendReset) first writes what the tick gathered, as an uncorked socket
+// would have; a graceful close needs nothing (socket.end uncorks).
+//
+// It wraps the connection encrypter: after the handshake, the TCP connection's sendData is
 // replaced on that one connection (not the class). If the connection is not a TCP one with a
 // socket that can cork, nothing changes.
 
@@ -30,42 +42,67 @@ export const CORK_FLUSH = 64 * 1024;
 interface SocketConnection {
   socket: { cork(): void; uncork(): void; write(b: Uint8Array): boolean; writableLength: number; writableNeedDrain: boolean; destroyed: boolean };
   sendData(data: Iterable<Uint8Array> & { byteLength: number }): { sentBytes: number; canSendMore: boolean };
+  sendReset(err?: Error): void;
 }
 
 const CORKED = Symbol('odsi.corkedWrites');
 
-function corkWrites(connection: MessageStream): MessageStream {
+function corkWrites(connection: MessageStream): void {
   const c = connection as unknown as Partial<SocketConnection> & Record<symbol, boolean>;
-  if (c[CORKED] || typeof c.sendData !== 'function' || typeof c.socket?.cork !== 'function' || typeof c.socket.uncork !== 'function') return connection;
+  if (c[CORKED] || typeof c.sendData !== 'function' || typeof c.socket?.cork !== 'function' || typeof c.socket.uncork !== 'function') return;
   const socket = c.socket;
-  if (typeof socket.writableNeedDrain !== 'boolean') return connection;
+  if (typeof socket.writableNeedDrain !== 'boolean') return;
+  /** this wrapper holds the socket corked (once: a flush at CORK_FLUSH may cork it again in the same tick) */
   let corked = false;
-  const uncork = () => {
+  let scheduled = false;
+  const flush = () => {
+    if (!corked) return;
     corked = false;
     socket.uncork();
+  };
+  const endOfTick = () => {
+    scheduled = false;
+    flush();
   };
   c.sendData = (data) => {
     if (!corked && !socket.destroyed) {
       corked = true;
       socket.cork();
-      process.nextTick(uncork);
+      if (!scheduled) {
+        scheduled = true;
+        process.nextTick(endOfTick);
+      }
     }
     let sentBytes = 0;
     for (const buf of data) {
       socket.write(buf);
       sentBytes += buf.byteLength;
     }
-    if (corked && socket.writableLength >= CORK_FLUSH) uncork();
+    if (socket.writableLength >= CORK_FLUSH) flush();
     return { sentBytes, canSendMore: !(socket.writableNeedDrain && socket.writableLength > CORK_LIMIT) };
   };
+  if (typeof c.sendReset === 'function') {
+    const sendReset = c.sendReset.bind(c);
+    c.sendReset = (err) => {
+      flush();
+      sendReset(err);
+    };
+  }
   c[CORKED] = true;
-  return connection;
 }
 
 /** Wrap a connection encrypter so the TCP connections it secures gather each tick's writes into one. */
 export function corkedWritesEncrypter<E>(encrypter: ConnectionEncrypter<E>): ConnectionEncrypter<E> {
   const w = Object.create(encrypter) as ConnectionEncrypter<E>;
-  w.secureOutbound = (connection: MessageStream, options?: SecureConnectionOptions) => encrypter.secureOutbound(corkWrites(connection), options);
-  w.secureInbound = (connection: MessageStream, options?: SecureConnectionOptions) => encrypter.secureInbound(corkWrites(connection), options);
+  w.secureOutbound = async (connection: MessageStream, options?: SecureConnectionOptions) => {
+    const secured = await encrypter.secureOutbound(connection, options);
+    corkWrites(connection);
+    return secured;
+  };
+  w.secureInbound = async (connection: MessageStream, options?: SecureConnectionOptions) => {
+    const secured = await encrypter.secureInbound(connection, options);
+    corkWrites(connection);
+    return secured;
+  };
   return w;
 }
