@@ -224,15 +224,29 @@ export async function* generateStream(
       }
     };
 
-    // prefill
+    // prefill: the chunks go out one after the other without waiting for their verdicts; a
+    // rejected chunk and every one after it run again, each then awaited
     let logits: Float32Array | undefined;
     let logitsPos = 0;
+    const verdicts: { pos: number; tokens: Int32Array; settled: Promise<void> }[] = [];
     for (let pos = 0; pos < promptIds.length; pos += chunk) {
       if (opts.signal?.aborted) break;
       logitsPos = pos;
-      const step = await settledRun(pos, Int32Array.from(promptIds.slice(pos, pos + chunk)));
+      const tokens = Int32Array.from(promptIds.slice(pos, pos + chunk));
+      const step = await run(pos, tokens);
       step.stageMs.forEach((ms, i) => (prefillStageMs[i] += ms));
       logits = step.logits;
+      if (step.settled) verdicts.push({ pos, tokens, settled: step.settled });
+    }
+    for (let i = 0; i < verdicts.length; i++) {
+      try {
+        await verdicts[i]!.settled;
+      } catch (e) {
+        rejected(e);
+        await Promise.allSettled(verdicts.slice(i + 1).map((v) => v.settled));
+        for (const v of verdicts.slice(i)) logits = (await settledRun(v.pos, v.tokens)).logits;
+        break;
+      }
     }
     prefillMs = performance.now() - t0;
     if (logits && opts.returnPromptLogits) promptLogits = Float32Array.from(logits);

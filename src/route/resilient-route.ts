@@ -524,6 +524,7 @@ export class ResilientRoute implements Stage {
     const chunk = this.o.replayChunk ?? 64;
     // a replay is many tokens in one step: the per-token deadline does not apply to it
     stage.deadlineMs = undefined;
+    const verdicts: Promise<void>[] = [];
     try {
       for (let p = 0; p < pos; p += chunk) {
         const n = Math.min(chunk, pos - p);
@@ -532,9 +533,9 @@ export class ResilientRoute implements Stage {
           { sessionId: stage.sessionId, pos: p, nTokens: n, hidden: this.hist.subarray(p * dim, (p + n) * dim) },
           true,
         );
-        await out.settled; // the replacement's receipts hold before it is used
-
+        if (out.settled) verdicts.push(out.settled);
       }
+      await Promise.all(verdicts); // the replacement's receipts hold before it is used
     } finally {
       stage.deadlineMs = this.o.deadlineMs;
     }

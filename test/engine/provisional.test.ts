@@ -99,12 +99,14 @@ describe('generate with provisional outputs', () => {
 
   it('a rejected step is run again: greedy and seeded output equal the run without rejections', async () => {
     const pos = (step: number) => prompt.length + step - 1;
+    assert.ok(prompt.length > 2);
     for (const sampling of [{ temperature: 0 }, { temperature: 0.9, topP: 0.9, seed: 7 }]) {
       const plain = await generate(pipe, tok, prompt, { maxTokens: N, sampling });
-      const { p, stages } = withProvisional({ delayMs: 2, rejectAt: [pos(3), pos(10), pos(11)] });
-      const r = await generate(stages, tok, prompt, { maxTokens: N, sampling });
+      // prefill in chunks of 2: the second chunk (position 2) is rejected too
+      const { p, stages } = withProvisional({ delayMs: 2, rejectAt: [2, pos(3), pos(10), pos(11)] });
+      const r = await generate(stages, tok, prompt, { maxTokens: N, sampling, prefillChunk: 2 });
       assert.deepEqual(r.tokens, plain.tokens, JSON.stringify(sampling));
-      for (const s of [3, 10, 11]) assert.ok(p.forwards.filter((x) => x === pos(s)).length >= 2, `step ${s} was not run again`);
+      for (const x of [2, pos(3), pos(10), pos(11)]) assert.ok(p.forwards.filter((f) => f === x).length >= 2, `position ${x} was not run again`);
     }
   });
 
