@@ -33,6 +33,9 @@ export interface GenerateOptions {
   constraint?: TokenConstraint;
   /** give every event its token's log-probability and this many top alternatives (0..20) */
   logprobs?: number;
+  /** drawn tokens that may wait for their logits' verdict while later steps run (provisional
+   *  outputs; default PIPELINE_DEPTH; 0: a step goes out only after the previous one's verdict) */
+  pipelineDepth?: number;
 }
 
 export interface TokenEvent {
@@ -179,6 +182,11 @@ export async function* generateStream(
   if (promptIds.length >= cfg.contextLength) {
     throw new EngineError(`prompt of ${promptIds.length} tokens does not fit the context length ${cfg.contextLength}`, 'capacity');
   }
+  const pipelineDepth = opts.pipelineDepth ?? PIPELINE_DEPTH;
+  if (!Number.isInteger(pipelineDepth) || pipelineDepth < 0)
+    throw new EngineError(`pipeline depth must be a non-negative integer, got ${opts.pipelineDepth}`, 'bad_input');
+  // an output constraint follows released tokens only: nothing is drawn ahead of the last released one
+  const aheadDepth = opts.constraint ? Math.min(1, pipelineDepth) : pipelineDepth;
   const sampler = new Sampler(opts.sampling);
   const chunk = opts.prefillChunk ?? 64;
   if (!Number.isInteger(chunk) || chunk < 1) throw new EngineError(`prefill chunk must be a positive integer, got ${chunk}`, 'bad_input');
@@ -259,7 +267,7 @@ export async function* generateStream(
       // tokens wait for their verdicts, released in order. A rejection discards the tokens
       // drawn from the rejected step on and runs it again. An output constraint follows each
       // released token, so it allows no token drawn ahead of the last released one (depth 1).
-      const depth = opts.constraint ? 1 : PIPELINE_DEPTH;
+      const depth = Math.max(1, aheadDepth);
       /** the forwards sent: step `next`'s logits come from the first */
       const ahead: { run: Promise<PipelineStep>; pos: number; tokens: Int32Array }[] = [];
       /** drawn, not yet released, oldest first */
@@ -291,9 +299,10 @@ export async function* generateStream(
             topLogprobs: opts.logprobs,
           });
           const last = stopIds.has(pick.id) || next + 1 >= maxTokens;
-          held.push({ step: next, pick, pos: c.pos, tokens: c.tokens, settled: c.settled, mark, history: history.length, sent: !last && !!c.settled });
+          const early = !last && !!c.settled && aheadDepth > 0;
+          held.push({ step: next, pick, pos: c.pos, tokens: c.tokens, settled: c.settled, mark, history: history.length, sent: early });
           history.push(pick.id);
-          if (!last && c.settled) send(next, pick.id);
+          if (early) send(next, pick.id);
           next++;
           continue;
         }

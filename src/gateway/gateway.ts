@@ -69,6 +69,9 @@ export interface GatewayOptions {
    *  it counts as lost, and the least budget of a step without a deadline.
    *  Raise both on overloaded machines, where slow is not dead. */
   failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
+  /** drawn tokens that may wait for their step's receipt verdict while later steps run
+   *  (default PIPELINE_DEPTH; 0: each step goes out only after the previous one verified) */
+  pipelineDepth?: number;
   /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
   accountability?: GatewayAccountabilityConfig;
   /** register the gateway's metrics (coverage, recoveries, audits, fallback, DHT lookups) here,
@@ -168,6 +171,7 @@ export class Gateway extends PipelineBackend {
     modelId: string,
   ) {
     super();
+    this.pipelineDepth = opts.pipelineDepth;
     this.tokenizer = tokenizer;
     this.addBos = src.tokenizer?.addBos ?? true;
     this.modelId = modelId;

@@ -43,6 +43,8 @@ export abstract class PipelineBackend implements Backend {
 
   /** who watches requests (at most one; undefined: nobody) */
   observer?: RequestObserver;
+  /** GenerateOptions.pipelineDepth of every request (undefined: the loop's default) */
+  protected pipelineDepth?: number;
 
   generate(req: BackendRequest): AsyncGenerator<BackendToken, BackendResult, void> {
     return this.stream(randomUUID(), req);
@@ -81,6 +83,7 @@ export abstract class PipelineBackend implements Backend {
         signal: req.signal,
         constraint: req.constraint,
         logprobs: req.logprobs,
+        pipelineDepth: this.pipelineDepth,
       });
       it = gen;
       for (;;) {

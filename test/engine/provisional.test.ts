@@ -95,6 +95,11 @@ describe('generate with provisional outputs', () => {
     // the verdicts took longer than the forwards: steps went out while earlier ones were being checked, within the depth
     assert.ok(p.maxOpen > 1, `no step was sent ahead (max open ${p.maxOpen})`);
     assert.ok(p.maxOpen <= PIPELINE_DEPTH + 1, `${p.maxOpen} steps open at once, depth is ${PIPELINE_DEPTH}`);
+    // depth 0: every step waits for the previous verdict
+    const serial = withProvisional({ delayMs: 2 });
+    const s = await generate(serial.stages, tok, prompt, { maxTokens: 8, sampling: { temperature: 0 }, pipelineDepth: 0 });
+    assert.deepEqual(s.tokens, golden.generated_tokens.slice(0, 8));
+    assert.equal(serial.p.maxOpen, 1);
   });
 
   it('a rejected step is run again: greedy and seeded output equal the run without rejections', async () => {
