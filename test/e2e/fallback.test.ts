@@ -22,6 +22,7 @@ import { startOdsi } from '../helpers/cli.js';
 import { openaiClient, post } from '../helpers/http.js';
 import { serve, type Served } from '../helpers/served.js';
 import { parseExposition, total } from '../helpers/prometheus.js';
+import { within } from '../helpers/wait.js';
 
 const MODEL = 'stories260K';
 const PROMPT = 'Once upon a time, there was a little girl';
@@ -214,7 +215,7 @@ test('odsi gateway with no swarm and --fallback-url serves everything from the u
     assert.equal(data.choices[0]!.text, await upstreamText(8));
   } finally {
     gw.proc.kill('SIGTERM');
-    await Promise.race([gw.exited, new Promise((r) => setTimeout(r, 5_000))]);
+    await within(gw.exited, 5_000);
   }
 });
 
