@@ -23,6 +23,7 @@ import { openaiClient, post } from '../helpers/http.js';
 import { serve, type Served } from '../helpers/served.js';
 import { parseExposition, total } from '../helpers/prometheus.js';
 import { within } from '../helpers/wait.js';
+import { startedAll } from '../helpers/nodes.js';
 
 const MODEL = 'stories260K';
 const PROMPT = 'Once upon a time, there was a little girl';
@@ -61,19 +62,18 @@ before(
       [2, 4],
       [4, 5],
     ];
-    nodes.push(
-      ...(await Promise.all(
-        ranges.map((range, i) =>
-          NodeProcess.start({
-            model: STORIES_GGUF,
-            range,
-            modelId,
-            extraArgs: ['--max-sessions-per-peer', '1'],
-            faults: i === 2 ? ['delay:25'] : undefined,
-            readyTimeoutMs: 60_000,
-          }),
-        ),
-      )),
+    await startedAll(
+      ranges.map((range, i) =>
+        NodeProcess.start({
+          model: STORIES_GGUF,
+          range,
+          modelId,
+          extraArgs: ['--max-sessions-per-peer', '1'],
+          faults: i === 2 ? ['delay:25'] : undefined,
+          readyTimeoutMs: 60_000,
+        }),
+      ),
+      nodes,
     );
   },
   { timeout: 120_000 },
