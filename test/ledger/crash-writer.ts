@@ -1,7 +1,6 @@
-// Child process of crash.test.ts: once a line arrives on stdin, opens the ledger file
-// (replay-and-verify), then writes a burst of stake, unstake and payment events as fast as it
-// can, printing one line per acknowledged write ("ack SEQ KIND"), until it is SIGKILLed (or
-// `max` writes are done).
+// Child process of crash.test.ts: opens the ledger file (replay-and-verify), then writes a
+// burst of stake, unstake and payment events as fast as it can, printing one line per
+// acknowledged write ("ack SEQ KIND"), until it is SIGKILLed (or `max` writes are done).
 import { hexToBytes, identityFromSecret } from '../../src/identity/identity.js';
 import { SqliteLedger } from '../../src/ledger/sqlite/sqlite-ledger.js';
 import { UNIT } from '../../src/ledger/rules.js';
@@ -10,9 +9,6 @@ import type { LedgerResult } from '../../src/ledger/ledger.js';
 const [path, operatorHex, nodeHex, account, maxText] = process.argv.slice(2) as [string, string, string, `0x${string}`, string];
 const operator = identityFromSecret(hexToBytes(operatorHex));
 const node = identityFromSecret(hexToBytes(nodeHex));
-// started ahead of its turn (crash.test.ts): the file is opened only once the test says go
-await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
-process.stdin.destroy();
 const L = SqliteLedger.open(path, { operator });
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 const ack = (kind: string, r: LedgerResult): void => {
