@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { REPO_ROOT, STORIES_GGUF } from '../helpers/paths.js';
-import { runOdsi, runOdsiAsync, startOdsi, type RunningOdsi } from '../helpers/cli.js';
+import { runOdsi, startOdsi, type RunningOdsi } from '../helpers/cli.js';
 import { post } from '../helpers/http.js';
 import { parseExposition, total, type Family } from '../helpers/prometheus.js';
 import { within } from '../helpers/wait.js';
@@ -76,17 +76,15 @@ function checkStatus(st: {
   assert.deepEqual(st.uncovered, []);
 }
 
-test('odsi status --gateway (with and without /v1) lists every node and every layer; text view too', async () => {
-  // the base URL without /v1 and the terminal view: a second CLI run beside the first
-  const [r, t] = await Promise.all([
-    runOdsiAsync(['status', '--gateway', `${url}/v1`, '--json'], { timeoutMs: 30_000 }),
-    runOdsiAsync(['status', '--gateway', url], { timeoutMs: 30_000 }),
-  ]);
+test('odsi status --gateway (with and without /v1) lists every node and every layer; text view too', () => {
+  const r = runOdsi(['status', '--gateway', `${url}/v1`, '--json'], { timeoutMs: 30_000 });
   assert.equal(r.code, 0, r.stderr);
   const st = JSON.parse(r.stdout);
   checkStatus(st);
   assert.equal(st.ready, true);
   assert.equal(st.route.length, 3);
+  // the base URL without /v1, and the terminal view
+  const t = runOdsi(['status', '--gateway', url], { timeoutMs: 30_000 });
   assert.equal(t.code, 0, t.stderr);
   assert.match(t.stdout, /every layer covered/);
   for (const n of nodes) assert.ok(t.stdout.includes(n.peerId), `text lists ${n.peerId}`);
@@ -101,13 +99,11 @@ test('odsi status --bootstrap reads the signed adverts from the DHT itself', () 
   assert.equal(st.ready, true);
 });
 
-test('odsi status: clear errors for a wrong gateway and for missing arguments', async () => {
-  const [none, bad] = await Promise.all([
-    runOdsiAsync(['status', '--json']),
-    runOdsiAsync(['status', '--gateway', 'http://127.0.0.1:9/v1', '--timeout-ms', '2000']),
-  ]);
+test('odsi status: clear errors for a wrong gateway and for missing arguments', () => {
+  const none = runOdsi(['status', '--json']);
   assert.equal(none.code, 1);
   assert.match(none.stderr, /one of --gateway URL or --bootstrap/);
+  const bad = runOdsi(['status', '--gateway', 'http://127.0.0.1:9/v1', '--timeout-ms', '2000']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /cannot reach the gateway/);
 });

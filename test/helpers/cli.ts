@@ -16,19 +16,6 @@ export function runOdsi(args: string[], opts: { timeoutMs?: number; env?: NodeJS
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Run `odsi <args>` to completion (killed after timeoutMs) without blocking: independent runs can go side by side. */
-export function runOdsiAsync(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<OdsiRun> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [ODSI_BIN, ...args], { cwd: REPO_ROOT, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 60_000 });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    proc.once('error', reject);
-    proc.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
 export interface RunningOdsi {
   proc: ChildProcess;
   /** next stdout line that parses as JSON (bounded wait; rejects when the process exits first) */
