@@ -71,6 +71,33 @@ export interface RuleResult {
   ms: number;
 }
 
+/** What {@link Kit.upstreamStep} builds: one STEP sent as the hop before the target, with the kit's own receipt for it. */
+interface UpstreamStepParameters {
+  /** the step number (default 0) */
+  step?: number;
+  /** the position of its first token (default 0) */
+  pos?: number;
+  /** its token count (default 1) */
+  nTokens?: number;
+  /** the hidden state sent; the receipt's inputHash and outputHash are its hash */
+  payload: Uint8Array;
+  /** the digest of the kit's previous receipt in the session (default ZERO_HASH: none) */
+  prev?: Hex;
+  /** receipt fields that replace the honest ones before signing (a wrong session, slot, layer or hash) */
+  edit?: Partial<ExecutionReceipt>;
+  /** who signs the receipt (default the kit's gateway, which the target's route names as upstream) */
+  signer?: Identity;
+  /** what the STEP carries as its receipts, given the signed receipt (default: that receipt alone) */
+  carry?: (receipt: SignedReceipt) => SignedReceipt[] | Uint8Array;
+}
+
+interface UpstreamStepReturnType {
+  /** the STEP (its receipts go as the RECEIPTS message after it, see {@link Kit.send}) */
+  message: Message;
+  /** the kit's signed receipt, as built (before `carry`) */
+  receipt: SignedReceipt;
+}
+
 interface Rule {
   id: string;
   title: string;
@@ -263,8 +290,8 @@ class Kit {
     return got;
   }
 
-  /** The kit's own receipt as the hop before the target, for a STEP carrying `payload`. */
-  upstreamReceipt(
+  /** The kit's own receipt as the hop before the target, for a STEP carrying `payload` (see upstreamStep). */
+  private upstreamReceipt(
     sid: string,
     o: { step: number; pos: number; nTokens: number; payload: Uint8Array; prev: Hex },
     edit: Partial<ExecutionReceipt> = {},
@@ -296,6 +323,17 @@ class Kit {
       },
       this.t.domain,
     );
+  }
+
+  /**
+   * The custody rules' step: a STEP for `sid` carrying `payload`, with the receipt the kit signs
+   * for it as the upstream hop (edited, signed by another key or carried otherwise as asked).
+   */
+  upstreamStep(sid: string, p: UpstreamStepParameters): UpstreamStepReturnType {
+    const slot = { step: p.step ?? 0, pos: p.pos ?? 0, nTokens: p.nTokens ?? 1 };
+    const receipt = this.upstreamReceipt(sid, { ...slot, payload: p.payload, prev: p.prev ?? ZERO_HASH }, p.edit, p.signer);
+    const receipts = p.carry ? p.carry(receipt) : [receipt];
+    return { message: this.step(sid, { ...slot, payload: p.payload, extra: { receipts } }), receipt };
   }
 
   /** A session in which the kit is hop 0 (upstream) and the target hop 1 (last). */
@@ -864,8 +902,8 @@ const RULES: Rule[] = [
       let theirs: Hex = ZERO_HASH;
       for (let i = 0; i < 2; i++) {
         const payload = k.input(1, 40 + i);
-        const up = k.upstreamReceipt(sid, { step: i, pos: i, nTokens: 1, payload, prev: mine });
-        const r = await k.result(s, sid, k.step(sid, { step: i, pos: i, nTokens: 1, payload, extra: { receipts: [up] } }));
+        const { message, receipt: up } = k.upstreamStep(sid, { step: i, pos: i, payload, prev: mine });
+        const r = await k.result(s, sid, message);
         const rs = hdr(r).receipts as unknown[];
         expect(
           Array.isArray(rs) && rs.length === 2,
@@ -888,130 +926,60 @@ const RULES: Rule[] = [
       void s.ch.close();
     },
   },
-  ...custodyCase('C2', 'no receipts, or not exactly i receipts at hop i', 'malformed', (k, sid, payload) => {
-    const up = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
-    return [k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [up, up] } })];
-  }),
-  ...custodyCase('C3', 'a RECEIPTS payload that is not the fixed layout (bytes after the last receipt)', 'malformed', (k, sid, payload) => {
-    const up = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
-    const bytes = new Uint8Array([1, ...encodeReceipt(up), 0]);
-    return [k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: bytes } })];
-  }),
+  ...custodyCase('C2', 'no receipts, or not exactly i receipts at hop i', 'malformed', (k, sid, payload) => [
+    k.upstreamStep(sid, { payload, carry: (up) => [up, up] }).message,
+  ]),
+  ...custodyCase('C3', 'a RECEIPTS payload that is not the fixed layout (bytes after the last receipt)', 'malformed', (k, sid, payload) => [
+    k.upstreamStep(sid, { payload, carry: (up) => new Uint8Array([1, ...encodeReceipt(up), 0]) }).message,
+  ]),
   ...custodyCase(
     'C4',
     'a receipt whose signature is not by its signer, or signed by another key than route[i−1]',
     'bad_signature',
     (k, sid, payload) => {
-      const up = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
-      const other = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, {}, k.x.identity);
-      return [k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [{ ...up, signature: other.signature }] } })];
+      const other = k.upstreamStep(sid, { payload, signer: k.x.identity }).receipt;
+      return [k.upstreamStep(sid, { payload, carry: (up) => [{ ...up, signature: other.signature }] }).message];
     },
   ),
   ...custodyCase('C5', 'a receipt validly signed by a key other than route[i−1]', 'bad_signature', (k, sid, payload) => [
-    k.step(sid, {
-      step: 0,
-      pos: 0,
-      nTokens: 1,
-      payload,
-      extra: { receipts: [k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, {}, k.x.identity)] },
-    }),
+    k.upstreamStep(sid, { payload, signer: k.x.identity }).message,
   ]),
   ...custodyCase('C6', "a receipt of another session's ids", 'cross_session', (k, sid, payload) => [
-    k.step(sid, {
-      step: 0,
-      pos: 0,
-      nTokens: 1,
-      payload,
-      extra: {
-        receipts: [
-          k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, { sessionId: sessionIdOf(`${sid}-other`) }),
-        ],
-      },
-    }),
+    k.upstreamStep(sid, { payload, edit: { sessionId: sessionIdOf(`${sid}-other`) } }).message,
   ]),
   ...custodyCase('C7', 'a receipt for another step/pos/nTokens', 'slot_mismatch', (k, sid, payload) => [
-    k.step(sid, {
-      step: 0,
-      pos: 0,
-      nTokens: 1,
-      payload,
-      extra: { receipts: [k.upstreamReceipt(sid, { step: 0, pos: 1, nTokens: 1, payload, prev: ZERO_HASH })] },
-    }),
+    k.upstreamStep(sid, { payload, edit: { pos: 1 } }).message,
   ]),
   ...custodyCase('C8', "a receipt whose layerEnd is not the receiver's start", 'layer_gap', (k, sid, payload) => [
-    k.step(sid, {
-      step: 0,
-      pos: 0,
-      nTokens: 1,
-      payload,
-      extra: {
-        receipts: [k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, { layerEnd: k.range.start + 1 })],
-      },
-    }),
+    k.upstreamStep(sid, { payload, edit: { layerEnd: k.range.start + 1 } }).message,
   ]),
   ...custodyCase('C9', 'a receipt whose outputHash is not the hash of the payload received', 'input_mismatch', (k, sid, payload) => [
-    k.step(sid, {
-      step: 0,
-      pos: 0,
-      nTokens: 1,
-      payload,
-      extra: {
-        receipts: [
-          k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH }, { outputHash: hashTensor(k.input(1, 99)) }),
-        ],
-      },
-    }),
+    k.upstreamStep(sid, { payload, edit: { outputHash: hashTensor(k.input(1, 99)) } }).message,
   ]),
   ...custodyCase('C10', 'the same receipt again (the same step re-sent)', 'replay', (k, sid, payload) => {
-    const r0 = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
-    const m = k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [r0] } });
-    const p1 = k.input(1, 77);
-    const r1 = k.upstreamReceipt(sid, { step: 1, pos: 1, nTokens: 1, payload: p1, prev: receiptHash(r0.record, k.t.domain) });
-    const m1 = k.step(sid, { step: 1, pos: 1, nTokens: 1, payload: p1, extra: { receipts: [r1] } });
-    return [m, m1, { ...m1, header: { ...m1.header, requestId: 2001 } } as Message];
+    const s0 = k.upstreamStep(sid, { payload });
+    const s1 = k.upstreamStep(sid, { step: 1, pos: 1, payload: k.input(1, 77), prev: receiptHash(s0.receipt.record, k.t.domain) });
+    return [s0.message, s1.message, { ...s1.message, header: { ...s1.message.header, requestId: 2001 } } as Message];
   }),
   ...custodyCase('C11', "a step number lower than the signer's last", 'step_order', (k, sid, payload) => {
-    const r0 = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
-    const p2 = k.input(1, 78);
-    const r2 = k.upstreamReceipt(sid, { step: 2, pos: 1, nTokens: 1, payload: p2, prev: receiptHash(r0.record, k.t.domain) });
-    const p1 = k.input(1, 79);
-    const r1 = k.upstreamReceipt(sid, { step: 1, pos: 2, nTokens: 1, payload: p1, prev: receiptHash(r2.record, k.t.domain) });
-    return [
-      k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [r0] } }),
-      k.step(sid, { step: 2, pos: 1, nTokens: 1, payload: p2, extra: { receipts: [r2] } }),
-      k.step(sid, { step: 1, pos: 2, nTokens: 1, payload: p1, extra: { receipts: [r1] } }),
-    ];
+    const s0 = k.upstreamStep(sid, { payload });
+    const s2 = k.upstreamStep(sid, { step: 2, pos: 1, payload: k.input(1, 78), prev: receiptHash(s0.receipt.record, k.t.domain) });
+    const s1 = k.upstreamStep(sid, { step: 1, pos: 2, payload: k.input(1, 79), prev: receiptHash(s2.receipt.record, k.t.domain) });
+    return [s0.message, s2.message, s1.message];
   }),
-  ...custodyCase('C12', "prevReceiptHash not the digest of the signer's previous receipt", 'broken_chain', (k, sid, payload) => {
-    const r0 = k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH });
-    const p1 = k.input(1, 80);
-    const r1 = k.upstreamReceipt(sid, { step: 1, pos: 1, nTokens: 1, payload: p1, prev: ZERO_HASH });
-    return [
-      k.step(sid, { step: 0, pos: 0, nTokens: 1, payload, extra: { receipts: [r0] } }),
-      k.step(sid, { step: 1, pos: 1, nTokens: 1, payload: p1, extra: { receipts: [r1] } }),
-    ];
-  }),
+  ...custodyCase('C12', "prevReceiptHash not the digest of the signer's previous receipt", 'broken_chain', (k, sid, payload) => [
+    k.upstreamStep(sid, { payload }).message,
+    k.upstreamStep(sid, { step: 1, pos: 1, payload: k.input(1, 80) }).message,
+  ]),
   {
     id: 'C13',
     title: 'hop 0 given receipts by its gateway → ERROR custody naming the gateway (the receipts are otherwise ignored)',
     run: async (k) => {
       const sid = k.sid('hop0-receipts');
       const s = await k.opened(k.open({ sessionId: sid }));
-      const payload = k.input(1, 5);
-      await k.expectCustody(
-        s,
-        sid,
-        k.step(sid, {
-          step: 0,
-          pos: 0,
-          nTokens: 1,
-          payload,
-          extra: { receipts: [k.upstreamReceipt(sid, { step: 0, pos: 0, nTokens: 1, payload, prev: ZERO_HASH })] },
-        }),
-        'malformed',
-        0,
-        false, // the step's input came from the gateway, which signs nothing: hop 0 may sign its own receipt
-      );
+      const { message } = k.upstreamStep(sid, { payload: k.input(1, 5) });
+      // the step's input came from the gateway, which signs nothing: hop 0 may sign its own receipt
+      await k.expectCustody(s, sid, message, 'malformed', 0, false);
       void s.ch.close();
     },
   },

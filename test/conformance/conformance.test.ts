@@ -15,10 +15,12 @@ import { modelIdentity } from '../../src/model/identity.js';
 import { createStage } from '../../src/engine/create.js';
 import { runOdsi } from '../helpers/cli.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
+import { startedAll } from '../helpers/nodes.js';
 
 let dir: string;
 let honest: NodeProcess;
 let broken: NodeProcess;
+const procs: NodeProcess[] = [];
 let modelId: string;
 let dim: number;
 let kvDim: number;
@@ -34,13 +36,13 @@ before(
     // a range that does not start at 0: the kit plays the hop before it for the custody rules
     const start = (i: number, faults?: string[]) =>
       NodeProcess.start({ model: STORIES_GGUF, range: [2, 5], identityFile: join(dir, `n${i}.key`), announceIntervalMs: 600_000, faults });
-    [honest, broken] = await Promise.all([start(0), start(1, ['forge', 'noise:0.5'])]);
+    [honest, broken] = await startedAll([start(0), start(1, ['forge', 'noise:0.5'])], procs);
   },
   { timeout: 60_000 },
 );
 
 after(async () => {
-  await Promise.all([honest, broken].map((n) => n?.stop().catch(() => undefined)));
+  await Promise.all(procs.map((n) => n.stop().catch(() => undefined)));
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

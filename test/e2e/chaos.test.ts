@@ -20,6 +20,7 @@ import type { FailureEvent, FaultEvent, RerouteEvent } from '../../src/route/eve
 import { NodeProcess } from '../../src/node/process.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import { startedAll } from '../helpers/nodes.js';
 
 const RANGES: [number, number][] = [
   [0, 2],
@@ -41,12 +42,12 @@ before(
     side = openGatewaySide('odsi-chaos-');
     const { dir, modelId } = side;
     // nodes need no discovery here: no bootstrap, adverts rarely
-    const started = await Promise.all(
+    await startedAll(
       RANGES.map((range, i) =>
         NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(dir, `node${i}.key`), modelId, announceIntervalMs: 600_000 }),
       ),
+      nodes,
     );
-    nodes.push(...started);
     gw = await side.gateway(nodes.map((n) => candidate(n)));
     await Promise.all(nodes.map((n) => gw!.host.ping(n.peerId, { addrs: n.info.addrs })));
   },

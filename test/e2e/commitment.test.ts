@@ -14,6 +14,7 @@ import { NodeProcess } from '../../src/node/process.js';
 import type { RouteCandidate } from '../../src/routing/router.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
+import { startedAll } from '../helpers/nodes.js';
 
 let gw: GatewaySide | undefined;
 const nodes: NodeProcess[] = [];
@@ -29,7 +30,7 @@ before(
         modelId: gw!.modelId,
         announceIntervalMs: 600_000,
       });
-    nodes.push(...(await Promise.all([start([0, 2], 'a'), start([2, 5], 'b')])));
+    await startedAll([start([0, 2], 'a'), start([2, 5], 'b')], nodes);
   },
   { timeout: 30_000 },
 );

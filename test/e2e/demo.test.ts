@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { startOdsi } from '../helpers/cli.js';
+import { within } from '../helpers/wait.js';
 
 function alive(pid: number): boolean {
   try {
@@ -79,7 +80,7 @@ test('odsi demo --json --serve on stories260K (3 nodes, 2/2/1): golden tokens, l
     );
   } finally {
     d.proc.kill('SIGTERM');
-    const ex = await Promise.race([d.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 20_000))]);
+    const ex = await within(d.exited, 20_000);
     if (!ex) d.proc.kill('SIGKILL');
     await waitGone(pids, 10_000);
     const left = pids.filter(alive);
@@ -92,7 +93,7 @@ test('odsi demo --json --serve on stories260K (3 nodes, 2/2/1): golden tokens, l
 test('odsi demo with no model uses the synthetic tiny model and says so', { timeout: 180_000 }, async () => {
   const d = startOdsi(['demo', '--nodes', '2', '--max-tokens', '4', '--json']);
   const rep = await d.nextJson(150_000);
-  const ex = await Promise.race([d.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 20_000))]);
+  const ex = await within(d.exited, 20_000);
   if (!ex) d.proc.kill('SIGKILL');
   assert.ok(ex, 'odsi demo did not exit after printing its report');
   assert.equal(ex.code, 0, d.stderr());

@@ -13,6 +13,7 @@ import { NodeProcess } from '../../src/node/process.js';
 import { addressOfPeer } from '../../src/accountability/records/wire.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import { startedAll } from '../helpers/nodes.js';
 
 let side: GatewaySide | undefined;
 let H0: NodeProcess, H1: NodeProcess, F: NodeProcess;
@@ -31,13 +32,12 @@ const start = (range: [number, number], name: string, faults?: string[]) =>
 before(
   async () => {
     side = openGatewaySide('odsi-acct-');
-    const ds = KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]));
-    [H0, H1, F] = await Promise.all([start([0, 2], 'h0'), start([2, 5], 'h1'), start([0, 2], 'f', ['forge@1'])]);
-    all.push(H0, H1, F);
-    for (const [k, d] of (await Promise.all(ds)).entries()) {
-      dishonest.set(KINDS[k]!, d);
-      all.push(d);
-    }
+    const [h0, h1, f, ...ds] = await startedAll(
+      [start([0, 2], 'h0'), start([2, 5], 'h1'), start([0, 2], 'f', ['forge@1']), ...KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]))],
+      all,
+    );
+    [H0, H1, F] = [h0, h1, f];
+    for (const [k, d] of ds.entries()) dishonest.set(KINDS[k]!, d);
   },
   { timeout: 120_000 },
 );

@@ -16,6 +16,7 @@ import type { RerouteEvent } from '../../src/route/events.js';
 import { NodeProcess } from '../../src/node/process.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import { startedAll } from '../helpers/nodes.js';
 
 let side: GatewaySide | undefined;
 let src: WeightSource | undefined;
@@ -33,7 +34,7 @@ before(
       [2, 5],
     ];
     // the first hop is slowed down a little so the SIGTERM lands mid-generation
-    const started = await Promise.all(
+    await startedAll(
       ranges.map((range, i) =>
         NodeProcess.start({
           model: STORIES_GGUF,
@@ -44,8 +45,8 @@ before(
           faults: i === 0 ? ['delay:15'] : undefined,
         }),
       ),
+      nodes,
     );
-    nodes.push(...started);
     gw = await side.gateway(nodes.map(candidate));
     await Promise.all(nodes.map((n) => gw!.host.ping(n.peerId, { addrs: n.info.addrs })));
   },

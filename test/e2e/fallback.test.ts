@@ -22,6 +22,8 @@ import { startOdsi } from '../helpers/cli.js';
 import { openaiClient, post } from '../helpers/http.js';
 import { serve, type Served } from '../helpers/served.js';
 import { parseExposition, total } from '../helpers/prometheus.js';
+import { within } from '../helpers/wait.js';
+import { startedAll } from '../helpers/nodes.js';
 
 const MODEL = 'stories260K';
 const PROMPT = 'Once upon a time, there was a little girl';
@@ -60,19 +62,18 @@ before(
       [2, 4],
       [4, 5],
     ];
-    nodes.push(
-      ...(await Promise.all(
-        ranges.map((range, i) =>
-          NodeProcess.start({
-            model: STORIES_GGUF,
-            range,
-            modelId,
-            extraArgs: ['--max-sessions-per-peer', '1'],
-            faults: i === 2 ? ['delay:25'] : undefined,
-            readyTimeoutMs: 60_000,
-          }),
-        ),
-      )),
+    await startedAll(
+      ranges.map((range, i) =>
+        NodeProcess.start({
+          model: STORIES_GGUF,
+          range,
+          modelId,
+          extraArgs: ['--max-sessions-per-peer', '1'],
+          faults: i === 2 ? ['delay:25'] : undefined,
+          readyTimeoutMs: 60_000,
+        }),
+      ),
+      nodes,
     );
   },
   { timeout: 120_000 },
@@ -214,7 +215,7 @@ test('odsi gateway with no swarm and --fallback-url serves everything from the u
     assert.equal(data.choices[0]!.text, await upstreamText(8));
   } finally {
     gw.proc.kill('SIGTERM');
-    await Promise.race([gw.exited, new Promise((r) => setTimeout(r, 5_000))]);
+    await within(gw.exited, 5_000);
   }
 });
 

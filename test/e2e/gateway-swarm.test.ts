@@ -9,6 +9,7 @@ import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { startOdsi } from '../helpers/cli.js';
 import { openaiClient, post } from '../helpers/http.js';
 import { serve, startSwarmGateway, type Served, type SwarmGateway } from '../helpers/served.js';
+import { within } from '../helpers/wait.js';
 
 const MODEL = 'stories260K';
 let sg: SwarmGateway | undefined;
@@ -236,7 +237,7 @@ test('odsi gateway (CLI process) joins the swarm and serves the API', { timeout:
     );
   } finally {
     gateway.proc.kill('SIGTERM');
-    const code = await Promise.race([gateway.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 15_000))]);
+    const code = (await within(gateway.exited, 15_000)) ?? 'hung';
     if (code === 'hung') gateway.proc.kill('SIGKILL');
     assert.notEqual(code, 'hung', 'odsi gateway did not stop on SIGTERM');
   }

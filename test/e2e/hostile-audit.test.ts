@@ -31,6 +31,7 @@ import { detectEquivocation, verifyEquivocationEvidence } from '../../src/accoun
 import { addressOfPeer, deploymentDomain, requestIdOf, sessionIdOf } from '../../src/accountability/records/wire.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import { startedAll } from '../helpers/nodes.js';
 
 /** the domain the nodes sign under (their environment's, as `odsi node` reads it) */
 const DOMAIN = deploymentDomain(process.env);
@@ -50,8 +51,7 @@ before(
     side = openGatewaySide('odsi-hostile-audit-');
     const start = (range: [number, number], name: string) =>
       NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(side.dir, `${name}.key`), modelId: side.modelId, announceIntervalMs: 600_000 });
-    [H0, H1, A] = await Promise.all([start([0, 2], 'h0'), start([2, 5], 'h1'), start([2, 5], 'a')]);
-    procs.push(H0, H1, A);
+    [H0, H1, A] = await startedAll([start([0, 2], 'h0'), start([2, 5], 'h1'), start([2, 5], 'a')], procs);
     attacker = await createHost({ identity: generateIdentity() });
     gw = await side.gateway([H0.candidate(1), H1.candidate(1)], {
       accountability: { domain: DOMAIN, auditRate: 1, holdAtRate: 2, auditors: [peer(A)] },

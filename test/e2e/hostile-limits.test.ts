@@ -14,6 +14,7 @@ import { Attacker, type AttackTarget } from '../../src/testing/attacker.js';
 import { ACT_PROTOCOL } from '../../src/protocol/messages.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import { startedAll } from '../helpers/nodes.js';
 
 const HIDDEN = 64; // stories260K
 const IDLE_MS = 1500;
@@ -43,12 +44,11 @@ before(
       [2, 4],
       [4, 5],
     ];
-    nodes.push(
-      ...(await Promise.all(
-        ranges.map((range, i) =>
-          NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(side!.dir, `n${i}.key`), modelId: side!.modelId, announceIntervalMs: 600_000, extraArgs: LIMIT_ARGS }),
-        ),
-      )),
+    await startedAll(
+      ranges.map((range, i) =>
+        NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(side!.dir, `n${i}.key`), modelId: side!.modelId, announceIntervalMs: 600_000, extraArgs: LIMIT_ARGS }),
+      ),
+      nodes,
     );
   },
   { timeout: 120_000 },

@@ -29,12 +29,14 @@ import type { SignedReceipt } from '../../src/accountability/records/receipts.js
 import type { Gateway } from '../../src/gateway/gateway.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import { startedAll } from '../helpers/nodes.js';
 
 const domain = deploymentDomain({});
 let side: GatewaySide;
 let src: WeightSource;
 let a: NodeProcess; // layers [0,2)
 let b: NodeProcess; // layers [2,5)
+const procs: NodeProcess[] = [];
 let victimHost: OdsiHost;
 let victim: RouteClient;
 let gateway: Gateway;
@@ -56,7 +58,7 @@ before(
     dim = src.config.dim;
     const start = (range: [number, number], i: number) =>
       NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(side.dir, `n${i}.key`), modelId: side.modelId, announceIntervalMs: 600_000 });
-    [a, b] = await Promise.all([start([0, 2], 0), start([2, 5], 1)]);
+    [a, b] = await startedAll([start([0, 2], 0), start([2, 5], 1)], procs);
     victimHost = await createHost({ identity: generateIdentity() });
     victim = await RouteClient.start(victimHost);
     attacker = await SessionPeer.start(generateIdentity(), WAIT_MS);
@@ -74,7 +76,7 @@ after(async () => {
   await attacker?.stop();
   await embed?.dispose();
   await head?.dispose();
-  await Promise.all([a, b].map((n) => n?.stop().catch(() => undefined)));
+  await Promise.all(procs.map((n) => n.stop().catch(() => undefined)));
   await side?.close();
   src?.close();
 });

@@ -25,6 +25,7 @@ import type { WeightSource } from '../../src/model/types.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { NodeProcess, type NodeProcessOptions } from '../../src/node/process.js';
 import { waitFor } from '../helpers/wait.js';
+import { startedAll } from '../helpers/nodes.js';
 
 let src: WeightSource;
 let modelId: string;
@@ -59,11 +60,10 @@ before(async () => {
   const a = await NodeProcess.start({ ...common, range: [0, 2], identityFile: join(dir, 'a.key') });
   procs.push(a);
   const boot = a.info.addrs[0]!;
-  const [b, c] = await Promise.all([
-    NodeProcess.start({ ...common, range: [2, 4], bootstrap: [boot] }),
-    NodeProcess.start({ ...common, range: [4, 5], bootstrap: [boot] }),
-  ]);
-  procs.push(b, c);
+  await startedAll(
+    [NodeProcess.start({ ...common, range: [2, 4], bootstrap: [boot] }), NodeProcess.start({ ...common, range: [4, 5], bootstrap: [boot] })],
+    procs,
+  );
   gw = await createHost({ identity: generateIdentity(), bootstrap: [boot] });
   routes = await RouteClient.start(gw);
   embed = await createStage('reference', src, { start: 0, end: 0, embed: true, head: false });

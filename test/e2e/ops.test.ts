@@ -10,6 +10,7 @@ import { REPO_ROOT, STORIES_GGUF } from '../helpers/paths.js';
 import { runOdsi, startOdsi, type RunningOdsi } from '../helpers/cli.js';
 import { post } from '../helpers/http.js';
 import { parseExposition, total, type Family } from '../helpers/prometheus.js';
+import { within } from '../helpers/wait.js';
 import { ACT_PROTOCOL } from '../../src/protocol/messages.js';
 
 interface DemoNode {
@@ -42,7 +43,7 @@ before(
 after(async () => {
   if (demo && demo.proc.exitCode === null) {
     demo.proc.kill('SIGTERM');
-    await Promise.race([demo.exited, new Promise((r) => setTimeout(r, 10_000))]);
+    await within(demo.exited, 10_000);
   }
 });
 

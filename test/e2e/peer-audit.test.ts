@@ -13,6 +13,7 @@ import { NodeProcess } from '../../src/node/process.js';
 import { addressOfPeer } from '../../src/accountability/records/wire.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
+import { startedAll } from '../helpers/nodes.js';
 
 type Accountability = NonNullable<Gateway['accountability']>;
 
@@ -32,14 +33,16 @@ before(
         announceIntervalMs: 600_000,
         faults,
       });
-    [H0, W, A, L, D] = await Promise.all([
+    [H0, W, A, L, D] = await startedAll(
+      [
       start([0, 2], 'h0'),
       start([2, 5], 'w'),
       start([2, 5], 'a'),
       start([2, 5], 'l', ['noise:0.05']),
       start([2, 5], 'd', ['noise:0.05@1']),
-    ]);
-    procs.push(H0, W, A, L, D);
+      ],
+      procs,
+    );
   },
   { timeout: 120_000 },
 );

@@ -10,3 +10,18 @@ export async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs: nu
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/**
+ * `p`'s value, or `undefined` once `ms` have passed first. The timer is cleared either way: a
+ * `Promise.race` with a bare `setTimeout` keeps the test file's process alive until it fires
+ * (up to `ms` after the test ended).
+ */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((r) => (timer = setTimeout(r, ms, undefined)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
