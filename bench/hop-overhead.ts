@@ -15,7 +15,8 @@
 // gateway's embed and head included) / (k + 1) transfers; with accountability on the step ends
 // when the last hop's RECEIPTS (act 1.3.0, sent after the RESULT) has verified at the gateway.
 // Also the hops' own queue time (receive → compute start: decoding, the commitment, waiting for
-// the CPU) and send time (serialising the output), summed over the hops.
+// the CPU) and send time (serialising the output), summed over the hops, and the CPU the three
+// node processes spent per step (/proc, all their threads), per swarm.
 //
 // --profile runs the nodes of the 'on' swarm under V8's CPU profiler from the end of the warm-up
 // (bench/lib/cpu-profile-preload.ts) and reports where their non-idle time goes, by source file,
@@ -85,6 +86,16 @@ function profileByFile(file: string, fns: Map<string, number>): Map<string, numb
   return out;
 }
 
+/** user + system CPU ms of a process so far (Linux /proc; NaN elsewhere or once it is gone) */
+function cpuMsOf(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in clock ticks of 1/100 s
+  } catch {
+    return NaN;
+  }
+}
+
 async function main(): Promise<void> {
   const machine = describeMachine();
   console.log(machineLine(machine));
@@ -130,6 +141,10 @@ async function main(): Promise<void> {
     };
     const on = await swarm(true);
     const off = await swarm(false);
+    // CPU of each swarm's node processes (all threads: main, crypto worker, engine) per step
+    const pidsOf = (gw: Gateway) => nodes.slice(gw === on ? 0 : 3, gw === on ? 3 : 6).map((n) => n.info.pid);
+    const nodeCpu = { on: { ms: 0, steps: 0 }, off: { ms: 0, steps: 0 } };
+    const cpuOf = (pids: number[]) => pids.reduce((a, pid) => a + cpuMsOf(pid), 0);
     const prompt = on.tokenizer.encode('Once upon a time, there was a little', { addBos: on.addBos });
     const run = async (gw: Gateway): Promise<StepSample[]> => {
       const steps: StepSample[] = [];
@@ -152,7 +167,11 @@ async function main(): Promise<void> {
     for (let r = 0; r < ROUNDS; r++) {
       const med: Record<string, number> = {};
       for (const which of r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
+        const pids = pidsOf(which === 'on' ? on : off);
+        const cpu0 = cpuOf(pids);
         const s = await run(which === 'on' ? on : off);
+        nodeCpu[which].ms += cpuOf(pids) - cpu0;
+        nodeCpu[which].steps += s.length + 1; // the decode steps and the prefill
         got[which].push(...s);
         med[which] = dist(s.map((x) => (x.stepMs - x.computeMs) / (x.hops + 1))).p50;
       }
@@ -175,6 +194,10 @@ async function main(): Promise<void> {
       };
     };
     const res = { on: summary(got.on), off: summary(got.off) };
+    const nodeCpuMsPerStep = {
+      on: Math.round((nodeCpu.on.ms / nodeCpu.on.steps) * 1000) / 1000,
+      off: Math.round((nodeCpu.off.ms / nodeCpu.off.steps) * 1000) / 1000,
+    };
     const targets = [
       {
         what: 'per-hop overhead median, accountability on (ms)',
@@ -236,6 +259,7 @@ async function main(): Promise<void> {
         ],
       ),
     );
+    console.log(`node CPU per step (3 node processes, all threads, /proc): on ${nodeCpuMsPerStep.on} ms, off ${nodeCpuMsPerStep.off} ms`);
     for (const t of targets) console.log(`target ${t.what} ≤ ${t.target}: ${t.value} ${t.met ? 'met' : 'MISSED'}`);
     if (profile) {
       console.log('\nnode CPU (accountability on), self time by file, top entries:');
@@ -257,6 +281,7 @@ async function main(): Promise<void> {
         profiled: args.profile,
       },
       ...res,
+      nodeCpuMsPerStep,
       perRoundMedianPerHopMs: perRound,
       nodeCpuProfile: profile,
       nodeOwnFunctions: ownFunctions,

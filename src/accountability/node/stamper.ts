@@ -159,6 +159,8 @@ export class NodeStamper {
   private readonly guard: SlotGuard;
   /** the last input hashed (one step's claim, custody check and commitment share it) */
   private hashed?: { input: Uint8Array; hash: Hex };
+  /** outputs hashed ahead of signing (prepare), by buffer: each step's output is its own buffer */
+  private readonly outputHashes = new WeakMap<Uint8Array, Hex>();
 
   constructor(o: NodeStamperOptions) {
     this.host = o.host;
@@ -284,6 +286,29 @@ export class NodeStamper {
     }
   }
 
+  /**
+   * After the output went on, before the upstream receipts are there (they follow the upstream's
+   * STEP): takes what this hop's receipt needs that does not depend on them — the commitment's
+   * digest, the output's hash — so that once they verify only the receipt itself is left to hash
+   * and sign. Signs nothing; never throws.
+   */
+  prepare(o: FinishedStep): void {
+    try {
+      const pending = this.archive.log(o.open.sessionId).pending.get(o.header.step);
+      if (pending) this.commitmentDigest(pending);
+      this.outputHash(o.output);
+    } catch {
+      /* sign() does it again and says why */
+    }
+  }
+
+  /** hashTensor of an output, taken once (prepare, then sign) */
+  private outputHash(output: Uint8Array): Hex {
+    let h = this.outputHashes.get(output);
+    if (h === undefined) this.outputHashes.set(output, (h = hashTensor(output)));
+    return h;
+  }
+
   /** The digest of a pending commitment (taken once), or undefined when it is not well formed. */
   private commitmentDigest(p: PendingCommitment): Hex | undefined {
     if (p.digest !== undefined) return p.digest;
@@ -330,7 +355,7 @@ export class NodeStamper {
       sendUs: us(o.timing.sendMs),
       upstreamReceiptHash: log.upstreamHash.get(h.step) ?? ZERO_HASH,
       commitmentHash,
-      outputHash: hashTensor(o.output),
+      outputHash: this.outputHash(o.output),
     };
     log.upstreamHash.delete(h.step);
     // at most one receipt per slot, ever (within the challenge window): see slot-guard.ts
