@@ -3,7 +3,7 @@
 // p99 per hop with accountability on).
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/hop-overhead.js [--model FILE] [--engine reference|ort]
-//        [--rounds 6] [--tokens 48] [--profile] [--out FILE]
+//        [--rounds 6] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
 //
 // Two identical 3-node swarms of real `odsi node` processes on 127.0.0.1 (default stories260K,
 // where compute is ~0.1 ms per hop, so what is left is overhead): one with receipts signed per
@@ -15,12 +15,14 @@
 // gateway's embed and head included) / (k + 1) transfers; with accountability on the step ends
 // when the last hop's RECEIPTS (act 1.3.0, sent after the RESULT) has verified at the gateway.
 // Also the hops' own queue time (receive → compute start: decoding, the commitment, waiting for
-// the CPU) and send time (serialising the output), summed over the hops.
+// the CPU) and send time (serialising the output), summed over the hops, and the CPU the three
+// node processes spent per step (/proc, all their threads), per swarm.
 //
 // --profile runs the nodes of the 'on' swarm under V8's CPU profiler from the end of the warm-up
-// (bench/lib/cpu-profile-preload.ts) and reports where their non-idle time goes, by source file.
+// (bench/lib/cpu-profile-preload.ts) and reports where their non-idle time goes, by source file,
+// and odsi's own functions by self time; --profile-dir keeps the .cpuprofile files there.
 
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +44,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '6' },
     tokens: { type: 'string', default: '48' },
     profile: { type: 'boolean', default: false },
+    'profile-dir': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -57,8 +60,8 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** self time of a V8 .cpuprofile by source file (package name for node_modules), ms */
-function profileByFile(file: string): Map<string, number> {
+/** self time of a V8 .cpuprofile by source file (package name for node_modules), ms; odsi's own functions by self time into `fns` */
+function profileByFile(file: string, fns: Map<string, number>): Map<string, number> {
   const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const out = new Map<string, number>();
@@ -66,6 +69,11 @@ function profileByFile(file: string): Map<string, number> {
     const n = byId.get(p.samples[i]!);
     if (!n) continue;
     const { functionName, url } = n.callFrame;
+    const own = url.includes('/node_modules/') ? null : /\/dist\/(src\/.*)$/.exec(url);
+    if (own) {
+      const k = `${functionName || '(anonymous)'} ${own[1]}`;
+      fns.set(k, (fns.get(k) ?? 0) + (p.timeDeltas[i] ?? 0) / 1000);
+    }
     let key: string;
     if (functionName === '(idle)' || functionName === '(program)' || functionName === '(garbage collector)') key = functionName;
     else if (!url) key = `(native) ${functionName}`;
@@ -76,6 +84,16 @@ function profileByFile(file: string): Map<string, number> {
     out.set(key, (out.get(key) ?? 0) + (p.timeDeltas[i] ?? 0) / 1000);
   }
   return out;
+}
+
+/** user + system CPU ms of a process so far (Linux /proc; NaN elsewhere or once it is gone) */
+function cpuMsOf(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in clock ticks of 1/100 s
+  } catch {
+    return NaN;
+  }
 }
 
 async function main(): Promise<void> {
@@ -123,6 +141,10 @@ async function main(): Promise<void> {
     };
     const on = await swarm(true);
     const off = await swarm(false);
+    // CPU of each swarm's node processes (all threads: main, crypto worker, engine) per step
+    const pidsOf = (gw: Gateway) => nodes.slice(gw === on ? 0 : 3, gw === on ? 3 : 6).map((n) => n.info.pid);
+    const nodeCpu = { on: { ms: 0, steps: 0 }, off: { ms: 0, steps: 0 } };
+    const cpuOf = (pids: number[]) => pids.reduce((a, pid) => a + cpuMsOf(pid), 0);
     const prompt = on.tokenizer.encode('Once upon a time, there was a little', { addBos: on.addBos });
     const run = async (gw: Gateway): Promise<StepSample[]> => {
       const steps: StepSample[] = [];
@@ -145,7 +167,11 @@ async function main(): Promise<void> {
     for (let r = 0; r < ROUNDS; r++) {
       const med: Record<string, number> = {};
       for (const which of r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
+        const pids = pidsOf(which === 'on' ? on : off);
+        const cpu0 = cpuOf(pids);
         const s = await run(which === 'on' ? on : off);
+        nodeCpu[which].ms += cpuOf(pids) - cpu0;
+        nodeCpu[which].steps += s.length + 1; // the decode steps and the prefill
         got[which].push(...s);
         med[which] = dist(s.map((x) => (x.stepMs - x.computeMs) / (x.hops + 1))).p50;
       }
@@ -168,25 +194,50 @@ async function main(): Promise<void> {
       };
     };
     const res = { on: summary(got.on), off: summary(got.off) };
+    const nodeCpuMsPerStep = {
+      on: Math.round((nodeCpu.on.ms / nodeCpu.on.steps) * 1000) / 1000,
+      off: Math.round((nodeCpu.off.ms / nodeCpu.off.steps) * 1000) / 1000,
+    };
     const targets = [
-      { what: 'per-hop overhead median, accountability on (ms)', target: 0.5, value: res.on.perHopOverheadMs.p50, met: res.on.perHopOverheadMs.p50 <= 0.5 },
-      { what: 'per-hop overhead p99, accountability on (ms)', target: 2, value: res.on.perHopOverheadMs.p99, met: res.on.perHopOverheadMs.p99 <= 2 },
+      {
+        what: 'per-hop overhead median, accountability on (ms)',
+        target: 0.5,
+        value: res.on.perHopOverheadMs.p50,
+        met: res.on.perHopOverheadMs.p50 <= 0.5,
+      },
+      {
+        what: 'per-hop overhead p99, accountability on (ms)',
+        target: 2,
+        value: res.on.perHopOverheadMs.p99,
+        met: res.on.perHopOverheadMs.p99 <= 2,
+      },
     ];
     let profile: { file: string; selfMs: number; share: number }[] | undefined;
+    let ownFunctions: { fn: string; selfMs: number; share: number }[] | undefined;
     for (const g of gateways) await g.close();
     gateways.length = 0;
     if (args.profile) {
       // profiles are written when the node processes exit (SIGTERM → clean exit)
       await Promise.all(nodes.map((n) => n.stop(10_000)));
       const total = new Map<string, number>();
-      for (const f of readdirSync(profDir).filter((x) => x.endsWith('.cpuprofile')))
-        for (const [k, v] of profileByFile(join(profDir, f))) total.set(k, (total.get(k) ?? 0) + v);
+      const fns = new Map<string, number>();
+      for (const f of readdirSync(profDir).filter((x) => x.endsWith('.cpuprofile'))) {
+        for (const [k, v] of profileByFile(join(profDir, f), fns)) total.set(k, (total.get(k) ?? 0) + v);
+        if (args['profile-dir']) {
+          mkdirSync(args['profile-dir'], { recursive: true });
+          copyFileSync(join(profDir, f), join(args['profile-dir'], f));
+        }
+      }
       const busy = [...total].filter(([k]) => k !== '(idle)').reduce((a, [, v]) => a + v, 0);
       profile = [...total]
         .filter(([k]) => k !== '(idle)')
         .sort((a, b) => b[1] - a[1])
         .slice(0, 25)
         .map(([file, ms]) => ({ file, selfMs: Math.round(ms), share: Math.round((ms / busy) * 1000) / 1000 }));
+      ownFunctions = [...fns]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 25)
+        .map(([fn, ms]) => ({ fn, selfMs: Math.round(ms * 10) / 10, share: Math.round((ms / busy) * 10000) / 10000 }));
     }
     const machineAfter = describeMachine();
     console.log(`\nload average at end: ${machineAfter.loadAvg.join('/')}`);
@@ -208,20 +259,32 @@ async function main(): Promise<void> {
         ],
       ),
     );
+    console.log(`node CPU per step (3 node processes, all threads, /proc): on ${nodeCpuMsPerStep.on} ms, off ${nodeCpuMsPerStep.off} ms`);
     for (const t of targets) console.log(`target ${t.what} ≤ ${t.target}: ${t.value} ${t.met ? 'met' : 'MISSED'}`);
     if (profile) {
       console.log('\nnode CPU (accountability on), self time by file, top entries:');
       for (const p of profile.slice(0, 15)) console.log(`  ${(p.share * 100).toFixed(1).padStart(5)} %  ${p.selfMs} ms  ${p.file}`);
+      console.log(`\nodsi's own functions, self time, top entries:`);
+      for (const p of ownFunctions!.slice(0, 15)) console.log(`  ${(p.share * 100).toFixed(2).padStart(5)} %  ${p.selfMs} ms  ${p.fn}`);
     }
     writeResult(OUT, {
       what: 'per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a 3-node loopback swarm, from the gateway per-token timelines, accountability on vs off (interleaved), no audits',
       note: `real odsi node processes on 127.0.0.1 sharing this machine's ${machine.cores} cores with the gateway and with other jobs (see loadAvg)`,
       machine,
       loadAvgAtEnd: machineAfter.loadAvg,
-      options: { model: MODEL.replace(`${resolve(ROOT, '..')}/`, ''), engine: ENGINE, ranges, rounds: ROUNDS, tokens: TOKENS, profiled: args.profile },
+      options: {
+        model: MODEL.replace(`${resolve(ROOT, '..')}/`, ''),
+        engine: ENGINE,
+        ranges,
+        rounds: ROUNDS,
+        tokens: TOKENS,
+        profiled: args.profile,
+      },
       ...res,
+      nodeCpuMsPerStep,
       perRoundMedianPerHopMs: perRound,
       nodeCpuProfile: profile,
+      nodeOwnFunctions: ownFunctions,
       targets,
     });
     console.log(`\nwrote ${OUT}`);

@@ -20,6 +20,13 @@ import type { StepStamper } from './stamper.js';
 export const RECEIPTS_WAIT_MS = 30_000;
 /** with a budget: twice the budget, at least this (as the gateway waits for the RESULT, route-stage.ts) */
 export const MIN_RECEIPTS_WAIT_MS = 5_000;
+/**
+ * Steps a hop may run ahead of its own receipt work (accountability on): the next step waits
+ * for the session's receipt chain beyond this. Outputs go on before their receipts, so a
+ * gateway that sends step N+1 on RESULT N without waiting for RECEIPTS N would otherwise let
+ * the upstream's RECEIPTS pile up here beyond MAX_WAITING_RECEIPTS (receipt-inbox.ts).
+ */
+export const MAX_RECEIPT_LAG = 4;
 
 export interface StepExecutorOptions {
   /** this node's peer id (named in errors and timings) */
@@ -47,6 +54,7 @@ export class StepExecutor {
   ) {}
 
   async run(s: Session, h: StepHeader, payload: Uint8Array, recvAt: number): Promise<void> {
+    if (s.stampsPending >= MAX_RECEIPT_LAG) await s.receiptChain.catch(() => {});
     if (s.closed) return;
     if (s.draining) return this.refuseDraining(s, h);
     const { stage, self, stamper } = this.o;
@@ -123,7 +131,8 @@ export class StepExecutor {
     }
     if (!stamper.accountable) return;
     const waitMs = h.budgetMs !== undefined ? Math.max(2 * h.budgetMs, MIN_RECEIPTS_WAIT_MS) : RECEIPTS_WAIT_MS;
-    s.receiptChain = s.receiptChain.then(() => this.stamp(s, finished, committed, waitMs));
+    s.stampsPending++;
+    s.receiptChain = s.receiptChain.then(() => this.stamp(s, finished, committed, waitMs)).finally(() => void s.stampsPending--);
   }
 
   /**
@@ -138,6 +147,8 @@ export class StepExecutor {
       this.o.metrics?.stepError(code);
       void s.upstream.sendError(code, reason, { sessionId: s.id, requestId: h.requestId, hop: s.open.hop, ...(peerId ? { peerId } : {}) });
     };
+    // what does not depend on the upstream receipts is done while they are on their way
+    stamper.prepare?.(f);
     let upstream: Uint8Array | undefined;
     if (s.open.hop > 0) {
       const upPeer = s.open.route[s.open.hop - 1]!.peerId;

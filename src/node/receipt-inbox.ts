@@ -1,15 +1,32 @@
 // Upstream RECEIPTS of one session, by step (docs/protocol.md §4.3). The upstream hop sends a
 // step's receipts after its STEP, so they usually arrive while this hop computes; the executor
 // takes them once its output has gone on, and signs nothing before they are there and verified.
-// Bounded: a peer cannot park more than MAX_WAITING_RECEIPTS payloads here.
+// Bounded: a peer cannot park more than MAX_WAITING_RECEIPTS payloads here, and a step whose
+// receipts never come is given up (take resolves undefined) at its deadline.
+//
+// No timer per step: a take that has to wait records its deadline, and one timer per inbox
+// sweeps the overdue ones. That timer is armed when a wait begins and none is armed; when it
+// fires it gives up the waits past their deadline and re-arms itself for the earliest one left
+// (or stays off when none is left). Receipts that arrive in time resolve their wait without
+// touching it, so in steady state a session arms about one timer per wait period, not one per
+// token (the session's idle timer in sessions.ts works the same way).
 
 /** RECEIPTS payloads one session may hold before anyone asks for them (a few steps ahead at most) */
 export const MAX_WAITING_RECEIPTS = 16;
 
+interface Waiter {
+  resolve: (p: Uint8Array | undefined) => void;
+  /** performance.now() after which the wait is given up */
+  deadline: number;
+}
+
 export class ReceiptInbox {
   private readonly arrived = new Map<number, Uint8Array>();
-  private readonly waiting = new Map<number, { resolve: (p: Uint8Array | undefined) => void; timer: NodeJS.Timeout }>();
+  private readonly waiting = new Map<number, Waiter>();
   private closed = false;
+  /** the sweep timer and the time it fires (performance.now()); none armed: undefined */
+  private timer?: NodeJS.Timeout;
+  private timerAt = Infinity;
 
   /** A RECEIPTS payload for `step` arrived; false when it is refused (a duplicate, or too many waiting). */
   put(step: number, payload: Uint8Array): boolean {
@@ -17,7 +34,6 @@ export class ReceiptInbox {
     const w = this.waiting.get(step);
     if (w) {
       this.waiting.delete(step);
-      clearTimeout(w.timer);
       w.resolve(payload);
       return true;
     }
@@ -26,7 +42,10 @@ export class ReceiptInbox {
     return true;
   }
 
-  /** The payload for `step`, once it arrives; undefined when it did not within `waitMs` (or the session closed). */
+  /**
+   * The payload for `step`, once it arrives; undefined when it did not within `waitMs` (given up
+   * by the sweep, at most a few ms late) or the session closed.
+   */
   take(step: number, waitMs: number): Promise<Uint8Array | undefined> {
     const p = this.arrived.get(step);
     if (p) {
@@ -34,13 +53,11 @@ export class ReceiptInbox {
       return Promise.resolve(p);
     }
     if (this.closed || this.waiting.has(step)) return Promise.resolve(undefined);
+    const deadline = performance.now() + waitMs;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(step);
-        resolve(undefined);
-      }, waitMs);
-      timer.unref?.();
-      this.waiting.set(step, { resolve, timer });
+      this.waiting.set(step, { resolve, deadline });
+      // a timer already armed to fire by this deadline serves this wait too
+      if (deadline < this.timerAt) this.arm(deadline);
     });
   }
 
@@ -52,10 +69,50 @@ export class ReceiptInbox {
   close(): void {
     this.closed = true;
     this.arrived.clear();
-    for (const w of this.waiting.values()) {
-      clearTimeout(w.timer);
-      w.resolve(undefined);
-    }
+    this.disarm();
+    for (const w of this.waiting.values()) w.resolve(undefined);
     this.waiting.clear();
+  }
+
+  /** waits pending (for tests and metrics) */
+  get waits(): number {
+    return this.waiting.size;
+  }
+
+  /** whether the sweep timer is armed, and how many times it was (for tests) */
+  get armed(): boolean {
+    return this.timer !== undefined;
+  }
+  timersArmed = 0;
+
+  private arm(at: number): void {
+    this.disarm();
+    this.timersArmed++;
+    this.timerAt = at;
+    // timers run on the event loop's cached clock, which may lag performance.now(): a sweep that
+    // comes early re-arms for what is left
+    this.timer = setTimeout(() => this.sweep(), Math.max(1, Math.ceil(at - performance.now()) + 1));
+    this.timer.unref?.();
+  }
+
+  private disarm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  /** Gives up the waits past their deadline; re-arms for the earliest one left. */
+  private sweep(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [step, w] of this.waiting) {
+      if (w.deadline <= now) {
+        this.waiting.delete(step);
+        w.resolve(undefined);
+      } else if (w.deadline < next) next = w.deadline;
+    }
+    if (next !== Infinity) this.arm(next);
   }
 }

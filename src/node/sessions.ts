@@ -24,6 +24,8 @@ export interface Session {
   receiptChain: Promise<void>;
   /** the upstream hop's RECEIPTS, by step */
   inbox: ReceiptInbox;
+  /** steps whose receipt work is queued or running on receiptChain */
+  stampsPending: number;
   /** STEP/TRUNCATE messages on the chain not yet finished (at most MAX_QUEUED_PER_SESSION) */
   queued: number;
   idle?: NodeJS.Timeout;
@@ -97,6 +99,7 @@ export class SessionTable {
       chain: Promise.resolve(),
       receiptChain: Promise.resolve(),
       inbox: new ReceiptInbox(),
+      stampsPending: 0,
       queued: 0,
       lastActive: performance.now(),
       linkMs: 0,

@@ -27,6 +27,8 @@ export interface StepStamper {
   checkUpstream(step: ArrivingStep): Promise<CustodyFailure | undefined>;
   /** signs the step's commitment (before compute); never rejects */
   commit(step: ArrivingStep): Promise<void>;
+  /** after the output went on, before the upstream receipts are checked: takes what the receipt needs that does not depend on them (signs nothing) */
+  prepare?(step: FinishedStep): void;
   /** signs the step's receipt for the output bytes as sent; undefined when it could not */
   sign(step: FinishedStep): SignedReceipt | undefined;
   /** keeps the step for auditors, shown with `receipt` */
@@ -44,6 +46,7 @@ export const NO_STAMPER: StepStamper = {
   claim: () => ({ ok: true }),
   checkUpstream: async () => undefined,
   commit: async () => {},
+  prepare: () => {},
   sign: () => undefined,
   retain: () => {},
   signReexecution: () => {

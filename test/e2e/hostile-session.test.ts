@@ -187,7 +187,9 @@ test('no sequence of OPEN/STEP messages makes a node sign two conflicting receip
   // the same input again (a retransmission) is fine: it gets the same receipt
   await s1.ch.send(step(sid, 0, 1, 8));
   await until('RESULT of the retransmission', () => resultsOf(sid, 2));
-  // close, re-open the same id, and try step 0 with another input again
+  // close (once the receipts that follow both RESULTs are in: a CLOSE ends the session before
+  // receipts not yet sent), re-open the same id, and try step 0 with another input again
+  await until('the RECEIPTS after both RESULTs of step 0', () => receiptsIn().length >= 2, 5000);
   await s1.ch.send({ type: MsgType.CLOSE, header: { sessionId: sid } });
   await until('the session to close', () => attacker.resultClosed(sid), 5000);
   const s2 = await attacker.stream(hopOf(a));
@@ -202,6 +204,7 @@ test('no sequence of OPEN/STEP messages makes a node sign two conflicting receip
   const served = () => resultsOf(sid, 3);
   await until('step 1 answered', () => served() || errorsIn(s2.got).length >= 2);
   if (!served()) assert.match(errorsIn(s2.got)[1]!.code, /custody/);
+  else await until('the RECEIPTS after the RESULT of step 1', () => receiptsIn().length >= 3, 5000);
   await s2.ch.close();
   await collect();
   assert.ok(receipts.length >= 4, `receipts: ${receipts.length}`);

@@ -2,8 +2,9 @@
 //
 // Before compute:
 // - commit: the node fixes an ExecutionCommitment — what it is about to run (slot, layers,
-//   model, profile), on which input bytes, within which budget. Its fields and digest are fixed
-//   from the input before compute starts, and the receipt cites that digest; it is signed only
+//   model, profile), on which input bytes, within which budget. Its fields are fixed from the
+//   input before compute starts, and the receipt cites its digest (a function of those fields,
+//   taken when the receipt is signed, after the output went on); it is signed only
 //   when an auditor is first shown it (no signature on the token path for it). It stays in the
 //   session log; it does not travel with the activation.
 //
@@ -43,7 +44,7 @@ import { CustodyError, ReceiptChain, checkChainShape, checkLink } from '../check
 import type { CryptoPool } from '../records/crypto-pool.js';
 import { ReceiptSigner, SignerError } from '../records/signer.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../records/wire.js';
-import { DEFAULT_ARCHIVE_LIMITS, StepArchive, type ArchiveLimits } from './step-archive.js';
+import { DEFAULT_ARCHIVE_LIMITS, StepArchive, type ArchiveLimits, type PendingCommitment } from './step-archive.js';
 import { SlotGuard, type ClaimResult } from './slot-guard.js';
 import type { SlotJournal } from './slashing-protection.js';
 
@@ -134,8 +135,8 @@ function committedFields(o: ArrivingStep, inputHash: Hex): Committed {
 
 const COMMITTED_KEYS = COMMITMENT_FIELDS.map((f) => f.name).filter((k) => k !== 'signer') as (keyof Committed)[];
 const sameCommitted = (c: ExecutionCommitment, f: Committed): boolean =>
-  COMMITTED_KEYS.every((k) =>
-    typeof c[k] === 'string' ? (c[k] as string).toLowerCase() === (f[k] as string).toLowerCase() : c[k] === f[k],
+  COMMITTED_KEYS.every(
+    (k) => c[k] === f[k] || (typeof c[k] === 'string' && (c[k] as string).toLowerCase() === (f[k] as string).toLowerCase()),
   );
 
 /** The accountable node's stamper: checks custody, commits, signs receipts, keeps steps for auditors. */
@@ -158,6 +159,8 @@ export class NodeStamper {
   private readonly guard: SlotGuard;
   /** the last input hashed (one step's claim, custody check and commitment share it) */
   private hashed?: { input: Uint8Array; hash: Hex };
+  /** outputs hashed ahead of signing (prepare), by buffer: each step's output is its own buffer */
+  private readonly outputHashes = new WeakMap<Uint8Array, Hex>();
 
   constructor(o: NodeStamperOptions) {
     this.host = o.host;
@@ -168,10 +171,7 @@ export class NodeStamper {
     this.archive = new StepArchive(o.host, limits, o.domain);
     const maxSlots = limits.maxSessions * 1024;
     // one owner may hold a quarter of the slots (as of the KV budget, node/peer-limits.ts)
-    this.guard = new SlotGuard(
-      { windowMs: limits.challengeWindowMs, maxSlots, maxSlotsPerOwner: Math.ceil(maxSlots / 4) },
-      o.protection,
-    );
+    this.guard = new SlotGuard({ windowMs: limits.challengeWindowMs, maxSlots, maxSlotsPerOwner: Math.ceil(maxSlots / 4) }, o.protection);
   }
 
   /** The hash of a step's input bytes: claim, custody check and commitment all need it, once. */
@@ -259,20 +259,18 @@ export class NodeStamper {
   }
 
   /**
-   * Fixes this hop's ExecutionCommitment for the step (call before compute: the record and its
-   * digest, which the receipt cites, are fixed from the input synchronously; it is signed when an
-   * auditor is first shown it) and keeps it in the session log until the receipt cites it. Never
-   * rejects: a step without a commitment gets a receipt with commitmentHash = 0.
+   * Fixes this hop's ExecutionCommitment for the step (call before compute: the record is fixed
+   * from the input synchronously) and keeps it in the session log until the receipt cites it.
+   * Its digest, which the receipt cites, is a function of that record alone, so it is taken when
+   * the receipt is signed, after the output went on (off the activation's path); the signature
+   * only when an auditor is first shown it. Never rejects: a step without a commitment (or with
+   * a malformed one) gets a receipt with commitmentHash = 0.
    */
   async commit(c: ArrivingStep): Promise<void> {
     try {
       const t0 = performance.now();
       const record: ExecutionCommitment = { ...committedFields(c, this.inputHash(c.input)), signer: this.host.identity.address };
-      assertWellFormed('ExecutionCommitment', record);
-      // the digest (what the receipt cites) now; the signature only when an auditor is shown the
-      // commitment (step-archive.ts): the receipt binds the digest either way, and the token path
-      // makes no signature for it
-      const digest = typedDigest('ExecutionCommitment', record, this.domain);
+      // the receipt binds the digest either way, and the token path makes no signature for it
       const signed: SignedCommitment = { record, signature: ZERO_HASH };
       this.archive.signWhenShown(signed, async () => {
         signed.signature = (await this.crypto.sign('ExecutionCommitment', record, this.host.identity.secret, this.domain)).signature;
@@ -280,11 +278,45 @@ export class NodeStamper {
       });
       const pending = this.archive.log(c.open.sessionId).pending;
       pending.delete(c.header.step);
-      pending.set(c.header.step, { signed, digest, input: c.input });
+      pending.set(c.header.step, { signed, input: c.input });
       while (pending.size > this.archive.limits.maxPendingCommitments) pending.delete(pending.keys().next().value as number);
       this.stats.commitMs += performance.now() - t0;
     } catch {
       /* see above */
+    }
+  }
+
+  /**
+   * After the output went on, before the upstream receipts are there (they follow the upstream's
+   * STEP): takes what this hop's receipt needs that does not depend on them — the commitment's
+   * digest, the output's hash — so that once they verify only the receipt itself is left to hash
+   * and sign. Signs nothing; never throws.
+   */
+  prepare(o: FinishedStep): void {
+    try {
+      const pending = this.archive.log(o.open.sessionId).pending.get(o.header.step);
+      if (pending) this.commitmentDigest(pending);
+      this.outputHash(o.output);
+    } catch {
+      /* sign() does it again and says why */
+    }
+  }
+
+  /** hashTensor of an output, taken once (prepare, then sign) */
+  private outputHash(output: Uint8Array): Hex {
+    let h = this.outputHashes.get(output);
+    if (h === undefined) this.outputHashes.set(output, (h = hashTensor(output)));
+    return h;
+  }
+
+  /** The digest of a pending commitment (taken once), or undefined when it is not well formed. */
+  private commitmentDigest(p: PendingCommitment): Hex | undefined {
+    if (p.digest !== undefined) return p.digest;
+    try {
+      assertWellFormed('ExecutionCommitment', p.signed.record);
+      return (p.digest = typedDigest('ExecutionCommitment', p.signed.record, this.domain));
+    } catch {
+      return undefined;
     }
   }
 
@@ -313,8 +345,9 @@ export class NodeStamper {
     const inputHash = pending && pending.input === o.input ? pending.signed.record.inputHash : hashTensor(o.input);
     const committed = committedFields(o, inputHash);
     // cite the commitment only if the receipt repeats it exactly (it always does unless the slot changed)
-    const commitment = pending && sameCommitted(pending.signed.record, committed) ? pending : undefined;
-    const commitmentHash = commitment?.digest ?? ZERO_HASH;
+    const digest = pending && sameCommitted(pending.signed.record, committed) ? this.commitmentDigest(pending) : undefined;
+    const commitment = digest !== undefined ? pending : undefined;
+    const commitmentHash = digest ?? ZERO_HASH;
     const fields = {
       ...committed,
       recvUs: us(o.timing.queueMs),
@@ -322,7 +355,7 @@ export class NodeStamper {
       sendUs: us(o.timing.sendMs),
       upstreamReceiptHash: log.upstreamHash.get(h.step) ?? ZERO_HASH,
       commitmentHash,
-      outputHash: hashTensor(o.output),
+      outputHash: this.outputHash(o.output),
     };
     log.upstreamHash.delete(h.step);
     // at most one receipt per slot, ever (within the challenge window): see slot-guard.ts

@@ -68,7 +68,8 @@ export interface ArchivedStep {
 export interface PendingCommitment {
   /** its signature is filled in by the crypto worker, off the token path (see StepArchive.track) */
   signed: SignedCommitment;
-  digest: Hex;
+  /** its EIP-712 digest, taken when the receipt that cites it is signed (after the output went on) */
+  digest?: Hex;
   /** the input buffer committed to: signing the receipt reuses the hash when it gets the same buffer */
   input: Uint8Array;
 }

@@ -10,6 +10,8 @@ import { ZERO_HASH, assertWellFormed, typedDigestBytes, type Hex, type OdsiDomai
 import { checkSigned, signDigest, type VerifyResult } from './receipts.js';
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
+/** one job's answer from the worker */
+export type CryptoReply = { id: number; result?: unknown; error?: string };
 
 export interface CryptoPoolOptions {
   /** false: do everything on the calling thread (no worker thread is ever started) */
@@ -21,6 +23,8 @@ export class CryptoPool {
   private failed = false;
   private next = 1;
   private readonly pending = new Map<number, Pending>();
+  /** jobs of this tick not yet posted: they go to the worker as one message (one clone, one wake-up) */
+  private outbox: Record<string, unknown>[] = [];
 
   constructor(private readonly o: CryptoPoolOptions) {}
 
@@ -30,12 +34,15 @@ export class CryptoPool {
       try {
         const w = new Worker(new URL('./crypto-worker.js', import.meta.url));
         w.unref(); // never keeps a process alive
-        w.on('message', (m: { id: number; result?: unknown; error?: string }) => {
-          const p = this.pending.get(m.id);
-          if (!p) return;
-          this.pending.delete(m.id);
-          if (m.error !== undefined) p.reject(new Error(m.error));
-          else p.resolve(m.result);
+        w.on('message', (replies: CryptoReply[]) => {
+          for (const m of replies) {
+            const p = this.pending.get(m.id);
+            if (!p) continue;
+            this.pending.delete(m.id);
+            if (m.error !== undefined) p.reject(new Error(m.error));
+            else p.resolve(m.result);
+          }
+          if (this.pending.size === 0) this.worker?.unref();
         });
         const die = (e: Error) => {
           this.failed = true;
@@ -60,16 +67,40 @@ export class CryptoPool {
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      w.ref(); // while a job is out, wait for it
-      w.postMessage({ ...job, id });
-    }).finally(() => {
-      if (this.pending.size === 0) this.worker?.unref();
+      job.id = id;
+      // the jobs of one tick (several sessions' steps) travel as one message
+      if (this.outbox.push(job) === 1) queueMicrotask(() => this.flush());
     });
+  }
+
+  private flush(): void {
+    const jobs = this.outbox;
+    this.outbox = [];
+    const w = this.worker;
+    if (!w) {
+      for (const j of jobs) {
+        const p = this.pending.get(j.id as number);
+        this.pending.delete(j.id as number);
+        p?.reject(new Error('crypto worker gone'));
+      }
+      return;
+    }
+    w.ref(); // while a job is out, wait for it
+    try {
+      w.postMessage(jobs);
+    } catch (e) {
+      // a job that cannot be cloned fails alone: its caller does it on this thread
+      for (const j of jobs) {
+        const p = this.pending.get(j.id as number);
+        this.pending.delete(j.id as number);
+        p?.reject(e as Error);
+      }
+    }
   }
 
   /** checkSigned on the worker (or here). */
   async verify(primary: PrimaryType, signed: unknown, domain: OdsiDomain): Promise<VerifyResult> {
-    const p = this.run<VerifyResult>({ op: 'verify', primary, signed, domain });
+    const p = this.run<VerifyResult>({ op: 'verify', primary, signed, domain, id: 0 });
     if (p) {
       try {
         return await p;
@@ -88,7 +119,7 @@ export class CryptoPool {
     domain: OdsiDomain,
   ): Promise<{ digest: Hex; signature: Hex }> {
     assertWellFormed(primary, record);
-    const p = this.run<{ digest: Hex; signature: Hex }>({ op: 'sign', primary, record, secret, domain });
+    const p = this.run<{ digest: Hex; signature: Hex }>({ op: 'sign', primary, record, secret, domain, id: 0 });
     if (p) {
       try {
         return await p;

@@ -10,16 +10,19 @@ export type CryptoJob =
   | { id: number; op: 'verify'; primary: PrimaryType; signed: unknown; domain: OdsiDomain }
   | { id: number; op: 'sign'; primary: PrimaryType; record: unknown; secret: Uint8Array; domain: OdsiDomain };
 
-parentPort?.on('message', (job: CryptoJob) => {
+/** one job's answer (crypto-pool.ts CryptoReply) */
+function answer(job: CryptoJob): { id: number; result?: unknown; error?: string } {
   try {
-    if (job.op === 'verify') {
-      parentPort!.postMessage({ id: job.id, result: checkSigned(job.primary, job.signed, job.domain) });
-    } else {
-      assertWellFormed(job.primary, job.record);
-      const d = typedDigestBytes(job.primary, job.record as never, job.domain);
-      parentPort!.postMessage({ id: job.id, result: { digest: `0x${bytesToHex(d)}`, signature: signDigest(d, job.secret) } });
-    }
+    if (job.op === 'verify') return { id: job.id, result: checkSigned(job.primary, job.signed, job.domain) };
+    assertWellFormed(job.primary, job.record);
+    const d = typedDigestBytes(job.primary, job.record as never, job.domain);
+    return { id: job.id, result: { digest: `0x${bytesToHex(d)}`, signature: signDigest(d, job.secret) } };
   } catch (e) {
-    parentPort!.postMessage({ id: job.id, error: (e as Error).message });
+    return { id: job.id, error: (e as Error).message };
   }
+}
+
+// the pool posts the jobs of one tick as one message, and gets their answers as one
+parentPort?.on('message', (jobs: CryptoJob[]) => {
+  parentPort!.postMessage(jobs.map(answer));
 });

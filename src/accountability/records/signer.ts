@@ -3,7 +3,16 @@
 // ever looking like an equivocator (one receipt per slot, strictly increasing steps).
 
 import type { Identity } from '../../identity/identity.js';
-import { ZERO_HASH, assertWellFormed, typedDigest, type ExecutionCommitment, type ExecutionReceipt, type Hex, type OdsiDomain } from './eip712.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import {
+  ZERO_HASH,
+  assertWellFormed,
+  typedDigestBytes,
+  type ExecutionCommitment,
+  type ExecutionReceipt,
+  type Hex,
+  type OdsiDomain,
+} from './eip712.js';
 import { signCommitment, signDigest, type SignedCommitment, type SignedReceipt } from './receipts.js';
 
 export class SignerError extends Error {
@@ -67,8 +76,9 @@ export class ReceiptSigner {
     };
     assertWellFormed('ExecutionReceipt', record);
     // one EIP-712 digest per receipt: it is both what gets signed and the next link's prevReceiptHash
-    const digest = typedDigest('ExecutionReceipt', record, this.domain);
-    const signed: SignedReceipt = { record, signature: signDigest(digest, this.identity.secret) };
+    const d = typedDigestBytes('ExecutionReceipt', record, this.domain);
+    const digest: Hex = `0x${bytesToHex(d)}`;
+    const signed: SignedReceipt = { record, signature: signDigest(d, this.identity.secret) };
     this.heads.delete(key); // re-insert: Map order = least recently used first
     this.heads.set(key, { hash: digest, last: signed });
     if (this.heads.size > this.maxSessions) this.heads.delete(this.heads.keys().next().value as string);

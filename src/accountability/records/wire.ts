@@ -23,8 +23,21 @@ export function deploymentDomain(env: EnvVars): OdsiDomain {
 }
 
 const utf8 = new TextEncoder();
+// A node and a gateway derive the same few sessions' ids on every step (claim, commitment,
+// custody check, receipt): the last MAX_ID_HASHES are remembered (a pure function's results,
+// so a miss only costs the keccak again).
+const ID_HASHES = new Map<string, Hex>();
+const MAX_ID_HASHES = 1024;
 /** keccak256 of the id's UTF-8, always: ids that look like hex are hashed too, so no two session ids share a record id */
-const idHash = (id: string): Hex => `0x${bytesToHex(keccak_256(utf8.encode(id)))}`;
+function idHash(id: string): Hex {
+  let h = ID_HASHES.get(id);
+  if (h === undefined) {
+    h = `0x${bytesToHex(keccak_256(utf8.encode(id)))}`;
+    if (ID_HASHES.size >= MAX_ID_HASHES) ID_HASHES.delete(ID_HASHES.keys().next().value as string);
+    ID_HASHES.set(id, h);
+  }
+  return h;
+}
 
 /** request id of a route session: replacement routes `<sid>.r1`, `<sid>.1` belong to the same request */
 export function requestIdOf(sessionId: string): Hex {
@@ -49,7 +62,11 @@ export function addressOfPeer(peerId: string): Hex {
 
 /** model ids are hex digests; anything else is hashed into bytes32 */
 export function toModelId(modelId: string): Hex {
+  // a node serves one model: the last answer is the answer
+  if (modelId === lastModel.id) return lastModel.hex;
   const m = modelId.replace(/^0x/, '');
-  if (/^[0-9a-fA-F]{64}$/.test(m)) return `0x${m.toLowerCase()}`;
-  return toBytes32(modelId);
+  const hex: Hex = /^[0-9a-fA-F]{64}$/.test(m) ? `0x${m.toLowerCase()}` : toBytes32(modelId);
+  lastModel = { id: modelId, hex };
+  return hex;
 }
+let lastModel: { id?: string; hex: Hex } = { hex: '0x' };
