@@ -9,11 +9,16 @@
 // where compute is ~0.1 ms per hop, so what is left is overhead): one with receipts signed per
 // step per hop and checked at the gateway, one with ODSI_ACCOUNTABILITY=0 and no checks. No
 // audits (rate 0): this is the per-step cost, not the auditing. Each swarm is driven by its own
-// production Gateway; greedy generations alternate between them so load drift hits both.
+// production Gateway, and the accountable swarm also by a second one that releases serially
+// (pipelineDepth 0: each step goes out only once the previous step's RECEIPTS verified, as
+// before the gateway pipelined receipts); greedy generations rotate among the three so load
+// drift hits all.
 //
 // Per decode step: overhead = (step wall time at the gateway − Σ compute of every stage, the
-// gateway's embed and head included) / (k + 1) transfers; with accountability on the step ends
-// when the last hop's RECEIPTS (act 1.3.0, sent after the RESULT) has verified at the gateway.
+// gateway's embed and head included) / (k + 1) transfers; the step wall time is the time
+// between two tokens released to the caller, and with accountability on a token is released
+// once the last hop's RECEIPTS for its step (act 1.3.0, sent after the RESULT) verified; by
+// default the gateway sends the next steps meanwhile (up to PIPELINE_DEPTH tokens held).
 // Also the hops' own queue time (receive → compute start: decoding, the commitment, waiting for
 // the CPU) and send time (serialising the output), summed over the hops, and the CPU the three
 // node processes spent per step (/proc, all their threads), per swarm.
@@ -48,6 +53,9 @@ const { values: args } = parseArgs({
     out: { type: 'string' },
   },
 });
+/** accountability on (the gateway pipelines receipts, its default), on with each step sent only after the last one verified, off */
+const VARIANTS = ['on', 'serial', 'off'] as const;
+type Variant = (typeof VARIANTS)[number];
 const MODEL = resolve(args.model ?? join(ROOT, '../shared/models/stories260K/stories260K.gguf'));
 const ENGINE = args.engine as 'reference' | 'ort';
 const ROUNDS = Number(args.rounds);
@@ -140,10 +148,20 @@ async function main(): Promise<void> {
       return gw;
     };
     const on = await swarm(true);
+    // the same nodes behind a gateway that sends each step only once the previous one's receipts verified (pipelineDepth 0)
+    const serial = await Gateway.start({
+      modelPath: MODEL,
+      engine: ENGINE,
+      peers: nodes.slice(0, 3).map((n) => n.candidate(1)),
+      accountability: { enabled: true, auditRate: 0 },
+      pipelineDepth: 0,
+    });
+    gateways.push(serial);
     const off = await swarm(false);
+    const gwOf = { on, serial, off };
     // CPU of each swarm's node processes (all threads: main, crypto worker, engine) per step
-    const pidsOf = (gw: Gateway) => nodes.slice(gw === on ? 0 : 3, gw === on ? 3 : 6).map((n) => n.info.pid);
-    const nodeCpu = { on: { ms: 0, steps: 0 }, off: { ms: 0, steps: 0 } };
+    const pidsOf = (gw: Gateway) => nodes.slice(gw === off ? 3 : 0, gw === off ? 6 : 3).map((n) => n.info.pid);
+    const nodeCpu = { on: { ms: 0, steps: 0 }, serial: { ms: 0, steps: 0 }, off: { ms: 0, steps: 0 } };
     const cpuOf = (pids: number[]) => pids.reduce((a, pid) => a + cpuMsOf(pid), 0);
     const prompt = on.tokenizer.encode('Once upon a time, there was a little', { addBos: on.addBos });
     const run = async (gw: Gateway): Promise<StepSample[]> => {
@@ -159,24 +177,28 @@ async function main(): Promise<void> {
       return steps;
     };
     await run(on);
+    await run(serial);
     await run(off);
     // profile the steady state only: the preloaded profiler starts on SIGUSR2
     if (args.profile) for (const n of nodes.slice(0, 3)) process.kill(n.info.pid, 'SIGUSR2');
-    const got: Record<'on' | 'off', StepSample[]> = { on: [], off: [] };
-    const perRound: { round: number; on: number; off: number }[] = [];
+    const got: Record<Variant, StepSample[]> = { on: [], serial: [], off: [] };
+    const perRound: ({ round: number } & Record<Variant, number>)[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const med: Record<string, number> = {};
-      for (const which of r % 2 === 0 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
-        const pids = pidsOf(which === 'on' ? on : off);
+      for (let i = 0; i < VARIANTS.length; i++) {
+        const which = VARIANTS[(i + r) % VARIANTS.length]!;
+        const pids = pidsOf(gwOf[which]);
         const cpu0 = cpuOf(pids);
-        const s = await run(which === 'on' ? on : off);
+        const s = await run(gwOf[which]);
         nodeCpu[which].ms += cpuOf(pids) - cpu0;
         nodeCpu[which].steps += s.length + 1; // the decode steps and the prefill
         got[which].push(...s);
         med[which] = dist(s.map((x) => (x.stepMs - x.computeMs) / (x.hops + 1))).p50;
       }
-      perRound.push({ round: r, on: med.on!, off: med.off! });
-      console.log(`round ${r + 1}/${ROUNDS}: per-hop overhead median on ${med.on!.toFixed(3)} ms, off ${med.off!.toFixed(3)} ms`);
+      perRound.push({ round: r, on: med.on!, serial: med.serial!, off: med.off! });
+      console.log(
+        `round ${r + 1}/${ROUNDS}: per-hop overhead median on ${med.on!.toFixed(3)} ms (serial ${med.serial!.toFixed(3)}), off ${med.off!.toFixed(3)} ms`,
+      );
     }
     const summary = (xs: StepSample[]) => {
       const k = xs[0]?.hops ?? 3;
@@ -193,9 +215,10 @@ async function main(): Promise<void> {
         restPerTransferMs: dist(xs.map((x) => (x.stepMs - x.computeMs - x.hopQueueMs - x.hopSendMs) / (x.hops + 1))),
       };
     };
-    const res = { on: summary(got.on), off: summary(got.off) };
+    const res = { on: summary(got.on), serial: summary(got.serial), off: summary(got.off) };
     const nodeCpuMsPerStep = {
       on: Math.round((nodeCpu.on.ms / nodeCpu.on.steps) * 1000) / 1000,
+      serial: Math.round((nodeCpu.serial.ms / nodeCpu.serial.steps) * 1000) / 1000,
       off: Math.round((nodeCpu.off.ms / nodeCpu.off.steps) * 1000) / 1000,
     };
     const targets = [
@@ -244,11 +267,12 @@ async function main(): Promise<void> {
     const row = (name: string, f: (s: typeof res.on) => { p50: number; p99: number }) => [
       name,
       `${f(res.on).p50.toFixed(3)} / ${f(res.on).p99.toFixed(3)}`,
+      `${f(res.serial).p50.toFixed(3)} / ${f(res.serial).p99.toFixed(3)}`,
       `${f(res.off).p50.toFixed(3)} / ${f(res.off).p99.toFixed(3)}`,
     ];
     console.log(
       table(
-        ['ms, median / p99', 'accountability on', 'off'],
+        ['ms, median / p99', 'accountability on', 'on, serial release', 'off'],
         [
           row('per-hop overhead', (s) => s.perHopOverheadMs),
           row('step wall time', (s) => s.stepMs),
@@ -259,7 +283,9 @@ async function main(): Promise<void> {
         ],
       ),
     );
-    console.log(`node CPU per step (3 node processes, all threads, /proc): on ${nodeCpuMsPerStep.on} ms, off ${nodeCpuMsPerStep.off} ms`);
+    console.log(
+      `node CPU per step (3 node processes, all threads, /proc): on ${nodeCpuMsPerStep.on} ms (serial ${nodeCpuMsPerStep.serial}), off ${nodeCpuMsPerStep.off} ms`,
+    );
     for (const t of targets) console.log(`target ${t.what} ≤ ${t.target}: ${t.value} ${t.met ? 'met' : 'MISSED'}`);
     if (profile) {
       console.log('\nnode CPU (accountability on), self time by file, top entries:');
@@ -268,7 +294,7 @@ async function main(): Promise<void> {
       for (const p of ownFunctions!.slice(0, 15)) console.log(`  ${(p.share * 100).toFixed(2).padStart(5)} %  ${p.selfMs} ms  ${p.fn}`);
     }
     writeResult(OUT, {
-      what: 'per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a 3-node loopback swarm, from the gateway per-token timelines, accountability on vs off (interleaved), no audits',
+      what: 'per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a 3-node loopback swarm, from the gateway per-token timelines, accountability on (receipts pipelined, the gateway default), on with serial release (pipelineDepth 0: each step sent once the previous one receipts verified) and off, interleaved, no audits',
       note: `real odsi node processes on 127.0.0.1 sharing this machine's ${machine.cores} cores with the gateway and with other jobs (see loadAvg)`,
       machine,
       loadAvgAtEnd: machineAfter.loadAvg,

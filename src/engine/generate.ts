@@ -58,8 +58,12 @@ export type FinishReason = 'stop' | 'length' | 'abort';
 /** re-runs of steps whose provisional output was rejected, per generation, before the rejection is the caller's */
 export const MAX_REDO = 8;
 
-/** drawn tokens that may wait at once for their logits' verdict (a route's receipts) */
-export const PIPELINE_DEPTH = 4;
+/**
+ * drawn tokens that may wait at once for their logits' verdict (a route's receipts): with the
+ * step in flight, 4 steps' receipts outstanding, which a node runs ahead of its own receipt
+ * work without waiting (src/node/executor.ts MAX_RECEIPT_LAG)
+ */
+export const PIPELINE_DEPTH = 3;
 
 const yes = (): boolean => true;
 const no = (): boolean => false;
