@@ -1,6 +1,8 @@
 // The generation loop: prefill the prompt in chunks, then decode one token at a time through a
 // pipeline of stages, sampling each next token, streaming text, and stopping on stop tokens,
 // stop strings, the token limit or an abort signal.
+// A stage's output may be provisional (a remote route whose receipts are still being checked):
+// the loop then computes on ahead and releases each token only once its step's verdict is in.
 
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
