@@ -288,7 +288,7 @@ export async function* generateStream(
         r.catch(() => undefined); // awaited in turn, or abandoned when generation ends first
         ahead.push({ ...input, run: r });
       };
-      decode: for (;;) {
+      for (;;) {
         if (opts.signal?.aborted) {
           finishReason = 'abort';
           break;
@@ -346,7 +346,15 @@ export async function* generateStream(
           const m = stopper.push(decoder.push(id));
           text += m.release;
           const now = performance.now();
-          const ev: TokenEvent = { id, text: m.release, step: h.step, stepMs: now - tPrev, pos: h.pos, logprob: h.pick.logprob, top: h.pick.top };
+          const ev: TokenEvent = {
+            id,
+            text: m.release,
+            step: h.step,
+            stepMs: now - tPrev,
+            pos: h.pos,
+            logprob: h.pick.logprob,
+            top: h.pick.top,
+          };
           tPrev = now;
           opts.onToken?.(ev);
           yield ev;
@@ -365,7 +373,7 @@ export async function* generateStream(
           continue;
         }
         const a = ahead.shift();
-        if (!a) break decode; // every drawn token is out and nothing more was sent: the token limit
+        if (!a) break; // every drawn token is out and nothing more was sent: the token limit
         const r = await a.run;
         r.stageMs.forEach((ms, i) => (decodeStageMs[i] += ms));
         decodeForwards++;

@@ -405,27 +405,21 @@ export class NodeServer {
         return;
       case MsgType.RECEIPTS: {
         // the upstream chain of a step, after its STEP: not queued behind compute (executor.ts takes it)
-        const accountable = this.o.stamper.accountable;
-        const hop0 = s.open.hop === 0;
-        // at hop 0 (the gateway signs nothing) it is refused and otherwise ignored
-        const kept = accountable && !hop0 && s.inbox.put(m.header.step, m.payload);
-        const why = !accountable
-          ? 'this node is not accountable: it takes no receipts'
-          : hop0
-            ? 'chain of custody: malformed: the first hop expects no receipts from the gateway'
-            : !kept
-              ? `receipts for step ${m.header.step} refused: sent twice, or too many steps ahead`
-              : undefined;
-        if (why) {
+        const refuse = (code: ErrorCode | 'custody', why: string, peerId?: string): void => {
           this.stats.errors++;
-          const code: ErrorCode | 'custody' = !accountable ? 'bad_message' : hop0 ? 'custody' : 'limit';
           void s.upstream.sendError(code, why, {
             sessionId: s.id,
             requestId: m.header.requestId,
             hop: s.open.hop,
-            ...(accountable && hop0 ? { peerId: s.owner } : {}),
+            ...(peerId ? { peerId } : {}),
           });
-        }
+        };
+        if (!this.o.stamper.accountable) return refuse('bad_message', 'this node is not accountable: it takes no receipts');
+        // at hop 0 (the gateway signs nothing) it is refused and otherwise ignored
+        if (s.open.hop === 0)
+          return refuse('custody', 'chain of custody: malformed: the first hop expects no receipts from the gateway', s.owner);
+        if (!s.inbox.put(m.header.step, m.payload))
+          return refuse('limit', `receipts for step ${m.header.step} refused: sent twice, or too many steps ahead`);
         return;
       }
       default:

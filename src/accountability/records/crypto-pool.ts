@@ -77,24 +77,21 @@ export class CryptoPool {
     const jobs = this.outbox;
     this.outbox = [];
     const w = this.worker;
-    if (!w) {
-      for (const j of jobs) {
-        const p = this.pending.get(j.id as number);
-        this.pending.delete(j.id as number);
-        p?.reject(new Error('crypto worker gone'));
-      }
-      return;
-    }
+    if (!w) return this.fail(jobs, new Error('crypto worker gone'));
     w.ref(); // while a job is out, wait for it
     try {
       w.postMessage(jobs);
     } catch (e) {
       // a job that cannot be cloned fails alone: its caller does it on this thread
-      for (const j of jobs) {
-        const p = this.pending.get(j.id as number);
-        this.pending.delete(j.id as number);
-        p?.reject(e as Error);
-      }
+      this.fail(jobs, e as Error);
+    }
+  }
+
+  private fail(jobs: Record<string, unknown>[], err: Error): void {
+    for (const j of jobs) {
+      const p = this.pending.get(j.id as number);
+      this.pending.delete(j.id as number);
+      p?.reject(err);
     }
   }
 
