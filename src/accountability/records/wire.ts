@@ -23,21 +23,27 @@ export function deploymentDomain(env: EnvVars): OdsiDomain {
 }
 
 const utf8 = new TextEncoder();
-// A node and a gateway derive the same few sessions' ids on every step (claim, commitment,
-// custody check, receipt): the last MAX_ID_HASHES are remembered (a pure function's results,
-// so a miss only costs the keccak again).
-const ID_HASHES = new Map<string, Hex>();
-const MAX_ID_HASHES = 1024;
-/** keccak256 of the id's UTF-8, always: ids that look like hex are hashed too, so no two session ids share a record id */
-function idHash(id: string): Hex {
-  let h = ID_HASHES.get(id);
-  if (h === undefined) {
-    h = `0x${bytesToHex(keccak_256(utf8.encode(id)))}`;
-    if (ID_HASHES.size >= MAX_ID_HASHES) ID_HASHES.delete(ID_HASHES.keys().next().value as string);
-    ID_HASHES.set(id, h);
-  }
-  return h;
+
+/**
+ * A pure function of a string with its last `max` answers remembered. A node and a gateway
+ * derive the same few sessions' ids, peers' addresses and one model id on every step (claim,
+ * commitment, custody check, receipt); a miss only costs the work again.
+ */
+function remembered(max: number, f: (k: string) => Hex): (k: string) => Hex {
+  const seen = new Map<string, Hex>();
+  return (k) => {
+    let v = seen.get(k);
+    if (v === undefined) {
+      v = f(k);
+      if (seen.size >= max) seen.delete(seen.keys().next().value as string);
+      seen.set(k, v);
+    }
+    return v;
+  };
 }
+
+/** keccak256 of the id's UTF-8, always: ids that look like hex are hashed too, so no two session ids share a record id */
+const idHash = remembered(1024, (id) => `0x${bytesToHex(keccak_256(utf8.encode(id)))}`);
 
 /** request id of a route session: replacement routes `<sid>.r1`, `<sid>.1` belong to the same request */
 export function requestIdOf(sessionId: string): Hex {
@@ -47,26 +53,15 @@ export function sessionIdOf(sessionId: string): Hex {
   return idHash(sessionId);
 }
 
-const addrCache = new Map<string, Hex>();
 /** EVM address behind a secp256k1 libp2p peer id (throws for other key types). */
-export function addressOfPeer(peerId: string): Hex {
-  let a = addrCache.get(peerId);
-  if (a) return a;
+export const addressOfPeer = remembered(10_000, (peerId) => {
   const pk = peerIdFromString(peerId).publicKey;
   if (!pk || pk.type !== 'secp256k1') throw new Error(`peer ${peerId} has no secp256k1 key: it cannot sign odsi records`);
-  a = addressFromPublicKey(pk.raw);
-  if (addrCache.size > 10_000) addrCache.clear();
-  addrCache.set(peerId, a);
-  return a;
-}
+  return addressFromPublicKey(pk.raw);
+});
 
-/** model ids are hex digests; anything else is hashed into bytes32 */
-export function toModelId(modelId: string): Hex {
-  // a node serves one model: the last answer is the answer
-  if (modelId === lastModel.id) return lastModel.hex;
+/** model ids are hex digests; anything else is hashed into bytes32 (a node serves one model: one answer kept) */
+export const toModelId = remembered(1, (modelId) => {
   const m = modelId.replace(/^0x/, '');
-  const hex: Hex = /^[0-9a-fA-F]{64}$/.test(m) ? `0x${m.toLowerCase()}` : toBytes32(modelId);
-  lastModel = { id: modelId, hex };
-  return hex;
-}
-let lastModel: { id?: string; hex: Hex } = { hex: '0x' };
+  return /^[0-9a-fA-F]{64}$/.test(m) ? `0x${m.toLowerCase()}` : toBytes32(modelId);
+});
