@@ -21,8 +21,8 @@ export const RECEIPTS_WAIT_MS = 30_000;
 /** with a budget: twice the budget, at least this (as the gateway waits for the RESULT, route-stage.ts) */
 export const MIN_RECEIPTS_WAIT_MS = 5_000;
 /**
- * Steps a hop may run ahead of its own receipt work (accountability on): the next step waits
- * for the session's receipt chain beyond this. Outputs go on before their receipts, so a
+ * Steps a hop may run ahead of its own receipt work (accountability on): a step that finds this
+ * many steps' receipts not yet out waits until the oldest of them is. Outputs go on before their receipts, so a
  * gateway that sends step N+1 on RESULT N without waiting for RECEIPTS N would otherwise let
  * the upstream's RECEIPTS pile up here beyond MAX_WAITING_RECEIPTS (receipt-inbox.ts).
  */
@@ -54,7 +54,9 @@ export class StepExecutor {
   ) {}
 
   async run(s: Session, h: StepHeader, payload: Uint8Array, recvAt: number): Promise<void> {
-    if (s.stampsPending >= MAX_RECEIPT_LAG) await s.receiptChain.catch(() => {});
+    // at most MAX_RECEIPT_LAG steps' receipt work behind: wait until the oldest beyond that is done
+    const behind = s.stamping.length - MAX_RECEIPT_LAG;
+    if (behind >= 0) await s.stamping[behind];
     if (s.closed) return;
     if (s.draining) return this.refuseDraining(s, h);
     const { stage, self, stamper } = this.o;
@@ -131,8 +133,11 @@ export class StepExecutor {
     }
     if (!stamper.accountable) return;
     const waitMs = h.budgetMs !== undefined ? Math.max(2 * h.budgetMs, MIN_RECEIPTS_WAIT_MS) : RECEIPTS_WAIT_MS;
-    s.stampsPending++;
-    s.receiptChain = s.receiptChain.then(() => this.stamp(s, finished, committed, waitMs)).finally(() => void s.stampsPending--);
+    const stamped = (s.stamping.at(-1) ?? Promise.resolve())
+      .then(() => this.stamp(s, finished, committed, waitMs))
+      .catch(() => undefined) // stamp answers its own failures upstream; a throw must not stop the steps after it
+      .finally(() => void s.stamping.shift()); // in order: each runs after the one before it
+    s.stamping.push(stamped);
   }
 
   /**

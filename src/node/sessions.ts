@@ -20,12 +20,14 @@ export interface Session {
   reserved: number;
   /** the session's messages run one after another on this chain */
   chain: Promise<void>;
-  /** accountability: each step's receipt work (wait for the upstream chain, verify, sign, send RECEIPTS), in step order, after its output went on */
-  receiptChain: Promise<void>;
+  /**
+   * accountability: the receipt work (wait for the upstream chain, verify, sign, send RECEIPTS)
+   * of the steps whose output went on and whose receipt is not out yet, oldest first; each runs
+   * after the one before it and settles (never rejects) when done
+   */
+  stamping: Promise<void>[];
   /** the upstream hop's RECEIPTS, by step */
   inbox: ReceiptInbox;
-  /** steps whose receipt work is queued or running on receiptChain */
-  stampsPending: number;
   /** STEP/TRUNCATE messages on the chain not yet finished (at most MAX_QUEUED_PER_SESSION) */
   queued: number;
   idle?: NodeJS.Timeout;
@@ -97,9 +99,8 @@ export class SessionTable {
       isLast: open.hop === open.route.length - 1,
       reserved,
       chain: Promise.resolve(),
-      receiptChain: Promise.resolve(),
+      stamping: [],
       inbox: new ReceiptInbox(),
-      stampsPending: 0,
       queued: 0,
       lastActive: performance.now(),
       linkMs: 0,
