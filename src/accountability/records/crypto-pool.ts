@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { ZERO_HASH, assertWellFormed, typedDigestBytes, type Hex, type OdsiDomain, type PrimaryType, type RecordOf } from './eip712.js';
 import { checkSigned, signDigest, type VerifyResult } from './receipts.js';
+import { ecdsa } from './ecdsa.js';
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
 /** one job's answer from the worker */
@@ -32,7 +33,7 @@ export class CryptoPool {
     if (this.failed || !this.o.worker) return undefined;
     if (!this.worker) {
       try {
-        const w = new Worker(new URL('./crypto-worker.js', import.meta.url));
+        const w = new Worker(new URL('./crypto-worker.js', import.meta.url), { workerData: { ecdsa: ecdsa().name } });
         w.unref(); // never keeps a process alive
         w.on('message', (replies: CryptoReply[]) => {
           for (const m of replies) {

@@ -1,6 +1,7 @@
 // Worker-thread side of crypto-pool.ts: verifies and signs odsi records off the main thread,
 // so a node's upstream check and commitment signature run while its main thread computes.
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
+import { selectEcdsa, type BackendName } from './ecdsa.js';
 import type { OdsiDomain, PrimaryType } from './eip712.js';
 import { typedDigestBytes, assertWellFormed } from './eip712.js';
 import { checkSigned, signDigest } from './receipts.js';
@@ -21,6 +22,10 @@ function answer(job: CryptoJob): { id: number; result?: unknown; error?: string 
     return { id: job.id, error: (e as Error).message };
   }
 }
+
+// the backend the process chose at start-up (crypto-pool.ts passes its name)
+const chosen = (workerData as { ecdsa?: BackendName } | null)?.ecdsa;
+if (chosen) selectEcdsa(chosen);
 
 // the pool posts the jobs of one tick as one message, and gets their answers as one
 parentPort?.on('message', (jobs: CryptoJob[]) => {

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
-import { ecdsa, isHighS, nobleEcdsa, wasmEcdsa, type EcdsaBackend } from '../../../src/accountability/records/ecdsa.js';
+import { ecdsa, isHighS, nativeEcdsa, nobleEcdsa, wasmEcdsa, type EcdsaBackend } from '../../../src/accountability/records/ecdsa.js';
 import { checkSignature, recoverSigner, signDigest } from '../../../src/accountability/records/receipts.js';
 import { addressFromPublicKey } from '../../../src/identity/identity.js';
 import { REPO_ROOT } from '../../helpers/paths.js';
@@ -21,9 +21,19 @@ function wasm(): EcdsaBackend {
   return w.backend;
 }
 
-test('libsecp256k1 is the default backend when it loads', () => {
+function native(): EcdsaBackend {
+  const n = nativeEcdsa();
+  assert.ok(n.backend, `the secp256k1 addon should load here (linux-x64 prebuild): ${n.error}`);
+  return n.backend;
+}
+
+/** the two libsecp256k1 builds, each checked against noble */
+const fastBackends = () => [native(), wasm()];
+
+test('the native libsecp256k1 is the default backend when it loads, then the WASM one', () => {
+  assert.equal(native().name, 'native');
   assert.equal(wasm().name, 'libsecp256k1');
-  if (!process.env.ODSI_ECDSA) assert.equal(ecdsa().name, 'libsecp256k1');
+  if (!process.env.ODSI_ECDSA) assert.equal(ecdsa().name, 'native');
   // the load-time self-test vector is noble's signature
   const s = nobleEcdsa.sign(new Uint8Array(32).fill(0xab), new Uint8Array(32).fill(0x11));
   assert.equal(
@@ -33,31 +43,31 @@ test('libsecp256k1 is the default backend when it loads', () => {
   assert.equal(s.recovery, 0);
 });
 
-test('both backends sign 200 random (key, digest) pairs byte-identically and recover the same key', () => {
-  const fast = wasm();
+test('every backend signs 200 random (key, digest) pairs byte-identically and recovers the same key', () => {
   // edge digests too: zero, all-ones (≥ n: reduced mod n by RFC 6979 bits2octets), n, n − 1
   const digests = [new Uint8Array(32), new Uint8Array(32).fill(0xff), word(N), word(N - 1n)];
-  for (let i = 0; i < 200; i++) {
-    const secret = secp256k1.utils.randomSecretKey();
-    const digest = i < digests.length ? digests[i]! : randomBytes(32);
-    const a = fast.sign(digest, secret);
-    const b = nobleEcdsa.sign(digest, secret);
-    assert.equal(bytesToHex(a.rs), bytesToHex(b.rs), `pair ${i}`);
-    assert.equal(a.recovery, b.recovery, `pair ${i}`);
-    assert.ok(!isHighS(a.rs.subarray(32)), 'low-s');
-    const pub = secp256k1.getPublicKey(secret, false);
-    assert.deepEqual(fast.recover(digest, a.rs, a.recovery as 0 | 1), pub);
-    assert.deepEqual(nobleEcdsa.recover(digest, b.rs, b.recovery as 0 | 1), pub);
-    if (i < 40) {
-      // the known-key check: exactly ecrecover's answer, so the other v must fail (fresh key
-      // copies: a repeat key makes noble build its ~100 ms window table, tested below)
-      const wrongV = (a.recovery ^ 1) as 0 | 1;
-      for (const be of [fast, nobleEcdsa]) {
-        assert.equal(be.recoversTo(digest, a.rs, a.recovery as 0 | 1, pub.slice()), true, `${be.name} pair ${i}`);
-        assert.equal(be.recoversTo(digest, a.rs, wrongV, pub.slice()), false, `${be.name} pair ${i} flipped v`);
+  for (const fast of fastBackends())
+    for (let i = 0; i < 200; i++) {
+      const secret = secp256k1.utils.randomSecretKey();
+      const digest = i < digests.length ? digests[i]! : randomBytes(32);
+      const a = fast.sign(digest, secret);
+      const b = nobleEcdsa.sign(digest, secret);
+      assert.equal(bytesToHex(a.rs), bytesToHex(b.rs), `pair ${i}`);
+      assert.equal(a.recovery, b.recovery, `pair ${i}`);
+      assert.ok(!isHighS(a.rs.subarray(32)), 'low-s');
+      const pub = secp256k1.getPublicKey(secret, false);
+      assert.deepEqual(fast.recover(digest, a.rs, a.recovery as 0 | 1), pub);
+      assert.deepEqual(nobleEcdsa.recover(digest, b.rs, b.recovery as 0 | 1), pub);
+      if (i < 40) {
+        // the known-key check: exactly ecrecover's answer, so the other v must fail (fresh key
+        // copies: a repeat key makes noble build its ~100 ms window table, tested below)
+        const wrongV = (a.recovery ^ 1) as 0 | 1;
+        for (const be of [fast, nobleEcdsa]) {
+          assert.equal(be.recoversTo(digest, a.rs, a.recovery as 0 | 1, pub.slice()), true, `${be.name} pair ${i}`);
+          assert.equal(be.recoversTo(digest, a.rs, wrongV, pub.slice()), false, `${be.name} pair ${i} flipped v`);
+        }
       }
     }
-  }
 });
 
 test('recoversTo is false, never a throw, for another key, another digest or garbage', () => {
@@ -65,7 +75,7 @@ test('recoversTo is false, never a throw, for another key, another digest or gar
   const pub = secp256k1.getPublicKey(id.secret, false);
   const otherPub = secp256k1.getPublicKey(testIdentity(6).secret, false);
   const digest = randomBytes(32);
-  for (const be of [wasm(), nobleEcdsa]) {
+  for (const be of [...fastBackends(), nobleEcdsa]) {
     const { rs, recovery } = be.sign(digest, id.secret);
     const v = recovery as 0 | 1;
     // repeated: the noble backend switches to a precomputed table for Q on the second use
@@ -82,17 +92,18 @@ test('recoversTo is false, never a throw, for another key, another digest or gar
 });
 
 test('inputs outside libsecp256k1 domain behave as with noble', () => {
-  const fast = wasm();
-  const secret = testIdentity(1).secret;
-  // digests that are not 32 bytes: noble's bits2int rules, on both
-  for (const len of [0, 31, 33, 64]) {
-    const d = randomBytes(len);
-    assert.deepEqual(fast.sign(d, secret), nobleEcdsa.sign(d, secret), `digest of ${len} bytes`);
-  }
-  // bad keys throw on both
-  for (const bad of [new Uint8Array(32), word(N), new Uint8Array(31).fill(1)]) {
-    assert.throws(() => fast.sign(randomBytes(32), bad));
-    assert.throws(() => nobleEcdsa.sign(randomBytes(32), bad));
+  for (const fast of fastBackends()) {
+    const secret = testIdentity(1).secret;
+    // digests that are not 32 bytes: noble's bits2int rules, on both
+    for (const len of [0, 31, 33, 64]) {
+      const d = randomBytes(len);
+      assert.deepEqual(fast.sign(d, secret), nobleEcdsa.sign(d, secret), `digest of ${len} bytes`);
+    }
+    // bad keys throw on both
+    for (const bad of [new Uint8Array(32), word(N), new Uint8Array(31).fill(1)]) {
+      assert.throws(() => fast.sign(randomBytes(32), bad));
+      assert.throws(() => nobleEcdsa.sign(randomBytes(32), bad));
+    }
   }
 });
 
@@ -113,7 +124,7 @@ test('signatures that do not recover give a reason on both backends, never a key
     rs(N, 1n), // r = n
     rs(5n, 1n), // 5 is not the x coordinate of a curve point
   ];
-  for (const b of [wasm(), nobleEcdsa])
+  for (const b of [...fastBackends(), nobleEcdsa])
     for (const sig of bad) assert.throws(() => b.recover(digest, sig, 0), Error, `${b.name} ${bytesToHex(sig)}`);
   for (const sig of bad) {
     const hex = `0x${bytesToHex(sig)}1b`;
@@ -147,40 +158,52 @@ test('checkSignature with a cached key still rejects flipped v, the high-s twin 
   assert.match(checkSignature(digest, 42 as unknown as string, id.address) ?? '', /65 bytes/);
   // the recovered key names the signer on both backends
   const v = (bytes[64]! - 27) as 0 | 1;
-  for (const b of [wasm(), nobleEcdsa]) assert.equal(addressFromPublicKey(b.recover(digest, bytes.subarray(0, 64), v)), id.address);
+  for (const b of [...fastBackends(), nobleEcdsa])
+    assert.equal(addressFromPublicKey(b.recover(digest, bytes.subarray(0, 64), v)), id.address);
 });
 
-test('ODSI_ECDSA selects the backend in a real process; without WASM auto falls back to noble; a wrong value is a clear error', () => {
+test('ODSI_ECDSA selects the backend in a real process; auto falls back native → WASM → noble; a wrong value is a clear error', () => {
   const mod = pathToFileURL(resolve(REPO_ROOT, 'dist/src/accountability/records/ecdsa.js')).href;
-  // BREAK_WASM: the WASM engine refuses modules, as where WebAssembly is disabled
-  const script = `if (process.env.BREAK_WASM) WebAssembly.Module = function () { throw new Error('WebAssembly disabled'); };
+  // BREAK_NATIVE: native addons refuse to load (no binary for the platform); BREAK_WASM: the WASM
+  // engine refuses modules, as where WebAssembly is disabled
+  const script = `if (process.env.BREAK_NATIVE) process.dlopen = function () { throw new Error('native addons disabled'); };
+    if (process.env.BREAK_WASM) WebAssembly.Module = function () { throw new Error('WebAssembly disabled'); };
     const { ecdsa, parseEcdsaChoice, selectEcdsa } = await import(${JSON.stringify(mod)});
     selectEcdsa(parseEcdsaChoice(process.env.ODSI_ECDSA)); // as the CLI does at start-up
     const b = ecdsa(); const s = b.sign(new Uint8Array(32).fill(3), new Uint8Array(32).fill(9));
     console.log(b.name, Buffer.from(s.rs).toString('hex'), s.recovery);`;
-  const run = (value: string, breakWasm = false) =>
+  const run = (value: string, broken: { native?: boolean; wasm?: boolean } = {}) =>
     spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, ODSI_ECDSA: value, ...(breakWasm ? { BREAK_WASM: '1' } : {}) },
+      env: {
+        ...process.env,
+        ODSI_ECDSA: value,
+        ...(broken.native ? { BREAK_NATIVE: '1' } : {}),
+        ...(broken.wasm ? { BREAK_WASM: '1' } : {}),
+      },
       encoding: 'utf8',
       timeout: 30_000,
     });
-  const noble = run('noble');
-  const fast = run('libsecp256k1');
-  assert.equal(noble.status, 0, noble.stderr);
-  assert.equal(fast.status, 0, fast.stderr);
-  const [nName, ...nSig] = noble.stdout.trim().split(' ');
-  const [fName, ...fSig] = fast.stdout.trim().split(' ');
+  const ok = (value: string, broken: { native?: boolean; wasm?: boolean } = {}) => {
+    const r = run(value, broken);
+    assert.equal(r.status, 0, `${value} ${JSON.stringify(broken)}: ${r.stderr}`);
+    return r.stdout.trim().split(' ');
+  };
+  const [nName, ...nSig] = ok('noble');
   assert.equal(nName, 'noble');
-  assert.equal(fName, 'libsecp256k1');
-  assert.deepEqual(fSig, nSig);
-  // no WASM: auto falls back to noble (same bytes); an explicit libsecp256k1 says why it cannot
-  const fallback = run('auto', true);
-  assert.equal(fallback.status, 0, fallback.stderr);
-  assert.deepEqual(fallback.stdout.trim().split(' '), ['noble', ...nSig]);
-  const required = run('libsecp256k1', true);
-  assert.notEqual(required.status, 0);
-  assert.match(required.stderr, /ODSI_ECDSA=libsecp256k1 but tiny-secp256k1 cannot load: WebAssembly disabled/);
+  // every backend, named or picked by auto, signs the same bytes
+  assert.deepEqual(ok('native'), ['native', ...nSig]);
+  assert.deepEqual(ok('libsecp256k1'), ['libsecp256k1', ...nSig]);
+  assert.deepEqual(ok('auto'), ['native', ...nSig]);
+  assert.deepEqual(ok('auto', { native: true }), ['libsecp256k1', ...nSig]);
+  assert.deepEqual(ok('auto', { native: true, wasm: true }), ['noble', ...nSig]);
+  // a backend named explicitly is required: it says why it cannot load
+  const noNative = run('native', { native: true });
+  assert.notEqual(noNative.status, 0);
+  assert.match(noNative.stderr, /ODSI_ECDSA=native but the secp256k1 addon cannot load: native addons disabled/);
+  const noWasm = run('libsecp256k1', { wasm: true });
+  assert.notEqual(noWasm.status, 0);
+  assert.match(noWasm.stderr, /ODSI_ECDSA=libsecp256k1 but tiny-secp256k1 cannot load: WebAssembly disabled/);
   const bogus = run('openssl');
   assert.notEqual(bogus.status, 0);
-  assert.match(bogus.stderr, /ODSI_ECDSA must be auto, libsecp256k1 or noble/);
+  assert.match(bogus.stderr, /ODSI_ECDSA must be auto, native, libsecp256k1 or noble/);
 });
