@@ -2,7 +2,7 @@
 // it is the libp2p peer id, and its keccak hash is the participant's EVM address.
 
 import { secp256k1 } from '@noble/curves/secp256k1.js';
-import { keccak_256 } from '@noble/hashes/sha3.js';
+import { keccak256 } from '../util/keccak.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { privateKeyFromRaw } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
@@ -34,13 +34,13 @@ export function generateIdentity(): Identity {
 /** EVM address of a compressed or uncompressed secp256k1 public key. */
 export function addressFromPublicKey(pub: Uint8Array): `0x${string}` {
   const uncompressed = secp256k1.Point.fromBytes(pub).toBytes(false);
-  const hash = keccak_256(uncompressed.subarray(1));
+  const hash = keccak256(uncompressed.subarray(1));
   return toChecksumAddress(bytesToHex(hash.subarray(12)));
 }
 
 export function toChecksumAddress(hex40: string): `0x${string}` {
   const lower = hex40.toLowerCase().replace(/^0x/, '');
-  const h = bytesToHex(keccak_256(new TextEncoder().encode(lower)));
+  const h = bytesToHex(keccak256(new TextEncoder().encode(lower)));
   let out = '0x';
   for (let i = 0; i < 40; i++) out += parseInt(h[i]!, 16) >= 8 ? lower[i]!.toUpperCase() : lower[i]!;
   return out as `0x${string}`;

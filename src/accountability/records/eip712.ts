@@ -6,7 +6,7 @@
 // JS numbers (all fit in 2^53); bytes32/address are 0x-hex strings.
 
 import { hashStruct, hashTypedData } from 'viem';
-import { keccak_256 } from '@noble/hashes/sha3.js';
+import { keccak256 } from '../../util/keccak.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 
 export type Hex = `0x${string}`;
@@ -115,7 +115,7 @@ export function encodeType(primary: PrimaryType): string {
   return `${primary}(${TYPES[primary].map((f) => `${f.type} ${f.name}`).join(',')})`;
 }
 export function typeHash(primary: PrimaryType): Hex {
-  return `0x${bytesToHex(keccak_256(new TextEncoder().encode(encodeType(primary))))}`;
+  return `0x${bytesToHex(keccak256(new TextEncoder().encode(encodeType(primary))))}`;
 }
 
 /**
@@ -299,7 +299,7 @@ function plain<P extends PrimaryType>(primary: P, rec: RecordOf<P>): Record<stri
 const TYPE_HASH_BYTES = new Map<PrimaryType, Uint8Array>();
 function typeHashBytes(primary: PrimaryType): Uint8Array {
   let t = TYPE_HASH_BYTES.get(primary);
-  if (!t) TYPE_HASH_BYTES.set(primary, (t = keccak_256(new TextEncoder().encode(encodeType(primary)))));
+  if (!t) TYPE_HASH_BYTES.set(primary, (t = keccak256(new TextEncoder().encode(encodeType(primary)))));
   return t;
 }
 
@@ -335,7 +335,7 @@ const STRING_HASHES = new Map<string, Uint8Array>();
 function stringHash(s: string): Uint8Array {
   let h = STRING_HASHES.get(s);
   if (!h) {
-    h = keccak_256(UTF8.encode(s));
+    h = keccak256(UTF8.encode(s));
     if (STRING_HASHES.size >= 64) STRING_HASHES.delete(STRING_HASHES.keys().next().value as string);
     STRING_HASHES.set(s, h);
   }
@@ -369,7 +369,7 @@ function structHashBytes(primary: PrimaryType, rec: Record<string, unknown>): Ui
         putUint(buf, off, v);
     }
   }
-  return keccak_256(buf);
+  return keccak256(buf);
 }
 
 const hex0x = (b: Uint8Array): Hex => `0x${bytesToHex(b)}`;
@@ -391,7 +391,7 @@ export function typedDigestBytes<P extends PrimaryType>(primary: P, rec: RecordO
   buf[1] = 0x01;
   buf.set(domainSeparatorBytes(domain), 2);
   buf.set(structHashBytes(primary, rec as unknown as Record<string, unknown>), 34);
-  return keccak_256(buf);
+  return keccak256(buf);
 }
 
 /** keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(message)): the bytes that get signed. */
@@ -436,5 +436,5 @@ export function domainSeparator(domain: OdsiDomain): Hex {
 export function toBytes32(id: string): Hex {
   if (/^0x[0-9a-fA-F]{64}$/.test(id)) return id.toLowerCase() as Hex;
   if (/^[0-9a-fA-F]{64}$/.test(id)) return `0x${id.toLowerCase()}`;
-  return `0x${bytesToHex(keccak_256(new TextEncoder().encode(id)))}`;
+  return `0x${bytesToHex(keccak256(new TextEncoder().encode(id)))}`;
 }

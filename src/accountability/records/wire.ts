@@ -3,7 +3,7 @@
 // messages are in protocol/audit-messages.ts.)
 
 import { peerIdFromString } from '@libp2p/peer-id';
-import { keccak_256 } from '@noble/hashes/sha3.js';
+import { keccak256 } from '../../util/keccak.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { addressFromPublicKey } from '../../identity/identity.js';
 import { DEV_CHAIN_ID, toBytes32, type Hex, type OdsiDomain } from './eip712.js';
@@ -43,7 +43,7 @@ function remembered(max: number, f: (k: string) => Hex): (k: string) => Hex {
 }
 
 /** keccak256 of the id's UTF-8, always: ids that look like hex are hashed too, so no two session ids share a record id */
-const idHash = remembered(1024, (id) => `0x${bytesToHex(keccak_256(utf8.encode(id)))}`);
+const idHash = remembered(1024, (id) => `0x${bytesToHex(keccak256(utf8.encode(id)))}`);
 
 /** request id of a route session: replacement routes `<sid>.r1`, `<sid>.1` belong to the same request */
 export function requestIdOf(sessionId: string): Hex {
