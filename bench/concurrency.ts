@@ -3,7 +3,7 @@
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/concurrency.js [--dtypes f32,q4_0]
 //        [--levels 1,4,16] [--tokens 32] [--reps 3] [--threads N] [--demo-tokens 48] [--no-llama]
-//        [--llama-threads 1,N] [--no-accountability] [--quick] [--out FILE]
+//        [--llama-threads 1,N] [--no-accountability] [--ecdsa native,libsecp256k1] [--quick] [--out FILE]
 //
 // Swarm: the real `odsi demo --serve --engine ort|llama (--engine) --model M --json` process (3 `odsi node`
 // processes on 127.0.0.1, layers split evenly, and the gateway with its API), on a synthetic
@@ -29,6 +29,12 @@
 //
 // Node compute alone (in this process): 16 sessions' decode steps on a 10-layer ORT stage, one
 // by one vs one forwardBatch — what batching saves where it happens.
+//
+// --ecdsa A,B: one demo swarm per signature backend (ODSI_ECDSA for the gateway and its nodes),
+// all started before the runs; at each level of each repetition the swarms run one after the
+// other (the first is the one the summary and demo check use); each other backend's aggregate
+// and CPU per token are reported beside the first's, as medians and as the median of per-run
+// ratios.
 //
 // Demo check (the issue's "concurrency reaches users"): on the same demo process, 8 concurrent
 // streaming requests of --demo-tokens tokens vs one such request, aggregate tokens/s ratio
@@ -62,6 +68,7 @@ const { values: args } = parseArgs({
     'llama-threads': { type: 'string' },
     'no-accountability': { type: 'boolean', default: false },
     engine: { type: 'string' },
+    ecdsa: { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
@@ -75,6 +82,8 @@ const threads = Number(args.threads ?? availableParallelism());
 const demoTokens = Number(args['demo-tokens'] ?? (quick ? 16 : 48));
 const engine = (args.engine ?? 'ort') as 'ort' | 'llama';
 if (engine !== 'ort' && engine !== 'llama') throw new Error(`--engine: ort or llama, got ${String(args.engine)}`);
+/** ODSI_ECDSA per swarm; undefined: the environment's (auto) */
+const ecdsaChoices: (string | undefined)[] = args.ecdsa ? args.ecdsa.split(',') : [undefined];
 const llamaThreads = [...new Set((args['llama-threads'] ?? `1,${threads}`).split(',').map(Number))];
 
 interface LevelResult {
@@ -176,11 +185,31 @@ async function viaApi(client: OpenAI, model: string, c: number, maxTokens: numbe
 }
 
 /** the real demo process; resolves once it serves */
-async function startDemo(model: string): Promise<{ proc: ChildProcess; url: string; model: string }> {
+async function startDemo(model: string, ecdsa?: string): Promise<{ proc: ChildProcess; url: string; model: string }> {
   const proc = spawn(
     process.execPath,
-    [resolve(ROOT, 'bin/odsi.js'), 'demo', '--serve', '--json', '--engine', engine, '--model', model, '--nodes', '3', '--port', '0', '-n', '2', '--max-concurrent', '64'],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...(args['no-accountability'] ? { ODSI_ACCOUNTABILITY: '0' } : {}) } },
+    [
+      resolve(ROOT, 'bin/odsi.js'),
+      'demo',
+      '--serve',
+      '--json',
+      '--engine',
+      engine,
+      '--model',
+      model,
+      '--nodes',
+      '3',
+      '--port',
+      '0',
+      '-n',
+      '2',
+      '--max-concurrent',
+      '64',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...(args['no-accountability'] ? { ODSI_ACCOUNTABILITY: '0' } : {}), ...(ecdsa ? { ODSI_ECDSA: ecdsa } : {}) },
+    },
   );
   const lines = createInterface({ input: proc.stdout! });
   return await new Promise((res, rej) => {
@@ -272,26 +301,55 @@ async function main(): Promise<void> {
     const { getLlama } = await import('node-llama-cpp');
     llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
   }
-  const out: Record<string, unknown> = { machine, engine, accountability: !args['no-accountability'], threads, llamaThreads, levels, tokens: nTokens, reps, demoTokens, results: {} };
+  const out: Record<string, unknown> = {
+    machine,
+    engine,
+    accountability: !args['no-accountability'],
+    threads,
+    llamaThreads,
+    levels,
+    tokens: nTokens,
+    reps,
+    demoTokens,
+    results: {},
+  };
   for (const dtype of dtypes) {
     const file = resolve(tmp, `smollm2-135m-${dtype === 'q4_0' ? 'q4' : dtype}.gguf`);
     if (!existsSync(file)) await writeSyntheticGguf({ shape: 'smollm2-135m', dtype, seed: 1, out: file, progress: false });
     const compute = await nodeCompute(file);
-    console.log(`${dtype}: one node (10 layers), 16 sessions' decode: one by one ${fmt(median(compute.sequentialMs))} ms, one batch ${fmt(median(compute.batchMs))} ms = ${fmt(compute.ratioMedian, 2)}×`);
-    const demo = await startDemo(file);
+    console.log(
+      `${dtype}: one node (10 layers), 16 sessions' decode: one by one ${fmt(median(compute.sequentialMs))} ms, one batch ${fmt(median(compute.batchMs))} ms = ${fmt(compute.ratioMedian, 2)}×`,
+    );
+    const demos: Awaited<ReturnType<typeof startDemo>>[] = [];
+    for (const e of ecdsaChoices) demos.push(await startDemo(file, e));
+    const demo = demos[0]!;
     const pids = { gateway: demo.proc.pid!, nodes: nodePids(demo.proc.pid!) };
+    /** the other backends' swarms, run beside the first at each level */
+    const others = demos
+      .slice(1)
+      .map((d, i) => ({ name: ecdsaChoices[i + 1]!, demo: d, pids: { gateway: d.proc.pid!, nodes: nodePids(d.proc.pid!) } }));
+    const otherRuns: Record<string, Record<string, LevelResult[]>> = {};
     const lrs = llama ? await Promise.all(llamaThreads.map((t) => llamaRunner(llama!, file, t))) : [];
     const runs: Record<string, { odsi: LevelResult[]; llama: LevelResult[] }> = {};
     const demoRuns: { one: LevelResult[]; eight: LevelResult[] } = { one: [], eight: [] };
     try {
       const client = new OpenAI({ baseURL: `${demo.url}/v1`, apiKey: 'none', timeout: 600_000, maxRetries: 0 });
       await viaApi(client, demo.model, 2, 4); // warm-up
+      const otherClients = others.map((o) => new OpenAI({ baseURL: `${o.demo.url}/v1`, apiKey: 'none', timeout: 600_000, maxRetries: 0 }));
+      for (const [i, o] of others.entries()) await viaApi(otherClients[i]!, o.demo.model, 2, 4);
       for (let r = 0; r < reps; r++) {
         for (const c of levels) {
           const k = String(c);
           runs[k] ??= { odsi: [], llama: [] };
           const o = await withCpu(pids, () => viaApi(client, demo.model, c, nTokens));
           runs[k].odsi.push(o);
+          for (const [i, x] of others.entries()) {
+            const r2 = await withCpu(x.pids, () => viaApi(otherClients[i]!, x.demo.model, c, nTokens));
+            ((otherRuns[x.name] ??= {})[k] ??= []).push(r2);
+            console.log(
+              `  ${dtype} rep ${r} c=${c}: odsi (ODSI_ECDSA=${x.name}) ${fmt(r2.tokPerS)} tok/s, CPU ${fmt(r2.cpu!.totalMsPerToken)} ms/token`,
+            );
+          }
           for (const lr of lrs) runs[k].llama.push(await lr.run(c, nTokens));
           const ll = runs[k].llama.slice(-lrs.length).map((x) => `${fmt(x.tokPerS)} (${x.threads} thr)`);
           console.log(
@@ -302,10 +360,12 @@ async function main(): Promise<void> {
         }
         demoRuns.one.push(await withCpu(pids, () => viaApi(client, demo.model, 1, demoTokens)));
         demoRuns.eight.push(await withCpu(pids, () => viaApi(client, demo.model, 8, demoTokens)));
-        console.log(`  ${dtype} rep ${r} demo check: 8 concurrent ${fmt(demoRuns.eight.at(-1)!.tokPerS)} tok/s vs one ${fmt(demoRuns.one.at(-1)!.tokPerS)} tok/s`);
+        console.log(
+          `  ${dtype} rep ${r} demo check: 8 concurrent ${fmt(demoRuns.eight.at(-1)!.tokPerS)} tok/s vs one ${fmt(demoRuns.one.at(-1)!.tokPerS)} tok/s`,
+        );
       }
     } finally {
-      demo.proc.kill('SIGTERM');
+      for (const d of demos) d.proc.kill('SIGTERM');
       for (const lr of lrs) await lr.dispose();
     }
     const med = (xs: LevelResult[], f: keyof LevelResult) => median(xs.map((x) => x[f] as number));
@@ -330,15 +390,35 @@ async function main(): Promise<void> {
         fmt(medCpu(x.odsi, 'totalMsPerToken')),
         fmt(medCpu(x.odsi, 'gatewayMsPerToken')),
         fmt(medCpu(x.odsi, 'coresInUse'), 2),
-        ...llamaThreads.map((t) => fmt(med(x.llama.filter((y) => y.threads === t), 'tokPerS'))),
+        ...llamaThreads.map((t) =>
+          fmt(
+            med(
+              x.llama.filter((y) => y.threads === t),
+              'tokPerS',
+            ),
+          ),
+        ),
         fmt(med(l, 'itlP50')),
         fmt(med(l, 'itlP95')),
       ];
     });
-    console.log(`\n${dtype}: aggregate tokens/s, inter-token latency (ms) and CPU (ms per token, all processes / the gateway's), medians of ${reps}`);
+    console.log(
+      `\n${dtype}: aggregate tokens/s, inter-token latency (ms) and CPU (ms per token, all processes / the gateway's), medians of ${reps}`,
+    );
     console.log(
       table(
-        ['streams', 'odsi tok/s', 'p50', 'p95', 'CPU/tok', 'gw CPU/tok', 'cores', ...llamaThreads.map((t) => `llama.cpp ${t} thr`), 'p50', 'p95'],
+        [
+          'streams',
+          'odsi tok/s',
+          'p50',
+          'p95',
+          'CPU/tok',
+          'gw CPU/tok',
+          'cores',
+          ...llamaThreads.map((t) => `llama.cpp ${t} thr`),
+          'p50',
+          'p95',
+        ],
         rows,
       ),
     );
@@ -360,15 +440,54 @@ async function main(): Promise<void> {
       scalingCpuBound: ceiling(first.odsi, last.odsi),
       vsLlamaAtMax: lrs.length ? med(last.odsi, 'tokPerS') / med(bestLlama(last.llama), 'tokPerS') : undefined,
       llamaThreadsAtMax: lrs.length ? bestLlama(last.llama)[0]?.threads : undefined,
-      demo: { oneTokPerS: one, eightTokPerS: eight, ratioMedian: median(ratios), ratios, ratioCpuBound: ceiling(demoRuns.one, demoRuns.eight) },
+      demo: {
+        oneTokPerS: one,
+        eightTokPerS: eight,
+        ratioMedian: median(ratios),
+        ratios,
+        ratioCpuBound: ceiling(demoRuns.one, demoRuns.eight),
+      },
     };
     console.log(
       `${dtype}: ${levels.at(-1)} streams = ${fmt(summary.scaling, 2)}× the ${levels[0]}-stream aggregate ` +
         `(CPU per token ${fmt(summary.cpuPerTokenGain, 2)}× less, ${fmt(summary.coresGain, 2)}× the cores; ceiling with all ${cores} cores ${fmt(summary.scalingCpuBound, 2)}×)` +
-        (summary.vsLlamaAtMax !== undefined ? `, ${fmt(summary.vsLlamaAtMax, 2)}× llama.cpp's best (${summary.llamaThreadsAtMax} threads)` : '') +
+        (summary.vsLlamaAtMax !== undefined
+          ? `, ${fmt(summary.vsLlamaAtMax, 2)}× llama.cpp's best (${summary.llamaThreadsAtMax} threads)`
+          : '') +
         `; demo check: 8 concurrent ${fmt(eight)} tok/s vs one ${fmt(one)} tok/s = ${fmt(summary.demo.ratioMedian, 2)}× (target ≥ 3×; CPU-bound ceiling ${fmt(summary.demo.ratioCpuBound, 2)}×)`,
     );
-    (out.results as Record<string, unknown>)[dtype] = { nodeCompute: compute, runs, demo: demoRuns, summary };
+    // the other backends against the first, level by level: medians, and the median of per-run ratios
+    const backends = Object.fromEntries(
+      Object.entries(otherRuns).map(([name, byLevel]) => [
+        name,
+        Object.fromEntries(
+          levels.map((c) => {
+            const mine = byLevel[String(c)]!;
+            const base = runs[String(c)]!.odsi;
+            const row = {
+              tokPerS: med(mine, 'tokPerS'),
+              cpuMsPerToken: medCpu(mine, 'totalMsPerToken'),
+              firstTokPerS: med(base, 'tokPerS'),
+              firstCpuMsPerToken: medCpu(base, 'totalMsPerToken'),
+              tokPerSRatio: median(mine.map((m, i) => base[i]!.tokPerS / m.tokPerS)),
+              cpuRatio: median(mine.map((m, i) => m.cpu!.totalMsPerToken / base[i]!.cpu!.totalMsPerToken)),
+            };
+            console.log(
+              `${dtype} c=${c}: ODSI_ECDSA=${ecdsaChoices[0]} ${fmt(row.firstTokPerS)} tok/s, ${fmt(row.firstCpuMsPerToken)} ms CPU/token vs ` +
+                `${name} ${fmt(row.tokPerS)} tok/s, ${fmt(row.cpuMsPerToken)} ms: ${fmt(row.tokPerSRatio, 2)}× the aggregate, ${fmt(row.cpuRatio, 2)}× less CPU per token`,
+            );
+            return [String(c), { runs: mine, ...row }];
+          }),
+        ),
+      ]),
+    );
+    (out.results as Record<string, unknown>)[dtype] = {
+      nodeCompute: compute,
+      runs,
+      demo: demoRuns,
+      summary,
+      ...(others.length ? { ecdsa: ecdsaChoices, backends } : {}),
+    };
   }
   out.loadAvgAfter = describeMachine().loadAvg;
   const dest = args.out ?? resolve(ROOT, `bench/results/concurrency${quick ? '-quick' : ''}.json`);
