@@ -87,27 +87,39 @@ interface NativeSecp256k1 {
   ecdsaRecover(rs: Uint8Array, recid: number, digest: Uint8Array, compressed: false): Uint8Array;
 }
 
-/** libsecp256k1 native; anything outside its 32-byte domain goes to noble (as with the WASM build). */
-function nativeBackend(lib: NativeSecp256k1): EcdsaBackend {
+/** What differs between the two libsecp256k1 builds: their calls for 32-byte digests. */
+interface LibsecpBuild {
+  /** whether this build signs `digest` with `secret` as RFC 6979 does (else noble signs) */
+  signs(digest: Uint8Array, secret: Uint8Array): boolean;
+  sign(digest: Uint8Array, secret: Uint8Array): { rs: Uint8Array; recovery: number };
+  /** the uncompressed key; null or a throw when none recovers */
+  recover(digest: Uint8Array, rs: Uint8Array, recovery: 0 | 1): Uint8Array | null;
+}
+
+/** A libsecp256k1 build as a backend; anything outside its domain goes to noble. */
+function libsecpBackend(name: BackendName, build: LibsecpBuild): EcdsaBackend {
   const backend: EcdsaBackend = {
-    name: 'native',
+    name,
     sign(digest, secret) {
-      // this build's nonce takes the digest unreduced: for a digest ≥ n (a 2^-128 chance for a
-      // hash) RFC 6979 reduces it first, so noble signs those, as it does keys the addon rejects
-      if (digest.length !== 32 || notBelowN(digest) || secret.length !== 32 || !lib.privateKeyVerify(secret))
-        return nobleEcdsa.sign(digest, secret);
-      const { signature, recid } = lib.ecdsaSign(digest, secret);
-      return { rs: signature, recovery: recid };
+      // noble accepts digests of any length (bits2int) and reports bad keys in its own words:
+      // route those cases to it so behaviour never depends on the backend
+      if (digest.length !== 32 || !build.signs(digest, secret)) return nobleEcdsa.sign(digest, secret);
+      return build.sign(digest, secret);
     },
     recover(digest, rs, recovery) {
       if (digest.length !== 32) return nobleEcdsa.recover(digest, rs, recovery);
+      let pub: Uint8Array | null;
       try {
-        return lib.ecdsaRecover(rs, recovery, digest, false);
+        pub = build.recover(digest, rs, recovery);
       } catch {
-        // the addon says only "couldn't parse signature" / "couldn't recover public key"
+        // the builds say only "Expected Signature" / "couldn't parse signature" for every malformed case
         throw new Error('r or s is zero or not below the curve order, or r is not the x coordinate of a curve point');
       }
+      if (!pub) throw new Error('no public key recovers from this signature');
+      return pub;
     },
+    // libsecp256k1's plain verify would be cheaper but ignores v: with v flipped it still
+    // passes against Q while ecrecover returns another key, so recover and compare
     recoversTo(digest, rs, recovery, pub) {
       try {
         return equalBytes(backend.recover(digest, rs, recovery), pub);
@@ -119,40 +131,30 @@ function nativeBackend(lib: NativeSecp256k1): EcdsaBackend {
   return backend;
 }
 
-/** tiny-secp256k1 over libsecp256k1; anything outside its 32-byte domain goes to noble. */
-function wasmBackend(tiny: Tiny): EcdsaBackend {
-  const backend: EcdsaBackend = {
-    name: 'libsecp256k1',
+/** libsecp256k1 as a native addon (npm secp256k1). */
+function nativeBackend(lib: NativeSecp256k1): EcdsaBackend {
+  return libsecpBackend('native', {
+    // this build's nonce takes the digest unreduced: for a digest ≥ n (a 2^-128 chance for a
+    // hash) RFC 6979 reduces it first, so noble signs those
+    signs: (digest, secret) => !notBelowN(digest) && secret.length === 32 && lib.privateKeyVerify(secret),
     sign(digest, secret) {
-      // noble accepts digests of any length (bits2int) and reports bad keys in its own words:
-      // route those cases to it so behaviour never depends on the backend
-      if (digest.length !== 32 || !tiny.isPrivate(secret)) return nobleEcdsa.sign(digest, secret);
+      const { signature, recid } = lib.ecdsaSign(digest, secret);
+      return { rs: signature, recovery: recid };
+    },
+    recover: (digest, rs, recovery) => lib.ecdsaRecover(rs, recovery, digest, false),
+  });
+}
+
+/** libsecp256k1 compiled to WASM (npm tiny-secp256k1). */
+function wasmBackend(tiny: Tiny): EcdsaBackend {
+  return libsecpBackend('libsecp256k1', {
+    signs: (_digest, secret) => tiny.isPrivate(secret),
+    sign(digest, secret) {
       const { signature, recoveryId } = tiny.signRecoverable(digest, secret);
       return { rs: signature, recovery: recoveryId };
     },
-    recover(digest, rs, recovery) {
-      if (digest.length !== 32) return nobleEcdsa.recover(digest, rs, recovery);
-      let pub: Uint8Array | null;
-      try {
-        pub = tiny.recover(digest, rs, recovery, false);
-      } catch {
-        // tiny-secp256k1 says only "Expected Signature" for every malformed case
-        throw new Error('r or s is zero or not below the curve order, or r is not the x coordinate of a curve point');
-      }
-      if (!pub) throw new Error('no public key recovers from this signature');
-      return pub;
-    },
-    // libsecp256k1's plain verify would be ~0.1 ms cheaper but ignores v: with v flipped it
-    // still passes against Q while ecrecover returns another key, so recover and compare
-    recoversTo(digest, rs, recovery, pub) {
-      try {
-        return equalBytes(backend.recover(digest, rs, recovery), pub);
-      } catch {
-        return false;
-      }
-    },
-  };
-  return backend;
+    recover: (digest, rs, recovery) => tiny.recover(digest, rs, recovery, false),
+  });
 }
 
 const SELF_TEST = {
