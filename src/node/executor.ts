@@ -132,9 +132,13 @@ export class StepExecutor {
       return fail('unreachable', `${self} cannot reach ${target}`); // why is not told (dialing policy)
     }
     if (!stamper.accountable) return;
+    // the upstream's receipts are due waitMs after the step arrived, however long the receipt
+    // work of the steps before it took: an upstream that sends none times every held step out
+    // by its own due time, not one wait after another
     const waitMs = h.budgetMs !== undefined ? Math.max(2 * h.budgetMs, MIN_RECEIPTS_WAIT_MS) : RECEIPTS_WAIT_MS;
+    const due = { at: recvAt + waitMs, waitMs };
     const stamped = (s.stamping.at(-1) ?? Promise.resolve())
-      .then(() => this.stamp(s, finished, committed, waitMs))
+      .then(() => this.stamp(s, finished, committed, due))
       .catch(() => undefined) // stamp answers its own failures upstream; a throw must not stop the steps after it
       .finally(() => void s.stamping.shift()); // in order: each runs after the one before it
     s.stamping.push(stamped);
@@ -144,7 +148,7 @@ export class StepExecutor {
    * After the output went on: the upstream chain (its RECEIPTS message), verified; then this hop's
    * receipt, signed and sent on with the chain. Any failure: an ERROR upstream, no receipt.
    */
-  private async stamp(s: Session, f: FinishedStep, committed: Promise<void>, waitMs: number): Promise<void> {
+  private async stamp(s: Session, f: FinishedStep, committed: Promise<void>, due: { at: number; waitMs: number }): Promise<void> {
     const { self, stamper } = this.o;
     const h = f.header;
     const errorUp = (code: ErrorCode, reason: string, peerId?: string) => {
@@ -157,10 +161,10 @@ export class StepExecutor {
     let upstream: Uint8Array | undefined;
     if (s.open.hop > 0) {
       const upPeer = s.open.route[s.open.hop - 1]!.peerId;
-      upstream = await s.inbox.take(h.step, waitMs);
+      upstream = await s.inbox.take(h.step, Math.max(0, due.at - performance.now()));
       s.inbox.forget(h.step);
       if (s.closed) return;
-      if (!upstream) return errorUp('timeout', `no receipts from ${upPeer} for step ${h.step} within ${Math.round(waitMs)} ms`, upPeer);
+      if (!upstream) return errorUp('timeout', `no receipts from ${upPeer} for step ${h.step} within ${Math.round(due.waitMs)} ms`, upPeer);
       try {
         f.receipts = decodeReceipts(upstream);
       } catch (e) {

@@ -6,7 +6,7 @@
 // steps' receipt work pending and must wait until the oldest (step 0) is done: no output for it
 // while no RECEIPTS came, its output right after the node's own RECEIPTS for step 0 once the
 // upstream's arrive. A step whose upstream RECEIPTS never come ends in ERROR `timeout` naming
-// the upstream peer.
+// the upstream peer, by its own due time (arrival + the receipts' wait).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -138,13 +138,18 @@ test('a hop runs at most MAX_RECEIPT_LAG steps ahead of its upstream RECEIPTS', 
   assert.equal(chain[1]!.record.step, 0);
   assert.equal(chain[1]!.record.inputHash, r0.record.outputHash);
 
-  // 4. step 1's receipts never come: ERROR timeout naming the upstream peer, MIN_RECEIPTS_WAIT_MS
-  // after its wait began (when step 0's receipt work ended); nothing signed for it
+  // 4. the receipts of steps 1..3 never come: ERROR timeout naming the upstream peer, each
+  // MIN_RECEIPTS_WAIT_MS after its step arrived (not one wait after another: steps 2 and 3, whose
+  // receipts were due about when step 1's were, time out right after it); nothing signed for them
   const err = await waitForError(got, 1, MIN_RECEIPTS_WAIT_MS + WAIT_MS);
   assert.equal(err.code, 'timeout');
   assert.equal(err.peerId, me.peerId, 'the error names the upstream peer');
   assert.match(err.reason, new RegExp(`no receipts from ${me.peerId} for step 1 within ${MIN_RECEIPTS_WAIT_MS} ms`));
-  assert.equal(indexOf(MsgType.RECEIPTS, 1), -1, 'no receipt for step 1');
+  for (const step of [2, 3]) {
+    const e = await waitForError(got, step, MIN_RECEIPTS_WAIT_MS / 2);
+    assert.equal(e.code, 'timeout', `step ${step}`);
+  }
+  for (const step of [1, 2, 3]) assert.equal(indexOf(MsgType.RECEIPTS, step), -1, `no receipt for step ${step}`);
   await ch.close();
 });
 
