@@ -1,6 +1,6 @@
 // The secp256k1 ECDSA primitives behind odsi's record signatures, with three interchangeable
 // backends, fastest first: libsecp256k1 as a native addon (npm secp256k1, its prebuilt binary;
-// ~5x faster than the WASM build at recover, ~3x at sign), libsecp256k1 compiled to WASM (npm
+// ~5x faster than the WASM build at recover, ~2x at sign), libsecp256k1 compiled to WASM (npm
 // tiny-secp256k1; 4–6x faster than pure JS), and @noble/curves (pure JS). Every hop signs and
 // checks a receipt per token, so this is on each token's CPU bill. Auto takes the first that
 // loads; ODSI_ECDSA names one. All produce the same bytes: RFC 6979 nonces without extra
