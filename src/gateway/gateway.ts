@@ -458,7 +458,7 @@ export class Gateway extends PipelineBackend {
     await this.accountability?.dispose().catch(() => undefined);
     // the open epoch is settled before the gateway goes (the ledger itself is the caller's to close)
     await this.settlement?.drained().catch(() => undefined);
-    await this.settlement?.settle().catch(() => undefined);
+    await this.settlement?.settle({ final: true }).catch(() => undefined);
     await this.settlement?.stop().catch(() => undefined);
     this.stakeView?.stop();
     await this.routes.stop();

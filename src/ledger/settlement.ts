@@ -7,7 +7,12 @@
 //     settles them as ONE batch per epoch (settle(): on a timer, and at shutdown), reading only
 //     the epochs and the batch's own identities and accounts (bounded by the batch, never the
 //     whole registry); a batch the ledger failed to take (it threw, or another gateway settled that
-//     epoch number first) is kept, bounded, and retried with the next epoch;
+//     epoch number first) is kept, bounded, and retried with the next epoch. An epoch pays its
+//     credits out of its own charges, and a request's credits come with its receipts, while it
+//     runs, but its charge only at its end: an epoch that closes with credits and no usage
+//     reported yet (its requests still in flight — under load one request can outlast an epoch)
+//     would pay them nothing, so its credits are carried into the next epoch, with the charges
+//     they belong to, instead (the final settlement at shutdown settles them all the same);
 //   - reputation: with each settlement, one report per identity seen (deadlines met/missed from
 //     the receipts, audits passed/failed from Verdicts' records, availability, throughput).
 // Everything is counted synchronously in memory (addReceipts/charge are O(hops)); the ledger
@@ -153,14 +158,18 @@ export class GatewaySettlement {
     return this.charges.get(account.toLowerCase()) ?? 0n;
   }
 
-  /** Settles the open epoch (serialised with other settlements); undefined when nothing happened. */
-  settle(): Promise<EpochOutcome | undefined> {
-    const run = this.lane.then(() => this.settleNow());
+  /**
+   * Settles the open epoch (serialised with other settlements); undefined when nothing was
+   * settled. Credits with no charge in the epoch are carried to the next one (their requests'
+   * usage is still to come); `final` (the last settlement, at shutdown) settles them anyway.
+   */
+  settle(o: { final?: boolean } = {}): Promise<EpochOutcome | undefined> {
+    const run = this.lane.then(() => this.settleNow(!!o.final));
     this.lane = run.catch(() => undefined);
     return run;
   }
 
-  private async settleNow(): Promise<EpochOutcome | undefined> {
+  private async settleNow(final: boolean): Promise<EpochOutcome | undefined> {
     const credits = this.credits;
     const charges = this.charges;
     const since = this.lastSettledAt;
@@ -168,6 +177,12 @@ export class GatewaySettlement {
     this.charges = new Map();
     this.lastSettledAt = Date.now();
     if (!credits.size && !charges.size) return undefined;
+    if (!charges.size && !final) {
+      // nothing charged yet: these credits' requests are still running; settled now, they would
+      // share nothing (splitPayments of 0). They wait for the charges of the next epoch.
+      this.keep(credits, charges, since);
+      return undefined;
+    }
     const ledger = this.o.ledger;
     let batch: EpochBatch;
     let st: SettlementView;
@@ -276,7 +291,7 @@ export class GatewaySettlement {
     await this.o.evidence?.idle();
   }
 
-  /** Stops the timer and the drain loop (queued evidence stays queued); settle() first to keep the open epoch. */
+  /** Stops the timer and the drain loop (queued evidence stays queued); settle({ final: true }) first to keep the open epoch. */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.o.evidence?.stop();
