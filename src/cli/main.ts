@@ -10,7 +10,7 @@ import { register as registerLedger } from './ledger.js';
 import { register as registerConformance } from './conformance.js';
 import { register as registerStatus } from './status.js';
 import { register as registerLedgerDeploy } from './ledger-deploy.js';
-import { parseEcdsaChoice, selectEcdsa } from '../accountability/records/ecdsa.js';
+import { parseEcdsaChoice, selectEcdsa } from '../identity/ecdsa.js';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('odsi')

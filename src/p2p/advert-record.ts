@@ -6,13 +6,13 @@
 // after ttlMs unless re-announced; the validators reject unsigned, mismatched or expired
 // records on put and on get.
 
-import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { CID } from 'multiformats/cid';
 import { create as createDigest } from 'multiformats/hashes/digest';
 import type { Identity } from '../identity/identity.js';
+import { ecdsa } from '../identity/ecdsa.js';
 
 export interface NodeAdvert {
   peerId: string;
@@ -57,8 +57,19 @@ const dec = new TextDecoder('utf-8', { fatal: true });
 
 // Field order of the signed body; an advert is signed over exactly these bytes.
 const BODY_KEYS: (keyof AdvertBody)[] = [
-  'peerId', 'addrs', 'modelId', 'start', 'end', 'msPerToken', 'prefillMsPerToken',
-  'load', 'freeKvTokens', 'engine', 'version', 'issuedAt', 'ttlMs',
+  'peerId',
+  'addrs',
+  'modelId',
+  'start',
+  'end',
+  'msPerToken',
+  'prefillMsPerToken',
+  'load',
+  'freeKvTokens',
+  'engine',
+  'version',
+  'issuedAt',
+  'ttlMs',
 ];
 
 export function advertKey(modelId: string, peerId: string): Uint8Array {
@@ -85,7 +96,7 @@ export function signAdvert(identity: Identity, fields: Omit<AdvertBody, 'peerId'
   const all = { ...fields, peerId: identity.peerId.toString() } as AdvertBody;
   for (const k of BODY_KEYS) body[k] = all[k];
   const bodyBytes = enc.encode(JSON.stringify(body));
-  const sig = secp256k1.sign(signedMessage(bodyBytes), identity.secret); // sha256 prehash, RFC 6979, low-s
+  const sig = ecdsa().sign(sha256(signedMessage(bodyBytes)), identity.secret).rs; // RFC 6979, low-s
   const record = new Uint8Array(64 + bodyBytes.length);
   record.set(sig);
   record.set(bodyBytes, 64);
@@ -111,7 +122,7 @@ export function verifyAdvertRecord(record: Uint8Array, opts: { now?: number; key
     throw new AdvertError(`advert peer id "${body.peerId}" is invalid`);
   }
   if (!pub || pub.length !== 33) throw new AdvertError('advert peer id does not embed a secp256k1 key');
-  if (!secp256k1.verify(sig, signedMessage(bodyBytes), pub)) throw new AdvertError('advert signature does not match its peer id');
+  if (!ecdsa().verify(sha256(signedMessage(bodyBytes)), sig, pub)) throw new AdvertError('advert signature does not match its peer id');
   const now = opts.now ?? Date.now();
   if (body.issuedAt > now + MAX_SKEW_MS) throw new AdvertError('advert issued in the future');
   if (body.issuedAt + body.ttlMs < now) throw new AdvertError('advert expired');
@@ -128,11 +139,24 @@ function checkShape(b: AdvertBody): void {
   const int = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0;
   const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v >= 0;
   const ok =
-    b && typeof b === 'object' && typeof b.peerId === 'string' && Array.isArray(b.addrs) &&
-    b.addrs.every((a) => typeof a === 'string') && typeof b.modelId === 'string' && MODEL_ID_RE.test(b.modelId) &&
-    int(b.start) && int(b.end) && b.end >= b.start && num(b.msPerToken) && num(b.prefillMsPerToken) &&
-    int(b.load) && int(b.freeKvTokens) && typeof b.engine === 'string' && typeof b.version === 'string' &&
-    int(b.issuedAt) && int(b.ttlMs);
+    b &&
+    typeof b === 'object' &&
+    typeof b.peerId === 'string' &&
+    Array.isArray(b.addrs) &&
+    b.addrs.every((a) => typeof a === 'string') &&
+    typeof b.modelId === 'string' &&
+    MODEL_ID_RE.test(b.modelId) &&
+    int(b.start) &&
+    int(b.end) &&
+    b.end >= b.start &&
+    num(b.msPerToken) &&
+    num(b.prefillMsPerToken) &&
+    int(b.load) &&
+    int(b.freeKvTokens) &&
+    typeof b.engine === 'string' &&
+    typeof b.version === 'string' &&
+    int(b.issuedAt) &&
+    int(b.ttlMs);
   if (!ok) throw new AdvertError('advert body is missing fields or has wrong types');
 }
 

@@ -8,7 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { ZERO_HASH, assertWellFormed, typedDigestBytes, type Hex, type OdsiDomain, type PrimaryType, type RecordOf } from './eip712.js';
 import { checkSigned, signDigest, type VerifyResult } from './receipts.js';
-import { ecdsa } from './ecdsa.js';
+import { ecdsa } from '../../identity/ecdsa.js';
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
 /** one job's answer from the worker */

@@ -1,7 +1,7 @@
 // Worker-thread side of crypto-pool.ts: verifies and signs odsi records off the main thread,
 // so a node's upstream check and commitment signature run while its main thread computes.
 import { parentPort, workerData } from 'node:worker_threads';
-import { selectEcdsa, type BackendName } from './ecdsa.js';
+import { selectEcdsa, type BackendName } from '../../identity/ecdsa.js';
 import type { OdsiDomain, PrimaryType } from './eip712.js';
 import { typedDigestBytes, assertWellFormed } from './eip712.js';
 import { checkSigned, signDigest } from './receipts.js';

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { endianness } from 'node:os';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import { addressFromPublicKey, type Identity } from '../../identity/identity.js';
-import { ecdsa, isHighS } from './ecdsa.js';
+import { ecdsa, isHighS } from '../../identity/ecdsa.js';
 import {
   assertWellFormed,
   MalformedRecordError,

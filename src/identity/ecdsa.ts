@@ -27,6 +27,12 @@ export interface EcdsaBackend {
    * Same low-s caveat as recover; false, never a throw, for anything that does not recover.
    */
   recoversTo(digest: Uint8Array, rs: Uint8Array, recovery: 0 | 1, pub: Uint8Array): boolean;
+  /**
+   * Plain ECDSA verification of r ‖ s over `digest` against `pub` (33 or 65 bytes), for
+   * signatures that carry no recovery id (OPENs, adverts): true only for a low-s signature.
+   * False, never a throw, for anything malformed.
+   */
+  verify(digest: Uint8Array, rs: Uint8Array, pub: Uint8Array): boolean;
 }
 
 export const nobleEcdsa: EcdsaBackend = {
@@ -47,6 +53,13 @@ export const nobleEcdsa: EcdsaBackend = {
   recoversTo(digest, rs, recovery, pub) {
     try {
       return nobleRecoversTo(digest, rs, recovery, pub);
+    } catch {
+      return false;
+    }
+  },
+  verify(digest, rs, pub) {
+    try {
+      return secp256k1.verify(rs, digest, pub, { prehash: false, lowS: true });
     } catch {
       return false;
     }
@@ -85,6 +98,7 @@ interface NativeSecp256k1 {
   privateKeyVerify(secret: Uint8Array): boolean;
   ecdsaSign(digest: Uint8Array, secret: Uint8Array): { signature: Uint8Array; recid: number };
   ecdsaRecover(rs: Uint8Array, recid: number, digest: Uint8Array, compressed: false): Uint8Array;
+  ecdsaVerify(rs: Uint8Array, digest: Uint8Array, pub: Uint8Array): boolean;
 }
 
 /** What differs between the two libsecp256k1 builds: their calls for 32-byte digests. */
@@ -94,6 +108,8 @@ interface LibsecpBuild {
   sign(digest: Uint8Array, secret: Uint8Array): { rs: Uint8Array; recovery: number };
   /** the uncompressed key; null or a throw when none recovers */
   recover(digest: Uint8Array, rs: Uint8Array, recovery: 0 | 1): Uint8Array | null;
+  /** plain verification, low-s only; false or a throw when it fails */
+  verify(digest: Uint8Array, rs: Uint8Array, pub: Uint8Array): boolean;
 }
 
 /** A libsecp256k1 build as a backend; anything outside its domain goes to noble. */
@@ -127,6 +143,14 @@ function libsecpBackend(name: BackendName, build: LibsecpBuild): EcdsaBackend {
         return false;
       }
     },
+    verify(digest, rs, pub) {
+      if (digest.length !== 32) return nobleEcdsa.verify(digest, rs, pub);
+      try {
+        return rs.length === 64 && build.verify(digest, rs, pub);
+      } catch {
+        return false;
+      }
+    },
   };
   return backend;
 }
@@ -142,6 +166,8 @@ function nativeBackend(lib: NativeSecp256k1): EcdsaBackend {
       return { rs: signature, recovery: recid };
     },
     recover: (digest, rs, recovery) => lib.ecdsaRecover(rs, recovery, digest, false),
+    // libsecp256k1's verify accepts only the lower-s form
+    verify: (digest, rs, pub) => lib.ecdsaVerify(rs, digest, pub),
   });
 }
 
@@ -154,6 +180,7 @@ function wasmBackend(tiny: Tiny): EcdsaBackend {
       return { rs: signature, recovery: recoveryId };
     },
     recover: (digest, rs, recovery) => tiny.recover(digest, rs, recovery, false),
+    verify: (digest, rs, pub) => tiny.verify(digest, pub, rs, true), // strict: low-s only
   });
 }
 

@@ -1,16 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
-import { ecdsa, isHighS, nativeEcdsa, nobleEcdsa, wasmEcdsa, type EcdsaBackend } from '../../../src/accountability/records/ecdsa.js';
-import { checkSignature, recoverSigner, signDigest } from '../../../src/accountability/records/receipts.js';
-import { addressFromPublicKey } from '../../../src/identity/identity.js';
-import { REPO_ROOT } from '../../helpers/paths.js';
-import { testIdentity } from '../fixtures.js';
+import { ecdsa, isHighS, nativeEcdsa, nobleEcdsa, wasmEcdsa, type EcdsaBackend } from '../../src/identity/ecdsa.js';
+import { checkSignature, recoverSigner, signDigest } from '../../src/accountability/records/receipts.js';
+import { addressFromPublicKey } from '../../src/identity/identity.js';
+import { REPO_ROOT } from '../helpers/paths.js';
+import { testIdentity } from '../accountability/fixtures.js';
 
 const N = secp256k1.Point.CURVE().n;
 const word = (x: bigint) => hexToBytes(x.toString(16).padStart(64, '0'));
@@ -107,6 +107,30 @@ test('inputs outside libsecp256k1 domain behave as with noble', () => {
   }
 });
 
+test('verify (no recovery id): every backend accepts exactly the low-s signature, compressed or uncompressed key', () => {
+  const id = testIdentity(9);
+  const other = testIdentity(10);
+  const digest = randomBytes(32);
+  const pubs = [secp256k1.getPublicKey(id.secret, true), secp256k1.getPublicKey(id.secret, false)];
+  const rs = nobleEcdsa.sign(digest, id.secret).rs;
+  // the high-s twin verifies under plain ECDSA; odsi refuses it (malleability)
+  const twin = new Uint8Array(rs);
+  twin.set(word(N - BigInt(`0x${bytesToHex(rs.subarray(32))}`)), 32);
+  for (const be of [...fastBackends(), nobleEcdsa]) {
+    for (const pub of pubs) assert.equal(be.verify(digest, rs, pub), true, `${be.name} ${pub.length}-byte key`);
+    assert.equal(be.verify(digest, twin, pubs[0]!), false, `${be.name} high-s`);
+    assert.equal(be.verify(randomBytes(32), rs, pubs[0]!), false, `${be.name} other digest`);
+    assert.equal(be.verify(digest, rs, secp256k1.getPublicKey(other.secret, true)), false, `${be.name} other key`);
+    assert.equal(be.verify(digest, new Uint8Array(64), pubs[0]!), false, `${be.name} zero signature`);
+    assert.equal(be.verify(digest, rs.subarray(0, 63), pubs[0]!), false, `${be.name} short signature`);
+    assert.equal(be.verify(digest, rs, new Uint8Array(33).fill(2)), false, `${be.name} not a curve point`);
+  }
+  // what noble's default (sha256 prehash) signs is the sign of the sha256 digest on every backend
+  const msg = randomBytes(300);
+  const h = Uint8Array.from(createHash('sha256').update(msg).digest());
+  for (const be of fastBackends()) assert.equal(bytesToHex(be.sign(h, id.secret).rs), bytesToHex(secp256k1.sign(msg, id.secret)), be.name);
+});
+
 test('isHighS splits at n / 2', () => {
   const half = N >> 1n;
   assert.equal(isHighS(word(half)), false);
@@ -163,7 +187,7 @@ test('checkSignature with a cached key still rejects flipped v, the high-s twin 
 });
 
 test('ODSI_ECDSA selects the backend in a real process; auto falls back native → WASM → noble; a wrong value is a clear error', () => {
-  const mod = pathToFileURL(resolve(REPO_ROOT, 'dist/src/accountability/records/ecdsa.js')).href;
+  const mod = pathToFileURL(resolve(REPO_ROOT, 'dist/src/identity/ecdsa.js')).href;
   // BREAK_NATIVE: native addons refuse to load (no binary for the platform); BREAK_WASM: the WASM
   // engine refuses modules, as where WebAssembly is disabled
   const script = `if (process.env.BREAK_NATIVE) process.dlopen = function () { throw new Error('native addons disabled'); };
