@@ -8,7 +8,7 @@
 // route the sender. The receiver reserves the cache's tokens against its KV budget before it
 // accepts any bytes (busy when they do not fit), and only the same owner may resume the copy.
 
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../identity/peer-id.js';
 import type { Stream, StreamHandler } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { SessionState, Stage } from '../engine/types.js';
@@ -172,7 +172,7 @@ export class KvHandover {
   private async send(to: Spare, sessionId: string, st: SessionState, invitation: OpenHeader): Promise<void> {
     const signal = AbortSignal.timeout(10_000);
     await this.o.host.dial(to.peerId, to.addrs, signal);
-    const stream = await this.o.host.libp2p.dialProtocol(peerIdFromString(to.peerId), KV_PROTOCOL, { signal });
+    const stream = await this.o.host.libp2p.dialProtocol(parsePeerId(to.peerId), KV_PROTOCOL, { signal });
     let settle!: { resolve(): void; reject(e: Error): void };
     const acked = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
     const ch = new Channel(stream, to.peerId, this.self, {

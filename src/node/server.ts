@@ -13,7 +13,7 @@
 // owner's sessions; the node dials only addresses of the signed route and says of a failed dial
 // only that it was unreachable; an ERROR is never answered with an ERROR.
 
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../identity/peer-id.js';
 import type { Stream, Connection } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Stage } from '../engine/types.js';
@@ -336,9 +336,12 @@ export class NodeServer {
   private async connect(peerId: string, addrs: string[], protocol: string, s: Session): Promise<Channel> {
     const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS);
     await this.o.host.dial(peerId, addrs, signal);
-    const stream = await this.o.host.libp2p.dialProtocol(peerIdFromString(peerId), protocol, {
+    // the caller writes (OPEN or OPENED) at once: the protocol name goes with that first message
+    // instead of a round trip of its own; a peer that does not speak it closes the stream (onClose)
+    const stream = await this.o.host.libp2p.dialProtocol(parsePeerId(peerId), protocol, {
       signal,
       maxOutboundStreams: MAX_SESSION_STREAMS,
+      negotiateFully: false,
     });
     return new Channel(
       stream,

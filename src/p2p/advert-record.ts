@@ -8,7 +8,7 @@
 
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../identity/peer-id.js';
 import { CID } from 'multiformats/cid';
 import { create as createDigest } from 'multiformats/hashes/digest';
 import type { Identity } from '../identity/identity.js';
@@ -117,7 +117,7 @@ export function verifyAdvertRecord(record: Uint8Array, opts: { now?: number; key
   checkShape(body);
   let pub: Uint8Array | undefined;
   try {
-    pub = peerIdFromString(body.peerId).publicKey?.raw;
+    pub = parsePeerId(body.peerId).publicKey?.raw;
   } catch {
     throw new AdvertError(`advert peer id "${body.peerId}" is invalid`);
   }

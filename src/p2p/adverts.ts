@@ -7,7 +7,7 @@
 // DHT validators reject unsigned, mismatched or expired records on put and on get, and
 // findAdverts verifies again, so callers only ever see verified, live adverts.
 
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../identity/peer-id.js';
 import { lpStream } from '@libp2p/utils';
 import type { OdsiHost } from './host.js';
 import { MAX_RECORD_BYTES, advertKey, modelCid, verifyAdvertRecord, type NodeAdvert } from './advert-record.js';
@@ -54,7 +54,7 @@ export async function serveAdverts(host: OdsiHost, current: (modelId: string) =>
 
 async function fetchDirect(host: OdsiHost, modelId: string, pid: string, addrs: string[], signal: AbortSignal): Promise<Uint8Array> {
   await host.dial(pid, addrs, signal);
-  const stream = await host.libp2p.dialProtocol(peerIdFromString(pid), ADVERT_PROTOCOL, { signal, maxOutboundStreams: 256 });
+  const stream = await host.libp2p.dialProtocol(parsePeerId(pid), ADVERT_PROTOCOL, { signal, maxOutboundStreams: 256 });
   try {
     const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES });
     await lp.write(enc.encode(modelId), { signal });
@@ -109,7 +109,14 @@ export async function findAdverts(host: OdsiHost, modelId: string, opts: { timeo
     for (const p of await host.libp2p.peerStore.all({ signal })) {
       const pid = p.id.toString();
       if (pid === host.peerId || fetches.has(pid) || !p.protocols.includes(ADVERT_PROTOCOL)) continue;
-      fetches.set(pid, fetchOne(pid, p.addresses.map((a) => a.multiaddr.toString()), false));
+      fetches.set(
+        pid,
+        fetchOne(
+          pid,
+          p.addresses.map((a) => a.multiaddr.toString()),
+          false,
+        ),
+      );
     }
   } catch {
     /* peer store unavailable: the DHT query below still runs */
@@ -120,7 +127,13 @@ export async function findAdverts(host: OdsiHost, modelId: string, opts: { timeo
       for (const p of ev.providers) {
         const pid = p.id.toString();
         if (pid === host.peerId || fetches.has(pid)) continue;
-        fetches.set(pid, fetchOne(pid, p.multiaddrs.map((m) => m.toString())));
+        fetches.set(
+          pid,
+          fetchOne(
+            pid,
+            p.multiaddrs.map((m) => m.toString()),
+          ),
+        );
       }
     }
   } catch {

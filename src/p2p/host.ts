@@ -15,7 +15,7 @@ import { identify } from '@libp2p/identify';
 import { ping } from '@libp2p/ping';
 import { kadDHT, passthroughMapper, removePublicAddressesMapper, type KadDHT, type Validators, type Selectors } from '@libp2p/kad-dht';
 import { multiaddr } from '@multiformats/multiaddr';
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../identity/peer-id.js';
 import type { PeerId } from '@libp2p/interface';
 import type { Identity } from '../identity/identity.js';
 import { dhtSelectors, dhtValidators } from './advert-record.js';
@@ -132,7 +132,7 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
     addrs: () => libp2p.getMultiaddrs().map((a) => a.toString()),
     async dial(peerId, addrs, signal) {
       if (peerId === self) return;
-      const pid = peerIdFromString(peerId);
+      const pid = parsePeerId(peerId);
       if (libp2p.getConnections(pid).length > 0) return;
       if (addrs?.length) {
         const mas = addrs.map((a) => (a.includes('/p2p/') ? multiaddr(a) : multiaddr(`${a}/p2p/${peerId}`)));
@@ -143,7 +143,7 @@ export async function createHost(opts: HostOptions): Promise<OdsiHost> {
     },
     async ping(peerId, o) {
       await host.dial(peerId, o?.addrs, o?.signal);
-      return libp2p.services.ping.ping(peerIdFromString(peerId), { signal: o?.signal });
+      return libp2p.services.ping.ping(parsePeerId(peerId), { signal: o?.signal });
     },
     async stop() {
       await libp2p.stop();

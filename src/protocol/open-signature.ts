@@ -12,7 +12,7 @@
 
 import { createHash } from 'node:crypto';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../identity/peer-id.js';
 import type { Identity } from '../identity/identity.js';
 import { ecdsa } from '../identity/ecdsa.js';
 import type { OpenHeader } from './messages.js';
@@ -102,7 +102,7 @@ export function checkOpenSignature(h: OpenHeader, now?: number): string | undefi
   }
   let pub: Uint8Array | undefined;
   try {
-    pub = peerIdFromString(h.reply.peerId).publicKey?.raw;
+    pub = parsePeerId(h.reply.peerId).publicKey?.raw;
   } catch {
     return 'OPEN reply.peerId is not a valid peer id';
   }

@@ -7,7 +7,7 @@
 // docs/protocol.md §4.3): the output comes back provisional at the RESULT, and its `settled`
 // carries the verifier's verdict on that chain (nothing from it reaches a user before).
 
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../identity/peer-id.js';
 import type { Stream } from '@libp2p/interface';
 import type { ModelConfig } from '../model/types.js';
 import type { Stage, StageInput, StageOutput, StageRange } from '../engine/types.js';
@@ -152,7 +152,10 @@ export class RouteStage implements Stage {
       lastPeer: last.peerId,
       onResultChannel: (ch) => (this.result = ch),
       onMessage: (m) => this.onMessage(m),
-      onResultClosed: (err) => this.onBroken(new RouteError(`result stream from ${last.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', last.peerId)),
+      onResultClosed: (err) =>
+        this.onBroken(
+          new RouteError(`result stream from ${last.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', last.peerId),
+        ),
     });
     const timeoutMs = this.opts.openTimeoutMs ?? 15_000;
     const signal = AbortSignal.timeout(timeoutMs);
@@ -163,15 +166,24 @@ export class RouteStage implements Stage {
       const toLast = last.peerId !== first.peerId ? this.host.dial(last.peerId, last.addrs, signal).catch(() => {}) : undefined;
       await this.host.dial(first.peerId, first.addrs, signal);
       await toLast;
-      stream = await this.host.libp2p.dialProtocol(peerIdFromString(first.peerId), ACT_PROTOCOL, { signal, maxOutboundStreams: MAX_SESSION_STREAMS });
+      // the OPEN is written at once: the protocol name goes with it instead of a round trip of its own
+      stream = await this.host.libp2p.dialProtocol(parsePeerId(first.peerId), ACT_PROTOCOL, {
+        signal,
+        maxOutboundStreams: MAX_SESSION_STREAMS,
+        negotiateFully: false,
+      });
     } catch (e) {
       throw new RouteError(`cannot reach first hop ${first.peerId}: ${(e as Error).message}`, 'unreachable', first.peerId);
     }
     this.first = new Channel(stream, first.peerId, this.host.peerId, {
       onMessage: (m) => this.onMessage(m),
-      onClose: (err) => this.onBroken(new RouteError(`stream to ${first.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', first.peerId)),
+      onClose: (err) =>
+        this.onBroken(new RouteError(`stream to ${first.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', first.peerId)),
     });
-    const timer = setTimeout(() => this.opened?.reject(new RouteError(`route did not come up within ${timeoutMs} ms`, 'timeout')), timeoutMs);
+    const timer = setTimeout(
+      () => this.opened?.reject(new RouteError(`route did not come up within ${timeoutMs} ms`, 'timeout')),
+      timeoutMs,
+    );
     try {
       await this.first.send({ type: MsgType.OPEN, header: this.signedOpen() });
       await up;
@@ -272,7 +284,8 @@ export class RouteStage implements Stage {
     if (input.hidden.length !== input.nTokens * dim) {
       throw new EngineError(`hidden has ${input.hidden.length} values, expected ${input.nTokens} × ${dim}`, 'bad_input');
     }
-    if (!this.first?.isOpen) throw new RouteError(`stream to first hop ${this.hops[0]!.peerId} is closed`, 'unreachable', this.hops[0]!.peerId);
+    if (!this.first?.isOpen)
+      throw new RouteError(`stream to first hop ${this.hops[0]!.peerId} is closed`, 'unreachable', this.hops[0]!.peerId);
     const requestId = this.nextRequest++;
     const header: StepHeader = {
       sessionId: this.sessionId,
@@ -295,7 +308,10 @@ export class RouteStage implements Stage {
       gotResult: false,
       timer: setTimeout(() => {
         this.pending.delete(requestId);
-        failStep(step, new RouteError(`no ${step.gotResult ? 'receipts' : 'result'} for step ${header.step} within ${waitMs} ms`, 'timeout'));
+        failStep(
+          step,
+          new RouteError(`no ${step.gotResult ? 'receipts' : 'result'} for step ${header.step} within ${waitMs} ms`, 'timeout'),
+        );
       }, waitMs),
     };
     step.receipts?.promise.catch(() => undefined); // awaited by the check below, unless the RESULT never came
@@ -311,7 +327,11 @@ export class RouteStage implements Stage {
     if (m.type !== MsgType.RESULT) throw new RouteError('unexpected reply', 'bad_reply');
     const h = m.header;
     if (h.nTokens !== input.nTokens || h.shape[0] !== input.nTokens || h.shape[1] !== dim) {
-      throw new RouteError(`result shape [${h.shape.join(',')}] does not match [${input.nTokens},${dim}]`, 'bad_reply', this.hops[this.hops.length - 1]!.peerId);
+      throw new RouteError(
+        `result shape [${h.shape.join(',')}] does not match [${input.nTokens},${dim}]`,
+        'bad_reply',
+        this.hops[this.hops.length - 1]!.peerId,
+      );
     }
     let hidden: Float32Array;
     try {
@@ -338,7 +358,15 @@ export class RouteStage implements Stage {
       }
       // the verifier reads the chain where a 1.2 RESULT carried it: in its header
       const header = { ...h, receipts: chain } as StepHeader;
-      const bad = await verifier.afterStep({ sessionId: this.sessionId, hops: this.hops, dtype: this.dtype, input, header, sent, payload: m.payload });
+      const bad = await verifier.afterStep({
+        sessionId: this.sessionId,
+        hops: this.hops,
+        dtype: this.dtype,
+        input,
+        header,
+        sent,
+        payload: m.payload,
+      });
       if (bad) throw new RouteError(`${bad.peerId}: ${bad.code}: ${bad.reason}`, 'remote_error', bad.peerId, bad.code);
     };
     const settled = this.verifying.then(check);
@@ -412,6 +440,7 @@ function failStep(p: PendingStep, err: Error): void {
 }
 
 function toRouteError(h: ErrorHeader): RouteError {
-  const code: RouteErrorCode = h.code === 'deadline' ? 'deadline' : h.code === 'unreachable' ? 'unreachable' : h.code === 'timeout' ? 'timeout' : 'remote_error';
+  const code: RouteErrorCode =
+    h.code === 'deadline' ? 'deadline' : h.code === 'unreachable' ? 'unreachable' : h.code === 'timeout' ? 'timeout' : 'remote_error';
   return new RouteError(`${h.peerId || 'remote'}: ${h.code}: ${h.reason}`, code, h.peerId || undefined, h.code, h); // kv-transfer: + detail
 }

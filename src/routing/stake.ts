@@ -14,7 +14,7 @@
 //   PeerLimits    (on nodes) limitWeight: an excluded identity gets no sessions or streams
 // Identities are named by their EVM address (the peer id's key); addressOfPeerId converts.
 
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../identity/peer-id.js';
 import { addressFromPublicKey } from '../identity/identity.js';
 import { randomSeed, seededUniform } from '../util/rng.js';
 
@@ -80,7 +80,7 @@ export function addressOfPeerId(peerId: string): string | undefined {
   let a = addrCache.get(peerId);
   if (a === undefined) {
     try {
-      const pk = peerIdFromString(peerId).publicKey;
+      const pk = parsePeerId(peerId).publicKey;
       a = pk?.type === 'secp256k1' ? addressFromPublicKey(pk.raw) : null;
     } catch {
       a = null;

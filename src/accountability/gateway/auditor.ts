@@ -4,7 +4,7 @@
 // A fetch carries an AuditRequest signed with the host's identity, naming the host as auditor:
 // a node serves a session's committed data only to an auditor its owner (gateway) signed for.
 
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../../identity/peer-id.js';
 import { createStage } from '../../engine/create.js';
 import type { Stage } from '../../engine/types.js';
 import type { WeightSource } from '../../model/types.js';
@@ -76,7 +76,7 @@ export async function fetchCommitted(
   let stream;
   try {
     await host.dial(peer.peerId, peer.addrs, signal);
-    stream = await host.libp2p.dialProtocol(peerIdFromString(peer.peerId), AUDIT_PROTOCOL, { signal });
+    stream = await host.libp2p.dialProtocol(parsePeerId(peer.peerId), AUDIT_PROTOCOL, { signal });
   } catch (e) {
     throw new AuditFetchError(`cannot reach ${peer.peerId} for an audit: ${(e as Error).message}`, false);
   }
@@ -89,7 +89,14 @@ export async function fetchCommitted(
     } catch (e) {
       throw new AuditFetchError(`audit of ${peer.peerId}: ${(e as Error).message}`, false);
     }
-    const h = msg.header as { ok?: boolean; reason?: string; steps?: unknown; output?: { dtype?: string; bytes?: number }; receipt?: unknown; commitment?: unknown };
+    const h = msg.header as {
+      ok?: boolean;
+      reason?: string;
+      steps?: unknown;
+      output?: { dtype?: string; bytes?: number };
+      receipt?: unknown;
+      commitment?: unknown;
+    };
     if (h.ok !== true) throw new AuditFetchError(`${peer.peerId} refused the audit: ${String(h.reason ?? 'no reason')}`, true);
     if (!Array.isArray(h.steps) || !h.output || !DTYPES.has(String(h.output.dtype)) || !Number.isSafeInteger(h.output.bytes))
       throw new AuditFetchError(`${peer.peerId} sent a malformed audit reply`, true);
@@ -99,12 +106,21 @@ export async function fetchCommitted(
       const n = Number(s.bytes);
       if (!Number.isSafeInteger(n) || n < 0 || off + n > msg.payload.length || !DTYPES.has(String(s.dtype)))
         throw new AuditFetchError(`${peer.peerId} sent a malformed audit reply (step entry)`, true);
-      steps.push({ step: Number(s.step), pos: Number(s.pos), nTokens: Number(s.nTokens), dtype: s.dtype as Dtype, input: msg.payload.subarray(off, off + n) });
+      steps.push({
+        step: Number(s.step),
+        pos: Number(s.pos),
+        nTokens: Number(s.nTokens),
+        dtype: s.dtype as Dtype,
+        input: msg.payload.subarray(off, off + n),
+      });
       off += n;
     }
     const ob = h.output.bytes!;
-    if (off + ob !== msg.payload.length) throw new AuditFetchError(`${peer.peerId} sent ${msg.payload.length} payload bytes, header says ${off + ob}`, true);
-    return { steps, output: { dtype: h.output.dtype as Dtype, bytes: msg.payload.subarray(off, off + ob) },
+    if (off + ob !== msg.payload.length)
+      throw new AuditFetchError(`${peer.peerId} sent ${msg.payload.length} payload bytes, header says ${off + ob}`, true);
+    return {
+      steps,
+      output: { dtype: h.output.dtype as Dtype, bytes: msg.payload.subarray(off, off + ob) },
       receipt: h.receipt,
       ...(h.commitment !== undefined ? { commitment: h.commitment } : {}),
     };

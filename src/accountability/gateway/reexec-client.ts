@@ -4,7 +4,7 @@
 // request carries a ReexecutionRequest signed with the host's identity (the node serves only
 // the peer that signed it); the answer is a ReexecutionReceipt.
 
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../../identity/peer-id.js';
 import type { Stream } from '@libp2p/interface';
 import type { OdsiHost } from '../../p2p/host.js';
 import { AUDIT_EXEC_PROTOCOL, readAuditMessage, sendAuditMessage } from '../../protocol/audit-messages.js';
@@ -103,7 +103,7 @@ export async function requestReexecution(
   let stream: Stream;
   try {
     await host.dial(peer.peerId, peer.addrs, signal);
-    stream = await host.libp2p.dialProtocol(peerIdFromString(peer.peerId), AUDIT_EXEC_PROTOCOL, { signal });
+    stream = await host.libp2p.dialProtocol(parsePeerId(peer.peerId), AUDIT_EXEC_PROTOCOL, { signal });
   } catch (e) {
     throw new ReexecError(`cannot reach ${peer.peerId} for a re-execution: ${(e as Error).message}`, false);
   }

@@ -2,7 +2,7 @@
 // from the activation protocol's session ids, peer id → address. (The audit protocols'
 // messages are in protocol/audit-messages.ts.)
 
-import { peerIdFromString } from '@libp2p/peer-id';
+import { parsePeerId } from '../../identity/peer-id.js';
 import { keccak256 } from '../../util/keccak.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { addressFromPublicKey } from '../../identity/identity.js';
@@ -55,7 +55,7 @@ export function sessionIdOf(sessionId: string): Hex {
 
 /** EVM address behind a secp256k1 libp2p peer id (throws for other key types). */
 export const addressOfPeer = remembered(10_000, (peerId) => {
-  const pk = peerIdFromString(peerId).publicKey;
+  const pk = parsePeerId(peerId).publicKey;
   if (!pk || pk.type !== 'secp256k1') throw new Error(`peer ${peerId} has no secp256k1 key: it cannot sign odsi records`);
   return addressFromPublicKey(pk.raw);
 });
