@@ -112,28 +112,33 @@ function startNode(
   modelId: string,
   accountability: boolean,
 ): Promise<{ peerId: string; pid: number }> {
-  const p = star.spawn(ns, process.execPath, [
-    odsiBin(),
-    'node',
-    '--model',
-    model,
-    '--layers',
-    `${range[0]}:${range[1]}`,
-    '--listen',
-    listen,
-    '--engine',
-    engine,
-    '--threads',
-    String(threads),
-    '--bench-tokens',
-    '0',
-    '--model-id',
-    modelId,
-    '--announce-interval',
-    '60000',
-    '--log-level',
-    'warn',
-  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ODSI_ACCOUNTABILITY: accountability ? '1' : '0' } });
+  const p = star.spawn(
+    ns,
+    process.execPath,
+    [
+      odsiBin(),
+      'node',
+      '--model',
+      model,
+      '--layers',
+      `${range[0]}:${range[1]}`,
+      '--listen',
+      listen,
+      '--engine',
+      engine,
+      '--threads',
+      String(threads),
+      '--bench-tokens',
+      '0',
+      '--model-id',
+      modelId,
+      '--announce-interval',
+      '60000',
+      '--log-level',
+      'warn',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ODSI_ACCOUNTABILITY: accountability ? '1' : '0' } },
+  );
   return waitReady(p, `node ${range.join(':')} in ${ns}`, 300_000) as Promise<{ peerId: string; pid: number }>;
 }
 
@@ -163,25 +168,67 @@ function waitReady(p: import('node:child_process').ChildProcess, label: string, 
   });
 }
 
-async function runProfile(profile: LinkProfile, o: Omit<InnerConfig, 'profile' | 'listen' | 'hops' | 'echo' | 'out'>, splits: [number, number][]): Promise<unknown> {
+async function runProfile(
+  profile: LinkProfile,
+  o: Omit<InnerConfig, 'profile' | 'listen' | 'hops' | 'echo' | 'out'>,
+  splits: [number, number][],
+): Promise<unknown> {
   const prefix = `odsi-wan-${process.pid}`;
   const names = ['gw', ...splits.map((_, i) => `n${i + 1}`)];
-  console.log(`\n[${profile.name}] ${profile.delayMs} ms ± ${profile.jitterMs} ms one-way, ${profile.rateMbit} Mbit/s, loss ${(profile.loss * 100).toFixed(2)} %`);
+  console.log(
+    `\n[${profile.name}] ${profile.delayMs} ms ± ${profile.jitterMs} ms one-way, ${profile.rateMbit} Mbit/s, loss ${(profile.loss * 100).toFixed(2)} %`,
+  );
   const star = NetnsStar.create(prefix, names, { rateMbit: profile.rateMbit });
   current = star;
   const tmp = mkdtempSync(join(tmpdir(), 'odsi-wan-'));
   try {
     // relays in the hub: one per node (and the gateway, for reply dials), one to the echo server
-    const rules = names.map((_, i) => ({ listenHost: star.hubAddr(i), listenPort: NODE_PORT, targetHost: star.addr(i), targetPort: NODE_PORT }));
+    const rules = names.map((_, i) => ({
+      listenHost: star.hubAddr(i),
+      listenPort: NODE_PORT,
+      targetHost: star.addr(i),
+      targetPort: NODE_PORT,
+    }));
     rules.push({ listenHost: star.hubAddr(1), listenPort: ECHO_PORT, targetHost: star.addr(1), targetPort: ECHO_PORT });
-    const relayCfg: RelayConfig = { mode: 'relay', delayMs: profile.delayMs, jitterMs: profile.jitterMs, loss: profile.loss, rules, seed: 1 };
+    const relayCfg: RelayConfig = {
+      mode: 'relay',
+      delayMs: profile.delayMs,
+      jitterMs: profile.jitterMs,
+      loss: profile.loss,
+      rules,
+      seed: 1,
+    };
     const relayJs = join(HERE, 'lib/wan-relay.js');
-    await waitReady(star.spawn(star.hub, 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(relayCfg)], { stdio: ['ignore', 'pipe', 'pipe'] }), 'relay', 10_000);
+    await waitReady(
+      star.spawn(star.hub, 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(relayCfg)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+      'relay',
+      10_000,
+    );
     const echoCfg: EchoConfig = { mode: 'echo', host: star.addr(1), port: ECHO_PORT };
-    await waitReady(star.spawn(star.ns(1), 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(echoCfg)], { stdio: ['ignore', 'pipe', 'pipe'] }), 'echo', 10_000);
+    await waitReady(
+      star.spawn(star.ns(1), 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(echoCfg)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+      'echo',
+      10_000,
+    );
     const t0 = performance.now();
     const nodes = await Promise.all(
-      splits.map((r, i) => startNode(star, star.ns(i + 1), `/ip4/${star.addr(i + 1)}/tcp/${NODE_PORT}`, o.modelPath, r, o.engine, o.threads, o.modelId, o.accountability)),
+      splits.map((r, i) =>
+        startNode(
+          star,
+          star.ns(i + 1),
+          `/ip4/${star.addr(i + 1)}/tcp/${NODE_PORT}`,
+          o.modelPath,
+          r,
+          o.engine,
+          o.threads,
+          o.modelId,
+          o.accountability,
+        ),
+      ),
     );
     console.log(`  nodes up in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${nodes.map((n) => n.peerId.slice(-6)).join(', ')}`);
     const out = join(tmp, 'result.json');
@@ -190,15 +237,25 @@ async function runProfile(profile: LinkProfile, o: Omit<InnerConfig, 'profile' |
       profile,
       listen: `/ip4/${star.addr(0)}/tcp/${NODE_PORT}`,
       // the gateway reaches node i only through the relay on the hub's side of node i's link
-      hops: nodes.map((n, i) => ({ peerId: n.peerId, addrs: [`/ip4/${star.hubAddr(i + 1)}/tcp/${NODE_PORT}/p2p/${n.peerId}`], start: splits[i]![0], end: splits[i]![1] })),
+      hops: nodes.map((n, i) => ({
+        peerId: n.peerId,
+        addrs: [`/ip4/${star.hubAddr(i + 1)}/tcp/${NODE_PORT}/p2p/${n.peerId}`],
+        start: splits[i]![0],
+        end: splits[i]![1],
+      })),
       echo: { host: star.hubAddr(1), port: ECHO_PORT },
       out,
     };
     const cfgFile = join(tmp, 'config.json');
     writeFileSync(cfgFile, JSON.stringify(cfg));
-    const inner = star.spawn(star.ns(0), process.execPath, ['--import', join(ROOT, 'dist/src/util/polyfill.js'), fileURLToPath(import.meta.url), '--inner', cfgFile], {
-      stdio: ['ignore', 'inherit', 'inherit'],
-    });
+    const inner = star.spawn(
+      star.ns(0),
+      process.execPath,
+      ['--import', join(ROOT, 'dist/src/util/polyfill.js'), fileURLToPath(import.meta.url), '--inner', cfgFile],
+      {
+        stdio: ['ignore', 'inherit', 'inherit'],
+      },
+    );
     const code = await new Promise<number | null>((r) => inner.once('exit', (c) => r(c)));
     if (code !== 0 || !existsSync(out)) throw new Error(`gateway side of ${profile.name} failed (exit ${code})`);
     return JSON.parse(readFileSync(out, 'utf8'));
@@ -206,7 +263,9 @@ async function runProfile(profile: LinkProfile, o: Omit<InnerConfig, 'profile' |
     await star.destroy();
     current = undefined;
     rmSync(tmp, { recursive: true, force: true });
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(prefix));
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.startsWith(prefix));
     if (left.length) console.error(`WARNING: namespaces left behind: ${left.join(', ')}`);
   }
 }
@@ -222,7 +281,9 @@ async function outer(): Promise<void> {
   });
   const modelPath = resolve(args.model ?? join(ROOT, 'bench/tmp/smollm2-135m-f32.gguf'));
   if (!existsSync(modelPath))
-    throw new Error(`${modelPath} missing: node bin/odsi.js model synth --shape smollm2-135m --dtype f32 --seed 1 --out bench/tmp/smollm2-135m-f32.gguf`);
+    throw new Error(
+      `${modelPath} missing: node bin/odsi.js model synth --shape smollm2-135m --dtype f32 --seed 1 --out bench/tmp/smollm2-135m-f32.gguf`,
+    );
   const { openModel } = await import('../src/model/load.js');
   const { splitLayers } = await import('../src/engine/create.js');
   const { modelIdentity } = await import('../src/model/identity.js');
@@ -236,13 +297,28 @@ async function outer(): Promise<void> {
   const dtypes = args.dtypes!.split(',') as InnerConfig['dtypes'];
   const machine = describeMachine();
   console.log(machineLine(machine));
-  console.log(`${modelPath}: ${c.nLayers} layers, dim ${c.dim}; engine ${engine}, ${threads} threads per process; nodes [${splits.map((r) => r.join(':')).join(' ')}]`);
-  const o = { modelPath, modelId, accountability: args.accountability !== 'off', engine, threads, tokens: Number(args.tokens), rounds: Number(args.rounds), prefillTokens: Number(args.prefill), dtypes };
+  console.log(
+    `${modelPath}: ${c.nLayers} layers, dim ${c.dim}; engine ${engine}, ${threads} threads per process; nodes [${splits.map((r) => r.join(':')).join(' ')}]`,
+  );
+  const o = {
+    modelPath,
+    modelId,
+    accountability: args.accountability !== 'off',
+    engine,
+    threads,
+    tokens: Number(args.tokens),
+    rounds: Number(args.rounds),
+    prefillTokens: Number(args.prefill),
+    dtypes,
+  };
   const results: unknown[] = [];
   for (const p of profiles) results.push(await runProfile(p, o, splits));
   const outFile =
     args.out ??
-    join(ROOT, `bench/results/wan${modelPath.includes('stories') ? '-stories260k' : ''}${o.accountability ? '' : '-noaccountability'}.json`);
+    join(
+      ROOT,
+      `bench/results/wan${modelPath.includes('stories') ? '-stories260k' : ''}${o.accountability ? '' : '-noaccountability'}.json`,
+    );
   writeResult(outFile, {
     what: '3-node swarm across network namespaces with emulated WAN links (tbf rate + user-space delay/jitter/loss relay): per-token latency vs floor compute + (k+1)·one-way delay; prefill transfer by wire dtype',
     note: `all processes share this machine's ${machine.cores} cores (the VM is shared with other jobs: see loadAvg); loss is emulated as an extra retransmission timeout on a fraction of chunks (bench/lib/wan-relay.ts)`,
@@ -292,7 +368,9 @@ async function inner(cfgFile: string): Promise<void> {
   const samples: (StepSample & { round: number })[] = [];
   const tokensPerRun: number[] = [];
   try {
-    const promptIds = gw.tokenizer.encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gw.addBos }).slice(0, 16);
+    const promptIds = gw.tokenizer
+      .encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gw.addBos })
+      .slice(0, 16);
     await gw.run({ promptIds, maxTokens: 3, sampling: { temperature: 0 } });
     for (let r = 0; r < cfg.rounds; r++) {
       const res = await gw.run({
@@ -327,7 +405,12 @@ async function inner(cfgFile: string): Promise<void> {
     transfersPerStep: k + 1,
     perTransferOverheadMs: dist(over.map((x) => x / (k + 1))),
   };
-  const target = { what: 'median step − (Σ compute + (k+1)·measured one-way delay), ms', target: 5, value: decode.overFloorMs.p50, met: decode.overFloorMs.p50 <= 5 };
+  const target = {
+    what: 'median step − (Σ compute + (k+1)·measured one-way delay), ms',
+    target: 5,
+    value: decode.overFloorMs.p50,
+    met: decode.overFloorMs.p50 <= 5,
+  };
   console.log(
     `  decode: step ${decode.stepMs.p50} ms (p90 ${decode.stepMs.p90}) = compute ${decode.computeMs.p50} + ${k + 1}×${oneWayMs.toFixed(2)} ms + over-floor ${decode.overFloorMs.p50} ms (p90 ${decode.overFloorMs.p90}, p99 ${decode.overFloorMs.p99}); target ≤ 5 ms: ${target.met ? 'met' : 'MISSED'}`,
   );
@@ -342,14 +425,38 @@ async function inner(cfgFile: string): Promise<void> {
   const ids = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % c.vocabSize);
   const hidden = (await embed.forward({ sessionId: 'prefill', pos: 0, nTokens: n, tokens: ids })).hidden!;
   const bytesPer = { f32: 4, f16: 2, bf16: 2 } as const;
-  const prefill: { dtype: string; rep: number; roundTripMs: number; computeMs: number; transferMs: number; bytesPerTransfer: number; relL2VsF32: number }[] = [];
+  /** each extra route's open, ms, in order (the first also dials the links) */
+  const routeOpenMs: number[] = [];
+  const prefill: {
+    dtype: string;
+    rep: number;
+    roundTripMs: number;
+    computeMs: number;
+    transferMs: number;
+    bytesPerTransfer: number;
+    relL2VsF32: number;
+  }[] = [];
   try {
-    const opened = await Promise.all(
-      cfg.dtypes.map(async (dtype) => ({
+    // one after the other, each timed: the first also dials the gateway's connections (TCP and
+    // Noise handshakes over the emulated link); the others reuse them, so theirs is the session
+    // open alone (OPEN through the k hops and the result stream back: one stream per link)
+    const opened: { dtype: (typeof cfg.dtypes)[number]; route: Awaited<ReturnType<typeof routes.open>> }[] = [];
+    for (const dtype of cfg.dtypes) {
+      const t0 = performance.now();
+      const route = await routes.open({
+        modelId: cfg.modelId,
+        config: c,
+        hops: cfg.hops,
+        sessionId: `wan-prefill-${dtype}-${process.pid}`,
+        maxTokens: n + 4,
         dtype,
-        route: await routes.open({ modelId: cfg.modelId, config: c, hops: cfg.hops, sessionId: `wan-prefill-${dtype}-${process.pid}`, maxTokens: n + 4, dtype, openTimeoutMs: 60_000, stepTimeoutMs: 600_000 }),
-      })),
-    );
+        openTimeoutMs: 60_000,
+        stepTimeoutMs: 600_000,
+      });
+      opened.push({ dtype, route });
+      routeOpenMs.push(r3(performance.now() - t0));
+    }
+    console.log(`  route open: ${routeOpenMs.map((ms) => `${ms} ms`).join(', ')} (the first dials the links)`);
     let ref: Float32Array | undefined;
     for (let rep = 0; rep < 3; rep++) {
       for (const { dtype, route } of opened) {
@@ -391,8 +498,11 @@ async function inner(cfgFile: string): Promise<void> {
       bytesPerTransfer: bytes,
       transferMs: t,
       // what the link alone needs: (k+1) transfers of the bytes at the measured rate, plus one-way delays
-      linkFloorMs: r3((k + 1) * ((bytes * 8) / (rate.median * 1e6) * 1000 + oneWayMs)),
-      relL2VsF32: dist(xs.map((x) => x.relL2VsF32), 8).p50,
+      linkFloorMs: r3((k + 1) * (((bytes * 8) / (rate.median * 1e6)) * 1000 + oneWayMs)),
+      relL2VsF32: dist(
+        xs.map((x) => x.relL2VsF32),
+        8,
+      ).p50,
     };
   });
   for (const b of byDtype)
@@ -402,8 +512,15 @@ async function inner(cfgFile: string): Promise<void> {
 
   writeResult(cfg.out, {
     profile: p,
-    link: { rtt64B: { ...rtt64, samples: undefined }, rtt8KB: { ...rtt8k, samples: undefined }, rateMbit: rate, bulkBytes: bulk, oneWayMs: r3(oneWayMs) },
+    link: {
+      rtt64B: { ...rtt64, samples: undefined },
+      rtt8KB: { ...rtt8k, samples: undefined },
+      rateMbit: rate,
+      bulkBytes: bulk,
+      oneWayMs: r3(oneWayMs),
+    },
     decode,
+    routeOpenMs,
     prefill: { tokens: n, byDtype, samples: prefill },
     targets: [target],
   });
@@ -425,4 +542,3 @@ main().then(
     process.exit(1);
   },
 );
-

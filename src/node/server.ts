@@ -336,12 +336,9 @@ export class NodeServer {
   private async connect(peerId: string, addrs: string[], protocol: string, s: Session): Promise<Channel> {
     const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS);
     await this.o.host.dial(peerId, addrs, signal);
-    // the caller writes (OPEN or OPENED) at once: the protocol name goes with that first message
-    // instead of a round trip of its own; a peer that does not speak it closes the stream (onClose)
     const stream = await this.o.host.libp2p.dialProtocol(parsePeerId(peerId), protocol, {
       signal,
       maxOutboundStreams: MAX_SESSION_STREAMS,
-      negotiateFully: false,
     });
     return new Channel(
       stream,

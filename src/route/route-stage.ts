@@ -166,12 +166,7 @@ export class RouteStage implements Stage {
       const toLast = last.peerId !== first.peerId ? this.host.dial(last.peerId, last.addrs, signal).catch(() => {}) : undefined;
       await this.host.dial(first.peerId, first.addrs, signal);
       await toLast;
-      // the OPEN is written at once: the protocol name goes with it instead of a round trip of its own
-      stream = await this.host.libp2p.dialProtocol(parsePeerId(first.peerId), ACT_PROTOCOL, {
-        signal,
-        maxOutboundStreams: MAX_SESSION_STREAMS,
-        negotiateFully: false,
-      });
+      stream = await this.host.libp2p.dialProtocol(parsePeerId(first.peerId), ACT_PROTOCOL, { signal, maxOutboundStreams: MAX_SESSION_STREAMS });
     } catch (e) {
       throw new RouteError(`cannot reach first hop ${first.peerId}: ${(e as Error).message}`, 'unreachable', first.peerId);
     }
