@@ -166,7 +166,10 @@ export class RouteStage implements Stage {
       const toLast = last.peerId !== first.peerId ? this.host.dial(last.peerId, last.addrs, signal).catch(() => {}) : undefined;
       await this.host.dial(first.peerId, first.addrs, signal);
       await toLast;
-      stream = await this.host.libp2p.dialProtocol(parsePeerId(first.peerId), ACT_PROTOCOL, { signal, maxOutboundStreams: MAX_SESSION_STREAMS });
+      stream = await this.host.libp2p.dialProtocol(parsePeerId(first.peerId), ACT_PROTOCOL, {
+        signal,
+        maxOutboundStreams: MAX_SESSION_STREAMS,
+      });
     } catch (e) {
       throw new RouteError(`cannot reach first hop ${first.peerId}: ${(e as Error).message}`, 'unreachable', first.peerId);
     }
