@@ -66,6 +66,10 @@ export const PROFILES: Record<string, LinkProfile> = {
 interface InnerConfig {
   profile: LinkProfile;
   accountability: boolean;
+  /** negotiated streams the gateway and the nodes keep ready per peer just used (odsi node --stream-spares) */
+  streamSpares: number;
+  /** extra routes opened (and closed) one after the other, each timed */
+  reopens: number;
   modelPath: string;
   /** the model's identity (hashed once here; nodes are told it with --model-id) */
   modelId: string;
@@ -95,6 +99,10 @@ const { values: args } = parseArgs({
     out: { type: 'string' },
     // off: nodes run with ODSI_ACCOUNTABILITY=0 and the gateway checks no receipts (diagnosis)
     accountability: { type: 'string', default: 'on' },
+    // 0: every session stream negotiates its protocol (one round trip per link of a route open)
+    'stream-spares': { type: 'string', default: '1' },
+    // extra routes opened (and closed) one after the other, each timed
+    reopens: { type: 'string', default: '6' },
   },
 });
 
@@ -111,6 +119,7 @@ function startNode(
   threads: number,
   modelId: string,
   accountability: boolean,
+  streamSpares: number,
 ): Promise<{ peerId: string; pid: number }> {
   const p = star.spawn(
     ns,
@@ -134,6 +143,8 @@ function startNode(
       modelId,
       '--announce-interval',
       '60000',
+      '--stream-spares',
+      String(streamSpares),
       '--log-level',
       'warn',
     ],
@@ -227,6 +238,7 @@ async function runProfile(
           o.threads,
           o.modelId,
           o.accountability,
+          o.streamSpares,
         ),
       ),
     );
@@ -304,6 +316,8 @@ async function outer(): Promise<void> {
     modelPath,
     modelId,
     accountability: args.accountability !== 'off',
+    streamSpares: Number(args['stream-spares']),
+    reopens: Number(args.reopens),
     engine,
     threads,
     tokens: Number(args.tokens),
@@ -364,20 +378,25 @@ async function inner(cfgFile: string): Promise<void> {
     peers: cfg.hops.map((h) => ({ ...h, msPerToken: 1, load: 0, freeKvTokens: 1e6 })),
     failover: { graceMs: 60_000, minStepMs: 120_000 },
     accountability: { enabled: cfg.accountability },
+    streamSpares: cfg.streamSpares,
   });
   const samples: (StepSample & { round: number })[] = [];
   const tokensPerRun: number[] = [];
+  /** per round: request start → first token (route open, prefill, first step) */
+  const firstTokenMs: number[] = [];
   try {
     const promptIds = gw.tokenizer
       .encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gw.addBos })
       .slice(0, 16);
     await gw.run({ promptIds, maxTokens: 3, sampling: { temperature: 0 } });
     for (let r = 0; r < cfg.rounds; r++) {
+      const t0 = performance.now();
       const res = await gw.run({
         promptIds,
         maxTokens: cfg.tokens,
         sampling: { temperature: 0 },
         onToken: (t) => {
+          if (firstTokenMs.length === r) firstTokenMs.push(r3(performance.now() - t0));
           if (t.step > 0) samples.push({ ...stepSample(t.timeline), round: r });
         },
       });
@@ -420,13 +439,15 @@ async function inner(cfgFile: string): Promise<void> {
   const c = src.config;
   const embed = await createStage(cfg.engine, src, { start: 0, end: 0, embed: true, head: false }, { threads: cfg.threads });
   const host = await createHost({ identity: generateIdentity(), listen: [cfg.listen.replace(`/tcp/${NODE_PORT}`, '/tcp/0')] });
-  const routes = await RouteClient.start(host);
+  const routes = await RouteClient.start(host, { streamSpares: cfg.streamSpares });
   const n = cfg.prefillTokens;
   const ids = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 13) % c.vocabSize);
   const hidden = (await embed.forward({ sessionId: 'prefill', pos: 0, nTokens: n, tokens: ids })).hidden!;
   const bytesPer = { f32: 4, f16: 2, bf16: 2 } as const;
   /** each extra route's open, ms, in order (the first also dials the links) */
   const routeOpenMs: number[] = [];
+  /** then cfg.reopens more, each opened and closed before the next */
+  const routeReopenMs: number[] = [];
   const prefill: {
     dtype: string;
     rep: number;
@@ -483,6 +504,22 @@ async function inner(cfgFile: string): Promise<void> {
       }
     }
     for (const { route } of opened) await route.dispose();
+    for (let i = 0; i < cfg.reopens; i++) {
+      const t0 = performance.now();
+      const route = await routes.open({
+        modelId: cfg.modelId,
+        config: c,
+        hops: cfg.hops,
+        sessionId: `wan-reopen-${i}-${process.pid}`,
+        maxTokens: 8,
+        openTimeoutMs: 60_000,
+      });
+      routeReopenMs.push(r3(performance.now() - t0));
+      await route.dispose();
+    }
+    console.log(
+      `  route open, again ×${cfg.reopens} (stream spares ${cfg.streamSpares}): ${routeReopenMs.map((ms) => `${ms}`).join(', ')} ms (median ${dist(routeReopenMs).p50}); first token of each request: ${firstTokenMs.join(', ')} ms`,
+    );
   } finally {
     await routes.stop();
     await host.stop();
@@ -521,6 +558,9 @@ async function inner(cfgFile: string): Promise<void> {
     },
     decode,
     routeOpenMs,
+    routeReopenMs: dist(routeReopenMs),
+    routeReopenSamples: routeReopenMs,
+    firstTokenMs,
     prefill: { tokens: n, byDtype, samples: prefill },
     targets: [target],
   });

@@ -11,6 +11,7 @@ import { mountDashboard } from '../dashboard/http.js';
 import { gatewayAccountabilityConfig } from './config.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
+import { DEFAULT_STREAM_SPARES } from '../p2p/stream-pool.js';
 
 export function register(program: Command): void {
   program
@@ -23,6 +24,7 @@ export function register(program: Command): void {
     .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/0'])
     .option('--deadline-ms <n>', 'default per-token deadline budget for routes (ms)', intArg)
     .option('--engine <kind>', 'engine for the embedding/head stages: reference | ort', 'reference')
+    .option('--stream-spares <n>', 'negotiated activation streams kept ready to each first hop just used (saves a round trip per request; 0 = none)', intArg, DEFAULT_STREAM_SPARES.spares)
     .option('--wait-route-ms <n>', 'wait up to this long for a route over every layer before reporting ready', intArg, 0)
     .option('--identity <file>', 'gateway key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent (default: a fresh key)')
     .option('--max-concurrent <n>', 'requests generated at once before answering 503', intArg, 64)
@@ -66,6 +68,7 @@ export function register(program: Command): void {
         deadlineMs?: number;
         engine: string;
         waitRouteMs: number;
+        streamSpares: number;
         maxConcurrent: number;
         maxConnections: number;
         maxBodyBytes: number;
@@ -116,6 +119,7 @@ export function register(program: Command): void {
           listen: o.listen,
           deadlineMs: o.deadlineMs,
           engine: o.engine,
+          streamSpares: o.streamSpares,
           accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }),
         });
         const api = createApiServer(gw, {

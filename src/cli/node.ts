@@ -20,6 +20,7 @@ import type { ProtectionSync } from '../accountability/node/slashing-protection.
 import { openLedger } from '../ledger/open.js';
 import { LedgerStakeView } from '../ledger/stake-view.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
+import { DEFAULT_STREAM_SPARES } from '../p2p/stream-pool.js';
 
 interface NodeCliOptions {
   model: string;
@@ -47,6 +48,7 @@ interface NodeCliOptions {
   maxStepTokens: string;
   maxConnectionsPerPeer: string;
   streamOpensPerSec: string;
+  streamSpares: string;
   auditWindow: string;
   auditFetchesPerMinute: string;
   auditFetchesInFlight: string;
@@ -144,6 +146,7 @@ export function register(program: Command): void {
     .option('--stream-idle-timeout <ms>', 'close an inbound stream with no complete message and no live session after this long', String(DEFAULT_PEER_LIMITS.streamIdleMs))
     .option('--max-step-tokens <n>', 'tokens one STEP may carry (bounds the bytes buffered per stream)', String(DEFAULT_PEER_LIMITS.maxStepTokens))
     .option('--max-connections-per-peer <n>', 'connections one remote peer may hold', String(DEFAULT_MAX_CONNECTIONS_PER_PEER))
+    .option('--stream-spares <n>', 'negotiated streams kept ready to each next hop and gateway just used (saves a round trip per session open; 0 = none)', String(DEFAULT_STREAM_SPARES.spares))
     .option('--stream-opens-per-sec <n>', 'inbound streams one remote peer may open per second (bursts of 4 s allowed)', String(DEFAULT_PEER_LIMITS.streamOpensPerSec))
     // accountability (ODSI_ACCOUNTABILITY=1): what is kept for auditors, and per-peer audit bounds
     .option('--audit-window <ms>', 'keep committed steps for auditors this long after a session\'s last step', String(DEFAULT_ARCHIVE_LIMITS.challengeWindowMs))
@@ -199,6 +202,7 @@ export function register(program: Command): void {
           streamOpensPerSec: posInt('--stream-opens-per-sec', o.streamOpensPerSec),
         },
         maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
+        streamSpares: nonNegInt('--stream-spares', o.streamSpares),
         accountability: accountabilityFrom(env, o),
         protectionDb: protectionDbPath(o),
         protectionSync: protectionSync(o.protectionSync),

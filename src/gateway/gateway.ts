@@ -72,6 +72,8 @@ export interface GatewayOptions {
   /** drawn tokens that may wait for their step's receipt verdict while later steps run
    *  (default PIPELINE_DEPTH; 0: each step goes out only after the previous one verified) */
   pipelineDepth?: number;
+  /** negotiated activation streams kept ready per first hop just used (default 1; 0: none; p2p/stream-pool.ts) */
+  streamSpares?: number;
   /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
   accountability?: GatewayAccountabilityConfig;
   /** register the gateway's metrics (coverage, recoveries, audits, fallback, DHT lookups) here,
@@ -222,7 +224,10 @@ export class Gateway extends PipelineBackend {
       stages.push(new CoalescingStage(await createStage(engine, src, { start: L, end: L, embed: false, head: true })));
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       // a RESULT carries at most a whole context's rows (plus its receipts)
-      const routes = await RouteClient.start(host, { maxResultBytes: src.config.contextLength * src.config.dim * 4 + (1 << 20) });
+      const routes = await RouteClient.start(host, {
+        maxResultBytes: src.config.contextLength * src.config.dim * 4 + (1 << 20),
+        streamSpares: opts.streamSpares,
+      });
       const lc = opts.ledger;
       const stakeView = lc ? await LedgerStakeView.open(lc.ledger, { refreshMs: lc.stakeRefreshMs }) : undefined;
       const gw = new Gateway({ ...opts, stake: opts.stake ?? stakeView }, host, routes, src, stages[0]!, stages[1]!, tokenizer, modelId);

@@ -59,6 +59,8 @@ export interface NodeOptions {
   peerLimits?: Partial<PeerLimitsOptions>;
   /** connections one remote peer may hold to this node (default: the host's) */
   maxConnectionsPerPeer?: number;
+  /** negotiated onward streams kept ready per peer just used (default 1; 0: none; p2p/stream-pool.ts) */
+  streamSpares?: number;
   /** receipts, commitments and audits (absent: accountability is off) */
   accountability?: NodeAccountability;
   /** stake (e.g. the ledger's view): scales each remote peer's limits (PeerLimits.weight); an excluded identity is refused */
@@ -219,6 +221,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       metrics,
       log,
       batching: o.batching,
+      streamSpares: o.streamSpares,
     });
     await server.start();
     const metricsHttp = metrics ? await serveMetrics(metrics.registry, o.metricsPort ?? 0, o.metricsHost) : undefined;

@@ -13,12 +13,12 @@
 // owner's sessions; the node dials only addresses of the signed route and says of a failed dial
 // only that it was unreachable; an ERROR is never answered with an ERROR.
 
-import { parsePeerId } from '../identity/peer-id.js';
 import type { Stream, Connection } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Stage } from '../engine/types.js';
 import { Channel } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
+import { DEFAULT_STREAM_SPARES, StreamPool } from '../p2p/stream-pool.js';
 import {
   ACT_PROTOCOL,
   MAX_SESSION_STREAMS,
@@ -61,6 +61,8 @@ export interface NodeServerOptions {
   metrics?: NodeMetrics;
   /** continuous batching: tokens per scheduler iteration, and the longest prompt chunk in one */
   batching?: { tokenBudget?: number; chunkTokens?: number; maxBatch?: number };
+  /** negotiated streams kept ready per next hop (and per gateway for results) just used (default 1; 0: none; stream-pool.ts) */
+  streamSpares?: number;
   log?: Logger;
 }
 
@@ -85,9 +87,20 @@ export class NodeServer {
   private auditExec?: AuditExecServer;
   private readonly limits: PeerLimits;
   private readonly usedOpens = new UsedOpens();
+  /** onward streams by protocol: to next hops (activations) and to gateways (results) */
+  private readonly streams: Record<typeof ACT_PROTOCOL | typeof RESULT_PROTOCOL, StreamPool>;
 
   constructor(private readonly o: NodeServerOptions) {
     this.self = o.host.peerId;
+    const pool = (protocol: string) =>
+      new StreamPool({
+        ...DEFAULT_STREAM_SPARES,
+        spares: o.streamSpares ?? DEFAULT_STREAM_SPARES.spares,
+        libp2p: o.host.libp2p,
+        protocol,
+        maxOutboundStreams: MAX_SESSION_STREAMS,
+      });
+    this.streams = { [ACT_PROTOCOL]: pool(ACT_PROTOCOL), [RESULT_PROTOCOL]: pool(RESULT_PROTOCOL) };
     const limits = (this.limits = o.limits ?? new PeerLimits(NO_PEER_LIMITS));
     this.sessions = new SessionTable({
       onTeardown: (s) => limits.release(s.owner, s.reserved),
@@ -153,6 +166,7 @@ export class NodeServer {
 
   async stop(): Promise<void> {
     await this.o.host.libp2p.unhandle(ACT_PROTOCOL).catch(() => {});
+    for (const pool of Object.values(this.streams)) pool.close();
     await this.handover.stop();
     await this.auditExec?.stop();
     await this.o.stamper.stop();
@@ -333,13 +347,15 @@ export class NodeServer {
     this.o.log?.info({ session: s.id, hop: h.hop, last: s.isLast }, 'session open');
   }
 
-  private async connect(peerId: string, addrs: string[], protocol: string, s: Session): Promise<Channel> {
+  private async connect(
+    peerId: string,
+    addrs: string[],
+    protocol: typeof ACT_PROTOCOL | typeof RESULT_PROTOCOL,
+    s: Session,
+  ): Promise<Channel> {
     const signal = AbortSignal.timeout(DIAL_TIMEOUT_MS);
     await this.o.host.dial(peerId, addrs, signal);
-    const stream = await this.o.host.libp2p.dialProtocol(parsePeerId(peerId), protocol, {
-      signal,
-      maxOutboundStreams: MAX_SESSION_STREAMS,
-    });
+    const stream = await this.streams[protocol].take(peerId, signal);
     return new Channel(
       stream,
       peerId,

@@ -7,7 +7,8 @@
 import type { Stream, Connection } from '@libp2p/interface';
 import { Channel, type ChannelOptions } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL, encodeMessage, type Message } from '../protocol/messages.js';
+import { DEFAULT_STREAM_SPARES, StreamPool } from '../p2p/stream-pool.js';
+import { ACT_PROTOCOL, MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL, encodeMessage, type Message } from '../protocol/messages.js';
 import { RouteError, RouteStage, type OpenRouteOptions, type ResultSink } from './route-stage.js';
 
 export class RouteClient {
@@ -16,18 +17,35 @@ export class RouteClient {
   /** open result streams per remote peer */
   private readonly streams = new Map<string, number>();
 
+  /** activation streams to first hops, with spares negotiated ahead (stream-pool.ts) */
+  readonly actStreams: StreamPool;
+
   private constructor(
     readonly host: OdsiHost,
     private readonly limits: ChannelOptions,
-  ) {}
+    spares: number,
+  ) {
+    this.actStreams = new StreamPool({
+      ...DEFAULT_STREAM_SPARES,
+      spares,
+      libp2p: host.libp2p,
+      protocol: ACT_PROTOCOL,
+      maxOutboundStreams: MAX_SESSION_STREAMS,
+    });
+  }
 
   /**
    * Registers the result handler on `host` (one RouteClient per host). Anyone may dial it, so a
    * result stream buffers at most `maxResultBytes` of one message (the gateway: a whole
    * context's rows) and is closed after `idleMs` until it is bound to one of this host's routes.
+   * `streamSpares`: negotiated activation streams kept ready per first hop just used (default 1; 0: none).
    */
-  static async start(host: OdsiHost, o: { maxResultBytes?: number; idleMs?: number } = {}): Promise<RouteClient> {
-    const c = new RouteClient(host, { maxMessageBytes: o.maxResultBytes, idleMs: o.idleMs ?? 30_000 });
+  static async start(host: OdsiHost, o: { maxResultBytes?: number; idleMs?: number; streamSpares?: number } = {}): Promise<RouteClient> {
+    const c = new RouteClient(
+      host,
+      { maxMessageBytes: o.maxResultBytes, idleMs: o.idleMs ?? 30_000 },
+      o.streamSpares ?? DEFAULT_STREAM_SPARES.spares,
+    );
     await host.libp2p.handle(RESULT_PROTOCOL, (stream, conn) => c.onResultStream(stream, conn), {
       maxInboundStreams: MAX_SESSION_STREAMS,
       maxOutboundStreams: MAX_SESSION_STREAMS,
@@ -36,6 +54,7 @@ export class RouteClient {
   }
 
   async stop(): Promise<void> {
+    this.actStreams.close();
     await this.host.libp2p.unhandle(RESULT_PROTOCOL).catch(() => undefined);
   }
 
@@ -47,7 +66,7 @@ export class RouteClient {
         throw new RouteError(`route has a gap or overlap between hop ${i - 1} and hop ${i}`, 'bad_reply');
     }
     if (this.sinks.has(opts.sessionId)) throw new RouteError(`session ${opts.sessionId} is already open on this host`, 'bad_reply');
-    const stage = new RouteStage(this.host, opts, this.sinks);
+    const stage = new RouteStage(this.host, opts, this.sinks, this.actStreams);
     try {
       await stage.open();
     } catch (e) {

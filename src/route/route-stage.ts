@@ -7,17 +7,15 @@
 // docs/protocol.md §4.3): the output comes back provisional at the RESULT, and its `settled`
 // carries the verifier's verdict on that chain (nothing from it reaches a user before).
 
-import { parsePeerId } from '../identity/peer-id.js';
 import type { Stream } from '@libp2p/interface';
 import type { ModelConfig } from '../model/types.js';
 import type { Stage, StageInput, StageOutput, StageRange } from '../engine/types.js';
 import { EngineError } from '../engine/types.js';
 import { Channel } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
+import type { StreamPool } from '../p2p/stream-pool.js';
 import type { StepVerifier } from './step-verifier.js';
 import {
-  ACT_PROTOCOL,
-  MAX_SESSION_STREAMS,
   MsgType,
   decodeTensor,
   encodeTensor,
@@ -134,6 +132,8 @@ export class RouteStage implements Stage {
     private readonly host: OdsiHost,
     private readonly opts: OpenRouteOptions,
     private readonly sinks: Map<string, ResultSink>,
+    /** the first hop's activation streams (a spare one saves the negotiation round trip) */
+    private readonly streams: StreamPool,
   ) {
     this.hops = opts.hops;
     this.sessionId = opts.sessionId;
@@ -166,10 +166,7 @@ export class RouteStage implements Stage {
       const toLast = last.peerId !== first.peerId ? this.host.dial(last.peerId, last.addrs, signal).catch(() => {}) : undefined;
       await this.host.dial(first.peerId, first.addrs, signal);
       await toLast;
-      stream = await this.host.libp2p.dialProtocol(parsePeerId(first.peerId), ACT_PROTOCOL, {
-        signal,
-        maxOutboundStreams: MAX_SESSION_STREAMS,
-      });
+      stream = await this.streams.take(first.peerId, signal);
     } catch (e) {
       throw new RouteError(`cannot reach first hop ${first.peerId}: ${(e as Error).message}`, 'unreachable', first.peerId);
     }
