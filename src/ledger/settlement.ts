@@ -15,9 +15,10 @@
 //     rata (EpochBatch is unchanged), so requests that end in the same epoch share one pool, and
 //     a request never pays for another that ends in a different epoch. Receipts and charges given
 //     no request key (a caller that does not track requests; receipts the gateway cannot place)
-//     join the open epoch's batch directly. Bounds: at most MAX_PENDING_REQUESTS requests pending
-//     (at the cap the oldest is ended as is, with whatever charge it has — logged, counted in
-//     `evicted`; a charge that arrives later for it settles in its own epoch) and at most
+//     join the open epoch's batch directly (counted in `unkeyedSteps`). Bounds: at most
+//     MAX_PENDING_REQUESTS requests pending (at the cap the oldest is ended as is, with whatever
+//     charge it has — logged, counted in `evicted`; what arrives for it later is a new entry
+//     under its key, settled at its end) and at most
 //     MAX_REQUEST_IDENTITIES identities per request. The final settlement (shutdown) ends every
 //     pending request first. Settlement reads only the epochs and the batch's own identities and
 //     accounts (bounded by the batch, never the whole registry); a batch the ledger failed to
@@ -110,6 +111,8 @@ export class GatewaySettlement {
   dropped = 0;
   /** pending requests ended early because MAX_PENDING_REQUESTS were pending */
   evicted = 0;
+  /** steps whose receipts came with no request (credited to the open epoch's batch directly) */
+  unkeyedSteps = 0;
   /** the open epoch's batch: what the requests that ended in it (and unkeyed receipts and charges) bring */
   private credits = new Map<string, Credit>();
   private charges = new Map<string, bigint>();
@@ -152,6 +155,7 @@ export class GatewaySettlement {
    */
   addReceipts(receipts: readonly SignedReceipt[], request?: string): void {
     if (!receipts.length) return;
+    if (request === undefined) this.unkeyedSteps++;
     const credits = request === undefined ? this.credits : this.request(request).credits;
     const cap = request === undefined ? MAX_KEPT_KEYS : MAX_REQUEST_IDENTITIES;
     let maxCompute = -1;
@@ -229,6 +233,7 @@ export class GatewaySettlement {
       const oldest = this.pending.keys().next().value as string;
       this.end(oldest);
       this.evicted++;
+      this.refuse(`${MAX_PENDING_REQUESTS} requests pending: the oldest settles with the open epoch, as it is`);
       this.o.log?.warn({ pending: MAX_PENDING_REQUESTS }, 'ledger: too many requests pending; the oldest settles now, as it is');
     }
     r = { credits: new Map(), charges: new Map() };

@@ -162,6 +162,7 @@ test('uncharged requests settle when they end, pending ones are bounded (the old
     s.charge(client, 7, 'r0');
     for (let i = 0; i <= MAX_PENDING_REQUESTS; i++) s.addReceipts([rc], `r${i}`);
     assert.equal(s.evicted, 1);
+    assert.match(s.refusals.at(-1) ?? '', /the oldest settles/);
     assert.equal(s.pendingRequests, MAX_PENDING_REQUESTS);
     const r2 = await s.settle();
     assert.ok(r2);
