@@ -244,7 +244,7 @@ export class Gateway extends PipelineBackend {
           reputation: acc.reputation,
           auditors: () => acc.auditors ?? gw.source.candidates(),
           stake: opts.stake ?? stakeView,
-          onReceipts: lc ? (r) => gw.settlement?.addReceipts(r, gw.paying.get(r[0]!.record.requestId)) : undefined,
+          onReceipts: lc ? (r) => gw.settlement?.addReceipts(r, gw.paying.get(r[0]?.record.requestId ?? '')) : undefined,
         });
       if (lc) {
         gw.settlement = new GatewaySettlement({
@@ -435,16 +435,16 @@ export class Gateway extends PipelineBackend {
     const release = this.load.hold(route.hops.map((h) => h.peerId));
     // ledger: this generation's receipts are credited to its request (BackendRequest.requestKey,
     // ended by endRequest); without one the generation is its own request, ended with it
-    const paid = this.settlement ? requestIdOf(sessionId) : undefined;
-    if (paid) this.paying.set(paid, req.requestKey ?? paid);
+    const rid = this.settlement ? requestIdOf(sessionId) : undefined;
+    if (rid) this.paying.set(rid, req.requestKey ?? rid);
     return {
       stages: [new TimedStage(this.embed, 'gateway'), new MeasuredRoute(route, this.measured), new TimedStage(this.head, 'gateway')],
       release: async () => {
         release();
         await route.dispose().catch(() => undefined);
-        if (paid) {
-          this.paying.delete(paid);
-          if (req.requestKey === undefined) this.settlement?.end(paid);
+        if (rid) {
+          this.paying.delete(rid);
+          if (req.requestKey === undefined) this.settlement?.end(rid);
         }
       },
     };
