@@ -38,6 +38,12 @@ export interface BackendRequest {
   constraint?: TokenConstraint;
   /** report each token's log-probability and this many top alternatives (0..20) */
   logprobs?: number;
+  /**
+   * the API request this generation belongs to (its n / best_of generations share it), as
+   * ApiServerOptions.onUsage and onEnd name it: a swarm backend settles the generation's
+   * payment with that request's charge (none: the generation is a request of its own)
+   */
+  requestKey?: string;
 }
 
 /** One stage's share of one decoding step. */

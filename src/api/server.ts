@@ -5,6 +5,7 @@
 // what one client can cost is bounded (limits.ts).
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { Backend, BackendSampling, TokenTimeline } from './backend.js';
 import { ApiError, invalid, routeFailureReason, toApiError } from './errors.js';
@@ -36,8 +37,16 @@ export interface ApiServerOptions extends ApiLimits {
   /** pino logging (default off) */
   logger?: boolean;
   metrics?: ApiMetrics;
-  /** each request's usage as reported to the client (streams: what was generated, even if cut off), e.g. for billing */
-  onUsage?: (usage: Usage) => void;
+  /**
+   * each request's usage as reported to the client (streams: what was generated, even if cut
+   * off), e.g. for billing; `request` is the key its generations carried (BackendRequest.requestKey)
+   */
+  onUsage?: (usage: Usage, request: string) => void;
+  /**
+   * once per request that reached the backend, after its generations are released and after
+   * onUsage when it was charged (a request that failed is not): nothing more of it will come
+   */
+  onEnd?: (request: string) => void;
   /** serve what the swarm cannot from an upstream OpenAI-compatible endpoint (off when absent) */
   fallback?: UpstreamFallback;
 }
@@ -79,6 +88,8 @@ interface Plan {
   timeline: boolean;
   stream: boolean;
   includeUsage: boolean;
+  /** this request's key (BackendRequest.requestKey, onUsage, onEnd) */
+  request: string;
 }
 
 interface Piece {
@@ -96,7 +107,7 @@ interface RunResult {
 
 export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): ApiServer {
   // only the limits: the other options are not numbers to check
-  const { deadlineMs: _deadline, logger: _logger, metrics: _metrics, fallback: _fallback, onUsage: _onUsage, ...limitOpts } = opts;
+  const { deadlineMs: _deadline, logger: _logger, metrics: _metrics, fallback: _fallback, onUsage: _onUsage, onEnd: _onEnd, ...limitOpts } = opts;
   const fallback = opts.fallback;
   const limits = resolveLimits(limitOpts);
   const app = Fastify({ logger: opts.logger ?? false, ...serverOptions(limits) });
@@ -240,6 +251,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       timeline: body.odsi?.timeline ?? false,
       stream: body.stream ?? false,
       includeUsage: body.stream_options?.include_usage ?? false,
+      request: randomUUID(),
     };
   }
 
@@ -273,6 +285,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       deadlineMs: p.deadlineMs,
       constraint: p.schema && trie ? new JsonConstraint(p.schema, trie) : undefined,
       logprobs: p.logprobs ?? (rank ? 0 : undefined),
+      requestKey: p.request,
     });
     const stop = new StopMatcher(p.stops);
     let n = 0;
@@ -395,7 +408,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       const completion = candidates.reduce((a, c) => a + c.completionTokens, 0);
       countRequest(req, 200);
       const usage = usageOf(p, completion);
-      opts.onUsage?.(usage);
+      opts.onUsage?.(usage, p.request);
       const body = shape.full(
         chosen.map((c, index) => ({ ...c, index })),
         usage,
@@ -418,6 +431,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       res.off('close', onClose);
       active--;
       metrics.active.set(active);
+      opts.onEnd?.(p.request);
     }
   }
 
@@ -601,7 +615,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       await send(err.body());
     } finally {
       // what was generated, also for a choice cut off by a disconnect or an error, and what the upstream added
-      opts.onUsage?.(usageOf(p, completion + current.progress.tokens + upstreamTokens));
+      opts.onUsage?.(usageOf(p, completion + current.progress.tokens + upstreamTokens), p.request);
       if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
     }
   }

@@ -316,7 +316,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
         maxConcurrent: o.maxConcurrent,
         maxConnections: o.maxConnections,
         requestTimeoutMs: o.requestTimeoutMs,
-        onUsage: (u) => gw?.chargeUsage(u.total_tokens), // ledger: settled when the demo stops
+        onUsage: (u, request) => gw?.chargeUsage(u.total_tokens, request), // ledger: settled with the request's credits
+        onEnd: (request) => gw?.endRequest(request),
       });
       if (dash) mountDashboard(api.app, dash);
       const url = await api.listen(o.port, '127.0.0.1');

@@ -132,7 +132,8 @@ export function register(program: Command): void {
           requestTimeoutMs: o.requestTimeoutMs,
           headersTimeoutMs: o.headersTimeoutMs,
           idleTimeoutMs: o.idleTimeoutMs,
-          onUsage: (u) => gw.chargeUsage(u.total_tokens),
+          onUsage: (u, request) => gw.chargeUsage(u.total_tokens, request),
+          onEnd: (request) => gw.endRequest(request),
         });
         if (o.dashboard) mountDashboard(api.app, new Dashboard(gw, { fallback: fallback && (() => fallback.describe()) }));
         let stopping = false;

@@ -40,6 +40,7 @@ import { RouteClient } from '../route/route-client.js';
 import type { RouteHopInfo } from '../route/step-verifier.js';
 import { createGatewayAccountability, type GatewayAccountability } from '../accountability/gateway/accountability.js';
 import { DEV_CHAIN_ID, type OdsiDomain } from '../accountability/records/eip712.js';
+import { requestIdOf } from '../accountability/records/wire.js';
 
 export interface GatewayOptions {
   /** the model file/directory: the gateway reads its header, tokenizer, embedding and head */
@@ -161,6 +162,8 @@ export class Gateway extends PipelineBackend {
   settlement?: GatewaySettlement;
   /** with a ledger: stake and reputation as routing reads them */
   stakeView?: LedgerStakeView;
+  /** with a ledger: each open generation's receipt requestId → the request its payment settles with */
+  private readonly paying = new Map<string, string>();
 
   private constructor(
     private readonly opts: GatewayOptions,
@@ -246,7 +249,7 @@ export class Gateway extends PipelineBackend {
           reputation: acc.reputation,
           auditors: () => acc.auditors ?? gw.source.candidates(),
           stake: opts.stake ?? stakeView,
-          onReceipts: lc ? (r) => gw.settlement?.addReceipts(r) : undefined,
+          onReceipts: lc ? (r) => gw.settlement?.addReceipts(r, gw.paying.get(r[0]?.record.requestId ?? '')) : undefined,
         });
       if (lc) {
         gw.settlement = new GatewaySettlement({
@@ -435,18 +438,35 @@ export class Gateway extends PipelineBackend {
       route = await open();
     }
     const release = this.load.hold(route.hops.map((h) => h.peerId));
+    // ledger: this generation's receipts are credited to its request (BackendRequest.requestKey,
+    // ended by endRequest); without one the generation is its own request, ended with it
+    const rid = this.settlement ? requestIdOf(sessionId) : undefined;
+    if (rid) this.paying.set(rid, req.requestKey ?? rid);
     return {
       stages: [new TimedStage(this.embed, 'gateway'), new MeasuredRoute(route, this.measured), new TimedStage(this.head, 'gateway')],
       release: async () => {
         release();
         await route.dispose().catch(() => undefined);
+        if (rid) {
+          this.paying.delete(rid);
+          if (req.requestKey === undefined) this.settlement?.end(rid);
+        }
       },
     };
   }
 
-  /** Charges the ledger's client account for a request's usage (prompt + completion tokens, as the API reported them). */
-  chargeUsage(totalTokens: number): void {
-    if (this.settlement && this.opts.ledger) this.settlement.charge(this.opts.ledger.account, totalTokens);
+  /**
+   * Charges the ledger's client account for a request's usage (prompt + completion tokens, as the
+   * API reported them); with `request` (the generations' BackendRequest.requestKey) the charge
+   * settles with that request's credits once endRequest(request) says it is over.
+   */
+  chargeUsage(totalTokens: number, request?: string): void {
+    if (this.settlement && this.opts.ledger) this.settlement.charge(this.opts.ledger.account, totalTokens, request);
+  }
+
+  /** The API is done with `request` (charged or not): its credits and charge settle with the open epoch. */
+  endRequest(request: string): void {
+    this.settlement?.end(request);
   }
 
   /** Submits pending evidence, then settles the open epoch with the ledger (no-op without one). */

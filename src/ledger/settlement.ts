@@ -1,21 +1,32 @@
 // The gateway's side of the ledger, never on the token path:
 //   - evidence: drains Verdicts' bounded queue into ledger.submitEvidence, one at a time, in
 //     the background (a slash refreshes the stake view, so the slashed identity leaves routing);
-//   - payments: accumulates, per epoch, the layer-steps proven by the receipts the gateway
-//     accepted (credits to their signers, weighted by rules.stepUnits) and what each client
-//     account was charged (rules.chargeFor of the tokens the API reported in `usage`), and
-//     settles them as ONE batch per epoch (settle(): on a timer, and at shutdown), reading only
-//     the epochs and the batch's own identities and accounts (bounded by the batch, never the
-//     whole registry); a batch the ledger failed to take (it threw, or another gateway settled that
-//     epoch number first) is kept, bounded, and retried with the next epoch. An epoch pays its
-//     credits out of its own charges, and a request's credits come with its receipts, while it
-//     runs, but its charge only at its end: an epoch that closes with credits and no usage
-//     reported yet (its requests still in flight — under load one request can outlast an epoch)
-//     would pay them nothing, so its credits are carried into the next epoch, with the charges
-//     they belong to, instead (the final settlement at shutdown settles them all the same);
+//   - payments, per REQUEST: the layer-steps proven by the receipts the gateway accepted (credits
+//     to their signers, weighted by rules.stepUnits) and what the request's client account was
+//     charged (rules.chargeFor of the tokens the API reported in `usage`) are kept under the
+//     request's key while it runs (its credits come with its receipts, step by step; its charge
+//     only at its end). A request settles in the epoch in which it ENDS (end(): the API is done
+//     with it, after its charge if it was charged), its credits together with its own charge,
+//     never before; credits of requests still running stay pending, whatever epochs close
+//     meanwhile. A request that ends uncharged (an error, a cancel, a free request) settles its
+//     credits with no charge of its own in the epoch it ends. The epoch's ended requests form ONE
+//     batch (settle(): on a timer, and at shutdown): per identity the units of their credits,
+//     per account their charges; the ledger splits the batch's charges over the batch's units pro
+//     rata (EpochBatch is unchanged), so requests that end in the same epoch share one pool, and
+//     a request never pays for another that ends in a different epoch. Receipts and charges given
+//     no request key (a caller that does not track requests; receipts the gateway cannot place)
+//     join the open epoch's batch directly (counted in `unkeyedSteps`). Bounds: at most
+//     MAX_PENDING_REQUESTS requests pending (at the cap the oldest is ended as is, with whatever
+//     charge it has — logged, counted in `evicted`; what arrives for it later is a new entry
+//     under its key, settled at its end) and at most
+//     MAX_REQUEST_IDENTITIES identities per request. The final settlement (shutdown) ends every
+//     pending request first. Settlement reads only the epochs and the batch's own identities and
+//     accounts (bounded by the batch, never the whole registry); a batch the ledger failed to
+//     take (it threw, or another gateway settled that epoch number first) is kept, bounded, and
+//     retried with the next epoch;
 //   - reputation: with each settlement, one report per identity seen (deadlines met/missed from
 //     the receipts, audits passed/failed from Verdicts' records, availability, throughput).
-// Everything is counted synchronously in memory (addReceipts/charge are O(hops)); the ledger
+// Everything is counted synchronously in memory (addReceipts/charge/end are O(hops)); the ledger
 // is touched only by the drain loop and settle().
 
 import type { Logger } from 'pino';
@@ -70,6 +81,10 @@ export interface SubmittedEvidence {
 /** an unsettled batch kept for retry holds at most this many identities and this many accounts */
 const MAX_KEPT_KEYS = 10_000;
 const MAX_REFUSALS = 1000;
+/** requests whose credits (and charge) wait for their end; at the cap the oldest is ended as is */
+export const MAX_PENDING_REQUESTS = 4096;
+/** identities credited per pending request (a route and its re-routes name a few) */
+export const MAX_REQUEST_IDENTITIES = 256;
 
 interface Credit {
   units: bigint;
@@ -81,15 +96,28 @@ interface Credit {
   steps: number;
 }
 
+/** One request's credits and charges while it runs (lower-case keys). */
+interface PendingRequest {
+  credits: Map<string, Credit>;
+  charges: Map<string, bigint>;
+}
+
 export class GatewaySettlement {
   readonly submitted: SubmittedEvidence[] = [];
   readonly settled: EpochOutcome[] = [];
   /** settlement or reputation writes the ledger refused (the most recent MAX_REFUSALS) */
   readonly refusals: string[] = [];
-  /** identities or accounts whose unsettled amounts were dropped because the kept batch was full */
+  /** identities or accounts whose unsettled amounts were dropped because the kept batch (or a request) was full */
   dropped = 0;
+  /** pending requests ended early because MAX_PENDING_REQUESTS were pending */
+  evicted = 0;
+  /** steps whose receipts came with no request (credited to the open epoch's batch directly) */
+  unkeyedSteps = 0;
+  /** the open epoch's batch: what the requests that ended in it (and unkeyed receipts and charges) bring */
   private credits = new Map<string, Credit>();
   private charges = new Map<string, bigint>();
+  /** requests not ended yet, oldest first */
+  private pending = new Map<string, PendingRequest>();
   private lastSettledAt = Date.now();
   private lane: Promise<unknown> = Promise.resolve();
   private timer?: NodeJS.Timeout;
@@ -121,9 +149,15 @@ export class GatewaySettlement {
     this.o.log?.info({ kind: ev.kind, outcome: rec.outcome, rejected: rec.rejected?.code }, 'ledger: evidence submitted');
   }
 
-  /** The receipts of one step the gateway accepted (one per hop): credits to their signers. */
-  addReceipts(receipts: readonly SignedReceipt[]): void {
+  /**
+   * The receipts of one step the gateway accepted (one per hop): credits to their signers, kept
+   * with `request` until it ends (no request: into the open epoch's batch).
+   */
+  addReceipts(receipts: readonly SignedReceipt[], request?: string): void {
     if (!receipts.length) return;
+    if (request === undefined) this.unkeyedSteps++;
+    const credits = request === undefined ? this.credits : this.request(request).credits;
+    const cap = request === undefined ? MAX_KEPT_KEYS : MAX_REQUEST_IDENTITIES;
     let maxCompute = -1;
     let bottleneck = -1;
     let budgets = 0;
@@ -136,32 +170,82 @@ export class GatewaySettlement {
       const r = s.record;
       const layers = r.layerEnd - r.layerStart;
       const met = r.budgetUs === 0 || r.recvUs + r.computeUs <= r.budgetUs;
-      const c = this.credits.get(r.signer.toLowerCase()) ?? { units: 0n, layerSteps: 0, met: 0, missed: 0, usPerLayerToken: 0, steps: 0 };
+      const k = r.signer.toLowerCase();
+      let c = credits.get(k);
+      if (!c) {
+        if (credits.size >= cap) {
+          this.dropped++;
+          return;
+        }
+        c = { units: 0n, layerSteps: 0, met: 0, missed: 0, usPerLayerToken: 0, steps: 0 };
+        credits.set(k, c);
+      }
       c.units += stepUnits({ layers, deadlineMet: met, budgetUs: r.budgetUs, referenceBudgetUs: reference, bottleneck: receipts.length > 1 && i === bottleneck });
       c.layerSteps += layers;
       if (met) c.met++;
       else c.missed++;
       c.usPerLayerToken += r.computeUs / Math.max(1, layers * r.nTokens);
       c.steps++;
-      this.credits.set(r.signer.toLowerCase(), c);
     });
   }
 
-  /** A request's usage (prompt + completion tokens, as the API reported it) charged to `account`. */
-  charge(account: Address, tokens: number): void {
+  /**
+   * A request's usage (prompt + completion tokens, as the API reported it) charged to
+   * `account`: kept with `request` until it ends (no request: into the open epoch's batch).
+   */
+  charge(account: Address, tokens: number, request?: string): void {
+    const amount = chargeFor(tokens, this.o.ledger.params);
+    const charges = request === undefined ? this.charges : this.request(request).charges;
     const k = account.toLowerCase();
-    this.charges.set(k, (this.charges.get(k) ?? 0n) + chargeFor(tokens, this.o.ledger.params));
-  }
-
-  /** charges accumulated for the open epoch (tests, status) */
-  pendingCharge(account: Address): bigint {
-    return this.charges.get(account.toLowerCase()) ?? 0n;
+    charges.set(k, (charges.get(k) ?? 0n) + amount);
   }
 
   /**
-   * Settles the open epoch (serialised with other settlements); undefined when nothing was
-   * settled. Credits with no charge in the epoch are carried to the next one (their requests'
-   * usage is still to come); `final` (the last settlement, at shutdown) settles them anyway.
+   * `request` is over (no more receipts or charges of it will come): its credits and its charge
+   * join the open epoch's batch. Unknown requests (none of their work was credited or charged,
+   * or they were ended already) are ignored.
+   */
+  end(request: string): void {
+    const r = this.pending.get(request);
+    if (!r) return;
+    this.pending.delete(request);
+    this.fold(r.credits, r.charges);
+  }
+
+  /** requests waiting for their end (tests, status) */
+  get pendingRequests(): number {
+    return this.pending.size;
+  }
+
+  /** charges not settled yet, of the open epoch and of requests still pending (tests, status) */
+  pendingCharge(account: Address): bigint {
+    const k = account.toLowerCase();
+    let sum = this.charges.get(k) ?? 0n;
+    for (const r of this.pending.values()) sum += r.charges.get(k) ?? 0n;
+    return sum;
+  }
+
+  /** the pending request `key`, created if new (at the cap, the oldest pending request is ended as is) */
+  private request(key: string): PendingRequest {
+    let r = this.pending.get(key);
+    if (r) return r;
+    if (this.pending.size >= MAX_PENDING_REQUESTS) {
+      const oldest = this.pending.keys().next().value as string;
+      this.end(oldest);
+      this.evicted++;
+      this.refuse(`${MAX_PENDING_REQUESTS} requests pending: the oldest settles with the open epoch, as it is`);
+      this.o.log?.warn({ pending: MAX_PENDING_REQUESTS }, 'ledger: too many requests pending; the oldest settles now, as it is');
+    }
+    r = { credits: new Map(), charges: new Map() };
+    this.pending.set(key, r);
+    return r;
+  }
+
+  /**
+   * Settles the open epoch (serialised with other settlements): the requests that ended in it
+   * (with their charges), plus unkeyed receipts and charges; undefined when nothing was settled.
+   * Requests still running stay pending; `final` (the last settlement, at shutdown) ends them all
+   * first.
    */
   settle(o: { final?: boolean } = {}): Promise<EpochOutcome | undefined> {
     const run = this.lane.then(() => this.settleNow(!!o.final));
@@ -170,6 +254,7 @@ export class GatewaySettlement {
   }
 
   private async settleNow(final: boolean): Promise<EpochOutcome | undefined> {
+    if (final) for (const k of [...this.pending.keys()]) this.end(k);
     const credits = this.credits;
     const charges = this.charges;
     const since = this.lastSettledAt;
@@ -177,12 +262,6 @@ export class GatewaySettlement {
     this.charges = new Map();
     this.lastSettledAt = Date.now();
     if (!credits.size && !charges.size) return undefined;
-    if (!charges.size && !final) {
-      // nothing charged yet: these credits' requests are still running; settled now, they would
-      // share nothing (splitPayments of 0). They wait for the charges of the next epoch.
-      this.keep(credits, charges, since);
-      return undefined;
-    }
     const ledger = this.o.ledger;
     let batch: EpochBatch;
     let st: SettlementView;
@@ -230,8 +309,14 @@ export class GatewaySettlement {
     if (this.refusals.length > MAX_REFUSALS) this.refusals.shift();
   }
 
-  /** Folds an unsettled batch back into the open epoch, at most MAX_KEPT_KEYS accounts and identities each. */
+  /** Folds an unsettled batch back into the open epoch. */
   private keep(credits: Map<string, Credit>, charges: Map<string, bigint>, since: number): void {
+    this.fold(credits, charges);
+    this.lastSettledAt = Math.min(this.lastSettledAt, since);
+  }
+
+  /** Adds credits and charges to the open epoch's batch, at most MAX_KEPT_KEYS accounts and identities each. */
+  private fold(credits: Map<string, Credit>, charges: Map<string, bigint>): void {
     for (const [k, c] of credits) {
       const cur = this.credits.get(k);
       if (cur) {
@@ -248,7 +333,6 @@ export class GatewaySettlement {
       if (this.charges.has(k) || this.charges.size < MAX_KEPT_KEYS) this.charges.set(k, (this.charges.get(k) ?? 0n) + amount);
       else this.dropped++;
     }
-    this.lastSettledAt = Math.min(this.lastSettledAt, since);
   }
 
   private async publishReputation(epoch: number, credits: Map<string, Credit>, known: Map<string, Address>, since: number): Promise<void> {

@@ -3,7 +3,9 @@
 // ledger), the production Gateway with that ledger, the API server wired as `odsi gateway` wires
 // it, and the official `openai` client. Non-streamed and streamed requests are charged exactly the
 // `usage` the API reported (× the price per token); a stream the client cuts off is charged what
-// was generated before the cut; after settlement the ledger's account shows the sum.
+// was generated before the cut; after settlement the ledger's account shows the sum. Each
+// request's receipts are credited under the request's key while it runs (pending), and settle
+// with its charge once the API ends it (onEnd → Gateway.endRequest).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
@@ -51,10 +53,11 @@ before(
     });
     // as src/cli/gateway.ts wires it
     served = await serve(gw, {
-      onUsage: (u) => {
+      onUsage: (u, request) => {
         usages.push(u);
-        gw.chargeUsage(u.total_tokens);
+        gw.chargeUsage(u.total_tokens, request);
       },
+      onEnd: (request) => gw.endRequest(request),
     });
     await gw.waitForRoute(30_000);
   },
@@ -68,7 +71,8 @@ after(async () => {
   if (dl) rmSync(dirname(dl.nodeKeyFile(0)), { recursive: true, force: true });
 });
 
-const pending = () => served!.backend.settlement!.pendingCharge(dl.client);
+const settlement = () => served!.backend.settlement!;
+const pending = () => settlement().pendingCharge(dl.client);
 const price = (tokens: number) => chargeFor(tokens, dl.ledger.params);
 
 async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
@@ -84,6 +88,9 @@ test('non-streamed and streamed requests are charged the usage the API reported;
   assert.ok(chat.usage && chat.usage.completion_tokens > 0);
   assert.deepEqual(usages.at(-1), chat.usage);
   assert.equal(pending(), price(chat.usage.total_tokens));
+  // ended with its response: nothing of it is pending; every step was credited to its request
+  assert.equal(settlement().pendingRequests, 0);
+  assert.equal(settlement().unkeyedSteps, 0);
   let charged = pending();
 
   const stream = await client.completions.create({
@@ -100,6 +107,7 @@ test('non-streamed and streamed requests are charged the usage the API reported;
   await until('the streamed charge', () => usages.length === 2);
   assert.deepEqual(usages[1], reported);
   assert.equal(pending() - charged, price(reported.total_tokens));
+  await until('the stream to end', () => settlement().pendingRequests === 0);
   charged = pending();
 
   // the client stops reading after 3 tokens and closes the connection: no usage reaches it, but
@@ -115,7 +123,11 @@ test('non-streamed and streamed requests are charged the usage the API reported;
     for await (const ch of cut) {
       if (ch.usage) cutUsage = true;
       if (ch.choices[0]?.text) seen++;
-      if (seen === 3) ac.abort();
+      if (seen === 3) {
+        // running: its credits wait, under its key, for its end
+        assert.equal(settlement().pendingRequests, 1);
+        ac.abort();
+      }
     }
   } catch (e) {
     assert.match((e as Error).name, /Abort/);
@@ -127,6 +139,8 @@ test('non-streamed and streamed requests are charged the usage the API reported;
   assert.ok(u.completion_tokens >= 3 && u.completion_tokens < 200, `charged ${u.completion_tokens} completion tokens after a cut at 3`);
   assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
   assert.equal(pending() - charged, price(u.total_tokens));
+  await until('the cut-off stream to end', () => settlement().pendingRequests === 0);
+  assert.equal(settlement().unkeyedSteps, 0, 'every step was credited to its request');
 
   // settled: the ledger charged the client account the sum of what the API reported
   const before = BigInt((await dl.ledger.account(dl.client))!.charged);

@@ -10,9 +10,10 @@ import Database from 'better-sqlite3';
 import { DEV_CHAIN_ID } from '../../src/accountability/records/eip712.js';
 import type { Address } from '../../src/ledger/ledger.js';
 import { chargeFor, UNIT } from '../../src/ledger/rules.js';
-import { GatewaySettlement } from '../../src/ledger/settlement.js';
+import { GatewaySettlement, MAX_PENDING_REQUESTS } from '../../src/ledger/settlement.js';
 import { SqliteLedger } from '../../src/ledger/sqlite/sqlite-ledger.js';
 import { testIdentity } from '../accountability/fixtures.js';
+import type { Identity } from '../../src/identity/identity.js';
 import { receiptOf } from './evidence-fixtures.js';
 import { accepted } from './suite.js';
 import { h } from '../accountability/fixtures.js';
@@ -67,56 +68,117 @@ test('a settlement the ledger fails to take is kept and settled, once and in ful
   }
 });
 
-test('an epoch that closes while a request runs (its credits in, its charge not yet) carries the credits to the charge, not to nothing', async () => {
+/** a SQLite ledger in a fresh directory with staked nodes, an authorised gateway and a funded client */
+async function fixture(seed: number, nodes: number) {
   const dir = mkdtempSync(join(tmpdir(), 'odsi-settle-'));
-  const operator = testIdentity(3110);
-  const [n1, n2, gw] = [testIdentity(3111), testIdentity(3112), testIdentity(3113)];
+  const operator = testIdentity(seed);
+  const ns = Array.from({ length: nodes }, (_, i) => testIdentity(seed + 1 + i));
+  const gw = testIdentity(seed + 99);
   const L = SqliteLedger.open(join(dir, 'ledger.db'), { operator });
-  const client = '0x00000000000000000000000000000000000000c8' as Address;
-  try {
-    for (const n of [n1, n2]) {
-      accepted(await L.register(n));
-      accepted(await L.mint(operator, n.address, 1000n * UNIT));
-      accepted(await L.stake(n, 1000n * UNIT));
-    }
-    accepted(await L.register(gw, 'gateway'));
-    accepted(await L.authorize(operator, gw.address));
-    accepted(await L.deposit(client, 10n * UNIT));
-    const s = new GatewaySettlement({ ledger: L, signer: gw });
-    const domain = { chainId: DEV_CHAIN_ID };
-    const step = (n: typeof n1, i: number) => s.addReceipts([receiptOf(n, domain, { step: i, start: 0, end: 2, input: h(`i${i}`), output: h(`o${i}`) })]);
-
-    // a request served by n1 runs across the epoch's end: its receipts are in, its usage is not
-    step(n1, 1);
-    step(n1, 2);
-    assert.equal(await s.settle(), undefined, 'nothing charged: nothing settled');
-    assert.equal((await L.status()).epoch, 0);
-    // it ends in the next epoch (charged), and n2 serves a request in it too
-    s.charge(client, 10);
-    step(n2, 3);
-    s.charge(client, 5);
-    const r = await s.settle();
-    assert.ok(r, 'settled');
-    assert.equal(r.charged, chargeFor(15, L.params));
-    assert.equal(r.rewards + r.fees, r.charged);
-    const [i1, i2] = [(await L.identity(n1.address))!, (await L.identity(n2.address))!];
-    assert.equal(i1.layerSteps, 4);
-    assert.equal(i2.layerSteps, 2);
-    // paid pro rata to units (4 : 2 layer-steps), nothing lost to the empty epoch
-    assert.equal(BigInt(i1.earned), 2n * BigInt(i2.earned));
-    assert.ok(BigInt(i2.earned) > 0n);
-
-    // credits never charged (the gateway shuts down) are still recorded by the final settlement
-    step(n2, 4);
-    assert.equal(await s.settle(), undefined);
-    const last = await s.settle({ final: true });
-    assert.ok(last, 'the final settlement settles uncharged credits');
-    assert.equal(last.charged, 0n);
-    assert.equal((await L.identity(n2.address))!.layerSteps, 4);
-    assert.equal((await L.verify()).ok, true);
+  const client = `0x${String(seed).padStart(40, '0')}` as Address;
+  for (const n of ns) {
+    accepted(await L.register(n));
+    accepted(await L.mint(operator, n.address, 1000n * UNIT));
+    accepted(await L.stake(n, 1000n * UNIT));
+  }
+  accepted(await L.register(gw, 'gateway'));
+  accepted(await L.authorize(operator, gw.address));
+  accepted(await L.deposit(client, 10n * UNIT));
+  const s = new GatewaySettlement({ ledger: L, signer: gw });
+  const domain = { chainId: DEV_CHAIN_ID };
+  /** one step's receipt by node n (2 layers), credited to `request` */
+  const step = (n: (typeof ns)[number], i: number, request?: string) =>
+    s.addReceipts([receiptOf(n, domain, { step: i, start: 0, end: 2, input: h(`i${i}`), output: h(`o${i}`) })], request);
+  const node = async (n: (typeof ns)[number]) => {
+    const i = (await L.identity(n.address))!;
+    return { layerSteps: i.layerSteps, earned: BigInt(i.earned) };
+  };
+  const close = async () => {
     await s.stop();
-  } finally {
     await L.close();
     rmSync(dir, { recursive: true, force: true });
+  };
+  return { L, s, ns, client, step, node, close };
+}
+
+test('a request settles with its own charge in the epoch it ends; a request still running keeps its credits pending', async () => {
+  const f = await fixture(3110, 2);
+  const { L, s, client, step, node } = f;
+  const [n1, n2] = f.ns as [Identity, Identity];
+  try {
+    // epoch 1: A (served by n1) runs and ends, charged; B (served by n2) is still running —
+    // its usage is even reported already (a stream charges before its generation is released)
+    step(n1, 1, 'A');
+    step(n2, 1, 'B');
+    step(n1, 2, 'A');
+    s.charge(client, 10, 'A');
+    s.charge(client, 20, 'B');
+    s.end('A');
+    const r1 = await s.settle();
+    assert.ok(r1, 'epoch 1 settled');
+    assert.equal(r1.charged, chargeFor(10, L.params), "only A's charge");
+    assert.equal(r1.rewards + r1.fees, r1.charged);
+    assert.deepEqual(await node(n1), { layerSteps: 4, earned: r1.rewards }, "A's node paid all of A's rewards");
+    assert.deepEqual(await node(n2), { layerSteps: 0, earned: 0n }, "B's node not paid from A's charge");
+    assert.equal(s.pendingRequests, 1);
+    assert.equal(s.pendingCharge(client), chargeFor(20, L.params));
+    assert.equal(await s.settle(), undefined, 'B still running: nothing to settle');
+
+    // epoch 2: B's last step, then B ends: its nodes are paid from its own charge
+    step(n2, 2, 'B');
+    s.end('B');
+    const r2 = await s.settle();
+    assert.ok(r2, 'epoch 2 settled');
+    assert.equal(r2.epoch, r1.epoch + 1);
+    assert.equal(r2.charged, chargeFor(20, L.params));
+    assert.deepEqual(await node(n2), { layerSteps: 4, earned: r2.rewards });
+    assert.deepEqual(await node(n1), { layerSteps: 4, earned: r1.rewards }, 'A is not paid again');
+    assert.equal(s.pendingRequests, 0);
+    assert.equal(s.pendingCharge(client), 0n);
+    assert.equal(BigInt((await L.account(client))!.charged), chargeFor(30, L.params));
+    assert.equal((await L.verify()).ok, true);
+  } finally {
+    await f.close();
+  }
+});
+
+test('uncharged requests settle when they end, pending ones are bounded (the oldest settles as it is), shutdown settles the rest', async () => {
+  const f = await fixture(3120, 2);
+  const { L, s, client, step, node } = f;
+  const [n1, n2] = f.ns as [Identity, Identity];
+  try {
+    // ended without a charge (an error, a cancel): its credits settle in the epoch it ends
+    step(n1, 1, 'failed');
+    s.end('failed');
+    s.end('never-seen'); // nothing of it was credited or charged: ignored
+    const r1 = await s.settle();
+    assert.ok(r1);
+    assert.equal(r1.charged, 0n);
+    assert.deepEqual(await node(n1), { layerSteps: 2, earned: 0n });
+
+    // MAX_PENDING_REQUESTS requests running, then one more: the oldest ('r0', charged already)
+    // settles now with its charge; the others stay pending through a settlement
+    const rc = receiptOf(n2, { chainId: DEV_CHAIN_ID }, { step: 1, start: 0, end: 2, input: h('i'), output: h('o') });
+    s.charge(client, 7, 'r0');
+    for (let i = 0; i <= MAX_PENDING_REQUESTS; i++) s.addReceipts([rc], `r${i}`);
+    assert.equal(s.evicted, 1);
+    assert.match(s.refusals.at(-1) ?? '', /the oldest settles/);
+    assert.equal(s.pendingRequests, MAX_PENDING_REQUESTS);
+    const r2 = await s.settle();
+    assert.ok(r2);
+    assert.equal(r2.charged, chargeFor(7, L.params), "r0's own charge");
+    assert.deepEqual(await node(n2), { layerSteps: 2, earned: r2.rewards });
+    assert.equal(await s.settle(), undefined, 'the rest still running');
+
+    // shutdown: the final settlement ends and settles every pending request
+    s.charge(client, 3, 'r9');
+    const last = await s.settle({ final: true });
+    assert.ok(last, 'the final settlement settles the pending requests');
+    assert.equal(last.charged, chargeFor(3, L.params));
+    assert.deepEqual(await node(n2), { layerSteps: 2 + 2 * MAX_PENDING_REQUESTS, earned: r2.rewards + last.rewards });
+    assert.equal(s.pendingRequests, 0);
+    assert.equal((await L.verify()).ok, true);
+  } finally {
+    await f.close();
   }
 });
