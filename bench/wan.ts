@@ -93,7 +93,7 @@ const { values: args } = parseArgs({
     engine: { type: 'string' },
     threads: { type: 'string' },
     tokens: { type: 'string', default: '24' },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '4' },
     prefill: { type: 'string', default: '128' },
     dtypes: { type: 'string', default: 'f32,f16,bf16' },
     out: { type: 'string' },
@@ -369,44 +369,56 @@ async function inner(cfgFile: string): Promise<void> {
     `  link: RTT 64 B ${rtt64.min.toFixed(2)} (${rtt64.median.toFixed(2)}) ms, 8 KB ${rtt8k.median.toFixed(2)} ms; rate ${rate.median.toFixed(1)} Mbit/s (of ${p.rateMbit}, ${(bulk / 2 ** 20).toFixed(1)} MiB transfers)`,
   );
 
-  // 2. decode through a production Gateway (accountability on), fixed route
+  // 2. decode through production Gateways (accountability on), fixed route: one sends each
+  // request's first step right behind its route's OPEN (the default), one after OPENED; every
+  // round runs a request on each, the order flipped every round
   const k = cfg.hops.length;
-  const gw = await Gateway.start({
-    modelPath: cfg.modelPath,
-    engine: cfg.engine,
-    listen: [cfg.listen],
-    peers: cfg.hops.map((h) => ({ ...h, msPerToken: 1, load: 0, freeKvTokens: 1e6 })),
-    failover: { graceMs: 60_000, minStepMs: 120_000 },
-    accountability: { enabled: cfg.accountability },
-    streamSpares: cfg.streamSpares,
-  });
+  const start = (eagerOpen: boolean, listen: string) =>
+    Gateway.start({
+      modelPath: cfg.modelPath,
+      engine: cfg.engine,
+      listen: [listen],
+      peers: cfg.hops.map((h) => ({ ...h, msPerToken: 1, load: 0, freeKvTokens: 1e6 })),
+      failover: { graceMs: 60_000, minStepMs: 120_000 },
+      accountability: { enabled: cfg.accountability },
+      streamSpares: cfg.streamSpares,
+      eagerOpen,
+    });
+  const gws = [await start(true, cfg.listen), await start(false, cfg.listen.replace(`/tcp/${NODE_PORT}`, '/tcp/0'))] as const;
   const samples: (StepSample & { round: number })[] = [];
   const tokensPerRun: number[] = [];
-  /** per round: request start → first token (route open, prefill, first step) */
-  const firstTokenMs: number[] = [];
+  /** request start → first token (route open, prefill, first step), per round, eager open / after OPENED */
+  const firstTokenMs: { eager: number[]; afterOpened: number[] } = { eager: [], afterOpened: [] };
   try {
-    const promptIds = gw.tokenizer
-      .encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gw.addBos })
+    const promptIds = gws[0].tokenizer
+      .encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gws[0].addBos })
       .slice(0, 16);
-    await gw.run({ promptIds, maxTokens: 3, sampling: { temperature: 0 } });
+    for (const gw of gws) await gw.run({ promptIds, maxTokens: 3, sampling: { temperature: 0 } });
     for (let r = 0; r < cfg.rounds; r++) {
-      const t0 = performance.now();
-      const res = await gw.run({
-        promptIds,
-        maxTokens: cfg.tokens,
-        sampling: { temperature: 0 },
-        onToken: (t) => {
-          if (firstTokenMs.length === r) firstTokenMs.push(r3(performance.now() - t0));
-          if (t.step > 0) samples.push({ ...stepSample(t.timeline), round: r });
-        },
-      });
-      tokensPerRun.push(res.tokens.length);
+      for (const i of r % 2 ? [1, 0] : [0, 1]) {
+        const ttft = i === 0 ? firstTokenMs.eager : firstTokenMs.afterOpened;
+        const t0 = performance.now();
+        let first = true;
+        const res = await gws[i].run({
+          promptIds,
+          maxTokens: cfg.tokens,
+          sampling: { temperature: 0 },
+          onToken: (t) => {
+            if (first) ttft.push(r3(performance.now() - t0));
+            first = false;
+            if (t.step > 0) samples.push({ ...stepSample(t.timeline), round: r });
+          },
+        });
+        tokensPerRun.push(res.tokens.length);
+      }
       const mine = samples.filter((s) => s.round === r);
       const med = dist(mine.map((s) => s.stepMs)).p50;
-      console.log(`  round ${r + 1}/${cfg.rounds}: ${res.tokens.length} tokens, median step ${med.toFixed(1)} ms`);
+      console.log(
+        `  round ${r + 1}/${cfg.rounds}: median step ${med.toFixed(1)} ms; first token ${firstTokenMs.eager.at(-1)} ms (step behind the OPEN) vs ${firstTokenMs.afterOpened.at(-1)} ms (after OPENED)`,
+      );
     }
   } finally {
-    await gw.close();
+    for (const gw of gws) await gw.close();
   }
   const over = samples.map((s) => s.stepMs - s.computeMs - (k + 1) * oneWayMs);
   const overCfg = samples.map((s) => s.stepMs - s.computeMs - (k + 1) * p.delayMs);
@@ -518,7 +530,7 @@ async function inner(cfgFile: string): Promise<void> {
       await route.dispose();
     }
     console.log(
-      `  route open, again ×${cfg.reopens} (stream spares ${cfg.streamSpares}): ${routeReopenMs.map((ms) => `${ms}`).join(', ')} ms (median ${dist(routeReopenMs).p50}); first token of each request: ${firstTokenMs.join(', ')} ms`,
+      `  route open, again ×${cfg.reopens} (stream spares ${cfg.streamSpares}): ${routeReopenMs.map((ms) => `${ms}`).join(', ')} ms (median ${dist(routeReopenMs).p50}); first token, median: ${dist(firstTokenMs.eager).p50} ms with the step behind the OPEN, ${dist(firstTokenMs.afterOpened).p50} ms after OPENED`,
     );
   } finally {
     await routes.stop();
@@ -560,7 +572,7 @@ async function inner(cfgFile: string): Promise<void> {
     routeOpenMs,
     routeReopenMs: dist(routeReopenMs),
     routeReopenSamples: routeReopenMs,
-    firstTokenMs,
+    firstTokenMs: { eager: dist(firstTokenMs.eager), afterOpened: dist(firstTokenMs.afterOpened), samples: firstTokenMs },
     prefill: { tokens: n, byDtype, samples: prefill },
     targets: [target],
   });

@@ -75,6 +75,8 @@ export interface GatewayOptions {
   pipelineDepth?: number;
   /** negotiated activation streams kept ready per first hop just used (default 1; 0: none; p2p/stream-pool.ts) */
   streamSpares?: number;
+  /** send a request's first step right behind its route's OPEN, not after OPENED (default true; route/resilient-route.ts) */
+  eagerOpen?: boolean;
   /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
   accountability?: GatewayAccountabilityConfig;
   /** register the gateway's metrics (coverage, recoveries, audits, fallback, DHT lookups) here,
@@ -423,6 +425,7 @@ export class Gateway extends PipelineBackend {
         deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
         maxTokens: req.promptIds.length + req.maxTokens,
         openAttempts: this.opts.openAttempts,
+        eagerOpen: this.opts.eagerOpen,
         signal: req.signal,
         ...this.opts.failover,
         onEvent: (e) => this.onFault(e),

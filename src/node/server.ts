@@ -295,56 +295,66 @@ export class NodeServer {
     bound.session = s;
     if (bound.upClosed) return this.sessions.teardown(s, 'upstream closed', false);
     // slashing protection: the session is on file (written off the main thread) before it takes
-    // a step and before the OPEN goes on; steps arriving meanwhile wait behind the write
+    // a step and before the OPEN goes on; steps arriving meanwhile (a gateway may send the first
+    // right behind its OPEN) wait behind the write and behind the onward stream's OPEN
     const onFile = this.o.stamper.openSession(h);
-    s.chain = onFile.catch(() => {});
+    let onward!: () => void;
+    const passedOn = new Promise<void>((resolve) => (onward = resolve));
+    s.chain = Promise.all([onFile, passedOn]).then(
+      () => {},
+      () => {},
+    );
     try {
-      await onFile;
-    } catch (e) {
-      this.o.log?.error({ session: s.id, err: (e as Error).message }, 'slashing protection: cannot record the session');
-      void up.sendError('internal', `node ${this.self} cannot take sessions now`, { sessionId: s.id, hop: h.hop });
-      return this.sessions.teardown(s, 'slashing protection unavailable', false);
-    }
-    if (s.closed) return;
-    await this.handover.resume(h);
-    const dialStart = performance.now();
-    try {
-      // dialing policy: only the addresses the owner signed (next hop, or its own reply address)
-      if (s.isLast) {
-        const ch = await this.connect(h.reply.peerId, h.reply.addrs, RESULT_PROTOCOL, s);
-        s.downstream = ch;
-        await ch.send({ type: MsgType.OPENED, header: { sessionId: s.id, peers: h.route.map((x) => x.peerId) } });
-      } else {
-        const next = h.route[h.hop + 1]!;
-        const ch = await this.connect(next.peerId, next.addrs, ACT_PROTOCOL, s);
-        s.downstream = ch;
-        await ch.send({ type: MsgType.OPEN, header: { ...h, hop: h.hop + 1 } });
-        // measured once per session: the budget passed on accounts for the link to the next hop
-        void this.o.host.ping(next.peerId).then(
-          (rtt) => (s.linkMs = rtt / 2),
-          () => {},
-        );
+      try {
+        await onFile;
+      } catch (e) {
+        this.o.log?.error({ session: s.id, err: (e as Error).message }, 'slashing protection: cannot record the session');
+        void up.sendError('internal', `node ${this.self} cannot take sessions now`, { sessionId: s.id, hop: h.hop });
+        return this.sessions.teardown(s, 'slashing protection unavailable', false);
       }
-    } catch (e) {
-      const target = s.isLast ? h.reply.peerId : h.route[h.hop + 1]!.peerId;
-      this.o.log?.debug({ session: s.id, target, err: (e as Error).message }, 'downstream unreachable');
-      // only that it failed: why (refused, timed out, wrong peer) is not told to strangers, nor
-      // when: every failure is answered DIAL_TIMEOUT_MS after the dial began, so a closed port, a
-      // filtered one and a host that is not the named peer look alike (no port scanner)
-      const wait = DIAL_TIMEOUT_MS - (performance.now() - dialStart);
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       if (s.closed) return;
-      void up.sendError('unreachable', `hop ${this.self} cannot reach ${target}`, {
-        sessionId: s.id,
-        peerId: target,
-        hop: s.isLast ? h.route.length : h.hop + 1,
-      });
-      this.sessions.teardown(s, 'downstream unreachable', false);
-      return;
+      await this.handover.resume(h);
+      const dialStart = performance.now();
+      try {
+        // dialing policy: only the addresses the owner signed (next hop, or its own reply address)
+        if (s.isLast) {
+          const ch = await this.connect(h.reply.peerId, h.reply.addrs, RESULT_PROTOCOL, s);
+          s.downstream = ch;
+          await ch.send({ type: MsgType.OPENED, header: { sessionId: s.id, peers: h.route.map((x) => x.peerId) } });
+        } else {
+          const next = h.route[h.hop + 1]!;
+          const ch = await this.connect(next.peerId, next.addrs, ACT_PROTOCOL, s);
+          s.downstream = ch;
+          await ch.send({ type: MsgType.OPEN, header: { ...h, hop: h.hop + 1 } });
+          // measured once per session: the budget passed on accounts for the link to the next hop
+          void this.o.host.ping(next.peerId).then(
+            (rtt) => (s.linkMs = rtt / 2),
+            () => {},
+          );
+        }
+      } catch (e) {
+        const target = s.isLast ? h.reply.peerId : h.route[h.hop + 1]!.peerId;
+        this.o.log?.debug({ session: s.id, target, err: (e as Error).message }, 'downstream unreachable');
+        // only that it failed: why (refused, timed out, wrong peer) is not told to strangers, nor
+        // when: every failure is answered DIAL_TIMEOUT_MS after the dial began, so a closed port, a
+        // filtered one and a host that is not the named peer look alike (no port scanner)
+        const wait = DIAL_TIMEOUT_MS - (performance.now() - dialStart);
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (s.closed) return;
+        void up.sendError('unreachable', `hop ${this.self} cannot reach ${target}`, {
+          sessionId: s.id,
+          peerId: target,
+          hop: s.isLast ? h.route.length : h.hop + 1,
+        });
+        this.sessions.teardown(s, 'downstream unreachable', false);
+        return;
+      }
+      if (s.closed) return;
+      this.stats.opened++;
+      this.o.log?.info({ session: s.id, hop: h.hop, last: s.isLast }, 'session open');
+    } finally {
+      onward(); // the steps waiting behind the OPEN go on (or find the session closed)
     }
-    if (s.closed) return;
-    this.stats.opened++;
-    this.o.log?.info({ session: s.id, hop: h.hop, last: s.isLast }, 'session open');
   }
 
   private async connect(

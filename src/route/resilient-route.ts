@@ -93,12 +93,20 @@ export class ResilientRoute implements Stage {
   private readonly graceMs: number;
   /** a step of this route was rejected after its output went out provisionally: recover before the next */
   private broken?: { err: RouteError; stage: RouteStage };
+  /**
+   * the first route is opening eagerly (openResilientRoute): the first step goes right behind its
+   * OPEN, and until a step succeeded an open that fails is retried as openResilientRoute retries
+   * (peers excluded, ban-worthy ones banned, at most openAttempts routes), not re-routed
+   */
+  private opening?: FirstOpen;
 
   constructor(
     initial: RouteStage,
     route: Route,
-    private readonly o: ResilientRouteOptions,
+    private readonly o: ResilientRouteOptions & Partial<Pick<OpenResilientRouteOptions, 'openAttempts' | 'signal'>>,
+    opening?: FirstOpen,
   ) {
+    this.opening = opening;
     this.current = initial;
     this.estimate = route;
     this.config = o.config;
@@ -152,11 +160,16 @@ export class ResilientRoute implements Stage {
       const stage = this.current;
       try {
         const out = await this.step(stage, input, false);
+        this.opening = undefined;
         this.record(input.pos, input.hidden);
         this.watchSlack();
         return out.settled ? { ...out, settled: this.watchSettled(stage, out.settled) } : out;
       } catch (e) {
         if (!(e instanceof RouteError) || this.closed) throw e;
+        if (this.opening && stage.openError) {
+          await this.reopen(stage, stage.openError);
+          continue;
+        }
         // sent on a route whose earlier step was rejected: the caller runs that step again, and this route is replaced first
         if (this.brokenRoute() === stage) throw e;
         if (e.remoteCode === 'draining' && (await this.transfer(e, input.pos))) continue; // kv-transfer
@@ -258,11 +271,24 @@ export class ResilientRoute implements Stage {
     return watched;
   }
 
+  /** The first route did not come up (eager open): another one, as openResilientRoute would pick it. */
+  private async reopen(failed: RouteStage, err: RouteError): Promise<void> {
+    const first = this.opening!;
+    excludeAfterOpenFailure(err, failed.hops, first.exclude, this.o.bans);
+    const next = await openFirstRoute(this.o, first.exclude, first.attempt + 1, err);
+    first.attempt = next.attempt;
+    this.current = next.stage;
+    this.estimate = next.route;
+  }
+
   /** One step on `stage`, lost when its result (and, with accountability, its receipts' check) takes longer than its budget. */
   private async step(stage: RouteStage, input: StageInput, replay: boolean): Promise<StageOutput> {
     const limit = this.limitMs(input.nTokens, replay);
     const fwd = stage.forward(input);
     fwd.catch(() => undefined); // still pending when the timer wins; rejected at teardown
+    // eager open: this step went right behind the OPEN; its budget starts once the route is up
+    // (the open has its own time-out, and its failure is the open's)
+    if (!stage.isUp) await stage.ready;
     let timer: NodeJS.Timeout | undefined;
     const lost = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -330,7 +356,8 @@ export class ResilientRoute implements Stage {
     if (err.code === 'remote_error' && named) {
       // a hop answered with an error about its own work
       // kv-transfer: a leaving node (no replacement found) is not at fault: avoid, do not ban
-      if (err.remoteCode === 'busy' || err.remoteCode === 'draining') return { culprits: [named], ban: [], suspects: [named], how: 'error_reply' };
+      if (err.remoteCode === 'busy' || err.remoteCode === 'draining')
+        return { culprits: [named], ban: [], suspects: [named], how: 'error_reply' };
       if (err.remoteCode === 'unknown_session' || err.remoteCode === 'closed')
         return { culprits: [], ban: [], suspects: [], how: 'error_reply' };
       return { culprits: [named], ban: [named], suspects: [], how: 'error_reply' };
@@ -472,7 +499,8 @@ export class ResilientRoute implements Stage {
     const old = this.current;
     const rep = err.detail?.replacement as { peerId?: unknown; addrs?: unknown } | undefined;
     const i = old.hops.findIndex((h) => h.peerId === err.peerId);
-    if (i < 0 || !rep || typeof rep.peerId !== 'string' || !Array.isArray(rep.addrs) || err.detail?.resumeFrom !== old.sessionId) return false;
+    if (i < 0 || !rep || typeof rep.peerId !== 'string' || !Array.isArray(rep.addrs) || err.detail?.resumeFrom !== old.sessionId)
+      return false;
     if (this.recoveries >= (this.o.maxRecoveries ?? 4)) return false;
     this.recoveries++;
     const sid = this.o.sessionId;
@@ -491,7 +519,12 @@ export class ResilientRoute implements Stage {
       route: refs(old.hops),
     });
     this.failed.add(err.peerId!); // leaving: not banned, but not used again by this session
-    const hops = old.hops.map((h, j) => ({ peerId: j === i ? (rep.peerId as string) : h.peerId, addrs: j === i ? (rep.addrs as string[]) : h.addrs, start: h.start, end: h.end }));
+    const hops = old.hops.map((h, j) => ({
+      peerId: j === i ? (rep.peerId as string) : h.peerId,
+      addrs: j === i ? (rep.addrs as string[]) : h.addrs,
+      start: h.start,
+      end: h.end,
+    }));
     let stage: RouteStage;
     try {
       stage = await this.o.routes.open({
@@ -547,6 +580,12 @@ export interface OpenResilientRouteOptions extends ResilientRouteOptions {
   openAttempts?: number;
   /** the request was abandoned: stop trying */
   signal?: AbortSignal;
+  /**
+   * send the first step right behind the first route's OPEN instead of after its OPENED (default
+   * true: saves the chain's one-way trip per link of time to first token; a failed open is then
+   * seen, and retried the same way, at the first step)
+   */
+  eagerOpen?: boolean;
 }
 
 /**
@@ -556,8 +595,40 @@ export interface OpenResilientRouteOptions extends ResilientRouteOptions {
  */
 export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<ResilientRoute> {
   const exclude = new Set<string>();
-  let lastErr: unknown;
-  for (let attempt = 0; attempt < (o.openAttempts ?? 3); attempt++) {
+  const first = await openFirstRoute(o, exclude, 0);
+  return new ResilientRoute(first.stage, first.route, o, o.eagerOpen === false ? undefined : { exclude, attempt: first.attempt });
+}
+
+/** The first route's open in progress (eager): peers excluded so far, and the attempt it is. */
+interface FirstOpen {
+  exclude: Set<string>;
+  attempt: number;
+}
+
+/** A route that failed to open: its culprit (or, none named, all its hops) is not tried again; ban-worthy ones are banned. */
+function excludeAfterOpenFailure(
+  e: unknown,
+  hops: readonly { peerId: string }[],
+  exclude: Set<string>,
+  bans?: { ban(peerId: string): number },
+): void {
+  if (e instanceof RouteError && e.peerId) {
+    exclude.add(e.peerId);
+    if (banWorthy(e)) bans?.ban(e.peerId);
+  } else hops.forEach((h) => exclude.add(h.peerId));
+}
+
+/**
+ * Attempts `from`.. of the first route: pick one avoiding `exclude`, open it (eagerly unless
+ * o.eagerOpen is false). Throws the last open failure (`lastErr` when no attempt is left).
+ */
+async function openFirstRoute(
+  o: Omit<OpenResilientRouteOptions, 'onEvent'>,
+  exclude: Set<string>,
+  from: number,
+  lastErr?: unknown,
+): Promise<{ stage: RouteStage; route: Route; attempt: number }> {
+  for (let attempt = from; attempt < (o.openAttempts ?? 3); attempt++) {
     if (o.signal?.aborted) throw new RouteError('request aborted before the route opened', 'timeout');
     let route: Route;
     try {
@@ -576,14 +647,12 @@ export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<
         maxTokens: o.maxTokens,
         verifier: o.verifier,
         spares: spareHops(o.planner, route.hops, exclude), // kv-transfer
+        eager: o.eagerOpen !== false,
       });
-      return new ResilientRoute(stage, route, o);
+      return { stage, route, attempt };
     } catch (e) {
       lastErr = e;
-      if (e instanceof RouteError && e.peerId) {
-        exclude.add(e.peerId);
-        if (banWorthy(e)) o.bans?.ban(e.peerId);
-      } else route.hops.forEach((h) => exclude.add(h.peerId));
+      excludeAfterOpenFailure(e, route.hops, exclude, o.bans);
     }
   }
   throw lastErr;
@@ -595,7 +664,8 @@ export function spareHops(planner: RoutePlanner, hops: readonly Hop[], avoid: Re
   for (const h of hops) {
     try {
       const alt = planner.route({ exclude: new Set([...avoid, h.peerId]) });
-      for (const a of alt.hops) if (a.start === h.start && a.end === h.end) out.set(a.peerId, { peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end });
+      for (const a of alt.hops)
+        if (a.start === h.start && a.end === h.end) out.set(a.peerId, { peerId: a.peerId, addrs: a.addrs, start: a.start, end: a.end });
     } catch {
       /* no other node covers it: a leaving node then falls back to the DHT, or the route replays */
     }

@@ -93,6 +93,12 @@ export interface OpenRouteOptions {
   spares?: Hop[];
   /** checks every RESULT before its output is released (accountability); none: accepted as is */
   verifier?: StepVerifier;
+  /**
+   * open() returns once the OPEN went to the first hop, without waiting for the chain to come up
+   * (OPENED): a first step sent at once travels right behind the OPEN on every link, and `ready`
+   * says whether the route came up (an error before OPENED fails the route and its steps)
+   */
+  eager?: boolean;
 }
 
 /** Where a route's RESULT stream is delivered (RouteClient dispatches by session id). */
@@ -127,6 +133,12 @@ export class RouteStage implements Stage {
   /** receipt checks run one step at a time, in step order (each signer's receipts form a chain) */
   private verifying: Promise<unknown> = Promise.resolve();
   private opened?: { resolve(): void; reject(e: Error): void };
+  /** OPENED came from the last hop: the chain is up */
+  isUp = false;
+  /** resolves when the chain is up (OPENED), rejects with why it did not come up */
+  ready: Promise<void> = Promise.resolve();
+  /** why the route did not come up, once it did not */
+  openError?: RouteError;
 
   constructor(
     private readonly host: OdsiHost,
@@ -148,6 +160,11 @@ export class RouteStage implements Stage {
     const last = this.hops[this.hops.length - 1]!;
     const first = this.hops[0]!;
     const up = new Promise<void>((resolve, reject) => (this.opened = { resolve, reject }));
+    this.ready = up.catch((e: RouteError) => {
+      this.openError ??= e;
+      throw e;
+    });
+    this.ready.catch(() => undefined); // eager: the first step's caller awaits it
     this.sinks.set(this.sessionId, {
       lastPeer: last.peerId,
       onResultChannel: (ch) => (this.result = ch),
@@ -175,16 +192,16 @@ export class RouteStage implements Stage {
       onClose: (err) =>
         this.onBroken(new RouteError(`stream to ${first.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', first.peerId)),
     });
-    const timer = setTimeout(
-      () => this.opened?.reject(new RouteError(`route did not come up within ${timeoutMs} ms`, 'timeout')),
-      timeoutMs,
+    const timer = setTimeout(() => this.onBroken(new RouteError(`route did not come up within ${timeoutMs} ms`, 'timeout')), timeoutMs);
+    void this.ready.then(
+      () => clearTimeout(timer),
+      () => {
+        clearTimeout(timer);
+        if (this.opts.eager) this.teardown(); // nobody else tears an eager route down on a failed open
+      },
     );
-    try {
-      await this.first.send({ type: MsgType.OPEN, header: this.signedOpen() });
-      await up;
-    } finally {
-      clearTimeout(timer);
-    }
+    await this.first.send({ type: MsgType.OPEN, header: this.signedOpen() });
+    if (!this.opts.eager) await this.ready;
   }
 
   /** The OPEN for hop 0, signed by this gateway's identity (the session is ours: open-signature.ts). */
@@ -210,6 +227,7 @@ export class RouteStage implements Stage {
 
   private onMessage(m: Message): void {
     if (m.type === MsgType.OPENED) {
+      this.isUp = true; // at once: an ERROR read with it is a step's
       this.opened?.resolve();
       return;
     }
@@ -235,14 +253,14 @@ export class RouteStage implements Stage {
     }
     if (m.type === MsgType.ERROR) {
       const err = toRouteError(m.header);
+      // before OPENED every error is the open's (a step sent right behind the OPEN fails with it)
+      if (!this.isUp) return this.onBroken(err);
       const rid = m.header.requestId;
       const p = rid !== undefined ? this.pending.get(rid) : undefined;
       if (p) {
         this.pending.delete(rid!);
         clearTimeout(p.timer);
         failStep(p, err);
-      } else if (this.opened && this.pending.size === 0 && this.step === 0) {
-        this.opened.reject(err);
       } else {
         this.failAll(err);
       }

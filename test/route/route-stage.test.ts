@@ -29,12 +29,24 @@ const stamperOf = (host: OdsiHost) => new NodeStamper({ host, domain: deployment
 async function startNode(start: number, end: number, opts: { msPerToken?: number } = {}) {
   const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start, end, embed: false, head: false });
-  const server = new NodeServer({ host, stage, modelId: MODEL, stamper: stamperOf(host), perf: new PerfMeter({ msPerToken: opts.msPerToken ?? 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 4096 });
+  const server = new NodeServer({
+    host,
+    stage,
+    modelId: MODEL,
+    stamper: stamperOf(host),
+    perf: new PerfMeter({ msPerToken: opts.msPerToken ?? 0.1, prefillMsPerToken: 0.1 }),
+    kvBudgetTokens: 4096,
+  });
   await server.start();
   nodes.push({ host, server, stage });
   return { host, server, stage };
 }
-const hopOf = (n: { host: OdsiHost; stage: Stage }) => ({ peerId: n.host.peerId, addrs: n.host.addrs(), start: n.stage.range.start, end: n.stage.range.end });
+const hopOf = (n: { host: OdsiHost; stage: Stage }) => ({
+  peerId: n.host.peerId,
+  addrs: n.host.addrs(),
+  start: n.stage.range.start,
+  end: n.stage.range.end,
+});
 
 function input(nTokens: number, dim: number, seed = 1): Float32Array {
   const x = new Float32Array(nTokens * dim);
@@ -79,7 +91,10 @@ test('1-hop and 2-hop routes return the same hidden states as a local stage', as
     const o2 = await r.forward({ sessionId: r.sessionId, pos: 4, nTokens: 1, hidden: y });
     assert.deepEqual(o2.hidden, want2);
     assert.equal(r.lastTimeline.length, hops.length);
-    assert.deepEqual(r.lastTimeline.map((t) => t.peerId), hops.map((h) => h.peerId));
+    assert.deepEqual(
+      r.lastTimeline.map((t) => t.peerId),
+      hops.map((h) => h.peerId),
+    );
     assert.ok(r.lastTimeline.every((t) => t.computeMs >= 0 && t.budgetInMs === -1));
     assert.equal(r.sessionLength(), 5);
     await r.dispose();
@@ -90,13 +105,61 @@ test('1-hop and 2-hop routes return the same hidden states as a local stage', as
   for (const n of [a, b, c]) assert.equal(n.server.load, 0);
 });
 
+test('eager open: the first step goes right behind the OPEN and returns what it returns after OPENED; a refused open fails it', async () => {
+  const dim = src.config.dim;
+  const [, b, c] = nodes; // the 2-hop chain of the first test
+  const hops = [hopOf(b!), hopOf(c!)];
+  const x = input(4, dim, 3);
+  const waited = await routes.open({ modelId: MODEL, config: src.config, hops, sessionId: 'lazy-ref' });
+  const want = (await waited.forward({ sessionId: waited.sessionId, pos: 0, nTokens: 4, hidden: x })).hidden!;
+  await waited.dispose();
+  const r = await routes.open({ modelId: MODEL, config: src.config, hops, sessionId: 'eager', eager: true });
+  assert.equal(r.isUp, false, 'open() returned before the chain came up');
+  const out = await r.forward({ sessionId: r.sessionId, pos: 0, nTokens: 4, hidden: x });
+  assert.equal(r.isUp, true);
+  assert.deepEqual(out.hidden, want);
+  await r.dispose();
+  // refused by the second hop (wrong layers): the step sent behind the OPEN fails with the open's error
+  const bad = await routes.open({
+    modelId: MODEL,
+    config: src.config,
+    hops: [hops[0]!, { ...hops[1]!, end: 4 }],
+    sessionId: 'eager-bad',
+    eager: true,
+  });
+  await assert.rejects(
+    bad.forward({ sessionId: bad.sessionId, pos: 0, nTokens: 4, hidden: x }),
+    (e: unknown) => e instanceof RouteError && e.remoteCode === 'wrong_layers' && e.peerId === c!.host.peerId,
+  );
+  await assert.rejects(bad.ready, (e: unknown) => e instanceof RouteError && e.remoteCode === 'wrong_layers');
+  assert.equal(bad.openError?.remoteCode, 'wrong_layers');
+  // the next hop is gone: the step behind the OPEN waits at the first hop until its dial failed,
+  // and fails with that (naming the unreachable peer, not the first hop)
+  const gone = await createHost({ identity: generateIdentity() });
+  const goneHop = { peerId: gone.peerId, addrs: gone.addrs(), start: 3, end: 5 };
+  await gone.stop();
+  const dead = await routes.open({ modelId: MODEL, config: src.config, hops: [hops[0]!, goneHop], sessionId: 'eager-dead', eager: true });
+  await assert.rejects(
+    dead.forward({ sessionId: dead.sessionId, pos: 0, nTokens: 4, hidden: x }),
+    (e: unknown) => e instanceof RouteError && e.code === 'unreachable' && e.peerId === gone.peerId,
+  );
+  await new Promise((res) => setTimeout(res, 200));
+  for (const n of [b!, c!]) assert.equal(n.server.load, 0, 'no session left behind');
+});
+
 test('deadline: slack is reported, and a hop that cannot make it refuses at once', async () => {
   const dim = src.config.dim;
   const slow = await startNode(0, 2, { msPerToken: 10_000 });
   const fast = nodes[1]!; // 0:3 from the previous test
   void fast;
   const a = await startNode(2, 5);
-  const r = await routes.open({ modelId: MODEL, config: src.config, hops: [hopOf(nodes[1]!), hopOf(nodes[2]!)], sessionId: 'dl-ok', deadlineMs: 5000 });
+  const r = await routes.open({
+    modelId: MODEL,
+    config: src.config,
+    hops: [hopOf(nodes[1]!), hopOf(nodes[2]!)],
+    sessionId: 'dl-ok',
+    deadlineMs: 5000,
+  });
   await r.forward({ sessionId: 'dl-ok', pos: 0, nTokens: 1, hidden: input(1, dim) });
   assert.equal(r.lastTimeline.length, 2);
   assert.equal(r.lastTimeline[0]!.budgetInMs, 5000);
@@ -154,18 +217,28 @@ test('bad input on a raw stream: clear errors, stream usable after message error
 test('KV budget: a full node refuses with busy; idle sessions are freed', async () => {
   const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
-  const server = new NodeServer({ host, stage, modelId: MODEL, stamper: stamperOf(host), perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }), kvBudgetTokens: 150 });
+  const server = new NodeServer({
+    host,
+    stage,
+    modelId: MODEL,
+    stamper: stamperOf(host),
+    perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }),
+    kvBudgetTokens: 150,
+  });
   await server.start();
   nodes.push({ host, server, stage });
   const hop = hopOf({ host, stage });
   const r1 = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-1', maxTokens: 100 });
   assert.equal(server.freeKvTokens, 50);
-  await assert.rejects(routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-2', maxTokens: 100 }), (e: unknown) => {
-    assert.ok(e instanceof RouteError);
-    assert.equal(e.remoteCode, 'busy');
-    assert.match(e.message, /KV memory full/);
-    return true;
-  });
+  await assert.rejects(
+    routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-2', maxTokens: 100 }),
+    (e: unknown) => {
+      assert.ok(e instanceof RouteError);
+      assert.equal(e.remoteCode, 'busy');
+      assert.match(e.message, /KV memory full/);
+      return true;
+    },
+  );
   // a step beyond the session's reservation is refused too
   await assert.rejects(r1.forward({ sessionId: 'kv-1', pos: 99, nTokens: 2, hidden: input(2, src.config.dim) }), /reserved 100/);
   await r1.dispose();
