@@ -16,15 +16,7 @@ import { ADVERT_PROTOCOL } from '../p2p/adverts.js';
 import { verifyAdvertRecord, type NodeAdvert } from '../p2p/advert-record.js';
 import { FLAG_MORE, FRAME_MAGIC, PREAMBLE_BYTES } from '../protocol/frame.js';
 import { AUDIT_EXEC_PROTOCOL, AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../protocol/audit-messages.js';
-import {
-  KV_PROTOCOL,
-  MAX_ROUTE_HOPS,
-  MsgType,
-  type Dtype,
-  type Message,
-  type OpenHeader,
-  type StepHeader,
-} from '../protocol/messages.js';
+import { KV_PROTOCOL, MAX_ROUTE_HOPS, MsgType, type Dtype, type Message, type OpenHeader, type StepHeader } from '../protocol/messages.js';
 import { signOpen, type OpenToSign } from '../protocol/open-signature.js';
 import { ZERO_HASH, type ExecutionReceipt, type Hex, type OdsiDomain } from '../accountability/records/eip712.js';
 import { checkSigned, hashTensor, receiptHash, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
@@ -763,6 +755,42 @@ const RULES: Rule[] = [
         stage.closeSession(sid);
         await stage.dispose();
       }
+    },
+  },
+  {
+    id: 'S11',
+    title:
+      "a STEP sent right behind its OPEN (before OPENED) is held until the session is up: OPENED, then its RESULT; with an unreachable next hop, the only answer is the OPEN's ERROR unreachable naming it",
+    run: async (k) => {
+      const sid = k.sid('eager');
+      const s = await k.g.stream(k.target);
+      await s.ch.send({ type: MsgType.OPEN, header: k.open({ sessionId: sid }) });
+      const m = k.step(sid, { step: 0, pos: 0, nTokens: 2, seed: 71 });
+      await k.result(s, sid, m); // sent at once, not after OPENED
+      const got = k.g.results(sid);
+      const opened = got.findIndex((r) => r.type === MsgType.OPENED);
+      const result = got.findIndex((r) => r.type === MsgType.RESULT);
+      expect(opened >= 0 && opened < result, 'OPENED must come before the RESULT on the result stream');
+      await s.ch.send({ type: MsgType.CLOSE, header: { sessionId: sid } });
+      await waitForClosedResult(k, sid);
+      // the held STEP runs nothing when the session does not come up: no answer of its own
+      const ghost = generateIdentity().peerId.toString();
+      const route = [k.targetHop(), { peerId: ghost, addrs: ['/ip4/127.0.0.1/tcp/1'], start: k.range.end, end: k.range.end + 1 }];
+      const gsid = k.sid('eager-ghost');
+      const g = await k.g.stream(k.target);
+      await g.ch.send({ type: MsgType.OPEN, header: k.open({ sessionId: gsid, route }) });
+      await g.ch.send(k.step(gsid, { step: 0, pos: 0, nTokens: 1 }));
+      const e = await waitEither(
+        () => g.got.find(isError),
+        () => undefined,
+        k.waitMs,
+        `the ERROR of OPEN ${gsid}`,
+      );
+      expect(
+        codeOf(e) === 'unreachable' && hdr(e).peerId === ghost && hdr(e).hop === 1,
+        `the first ERROR must be unreachable naming ${ghost} at hop 1, got ${show(e)}`,
+      );
+      void g.ch.close();
     },
   },
   {

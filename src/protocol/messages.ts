@@ -8,7 +8,7 @@ import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYL
 /** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
 // 1.2.0: routes ≤ MAX_ROUTE_HOPS, record ids always keccak256 of the session id (docs/protocol.md §10)
 // 1.3.0: receipts leave the STEP header: a hop forwards its STEP first, then a binary RECEIPTS message (§4.3)
-export const ACT_PROTOCOL = '/odsi/act/1.3.0';
+export const ACT_PROTOCOL = '/odsi/act/1.4.0';
 /** stream protocol: last hop→gateway (OPENED first), carries RESULTs (1.1.0: each followed by its RECEIPTS) */
 export const RESULT_PROTOCOL = '/odsi/result/1.1.0';
 // kv-transfer: stream protocol: a draining node → its replacement (KV messages, one KV_ACK back)
