@@ -473,22 +473,25 @@ async function inner(cfgFile: string): Promise<void> {
     // one after the other, each timed: the first also dials the gateway's connections (TCP and
     // Noise handshakes over the emulated link); the others reuse them, so theirs is the session
     // open alone (OPEN through the k hops and the result stream back: one stream per link)
-    const opened: { dtype: (typeof cfg.dtypes)[number]; route: Awaited<ReturnType<typeof routes.open>> }[] = [];
-    for (const dtype of cfg.dtypes) {
+    /** a route over the fixed hops, opened and timed into `times` */
+    const openTimed = async (sessionId: string, maxTokens: number, times: number[], dtype?: (typeof cfg.dtypes)[number]) => {
       const t0 = performance.now();
       const route = await routes.open({
         modelId: cfg.modelId,
         config: c,
         hops: cfg.hops,
-        sessionId: `wan-prefill-${dtype}-${process.pid}`,
-        maxTokens: n + 4,
+        sessionId,
+        maxTokens,
         dtype,
         openTimeoutMs: 60_000,
         stepTimeoutMs: 600_000,
       });
-      opened.push({ dtype, route });
-      routeOpenMs.push(r3(performance.now() - t0));
-    }
+      times.push(r3(performance.now() - t0));
+      return route;
+    };
+    const opened: { dtype: (typeof cfg.dtypes)[number]; route: Awaited<ReturnType<typeof routes.open>> }[] = [];
+    for (const dtype of cfg.dtypes)
+      opened.push({ dtype, route: await openTimed(`wan-prefill-${dtype}-${process.pid}`, n + 4, routeOpenMs, dtype) });
     console.log(`  route open: ${routeOpenMs.map((ms) => `${ms} ms`).join(', ')} (the first dials the links)`);
     let ref: Float32Array | undefined;
     for (let rep = 0; rep < 3; rep++) {
@@ -517,16 +520,7 @@ async function inner(cfgFile: string): Promise<void> {
     }
     for (const { route } of opened) await route.dispose();
     for (let i = 0; i < cfg.reopens; i++) {
-      const t0 = performance.now();
-      const route = await routes.open({
-        modelId: cfg.modelId,
-        config: c,
-        hops: cfg.hops,
-        sessionId: `wan-reopen-${i}-${process.pid}`,
-        maxTokens: 8,
-        openTimeoutMs: 60_000,
-      });
-      routeReopenMs.push(r3(performance.now() - t0));
+      const route = await openTimed(`wan-reopen-${i}-${process.pid}`, 8, routeReopenMs);
       await route.dispose();
     }
     console.log(

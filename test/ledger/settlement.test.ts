@@ -19,25 +19,13 @@ import { accepted } from './suite.js';
 import { h } from '../accountability/fixtures.js';
 
 test('a settlement the ledger fails to take is kept and settled, once and in full, with the next epoch', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'odsi-settle-'));
-  const path = join(dir, 'ledger.db');
-  const operator = testIdentity(3100);
-  const [n1, gw] = [testIdentity(3101), testIdentity(3102)];
-  const L = SqliteLedger.open(path, { operator, busyTimeoutMs: 100 });
-  const client = '0x00000000000000000000000000000000000000c7' as Address;
+  const f = await fixture(3100, 1);
+  const { L, s, client, path } = f;
+  const n1 = f.ns[0]!;
+  const step = (i: number) => f.step(n1, i);
   try {
-    accepted(await L.register(n1));
-    accepted(await L.mint(operator, n1.address, 1000n * UNIT));
-    accepted(await L.stake(n1, 1000n * UNIT));
-    accepted(await L.register(gw, 'gateway'));
-    accepted(await L.authorize(operator, gw.address));
-    accepted(await L.deposit(client, 10n * UNIT));
-    const s = new GatewaySettlement({ ledger: L, signer: gw });
-    const domain = { chainId: DEV_CHAIN_ID };
-    const step = (i: number) => s.addReceipts([receiptOf(n1, domain, { step: i, start: 0, end: 2, input: h(`i${i}`), output: h(`o${i}`) })]);
     step(1);
     s.charge(client, 10);
-
     // another process holds the write lock: the epoch's write throws, nothing is lost
     const other = new Database(path);
     other.prepare('BEGIN IMMEDIATE').run();
@@ -61,10 +49,8 @@ test('a settlement the ledger fails to take is kept and settled, once and in ful
     assert.equal(await s.settle(), undefined, 'nothing left to settle');
     assert.equal((await L.account(client))!.charged, r.charged.toString());
     assert.equal((await L.verify()).ok, true);
-    await s.stop();
   } finally {
-    await L.close();
-    rmSync(dir, { recursive: true, force: true });
+    await f.close();
   }
 });
 
@@ -74,7 +60,8 @@ async function fixture(seed: number, nodes: number) {
   const operator = testIdentity(seed);
   const ns = Array.from({ length: nodes }, (_, i) => testIdentity(seed + 1 + i));
   const gw = testIdentity(seed + 99);
-  const L = SqliteLedger.open(join(dir, 'ledger.db'), { operator });
+  const path = join(dir, 'ledger.db');
+  const L = SqliteLedger.open(path, { operator, busyTimeoutMs: 100 });
   const client = `0x${String(seed).padStart(40, '0')}` as Address;
   for (const n of ns) {
     accepted(await L.register(n));
@@ -98,7 +85,7 @@ async function fixture(seed: number, nodes: number) {
     await L.close();
     rmSync(dir, { recursive: true, force: true });
   };
-  return { L, s, ns, client, step, node, close };
+  return { L, s, ns, client, step, node, close, path };
 }
 
 test('a request settles with its own charge in the epoch it ends; a request still running keeps its credits pending', async () => {
