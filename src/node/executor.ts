@@ -3,13 +3,17 @@
 // deadline check, batched with other sessions' steps), send the output on at once with this
 // hop's timing appended; then, on the session's receipt chain, wait for the upstream RECEIPTS,
 // check custody, sign this hop's receipt and send the chain on (docs/protocol.md §4.3). One
-// receipt per session step, whatever batch computed it. Audit
+// receipt per session step, whatever batch computed it. When no earlier step's receipt work is
+// pending, custody is checked while the stage computes (the upstream RECEIPTS usually arrive
+// meanwhile: always at hop 0, which has none), and if it is done by the time the output is,
+// the receipt is signed then and its RECEIPTS leave in the same socket write as the output:
+// one message event at the next hop instead of two. Audit
 // re-executions run through the scheduler's `exclusive`, never beside a token-path step.
 
 import type { Stage } from '../engine/types.js';
 import { MessageError, MsgType, decodeTensor, encodeTensor, type ErrorCode, type Message, type StepHeader } from '../protocol/messages.js';
 import { appendReceipt, decodeReceipts } from '../protocol/receipt-codec.js';
-import type { ArrivingStep, FinishedStep } from '../accountability/node/stamper.js';
+import type { ArrivingStep, CustodyFailure, FinishedStep } from '../accountability/node/stamper.js';
 import type { HopTiming } from '../route/route-stage.js';
 import type { StepScheduler } from './scheduler.js';
 import type { Session } from './sessions.js';
@@ -45,6 +49,8 @@ export interface NodeStats {
   steps: number;
   errors: number;
   refused: number;
+  /** receipts sent in the same write as their step's output (custody checked while the stage computed) */
+  receiptsWithOutput?: number;
 }
 
 export class StepExecutor {
@@ -75,7 +81,7 @@ export class StepExecutor {
       return fail('bad_message', (e as Error).message);
     }
     // this hop commits to its input before the output exists (while the stage computes); the
-    // upstream hop's receipts (custody) are checked after the output went on, before this hop signs
+    // upstream hop's receipts (custody) are checked before this hop signs
     const arriving: ArrivingStep = {
       open: s.open,
       header: h,
@@ -88,6 +94,17 @@ export class StepExecutor {
     const claimed = stamper.claim(arriving);
     if (!claimed.ok) return fail(claimed.code, claimed.reason);
     const committed = stamper.commit(arriving);
+    let isCommitted = false;
+    void committed.then(() => (isCommitted = true));
+    // the upstream receipts are due waitMs after the step arrived, however long the receipt work
+    // of the steps before it took: an upstream that sends none times every held step out by its
+    // own due time, not one wait after another
+    const waitMs = h.budgetMs !== undefined ? Math.max(2 * h.budgetMs, MIN_RECEIPTS_WAIT_MS) : RECEIPTS_WAIT_MS;
+    const due = { at: recvAt + waitMs, waitMs };
+    // custody is checked while the stage computes (the upstream RECEIPTS usually arrive
+    // meanwhile) when no earlier step's receipt work is pending (each signer's chain is checked
+    // in step order); otherwise after the output went on, behind the steps before it
+    const custody = stamper.accountable && s.stamping.length === 0 ? this.custody(s, arriving, due) : undefined;
     // the scheduler batches this step with the other sessions' steps (continuous batching)
     const deadline = h.budgetMs !== undefined ? recvAt + h.budgetMs - s.linkMs : Infinity;
     const computed = await this.o.scheduler.submit({
@@ -123,22 +140,26 @@ export class StepExecutor {
     s.steps++;
     this.stats.steps++;
     this.o.metrics?.step(timing, h.nTokens);
-    // the output goes on at once; its receipts follow (the next hop computes meanwhile, and signs
-    // nothing before it has verified them)
+    const output = { type: s.isLast ? MsgType.RESULT : MsgType.STEP, header: sent, payload: bytes } as Message;
+    // custody already checked and the commitment fixed: the receipt is signed now and goes in the
+    // same socket write as the output (one message event downstream, not two)
+    const ready = custody?.done && !custody.done.failure && isCommitted && s.stamping.length === 0 && !s.closed ? custody.done : undefined;
+    if (ready) finished.receipts = arriving.receipts;
+    const receipts = ready ? this.receipt(s, finished, ready.upstream) : undefined;
+    // otherwise the output goes on at once and its receipts follow (the next hop computes
+    // meanwhile, and signs nothing before it has verified them)
     try {
-      await s.downstream!.send({ type: s.isLast ? MsgType.RESULT : MsgType.STEP, header: sent, payload: bytes });
+      const sending = s.downstream!.send(output);
+      if (receipts) void s.downstream!.send(receipts).catch(() => undefined); // a failure shows on the output's send
+      await sending;
     } catch {
       const target = s.downstream?.remotePeer;
       return fail('unreachable', `${self} cannot reach ${target}`); // why is not told (dialing policy)
     }
-    if (!stamper.accountable) return;
-    // the upstream's receipts are due waitMs after the step arrived, however long the receipt
-    // work of the steps before it took: an upstream that sends none times every held step out
-    // by its own due time, not one wait after another
-    const waitMs = h.budgetMs !== undefined ? Math.max(2 * h.budgetMs, MIN_RECEIPTS_WAIT_MS) : RECEIPTS_WAIT_MS;
-    const due = { at: recvAt + waitMs, waitMs };
+    if (receipts) this.stats.receiptsWithOutput = (this.stats.receiptsWithOutput ?? 0) + 1;
+    if (!stamper.accountable || receipts) return;
     const stamped = (s.stamping.at(-1) ?? Promise.resolve())
-      .then(() => this.stamp(s, finished, committed, due))
+      .then(() => this.stamp(s, finished, committed, due, custody?.result))
       .catch(() => undefined) // stamp answers its own failures upstream; a throw must not stop the steps after it
       .finally(() => void s.stamping.shift()); // in order: each runs after the one before it
     s.stamping.push(stamped);
@@ -148,7 +169,13 @@ export class StepExecutor {
    * After the output went on: the upstream chain (its RECEIPTS message), verified; then this hop's
    * receipt, signed and sent on with the chain. Any failure: an ERROR upstream, no receipt.
    */
-  private async stamp(s: Session, f: FinishedStep, committed: Promise<void>, due: { at: number; waitMs: number }): Promise<void> {
+  private async stamp(
+    s: Session,
+    f: FinishedStep,
+    committed: Promise<void>,
+    due: { at: number; waitMs: number },
+    checked?: Promise<Custody>,
+  ): Promise<void> {
     const { self, stamper } = this.o;
     const h = f.header;
     const errorUp = (code: ErrorCode, reason: string, peerId?: string) => {
@@ -158,21 +185,14 @@ export class StepExecutor {
     };
     // what does not depend on the upstream receipts is done while they are on their way
     stamper.prepare?.(f);
-    let upstream: Uint8Array | undefined;
-    if (s.open.hop > 0) {
+    const { upstream, failure, timedOut, receipts: chain } = await (checked ?? this.custody(s, f, due).result);
+    f.receipts = chain;
+    if (s.closed) return;
+    if (timedOut) {
       const upPeer = s.open.route[s.open.hop - 1]!.peerId;
-      upstream = await s.inbox.take(h.step, Math.max(0, due.at - performance.now()));
-      s.inbox.forget(h.step);
-      if (s.closed) return;
-      if (!upstream) return errorUp('timeout', `no receipts from ${upPeer} for step ${h.step} within ${Math.round(due.waitMs)} ms`, upPeer);
-      try {
-        f.receipts = decodeReceipts(upstream);
-      } catch (e) {
-        f.receipts = 'malformed';
-        if (!(e instanceof MessageError)) throw e;
-      }
+      return errorUp('timeout', `no receipts from ${upPeer} for step ${h.step} within ${Math.round(due.waitMs)} ms`, upPeer);
     }
-    const custody = await stamper.checkUpstream(f);
+    const custody = failure;
     if (custody) {
       // computed from an input its upstream did not sign for: this hop signs nothing for it
       this.stats.errors++;
@@ -185,17 +205,52 @@ export class StepExecutor {
       return;
     }
     await committed;
-    // this hop's receipt (input as received, output as sent) goes on with the chain
-    const receipt = stamper.sign(f);
-    if (!receipt) return errorUp('internal', `${self} signed no receipt for step ${h.step}`);
-    stamper.retain(f, receipt);
+    const receipts = this.receipt(s, f, upstream);
+    if (!receipts) return errorUp('internal', `${self} signed no receipt for step ${h.step}`);
     if (s.closed) return;
     try {
-      const payload = appendReceipt(upstream, receipt);
-      await s.downstream!.send({ type: MsgType.RECEIPTS, header: { sessionId: s.id, requestId: h.requestId, step: h.step }, payload });
+      await s.downstream!.send(receipts);
     } catch {
       errorUp('unreachable', `${self} cannot reach ${s.downstream?.remotePeer}`);
     }
+  }
+
+  /**
+   * The upstream hop's receipts for a step (none at hop 0), waited for until `due` and checked
+   * (custody); `done` is set once `result` resolved, so the caller can see without waiting.
+   */
+  private custody(s: Session, a: ArrivingStep, due: { at: number; waitMs: number }): { result: Promise<Custody>; done?: Custody } {
+    const c: { result: Promise<Custody>; done?: Custody } = { result: Promise.resolve({}) };
+    c.result = (async (): Promise<Custody> => {
+      let upstream: Uint8Array | undefined;
+      if (s.open.hop > 0) {
+        upstream = await s.inbox.take(a.header.step, Math.max(0, due.at - performance.now()));
+        s.inbox.forget(a.header.step);
+        if (!upstream) return { timedOut: true };
+        try {
+          a.receipts = decodeReceipts(upstream);
+        } catch (e) {
+          a.receipts = 'malformed';
+          if (!(e instanceof MessageError)) throw e;
+        }
+      }
+      return { upstream, receipts: a.receipts, failure: await this.o.stamper.checkUpstream(a) };
+    })();
+    void c.result.then(
+      (r) => (c.done = r),
+      () => undefined,
+    );
+    return c;
+  }
+
+  /** This hop's receipt (input as received, output as sent), signed and kept for auditors, as the RECEIPTS message that carries it on with the chain. */
+  private receipt(s: Session, f: FinishedStep, upstream: Uint8Array | undefined): Message | undefined {
+    const { stamper } = this.o;
+    const receipt = stamper.sign(f);
+    if (!receipt) return undefined;
+    stamper.retain(f, receipt);
+    const payload = appendReceipt(upstream, receipt);
+    return { type: MsgType.RECEIPTS, header: { sessionId: s.id, requestId: f.header.requestId, step: f.header.step }, payload };
   }
 
   /** The node is leaving: tell the gateway where the session's KV cache went (or that it must replay). */
@@ -214,6 +269,15 @@ export class StepExecutor {
     };
     void s.upstream.send({ type: MsgType.ERROR, header } as Message).catch(() => {});
   }
+}
+
+/** What the custody check of a step found: the upstream chain's bytes, a failure, or nothing in time. */
+interface Custody {
+  upstream?: Uint8Array;
+  /** the chain as decoded (or 'malformed') */
+  receipts?: unknown;
+  failure?: CustodyFailure;
+  timedOut?: boolean;
 }
 
 function round(x: number): number {

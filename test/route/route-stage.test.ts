@@ -20,26 +20,38 @@ import { STORIES_GGUF } from '../helpers/paths.js';
 let src: WeightSource;
 let gw: OdsiHost;
 let routes: RouteClient;
-const nodes: { host: OdsiHost; server: NodeServer; stage: Stage }[] = [];
+const nodes: { host: OdsiHost; server: NodeServer; stage: Stage; stamper: NodeStamper }[] = [];
 const MODEL = 'test-model';
 const crypto = new CryptoPool({ worker: true });
 /** accountable, as `odsi node` is by default */
 const stamperOf = (host: OdsiHost) => new NodeStamper({ host, domain: deploymentDomain(process.env), crypto });
 
-async function startNode(start: number, end: number, opts: { msPerToken?: number } = {}) {
+async function startNode(start: number, end: number, opts: { msPerToken?: number; computeDelayMs?: number } = {}) {
   const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start, end, embed: false, head: false });
+  const stamper = stamperOf(host);
   const server = new NodeServer({
     host,
-    stage,
+    stage: opts.computeDelayMs ? slowed(stage, opts.computeDelayMs) : stage,
     modelId: MODEL,
-    stamper: stamperOf(host),
+    stamper,
     perf: new PerfMeter({ msPerToken: opts.msPerToken ?? 0.1, prefillMsPerToken: 0.1 }),
     kvBudgetTokens: 4096,
   });
   await server.start();
-  nodes.push({ host, server, stage });
-  return { host, server, stage };
+  nodes.push({ host, server, stage, stamper });
+  return { host, server, stage, stamper };
+}
+
+/** `stage`, each forward taking at least `ms` (a node whose compute outlasts the upstream's receipts) */
+function slowed(stage: Stage, ms: number): Stage {
+  const s = Object.create(stage) as Stage;
+  s.forward = async (input) => {
+    await new Promise((r) => setTimeout(r, ms));
+    return stage.forward(input);
+  };
+  s.forwardBatch = undefined;
+  return s;
 }
 const hopOf = (n: { host: OdsiHost; stage: Stage }) => ({
   peerId: n.host.peerId,
@@ -147,6 +159,37 @@ test('eager open: the first step goes right behind the OPEN and returns what it 
   for (const n of [b!, c!]) assert.equal(n.server.load, 0, 'no session left behind');
 });
 
+test('receipts: sent with the output when custody was checked while the stage computed, else after it; every chain checks', async () => {
+  const dim = src.config.dim;
+  // the middle hop computes for 30 ms: the first hop's receipts arrive and are checked meanwhile
+  const hs = [await startNode(0, 2), await startNode(2, 4, { computeDelayMs: 30 }), await startNode(4, 5)];
+  const r = await routes.open({ modelId: MODEL, config: src.config, hops: hs.map(hopOf), sessionId: 'merged' });
+  const steps = 6;
+  for (let p = 0; p < steps; p++) await r.forward({ sessionId: r.sessionId, pos: p, nTokens: 1, hidden: input(1, dim, 40 + p) });
+  // (this route has no verifier: it does not wait for the last step's receipts before closing)
+  for (let t = 0; t < 100 && hs[2]!.stamper.stats.receiptsSigned < steps; t++) await new Promise((res) => setTimeout(res, 20));
+  await r.dispose();
+  const merged = hs.map((n) => n.server.stats.receiptsWithOutput ?? 0);
+  assert.equal(merged[0], steps, 'hop 0 has no upstream receipts to wait for: each goes with its output');
+  assert.ok(merged[1]! >= steps - 1, `the slow middle hop sends its receipts with its output (${merged[1]} of ${steps})`);
+  // the hops after them took every chain as valid, whichever way it came
+  assert.deepEqual(
+    hs.slice(1).map((n) => [n.stamper.stats.receiptsChecked, n.stamper.stats.custodyRejected]),
+    [
+      [steps, 0],
+      [steps, 0],
+    ],
+  );
+  assert.deepEqual(
+    hs.map((n) => n.stamper.stats.receiptsSigned),
+    [steps, steps, steps],
+  );
+  assert.deepEqual(
+    hs.map((n) => n.server.stats.errors),
+    [0, 0, 0],
+  );
+});
+
 test('deadline: slack is reported, and a hop that cannot make it refuses at once', async () => {
   const dim = src.config.dim;
   const slow = await startNode(0, 2, { msPerToken: 10_000 });
@@ -217,16 +260,17 @@ test('bad input on a raw stream: clear errors, stream usable after message error
 test('KV budget: a full node refuses with busy; idle sessions are freed', async () => {
   const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
+  const kvStamper = stamperOf(host);
   const server = new NodeServer({
     host,
     stage,
     modelId: MODEL,
-    stamper: stamperOf(host),
+    stamper: kvStamper,
     perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }),
     kvBudgetTokens: 150,
   });
   await server.start();
-  nodes.push({ host, server, stage });
+  nodes.push({ host, server, stage, stamper: kvStamper });
   const hop = hopOf({ host, stage });
   const r1 = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-1', maxTokens: 100 });
   assert.equal(server.freeKvTokens, 50);
