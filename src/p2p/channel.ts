@@ -33,6 +33,8 @@ export interface ChannelHandlers {
 export class Channel {
   private readonly decoder: MessageDecoder;
   private idleTimer?: NodeJS.Timeout;
+  /** when the last complete message arrived (performance.now()): the idle timer reads it when it fires */
+  private lastMessageAt = performance.now();
   private writeChain: Promise<void> = Promise.resolve();
   private closed = false;
   /** a framing violation was seen: the stream is being reset */
@@ -50,8 +52,12 @@ export class Channel {
   ) {
     const maxMessage = opts.maxMessageBytes ?? MAX_MESSAGE_PAYLOAD;
     // a frame never needs to be larger than the largest message: an oversize length is refused at its preamble
-    this.decoder = new MessageDecoder({ maxHeader: MAX_HEADER_BYTES, maxPayload: Math.min(MAX_FRAME_PAYLOAD, maxMessage), maxMessagePayload: maxMessage });
-    this.armIdle();
+    this.decoder = new MessageDecoder({
+      maxHeader: MAX_HEADER_BYTES,
+      maxPayload: Math.min(MAX_FRAME_PAYLOAD, maxMessage),
+      maxMessagePayload: maxMessage,
+    });
+    if (opts.idleMs !== undefined) this.armIdle(opts.idleMs);
     stream.addEventListener('message', (evt) => {
       const d = evt.data;
       const bytes = d instanceof Uint8Array ? d : d.subarray();
@@ -70,7 +76,7 @@ export class Channel {
         this.fail(e as Error);
         return;
       }
-      if (msgs.length) this.armIdle();
+      if (msgs.length) this.lastMessageAt = performance.now(); // no timer work per message
       for (const m of msgs) handlers.onMessage(m);
     });
     stream.addEventListener('close', (evt) => this.finish(evt.error));
@@ -99,7 +105,11 @@ export class Channel {
     return p;
   }
 
-  sendError(code: ErrorCode | string, reason: string, extra: { sessionId?: string; requestId?: number; peerId?: string; hop?: number } = {}): Promise<void> {
+  sendError(
+    code: ErrorCode | string,
+    reason: string,
+    extra: { sessionId?: string; requestId?: number; peerId?: string; hop?: number } = {},
+  ): Promise<void> {
     const header = { code, reason, peerId: extra.peerId ?? this.localPeer } as Message['header'] & Record<string, unknown>;
     if (extra.sessionId !== undefined) header.sessionId = extra.sessionId;
     if (extra.requestId !== undefined) header.requestId = extra.requestId;
@@ -107,16 +117,22 @@ export class Channel {
     return this.send({ type: MsgType.ERROR, header } as Message).catch(() => {});
   }
 
-  /** (Re)starts the idle timer: called at open and after every complete message. */
-  private armIdle(): void {
-    const ms = this.opts.idleMs;
-    if (ms === undefined) return;
-    if (this.idleTimer) clearTimeout(this.idleTimer);
+  /**
+   * One timer per stream, armed at open: when it fires it looks at the last complete message and,
+   * if the stream was not idle that long, waits out the rest (messages themselves touch no timer).
+   */
+  private armIdle(waitMs: number): void {
+    const ms = this.opts.idleMs!;
     this.idleTimer = setTimeout(() => {
       if (this.closed) return;
-      if (this.opts.keepAlive?.()) return this.armIdle();
+      const idle = performance.now() - this.lastMessageAt;
+      if (idle < ms) return this.armIdle(ms - idle);
+      if (this.opts.keepAlive?.()) {
+        this.lastMessageAt = performance.now();
+        return this.armIdle(ms);
+      }
       void this.sendError('timeout', `no complete message for ${ms} ms; stream closed`).finally(() => void this.close());
-    }, ms);
+    }, waitMs);
     this.idleTimer.unref?.();
   }
 

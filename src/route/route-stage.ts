@@ -130,6 +130,9 @@ export class RouteStage implements Stage {
   private closed = false;
   /** steps in flight, until their RESULT (and, with accountability, their RECEIPTS) arrived */
   private pending = new Map<number, PendingStep>();
+  /** one timer for all steps in flight, armed at the earliest deadline (sweep) */
+  private sweepTimer?: NodeJS.Timeout;
+  private sweepAt = Infinity;
   /** receipt checks run one step at a time, in step order (each signer's receipts form a chain) */
   private verifying: Promise<unknown> = Promise.resolve();
   private opened?: { resolve(): void; reject(e: Error): void };
@@ -236,10 +239,7 @@ export class RouteStage implements Stage {
       if (!p || p.gotResult) return; // late result of a step that already timed out (or a second one)
       p.gotResult = true;
       // accountability: the step stays pending for its receipts, which follow in a RECEIPTS message
-      if (!p.receipts) {
-        this.pending.delete(m.header.requestId);
-        clearTimeout(p.timer);
-      }
+      if (!p.receipts) this.pending.delete(m.header.requestId);
       p.result.resolve(m);
       return;
     }
@@ -247,7 +247,6 @@ export class RouteStage implements Stage {
       const p = this.pending.get(m.header.requestId);
       if (!p?.gotResult || !p.receipts) return; // nothing waits for these
       this.pending.delete(m.header.requestId);
-      clearTimeout(p.timer);
       p.receipts.resolve(m);
       return;
     }
@@ -259,7 +258,6 @@ export class RouteStage implements Stage {
       const p = rid !== undefined ? this.pending.get(rid) : undefined;
       if (p) {
         this.pending.delete(rid!);
-        clearTimeout(p.timer);
         failStep(p, err);
       } else {
         this.failAll(err);
@@ -277,10 +275,41 @@ export class RouteStage implements Stage {
 
   private failAll(err: Error): void {
     for (const [rid, p] of this.pending) {
-      clearTimeout(p.timer);
       failStep(p, err);
       this.pending.delete(rid);
     }
+    this.disarm();
+  }
+
+  /** Arms the sweep for `at` unless it already fires by then. */
+  private arm(at: number): void {
+    if (at >= this.sweepAt) return;
+    this.disarm();
+    this.sweepAt = at;
+    this.sweepTimer = setTimeout(() => this.sweep(), Math.max(0, at - performance.now()));
+    // it may outlive the steps it was armed for (they do not disarm it): never what keeps a process up
+    this.sweepTimer.unref();
+  }
+
+  private disarm(): void {
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    this.sweepAt = Infinity;
+  }
+
+  /** Fails the steps past their deadline, and re-arms for the earliest of the others. */
+  private sweep(): void {
+    this.sweepTimer = undefined;
+    this.sweepAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [rid, p] of this.pending) {
+      if (p.deadline <= now) {
+        this.pending.delete(rid);
+        failStep(p, new RouteError(`no ${p.gotResult ? 'receipts' : 'result'} for step ${p.step} within ${p.waitMs} ms`, 'timeout'));
+      } else next = Math.min(next, p.deadline);
+    }
+    if (next < Infinity) this.arm(next);
   }
 
   /**
@@ -319,20 +348,16 @@ export class RouteStage implements Stage {
       result: deferred<Message>(),
       receipts: verifier ? deferred<ReceiptsMessage>() : undefined,
       gotResult: false,
-      timer: setTimeout(() => {
-        this.pending.delete(requestId);
-        failStep(
-          step,
-          new RouteError(`no ${step.gotResult ? 'receipts' : 'result'} for step ${header.step} within ${waitMs} ms`, 'timeout'),
-        );
-      }, waitMs),
+      step: header.step,
+      waitMs,
+      deadline: t0 + waitMs,
     };
     step.receipts?.promise.catch(() => undefined); // awaited by the check below, unless the RESULT never came
     this.pending.set(requestId, step);
+    this.arm(step.deadline); // no timer per step: one sweep for the route
     try {
       await this.first.send({ type: MsgType.STEP, header, payload: sent });
     } catch (e) {
-      clearTimeout(step.timer);
       this.pending.delete(requestId);
       throw new RouteError(`send to ${this.hops[0]!.peerId} failed: ${(e as Error).message}`, 'unreachable', this.hops[0]!.peerId);
     }
@@ -444,7 +469,10 @@ interface PendingStep {
   result: Deferred<Message>;
   receipts?: Deferred<ReceiptsMessage>;
   gotResult: boolean;
-  timer: NodeJS.Timeout;
+  step: number;
+  /** how long it may take (named in the timeout) and until when (performance.now()) */
+  waitMs: number;
+  deadline: number;
 }
 
 function failStep(p: PendingStep, err: Error): void {

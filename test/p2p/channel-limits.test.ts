@@ -39,7 +39,11 @@ async function pair(opts: ChannelOptions) {
 }
 
 const step = (n: number): Message =>
-  ({ type: MsgType.STEP, header: { sessionId: 's', requestId: 0, step: 0, pos: 0, nTokens: 1, dtype: 'f32', shape: [1, n / 4], timeline: [] }, payload: new Uint8Array(n) }) as Message;
+  ({
+    type: MsgType.STEP,
+    header: { sessionId: 's', requestId: 0, step: 0, pos: 0, nTokens: 1, dtype: 'f32', shape: [1, n / 4], timeline: [] },
+    payload: new Uint8Array(n),
+  }) as Message;
 const waitUntil = async (f: () => boolean, ms: number) => {
   for (let t = 0; t < ms && !f(); t += 20) await new Promise((r) => setTimeout(r, 20));
 };
@@ -70,6 +74,21 @@ test('a stream without a complete message is closed after idleMs, unless keepAli
   assert.deepEqual(held.errors, ['timeout']);
 });
 
+test('complete messages keep a stream open; it closes idleMs after the last one', async () => {
+  const busy = await pair({ idleMs: 300 });
+  // a message every 100 ms for 900 ms: the idle timer fires meanwhile and finds the stream in use
+  for (let i = 0; i < 9; i++) {
+    await busy.ch.send(step(64));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(busy.isClosed(), false, 'closed while messages kept coming');
+  assert.equal(busy.received.length, 9);
+  const last = performance.now();
+  await waitUntil(busy.isClosed, 3000);
+  assert.deepEqual(busy.errors, ['timeout']);
+  assert.ok(performance.now() - last >= 200, 'not before idleMs after the last message (timers may fire a little early)');
+});
+
 test('a peer cannot hold more connections than maxConnectionsPerPeer', async () => {
   const server = await createHost({ identity: generateIdentity(), maxConnectionsPerPeer: 1 });
   const client = await createHost({ identity: generateIdentity() });
@@ -78,7 +97,8 @@ test('a peer cannot hold more connections than maxConnectionsPerPeer', async () 
   const { multiaddr } = await import('@multiformats/multiaddr');
   await client.libp2p.dial(multiaddr(server.addrs()[0]!));
   // second and third forced new connections: the server's gater drops them once it knows the peer
-  for (let i = 0; i < 2; i++) await client.libp2p.dial(multiaddr(server.addrs()[0]!), { force: true, signal: AbortSignal.timeout(5000) }).catch(() => undefined);
+  for (let i = 0; i < 2; i++)
+    await client.libp2p.dial(multiaddr(server.addrs()[0]!), { force: true, signal: AbortSignal.timeout(5000) }).catch(() => undefined);
   await waitUntil(() => client.libp2p.getConnections(pid).length <= 1, 3000);
   assert.equal(server.libp2p.getConnections(peerIdFromString(client.peerId)).length, 1);
   assert.equal(client.libp2p.getConnections(pid).length, 1);

@@ -221,6 +221,53 @@ test('deadline: slack is reported, and a hop that cannot make it refuses at once
   await r2.dispose();
 });
 
+test('steps a hop never answers time out, each after its own wait (one sweep timer per route)', { timeout: 10_000 }, async () => {
+  const dim = src.config.dim;
+  // a node whose stage takes steps and never finishes them
+  const host = await createHost({ identity: generateIdentity() });
+  const real = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
+  const never = () => new Promise<never>(() => {});
+  const stage = new Proxy(real, { get: (t, k) => (k === 'forward' || k === 'forwardBatch' ? never : Reflect.get(t, k)) }) as Stage;
+  const stamper = stamperOf(host);
+  const server = new NodeServer({
+    host,
+    stage,
+    modelId: MODEL,
+    stamper,
+    perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }),
+    kvBudgetTokens: 4096,
+  });
+  await server.start();
+  nodes.push({ host, server, stage: real, stamper });
+  const r = await routes.open({
+    modelId: MODEL,
+    config: src.config,
+    hops: [hopOf({ host, stage: real })],
+    sessionId: 'hung',
+    stepTimeoutMs: 400,
+  });
+  const t0 = performance.now();
+  const timedOut = (step: number) => (e: unknown) => {
+    assert.ok(e instanceof RouteError, String(e));
+    assert.equal(e.code, 'timeout');
+    assert.match(e.message, new RegExp(`no result for step ${step} within 400 ms`));
+    return true;
+  };
+  const first = assert
+    .rejects(r.forward({ sessionId: 'hung', pos: 0, nTokens: 1, hidden: input(1, dim) }), timedOut(0))
+    .then(() => performance.now() - t0);
+  await new Promise((res) => setTimeout(res, 250));
+  const second = assert
+    .rejects(r.forward({ sessionId: 'hung', pos: 1, nTokens: 1, hidden: input(1, dim) }), timedOut(1))
+    .then(() => performance.now() - t0);
+  const [a, b] = await Promise.all([first, second]);
+  // each by its own deadline, not both at the first one's, nor later than needed
+  assert.ok(a >= 350 && a < 2000, `step 0 failed after ${a.toFixed(0)} ms`);
+  assert.ok(b >= 600 && b < 2500, `step 1 failed after ${b.toFixed(0)} ms`);
+  assert.ok(b - a >= 150, `step 1 waited its own 400 ms (${(b - a).toFixed(0)} ms after step 0)`);
+  await r.dispose();
+});
+
 test('wrong model id and wrong layers are refused with the failing peer named', async () => {
   const n = nodes[0]!;
   await assert.rejects(routes.open({ modelId: 'other-model', config: src.config, hops: [hopOf(n)], sessionId: 'wm' }), (e: unknown) => {
