@@ -50,7 +50,7 @@ export interface NodeStats {
   errors: number;
   refused: number;
   /** receipts sent in the same write as their step's output (custody checked while the stage computed) */
-  receiptsWithOutput?: number;
+  receiptsWithOutput: number;
 }
 
 export class StepExecutor {
@@ -156,7 +156,7 @@ export class StepExecutor {
       const target = s.downstream?.remotePeer;
       return fail('unreachable', `${self} cannot reach ${target}`); // why is not told (dialing policy)
     }
-    if (receipts) this.stats.receiptsWithOutput = (this.stats.receiptsWithOutput ?? 0) + 1;
+    if (receipts) this.stats.receiptsWithOutput++;
     if (!stamper.accountable || receipts) return;
     const stamped = (s.stamping.at(-1) ?? Promise.resolve())
       .then(() => this.stamp(s, finished, committed, due, custody?.result))
@@ -192,14 +192,13 @@ export class StepExecutor {
       const upPeer = s.open.route[s.open.hop - 1]!.peerId;
       return errorUp('timeout', `no receipts from ${upPeer} for step ${h.step} within ${Math.round(due.waitMs)} ms`, upPeer);
     }
-    const custody = failure;
-    if (custody) {
+    if (failure) {
       // computed from an input its upstream did not sign for: this hop signs nothing for it
       this.stats.errors++;
-      void s.upstream.sendError(custody.code, custody.reason, {
+      void s.upstream.sendError(failure.code, failure.reason, {
         sessionId: s.id,
         requestId: h.requestId,
-        peerId: custody.peerId,
+        peerId: failure.peerId,
         hop: s.open.hop,
       });
       return;
@@ -220,8 +219,7 @@ export class StepExecutor {
    * (custody); `done` is set once `result` resolved, so the caller can see without waiting.
    */
   private custody(s: Session, a: ArrivingStep, due: { at: number; waitMs: number }): { result: Promise<Custody>; done?: Custody } {
-    const c: { result: Promise<Custody>; done?: Custody } = { result: Promise.resolve({}) };
-    c.result = (async (): Promise<Custody> => {
+    const check = async (): Promise<Custody> => {
       let upstream: Uint8Array | undefined;
       if (s.open.hop > 0) {
         upstream = await s.inbox.take(a.header.step, Math.max(0, due.at - performance.now()));
@@ -235,7 +233,8 @@ export class StepExecutor {
         }
       }
       return { upstream, receipts: a.receipts, failure: await this.o.stamper.checkUpstream(a) };
-    })();
+    };
+    const c: { result: Promise<Custody>; done?: Custody } = { result: check() };
     void c.result.then(
       (r) => (c.done = r),
       () => undefined,

@@ -11,6 +11,8 @@
 // touching it, so in steady state a session arms about one timer per wait period, not one per
 // token (the session's idle timer in sessions.ts works the same way).
 
+import { DeadlineTimer } from '../util/deadline-timer.js';
+
 /** RECEIPTS payloads one session may hold before anyone asks for them (a few steps ahead at most) */
 export const MAX_WAITING_RECEIPTS = 16;
 
@@ -24,9 +26,8 @@ export class ReceiptInbox {
   private readonly arrived = new Map<number, Uint8Array>();
   private readonly waiting = new Map<number, Waiter>();
   private closed = false;
-  /** the sweep timer and the time it fires (performance.now()); none armed: undefined */
-  private timer?: NodeJS.Timeout;
-  private timerAt = Infinity;
+  /** the sweep: one timer for every wait, armed at the earliest deadline */
+  private readonly timer = new DeadlineTimer((now) => this.sweep(now));
 
   /** A RECEIPTS payload for `step` arrived; false when it is refused (a duplicate, or too many waiting). */
   put(step: number, payload: Uint8Array): boolean {
@@ -57,7 +58,7 @@ export class ReceiptInbox {
     return new Promise((resolve) => {
       this.waiting.set(step, { resolve, deadline });
       // a timer already armed to fire by this deadline serves this wait too
-      if (deadline < this.timerAt) this.arm(deadline);
+      this.timer.by(deadline);
     });
   }
 
@@ -69,7 +70,7 @@ export class ReceiptInbox {
   close(): void {
     this.closed = true;
     this.arrived.clear();
-    this.disarm();
+    this.timer.cancel();
     for (const w of this.waiting.values()) w.resolve(undefined);
     this.waiting.clear();
   }
@@ -81,31 +82,14 @@ export class ReceiptInbox {
 
   /** whether the sweep timer is armed, and how many times it was (for tests) */
   get armed(): boolean {
-    return this.timer !== undefined;
+    return this.timer.armed;
   }
-  timersArmed = 0;
-
-  private arm(at: number): void {
-    this.disarm();
-    this.timersArmed++;
-    this.timerAt = at;
-    // timers run on the event loop's cached clock, which may lag performance.now(): a sweep that
-    // comes early re-arms for what is left
-    this.timer = setTimeout(() => this.sweep(), Math.max(1, Math.ceil(at - performance.now()) + 1));
-    this.timer.unref?.();
+  get timersArmed(): number {
+    return this.timer.armedCount;
   }
 
-  private disarm(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
-  }
-
-  /** Gives up the waits past their deadline; re-arms for the earliest one left. */
-  private sweep(): void {
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    const now = performance.now();
+  /** Gives up the waits past their deadline; the earliest one left is next. */
+  private sweep(now: number): number {
     let next = Infinity;
     for (const [step, w] of this.waiting) {
       if (w.deadline <= now) {
@@ -113,6 +97,6 @@ export class ReceiptInbox {
         w.resolve(undefined);
       } else if (w.deadline < next) next = w.deadline;
     }
-    if (next !== Infinity) this.arm(next);
+    return next;
   }
 }

@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import type { Stage } from '../engine/types.js';
 import { Channel } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { DEFAULT_STREAM_SPARES, StreamPool } from '../p2p/stream-pool.js';
+import { StreamPool } from '../p2p/stream-pool.js';
 import {
   ACT_PROTOCOL,
   MAX_SESSION_STREAMS,
@@ -78,7 +78,7 @@ interface StreamBinding {
 
 export class NodeServer {
   /** counters for logs/metrics */
-  readonly stats: NodeStats = { opened: 0, steps: 0, errors: 0, refused: 0 };
+  readonly stats: NodeStats = { opened: 0, steps: 0, errors: 0, refused: 0, receiptsWithOutput: 0 };
   private readonly self: string;
   private readonly sessions: SessionTable;
   private readonly scheduler: StepScheduler;
@@ -94,8 +94,7 @@ export class NodeServer {
     this.self = o.host.peerId;
     const pool = (protocol: string) =>
       new StreamPool({
-        ...DEFAULT_STREAM_SPARES,
-        spares: o.streamSpares ?? DEFAULT_STREAM_SPARES.spares,
+        spares: o.streamSpares,
         libp2p: o.host.libp2p,
         protocol,
         maxOutboundStreams: MAX_SESSION_STREAMS,

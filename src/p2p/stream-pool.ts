@@ -67,7 +67,13 @@ export class StreamPool {
   private readonly peers = new Map<string, PeerSpares>();
   private closed = false;
 
-  constructor(readonly o: StreamPoolOptions) {}
+  readonly o: StreamPoolOptions;
+
+  /** unset spares, maxIdleMs and maxPeers: DEFAULT_STREAM_SPARES */
+  constructor(o: Omit<StreamPoolOptions, 'spares' | 'maxIdleMs' | 'maxPeers'> & Partial<StreamPoolOptions>) {
+    const d = DEFAULT_STREAM_SPARES;
+    this.o = { ...o, spares: o.spares ?? d.spares, maxIdleMs: o.maxIdleMs ?? d.maxIdleMs, maxPeers: o.maxPeers ?? d.maxPeers };
+  }
 
   /**
    * A negotiated stream of the pool's protocol to `peerId`: a spare when one is ready (and still

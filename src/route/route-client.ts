@@ -7,7 +7,7 @@
 import type { Stream, Connection } from '@libp2p/interface';
 import { Channel, type ChannelOptions } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { DEFAULT_STREAM_SPARES, StreamPool } from '../p2p/stream-pool.js';
+import { StreamPool } from '../p2p/stream-pool.js';
 import { ACT_PROTOCOL, MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL, encodeMessage, type Message } from '../protocol/messages.js';
 import { RouteError, RouteStage, type OpenRouteOptions, type ResultSink } from './route-stage.js';
 
@@ -18,15 +18,14 @@ export class RouteClient {
   private readonly streams = new Map<string, number>();
 
   /** activation streams to first hops, with spares negotiated ahead (stream-pool.ts) */
-  readonly actStreams: StreamPool;
+  private readonly actStreams: StreamPool;
 
   private constructor(
     readonly host: OdsiHost,
     private readonly limits: ChannelOptions,
-    spares: number,
+    spares: number | undefined,
   ) {
     this.actStreams = new StreamPool({
-      ...DEFAULT_STREAM_SPARES,
       spares,
       libp2p: host.libp2p,
       protocol: ACT_PROTOCOL,
@@ -41,11 +40,7 @@ export class RouteClient {
    * `streamSpares`: negotiated activation streams kept ready per first hop just used (default 1; 0: none).
    */
   static async start(host: OdsiHost, o: { maxResultBytes?: number; idleMs?: number; streamSpares?: number } = {}): Promise<RouteClient> {
-    const c = new RouteClient(
-      host,
-      { maxMessageBytes: o.maxResultBytes, idleMs: o.idleMs ?? 30_000 },
-      o.streamSpares ?? DEFAULT_STREAM_SPARES.spares,
-    );
+    const c = new RouteClient(host, { maxMessageBytes: o.maxResultBytes, idleMs: o.idleMs ?? 30_000 }, o.streamSpares);
     await host.libp2p.handle(RESULT_PROTOCOL, (stream, conn) => c.onResultStream(stream, conn), {
       maxInboundStreams: MAX_SESSION_STREAMS,
       maxOutboundStreams: MAX_SESSION_STREAMS,

@@ -14,6 +14,7 @@ import { EngineError } from '../engine/types.js';
 import { Channel } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
 import type { StreamPool } from '../p2p/stream-pool.js';
+import { DeadlineTimer } from '../util/deadline-timer.js';
 import type { StepVerifier } from './step-verifier.js';
 import {
   MsgType,
@@ -131,8 +132,7 @@ export class RouteStage implements Stage {
   /** steps in flight, until their RESULT (and, with accountability, their RECEIPTS) arrived */
   private pending = new Map<number, PendingStep>();
   /** one timer for all steps in flight, armed at the earliest deadline (sweep) */
-  private sweepTimer?: NodeJS.Timeout;
-  private sweepAt = Infinity;
+  private readonly timer = new DeadlineTimer((now) => this.sweep(now));
   /** receipt checks run one step at a time, in step order (each signer's receipts form a chain) */
   private verifying: Promise<unknown> = Promise.resolve();
   private opened?: { resolve(): void; reject(e: Error): void };
@@ -278,30 +278,11 @@ export class RouteStage implements Stage {
       failStep(p, err);
       this.pending.delete(rid);
     }
-    this.disarm();
+    this.timer.cancel();
   }
 
-  /** Arms the sweep for `at` unless it already fires by then. */
-  private arm(at: number): void {
-    if (at >= this.sweepAt) return;
-    this.disarm();
-    this.sweepAt = at;
-    this.sweepTimer = setTimeout(() => this.sweep(), Math.max(0, at - performance.now()));
-    // it may outlive the steps it was armed for (they do not disarm it): never what keeps a process up
-    this.sweepTimer.unref();
-  }
-
-  private disarm(): void {
-    if (this.sweepTimer) clearTimeout(this.sweepTimer);
-    this.sweepTimer = undefined;
-    this.sweepAt = Infinity;
-  }
-
-  /** Fails the steps past their deadline, and re-arms for the earliest of the others. */
-  private sweep(): void {
-    this.sweepTimer = undefined;
-    this.sweepAt = Infinity;
-    const now = performance.now();
+  /** Fails the steps past their deadline; the earliest of the others is next. */
+  private sweep(now: number): number {
     let next = Infinity;
     for (const [rid, p] of this.pending) {
       if (p.deadline <= now) {
@@ -309,7 +290,7 @@ export class RouteStage implements Stage {
         failStep(p, new RouteError(`no ${p.gotResult ? 'receipts' : 'result'} for step ${p.step} within ${p.waitMs} ms`, 'timeout'));
       } else next = Math.min(next, p.deadline);
     }
-    if (next < Infinity) this.arm(next);
+    return next;
   }
 
   /**
@@ -354,7 +335,7 @@ export class RouteStage implements Stage {
     };
     step.receipts?.promise.catch(() => undefined); // awaited by the check below, unless the RESULT never came
     this.pending.set(requestId, step);
-    this.arm(step.deadline); // no timer per step: one sweep for the route
+    this.timer.by(step.deadline); // no timer per step: one sweep for the route
     try {
       await this.first.send({ type: MsgType.STEP, header, payload: sent });
     } catch (e) {

@@ -169,7 +169,7 @@ test('receipts: sent with the output when custody was checked while the stage co
   // (this route has no verifier: it does not wait for the last step's receipts before closing)
   for (let t = 0; t < 100 && hs[2]!.stamper.stats.receiptsSigned < steps; t++) await new Promise((res) => setTimeout(res, 20));
   await r.dispose();
-  const merged = hs.map((n) => n.server.stats.receiptsWithOutput ?? 0);
+  const merged = hs.map((n) => n.server.stats.receiptsWithOutput);
   assert.equal(merged[0], steps, 'hop 0 has no upstream receipts to wait for: each goes with its output');
   assert.ok(merged[1]! >= steps - 1, `the slow middle hop sends its receipts with its output (${merged[1]} of ${steps})`);
   // the hops after them took every chain as valid, whichever way it came
