@@ -116,9 +116,14 @@ export class StepExecutor {
       deadline,
       first: s.steps === 0 && h.pos === 0,
     });
-    if ('error' in computed) return fail(...computed.error);
+    // taken but not run: the upstream receipt chain is kept all the same
+    const notRun = (code: ErrorCode, reason: string) => {
+      this.keepChain(s, arriving, due, custody);
+      fail(code, reason);
+    };
+    if ('error' in computed) return notRun(...computed.error);
     const { out, queueMs } = computed;
-    if (!out.hidden) return fail('engine', 'stage returned no hidden states');
+    if (!out.hidden) return notRun('engine', 'stage returned no hidden states');
     const t = performance.now();
     const bytes = encodeTensor(out.hidden, h.dtype);
     const sendMs = performance.now() - t;
@@ -212,6 +217,30 @@ export class StepExecutor {
     } catch {
       errorUp('unreachable', `${self} cannot reach ${s.downstream?.remotePeer}`);
     }
+  }
+
+  /**
+   * A step this hop took but did not run (refused by the scheduler, or the engine failed): its
+   * upstream receipt is still the next link of that signer's chain in this session, so it is
+   * checked in step order all the same (a later step's receipt links to it), and nothing is
+   * signed. Unless the check already ran while the stage would have computed (`started`).
+   */
+  private keepChain(s: Session, a: ArrivingStep, due: { at: number; waitMs: number }, started: unknown): void {
+    if (!this.o.stamper.accountable || started || s.open.hop === 0) return;
+    const checked = (s.stamping.at(-1) ?? Promise.resolve())
+      .then(() => this.custody(s, a, due).result)
+      .then(({ failure }) => {
+        if (failure && !s.closed)
+          void s.upstream.sendError(failure.code, failure.reason, {
+            sessionId: s.id,
+            requestId: a.header.requestId,
+            peerId: failure.peerId,
+            hop: s.open.hop,
+          });
+      })
+      .catch(() => undefined)
+      .finally(() => void s.stamping.shift());
+    s.stamping.push(checked);
   }
 
   /**

@@ -184,3 +184,103 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
   expectCustody(await send(1, out1, [good1]), /replay/);
   await ch.close();
 });
+
+// A step this hop refuses after taking it (here its deadline) still has an upstream receipt, the
+// next link in that signer's chain: the hop checks it anyway, so the session's next step, whose
+// receipt links to it, is accepted. Step 1 arrives while step 0's receipt work is still pending
+// (its RECEIPTS are held back), so the refusal happens before any custody check of step 1.
+test('a step refused at this hop keeps the upstream receipt chain: the next step is accepted', { timeout: 60_000 }, async () => {
+  const domain = deploymentDomain(process.env);
+  const sid = 'custody-gap';
+  const stream = await host!.libp2p.dialProtocol(peerIdFromString(node!.peerId), ACT_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
+  const ch = new Channel(stream, node!.peerId, host!.peerId, { onMessage: push });
+  const issuedAt = Date.now();
+  const open: OpenToSign = {
+    sessionId: sid,
+    modelId,
+    route: [
+      { peerId: host!.peerId, addrs: host!.addrs(), start: 0, end: 2 },
+      { peerId: node!.peerId, addrs: node!.info.addrs, start: 2, end: 5 },
+    ],
+    reply: { peerId: host!.peerId, addrs: host!.addrs() },
+    dtype: 'f32',
+    hidden: DIM,
+    maxTokens: 64,
+    issuedAt,
+    expiresAt: issuedAt + OPEN_TTL_MS,
+  };
+  await ch.send({ type: MsgType.OPEN, header: { ...open, hop: 1, signature: signOpen(me, open) } });
+  assert.equal((await next()).type, MsgType.OPENED);
+  const signer = new ReceiptSigner(me, domain);
+  // step 2 retries step 1's position (a retry is a new step)
+  const steps = [0, 1, 2].map((step) => {
+    const pos = Math.min(step, 1);
+    const out = encodeTensor(
+      Float32Array.from({ length: DIM }, (_, i) => Math.cos(step * 17 + i) * 0.5),
+      'f32',
+    );
+    const receipt = signer.receipt({
+      requestId: requestIdOf(sid),
+      sessionId: sessionIdOf(sid),
+      step,
+      pos,
+      nTokens: 1,
+      layerStart: 0,
+      layerEnd: 2,
+      modelId: toModelId(modelId),
+      profile: 'reference',
+      inputHash: ZERO_HASH,
+      budgetUs: 0,
+      outputHash: hashTensor(out),
+      recvUs: 0,
+      computeUs: 0,
+      sendUs: 0,
+      upstreamReceiptHash: ZERO_HASH,
+    });
+    return { step, pos, out, receipt };
+  });
+  const stepMsg = (step: number, budgetMs?: number): Message => ({
+    type: MsgType.STEP,
+    header: {
+      sessionId: sid,
+      requestId: step + 1,
+      step,
+      pos: steps[step]!.pos,
+      nTokens: 1,
+      dtype: 'f32',
+      shape: [1, DIM],
+      timeline: [],
+      ...(budgetMs !== undefined ? { budgetMs } : {}),
+    },
+    payload: steps[step]!.out,
+  });
+  const receiptsMsg = (step: number): Message => ({
+    type: MsgType.RECEIPTS,
+    header: { sessionId: sid, requestId: step + 1, step },
+    payload: encodeReceipts([steps[step]!.receipt]),
+  });
+  const expect = async (type: MsgType, what: string): Promise<Message> => {
+    const m = await next();
+    assert.equal(m.type, type, `${what}: got ${MsgType[m.type]} ${JSON.stringify(m.header)}`);
+    return m;
+  };
+  // step 0 runs; its receipts are held back, so its receipt work stays pending
+  await ch.send(stepMsg(0));
+  await expect(MsgType.RESULT, 'step 0');
+  // step 1 cannot make its budget: refused after the hop took it
+  await ch.send(stepMsg(1, 0.001));
+  const refused = await expect(MsgType.ERROR, 'step 1');
+  assert.equal((refused.header as { code: string }).code, 'deadline');
+  // the upstream's receipts of both steps arrive; step 0 is signed
+  await ch.send(receiptsMsg(0));
+  await ch.send(receiptsMsg(1));
+  assert.equal(decodeReceipts((await expect(MsgType.RECEIPTS, 'step 0 signed')).payload!).length, 2);
+  // step 2 (position 1 again): its upstream receipt links to step 1's: accepted, signed, no custody error
+  await ch.send(stepMsg(2));
+  await ch.send(receiptsMsg(2));
+  await expect(MsgType.RESULT, 'step 2');
+  const chain = decodeReceipts((await expect(MsgType.RECEIPTS, 'step 2 signed')).payload!);
+  assert.deepEqual(chain[0], steps[2]!.receipt);
+  assert.equal(chain[1]!.record.step, 2);
+  await ch.close();
+});
