@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/half.js';
 import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame, type FrameLimits } from './frame.js';
 import { MessageError, type ErrorCode } from './message-error.js';
-import { decodeReceiptsHeader, decodeStepHeader, encodeReceiptsHeader, encodeStepHeader, type Dtype, type ReceiptsHeader, type StepHeader } from './step-header.js';
+import { decodeReceiptsHeader, decodeStepHeader, stepHeaderView, type Dtype, type ReceiptsHeader, type StepHeader } from './step-header.js';
 
 export { MessageError, type ErrorCode } from './message-error.js';
 export type { Dtype, ReceiptsHeader, StepHeader, StepTiming } from './step-header.js';
@@ -161,7 +161,8 @@ export function encodeMessage(m: Message, limits: MessageLimits = ACT_LIMITS): U
   const payload = m.payload ?? EMPTY;
   if (payload.length > limits.maxMessagePayload)
     throw new FrameError(`message payload of ${payload.length} bytes exceeds ${limits.maxMessagePayload}`, 'too_large');
-  const header = encodeHeader(m);
+  // a binary header is written into a shared buffer and copied into the first frame at once
+  const header = BINARY[m.type] ? stepHeaderView(m.header as StepHeader | ReceiptsHeader, m.type) : enc.encode(JSON.stringify(m.header));
   const frames: Uint8Array[] = [];
   let off = 0;
   do {
@@ -175,17 +176,11 @@ export function encodeMessage(m: Message, limits: MessageLimits = ACT_LIMITS): U
   return frames;
 }
 
+const BINARY: Partial<Record<MsgType, true>> = { [MsgType.STEP]: true, [MsgType.RESULT]: true, [MsgType.RECEIPTS]: true };
+
 /** A message's header bytes: binary for STEP, RESULT and RECEIPTS, UTF-8 JSON for the others. */
 export function encodeHeader(m: Message): Uint8Array {
-  switch (m.type) {
-    case MsgType.STEP:
-    case MsgType.RESULT:
-      return encodeStepHeader(m.header, m.type);
-    case MsgType.RECEIPTS:
-      return encodeReceiptsHeader(m.header);
-    default:
-      return enc.encode(JSON.stringify(m.header));
-  }
+  return BINARY[m.type] ? stepHeaderView(m.header as StepHeader | ReceiptsHeader, m.type).slice() : enc.encode(JSON.stringify(m.header));
 }
 
 /** Decode and validate a header: the binary layouts, or JSON against its type's schema. */

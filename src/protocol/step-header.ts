@@ -67,9 +67,6 @@ const STEP_FLAGS = FLAG_BUDGET | FLAG_REPLAY | FLAG_REPLAY_TRUE;
 export const DTYPE_CODES: Record<Dtype, number> = { f32: 0, f16: 1, bf16: 2 };
 const DTYPES: readonly Dtype[] = ['f32', 'f16', 'bf16'];
 
-/** bytes of one timeline entry besides its peer id: u16 length, 2 × u32, 5 × f64 */
-const TIMING_FIXED = 2 + 4 + 4 + 5 * 8;
-
 const STEP_MEMBERS = new Set(['sessionId', 'requestId', 'step', 'pos', 'nTokens', 'dtype', 'shape', 'budgetMs', 'timeline', 'replay']);
 const RECEIPTS_MEMBERS = new Set(['sessionId', 'requestId', 'step']);
 
@@ -84,64 +81,79 @@ const NAMES: Record<number, string> = { 0x03: 'STEP', 0x04: 'RESULT', 0x0b: 'REC
 
 // ---------------------------------------------------------------- encoding
 
-/** The binary header of a STEP or RESULT (`type` names it in errors): one exact-size buffer. */
+/**
+ * Where headers are written, one at a time (encoding is synchronous): large enough for the
+ * largest header the checks below let through (32 entries of 768-byte ids and a 64 KiB
+ * extension, ≈ 92 KB), so writing needs no size pass and no allocation.
+ */
+const scratch = new Uint8Array(128 * 1024);
+
+/** The binary header of a STEP or RESULT (`type` names it in errors), as a new buffer. */
 export function encodeStepHeader(h: StepHeader, type = 0x03): Uint8Array {
-  const name = NAMES[type] ?? 'STEP';
-  const bad = (field: string, what: string) => new MessageError(`cannot encode ${name} header: ${field}: ${what}`, 'bad_message', undefined, undefined, type);
-  const sidBytes = idBytes(h.sessionId, 'sessionId', bad);
-  uint(h.requestId, MAX_U53, 'requestId', bad);
-  uint(h.step, MAX_U53, 'step', bad);
-  uint(h.pos, MAX_U32, 'pos', bad);
-  uint(h.nTokens, MAX_U32, 'nTokens', bad);
-  if (h.nTokens < 1) throw bad('nTokens', 'must be ≥ 1');
-  const dtype = DTYPE_CODES[h.dtype];
-  if (dtype === undefined || !Object.hasOwn(DTYPE_CODES, h.dtype)) throw bad('dtype', 'must be f32, f16 or bf16');
-  if (!Array.isArray(h.shape) || h.shape.length !== 2) throw bad('shape', 'must be [nTokens, dim]');
-  uint(h.shape[0], MAX_U32, 'shape.0', bad);
-  uint(h.shape[1], MAX_U32, 'shape.1', bad);
+  return scratch.slice(0, writeStepHeader(h, type));
+}
+
+/** The binary header of a RECEIPTS message, as a new buffer. */
+export function encodeReceiptsHeader(h: ReceiptsHeader): Uint8Array {
+  return scratch.slice(0, writeReceiptsHeader(h));
+}
+
+/**
+ * The header of a STEP, RESULT or RECEIPTS as a view of the shared scratch buffer, valid only
+ * until the next call: for a caller that copies it at once (encodeMessage → encodeFrame).
+ */
+export function stepHeaderView(h: StepHeader | ReceiptsHeader, type: number): Uint8Array {
+  return scratch.subarray(0, type === 0x0b ? writeReceiptsHeader(h as ReceiptsHeader) : writeStepHeader(h as StepHeader, type));
+}
+
+function writeStepHeader(h: StepHeader, type: number): number {
+  // error texts are built only on failure: nothing is allocated per call on the way
+  const bad = (field: string, what: string) =>
+    new MessageError(`cannot encode ${NAMES[type] ?? 'STEP'} header: ${field}: ${what}`, 'bad_message', undefined, undefined, type);
+  const b = scratch;
   let flags = 0;
   if (h.budgetMs !== undefined) {
-    if (!Number.isFinite(h.budgetMs)) throw bad('budgetMs', 'must be a finite number');
+    if (!isFinite(h.budgetMs)) throw bad('budgetMs', 'must be a finite number');
     flags |= FLAG_BUDGET;
   }
   if (h.replay !== undefined) {
     if (typeof h.replay !== 'boolean') throw bad('replay', 'must be a boolean');
     flags |= h.replay ? FLAG_REPLAY | FLAG_REPLAY_TRUE : FLAG_REPLAY;
   }
+  b[0] = flags;
+  if (!isId(h.sessionId)) throw bad('sessionId', ID_RULE);
+  let o = putString(b, 1, h.sessionId);
+  if (!isUint(h.requestId, MAX_U53)) throw bad('requestId', uintRule(MAX_U53));
+  o = putU53(b, o, h.requestId);
+  if (!isUint(h.step, MAX_U53)) throw bad('step', uintRule(MAX_U53));
+  o = putU53(b, o, h.step);
+  if (!isUint(h.pos, MAX_U32)) throw bad('pos', uintRule(MAX_U32));
+  o = putU32(b, o, h.pos);
+  if (!isUint(h.nTokens, MAX_U32) || h.nTokens < 1) throw bad('nTokens', `must be an integer in 1…${MAX_U32}`);
+  o = putU32(b, o, h.nTokens);
+  const dtype = Object.hasOwn(DTYPE_CODES, h.dtype) ? DTYPE_CODES[h.dtype] : undefined;
+  if (dtype === undefined) throw bad('dtype', 'must be f32, f16 or bf16');
+  b[o++] = dtype;
+  if (!Array.isArray(h.shape) || h.shape.length !== 2) throw bad('shape', 'must be [nTokens, dim]');
+  if (!isUint(h.shape[0], MAX_U32)) throw bad('shape.0', uintRule(MAX_U32));
+  if (!isUint(h.shape[1], MAX_U32)) throw bad('shape.1', uintRule(MAX_U32));
+  o = putU32(b, o, h.shape[0]);
+  o = putU32(b, o, h.shape[1]);
+  if (flags & FLAG_BUDGET) o = putF64(b, o, h.budgetMs!);
   const tl = h.timeline;
   if (!Array.isArray(tl) || tl.length > MAX_TIMELINE) throw bad('timeline', `must be an array of ≤ ${MAX_TIMELINE} entries`);
-  let size = 1 + 2 + sidBytes + 8 + 8 + 4 + 4 + 1 + 4 + 4 + (flags & FLAG_BUDGET ? 8 : 0) + 1 + 2;
-  for (let i = 0; i < tl.length; i++) {
-    const t = tl[i]!;
-    const at = `timeline.${i}`;
-    size += TIMING_FIXED + idBytes(t.peerId, `${at}.peerId`, bad);
-    uint(t.start, MAX_U32, `${at}.start`, bad);
-    uint(t.end, MAX_U32, `${at}.end`, bad);
-    nonNegative(t.queueMs, `${at}.queueMs`, bad);
-    nonNegative(t.computeMs, `${at}.computeMs`, bad);
-    nonNegative(t.sendMs, `${at}.sendMs`, bad);
-    finite(t.budgetInMs, `${at}.budgetInMs`, bad);
-    finite(t.slackMs, `${at}.slackMs`, bad);
-  }
-  const ext = extensionOf(h, STEP_MEMBERS, bad);
-  size += ext.length;
-
-  const b = new Uint8Array(size);
-  let o = 0;
-  b[o++] = flags;
-  o = putString(b, o, h.sessionId, sidBytes);
-  o = putU53(b, o, h.requestId);
-  o = putU53(b, o, h.step);
-  o = putU32(b, o, h.pos);
-  o = putU32(b, o, h.nTokens);
-  b[o++] = dtype;
-  o = putU32(b, o, h.shape[0]!);
-  o = putU32(b, o, h.shape[1]!);
-  if (flags & FLAG_BUDGET) o = putF64(b, o, h.budgetMs!);
   b[o++] = tl.length;
   for (let i = 0; i < tl.length; i++) {
     const t = tl[i]!;
-    o = putString(b, o, t.peerId, utf8Length(t.peerId));
+    if (!isId(t.peerId)) throw bad(`timeline.${i}.peerId`, ID_RULE);
+    if (!isUint(t.start, MAX_U32)) throw bad(`timeline.${i}.start`, uintRule(MAX_U32));
+    if (!isUint(t.end, MAX_U32)) throw bad(`timeline.${i}.end`, uintRule(MAX_U32));
+    if (!(isFinite(t.queueMs) && t.queueMs >= 0)) throw bad(`timeline.${i}.queueMs`, 'must be a finite number ≥ 0');
+    if (!(isFinite(t.computeMs) && t.computeMs >= 0)) throw bad(`timeline.${i}.computeMs`, 'must be a finite number ≥ 0');
+    if (!(isFinite(t.sendMs) && t.sendMs >= 0)) throw bad(`timeline.${i}.sendMs`, 'must be a finite number ≥ 0');
+    if (!isFinite(t.budgetInMs)) throw bad(`timeline.${i}.budgetInMs`, 'must be a finite number');
+    if (!isFinite(t.slackMs)) throw bad(`timeline.${i}.slackMs`, 'must be a finite number');
+    o = putString(b, o, t.peerId);
     o = putU32(b, o, t.start);
     o = putU32(b, o, t.end);
     o = putF64(b, o, t.queueMs);
@@ -150,48 +162,38 @@ export function encodeStepHeader(h: StepHeader, type = 0x03): Uint8Array {
     o = putF64(b, o, t.budgetInMs);
     o = putF64(b, o, t.slackMs);
   }
-  o = putU16(b, o, ext.length);
-  b.set(ext, o);
-  return b;
+  return putExtension(b, o, h, STEP_MEMBERS, bad);
 }
 
-/** The binary header of a RECEIPTS message. */
-export function encodeReceiptsHeader(h: ReceiptsHeader): Uint8Array {
+function writeReceiptsHeader(h: ReceiptsHeader): number {
   const bad = (field: string, what: string) => new MessageError(`cannot encode RECEIPTS header: ${field}: ${what}`, 'bad_message', undefined, undefined, 0x0b);
-  const sidBytes = idBytes(h.sessionId, 'sessionId', bad);
-  uint(h.requestId, MAX_U53, 'requestId', bad);
-  uint(h.step, MAX_U53, 'step', bad);
-  const ext = extensionOf(h, RECEIPTS_MEMBERS, bad);
-  const b = new Uint8Array(1 + 2 + sidBytes + 8 + 8 + 2 + ext.length);
-  let o = 1; // flags: none defined, 0
-  o = putString(b, o, h.sessionId, sidBytes);
+  const b = scratch;
+  b[0] = 0; // flags: none defined
+  if (!isId(h.sessionId)) throw bad('sessionId', ID_RULE);
+  let o = putString(b, 1, h.sessionId);
+  if (!isUint(h.requestId, MAX_U53)) throw bad('requestId', uintRule(MAX_U53));
   o = putU53(b, o, h.requestId);
+  if (!isUint(h.step, MAX_U53)) throw bad('step', uintRule(MAX_U53));
   o = putU53(b, o, h.step);
-  o = putU16(b, o, ext.length);
-  b.set(ext, o);
-  return b;
+  return putExtension(b, o, h, RECEIPTS_MEMBERS, bad);
 }
 
 type Bad = (field: string, what: string) => MessageError;
 
-function idBytes(s: unknown, field: string, bad: Bad): number {
-  if (typeof s !== 'string' || s.length < 1 || s.length > MAX_ID_CHARS) throw bad(field, `must be a string of 1–${MAX_ID_CHARS} characters`);
-  return utf8Length(s);
+const ID_RULE = `must be a string of 1–${MAX_ID_CHARS} characters`;
+const uintRule = (max: number) => `must be an integer in 0…${max}`;
+function isId(s: unknown): s is string {
+  return typeof s === 'string' && s.length >= 1 && s.length <= MAX_ID_CHARS;
 }
-function uint(v: unknown, max: number, field: string, bad: Bad): void {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw bad(field, `must be an integer in 0…${max}`);
+function isUint(v: unknown, max: number): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
 }
-function finite(v: unknown, field: string, bad: Bad): void {
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(field, 'must be a finite number');
-}
-function nonNegative(v: unknown, field: string, bad: Bad): void {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw bad(field, 'must be a finite number ≥ 0');
+function isFinite(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v);
 }
 
-const EMPTY = new Uint8Array(0);
-
-/** the members `h` has besides the fixed ones, as UTF-8 JSON (empty when none: no allocation) */
-function extensionOf(h: object, fixed: Set<string>, bad: Bad): Uint8Array {
+/** the members `h` has besides the fixed ones, as u16 length + UTF-8 JSON (length 0 when none) */
+function putExtension(b: Uint8Array, o: number, h: object, fixed: Set<string>, bad: Bad): number {
   let ext: Record<string, unknown> | undefined;
   for (const k in h) {
     if (fixed.has(k)) continue;
@@ -199,32 +201,28 @@ function extensionOf(h: object, fixed: Set<string>, bad: Bad): Uint8Array {
     if (v === undefined) continue;
     (ext ??= {})[k] = v;
   }
-  if (!ext) return EMPTY;
+  if (!ext) return putU16(b, o, 0);
   const bytes = enc.encode(JSON.stringify(ext));
   if (bytes.length > MAX_EXTENSION) throw bad('(extension)', `members beyond the fixed layout take ${bytes.length} bytes, over ${MAX_EXTENSION}`);
-  return bytes;
+  o = putU16(b, o, bytes.length);
+  b.set(bytes, o);
+  return o + bytes.length;
 }
 
-/** UTF-8 length of a string as TextEncoder writes it (a lone surrogate becomes U+FFFD, 3 bytes) */
-function utf8Length(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
+/** u16 byte length + UTF-8 of a string of ≤ 256 code units (a lone surrogate becomes U+FFFD, as TextEncoder writes it) */
+function putString(b: Uint8Array, o: number, s: string): number {
+  const at = o + 2;
+  const n = s.length;
+  let i = 0;
+  for (; i < n; i++) {
     const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 4;
-      i++;
-    } else n += 3;
+    if (c >= 0x80) break;
+    b[at + i] = c;
   }
-  return n;
-}
-
-function putString(b: Uint8Array, o: number, s: string, n: number): number {
-  o = putU16(b, o, n);
-  if (n === s.length) for (let i = 0; i < n; i++) b[o + i] = s.charCodeAt(i); // ASCII
-  else enc.encodeInto(s, b.subarray(o, o + n));
-  return o + n;
+  let len = i;
+  if (i < n) len += enc.encodeInto(s.slice(i), b.subarray(at + i, at + i + 3 * (n - i))).written;
+  putU16(b, o, len);
+  return at + len;
 }
 function putU16(b: Uint8Array, o: number, v: number): number {
   b[o] = v & 0xff;
@@ -371,8 +369,11 @@ export function decodeStepHeader(bytes: Uint8Array, type = 0x03): StepHeader {
     if (queueMs < 0 || computeMs < 0 || sendMs < 0) throw r.bad(`timeline.${i}`, 'queueMs, computeMs and sendMs must be ≥ 0');
     timeline.push({ peerId, start, end, queueMs, computeMs, sendMs, budgetInMs: r.f64('timeline.budgetInMs'), slackMs: r.f64('timeline.slackMs') });
   }
-  const h: StepHeader = { sessionId, requestId, step, pos, nTokens, dtype, shape, timeline };
-  if (budgetMs !== undefined) h.budgetMs = budgetMs;
+  // members in the order of the layout (and of the former JSON headers)
+  const h: StepHeader =
+    budgetMs !== undefined
+      ? { sessionId, requestId, step, pos, nTokens, dtype, shape, budgetMs, timeline }
+      : { sessionId, requestId, step, pos, nTokens, dtype, shape, timeline };
   if (flags & FLAG_REPLAY) h.replay = (flags & FLAG_REPLAY_TRUE) !== 0;
   r.extension(h, STEP_MEMBERS);
   return h;
