@@ -72,10 +72,6 @@ const RECEIPTS_MEMBERS = new Set(['sessionId', 'requestId', 'step']);
 
 const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8', { fatal: true });
-// f64 conversion through one 8-byte scratch (no DataView per header)
-const F64 = new Float64Array(1);
-const F64B = new Uint8Array(F64.buffer);
-const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const NAMES: Record<number, string> = { 0x03: 'STEP', 0x04: 'RESULT', 0x0b: 'RECEIPTS' };
 
@@ -87,6 +83,10 @@ const NAMES: Record<number, string> = { 0x03: 'STEP', 0x04: 'RESULT', 0x0b: 'REC
  * extension, ≈ 92 KB), so writing needs no size pass and no allocation.
  */
 const scratch = new Uint8Array(128 * 1024);
+// native writers over it: one call per field, fast before V8 optimises this code too (a node
+// encodes a few hundred headers a second, so much of it runs unoptimised)
+const scratchView = new DataView(scratch.buffer);
+const scratchText = Buffer.from(scratch.buffer);
 
 /** The binary header of a STEP or RESULT (`type` names it in errors), as a new buffer. */
 export function encodeStepHeader(h: StepHeader, type = 0x03): Uint8Array {
@@ -122,24 +122,24 @@ function writeStepHeader(h: StepHeader, type: number): number {
   }
   b[0] = flags;
   if (!isId(h.sessionId)) throw bad('sessionId', ID_RULE);
-  let o = putString(b, 1, h.sessionId);
+  let o = putString(1, h.sessionId);
   if (!isUint(h.requestId, MAX_U53)) throw bad('requestId', uintRule(MAX_U53));
-  o = putU53(b, o, h.requestId);
+  o = putU53(o, h.requestId);
   if (!isUint(h.step, MAX_U53)) throw bad('step', uintRule(MAX_U53));
-  o = putU53(b, o, h.step);
+  o = putU53(o, h.step);
   if (!isUint(h.pos, MAX_U32)) throw bad('pos', uintRule(MAX_U32));
-  o = putU32(b, o, h.pos);
+  o = putU32(o, h.pos);
   if (!isUint(h.nTokens, MAX_U32) || h.nTokens < 1) throw bad('nTokens', `must be an integer in 1…${MAX_U32}`);
-  o = putU32(b, o, h.nTokens);
+  o = putU32(o, h.nTokens);
   const dtype = Object.hasOwn(DTYPE_CODES, h.dtype) ? DTYPE_CODES[h.dtype] : undefined;
   if (dtype === undefined) throw bad('dtype', 'must be f32, f16 or bf16');
   b[o++] = dtype;
   if (!Array.isArray(h.shape) || h.shape.length !== 2) throw bad('shape', 'must be [nTokens, dim]');
   if (!isUint(h.shape[0], MAX_U32)) throw bad('shape.0', uintRule(MAX_U32));
   if (!isUint(h.shape[1], MAX_U32)) throw bad('shape.1', uintRule(MAX_U32));
-  o = putU32(b, o, h.shape[0]);
-  o = putU32(b, o, h.shape[1]);
-  if (flags & FLAG_BUDGET) o = putF64(b, o, h.budgetMs!);
+  o = putU32(o, h.shape[0]);
+  o = putU32(o, h.shape[1]);
+  if (flags & FLAG_BUDGET) o = putF64(o, h.budgetMs!);
   const tl = h.timeline;
   if (!Array.isArray(tl) || tl.length > MAX_TIMELINE) throw bad('timeline', `must be an array of ≤ ${MAX_TIMELINE} entries`);
   b[o++] = tl.length;
@@ -153,16 +153,16 @@ function writeStepHeader(h: StepHeader, type: number): number {
     if (!(isFinite(t.sendMs) && t.sendMs >= 0)) throw bad(`timeline.${i}.sendMs`, 'must be a finite number ≥ 0');
     if (!isFinite(t.budgetInMs)) throw bad(`timeline.${i}.budgetInMs`, 'must be a finite number');
     if (!isFinite(t.slackMs)) throw bad(`timeline.${i}.slackMs`, 'must be a finite number');
-    o = putString(b, o, t.peerId);
-    o = putU32(b, o, t.start);
-    o = putU32(b, o, t.end);
-    o = putF64(b, o, t.queueMs);
-    o = putF64(b, o, t.computeMs);
-    o = putF64(b, o, t.sendMs);
-    o = putF64(b, o, t.budgetInMs);
-    o = putF64(b, o, t.slackMs);
+    o = putString(o, t.peerId);
+    o = putU32(o, t.start);
+    o = putU32(o, t.end);
+    o = putF64(o, t.queueMs);
+    o = putF64(o, t.computeMs);
+    o = putF64(o, t.sendMs);
+    o = putF64(o, t.budgetInMs);
+    o = putF64(o, t.slackMs);
   }
-  return putExtension(b, o, h, STEP_MEMBERS, bad);
+  return putExtension(o, h, STEP_MEMBERS, bad);
 }
 
 function writeReceiptsHeader(h: ReceiptsHeader): number {
@@ -170,12 +170,12 @@ function writeReceiptsHeader(h: ReceiptsHeader): number {
   const b = scratch;
   b[0] = 0; // flags: none defined
   if (!isId(h.sessionId)) throw bad('sessionId', ID_RULE);
-  let o = putString(b, 1, h.sessionId);
+  let o = putString(1, h.sessionId);
   if (!isUint(h.requestId, MAX_U53)) throw bad('requestId', uintRule(MAX_U53));
-  o = putU53(b, o, h.requestId);
+  o = putU53(o, h.requestId);
   if (!isUint(h.step, MAX_U53)) throw bad('step', uintRule(MAX_U53));
-  o = putU53(b, o, h.step);
-  return putExtension(b, o, h, RECEIPTS_MEMBERS, bad);
+  o = putU53(o, h.step);
+  return putExtension(o, h, RECEIPTS_MEMBERS, bad);
 }
 
 type Bad = (field: string, what: string) => MessageError;
@@ -193,7 +193,7 @@ function isFinite(v: unknown): v is number {
 }
 
 /** the members `h` has besides the fixed ones, as u16 length + UTF-8 JSON (length 0 when none) */
-function putExtension(b: Uint8Array, o: number, h: object, fixed: Set<string>, bad: Bad): number {
+function putExtension(o: number, h: object, fixed: Set<string>, bad: Bad): number {
   let ext: Record<string, unknown> | undefined;
   for (const k in h) {
     if (fixed.has(k)) continue;
@@ -201,50 +201,36 @@ function putExtension(b: Uint8Array, o: number, h: object, fixed: Set<string>, b
     if (v === undefined) continue;
     (ext ??= {})[k] = v;
   }
-  if (!ext) return putU16(b, o, 0);
+  if (!ext) return putU16(o, 0);
   const bytes = enc.encode(JSON.stringify(ext));
   if (bytes.length > MAX_EXTENSION) throw bad('(extension)', `members beyond the fixed layout take ${bytes.length} bytes, over ${MAX_EXTENSION}`);
-  o = putU16(b, o, bytes.length);
-  b.set(bytes, o);
+  o = putU16(o, bytes.length);
+  scratch.set(bytes, o);
   return o + bytes.length;
 }
 
 /** u16 byte length + UTF-8 of a string of ≤ 256 code units (a lone surrogate becomes U+FFFD, as TextEncoder writes it) */
-function putString(b: Uint8Array, o: number, s: string): number {
-  const at = o + 2;
-  const n = s.length;
-  let i = 0;
-  for (; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x80) break;
-    b[at + i] = c;
-  }
-  let len = i;
-  if (i < n) len += enc.encodeInto(s.slice(i), b.subarray(at + i, at + i + 3 * (n - i))).written;
-  putU16(b, o, len);
-  return at + len;
+function putString(o: number, s: string): number {
+  const len = scratchText.write(s, o + 2, 3 * s.length, 'utf8');
+  putU16(o, len);
+  return o + 2 + len;
 }
-function putU16(b: Uint8Array, o: number, v: number): number {
-  b[o] = v & 0xff;
-  b[o + 1] = v >>> 8;
+function putU16(o: number, v: number): number {
+  scratchView.setUint16(o, v, true);
   return o + 2;
 }
-function putU32(b: Uint8Array, o: number, v: number): number {
-  b[o] = v & 0xff;
-  b[o + 1] = (v >>> 8) & 0xff;
-  b[o + 2] = (v >>> 16) & 0xff;
-  b[o + 3] = v >>> 24;
+function putU32(o: number, v: number): number {
+  scratchView.setUint32(o, v, true);
   return o + 4;
 }
 /** u64, little-endian, of an integer ≤ 2⁵³ − 1 */
-function putU53(b: Uint8Array, o: number, v: number): number {
-  putU32(b, o, v % 0x1_0000_0000);
-  return putU32(b, o + 4, Math.floor(v / 0x1_0000_0000));
+function putU53(o: number, v: number): number {
+  scratchView.setUint32(o, v % 0x1_0000_0000, true);
+  scratchView.setUint32(o + 4, Math.floor(v / 0x1_0000_0000), true);
+  return o + 8;
 }
-function putF64(b: Uint8Array, o: number, v: number): number {
-  F64[0] = v;
-  if (LE) for (let i = 0; i < 8; i++) b[o + i] = F64B[i]!;
-  else for (let i = 0; i < 8; i++) b[o + i] = F64B[7 - i]!;
+function putF64(o: number, v: number): number {
+  scratchView.setFloat64(o, v, true);
   return o + 8;
 }
 
@@ -255,10 +241,13 @@ class Reader {
   o = 0;
   sessionId: string | undefined;
   requestId: number | undefined;
+  private readonly dv: DataView;
   constructor(
     readonly b: Uint8Array,
     readonly type: number,
-  ) {}
+  ) {
+    this.dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  }
 
   bad(field: string, what: string): MessageError {
     return new MessageError(`${NAMES[this.type] ?? 'header'} header invalid: ${field}: ${what}`, 'bad_message', this.sessionId, this.requestId, this.type);
@@ -272,17 +261,13 @@ class Reader {
   }
   u16(field: string): number {
     this.need(2, field);
-    const b = this.b;
-    const o = this.o;
     this.o += 2;
-    return b[o]! | (b[o + 1]! << 8);
+    return this.dv.getUint16(this.o - 2, true);
   }
   u32(field: string): number {
     this.need(4, field);
-    const b = this.b;
-    const o = this.o;
     this.o += 4;
-    return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+    return this.dv.getUint32(this.o - 4, true);
   }
   u53(field: string): number {
     const lo = this.u32(field);
@@ -292,12 +277,8 @@ class Reader {
   }
   f64(field: string): number {
     this.need(8, field);
-    const b = this.b;
-    const o = this.o;
     this.o += 8;
-    if (LE) for (let i = 0; i < 8; i++) F64B[i] = b[o + i]!;
-    else for (let i = 0; i < 8; i++) F64B[7 - i] = b[o + i]!;
-    const v = F64[0]!;
+    const v = this.dv.getFloat64(this.o - 8, true);
     if (!Number.isFinite(v)) throw this.bad(field, 'must be a finite number');
     return v;
   }
