@@ -199,7 +199,7 @@ function putExtension(o: number, h: object, fixed: Set<string>, bad: Bad): numbe
     if (fixed.has(k)) continue;
     const v = (h as Record<string, unknown>)[k];
     if (v === undefined) continue;
-    (ext ??= {})[k] = v;
+    (ext ??= Object.create(null) as Record<string, unknown>)[k] = v; // no prototype: a member named __proto__ stays a member
   }
   if (!ext) return putU16(o, 0);
   const bytes = enc.encode(JSON.stringify(ext));
