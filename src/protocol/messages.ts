@@ -30,8 +30,9 @@ export const MAX_SESSION_STREAMS = 1024;
 
 /**
  * Longest route an OPEN may name (docs/protocol.md §3.1, "Header size"): a STEP/RESULT header
- * carries one timeline entry (≤ 0.4 KB) per hop and a RECEIPTS payload one receipt (≤ 1.2 KB)
- * per hop, so 32 honest hops stay well inside the 64 KiB header limit; 256 would not.
+ * carries one timeline entry (≤ 0.8 KB, ~0.1 KB with a real peer id) per hop and a RECEIPTS
+ * payload one receipt (≤ 1.2 KB) per hop, so 32 honest hops stay well inside the 64 KiB header
+ * limit; 256 would not. (step-header.ts's MAX_TIMELINE is the same number.)
  */
 export const MAX_ROUTE_HOPS = 32;
 

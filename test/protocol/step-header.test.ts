@@ -3,7 +3,7 @@
 // encode, and bounded random round trips through the message decoder.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MessageDecoder, MessageError, MsgType, encodeMessage, parseHeader, type StepHeader } from '../../src/protocol/messages.js';
+import { MAX_ROUTE_HOPS, MessageDecoder, MessageError, MsgType, encodeMessage, parseHeader, type StepHeader } from '../../src/protocol/messages.js';
 import { MAX_TIMELINE, decodeReceiptsHeader, decodeStepHeader, encodeReceiptsHeader, encodeStepHeader } from '../../src/protocol/step-header.js';
 import { buildVectors } from '../../src/conformance/vectors.js';
 
@@ -37,6 +37,7 @@ test('round trips: optional members, three hops, unicode ids, extension members,
   assert.equal(encodeStepHeader({ ...base, extra: undefined }).length, encodeStepHeader(base).length);
   // no extension: 41 bytes for a 9-byte session id and no timeline
   assert.equal(encodeStepHeader(base).length, 1 + 2 + 9 + 8 + 8 + 4 + 4 + 1 + 8 + 1 + 2);
+  assert.equal(MAX_TIMELINE, MAX_ROUTE_HOPS, 'a header carries one timeline entry per hop of the longest route');
   const r = { sessionId: 'chain-1', requestId: 2, step: 1 };
   assert.deepEqual(decodeReceiptsHeader(encodeReceiptsHeader(r)), r);
   assert.deepEqual(decodeReceiptsHeader(encodeReceiptsHeader({ ...r, why: 'ext' })), { ...r, why: 'ext' });
