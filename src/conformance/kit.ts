@@ -14,9 +14,9 @@ import { lpStream } from '@libp2p/utils';
 import { generateIdentity, type Identity } from '../identity/identity.js';
 import { ADVERT_PROTOCOL } from '../p2p/adverts.js';
 import { verifyAdvertRecord, type NodeAdvert } from '../p2p/advert-record.js';
-import { FLAG_MORE, FRAME_MAGIC, PREAMBLE_BYTES } from '../protocol/frame.js';
+import { FLAG_MORE, FRAME_MAGIC, PREAMBLE_BYTES, encodeFrame } from '../protocol/frame.js';
 import { AUDIT_EXEC_PROTOCOL, AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../protocol/audit-messages.js';
-import { KV_PROTOCOL, MAX_ROUTE_HOPS, MsgType, type Dtype, type Message, type OpenHeader, type StepHeader } from '../protocol/messages.js';
+import { KV_PROTOCOL, MAX_ROUTE_HOPS, MsgType, encodeHeader, type Dtype, type Message, type OpenHeader, type StepHeader } from '../protocol/messages.js';
 import { signOpen, type OpenToSign } from '../protocol/open-signature.js';
 import { ZERO_HASH, type ExecutionReceipt, type Hex, type OdsiDomain } from '../accountability/records/eip712.js';
 import { checkSigned, hashTensor, receiptHash, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
@@ -423,6 +423,10 @@ async function waitForClosed(s: RawStream, ms: number): Promise<void> {
 
 /** Sends raw bytes, expects ERROR `code`, and that the stream still answers (an unknown session's CLOSE). */
 async function kept(k: Kit, bytes: Uint8Array, code: string): Promise<void> {
+  await keptError(k, bytes, code);
+}
+/** kept(), returning the ERROR */
+async function keptError(k: Kit, bytes: Uint8Array, code: string): Promise<Message> {
   const s = await k.g.stream(k.target);
   s.ch.stream.send(bytes);
   const e = await s.next(`ERROR ${code}`, isError);
@@ -432,6 +436,7 @@ async function kept(k: Kit, bytes: Uint8Array, code: string): Promise<void> {
   const again = await s.next('an answer on the same stream', (m) => s.got.indexOf(m) >= n && isError(m));
   expect(codeOf(again) === 'unknown_session', `the stream must stay usable after a message error; got ${show(again)}`);
   void s.ch.close();
+  return e;
 }
 
 async function refusedWith(k: Kit, open: OpenHeader, code: string, reason?: RegExp, by?: SessionPeer): Promise<Message> {
@@ -562,6 +567,22 @@ const RULES: Rule[] = [
       await pause(k.quietMs);
       expect(s.got.length === 0, `the target answered an ERROR: ${show(s.got[0])}`);
       void s.ch.close();
+    },
+  },
+  {
+    id: 'M6',
+    title: 'STEP whose binary header has a byte after it → ERROR bad_message naming its sessionId and requestId, stream kept',
+    run: async (k) => {
+      const m = k.step('m6-trailing-byte', { step: 0, pos: 0, nTokens: 1 });
+      const h = encodeHeader(m);
+      const header = new Uint8Array(h.length + 1);
+      header.set(h);
+      const e = await keptError(k, encodeFrame({ type: MsgType.STEP, flags: 0, header, payload: m.payload! }), 'bad_message');
+      const got = hdr(e);
+      expect(
+        got.sessionId === 'm6-trailing-byte' && got.requestId === hdr(m).requestId,
+        `the ERROR must name the STEP's sessionId and requestId; got ${show(e)}`,
+      );
     },
   },
   {

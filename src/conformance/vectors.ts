@@ -17,8 +17,10 @@ import {
   ACT_LIMITS,
   MAX_ROUTE_HOPS,
   MsgType,
+  encodeHeader,
   encodeMessage,
   encodeTensor,
+  parseHeader,
   type Message,
   type OpenHeader,
   type StepHeader,
@@ -49,14 +51,20 @@ const key = (byte: number): Identity => identityFromSecret(new Uint8Array(32).fi
 const hexOf = (b: Uint8Array) => toHex(b);
 const T0 = 1_700_000_000_000;
 
-/** A message as vector: the header object, its exact JSON, the payload and every frame in hex. */
+const BINARY_HEADERS: ReadonlySet<MsgType> = new Set([MsgType.STEP, MsgType.RESULT, MsgType.RECEIPTS]);
+
+/**
+ * A message as vector: the header object, its exact bytes (JSON text, or hex for the binary
+ * STEP/RESULT/RECEIPTS headers), the payload and every frame in hex.
+ */
 function frameVector(name: string, m: Message, limits = ACT_LIMITS) {
+  const binary = BINARY_HEADERS.has(m.type);
   return {
     name,
     type: m.type,
     typeName: MsgType[m.type],
     header: m.header,
-    headerJson: JSON.stringify(m.header),
+    ...(binary ? { headerHex: hexOf(encodeHeader(m)) } : { headerJson: JSON.stringify(m.header) }),
     payloadHex: hexOf(m.payload ?? new Uint8Array(0)),
     frames: encodeMessage(m, limits).map(hexOf),
   };
@@ -367,6 +375,96 @@ function onWire<T extends { header: StepHeader; receiptsHex?: string }>(c: T): T
   const { receipts, ...header } = c.header as StepHeader & { receipts?: SignedReceipt[] };
   if (c.receiptsHex !== undefined || receipts === undefined) return { ...c, header: header as StepHeader };
   return { ...c, header: header as StepHeader, receiptsHex: wire(receipts) };
+}
+
+/**
+ * The binary STEP/RESULT/RECEIPTS headers (docs/protocol.md §4 "Binary headers"): headers that
+ * encode to `headerHex`, and byte strings a receiver must refuse (bad_message), each made by
+ * changing one thing in a valid header; `error` is odsi's message for it.
+ */
+function headerVectors(hop1: string, hop2: string) {
+  const timing = (peerId: string, start: number, end: number, budgetInMs: number, slackMs: number) => ({
+    peerId,
+    start,
+    end,
+    queueMs: 0.012,
+    computeMs: 1.5,
+    sendMs: 0.004,
+    budgetInMs,
+    slackMs,
+  });
+  const base = { sessionId: 's1', requestId: 7, step: 0, pos: 3, nTokens: 1, dtype: 'f32' as const, shape: [1, 2], timeline: [] };
+  const threeHops = {
+    sessionId: 'req-1.r1',
+    requestId: 2 ** 53 - 1,
+    step: 41,
+    pos: 300,
+    nTokens: 4,
+    dtype: 'bf16' as const,
+    shape: [4, 576],
+    budgetMs: 187.25,
+    timeline: [timing(hop1, 0, 10, 250, 230.5), timing(hop2, 10, 20, 230.5, 201.125), timing('hop-ü', 20, 30, 201.125, -3.5)],
+    replay: true,
+  };
+  const valid: { name: string; type: MsgType; header: Message['header'] }[] = [
+    { name: 'STEP, no timeline, no budget, no replay', type: MsgType.STEP, header: base },
+    { name: 'STEP, budget', type: MsgType.STEP, header: { ...base, budgetMs: 250 } },
+    { name: 'STEP, replay false', type: MsgType.STEP, header: { ...base, dtype: 'f16', replay: false } },
+    { name: 'STEP, three timeline entries, budget, replay', type: MsgType.STEP, header: threeHops },
+    { name: 'RESULT, three timeline entries, no budget', type: MsgType.RESULT, header: { ...threeHops, budgetMs: undefined, replay: undefined } },
+    { name: 'STEP with an extension member', type: MsgType.STEP, header: { ...base, trace: { id: 'x' } } },
+    { name: 'RECEIPTS', type: MsgType.RECEIPTS, header: { sessionId: 'chain-1', requestId: 2, step: 1 } },
+  ];
+  const bytes = (type: MsgType, header: Message['header']) => encodeHeader({ type, header } as Message);
+  const stepBytes = bytes(MsgType.STEP, { ...base, budgetMs: 250, timeline: [timing('P', 0, 2, 250, 249)] });
+  // offsets in stepBytes (sessionId "s1"): flags 0, requestId 5, nTokens 25, dtype 29, budgetMs 38,
+  // timeline count 46, its entry 47 (peerId "P": 47–49, start 50, end 54, queueMs 58, …)
+  const patched = (at: number, write: (dv: DataView) => void, from = stepBytes) => {
+    const b = Uint8Array.from(from);
+    write(new DataView(b.buffer, at));
+    return b;
+  };
+  const longId = bytes(MsgType.STEP, { ...base, sessionId: 'a'.repeat(256) });
+  const ext = bytes(MsgType.STEP, { ...base, zzz: 1 });
+  const extAt = Buffer.from(ext).indexOf('zzz');
+  const invalid: { name: string; type: MsgType; bytes: Uint8Array }[] = [
+    { name: 'truncated (last byte missing)', type: MsgType.STEP, bytes: stepBytes.subarray(0, stepBytes.length - 1) },
+    { name: 'truncated inside the timeline', type: MsgType.STEP, bytes: stepBytes.subarray(0, 60) },
+    { name: 'a byte after the extension', type: MsgType.STEP, bytes: Uint8Array.from([...stepBytes, 0]) },
+    { name: 'reserved flag bit 3 set', type: MsgType.STEP, bytes: patched(0, (d) => d.setUint8(0, 0x09)) },
+    { name: 'replay value without replay', type: MsgType.STEP, bytes: patched(0, (d) => d.setUint8(0, 0x05)) },
+    { name: 'dtype byte 3', type: MsgType.STEP, bytes: patched(29, (d) => d.setUint8(0, 3)) },
+    { name: 'nTokens 0', type: MsgType.STEP, bytes: patched(25, (d) => d.setUint32(0, 0, true)) },
+    { name: 'requestId over 2^53 - 1', type: MsgType.STEP, bytes: patched(9, (d) => d.setUint32(0, 0x20_0000, true)) },
+    { name: 'budgetMs NaN', type: MsgType.STEP, bytes: patched(38, (d) => d.setFloat64(0, NaN, true)) },
+    { name: 'budgetMs infinite', type: MsgType.STEP, bytes: patched(38, (d) => d.setFloat64(0, -Infinity, true)) },
+    { name: 'negative queueMs', type: MsgType.STEP, bytes: patched(58, (d) => d.setFloat64(0, -1, true)) },
+    { name: `${MAX_ROUTE_HOPS + 1} timeline entries`, type: MsgType.STEP, bytes: patched(46, (d) => d.setUint8(0, MAX_ROUTE_HOPS + 1)) },
+    { name: 'empty sessionId', type: MsgType.STEP, bytes: Uint8Array.from([stepBytes[0]!, 0, 0, ...stepBytes.subarray(5)]) },
+    {
+      name: 'sessionId of 257 characters',
+      type: MsgType.STEP,
+      bytes: Uint8Array.from([longId[0]!, 1, 1, 0x61, ...longId.subarray(3)]),
+    },
+    { name: 'sessionId not UTF-8', type: MsgType.STEP, bytes: patched(3, (d) => d.setUint8(0, 0xff)) },
+    { name: 'extension that is not JSON', type: MsgType.STEP, bytes: patched(extAt - 2, (d) => d.setUint8(0, 0x5b), ext) },
+    { name: 'extension naming a fixed member', type: MsgType.STEP, bytes: patched(extAt, (d) => [0x70, 0x6f, 0x73].forEach((c, i) => d.setUint8(i, c)), ext) },
+    { name: 'RESULT truncated', type: MsgType.RESULT, bytes: stepBytes.subarray(0, 30) },
+    { name: 'RECEIPTS with a flag set', type: MsgType.RECEIPTS, bytes: patched(0, (d) => d.setUint8(0, 1), bytes(MsgType.RECEIPTS, valid[6]!.header)) },
+    { name: 'RECEIPTS with a byte after it', type: MsgType.RECEIPTS, bytes: Uint8Array.from([...bytes(MsgType.RECEIPTS, valid[6]!.header), 0]) },
+  ];
+  const refusal = (type: MsgType, b: Uint8Array): string => {
+    try {
+      parseHeader(type, b);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    throw new Error('a header vector meant to be refused was accepted');
+  };
+  return {
+    valid: valid.map((v) => ({ name: v.name, type: v.type, header: v.header, headerHex: hexOf(bytes(v.type, v.header)) })),
+    invalid: invalid.map((v) => ({ name: v.name, type: v.type, headerHex: hexOf(v.bytes), error: refusal(v.type, v.bytes) })),
+  };
 }
 
 function chainVectors(gw: Identity, n1: Identity, n2: Identity, domain: OdsiDomain) {
@@ -800,6 +898,7 @@ export function buildVectors(o: { storiesModel?: string } = {}) {
     },
     keys: keysOf(['gateway', gw], ['hop1', n1], ['hop2', n2], ['spare', key(4)], ['web3', web3]),
     frames,
+    binaryHeaders: headerVectors(n1.peerId.toString(), n2.peerId.toString()),
     tensors: tensorVectors(),
     ids: idVectors(),
     modelId: modelIdVectors(o.storiesModel),

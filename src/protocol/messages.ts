@@ -4,13 +4,24 @@
 import { z } from 'zod';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/half.js';
 import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame, type FrameLimits } from './frame.js';
+import { MessageError, type ErrorCode } from './message-error.js';
+import { decodeReceiptsHeader, decodeStepHeader, stepHeaderView, type Dtype, type ReceiptsHeader, type StepHeader } from './step-header.js';
+
+export { MessageError, type ErrorCode } from './message-error.js';
+export type { Dtype, ReceiptsHeader, StepHeader, StepTiming } from './step-header.js';
 
 /** stream protocol: gateway→hop 1 and hop i→hop i+1 (OPEN first) */
 // 1.2.0: routes ≤ MAX_ROUTE_HOPS, record ids always keccak256 of the session id (docs/protocol.md §10)
 // 1.3.0: receipts leave the STEP header: a hop forwards its STEP first, then a binary RECEIPTS message (§4.3)
-export const ACT_PROTOCOL = '/odsi/act/1.4.0';
-/** stream protocol: last hop→gateway (OPENED first), carries RESULTs (1.1.0: each followed by its RECEIPTS) */
-export const RESULT_PROTOCOL = '/odsi/result/1.1.0';
+// 1.4.0: STEPs may follow the OPEN before OPENED (§2)
+// 2.0.0: STEP and RECEIPTS headers are binary, not JSON (§4 "Binary headers"): a peer of 1.x
+//        could not read a single step, so the major number changes (§10)
+export const ACT_PROTOCOL = '/odsi/act/2.0.0';
+/**
+ * stream protocol: last hop→gateway (OPENED first), carries RESULTs (1.1.0: each followed by its
+ * RECEIPTS; 2.0.0: RESULT and RECEIPTS headers are binary, §4 "Binary headers")
+ */
+export const RESULT_PROTOCOL = '/odsi/result/2.0.0';
 // kv-transfer: stream protocol: a draining node → its replacement (KV messages, one KV_ACK back)
 export const KV_PROTOCOL = '/odsi/kv/1.1.0';
 
@@ -19,8 +30,9 @@ export const MAX_SESSION_STREAMS = 1024;
 
 /**
  * Longest route an OPEN may name (docs/protocol.md §3.1, "Header size"): a STEP/RESULT header
- * carries one timeline entry (≤ 0.4 KB) per hop and a RECEIPTS payload one receipt (≤ 1.2 KB)
- * per hop, so 32 honest hops stay well inside the 64 KiB header limit; 256 would not.
+ * carries one timeline entry (≤ 0.8 KB, ~0.1 KB with a real peer id) per hop and a RECEIPTS
+ * payload one receipt (≤ 1.2 KB) per hop, so 32 honest hops stay well inside the 64 KiB header
+ * limit; 256 would not. (step-header.ts's MAX_TIMELINE is the same number.)
  */
 export const MAX_ROUTE_HOPS = 32;
 
@@ -38,44 +50,14 @@ export enum MsgType {
   RECEIPTS = 0x0b, // accountability: the signed receipts of one step so far, after its STEP/RESULT (receipt-codec.ts)
 }
 
-export type Dtype = 'f32' | 'f16' | 'bf16';
 export const DTYPE_BYTES: Record<Dtype, number> = { f32: 4, f16: 2, bf16: 2 };
 
-export type ErrorCode =
-  | 'bad_frame' // framing violated; the stream is reset after this error
-  | 'too_large' // frame or message over the limits; the stream is reset after this error
-  | 'bad_message' // header not valid for its type, or payload does not match its shape
-  | 'unknown_session'
-  | 'wrong_model'
-  | 'wrong_layers'
-  | 'busy' // no KV memory / session slots left
-  | 'deadline' // the remaining budget cannot cover this hop's expected work
-  | 'unreachable' // the next hop (or the gateway) could not be reached
-  | 'timeout'
-  | 'engine' // the stage's forward failed
-  | 'closed'
-  | 'draining' // kv-transfer: the hop is leaving; header.replacement holds the session's KV now
-  | 'forbidden' // the peer may not do this: unsigned/foreign OPEN, another owner's session, uninvited KV
-  | 'limit' // this peer is over a per-peer limit (streams, sessions, KV share): other peers are still served
-  | 'internal';
-
-// Header objects are loose: members this version does not know are kept and forwarded
-// unchanged (extensions such as accountability receipts ride on STEP headers).
+// JSON header objects are loose: members this version does not know are kept and forwarded
+// unchanged (the binary STEP/RESULT/RECEIPTS headers carry them in their extension).
 const id = z.string().min(1).max(256);
 const uint = z.number().int().nonnegative();
-const ms = z.number().finite().nonnegative();
 
 export const hopSchema = z.object({ peerId: id, addrs: z.array(z.string().max(512)).max(32), start: uint, end: uint });
-export const timingSchema = z.object({
-  peerId: id,
-  start: uint,
-  end: uint,
-  queueMs: ms,
-  computeMs: ms,
-  sendMs: ms,
-  budgetInMs: z.number().finite(),
-  slackMs: z.number().finite(),
-});
 const dtypeSchema = z.enum(['f32', 'f16', 'bf16']);
 
 export const openSchema = z.looseObject({
@@ -100,24 +82,7 @@ export const openSchema = z.looseObject({
   signature: z.string().max(256).optional(),
 });
 export const openedSchema = z.looseObject({ sessionId: id, peers: z.array(id) });
-export const stepSchema = z.looseObject({
-  sessionId: id,
-  requestId: uint,
-  step: uint,
-  pos: uint,
-  nTokens: z.number().int().positive(),
-  dtype: dtypeSchema,
-  /** [nTokens, dim] */
-  shape: z.array(uint).length(2),
-  /** remaining deadline budget in ms, relative (clocks are not synchronised); absent = none */
-  budgetMs: z.number().finite().optional(),
-  timeline: z.array(timingSchema).max(MAX_ROUTE_HOPS),
-  /** re-sent history after a failover: process as usual, marks the RESULT as replay */
-  replay: z.boolean().optional(),
-});
-/** accountability: the step's signed receipts so far follow in the payload (receipt-codec.ts) */
-export const receiptsSchema = z.looseObject({ sessionId: id, requestId: uint, step: uint });
-export const resultSchema = stepSchema;
+// STEP, RESULT and RECEIPTS headers are binary (step-header.ts, docs/protocol.md §4 "Binary headers")
 export const errorSchema = z.looseObject({
   sessionId: id.optional(),
   requestId: uint.optional(),
@@ -153,11 +118,9 @@ export type KvHeader = z.infer<typeof kvSchema>;
 
 export type OpenHeader = z.infer<typeof openSchema>;
 export type OpenedHeader = z.infer<typeof openedSchema>;
-export type StepHeader = z.infer<typeof stepSchema>;
 export type ErrorHeader = z.infer<typeof errorSchema> & { code: ErrorCode | string };
 export type CloseHeader = z.infer<typeof closeSchema>;
 export type TruncateHeader = z.infer<typeof truncateSchema>;
-export type ReceiptsHeader = z.infer<typeof receiptsSchema>;
 
 export type Message =
   | { type: MsgType.OPEN; header: OpenHeader; payload?: Uint8Array }
@@ -172,34 +135,17 @@ export type Message =
   | { type: MsgType.AUDIT; header: z.infer<typeof auditSchema>; payload?: Uint8Array }
   | { type: MsgType.RECEIPTS; header: ReceiptsHeader; payload: Uint8Array };
 
-const SCHEMAS: Record<MsgType, z.ZodType> = {
+/** the JSON headers' schemas (STEP, RESULT and RECEIPTS headers are binary) */
+const SCHEMAS: Partial<Record<MsgType, z.ZodType>> = {
   [MsgType.OPEN]: openSchema,
   [MsgType.OPENED]: openedSchema,
-  [MsgType.STEP]: stepSchema,
-  [MsgType.RESULT]: resultSchema,
   [MsgType.ERROR]: errorSchema,
   [MsgType.CLOSE]: closeSchema,
   [MsgType.TRUNCATE]: truncateSchema,
   [MsgType.KV]: kvSchema, // kv-transfer
   [MsgType.KV_ACK]: kvAckSchema, // kv-transfer
   [MsgType.AUDIT]: auditSchema,
-  [MsgType.RECEIPTS]: receiptsSchema,
 };
-
-/** A message that framed correctly but is not valid: answer with an error, keep the stream. */
-export class MessageError extends Error {
-  constructor(
-    message: string,
-    readonly code: ErrorCode = 'bad_message',
-    readonly sessionId?: string,
-    readonly requestId?: number,
-    /** type of the offending message, when known */
-    readonly msgType?: number,
-  ) {
-    super(message);
-    this.name = 'MessageError';
-  }
-}
 
 const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8', { fatal: true });
@@ -216,7 +162,8 @@ export function encodeMessage(m: Message, limits: MessageLimits = ACT_LIMITS): U
   const payload = m.payload ?? EMPTY;
   if (payload.length > limits.maxMessagePayload)
     throw new FrameError(`message payload of ${payload.length} bytes exceeds ${limits.maxMessagePayload}`, 'too_large');
-  const header = enc.encode(JSON.stringify(m.header));
+  // a binary header is written into a shared buffer and copied into the first frame at once
+  const header = BINARY[m.type] ? stepHeaderView(m.header as StepHeader | ReceiptsHeader, m.type) : enc.encode(JSON.stringify(m.header));
   const frames: Uint8Array[] = [];
   let off = 0;
   do {
@@ -230,8 +177,17 @@ export function encodeMessage(m: Message, limits: MessageLimits = ACT_LIMITS): U
   return frames;
 }
 
-/** Validate a decoded header against its type's schema. */
+const BINARY: Partial<Record<MsgType, true>> = { [MsgType.STEP]: true, [MsgType.RESULT]: true, [MsgType.RECEIPTS]: true };
+
+/** A message's header bytes: binary for STEP, RESULT and RECEIPTS, UTF-8 JSON for the others. */
+export function encodeHeader(m: Message): Uint8Array {
+  return BINARY[m.type] ? stepHeaderView(m.header as StepHeader | ReceiptsHeader, m.type).slice() : enc.encode(JSON.stringify(m.header));
+}
+
+/** Decode and validate a header: the binary layouts, or JSON against its type's schema. */
 export function parseHeader(type: number, headerBytes: Uint8Array): Message['header'] {
+  if (type === MsgType.STEP || type === MsgType.RESULT) return decodeStepHeader(headerBytes, type);
+  if (type === MsgType.RECEIPTS) return decodeReceiptsHeader(headerBytes);
   const schema = SCHEMAS[type as MsgType];
   if (!schema) throw new MessageError(`unknown message type 0x${type.toString(16).padStart(2, '0')}`);
   let raw: unknown;

@@ -1,4 +1,5 @@
-// Wire format: fixed test vectors (reproduced in docs/protocol.md), chunking, limits, dtypes.
+// Wire format: fixed test vectors (reproduced in docs/protocol.md §9.1), chunking, limits, dtypes.
+// STEP headers are binary (docs/protocol.md §4 "Binary headers"), ERROR and CLOSE headers JSON.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FrameDecoder, FrameError, MAX_FRAME_PAYLOAD, fromHex, toHex, encodeFrame } from '../../src/protocol/frame.js';
@@ -6,7 +7,7 @@ import { ACT_LIMITS, MessageDecoder, MessageError, MsgType, decodeTensor, encode
 
 // Vector 1: STEP, session "s1", request 7, pos 3, one token, f32 [1, -2], budget 250 ms.
 const V1_HEX =
-  '4f4453490103000076000000080000007b2273657373696f6e4964223a227331222c22726571756573744964223a372c2273746570223a302c22706f73223a332c226e546f6b656e73223a312c226474797065223a22663332222c227368617065223a5b312c325d2c226275646765744d73223a3235302c2274696d656c696e65223a5b5d7d0000803f000000c0';
+  '4f44534901030000310000000800000001020073310700000000000000000000000000000003000000010000000001000000020000000000000000406f400000000000803f000000c0';
 const V1: Message = {
   type: MsgType.STEP,
   header: { sessionId: 's1', requestId: 7, step: 0, pos: 3, nTokens: 1, dtype: 'f32', shape: [1, 2], budgetMs: 250, timeline: [] },
@@ -14,7 +15,7 @@ const V1: Message = {
 };
 // Vector 2: the same activations as f16.
 const V2_HEX =
-  '4f4453490103000067000000040000007b2273657373696f6e4964223a227331222c22726571756573744964223a382c2273746570223a312c22706f73223a342c226e546f6b656e73223a312c226474797065223a22663136222c227368617065223a5b312c325d2c2274696d656c696e65223a5b5d7d003c00c0';
+  '4f4453490103000029000000040000000002007331080000000000000001000000000000000400000001000000010100000002000000000000003c00c0';
 // Vector 3: ERROR.
 const V3_HEX =
   '4f445349010500003d000000000000007b22636f6465223a22756e6b6e6f776e5f73657373696f6e222c22726561736f6e223a226e6f2073657373696f6e222c22706565724964223a2250227d';
@@ -22,7 +23,7 @@ const V3_HEX =
 const V4_HEX = '4f4453490106000012000000000000007b2273657373696f6e4964223a227331227d';
 // Vector 5: a STEP chunked with a 4-byte frame payload limit (first frame MORE, second continuation).
 const V5_HEX = [
-  '4f4453490103010067000000040000007b2273657373696f6e4964223a227331222c22726571756573744964223a312c2273746570223a302c22706f73223a302c226e546f6b656e73223a312c226474797065223a22663332222c227368617065223a5b312c325d2c2274696d656c696e65223a5b5d7d0000803f',
+  '4f44534901030100290000000400000000020073310100000000000000000000000000000000000000010000000001000000020000000000000000803f',
   '4f445349010300000000000004000000000000c0',
 ];
 
@@ -92,8 +93,13 @@ test('malformed and oversized frames raise clear errors', () => {
   assert.throws(() => encodeFrame({ type: 3, flags: 0, header: new Uint8Array(1), payload: new Uint8Array(MAX_FRAME_PAYLOAD + 1) }), FrameError);
   // a framed but invalid message: MessageError, and the decoder carries on
   const d = new MessageDecoder();
-  const bad = encodeFrame({ type: MsgType.STEP, flags: 0, header: new TextEncoder().encode('{"sessionId":"x","requestId":-1}'), payload: new Uint8Array(0) });
-  assert.throws(() => d.push(bad), (e: unknown) => e instanceof MessageError && e.code === 'bad_message' && e.sessionId === 'x');
+  // a STEP header (flags 0, sessionId "x", requestId 9) that ends after its requestId: the ids it holds are echoed
+  const cut = fromHex('00010078' + '0900000000000000');
+  const bad = encodeFrame({ type: MsgType.STEP, flags: 0, header: cut, payload: new Uint8Array(0) });
+  assert.throws(() => d.push(bad), (e: unknown) => e instanceof MessageError && e.code === 'bad_message' && e.sessionId === 'x' && e.requestId === 9 && /step: truncated/.test(e.message));
+  // a JSON header where a binary one belongs is refused the same way
+  const json = encodeFrame({ type: MsgType.STEP, flags: 0, header: new TextEncoder().encode('{"sessionId":"x","requestId":-1}'), payload: new Uint8Array(0) });
+  assert.throws(() => d.push(json), (e: unknown) => e instanceof MessageError && e.code === 'bad_message');
   assert.throws(() => d.push(encodeFrame({ type: 0x7f, flags: 0, header: new TextEncoder().encode('{}'), payload: new Uint8Array(0) })), /unknown message type 0x7f/);
   assert.equal(d.push(fromHex(V4_HEX)).length, 1);
   assert.throws(() => decodeTensor(new Uint8Array(6), 'f32', 2), /expected 2 × f32 = 8/);

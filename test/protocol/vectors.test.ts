@@ -76,7 +76,146 @@ test('the committed vectors equal a fresh computation by the implementation', ()
   );
 });
 
-test('frames: preamble, header JSON and payload parsed by hand', () => {
+const STEP_MEMBERS = ['sessionId', 'requestId', 'step', 'pos', 'nTokens', 'dtype', 'shape', 'budgetMs', 'timeline', 'replay'];
+const RECEIPTS_MEMBERS = ['sessionId', 'requestId', 'step'];
+const DTYPES = ['f32', 'f16', 'bf16'];
+
+/**
+ * A STEP/RESULT (type 3, 4) or RECEIPTS (type 11) header written by hand from docs/protocol.md
+ * §4 "Binary headers": little-endian integers, f64 milliseconds, u16-length-prefixed UTF-8
+ * strings, the members beyond the fixed ones as a u16-length-prefixed JSON object.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function binaryHeader(type: number, h: any): string {
+  const parts: Buffer[] = [];
+  const put = (n: number, w: (b: Buffer) => void) => {
+    const b = Buffer.alloc(n);
+    w(b);
+    parts.push(b);
+  };
+  const u8 = (v: number) => put(1, (b) => b.writeUInt8(v));
+  const u16 = (v: number) => put(2, (b) => b.writeUInt16LE(v));
+  const u32 = (v: number) => put(4, (b) => b.writeUInt32LE(v));
+  const u64 = (v: number) => put(8, (b) => b.writeBigUInt64LE(BigInt(v)));
+  const f64 = (v: number) => put(8, (b) => b.writeDoubleLE(v));
+  const str = (s: string) => {
+    u16(Buffer.byteLength(s));
+    parts.push(Buffer.from(s, 'utf8'));
+  };
+  const fixed = type === 0x0b ? RECEIPTS_MEMBERS : STEP_MEMBERS;
+  const extra = Object.entries(h).filter(([k, v]) => !fixed.includes(k) && v !== undefined);
+  const ext = extra.length ? Buffer.from(JSON.stringify(Object.fromEntries(extra))) : Buffer.alloc(0);
+  if (type === 0x0b) {
+    u8(0);
+    str(h.sessionId);
+    u64(h.requestId);
+    u64(h.step);
+  } else {
+    u8((h.budgetMs !== undefined ? 1 : 0) | (h.replay !== undefined ? 2 : 0) | (h.replay === true ? 4 : 0));
+    str(h.sessionId);
+    u64(h.requestId);
+    u64(h.step);
+    u32(h.pos);
+    u32(h.nTokens);
+    u8(DTYPES.indexOf(h.dtype));
+    u32(h.shape[0]);
+    u32(h.shape[1]);
+    if (h.budgetMs !== undefined) f64(h.budgetMs);
+    u8(h.timeline.length);
+    for (const t of h.timeline) {
+      str(t.peerId);
+      u32(t.start);
+      u32(t.end);
+      for (const k of ['queueMs', 'computeMs', 'sendMs', 'budgetInMs', 'slackMs']) f64(t[k]);
+    }
+  }
+  u16(ext.length);
+  parts.push(ext);
+  return hex(Buffer.concat(parts));
+}
+
+/** The same layout read by hand, with every rule of §4 "Binary headers"; throws on a violation. */
+function readBinaryHeader(type: number, hexText: string): Record<string, unknown> {
+  const b = Buffer.from(hexText, 'hex');
+  let o = 0;
+  const take = (n: number) => {
+    assert.ok(o + n <= b.length, 'truncated');
+    o += n;
+    return o - n;
+  };
+  const u8 = () => b.readUInt8(take(1));
+  const u32 = () => b.readUInt32LE(take(4));
+  const u64 = () => {
+    const v = b.readBigUInt64LE(take(8));
+    assert.ok(v <= BigInt(Number.MAX_SAFE_INTEGER), 'u64 over 2^53 - 1');
+    return Number(v);
+  };
+  const f64 = () => {
+    const v = b.readDoubleLE(take(8));
+    assert.ok(Number.isFinite(v), 'not finite');
+    return v;
+  };
+  const str = () => {
+    const n = b.readUInt16LE(take(2));
+    const raw = b.subarray(take(n), o);
+    const s = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+    assert.ok(s.length >= 1 && s.length <= 256, 'id length');
+    return s;
+  };
+  const h: Record<string, unknown> = {};
+  const flags = u8();
+  h.sessionId = str();
+  h.requestId = u64();
+  h.step = u64();
+  if (type === 0x0b) assert.equal(flags, 0, 'RECEIPTS flags');
+  else {
+    assert.equal(flags & 0xf8, 0, 'reserved flags');
+    assert.ok(flags & 2 || !(flags & 4), 'replay value without replay');
+    h.pos = u32();
+    h.nTokens = u32();
+    assert.ok((h.nTokens as number) >= 1, 'nTokens ≥ 1');
+    h.dtype = DTYPES[u8()];
+    assert.ok(h.dtype, 'dtype byte');
+    h.shape = [u32(), u32()];
+    if (flags & 1) h.budgetMs = f64();
+    const n = u8();
+    assert.ok(n <= MAX_ROUTE_HOPS, 'timeline entries');
+    h.timeline = Array.from({ length: n }, () => {
+      const t = { peerId: str(), start: u32(), end: u32(), queueMs: f64(), computeMs: f64(), sendMs: f64(), budgetInMs: f64(), slackMs: f64() };
+      assert.ok(t.queueMs >= 0 && t.computeMs >= 0 && t.sendMs >= 0, 'negative ms');
+      return t;
+    });
+    if (flags & 2) h.replay = (flags & 4) !== 0;
+  }
+  const e = b.readUInt16LE(take(2));
+  if (e > 0) {
+    const ext = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(take(e), o)));
+    assert.ok(typeof ext === 'object' && ext !== null && !Array.isArray(ext), 'extension is an object');
+    for (const k of Object.keys(ext)) assert.ok(!(type === 0x0b ? RECEIPTS_MEMBERS : STEP_MEMBERS).includes(k), 'extension names a fixed member');
+    Object.assign(h, ext);
+  }
+  assert.equal(o, b.length, 'bytes after the header');
+  return h;
+}
+
+test('binary STEP/RESULT/RECEIPTS headers: written and read by hand; every refusal case refused', () => {
+  const { valid, invalid } = V.binaryHeaders;
+  assert.ok(valid.length >= 7 && invalid.length >= 15);
+  for (const v of valid) {
+    assert.equal(v.headerHex, binaryHeader(v.type, v.header), `${v.name}: bytes`);
+    assert.deepEqual(readBinaryHeader(v.type, v.headerHex), v.header, `${v.name}: read back`);
+  }
+  for (const v of invalid) {
+    assert.throws(() => readBinaryHeader(v.type, v.headerHex), `${v.name}: refused by the rules`);
+    assert.match(v.error, /header invalid: /, `${v.name}: odsi refuses it`);
+  }
+  // the three-hop STEP: 1 + (2 + 8) + 8 + 8 + 4 + 4 + 1 + 8 + 8 + 1 + 3 × 50 + Σ peer ids + 2
+  const three = valid.find((v: { name: string }) => v.name.startsWith('STEP, three'));
+  const ids = three.header.timeline.reduce((n: number, t: { peerId: string }) => n + Buffer.byteLength(t.peerId), 0);
+  assert.equal(three.headerHex.length / 2, 1 + 10 + 8 + 8 + 4 + 4 + 1 + 8 + 8 + 1 + 3 * 50 + ids + 2);
+});
+
+test('frames: preamble, header (JSON, or binary for STEP/RESULT/RECEIPTS) and payload parsed by hand', () => {
   for (const f of V.frames) {
     let payload = '';
     f.frames.forEach((h: string, i: number) => {
@@ -89,7 +228,12 @@ test('frames: preamble, header JSON and payload parsed by hand', () => {
       const H = b.readUInt32LE(8);
       const P = b.readUInt32LE(12);
       assert.equal(b.length, 16 + H + P, `${f.name}: lengths`);
-      if (i === 0) {
+      if (i === 0 && [0x03, 0x04, 0x0b].includes(f.type)) {
+        const headerHex = hex(b.subarray(16, 16 + H));
+        assert.equal(headerHex, f.headerHex, `${f.name}: header bytes`);
+        assert.equal(headerHex, binaryHeader(f.type, f.header), `${f.name}: header bytes written by hand`);
+        assert.deepEqual(readBinaryHeader(f.type, headerHex), f.header, `${f.name}: header read by hand`);
+      } else if (i === 0) {
         const headerText = b.subarray(16, 16 + H).toString('utf8');
         if (f.headerJson !== undefined) assert.equal(headerText, f.headerJson, `${f.name}: header bytes are the JSON`);
         assert.deepEqual(JSON.parse(headerText), f.header, `${f.name}: header`);
@@ -382,9 +526,9 @@ test(`header size: a ${MAX_ROUTE_HOPS}-hop route's RESULT header (timeline) and 
   const rs = V.frames.find((f: { name: string }) => f.name.startsWith('RESULT')).header;
   const timing = rs.timeline[1];
   const t = { ...timing, queueMs: 123456.789, computeMs: 123456.789, sendMs: 123456.789, budgetInMs: 123456.789, slackMs: -123456.789 };
-  const header = { ...rs, sessionId: 's'.repeat(256), requestId: 2 ** 53 - 1, timeline: Array(MAX_ROUTE_HOPS).fill(t) };
-  const size = Buffer.byteLength(JSON.stringify(header));
-  assert.ok(size < MAX_HEADER_BYTES, `${size} bytes`);
+  const header = { ...rs, sessionId: 's'.repeat(256), requestId: 2 ** 53 - 1, timeline: Array(MAX_ROUTE_HOPS).fill({ ...t, peerId: 'ü'.repeat(256) }) };
+  const size = binaryHeader(MsgType.RESULT, header).length / 2;
+  assert.ok(size < MAX_HEADER_BYTES / 2, `${size} bytes`);
   assert.doesNotThrow(() => encodeMessage({ type: MsgType.RESULT, header, payload: new Uint8Array(8) }));
   // the largest RECEIPTS payload: 32 receipts with a 256-character profile of 3-byte characters
   const biggest = 1 + MAX_ROUTE_HOPS * (399 + 256 * 3);
