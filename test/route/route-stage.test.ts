@@ -161,8 +161,9 @@ test('eager open: the first step goes right behind the OPEN and returns what it 
 
 test('receipts: sent with the output when custody was checked while the stage computed, else after it; every chain checks', async () => {
   const dim = src.config.dim;
-  // the middle hop computes for 30 ms: the first hop's receipts arrive and are checked meanwhile
-  const hs = [await startNode(0, 2), await startNode(2, 4, { computeDelayMs: 30 }), await startNode(4, 5)];
+  // the middle hop computes for 150 ms: the first hop's receipts arrive and are checked meanwhile
+  // (a wide window: on a loaded machine the check on the crypto worker can take tens of ms)
+  const hs = [await startNode(0, 2), await startNode(2, 4, { computeDelayMs: 150 }), await startNode(4, 5)];
   const r = await routes.open({ modelId: MODEL, config: src.config, hops: hs.map(hopOf), sessionId: 'merged' });
   const steps = 6;
   for (let p = 0; p < steps; p++) await r.forward({ sessionId: r.sessionId, pos: p, nTokens: 1, hidden: input(1, dim, 40 + p) });
