@@ -464,10 +464,12 @@ async function inner(cfgFile: string): Promise<void> {
     if (cfg.spare) {
       const spare = cfg.spare;
       const all = [...cfg.hops, spare];
-      /** every node that is down comes back (same key and address); both gateways forget all bans */
+      /** nodes killed and not yet back */
+      const killed = new Set<string>();
+      /** every killed node comes back (same key and address); both gateways forget all bans */
       const heal = async () => {
         for (const h of all) {
-          if (alive(cfg.pids[h.peerId]!)) continue;
+          if (!killed.delete(h.peerId)) continue;
           cfg.pids[h.peerId] = await restartNode(h.peerId);
           for (const gw of gws) await gw.host.ping(h.peerId, { addrs: h.addrs }).catch(() => undefined);
         }
@@ -487,7 +489,7 @@ async function inner(cfgFile: string): Promise<void> {
         for (const i of r % 2 ? [1, 0] : [0, 1]) {
           const mode = i === 0 ? 'eager' : 'afterOpened';
           try {
-            const s = await killHopOne(gws[i], mode, r, promptIds, reference, cfg);
+            const s = await killHopOne(gws[i], mode, r, promptIds, reference, cfg, killed);
             recoveries.push(s);
             console.log(
               `  recovery ${r + 1}/${cfg.recoveries} ${s.mode}: kill → detected ${s.killToDetectMs} ms, diagnose ${s.diagnoseMs} + open ${s.openMs} + replay ${s.replayMs} ms, kill → next token ${s.killToNextTokenMs} ms${s.sameTokens ? '' : ' (OUTPUT DIFFERS)'}`,
@@ -685,6 +687,8 @@ async function killHopOne(
   promptIds: number[],
   reference: number[],
   cfg: InnerConfig,
+  /** the victim is added here */
+  killed: Set<string>,
 ): Promise<RecoverySample> {
   // the gateway's steps run up to PIPELINE_DEPTH ahead of its released tokens: kill with steps left
   const killAfter = Math.max(2, Math.floor(cfg.tokens / 3));
@@ -701,6 +705,7 @@ async function killHopOne(
       victim = t.route[0]!.peerId;
       process.kill(cfg.pids[victim]!, 'SIGKILL');
       killAt = Date.now();
+      killed.add(victim);
     },
   });
   const fail = res.events.find((e) => e.type === 'failure');
@@ -723,16 +728,6 @@ async function killHopOne(
     killToNextTokenMs: next === undefined ? NaN : next - killAt,
     sameTokens: res.tokens.join() === reference.join(),
   };
-}
-
-/** whether a process runs (signal 0 only checks) */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Ask the outer process (over IPC) to start the killed node again; resolves with its new pid. */
