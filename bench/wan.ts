@@ -3,7 +3,8 @@
 // transfer time by activation precision on the wire.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/wan.js [--profiles wan20,lan5] [--model FILE]
-//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--out FILE]
+//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--recoveries N]
+//        [--out FILE]
 //
 // Topology (bench/lib/netns.ts): namespaces <prefix>-gw, -n1, -n2, -n3, each joined by a veth pair
 // to <prefix>-hub, where nothing is forwarded: the only way between two namespaces is a TCP relay
@@ -18,6 +19,15 @@
 // Gateway over the fixed route (accountability on, as deployed), and opens extra routes at each
 // wire dtype for the prefill transfer. Everything is removed after each profile, also on failure
 // and on SIGINT/SIGTERM.
+//
+// Recovery (--recoveries N > 0): a 4th node, in its own namespace behind its own relay, serves
+// hop 1's layers (a spare the gateways know, costed higher than hop 1). Per repetition each
+// gateway (re-routes opened eagerly / after OPENED; interleaved, order flipped per repetition)
+// runs a generation, and after token tokens/3 the node serving hop 1 is SIGKILLed (steps remain);
+// the route re-routes to the spare with replay. Reported: kill → failure detected, the reroute
+// event's diagnose / open / replay ms, and kill → the first token after the re-route. The outer
+// process then restarts the killed node (same key and address, over an IPC request from the
+// gateway side) and both gateways forget its ban before the next run.
 //
 // Reported per profile: measured RTT (64 B and 8 KB echoes) and rate; per decode step: step wall
 // time at the gateway, Σ compute of all stages, floor = Σ compute + (k+1)·(measured RTT / 2), and
@@ -70,6 +80,8 @@ interface InnerConfig {
   streamSpares: number;
   /** extra routes opened (and closed) one after the other, each timed */
   reopens: number;
+  /** repetitions of the recovery phase per gateway (0: none, no spare node) */
+  recoveries: number;
   modelPath: string;
   /** the model's identity (hashed once here; nodes are told it with --model-id) */
   modelId: string;
@@ -81,6 +93,9 @@ interface InnerConfig {
   dtypes: ('f32' | 'f16' | 'bf16')[];
   listen: string;
   hops: { peerId: string; addrs: string[]; start: number; end: number }[];
+  /** recovery: a node serving hop 1's layers, and every node's pid (for the SIGKILL) */
+  spare?: { peerId: string; addrs: string[]; start: number; end: number };
+  pids: Record<string, number>;
   echo: { host: string; port: number };
   out: string;
 }
@@ -103,6 +118,8 @@ const { values: args } = parseArgs({
     'stream-spares': { type: 'string', default: '1' },
     // extra routes opened (and closed) one after the other, each timed
     reopens: { type: 'string', default: '6' },
+    // repetitions of the recovery phase (hop 1 SIGKILLed mid-generation) per gateway; 0: none
+    recoveries: { type: 'string', default: '2' },
   },
 });
 
@@ -120,6 +137,8 @@ function startNode(
   modelId: string,
   accountability: boolean,
   streamSpares: number,
+  /** key file (created on first start): a restarted node is the same peer */
+  keyFile: string,
 ): Promise<{ peerId: string; pid: number }> {
   const p = star.spawn(
     ns,
@@ -147,6 +166,10 @@ function startNode(
       String(streamSpares),
       '--log-level',
       'warn',
+      '--identity',
+      keyFile,
+      '--protection-sync',
+      'normal',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ODSI_ACCOUNTABILITY: accountability ? '1' : '0' } },
   );
@@ -181,11 +204,13 @@ function waitReady(p: import('node:child_process').ChildProcess, label: string, 
 
 async function runProfile(
   profile: LinkProfile,
-  o: Omit<InnerConfig, 'profile' | 'listen' | 'hops' | 'echo' | 'out'>,
+  o: Omit<InnerConfig, 'profile' | 'listen' | 'hops' | 'spare' | 'pids' | 'echo' | 'out'>,
   splits: [number, number][],
 ): Promise<unknown> {
   const prefix = `odsi-wan-${process.pid}`;
-  const names = ['gw', ...splits.map((_, i) => `n${i + 1}`)];
+  // recovery: node k+1 (the spare) serves hop 1's layers
+  const ranges = o.recoveries > 0 ? [...splits, splits[0]!] : splits;
+  const names = ['gw', ...ranges.map((_, i) => `n${i + 1}`)];
   console.log(
     `\n[${profile.name}] ${profile.delayMs} ms ± ${profile.jitterMs} ms one-way, ${profile.rateMbit} Mbit/s, loss ${(profile.loss * 100).toFixed(2)} %`,
   );
@@ -226,35 +251,37 @@ async function runProfile(
       10_000,
     );
     const t0 = performance.now();
-    const nodes = await Promise.all(
-      splits.map((r, i) =>
-        startNode(
-          star,
-          star.ns(i + 1),
-          `/ip4/${star.addr(i + 1)}/tcp/${NODE_PORT}`,
-          o.modelPath,
-          r,
-          o.engine,
-          o.threads,
-          o.modelId,
-          o.accountability,
-          o.streamSpares,
-        ),
-      ),
-    );
+    const start = (i: number) =>
+      startNode(
+        star,
+        star.ns(i + 1),
+        `/ip4/${star.addr(i + 1)}/tcp/${NODE_PORT}`,
+        o.modelPath,
+        ranges[i]!,
+        o.engine,
+        o.threads,
+        o.modelId,
+        o.accountability,
+        o.streamSpares,
+        join(tmp, `node${i + 1}.key`),
+      );
+    const nodes = await Promise.all(ranges.map((_, i) => start(i)));
     console.log(`  nodes up in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${nodes.map((n) => n.peerId.slice(-6)).join(', ')}`);
     const out = join(tmp, 'result.json');
+    // the gateway reaches node i only through the relay on the hub's side of node i's link
+    const hop = (i: number) => ({
+      peerId: nodes[i]!.peerId,
+      addrs: [`/ip4/${star.hubAddr(i + 1)}/tcp/${NODE_PORT}/p2p/${nodes[i]!.peerId}`],
+      start: ranges[i]![0],
+      end: ranges[i]![1],
+    });
     const cfg: InnerConfig = {
       ...o,
       profile,
       listen: `/ip4/${star.addr(0)}/tcp/${NODE_PORT}`,
-      // the gateway reaches node i only through the relay on the hub's side of node i's link
-      hops: nodes.map((n, i) => ({
-        peerId: n.peerId,
-        addrs: [`/ip4/${star.hubAddr(i + 1)}/tcp/${NODE_PORT}/p2p/${n.peerId}`],
-        start: splits[i]![0],
-        end: splits[i]![1],
-      })),
+      hops: splits.map((_, i) => hop(i)),
+      spare: ranges.length > splits.length ? hop(splits.length) : undefined,
+      pids: Object.fromEntries(nodes.map((n) => [n.peerId, n.pid])),
       echo: { host: star.hubAddr(1), port: ECHO_PORT },
       out,
     };
@@ -265,9 +292,18 @@ async function runProfile(
       process.execPath,
       ['--import', join(ROOT, 'dist/src/util/polyfill.js'), fileURLToPath(import.meta.url), '--inner', cfgFile],
       {
-        stdio: ['ignore', 'inherit', 'inherit'],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       },
     );
+    // recovery: the gateway side asks for a killed node back (same key, same address)
+    inner.on('message', (m: { restart?: string }) => {
+      const i = nodes.findIndex((n) => n.peerId === m.restart);
+      if (i < 0) return;
+      start(i).then(
+        (n) => inner.send({ restarted: n.peerId, pid: n.pid }),
+        (e: Error) => inner.send({ restarted: m.restart, error: e.message }),
+      );
+    });
     const code = await new Promise<number | null>((r) => inner.once('exit', (c) => r(c)));
     if (code !== 0 || !existsSync(out)) throw new Error(`gateway side of ${profile.name} failed (exit ${code})`);
     return JSON.parse(readFileSync(out, 'utf8'));
@@ -318,6 +354,7 @@ async function outer(): Promise<void> {
     accountability: args.accountability !== 'off',
     streamSpares: Number(args['stream-spares']),
     reopens: Number(args.reopens),
+    recoveries: Number(args.recoveries),
     engine,
     threads,
     tokens: Number(args.tokens),
@@ -378,7 +415,12 @@ async function inner(cfgFile: string): Promise<void> {
       modelPath: cfg.modelPath,
       engine: cfg.engine,
       listen: [listen],
-      peers: cfg.hops.map((h) => ({ ...h, msPerToken: 1, load: 0, freeKvTokens: 1e6 })),
+      // recovery: the spare costs more than hop 1, so routes take hop 1 while it is up
+      peers: [...cfg.hops.map((h) => ({ ...h, msPerToken: 1 })), ...(cfg.spare ? [{ ...cfg.spare, msPerToken: 4 }] : [])].map((h) => ({
+        ...h,
+        load: 0,
+        freeKvTokens: 1e6,
+      })),
       failover: { graceMs: 60_000, minStepMs: 120_000 },
       accountability: { enabled: cfg.accountability },
       streamSpares: cfg.streamSpares,
@@ -389,6 +431,8 @@ async function inner(cfgFile: string): Promise<void> {
   const tokensPerRun: number[] = [];
   /** request start → first token (route open, prefill, first step), per round, eager open / after OPENED */
   const firstTokenMs: { eager: number[]; afterOpened: number[] } = { eager: [], afterOpened: [] };
+  const recoveries: RecoverySample[] = [];
+  const recoveryErrors: { mode: string; rep: number; error: string }[] = [];
   try {
     const promptIds = gws[0].tokenizer
       .encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gws[0].addBos })
@@ -416,6 +460,46 @@ async function inner(cfgFile: string): Promise<void> {
       console.log(
         `  round ${r + 1}/${cfg.rounds}: median step ${med.toFixed(1)} ms; first token ${firstTokenMs.eager.at(-1)} ms (step behind the OPEN) vs ${firstTokenMs.afterOpened.at(-1)} ms (after OPENED)`,
       );
+    }
+    if (cfg.spare) {
+      const spare = cfg.spare;
+      const all = [...cfg.hops, spare];
+      /** nodes killed and not yet back */
+      const killed = new Set<string>();
+      /** every killed node comes back (same key and address); both gateways forget all bans */
+      const heal = async () => {
+        for (const h of all) {
+          if (!killed.delete(h.peerId)) continue;
+          cfg.pids[h.peerId] = await restartNode(h.peerId);
+          for (const gw of gws) await gw.host.ping(h.peerId, { addrs: h.addrs }).catch(() => undefined);
+        }
+        for (const gw of gws) for (const h of all) gw.bans.clear(h.peerId);
+      };
+      // each gateway sends one short request through the spare first (hop 1 banned meanwhile), so a
+      // re-route's open is the session's, not a first dial of the spare's links
+      for (const gw of gws) {
+        gw.bans.ban(cfg.hops[0]!.peerId);
+        await gw
+          .run({ promptIds, maxTokens: 2, sampling: { temperature: 0 } })
+          .catch((e: Error) => console.log(`  warm-up through the spare failed: ${e.message}`));
+        await heal();
+      }
+      const reference = (await gws[0].run({ promptIds, maxTokens: cfg.tokens, sampling: { temperature: 0 } })).tokens;
+      for (let r = 0; r < cfg.recoveries; r++)
+        for (const i of r % 2 ? [1, 0] : [0, 1]) {
+          const mode = i === 0 ? 'eager' : 'afterOpened';
+          try {
+            const s = await killHopOne(gws[i], mode, r, promptIds, reference, cfg, killed);
+            recoveries.push(s);
+            console.log(
+              `  recovery ${r + 1}/${cfg.recoveries} ${s.mode}: kill → detected ${s.killToDetectMs} ms, diagnose ${s.diagnoseMs} + open ${s.openMs} + replay ${s.replayMs} ms, kill → next token ${s.killToNextTokenMs} ms${s.sameTokens ? '' : ' (OUTPUT DIFFERS)'}`,
+            );
+          } catch (e) {
+            recoveryErrors.push({ mode, rep: r, error: (e as Error).message });
+            console.log(`  recovery ${r + 1}/${cfg.recoveries} ${mode} FAILED: ${(e as Error).message}`);
+          }
+          await heal();
+        }
     }
   } finally {
     for (const gw of gws) await gw.close();
@@ -567,9 +651,134 @@ async function inner(cfgFile: string): Promise<void> {
     routeReopenMs: dist(routeReopenMs),
     routeReopenSamples: routeReopenMs,
     firstTokenMs: { eager: dist(firstTokenMs.eager), afterOpened: dist(firstTokenMs.afterOpened), samples: firstTokenMs },
+    recovery: cfg.spare ? { ...summarizeRecoveries(recoveries), errors: recoveryErrors } : undefined,
     prefill: { tokens: n, byDtype, samples: prefill },
     targets: [target],
   });
+}
+
+/** One recovery: hop 1 SIGKILLed mid-generation, the route re-routed (replay) to the spare. */
+interface RecoverySample {
+  mode: 'eager' | 'afterOpened';
+  rep: number;
+  victim: string;
+  /** the kill came after this many tokens */
+  killedAfter: number;
+  /** kill → the gateway saw the failure (its failure event's detectedAt) */
+  killToDetectMs: number;
+  /** the reroute event's: diagnose, open (to OPENED), replay (from OPENED to the last chunk's result), their sum */
+  diagnoseMs: number;
+  openMs: number;
+  replayMs: number;
+  recoveryMs: number;
+  replayedTokens: number;
+  routeSessionId: string;
+  /** kill → the first token released after the re-route */
+  killToNextTokenMs: number;
+  /** the output equals an uninterrupted run's */
+  sameTokens: boolean;
+}
+
+/** Run one generation on `gw` and SIGKILL the node serving its hop 1 after a third of the tokens. */
+async function killHopOne(
+  gw: import('../src/gateway/gateway.js').Gateway,
+  mode: RecoverySample['mode'],
+  rep: number,
+  promptIds: number[],
+  reference: number[],
+  cfg: InnerConfig,
+  /** the victim is added here */
+  killed: Set<string>,
+): Promise<RecoverySample> {
+  // the gateway's steps run up to PIPELINE_DEPTH ahead of its released tokens: kill with steps left
+  const killAfter = Math.max(2, Math.floor(cfg.tokens / 3));
+  const tokenAt: number[] = [];
+  let killAt = 0;
+  let victim = '';
+  const res = await gw.run({
+    promptIds,
+    maxTokens: cfg.tokens,
+    sampling: { temperature: 0 },
+    onToken: (t) => {
+      tokenAt.push(Date.now());
+      if (tokenAt.length !== killAfter) return;
+      victim = t.route[0]!.peerId;
+      process.kill(cfg.pids[victim]!, 'SIGKILL');
+      killAt = Date.now();
+      killed.add(victim);
+    },
+  });
+  const fail = res.events.find((e) => e.type === 'failure');
+  const re = res.events.find((e) => e.type === 'reroute');
+  if (!fail || fail.type !== 'failure' || !re || re.type !== 'reroute')
+    throw new Error(`no re-route recorded: ${JSON.stringify(res.events)}`);
+  const next = tokenAt.find((at) => at >= re.at);
+  return {
+    mode,
+    rep,
+    victim,
+    killedAfter: killAfter,
+    killToDetectMs: fail.detectedAt - killAt,
+    diagnoseMs: re.diagnoseMs,
+    openMs: re.openMs,
+    replayMs: re.replayMs,
+    recoveryMs: re.recoveryMs,
+    replayedTokens: re.replayedTokens,
+    routeSessionId: re.routeSessionId,
+    killToNextTokenMs: next === undefined ? NaN : next - killAt,
+    sameTokens: res.tokens.join() === reference.join(),
+  };
+}
+
+/** Ask the outer process (over IPC) to start the killed node again; resolves with its new pid. */
+function restartNode(peerId: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`node ${peerId} not restarted within 300 s`)), 300_000);
+    const onMessage = (m: { restarted?: string; pid?: number; error?: string }) => {
+      if (m.restarted !== peerId) return;
+      clearTimeout(timer);
+      process.off('message', onMessage);
+      if (m.error || m.pid === undefined) reject(new Error(`restart of ${peerId} failed: ${m.error}`));
+      else resolve(m.pid);
+    };
+    process.on('message', onMessage);
+    process.send!({ restart: peerId });
+  });
+}
+
+function summarizeRecoveries(xs: RecoverySample[]) {
+  const by = (mode: RecoverySample['mode']) => {
+    const m = xs.filter((x) => x.mode === mode);
+    return {
+      n: m.length,
+      killToDetectMs: dist(m.map((x) => x.killToDetectMs)),
+      diagnoseMs: dist(m.map((x) => x.diagnoseMs)),
+      openMs: dist(m.map((x) => x.openMs)),
+      replayMs: dist(m.map((x) => x.replayMs)),
+      openPlusReplayMs: dist(m.map((x) => x.openMs + x.replayMs)),
+      recoveryMs: dist(m.map((x) => x.recoveryMs)),
+      killToNextTokenMs: dist(m.map((x) => x.killToNextTokenMs)),
+      allSameTokens: m.every((x) => x.sameTokens),
+    };
+  };
+  // paired per repetition: after OPENED − eager
+  const reps = [...new Set(xs.map((x) => x.rep))];
+  const pair = (f: (x: RecoverySample) => number) =>
+    dist(
+      reps.flatMap((r) => {
+        const e = xs.find((x) => x.rep === r && x.mode === 'eager');
+        const a = xs.find((x) => x.rep === r && x.mode === 'afterOpened');
+        return e && a ? [f(a) - f(e)] : [];
+      }),
+    );
+  return {
+    what: 'hop 1 SIGKILLed after a third of the tokens; re-route with replay to a spare serving its layers; re-routes opened eagerly vs after OPENED, interleaved, order flipped per repetition',
+    eager: by('eager'),
+    afterOpened: by('afterOpened'),
+    savedOpenPlusReplayMs: pair((x) => x.openMs + x.replayMs),
+    savedKillToNextTokenMs: pair((x) => x.killToNextTokenMs),
+    samples: xs,
+  };
 }
 
 const main = args.inner ? () => inner(args.inner!) : outer;

@@ -75,7 +75,8 @@ export interface GatewayOptions {
   pipelineDepth?: number;
   /** negotiated activation streams kept ready per first hop just used (default 1; 0: none; p2p/stream-pool.ts) */
   streamSpares?: number;
-  /** send a request's first step right behind its route's OPEN, not after OPENED (default true; route/resilient-route.ts) */
+  /** send a request's first step right behind its route's OPEN, and a re-route's first replay chunk
+   *  right behind its replacement's, not after OPENED (default true; route/resilient-route.ts) */
   eagerOpen?: boolean;
   /** receipt checks and audits of every route step (default: on, dev chain id, no audits) */
   accountability?: GatewayAccountabilityConfig;

@@ -46,6 +46,8 @@ export interface RerouteEvent {
   recoveryMs: number;
   /** of which: diagnosing, opening the new route, replaying */
   diagnoseMs: number;
+  /** until the new route came up (OPENED), failed attempts included; with eagerOpen the replay
+   *  started behind the OPEN, and only its part after OPENED counts as replayMs */
   openMs: number;
   replayMs: number;
 }

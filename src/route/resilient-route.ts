@@ -18,7 +18,7 @@
 import { performance } from 'node:perf_hooks';
 import type { ModelConfig } from '../model/types.js';
 import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from '../engine/types.js';
-import { RouteError, type Hop, type HopTiming, type RouteStage } from './route-stage.js';
+import { RouteError, type Hop, type HopTiming, type OpenRouteOptions, type RouteStage } from './route-stage.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
 import { banWorthy } from './ban-worthy.js';
@@ -55,6 +55,14 @@ export interface ResilientRouteOptions {
   onEvent?(e: FaultEvent): void;
   /** checks every step of every route this session opens (accountability) */
   verifier?: StepVerifier;
+  /**
+   * send the first step on a route right behind its OPEN instead of after its OPENED (default
+   * true): a request's first route (its first step) and every replacement route (its replay's
+   * first chunk) each save the chain's one-way trip per link. A failed open is then seen at
+   * that step, and handled as an open failure (peers excluded, ban-worthy ones banned, the next
+   * attempt), not as a failure of a working route
+   */
+  eagerOpen?: boolean;
 }
 
 interface Diagnosis {
@@ -274,7 +282,7 @@ export class ResilientRoute implements Stage {
   /** The first route did not come up (eager open): another one, as openResilientRoute would pick it. */
   private async reopen(failed: RouteStage, err: RouteError): Promise<void> {
     const first = this.opening!;
-    excludeAfterOpenFailure(err, failed.hops, first.exclude, this.o.bans);
+    excludeAfterOpenFailure(err, failed.hops, { named: first.exclude, unnamed: first.exclude }, this.o.bans);
     const next = await openFirstRoute(this.o, first.exclude, first.attempt + 1, err);
     first.attempt = next.attempt;
     this.current = next.stage;
@@ -434,11 +442,18 @@ export class ResilientRoute implements Stage {
     void old.dispose().catch(() => undefined); // frees the session on the hops still alive
     const t1 = performance.now();
 
+    // Each attempt opens a replacement (eagerly unless eagerOpen is false: the replay's first chunk
+    // goes right behind the OPEN) and replays the history on it. A route that does not come up
+    // (refused, an ERROR before OPENED, the open's time-out) is an open failure: its culprit is not
+    // used again (banned when ban-worthy; none named: its hops become suspects) and the next
+    // attempt follows. A route that came up and then failed is a failure of a working route.
     let stage: RouteStage | undefined;
-    let route: Route | undefined;
     let lastErr: unknown = err;
+    /** when the replacement in use came up (OPENED), performance.now() */
+    let upAt = t1;
     for (let attempt = 0; attempt < 3 && !stage; attempt++) {
       if (this.closed) giveUp(new RouteError(`route for session ${sid} was closed during recovery`, 'unreachable'));
+      let route: Route;
       try {
         route = this.plan(this.o.maxTokens);
       } catch (e) {
@@ -451,42 +466,37 @@ export class ResilientRoute implements Stage {
         );
         return;
       }
+      let opened: RouteStage | undefined;
       try {
-        stage = await this.o.routes.open({
-          modelId: this.o.modelId,
-          config: this.config,
-          hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
-          sessionId: `${sid}.r${this.recoveries}${attempt ? `.${attempt}` : ''}`,
-          deadlineMs: this.o.deadlineMs,
-          maxTokens: this.o.maxTokens,
+        opened = await openRoute(this.o, route, `${sid}.r${this.recoveries}${attempt ? `.${attempt}` : ''}`, this.failed, {
           openTimeoutMs: 5_000 + this.graceMs,
-          verifier: this.o.verifier,
-          spares: spareHops(this.o.planner, route.hops, this.failed), // kv-transfer
         });
+        void opened.ready.then(
+          () => (upAt = performance.now()),
+          () => undefined,
+        );
+        this.current = opened;
+        this.estimate = route;
+        this.misses.clear();
+        await this.replay(opened, pos);
+        stage = opened;
       } catch (e) {
+        if (opened && !opened.openError) {
+          // the replacement came up and failed during the replay: bounded by maxRecoveries
+          if (!(e instanceof RouteError) || this.closed) throw e;
+          return this.recover(e, pos);
+        }
         lastErr = e;
-        if (e instanceof RouteError && e.peerId) {
-          this.failed.add(e.peerId);
-          if (banWorthy(e)) this.o.bans?.ban(e.peerId);
-        } else route.hops.forEach((h) => this.suspects.add(h.peerId));
+        excludeAfterOpenFailure(e, route.hops, { named: this.failed, unnamed: this.suspects }, this.o.bans);
       }
     }
-    if (!stage || !route) {
+    if (!stage) {
       giveUp(lastErr instanceof Error ? lastErr : new RouteError(String(lastErr), 'unreachable'));
       return;
     }
-    const t2 = performance.now();
-    this.current = stage;
-    this.estimate = route;
-    this.misses.clear();
-    try {
-      await this.replay(stage, pos);
-    } catch (e) {
-      if (!(e instanceof RouteError) || this.closed) throw e;
-      return this.recover(e, pos); // the replacement failed too: bounded by maxRecoveries
-    }
     const t3 = performance.now();
-    this.emitReroute(old, stage, 'replay', pos, { diagnoseMs: t1 - t0, openMs: t2 - t1, replayMs: t3 - t2 });
+    // eager: the replay overlaps the open; openMs runs to OPENED (failed attempts included), replayMs from there
+    this.emitReroute(old, stage, 'replay', pos, { diagnoseMs: t1 - t0, openMs: upAt - t1, replayMs: t3 - upAt });
   }
 
   /**
@@ -569,6 +579,7 @@ export class ResilientRoute implements Stage {
         if (out.settled) verdicts.push(out.settled);
       }
       await Promise.all(verdicts); // the replacement's receipts hold before it is used
+      await stage.ready; // nothing to replay (pos 0): an eager route is up before it is used
     } finally {
       stage.deadlineMs = this.o.deadlineMs;
     }
@@ -580,12 +591,6 @@ export interface OpenResilientRouteOptions extends ResilientRouteOptions {
   openAttempts?: number;
   /** the request was abandoned: stop trying */
   signal?: AbortSignal;
-  /**
-   * send the first step right behind the first route's OPEN instead of after its OPENED (default
-   * true: saves the chain's one-way trip per link of time to first token; a failed open is then
-   * seen, and retried the same way, at the first step)
-   */
-  eagerOpen?: boolean;
 }
 
 /**
@@ -605,17 +610,43 @@ interface FirstOpen {
   attempt: number;
 }
 
-/** A route that failed to open: its culprit (or, none named, all its hops) is not tried again; ban-worthy ones are banned. */
+/**
+ * A route that failed to open: its culprit goes to `into.named` (banned when ban-worthy), or, none
+ * named, all its hops to `into.unnamed` (the first route excludes both; a re-route avoids the
+ * unnamed ones only if it can).
+ */
 function excludeAfterOpenFailure(
   e: unknown,
   hops: readonly { peerId: string }[],
-  exclude: Set<string>,
+  into: { named: Set<string>; unnamed: Set<string> },
   bans?: { ban(peerId: string): number },
 ): void {
   if (e instanceof RouteError && e.peerId) {
-    exclude.add(e.peerId);
+    into.named.add(e.peerId);
     if (banWorthy(e)) bans?.ban(e.peerId);
-  } else hops.forEach((h) => exclude.add(h.peerId));
+  } else hops.forEach((h) => into.unnamed.add(h.peerId));
+}
+
+/** Open `route` (eagerly unless o.eagerOpen is false), offering spares that avoid `avoid`. */
+function openRoute(
+  o: Omit<ResilientRouteOptions, 'onEvent'>,
+  route: Route,
+  sessionId: string,
+  avoid: ReadonlySet<string>,
+  extra?: Pick<OpenRouteOptions, 'openTimeoutMs'>,
+): Promise<RouteStage> {
+  return o.routes.open({
+    modelId: o.modelId,
+    config: o.config,
+    hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
+    sessionId,
+    deadlineMs: o.deadlineMs,
+    maxTokens: o.maxTokens,
+    verifier: o.verifier,
+    spares: spareHops(o.planner, route.hops, avoid), // kv-transfer
+    eager: o.eagerOpen !== false,
+    ...extra,
+  });
 }
 
 /**
@@ -638,21 +669,11 @@ async function openFirstRoute(
       throw lastErr ?? e;
     }
     try {
-      const stage = await o.routes.open({
-        modelId: o.modelId,
-        config: o.config,
-        hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
-        sessionId: attempt ? `${o.sessionId}.${attempt}` : o.sessionId,
-        deadlineMs: o.deadlineMs,
-        maxTokens: o.maxTokens,
-        verifier: o.verifier,
-        spares: spareHops(o.planner, route.hops, exclude), // kv-transfer
-        eager: o.eagerOpen !== false,
-      });
+      const stage = await openRoute(o, route, attempt ? `${o.sessionId}.${attempt}` : o.sessionId, exclude);
       return { stage, route, attempt };
     } catch (e) {
       lastErr = e;
-      excludeAfterOpenFailure(e, route.hops, exclude, o.bans);
+      excludeAfterOpenFailure(e, route.hops, { named: exclude, unnamed: exclude }, o.bans);
     }
   }
   throw lastErr;
