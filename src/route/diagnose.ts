@@ -23,19 +23,43 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   }
 }
 
-/** Peers (of `hops`) that do not answer a libp2p ping within `timeoutMs`. */
-export async function unreachablePeers(host: OdsiHost, hops: readonly Hop[], timeoutMs: number): Promise<string[]> {
-  const res = await Promise.all(
-    hops.map(async (h) => {
-      try {
-        await withTimeout(host.ping(h.peerId, { addrs: h.addrs, signal: AbortSignal.timeout(timeoutMs) }), timeoutMs + 50);
-        return undefined;
-      } catch {
-        return h.peerId;
-      }
-    }),
-  );
-  return res.filter((p): p is string => p !== undefined);
+/** once one peer was found unreachable, how much longer the others' pings count (peers that fail together fail within it) */
+export const AFTER_FIRST_DEAD_MS = 10;
+
+/**
+ * Peers (of `hops`) that do not answer a libp2p ping within `timeoutMs`. A dead peer fails at
+ * once (connection refused) while a live one answers only after a round trip or two (a new
+ * stream, then the ping), so once one peer has failed the others' pings count for
+ * AFTER_FIRST_DEAD_MS more, not their round trips: on a 20-ms link that is ~90 ms less before a
+ * re-route. A dead peer not named then fails the replacement route's open, which excludes it.
+ */
+export function unreachablePeers(host: OdsiHost, hops: readonly Hop[], timeoutMs: number): Promise<string[]> {
+  return new Promise((resolve) => {
+    const dead: string[] = [];
+    let left = hops.length;
+    let timer: NodeJS.Timeout | undefined;
+    let settled = false;
+    const done = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve([...dead]);
+    };
+    if (left === 0) return done();
+    for (const h of hops) {
+      withTimeout(host.ping(h.peerId, { addrs: h.addrs, signal: AbortSignal.timeout(timeoutMs) }), timeoutMs + 50)
+        .then(
+          () => undefined,
+          () => {
+            dead.push(h.peerId);
+            if (dead.length === 1) timer = setTimeout(done, AFTER_FIRST_DEAD_MS);
+          },
+        )
+        .finally(() => {
+          if (--left === 0) done();
+        });
+    }
+  });
 }
 
 /**
