@@ -15,10 +15,14 @@ export interface StepTiming {
   peerId: string;
   start: number;
   end: number;
+  /** receive → compute start (waiting behind other steps) */
   queueMs: number;
   computeMs: number;
+  /** serialising and handing the output to the stream */
   sendMs: number;
+  /** budget the hop received */
   budgetInMs: number;
+  /** budget it passed on: budgetIn − its own time − half the RTT to the next hop */
   slackMs: number;
 }
 
@@ -121,12 +125,7 @@ function writeStepHeader(h: StepHeader, type: number): number {
     flags |= h.replay ? FLAG_REPLAY | FLAG_REPLAY_TRUE : FLAG_REPLAY;
   }
   b[0] = flags;
-  if (!isId(h.sessionId)) throw bad('sessionId', ID_RULE);
-  let o = putString(1, h.sessionId);
-  if (!isUint(h.requestId, MAX_U53)) throw bad('requestId', uintRule(MAX_U53));
-  o = putU53(o, h.requestId);
-  if (!isUint(h.step, MAX_U53)) throw bad('step', uintRule(MAX_U53));
-  o = putU53(o, h.step);
+  let o = putIds(h, bad);
   if (!isUint(h.pos, MAX_U32)) throw bad('pos', uintRule(MAX_U32));
   o = putU32(o, h.pos);
   if (!isUint(h.nTokens, MAX_U32) || h.nTokens < 1) throw bad('nTokens', `must be an integer in 1…${MAX_U32}`);
@@ -165,17 +164,21 @@ function writeStepHeader(h: StepHeader, type: number): number {
   return putExtension(o, h, STEP_MEMBERS, bad);
 }
 
+/** sessionId, requestId, step after the flags byte (both layouts start so); the offset after them */
+function putIds(h: ReceiptsHeader, bad: (field: string, what: string) => MessageError): number {
+  if (!isId(h.sessionId)) throw bad('sessionId', ID_RULE);
+  const o = putString(1, h.sessionId);
+  if (!isUint(h.requestId, MAX_U53)) throw bad('requestId', uintRule(MAX_U53));
+  if (!isUint(h.step, MAX_U53)) throw bad('step', uintRule(MAX_U53));
+  return putU53(putU53(o, h.requestId), h.step);
+}
+
 function writeReceiptsHeader(h: ReceiptsHeader): number {
-  const bad = (field: string, what: string) => new MessageError(`cannot encode RECEIPTS header: ${field}: ${what}`, 'bad_message', undefined, undefined, 0x0b);
+  const bad = (field: string, what: string) =>
+    new MessageError(`cannot encode RECEIPTS header: ${field}: ${what}`, 'bad_message', undefined, undefined, 0x0b);
   const b = scratch;
   b[0] = 0; // flags: none defined
-  if (!isId(h.sessionId)) throw bad('sessionId', ID_RULE);
-  let o = putString(1, h.sessionId);
-  if (!isUint(h.requestId, MAX_U53)) throw bad('requestId', uintRule(MAX_U53));
-  o = putU53(o, h.requestId);
-  if (!isUint(h.step, MAX_U53)) throw bad('step', uintRule(MAX_U53));
-  o = putU53(o, h.step);
-  return putExtension(o, h, RECEIPTS_MEMBERS, bad);
+  return putExtension(putIds(h, bad), h, RECEIPTS_MEMBERS, bad);
 }
 
 type Bad = (field: string, what: string) => MessageError;
@@ -203,7 +206,8 @@ function putExtension(o: number, h: object, fixed: Set<string>, bad: Bad): numbe
   }
   if (!ext) return putU16(o, 0);
   const bytes = enc.encode(JSON.stringify(ext));
-  if (bytes.length > MAX_EXTENSION) throw bad('(extension)', `members beyond the fixed layout take ${bytes.length} bytes, over ${MAX_EXTENSION}`);
+  if (bytes.length > MAX_EXTENSION)
+    throw bad('(extension)', `members beyond the fixed layout take ${bytes.length} bytes, over ${MAX_EXTENSION}`);
   o = putU16(o, bytes.length);
   scratch.set(bytes, o);
   return o + bytes.length;
@@ -250,7 +254,13 @@ class Reader {
   }
 
   bad(field: string, what: string): MessageError {
-    return new MessageError(`${NAMES[this.type] ?? 'header'} header invalid: ${field}: ${what}`, 'bad_message', this.sessionId, this.requestId, this.type);
+    return new MessageError(
+      `${NAMES[this.type] ?? 'header'} header invalid: ${field}: ${what}`,
+      'bad_message',
+      this.sessionId,
+      this.requestId,
+      this.type,
+    );
   }
   need(n: number, field: string): void {
     if (this.o + n > this.b.length) throw this.bad(field, 'truncated');
@@ -348,7 +358,16 @@ export function decodeStepHeader(bytes: Uint8Array, type = 0x03): StepHeader {
     const computeMs = r.f64('timeline.computeMs');
     const sendMs = r.f64('timeline.sendMs');
     if (queueMs < 0 || computeMs < 0 || sendMs < 0) throw r.bad(`timeline.${i}`, 'queueMs, computeMs and sendMs must be ≥ 0');
-    timeline.push({ peerId, start, end, queueMs, computeMs, sendMs, budgetInMs: r.f64('timeline.budgetInMs'), slackMs: r.f64('timeline.slackMs') });
+    timeline.push({
+      peerId,
+      start,
+      end,
+      queueMs,
+      computeMs,
+      sendMs,
+      budgetInMs: r.f64('timeline.budgetInMs'),
+      slackMs: r.f64('timeline.slackMs'),
+    });
   }
   // members in the order of the layout (and of the former JSON headers)
   const h: StepHeader =

@@ -25,6 +25,7 @@ import {
   type Message,
   type OpenHeader,
   type StepHeader,
+  type StepTiming,
 } from '../protocol/messages.js';
 import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../protocol/open-signature.js';
 import { decodeReceipts } from '../protocol/receipt-codec.js';
@@ -36,20 +37,8 @@ export interface Hop {
   end: number;
 }
 
-export interface HopTiming {
-  peerId: string;
-  start: number;
-  end: number;
-  /** receive → compute start (waiting behind other steps) */
-  queueMs: number;
-  computeMs: number;
-  /** serialising and handing the output to the stream */
-  sendMs: number;
-  /** budget the hop received */
-  budgetInMs: number;
-  /** budget it passed on: budgetIn − its own time − half the RTT to the next hop */
-  slackMs: number;
-}
+/** one hop's timing of a step, as the STEP/RESULT header's timeline carries it */
+export type HopTiming = StepTiming;
 
 /** default KV reservation per session when the caller names none */
 export const DEFAULT_MAX_TOKENS = 4096;

@@ -80,10 +80,8 @@ async function next(ms = 10_000): Promise<Message> {
   return inbox.shift()!;
 }
 
-test('the node rejects missing, forged, foreign, cross-session, replayed and mismatched receipts', { timeout: 60_000 }, async () => {
-  const domain = deploymentDomain(process.env);
-  const sid = 'custody-test';
-  await host!.dial(node!.peerId, node!.info.addrs);
+/** A session on the node as hop 1 of a two-hop route, this test being its gateway (it signs the OPEN) and its hop 0. */
+async function openSession(sid: string): Promise<Channel> {
   const stream = await host!.libp2p.dialProtocol(peerIdFromString(node!.peerId), ACT_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
   const ch = new Channel(stream, node!.peerId, host!.peerId, { onMessage: push });
   const issuedAt = Date.now();
@@ -101,9 +99,16 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
     issuedAt,
     expiresAt: issuedAt + OPEN_TTL_MS,
   };
-  // we are both the session's gateway (we sign the OPEN) and its hop 0
   await ch.send({ type: MsgType.OPEN, header: { ...open, hop: 1, signature: signOpen(me, open) } });
   assert.equal((await next()).type, MsgType.OPENED);
+  return ch;
+}
+
+test('the node rejects missing, forged, foreign, cross-session, replayed and mismatched receipts', { timeout: 60_000 }, async () => {
+  const domain = deploymentDomain(process.env);
+  const sid = 'custody-test';
+  await host!.dial(node!.peerId, node!.info.addrs);
+  const ch = await openSession(sid);
 
   const signer = new ReceiptSigner(me, domain);
   const act = (seed: number) => Float32Array.from({ length: DIM }, (_, i) => Math.sin(seed * 31 + i) * 0.5);
@@ -192,25 +197,7 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
 test('a step refused at this hop keeps the upstream receipt chain: the next step is accepted', { timeout: 60_000 }, async () => {
   const domain = deploymentDomain(process.env);
   const sid = 'custody-gap';
-  const stream = await host!.libp2p.dialProtocol(peerIdFromString(node!.peerId), ACT_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
-  const ch = new Channel(stream, node!.peerId, host!.peerId, { onMessage: push });
-  const issuedAt = Date.now();
-  const open: OpenToSign = {
-    sessionId: sid,
-    modelId,
-    route: [
-      { peerId: host!.peerId, addrs: host!.addrs(), start: 0, end: 2 },
-      { peerId: node!.peerId, addrs: node!.info.addrs, start: 2, end: 5 },
-    ],
-    reply: { peerId: host!.peerId, addrs: host!.addrs() },
-    dtype: 'f32',
-    hidden: DIM,
-    maxTokens: 64,
-    issuedAt,
-    expiresAt: issuedAt + OPEN_TTL_MS,
-  };
-  await ch.send({ type: MsgType.OPEN, header: { ...open, hop: 1, signature: signOpen(me, open) } });
-  assert.equal((await next()).type, MsgType.OPENED);
+  const ch = await openSession(sid);
   const signer = new ReceiptSigner(me, domain);
   // step 2 retries step 1's position (a retry is a new step)
   const steps = [0, 1, 2].map((step) => {
