@@ -235,13 +235,15 @@ async function runProfile(
       seed: 1,
     };
     const relayJs = join(HERE, 'lib/wan-relay.js');
-    await waitReady(
-      star.spawn(star.hub, 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(relayCfg)], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      }),
-      'relay',
-      10_000,
-    );
+    const relay = star.spawn(star.hub, 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(relayCfg)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    await waitReady(relay, 'relay', 10_000);
+    // the relay's own lateness since the last ask (SIGUSR2 → one 'lateness' line), for the gateway side
+    const lateness: ((m: Record<string, unknown>) => void)[] = [];
+    createInterface({ input: relay.stdout! }).on('line', (l) => {
+      if (l.startsWith('{"event":"lateness"')) lateness.shift()?.(JSON.parse(l) as Record<string, unknown>);
+    });
     const echoCfg: EchoConfig = { mode: 'echo', host: star.addr(1), port: ECHO_PORT };
     await waitReady(
       star.spawn(star.ns(1), 'nice', [...EMULATOR_NICE, process.execPath, relayJs, JSON.stringify(echoCfg)], {
@@ -295,8 +297,14 @@ async function runProfile(
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       },
     );
-    // recovery: the gateway side asks for a killed node back (same key, same address)
-    inner.on('message', (m: { restart?: string }) => {
+    // recovery: the gateway side asks for a killed node back (same key, same address); and for
+    // the relay's lateness since it last asked
+    inner.on('message', (m: { restart?: string; lateness?: boolean }) => {
+      if (m.lateness) {
+        lateness.push((x) => inner.send({ relayLateness: x }));
+        relay.kill('SIGUSR2');
+        return;
+      }
       const i = nodes.findIndex((n) => n.peerId === m.restart);
       if (i < 0) return;
       start(i).then(
@@ -397,7 +405,9 @@ async function inner(cfgFile: string): Promise<void> {
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
   // 1. what the link delivers (gateway → hub relay → node 1's namespace)
+  await relayLateness(); // a new log: the idle link's probes only
   const rtt64 = await echoRtt(cfg.echo.host, cfg.echo.port, 40, 64);
+  const idleLateness = await relayLateness();
   const rtt8k = await echoRtt(cfg.echo.host, cfg.echo.port, 20, 8192);
   const bulk = Math.min(16 << 20, Math.max(1 << 20, Math.round((p.rateMbit * 1e6) / 8 / 4)));
   const rate = await sinkRate(cfg.echo.host, cfg.echo.port, bulk, rtt64.median, 3);
@@ -433,11 +443,13 @@ async function inner(cfgFile: string): Promise<void> {
   const firstTokenMs: { eager: number[]; afterOpened: number[] } = { eager: [], afterOpened: [] };
   const recoveries: RecoverySample[] = [];
   const recoveryErrors: { mode: string; rep: number; error: string }[] = [];
+  let decodeLateness: RelayLateness | undefined;
   try {
     const promptIds = gws[0].tokenizer
       .encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gws[0].addBos })
       .slice(0, 16);
     for (const gw of gws) await gw.run({ promptIds, maxTokens: 3, sampling: { temperature: 0 } });
+    await relayLateness(); // a new log: the decode rounds only
     for (let r = 0; r < cfg.rounds; r++) {
       for (const i of r % 2 ? [1, 0] : [0, 1]) {
         const ttft = i === 0 ? firstTokenMs.eager : firstTokenMs.afterOpened;
@@ -461,6 +473,7 @@ async function inner(cfgFile: string): Promise<void> {
         `  round ${r + 1}/${cfg.rounds}: median step ${med.toFixed(1)} ms; first token ${firstTokenMs.eager.at(-1)} ms (step behind the OPEN) vs ${firstTokenMs.afterOpened.at(-1)} ms (after OPENED)`,
       );
     }
+    decodeLateness = await relayLateness();
     if (cfg.spare) {
       const spare = cfg.spare;
       const all = [...cfg.hops, spare];
@@ -519,6 +532,10 @@ async function inner(cfgFile: string): Promise<void> {
     overFloorConfiguredDelayMs: dist(overCfg),
     transfersPerStep: k + 1,
     perTransferOverheadMs: dist(over.map((x) => x / (k + 1))),
+    /** the relay's written − intended ms per chunk: while the RTT was probed (in oneWayMs) and during the decode rounds */
+    relayLatenessMs: { idle: idleLateness, decode: decodeLateness },
+    /** over-floor less what the relay added per transfer beyond its idle lateness (the emulator's, not odsi's) */
+    overFloorLessRelayMs: r3(dist(over).p50 - (k + 1) * Math.max(0, (decodeLateness?.p50 ?? 0) - idleLateness.p50)),
   };
   const target = {
     what: 'median step − (Σ compute + (k+1)·measured one-way delay), ms',
@@ -526,6 +543,9 @@ async function inner(cfgFile: string): Promise<void> {
     value: decode.overFloorMs.p50,
     met: decode.overFloorMs.p50 <= 5,
   };
+  console.log(
+    `  relay lateness per chunk (written − intended), median / p99: ${idleLateness.p50} / ${idleLateness.p99} ms while probing, ${decodeLateness?.p50} / ${decodeLateness?.p99} ms while decoding; over-floor less the relay's extra: ${decode.overFloorLessRelayMs} ms`,
+  );
   console.log(
     `  decode: step ${decode.stepMs.p50} ms (p90 ${decode.stepMs.p90}) = compute ${decode.computeMs.p50} + ${k + 1}×${oneWayMs.toFixed(2)} ms + over-floor ${decode.overFloorMs.p50} ms (p90 ${decode.overFloorMs.p90}, p99 ${decode.overFloorMs.p99}); target ≤ 5 ms: ${target.met ? 'met' : 'MISSED'}`,
   );
@@ -728,6 +748,30 @@ async function killHopOne(
     killToNextTokenMs: next === undefined ? NaN : next - killAt,
     sameTokens: res.tokens.join() === reference.join(),
   };
+}
+
+/** written − intended ms of the relay's chunks (bench/lib/wan-relay.ts) */
+interface RelayLateness {
+  n: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+/** Ask the outer process (over IPC) for the relay's lateness since the last ask (which starts a new log). */
+function relayLateness(): Promise<RelayLateness> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no lateness from the relay within 10 s')), 10_000);
+    const onMessage = (m: { relayLateness?: RelayLateness }) => {
+      if (!m.relayLateness) return;
+      clearTimeout(timer);
+      process.off('message', onMessage);
+      resolve(m.relayLateness);
+    };
+    process.on('message', onMessage);
+    process.send!({ lateness: true });
+  });
 }
 
 /** Ask the outer process (over IPC) to start the killed node again; resolves with its new pid. */

@@ -14,6 +14,12 @@
 // with one segment in flight waits about as long, ~1.5·SRTT + a 200 ms delayed-ACK allowance).
 // Not modelled: fast retransmit after three duplicate ACKs (which would recover bulk transfers
 // in about one RTT instead) and the congestion window halving a real loss causes.
+//
+// Lateness: the relay is a process on the same cores as the swarm, so a chunk can leave later
+// than its intended time (timer granularity, waiting for a core). Every chunk written is logged
+// as (written − intended) ms; on SIGUSR2 the relay prints {"event":"lateness", n, p50, p90, p99,
+// max} for the chunks since the last SIGUSR2 and starts a new log, so the benchmark can tell the
+// emulator's own delay from odsi's.
 
 import { createServer, connect, type Socket } from 'node:net';
 
@@ -44,6 +50,21 @@ const MSS = 1448;
 /** bytes held back per direction before the reader is paused */
 const MAX_QUEUED = 8 * 1024 * 1024;
 
+/** written − intended ms of the chunks written since the last take(), bounded */
+class LatenessLog {
+  private readonly ms = new Float64Array(200_000);
+  private n = 0;
+  add(x: number): void {
+    if (this.n < this.ms.length) this.ms[this.n++] = x;
+  }
+  take(): { n: number; p50: number; p90: number; p99: number; max: number } {
+    const a = this.ms.slice(0, this.n).sort();
+    this.n = 0;
+    const q = (f: number) => (a.length ? Math.round(a[Math.min(a.length - 1, Math.floor(f * a.length))]! * 1000) / 1000 : 0);
+    return { n: a.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: q(1) };
+  }
+}
+
 /** small deterministic PRNG (mulberry32): runs with the same seed see the same jitter draws */
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -57,7 +78,7 @@ function rng(seed: number): () => number {
 }
 
 /** one direction of a relayed connection: chunks in, the same chunks out later, in order */
-function pipeDelayed(from: Socket, to: Socket, c: RelayConfig, rand: () => number): void {
+function pipeDelayed(from: Socket, to: Socket, c: RelayConfig, rand: () => number, late: LatenessLog): void {
   const queue: { at: number; buf: Buffer }[] = [];
   let queued = 0;
   let last = 0;
@@ -68,7 +89,8 @@ function pipeDelayed(from: Socket, to: Socket, c: RelayConfig, rand: () => numbe
     timer = undefined;
     const now = performance.now();
     while (queue.length && queue[0]!.at <= now + 0.25) {
-      const { buf } = queue.shift()!;
+      const { at, buf } = queue.shift()!;
+      late.add(now - at);
       queued -= buf.length;
       if (!to.destroyed) to.write(buf);
     }
@@ -95,7 +117,7 @@ function pipeDelayed(from: Socket, to: Socket, c: RelayConfig, rand: () => numbe
   });
 }
 
-function startRelay(c: RelayConfig): Promise<void>[] {
+function startRelay(c: RelayConfig, late: LatenessLog): Promise<void>[] {
   const rand = rng(c.seed ?? 1);
   return c.rules.map(
     (r) =>
@@ -110,8 +132,8 @@ function startRelay(c: RelayConfig): Promise<void>[] {
           upstream.on('error', kill);
           client.on('close', () => upstream.end());
           upstream.on('close', () => client.end());
-          pipeDelayed(client, upstream, c, rand);
-          pipeDelayed(upstream, client, c, rand);
+          pipeDelayed(client, upstream, c, rand, late);
+          pipeDelayed(upstream, client, c, rand, late);
         });
         srv.once('error', fail);
         srv.listen(r.listenPort, r.listenHost, () => ready());
@@ -158,8 +180,11 @@ function startEcho(c: EchoConfig): Promise<void> {
 
 async function main(): Promise<void> {
   const c = JSON.parse(process.argv[2] ?? '{}') as RelayConfig | EchoConfig;
-  if (c.mode === 'relay') await Promise.all(startRelay(c));
-  else if (c.mode === 'echo') await startEcho(c);
+  if (c.mode === 'relay') {
+    const late = new LatenessLog();
+    await Promise.all(startRelay(c, late));
+    process.on('SIGUSR2', () => console.log(JSON.stringify({ event: 'lateness', ...late.take() })));
+  } else if (c.mode === 'echo') await startEcho(c);
   else throw new Error('config.mode must be relay or echo');
   process.on('SIGTERM', () => process.exit(0));
   console.log(JSON.stringify({ event: 'ready', pid: process.pid }));
