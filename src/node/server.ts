@@ -38,6 +38,7 @@ import type { PerfMeter } from './perf.js';
 import { StepScheduler } from './scheduler.js';
 import { MAX_QUEUED_PER_SESSION, SessionTable, type Session } from './sessions.js';
 import { UsedOpens } from './used-opens.js';
+import { LinkDelays } from './link-delays.js';
 import { checkOpenSignature } from '../protocol/open-signature.js';
 import type { StepStamper } from './stamper.js';
 import type { NodeMetrics } from './metrics.js';
@@ -87,11 +88,13 @@ export class NodeServer {
   private auditExec?: AuditExecServer;
   private readonly limits: PeerLimits;
   private readonly usedOpens = new UsedOpens();
+  private readonly links: LinkDelays;
   /** onward streams by protocol: to next hops (activations) and to gateways (results) */
   private readonly streams: Record<typeof ACT_PROTOCOL | typeof RESULT_PROTOCOL, StreamPool>;
 
   constructor(private readonly o: NodeServerOptions) {
     this.self = o.host.peerId;
+    this.links = new LinkDelays(o.host);
     const pool = (protocol: string) =>
       new StreamPool({
         spares: o.streamSpares,
@@ -325,11 +328,8 @@ export class NodeServer {
           const ch = await this.connect(next.peerId, next.addrs, ACT_PROTOCOL, s);
           s.downstream = ch;
           await ch.send({ type: MsgType.OPEN, header: { ...h, hop: h.hop + 1 } });
-          // measured once per session: the budget passed on accounts for the link to the next hop
-          void this.o.host.ping(next.peerId).then(
-            (rtt) => (s.linkMs = rtt / 2),
-            () => {},
-          );
+          // the budget passed on accounts for the link to the next hop (measured per peer, not per session)
+          this.links.apply(next.peerId, (ms) => (s.linkMs = ms));
         }
       } catch (e) {
         const target = s.isLast ? h.reply.peerId : h.route[h.hop + 1]!.peerId;
