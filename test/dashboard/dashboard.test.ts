@@ -156,7 +156,11 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
     // the demo settles (its evidence submitted, the epoch closed) before it prints: node 2's
     // conviction is already a slash on the ledger, and the panel must show it
     const bad = onLedger(cheat.peerId);
-    assert.equal(bad.slashes[0]?.kind, 'computation', `the demo's conviction of node 2 is not a slash on the ledger: ${JSON.stringify(bad)}`);
+    assert.equal(
+      bad.slashes[0]?.kind,
+      'computation',
+      `the demo's conviction of node 2 is not a slash on the ledger: ${JSON.stringify(bad)}`,
+    );
     const slashed = BigInt(bad.slashed);
     assert.ok(slashed > 0n && !bad.eligible, `node 2 slashed ${bad.slashed}, eligible ${String(bad.eligible)}`);
     // the panel re-reads the ledger at most every 5 s: wait for the read that shows the slash
@@ -215,8 +219,11 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
     // Requests: the newest (the API call) is shown: one bar group per hop of its route (0:3, 3:5)
     await page.goto(`${info.url}/#requests`);
     const hops = page.locator('.detail ul.hops li.hop');
-    await page.waitForFunction(() => document.querySelectorAll('.detail ul.hops li.hop').length > 0, undefined, { timeout: 10_000 });
-    assert.equal(await hops.count(), 2);
+    // the detail view is re-rendered as the stream's updates arrive (the list can be empty for a
+    // moment): wait until it shows the two hops rather than counting once
+    await page
+      .waitForFunction(() => document.querySelectorAll('.detail ul.hops li.hop').length === 2, undefined, { timeout: 10_000 })
+      .catch(async () => assert.fail(`expected 2 hops in the request's detail, saw ${await hops.count()}`));
     // (node 2's ban may have run out: then this request tried it first and was re-routed at once)
     assert.ok((await hops.nth(0).getAttribute('aria-label'))?.includes(`layers 0:3 on ${honest0.peerId}`));
     assert.match((await hops.nth(1).getAttribute('aria-label')) ?? '', new RegExp(`^hop 2: layers 3:5 on ${honest1.peerId}$`));
