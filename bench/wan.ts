@@ -46,7 +46,7 @@ import { NetnsStar, isRoot } from './lib/netns.js';
 import type { RelayConfig, EchoConfig } from './lib/wan-relay.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { writeResult } from './lib/results.js';
-import { dist, stepSample, type StepSample } from './lib/timeline.js';
+import { dist, stepSample, type Dist, type StepSample } from './lib/timeline.js';
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const HERE = resolve(fileURLToPath(import.meta.url), '..');
@@ -443,7 +443,7 @@ async function inner(cfgFile: string): Promise<void> {
   const firstTokenMs: { eager: number[]; afterOpened: number[] } = { eager: [], afterOpened: [] };
   const recoveries: RecoverySample[] = [];
   const recoveryErrors: { mode: string; rep: number; error: string }[] = [];
-  let decodeLateness: RelayLateness | undefined;
+  let decodeLateness: Dist | undefined;
   try {
     const promptIds = gws[0].tokenizer
       .encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gws[0].addBos })
@@ -750,44 +750,32 @@ async function killHopOne(
   };
 }
 
-/** written − intended ms of the relay's chunks (bench/lib/wan-relay.ts) */
-interface RelayLateness {
-  n: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  max: number;
-}
-
-/** Ask the outer process (over IPC) for the relay's lateness since the last ask (which starts a new log). */
-function relayLateness(): Promise<RelayLateness> {
+/** One request to the outer process over IPC; resolves with the first reply `pick` takes. */
+function askOuter<T>(request: object, pick: (m: Record<string, unknown>) => T | undefined, what: string, timeoutMs: number): Promise<T> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no lateness from the relay within 10 s')), 10_000);
-    const onMessage = (m: { relayLateness?: RelayLateness }) => {
-      if (!m.relayLateness) return;
+    const timer = setTimeout(() => reject(new Error(`${what} within ${timeoutMs / 1000} s`)), timeoutMs);
+    const onMessage = (m: Record<string, unknown>) => {
+      const got = pick(m);
+      if (got === undefined) return;
       clearTimeout(timer);
       process.off('message', onMessage);
-      resolve(m.relayLateness);
+      resolve(got);
     };
     process.on('message', onMessage);
-    process.send!({ lateness: true });
+    process.send!(request);
   });
 }
 
-/** Ask the outer process (over IPC) to start the killed node again; resolves with its new pid. */
-function restartNode(peerId: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node ${peerId} not restarted within 300 s`)), 300_000);
-    const onMessage = (m: { restarted?: string; pid?: number; error?: string }) => {
-      if (m.restarted !== peerId) return;
-      clearTimeout(timer);
-      process.off('message', onMessage);
-      if (m.error || m.pid === undefined) reject(new Error(`restart of ${peerId} failed: ${m.error}`));
-      else resolve(m.pid);
-    };
-    process.on('message', onMessage);
-    process.send!({ restart: peerId });
-  });
+/** The relay's lateness (written − intended ms per chunk, bench/lib/wan-relay.ts) since the last ask, which starts a new log. */
+function relayLateness(): Promise<Dist> {
+  return askOuter({ lateness: true }, (m) => m.relayLateness as Dist | undefined, 'no lateness from the relay', 10_000);
+}
+
+/** Ask the outer process to start the killed node again; resolves with its new pid. */
+async function restartNode(peerId: string): Promise<number> {
+  const m = await askOuter({ restart: peerId }, (x) => (x.restarted === peerId ? x : undefined), `node ${peerId} not restarted`, 300_000);
+  if (m.error || typeof m.pid !== 'number') throw new Error(`restart of ${peerId} failed: ${String(m.error)}`);
+  return m.pid;
 }
 
 function summarizeRecoveries(xs: RecoverySample[]) {

@@ -17,11 +17,12 @@
 //
 // Lateness: the relay is a process on the same cores as the swarm, so a chunk can leave later
 // than its intended time (timer granularity, waiting for a core). Every chunk written is logged
-// as (written − intended) ms; on SIGUSR2 the relay prints {"event":"lateness", n, p50, p90, p99,
-// max} for the chunks since the last SIGUSR2 and starts a new log, so the benchmark can tell the
-// emulator's own delay from odsi's.
+// as (written − intended) ms; on SIGUSR2 the relay prints {"event":"lateness", n, min, p50, p90,
+// p99, max} for the chunks since the last SIGUSR2 and starts a new log, so the benchmark can tell
+// the emulator's own delay from odsi's.
 
 import { createServer, connect, type Socket } from 'node:net';
+import { dist, type Dist } from './timeline.js';
 
 export interface RelayRule {
   listenHost: string;
@@ -57,11 +58,10 @@ class LatenessLog {
   add(x: number): void {
     if (this.n < this.ms.length) this.ms[this.n++] = x;
   }
-  take(): { n: number; p50: number; p90: number; p99: number; max: number } {
-    const a = this.ms.slice(0, this.n).sort();
+  take(): Dist {
+    const d = dist(Array.from(this.ms.subarray(0, this.n)));
     this.n = 0;
-    const q = (f: number) => (a.length ? Math.round(a[Math.min(a.length - 1, Math.floor(f * a.length))]! * 1000) / 1000 : 0);
-    return { n: a.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: q(1) };
+    return d;
   }
 }
 

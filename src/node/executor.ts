@@ -197,17 +197,8 @@ export class StepExecutor {
       const upPeer = s.open.route[s.open.hop - 1]!.peerId;
       return errorUp('timeout', `no receipts from ${upPeer} for step ${h.step} within ${Math.round(due.waitMs)} ms`, upPeer);
     }
-    if (failure) {
-      // computed from an input its upstream did not sign for: this hop signs nothing for it
-      this.stats.errors++;
-      void s.upstream.sendError(failure.code, failure.reason, {
-        sessionId: s.id,
-        requestId: h.requestId,
-        peerId: failure.peerId,
-        hop: s.open.hop,
-      });
-      return;
-    }
+    // computed from an input its upstream did not sign for: this hop signs nothing for it
+    if (failure) return this.custodyFailed(s, h.requestId, failure);
     await committed;
     const receipts = this.receipt(s, f, upstream);
     if (!receipts) return errorUp('internal', `${self} signed no receipt for step ${h.step}`);
@@ -225,29 +216,29 @@ export class StepExecutor {
    * checked in step order all the same (a later step's receipt links to it), and nothing is
    * signed. Unless the check already ran while the stage would have computed (`started`).
    */
-  private keepChain(s: Session, a: ArrivingStep, due: { at: number; waitMs: number }, started: unknown): void {
+  private keepChain(s: Session, a: ArrivingStep, due: { at: number; waitMs: number }, started: CustodyCheck | undefined): void {
     if (!this.o.stamper.accountable || started || s.open.hop === 0) return;
     const checked = (s.stamping.at(-1) ?? Promise.resolve())
       .then(() => this.custody(s, a, due).result)
       .then(({ failure }) => {
-        if (failure && !s.closed)
-          void s.upstream.sendError(failure.code, failure.reason, {
-            sessionId: s.id,
-            requestId: a.header.requestId,
-            peerId: failure.peerId,
-            hop: s.open.hop,
-          });
+        if (failure && !s.closed) this.custodyFailed(s, a.header.requestId, failure);
       })
       .catch(() => undefined)
       .finally(() => void s.stamping.shift());
     s.stamping.push(checked);
   }
 
+  /** The upstream's receipt failed custody: an ERROR naming that peer goes upstream. */
+  private custodyFailed(s: Session, requestId: number, failure: CustodyFailure): void {
+    this.stats.errors++;
+    void s.upstream.sendError(failure.code, failure.reason, { sessionId: s.id, requestId, peerId: failure.peerId, hop: s.open.hop });
+  }
+
   /**
    * The upstream hop's receipts for a step (none at hop 0), waited for until `due` and checked
    * (custody); `done` is set once `result` resolved, so the caller can see without waiting.
    */
-  private custody(s: Session, a: ArrivingStep, due: { at: number; waitMs: number }): { result: Promise<Custody>; done?: Custody } {
+  private custody(s: Session, a: ArrivingStep, due: { at: number; waitMs: number }): CustodyCheck {
     const check = async (): Promise<Custody> => {
       let upstream: Uint8Array | undefined;
       if (s.open.hop > 0) {
@@ -263,7 +254,7 @@ export class StepExecutor {
       }
       return { upstream, receipts: a.receipts, failure: await this.o.stamper.checkUpstream(a) };
     };
-    const c: { result: Promise<Custody>; done?: Custody } = { result: check() };
+    const c: CustodyCheck = { result: check() };
     void c.result.then(
       (r) => (c.done = r),
       () => undefined,
@@ -297,6 +288,12 @@ export class StepExecutor {
     };
     void s.upstream.send({ type: MsgType.ERROR, header } as Message).catch(() => {});
   }
+}
+
+/** A custody check under way; `done` once its result is in (read without waiting). */
+interface CustodyCheck {
+  result: Promise<Custody>;
+  done?: Custody;
 }
 
 /** What the custody check of a step found: the upstream chain's bytes, a failure, or nothing in time. */

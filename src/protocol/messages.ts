@@ -3,7 +3,16 @@
 
 import { z } from 'zod';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/half.js';
-import { ACT_FRAME_LIMITS, FLAG_MORE, FrameDecoder, FrameError, MAX_MESSAGE_PAYLOAD, encodeFrame, type Frame, type FrameLimits } from './frame.js';
+import {
+  ACT_FRAME_LIMITS,
+  FLAG_MORE,
+  FrameDecoder,
+  FrameError,
+  MAX_MESSAGE_PAYLOAD,
+  encodeFrame,
+  type Frame,
+  type FrameLimits,
+} from './frame.js';
 import { MessageError, type ErrorCode } from './message-error.js';
 import { decodeReceiptsHeader, decodeStepHeader, stepHeaderView, type Dtype, type ReceiptsHeader, type StepHeader } from './step-header.js';
 
@@ -163,14 +172,17 @@ export function encodeMessage(m: Message, limits: MessageLimits = ACT_LIMITS): U
   if (payload.length > limits.maxMessagePayload)
     throw new FrameError(`message payload of ${payload.length} bytes exceeds ${limits.maxMessagePayload}`, 'too_large');
   // a binary header is written into a shared buffer and copied into the first frame at once
-  const header = BINARY[m.type] ? stepHeaderView(m.header as StepHeader | ReceiptsHeader, m.type) : enc.encode(JSON.stringify(m.header));
+  const header = headerView(m);
   const frames: Uint8Array[] = [];
   let off = 0;
   do {
     const n = Math.min(limits.maxPayload, payload.length - off);
     const last = off + n >= payload.length;
     frames.push(
-      encodeFrame({ type: m.type, flags: last ? 0 : FLAG_MORE, header: off === 0 ? header : EMPTY, payload: payload.subarray(off, off + n) }, limits),
+      encodeFrame(
+        { type: m.type, flags: last ? 0 : FLAG_MORE, header: off === 0 ? header : EMPTY, payload: payload.subarray(off, off + n) },
+        limits,
+      ),
     );
     off += n;
   } while (off < payload.length);
@@ -179,9 +191,14 @@ export function encodeMessage(m: Message, limits: MessageLimits = ACT_LIMITS): U
 
 const BINARY: Partial<Record<MsgType, true>> = { [MsgType.STEP]: true, [MsgType.RESULT]: true, [MsgType.RECEIPTS]: true };
 
-/** A message's header bytes: binary for STEP, RESULT and RECEIPTS, UTF-8 JSON for the others. */
+/** A message's header bytes: binary for STEP, RESULT and RECEIPTS (a view of a shared buffer, valid until the next call), UTF-8 JSON for the others. */
+function headerView(m: Message): Uint8Array {
+  return BINARY[m.type] ? stepHeaderView(m.header as StepHeader | ReceiptsHeader, m.type) : enc.encode(JSON.stringify(m.header));
+}
+
+/** A message's header bytes, the caller's own. */
 export function encodeHeader(m: Message): Uint8Array {
-  return BINARY[m.type] ? stepHeaderView(m.header as StepHeader | ReceiptsHeader, m.type).slice() : enc.encode(JSON.stringify(m.header));
+  return headerView(m).slice();
 }
 
 /** Decode and validate a header: the binary layouts, or JSON against its type's schema. */
@@ -292,7 +309,8 @@ export function encodeTensor(x: Float32Array, dtype: Dtype): Uint8Array {
 }
 
 export function decodeTensor(b: Uint8Array, dtype: Dtype, n: number): Float32Array {
-  if (b.length !== n * DTYPE_BYTES[dtype]) throw new MessageError(`payload has ${b.length} bytes, expected ${n} × ${dtype} = ${n * DTYPE_BYTES[dtype]}`);
+  if (b.length !== n * DTYPE_BYTES[dtype])
+    throw new MessageError(`payload has ${b.length} bytes, expected ${n} × ${dtype} = ${n * DTYPE_BYTES[dtype]}`);
   const out = new Float32Array(n);
   if (dtype === 'f32') {
     if (LE) new Uint8Array(out.buffer).set(b);

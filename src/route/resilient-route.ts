@@ -468,7 +468,7 @@ export class ResilientRoute implements Stage {
       }
       let opened: RouteStage | undefined;
       try {
-        opened = await openRoute(this.o, route, `${sid}.r${this.recoveries}${attempt ? `.${attempt}` : ''}`, this.failed, {
+        opened = await openRoute(this.o, route.hops, `${sid}.r${this.recoveries}${attempt ? `.${attempt}` : ''}`, this.failed, {
           openTimeoutMs: 5_000 + this.graceMs,
         });
         void opened.ready.then(
@@ -537,17 +537,11 @@ export class ResilientRoute implements Stage {
     }));
     let stage: RouteStage;
     try {
-      stage = await this.o.routes.open({
-        modelId: this.o.modelId,
-        config: this.config,
-        hops,
-        sessionId: `${sid}.t${this.recoveries}`,
-        deadlineMs: this.o.deadlineMs,
-        maxTokens: this.o.maxTokens,
+      // after OPENED: the old route must stay until the new hops copied its caches
+      stage = await openRoute(this.o, hops, `${sid}.t${this.recoveries}`, this.failed, {
         openTimeoutMs: 5_000 + this.graceMs,
         resumeFrom: old.sessionId,
-        verifier: this.o.verifier,
-        spares: spareHops(this.o.planner, hops, this.failed),
+        eager: false,
       });
     } catch {
       return false;
@@ -627,23 +621,23 @@ function excludeAfterOpenFailure(
   } else hops.forEach((h) => into.unnamed.add(h.peerId));
 }
 
-/** Open `route` (eagerly unless o.eagerOpen is false), offering spares that avoid `avoid`. */
+/** Open a route over `hops` (eagerly unless o.eagerOpen or `extra` says not), offering spares that avoid `avoid`. */
 function openRoute(
   o: Omit<ResilientRouteOptions, 'onEvent'>,
-  route: Route,
+  hops: readonly Hop[],
   sessionId: string,
   avoid: ReadonlySet<string>,
-  extra?: Pick<OpenRouteOptions, 'openTimeoutMs'>,
+  extra?: Pick<OpenRouteOptions, 'openTimeoutMs' | 'resumeFrom' | 'eager'>,
 ): Promise<RouteStage> {
   return o.routes.open({
     modelId: o.modelId,
     config: o.config,
-    hops: route.hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
+    hops: hops.map((h) => ({ peerId: h.peerId, addrs: h.addrs, start: h.start, end: h.end })),
     sessionId,
     deadlineMs: o.deadlineMs,
     maxTokens: o.maxTokens,
     verifier: o.verifier,
-    spares: spareHops(o.planner, route.hops, avoid), // kv-transfer
+    spares: spareHops(o.planner, hops, avoid), // kv-transfer
     eager: o.eagerOpen !== false,
     ...extra,
   });
@@ -669,7 +663,7 @@ async function openFirstRoute(
       throw lastErr ?? e;
     }
     try {
-      const stage = await openRoute(o, route, attempt ? `${o.sessionId}.${attempt}` : o.sessionId, exclude);
+      const stage = await openRoute(o, route.hops, attempt ? `${o.sessionId}.${attempt}` : o.sessionId, exclude);
       return { stage, route, attempt };
     } catch (e) {
       lastErr = e;

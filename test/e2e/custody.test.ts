@@ -80,6 +80,28 @@ async function next(ms = 10_000): Promise<Message> {
   return inbox.shift()!;
 }
 
+/** what hop 0 (this test) signs for a one-token step of `session` whose output is `out` */
+function hop0Fields(session: string, step: number, pos: number, out: Uint8Array) {
+  return {
+    requestId: requestIdOf(session),
+    sessionId: sessionIdOf(session),
+    step,
+    pos,
+    nTokens: 1,
+    layerStart: 0,
+    layerEnd: 2,
+    modelId: toModelId(modelId),
+    profile: 'reference',
+    inputHash: ZERO_HASH,
+    budgetUs: 0,
+    outputHash: hashTensor(out),
+    recvUs: 0,
+    computeUs: 0,
+    sendUs: 0,
+    upstreamReceiptHash: ZERO_HASH,
+  };
+}
+
 /** A session on the node as hop 1 of a two-hop route, this test being its gateway (it signs the OPEN) and its hop 0. */
 async function openSession(sid: string): Promise<Channel> {
   const stream = await host!.libp2p.dialProtocol(peerIdFromString(node!.peerId), ACT_PROTOCOL, { signal: AbortSignal.timeout(10_000) });
@@ -112,24 +134,7 @@ test('the node rejects missing, forged, foreign, cross-session, replayed and mis
 
   const signer = new ReceiptSigner(me, domain);
   const act = (seed: number) => Float32Array.from({ length: DIM }, (_, i) => Math.sin(seed * 31 + i) * 0.5);
-  const fields = (step: number, out: Uint8Array, session = sid) => ({
-    requestId: requestIdOf(session),
-    sessionId: sessionIdOf(session),
-    step,
-    pos: step,
-    nTokens: 1,
-    layerStart: 0,
-    layerEnd: 2,
-    modelId: toModelId(modelId),
-    profile: 'reference',
-    inputHash: ZERO_HASH,
-    budgetUs: 0,
-    outputHash: hashTensor(out),
-    recvUs: 0,
-    computeUs: 0,
-    sendUs: 0,
-    upstreamReceiptHash: ZERO_HASH,
-  });
+  const fields = (step: number, out: Uint8Array, session = sid) => hop0Fields(session, step, step, out);
   let rid = 1;
   /** a STEP, then its RECEIPTS (a chain, raw bytes, or none); the node's RESULT, then what follows it */
   const send = async (step: number, payload: Uint8Array, receipts: SignedReceipt[] | Uint8Array | undefined, budgetMs?: number) => {
@@ -206,24 +211,7 @@ test('a step refused at this hop keeps the upstream receipt chain: the next step
       Float32Array.from({ length: DIM }, (_, i) => Math.cos(step * 17 + i) * 0.5),
       'f32',
     );
-    const receipt = signer.receipt({
-      requestId: requestIdOf(sid),
-      sessionId: sessionIdOf(sid),
-      step,
-      pos,
-      nTokens: 1,
-      layerStart: 0,
-      layerEnd: 2,
-      modelId: toModelId(modelId),
-      profile: 'reference',
-      inputHash: ZERO_HASH,
-      budgetUs: 0,
-      outputHash: hashTensor(out),
-      recvUs: 0,
-      computeUs: 0,
-      sendUs: 0,
-      upstreamReceiptHash: ZERO_HASH,
-    });
+    const receipt = signer.receipt(hop0Fields(sid, step, pos, out));
     return { step, pos, out, receipt };
   });
   const stepMsg = (step: number, budgetMs?: number): Message => ({
