@@ -14,7 +14,8 @@
 // best-of-N with the median beside it: the machine is shared.
 //
 // Decode: ms for one token appended at context 128 / 1024. Prefill: ms for 128 tokens from an
-// empty cache. Bound: bytes a decode step must read (weights as the engine stores them + the
+// empty cache, as a route's last stage computes a prompt: only the last row comes out
+// (StageInput.lastRow; llama.cpp's own run asks for no output row at all). Bound: bytes a decode step must read (weights as the engine stores them + the
 // fp32 KV cache) ÷ the read bandwidth measured here on the same thread count.
 
 import { existsSync, mkdirSync } from 'node:fs';
@@ -66,7 +67,8 @@ interface Row {
   threads: number;
   attention?: string;
   decode: Record<string, { ort?: Stats; odsiLlama?: Stats; llama?: Stats; boundMs: number }>;
-  prefill128: { ort?: Stats; odsiLlama?: Stats; llama?: Stats };
+  /** odsiLlamaAllRows: the same prefill with every row out (a stage that is not the last), for what lastRow saves */
+  prefill128: { ort?: Stats; odsiLlama?: Stats; odsiLlamaAllRows?: Stats; llama?: Stats };
   ortLoad?: { buildMs: number; createMs: number; rssBeforeMiB: number; rssAfterMiB: number };
   odsiLlamaLoad?: { sliceMs: number; createMs: number; kvType: string };
   /** ms for BATCH sessions' decode steps: one forwardBatch vs BATCH forward calls in turn */
@@ -160,9 +162,19 @@ async function main(): Promise<void> {
       }
       let ol: LlamaStage | undefined;
       if (engines.includes('odsi-llama')) {
-        ol = await createLlamaStage(src, { start: 0, end: c.nLayers, embed: false, head: false }, { threads, maxSessions: BATCH, kvCells: 2048 });
-        row.odsiLlamaLoad = { sliceMs: Math.round(ol.loadInfo.sliceMs), createMs: Math.round(ol.loadInfo.createMs), kvType: ol.loadInfo.kvType };
-        console.log(`odsi-llama: ${ol.profile}, slice ${row.odsiLlamaLoad.sliceMs} ms, context ${row.odsiLlamaLoad.createMs} ms, KV ${ol.loadInfo.kvType}`);
+        ol = await createLlamaStage(
+          src,
+          { start: 0, end: c.nLayers, embed: false, head: false },
+          { threads, maxSessions: BATCH, kvCells: 2048 },
+        );
+        row.odsiLlamaLoad = {
+          sliceMs: Math.round(ol.loadInfo.sliceMs),
+          createMs: Math.round(ol.loadInfo.createMs),
+          kvType: ol.loadInfo.kvType,
+        };
+        console.log(
+          `odsi-llama: ${ol.profile}, slice ${row.odsiLlamaLoad.sliceMs} ms, context ${row.odsiLlamaLoad.createMs} ms, KV ${ol.loadInfo.kvType}`,
+        );
       }
       let seq: import('node-llama-cpp').LlamaContextSequence | undefined;
       let lctx: import('node-llama-cpp').LlamaContext | undefined;
@@ -175,21 +187,25 @@ async function main(): Promise<void> {
       const toks = (n: number, seed: number) => Array.from({ length: n }, (_, i) => ((i + 1) * 7919 + seed * 104729) % c.vocabSize);
 
       // prefill: 128 tokens into an empty cache
-      const pre = { ort: [] as number[], odsiLlama: [] as number[], llama: [] as number[] };
+      const pre = { ort: [] as number[], odsiLlama: [] as number[], odsiLlamaAllRows: [] as number[], llama: [] as number[] };
       for (let r = -1; r < reps; r++) {
         if (ort) {
           const h = hiddenFor(c, PREFILL, r);
           const t0 = performance.now();
-          await ort.forward({ sessionId: `p${r}`, pos: 0, nTokens: PREFILL, hidden: h });
+          await ort.forward({ sessionId: `p${r}`, pos: 0, nTokens: PREFILL, hidden: h, lastRow: true });
           if (r >= 0) pre.ort.push(performance.now() - t0);
           ort.closeSession(`p${r}`);
         }
         if (ol) {
           const h = hiddenFor(c, PREFILL, r);
           const t0 = performance.now();
-          await ol.forward({ sessionId: `p${r}`, pos: 0, nTokens: PREFILL, hidden: h });
+          await ol.forward({ sessionId: `p${r}`, pos: 0, nTokens: PREFILL, hidden: h, lastRow: true });
           if (r >= 0) pre.odsiLlama.push(performance.now() - t0);
           ol.closeSession(`p${r}`);
+          const t1 = performance.now();
+          await ol.forward({ sessionId: `a${r}`, pos: 0, nTokens: PREFILL, hidden: hiddenFor(c, PREFILL, r) });
+          if (r >= 0) pre.odsiLlamaAllRows.push(performance.now() - t1);
+          ol.closeSession(`a${r}`);
         }
         if (seq) {
           await seq.clearHistory();
@@ -199,8 +215,15 @@ async function main(): Promise<void> {
           if (r >= 0) pre.llama.push(performance.now() - t0);
         }
       }
-      row.prefill128 = { ort: ort ? stats(pre.ort) : undefined, odsiLlama: ol ? stats(pre.odsiLlama) : undefined, llama: seq ? stats(pre.llama) : undefined };
-      console.log(`prefill ${PREFILL}: ort ${fmt(row.prefill128.ort)}  odsi-llama ${fmt(row.prefill128.odsiLlama)}  llama.cpp ${fmt(row.prefill128.llama)} ms`);
+      row.prefill128 = {
+        ort: ort ? stats(pre.ort) : undefined,
+        odsiLlama: ol ? stats(pre.odsiLlama) : undefined,
+        odsiLlamaAllRows: ol ? stats(pre.odsiLlamaAllRows) : undefined,
+        llama: seq ? stats(pre.llama) : undefined,
+      };
+      console.log(
+        `prefill ${PREFILL}: ort ${fmt(row.prefill128.ort)}  odsi-llama ${fmt(row.prefill128.odsiLlama)} (every row out: ${fmt(row.prefill128.odsiLlamaAllRows)})  llama.cpp ${fmt(row.prefill128.llama)} ms`,
+      );
 
       for (const ctx of ctxs) {
         const d = { ort: [] as number[], odsiLlama: [] as number[], llama: [] as number[] };
@@ -242,9 +265,16 @@ async function main(): Promise<void> {
         ort?.closeSession('d');
         ol?.closeSession('d');
         const boundMs = ((row.weightBytes.ort + kvBytesPerPos(c) * ctx) / (bw.gbPerS * 1e9)) * 1000;
-        row.decode[String(ctx)] = { ort: ort ? stats(d.ort) : undefined, odsiLlama: ol ? stats(d.odsiLlama) : undefined, llama: seq ? stats(d.llama) : undefined, boundMs };
+        row.decode[String(ctx)] = {
+          ort: ort ? stats(d.ort) : undefined,
+          odsiLlama: ol ? stats(d.odsiLlama) : undefined,
+          llama: seq ? stats(d.llama) : undefined,
+          boundMs,
+        };
         const dd = row.decode[String(ctx)]!;
-        console.log(`decode @${ctx}: ort ${fmt(dd.ort)}  odsi-llama ${fmt(dd.odsiLlama)}  llama.cpp ${fmt(dd.llama)} ms/token  (bound ${boundMs.toFixed(1)})`);
+        console.log(
+          `decode @${ctx}: ort ${fmt(dd.ort)}  odsi-llama ${fmt(dd.odsiLlama)}  llama.cpp ${fmt(dd.llama)} ms/token  (bound ${boundMs.toFixed(1)})`,
+        );
       }
       // continuous batching: BATCH sessions at 64 positions each, one token each per step
       row.batchDecode = {};
@@ -263,14 +293,17 @@ async function main(): Promise<void> {
           await st.forwardBatch(ids.map((id, i) => ({ sessionId: id, pos, nTokens: 1, hidden: hiddenFor(c, 1, i + r) })));
           if (r >= 0) tb.push(performance.now() - t0);
           t0 = performance.now();
-          for (let i = 0; i < BATCH; i++) await st.forward({ sessionId: ids[i]!, pos: pos + 1, nTokens: 1, hidden: hiddenFor(c, 1, i - r) });
+          for (let i = 0; i < BATCH; i++)
+            await st.forward({ sessionId: ids[i]!, pos: pos + 1, nTokens: 1, hidden: hiddenFor(c, 1, i - r) });
           if (r >= 0) t1.push(performance.now() - t0);
         }
         for (const id of ids) st.closeSession(id);
         const b = stats(tb);
         const o = stats(t1);
         row.batchDecode[name] = { batched: b, oneByOne: o, speedup: +(o.median / b.median).toFixed(2) };
-        console.log(`${BATCH} sessions' decode steps (ctx 64): ${name} one batch ${fmt(b)} ms, one by one ${fmt(o)} ms (${(o.median / b.median).toFixed(2)}x)`);
+        console.log(
+          `${BATCH} sessions' decode steps (ctx 64): ${name} one batch ${fmt(b)} ms, one by one ${fmt(o)} ms (${(o.median / b.median).toFixed(2)}x)`,
+        );
       }
       await ort?.dispose();
       await ol?.dispose();
@@ -285,7 +318,18 @@ async function main(): Promise<void> {
   const ratio = (a?: Stats, b?: Stats) => (a?.n && b?.n ? a.median / b.median : NaN);
   const ratioBest = (a?: Stats, b?: Stats) => (a?.n && b?.n ? a.min / b.min : NaN);
   const r2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '—');
-  const header = ['shape / weights', 'engine', 'decode@128', 'bound', '÷llama.cpp', 'decode@1024', '÷llama.cpp', '1024/128', 'prefill 128', '÷llama.cpp'];
+  const header = [
+    'shape / weights',
+    'engine',
+    'decode@128',
+    'bound',
+    '÷llama.cpp',
+    'decode@1024',
+    '÷llama.cpp',
+    '1024/128',
+    'prefill 128',
+    '÷llama.cpp',
+  ];
   const lines = rows.flatMap((r) => {
     const a = r.decode['128'];
     const b = r.decode['1024'];
@@ -310,7 +354,14 @@ async function main(): Promise<void> {
     const out: { what: string; value: number; best: number; target: number; met: boolean }[] = [];
     const add = (what: string, x: Stats | undefined, y: Stats | undefined, target: number) => {
       const value = ratio(x, y);
-      if (Number.isFinite(value)) out.push({ what: `${r.shape} ${r.weights}: ${what}`, value: +value.toFixed(3), best: +ratioBest(x, y).toFixed(3), target, met: value <= target });
+      if (Number.isFinite(value))
+        out.push({
+          what: `${r.shape} ${r.weights}: ${what}`,
+          value: +value.toFixed(3),
+          best: +ratioBest(x, y).toFixed(3),
+          target,
+          met: value <= target,
+        });
     };
     if (r.weights === 'f32') {
       add('decode@128 ort/llama.cpp', a?.ort, a?.llama, 1.1);

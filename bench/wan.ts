@@ -31,8 +31,9 @@
 //
 // Reported per profile: measured RTT (64 B and 8 KB echoes) and rate; per decode step: step wall
 // time at the gateway, Σ compute of all stages, floor = Σ compute + (k+1)·(measured RTT / 2), and
-// step − floor (target: median ≤ 5 ms); prefill transfer time by wire dtype (f32, f16, bf16) and
-// the route output's relative L2 difference from the f32 run.
+// step − floor (target: median ≤ 5 ms); prefill transfer time by wire dtype (f32, f16, bf16),
+// with every row coming back and with the last row alone (StageInput.lastRow, as the gateway
+// asks), interleaved, and the route output's relative L2 difference from the f32 run.
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -566,6 +567,8 @@ async function inner(cfgFile: string): Promise<void> {
   const routeReopenMs: number[] = [];
   const prefill: {
     dtype: string;
+    /** the gateway's way (StageInput.lastRow): the last hop sends back one row, not n */
+    lastRow: boolean;
     rep: number;
     roundTripMs: number;
     computeMs: number;
@@ -600,26 +603,31 @@ async function inner(cfgFile: string): Promise<void> {
     let ref: Float32Array | undefined;
     for (let rep = 0; rep < 3; rep++) {
       for (const { dtype, route } of opened) {
-        const out = await route.forward({ sessionId: route.sessionId, pos: 0, nTokens: n, hidden });
-        const computeMs = route.lastTimeline.reduce((a, h) => a + h.computeMs, 0);
-        const y = out.hidden!;
-        if (dtype === 'f32' && !ref) ref = Float32Array.from(y);
-        let num = 0;
-        let den = 0;
-        if (ref)
-          for (let i = 0; i < y.length; i++) {
-            num += (y[i]! - ref[i]!) ** 2;
-            den += ref[i]! ** 2;
-          }
-        prefill.push({
-          dtype,
-          rep,
-          roundTripMs: r3(route.lastRoundTripMs),
-          computeMs: r3(computeMs),
-          transferMs: r3(route.lastRoundTripMs - computeMs),
-          bytesPerTransfer: n * c.dim * bytesPer[dtype],
-          relL2VsF32: ref ? Math.sqrt(num / den) : NaN,
-        });
+        // every row back, and the last row alone (as the gateway asks), alternating which goes first
+        for (const lastRow of rep % 2 ? [true, false] : [false, true]) {
+          const out = await route.forward({ sessionId: route.sessionId, pos: 0, nTokens: n, hidden, lastRow });
+          const computeMs = route.lastTimeline.reduce((a, h) => a + h.computeMs, 0);
+          const y = out.hidden!;
+          if (dtype === 'f32' && !lastRow && !ref) ref = Float32Array.from(y);
+          const want = ref && (lastRow ? ref.subarray(ref.length - c.dim) : ref);
+          let num = 0;
+          let den = 0;
+          if (want)
+            for (let i = 0; i < y.length; i++) {
+              num += (y[i]! - want[i]!) ** 2;
+              den += want[i]! ** 2;
+            }
+          prefill.push({
+            dtype,
+            lastRow,
+            rep,
+            roundTripMs: r3(route.lastRoundTripMs),
+            computeMs: r3(computeMs),
+            transferMs: r3(route.lastRoundTripMs - computeMs),
+            bytesPerTransfer: n * c.dim * bytesPer[dtype],
+            relL2VsF32: want ? Math.sqrt(num / den) : NaN,
+          });
+        }
       }
     }
     for (const { route } of opened) await route.dispose();
@@ -636,25 +644,30 @@ async function inner(cfgFile: string): Promise<void> {
     await embed.dispose();
     src.close();
   }
-  const byDtype = cfg.dtypes.map((d) => {
-    const xs = prefill.filter((x) => x.dtype === d);
-    const t = dist(xs.map((x) => x.transferMs));
-    const bytes = xs[0]?.bytesPerTransfer ?? 0;
-    return {
-      dtype: d,
-      bytesPerTransfer: bytes,
-      transferMs: t,
-      // what the link alone needs: (k+1) transfers of the bytes at the measured rate, plus one-way delays
-      linkFloorMs: r3((k + 1) * (((bytes * 8) / (rate.median * 1e6)) * 1000 + oneWayMs)),
-      relL2VsF32: dist(
-        xs.map((x) => x.relL2VsF32),
-        8,
-      ).p50,
-    };
-  });
+  const byDtype = cfg.dtypes.flatMap((d) =>
+    [false, true].map((lastRow) => {
+      const xs = prefill.filter((x) => x.dtype === d && x.lastRow === lastRow);
+      const t = dist(xs.map((x) => x.transferMs));
+      const bytes = xs[0]?.bytesPerTransfer ?? 0;
+      const ms = (b: number) => ((b * 8) / (rate.median * 1e6)) * 1000;
+      return {
+        dtype: d,
+        lastRow,
+        bytesPerTransfer: bytes,
+        transferMs: t,
+        // what the link alone needs: the transfers of the bytes at the measured rate (the last
+        // one a single row with lastRow), plus (k+1) one-way delays
+        linkFloorMs: r3(k * ms(bytes) + ms(lastRow ? bytes / n : bytes) + (k + 1) * oneWayMs),
+        relL2VsF32: dist(
+          xs.map((x) => x.relL2VsF32),
+          8,
+        ).p50,
+      };
+    }),
+  );
   for (const b of byDtype)
     console.log(
-      `  prefill ${n} tokens, wire ${b.dtype}: ${(b.bytesPerTransfer / 1e3).toFixed(0)} kB × ${k + 1} transfers in ${b.transferMs.p50} ms (link floor ${b.linkFloorMs} ms); output rel. L2 vs f32 ${b.relL2VsF32.toExponential(2)}`,
+      `  prefill ${n} tokens, wire ${b.dtype}, ${b.lastRow ? 'last row back' : 'every row back'}: ${(b.bytesPerTransfer / 1e3).toFixed(0)} kB × ${b.lastRow ? `${k} transfers + one row` : `${k + 1} transfers`} in ${b.transferMs.p50} ms (link floor ${b.linkFloorMs} ms); output rel. L2 vs f32 ${b.relL2VsF32.toExponential(2)}`,
     );
 
   writeResult(cfg.out, {

@@ -16,9 +16,18 @@ import { ADVERT_PROTOCOL } from '../p2p/adverts.js';
 import { verifyAdvertRecord, type NodeAdvert } from '../p2p/advert-record.js';
 import { FLAG_MORE, FRAME_MAGIC, PREAMBLE_BYTES, encodeFrame } from '../protocol/frame.js';
 import { AUDIT_EXEC_PROTOCOL, AUDIT_PROTOCOL, readAuditMessage, sendAuditMessage } from '../protocol/audit-messages.js';
-import { KV_PROTOCOL, MAX_ROUTE_HOPS, MsgType, encodeHeader, type Dtype, type Message, type OpenHeader, type StepHeader } from '../protocol/messages.js';
+import {
+  KV_PROTOCOL,
+  MAX_ROUTE_HOPS,
+  MsgType,
+  encodeHeader,
+  type Dtype,
+  type Message,
+  type OpenHeader,
+  type StepHeader,
+} from '../protocol/messages.js';
 import { signOpen, type OpenToSign } from '../protocol/open-signature.js';
-import { ZERO_HASH, type ExecutionReceipt, type Hex, type OdsiDomain } from '../accountability/records/eip712.js';
+import { LAST_ROW_PROFILE, ZERO_HASH, type ExecutionReceipt, type Hex, type OdsiDomain } from '../accountability/records/eip712.js';
 import { checkSigned, hashTensor, receiptHash, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
 import { nowSeconds, signAuditRequest, signReexecutionRequest } from '../accountability/records/audit-requests.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../accountability/records/wire.js';
@@ -812,6 +821,44 @@ const RULES: Rule[] = [
         `the first ERROR must be unreachable naming ${ghost} at hop 1, got ${show(e)}`,
       );
       void g.ch.close();
+    },
+  },
+  {
+    id: 'S12',
+    title:
+      'a lastRow STEP to the last hop: the RESULT is [1, dim], the last row of the reference output within τ, its receipt signs a "+last" profile; the next STEP reads every cached row',
+    run: async (k) => {
+      if (!k.t.reference) fail('not checked: no reference model was given');
+      const stage = await k.t.reference!(k.range);
+      const sid = k.sid('last-row');
+      try {
+        const s = await k.opened(k.open({ sessionId: sid }));
+        let pos = 0;
+        for (const [i, n] of [5, 1].entries()) {
+          const m = k.step(sid, { step: i, pos, nTokens: n, seed: 80 + i, extra: i === 0 ? { lastRow: true } : {} });
+          const r = await k.result(s, sid, m);
+          const x = new Float32Array(new Uint8Array(m.payload!).buffer);
+          const all = (await stage.forward({ sessionId: sid, pos, nTokens: n, hidden: x })).hidden!;
+          const want = all.subarray(all.length - k.t.dim);
+          const h = hdr(r);
+          expect(
+            JSON.stringify(h.shape) === JSON.stringify([1, k.t.dim]) && h.nTokens === n && r.payload!.length === k.t.dim * 4,
+            `step ${i}: RESULT must be one row of ${n} tokens (shape [1,${k.t.dim}], ${k.t.dim * 4} bytes), got shape ${JSON.stringify(h.shape)}, ${r.payload!.length} bytes`,
+          );
+          const v = compareOutputs(new Float32Array(new Uint8Array(r.payload!).buffer), want, 'f32|f32', { dim: k.t.dim });
+          expect(v.pass, `step ${i}: relative L2 ${v.maxRelL2.toExponential(2)} > τ ${v.tau}`);
+          const profile = (h.receipts as SignedReceipt[])[0]!.record.profile;
+          expect(
+            i === 0 ? profile.endsWith(LAST_ROW_PROFILE) : !profile.includes(LAST_ROW_PROFILE),
+            `step ${i}: profile "${profile}" ${i === 0 ? 'must end with' : 'must not carry'} ${LAST_ROW_PROFILE}`,
+          );
+          pos += n;
+        }
+        void s.ch.close();
+      } finally {
+        stage.closeSession(sid);
+        await stage.dispose();
+      }
     },
   },
   {

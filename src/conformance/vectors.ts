@@ -411,9 +411,19 @@ function headerVectors(hop1: string, hop2: string) {
     { name: 'STEP, budget', type: MsgType.STEP, header: { ...base, budgetMs: 250 } },
     { name: 'STEP, replay false', type: MsgType.STEP, header: { ...base, dtype: 'f16', replay: false } },
     { name: 'STEP, three timeline entries, budget, replay', type: MsgType.STEP, header: threeHops },
-    { name: 'RESULT, three timeline entries, no budget', type: MsgType.RESULT, header: { ...threeHops, budgetMs: undefined, replay: undefined } },
+    {
+      name: 'RESULT, three timeline entries, no budget',
+      type: MsgType.RESULT,
+      header: { ...threeHops, budgetMs: undefined, replay: undefined },
+    },
     { name: 'STEP with an extension member', type: MsgType.STEP, header: { ...base, trace: { id: 'x' } } },
     { name: 'RECEIPTS', type: MsgType.RECEIPTS, header: { sessionId: 'chain-1', requestId: 2, step: 1 } },
+    { name: 'STEP of a prefill, last row only', type: MsgType.STEP, header: { ...base, nTokens: 4, shape: [4, 2], lastRow: true } },
+    {
+      name: 'RESULT of a last-row-only prefill: one row',
+      type: MsgType.RESULT,
+      header: { ...base, nTokens: 4, shape: [1, 2], budgetMs: 12.5, lastRow: true, timeline: [timing(hop1, 0, 30, 20, 12.5)] },
+    },
   ];
   const bytes = (type: MsgType, header: Message['header']) => encodeHeader({ type, header } as Message);
   const stepBytes = bytes(MsgType.STEP, { ...base, budgetMs: 250, timeline: [timing('P', 0, 2, 250, 249)] });
@@ -431,7 +441,7 @@ function headerVectors(hop1: string, hop2: string) {
     { name: 'truncated (last byte missing)', type: MsgType.STEP, bytes: stepBytes.subarray(0, stepBytes.length - 1) },
     { name: 'truncated inside the timeline', type: MsgType.STEP, bytes: stepBytes.subarray(0, 60) },
     { name: 'a byte after the extension', type: MsgType.STEP, bytes: Uint8Array.from([...stepBytes, 0]) },
-    { name: 'reserved flag bit 3 set', type: MsgType.STEP, bytes: patched(0, (d) => d.setUint8(0, 0x09)) },
+    { name: 'reserved flag bit 4 set', type: MsgType.STEP, bytes: patched(0, (d) => d.setUint8(0, 0x11)) },
     { name: 'replay value without replay', type: MsgType.STEP, bytes: patched(0, (d) => d.setUint8(0, 0x05)) },
     { name: 'dtype byte 3', type: MsgType.STEP, bytes: patched(29, (d) => d.setUint8(0, 3)) },
     { name: 'nTokens 0', type: MsgType.STEP, bytes: patched(25, (d) => d.setUint32(0, 0, true)) },
@@ -448,10 +458,22 @@ function headerVectors(hop1: string, hop2: string) {
     },
     { name: 'sessionId not UTF-8', type: MsgType.STEP, bytes: patched(3, (d) => d.setUint8(0, 0xff)) },
     { name: 'extension that is not JSON', type: MsgType.STEP, bytes: patched(extAt - 2, (d) => d.setUint8(0, 0x5b), ext) },
-    { name: 'extension naming a fixed member', type: MsgType.STEP, bytes: patched(extAt, (d) => [0x70, 0x6f, 0x73].forEach((c, i) => d.setUint8(i, c)), ext) },
+    {
+      name: 'extension naming a fixed member',
+      type: MsgType.STEP,
+      bytes: patched(extAt, (d) => [0x70, 0x6f, 0x73].forEach((c, i) => d.setUint8(i, c)), ext),
+    },
     { name: 'RESULT truncated', type: MsgType.RESULT, bytes: stepBytes.subarray(0, 30) },
-    { name: 'RECEIPTS with a flag set', type: MsgType.RECEIPTS, bytes: patched(0, (d) => d.setUint8(0, 1), bytes(MsgType.RECEIPTS, valid[6]!.header)) },
-    { name: 'RECEIPTS with a byte after it', type: MsgType.RECEIPTS, bytes: Uint8Array.from([...bytes(MsgType.RECEIPTS, valid[6]!.header), 0]) },
+    {
+      name: 'RECEIPTS with a flag set',
+      type: MsgType.RECEIPTS,
+      bytes: patched(0, (d) => d.setUint8(0, 1), bytes(MsgType.RECEIPTS, valid[6]!.header)),
+    },
+    {
+      name: 'RECEIPTS with a byte after it',
+      type: MsgType.RECEIPTS,
+      bytes: Uint8Array.from([...bytes(MsgType.RECEIPTS, valid[6]!.header), 0]),
+    },
   ];
   const refusal = (type: MsgType, b: Uint8Array): string => {
     try {

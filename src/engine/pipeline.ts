@@ -39,6 +39,10 @@ export async function forwardPipeline(
   let hidden: Float32Array | undefined;
   const stageMs: number[] = [];
   const pending: Promise<void>[] = [];
+  // a head without layers reads only the rows it returns logits for: without allLogits, the
+  // stage before it returns just the last row (a route's last hop sends one row, not nTokens)
+  const head = stages[stages.length - 1]!;
+  const lastRowBefore = nTokens > 1 && !step.allLogits && head.range.start === head.range.end ? stages.length - 2 : -1;
   for (let i = 0; i < stages.length; i++) {
     const s = stages[i];
     const out = await s.forward({
@@ -47,6 +51,7 @@ export async function forwardPipeline(
       nTokens,
       ...(i === 0 ? { tokens: step.tokens } : { hidden }),
       ...(s.range.head ? { allLogits: step.allLogits ?? false } : {}),
+      ...(i === lastRowBefore ? { lastRow: true } : {}),
     });
     stageMs.push(out.computeMs);
     if (out.settled) pending.push(out.settled);
@@ -58,9 +63,16 @@ export async function forwardPipeline(
       return { logits: out.logits, stageMs, settled };
     }
     if (!out.hidden) throw new EngineError(`stage ${i} returned no hidden states`, 'internal');
-    hidden = out.hidden;
+    hidden = i === lastRowBefore ? asLastRow(out.hidden, nTokens) : out.hidden;
   }
   throw new EngineError('pipeline has no head stage', 'bad_input');
+}
+
+/** [nTokens, dim] rows holding `row` as the last (the head reads no other) */
+function asLastRow(row: Float32Array, nTokens: number): Float32Array {
+  const rows = new Float32Array(nTokens * row.length);
+  rows.set(row, (nTokens - 1) * row.length);
+  return rows;
 }
 
 export function closePipelineSession(stages: Stage[], sessionId: string): void {

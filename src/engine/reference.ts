@@ -187,16 +187,26 @@ export class ReferenceStage implements Stage {
   // kv-transfer
   importSession(sessionId: string, state: SessionState): void {
     const n = state.length * this.kvDim;
-    if (state.layers.length !== this.range.end - this.range.start) throw new EngineError(`KV state has ${state.layers.length} layers, this stage has ${this.range.end - this.range.start}`, 'bad_input');
-    if (state.length > this.config.contextLength) throw new EngineError(`KV state of ${state.length} tokens exceeds the context length`, 'capacity');
-    for (const l of state.layers) if (l.k.length !== n || l.v.length !== n) throw new EngineError(`KV layer size ${l.k.length} ≠ ${state.length} × ${this.kvDim}`, 'bad_input');
+    if (state.layers.length !== this.range.end - this.range.start)
+      throw new EngineError(`KV state has ${state.layers.length} layers, this stage has ${this.range.end - this.range.start}`, 'bad_input');
+    if (state.length > this.config.contextLength)
+      throw new EngineError(`KV state of ${state.length} tokens exceeds the context length`, 'capacity');
+    for (const l of state.layers)
+      if (l.k.length !== n || l.v.length !== n)
+        throw new EngineError(`KV layer size ${l.k.length} ≠ ${state.length} × ${this.kvDim}`, 'bad_input');
     const cap = Math.min(this.config.contextLength, Math.max(state.length, KV_CHUNK));
     const grow = (x: Float32Array) => {
       const b = new Float32Array(cap * this.kvDim);
       b.set(x);
       return b;
     };
-    this.sessions.set(sessionId, { length: state.length, busy: false, capacity: cap, k: state.layers.map((l) => grow(l.k)), v: state.layers.map((l) => grow(l.v)) });
+    this.sessions.set(sessionId, {
+      length: state.length,
+      busy: false,
+      capacity: cap,
+      k: state.layers.map((l) => grow(l.k)),
+      v: state.layers.map((l) => grow(l.v)),
+    });
   }
 
   async dispose(): Promise<void> {
@@ -220,7 +230,8 @@ export class ReferenceStage implements Stage {
   async forwardBatch(inputs: StageInput[]): Promise<StageOutput[]> {
     if (this.disposed) throw new EngineError('stage is disposed', 'bad_input');
     if (inputs.length === 0) return [];
-    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length) throw new EngineError('a batch holds at most one step per session', 'bad_input');
+    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length)
+      throw new EngineError('a batch holds at most one step per session', 'bad_input');
     let t = performance.now();
     const c = this.config;
     const xs = inputs.map((i) => this.prepare(i));
@@ -260,10 +271,19 @@ export class ReferenceStage implements Stage {
       for (const p of parts) p.s.length = p.pos + p.n;
       let outs: Omit<StageOutput, 'computeMs'>[];
       if (this.range.head) {
-        const logits = this.head(x, parts, inputs.map((i) => i.allLogits ?? false));
+        const logits = this.head(
+          x,
+          parts,
+          inputs.map((i) => i.allLogits ?? false),
+        );
         outs = logits.map((l) => ({ logits: l }));
-      } else if (parts.length === 1) outs = [{ hidden: x }];
-      else outs = parts.map((p) => ({ hidden: x.subarray(p.off * c.dim, (p.off + p.n) * c.dim) }));
+      } else {
+        // each part's rows, or its last row alone when only that is wanted
+        outs = parts.map((p, i) => {
+          const from = inputs[i]!.lastRow ? p.off + p.n - 1 : p.off;
+          return { hidden: parts.length === 1 && from === 0 ? x : x.subarray(from * c.dim, (p.off + p.n) * c.dim) };
+        });
+      }
       computeMs += performance.now() - t;
       return outs.map((o) => ({ ...o, computeMs }));
     } finally {

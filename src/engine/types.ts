@@ -31,10 +31,17 @@ export interface StageInput {
   hidden?: Float32Array;
   /** head stages: return logits for every new position instead of only the last */
   allLogits?: boolean;
+  /**
+   * stages without the head: only the last new position's hidden state is wanted (the stage
+   * feeds a head that samples from it). Every position still goes through the layers (their
+   * keys and values are cached); `hidden` comes back as [1, dim]. An engine may skip the work
+   * whose only use is the other rows' output (llama.cpp: the last layer after attention).
+   */
+  lastRow?: boolean;
 }
 
 export interface StageOutput {
-  /** hidden states [nTokens, dim] when !range.head */
+  /** hidden states [nTokens, dim] when !range.head ([1, dim], the last position's, when lastRow) */
   hidden?: Float32Array;
   /** logits [vocab] (last position) or [nTokens, vocab] when allLogits, when range.head */
   logits?: Float32Array;

@@ -74,6 +74,8 @@ export class StepExecutor {
     };
     if (h.shape[0] !== h.nTokens || h.shape[1] !== dim) return fail('bad_message', `shape [${h.shape.join(',')}] ≠ [${h.nTokens},${dim}]`);
     if (h.pos + h.nTokens > s.reserved) return fail('busy', `session reserved ${s.reserved} KV tokens, step needs ${h.pos + h.nTokens}`);
+    // the gateway samples from the last position only: the last hop's RESULT carries that row alone
+    const lastRow = h.lastRow === true && s.isLast;
     let hidden: Float32Array;
     try {
       hidden = decodeTensor(payload, h.dtype, h.nTokens * dim);
@@ -115,6 +117,7 @@ export class StepExecutor {
       recvAt,
       deadline,
       first: s.steps === 0 && h.pos === 0,
+      lastRow,
     });
     // taken but not run: the upstream receipt chain is kept all the same
     const notRun = (code: ErrorCode, reason: string) => {
@@ -138,7 +141,7 @@ export class StepExecutor {
       budgetInMs: h.budgetMs !== undefined ? round(h.budgetMs) : -1,
       slackMs: h.budgetMs !== undefined ? round(h.budgetMs - spent - s.linkMs) : -1,
     };
-    const header: StepHeader = { ...h, timeline: [...h.timeline, timing] };
+    const header: StepHeader = { ...h, timeline: [...h.timeline, timing], ...(lastRow ? { shape: [1, dim] } : {}) };
     const finished: FinishedStep = { ...arriving, header, output: bytes, timing };
     // the receipt signs the budget as granted to this hop; the header passes on what is left
     const sent: StepHeader = h.budgetMs !== undefined ? { ...header, budgetMs: timing.slackMs } : header;

@@ -42,6 +42,8 @@ export interface StepWork {
   deadline: number;
   /** the session's first step: refused with `busy` rather than `deadline` */
   first: boolean;
+  /** only the last position's output is wanted (StageInput.lastRow): every chunk returns its last row, the last chunk's is the step's */
+  lastRow?: boolean;
 }
 
 export type StepResult = { out: StageOutput; queueMs: number; batch: number } | { error: [ErrorCode, string] };
@@ -192,6 +194,7 @@ export class StepScheduler {
         pos: p.w.pos + p.done,
         nTokens: n,
         hidden: whole ? p.w.hidden : p.w.hidden.subarray(p.done * dim, (p.done + n) * dim),
+        ...(p.w.lastRow ? { lastRow: true } : {}),
       };
     });
     const t0 = performance.now();
@@ -216,7 +219,10 @@ export class StepScheduler {
       }
       p.computeMs += r.computeMs ?? ms;
       p.batch = Math.max(p.batch, batch.length);
-      if (r.hidden) p.parts.push(r.hidden);
+      if (r.hidden) {
+        if (p.w.lastRow) p.parts[0] = r.hidden;
+        else p.parts.push(r.hidden);
+      }
       p.done += n;
       if (p.done < p.w.nTokens) return;
       this.remove(p);
@@ -247,7 +253,8 @@ export class StepScheduler {
 }
 
 function engineError(e: Error): [ErrorCode, string] {
-  const code: ErrorCode = e instanceof EngineError ? (e.code === 'capacity' ? 'busy' : e.code === 'internal' ? 'engine' : 'bad_message') : 'engine';
+  const code: ErrorCode =
+    e instanceof EngineError ? (e.code === 'capacity' ? 'busy' : e.code === 'internal' ? 'engine' : 'bad_message') : 'engine';
   return [code, e.message];
 }
 

@@ -25,12 +25,14 @@ export type { Dtype, ReceiptsHeader, StepHeader, StepTiming } from './step-heade
 // 1.4.0: STEPs may follow the OPEN before OPENED (§2)
 // 2.0.0: STEP and RECEIPTS headers are binary, not JSON (§4 "Binary headers"): a peer of 1.x
 //        could not read a single step, so the major number changes (§10)
-export const ACT_PROTOCOL = '/odsi/act/2.0.0';
+// 2.1.0: the STEP flag lastRow: the last hop's RESULT carries only the last position's row (§4)
+export const ACT_PROTOCOL = '/odsi/act/2.1.0';
 /**
  * stream protocol: last hop→gateway (OPENED first), carries RESULTs (1.1.0: each followed by its
- * RECEIPTS; 2.0.0: RESULT and RECEIPTS headers are binary, §4 "Binary headers")
+ * RECEIPTS; 2.0.0: RESULT and RECEIPTS headers are binary, §4 "Binary headers"; 2.1.0: a RESULT
+ * answering a lastRow STEP carries one row)
  */
-export const RESULT_PROTOCOL = '/odsi/result/2.0.0';
+export const RESULT_PROTOCOL = '/odsi/result/2.1.0';
 // kv-transfer: stream protocol: a draining node → its replacement (KV messages, one KV_ACK back)
 export const KV_PROTOCOL = '/odsi/kv/1.1.0';
 

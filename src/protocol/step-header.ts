@@ -41,6 +41,13 @@ export interface StepHeader {
   timeline: StepTiming[];
   /** re-sent history after a failover: process as usual, marks the RESULT as replay */
   replay?: boolean | undefined;
+  /**
+   * (since act 2.1.0) the gateway needs the last position's output only (a prefill it samples
+   * from): every hop computes all nTokens rows (they fill its KV cache) and passes all of them
+   * on, but the last hop's RESULT carries only the last row (shape [1, dim]). Sent as true or
+   * not at all.
+   */
+  lastRow?: true | undefined;
   [member: string]: unknown;
 }
 
@@ -61,17 +68,30 @@ const MAX_U32 = 0xffff_ffff;
 const MAX_U53 = Number.MAX_SAFE_INTEGER;
 const MAX_EXTENSION = 0xffff;
 
-/** presence flags (byte 0 of a STEP/RESULT header); bits 3–7 are reserved: 0, refused otherwise */
+/** presence flags (byte 0 of a STEP/RESULT header); bits 4–7 are reserved: 0, refused otherwise */
 export const FLAG_BUDGET = 0x01;
 export const FLAG_REPLAY = 0x02;
 export const FLAG_REPLAY_TRUE = 0x04;
-const STEP_FLAGS = FLAG_BUDGET | FLAG_REPLAY | FLAG_REPLAY_TRUE;
+export const FLAG_LAST_ROW = 0x08;
+const STEP_FLAGS = FLAG_BUDGET | FLAG_REPLAY | FLAG_REPLAY_TRUE | FLAG_LAST_ROW;
 
 /** dtype bytes */
 export const DTYPE_CODES: Record<Dtype, number> = { f32: 0, f16: 1, bf16: 2 };
 const DTYPES: readonly Dtype[] = ['f32', 'f16', 'bf16'];
 
-const STEP_MEMBERS = new Set(['sessionId', 'requestId', 'step', 'pos', 'nTokens', 'dtype', 'shape', 'budgetMs', 'timeline', 'replay']);
+const STEP_MEMBERS = new Set([
+  'sessionId',
+  'requestId',
+  'step',
+  'pos',
+  'nTokens',
+  'dtype',
+  'shape',
+  'budgetMs',
+  'timeline',
+  'replay',
+  'lastRow',
+]);
 const RECEIPTS_MEMBERS = new Set(['sessionId', 'requestId', 'step']);
 
 const enc = new TextEncoder();
@@ -123,6 +143,10 @@ function writeStepHeader(h: StepHeader, type: number): number {
   if (h.replay !== undefined) {
     if (typeof h.replay !== 'boolean') throw bad('replay', 'must be a boolean');
     flags |= h.replay ? FLAG_REPLAY | FLAG_REPLAY_TRUE : FLAG_REPLAY;
+  }
+  if (h.lastRow !== undefined) {
+    if (h.lastRow !== true) throw bad('lastRow', 'must be true or absent');
+    flags |= FLAG_LAST_ROW;
   }
   b[0] = flags;
   let o = putIds(h, bad);
@@ -375,6 +399,7 @@ export function decodeStepHeader(bytes: Uint8Array, type = 0x03): StepHeader {
       ? { sessionId, requestId, step, pos, nTokens, dtype, shape, budgetMs, timeline }
       : { sessionId, requestId, step, pos, nTokens, dtype, shape, timeline };
   if (flags & FLAG_REPLAY) h.replay = (flags & FLAG_REPLAY_TRUE) !== 0;
+  if (flags & FLAG_LAST_ROW) h.lastRow = true;
   r.extension(h, STEP_MEMBERS);
   return h;
 }

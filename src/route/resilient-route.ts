@@ -565,9 +565,10 @@ export class ResilientRoute implements Stage {
     try {
       for (let p = 0; p < pos; p += chunk) {
         const n = Math.min(chunk, pos - p);
+        // only the hops' caches matter: the last hop sends one row back, not n
         const out = await this.step(
           stage,
-          { sessionId: stage.sessionId, pos: p, nTokens: n, hidden: this.hist.subarray(p * dim, (p + n) * dim) },
+          { sessionId: stage.sessionId, pos: p, nTokens: n, hidden: this.hist.subarray(p * dim, (p + n) * dim), lastRow: true },
           true,
         );
         if (out.settled) verdicts.push(out.settled);

@@ -54,7 +54,9 @@ export class MisbehavingStage implements Stage {
     const out = await this.inner.forward(input);
     if (!out.hidden) return out;
     let hidden = out.hidden;
-    for (const f of this.faults) if (f.rewrite) hidden = f.rewrite(hidden, view);
+    // a lastRow step's output is one row: the rewrites see it as a one-token output
+    const shown = input.lastRow && input.nTokens > 1 ? { ...view, nTokens: 1 } : view;
+    for (const f of this.faults) if (f.rewrite) hidden = f.rewrite(hidden, shown);
     return { ...out, hidden };
   }
 

@@ -24,16 +24,29 @@ const all: NodeProcess[] = [];
 const gateways: Gateway[] = [];
 
 // onset @1: the prefill (D's first step) is honest, so D is on the route when it starts cheating;
-// stale needs an earlier output of the same shape, so it first cheats at step 2
+// stale needs an earlier output of the same shape: D is the last hop, whose prefill output is
+// the last row alone (lastRow), so it has one from step 1 on like the others
 const KINDS = ['zeros@1', 'noise:0.02@1', 'skip-layer@1', 'wrong-weights:7@1', 'stale@1', 'equivocate@1', 'forge@1'];
 const start = (range: [number, number], name: string, faults?: string[]) =>
-  NodeProcess.start({ model: STORIES_GGUF, range, identityFile: join(side!.dir, `${name}.key`), modelId: side!.modelId, announceIntervalMs: 600_000, faults });
+  NodeProcess.start({
+    model: STORIES_GGUF,
+    range,
+    identityFile: join(side!.dir, `${name}.key`),
+    modelId: side!.modelId,
+    announceIntervalMs: 600_000,
+    faults,
+  });
 
 before(
   async () => {
     side = openGatewaySide('odsi-acct-');
     const [h0, h1, f, ...ds] = await startedAll(
-      [start([0, 2], 'h0'), start([2, 5], 'h1'), start([0, 2], 'f', ['forge@1']), ...KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec]))],
+      [
+        start([0, 2], 'h0'),
+        start([2, 5], 'h1'),
+        start([0, 2], 'f', ['forge@1']),
+        ...KINDS.map((spec, k) => start([2, 5], `d${k}`, [spec])),
+      ],
       all,
     );
     [H0, H1, F] = [h0, h1, f];
@@ -89,7 +102,7 @@ test(
       for (const e of ev) assert.equal(e.accused.toLowerCase(), dAddr, `${spec}: evidence names ${e.peerId}`);
       assert.equal(ev[0]!.kind, EXPECT[spec] ?? 'audit', `${spec}: ${JSON.stringify(summary[spec])}`);
       // every audited step of D after the onset failed (the first failure ends D's part)
-      const cheatFrom = spec.startsWith('stale') ? 2 : 1;
+      const cheatFrom = 1;
       const dishonestAudits = audits.filter((a) => a.step >= cheatFrom);
       assert.ok(dishonestAudits.length >= 1 || spec.startsWith('forge'), `${spec}: D was never audited on a dishonest step`);
       for (const a of dishonestAudits) assert.equal(a.pass, false, `${spec}: audit of dishonest step ${a.step} passed`);
@@ -104,7 +117,8 @@ test(
     }
     const cheats = new Set([...dishonest.values()].map((d) => d.peerId));
     for (const gw of gateways) {
-      for (const e of gw.accountability!.evidence) assert.ok(!honest.has(e.accused.toLowerCase()), `an honest identity was named: ${e.peerId}`);
+      for (const e of gw.accountability!.evidence)
+        assert.ok(!honest.has(e.accused.toLowerCase()), `an honest identity was named: ${e.peerId}`);
       for (const a of gw.accountability!.audits) if (!cheats.has(a.peerId)) assert.ok(a.pass || a.incomplete, JSON.stringify(a));
     }
     console.log('detection summary', JSON.stringify(summary));

@@ -99,3 +99,42 @@ for (const kind of ['reference', 'ort'] as EngineKind[]) {
     });
   });
 }
+
+// lastRow (a stage feeding the gateway's head): one row back, the last of what the full output
+// holds, while every row still goes through the layers (the next step reads their cache). In a
+// batch beside a step that wants every row.
+for (const kind of ['reference', 'ort', 'llama'] as EngineKind[]) {
+  it(`lastRow (${kind}): the last row alone, every row cached; a batch neighbour keeps all its rows`, async () => {
+    const src = new GgufFile(STORIES_GGUF);
+    const dim = src.config.dim;
+    const stage = await createStage(kind, src, { start: 0, end: src.config.nLayers, embed: false, head: false }, { threads: 1 });
+    try {
+      const rows = (n: number, seed: number) => Float32Array.from({ length: n * dim }, (_, i) => Math.sin(i * 0.37 + seed) * 0.5);
+      const a = rows(7, 1);
+      const b = rows(4, 2);
+      const next = rows(1, 3);
+      const fullA = (await stage.forward({ sessionId: 'fullA', pos: 0, nTokens: 7, hidden: a })).hidden!;
+      const fullB = (await stage.forward({ sessionId: 'fullB', pos: 0, nTokens: 4, hidden: b })).hidden!;
+      const [oa, ob] = await stage.forwardBatch!([
+        { sessionId: 'A', pos: 0, nTokens: 7, hidden: a, lastRow: true },
+        { sessionId: 'B', pos: 0, nTokens: 4, hidden: b },
+      ]);
+      // llama.cpp computes the last layer's tail for one row with another kernel: rounding only
+      const tol = kind === 'llama' ? 1e-4 : kind === 'ort' ? 1e-5 : 0;
+      const near = (x: Float32Array, y: Float32Array, what: string) => {
+        assert.equal(x.length, y.length, `${what}: length`);
+        let d = 0;
+        x.forEach((v, i) => (d = Math.max(d, Math.abs(v - y[i]!))));
+        assert.ok(d <= tol, `${what}: max |diff| ${d}`);
+      };
+      near(oa!.hidden!, fullA.subarray(6 * dim), 'A: the last row');
+      near(ob!.hidden!, fullB, 'B: every row');
+      assert.equal(stage.sessionLength('A'), 7);
+      const d1 = (await stage.forward({ sessionId: 'fullA', pos: 7, nTokens: 1, hidden: next })).hidden!;
+      const d2 = (await stage.forward({ sessionId: 'A', pos: 7, nTokens: 1, hidden: next })).hidden!;
+      near(d2, d1, 'the decode step after a lastRow prefill');
+    } finally {
+      await stage.dispose();
+    }
+  });
+}

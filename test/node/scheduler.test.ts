@@ -73,12 +73,23 @@ describe('StepScheduler', () => {
     assert.ok(sched.stats.sessions / sched.stats.iterations >= 4, 'mean batch of at least 4 sessions');
     // the metrics hook sees every iteration with its batch
     assert.equal(seen.length, sched.stats.iterations);
-    assert.equal(seen.reduce((a, [n]) => a + n, 0), sched.stats.sessions);
-    assert.equal(seen.reduce((a, [, t]) => a + t, 0), S * (5 + 3));
+    assert.equal(
+      seen.reduce((a, [n]) => a + n, 0),
+      sched.stats.sessions,
+    );
+    assert.equal(
+      seen.reduce((a, [, t]) => a + t, 0),
+      S * (5 + 3),
+    );
   });
 
   it('computes a long prompt in chunks beside other sessions, with the same bits', async () => {
-    const sched = new StepScheduler({ stage, perf: new PerfMeter({ msPerToken: 1, prefillMsPerToken: 0.1 }), chunkTokens: 16, tokenBudget: 20 });
+    const sched = new StepScheduler({
+      stage,
+      perf: new PerfMeter({ msPerToken: 1, prefillMsPerToken: 0.1 }),
+      chunkTokens: 16,
+      tokenBudget: 20,
+    });
     const long = rows(100, dim, 7);
     const a = sched.submit(work('long', 0, long));
     const others = [0, 1, 2].map((i) => sched.submit(work(`o${i}`, 0, rows(1, dim, 50 + i))));
@@ -88,6 +99,23 @@ describe('StepScheduler', () => {
     for (const o of rest) hiddenOf(o);
     // ceil(100 / 16) = 7 iterations for the prompt; the one-token steps rode along
     assert.equal(sched.stats.iterations, 7);
+  });
+
+  it('a chunked prompt that wants its last row only returns that row, every chunk cached', async () => {
+    const sched = new StepScheduler({
+      stage,
+      perf: new PerfMeter({ msPerToken: 1, prefillMsPerToken: 0.1 }),
+      chunkTokens: 16,
+      tokenBudget: 20,
+    });
+    const long = rows(40, dim, 9);
+    const r = await sched.submit(work('last', 0, long, { lastRow: true }));
+    const want = (await solo.forward({ sessionId: 'last', pos: 0, nTokens: 40, hidden: long })).hidden!;
+    assert.ok(bits(hiddenOf(r)).equals(bits(want.subarray(39 * dim))), 'the last row of the whole prompt');
+    const next = rows(1, dim, 10);
+    const d = await sched.submit(work('last', 40, next));
+    const wantNext = (await solo.forward({ sessionId: 'last', pos: 40, nTokens: 1, hidden: next })).hidden!;
+    assert.ok(bits(hiddenOf(d)).equals(bits(wantNext)), 'the next step reads all 40 cached rows');
   });
 
   it('refuses what cannot meet its deadline: busy under load, deadline when idle', async () => {

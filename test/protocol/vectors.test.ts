@@ -76,7 +76,7 @@ test('the committed vectors equal a fresh computation by the implementation', ()
   );
 });
 
-const STEP_MEMBERS = ['sessionId', 'requestId', 'step', 'pos', 'nTokens', 'dtype', 'shape', 'budgetMs', 'timeline', 'replay'];
+const STEP_MEMBERS = ['sessionId', 'requestId', 'step', 'pos', 'nTokens', 'dtype', 'shape', 'budgetMs', 'timeline', 'replay', 'lastRow'];
 const RECEIPTS_MEMBERS = ['sessionId', 'requestId', 'step'];
 const DTYPES = ['f32', 'f16', 'bf16'];
 
@@ -111,7 +111,7 @@ function binaryHeader(type: number, h: any): string {
     u64(h.requestId);
     u64(h.step);
   } else {
-    u8((h.budgetMs !== undefined ? 1 : 0) | (h.replay !== undefined ? 2 : 0) | (h.replay === true ? 4 : 0));
+    u8((h.budgetMs !== undefined ? 1 : 0) | (h.replay !== undefined ? 2 : 0) | (h.replay === true ? 4 : 0) | (h.lastRow === true ? 8 : 0));
     str(h.sessionId);
     u64(h.requestId);
     u64(h.step);
@@ -169,7 +169,7 @@ function readBinaryHeader(type: number, hexText: string): Record<string, unknown
   h.step = u64();
   if (type === 0x0b) assert.equal(flags, 0, 'RECEIPTS flags');
   else {
-    assert.equal(flags & 0xf8, 0, 'reserved flags');
+    assert.equal(flags & 0xf0, 0, 'reserved flags');
     assert.ok(flags & 2 || !(flags & 4), 'replay value without replay');
     h.pos = u32();
     h.nTokens = u32();
@@ -181,17 +181,28 @@ function readBinaryHeader(type: number, hexText: string): Record<string, unknown
     const n = u8();
     assert.ok(n <= MAX_ROUTE_HOPS, 'timeline entries');
     h.timeline = Array.from({ length: n }, () => {
-      const t = { peerId: str(), start: u32(), end: u32(), queueMs: f64(), computeMs: f64(), sendMs: f64(), budgetInMs: f64(), slackMs: f64() };
+      const t = {
+        peerId: str(),
+        start: u32(),
+        end: u32(),
+        queueMs: f64(),
+        computeMs: f64(),
+        sendMs: f64(),
+        budgetInMs: f64(),
+        slackMs: f64(),
+      };
       assert.ok(t.queueMs >= 0 && t.computeMs >= 0 && t.sendMs >= 0, 'negative ms');
       return t;
     });
     if (flags & 2) h.replay = (flags & 4) !== 0;
+    if (flags & 8) h.lastRow = true;
   }
   const e = b.readUInt16LE(take(2));
   if (e > 0) {
     const ext = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(take(e), o)));
     assert.ok(typeof ext === 'object' && ext !== null && !Array.isArray(ext), 'extension is an object');
-    for (const k of Object.keys(ext)) assert.ok(!(type === 0x0b ? RECEIPTS_MEMBERS : STEP_MEMBERS).includes(k), 'extension names a fixed member');
+    for (const k of Object.keys(ext))
+      assert.ok(!(type === 0x0b ? RECEIPTS_MEMBERS : STEP_MEMBERS).includes(k), 'extension names a fixed member');
     Object.assign(h, ext);
   }
   assert.equal(o, b.length, 'bytes after the header');
@@ -526,7 +537,12 @@ test(`header size: a ${MAX_ROUTE_HOPS}-hop route's RESULT header (timeline) and 
   const rs = V.frames.find((f: { name: string }) => f.name.startsWith('RESULT')).header;
   const timing = rs.timeline[1];
   const t = { ...timing, queueMs: 123456.789, computeMs: 123456.789, sendMs: 123456.789, budgetInMs: 123456.789, slackMs: -123456.789 };
-  const header = { ...rs, sessionId: 's'.repeat(256), requestId: 2 ** 53 - 1, timeline: Array(MAX_ROUTE_HOPS).fill({ ...t, peerId: 'ü'.repeat(256) }) };
+  const header = {
+    ...rs,
+    sessionId: 's'.repeat(256),
+    requestId: 2 ** 53 - 1,
+    timeline: Array(MAX_ROUTE_HOPS).fill({ ...t, peerId: 'ü'.repeat(256) }),
+  };
   const size = binaryHeader(MsgType.RESULT, header).length / 2;
   assert.ok(size < MAX_HEADER_BYTES / 2, `${size} bytes`);
   assert.doesNotThrow(() => encodeMessage({ type: MsgType.RESULT, header, payload: new Uint8Array(8) }));

@@ -6,6 +6,9 @@ import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { RouteError } from '../../src/route/route-stage.js';
 import { RouteClient } from '../../src/route/route-client.js';
+import { Channel } from '../../src/p2p/channel.js';
+import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL } from '../../src/protocol/messages.js';
+import { peerIdFromString } from '@libp2p/peer-id';
 import { NodeServer } from '../../src/node/server.js';
 import { PerfMeter } from '../../src/node/perf.js';
 import { NodeStamper } from '../../src/accountability/node/stamper.js';
@@ -15,6 +18,8 @@ import { createStage } from '../../src/engine/create.js';
 import { openModel } from '../../src/model/load.js';
 import type { Stage } from '../../src/engine/types.js';
 import type { WeightSource } from '../../src/model/types.js';
+import type { StepVerifier } from '../../src/route/step-verifier.js';
+import type { SignedReceipt } from '../../src/accountability/records/receipts.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
 
 let src: WeightSource;
@@ -115,6 +120,103 @@ test('1-hop and 2-hop routes return the same hidden states as a local stage', as
   // sessions are freed on every hop after CLOSE
   await new Promise((res) => setTimeout(res, 200));
   for (const n of [a, b, c]) assert.equal(n.server.load, 0);
+});
+
+test('lastRow: the last hop returns only the last row and signs "+last"; every row still filled the caches', async () => {
+  const dim = src.config.dim;
+  const local = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
+  const hs = [await startNode(0, 2), await startNode(2, 5)];
+  const x = input(6, dim, 3);
+  const y = input(1, dim, 9);
+  const want1 = (await local.forward({ sessionId: 'L', pos: 0, nTokens: 6, hidden: x })).hidden!;
+  const want2 = (await local.forward({ sessionId: 'L', pos: 6, nTokens: 1, hidden: y })).hidden!;
+  await local.dispose();
+  // the production verifier interface, here only keeping each step's chain
+  const chains: { profile: string; nTokens: number }[][] = [];
+  const verifier: StepVerifier = {
+    afterStep: async (v) => {
+      chains.push((v.header.receipts as SignedReceipt[]).map((r) => r.record));
+      return undefined;
+    },
+  };
+  const r = await routes.open({ modelId: MODEL, config: src.config, hops: hs.map(hopOf), sessionId: 'last-row', verifier });
+  const o1 = await r.forward({ sessionId: r.sessionId, pos: 0, nTokens: 6, hidden: x, lastRow: true });
+  await o1.settled;
+  assert.deepEqual(o1.hidden, want1.subarray(5 * dim), 'one row: the last of the local stage');
+  const o2 = await r.forward({ sessionId: r.sessionId, pos: 6, nTokens: 1, hidden: y, lastRow: true });
+  await o2.settled;
+  assert.deepEqual(o2.hidden, want2, 'the decode step after it reads every cached row');
+  assert.deepEqual(
+    chains.map((c) => c.map((rec) => rec.profile)),
+    [
+      ['reference', 'reference+last'],
+      ['reference', 'reference'],
+    ],
+    'only the last hop of a lastRow step with more than one token signs +last',
+  );
+  assert.deepEqual(
+    chains[0]!.map((rec) => rec.nTokens),
+    [6, 6],
+  );
+  await r.dispose();
+});
+
+/**
+ * A last hop that ignores lastRow, played on a raw libp2p host (as a hop before it that cleared
+ * the unsigned flag would make an honest one do): OPENED, then for each STEP a RESULT echoing its
+ * rows, `rows` of them (default: all).
+ */
+async function echoHop(rows?: number) {
+  const host = await createHost({ identity: generateIdentity() });
+  await host.libp2p.handle(ACT_PROTOCOL, (stream, conn) => {
+    let back: Promise<Channel> | undefined;
+    new Channel(stream, conn.remotePeer.toString(), host.peerId, {
+      onMessage: (m) => {
+        if (m.type === MsgType.OPEN) {
+          const h = m.header;
+          back = host.libp2p.dialProtocol(peerIdFromString(h.reply.peerId), RESULT_PROTOCOL).then((st) => {
+            const ch = new Channel(st, h.reply.peerId, host.peerId, { onMessage: () => undefined });
+            void ch.send({ type: MsgType.OPENED, header: { sessionId: h.sessionId, peers: [host.peerId] } });
+            return ch;
+          });
+        } else if (m.type === MsgType.STEP) {
+          const h = m.header;
+          const n = rows ?? h.nTokens;
+          const header = { ...h, lastRow: undefined, shape: [n, h.shape[1]!] };
+          void back?.then((ch) =>
+            ch.send({ type: MsgType.RESULT, header, payload: m.payload.subarray(m.payload.length - (m.payload.length / h.nTokens) * n) }),
+          );
+        }
+      },
+    });
+  });
+  return { host, hop: { peerId: host.peerId, addrs: host.addrs(), start: 0, end: 5 } };
+}
+
+test('lastRow asked: a RESULT of every row is taken (its last row), any other shape is bad_reply naming the last hop', async () => {
+  const dim = src.config.dim;
+  const x = input(5, dim, 4);
+  for (const [rows, ok] of [
+    [undefined, true],
+    [1, true],
+    [2, false],
+  ] as const) {
+    const { host, hop } = await echoHop(rows);
+    try {
+      const r = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: `echo-${rows ?? 'all'}` });
+      const out = r.forward({ sessionId: r.sessionId, pos: 0, nTokens: 5, hidden: x, lastRow: true });
+      if (ok) assert.deepEqual((await out).hidden, x.subarray(4 * dim), `${rows ?? 5} rows back: the last row`);
+      else
+        await assert.rejects(
+          out,
+          (e: unknown) =>
+            e instanceof RouteError && e.code === 'bad_reply' && e.peerId === hop.peerId && /does not match \[1 or 5,/.test(e.message),
+        );
+      await r.dispose();
+    } finally {
+      await host.stop();
+    }
+  }
 });
 
 test('eager open: the first step goes right behind the OPEN and returns what it returns after OPENED; a refused open fails it', async () => {

@@ -5,7 +5,7 @@
 import { sha256 } from '@noble/hashes/sha2.js';
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
 import type { Identity } from '../../identity/identity.js';
-import type { Hex, OdsiDomain } from '../records/eip712.js';
+import { outputRows, type Hex, type OdsiDomain } from '../records/eip712.js';
 import { CustodyError, requireValidReceipt } from './custody.js';
 import type { AuditEvidence } from '../records/evidence.js';
 import { checkSigned, hashTensor, signVerdict, type SignedReceipt, type SignedVerdict } from '../records/receipts.js';
@@ -73,15 +73,18 @@ export function auditReceipt(
       'output_mismatch',
       `the output bytes given (${wireHash.slice(0, 10)}…) are not the ones ${r.signer} signed (${r.outputHash.slice(0, 10)}…)`,
     );
-  if (a.workerOutput.length !== r.nTokens * a.dim)
-    throw new CustodyError('malformed', `worker output has ${a.workerOutput.length} values, receipt covers ${r.nTokens} tokens × ${a.dim}`);
+  // a "+last" profile signs the last position's row alone: it is judged against that row of the replay
+  const rows = outputRows(r);
+  if (a.workerOutput.length !== rows * a.dim)
+    throw new CustodyError('malformed', `worker output has ${a.workerOutput.length} values, receipt covers ${rows} rows × ${a.dim}`);
+  const audited = rows < r.nTokens ? a.auditOutput.subarray(a.auditOutput.length - rows * a.dim) : a.auditOutput;
   const profilePair = `${r.profile}|${a.auditorProfile}`;
-  const comparison = compareOutputs(a.workerOutput, a.auditOutput, profilePair, { dim: a.dim });
+  const comparison = compareOutputs(a.workerOutput, audited, profilePair, { dim: a.dim });
   const verdict = signVerdict(
     auditor,
     {
       receiptHash: digest,
-      auditOutputHash: hashTensor(a.auditOutput),
+      auditOutputHash: hashTensor(audited),
       profilePair,
       distancePpb: toPpb(comparison.maxRelL2),
       tolerancePpb: toPpb(comparison.tau),

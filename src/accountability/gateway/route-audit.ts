@@ -15,7 +15,7 @@
 import type { Identity } from '../../identity/identity.js';
 import type { OdsiHost } from '../../p2p/host.js';
 import { decodeTensor, type Dtype } from '../../protocol/messages.js';
-import { ZERO_HASH, type OdsiDomain } from '../records/eip712.js';
+import { ZERO_HASH, outputRows, type OdsiDomain } from '../records/eip712.js';
 import { checkSigned, hashTensor, type SignedCommitment, type SignedReceipt, type SignedVerdict } from '../records/receipts.js';
 import { CustodyError, checkCommitment } from '../checks/custody.js';
 import { detectEquivocation } from '../checks/equivocation.js';
@@ -117,7 +117,13 @@ export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<Audit
   // ---- 1. the worker's committed data, held to what it signed ----
   let data;
   try {
-    data = await fetchCommitted(ctx.host, ctx.domain, hop, { sessionId: t.routeSessionId, fromStep: from, toStep: t.step }, ctx.fetchTimeoutMs);
+    data = await fetchCommitted(
+      ctx.host,
+      ctx.domain,
+      hop,
+      { sessionId: t.routeSessionId, fromStep: from, toStep: t.step },
+      ctx.fetchTimeoutMs,
+    );
   } catch (e) {
     const why = (e as Error).message;
     if (e instanceof AuditFetchError && e.answered)
@@ -183,11 +189,17 @@ export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<Audit
   for (let k = 1; k < seq.length; k++)
     if (seq[k]!.pos !== seq[k - 1]!.pos + seq[k - 1]!.nTokens)
       return { ...out, incomplete: `committed steps are not contiguous at step ${seq[k]!.step}` };
-  const nLast = A.record.nTokens;
-  const worker = decodeTensor(data.output.bytes, data.output.dtype, nLast * t.dim);
+  const worker = decodeTensor(data.output.bytes, data.output.dtype, outputRows(A.record) * t.dim);
   out.replayedSteps = seq.length;
 
-  const judge = (receipt: SignedReceipt, shown: Float32Array, wire: Uint8Array, reference: Float32Array, refProfile: string, reexecution = false) =>
+  const judge = (
+    receipt: SignedReceipt,
+    shown: Float32Array,
+    wire: Uint8Array,
+    reference: Float32Array,
+    refProfile: string,
+    reexecution = false,
+  ) =>
     auditReceipt(ctx.identity, ctx.domain, {
       receipt,
       reexecution,

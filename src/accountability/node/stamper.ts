@@ -30,6 +30,7 @@ import type { OdsiHost } from '../../p2p/host.js';
 import type { Dtype, OpenHeader, StepHeader } from '../../protocol/messages.js';
 import {
   COMMITMENT_FIELDS,
+  LAST_ROW_PROFILE,
   ZERO_HASH,
   assertWellFormed,
   typedDigest,
@@ -108,9 +109,18 @@ export interface NodeStamperOptions {
 
 const us = (ms: number) => Math.max(0, Math.round(ms * 1000));
 
-/** The profile a node signs: the engine's, plus the activation transport when it is not f32. */
-export function signedProfile(stageProfile: string, dtype: Dtype): string {
-  return dtype === 'f32' ? stageProfile : `${stageProfile}+act-${dtype}`;
+/**
+ * The profile a node signs: the engine's, then `+last` when its output is the last position's
+ * row alone (the last hop of a lastRow STEP), then the activation transport when it is not f32.
+ */
+export function signedProfile(stageProfile: string, dtype: Dtype, lastRow = false): string {
+  const p = lastRow ? `${stageProfile}${LAST_ROW_PROFILE}` : stageProfile;
+  return dtype === 'f32' ? p : `${p}+act-${dtype}`;
+}
+
+/** Whether a step's output at this hop is its last row alone (docs/protocol.md §4, `lastRow`). */
+function lastRowAt(s: ArrivingStep): boolean {
+  return s.header.lastRow === true && s.open.hop === s.open.route.length - 1;
 }
 
 type Committed = Omit<ExecutionCommitment, 'signer'>;
@@ -127,7 +137,7 @@ function committedFields(o: ArrivingStep, inputHash: Hex): Committed {
     layerStart: o.range.start,
     layerEnd: o.range.end,
     modelId: toModelId(o.modelId),
-    profile: signedProfile(o.profile, h.dtype),
+    profile: signedProfile(o.profile, h.dtype, lastRowAt(o)),
     inputHash,
     budgetUs: h.budgetMs !== undefined ? us(Math.max(0, h.budgetMs)) : 0,
   };

@@ -26,6 +26,10 @@ export const DOMAIN_VERSION = '1';
 /** anvil's / hardhat's chain id: the default for local runs without a chain */
 export const DEV_CHAIN_ID = 31337;
 export const ZERO_HASH: Hex = `0x${'00'.repeat(32)}`;
+/** in a record's profile: the output is the last position's row alone (a lastRow STEP at the last hop) */
+export const LAST_ROW_PROFILE = '+last';
+/** the rows a record's output holds: nTokens, or 1 when its profile says "+last" */
+export const outputRows = (r: { profile: string; nTokens: number }): number => (/\+last(?=\+|$)/.test(r.profile) ? 1 : r.nTokens);
 
 /** The EIP-712 domain odsi signs under. verifyingContract is omitted from the domain type when absent. */
 export interface OdsiDomain {
@@ -135,7 +139,10 @@ export interface ExecutionCommitment {
   /** exclusive */
   layerEnd: number;
   modelId: Hex;
-  /** execution profile, e.g. "reference/f32" or "ort-f32/act-f16"; keys the tolerance table */
+  /**
+   * execution profile, e.g. "reference" or "ort-f32+act-f16"; keys the tolerance table. With
+   * "+last" (LAST_ROW_PROFILE) the output is the last position's row alone, [1, dim].
+   */
   profile: string;
   /** hashTensor of the activation bytes as received */
   inputHash: Hex;
@@ -365,7 +372,8 @@ function structHashBytes(primary: PrimaryType, rec: Record<string, unknown>): Ui
         buf[off + 31] = v ? 1 : 0;
         break;
       default:
-        if (typeof v !== 'number' || v > RANGES[f.type]!) throw new MalformedRecordError(`${primary}.${f.name}: out of range for ${f.type}`);
+        if (typeof v !== 'number' || v > RANGES[f.type]!)
+          throw new MalformedRecordError(`${primary}.${f.name}: out of range for ${f.type}`);
         putUint(buf, off, v);
     }
   }

@@ -79,7 +79,10 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
   const libMs = performance.now() - t0;
   const ownDir = !opts.cacheDir;
   const dir = opts.cacheDir ?? mkdtempSync(join(tmpdir(), 'odsi-llama-'));
-  const file = join(dir, `range-${start}-${end}${range.embed ? '-embed' : ''}${range.head ? '-head' : ''}-${process.pid}-${Date.now().toString(36)}.gguf`);
+  const file = join(
+    dir,
+    `range-${start}-${end}${range.embed ? '-embed' : ''}${range.head ? '-head' : ''}-${process.pid}-${Date.now().toString(36)}.gguf`,
+  );
   const cleanup = () => rmSync(ownDir ? dir : file, { recursive: true, force: true });
   try {
     const t1 = performance.now();
@@ -87,7 +90,10 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
     const sliceMs = performance.now() - t1;
     const prof = profileOf(types);
     if (opts.weights && opts.weights !== prof.weights) {
-      throw new EngineError(`the llama engine runs weights as stored (${prof.weights} here); it does not requantize to ${opts.weights}`, 'bad_input');
+      throw new EngineError(
+        `the llama engine runs weights as stored (${prof.weights} here); it does not requantize to ${opts.weights}`,
+        'bad_input',
+      );
     }
     const f32 = prof.weights === 'f32';
     const maxSessions = Math.min(Math.max(1, Math.floor(opts.maxSessions ?? 64)), 256);
@@ -173,6 +179,7 @@ class LlamaStageImpl implements LlamaStage {
       tokens: i.tokens ? Int32Array.from(i.tokens) : undefined,
       hidden: i.hidden ? Float32Array.from(i.hidden) : undefined,
       allLogits: i.allLogits,
+      lastRow: i.lastRow,
     }));
     const transfer = steps.flatMap((s) => [s.tokens?.buffer, s.hidden?.buffer]).filter((b): b is ArrayBuffer => !!b);
     let outs: StepOut[];

@@ -155,10 +155,12 @@ export class LlamaRunner {
   stepBatch(inputs: StepIn[]): StepOut[] {
     if (this.disposed) throw new EngineError('stage is disposed', 'internal');
     if (inputs.length === 0) return [];
-    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length) throw new EngineError('a batch holds at most one step per session', 'bad_input');
+    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length)
+      throw new EngineError('a batch holds at most one step per session', 'bad_input');
     for (const i of inputs) this.validate(i);
     const newIds = inputs.filter((i) => !this.sessions.has(i.sessionId)).length;
-    if (newIds > this.freeSeqs.length) throw new EngineError(`too many sessions: this stage holds at most ${this.sessions.size + this.freeSeqs.length} at once`, 'capacity');
+    if (newIds > this.freeSeqs.length)
+      throw new EngineError(`too many sessions: this stage holds at most ${this.sessions.size + this.freeSeqs.length} at once`, 'capacity');
     const t0 = performance.now();
     // sessions: a sequence each; a step before the cached end truncates the cache first
     const seqs: Seq[] = [];
@@ -179,9 +181,16 @@ export class LlamaRunner {
     const before = seqs.map((s) => s.len);
     const dim = this.config.dim;
     const V = this.config.vocabSize;
-    const outs: StepOut[] = inputs.map((i) =>
-      this.range.head ? { logits: new Float32Array(i.allLogits ? i.nTokens * V : V), computeMs: 0, length: 0 } : { hidden: new Float32Array(i.nTokens * dim), computeMs: 0, length: 0 },
-    );
+    // rows whose output is wanted: the last of each step, and every row unless the step asks
+    // for the last only (a head's logits; lastRow). llama.cpp computes the last layer past
+    // attention for these rows only (its output ids), and its l_out holds them alone, in order
+    const every = (i: StepIn) => (this.range.head ? i.allLogits === true : i.lastRow !== true);
+    const outs: StepOut[] = inputs.map((i) => {
+      const rows = every(i) ? i.nTokens : 1;
+      return this.range.head
+        ? { logits: new Float32Array(rows * V), computeMs: 0, length: 0 }
+        : { hidden: new Float32Array(rows * dim), computeMs: 0, length: 0 };
+    });
     try {
       // rows of all inputs in order, maxBatch rows per llama_decode
       let k = 0; // input index
@@ -198,7 +207,7 @@ export class LlamaRunner {
             else this.bEmbd!.set(inp.hidden!.subarray(row * dim, (row + 1) * dim), n * dim);
             this.bPos[n] = inp.pos + row;
             this.bSeq[n]![0] = seqs[k]!.id;
-            this.bOut[n] = !this.range.head || inp.allLogits || row === inp.nTokens - 1 ? 1 : 0;
+            this.bOut[n] = every(inp) || row === inp.nTokens - 1 ? 1 : 0;
             rows.push({ k, r: row });
           }
           r += take;
@@ -208,23 +217,21 @@ export class LlamaRunner {
           }
         }
         this.decode(n);
-        // results, in row order
-        if (this.range.head) {
-          for (let j = 0; j < n; j++) {
-            if (!this.bOut[j]) continue;
-            const { k: kk, r: rr } = rows[j]!;
+        // results, in row order: output q is the q-th row asked for
+        let wanted = 0;
+        for (let j = 0; j < n; j++) wanted += this.bOut[j]!;
+        if (!this.range.head && this.got !== wanted * dim)
+          throw new EngineError(`llama.cpp gave ${this.got} output values, expected ${wanted * dim}`, 'internal');
+        for (let j = 0, q = 0; j < n; j++) {
+          if (!this.bOut[j]) continue;
+          const { k: kk, r: rr } = rows[j]!;
+          const at = every(inputs[kk]!) ? rr : 0;
+          if (this.range.head) {
             const p = this.L.logitsIth(this.ctx, j);
             if (!p) throw new EngineError('llama.cpp returned no logits', 'internal');
-            const lg = new Float32Array(this.L.koffi.view(p, V * 4));
-            const o = inputs[kk]!.allLogits ? rr * V : 0;
-            outs[kk]!.logits!.set(lg, o);
-          }
-        } else {
-          if (this.got !== n * dim) throw new EngineError(`llama.cpp gave ${this.got} output values, expected ${n * dim}`, 'internal');
-          for (let j = 0; j < n; j++) {
-            const { k: kk, r: rr } = rows[j]!;
-            outs[kk]!.hidden!.set(this.out.subarray(j * dim, (j + 1) * dim), rr * dim);
-          }
+            outs[kk]!.logits!.set(new Float32Array(this.L.koffi.view(p, V * 4)), at * V);
+          } else outs[kk]!.hidden!.set(this.out.subarray(q * dim, (q + 1) * dim), at * dim);
+          q++;
         }
         for (let j = 0; j < n; j++) seqs[rows[j]!.k]!.len = Math.max(seqs[rows[j]!.k]!.len, rows[j]!.r + inputs[rows[j]!.k]!.pos + 1);
       }
@@ -258,16 +265,21 @@ export class LlamaRunner {
     const { pos, nTokens: n, sessionId } = input;
     if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
     if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
-    if (pos + n > this.maxContext) throw new EngineError(`context overflow: ${pos + n} positions > maximum context ${this.maxContext}`, 'capacity');
+    if (pos + n > this.maxContext)
+      throw new EngineError(`context overflow: ${pos + n} positions > maximum context ${this.maxContext}`, 'capacity');
     const len = this.sessions.get(sessionId)?.len;
-    if (len === undefined && pos !== 0) throw new EngineError(`unknown session ${sessionId} (first step must start at position 0, got ${pos})`, 'unknown_session');
+    if (len === undefined && pos !== 0)
+      throw new EngineError(`unknown session ${sessionId} (first step must start at position 0, got ${pos})`, 'unknown_session');
     if (len !== undefined && pos > len) throw new EngineError(`position ${pos} is beyond the session's cached length ${len}`, 'bad_input');
     if (this.range.embed) {
-      if (!input.tokens || input.tokens.length !== n) throw new EngineError(`expected ${n} token ids, got ${input.tokens?.length ?? 'none'}`, 'bad_input');
-      for (const id of input.tokens) if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
+      if (!input.tokens || input.tokens.length !== n)
+        throw new EngineError(`expected ${n} token ids, got ${input.tokens?.length ?? 'none'}`, 'bad_input');
+      for (const id of input.tokens)
+        if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
     } else {
       const h = input.hidden;
-      if (!h || h.length !== n * c.dim) throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
+      if (!h || h.length !== n * c.dim)
+        throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
       for (let i = 0; i < h.length; i++) if (!Number.isFinite(h[i]!)) throw new EngineError('hidden states must be finite', 'bad_input');
     }
   }

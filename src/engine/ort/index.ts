@@ -63,7 +63,8 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     if (byPath) continue;
     let data = src.readRaw(name);
     opts.onProgress?.(data.byteLength);
-    if (data.byteOffset !== 0 || data.buffer.byteLength !== data.byteLength || data.buffer instanceof SharedArrayBuffer) data = data.slice();
+    if (data.byteOffset !== 0 || data.buffer.byteLength !== data.byteLength || data.buffer instanceof SharedArrayBuffer)
+      data = data.slice();
     transfer.push(data.buffer as ArrayBuffer);
     tensors[name] = { type: info.type, shape: info.shape, data };
   }
@@ -72,7 +73,8 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
   const linearTypes = names.filter((n) => !n.endsWith('norm.weight') && (n !== tn.embed || tiedHead)).map((n) => src.info(n).type);
   const mode = opts.weights ?? defaultMode(linearTypes.length ? linearTypes : names.map((n) => src.info(n).type));
   const path: AttentionPath = opts.attention && opts.attention !== 'auto' ? opts.attention : 'std';
-  if (path === 'gqa' && c.headDim % 16 !== 0) throw new EngineError(`GroupQueryAttention needs a head size that is a multiple of 16 (got ${c.headDim})`, 'bad_input');
+  if (path === 'gqa' && c.headDim % 16 !== 0)
+    throw new EngineError(`GroupQueryAttention needs a head size that is a multiple of 16 (got ${c.headDim})`, 'bad_input');
   const maxContext = Math.min(opts.maxContext ?? c.contextLength, c.contextLength);
   const spec: LoadSpec = {
     config: c,
@@ -107,7 +109,8 @@ function checkRange(c: ModelConfig, range: StageRange): void {
   if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > c.nLayers || start > end) {
     throw new EngineError(`bad layer range [${start}, ${end}) for a model with ${c.nLayers} layers`, 'bad_input');
   }
-  if (start === end && !range.embed && !range.head) throw new EngineError(`empty layer range [${start}, ${end}) with neither embedding nor head`, 'bad_input');
+  if (start === end && !range.embed && !range.head)
+    throw new EngineError(`empty layer range [${start}, ${end}) with neither embedding nor head`, 'bad_input');
 }
 
 /** exactly the tensors this range needs: a node never reads the others */
@@ -196,7 +199,8 @@ class OrtStageImpl implements OrtStage {
   async forwardBatch(inputs: StageInput[]): Promise<StageOutput[]> {
     if (this.disposed) throw new EngineError('stage is disposed', 'internal');
     if (inputs.length === 0) return [];
-    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length) throw new EngineError('a batch holds at most one step per session', 'bad_input');
+    if (new Set(inputs.map((i) => i.sessionId)).size !== inputs.length)
+      throw new EngineError('a batch holds at most one step per session', 'bad_input');
     const steps = inputs.map((i) => this.validate(i));
     const transfer = steps.map((s) => (s.hidden ?? s.tokens!).buffer as ArrayBuffer);
     const outs =
@@ -207,7 +211,8 @@ class OrtStageImpl implements OrtStage {
       this.lengths.set(inputs[i]!.sessionId, out.length);
       const res: StageOutput = { computeMs: out.computeMs };
       if (out.logits) res.logits = out.logits;
-      if (out.hidden) res.hidden = out.hidden;
+      // only the last row wanted: the graph computed them all (its keys and values are cached)
+      if (out.hidden) res.hidden = inputs[i]!.lastRow ? out.hidden.subarray(out.hidden.length - this.config.dim) : out.hidden;
       return res;
     });
   }
@@ -218,19 +223,24 @@ class OrtStageImpl implements OrtStage {
     const { pos, nTokens: n, sessionId } = input;
     if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
     if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
-    if (pos + n > this.maxContext) throw new EngineError(`context overflow: ${pos + n} positions > maximum context ${this.maxContext}`, 'capacity');
+    if (pos + n > this.maxContext)
+      throw new EngineError(`context overflow: ${pos + n} positions > maximum context ${this.maxContext}`, 'capacity');
     const len = this.lengths.get(sessionId);
-    if (len === undefined && pos !== 0) throw new EngineError(`unknown session ${sessionId} (first step must start at position 0, got ${pos})`, 'unknown_session');
+    if (len === undefined && pos !== 0)
+      throw new EngineError(`unknown session ${sessionId} (first step must start at position 0, got ${pos})`, 'unknown_session');
     if (len !== undefined && pos > len) throw new EngineError(`position ${pos} is beyond the session's cached length ${len}`, 'bad_input');
     let tokens: Int32Array | undefined;
     let hidden: Float32Array | undefined;
     if (this.range.embed) {
-      if (!input.tokens || input.tokens.length !== n) throw new EngineError(`expected ${n} token ids, got ${input.tokens?.length ?? 'none'}`, 'bad_input');
-      for (const id of input.tokens) if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
+      if (!input.tokens || input.tokens.length !== n)
+        throw new EngineError(`expected ${n} token ids, got ${input.tokens?.length ?? 'none'}`, 'bad_input');
+      for (const id of input.tokens)
+        if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
       tokens = Int32Array.from(input.tokens);
     } else {
       const h = input.hidden;
-      if (!h || h.length !== n * c.dim) throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
+      if (!h || h.length !== n * c.dim)
+        throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
       hidden = Float32Array.from(h); // our copy travels to the worker (transferred)
     }
     return { sessionId, pos, nTokens: n, tokens, hidden, allLogits: input.allLogits };

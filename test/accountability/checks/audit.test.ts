@@ -98,3 +98,45 @@ test('an audit refuses output bytes the worker did not sign', () => {
   assert.equal(r.comparison.key, 'f16|f32');
   assert.equal(r.comparison.pass, true);
 });
+
+test('a "+last" receipt (a lastRow step at the last hop) is judged on the last row of the replay', () => {
+  const last = ref.subarray(2 * dim);
+  const honest = last.map((v) => Math.fround(v * (1 + 3e-7)));
+  const ok = auditReceipt(auditor, DOMAIN, {
+    receipt: receiptFor(honest, 'ort-f32+last'),
+    workerOutput: honest,
+    auditOutput: ref,
+    auditorProfile: 'reference/f32',
+    dim,
+  });
+  assert.equal(ok.comparison.pass, true);
+  assert.equal(ok.comparison.nTokens, 1);
+  assert.equal(ok.verdict.record.auditOutputHash, hashTensor(last), 'the verdict names the row it compared');
+  // a row that is not the last one's fails
+  const first = Float32Array.from(ref.subarray(0, dim));
+  const bad = auditReceipt(auditor, DOMAIN, {
+    receipt: receiptFor(first, 'ort-f32+last'),
+    workerOutput: first,
+    auditOutput: ref,
+    auditorProfile: 'reference/f32',
+    dim,
+  });
+  assert.equal(bad.comparison.pass, false);
+  assert.equal(bad.evidence?.kind, 'audit');
+  // "+last" with every row, and every row without it, are malformed
+  for (const [out, profile] of [
+    [ref, 'ort-f32+last'],
+    [honest, 'ort-f32'],
+  ] as const)
+    assert.throws(
+      () =>
+        auditReceipt(auditor, DOMAIN, {
+          receipt: receiptFor(out, profile),
+          workerOutput: out,
+          auditOutput: ref,
+          auditorProfile: 'reference/f32',
+          dim,
+        }),
+      (e: unknown) => e instanceof CustodyError && e.code === 'malformed',
+    );
+});
