@@ -3,7 +3,7 @@
 // transfer time by activation precision on the wire.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/wan.js [--profiles wan20,lan5] [--model FILE]
-//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--recoveries N]
+//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--prefill-reps 6] [--recoveries N]
 //        [--out FILE]
 //
 // Topology (bench/lib/netns.ts): namespaces <prefix>-gw, -n1, -n2, -n3, each joined by a veth pair
@@ -91,6 +91,8 @@ interface InnerConfig {
   tokens: number;
   rounds: number;
   prefillTokens: number;
+  /** repetitions of each prefill way per wire dtype (their order rotates: a multiple of 3 puts each way in each place alike) */
+  prefillReps: number;
   dtypes: ('f32' | 'f16' | 'bf16')[];
   listen: string;
   hops: { peerId: string; addrs: string[]; start: number; end: number }[];
@@ -119,6 +121,7 @@ const { values: args } = parseArgs({
     'stream-spares': { type: 'string', default: '1' },
     // extra routes opened (and closed) one after the other, each timed
     reopens: { type: 'string', default: '6' },
+    'prefill-reps': { type: 'string', default: '6' },
     // repetitions of the recovery phase (hop 1 SIGKILLed mid-generation) per gateway; 0: none
     recoveries: { type: 'string', default: '2' },
   },
@@ -369,6 +372,7 @@ async function outer(): Promise<void> {
     tokens: Number(args.tokens),
     rounds: Number(args.rounds),
     prefillTokens: Number(args.prefill),
+    prefillReps: Number(args['prefill-reps']),
     dtypes,
   };
   const results: unknown[] = [];
@@ -401,6 +405,8 @@ async function inner(cfgFile: string): Promise<void> {
   const { createStage } = await import('../src/engine/create.js');
   const { createHost } = await import('../src/p2p/host.js');
   const { RouteClient } = await import('../src/route/route-client.js');
+  const { forwardInChunks } = await import('../src/route/chunked-steps.js');
+  const { CHUNKS_IN_FLIGHT, PROMPT_CHUNK } = await import('../src/route/resilient-route.js');
   const { generateIdentity } = await import('../src/identity/identity.js');
   const p = cfg.profile;
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
@@ -569,6 +575,8 @@ async function inner(cfgFile: string): Promise<void> {
     dtype: string;
     /** the gateway's way (StageInput.lastRow): the last hop sends back one row, not n */
     lastRow: boolean;
+    /** as the gateway sends a prompt: steps of PROMPT_CHUNK tokens, CHUNKS_IN_FLIGHT in flight (route/chunked-steps.ts) */
+    chunked: boolean;
     rep: number;
     roundTripMs: number;
     computeMs: number;
@@ -601,12 +609,25 @@ async function inner(cfgFile: string): Promise<void> {
       opened.push({ dtype, route: await openTimed(`wan-prefill-${dtype}-${process.pid}`, n + 4, routeOpenMs, dtype) });
     console.log(`  route open: ${routeOpenMs.map((ms) => `${ms} ms`).join(', ')} (the first dials the links)`);
     let ref: Float32Array | undefined;
-    for (let rep = 0; rep < 3; rep++) {
+    for (let rep = 0; rep < cfg.prefillReps; rep++) {
       for (const { dtype, route } of opened) {
-        // every row back, and the last row alone (as the gateway asks), alternating which goes first
-        for (const lastRow of rep % 2 ? [true, false] : [false, true]) {
-          const out = await route.forward({ sessionId: route.sessionId, pos: 0, nTokens: n, hidden, lastRow });
-          const computeMs = route.lastTimeline.reduce((a, h) => a + h.computeMs, 0);
+        // every row back in one step, the last row alone, and the last row with the prompt in
+        // pipelined chunks (as the gateway sends it); the order turns each repetition
+        const ways = [
+          { lastRow: false, chunked: false },
+          { lastRow: true, chunked: false },
+          { lastRow: true, chunked: true },
+        ];
+        for (const { lastRow, chunked } of [...ways.slice(rep % 3), ...ways.slice(0, rep % 3)]) {
+          const t0 = performance.now();
+          const step = { sessionId: route.sessionId, pos: 0, nTokens: n, hidden, lastRow };
+          const out = chunked
+            ? await forwardInChunks(route, step, { chunk: PROMPT_CHUNK, inFlight: CHUNKS_IN_FLIGHT })
+            : await route.forward(step);
+          const roundTripMs = performance.now() - t0;
+          // Σ over the hops (and chunks) of their compute: with chunks they overlap, so the
+          // round trip minus it is no transfer time then
+          const computeMs = out.computeMs;
           const y = out.hidden!;
           if (dtype === 'f32' && !lastRow && !ref) ref = Float32Array.from(y);
           const want = ref && (lastRow ? ref.subarray(ref.length - c.dim) : ref);
@@ -620,10 +641,11 @@ async function inner(cfgFile: string): Promise<void> {
           prefill.push({
             dtype,
             lastRow,
+            chunked,
             rep,
-            roundTripMs: r3(route.lastRoundTripMs),
+            roundTripMs: r3(roundTripMs),
             computeMs: r3(computeMs),
-            transferMs: r3(route.lastRoundTripMs - computeMs),
+            transferMs: r3(roundTripMs - computeMs),
             bytesPerTransfer: n * c.dim * bytesPer[dtype],
             relL2VsF32: want ? Math.sqrt(num / den) : NaN,
           });
@@ -645,15 +667,22 @@ async function inner(cfgFile: string): Promise<void> {
     src.close();
   }
   const byDtype = cfg.dtypes.flatMap((d) =>
-    [false, true].map((lastRow) => {
-      const xs = prefill.filter((x) => x.dtype === d && x.lastRow === lastRow);
+    [
+      [false, false],
+      [true, false],
+      [true, true],
+    ].map(([lastRow, chunked]) => {
+      const xs = prefill.filter((x) => x.dtype === d && x.lastRow === lastRow && x.chunked === chunked);
       const t = dist(xs.map((x) => x.transferMs));
       const bytes = xs[0]?.bytesPerTransfer ?? 0;
       const ms = (b: number) => ((b * 8) / (rate.median * 1e6)) * 1000;
       return {
         dtype: d,
         lastRow,
+        chunked,
         bytesPerTransfer: bytes,
+        roundTripMs: dist(xs.map((x) => x.roundTripMs)),
+        computeMs: dist(xs.map((x) => x.computeMs)),
         transferMs: t,
         // what the link alone needs: the transfers of the bytes at the measured rate (the last
         // one a single row with lastRow), plus (k+1) one-way delays
@@ -667,7 +696,9 @@ async function inner(cfgFile: string): Promise<void> {
   );
   for (const b of byDtype)
     console.log(
-      `  prefill ${n} tokens, wire ${b.dtype}, ${b.lastRow ? 'last row back' : 'every row back'}: ${(b.bytesPerTransfer / 1e3).toFixed(0)} kB × ${b.lastRow ? `${k} transfers + one row` : `${k + 1} transfers`} in ${b.transferMs.p50} ms (link floor ${b.linkFloorMs} ms); output rel. L2 vs f32 ${b.relL2VsF32.toExponential(2)}`,
+      b.chunked
+        ? `  prefill ${n} tokens, wire ${b.dtype}, in chunks of ${PROMPT_CHUNK} (${CHUNKS_IN_FLIGHT} in flight), last row back: round trip ${b.roundTripMs.p50} ms (Σ compute ${b.computeMs.p50} ms, overlapping)`
+        : `  prefill ${n} tokens, wire ${b.dtype}, ${b.lastRow ? 'last row back' : 'every row back'}: round trip ${b.roundTripMs.p50} ms = Σ compute ${b.computeMs.p50} + ${(b.bytesPerTransfer / 1e3).toFixed(0)} kB × ${b.lastRow ? `${k} transfers + one row` : `${k + 1} transfers`} in ${b.transferMs.p50} ms (link floor ${b.linkFloorMs} ms); output rel. L2 vs f32 ${b.relL2VsF32.toExponential(2)}`,
     );
 
   writeResult(cfg.out, {

@@ -26,6 +26,15 @@ import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FaultEvent, RouteHopRef } from './events.js';
 import type { StepVerifier } from './step-verifier.js';
 import type { RouteClient } from './route-client.js';
+import { forwardInChunks } from './chunked-steps.js';
+
+/**
+ * steps of a long input (prompt, replay) in flight at once: below a hop's per-session queue
+ * (MAX_QUEUED_PER_SESSION, 8) and its receipt lag (MAX_RECEIPT_LAG, 4)
+ */
+export const CHUNKS_IN_FLIGHT = 4;
+/** tokens per step of a prompt (ResilientRouteOptions.promptChunk) */
+export const PROMPT_CHUNK = 32;
 
 export interface ResilientRouteOptions {
   /** opens routes (and probes) from the gateway's host */
@@ -48,8 +57,10 @@ export interface ResilientRouteOptions {
   minStepMs?: number;
   /** re-routes per session before the error reaches the caller (default 4) */
   maxRecoveries?: number;
-  /** tokens per replay step (default 64) */
+  /** tokens per replay step (default 64), CHUNKS_IN_FLIGHT of them in flight */
   replayChunk?: number;
+  /** a prompt longer than this goes as steps of this many tokens, CHUNKS_IN_FLIGHT in flight (default PROMPT_CHUNK; 0: one step) */
+  promptChunk?: number;
   /** consecutive deadline misses dominated by one hop before it is routed around (default 3) */
   missLimit?: number;
   onEvent?(e: FaultEvent): void;
@@ -292,7 +303,9 @@ export class ResilientRoute implements Stage {
   /** One step on `stage`, lost when its result (and, with accountability, its receipts' check) takes longer than its budget. */
   private async step(stage: RouteStage, input: StageInput, replay: boolean): Promise<StageOutput> {
     const limit = this.limitMs(input.nTokens, replay);
-    const fwd = stage.forward(input);
+    // a long input goes as pipelined chunks (chunked-steps.ts); the budget covers all of them
+    const chunk = replay ? (this.o.replayChunk ?? 64) : (this.o.promptChunk ?? PROMPT_CHUNK);
+    const fwd = chunk > 0 ? forwardInChunks(stage, input, { chunk, inFlight: CHUNKS_IN_FLIGHT }) : stage.forward(input);
     fwd.catch(() => undefined); // still pending when the timer wins; rejected at teardown
     // eager open: this step went right behind the OPEN; its budget starts once the route is up
     // (the open has its own time-out, and its failure is the open's)
@@ -557,23 +570,19 @@ export class ResilientRoute implements Stage {
   /** Rebuild the new route's KV caches: re-send positions 0..pos-1 as a prefill. */
   private async replay(stage: RouteStage, pos: number): Promise<void> {
     const dim = this.config.dim;
-    // modest chunks: CPU-bound hops block their event loop for a whole step
-    const chunk = this.o.replayChunk ?? 64;
     // a replay is many tokens in one step: the per-token deadline does not apply to it
     stage.deadlineMs = undefined;
-    const verdicts: Promise<void>[] = [];
     try {
-      for (let p = 0; p < pos; p += chunk) {
-        const n = Math.min(chunk, pos - p);
-        // only the hops' caches matter: the last hop sends one row back, not n
+      if (pos > 0) {
+        // in modest chunks (CPU-bound hops block their event loop for a whole step), pipelined;
+        // only the hops' caches matter: the last hop sends one row back per chunk
         const out = await this.step(
           stage,
-          { sessionId: stage.sessionId, pos: p, nTokens: n, hidden: this.hist.subarray(p * dim, (p + n) * dim), lastRow: true },
+          { sessionId: stage.sessionId, pos: 0, nTokens: pos, hidden: this.hist.subarray(0, pos * dim), lastRow: true },
           true,
         );
-        if (out.settled) verdicts.push(out.settled);
+        await out.settled; // the replacement's receipts hold before it is used
       }
-      await Promise.all(verdicts); // the replacement's receipts hold before it is used
       await stage.ready; // nothing to replay (pos 0): an eager route is up before it is used
     } finally {
       stage.deadlineMs = this.o.deadlineMs;

@@ -6,6 +6,7 @@ import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { RouteError } from '../../src/route/route-stage.js';
 import { RouteClient } from '../../src/route/route-client.js';
+import { forwardInChunks } from '../../src/route/chunked-steps.js';
 import { Channel } from '../../src/p2p/channel.js';
 import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL } from '../../src/protocol/messages.js';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -31,13 +32,17 @@ const crypto = new CryptoPool({ worker: true });
 /** accountable, as `odsi node` is by default */
 const stamperOf = (host: OdsiHost) => new NodeStamper({ host, domain: deploymentDomain(process.env), crypto });
 
-async function startNode(start: number, end: number, opts: { msPerToken?: number; computeDelayMs?: number } = {}) {
+async function startNode(
+  start: number,
+  end: number,
+  opts: { msPerToken?: number; computeDelayMs?: number; wrap?: (s: Stage) => Stage } = {},
+) {
   const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start, end, embed: false, head: false });
   const stamper = stamperOf(host);
   const server = new NodeServer({
     host,
-    stage: opts.computeDelayMs ? slowed(stage, opts.computeDelayMs) : stage,
+    stage: opts.wrap ? opts.wrap(stage) : opts.computeDelayMs ? slowed(stage, opts.computeDelayMs) : stage,
     modelId: MODEL,
     stamper,
     perf: new PerfMeter({ msPerToken: opts.msPerToken ?? 0.1, prefillMsPerToken: 0.1 }),
@@ -217,6 +222,48 @@ test('lastRow asked: a RESULT of every row is taken (its last row), any other sh
       await host.stop();
     }
   }
+});
+
+test('a long input as pipelined chunks: the same rows, and a hop starts the next chunk while the one after it computes', async () => {
+  const dim = src.config.dim;
+  const local = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
+  const x = input(10, dim, 12);
+  const want = (await local.forward({ sessionId: 'L', pos: 0, nTokens: 10, hidden: x })).hidden!;
+  await local.dispose();
+  // each hop records when it starts and ends a step (its input's first token position)
+  const seen: string[] = [];
+  const logged = (name: string, ms: number) => (stage: Stage) => {
+    const s = Object.create(stage) as Stage;
+    s.forward = async (i) => {
+      seen.push(`${name} start ${i.pos}`);
+      await new Promise((r) => setTimeout(r, ms));
+      const out = await stage.forward(i);
+      seen.push(`${name} end ${i.pos}`);
+      return out;
+    };
+    s.forwardBatch = undefined;
+    return s;
+  };
+  const hs = [await startNode(0, 2, { wrap: logged('h0', 20) }), await startNode(2, 5, { wrap: logged('h1', 80) })];
+  const r = await routes.open({ modelId: MODEL, config: src.config, hops: hs.map(hopOf), sessionId: 'chunked' });
+  const all = await forwardInChunks(r, { sessionId: r.sessionId, pos: 0, nTokens: 10, hidden: x }, { chunk: 4, inFlight: 2 });
+  assert.deepEqual(all.hidden, want, 'every row, as one step gives them');
+  assert.equal(r.sessionLength(), 10);
+  // pipelined: hop 0 took the second chunk (position 4) before hop 1 was done with the first
+  assert.ok(seen.indexOf('h0 start 4') < seen.indexOf('h1 end 0'), seen.join(', '));
+  // at most 2 in flight: the third chunk (position 8) left the gateway after the first's result
+  assert.ok(seen.indexOf('h0 start 8') > seen.indexOf('h1 end 0'), seen.join(', '));
+  const last = await forwardInChunks(
+    r,
+    { sessionId: r.sessionId, pos: 0, nTokens: 10, hidden: x, lastRow: true },
+    { chunk: 4, inFlight: 4 },
+  );
+  assert.deepEqual(last.hidden, want.subarray(9 * dim), "lastRow: the last chunk's last row");
+  assert.deepEqual(
+    hs.map((n) => n.server.stats.steps),
+    [6, 6],
+  );
+  await r.dispose();
 });
 
 test('eager open: the first step goes right behind the OPEN and returns what it returns after OPENED; a refused open fails it', async () => {
