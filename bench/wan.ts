@@ -3,7 +3,7 @@
 // transfer time by activation precision on the wire.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/wan.js [--profiles wan20,lan5] [--model FILE]
-//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--prefill-reps 6] [--recoveries N]
+//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--prefill-reps 6] [--prompt-chunk N] [--recoveries N]
 //        [--out FILE]
 //
 // Topology (bench/lib/netns.ts): namespaces <prefix>-gw, -n1, -n2, -n3, each joined by a veth pair
@@ -93,6 +93,8 @@ interface InnerConfig {
   prefillTokens: number;
   /** repetitions of each prefill way per wire dtype (their order rotates: a multiple of 3 puts each way in each place alike) */
   prefillReps: number;
+  /** tokens per chunk of the chunked way (default: the gateway's PROMPT_CHUNK) */
+  promptChunk?: number;
   dtypes: ('f32' | 'f16' | 'bf16')[];
   listen: string;
   hops: { peerId: string; addrs: string[]; start: number; end: number }[];
@@ -122,6 +124,7 @@ const { values: args } = parseArgs({
     // extra routes opened (and closed) one after the other, each timed
     reopens: { type: 'string', default: '6' },
     'prefill-reps': { type: 'string', default: '6' },
+    'prompt-chunk': { type: 'string' },
     // repetitions of the recovery phase (hop 1 SIGKILLed mid-generation) per gateway; 0: none
     recoveries: { type: 'string', default: '2' },
   },
@@ -373,6 +376,7 @@ async function outer(): Promise<void> {
     rounds: Number(args.rounds),
     prefillTokens: Number(args.prefill),
     prefillReps: Number(args['prefill-reps']),
+    promptChunk: args['prompt-chunk'] !== undefined ? Number(args['prompt-chunk']) : undefined,
     dtypes,
   };
   const results: unknown[] = [];
@@ -407,6 +411,7 @@ async function inner(cfgFile: string): Promise<void> {
   const { RouteClient } = await import('../src/route/route-client.js');
   const { forwardInChunks } = await import('../src/route/chunked-steps.js');
   const { CHUNKS_IN_FLIGHT, PROMPT_CHUNK } = await import('../src/route/resilient-route.js');
+  const promptChunk = cfg.promptChunk ?? PROMPT_CHUNK;
   const { generateIdentity } = await import('../src/identity/identity.js');
   const p = cfg.profile;
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
@@ -575,7 +580,7 @@ async function inner(cfgFile: string): Promise<void> {
     dtype: string;
     /** the gateway's way (StageInput.lastRow): the last hop sends back one row, not n */
     lastRow: boolean;
-    /** as the gateway sends a prompt: steps of PROMPT_CHUNK tokens, CHUNKS_IN_FLIGHT in flight (route/chunked-steps.ts) */
+    /** as the gateway sends a prompt: steps of PROMPT_CHUNK tokens (or --prompt-chunk), CHUNKS_IN_FLIGHT in flight (route/chunked-steps.ts) */
     chunked: boolean;
     rep: number;
     roundTripMs: number;
@@ -622,7 +627,7 @@ async function inner(cfgFile: string): Promise<void> {
           const t0 = performance.now();
           const step = { sessionId: route.sessionId, pos: 0, nTokens: n, hidden, lastRow };
           const out = chunked
-            ? await forwardInChunks(route, step, { chunk: PROMPT_CHUNK, inFlight: CHUNKS_IN_FLIGHT })
+            ? await forwardInChunks(route, step, { chunk: promptChunk, inFlight: CHUNKS_IN_FLIGHT })
             : await route.forward(step);
           const roundTripMs = performance.now() - t0;
           // Σ over the hops (and chunks) of their compute: with chunks they overlap, so the
@@ -697,7 +702,7 @@ async function inner(cfgFile: string): Promise<void> {
   for (const b of byDtype)
     console.log(
       b.chunked
-        ? `  prefill ${n} tokens, wire ${b.dtype}, in chunks of ${PROMPT_CHUNK} (${CHUNKS_IN_FLIGHT} in flight), last row back: round trip ${b.roundTripMs.p50} ms (Σ compute ${b.computeMs.p50} ms, overlapping)`
+        ? `  prefill ${n} tokens, wire ${b.dtype}, in chunks of ${promptChunk} (${CHUNKS_IN_FLIGHT} in flight), last row back: round trip ${b.roundTripMs.p50} ms (Σ compute ${b.computeMs.p50} ms, overlapping)`
         : `  prefill ${n} tokens, wire ${b.dtype}, ${b.lastRow ? 'last row back' : 'every row back'}: round trip ${b.roundTripMs.p50} ms = Σ compute ${b.computeMs.p50} + ${(b.bytesPerTransfer / 1e3).toFixed(0)} kB × ${b.lastRow ? `${k} transfers + one row` : `${k + 1} transfers`} in ${b.transferMs.p50} ms (link floor ${b.linkFloorMs} ms); output rel. L2 vs f32 ${b.relL2VsF32.toExponential(2)}`,
     );
 
