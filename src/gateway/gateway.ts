@@ -70,6 +70,8 @@ export interface GatewayOptions {
    *  it counts as lost, and the least budget of a step without a deadline.
    *  Raise both on overloaded machines, where slow is not dead. */
   failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
+  /** a prompt longer than this goes to the route as pipelined steps of this many tokens (default PROMPT_CHUNK; 0: one step) */
+  promptChunk?: number;
   /** drawn tokens that may wait for their step's receipt verdict while later steps run
    *  (default PIPELINE_DEPTH; 0: each step goes out only after the previous one verified) */
   pipelineDepth?: number;
@@ -370,7 +372,8 @@ export class Gateway extends PipelineBackend {
       bans: this.bans.list(),
       measuredMsPerToken: this.measured.snapshot(),
       convictionOf: (p) => acc?.convictionOf(p),
-      ineligible: stake && ((p) => (peerEligible(stake, p) ? undefined : 'no eligible stake on the ledger (below the minimum, slashed or unknown)')),
+      ineligible:
+        stake && ((p) => (peerEligible(stake, p) ? undefined : 'no eligible stake on the ledger (below the minimum, slashed or unknown)')),
       audits: acc?.audits,
       route,
       noRouteReason,
@@ -429,6 +432,7 @@ export class Gateway extends PipelineBackend {
         eagerOpen: this.opts.eagerOpen,
         signal: req.signal,
         ...this.opts.failover,
+        promptChunk: this.opts.promptChunk,
         onEvent: (e) => this.onFault(e),
         verifier: this.accountability?.verifier,
       });
