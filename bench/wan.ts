@@ -3,7 +3,7 @@
 // transfer time by activation precision on the wire.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/wan.js [--profiles wan20,lan5] [--model FILE]
-//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--prefill-reps 6] [--prompt-chunk N] [--recoveries N]
+//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--prefill-reps 6] [--prompt-chunk N] [--slow-start-after-idle on|off] [--recoveries N]
 //        [--out FILE]
 //
 // Topology (bench/lib/netns.ts): namespaces <prefix>-gw, -n1, -n2, -n3, each joined by a veth pair
@@ -125,6 +125,8 @@ const { values: args } = parseArgs({
     reopens: { type: 'string', default: '6' },
     'prefill-reps': { type: 'string', default: '6' },
     'prompt-chunk': { type: 'string' },
+    /** net.ipv4.tcp_slow_start_after_idle in the namespaces: on (the kernel's default) or off */
+    'slow-start-after-idle': { type: 'string', default: 'on' },
     // repetitions of the recovery phase (hop 1 SIGKILLed mid-generation) per gateway; 0: none
     recoveries: { type: 'string', default: '2' },
   },
@@ -221,7 +223,7 @@ async function runProfile(
   console.log(
     `\n[${profile.name}] ${profile.delayMs} ms ± ${profile.jitterMs} ms one-way, ${profile.rateMbit} Mbit/s, loss ${(profile.loss * 100).toFixed(2)} %`,
   );
-  const star = NetnsStar.create(prefix, names, { rateMbit: profile.rateMbit });
+  const star = NetnsStar.create(prefix, names, { rateMbit: profile.rateMbit, slowStartAfterIdle: args['slow-start-after-idle'] !== 'off' });
   current = star;
   const tmp = mkdtempSync(join(tmpdir(), 'odsi-wan-'));
   try {
@@ -393,7 +395,7 @@ async function outer(): Promise<void> {
     machine,
     loadAvgAtEnd: describeMachine().loadAvg,
     model: modelPath.replace(`${ROOT}/`, ''),
-    options: { ...o, modelPath: undefined, splits },
+    options: { ...o, modelPath: undefined, splits, slowStartAfterIdle: args['slow-start-after-idle'] !== 'off' },
     profiles: results,
   });
   console.log(`\nwrote ${outFile}`);

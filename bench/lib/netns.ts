@@ -17,6 +17,11 @@ import { killOnExit } from '../../src/util/children.js';
 export interface ShapeOptions {
   /** link rate in Mbit/s, per direction (tbf on each veth end); undefined: unshaped */
   rateMbit?: number;
+  /**
+   * net.ipv4.tcp_slow_start_after_idle in every namespace made (default true, the kernel's):
+   * false keeps a connection's congestion window across idle periods
+   */
+  slowStartAfterIdle?: boolean;
 }
 
 /** true when this process may create namespaces (root) */
@@ -92,19 +97,24 @@ export class NetnsStar {
     return s;
   }
 
-  private addNs(name: string): void {
+  private addNs(name: string, shape: ShapeOptions): void {
     ip(['netns', 'add', name]);
     this.created.push(name);
     ip(['link', 'set', 'lo', 'up'], name);
+    // a new namespace starts from the kernel's defaults, whatever the host has set
+    const idle = shape.slowStartAfterIdle === false ? '0' : '1';
+    execFileSync('ip', ['netns', 'exec', name, 'sysctl', '-qw', `net.ipv4.tcp_slow_start_after_idle=${idle}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   }
 
   private build(shape: ShapeOptions): void {
-    this.addNs(this.hub);
+    this.addNs(this.hub, shape);
     // veth names are at most 15 characters: 'ow' + pid + endpoint index + side
     const tag = `ow${process.pid}`;
     for (let i = 0; i < this.endpoints.length; i++) {
       const ns = this.ns(i);
-      this.addNs(ns);
+      this.addNs(ns, shape);
       const h = `${tag}${i}h`;
       const e = `${tag}${i}e`;
       // created inside the hub, then one end moved: no interface ever lives in the host namespace
@@ -122,7 +132,20 @@ export class NetnsStar {
           [this.hub, h],
           [ns, e],
         ] as const) {
-          tc(where, ['qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${shape.rateMbit}mbit`, 'burst', String(burst), 'latency', '200ms']);
+          tc(where, [
+            'qdisc',
+            'add',
+            'dev',
+            dev,
+            'root',
+            'tbf',
+            'rate',
+            `${shape.rateMbit}mbit`,
+            'burst',
+            String(burst),
+            'latency',
+            '200ms',
+          ]);
         }
       }
     }
@@ -148,7 +171,9 @@ export class NetnsStar {
     const live = [...this.children].filter((p) => p.exitCode === null && p.signalCode === null);
     for (const p of live) p.kill('SIGTERM');
     await Promise.race([
-      Promise.all(live.map((p) => new Promise<void>((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r()))))),
+      Promise.all(
+        live.map((p) => new Promise<void>((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r())))),
+      ),
       new Promise<void>((r) => setTimeout(r, graceMs).unref()),
     ]);
     for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
