@@ -72,6 +72,8 @@ export const PROFILES: Record<string, LinkProfile> = {
   wan20: { name: 'wan20', delayMs: 20, jitterMs: 2, loss: 0.001, rateMbit: 100 },
   lan5: { name: 'lan5', delayMs: 5, jitterMs: 0, loss: 0, rateMbit: 1000 },
   wan50: { name: 'wan50', delayMs: 50, jitterMs: 5, loss: 0.001, rateMbit: 50 },
+  /** wan20 without loss: an emulated loss costs a whole retransmission timeout, which swamps byte-count effects */
+  wan20clean: { name: 'wan20clean', delayMs: 20, jitterMs: 2, loss: 0, rateMbit: 100 },
 };
 
 interface InnerConfig {
