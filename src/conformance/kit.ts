@@ -27,7 +27,14 @@ import {
   type StepHeader,
 } from '../protocol/messages.js';
 import { signOpen, type OpenToSign } from '../protocol/open-signature.js';
-import { LAST_ROW_PROFILE, ZERO_HASH, type ExecutionReceipt, type Hex, type OdsiDomain } from '../accountability/records/eip712.js';
+import {
+  LAST_ROW_PROFILE,
+  ZERO_HASH,
+  isLastRowProfile,
+  type ExecutionReceipt,
+  type Hex,
+  type OdsiDomain,
+} from '../accountability/records/eip712.js';
 import { checkSigned, hashTensor, receiptHash, signReceipt, type SignedReceipt } from '../accountability/records/receipts.js';
 import { nowSeconds, signAuditRequest, signReexecutionRequest } from '../accountability/records/audit-requests.js';
 import { addressOfPeer, requestIdOf, sessionIdOf, toModelId } from '../accountability/records/wire.js';
@@ -849,8 +856,8 @@ const RULES: Rule[] = [
           expect(v.pass, `step ${i}: relative L2 ${v.maxRelL2.toExponential(2)} > τ ${v.tau}`);
           const profile = (h.receipts as SignedReceipt[])[0]!.record.profile;
           expect(
-            i === 0 ? profile.endsWith(LAST_ROW_PROFILE) : !profile.includes(LAST_ROW_PROFILE),
-            `step ${i}: profile "${profile}" ${i === 0 ? 'must end with' : 'must not carry'} ${LAST_ROW_PROFILE}`,
+            isLastRowProfile(profile) === (i === 0),
+            `step ${i}: profile "${profile}" ${i === 0 ? 'must carry' : 'must not carry'} ${LAST_ROW_PROFILE}`,
           );
           pos += n;
         }

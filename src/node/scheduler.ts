@@ -12,6 +12,7 @@
 
 import { performance } from 'node:perf_hooks';
 import { EngineError, type Stage, type StageInput, type StageOutput } from '../engine/types.js';
+import { concatF32 } from '../util/concat-f32.js';
 import type { ErrorCode } from '../protocol/messages.js';
 import type { PerfMeter } from './perf.js';
 
@@ -226,7 +227,7 @@ export class StepScheduler {
       p.done += n;
       if (p.done < p.w.nTokens) return;
       this.remove(p);
-      const hidden = p.parts.length === 1 ? p.parts[0] : concat(p.parts);
+      const hidden = p.parts.length === 1 ? p.parts[0] : concatF32(p.parts);
       p.resolve({ out: { hidden, computeMs: p.computeMs }, queueMs: p.startAt! - p.w.recvAt, batch: p.batch });
     });
   }
@@ -256,14 +257,4 @@ function engineError(e: Error): [ErrorCode, string] {
   const code: ErrorCode =
     e instanceof EngineError ? (e.code === 'capacity' ? 'busy' : e.code === 'internal' ? 'engine' : 'bad_message') : 'engine';
   return [code, e.message];
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

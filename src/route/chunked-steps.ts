@@ -6,6 +6,7 @@
 // per chunk plus the rest of the pipeline, instead of k whole-prompt computes and transfers.
 
 import { EngineError, type Stage, type StageInput, type StageOutput } from '../engine/types.js';
+import { concatF32 } from '../util/concat-f32.js';
 
 export interface ChunkOptions {
   /** tokens per step */
@@ -48,21 +49,11 @@ export async function forwardInChunks(stage: Stage, input: StageInput, o: ChunkO
     if (sent < nTokens) send();
   }
   const settled = outs.flatMap((x) => (x.settled ? [x.settled] : []));
-  const rows = input.lastRow ? outs.at(-1)!.hidden! : concatRows(outs.map((x) => x.hidden!));
+  const rows = input.lastRow ? outs.at(-1)!.hidden! : concatF32(outs.map((x) => x.hidden!));
   const out: StageOutput = { hidden: rows, computeMs: outs.reduce((a, x) => a + x.computeMs, 0) };
   if (settled.length) {
     out.settled = Promise.all(settled).then(() => undefined);
     out.settled.catch(() => undefined); // the caller awaits it
   }
   return out;
-}
-
-function concatRows(parts: Float32Array[]): Float32Array {
-  const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    all.set(p, o);
-    o += p.length;
-  }
-  return all;
 }

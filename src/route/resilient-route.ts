@@ -35,6 +35,8 @@ import { forwardInChunks } from './chunked-steps.js';
 export const CHUNKS_IN_FLIGHT = 4;
 /** tokens per step of a prompt (ResilientRouteOptions.promptChunk) */
 export const PROMPT_CHUNK = 32;
+/** tokens per step of a replay (ResilientRouteOptions.replayChunk) */
+export const REPLAY_CHUNK = 64;
 
 export interface ResilientRouteOptions {
   /** opens routes (and probes) from the gateway's host */
@@ -57,7 +59,7 @@ export interface ResilientRouteOptions {
   minStepMs?: number;
   /** re-routes per session before the error reaches the caller (default 4) */
   maxRecoveries?: number;
-  /** tokens per replay step (default 64), CHUNKS_IN_FLIGHT of them in flight */
+  /** tokens per replay step (default REPLAY_CHUNK), CHUNKS_IN_FLIGHT of them in flight */
   replayChunk?: number;
   /** a prompt longer than this goes as steps of this many tokens, CHUNKS_IN_FLIGHT in flight (default PROMPT_CHUNK; 0: one step) */
   promptChunk?: number;
@@ -304,7 +306,7 @@ export class ResilientRoute implements Stage {
   private async step(stage: RouteStage, input: StageInput, replay: boolean): Promise<StageOutput> {
     const limit = this.limitMs(input.nTokens, replay);
     // a long input goes as pipelined chunks (chunked-steps.ts); the budget covers all of them
-    const chunk = replay ? (this.o.replayChunk ?? 64) : (this.o.promptChunk ?? PROMPT_CHUNK);
+    const chunk = replay ? (this.o.replayChunk ?? REPLAY_CHUNK) : (this.o.promptChunk ?? PROMPT_CHUNK);
     const fwd = chunk > 0 ? forwardInChunks(stage, input, { chunk, inFlight: CHUNKS_IN_FLIGHT }) : stage.forward(input);
     fwd.catch(() => undefined); // still pending when the timer wins; rejected at teardown
     // eager open: this step went right behind the OPEN; its budget starts once the route is up

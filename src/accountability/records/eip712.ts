@@ -28,8 +28,10 @@ export const DEV_CHAIN_ID = 31337;
 export const ZERO_HASH: Hex = `0x${'00'.repeat(32)}`;
 /** in a record's profile: the output is the last position's row alone (a lastRow STEP at the last hop) */
 export const LAST_ROW_PROFILE = '+last';
+/** whether a profile carries LAST_ROW_PROFILE as one of its "+" parts (before "+act-…" or at the end) */
+export const isLastRowProfile = (profile: string): boolean => profile.split('+').includes(LAST_ROW_PROFILE.slice(1));
 /** the rows a record's output holds: nTokens, or 1 when its profile says "+last" */
-export const outputRows = (r: { profile: string; nTokens: number }): number => (/\+last(?=\+|$)/.test(r.profile) ? 1 : r.nTokens);
+export const outputRows = (r: { profile: string; nTokens: number }): number => (isLastRowProfile(r.profile) ? 1 : r.nTokens);
 
 /** The EIP-712 domain odsi signs under. verifyingContract is omitted from the domain type when absent. */
 export interface OdsiDomain {

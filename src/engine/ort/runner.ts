@@ -12,6 +12,7 @@ import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
 import { EngineError, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + EngineError, SessionState
 import { buildStageGraph, type AttentionPath, type LayerWeightsIn } from './graph.js';
 import { concatRows, prepareLinear, type LinearWeight, type RawTensor, type WeightMode } from './weights.js';
+import { concatF32 } from '../../util/concat-f32.js';
 
 export interface LoadSpec {
   config: ModelConfig;
@@ -113,7 +114,12 @@ export class OrtRunner {
     has: (name: string) => boolean,
   ): Promise<OrtRunner> {
     const { config: c, range, mode, tensors } = spec;
-    const f32 = (t: RawTensor) => dequantize(t.type, t.data, t.shape.reduce((a, b) => a * b, 1));
+    const f32 = (t: RawTensor) =>
+      dequantize(
+        t.type,
+        t.data,
+        t.shape.reduce((a, b) => a * b, 1),
+      );
     const t0 = performance.now();
     const layers: LayerWeightsIn[] = [];
     for (let l = range.start; l < range.end; l++) {
@@ -131,7 +137,10 @@ export class OrtRunner {
     let head: { norm: Float32Array; output: LinearWeight } | undefined;
     if (range.head) {
       const outName = has(tn.output) ? tn.output : tn.embed;
-      head = { norm: f32(take(tn.outputNorm)), output: prepareLinear(outName === tn.embed && embedRaw ? embedRaw : get(outName), mode, outName) };
+      head = {
+        norm: f32(take(tn.outputNorm)),
+        output: prepareLinear(outName === tn.embed && embedRaw ? embedRaw : get(outName), mode, outName),
+      };
       delete tensors[tn.output];
     }
     delete tensors[tn.embed];
@@ -214,8 +223,8 @@ export class OrtRunner {
       if (last.hidden || inp.allLogits) parts.push(part);
     }
     const res: StepOut = { computeMs: performance.now() - t0, length: last!.length };
-    if (this.spec.range.head) res.logits = inp.allLogits ? concat(parts) : last!.logits!;
-    else res.hidden = concat(parts);
+    if (this.spec.range.head) res.logits = inp.allLogits ? concatF32(parts) : last!.logits!;
+    else res.hidden = concatF32(parts);
     return res;
   }
 
@@ -314,9 +323,13 @@ export class OrtRunner {
     if (this.spec.path === 'gqa') throw new EngineError('KV import is implemented for the std attention path only', 'bad_input');
     const { nKvHeads: KVH, headDim: D } = this.spec.config;
     const n = st.length;
-    if (st.layers.length !== this.nLayers) throw new EngineError(`KV state has ${st.layers.length} layers, this stage has ${this.nLayers}`, 'bad_input');
-    if (n > this.spec.maxContext) throw new EngineError(`KV state of ${n} tokens exceeds the maximum context ${this.spec.maxContext}`, 'capacity');
-    for (const l of st.layers) if (l.k.length !== n * KVH * D || l.v.length !== n * KVH * D) throw new EngineError(`KV layer size ${l.k.length} ≠ ${n} × ${KVH * D}`, 'bad_input');
+    if (st.layers.length !== this.nLayers)
+      throw new EngineError(`KV state has ${st.layers.length} layers, this stage has ${this.nLayers}`, 'bad_input');
+    if (n > this.spec.maxContext)
+      throw new EngineError(`KV state of ${n} tokens exceeds the maximum context ${this.spec.maxContext}`, 'capacity');
+    for (const l of st.layers)
+      if (l.k.length !== n * KVH * D || l.v.length !== n * KVH * D)
+        throw new EngineError(`KV layer size ${l.k.length} ≠ ${n} × ${KVH * D}`, 'bad_input');
     const C = Math.min(this.spec.maxContext, Math.max(STD_CHUNK, Math.ceil(n / STD_CHUNK) * STD_CHUNK));
     const kv: StdKv = { kind: 'std', length: n, cap: C, k: [], v: [] };
     for (const { k: sk, v: sv } of st.layers) {
@@ -613,14 +626,4 @@ function collectGarbage(): void {
   } catch {
     /* best effort */
   }
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { auditRate, auditReceipt, auditSelected } from '../../../src/accountability/checks/audit.js';
 import { CustodyError } from '../../../src/accountability/checks/custody.js';
-import { ZERO_HASH } from '../../../src/accountability/records/eip712.js';
+import { ZERO_HASH, outputRows } from '../../../src/accountability/records/eip712.js';
 import { hashTensor, receiptHash, signReceipt, verifyVerdict } from '../../../src/accountability/records/receipts.js';
 import { DOMAIN, h, testIdentity } from '../fixtures.js';
 
@@ -139,4 +139,15 @@ test('a "+last" receipt (a lastRow step at the last hop) is judged on the last r
         }),
       (e: unknown) => e instanceof CustodyError && e.code === 'malformed',
     );
+});
+
+test('outputRows: "+last" as a part of the profile, wherever the transport suffix puts it', () => {
+  for (const [profile, rows] of [
+    ['reference+last', 1],
+    ['llama-q4+last+act-f16', 1],
+    ['ort-f32+act-bf16', 7],
+    ['reference+lastly', 7],
+    ['reference', 7],
+  ] as const)
+    assert.equal(outputRows({ profile, nTokens: 7 }), rows, profile);
 });
