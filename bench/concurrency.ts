@@ -3,7 +3,7 @@
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/concurrency.js [--dtypes f32,q4_0]
 //        [--levels 1,4,16] [--tokens 32] [--reps 3] [--threads N] [--demo-tokens 48] [--no-llama]
-//        [--llama-threads 1,N] [--no-accountability] [--ecdsa native,libsecp256k1] [--quick] [--out FILE]
+//        [--llama-threads 1,N] [--no-accountability] [--ecdsa native,libsecp256k1 | --swarm-env 'K=V;K=V'] [--quick] [--out FILE]
 //
 // Swarm: the real `odsi demo --serve --engine ort|llama (--engine) --model M --json` process (3 `odsi node`
 // processes on 127.0.0.1, layers split evenly, and the gateway with its API), on a synthetic
@@ -30,7 +30,8 @@
 // Node compute alone (in this process): 16 sessions' decode steps on a 10-layer ORT stage, one
 // by one vs one forwardBatch — what batching saves where it happens.
 //
-// --ecdsa A,B: one demo swarm per signature backend (ODSI_ECDSA for the gateway and its nodes),
+// --ecdsa A,B: one demo swarm per signature backend (ODSI_ECDSA for the gateway and its nodes);
+// --swarm-env 'K=V;K=V': one per environment (any setting of the demo and its nodes), likewise;
 // all started before the runs; at each level of each repetition the swarms run one after the
 // other (the first is the one the summary and demo check use); each other backend's aggregate
 // and CPU per token are reported beside the first's, as medians and as the median of per-run
@@ -69,6 +70,7 @@ const { values: args } = parseArgs({
     'no-accountability': { type: 'boolean', default: false },
     engine: { type: 'string' },
     ecdsa: { type: 'string' },
+    'swarm-env': { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
@@ -83,7 +85,24 @@ const demoTokens = Number(args['demo-tokens'] ?? (quick ? 16 : 48));
 const engine = (args.engine ?? 'ort') as 'ort' | 'llama';
 if (engine !== 'ort' && engine !== 'llama') throw new Error(`--engine: ort or llama, got ${String(args.engine)}`);
 /** ODSI_ECDSA per swarm; undefined: the environment's (auto) */
-const ecdsaChoices: (string | undefined)[] = args.ecdsa ? args.ecdsa.split(',') : [undefined];
+/** one demo swarm per entry: --ecdsa A,B (ODSI_ECDSA=A, …) or --swarm-env 'K=V,K=V;K=V' (swarms split by ';') */
+const swarmEnvs: { name: string; env: Record<string, string> }[] = args.ecdsa
+  ? args.ecdsa.split(',').map((c) => ({ name: `ODSI_ECDSA=${c}`, env: { ODSI_ECDSA: c } }))
+  : args['swarm-env']
+    ? args['swarm-env'].split(';').map((one) => ({
+        name: one,
+        env: Object.fromEntries(
+          one
+            .split(',')
+            .filter((kv) => kv !== '')
+            .map((kv) => {
+              const i = kv.indexOf('=');
+              if (i < 1) throw new Error(`--swarm-env: K=V,K=V;K=V, got ${kv}`);
+              return [kv.slice(0, i), kv.slice(i + 1)];
+            }),
+        ),
+      }))
+    : [{ name: 'default', env: {} }];
 const llamaThreads = [...new Set((args['llama-threads'] ?? `1,${threads}`).split(',').map(Number))];
 
 interface LevelResult {
@@ -185,7 +204,10 @@ async function viaApi(client: OpenAI, model: string, c: number, maxTokens: numbe
 }
 
 /** the real demo process; resolves once it serves */
-async function startDemo(model: string, ecdsa?: string): Promise<{ proc: ChildProcess; url: string; model: string }> {
+async function startDemo(
+  model: string,
+  swarmEnv: Record<string, string> = {},
+): Promise<{ proc: ChildProcess; url: string; model: string }> {
   const proc = spawn(
     process.execPath,
     [
@@ -208,7 +230,7 @@ async function startDemo(model: string, ecdsa?: string): Promise<{ proc: ChildPr
     ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, ...(args['no-accountability'] ? { ODSI_ACCOUNTABILITY: '0' } : {}), ...(ecdsa ? { ODSI_ECDSA: ecdsa } : {}) },
+      env: { ...process.env, ...(args['no-accountability'] ? { ODSI_ACCOUNTABILITY: '0' } : {}), ...swarmEnv },
     },
   );
   const lines = createInterface({ input: proc.stdout! });
@@ -321,13 +343,13 @@ async function main(): Promise<void> {
       `${dtype}: one node (10 layers), 16 sessions' decode: one by one ${fmt(median(compute.sequentialMs))} ms, one batch ${fmt(median(compute.batchMs))} ms = ${fmt(compute.ratioMedian, 2)}×`,
     );
     const demos: Awaited<ReturnType<typeof startDemo>>[] = [];
-    for (const e of ecdsaChoices) demos.push(await startDemo(file, e));
+    for (const e of swarmEnvs) demos.push(await startDemo(file, e.env));
     const demo = demos[0]!;
     const pids = { gateway: demo.proc.pid!, nodes: nodePids(demo.proc.pid!) };
-    /** the other backends' swarms, run beside the first at each level */
+    /** the other swarms (backends, settings), run beside the first at each level */
     const others = demos
       .slice(1)
-      .map((d, i) => ({ name: ecdsaChoices[i + 1]!, demo: d, pids: { gateway: d.proc.pid!, nodes: nodePids(d.proc.pid!) } }));
+      .map((d, i) => ({ name: swarmEnvs[i + 1]!.name, demo: d, pids: { gateway: d.proc.pid!, nodes: nodePids(d.proc.pid!) } }));
     const otherRuns: Record<string, Record<string, LevelResult[]>> = {};
     const lrs = llama ? await Promise.all(llamaThreads.map((t) => llamaRunner(llama!, file, t))) : [];
     const runs: Record<string, { odsi: LevelResult[]; llama: LevelResult[] }> = {};
@@ -347,7 +369,7 @@ async function main(): Promise<void> {
             const r2 = await withCpu(x.pids, () => viaApi(otherClients[i]!, x.demo.model, c, nTokens));
             ((otherRuns[x.name] ??= {})[k] ??= []).push(r2);
             console.log(
-              `  ${dtype} rep ${r} c=${c}: odsi (ODSI_ECDSA=${x.name}) ${fmt(r2.tokPerS)} tok/s, CPU ${fmt(r2.cpu!.totalMsPerToken)} ms/token`,
+              `  ${dtype} rep ${r} c=${c}: odsi (${x.name}) ${fmt(r2.tokPerS)} tok/s, CPU ${fmt(r2.cpu!.totalMsPerToken)} ms/token`,
             );
           }
           for (const lr of lrs) runs[k].llama.push(await lr.run(c, nTokens));
@@ -473,7 +495,7 @@ async function main(): Promise<void> {
               cpuRatio: median(mine.map((m, i) => m.cpu!.totalMsPerToken / base[i]!.cpu!.totalMsPerToken)),
             };
             console.log(
-              `${dtype} c=${c}: ODSI_ECDSA=${ecdsaChoices[0]} ${fmt(row.firstTokPerS)} tok/s, ${fmt(row.firstCpuMsPerToken)} ms CPU/token vs ` +
+              `${dtype} c=${c}: ${swarmEnvs[0]!.name} ${fmt(row.firstTokPerS)} tok/s, ${fmt(row.firstCpuMsPerToken)} ms CPU/token vs ` +
                 `${name} ${fmt(row.tokPerS)} tok/s, ${fmt(row.cpuMsPerToken)} ms: ${fmt(row.tokPerSRatio, 2)}× the aggregate, ${fmt(row.cpuRatio, 2)}× less CPU per token`,
             );
             return [String(c), { runs: mine, ...row }];
@@ -486,7 +508,7 @@ async function main(): Promise<void> {
       runs,
       demo: demoRuns,
       summary,
-      ...(others.length ? { ecdsa: ecdsaChoices, backends } : {}),
+      ...(others.length ? { swarms: swarmEnvs.map((e) => e.name), backends } : {}),
     };
   }
   out.loadAvgAfter = describeMachine().loadAvg;

@@ -3,16 +3,18 @@
 // p99 per hop with accountability on).
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/hop-overhead.js [--model FILE] [--engine reference|ort]
-//        [--rounds 6] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
+//        [--rounds 6] [--warmup 16] [--hops 3] [--b-env K=V,…] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
 //
-// Two identical 3-node swarms of real `odsi node` processes on 127.0.0.1 (default stories260K,
+// Two identical 3-node (--hops) swarms of real `odsi node` processes on 127.0.0.1 (default stories260K,
 // where compute is ~0.1 ms per hop, so what is left is overhead): one with receipts signed per
 // step per hop and checked at the gateway, one with ODSI_ACCOUNTABILITY=0 and no checks. No
 // audits (rate 0): this is the per-step cost, not the auditing. Each swarm is driven by its own
 // production Gateway, and the accountable swarm also by a second one that releases serially
 // (pipelineDepth 0: each step goes out only once the previous step's RECEIPTS verified, as
 // before the gateway pipelined receipts); greedy generations rotate among the three so load
-// drift hits all.
+// drift hits all. They first run --warmup generations each, unmeasured (the first kept as the
+// cold figure): a freshly started swarm is about twice as slow per hop for its first ~2000 steps
+// per node, and a node serves for hours, so the rounds measure the steady state.
 //
 // Per decode step: overhead = (step wall time at the gateway − Σ compute of every stage, the
 // gateway's embed and head included) / (k + 1) transfers; the step wall time is the time
@@ -22,6 +24,10 @@
 // Also the hops' own queue time (receive → compute start: decoding, the commitment, waiting for
 // the CPU) and send time (serialising the output), summed over the hops, and the CPU the three
 // node processes spent per step (/proc, all their threads), per swarm.
+//
+// --b-env K=V,… replaces 'serial' with 'on-b': another accountable swarm whose nodes get these
+// environment variables (e.g. ODSI_CRYPTO_WORKER=1), interleaved with the others: an A/B of a
+// node setting within one run.
 //
 // --profile runs the nodes of the 'on' swarm under V8's CPU profiler from the end of the warm-up
 // (bench/lib/cpu-profile-preload.ts) and reports where their non-idle time goes, by source file,
@@ -47,19 +53,51 @@ const { values: args } = parseArgs({
     model: { type: 'string' },
     engine: { type: 'string', default: 'reference' },
     rounds: { type: 'string', default: '6' },
+    warmup: { type: 'string', default: '16' },
+    hops: { type: 'string', default: '3' },
+    'b-env': { type: 'string' },
     tokens: { type: 'string', default: '48' },
     profile: { type: 'boolean', default: false },
     'profile-dir': { type: 'string' },
     out: { type: 'string' },
   },
 });
-/** accountability on (the gateway pipelines receipts, its default), on with each step sent only after the last one verified, off */
-const VARIANTS = ['on', 'serial', 'off'] as const;
-type Variant = (typeof VARIANTS)[number];
+/** --b-env K=V,…: variant 'on-b' (in place of 'serial'), an accountable swarm whose nodes get these environment variables (an A/B of a node setting) */
+const B_ENV: Record<string, string> | undefined = args['b-env']
+  ? Object.fromEntries(
+      args['b-env'].split(',').map((kv) => {
+        const i = kv.indexOf('=');
+        if (i < 1) throw new Error(`--b-env: KEY=VALUE[,KEY=VALUE], got ${kv}`);
+        return [kv.slice(0, i), kv.slice(i + 1)];
+      }),
+    )
+  : undefined;
+type Variant = 'on' | 'serial' | 'off' | 'on-b';
+/**
+ * accountability on (the gateway pipelines receipts, its default), on with each step sent only
+ * after the last one verified, off; with --b-env, on-b instead of serial (serial's gateway drives
+ * the 'on' swarm's nodes too, which then warm up twice as fast as on-b's: no fair A/B)
+ */
+const VARIANTS: readonly Variant[] = B_ENV ? ['on', 'on-b', 'off'] : ['on', 'serial', 'off'];
+const LABELS: Record<Variant, string> = {
+  on: 'accountability on',
+  serial: 'on, serial release',
+  off: 'off',
+  'on-b': `on, ${args['b-env'] ?? ''}`,
+};
+/** a record with one entry per variant */
+const perVariant = <T>(f: (v: Variant) => T): Record<Variant, T> =>
+  Object.fromEntries(VARIANTS.map((v) => [v, f(v)])) as Record<Variant, T>;
 const MODEL = resolve(args.model ?? join(ROOT, '../shared/models/stories260K/stories260K.gguf'));
 const ENGINE = args.engine as 'reference' | 'ort';
 const ROUNDS = Number(args.rounds);
+/** unmeasured generations per gateway before the rounds, rotated like them (V8 and the heap reach their steady state) */
+const WARMUP = Number(args.warmup);
+if (!Number.isInteger(WARMUP) || WARMUP < 1) throw new Error(`--warmup: a positive integer, got ${args.warmup}`);
 const TOKENS = Number(args.tokens);
+/** nodes in the route (each its own process; the gateway runs in this one) */
+const HOPS = Number(args.hops);
+if (!Number.isInteger(HOPS) || HOPS < 1) throw new Error(`--hops: a positive integer, got ${args.hops}`);
 const OUT = args.out ?? join(ROOT, `bench/results/hop-overhead${args.profile ? '-profiled' : ''}.json`);
 
 interface CpuProfile {
@@ -111,14 +149,17 @@ async function main(): Promise<void> {
   const c = src.config;
   const { modelId } = modelIdentity(src);
   src.close();
-  const ranges = splitLayers(c.nLayers, 3);
+  const ranges = splitLayers(c.nLayers, HOPS);
   const dir = mkdtempSync(join(tmpdir(), 'odsi-hop-'));
   const profDir = join(dir, 'prof');
   mkdirSync(profDir);
   const nodes: NodeProcess[] = [];
   const gateways: Gateway[] = [];
   try {
-    const swarm = async (on: boolean): Promise<Gateway> => {
+    /** the next swarm started runs its nodes under the profiler (only the first, the 'on' one) */
+    let profiled = !!args.profile;
+    /** a swarm of HOPS node processes and its gateway; the node pids go with it */
+    const swarm = async (on: boolean, extraEnv: Record<string, string> = {}): Promise<{ gw: Gateway; pids: number[] }> => {
       const ns = await Promise.all(
         ranges.map((range) =>
           NodeProcess.start({
@@ -130,12 +171,14 @@ async function main(): Promise<void> {
             env: {
               ODSI_ACCOUNTABILITY: on ? '1' : '0',
               // --cpu-prof is refused in NODE_OPTIONS: a preloaded module runs the inspector's profiler
-              NODE_OPTIONS: on && args.profile ? `--import ${join(ROOT, 'dist/bench/lib/cpu-profile-preload.js')}` : undefined,
-              ODSI_CPU_PROF_DIR: on && args.profile ? profDir : undefined,
+              NODE_OPTIONS: profiled ? `--import ${join(ROOT, 'dist/bench/lib/cpu-profile-preload.js')}` : undefined,
+              ODSI_CPU_PROF_DIR: profiled ? profDir : undefined,
+              ...extraEnv,
             },
           }),
         ),
       );
+      profiled = false; // only the first swarm (the 'on' one) runs under the profiler
       nodes.push(...ns);
       const gw = await Gateway.start({
         modelPath: MODEL,
@@ -145,23 +188,31 @@ async function main(): Promise<void> {
       });
       gateways.push(gw);
       if (on !== !!gw.accountability) throw new Error(`accountability did not turn ${on ? 'on' : 'off'}`);
-      return gw;
+      return { gw, pids: ns.map((n) => n.info.pid) };
     };
-    const on = await swarm(true);
+    const onSwarm = await swarm(true);
     // the same nodes behind a gateway that sends each step only once the previous one's receipts verified (pipelineDepth 0)
-    const serial = await Gateway.start({
-      modelPath: MODEL,
-      engine: ENGINE,
-      peers: nodes.slice(0, 3).map((n) => n.candidate(1)),
-      accountability: { enabled: true, auditRate: 0 },
-      pipelineDepth: 0,
-    });
-    gateways.push(serial);
-    const off = await swarm(false);
-    const gwOf = { on, serial, off };
-    // CPU of each swarm's node processes (all threads: main, crypto worker, engine) per step
-    const pidsOf = (gw: Gateway) => nodes.slice(gw === off ? 3 : 0, gw === off ? 6 : 3).map((n) => n.info.pid);
-    const nodeCpu = { on: { ms: 0, steps: 0 }, serial: { ms: 0, steps: 0 }, off: { ms: 0, steps: 0 } };
+    const serial = B_ENV
+      ? undefined
+      : await Gateway.start({
+          modelPath: MODEL,
+          engine: ENGINE,
+          peers: nodes.slice(0, HOPS).map((n) => n.candidate(1)),
+          accountability: { enabled: true, auditRate: 0 },
+          pipelineDepth: 0,
+        });
+    if (serial) gateways.push(serial);
+    const offSwarm = await swarm(false);
+    const bSwarm = B_ENV ? await swarm(true, B_ENV) : undefined;
+    // each variant's gateway, and its node processes (CPU of all their threads: main, crypto worker, engine)
+    const of = {
+      on: onSwarm,
+      off: offSwarm,
+      ...(serial ? { serial: { gw: serial, pids: onSwarm.pids } } : {}),
+      ...(bSwarm ? { 'on-b': bSwarm } : {}),
+    } as Record<Variant, { gw: Gateway; pids: number[] }>;
+    const on = onSwarm.gw;
+    const nodeCpu = perVariant(() => ({ ms: 0, steps: 0 }));
     const cpuOf = (pids: number[]) => pids.reduce((a, pid) => a + cpuMsOf(pid), 0);
     const prompt = on.tokenizer.encode('Once upon a time, there was a little', { addBos: on.addBos });
     const run = async (gw: Gateway): Promise<StepSample[]> => {
@@ -176,29 +227,42 @@ async function main(): Promise<void> {
       });
       return steps;
     };
-    await run(on);
-    await run(serial);
-    await run(off);
+    // warm-up: the first generations after start-up are about twice as slow per hop (V8 has not
+    // optimised the hot path yet, the young generation is small); a node serves for hours, so the
+    // rounds measure the steady state. The first warm-up round is kept as the cold figure.
+    const cold = perVariant(() => NaN);
+    const warmupCurve: ({ round: number } & Record<Variant, number>)[] = [];
+    for (let r = 0; r < WARMUP; r++) {
+      const med: Record<string, number> = {};
+      for (let i = 0; i < VARIANTS.length; i++) {
+        const which = VARIANTS[(i + r) % VARIANTS.length]!;
+        const s = await run(of[which].gw);
+        med[which] = dist(s.map((x) => (x.stepMs - x.computeMs) / (x.hops + 1))).p50;
+      }
+      warmupCurve.push({ round: r, ...perVariant((v) => med[v]!) });
+      if (r === 0) Object.assign(cold, med);
+    }
+    console.log(
+      `warm-up, ${WARMUP} generations per gateway: per-hop overhead median on ${cold.on.toFixed(3)} → ${warmupCurve.at(-1)!.on.toFixed(3)} ms, off ${cold.off.toFixed(3)} → ${warmupCurve.at(-1)!.off.toFixed(3)} ms (first → last)`,
+    );
     // profile the steady state only: the preloaded profiler starts on SIGUSR2
-    if (args.profile) for (const n of nodes.slice(0, 3)) process.kill(n.info.pid, 'SIGUSR2');
-    const got: Record<Variant, StepSample[]> = { on: [], serial: [], off: [] };
+    if (args.profile) for (const n of nodes.slice(0, HOPS)) process.kill(n.info.pid, 'SIGUSR2');
+    const got = perVariant((): StepSample[] => []);
     const perRound: ({ round: number } & Record<Variant, number>)[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const med: Record<string, number> = {};
       for (let i = 0; i < VARIANTS.length; i++) {
         const which = VARIANTS[(i + r) % VARIANTS.length]!;
-        const pids = pidsOf(gwOf[which]);
+        const pids = of[which].pids;
         const cpu0 = cpuOf(pids);
-        const s = await run(gwOf[which]);
+        const s = await run(of[which].gw);
         nodeCpu[which].ms += cpuOf(pids) - cpu0;
         nodeCpu[which].steps += s.length + 1; // the decode steps and the prefill
         got[which].push(...s);
         med[which] = dist(s.map((x) => (x.stepMs - x.computeMs) / (x.hops + 1))).p50;
       }
-      perRound.push({ round: r, on: med.on!, serial: med.serial!, off: med.off! });
-      console.log(
-        `round ${r + 1}/${ROUNDS}: per-hop overhead median on ${med.on!.toFixed(3)} ms (serial ${med.serial!.toFixed(3)}), off ${med.off!.toFixed(3)} ms`,
-      );
+      perRound.push({ round: r, ...perVariant((v) => med[v]!) });
+      console.log(`round ${r + 1}/${ROUNDS}: per-hop overhead median ${VARIANTS.map((v) => `${v} ${med[v]!.toFixed(3)}`).join(', ')} ms`);
     }
     const summary = (xs: StepSample[]) => {
       const k = xs[0]?.hops ?? 3;
@@ -215,12 +279,8 @@ async function main(): Promise<void> {
         restPerTransferMs: dist(xs.map((x) => (x.stepMs - x.computeMs - x.hopQueueMs - x.hopSendMs) / (x.hops + 1))),
       };
     };
-    const res = { on: summary(got.on), serial: summary(got.serial), off: summary(got.off) };
-    const nodeCpuMsPerStep = {
-      on: Math.round((nodeCpu.on.ms / nodeCpu.on.steps) * 1000) / 1000,
-      serial: Math.round((nodeCpu.serial.ms / nodeCpu.serial.steps) * 1000) / 1000,
-      off: Math.round((nodeCpu.off.ms / nodeCpu.off.steps) * 1000) / 1000,
-    };
+    const res = perVariant((v) => summary(got[v]));
+    const nodeCpuMsPerStep = perVariant((v) => Math.round((nodeCpu[v].ms / nodeCpu[v].steps) * 1000) / 1000);
     const targets = [
       {
         what: 'per-hop overhead median, accountability on (ms)',
@@ -266,13 +326,11 @@ async function main(): Promise<void> {
     console.log(`\nload average at end: ${machineAfter.loadAvg.join('/')}`);
     const row = (name: string, f: (s: typeof res.on) => { p50: number; p99: number }) => [
       name,
-      `${f(res.on).p50.toFixed(3)} / ${f(res.on).p99.toFixed(3)}`,
-      `${f(res.serial).p50.toFixed(3)} / ${f(res.serial).p99.toFixed(3)}`,
-      `${f(res.off).p50.toFixed(3)} / ${f(res.off).p99.toFixed(3)}`,
+      ...VARIANTS.map((v) => `${f(res[v]).p50.toFixed(3)} / ${f(res[v]).p99.toFixed(3)}`),
     ];
     console.log(
       table(
-        ['ms, median / p99', 'accountability on', 'on, serial release', 'off'],
+        ['ms, median / p99', ...VARIANTS.map((v) => LABELS[v])],
         [
           row('per-hop overhead', (s) => s.perHopOverheadMs),
           row('step wall time', (s) => s.stepMs),
@@ -284,7 +342,7 @@ async function main(): Promise<void> {
       ),
     );
     console.log(
-      `node CPU per step (3 node processes, all threads, /proc): on ${nodeCpuMsPerStep.on} ms (serial ${nodeCpuMsPerStep.serial}), off ${nodeCpuMsPerStep.off} ms`,
+      `node CPU per step (${HOPS} node processes, all threads, /proc): ${VARIANTS.map((v) => `${v} ${nodeCpuMsPerStep[v]}`).join(', ')} ms`,
     );
     for (const t of targets) console.log(`target ${t.what} ≤ ${t.target}: ${t.value} ${t.met ? 'met' : 'MISSED'}`);
     if (profile) {
@@ -294,7 +352,7 @@ async function main(): Promise<void> {
       for (const p of ownFunctions!.slice(0, 15)) console.log(`  ${(p.share * 100).toFixed(2).padStart(5)} %  ${p.selfMs} ms  ${p.fn}`);
     }
     writeResult(OUT, {
-      what: 'per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a 3-node loopback swarm, from the gateway per-token timelines, accountability on (receipts pipelined, the gateway default), on with serial release (pipelineDepth 0: each step sent once the previous one receipts verified) and off, interleaved, no audits',
+      what: `per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a ${HOPS}-node loopback swarm, from the gateway per-token timelines, accountability on (receipts pipelined, the gateway default), on with serial release (pipelineDepth 0: each step sent once the previous one receipts verified) and off${B_ENV ? `, and on with the nodes' environment ${args['b-env']} (on-b)` : ''}, interleaved, no audits`,
       note: `real odsi node processes on 127.0.0.1 sharing this machine's ${machine.cores} cores with the gateway and with other jobs (see loadAvg)`,
       machine,
       loadAvgAtEnd: machineAfter.loadAvg,
@@ -303,12 +361,17 @@ async function main(): Promise<void> {
         engine: ENGINE,
         ranges,
         rounds: ROUNDS,
+        warmup: WARMUP,
+        hops: HOPS,
+        bEnv: B_ENV,
         tokens: TOKENS,
         profiled: args.profile,
       },
       ...res,
       nodeCpuMsPerStep,
       perRoundMedianPerHopMs: perRound,
+      coldMedianPerHopMs: cold,
+      warmupMedianPerHopMs: warmupCurve,
       nodeCpuProfile: profile,
       nodeOwnFunctions: ownFunctions,
       targets,

@@ -3,8 +3,9 @@
 // stderr (pino). SIGINT/SIGTERM stop it cleanly. The node's environment settings are read
 // here, once, and passed down:
 //   ODSI_ACCOUNTABILITY=0  no receipts, commitments or audits   ODSI_CHAIN_ID  the records' domain
-//   ODSI_CRYPTO_WORKER=0   sign on the main thread              ODSI_PASSPHRASE  unlocks a keystore
-//   ODSI_ALLOW_FAULTS=1    allow --fault (tests and demos only)
+//   ODSI_PASSPHRASE        unlocks a keystore                    ODSI_ALLOW_FAULTS=1  allow --fault (tests, demos)
+//   ODSI_CRYPTO_WORKER     1: check upstream receipts on a worker thread, 0: on the main thread,
+//                          auto (default): a worker unless secp256k1 is the native addon
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
@@ -12,6 +13,8 @@ import { runNode, type NodeAccountability } from '../node/run.js';
 import { parseLayers } from '../node/placement.js';
 import { openModel } from '../model/load.js';
 import { accountabilityEnabled, deploymentDomain } from '../accountability/records/wire.js';
+import { useCryptoWorker } from '../accountability/records/crypto-pool.js';
+import { ecdsa } from '../identity/ecdsa.js';
 import { createNodeFaults } from '../testing/inject.js';
 import { DEFAULT_PEER_LIMITS } from '../node/peer-limits.js';
 import { DEFAULT_ARCHIVE_LIMITS } from '../accountability/node/step-archive.js';
@@ -68,7 +71,7 @@ function accountabilityFrom(env: NodeJS.ProcessEnv, o: NodeCliOptions): NodeAcco
   if (!accountabilityEnabled(env)) return undefined;
   return {
     domain: deploymentDomain(env),
-    cryptoWorker: env.ODSI_CRYPTO_WORKER !== '0',
+    cryptoWorker: useCryptoWorker(env.ODSI_CRYPTO_WORKER, ecdsa().name),
     archive: {
       challengeWindowMs: posInt('--audit-window', o.auditWindow),
       auditFetch: {

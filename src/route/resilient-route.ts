@@ -19,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import type { ModelConfig } from '../model/types.js';
 import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from '../engine/types.js';
 import { RouteError, type Hop, type HopTiming, type OpenRouteOptions, type RouteStage } from './route-stage.js';
+import { mergeTimelines } from './merge-timelines.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
 import { banWorthy } from './ban-worthy.js';
@@ -111,6 +112,8 @@ export class ResilientRoute implements Stage {
   private readonly suspects = new Set<string>();
   private readonly misses = new Map<string, number>();
   private slowPeer?: string;
+  /** the hops' timings of the last step that returned (all its chunks together) */
+  private timeline: HopTiming[] = [];
   private readonly graceMs: number;
   /** a step of this route was rejected after its output went out provisionally: recover before the next */
   private broken?: { err: RouteError; stage: RouteStage };
@@ -139,9 +142,9 @@ export class ResilientRoute implements Stage {
   get hops(): Hop[] {
     return this.current.hops;
   }
-  /** per-hop timings of the last step (what TimedStage shows in token timelines) */
+  /** per-hop timings of the last step (what TimedStage shows in token timelines); of all its chunks when it went in several */
   get lastTimeline(): HopTiming[] {
-    return this.current.lastTimeline;
+    return this.timeline;
   }
   get rerouteCount(): number {
     return this.recoveries;
@@ -307,7 +310,10 @@ export class ResilientRoute implements Stage {
     const limit = this.limitMs(input.nTokens, replay);
     // a long input goes as pipelined chunks (chunked-steps.ts); the budget covers all of them
     const chunk = replay ? (this.o.replayChunk ?? REPLAY_CHUNK) : (this.o.promptChunk ?? PROMPT_CHUNK);
-    const fwd = chunk > 0 ? forwardInChunks(stage, input, { chunk, inFlight: CHUNKS_IN_FLIGHT }) : stage.forward(input);
+    const fwd =
+      chunk > 0
+        ? forwardInChunks(stage, input, { chunk, inFlight: CHUNKS_IN_FLIGHT })
+        : stage.forward(input).then((one) => ({ ...one, chunks: [one] }));
     fwd.catch(() => undefined); // still pending when the timer wins; rejected at teardown
     // eager open: this step went right behind the OPEN; its budget starts once the route is up
     // (the open has its own time-out, and its failure is the open's)
@@ -328,7 +334,9 @@ export class ResilientRoute implements Stage {
     lost.catch(() => undefined);
     let out: StageOutput;
     try {
-      out = await Promise.race([fwd, lost]);
+      const { chunks, ...whole } = await Promise.race([fwd, lost]);
+      this.timeline = chunks.length === 1 ? chunks[0]!.timeline : mergeTimelines(chunks.map((c) => c.timeline));
+      out = whole;
     } catch (e) {
       clearTimeout(timer);
       throw e;
@@ -345,7 +353,7 @@ export class ResilientRoute implements Stage {
 
   /** After a successful step: did one hop make the route miss its deadline again? */
   private watchSlack(): void {
-    const tl = this.current.lastTimeline;
+    const tl = this.timeline;
     if (!tl.length || tl.some((t) => t.budgetInMs < 0)) return;
     if (tl[tl.length - 1]!.slackMs >= 0) {
       this.misses.clear();

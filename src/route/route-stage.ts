@@ -40,6 +40,11 @@ export interface Hop {
 /** one hop's timing of a step, as the STEP/RESULT header's timeline carries it */
 export type HopTiming = StepTiming;
 
+/** a route's output: a stage's, with the hops' timings of that step (the RESULT's timeline) */
+export interface RouteStepOutput extends StageOutput {
+  timeline: HopTiming[];
+}
+
 /** default KV reservation per session when the caller names none */
 export const DEFAULT_MAX_TOKENS = 4096;
 
@@ -289,7 +294,7 @@ export class RouteStage implements Stage {
    * RouteError naming the culprit otherwise (docs/protocol.md §4.3), so the caller can send the
    * next step while this one's receipts are checked.
    */
-  async forward(input: StageInput): Promise<StageOutput> {
+  async forward(input: StageInput): Promise<RouteStepOutput> {
     if (this.closed) throw new RouteError(`route for session ${this.sessionId} is closed`, 'unreachable');
     if (!input.hidden) throw new EngineError('a route stage takes hidden states (range.embed is false)', 'bad_input');
     const dim = this.config.dim;
@@ -358,7 +363,7 @@ export class RouteStage implements Stage {
     this.lastTimeline = h.timeline;
     this.length = input.pos + input.nTokens;
     const computeMs = h.timeline.reduce((s, t) => s + t.computeMs, 0);
-    if (!verifier || !step.receipts) return { hidden, computeMs };
+    if (!verifier || !step.receipts) return { hidden, computeMs, timeline: h.timeline };
     // accountability: the hops' signed receipts are checked (and sampled ones audited) before the output is released
     const receipts = step.receipts.promise;
     const check = async (): Promise<void> => {
@@ -387,7 +392,7 @@ export class RouteStage implements Stage {
     const settled = this.verifying.then(check);
     this.verifying = settled.catch(() => undefined);
     settled.catch(() => undefined); // the caller awaits it; a step abandoned meanwhile must not crash the process
-    return { hidden, computeMs, settled };
+    return { hidden, computeMs, settled, timeline: h.timeline };
   }
 
   /** Ask every hop to drop KV beyond `pos` (the next STEP at `pos` does the same implicitly). */

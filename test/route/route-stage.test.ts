@@ -7,6 +7,7 @@ import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { RouteError } from '../../src/route/route-stage.js';
 import { RouteClient } from '../../src/route/route-client.js';
 import { forwardInChunks } from '../../src/route/chunked-steps.js';
+import { mergeTimelines } from '../../src/route/merge-timelines.js';
 import { Channel } from '../../src/p2p/channel.js';
 import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL } from '../../src/protocol/messages.js';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -239,7 +240,7 @@ test('a long input as pipelined chunks: the same rows, and a hop starts the next
       await new Promise((r) => setTimeout(r, ms));
       const out = await stage.forward(i);
       seen.push(`${name} end ${i.pos}`);
-      return out;
+      return { ...out, computeMs: ms }; // a fixed figure for the timelines
     };
     s.forwardBatch = undefined;
     return s;
@@ -253,6 +254,23 @@ test('a long input as pipelined chunks: the same rows, and a hop starts the next
   assert.ok(seen.indexOf('h0 start 4') < seen.indexOf('h1 end 0'), seen.join(', '));
   // at most 2 in flight: the third chunk (position 8) left the gateway after the first's result
   assert.ok(seen.indexOf('h0 start 8') > seen.indexOf('h1 end 0'), seen.join(', '));
+  // each chunk's own timeline, and the hops' timings of the whole input (what its token shows)
+  assert.deepEqual(
+    all.chunks.map((c) => c.timeline.map((t) => t.computeMs)),
+    [
+      [20, 80],
+      [20, 80],
+      [20, 80],
+    ],
+  );
+  const whole = mergeTimelines(all.chunks.map((c) => c.timeline));
+  assert.deepEqual(
+    whole.map((t) => [t.peerId, t.computeMs]),
+    [
+      [hs[0]!.host.peerId, 60],
+      [hs[1]!.host.peerId, 240],
+    ],
+  );
   const last = await forwardInChunks(
     r,
     { sessionId: r.sessionId, pos: 0, nTokens: 10, hidden: x, lastRow: true },

@@ -1,18 +1,34 @@
 // Signature work off the token path's thread. A node's reference engine computes on the main
-// thread, so the upstream receipt check and the commitment signature (≈ 1–2 ms per step)
-// would add to every step's latency; run on one worker thread they overlap the compute.
+// thread, so the upstream receipt check (≈ 0.4 ms per recover with the WASM or JS secp256k1)
+// would add to every step's latency; run on one worker thread it overlaps the compute. With
+// libsecp256k1's native addon a recover takes ≈ 0.08 ms, less than a round trip to the worker
+// (≈ 0.25 ms of CPU and 0.3 ms of wall time on the development VM, bench/README "Session 11"),
+// so there the check runs on the calling thread — after the I/O of the tick that asked for it
+// (setImmediate), so an output sent in that tick leaves first, as it does with the worker.
 // Falls back to the calling thread when a worker cannot start or dies (same results:
 // the worker runs the same functions). Whether to use a worker at all is decided once, at
-// start-up, by whoever constructs the pool (the node CLI: ODSI_CRYPTO_WORKER).
+// start-up, by whoever constructs the pool (the node CLI: ODSI_CRYPTO_WORKER, `useCryptoWorker`).
 import { Worker } from 'node:worker_threads';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { ZERO_HASH, assertWellFormed, typedDigestBytes, type Hex, type OdsiDomain, type PrimaryType, type RecordOf } from './eip712.js';
 import { checkSigned, signDigest, type VerifyResult } from './receipts.js';
-import { ecdsa } from '../../identity/ecdsa.js';
+import { ecdsa, type BackendName } from '../../identity/ecdsa.js';
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
 /** one job's answer from the worker */
 export type CryptoReply = { id: number; result?: unknown; error?: string };
+
+/**
+ * The ODSI_CRYPTO_WORKER setting: '1' a worker thread, '0' the calling thread, unset or 'auto' a
+ * worker unless the signature backend is the native addon (whose recover costs less than the
+ * round trip to a worker). Anything else is an error.
+ */
+export function useCryptoWorker(setting: string | undefined, backend: BackendName): boolean {
+  if (setting === '1') return true;
+  if (setting === '0') return false;
+  if (setting === undefined || setting === '' || setting === 'auto') return backend !== 'native';
+  throw new Error(`ODSI_CRYPTO_WORKER must be auto, 1 or 0, got ${JSON.stringify(setting)}`);
+}
 
 export interface CryptoPoolOptions {
   /** false: do everything on the calling thread (no worker thread is ever started) */
@@ -105,6 +121,9 @@ export class CryptoPool {
       } catch {
         /* worker gone: do it here */
       }
+    } else {
+      // on this thread: after this tick's I/O, so an output sent in the same tick is not held back
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
     return checkSigned(primary, signed, domain);
   }

@@ -1,9 +1,10 @@
 // The crypto worker gives the same answers as the calling thread: signatures byte-identical,
 // verification verdicts and reasons identical, and a malformed record is refused before any
-// thread signs it. A pool made with { worker: false } (ODSI_CRYPTO_WORKER=0) runs everything on the calling thread.
+// thread signs it. A pool made with { worker: false } (ODSI_CRYPTO_WORKER=0) runs everything on
+// the calling thread, a verification only after the I/O of the tick that asked for it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CryptoPool } from '../../../src/accountability/records/crypto-pool.js';
+import { CryptoPool, useCryptoWorker } from '../../../src/accountability/records/crypto-pool.js';
 import { generateIdentity } from '../../../src/identity/identity.js';
 import { ZERO_HASH, toBytes32, type ExecutionCommitment } from '../../../src/accountability/records/eip712.js';
 import { checkSigned, commitmentHash, signCommitment } from '../../../src/accountability/records/receipts.js';
@@ -45,3 +46,28 @@ for (const mode of ['worker', 'calling thread']) {
     assert.equal(garbage.ok, false);
   });
 }
+
+test('on the calling thread a verification waits for the I/O of its tick (an output sent in that tick leaves first)', async () => {
+  const cryptoPool = new CryptoPool({ worker: false });
+  const signed = signCommitment(id, record(0), domain);
+  let settled = false;
+  const v = cryptoPool.verify('ExecutionCommitment', signed, domain).then((r) => {
+    settled = true;
+    return r;
+  });
+  // socket-writes.ts flushes a tick's corked writes on process.nextTick
+  await new Promise<void>((resolve) => process.nextTick(resolve));
+  await Promise.resolve();
+  assert.equal(settled, false, 'verified before the tick ended');
+  assert.deepEqual(await v, checkSigned('ExecutionCommitment', signed, domain));
+});
+
+test('ODSI_CRYPTO_WORKER: a worker unless the signature backend is the native addon; 1 and 0 force it', () => {
+  assert.equal(useCryptoWorker(undefined, 'native'), false);
+  assert.equal(useCryptoWorker('auto', 'native'), false);
+  assert.equal(useCryptoWorker(undefined, 'libsecp256k1'), true);
+  assert.equal(useCryptoWorker('', 'noble'), true);
+  assert.equal(useCryptoWorker('1', 'native'), true);
+  assert.equal(useCryptoWorker('0', 'noble'), false);
+  assert.throws(() => useCryptoWorker('yes', 'native'), /ODSI_CRYPTO_WORKER must be auto, 1 or 0, got "yes"/);
+});
