@@ -27,6 +27,9 @@
 // (CPU per token at 1 stream ÷ CPU per token at c) × (cores ÷ cores in use at 1 stream) times
 // the 1-stream figure: the bench reports that bound beside the measured ratio.
 //
+// Each run also reads the nodes' Prometheus metrics (the demo's --node-metrics) before and after:
+// each node's mean sessions per scheduler iteration (its batch) during the run.
+//
 // Node compute alone (in this process): 16 sessions' decode steps on a 10-layer ORT stage, one
 // by one vs one forwardBatch — what batching saves where it happens.
 //
@@ -115,6 +118,8 @@ interface LevelResult {
   cpu?: CpuShare;
   /** llama.cpp: the thread count */
   threads?: number;
+  /** odsi: each node's mean sessions per scheduler iteration during the run (its odsi_node_batch_sessions metric) */
+  meanBatch?: number[];
 }
 
 interface CpuShare {
@@ -153,13 +158,30 @@ function nodePids(demoPid: number): number[] {
   return out.sort((a, b) => a - b);
 }
 
-/** runs fn while counting the CPU the swarm's processes and this client spend */
-async function withCpu(pids: { gateway: number; nodes: number[] }, fn: () => Promise<LevelResult>): Promise<LevelResult> {
+/** a node's odsi_node_batch_sessions histogram so far: sessions' steps and iterations, summed over its layer ranges */
+async function batchesOf(metricsUrl: string): Promise<{ sessions: number; iterations: number }> {
+  const text = await (await fetch(metricsUrl)).text();
+  const total = (name: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+      .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  return { sessions: total('odsi_node_batch_sessions_sum'), iterations: total('odsi_node_batch_sessions_count') };
+}
+
+/** runs fn while counting the CPU the swarm's processes and this client spend, and the nodes' batches */
+async function withCpu(
+  pids: { gateway: number; nodes: number[]; metrics: string[] },
+  fn: () => Promise<LevelResult>,
+): Promise<LevelResult> {
   const all = [pids.gateway, ...pids.nodes];
+  const b0 = await Promise.all(pids.metrics.map(batchesOf));
   const before = all.map((p) => cpuMsOf(p) ?? NaN);
   const c0 = process.cpuUsage();
   const r = await fn();
   const c = process.cpuUsage(c0);
+  const b1 = await Promise.all(pids.metrics.map(batchesOf));
+  r.meanBatch = b1.map((b, i) => (b.sessions - b0[i]!.sessions) / Math.max(1, b.iterations - b0[i]!.iterations));
   const used = all.map((p, i) => (cpuMsOf(p) ?? NaN) - before[i]!);
   const client = (c.user + c.system) / 1000;
   const total = used.reduce((a, x) => a + x, 0) + client;
@@ -207,7 +229,7 @@ async function viaApi(client: OpenAI, model: string, c: number, maxTokens: numbe
 async function startDemo(
   model: string,
   swarmEnv: Record<string, string> = {},
-): Promise<{ proc: ChildProcess; url: string; model: string }> {
+): Promise<{ proc: ChildProcess; url: string; model: string; metrics: string[] }> {
   const proc = spawn(
     process.execPath,
     [
@@ -227,6 +249,7 @@ async function startDemo(
       '2',
       '--max-concurrent',
       '64',
+      '--node-metrics',
     ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -239,10 +262,10 @@ async function startDemo(
     proc.on('exit', (code) => rej(new Error(`demo exited with ${code}`)));
     lines.on('line', (l) => {
       try {
-        const j = JSON.parse(l) as { event?: string; url?: string; model?: string };
+        const j = JSON.parse(l) as { event?: string; url?: string; model?: string; nodes?: { metrics?: string }[] };
         if (j.event === 'serving') {
           clearTimeout(timer);
-          res({ proc, url: j.url!, model: j.model! });
+          res({ proc, url: j.url!, model: j.model!, metrics: (j.nodes ?? []).flatMap((n) => (n.metrics ? [n.metrics] : [])) });
         }
       } catch {
         /* the first prompt's output */
@@ -345,11 +368,13 @@ async function main(): Promise<void> {
     const demos: Awaited<ReturnType<typeof startDemo>>[] = [];
     for (const e of swarmEnvs) demos.push(await startDemo(file, e.env));
     const demo = demos[0]!;
-    const pids = { gateway: demo.proc.pid!, nodes: nodePids(demo.proc.pid!) };
+    const pids = { gateway: demo.proc.pid!, nodes: nodePids(demo.proc.pid!), metrics: demo.metrics };
     /** the other swarms (backends, settings), run beside the first at each level */
-    const others = demos
-      .slice(1)
-      .map((d, i) => ({ name: swarmEnvs[i + 1]!.name, demo: d, pids: { gateway: d.proc.pid!, nodes: nodePids(d.proc.pid!) } }));
+    const others = demos.slice(1).map((d, i) => ({
+      name: swarmEnvs[i + 1]!.name,
+      demo: d,
+      pids: { gateway: d.proc.pid!, nodes: nodePids(d.proc.pid!), metrics: d.metrics },
+    }));
     const otherRuns: Record<string, Record<string, LevelResult[]>> = {};
     const lrs = llama ? await Promise.all(llamaThreads.map((t) => llamaRunner(llama!, file, t))) : [];
     const runs: Record<string, { odsi: LevelResult[]; llama: LevelResult[] }> = {};
@@ -369,7 +394,8 @@ async function main(): Promise<void> {
             const r2 = await withCpu(x.pids, () => viaApi(otherClients[i]!, x.demo.model, c, nTokens));
             ((otherRuns[x.name] ??= {})[k] ??= []).push(r2);
             console.log(
-              `  ${dtype} rep ${r} c=${c}: odsi (${x.name}) ${fmt(r2.tokPerS)} tok/s, CPU ${fmt(r2.cpu!.totalMsPerToken)} ms/token`,
+              `  ${dtype} rep ${r} c=${c}: odsi (${x.name}) ${fmt(r2.tokPerS)} tok/s, CPU ${fmt(r2.cpu!.totalMsPerToken)} ms/token, ` +
+                `mean batch ${r2.meanBatch!.map((b) => fmt(b, 2)).join('/')}`,
             );
           }
           for (const lr of lrs) runs[k].llama.push(await lr.run(c, nTokens));
@@ -377,7 +403,8 @@ async function main(): Promise<void> {
           console.log(
             `  ${dtype} rep ${r} c=${c}: odsi ${fmt(o.tokPerS)} tok/s, CPU ${fmt(o.cpu!.totalMsPerToken)} ms/token ` +
               `(gateway ${fmt(o.cpu!.gatewayMsPerToken)}, nodes ${o.cpu!.nodesMsPerToken.map((x) => fmt(x)).join('/')}, client ${fmt(o.cpu!.clientMsPerToken)}), ` +
-              `${fmt(o.cpu!.coresInUse, 2)} cores${ll.length ? `; llama.cpp ${ll.join(', ')} tok/s` : ''}`,
+              `${fmt(o.cpu!.coresInUse, 2)} cores, mean batch ${o.meanBatch!.map((b) => fmt(b, 2)).join('/')} sessions` +
+              `${ll.length ? `; llama.cpp ${ll.join(', ')} tok/s` : ''}`,
           );
         }
         demoRuns.one.push(await withCpu(pids, () => viaApi(client, demo.model, 1, demoTokens)));
@@ -412,6 +439,8 @@ async function main(): Promise<void> {
         fmt(medCpu(x.odsi, 'totalMsPerToken')),
         fmt(medCpu(x.odsi, 'gatewayMsPerToken')),
         fmt(medCpu(x.odsi, 'coresInUse'), 2),
+        // each node's mean batch (sessions per iteration), median over the runs
+        x.odsi[0]?.meanBatch?.map((_, i) => fmt(median(x.odsi.map((r) => r.meanBatch![i]!)), 1)).join('/') ?? '—',
         ...llamaThreads.map((t) =>
           fmt(
             med(
@@ -437,6 +466,7 @@ async function main(): Promise<void> {
           'CPU/tok',
           'gw CPU/tok',
           'cores',
+          'batch',
           ...llamaThreads.map((t) => `llama.cpp ${t} thr`),
           'p50',
           'p95',

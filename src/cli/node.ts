@@ -52,6 +52,7 @@ interface NodeCliOptions {
   maxConnectionsPerPeer: string;
   streamOpensPerSec: string;
   streamSpares: string;
+  streamSpareIdle: string;
   auditWindow: string;
   auditFetchesPerMinute: string;
   auditFetchesInFlight: string;
@@ -150,6 +151,7 @@ export function register(program: Command): void {
     .option('--max-step-tokens <n>', 'tokens one STEP may carry (bounds the bytes buffered per stream)', String(DEFAULT_PEER_LIMITS.maxStepTokens))
     .option('--max-connections-per-peer <n>', 'connections one remote peer may hold', String(DEFAULT_MAX_CONNECTIONS_PER_PEER))
     .option('--stream-spares <n>', 'negotiated streams kept ready to each next hop and gateway just used (saves a round trip per session open; 0 = none)', String(DEFAULT_STREAM_SPARES.spares))
+    .option('--stream-spare-idle <ms>', "close a spare kept unused this long (keep it below the next hops' --stream-idle-timeout)", String(DEFAULT_STREAM_SPARES.maxIdleMs))
     .option('--stream-opens-per-sec <n>', 'inbound streams one remote peer may open per second (bursts of 4 s allowed)', String(DEFAULT_PEER_LIMITS.streamOpensPerSec))
     // accountability (ODSI_ACCOUNTABILITY=1): what is kept for auditors, and per-peer audit bounds
     .option('--audit-window <ms>', 'keep committed steps for auditors this long after a session\'s last step', String(DEFAULT_ARCHIVE_LIMITS.challengeWindowMs))
@@ -206,6 +208,7 @@ export function register(program: Command): void {
         },
         maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
         streamSpares: nonNegInt('--stream-spares', o.streamSpares),
+        streamSpareIdleMs: posInt('--stream-spare-idle', o.streamSpareIdle),
         accountability: accountabilityFrom(env, o),
         protectionDb: protectionDbPath(o),
         protectionSync: protectionSync(o.protectionSync),

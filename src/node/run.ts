@@ -61,6 +61,8 @@ export interface NodeOptions {
   maxConnectionsPerPeer?: number;
   /** negotiated onward streams kept ready per peer just used (default 1; 0: none; p2p/stream-pool.ts) */
   streamSpares?: number;
+  /** a spare kept unused this long is closed (default 20 s; keep it below the next hops' --stream-idle-timeout) */
+  streamSpareIdleMs?: number;
   /** receipts, commitments and audits (absent: accountability is off) */
   accountability?: NodeAccountability;
   /** stake (e.g. the ledger's view): scales each remote peer's limits (PeerLimits.weight); an excluded identity is refused */
@@ -222,6 +224,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       log,
       batching: o.batching,
       streamSpares: o.streamSpares,
+      streamSpareIdleMs: o.streamSpareIdleMs,
     });
     await server.start();
     const metricsHttp = metrics ? await serveMetrics(metrics.registry, o.metricsPort ?? 0, o.metricsHost) : undefined;

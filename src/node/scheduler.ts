@@ -29,6 +29,12 @@ export interface SchedulerOptions {
   self?: string;
   /** after each iteration: sessions' steps and tokens in its forward pass, and its ms (metrics) */
   onIteration?(sessions: number, tokens: number, ms: number): void;
+  /**
+   * sessions open on this node: with more than one, an idle scheduler starts its next iteration
+   * only once the I/O in hand is handled (setImmediate), so the steps that arrived together (a
+   * batched upstream hop sends its outputs in one write) run together; with one, at once
+   */
+  sessions?(): number;
 }
 
 /** One session step waiting for compute. */
@@ -144,8 +150,11 @@ export class StepScheduler {
   private kick(): void {
     if (this.running) return;
     this.running = true;
-    // the loop runs on its own: callers only wait on their own step's promise
-    void this.loop();
+    // the loop runs on its own: callers only wait on their own step's promise. Other sessions'
+    // steps that came in the same read are still being decoded (a message each, one after the
+    // other): with more than one session open, start once they are queued, not with the first
+    if ((this.o.sessions?.() ?? 1) > 1) setImmediate(() => void this.loop());
+    else void this.loop();
   }
 
   private async loop(): Promise<void> {

@@ -64,6 +64,8 @@ export interface NodeServerOptions {
   batching?: { tokenBudget?: number; chunkTokens?: number; maxBatch?: number };
   /** negotiated streams kept ready per next hop (and per gateway for results) just used (default 1; 0: none; stream-pool.ts) */
   streamSpares?: number;
+  /** a spare kept unused this long is closed (default 20 s; keep it below the next hops' idle limit for silent streams) */
+  streamSpareIdleMs?: number;
   log?: Logger;
 }
 
@@ -98,6 +100,7 @@ export class NodeServer {
     const pool = (protocol: string) =>
       new StreamPool({
         spares: o.streamSpares,
+        maxIdleMs: o.streamSpareIdleMs,
         libp2p: o.host.libp2p,
         protocol,
         maxOutboundStreams: MAX_SESSION_STREAMS,
@@ -112,7 +115,14 @@ export class NodeServer {
       log: o.log,
     });
     const onIteration = o.metrics && ((n: number, t: number, ms: number) => o.metrics!.iteration(n, t, ms));
-    this.scheduler = new StepScheduler({ stage: o.stage, perf: o.perf, self: this.self, ...o.batching, onIteration });
+    this.scheduler = new StepScheduler({
+      stage: o.stage,
+      perf: o.perf,
+      self: this.self,
+      ...o.batching,
+      onIteration,
+      sessions: () => this.sessions.size,
+    });
     this.executor = new StepExecutor(
       { self: this.self, stage: o.stage, modelId: o.modelId, stamper: o.stamper, scheduler: this.scheduler, metrics: o.metrics },
       this.stats,

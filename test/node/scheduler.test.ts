@@ -83,6 +83,38 @@ describe('StepScheduler', () => {
     );
   });
 
+  it("with several sessions open, steps that arrive in one read run in one iteration; a lone session's step starts at once", async () => {
+    // three sessions' steps decoded one after the other in the same tick, as a batched upstream
+    // hop's one write arrives: a message each, in successive microtasks
+    const arrive = (sched: StepScheduler) =>
+      Promise.all(
+        [0, 1, 2].map(
+          (i) =>
+            new Promise<StepResult>((resolve) => {
+              let p = Promise.resolve();
+              for (let k = 0; k < i; k++) p = p.then(() => undefined);
+              void p.then(() => resolve(sched.submit(work(`g${i}`, 0, rows(1, dim, 50 + i)))));
+            }),
+        ),
+      );
+    const batches = async (open: number) => {
+      const seen: number[] = [];
+      const sched = new StepScheduler({
+        stage,
+        perf: new PerfMeter({ msPerToken: 1, prefillMsPerToken: 0.1 }),
+        onIteration: (n) => seen.push(n),
+        sessions: () => open,
+      });
+      const got = await arrive(sched);
+      for (let i = 0; i < 3; i++) stage.closeSession(`g${i}`);
+      assert.equal(got.length, 3);
+      return seen;
+    };
+    assert.deepEqual(await batches(3), [3], 'gathered: one iteration');
+    // one session open (as the scheduler is told): the first step does not wait for the others
+    assert.deepEqual(await batches(1), [1, 2]);
+  });
+
   it('computes a long prompt in chunks beside other sessions, with the same bits', async () => {
     const sched = new StepScheduler({
       stage,
