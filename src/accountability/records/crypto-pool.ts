@@ -1,8 +1,9 @@
 // Signature work off the token path's thread. A node's reference engine computes on the main
 // thread, so the upstream receipt check (≈ 0.4 ms per recover with the WASM or JS secp256k1)
 // would add to every step's latency; run on one worker thread it overlaps the compute. With
-// libsecp256k1's native addon a recover takes ≈ 0.08 ms, less than a round trip to the worker
-// (≈ 0.25 ms of CPU and 0.3 ms of wall time on the development VM, bench/README "Session 11"),
+// libsecp256k1's native addon a whole check on the calling thread takes ≈ 0.1 ms of CPU, less
+// than one through the worker (≈ 0.22 ms of CPU, 0.23 ms of wall time on the development VM:
+// bench/receipt-check),
 // so there the check runs on the calling thread — after the I/O of the tick that asked for it
 // (setImmediate), so an output sent in that tick leaves first, as it does with the worker.
 // Falls back to the calling thread when a worker cannot start or dies (same results:
