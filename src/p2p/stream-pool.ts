@@ -12,8 +12,13 @@
 // peer's spares are closed beyond), and each is closed after `maxIdleMs` unused — below the
 // remote's own idle limit for streams that carry no message (nodes: --stream-idle-timeout,
 // 30 s by default; gateways: 30 s for an unbound result stream), so the remote never has to close
-// one. A spare the remote closed, reset or wrote on (it only does that to close it) is dropped at
-// take(), which then negotiates a fresh stream as if there had been none.
+// one. A spare the remote closed, reset or wrote on (it only does that to close it) is dropped
+// (at once, or at take(), which then negotiates a fresh stream as if there had been none). A
+// remote whose idle limit is shorter than `maxIdleMs` (a node run with a short
+// --stream-idle-timeout) closes a spare under its holder, and a session OPEN sent on it as the
+// close crosses fails; so when a remote gives up on a silent spare of ours, the pool learns how
+// long it waited, and that peer's spares from then on live half as long (at least
+// MIN_SPARE_LIFE_MS).
 
 import type { Stream } from '@libp2p/interface';
 import type { Libp2p } from 'libp2p';
@@ -44,7 +49,7 @@ export interface StreamPoolStats {
   spareTaken: number;
   /** takes that negotiated a stream */
   negotiated: number;
-  /** spares dropped at take(): closed, reset or written on by the remote */
+  /** spares dropped: closed, reset or written on by the remote (seen at once, or at take()) */
   spareDropped: number;
   /** spares closed unused (idle, evicted, or the pool closed) */
   spareExpired: number;
@@ -53,12 +58,21 @@ export interface StreamPoolStats {
 interface Spare {
   stream: Stream;
   timer: NodeJS.Timeout;
+  /** when it became ready (performance.now()) */
+  since: number;
+  /** removes the listeners that watch for the remote giving up on it */
+  watch: AbortController;
 }
+
+/** the shortest life a learned remote limit leaves a spare */
+export const MIN_SPARE_LIFE_MS = 250;
 
 interface PeerSpares {
   ready: Spare[];
   /** spares being negotiated */
   opening: number;
+  /** the shortest time this peer let a silent spare of ours live before closing it (learned) */
+  remoteIdleMs?: number;
 }
 
 export class StreamPool {
@@ -86,11 +100,15 @@ export class StreamPool {
     while (p?.ready.length && !stream) {
       const s = p.ready.shift()!;
       clearTimeout(s.timer);
-      if (usable(s.stream)) stream = s.stream;
-      else {
+      s.watch.abort();
+      if (!usable(s.stream)) {
         this.stats.spareDropped++;
         s.stream.abort(new Error('spare stream no longer usable'));
-      }
+      } else if (performance.now() - s.since >= this.lifeMs(p)) {
+        // older than this peer lets a silent stream live (learned after the spare was made)
+        this.stats.spareExpired++;
+        closeQuietly(s.stream);
+      } else stream = s.stream;
     }
     if (stream) this.stats.spareTaken++;
     else {
@@ -134,8 +152,18 @@ export class StreamPool {
             p.opening--;
             // the pool closed, or the peer was evicted, while this one was being negotiated
             if (this.closed || this.peers.get(peerId) !== p) return void stream.abort(new Error('stream pool closed'));
-            const spare: Spare = { stream, timer: setTimeout(() => this.expire(p, spare), this.o.maxIdleMs) };
+            const spare: Spare = {
+              stream,
+              since: performance.now(),
+              watch: new AbortController(),
+              timer: setTimeout(() => this.expire(p, spare), this.lifeMs(p)),
+            };
             spare.timer.unref?.();
+            // the remote writes on a spare or closes its side only to give up on it: learn how long it waited
+            const gaveUp = () => this.remoteGaveUp(p, spare, true);
+            stream.addEventListener('message', gaveUp, { signal: spare.watch.signal });
+            stream.addEventListener('remoteCloseWrite', gaveUp, { signal: spare.watch.signal });
+            stream.addEventListener('close', () => this.remoteGaveUp(p, spare, false), { signal: spare.watch.signal });
             p.ready.push(spare);
           },
           () => void p.opening--, // the next take negotiates, as without a pool
@@ -143,12 +171,31 @@ export class StreamPool {
     }
   }
 
+  /** how long a spare to this peer is kept: maxIdleMs, or half what the peer was seen to allow */
+  private lifeMs(p: PeerSpares): number {
+    if (p.remoteIdleMs === undefined) return this.o.maxIdleMs;
+    return Math.min(this.o.maxIdleMs, Math.max(MIN_SPARE_LIFE_MS, p.remoteIdleMs / 2));
+  }
+
   private expire(p: PeerSpares, spare: Spare): void {
     const i = p.ready.indexOf(spare);
     if (i < 0) return;
     p.ready.splice(i, 1);
+    spare.watch.abort();
     this.stats.spareExpired++;
     closeQuietly(spare.stream);
+  }
+
+  /** A ready spare the remote wrote on, closed or reset: dropped; its age is that peer's idle limit (not for a reset, which may be the connection's end). */
+  private remoteGaveUp(p: PeerSpares, spare: Spare, learn: boolean): void {
+    const i = p.ready.indexOf(spare);
+    if (i < 0) return;
+    p.ready.splice(i, 1);
+    clearTimeout(spare.timer);
+    spare.watch.abort();
+    if (learn) p.remoteIdleMs = Math.min(p.remoteIdleMs ?? Infinity, performance.now() - spare.since);
+    this.stats.spareDropped++;
+    spare.stream.abort(new Error('the remote gave up on this spare stream'));
   }
 
   private evict(peerId: string): void {
@@ -157,6 +204,7 @@ export class StreamPool {
     this.peers.delete(peerId);
     for (const s of p.ready.splice(0)) {
       clearTimeout(s.timer);
+      s.watch.abort();
       this.stats.spareExpired++;
       closeQuietly(s.stream);
     }

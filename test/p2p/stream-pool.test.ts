@@ -2,7 +2,9 @@
 // ready; the next take gets that spare (no negotiation) and it carries messages like any
 // stream; a spare the remote closed is dropped at take and a fresh stream negotiated instead; an
 // unused spare is closed after maxIdleMs (the remote sees it go), and spares stay bounded per peer
-// and in peers; close() closes them all.
+// and in peers; close() closes them all. A remote that closes silent streams sooner than
+// maxIdleMs (a node's --stream-idle-timeout) is seen doing it, and that peer's spares then live
+// half as long, so it never has to again.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Stream } from '@libp2p/interface';
@@ -24,8 +26,8 @@ const waitUntil = async (f: () => boolean, ms: number) => {
 
 const close = (sessionId: string): Message => ({ type: MsgType.CLOSE, header: { sessionId, reason: 'test' } });
 
-/** A server that records its inbound streams (and the messages on them), and a client with a pool to it. */
-async function pair(o: Partial<StreamPoolOptions> = {}) {
+/** A server that records its inbound streams (and the messages on them), closing silent ones after serverIdleMs if given, and a client with a pool to it. */
+async function pair(o: Partial<StreamPoolOptions> = {}, serverIdleMs?: number) {
   const server = await createHost({ identity: generateIdentity() });
   const client = await createHost({ identity: generateIdentity() });
   hosts.push(server, client);
@@ -33,12 +35,19 @@ async function pair(o: Partial<StreamPoolOptions> = {}) {
   const received: Message[] = [];
   await server.libp2p.handle(PROTO, (stream, conn) => {
     inbound.push(stream);
-    const ch: Channel = new Channel(stream, conn.remotePeer.toString(), server.peerId, {
-      onMessage: (m) => {
-        received.push(m);
-        void ch.send(close((m.header as { sessionId: string }).sessionId));
+    const ch: Channel = new Channel(
+      stream,
+      conn.remotePeer.toString(),
+      server.peerId,
+      {
+        onMessage: (m) => {
+          received.push(m);
+          void ch.send(close((m.header as { sessionId: string }).sessionId));
+        },
       },
-    });
+      // a node's idle limit for streams that carry no message (an ERROR, then close)
+      serverIdleMs !== undefined ? { idleMs: serverIdleMs } : {},
+    );
   });
   await client.dial(server.peerId, server.addrs());
   const pool = new StreamPool({
@@ -132,4 +141,28 @@ test('an unused spare is closed after maxIdleMs; spares stay bounded per peer an
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(none.ready(server.peerId), 0);
   assert.equal(inbound.length, before + 1, 'spares = 0 opens only the stream taken');
+});
+
+test("a remote that closes silent streams sooner than maxIdleMs: the spare is dropped when it does, and that peer's next spares live half as long", async () => {
+  const IDLE = 600;
+  const { server, pool } = await pair({}, IDLE);
+  const taken = await pool.take(server.peerId, AbortSignal.timeout(5000));
+  taken.abort(new Error('not needed here')); // (only the spare it leaves matters)
+  await waitUntil(() => pool.ready(server.peerId) === 1, 3000);
+  // the remote gives up on the silent spare after IDLE ms: the pool drops it then, not at the next take
+  await waitUntil(() => pool.ready(server.peerId) === 0, 3000);
+  assert.equal(pool.stats.spareDropped, 1);
+  assert.equal(pool.stats.spareExpired, 0);
+  // the next spare lives IDLE / 2: the pool closes it itself, before the remote's limit
+  const again = await pool.take(server.peerId, AbortSignal.timeout(5000));
+  assert.equal(pool.stats.negotiated, 2, 'no spare was left to take');
+  const t0 = performance.now();
+  await waitUntil(() => pool.ready(server.peerId) === 1, 3000);
+  await waitUntil(() => pool.ready(server.peerId) === 0, 3000);
+  const lived = performance.now() - t0;
+  assert.equal(pool.stats.spareExpired, 1, 'closed by the pool');
+  assert.equal(pool.stats.spareDropped, 1, 'not by the remote');
+  assert.ok(lived < IDLE, `the spare lived ${lived.toFixed(0)} ms`);
+  again.abort(new Error('done'));
+  pool.close();
 });
