@@ -3,9 +3,9 @@
 // would add to every step's latency; run on one worker thread it overlaps the compute. With
 // libsecp256k1's native addon a whole check on the calling thread takes ≈ 0.1 ms of CPU, less
 // than one through the worker (≈ 0.22 ms of CPU, 0.23 ms of wall time on the development VM:
-// bench/receipt-check),
-// so there the check runs on the calling thread — after the I/O of the tick that asked for it
-// (setImmediate), so an output sent in that tick leaves first, as it does with the worker.
+// bench/receipt-check), so there the check runs on the calling thread — after the I/O of the
+// tick that asked for it (setImmediate), so an output sent in that tick leaves first, as it
+// does with the worker.
 // Falls back to the calling thread when a worker cannot start or dies (same results:
 // the worker runs the same functions). Whether to use a worker at all is decided once, at
 // start-up, by whoever constructs the pool (the node CLI: ODSI_CRYPTO_WORKER, `useCryptoWorker`).
