@@ -310,10 +310,7 @@ export class ResilientRoute implements Stage {
     const limit = this.limitMs(input.nTokens, replay);
     // a long input goes as pipelined chunks (chunked-steps.ts); the budget covers all of them
     const chunk = replay ? (this.o.replayChunk ?? REPLAY_CHUNK) : (this.o.promptChunk ?? PROMPT_CHUNK);
-    const fwd =
-      chunk > 0
-        ? forwardInChunks(stage, input, { chunk, inFlight: CHUNKS_IN_FLIGHT })
-        : stage.forward(input).then((one) => ({ ...one, chunks: [one] }));
+    const fwd = forwardInChunks(stage, input, { chunk: chunk > 0 ? chunk : input.nTokens, inFlight: CHUNKS_IN_FLIGHT });
     fwd.catch(() => undefined); // still pending when the timer wins; rejected at teardown
     // eager open: this step went right behind the OPEN; its budget starts once the route is up
     // (the open has its own time-out, and its failure is the open's)

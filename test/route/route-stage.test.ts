@@ -8,6 +8,8 @@ import { RouteError } from '../../src/route/route-stage.js';
 import { RouteClient } from '../../src/route/route-client.js';
 import { forwardInChunks } from '../../src/route/chunked-steps.js';
 import { mergeTimelines } from '../../src/route/merge-timelines.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { modelIdentity } from '../../src/model/identity.js';
 import { Channel } from '../../src/p2p/channel.js';
 import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL } from '../../src/protocol/messages.js';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -36,7 +38,7 @@ const stamperOf = (host: OdsiHost) => new NodeStamper({ host, domain: deployment
 async function startNode(
   start: number,
   end: number,
-  opts: { msPerToken?: number; computeDelayMs?: number; wrap?: (s: Stage) => Stage } = {},
+  opts: { msPerToken?: number; computeDelayMs?: number; wrap?: (s: Stage) => Stage; modelId?: string } = {},
 ) {
   const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start, end, embed: false, head: false });
@@ -44,7 +46,7 @@ async function startNode(
   const server = new NodeServer({
     host,
     stage: opts.wrap ? opts.wrap(stage) : opts.computeDelayMs ? slowed(stage, opts.computeDelayMs) : stage,
-    modelId: MODEL,
+    modelId: opts.modelId ?? MODEL,
     stamper,
     perf: new PerfMeter({ msPerToken: opts.msPerToken ?? 0.1, prefillMsPerToken: 0.1 }),
     kvBudgetTokens: 4096,
@@ -282,6 +284,54 @@ test('a long input as pipelined chunks: the same rows, and a hop starts the next
     [6, 6],
   );
   await r.dispose();
+});
+
+test("a chunked prompt's first token shows each hop's compute over all its chunks (production Gateway)", { timeout: 60_000 }, async () => {
+  // each hop reports a fixed compute per step, so the first token's timeline says how many steps it summed
+  const fixed = (ms: number) => (stage: Stage) => {
+    const s = Object.create(stage) as Stage;
+    s.forward = async (i) => ({ ...(await stage.forward(i)), computeMs: ms });
+    s.forwardBatch = undefined;
+    return s;
+  };
+  const { modelId } = modelIdentity(src);
+  const hs = [await startNode(0, 2, { wrap: fixed(7), modelId }), await startNode(2, 5, { wrap: fixed(11), modelId })];
+  const peers = hs.map((n) => ({ ...hopOf(n), msPerToken: 1, load: 0, freeKvTokens: 1e6 }));
+  // 24 tokens: one node iteration as one step (a node computes up to 32 prompt tokens per iteration), three steps in chunks of 8
+  const promptIds = Array.from({ length: 24 }, (_, i) => 1 + ((i * 37) % 500));
+  const firstHops = async (promptChunk?: number) => {
+    const g = await Gateway.start({
+      modelPath: STORIES_GGUF,
+      engine: 'reference',
+      peers,
+      accountability: { enabled: true, auditRate: 0 },
+      promptChunk,
+    });
+    try {
+      let hops: { node: string; computeMs: number }[] = [];
+      await g.run({
+        promptIds,
+        maxTokens: 2,
+        sampling: { temperature: 0 },
+        onToken: (t) => {
+          if (t.step === 0) hops = t.timeline.hops.filter((h) => h.role === 'layers');
+        },
+      });
+      return hops.map((h) => [h.node, h.computeMs]);
+    } finally {
+      await g.close();
+    }
+  };
+  const ids = hs.map((n) => n.host.peerId);
+  assert.deepEqual(await firstHops(8), [
+    [ids[0], 21],
+    [ids[1], 33],
+  ]);
+  // the same prompt as one step
+  assert.deepEqual(await firstHops(0), [
+    [ids[0], 7],
+    [ids[1], 11],
+  ]);
 });
 
 test('eager open: the first step goes right behind the OPEN and returns what it returns after OPENED; a refused open fails it', async () => {
