@@ -74,6 +74,8 @@ export const PROFILES: Record<string, LinkProfile> = {
   wan50: { name: 'wan50', delayMs: 50, jitterMs: 5, loss: 0.001, rateMbit: 50 },
   /** wan20 without loss: an emulated loss costs a whole retransmission timeout, which swamps byte-count effects */
   wan20clean: { name: 'wan20clean', delayMs: 20, jitterMs: 2, loss: 0, rateMbit: 100 },
+  /** no delay, jitter, loss or shaping: what the namespaces and the relay cost by themselves */
+  lan0: { name: 'lan0', delayMs: 0, jitterMs: 0, loss: 0, rateMbit: 0 },
 };
 
 interface InnerConfig {

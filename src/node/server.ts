@@ -81,7 +81,7 @@ interface StreamBinding {
 
 export class NodeServer {
   /** counters for logs/metrics */
-  readonly stats: NodeStats = { opened: 0, steps: 0, errors: 0, refused: 0, receiptsWithOutput: 0 };
+  readonly stats: NodeStats = { opened: 0, steps: 0, errors: 0, refused: 0 };
   private readonly self: string;
   private readonly sessions: SessionTable;
   private readonly scheduler: StepScheduler;

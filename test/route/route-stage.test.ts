@@ -376,21 +376,48 @@ test('eager open: the first step goes right behind the OPEN and returns what it 
   for (const n of [b!, c!]) assert.equal(n.server.load, 0, 'no session left behind');
 });
 
-test('receipts: sent with the output when custody was checked while the stage computed, else after it; every chain checks', async () => {
+test('receipts: signed only after the output left (after the I/O of the tick that sent it), even when custody was checked while the stage computed; every chain checks', async () => {
   const dim = src.config.dim;
   // the middle hop computes for 150 ms: the first hop's receipts arrive and are checked meanwhile
-  // (a wide window: on a loaded machine the check on the crypto worker can take tens of ms)
+  // (a wide window: on a loaded machine the check can take tens of ms), so its receipt could be
+  // signed before its output is sent; it must not be (signing would hold the output back)
   const hs = [await startNode(0, 2), await startNode(2, 4, { computeDelayMs: 150 }), await startNode(4, 5)];
-  const r = await routes.open({ modelId: MODEL, config: src.config, hops: hs.map(hopOf), sessionId: 'merged' });
+  const next = hs[2]!.host.peerId; // only the middle hop sends STEPs to it
+  /** the middle hop's outputs sent, by step, and those whose tick's I/O is still to come */
+  const sent = new Set<number>();
+  const ioPending = new Set<number>();
+  const send = Channel.prototype.send;
+  Channel.prototype.send = function (this: Channel, m) {
+    if (m.type === MsgType.STEP && this.remotePeer === next) {
+      const step = m.header.step;
+      sent.add(step);
+      ioPending.add(step);
+      setImmediate(() => ioPending.delete(step));
+    }
+    return send.call(this, m);
+  };
+  const signs: { step: number; outputSent: boolean; ioDone: boolean }[] = [];
+  const sign = hs[1]!.stamper.sign.bind(hs[1]!.stamper);
+  hs[1]!.stamper.sign = (f) => {
+    signs.push({ step: f.header.step, outputSent: sent.has(f.header.step), ioDone: !ioPending.has(f.header.step) });
+    return sign(f);
+  };
   const steps = 6;
-  for (let p = 0; p < steps; p++) await r.forward({ sessionId: r.sessionId, pos: p, nTokens: 1, hidden: input(1, dim, 40 + p) });
-  // (this route has no verifier: it does not wait for the last step's receipts before closing)
-  for (let t = 0; t < 100 && hs[2]!.stamper.stats.receiptsSigned < steps; t++) await new Promise((res) => setTimeout(res, 20));
-  await r.dispose();
-  const merged = hs.map((n) => n.server.stats.receiptsWithOutput);
-  assert.equal(merged[0], steps, 'hop 0 has no upstream receipts to wait for: each goes with its output');
-  assert.ok(merged[1]! >= steps - 1, `the slow middle hop sends its receipts with its output (${merged[1]} of ${steps})`);
-  // the hops after them took every chain as valid, whichever way it came
+  try {
+    const r = await routes.open({ modelId: MODEL, config: src.config, hops: hs.map(hopOf), sessionId: 'after-output' });
+    for (let p = 0; p < steps; p++) await r.forward({ sessionId: r.sessionId, pos: p, nTokens: 1, hidden: input(1, dim, 40 + p) });
+    // (this route has no verifier: it does not wait for the last step's receipts before closing)
+    for (let t = 0; t < 100 && hs[2]!.stamper.stats.receiptsSigned < steps; t++) await new Promise((res) => setTimeout(res, 20));
+    await r.dispose();
+  } finally {
+    Channel.prototype.send = send;
+  }
+  assert.deepEqual(
+    signs,
+    Array.from({ length: steps }, (_, step) => ({ step, outputSent: true, ioDone: true })),
+    'each receipt of the middle hop is signed after its output was sent and the I/O of that tick was done',
+  );
+  // the hops after them took every chain as valid
   assert.deepEqual(
     hs.slice(1).map((n) => [n.stamper.stats.receiptsChecked, n.stamper.stats.custodyRejected]),
     [
