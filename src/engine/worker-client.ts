@@ -19,7 +19,21 @@ export function workerEntry(js: URL): [URL, { execArgv?: string[] }] {
   return [new URL(js.href.replace(/\.js$/, '.ts')), { execArgv: ['--import', 'tsx'] }];
 }
 
-export class EngineWorkerClient<Req extends { type: string }> {
+/** What a stage calls its engine through: a worker thread (EngineWorkerClient) or, for work too small to be worth two thread wake-ups, the calling thread. */
+export interface EngineCaller<Req extends { type: string }> {
+  call(req: Req, transfer?: ArrayBuffer[]): Promise<unknown>;
+  terminate(): Promise<void>;
+  /** told of the bytes of each tensor read while loading */
+  onProgress?: (bytes: number) => void;
+}
+
+/** An engine error from a failed reply, rebuilt with its code (unknown codes: internal). */
+export function replyError(r: { message: string; code?: string; lengths?: Record<string, number> }): EngineError {
+  const code = r.code === 'bad_input' || r.code === 'capacity' || r.code === 'unknown_session' ? r.code : 'internal';
+  return Object.assign(new EngineError(r.message, code), r.lengths ? { lengths: r.lengths } : {});
+}
+
+export class EngineWorkerClient<Req extends { type: string }> implements EngineCaller<Req> {
   private worker: Worker;
   private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private nextId = 1;
@@ -38,8 +52,7 @@ export class EngineWorkerClient<Req extends { type: string }> {
       this.pending.delete(r.id);
       if (this.pending.size === 0) this.worker.unref();
       if (r.ok) return p.resolve(r.value);
-      const code = r.code === 'bad_input' || r.code === 'capacity' || r.code === 'unknown_session' ? r.code : 'internal';
-      p.reject(Object.assign(new EngineError(r.message, code), r.lengths ? { lengths: r.lengths } : {}));
+      p.reject(replyError(r));
     });
     const fail = (e: Error) => {
       this.dead = new EngineError(`${label} failed: ${e.message}`, 'internal');

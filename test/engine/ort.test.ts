@@ -138,6 +138,35 @@ describe('ort engine vs reference on synthetic models', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  it("an embedding-only stage answers on the calling thread (no worker round trip), with the reference engine's rows bit for bit", async () => {
+    for (const dtype of ['f32', 'q4_0', 'q8_0'] as const) {
+      const src = openModel(files[dtype]!);
+      const range = { start: 0, end: 0, embed: true, head: false };
+      const ort = await createOrtStage(src, range, { threads: 1 });
+      const ref = createReferenceStage(src, range);
+      try {
+        const tokens = Int32Array.of(0, 7, src.config.vocabSize - 1, 7);
+        // a reply from a worker thread comes in a later turn of the event loop: the immediate
+        // queued before the call would have run by then
+        let turned = false;
+        setImmediate(() => (turned = true));
+        const got = await ort.forward({ sessionId: 'e', pos: 0, nTokens: tokens.length, tokens });
+        assert.equal(turned, false, `${dtype}: answered within the call's own turn`);
+        const want = await ref.forward({ sessionId: 'e', pos: 0, nTokens: tokens.length, tokens });
+        assert.deepEqual(Array.from(got.hidden!), Array.from(want.hidden!), `${dtype}: rows differ from the reference engine's`);
+        assert.equal(ort.sessionLength('e'), tokens.length);
+        await assert.rejects(
+          ort.forward({ sessionId: 'e', pos: 4, nTokens: 1, tokens: Int32Array.of(src.config.vocabSize) }),
+          (e: unknown) => e instanceof EngineError && e.code === 'bad_input',
+        );
+      } finally {
+        await ort.dispose();
+        await ref.dispose();
+        src.close();
+      }
+    }
+  });
+
   async function vsReference(file: string, opts: OrtStageOptions, tol: number, refFile = file, embed = true): Promise<number> {
     const src = openModel(file);
     const refSrc = refFile === file ? src : openModel(refFile);

@@ -1,7 +1,8 @@
 // ORT engine: a Stage that runs a contiguous range of Llama layers (plus optional embedding
 // and LM head) in onnxruntime-node, with an ONNX graph odsi builds itself (graph.ts).
-// The session lives in a worker thread (worker.ts); this side reads exactly the range's
-// tensors, validates every call, and tracks session lengths so sessionLength() is synchronous.
+// The session lives in a worker thread (worker.ts; an embedding-only stage, which has none,
+// answers on the calling thread: in-thread.ts); this side reads exactly the range's tensors,
+// validates every call, and tracks session lengths so sessionLength() is synchronous.
 
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -11,8 +12,9 @@ import { EngineError, type Stage, type StageInput, type StageOutput, type StageR
 import type { AttentionPath } from './graph.js';
 import type { LoadInfo, LoadSpec, StepIn, StepOut } from './runner.js';
 import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
-import type { WorkerRequest } from './worker.js';
-import { EngineWorkerClient } from '../worker-client.js';
+import type { WorkerRequest } from './handler.js';
+import { InThreadOrt } from './in-thread.js';
+import { EngineWorkerClient, type EngineCaller } from '../worker-client.js';
 
 export interface OrtStageOptions {
   /** weight precision; default: q4/q8 when every layer weight is stored Q4_0/Q8_0, else f32 */
@@ -91,7 +93,12 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     modelPath: byPath ? src.path : undefined,
     names: byPath ? names : undefined,
   };
-  const w = new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'ORT worker');
+  // an embedding-only stage (the gateway's) runs no ORT session: a row lookup per token, on the
+  // calling thread; everything else on its own worker thread
+  const embedOnly = range.start === range.end && !range.head;
+  const w: EngineCaller<WorkerRequest> = embedOnly
+    ? new InThreadOrt()
+    : new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'ORT worker');
   w.onProgress = opts.onProgress;
   try {
     const info = (await w.call({ type: 'load', id: 0, spec }, transfer)) as LoadInfo;
@@ -152,7 +159,7 @@ class OrtStageImpl implements OrtStage {
   private disposed = false;
 
   constructor(
-    private w: EngineWorkerClient<WorkerRequest>,
+    private w: EngineCaller<WorkerRequest>,
     readonly config: ModelConfig,
     readonly range: StageRange,
     readonly profile: string,
