@@ -231,8 +231,14 @@ test('dashboard: coverage, conviction feed, streamed chat, per-hop waterfall, a 
     // the demo's own prompt (the oldest request): re-routed around node 2, marked on its waterfall
     const first = page.locator('tr[data-request]').last();
     assert.match(await first.innerText(), /⟲ 1/);
-    await first.locator('a[href^="#requests/"]').click();
-    await page.locator('.events li[data-event="reroute"]').waitFor({ timeout: 10_000 });
+    const firstId = (await first.getAttribute('data-request'))!;
+    await page.locator(`tr[data-request="${firstId}"] a[href="#requests/${firstId}"]`).click();
+    // its detail first (a failure here says what the page showed instead), then its events
+    const detail = page.locator(`.detail[data-request="${firstId}"]`);
+    await detail.waitFor({ timeout: 10_000 }).catch(async () => {
+      assert.fail(`request ${firstId}'s detail did not open; the page: ${(await page.locator('main').innerText()).slice(0, 600)}`);
+    });
+    await detail.locator('.events li[data-event="reroute"]').waitFor({ timeout: 10_000 });
     assert.ok((await page.locator('.detail canvas').getAttribute('aria-label'))?.includes(`then layers 0:3 on ${honest0.peerId}`));
     await shot(page, 'requests');
     phase('requests');
