@@ -2,7 +2,7 @@
 // swarm, against llama.cpp's own continuous batching in one process.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/concurrency.js [--dtypes f32,q4_0]
-//        [--levels 1,4,16] [--tokens 32] [--reps 3] [--threads N] [--demo-tokens 48] [--no-llama]
+//        [--levels 1,4,16] [--tokens 32] [--reps 3] [--warmup 3] [--threads N] [--demo-tokens 48] [--no-llama]
 //        [--llama-threads 1,N] [--no-accountability] [--ecdsa native,libsecp256k1 | --swarm-env 'K=V;K=V'] [--quick] [--out FILE]
 //
 // Swarm: the real `odsi demo --serve --engine ort|llama (--engine) --model M --json` process (3 `odsi node`
@@ -74,6 +74,7 @@ const { values: args } = parseArgs({
     engine: { type: 'string' },
     ecdsa: { type: 'string' },
     'swarm-env': { type: 'string' },
+    warmup: { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
@@ -85,6 +86,8 @@ const nTokens = Number(args.tokens ?? (quick ? 12 : 32));
 const reps = Number(args.reps ?? (quick ? 1 : 3));
 const threads = Number(args.threads ?? availableParallelism());
 const demoTokens = Number(args['demo-tokens'] ?? (quick ? 16 : 48));
+/** unmeasured rounds of 16 concurrent requests per swarm (and one llama.cpp run each) before the measured ones */
+const warmup = Number(args.warmup ?? (quick ? 0 : 3));
 const engine = (args.engine ?? 'ort') as 'ort' | 'llama';
 if (engine !== 'ort' && engine !== 'llama') throw new Error(`--engine: ort or llama, got ${String(args.engine)}`);
 /** ODSI_ECDSA per swarm; undefined: the environment's (auto) */
@@ -356,6 +359,7 @@ async function main(): Promise<void> {
     tokens: nTokens,
     reps,
     demoTokens,
+    warmup,
     results: {},
   };
   for (const dtype of dtypes) {
@@ -381,9 +385,14 @@ async function main(): Promise<void> {
     const demoRuns: { one: LevelResult[]; eight: LevelResult[] } = { one: [], eight: [] };
     try {
       const client = new OpenAI({ baseURL: `${demo.url}/v1`, apiKey: 'none', timeout: 600_000, maxRetries: 0 });
-      await viaApi(client, demo.model, 2, 4); // warm-up
       const otherClients = others.map((o) => new OpenAI({ baseURL: `${o.demo.url}/v1`, apiKey: 'none', timeout: 600_000, maxRetries: 0 }));
-      for (const [i, o] of others.entries()) await viaApi(otherClients[i]!, o.demo.model, 2, 4);
+      // warm-up: a fresh swarm is slower per hop for its first thousand or so steps per node
+      // (bench/README.md, session 11); --warmup rounds of 16 streams, unmeasured
+      for (const [c, model] of [[client, demo.model] as const, ...others.map((o, i) => [otherClients[i]!, o.demo.model] as const)]) {
+        await viaApi(c, model, 2, 4);
+        for (let w = 0; w < warmup; w++) await viaApi(c, model, 16, nTokens);
+      }
+      if (warmup > 0) for (const lr of lrs) await lr.run(16, nTokens);
       for (let r = 0; r < reps; r++) {
         for (const c of levels) {
           const k = String(c);

@@ -3,7 +3,7 @@
 // transfer time by activation precision on the wire.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/wan.js [--profiles wan20,lan5] [--model FILE]
-//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--prefill N] [--prefill-reps 6] [--prompt-chunk N] [--slow-start-after-idle on|off] [--recoveries N]
+//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--warmup 4] [--prefill N] [--prefill-reps 6] [--prompt-chunk N] [--slow-start-after-idle on|off] [--recoveries N]
 //        [--out FILE]
 //
 // Topology (bench/lib/netns.ts): namespaces <prefix>-gw, -n1, -n2, -n3, each joined by a veth pair
@@ -18,7 +18,8 @@
 // gateway namespace: that child measures RTT and rate of the emulated link, drives a production
 // Gateway over the fixed route (accountability on, as deployed), and opens extra routes at each
 // wire dtype for the prefill transfer. Everything is removed after each profile, also on failure
-// and on SIGINT/SIGTERM.
+// and on SIGINT/SIGTERM. The decode rounds come after --warmup unmeasured rounds of 8 concurrent
+// generations per gateway: a fresh swarm is slower per hop for its first thousand or so steps.
 //
 // Recovery (--recoveries N > 0): a 4th node, in its own namespace behind its own relay, serves
 // hop 1's layers (a spare the gateways know, costed higher than hop 1). Per repetition each
@@ -56,6 +57,8 @@ const ECHO_PORT = 5001;
 /** the relay and echo server stand in for the network, not for a party: on this shared VM they run
  *  at a higher CPU priority so that waiting for a core shows up less as link delay */
 const EMULATOR_NICE = ['-n', '-10'];
+/** concurrent generations per gateway in a warm-up round */
+const WARMUP_STREAMS = 8;
 
 export interface LinkProfile {
   name: string;
@@ -94,6 +97,8 @@ interface InnerConfig {
   threads: number;
   tokens: number;
   rounds: number;
+  /** unmeasured rounds of WARMUP_STREAMS concurrent generations per gateway before the rounds (a fresh swarm is slower per hop at first) */
+  warmup: number;
   prefillTokens: number;
   /** repetitions of each prefill way per wire dtype (their order rotates: a multiple of 3 puts each way in each place alike) */
   prefillReps: number;
@@ -118,6 +123,7 @@ const { values: args } = parseArgs({
     threads: { type: 'string' },
     tokens: { type: 'string', default: '24' },
     rounds: { type: 'string', default: '4' },
+    warmup: { type: 'string', default: '4' },
     prefill: { type: 'string', default: '128' },
     dtypes: { type: 'string', default: 'f32,f16,bf16' },
     out: { type: 'string' },
@@ -380,6 +386,7 @@ async function outer(): Promise<void> {
     threads,
     tokens: Number(args.tokens),
     rounds: Number(args.rounds),
+    warmup: Number(args.warmup),
     prefillTokens: Number(args.prefill),
     prefillReps: Number(args['prefill-reps']),
     promptChunk: args['prompt-chunk'] !== undefined ? Number(args['prompt-chunk']) : undefined,
@@ -467,6 +474,15 @@ async function inner(cfgFile: string): Promise<void> {
       .encode('Once upon a time, in a small village by the sea, there lived an old fisherman', { addBos: gws[0].addBos })
       .slice(0, 16);
     for (const gw of gws) await gw.run({ promptIds, maxTokens: 3, sampling: { temperature: 0 } });
+    // a freshly started swarm (and gateway) is slower per hop for its first thousand or so steps
+    // (bench/README.md, session 11): --warmup rounds first, unmeasured, each WARMUP_STREAMS
+    // concurrent generations per gateway (one at a time would take minutes on 20-ms links)
+    for (let w = 0; w < cfg.warmup; w++)
+      await Promise.all(
+        gws.flatMap((gw) =>
+          Array.from({ length: WARMUP_STREAMS }, () => gw.run({ promptIds, maxTokens: cfg.tokens, sampling: { temperature: 0 } })),
+        ),
+      );
     await relayLateness(); // a new log: the decode rounds only
     for (let r = 0; r < cfg.rounds; r++) {
       for (const i of r % 2 ? [1, 0] : [0, 1]) {
