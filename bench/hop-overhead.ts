@@ -35,7 +35,7 @@
 
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Gateway } from '../src/gateway/gateway.js';
@@ -357,7 +357,8 @@ async function main(): Promise<void> {
       machine,
       loadAvgAtEnd: machineAfter.loadAvg,
       options: {
-        model: MODEL.replace(`${resolve(ROOT, '..')}/`, ''),
+        // inside the checkout: relative to it (bench/tmp/…); else to its parent (shared/models/…)
+        model: relative(MODEL.startsWith(`${ROOT}/`) ? ROOT : resolve(ROOT, '..'), MODEL),
         engine: ENGINE,
         ranges,
         rounds: ROUNDS,
