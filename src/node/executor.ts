@@ -8,8 +8,8 @@
 // meanwhile: always at hop 0, which has none). The receipt is signed only once the output has
 // left, after the I/O of the tick that sent it: signing (≈ 0.4 ms of CPU on the development VM,
 // the EIP-712 digest and the signature) before the output's socket write held every hop's
-// output back by that much (bench/README.md, session 12). The RECEIPTS
-// of the outputs sent in one tick leave together, in one write. Audit
+// output back by that much (bench/README.md, session 12). The RECEIPTS of the outputs sent in
+// one tick are signed and sent in one later tick. Audit
 // re-executions run through the scheduler's `exclusive`, never beside a token-path step.
 
 import type { Stage } from '../engine/types.js';
@@ -170,7 +170,8 @@ export class StepExecutor {
   /**
    * Resolves once the I/O of the current tick is done (setImmediate): the outputs sent in this
    * tick are in the socket before any receipt work starts. One promise for every caller of a
-   * tick, so the receipts of a batch's outputs are signed and sent in one tick (one write).
+   * tick, so the receipts of a batch's outputs are signed and sent in one tick (where the
+   * socket's corking can join them: p2p/socket-writes.ts).
    */
   private afterIo(): Promise<void> {
     return (this.io ??= new Promise<void>((resolve) =>

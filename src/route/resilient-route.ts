@@ -22,7 +22,7 @@ import { RouteError, type Hop, type HopTiming, type OpenRouteOptions, type Route
 import { mergeTimelines } from './merge-timelines.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
-import { banWorthy } from './ban-worthy.js';
+import { excludeAfterOpenFailure } from './ban-worthy.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FaultEvent, RouteHopRef } from './events.js';
 import type { StepVerifier } from './step-verifier.js';
@@ -110,6 +110,8 @@ export class ResilientRoute implements Stage {
   private readonly failed = new Set<string>();
   /** peers this session avoids when it can (unattributed failures, deadline trouble) */
   private readonly suspects = new Set<string>();
+  /** peers whose spare stream was closed under a replacement's OPEN once already (staleSpare): the next such failure counts */
+  private readonly staleSpares = new Set<string>();
   private readonly misses = new Map<string, number>();
   private slowPeer?: string;
   /** the hops' timings of the last step that returned (all its chunks together) */
@@ -298,8 +300,8 @@ export class ResilientRoute implements Stage {
   /** The first route did not come up (eager open): another one, as openResilientRoute would pick it. */
   private async reopen(failed: RouteStage, err: RouteError): Promise<void> {
     const first = this.opening!;
-    excludeAfterOpenFailure(err, failed.hops, { named: first.exclude, unnamed: first.exclude }, this.o.bans);
-    const next = await openFirstRoute(this.o, first.exclude, first.attempt + 1, err);
+    excludeAfterOpenFailure(err, failed.hops, { named: first.exclude, unnamed: first.exclude, stale: first.stale }, this.o.bans);
+    const next = await openFirstRoute(this.o, first, first.attempt + 1, err);
     first.attempt = next.attempt;
     this.current = next.stage;
     this.estimate = next.route;
@@ -507,7 +509,7 @@ export class ResilientRoute implements Stage {
           return this.recover(e, pos);
         }
         lastErr = e;
-        excludeAfterOpenFailure(e, route.hops, { named: this.failed, unnamed: this.suspects }, this.o.bans);
+        excludeAfterOpenFailure(e, route.hops, { named: this.failed, unnamed: this.suspects, stale: this.staleSpares }, this.o.bans);
       }
     }
     if (!stage) {
@@ -611,31 +613,17 @@ export interface OpenResilientRouteOptions extends ResilientRouteOptions {
  */
 export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<ResilientRoute> {
   const exclude = new Set<string>();
-  const first = await openFirstRoute(o, exclude, 0);
-  return new ResilientRoute(first.stage, first.route, o, o.eagerOpen === false ? undefined : { exclude, attempt: first.attempt });
+  const stale = new Set<string>();
+  const first = await openFirstRoute(o, { exclude, stale }, 0);
+  return new ResilientRoute(first.stage, first.route, o, o.eagerOpen === false ? undefined : { exclude, stale, attempt: first.attempt });
 }
 
 /** The first route's open in progress (eager): peers excluded so far, and the attempt it is. */
 interface FirstOpen {
   exclude: Set<string>;
+  /** peers whose spare stream was closed under an OPEN of this request once already (staleSpare) */
+  stale: Set<string>;
   attempt: number;
-}
-
-/**
- * A route that failed to open: its culprit goes to `into.named` (banned when ban-worthy), or, none
- * named, all its hops to `into.unnamed` (the first route excludes both; a re-route avoids the
- * unnamed ones only if it can).
- */
-function excludeAfterOpenFailure(
-  e: unknown,
-  hops: readonly { peerId: string }[],
-  into: { named: Set<string>; unnamed: Set<string> },
-  bans?: { ban(peerId: string): number },
-): void {
-  if (e instanceof RouteError && e.peerId) {
-    into.named.add(e.peerId);
-    if (banWorthy(e)) bans?.ban(e.peerId);
-  } else hops.forEach((h) => into.unnamed.add(h.peerId));
 }
 
 /** Open a route over `hops` (eagerly unless o.eagerOpen or `extra` says not), offering spares that avoid `avoid`. */
@@ -666,7 +654,7 @@ function openRoute(
  */
 async function openFirstRoute(
   o: Omit<OpenResilientRouteOptions, 'onEvent'>,
-  exclude: Set<string>,
+  { exclude, stale }: Pick<FirstOpen, 'exclude' | 'stale'>,
   from: number,
   lastErr?: unknown,
 ): Promise<{ stage: RouteStage; route: Route; attempt: number }> {
@@ -684,7 +672,7 @@ async function openFirstRoute(
       return { stage, route, attempt };
     } catch (e) {
       lastErr = e;
-      excludeAfterOpenFailure(e, route.hops, { named: exclude, unnamed: exclude }, o.bans);
+      excludeAfterOpenFailure(e, route.hops, { named: exclude, unnamed: exclude, stale }, o.bans);
     }
   }
   throw lastErr;

@@ -7,7 +7,7 @@
 import type { Stream, Connection } from '@libp2p/interface';
 import { Channel, type ChannelOptions } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { StreamPool } from '../p2p/stream-pool.js';
+import { StreamPool, type StreamPoolStats } from '../p2p/stream-pool.js';
 import { ACT_PROTOCOL, MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL, encodeMessage, type Message } from '../protocol/messages.js';
 import { RouteError, RouteStage, type OpenRouteOptions, type ResultSink } from './route-stage.js';
 
@@ -46,6 +46,16 @@ export class RouteClient {
       maxOutboundStreams: MAX_SESSION_STREAMS,
     });
     return c;
+  }
+
+  /** the activation streams' pool counters: spares taken, streams negotiated, spares dropped or expired */
+  get streamStats(): Readonly<StreamPoolStats> {
+    return this.actStreams.stats;
+  }
+
+  /** spare activation streams ready to `peerId` */
+  spares(peerId: string): number {
+    return this.actStreams.ready(peerId);
   }
 
   async stop(): Promise<void> {
