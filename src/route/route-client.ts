@@ -48,14 +48,10 @@ export class RouteClient {
     return c;
   }
 
-  /** the activation streams' pool counters: spares taken, streams negotiated, spares dropped or expired */
-  get streamStats(): Readonly<StreamPoolStats> {
-    return this.actStreams.stats;
-  }
-
-  /** spare activation streams ready to `peerId` */
-  spares(peerId: string): number {
-    return this.actStreams.ready(peerId);
+  /** the activation streams' pool (to first hops): its counters, and the spares ready to a peer */
+  get actStreamPool(): { stats: Readonly<StreamPoolStats>; spares(peerId: string): number } {
+    const pool = this.actStreams;
+    return { stats: pool.stats, spares: (peerId) => pool.ready(peerId) };
   }
 
   async stop(): Promise<void> {

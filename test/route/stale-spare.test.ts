@@ -1,8 +1,9 @@
-// A spare stream the first hop closes as idle just as our OPEN goes out on it: the OPEN crosses
-// the close and a sessionless ERROR `timeout` comes back (a node with a short
-// --stream-idle-timeout; docs/threat-model.md, spare streams). The node is not at fault: the
-// request's route opens on a second try over the same node, and nobody is banned. A node that
-// does it twice in one request is treated as failing the open (excluded and banned).
+// A spare stream a hop closes as idle just as an OPEN goes out on it: the OPEN crosses the close
+// and a sessionless ERROR `timeout` comes back (a node with a short --stream-idle-timeout;
+// docs/threat-model.md, spare streams) — to the gateway from its first hop, or from a next hop
+// to the hop before it, which relays it. The node is not at fault: the request's route opens on
+// a second try over the same nodes, and nobody is banned. A node that does it twice in one
+// request is treated as failing the open (excluded and banned).
 //
 // In one process (real libp2p hosts on loopback, the production NodeServer, RouteClient and
 // openResilientRoute), so the crossing is exact: the event loop is held past the node's idle
@@ -18,7 +19,7 @@ import { openResilientRoute } from '../../src/route/resilient-route.js';
 import { excludeAfterOpenFailure, staleSpare } from '../../src/route/ban-worthy.js';
 import { CostPlanner, StaticCandidates } from '../../src/routing/planner.js';
 import { BanList } from '../../src/routing/bans.js';
-import { NodeServer } from '../../src/node/server.js';
+import { NodeServer, type NodeServerOptions } from '../../src/node/server.js';
 import { PeerLimits } from '../../src/node/peer-limits.js';
 import { PerfMeter } from '../../src/node/perf.js';
 import { NO_STAMPER } from '../../src/node/stamper.js';
@@ -33,78 +34,137 @@ const NODE_IDLE_MS = 800;
 
 let src: WeightSource;
 let gw: OdsiHost;
-let node: OdsiHost;
-let server: NodeServer;
 let routes: RouteClient;
+const started: { host: OdsiHost; server: NodeServer }[] = [];
+/** the whole model, closing silent streams after NODE_IDLE_MS */
+let whole: { host: OdsiHost; server: NodeServer };
+/** layers [0, 2) (no idle limit; its OPEN handling can be held, see holdUntil) and [2, L) (closing silent streams after NODE_IDLE_MS) */
+let a: { host: OdsiHost; server: NodeServer };
+let b: { host: OdsiHost; server: NodeServer };
+/** performance.now() until which node a holds its next OPEN before passing it on (0: none) */
+let holdUntil = 0;
+let held = 0;
+
+async function startNode(start: number, end: number, o: { idleMs?: number; stamper?: NodeServerOptions['stamper'] } = {}) {
+  const host = await createHost({ identity: generateIdentity() });
+  const server = new NodeServer({
+    host,
+    stage: await createStage('reference', src, { start, end, embed: false, head: false }),
+    modelId: MODEL,
+    stamper: o.stamper ?? NO_STAMPER,
+    perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }),
+    kvBudgetTokens: 4096,
+    ...(o.idleMs ? { limits: new PeerLimits({ streamIdleMs: o.idleMs }) } : {}),
+  });
+  await server.start();
+  started.push({ host, server });
+  return { host, server };
+}
 
 before(async () => {
   src = openModel(STORIES_GGUF);
-  node = await createHost({ identity: generateIdentity() });
-  server = new NodeServer({
-    host: node,
-    stage: await createStage('reference', src, { start: 0, end: src.config.nLayers, embed: false, head: false }),
-    modelId: MODEL,
-    stamper: NO_STAMPER,
-    perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }),
-    kvBudgetTokens: 4096,
-    limits: new PeerLimits({ streamIdleMs: NODE_IDLE_MS }),
+  const L = src.config.nLayers;
+  whole = await startNode(0, L, { idleMs: NODE_IDLE_MS });
+  a = await startNode(0, 2, {
+    // the session is on file at once (no accountability); the hold comes before the OPEN goes on
+    stamper: {
+      ...NO_STAMPER,
+      openSession: async () => {
+        if (!holdUntil) return;
+        const until = holdUntil;
+        holdUntil = 0;
+        held++;
+        while (performance.now() < until) {
+          /* the next hop's idle timer cannot run while this turn lasts */
+        }
+      },
+    },
   });
-  await server.start();
+  b = await startNode(2, L, { idleMs: NODE_IDLE_MS });
   gw = await createHost({ identity: generateIdentity() });
-  // spares live 20 s here: far longer than the node lets a silent stream live
+  // spares live 20 s here: far longer than the nodes let a silent stream live
   routes = await RouteClient.start(gw, { streamSpares: 1 });
 });
 
 after(async () => {
   await routes?.stop();
-  await server?.stop();
+  for (const n of started) await n.server.stop();
   await gw?.stop();
-  await node?.stop();
+  for (const n of started) await n.host.stop();
   src?.close();
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits until a spare to the node is ready, then holds the event loop until the node's idle timer for it is due. */
-async function spareAboutToClose(): Promise<void> {
-  for (let i = 0; i < 200 && routes.spares(node.peerId) === 0; i++) await sleep(5);
-  assert.equal(routes.spares(node.peerId), 1, 'a spare to the node is ready');
-  const readyBy = performance.now(); // the node armed its timer for the stream before this
-  await sleep(NODE_IDLE_MS - 500); // well before the node's timer, even on a loaded machine
-  while (performance.now() < readyBy + NODE_IDLE_MS + 40) {
-    /* the node's timer cannot run while this turn lasts */
-  }
+/** Waits until `spares()` shows a spare to `peer`; the time it was seen (the remote armed its idle timer for it before). */
+async function spareReady(spares: (peerId: string) => number, peer: string): Promise<number> {
+  for (let i = 0; i < 200 && spares(peer) === 0; i++) await sleep(5);
+  assert.equal(spares(peer), 1, 'a spare is ready');
+  return performance.now();
 }
 
-function resilient(sessionId: string, bans: BanList) {
-  const planner = new CostPlanner(
-    new StaticCandidates([
-      { peerId: node.peerId, addrs: node.addrs(), start: 0, end: src.config.nLayers, msPerToken: 1, load: 0, freeKvTokens: 1e6 },
-    ]),
-    { nLayers: src.config.nLayers, bans, seed: 1 },
-  );
+const cand = (n: { host: OdsiHost }, start: number, end: number) => ({
+  peerId: n.host.peerId,
+  addrs: n.host.addrs(),
+  start,
+  end,
+  msPerToken: 1,
+  load: 0,
+  freeKvTokens: 1e6,
+});
+
+function resilient(sessionId: string, bans: BanList, candidates: ReturnType<typeof cand>[]) {
+  const planner = new CostPlanner(new StaticCandidates(candidates), { nLayers: src.config.nLayers, bans, seed: 1 });
   return openResilientRoute({ routes, modelId: MODEL, config: src.config, sessionId, planner, bans, eagerOpen: false });
 }
 
-test('an OPEN that crosses the idle close of its spare: retried over the same node, no ban; the error is not the peer’s fault', async () => {
-  // a first route: the pool negotiates its stream, then keeps a spare to the node
-  const bans = new BanList();
-  const first = await resilient('first', bans);
-  await first.dispose();
-  const takes = () => routes.streamStats.spareTaken + routes.streamStats.negotiated;
-  const [spares0, takes0] = [routes.streamStats.spareTaken, takes()];
-  await spareAboutToClose();
-  // this turn: the route's OPEN goes out on the spare; the node's idle timer runs next
-  const r = await resilient('crossed', bans);
+/** one step through the route, then closes it */
+async function oneStep(r: Awaited<ReturnType<typeof resilient>>, sessionId: string): Promise<void> {
   try {
-    const x = new Float32Array(src.config.dim).fill(0.5);
-    const out = await r.forward({ sessionId: 'crossed', pos: 0, nTokens: 1, hidden: x });
+    const out = await r.forward({ sessionId, pos: 0, nTokens: 1, hidden: new Float32Array(src.config.dim).fill(0.5) });
     assert.equal(out.hidden!.length, src.config.dim);
   } finally {
     await r.dispose();
   }
+}
+
+test('an OPEN that crosses the idle close of its spare to the first hop: retried over the same node, no ban', async () => {
+  const L = src.config.nLayers;
+  const bans = new BanList();
+  // a first route: the pool negotiates its stream, then keeps a spare to the node
+  await (await resilient('first', bans, [cand(whole, 0, L)])).dispose();
+  const pool = routes.actStreamPool;
+  const readyBy = await spareReady(pool.spares, whole.host.peerId);
+  await sleep(NODE_IDLE_MS - 500); // well before the node's timer, even on a loaded machine
+  while (performance.now() < readyBy + NODE_IDLE_MS + 40) {
+    /* the node's timer cannot run while this turn lasts */
+  }
+  const takes = () => pool.stats.spareTaken + pool.stats.negotiated;
+  const [spares0, takes0] = [pool.stats.spareTaken, takes()];
+  // this turn: the route's OPEN goes out on the spare; the node's idle timer runs next
+  await oneStep(await resilient('crossed', bans, [cand(whole, 0, L)]), 'crossed');
   // two streams taken for the request: the spare (the OPEN that crossed the close), then one for the retry
-  assert.deepEqual([routes.streamStats.spareTaken - spares0, takes() - takes0], [1, 2], JSON.stringify(routes.streamStats));
+  assert.deepEqual([pool.stats.spareTaken - spares0, takes() - takes0], [1, 2], JSON.stringify(pool.stats));
+  assert.deepEqual([...bans.active()], [], 'nobody banned');
+});
+
+test("the same between two nodes: the next hop closes the first hop's spare under the OPEN; relayed, retried, no ban", async () => {
+  const L = src.config.nLayers;
+  const bans = new BanList();
+  const route = [cand(a, 0, 2), cand(b, 2, L)];
+  await (await resilient('pair-first', bans, route)).dispose();
+  // node a's spare to node b; a holds the next OPEN until b's timer for that spare is due
+  const pool = a.server.actStreamPool;
+  const readyBy = await spareReady(pool.spares, b.host.peerId);
+  await sleep(NODE_IDLE_MS - 500);
+  holdUntil = readyBy + NODE_IDLE_MS + 40;
+  const takes = () => pool.stats.spareTaken + pool.stats.negotiated;
+  const [spares0, takes0, held0] = [pool.stats.spareTaken, takes(), held];
+  await oneStep(await resilient('pair-crossed', bans, route), 'pair-crossed');
+  assert.equal(held - held0, 1, 'node a held the OPEN once');
+  // node a took two streams to b: the spare (the OPEN that crossed b's close), then one for the retry
+  assert.equal(takes() - takes0, 2, JSON.stringify(pool.stats));
+  assert.ok(pool.stats.spareTaken - spares0 >= 1, JSON.stringify(pool.stats));
   assert.deepEqual([...bans.active()], [], 'nobody banned');
 });
 
