@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import type { Stage } from '../engine/types.js';
 import { Channel } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { StreamPool, type StreamPoolStats } from '../p2p/stream-pool.js';
+import { StreamPool, type StreamPoolView } from '../p2p/stream-pool.js';
 import {
   ACT_PROTOCOL,
   MAX_SESSION_STREAMS,
@@ -148,10 +148,9 @@ export class NodeServer {
   get batching(): StepScheduler['stats'] {
     return this.scheduler.stats;
   }
-  /** the onward activation streams' pool: its counters, and the spares ready to a next hop */
-  get actStreamPool(): { stats: Readonly<StreamPoolStats>; spares(peerId: string): number } {
-    const pool = this.streams[ACT_PROTOCOL];
-    return { stats: pool.stats, spares: (peerId) => pool.ready(peerId) };
+  /** the onward activation streams' pool, read-only: its counters, and the spares ready to a next hop */
+  get actStreamPool(): StreamPoolView {
+    return this.streams[ACT_PROTOCOL];
   }
 
   async start(): Promise<void> {

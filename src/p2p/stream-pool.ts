@@ -75,6 +75,12 @@ interface PeerSpares {
   remoteIdleMs?: number;
 }
 
+/** what a pool's holder shows others (tests, metrics): its counters and the spares ready per peer, not take() */
+export interface StreamPoolView {
+  readonly stats: Readonly<StreamPoolStats>;
+  ready(peerId: string): number;
+}
+
 export class StreamPool {
   readonly stats: StreamPoolStats = { spareTaken: 0, negotiated: 0, spareDropped: 0, spareExpired: 0 };
   /** peers with spares, least recently used first (Map keeps insertion order) */

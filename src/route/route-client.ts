@@ -7,7 +7,7 @@
 import type { Stream, Connection } from '@libp2p/interface';
 import { Channel, type ChannelOptions } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
-import { StreamPool, type StreamPoolStats } from '../p2p/stream-pool.js';
+import { StreamPool, type StreamPoolView } from '../p2p/stream-pool.js';
 import { ACT_PROTOCOL, MAX_SESSION_STREAMS, MsgType, RESULT_PROTOCOL, encodeMessage, type Message } from '../protocol/messages.js';
 import { RouteError, RouteStage, type OpenRouteOptions, type ResultSink } from './route-stage.js';
 
@@ -48,10 +48,9 @@ export class RouteClient {
     return c;
   }
 
-  /** the activation streams' pool (to first hops): its counters, and the spares ready to a peer */
-  get actStreamPool(): { stats: Readonly<StreamPoolStats>; spares(peerId: string): number } {
-    const pool = this.actStreams;
-    return { stats: pool.stats, spares: (peerId) => pool.ready(peerId) };
+  /** the activation streams' pool (to first hops), read-only: its counters, and the spares ready to a peer */
+  get actStreamPool(): StreamPoolView {
+    return this.actStreams;
   }
 
   async stop(): Promise<void> {

@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import { generateIdentity } from '../../src/identity/identity.js';
 import { createHost, type OdsiHost } from '../../src/p2p/host.js';
 import { RouteClient } from '../../src/route/route-client.js';
+import type { StreamPoolView } from '../../src/p2p/stream-pool.js';
 import { RouteError } from '../../src/route/route-stage.js';
 import { openResilientRoute } from '../../src/route/resilient-route.js';
 import { excludeAfterOpenFailure, staleSpare } from '../../src/route/ban-worthy.js';
@@ -96,10 +97,10 @@ after(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits until `spares()` shows a spare to `peer`; the time it was seen (the remote armed its idle timer for it before). */
-async function spareReady(spares: (peerId: string) => number, peer: string): Promise<number> {
-  for (let i = 0; i < 200 && spares(peer) === 0; i++) await sleep(5);
-  assert.equal(spares(peer), 1, 'a spare is ready');
+/** Waits until `pool` has a spare ready to `peer`; the time it was seen (the remote armed its idle timer for it before). */
+async function spareReady(pool: StreamPoolView, peer: string): Promise<number> {
+  for (let i = 0; i < 200 && pool.ready(peer) === 0; i++) await sleep(5);
+  assert.equal(pool.ready(peer), 1, 'a spare is ready');
   return performance.now();
 }
 
@@ -134,7 +135,7 @@ test('an OPEN that crosses the idle close of its spare to the first hop: retried
   // a first route: the pool negotiates its stream, then keeps a spare to the node
   await (await resilient('first', bans, [cand(whole, 0, L)])).dispose();
   const pool = routes.actStreamPool;
-  const readyBy = await spareReady(pool.spares, whole.host.peerId);
+  const readyBy = await spareReady(pool, whole.host.peerId);
   await sleep(NODE_IDLE_MS - 500); // well before the node's timer, even on a loaded machine
   while (performance.now() < readyBy + NODE_IDLE_MS + 40) {
     /* the node's timer cannot run while this turn lasts */
@@ -155,7 +156,7 @@ test("the same between two nodes: the next hop closes the first hop's spare unde
   await (await resilient('pair-first', bans, route)).dispose();
   // node a's spare to node b; a holds the next OPEN until b's timer for that spare is due
   const pool = a.server.actStreamPool;
-  const readyBy = await spareReady(pool.spares, b.host.peerId);
+  const readyBy = await spareReady(pool, b.host.peerId);
   await sleep(NODE_IDLE_MS - 500);
   holdUntil = readyBy + NODE_IDLE_MS + 40;
   const takes = () => pool.stats.spareTaken + pool.stats.negotiated;
