@@ -3,7 +3,8 @@
 //
 //   node dist/bench/engine.js [--shapes smollm2-135m,llama-3.2-1b] [--weights f32,q4] [--threads 2]
 //                             [--engines ort,odsi-llama,llama] [--reps N] [--quick]
-//                             [--attention auto|gqa|std] [--spin] [--out FILE]
+//                             [--attention auto|gqa|std] [--spin] [--batch 16] [--batch-ctx 64,1024]
+//                             [--out FILE]
 //
 // What is compared: decoder layers only, in every engine. ORT and odsi-llama run one stage over
 // all layers (no embedding, no head: exactly what a node serving the whole range computes; the
@@ -44,6 +45,8 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     attention: { type: 'string', default: 'auto' },
     spin: { type: 'boolean', default: false },
+    batch: { type: 'string', default: '16' },
+    'batch-ctx': { type: 'string', default: '64' },
     engines: { type: 'string', default: 'ort,odsi-llama,llama' },
     out: { type: 'string' },
   },
@@ -57,8 +60,9 @@ const reps = Number(args.reps ?? (quick ? 3 : 7));
 const ctxs = (quick ? '128' : args.ctx!).split(',').map(Number);
 const engines = args.engines!.split(',');
 const PREFILL = 128;
-/** continuous batching: this many sessions (64 cached positions each) decode one token each */
-const BATCH = 16;
+/** continuous batching: this many sessions (--batch-ctx cached positions each) decode one token each */
+const BATCH = Number(args.batch);
+const batchCtxs = args['batch-ctx']!.split(',').map(Number);
 const outFile = args.out ?? resolve(ROOT, quick ? 'bench/results/engine-quick.json' : 'bench/results/engine.json');
 
 interface Row {
@@ -71,7 +75,8 @@ interface Row {
   prefill128: { ort?: Stats; odsiLlama?: Stats; odsiLlamaAllRows?: Stats; llama?: Stats };
   ortLoad?: { buildMs: number; createMs: number; rssBeforeMiB: number; rssAfterMiB: number };
   odsiLlamaLoad?: { sliceMs: number; createMs: number; kvType: string };
-  /** ms for BATCH sessions' decode steps: one forwardBatch vs BATCH forward calls in turn */
+  /** ms for BATCH sessions' decode steps: one forwardBatch vs BATCH forward calls in turn; keyed
+   *  by engine (context 64) or engine@context */
   batchDecode?: Record<string, { batched: Stats; oneByOne: Stats; speedup: number }>;
   weightBytes: { ort: number; llama: number };
 }
@@ -165,7 +170,7 @@ async function main(): Promise<void> {
         ol = await createLlamaStage(
           src,
           { start: 0, end: c.nLayers, embed: false, head: false },
-          { threads, maxSessions: BATCH, kvCells: 2048 },
+          { threads, maxSessions: BATCH, kvCells: Math.max(2048, BATCH * (Math.max(...batchCtxs) + 2 * reps + 8)) },
         );
         row.odsiLlamaLoad = {
           sliceMs: Math.round(ol.loadInfo.sliceMs),
@@ -277,35 +282,40 @@ async function main(): Promise<void> {
           `decode @${ctx}: ort ${fmt(dd.ort)}  odsi-llama ${fmt(dd.odsiLlama)}  llama.cpp ${fmt(dd.llama)} ms/token  (bound ${boundMs.toFixed(1)})`,
         );
       }
-      // continuous batching: BATCH sessions at 64 positions each, one token each per step
+      // continuous batching: BATCH sessions at each --batch-ctx positions, one token each per step
       row.batchDecode = {};
-      for (const [name, st] of [
-        ['ort', ort],
-        ['odsiLlama', ol],
-      ] as const) {
-        if (!st?.forwardBatch) continue;
-        const ids = Array.from({ length: BATCH }, (_, i) => `b${i}`);
-        for (const id of ids) await st.forward({ sessionId: id, pos: 0, nTokens: 64, hidden: hiddenFor(c, 64, id.length) });
-        const tb: number[] = [];
-        const t1: number[] = [];
-        for (let r = -1; r < reps; r++) {
-          const pos = 64 + 2 * (r + 1);
-          let t0 = performance.now();
-          await st.forwardBatch(ids.map((id, i) => ({ sessionId: id, pos, nTokens: 1, hidden: hiddenFor(c, 1, i + r) })));
-          if (r >= 0) tb.push(performance.now() - t0);
-          t0 = performance.now();
-          for (let i = 0; i < BATCH; i++)
-            await st.forward({ sessionId: ids[i]!, pos: pos + 1, nTokens: 1, hidden: hiddenFor(c, 1, i - r) });
-          if (r >= 0) t1.push(performance.now() - t0);
+      for (const bctx of batchCtxs)
+        for (const [name, st] of [
+          ['ort', ort],
+          ['odsiLlama', ol],
+        ] as const) {
+          if (!st?.forwardBatch) continue;
+          const ids = Array.from({ length: BATCH }, (_, i) => `b${i}`);
+          for (const id of ids)
+            for (let p = 0; p < bctx; p += 256) {
+              const n = Math.min(256, bctx - p);
+              await st.forward({ sessionId: id, pos: p, nTokens: n, hidden: hiddenFor(c, n, id.length + p) });
+            }
+          const tb: number[] = [];
+          const t1: number[] = [];
+          for (let r = -1; r < reps; r++) {
+            const pos = bctx + 2 * (r + 1);
+            let t0 = performance.now();
+            await st.forwardBatch(ids.map((id, i) => ({ sessionId: id, pos, nTokens: 1, hidden: hiddenFor(c, 1, i + r) })));
+            if (r >= 0) tb.push(performance.now() - t0);
+            t0 = performance.now();
+            for (let i = 0; i < BATCH; i++)
+              await st.forward({ sessionId: ids[i]!, pos: pos + 1, nTokens: 1, hidden: hiddenFor(c, 1, i - r) });
+            if (r >= 0) t1.push(performance.now() - t0);
+          }
+          for (const id of ids) st.closeSession(id);
+          const b = stats(tb);
+          const o = stats(t1);
+          row.batchDecode[bctx === 64 ? name : `${name}@${bctx}`] = { batched: b, oneByOne: o, speedup: +(o.median / b.median).toFixed(2) };
+          console.log(
+            `${BATCH} sessions' decode steps (ctx ${bctx}): ${name} one batch ${fmt(b)} ms, one by one ${fmt(o)} ms (${(o.median / b.median).toFixed(2)}x)`,
+          );
         }
-        for (const id of ids) st.closeSession(id);
-        const b = stats(tb);
-        const o = stats(t1);
-        row.batchDecode[name] = { batched: b, oneByOne: o, speedup: +(o.median / b.median).toFixed(2) };
-        console.log(
-          `${BATCH} sessions' decode steps (ctx 64): ${name} one batch ${fmt(b)} ms, one by one ${fmt(o)} ms (${(o.median / b.median).toFixed(2)}x)`,
-        );
-      }
       await ort?.dispose();
       await ol?.dispose();
       await lctx?.dispose();

@@ -1,8 +1,8 @@
 // Calibrates the tolerance table of src/accountability/checks/tolerance.ts and measures how far cheats land
 // from it. An audit re-runs a stage on the input the worker committed to (as received) and
 // compares per-token relative L2 of the outputs. Honest differences come from batching
-// (prefill + decode at the worker, one batched prefill at the auditor; a llama worker's steps
-// also share llama_decode calls with another session), engines (reference vs ORT vs llama.cpp's
+// (prefill + decode at the worker, one batched prefill at the auditor; an ORT or llama worker's
+// steps also share their forward passes with another session), engines (reference vs ORT vs llama.cpp's
 // libllama), ORT thread counts, f16/bf16 activation transport, and llama.cpp's Q8 activation
 // quantization on 4-bit weights (llama-q4, on a Q4_0 copy of the tiny model); cheats should
 // land far above.
@@ -110,7 +110,7 @@ async function runWorker(st: Stage, x: Float32Array, seq: Seq, dim: number): Pro
   st.closeSession(s);
   return out;
 }
-/** the worker's batching on an engine that batches sessions (llama): every step of `seq` shares
+/** the worker's batching on an engine that batches sessions (ORT, llama): every step of `seq` shares
  *  its forwardBatch with a step of a second session (its prefill with the other's prefill) */
 async function runWorkerBatched(st: Stage, x: Float32Array, seq: Seq, x2: Float32Array, seq2: Seq, dim: number): Promise<Float32Array> {
   const T = seq.tokens.length;
@@ -157,6 +157,7 @@ const HONEST = {
   'reference bf16 transport|reference': 'bf16|f32',
   'ort-f32 1 thread|reference': 'f32|f32',
   'ort-f32 1 thread|ort-f32 2 threads': 'f32|f32',
+  'ort-f32 batched with another session|reference': 'f32|f32',
   'llama-f32 1 thread|reference': 'f32|f32',
   'llama-f32 batched with another session|reference': 'f32|f32',
   'llama-q4 1 thread|reference (Q4_0 weights)': 'f32|q8act',
@@ -321,6 +322,11 @@ async function main(): Promise<void> {
             const o1 = await runWorker(ort1, x, seq, dim);
             add('ort-f32 1 thread|reference', perTokenRelL2(o1, a32, dim));
             add('ort-f32 1 thread|ort-f32 2 threads', perTokenRelL2(o1, await runWorker(ort2, x, seq, dim), dim));
+            const other = seqs[(seqs.indexOf(seq) + 1) % seqs.length]!;
+            add(
+              'ort-f32 batched with another session|reference',
+              perTokenRelL2(await runWorkerBatched(ort1, x, seq, other.h[s]!, other, dim), a32, dim),
+            );
             timing.ortMs += performance.now() - tc;
           }
           if (ll) {

@@ -138,3 +138,62 @@ for (const kind of ['reference', 'ort', 'llama'] as EngineKind[]) {
     }
   });
 }
+
+// Isolation: a session whose cache holds NaN (imported from a hostile peer, say) shares a
+// batch with a healthy one. A −∞ mask alone would not keep the NaN out of the healthy session
+// (NaN + −∞ = NaN, 0 × NaN = NaN); each session attends within its own lane.
+for (const kind of ['reference', 'ort'] as EngineKind[]) {
+  it(`a batch neighbour's non-finite cache stays its own (${kind})`, async () => {
+    const src = new GgufFile(STORIES_GGUF);
+    const stage = await createStage(kind, src, { start: 0, end: src.config.nLayers, embed: true, head: true }, { threads: 1 });
+    try {
+      const prompt = Int32Array.from(PROMPTS[0]!);
+      const next = Int32Array.of(403);
+      await stage.forward({ sessionId: 'alone', pos: 0, nTokens: prompt.length, tokens: prompt });
+      const alone = (await stage.forward({ sessionId: 'alone', pos: prompt.length, nTokens: 1, tokens: next })).logits!;
+      // a longer neighbour, so its cache would span more slots than the healthy one's
+      const other = Int32Array.from(PROMPTS[2]!);
+      await stage.forward({ sessionId: 'donor', pos: 0, nTokens: other.length, tokens: other });
+      const st = (await stage.exportSession!('donor'))!;
+      for (const l of st.layers) {
+        l.k.fill(NaN);
+        l.v.fill(NaN);
+      }
+      await stage.importSession!('poisoned', st);
+      await stage.forward({ sessionId: 'healthy', pos: 0, nTokens: prompt.length, tokens: prompt });
+      const [h, p] = await stage.forwardBatch!([
+        { sessionId: 'healthy', pos: prompt.length, nTokens: 1, tokens: next },
+        { sessionId: 'poisoned', pos: other.length, nTokens: 1, tokens: next },
+      ]);
+      assert.ok(
+        p!.logits!.some((x) => Number.isNaN(x)),
+        'the poisoned session computes NaN',
+      );
+      assert.ok(
+        h!.logits!.every((x) => Number.isFinite(x)),
+        'the healthy session has no NaN',
+      );
+      let d = 0;
+      alone.forEach((v, j) => (d = Math.max(d, Math.abs(v - h!.logits![j]!))));
+      assert.ok(kind === 'reference' ? d === 0 : d < 1e-4, `healthy vs alone: max |diff| ${d}`);
+    } finally {
+      await stage.dispose();
+    }
+  });
+}
+
+it('the ORT engine refuses non-finite hidden states', async () => {
+  const src = new GgufFile(STORIES_GGUF);
+  const stage = await createStage('ort', src, { start: 0, end: 2, embed: false, head: false }, { threads: 1 });
+  try {
+    const h = new Float32Array(src.config.dim).fill(0.1);
+    h[7] = Infinity;
+    await assert.rejects(
+      stage.forward({ sessionId: 's', pos: 0, nTokens: 1, hidden: h }),
+      (e: unknown) => e instanceof EngineError && e.code === 'bad_input' && /finite/.test(e.message),
+    );
+    assert.equal(stage.sessionLength('s'), 0);
+  } finally {
+    await stage.dispose();
+  }
+});

@@ -26,8 +26,8 @@ export interface ToleranceEntry {
  * llama engine's f32 profile (F32 KV cache) vs the reference, solo and batched (max 1.35e-6).
  */
 export const TOLERANCES: Readonly<Record<string, ToleranceEntry>> = {
-  // 1.5 × p99.99 would be 2.2e-6; the floor leaves room for other CPUs' rounding
-  'f32|f32': { tau: 1e-5, honestP9999: 1.497e-6, honestMax: 1.83e-6, samples: 75725 },
+  // 1.5 × p99.99 would be 2.4e-6; the floor leaves room for other CPUs' rounding
+  'f32|f32': { tau: 1e-5, honestP9999: 1.597e-6, honestMax: 2.394e-6, samples: 88680 },
   'f16|f32': { tau: 5.2e-4, honestP9999: 3.498e-4, honestMax: 3.552e-4, samples: 12955 },
   'bf16|f32': { tau: 4.3e-3, honestP9999: 2.897e-3, honestMax: 3.023e-3, samples: 12955 },
   // llama engine on Q4_0 weights (llama-q4) vs the reference engine on the same file (which

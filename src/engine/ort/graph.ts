@@ -7,11 +7,15 @@
 //    pairs, the GGUF layout). Needs head_size % 16 == 0 on the CPU EP. KV cache: exact-length
 //    past in, present out (BNSH).
 //  - 'std': standard ops only, any head size. RoPE by adjacent-pair rotation
-//    (x*cos + swap(x)*sin with cos/sin fed per step); attention against a capacity-sized cache
-//    that the graph only reads: K stored transposed [KVH, 1, D, C], V [KVH, 1, C, D]; the new
-//    rows are output and JS writes them into the cache, so no step copies the whole cache.
-//    Scores over the C cached slots and the S new tokens are concatenated; `attn_mask` masks
-//    unused slots and future tokens.
+//    (x*cos + swap(x)*sin with cos/sin fed per row); attention against caches the graph only
+//    reads, laid out in L lanes of C slots: K transposed [KVH, L, D, C], V [KVH, L, C, D]. The
+//    new rows' K and V are output and JS writes them into its caches. A lane holds one or more
+//    sessions' caches side by side, and its R query rows (gathered from the N hidden rows by
+//    `row_index`, scattered back by `out_index`) attend to the lane's C slots and its own R new
+//    rows; `attn_mask` [L, G·R, C + R] (one copy per query head of a KV head's group) keeps
+//    each row to its own session's slots and earlier tokens. An unbatched step is one lane holding the session's capacity-sized cache as it is
+//    stored (no copy); a batch picks its lanes so that attention costs rows × their own
+//    session's positions rather than rows × every session's (see ./batch-layout.ts).
 
 import type { ModelConfig } from '../../model/types.js';
 import { DT, GraphBuilder, type EncodedModel } from './onnx.js';
@@ -72,7 +76,7 @@ export function buildStageGraph(spec: GraphSpec): EncodedModel {
   };
 
   // shared per-step inputs of the attention path
-  let stdIn: { cos: string; sin: string; mask: string; split: string } | undefined;
+  let stdIn: { cos: string; sin: string; mask: string; split: string; rows: string; back: string; q5: string; kv4: string } | undefined;
   let gqaIn: { seqlens: string; total: string; cos: string; sin: string } | undefined;
   if (spec.layers.length > 0) {
     if (spec.path === 'gqa') {
@@ -93,11 +97,17 @@ export function buildStageGraph(spec: GraphSpec): EncodedModel {
         sin: g.f32('sin_cache', [spec.maxContext, half], sin),
       };
     } else {
+      // the lane layout [L, R] (./batch-layout.ts) for the reshapes that split lanes from rows
+      const lanes = g.input('lane_dims', DT.int64, [2]);
       stdIn = {
-        cos: g.input('rope_cos', DT.float, ['S', 1, D / 2, 2]),
-        sin: g.input('rope_sin', DT.float, ['S', 1, D / 2, 2]),
-        mask: g.input('attn_mask', DT.float, ['S', 'CS']),
+        cos: g.input('rope_cos', DT.float, ['LR', 1, D / 2, 2]),
+        sin: g.input('rope_sin', DT.float, ['LR', 1, D / 2, 2]),
+        mask: g.input('attn_mask', DT.float, ['L', 'GR', 'CR']),
         split: g.input('split_sizes', DT.int64, [2]),
+        rows: g.input('row_index', DT.int64, ['LR']),
+        back: g.input('out_index', DT.int64, ['S']),
+        q5: g.op('Concat', [lanes, g.i64('c_kvh_g_d', [KVH, G, D])], { axis: 0 }), // [L, R, KVH, G, D]
+        kv4: g.op('Concat', [lanes, g.i64('c_kvh_d', [KVH, D])], { axis: 0 }), // [L, R, KVH, D]
       };
     }
   }
@@ -109,12 +119,9 @@ export function buildStageGraph(spec: GraphSpec): EncodedModel {
   const cQkShape = shape('c_qk_shape', [-1, H + KVH, D / 2, 2]);
   const cQkFlat = shape('c_qk_flat', [-1, H + KVH, D]);
   const cKvShape = shape('c_kv_shape', [-1, KVH, D]);
-  const cQ4 = shape('c_q4', [-1, KVH, G, D]);
   const cOut = shape('c_out', [1, -1, H * D]);
-  const cQrows = shape('c_q_rows', [KVH, 1, -1, D]);
-  const cByGroup = shape('c_by_group', [KVH, G, -1, 0]); // 0: keep the C+S dim
-  const cRows = shape('c_rows', [KVH, 1, -1, 0]);
-  const cOg = shape('c_o_group', [KVH, G, -1, D]);
+  const cQrows = shape('c_q_rows', [KVH, 0, -1, D]); // [KVH, L, G, R, D] → [KVH, L, G*R, D]
+  const cOg = shape('c_o_group', [KVH, 0, G, -1, D]); // [KVH, L, G*R, D] → [KVH, L, G, R, D]
   const cUnsq1 = shape('c_axis1', [1]);
   const sliceStart = shape('c_m1', [-1]);
   const sliceEnd = shape('c_neg_inf', [-INT64_MAX]);
@@ -125,29 +132,31 @@ export function buildStageGraph(spec: GraphSpec): EncodedModel {
 
   const stdAttention = (qkv: string, l: number): string => {
     const s = stdIn!;
-    const [qk, v] = g.node('Split', [qkv, cSplitQkv], 2, { axis: 2 });
+    // the lanes' query rows [1, L*R, ...] (a padding row repeats one of its lane's rows; masked)
+    const [qk, v] = g.node('Split', [g.op('Gather', [qkv, s.rows], { axis: 1 }), cSplitQkv], 2, { axis: 2 });
     // RoPE on q and k together: rows of D/2 adjacent pairs
     const p = g.op('Reshape', [qk!, cQkShape]);
     const swapped = g.op('Slice', [p, sliceStart, sliceEnd, sliceAxis, sliceStep]);
     const rot = g.op('Add', [g.op('Mul', [p, s.cos]), g.op('Mul', [swapped, s.sin])]);
     const [q, k] = g.node('Split', [g.op('Reshape', [rot, cQkFlat]), cSplitQk], [g.fresh('q'), `new_k_${l}`], { axis: 1 });
     const vr = g.node('Reshape', [v!, cKvShape], [`new_v_${l}`])[0]!;
-    // queries of one KV head's group stacked as rows [KVH, 1, G*S, D]: one GEMM per KV head
-    // reads each cached K/V once (a [KVH, G, ...] batch would re-pack the cache G times)
-    const q4 = g.op('Mul', [g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [q!, cQ4])], { perm: [1, 2, 0, 3] }), cQrows]), scale]);
-    const kT = g.op('Unsqueeze', [g.op('Transpose', [k!], { perm: [1, 2, 0] }), cUnsq1]); // [KVH,1,D,S]
-    const vT = g.op('Unsqueeze', [g.op('Transpose', [vr], { perm: [1, 0, 2] }), cUnsq1]); // [KVH,1,S,D]
-    const kc = g.input(`cache_k_${l}`, DT.float, [KVH, 1, D, 'C']);
-    const vc = g.input(`cache_v_${l}`, DT.float, [KVH, 1, 'C', D]);
-    const scores = g.op('Concat', [g.op('MatMul', [q4, kc]), g.op('MatMul', [q4, kT])], { axis: 3 }); // [KVH,1,G*S,C+S]
-    const masked = g.op('Add', [g.op('Reshape', [scores, cByGroup]), s.mask]); // [KVH,G,S,C+S] + [S,C+S]
-    const probs = g.op('Reshape', [g.op('Softmax', [masked], { axis: -1 }), cRows]);
+    // queries of one KV head's group stacked as rows [KVH, L, G*R, D]: one GEMM per KV head and
+    // lane reads each cached K/V once (a [KVH, G, ...] batch would re-pack the cache G times)
+    const q4 = g.op('Mul', [g.op('Reshape', [g.op('Transpose', [g.op('Reshape', [q!, s.q5])], { perm: [2, 0, 3, 1, 4] }), cQrows]), scale]);
+    const kT = g.op('Transpose', [g.op('Reshape', [k!, s.kv4])], { perm: [2, 0, 3, 1] }); // [KVH,L,D,R]
+    const vT = g.op('Transpose', [g.op('Reshape', [vr, s.kv4])], { perm: [2, 0, 1, 3] }); // [KVH,L,R,D]
+    const kc = g.input(`cache_k_${l}`, DT.float, [KVH, 'L', D, 'C']);
+    const vc = g.input(`cache_v_${l}`, DT.float, [KVH, 'L', 'C', D]);
+    const scores = g.op('Concat', [g.op('MatMul', [q4, kc]), g.op('MatMul', [q4, kT])], { axis: 3 }); // [KVH,L,G*R,C+R]
+    const probs = g.op('Softmax', [g.op('Add', [scores, s.mask])], { axis: -1 }); // + [L,G*R,C+R]
     const [pc, pn] = g.node('Split', [probs, s.split], 2, { axis: 3 });
-    const o = g.op('Add', [g.op('MatMul', [pc!, vc]), g.op('MatMul', [pn!, vT])]); // [KVH,1,G*S,D]
-    const og = g.op('Reshape', [o, cOg]); // [KVH,G,S,D]
-    g.output(`new_k_${l}`, DT.float, ['S', KVH, D]);
-    g.output(`new_v_${l}`, DT.float, ['S', KVH, D]);
-    return g.op('Reshape', [g.op('Transpose', [og], { perm: [2, 0, 1, 3] }), cOut]);
+    const o = g.op('Add', [g.op('MatMul', [pc!, vc]), g.op('MatMul', [pn!, vT])]); // [KVH,L,G*R,D]
+    const og = g.op('Reshape', [o, cOg]); // [KVH,L,G,R,D]
+    g.output(`new_k_${l}`, DT.float, ['LR', KVH, D]);
+    g.output(`new_v_${l}`, DT.float, ['LR', KVH, D]);
+    // [L, R, KVH, G, D] → the lanes' rows → back to the N hidden rows
+    const lanes = g.op('Reshape', [g.op('Transpose', [og], { perm: [1, 3, 0, 2, 4] }), cOut]);
+    return g.op('Gather', [lanes, s.back], { axis: 1 });
   };
 
   const gqaAttention = (qkv: string, l: number): string => {

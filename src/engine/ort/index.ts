@@ -248,6 +248,7 @@ class OrtStageImpl implements OrtStage {
       const h = input.hidden;
       if (!h || h.length !== n * c.dim)
         throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
+      for (let i = 0; i < h.length; i++) if (!Number.isFinite(h[i]!)) throw new EngineError('hidden states must be finite', 'bad_input');
       hidden = Float32Array.from(h); // our copy travels to the worker (transferred)
     }
     return { sessionId, pos, nTokens: n, tokens, hidden, allLogits: input.allLogits };

@@ -11,6 +11,7 @@ import { dequantize } from '../../model/quant.js';
 import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
 import { EngineError, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + EngineError, SessionState
 import { buildStageGraph, type AttentionPath, type LayerWeightsIn } from './graph.js';
+import { laneFeeds, lanePerSession, oneLane, type LaneLayout, type LaneStep } from './batch-layout.js';
 import { concatRows, prepareLinear, type LinearWeight, type RawTensor, type WeightMode } from './weights.js';
 import { concatF32 } from '../../util/concat-f32.js';
 
@@ -71,6 +72,8 @@ export class OrtRunner {
   private session?: ort.InferenceSession;
   private embedRaw?: RawTensor;
   private sessions = new Map<string, Kv>();
+  /** per layer: the lane buffers batches copy caches into (laneBuffers) */
+  private laneScratch: { k: Float32Array; v: Float32Array }[] = [];
   private nLayers: number;
   readonly info: LoadInfo;
 
@@ -194,6 +197,7 @@ export class OrtRunner {
 
   closeSession(id: string): void {
     this.sessions.delete(id);
+    if (this.sessions.size === 0) this.laneScratch = [];
   }
 
   async dispose(): Promise<void> {
@@ -382,38 +386,47 @@ export class OrtRunner {
     const D = c.headDim;
     const KVH = c.nKvHeads;
     this.ensureCap(kv, pos, pos + S);
-    const C = kv.cap;
+    // one lane: the session's capacity-sized cache as stored (slots past `pos` masked)
+    const steps = [{ pos, nTokens: S }];
+    this.laneInputs(feeds, oneLane(steps[0]!, kv.cap), steps);
+    for (let l = 0; l < this.nLayers; l++) {
+      feeds[`cache_k_${l}`] = new ort.Tensor('float32', kv.k[l]!, [KVH, 1, D, kv.cap]);
+      feeds[`cache_v_${l}`] = new ort.Tensor('float32', kv.v[l]!, [KVH, 1, kv.cap, D]);
+    }
+  }
+
+  /** the std graph's per-step inputs but the caches, step b in lane b: RoPE per lane row, mask, indices */
+  private laneInputs(feeds: Record<string, ort.Tensor>, layout: LaneLayout, steps: LaneStep[]): void {
+    const D = this.spec.config.headDim;
+    const { L, C, R } = layout;
     const half = D / 2;
     const inv = this.spec.invFreq;
-    const cos = new Float32Array(S * D);
-    const sin = new Float32Array(S * D);
-    for (let s = 0; s < S; s++) {
-      for (let i = 0; i < half; i++) {
-        const a = (pos + s) * inv[i]!;
-        const co = Math.cos(a);
-        const si = Math.sin(a);
-        const o = s * D + 2 * i;
-        cos[o] = co;
-        cos[o + 1] = co;
-        sin[o] = -si; // out0 = x0*cos - x1*sin
-        sin[o + 1] = si; // out1 = x1*cos + x0*sin
+    const cos = new Float32Array(L * R * D); // a padding row's stay 0: its q and k are 0
+    const sin = new Float32Array(L * R * D);
+    steps.forEach((st, b) => {
+      for (let j = 0; j < st.nTokens; j++) {
+        const lr = b * R + j;
+        for (let i = 0; i < half; i++) {
+          const a = (st.pos + j) * inv[i]!;
+          const co = Math.cos(a);
+          const si = Math.sin(a);
+          const o = lr * D + 2 * i;
+          cos[o] = co;
+          cos[o + 1] = co;
+          sin[o] = -si; // out0 = x0*cos - x1*sin
+          sin[o + 1] = si; // out1 = x1*cos + x0*sin
+        }
       }
-    }
-    const W = C + S;
-    const mask = new Float32Array(S * W);
-    for (let s = 0; s < S; s++) {
-      const row = mask.subarray(s * W, (s + 1) * W);
-      row.fill(-Infinity, pos, C); // unused cache slots
-      row.fill(-Infinity, C + s + 1, W); // future tokens of this chunk
-    }
-    feeds.rope_cos = new ort.Tensor('float32', cos, [S, 1, half, 2]);
-    feeds.rope_sin = new ort.Tensor('float32', sin, [S, 1, half, 2]);
-    feeds.attn_mask = new ort.Tensor('float32', mask, [S, W]);
-    feeds.split_sizes = new ort.Tensor('int64', BigInt64Array.of(BigInt(C), BigInt(S)), [2]);
-    for (let l = 0; l < this.nLayers; l++) {
-      feeds[`cache_k_${l}`] = new ort.Tensor('float32', kv.k[l]!, [KVH, 1, D, C]);
-      feeds[`cache_v_${l}`] = new ort.Tensor('float32', kv.v[l]!, [KVH, 1, C, D]);
-    }
+    });
+    const G = this.spec.config.nHeads / this.spec.config.nKvHeads;
+    const f = laneFeeds(layout, steps, G);
+    feeds.rope_cos = new ort.Tensor('float32', cos, [L * R, 1, half, 2]);
+    feeds.rope_sin = new ort.Tensor('float32', sin, [L * R, 1, half, 2]);
+    feeds.lane_dims = new ort.Tensor('int64', BigInt64Array.of(BigInt(L), BigInt(R)), [2]);
+    feeds.attn_mask = new ort.Tensor('float32', f.mask, [L, G * R, C + R]);
+    feeds.split_sizes = new ort.Tensor('int64', BigInt64Array.of(BigInt(C), BigInt(R)), [2]);
+    feeds.row_index = new ort.Tensor('int64', f.rowIndex, [L * R]);
+    feeds.out_index = new ort.Tensor('int64', f.outIndex, [f.outIndex.length]);
   }
 
   /** grows a std cache (in STD_CHUNK steps) to hold `need` positions, keeping the first `keep` */
@@ -447,10 +460,9 @@ export class OrtRunner {
 
   /**
    * Several sessions' steps in one session.run (continuous batching): their rows are stacked,
-   * so every weight matrix is read once for the batch; attention stays per sequence through a
-   * block-diagonal mask over the sessions' live caches laid side by side (the graph is the one
-   * unbatched steps use: RoPE positions, mask and split sizes are per-row inputs already).
-   * Attention scores cost rows × all sessions' positions; fine at the batch sizes one node sees.
+   * so every weight matrix is read once for the batch; attention stays per sequence: the
+   * sessions' live caches are copied into lanes (./batch-layout.ts), and the mask keeps every
+   * row to its own session's slots (the graph is the one unbatched steps use).
    */
   async stepBatch(inps: StepIn[]): Promise<StepOut[]> {
     const c = this.spec.config;
@@ -467,9 +479,7 @@ export class OrtRunner {
     const x = new Float32Array(N * dim);
     const kvs: StdKv[] = [];
     const rowOff: number[] = [];
-    const cacheOff: number[] = [];
     let r = 0;
-    let Ct = 0;
     for (const inp of inps) {
       x.set(this.spec.range.embed ? this.embed(inp.tokens!) : inp.hidden!, r * dim);
       let kv = this.sessions.get(inp.sessionId) as StdKv | undefined;
@@ -481,9 +491,7 @@ export class OrtRunner {
       if (this.nLayers > 0) this.ensureCap(kv, inp.pos, inp.pos + inp.nTokens);
       kvs.push(kv);
       rowOff.push(r);
-      cacheOff.push(Ct);
       r += inp.nTokens;
-      Ct += inp.pos;
     }
     const finish = (out?: ort.InferenceSession.OnnxValueMapType, logitRows?: number[]): StepOut[] => {
       const res: StepOut[] = inps.map((inp, b) => {
@@ -529,61 +537,52 @@ export class OrtRunner {
       feeds.head_start = new ort.Tensor('int64', BigInt64Array.of(0n), [1]);
       logitRows = inps.map((inp, b) => rowOff[b]! + (inp.allLogits ? 0 : inp.nTokens - 1));
     }
-    // the sessions' live caches side by side (at least one slot, masked, when all are empty)
-    const C = Math.max(1, Ct);
-    const half = D / 2;
-    const inv = this.spec.invFreq;
-    const cos = new Float32Array(N * D);
-    const sin = new Float32Array(N * D);
-    const W = C + N;
-    const mask = new Float32Array(N * W).fill(-Infinity);
-    inps.forEach((inp, b) => {
-      for (let s = 0; s < inp.nTokens; s++) {
-        const row = rowOff[b]! + s;
-        for (let i = 0; i < half; i++) {
-          const a = (inp.pos + s) * inv[i]!;
-          const co = Math.cos(a);
-          const si = Math.sin(a);
-          const o = row * D + 2 * i;
-          cos[o] = co;
-          cos[o + 1] = co;
-          sin[o] = -si;
-          sin[o + 1] = si;
-        }
-        const m = mask.subarray(row * W, (row + 1) * W);
-        m.fill(0, cacheOff[b]!, cacheOff[b]! + inp.pos); // its own cached positions
-        m.fill(0, C + rowOff[b]!, C + row + 1); // its own new tokens up to this one
-      }
-    });
-    feeds.rope_cos = new ort.Tensor('float32', cos, [N, 1, half, 2]);
-    feeds.rope_sin = new ort.Tensor('float32', sin, [N, 1, half, 2]);
-    feeds.attn_mask = new ort.Tensor('float32', mask, [N, W]);
-    feeds.split_sizes = new ort.Tensor('int64', BigInt64Array.of(BigInt(C), BigInt(N)), [2]);
+    // the sessions' live caches in lanes of their own (./batch-layout.ts)
+    const steps = inps.map((i) => ({ pos: i.pos, nTokens: i.nTokens }));
+    const layout = lanePerSession(steps);
+    const { L, C, R } = layout;
+    this.laneInputs(feeds, layout, steps);
     for (let l = 0; l < this.nLayers; l++) {
-      const k = new Float32Array(KVH * D * C);
-      const v = new Float32Array(KVH * C * D);
+      const { k, v } = this.laneBuffers(l, KVH * L * D * C);
       inps.forEach((inp, b) => {
         const kv = kvs[b]!;
         const cap = kv.cap;
         const n = inp.pos;
-        if (n === 0) return;
-        const sk = kv.k[l]!;
-        const sv = kv.v[l]!;
-        const o = cacheOff[b]!;
+        const sk = kv.k[l];
+        const sv = kv.v[l];
         for (let h = 0; h < KVH; h++) {
+          const lane = h * L + b;
           for (let d = 0; d < D; d++) {
-            const src = (h * D + d) * cap;
-            k.set(sk.subarray(src, src + n), (h * D + d) * C + o);
+            const to = (lane * D + d) * C;
+            if (n > 0) k.set(sk!.subarray((h * D + d) * cap, (h * D + d) * cap + n), to);
+            k.fill(0, to + n, to + C); // the buffer is reused: no other session's values stay behind
           }
-          v.set(sv.subarray(h * cap * D, (h * cap + n) * D), (h * C + o) * D);
+          if (n > 0) v.set(sv!.subarray(h * cap * D, (h * cap + n) * D), lane * C * D);
+          v.fill(0, (lane * C + n) * D, (lane + 1) * C * D);
         }
       });
-      feeds[`cache_k_${l}`] = new ort.Tensor('float32', k, [KVH, 1, D, C]);
-      feeds[`cache_v_${l}`] = new ort.Tensor('float32', v, [KVH, 1, C, D]);
+      feeds[`cache_k_${l}`] = new ort.Tensor('float32', k, [KVH, L, D, C]);
+      feeds[`cache_v_${l}`] = new ort.Tensor('float32', v, [KVH, L, C, D]);
     }
     const out = await this.session.run(feeds);
-    inps.forEach((inp, b) => this.stdAppend(kvs[b]!, out, inp.pos, inp.nTokens, rowOff[b]!));
+    inps.forEach((inp, b) => this.stdAppend(kvs[b]!, out, inp.pos, inp.nTokens, b * R));
     return finish(out, logitRows);
+  }
+
+  /**
+   * Layer l's lane buffers of `size` floats each, kept from batch to batch: fresh ones cost a
+   * page fault per 4 KiB touched, which measured 5× the session.run of a 16-session decode
+   * batch at 1024 positions. Reallocated when too small or over 4× too big; dropped with the
+   * last session.
+   */
+  private laneBuffers(l: number, size: number): { k: Float32Array; v: Float32Array } {
+    let s = this.laneScratch[l];
+    if (!s || s.k.length < size || s.k.length > 4 * size) {
+      const n = Math.ceil(size * 1.25);
+      s = { k: new Float32Array(n), v: new Float32Array(n) };
+      this.laneScratch[l] = s;
+    }
+    return { k: s.k.subarray(0, size), v: s.v.subarray(0, size) };
   }
 
   private stdAppend(kv: StdKv, out: ort.InferenceSession.OnnxValueMapType, pos: number, S: number, row0 = 0): void {

@@ -1,0 +1,87 @@
+// How a step's attention is laid out for the std graph (./graph.ts): caches go into L lanes of
+// C slots each, and each lane's R query rows attend to that lane's slots and rows only.
+//  - A lone step is one lane: the session's capacity-sized cache exactly as it is stored (no
+//    copy), the slots past its positions masked (`oneLane`).
+//  - A batch gives every session a lane of its own (`lanePerSession`): C = the longest cache,
+//    R = the most rows any session adds, shorter ones padded. Attention then costs
+//    sessions × the longest cache: linear in the batch. (Laying all caches side by side in one
+//    lane cost every row × every session's positions, so a 16-session decode batch at 1024
+//    positions ran slower than the same steps one by one.)
+// A lane holds one session only. That is isolation, not just speed: a −∞ mask does not stop a
+// NaN (NaN + −∞ = NaN, 0 × NaN = NaN), so a neighbour's non-finite cache, say one imported
+// from a hostile peer, would have spread into every session that shared its lane.
+
+/** one session's step: its cached positions and the rows it adds */
+export interface LaneStep {
+  pos: number;
+  nTokens: number;
+}
+
+export interface LaneLayout {
+  /** lanes */
+  L: number;
+  /** cache slots per lane (≥ 1) */
+  C: number;
+  /** query rows per lane (the last ones of a lane may be padding) */
+  R: number;
+}
+
+/** a lone step: one lane of `cap` slots (at least its positions), as its cache is stored */
+export function oneLane(step: LaneStep, cap: number): LaneLayout {
+  return { L: 1, C: Math.max(1, cap, step.pos), R: step.nTokens };
+}
+
+/** a batch: lane b holds session b's cache from slot 0 and its rows from row 0 */
+export function lanePerSession(steps: LaneStep[]): LaneLayout {
+  return {
+    L: steps.length,
+    C: Math.max(1, ...steps.map((s) => s.pos)),
+    R: Math.max(...steps.map((s) => s.nTokens)),
+  };
+}
+
+export interface LaneFeeds {
+  /** [L*R]: the hidden row each lane row reads (padding repeats its lane's first row) */
+  rowIndex: BigInt64Array;
+  /** [N]: the lane row each hidden row's output comes from */
+  outIndex: BigInt64Array;
+  /** [L, groups·R, C + R]: 0 where a row may attend, −∞ elsewhere; the lane's R rows
+   *  repeated once per query head of a KV head's group (the graph's score rows) */
+  mask: Float32Array;
+}
+
+/**
+ * The index and mask inputs of a layout whose lane b is step b's. Hidden rows are the steps'
+ * rows stacked in order. A row attends to its session's cached slots and to its session's new
+ * rows up to itself; a padding row only to itself, so its softmax stays finite (its output is
+ * dropped).
+ */
+export function laneFeeds(layout: LaneLayout, steps: LaneStep[], groups = 1): LaneFeeds {
+  const { L, C, R } = layout;
+  if (steps.length !== L) throw new Error(`${steps.length} steps for ${L} lanes`);
+  const W = C + R;
+  const N = steps.reduce((a, s) => a + s.nTokens, 0);
+  const rowIndex = new BigInt64Array(L * R);
+  const outIndex = new BigInt64Array(N);
+  const mask = new Float32Array(L * groups * R * W).fill(-Infinity);
+  let h = 0;
+  steps.forEach((s, b) => {
+    const lane = mask.subarray(b * groups * R * W, (b + 1) * groups * R * W);
+    for (let j = 0; j < R; j++) {
+      const lr = b * R + j;
+      const m = lane.subarray(j * W, (j + 1) * W);
+      if (j >= s.nTokens) {
+        rowIndex[lr] = BigInt(h);
+        m[C + j] = 0;
+        continue;
+      }
+      rowIndex[lr] = BigInt(h + j);
+      outIndex[h + j] = BigInt(lr);
+      m.fill(0, 0, s.pos); // its own cached positions
+      m.fill(0, C, C + j + 1); // its own new rows up to this one
+    }
+    for (let g = 1; g < groups; g++) lane.copyWithin(g * R * W, 0, R * W);
+    h += s.nTokens;
+  });
+  return { rowIndex, outIndex, mask };
+}
