@@ -197,3 +197,28 @@ it('the ORT engine refuses non-finite hidden states', async () => {
     await stage.dispose();
   }
 });
+
+it('a long session among short ones steps alone; every output equals its solo run (ort)', async () => {
+  const src = new GgufFile(STORIES_GGUF);
+  const stage = await createStage('ort', src, { start: 0, end: src.config.nLayers, embed: true, head: true }, { threads: 1 });
+  try {
+    const long = Int32Array.from({ length: 300 }, (_, i) => (i * 37 + 11) % 512);
+    const prompts = [long, ...PROMPTS.slice(0, 3).map((p) => Int32Array.from(p))];
+    const next = Int32Array.of(403);
+    const solo: Float32Array[] = [];
+    for (const [i, p] of prompts.entries()) {
+      await stage.forward({ sessionId: `solo${i}`, pos: 0, nTokens: p.length, tokens: p });
+      solo.push((await stage.forward({ sessionId: `solo${i}`, pos: p.length, nTokens: 1, tokens: next })).logits!);
+    }
+    for (const [i, p] of prompts.entries()) await stage.forward({ sessionId: `b${i}`, pos: 0, nTokens: p.length, tokens: p });
+    const outs = await stage.forwardBatch!(prompts.map((p, i) => ({ sessionId: `b${i}`, pos: p.length, nTokens: 1, tokens: next })));
+    outs.forEach((o, i) => {
+      let d = 0;
+      solo[i]!.forEach((v, j) => (d = Math.max(d, Math.abs(v - o.logits![j]!))));
+      assert.ok(d < 1e-4, `session ${i}: max |diff| ${d}`);
+      assert.equal(stage.sessionLength(`b${i}`), prompts[i]!.length + 1);
+    });
+  } finally {
+    await stage.dispose();
+  }
+});

@@ -2,11 +2,13 @@
 // C slots each, and each lane's R query rows attend to that lane's slots and rows only.
 //  - A lone step is one lane: the session's capacity-sized cache exactly as it is stored (no
 //    copy), the slots past its positions masked (`oneLane`).
-//  - A batch gives every session a lane of its own (`lanePerSession`): C = the longest cache,
-//    R = the most rows any session adds, shorter ones padded. Attention then costs
-//    sessions × the longest cache: linear in the batch. (Laying all caches side by side in one
-//    lane cost every row × every session's positions, so a 16-session decode batch at 1024
-//    positions ran slower than the same steps one by one.)
+//  - A batch gives every session a lane of its own (./lane-buffers.ts fills them): C = the
+//    longest cache (plus headroom), R = the most rows any session adds, shorter ones padded.
+//    Attention then costs sessions × the longest cache: linear in the batch. (Laying all caches
+//    side by side in one lane cost every row × every session's positions, so a 16-session
+//    decode batch at 1024 positions ran slower than the same steps one by one.)
+// Lanes are as wide as the longest cache, so one long session among short ones would make every
+// lane long: memory and attention for nothing. Such sessions step alone (`longOutliers`).
 // A lane holds one session only. That is isolation, not just speed: a −∞ mask does not stop a
 // NaN (NaN + −∞ = NaN, 0 × NaN = NaN), so a neighbour's non-finite cache, say one imported
 // from a hostile peer, would have spread into every session that shared its lane.
@@ -31,15 +33,6 @@ export function oneLane(step: LaneStep, cap: number): LaneLayout {
   return { L: 1, C: Math.max(1, cap, step.pos), R: step.nTokens };
 }
 
-/** a batch: lane b holds session b's cache from slot 0 and its rows from row 0 */
-export function lanePerSession(steps: LaneStep[]): LaneLayout {
-  return {
-    L: steps.length,
-    C: Math.max(1, ...steps.map((s) => s.pos)),
-    R: Math.max(...steps.map((s) => s.nTokens)),
-  };
-}
-
 export interface LaneFeeds {
   /** [L*R]: the hidden row each lane row reads (padding repeats its lane's first row) */
   rowIndex: BigInt64Array;
@@ -51,12 +44,12 @@ export interface LaneFeeds {
 }
 
 /**
- * The index and mask inputs of a layout whose lane b is step b's. Hidden rows are the steps'
- * rows stacked in order. A row attends to its session's cached slots and to its session's new
+ * The index and mask inputs of a layout where step b has lane laneOf[b] (default: lane b).
+ * Hidden rows are the steps' rows stacked in order. A row attends to its session's cached slots and to its session's new
  * rows up to itself; a padding row only to itself, so its softmax stays finite (its output is
  * dropped).
  */
-export function laneFeeds(layout: LaneLayout, steps: LaneStep[], groups = 1): LaneFeeds {
+export function laneFeeds(layout: LaneLayout, steps: LaneStep[], groups = 1, laneOf?: number[]): LaneFeeds {
   const { L, C, R } = layout;
   if (steps.length !== L) throw new Error(`${steps.length} steps for ${L} lanes`);
   const W = C + R;
@@ -66,9 +59,10 @@ export function laneFeeds(layout: LaneLayout, steps: LaneStep[], groups = 1): La
   const mask = new Float32Array(L * groups * R * W).fill(-Infinity);
   let h = 0;
   steps.forEach((s, b) => {
-    const lane = mask.subarray(b * groups * R * W, (b + 1) * groups * R * W);
+    const at = laneOf?.[b] ?? b;
+    const lane = mask.subarray(at * groups * R * W, (at + 1) * groups * R * W);
     for (let j = 0; j < R; j++) {
-      const lr = b * R + j;
+      const lr = at * R + j;
       const m = lane.subarray(j * W, (j + 1) * W);
       if (j >= s.nTokens) {
         rowIndex[lr] = BigInt(h);
@@ -84,4 +78,24 @@ export function laneFeeds(layout: LaneLayout, steps: LaneStep[], groups = 1): La
     h += s.nTokens;
   });
   return { rowIndex, outIndex, mask };
+}
+
+/**
+ * Which steps of a batch to run alone so that its lanes, all `width(longest)` slots wide, hold
+ * at most twice the positions the batch's caches really have (plus 64 slots a lane): the
+ * longest first, while the rule fails. Bounds the lane buffers' memory (else one long session
+ * could make a node hold its length times the batch size) and the padded attention.
+ */
+export function longOutliers(steps: LaneStep[], width: (need: number) => number): number[] {
+  const order = steps.map((_, i) => i).sort((a, b) => steps[b]!.pos - steps[a]!.pos);
+  let total = steps.reduce((a, s) => a + s.pos, 0);
+  const alone: number[] = [];
+  while (order.length >= 2) {
+    const L = order.length;
+    if (L * width(steps[order[0]!]!.pos) <= 2 * total + 64 * L) break;
+    const i = order.shift()!;
+    alone.push(i);
+    total -= steps[i]!.pos;
+  }
+  return alone;
 }

@@ -11,7 +11,8 @@ import { dequantize } from '../../model/quant.js';
 import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
 import { EngineError, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + EngineError, SessionState
 import { buildStageGraph, type AttentionPath, type LayerWeightsIn } from './graph.js';
-import { laneFeeds, lanePerSession, oneLane, type LaneLayout, type LaneStep } from './batch-layout.js';
+import { laneFeeds, longOutliers, oneLane, type LaneLayout, type LaneStep } from './batch-layout.js';
+import { LaneBuffers, laneWidth } from './lane-buffers.js';
 import { concatRows, prepareLinear, type LinearWeight, type RawTensor, type WeightMode } from './weights.js';
 import { concatF32 } from '../../util/concat-f32.js';
 
@@ -72,8 +73,8 @@ export class OrtRunner {
   private session?: ort.InferenceSession;
   private embedRaw?: RawTensor;
   private sessions = new Map<string, Kv>();
-  /** per layer: the lane buffers batches copy caches into (laneBuffers) */
-  private laneScratch: { k: Float32Array; v: Float32Array }[] = [];
+  /** the lanes batches lay the sessions' caches into (std path) */
+  private readonly lanes: LaneBuffers;
   private nLayers: number;
   readonly info: LoadInfo;
 
@@ -82,6 +83,7 @@ export class OrtRunner {
     info: LoadInfo,
   ) {
     this.nLayers = spec.range.end - spec.range.start;
+    this.lanes = new LaneBuffers({ layers: this.nLayers, kvHeads: spec.config.nKvHeads, headDim: spec.config.headDim });
     this.info = info;
   }
 
@@ -197,7 +199,7 @@ export class OrtRunner {
 
   closeSession(id: string): void {
     this.sessions.delete(id);
-    if (this.sessions.size === 0) this.laneScratch = [];
+    if (this.sessions.size === 0) this.lanes.clear();
   }
 
   async dispose(): Promise<void> {
@@ -368,6 +370,7 @@ export class OrtRunner {
       kv.v = kv.v.map(cut);
     }
     // std: slots >= length are masked, nothing to move
+    else this.lanes.forget(kv, n);
     kv.length = n;
   }
 
@@ -395,8 +398,8 @@ export class OrtRunner {
     }
   }
 
-  /** the std graph's per-step inputs but the caches, step b in lane b: RoPE per lane row, mask, indices */
-  private laneInputs(feeds: Record<string, ort.Tensor>, layout: LaneLayout, steps: LaneStep[]): void {
+  /** the std graph's per-step inputs but the caches, step b in lane laneOf[b]: RoPE per lane row, mask, indices */
+  private laneInputs(feeds: Record<string, ort.Tensor>, layout: LaneLayout, steps: LaneStep[], laneOf?: number[]): void {
     const D = this.spec.config.headDim;
     const { L, C, R } = layout;
     const half = D / 2;
@@ -405,7 +408,7 @@ export class OrtRunner {
     const sin = new Float32Array(L * R * D);
     steps.forEach((st, b) => {
       for (let j = 0; j < st.nTokens; j++) {
-        const lr = b * R + j;
+        const lr = (laneOf?.[b] ?? b) * R + j;
         for (let i = 0; i < half; i++) {
           const a = (st.pos + j) * inv[i]!;
           const co = Math.cos(a);
@@ -419,7 +422,7 @@ export class OrtRunner {
       }
     });
     const G = this.spec.config.nHeads / this.spec.config.nKvHeads;
-    const f = laneFeeds(layout, steps, G);
+    const f = laneFeeds(layout, steps, G, laneOf);
     feeds.rope_cos = new ort.Tensor('float32', cos, [L * R, 1, half, 2]);
     feeds.rope_sin = new ort.Tensor('float32', sin, [L * R, 1, half, 2]);
     feeds.lane_dims = new ort.Tensor('int64', BigInt64Array.of(BigInt(L), BigInt(R)), [2]);
@@ -470,6 +473,16 @@ export class OrtRunner {
     if (inps.length === 1 || this.spec.path === 'gqa' || inps.some((i) => i.nTokens > MAX_CHUNK)) {
       const outs: StepOut[] = [];
       for (const inp of inps) outs.push(await this.step(inp));
+      return outs;
+    }
+    const alone = this.nLayers > 0 ? longOutliers(inps, laneWidth) : [];
+    if (alone.length) {
+      // the long ones step alone, the rest as one batch; outputs in input order
+      const outs = new Array<StepOut>(inps.length);
+      const rest = inps.map((_, i) => i).filter((i) => !alone.includes(i));
+      const together = await this.stepBatch(rest.map((i) => inps[i]!));
+      rest.forEach((i, j) => (outs[i] = together[j]!));
+      for (const i of alone) outs[i] = await this.step(inps[i]!);
       return outs;
     }
     const t0 = performance.now();
@@ -537,52 +550,23 @@ export class OrtRunner {
       feeds.head_start = new ort.Tensor('int64', BigInt64Array.of(0n), [1]);
       logitRows = inps.map((inp, b) => rowOff[b]! + (inp.allLogits ? 0 : inp.nTokens - 1));
     }
-    // the sessions' live caches in lanes of their own (./batch-layout.ts)
+    // the sessions' live caches in lanes of their own (./batch-layout.ts, ./lane-buffers.ts)
     const steps = inps.map((i) => ({ pos: i.pos, nTokens: i.nTokens }));
-    const layout = lanePerSession(steps);
-    const { L, C, R } = layout;
-    this.laneInputs(feeds, layout, steps);
+    const R = Math.max(...steps.map((s) => s.nTokens));
+    const lanes = this.lanes.fill(
+      kvs,
+      steps.map((s) => s.pos),
+    );
+    const L = inps.length;
+    const C = lanes.C;
+    this.laneInputs(feeds, { L, C, R }, steps, lanes.laneOf);
     for (let l = 0; l < this.nLayers; l++) {
-      const { k, v } = this.laneBuffers(l, KVH * L * D * C);
-      inps.forEach((inp, b) => {
-        const kv = kvs[b]!;
-        const cap = kv.cap;
-        const n = inp.pos;
-        const sk = kv.k[l];
-        const sv = kv.v[l];
-        for (let h = 0; h < KVH; h++) {
-          const lane = h * L + b;
-          for (let d = 0; d < D; d++) {
-            const to = (lane * D + d) * C;
-            if (n > 0) k.set(sk!.subarray((h * D + d) * cap, (h * D + d) * cap + n), to);
-            k.fill(0, to + n, to + C); // the buffer is reused: no other session's values stay behind
-          }
-          if (n > 0) v.set(sv!.subarray(h * cap * D, (h * cap + n) * D), lane * C * D);
-          v.fill(0, (lane * C + n) * D, (lane + 1) * C * D);
-        }
-      });
-      feeds[`cache_k_${l}`] = new ort.Tensor('float32', k, [KVH, L, D, C]);
-      feeds[`cache_v_${l}`] = new ort.Tensor('float32', v, [KVH, L, C, D]);
+      feeds[`cache_k_${l}`] = new ort.Tensor('float32', lanes.k[l]!, [KVH, L, D, C]);
+      feeds[`cache_v_${l}`] = new ort.Tensor('float32', lanes.v[l]!, [KVH, L, C, D]);
     }
     const out = await this.session.run(feeds);
-    inps.forEach((inp, b) => this.stdAppend(kvs[b]!, out, inp.pos, inp.nTokens, b * R));
+    inps.forEach((inp, b) => this.stdAppend(kvs[b]!, out, inp.pos, inp.nTokens, lanes.laneOf[b]! * R));
     return finish(out, logitRows);
-  }
-
-  /**
-   * Layer l's lane buffers of `size` floats each, kept from batch to batch: fresh ones cost a
-   * page fault per 4 KiB touched, which measured 5× the session.run of a 16-session decode
-   * batch at 1024 positions. Reallocated when too small or over 4× too big; dropped with the
-   * last session.
-   */
-  private laneBuffers(l: number, size: number): { k: Float32Array; v: Float32Array } {
-    let s = this.laneScratch[l];
-    if (!s || s.k.length < size || s.k.length > 4 * size) {
-      const n = Math.ceil(size * 1.25);
-      s = { k: new Float32Array(n), v: new Float32Array(n) };
-      this.laneScratch[l] = s;
-    }
-    return { k: s.k.subarray(0, size), v: s.v.subarray(0, size) };
   }
 
   private stdAppend(kv: StdKv, out: ort.InferenceSession.OnnxValueMapType, pos: number, S: number, row0 = 0): void {
