@@ -1,5 +1,6 @@
 // Continuous batching on real `odsi node` processes, through the gateway and the official
-// openai client: 16 concurrent greedy streams each produce exactly their solo output; and a
+// openai client: 16 concurrent greedy streams each produce exactly their solo output (on
+// reference-engine nodes, and on ORT nodes with one long prompt among them); and a
 // stream under a tight per-token deadline keeps it while a long prompt is prefilled on the
 // same node (the node computes the prompt in chunks beside the stream's decode steps).
 import { after, before, describe, test } from 'node:test';
@@ -13,6 +14,7 @@ import { STORIES_GGUF } from '../helpers/paths.js';
 import { openaiClient } from '../helpers/http.js';
 import { serve, startSwarmGateway, type Served, type SwarmGateway } from '../helpers/served.js';
 import { LocalBackend } from '../../src/gateway/local.js';
+import type { LocalSwarmOptions } from '../../src/node/local-swarm.js';
 
 const GATEWAY = { refreshMs: 5_000, lookupTimeoutMs: 5_000, failover: { graceMs: 10_000, minStepMs: 2_000 } };
 
@@ -25,7 +27,14 @@ async function stream(
   extra: object = {},
   onChunk?: (n: number) => void,
 ): Promise<{ text: string; at: number[] }> {
-  const s = await client.completions.create({ model, prompt, max_tokens: maxTokens, temperature: 0, stream: true, ...extra } as OpenAI.CompletionCreateParamsStreaming);
+  const s = await client.completions.create({
+    model,
+    prompt,
+    max_tokens: maxTokens,
+    temperature: 0,
+    stream: true,
+    ...extra,
+  } as OpenAI.CompletionCreateParamsStreaming);
   let text = '';
   const at: number[] = [];
   for await (const c of s) {
@@ -37,6 +46,16 @@ async function stream(
   return { text, at };
 }
 
+/** the 3-node stories260K swarm of the 16-stream tests */
+function storiesSwarm(extra: Partial<LocalSwarmOptions> = {}): Promise<SwarmGateway> {
+  const ranges: [number, number][] = [
+    [0, 2],
+    [2, 4],
+    [4, 5],
+  ];
+  return startSwarmGateway({ model: STORIES_GGUF, swarm: { ranges, readyTimeoutMs: 120_000, benchTokens: 0, ...extra }, gateway: GATEWAY });
+}
+
 describe('16 concurrent streams on a 3-node swarm (stories260K)', () => {
   let sg: SwarmGateway | undefined;
   let local: Served<LocalBackend> | undefined;
@@ -45,11 +64,7 @@ describe('16 concurrent streams on a 3-node swarm (stories260K)', () => {
     async () => {
       local = await serve(await LocalBackend.open(STORIES_GGUF));
       localClient = openaiClient(local.url);
-      sg = await startSwarmGateway({
-        model: STORIES_GGUF,
-        swarm: { ranges: [[0, 2], [2, 4], [4, 5]], readyTimeoutMs: 120_000, benchTokens: 0 },
-        gateway: GATEWAY,
-      });
+      sg = await storiesSwarm();
       await sg.backend.waitForRoute(30_000);
     },
     { timeout: 180_000 },
@@ -72,6 +87,56 @@ describe('16 concurrent streams on a 3-node swarm (stories260K)', () => {
     const together = await Promise.all(prompts.map((p) => stream(client, 'stories260K', p, 16)));
     together.forEach((r, i) => assert.equal(r.text, solo[i], `stream ${i} (${JSON.stringify(prompts[i])})`));
     assert.ok(new Set(solo).size > 8, 'distinct prompts give distinct continuations');
+  });
+});
+
+// The same on ORT nodes, whose batches run attention in a lane per session: each stream against
+// its own solo run through this swarm (ORT's batched rows equal solo ones within rounding, and
+// greedy tokens with them); one prompt is long, so it steps alone beside the short ones.
+describe('16 concurrent streams on a 3-node ORT swarm (stories260K)', () => {
+  let sg: SwarmGateway | undefined;
+  before(
+    async () => {
+      sg = await storiesSwarm({ engine: 'ort', metrics: true, extraArgs: ['--threads', '1'] });
+      await sg.backend.waitForRoute(30_000);
+    },
+    { timeout: 180_000 },
+  );
+  after(async () => {
+    await sg?.close();
+  });
+
+  test('every stream equals its solo run', { timeout: 120_000 }, async () => {
+    const client = openaiClient(sg!.url);
+    const names = ['Lily', 'Tom', 'Sue', 'Max', 'Ben', 'Mia', 'Sam', 'Zoe'];
+    const prompts = names.flatMap((n) => [`${n} wanted to`, `Once upon a time, ${n}`]);
+    prompts[5] = `${'Once upon a time, there was a little girl named Lily. She liked to play in the park. '.repeat(8)}One day`;
+    const solo: string[] = [];
+    for (const p of prompts) solo.push((await stream(client, 'stories260K', p, 16)).text);
+    /** sessions' steps and scheduler iterations all nodes ran so far (odsi_node_batch_sessions) */
+    const batches = async () => {
+      let steps = 0;
+      let iterations = 0;
+      for (const n of sg!.swarm.nodes) {
+        const text = await (await fetch(n.metrics!)).text();
+        for (const l of text.split('\n')) {
+          const v = Number(l.slice(l.lastIndexOf(' ') + 1));
+          if (l.startsWith('odsi_node_batch_sessions_sum')) steps += v;
+          if (l.startsWith('odsi_node_batch_sessions_count')) iterations += v;
+        }
+      }
+      return { steps, iterations };
+    };
+    const before = await batches();
+    const together = await Promise.all(prompts.map((p) => stream(client, 'stories260K', p, 16)));
+    const after = await batches();
+    together.forEach((r, i) => assert.equal(r.text, solo[i], `stream ${i} (${JSON.stringify(prompts[i]!.slice(0, 40))})`));
+    assert.ok(new Set(solo).size > 8, 'distinct prompts give distinct continuations');
+    // the concurrent run was batched: more sessions' steps than iterations
+    assert.ok(
+      after.steps - before.steps > 1.5 * (after.iterations - before.iterations),
+      `steps ${after.steps - before.steps}, iterations ${after.iterations - before.iterations}`,
+    );
   });
 });
 
