@@ -163,6 +163,10 @@ it('lane buffers: another session set, or a cache past the lanes, lays them out 
   f = lb.fill([big, c], [60, 2]);
   assert.equal(f.C, 96);
   assert.deepEqual(laneOf(f, 2, 0, f.C), expected(big, f.C));
+  // a closed session: the lanes let go of its cache, and the same set is laid out anew
+  lb.drop(c);
+  f = lb.fill([big, c], [60, 2]);
+  assert.equal(f.copied, 62);
   // fewer sessions: anew as well
   f = lb.fill([c], [2]);
   assert.equal(f.k[0]!.length, 2 * 1 * 3 * f.C);

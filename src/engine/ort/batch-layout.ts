@@ -45,9 +45,9 @@ export interface LaneFeeds {
 
 /**
  * The index and mask inputs of a layout where step b has lane laneOf[b] (default: lane b).
- * Hidden rows are the steps' rows stacked in order. A row attends to its session's cached slots and to its session's new
- * rows up to itself; a padding row only to itself, so its softmax stays finite (its output is
- * dropped).
+ * Hidden rows are the steps' rows stacked in order. A row attends to its session's cached
+ * slots and to its session's new rows up to itself; a padding row only to itself, so its
+ * softmax stays finite (its output is dropped).
  */
 export function laneFeeds(layout: LaneLayout, steps: LaneStep[], groups = 1, laneOf?: number[]): LaneFeeds {
   const { L, C, R } = layout;

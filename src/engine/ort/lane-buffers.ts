@@ -85,6 +85,14 @@ export class LaneBuffers {
     for (const rec of this.held) if (rec.cache === cache) rec.n = Math.min(rec.n, n);
   }
 
+  /** a closed session: the lanes stop referring to its cache (the next batch lays them out anew) */
+  drop(cache: LaneCache): void {
+    if (this.held.some((r) => r.cache === cache)) {
+      this.held = [];
+      this.C = 0;
+    }
+  }
+
   /** drops the buffers and what they held */
   clear(): void {
     this.held = [];

@@ -198,8 +198,10 @@ export class OrtRunner {
   }
 
   closeSession(id: string): void {
+    const kv = this.sessions.get(id);
     this.sessions.delete(id);
     if (this.sessions.size === 0) this.lanes.clear();
+    else if (kv?.kind === 'std') this.lanes.drop(kv);
   }
 
   async dispose(): Promise<void> {
