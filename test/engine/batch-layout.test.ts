@@ -3,7 +3,7 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { laneFeeds, longOutliers, oneLane } from '../../src/engine/ort/batch-layout.js';
-import { LaneBuffers, type LaneCache } from '../../src/engine/ort/lane-buffers.js';
+import { LaneBuffers, laneWidth, type LaneCache } from '../../src/engine/ort/lane-buffers.js';
 
 /** row r of a mask as a string: 1 where it may attend */
 const opened = (mask: Float32Array, W: number, r: number) => [...mask.subarray(r * W, (r + 1) * W)].map((x) => (x === 0 ? 1 : 0)).join('');
@@ -174,7 +174,7 @@ it('lane buffers: another session set, or a cache past the lanes, lays them out 
 });
 
 it("long outliers step alone, so lanes hold at most twice the batch's positions", () => {
-  const w = (need: number) => Math.ceil((need + 16) / 32) * 32;
+  const w = laneWidth; // 16+ slots of headroom, rounded up to 32
   // one long session among fifteen short ones: the long one alone
   const steps = [{ pos: 2048, nTokens: 1 }, ...Array.from({ length: 15 }, () => ({ pos: 64, nTokens: 1 }))];
   assert.deepEqual(longOutliers(steps, w), [0]);

@@ -9,13 +9,14 @@
 //  - 'std': standard ops only, any head size. RoPE by adjacent-pair rotation
 //    (x*cos + swap(x)*sin with cos/sin fed per row); attention against caches the graph only
 //    reads, laid out in L lanes of C slots: K transposed [KVH, L, D, C], V [KVH, L, C, D]. The
-//    new rows' K and V are output and JS writes them into its caches. A lane holds one or more
-//    sessions' caches side by side, and its R query rows (gathered from the N hidden rows by
-//    `row_index`, scattered back by `out_index`) attend to the lane's C slots and its own R new
-//    rows; `attn_mask` [L, G·R, C + R] (one copy per query head of a KV head's group) keeps
-//    each row to its own session's slots and earlier tokens. An unbatched step is one lane holding the session's capacity-sized cache as it is
-//    stored (no copy); a batch picks its lanes so that attention costs rows × their own
-//    session's positions rather than rows × every session's (see ./batch-layout.ts).
+//    new rows' K and V are output and JS writes them into its caches. A lane holds one
+//    session's cache; its R query rows (gathered from the N hidden rows by `row_index`,
+//    scattered back by `out_index`) attend to the lane's C slots and its own R new rows;
+//    `attn_mask` [L, G·R, C + R] (one copy per query head of a KV head's group) keeps each row
+//    to its session's live slots and earlier tokens. An unbatched step is one lane holding the
+//    session's capacity-sized cache as it is stored (no copy); a batch gives each session a lane
+//    (./batch-layout.ts, ./lane-buffers.ts), so attention costs rows × their own session's
+//    positions rather than rows × every session's.
 
 import type { ModelConfig } from '../../model/types.js';
 import { DT, GraphBuilder, type EncodedModel } from './onnx.js';

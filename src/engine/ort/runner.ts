@@ -553,15 +553,14 @@ export class OrtRunner {
       logitRows = inps.map((inp, b) => rowOff[b]! + (inp.allLogits ? 0 : inp.nTokens - 1));
     }
     // the sessions' live caches in lanes of their own (./batch-layout.ts, ./lane-buffers.ts)
-    const steps = inps.map((i) => ({ pos: i.pos, nTokens: i.nTokens }));
-    const R = Math.max(...steps.map((s) => s.nTokens));
+    const R = Math.max(...inps.map((i) => i.nTokens));
     const lanes = this.lanes.fill(
       kvs,
-      steps.map((s) => s.pos),
+      inps.map((i) => i.pos),
     );
     const L = inps.length;
     const C = lanes.C;
-    this.laneInputs(feeds, { L, C, R }, steps, lanes.laneOf);
+    this.laneInputs(feeds, { L, C, R }, inps, lanes.laneOf);
     for (let l = 0; l < this.nLayers; l++) {
       feeds[`cache_k_${l}`] = new ort.Tensor('float32', lanes.k[l]!, [KVH, L, D, C]);
       feeds[`cache_v_${l}`] = new ort.Tensor('float32', lanes.v[l]!, [KVH, L, C, D]);
