@@ -22,7 +22,7 @@ import { startOdsi } from '../helpers/cli.js';
 import { openaiClient, post } from '../helpers/http.js';
 import { serve, type Served } from '../helpers/served.js';
 import { parseExposition, total } from '../helpers/prometheus.js';
-import { within } from '../helpers/wait.js';
+import { waitFor, within } from '../helpers/wait.js';
 import { startedAll } from '../helpers/nodes.js';
 
 const MODEL = 'stories260K';
@@ -146,7 +146,18 @@ test('overloaded swarm (every route refuses for capacity): served by the fallbac
   } finally {
     await held.return(undefined as never);
   }
-  // the swarm itself serves again once the session is released
+  // the swarm itself serves again once the session is released: the nodes free it when the
+  // CLOSE reaches them, a moment after the generator returns (an OPEN in between is still
+  // refused as busy), so wait for the swarm without the fallback first
+  await waitFor(
+    () =>
+      off.client.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 1, temperature: 0 }).then(
+        () => true,
+        () => undefined,
+      ),
+    10_000,
+    'the nodes to release the held session',
+  );
   const { response } = await on.client.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 4, temperature: 0 }).withResponse();
   assert.equal(response.headers.get('x-odsi-served-by'), 'swarm');
 });
