@@ -4,7 +4,7 @@
 //   node dist/bench/engine.js [--shapes smollm2-135m,llama-3.2-1b] [--weights f32,q4] [--threads 2]
 //                             [--engines ort,odsi-llama,llama] [--reps N] [--quick]
 //                             [--attention auto|gqa|std] [--spin] [--batch 16] [--batch-ctx 64,1024]
-//                             [--out FILE]
+//                             [--kv-budget-mb N] [--out FILE]
 //
 // What is compared: decoder layers only, in every engine. ORT and odsi-llama run one stage over
 // all layers (no embedding, no head: exactly what a node serving the whole range computes; the
@@ -47,6 +47,8 @@ const { values: args } = parseArgs({
     spin: { type: 'boolean', default: false },
     batch: { type: 'string', default: '16' },
     'batch-ctx': { type: 'string', default: '64' },
+    /** the ORT stage's KV budget, as a node gives it (a fifth bounds the batch's lanes); default none */
+    'kv-budget-mb': { type: 'string' },
     engines: { type: 'string', default: 'ort,odsi-llama,llama' },
     out: { type: 'string' },
   },
@@ -151,6 +153,7 @@ async function main(): Promise<void> {
             maxContext: 2048,
             attention: args.attention as 'auto',
             allowSpinning: args.spin,
+            kvBudgetBytes: args['kv-budget-mb'] === undefined ? undefined : Number(args['kv-budget-mb']) * 2 ** 20,
           },
         );
         global.gc?.();
@@ -399,7 +402,13 @@ async function main(): Promise<void> {
     threads,
     reps,
     readBandwidthGBs: +bw.gbPerS.toFixed(2),
-    options: { attention: args.attention, allowSpinning: args.spin, quick },
+    options: {
+      attention: args.attention,
+      allowSpinning: args.spin,
+      quick,
+      batch: BATCH,
+      kvBudgetMb: args['kv-budget-mb'] === undefined ? null : Number(args['kv-budget-mb']),
+    },
     rows,
     targets,
   });

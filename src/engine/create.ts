@@ -20,6 +20,13 @@ export interface StageOptions {
   cacheDir?: string;
   /** llama: sessions held at once (llama.cpp sequences; default 64) */
   maxSessions?: number;
+  /**
+   * memory for the stage's KV caches, all sessions together (a node's `--kv-budget-mb`). ORT
+   * keeps a fifth of it for batched attention's lanes and holds the sessions' caches in the
+   * rest; llama sizes its KV cells to fit it. The stage's `capacity` says what that holds.
+   * Default: no bound (ORT), llama.cpp's own default cells (llama); ignored by 'reference'.
+   */
+  kvBudgetBytes?: number;
 }
 
 export async function createStage(kind: EngineKind, src: WeightSource, range: StageRange, opts: StageOptions = {}): Promise<Stage> {

@@ -61,6 +61,8 @@ export interface Stage {
   readonly config: ModelConfig;
   /** e.g. 'reference', 'ort-f32', 'ort-q4' — part of the execution profile */
   readonly profile: string;
+  /** what the stage can hold at once, where less than its caller's budget (absent: no limit of its own) */
+  readonly capacity?: StageCapacity;
   forward(input: StageInput): Promise<StageOutput>;
   /**
    * Several sessions' steps as one batched pass (continuous batching): at most one input per
@@ -76,6 +78,17 @@ export interface Stage {
   // kv-transfer: optional state hand-over (graceful leave); layers are this stage's, in order
   exportSession?(sessionId: string): SessionState | undefined | Promise<SessionState | undefined>;
   importSession?(sessionId: string, state: SessionState): void | Promise<void>;
+}
+
+/**
+ * A stage's own bounds, fixed at load: a node admits sessions against them as well as against
+ * its KV budget, so a session it accepts never fails later for want of room in the engine.
+ */
+export interface StageCapacity {
+  /** cached positions of all sessions together */
+  kvTokens?: number;
+  /** sessions at once */
+  sessions?: number;
 }
 
 // kv-transfer: a session's KV cache, per layer [length, nKvHeads*headDim] row-major

@@ -119,7 +119,7 @@ export class NodeMetrics {
     });
     new Gauge({
       name: 'odsi_node_kv_budget_bytes',
-      help: 'KV cache budget of this node',
+      help: 'KV cache bytes this node admits sessions against (its budget, less what the engine keeps for itself or cannot hold)',
       registers,
       collect() {
         this.set(src.kvBytes().budget);

@@ -156,14 +156,16 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       log.info({ range, maxLayers, adverts: found.length }, 'chose layers');
     } else range = o.layers;
     const t0 = performance.now();
+    // the engine holds its KV within this (its capacity says what fits); sessions are admitted against both
+    const kvBudgetBytes = (o.kvBudgetMb ?? 512) * 2 ** 20;
     const bar = loadProgress(`layers ${range[0]}:${range[1]}`, rangeBytes(src, range[0], range[1], false, false));
     const loaded = await createStage(
       o.engine ?? 'reference',
       src,
       { start: range[0], end: range[1], embed: false, head: false },
-      { threads: o.threads, onProgress: bar.add },
+      { threads: o.threads, onProgress: bar.add, kvBudgetBytes },
     ).finally(bar.stop);
-    log.info({ range, loadMs: Math.round(performance.now() - t0) }, 'stage loaded');
+    log.info({ range, loadMs: Math.round(performance.now() - t0), capacity: loaded.capacity ?? 'no bound of its own' }, 'stage loaded');
     const bench = o.benchTokens ?? 8;
     // without a benchmark, start from a nominal 1 GFLOP/s estimate; the EWMA corrects it while serving
     const nominal = (2 * (range[1] - range[0]) * layerBytesF32(src, range[0])) / 4 / 1e6;
@@ -172,7 +174,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
     );
     log.info({ msPerToken: perf.msPerToken, prefillMsPerToken: perf.prefillMsPerToken, benchmark: bench > 0 }, 'measured compute');
     const kvBytesPerToken = 2 * (range[1] - range[0]) * c.nKvHeads * c.headDim * 4;
-    const kvBudgetTokens = Math.floor(((o.kvBudgetMb ?? 512) * 2 ** 20) / Math.max(1, kvBytesPerToken));
+    const kvBudgetTokens = Math.floor(kvBudgetBytes / Math.max(1, kvBytesPerToken));
     const stage = o.decorate?.stage?.(loaded) ?? loaded;
     const acct = o.accountability;
     let stamper: StepStamper = NO_STAMPER;
@@ -202,7 +204,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
               sessions: () => server.load,
               kvBytes: () => ({
                 reserved: (server.kvBudgetTokens - server.freeKvTokens) * kvBytesPerToken,
-                budget: kvBudgetTokens * kvBytesPerToken,
+                budget: server.kvBudgetTokens * kvBytesPerToken,
               }),
               refusals: () => ({ ...limits.stats }),
               audits: () => server.auditStats,

@@ -301,10 +301,10 @@ export class NodeServer {
     const imported = typeof h.resumeFrom === 'string' ? this.handover.releaseImport(h.resumeFrom) : 0;
     const s = this.sessions.create(h, up, want);
     if (!s) {
+      const why = this.sessions.noRoom(want);
       this.limits.release(h.reply.peerId, want);
       if (imported) this.handover.keepImport(h.resumeFrom as string, imported);
-      const { freeKvTokens, kvBudgetTokens } = this.sessions;
-      return refuse('busy', `KV memory full: ${freeKvTokens} of ${kvBudgetTokens} tokens free, session asks for ${want}`);
+      return refuse('busy', why ?? 'no room for the session');
     }
     this.sessions.add(s); // the id is taken from now on
     this.usedOpens.add(h.signature!, h.expiresAt!); // and this OPEN is spent

@@ -52,7 +52,7 @@ export const MAX_QUEUED_PER_SESSION = 8;
 
 export interface SessionTableOptions {
   stage: Stage;
-  /** KV tokens this node may hold across all sessions */
+  /** KV tokens this node may hold across all sessions (the stage's own capacity, if less, bounds it too) */
   kvBudgetTokens: number;
   /** free a session after this long without a step */
   idleTimeoutMs: number;
@@ -64,17 +64,30 @@ export interface SessionTableOptions {
 export class SessionTable {
   private readonly sessions = new Map<string, Session>();
   private reservedTokens = 0;
+  /** KV tokens: the node's budget, or what the stage can hold if less */
+  readonly kvBudgetTokens: number;
+  /** sessions at once: what the stage can hold (unbounded when it does not say) */
+  readonly maxSessions: number;
 
-  constructor(private readonly o: SessionTableOptions) {}
+  constructor(private readonly o: SessionTableOptions) {
+    const cap = o.stage.capacity;
+    this.kvBudgetTokens = Math.min(o.kvBudgetTokens, cap?.kvTokens ?? Infinity);
+    this.maxSessions = cap?.sessions ?? Infinity;
+  }
 
   get size(): number {
     return this.sessions.size;
   }
-  get kvBudgetTokens(): number {
-    return this.o.kvBudgetTokens;
-  }
   get freeKvTokens(): number {
-    return Math.max(0, this.o.kvBudgetTokens - this.reservedTokens);
+    return Math.max(0, this.kvBudgetTokens - this.reservedTokens);
+  }
+
+  /** why a new session reserving `reserved` KV tokens cannot be created now (undefined: it can) */
+  noRoom(reserved: number): string | undefined {
+    if (this.sessions.size >= this.maxSessions) return `the stage holds at most ${this.maxSessions} sessions at once`;
+    if (this.reservedTokens + reserved > this.kvBudgetTokens)
+      return `KV memory full: ${this.freeKvTokens} of ${this.kvBudgetTokens} tokens free, session asks for ${reserved}`;
+    return undefined;
   }
 
   get(id: string): Session | undefined {
@@ -89,7 +102,7 @@ export class SessionTable {
 
   /** A new session reserving `reserved` KV tokens; undefined when the budget has no room. */
   create(open: OpenHeader, upstream: Channel, reserved: number): Session | undefined {
-    if (this.reservedTokens + reserved > this.o.kvBudgetTokens) return undefined;
+    if (this.noRoom(reserved)) return undefined;
     this.reservedTokens += reserved;
     return {
       id: open.sessionId,
@@ -111,7 +124,7 @@ export class SessionTable {
 
   /** Reserves KV tokens outside any session (an imported cache); false when the budget has no room. */
   reserve(tokens: number): boolean {
-    if (this.reservedTokens + tokens > this.o.kvBudgetTokens) return false;
+    if (this.reservedTokens + tokens > this.kvBudgetTokens) return false;
     this.reservedTokens += tokens;
     return true;
   }

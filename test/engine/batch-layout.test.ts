@@ -2,7 +2,7 @@
 // indices that keep every row to its own session.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { laneFeeds, longOutliers, oneLane } from '../../src/engine/ort/batch-layout.js';
+import { fitLanes, laneBytes, laneFeeds, longOutliers, oneLane } from '../../src/engine/ort/batch-layout.js';
 import { LaneBuffers, laneWidth, type LaneCache } from '../../src/engine/ort/lane-buffers.js';
 
 /** row r of a mask as a string: 1 where it may attend */
@@ -194,4 +194,43 @@ it("long outliers step alone, so lanes hold at most twice the batch's positions"
   const rest = doubling.filter((_, i) => !alone.includes(i));
   const total = rest.reduce((a, s) => a + s.pos, 0);
   assert.ok(rest.length * w(256) <= 2 * total + 64 * rest.length);
+});
+
+it('a batch whose lanes exceed the lane budget: the shortest caches that fit share lanes, the others step alone', () => {
+  // SmolLM2-135M's attention over 10 layers: 15,360 bytes per lane slot
+  const bytes = laneBytes({ layers: 10, heads: 9, kvHeads: 3, headDim: 64 });
+  assert.equal(bytes(1, 1, 0), 15_360);
+  const steps = [
+    { pos: 100, nTokens: 1 },
+    { pos: 1000, nTokens: 1 },
+    { pos: 900, nTokens: 1 },
+    { pos: 120, nTokens: 1 },
+    { pos: 0, nTokens: 32 },
+    { pos: 950, nTokens: 1 },
+  ];
+  // no bound: all of them, shortest first
+  assert.deepEqual(fitLanes(steps, laneWidth, bytes, Infinity), [4, 0, 3, 2, 5, 1]);
+  // room for four lanes of 928 slots: the three short sessions and the shortest long one share
+  // lanes as wide as its cache, the two longer ones step alone
+  const max = bytes(4, laneWidth(900), 32);
+  const part = fitLanes(steps, laneWidth, bytes, max);
+  assert.deepEqual(part, [4, 0, 3, 2]);
+  assert.ok(bytes(5, laneWidth(950), 32) > max);
+  // room for one short lane only: nobody shares lanes
+  assert.deepEqual(fitLanes(steps, laneWidth, bytes, bytes(1, laneWidth(120), 32)).length < 2, true);
+});
+
+it('lane buffers never hold more slots than the lane budget', () => {
+  const lb = new LaneBuffers({ layers: 2, kvHeads: 3, headDim: 4 }, 200);
+  const caches = [cache(1, 64, 40), cache(2, 64, 10)];
+  const f = lb.fill(caches, [40, 10]);
+  // 2 lanes of 64 slots: 128 ≤ 200, allocated with slack but not past the budget (3·4·200 floats a buffer)
+  assert.equal(f.C, 64);
+  assert.ok(f.k[0]!.buffer.byteLength / 4 <= 3 * 4 * 200);
+  // 3 lanes of 64: the usual 25 % slack would pass the budget, so the buffers stop at it
+  const g = lb.fill([...caches, cache(3, 64, 40)], [40, 10, 40]);
+  assert.equal(g.k[0]!.buffer.byteLength / 4, 3 * 4 * 200);
+  assert.equal(g.v[1]!.buffer.byteLength / 4, 3 * 4 * 200);
+  // 4 lanes of 64 do not fit at all: the runner splits such a batch first (fitLanes)
+  assert.throws(() => lb.fill([...caches, cache(3, 64, 40), cache(4, 64, 40)], [40, 10, 40, 40]), /lane budget of 200 slots/);
 });

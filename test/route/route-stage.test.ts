@@ -25,6 +25,7 @@ import type { WeightSource } from '../../src/model/types.js';
 import type { StepVerifier } from '../../src/route/step-verifier.js';
 import type { SignedReceipt } from '../../src/accountability/records/receipts.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
+import { findLibDir } from '../../src/engine/llama/ffi.js';
 
 let src: WeightSource;
 let gw: OdsiHost;
@@ -466,13 +467,10 @@ test('deadline: slack is reported, and a hop that cannot make it refuses at once
   await r2.dispose();
 });
 
-test('steps a hop never answers time out, each after its own wait (one sweep timer per route)', { timeout: 10_000 }, async () => {
-  const dim = src.config.dim;
-  // a node whose stage takes steps and never finishes them
+/** a node serving `stage` (all of stories260K), its KV budget far above what the stage holds
+ *  unless given; `owned` is the stage to dispose of at the end, when `stage` wraps it */
+async function nodeOn(stage: Stage, o: { kvBudgetTokens?: number; owned?: Stage } = {}) {
   const host = await createHost({ identity: generateIdentity() });
-  const real = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
-  const never = () => new Promise<never>(() => {});
-  const stage = new Proxy(real, { get: (t, k) => (k === 'forward' || k === 'forwardBatch' ? never : Reflect.get(t, k)) }) as Stage;
   const stamper = stamperOf(host);
   const server = new NodeServer({
     host,
@@ -480,14 +478,24 @@ test('steps a hop never answers time out, each after its own wait (one sweep tim
     modelId: MODEL,
     stamper,
     perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }),
-    kvBudgetTokens: 4096,
+    kvBudgetTokens: o.kvBudgetTokens ?? 100_000,
   });
   await server.start();
-  nodes.push({ host, server, stage: real, stamper });
+  nodes.push({ host, server, stage: o.owned ?? stage, stamper });
+  return { server, hop: hopOf({ host, stage }) };
+}
+
+test('steps a hop never answers time out, each after its own wait (one sweep timer per route)', { timeout: 10_000 }, async () => {
+  const dim = src.config.dim;
+  // a node whose stage takes steps and never finishes them
+  const real = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
+  const never = () => new Promise<never>(() => {});
+  const stage = new Proxy(real, { get: (t, k) => (k === 'forward' || k === 'forwardBatch' ? never : Reflect.get(t, k)) }) as Stage;
+  const { hop } = await nodeOn(stage, { kvBudgetTokens: 4096, owned: real });
   const r = await routes.open({
     modelId: MODEL,
     config: src.config,
-    hops: [hopOf({ host, stage: real })],
+    hops: [hop],
     sessionId: 'hung',
     stepTimeoutMs: 400,
   });
@@ -549,21 +557,63 @@ test('bad input on a raw stream: clear errors, stream usable after message error
   await ch.close();
 });
 
+const refusedBusy = (re: RegExp) => (e: unknown) => {
+  assert.ok(e instanceof RouteError);
+  assert.equal(e.remoteCode, 'busy');
+  assert.match(e.message, re);
+  return true;
+};
+
+test("the engine's own capacity bounds admission: what its KV budget holds (ORT keeps a fifth for batched attention)", async () => {
+  const range = { start: 0, end: 5, embed: false, head: false };
+  const stage = await createStage('ort', src, range, { threads: 1, kvBudgetBytes: 400_000 });
+  const perToken = 2 * 5 * src.config.nKvHeads * src.config.headDim * 4;
+  const holds = Math.floor((400_000 * 0.8) / perToken);
+  const { server, hop } = await nodeOn(stage);
+  assert.equal(server.kvBudgetTokens, holds);
+  const r1 = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'cap-1', maxTokens: holds - 10 });
+  await r1.forward({ sessionId: 'cap-1', pos: 0, nTokens: 3, hidden: input(3, src.config.dim) });
+  await assert.rejects(
+    routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'cap-2', maxTokens: 20 }),
+    refusedBusy(new RegExp(`KV memory full: 10 of ${holds} tokens free`)),
+  );
+  await r1.dispose();
+});
+
+test(
+  "the engine's own capacity bounds admission: llama.cpp's sequences and KV cells",
+  { skip: findLibDir() ? false : 'llama.cpp platform package is not installed' },
+  async () => {
+    const range = { start: 0, end: 5, embed: false, head: false };
+    // f32 KV: 1,280 bytes a cell over 5 layers, so 400 kB hold 312 cells (llama.cpp allocates them at load)
+    const stage = await createStage('llama', src, range, { threads: 1, maxSessions: 2, kvBudgetBytes: 400_000 });
+    assert.deepEqual(stage.capacity, { kvTokens: 312, sessions: 2 });
+    const { server, hop } = await nodeOn(stage);
+    assert.equal(server.kvBudgetTokens, 312);
+    const open = (id: string, maxTokens: number) =>
+      routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: id, maxTokens });
+    const a = await open('ll-1', 100);
+    const b = await open('ll-2', 100);
+    // a third session would fail in llama.cpp at its first step (no free sequence): refused at OPEN instead
+    await assert.rejects(open('ll-3', 10), refusedBusy(/the stage holds at most 2 sessions at once/));
+    for (const [id, r] of [
+      ['ll-1', a],
+      ['ll-2', b],
+    ] as const)
+      await r.forward({ sessionId: id, pos: 0, nTokens: 2, hidden: input(2, src.config.dim) });
+    await a.dispose();
+    for (let i = 0; i < 50 && server.load > 1; i++) await new Promise((r) => setTimeout(r, 20));
+    await assert.rejects(open('ll-4', 300), refusedBusy(/KV memory full: 212 of 312 tokens free/));
+    const c = await open('ll-5', 200);
+    await c.forward({ sessionId: 'll-5', pos: 0, nTokens: 4, hidden: input(4, src.config.dim) });
+    await c.dispose();
+    await b.dispose();
+  },
+);
+
 test('KV budget: a full node refuses with busy; idle sessions are freed', async () => {
-  const host = await createHost({ identity: generateIdentity() });
   const stage = await createStage('reference', src, { start: 0, end: 5, embed: false, head: false });
-  const kvStamper = stamperOf(host);
-  const server = new NodeServer({
-    host,
-    stage,
-    modelId: MODEL,
-    stamper: kvStamper,
-    perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }),
-    kvBudgetTokens: 150,
-  });
-  await server.start();
-  nodes.push({ host, server, stage, stamper: kvStamper });
-  const hop = hopOf({ host, stage });
+  const { server, hop } = await nodeOn(stage, { kvBudgetTokens: 150 });
   const r1 = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'kv-1', maxTokens: 100 });
   assert.equal(server.freeKvTokens, 50);
   await assert.rejects(

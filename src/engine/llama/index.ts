@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GgmlType, type ModelConfig, type WeightSource } from '../../model/types.js';
-import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange } from '../types.js';
+import { EngineError, type Stage, type StageCapacity, type StageInput, type StageOutput, type StageRange } from '../types.js';
 import { FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, GGML_TYPE_F16, GGML_TYPE_F32, loadLlamaLib } from './ffi.js';
 import type { RunnerSpec, StepIn, StepOut } from './runner.js';
 import type { WorkerRequest } from './worker.js';
@@ -35,8 +35,10 @@ export interface LlamaStageOptions {
   cacheDir?: string;
   /** most sessions held at once (llama.cpp sequences; default 64, at most 256) */
   maxSessions?: number;
-  /** KV cells shared by all sessions (default min(8192, sessions × context)) */
+  /** KV cells shared by all sessions (default min(8192, sessions × context, what kvBudgetBytes holds)) */
   kvCells?: number;
+  /** memory for the KV cells, all sessions together (a node's `--kv-budget-mb`; llama.cpp allocates them at load) */
+  kvBudgetBytes?: number;
   /** longest session in positions (default: the model's context length, capped by kvCells) */
   maxContext?: number;
   /** rows per llama_decode (default 512); longer steps are split */
@@ -98,7 +100,10 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
     const f32 = prof.weights === 'f32';
     const maxSessions = Math.min(Math.max(1, Math.floor(opts.maxSessions ?? 64)), 256);
     const ctxLen = Math.min(opts.maxContext ?? c.contextLength, c.contextLength);
-    const kvCells = Math.max(256, Math.floor(opts.kvCells ?? Math.min(8192, maxSessions * ctxLen)));
+    // a cell is one position's K and V in every layer of the range, F32 or F16
+    const cellBytes = 2 * (range.end - range.start) * c.nKvHeads * c.headDim * (f32 ? 4 : 2);
+    const budgetCells = opts.kvBudgetBytes === undefined ? Infinity : Math.floor(opts.kvBudgetBytes / cellBytes);
+    const kvCells = Math.max(256, Math.floor(opts.kvCells ?? Math.min(8192, maxSessions * ctxLen, budgetCells)));
     const maxBatch = Math.max(1, Math.floor(opts.maxBatch ?? 512));
     const spec: RunnerSpec = {
       file,
@@ -123,7 +128,9 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
       throw e;
     }
     const loadInfo = { libMs, sliceMs, createMs: performance.now() - t2, kvCells, kvType: f32 ? ('f32' as const) : ('f16' as const) };
-    return new LlamaStageImpl(w, c, { ...range }, prof.name, loadInfo, cleanup);
+    // what llama.cpp holds: the node admits sessions against it, not only against its budget
+    const capacity = { kvTokens: kvCells, sessions: maxSessions };
+    return new LlamaStageImpl(w, c, { ...range }, prof.name, loadInfo, capacity, cleanup);
   } catch (e) {
     cleanup();
     throw e;
@@ -142,6 +149,7 @@ class LlamaStageImpl implements LlamaStage {
     readonly range: StageRange,
     readonly profile: string,
     readonly loadInfo: LlamaStage['loadInfo'],
+    readonly capacity: StageCapacity,
     private cleanup: () => void,
   ) {}
 

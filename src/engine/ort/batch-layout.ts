@@ -99,3 +99,49 @@ export function longOutliers(steps: LaneStep[], width: (need: number) => number)
   }
   return alone;
 }
+
+/** a stage's attention shape, as far as the lanes' memory goes */
+export interface LaneShape {
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+}
+
+/**
+ * Bytes L lanes of C slots with R rows each take on this shape: the lanes (f32 K and V of every
+ * layer), plus one layer's mask [L, G·R, C+R] and its scores and probabilities [KVH, L, G·R, C+R].
+ */
+export function laneBytes(s: LaneShape): (L: number, C: number, R: number) => number {
+  const slot = 2 * s.layers * s.kvHeads * s.headDim * 4;
+  const G = s.heads / s.kvHeads;
+  return (L, C, R) => L * C * slot + 4 * L * R * (C + R) * (G + 2 * s.heads);
+}
+
+/**
+ * The steps of a batch that share lanes when not all of them fit a memory bound: `bytes(L, C, R)`
+ * is what L lanes of C slots with R rows each take (lanes, mask, scores), `max` the most one
+ * batch may take. The shortest caches first, as many as fit; the others step alone, on their
+ * stored caches. (Splitting the batch into several parts that fit was measured worse: every
+ * part lays its lanes out anew, copying whole caches, and at 1024 positions with 4-bit weights
+ * that cost more than the weight reads it saved, 0.86–0.93× the one-by-one time. One part of
+ * the shortest copies least, and keeps its lanes while the batch keeps its sessions.)
+ * Indices in order of position, shortest first; fewer than 2 means no lanes at all.
+ */
+export function fitLanes(
+  steps: LaneStep[],
+  width: (need: number) => number,
+  bytes: (L: number, C: number, R: number) => number,
+  max: number,
+): number[] {
+  const order = steps.map((_, i) => i).sort((a, b) => steps[a]!.pos - steps[b]!.pos);
+  let R = 0;
+  let n = 0;
+  for (const i of order) {
+    const s = steps[i]!;
+    if (bytes(n + 1, width(s.pos), Math.max(R, s.nTokens)) > max) break;
+    R = Math.max(R, s.nTokens);
+    n++;
+  }
+  return order.slice(0, n);
+}

@@ -8,7 +8,15 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { ropeInvFreq } from '../../model/rope.js';
 import { ModelFormatError, layerTensorNames, tensorNames as tn, type ModelConfig, type WeightSource } from '../../model/types.js';
-import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + SessionState
+import {
+  EngineError,
+  type Stage,
+  type StageCapacity,
+  type StageInput,
+  type StageOutput,
+  type StageRange,
+  type SessionState, // kv-transfer
+} from '../types.js';
 import type { AttentionPath } from './graph.js';
 import type { LoadInfo, LoadSpec, StepIn, StepOut } from './runner.js';
 import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
@@ -39,7 +47,14 @@ export interface OrtStageOptions {
   allowSpinning?: boolean;
   /** fp32 linear form (benchmarking): FusedMatMul with transB (default) or MatMul on a transposed copy */
   f32Linear?: 'fused' | 'matmul';
+  /** memory for KV caches, all sessions together: a fifth for batched attention's lanes (a
+   *  batch whose lanes would take more is split), the rest for the sessions' caches, which
+   *  `capacity.kvTokens` states (default: neither bounded) */
+  kvBudgetBytes?: number;
 }
+
+/** the share of the KV budget batched attention's lanes may take (./lane-buffers.ts) */
+export const LANE_SHARE = 0.2;
 
 export interface OrtStage extends Stage {
   /** graph build and session creation figures of this stage */
@@ -89,6 +104,7 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     allowSpinning: opts.allowSpinning ?? false,
     f32Linear: opts.f32Linear,
     invFreq: ropeInvFreq(c, src),
+    laneBudget: opts.kvBudgetBytes === undefined ? undefined : Math.floor(opts.kvBudgetBytes * LANE_SHARE),
     tensors,
     modelPath: byPath ? src.path : undefined,
     names: byPath ? names : undefined,
@@ -104,7 +120,13 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     const info = (await w.call({ type: 'load', id: 0, spec }, transfer)) as LoadInfo;
     // the profile names what changes numerics: weight precision, and int8 activations unless level 4
     const profile = mode === 'f32' || spec.accuracyLevel === 4 ? `ort-${mode}` : `ort-${mode}-acc${spec.accuracyLevel}`;
-    return new OrtStageImpl(w, c, { ...range }, profile, maxContext, info, path);
+    // cached positions are f32 K and V per layer of the range
+    const kvBytesPerToken = 2 * (range.end - range.start) * c.nKvHeads * c.headDim * 4;
+    const capacity: StageCapacity | undefined =
+      opts.kvBudgetBytes !== undefined && kvBytesPerToken > 0
+        ? { kvTokens: Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken) }
+        : undefined;
+    return new OrtStageImpl(w, c, { ...range }, profile, maxContext, info, path, capacity);
   } catch (e) {
     await w.terminate();
     throw e;
@@ -166,6 +188,7 @@ class OrtStageImpl implements OrtStage {
     private maxContext: number,
     readonly loadInfo: LoadInfo,
     readonly attention: AttentionPath,
+    readonly capacity: StageCapacity | undefined,
   ) {}
 
   sessionLength(sessionId: string): number {

@@ -47,7 +47,11 @@ export class LaneBuffers {
   private bufK: Float32Array[] = [];
   private bufV: Float32Array[] = [];
 
-  constructor(private readonly dims: LaneDims) {}
+  constructor(
+    private readonly dims: LaneDims,
+    /** most slots (lanes × slots per lane) the buffers may ever hold: the lane budget */
+    private readonly maxSlots = Infinity,
+  ) {}
 
   /** lays the first pos[b] positions of caches[b] into the lanes */
   fill(caches: LaneCache[], pos: number[]): FilledLanes {
@@ -114,13 +118,15 @@ export class LaneBuffers {
     return this.dims.kvHeads * L * this.dims.headDim * this.C;
   }
 
-  /** buffers of at least size(L) floats, kept unless over 4× too big */
+  /** buffers of at least size(L) floats, kept unless over 4× too big; never over the budget */
   private allocate(L: number): void {
     const size = this.size(L);
+    const most = this.dims.kvHeads * this.dims.headDim * this.maxSlots;
+    if (size > most) throw new Error(`${L} lanes of ${this.C} slots exceed the lane budget of ${this.maxSlots} slots`);
     for (let l = 0; l < this.dims.layers; l++) {
       const cur = this.bufK[l];
       if (cur && cur.length >= size && cur.length <= 4 * size) continue;
-      const n = Math.ceil(size * 1.25);
+      const n = Math.min(Math.ceil(size * 1.25), most);
       this.bufK[l] = new Float32Array(n);
       this.bufV[l] = new Float32Array(n);
     }

@@ -11,7 +11,7 @@ import { dequantize } from '../../model/quant.js';
 import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
 import { EngineError, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + EngineError, SessionState
 import { buildStageGraph, type AttentionPath, type LayerWeightsIn } from './graph.js';
-import { laneFeeds, longOutliers, oneLane, type LaneLayout, type LaneStep } from './batch-layout.js';
+import { fitLanes, laneBytes, laneFeeds, longOutliers, oneLane, type LaneLayout, type LaneStep } from './batch-layout.js';
 import { LaneBuffers, laneWidth } from './lane-buffers.js';
 import { concatRows, prepareLinear, type LinearWeight, type RawTensor, type WeightMode } from './weights.js';
 import { concatF32 } from '../../util/concat-f32.js';
@@ -27,6 +27,8 @@ export interface LoadSpec {
   allowSpinning: boolean;
   f32Linear?: 'fused' | 'matmul';
   invFreq: Float32Array;
+  /** most bytes one batch's lanes (with its mask and scores) may take; batches beyond it are split */
+  laneBudget?: number;
   /** raw tensors of exactly this range, by canonical name (sources without a file) */
   tensors: Record<string, RawTensor>;
   /** or: the model file/directory, read here tensor by tensor (only `names`), which keeps the
@@ -83,7 +85,14 @@ export class OrtRunner {
     info: LoadInfo,
   ) {
     this.nLayers = spec.range.end - spec.range.start;
-    this.lanes = new LaneBuffers({ layers: this.nLayers, kvHeads: spec.config.nKvHeads, headDim: spec.config.headDim });
+    const c = spec.config;
+    const dims = { layers: this.nLayers, kvHeads: c.nKvHeads, headDim: c.headDim };
+    // one slot of every lane layer's K and V: the lane budget bounds the buffers' slots
+    const slotBytes = laneBytes({ ...dims, heads: c.nHeads })(1, 1, 0);
+    this.lanes = new LaneBuffers(
+      dims,
+      spec.laneBudget === undefined || slotBytes === 0 ? Infinity : Math.floor(spec.laneBudget / slotBytes),
+    );
     this.info = info;
   }
 
@@ -477,14 +486,14 @@ export class OrtRunner {
       for (const inp of inps) outs.push(await this.step(inp));
       return outs;
     }
-    const alone = this.nLayers > 0 ? longOutliers(inps, laneWidth) : [];
-    if (alone.length) {
-      // the long ones step alone, the rest as one batch; outputs in input order
+    const parts = this.nLayers > 0 ? this.split(inps) : undefined;
+    if (parts) {
+      // parts one after another (a part of one steps alone); outputs in input order
       const outs = new Array<StepOut>(inps.length);
-      const rest = inps.map((_, i) => i).filter((i) => !alone.includes(i));
-      const together = await this.stepBatch(rest.map((i) => inps[i]!));
-      rest.forEach((i, j) => (outs[i] = together[j]!));
-      for (const i of alone) outs[i] = await this.step(inps[i]!);
+      for (const part of parts) {
+        const got = part.length === 1 ? [await this.step(inps[part[0]!]!)] : await this.stepBatch(part.map((i) => inps[i]!));
+        part.forEach((i, j) => (outs[i] = got[j]!));
+      }
       return outs;
     }
     const t0 = performance.now();
@@ -568,6 +577,24 @@ export class OrtRunner {
     const out = await this.session.run(feeds);
     inps.forEach((inp, b) => this.stdAppend(kvs[b]!, out, inp.pos, inp.nTokens, lanes.laneOf[b]! * R));
     return finish(out, logitRows);
+  }
+
+  /**
+   * How a batch must be split before its sessions share lanes, if at all (./batch-layout.ts):
+   * long outliers step alone, the rest as one part (`longOutliers`); else, when the lanes of
+   * all would pass the lane budget, the shortest that fit share lanes and the others step
+   * alone (`fitLanes`). Undefined: the batch goes as it is.
+   */
+  private split(inps: StepIn[]): number[][] | undefined {
+    const alone = longOutliers(inps, laneWidth);
+    if (alone.length) return [inps.map((_, i) => i).filter((i) => !alone.includes(i)), ...alone.map((i) => [i])];
+    if (this.spec.laneBudget === undefined) return undefined;
+    const c = this.spec.config;
+    const bytes = laneBytes({ layers: this.nLayers, heads: c.nHeads, kvHeads: c.nKvHeads, headDim: c.headDim });
+    const part = fitLanes(inps, laneWidth, bytes, this.spec.laneBudget);
+    if (part.length === inps.length) return undefined;
+    const rest = inps.map((_, i) => i).filter((i) => !part.includes(i));
+    return [...(part.length >= 2 ? [part] : part.map((i) => [i])), ...rest.map((i) => [i])];
   }
 
   private stdAppend(kv: StdKv, out: ort.InferenceSession.OnnxValueMapType, pos: number, S: number, row0 = 0): void {
