@@ -2,7 +2,7 @@
 // indices that keep every row to its own session.
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { fitLanes, laneBytes, laneFeeds, longOutliers, oneLane } from '../../src/engine/ort/batch-layout.js';
+import { fitLanes, laneBudget, laneBytes, laneFeeds, longOutliers, oneLane } from '../../src/engine/ort/batch-layout.js';
 import { LaneBuffers, laneWidth, type LaneCache } from '../../src/engine/ort/lane-buffers.js';
 
 /** row r of a mask as a string: 1 where it may attend */
@@ -220,17 +220,33 @@ it('a batch whose lanes exceed the lane budget: the shortest caches that fit sha
   assert.deepEqual(fitLanes(steps, laneWidth, bytes, bytes(1, laneWidth(120), 32)).length < 2, true);
 });
 
-it('lane buffers never hold more slots than the lane budget', () => {
-  const lb = new LaneBuffers({ layers: 2, kvHeads: 3, headDim: 4 }, 200);
+it('lane buffers never hold more slots than the lane budget, also when it shrinks', () => {
+  const lb = new LaneBuffers(dims);
   const caches = [cache(1, 64, 40), cache(2, 64, 10)];
-  const f = lb.fill(caches, [40, 10]);
-  // 2 lanes of 64 slots: 128 ≤ 200, allocated with slack but not past the budget (3·4·200 floats a buffer)
+  const f = lb.fill(caches, [40, 10], 200);
+  // 2 lanes of 64 slots: 128 ≤ 200, allocated with slack but not past the budget (2·3·200 floats a buffer)
   assert.equal(f.C, 64);
-  assert.ok(f.k[0]!.buffer.byteLength / 4 <= 3 * 4 * 200);
+  assert.ok(f.k[0]!.buffer.byteLength / 4 <= 2 * 3 * 200);
   // 3 lanes of 64: the usual 25 % slack would pass the budget, so the buffers stop at it
-  const g = lb.fill([...caches, cache(3, 64, 40)], [40, 10, 40]);
-  assert.equal(g.k[0]!.buffer.byteLength / 4, 3 * 4 * 200);
-  assert.equal(g.v[1]!.buffer.byteLength / 4, 3 * 4 * 200);
+  const three = [...caches, cache(3, 64, 40)];
+  const g = lb.fill(three, [40, 10, 40], 200);
+  assert.equal(g.k[0]!.buffer.byteLength / 4, 2 * 3 * 200);
+  assert.equal(g.v[1]!.buffer.byteLength / 4, 2 * 3 * 200);
+  // the same sessions while the budget shrank (the caches grew): the kept buffers are let go,
+  // and the lanes are laid out anew in buffers within the new budget
+  three.forEach((c, i) => grow(c, i + 1));
+  const h = lb.fill(three, [41, 11, 41], 192);
+  assert.equal(h.copied, 93);
+  assert.ok(h.k[0]!.buffer.byteLength / 4 <= 2 * 3 * 192);
+  assert.deepEqual(laneOf(h, 3, 2, h.C), expected(three[2]!, h.C));
   // 4 lanes of 64 do not fit at all: the runner splits such a batch first (fitLanes)
-  assert.throws(() => lb.fill([...caches, cache(3, 64, 40), cache(4, 64, 40)], [40, 10, 40, 40]), /lane budget of 200 slots/);
+  assert.throws(() => lb.fill([...three, cache(4, 64, 40)], [40, 10, 40, 40], 200), /lane budget of 200 slots/);
+});
+
+it('the lanes may take what the caches leave of the KV budget, and never less than their share', () => {
+  assert.equal(laneBudget(1000, 0, 0.2), 1000);
+  assert.equal(laneBudget(1000, 300, 0.2), 700);
+  assert.equal(laneBudget(1000, 800, 0.2), 200);
+  // caches over their four fifths (rounded up to whole chunks): the lanes keep their fifth
+  assert.equal(laneBudget(1000, 850, 0.2), 200);
 });

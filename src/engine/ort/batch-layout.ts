@@ -119,6 +119,15 @@ export function laneBytes(s: LaneShape): (L: number, C: number, R: number) => nu
 }
 
 /**
+ * What a batch's lanes may take of a stage's KV budget: all that the sessions' caches leave,
+ * and at least `share` of it (the caches are admitted against the rest, so they never leave
+ * less). Lanes are scratch, laid out per batch, so they can give memory back as caches grow.
+ */
+export function laneBudget(kvBudget: number, cacheBytes: number, share: number): number {
+  return Math.max(kvBudget * share, kvBudget - cacheBytes);
+}
+
+/**
  * The steps of a batch that share lanes when not all of them fit a memory bound: `bytes(L, C, R)`
  * is what L lanes of C slots with R rows each take (lanes, mask, scores), `max` the most one
  * batch may take. The shortest caches first, as many as fit; the others step alone, on their

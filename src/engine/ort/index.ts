@@ -20,6 +20,7 @@ import {
 import type { AttentionPath } from './graph.js';
 import type { LoadInfo, LoadSpec, StepIn, StepOut } from './runner.js';
 import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
+import { LANE_SHARE } from './lane-buffers.js';
 import type { WorkerRequest } from './handler.js';
 import { InThreadOrt } from './in-thread.js';
 import { EngineWorkerClient, type EngineCaller } from '../worker-client.js';
@@ -47,14 +48,11 @@ export interface OrtStageOptions {
   allowSpinning?: boolean;
   /** fp32 linear form (benchmarking): FusedMatMul with transB (default) or MatMul on a transposed copy */
   f32Linear?: 'fused' | 'matmul';
-  /** memory for KV caches, all sessions together: a fifth for batched attention's lanes (a
-   *  batch whose lanes would take more is split), the rest for the sessions' caches, which
-   *  `capacity.kvTokens` states (default: neither bounded) */
+  /** memory for KV caches, all sessions together: four fifths for the sessions' caches, which
+   *  `capacity.kvTokens` states, and batched attention's lanes get what the caches leave, at
+   *  least a fifth (a batch whose lanes would take more is split) (default: neither bounded) */
   kvBudgetBytes?: number;
 }
-
-/** the share of the KV budget batched attention's lanes may take (./lane-buffers.ts) */
-export const LANE_SHARE = 0.2;
 
 export interface OrtStage extends Stage {
   /** graph build and session creation figures of this stage */
@@ -104,7 +102,7 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     allowSpinning: opts.allowSpinning ?? false,
     f32Linear: opts.f32Linear,
     invFreq: ropeInvFreq(c, src),
-    laneBudget: opts.kvBudgetBytes === undefined ? undefined : Math.floor(opts.kvBudgetBytes * LANE_SHARE),
+    kvBudget: opts.kvBudgetBytes,
     tensors,
     modelPath: byPath ? src.path : undefined,
     names: byPath ? names : undefined,

@@ -32,6 +32,9 @@ export interface FilledLanes {
   copied: number;
 }
 
+/** the share of a stage's KV budget its lanes may always take (they also get what the caches leave) */
+export const LANE_SHARE = 0.2;
+
 /** slots a new layout leaves beyond the longest cache, at least (rounded up to a multiple) */
 const HEADROOM = 16;
 const ROUND = 32;
@@ -47,16 +50,17 @@ export class LaneBuffers {
   private bufK: Float32Array[] = [];
   private bufV: Float32Array[] = [];
 
-  constructor(
-    private readonly dims: LaneDims,
-    /** most slots (lanes × slots per lane) the buffers may ever hold: the lane budget */
-    private readonly maxSlots = Infinity,
-  ) {}
+  constructor(private readonly dims: LaneDims) {}
 
-  /** lays the first pos[b] positions of caches[b] into the lanes */
-  fill(caches: LaneCache[], pos: number[]): FilledLanes {
+  /**
+   * lays the first pos[b] positions of caches[b] into the lanes, whose buffers hold at most
+   * `maxSlots` slots (lanes × slots per lane; the lane budget now): buffers kept from before
+   * that are bigger are let go first
+   */
+  fill(caches: LaneCache[], pos: number[], maxSlots = Infinity): FilledLanes {
     const L = caches.length;
     const need = Math.max(1, ...pos);
+    const most = this.trim(maxSlots);
     const laneOf = this.reuse(caches, need);
     let copied = 0;
     if (laneOf) {
@@ -68,7 +72,7 @@ export class LaneBuffers {
     } else {
       this.C = laneWidth(need);
       this.held = caches.map((cache, b) => ({ cache, n: pos[b]! }));
-      this.allocate(L);
+      this.allocate(L, most);
       caches.forEach((c, b) => {
         copied += this.copy(c, b, 0, pos[b]!);
         this.zeroFrom(b, pos[b]!);
@@ -97,6 +101,13 @@ export class LaneBuffers {
     }
   }
 
+  /** lets the buffers go if they hold more than `maxSlots` slots (the lane budget shrank); returns the floats a buffer may hold */
+  trim(maxSlots: number): number {
+    const most = this.dims.kvHeads * this.dims.headDim * maxSlots;
+    if (this.bufK.some((b) => b.length > most)) this.clear();
+    return most;
+  }
+
   /** drops the buffers and what they held */
   clear(): void {
     this.held = [];
@@ -118,11 +129,13 @@ export class LaneBuffers {
     return this.dims.kvHeads * L * this.dims.headDim * this.C;
   }
 
-  /** buffers of at least size(L) floats, kept unless over 4× too big; never over the budget */
-  private allocate(L: number): void {
+  /** buffers of at least size(L) floats, kept unless over 4× too big; never over `most` */
+  private allocate(L: number, most: number): void {
     const size = this.size(L);
-    const most = this.dims.kvHeads * this.dims.headDim * this.maxSlots;
-    if (size > most) throw new Error(`${L} lanes of ${this.C} slots exceed the lane budget of ${this.maxSlots} slots`);
+    if (size > most) {
+      const slots = most / (this.dims.kvHeads * this.dims.headDim);
+      throw new Error(`${L} lanes of ${this.C} slots exceed the lane budget of ${slots} slots`);
+    }
     for (let l = 0; l < this.dims.layers; l++) {
       const cur = this.bufK[l];
       if (cur && cur.length >= size && cur.length <= 4 * size) continue;

@@ -11,8 +11,8 @@ import { dequantize } from '../../model/quant.js';
 import { tensorNames as tn, type ModelConfig } from '../../model/types.js';
 import { EngineError, type StageInput, type StageOutput, type StageRange, type SessionState } from '../types.js'; // kv-transfer: + EngineError, SessionState
 import { buildStageGraph, type AttentionPath, type LayerWeightsIn } from './graph.js';
-import { fitLanes, laneBytes, laneFeeds, longOutliers, oneLane, type LaneLayout, type LaneStep } from './batch-layout.js';
-import { LaneBuffers, laneWidth } from './lane-buffers.js';
+import { fitLanes, laneBudget, laneBytes, laneFeeds, longOutliers, oneLane, type LaneLayout, type LaneStep } from './batch-layout.js';
+import { LANE_SHARE, LaneBuffers, laneWidth } from './lane-buffers.js';
 import { concatRows, prepareLinear, type LinearWeight, type RawTensor, type WeightMode } from './weights.js';
 import { concatF32 } from '../../util/concat-f32.js';
 
@@ -27,8 +27,9 @@ export interface LoadSpec {
   allowSpinning: boolean;
   f32Linear?: 'fused' | 'matmul';
   invFreq: Float32Array;
-  /** most bytes one batch's lanes (with its mask and scores) may take; batches beyond it are split */
-  laneBudget?: number;
+  /** bytes for the sessions' caches and batched attention's lanes together: the lanes (with a
+   *  batch's mask and scores) take what the caches leave, at least LANE_SHARE of it; absent: no bound */
+  kvBudget?: number;
   /** raw tensors of exactly this range, by canonical name (sources without a file) */
   tensors: Record<string, RawTensor>;
   /** or: the model file/directory, read here tensor by tensor (only `names`), which keeps the
@@ -77,6 +78,8 @@ export class OrtRunner {
   private sessions = new Map<string, Kv>();
   /** the lanes batches lay the sessions' caches into (std path) */
   private readonly lanes: LaneBuffers;
+  /** bytes L lanes of C slots and R rows take (./batch-layout.ts); (1, 1, 0) is a cache position's */
+  private readonly laneBytes: (L: number, C: number, R: number) => number;
   private nLayers: number;
   readonly info: LoadInfo;
 
@@ -87,12 +90,8 @@ export class OrtRunner {
     this.nLayers = spec.range.end - spec.range.start;
     const c = spec.config;
     const dims = { layers: this.nLayers, kvHeads: c.nKvHeads, headDim: c.headDim };
-    // one slot of every lane layer's K and V: the lane budget bounds the buffers' slots
-    const slotBytes = laneBytes({ ...dims, heads: c.nHeads })(1, 1, 0);
-    this.lanes = new LaneBuffers(
-      dims,
-      spec.laneBudget === undefined || slotBytes === 0 ? Infinity : Math.floor(spec.laneBudget / slotBytes),
-    );
+    this.lanes = new LaneBuffers(dims);
+    this.laneBytes = laneBytes({ ...dims, heads: c.nHeads });
     this.info = info;
   }
 
@@ -362,6 +361,7 @@ export class OrtRunner {
       kv.v.push(v);
     }
     this.sessions.set(id, kv);
+    if (this.spec.kvBudget !== undefined) this.lanes.trim(this.laneSlots());
   }
 
   private truncate(kv: Kv, n: number): void {
@@ -469,6 +469,8 @@ export class OrtRunner {
         kv.v[l] = v;
       }
       kv.cap = cap;
+      // the caches took more of the KV budget: the lanes keep only what it still leaves them
+      if (this.spec.kvBudget !== undefined) this.lanes.trim(this.laneSlots());
     }
   }
 
@@ -486,6 +488,8 @@ export class OrtRunner {
       for (const inp of inps) outs.push(await this.step(inp));
       return outs;
     }
+    // sessions created, truncated and grown first, so the lane budget counts what their caches now hold
+    const kvs = inps.map((inp) => this.prepare(inp));
     const parts = this.nLayers > 0 ? this.split(inps) : undefined;
     if (parts) {
       // parts one after another (a part of one steps alone); outputs in input order
@@ -501,19 +505,10 @@ export class OrtRunner {
     const KVH = c.nKvHeads;
     const N = inps.reduce((a, i) => a + i.nTokens, 0);
     const x = new Float32Array(N * dim);
-    const kvs: StdKv[] = [];
     const rowOff: number[] = [];
     let r = 0;
     for (const inp of inps) {
       x.set(this.spec.range.embed ? this.embed(inp.tokens!) : inp.hidden!, r * dim);
-      let kv = this.sessions.get(inp.sessionId) as StdKv | undefined;
-      if (!kv) {
-        kv = { kind: 'std', length: 0, cap: 0, k: [], v: [] };
-        this.sessions.set(inp.sessionId, kv);
-      }
-      if (inp.pos < kv.length) this.truncate(kv, inp.pos);
-      if (this.nLayers > 0) this.ensureCap(kv, inp.pos, inp.pos + inp.nTokens);
-      kvs.push(kv);
       rowOff.push(r);
       r += inp.nTokens;
     }
@@ -566,6 +561,7 @@ export class OrtRunner {
     const lanes = this.lanes.fill(
       kvs,
       inps.map((i) => i.pos),
+      this.laneSlots(),
     );
     const L = inps.length;
     const C = lanes.C;
@@ -579,6 +575,18 @@ export class OrtRunner {
     return finish(out, logitRows);
   }
 
+  /** a batched step's session: created, truncated to the step's position, grown to hold its rows */
+  private prepare(inp: StepIn): StdKv {
+    let kv = this.sessions.get(inp.sessionId) as StdKv | undefined;
+    if (!kv) {
+      kv = { kind: 'std', length: 0, cap: 0, k: [], v: [] };
+      this.sessions.set(inp.sessionId, kv);
+    }
+    if (inp.pos < kv.length) this.truncate(kv, inp.pos);
+    if (this.nLayers > 0) this.ensureCap(kv, inp.pos, inp.pos + inp.nTokens);
+    return kv;
+  }
+
   /**
    * How a batch must be split before its sessions share lanes, if at all (./batch-layout.ts):
    * long outliers step alone, the rest as one part (`longOutliers`); else, when the lanes of
@@ -588,13 +596,27 @@ export class OrtRunner {
   private split(inps: StepIn[]): number[][] | undefined {
     const alone = longOutliers(inps, laneWidth);
     if (alone.length) return [inps.map((_, i) => i).filter((i) => !alone.includes(i)), ...alone.map((i) => [i])];
-    if (this.spec.laneBudget === undefined) return undefined;
-    const c = this.spec.config;
-    const bytes = laneBytes({ layers: this.nLayers, heads: c.nHeads, kvHeads: c.nKvHeads, headDim: c.headDim });
-    const part = fitLanes(inps, laneWidth, bytes, this.spec.laneBudget);
+    const budget = this.lanesMayTake();
+    if (budget === Infinity) return undefined;
+    const part = fitLanes(inps, laneWidth, this.laneBytes, budget);
     if (part.length === inps.length) return undefined;
     const rest = inps.map((_, i) => i).filter((i) => !part.includes(i));
     return [...(part.length >= 2 ? [part] : part.map((i) => [i])), ...rest.map((i) => [i])];
+  }
+
+  /** bytes the lanes may take now (./batch-layout.ts `laneBudget`; Infinity without a KV budget) */
+  private lanesMayTake(): number {
+    const B = this.spec.kvBudget;
+    if (B === undefined) return Infinity;
+    let slots = 0;
+    for (const kv of this.sessions.values()) slots += kv.kind === 'std' ? kv.cap : kv.length;
+    return laneBudget(B, slots * this.laneBytes(1, 1, 0), LANE_SHARE);
+  }
+
+  /** the lane slots that holds now */
+  private laneSlots(): number {
+    const slot = this.laneBytes(1, 1, 0);
+    return slot > 0 ? Math.floor(this.lanesMayTake() / slot) : Infinity;
   }
 
   private stdAppend(kv: StdKv, out: ort.InferenceSession.OnnxValueMapType, pos: number, S: number, row0 = 0): void {
