@@ -22,8 +22,9 @@ export interface StageOptions {
   maxSessions?: number;
   /**
    * memory for the stage's KV caches, all sessions together (a node's `--kv-budget-mb`). ORT
-   * keeps a fifth of it for batched attention's lanes and holds the sessions' caches in the
-   * rest; llama sizes its KV cells to fit it. The stage's `capacity` says what that holds.
+   * states four fifths of it as its capacity for the sessions' caches, and batched attention's
+   * lanes take what the caches leave (at least the fifth); llama sizes its KV cells to fit it.
+   * The stage's `capacity` says what that holds.
    * Default: no bound (ORT), llama.cpp's own default cells (llama); ignored by 'reference'.
    */
   kvBudgetBytes?: number;
