@@ -89,6 +89,9 @@ export interface StageCapacity {
   kvTokens?: number;
   /** sessions at once */
   sessions?: number;
+  /** a session's cache is allocated in steps of this many positions: a node counts each
+   *  reservation rounded up to it, so the caches it admits fit kvTokens as allocated */
+  chunkTokens?: number;
 }
 
 // kv-transfer: a session's KV cache, per layer [length, nKvHeads*headDim] row-major

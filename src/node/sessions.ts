@@ -68,11 +68,19 @@ export class SessionTable {
   readonly kvBudgetTokens: number;
   /** sessions at once: what the stage can hold (unbounded when it does not say) */
   readonly maxSessions: number;
+  /** the stage allocates caches in steps of this many positions; reservations count rounded up to it */
+  private readonly chunk: number;
 
   constructor(private readonly o: SessionTableOptions) {
     const cap = o.stage.capacity;
     this.kvBudgetTokens = Math.min(o.kvBudgetTokens, cap?.kvTokens ?? Infinity);
     this.maxSessions = cap?.sessions ?? Infinity;
+    this.chunk = Math.max(1, cap?.chunkTokens ?? 1);
+  }
+
+  /** KV tokens a reservation of `tokens` takes of the budget: as the stage allocates them */
+  private held(tokens: number): number {
+    return Math.ceil(tokens / this.chunk) * this.chunk;
   }
 
   get size(): number {
@@ -85,8 +93,11 @@ export class SessionTable {
   /** why a new session reserving `reserved` KV tokens cannot be created now (undefined: it can) */
   noRoom(reserved: number): string | undefined {
     if (this.sessions.size >= this.maxSessions) return `the stage holds at most ${this.maxSessions} sessions at once`;
-    if (this.reservedTokens + reserved > this.kvBudgetTokens)
-      return `KV memory full: ${this.freeKvTokens} of ${this.kvBudgetTokens} tokens free, session asks for ${reserved}`;
+    const held = this.held(reserved);
+    if (this.reservedTokens + held > this.kvBudgetTokens) {
+      const asks = held === reserved ? `${reserved}` : `${reserved} (${held} as the engine allocates)`;
+      return `KV memory full: ${this.freeKvTokens} of ${this.kvBudgetTokens} tokens free, session asks for ${asks}`;
+    }
     return undefined;
   }
 
@@ -103,7 +114,7 @@ export class SessionTable {
   /** A new session reserving `reserved` KV tokens; undefined when the budget has no room. */
   create(open: OpenHeader, upstream: Channel, reserved: number): Session | undefined {
     if (this.noRoom(reserved)) return undefined;
-    this.reservedTokens += reserved;
+    this.reservedTokens += this.held(reserved);
     return {
       id: open.sessionId,
       owner: open.reply.peerId,
@@ -124,14 +135,14 @@ export class SessionTable {
 
   /** Reserves KV tokens outside any session (an imported cache); false when the budget has no room. */
   reserve(tokens: number): boolean {
-    if (this.reservedTokens + tokens > this.kvBudgetTokens) return false;
-    this.reservedTokens += tokens;
+    if (this.reservedTokens + this.held(tokens) > this.kvBudgetTokens) return false;
+    this.reservedTokens += this.held(tokens);
     return true;
   }
 
   /** Gives back a reserve()d amount. */
   release(tokens: number): void {
-    this.reservedTokens -= tokens;
+    this.reservedTokens -= this.held(tokens);
   }
 
   /** Enters a created session into the table and starts its idle timer. */
@@ -167,7 +178,7 @@ export class SessionTable {
     s.inbox.close();
     if (s.idle) clearTimeout(s.idle);
     if (this.sessions.get(s.id) === s) this.sessions.delete(s.id);
-    this.reservedTokens -= s.reserved;
+    this.reservedTokens -= this.held(s.reserved);
     this.o.onTeardown?.(s);
     try {
       this.o.stage.closeSession(s.id);

@@ -564,20 +564,25 @@ const refusedBusy = (re: RegExp) => (e: unknown) => {
   return true;
 };
 
-test("the engine's own capacity bounds admission: what its KV budget holds (ORT keeps a fifth for batched attention)", async () => {
+test("the engine's own capacity bounds admission: what its KV budget holds (ORT: four fifths), reservations counted as the engine allocates them", async () => {
   const range = { start: 0, end: 5, embed: false, head: false };
   const stage = await createStage('ort', src, range, { threads: 1, kvBudgetBytes: 400_000 });
   const perToken = 2 * 5 * src.config.nKvHeads * src.config.headDim * 4;
   const holds = Math.floor((400_000 * 0.8) / perToken);
+  assert.deepEqual(stage.capacity, { kvTokens: holds, chunkTokens: 64 });
   const { server, hop } = await nodeOn(stage);
   assert.equal(server.kvBudgetTokens, holds);
-  const r1 = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'cap-1', maxTokens: holds - 10 });
+  const r1 = await routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'cap-1', maxTokens: 190 });
   await r1.forward({ sessionId: 'cap-1', pos: 0, nTokens: 3, hidden: input(3, src.config.dim) });
+  // 190 tokens take 192 as the engine allocates (chunks of 64); 20 more would take another 64
+  assert.equal(server.freeKvTokens, holds - 192);
   await assert.rejects(
     routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: 'cap-2', maxTokens: 20 }),
-    refusedBusy(new RegExp(`KV memory full: 10 of ${holds} tokens free`)),
+    refusedBusy(new RegExp(`KV memory full: ${holds - 192} of ${holds} tokens free, session asks for 20 \\(64 as the engine allocates\\)`)),
   );
   await r1.dispose();
+  for (let i = 0; i < 50 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(server.freeKvTokens, holds);
 });
 
 test(

@@ -67,7 +67,7 @@ export function SwarmView(p: { s: DashboardSnapshot }) {
           ? html`<ul class="routes">
               ${s.routes.map(
                 (r) =>
-                  html`<li aria-label=${`route of request ${r.requestId}`}>
+                  html`<li key=${r.requestId} aria-label=${`route of request ${r.requestId}`}>
                     <a href=${`#requests/${r.requestId}`}>${r.requestId.slice(0, 8)}</a>: gateway →
                     ${r.hops.map((h) => html` ${nodeLink(h.peerId)}[${h.start}:${h.end}] →`)} gateway
                   </li>`,
@@ -106,6 +106,7 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
           <tbody>
             ${s.nodes.map((nd: NodeView) => {
               return html`<tr
+                key=${nd.peerId}
                 id=${`node-${nd.peerId}`}
                 class=${`${nd.state} ${focus === nd.peerId ? 'focus' : ''}`}
                 data-peer=${nd.peerId}
@@ -154,7 +155,7 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
                 <tbody>
                   ${Object.entries(ledger.nodes).map(
                     ([peer, e]) =>
-                      html`<tr data-ledger-peer=${peer} class=${e.slashed && e.slashed !== '0' ? 'convicted' : ''}>
+                      html`<tr key=${peer} data-ledger-peer=${peer} class=${e.slashed && e.slashed !== '0' ? 'convicted' : ''}>
                         <td>${peer.startsWith('0x') ? html`<span class="mono">${peer}</span>` : nodeLink(peer)}</td>
                         <td>${e.role ?? '—'}</td>
                         <td data-col="stake">${e.stake}</td>
@@ -180,7 +181,7 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
                       <tbody>
                         ${ledger.accounts.map(
                           (a) =>
-                            html`<tr data-account=${a.address}>
+                            html`<tr key=${a.address} data-account=${a.address}>
                               <td class="mono">${a.address}</td>
                               <td data-col="balance">${a.balance}</td>
                               <td data-col="charged">${a.charged}</td>
@@ -210,6 +211,9 @@ function FallbackNote(p: { s: DashboardSnapshot }) {
 export function RequestsView(p: { s: DashboardSnapshot; selected?: string }) {
   const { s } = p;
   const selected = p.selected ?? s.requests[0]?.id;
+  // rows are keyed (here and in every live list with links): a row stays its request's while
+  // new ones arrive above it, else a click landing during an update could open the request
+  // that moved into its place
   return html`<section aria-labelledby="req-h">
       <h2 id="req-h">Requests</h2>
       <${FallbackNote} s=${s} />
@@ -230,7 +234,7 @@ export function RequestsView(p: { s: DashboardSnapshot; selected?: string }) {
           <tbody>
             ${s.requests.map(
               (r: RequestSummary) =>
-                html`<tr class=${`${r.status} ${r.id === selected ? 'focus' : ''}`} data-request=${r.id}>
+                html`<tr key=${r.id} class=${`${r.status} ${r.id === selected ? 'focus' : ''}`} data-request=${r.id}>
                   <td><a href=${`#requests/${r.id}`}>${r.id.slice(0, 8)}</a></td>
                   <td>${ago(r.startedAt, s.at)}</td>
                   <td><span class=${`badge ${r.status}`}>${r.status}</span>${r.error ? html`<div class="why">${r.error}</div>` : null}</td>

@@ -18,7 +18,7 @@ import {
   type SessionState, // kv-transfer
 } from '../types.js';
 import type { AttentionPath } from './graph.js';
-import type { LoadInfo, LoadSpec, StepIn, StepOut } from './runner.js';
+import { STD_CHUNK, type LoadInfo, type LoadSpec, type StepIn, type StepOut } from './runner.js';
 import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
 import { LANE_SHARE } from './lane-buffers.js';
 import type { WorkerRequest } from './handler.js';
@@ -122,7 +122,7 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     const kvBytesPerToken = 2 * (range.end - range.start) * c.nKvHeads * c.headDim * 4;
     const capacity: StageCapacity | undefined =
       opts.kvBudgetBytes !== undefined && kvBytesPerToken > 0
-        ? { kvTokens: Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken) }
+        ? { kvTokens: Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken), chunkTokens: STD_CHUNK }
         : undefined;
     return new OrtStageImpl(w, c, { ...range }, profile, maxContext, info, path, capacity);
   } catch (e) {

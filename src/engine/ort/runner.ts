@@ -51,11 +51,11 @@ export interface LoadInfo {
   initBytes: number;
 }
 
+/** a session's std-path cache grows in chunks of this many positions (masked slots cost a little compute) */
+export const STD_CHUNK = 64;
+
 /** longest chunk one session.run processes */
 const MAX_CHUNK = 256;
-
-/** std-path cache grows in chunks of this many positions (masked slots cost a little compute) */
-const STD_CHUNK = 64;
 
 interface GqaKv {
   kind: 'gqa';
