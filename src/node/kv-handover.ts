@@ -274,7 +274,7 @@ export class KvHandover {
             const ctx = stage.config.contextLength;
             if (h.length < 1 || h.length > ctx) return bad('bad_message', `KV length ${h.length} is not in 1..${ctx} (the context length)`);
             const owner = h.open!.reply.peerId;
-            const overShare = this.o.limits?.wouldRefuse(owner, h.length, sessions.kvBudgetTokens);
+            const overShare = this.o.limits?.wouldRefuse(owner, sessions.allocated(h.length), sessions.kvBudgetTokens);
             if (overShare) return bad('limit', overShare);
             // reserved before any bytes are kept
             if (!sessions.reserve(h.length))

@@ -108,7 +108,7 @@ export class NodeServer {
     this.streams = { [ACT_PROTOCOL]: pool(ACT_PROTOCOL), [RESULT_PROTOCOL]: pool(RESULT_PROTOCOL) };
     const limits = (this.limits = o.limits ?? new PeerLimits(NO_PEER_LIMITS));
     this.sessions = new SessionTable({
-      onTeardown: (s) => limits.release(s.owner, s.reserved),
+      onTeardown: (s) => limits.release(s.owner, this.sessions.allocated(s.reserved)),
       stage: o.stage,
       kvBudgetTokens: o.kvBudgetTokens,
       idleTimeoutMs: o.idleTimeoutMs ?? 5 * 60_000,
@@ -295,14 +295,16 @@ export class NodeServer {
     const ctx = this.o.stage.config.contextLength;
     const want = Math.min(h.maxTokens ?? Math.min(ctx, DEFAULT_MAX_TOKENS), ctx);
     // per-peer share, counted per owner (the gateway that signed the OPEN), not per relaying upstream
-    const overShare = this.limits.admit(h.reply.peerId, want, this.sessions.kvBudgetTokens);
+    // the owner's share counts the reservation as the engine allocates it, as the node's budget does
+    const cost = this.sessions.allocated(want);
+    const overShare = this.limits.admit(h.reply.peerId, cost, this.sessions.kvBudgetTokens);
     if (overShare) return refuse('busy', overShare);
     // an imported cache this session resumes gives its reservation to the session
     const imported = typeof h.resumeFrom === 'string' ? this.handover.releaseImport(h.resumeFrom) : 0;
     const s = this.sessions.create(h, up, want);
     if (!s) {
       const why = this.sessions.noRoom(want);
-      this.limits.release(h.reply.peerId, want);
+      this.limits.release(h.reply.peerId, cost);
       if (imported) this.handover.keepImport(h.resumeFrom as string, imported);
       return refuse('busy', why ?? 'no room for the session');
     }

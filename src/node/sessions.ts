@@ -78,8 +78,8 @@ export class SessionTable {
     this.chunk = Math.max(1, cap?.chunkTokens ?? 1);
   }
 
-  /** KV tokens a reservation of `tokens` takes of the budget: as the stage allocates them */
-  private held(tokens: number): number {
+  /** KV tokens a reservation of `tokens` takes of the budget (and of its owner's share): as the stage allocates them */
+  allocated(tokens: number): number {
     return Math.ceil(tokens / this.chunk) * this.chunk;
   }
 
@@ -93,7 +93,7 @@ export class SessionTable {
   /** why a new session reserving `reserved` KV tokens cannot be created now (undefined: it can) */
   noRoom(reserved: number): string | undefined {
     if (this.sessions.size >= this.maxSessions) return `the stage holds at most ${this.maxSessions} sessions at once`;
-    const held = this.held(reserved);
+    const held = this.allocated(reserved);
     if (this.reservedTokens + held > this.kvBudgetTokens) {
       const asks = held === reserved ? `${reserved}` : `${reserved} (${held} as the engine allocates)`;
       return `KV memory full: ${this.freeKvTokens} of ${this.kvBudgetTokens} tokens free, session asks for ${asks}`;
@@ -114,7 +114,7 @@ export class SessionTable {
   /** A new session reserving `reserved` KV tokens; undefined when the budget has no room. */
   create(open: OpenHeader, upstream: Channel, reserved: number): Session | undefined {
     if (this.noRoom(reserved)) return undefined;
-    this.reservedTokens += this.held(reserved);
+    this.reservedTokens += this.allocated(reserved);
     return {
       id: open.sessionId,
       owner: open.reply.peerId,
@@ -135,14 +135,14 @@ export class SessionTable {
 
   /** Reserves KV tokens outside any session (an imported cache); false when the budget has no room. */
   reserve(tokens: number): boolean {
-    if (this.reservedTokens + this.held(tokens) > this.kvBudgetTokens) return false;
-    this.reservedTokens += this.held(tokens);
+    if (this.reservedTokens + this.allocated(tokens) > this.kvBudgetTokens) return false;
+    this.reservedTokens += this.allocated(tokens);
     return true;
   }
 
   /** Gives back a reserve()d amount. */
   release(tokens: number): void {
-    this.reservedTokens -= this.held(tokens);
+    this.reservedTokens -= this.allocated(tokens);
   }
 
   /** Enters a created session into the table and starts its idle timer. */
@@ -178,7 +178,7 @@ export class SessionTable {
     s.inbox.close();
     if (s.idle) clearTimeout(s.idle);
     if (this.sessions.get(s.id) === s) this.sessions.delete(s.id);
-    this.reservedTokens -= this.held(s.reserved);
+    this.reservedTokens -= this.allocated(s.reserved);
     this.o.onTeardown?.(s);
     try {
       this.o.stage.closeSession(s.id);

@@ -15,6 +15,7 @@ import { ACT_PROTOCOL, MsgType, RESULT_PROTOCOL } from '../../src/protocol/messa
 import { peerIdFromString } from '@libp2p/peer-id';
 import { NodeServer } from '../../src/node/server.js';
 import { PerfMeter } from '../../src/node/perf.js';
+import { DEFAULT_PEER_LIMITS, PeerLimits } from '../../src/node/peer-limits.js';
 import { NodeStamper } from '../../src/accountability/node/stamper.js';
 import { CryptoPool } from '../../src/accountability/records/crypto-pool.js';
 import { deploymentDomain } from '../../src/accountability/records/wire.js';
@@ -469,7 +470,7 @@ test('deadline: slack is reported, and a hop that cannot make it refuses at once
 
 /** a node serving `stage` (all of stories260K), its KV budget far above what the stage holds
  *  unless given; `owned` is the stage to dispose of at the end, when `stage` wraps it */
-async function nodeOn(stage: Stage, o: { kvBudgetTokens?: number; owned?: Stage } = {}) {
+async function nodeOn(stage: Stage, o: { kvBudgetTokens?: number; owned?: Stage; limits?: PeerLimits } = {}) {
   const host = await createHost({ identity: generateIdentity() });
   const stamper = stamperOf(host);
   const server = new NodeServer({
@@ -479,6 +480,7 @@ async function nodeOn(stage: Stage, o: { kvBudgetTokens?: number; owned?: Stage 
     stamper,
     perf: new PerfMeter({ msPerToken: 0.1, prefillMsPerToken: 0.1 }),
     kvBudgetTokens: o.kvBudgetTokens ?? 100_000,
+    limits: o.limits,
   });
   await server.start();
   nodes.push({ host, server, stage: o.owned ?? stage, stamper });
@@ -583,6 +585,25 @@ test("the engine's own capacity bounds admission: what its KV budget holds (ORT:
   await r1.dispose();
   for (let i = 0; i < 50 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(server.freeKvTokens, holds);
+});
+
+test("a peer's KV share counts its reservations as the engine allocates them (tiny sessions cannot pass it)", async () => {
+  const stage = await createStage('ort', src, { start: 0, end: 5, embed: false, head: false }, { threads: 1, kvBudgetBytes: 400_000 });
+  const holds = stage.capacity!.kvTokens!;
+  const { server, hop } = await nodeOn(stage, { limits: new PeerLimits({ ...DEFAULT_PEER_LIMITS, maxKvShare: 0.25 }) });
+  const share = Math.floor(holds * 0.25);
+  const open = (id: string) => routes.open({ modelId: MODEL, config: src.config, hops: [hop], sessionId: id, maxTokens: 10 });
+  // a peer's first session is always admitted; a second of 10 tokens takes another 64 of its share
+  const a = await open('tiny-1');
+  await assert.rejects(
+    open('tiny-2'),
+    refusedBusy(new RegExp(`per-peer limit: .* holds 64 KV tokens, session asks for 64, at most ${share} per peer`)),
+  );
+  await a.dispose();
+  for (let i = 0; i < 50 && server.load > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  // released as counted: the peer may open one again
+  const b = await open('tiny-3');
+  await b.dispose();
 });
 
 test(
