@@ -19,6 +19,7 @@ import type { RunnerSpec, StepIn, StepOut } from './runner.js';
 import type { WorkerRequest } from './worker.js';
 import { EngineWorkerClient } from '../worker-client.js';
 import { writeRangeSlice } from './slice.js';
+import { kvBytesPerPosition } from '../kv-bytes.js';
 
 export interface LlamaStageOptions {
   /** expected weight precision; the slice keeps the file's stored types, so this only checks them */
@@ -100,8 +101,8 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
     const f32 = prof.weights === 'f32';
     const maxSessions = Math.min(Math.max(1, Math.floor(opts.maxSessions ?? 64)), 256);
     const ctxLen = Math.min(opts.maxContext ?? c.contextLength, c.contextLength);
-    // a cell is one position's K and V in every layer of the range, F32 or F16
-    const cellBytes = 2 * (range.end - range.start) * c.nKvHeads * c.headDim * (f32 ? 4 : 2);
+    // a cell is one cached position, F32 or F16
+    const cellBytes = kvBytesPerPosition(c, range.end - range.start, f32 ? 4 : 2);
     const budgetCells = opts.kvBudgetBytes === undefined ? Infinity : Math.floor(opts.kvBudgetBytes / cellBytes);
     const kvCells = Math.max(256, Math.floor(opts.kvCells ?? Math.min(8192, maxSessions * ctxLen, budgetCells)));
     const maxBatch = Math.max(1, Math.floor(opts.maxBatch ?? 512));

@@ -13,6 +13,8 @@
 // NaN (NaN + −∞ = NaN, 0 × NaN = NaN), so a neighbour's non-finite cache, say one imported
 // from a hostile peer, would have spread into every session that shared its lane.
 
+import { kvBytesPerPosition } from '../kv-bytes.js';
+
 /** one session's step: its cached positions and the rows it adds */
 export interface LaneStep {
   pos: number;
@@ -113,7 +115,7 @@ export interface LaneShape {
  * layer), plus one layer's mask [L, G·R, C+R] and its scores and probabilities [KVH, L, G·R, C+R].
  */
 export function laneBytes(s: LaneShape): (L: number, C: number, R: number) => number {
-  const slot = 2 * s.layers * s.kvHeads * s.headDim * 4;
+  const slot = kvBytesPerPosition({ nKvHeads: s.kvHeads, headDim: s.headDim }, s.layers);
   const G = s.heads / s.kvHeads;
   return (L, C, R) => L * C * slot + 4 * L * R * (C + R) * (G + 2 * s.heads);
 }

@@ -24,6 +24,7 @@ import { LANE_SHARE } from './lane-buffers.js';
 import type { WorkerRequest } from './handler.js';
 import { InThreadOrt } from './in-thread.js';
 import { EngineWorkerClient, type EngineCaller } from '../worker-client.js';
+import { kvBytesPerPosition } from '../kv-bytes.js';
 
 export interface OrtStageOptions {
   /** weight precision; default: q4/q8 when every layer weight is stored Q4_0/Q8_0, else f32 */
@@ -118,8 +119,8 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     const info = (await w.call({ type: 'load', id: 0, spec }, transfer)) as LoadInfo;
     // the profile names what changes numerics: weight precision, and int8 activations unless level 4
     const profile = mode === 'f32' || spec.accuracyLevel === 4 ? `ort-${mode}` : `ort-${mode}-acc${spec.accuracyLevel}`;
-    // cached positions are f32 K and V per layer of the range
-    const kvBytesPerToken = 2 * (range.end - range.start) * c.nKvHeads * c.headDim * 4;
+    // cached positions are f32
+    const kvBytesPerToken = kvBytesPerPosition(c, range.end - range.start);
     const capacity: StageCapacity | undefined =
       opts.kvBudgetBytes !== undefined && kvBytesPerToken > 0
         ? { kvTokens: Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken), chunkTokens: STD_CHUNK }

@@ -490,7 +490,8 @@ export class OrtRunner {
     }
     // sessions created, truncated and grown first, so the lane budget counts what their caches now hold
     const kvs = inps.map((inp) => this.prepare(inp));
-    const parts = this.nLayers > 0 ? this.split(inps) : undefined;
+    const mayTake = this.lanesMayTake(); // one figure for the split and the buffers
+    const parts = this.nLayers > 0 ? this.split(inps, mayTake) : undefined;
     if (parts) {
       // parts one after another (a part of one steps alone); outputs in input order
       const outs = new Array<StepOut>(inps.length);
@@ -561,7 +562,7 @@ export class OrtRunner {
     const lanes = this.lanes.fill(
       kvs,
       inps.map((i) => i.pos),
-      this.laneSlots(),
+      this.laneSlots(mayTake),
     );
     const L = inps.length;
     const C = lanes.C;
@@ -593,12 +594,11 @@ export class OrtRunner {
    * all would pass the lane budget, the shortest that fit share lanes and the others step
    * alone (`fitLanes`). Undefined: the batch goes as it is.
    */
-  private split(inps: StepIn[]): number[][] | undefined {
+  private split(inps: StepIn[], mayTake: number): number[][] | undefined {
     const alone = longOutliers(inps, laneWidth);
     if (alone.length) return [inps.map((_, i) => i).filter((i) => !alone.includes(i)), ...alone.map((i) => [i])];
-    const budget = this.lanesMayTake();
-    if (budget === Infinity) return undefined;
-    const part = fitLanes(inps, laneWidth, this.laneBytes, budget);
+    if (mayTake === Infinity) return undefined;
+    const part = fitLanes(inps, laneWidth, this.laneBytes, mayTake);
     if (part.length === inps.length) return undefined;
     const rest = inps.map((_, i) => i).filter((i) => !part.includes(i));
     return [...(part.length >= 2 ? [part] : part.map((i) => [i])), ...rest.map((i) => [i])];
@@ -613,10 +613,10 @@ export class OrtRunner {
     return laneBudget(B, slots * this.laneBytes(1, 1, 0), LANE_SHARE);
   }
 
-  /** the lane slots that holds now */
-  private laneSlots(): number {
+  /** the lane slots `mayTake` bytes hold (default: what the lanes may take now) */
+  private laneSlots(mayTake = this.lanesMayTake()): number {
     const slot = this.laneBytes(1, 1, 0);
-    return slot > 0 ? Math.floor(this.lanesMayTake() / slot) : Infinity;
+    return slot > 0 ? Math.floor(mayTake / slot) : Infinity;
   }
 
   private stdAppend(kv: StdKv, out: ort.InferenceSession.OnnxValueMapType, pos: number, S: number, row0 = 0): void {
