@@ -134,7 +134,7 @@ export function register(program: Command): void {
     .option('--protection-sync <full|normal>', "fsync each session's protection record (full: once per session), or leave it to the OS: survives a killed process, not a power cut (normal)", 'full')
     .option('--engine <ort|reference|llama>', 'execution engine', 'reference')
     .option('--threads <n>', 'engine threads (ort, llama)')
-    .option('--kv-budget-mb <n>', 'memory for KV caches across sessions (the engine stays within it: ORT admits sessions against four fifths, leaving batched attention at least a fifth; llama sizes its KV cells by it)', '512')
+    .option('--kv-budget-mb <n>', 'memory for KV caches across sessions, as the engine stores them (the engine stays within it: ORT admits sessions against four fifths, leaving batched attention at least a fifth; llama sizes its KV cells by it, F16 in its 4-bit profiles)', '512')
     .option('--batch-tokens <n>', 'continuous batching: tokens one scheduler iteration computes across sessions', '64')
     .option('--prefill-chunk <n>', 'continuous batching: most prompt tokens one session adds to an iteration', '32')
     .option('--announce-interval <ms>', 'advert refresh interval (adverts expire after 3 intervals)', '30000')

@@ -5,7 +5,16 @@
 
 import { performance } from 'node:perf_hooks';
 import { ModelFormatError, tensorNames as tn, type ModelConfig, type WeightSource } from '../model/types.js';
-import { EngineError, type Stage, type StageInput, type StageOutput, type StageRange, type SessionState } from './types.js';
+import {
+  EngineError,
+  type SessionState,
+  type Stage,
+  type StageCapacity,
+  type StageInput,
+  type StageOutput,
+  type StageRange,
+} from './types.js';
+import { kvBytesPerPosition } from './kv-bytes.js';
 import { addInPlace, attention, matmul, rmsnorm, rope, ropeTables, swiglu } from './reference/kernels.js';
 import { ropeInvFreq } from '../model/rope.js';
 import { WasmArena } from './reference/wasm.js';
@@ -57,8 +66,9 @@ interface Part {
 /** a step whose per-layer work exceeds this many multiply-adds yields between layers (~ms) */
 const YIELD_MACS = 4e6;
 
-/** KV buffers grow in chunks of this many positions (then doubling), never per token */
-const KV_CHUNK = 256;
+/** KV buffers grow in chunks of this many positions, never per token: a session holds its
+ *  length rounded up to it, which the node counts as its reservation (capacity.chunkTokens) */
+const KV_CHUNK = 64;
 
 export interface ReferenceStageOptions {
   /** refuse new sessions beyond this many (default: unlimited) */
@@ -84,6 +94,8 @@ export function checkRange(config: ModelConfig, range: StageRange): void {
 export class ReferenceStage implements Stage {
   readonly config: ModelConfig;
   readonly profile = 'reference';
+  /** no bound of its own but memory: caches are f32, allocated in chunks of KV_CHUNK positions */
+  readonly capacity?: StageCapacity;
   private layers: LayerWeights[] = [];
   private embed?: Float32Array;
   private outNorm?: Float32Array;
@@ -105,6 +117,7 @@ export class ReferenceStage implements Stage {
     checkRange(c, range);
     this.range = { ...range };
     this.kvDim = c.nKvHeads * c.headDim;
+    if (range.end > range.start) this.capacity = { chunkTokens: KV_CHUNK, kvBytesPerToken: kvBytesPerPosition(c, range.end - range.start) };
     const qDim = c.nHeads * c.headDim;
     this.layerMacs = c.dim * (2 * qDim + 2 * this.kvDim + 3 * c.ffnDim);
     const check = (name: string, shape: number[]): void => {
@@ -194,7 +207,7 @@ export class ReferenceStage implements Stage {
     for (const l of state.layers)
       if (l.k.length !== n || l.v.length !== n)
         throw new EngineError(`KV layer size ${l.k.length} ≠ ${state.length} × ${this.kvDim}`, 'bad_input');
-    const cap = Math.min(this.config.contextLength, Math.max(state.length, KV_CHUNK));
+    const cap = this.chunked(state.length);
     const grow = (x: Float32Array) => {
       const b = new Float32Array(cap * this.kvDim);
       b.set(x);
@@ -291,6 +304,11 @@ export class ReferenceStage implements Stage {
     }
   }
 
+  /** positions a cache holding `n` takes: whole chunks, within the context length */
+  private chunked(n: number): number {
+    return Math.min(this.config.contextLength, Math.max(1, Math.ceil(n / KV_CHUNK)) * KV_CHUNK);
+  }
+
   private session(id: string, pos: number, nTok: number): Session {
     const need = pos + nTok;
     if (need > this.config.contextLength) {
@@ -309,7 +327,7 @@ export class ReferenceStage implements Stage {
     if (pos > s.length) throw new EngineError(`position ${pos} is beyond the session's cached length ${s.length}`, 'bad_input');
     s.length = pos; // pos < length truncates (replay / retry)
     if (need > s.capacity && this.layers.length > 0) {
-      const cap = Math.min(this.config.contextLength, Math.max(need, s.capacity * 2, KV_CHUNK));
+      const cap = this.chunked(need);
       const grow = (old: Float32Array | undefined): Float32Array => {
         const b = new Float32Array(cap * this.kvDim);
         if (old) b.set(old.subarray(0, s!.length * this.kvDim)); // only the live prefix

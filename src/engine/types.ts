@@ -92,6 +92,9 @@ export interface StageCapacity {
   /** a session's cache is allocated in steps of this many positions: a node counts each
    *  reservation rounded up to it, so the caches it admits fit kvTokens as allocated */
   chunkTokens?: number;
+  /** bytes one cached position takes as the stage stores it (f32 or f16 KV): the node turns its
+   *  KV budget into positions, and its KV metrics into bytes, with it */
+  kvBytesPerToken?: number;
 }
 
 // kv-transfer: a session's KV cache, per layer [length, nKvHeads*headDim] row-major

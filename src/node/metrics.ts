@@ -111,7 +111,7 @@ export class NodeMetrics {
     });
     new Gauge({
       name: 'odsi_node_kv_reserved_bytes',
-      help: 'KV cache bytes reserved by open sessions',
+      help: 'KV cache bytes reserved by open sessions (as the engine allocates and stores them)',
       registers,
       collect() {
         this.set(src.kvBytes().reserved);

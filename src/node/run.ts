@@ -31,7 +31,7 @@ import type { ReexecLimits } from '../accountability/node/audit-exec.js';
 import { CryptoPool } from '../accountability/records/crypto-pool.js';
 import { SlashingProtectionDb, type ProtectionSync } from '../accountability/node/slashing-protection.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
-import { kvBytesPerPosition } from '../engine/kv-bytes.js';
+import { kvBudgetOf } from './kv-budget.js';
 
 export const NODE_VERSION = 'odsi/0.1.0';
 
@@ -174,8 +174,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       bench > 0 ? await benchmarkStage(loaded, { prefill: bench, decode: 2 }) : { msPerToken: nominal, prefillMsPerToken: nominal },
     );
     log.info({ msPerToken: perf.msPerToken, prefillMsPerToken: perf.prefillMsPerToken, benchmark: bench > 0 }, 'measured compute');
-    const kvBytesPerToken = kvBytesPerPosition(c, range[1] - range[0]);
-    const kvBudgetTokens = Math.floor(kvBudgetBytes / Math.max(1, kvBytesPerToken));
+    const { tokens: kvBudgetTokens, bytesPerToken: kvBytesPerToken } = kvBudgetOf(loaded, kvBudgetBytes);
     const stage = o.decorate?.stage?.(loaded) ?? loaded;
     const acct = o.accountability;
     let stamper: StepStamper = NO_STAMPER;

@@ -233,7 +233,11 @@ it('with a KV budget, the ORT stage states what its caches hold; a batch over wh
   try {
     // four fifths for the sessions' caches (f32 K and V of every layer)
     const perToken = 2 * c.nLayers * c.nKvHeads * c.headDim * 4;
-    assert.deepEqual(stage.capacity, { kvTokens: Math.floor((kvBudgetBytes * (1 - LANE_SHARE)) / perToken), chunkTokens: 64 });
+    assert.deepEqual(stage.capacity, {
+      kvTokens: Math.floor((kvBudgetBytes * (1 - LANE_SHARE)) / perToken),
+      chunkTokens: 64,
+      kvBytesPerToken: perToken,
+    });
     const lengths = [150, 140, 130, 120, 20, 10];
     const prompts = lengths.map((n, s) => Int32Array.from({ length: n }, (_, i) => (i * 37 + 11 * s + 5) % c.vocabSize));
     // the batch's caches take at least the four fifths (more positions than a node would admit

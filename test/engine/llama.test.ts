@@ -17,6 +17,9 @@ import { EngineError, type Stage } from '../../src/engine/types.js';
 import { findLibDir } from '../../src/engine/llama/ffi.js';
 import { createLlamaStage } from '../../src/engine/llama/index.js';
 import { compareOutputs, toleranceFor } from '../../src/accountability/checks/tolerance.js';
+import { writeSyntheticGguf } from '../../src/model/synth.js';
+import { openModel } from '../../src/model/load.js';
+import { kvBudgetOf } from '../../src/node/kv-budget.js';
 
 const skip = findLibDir() ? false : 'llama.cpp platform package @node-llama-cpp/linux-x64 is not installed (linux x64 only)';
 const noStopTokenizer = { stopIds: [], createStreamDecoder: () => ({ push: () => '', flush: () => '' }) };
@@ -147,4 +150,32 @@ test('llama profiles map to their calibrated tolerances: f32 with the f32 engine
   assert.equal(toleranceFor(['llama-q4', 'reference']).key, 'f32|q8act');
   assert.equal(toleranceFor(['llama-q4', 'llama-q4']).key, 'q8act|q8act');
   assert.ok(toleranceFor(['llama-q4', 'reference']).tau < 0.1, 'a 4-bit tolerance that still catches skipped or swapped layers');
+});
+
+test("a 4-bit profile keeps F16 KV: its capacity says so, and a node's budget holds twice the positions it would in f32", { skip }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'odsi-llama-q4-'));
+  const file = join(dir, 'tiny-q4_0.gguf');
+  await writeSyntheticGguf({ shape: 'tiny', dtype: 'q4_0', seed: 3, out: file });
+  const q4 = openModel(file);
+  const range = { start: 0, end: 2, embed: false, head: false };
+  const budget = 1_000_000;
+  const ll = await createStage('llama', q4, range, { threads: 1, maxSessions: 4, kvBudgetBytes: budget });
+  const ref = await createStage('reference', q4, range);
+  try {
+    const { nKvHeads, headDim, dim } = q4.config;
+    const f16 = 2 * 2 * nKvHeads * headDim * 2;
+    assert.equal(ll.profile, 'llama-q4');
+    // llama.cpp's cells fill the budget at 2 bytes a value
+    assert.deepEqual(ll.capacity, { kvTokens: Math.floor(budget / f16), sessions: 4, kvBytesPerToken: f16 });
+    assert.deepEqual(kvBudgetOf(ll, budget), { tokens: Math.floor(budget / f16), bytesPerToken: f16 });
+    // the reference engine keeps f32 caches: half the positions for the same bytes
+    assert.deepEqual(kvBudgetOf(ref, budget), { tokens: Math.floor(budget / (2 * f16)), bytesPerToken: 2 * f16 });
+    const out = await ll.forward({ sessionId: 'q', pos: 0, nTokens: 3, hidden: hiddenFor(dim, 3, 1) });
+    assert.equal(out.hidden!.length, 3 * dim);
+  } finally {
+    await ll.dispose();
+    await ref.dispose();
+    q4.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -130,7 +130,7 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
     }
     const loadInfo = { libMs, sliceMs, createMs: performance.now() - t2, kvCells, kvType: f32 ? ('f32' as const) : ('f16' as const) };
     // what llama.cpp holds: the node admits sessions against it, not only against its budget
-    const capacity = { kvTokens: kvCells, sessions: maxSessions };
+    const capacity = { kvTokens: kvCells, sessions: maxSessions, kvBytesPerToken: cellBytes };
     return new LlamaStageImpl(w, c, { ...range }, prof.name, loadInfo, capacity, cleanup);
   } catch (e) {
     cleanup();

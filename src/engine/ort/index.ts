@@ -122,9 +122,11 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     // cached positions are f32
     const kvBytesPerToken = kvBytesPerPosition(c, range.end - range.start);
     const capacity: StageCapacity | undefined =
-      opts.kvBudgetBytes !== undefined && kvBytesPerToken > 0
-        ? { kvTokens: Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken), chunkTokens: STD_CHUNK }
-        : undefined;
+      kvBytesPerToken === 0
+        ? undefined
+        : opts.kvBudgetBytes === undefined
+          ? { chunkTokens: STD_CHUNK, kvBytesPerToken }
+          : { kvTokens: Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken), chunkTokens: STD_CHUNK, kvBytesPerToken };
     return new OrtStageImpl(w, c, { ...range }, profile, maxContext, info, path, capacity);
   } catch (e) {
     await w.terminate();
