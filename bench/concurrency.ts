@@ -3,7 +3,8 @@
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/concurrency.js [--dtypes f32,q4_0]
 //        [--levels 1,4,16] [--tokens 32] [--reps 3] [--warmup 3] [--threads N] [--demo-tokens 48] [--no-llama]
-//        [--llama-threads 1,N] [--no-accountability] [--ecdsa native,libsecp256k1 | --swarm-env 'K=V;K=V'] [--quick] [--out FILE]
+//        [--llama-threads 1,N] [--no-accountability] [--ecdsa native,libsecp256k1 | --swarm-env 'K=V;K=V' | --swarm-args 'ARGS;ARGS']
+//        [--quick] [--out FILE]
 //
 // Swarm: the real `odsi demo --serve --engine ort|llama (--engine) --model M --json` process (3 `odsi node`
 // processes on 127.0.0.1, layers split evenly, and the gateway with its API), on a synthetic
@@ -35,6 +36,7 @@
 //
 // --ecdsa A,B: one demo swarm per signature backend (ODSI_ECDSA for the gateway and its nodes);
 // --swarm-env 'K=V;K=V': one per environment (any setting of the demo and its nodes), likewise;
+// --swarm-args 'ARGS;ARGS': one per set of extra `odsi demo` arguments (e.g. ';--no-waves'), likewise;
 // all started before the runs; at each level of each repetition the swarms run one after the
 // other (the first is the one the summary and demo check use); each other backend's aggregate
 // and CPU per token are reported beside the first's, as medians and as the median of per-run
@@ -74,6 +76,7 @@ const { values: args } = parseArgs({
     engine: { type: 'string' },
     ecdsa: { type: 'string' },
     'swarm-env': { type: 'string' },
+    'swarm-args': { type: 'string' },
     warmup: { type: 'string' },
     quick: { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -91,24 +94,26 @@ const warmup = Number(args.warmup ?? (quick ? 0 : 3));
 const engine = (args.engine ?? 'ort') as 'ort' | 'llama';
 if (engine !== 'ort' && engine !== 'llama') throw new Error(`--engine: ort or llama, got ${String(args.engine)}`);
 /** ODSI_ECDSA per swarm; undefined: the environment's (auto) */
-/** one demo swarm per entry: --ecdsa A,B (ODSI_ECDSA=A, …) or --swarm-env 'K=V,K=V;K=V' (swarms split by ';') */
-const swarmEnvs: { name: string; env: Record<string, string> }[] = args.ecdsa
+/** one demo swarm per entry: --ecdsa A,B (ODSI_ECDSA=A, …), --swarm-env 'K=V,K=V;K=V' or --swarm-args 'ARGS;ARGS' (swarms split by ';') */
+const swarmEnvs: { name: string; env: Record<string, string>; args?: string[] }[] = args.ecdsa
   ? args.ecdsa.split(',').map((c) => ({ name: `ODSI_ECDSA=${c}`, env: { ODSI_ECDSA: c } }))
-  : args['swarm-env']
-    ? args['swarm-env'].split(';').map((one) => ({
-        name: one,
-        env: Object.fromEntries(
-          one
-            .split(',')
-            .filter((kv) => kv !== '')
-            .map((kv) => {
-              const i = kv.indexOf('=');
-              if (i < 1) throw new Error(`--swarm-env: K=V,K=V;K=V, got ${kv}`);
-              return [kv.slice(0, i), kv.slice(i + 1)];
-            }),
-        ),
-      }))
-    : [{ name: 'default', env: {} }];
+  : args['swarm-args'] !== undefined
+    ? args['swarm-args'].split(';').map((one) => ({ name: one.trim() || 'default', env: {}, args: one.split(' ').filter((a) => a !== '') }))
+    : args['swarm-env']
+      ? args['swarm-env'].split(';').map((one) => ({
+          name: one,
+          env: Object.fromEntries(
+            one
+              .split(',')
+              .filter((kv) => kv !== '')
+              .map((kv) => {
+                const i = kv.indexOf('=');
+                if (i < 1) throw new Error(`--swarm-env: K=V,K=V;K=V, got ${kv}`);
+                return [kv.slice(0, i), kv.slice(i + 1)];
+              }),
+          ),
+        }))
+      : [{ name: 'default', env: {} }];
 const llamaThreads = [...new Set((args['llama-threads'] ?? `1,${threads}`).split(',').map(Number))];
 
 interface LevelResult {
@@ -232,6 +237,7 @@ async function viaApi(client: OpenAI, model: string, c: number, maxTokens: numbe
 async function startDemo(
   model: string,
   swarmEnv: Record<string, string> = {},
+  demoArgs: string[] = [],
 ): Promise<{ proc: ChildProcess; url: string; model: string; metrics: string[] }> {
   const proc = spawn(
     process.execPath,
@@ -253,6 +259,7 @@ async function startDemo(
       '--max-concurrent',
       '64',
       '--node-metrics',
+      ...demoArgs,
     ],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -370,7 +377,7 @@ async function main(): Promise<void> {
       `${dtype}: one node (10 layers), 16 sessions' decode: one by one ${fmt(median(compute.sequentialMs))} ms, one batch ${fmt(median(compute.batchMs))} ms = ${fmt(compute.ratioMedian, 2)}×`,
     );
     const demos: Awaited<ReturnType<typeof startDemo>>[] = [];
-    for (const e of swarmEnvs) demos.push(await startDemo(file, e.env));
+    for (const e of swarmEnvs) demos.push(await startDemo(file, e.env, e.args));
     const demo = demos[0]!;
     const pids = { gateway: demo.proc.pid!, nodes: nodePids(demo.proc.pid!), metrics: demo.metrics };
     /** the other swarms (backends, settings), run beside the first at each level */

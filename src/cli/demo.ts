@@ -50,6 +50,7 @@ interface DemoOptions {
   dashboard: boolean;
   nodeMetrics?: boolean; // ops
   ledger?: string | true; // ledger
+  waves: boolean;
 }
 
 const int =
@@ -107,6 +108,7 @@ export function register(program: Command): void {
       if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('--audit-rate must be in [0, 1]');
       return n;
     })
+    .option('--no-waves', "decode steps go into the route as they come, not in waves (waves are the default here: the demo's nodes share this machine's cores)")
     .option('--node-metrics', 'every node serves Prometheus metrics on a free port (listed with the nodes)') // ops
     // fault-tolerance: replicated ranges and per-node fault injection
     .option('--replicas <r>', 'serve every layer range with R nodes (spares to re-route to)', int('--replicas', 1), 1)
@@ -215,6 +217,8 @@ async function runDemo(o: DemoOptions): Promise<void> {
       refreshMs: 5_000,
       // N processes on one machine: a step slowed by CPU contention is not a dead node
       failover: { graceMs: 3_000, minStepMs: 1_000 },
+      // the nodes share this machine's cores: one large batch per node per round costs less than several small ones
+      waves: o.waves,
       accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
       // ledger: one epoch per run, and with --serve one every DEMO_EPOCH_MS
       ...(dl ? { identity: dl.gateway, ledger: { ledger: dl.ledger, account: dl.client, epochMs: o.serve ? DEMO_EPOCH_MS : 0 } } : {}),

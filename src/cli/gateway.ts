@@ -5,7 +5,7 @@ import { createMetrics } from '../api/metrics.js';
 import { FALLBACK_REASONS, UpstreamFallback, type FallbackReason } from '../api/fallback.js';
 import { openLedger } from '../ledger/open.js';
 import type { Address } from '../ledger/ledger.js';
-import { Gateway } from '../gateway/gateway.js';
+import { Gateway, WAVE_WAIT_MS } from '../gateway/gateway.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
 import { gatewayAccountabilityConfig } from './config.js';
@@ -25,6 +25,15 @@ export function register(program: Command): void {
     .option('--deadline-ms <n>', 'default per-token deadline budget for routes (ms)', intArg)
     .option('--engine <kind>', 'engine for the embedding/head stages: reference | ort', 'reference')
     .option('--stream-spares <n>', 'negotiated activation streams kept ready to each first hop just used (saves a round trip per request; 0 = none)', intArg, DEFAULT_STREAM_SPARES.spares)
+    .option(
+      '--waves [ms]',
+      `decode steps of the sessions sharing a route enter it together, one wave per round, waiting at most ms (default ${WAVE_WAIT_MS}) for the last wave's stragglers: for nodes that share cores`,
+      (v: string) => {
+        const n = Number(v);
+        if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('--waves takes a whole number of ms');
+        return n;
+      },
+    )
     .option('--wait-route-ms <n>', 'wait up to this long for a route over every layer before reporting ready', intArg, 0)
     .option('--identity <file>', 'gateway key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent (default: a fresh key)')
     .option('--max-concurrent <n>', 'requests generated at once before answering 503', intArg, 64)
@@ -69,6 +78,7 @@ export function register(program: Command): void {
         engine: string;
         waitRouteMs: number;
         streamSpares: number;
+        waves?: true | number;
         maxConcurrent: number;
         maxConnections: number;
         maxBodyBytes: number;
@@ -120,6 +130,7 @@ export function register(program: Command): void {
           deadlineMs: o.deadlineMs,
           engine: o.engine,
           streamSpares: o.streamSpares,
+          waves: o.waves === undefined ? false : o.waves === true ? true : { waitMs: o.waves },
           accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }),
         });
         const api = createApiServer(gw, {

@@ -33,6 +33,7 @@ import { Discovery } from './discovery.js';
 import { SessionLoad } from './session-load.js';
 import type { Registry } from 'prom-client';
 import { GatewayMetrics } from './metrics.js';
+import { Waves } from './waves.js';
 import { MeasuredSpeed, swarmStatus, type SwarmStatus } from './swarm-status.js';
 import { FaultLog, type FaultEvent, type RouteHopRef } from '../route/events.js';
 import { openResilientRoute, type ResilientRoute } from '../route/resilient-route.js';
@@ -89,7 +90,17 @@ export interface GatewayOptions {
   stake?: StakeView;
   /** the ledger this gateway settles with: evidence, per-epoch payments, reputation (never on the token path) */
   ledger?: GatewayLedgerConfig;
+  /**
+   * decode steps of the sessions sharing a route enter it together, one wave per round, waiting
+   * at most `waitMs` (default WAVE_WAIT_MS) for the last wave's stragglers (waves.ts): for nodes
+   * that share cores, such as the demo's on one machine (default off)
+   */
+  waves?: boolean | { waitMs?: number };
 }
+
+/** how long a wave waits for the last wave's stragglers once its route is empty (ms): 15 ms
+ *  split the demo's waves, 40 kept them whole (bench/README, session 15) */
+export const WAVE_WAIT_MS = 40;
 
 /** How the gateway uses a ledger (opened by the CLI, which also closes it). */
 export interface GatewayLedgerConfig {
@@ -152,6 +163,8 @@ export class Gateway extends PipelineBackend {
   readonly recoveries = { replay: 0, transfer: 0, gaveUp: 0 };
   /** each node's decode ms/token as measured on this gateway's routes */
   readonly measured = new MeasuredSpeed();
+  /** GatewayOptions.waves: decode steps enter their route in waves */
+  readonly waves?: Waves;
   /** where routes come from: the cost model over the known nodes, minus bans */
   readonly planner: CostPlanner;
   /** the known nodes: discovered, or the fixed list */
@@ -193,11 +206,13 @@ export class Gateway extends PipelineBackend {
       ownedBy: 'odsi-swarm',
     };
     const nLayers = src.config.nLayers;
+    if (opts.waves) this.waves = new Waves(opts.waves === true ? WAVE_WAIT_MS : (opts.waves.waitMs ?? WAVE_WAIT_MS));
     if (opts.metrics)
       this.metrics = new GatewayMetrics(opts.metrics, {
         status: () => this.swarmStatus(),
         recoveries: () => this.recoveries,
         accountability: () => this.accountabilityTotals(),
+        waves: () => this.waves?.stats,
       });
     if (opts.peers) this.source = new StaticCandidates(opts.peers);
     else {
@@ -451,7 +466,11 @@ export class Gateway extends PipelineBackend {
     const rid = this.settlement ? requestIdOf(sessionId) : undefined;
     if (rid) this.paying.set(rid, req.requestKey ?? rid);
     return {
-      stages: [new TimedStage(this.embed, 'gateway'), new MeasuredRoute(route, this.measured), new TimedStage(this.head, 'gateway')],
+      stages: [
+        new TimedStage(this.embed, 'gateway'),
+        new MeasuredRoute(route, this.measured, this.waves),
+        new TimedStage(this.head, 'gateway'),
+      ],
       release: async () => {
         release();
         await route.dispose().catch(() => undefined);
@@ -507,14 +526,22 @@ class MeasuredRoute extends TimedStage {
   constructor(
     private readonly route: ResilientRoute,
     private readonly speed: MeasuredSpeed,
+    private readonly waves?: Waves,
   ) {
     super(route, 'route');
   }
 
   override async forward(input: StageInput): Promise<StageOutput> {
-    const out = await super.forward(input);
-    if (input.nTokens === 1) this.speed.observe(this.route.lastTimeline);
+    if (input.nTokens !== 1) return super.forward(input);
+    const key = this.route.hops.map((h) => h.peerId).join(' ');
+    const out = this.waves ? await this.waves.step(input.sessionId, key, () => super.forward(input)) : await super.forward(input);
+    this.speed.observe(this.route.lastTimeline);
     return out;
+  }
+
+  override closeSession(sessionId: string): void {
+    this.waves?.close(sessionId);
+    super.closeSession(sessionId);
   }
 }
 

@@ -10,6 +10,8 @@ export interface GatewayMetricsSource {
   status(): SwarmStatus;
   recoveries(): { replay: number; transfer: number; gaveUp: number };
   accountability(): { steps: number; audited: number; failed: number; evidence: number; convicted: number } | undefined;
+  /** GatewayOptions.waves: waves and decode steps sent so far (undefined: off) */
+  waves?(): { waves: number; steps: number; timedOut: number } | undefined;
 }
 
 export class GatewayMetrics {
@@ -56,6 +58,24 @@ export class GatewayMetrics {
           if (a) this.inc(pick(a));
         },
       });
+    const wave = (name: string, help: string, pick: (w: NonNullable<ReturnType<NonNullable<GatewayMetricsSource['waves']>>>) => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const w = src.waves?.();
+          this.reset();
+          if (w) this.inc(pick(w));
+        },
+      });
+    wave('odsi_gateway_waves_total', 'waves of decode steps sent into routes (--waves; steps / waves = mean wave)', (w) => w.waves);
+    wave('odsi_gateway_wave_steps_total', 'decode steps sent in waves (--waves)', (w) => w.steps);
+    wave(
+      'odsi_gateway_waves_timed_out_total',
+      'waves sent without every session of the last one, after the wait bound (--waves)',
+      (w) => w.timedOut,
+    );
     acc('odsi_gateway_verified_steps_total', 'route steps whose receipts were checked', (a) => a.steps);
     acc('odsi_gateway_audits_total', 'audits run (re-executions of sampled steps)', (a) => a.audited);
     acc('odsi_gateway_audits_failed_total', 'audits that found a node at fault', (a) => a.failed);

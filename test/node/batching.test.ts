@@ -14,6 +14,7 @@ import { STORIES_GGUF } from '../helpers/paths.js';
 import { openaiClient } from '../helpers/http.js';
 import { serve, startSwarmGateway, type Served, type SwarmGateway } from '../helpers/served.js';
 import { LocalBackend } from '../../src/gateway/local.js';
+import { Gateway } from '../../src/gateway/gateway.js';
 import type { LocalSwarmOptions } from '../../src/node/local-swarm.js';
 
 const GATEWAY = { refreshMs: 5_000, lookupTimeoutMs: 5_000, failover: { graceMs: 10_000, minStepMs: 2_000 } };
@@ -88,6 +89,31 @@ describe('16 concurrent streams on a 3-node swarm (stories260K)', () => {
     together.forEach((r, i) => assert.equal(r.text, solo[i], `stream ${i} (${JSON.stringify(prompts[i])})`));
     assert.ok(new Set(solo).size > 8, 'distinct prompts give distinct continuations');
   });
+
+  test(
+    'through a gateway sending decode steps in waves (as the demo does): every stream equals its solo run, in waves of several',
+    { timeout: 120_000 },
+    async () => {
+      const names = ['Lily', 'Tom', 'Sue', 'Max', 'Ben', 'Mia', 'Sam', 'Zoe'];
+      const prompts = names.flatMap((n) => [`${n} went to`, `Once upon a time, ${n}`]);
+      const solo: string[] = [];
+      for (const p of prompts) solo.push((await stream(localClient, 'stories260K', p, 16)).text);
+      // a second gateway on the same nodes
+      const waved = await serve(await Gateway.start({ ...GATEWAY, waves: true, modelPath: STORIES_GGUF, bootstrap: sg!.swarm.bootstrap }));
+      try {
+        await waved.backend.waitForRoute(30_000);
+        const client = openaiClient(waved.url);
+        const together = await Promise.all(prompts.map((p) => stream(client, 'stories260K', p, 16)));
+        together.forEach((r, i) => assert.equal(r.text, solo[i], `stream ${i} (${JSON.stringify(prompts[i])})`));
+        const { waves, steps } = waved.backend.waves!.stats;
+        // 16 sessions × 15 decode steps; one at a time they would make as many waves as steps
+        assert.ok(steps >= 16 * 15 && steps / waves >= 4, `${steps} decode steps in ${waves} waves`);
+        assert.equal(waved.backend.waves!.routes, 0, 'no gate left once the streams ended');
+      } finally {
+        await waved.close();
+      }
+    },
+  );
 });
 
 // The same on ORT nodes, whose batches run attention in a lane per session: each stream against
