@@ -11,7 +11,7 @@ export interface GatewayMetricsSource {
   recoveries(): { replay: number; transfer: number; gaveUp: number };
   accountability(): { steps: number; audited: number; failed: number; evidence: number; convicted: number } | undefined;
   /** GatewayOptions.waves: waves and decode steps sent so far (undefined: off) */
-  waves?(): { waves: number; steps: number; timedOut: number } | undefined;
+  waves?(): { waves: number; steps: number; timedOut: number; overdue: number } | undefined;
 }
 
 export class GatewayMetrics {
@@ -76,6 +76,7 @@ export class GatewayMetrics {
       'waves sent without every session of the last one, after the wait bound (--waves)',
       (w) => w.timedOut,
     );
+    wave('odsi_gateway_waves_overdue_total', 'waves sent while the one before was still in flight, overdue (--waves)', (w) => w.overdue);
     acc('odsi_gateway_verified_steps_total', 'route steps whose receipts were checked', (a) => a.steps);
     acc('odsi_gateway_audits_total', 'audits run (re-executions of sampled steps)', (a) => a.audited);
     acc('odsi_gateway_audits_failed_total', 'audits that found a node at fault', (a) => a.failed);

@@ -9,12 +9,24 @@
 // ones (bench/README, session 15). Where every node has its own machine the waves keep every
 // stage busy instead, so gateways leave this off unless told.
 //
-// The rule, per route: a decode step waits while steps of its route are in flight. When the
-// last of them is back, the waiting steps go together: at once if every session of the last
-// wave is waiting again, else `waitMs` after the ring emptied (a session whose client reads
-// slowly is not waited for longer, and drops out of the next wave's count). So a step waits at
-// most for its route's steps in flight plus waitMs, and a lone session never waits. Prompt
-// steps are not held.
+// The rule, per route: a decode step waits while the route's last wave is in flight. When the
+// last of its steps is back, the waiting steps go together: at once if every session of the
+// last wave is waiting again, else `waitMs` after the route emptied (a session whose client
+// reads slowly is not waited for longer, and drops out of the next wave's count). A wave still
+// in flight OVERDUE_ROUNDS times as long as the last whole round took (plus waitMs) no longer
+// holds the next one back: a step stuck in a re-route does not stall its neighbours. A lone
+// session never waits, and prompt steps are not held.
+
+import { performance } from 'node:perf_hooks';
+
+/** a wave still in flight this many times as long as the last round took no longer holds the next one back */
+export const OVERDUE_ROUNDS = 3;
+
+/** steps sent together; `left` of them are still in flight */
+interface Wave {
+  left: number;
+  at: number;
+}
 
 /** one route's gate */
 class WaveGate {
@@ -22,8 +34,14 @@ class WaveGate {
   private readonly queued = new Map<string, () => void>();
   /** sessions of the last wave still open: a new wave waits (up to waitMs) for them */
   private expected = new Set<string>();
-  private inFlight = 0;
+  /** the wave in the route, until its last step is back (or it is overdue) */
+  private wave: Wave | undefined;
+  /** when the route last emptied */
+  private emptiedAt = 0;
+  /** how long the last wave took, sent to its last step back */
+  private roundMs = Infinity;
   private timer: NodeJS.Timeout | undefined;
+  private timerDue = 0;
 
   constructor(
     private readonly waitMs: number,
@@ -31,20 +49,30 @@ class WaveGate {
   ) {}
 
   get idle(): boolean {
-    return this.inFlight === 0 && this.queued.size === 0 && this.expected.size === 0;
+    return this.wave === undefined && this.queued.size === 0 && this.expected.size === 0;
   }
 
-  enter(sessionId: string): Promise<void> {
-    // a session has one decode step at a time (generate.ts); a second one goes behind nobody
-    if (this.queued.has(sessionId)) return Promise.resolve(void this.inFlight++);
+  /** resolves with the wave the step goes in, once it goes */
+  enter(sessionId: string): Promise<Wave> {
     return new Promise((resolve) => {
-      this.queued.set(sessionId, resolve);
+      // a session has one decode step at a time (generate.ts): a second one would replace the first's turn
+      const first = this.queued.get(sessionId);
+      this.queued.set(sessionId, () => {
+        first?.();
+        resolve(this.wave!);
+      });
       this.check();
     });
   }
 
-  leave(): void {
-    this.inFlight--;
+  leave(wave: Wave): void {
+    wave.left--;
+    if (wave === this.wave && wave.left === 0) {
+      const now = performance.now();
+      this.roundMs = now - wave.at;
+      this.emptiedAt = now;
+      this.wave = undefined;
+    }
     this.check();
   }
 
@@ -55,26 +83,46 @@ class WaveGate {
   }
 
   private check(): void {
-    if (this.inFlight > 0 || this.queued.size === 0) return;
-    for (const id of this.expected)
-      if (!this.queued.has(id)) {
-        this.timer ??= setTimeout(() => this.release(true), this.waitMs);
-        return;
-      }
-    this.release(false);
+    if (this.queued.size === 0) return this.arm(0);
+    const now = performance.now();
+    if (this.wave) {
+      const due = this.wave.at + OVERDUE_ROUNDS * this.roundMs + this.waitMs;
+      if (now < due) return this.arm(due);
+      this.stats.overdue++;
+      return this.release();
+    }
+    let all = true;
+    for (const id of this.expected) if (!this.queued.has(id)) all = false;
+    if (all) return this.release();
+    const due = this.emptiedAt + this.waitMs;
+    if (now < due) return this.arm(due);
+    this.stats.timedOut++;
+    this.release();
   }
 
-  private release(timedOut: boolean): void {
+  /** one timer, for the next moment check() may decide otherwise (0: none) */
+  private arm(due: number): void {
+    if (due === this.timerDue) return;
     clearTimeout(this.timer);
     this.timer = undefined;
-    const wave = [...this.queued];
+    this.timerDue = due;
+    if (due === 0 || due === Infinity) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerDue = 0;
+      this.check();
+    }, due - performance.now());
+  }
+
+  private release(): void {
+    this.arm(0);
+    const go = [...this.queued];
     this.queued.clear();
-    this.expected = new Set(wave.map(([id]) => id));
-    this.inFlight += wave.length;
+    this.expected = new Set(go.map(([id]) => id));
+    this.wave = { left: go.length, at: performance.now() };
     this.stats.waves++;
-    this.stats.steps += wave.length;
-    if (timedOut) this.stats.timedOut++;
-    for (const [, go] of wave) go();
+    this.stats.steps += go.length;
+    for (const [, f] of go) f();
   }
 }
 
@@ -84,6 +132,8 @@ export interface WaveStats {
   steps: number;
   /** waves sent after waitMs without every session of the last wave */
   timedOut: number;
+  /** waves sent while the one before was still in flight, overdue */
+  overdue: number;
 }
 
 /** The gateway's gates, one per route (its hops' peer ids in order) in use. */
@@ -91,7 +141,7 @@ export class Waves {
   private readonly gates = new Map<string, WaveGate>();
   /** the route each session's last decode step took */
   private readonly routeOf = new Map<string, string>();
-  readonly stats: WaveStats = { waves: 0, steps: 0, timedOut: 0 };
+  readonly stats: WaveStats = { waves: 0, steps: 0, timedOut: 0, overdue: 0 };
 
   constructor(
     /** longest wait for the last wave's stragglers once the route is empty (ms) */
@@ -107,11 +157,11 @@ export class Waves {
     }
     let gate = this.gates.get(route);
     if (!gate) this.gates.set(route, (gate = new WaveGate(this.waitMs, this.stats)));
-    await gate.enter(sessionId);
+    const wave = await gate.enter(sessionId);
     try {
       return await run();
     } finally {
-      gate.leave();
+      gate.leave(wave);
       if (gate.idle) this.gates.delete(route);
     }
   }

@@ -1,11 +1,12 @@
 // Waves (src/gateway/waves.ts): decode steps of the sessions sharing a route enter it together.
 // A lone session never waits; a step waits while its route has steps in flight and goes with the
 // next wave, at once when every session of the last wave is back, else after the wait bound; a
-// session that ended, or that did not come back in time, is not waited for; routes do not wait
-// for each other. The steps here are promises the test settles, so the order is exact.
+// session that ended, or that did not come back in time, is not waited for; a wave stuck in
+// flight (a step in a re-route) stops holding the next one back after a few rounds' time; routes
+// do not wait for each other. The steps here are promises the test settles, so the order is exact.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Waves } from '../../src/gateway/waves.js';
+import { OVERDUE_ROUNDS, Waves } from '../../src/gateway/waves.js';
 
 /** a step the test finishes by hand; `started` says whether its wave let it go */
 function step(waves: Waves, id: string, route = 'r') {
@@ -35,7 +36,7 @@ test('a lone session never waits; a step waits while its route has one in flight
   await turn();
   // ... and goes with it as soon as it is back, long before the bound
   assert.ok(a2.started && b1.started, 'a and b in one wave');
-  assert.deepEqual(waves.stats, { waves: 2, steps: 3, timedOut: 0 });
+  assert.deepEqual(waves.stats, { waves: 2, steps: 3, timedOut: 0, overdue: 0 });
   a2.finish();
   b1.finish();
   await Promise.all([a2.done, b1.done]);
@@ -98,4 +99,38 @@ test('an ended session is not waited for; routes do not wait for each other', as
   waves.close('b');
   waves.close('c');
   assert.equal(waves.routes, 0);
+});
+
+test('a wave stuck in flight holds the next one back only for OVERDUE_ROUNDS of the last round, plus the bound', async () => {
+  const waves = new Waves(50);
+  // one whole round of ~20 ms, to measure
+  const a1 = step(waves, 'a');
+  await new Promise((r) => setTimeout(r, 20));
+  a1.finish();
+  await a1.done;
+  // a's next step gets stuck (say, its route is re-routing); b waits behind it ...
+  const a2 = step(waves, 'a');
+  await turn();
+  const t0 = performance.now();
+  const b1 = step(waves, 'b');
+  await turn();
+  assert.ok(a2.started && !b1.started);
+  for (let i = 0; i < 200 && !b1.started; i++) await new Promise((r) => setTimeout(r, 5));
+  const waited = performance.now() - t0;
+  // ... until 3 × ~20 ms + 50 ms after a2 went
+  assert.ok(b1.started, 'b went while a was still stuck');
+  assert.ok(waited >= 80 && waited < 1000, `b waited ${waited.toFixed(0)} ms behind the stuck wave (bound ~${OVERDUE_ROUNDS * 20 + 50})`);
+  assert.equal(waves.stats.overdue, 1);
+  // the stuck step coming back later does not end b's wave
+  a2.finish();
+  await a2.done;
+  const c1 = step(waves, 'c');
+  await turn();
+  assert.ok(!c1.started, "b's wave is still in flight");
+  b1.finish();
+  await b1.done;
+  for (let i = 0; i < 100 && !c1.started; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(c1.started);
+  c1.finish();
+  await c1.done;
 });
