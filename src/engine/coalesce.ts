@@ -1,7 +1,11 @@
 // A shared stage that many sessions call at once (the gateway's embedding and LM head): calls
 // that arrive while a pass is running wait and then go together as one forwardBatch, so 16
-// concurrent requests read the head's weights once per round instead of 16 times. A session
-// with a call already waiting goes in the following pass (a batch holds one step per session).
+// concurrent requests read the head's weights once per round instead of 16 times. With other
+// sessions open, an idle stage starts its next pass only once the I/O in hand is handled
+// (setImmediate), so the calls of one tick (a wave's results arrive in one read) make one pass
+// rather than a pass of the first and one of the rest; a lone session's call runs at once. A
+// session with a call already waiting goes in the following pass (a batch holds one step per
+// session).
 
 import type { SessionState, Stage, StageInput, StageOutput } from './types.js';
 
@@ -14,6 +18,8 @@ interface Waiting {
 export class CoalescingStage implements Stage {
   private waiting: Waiting[] = [];
   private running = false;
+  /** sessions that called and are not closed yet */
+  private readonly open = new Set<string>();
   /** passes run and calls served by them (mean batch = calls / passes) */
   readonly stats = { passes: 0, calls: 0 };
 
@@ -34,11 +40,13 @@ export class CoalescingStage implements Stage {
   }
 
   forward(input: StageInput): Promise<StageOutput> {
+    this.open.add(input.sessionId);
     return new Promise<StageOutput>((resolve, reject) => {
       this.waiting.push({ input, resolve, reject });
       if (!this.running) {
         this.running = true;
-        void this.drain();
+        if (this.open.size > 1) setImmediate(() => void this.drain());
+        else void this.drain();
       }
     });
   }
@@ -87,6 +95,7 @@ export class CoalescingStage implements Stage {
     return this.inner.sessionLength(sessionId);
   }
   closeSession(sessionId: string): void {
+    this.open.delete(sessionId);
     this.inner.closeSession(sessionId);
   }
   dispose(): Promise<void> {
