@@ -162,7 +162,8 @@ export class Waves {
       return await run();
     } finally {
       gate.leave(wave);
-      if (gate.idle) this.gates.delete(route);
+      // (a step of an overdue wave may come back after its gate was dropped and another made)
+      if (gate.idle && this.gates.get(route) === gate) this.gates.delete(route);
     }
   }
 
