@@ -533,8 +533,10 @@ class MeasuredRoute extends TimedStage {
 
   override async forward(input: StageInput): Promise<StageOutput> {
     if (input.nTokens !== 1) return super.forward(input);
-    const key = this.route.hops.map((h) => h.peerId).join(' ');
-    const out = this.waves ? await this.waves.step(input.sessionId, key, () => super.forward(input)) : await super.forward(input);
+    // the route's key (its hops in order) only when waves are on: a string per step otherwise spent for nothing
+    const out = this.waves
+      ? await this.waves.step(input.sessionId, this.route.hops.map((h) => h.peerId).join(' '), () => super.forward(input))
+      : await super.forward(input);
     this.speed.observe(this.route.lastTimeline);
     return out;
   }

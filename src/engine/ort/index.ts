@@ -121,12 +121,10 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     const profile = mode === 'f32' || spec.accuracyLevel === 4 ? `ort-${mode}` : `ort-${mode}-acc${spec.accuracyLevel}`;
     // cached positions are f32
     const kvBytesPerToken = kvBytesPerPosition(c, range.end - range.start);
+    // with a budget, the sessions' caches hold four fifths of it (the lanes take what they leave)
+    const kvTokens = opts.kvBudgetBytes === undefined ? undefined : Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken);
     const capacity: StageCapacity | undefined =
-      kvBytesPerToken === 0
-        ? undefined
-        : opts.kvBudgetBytes === undefined
-          ? { chunkTokens: STD_CHUNK, kvBytesPerToken }
-          : { kvTokens: Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken), chunkTokens: STD_CHUNK, kvBytesPerToken };
+      kvBytesPerToken === 0 ? undefined : { ...(kvTokens === undefined ? {} : { kvTokens }), chunkTokens: STD_CHUNK, kvBytesPerToken };
     return new OrtStageImpl(w, c, { ...range }, profile, maxContext, info, path, capacity);
   } catch (e) {
     await w.terminate();
