@@ -38,7 +38,8 @@
 // --swarm-env 'K=V;K=V': one per environment (any setting of the demo and its nodes), likewise;
 // --swarm-args 'ARGS;ARGS': one per set of extra `odsi demo` arguments (e.g. ';--no-waves'), likewise;
 // all started before the runs; at each level of each repetition the swarms run one after the
-// other (the first is the one the summary and demo check use); each other backend's aggregate
+// other, in an order rotated every repetition (the first swarm is the one the summary and demo
+// check use, whatever its place in the order); each other backend's aggregate
 // and CPU per token are reported beside the first's, as medians and as the median of per-run
 // ratios.
 //
@@ -404,16 +405,25 @@ async function main(): Promise<void> {
         for (const c of levels) {
           const k = String(c);
           runs[k] ??= { odsi: [], llama: [] };
-          const o = await withCpu(pids, () => viaApi(client, demo.model, c, nTokens));
-          runs[k].odsi.push(o);
-          for (const [i, x] of others.entries()) {
-            const r2 = await withCpu(x.pids, () => viaApi(otherClients[i]!, x.demo.model, c, nTokens));
+          // the swarms in an order rotated every repetition (repetition r starts with swarm r mod
+          // n), so that none always runs first, right after the previous level's heavier runs
+          let o: LevelResult | undefined;
+          for (let j = 0; j < demos.length; j++) {
+            const at = (j + r) % demos.length;
+            if (at === 0) {
+              o = await withCpu(pids, () => viaApi(client, demo.model, c, nTokens));
+              runs[k].odsi.push(o);
+              continue;
+            }
+            const x = others[at - 1]!;
+            const r2 = await withCpu(x.pids, () => viaApi(otherClients[at - 1]!, x.demo.model, c, nTokens));
             ((otherRuns[x.name] ??= {})[k] ??= []).push(r2);
             console.log(
               `  ${dtype} rep ${r} c=${c}: odsi (${x.name}) ${fmt(r2.tokPerS)} tok/s, CPU ${fmt(r2.cpu!.totalMsPerToken)} ms/token, ` +
                 `mean batch ${r2.meanBatch!.map((b) => fmt(b, 2)).join('/')}`,
             );
           }
+          o = o!;
           for (const lr of lrs) runs[k].llama.push(await lr.run(c, nTokens));
           const ll = runs[k].llama.slice(-lrs.length).map((x) => `${fmt(x.tokPerS)} (${x.threads} thr)`);
           console.log(

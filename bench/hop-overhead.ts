@@ -3,7 +3,7 @@
 // p99 per hop with accountability on).
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/hop-overhead.js [--model FILE] [--engine reference|ort]
-//        [--rounds 6] [--warmup 16] [--hops 3] [--b-env K=V,…] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
+//        [--rounds 6] [--warmup 16] [--hops 3] [--b-env K=V,…] [--b-compute-thread main] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
 //
 // Two identical 3-node (--hops) swarms of real `odsi node` processes on 127.0.0.1 (default stories260K,
 // where compute is ~0.1 ms per hop, so what is left is overhead): one with receipts signed per
@@ -27,7 +27,8 @@
 //
 // --b-env K=V,… replaces 'serial' with 'on-b': another accountable swarm whose nodes get these
 // environment variables (e.g. ODSI_CRYPTO_WORKER=1), interleaved with the others: an A/B of a
-// node setting within one run.
+// node setting within one run. --b-compute-thread main|worker does the same for where the nodes'
+// engine and the gateway's LM head compute (`--compute-thread`); the two may be combined.
 //
 // --profile runs the nodes of the 'on' swarm under V8's CPU profiler from the end of the warm-up
 // (bench/lib/cpu-profile-preload.ts) and reports where their non-idle time goes, by source file,
@@ -41,7 +42,7 @@ import { parseArgs } from 'node:util';
 import { Gateway } from '../src/gateway/gateway.js';
 import { openModel } from '../src/model/load.js';
 import { modelIdentity } from '../src/model/identity.js';
-import { splitLayers } from '../src/engine/create.js';
+import { splitLayers, type ComputeThread } from '../src/engine/create.js';
 import { NodeProcess } from '../src/node/process.js';
 import { describeMachine, machineLine } from './lib/machine.js';
 import { writeResult, table } from './lib/results.js';
@@ -56,6 +57,7 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '16' },
     hops: { type: 'string', default: '3' },
     'b-env': { type: 'string' },
+    'b-compute-thread': { type: 'string' },
     tokens: { type: 'string', default: '48' },
     profile: { type: 'boolean', default: false },
     'profile-dir': { type: 'string' },
@@ -72,18 +74,23 @@ const B_ENV: Record<string, string> | undefined = args['b-env']
       }),
     )
   : undefined;
+/** --b-compute-thread worker|main: variant 'on-b', an accountable swarm whose nodes and gateway head compute on that thread (StageOptions.computeThread) */
+const B_THREAD = args['b-compute-thread'] as ComputeThread | undefined;
+if (B_THREAD !== undefined && B_THREAD !== 'worker' && B_THREAD !== 'main')
+  throw new Error(`--b-compute-thread: worker or main, got ${String(B_THREAD)}`);
+const B = !!B_ENV || !!B_THREAD;
 type Variant = 'on' | 'serial' | 'off' | 'on-b';
 /**
  * accountability on (the gateway pipelines receipts, its default), on with each step sent only
  * after the last one verified, off; with --b-env, on-b instead of serial (serial's gateway drives
  * the 'on' swarm's nodes too, which then warm up twice as fast as on-b's: no fair A/B)
  */
-const VARIANTS: readonly Variant[] = B_ENV ? ['on', 'on-b', 'off'] : ['on', 'serial', 'off'];
+const VARIANTS: readonly Variant[] = B ? ['on', 'on-b', 'off'] : ['on', 'serial', 'off'];
 const LABELS: Record<Variant, string> = {
   on: 'accountability on',
   serial: 'on, serial release',
   off: 'off',
-  'on-b': `on, ${args['b-env'] ?? ''}`,
+  'on-b': `on, ${[args['b-env'], B_THREAD && `compute thread ${B_THREAD}`].filter(Boolean).join(', ')}`,
 };
 /** a record with one entry per variant */
 const perVariant = <T>(f: (v: Variant) => T): Record<Variant, T> =>
@@ -159,7 +166,11 @@ async function main(): Promise<void> {
     /** the next swarm started runs its nodes under the profiler (only the first, the 'on' one) */
     let profiled = !!args.profile;
     /** a swarm of HOPS node processes and its gateway; the node pids go with it */
-    const swarm = async (on: boolean, extraEnv: Record<string, string> = {}): Promise<{ gw: Gateway; pids: number[] }> => {
+    const swarm = async (
+      on: boolean,
+      extraEnv: Record<string, string> = {},
+      computeThread?: ComputeThread,
+    ): Promise<{ gw: Gateway; pids: number[] }> => {
       const ns = await Promise.all(
         ranges.map((range) =>
           NodeProcess.start({
@@ -168,6 +179,7 @@ async function main(): Promise<void> {
             modelId,
             engine: ENGINE,
             announceIntervalMs: 600_000,
+            extraArgs: computeThread ? ['--compute-thread', computeThread] : [],
             env: {
               ODSI_ACCOUNTABILITY: on ? '1' : '0',
               // --cpu-prof is refused in NODE_OPTIONS: a preloaded module runs the inspector's profiler
@@ -183,6 +195,7 @@ async function main(): Promise<void> {
       const gw = await Gateway.start({
         modelPath: MODEL,
         engine: ENGINE,
+        computeThread,
         peers: ns.map((n) => n.candidate(1)),
         accountability: { enabled: on, auditRate: 0 },
       });
@@ -192,7 +205,7 @@ async function main(): Promise<void> {
     };
     const onSwarm = await swarm(true);
     // the same nodes behind a gateway that sends each step only once the previous one's receipts verified (pipelineDepth 0)
-    const serial = B_ENV
+    const serial = B
       ? undefined
       : await Gateway.start({
           modelPath: MODEL,
@@ -203,7 +216,7 @@ async function main(): Promise<void> {
         });
     if (serial) gateways.push(serial);
     const offSwarm = await swarm(false);
-    const bSwarm = B_ENV ? await swarm(true, B_ENV) : undefined;
+    const bSwarm = B ? await swarm(true, B_ENV ?? {}, B_THREAD) : undefined;
     // each variant's gateway, and its node processes (CPU of all their threads: main, crypto worker, engine)
     const of = {
       on: onSwarm,
@@ -352,7 +365,7 @@ async function main(): Promise<void> {
       for (const p of ownFunctions!.slice(0, 15)) console.log(`  ${(p.share * 100).toFixed(2).padStart(5)} %  ${p.selfMs} ms  ${p.fn}`);
     }
     writeResult(OUT, {
-      what: `per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a ${HOPS}-node loopback swarm, from the gateway per-token timelines, accountability on (receipts pipelined, the gateway default), on with serial release (pipelineDepth 0: each step sent once the previous one receipts verified) and off${B_ENV ? `, and on with the nodes' environment ${args['b-env']} (on-b)` : ''}, interleaved, no audits`,
+      what: `per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a ${HOPS}-node loopback swarm, from the gateway per-token timelines, accountability on (receipts pipelined, the gateway default), on with serial release (pipelineDepth 0: each step sent once the previous one receipts verified) and off${B_ENV ? `, and on with the nodes' environment ${args['b-env']} (on-b)` : ''}${B_THREAD ? `, and on with the nodes' engine and the gateway's head computing on the ${B_THREAD} thread (on-b)` : ''}, interleaved, no audits`,
       note: `real odsi node processes on 127.0.0.1 sharing this machine's ${machine.cores} cores with the gateway and with other jobs (see loadAvg)`,
       machine,
       loadAvgAtEnd: machineAfter.loadAvg,
@@ -365,6 +378,7 @@ async function main(): Promise<void> {
         warmup: WARMUP,
         hops: HOPS,
         bEnv: B_ENV,
+        bComputeThread: B_THREAD,
         tokens: TOKENS,
         profiled: args.profile,
       },

@@ -3,7 +3,7 @@
 // transfer time by activation precision on the wire.
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/wan.js [--profiles wan20,lan5] [--model FILE]
-//        [--engine ort|reference] [--threads N] [--tokens N] [--rounds N] [--warmup 4] [--prefill N] [--prefill-reps 6] [--prompt-chunk N] [--slow-start-after-idle on|off] [--recoveries N]
+//        [--engine ort|reference] [--threads N] [--compute-thread worker|main] [--tokens N] [--rounds N] [--warmup 4] [--prefill N] [--prefill-reps 6] [--prompt-chunk N] [--slow-start-after-idle on|off] [--recoveries N]
 //        [--out FILE]
 //
 // Topology (bench/lib/netns.ts): namespaces <prefix>-gw, -n1, -n2, -n3, each joined by a veth pair
@@ -44,6 +44,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { odsiBin } from '../src/util/children.js';
+import type { ComputeThread } from '../src/engine/create.js';
 import { NetnsStar, isRoot } from './lib/netns.js';
 import type { RelayConfig, EchoConfig } from './lib/wan-relay.js';
 import { describeMachine, machineLine } from './lib/machine.js';
@@ -95,6 +96,8 @@ interface InnerConfig {
   modelId: string;
   engine: 'ort' | 'reference';
   threads: number;
+  /** where the nodes' engine and the gateways' LM head compute (odsi node --compute-thread) */
+  computeThread: ComputeThread;
   tokens: number;
   rounds: number;
   /** unmeasured rounds of WARMUP_STREAMS concurrent generations per gateway before the rounds (a fresh swarm is slower per hop at first) */
@@ -121,6 +124,7 @@ const { values: args } = parseArgs({
     model: { type: 'string' },
     engine: { type: 'string' },
     threads: { type: 'string' },
+    'compute-thread': { type: 'string', default: 'worker' },
     tokens: { type: 'string', default: '24' },
     rounds: { type: 'string', default: '4' },
     warmup: { type: 'string', default: '4' },
@@ -158,6 +162,7 @@ function startNode(
   streamSpares: number,
   /** key file (created on first start): a restarted node is the same peer */
   keyFile: string,
+  computeThread: ComputeThread,
 ): Promise<{ peerId: string; pid: number }> {
   const p = star.spawn(
     ns,
@@ -175,6 +180,8 @@ function startNode(
       engine,
       '--threads',
       String(threads),
+      '--compute-thread',
+      computeThread,
       '--bench-tokens',
       '0',
       '--model-id',
@@ -285,6 +292,7 @@ async function runProfile(
         o.accountability,
         o.streamSpares,
         join(tmp, `node${i + 1}.key`),
+        o.computeThread,
       );
     const nodes = await Promise.all(ranges.map((_, i) => start(i)));
     console.log(`  nodes up in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${nodes.map((n) => n.peerId.slice(-6)).join(', ')}`);
@@ -368,12 +376,15 @@ async function outer(): Promise<void> {
   src.close();
   const engine = (args.engine ?? (c.headDim % 16 === 0 ? 'ort' : 'reference')) as 'ort' | 'reference';
   const threads = Number(args.threads ?? Math.max(1, Math.floor(availableParallelism() / 2)));
+  const computeThread = args['compute-thread'] as ComputeThread;
+  if (computeThread !== 'worker' && computeThread !== 'main')
+    throw new Error(`--compute-thread: worker or main, got ${String(computeThread)}`);
   const splits = splitLayers(c.nLayers, 3);
   const dtypes = args.dtypes!.split(',') as InnerConfig['dtypes'];
   const machine = describeMachine();
   console.log(machineLine(machine));
   console.log(
-    `${modelPath}: ${c.nLayers} layers, dim ${c.dim}; engine ${engine}, ${threads} threads per process; nodes [${splits.map((r) => r.join(':')).join(' ')}]`,
+    `${modelPath}: ${c.nLayers} layers, dim ${c.dim}; engine ${engine}, ${threads} threads per process, computing on the ${computeThread} thread; nodes [${splits.map((r) => r.join(':')).join(' ')}]`,
   );
   const o = {
     modelPath,
@@ -384,6 +395,7 @@ async function outer(): Promise<void> {
     recoveries: Number(args.recoveries),
     engine,
     threads,
+    computeThread,
     tokens: Number(args.tokens),
     rounds: Number(args.rounds),
     warmup: Number(args.warmup),
@@ -449,6 +461,7 @@ async function inner(cfgFile: string): Promise<void> {
     Gateway.start({
       modelPath: cfg.modelPath,
       engine: cfg.engine,
+      computeThread: cfg.computeThread,
       listen: [listen],
       // recovery: the spare costs more than hop 1, so routes take hop 1 while it is up
       peers: [...cfg.hops.map((h) => ({ ...h, msPerToken: 1 })), ...(cfg.spare ? [{ ...cfg.spare, msPerToken: 4 }] : [])].map((h) => ({

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { splitLayers } from '../engine/create.js';
+import { splitLayers, type ComputeThread } from '../engine/create.js';
 import { modelIdentity } from '../model/identity.js';
 import { openModel } from '../model/load.js';
 import { writeSyntheticGguf } from '../model/synth.js';
@@ -19,7 +19,7 @@ import type { RouteCandidate } from '../routing/router.js';
 import { LocalSwarm } from '../node/local-swarm.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
-import { gatewayAccountabilityConfig } from './config.js'; // accountability
+import { computeThreadOption, gatewayAccountabilityConfig } from './config.js'; // accountability
 import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
 import { openDemoLedger } from './demo-ledger.js'; // ledger
 import type { LedgerStatus } from '../ledger/ledger.js'; // ledger
@@ -36,6 +36,7 @@ interface DemoOptions {
   temperature: number;
   seed?: number;
   engine: 'ort' | 'reference' | 'llama';
+  computeThread: ComputeThread;
   json?: boolean;
   serve?: boolean;
   port: number;
@@ -83,6 +84,7 @@ export function register(program: Command): void {
     )
     .option('-s, --seed <n>', 'sampling seed', int('--seed', 0))
     .option('--engine <ort|reference|llama>', 'engine of the nodes and the gateway', 'reference')
+    .addOption(computeThreadOption("the nodes' engine and the gateway's LM head (ort, llama)"))
     .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', int('--deadline-ms', 1))
     .option('--route-timeout-ms <n>', 'how long to wait for the swarm to cover every layer', int('--route-timeout-ms', 1), 30_000)
     .option('--json', 'print one JSON object (text, tokens, prompt_tokens, timeline, nodes)')
@@ -202,7 +204,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       inheritStderr: !!process.env.ODSI_SWARM_STDERR,
       // N nodes loading at once on a shared machine can take minutes (ORT prepacking)
       readyTimeoutMs: 180_000,
-      nodeArgs: (i) => nodeFaultArgs(faults, i) /* fault-tolerance */,
+      nodeArgs: (i) => ['--compute-thread', o.computeThread, ...nodeFaultArgs(faults, i) /* fault-tolerance */],
       metrics: o.nodeMetrics, // ops
       ...(dl ? { identityFile: (i: number) => dl.nodeKeyFile(i), extraArgs: ['--ledger', dl.spec] } : {}), // ledger: staked keys; nodes read stake
     });
@@ -213,6 +215,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       bootstrap: swarm.bootstrap,
       peers: faults.size ? staticPeers(swarm) : undefined, // fault-tolerance
       engine: o.engine,
+      computeThread: o.computeThread,
       deadlineMs: o.deadlineMs,
       refreshMs: 5_000,
       // N processes on one machine: a step slowed by CPU contention is not a dead node

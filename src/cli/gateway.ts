@@ -8,7 +8,8 @@ import type { Address } from '../ledger/ledger.js';
 import { Gateway, WAVE_WAIT_MS } from '../gateway/gateway.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
-import { gatewayAccountabilityConfig } from './config.js';
+import { computeThreadOption, gatewayAccountabilityConfig } from './config.js';
+import type { ComputeThread } from '../engine/create.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
 import { DEFAULT_STREAM_SPARES } from '../p2p/stream-pool.js';
@@ -24,6 +25,7 @@ export function register(program: Command): void {
     .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/0'])
     .option('--deadline-ms <n>', 'default per-token deadline budget for routes (ms)', intArg)
     .option('--engine <kind>', 'engine for the embedding/head stages: reference | ort', 'reference')
+    .addOption(computeThreadOption('the LM head (ort)'))
     .option('--stream-spares <n>', 'negotiated activation streams kept ready to each first hop just used (saves a round trip per request; 0 = none)', intArg, DEFAULT_STREAM_SPARES.spares)
     .option(
       '--waves [ms]',
@@ -76,6 +78,7 @@ export function register(program: Command): void {
         listen: string[];
         deadlineMs?: number;
         engine: string;
+        computeThread: ComputeThread;
         waitRouteMs: number;
         streamSpares: number;
         waves?: true | number;
@@ -129,6 +132,7 @@ export function register(program: Command): void {
           listen: o.listen,
           deadlineMs: o.deadlineMs,
           engine: o.engine,
+          computeThread: o.computeThread,
           streamSpares: o.streamSpares,
           waves: o.waves === undefined ? false : o.waves === true ? true : { waitMs: o.waves },
           accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }),

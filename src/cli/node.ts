@@ -24,6 +24,8 @@ import { openLedger } from '../ledger/open.js';
 import { LedgerStakeView } from '../ledger/stake-view.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 import { DEFAULT_STREAM_SPARES } from '../p2p/stream-pool.js';
+import type { ComputeThread } from '../engine/create.js';
+import { computeThreadOption } from './config.js';
 
 interface NodeCliOptions {
   model: string;
@@ -34,6 +36,7 @@ interface NodeCliOptions {
   dataDir?: string;
   engine: string;
   threads?: string;
+  computeThread: ComputeThread;
   kvBudgetMb: string;
   batchTokens: string;
   prefillChunk: string;
@@ -134,6 +137,7 @@ export function register(program: Command): void {
     .option('--protection-sync <full|normal>', "fsync each session's protection record (full: once per session), or leave it to the OS: survives a killed process, not a power cut (normal)", 'full')
     .option('--engine <ort|reference|llama>', 'execution engine', 'reference')
     .option('--threads <n>', 'engine threads (ort, llama)')
+    .addOption(computeThreadOption('the engine (ort, llama)'))
     .option('--kv-budget-mb <n>', 'memory for KV caches across sessions, as the engine stores them (the engine stays within it: ORT admits sessions against four fifths, leaving batched attention at least a fifth; llama sizes its KV cells by it, F16 in its 4-bit profiles)', '512')
     .option('--batch-tokens <n>', 'continuous batching: tokens one scheduler iteration computes across sessions', '64')
     .option('--prefill-chunk <n>', 'continuous batching: most prompt tokens one session adds to an iteration', '32')
@@ -187,6 +191,7 @@ export function register(program: Command): void {
         dataDir: o.dataDir,
         engine: o.engine,
         threads: o.threads ? posInt('--threads', o.threads) : undefined,
+        computeThread: o.computeThread,
         kvBudgetMb: posInt('--kv-budget-mb', o.kvBudgetMb),
         batching: { tokenBudget: posInt('--batch-tokens', o.batchTokens), chunkTokens: posInt('--prefill-chunk', o.prefillChunk) },
         announceIntervalMs: posInt('--announce-interval', o.announceInterval),

@@ -28,7 +28,16 @@ export interface StageOptions {
    * Default: no bound (ORT), llama.cpp's own default cells (llama); ignored by 'reference'.
    */
   kvBudgetBytes?: number;
+  /**
+   * ORT / llama: where the engine computes. 'worker' (default): its own worker thread, so the
+   * caller's event loop keeps serving I/O during a step. 'main': the calling thread, which saves
+   * two thread wake-ups per step (about 0.4 ms a hop on the development VM: bench/README.md,
+   * session 16) while the caller's event loop waits for each step's compute.
+   */
+  computeThread?: ComputeThread;
 }
+
+export type ComputeThread = 'worker' | 'main';
 
 export async function createStage(kind: EngineKind, src: WeightSource, range: StageRange, opts: StageOptions = {}): Promise<Stage> {
   if (kind === 'reference') return createReferenceStage(opts.onProgress ? trackReads(src, opts.onProgress) : src, range);

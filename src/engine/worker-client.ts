@@ -19,13 +19,19 @@ export function workerEntry(js: URL): [URL, { execArgv?: string[] }] {
   return [new URL(js.href.replace(/\.js$/, '.ts')), { execArgv: ['--import', 'tsx'] }];
 }
 
-/** What a stage calls its engine through: a worker thread (EngineWorkerClient) or, for work too small to be worth two thread wake-ups, the calling thread. */
+/** What a stage calls its engine through: a worker thread (EngineWorkerClient) or the calling thread (InThreadCaller). */
 export interface EngineCaller<Req extends { type: string }> {
   call(req: Req, transfer?: ArrayBuffer[]): Promise<unknown>;
   terminate(): Promise<void>;
   /** told of the bytes of each tensor read while loading */
   onProgress?: (bytes: number) => void;
 }
+
+/** Where a handler's answers go: a reply to a request, or a load progress report (no id); buffers listed for transfer, not copied. */
+export type ReplyTo = (m: EngineWorkerReply, transfer?: ArrayBuffer[]) => void;
+
+/** An engine's request handler over its reply channel: what its worker thread runs, or the calling thread (in-thread.ts). */
+export type EngineHandler<Req> = (reply: ReplyTo) => (req: Req) => unknown;
 
 /** An engine error from a failed reply, rebuilt with its code (unknown codes: internal). */
 export function replyError(r: { message: string; code?: string; lengths?: Record<string, number> }): EngineError {

@@ -8,7 +8,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { CoalescingStage } from '../engine/coalesce.js';
-import { createStage, type EngineKind } from '../engine/create.js';
+import { createStage, type ComputeThread, type EngineKind } from '../engine/create.js';
 import type { Stage, StageInput, StageOutput } from '../engine/types.js';
 import { generateIdentity, type Identity } from '../identity/identity.js';
 import { openModel } from '../model/load.js';
@@ -55,6 +55,8 @@ export interface GatewayOptions {
   listen?: string[];
   /** engine for the embed/head stages (default 'reference'; 'llama' means ORT there) */
   engine?: EngineKind;
+  /** where the LM head computes (ORT): its own worker thread (default) or the gateway's main thread */
+  computeThread?: ComputeThread;
   /** default per-token deadline budget for routes, ms */
   deadlineMs?: number;
   /** discovery: how often to re-read adverts and re-measure RTTs (default 10 s; 0 = only on demand) */
@@ -244,7 +246,11 @@ export class Gateway extends PipelineBackend {
       const engine = opts.engine === 'llama' ? 'ort' : (opts.engine ?? 'reference');
       // shared by every request: concurrent calls go through them as one batched pass
       stages.push(new CoalescingStage(await createStage(engine, src, { start: 0, end: 0, embed: true, head: false })));
-      stages.push(new CoalescingStage(await createStage(engine, src, { start: L, end: L, embed: false, head: true })));
+      stages.push(
+        new CoalescingStage(
+          await createStage(engine, src, { start: L, end: L, embed: false, head: true }, { computeThread: opts.computeThread }),
+        ),
+      );
       host = await createHost({ identity: opts.identity ?? generateIdentity(), listen: opts.listen, bootstrap: opts.bootstrap });
       // a RESULT carries at most a whole context's rows (plus its receipts)
       const routes = await RouteClient.start(host, {

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { freemem } from 'node:os';
 import type { Logger } from 'pino';
-import { createStage, type EngineKind } from '../engine/create.js';
+import { createStage, type ComputeThread, type EngineKind } from '../engine/create.js';
 import type { Stage } from '../engine/types.js';
 import { generateIdentity, identityFromSecret, hexToBytes, bytesToHex, type Identity } from '../identity/identity.js';
 import { loadIdentity, saveIdentity } from '../identity/keystore.js';
@@ -44,6 +44,8 @@ export interface NodeOptions {
   dataDir?: string;
   engine?: EngineKind;
   threads?: number;
+  /** where the engine computes (ORT, llama): its own worker thread (default) or this process's main thread */
+  computeThread?: ComputeThread;
   kvBudgetMb?: number;
   /** continuous batching: tokens per scheduler iteration, longest prompt chunk in one */
   batching?: { tokenBudget?: number; chunkTokens?: number };
@@ -164,7 +166,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       o.engine ?? 'reference',
       src,
       { start: range[0], end: range[1], embed: false, head: false },
-      { threads: o.threads, onProgress: bar.add, kvBudgetBytes },
+      { threads: o.threads, onProgress: bar.add, kvBudgetBytes, computeThread: o.computeThread },
     ).finally(bar.stop);
     log.info({ range, loadMs: Math.round(performance.now() - t0), capacity: loaded.capacity ?? 'no bound of its own' }, 'stage loaded');
     const bench = o.benchTokens ?? 8;

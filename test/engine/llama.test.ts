@@ -13,7 +13,7 @@ import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { GgufFile } from '../../src/model/gguf.js';
 import { buildLocalPipeline, createStage, disposePipeline } from '../../src/engine/create.js';
 import { generate } from '../../src/engine/generate.js';
-import { EngineError, type Stage } from '../../src/engine/types.js';
+import { EngineError, type Stage, type StageInput } from '../../src/engine/types.js';
 import { findLibDir } from '../../src/engine/llama/ffi.js';
 import { createLlamaStage } from '../../src/engine/llama/index.js';
 import { compareOutputs, toleranceFor } from '../../src/accountability/checks/tolerance.js';
@@ -115,6 +115,40 @@ describe('llama engine on stories260K', { skip }, () => {
     } finally {
       await ll.dispose();
       await ref.dispose();
+    }
+  });
+
+  it("computeThread 'main': the worker's outputs bit for bit (prefill, decode, a batch), and a refusal keeps its code", async () => {
+    const range = { start: 1, end: 4, embed: false, head: false };
+    const worker = await createStage('llama', src, range, { threads: 1, maxSessions: 2 });
+    const main = await createStage('llama', src, range, { threads: 1, maxSessions: 2, computeThread: 'main' });
+    const dim = src.config.dim;
+    const same = async (inputs: StageInput[], what: string) => {
+      const a = await worker.forwardBatch!(inputs);
+      const b = await main.forwardBatch!(inputs);
+      for (let i = 0; i < a.length; i++) assert.deepEqual(Array.from(b[i]!.hidden!), Array.from(a[i]!.hidden!), `${what}: row set ${i} differs`);
+    };
+    try {
+      await same([{ sessionId: 'a', pos: 0, nTokens: 12, hidden: hiddenFor(dim, 12, 1) }], 'prefill');
+      for (let t = 12; t < 15; t++) await same([{ sessionId: 'a', pos: t, nTokens: 1, hidden: hiddenFor(dim, 1, t) }], `decode ${t}`);
+      await same(
+        [
+          { sessionId: 'a', pos: 15, nTokens: 1, hidden: hiddenFor(dim, 1, 15) },
+          { sessionId: 'b', pos: 0, nTokens: 5, hidden: hiddenFor(dim, 5, 7) },
+        ],
+        'a batch of a decode step and a prompt',
+      );
+      assert.equal(main.sessionLength('a'), 16);
+      // two sequences held: a third session is refused as 'capacity' on this thread too, losing nothing
+      await assert.rejects(
+        main.forward({ sessionId: 'c', pos: 0, nTokens: 1, hidden: hiddenFor(dim, 1, 3) }),
+        (e: unknown) => e instanceof EngineError && e.code === 'capacity',
+      );
+      assert.equal(main.sessionLength('a'), 16);
+      assert.equal(main.sessionLength('c'), 0);
+    } finally {
+      await worker.dispose();
+      await main.dispose();
     }
   });
 

@@ -250,6 +250,53 @@ describe('ort engine vs reference on synthetic models', () => {
     }
   });
 
+  it("computeThread 'main': the worker's outputs bit for bit (prefill, decode, a batch), errors keep their codes, and the caller's event loop waits while it computes", async (t) => {
+    const src = openModel(files.smol!);
+    const dim = src.config.dim;
+    const range = { start: 0, end: 2, embed: false, head: false };
+    const worker = await createOrtStage(src, range, { threads: 1 });
+    const main = await createOrtStage(src, range, { threads: 1, computeThread: 'main' });
+    const rows = (n: number, seed: number) => Float32Array.from({ length: n * dim }, (_, i) => Math.sin(i * 0.37 + seed));
+    const same = async (inputs: StageInput[], what: string) => {
+      const a = inputs.length === 1 ? [await worker.forward(inputs[0]!)] : await worker.forwardBatch!(inputs);
+      const b = inputs.length === 1 ? [await main.forward(inputs[0]!)] : await main.forwardBatch!(inputs);
+      for (let i = 0; i < a.length; i++) assert.deepEqual(Array.from(b[i]!.hidden!), Array.from(a[i]!.hidden!), `${what}: row set ${i} differs`);
+    };
+    try {
+      await same([{ sessionId: 'a', pos: 0, nTokens: 20, hidden: rows(20, 1) }], 'prefill');
+      for (let p = 20; p < 23; p++) await same([{ sessionId: 'a', pos: p, nTokens: 1, hidden: rows(1, p) }], `decode ${p}`);
+      await same(
+        [
+          { sessionId: 'a', pos: 23, nTokens: 1, hidden: rows(1, 23) },
+          { sessionId: 'b', pos: 0, nTokens: 6, hidden: rows(6, 2) },
+        ],
+        'a batch of a decode step and a prompt',
+      );
+      assert.equal(main.sessionLength('a'), 24);
+      assert.equal(main.sessionLength('b'), 6);
+      await assert.rejects(
+        main.forward({ sessionId: 'a', pos: 30, nTokens: 1, hidden: rows(1, 0) }),
+        (e: unknown) => e instanceof EngineError && e.code === 'bad_input',
+      );
+      assert.equal(main.sessionLength('a'), 24, 'bad input loses nothing');
+      // the runs hold this thread: its event loop is busy (not waiting in the poll) while a long
+      // prompt computes, however loaded the machine; waiting on a worker it would be idle
+      const busy = async (st: Stage, id: string) => {
+        const e0 = performance.eventLoopUtilization();
+        await st.forward({ sessionId: id, pos: 0, nTokens: 768, hidden: rows(768, 3) });
+        return performance.eventLoopUtilization(e0).utilization;
+      };
+      const onMain = await busy(main, 'w');
+      const onWorker = await busy(worker, 'w');
+      t.diagnostic(`event-loop utilization during a 768-token prompt: ${onMain.toFixed(2)} computing on it, ${onWorker.toFixed(2)} on the worker`);
+      assert.ok(onMain > 0.6, `the event loop was busy ${(onMain * 100).toFixed(0)} % of the prompt: not computed on this thread`);
+    } finally {
+      await worker.dispose();
+      await main.dispose();
+      src.close();
+    }
+  });
+
   it('keeps the event loop responsive during a long prefill', async (t) => {
     const src = openModel(files.smol!);
     const c = src.config;

@@ -123,7 +123,13 @@ describe('16 concurrent streams on a 3-node ORT swarm (stories260K)', () => {
   let sg: SwarmGateway | undefined;
   before(
     async () => {
-      sg = await storiesSwarm({ engine: 'ort', metrics: true, extraArgs: ['--threads', '1'] });
+      // the middle node computes on its main thread (--compute-thread main), the others on their engine's worker
+      sg = await storiesSwarm({
+        engine: 'ort',
+        metrics: true,
+        extraArgs: ['--threads', '1'],
+        nodeArgs: (i) => (i === 1 ? ['--compute-thread', 'main'] : []),
+      });
       await sg.backend.waitForRoute(30_000);
     },
     { timeout: 180_000 },

@@ -6,8 +6,9 @@
 // callback and stops the graph there (no output norm, no LM head).
 //
 // llama.cpp runs in a worker thread per stage (worker.ts, runner.ts), as the ORT engine does, so
-// a decode never blocks the caller's event loop; this side writes the slice, tracks session
-// lengths (sessionLength() is synchronous) and hands steps over with their buffers transferred.
+// a decode never blocks the caller's event loop (or, with computeThread 'main', on the calling
+// thread: ../in-thread.ts); this side writes the slice, tracks session lengths (sessionLength()
+// is synchronous) and hands steps over with their buffers transferred.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -16,8 +17,9 @@ import { GgmlType, type ModelConfig, type WeightSource } from '../../model/types
 import { EngineError, type Stage, type StageCapacity, type StageInput, type StageOutput, type StageRange } from '../types.js';
 import { FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, GGML_TYPE_F16, GGML_TYPE_F32, loadLlamaLib } from './ffi.js';
 import type { RunnerSpec, StepIn, StepOut } from './runner.js';
-import type { WorkerRequest } from './worker.js';
-import { EngineWorkerClient } from '../worker-client.js';
+import { llamaHandler, type WorkerRequest } from './handler.js';
+import { InThreadCaller } from '../in-thread.js';
+import { EngineWorkerClient, type EngineCaller } from '../worker-client.js';
 import { writeRangeSlice } from './slice.js';
 import { kvBytesPerPosition } from '../kv-bytes.js';
 
@@ -46,6 +48,8 @@ export interface LlamaStageOptions {
   maxBatch?: number;
   /** directory of libllama*.so (default: @node-llama-cpp/linux-x64's) */
   libDir?: string;
+  /** where llama_decode runs: the stage's own worker thread (default) or the calling thread */
+  computeThread?: 'worker' | 'main';
 }
 
 export interface LlamaStage extends Stage {
@@ -121,7 +125,10 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
       flashAttn: f32 ? FLASH_ATTN_DISABLED : FLASH_ATTN_AUTO,
     };
     const t2 = performance.now();
-    const w = new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'llama worker');
+    const w: EngineCaller<WorkerRequest> =
+      opts.computeThread === 'main'
+        ? new InThreadCaller((reply) => llamaHandler(reply, { worker: false }))
+        : new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'llama worker');
     try {
       await w.call({ type: 'load', id: 0, spec, libDir: opts.libDir });
     } catch (e) {
@@ -145,7 +152,7 @@ class LlamaStageImpl implements LlamaStage {
   private disposed = false;
 
   constructor(
-    private w: EngineWorkerClient<WorkerRequest>,
+    private w: EngineCaller<WorkerRequest>,
     readonly config: ModelConfig,
     readonly range: StageRange,
     readonly profile: string,

@@ -1,9 +1,10 @@
-// The ORT engine's requests, answered in order: what worker.ts runs on its thread, and what an
-// embedding-only stage runs on the calling thread (in-thread.ts). Results go back through
-// `reply` with their buffers listed for transfer, not copied.
+// The ORT engine's requests, answered in order: what worker.ts runs on its thread, and what the
+// calling thread runs (../in-thread.ts) for an embedding-only stage or with computeThread 'main'.
+// Results go back through `reply` with their buffers listed for transfer, not copied.
 
 import { OrtRunner, type LoadSpec, type StepIn } from './runner.js';
 import type { SessionState } from '../types.js'; // kv-transfer
+import type { ReplyTo } from '../worker-client.js';
 
 export type WorkerRequest =
   | { type: 'load'; id: number; spec: LoadSpec }
@@ -13,11 +14,6 @@ export type WorkerRequest =
   | { type: 'export'; id: number; sessionId: string } // kv-transfer
   | { type: 'import'; id: number; sessionId: string; state: SessionState } // kv-transfer
   | { type: 'dispose'; id: number };
-
-export type WorkerReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; message: string; code?: string };
-
-/** where a handler's answers go: a reply to a request, or a load progress report (no id) */
-export type ReplyTo = (m: WorkerReply | { progress: number }, transfer?: ArrayBuffer[]) => void;
 
 /** A request handler over one runner; call it with each request in turn (it chains them). */
 export function ortHandler(reply: ReplyTo): (req: WorkerRequest) => Promise<void> {

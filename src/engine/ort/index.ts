@@ -1,8 +1,9 @@
 // ORT engine: a Stage that runs a contiguous range of Llama layers (plus optional embedding
 // and LM head) in onnxruntime-node, with an ONNX graph odsi builds itself (graph.ts).
-// The session lives in a worker thread (worker.ts; an embedding-only stage, which has none,
-// answers on the calling thread: in-thread.ts); this side reads exactly the range's tensors,
-// validates every call, and tracks session lengths so sessionLength() is synchronous.
+// The session lives in a worker thread (worker.ts), or on the calling thread (../in-thread.ts)
+// for an embedding-only stage, which has none, or with computeThread 'main'; this side reads
+// exactly the range's tensors, validates every call, and tracks session lengths so
+// sessionLength() is synchronous.
 
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -21,8 +22,8 @@ import type { AttentionPath } from './graph.js';
 import { STD_CHUNK, type LoadInfo, type LoadSpec, type StepIn, type StepOut } from './runner.js';
 import { defaultMode, type RawTensor, type WeightMode } from './weights.js';
 import { LANE_SHARE } from './lane-buffers.js';
-import type { WorkerRequest } from './handler.js';
-import { InThreadOrt } from './in-thread.js';
+import { ortHandler, type WorkerRequest } from './handler.js';
+import { InThreadCaller } from '../in-thread.js';
 import { EngineWorkerClient, type EngineCaller } from '../worker-client.js';
 import { kvBytesPerPosition } from '../kv-bytes.js';
 
@@ -53,6 +54,9 @@ export interface OrtStageOptions {
    *  `capacity.kvTokens` states, and batched attention's lanes get what the caches leave, at
    *  least a fifth (a batch whose lanes would take more is split) (default: neither bounded) */
   kvBudgetBytes?: number;
+  /** where session.run runs: the stage's own worker thread (default) or the calling thread
+   *  (an embedding-only stage, which runs no session, always answers on the calling thread) */
+  computeThread?: 'worker' | 'main';
 }
 
 export interface OrtStage extends Stage {
@@ -109,11 +113,12 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     names: byPath ? names : undefined,
   };
   // an embedding-only stage (the gateway's) runs no ORT session: a row lookup per token, on the
-  // calling thread; everything else on its own worker thread
+  // calling thread; everything else on its own worker thread unless told otherwise
   const embedOnly = range.start === range.end && !range.head;
-  const w: EngineCaller<WorkerRequest> = embedOnly
-    ? new InThreadOrt()
-    : new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'ORT worker');
+  const w: EngineCaller<WorkerRequest> =
+    embedOnly || opts.computeThread === 'main'
+      ? new InThreadCaller(ortHandler)
+      : new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'ORT worker');
   w.onProgress = opts.onProgress;
   try {
     const info = (await w.call({ type: 'load', id: 0, spec }, transfer)) as LoadInfo;
