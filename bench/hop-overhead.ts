@@ -2,7 +2,7 @@
 // accountability on and off side by side (issue 13, item 3: target ≤ 0.5 ms median and ≤ 2 ms
 // p99 per hop with accountability on).
 //
-//   node --import ./dist/src/util/polyfill.js dist/bench/hop-overhead.js [--model FILE] [--engine reference|ort]
+//   node --import ./dist/src/util/polyfill.js dist/bench/hop-overhead.js [--model FILE] [--engine reference|ort|llama]
 //        [--rounds 6] [--warmup 16] [--hops 3] [--b-env K=V,…] [--b-compute-thread main] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
 //
 // Two identical 3-node (--hops) swarms of real `odsi node` processes on 127.0.0.1 (default stories260K,
@@ -96,7 +96,8 @@ const LABELS: Record<Variant, string> = {
 const perVariant = <T>(f: (v: Variant) => T): Record<Variant, T> =>
   Object.fromEntries(VARIANTS.map((v) => [v, f(v)])) as Record<Variant, T>;
 const MODEL = resolve(args.model ?? join(ROOT, '../shared/models/stories260K/stories260K.gguf'));
-const ENGINE = args.engine as 'reference' | 'ort';
+const ENGINE = args.engine as 'reference' | 'ort' | 'llama';
+if (ENGINE !== 'reference' && ENGINE !== 'ort' && ENGINE !== 'llama') throw new Error(`--engine: reference, ort or llama, got ${String(ENGINE)}`);
 const ROUNDS = Number(args.rounds);
 /** unmeasured generations per gateway before the rounds, rotated like them (V8 and the heap reach their steady state) */
 const WARMUP = Number(args.warmup);

@@ -9,11 +9,11 @@ import { accountabilityEnabled, deploymentDomain, type EnvVars } from '../accoun
 import type { ComputeThread } from '../engine/create.js';
 import type { GatewayAccountabilityConfig } from '../gateway/gateway.js';
 
-/** `--compute-thread <worker|main>` of `odsi node`, `gateway` and `demo`: where `what` computes (StageOptions.computeThread). */
+/** `--compute-thread <worker|main>` of `odsi node`, `gateway` and `demo`: the thread that runs `what` (StageOptions.computeThread). */
 export function computeThreadOption(what: string): Option {
   return new Option(
     '--compute-thread <thread>',
-    `where ${what} computes: its own worker thread, or the process's main thread, which saves two thread wake-ups a step (less latency per hop) while the process's I/O waits for each step's compute`,
+    `the thread that runs ${what}: worker (a thread of its own), or main (the process's main thread, which saves two thread wake-ups a step, less latency per hop, while the process's I/O waits for each step's compute)`,
   )
     .choices(['worker', 'main'] satisfies ComputeThread[])
     .default('worker');

@@ -14,7 +14,7 @@ import { writeSyntheticGguf } from '../model/synth.js';
 import { createApiServer, type ApiServer } from '../api/server.js';
 import { createMetrics } from '../api/metrics.js';
 import type { TokenTimeline } from '../api/backend.js';
-import { Gateway } from '../gateway/gateway.js';
+import { Gateway, WAVE_WAIT_MS } from '../gateway/gateway.js';
 import type { RouteCandidate } from '../routing/router.js';
 import { LocalSwarm } from '../node/local-swarm.js';
 import { Dashboard } from '../dashboard/hub.js';
@@ -52,6 +52,7 @@ interface DemoOptions {
   nodeMetrics?: boolean; // ops
   ledger?: string | true; // ledger
   waves: boolean;
+  waveWaitMs: number;
 }
 
 const int =
@@ -84,7 +85,7 @@ export function register(program: Command): void {
     )
     .option('-s, --seed <n>', 'sampling seed', int('--seed', 0))
     .option('--engine <ort|reference|llama>', 'engine of the nodes and the gateway', 'reference')
-    .addOption(computeThreadOption("the nodes' engine and the gateway's LM head (ort, llama)"))
+    .addOption(computeThreadOption("the nodes' engines and the gateway's LM head (ort, llama)"))
     .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', int('--deadline-ms', 1))
     .option('--route-timeout-ms <n>', 'how long to wait for the swarm to cover every layer', int('--route-timeout-ms', 1), 30_000)
     .option('--json', 'print one JSON object (text, tokens, prompt_tokens, timeline, nodes)')
@@ -111,6 +112,7 @@ export function register(program: Command): void {
       return n;
     })
     .option('--no-waves', "decode steps go into the route as they come, not in waves (waves are the default here: the demo's nodes share this machine's cores)")
+    .option('--wave-wait-ms <n>', "how long a wave waits for the last wave's stragglers once the route is empty", int('--wave-wait-ms', 0), WAVE_WAIT_MS)
     .option('--node-metrics', 'every node serves Prometheus metrics on a free port (listed with the nodes)') // ops
     // fault-tolerance: replicated ranges and per-node fault injection
     .option('--replicas <r>', 'serve every layer range with R nodes (spares to re-route to)', int('--replicas', 1), 1)
@@ -221,7 +223,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       // N processes on one machine: a step slowed by CPU contention is not a dead node
       failover: { graceMs: 3_000, minStepMs: 1_000 },
       // the nodes share this machine's cores: one large batch per node per round costs less than several small ones
-      waves: o.waves,
+      waves: o.waves && { waitMs: o.waveWaitMs },
       accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
       // ledger: one epoch per run, and with --serve one every DEMO_EPOCH_MS
       ...(dl ? { identity: dl.gateway, ledger: { ledger: dl.ledger, account: dl.client, epochMs: o.serve ? DEMO_EPOCH_MS : 0 } } : {}),
