@@ -97,7 +97,8 @@ const perVariant = <T>(f: (v: Variant) => T): Record<Variant, T> =>
   Object.fromEntries(VARIANTS.map((v) => [v, f(v)])) as Record<Variant, T>;
 const MODEL = resolve(args.model ?? join(ROOT, '../shared/models/stories260K/stories260K.gguf'));
 const ENGINE = args.engine as 'reference' | 'ort' | 'llama';
-if (ENGINE !== 'reference' && ENGINE !== 'ort' && ENGINE !== 'llama') throw new Error(`--engine: reference, ort or llama, got ${String(ENGINE)}`);
+if (ENGINE !== 'reference' && ENGINE !== 'ort' && ENGINE !== 'llama')
+  throw new Error(`--engine: reference, ort or llama, got ${String(ENGINE)}`);
 const ROUNDS = Number(args.rounds);
 /** unmeasured generations per gateway before the rounds, rotated like them (V8 and the heap reach their steady state) */
 const WARMUP = Number(args.warmup);
