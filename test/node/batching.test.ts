@@ -14,7 +14,7 @@ import { STORIES_GGUF } from '../helpers/paths.js';
 import { openaiClient } from '../helpers/http.js';
 import { serve, startSwarmGateway, type Served, type SwarmGateway } from '../helpers/served.js';
 import { LocalBackend } from '../../src/gateway/local.js';
-import { Gateway } from '../../src/gateway/gateway.js';
+import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import type { LocalSwarmOptions } from '../../src/node/local-swarm.js';
 
 const GATEWAY = { refreshMs: 5_000, lookupTimeoutMs: 5_000, failover: { graceMs: 10_000, minStepMs: 2_000 } };
@@ -48,13 +48,17 @@ async function stream(
 }
 
 /** the 3-node stories260K swarm of the 16-stream tests */
-function storiesSwarm(extra: Partial<LocalSwarmOptions> = {}): Promise<SwarmGateway> {
+function storiesSwarm(extra: Partial<LocalSwarmOptions> = {}, gateway: Partial<GatewayOptions> = {}): Promise<SwarmGateway> {
   const ranges: [number, number][] = [
     [0, 2],
     [2, 4],
     [4, 5],
   ];
-  return startSwarmGateway({ model: STORIES_GGUF, swarm: { ranges, readyTimeoutMs: 120_000, benchTokens: 0, ...extra }, gateway: GATEWAY });
+  return startSwarmGateway({
+    model: STORIES_GGUF,
+    swarm: { ranges, readyTimeoutMs: 120_000, benchTokens: 0, ...extra },
+    gateway: { ...GATEWAY, ...gateway },
+  });
 }
 
 describe('16 concurrent streams on a 3-node swarm (stories260K)', () => {
@@ -123,13 +127,17 @@ describe('16 concurrent streams on a 3-node ORT swarm (stories260K)', () => {
   let sg: SwarmGateway | undefined;
   before(
     async () => {
-      // the middle node computes on its main thread (--compute-thread main), the others on their engine's worker
-      sg = await storiesSwarm({
-        engine: 'ort',
-        metrics: true,
-        extraArgs: ['--threads', '1'],
-        nodeArgs: (i) => (i === 1 ? ['--compute-thread', 'main'] : []),
-      });
+      // the middle node computes on its main thread (--compute-thread main), the others on their
+      // engine's worker; the gateway's LM head is ORT's, on the gateway's main thread
+      sg = await storiesSwarm(
+        {
+          engine: 'ort',
+          metrics: true,
+          extraArgs: ['--threads', '1'],
+          nodeArgs: (i) => (i === 1 ? ['--compute-thread', 'main'] : []),
+        },
+        { engine: 'ort', computeThread: 'main' },
+      );
       await sg.backend.waitForRoute(30_000);
     },
     { timeout: 180_000 },
