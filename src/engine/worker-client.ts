@@ -33,6 +33,12 @@ export type ReplyTo = (m: EngineWorkerReply, transfer?: ArrayBuffer[]) => void;
 /** An engine's request handler over its reply channel: what its worker thread runs, or the calling thread (in-thread.ts). */
 export type EngineHandler<Req> = (reply: ReplyTo) => (req: Req) => unknown;
 
+/** The failed reply to request `id`: the error's message and EngineError code (llama adds the sessions' lengths after it). */
+export function failedReply(id: number, e: unknown, extra: { lengths?: Record<string, number> } = {}): EngineWorkerReply {
+  const err = e as Error & { code?: string };
+  return { id, ok: false, message: err.message ?? String(e), code: err.code, ...extra };
+}
+
 /** An engine error from a failed reply, rebuilt with its code (unknown codes: internal). */
 export function replyError(r: { message: string; code?: string; lengths?: Record<string, number> }): EngineError {
   const code = r.code === 'bad_input' || r.code === 'capacity' || r.code === 'unknown_session' ? r.code : 'internal';

@@ -5,7 +5,7 @@
 
 import { loadLlamaLib } from './ffi.js';
 import { LlamaRunner, type RunnerSpec, type StepIn } from './runner.js';
-import type { ReplyTo } from '../worker-client.js';
+import { failedReply, type ReplyTo } from '../worker-client.js';
 
 export type WorkerRequest =
   | { type: 'load'; id: number; spec: RunnerSpec; libDir?: string }
@@ -33,9 +33,7 @@ export function llamaHandler(reply: ReplyTo, o: { worker: boolean }): (req: Work
               outs.map((o) => (o.hidden ?? o.logits)!.buffer as ArrayBuffer),
             );
           } catch (e) {
-            const err = e as Error & { code?: string };
-            const lengths = runner.lengths(req.inputs.map((i) => i.sessionId));
-            reply({ id: req.id, ok: false, message: err.message ?? String(e), code: err.code, lengths });
+            reply(failedReply(req.id, e, { lengths: runner.lengths(req.inputs.map((i) => i.sessionId)) }));
           }
           return;
         }
@@ -50,8 +48,7 @@ export function llamaHandler(reply: ReplyTo, o: { worker: boolean }): (req: Work
           return;
       }
     } catch (e) {
-      const err = e as Error & { code?: string };
-      reply({ id: req.id, ok: false, message: err.message ?? String(e), code: err.code });
+      reply(failedReply(req.id, e));
     }
   };
 }

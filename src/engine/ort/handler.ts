@@ -4,7 +4,7 @@
 
 import { OrtRunner, type LoadSpec, type StepIn } from './runner.js';
 import type { SessionState } from '../types.js'; // kv-transfer
-import type { ReplyTo } from '../worker-client.js';
+import { failedReply, type ReplyTo } from '../worker-client.js';
 
 export type WorkerRequest =
   | { type: 'load'; id: number; spec: LoadSpec }
@@ -66,8 +66,7 @@ export function ortHandler(reply: ReplyTo): (req: WorkerRequest) => Promise<void
           return;
       }
     } catch (e) {
-      const err = e as Error & { code?: string };
-      reply({ id: req.id, ok: false, message: err.message ?? String(e), code: err.code });
+      reply(failedReply(req.id, e));
     }
   };
   return (req) => (chain = chain.then(() => handle(req)));
