@@ -44,7 +44,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { odsiBin } from '../src/util/children.js';
-import type { ComputeThread } from '../src/engine/create.js';
+import type { ComputeThread } from '../src/engine/types.js';
 import { NetnsStar, isRoot } from './lib/netns.js';
 import type { RelayConfig, EchoConfig } from './lib/wan-relay.js';
 import { describeMachine, machineLine } from './lib/machine.js';

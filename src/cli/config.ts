@@ -6,7 +6,7 @@
 
 import { Option } from 'commander';
 import { accountabilityEnabled, deploymentDomain, type EnvVars } from '../accountability/records/wire.js';
-import type { ComputeThread } from '../engine/create.js';
+import type { ComputeThread } from '../engine/types.js';
 import type { GatewayAccountabilityConfig } from '../gateway/gateway.js';
 
 /** `--compute-thread <worker|main>` of `odsi node`, `gateway` and `demo`: the thread that runs `what` (StageOptions.computeThread). */

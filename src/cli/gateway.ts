@@ -9,7 +9,7 @@ import { Gateway, WAVE_WAIT_MS } from '../gateway/gateway.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
 import { computeThreadOption, gatewayAccountabilityConfig } from './config.js';
-import type { ComputeThread } from '../engine/create.js';
+import type { ComputeThread } from '../engine/types.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
 import { DEFAULT_STREAM_SPARES } from '../p2p/stream-pool.js';

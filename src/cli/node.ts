@@ -1,6 +1,6 @@
 // `odsi node`: serve a contiguous range of a model's decoder layers to the swarm.
-// Prints one JSON line on stdout when ready ({event:'ready', peerId, addrs, ...}); logs go to
-// stderr (pino). SIGINT/SIGTERM stop it cleanly. The node's environment settings are read
+// Prints one JSON line on stdout when ready ({event:'ready', peerId, addrs, engine,
+// computeThread, ...}); logs go to stderr (pino). SIGINT/SIGTERM stop it cleanly. The node's environment settings are read
 // here, once, and passed down:
 //   ODSI_ACCOUNTABILITY=0  no receipts, commitments or audits   ODSI_CHAIN_ID  the records' domain
 //   ODSI_PASSPHRASE        unlocks a keystore                    ODSI_ALLOW_FAULTS=1  allow --fault (tests, demos)
@@ -24,7 +24,7 @@ import { openLedger } from '../ledger/open.js';
 import { LedgerStakeView } from '../ledger/stake-view.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 import { DEFAULT_STREAM_SPARES } from '../p2p/stream-pool.js';
-import type { ComputeThread } from '../engine/create.js';
+import type { ComputeThread } from '../engine/types.js';
 import { computeThreadOption } from './config.js';
 
 interface NodeCliOptions {
@@ -235,6 +235,7 @@ export function register(program: Command): void {
           msPerToken: a.msPerToken,
           prefillMsPerToken: a.prefillMsPerToken,
           engine: a.engine,
+          ...(node.stage.computeThread ? { computeThread: node.stage.computeThread } : {}),
           pid: process.pid,
           ...(node.metricsUrl ? { metrics: node.metricsUrl } : {}),
         }) + '\n',

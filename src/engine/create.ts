@@ -3,7 +3,7 @@
 
 import type { WeightSource } from '../model/types.js';
 import { createReferenceStage } from './reference.js';
-import { EngineError, type Stage, type StageRange } from './types.js';
+import { EngineError, type ComputeThread, type Stage, type StageRange } from './types.js';
 
 import { trackReads } from '../model/reads.js';
 
@@ -36,8 +36,6 @@ export interface StageOptions {
    */
   computeThread?: ComputeThread;
 }
-
-export type ComputeThread = 'worker' | 'main';
 
 export async function createStage(kind: EngineKind, src: WeightSource, range: StageRange, opts: StageOptions = {}): Promise<Stage> {
   if (kind === 'reference') return createReferenceStage(opts.onProgress ? trackReads(src, opts.onProgress) : src, range);

@@ -56,11 +56,16 @@ export interface StageOutput {
   settled?: Promise<void>;
 }
 
+/** Where an engine computes a stage's steps: a worker thread of its own, or the calling (main) thread. */
+export type ComputeThread = 'worker' | 'main';
+
 export interface Stage {
   readonly range: StageRange;
   readonly config: ModelConfig;
   /** e.g. 'reference', 'ort-f32', 'ort-q4' — part of the execution profile */
   readonly profile: string;
+  /** where its steps compute, for engines that can choose (ORT, llama; the reference engine always uses the calling thread) */
+  readonly computeThread?: ComputeThread;
   /** what the stage can hold at once, where less than its caller's budget (absent: no limit of its own) */
   readonly capacity?: StageCapacity;
   forward(input: StageInput): Promise<StageOutput>;

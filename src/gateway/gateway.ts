@@ -8,8 +8,8 @@
 
 import { randomUUID } from 'node:crypto';
 import { CoalescingStage } from '../engine/coalesce.js';
-import { createStage, type ComputeThread, type EngineKind } from '../engine/create.js';
-import type { Stage, StageInput, StageOutput } from '../engine/types.js';
+import { createStage, type EngineKind } from '../engine/create.js';
+import type { ComputeThread, Stage, StageInput, StageOutput } from '../engine/types.js';
 import { generateIdentity, type Identity } from '../identity/identity.js';
 import { openModel } from '../model/load.js';
 import { modelIdentity } from '../model/identity.js';

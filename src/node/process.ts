@@ -6,6 +6,7 @@
 
 import type { NodeAdvert } from '../p2p/advert-record.js';
 import type { RouteCandidate } from '../routing/router.js';
+import type { ComputeThread } from '../engine/types.js';
 import { killOnExit, odsiBin } from '../util/children.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -44,6 +45,8 @@ export type NodeProcessInfo = Pick<NodeAdvert, 'peerId' | 'addrs' | 'modelId' | 
   pid: number;
   /** Prometheus metrics URL, when the node serves metrics */
   metrics?: string;
+  /** where its engine computes, for engines that can choose (Stage.computeThread) */
+  computeThread?: ComputeThread;
 };
 
 /** A TCP port free right now on 127.0.0.1. */
@@ -202,6 +205,7 @@ export class NodeProcess {
           engine: m.engine ?? o.engine ?? 'reference',
           pid: proc.pid ?? -1,
           ...(typeof m.metrics === 'string' ? { metrics: m.metrics } : {}),
+          ...(m.computeThread === 'worker' || m.computeThread === 'main' ? { computeThread: m.computeThread } : {}),
         };
         resolveReady();
       });

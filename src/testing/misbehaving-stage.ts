@@ -32,6 +32,9 @@ export class MisbehavingStage implements Stage {
   get profile(): string {
     return this.inner.profile;
   }
+  get computeThread(): Stage['computeThread'] {
+    return this.inner.computeThread;
+  }
 
   async forward(input: StageInput): Promise<StageOutput> {
     const audit = input.sessionId.startsWith(REEXEC_SESSION_PREFIX);

@@ -122,6 +122,7 @@ describe('llama engine on stories260K', { skip }, () => {
     const range = { start: 1, end: 4, embed: false, head: false };
     const worker = await createStage('llama', src, range, { threads: 1, maxSessions: 2 });
     const main = await createStage('llama', src, range, { threads: 1, maxSessions: 2, computeThread: 'main' });
+    assert.deepEqual([worker.computeThread, main.computeThread], ['worker', 'main']);
     const dim = src.config.dim;
     const same = async (inputs: StageInput[], what: string) => {
       const a = await worker.forwardBatch!(inputs);

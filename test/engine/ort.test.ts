@@ -10,7 +10,7 @@ import { openModel } from '../../src/model/load.js';
 import { writeSyntheticGguf } from '../../src/model/synth.js';
 import type { WeightSource } from '../../src/model/types.js';
 import { createReferenceStage } from '../../src/engine/reference.js';
-import { splitLayers } from '../../src/engine/create.js';
+import { createStage, splitLayers } from '../../src/engine/create.js';
 import { EngineError, type Stage, type StageInput, type StageRange } from '../../src/engine/types.js';
 import { createOrtStage, type OrtStageOptions } from '../../src/engine/ort/index.js';
 import { q4_0ToNBits } from '../../src/engine/ort/weights.js';
@@ -152,6 +152,7 @@ describe('ort engine vs reference on synthetic models', () => {
         setImmediate(() => (turned = true));
         const got = await ort.forward({ sessionId: 'e', pos: 0, nTokens: tokens.length, tokens });
         assert.equal(turned, false, `${dtype}: answered within the call's own turn`);
+        assert.equal(ort.computeThread, 'main');
         const want = await ref.forward({ sessionId: 'e', pos: 0, nTokens: tokens.length, tokens });
         assert.deepEqual(Array.from(got.hidden!), Array.from(want.hidden!), `${dtype}: rows differ from the reference engine's`);
         assert.equal(ort.sessionLength('e'), tokens.length);
@@ -255,7 +256,10 @@ describe('ort engine vs reference on synthetic models', () => {
     const dim = src.config.dim;
     const range = { start: 0, end: 2, embed: false, head: false };
     const worker = await createOrtStage(src, range, { threads: 1 });
-    const main = await createOrtStage(src, range, { threads: 1, computeThread: 'main' });
+    // through createStage, as a node makes its stage
+    const main = await createStage('ort', src, range, { threads: 1, computeThread: 'main' });
+    assert.equal(main.computeThread, 'main');
+    assert.equal(worker.computeThread, 'worker');
     const rows = (n: number, seed: number) => Float32Array.from({ length: n * dim }, (_, i) => Math.sin(i * 0.37 + seed));
     const same = async (inputs: StageInput[], what: string) => {
       const a = inputs.length === 1 ? [await worker.forward(inputs[0]!)] : await worker.forwardBatch!(inputs);

@@ -147,6 +147,11 @@ describe('16 concurrent streams on a 3-node ORT swarm (stories260K)', () => {
   });
 
   test('every stream equals its solo run', { timeout: 120_000 }, async () => {
+    assert.deepEqual(
+      sg!.swarm.nodes.map((n) => n.computeThread),
+      ['worker', 'main', 'worker'],
+      'where each node says its engine computes',
+    );
     const client = openaiClient(sg!.url);
     const names = ['Lily', 'Tom', 'Sue', 'Max', 'Ben', 'Mia', 'Sam', 'Zoe'];
     const prompts = names.flatMap((n) => [`${n} wanted to`, `Once upon a time, ${n}`]);

@@ -14,7 +14,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GgmlType, type ModelConfig, type WeightSource } from '../../model/types.js';
-import { EngineError, type Stage, type StageCapacity, type StageInput, type StageOutput, type StageRange } from '../types.js';
+import {
+  EngineError,
+  type ComputeThread,
+  type Stage,
+  type StageCapacity,
+  type StageInput,
+  type StageOutput,
+  type StageRange,
+} from '../types.js';
 import { FLASH_ATTN_AUTO, FLASH_ATTN_DISABLED, GGML_TYPE_F16, GGML_TYPE_F32, loadLlamaLib } from './ffi.js';
 import type { RunnerSpec, StepIn, StepOut } from './runner.js';
 import { llamaHandler, type WorkerRequest } from './handler.js';
@@ -49,7 +57,7 @@ export interface LlamaStageOptions {
   /** directory of libllama*.so (default: @node-llama-cpp/linux-x64's) */
   libDir?: string;
   /** where llama_decode runs: the stage's own worker thread (default) or the calling thread */
-  computeThread?: 'worker' | 'main';
+  computeThread?: ComputeThread;
 }
 
 export interface LlamaStage extends Stage {
@@ -125,8 +133,9 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
       flashAttn: f32 ? FLASH_ATTN_DISABLED : FLASH_ATTN_AUTO,
     };
     const t2 = performance.now();
+    const thread: ComputeThread = opts.computeThread ?? 'worker';
     const w: EngineCaller<WorkerRequest> =
-      opts.computeThread === 'main'
+      thread === 'main'
         ? new InThreadCaller((reply) => llamaHandler(reply, { worker: false }))
         : new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'llama worker');
     try {
@@ -138,7 +147,7 @@ export async function createLlamaStage(src: WeightSource, range: StageRange, opt
     const loadInfo = { libMs, sliceMs, createMs: performance.now() - t2, kvCells, kvType: f32 ? ('f32' as const) : ('f16' as const) };
     // what llama.cpp holds: the node admits sessions against it, not only against its budget
     const capacity = { kvTokens: kvCells, sessions: maxSessions, kvBytesPerToken: cellBytes };
-    return new LlamaStageImpl(w, c, { ...range }, prof.name, loadInfo, capacity, cleanup);
+    return new LlamaStageImpl(w, c, { ...range }, prof.name, loadInfo, capacity, thread, cleanup);
   } catch (e) {
     cleanup();
     throw e;
@@ -158,6 +167,7 @@ class LlamaStageImpl implements LlamaStage {
     readonly profile: string,
     readonly loadInfo: LlamaStage['loadInfo'],
     readonly capacity: StageCapacity,
+    readonly computeThread: ComputeThread,
     private cleanup: () => void,
   ) {}
 

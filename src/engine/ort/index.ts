@@ -11,6 +11,7 @@ import { ropeInvFreq } from '../../model/rope.js';
 import { ModelFormatError, layerTensorNames, tensorNames as tn, type ModelConfig, type WeightSource } from '../../model/types.js';
 import {
   EngineError,
+  type ComputeThread,
   type Stage,
   type StageCapacity,
   type StageInput,
@@ -56,7 +57,7 @@ export interface OrtStageOptions {
   kvBudgetBytes?: number;
   /** where session.run runs: the stage's own worker thread (default) or the calling thread
    *  (an embedding-only stage, which runs no session, always answers on the calling thread) */
-  computeThread?: 'worker' | 'main';
+  computeThread?: ComputeThread;
 }
 
 export interface OrtStage extends Stage {
@@ -115,8 +116,9 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
   // an embedding-only stage (the gateway's) runs no ORT session: a row lookup per token, on the
   // calling thread; everything else on its own worker thread unless told otherwise
   const embedOnly = range.start === range.end && !range.head;
+  const thread: ComputeThread = embedOnly || opts.computeThread === 'main' ? 'main' : 'worker';
   const w: EngineCaller<WorkerRequest> =
-    embedOnly || opts.computeThread === 'main'
+    thread === 'main'
       ? new InThreadCaller(ortHandler)
       : new EngineWorkerClient<WorkerRequest>(new URL('./worker.js', import.meta.url), 'ORT worker');
   w.onProgress = opts.onProgress;
@@ -130,7 +132,7 @@ export async function createOrtStage(src: WeightSource, range: StageRange, opts:
     const kvTokens = opts.kvBudgetBytes === undefined ? undefined : Math.floor((opts.kvBudgetBytes * (1 - LANE_SHARE)) / kvBytesPerToken);
     const capacity: StageCapacity | undefined =
       kvBytesPerToken === 0 ? undefined : { ...(kvTokens === undefined ? {} : { kvTokens }), chunkTokens: STD_CHUNK, kvBytesPerToken };
-    return new OrtStageImpl(w, c, { ...range }, profile, maxContext, info, path, capacity);
+    return new OrtStageImpl(w, c, { ...range }, profile, maxContext, info, path, capacity, thread);
   } catch (e) {
     await w.terminate();
     throw e;
@@ -193,6 +195,7 @@ class OrtStageImpl implements OrtStage {
     readonly loadInfo: LoadInfo,
     readonly attention: AttentionPath,
     readonly capacity: StageCapacity | undefined,
+    readonly computeThread: ComputeThread,
   ) {}
 
   sessionLength(sessionId: string): number {
