@@ -23,7 +23,10 @@
 // default the gateway sends the next steps meanwhile (up to PIPELINE_DEPTH tokens held).
 // Also the hops' own queue time (receive → compute start: decoding, the commitment, waiting for
 // the CPU) and send time (serialising the output), summed over the hops, and the CPU the three
-// node processes spent per step (/proc, all their threads), per swarm.
+// node processes spent per step (/proc, all their threads), per swarm; and how many cores the
+// nodes and this process (the gateway) kept busy while decoding (their CPU from a generation's
+// first token until it returned, over that wall time): near the machine's core count, a hop's message
+// waits for a CPU as well as for the wire.
 //
 // --b-env K=V,… replaces 'serial' with 'on-b': another accountable swarm whose nodes get these
 // environment variables (e.g. ODSI_CRYPTO_WORKER=1), interleaved with the others: an A/B of a
@@ -229,18 +232,37 @@ async function main(): Promise<void> {
     } as Record<Variant, { gw: Gateway; pids: number[] }>;
     const on = onSwarm.gw;
     const nodeCpu = perVariant(() => ({ ms: 0, steps: 0 }));
+    /** CPU of the nodes and of this process (the gateway, and the bench's own bookkeeping) while decoding, and the decode's wall time */
+    const decodeLoad = perVariant(() => ({ nodeMs: 0, gatewayMs: 0, wallMs: 0 }));
+    const ownCpuMs = () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
     const cpuOf = (pids: number[]) => pids.reduce((a, pid) => a + cpuMsOf(pid), 0);
     const prompt = on.tokenizer.encode('Once upon a time, there was a little', { addBos: on.addBos });
-    const run = async (gw: Gateway): Promise<StepSample[]> => {
+    /** one greedy generation; with `load`, the CPU and wall time from its first token until it returned are added there */
+    const run = async (
+      gw: Gateway,
+      load?: { pids: number[]; into: { nodeMs: number; gatewayMs: number; wallMs: number } },
+    ): Promise<StepSample[]> => {
       const steps: StepSample[] = [];
+      const mark = () => ({ nodeMs: load ? cpuOf(load.pids) : 0, gatewayMs: ownCpuMs(), at: performance.now() });
+      let from: ReturnType<typeof mark> | undefined;
       await gw.run({
         promptIds: prompt,
         maxTokens: TOKENS,
         sampling: { temperature: 0 },
         onToken: (t) => {
           if (t.step > 0) steps.push(stepSample(t.timeline));
+          if (load && !from) from = mark();
         },
       });
+      if (load && from) {
+        const to = mark();
+        load.into.nodeMs += to.nodeMs - from.nodeMs;
+        load.into.gatewayMs += to.gatewayMs - from.gatewayMs;
+        load.into.wallMs += to.at - from.at;
+      }
       return steps;
     };
     // warm-up: the first generations after start-up are about twice as slow per hop (V8 has not
@@ -271,7 +293,7 @@ async function main(): Promise<void> {
         const which = VARIANTS[(i + r) % VARIANTS.length]!;
         const pids = of[which].pids;
         const cpu0 = cpuOf(pids);
-        const s = await run(of[which].gw);
+        const s = await run(of[which].gw, { pids, into: decodeLoad[which] });
         nodeCpu[which].ms += cpuOf(pids) - cpu0;
         nodeCpu[which].steps += s.length + 1; // the decode steps and the prefill
         got[which].push(...s);
@@ -297,6 +319,11 @@ async function main(): Promise<void> {
     };
     const res = perVariant((v) => summary(got[v]));
     const nodeCpuMsPerStep = perVariant((v) => Math.round((nodeCpu[v].ms / nodeCpu[v].steps) * 1000) / 1000);
+    // while decoding, how many of the machine's cores the swarm kept busy (nodes' and gateway's CPU over wall time)
+    const decodeCoresBusy = perVariant(
+      (v) => Math.round(((decodeLoad[v].nodeMs + decodeLoad[v].gatewayMs) / decodeLoad[v].wallMs) * 100) / 100,
+    );
+    const decodeGatewayShare = perVariant((v) => Math.round((decodeLoad[v].gatewayMs / decodeLoad[v].wallMs) * 100) / 100);
     const targets = [
       {
         what: 'per-hop overhead median, accountability on (ms)',
@@ -360,6 +387,9 @@ async function main(): Promise<void> {
     console.log(
       `node CPU per step (${HOPS} node processes, all threads, /proc): ${VARIANTS.map((v) => `${v} ${nodeCpuMsPerStep[v]}`).join(', ')} ms`,
     );
+    console.log(
+      `cores kept busy while decoding (nodes' + gateway's CPU / wall, of ${machine.cores}): ${VARIANTS.map((v) => `${v} ${decodeCoresBusy[v]} (gateway ${decodeGatewayShare[v]})`).join(', ')}`,
+    );
     for (const t of targets) console.log(`target ${t.what} ≤ ${t.target}: ${t.value} ${t.met ? 'met' : 'MISSED'}`);
     if (profile) {
       console.log('\nnode CPU (accountability on), self time by file, top entries:');
@@ -387,6 +417,8 @@ async function main(): Promise<void> {
       },
       ...res,
       nodeCpuMsPerStep,
+      decodeCoresBusy,
+      decodeGatewayCoresBusy: decodeGatewayShare,
       perRoundMedianPerHopMs: perRound,
       coldMedianPerHopMs: cold,
       warmupMedianPerHopMs: warmupCurve,
