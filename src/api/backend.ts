@@ -67,8 +67,14 @@ export interface TokenTimeline {
   step: number;
   /** the generated token id */
   token: number;
-  /** wall time of the step at the client of the pipeline, ms */
+  /** time since the previous token was released to the client of the pipeline (this token's share of the generation's wall time), ms */
   stepMs: number;
+  /**
+   * this step's own round trip over its remote route(s), STEP sent → RESULT in, ms (absent when
+   * every stage is in-process). With receipts pipelined, tokens are released when their receipts
+   * verified, so stepMs can be longer or shorter than this step took; routeMs is what it took.
+   */
+  routeMs?: number;
   hops: TimelineHop[];
 }
 

@@ -19,6 +19,7 @@ import { Gateway, WAVE_WAIT_MS } from '../gateway/gateway.js';
 import type { RouteCandidate } from '../routing/router.js';
 import { LocalSwarm } from '../node/local-swarm.js';
 import { Dashboard } from '../dashboard/hub.js';
+import { stepView } from '../dashboard/requests.js';
 import { mountDashboard } from '../dashboard/http.js';
 import { computeThreadOption, gatewayAccountabilityConfig } from './config.js'; // accountability
 import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
@@ -427,25 +428,21 @@ function printTimeline(timeline: TokenTimeline[], swarm: LocalSwarm, gw: Gateway
   const name = new Map(swarm.nodes.map((nd, i) => [nd.peerId, `n${i + 1}`]));
   out('');
   out(
-    'per-token timeline (ms): step, token, step total | per hop: node[layers] c=compute q=queued s=send (slack = budget left), then gateway compute and wire = the rest (links, framing, scheduling)',
+    'per-token timeline (ms): step, token, step total (since the previous token) | per hop: node[layers] c=compute q=queued s=send (slack = budget left), then gateway compute, wire = the step\'s round trip less the hops\' time (links, framing, scheduling) and held = how long after its step the token was released (its receipts\' check, the pipelining)',
   );
   for (const t of timeline) {
     const piece = JSON.stringify(gw.tokenizer.decode([t.token], { atStart: false })).slice(0, 12);
-    const hops = t.hops
-      .filter((h) => h.role === 'layers')
+    const v = stepView(t); // the split the dashboard's waterfall shows
+    const hops = v.hops
       .map(
         (h) =>
-          `${name.get(h.node) ?? short(h.node)}[${h.start}:${h.end}] c${h.computeMs.toFixed(2)} q${(h.queueMs ?? 0).toFixed(2)} s${(h.sendMs ?? 0).toFixed(2)}` +
-          (h.budgetInMs === undefined || h.budgetInMs < 0 || h.slackMs === undefined ? '' : ` slack ${h.slackMs.toFixed(1)}`),
+          `${name.get(h.peerId) ?? short(h.peerId)}[${h.start}:${h.end}] c${h.computeMs.toFixed(2)} q${h.queueMs.toFixed(2)} s${h.sendMs.toFixed(2)}` +
+          (h.slackMs === undefined ? '' : ` slack ${h.slackMs.toFixed(1)}`),
       )
       .join('  ');
-    const local = t.hops.filter((h) => h.role !== 'layers').reduce((a, h) => a + h.computeMs, 0);
-    // what the hops do not account for: links, framing, scheduling (step 0 is the prefill's tail)
-    const inHops = t.hops.filter((h) => h.role === 'layers').reduce((a, h) => a + (h.queueMs ?? 0) + h.computeMs + (h.sendMs ?? 0), 0);
-    const wire = t.step > 0 ? `  wire ${Math.max(0, t.stepMs - inHops - local).toFixed(2)}` : '';
-    out(
-      `  ${String(t.step).padStart(4)}  ${piece.padEnd(12)} ${t.stepMs.toFixed(2).padStart(7)} | ${hops}  gateway ${local.toFixed(2)}${wire}`,
-    );
+    // step 0 is the prefill's tail: its wall time holds the whole prompt
+    const rest = t.step > 0 ? `  wire ${v.wireMs.toFixed(2)}${t.routeMs !== undefined ? `  held ${v.heldMs.toFixed(2)}` : ''}` : '';
+    out(`  ${String(t.step).padStart(4)}  ${piece.padEnd(12)} ${t.stepMs.toFixed(2).padStart(7)} | ${hops}  gateway ${v.gatewayMs.toFixed(2)}${rest}`);
   }
   const decode = timeline.slice(1).reduce((a, t) => a + t.stepMs, 0);
   out('');

@@ -175,9 +175,13 @@ export function stepView(t: TokenTimeline): StepView {
     }));
   const gatewayMs = t.hops.filter((h) => h.role !== 'layers').reduce((a, h) => a + h.computeMs, 0);
   const inHops = hops.reduce((a, h) => a + h.queueMs + h.computeMs + h.sendMs, 0);
-  // step 0 is the prefill's tail: its wall time holds the whole prompt, not one token's wire
-  const wireMs = t.step > 0 ? Math.max(0, t.stepMs - inHops - gatewayMs) : 0;
-  return { step: t.step, stepMs: t.stepMs, hops, gatewayMs: round(gatewayMs), wireMs: round(wireMs) };
+  // step 0 is the prefill's tail: its wall time holds the whole prompt, not one token's wire.
+  // With the route's round trip the split is the step's own; without it, the token's interval
+  // (which, with receipts pipelined, can be shorter or longer than its step took) is split
+  const own = t.routeMs !== undefined && t.step > 0;
+  const wireMs = t.step === 0 ? 0 : own ? Math.max(0, t.routeMs! - inHops) : Math.max(0, t.stepMs - inHops - gatewayMs);
+  const heldMs = own ? Math.max(0, t.stepMs - t.routeMs! - gatewayMs) : 0;
+  return { step: t.step, stepMs: t.stepMs, hops, gatewayMs: round(gatewayMs), wireMs: round(wireMs), heldMs: round(heldMs) };
 }
 
 const hopsText = (hs: HopRef[]) => hs.map((h) => `…${h.peerId.slice(-6)}[${h.start}:${h.end}]`).join(' ');

@@ -99,8 +99,13 @@ export interface StepView {
   hops: StepHop[];
   /** embedding + head at the gateway, ms */
   gatewayMs: number;
-  /** what the hops and the gateway do not account for: links, framing, scheduling */
+  /**
+   * links, framing, scheduling: the step's round trip over its route less the hops' own time
+   * (without a route's round trip: the token's wall time less the hops' and the gateway's)
+   */
   wireMs: number;
+  /** how long after its step was done (round trip and gateway) the token was released: its receipts' check, the pipelining (0 without a route's round trip) */
+  heldMs: number;
 }
 
 export interface RouteEventView {

@@ -103,6 +103,12 @@ export abstract class PipelineBackend implements Backend {
         // in-process stages finish without real I/O: give the event loop a turn per token so
         // sockets (client disconnects, other requests' streams) are served during generation
         await new Promise<void>((res) => setImmediate(res));
+        // the remote stages' own round trip for this step (several routes: their sum)
+        let routeMs: number | undefined;
+        for (const st of pipe.stages) {
+          const ms = st.routeMs(ev.pos);
+          if (ms !== undefined) routeMs = (routeMs ?? 0) + ms;
+        }
         const tok: BackendToken = {
           id: ev.id,
           text: ev.text,
@@ -115,6 +121,7 @@ export abstract class PipelineBackend implements Backend {
             token: ev.id,
             stepMs: Math.round(ev.stepMs * 1000) / 1000,
             hops: pipe.stages.flatMap((s) => s.hops(ev.pos)),
+            ...(routeMs !== undefined ? { routeMs: Math.round(routeMs * 1000) / 1000 } : {}),
           },
         };
         obs?.token(sessionId, tok);

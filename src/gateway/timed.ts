@@ -12,6 +12,8 @@ import type { HopTiming } from '../route/route-stage.js';
 interface StepRecord {
   pos: number;
   computeMs: number;
+  /** the forward's wall time here: for a remote route, STEP sent → RESULT in (a re-route on the way included) */
+  wallMs: number;
   /** a remote route's per-hop timings of that step */
   remote?: readonly HopTiming[];
 }
@@ -39,10 +41,12 @@ export class TimedStage implements Stage {
   }
 
   async forward(input: StageInput): Promise<StageOutput> {
+    const t0 = performance.now();
     const out = await this.inner.forward(input);
+    const wallMs = performance.now() - t0;
     const remote = (this.inner as { lastTimeline?: HopTiming[] }).lastTimeline;
     if (this.records.length >= KEEP) this.records.shift();
-    this.records.push({ pos: input.pos, computeMs: out.computeMs, ...(Array.isArray(remote) && remote.length ? { remote } : {}) });
+    this.records.push({ pos: input.pos, computeMs: out.computeMs, wallMs, ...(Array.isArray(remote) && remote.length ? { remote } : {}) });
     return out;
   }
 
@@ -56,10 +60,15 @@ export class TimedStage implements Stage {
     // the inner stage may be shared: its owner disposes it
   }
 
+  /** the forward at input position `pos` (default, or none remembered at `pos`: the last one) */
+  private record(pos?: number): StepRecord | undefined {
+    const last = this.records[this.records.length - 1];
+    return pos === undefined ? last : (this.records.findLast((r) => r.pos === pos) ?? last);
+  }
+
   /** this stage's share of the forward at input position `pos` (default: the last one) */
   hops(pos?: number): TimelineHop[] {
-    let rec = this.records[this.records.length - 1];
-    if (pos !== undefined) rec = this.records.findLast((r) => r.pos === pos) ?? rec;
+    const rec = this.record(pos);
     if (rec?.remote) {
       return rec.remote.map((h) => ({
         node: h.peerId,
@@ -76,6 +85,17 @@ export class TimedStage implements Stage {
     const r = this.inner.range;
     const role = r.start === r.end ? (r.embed ? 'embed' : 'head') : 'layers';
     return [{ node: this.label, start: r.start, end: r.end, role, computeMs: round(rec?.computeMs ?? 0) }];
+  }
+
+  /**
+   * The wall time of the forward at `pos` (default: the last one) when it went over a remote
+   * route: that step's own round trip, whatever the caller did with its result afterwards
+   * (a pipelined generation holds a token until its receipts verified). Undefined for an
+   * in-process stage.
+   */
+  routeMs(pos?: number): number | undefined {
+    const rec = this.record(pos);
+    return rec?.remote ? round(rec.wallMs) : undefined;
   }
 }
 

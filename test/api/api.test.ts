@@ -57,6 +57,7 @@ test('greedy completions equal the golden tokens (prompt as text and as token id
       ],
     );
     assert.ok(tl.hops.every((h: { computeMs: number }) => h.computeMs >= 0));
+    assert.equal(tl.routeMs, undefined, 'in-process stages: no route round trip');
 
     const r2 = await post(api.url, '/v1/completions', {
       model: MODEL,

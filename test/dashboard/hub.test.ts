@@ -9,7 +9,7 @@ import { createApiServer, type ApiServer } from '../../src/api/server.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { Dashboard } from '../../src/dashboard/hub.js';
 import { mountDashboard } from '../../src/dashboard/http.js';
-import { RecentRequests } from '../../src/dashboard/requests.js';
+import { RecentRequests, stepView } from '../../src/dashboard/requests.js';
 import type { BackendToken } from '../../src/api/backend.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
 
@@ -58,7 +58,9 @@ test('recent requests: bounded requests and steps, per-hop split, route events a
     ],
   );
   assert.equal(s.gatewayMs, 2);
+  // without the route's round trip: the token's interval less the hops' and the gateway's time
   assert.equal(s.wireMs, 10 - 2 - 7);
+  assert.equal(s.heldMs, 0);
   // a failure at position 5 (4 prompt tokens + 1 generated) is the request's token #2
   const v0 = r.currentVersion;
   r.routeEvent({
@@ -199,4 +201,18 @@ test('the page and its bundle at /, with a CSP; the API unchanged; unknown reque
   assert.equal((await fetch(`${url}/dashboard/api/requests/no-such-request`)).status, 404);
   assert.equal((await fetch(`${url}/dashboard/api/requests/${'x'.repeat(80)}`)).status, 404);
   assert.equal((await fetch(`${url}/v1/models`)).status, 200);
+});
+
+test('with the route’s round trip, a token’s wire is its own step’s and the rest of its interval is time held before release', () => {
+  const t = token(3, ['p1', 'p2']).timeline; // hops: 2 × (1 + 2 + 0.5) ms, gateway 2 ms
+  // released 10 ms after the token before it; its step took 8 ms over the route
+  const v = stepView({ ...t, routeMs: 8 });
+  assert.equal(v.wireMs, 8 - 7);
+  assert.equal(v.heldMs, 10 - 8 - 2);
+  // released right behind the one before it (receipts pipelined): nothing held, its wire still its own
+  const quick = stepView({ ...t, stepMs: 0.5, routeMs: 8 });
+  assert.equal(quick.wireMs, 1);
+  assert.equal(quick.heldMs, 0);
+  // the prefill's tail (step 0) has no wire of its own
+  assert.deepEqual([stepView({ ...t, step: 0, routeMs: 8 }).wireMs, stepView({ ...t, step: 0, routeMs: 8 }).heldMs], [0, 0]);
 });

@@ -93,6 +93,14 @@ test('greedy output through the swarm equals the golden tokens; timelines name t
       hops.filter((h) => h.role === 'layers').map((h) => h.node),
       sg!.swarm.nodes.map((n) => n.peerId),
     );
+    // each token's timeline carries its step's own round trip over the route, which holds every hop's own time
+    type Hop = { role: string; computeMs: number; queueMs?: number; sendMs?: number };
+    for (const t of r.json.odsi.timeline as { step: number; routeMs?: number; hops: Hop[] }[]) {
+      const inHops = t.hops
+        .filter((h) => h.role === 'layers')
+        .reduce((a, h) => a + h.computeMs + (h.queueMs ?? 0) + (h.sendMs ?? 0), 0);
+      assert.ok(t.routeMs !== undefined && t.routeMs >= inHops - 0.01, `step ${t.step}: routeMs ${t.routeMs} < hops' ${inHops}`);
+    }
     assert.ok(hops.every((h) => h.computeMs >= 0 && Number.isFinite(h.computeMs)));
   }
 });

@@ -82,7 +82,7 @@ export function hopSlots(steps: StepView[]): HopSlot[] {
 
 export const slotText = (s: HopSlot) => s.served.map((x) => `layers ${x.layers} on ${x.peerId}`).join(', then ');
 
-/** The waterfall: one row per token, per hop its queue, compute and send in order, then gateway and wire. */
+/** The waterfall: one row per token, per hop its queue, compute and send in order, then gateway, wire, and how long the token was held before release. */
 export function Waterfall(p: { steps: StepView[]; marks: Set<number> }) {
   const slots = hopSlots(p.steps);
   const labels = p.steps.map((s) => `${p.marks.has(s.step) ? '⟲ ' : ''}token #${s.step}`);
@@ -98,6 +98,7 @@ export function Waterfall(p: { steps: StepView[]; marks: Set<number> }) {
     );
   datasets.push({ label: 'gateway', data: p.steps.map((s) => s.gatewayMs), backgroundColor: '#636363', stack: 't' });
   datasets.push({ label: 'wire', data: p.steps.map((s) => s.wireMs), backgroundColor: '#bdbdbd', stack: 't' });
+  datasets.push({ label: 'held', data: p.steps.map((s) => s.heldMs), backgroundColor: '#f0f0f0', stack: 't' });
   const config: ChartConfiguration<'bar'> = {
     type: 'bar',
     data: { labels, datasets },

@@ -290,7 +290,8 @@ function RequestDetailView(p: { id: string; summary?: RequestSummary }) {
       ${d.tokens}
       tokens${d.droppedSteps ? ` (showing the last ${steps.length})` : steps.length < d.steps.length ? ` (showing the last ${steps.length})` : ''}
       · prompt ${d.promptTokens} tokens · ${d.status}${d.finishReason ? ` (${d.finishReason})` : ''} · each row is one token: per hop queue,
-      compute, send, then the gateway (embedding + head) and the wire
+      compute, send, then the gateway (embedding + head), the wire (the step's round trip less the hops' time) and how long the token was
+      held before release (its receipts' check, the pipelining)
     </p>
     <ul class="hops" aria-label="hops">
       ${slots.map(
