@@ -21,12 +21,14 @@
 // between two tokens released to the caller, and with accountability on a token is released
 // once the last hop's RECEIPTS for its step (act 1.3.0, sent after the RESULT) verified; by
 // default the gateway sends the next steps meanwhile (up to PIPELINE_DEPTH tokens held).
-// Also the hops' own queue time (receive → compute start: decoding, the commitment, waiting for
-// the CPU) and send time (serialising the output), summed over the hops, and the CPU the three
-// node processes spent per step (/proc, all their threads), per swarm; and how many cores the
-// nodes and this process (the gateway) kept busy while decoding (their CPU from a generation's
-// first token until it returned, over that wall time): near the machine's core count, a hop's message
-// waits for a CPU as well as for the wire.
+// Also the same over the step's own round trip on the route (timeline routeMs: STEP sent →
+// RESULT in, less the hops' compute, / (k + 1)), which leaves out the gateway's embed, head and
+// sampling and the wait for the token's release; the hops' own queue time (receive → compute
+// start: decoding, the commitment, waiting for the CPU) and send time (serialising the output),
+// summed over the hops; the CPU the three node processes spent per step (/proc, all their
+// threads), per swarm; and how many cores the nodes and this process (the gateway) kept busy
+// while decoding (their CPU from a generation's first token until it returned, over that wall
+// time): near the machine's core count, a hop's message waits for a CPU as well as for the wire.
 //
 // --b-env K=V,… replaces 'serial' with 'on-b': another accountable swarm whose nodes get these
 // environment variables (e.g. ODSI_CRYPTO_WORKER=1), interleaved with the others: an A/B of a
@@ -315,6 +317,9 @@ async function main(): Promise<void> {
         // what is left per transfer after the hops' own queue and send time: the wire (encode,
         // Noise, Yamux, loopback TCP, decode) and the gateway's receipt check and sampling
         restPerTransferMs: dist(xs.map((x) => (x.stepMs - x.computeMs - x.hopQueueMs - x.hopSendMs) / (x.hops + 1))),
+        // the same over the step's own round trip on the route (STEP sent → RESULT in): without the
+        // gateway's embed, head and sampling and without the wait for the token's release (its receipts)
+        perHopOverRouteMs: dist(xs.filter((x) => x.routeMs !== undefined).map((x) => (x.routeMs! - x.hopComputeMs) / (x.hops + 1))),
       };
     };
     const res = perVariant((v) => summary(got[v]));
@@ -381,6 +386,7 @@ async function main(): Promise<void> {
           row('hop queue, per hop', (s) => s.hopQueueMsPerHop),
           row('hop send, per hop', (s) => s.hopSendMsPerHop),
           row('rest per transfer', (s) => s.restPerTransferMs),
+          row('per hop, route round trip only', (s) => s.perHopOverRouteMs),
         ],
       ),
     );

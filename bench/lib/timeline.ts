@@ -1,6 +1,6 @@
 // Per-token timelines from the gateway (GatewayToken.timeline): the step's wall time at the
-// gateway against the compute every stage reported, and the quantiles the token-path targets
-// are stated in.
+// gateway (and its own round trip over the route) against the compute every stage reported,
+// and the quantiles the token-path targets are stated in.
 import type { TokenTimeline } from '../../src/api/backend.js';
 
 export interface StepSample {
@@ -17,6 +17,8 @@ export interface StepSample {
   hopSendMs: number;
   /** remote hops in the step */
   hops: number;
+  /** the step's own round trip over its route (STEP sent → RESULT in), ms; undefined without a route */
+  routeMs?: number;
 }
 
 export function stepSample(t: TokenTimeline): StepSample {
@@ -30,6 +32,7 @@ export function stepSample(t: TokenTimeline): StepSample {
     hopQueueMs: sum(layers.map((h) => h.queueMs ?? 0)),
     hopSendMs: sum(layers.map((h) => h.sendMs ?? 0)),
     hops: layers.length,
+    ...(t.routeMs !== undefined ? { routeMs: t.routeMs } : {}),
   };
 }
 
