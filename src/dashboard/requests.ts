@@ -178,9 +178,9 @@ export function stepView(t: TokenTimeline): StepView {
   // step 0 is the prefill's tail: its wall time holds the whole prompt, not one token's wire.
   // With the route's round trip the split is the step's own; without it, the token's interval
   // (which, with receipts pipelined, can be shorter or longer than its step took) is split
-  const own = t.routeMs !== undefined && t.step > 0;
-  const wireMs = t.step === 0 ? 0 : own ? Math.max(0, t.routeMs! - inHops) : Math.max(0, t.stepMs - inHops - gatewayMs);
-  const heldMs = own ? Math.max(0, t.stepMs - t.routeMs! - gatewayMs) : 0;
+  const route = t.step > 0 ? t.routeMs : undefined;
+  const wireMs = t.step === 0 ? 0 : Math.max(0, (route ?? t.stepMs - gatewayMs) - inHops);
+  const heldMs = route === undefined ? 0 : Math.max(0, t.stepMs - route - gatewayMs);
   return { step: t.step, stepMs: t.stepMs, hops, gatewayMs: round(gatewayMs), wireMs: round(wireMs), heldMs: round(heldMs) };
 }
 

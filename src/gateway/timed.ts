@@ -91,11 +91,11 @@ export class TimedStage implements Stage {
    * The wall time of the forward at `pos` (default: the last one) when it went over a remote
    * route: that step's own round trip, whatever the caller did with its result afterwards
    * (a pipelined generation holds a token until its receipts verified). Undefined for an
-   * in-process stage.
+   * in-process stage. Unrounded: the caller rounds what it shows.
    */
   routeMs(pos?: number): number | undefined {
     const rec = this.record(pos);
-    return rec?.remote ? round(rec.wallMs) : undefined;
+    return rec?.remote ? rec.wallMs : undefined;
   }
 }
 

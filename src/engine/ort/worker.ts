@@ -5,8 +5,6 @@
 import { parentPort } from 'node:worker_threads';
 import { ortHandler, type WorkerRequest } from './handler.js';
 
-export type { WorkerRequest } from './handler.js';
-
 const port = parentPort;
 if (!port) throw new Error('worker.ts must run as a worker thread');
 
