@@ -3,7 +3,7 @@
 // p99 per hop with accountability on).
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/hop-overhead.js [--model FILE] [--engine reference|ort|llama]
-//        [--rounds 6] [--warmup 16] [--hops 3] [--b-env K=V,…] [--b-compute-thread main] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
+//        [--rounds 6] [--warmup 16] [--hops 3] [--compute-thread worker|main] [--b-env K=V,…] [--b-compute-thread main] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
 //
 // Two identical 3-node (--hops) swarms of real `odsi node` processes on 127.0.0.1 (default stories260K,
 // where compute is ~0.1 ms per hop, so what is left is overhead): one with receipts signed per
@@ -29,6 +29,9 @@
 // threads), per swarm; and how many cores the nodes and this process (the gateway) kept busy
 // while decoding (their CPU from a generation's first token until it returned, over that wall
 // time): near the machine's core count, a hop's message waits for a CPU as well as for the wire.
+//
+// --compute-thread worker|main: where every swarm's nodes and gateway head compute (default: the
+// worker, as `odsi node`); main shows what the calling thread saves with accountability off too.
 //
 // --b-env K=V,… replaces 'serial' with 'on-b': another accountable swarm whose nodes get these
 // environment variables (e.g. ODSI_CRYPTO_WORKER=1), interleaved with the others: an A/B of a
@@ -63,6 +66,7 @@ const { values: args } = parseArgs({
     warmup: { type: 'string', default: '16' },
     hops: { type: 'string', default: '3' },
     'b-env': { type: 'string' },
+    'compute-thread': { type: 'string' },
     'b-compute-thread': { type: 'string' },
     tokens: { type: 'string', default: '48' },
     profile: { type: 'boolean', default: false },
@@ -80,10 +84,15 @@ const B_ENV: Record<string, string> | undefined = args['b-env']
       }),
     )
   : undefined;
+const threadArg = (flag: string): ComputeThread | undefined => {
+  const v = args[flag as 'compute-thread' | 'b-compute-thread'];
+  if (v !== undefined && v !== 'worker' && v !== 'main') throw new Error(`--${flag}: worker or main, got ${v}`);
+  return v;
+};
+/** --compute-thread worker|main: where the nodes' engine and the gateway's LM head compute in every swarm (StageOptions.computeThread) */
+const THREAD = threadArg('compute-thread');
 /** --b-compute-thread worker|main: variant 'on-b', an accountable swarm whose nodes and gateway head compute on that thread (StageOptions.computeThread) */
-const B_THREAD = args['b-compute-thread'] as ComputeThread | undefined;
-if (B_THREAD !== undefined && B_THREAD !== 'worker' && B_THREAD !== 'main')
-  throw new Error(`--b-compute-thread: worker or main, got ${String(B_THREAD)}`);
+const B_THREAD = threadArg('b-compute-thread');
 const B = !!B_ENV || !!B_THREAD;
 type Variant = 'on' | 'serial' | 'off' | 'on-b';
 /**
@@ -177,7 +186,7 @@ async function main(): Promise<void> {
     const swarm = async (
       on: boolean,
       extraEnv: Record<string, string> = {},
-      computeThread?: ComputeThread,
+      computeThread: ComputeThread | undefined = THREAD,
     ): Promise<{ gw: Gateway; pids: number[] }> => {
       const ns = await Promise.all(
         ranges.map((range) =>
@@ -218,13 +227,14 @@ async function main(): Promise<void> {
       : await Gateway.start({
           modelPath: MODEL,
           engine: ENGINE,
+          computeThread: THREAD,
           peers: nodes.slice(0, HOPS).map((n) => n.candidate(1)),
           accountability: { enabled: true, auditRate: 0 },
           pipelineDepth: 0,
         });
     if (serial) gateways.push(serial);
     const offSwarm = await swarm(false);
-    const bSwarm = B ? await swarm(true, B_ENV ?? {}, B_THREAD) : undefined;
+    const bSwarm = B ? await swarm(true, B_ENV ?? {}, B_THREAD ?? THREAD) : undefined;
     // each variant's gateway, and its node processes (CPU of all their threads: main, crypto worker, engine)
     const of = {
       on: onSwarm,
@@ -404,7 +414,7 @@ async function main(): Promise<void> {
       for (const p of ownFunctions!.slice(0, 15)) console.log(`  ${(p.share * 100).toFixed(2).padStart(5)} %  ${p.selfMs} ms  ${p.fn}`);
     }
     writeResult(OUT, {
-      what: `per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a ${HOPS}-node loopback swarm, from the gateway per-token timelines, accountability on (receipts pipelined, the gateway default), on with serial release (pipelineDepth 0: each step sent once the previous one receipts verified) and off${B_ENV ? `, and on with the nodes' environment ${args['b-env']} (on-b)` : ''}${B_THREAD ? `, and on with the nodes' engine and the gateway's head computing on the ${B_THREAD} thread (on-b)` : ''}, interleaved, no audits`,
+      what: `per-hop overhead of a decode step ((step wall − Σ compute) / (k+1)) on a ${HOPS}-node loopback swarm, from the gateway per-token timelines, accountability on (receipts pipelined, the gateway default), on with serial release (pipelineDepth 0: each step sent once the previous one receipts verified) and off${THREAD ? `, nodes and gateway head computing on the ${THREAD} thread` : ''}${B_ENV ? `, and on with the nodes' environment ${args['b-env']} (on-b)` : ''}${B_THREAD ? `, and on with the nodes' engine and the gateway's head computing on the ${B_THREAD} thread (on-b)` : ''}, interleaved, no audits`,
       note: `real odsi node processes on 127.0.0.1 sharing this machine's ${machine.cores} cores with the gateway and with other jobs (see loadAvg)`,
       machine,
       loadAvgAtEnd: machineAfter.loadAvg,
@@ -416,6 +426,7 @@ async function main(): Promise<void> {
         rounds: ROUNDS,
         warmup: WARMUP,
         hops: HOPS,
+        computeThread: THREAD ?? 'worker',
         bEnv: B_ENV,
         bComputeThread: B_THREAD,
         tokens: TOKENS,
