@@ -208,7 +208,9 @@ async function main(): Promise<void> {
       engine,
       modelId,
       readyTimeoutMs: 600_000,
-      extraArgs: ['--threads', String(threads), '--bench-tokens', '0'],
+      // the prefill transfer below is one STEP of --prefill tokens: the nodes must take a step that
+      // long (a node's default, 128 tokens, bounds what a peer makes it buffer per stream)
+      extraArgs: ['--threads', String(threads), '--bench-tokens', '0', '--max-step-tokens', String(Math.max(prefillTokens, PROMPT_TOKENS))],
     });
     const swarmStartMs = performance.now() - t0;
     console.log(

@@ -10,6 +10,7 @@ import { createStage } from '../engine/create.js';
 import { deploymentDomain } from '../accountability/records/wire.js';
 import { runConformance, type RuleResult } from '../conformance/kit.js';
 import { buildVectors, vectorsJson } from '../conformance/vectors.js';
+import { parseInteger } from './numbers.js';
 
 interface Opts {
   target: string;
@@ -38,13 +39,8 @@ export function register(program: Command): void {
     )
     .action(async (o: Opts) => {
       if (!o.target || !o.model) throw new Error('--target and --model are required (or use `odsi conformance vectors`)');
-      const positive = (name: string, v: string): number => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${v}"`);
-        return n;
-      };
-      const waitMs = positive('--wait-ms', o.waitMs);
-      const concurrency = positive('--concurrency', o.concurrency);
+      const waitMs = parseInteger('--wait-ms', o.waitMs, { min: 1 });
+      const concurrency = parseInteger('--concurrency', o.concurrency, { min: 1 });
       const src = openModel(o.model);
       const c = src.config;
       const modelId = o.modelId ?? modelIdentity(src).modelId;

@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { splitLayers } from '../engine/create.js';
 import type { ComputeThread } from '../engine/types.js';
 import { modelIdentity } from '../model/identity.js';
@@ -22,6 +22,7 @@ import { Dashboard } from '../dashboard/hub.js';
 import { stepView } from '../dashboard/requests.js';
 import { mountDashboard } from '../dashboard/http.js';
 import { computeThreadOption, gatewayAccountabilityConfig } from './config.js'; // accountability
+import { PORT, integerOption, numberOption } from './numbers.js';
 import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
 import { openDemoLedger } from './demo-ledger.js'; // ledger
 import type { LedgerStatus } from '../ledger/ledger.js'; // ledger
@@ -57,67 +58,50 @@ interface DemoOptions {
   waveWaitMs: number;
 }
 
-const int =
-  (name: string, min: number) =>
-  (v: string): number => {
-    const n = Number(v);
-    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min)
-      throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-    return n;
-  };
-
 export function register(program: Command): void {
   program
     .command('demo')
     .description('run a local swarm (N node processes + gateway) and generate through it')
     .option('-m, --model <path>', "model file or HF directory (default: a synthetic 'tiny' model; its text is meaningless)")
-    .option('--nodes <n>', 'number of node processes', int('--nodes', 1), 3)
+    .option('--nodes <n>', 'number of node processes', integerOption('--nodes', { min: 1 }), 3)
     .option('--layers <a:b...>', 'explicit layer range per node (default: an even split)')
     .option('-p, --prompt <text>', 'prompt', 'Once upon a time')
-    .option('-n, --max-tokens <n>', 'tokens to generate', int('--max-tokens', 1), 32)
+    .option('-n, --max-tokens <n>', 'tokens to generate', integerOption('--max-tokens', { min: 1 }), 32)
     .option(
       '-t, --temperature <t>',
       'sampling temperature (0 = greedy)',
-      (v) => {
-        const n = Number(v);
-        if (!Number.isFinite(n) || n < 0 || n > 2) throw new InvalidArgumentError('--temperature must be in [0, 2]');
-        return n;
-      },
+      numberOption('--temperature', { min: 0, max: 2 }),
       0,
     )
-    .option('-s, --seed <n>', 'sampling seed', int('--seed', 0))
+    .option('-s, --seed <n>', 'sampling seed', integerOption('--seed', { min: 0 }))
     .option('--engine <ort|reference|llama>', 'engine of the nodes and the gateway', 'reference')
     .addOption(computeThreadOption("the nodes' engines and the gateway's LM head (ort, llama)"))
-    .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', int('--deadline-ms', 1))
-    .option('--route-timeout-ms <n>', 'how long to wait for the swarm to cover every layer', int('--route-timeout-ms', 1), 30_000)
+    .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', integerOption('--deadline-ms', { min: 1 }))
+    .option('--route-timeout-ms <n>', 'how long to wait for the swarm to cover every layer', integerOption('--route-timeout-ms', { min: 1 }), 30_000)
     .option('--json', 'print one JSON object (text, tokens, prompt_tokens, timeline, nodes)')
     .option('--serve', 'after the prompt, keep the swarm and an OpenAI-compatible API (and the web dashboard at /) running')
     .option('--no-dashboard', 'with --serve: do not serve the web dashboard')
-    .option('--port <n>', 'API port with --serve (0 = any)', int('--port', 0), 8080)
-    .option('--max-concurrent <n>', 'with --serve: requests generated at once before answering 503', int('--max-concurrent', 1), 64)
+    .option('--port <n>', 'API port with --serve (0 = any)', integerOption('--port', PORT), 8080)
+    .option('--max-concurrent <n>', 'with --serve: requests generated at once before answering 503', integerOption('--max-concurrent', { min: 1 }), 64)
     .option(
       '--max-connections <n>',
       'with --serve: open HTTP connections; further ones are closed at once',
-      int('--max-connections', 1),
+      integerOption('--max-connections', { min: 1 }),
       256,
     )
     .option(
       '--request-timeout-ms <n>',
       'with --serve: a request must arrive within this; slower clients are cut off',
-      int('--request-timeout-ms', 1),
+      integerOption('--request-timeout-ms', { min: 1 }),
       30_000,
     )
     // accountability: share of each node's steps re-executed by the gateway's referee
-    .option('--audit-rate <p>', 'audit rate per node step in [0, 1] (selective redundancy)', (v) => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('--audit-rate must be in [0, 1]');
-      return n;
-    })
+    .option('--audit-rate <p>', 'audit rate per node step in [0, 1] (selective redundancy)', numberOption('--audit-rate', { min: 0, max: 1 }))
     .option('--no-waves', "decode steps go into the route as they come, not in waves (waves are the default here: the demo's nodes share this machine's cores)")
-    .option('--wave-wait-ms <n>', "how long a wave waits for the last wave's stragglers once the route is empty", int('--wave-wait-ms', 0), WAVE_WAIT_MS)
+    .option('--wave-wait-ms <n>', "how long a wave waits for the last wave's stragglers once the route is empty", integerOption('--wave-wait-ms', { min: 0 }), WAVE_WAIT_MS)
     .option('--node-metrics', 'every node serves Prometheus metrics on a free port (listed with the nodes)') // ops
     // fault-tolerance: replicated ranges and per-node fault injection
-    .option('--replicas <r>', 'serve every layer range with R nodes (spares to re-route to)', int('--replicas', 1), 1)
+    .option('--replicas <r>', 'serve every layer range with R nodes (spares to re-route to)', integerOption('--replicas', { min: 1 }), 1)
     .option(
       '--fault <i:spec>',
       'inject a fault into node i (0-based), e.g. 1:crash@10, 0:stall@5, 2:delay:50; needs ODSI_ALLOW_FAULTS=1',

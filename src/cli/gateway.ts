@@ -9,6 +9,7 @@ import { Gateway, WAVE_WAIT_MS } from '../gateway/gateway.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
 import { computeThreadOption, gatewayAccountabilityConfig } from './config.js';
+import { PORT, integerOption, numberOption } from './numbers.js';
 import type { ComputeThread } from '../engine/types.js';
 import { loadOrCreateIdentity } from '../node/run.js';
 import { pino } from 'pino';
@@ -19,35 +20,31 @@ export function register(program: Command): void {
     .command('gateway')
     .description('serve an OpenAI-compatible API backed by a swarm of odsi nodes')
     .requiredOption('--model <path>', 'model file or HF directory (the gateway loads only tokenizer, embedding and LM head)')
-    .option('--port <n>', 'HTTP port (0 = any free port)', intArg, 8080)
+    .option('--port <n>', 'HTTP port (0 = any free port)', integerOption('--port', PORT), 8080)
     .option('--host <addr>', 'HTTP listen address', '127.0.0.1')
     .option('--bootstrap <multiaddr...>', 'swarm members to join through (with /p2p/<peer id>)', [])
     .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/0'])
-    .option('--deadline-ms <n>', 'default per-token deadline budget for routes (ms)', intArg)
+    .option('--deadline-ms <n>', 'default per-token deadline budget for routes (ms)', integerOption('--deadline-ms', { min: 1 }))
     .option('--engine <kind>', 'engine for the embedding/head stages: reference | ort', 'reference')
     .addOption(computeThreadOption('the LM head (ort)'))
-    .option('--stream-spares <n>', 'negotiated activation streams kept ready to each first hop just used (saves a round trip per request; 0 = none)', intArg, DEFAULT_STREAM_SPARES.spares)
+    .option('--stream-spares <n>', 'negotiated activation streams kept ready to each first hop just used (saves a round trip per request; 0 = none)', integerOption('--stream-spares', { min: 0 }), DEFAULT_STREAM_SPARES.spares)
     .option(
       '--waves [ms]',
       `decode steps of the sessions sharing a route enter it together, one wave per round, waiting at most ms (default ${WAVE_WAIT_MS}) for the last wave's stragglers: for nodes that share cores`,
-      (v: string) => {
-        const n = Number(v);
-        if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('--waves takes a whole number of ms');
-        return n;
-      },
+      integerOption('--waves', { min: 0 }),
     )
-    .option('--wait-route-ms <n>', 'wait up to this long for a route over every layer before reporting ready', intArg, 0)
+    .option('--wait-route-ms <n>', 'wait up to this long for a route over every layer before reporting ready', integerOption('--wait-route-ms', { min: 0 }), 0)
     .option('--identity <file>', 'gateway key: raw hex secret or v3 keystore (ODSI_PASSPHRASE); created if absent (default: a fresh key)')
-    .option('--max-concurrent <n>', 'requests generated at once before answering 503', intArg, 64)
-    .option('--max-connections <n>', 'open HTTP connections; further ones are closed at once', intArg, 256)
-    .option('--max-body-bytes <n>', 'largest request body (bytes); larger ones get 413', intArg, 2 * 1024 * 1024)
-    .option('--request-timeout-ms <n>', 'a request (headers and body) must arrive within this; slower clients are cut off', intArg, 30_000)
-    .option('--headers-timeout-ms <n>', 'request headers must arrive within this', intArg, 10_000)
-    .option('--idle-timeout-ms <n>', 'a connection with no traffic either way is closed after this', intArg, 300_000)
+    .option('--max-concurrent <n>', 'requests generated at once before answering 503', integerOption('--max-concurrent', { min: 1 }), 64)
+    .option('--max-connections <n>', 'open HTTP connections; further ones are closed at once', integerOption('--max-connections', { min: 1 }), 256)
+    .option('--max-body-bytes <n>', 'largest request body (bytes); larger ones get 413', integerOption('--max-body-bytes', { min: 1 }), 2 * 1024 * 1024)
+    .option('--request-timeout-ms <n>', 'a request (headers and body) must arrive within this; slower clients are cut off', integerOption('--request-timeout-ms', { min: 1 }), 30_000)
+    .option('--headers-timeout-ms <n>', 'request headers must arrive within this', integerOption('--headers-timeout-ms', { min: 1 }), 10_000)
+    .option('--idle-timeout-ms <n>', 'a connection with no traffic either way is closed after this', integerOption('--idle-timeout-ms', { min: 1 }), 300_000)
     .option(
       '--audit-rate <p>',
       "accountability: share of each node's steps re-executed by another node of the same layers, in [0, 1] (default ODSI_AUDIT_RATE or 0); rates ≥ 0.5 hold each step until its verdict, lower ones audit in the background",
-      rateArg,
+      numberOption('--audit-rate', { min: 0, max: 1 }),
     )
     .option(
       '--audit-reputation',
@@ -62,10 +59,10 @@ export function register(program: Command): void {
       `when to fall back, comma-separated: ${FALLBACK_REASONS.join(',')} (default: all; failure = a route failing mid-generation beyond repair)`,
       whenArg,
     )
-    .option('--fallback-timeout-ms <n>', 'fallback upstream request time-out (ms)', intArg, 120_000)
+    .option('--fallback-timeout-ms <n>', 'fallback upstream request time-out (ms)', integerOption('--fallback-timeout-ms', { min: 1 }), 120_000)
     .option('--ledger <spec>', 'ledger for evidence, per-epoch payments and reputation, and stake-aware routing: sqlite:PATH | evm:RPC_URL@ADDRESS')
     .option('--ledger-account <address>', 'with --ledger: the client account requests are charged to (default: the gateway\'s own address)')
-    .option('--epoch-ms <n>', 'with --ledger: settle payments and publish reputation this often (ms)', intArg, 60_000)
+    .option('--epoch-ms <n>', 'with --ledger: settle payments and publish reputation this often (ms)', integerOption('--epoch-ms', { min: 0 }), 60_000)
     .action(
       async (o: {
         ledger?: string;
@@ -190,12 +187,6 @@ export function register(program: Command): void {
     );
 }
 
-function intArg(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got '${v}'`);
-  return n;
-}
-
 function whenArg(v: string): FallbackReason[] {
   const out = v
     .split(',')
@@ -206,10 +197,4 @@ function whenArg(v: string): FallbackReason[] {
       throw new InvalidArgumentError(`unknown reason '${w}'; use ${FALLBACK_REASONS.join(', ')}`);
   if (!out.length) throw new InvalidArgumentError('name at least one reason');
   return out as FallbackReason[];
-}
-
-function rateArg(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('must be a number in [0, 1]');
-  return n;
 }

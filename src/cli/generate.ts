@@ -3,7 +3,8 @@
 
 import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { integerOption, numberOption } from './numbers.js';
 import { rangeBytes } from '../model/reads.js';
 import { loadProgress } from '../util/progress.js';
 import { openModel } from '../model/load.js';
@@ -31,22 +32,6 @@ interface GenerateCliOptions {
   json?: boolean;
 }
 
-const int =
-  (name: string, min: number) =>
-  (v: string): number => {
-    const n = Number(v);
-    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min)
-      throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-    return n;
-  };
-const num =
-  (name: string, ok: (n: number) => boolean, what: string) =>
-  (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || !ok(n)) throw new InvalidArgumentError(`${name} must be ${what}`);
-    return n;
-  };
-
 /** Opens a model (GGUF file or HF directory) with a short message when the path is wrong. */
 function openSource(path: string): WeightSource {
   if (!existsSync(path)) throw new Error(`model not found: ${path}`);
@@ -59,33 +44,33 @@ export function register(program: Command): void {
     .description('generate text with a local model split into in-process stages')
     .requiredOption('-m, --model <path>', 'model file (GGUF) or Hugging Face directory')
     .requiredOption('-p, --prompt <text>', 'prompt text')
-    .option('-n, --max-tokens <n>', 'maximum number of new tokens', int('--max-tokens', 0), 128)
+    .option('-n, --max-tokens <n>', 'maximum number of new tokens', integerOption('--max-tokens', { min: 0 }), 128)
     .option(
       '--temperature <t>',
       'sampling temperature (0 = greedy)',
-      num('--temperature', (n) => n >= 0, 'a number >= 0'),
+      numberOption('--temperature', { min: 0 }),
       0.8,
     )
-    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', int('--top-k', 0), 40)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', integerOption('--top-k', { min: 0 }), 40)
     .option(
       '--top-p <p>',
       'nucleus sampling mass (1 = off)',
-      num('--top-p', (n) => n > 0 && n <= 1, 'in (0, 1]'),
+      numberOption('--top-p', { min: 0, max: 1, aboveMin: true }),
       0.95,
     )
     .option(
       '--repeat-penalty <r>',
       'repetition penalty (1 = off)',
-      num('--repeat-penalty', (n) => n > 0, 'a number > 0'),
+      numberOption('--repeat-penalty', { min: 0, aboveMin: true }),
       1,
     )
-    .option('--repeat-last-n <n>', 'tokens the repetition penalty looks back over (-1 = all)', int('--repeat-last-n', -1), 64)
-    .option('--seed <s>', 'sampling seed (default: random, printed in the stats)', int('--seed', 0))
+    .option('--repeat-last-n <n>', 'tokens the repetition penalty looks back over (-1 = all)', integerOption('--repeat-last-n', { min: -1 }), 64)
+    .option('--seed <s>', 'sampling seed (default: random, printed in the stats)', integerOption('--seed', { min: 0 }))
     .option('--stop <s...>', 'stop strings (not included in the output)', [])
     .addOption(new Option('--engine <kind>', 'execution engine').choices(['reference', 'ort', 'llama']).default('reference'))
     .addOption(new Option('--weights <w>', 'ORT weight precision').choices(['f32', 'q8', 'q4']).default('f32'))
-    .option('--stages <k>', 'split the layers into k in-process stages', int('--stages', 1), 1)
-    .option('--threads <n>', 'engine threads (ORT intra-op, llama.cpp)', int('--threads', 1))
+    .option('--stages <k>', 'split the layers into k in-process stages', integerOption('--stages', { min: 1 }), 1)
+    .option('--threads <n>', 'engine threads (ORT intra-op, llama.cpp)', integerOption('--threads', { min: 1 }))
     .option('--json', 'print one JSON object instead of streaming text')
     .action(async (o: GenerateCliOptions) => runGenerate(o));
 }

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { generateIdentity } from '../identity/identity.js';
 import { STANDARD_SCRYPT, saveIdentity } from '../identity/keystore.js';
+import { parseInteger } from './numbers.js';
 
 /** Reads one line from the terminal without echoing it. */
 export function promptHidden(question: string): Promise<string> {
@@ -58,8 +59,8 @@ export function register(program: Command): void {
     .option('--json', 'print address and peer id as JSON')
     .addHelpText('after', '\nThe passphrase is read from ODSI_PASSPHRASE, else prompted for (not echoed).')
     .action(async (o: { out: string; force?: boolean; scryptN: string; json?: boolean }) => {
-      const n = Number(o.scryptN);
-      if (!Number.isInteger(n) || n < 2 || (n & (n - 1)) !== 0) throw new Error(`--scrypt-n must be a power of two, got ${o.scryptN}`);
+      const n = parseInteger('--scrypt-n', o.scryptN, { min: 2, max: 2 ** 30 });
+      if ((n & (n - 1)) !== 0) throw new Error(`--scrypt-n must be a power of two, got ${o.scryptN}`);
       const passphrase = await readPassphrase({ confirm: true });
       if (passphrase.length === 0) process.stderr.write('warning: empty passphrase; the key is only obfuscated\n');
       const id = generateIdentity();

@@ -1,17 +1,12 @@
 // `odsi model ...`: inspect, synthesize and convert model files.
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { convertModel } from '../model/convert.js';
 import { modelIdentity } from '../model/identity.js';
 import { openModel } from '../model/load.js';
 import { typeName } from '../model/quant.js';
 import { SHAPES, writeSyntheticGguf, writeSyntheticSafetensors, type SynthDtype } from '../model/synth.js';
 import type { WeightSource } from '../model/types.js';
-
-function intArg(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  return n;
-}
+import { integerOption } from './numbers.js';
 
 /** Everything `model info` reports, as plain JSON. */
 export function modelInfo(src: WeightSource, opts: { hash?: boolean } = {}): Record<string, unknown> {
@@ -95,8 +90,8 @@ export function register(program: Command): void {
     .addOption(new Option('--shape <name>', 'model shape').choices(Object.keys(SHAPES)).default('tiny'))
     .addOption(new Option('--dtype <type>', 'stored type').choices(['f32', 'f16', 'bf16', 'q8_0', 'q4_0']).default('f32'))
     .addOption(new Option('--format <fmt>', 'output format').choices(['gguf', 'safetensors']).default('gguf'))
-    .option('--seed <n>', 'random seed', intArg, 1)
-    .option('--layers <n>', "number of layers (default: the shape's)", intArg)
+    .option('--seed <n>', 'random seed', integerOption('--seed', { min: 0 }), 1)
+    .option('--layers <n>', "number of layers (default: the shape's)", integerOption('--layers', { min: 1 }))
     .requiredOption('--out <path>', 'output file (gguf) or directory (safetensors)')
     .action(async (o: { shape: string; dtype: string; format: string; seed: number; layers?: number; out: string }) => {
       const t0 = Date.now();

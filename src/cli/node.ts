@@ -26,6 +26,7 @@ import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 import { DEFAULT_STREAM_SPARES } from '../p2p/stream-pool.js';
 import type { ComputeThread } from '../engine/types.js';
 import { computeThreadOption } from './config.js';
+import { PORT, parseInteger, parseNumber } from './numbers.js';
 
 interface NodeCliOptions {
   model: string;
@@ -77,35 +78,20 @@ function accountabilityFrom(env: NodeJS.ProcessEnv, o: NodeCliOptions): NodeAcco
     domain: deploymentDomain(env),
     cryptoWorker: useCryptoWorker(env.ODSI_CRYPTO_WORKER, ecdsa().name),
     archive: {
-      challengeWindowMs: posInt('--audit-window', o.auditWindow),
+      challengeWindowMs: positive('--audit-window', o.auditWindow),
       auditFetch: {
-        perMinute: posInt('--audit-fetches-per-minute', o.auditFetchesPerMinute),
-        inFlight: posInt('--audit-fetches-in-flight', o.auditFetchesInFlight),
+        perMinute: positive('--audit-fetches-per-minute', o.auditFetchesPerMinute),
+        inFlight: positive('--audit-fetches-in-flight', o.auditFetchesInFlight),
       },
     },
     reexec: {
-      perPeer: { perMinute: posInt('--reexec-per-minute', o.reexecPerMinute), inFlight: posInt('--reexec-in-flight', o.reexecInFlight) },
+      perPeer: { perMinute: positive('--reexec-per-minute', o.reexecPerMinute), inFlight: positive('--reexec-in-flight', o.reexecInFlight) },
     },
   };
 }
 
-function posInt(name: string, v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${v}"`);
-  return n;
-}
-
-function nonNegInt(name: string, v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${name} must be a port number (0 = any), got "${v}"`);
-  return n;
-}
-
-function share(name: string, v: string): number {
-  const n = Number(v);
-  if (!(n > 0 && n <= 1)) throw new Error(`${name} must be a fraction in (0, 1], got "${v}"`);
-  return n;
-}
+/** a count, size or duration flag: an integer ≥ 1 */
+const positive = (flag: string, v: string): number => parseInteger(flag, v, { min: 1 });
 
 function protectionSync(v: string): ProtectionSync {
   if (v !== 'full' && v !== 'normal') throw new Error(`--protection-sync must be "full" or "normal", got "${v}"`);
@@ -190,36 +176,33 @@ export function register(program: Command): void {
         identityFile: o.identity,
         dataDir: o.dataDir,
         engine: o.engine,
-        threads: o.threads ? posInt('--threads', o.threads) : undefined,
+        threads: o.threads ? positive('--threads', o.threads) : undefined,
         computeThread: o.computeThread,
-        kvBudgetMb: posInt('--kv-budget-mb', o.kvBudgetMb),
-        batching: { tokenBudget: posInt('--batch-tokens', o.batchTokens), chunkTokens: posInt('--prefill-chunk', o.prefillChunk) },
-        announceIntervalMs: posInt('--announce-interval', o.announceInterval),
-        memoryMb: o.memoryMb ? posInt('--memory-mb', o.memoryMb) : undefined,
+        kvBudgetMb: positive('--kv-budget-mb', o.kvBudgetMb),
+        batching: { tokenBudget: positive('--batch-tokens', o.batchTokens), chunkTokens: positive('--prefill-chunk', o.prefillChunk) },
+        announceIntervalMs: positive('--announce-interval', o.announceInterval),
+        memoryMb: o.memoryMb ? positive('--memory-mb', o.memoryMb) : undefined,
         modelId: o.modelId,
-        idleTimeoutMs: posInt('--idle-timeout', o.idleTimeout),
-        benchTokens:
-          Number.isInteger(Number(o.benchTokens)) && Number(o.benchTokens) >= 0
-            ? Number(o.benchTokens)
-            : posInt('--bench-tokens', o.benchTokens),
+        idleTimeoutMs: positive('--idle-timeout', o.idleTimeout),
+        benchTokens: parseInteger('--bench-tokens', o.benchTokens, { min: 0 }),
         passphrase: env.ODSI_PASSPHRASE,
         peerLimits: {
-          maxSessionsPerPeer: posInt('--max-sessions-per-peer', o.maxSessionsPerPeer),
-          maxKvShare: share('--max-kv-share', o.maxKvShare),
-          maxStreamsPerPeer: posInt('--max-streams-per-peer', o.maxStreamsPerPeer),
-          streamIdleMs: posInt('--stream-idle-timeout', o.streamIdleTimeout),
-          maxStepTokens: posInt('--max-step-tokens', o.maxStepTokens),
-          streamOpensPerSec: posInt('--stream-opens-per-sec', o.streamOpensPerSec),
+          maxSessionsPerPeer: positive('--max-sessions-per-peer', o.maxSessionsPerPeer),
+          maxKvShare: parseNumber('--max-kv-share', o.maxKvShare, { min: 0, max: 1, aboveMin: true }),
+          maxStreamsPerPeer: positive('--max-streams-per-peer', o.maxStreamsPerPeer),
+          streamIdleMs: positive('--stream-idle-timeout', o.streamIdleTimeout),
+          maxStepTokens: positive('--max-step-tokens', o.maxStepTokens),
+          streamOpensPerSec: positive('--stream-opens-per-sec', o.streamOpensPerSec),
         },
-        maxConnectionsPerPeer: posInt('--max-connections-per-peer', o.maxConnectionsPerPeer),
-        streamSpares: nonNegInt('--stream-spares', o.streamSpares),
-        streamSpareIdleMs: posInt('--stream-spare-idle', o.streamSpareIdle),
+        maxConnectionsPerPeer: positive('--max-connections-per-peer', o.maxConnectionsPerPeer),
+        streamSpares: parseInteger('--stream-spares', o.streamSpares, { min: 0 }),
+        streamSpareIdleMs: positive('--stream-spare-idle', o.streamSpareIdle),
         accountability: accountabilityFrom(env, o),
         protectionDb: protectionDbPath(o),
         protectionSync: protectionSync(o.protectionSync),
         stake,
         decorate: faults,
-        metricsPort: o.metricsPort === undefined ? undefined : nonNegInt('--metrics-port', o.metricsPort),
+        metricsPort: o.metricsPort === undefined ? undefined : parseInteger('--metrics-port', o.metricsPort, PORT),
         metricsHost: o.metricsHost,
         log,
       });

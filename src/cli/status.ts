@@ -1,6 +1,6 @@
 // `odsi status`: the swarm's nodes and per-layer coverage, from a gateway (GET /v1/odsi/status)
 // or read straight from the DHT (joins as a client, verifies the signed adverts, pings the nodes).
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { generateIdentity } from '../identity/identity.js';
 import { modelIdentity } from '../model/identity.js';
 import { openModel } from '../model/load.js';
@@ -9,6 +9,7 @@ import { Discovery } from '../gateway/discovery.js';
 import { swarmStatus, type SwarmStatus } from '../gateway/swarm-status.js';
 import { CostPlanner } from '../routing/planner.js';
 import { covers, type Route } from '../routing/router.js';
+import { integerOption } from './numbers.js';
 
 interface StatusOptions {
   gateway?: string;
@@ -31,8 +32,12 @@ export function register(program: Command): void {
     .option('--bootstrap <multiaddr...>', 'swarm members to join through (reads the signed adverts itself)')
     .option('-m, --model <path>', 'with --bootstrap: the model file (its id and layer count)')
     .option('--model-id <id>', 'with --bootstrap: the model id instead of --model')
-    .option('--layers <n>', 'with --model-id: the model has this many layers (default: the highest layer advertised)', posInt)
-    .option('--timeout-ms <n>', 'how long to look (ms)', posInt, 10_000)
+    .option(
+      '--layers <n>',
+      'with --model-id: the model has this many layers (default: the highest layer advertised)',
+      integerOption('--layers', { min: 1 }),
+    )
+    .option('--timeout-ms <n>', 'how long to look (ms)', integerOption('--timeout-ms', { min: 1 }), 10_000)
     .option('--json', 'print one JSON object: { nodes: [...], coverage: [...], ... }')
     .action(async (o: StatusOptions) => {
       if (!o.gateway === !o.bootstrap?.length) throw new Error('give one of --gateway URL or --bootstrap MULTIADDR');
@@ -201,10 +206,4 @@ function whyNotRoutable(n: SwarmStatus['nodes'][number]): string | undefined {
   if (n.conviction) return `convicted: ${n.conviction}`;
   if (n.banned) return `banned: ${n.banReason ?? 'failures'}`;
   return n.reachable ? undefined : 'unreachable';
-}
-
-function posInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got '${v}'`);
-  return n;
 }

@@ -1,0 +1,87 @@
+// Numbers on odsi's command lines: one reading for every command (cli/numbers.ts), and the real
+// CLI refusing what it cannot read before anything starts, naming the flag and its bounds.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InvalidArgumentError } from 'commander';
+import { PORT, integerOption, numberOption, parseInteger, parseNumber } from '../../src/cli/numbers.js';
+import { STORIES_GGUF } from '../helpers/paths.js';
+import { runOdsi } from '../helpers/cli.js';
+
+describe('parseInteger', () => {
+  test('takes decimal digits within the bounds', () => {
+    assert.equal(parseInteger('--n', '0', { min: 0 }), 0);
+    assert.equal(parseInteger('--n', '65535', PORT), 65_535);
+    assert.equal(parseInteger('--n', '-1', { min: -1 }), -1);
+    assert.equal(parseInteger('--n', '007', { min: 1 }), 7);
+  });
+  test("refuses what Number() would read as an integer but a user did not write as one: '', hex, exponents, fractions, spaces", () => {
+    for (const v of ['', ' ', '0x10', '1e3', '2.0', '2.5', ' 7', '7 ', '+7', 'Infinity', 'seven', '9007199254740993'])
+      assert.throws(
+        () => parseInteger('--n', v, { min: 0 }),
+        (e: Error) => e.message === `--n must be an integer >= 0, got "${v}"`,
+        `'${v}' was taken`,
+      );
+  });
+  test('refuses values outside the bounds, naming them', () => {
+    assert.throws(() => parseInteger('--port', '65536', PORT), /^Error: --port must be an integer in \[0, 65535\], got "65536"$/);
+    assert.throws(() => parseInteger('--nodes', '0', { min: 1 }), /^Error: --nodes must be an integer >= 1, got "0"$/);
+  });
+});
+
+describe('parseNumber', () => {
+  test('takes finite decimals within the bounds', () => {
+    assert.equal(parseNumber('--p', '0.5', { min: 0, max: 1 }), 0.5);
+    assert.equal(parseNumber('--p', '1', { min: 0, max: 1, aboveMin: true }), 1);
+    assert.equal(parseNumber('--p', '.25', { min: 0 }), 0.25);
+    assert.equal(parseNumber('--p', '1e-3', { min: 0 }), 0.001);
+  });
+  test('refuses empty, hex, infinite and out-of-bounds values; an exclusive bound excludes its value', () => {
+    for (const v of ['', ' ', '0x1', 'Infinity', 'NaN', '1.5', '-0.1', 'often'])
+      assert.throws(
+        () => parseNumber('--p', v, { min: 0, max: 1 }),
+        (e: Error) => e.message === `--p must be a number in [0, 1], got "${v}"`,
+        `'${v}' was taken`,
+      );
+    assert.throws(() => parseNumber('--share', '0', { min: 0, max: 1, aboveMin: true }), /--share must be a number in \(0, 1\], got "0"/);
+    assert.throws(() => parseNumber('--penalty', '0', { min: 0, aboveMin: true }), /--penalty must be a number > 0, got "0"/);
+  });
+});
+
+test("the commander forms throw commander's InvalidArgumentError with the same message", () => {
+  assert.equal(integerOption('--n', { min: 1 })('3'), 3);
+  assert.equal(numberOption('--t', { min: 0, max: 2 })('0.7'), 0.7);
+  assert.throws(
+    () => integerOption('--n', { min: 1 })('0x3'),
+    (e: Error) => e instanceof InvalidArgumentError && e.message === '--n must be an integer >= 1, got "0x3"',
+  );
+  assert.throws(
+    () => numberOption('--t', { min: 0, max: 2 })('3'),
+    (e: Error) => e instanceof InvalidArgumentError && /--t must be a number in \[0, 2\]/.test(e.message),
+  );
+});
+
+describe('the odsi commands read numbers this way, and refuse before starting anything', () => {
+  const refused = (args: string[], message: RegExp) => {
+    const r = runOdsi(args, { timeoutMs: 30_000 });
+    assert.notEqual(r.code, 0, `odsi ${args.join(' ')} was accepted`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stdout, '', 'nothing was started or printed');
+  };
+  test('gateway: a hex port, a port out of range, zero concurrent requests', () => {
+    refused(['gateway', '--model', STORIES_GGUF, '--port', '0x1f90'], /--port must be an integer in \[0, 65535\], got "0x1f90"/);
+    refused(['gateway', '--model', STORIES_GGUF, '--port', '70000'], /--port must be an integer in \[0, 65535\], got "70000"/);
+    refused(['gateway', '--model', STORIES_GGUF, '--max-concurrent', '0'], /--max-concurrent must be an integer >= 1, got "0"/);
+  });
+  test('node: negative spare streams (once refused as "a port number"), an exponent, a zero share', () => {
+    const node = ['node', '--model', STORIES_GGUF, '--layers', '0:5', '--listen', '/ip4/127.0.0.1/tcp/0'];
+    refused([...node, '--stream-spares', '-1'], /^odsi: --stream-spares must be an integer >= 0, got "-1"$/m);
+    refused([...node, '--kv-budget-mb', '1e3'], /^odsi: --kv-budget-mb must be an integer >= 1, got "1e3"$/m);
+    refused([...node, '--max-kv-share', '0'], /^odsi: --max-kv-share must be a number in \(0, 1\], got "0"$/m);
+  });
+  test('demo, generate, model synth and status', () => {
+    refused(['demo', '--model', STORIES_GGUF, '--nodes', '2.5'], /--nodes must be an integer >= 1, got "2.5"/);
+    refused(['generate', '--model', STORIES_GGUF, '--top-p', '0'], /--top-p must be a number in \(0, 1\], got "0"/);
+    refused(['model', 'synth', '--layers', '0', '--out', '/nonexistent/x.gguf'], /--layers must be an integer >= 1, got "0"/);
+    refused(['status', '--gateway', 'http://127.0.0.1:9', '--timeout-ms', ''], /--timeout-ms must be an integer >= 1, got ""/);
+  });
+});
