@@ -138,7 +138,7 @@ export function register(program: Command): void {
     .option('--max-kv-share <f>', 'fraction (0, 1] of the KV budget one remote peer may reserve', String(DEFAULT_PEER_LIMITS.maxKvShare))
     .option('--max-streams-per-peer <n>', 'open inbound streams one remote peer may hold per protocol', String(DEFAULT_PEER_LIMITS.maxStreamsPerPeer))
     .option('--stream-idle-timeout <ms>', 'close an inbound stream with no complete message and no live session after this long', String(DEFAULT_PEER_LIMITS.streamIdleMs))
-    .option('--max-step-tokens <n>', 'tokens one STEP may carry (bounds the bytes buffered per stream)', String(DEFAULT_PEER_LIMITS.maxStepTokens))
+    .option('--max-step-tokens <n>', 'f32 rows one STEP may carry, i.e. the bytes buffered per stream (f16 and bf16 steps carry twice as many rows)', String(DEFAULT_PEER_LIMITS.maxStepTokens))
     .option('--max-connections-per-peer <n>', 'connections one remote peer may hold', String(DEFAULT_MAX_CONNECTIONS_PER_PEER))
     .option('--stream-spares <n>', 'negotiated streams kept ready to each next hop and gateway just used (saves a round trip per session open; 0 = none)', String(DEFAULT_STREAM_SPARES.spares))
     .option('--stream-spare-idle <ms>', "close a spare kept unused this long (keep it below the next hops' --stream-idle-timeout)", String(DEFAULT_STREAM_SPARES.maxIdleMs))
