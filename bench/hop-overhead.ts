@@ -277,19 +277,27 @@ async function main(): Promise<void> {
       }
       return steps;
     };
-    // warm-up: the first generations after start-up are about twice as slow per hop (V8 has not
-    // optimised the hot path yet, the young generation is small); a node serves for hours, so the
-    // rounds measure the steady state. The first warm-up round is kept as the cold figure.
+    // warm-up: the first generations after start-up are about twice as slow per hop: V8 has not
+    // optimised the hot path yet, and the accountable part of it, run once per step, takes some 500
+    // steps (bench/README.md, session 18); a node serves for hours, so the rounds measure the steady
+    // state. The first warm-up round is kept as the cold figure.
     const cold = perVariant(() => NaN);
     const warmupCurve: ({ round: number } & Record<Variant, number>)[] = [];
+    /** per warm-up generation, the CPU a decode step cost the nodes and the gateway: whether a cold step costs more work, or waits longer */
+    const warmupCpu: ({ round: number } & Record<Variant, { nodeMsPerStep: number; gatewayMsPerStep: number }>)[] = [];
     for (let r = 0; r < WARMUP; r++) {
       const med: Record<string, number> = {};
+      const cpu: Record<string, { nodeMsPerStep: number; gatewayMsPerStep: number }> = {};
       for (let i = 0; i < VARIANTS.length; i++) {
         const which = VARIANTS[(i + r) % VARIANTS.length]!;
-        const s = await run(of[which].gw);
+        const into = { nodeMs: 0, gatewayMs: 0, wallMs: 0 };
+        const s = await run(of[which].gw, { pids: of[which].pids, into });
         med[which] = dist(s.map((x) => (x.stepMs - x.computeMs) / (x.hops + 1))).p50;
+        const per = (ms: number) => Math.round((ms / Math.max(1, s.length)) * 1000) / 1000;
+        cpu[which] = { nodeMsPerStep: per(into.nodeMs), gatewayMsPerStep: per(into.gatewayMs) };
       }
       warmupCurve.push({ round: r, ...perVariant((v) => med[v]!) });
+      warmupCpu.push({ round: r, ...perVariant((v) => cpu[v]!) });
       if (r === 0) Object.assign(cold, med);
     }
     console.log(
@@ -439,6 +447,7 @@ async function main(): Promise<void> {
       perRoundMedianPerHopMs: perRound,
       coldMedianPerHopMs: cold,
       warmupMedianPerHopMs: warmupCurve,
+      warmupCpuPerStepMs: warmupCpu,
       nodeCpuProfile: profile,
       nodeOwnFunctions: ownFunctions,
       targets,
