@@ -1,9 +1,10 @@
 // Gas per OdsiRegistry operation on a local anvil chain (gas is deterministic: the same on
 // any EVM within a few gas), plus how settlement and reputation scale with batch size, and the
 // wall time of one write through EvmLedger (simulate + send + mined receipt; indicative only,
-// the machine's load is recorded). Writes bench/results/ledger-gas.json.
-//   node dist/bench/ledger-gas.js
+// the machine's load is recorded). Writes bench/results/ledger-gas.json (or --out FILE).
+//   node dist/bench/ledger-gas.js [--out FILE]
 import { writeFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { loadavg, cpus } from 'node:os';
 import { startLocalEvmLedger } from '../src/ledger/evm/local-chain.js';
 import type { EvmLedger } from '../src/ledger/evm/evm-ledger.js';
@@ -16,6 +17,7 @@ import { receiptOf } from '../test/ledger/evidence-fixtures.js';
 import { detectEquivocation } from '../src/accountability/checks/equivocation.js';
 import { createHash } from 'node:crypto';
 
+const OUT = process.argv.includes('--out') ? process.argv[process.argv.indexOf('--out') + 1]! : 'bench/results/ledger-gas.json';
 const key = (n: number): Identity => identityFromSecret(new Uint8Array(createHash('sha256').update(`odsi-bench-${n}`).digest()));
 const h = (s: string): Hex => `0x${createHash('sha256').update(s).digest('hex')}`;
 const DOMAIN = { chainId: 31337 };
@@ -142,8 +144,8 @@ async function main(): Promise<void> {
       marginal: { settlePerCredit: Math.round(perCredit), reputationPerReport: Math.round(perReport) },
       writeMs: { p50: ms[Math.floor(ms.length / 2)], max: ms[ms.length - 1] },
     };
-    mkdirSync('bench/results', { recursive: true });
-    writeFileSync('bench/results/ledger-gas.json', JSON.stringify(out, null, 2) + '\n');
+    mkdirSync(dirname(OUT), { recursive: true });
+    writeFileSync(OUT, JSON.stringify(out, null, 2) + '\n');
     console.log(JSON.stringify(out, null, 2));
     const verify = await L.verify();
     if (!verify.ok) throw new Error(`verify: ${verify.problems.join('; ')}`);

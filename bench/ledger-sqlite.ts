@@ -3,7 +3,7 @@
 // noise hits both; one epoch settlement of a large batch; replay-and-verify on open (checkpoint)
 // and a full verify() from genesis (every signature). The control plane needs a handful of
 // writes per epoch per gateway, so the question is only whether any of it could matter.
-//   node --import ./dist/src/util/polyfill.js dist/bench/ledger-sqlite.js [--writes 300] [--credits 1000]
+//   node --import ./dist/src/util/polyfill.js dist/bench/ledger-sqlite.js [--writes 300] [--credits 1000] [--out FILE]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ const arg = (name: string, dflt: number): number => {
   return i > 0 ? Number(process.argv[i + 1]) : dflt;
 };
 const WRITES = arg('writes', 300);
+const OUT = process.argv.includes('--out') ? process.argv[process.argv.indexOf('--out') + 1]! : 'bench/results/ledger-sqlite.json';
 const CREDITS = arg('credits', 1000);
 const key = (n: number) => identityFromSecret(new Uint8Array(createHash('sha256').update(`bench-ledger-${n}`).digest()));
 const ok = (r: LedgerResult): void => {
@@ -85,7 +86,7 @@ try {
   console.log(
     `settleEpoch with ${CREDITS} credits: ${settleMs.toFixed(1)} ms; open (replay ${events} events, checkpoint) ${openMs.toFixed(0)} ms; full verify ${v.ms} ms (${result.fullVerify.eventsPerSec.toFixed(0)} events/s)`,
   );
-  writeResult('bench/results/ledger-sqlite.json', result);
+  writeResult(OUT, result);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
