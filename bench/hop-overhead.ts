@@ -3,7 +3,7 @@
 // p99 per hop with accountability on).
 //
 //   node --import ./dist/src/util/polyfill.js dist/bench/hop-overhead.js [--model FILE] [--engine reference|ort|llama]
-//        [--rounds 6] [--warmup 16] [--hops 3] [--compute-thread worker|main] [--b-env K=V,…] [--b-compute-thread main] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
+//        [--rounds 6] [--warmup 16] [--hops 3] [--compute-thread worker|main] [--pin] [--b-env K=V,…] [--b-compute-thread main] [--tokens 48] [--profile [--profile-dir DIR]] [--out FILE]
 //
 // Two identical 3-node (--hops) swarms of real `odsi node` processes on 127.0.0.1 (default stories260K,
 // where compute is ~0.1 ms per hop, so what is left is overhead): one with receipts signed per
@@ -33,6 +33,11 @@
 // --compute-thread worker|main: where every swarm's nodes and gateway head compute (default: the
 // worker, as `odsi node`); main shows what the calling thread saves with accountability off too.
 //
+// --pin gives the gateway (this process) and each hop's node cores of their own (taskset(1); the
+// swarms take turns, so node i of every swarm shares block i), the machine's cores split evenly,
+// and each node that many engine threads: processes that share no core, as on separate machines
+// (their caches beyond a core's own still shared). Needs hops + 1 cores.
+//
 // --b-env K=V,… replaces 'serial' with 'on-b': another accountable swarm whose nodes get these
 // environment variables (e.g. ODSI_CRYPTO_WORKER=1), interleaved with the others: an A/B of a
 // node setting within one run. --b-compute-thread main|worker does the same for where the nodes'
@@ -43,7 +48,8 @@
 // and odsi's own functions by self time; --profile-dir keeps the .cpuprofile files there.
 
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { availableParallelism, tmpdir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -67,6 +73,7 @@ const { values: args } = parseArgs({
     hops: { type: 'string', default: '3' },
     'b-env': { type: 'string' },
     'compute-thread': { type: 'string' },
+    pin: { type: 'boolean', default: false },
     'b-compute-thread': { type: 'string' },
     tokens: { type: 'string', default: '48' },
     profile: { type: 'boolean', default: false },
@@ -122,6 +129,16 @@ const TOKENS = Number(args.tokens);
 /** nodes in the route (each its own process; the gateway runs in this one) */
 const HOPS = Number(args.hops);
 if (!Number.isInteger(HOPS) || HOPS < 1) throw new Error(`--hops: a positive integer, got ${args.hops}`);
+/** --pin: the cores of this process (the gateway) and of each hop's node, `per` each */
+const PIN = args.pin ? pinLayout(HOPS, availableParallelism()) : undefined;
+function pinLayout(hops: number, cores: number): { per: number; gateway: string; nodes: string[] } {
+  const per = Math.floor(cores / (hops + 1));
+  if (per < 1) throw new Error(`--pin: the gateway and ${hops} nodes need ${hops + 1} cores, this machine has ${cores}`);
+  const block = (i: number) => (per === 1 ? `${i}` : `${i * per}-${i * per + per - 1}`);
+  return { per, gateway: block(0), nodes: Array.from({ length: hops }, (_, i) => block(i + 1)) };
+}
+/** the CPUs a process may run on, as the kernel reports them */
+const cpusOf = (pid: number): string => /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?';
 const OUT = args.out ?? join(ROOT, `bench/results/hop-overhead${args.profile ? '-profiled' : ''}.json`);
 
 interface CpuProfile {
@@ -169,6 +186,8 @@ function cpuMsOf(pid: number): number {
 async function main(): Promise<void> {
   const machine = describeMachine();
   console.log(machineLine(machine));
+  // every thread of this process now, and those it starts later (engines, workers), on the gateway's cores
+  if (PIN) execFileSync('taskset', ['-a', '-p', '-c', PIN.gateway, String(process.pid)], { stdio: 'ignore' });
   const src = openModel(MODEL);
   const c = src.config;
   const { modelId } = modelIdentity(src);
@@ -189,14 +208,15 @@ async function main(): Promise<void> {
       computeThread: ComputeThread | undefined = THREAD,
     ): Promise<{ gw: Gateway; pids: number[] }> => {
       const ns = await Promise.all(
-        ranges.map((range) =>
+        ranges.map((range, i) =>
           NodeProcess.start({
             model: MODEL,
             range,
             modelId,
             engine: ENGINE,
             announceIntervalMs: 600_000,
-            extraArgs: computeThread ? ['--compute-thread', computeThread] : [],
+            cpus: PIN?.nodes[i],
+            extraArgs: [...(computeThread ? ['--compute-thread', computeThread] : []), ...(PIN ? ['--threads', String(PIN.per)] : [])],
             env: {
               ODSI_ACCOUNTABILITY: on ? '1' : '0',
               // --cpu-prof is refused in NODE_OPTIONS: a preloaded module runs the inspector's profiler
@@ -235,6 +255,8 @@ async function main(): Promise<void> {
     if (serial) gateways.push(serial);
     const offSwarm = await swarm(false);
     const bSwarm = B ? await swarm(true, B_ENV ?? {}, B_THREAD ?? THREAD) : undefined;
+    if (PIN)
+      console.log(`pinned (Cpus_allowed_list): gateway ${cpusOf(process.pid)}, nodes ${nodes.map((n) => cpusOf(n.info.pid)).join(' ')}`);
     // each variant's gateway, and its node processes (CPU of all their threads: main, crypto worker, engine)
     const of = {
       on: onSwarm,
@@ -435,6 +457,7 @@ async function main(): Promise<void> {
         warmup: WARMUP,
         hops: HOPS,
         computeThread: THREAD ?? 'worker',
+        pin: PIN,
         bEnv: B_ENV,
         bComputeThread: B_THREAD,
         tokens: TOKENS,

@@ -32,6 +32,8 @@ export interface NodeProcessOptions {
   logLevel?: string;
   /** run at this CPU niceness (via nice(1), all threads): e.g. an auditor that stands in for another machine in a one-box benchmark */
   nice?: number;
+  /** run on these CPUs only (taskset(1) -c, e.g. '2-3'; all threads, set before any starts): nodes that must not share cores in a one-box benchmark */
+  cpus?: string;
   /** pass the node's stderr through to ours (default: keep its last lines for error messages) */
   inheritStderr?: boolean;
   /** variables set (or, when undefined, removed) in the child's environment, over ours */
@@ -150,10 +152,14 @@ export class NodeProcess {
     ];
     const env = { ...process.env, ...o.env, ...(faults?.length ? { ODSI_ALLOW_FAULTS: '1' } : {}) };
     const stdio: ['ignore', 'pipe', 'pipe' | 'inherit'] = ['ignore', 'pipe', o.inheritStderr ? 'inherit' : 'pipe'];
-    const proc =
-      o.nice !== undefined
-        ? spawn('nice', ['-n', String(o.nice), process.execPath, ...args], { stdio, env })
-        : spawn(process.execPath, args, { stdio, env });
+    // nice(1) and taskset(1) each exec the next program: nice → taskset → node
+    const argv = [
+      ...(o.nice !== undefined ? ['nice', '-n', String(o.nice)] : []),
+      ...(o.cpus !== undefined ? ['taskset', '-c', o.cpus] : []),
+      process.execPath,
+      ...args,
+    ];
+    const proc = spawn(argv[0]!, argv.slice(1), { stdio, env });
     this.proc = proc;
     killOnExit(proc);
     this.exited = new Promise<void>((r) =>
