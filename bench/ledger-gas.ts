@@ -3,8 +3,7 @@
 // wall time of one write through EvmLedger (simulate + send + mined receipt; indicative only,
 // the machine's load is recorded). Writes bench/results/ledger-gas.json (or --out FILE).
 //   node dist/bench/ledger-gas.js [--out FILE]
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { parseArgs } from 'node:util';
 import { loadavg, cpus } from 'node:os';
 import { startLocalEvmLedger } from '../src/ledger/evm/local-chain.js';
 import type { EvmLedger } from '../src/ledger/evm/evm-ledger.js';
@@ -16,8 +15,9 @@ import { receiptHash, signVerdict, type SignedReceipt } from '../src/accountabil
 import { receiptOf } from '../test/ledger/evidence-fixtures.js';
 import { detectEquivocation } from '../src/accountability/checks/equivocation.js';
 import { createHash } from 'node:crypto';
+import { writeResult } from './lib/results.js';
 
-const OUT = process.argv.includes('--out') ? process.argv[process.argv.indexOf('--out') + 1]! : 'bench/results/ledger-gas.json';
+const OUT = parseArgs({ options: { out: { type: 'string', default: 'bench/results/ledger-gas.json' } } }).values.out!;
 const key = (n: number): Identity => identityFromSecret(new Uint8Array(createHash('sha256').update(`odsi-bench-${n}`).digest()));
 const h = (s: string): Hex => `0x${createHash('sha256').update(s).digest('hex')}`;
 const DOMAIN = { chainId: 31337 };
@@ -144,8 +144,7 @@ async function main(): Promise<void> {
       marginal: { settlePerCredit: Math.round(perCredit), reputationPerReport: Math.round(perReport) },
       writeMs: { p50: ms[Math.floor(ms.length / 2)], max: ms[ms.length - 1] },
     };
-    mkdirSync(dirname(OUT), { recursive: true });
-    writeFileSync(OUT, JSON.stringify(out, null, 2) + '\n');
+    writeResult(OUT, out);
     console.log(JSON.stringify(out, null, 2));
     const verify = await L.verify();
     if (!verify.ok) throw new Error(`verify: ${verify.problems.join('; ')}`);

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
+import { parseArgs } from 'node:util';
 import { identityFromSecret } from '../src/identity/identity.js';
 import { SqliteLedger } from '../src/ledger/sqlite/sqlite-ledger.js';
 import { UNIT } from '../src/ledger/rules.js';
@@ -16,13 +17,16 @@ import { describeMachine, machineLine } from './lib/machine.js';
 import { stats } from './lib/stats.js';
 import { writeResult } from './lib/results.js';
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const WRITES = arg('writes', 300);
-const OUT = process.argv.includes('--out') ? process.argv[process.argv.indexOf('--out') + 1]! : 'bench/results/ledger-sqlite.json';
-const CREDITS = arg('credits', 1000);
+const { values: args } = parseArgs({
+  options: {
+    writes: { type: 'string', default: '300' },
+    credits: { type: 'string', default: '1000' },
+    out: { type: 'string', default: 'bench/results/ledger-sqlite.json' },
+  },
+});
+const WRITES = Number(args.writes);
+const CREDITS = Number(args.credits);
+const OUT = args.out!;
 const key = (n: number) => identityFromSecret(new Uint8Array(createHash('sha256').update(`bench-ledger-${n}`).digest()));
 const ok = (r: LedgerResult): void => {
   if (!r.ok) throw new Error(`${r.code}: ${r.reason}`);
