@@ -67,9 +67,11 @@ describe('the odsi commands read numbers this way, and refuse before starting an
     assert.match(r.stderr, message);
     assert.equal(r.stdout, '', 'nothing was started or printed');
   };
-  test('gateway: a hex port, a port out of range, zero concurrent requests', () => {
+  test('gateway: a hex port, a port out of range, an empty port, zero concurrent requests', () => {
     refused(['gateway', '--model', STORIES_GGUF, '--port', '0x1f90'], /--port must be an integer in \[0, 65535\], got "0x1f90"/);
     refused(['gateway', '--model', STORIES_GGUF, '--port', '70000'], /--port must be an integer in \[0, 65535\], got "70000"/);
+    // the old reading took '' as 0 (any free port)
+    refused(['gateway', '--model', STORIES_GGUF, '--port', ''], /--port must be an integer in \[0, 65535\], got ""/);
     refused(['gateway', '--model', STORIES_GGUF, '--max-concurrent', '0'], /--max-concurrent must be an integer >= 1, got "0"/);
   });
   test('node: negative spare streams (once refused as "a port number"), an exponent, a zero share', () => {
