@@ -7,7 +7,9 @@
 import { Option } from 'commander';
 import { accountabilityEnabled, deploymentDomain, type EnvVars } from '../accountability/records/wire.js';
 import type { ComputeThread } from '../engine/types.js';
+import type { EngineKind } from '../engine/create.js';
 import type { GatewayAccountabilityConfig } from '../gateway/gateway.js';
+import { parseNumber } from './numbers.js';
 
 /** `--compute-thread <worker|main>` of `odsi node`, `gateway` and `demo`: the thread that runs `what` (StageOptions.computeThread). */
 export function computeThreadOption(what: string): Option {
@@ -19,13 +21,21 @@ export function computeThreadOption(what: string): Option {
     .default('worker');
 }
 
-/** The gateway's accountability settings from the environment; `auditRate` (a flag) overrides ODSI_AUDIT_RATE. */
+/** `--engine <kind>` of `odsi node`, `gateway`, `demo` and `generate`: one of `kinds` (the first is the default), for `what`. */
+export function engineOption(what: string, kinds: readonly EngineKind[] = ['reference', 'ort', 'llama']): Option {
+  return new Option('--engine <kind>', `execution engine of ${what}`).choices(kinds).default(kinds[0]);
+}
+
+/** The gateway's accountability settings from the environment; `auditRate` (a flag) overrides ODSI_AUDIT_RATE, which must be a number in [0, 1] when set. */
 export function gatewayAccountabilityConfig(
   flags: { auditRate?: number; reputation?: boolean } = {},
   env: EnvVars = process.env,
 ): GatewayAccountabilityConfig {
-  const fromEnv = env.ODSI_AUDIT_RATE === undefined || env.ODSI_AUDIT_RATE === '' ? NaN : Number(env.ODSI_AUDIT_RATE);
-  const auditRate = flags.auditRate ?? (fromEnv >= 0 && fromEnv <= 1 ? fromEnv : undefined);
+  const fromEnv =
+    env.ODSI_AUDIT_RATE === undefined || env.ODSI_AUDIT_RATE === ''
+      ? undefined
+      : parseNumber('ODSI_AUDIT_RATE', env.ODSI_AUDIT_RATE, { min: 0, max: 1 });
+  const auditRate = flags.auditRate ?? fromEnv;
   return {
     enabled: accountabilityEnabled(env),
     domain: deploymentDomain(env),

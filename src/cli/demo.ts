@@ -21,7 +21,7 @@ import { LocalSwarm } from '../node/local-swarm.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { stepView } from '../dashboard/requests.js';
 import { mountDashboard } from '../dashboard/http.js';
-import { computeThreadOption, gatewayAccountabilityConfig } from './config.js'; // accountability
+import { computeThreadOption, engineOption, gatewayAccountabilityConfig } from './config.js'; // accountability
 import { PORT, integerOption, numberOption } from './numbers.js';
 import { accountabilityReport, type AccountabilityReport } from '../accountability/gateway/report.js'; // accountability
 import { openDemoLedger } from './demo-ledger.js'; // ledger
@@ -74,7 +74,7 @@ export function register(program: Command): void {
       0,
     )
     .option('-s, --seed <n>', 'sampling seed', integerOption('--seed', { min: 0 }))
-    .option('--engine <ort|reference|llama>', 'engine of the nodes and the gateway', 'reference')
+    .addOption(engineOption('the nodes and the gateway'))
     .addOption(computeThreadOption("the nodes' engines and the gateway's LM head (ort, llama)"))
     .option('--deadline-ms <n>', 'per-token deadline budget of the route (ms)', integerOption('--deadline-ms', { min: 1 }))
     .option('--route-timeout-ms <n>', 'how long to wait for the swarm to cover every layer', integerOption('--route-timeout-ms', { min: 1 }), 30_000)
@@ -111,7 +111,6 @@ export function register(program: Command): void {
     // ledger: stake, slashing, payments and reputation (src/ledger); settled before the demo exits
     .option('--ledger [spec]', "ledger: sqlite (a new file in a temp dir, the default), sqlite:PATH, or evm (starts a local anvil chain and deploys the contracts); --json then includes the ledger's status after settlement")
     .action(async (o: DemoOptions) => {
-      if (o.engine !== 'ort' && o.engine !== 'reference' && o.engine !== 'llama') throw new Error(`--engine must be "ort", "reference" or "llama", got "${o.engine}"`);
       await runDemo(o);
     });
 }
@@ -142,6 +141,7 @@ function parseRanges(specs: string[], nLayers: number): [number, number][] {
 
 async function runDemo(o: DemoOptions): Promise<void> {
   const log = (s: string) => process.stderr.write(s + '\n');
+  const accountability = gatewayAccountabilityConfig({ auditRate: o.auditRate }); // accountability; before anything starts: ODSI_AUDIT_RATE checked
   const synthetic = !o.model;
   const modelPath = o.model ?? (await demoModelPath());
   const src = openModel(modelPath);
@@ -210,7 +210,7 @@ async function runDemo(o: DemoOptions): Promise<void> {
       failover: { graceMs: 3_000, minStepMs: 1_000 },
       // the nodes share this machine's cores: one large batch per node per round costs less than several small ones
       waves: o.waves && { waitMs: o.waveWaitMs },
-      accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate }), // accountability
+      accountability, // accountability
       // ledger: one epoch per run, and with --serve one every DEMO_EPOCH_MS
       ...(dl ? { identity: dl.gateway, ledger: { ledger: dl.ledger, account: dl.client, epochMs: o.serve ? DEMO_EPOCH_MS : 0 } } : {}),
     });

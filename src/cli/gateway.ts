@@ -8,7 +8,7 @@ import type { Address } from '../ledger/ledger.js';
 import { Gateway, WAVE_WAIT_MS } from '../gateway/gateway.js';
 import { Dashboard } from '../dashboard/hub.js';
 import { mountDashboard } from '../dashboard/http.js';
-import { computeThreadOption, gatewayAccountabilityConfig } from './config.js';
+import { computeThreadOption, engineOption, gatewayAccountabilityConfig } from './config.js';
 import { PORT, integerOption, numberOption } from './numbers.js';
 import type { ComputeThread } from '../engine/types.js';
 import { loadOrCreateIdentity } from '../node/run.js';
@@ -25,7 +25,7 @@ export function register(program: Command): void {
     .option('--bootstrap <multiaddr...>', 'swarm members to join through (with /p2p/<peer id>)', [])
     .option('--listen <multiaddr...>', 'libp2p listen addresses', ['/ip4/127.0.0.1/tcp/0'])
     .option('--deadline-ms <n>', 'default per-token deadline budget for routes (ms)', integerOption('--deadline-ms', { min: 1 }))
-    .option('--engine <kind>', 'engine for the embedding/head stages: reference | ort', 'reference')
+    .addOption(engineOption('the embedding and LM head', ['reference', 'ort']))
     .addOption(computeThreadOption('the LM head (ort)'))
     .option('--stream-spares <n>', 'negotiated activation streams kept ready to each first hop just used (saves a round trip per request; 0 = none)', integerOption('--stream-spares', { min: 0 }), DEFAULT_STREAM_SPARES.spares)
     .option(
@@ -74,7 +74,7 @@ export function register(program: Command): void {
         bootstrap: string[];
         listen: string[];
         deadlineMs?: number;
-        engine: string;
+        engine: 'reference' | 'ort';
         computeThread: ComputeThread;
         waitRouteMs: number;
         streamSpares: number;
@@ -95,7 +95,7 @@ export function register(program: Command): void {
         fallbackWhen?: FallbackReason[];
         fallbackTimeoutMs: number;
       }) => {
-        if (o.engine !== 'reference' && o.engine !== 'ort') throw new Error(`--engine must be 'reference' or 'ort', got '${o.engine}'`);
+        const accountability = gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }); // before anything starts: ODSI_AUDIT_RATE checked
         const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
         const identity = await loadOrCreateIdentity(o.identity, process.env.ODSI_PASSPHRASE, log);
         if (!o.fallbackUrl && (o.fallbackModel || o.fallbackKeyEnv || o.fallbackWhen))
@@ -132,7 +132,7 @@ export function register(program: Command): void {
           computeThread: o.computeThread,
           streamSpares: o.streamSpares,
           waves: o.waves === undefined ? false : o.waves === true ? true : { waitMs: o.waves },
-          accountability: gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }),
+          accountability,
         });
         const api = createApiServer(gw, {
           metrics,

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Option, type Command } from 'commander';
 import { integerOption, numberOption } from './numbers.js';
+import { engineOption } from './config.js';
 import { rangeBytes } from '../model/reads.js';
 import { loadProgress } from '../util/progress.js';
 import { openModel } from '../model/load.js';
@@ -67,7 +68,7 @@ export function register(program: Command): void {
     .option('--repeat-last-n <n>', 'tokens the repetition penalty looks back over (-1 = all)', integerOption('--repeat-last-n', { min: -1 }), 64)
     .option('--seed <s>', 'sampling seed (default: random, printed in the stats)', integerOption('--seed', { min: 0 }))
     .option('--stop <s...>', 'stop strings (not included in the output)', [])
-    .addOption(new Option('--engine <kind>', 'execution engine').choices(['reference', 'ort', 'llama']).default('reference'))
+    .addOption(engineOption('every stage'))
     .addOption(new Option('--weights <w>', 'ORT weight precision').choices(['f32', 'q8', 'q4']).default('f32'))
     .option('--stages <k>', 'split the layers into k in-process stages', integerOption('--stages', { min: 1 }), 1)
     .option('--threads <n>', 'engine threads (ORT intra-op, llama.cpp)', integerOption('--threads', { min: 1 }))

@@ -7,7 +7,7 @@
 //   ODSI_CRYPTO_WORKER     1: check upstream receipts on a worker thread, 0: on the main thread,
 //                          auto (default): a worker unless secp256k1 is the native addon
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { pino } from 'pino';
 import { runNode, type NodeAccountability } from '../node/run.js';
 import { parseLayers } from '../node/placement.js';
@@ -25,8 +25,9 @@ import { LedgerStakeView } from '../ledger/stake-view.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_PEER } from '../p2p/host.js';
 import { DEFAULT_STREAM_SPARES } from '../p2p/stream-pool.js';
 import type { ComputeThread } from '../engine/types.js';
-import { computeThreadOption } from './config.js';
-import { PORT, parseInteger, parseNumber } from './numbers.js';
+import type { EngineKind } from '../engine/create.js';
+import { computeThreadOption, engineOption } from './config.js';
+import { PORT, integerOption, numberOption } from './numbers.js';
 
 interface NodeCliOptions {
   model: string;
@@ -35,37 +36,37 @@ interface NodeCliOptions {
   bootstrap: string[];
   identity?: string;
   dataDir?: string;
-  engine: string;
-  threads?: string;
+  engine: EngineKind;
+  threads?: number;
   computeThread: ComputeThread;
-  kvBudgetMb: string;
-  batchTokens: string;
-  prefillChunk: string;
-  announceInterval: string;
-  memoryMb?: string;
+  kvBudgetMb: number;
+  batchTokens: number;
+  prefillChunk: number;
+  announceInterval: number;
+  memoryMb?: number;
   modelId?: string;
-  idleTimeout: string;
-  benchTokens: string;
+  idleTimeout: number;
+  benchTokens: number;
   logLevel: string;
   fault: string[];
-  maxSessionsPerPeer: string;
-  maxKvShare: string;
-  maxStreamsPerPeer: string;
-  streamIdleTimeout: string;
-  maxStepTokens: string;
-  maxConnectionsPerPeer: string;
-  streamOpensPerSec: string;
-  streamSpares: string;
-  streamSpareIdle: string;
-  auditWindow: string;
-  auditFetchesPerMinute: string;
-  auditFetchesInFlight: string;
-  reexecPerMinute: string;
-  reexecInFlight: string;
-  metricsPort?: string;
+  maxSessionsPerPeer: number;
+  maxKvShare: number;
+  maxStreamsPerPeer: number;
+  streamIdleTimeout: number;
+  maxStepTokens: number;
+  maxConnectionsPerPeer: number;
+  streamOpensPerSec: number;
+  streamSpares: number;
+  streamSpareIdle: number;
+  auditWindow: number;
+  auditFetchesPerMinute: number;
+  auditFetchesInFlight: number;
+  reexecPerMinute: number;
+  reexecInFlight: number;
+  metricsPort?: number;
   metricsHost: string;
   protectionDb?: string;
-  protectionSync: string;
+  protectionSync: ProtectionSync;
   ledger?: string;
 }
 
@@ -78,25 +79,15 @@ function accountabilityFrom(env: NodeJS.ProcessEnv, o: NodeCliOptions): NodeAcco
     domain: deploymentDomain(env),
     cryptoWorker: useCryptoWorker(env.ODSI_CRYPTO_WORKER, ecdsa().name),
     archive: {
-      challengeWindowMs: positive('--audit-window', o.auditWindow),
-      auditFetch: {
-        perMinute: positive('--audit-fetches-per-minute', o.auditFetchesPerMinute),
-        inFlight: positive('--audit-fetches-in-flight', o.auditFetchesInFlight),
-      },
+      challengeWindowMs: o.auditWindow,
+      auditFetch: { perMinute: o.auditFetchesPerMinute, inFlight: o.auditFetchesInFlight },
     },
-    reexec: {
-      perPeer: { perMinute: positive('--reexec-per-minute', o.reexecPerMinute), inFlight: positive('--reexec-in-flight', o.reexecInFlight) },
-    },
+    reexec: { perPeer: { perMinute: o.reexecPerMinute, inFlight: o.reexecInFlight } },
   };
 }
 
 /** a count, size or duration flag: an integer ≥ 1 */
-const positive = (flag: string, v: string): number => parseInteger(flag, v, { min: 1 });
-
-function protectionSync(v: string): ProtectionSync {
-  if (v !== 'full' && v !== 'normal') throw new Error(`--protection-sync must be "full" or "normal", got "${v}"`);
-  return v;
-}
+const positive = (flag: string) => integerOption(flag, { min: 1 });
 
 /** The slashing-protection file: given, else beside the identity file; none for a throwaway identity. */
 function protectionDbPath(o: NodeCliOptions): string | undefined {
@@ -120,36 +111,40 @@ export function register(program: Command): void {
       'slashing-protection database (SQLite) of the sessions this key signed for; default <identity>.protection.db, or <data-dir>/protection.db',
     )
     .option('--ledger <spec>', 'read stake from this ledger: slashed identities are refused, staked ones get larger per-peer limits (sqlite:PATH | evm:RPC_URL@ADDRESS)')
-    .option('--protection-sync <full|normal>', "fsync each session's protection record (full: once per session), or leave it to the OS: survives a killed process, not a power cut (normal)", 'full')
-    .option('--engine <ort|reference|llama>', 'execution engine', 'reference')
-    .option('--threads <n>', 'engine threads (ort, llama)')
+    .addOption(
+      new Option('--protection-sync <mode>', "fsync each session's protection record (full: once per session), or leave it to the OS: survives a killed process, not a power cut (normal)")
+        .choices(['full', 'normal'] satisfies ProtectionSync[])
+        .default('full'),
+    )
+    .addOption(engineOption('the layers'))
+    .option('--threads <n>', 'engine threads (ort, llama)', positive('--threads'))
     .addOption(computeThreadOption('the engine (ort, llama)'))
-    .option('--kv-budget-mb <n>', 'memory for KV caches across sessions, as the engine stores them (the engine stays within it: ORT admits sessions against four fifths, leaving batched attention at least a fifth; llama sizes its KV cells by it, F16 in its 4-bit profiles)', '512')
-    .option('--batch-tokens <n>', 'continuous batching: tokens one scheduler iteration computes across sessions', '64')
-    .option('--prefill-chunk <n>', 'continuous batching: most prompt tokens one session adds to an iteration', '32')
-    .option('--announce-interval <ms>', 'advert refresh interval (adverts expire after 3 intervals)', '30000')
-    .option('--memory-mb <n>', 'weight memory for --layers auto (default: half the free memory)')
+    .option('--kv-budget-mb <n>', 'memory for KV caches across sessions, as the engine stores them (the engine stays within it: ORT admits sessions against four fifths, leaving batched attention at least a fifth; llama sizes its KV cells by it, F16 in its 4-bit profiles)', positive('--kv-budget-mb'), 512)
+    .option('--batch-tokens <n>', 'continuous batching: tokens one scheduler iteration computes across sessions', positive('--batch-tokens'), 64)
+    .option('--prefill-chunk <n>', 'continuous batching: most prompt tokens one session adds to an iteration', positive('--prefill-chunk'), 32)
+    .option('--announce-interval <ms>', 'advert refresh interval (adverts expire after 3 intervals)', positive('--announce-interval'), 30_000)
+    .option('--memory-mb <n>', 'weight memory for --layers auto (default: half the free memory)', positive('--memory-mb'))
     .option('--model-id <id>', 'trust this model id instead of hashing the model')
-    .option('--idle-timeout <ms>', 'free a session after this long without a step', '300000')
-    .option('--bench-tokens <n>', 'prompt tokens for the start-up compute benchmark (0 = skip)', '8')
+    .option('--idle-timeout <ms>', 'free a session after this long without a step', positive('--idle-timeout'), 300_000)
+    .option('--bench-tokens <n>', 'prompt tokens for the start-up compute benchmark (0 = skip)', integerOption('--bench-tokens', { min: 0 }), 8)
     .option('--log-level <level>', 'pino log level', 'info')
     // per remote peer bounds (docs/threat-model.md, "Limits per peer")
-    .option('--max-sessions-per-peer <n>', 'sessions one remote peer may hold open', String(DEFAULT_PEER_LIMITS.maxSessionsPerPeer))
-    .option('--max-kv-share <f>', 'fraction (0, 1] of the KV budget one remote peer may reserve', String(DEFAULT_PEER_LIMITS.maxKvShare))
-    .option('--max-streams-per-peer <n>', 'open inbound streams one remote peer may hold per protocol', String(DEFAULT_PEER_LIMITS.maxStreamsPerPeer))
-    .option('--stream-idle-timeout <ms>', 'close an inbound stream with no complete message and no live session after this long', String(DEFAULT_PEER_LIMITS.streamIdleMs))
-    .option('--max-step-tokens <n>', 'f32 rows one STEP may carry, i.e. the bytes buffered per stream (f16 and bf16 steps carry twice as many rows)', String(DEFAULT_PEER_LIMITS.maxStepTokens))
-    .option('--max-connections-per-peer <n>', 'connections one remote peer may hold', String(DEFAULT_MAX_CONNECTIONS_PER_PEER))
-    .option('--stream-spares <n>', 'negotiated streams kept ready to each next hop and gateway just used (saves a round trip per session open; 0 = none)', String(DEFAULT_STREAM_SPARES.spares))
-    .option('--stream-spare-idle <ms>', "close a spare kept unused this long (keep it below the next hops' --stream-idle-timeout)", String(DEFAULT_STREAM_SPARES.maxIdleMs))
-    .option('--stream-opens-per-sec <n>', 'inbound streams one remote peer may open per second (bursts of 4 s allowed)', String(DEFAULT_PEER_LIMITS.streamOpensPerSec))
+    .option('--max-sessions-per-peer <n>', 'sessions one remote peer may hold open', positive('--max-sessions-per-peer'), DEFAULT_PEER_LIMITS.maxSessionsPerPeer)
+    .option('--max-kv-share <f>', 'fraction (0, 1] of the KV budget one remote peer may reserve', numberOption('--max-kv-share', { min: 0, max: 1, aboveMin: true }), DEFAULT_PEER_LIMITS.maxKvShare)
+    .option('--max-streams-per-peer <n>', 'open inbound streams one remote peer may hold per protocol', positive('--max-streams-per-peer'), DEFAULT_PEER_LIMITS.maxStreamsPerPeer)
+    .option('--stream-idle-timeout <ms>', 'close an inbound stream with no complete message and no live session after this long', positive('--stream-idle-timeout'), DEFAULT_PEER_LIMITS.streamIdleMs)
+    .option('--max-step-tokens <n>', 'f32 rows one STEP may carry, i.e. the bytes buffered per stream (f16 and bf16 steps carry twice as many rows)', positive('--max-step-tokens'), DEFAULT_PEER_LIMITS.maxStepTokens)
+    .option('--max-connections-per-peer <n>', 'connections one remote peer may hold', positive('--max-connections-per-peer'), DEFAULT_MAX_CONNECTIONS_PER_PEER)
+    .option('--stream-spares <n>', 'negotiated streams kept ready to each next hop and gateway just used (saves a round trip per session open; 0 = none)', integerOption('--stream-spares', { min: 0 }), DEFAULT_STREAM_SPARES.spares)
+    .option('--stream-spare-idle <ms>', "close a spare kept unused this long (keep it below the next hops' --stream-idle-timeout)", positive('--stream-spare-idle'), DEFAULT_STREAM_SPARES.maxIdleMs)
+    .option('--stream-opens-per-sec <n>', 'inbound streams one remote peer may open per second (bursts of 4 s allowed)', positive('--stream-opens-per-sec'), DEFAULT_PEER_LIMITS.streamOpensPerSec)
     // accountability (ODSI_ACCOUNTABILITY=1): what is kept for auditors, and per-peer audit bounds
-    .option('--audit-window <ms>', 'keep committed steps for auditors this long after a session\'s last step', String(DEFAULT_ARCHIVE_LIMITS.challengeWindowMs))
-    .option('--audit-fetches-per-minute <n>', 'audit fetches one remote peer may make per minute', String(DEFAULT_ARCHIVE_LIMITS.auditFetch.perMinute))
-    .option('--audit-fetches-in-flight <n>', 'audit fetches of one remote peer served at once', String(DEFAULT_ARCHIVE_LIMITS.auditFetch.inFlight))
-    .option('--reexec-per-minute <n>', 're-execution requests one remote peer may make per minute', String(DEFAULT_REEXEC_LIMITS.perPeer.perMinute))
-    .option('--reexec-in-flight <n>', 're-executions of one remote peer served at once', String(DEFAULT_REEXEC_LIMITS.perPeer.inFlight))
-    .option('--metrics-port <n>', 'serve Prometheus metrics at http://<metrics-host>:<n>/metrics (0 = any free port; off unless given)')
+    .option('--audit-window <ms>', 'keep committed steps for auditors this long after a session\'s last step', positive('--audit-window'), DEFAULT_ARCHIVE_LIMITS.challengeWindowMs)
+    .option('--audit-fetches-per-minute <n>', 'audit fetches one remote peer may make per minute', positive('--audit-fetches-per-minute'), DEFAULT_ARCHIVE_LIMITS.auditFetch.perMinute)
+    .option('--audit-fetches-in-flight <n>', 'audit fetches of one remote peer served at once', positive('--audit-fetches-in-flight'), DEFAULT_ARCHIVE_LIMITS.auditFetch.inFlight)
+    .option('--reexec-per-minute <n>', 're-execution requests one remote peer may make per minute', positive('--reexec-per-minute'), DEFAULT_REEXEC_LIMITS.perPeer.perMinute)
+    .option('--reexec-in-flight <n>', 're-executions of one remote peer served at once', positive('--reexec-in-flight'), DEFAULT_REEXEC_LIMITS.perPeer.inFlight)
+    .option('--metrics-port <n>', 'serve Prometheus metrics at http://<metrics-host>:<n>/metrics (0 = any free port; off unless given)', integerOption('--metrics-port', PORT))
     .option('--metrics-host <addr>', 'listen address of the metrics endpoint', '127.0.0.1')
     // test/demo fault injection, refused unless ODSI_ALLOW_FAULTS=1
     .option(
@@ -159,7 +154,6 @@ export function register(program: Command): void {
       [],
     )
     .action(async (o: NodeCliOptions) => {
-      if (o.engine !== 'ort' && o.engine !== 'reference' && o.engine !== 'llama') throw new Error(`--engine must be "ort", "reference" or "llama", got "${o.engine}"`);
       const env = process.env;
       const faults = createNodeFaults(o.fault, env.ODSI_ALLOW_FAULTS === '1'); // before anything loads: a refused fault stops here
       const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));
@@ -176,33 +170,33 @@ export function register(program: Command): void {
         identityFile: o.identity,
         dataDir: o.dataDir,
         engine: o.engine,
-        threads: o.threads ? positive('--threads', o.threads) : undefined,
+        threads: o.threads,
         computeThread: o.computeThread,
-        kvBudgetMb: positive('--kv-budget-mb', o.kvBudgetMb),
-        batching: { tokenBudget: positive('--batch-tokens', o.batchTokens), chunkTokens: positive('--prefill-chunk', o.prefillChunk) },
-        announceIntervalMs: positive('--announce-interval', o.announceInterval),
-        memoryMb: o.memoryMb ? positive('--memory-mb', o.memoryMb) : undefined,
+        kvBudgetMb: o.kvBudgetMb,
+        batching: { tokenBudget: o.batchTokens, chunkTokens: o.prefillChunk },
+        announceIntervalMs: o.announceInterval,
+        memoryMb: o.memoryMb,
         modelId: o.modelId,
-        idleTimeoutMs: positive('--idle-timeout', o.idleTimeout),
-        benchTokens: parseInteger('--bench-tokens', o.benchTokens, { min: 0 }),
+        idleTimeoutMs: o.idleTimeout,
+        benchTokens: o.benchTokens,
         passphrase: env.ODSI_PASSPHRASE,
         peerLimits: {
-          maxSessionsPerPeer: positive('--max-sessions-per-peer', o.maxSessionsPerPeer),
-          maxKvShare: parseNumber('--max-kv-share', o.maxKvShare, { min: 0, max: 1, aboveMin: true }),
-          maxStreamsPerPeer: positive('--max-streams-per-peer', o.maxStreamsPerPeer),
-          streamIdleMs: positive('--stream-idle-timeout', o.streamIdleTimeout),
-          maxStepTokens: positive('--max-step-tokens', o.maxStepTokens),
-          streamOpensPerSec: positive('--stream-opens-per-sec', o.streamOpensPerSec),
+          maxSessionsPerPeer: o.maxSessionsPerPeer,
+          maxKvShare: o.maxKvShare,
+          maxStreamsPerPeer: o.maxStreamsPerPeer,
+          streamIdleMs: o.streamIdleTimeout,
+          maxStepTokens: o.maxStepTokens,
+          streamOpensPerSec: o.streamOpensPerSec,
         },
-        maxConnectionsPerPeer: positive('--max-connections-per-peer', o.maxConnectionsPerPeer),
-        streamSpares: parseInteger('--stream-spares', o.streamSpares, { min: 0 }),
-        streamSpareIdleMs: positive('--stream-spare-idle', o.streamSpareIdle),
+        maxConnectionsPerPeer: o.maxConnectionsPerPeer,
+        streamSpares: o.streamSpares,
+        streamSpareIdleMs: o.streamSpareIdle,
         accountability: accountabilityFrom(env, o),
         protectionDb: protectionDbPath(o),
-        protectionSync: protectionSync(o.protectionSync),
+        protectionSync: o.protectionSync,
         stake,
         decorate: faults,
-        metricsPort: o.metricsPort === undefined ? undefined : parseInteger('--metrics-port', o.metricsPort, PORT),
+        metricsPort: o.metricsPort,
         metricsHost: o.metricsHost,
         log,
       });

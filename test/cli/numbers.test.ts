@@ -2,6 +2,9 @@
 // CLI refusing what it cannot read before anything starts, naming the flag and its bounds.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { PORT, integerOption, numberOption, parseInteger, parseNumber } from '../../src/cli/numbers.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
@@ -61,8 +64,8 @@ test("the commander forms throw commander's InvalidArgumentError with the same m
 });
 
 describe('the odsi commands read numbers this way, and refuse before starting anything', () => {
-  const refused = (args: string[], message: RegExp) => {
-    const r = runOdsi(args, { timeoutMs: 30_000 });
+  const refused = (args: string[], message: RegExp, env: NodeJS.ProcessEnv = {}) => {
+    const r = runOdsi(args, { timeoutMs: 30_000, env: { ...process.env, ...env } });
     assert.notEqual(r.code, 0, `odsi ${args.join(' ')} was accepted`);
     assert.match(r.stderr, message);
     assert.equal(r.stdout, '', 'nothing was started or printed');
@@ -74,11 +77,43 @@ describe('the odsi commands read numbers this way, and refuse before starting an
     refused(['gateway', '--model', STORIES_GGUF, '--port', ''], /--port must be an integer in \[0, 65535\], got ""/);
     refused(['gateway', '--model', STORIES_GGUF, '--max-concurrent', '0'], /--max-concurrent must be an integer >= 1, got "0"/);
   });
-  test('node: negative spare streams (once refused as "a port number"), an exponent, a zero share', () => {
+  test('node: negative spare streams (once refused as "a port number"), an exponent, a zero share, an unknown engine', () => {
     const node = ['node', '--model', STORIES_GGUF, '--layers', '0:5', '--listen', '/ip4/127.0.0.1/tcp/0'];
-    refused([...node, '--stream-spares', '-1'], /^odsi: --stream-spares must be an integer >= 0, got "-1"$/m);
-    refused([...node, '--kv-budget-mb', '1e3'], /^odsi: --kv-budget-mb must be an integer >= 1, got "1e3"$/m);
-    refused([...node, '--max-kv-share', '0'], /^odsi: --max-kv-share must be a number in \(0, 1\], got "0"$/m);
+    refused([...node, '--stream-spares', '-1'], /--stream-spares must be an integer >= 0, got "-1"/);
+    refused([...node, '--kv-budget-mb', '1e3'], /--kv-budget-mb must be an integer >= 1, got "1e3"/);
+    refused([...node, '--max-kv-share', '0'], /--max-kv-share must be a number in \(0, 1\], got "0"/);
+    refused([...node, '--engine', 'gpu'], /argument 'gpu' is invalid\. Allowed choices are reference, ort, llama/);
+    refused([...node, '--protection-sync', 'off'], /argument 'off' is invalid\. Allowed choices are full, normal/);
+  });
+  test('node: its flags are read before it opens anything, audit bounds also with accountability off (once read after the ledger opened, and then only with it on)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'odsi-cli-numbers-'));
+    try {
+      const ledgerFile = join(dir, 'ledger.db');
+      const node = [
+        'node',
+        '--model',
+        STORIES_GGUF,
+        '--layers',
+        '0:5',
+        '--listen',
+        '/ip4/127.0.0.1/tcp/0',
+        '--ledger',
+        `sqlite:${ledgerFile}`,
+      ];
+      refused([...node, '--audit-window', '5s'], /--audit-window must be an integer >= 1, got "5s"/, { ODSI_ACCOUNTABILITY: '0' });
+      refused([...node, '--idle-timeout', '0'], /--idle-timeout must be an integer >= 1, got "0"/);
+      assert.equal(existsSync(ledgerFile), false, 'the ledger was not opened');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test('gateway and demo: ODSI_AUDIT_RATE outside [0, 1] or not a number (once ignored silently)', () => {
+    refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_AUDIT_RATE must be a number in \[0, 1\], got "2"/, {
+      ODSI_AUDIT_RATE: '2',
+    });
+    refused(['demo', '--model', STORIES_GGUF, '--nodes', '1'], /ODSI_AUDIT_RATE must be a number in \[0, 1\], got "half"/, {
+      ODSI_AUDIT_RATE: 'half',
+    });
   });
   test('demo, generate, model synth and status', () => {
     refused(['demo', '--model', STORIES_GGUF, '--nodes', '2.5'], /--nodes must be an integer >= 1, got "2.5"/);
