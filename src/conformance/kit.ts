@@ -682,7 +682,7 @@ const RULES: Rule[] = [
   },
   {
     id: 'S4',
-    title: 'STEP shape or payload size not matching → ERROR bad_message (session kept)',
+    title: 'STEP shape or payload size not matching, or a NaN or infinite value in it → ERROR bad_message (session kept)',
     run: async (k) => {
       const sid = k.sid('shape');
       const s = await k.opened(k.open({ sessionId: sid }));
@@ -693,7 +693,13 @@ const RULES: Rule[] = [
       const short = k.step(sid, { step: 1, pos: 0, nTokens: 1, payload: new Uint8Array(k.t.dim * 4 - 4) });
       const e2 = await k.error(s, short, sid);
       expect(codeOf(e2) === 'bad_message', `short payload: expected bad_message, got ${show(e2)}`);
-      await k.result(s, sid, k.step(sid, { step: 2, pos: 0, nTokens: 1 }));
+      for (const [i, v] of [NaN, Infinity].entries()) {
+        const x = new Float32Array(k.t.dim).fill(0.01);
+        x[1] = v;
+        const e3 = await k.error(s, k.step(sid, { step: 2 + i, pos: 0, nTokens: 1, payload: new Uint8Array(x.buffer) }), sid);
+        expect(codeOf(e3) === 'bad_message', `a ${v} in the payload: expected bad_message, got ${show(e3)}`);
+      }
+      await k.result(s, sid, k.step(sid, { step: 4, pos: 0, nTokens: 1 }));
       void s.ch.close();
     },
   },

@@ -15,6 +15,7 @@ import {
   type StageRange,
 } from './types.js';
 import { kvBytesPerPosition } from './kv-bytes.js';
+import { checkStepInput } from './step-input.js';
 import { addInPlace, attention, matmul, rmsnorm, rope, ropeTables, swiglu } from './reference/kernels.js';
 import { ropeInvFreq } from '../model/rope.js';
 import { WasmArena } from './reference/wasm.js';
@@ -343,28 +344,19 @@ export class ReferenceStage implements Stage {
   /** validate the input (before touching the session, so a bad call leaves it unchanged), embed */
   private prepare(input: StageInput): Float32Array {
     const c = this.config;
-    const { pos, nTokens: n } = input;
-    if (typeof input.sessionId !== 'string') throw new EngineError('sessionId must be a string', 'bad_input');
-    if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
-    if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
-
-    let x: Float32Array;
-    if (this.range.embed) {
-      const tokens = input.tokens;
-      if (!tokens || tokens.length !== n) throw new EngineError(`expected ${n} token ids, got ${tokens?.length ?? 'none'}`, 'bad_input');
-      x = new Float32Array(n * c.dim);
-      for (let t = 0; t < n; t++) {
-        const id = tokens[t];
-        if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
-        x.set(this.embed!.subarray(id * c.dim, (id + 1) * c.dim), t * c.dim);
-      }
-    } else {
-      const h = input.hidden;
-      if (!h || h.length !== n * c.dim)
-        throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
-      x = Float32Array.from(h);
+    const n = input.nTokens;
+    checkStepInput(input, {
+      config: c,
+      range: this.range,
+      maxContext: c.contextLength,
+      cachedLength: this.sessions.get(input.sessionId)?.length,
+    });
+    if (!this.range.embed) return Float32Array.from(input.hidden!);
+    const x = new Float32Array(n * c.dim);
+    for (let t = 0; t < n; t++) {
+      const id = input.tokens![t]!;
+      x.set(this.embed!.subarray(id * c.dim, (id + 1) * c.dim), t * c.dim);
     }
-
     return x;
   }
 

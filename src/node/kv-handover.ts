@@ -289,6 +289,9 @@ export class KvHandover {
           } catch (e) {
             return bad('bad_message', (e as Error).message);
           }
+          // a poisoned cache would have this node sign non-finite outputs that no audit reproduces
+          for (let i = 0; i < kv.length; i++)
+            if (!Number.isFinite(kv[i]!)) return bad('bad_message', `KV layer ${h.layer} holds a non-finite value`);
           layers.set(h.layer, { k: kv.subarray(0, n), v: kv.subarray(n) });
           if (layers.size < r.end - r.start) return;
           try {

@@ -184,21 +184,56 @@ for (const kind of ['reference', 'ort'] as EngineKind[]) {
   });
 }
 
-it('the ORT engine refuses non-finite hidden states', async () => {
-  const src = new GgufFile(STORIES_GGUF);
-  const stage = await createStage('ort', src, { start: 0, end: 2, embed: false, head: false }, { threads: 1 });
-  try {
-    const h = new Float32Array(src.config.dim).fill(0.1);
-    h[7] = Infinity;
-    await assert.rejects(
-      stage.forward({ sessionId: 's', pos: 0, nTokens: 1, hidden: h }),
-      (e: unknown) => e instanceof EngineError && e.code === 'bad_input' && /finite/.test(e.message),
-    );
-    assert.equal(stage.sessionLength('s'), 0);
-  } finally {
-    await stage.dispose();
-  }
-});
+// A step from a hostile peer gets the same refusal on every engine (src/engine/step-input.ts),
+// and the session is left as it was. Until session 19 the reference engine, odsi node's default,
+// computed non-finite hidden states, so its node signed a non-finite output no audit reproduces.
+for (const kind of ['reference', 'ort', 'llama'] as EngineKind[]) {
+  it(`the ${kind} engine refuses a hostile step, changing nothing: non-finite hidden states, a wrong size, a gap, an unknown session`, async () => {
+    const src = new GgufFile(STORIES_GGUF);
+    const dim = src.config.dim;
+    const stage = await createStage(kind, src, { start: 0, end: 2, embed: false, head: false }, { threads: 1 });
+    const refused = async (input: StageInput, code: string, message: RegExp) =>
+      assert.rejects(stage.forward(input), (e: unknown) => e instanceof EngineError && e.code === code && message.test(e.message));
+    try {
+      await stage.forward({ sessionId: 's', pos: 0, nTokens: 2, hidden: new Float32Array(2 * dim).fill(0.1) });
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        const h = new Float32Array(dim).fill(0.1);
+        h[7] = bad;
+        await refused({ sessionId: 's', pos: 2, nTokens: 1, hidden: h }, 'bad_input', /^hidden states must be finite$/);
+        await refused({ sessionId: 'new', pos: 0, nTokens: 1, hidden: h }, 'bad_input', /^hidden states must be finite$/);
+      }
+      await refused(
+        { sessionId: 's', pos: 2, nTokens: 2, hidden: new Float32Array(dim) },
+        'bad_input',
+        new RegExp(`^expected hidden of 2×${dim} floats, got ${dim}$`),
+      );
+      await refused(
+        { sessionId: 's', pos: 3, nTokens: 1, hidden: new Float32Array(dim) },
+        'bad_input',
+        /^position 3 is beyond the session's cached length 2$/,
+      );
+      await refused(
+        { sessionId: 'x', pos: 1, nTokens: 1, hidden: new Float32Array(dim) },
+        'unknown_session',
+        /^unknown session x \(first step must start at position 0, got 1\)$/,
+      );
+      await refused(
+        { sessionId: 's', pos: 2, nTokens: 0, hidden: new Float32Array(0) },
+        'bad_input',
+        /^nTokens must be a positive integer, got 0$/,
+      );
+      assert.equal(stage.sessionLength('s'), 2);
+      assert.equal(stage.sessionLength('new'), 0);
+      assert.equal(stage.sessionLength('x'), 0);
+      // and the session goes on from where it was
+      const r = await stage.forward({ sessionId: 's', pos: 2, nTokens: 1, hidden: new Float32Array(dim).fill(0.1) });
+      assert.equal(r.hidden!.length, dim);
+      assert.equal(stage.sessionLength('s'), 3);
+    } finally {
+      await stage.dispose();
+    }
+  });
+}
 
 it('a long session among short ones steps alone; every output equals its solo run (ort)', async () => {
   const src = new GgufFile(STORIES_GGUF);

@@ -1,7 +1,8 @@
 // Hostile peers against one real `odsi node` process (stories260K, all layers, 1 MB of KV): a
 // peer sending STEPs faster than they run gets ERROR `limit` for those beyond the per-session
 // queue (no unbounded promise chain), and is still served afterwards; a KV hand-over is checked
-// against the context length and its owner's KV share before anything is reserved.
+// against the context length and its owner's KV share before anything is reserved, and refused
+// when it holds a non-finite value.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -85,6 +86,32 @@ function open(fields: Partial<OpenToSign> & { sessionId: string }): OpenHeader {
 }
 
 const errorsIn = (got: Message[]) => got.filter((m) => m.type === MsgType.ERROR).map((m) => m.header as { code: string; reason: string });
+
+test('a KV hand-over holding a non-finite value is refused, and what it reserved is given back: eight of them, then a clean one fits', { timeout: 30_000 }, async () => {
+  const kvDim = config.nKvHeads * config.headDim;
+  const length = 100; // 128 positions as the reference engine allocates; the node's 1 MB holds 819
+  const handOver = async (sessionId: string, poison: boolean) => {
+    const invite = open({ sessionId, route: [{ peerId: attacker.peerId, addrs: attacker.addrs(), start: 0, end: config.nLayers }], spares: [hop()] });
+    const { ch, got } = await rawStream(KV_PROTOCOL);
+    for (let layer = 0; layer < config.nLayers; layer++) {
+      const kv = new Float32Array(2 * length * kvDim).fill(0.5);
+      if (poison && layer === 1) kv[3] = NaN;
+      const header = { sessionId, modelId: side.modelId, start: 0, end: config.nLayers, length, layer, kvDim, ...(layer === 0 ? { open: invite } : {}) };
+      await ch.send({ type: MsgType.KV, header, payload: new Uint8Array(kv.buffer) } as Message);
+      if (got.length) break;
+    }
+    await until('an answer', () => got.length > 0);
+    return got;
+  };
+  for (let i = 0; i < 8; i++) {
+    const poisoned = await handOver(`kv-poisoned-${i}`, true);
+    assert.equal(errorsIn(poisoned)[0]?.code, 'bad_message', JSON.stringify(poisoned.map((m) => m.header)));
+    assert.match(errorsIn(poisoned)[0]!.reason, /^KV layer 1 holds a non-finite value$/);
+  }
+  // each poisoned copy's reservation was given back, or this one would not fit (8 × 128 > 819)
+  const clean = await handOver('kv-clean', false);
+  assert.equal(clean[0]?.type, MsgType.KV_ACK, JSON.stringify(clean.map((m) => m.header)));
+});
 
 test('STEPs sent faster than they run: those beyond the per-session queue get limit, the session is served on', { timeout: 60_000 }, async () => {
   const sid = 'flood';

@@ -5,6 +5,7 @@
 import type { ModelConfig } from '../../model/types.js';
 import { EngineError, type StageInput, type StageOutput, type StageRange } from '../types.js';
 import type { LlamaLib, Ptr } from './ffi.js';
+import { checkStepInput } from '../step-input.js';
 
 export interface RunnerSpec {
   file: string;
@@ -261,26 +262,11 @@ export class LlamaRunner {
   }
 
   private validate(input: StepIn): void {
-    const c = this.config;
-    const { pos, nTokens: n, sessionId } = input;
-    if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
-    if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
-    if (pos + n > this.maxContext)
-      throw new EngineError(`context overflow: ${pos + n} positions > maximum context ${this.maxContext}`, 'capacity');
-    const len = this.sessions.get(sessionId)?.len;
-    if (len === undefined && pos !== 0)
-      throw new EngineError(`unknown session ${sessionId} (first step must start at position 0, got ${pos})`, 'unknown_session');
-    if (len !== undefined && pos > len) throw new EngineError(`position ${pos} is beyond the session's cached length ${len}`, 'bad_input');
-    if (this.range.embed) {
-      if (!input.tokens || input.tokens.length !== n)
-        throw new EngineError(`expected ${n} token ids, got ${input.tokens?.length ?? 'none'}`, 'bad_input');
-      for (const id of input.tokens)
-        if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
-    } else {
-      const h = input.hidden;
-      if (!h || h.length !== n * c.dim)
-        throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
-      for (let i = 0; i < h.length; i++) if (!Number.isFinite(h[i]!)) throw new EngineError('hidden states must be finite', 'bad_input');
-    }
+    checkStepInput(input, {
+      config: this.config,
+      range: this.range,
+      maxContext: this.maxContext,
+      cachedLength: this.sessions.get(input.sessionId)?.len,
+    });
   }
 }

@@ -27,6 +27,7 @@ import { ortHandler, type WorkerRequest } from './handler.js';
 import { InThreadCaller } from '../in-thread.js';
 import { EngineWorkerClient, type EngineCaller } from '../worker-client.js';
 import { kvBytesPerPosition } from '../kv-bytes.js';
+import { checkStepInput } from '../step-input.js';
 
 export interface OrtStageOptions {
   /** weight precision; default: q4/q8 when every layer weight is stored Q4_0/Q8_0, else f32 */
@@ -256,31 +257,16 @@ class OrtStageImpl implements OrtStage {
 
   /** checks one input and makes the copy that travels to the worker */
   private validate(input: StageInput): StepIn {
-    const c = this.config;
-    const { pos, nTokens: n, sessionId } = input;
-    if (!Number.isInteger(n) || n < 1) throw new EngineError(`nTokens must be a positive integer, got ${n}`, 'bad_input');
-    if (!Number.isInteger(pos) || pos < 0) throw new EngineError(`pos must be a non-negative integer, got ${pos}`, 'bad_input');
-    if (pos + n > this.maxContext)
-      throw new EngineError(`context overflow: ${pos + n} positions > maximum context ${this.maxContext}`, 'capacity');
-    const len = this.lengths.get(sessionId);
-    if (len === undefined && pos !== 0)
-      throw new EngineError(`unknown session ${sessionId} (first step must start at position 0, got ${pos})`, 'unknown_session');
-    if (len !== undefined && pos > len) throw new EngineError(`position ${pos} is beyond the session's cached length ${len}`, 'bad_input');
-    let tokens: Int32Array | undefined;
-    let hidden: Float32Array | undefined;
-    if (this.range.embed) {
-      if (!input.tokens || input.tokens.length !== n)
-        throw new EngineError(`expected ${n} token ids, got ${input.tokens?.length ?? 'none'}`, 'bad_input');
-      for (const id of input.tokens)
-        if (!(id >= 0 && id < c.vocabSize)) throw new EngineError(`token id ${id} out of range [0, ${c.vocabSize})`, 'bad_input');
-      tokens = Int32Array.from(input.tokens);
-    } else {
-      const h = input.hidden;
-      if (!h || h.length !== n * c.dim)
-        throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
-      for (let i = 0; i < h.length; i++) if (!Number.isFinite(h[i]!)) throw new EngineError('hidden states must be finite', 'bad_input');
-      hidden = Float32Array.from(h); // our copy travels to the worker (transferred)
-    }
-    return { sessionId, pos, nTokens: n, tokens, hidden, allLogits: input.allLogits };
+    const { pos, nTokens, sessionId } = input;
+    checkStepInput(input, {
+      config: this.config,
+      range: this.range,
+      maxContext: this.maxContext,
+      cachedLength: this.lengths.get(sessionId),
+    });
+    // our copy travels to the worker (transferred)
+    const tokens = this.range.embed ? Int32Array.from(input.tokens!) : undefined;
+    const hidden = this.range.embed ? undefined : Float32Array.from(input.hidden!);
+    return { sessionId, pos, nTokens, tokens, hidden, allLogits: input.allLogits };
   }
 }
