@@ -30,6 +30,7 @@ import {
 } from './schemas.js';
 import { chatShape, completionShape, type ChoiceResult, type FinishReason, type Shape, type TokenInfo, type Usage } from './shapes.js';
 import { StopMatcher } from '../engine/generate.js';
+import { openEventStream } from './event-stream.js';
 
 export interface ApiServerOptions extends ApiLimits {
   /** default per-token deadline budget (ms) when a request does not set odsi.deadline_ms */
@@ -446,20 +447,9 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
   async function streamUpstream(reply: FastifyReply, orig: Original, why: FallbackReason, signal: AbortSignal): Promise<void> {
     const up = fallback!.stream(orig.kind, orig.body, signal);
     const first = await up.next();
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-      'x-odsi-served-by': 'fallback',
-    });
+    const events = openEventStream(reply, 'fallback');
+    const send = (obj: unknown) => events.send(obj);
     const mark = { served_by: 'fallback', fallback_reason: why };
-    const send = async (obj: unknown) => {
-      if (res.writableEnded || res.destroyed) return;
-      if (!res.write(`data: ${JSON.stringify(obj)}\n\n`)) await new Promise<void>((r) => res.once('drain', r).once('close', r));
-    };
     try {
       for (let cur = first; !cur.done && !signal.aborted; cur = await up.next()) {
         const chunk = cur.value;
@@ -469,7 +459,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
       await send(toApiError(e).body());
     } finally {
       await up.return(undefined).catch(() => undefined);
-      if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
+      events.end();
     }
   }
 
@@ -508,30 +498,8 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     orig: Original,
     firstProgress: { tokens: number },
   ): Promise<void> {
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-      'x-odsi-served-by': 'swarm',
-    });
-    // a slow reader holds generation back rather than letting the buffer grow
-    const send = async (obj: unknown) => {
-      if (res.writableEnded || res.destroyed) return;
-      if (!res.write(`data: ${JSON.stringify(obj)}\n\n`)) {
-        await new Promise<void>((r) => {
-          const done = () => {
-            res.off('drain', done);
-            res.off('close', done);
-            r();
-          };
-          res.on('drain', done);
-          res.on('close', done);
-        });
-      }
-    };
+    const events = openEventStream(reply, 'swarm');
+    const send = (obj: unknown) => events.send(obj);
     const usageField = p.includeUsage ? { usage: null } : {};
     let completion = 0;
     /** tokens the upstream generated in a continuation (reported to the client, so in onUsage too) */
@@ -616,7 +584,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     } finally {
       // what was generated, also for a choice cut off by a disconnect or an error, and what the upstream added
       opts.onUsage?.(usageOf(p, completion + current.progress.tokens + upstreamTokens), p.request);
-      if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
+      events.end();
     }
   }
 
