@@ -157,14 +157,17 @@ export function register(program: Command): void {
       const env = process.env;
       const faults = createNodeFaults(o.fault, env.ODSI_ALLOW_FAULTS === '1'); // before anything loads: a refused fault stops here
       const log = pino({ level: o.logLevel, base: { svc: 'odsi-node' } }, pino.destination(2));
-      const ledger = o.ledger ? await openLedger(o.ledger, { worker: true }) : undefined; // SQLite work off the token path
-      const stake = ledger ? await LedgerStakeView.open(ledger, { onError: (e) => log.warn({ err: e.message }, 'ledger read failed') }) : undefined;
-      const probe = openModel(o.model);
+      const accountability = accountabilityFrom(env, o);
+      const probe = openModel(o.model); // the header only: the layer count that --layers is read against
       const nLayers = probe.config.nLayers;
       probe.close();
+      const layers = parseLayers(o.layers, nLayers);
+      // everything is read: now open what the node holds
+      const ledger = o.ledger ? await openLedger(o.ledger, { worker: true }) : undefined; // SQLite work off the token path
+      const stake = ledger ? await LedgerStakeView.open(ledger, { onError: (e) => log.warn({ err: e.message }, 'ledger read failed') }) : undefined;
       const node = await runNode({
         model: o.model,
-        layers: parseLayers(o.layers, nLayers),
+        layers,
         listen: o.listen,
         bootstrap: o.bootstrap,
         identityFile: o.identity,
@@ -191,7 +194,7 @@ export function register(program: Command): void {
         maxConnectionsPerPeer: o.maxConnectionsPerPeer,
         streamSpares: o.streamSpares,
         streamSpareIdleMs: o.streamSpareIdle,
-        accountability: accountabilityFrom(env, o),
+        accountability,
         protectionDb: protectionDbPath(o),
         protectionSync: o.protectionSync,
         stake,

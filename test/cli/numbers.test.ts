@@ -102,6 +102,7 @@ describe('the odsi commands read numbers this way, and refuse before starting an
       ];
       refused([...node, '--audit-window', '5s'], /--audit-window must be an integer >= 1, got "5s"/, { ODSI_ACCOUNTABILITY: '0' });
       refused([...node, '--idle-timeout', '0'], /--idle-timeout must be an integer >= 1, got "0"/);
+      refused([...node.map((a) => (a === '0:5' ? '3:9' : a))], /--layers 3:9 is not a non-empty range within the model's 5 layers/);
       assert.equal(existsSync(ledgerFile), false, 'the ledger was not opened');
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -113,6 +114,13 @@ describe('the odsi commands read numbers this way, and refuse before starting an
     });
     refused(['demo', '--model', STORIES_GGUF, '--nodes', '1'], /ODSI_AUDIT_RATE must be a number in \[0, 1\], got "half"/, {
       ODSI_AUDIT_RATE: 'half',
+    });
+  });
+  test('node and gateway: an ODSI_CHAIN_ID that is not a positive integer (once signed under 31337 instead)', () => {
+    const node = ['node', '--model', STORIES_GGUF, '--layers', '0:5', '--listen', '/ip4/127.0.0.1/tcp/0'];
+    refused(node, /ODSI_CHAIN_ID must be a positive integer, got "8453x"/, { ODSI_CHAIN_ID: '8453x' });
+    refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_CHAIN_ID must be a positive integer, got "0"/, {
+      ODSI_CHAIN_ID: '0',
     });
   });
   test('demo, generate, model synth and status', () => {

@@ -16,10 +16,17 @@ export function accountabilityEnabled(env: EnvVars): boolean {
   return env.ODSI_ACCOUNTABILITY !== '0';
 }
 
-/** The EIP-712 domain of this deployment: ODSI_CHAIN_ID (default anvil's 31337), no contract. */
+/**
+ * The EIP-712 domain of this deployment: ODSI_CHAIN_ID (default anvil's 31337), no contract. A
+ * value that is not a positive decimal integer is refused: signing under another chain's domain
+ * than the rest of the deployment would fail every custody check this node's receipts meet.
+ */
 export function deploymentDomain(env: EnvVars): OdsiDomain {
-  const id = env.ODSI_CHAIN_ID ? Number(env.ODSI_CHAIN_ID) : DEV_CHAIN_ID;
-  return { chainId: Number.isSafeInteger(id) && id > 0 ? id : DEV_CHAIN_ID };
+  const v = env.ODSI_CHAIN_ID;
+  if (v === undefined || v === '') return { chainId: DEV_CHAIN_ID };
+  const id = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(id) || id < 1) throw new Error(`ODSI_CHAIN_ID must be a positive integer, got "${v}"`);
+  return { chainId: id };
 }
 
 const utf8 = new TextEncoder();
