@@ -116,9 +116,11 @@ describe('the odsi commands read numbers this way, and refuse before starting an
       ODSI_AUDIT_RATE: 'half',
     });
   });
-  test('node and gateway: an ODSI_CHAIN_ID that is not a positive integer (once signed under 31337 instead)', () => {
+  test('node and gateway: an ODSI_CHAIN_ID that is not a positive integer (once signed under 31337 instead), an ODSI_ACCOUNTABILITY other than 0 or 1 (once read as on)', () => {
     const node = ['node', '--model', STORIES_GGUF, '--layers', '0:5', '--listen', '/ip4/127.0.0.1/tcp/0'];
     refused(node, /ODSI_CHAIN_ID must be a positive integer, got "8453x"/, { ODSI_CHAIN_ID: '8453x' });
+    refused(node, /ODSI_ACCOUNTABILITY must be 1 \(on, the default\) or 0 \(off\), got "false"/, { ODSI_ACCOUNTABILITY: 'false' });
+    refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_ACCOUNTABILITY must be 1/, { ODSI_ACCOUNTABILITY: 'off' });
     refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_CHAIN_ID must be a positive integer, got "0"/, {
       ODSI_CHAIN_ID: '0',
     });

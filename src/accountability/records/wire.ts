@@ -11,9 +11,15 @@ import { DEV_CHAIN_ID, toBytes32, type Hex, type OdsiDomain } from './eip712.js'
 /** Environment variables as read once at start-up (by the CLI) and handed down. */
 export type EnvVars = Readonly<Record<string, string | undefined>>;
 
-/** Accountability is on unless ODSI_ACCOUNTABILITY=0 (nodes and gateway must agree). */
+/**
+ * Accountability is on unless ODSI_ACCOUNTABILITY=0 (nodes and gateway must agree); 1 or unset
+ * is on. Any other value ('false', 'off') is refused rather than read as on.
+ */
 export function accountabilityEnabled(env: EnvVars): boolean {
-  return env.ODSI_ACCOUNTABILITY !== '0';
+  const v = env.ODSI_ACCOUNTABILITY;
+  if (v === '0') return false;
+  if (v === undefined || v === '' || v === '1') return true;
+  throw new Error(`ODSI_ACCOUNTABILITY must be 1 (on, the default) or 0 (off), got "${v}"`);
 }
 
 /**
