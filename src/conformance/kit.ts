@@ -682,7 +682,8 @@ const RULES: Rule[] = [
   },
   {
     id: 'S4',
-    title: 'STEP shape or payload size not matching, or a NaN or infinite value in it → ERROR bad_message (session kept)',
+    title:
+      'STEP shape or payload size not matching, or a NaN or infinite value in it → ERROR bad_message (session kept; for the NaN, naming the sender)',
     run: async (k) => {
       const sid = k.sid('shape');
       const s = await k.opened(k.open({ sessionId: sid }));
@@ -698,6 +699,8 @@ const RULES: Rule[] = [
         x[1] = v;
         const e3 = await k.error(s, k.step(sid, { step: 2 + i, pos: 0, nTokens: 1, payload: new Uint8Array(x.buffer) }), sid);
         expect(codeOf(e3) === 'bad_message', `a ${v} in the payload: expected bad_message, got ${show(e3)}`);
+        // the sender is at fault, not the refusing hop: at hop 0, the session's owner
+        expect(hdr(e3).peerId === k.g.peerId, `a ${v} in the payload: the ERROR must name its sender ${k.g.peerId}, got ${show(e3)}`);
       }
       await k.result(s, sid, k.step(sid, { step: 4, pos: 0, nTokens: 1 }));
       void s.ch.close();

@@ -3,6 +3,7 @@
 // non-finite input would sign a non-finite output, which no audit can reproduce: refused here.
 
 import type { ModelConfig } from '../model/types.js';
+import { allFinite } from '../util/all-finite.js';
 import { EngineError, type StageInput, type StageRange } from './types.js';
 
 export interface StepInputBounds {
@@ -35,6 +36,6 @@ export function checkStepInput(input: StageInput, b: StepInputBounds): void {
     const h = input.hidden;
     if (!h || h.length !== n * c.dim)
       throw new EngineError(`expected hidden of ${n}×${c.dim} floats, got ${h?.length ?? 'none'}`, 'bad_input');
-    for (let i = 0; i < h.length; i++) if (!Number.isFinite(h[i]!)) throw new EngineError('hidden states must be finite', 'bad_input');
+    if (!allFinite(h)) throw new EngineError('hidden states must be finite', 'bad_input');
   }
 }

@@ -21,6 +21,7 @@ import type { StepScheduler } from './scheduler.js';
 import type { Session } from './sessions.js';
 import type { NodeMetrics } from './metrics.js';
 import type { StepStamper } from './stamper.js';
+import { allFinite } from '../util/all-finite.js';
 
 /** how long a hop waits for the upstream receipts of a step without a deadline budget */
 export const RECEIPTS_WAIT_MS = 30_000;
@@ -70,10 +71,15 @@ export class StepExecutor {
     if (s.draining) return this.refuseDraining(s, h);
     const { stage, self, stamper } = this.o;
     const dim = stage.config.dim;
-    const fail = (code: ErrorCode, reason: string) => {
+    const fail = (code: ErrorCode, reason: string, culprit?: string) => {
       this.stats.errors++;
       this.o.metrics?.stepError(code);
-      void s.upstream.sendError(code, reason, { sessionId: s.id, requestId: h.requestId, hop: s.open.hop });
+      void s.upstream.sendError(code, reason, {
+        sessionId: s.id,
+        requestId: h.requestId,
+        hop: s.open.hop,
+        ...(culprit ? { peerId: culprit } : {}),
+      });
     };
     if (h.shape[0] !== h.nTokens || h.shape[1] !== dim) return fail('bad_message', `shape [${h.shape.join(',')}] ≠ [${h.nTokens},${dim}]`);
     if (h.pos + h.nTokens > s.reserved) return fail('busy', `session reserved ${s.reserved} KV tokens, step needs ${h.pos + h.nTokens}`);
@@ -84,6 +90,13 @@ export class StepExecutor {
       hidden = decodeTensor(payload, h.dtype, h.nTokens * dim);
     } catch (e) {
       return fail('bad_message', (e as Error).message);
+    }
+    // no engine computes on a NaN or ±∞ (src/engine/step-input.ts), and it is the sender's doing,
+    // never this hop's: the ERROR names the upstream hop (at hop 0, the owner), so the gateway
+    // routes around the sender rather than around this hop; nothing is claimed or committed
+    if (!allFinite(hidden)) {
+      const sender = s.open.hop > 0 ? s.open.route[s.open.hop - 1]!.peerId : s.open.reply.peerId;
+      return fail('bad_message', `hidden states from ${sender} are not finite`, sender);
     }
     // this hop commits to its input before the output exists (while the stage computes); the
     // upstream hop's receipts (custody) are checked before this hop signs

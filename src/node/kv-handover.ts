@@ -28,6 +28,7 @@ import {
 import { checkOpenSignature } from '../protocol/open-signature.js';
 import type { Session, SessionTable } from './sessions.js';
 import type { PeerLimits } from './peer-limits.js';
+import { allFinite } from '../util/all-finite.js';
 
 const round = (x: number): number => Math.round(x * 1000) / 1000;
 
@@ -290,8 +291,7 @@ export class KvHandover {
             return bad('bad_message', (e as Error).message);
           }
           // a poisoned cache would have this node sign non-finite outputs that no audit reproduces
-          for (let i = 0; i < kv.length; i++)
-            if (!Number.isFinite(kv[i]!)) return bad('bad_message', `KV layer ${h.layer} holds a non-finite value`);
+          if (!allFinite(kv)) return bad('bad_message', `KV layer ${h.layer} holds a non-finite value`);
           layers.set(h.layer, { k: kv.subarray(0, n), v: kv.subarray(n) });
           if (layers.size < r.end - r.start) return;
           try {

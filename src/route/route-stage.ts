@@ -15,6 +15,7 @@ import { Channel } from '../p2p/channel.js';
 import type { OdsiHost } from '../p2p/host.js';
 import type { StreamPool } from '../p2p/stream-pool.js';
 import { DeadlineTimer } from '../util/deadline-timer.js';
+import { allFinite } from '../util/all-finite.js';
 import type { StepVerifier } from './step-verifier.js';
 import {
   MsgType,
@@ -358,6 +359,11 @@ export class RouteStage implements Stage {
       if (lastRow && rows > 1) hidden = hidden.subarray((rows - 1) * dim);
     } catch (e) {
       throw new RouteError((e as Error).message, 'bad_reply', this.hops[this.hops.length - 1]!.peerId);
+    }
+    // each hop refuses a non-finite input, so a non-finite result is the last hop's
+    if (!allFinite(hidden)) {
+      const last = this.hops[this.hops.length - 1]!.peerId;
+      throw new RouteError(`result from ${last} is not finite`, 'bad_reply', last);
     }
     this.lastRoundTripMs = performance.now() - t0;
     this.lastTimeline = h.timeline;

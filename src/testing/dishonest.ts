@@ -3,6 +3,7 @@
 //
 //   noise:STD[@N]        adds Gaussian noise of STD × the row's RMS to every output value
 //   zeros[@N]            sends all-zero activations
+//   nan[@N]              sends activations holding a NaN (every receiver refuses them)
 //   skip-layer[@N]       skips its layers: sends its input on unchanged (exactly one skipped
 //                        layer on a one-layer range)
 //   wrong-weights[:SEED][@N]  emulates weights of another seed of the same shape: a seeded
@@ -75,6 +76,23 @@ export const DISHONEST_KINDS: Record<string, FaultKind> = {
       if (!(std > 0 && std <= 100)) throw new FaultSpecError(`fault "${spec}": STD must be a number in (0, 100], got "${value}"`);
       const rng = new Rng(0x6e6f6973);
       return { spec, rewrite: (x, v) => (v.nodeStep >= onset ? addNoise(x, v, std, rng) : x) };
+    },
+  },
+  nan: {
+    sep: '@',
+    syntax: 'nan[@N]',
+    description: 'sends activations holding a NaN, which every receiver refuses (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      return {
+        spec,
+        rewrite: (x, v) => {
+          if (v.nodeStep < onset) return x;
+          const out = Float32Array.from(x);
+          out[0] = NaN;
+          return out;
+        },
+      };
     },
   },
   zeros: {
