@@ -59,6 +59,13 @@ function addNoise(x: Float32Array, v: StepView, std: number, rng: Rng): Float32A
   return out;
 }
 
+/** a copy of `x` whose first value is NaN */
+function withNaN(x: Float32Array): Float32Array {
+  const out = Float32Array.from(x);
+  out[0] = NaN;
+  return out;
+}
+
 /** Remembers at most `max` entries, oldest dropped first. */
 function bounded<V>(map: Map<string, V>, key: string, value: V, max = 256): void {
   map.set(key, value);
@@ -84,15 +91,7 @@ export const DISHONEST_KINDS: Record<string, FaultKind> = {
     description: 'sends activations holding a NaN, which every receiver refuses (dishonest)',
     create(arg, spec) {
       const onset = noArg(arg, spec);
-      return {
-        spec,
-        rewrite: (x, v) => {
-          if (v.nodeStep < onset) return x;
-          const out = Float32Array.from(x);
-          out[0] = NaN;
-          return out;
-        },
-      };
+      return { spec, rewrite: (x, v) => (v.nodeStep >= onset ? withNaN(x) : x) };
     },
   },
   zeros: {
