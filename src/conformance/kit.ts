@@ -683,23 +683,25 @@ const RULES: Rule[] = [
   {
     id: 'S4',
     title:
-      'STEP shape or payload size not matching, or a NaN or infinite value in it → ERROR bad_message (session kept; for the NaN, naming the sender)',
+      'STEP shape or payload size not matching, or a NaN or infinite value in it → ERROR bad_message (session kept), naming the sender (at hop 0, the owner)',
     run: async (k) => {
       const sid = k.sid('shape');
       const s = await k.opened(k.open({ sessionId: sid }));
       const bad = k.step(sid, { step: 0, pos: 0, nTokens: 1 });
       (bad.header as StepHeader).shape = [1, k.t.dim + 1];
+      // the sender is at fault, not the refusing hop: at hop 0, the session's owner
       const e1 = await k.error(s, bad, sid);
       expect(codeOf(e1) === 'bad_message', `wrong shape: expected bad_message, got ${show(e1)}`);
+      expect(hdr(e1).peerId === k.g.peerId, `wrong shape: the ERROR must name its sender ${k.g.peerId}, got ${show(e1)}`);
       const short = k.step(sid, { step: 1, pos: 0, nTokens: 1, payload: new Uint8Array(k.t.dim * 4 - 4) });
       const e2 = await k.error(s, short, sid);
       expect(codeOf(e2) === 'bad_message', `short payload: expected bad_message, got ${show(e2)}`);
+      expect(hdr(e2).peerId === k.g.peerId, `short payload: the ERROR must name its sender ${k.g.peerId}, got ${show(e2)}`);
       for (const [i, v] of [NaN, Infinity].entries()) {
         const x = new Float32Array(k.t.dim).fill(0.01);
         x[1] = v;
         const e3 = await k.error(s, k.step(sid, { step: 2 + i, pos: 0, nTokens: 1, payload: new Uint8Array(x.buffer) }), sid);
         expect(codeOf(e3) === 'bad_message', `a ${v} in the payload: expected bad_message, got ${show(e3)}`);
-        // the sender is at fault, not the refusing hop: at hop 0, the session's owner
         expect(hdr(e3).peerId === k.g.peerId, `a ${v} in the payload: the ERROR must name its sender ${k.g.peerId}, got ${show(e3)}`);
       }
       await k.result(s, sid, k.step(sid, { step: 4, pos: 0, nTokens: 1 }));

@@ -81,7 +81,13 @@ export class StepExecutor {
         ...(culprit ? { peerId: culprit } : {}),
       });
     };
-    if (h.shape[0] !== h.nTokens || h.shape[1] !== dim) return fail('bad_message', `shape [${h.shape.join(',')}] ≠ [${h.nTokens},${dim}]`);
+    // activations this hop cannot take (shape, payload, a NaN or ±∞: no engine computes on those,
+    // src/engine/step-input.ts) are the sender's doing, never this hop's: the ERROR names the
+    // upstream hop (at hop 0, the owner), so the gateway routes around the sender rather than
+    // around this hop; nothing is claimed or committed
+    const sender = s.open.hop > 0 ? s.open.route[s.open.hop - 1]!.peerId : s.open.reply.peerId;
+    if (h.shape[0] !== h.nTokens || h.shape[1] !== dim)
+      return fail('bad_message', `shape [${h.shape.join(',')}] ≠ [${h.nTokens},${dim}]`, sender);
     if (h.pos + h.nTokens > s.reserved) return fail('busy', `session reserved ${s.reserved} KV tokens, step needs ${h.pos + h.nTokens}`);
     // the gateway samples from the last position only: the last hop's RESULT carries that row alone
     const lastRow = h.lastRow === true && s.isLast;
@@ -89,15 +95,9 @@ export class StepExecutor {
     try {
       hidden = decodeTensor(payload, h.dtype, h.nTokens * dim);
     } catch (e) {
-      return fail('bad_message', (e as Error).message);
+      return fail('bad_message', (e as Error).message, sender);
     }
-    // no engine computes on a NaN or ±∞ (src/engine/step-input.ts), and it is the sender's doing,
-    // never this hop's: the ERROR names the upstream hop (at hop 0, the owner), so the gateway
-    // routes around the sender rather than around this hop; nothing is claimed or committed
-    if (!allFinite(hidden)) {
-      const sender = s.open.hop > 0 ? s.open.route[s.open.hop - 1]!.peerId : s.open.reply.peerId;
-      return fail('bad_message', `hidden states from ${sender} are not finite`, sender);
-    }
+    if (!allFinite(hidden)) return fail('bad_message', `hidden states from ${sender} are not finite`, sender);
     // this hop commits to its input before the output exists (while the stage computes); the
     // upstream hop's receipts (custody) are checked before this hop signs
     const arriving: ArrivingStep = {
