@@ -582,7 +582,9 @@ export class EvmLedger implements Ledger {
   // ---------------------------------------------------------------- reads
 
   async identityChanges(after: bigint, maxBlocks: number): Promise<IdentityChanges> {
-    const head = await this.pub.getBlockNumber();
+    // the chain's head now, not viem's cached one (cacheTime = the polling interval): a head read
+    // just before the block of a write that was already awaited would leave that block's events out
+    const head = await this.pub.getBlockNumber({ cacheTime: 0 });
     const fromBlock = after + 1n;
     const upTo = head < after + BigInt(Math.max(1, maxBlocks)) ? head : after + BigInt(Math.max(1, maxBlocks));
     if (fromBlock > upTo) return { upTo: after, head, addresses: [], epochs: false };
