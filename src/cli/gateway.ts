@@ -96,8 +96,6 @@ export function register(program: Command): void {
         fallbackTimeoutMs: number;
       }) => {
         const accountability = gatewayAccountabilityConfig({ auditRate: o.auditRate, reputation: o.auditReputation }); // before anything starts: ODSI_AUDIT_RATE checked
-        const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
-        const identity = await loadOrCreateIdentity(o.identity, process.env.ODSI_PASSPHRASE, log);
         if (!o.fallbackUrl && (o.fallbackModel || o.fallbackKeyEnv || o.fallbackWhen))
           throw new Error('--fallback-model, --fallback-key-env and --fallback-when need --fallback-url');
         let apiKey: string | undefined;
@@ -114,9 +112,12 @@ export function register(program: Command): void {
               timeoutMs: o.fallbackTimeoutMs,
             })
           : undefined;
-        const metrics = createMetrics();
         if (o.ledgerAccount !== undefined && !/^0x[0-9a-fA-F]{40}$/.test(o.ledgerAccount))
           throw new Error(`--ledger-account must be an address (0x + 40 hex digits), got '${o.ledgerAccount}'`);
+        // everything is read: now load (or create) the key and open what the gateway holds
+        const log = pino({ level: 'info', base: { svc: 'odsi-gateway' } }, pino.destination(2));
+        const identity = await loadOrCreateIdentity(o.identity, process.env.ODSI_PASSPHRASE, log);
+        const metrics = createMetrics();
         const ledger = o.ledger ? await openLedger(o.ledger, { worker: true }) : undefined; // SQLite work off the token path
         const gw = await Gateway.start({
           ...(ledger ? { ledger: { ledger, account: (o.ledgerAccount ?? identity.address) as Address, epochMs: o.epochMs } } : {}),

@@ -108,6 +108,22 @@ describe('the odsi commands read numbers this way, and refuse before starting an
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  test('gateway: its flags are read before it loads or creates its key (a refused start once left a new key file behind)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'odsi-cli-numbers-'));
+    try {
+      const key = join(dir, 'gateway.key');
+      const gw = ['gateway', '--model', STORIES_GGUF, '--port', '0', '--identity', key];
+      refused([...gw, '--fallback-model', 'm'], /--fallback-model, --fallback-key-env and --fallback-when need --fallback-url/);
+      refused(
+        [...gw, '--fallback-url', 'http://127.0.0.1:9/v1', '--fallback-key-env', 'ODSI_TEST_UNSET_KEY'],
+        /ODSI_TEST_UNSET_KEY: that environment variable is not set/,
+      );
+      refused([...gw, '--ledger-account', '0x12'], /--ledger-account must be an address/);
+      assert.equal(existsSync(key), false, 'no key was created');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
   test('gateway and demo: ODSI_AUDIT_RATE outside [0, 1] or not a number (once ignored silently)', () => {
     refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_AUDIT_RATE must be a number in \[0, 1\], got "2"/, {
       ODSI_AUDIT_RATE: '2',
