@@ -10,15 +10,15 @@ import { createStage } from '../engine/create.js';
 import { deploymentDomain } from '../accountability/records/wire.js';
 import { runConformance, type RuleResult } from '../conformance/kit.js';
 import { buildVectors, vectorsJson } from '../conformance/vectors.js';
-import { parseInteger } from './numbers.js';
+import { integerOption } from './numbers.js';
 
 interface Opts {
   target: string;
   model: string;
   modelId?: string;
   only?: string;
-  waitMs: string;
-  concurrency: string;
+  waitMs: number;
+  concurrency: number;
   json?: boolean;
 }
 
@@ -30,8 +30,8 @@ export function register(program: Command): void {
     .option('--model <file>', 'the model the node serves (.gguf or HF directory): its id, hidden size and KV width')
     .option('--model-id <id>', 'the model id the node announces, when it was started with --model-id')
     .option('--only <ids>', 'comma-separated rule ids or group letters (e.g. C,O3: every C rule, and O3)')
-    .option('--wait-ms <ms>', 'how long one expected answer may take', '10000')
-    .option('--concurrency <n>', 'rules run at a time (each uses sessions of its own)', '4')
+    .option('--wait-ms <ms>', 'how long one expected answer may take', integerOption('--wait-ms', { min: 1 }), 10_000)
+    .option('--concurrency <n>', 'rules run at a time (each uses sessions of its own)', integerOption('--concurrency', { min: 1 }), 4)
     .option('--json', 'print the results as one JSON array')
     .addHelpText(
       'after',
@@ -39,8 +39,6 @@ export function register(program: Command): void {
     )
     .action(async (o: Opts) => {
       if (!o.target || !o.model) throw new Error('--target and --model are required (or use `odsi conformance vectors`)');
-      const waitMs = parseInteger('--wait-ms', o.waitMs, { min: 1 });
-      const concurrency = parseInteger('--concurrency', o.concurrency, { min: 1 });
       const src = openModel(o.model);
       const c = src.config;
       const modelId = o.modelId ?? modelIdentity(src).modelId;
@@ -54,12 +52,12 @@ export function register(program: Command): void {
           reference: (r) => createStage('reference', src, { start: r.start, end: r.end, embed: false, head: false }),
         },
         {
-          waitMs,
+          waitMs: o.waitMs,
           only: o.only
             ?.split(',')
             .map((s) => s.trim())
             .filter(Boolean),
-          concurrency,
+          concurrency: o.concurrency,
         },
       ).finally(() => src.close());
       const failed = results.filter((r) => !r.pass);
