@@ -310,14 +310,11 @@ export class ReferenceStage implements Stage {
     return Math.min(this.config.contextLength, Math.max(1, Math.ceil(n / KV_CHUNK)) * KV_CHUNK);
   }
 
+  /** the session a prepared step runs in (prepare checked its position and length), made ready for `nTok` more positions */
   private session(id: string, pos: number, nTok: number): Session {
     const need = pos + nTok;
-    if (need > this.config.contextLength) {
-      throw new EngineError(`context overflow: ${need} positions > context length ${this.config.contextLength}`, 'capacity');
-    }
     let s = this.sessions.get(id);
     if (!s) {
-      if (pos !== 0) throw new EngineError(`unknown session ${id} (first step must start at position 0, got ${pos})`, 'unknown_session');
       if (this.opts.maxSessions !== undefined && this.sessions.size >= this.opts.maxSessions) {
         throw new EngineError(`too many sessions (limit ${this.opts.maxSessions})`, 'capacity');
       }
@@ -325,7 +322,6 @@ export class ReferenceStage implements Stage {
       this.sessions.set(id, s);
     }
     if (s.busy) throw new EngineError(`session ${id} already has a step in flight`, 'bad_input');
-    if (pos > s.length) throw new EngineError(`position ${pos} is beyond the session's cached length ${s.length}`, 'bad_input');
     s.length = pos; // pos < length truncates (replay / retry)
     if (need > s.capacity && this.layers.length > 0) {
       const cap = this.chunked(need);
