@@ -9,8 +9,6 @@ export interface EventStream {
   send(obj: unknown): Promise<void>;
   /** `data: [DONE]` and the end of the answer, unless the socket is gone */
   end(): void;
-  /** the client went away or the answer ended */
-  readonly closed: boolean;
 }
 
 /** Takes the reply over from Fastify and writes an SSE head naming who serves it (`x-odsi-served-by`). */
@@ -41,9 +39,6 @@ export function openEventStream(reply: FastifyReply, servedBy: 'swarm' | 'fallba
     },
     end() {
       if (!gone()) res.end('data: [DONE]\n\n');
-    },
-    get closed() {
-      return gone();
     },
   };
 }

@@ -448,7 +448,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     const up = fallback!.stream(orig.kind, orig.body, signal);
     const first = await up.next();
     const events = openEventStream(reply, 'fallback');
-    const send = (obj: unknown) => events.send(obj);
+    const { send } = events;
     const mark = { served_by: 'fallback', fallback_reason: why };
     try {
       for (let cur = first; !cur.done && !signal.aborted; cur = await up.next()) {
@@ -499,7 +499,7 @@ export function createApiServer(backend: Backend, opts: ApiServerOptions = {}): 
     firstProgress: { tokens: number },
   ): Promise<void> {
     const events = openEventStream(reply, 'swarm');
-    const send = (obj: unknown) => events.send(obj);
+    const { send } = events;
     const usageField = p.includeUsage ? { usage: null } : {};
     let completion = 0;
     /** tokens the upstream generated in a continuation (reported to the client, so in onUsage too) */
