@@ -22,11 +22,13 @@ import {
   MsgType,
   encodeHeader,
   type Dtype,
+  type ErrorHeader,
   type Message,
   type OpenHeader,
   type StepHeader,
 } from '../protocol/messages.js';
 import { signOpen, type OpenToSign } from '../protocol/open-signature.js';
+import { checkErrorSignature } from '../protocol/error-signature.js';
 import {
   LAST_ROW_PROFILE,
   ZERO_HASH,
@@ -421,6 +423,14 @@ function frame(type: number, header: string, flags = 0): Uint8Array {
   return out;
 }
 
+/** Fails unless the ERROR `e` names the target in `from` under a valid signature (docs/protocol.md §5). */
+function signedByTarget(k: Kit, e: Message, what: string): void {
+  const h = e.header as ErrorHeader;
+  expect(h.from === k.target.peerId, `${what}: the ERROR must name the node in from, got ${show(e)}`);
+  const why = checkErrorSignature(h);
+  expect(why === undefined, `${what}: ${why}: ${show(e)}`);
+}
+
 /** Sends raw bytes and expects ERROR `code` followed by the stream's reset. */
 async function fatal(k: Kit, bytes: Uint8Array, code: string): Promise<void> {
   const s = await k.g.stream(k.target);
@@ -599,6 +609,20 @@ const RULES: Rule[] = [
         got.sessionId === 'm6-trailing-byte' && got.requestId === hdr(m).requestId,
         `the ERROR must name the STEP's sessionId and requestId; got ${show(e)}`,
       );
+    },
+  },
+  {
+    id: 'E1',
+    title: 'an ERROR about a session is signed by the node: from = its peer id, signature over the ERROR (a refused OPEN, a refused STEP)',
+    run: async (k) => {
+      const refused = await refusedWith(k, k.open({ sessionId: k.sid('signed-open'), modelId: 'f'.repeat(64) }), 'wrong_model');
+      signedByTarget(k, refused, 'a refused OPEN');
+      const sid = k.sid('signed-step');
+      const s = await k.opened(k.open({ sessionId: sid }));
+      const bad = k.step(sid, { step: 0, pos: 0, nTokens: 1 });
+      (bad.header as StepHeader).shape = [1, k.t.dim + 1];
+      signedByTarget(k, await k.error(s, bad, sid), 'a refused STEP');
+      void s.ch.close();
     },
   },
   {

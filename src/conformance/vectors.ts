@@ -28,6 +28,7 @@ import {
 import { encodeAuditMessage } from '../protocol/audit-messages.js';
 import { decodeReceipts, encodeReceipts } from '../protocol/receipt-codec.js';
 import { OPEN_MAX_SKEW_MS, OPEN_TTL_MS, openSigningBytes, signOpen, type OpenToSign } from '../protocol/open-signature.js';
+import { errorSigner, errorSigningBytes } from '../protocol/error-signature.js';
 import {
   DEV_CHAIN_ID,
   ZERO_HASH,
@@ -749,6 +750,26 @@ export function buildVectors(o: { storiesModel?: string } = {}) {
     { peerId: n2.peerId.toString(), addrs: ['/ip4/127.0.0.1/tcp/4002'], start: 2, end: 5 },
   ];
   const modelId = 'ab'.repeat(32);
+  // ERRORs about a session are signed by the hop that issues them (here route[1], hop 1)
+  const signByHop1 = errorSigner(n2);
+  const custodyError = signByHop1({
+    code: 'custody',
+    reason: 'chain of custody: input_mismatch: …',
+    peerId: route[0]!.peerId,
+    sessionId: 'req-1',
+    requestId: 2,
+    hop: 1,
+  });
+  const drainingError = signByHop1({
+    code: 'draining',
+    reason: 'node leaving',
+    peerId: route[1]!.peerId,
+    sessionId: 'req-1',
+    requestId: 9,
+    hop: 1,
+    replacement: { peerId: key(4).peerId.toString(), addrs: ['/ip4/127.0.0.1/tcp/4003'] },
+    resumeFrom: 'req-1',
+  });
   const openBody: OpenToSign = {
     sessionId: 'req-1',
     modelId,
@@ -838,30 +859,8 @@ export function buildVectors(o: { storiesModel?: string } = {}) {
       payload: Buffer.from(chainStep1.result.receiptsHex, 'hex'),
     }),
     frameVector('ERROR unknown_session', { type: MsgType.ERROR, header: { code: 'unknown_session', reason: 'no session', peerId: 'P' } }),
-    frameVector('ERROR custody', {
-      type: MsgType.ERROR,
-      header: {
-        code: 'custody',
-        reason: 'chain of custody: input_mismatch: …',
-        peerId: route[0]!.peerId,
-        sessionId: 'req-1',
-        requestId: 2,
-        hop: 1,
-      },
-    }),
-    frameVector('ERROR draining with replacement', {
-      type: MsgType.ERROR,
-      header: {
-        code: 'draining',
-        reason: 'node leaving',
-        peerId: route[1]!.peerId,
-        sessionId: 'req-1',
-        requestId: 9,
-        hop: 1,
-        replacement: { peerId: key(4).peerId.toString(), addrs: ['/ip4/127.0.0.1/tcp/4003'] },
-        resumeFrom: 'req-1',
-      },
-    }),
+    frameVector('ERROR custody (signed by hop 1)', { type: MsgType.ERROR, header: custodyError }),
+    frameVector('ERROR draining with replacement (signed by hop 1)', { type: MsgType.ERROR, header: drainingError }),
     frameVector('CLOSE', { type: MsgType.CLOSE, header: { sessionId: 's1' } }),
     frameVector('TRUNCATE', { type: MsgType.TRUNCATE, header: { sessionId: 's1', pos: 5 } }),
     frameVector('KV (first message, with the invitation)', {
@@ -925,6 +924,10 @@ export function buildVectors(o: { storiesModel?: string } = {}) {
     ids: idVectors(),
     modelId: modelIdVectors(o.storiesModel),
     openSignature: { body: openBody, signedBytes: new TextDecoder().decode(openSigningBytes(openBody)), signature: open.signature },
+    errorSignature: [custodyError, drainingError].map((header) => ({
+      header,
+      signedBytes: new TextDecoder().decode(errorSigningBytes(header)),
+    })),
     advert: {
       secretKey: hexOf(key(1).secret),
       body: new TextDecoder().decode(advert.record.subarray(64)),

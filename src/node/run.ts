@@ -25,6 +25,7 @@ import { NodeMetrics, serveMetrics } from './metrics.js';
 import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
 import { limitWeight, type StakeView } from '../routing/stake.js';
 import { NO_STAMPER, type StepStamper } from './stamper.js';
+import { errorSigner, type ErrorSigner } from '../protocol/error-signature.js';
 import { NodeStamper } from '../accountability/node/stamper.js';
 import type { ArchiveLimits } from '../accountability/node/step-archive.js';
 import type { ReexecLimits } from '../accountability/node/audit-exec.js';
@@ -99,6 +100,8 @@ export interface NodeDecorators {
   stage?(stage: Stage): Stage;
   /** only applied when the node is accountable */
   stamper?(stamper: StepStamper, signer: { identity: Identity; domain: OdsiDomain }): StepStamper;
+  /** wraps the signer of the node's ERRORs (protocol/error-signature.ts) */
+  errors?(sign: ErrorSigner): ErrorSigner;
 }
 
 export interface RunningNode {
@@ -220,6 +223,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       modelId,
       perf,
       stamper,
+      signError: o.decorate?.errors?.(errorSigner(identity)),
       kvBudgetTokens,
       idleTimeoutMs: o.idleTimeoutMs,
       limits,

@@ -40,6 +40,8 @@ import { MAX_QUEUED_PER_SESSION, SessionTable, type Session } from './sessions.j
 import { UsedOpens } from './used-opens.js';
 import { LinkDelays } from './link-delays.js';
 import { checkOpenSignature } from '../protocol/open-signature.js';
+import { errorSigner, type ErrorSigner } from '../protocol/error-signature.js';
+import { MAX_RELAYED_ERRORS, relayedError } from './error-relay.js';
 import type { StepStamper } from './stamper.js';
 import type { NodeMetrics } from './metrics.js';
 
@@ -56,6 +58,8 @@ export interface NodeServerOptions {
   idleTimeoutMs?: number;
   /** per remote peer bounds (default: none) */
   limits?: PeerLimits;
+  /** signs the ERRORs this node sends about a session (default: errorSigner(host.identity), protocol/error-signature.ts) */
+  signError?: ErrorSigner;
   /** bounds of the audit re-execution service (default: DEFAULT_REEXEC_LIMITS) */
   reexecLimits?: Partial<ReexecLimits>;
   /** Prometheus metrics (odsi node --metrics-port) */
@@ -93,9 +97,11 @@ export class NodeServer {
   private readonly links: LinkDelays;
   /** onward streams by protocol: to next hops (activations) and to gateways (results) */
   private readonly streams: Record<typeof ACT_PROTOCOL | typeof RESULT_PROTOCOL, StreamPool>;
+  private readonly signError: ErrorSigner;
 
   constructor(private readonly o: NodeServerOptions) {
     this.self = o.host.peerId;
+    this.signError = o.signError ?? errorSigner(o.host.identity);
     this.links = new LinkDelays(o.host);
     const pool = (protocol: string) =>
       new StreamPool({
@@ -246,6 +252,8 @@ export class NodeServer {
       {
         ...this.limits.channelOptions(this.o.stage.config.dim, () => bound.session !== undefined && !bound.session.closed),
         onBytes: this.o.metrics?.meter(ACT_PROTOCOL),
+        // every ERROR about a session this node sends upstream is signed (protocol/error-signature.ts)
+        signError: (h) => this.signError(h, bound.session?.open),
       },
     );
   }
@@ -386,9 +394,11 @@ export class NodeServer {
       peerId,
       this.self,
       {
-        // errors (and anything else) coming back from downstream are relayed upstream unchanged
+        // errors coming back from downstream go upstream: as they are when verifiably a later
+        // hop's, else as this hop's own account naming the next hop (error-relay.ts); nothing else comes back
         onMessage: (m) => {
-          if (m.type === MsgType.ERROR) void s.upstream.send(m).catch(() => {});
+          if (m.type !== MsgType.ERROR || ++s.relayedErrors > MAX_RELAYED_ERRORS) return;
+          void s.upstream.send({ type: MsgType.ERROR, header: relayedError(m.header, s.id, s.open, peerId) }).catch(() => {});
         },
         onClose: (err) => {
           if (s.closed) return;

@@ -30,6 +30,8 @@ export interface Session {
   inbox: ReceiptInbox;
   /** STEP/TRUNCATE messages on the chain not yet finished (at most MAX_QUEUED_PER_SESSION) */
   queued: number;
+  /** ERRORs the next hop sent back so far (at most MAX_RELAYED_ERRORS are looked at: error-relay.ts) */
+  relayedErrors: number;
   idle?: NodeJS.Timeout;
   /** performance.now() of the session's last message (the idle timer re-arms itself from it: no timer work per step) */
   lastActive: number;
@@ -126,6 +128,7 @@ export class SessionTable {
       stamping: [],
       inbox: new ReceiptInbox(),
       queued: 0,
+      relayedErrors: 0,
       lastActive: performance.now(),
       linkMs: 0,
       closed: false,

@@ -8,7 +8,15 @@
 
 import type { Stream } from '@libp2p/interface';
 import { FrameError, MAX_FRAME_PAYLOAD, MAX_HEADER_BYTES, MAX_MESSAGE_PAYLOAD } from '../protocol/frame.js';
-import { MessageDecoder, MessageError, MsgType, encodeMessage, type ErrorCode, type Message } from '../protocol/messages.js';
+import {
+  MessageDecoder,
+  MessageError,
+  MsgType,
+  encodeMessage,
+  type ErrorCode,
+  type ErrorHeader,
+  type Message,
+} from '../protocol/messages.js';
 
 /** Per-stream bounds on what a remote peer can make this side hold. */
 export interface ChannelOptions {
@@ -20,6 +28,11 @@ export interface ChannelOptions {
   keepAlive?(): boolean;
   /** told of every chunk received and frame sent (metrics) */
   onBytes?(dir: 'in' | 'out', n: number): void;
+  /**
+   * signs every ERROR about a session (with a `sessionId`) sent unsigned on this stream: a node's
+   * upstream streams (protocol/error-signature.ts); an ERROR that carries a signature (relayed) goes as it is
+   */
+  signError?(h: ErrorHeader): ErrorHeader;
 }
 
 export interface ChannelHandlers {
@@ -92,6 +105,8 @@ export class Channel {
 
   /** Queue a message; resolves once its frames were handed to the stream (drained if needed). */
   send(m: Message): Promise<void> {
+    if (m.type === MsgType.ERROR && this.opts.signError && m.header.sessionId !== undefined && m.header.signature === undefined)
+      m = { ...m, header: this.opts.signError(m.header) };
     const frames = encodeMessage(m);
     const p = this.writeChain.then(async () => {
       if (!this.isOpen) throw new Error(`stream to ${this.remotePeer} is closed`);

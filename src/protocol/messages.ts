@@ -26,7 +26,7 @@ export type { Dtype, ReceiptsHeader, StepHeader, StepTiming } from './step-heade
 // 2.0.0: STEP and RECEIPTS headers are binary, not JSON (§4 "Binary headers"): a peer of 1.x
 //        could not read a single step, so the major number changes (§10)
 // 2.1.0: the STEP flag lastRow: the last hop's RESULT carries only the last position's row (§4)
-export const ACT_PROTOCOL = '/odsi/act/2.1.0';
+export const ACT_PROTOCOL = '/odsi/act/2.2.0';
 /**
  * stream protocol: last hop→gateway (OPENED first), carries RESULTs (1.1.0: each followed by its
  * RECEIPTS; 2.0.0: RESULT and RECEIPTS headers are binary, §4 "Binary headers"; 2.1.0: a RESULT
@@ -102,6 +102,12 @@ export const errorSchema = z.looseObject({
   /** the failing hop */
   peerId: z.string().max(256),
   hop: uint.optional(),
+  /** the hop that issued it (an ERROR about a session is signed: error-signature.ts) */
+  from: z.string().max(256).optional(),
+  /** a relay's account of an ERROR its next hop sent about their stream, not a session (node/error-relay.ts) */
+  stream: z.literal(true).optional(),
+  /** the issuer's signature, 64 bytes hex */
+  signature: z.string().max(128).optional(),
 });
 export const closeSchema = z.looseObject({ sessionId: id, reason: z.string().max(1024).optional() });
 export const truncateSchema = z.looseObject({ sessionId: id, pos: uint });

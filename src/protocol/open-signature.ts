@@ -10,11 +10,8 @@
 // Signature: 64-byte compact ECDSA (r||s, low-s, RFC 6979) over sha256(signed bytes), hex,
 // in the OPEN header's `signature`. `hop` is not signed (each hop changes it).
 
-import { createHash } from 'node:crypto';
-import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js';
-import { parsePeerId } from '../identity/peer-id.js';
 import type { Identity } from '../identity/identity.js';
-import { ecdsa } from '../identity/ecdsa.js';
+import { peerSignatureProblem, signAsPeer } from '../identity/peer-signature.js';
 import type { OpenHeader } from './messages.js';
 
 export const OPEN_DOMAIN = 'odsi/open/v1\n';
@@ -72,18 +69,13 @@ export function openSigningBytes(h: OpenToSign): Uint8Array {
     issuedAt: h.issuedAt ?? null,
     expiresAt: h.expiresAt ?? null,
   };
-  const d = enc.encode(OPEN_DOMAIN);
-  const b = enc.encode(JSON.stringify(body));
-  const m = new Uint8Array(d.length + b.length);
-  m.set(d);
-  m.set(b, d.length);
-  return m;
+  return enc.encode(OPEN_DOMAIN + JSON.stringify(body));
 }
 
 /** Signs an OPEN as its gateway; `identity` must be the key of `h.reply.peerId`. */
 export function signOpen(identity: Identity, h: OpenToSign): string {
   if (identity.peerId.toString() !== h.reply.peerId) throw new Error('an OPEN is signed by the gateway its reply names');
-  return bytesToHex(ecdsa().sign(sha256(openSigningBytes(h)), identity.secret).rs);
+  return signAsPeer(identity, openSigningBytes(h));
 }
 
 /**
@@ -100,22 +92,8 @@ export function checkOpenSignature(h: OpenHeader, now?: number): string | undefi
     if (h.expiresAt < now) return 'OPEN expired';
     if (h.expiresAt - h.issuedAt > OPEN_TTL_MS) return `OPEN valid for more than ${OPEN_TTL_MS} ms`;
   }
-  let pub: Uint8Array | undefined;
-  try {
-    pub = parsePeerId(h.reply.peerId).publicKey?.raw;
-  } catch {
-    return 'OPEN reply.peerId is not a valid peer id';
-  }
-  if (!pub || pub.length !== 33) return 'OPEN reply.peerId does not embed a secp256k1 key';
-  let ok = false;
-  try {
-    // a malformed body (a hop that is not an object…) throws while its bytes are built
-    ok = /^[0-9a-f]{128}$/.test(h.signature) && ecdsa().verify(sha256(openSigningBytes(h)), hexToBytes(h.signature), pub);
-  } catch {
-    ok = false;
-  }
-  if (!ok) return 'OPEN signature does not match its gateway (reply.peerId)';
-  return undefined;
+  // a malformed body (a hop that is not an object…) throws while its bytes are built: no match
+  const why = peerSignatureProblem(h.reply.peerId, h.signature, () => openSigningBytes(h));
+  if (why === 'does not match') return 'OPEN signature does not match its gateway (reply.peerId)';
+  return why && `OPEN reply.peerId ${why}`;
 }
-
-const sha256 = (b: Uint8Array): Uint8Array => createHash('sha256').update(b).digest();

@@ -15,13 +15,14 @@ export function banWorthy(e: RouteError): boolean {
 /**
  * Whether an open failed on a spare stream the peer had just closed as idle: a sessionless ERROR
  * `timeout`, which a node sends only when it closes a fresh stream that carried no complete
- * message (docs/protocol.md §4.4; every error about a session names it). Our OPEN crossed the
+ * message (docs/protocol.md §4.4; every error about a session names it), or a hop's account of
+ * one its next hop sent it (`stream`: node/error-relay.ts). Our OPEN crossed the
  * close, so the peer is not at fault, and the pool has already replaced the spare: the open is
  * worth one more try as it was (once per peer and request: a peer that answers every OPEN so
  * is then treated as failing it).
  */
 export function staleSpare(e: RouteError): boolean {
-  return e.remoteCode === 'timeout' && e.detail !== undefined && e.detail.sessionId === undefined;
+  return e.remoteCode === 'timeout' && e.detail !== undefined && (e.detail.sessionId === undefined || e.detail.stream === true);
 }
 
 /**

@@ -1,7 +1,8 @@
 // The gateway's view of a chain of nodes, as one Stage (direct forwarding):
 //   gateway ──STEP──▶ hop 1 ──STEP──▶ hop 2 … ──▶ hop k ──RESULT──▶ gateway
 // One long-lived libp2p stream per session per hop (k+1 transfers per token). Errors travel
-// back upstream hop by hop to the gateway and name the failing peer. Each hop appends its
+// back upstream hop by hop to the gateway and name the failing peer, which counts only as far
+// as the ERROR's signature lets it (error-blame.ts). Each hop appends its
 // timing to the STEP's timeline and the gateway gets the whole timeline with the RESULT. With
 // accountability on, the RESULT is followed by a RECEIPTS message (the hops' signed receipts,
 // docs/protocol.md §4.3): the output comes back provisional at the RESULT, and its `settled`
@@ -30,6 +31,7 @@ import {
 } from '../protocol/messages.js';
 import { OPEN_TTL_MS, signOpen, type OpenToSign } from '../protocol/open-signature.js';
 import { decodeReceipts } from '../protocol/receipt-codec.js';
+import { blameFor, type ErrorContext } from './error-blame.js';
 
 export interface Hop {
   peerId: string;
@@ -166,7 +168,7 @@ export class RouteStage implements Stage {
     this.sinks.set(this.sessionId, {
       lastPeer: last.peerId,
       onResultChannel: (ch) => (this.result = ch),
-      onMessage: (m) => this.onMessage(m),
+      onMessage: (m) => this.onMessage(m, last.peerId),
       onResultClosed: (err) =>
         this.onBroken(
           new RouteError(`result stream from ${last.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', last.peerId),
@@ -186,7 +188,7 @@ export class RouteStage implements Stage {
       throw new RouteError(`cannot reach first hop ${first.peerId}: ${(e as Error).message}`, 'unreachable', first.peerId);
     }
     this.first = new Channel(stream, first.peerId, this.host.peerId, {
-      onMessage: (m) => this.onMessage(m),
+      onMessage: (m) => this.onMessage(m, first.peerId),
       onClose: (err) =>
         this.onBroken(new RouteError(`stream to ${first.peerId} closed${err ? `: ${err.message}` : ''}`, 'unreachable', first.peerId)),
     });
@@ -223,7 +225,8 @@ export class RouteStage implements Stage {
     return { ...body, hop: 0, signature: signOpen(this.host.identity, body) };
   }
 
-  private onMessage(m: Message): void {
+  /** A message from the route: `deliverer` is the peer whose stream it came on (hop 0, or the last hop's result stream). */
+  private onMessage(m: Message, deliverer: string): void {
     if (m.type === MsgType.OPENED) {
       this.isUp = true; // at once: an ERROR read with it is a step's
       this.opened?.resolve();
@@ -246,11 +249,14 @@ export class RouteStage implements Stage {
       return;
     }
     if (m.type === MsgType.ERROR) {
-      const err = toRouteError(m.header);
-      // before OPENED every error is the open's (a step sent right behind the OPEN fails with it)
-      if (!this.isUp) return this.onBroken(err);
+      // with the route up and no step in flight an ERROR has nothing to fail (its signature is not even checked)
+      if (this.closed || (this.isUp && this.pending.size === 0)) return;
       const rid = m.header.requestId;
       const p = rid !== undefined ? this.pending.get(rid) : undefined;
+      // the peer named is the one the ERROR's signature lets it name, else the deliverer (error-blame.ts)
+      const err = toRouteError(blameFor(m.header, this.errorContext(deliverer)));
+      // before OPENED every error is the open's (a step sent right behind the OPEN fails with it)
+      if (!this.isUp) return this.onBroken(err);
       if (p) {
         this.pending.delete(rid!);
         failStep(p, err);
@@ -260,6 +266,10 @@ export class RouteStage implements Stage {
       return;
     }
     if (m.type === MsgType.CLOSE) this.onBroken(new RouteError(`route closed by a hop: ${m.header.reason ?? ''}`, 'remote_error'));
+  }
+
+  private errorContext(deliverer: string): ErrorContext {
+    return { sessionId: this.sessionId, route: this.hops.map((h) => h.peerId), owner: this.host.peerId, deliverer };
   }
 
   private onBroken(err: RouteError): void {

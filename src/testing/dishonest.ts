@@ -12,12 +12,17 @@
 //   equivocate[@N]       sends a noised output downstream but answers an auditor with the
 //                        honest one, each under its own signed receipt for the same step
 //   forge[@N]            signs its receipts with a corrupted signature
+//   frame[@N]            fails its steps, each with an ERROR forged in its route neighbour's
+//                        name (the next hop, or the previous one at the last hop) that blames
+//                        that neighbour; the forged signature does not verify
 //
 // Output rewrites act on every forward of the stage, audit re-executions included (a
 // dishonest node lies when it audits, too; equivocate then has only its noise to give).
-// forge and equivocate also wrap the node's stamper (misbehaving-stamper.ts).
+// forge and equivocate also wrap the node's stamper (misbehaving-stamper.ts); frame wraps the
+// signer of its ERRORs.
 
 import { Rng } from '../util/rng.js';
+import type { ErrorHeader, OpenHeader } from '../protocol/messages.js';
 import { FaultSpecError, type FaultKind, type StepView } from './fault-kind.js';
 import { EquivocatingStamper, ForgingStamper } from './misbehaving-stamper.js';
 
@@ -64,6 +69,27 @@ function withNaN(x: Float32Array): Float32Array {
   const out = Float32Array.from(x);
   out[0] = NaN;
   return out;
+}
+
+/**
+ * An ERROR that claims to come from this hop's neighbour on the route (the next hop, or the
+ * previous one at the last hop) and blames it, under a signature that is not its: what a lying
+ * relay would make up. Undefined on a one-hop route (no neighbour to frame).
+ */
+function framed(h: ErrorHeader, open: OpenHeader): ErrorHeader | undefined {
+  const victim = open.hop + 1 < open.route.length ? open.hop + 1 : open.hop - 1;
+  const peerId = open.route[victim]?.peerId;
+  if (peerId === undefined) return undefined;
+  return {
+    code: 'engine',
+    reason: `the stage of ${peerId} failed`,
+    peerId,
+    sessionId: h.sessionId,
+    ...(h.requestId !== undefined ? { requestId: h.requestId } : {}),
+    hop: victim,
+    from: peerId,
+    signature: 'ab'.repeat(64),
+  };
 }
 
 /** Remembers at most `max` entries, oldest dropped first. */
@@ -178,6 +204,24 @@ export const DISHONEST_KINDS: Record<string, FaultKind> = {
           return addNoise(x, v, 0.05, rng);
         },
         stamper: (inner, ctx) => new EquivocatingStamper(inner, ctx, (sessionId, pos) => honest.get(`${sessionId}|${pos}`)),
+      };
+    },
+  },
+  frame: {
+    sep: '@',
+    syntax: 'frame[@N]',
+    description: 'fails its steps with ERRORs forged in its route neighbour’s name, blaming that neighbour (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      let lying = false;
+      return {
+        spec,
+        before: (v) => {
+          if (v.nodeStep < onset) return 'proceed';
+          lying = true;
+          throw new Error('frame: step refused');
+        },
+        errors: (inner) => (h, open) => (lying && open ? (framed(h, open) ?? inner(h, open)) : inner(h, open)),
       };
     },
   },

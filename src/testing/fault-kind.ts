@@ -1,12 +1,14 @@
 // What an injected misbehaviour is (tests, demos, chaos runs): a node started with `--fault`
 // specs (refused unless ODSI_ALLOW_FAULTS=1) gets its stage and its stamper wrapped at
 // start-up. A misbehaviour may act before a step computes (crash, stall, delay), rewrite the
-// step's output (the dishonest kinds) and/or wrap the node's StepStamper (forge, equivocate).
+// step's output (the dishonest kinds), wrap the node's StepStamper (forge, equivocate) and/or
+// wrap the signer of its ERRORs (frame).
 // The honest node code knows nothing of this.
 
 import type { Identity } from '../identity/identity.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 import type { StepStamper } from '../node/stamper.js';
+import type { ErrorSigner } from '../protocol/error-signature.js';
 
 /** One forward of the node's stage, as a misbehaviour sees it. */
 export interface StepView {
@@ -39,6 +41,8 @@ export interface Misbehaviour {
   rewrite?(out: Float32Array, v: StepView): Float32Array;
   /** wraps the node's stamper (what it signs, what it shows auditors) */
   stamper?(inner: StepStamper, ctx: SigningContext): StepStamper;
+  /** wraps the signer of the node's ERRORs (what it says went wrong, and whom it blames) */
+  errors?(inner: ErrorSigner): ErrorSigner;
 }
 
 /** A fault kind: `name@arg` (sep '@') or `name:arg` (sep ':'); parses the argument. */

@@ -215,63 +215,78 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
   }
 });
 
+/**
+ * Two liars with `fault`, advertised as the fastest, so the planner routes through both first:
+ * the request must still end with the golden tokens, both liars named and banned, and no honest
+ * node banned.
+ */
+async function liarsNamedAndBanned(fault: string): Promise<void> {
+  const g = loadGolden()[0]!;
+  const liars = await Promise.all(
+    (
+      [
+        [0, 2],
+        [2, 5],
+      ] as [number, number][]
+    ).map((range, i) =>
+      NodeProcess.start({
+        model: STORIES_GGUF,
+        range,
+        identityFile: join(side!.dir, `${fault.replace(/\W/g, '')}${i}.key`),
+        modelId: side!.modelId,
+        faults: [fault],
+      }),
+    ),
+  );
+  let liarGw: Gateway | undefined;
+  try {
+    const gw3 = (liarGw = await side!.gateway([...liars.map((n) => candidate(n, 0.1)), ...nodes.map((n) => candidate(n))]));
+    await Promise.all([...liars, ...nodes].map((n) => gw3.host.ping(n.peerId, { addrs: n.info.addrs })));
+    let firstRoute: string[] = [];
+    const res = await gw3.run({
+      promptIds: g.prompt_tokens,
+      maxTokens: g.generated_tokens.length,
+      sampling: { temperature: 0 },
+      sessionId: fault.replace(/\W/g, ''),
+      onToken: (t) => {
+        if (!firstRoute.length) firstRoute = t.route.map((h) => h.peerId);
+      },
+    });
+    assert.deepEqual(
+      firstRoute,
+      liars.map((n) => n.peerId),
+      'the first route ran through both liars',
+    );
+    assert.deepEqual(res.tokens, g.generated_tokens);
+    const failures = res.events.filter((e): e is FailureEvent => e.type === 'failure');
+    const culprits = failures.flatMap((f) => f.culprits);
+    assert.deepEqual(
+      [...new Set(culprits)].sort(),
+      liars.map((n) => n.peerId).sort(),
+      JSON.stringify(failures.map((f) => [f.code, f.culprits, f.message])),
+    );
+    const banned = gw3.bans.list().map((b) => b.peerId);
+    for (const n of liars) assert.ok(banned.includes(n.peerId), `liar ${n.peerId} banned`);
+    for (const n of nodes) assert.ok(!banned.includes(n.peerId), `honest ${n.peerId} not banned`);
+  } finally {
+    await liarGw?.close();
+    await Promise.all(liars.map((n) => n.kill()));
+  }
+}
+
+// the first liar's NaN reaches the second, which refuses it naming the first; the second, as a
+// last hop, sends a NaN result, which the gateway refuses naming it
 test(
   'nodes sending non-finite activations (nan@N) are named, banned and bypassed; the honest hop that got them is not',
   { timeout: 90_000 },
-  async () => {
-    const g = loadGolden()[0]!;
-    // two liars advertised as the fastest, so the planner routes through both: the first's NaN
-    // reaches the second, which refuses it naming the first; the second, as a last hop, sends a
-    // NaN result, which the gateway refuses naming it
-    const liars = await Promise.all(
-      (
-        [
-          [0, 2],
-          [2, 5],
-        ] as [number, number][]
-      ).map((range, i) =>
-        NodeProcess.start({
-          model: STORIES_GGUF,
-          range,
-          identityFile: join(side!.dir, `nan${i}.key`),
-          modelId: side!.modelId,
-          faults: ['nan@6'],
-        }),
-      ),
-    );
-    let nanGw: Gateway | undefined;
-    try {
-      const gw3 = (nanGw = await side!.gateway([...liars.map((n) => candidate(n, 0.1)), ...nodes.map((n) => candidate(n))]));
-      await Promise.all([...liars, ...nodes].map((n) => gw3.host.ping(n.peerId, { addrs: n.info.addrs })));
-      let firstRoute: string[] = [];
-      const res = await gw3.run({
-        promptIds: g.prompt_tokens,
-        maxTokens: g.generated_tokens.length,
-        sampling: { temperature: 0 },
-        sessionId: 'nan',
-        onToken: (t) => {
-          if (!firstRoute.length) firstRoute = t.route.map((h) => h.peerId);
-        },
-      });
-      assert.deepEqual(
-        firstRoute,
-        liars.map((n) => n.peerId),
-        'the first route ran through both liars',
-      );
-      assert.deepEqual(res.tokens, g.generated_tokens);
-      const failures = res.events.filter((e): e is FailureEvent => e.type === 'failure');
-      const culprits = failures.flatMap((f) => f.culprits);
-      assert.deepEqual(
-        [...new Set(culprits)].sort(),
-        liars.map((n) => n.peerId).sort(),
-        JSON.stringify(failures.map((f) => [f.code, f.culprits, f.message])),
-      );
-      const banned = gw3.bans.list().map((b) => b.peerId);
-      for (const n of liars) assert.ok(banned.includes(n.peerId), `liar ${n.peerId} banned`);
-      for (const n of nodes) assert.ok(!banned.includes(n.peerId), `honest ${n.peerId} not banned`);
-    } finally {
-      await nanGw?.close();
-      await Promise.all(liars.map((n) => n.kill()));
-    }
-  },
+  () => liarsNamedAndBanned('nan@6'),
+);
+
+// the first liar (hop 0) hands the gateway an ERROR forged in the second's name: unverifiable,
+// so it is the first's; the second, behind an honest hop 0 on the next route, forges one in
+// that hop's name, which the honest hop re-issues naming the second (docs/protocol.md §5)
+test(
+  'nodes forging ERRORs in a route neighbour’s name (frame@N) are named and banned themselves; the neighbours are not',
+  { timeout: 90_000 },
+  () => liarsNamedAndBanned('frame@6'),
 );

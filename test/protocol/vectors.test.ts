@@ -382,7 +382,7 @@ test('model id: RFC 6962 tree, tagged tensor/layer/global hashes, config JSON of
 
 const pubOf = (peerId: string) => peerIdFromString(peerId).publicKey!.raw;
 
-test('signed OPEN and advert: signed bytes rebuilt, signatures verified with another library', () => {
+test('signed OPEN, ERRORs and advert: signed bytes rebuilt, signatures verified with another library', () => {
   const o = V.openSignature;
   const b = o.body;
   const hop = (h: { peerId: string; addrs: string[]; start: number; end: number }) => ({
@@ -407,6 +407,25 @@ test('signed OPEN and advert: signed bytes rebuilt, signatures verified with ano
   };
   assert.equal(o.signedBytes, `odsi/open/v1\n${JSON.stringify(body)}`);
   assert.ok(secp256k1.verify(Buffer.from(o.signature, 'hex'), sha256(o.signedBytes), pubOf(b.reply.peerId), { prehash: false }));
+  // signed ERRORs (§5): the body rebuilt member by member, the signature checked against `from`
+  assert.equal(V.errorSignature.length, 2);
+  for (const { header: h, signedBytes } of V.errorSignature) {
+    const r = h.replacement as { peerId: string; addrs: string[] } | undefined;
+    const errorBody = {
+      from: h.from,
+      sessionId: h.sessionId ?? null,
+      requestId: h.requestId ?? null,
+      hop: h.hop ?? null,
+      code: h.code,
+      reason: h.reason,
+      peerId: h.peerId,
+      stream: h.stream ?? null,
+      replacement: r ? { peerId: r.peerId, addrs: r.addrs } : null,
+      resumeFrom: h.resumeFrom ?? null,
+    };
+    assert.equal(signedBytes, `odsi/error/v1\n${JSON.stringify(errorBody)}`);
+    assert.ok(secp256k1.verify(Buffer.from(h.signature!, 'hex'), sha256(signedBytes), pubOf(h.from!), { prehash: false }), h.code);
+  }
   const a = V.advert;
   assert.equal(a.recordHex, a.signature + Buffer.from(a.body).toString('hex'));
   const ab = JSON.parse(a.body);
