@@ -26,6 +26,7 @@ export type { Dtype, ReceiptsHeader, StepHeader, StepTiming } from './step-heade
 // 2.0.0: STEP and RECEIPTS headers are binary, not JSON (§4 "Binary headers"): a peer of 1.x
 //        could not read a single step, so the major number changes (§10)
 // 2.1.0: the STEP flag lastRow: the last hop's RESULT carries only the last position's row (§4)
+// 2.2.0: ERRORs about a session are signed by their issuer; a hop relays only verified ones (§5 "Signed ERRORs")
 export const ACT_PROTOCOL = '/odsi/act/2.2.0';
 /**
  * stream protocol: last hop→gateway (OPENED first), carries RESULTs (1.1.0: each followed by its

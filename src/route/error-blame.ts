@@ -24,7 +24,8 @@ export interface ErrorContext {
 /**
  * `h` as the gateway should act on it: unchanged when its issuer signed it and names a peer it
  * can know about; otherwise naming the peer accountable for it (the deliverer, or the signer
- * naming a peer beyond its neighbours), with a `reason` that says so and no KV `replacement`.
+ * naming a peer beyond its neighbours), with a `reason` that says so, no KV `replacement` and
+ * no `from`/`signature` (it is no longer the signer's statement).
  * ERRORs about no session (a stream's own framing, idle or limit errors) are the deliverer's.
  */
 export function blameFor(h: ErrorHeader, c: ErrorContext): ErrorHeader {
@@ -37,7 +38,8 @@ export function blameFor(h: ErrorHeader, c: ErrorContext): ErrorHeader {
   return restated(h, c.route[j]!, `${c.route[j]} named ${h.peerId}, which is not its neighbour on the route`);
 }
 
+/** `h` as the statement of `peerId`: no longer its issuer's (no `from`/`signature`), no KV hand-over. */
 function restated(h: ErrorHeader, peerId: string, why: string): ErrorHeader {
-  const { replacement: _r, resumeFrom: _f, ...rest } = h;
+  const { replacement: _r, resumeFrom: _f, from: _i, signature: _s, ...rest } = h;
   return { ...rest, peerId, reason: `${why}: ${h.reason}` };
 }

@@ -37,6 +37,7 @@ test('a signed ERROR naming a peer beyond its neighbours is its issuer’s', () 
   const got = blameFor(h, ctx);
   assert.equal(got.peerId, a);
   assert.equal(got.code, 'engine');
+  assert.equal(got.from, undefined);
   assert.match(got.reason, /not its neighbour/);
 });
 
@@ -57,6 +58,8 @@ test('an unverifiable ERROR is the deliverer’s, and loses its hand-over', () =
       assert.equal(got.code, h.code, `case ${k}: the code is kept (a deliverer saying 'busy' of itself is not banned)`);
       assert.equal(got.replacement, undefined);
       assert.equal(got.resumeFrom, undefined);
+      assert.equal(got.from, undefined);
+      assert.equal(got.signature, undefined);
       assert.match(got.reason, /unverifiable ERROR/);
     }
   }
