@@ -30,6 +30,7 @@ export class NodeMetrics {
   private readonly tokens: Counter<'layers'>;
   private readonly stepErrors: Counter<'code'>;
   private readonly sessionRefusals: Counter<'reason'>;
+  private readonly relayedErrors: Counter<'verified'>;
   private readonly bytesIn: Counter<'protocol'>;
   private readonly bytesOut: Counter<'protocol'>;
   private readonly publish: Histogram;
@@ -64,6 +65,12 @@ export class NodeMetrics {
       name: 'odsi_node_session_refusals_total',
       help: 'session OPENs refused, by error code',
       labelNames: ['reason'],
+      registers,
+    });
+    this.relayedErrors = new Counter({
+      name: 'odsi_node_relayed_errors_total',
+      help: "next hops' ERRORs passed upstream: verified = a later hop's signed ERROR as it was; false = re-issued in this node's name (the next hop's word only)",
+      labelNames: ['verified'],
       registers,
     });
     this.bytesIn = new Counter({
@@ -179,6 +186,10 @@ export class NodeMetrics {
 
   sessionRefused(reason: string): void {
     this.sessionRefusals.inc({ reason });
+  }
+
+  relayedError(verified: boolean): void {
+    this.relayedErrors.inc({ verified: String(verified) });
   }
 
   /** a byte meter for a channel of `protocol` (ChannelOptions.onBytes) */

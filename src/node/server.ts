@@ -398,7 +398,9 @@ export class NodeServer {
         // hop's, else as this hop's own account naming the next hop (error-relay.ts); nothing else comes back
         onMessage: (m) => {
           if (m.type !== MsgType.ERROR || ++s.relayedErrors > MAX_RELAYED_ERRORS) return;
-          void s.upstream.send({ type: MsgType.ERROR, header: relayedError(m.header, s.id, s.open, peerId) }).catch(() => {});
+          const header = relayedError(m.header, s.id, s.open, peerId);
+          this.o.metrics?.relayedError(header === m.header);
+          void s.upstream.send({ type: MsgType.ERROR, header }).catch(() => {});
         },
         onClose: (err) => {
           if (s.closed) return;

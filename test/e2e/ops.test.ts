@@ -149,6 +149,7 @@ test("every node's metrics port and the gateway's /metrics serve valid expositio
       'odsi_node_refusals_total',
       'odsi_node_audits_served_total',
       'odsi_node_session_refusals_total',
+      'odsi_node_relayed_errors_total',
       'odsi_node_advert_publish_seconds',
     ])
       assert.ok(a.has(fam), `${fam} exposed`);
