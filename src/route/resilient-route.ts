@@ -23,6 +23,7 @@ import { mergeTimelines } from './merge-timelines.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
 import { excludeAfterOpenFailure } from './ban-worthy.js';
+import { offeredReplacement } from './offered-replacement.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FaultEvent, RouteHopRef } from './events.js';
 import type { StepVerifier } from './step-verifier.js';
@@ -49,7 +50,7 @@ export interface ResilientRouteOptions {
   /** where replacement routes come from (the gateway's planner; it skips banned peers) */
   planner: RoutePlanner;
   /** told about peers found at fault (the gateway's ban list) */
-  bans?: { ban(peerId: string): number };
+  bans?: { ban(peerId: string): number; isBanned(peerId: string): boolean };
   /** per-step deadline budget carried on the route (ms) */
   deadlineMs?: number;
   /** KV tokens each hop reserves (prompt + max new tokens) */
@@ -529,10 +530,16 @@ export class ResilientRoute implements Stage {
    */
   private async transfer(err: RouteError, pos: number): Promise<boolean> {
     const old = this.current;
-    const rep = err.detail?.replacement as { peerId?: unknown; addrs?: unknown } | undefined;
     const i = old.hops.findIndex((h) => h.peerId === err.peerId);
-    if (i < 0 || !rep || typeof rep.peerId !== 'string' || !Array.isArray(rep.addrs) || err.detail?.resumeFrom !== old.sessionId)
-      return false;
+    if (i < 0 || err.detail?.resumeFrom !== old.sessionId) return false;
+    // only to a spare this route offered for those layers, still in use (offered-replacement.ts)
+    const rep = offeredReplacement(
+      err.detail.replacement,
+      old.hops[i]!,
+      old.spares,
+      (p) => this.failed.has(p) || !!this.o.bans?.isBanned(p),
+    );
+    if (!rep) return false;
     if (this.recoveries >= (this.o.maxRecoveries ?? 4)) return false;
     this.recoveries++;
     const sid = this.o.sessionId;
@@ -551,12 +558,7 @@ export class ResilientRoute implements Stage {
       route: refs(old.hops),
     });
     this.failed.add(err.peerId!); // leaving: not banned, but not used again by this session
-    const hops = old.hops.map((h, j) => ({
-      peerId: j === i ? (rep.peerId as string) : h.peerId,
-      addrs: j === i ? (rep.addrs as string[]) : h.addrs,
-      start: h.start,
-      end: h.end,
-    }));
+    const hops = old.hops.map((h, j) => (j === i ? rep : h));
     let stage: RouteStage;
     try {
       // after OPENED: the old route must stay until the new hops copied its caches

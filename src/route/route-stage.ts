@@ -113,6 +113,8 @@ export class RouteStage implements Stage {
   readonly profile = 'route';
   readonly sessionId: string;
   readonly hops: Hop[];
+  /** kv-transfer: the spares this route's OPEN offered a draining hop (none: not offered) */
+  readonly spares: readonly Hop[];
   /** per-hop timings of the most recent step */
   lastTimeline: HopTiming[] = [];
   /** gateway-measured wall time of the most recent step (send → result) */
@@ -150,6 +152,7 @@ export class RouteStage implements Stage {
     private readonly streams: StreamPool,
   ) {
     this.hops = opts.hops;
+    this.spares = opts.spares ?? [];
     this.sessionId = opts.sessionId;
     this.config = opts.config;
     this.dtype = opts.dtype ?? 'f32';
