@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { PORT, integerOption, numberOption, parseInteger, parseNumber } from '../../src/cli/numbers.js';
 import { STORIES_GGUF } from '../helpers/paths.js';
-import { runOdsi } from '../helpers/cli.js';
+import { runOdsiAsync } from '../helpers/cli.js';
 
 describe('parseInteger', () => {
   test('takes decimal digits within the bounds', () => {
@@ -64,28 +64,33 @@ test("the commander forms throw commander's InvalidArgumentError with the same m
 });
 
 describe('the odsi commands read numbers this way, and refuse before starting anything', () => {
-  const refused = (args: string[], message: RegExp, env: NodeJS.ProcessEnv = {}) => {
-    const r = runOdsi(args, { timeoutMs: 30_000, env: { ...process.env, ...env } });
+  // each case is its own process, so a test's cases run side by side (await all of them)
+  const refused = async (args: string[], message: RegExp, env: NodeJS.ProcessEnv = {}) => {
+    const r = await runOdsiAsync(args, { timeoutMs: 30_000, env: { ...process.env, ...env } });
     assert.notEqual(r.code, 0, `odsi ${args.join(' ')} was accepted`);
     assert.match(r.stderr, message);
     assert.equal(r.stdout, '', 'nothing was started or printed');
   };
-  test('gateway: a hex port, a port out of range, an empty port, zero concurrent requests', () => {
-    refused(['gateway', '--model', STORIES_GGUF, '--port', '0x1f90'], /--port must be an integer in \[0, 65535\], got "0x1f90"/);
-    refused(['gateway', '--model', STORIES_GGUF, '--port', '70000'], /--port must be an integer in \[0, 65535\], got "70000"/);
-    // the old reading took '' as 0 (any free port)
-    refused(['gateway', '--model', STORIES_GGUF, '--port', ''], /--port must be an integer in \[0, 65535\], got ""/);
-    refused(['gateway', '--model', STORIES_GGUF, '--max-concurrent', '0'], /--max-concurrent must be an integer >= 1, got "0"/);
+  test('gateway: a hex port, a port out of range, an empty port, zero concurrent requests', async () => {
+    await Promise.all([
+      refused(['gateway', '--model', STORIES_GGUF, '--port', '0x1f90'], /--port must be an integer in \[0, 65535\], got "0x1f90"/),
+      refused(['gateway', '--model', STORIES_GGUF, '--port', '70000'], /--port must be an integer in \[0, 65535\], got "70000"/),
+      // the old reading took '' as 0 (any free port)
+      refused(['gateway', '--model', STORIES_GGUF, '--port', ''], /--port must be an integer in \[0, 65535\], got ""/),
+      refused(['gateway', '--model', STORIES_GGUF, '--max-concurrent', '0'], /--max-concurrent must be an integer >= 1, got "0"/),
+    ]);
   });
-  test('node: negative spare streams (once refused as "a port number"), an exponent, a zero share, an unknown engine', () => {
+  test('node: negative spare streams (once refused as "a port number"), an exponent, a zero share, an unknown engine', async () => {
     const node = ['node', '--model', STORIES_GGUF, '--layers', '0:5', '--listen', '/ip4/127.0.0.1/tcp/0'];
-    refused([...node, '--stream-spares', '-1'], /--stream-spares must be an integer >= 0, got "-1"/);
-    refused([...node, '--kv-budget-mb', '1e3'], /--kv-budget-mb must be an integer >= 1, got "1e3"/);
-    refused([...node, '--max-kv-share', '0'], /--max-kv-share must be a number in \(0, 1\], got "0"/);
-    refused([...node, '--engine', 'gpu'], /argument 'gpu' is invalid\. Allowed choices are reference, ort, llama/);
-    refused([...node, '--protection-sync', 'off'], /argument 'off' is invalid\. Allowed choices are full, normal/);
+    await Promise.all([
+      refused([...node, '--stream-spares', '-1'], /--stream-spares must be an integer >= 0, got "-1"/),
+      refused([...node, '--kv-budget-mb', '1e3'], /--kv-budget-mb must be an integer >= 1, got "1e3"/),
+      refused([...node, '--max-kv-share', '0'], /--max-kv-share must be a number in \(0, 1\], got "0"/),
+      refused([...node, '--engine', 'gpu'], /argument 'gpu' is invalid\. Allowed choices are reference, ort, llama/),
+      refused([...node, '--protection-sync', 'off'], /argument 'off' is invalid\. Allowed choices are full, normal/),
+    ]);
   });
-  test('node: its flags are read before it opens anything, audit bounds also with accountability off (once read after the ledger opened, and then only with it on)', () => {
+  test('node: its flags are read before it opens anything, audit bounds also with accountability off (once read after the ledger opened, and then only with it on)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'odsi-cli-numbers-'));
     try {
       const ledgerFile = join(dir, 'ledger.db');
@@ -100,51 +105,61 @@ describe('the odsi commands read numbers this way, and refuse before starting an
         '--ledger',
         `sqlite:${ledgerFile}`,
       ];
-      refused([...node, '--audit-window', '5s'], /--audit-window must be an integer >= 1, got "5s"/, { ODSI_ACCOUNTABILITY: '0' });
-      refused([...node, '--idle-timeout', '0'], /--idle-timeout must be an integer >= 1, got "0"/);
-      refused([...node.map((a) => (a === '0:5' ? '3:9' : a))], /--layers 3:9 is not a non-empty range within the model's 5 layers/);
+      await Promise.all([
+        refused([...node, '--audit-window', '5s'], /--audit-window must be an integer >= 1, got "5s"/, { ODSI_ACCOUNTABILITY: '0' }),
+        refused([...node, '--idle-timeout', '0'], /--idle-timeout must be an integer >= 1, got "0"/),
+        refused([...node.map((a) => (a === '0:5' ? '3:9' : a))], /--layers 3:9 is not a non-empty range within the model's 5 layers/),
+      ]);
       assert.equal(existsSync(ledgerFile), false, 'the ledger was not opened');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-  test('gateway: its flags are read before it loads or creates its key (a refused start once left a new key file behind)', () => {
+  test('gateway: its flags are read before it loads or creates its key (a refused start once left a new key file behind)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'odsi-cli-numbers-'));
     try {
       const key = join(dir, 'gateway.key');
       const gw = ['gateway', '--model', STORIES_GGUF, '--port', '0', '--identity', key];
-      refused([...gw, '--fallback-model', 'm'], /--fallback-model, --fallback-key-env and --fallback-when need --fallback-url/);
-      refused(
-        [...gw, '--fallback-url', 'http://127.0.0.1:9/v1', '--fallback-key-env', 'ODSI_TEST_UNSET_KEY'],
-        /ODSI_TEST_UNSET_KEY: that environment variable is not set/,
-      );
-      refused([...gw, '--ledger-account', '0x12'], /--ledger-account must be an address/);
+      await Promise.all([
+        refused([...gw, '--fallback-model', 'm'], /--fallback-model, --fallback-key-env and --fallback-when need --fallback-url/),
+        refused(
+          [...gw, '--fallback-url', 'http://127.0.0.1:9/v1', '--fallback-key-env', 'ODSI_TEST_UNSET_KEY'],
+          /ODSI_TEST_UNSET_KEY: that environment variable is not set/,
+        ),
+        refused([...gw, '--ledger-account', '0x12'], /--ledger-account must be an address/),
+      ]);
       assert.equal(existsSync(key), false, 'no key was created');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-  test('gateway and demo: ODSI_AUDIT_RATE outside [0, 1] or not a number (once ignored silently)', () => {
-    refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_AUDIT_RATE must be a number in \[0, 1\], got "2"/, {
-      ODSI_AUDIT_RATE: '2',
-    });
-    refused(['demo', '--model', STORIES_GGUF, '--nodes', '1'], /ODSI_AUDIT_RATE must be a number in \[0, 1\], got "half"/, {
-      ODSI_AUDIT_RATE: 'half',
-    });
+  test('gateway and demo: ODSI_AUDIT_RATE outside [0, 1] or not a number (once ignored silently)', async () => {
+    await Promise.all([
+      refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_AUDIT_RATE must be a number in \[0, 1\], got "2"/, {
+        ODSI_AUDIT_RATE: '2',
+      }),
+      refused(['demo', '--model', STORIES_GGUF, '--nodes', '1'], /ODSI_AUDIT_RATE must be a number in \[0, 1\], got "half"/, {
+        ODSI_AUDIT_RATE: 'half',
+      }),
+    ]);
   });
-  test('node and gateway: an ODSI_CHAIN_ID that is not a positive integer (once signed under 31337 instead), an ODSI_ACCOUNTABILITY other than 0 or 1 (once read as on)', () => {
+  test('node and gateway: an ODSI_CHAIN_ID that is not a positive integer (once signed under 31337 instead), an ODSI_ACCOUNTABILITY other than 0 or 1 (once read as on)', async () => {
     const node = ['node', '--model', STORIES_GGUF, '--layers', '0:5', '--listen', '/ip4/127.0.0.1/tcp/0'];
-    refused(node, /ODSI_CHAIN_ID must be a positive integer, got "8453x"/, { ODSI_CHAIN_ID: '8453x' });
-    refused(node, /ODSI_ACCOUNTABILITY must be 1 \(on, the default\) or 0 \(off\), got "false"/, { ODSI_ACCOUNTABILITY: 'false' });
-    refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_ACCOUNTABILITY must be 1/, { ODSI_ACCOUNTABILITY: 'off' });
-    refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_CHAIN_ID must be a positive integer, got "0"/, {
-      ODSI_CHAIN_ID: '0',
-    });
+    await Promise.all([
+      refused(node, /ODSI_CHAIN_ID must be a positive integer, got "8453x"/, { ODSI_CHAIN_ID: '8453x' }),
+      refused(node, /ODSI_ACCOUNTABILITY must be 1 \(on, the default\) or 0 \(off\), got "false"/, { ODSI_ACCOUNTABILITY: 'false' }),
+      refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_ACCOUNTABILITY must be 1/, { ODSI_ACCOUNTABILITY: 'off' }),
+      refused(['gateway', '--model', STORIES_GGUF, '--port', '0'], /ODSI_CHAIN_ID must be a positive integer, got "0"/, {
+        ODSI_CHAIN_ID: '0',
+      }),
+    ]);
   });
-  test('demo, generate, model synth and status', () => {
-    refused(['demo', '--model', STORIES_GGUF, '--nodes', '2.5'], /--nodes must be an integer >= 1, got "2.5"/);
-    refused(['generate', '--model', STORIES_GGUF, '--top-p', '0'], /--top-p must be a number in \(0, 1\], got "0"/);
-    refused(['model', 'synth', '--layers', '0', '--out', '/nonexistent/x.gguf'], /--layers must be an integer >= 1, got "0"/);
-    refused(['status', '--gateway', 'http://127.0.0.1:9', '--timeout-ms', ''], /--timeout-ms must be an integer >= 1, got ""/);
+  test('demo, generate, model synth and status', async () => {
+    await Promise.all([
+      refused(['demo', '--model', STORIES_GGUF, '--nodes', '2.5'], /--nodes must be an integer >= 1, got "2.5"/),
+      refused(['generate', '--model', STORIES_GGUF, '--top-p', '0'], /--top-p must be a number in \(0, 1\], got "0"/),
+      refused(['model', 'synth', '--layers', '0', '--out', '/nonexistent/x.gguf'], /--layers must be an integer >= 1, got "0"/),
+      refused(['status', '--gateway', 'http://127.0.0.1:9', '--timeout-ms', ''], /--timeout-ms must be an integer >= 1, got ""/),
+    ]);
   });
 });

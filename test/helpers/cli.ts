@@ -12,8 +12,25 @@ export interface OdsiRun {
 
 /** Run `odsi <args>` to completion (killed after timeoutMs). */
 export function runOdsi(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): OdsiRun {
-  const r = spawnSync(process.execPath, [ODSI_BIN, ...args], { cwd: REPO_ROOT, encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000, env: opts.env });
+  const r = spawnSync(process.execPath, [ODSI_BIN, ...args], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+    timeout: opts.timeoutMs ?? 60_000,
+    env: opts.env,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** runOdsi without blocking: several may run at once (each its own process). */
+export function runOdsiAsync(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<OdsiRun> {
+  return new Promise((resolve) => {
+    const proc = spawn(process.execPath, [ODSI_BIN, ...args], { cwd: REPO_ROOT, env: opts.env, timeout: opts.timeoutMs ?? 60_000 });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    proc.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 export interface RunningOdsi {
