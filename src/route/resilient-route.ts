@@ -49,7 +49,7 @@ export interface ResilientRouteOptions {
   sessionId: string;
   /** where replacement routes come from (the gateway's planner; it skips banned peers) */
   planner: RoutePlanner;
-  /** told about peers found at fault (the gateway's ban list) */
+  /** told about peers found at fault, and asked whether one is banned (the gateway's ban list) */
   bans?: { ban(peerId: string): number; isBanned(peerId: string): boolean };
   /** per-step deadline budget carried on the route (ms) */
   deadlineMs?: number;

@@ -128,8 +128,8 @@ export class RouteStage implements Stage {
   private step = 0;
   private length = 0;
   private closed = false;
-  /** the route failed as a whole (onBroken): later ERRORs change nothing */
-  private broken = false;
+  /** the route failed before it came up (onBroken before OPENED): later ERRORs change nothing */
+  private openFailed = false;
   /** steps in flight, until their RESULT (and, with accountability, their RECEIPTS) arrived */
   private pending = new Map<number, PendingStep>();
   /** one timer for all steps in flight, armed at the earliest deadline (sweep) */
@@ -254,9 +254,9 @@ export class RouteStage implements Stage {
       return;
     }
     if (m.type === MsgType.ERROR) {
-      // an ERROR on a broken route, or on a route up with no step in flight, has nothing to fail: its
-      // signature is not even checked (a peer sending ERRORs in a loop costs no verification)
-      if (this.closed || this.broken || (this.isUp && this.pending.size === 0)) return;
+      // an ERROR on a route whose open already failed, or on a route up with no step in flight, has
+      // nothing to fail: its signature is not even checked (ERRORs in a loop cost no verification)
+      if (this.closed || (this.isUp ? this.pending.size === 0 : this.openFailed)) return;
       const rid = m.header.requestId;
       const p = rid !== undefined ? this.pending.get(rid) : undefined;
       // the peer named is the one the ERROR's signature lets it name, else the deliverer (error-blame.ts)
@@ -280,7 +280,7 @@ export class RouteStage implements Stage {
 
   private onBroken(err: RouteError): void {
     if (this.closed) return;
-    this.broken = true;
+    if (!this.isUp) this.openFailed = true;
     this.opened?.reject(err);
     this.failAll(err);
   }
