@@ -174,6 +174,7 @@ export function render(st: SwarmStatus): string {
   for (const n of st.nodes) {
     const state = [
       whyNotRoutable(n) ? `NOT ROUTABLE (${whyNotRoutable(n)})` : 'up',
+      n.doubt && !whyNotRoutable(n) ? `doubted until ${new Date(n.doubt.until).toLocaleTimeString()} (${n.doubt.reason ?? 'dispute'})` : '',
       n.audits.passed + n.audits.failed ? `audits ${n.audits.passed} ok/${n.audits.failed} failed` : '',
     ]
       .filter(Boolean)

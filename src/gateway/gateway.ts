@@ -23,6 +23,7 @@ import { modelNameOf } from './local.js';
 import { PipelineBackend, type RequestPipeline } from './pipeline-backend.js';
 import { NoRouteError, type Route, type RouteCandidate } from '../routing/router.js';
 import { BanList } from '../routing/bans.js';
+import { Disputes } from '../routing/disputes.js';
 import { peerEligible, type StakeView } from '../routing/stake.js';
 import type { Address, Ledger } from '../ledger/ledger.js';
 import { LedgerStakeView } from '../ledger/stake-view.js';
@@ -159,6 +160,8 @@ export class Gateway extends PipelineBackend {
   readonly modelId: string;
   /** peers that failed recently; the planner (first routes and re-routes) skips them */
   readonly bans = new BanList();
+  /** one hop's signed word against its neighbour's: both doubted, banned only past the rule's threshold */
+  readonly disputes = new Disputes({ bans: this.bans });
   /** failures and re-routes of recent sessions */
   readonly faults = new FaultLog();
   /** recoveries since start, by method, and sessions that gave up (the fault log is bounded) */
@@ -228,7 +231,13 @@ export class Gateway extends PipelineBackend {
       this.source = this.discovery;
     }
     this.load = new SessionLoad(this.source);
-    this.planner = new CostPlanner(this.load, { nLayers, bans: this.bans, seed: opts.routeSeed, stake: opts.stake });
+    this.planner = new CostPlanner(this.load, {
+      nLayers,
+      bans: this.bans,
+      doubts: this.disputes.doubts,
+      seed: opts.routeSeed,
+      stake: opts.stake,
+    });
   }
 
   static async start(opts: GatewayOptions): Promise<Gateway> {
@@ -391,6 +400,7 @@ export class Gateway extends PipelineBackend {
       rttMs: this.source.rttMs(),
       unreachable: o.unusable?.size ? new Set([...this.source.unavailable(), ...o.unusable]) : this.source.unavailable(),
       bans: this.bans.list(),
+      doubts: this.disputes.list(),
       measuredMsPerToken: this.measured.snapshot(),
       convictionOf: (p) => acc?.convictionOf(p),
       ineligible:
@@ -447,6 +457,7 @@ export class Gateway extends PipelineBackend {
         sessionId,
         planner: this.planner,
         bans: this.bans,
+        disputes: this.disputes,
         deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
         maxTokens: req.promptIds.length + req.maxTokens,
         openAttempts: this.opts.openAttempts,

@@ -94,7 +94,7 @@ export class GatewayMetrics {
     const status = () => (snap ??= src.status());
     new Gauge({
       name: 'odsi_gateway_nodes',
-      help: 'nodes known to the gateway, by state (usable = routable; banned, unreachable, convicted; ineligible: not eligible on the ledger)',
+      help: 'nodes known to the gateway, by state (usable = routable; banned, unreachable, convicted; ineligible: not eligible on the ledger; doubted: in a recent dispute, avoided while another route exists)',
       labelNames: ['state'],
       registers,
       collect() {
@@ -106,6 +106,7 @@ export class GatewayMetrics {
         this.set({ state: 'unreachable' }, s.nodes.filter((n) => !n.reachable).length);
         this.set({ state: 'convicted' }, s.nodes.filter((n) => n.conviction).length);
         this.set({ state: 'ineligible' }, s.nodes.filter((n) => n.unroutable?.startsWith('not eligible')).length);
+        this.set({ state: 'doubted' }, s.nodes.filter((n) => n.doubt).length);
       },
     });
     new Gauge({

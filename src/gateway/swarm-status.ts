@@ -42,6 +42,11 @@ export interface SwarmNodeStatus {
   banReason?: string;
   /** unix ms when the ban ends */
   bannedUntil?: number;
+  /**
+   * in a recent dispute (one hop's signed accusation against another, routing/disputes.ts):
+   * routing avoids it while another route exists, until `until`; present while it lasts
+   */
+  doubt?: { reason?: string; until: number };
   /** why it was convicted by an audit or other evidence, if it was */
   conviction?: string;
   /** routing may use it now: reachable, not banned, never convicted, eligible (with a ledger) */
@@ -99,6 +104,8 @@ export interface SwarmSnapshot {
   rttMs: ReadonlyMap<string, number>;
   unreachable: ReadonlySet<string>;
   bans: readonly BanInfo[];
+  /** peers doubted after disputes (routing/disputes.ts) */
+  doubts?: readonly BanInfo[];
   measuredMsPerToken: ReadonlyMap<string, number>;
   convictionOf(peerId: string): string | undefined;
   /** with a ledger: why the peer may not be routed to (undefined: it may) */
@@ -123,6 +130,7 @@ export function swarmStatus(s: SwarmSnapshot): SwarmStatus {
   const now = s.now ?? Date.now();
   const advert = new Map((s.adverts ?? []).map((a) => [a.peerId, a]));
   const ban = new Map(s.bans.map((b) => [b.peerId, b]));
+  const doubt = new Map((s.doubts ?? []).filter((d) => d.until > now).map((d) => [d.peerId, d]));
   const audits = new Map<string, { passed: number; failed: number }>();
   for (const a of s.audits ?? []) {
     if (a.incomplete) continue;
@@ -163,6 +171,7 @@ export function swarmStatus(s: SwarmSnapshot): SwarmStatus {
       reachable,
       banned,
       ...(banned ? { banReason: b?.reason, bannedUntil: b?.until } : {}),
+      ...(doubt.has(c.peerId) ? { doubt: { reason: doubt.get(c.peerId)!.reason, until: doubt.get(c.peerId)!.until } } : {}),
       ...(conviction ? { conviction } : {}),
       routable: !unroutable,
       ...(unroutable ? { unroutable } : {}),

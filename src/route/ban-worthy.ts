@@ -1,5 +1,6 @@
-// Which route failures get the named peer banned, and which are worth one more try as they
-// were: the rules the gateway's first open and a resilient route's re-opens share.
+// Which route failures get the named peer banned, which are one hop's word against another's
+// (a dispute: routing/disputes.ts), and which are worth one more try as they were: the rules
+// the gateway's first open and a resilient route's re-opens share.
 
 import { RouteError } from './route-stage.js';
 
@@ -10,6 +11,27 @@ import { RouteError } from './route-stage.js';
  */
 export function banWorthy(e: RouteError): boolean {
   return e.code !== 'deadline' && e.remoteCode !== 'busy' && e.remoteCode !== 'draining' && e.remoteCode !== 'deadline';
+}
+
+/** One route hop's signed word that its neighbour failed it. */
+export interface Accusation {
+  accuser: string;
+  accused: string;
+}
+
+/**
+ * The accusation `e` makes, if it is one: an ERROR signed by a hop of the route (`from`, kept
+ * only when error-blame.ts verified it) naming another peer, for a fault that would get that
+ * peer banned (banWorthy). The gateway cannot tell which of the two lies, so it bans neither
+ * on this alone (routing/disputes.ts). `unreachable` and `timeout` are not accusations of this
+ * kind: the gateway pings and probes the route to check them. An ERROR a hop signed about
+ * itself, or one the gateway restated as its deliverer's, is that peer's own failure.
+ */
+export function accusation(e: RouteError): Accusation | undefined {
+  if (e.code !== 'remote_error' || !banWorthy(e) || !e.peerId) return undefined;
+  const from = e.detail?.from;
+  if (typeof from !== 'string' || from === e.peerId) return undefined;
+  return { accuser: from, accused: e.peerId };
 }
 
 /**
@@ -25,21 +47,42 @@ export function staleSpare(e: RouteError): boolean {
   return e.remoteCode === 'timeout' && e.detail !== undefined && (e.detail.sessionId === undefined || e.detail.stream === true);
 }
 
+/** What the gateway decides on one hop's accusation of another (the gateway's Disputes). */
+export interface DisputeJudge {
+  /** both are doubted; returns the peers now banned (in disputes with too many peers) */
+  dispute(accuser: string, accused: string, reason: string): string[];
+}
+
 /**
  * A route that failed to open: its culprit goes to `into.named` (banned when ban-worthy), or, none
  * named, all its hops to `into.unnamed` (the first route excludes both; a re-route avoids the
  * unnamed ones only if it can). A culprit whose spare stream was closed under the OPEN
  * (staleSpare) is neither, the first time: it goes to `into.stale` and the same hops are tried again.
+ * An accusation puts both peers in `into.unnamed` and goes to `disputes`; whom that bans goes to
+ * `into.named`. One naming no hop names the gateway itself, which knows it is false: the accuser
+ * is named and banned.
  */
 export function excludeAfterOpenFailure(
   e: unknown,
   hops: readonly { peerId: string }[],
   into: { named: Set<string>; unnamed: Set<string>; stale: Set<string> },
   bans?: { ban(peerId: string): number },
+  disputes?: DisputeJudge,
 ): void {
   if (e instanceof RouteError && e.peerId) {
     // a spare the peer closed as idle under our OPEN: tried again as it was, once per peer
     if (staleSpare(e) && !into.stale.has(e.peerId)) return void into.stale.add(e.peerId);
+    const a = accusation(e);
+    if (a && !hops.some((h) => h.peerId === a.accused)) {
+      // it names no hop, so it names this gateway, which knows better: the accuser's own fault
+      into.named.add(a.accuser);
+      return void bans?.ban(a.accuser);
+    }
+    if (a) {
+      into.unnamed.add(a.accuser).add(a.accused);
+      for (const p of disputes?.dispute(a.accuser, a.accused, e.message) ?? []) into.named.add(p);
+      return;
+    }
     into.named.add(e.peerId);
     if (banWorthy(e)) bans?.ban(e.peerId);
   } else hops.forEach((h) => into.unnamed.add(h.peerId));

@@ -23,10 +23,15 @@ export interface FailureEvent {
   message: string;
   /** the peer the error named, if any */
   reportedPeer?: string;
-  /** peers found at fault (ping / probe / error reply); banned unless only busy */
+  /** peers found at fault (ping / probe / error reply / disputes); banned unless only busy */
   culprits: string[];
-  /** how culprits were found: 'error_reply' | 'ping' | 'probe' | 'slack' | 'unknown' */
+  /** how culprits were found: 'error_reply' | 'ping' | 'probe' | 'slack' | 'dispute' | 'unknown' */
   diagnosis: string;
+  /**
+   * diagnosis 'dispute': the hop that signed the accusation and the peer it named, in that
+   * order; both are avoided, neither is found at fault on this alone (routing/disputes.ts)
+   */
+  disputed?: [accuser: string, accused: string];
   route: RouteHopRef[];
 }
 

@@ -22,7 +22,7 @@ import { RouteError, type Hop, type HopTiming, type OpenRouteOptions, type Route
 import { mergeTimelines } from './merge-timelines.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
-import { excludeAfterOpenFailure } from './ban-worthy.js';
+import { accusation, excludeAfterOpenFailure, type DisputeJudge } from './ban-worthy.js';
 import { offeredReplacement } from './offered-replacement.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FaultEvent, RouteHopRef } from './events.js';
@@ -51,6 +51,8 @@ export interface ResilientRouteOptions {
   planner: RoutePlanner;
   /** told about peers found at fault, and asked whether one is banned (the gateway's ban list) */
   bans?: { ban(peerId: string): number; isBanned(peerId: string): boolean };
+  /** judges one hop's signed accusation of another (the gateway's Disputes); absent: neither is banned for it */
+  disputes?: DisputeJudge;
   /** per-step deadline budget carried on the route (ms) */
   deadlineMs?: number;
   /** KV tokens each hop reserves (prompt + max new tokens) */
@@ -87,6 +89,8 @@ interface Diagnosis {
   /** peers this session should avoid only if it can */
   suspects: string[];
   how: string;
+  /** a dispute: the accuser and the peer it named */
+  disputed?: [accuser: string, accused: string];
 }
 
 /** safety factor on the router's estimate when no deadline bounds a step */
@@ -301,7 +305,13 @@ export class ResilientRoute implements Stage {
   /** The first route did not come up (eager open): another one, as openResilientRoute would pick it. */
   private async reopen(failed: RouteStage, err: RouteError): Promise<void> {
     const first = this.opening!;
-    excludeAfterOpenFailure(err, failed.hops, { named: first.exclude, unnamed: first.exclude, stale: first.stale }, this.o.bans);
+    excludeAfterOpenFailure(
+      err,
+      failed.hops,
+      { named: first.exclude, unnamed: first.exclude, stale: first.stale },
+      this.o.bans,
+      this.o.disputes,
+    );
     const next = await openFirstRoute(this.o, first, first.attempt + 1, err);
     first.attempt = next.attempt;
     this.current = next.stage;
@@ -384,6 +394,14 @@ export class ResilientRoute implements Stage {
   private async diagnose(err: RouteError, route: RouteStage): Promise<Diagnosis> {
     const hops = route.hops;
     const named = err.peerId && hops.some((h) => h.peerId === err.peerId) ? err.peerId : undefined;
+    const a = accusation(err);
+    // a hop accusing this gateway (the only peer off the route it may name) says what we know is false
+    if (a && !named) return { culprits: [a.accuser], ban: [a.accuser], suspects: [], how: 'error_reply' };
+    if (a) {
+      // one hop's word against its neighbour's: both avoided; banned only by the disputes' rule
+      const banned = this.o.disputes?.dispute(a.accuser, a.accused, err.message) ?? [];
+      return { culprits: banned, ban: [], suspects: [a.accused, a.accuser], how: 'dispute', disputed: [a.accuser, a.accused] };
+    }
     if (err.code === 'remote_error' && named) {
       // a hop answered with an error about its own work
       // kv-transfer: a leaving node (no replacement found) is not at fault: avoid, do not ban
@@ -455,12 +473,14 @@ export class ResilientRoute implements Stage {
       reportedPeer: err.peerId,
       culprits: d.culprits,
       diagnosis: d.how,
+      ...(d.disputed ? { disputed: d.disputed } : {}),
       route: refs(old.hops),
     });
     for (const p of d.ban) {
       this.o.bans?.ban(p);
       this.failed.add(p);
     }
+    if (d.how === 'dispute') for (const p of d.culprits) this.failed.add(p); // banned by the disputes' rule
     for (const p of d.suspects) this.suspects.add(p);
     void old.dispose().catch(() => undefined); // frees the session on the hops still alive
     const t1 = performance.now();
@@ -510,7 +530,13 @@ export class ResilientRoute implements Stage {
           return this.recover(e, pos);
         }
         lastErr = e;
-        excludeAfterOpenFailure(e, route.hops, { named: this.failed, unnamed: this.suspects, stale: this.staleSpares }, this.o.bans);
+        excludeAfterOpenFailure(
+          e,
+          route.hops,
+          { named: this.failed, unnamed: this.suspects, stale: this.staleSpares },
+          this.o.bans,
+          this.o.disputes,
+        );
       }
     }
     if (!stage) {
@@ -674,7 +700,7 @@ async function openFirstRoute(
       return { stage, route, attempt };
     } catch (e) {
       lastErr = e;
-      excludeAfterOpenFailure(e, route.hops, { named: exclude, unnamed: exclude, stale }, o.bans);
+      excludeAfterOpenFailure(e, route.hops, { named: exclude, unnamed: exclude, stale }, o.bans, o.disputes);
     }
   }
   throw lastErr;

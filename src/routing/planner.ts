@@ -2,11 +2,13 @@
 // banned and otherwise unavailable peers. The source is chosen at start-up: DHT discovery
 // (src/gateway/discovery.ts) or a fixed list (tests, benchmarks, a statically configured
 // gateway). The planner itself is pure: it reads the source and the ban list on every call.
+// Peers in a recent dispute (disputes.ts) are left out while a route without them exists (all
+// of them, else all but one: the one whose range has no other node).
 // With a StakeView (stake.ts) it routes only to eligible, not excluded identities, and for each
 // layer range draws one of the comparable candidates (cost within comparableSpread of the
 // cheapest) with probability proportional to its stake weight; the others sit this call out.
 
-import { DEFAULT_UNKNOWN_RTT_MS, hopComputeMs, selectRoute, type Route, type RouteCandidate } from './router.js';
+import { DEFAULT_UNKNOWN_RTT_MS, NoRouteError, hopComputeMs, selectRoute, type Route, type RouteCandidate } from './router.js';
 import { addressOfPeerId, peerEligible, pickByWeight, uniformSource, type StakeView } from './stake.js';
 
 /** Where routes come from: the gateway's planner, for first routes and replacements alike. */
@@ -49,6 +51,8 @@ export interface CostPlannerOptions {
   nLayers: number;
   /** peers banned after failures are skipped while their ban lasts */
   bans?: { active(): Set<string> };
+  /** peers in a recent dispute (disputes.ts): skipped while a route without them exists */
+  doubts?: { active(): Set<string> };
   /** seed for the router's tie-breaking, advanced per call (default: random per call) */
   seed?: number;
   /** the router's near-tie spread (default: the router's) */
@@ -58,6 +62,9 @@ export interface CostPlannerOptions {
   /** candidates of one range within this relative cost of its cheapest are drawn by weight (default 0.5) */
   comparableSpread?: number;
 }
+
+/** doubted peers each tried as the one let back in when no route avoids them all */
+const MAX_DOUBT_TRIES = 8;
 
 /** The least-cost route over a candidate source, skipping banned and unavailable peers. */
 export class CostPlanner implements RoutePlanner {
@@ -83,7 +90,27 @@ export class CostPlanner implements RoutePlanner {
   }
 
   private plan(opts: { exclude?: Set<string>; needKvTokens?: number }, seed: number | undefined): Route {
-    const exclude = new Set([...(this.o.bans?.active() ?? []), ...this.source.unavailable(), ...(opts.exclude ?? [])]);
+    // doubted peers: all left out if a route remains, else all but one (each in turn, for at
+    // most MAX_DOUBT_TRIES of them: bounded work per call), else none
+    const doubted = [...(this.o.doubts?.active() ?? [])];
+    const allButOne = doubted.length > 1 ? doubted.slice(0, MAX_DOUBT_TRIES).map((d) => doubted.filter((x) => x !== d)) : [];
+    const tries = doubted.length ? [doubted, ...allButOne] : [];
+    for (const avoid of tries) {
+      try {
+        return this.planAvoiding(opts, seed, avoid);
+      } catch (e) {
+        if (!(e instanceof NoRouteError)) throw e;
+      }
+    }
+    return this.planAvoiding(opts, seed);
+  }
+
+  private planAvoiding(
+    opts: { exclude?: Set<string>; needKvTokens?: number },
+    seed: number | undefined,
+    doubted: readonly string[] = [],
+  ): Route {
+    const exclude = new Set([...(this.o.bans?.active() ?? []), ...this.source.unavailable(), ...(opts.exclude ?? []), ...doubted]);
     const candidates = this.source.candidates();
     const rttMs = this.source.rttMs();
     if (this.o.stake) this.drawByStake(this.o.stake, candidates, rttMs, exclude, opts.needKvTokens, seed);

@@ -40,6 +40,11 @@ export function describeFaultEvent(e: FaultEvent, name: (peerId: string) => stri
     hops.map((h) => `${name(h.peerId)}[${h.start}:${h.end}]`).join(' → ');
   if (e.type === 'failure') {
     const who = e.culprits.length ? e.culprits.map(name).join(', ') : 'unknown hop';
+    if (e.disputed) {
+      const [accuser, accused] = e.disputed.map(name);
+      const held = e.culprits.length ? `; ${who} banned (in disputes with too many peers)` : '; neither banned on one word';
+      return `failure at position ${e.pos}: ${e.code} — ${accuser} accuses ${accused}, both avoided${held}; route was ${route(e.route)}`;
+    }
     return `failure at position ${e.pos}: ${e.code} — ${who} at fault (found by ${e.diagnosis}); route was ${route(e.route)}`;
   }
   if (e.type === 'reroute') {

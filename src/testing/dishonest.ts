@@ -15,11 +15,14 @@
 //   frame[@N]            fails its steps, each with an ERROR forged in its route neighbour's
 //                        name (the next hop, or the previous one at the last hop) that blames
 //                        that neighbour; the forged signature does not verify
+//   accuse[@N]           fails its steps, each with an ERROR it signs itself that blames its
+//                        route neighbour (the hop before it for its input; hop 0 the next hop
+//                        for its reply): a valid accusation the gateway cannot check
 //
 // Output rewrites act on every forward of the stage, audit re-executions included (a
 // dishonest node lies when it audits, too; equivocate then has only its noise to give).
-// forge and equivocate also wrap the node's stamper (misbehaving-stamper.ts); frame wraps the
-// signer of its ERRORs.
+// forge and equivocate also wrap the node's stamper (misbehaving-stamper.ts); frame and accuse
+// wrap the signer of its ERRORs.
 
 import { Rng } from '../util/rng.js';
 import type { ErrorHeader, OpenHeader } from '../protocol/messages.js';
@@ -90,6 +93,21 @@ function framed(h: ErrorHeader, open: OpenHeader): ErrorHeader | undefined {
     from: peerId,
     signature: 'ab'.repeat(64),
   };
+}
+
+/**
+ * An ERROR in this hop's own name that blames its neighbour on the route (the previous hop for
+ * bad input; hop 0, whose previous hop is the owner, the next hop for a malformed reply):
+ * what a hop lying about its neighbour signs. Undefined on a one-hop route.
+ */
+function accusing(h: ErrorHeader, open: OpenHeader): ErrorHeader | undefined {
+  const back = open.hop > 0;
+  const peerId = open.route[back ? open.hop - 1 : open.hop + 1]?.peerId;
+  if (peerId === undefined) return undefined;
+  const { from: _f, signature: _s, ...rest } = h;
+  return back
+    ? { ...rest, code: 'bad_message', reason: `hidden states from ${peerId} are not finite`, peerId }
+    : { ...rest, code: 'bad_message', reason: `${peerId} sent a malformed reply`, peerId };
 }
 
 /** Remembers at most `max` entries, oldest dropped first. */
@@ -222,6 +240,24 @@ export const DISHONEST_KINDS: Record<string, FaultKind> = {
           throw new Error('frame: step refused');
         },
         errors: (inner) => (h, open) => (lying && open ? (framed(h, open) ?? inner(h, open)) : inner(h, open)),
+      };
+    },
+  },
+  accuse: {
+    sep: '@',
+    syntax: 'accuse[@N]',
+    description: 'fails its steps with ERRORs it signs itself, blaming its route neighbour (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      let lying = false;
+      return {
+        spec,
+        before: (v) => {
+          if (v.nodeStep < onset) return 'proceed';
+          lying = true;
+          throw new Error('accuse: step refused');
+        },
+        errors: (inner) => (h, open) => inner((lying && open && accusing(h, open)) || h, open),
       };
     },
   },

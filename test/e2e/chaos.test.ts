@@ -10,6 +10,10 @@
 //    background while the next runs go on.
 //  - a node that stalls (stall@N) is detected within its deadline budget + grace, banned and
 //    bypassed, with the golden output.
+//  - liars (nan@N, frame@N, accuse@N), advertised as the fastest: what the gateway sees itself
+//    or pins on the peer that handed it over bans that peer; one hop's signed word against its
+//    neighbour's is a dispute (routing/disputes.ts): both avoided, a liar banned at its second
+//    victim, no honest node banned.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -215,78 +219,161 @@ test('a stalled node (stall@N) is detected within deadline budget + grace and by
   }
 });
 
-/**
- * Two liars with `fault`, advertised as the fastest, so the planner routes through both first:
- * the request must still end with the golden tokens, both liars named and banned, and no honest
- * node banned.
- */
-async function liarsNamedAndBanned(fault: string): Promise<void> {
-  const g = loadGolden()[0]!;
-  const liars = await Promise.all(
-    (
-      [
-        [0, 2],
-        [2, 5],
-      ] as [number, number][]
-    ).map((range, i) =>
+/** Liar processes, one per range, each with its fault; killed by the caller. */
+function startLiars(specs: readonly { range: [number, number]; fault: string; key: string }[]): Promise<NodeProcess[]> {
+  return Promise.all(
+    specs.map(({ range, fault, key }) =>
       NodeProcess.start({
         model: STORIES_GGUF,
         range,
-        identityFile: join(side!.dir, `${fault.replace(/\W/g, '')}${i}.key`),
+        identityFile: join(side!.dir, `${key}.key`),
         modelId: side!.modelId,
         faults: [fault],
       }),
     ),
   );
-  let liarGw: Gateway | undefined;
-  try {
-    const gw3 = (liarGw = await side!.gateway([...liars.map((n) => candidate(n, 0.1)), ...nodes.map((n) => candidate(n))]));
-    await Promise.all([...liars, ...nodes].map((n) => gw3.host.ping(n.peerId, { addrs: n.info.addrs })));
-    let firstRoute: string[] = [];
-    const res = await gw3.run({
-      promptIds: g.prompt_tokens,
-      maxTokens: g.generated_tokens.length,
-      sampling: { temperature: 0 },
-      sessionId: fault.replace(/\W/g, ''),
-      onToken: (t) => {
-        if (!firstRoute.length) firstRoute = t.route.map((h) => h.peerId);
-      },
-    });
-    assert.deepEqual(
-      firstRoute,
-      liars.map((n) => n.peerId),
-      'the first route ran through both liars',
-    );
-    assert.deepEqual(res.tokens, g.generated_tokens);
-    const failures = res.events.filter((e): e is FailureEvent => e.type === 'failure');
-    const culprits = failures.flatMap((f) => f.culprits);
-    assert.deepEqual(
-      [...new Set(culprits)].sort(),
-      liars.map((n) => n.peerId).sort(),
-      JSON.stringify(failures.map((f) => [f.code, f.culprits, f.message])),
-    );
-    const banned = gw3.bans.list().map((b) => b.peerId);
-    for (const n of liars) assert.ok(banned.includes(n.peerId), `liar ${n.peerId} banned`);
-    for (const n of nodes) assert.ok(!banned.includes(n.peerId), `honest ${n.peerId} not banned`);
-  } finally {
-    await liarGw?.close();
-    await Promise.all(liars.map((n) => n.kill()));
-  }
 }
 
-// the first liar's NaN reaches the second, which refuses it naming the first; the second, as a
-// last hop, sends a NaN result, which the gateway refuses naming it
+/** A gateway over `liars` (advertised as the fastest, so the planner routes through them first) and `honest`. */
+async function liarGateway(liars: readonly NodeProcess[], honest: readonly NodeProcess[]): Promise<Gateway> {
+  const gw = await side!.gateway([...liars.map((n) => candidate(n, 0.1)), ...honest.map((n) => candidate(n))]);
+  await Promise.all([...liars, ...honest].map((n) => gw.host.ping(n.peerId, { addrs: n.info.addrs })));
+  return gw;
+}
+
+/** The golden run of `gw`, with the route its first token took and its failure events. */
+async function goldenRun(gw: Gateway, sessionId: string): Promise<{ firstRoute: string[]; failures: FailureEvent[] }> {
+  const g = loadGolden()[0]!;
+  let firstRoute: string[] = [];
+  const res = await gw.run({
+    promptIds: g.prompt_tokens,
+    maxTokens: g.generated_tokens.length,
+    sampling: { temperature: 0 },
+    sessionId,
+    onToken: (t) => {
+      if (!firstRoute.length) firstRoute = t.route.map((h) => h.peerId);
+    },
+  });
+  assert.deepEqual(res.tokens, g.generated_tokens);
+  return { firstRoute, failures: res.events.filter((e): e is FailureEvent => e.type === 'failure') };
+}
+
+const honestIds = () => new Set(nodes.map((n) => n.peerId));
+const banned = (gw: Gateway) => gw.bans.list().map((b) => b.peerId);
+const show = (fs: readonly FailureEvent[]) => JSON.stringify(fs.map((f) => [f.code, f.diagnosis, f.culprits, f.disputed, f.message]));
+
+// The [2,5) liar (nan@3) sends a NaN RESULT first: the gateway sees it itself, so that liar is
+// banned. On the next route the [0,2) liar (nan@6) sends NaN to an honest hop, which refuses it
+// naming the liar: one hop's word against another's, so both are avoided and neither is banned.
 test(
-  'nodes sending non-finite activations (nan@N) are named, banned and bypassed; the honest hop that got them is not',
+  'non-finite activations (nan@N): a NaN result the gateway sees bans its sender; a hop’s refusal naming its sender is a dispute: both avoided, neither banned',
   { timeout: 90_000 },
-  () => liarsNamedAndBanned('nan@6'),
+  async () => {
+    const liars = await startLiars([
+      { range: [0, 2], fault: 'nan@6', key: 'nan0' },
+      { range: [2, 5], fault: 'nan@3', key: 'nan1' },
+    ]);
+    const [l0, l1] = liars.map((n) => n.peerId) as [string, string];
+    let gw3: Gateway | undefined;
+    try {
+      gw3 = await liarGateway(liars, nodes);
+      const { firstRoute, failures } = await goldenRun(gw3, 'nan');
+      assert.deepEqual(firstRoute, [l0, l1], 'the first route ran through both liars');
+      const seen = failures.find((f) => f.culprits.includes(l1));
+      assert.ok(seen && seen.code === 'bad_reply' && !seen.disputed, show(failures));
+      const dispute = failures.find((f) => f.disputed);
+      assert.ok(dispute && dispute.disputed![1] === l0 && honestIds().has(dispute.disputed![0]), show(failures));
+      assert.deepEqual(dispute.culprits, [], 'one accusation bans nobody');
+      assert.deepEqual(banned(gw3), [l1], 'only the liar the gateway caught itself is banned');
+      assert.ok(gw3.disputes.doubts.isBanned(l0) && gw3.disputes.doubts.isBanned(dispute.disputed![0]), 'both sides are doubted');
+    } finally {
+      await gw3?.close();
+      await Promise.all(liars.map((n) => n.kill()));
+    }
+  },
 );
 
-// the first liar (hop 0) hands the gateway an ERROR forged in the second's name: unverifiable,
-// so it is the first's; the second, behind an honest hop 0 on the next route, forges one in
-// that hop's name, which the honest hop re-issues naming the second (docs/protocol.md §5)
+// The first liar (hop 0) hands the gateway an ERROR forged in the second's name: unverifiable,
+// so it is the first's own, and it is banned. The second, behind an honest hop 0 on the next
+// route, forges one in that hop's name; the honest hop re-issues it naming the second
+// (docs/protocol.md §5): its word against the second's, a dispute.
 test(
-  'nodes forging ERRORs in a route neighbour’s name (frame@N) are named and banned themselves; the neighbours are not',
+  'ERRORs forged in a route neighbour’s name (frame@N): the forger handing one over is banned; one re-issued by an honest hop is a dispute',
   { timeout: 90_000 },
-  () => liarsNamedAndBanned('frame@6'),
+  async () => {
+    const liars = await startLiars([
+      { range: [0, 2], fault: 'frame@6', key: 'frame0' },
+      { range: [2, 5], fault: 'frame@6', key: 'frame1' },
+    ]);
+    const [l0, l1] = liars.map((n) => n.peerId) as [string, string];
+    let gw3: Gateway | undefined;
+    try {
+      gw3 = await liarGateway(liars, nodes);
+      const { firstRoute, failures } = await goldenRun(gw3, 'frame');
+      assert.deepEqual(firstRoute, [l0, l1], 'the first route ran through both liars');
+      assert.deepEqual(failures[0]?.culprits, [l0], show(failures));
+      const dispute = failures.find((f) => f.disputed);
+      assert.ok(dispute && dispute.disputed![1] === l1 && honestIds().has(dispute.disputed![0]), show(failures));
+      assert.deepEqual(banned(gw3), [l0], show(failures));
+    } finally {
+      await gw3?.close();
+      await Promise.all(liars.map((n) => n.kill()));
+    }
+  },
+);
+
+// A hop that blames the hop before it in its own, validly signed name (accuse@N). With the liar
+// the only node of its range, the request meets it twice: its first victim is avoided (the
+// liar is let back in: no route avoids it), and at its second victim it is banned, its victims
+// not. Over a full swarm, one accusation is enough to route around both, and the next request
+// avoids both from its start while the doubt lasts.
+test(
+  'a hop accusing its neighbours (accuse@N): banned at its second victim; its victims are not; doubted peers are avoided by later requests',
+  { timeout: 90_000 },
+  async () => {
+    const [liar] = await startLiars([{ range: [2, 5], fault: 'accuse@6', key: 'accuse' }]);
+    const l = liar!.peerId;
+    const firsts = [nodes[0]!, nodes[4]!]; // the two [0,2) nodes
+    let gw1: Gateway | undefined;
+    let gw2: Gateway | undefined;
+    try {
+      gw1 = await liarGateway([liar!], firsts);
+      const g = loadGolden()[0]!;
+      await assert.rejects(
+        gw1.run({ promptIds: g.prompt_tokens, maxTokens: g.generated_tokens.length, sampling: { temperature: 0 }, sessionId: 'accuse1' }),
+        /no route|cannot re-route/i,
+      );
+      const failures = gw1.faults.events().filter((e): e is FailureEvent => e.type === 'failure');
+      assert.deepEqual(
+        failures.map((f) => f.disputed),
+        [
+          [l, failures[0]!.disputed![1]],
+          [l, failures[1]!.disputed![1]],
+        ],
+        show(failures),
+      );
+      assert.deepEqual(new Set(failures.map((f) => f.disputed![1])), new Set(firsts.map((n) => n.peerId)), 'one victim each');
+      assert.deepEqual([failures[0]!.culprits, failures[1]!.culprits], [[], [l]], show(failures));
+      assert.deepEqual(banned(gw1), [l], 'the liar alone is banned');
+
+      gw2 = await liarGateway([liar!], nodes);
+      // the liar lies from its first step now (its onset counts steps of all sessions)
+      const first = await goldenRun(gw2, 'accuse2');
+      const victim = first.failures[0]?.route[0]?.peerId;
+      assert.deepEqual(
+        first.failures.map((f) => [f.route.map((h) => h.peerId), f.disputed, f.culprits]),
+        [[[victim, l], [l, victim], []]],
+        show(first.failures),
+      );
+      assert.ok(!first.firstRoute.includes(l) && !first.firstRoute.includes(victim!), 'the request went on around both');
+      assert.deepEqual(banned(gw2), [], 'one accusation bans nobody');
+      const next = await goldenRun(gw2, 'accuse3');
+      assert.ok(!next.firstRoute.includes(l) && !next.firstRoute.includes(victim!), 'both doubted peers avoided');
+      assert.deepEqual(next.failures, []);
+    } finally {
+      await gw1?.close();
+      await gw2?.close();
+      await liar!.kill();
+    }
+  },
 );

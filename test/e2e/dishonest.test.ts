@@ -125,15 +125,19 @@ test(
   },
 );
 
-test('a forging first hop is rejected by the next hop (custody error names the forger)', { timeout: 60_000 }, async () => {
+// The gateway never sees F's receipts: H1 refuses them, and its word against F's is a dispute
+// (routing/disputes.ts): both avoided, neither banned on it. H1 is the only [2,5] node, so the
+// next route lets it back in and leaves F out.
+test('a forging first hop is rejected by the next hop (custody error names the forger: a dispute)', { timeout: 60_000 }, async () => {
   const gw = await gatewayOver([cand(F, 1), cand(H0, 50), cand(H1, 1)]);
   const r = await runThrough(gw, 'acct-forge-first', 8);
   assert.deepEqual(r.tokens, r.golden);
   const fail = r.events.find((e) => e.type === 'failure');
   assert.ok(fail && fail.type === 'failure', JSON.stringify(r.events));
-  assert.deepEqual(fail.culprits, [F.peerId]);
+  assert.deepEqual([fail.diagnosis, fail.disputed, fail.culprits], ['dispute', [H1.peerId, F.peerId], []]);
   assert.match(fail.message, /custody.*bad_signature/);
-  assert.ok(!r.finalHops.includes(F.peerId));
+  assert.deepEqual(r.finalHops, [H0.peerId, H1.peerId]);
+  assert.deepEqual(gw.bans.list(), [], 'one accusation bans nobody');
   await gw.accountability!.settled();
   for (const e of gw.accountability!.evidence) assert.equal(e.peerId, F.peerId);
 });

@@ -116,3 +116,14 @@ test('MeasuredSpeed smooths per peer; precisionOf reads the profile', () => {
   assert.equal(precisionOf('reference'), 'f32');
   assert.equal(precisionOf('ort-f16-acc2'), 'f16');
 });
+
+test('a doubted node (in a recent dispute) says so while the doubt lasts; it stays routable and counted', () => {
+  const doubts = [{ peerId: 'c', until: 1_500, failures: 1, reason: 'dispute: c: bad_message: non-finite activations' }];
+  const st = swarmStatus(snapshot({ doubts }));
+  const c = st.nodes.find((n) => n.peerId === 'c')!;
+  assert.deepEqual(c.doubt, { reason: doubts[0]!.reason, until: 1_500 });
+  assert.equal(c.routable, true);
+  assert.deepEqual(st.coverage[3]!.peers, ['c']);
+  assert.match(render(st), /doubted until .* \(dispute: c: bad_message/);
+  assert.equal(swarmStatus(snapshot({ doubts, now: 1_501 })).nodes.find((n) => n.peerId === 'c')!.doubt, undefined);
+});

@@ -46,3 +46,19 @@ test('a seeded planner is reproducible', () => {
   };
   assert.deepEqual(picks(7), picks(7));
 });
+
+test('doubted peers are avoided while a route without them exists: all, else all but one, else none', () => {
+  const doubts = new BanList();
+  const list = [cand('a1', 0, 2, 1), cand('a2', 0, 2, 5), cand('sole', 2, 4, 1)];
+  const planner = new CostPlanner(new StaticCandidates(list), { nLayers: 4, doubts, tieJitter: 0 });
+  assert.deepEqual(peersOf(planner), ['a1', 'sole']);
+  // a1 and the only node of [2,4) in a dispute: a1 is avoided, sole is let back in
+  doubts.ban('a1');
+  doubts.ban('sole');
+  assert.deepEqual(peersOf(planner), ['a2', 'sole']);
+  // every node doubted: no route avoids them, so none is avoided
+  doubts.ban('a2');
+  assert.deepEqual(peersOf(planner), ['a1', 'sole']);
+  // doubts never override bans or exclusions
+  assert.deepEqual(peersOf(planner, new Set(['a1'])), ['a2', 'sole']);
+});

@@ -9,7 +9,7 @@ import { FaultSpecError, FaultsNotAllowedError } from '../../src/testing/fault-k
 import { MisbehavingStage } from '../../src/testing/misbehaving-stage.js';
 import type { ModelConfig } from '../../src/model/types.js';
 import type { Stage } from '../../src/engine/types.js';
-import { parseNodeFaults, replicateRanges } from '../../src/testing/demo-faults.js';
+import { describeFaultEvent, parseNodeFaults, replicateRanges } from '../../src/testing/demo-faults.js';
 import { BanList } from '../../src/routing/bans.js';
 import { ODSI_BIN, STORIES_GGUF } from '../helpers/paths.js';
 
@@ -147,4 +147,24 @@ test('bans back off exponentially, cap, expire, and are forgotten after a quiet 
   assert.equal(b.ban('p', 'again', t + 531 + 2000), 100); // long after the last ban ended
   b.clear('p');
   assert.equal(b.active(t).size, 0);
+});
+
+test('the demo tells a dispute from a failure found at fault', () => {
+  const base = { type: 'failure' as const, at: 0, detectedAt: 0, sessionId: 's', pos: 7, code: 'bad_message', message: 'm' };
+  const route = [
+    { peerId: 'A', start: 0, end: 2 },
+    { peerId: 'B', start: 2, end: 5 },
+  ];
+  const name = (p: string) => p.toLowerCase();
+  const one = describeFaultEvent({ ...base, culprits: [], diagnosis: 'dispute', disputed: ['B', 'A'], route }, name);
+  assert.equal(
+    one,
+    'failure at position 7: bad_message — b accuses a, both avoided; neither banned on one word; route was a[0:2] → b[2:5]',
+  );
+  const second = describeFaultEvent({ ...base, culprits: ['B'], diagnosis: 'dispute', disputed: ['B', 'A'], route }, name);
+  assert.match(second, /b accuses a, both avoided; b banned \(in disputes with too many peers\)/);
+  assert.match(
+    describeFaultEvent({ ...base, culprits: ['A'], diagnosis: 'error_reply', route }, name),
+    /a at fault \(found by error_reply\)/,
+  );
 });

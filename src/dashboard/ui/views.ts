@@ -126,6 +126,7 @@ export function NodesView(p: { s: DashboardSnapshot; focus?: string }) {
                   <span class=${`badge ${nd.state}`}>${nd.state}</span>
                   ${nd.conviction ? html`<div class="why">convicted: ${nd.conviction}</div>` : null}
                   ${nd.banned && !nd.conviction ? html`<div class="why">${nd.banReason ?? 'banned'}${nd.bannedUntil && nd.bannedUntil < 8.64e15 ? ` (until ${new Date(nd.bannedUntil).toLocaleTimeString()})` : ''}</div>` : null}
+                  ${nd.doubt && nd.routable ? html`<div class="why">doubted until ${new Date(nd.doubt.until).toLocaleTimeString()}: ${nd.doubt.reason ?? 'dispute'}</div>` : null}
                   ${nd.state === 'unreachable' ? html`<div class="why">does not answer pings</div>` : null}
                   ${nd.state === 'ineligible' ? html`<div class="why">${nd.unroutable}</div>` : null}
                 </td>

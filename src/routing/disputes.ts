@@ -1,0 +1,87 @@
+// One hop's word against its route neighbour's. A hop that refuses its input or the receipts
+// that came with it (`custody`, `bad_message`, …) names the hop before it, and one that re-issues
+// what its next hop sent back names that hop (node/error-relay.ts); the gateway verifies who
+// said so (route/error-blame.ts) but cannot tell which of the two lies: the link between them
+// is theirs alone. So such an accusation bans nobody on its own. It is a dispute: both peers
+// are doubted (avoided while another route exists, 5 s, doubling with each repeat up to 2 min),
+// and a peer is banned only once it is in disputes with `threshold` distinct peers, none of
+// them banned themselves, within `windowMs`. The fewest liars that explain every dispute are
+// the ones banned: a lone liar, whoever it accuses or whoever accuses it, is banned at its second
+// victim, and its first victim is not; framing an honest peer takes `threshold` identities
+// (stake, not this rule, is what makes identities dear: docs/threat-model.md). An honest hop
+// that was right about two liars is spared once either is banned.
+
+import { BanList, type BanInfo } from './bans.js';
+
+export interface DisputesOptions {
+  /** the gateway's ban list: consulted (a banned counterparty does not count) and told */
+  bans: { ban(peerId: string, reason?: string, now?: number): number; isBanned(peerId: string, now?: number): boolean };
+  /** distinct counterparties that get a peer banned (default 2) */
+  threshold?: number;
+  /** disputes older than this are forgotten, ms (default 10 min, as long as a ban's record) */
+  windowMs?: number;
+  /** peers remembered at most, the longest unheard of dropped first (default 4096) */
+  maxPeers?: number;
+}
+
+/** counterparties remembered per peer: a peer reaching `threshold` is banned anyway */
+const MAX_COUNTERPARTIES = 64;
+
+export class Disputes {
+  /** peers in a recent dispute: the planner avoids them while it can (they are not banned) */
+  readonly doubts = new BanList();
+  /** peer → counterparty → when they last disputed, ms */
+  private readonly parties = new Map<string, Map<string, number>>();
+  private readonly threshold: number;
+  private readonly windowMs: number;
+  private readonly maxPeers: number;
+
+  constructor(private readonly o: DisputesOptions) {
+    this.threshold = o.threshold ?? 2;
+    this.windowMs = o.windowMs ?? 600_000;
+    this.maxPeers = o.maxPeers ?? 4096;
+  }
+
+  /**
+   * `accuser` says `accused` failed it (`reason`): both are doubted, and each that is now in
+   * disputes with `threshold` distinct peers not banned themselves is banned. Returns the
+   * peers banned by this dispute (the accused is judged first).
+   */
+  dispute(accuser: string, accused: string, reason: string, now = Date.now()): string[] {
+    if (accuser === accused) return [];
+    this.note(accuser, accused, now);
+    this.note(accused, accuser, now);
+    const banned: string[] = [];
+    for (const p of [accused, accuser]) {
+      this.doubts.ban(p, `dispute: ${reason}`, now);
+      if (this.o.bans.isBanned(p, now)) continue;
+      const against = this.counterparties(p, now);
+      if (against.length < this.threshold) continue;
+      this.o.bans.ban(p, `in disputes with ${against.length} peers (${against.join(', ')}): ${reason}`, now);
+      banned.push(p);
+    }
+    return banned;
+  }
+
+  /** the peers `peerId` disputed with within the window, those banned now left out */
+  counterparties(peerId: string, now = Date.now()): string[] {
+    const m = this.parties.get(peerId);
+    if (!m) return [];
+    return [...m].filter(([q, at]) => now - at <= this.windowMs && !this.o.bans.isBanned(q, now)).map(([q]) => q);
+  }
+
+  /** peers doubted now and past (status pages) */
+  list(): BanInfo[] {
+    return this.doubts.list();
+  }
+
+  private note(peer: string, other: string, now: number): void {
+    const m = this.parties.get(peer) ?? new Map<string, number>();
+    this.parties.delete(peer); // re-inserted last: the longest unheard of is dropped first
+    this.parties.set(peer, m);
+    m.delete(other);
+    m.set(other, now);
+    for (const [q, at] of m) if (now - at > this.windowMs || m.size > MAX_COUNTERPARTIES) m.delete(q);
+    if (this.parties.size > this.maxPeers) this.parties.delete(this.parties.keys().next().value as string);
+  }
+}

@@ -1,0 +1,61 @@
+// Disputes: one hop's signed accusation of its neighbour bans neither; both are doubted (the
+// planner avoids them while it can), and a peer is banned only once it disputes with two
+// distinct peers not banned themselves, within the window.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BanList } from '../../src/routing/bans.js';
+import { Disputes } from '../../src/routing/disputes.js';
+
+const T0 = 1_000_000;
+
+test('one accusation bans nobody; both peers are doubted, doubling on a repeat', () => {
+  const bans = new BanList();
+  const d = new Disputes({ bans });
+  assert.deepEqual(d.dispute('liar', 'honest', 'bad_message', T0), []);
+  assert.ok(!bans.isBanned('liar', T0) && !bans.isBanned('honest', T0));
+  assert.deepEqual([...d.doubts.active(T0)].sort(), ['honest', 'liar']);
+  assert.ok(!d.doubts.isBanned('honest', T0 + 5_001), 'the first doubt lasts 5 s');
+  // the same two again: still one counterparty each, the doubt doubles
+  assert.deepEqual(d.dispute('liar', 'honest', 'bad_message', T0 + 6_000), []);
+  assert.ok(d.doubts.isBanned('honest', T0 + 6_000 + 9_999) && !d.doubts.isBanned('honest', T0 + 6_000 + 10_001));
+  assert.ok(!bans.isBanned('liar', T0 + 6_000) && !bans.isBanned('honest', T0 + 6_000));
+});
+
+test('a lone liar is banned at its second victim, whichever side it is on; its victims are not', () => {
+  for (const accuses of [true, false]) {
+    const bans = new BanList();
+    const d = new Disputes({ bans });
+    const pair = (victim: string): [string, string] => (accuses ? ['liar', victim] : [victim, 'liar']);
+    assert.deepEqual(d.dispute(...pair('h1'), 'custody', T0), []);
+    assert.deepEqual(d.dispute(...pair('h2'), 'custody', T0 + 1_000), ['liar']);
+    assert.ok(bans.isBanned('liar', T0 + 1_000));
+    assert.ok(!bans.isBanned('h1', T0 + 1_000) && !bans.isBanned('h2', T0 + 1_000));
+    assert.match(bans.list().find((b) => b.peerId === 'liar')!.reason!, /in disputes with 2 peers \((h1, h2|h2, h1)\)/);
+  }
+});
+
+test('an honest hop right about two liars is spared once either is banned', () => {
+  const bans = new BanList();
+  const d = new Disputes({ bans });
+  d.dispute('honest', 'liar1', 'bad_message', T0);
+  d.dispute('other', 'liar1', 'bad_message', T0 + 1); // liar1's second accuser: banned
+  assert.ok(bans.isBanned('liar1', T0 + 1));
+  // honest's second dispute: liar1, banned, no longer counts
+  assert.deepEqual(d.dispute('honest', 'liar2', 'bad_message', T0 + 2), []);
+  assert.deepEqual(d.counterparties('honest', T0 + 2), ['liar2']);
+  assert.ok(!bans.isBanned('honest', T0 + 2));
+});
+
+test('disputes older than the window are forgotten; memory is bounded', () => {
+  const bans = new BanList();
+  const d = new Disputes({ bans, windowMs: 60_000, maxPeers: 4 });
+  d.dispute('liar', 'h1', 'x', T0);
+  assert.deepEqual(d.dispute('liar', 'h2', 'x', T0 + 60_001), [], 'the first dispute was forgotten');
+  assert.deepEqual(d.counterparties('liar', T0 + 60_001), ['h2']);
+  d.dispute('a', 'b', 'x', T0 + 60_002);
+  d.dispute('c', 'e', 'x', T0 + 60_003);
+  assert.deepEqual(d.counterparties('liar', T0 + 60_003), [], 'the longest unheard of is dropped past maxPeers');
+  assert.deepEqual(d.counterparties('e', T0 + 60_003), ['c']);
+  assert.deepEqual(d.dispute('p', 'p', 'x', T0), [], 'a peer cannot dispute with itself');
+  assert.ok(!d.doubts.isBanned('p', T0));
+});
