@@ -26,7 +26,8 @@
 
 import { Rng } from '../util/rng.js';
 import type { ErrorHeader, OpenHeader } from '../protocol/messages.js';
-import { FaultSpecError, type FaultKind, type StepView } from './fault-kind.js';
+import { FaultSpecError, type FaultKind, type Misbehaviour, type StepView } from './fault-kind.js';
+import type { ErrorSigner } from '../protocol/error-signature.js';
 import { EquivocatingStamper, ForgingStamper } from './misbehaving-stamper.js';
 
 function parseOnset(arg: string, spec: string): { value: string; onset: number } {
@@ -108,6 +109,24 @@ function accusing(h: ErrorHeader, open: OpenHeader): ErrorHeader | undefined {
   return back
     ? { ...rest, code: 'bad_message', reason: `hidden states from ${peerId} are not finite`, peerId }
     : { ...rest, code: 'bad_message', reason: `${peerId} sent a malformed reply`, peerId };
+}
+
+/** A behaviour that refuses every step from its onset on, its ERRORs from then on signed by `lie(inner)`. */
+function refusingWith(kind: string, arg: string, spec: string, lie: (inner: ErrorSigner) => ErrorSigner): Misbehaviour {
+  const onset = noArg(arg, spec);
+  let lying = false;
+  return {
+    spec,
+    before: (v) => {
+      if (v.nodeStep < onset) return 'proceed';
+      lying = true;
+      throw new Error(`${kind}: step refused`);
+    },
+    errors: (inner) => {
+      const lied = lie(inner);
+      return (h, open) => (lying ? lied(h, open) : inner(h, open));
+    },
+  };
 }
 
 /** Remembers at most `max` entries, oldest dropped first. */
@@ -229,37 +248,13 @@ export const DISHONEST_KINDS: Record<string, FaultKind> = {
     sep: '@',
     syntax: 'frame[@N]',
     description: 'fails its steps with ERRORs forged in its route neighbour’s name, blaming that neighbour (dishonest)',
-    create(arg, spec) {
-      const onset = noArg(arg, spec);
-      let lying = false;
-      return {
-        spec,
-        before: (v) => {
-          if (v.nodeStep < onset) return 'proceed';
-          lying = true;
-          throw new Error('frame: step refused');
-        },
-        errors: (inner) => (h, open) => (lying && open ? (framed(h, open) ?? inner(h, open)) : inner(h, open)),
-      };
-    },
+    create: (arg, spec) => refusingWith('frame', arg, spec, (inner) => (h, open) => (open && framed(h, open)) || inner(h, open)),
   },
   accuse: {
     sep: '@',
     syntax: 'accuse[@N]',
     description: 'fails its steps with ERRORs it signs itself, blaming its route neighbour (dishonest)',
-    create(arg, spec) {
-      const onset = noArg(arg, spec);
-      let lying = false;
-      return {
-        spec,
-        before: (v) => {
-          if (v.nodeStep < onset) return 'proceed';
-          lying = true;
-          throw new Error('accuse: step refused');
-        },
-        errors: (inner) => (h, open) => inner((lying && open && accusing(h, open)) || h, open),
-      };
-    },
+    create: (arg, spec) => refusingWith('accuse', arg, spec, (inner) => (h, open) => inner((open && accusing(h, open)) || h, open)),
   },
   forge: {
     sep: '@',

@@ -241,6 +241,25 @@ async function liarGateway(liars: readonly NodeProcess[], honest: readonly NodeP
   return gw;
 }
 
+/** `body` with liar processes started from `specs` and a liar gateway over them and the honest nodes; all closed after. */
+async function withLiars(
+  specs: readonly { range: [number, number]; fault: string; key: string }[],
+  body: (liars: string[], gw: Gateway) => Promise<void>,
+): Promise<void> {
+  const liars = await startLiars(specs);
+  let gw: Gateway | undefined;
+  try {
+    gw = await liarGateway(liars, nodes);
+    await body(
+      liars.map((n) => n.peerId),
+      gw,
+    );
+  } finally {
+    await gw?.close();
+    await Promise.all(liars.map((n) => n.kill()));
+  }
+}
+
 /** The golden run of `gw`, with the route its first token took and its failure events. */
 async function goldenRun(gw: Gateway, sessionId: string): Promise<{ firstRoute: string[]; failures: FailureEvent[] }> {
   const g = loadGolden()[0]!;
@@ -269,27 +288,21 @@ test(
   'non-finite activations (nan@N): a NaN result the gateway sees bans its sender; a hop’s refusal naming its sender is a dispute: both avoided, neither banned',
   { timeout: 90_000 },
   async () => {
-    const liars = await startLiars([
-      { range: [0, 2], fault: 'nan@6', key: 'nan0' },
-      { range: [2, 5], fault: 'nan@3', key: 'nan1' },
-    ]);
-    const [l0, l1] = liars.map((n) => n.peerId) as [string, string];
-    let gw3: Gateway | undefined;
-    try {
-      gw3 = await liarGateway(liars, nodes);
+    const specs = [
+      { range: [0, 2] as [number, number], fault: 'nan@6', key: 'nan0' },
+      { range: [2, 5] as [number, number], fault: 'nan@3', key: 'nan1' },
+    ];
+    await withLiars(specs, async ([l0, l1], gw3) => {
       const { firstRoute, failures } = await goldenRun(gw3, 'nan');
       assert.deepEqual(firstRoute, [l0, l1], 'the first route ran through both liars');
-      const seen = failures.find((f) => f.culprits.includes(l1));
+      const seen = failures.find((f) => f.culprits.includes(l1!));
       assert.ok(seen && seen.code === 'bad_reply' && !seen.disputed, show(failures));
       const dispute = failures.find((f) => f.disputed);
       assert.ok(dispute && dispute.disputed![1] === l0 && honestIds().has(dispute.disputed![0]), show(failures));
       assert.deepEqual(dispute.culprits, [], 'one accusation bans nobody');
       assert.deepEqual(banned(gw3), [l1], 'only the liar the gateway caught itself is banned');
-      assert.ok(gw3.disputes.doubts.isBanned(l0) && gw3.disputes.doubts.isBanned(dispute.disputed![0]), 'both sides are doubted');
-    } finally {
-      await gw3?.close();
-      await Promise.all(liars.map((n) => n.kill()));
-    }
+      assert.ok(gw3.disputes.doubts.isBanned(l0!) && gw3.disputes.doubts.isBanned(dispute.disputed![0]), 'both sides are doubted');
+    });
   },
 );
 
@@ -301,24 +314,18 @@ test(
   'ERRORs forged in a route neighbour’s name (frame@N): the forger handing one over is banned; one re-issued by an honest hop is a dispute',
   { timeout: 90_000 },
   async () => {
-    const liars = await startLiars([
-      { range: [0, 2], fault: 'frame@6', key: 'frame0' },
-      { range: [2, 5], fault: 'frame@6', key: 'frame1' },
-    ]);
-    const [l0, l1] = liars.map((n) => n.peerId) as [string, string];
-    let gw3: Gateway | undefined;
-    try {
-      gw3 = await liarGateway(liars, nodes);
+    const specs = [
+      { range: [0, 2] as [number, number], fault: 'frame@6', key: 'frame0' },
+      { range: [2, 5] as [number, number], fault: 'frame@6', key: 'frame1' },
+    ];
+    await withLiars(specs, async ([l0, l1], gw3) => {
       const { firstRoute, failures } = await goldenRun(gw3, 'frame');
       assert.deepEqual(firstRoute, [l0, l1], 'the first route ran through both liars');
       assert.deepEqual(failures[0]?.culprits, [l0], show(failures));
       const dispute = failures.find((f) => f.disputed);
       assert.ok(dispute && dispute.disputed![1] === l1 && honestIds().has(dispute.disputed![0]), show(failures));
       assert.deepEqual(banned(gw3), [l0], show(failures));
-    } finally {
-      await gw3?.close();
-      await Promise.all(liars.map((n) => n.kill()));
-    }
+    });
   },
 );
 
