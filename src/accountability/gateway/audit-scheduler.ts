@@ -6,11 +6,13 @@
 // signed. Audits of suspects (rate ≥ holdAtRate, e.g. a node shadowed at rate 1) HOLD the
 // step until the verdict; all others run one at a time in a bounded background lane (what
 // does not fit is counted as skipped). An audit (route-audit.ts) is re-executed by another
-// node serving exactly the hop's layers — round robin, never the hop itself, never a
+// node serving exactly the hop's layers — drawn at random, never the hop itself, never a
 // convicted or banned peer — or else by the gateway's referee. Outcomes go to Verdicts.
 // With stake (routing/stake.ts StakeView, the ledger's view): every identity is audited at
-// least at the rate the ledger's rules give it (high on probation), and auditors are chosen
-// only among eligible identities that are not excluded (slashed).
+// least at the rate the ledger's rules give it (high on probation), and auditors are drawn
+// only among eligible identities that are not excluded (slashed), in proportion to their
+// stake weight, so splitting a stake into many identities does not make its holder audit
+// (or vouch for a colluder) more often.
 
 import { randomBytes } from 'node:crypto';
 import { bytesToHex } from '@noble/hashes/utils.js';
@@ -21,7 +23,7 @@ import type { Hex, OdsiDomain } from '../records/eip712.js';
 import type { SignedReceipt } from '../records/receipts.js';
 import { auditRate, auditSelected } from '../checks/audit.js';
 import { addressOfPeer } from '../records/wire.js';
-import { addressOfPeerId, peerEligible, type StakeView } from '../../routing/stake.js';
+import { addressOfPeerId, peerEligible, pickByWeight, uniformSource, type StakeView } from '../../routing/stake.js';
 import type { Referee } from './auditor.js';
 import { runAudit, type AuditOutcome, type AuditPeer, type AuditTarget } from './route-audit.js';
 import type { AuditRecord, Verdicts } from './verdicts.js';
@@ -64,7 +66,8 @@ export class AuditScheduler {
   /** background audits: one at a time, bounded */
   private lane: Promise<void> = Promise.resolve();
   private pendingAudits = 0;
-  private auditorTurn = 0;
+  /** draws auditors */
+  private readonly uniform = uniformSource();
 
   constructor(
     private readonly d: AuditSchedulerDeps,
@@ -107,7 +110,11 @@ export class AuditScheduler {
     return picked;
   }
 
-  /** Another node serving exactly the hop's layers (round robin), never the hop itself, a banned/convicted one or (with stake) an ineligible one. */
+  /**
+   * Another node serving exactly the hop's layers, never the hop itself, a banned/convicted one
+   * or (with stake) an ineligible one; drawn at random, with stake in proportion to its weight
+   * (identities split from one stake audit no more often than that stake would: routing/stake.ts).
+   */
   pickAuditor(hop: AuditPeer): AuditPeer | undefined {
     const ok = (this.d.auditors?.() ?? []).filter(
       (p) =>
@@ -118,7 +125,8 @@ export class AuditScheduler {
         (!this.d.stake || peerEligible(this.d.stake, p.peerId)),
     );
     if (!ok.length) return undefined;
-    return ok[this.auditorTurn++ % ok.length];
+    const stake = this.d.stake;
+    return pickByWeight(ok, (p) => (stake ? stake.weight(addressOfPeerId(p.peerId)!) : 1), this.uniform());
   }
 
   /**

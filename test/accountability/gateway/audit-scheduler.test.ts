@@ -41,12 +41,12 @@ function scheduler(auditors: readonly AuditPeer[], o: AuditSchedulerOptions = {}
 const convict = (v: Verdicts, peerId: string) =>
   v.convict('custody', peerId, 'test', { kind: 'custody', code: 'malformed', reason: 'test', receipts: [], detectedAt: Date.now() });
 
-test('auditors: only other peers of the same layers in good standing, round robin; banned and convicted ones never', () => {
+test('auditors: only other peers of the same layers in good standing, drawn at random; banned and convicted ones never', () => {
   const hop = peer(1);
   const [banned, convicted, eligible] = [peer(2), peer(3), peer(4)];
   const { s, bans, verdicts } = scheduler([hop, banned, convicted, eligible, peer(5, 0, 2), peer(6, 2, 4)]);
-  // before anything happens all three same-range peers take turns
-  const before = new Set(Array.from({ length: 6 }, () => s.pickAuditor(hop)?.peerId));
+  // before anything happens all three same-range peers are drawn (60 draws miss one with p ≈ 3·(2/3)^60 < 1e-10)
+  const before = new Set(Array.from({ length: 60 }, () => s.pickAuditor(hop)?.peerId));
   assert.deepEqual(before, new Set([banned.peerId, convicted.peerId, eligible.peerId]));
 
   bans.ban(banned.peerId, 'unreachable');
@@ -113,4 +113,20 @@ test('with stake: auditors only among eligible, not excluded identities; probati
   assert.equal(s.rateFor(unstaked.peerId), 0.05, 'no opinion: the default');
   s.setAuditRate(1, staked.peerId);
   assert.equal(s.rateFor(staked.peerId), 1, 'a per-peer rate still rules');
+});
+
+test('with stake: auditors drawn in proportion to stake weight; a stake split into ten identities audits as often as one (4,000 draws)', () => {
+  const hop = peer(1);
+  const addr = (n: number) => testIdentity(n).address;
+  const whale = peer(2);
+  const sybils = Array.from({ length: 10 }, (_, i) => peer(10 + i));
+  const stake = new StaticStakeView([
+    [addr(2), { weight: 10 }],
+    ...sybils.map((_, i): [string, { weight: number }] => [addr(10 + i), { weight: 1 }]),
+  ]);
+  const { s } = scheduler([hop, whale, ...sybils], {}, stake);
+  const n = 4000;
+  const byWhale = Array.from({ length: n }, () => s.pickAuditor(hop)?.peerId).filter((p) => p === whale.peerId).length;
+  // ten identities of weight 1 against one of weight 10: half each (σ ≈ 32 draws; 0.45–0.55 is > 6σ)
+  assert.ok(Math.abs(byWhale / n - 0.5) < 0.05, `the single identity audited ${byWhale} of ${n}`);
 });
