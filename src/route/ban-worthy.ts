@@ -53,6 +53,15 @@ export interface DisputeJudge {
   dispute(accuser: string, accused: string, reason: string): string[];
 }
 
+/** What excludeAfterOpenFailure decided, as a failure event tells it (route/events.ts). */
+export interface OpenFailureVerdict {
+  /** peers held at fault: the one named (banned when ban-worthy), or those the disputes' rule banned */
+  culprits: string[];
+  /** 'error_reply' (a peer named), 'dispute', 'stale_spare' (tried again as it was), 'unknown' (none named) */
+  diagnosis: 'error_reply' | 'dispute' | 'stale_spare' | 'unknown';
+  disputed?: [accuser: string, accused: string];
+}
+
 /**
  * A route that failed to open: its culprit goes to `into.named` (banned when ban-worthy), or, none
  * named, all its hops to `into.unnamed` (the first route excludes both; a re-route avoids the
@@ -60,7 +69,7 @@ export interface DisputeJudge {
  * (staleSpare) is neither, the first time: it goes to `into.stale` and the same hops are tried again.
  * An accusation puts both peers in `into.unnamed` and goes to `disputes`; whom that bans goes to
  * `into.named`. One naming no hop names the gateway itself, which knows it is false: the accuser
- * is named and banned.
+ * is named and banned. Returns what it decided.
  */
 export function excludeAfterOpenFailure(
   e: unknown,
@@ -68,22 +77,30 @@ export function excludeAfterOpenFailure(
   into: { named: Set<string>; unnamed: Set<string>; stale: Set<string> },
   bans?: { ban(peerId: string): number },
   disputes?: DisputeJudge,
-): void {
-  if (e instanceof RouteError && e.peerId) {
-    // a spare the peer closed as idle under our OPEN: tried again as it was, once per peer
-    if (staleSpare(e) && !into.stale.has(e.peerId)) return void into.stale.add(e.peerId);
-    const a = accusation(e);
-    if (a && !hops.some((h) => h.peerId === a.accused)) {
-      // it names no hop, so it names this gateway, which knows better: the accuser's own fault
-      into.named.add(a.accuser);
-      return void bans?.ban(a.accuser);
-    }
-    if (a) {
-      into.unnamed.add(a.accuser).add(a.accused);
-      for (const p of disputes?.dispute(a.accuser, a.accused, e.message) ?? []) into.named.add(p);
-      return;
-    }
-    into.named.add(e.peerId);
-    if (banWorthy(e)) bans?.ban(e.peerId);
-  } else hops.forEach((h) => into.unnamed.add(h.peerId));
+): OpenFailureVerdict {
+  if (!(e instanceof RouteError) || !e.peerId) {
+    hops.forEach((h) => into.unnamed.add(h.peerId));
+    return { culprits: [], diagnosis: 'unknown' };
+  }
+  // a spare the peer closed as idle under our OPEN: tried again as it was, once per peer
+  if (staleSpare(e) && !into.stale.has(e.peerId)) {
+    into.stale.add(e.peerId);
+    return { culprits: [], diagnosis: 'stale_spare' };
+  }
+  const a = accusation(e);
+  if (a && !hops.some((h) => h.peerId === a.accused)) {
+    // it names no hop, so it names this gateway, which knows better: the accuser's own fault
+    into.named.add(a.accuser);
+    bans?.ban(a.accuser);
+    return { culprits: [a.accuser], diagnosis: 'error_reply' };
+  }
+  if (a) {
+    into.unnamed.add(a.accuser).add(a.accused);
+    const banned = disputes?.dispute(a.accuser, a.accused, e.message) ?? [];
+    for (const p of banned) into.named.add(p);
+    return { culprits: banned, diagnosis: 'dispute', disputed: [a.accuser, a.accused] };
+  }
+  into.named.add(e.peerId);
+  if (banWorthy(e)) bans?.ban(e.peerId);
+  return { culprits: [e.peerId], diagnosis: 'error_reply' };
 }

@@ -25,13 +25,19 @@ export interface FailureEvent {
   reportedPeer?: string;
   /** peers found at fault (ping / probe / error reply / disputes); banned unless only busy */
   culprits: string[];
-  /** how culprits were found: 'error_reply' | 'ping' | 'probe' | 'slack' | 'dispute' | 'unknown' */
+  /** how culprits were found: 'error_reply' | 'ping' | 'probe' | 'slack' | 'dispute' | 'stale_spare' | 'unknown' */
   diagnosis: string;
   /**
    * diagnosis 'dispute': the hop that signed the accusation and the peer it named, in that
    * order; both are avoided, neither is found at fault on this alone (routing/disputes.ts)
    */
   disputed?: [accuser: string, accused: string];
+  /**
+   * the route did not come up (its OPEN was refused, or the step sent right behind it failed
+   * before OPENED): its peers were excluded as this event says and the next route was tried; no
+   * re-route event of its own follows
+   */
+  open?: true;
   route: RouteHopRef[];
 }
 

@@ -22,10 +22,10 @@ import { RouteError, type Hop, type HopTiming, type OpenRouteOptions, type Route
 import { mergeTimelines } from './merge-timelines.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
-import { accusation, excludeAfterOpenFailure, type DisputeJudge } from './ban-worthy.js';
+import { accusation, excludeAfterOpenFailure, type DisputeJudge, type OpenFailureVerdict } from './ban-worthy.js';
 import { offeredReplacement } from './offered-replacement.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
-import type { FaultEvent, RouteHopRef } from './events.js';
+import type { FailureEvent, FaultEvent, RouteHopRef } from './events.js';
 import type { StepVerifier } from './step-verifier.js';
 import type { RouteClient } from './route-client.js';
 import { forwardInChunks } from './chunked-steps.js';
@@ -305,14 +305,16 @@ export class ResilientRoute implements Stage {
   /** The first route did not come up (eager open): another one, as openResilientRoute would pick it. */
   private async reopen(failed: RouteStage, err: RouteError): Promise<void> {
     const first = this.opening!;
-    excludeAfterOpenFailure(
+    const detectedAt = Date.now();
+    const v = excludeAfterOpenFailure(
       err,
       failed.hops,
       { named: first.exclude, unnamed: first.exclude, stale: first.stale },
       this.o.bans,
       this.o.disputes,
     );
-    const next = await openFirstRoute(this.o, first, first.attempt + 1, err);
+    this.emit(openFailureEvent(this.o.sessionId, 0, err, v, failed.hops, detectedAt));
+    const next = await openFirstRoute(this.o, first, first.attempt + 1, (e) => this.emit(e), err);
     first.attempt = next.attempt;
     this.current = next.stage;
     this.estimate = next.route;
@@ -530,13 +532,15 @@ export class ResilientRoute implements Stage {
           return this.recover(e, pos);
         }
         lastErr = e;
-        excludeAfterOpenFailure(
+        const failedAt = Date.now();
+        const v = excludeAfterOpenFailure(
           e,
           route.hops,
           { named: this.failed, unnamed: this.suspects, stale: this.staleSpares },
           this.o.bans,
           this.o.disputes,
         );
+        this.emit(openFailureEvent(sid, pos, e, v, route.hops, failedAt));
       }
     }
     if (!stage) {
@@ -642,7 +646,14 @@ export interface OpenResilientRouteOptions extends ResilientRouteOptions {
 export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<ResilientRoute> {
   const exclude = new Set<string>();
   const stale = new Set<string>();
-  const first = await openFirstRoute(o, { exclude, stale }, 0);
+  const emit = (e: FaultEvent): void => {
+    try {
+      o.onEvent?.(e);
+    } catch {
+      /* a listener's problem is not the request's */
+    }
+  };
+  const first = await openFirstRoute(o, { exclude, stale }, 0, emit);
   return new ResilientRoute(first.stage, first.route, o, o.eagerOpen === false ? undefined : { exclude, stale, attempt: first.attempt });
 }
 
@@ -678,12 +689,14 @@ function openRoute(
 
 /**
  * Attempts `from`.. of the first route: pick one avoiding `exclude`, open it (eagerly unless
- * o.eagerOpen is false). Throws the last open failure (`lastErr` when no attempt is left).
+ * o.eagerOpen is false), each failed open told to `emit`. Throws the last open failure
+ * (`lastErr` when no attempt is left).
  */
 async function openFirstRoute(
   o: Omit<OpenResilientRouteOptions, 'onEvent'>,
   { exclude, stale }: Pick<FirstOpen, 'exclude' | 'stale'>,
   from: number,
+  emit: (e: FailureEvent) => void,
   lastErr?: unknown,
 ): Promise<{ stage: RouteStage; route: Route; attempt: number }> {
   for (let attempt = from; attempt < (o.openAttempts ?? 3); attempt++) {
@@ -700,10 +713,39 @@ async function openFirstRoute(
       return { stage, route, attempt };
     } catch (e) {
       lastErr = e;
-      excludeAfterOpenFailure(e, route.hops, { named: exclude, unnamed: exclude, stale }, o.bans, o.disputes);
+      const detectedAt = Date.now();
+      const v = excludeAfterOpenFailure(e, route.hops, { named: exclude, unnamed: exclude, stale }, o.bans, o.disputes);
+      emit(openFailureEvent(o.sessionId, 0, e, v, route.hops, detectedAt));
     }
   }
   throw lastErr;
+}
+
+/** The failure event of a route that did not open: `err`, and what excludeAfterOpenFailure decided (`v`). */
+function openFailureEvent(
+  sessionId: string,
+  pos: number,
+  err: unknown,
+  v: OpenFailureVerdict,
+  hops: readonly Hop[],
+  detectedAt: number,
+): FailureEvent {
+  const re = err instanceof RouteError ? err : undefined;
+  return {
+    type: 'failure',
+    at: Date.now(),
+    detectedAt,
+    sessionId,
+    pos,
+    code: re ? (re.code === 'remote_error' && re.remoteCode ? re.remoteCode : re.code) : 'error',
+    message: err instanceof Error ? err.message : String(err),
+    ...(re?.peerId ? { reportedPeer: re.peerId } : {}),
+    culprits: v.culprits,
+    diagnosis: v.diagnosis,
+    ...(v.disputed ? { disputed: v.disputed } : {}),
+    open: true,
+    route: refs(hops),
+  };
 }
 
 /** kv-transfer: for each hop, other nodes with exactly its layers (where a draining hop may hand its sessions) */

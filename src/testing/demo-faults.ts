@@ -40,12 +40,13 @@ export function describeFaultEvent(e: FaultEvent, name: (peerId: string) => stri
     hops.map((h) => `${name(h.peerId)}[${h.start}:${h.end}]`).join(' → ');
   if (e.type === 'failure') {
     const who = e.culprits.length ? e.culprits.map(name).join(', ') : 'unknown hop';
+    const what = `${e.open ? 'open failed' : 'failure'} at position ${e.pos}: ${e.code}`;
     if (e.disputed) {
       const [accuser, accused] = e.disputed.map(name);
       const held = e.culprits.length ? `; ${who} banned (in disputes with too many peers)` : '; neither banned on one word';
-      return `failure at position ${e.pos}: ${e.code} — ${accuser} accuses ${accused}, both avoided${held}; route was ${route(e.route)}`;
+      return `${what} — ${accuser} accuses ${accused}, both avoided${held}; route was ${route(e.route)}`;
     }
-    return `failure at position ${e.pos}: ${e.code} — ${who} at fault (found by ${e.diagnosis}); route was ${route(e.route)}`;
+    return `${what} — ${who} at fault (found by ${e.diagnosis}); route was ${route(e.route)}`;
   }
   if (e.type === 'reroute') {
     return `re-routed to ${route(e.to)} by ${e.method} of ${e.replayedTokens} tokens in ${e.recoveryMs.toFixed(0)} ms (diagnose ${e.diagnoseMs.toFixed(0)}, open ${e.openMs.toFixed(0)}, replay ${e.replayMs.toFixed(0)})`;

@@ -4,8 +4,9 @@
 //   A [0,2)   B [2,5)   L: serves [0,2) but listed as [2,5) (a spare that refuses the OPEN)   C [2,5)
 // The planner prefers B, then L, then C. B is SIGKILLed mid-generation: the first replacement
 // (A, L) fails before OPENED with wrong_layers; L is excluded and banned, the next attempt (A, C)
-// replays and the output equals the golden tokens, with one failure event and one re-route. Run
-// with re-routes opened eagerly (the default) and waiting for OPENED (eagerOpen: false).
+// replays and the output equals the golden tokens: two failure events (the kill; L's failed open,
+// `open: true`) and one re-route. Run with re-routes opened eagerly (the default) and waiting
+// for OPENED (eagerOpen: false).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -69,8 +70,10 @@ for (const eagerOpen of [true, false])
       const evs = gw.faults.events(since);
       const fails = evs.filter((e): e is FailureEvent => e.type === 'failure');
       const res = evs.filter((e): e is RerouteEvent => e.type === 'reroute');
-      assert.equal(fails.length, 1, JSON.stringify(evs));
+      // the kill, then the replacement's refused OPEN (recorded as a failed open, no re-route of its own)
+      assert.equal(fails.length, 2, JSON.stringify(evs));
       assert.deepEqual(fails[0]!.culprits, [b.peerId]);
+      assert.deepEqual([fails[1]!.open, fails[1]!.code, fails[1]!.culprits], [true, 'wrong_layers', [liar.peerId]], JSON.stringify(evs));
       assert.equal(res.length, 1, JSON.stringify(evs));
       const re = res[0]!;
       assert.deepEqual(

@@ -165,6 +165,10 @@ test('the demo tells a dispute from a failure found at fault', () => {
   assert.match(second, /b accuses a, both avoided; b banned \(in disputes with too many peers\)/);
   assert.match(
     describeFaultEvent({ ...base, culprits: ['A'], diagnosis: 'error_reply', route }, name),
-    /a at fault \(found by error_reply\)/,
+    /^failure .*a at fault \(found by error_reply\)/,
+  );
+  assert.match(
+    describeFaultEvent({ ...base, culprits: ['A'], diagnosis: 'error_reply', open: true, route }, name),
+    /^open failed at position 7/,
   );
 });
