@@ -218,6 +218,7 @@ export class Gateway extends PipelineBackend {
         recoveries: () => this.recoveries,
         accountability: () => this.accountabilityTotals(),
         waves: () => this.waves?.stats,
+        disputes: () => this.disputes.stats,
       });
     if (opts.peers) this.source = new StaticCandidates(opts.peers);
     else {

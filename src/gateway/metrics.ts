@@ -10,6 +10,8 @@ export interface GatewayMetricsSource {
   status(): SwarmStatus;
   recoveries(): { replay: number; transfer: number; gaveUp: number };
   accountability(): { steps: number; audited: number; failed: number; evidence: number; convicted: number } | undefined;
+  /** one hop's accusations of another heard so far, and the peers they got banned (routing/disputes.ts) */
+  disputes?(): { disputes: number; banned: number };
   /** GatewayOptions.waves: waves and decode steps sent so far (undefined: off) */
   waves?(): { waves: number; steps: number; timedOut: number; overdue: number } | undefined;
 }
@@ -45,6 +47,24 @@ export class GatewayMetrics {
       collect() {
         this.reset();
         this.inc(src.recoveries().gaveUp);
+      },
+    });
+    new Counter({
+      name: 'odsi_gateway_disputes_total',
+      help: "disputes: a hop's signed accusation of its route neighbour (both avoided, neither banned on it alone)",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(src.disputes?.().disputes ?? 0);
+      },
+    });
+    new Counter({
+      name: 'odsi_gateway_dispute_bans_total',
+      help: 'peers banned for being in disputes with two distinct peers',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(src.disputes?.().banned ?? 0);
       },
     });
     const acc = (name: string, help: string, pick: (a: NonNullable<ReturnType<GatewayMetricsSource['accountability']>>) => number) =>

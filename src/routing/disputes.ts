@@ -30,6 +30,8 @@ const MAX_COUNTERPARTIES = 64;
 export class Disputes {
   /** peers in a recent dispute: the planner avoids them while it can (they are not banned) */
   readonly doubts = new BanList();
+  /** since start: disputes heard, and peers they got banned */
+  readonly stats = { disputes: 0, banned: 0 };
   /** peer → counterparty → when they last disputed, ms */
   private readonly parties = new Map<string, Map<string, number>>();
   private readonly threshold: number;
@@ -49,6 +51,7 @@ export class Disputes {
    */
   dispute(accuser: string, accused: string, reason: string, now = Date.now()): string[] {
     if (accuser === accused) return [];
+    this.stats.disputes++;
     this.note(accuser, accused, now);
     this.note(accused, accuser, now);
     const banned: string[] = [];
@@ -60,6 +63,7 @@ export class Disputes {
       this.o.bans.ban(p, `in disputes with ${against.length} peers (${against.join(', ')}): ${reason}`, now);
       banned.push(p);
     }
+    this.stats.banned += banned.length;
     return banned;
   }
 

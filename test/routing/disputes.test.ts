@@ -31,6 +31,7 @@ test('a lone liar is banned at its second victim, whichever side it is on; its v
     assert.ok(bans.isBanned('liar', T0 + 1_000));
     assert.ok(!bans.isBanned('h1', T0 + 1_000) && !bans.isBanned('h2', T0 + 1_000));
     assert.match(bans.list().find((b) => b.peerId === 'liar')!.reason!, /in disputes with 2 peers \((h1, h2|h2, h1)\)/);
+    assert.deepEqual(d.stats, { disputes: 2, banned: 1 });
   }
 });
 
