@@ -153,8 +153,24 @@ async function fromDht(o: StatusOptions): Promise<SwarmStatus> {
   }
 }
 
-/** The terminal view: coverage table, then one line per node. */
+/**
+ * The terminal view: coverage table, then one line per node. Much of it is peers' own words
+ * (engine names from adverts, ban and dispute reasons from their ERRORs), so control and
+ * bidirectional-override characters are shown escaped, never sent to the terminal.
+ */
 export function render(st: SwarmStatus): string {
+  return printable(view(st));
+}
+
+/** `s` with C0/C1 controls (but the newline) and bidi overrides escaped as \x.. / \u.... */
+export function printable(s: string): string {
+  return s.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+}
+
+function view(st: SwarmStatus): string {
   const lines: string[] = [];
   const gaps = st.uncovered.map(([a, b]) => `${a}:${b}`).join(' ');
   lines.push(

@@ -127,3 +127,11 @@ test('a doubted node (in a recent dispute) says so while the doubt lasts; it sta
   assert.match(render(st), /doubted until .* \(dispute: c: bad_message/);
   assert.equal(swarmStatus(snapshot({ doubts, now: 1_501 })).nodes.find((n) => n.peerId === 'c')!.doubt, undefined);
 });
+
+test('odsi status escapes what peers wrote (control and bidi characters), so a reason cannot drive the terminal', () => {
+  const doubts = [{ peerId: 'c', until: 1_500, failures: 1, reason: 'dispute: \u001b[2J\u001b]0;owned\u0007 \u202eevil' }];
+  const out = render(swarmStatus(snapshot({ doubts, adverts: [{ peerId: 'a', engine: 'ort\u001b[31m', version: 'v', issuedAt: 1 }] })));
+  assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/.test(out), JSON.stringify(out));
+  assert.match(out, /dispute: \\x1b\[2J\\x1b\]0;owned\\x07 \\u202eevil/);
+  assert.match(out, /ort\\x1b\[31m/);
+});
