@@ -114,8 +114,11 @@ export class RecentRequests implements RequestObserver {
             at: f.at,
             type: 'failure',
             step: step(f.pos),
-            text: `${f.code}: ${f.message}`.slice(0, 300),
-            peers: f.culprits,
+            text: `${f.open ? 'open failed: ' : ''}${f.disputed ? `dispute (${f.disputed[0]} accuses ${f.disputed[1]}, both avoided): ` : ''}${f.code}: ${f.message}`.slice(
+              0,
+              300,
+            ),
+            peers: f.culprits.length ? f.culprits : (f.disputed ?? []),
           }
         : f.type === 'reroute'
           ? {

@@ -101,14 +101,32 @@ test('recent requests: bounded requests and steps, per-hop split, route events a
     diagnosis: 'ping',
     route: [],
   });
+  // a dispute at a replacement's open: said so, and both peers listed when nobody was banned
+  r.routeEvent({
+    type: 'failure',
+    at: 4,
+    detectedAt: 4,
+    sessionId: 'b',
+    pos: 5,
+    code: 'bad_message',
+    message: 'p3: bad_message: hidden states from p3 are not finite',
+    culprits: [],
+    diagnosis: 'dispute',
+    disputed: ['p4', 'p3'],
+    open: true,
+    route: [],
+  });
   const b = r.detail('b')!;
   assert.deepEqual(
     b.events.map((e) => [e.type, e.step]),
     [
       ['failure', 2],
       ['reroute', 2],
+      ['failure', 2],
     ],
   );
+  assert.match(b.events[2]!.text, /^open failed: dispute \(p4 accuses p3, both avoided\): bad_message: /);
+  assert.deepEqual(b.events[2]!.peers, ['p4', 'p3']);
   assert.equal(b.reroutes, 1);
   assert.deepEqual(
     r.summaries(v0).map((x) => x.id),
