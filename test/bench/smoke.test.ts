@@ -28,6 +28,7 @@ const BENCHES: Record<string, string[] | { bench: string; args: string[] }> = {
   'control-plane': ['--rounds', '1', '--tokens', '4'],
   'verify-overhead': ['--rounds', '1', '--tokens', '8'],
   'step-header': ['--rounds', '1', '--iters', '200'],
+  planner: ['--rounds', '1', '--calls', '20'],
   'receipt-check': ['--rounds', '1', '--checks', '20'],
   'wake-up': ['--gaps', '1', '--rounds', '1', '--pings', '2'],
   transport: ['--rounds', '1', '--scale', '0.1'],
