@@ -142,6 +142,7 @@ export function swarmStatus(s: SwarmSnapshot): SwarmStatus {
   const nodes: SwarmNodeStatus[] = s.candidates.map((c) => {
     const ad = advert.get(c.peerId);
     const b = ban.get(c.peerId);
+    const d = doubt.get(c.peerId);
     const banned = (b?.until ?? 0) > now;
     const measured = s.measuredMsPerToken.get(c.peerId);
     const rtt = s.rttMs.get(c.peerId);
@@ -171,7 +172,7 @@ export function swarmStatus(s: SwarmSnapshot): SwarmStatus {
       reachable,
       banned,
       ...(banned ? { banReason: b?.reason, bannedUntil: b?.until } : {}),
-      ...(doubt.has(c.peerId) ? { doubt: { reason: doubt.get(c.peerId)!.reason, until: doubt.get(c.peerId)!.until } } : {}),
+      ...(d ? { doubt: { reason: d.reason, until: d.until } } : {}),
       ...(conviction ? { conviction } : {}),
       routable: !unroutable,
       ...(unroutable ? { unroutable } : {}),

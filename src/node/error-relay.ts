@@ -8,14 +8,11 @@
 // stream rather than a session: a spare stream it closed as idle under the OPEN, say). So by induction an ERROR reaching the gateway either is
 // verifiably its issuer's or names the hop that handed over what could not be verified.
 
-import type { ErrorHeader, OpenHeader } from '../protocol/messages.js';
+import { MAX_ERROR_REASON, type ErrorHeader, type OpenHeader } from '../protocol/messages.js';
 import { checkErrorSignature } from '../protocol/error-signature.js';
 
 /** ERRORs one session's next hop may hand back; beyond this they are dropped unread (each costs a signature check). */
 export const MAX_RELAYED_ERRORS = 16;
-
-/** the longest `reason` of an ERROR (docs/protocol.md §3) */
-const MAX_REASON = 4096;
 
 /**
  * The ERROR to send upstream for `h`, which the next hop `nextPeer` sent on session `sessionId`
@@ -26,7 +23,7 @@ export function relayedError(h: ErrorHeader, sessionId: string, open: OpenHeader
   const downstream = open.route.slice(open.hop + 1).some((hop) => hop.peerId === h.from);
   if (h.sessionId === sessionId && downstream && checkErrorSignature(h) === undefined) return h;
   // re-issued: the next hop said so, nothing more is known (a hand-over's replacement is not passed on)
-  const reason = `${nextPeer} sent ${h.code}: ${h.reason}`.slice(0, MAX_REASON);
+  const reason = `${nextPeer} sent ${h.code}: ${h.reason}`.slice(0, MAX_ERROR_REASON);
   return {
     code: h.code,
     reason,

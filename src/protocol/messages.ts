@@ -95,11 +95,13 @@ export const openSchema = z.looseObject({
 });
 export const openedSchema = z.looseObject({ sessionId: id, peers: z.array(id) });
 // STEP, RESULT and RECEIPTS headers are binary (step-header.ts, docs/protocol.md §4 "Binary headers")
+/** the longest `reason` an ERROR may carry (docs/protocol.md §3) */
+export const MAX_ERROR_REASON = 4096;
 export const errorSchema = z.looseObject({
   sessionId: id.optional(),
   requestId: uint.optional(),
   code: z.string().min(1).max(64),
-  reason: z.string().max(4096),
+  reason: z.string().max(MAX_ERROR_REASON),
   /** the failing hop */
   peerId: z.string().max(256),
   hop: uint.optional(),

@@ -91,6 +91,8 @@ interface Diagnosis {
   how: string;
   /** a dispute: the accuser and the peer it named */
   disputed?: [accuser: string, accused: string];
+  /** culprits banned already (by the disputes' rule): not used again by this session, not banned twice */
+  banned?: string[];
 }
 
 /** safety factor on the router's estimate when no deadline bounds a step */
@@ -228,11 +230,7 @@ export class ResilientRoute implements Stage {
 
   private emit(e: FaultEvent): void {
     this.events.push(e);
-    try {
-      this.o.onEvent?.(e);
-    } catch {
-      /* a listener's problem is not the session's */
-    }
+    tell(this.o.onEvent, e);
   }
 
   /** A finished re-route: from `old` to `stage`, with where its time went. */
@@ -402,7 +400,7 @@ export class ResilientRoute implements Stage {
     if (a) {
       // one hop's word against its neighbour's: both avoided; banned only by the disputes' rule
       const banned = this.o.disputes?.dispute(a.accuser, a.accused, err.message) ?? [];
-      return { culprits: banned, ban: [], suspects: [a.accused, a.accuser], how: 'dispute', disputed: [a.accuser, a.accused] };
+      return { culprits: banned, ban: [], banned, suspects: [a.accused, a.accuser], how: 'dispute', disputed: [a.accuser, a.accused] };
     }
     if (err.code === 'remote_error' && named) {
       // a hop answered with an error about its own work
@@ -470,7 +468,7 @@ export class ResilientRoute implements Stage {
       detectedAt,
       sessionId: sid,
       pos,
-      code: forced ? 'slow' : err.remoteCode && err.code === 'remote_error' ? err.remoteCode : err.code,
+      code: forced ? 'slow' : failureCode(err),
       message: err.message,
       reportedPeer: err.peerId,
       culprits: d.culprits,
@@ -482,7 +480,7 @@ export class ResilientRoute implements Stage {
       this.o.bans?.ban(p);
       this.failed.add(p);
     }
-    if (d.how === 'dispute') for (const p of d.culprits) this.failed.add(p); // banned by the disputes' rule
+    for (const p of d.banned ?? []) this.failed.add(p);
     for (const p of d.suspects) this.suspects.add(p);
     void old.dispose().catch(() => undefined); // frees the session on the hops still alive
     const t1 = performance.now();
@@ -646,14 +644,7 @@ export interface OpenResilientRouteOptions extends ResilientRouteOptions {
 export async function openResilientRoute(o: OpenResilientRouteOptions): Promise<ResilientRoute> {
   const exclude = new Set<string>();
   const stale = new Set<string>();
-  const emit = (e: FaultEvent): void => {
-    try {
-      o.onEvent?.(e);
-    } catch {
-      /* a listener's problem is not the request's */
-    }
-  };
-  const first = await openFirstRoute(o, { exclude, stale }, 0, emit);
+  const first = await openFirstRoute(o, { exclude, stale }, 0, (e) => tell(o.onEvent, e));
   return new ResilientRoute(first.stage, first.route, o, o.eagerOpen === false ? undefined : { exclude, stale, attempt: first.attempt });
 }
 
@@ -721,6 +712,18 @@ async function openFirstRoute(
   throw lastErr;
 }
 
+/** A fault event to `onEvent`: a listener's problem is not the session's. */
+function tell(onEvent: ((e: FaultEvent) => void) | undefined, e: FaultEvent): void {
+  try {
+    onEvent?.(e);
+  } catch {
+    /* ignored */
+  }
+}
+
+/** A failure event's code: the remote ERROR's code for a remote error, else the RouteError's. */
+const failureCode = (e: RouteError): string => (e.code === 'remote_error' && e.remoteCode ? e.remoteCode : e.code);
+
 /** The failure event of a route that did not open: `err`, and what excludeAfterOpenFailure decided (`v`). */
 function openFailureEvent(
   sessionId: string,
@@ -737,7 +740,7 @@ function openFailureEvent(
     detectedAt,
     sessionId,
     pos,
-    code: re ? (re.code === 'remote_error' && re.remoteCode ? re.remoteCode : re.code) : 'error',
+    code: re ? failureCode(re) : 'error',
     message: err instanceof Error ? err.message : String(err),
     ...(re?.peerId ? { reportedPeer: re.peerId } : {}),
     culprits: v.culprits,

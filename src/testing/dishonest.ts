@@ -106,9 +106,8 @@ function accusing(h: ErrorHeader, open: OpenHeader): ErrorHeader | undefined {
   const peerId = open.route[back ? open.hop - 1 : open.hop + 1]?.peerId;
   if (peerId === undefined) return undefined;
   const { from: _f, signature: _s, ...rest } = h;
-  return back
-    ? { ...rest, code: 'bad_message', reason: `hidden states from ${peerId} are not finite`, peerId }
-    : { ...rest, code: 'bad_message', reason: `${peerId} sent a malformed reply`, peerId };
+  const reason = back ? `hidden states from ${peerId} are not finite` : `${peerId} sent a malformed reply`;
+  return { ...rest, code: 'bad_message', reason, peerId };
 }
 
 /** A behaviour that refuses every step from its onset on, its ERRORs from then on signed by `lie(inner)`. */

@@ -2,7 +2,7 @@
 // specs (refused unless ODSI_ALLOW_FAULTS=1) gets its stage and its stamper wrapped at
 // start-up. A misbehaviour may act before a step computes (crash, stall, delay), rewrite the
 // step's output (the dishonest kinds), wrap the node's StepStamper (forge, equivocate) and/or
-// wrap the signer of its ERRORs (frame).
+// wrap the signer of its ERRORs (frame, accuse).
 // The honest node code knows nothing of this.
 
 import type { Identity } from '../identity/identity.js';
