@@ -6,7 +6,7 @@
 
 import type { BackendRequest, BackendResult, BackendToken, TokenTimeline } from '../api/backend.js';
 import type { RequestObserver } from '../gateway/pipeline-backend.js';
-import type { FaultEvent } from '../route/events.js';
+import type { FailureEvent, FaultEvent } from '../route/events.js';
 import type { HopRef, RequestDetail, RequestSummary, RouteEventView, StepView } from './types.js';
 
 export interface RecentRequestsOptions {
@@ -114,11 +114,8 @@ export class RecentRequests implements RequestObserver {
             at: f.at,
             type: 'failure',
             step: step(f.pos),
-            text: `${f.open ? 'open failed: ' : ''}${f.disputed ? `dispute (${f.disputed[0]} accuses ${f.disputed[1]}, both avoided): ` : ''}${f.code}: ${f.message}`.slice(
-              0,
-              300,
-            ),
-            peers: f.culprits.length ? f.culprits : (f.disputed ?? []),
+            text: failureText(f),
+            peers: f.culprits.length ? f.culprits : (f.disputed ?? (unexplained(f) ? f.route.map((h) => h.peerId) : [])),
           }
         : f.type === 'reroute'
           ? {
@@ -189,3 +186,16 @@ export function stepView(t: TokenTimeline): StepView {
 
 const hopsText = (hs: HopRef[]) => hs.map((h) => `…${h.peerId.slice(-6)}[${h.start}:${h.end}]`).join(' ');
 const round = (x: number) => Math.round(x * 1000) / 1000;
+
+/** What a failure event says in the request view: how it failed, and what the gateway made of it. */
+function failureText(f: FailureEvent): string {
+  const how = f.disputed
+    ? `dispute (${f.disputed[0]} accuses ${f.disputed[1]}, both avoided): `
+    : unexplained(f)
+      ? 'nobody named (every hop still answers; all doubted): '
+      : '';
+  return `${f.open ? 'open failed: ' : ''}${how}${f.code}: ${f.message}`.slice(0, 300);
+}
+
+/** a step lost with every hop still answering: the gateway doubts the whole route (routing/unexplained.ts) */
+const unexplained = (f: FailureEvent) => f.diagnosis === 'unknown' && !f.open;

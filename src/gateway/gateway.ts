@@ -24,6 +24,7 @@ import { PipelineBackend, type RequestPipeline } from './pipeline-backend.js';
 import { NoRouteError, type Route, type RouteCandidate } from '../routing/router.js';
 import { BanList } from '../routing/bans.js';
 import { Disputes } from '../routing/disputes.js';
+import { UnexplainedFailures } from '../routing/unexplained.js';
 import { peerEligible, type StakeView } from '../routing/stake.js';
 import type { Address, Ledger } from '../ledger/ledger.js';
 import { LedgerStakeView } from '../ledger/stake-view.js';
@@ -162,6 +163,8 @@ export class Gateway extends PipelineBackend {
   readonly bans = new BanList();
   /** one hop's signed word against its neighbour's: both doubted, banned only past the rule's threshold */
   readonly disputes = new Disputes({ bans: this.bans });
+  /** steps lost with every hop still answering: all hops doubted (the disputes' doubts), a peer that alone explains three banned */
+  readonly unexplained = new UnexplainedFailures({ bans: this.bans, doubts: this.disputes.doubts });
   /** failures and re-routes of recent sessions */
   readonly faults = new FaultLog();
   /** recoveries since start, by method, and sessions that gave up (the fault log is bounded) */
@@ -219,6 +222,7 @@ export class Gateway extends PipelineBackend {
         accountability: () => this.accountabilityTotals(),
         waves: () => this.waves?.stats,
         disputes: () => this.disputes.stats,
+        unexplained: () => this.unexplained.stats,
       });
     if (opts.peers) this.source = new StaticCandidates(opts.peers);
     else {
@@ -459,6 +463,7 @@ export class Gateway extends PipelineBackend {
         planner: this.planner,
         bans: this.bans,
         disputes: this.disputes,
+        unexplained: this.unexplained,
         deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
         maxTokens: req.promptIds.length + req.maxTokens,
         openAttempts: this.opts.openAttempts,

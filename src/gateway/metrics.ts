@@ -12,6 +12,8 @@ export interface GatewayMetricsSource {
   accountability(): { steps: number; audited: number; failed: number; evidence: number; convicted: number } | undefined;
   /** one hop's accusations of another heard so far, and the peers they got banned (routing/disputes.ts) */
   disputes?(): { disputes: number; banned: number };
+  /** steps lost with every hop still answering, and the peers they got banned (routing/unexplained.ts) */
+  unexplained?(): { failures: number; banned: number };
   /** GatewayOptions.waves: waves and decode steps sent so far (undefined: off) */
   waves?(): { waves: number; steps: number; timedOut: number; overdue: number } | undefined;
 }
@@ -40,55 +42,48 @@ export class GatewayMetrics {
         this.inc({ method: 'transfer' }, r.transfer);
       },
     });
-    new Counter({
-      name: 'odsi_gateway_recovery_failures_total',
-      help: 'sessions whose recovery gave up',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(src.recoveries().gaveUp);
-      },
-    });
-    new Counter({
-      name: 'odsi_gateway_disputes_total',
-      help: "disputes: a hop's signed accusation of its route neighbour (both avoided, neither banned on it alone)",
-      registers,
-      collect() {
-        this.reset();
-        this.inc(src.disputes?.().disputes ?? 0);
-      },
-    });
-    new Counter({
-      name: 'odsi_gateway_dispute_bans_total',
-      help: 'peers banned for being in disputes with two distinct peers',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(src.disputes?.().banned ?? 0);
-      },
-    });
-    const acc = (name: string, help: string, pick: (a: NonNullable<ReturnType<GatewayMetricsSource['accountability']>>) => number) =>
+    /** a counter read at scrape time */
+    const total = (name: string, help: string, read: () => number) =>
       new Counter({
         name,
         help,
         registers,
         collect() {
-          const a = src.accountability();
           this.reset();
-          if (a) this.inc(pick(a));
+          this.inc(read());
         },
+      });
+    const acc = (name: string, help: string, pick: (a: NonNullable<ReturnType<GatewayMetricsSource['accountability']>>) => number) =>
+      total(name, help, () => {
+        const a = src.accountability();
+        return a ? pick(a) : 0;
       });
     const wave = (name: string, help: string, pick: (w: NonNullable<ReturnType<NonNullable<GatewayMetricsSource['waves']>>>) => number) =>
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          const w = src.waves?.();
-          this.reset();
-          if (w) this.inc(pick(w));
-        },
+      total(name, help, () => {
+        const w = src.waves?.();
+        return w ? pick(w) : 0;
       });
+    total('odsi_gateway_recovery_failures_total', 'sessions whose recovery gave up', () => src.recoveries().gaveUp);
+    total(
+      'odsi_gateway_disputes_total',
+      "disputes: a hop's signed accusation of its route neighbour (both avoided, neither banned on it alone)",
+      () => src.disputes?.().disputes ?? 0,
+    );
+    total(
+      'odsi_gateway_dispute_bans_total',
+      'peers banned for being in disputes with two distinct peers',
+      () => src.disputes?.().banned ?? 0,
+    );
+    total(
+      'odsi_gateway_unexplained_failures_total',
+      'steps lost on a route whose hops all still answered a ping and a probe (every hop doubted)',
+      () => src.unexplained?.().failures ?? 0,
+    );
+    total(
+      'odsi_gateway_unexplained_bans_total',
+      'peers banned for being, alone, on the routes of three unexplained failures',
+      () => src.unexplained?.().banned ?? 0,
+    );
     wave('odsi_gateway_waves_total', 'waves of decode steps sent into routes (--waves; steps / waves = mean wave)', (w) => w.waves);
     wave('odsi_gateway_wave_steps_total', 'decode steps sent in waves (--waves)', (w) => w.steps);
     wave(
@@ -114,7 +109,7 @@ export class GatewayMetrics {
     const status = () => (snap ??= src.status());
     new Gauge({
       name: 'odsi_gateway_nodes',
-      help: 'nodes known to the gateway, by state (usable = routable; banned, unreachable, convicted; ineligible: not eligible on the ledger; doubted: in a recent dispute, avoided while another route exists)',
+      help: 'nodes known to the gateway, by state (usable = routable; banned, unreachable, convicted; ineligible: not eligible on the ledger; doubted: in a recent dispute or unexplained failure, avoided while another route exists)',
       labelNames: ['state'],
       registers,
       collect() {

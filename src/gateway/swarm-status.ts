@@ -43,7 +43,8 @@ export interface SwarmNodeStatus {
   /** unix ms when the ban ends */
   bannedUntil?: number;
   /**
-   * in a recent dispute (one hop's signed accusation against another, routing/disputes.ts):
+   * in a recent dispute (one hop's signed accusation against another, routing/disputes.ts) or
+   * on the route of a step lost with every hop still answering (routing/unexplained.ts):
    * routing avoids it while another route exists, until `until`; present while it lasts
    */
   doubt?: { reason?: string; until: number };
@@ -104,7 +105,7 @@ export interface SwarmSnapshot {
   rttMs: ReadonlyMap<string, number>;
   unreachable: ReadonlySet<string>;
   bans: readonly BanInfo[];
-  /** peers doubted after disputes (routing/disputes.ts) */
+  /** peers doubted after disputes or unexplained failures (routing/disputes.ts, routing/unexplained.ts) */
   doubts?: readonly BanInfo[];
   measuredMsPerToken: ReadonlyMap<string, number>;
   convictionOf(peerId: string): string | undefined;

@@ -13,6 +13,7 @@
 // re-executions run through the scheduler's `exclusive`, never beside a token-path step.
 
 import type { Stage } from '../engine/types.js';
+import type { Channel } from '../p2p/channel.js';
 import { MessageError, MsgType, decodeTensor, encodeTensor, type ErrorCode, type Message, type StepHeader } from '../protocol/messages.js';
 import { appendReceipt, decodeReceipts } from '../protocol/receipt-codec.js';
 import type { ArrivingStep, CustodyFailure, FinishedStep } from '../accountability/node/stamper.js';
@@ -35,6 +36,15 @@ export const MIN_RECEIPTS_WAIT_MS = 5_000;
  */
 export const MAX_RECEIPT_LAG = 4;
 
+/**
+ * How a step's output (STEP or RESULT) and then its RECEIPTS leave this hop for the next one
+ * (the seam the test-only faults wrap: a node that drops what it should pass on).
+ */
+export type SendOnward = (to: Channel, m: Message) => Promise<void>;
+
+/** The honest way: onto the stream, in order. */
+export const sendOnward: SendOnward = (to, m) => to.send(m);
+
 export interface StepExecutorOptions {
   /** this node's peer id (named in errors and timings) */
   self: string;
@@ -44,6 +54,8 @@ export interface StepExecutorOptions {
   scheduler: StepScheduler;
   /** Prometheus metrics (odsi node --metrics-port) */
   metrics?: Pick<NodeMetrics, 'step' | 'stepError'>;
+  /** how outputs and receipts go on (default sendOnward) */
+  send?: SendOnward;
 }
 
 /** counters for logs/metrics */
@@ -57,11 +69,14 @@ export interface NodeStats {
 export class StepExecutor {
   /** the tick's after-I/O promise (afterIo), while one is pending */
   private io?: Promise<void>;
+  private readonly send: SendOnward;
 
   constructor(
     private readonly o: StepExecutorOptions,
     private readonly stats: NodeStats,
-  ) {}
+  ) {
+    this.send = o.send ?? sendOnward;
+  }
 
   async run(s: Session, h: StepHeader, payload: Uint8Array, recvAt: number): Promise<void> {
     // at most MAX_RECEIPT_LAG steps' receipt work behind: wait until the oldest beyond that is done
@@ -166,7 +181,7 @@ export class StepExecutor {
     // the output goes on at once; its receipts follow (the next hop computes meanwhile, and
     // signs nothing before it has verified them)
     try {
-      await s.downstream!.send(output);
+      await this.send(s.downstream!, output);
     } catch {
       const target = s.downstream?.remotePeer;
       return fail('unreachable', `${self} cannot reach ${target}`); // why is not told (dialing policy)
@@ -229,7 +244,7 @@ export class StepExecutor {
     if (!receipts) return errorUp('internal', `${self} signed no receipt for step ${h.step}`);
     if (s.closed) return;
     try {
-      await s.downstream!.send(receipts);
+      await this.send(s.downstream!, receipts);
     } catch {
       errorUp('unreachable', `${self} cannot reach ${s.downstream?.remotePeer}`);
     }

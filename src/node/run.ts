@@ -21,6 +21,7 @@ import { createHost, type OdsiHost } from '../p2p/host.js';
 import { chooseLayers } from './placement.js';
 import { PerfMeter, benchmarkStage } from './perf.js';
 import { NodeServer } from './server.js';
+import { sendOnward, type SendOnward } from './executor.js';
 import { NodeMetrics, serveMetrics } from './metrics.js';
 import { PeerLimits, type PeerLimitsOptions } from './peer-limits.js';
 import { limitWeight, type StakeView } from '../routing/stake.js';
@@ -102,6 +103,8 @@ export interface NodeDecorators {
   stamper?(stamper: StepStamper, signer: { identity: Identity; domain: OdsiDomain }): StepStamper;
   /** wraps the signer of the node's ERRORs (protocol/error-signature.ts) */
   errors?(sign: ErrorSigner): ErrorSigner;
+  /** wraps how steps' outputs and receipts go on to the next hop (node/executor.ts) */
+  onward?(send: SendOnward): SendOnward;
 }
 
 export interface RunningNode {
@@ -224,6 +227,7 @@ export async function runNode(o: NodeOptions): Promise<RunningNode> {
       perf,
       stamper,
       signError: o.decorate?.errors?.(errorSigner(identity)),
+      sendOnward: o.decorate?.onward?.(sendOnward),
       kvBudgetTokens,
       idleTimeoutMs: o.idleTimeoutMs,
       limits,

@@ -31,7 +31,7 @@ import {
 } from '../protocol/messages.js';
 import { DEFAULT_MAX_TOKENS } from '../route/route-stage.js';
 import { AuditExecServer, type ReexecLimits } from '../accountability/node/audit-exec.js';
-import { StepExecutor, type NodeStats } from './executor.js';
+import { StepExecutor, type NodeStats, type SendOnward } from './executor.js';
 import { KvHandover } from './kv-handover.js';
 import { NO_PEER_LIMITS, PeerLimits } from './peer-limits.js';
 import type { PerfMeter } from './perf.js';
@@ -64,6 +64,8 @@ export interface NodeServerOptions {
   reexecLimits?: Partial<ReexecLimits>;
   /** Prometheus metrics (odsi node --metrics-port) */
   metrics?: NodeMetrics;
+  /** how steps' outputs and receipts go on to the next hop (default: onto its stream; executor.ts) */
+  sendOnward?: SendOnward;
   /** continuous batching: tokens per scheduler iteration, and the longest prompt chunk in one */
   batching?: { tokenBudget?: number; chunkTokens?: number; maxBatch?: number };
   /** negotiated streams kept ready per next hop (and per gateway for results) just used (default 1; 0: none; stream-pool.ts) */
@@ -130,7 +132,15 @@ export class NodeServer {
       sessions: () => this.sessions.size,
     });
     this.executor = new StepExecutor(
-      { self: this.self, stage: o.stage, modelId: o.modelId, stamper: o.stamper, scheduler: this.scheduler, metrics: o.metrics },
+      {
+        self: this.self,
+        stage: o.stage,
+        modelId: o.modelId,
+        stamper: o.stamper,
+        scheduler: this.scheduler,
+        metrics: o.metrics,
+        send: o.sendOnward,
+      },
       this.stats,
     );
     this.handover = new KvHandover({ host: o.host, stage: o.stage, modelId: o.modelId, sessions: this.sessions, limits, log: o.log });

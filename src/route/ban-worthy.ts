@@ -53,6 +53,12 @@ export interface DisputeJudge {
   dispute(accuser: string, accused: string, reason: string): string[];
 }
 
+/** What the gateway keeps of a step lost on a route whose hops all still answer (the gateway's UnexplainedFailures). */
+export interface UnexplainedJudge {
+  /** every hop is doubted; returns the peers now banned (each alone explains too many such failures) */
+  failed(route: readonly string[], reason: string): string[];
+}
+
 /** What excludeAfterOpenFailure decided, as a failure event tells it (route/events.ts). */
 export interface OpenFailureVerdict {
   /** peers held at fault: the one named (banned when ban-worthy), or those the disputes' rule banned */

@@ -22,7 +22,7 @@ import { RouteError, type Hop, type HopTiming, type OpenRouteOptions, type Route
 import { mergeTimelines } from './merge-timelines.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
-import { accusation, excludeAfterOpenFailure, type DisputeJudge, type OpenFailureVerdict } from './ban-worthy.js';
+import { accusation, excludeAfterOpenFailure, type DisputeJudge, type OpenFailureVerdict, type UnexplainedJudge } from './ban-worthy.js';
 import { offeredReplacement } from './offered-replacement.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FailureEvent, FaultEvent, RouteHopRef } from './events.js';
@@ -53,6 +53,8 @@ export interface ResilientRouteOptions {
   bans?: { ban(peerId: string): number; isBanned(peerId: string): boolean };
   /** judges one hop's signed accusation of another (the gateway's Disputes); absent: neither is banned for it */
   disputes?: DisputeJudge;
+  /** remembers steps lost with every hop still answering (the gateway's UnexplainedFailures); absent: this request alone avoids them */
+  unexplained?: UnexplainedJudge;
   /** per-step deadline budget carried on the route (ms) */
   deadlineMs?: number;
   /** KV tokens each hop reserves (prompt + max new tokens) */
@@ -91,8 +93,22 @@ interface Diagnosis {
   how: string;
   /** a dispute: the accuser and the peer it named */
   disputed?: [accuser: string, accused: string];
-  /** culprits banned already (by the disputes' rule): not used again by this session, not banned twice */
+  /** culprits banned already (by the disputes' or the unexplained failures' rule): not used again by this session, not banned twice */
   banned?: string[];
+}
+
+/** a step timer firing later than this (ms) says this gateway's event loop was busy: its loss is not held against the route */
+export const LATE_TIMER_MS = 100;
+
+/** A step's result (or its receipts) did not come within its budget + grace; `lateMs`: how late the timer fired. */
+export class LostStepError extends RouteError {
+  constructor(
+    message: string,
+    readonly lateMs: number,
+  ) {
+    super(message, 'timeout');
+    this.name = 'LostStepError';
+  }
 }
 
 /** safety factor on the router's estimate when no deadline bounds a step */
@@ -329,17 +345,21 @@ export class ResilientRoute implements Stage {
     // (the open has its own time-out, and its failure is the open's)
     if (!stage.isUp) await stage.ready;
     let timer: NodeJS.Timeout | undefined;
+    const armedAt = performance.now();
     const lost = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
+      // a timer that fires late finds the event loop was busy: a result may have arrived
+      // meanwhile, unread; one turn of I/O first (it wins the race if it is there)
+      timer = setTimeout(() => {
+        const lateMs = performance.now() - armedAt - limit;
+        setImmediate(() =>
           reject(
-            new RouteError(
+            new LostStepError(
               `no result for ${input.nTokens} token(s) at position ${input.pos} within ${limit} ms (budget + ${this.graceMs} ms grace)`,
-              'timeout',
+              lateMs,
             ),
           ),
-        limit,
-      );
+        );
+      }, limit);
     });
     lost.catch(() => undefined);
     let out: StageOutput;
@@ -428,8 +448,15 @@ export class ResilientRoute implements Stage {
     });
     if (silent.length) return { culprits: silent, ban: silent, suspects: [], how: 'probe' };
     if (named && err.code === 'bad_reply') return { culprits: [named], ban: [named], suspects: [], how: 'error_reply' };
-    // every hop answers now: a transient fault; prefer other nodes, but any will do
-    return { culprits: [], ban: [], suspects: hops.map((h) => h.peerId), how: 'unknown' };
+    // every hop answers now: a hop that drops running sessions' steps but serves fresh ones, a
+    // link, or a passing stall. This request prefers other nodes (any will do); the gateway
+    // doubts them all and bans a peer that alone explains several such failures
+    // (routing/unexplained.ts), unless its own timer fired too late to tell (its event loop was
+    // busy: the failure may be this gateway's)
+    const peers = hops.map((h) => h.peerId);
+    const ownLag = err instanceof LostStepError && err.lateMs > LATE_TIMER_MS;
+    const banned = ownLag ? [] : (this.o.unexplained?.failed(peers, err.message) ?? []);
+    return { culprits: banned, ban: [], banned, suspects: peers, how: 'unknown' };
   }
 
   private plan(need: number | undefined): Route {

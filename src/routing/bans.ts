@@ -1,6 +1,8 @@
 // Peers that failed recently, skipped by routing for a while. Each new failure doubles the
 // ban (base·2^(failures-1), capped), so a flapping node costs less and less; a peer that
-// stays healthy for `forgetMs` after its ban ends starts again from the base.
+// stays healthy for `forgetMs` after its ban ends starts again from the base. A record that old
+// counts for nothing, so past `maxEntries` records such records are dropped: the list holds the
+// peers that failed within a ban plus `forgetMs`, however many identities ever failed.
 
 export interface BanInfo {
   peerId: string;
@@ -16,6 +18,8 @@ export interface BanListOptions {
   maxMs?: number;
   /** a failure this long after the last ban ended counts as the first again (default 10 min) */
   forgetMs?: number;
+  /** past this many records, those forgotten (`forgetMs` after their ban ended) are dropped (default 4096) */
+  maxEntries?: number;
 }
 
 /** `until` of a peer barred for good: the last instant a Date can hold (a number, so that it survives JSON) */
@@ -26,11 +30,13 @@ export class BanList {
   private readonly baseMs: number;
   private readonly maxMs: number;
   private readonly forgetMs: number;
+  private readonly maxEntries: number;
 
   constructor(o: BanListOptions = {}) {
     this.baseMs = o.baseMs ?? 5_000;
     this.maxMs = o.maxMs ?? 120_000;
     this.forgetMs = o.forgetMs ?? 600_000;
+    this.maxEntries = o.maxEntries ?? 4096;
   }
 
   /** Ban a peer after a failure; returns the ban length in ms. */
@@ -40,7 +46,13 @@ export class BanList {
     const failures = prev && now - prev.until < this.forgetMs ? prev.failures + 1 : 1;
     const ms = Math.min(this.maxMs, this.baseMs * 2 ** (failures - 1));
     this.bans.set(peerId, { peerId, until: now + ms, failures, reason });
+    if (this.bans.size > this.maxEntries) this.forget(now);
     return ms;
+  }
+
+  /** drops the records that no longer count (`forgetMs` after their ban ended; never a bar for good) */
+  private forget(now: number): void {
+    for (const [p, b] of this.bans) if (b.until !== FOREVER && now - b.until >= this.forgetMs) this.bans.delete(p);
   }
 
   /**

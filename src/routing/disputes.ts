@@ -12,6 +12,7 @@
 // that was right about two liars is spared once either is banned.
 
 import { BanList, type BanInfo } from './bans.js';
+import { RecentByPeer } from './recent-by-peer.js';
 
 export interface DisputesOptions {
   /** the gateway's ban list: consulted (a banned counterparty does not count) and told */
@@ -32,16 +33,13 @@ export class Disputes {
   readonly doubts = new BanList();
   /** since start: disputes heard, and peers they got banned */
   readonly stats = { disputes: 0, banned: 0 };
-  /** peer → counterparty → when they last disputed, ms */
-  private readonly parties = new Map<string, Map<string, number>>();
+  /** peer → the peers it recently disputed with (each once, at the latest dispute) */
+  private readonly parties: RecentByPeer<string>;
   private readonly threshold: number;
-  private readonly windowMs: number;
-  private readonly maxPeers: number;
 
   constructor(private readonly o: DisputesOptions) {
     this.threshold = o.threshold ?? 2;
-    this.windowMs = o.windowMs ?? 600_000;
-    this.maxPeers = o.maxPeers ?? 4096;
+    this.parties = new RecentByPeer({ windowMs: o.windowMs ?? 600_000, maxPeers: o.maxPeers ?? 4096, perPeer: MAX_COUNTERPARTIES });
   }
 
   /**
@@ -52,8 +50,8 @@ export class Disputes {
   dispute(accuser: string, accused: string, reason: string, now = Date.now()): string[] {
     if (accuser === accused) return [];
     this.stats.disputes++;
-    this.note(accuser, accused, now);
-    this.note(accused, accuser, now);
+    this.parties.add(accuser, accused, now, (q) => q === accused);
+    this.parties.add(accused, accuser, now, (q) => q === accuser);
     const banned: string[] = [];
     for (const p of [accused, accuser]) {
       this.doubts.ban(p, `dispute: ${reason}`, now);
@@ -69,23 +67,11 @@ export class Disputes {
 
   /** the peers `peerId` disputed with within the window, those banned now left out */
   counterparties(peerId: string, now = Date.now()): string[] {
-    const m = this.parties.get(peerId);
-    if (!m) return [];
-    return [...m].filter(([q, at]) => now - at <= this.windowMs && !this.o.bans.isBanned(q, now)).map(([q]) => q);
+    return this.parties.recent(peerId, now).filter((q) => !this.o.bans.isBanned(q, now));
   }
 
   /** peers doubted now and past (status pages) */
   list(): BanInfo[] {
     return this.doubts.list();
-  }
-
-  private note(peer: string, other: string, now: number): void {
-    const m = this.parties.get(peer) ?? new Map<string, number>();
-    this.parties.delete(peer); // re-inserted last: the longest unheard of is dropped first
-    this.parties.set(peer, m);
-    m.delete(other);
-    m.set(other, now);
-    for (const [q, at] of m) if (now - at > this.windowMs || m.size > MAX_COUNTERPARTIES) m.delete(q);
-    if (this.parties.size > this.maxPeers) this.parties.delete(this.parties.keys().next().value as string);
   }
 }

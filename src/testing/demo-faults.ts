@@ -46,6 +46,10 @@ export function describeFaultEvent(e: FaultEvent, name: (peerId: string) => stri
       const held = e.culprits.length ? `; ${who} banned (in disputes with too many peers)` : '; neither banned on one word';
       return `${what} — ${accuser} accuses ${accused}, both avoided${held}; route was ${route(e.route)}`;
     }
+    if (e.diagnosis === 'unknown' && !e.open) {
+      const held = e.culprits.length ? `; ${who} banned (alone on the routes of three such failures)` : '';
+      return `${what} — nobody named: every hop still answers, all doubted${held}; route was ${route(e.route)}`;
+    }
     return `${what} — ${who} at fault (found by ${e.diagnosis}); route was ${route(e.route)}`;
   }
   if (e.type === 'reroute') {

@@ -18,14 +18,18 @@
 //   accuse[@N]           fails its steps, each with an ERROR it signs itself that blames its
 //                        route neighbour (the hop before it for its input; hop 0 the next hop
 //                        for its reply): a valid accusation the gateway cannot check
+//   drop[@N]             silently drops the outputs of running sessions (every step past
+//                        position 0) and all that session's outputs and receipts after, while
+//                        it opens sessions, answers pings and serves fresh sessions' first
+//                        steps (the gateway's probes) as before: a selective staller
 //
 // Output rewrites act on every forward of the stage, audit re-executions included (a
 // dishonest node lies when it audits, too; equivocate then has only its noise to give).
 // forge and equivocate also wrap the node's stamper (misbehaving-stamper.ts); frame and accuse
-// wrap the signer of its ERRORs.
+// wrap the signer of its ERRORs; drop wraps how its outputs go on (node/executor.ts SendOnward).
 
 import { Rng } from '../util/rng.js';
-import type { ErrorHeader, OpenHeader } from '../protocol/messages.js';
+import { MsgType, type ErrorHeader, type OpenHeader } from '../protocol/messages.js';
 import { FaultSpecError, type FaultKind, type Misbehaviour, type StepView } from './fault-kind.js';
 import type { ErrorSigner } from '../protocol/error-signature.js';
 import { EquivocatingStamper, ForgingStamper } from './misbehaving-stamper.js';
@@ -254,6 +258,28 @@ export const DISHONEST_KINDS: Record<string, FaultKind> = {
     syntax: 'accuse[@N]',
     description: 'fails its steps with ERRORs it signs itself, blaming its route neighbour (dishonest)',
     create: (arg, spec) => refusingWith('accuse', arg, spec, (inner) => (h, open) => inner((open && accusing(h, open)) || h, open)),
+  },
+  drop: {
+    sep: '@',
+    syntax: 'drop[@N]',
+    description: 'silently drops running sessions’ outputs (steps past position 0), still answering pings and probes (dishonest)',
+    create(arg, spec) {
+      const onset = noArg(arg, spec);
+      /** outputs sent so far (onsets count these) */
+      let outputs = 0;
+      /** sessions whose outputs and receipts go nowhere from their first dropped step on */
+      const dropped = new Map<string, true>();
+      return {
+        spec,
+        onward: (inner) => (to, m) => {
+          if (m.type === MsgType.STEP || m.type === MsgType.RESULT) {
+            if (outputs++ >= onset && m.header.pos > 0) bounded(dropped, m.header.sessionId, true);
+          }
+          const sid = m.type === MsgType.STEP || m.type === MsgType.RESULT || m.type === MsgType.RECEIPTS ? m.header.sessionId : undefined;
+          return sid !== undefined && dropped.has(sid) ? Promise.resolve() : inner(to, m);
+        },
+      };
+    },
   },
   forge: {
     sep: '@',

@@ -1,13 +1,14 @@
 // What an injected misbehaviour is (tests, demos, chaos runs): a node started with `--fault`
 // specs (refused unless ODSI_ALLOW_FAULTS=1) gets its stage and its stamper wrapped at
 // start-up. A misbehaviour may act before a step computes (crash, stall, delay), rewrite the
-// step's output (the dishonest kinds), wrap the node's StepStamper (forge, equivocate) and/or
-// wrap the signer of its ERRORs (frame, accuse).
+// step's output (the dishonest kinds), wrap the node's StepStamper (forge, equivocate), wrap
+// the signer of its ERRORs (frame, accuse) and/or wrap how its outputs go on (drop).
 // The honest node code knows nothing of this.
 
 import type { Identity } from '../identity/identity.js';
 import type { OdsiDomain } from '../accountability/records/eip712.js';
 import type { StepStamper } from '../node/stamper.js';
+import type { SendOnward } from '../node/executor.js';
 import type { ErrorSigner } from '../protocol/error-signature.js';
 
 /** One forward of the node's stage, as a misbehaviour sees it. */
@@ -43,6 +44,8 @@ export interface Misbehaviour {
   stamper?(inner: StepStamper, ctx: SigningContext): StepStamper;
   /** wraps the signer of the node's ERRORs (what it says went wrong, and whom it blames) */
   errors?(inner: ErrorSigner): ErrorSigner;
+  /** wraps how the node's outputs and receipts go on to the next hop (what it passes on at all) */
+  onward?(inner: SendOnward): SendOnward;
 }
 
 /** A fault kind: `name@arg` (sep '@') or `name:arg` (sep ':'); parses the argument. */

@@ -1,10 +1,11 @@
 // Fault injection for `odsi node` (tests, demos, chaos runs): the table of fault kinds, spec
-// parsing, and the start-up wiring that wraps a node's stage, stamper and ERROR signer in its
+// parsing, and the start-up wiring that wraps a node's stage, stamper, ERROR signer and onward send in its
 // misbehaviours. Refused unless ODSI_ALLOW_FAULTS=1, so a production node can never be
 // started misbehaving by a stray flag.
 
 import type { Stage } from '../engine/types.js';
 import type { StepStamper } from '../node/stamper.js';
+import type { SendOnward } from '../node/executor.js';
 import type { ErrorSigner } from '../protocol/error-signature.js';
 import { DISHONEST_KINDS } from './dishonest.js';
 import { FaultSpecError, FaultsNotAllowedError, type FaultKind, type Misbehaviour, type SigningContext } from './fault-kind.js';
@@ -40,15 +41,17 @@ export interface NodeFaults {
   stage(stage: Stage): Stage;
   stamper(stamper: StepStamper, ctx: SigningContext): StepStamper;
   errors(sign: ErrorSigner): ErrorSigner;
+  onward(send: SendOnward): SendOnward;
 }
 
-/** Wraps a stage, a stamper and an ERROR signer in the given misbehaviours (in spec order). */
+/** Wraps a stage, a stamper, an ERROR signer and the onward send in the given misbehaviours (in spec order). */
 export function nodeFaultsOf(faults: Misbehaviour[]): NodeFaults {
   return {
     specs: faults.map((f) => f.spec),
     stage: (stage) => new MisbehavingStage(stage, faults),
     stamper: (stamper, ctx) => faults.reduce((s, f) => f.stamper?.(s, ctx) ?? s, stamper),
     errors: (sign) => faults.reduce((s, f) => f.errors?.(s) ?? s, sign),
+    onward: (send) => faults.reduce((s, f) => f.onward?.(s) ?? s, send),
   };
 }
 

@@ -127,6 +127,25 @@ test('recent requests: bounded requests and steps, per-hop split, route events a
   );
   assert.match(b.events[2]!.text, /^open failed: dispute \(p4 accuses p3, both avoided\): bad_message: /);
   assert.deepEqual(b.events[2]!.peers, ['p4', 'p3']);
+  // a step lost with every hop still answering: nobody named, the whole route doubted
+  r.routeEvent({
+    type: 'failure',
+    at: 5,
+    detectedAt: 5,
+    sessionId: 'b',
+    pos: 6,
+    code: 'timeout',
+    message: 'no result for 1 token(s)',
+    culprits: [],
+    diagnosis: 'unknown',
+    route: [
+      { peerId: 'p5', start: 0, end: 2 },
+      { peerId: 'p6', start: 2, end: 5 },
+    ],
+  });
+  const lost = r.detail('b')!.events.at(-1)!;
+  assert.match(lost.text, /^nobody named \(every hop still answers; all doubted\): timeout: /);
+  assert.deepEqual(lost.peers, ['p5', 'p6']);
   assert.equal(b.reroutes, 1);
   assert.deepEqual(
     r.summaries(v0).map((x) => x.id),

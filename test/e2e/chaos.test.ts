@@ -10,10 +10,12 @@
 //    background while the next runs go on.
 //  - a node that stalls (stall@N) is detected within its deadline budget + grace, banned and
 //    bypassed, with the golden output.
-//  - liars (nan@N, frame@N, accuse@N), advertised as the fastest: what the gateway sees itself
+//  - liars (nan@N, frame@N, accuse@N, drop@N), advertised as the fastest: what the gateway sees itself
 //    or pins on the peer that handed it over bans that peer; one hop's signed word against its
 //    neighbour's is a dispute (routing/disputes.ts): both avoided, a liar banned at its second
-//    victim, no honest node banned.
+//    victim, no honest node banned; a hop dropping running sessions' steps while it answers
+//    probes leaves a failure nobody explains (routing/unexplained.ts): its route is doubted,
+//    and it is banned once it alone was on three such routes.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -381,3 +383,119 @@ test(
     }
   },
 );
+
+// A hop that drops the steps of running sessions (drop@N) but answers pings and serves a fresh
+// session's first step (the gateway's probe is one): a lost step nobody explains. The request
+// that meets it re-routes around its whole route; the gateway doubts every hop of it
+// (routing/unexplained.ts), so the next request avoids them from its start. With the staller the
+// only node of its range, one request meets it on routes through both [0,2) nodes: alone on the
+// routes of three failures, it is banned, they are not. A step lost while the gateway's own
+// event loop was held past its time-out is not held against the route.
+test(
+  'a hop that drops running sessions’ steps but answers probes (drop@N): later requests avoid it; alone on three failures it is banned; not when the gateway’s timer fired late',
+  { timeout: 90_000 },
+  async () => {
+    const [liar] = await startLiars([{ range: [2, 5], fault: 'drop@6', key: 'drop' }]);
+    const l = liar!.peerId;
+    const firsts = [nodes[0]!, nodes[4]!]; // the two [0,2) nodes
+    const unknown = (fs: readonly FailureEvent[]) => fs.filter((f) => f.diagnosis === 'unknown');
+    let gw1: Gateway | undefined;
+    let gw2: Gateway | undefined;
+    let gw3: Gateway | undefined;
+    try {
+      gw1 = await liarGateway([liar!], firsts);
+      const g = loadGolden()[0]!;
+      await assert.rejects(
+        gw1.run({ promptIds: g.prompt_tokens, maxTokens: g.generated_tokens.length, sampling: { temperature: 0 }, sessionId: 'drop1' }),
+        /no route|cannot re-route/i,
+      );
+      const failures = gw1.faults.events().filter((e): e is FailureEvent => e.type === 'failure');
+      assert.deepEqual(banned(gw1), [l], show(failures));
+      assert.match(gw1.bans.list()[0]!.reason!, /alone on the routes of 3 unexplained failures/);
+      assert.equal(gw1.unexplained.stats.failures, 3, show(failures));
+      const lost = unknown(failures);
+      assert.equal(lost.length, 3, show(failures));
+      assert.deepEqual(
+        new Set(lost.flatMap((f) => f.route.map((h) => h.peerId))),
+        new Set([l, ...firsts.map((n) => n.peerId)]),
+        'it was met through both [0,2) nodes',
+      );
+      assert.deepEqual(lost.at(-1)!.culprits, [l], 'the third failure names it');
+
+      gw2 = await liarGateway([liar!], nodes);
+      // the staller drops from its first running step now (its onset counts outputs of all sessions)
+      const first = await goldenRun(gw2, 'drop2');
+      assert.ok(first.firstRoute.includes(l), 'its first token came through the staller');
+      const reroutes = gw2.faults.events().filter((e): e is RerouteEvent => e.type === 'reroute');
+      assert.ok(reroutes.length === 1 && !reroutes[0]!.to.some((h) => h.peerId === l), 'the request went on around it');
+      assert.equal(unknown(first.failures).length, 1, show(first.failures));
+      const met = unknown(first.failures)[0]!;
+      assert.deepEqual(met.culprits, [], 'one lost step names nobody');
+      assert.ok(met.route.some((h) => h.peerId === l));
+      assert.deepEqual(banned(gw2), []);
+      for (const h of met.route) assert.ok(gw2.disputes.doubts.isBanned(h.peerId), `${h.peerId} is doubted`);
+      const next = await goldenRun(gw2, 'drop3');
+      assert.ok(!next.firstRoute.some((p) => met.route.some((h) => h.peerId === p)), 'the doubted route’s peers are avoided');
+      assert.deepEqual(next.failures, []);
+
+      // a step lost while this gateway's event loop was held past its time-out (its timer fired
+      // late, LATE_TIMER_MS) may be the gateway's own doing: re-routed, not held against the route
+      gw3 = await liarGateway([liar!], nodes);
+      const gw = gw3;
+      let held = false;
+      const late = await gw.run({
+        promptIds: g.prompt_tokens,
+        maxTokens: g.generated_tokens.length,
+        sampling: { temperature: 0 },
+        sessionId: 'drop4',
+        onToken: (t) => {
+          if (t.step !== 0) return;
+          // once the staller's first running step is out (its timer armed), a synchronous job
+          // holds this event loop past that step's budget + grace
+          setTimeout(() => {
+            const until = performance.now() + 3 * GRACE_MS;
+            while (performance.now() < until);
+            held = true;
+          }, 50);
+        },
+      });
+      assert.ok(held);
+      assert.deepEqual(late.tokens, g.generated_tokens);
+      const lateLost = unknown(late.events.filter((e): e is FailureEvent => e.type === 'failure'));
+      assert.equal(lateLost.length, 1, show(lateLost));
+      assert.equal(gw.unexplained.stats.failures, 0, 'not remembered');
+      assert.equal(gw.disputes.doubts.isBanned(l), false);
+    } finally {
+      await gw1?.close();
+      await gw2?.close();
+      await gw3?.close();
+      await liar!.kill();
+    }
+  },
+);
+
+// The step detector is a timer on the gateway's event loop. A gateway that was busy past a
+// step's time-out (a long synchronous job, a starved host) finds the timer due and, often, the
+// result already waiting in its socket: one turn of I/O before the step counts as lost takes
+// it, and a step that was lost all the same is not held against its route (LATE_TIMER_MS).
+test('a gateway whose event loop stalls past a step’s time-out still takes the result waiting for it', { timeout: 60_000 }, async () => {
+  const g = loadGolden()[0]!;
+  let stalled = false;
+  const res = await gw!.run({
+    promptIds: g.prompt_tokens,
+    maxTokens: g.generated_tokens.length,
+    sampling: { temperature: 0 },
+    sessionId: 'busy-gateway',
+    onToken: (t) => {
+      if (t.step !== 4) return;
+      // past any step's budget + grace (GRACE_MS): the results of the steps in flight arrive meanwhile
+      const until = performance.now() + 3 * GRACE_MS;
+      while (performance.now() < until); // a synchronous job holding this event loop
+      stalled = true;
+    },
+  });
+  assert.ok(stalled);
+  assert.deepEqual(res.tokens, g.generated_tokens);
+  const failures = res.events.filter((e): e is FailureEvent => e.type === 'failure');
+  assert.deepEqual(failures, [], show(failures));
+});

@@ -18,3 +18,17 @@ test('a failure bans for a while and doubles; a conviction bars for good', () =>
   assert.equal(listed.find((x) => x.peerId === 'q')?.until, FOREVER);
   assert.doesNotThrow(() => new Date(FOREVER).toISOString());
 });
+
+test('past maxEntries, records that count for nothing any more are dropped; bans and bars are kept', () => {
+  const b = new BanList({ baseMs: 1000, maxMs: 1000, forgetMs: 60_000, maxEntries: 3 });
+  const t0 = 1_000_000;
+  b.banForGood('convicted');
+  b.ban('old1', 'x', t0);
+  b.ban('old2', 'x', t0);
+  b.ban('recent', 'x', t0 + 50_000); // its ban ended 10 s ago at t0 + 61_001: still counts
+  const now = t0 + 61_001;
+  b.ban('new', 'x', now);
+  assert.deepEqual(b.list().map((x) => x.peerId).sort(), ['convicted', 'new', 'recent']);
+  assert.equal(b.ban('old1', 'x', now + 1), 1000, 'a dropped record was worth a first failure anyway');
+  assert.ok(b.isBanned('convicted', now));
+});

@@ -11,6 +11,8 @@ import type { ModelConfig } from '../../src/model/types.js';
 import type { Stage } from '../../src/engine/types.js';
 import { describeFaultEvent, parseNodeFaults, replicateRanges } from '../../src/testing/demo-faults.js';
 import { BanList } from '../../src/routing/bans.js';
+import { MsgType, type Message, type StepHeader } from '../../src/protocol/messages.js';
+import type { Channel } from '../../src/p2p/channel.js';
 import { ODSI_BIN, STORIES_GGUF } from '../helpers/paths.js';
 
 /** A stage that passes its input through: what the wrappers do around it is what is tested. */
@@ -92,6 +94,28 @@ test('stall@N answers N steps, then drops every step; delay waits; output hooks 
   assert.deepEqual([...(await step(f, 0)).hidden!], [6, -12]);
 });
 
+test('drop@N passes N outputs on, then drops running sessions’ outputs and all that follows them; fresh sessions’ first steps go on', async () => {
+  const sent: string[] = [];
+  const send = nodeFaultsOf([parseFaultSpec('drop@2')]).onward(async (_to, m) => {
+    sent.push(`${MsgType[m.type]} ${'sessionId' in m.header ? m.header.sessionId : ''}`);
+  });
+  const to = {} as Channel;
+  const out = (sid: string, pos: number, type: MsgType.STEP | MsgType.RESULT = MsgType.STEP) =>
+    send(to, { type, header: { sessionId: sid, pos } as StepHeader, payload: new Uint8Array(0) } as Message);
+  const receipts = (sid: string) =>
+    send(to, { type: MsgType.RECEIPTS, header: { sessionId: sid, requestId: 0, step: 0 }, payload: new Uint8Array(0) });
+  await out('a', 0);
+  await out('a', 1); // before the onset: passed on
+  await receipts('a');
+  await out('a', 2); // dropped: a running session's step
+  await receipts('a'); // and everything of that session after it
+  await out('a', 0); // (a re-use of the id at position 0 is still that session's)
+  await out('probe', 0, MsgType.RESULT); // a fresh session's first step goes on
+  await out('b', 3, MsgType.RESULT);
+  await send(to, { type: MsgType.CLOSE, header: { sessionId: 'a', reason: 'x' } });
+  assert.deepEqual(sent, ['STEP a', 'STEP a', 'RECEIPTS a', 'RESULT probe', 'CLOSE a']);
+});
+
 test('crash@N kills the process abruptly when step N+1 arrives', () => {
   const code = `
     const { parseFaultSpec } = await import(${JSON.stringify(new URL('../../src/testing/inject.js', import.meta.url).href)});
@@ -149,7 +173,7 @@ test('bans back off exponentially, cap, expire, and are forgotten after a quiet 
   assert.equal(b.active(t).size, 0);
 });
 
-test('the demo tells a dispute from a failure found at fault', () => {
+test('the demo tells a dispute and an unexplained failure from a failure found at fault', () => {
   const base = { type: 'failure' as const, at: 0, detectedAt: 0, sessionId: 's', pos: 7, code: 'bad_message', message: 'm' };
   const route = [
     { peerId: 'A', start: 0, end: 2 },
@@ -170,5 +194,14 @@ test('the demo tells a dispute from a failure found at fault', () => {
   assert.match(
     describeFaultEvent({ ...base, culprits: ['A'], diagnosis: 'error_reply', open: true, route }, name),
     /^open failed at position 7/,
+  );
+  const lost = { ...base, code: 'timeout', culprits: [], diagnosis: 'unknown', route };
+  assert.equal(
+    describeFaultEvent(lost, name),
+    'failure at position 7: timeout — nobody named: every hop still answers, all doubted; route was a[0:2] → b[2:5]',
+  );
+  assert.match(
+    describeFaultEvent({ ...lost, culprits: ['B'] }, name),
+    /all doubted; b banned \(alone on the routes of three such failures\)/,
   );
 });
