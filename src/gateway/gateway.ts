@@ -42,6 +42,8 @@ import { openResilientRoute, type ResilientRoute } from '../route/resilient-rout
 import { RouteClient } from '../route/route-client.js';
 import type { RouteHopInfo } from '../route/step-verifier.js';
 import { createGatewayAccountability, type GatewayAccountability } from '../accountability/gateway/accountability.js';
+import { DisputeEvidence } from '../accountability/gateway/dispute-evidence.js';
+import type { DisputeJudge } from '../route/ban-worthy.js';
 import { DEV_CHAIN_ID, type OdsiDomain } from '../accountability/records/eip712.js';
 import { requestIdOf } from '../accountability/records/wire.js';
 
@@ -163,6 +165,19 @@ export class Gateway extends PipelineBackend {
   readonly bans = new BanList();
   /** one hop's signed word against its neighbour's: both doubted, banned only past the rule's threshold */
   readonly disputes = new Disputes({ bans: this.bans });
+  /** with accountability: disputes the accused's own signed record settles (a non-finite output it signed) */
+  evidence?: DisputeEvidence;
+  /** what routes hand a dispute to: the disputes' rule, and the accused's record examined when the step is known */
+  private readonly judge: DisputeJudge = {
+    dispute: (accuser, accused, reason, site) => {
+      const banned = this.disputes.dispute(accuser, accused, reason);
+      // only an accusation of the hop before the accuser is about an output the accused signed
+      const i = site ? site.hops.findIndex((h) => h.peerId === accuser) : -1;
+      const up = i > 0 ? site!.hops[i - 1] : undefined;
+      if (up?.peerId === accused) this.evidence?.examine({ accuser, accused: up, sessionId: site!.sessionId, step: site!.step });
+      return banned;
+    },
+  };
   /** steps lost with every hop still answering: all hops doubted (the disputes' doubts), a peer that alone explains three banned */
   readonly unexplained = new UnexplainedFailures({ bans: this.bans, doubts: this.disputes.doubts });
   /** failures and re-routes of recent sessions */
@@ -221,7 +236,7 @@ export class Gateway extends PipelineBackend {
         recoveries: () => this.recoveries,
         accountability: () => this.accountabilityTotals(),
         waves: () => this.waves?.stats,
-        disputes: () => this.disputes.stats,
+        disputes: () => ({ ...this.disputes.stats, proven: this.evidence?.stats.proven ?? 0 }),
         unexplained: () => this.unexplained.stats,
       });
     if (opts.peers) this.source = new StaticCandidates(opts.peers);
@@ -290,6 +305,14 @@ export class Gateway extends PipelineBackend {
           auditors: () => acc.auditors ?? gw.source.candidates(),
           stake: opts.stake ?? stakeView,
           onReceipts: lc ? (r) => gw.settlement?.addReceipts(r, gw.paying.get(r[0]?.record.requestId ?? '')) : undefined,
+        });
+      if (gw.accountability)
+        gw.evidence = new DisputeEvidence({
+          host,
+          domain: acc.domain ?? { chainId: DEV_CHAIN_ID },
+          dim: src.config.dim,
+          bans: gw.bans,
+          doubts: gw.disputes.doubts,
         });
       if (lc) {
         gw.settlement = new GatewaySettlement({
@@ -462,7 +485,7 @@ export class Gateway extends PipelineBackend {
         sessionId,
         planner: this.planner,
         bans: this.bans,
-        disputes: this.disputes,
+        disputes: this.judge,
         unexplained: this.unexplained,
         deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
         maxTokens: req.promptIds.length + req.maxTokens,

@@ -11,7 +11,7 @@ export interface GatewayMetricsSource {
   recoveries(): { replay: number; transfer: number; gaveUp: number };
   accountability(): { steps: number; audited: number; failed: number; evidence: number; convicted: number } | undefined;
   /** one hop's accusations of another heard so far, and the peers they got banned (routing/disputes.ts) */
-  disputes?(): { disputes: number; banned: number };
+  disputes?(): { disputes: number; banned: number; proven?: number };
   /** steps lost with every hop still answering, and the peers they got banned (routing/unexplained.ts) */
   unexplained?(): { failures: number; banned: number };
   /** GatewayOptions.waves: waves and decode steps sent so far (undefined: off) */
@@ -73,6 +73,11 @@ export class GatewayMetrics {
       'odsi_gateway_dispute_bans_total',
       'peers banned for being in disputes with two distinct peers',
       () => src.disputes?.().banned ?? 0,
+    );
+    total(
+      'odsi_gateway_dispute_proofs_total',
+      "disputes settled by the accused's own signed record (a non-finite output it signed): the accused barred, the accuser cleared",
+      () => src.disputes?.().proven ?? 0,
     );
     total(
       'odsi_gateway_unexplained_failures_total',

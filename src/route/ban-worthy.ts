@@ -17,6 +17,15 @@ export function banWorthy(e: RouteError): boolean {
 export interface Accusation {
   accuser: string;
   accused: string;
+  /** the route session and step it is about, when the ERROR answered a step in flight */
+  about?: { sessionId: string; step: number };
+}
+
+/** Where a dispute happened: the route session, the step, and the route's hops (to fetch a hop's signed record of it). */
+export interface DisputeSite {
+  sessionId: string;
+  step: number;
+  hops: readonly { peerId: string; addrs: string[]; start: number; end: number }[];
 }
 
 /**
@@ -31,7 +40,14 @@ export function accusation(e: RouteError): Accusation | undefined {
   if (e.code !== 'remote_error' || !banWorthy(e) || !e.peerId) return undefined;
   const from = e.detail?.from;
   if (typeof from !== 'string' || from === e.peerId) return undefined;
-  return { accuser: from, accused: e.peerId };
+  const sessionId = e.detail?.sessionId;
+  const about = typeof sessionId === 'string' && e.step !== undefined ? { sessionId, step: e.step } : undefined;
+  return { accuser: from, accused: e.peerId, ...(about ? { about } : {}) };
+}
+
+/** Where accusation `a` was made on a route of `hops`, when it says which step (for DisputeJudge.dispute). */
+export function siteOf(a: Accusation, hops: DisputeSite['hops']): DisputeSite | undefined {
+  return a.about ? { ...a.about, hops } : undefined;
 }
 
 /**
@@ -49,8 +65,12 @@ export function staleSpare(e: RouteError): boolean {
 
 /** What the gateway decides on one hop's accusation of another (the gateway's Disputes). */
 export interface DisputeJudge {
-  /** both are doubted; returns the peers now banned (in disputes with too many peers) */
-  dispute(accuser: string, accused: string, reason: string): string[];
+  /**
+   * both are doubted; returns the peers now banned (in disputes with too many peers). With
+   * `site`, the accused's own signed record of that step may settle it later (the gateway's
+   * DisputeEvidence, with accountability on).
+   */
+  dispute(accuser: string, accused: string, reason: string, site?: DisputeSite): string[];
 }
 
 /** What the gateway keeps of a step lost on a route whose hops all still answer (the gateway's UnexplainedFailures). */
@@ -79,7 +99,7 @@ export interface OpenFailureVerdict {
  */
 export function excludeAfterOpenFailure(
   e: unknown,
-  hops: readonly { peerId: string }[],
+  hops: DisputeSite['hops'],
   into: { named: Set<string>; unnamed: Set<string>; stale: Set<string> },
   bans?: { ban(peerId: string): number },
   disputes?: DisputeJudge,
@@ -102,7 +122,7 @@ export function excludeAfterOpenFailure(
   }
   if (a) {
     into.unnamed.add(a.accuser).add(a.accused);
-    const banned = disputes?.dispute(a.accuser, a.accused, e.message) ?? [];
+    const banned = disputes?.dispute(a.accuser, a.accused, e.message, siteOf(a, hops)) ?? [];
     for (const p of banned) into.named.add(p);
     return { culprits: banned, diagnosis: 'dispute', disputed: [a.accuser, a.accused] };
   }

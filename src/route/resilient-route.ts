@@ -22,7 +22,14 @@ import { RouteError, type Hop, type HopTiming, type OpenRouteOptions, type Route
 import { mergeTimelines } from './merge-timelines.js';
 import { NoRouteError, type Route } from '../routing/router.js';
 import type { RoutePlanner } from '../routing/planner.js';
-import { accusation, excludeAfterOpenFailure, type DisputeJudge, type OpenFailureVerdict, type UnexplainedJudge } from './ban-worthy.js';
+import {
+  accusation,
+  excludeAfterOpenFailure,
+  siteOf,
+  type DisputeJudge,
+  type OpenFailureVerdict,
+  type UnexplainedJudge,
+} from './ban-worthy.js';
 import { offeredReplacement } from './offered-replacement.js';
 import { silentPeers, unreachablePeers } from './diagnose.js';
 import type { FailureEvent, FaultEvent, RouteHopRef } from './events.js';
@@ -419,7 +426,7 @@ export class ResilientRoute implements Stage {
     if (a && !named) return { culprits: [a.accuser], ban: [a.accuser], suspects: [], how: 'error_reply' };
     if (a) {
       // one hop's word against its neighbour's: both avoided; banned only by the disputes' rule
-      const banned = this.o.disputes?.dispute(a.accuser, a.accused, err.message) ?? [];
+      const banned = this.o.disputes?.dispute(a.accuser, a.accused, err.message, siteOf(a, hops)) ?? [];
       return { culprits: banned, ban: [], banned, suspects: [a.accused, a.accuser], how: 'dispute', disputed: [a.accuser, a.accused] };
     }
     if (err.code === 'remote_error' && named) {

@@ -54,6 +54,9 @@ export const DEFAULT_MAX_TOKENS = 4096;
 export type RouteErrorCode = 'unreachable' | 'timeout' | 'remote_error' | 'deadline' | 'bad_reply';
 
 export class RouteError extends Error {
+  /** the route step (its STEP header's `step`) an ERROR answered, when it named one in flight */
+  step?: number;
+
   constructor(
     message: string,
     readonly code: RouteErrorCode,
@@ -261,6 +264,7 @@ export class RouteStage implements Stage {
       const p = rid !== undefined ? this.pending.get(rid) : undefined;
       // the peer named is the one the ERROR's signature lets it name, else the deliverer (error-blame.ts)
       const err = toRouteError(blameFor(m.header, this.errorContext(deliverer)));
+      if (p) err.step = p.step;
       // before OPENED every error is the open's (a step sent right behind the OPEN fails with it)
       if (!this.isUp) return this.onBroken(err);
       if (p) {

@@ -26,6 +26,7 @@ import { seededUniform } from '../../src/util/rng.js';
 import { PIPELINE_DEPTH } from '../../src/engine/generate.js';
 import type { FailureEvent, FaultEvent, RerouteEvent } from '../../src/route/events.js';
 import { NodeProcess } from '../../src/node/process.js';
+import { FOREVER } from '../../src/routing/bans.js';
 import { STORIES_GGUF, loadGolden } from '../helpers/paths.js';
 import { openGatewaySide, type GatewaySide } from '../helpers/gateway-side.js';
 import { startedAll } from '../helpers/nodes.js';
@@ -285,9 +286,11 @@ const show = (fs: readonly FailureEvent[]) => JSON.stringify(fs.map((f) => [f.co
 
 // The [2,5) liar (nan@3) sends a NaN RESULT first: the gateway sees it itself, so that liar is
 // banned. On the next route the [0,2) liar (nan@6) sends NaN to an honest hop, which refuses it
-// naming the liar: one hop's word against another's, so both are avoided and neither is banned.
+// naming the liar: one hop's word against another's, a dispute, both avoided. The gateway then
+// asks the liar for its record of that step (accountability on): the liar signed its NaN
+// output, which proves the dispute: the liar is barred for good, its accuser cleared.
 test(
-  'non-finite activations (nan@N): a NaN result the gateway sees bans its sender; a hop’s refusal naming its sender is a dispute: both avoided, neither banned',
+  'non-finite activations (nan@N): a NaN result the gateway sees bans its sender; a hop’s refusal naming its sender is a dispute, settled by the sender’s own signed record',
   { timeout: 90_000 },
   async () => {
     const specs = [
@@ -302,8 +305,13 @@ test(
       // the honest hop's refusal: a failed step, or a failed open when the step went behind it
       const [accuser, ...more] = gw3.disputes.counterparties(l0!);
       assert.ok(accuser && !more.length && honestIds().has(accuser), show(failures));
-      assert.deepEqual(banned(gw3), [l1], 'only the liar the gateway caught itself is banned');
-      assert.ok(gw3.disputes.doubts.isBanned(l0!) && gw3.disputes.doubts.isBanned(accuser), 'both sides are doubted');
+      await gw3.evidence!.settled();
+      assert.deepEqual(gw3.evidence!.stats, { examined: 1, proven: 1 });
+      assert.deepEqual(new Set(banned(gw3)), new Set([l0, l1]), 'both liars, nobody else');
+      const bar = gw3.bans.list().find((b) => b.peerId === l0)!;
+      assert.equal(bar.until, FOREVER, 'barred for good: its own signature proves it');
+      assert.match(bar.reason!, /its own signed record of step \d+ .*: the output it signed is not finite/);
+      assert.ok(!gw3.disputes.doubts.isBanned(accuser), 'its accuser is cleared');
     });
   },
 );
@@ -359,6 +367,9 @@ test(
       assert.deepEqual(banned(gw1), [l], 'the liar alone is banned');
       const failures = gw1.faults.events().filter((e): e is FailureEvent => e.type === 'failure');
       for (const f of failures) assert.ok(f.disputed?.[0] === l && f.culprits.every((c) => c === l), show(failures));
+      // the accused's own records of those steps show sound outputs: they prove nothing against it
+      await gw1.evidence!.settled();
+      assert.ok(gw1.evidence!.stats.examined >= 1 && gw1.evidence!.stats.proven === 0, JSON.stringify(gw1.evidence!.stats));
 
       gw2 = await liarGateway([liar!], nodes);
       // the liar lies from its first step now (its onset counts steps of all sessions)

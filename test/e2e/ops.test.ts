@@ -166,6 +166,7 @@ test("every node's metrics port and the gateway's /metrics serve valid expositio
     'odsi_gateway_evidence_total',
     'odsi_gateway_disputes_total',
     'odsi_gateway_dispute_bans_total',
+    'odsi_gateway_dispute_proofs_total',
     'odsi_gateway_unexplained_failures_total',
     'odsi_gateway_unexplained_bans_total',
     'odsi_fallback_requests_total',

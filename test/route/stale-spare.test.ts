@@ -179,7 +179,7 @@ test('the rule: a sessionless idle-close forgives its peer once per request; the
   const banned: string[] = [];
   const bans = { ban: (p: string) => (banned.push(p), 5_000) };
   const into = { named: new Set<string>(), unnamed: new Set<string>(), stale: new Set<string>() };
-  const hops = [{ peerId: 'peer-a' }, { peerId: 'peer-b' }];
+  const hops = ['peer-a', 'peer-b'].map((peerId) => ({ peerId, addrs: [], start: 0, end: 1 }));
   excludeAfterOpenFailure(crossed, hops, into, bans);
   assert.deepEqual(
     [[...into.named], [...into.unnamed], [...into.stale], banned],
