@@ -107,16 +107,30 @@ export class DisputeEvidence {
         await new Promise((r) => setTimeout(r, RETRY_MS));
       }
     }
-    const receipt = data.receipt as SignedReceipt;
-    if (!checkSigned('ExecutionReceipt', receipt, this.o.domain).ok) return undefined;
-    const r = receipt.record;
-    const same = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
-    if (!same(r.signer, addressOfPeer(c.accused.peerId)) || !same(r.sessionId, sessionIdOf(c.sessionId))) return undefined;
-    if (r.step !== c.step || r.layerStart !== c.accused.start || r.layerEnd !== c.accused.end) return undefined;
-    if (!same(hashTensor(data.output.bytes), r.outputHash)) return undefined;
-    const values = outputRows(r) * this.o.dim;
-    if (data.output.bytes.length !== values * DTYPE_BYTES[data.output.dtype])
-      return `${data.output.bytes.length} output bytes signed for ${values} values of ${data.output.dtype}`;
-    return allFinite(decodeTensor(data.output.bytes, data.output.dtype, values)) ? undefined : 'the output it signed is not finite';
+    return recordProves(c, data, this.o.domain, this.o.dim);
   }
+}
+
+/**
+ * What the accused's record of a step (as fetched: its receipt and the output it keeps) proves it
+ * sent wrong, or undefined when it proves nothing: the receipt must verify, be the accused's, for
+ * the case's session, step and layer range, and sign exactly these output bytes.
+ */
+export function recordProves(
+  c: DisputeCase,
+  record: { receipt: unknown; output: { dtype: Dtype; bytes: Uint8Array } },
+  domain: OdsiDomain,
+  dim: number,
+): string | undefined {
+  const receipt = record.receipt as SignedReceipt;
+  if (!checkSigned('ExecutionReceipt', receipt, domain).ok) return undefined;
+  const r = receipt.record;
+  const same = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
+  if (!same(r.signer, addressOfPeer(c.accused.peerId)) || !same(r.sessionId, sessionIdOf(c.sessionId))) return undefined;
+  if (r.step !== c.step || r.layerStart !== c.accused.start || r.layerEnd !== c.accused.end) return undefined;
+  const { dtype, bytes } = record.output;
+  if (!same(hashTensor(bytes), r.outputHash)) return undefined;
+  const values = outputRows(r) * dim;
+  if (bytes.length !== values * DTYPE_BYTES[dtype]) return `${bytes.length} output bytes signed for ${values} values of ${dtype}`;
+  return allFinite(decodeTensor(bytes, dtype, values)) ? undefined : 'the output it signed is not finite';
 }

@@ -1,0 +1,92 @@
+// What the accused's own record of a step proves (accountability/gateway/dispute-evidence.ts):
+// a receipt it validly signed for the disputed session, step and layers, over output bytes that
+// are not finite or not the size of the slot, and nothing else. A record signed by another key,
+// for another slot, over other bytes, or under a broken signature proves nothing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { recordProves, type DisputeCase } from '../../src/accountability/gateway/dispute-evidence.js';
+import { ZERO_HASH } from '../../src/accountability/records/eip712.js';
+import { hashTensor, signReceipt, type SignedReceipt } from '../../src/accountability/records/receipts.js';
+import { sessionIdOf } from '../../src/accountability/records/wire.js';
+import type { Identity } from '../../src/identity/identity.js';
+import { DOMAIN, h, testIdentity } from './fixtures.js';
+
+const DIM = 4;
+const accusedId = testIdentity(1);
+const other = testIdentity(2);
+const c: DisputeCase = {
+  accuser: 'accuser',
+  accused: { peerId: accusedId.peerId.toString(), addrs: [], start: 0, end: 2 },
+  sessionId: 'req-1.r1',
+  step: 5,
+};
+
+const bytesOf = (x: Float32Array) => new Uint8Array(x.buffer.slice(0));
+
+/** `id`'s receipt over `out` for the case's slot, with `change` applied to the record. */
+function record(
+  id: Identity,
+  out: Uint8Array,
+  change: Record<string, unknown> = {},
+): { receipt: SignedReceipt; output: { dtype: 'f32'; bytes: Uint8Array } } {
+  const receipt = signReceipt(
+    id,
+    {
+      requestId: h('req-1'),
+      sessionId: sessionIdOf(c.sessionId),
+      step: c.step,
+      pos: 9,
+      nTokens: 1,
+      layerStart: 0,
+      layerEnd: 2,
+      modelId: h('model'),
+      profile: 'reference/f32',
+      inputHash: h('in'),
+      budgetUs: 0,
+      outputHash: hashTensor(out),
+      recvUs: 1,
+      computeUs: 1,
+      sendUs: 1,
+      upstreamReceiptHash: ZERO_HASH,
+      prevReceiptHash: ZERO_HASH,
+      commitmentHash: ZERO_HASH,
+      ...change,
+    },
+    DOMAIN,
+  );
+  return { receipt, output: { dtype: 'f32', bytes: out } };
+}
+
+const nan = bytesOf(Float32Array.of(0.5, NaN, 1, 2));
+const sound = bytesOf(Float32Array.of(0.5, -1, 1, 2));
+
+test('a non-finite or mis-sized output the accused signed for the disputed slot proves it sent bad activations', () => {
+  assert.equal(recordProves(c, record(accusedId, nan), DOMAIN, DIM), 'the output it signed is not finite');
+  const inf = bytesOf(Float32Array.of(Infinity, 0, 0, 0));
+  assert.equal(recordProves(c, record(accusedId, inf), DOMAIN, DIM), 'the output it signed is not finite');
+  const short = bytesOf(Float32Array.of(1, 2, 3));
+  assert.equal(recordProves(c, record(accusedId, short), DOMAIN, DIM), '12 output bytes signed for 4 values of f32');
+});
+
+test('a sound output, or a record that is not the accused’s signature over that slot and those bytes, proves nothing', () => {
+  assert.equal(recordProves(c, record(accusedId, sound), DOMAIN, DIM), undefined, 'a sound output');
+  assert.equal(recordProves(c, record(other, nan), DOMAIN, DIM), undefined, 'signed by another key');
+  assert.equal(recordProves(c, record(accusedId, nan, { step: 6 }), DOMAIN, DIM), undefined, 'another step');
+  assert.equal(recordProves(c, record(accusedId, nan, { sessionId: sessionIdOf('req-1.r2') }), DOMAIN, DIM), undefined, 'another session');
+  assert.equal(recordProves(c, record(accusedId, nan, { layerEnd: 3 }), DOMAIN, DIM), undefined, 'other layers');
+  const signedSound = record(accusedId, sound);
+  assert.equal(recordProves(c, { ...signedSound, output: { dtype: 'f32', bytes: nan } }, DOMAIN, DIM), undefined, 'bytes it did not sign');
+  const forged = record(accusedId, nan);
+  const sig = forged.receipt.signature;
+  const broken = {
+    ...forged,
+    receipt: { ...forged.receipt, signature: `${sig.slice(0, 10)}${sig[10] === 'a' ? 'b' : 'a'}${sig.slice(11)}` as typeof sig },
+  };
+  assert.equal(recordProves(c, broken, DOMAIN, DIM), undefined, 'a signature that does not verify');
+  assert.equal(
+    recordProves(c, { receipt: { record: 'junk' }, output: { dtype: 'f32', bytes: nan } }, DOMAIN, DIM),
+    undefined,
+    'no receipt',
+  );
+  assert.equal(recordProves(c, record(accusedId, nan), { chainId: 1 }, DIM), undefined, 'signed under another domain');
+});
