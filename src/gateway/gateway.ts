@@ -77,6 +77,8 @@ export interface GatewayOptions {
    *  it counts as lost, and the least budget of a step without a deadline.
    *  Raise both on overloaded machines, where slow is not dead. */
   failover?: { graceMs?: number; minStepMs?: number; maxRecoveries?: number };
+  /** false: a step lost with every hop still answering is avoided by its own request only, not doubted or counted by the gateway (bench/staller's off arm; default true) */
+  rememberUnexplained?: boolean;
   /** a prompt longer than this goes to the route as pipelined steps of this many tokens (default PROMPT_CHUNK; 0: one step) */
   promptChunk?: number;
   /** drawn tokens that may wait for their step's receipt verdict while later steps run
@@ -486,7 +488,7 @@ export class Gateway extends PipelineBackend {
         planner: this.planner,
         bans: this.bans,
         disputes: this.judge,
-        unexplained: this.unexplained,
+        unexplained: this.opts.rememberUnexplained === false ? undefined : this.unexplained,
         deadlineMs: req.deadlineMs ?? this.opts.deadlineMs,
         maxTokens: req.promptIds.length + req.maxTokens,
         openAttempts: this.opts.openAttempts,

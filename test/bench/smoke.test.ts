@@ -29,6 +29,7 @@ const BENCHES: Record<string, string[] | { bench: string; args: string[] }> = {
   'verify-overhead': ['--rounds', '1', '--tokens', '8'],
   'step-header': ['--rounds', '1', '--iters', '200'],
   planner: ['--rounds', '1', '--calls', '20'],
+  staller: ['--model', STORIES_GGUF, '--requests', '1', '--tokens', '8'],
   'receipt-check': ['--rounds', '1', '--checks', '20'],
   'wake-up': ['--gaps', '1', '--rounds', '1', '--pings', '2'],
   transport: ['--rounds', '1', '--scale', '0.1'],
