@@ -176,7 +176,8 @@ export class Gateway extends PipelineBackend {
       // only an accusation of the hop before the accuser is about an output the accused signed
       const i = site ? site.hops.findIndex((h) => h.peerId === accuser) : -1;
       const up = i > 0 ? site!.hops[i - 1] : undefined;
-      if (up?.peerId === accused) this.evidence?.examine({ accuser, accused: up, sessionId: site!.sessionId, step: site!.step });
+      if (up?.peerId === accused)
+        this.evidence?.examine({ accuser, accused: up, hopIndex: i - 1, sessionId: site!.sessionId, step: site!.step });
       return banned;
     },
   };
@@ -315,6 +316,15 @@ export class Gateway extends PipelineBackend {
           dim: src.config.dim,
           bans: gw.bans,
           doubts: gw.disputes.doubts,
+          audit: (c, receipt) =>
+            gw.accountability!.auditSigned({
+              routeSessionId: c.sessionId,
+              step: c.step,
+              hopIndex: c.hopIndex,
+              hop: c.accused,
+              dim: src.config.dim,
+              receipt,
+            }),
         });
       if (lc) {
         gw.settlement = new GatewaySettlement({

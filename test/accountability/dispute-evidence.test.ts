@@ -17,6 +17,7 @@ const other = testIdentity(2);
 const c: DisputeCase = {
   accuser: 'accuser',
   accused: { peerId: accusedId.peerId.toString(), addrs: [], start: 0, end: 2 },
+  hopIndex: 0,
   sessionId: 'req-1.r1',
   step: 5,
 };

@@ -307,10 +307,14 @@ test(
       assert.ok(accuser && !more.length && honestIds().has(accuser), show(failures));
       await gw3.evidence!.settled();
       assert.deepEqual(gw3.evidence!.stats, { examined: 1, proven: 1 });
+      assert.match(gw3.evidence!.proven[0]!.reason, /its own signed record of step \d+ .*: the output it signed is not finite/);
       assert.deepEqual(new Set(banned(gw3)), new Set([l0, l1]), 'both liars, nobody else');
-      const bar = gw3.bans.list().find((b) => b.peerId === l0)!;
-      assert.equal(bar.until, FOREVER, 'barred for good: its own signature proves it');
-      assert.match(bar.reason!, /its own signed record of step \d+ .*: the output it signed is not finite/);
+      assert.equal(gw3.bans.list().find((b) => b.peerId === l0)!.until, FOREVER, 'barred for good: its own signature proves it');
+      // the audit held to that record convicted it, with evidence the ledger takes
+      const acct = gw3.accountability!;
+      await acct.settled();
+      assert.match(acct.convictionOf(l0!) ?? '', /^audit: /, JSON.stringify(acct.audits.filter((a) => a.peerId === l0)));
+      assert.ok(acct.evidence.some((e) => e.peerId === l0 && e.kind === 'audit'));
       assert.ok(!gw3.disputes.doubts.isBanned(accuser), 'its accuser is cleared');
     });
   },

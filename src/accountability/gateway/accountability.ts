@@ -52,6 +52,19 @@ export interface GatewayAccountability {
   readonly evidence: readonly EvidenceRecord[];
   readonly stats: Readonly<AccountabilityStats>;
   readonly queue: EvidenceQueue<Evidence>;
+  /**
+   * Audits hop `hopIndex` of a route session at `step`, held to `receipt`: a record the hop signed
+   * that never reached the gateway on the token path (fetched for a dispute). True when the audit
+   * found the hop guilty: convicted, with evidence for the ledger.
+   */
+  auditSigned(t: {
+    routeSessionId: string;
+    step: number;
+    hopIndex: number;
+    hop: AuditPeer;
+    dim: number;
+    receipt: SignedReceipt;
+  }): Promise<boolean>;
   /** resolves when background verification and audits have caught up (tests, reports) */
   settled(): Promise<void>;
   /** waits for pending work, then frees the referee's stages */
@@ -86,6 +99,12 @@ export function createGatewayAccountability(o: GatewayAccountabilityOptions): Ga
     evidence: verdicts.evidence,
     stats: verdicts.stats,
     queue: verdicts.queue,
+    async auditSigned({ receipt, ...t }) {
+      const receipts = new Map(checks.receiptsOf(t.routeSessionId, t.hopIndex));
+      receipts.set(t.step, receipt);
+      const fail = await scheduler.audit({ ...t, receipts }, 'background');
+      return fail?.code === 'misbehaviour';
+    },
     settled,
     async dispose() {
       await settled();

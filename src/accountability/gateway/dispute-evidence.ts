@@ -4,8 +4,10 @@
 // (AUDIT_PROTOCOL, node/step-archive.ts). So the gateway asks the accused for its record of the
 // step: a receipt validly signed by the accused, for that session, step and layer range, over
 // output bytes that are not finite or not the size of its slot, proves the accused sent bad
-// activations, whatever the accuser says. The accused is barred for good and the accuser's
-// doubt lifted. Anything else (no record, a refusal, a sound output: the accused may have sent
+// activations, whatever the accuser says. The accused is then audited at that step, held to
+// that record (the referee re-executes its committed inputs: a non-finite output is never within
+// tolerance), which convicts it with evidence the ledger takes; should the audit not finish, this
+// gateway bars it all the same. Either way the accuser's doubt is lifted. Anything else (no record, a refusal, a sound output: the accused may have sent
 // the accuser other bytes than it keeps, which only the link between them saw) settles nothing:
 // it stays a dispute. Runs after the dispute, off the request's path; one examination per
 // (session, step), at most MAX_PENDING at a time.
@@ -39,12 +41,20 @@ export interface DisputeEvidenceOptions {
   doubts: { clear(peerId: string): void };
   /** per fetch, ms (default 5 s) */
   fetchTimeoutMs?: number;
+  /**
+   * audits the accused's step held to the record it signed (GatewayAccountability.auditSigned):
+   * true when that convicted it, with evidence for the ledger; absent, or false (the audit could
+   * not finish: e.g. an earlier step's receipt never reached the gateway), the bar is this
+   * gateway's alone
+   */
+  audit?(c: DisputeCase, receipt: SignedReceipt): Promise<boolean>;
 }
 
-/** One dispute to examine: `accuser` refused the input `accused` sent it at `step` of route session `sessionId`. */
+/** One dispute to examine: `accuser` refused the input `accused` (hop `hopIndex` of the route) sent it at `step` of route session `sessionId`. */
 export interface DisputeCase {
   accuser: string;
   accused: { peerId: string; addrs: string[]; start: number; end: number };
+  hopIndex: number;
   sessionId: string;
   step: number;
 }
@@ -78,18 +88,20 @@ export class DisputeEvidence {
   }
 
   private async settle(c: DisputeCase): Promise<void> {
-    const why = await this.provenBadOutput(c);
-    if (!why) return;
-    const reason = `its own signed record of step ${c.step} of session ${c.sessionId}: ${why}`;
+    const found = await this.provenBadOutput(c);
+    if (!found) return;
+    const reason = `its own signed record of step ${c.step} of session ${c.sessionId}: ${found.why}`;
     this.stats.proven++;
     this.proven.push({ at: Date.now(), accused: c.accused.peerId, accuser: c.accuser, reason });
     if (this.proven.length > 256) this.proven.shift();
-    this.o.bans.banForGood(c.accused.peerId, `sent bad activations (${reason})`);
+    // an audit held to that record convicts it with evidence the ledger takes; else this gateway bars it
+    const convicted = this.o.audit ? await this.o.audit(c, found.receipt).catch(() => false) : false;
+    if (!convicted) this.o.bans.banForGood(c.accused.peerId, `sent bad activations (${reason})`);
     this.o.doubts.clear(c.accuser);
   }
 
-  /** What the accused's own record proves it sent wrong, or undefined when it proves nothing. */
-  private async provenBadOutput(c: DisputeCase): Promise<string | undefined> {
+  /** What the accused's own record proves it sent wrong (and the receipt it signed), or undefined when it proves nothing. */
+  private async provenBadOutput(c: DisputeCase): Promise<{ why: string; receipt: SignedReceipt } | undefined> {
     let data;
     for (let i = 0; ; i++) {
       try {
@@ -107,7 +119,8 @@ export class DisputeEvidence {
         await new Promise((r) => setTimeout(r, RETRY_MS));
       }
     }
-    return recordProves(c, data, this.o.domain, this.o.dim);
+    const why = recordProves(c, data, this.o.domain, this.o.dim);
+    return why ? { why, receipt: data.receipt as SignedReceipt } : undefined;
   }
 }
 

@@ -144,6 +144,11 @@ export class RouteStepChecks implements StepVerifier {
     return s;
   }
 
+  /** the receipts of hop `hopIndex` of a route session seen so far, by step (undefined: none kept) */
+  receiptsOf(routeSessionId: string, hopIndex: number): ReadonlyMap<number, SignedReceipt> | undefined {
+    return this.sessions.get(routeSessionId)?.[hopIndex];
+  }
+
   private forget(routeSessionId: string): void {
     this.sessions.delete(routeSessionId);
     const suffix = `|${requestIdOf(routeSessionId)}|${sessionIdOf(routeSessionId)}`.toLowerCase();
