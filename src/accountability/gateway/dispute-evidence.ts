@@ -4,13 +4,13 @@
 // (AUDIT_PROTOCOL, node/step-archive.ts). So the gateway asks the accused for its record of the
 // step: a receipt validly signed by the accused, for that session, step and layer range, over
 // output bytes that are not finite or not the size of its slot, proves the accused sent bad
-// activations, whatever the accuser says. The accused is then audited at that step, held to
-// that record (the referee re-executes its committed inputs: a non-finite output is never within
-// tolerance), which convicts it with evidence the ledger takes; should the audit not finish, this
-// gateway bars it all the same. Either way the accuser's doubt is lifted. Anything else (no record, a refusal, a sound output: the accused may have sent
-// the accuser other bytes than it keeps, which only the link between them saw) settles nothing:
-// it stays a dispute. Runs after the dispute, off the request's path; one examination per
-// (session, step), at most MAX_PENDING at a time.
+// activations, whatever the accuser says: it is barred for good at once and the accuser's doubt
+// lifted. It is then audited at that step, held to that record (the referee re-executes its
+// committed inputs; a non-finite output is never within tolerance), which convicts it with a
+// signed verdict, evidence the ledger takes. Anything else (no record, a refusal, a sound
+// output: the accused may have sent the accuser other bytes than it keeps, which only the link
+// between them saw) settles nothing: it stays a dispute. Runs after the dispute, off the
+// request's path; one examination per (session, step, accused), at most MAX_PENDING at a time.
 
 import type { OdsiHost } from '../../p2p/host.js';
 import { decodeTensor, type Dtype } from '../../protocol/messages.js';
@@ -44,7 +44,7 @@ export interface DisputeEvidenceOptions {
   /**
    * audits the accused's step held to the record it signed (GatewayAccountability.auditSigned):
    * true when that convicted it, with evidence for the ledger; absent, or false (the audit could
-   * not finish: e.g. an earlier step's receipt never reached the gateway), the bar is this
+   * not finish: e.g. an earlier step's receipt never reached the gateway), the bar stays this
    * gateway's alone
    */
   audit?(c: DisputeCase, receipt: SignedReceipt): Promise<boolean>;
@@ -94,10 +94,10 @@ export class DisputeEvidence {
     this.stats.proven++;
     this.proven.push({ at: Date.now(), accused: c.accused.peerId, accuser: c.accuser, reason });
     if (this.proven.length > 256) this.proven.shift();
-    // an audit held to that record convicts it with evidence the ledger takes; else this gateway bars it
-    const convicted = this.o.audit ? await this.o.audit(c, found.receipt).catch(() => false) : false;
-    if (!convicted) this.o.bans.banForGood(c.accused.peerId, `sent bad activations (${reason})`);
+    this.o.bans.banForGood(c.accused.peerId, `sent bad activations (${reason})`);
     this.o.doubts.clear(c.accuser);
+    // an audit held to that record convicts it with evidence the ledger takes (the bar then cites the verdict)
+    await this.o.audit?.(c, found.receipt).catch(() => false);
   }
 
   /** What the accused's own record proves it sent wrong (and the receipt it signed), or undefined when it proves nothing. */
