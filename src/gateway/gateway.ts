@@ -172,13 +172,8 @@ export class Gateway extends PipelineBackend {
   /** what routes hand a dispute to: the disputes' rule, and the accused's record examined when the step is known */
   private readonly judge: DisputeJudge = {
     dispute: (accuser, accused, reason, site) => {
-      const banned = this.disputes.dispute(accuser, accused, reason);
-      // only an accusation of the hop before the accuser is about an output the accused signed
-      const i = site ? site.hops.findIndex((h) => h.peerId === accuser) : -1;
-      const up = i > 0 ? site!.hops[i - 1] : undefined;
-      if (up?.peerId === accused)
-        this.evidence?.examine({ accuser, accused: up, hopIndex: i - 1, sessionId: site!.sessionId, step: site!.step });
-      return banned;
+      if (site) this.evidence?.consider(accuser, accused, site);
+      return this.disputes.dispute(accuser, accused, reason);
     },
   };
   /** steps lost with every hop still answering: all hops doubted (the disputes' doubts), a peer that alone explains three banned */

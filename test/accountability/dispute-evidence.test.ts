@@ -4,7 +4,8 @@
 // for another slot, over other bytes, or under a broken signature proves nothing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { recordProves, type DisputeCase } from '../../src/accountability/gateway/dispute-evidence.js';
+import { DisputeEvidence, recordProves, type DisputeCase } from '../../src/accountability/gateway/dispute-evidence.js';
+import type { OdsiHost } from '../../src/p2p/host.js';
 import { ZERO_HASH } from '../../src/accountability/records/eip712.js';
 import { hashTensor, signReceipt, type SignedReceipt } from '../../src/accountability/records/receipts.js';
 import { sessionIdOf } from '../../src/accountability/records/wire.js';
@@ -90,4 +91,25 @@ test('a sound output, or a record that is not the accused’s signature over tha
     'no receipt',
   );
   assert.equal(recordProves(c, record(accusedId, nan), { chainId: 1 }, DIM), undefined, 'signed under another domain');
+});
+
+test('only a refusal of what the hop before the accuser sent is examined: an accusation of the next hop’s reply, or of a peer not before it, is not', async () => {
+  // a host that cannot fetch: every examination ends with nothing proven; what is counted is what was examined
+  const ev = new DisputeEvidence({
+    host: {} as OdsiHost,
+    domain: DOMAIN,
+    dim: DIM,
+    bans: { banForGood: () => {} },
+    doubts: { clear: () => {} },
+  });
+  const hop = (peerId: string, start: number, end: number) => ({ peerId, addrs: [`/ip4/127.0.0.1/tcp/1`], start, end });
+  const site = { sessionId: 's.r1', step: 3, hops: [hop('a', 0, 2), hop('b', 2, 4), hop('c', 4, 5)] };
+  ev.consider('a', 'b', site); // hop 0 blames the next hop's reply: not about an output b signed to a
+  ev.consider('c', 'a', site); // not the hop before c
+  ev.consider('x', 'a', site); // the accuser is not on the route
+  assert.equal(ev.stats.examined, 0);
+  ev.consider('b', 'a', site); // b refused a's output: examined
+  ev.consider('b', 'a', site); // once per session, step and accused
+  await ev.settled();
+  assert.deepEqual(ev.stats, { examined: 1, proven: 0 });
 });

@@ -13,6 +13,7 @@
 // request's path; one examination per (session, step, accused), at most MAX_PENDING at a time.
 
 import type { OdsiHost } from '../../p2p/host.js';
+import type { DisputeSite } from '../../route/ban-worthy.js';
 import { decodeTensor, type Dtype } from '../../protocol/messages.js';
 import { allFinite } from '../../util/all-finite.js';
 import { outputRows, type OdsiDomain } from '../records/eip712.js';
@@ -69,7 +70,17 @@ export class DisputeEvidence {
 
   constructor(private readonly o: DisputeEvidenceOptions) {}
 
-  /** Examines the accused's record of the step in the background (at most once per session and step). */
+  /**
+   * A dispute at `site`: examined when it is about an output the accused signed, i.e. the accuser
+   * refused what the hop before it sent (an accusation of the next hop's reply is not).
+   */
+  consider(accuser: string, accused: string, site: DisputeSite): void {
+    const i = site.hops.findIndex((h) => h.peerId === accuser);
+    const up = i > 0 ? site.hops[i - 1] : undefined;
+    if (up?.peerId === accused) this.examine({ accuser, accused: up, hopIndex: i - 1, sessionId: site.sessionId, step: site.step });
+  }
+
+  /** Examines the accused's record of the step in the background (at most once per session, step and accused). */
   examine(c: DisputeCase): void {
     const key = `${c.sessionId}#${c.step}#${c.accused.peerId}`;
     if (this.seen.has(key) || this.pending.size >= MAX_PENDING) return;
