@@ -310,7 +310,7 @@ export class Gateway extends PipelineBackend {
           domain: acc.domain ?? { chainId: DEV_CHAIN_ID },
           dim: src.config.dim,
           bans: gw.bans,
-          doubts: gw.disputes.doubts,
+          absolve: (liar) => void gw.disputes.absolve(liar),
           audit: (c, receipt) =>
             gw.accountability!.auditSigned({
               routeSessionId: c.sessionId,

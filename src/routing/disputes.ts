@@ -9,14 +9,19 @@
 // the ones banned: a lone liar, whoever it accuses or whoever accuses it, is banned at its second
 // victim, and its first victim is not; framing an honest peer takes `threshold` identities
 // (stake, not this rule, is what makes identities dear: docs/threat-model.md). An honest hop
-// that was right about two liars is spared once either is banned.
+// that was right about two liars is spared once either is banned, and cleared (its ban undone)
+// when one is later proven to have lied (absolve).
 
 import { BanList, type BanInfo } from './bans.js';
 import { RecentByPeer } from './recent-by-peer.js';
 
 export interface DisputesOptions {
   /** the gateway's ban list: consulted (a banned counterparty does not count) and told */
-  bans: { ban(peerId: string, reason?: string, now?: number): number; isBanned(peerId: string, now?: number): boolean };
+  bans: {
+    ban(peerId: string, reason?: string, now?: number): number;
+    isBanned(peerId: string, now?: number): boolean;
+    clear(peerId: string): void;
+  };
   /** distinct counterparties that get a peer banned (default 2) */
   threshold?: number;
   /** disputes older than this are forgotten, ms (default 10 min, as long as a ban's record) */
@@ -36,6 +41,8 @@ export class Disputes {
   /** peer → the peers it recently disputed with (each once, at the latest dispute) */
   private readonly parties: RecentByPeer<string>;
   private readonly threshold: number;
+  /** peers this rule banned (their ban may be undone: absolve) */
+  private readonly bannedHere = new Set<string>();
 
   constructor(private readonly o: DisputesOptions) {
     this.threshold = o.threshold ?? 2;
@@ -60,6 +67,8 @@ export class Disputes {
       if (against.length < this.threshold) continue;
       this.o.bans.ban(p, `in disputes with ${against.length} peers (${against.join(', ')}): ${reason}`, now);
       banned.push(p);
+      this.bannedHere.add(p);
+      if (this.bannedHere.size > (this.o.maxPeers ?? 4096)) this.bannedHere.delete(this.bannedHere.values().next().value as string);
     }
     this.stats.banned += banned.length;
     return banned;
@@ -68,6 +77,24 @@ export class Disputes {
   /** the peers `peerId` disputed with within the window, those banned now left out */
   counterparties(peerId: string, now = Date.now()): string[] {
     return this.parties.recent(peerId, now).filter((q) => !this.o.bans.isBanned(q, now));
+  }
+
+  /**
+   * `liar` is proven to have lied (its own signed record: accountability/gateway/dispute-evidence.ts)
+   * and is barred: the peers it disputed with are cleared. Their doubt is lifted, and a ban this
+   * rule gave one is undone when its disputes with peers not banned no longer reach the
+   * threshold. Returns the peers whose ban was undone.
+   */
+  absolve(liar: string, now = Date.now()): string[] {
+    const undone: string[] = [];
+    for (const q of new Set(this.parties.recent(liar, now))) {
+      this.doubts.clear(q);
+      if (!this.bannedHere.has(q) || this.counterparties(q, now).length >= this.threshold) continue;
+      this.bannedHere.delete(q);
+      this.o.bans.clear(q);
+      undone.push(q);
+    }
+    return undone;
   }
 
   /** peers doubted now and past (status pages) */

@@ -100,7 +100,7 @@ test('only a refusal of what the hop before the accuser sent is examined: an acc
     domain: DOMAIN,
     dim: DIM,
     bans: { banForGood: () => {} },
-    doubts: { clear: () => {} },
+    absolve: () => {},
   });
   const hop = (peerId: string, start: number, end: number) => ({ peerId, addrs: [`/ip4/127.0.0.1/tcp/1`], start, end });
   const site = { sessionId: 's.r1', step: 3, hops: [hop('a', 0, 2), hop('b', 2, 4), hop('c', 4, 5)] };

@@ -60,3 +60,28 @@ test('disputes older than the window are forgotten; memory is bounded', () => {
   assert.deepEqual(d.dispute('p', 'p', 'x', T0), [], 'a peer cannot dispute with itself');
   assert.ok(!d.doubts.isBanned('p', T0));
 });
+
+test('a liar proven later (absolve): the peers in disputes with it are cleared, a ban the rule gave them undone', () => {
+  const bans = new BanList();
+  const d = new Disputes({ bans });
+  // an honest hop refuses two NaN senders before either is proven: it looks like the lone liar
+  d.dispute('honest', 'nan1', 'bad_message', T0);
+  assert.deepEqual(d.dispute('honest', 'nan2', 'bad_message', T0 + 1), ['honest']);
+  d.dispute('bystander', 'nan1', 'bad_message', T0 + 2); // another of nan1's accusers
+  bans.ban('bystander', 'timeout', T0 + 2); // banned for something else
+  // nan1's own signed record proves it: barred, and its accuser cleared
+  bans.banForGood('nan1', 'proven');
+  assert.deepEqual(d.absolve('nan1', T0 + 3), ['honest']);
+  assert.ok(!bans.isBanned('honest', T0 + 3) && !d.doubts.isBanned('honest', T0 + 3));
+  assert.ok(d.doubts.isBanned('nan2', T0 + 3), 'the other, unproven, stays doubted');
+  assert.ok(!d.doubts.isBanned('bystander', T0 + 3), 'every accuser of the proven liar is cleared of doubt');
+  assert.ok(bans.isBanned('bystander', T0 + 3), 'a ban for something else is no business of this rule');
+  // a peer with disputes enough besides the proven liar stays banned
+  d.dispute('liar', 'h1', 'x', T0 + 4);
+  d.dispute('liar', 'h2', 'x', T0 + 5); // liar banned
+  d.dispute('liar', 'h3', 'x', T0 + 6);
+  bans.banForGood('h1', 'proven');
+  assert.deepEqual(d.absolve('h1', T0 + 7), [], 'still in disputes with h2 and h3');
+  assert.ok(bans.isBanned('liar', T0 + 7));
+  assert.deepEqual(d.absolve('nobody', T0 + 7), []);
+});

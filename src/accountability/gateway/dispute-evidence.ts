@@ -4,8 +4,8 @@
 // (AUDIT_PROTOCOL, node/step-archive.ts). So the gateway asks the accused for its record of the
 // step: a receipt validly signed by the accused, for that session, step and layer range, over
 // output bytes that are not finite or not the size of its slot, proves the accused sent bad
-// activations, whatever the accuser says: it is barred for good at once and the accuser's doubt
-// lifted. It is then audited at that step, held to that record (the referee re-executes its
+// activations, whatever the accuser says: it is barred for good at once, and the peers in
+// disputes with it (its accuser among them) are cleared. It is then audited at that step, held to that record (the referee re-executes its
 // committed inputs; a non-finite output is never within tolerance), which convicts it with a
 // signed verdict, evidence the ledger takes. Anything else (no record, a refusal, a sound
 // output: the accused may have sent the accuser other bytes than it keeps, which only the link
@@ -38,8 +38,8 @@ export interface DisputeEvidenceOptions {
   dim: number;
   /** the gateway's ban list: a proven accused is barred for good */
   bans: { banForGood(peerId: string, reason?: string): void };
-  /** the disputes' doubts: a proven accuser's is lifted */
-  doubts: { clear(peerId: string): void };
+  /** told of a proven accused: the peers in disputes with it are cleared (the gateway's Disputes.absolve) */
+  absolve(liar: string): void;
   /** per fetch, ms (default 5 s) */
   fetchTimeoutMs?: number;
   /**
@@ -106,7 +106,7 @@ export class DisputeEvidence {
     this.proven.push({ at: Date.now(), accused: c.accused.peerId, accuser: c.accuser, reason });
     if (this.proven.length > 256) this.proven.shift();
     this.o.bans.banForGood(c.accused.peerId, `sent bad activations (${reason})`);
-    this.o.doubts.clear(c.accuser);
+    this.o.absolve(c.accused.peerId);
     // an audit held to that record convicts it with evidence the ledger takes (the bar then cites the verdict)
     await this.o.audit?.(c, found.receipt).catch(() => false);
   }
