@@ -28,7 +28,13 @@ test('past maxEntries, records that count for nothing any more are dropped; bans
   b.ban('recent', 'x', t0 + 50_000); // its ban ended 10 s ago at t0 + 61_001: still counts
   const now = t0 + 61_001;
   b.ban('new', 'x', now);
-  assert.deepEqual(b.list().map((x) => x.peerId).sort(), ['convicted', 'new', 'recent']);
+  assert.deepEqual(
+    b
+      .list()
+      .map((x) => x.peerId)
+      .sort(),
+    ['convicted', 'new', 'recent'],
+  );
   assert.equal(b.ban('old1', 'x', now + 1), 1000, 'a dropped record was worth a first failure anyway');
   assert.ok(b.isBanned('convicted', now));
 });
