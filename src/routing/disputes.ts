@@ -41,12 +41,14 @@ export class Disputes {
   /** peer → the peers it recently disputed with (each once, at the latest dispute) */
   private readonly parties: RecentByPeer<string>;
   private readonly threshold: number;
+  private readonly maxPeers: number;
   /** peers this rule banned (their ban may be undone: absolve) */
   private readonly bannedHere = new Set<string>();
 
   constructor(private readonly o: DisputesOptions) {
     this.threshold = o.threshold ?? 2;
-    this.parties = new RecentByPeer({ windowMs: o.windowMs ?? 600_000, maxPeers: o.maxPeers ?? 4096, perPeer: MAX_COUNTERPARTIES });
+    this.maxPeers = o.maxPeers ?? 4096;
+    this.parties = new RecentByPeer({ windowMs: o.windowMs ?? 600_000, maxPeers: this.maxPeers, perPeer: MAX_COUNTERPARTIES });
   }
 
   /**
@@ -68,7 +70,7 @@ export class Disputes {
       this.o.bans.ban(p, `in disputes with ${against.length} peers (${against.join(', ')}): ${reason}`, now);
       banned.push(p);
       this.bannedHere.add(p);
-      if (this.bannedHere.size > (this.o.maxPeers ?? 4096)) this.bannedHere.delete(this.bannedHere.values().next().value as string);
+      if (this.bannedHere.size > this.maxPeers) this.bannedHere.delete(this.bannedHere.values().next().value as string);
     }
     this.stats.banned += banned.length;
     return banned;
@@ -87,7 +89,7 @@ export class Disputes {
    */
   absolve(liar: string, now = Date.now()): string[] {
     const undone: string[] = [];
-    for (const q of new Set(this.parties.recent(liar, now))) {
+    for (const q of this.parties.recent(liar, now)) {
       this.doubts.clear(q);
       if (!this.bannedHere.has(q) || this.counterparties(q, now).length >= this.threshold) continue;
       this.bannedHere.delete(q);

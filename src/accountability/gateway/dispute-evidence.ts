@@ -5,16 +5,17 @@
 // step: a receipt validly signed by the accused, for that session, step and layer range, over
 // output bytes that are not finite or not the size of its slot, proves the accused sent bad
 // activations, whatever the accuser says: it is barred for good at once, and the peers in
-// disputes with it (its accuser among them) are cleared. It is then audited at that step, held to that record (the referee re-executes its
-// committed inputs; a non-finite output is never within tolerance), which convicts it with a
-// signed verdict, evidence the ledger takes. Anything else (no record, a refusal, a sound
-// output: the accused may have sent the accuser other bytes than it keeps, which only the link
-// between them saw) settles nothing: it stays a dispute. Runs after the dispute, off the
-// request's path; one examination per (session, step, accused), at most MAX_PENDING at a time.
+// disputes with it (its accuser among them) are cleared. It is then audited at that step, held
+// to that record (the referee re-executes its committed inputs; a non-finite output is never
+// within tolerance), which convicts it with a signed verdict, evidence the ledger takes.
+// Anything else (no record, a refusal, a sound output: the accused may have sent the accuser
+// other bytes than it keeps, which only the link between them saw) settles nothing: it stays a
+// dispute. Runs after the dispute, off the request's path; one examination per (session, step,
+// accused), at most MAX_PENDING at a time.
 
 import type { OdsiHost } from '../../p2p/host.js';
 import type { DisputeSite } from '../../route/ban-worthy.js';
-import { decodeTensor, type Dtype } from '../../protocol/messages.js';
+import { DTYPE_BYTES, decodeTensor, type Dtype } from '../../protocol/messages.js';
 import { allFinite } from '../../util/all-finite.js';
 import { outputRows, type OdsiDomain } from '../records/eip712.js';
 import { checkSigned, hashTensor, type SignedReceipt } from '../records/receipts.js';
@@ -26,8 +27,6 @@ export const MAX_PENDING = 16;
 /** a record asked for before the accused signed it is asked for again after this, ms, up to FETCH_TRIES times */
 const RETRY_MS = 250;
 const FETCH_TRIES = 3;
-
-const DTYPE_BYTES: Record<Dtype, number> = { f32: 4, f16: 2, bf16: 2 };
 
 export interface DisputeEvidenceOptions {
   /** asks the accused (AUDIT_PROTOCOL, as the session's owner) */

@@ -14,7 +14,7 @@
 
 import type { Identity } from '../../identity/identity.js';
 import type { OdsiHost } from '../../p2p/host.js';
-import { decodeTensor, type Dtype } from '../../protocol/messages.js';
+import { DTYPE_BYTES, decodeTensor } from '../../protocol/messages.js';
 import { ZERO_HASH, outputRows, type OdsiDomain } from '../records/eip712.js';
 import { checkSigned, hashTensor, type SignedCommitment, type SignedReceipt, type SignedVerdict } from '../records/receipts.js';
 import { CustodyError, checkCommitment } from '../checks/custody.js';
@@ -84,8 +84,6 @@ export interface AuditOutcome {
   /** problems with a peer auditor that made the referee step in (no accusation) */
   notes: string[];
 }
-
-const DTYPE_BYTES: Record<Dtype, number> = { f32: 4, f16: 2, bf16: 2 };
 
 export async function runAudit(ctx: AuditContext, t: AuditTarget): Promise<AuditOutcome> {
   const out: AuditOutcome = { executor: 'referee', escalated: false, findings: [], replayedSteps: 0, notes: [] };
