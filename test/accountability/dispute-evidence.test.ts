@@ -6,11 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DisputeEvidence, recordProves, type DisputeCase } from '../../src/accountability/gateway/dispute-evidence.js';
 import type { OdsiHost } from '../../src/p2p/host.js';
-import { ZERO_HASH } from '../../src/accountability/records/eip712.js';
 import { hashTensor, signReceipt, type SignedReceipt } from '../../src/accountability/records/receipts.js';
 import { sessionIdOf } from '../../src/accountability/records/wire.js';
 import type { Identity } from '../../src/identity/identity.js';
-import { DOMAIN, h, testIdentity } from './fixtures.js';
+import { DOMAIN, h, receiptBody, testIdentity } from './fixtures.js';
 
 const DIM = 4;
 const accusedId = testIdentity(1);
@@ -33,27 +32,16 @@ function record(
 ): { receipt: SignedReceipt; output: { dtype: 'f32'; bytes: Uint8Array } } {
   const receipt = signReceipt(
     id,
-    {
+    receiptBody({
       requestId: h('req-1'),
       sessionId: sessionIdOf(c.sessionId),
       step: c.step,
       pos: 9,
-      nTokens: 1,
       layerStart: 0,
       layerEnd: 2,
-      modelId: h('model'),
-      profile: 'reference/f32',
-      inputHash: h('in'),
-      budgetUs: 0,
       outputHash: hashTensor(out),
-      recvUs: 1,
-      computeUs: 1,
-      sendUs: 1,
-      upstreamReceiptHash: ZERO_HASH,
-      prevReceiptHash: ZERO_HASH,
-      commitmentHash: ZERO_HASH,
       ...change,
-    },
+    }),
     DOMAIN,
   );
   return { receipt, output: { dtype: 'f32', bytes: out } };

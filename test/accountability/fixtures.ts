@@ -95,3 +95,28 @@ export function routeStep(
   }
   return out;
 }
+
+/** An unsigned receipt body for tests: one token at step 0 of layers [0, 2), every field overridable. */
+export function receiptBody(over: Partial<Omit<ExecutionReceipt, 'signer'>> = {}): Omit<ExecutionReceipt, 'signer'> {
+  return {
+    requestId: h('r'),
+    sessionId: h('s'),
+    step: 0,
+    pos: 0,
+    nTokens: 1,
+    layerStart: 0,
+    layerEnd: 2,
+    modelId: h('m'),
+    profile: 'reference/f32',
+    inputHash: h('in'),
+    budgetUs: 1000,
+    outputHash: ZERO_HASH,
+    recvUs: 1,
+    computeUs: 1,
+    sendUs: 1,
+    upstreamReceiptHash: ZERO_HASH,
+    prevReceiptHash: ZERO_HASH,
+    commitmentHash: ZERO_HASH,
+    ...over,
+  };
+}

@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { auditRate, auditReceipt, auditSelected } from '../../../src/accountability/checks/audit.js';
 import { CustodyError } from '../../../src/accountability/checks/custody.js';
-import { ZERO_HASH, outputRows } from '../../../src/accountability/records/eip712.js';
+import { outputRows } from '../../../src/accountability/records/eip712.js';
 import { hashTensor, receiptHash, signReceipt, verifyVerdict } from '../../../src/accountability/records/receipts.js';
-import { DOMAIN, h, testIdentity } from '../fixtures.js';
+import { DOMAIN, h, receiptBody, testIdentity } from '../fixtures.js';
 
 const worker = testIdentity(30);
 const auditor = testIdentity(31);
@@ -13,26 +13,7 @@ const dim = 16;
 function receiptFor(out: Float32Array | Uint16Array, profile = 'ort-f32') {
   return signReceipt(
     worker,
-    {
-      requestId: h('r'),
-      sessionId: h('s'),
-      step: 2,
-      pos: 10,
-      nTokens: 3,
-      layerStart: 1,
-      layerEnd: 3,
-      modelId: h('m'),
-      profile,
-      inputHash: h('in'),
-      budgetUs: 1000,
-      outputHash: hashTensor(out),
-      recvUs: 1,
-      computeUs: 1,
-      sendUs: 1,
-      upstreamReceiptHash: ZERO_HASH,
-      prevReceiptHash: ZERO_HASH,
-      commitmentHash: ZERO_HASH,
-    },
+    receiptBody({ step: 2, pos: 10, nTokens: 3, layerStart: 1, layerEnd: 3, profile, outputHash: hashTensor(out) }),
     DOMAIN,
   );
 }
